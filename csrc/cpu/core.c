@@ -1,0 +1,196 @@
+/* Context, errors, memory and introspection exports of the CPU library. */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+SERL_API int32_t serl_abi_version(void) { return SERL_ABI_VERSION; }
+
+SERL_API const char *serl_backend(void) { return "cpu"; }
+
+int32_t serl_fail(serl_ctx *ctx, int32_t status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+void *serl_aligned_alloc(size_t bytes) {
+    void *p = NULL;
+    if (bytes == 0) bytes = SERL_ALIGN;
+    if (posix_memalign(&p, SERL_ALIGN, (bytes + SERL_ALIGN - 1) / SERL_ALIGN * SERL_ALIGN) != 0) return NULL;
+    return p;
+}
+
+static int detect_simd(void) {
+    int simd = SERL_SIMD_SCALAR;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) simd = SERL_SIMD_AVX2;
+    if (simd == SERL_SIMD_AVX2 && __builtin_cpu_supports("avx512f")) simd = SERL_SIMD_AVX512;
+#endif
+    /* SERL_SIMD=avx2|scalar caps the level, so tests can exercise every code path on one machine. */
+    const char *cap = getenv("SERL_SIMD");
+    if (cap) {
+        if (!strcmp(cap, "avx2") && simd > SERL_SIMD_AVX2) simd = SERL_SIMD_AVX2;
+        if (!strcmp(cap, "scalar")) simd = SERL_SIMD_SCALAR;
+    }
+    return simd;
+}
+
+SERL_API void *serl_context_create(int32_t threads) {
+    if (threads <= 0) {
+        const char *env = getenv("SERL_THREADS");
+        if (env && atoi(env) > 0) threads = atoi(env);
+    }
+    if (threads <= 0) threads = (int32_t)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads <= 0) threads = 1;
+    if (threads > SERL_MAX_THREADS) threads = SERL_MAX_THREADS;
+    serl_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) return NULL;
+    ctx->simd = detect_simd();
+    ctx->pool = serl_pool_create(threads);
+    if (!ctx->pool) {
+        free(ctx);
+        return NULL;
+    }
+    ctx->threads = threads;
+    return ctx;
+}
+
+SERL_API void serl_context_destroy(void *p) {
+    serl_ctx *ctx = p;
+    if (!ctx) return;
+    serl_pool_destroy(ctx->pool);
+    for (int i = 0; i < SERL_MAX_THREADS; i++) free(ctx->scratch[i].p);
+    free(ctx);
+}
+
+SERL_API const char *serl_last_error(void *p) {
+    serl_ctx *ctx = p;
+    return ctx ? ctx->err : "serl: NULL context";
+}
+
+void *serl_scratch(serl_ctx *ctx, int worker, size_t bytes) {
+    serl_scratch_buf *s = &ctx->scratch[worker];
+    if (s->bytes >= bytes && s->p) return s->p;
+    free(s->p);
+    s->bytes = 0;
+    s->p = serl_aligned_alloc(bytes);
+    if (s->p) s->bytes = bytes;
+    return s->p;
+}
+
+static int64_t meminfo_kb(const char *key) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return -1;
+    char line[256];
+    int64_t v = -1;
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, key, kl) && line[kl] == ':') {
+            v = atoll(line + kl + 1);
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
+static void cpu_name(char *out, size_t n) {
+    snprintf(out, n, "cpu");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "model name", 10)) {
+            char *c = strchr(line, ':');
+            if (c) {
+                c++;
+                while (*c == ' ') c++;
+                c[strcspn(c, "\n")] = 0;
+                snprintf(out, n, "%s", c);
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
+SERL_API int32_t serl_device_info(void *ctxp, serl_device_info_args *a) {
+    SERL_ENTER(ctxp, a, serl_device_info_args);
+    a->threads = ctx->threads;
+    a->simd = ctx->simd;
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    a->total_memory = (int64_t)pages * psz;
+    int64_t avail = meminfo_kb("MemAvailable");
+    a->free_memory = avail >= 0 ? avail * 1024 : (int64_t)sysconf(_SC_AVPHYS_PAGES) * psz;
+    cpu_name(a->name, sizeof a->name);
+    return SERL_OK;
+}
+
+SERL_API void *serl_alloc(void *p, int64_t bytes) {
+    serl_ctx *ctx = p;
+    if (!ctx) return NULL;
+    if (bytes < 0) {
+        serl_fail(ctx, SERL_E_ARG, "serl_alloc: negative size %lld", (long long)bytes);
+        return NULL;
+    }
+    void *m = serl_aligned_alloc((size_t)bytes);
+    if (!m) serl_fail(ctx, SERL_E_NOMEM, "serl_alloc: out of memory allocating %lld bytes", (long long)bytes);
+    return m;
+}
+
+SERL_API void serl_free(void *ctx, void *p) {
+    (void)ctx;
+    free(p);
+}
+
+typedef struct {
+    char *dst;
+    const char *src;
+    int64_t bytes, parts;
+} copy_job;
+
+static void copy_task(void *arg, int64_t i, int worker) {
+    (void)worker;
+    copy_job *j = arg;
+    int64_t lo, hi;
+    serl_chunk(j->bytes, j->parts, i, &lo, &hi);
+    memmove(j->dst + lo, j->src + lo, (size_t)(hi - lo));
+}
+
+SERL_API int32_t serl_copy(void *ctxp, const serl_copy_args *a) {
+    SERL_ENTER(ctxp, a, serl_copy_args);
+    SERL_REQUIRE(a->kind >= SERL_COPY_H2D && a->kind <= SERL_COPY_D2D, "serl_copy: unknown kind %d", a->kind);
+    SERL_REQUIRE(a->bytes >= 0, "serl_copy: negative size %lld", (long long)a->bytes);
+    if (a->bytes == 0) return SERL_OK;
+    SERL_REQUIRE(a->dst && a->src, "serl_copy: NULL pointer");
+    const char *s = a->src;
+    char *d = a->dst;
+    int overlap = (d < s + a->bytes) && (s < d + a->bytes);
+    /* Large disjoint copies are split over the pool: one core cannot saturate memory bandwidth. */
+    if (!overlap && a->bytes >= (4 << 20) && ctx->threads > 1) {
+        copy_job j = {d, s, a->bytes, ctx->threads};
+        serl_parallel(ctx, ctx->threads, copy_task, &j);
+    } else {
+        memmove(d, s, (size_t)a->bytes);
+    }
+    return SERL_OK;
+}
+
+SERL_API int32_t serl_memset(void *ctxp, const serl_memset_args *a) {
+    SERL_ENTER(ctxp, a, serl_memset_args);
+    SERL_REQUIRE(a->bytes >= 0, "serl_memset: negative size %lld", (long long)a->bytes);
+    if (a->bytes == 0) return SERL_OK;
+    SERL_REQUIRE(a->dst, "serl_memset: NULL pointer");
+    memset(a->dst, a->value, (size_t)a->bytes);
+    return SERL_OK;
+}
+
+SERL_API int32_t serl_sync(void *ctx) { return ctx ? SERL_OK : SERL_E_ARG; }

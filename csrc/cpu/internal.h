@@ -1,0 +1,75 @@
+/* Internal declarations shared by the CPU library's translation units: the context, the thread pool,
+ * per-worker scratch memory and error reporting. Nothing here is exported. */
+#ifndef SERL_CPU_INTERNAL_H
+#define SERL_CPU_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../serl.h"
+
+#define SERL_MAX_THREADS 256
+#define SERL_ALIGN 64
+
+/* SIMD levels, as reported in serl_device_info_args.simd. */
+#define SERL_SIMD_SCALAR 0
+#define SERL_SIMD_AVX2 2
+#define SERL_SIMD_AVX512 3
+
+typedef struct serl_pool serl_pool;
+
+/* A task function runs task index `task` on worker `worker` (0 = the calling thread). */
+typedef void (*serl_task_fn)(void *arg, int64_t task, int worker);
+
+typedef struct {
+    void *p;
+    size_t bytes;
+} serl_scratch_buf;
+
+typedef struct serl_ctx {
+    serl_pool *pool;
+    int threads;
+    int simd; /* SERL_SIMD_* chosen at creation (CPU support, capped by SERL_SIMD) */
+    char err[1024];
+    serl_scratch_buf scratch[SERL_MAX_THREADS];
+} serl_ctx;
+
+/* Records a formatted message on ctx and returns status. */
+int32_t serl_fail(serl_ctx *ctx, int32_t status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Validates the context and the args struct's size word; returns early from the calling op on error. */
+#define SERL_ENTER(ctxp, a, T)                                                                          \
+    serl_ctx *ctx = (serl_ctx *)(ctxp);                                                                 \
+    if (!ctx) return SERL_E_ARG;                                                                        \
+    ctx->err[0] = 0;                                                                                    \
+    if (!(a)) return serl_fail(ctx, SERL_E_ARG, #T ": args pointer is NULL");                           \
+    if ((a)->size != sizeof(T))                                                                         \
+        return serl_fail(ctx, SERL_E_ABI, #T ": args size %u, library expects %zu (Go/C layout mismatch)", \
+                         (unsigned)(a)->size, sizeof(T))
+
+/* Returns from the calling op with SERL_E_ARG when cond is false. */
+#define SERL_REQUIRE(cond, ...)                                                                         \
+    do {                                                                                                \
+        if (!(cond)) return serl_fail(ctx, SERL_E_ARG, __VA_ARGS__);                                    \
+    } while (0)
+
+/* Runs fn(arg, i, worker) for i in [0, n_tasks) on the pool; the caller works too. Returns when done. */
+void serl_parallel(serl_ctx *ctx, int64_t n_tasks, serl_task_fn fn, void *arg);
+
+/* Splits [0,n) into `parts` near-equal chunks: chunk i is [*lo, *hi). */
+static inline void serl_chunk(int64_t n, int64_t parts, int64_t i, int64_t *lo, int64_t *hi) {
+    int64_t q = n / parts, r = n % parts;
+    *lo = i * q + (i < r ? i : r);
+    *hi = *lo + q + (i < r ? 1 : 0);
+}
+
+/* Per-worker scratch of at least `bytes`, 64-byte aligned, kept across calls. NULL when out of memory. */
+void *serl_scratch(serl_ctx *ctx, int worker, size_t bytes);
+
+serl_pool *serl_pool_create(int threads);
+void serl_pool_destroy(serl_pool *p);
+void serl_pool_run(serl_pool *p, int64_t n_tasks, serl_task_fn fn, void *arg);
+
+void *serl_aligned_alloc(size_t bytes);
+
+#endif

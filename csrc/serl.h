@@ -1,0 +1,470 @@
+/*
+ * serl.h — the one C ABI that every serl native library (CPU, CUDA) exports.
+ *
+ * Rules (see DESIGN.md, "The native ABI"):
+ *  - Every op is `int32_t serl_<op>(void *ctx, const serl_<op>_args *a)`: two pointers in, a status out.
+ *    Floats, long argument lists and structs by value never cross the boundary, because purego cannot
+ *    pass them reliably.
+ *  - Every args struct starts with `uint32_t size` = sizeof(struct). A Go/C layout mismatch is caught on
+ *    the first call (SERL_E_ABI). serl_layout() reports every field's offset and size so that the Go
+ *    mirrors are tested field by field.
+ *  - All tensors are row-major and contiguous unless a leading dimension is given. Pointers are device
+ *    pointers from serl_alloc. The library never keeps a pointer after returning, never prints, never
+ *    exits, never installs a signal handler.
+ *  - Gradient outputs ACCUMULATE (+=) unless the op says otherwise, as in llm.c: the caller zeroes them.
+ *  - On failure an op returns a negative status and serl_last_error(ctx) says why.
+ */
+#ifndef SERL_H
+#define SERL_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SERL_ABI_VERSION 1
+
+#if defined(_WIN32)
+#define SERL_API __declspec(dllexport)
+#else
+#define SERL_API __attribute__((visibility("default")))
+#endif
+
+/* statuses */
+#define SERL_OK 0
+#define SERL_E_ARG (-1)      /* invalid argument: shape, null pointer, out-of-range index */
+#define SERL_E_ABI (-2)      /* args struct size mismatch */
+#define SERL_E_NOMEM (-3)    /* allocation failed */
+#define SERL_E_DEVICE (-4)   /* device/driver failure */
+#define SERL_E_UNSUPPORTED (-5)
+
+/* dtypes (values are part of the ABI) */
+#define SERL_F32 0
+#define SERL_I32 1
+#define SERL_BF16 2
+#define SERL_F16 3
+
+/* ---------------------------------------------------------------- context, memory, introspection */
+
+SERL_API int32_t serl_abi_version(void);
+
+/* Backend name, "cpu" or "cuda". */
+SERL_API const char *serl_backend(void);
+
+/* Creates a context; threads <= 0 means SERL_THREADS or the number of CPUs. Returns NULL on failure. */
+SERL_API void *serl_context_create(int32_t threads);
+SERL_API void serl_context_destroy(void *ctx);
+
+/* The message of the last failed call on ctx (empty string if none). Valid until the next call. */
+SERL_API const char *serl_last_error(void *ctx);
+
+typedef struct {
+    uint32_t size;
+    int32_t threads;        /* out: worker threads (CPU) */
+    int64_t total_memory;   /* out: bytes of device memory (CPU: physical RAM) */
+    int64_t free_memory;    /* out: bytes available now */
+    int32_t simd;           /* out: CPU vector ISA in use: 0 scalar, 2 AVX2, 3 AVX-512 */
+    int32_t reserved;
+    char name[128];         /* out: device name, NUL-terminated */
+} serl_device_info_args;
+SERL_API int32_t serl_device_info(void *ctx, serl_device_info_args *a);
+
+/* Device memory, 64-byte aligned. NULL on failure (then serl_last_error says why). */
+SERL_API void *serl_alloc(void *ctx, int64_t bytes);
+SERL_API void serl_free(void *ctx, void *p);
+
+#define SERL_COPY_H2D 0
+#define SERL_COPY_D2H 1
+#define SERL_COPY_D2D 2
+typedef struct {
+    uint32_t size;
+    int32_t kind;   /* SERL_COPY_* */
+    int64_t bytes;
+    void *dst;
+    const void *src;
+} serl_copy_args;
+SERL_API int32_t serl_copy(void *ctx, const serl_copy_args *a);
+
+typedef struct {
+    uint32_t size;
+    int32_t value;  /* byte value */
+    int64_t bytes;
+    void *dst;
+} serl_memset_args;
+SERL_API int32_t serl_memset(void *ctx, const serl_memset_args *a);
+
+/* Waits for all queued work on ctx (a no-op on CPU, where every op is synchronous). */
+SERL_API int32_t serl_sync(void *ctx);
+
+/* Field layout of every args struct, for the Go mirror test. */
+typedef struct {
+    const char *type;   /* e.g. "serl_matmul_args" */
+    const char *field;  /* e.g. "trans_a" */
+    int32_t offset;
+    int32_t size;
+} serl_field;
+SERL_API const serl_field *serl_layout(int32_t *count);
+
+/* ---------------------------------------------------------------- matrix products */
+
+/* C[b] = alpha · op(A[b]) · op(B[b]) + beta · C[b], b = 0..batch-1, row-major.
+ * op(A) is m×k, op(B) is k×n, C is m×n. trans_a: A is stored k×m. trans_b: B is stored n×k.
+ * lda/ldb/ldc are row strides (elements); stride_* are batch strides (elements; 0 broadcasts).
+ * beta == 0 means C is not read (it may hold NaN). */
+typedef struct {
+    uint32_t size;
+    int32_t trans_a, trans_b;
+    int32_t m, n, k;
+    int32_t lda, ldb, ldc;
+    int32_t batch;
+    float alpha, beta;
+    int64_t stride_a, stride_b, stride_c;
+    const float *a;
+    const float *b;
+    float *c;
+} serl_matmul_args;
+SERL_API int32_t serl_matmul(void *ctx, const serl_matmul_args *a);
+
+/* ---------------------------------------------------------------- embedding */
+
+/* out[t,:] = table[ids[t],:]; ids outside [0,vocab) → SERL_E_ARG. */
+typedef struct {
+    uint32_t size;
+    int32_t n_tokens, dim, vocab;
+    const int32_t *ids;     /* [n_tokens] */
+    const float *table;     /* [vocab, dim] */
+    float *out;             /* [n_tokens, dim] */
+} serl_embedding_fwd_args;
+SERL_API int32_t serl_embedding_fwd(void *ctx, const serl_embedding_fwd_args *a);
+
+/* dtable[ids[t],:] += dout[t,:] (scatter-add; repeated ids accumulate). */
+typedef struct {
+    uint32_t size;
+    int32_t n_tokens, dim, vocab;
+    const int32_t *ids;
+    const float *dout;      /* [n_tokens, dim] */
+    float *dtable;          /* [vocab, dim] */
+} serl_embedding_bwd_args;
+SERL_API int32_t serl_embedding_bwd(void *ctx, const serl_embedding_bwd_args *a);
+
+/* ---------------------------------------------------------------- RMSNorm */
+
+/* y[i,:] = x[i,:] · rstd[i] · w, rstd[i] = 1/sqrt(mean(x[i,:]²) + eps). rstd may be NULL (inference). */
+typedef struct {
+    uint32_t size;
+    int32_t n, dim;
+    float eps;
+    int32_t reserved;
+    const float *x;     /* [n, dim] */
+    const float *w;     /* [dim] */
+    float *y;           /* [n, dim]; may alias x */
+    float *rstd;        /* [n] or NULL */
+} serl_rmsnorm_fwd_args;
+SERL_API int32_t serl_rmsnorm_fwd(void *ctx, const serl_rmsnorm_fwd_args *a);
+
+/* dx += ∂L/∂x, dw += ∂L/∂w, from dy and the saved rstd. */
+typedef struct {
+    uint32_t size;
+    int32_t n, dim;
+    const float *x;
+    const float *w;
+    const float *rstd;
+    const float *dy;
+    float *dx;
+    float *dw;
+} serl_rmsnorm_bwd_args;
+SERL_API int32_t serl_rmsnorm_bwd(void *ctx, const serl_rmsnorm_bwd_args *a);
+
+/* ---------------------------------------------------------------- rotary embeddings (HF half-split layout) */
+
+/* For each token t, head h, i < half = rot_dim/2, angle = pos[t] · inv_freq[i] (float32, as HF):
+ *   y[i]      = x[i]·cos − x[i+half]·sin
+ *   y[i+half] = x[i+half]·cos + x[i]·sin
+ * dims ≥ rot_dim pass through. x/y are [n_tokens, n_heads, head_dim]; y may alias x.
+ * Backward (bwd = 1): y = Rᵀ·x, i.e. the same with −sin; used as dx (+)= rope_bwd(dy) by accumulate = 1. */
+typedef struct {
+    uint32_t size;
+    int32_t n_tokens, n_heads, head_dim, rot_dim;
+    int32_t bwd;            /* 0 forward rotation, 1 transpose (gradient) */
+    int32_t accumulate;     /* 1: y += result (y must not alias x) */
+    const int32_t *pos;     /* [n_tokens] */
+    const float *inv_freq;  /* [rot_dim/2] */
+    const float *x;
+    float *y;
+} serl_rope_args;
+SERL_API int32_t serl_rope(void *ctx, const serl_rope_args *a);
+
+/* ---------------------------------------------------------------- causal attention over packed sequences */
+
+/* Sequences s = 0..n_seqs-1 occupy tokens [cu_seqlens[s], cu_seqlens[s+1]) of the packed batch.
+ * q: [T, n_heads, head_dim], k/v: [T, n_kv_heads, head_dim], out: [T, n_heads, head_dim],
+ * lse: [T, n_heads] logsumexp of the scaled scores (saved for backward; may be NULL in inference).
+ * Head h uses kv head h / (n_heads / n_kv_heads). scale is usually 1/sqrt(head_dim). */
+typedef struct {
+    uint32_t size;
+    int32_t n_tokens, n_seqs, n_heads, n_kv_heads, head_dim;
+    float scale;
+    int32_t reserved;
+    const int32_t *cu_seqlens;  /* [n_seqs+1], cu_seqlens[0] = 0, cu_seqlens[n_seqs] = n_tokens */
+    const float *q;
+    const float *k;
+    const float *v;
+    float *out;
+    float *lse;
+} serl_attention_fwd_args;
+SERL_API int32_t serl_attention_fwd(void *ctx, const serl_attention_fwd_args *a);
+
+/* dq, dk, dv += gradients, from dout, the forward's out and lse. */
+typedef struct {
+    uint32_t size;
+    int32_t n_tokens, n_seqs, n_heads, n_kv_heads, head_dim;
+    float scale;
+    int32_t reserved;
+    const int32_t *cu_seqlens;
+    const float *q;
+    const float *k;
+    const float *v;
+    const float *out;
+    const float *lse;
+    const float *dout;
+    float *dq;
+    float *dk;
+    float *dv;
+} serl_attention_bwd_args;
+SERL_API int32_t serl_attention_bwd(void *ctx, const serl_attention_bwd_args *a);
+
+/* ---------------------------------------------------------------- paged KV cache */
+
+/* A layer's cache is [n_blocks, block_size, n_kv_heads, head_dim] for keys and the same for values.
+ * Token t is written at slot slots[t] = block · block_size + offset. slots[t] < 0 skips the token. */
+typedef struct {
+    uint32_t size;
+    int32_t n_tokens, n_kv_heads, head_dim, block_size, n_blocks;
+    int32_t reserved;
+    const int32_t *slots;   /* [n_tokens] */
+    const float *k;         /* [n_tokens, n_kv_heads, head_dim] */
+    const float *v;
+    float *k_cache;
+    float *v_cache;
+} serl_kv_append_args;
+SERL_API int32_t serl_kv_append(void *ctx, const serl_kv_append_args *a);
+
+/* One query token per sequence against its cached keys/values (the new token's own K/V must already be
+ * appended). Sequence s has seq_lens[s] cached tokens, held in blocks block_table[s·max_blocks + j]. */
+typedef struct {
+    uint32_t size;
+    int32_t n_seqs, n_heads, n_kv_heads, head_dim, block_size, n_blocks, max_blocks;
+    float scale;
+    const int32_t *block_table; /* [n_seqs, max_blocks] */
+    const int32_t *seq_lens;    /* [n_seqs] */
+    const float *q;             /* [n_seqs, n_heads, head_dim] */
+    const float *k_cache;
+    const float *v_cache;
+    float *out;                 /* [n_seqs, n_heads, head_dim] */
+} serl_decode_attention_args;
+SERL_API int32_t serl_decode_attention(void *ctx, const serl_decode_attention_args *a);
+
+/* ---------------------------------------------------------------- elementwise */
+
+/* out = silu(gate) · up, all [n]. */
+typedef struct {
+    uint32_t size;
+    int32_t reserved;
+    int64_t n;
+    const float *gate;
+    const float *up;
+    float *out;
+} serl_swiglu_fwd_args;
+SERL_API int32_t serl_swiglu_fwd(void *ctx, const serl_swiglu_fwd_args *a);
+
+/* dgate += dout · up · silu'(gate), dup += dout · silu(gate). */
+typedef struct {
+    uint32_t size;
+    int32_t reserved;
+    int64_t n;
+    const float *gate;
+    const float *up;
+    const float *dout;
+    float *dgate;
+    float *dup;
+} serl_swiglu_bwd_args;
+SERL_API int32_t serl_swiglu_bwd(void *ctx, const serl_swiglu_bwd_args *a);
+
+/* y[i,:] += bias (rows n, cols dim). */
+typedef struct {
+    uint32_t size;
+    int32_t n, dim;
+    int32_t reserved;
+    const float *bias;
+    float *y;
+} serl_bias_add_args;
+SERL_API int32_t serl_bias_add(void *ctx, const serl_bias_add_args *a);
+
+/* dbias += Σ_i dy[i,:]. */
+typedef struct {
+    uint32_t size;
+    int32_t n, dim;
+    int32_t reserved;
+    const float *dy;
+    float *dbias;
+} serl_bias_bwd_args;
+SERL_API int32_t serl_bias_bwd(void *ctx, const serl_bias_bwd_args *a);
+
+/* out = x + alpha · y (residual add with alpha = 1; out may alias x or y). */
+typedef struct {
+    uint32_t size;
+    float alpha;
+    int64_t n;
+    const float *x;
+    const float *y;
+    float *out;
+} serl_add_args;
+SERL_API int32_t serl_add(void *ctx, const serl_add_args *a);
+
+/* out = alpha · x (out may alias x). */
+typedef struct {
+    uint32_t size;
+    float alpha;
+    int64_t n;
+    const float *x;
+    float *out;
+} serl_scale_args;
+SERL_API int32_t serl_scale(void *ctx, const serl_scale_args *a);
+
+/* ---------------------------------------------------------------- log-probabilities */
+
+/* Per row t of logits [n, vocab] (row stride ld), with z = logits·inv_temp:
+ *   logp[t]    = z[targets[t]] − logsumexp(z)
+ *   entropy[t] = −Σ p log p           (entropy may be NULL)
+ *   lse[t]     = logsumexp(z)          (saved for backward; may be NULL)
+ * Stable for logits of any magnitude. targets outside [0,vocab) → SERL_E_ARG; targets[t] < 0 with
+ * ignore_negative = 1 gives logp 0. */
+typedef struct {
+    uint32_t size;
+    int32_t n, vocab, ld;
+    float inv_temp;
+    int32_t ignore_negative;
+    const float *logits;
+    const int32_t *targets;
+    float *logp;
+    float *entropy;
+    float *lse;
+} serl_logprob_fwd_args;
+SERL_API int32_t serl_logprob_fwd(void *ctx, const serl_logprob_fwd_args *a);
+
+/* dlogits[t,:] = coef[t] · inv_temp · (onehot(targets[t]) − softmax(z)), the gradient of
+ * Σ_t coef[t]·logp[t]. OVERWRITES dlogits, which may alias logits (no second vocab-sized buffer). */
+typedef struct {
+    uint32_t size;
+    int32_t n, vocab, ld;
+    float inv_temp;
+    int32_t ignore_negative;
+    const float *logits;
+    const int32_t *targets;
+    const float *lse;       /* from the forward */
+    const float *coef;      /* [n] */
+    float *dlogits;
+} serl_logprob_bwd_args;
+SERL_API int32_t serl_logprob_bwd(void *ctx, const serl_logprob_bwd_args *a);
+
+/* ---------------------------------------------------------------- sampling */
+
+/* One token per row of logits [n, vocab] (row stride ld). Per row r:
+ *   1. z = logits − presence_penalty[r] for every distinct token in hist[r·ld_hist .. + hist_len[r]]
+ *   2. banned ids (ban_ids) get −inf in rows with ban_rows[r] ≠ 0 (EOS before min_tokens)
+ *   3. temperature[r] == 0: greedy (lowest index among equal maxima); logp = log-softmax(z) there
+ *   4. else z /= temperature; keep the top_k[r] largest (≤0: all), then the smallest set whose
+ *      probability reaches top_p[r] (≥1: all); sample with a uniform from the counter-based generator
+ *      keyed by (seeds[r], seq_ids[r], steps[r]) — independent of batch composition.
+ * tokens[r] = the token; logp[r] = its log-probability under the temperature-scaled, penalised
+ * distribution before top-k/top-p truncation (NULL: not written). */
+typedef struct {
+    uint32_t size;
+    int32_t n, vocab, ld;
+    int32_t ld_hist, n_ban;
+    const float *logits;
+    const float *temperature;       /* [n] */
+    const int32_t *top_k;           /* [n] */
+    const float *top_p;             /* [n] */
+    const float *presence_penalty;  /* [n] */
+    const int32_t *hist;            /* [n, ld_hist] or NULL */
+    const int32_t *hist_len;        /* [n] or NULL */
+    const int32_t *ban_ids;         /* [n_ban] or NULL */
+    const int32_t *ban_rows;        /* [n] or NULL */
+    const uint64_t *seeds;          /* [n] */
+    const uint64_t *seq_ids;        /* [n] */
+    const int32_t *steps;           /* [n] */
+    int32_t *tokens;                /* [n] out */
+    float *logp;                    /* [n] out or NULL */
+} serl_sample_args;
+SERL_API int32_t serl_sample(void *ctx, const serl_sample_args *a);
+
+/* ---------------------------------------------------------------- advantages */
+
+/* Masked whitening over a token batch: μ = Σ m·x / Σ m, σ² = Σ m·(x−μ)² / Σ m (biased),
+ * y = (x − μ) / sqrt(max(σ², eps)) where mask ≠ 0, else 0 (std_norm = 0: y = x − μ).
+ * stats[0] = μ, stats[1] = σ² (device memory). Accumulates in double. */
+typedef struct {
+    uint32_t size;
+    int32_t std_norm;
+    int64_t n;
+    float eps;
+    int32_t reserved;
+    const float *x;
+    const float *mask;
+    float *y;           /* may alias x */
+    float *stats;       /* [2] */
+} serl_whiten_args;
+SERL_API int32_t serl_whiten(void *ctx, const serl_whiten_args *a);
+
+/* Per group g of group_size consecutive rewards:
+ *   mode 0 (GRPO):  y = (r − mean_g) / (std_g + eps), std Bessel-corrected (÷(G−1))
+ *   mode 1 (RLOO):  y = r − (Σ_g r − r) / (G − 1)
+ *   mode 2 (mean):  y = r − mean_g */
+#define SERL_GROUP_ZSCORE 0
+#define SERL_GROUP_RLOO 1
+#define SERL_GROUP_CENTER 2
+typedef struct {
+    uint32_t size;
+    int32_t mode;
+    int32_t n_groups, group_size;
+    float eps;
+    int32_t reserved;
+    const float *r;     /* [n_groups · group_size] */
+    float *y;           /* may alias r */
+} serl_group_baseline_args;
+SERL_API int32_t serl_group_baseline(void *ctx, const serl_group_baseline_args *a);
+
+/* ---------------------------------------------------------------- optimizer */
+
+/* Global L2 norm of g[0..n) into out[0] (accumulated in double); when max_norm > 0 and the norm
+ * exceeds it, g is scaled in place by max_norm / (norm + 1e-6) (DeepSpeed/PyTorch clip_grad_norm_). */
+typedef struct {
+    uint32_t size;
+    float max_norm;
+    int64_t n;
+    float *g;
+    float *out;     /* [1] the norm before clipping */
+} serl_grad_norm_args;
+SERL_API int32_t serl_grad_norm(void *ctx, const serl_grad_norm_args *a);
+
+/* AdamW (decoupled weight decay), PyTorch semantics, step ≥ 1:
+ *   g' = g·grad_scale; m = β1·m + (1−β1)·g'; v = β2·v + (1−β2)·g'²
+ *   p -= lr·wd·p;  p -= lr · (m / (1−β1^step)) / (sqrt(v / (1−β2^step)) + eps) */
+typedef struct {
+    uint32_t size;
+    int32_t step;
+    int64_t n;
+    float lr, beta1, beta2, eps, weight_decay, grad_scale;
+    float *p;
+    const float *g;
+    float *m;
+    float *v;
+} serl_adamw_args;
+SERL_API int32_t serl_adamw(void *ctx, const serl_adamw_args *a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SERL_H */

@@ -1,0 +1,241 @@
+package kernels
+
+// Go mirrors of the args structs of csrc/serl.h, field for field, in the same order, with the C field
+// name in a `c` tag. TestABILayout compares every field's offset and size with what the library reports,
+// so a drift between the header and this file fails a test instead of corrupting memory.
+
+type deviceInfoArgs struct {
+	size        uint32    `c:"size"`
+	threads     int32     `c:"threads"`
+	totalMemory int64     `c:"total_memory"`
+	freeMemory  int64     `c:"free_memory"`
+	simd        int32     `c:"simd"`
+	reserved    int32     `c:"reserved"`
+	name        [128]byte `c:"name"`
+}
+
+type copyArgs struct {
+	size  uint32  `c:"size"`
+	kind  int32   `c:"kind"`
+	bytes int64   `c:"bytes"`
+	dst   uintptr `c:"dst"`
+	src   uintptr `c:"src"`
+}
+
+type memsetArgs struct {
+	size  uint32  `c:"size"`
+	value int32   `c:"value"`
+	bytes int64   `c:"bytes"`
+	dst   uintptr `c:"dst"`
+}
+
+type matmulArgs struct {
+	size           uint32  `c:"size"`
+	transA, transB int32   `c:"trans_a,trans_b"`
+	m, n, k        int32   `c:"m,n,k"`
+	lda, ldb, ldc  int32   `c:"lda,ldb,ldc"`
+	batch          int32   `c:"batch"`
+	alpha, beta    float32 `c:"alpha,beta"`
+	strideA        int64   `c:"stride_a"`
+	strideB        int64   `c:"stride_b"`
+	strideC        int64   `c:"stride_c"`
+	a, b, c        uintptr `c:"a,b,c"`
+}
+
+type embeddingFwdArgs struct {
+	size                uint32  `c:"size"`
+	nTokens, dim, vocab int32   `c:"n_tokens,dim,vocab"`
+	ids, table, out     uintptr `c:"ids,table,out"`
+}
+
+type embeddingBwdArgs struct {
+	size                uint32  `c:"size"`
+	nTokens, dim, vocab int32   `c:"n_tokens,dim,vocab"`
+	ids, dout, dtable   uintptr `c:"ids,dout,dtable"`
+}
+
+type rmsnormFwdArgs struct {
+	size     uint32  `c:"size"`
+	n, dim   int32   `c:"n,dim"`
+	eps      float32 `c:"eps"`
+	reserved int32   `c:"reserved"`
+	x, w, y  uintptr `c:"x,w,y"`
+	rstd     uintptr `c:"rstd"`
+}
+
+type rmsnormBwdArgs struct {
+	size           uint32  `c:"size"`
+	n, dim         int32   `c:"n,dim"`
+	x, w, rstd, dy uintptr `c:"x,w,rstd,dy"`
+	dx, dw         uintptr `c:"dx,dw"`
+}
+
+type ropeArgs struct {
+	size                             uint32  `c:"size"`
+	nTokens, nHeads, headDim, rotDim int32   `c:"n_tokens,n_heads,head_dim,rot_dim"`
+	bwd, accumulate                  int32   `c:"bwd,accumulate"`
+	pos, invFreq, x, y               uintptr `c:"pos,inv_freq,x,y"`
+}
+
+type attentionFwdArgs struct {
+	size                                      uint32  `c:"size"`
+	nTokens, nSeqs, nHeads, nKVHeads, headDim int32   `c:"n_tokens,n_seqs,n_heads,n_kv_heads,head_dim"`
+	scale                                     float32 `c:"scale"`
+	reserved                                  int32   `c:"reserved"`
+	cuSeqlens, q, k, v, out, lse              uintptr `c:"cu_seqlens,q,k,v,out,lse"`
+}
+
+type attentionBwdArgs struct {
+	size                                      uint32  `c:"size"`
+	nTokens, nSeqs, nHeads, nKVHeads, headDim int32   `c:"n_tokens,n_seqs,n_heads,n_kv_heads,head_dim"`
+	scale                                     float32 `c:"scale"`
+	reserved                                  int32   `c:"reserved"`
+	cuSeqlens, q, k, v, out, lse, dout        uintptr `c:"cu_seqlens,q,k,v,out,lse,dout"`
+	dq, dk, dv                                uintptr `c:"dq,dk,dv"`
+}
+
+type kvAppendArgs struct {
+	size                                           uint32  `c:"size"`
+	nTokens, nKVHeads, headDim, blockSize, nBlocks int32   `c:"n_tokens,n_kv_heads,head_dim,block_size,n_blocks"`
+	reserved                                       int32   `c:"reserved"`
+	slots, k, v, kCache, vCache                    uintptr `c:"slots,k,v,k_cache,v_cache"`
+}
+
+type decodeAttentionArgs struct {
+	size                                                          uint32  `c:"size"`
+	nSeqs, nHeads, nKVHeads, headDim, blockSize, nBlocks, maxBlks int32   `c:"n_seqs,n_heads,n_kv_heads,head_dim,block_size,n_blocks,max_blocks"`
+	scale                                                         float32 `c:"scale"`
+	blockTable, seqLens, q, kCache, vCache, out                   uintptr `c:"block_table,seq_lens,q,k_cache,v_cache,out"`
+}
+
+type swigluFwdArgs struct {
+	size          uint32  `c:"size"`
+	reserved      int32   `c:"reserved"`
+	n             int64   `c:"n"`
+	gate, up, out uintptr `c:"gate,up,out"`
+}
+
+type swigluBwdArgs struct {
+	size                       uint32  `c:"size"`
+	reserved                   int32   `c:"reserved"`
+	n                          int64   `c:"n"`
+	gate, up, dout, dgate, dup uintptr `c:"gate,up,dout,dgate,dup"`
+}
+
+type biasAddArgs struct {
+	size     uint32  `c:"size"`
+	n, dim   int32   `c:"n,dim"`
+	reserved int32   `c:"reserved"`
+	bias, y  uintptr `c:"bias,y"`
+}
+
+type biasBwdArgs struct {
+	size      uint32  `c:"size"`
+	n, dim    int32   `c:"n,dim"`
+	reserved  int32   `c:"reserved"`
+	dy, dbias uintptr `c:"dy,dbias"`
+}
+
+type addArgs struct {
+	size      uint32  `c:"size"`
+	alpha     float32 `c:"alpha"`
+	n         int64   `c:"n"`
+	x, y, out uintptr `c:"x,y,out"`
+}
+
+type scaleArgs struct {
+	size   uint32  `c:"size"`
+	alpha  float32 `c:"alpha"`
+	n      int64   `c:"n"`
+	x, out uintptr `c:"x,out"`
+}
+
+type logprobFwdArgs struct {
+	size                           uint32  `c:"size"`
+	n, vocab, ld                   int32   `c:"n,vocab,ld"`
+	invTemp                        float32 `c:"inv_temp"`
+	ignoreNegative                 int32   `c:"ignore_negative"`
+	logits, targets, logp, entropy uintptr `c:"logits,targets,logp,entropy"`
+	lse                            uintptr `c:"lse"`
+}
+
+type logprobBwdArgs struct {
+	size                                uint32  `c:"size"`
+	n, vocab, ld                        int32   `c:"n,vocab,ld"`
+	invTemp                             float32 `c:"inv_temp"`
+	ignoreNegative                      int32   `c:"ignore_negative"`
+	logits, targets, lse, coef, dlogits uintptr `c:"logits,targets,lse,coef,dlogits"`
+}
+
+type sampleArgs struct {
+	size                               uint32  `c:"size"`
+	n, vocab, ld                       int32   `c:"n,vocab,ld"`
+	ldHist, nBan                       int32   `c:"ld_hist,n_ban"`
+	logits, temperature, topK, topP    uintptr `c:"logits,temperature,top_k,top_p"`
+	presencePenalty, hist, histLen     uintptr `c:"presence_penalty,hist,hist_len"`
+	banIDs, banRows                    uintptr `c:"ban_ids,ban_rows"`
+	seeds, seqIDs, steps, tokens, logp uintptr `c:"seeds,seq_ids,steps,tokens,logp"`
+}
+
+type whitenArgs struct {
+	size              uint32  `c:"size"`
+	stdNorm           int32   `c:"std_norm"`
+	n                 int64   `c:"n"`
+	eps               float32 `c:"eps"`
+	reserved          int32   `c:"reserved"`
+	x, mask, y, stats uintptr `c:"x,mask,y,stats"`
+}
+
+type groupBaselineArgs struct {
+	size               uint32  `c:"size"`
+	mode               int32   `c:"mode"`
+	nGroups, groupSize int32   `c:"n_groups,group_size"`
+	eps                float32 `c:"eps"`
+	reserved           int32   `c:"reserved"`
+	r, y               uintptr `c:"r,y"`
+}
+
+type gradNormArgs struct {
+	size    uint32  `c:"size"`
+	maxNorm float32 `c:"max_norm"`
+	n       int64   `c:"n"`
+	g, out  uintptr `c:"g,out"`
+}
+
+type adamwArgs struct {
+	size                                          uint32  `c:"size"`
+	step                                          int32   `c:"step"`
+	n                                             int64   `c:"n"`
+	lr, beta1, beta2, eps, weightDecay, gradScale float32 `c:"lr,beta1,beta2,eps,weight_decay,grad_scale"`
+	p, g, m, v                                    uintptr `c:"p,g,m,v"`
+}
+
+// abiStructs maps each C struct name to a zero value of its mirror, for the layout test.
+var abiStructs = map[string]any{
+	"serl_device_info_args":      deviceInfoArgs{},
+	"serl_copy_args":             copyArgs{},
+	"serl_memset_args":           memsetArgs{},
+	"serl_matmul_args":           matmulArgs{},
+	"serl_embedding_fwd_args":    embeddingFwdArgs{},
+	"serl_embedding_bwd_args":    embeddingBwdArgs{},
+	"serl_rmsnorm_fwd_args":      rmsnormFwdArgs{},
+	"serl_rmsnorm_bwd_args":      rmsnormBwdArgs{},
+	"serl_rope_args":             ropeArgs{},
+	"serl_attention_fwd_args":    attentionFwdArgs{},
+	"serl_attention_bwd_args":    attentionBwdArgs{},
+	"serl_kv_append_args":        kvAppendArgs{},
+	"serl_decode_attention_args": decodeAttentionArgs{},
+	"serl_swiglu_fwd_args":       swigluFwdArgs{},
+	"serl_swiglu_bwd_args":       swigluBwdArgs{},
+	"serl_bias_add_args":         biasAddArgs{},
+	"serl_bias_bwd_args":         biasBwdArgs{},
+	"serl_add_args":              addArgs{},
+	"serl_scale_args":            scaleArgs{},
+	"serl_logprob_fwd_args":      logprobFwdArgs{},
+	"serl_logprob_bwd_args":      logprobBwdArgs{},
+	"serl_sample_args":           sampleArgs{},
+	"serl_whiten_args":           whitenArgs{},
+	"serl_group_baseline_args":   groupBaselineArgs{},
+	"serl_grad_norm_args":        gradNormArgs{},
+	"serl_adamw_args":            adamwArgs{},
+}

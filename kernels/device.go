@@ -1,0 +1,277 @@
+// Package kernels is the typed Go API over a serl native backend: devices, buffers and shaped tensors,
+// one Go method per native op that checks shapes and returns errors, a pure-Go reference of every op
+// (package kernels/ref) and one conformance suite that every backend passes.
+//
+// A Device is safe for concurrent use, but ops on one device run one at a time: the engine drives each
+// device from one goroutine and the native library spreads each op over its own threads.
+package kernels
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/serl-go/serl/loader"
+)
+
+type opID int
+
+// Ops, in the order of csrc/serl.h. The names are the export names without the serl_ prefix.
+const (
+	opCopy opID = iota
+	opMemset
+	opMatMul
+	opEmbeddingFwd
+	opEmbeddingBwd
+	opRMSNormFwd
+	opRMSNormBwd
+	opRoPE
+	opAttentionFwd
+	opAttentionBwd
+	opKVAppend
+	opDecodeAttention
+	opSwiGLUFwd
+	opSwiGLUBwd
+	opBiasAdd
+	opBiasBwd
+	opAdd
+	opScale
+	opLogProbFwd
+	opLogProbBwd
+	opSample
+	opWhiten
+	opGroupBaseline
+	opGradNorm
+	opAdamW
+	numOps
+)
+
+var opNames = [numOps]string{
+	"copy", "memset", "matmul", "embedding_fwd", "embedding_bwd", "rmsnorm_fwd", "rmsnorm_bwd", "rope",
+	"attention_fwd", "attention_bwd", "kv_append", "decode_attention", "swiglu_fwd", "swiglu_bwd",
+	"bias_add", "bias_bwd", "add", "scale", "logprob_fwd", "logprob_bwd", "sample", "whiten",
+	"group_baseline", "grad_norm", "adamw",
+}
+
+func (o opID) String() string { return opNames[o] }
+
+// Info describes a device.
+type Info struct {
+	Backend     string // "cpu" or "cuda"
+	Name        string // e.g. the CPU model
+	Library     string // path of the loaded native library
+	Threads     int
+	SIMD        string // CPU vector ISA in use
+	TotalMemory int64
+	FreeMemory  int64
+}
+
+// Device is one native backend context.
+type Device struct {
+	lib         *loader.Library
+	ctx         uintptr
+	hostVisible bool
+	info        Info
+
+	fnCreate, fnDestroy, fnLastError, fnAlloc, fnFree, fnSync, fnInfo uintptr
+
+	mu     sync.Mutex
+	caller loader.Caller
+	// argbuf holds the args struct of the op in flight. It lives as long as the Device, so passing its
+	// address to native code allocates nothing (a stack struct would escape to the heap per call).
+	argbuf [96]uint64
+	syms   [numOps]uintptr
+	prof   *profile
+	live   int64 // bytes allocated now
+	peak   int64
+	closed bool
+}
+
+// Open creates a device: "cpu", "cuda", or "auto" (CUDA when its library loads and a GPU answers,
+// else CPU). threads ≤ 0 means $SERL_THREADS or the number of CPUs.
+func Open(backend string, threads int) (*Device, error) {
+	switch backend {
+	case "cpu", "cuda":
+		return open(backend, threads)
+	case "auto":
+		if d, err := open("cuda", threads); err == nil {
+			return d, nil
+		}
+		return open("cpu", threads)
+	}
+	return nil, fmt.Errorf("kernels: unknown device %q (want auto, cpu or cuda)", backend)
+}
+
+func open(backend string, threads int) (*Device, error) {
+	lib, err := loader.Open(backend)
+	if err != nil {
+		return nil, err
+	}
+	d := &Device{lib: lib, hostVisible: backend == "cpu"}
+	for _, s := range []struct {
+		p    *uintptr
+		name string
+	}{{&d.fnCreate, "serl_context_create"}, {&d.fnDestroy, "serl_context_destroy"},
+		{&d.fnLastError, "serl_last_error"}, {&d.fnAlloc, "serl_alloc"}, {&d.fnFree, "serl_free"},
+		{&d.fnSync, "serl_sync"}, {&d.fnInfo, "serl_device_info"}} {
+		if *s.p, err = lib.Sym(s.name); err != nil {
+			return nil, err
+		}
+	}
+	// A missing op is not fatal here: calling it returns an error naming the symbol, and the
+	// conformance suite fails for every op a backend lacks.
+	for op := opID(0); op < numOps; op++ {
+		d.syms[op], _ = lib.Sym("serl_" + opNames[op])
+	}
+	d.ctx = loader.Call(d.fnCreate, uintptr(threads))
+	if d.ctx == 0 {
+		return nil, fmt.Errorf("kernels: %s: cannot create a %s context", lib.Path, backend)
+	}
+	a := args[deviceInfoArgs](d)
+	if st := d.caller.Call2(d.fnInfo, d.ctx, uintptr(unsafe.Pointer(a))); st != 0 {
+		err := d.statusError("device_info", st)
+		d.Close()
+		return nil, err
+	}
+	n := 0
+	for n < len(a.name) && a.name[n] != 0 {
+		n++
+	}
+	d.info = Info{Backend: backend, Name: string(a.name[:n]), Library: lib.Path, Threads: int(a.threads),
+		SIMD: simdName(a.simd), TotalMemory: a.totalMemory, FreeMemory: a.freeMemory}
+	runtime.SetFinalizer(d, (*Device).Close)
+	return d, nil
+}
+
+func simdName(s int32) string {
+	switch s {
+	case 3:
+		return "avx512"
+	case 2:
+		return "avx2"
+	case 0:
+		return "scalar"
+	}
+	return fmt.Sprintf("simd(%d)", s)
+}
+
+// Info describes the device.
+func (d *Device) Info() Info { return d.info }
+
+// Backend is "cpu" or "cuda".
+func (d *Device) Backend() string { return d.info.Backend }
+
+// HostVisible reports whether tensors' memory can be read directly (Tensor.F32 and friends).
+func (d *Device) HostVisible() bool { return d.hostVisible }
+
+// Close releases the native context. Buffers must not be used afterwards.
+func (d *Device) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	d.closed = true
+	loader.Call(d.fnDestroy, d.ctx)
+	runtime.SetFinalizer(d, nil)
+}
+
+// MemoryInUse returns the bytes allocated through this device now and at the peak.
+func (d *Device) MemoryInUse() (live, peak int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.live, d.peak
+}
+
+// args returns the device's args scratch as a zeroed *T with its size word set.
+func args[T any](d *Device) *T {
+	var zero T
+	if unsafe.Sizeof(zero) > unsafe.Sizeof(d.argbuf) {
+		panic("kernels: args struct larger than the device's args buffer")
+	}
+	p := (*T)(unsafe.Pointer(&d.argbuf))
+	*p = zero
+	*(*uint32)(unsafe.Pointer(p)) = uint32(unsafe.Sizeof(zero))
+	return p
+}
+
+// OpError is a failed op: the op's name and why.
+type OpError struct {
+	Op  string
+	Err error
+}
+
+func (e *OpError) Error() string { return "kernels: " + e.Op + ": " + e.Err.Error() }
+func (e *OpError) Unwrap() error { return e.Err }
+
+func opErr(op string, format string, a ...any) error {
+	return &OpError{Op: op, Err: fmt.Errorf(format, a...)}
+}
+
+func (d *Device) statusError(op string, st int32) error {
+	msg := loader.GoString(loader.Call(d.fnLastError, d.ctx))
+	return &OpError{Op: op, Err: &loader.StatusError{Status: st, Msg: msg}}
+}
+
+// run calls op with the args in d.argbuf; d.mu must be held. flops and bytes feed the profiler.
+func (d *Device) run(op opID, flops, bytes float64) error {
+	if d.closed {
+		return opErr(op.String(), "device is closed")
+	}
+	fn := d.syms[op]
+	if fn == 0 {
+		return opErr(op.String(), "%s does not export serl_%s", d.lib.Path, op)
+	}
+	var t0 time.Time
+	if d.prof != nil {
+		t0 = time.Now()
+	}
+	st := d.caller.Call2(fn, d.ctx, uintptr(unsafe.Pointer(&d.argbuf)))
+	if d.prof != nil {
+		if !d.hostVisible {
+			d.caller.Call2(d.fnSync, d.ctx, 0)
+		}
+		d.prof.add(op, time.Since(t0), flops, bytes)
+	}
+	if st != 0 {
+		return d.statusError(op.String(), st)
+	}
+	return nil
+}
+
+// check validates one tensor argument: present, on this device, of dtype dt, with at least n elements.
+func (d *Device) check(op, name string, t Tensor, dt DType, n int) error {
+	if !t.Valid() {
+		return opErr(op, "%s: nil tensor", name)
+	}
+	if t.buf.dev != d {
+		return opErr(op, "%s: tensor belongs to another device", name)
+	}
+	if t.dtype != dt {
+		return opErr(op, "%s: dtype %s, want %s", name, t.dtype, dt)
+	}
+	if t.Len() < n {
+		return opErr(op, "%s: %s has %d elements, needs %d", name, t, t.Len(), n)
+	}
+	return nil
+}
+
+// checkOpt is check for an optional tensor: a zero Tensor is allowed and passes address 0.
+func (d *Device) checkOpt(op, name string, t Tensor, dt DType, n int) error {
+	if t.buf == nil {
+		return nil
+	}
+	return d.check(op, name, t, dt, n)
+}
+
+// firstErr returns the first non-nil error.
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
