@@ -62,6 +62,9 @@ func TestExtractQuestions(t *testing.T) {
 		// same as if it held only at the end, and the scan must not loop.
 		{"trailing newlines", "1. a\n\n", []string{"a"}},
 		{"empty last item before final newline", "1. a\n2.\n", []string{"a", ""}},
+		// \s+ is greedy: an empty item eats the newline, so the next number
+		// becomes part of its text.
+		{"empty item swallows the next number", "1. \n2. x y", []string{"2. x y"}},
 		{"number at the very end", "1. a\n2. ", []string{"a", ""}},
 		{"digits-dot without whitespace is no item", "1.No space\n2. Yes", []string{"Yes"}},
 		{"no split without whitespace after dot", "1. a\n2.b", []string{"a\n2.b"}},
