@@ -28,10 +28,10 @@ var (
 	// `11,\!111`, `1\,000`, `14 {, }916`.
 	reGroupSep = regexp.MustCompile(`(\d)\s*(?:,\\!|\{\s*,\s*\}|\\,|\\!|,\\,|,\\ )\s*(\d{3})`)
 	// `^\circ`, `^{\circ}`, `^{\circ }` and friends.
-	reDegree  = regexp.MustCompile(`\^\s*\{?\s*\\circ\s*\}?|\\circ|°|\\degree`)
-	reSpacing = regexp.MustCompile(`\\(?:qquad|quad|displaystyle|textstyle|scriptstyle|[,;:> ])|\\hspace\*?\{[^{}]*\}|~`)
-	reSizing  = regexp.MustCompile(`\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|Biggl|Biggr|bigg|Bigg|big|Big)(?:\b|\s*([.]))`)
-	rePctWord = regexp.MustCompile(`(?i)\s*(?:\\%|%|\bpct\b|\bpercent\b)\.?\s*$`)
+	reDegree         = regexp.MustCompile(`\^\s*\{?\s*\\circ\s*\}?|\\circ|°|\\degree`)
+	reSpacing        = regexp.MustCompile(`\\(?:qquad|quad|displaystyle|textstyle|scriptstyle|[,;:> ])|\\hspace\*?\{[^{}]*\}|~`)
+	reSizing         = regexp.MustCompile(`\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|Biggl|Biggr|bigg|Bigg|big|Big)(?:\b|\s*([.]))`)
+	rePctWord        = regexp.MustCompile(`(?i)\s*(?:\\%|%|\bpct\b|\bpercent\b)\.?\s*$`)
 	reWholeThousands = regexp.MustCompile(`^[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?%?$`)
 	reWholeSpaceThou = regexp.MustCompile(`^[-+]?[1-9]\d{0,2}(?: \d{3})+(?:\.\d+)?%?$`)
 	reDecimalComma   = regexp.MustCompile(`^[-+]?\d+,\d+%?$`)

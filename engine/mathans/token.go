@@ -8,20 +8,20 @@ import (
 type tkind uint8
 
 const (
-	tEOF    tkind = iota
-	tNum          // text: digits with optional decimal point
-	tSym          // text: variable name (one letter, Greek name, unknown command)
-	tCmd          // text: a command the parser knows (frac, sqrt, pi, sin, ...)
-	tOp           // text: one of + - * / ^ _ ! % : | ( ) [ ] { } '
-	tRel          // text: = < <= > >= != ~ in
-	tSep          // list separator: , ; and or
-	tLSet         // \{
-	tRSet         // \}
-	tAmp          // &
-	tRow          // \\ (matrix row)
-	tText         // text: content of \text{...} and friends
-	tBegin        // text: environment name
-	tEnd          // text: environment name
+	tEOF   tkind = iota
+	tNum         // text: digits with optional decimal point
+	tSym         // text: variable name (one letter, Greek name, unknown command)
+	tCmd         // text: a command the parser knows (frac, sqrt, pi, sin, ...)
+	tOp          // text: one of + - * / ^ _ ! % : | ( ) [ ] { } '
+	tRel         // text: = < <= > >= != ~ in
+	tSep         // list separator: , ; and or
+	tLSet        // \{
+	tRSet        // \}
+	tAmp         // &
+	tRow         // \\ (matrix row)
+	tText        // text: content of \text{...} and friends
+	tBegin       // text: environment name
+	tEnd         // text: environment name
 )
 
 type token struct {
