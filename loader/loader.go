@@ -59,24 +59,28 @@ func Open(backend string) (*Library, error) {
 	if l := opened[backend]; l != nil {
 		return l, nil
 	}
-	name := FileName(backend)
+	embeddedMu.Lock()
+	image := embedded[backend]
+	embeddedMu.Unlock()
+	l, err := openFrom(FileName(backend), searchDirs(), image)
+	if err != nil {
+		return nil, err
+	}
+	opened[backend] = l
+	return l, nil
+}
+
+// openFrom loads name from the first of dirs that has it, else from the embedded image.
+func openFrom(name string, dirs []searchDir, image []byte) (*Library, error) {
 	var tried []string
-	for _, dir := range searchDirs() {
+	for _, dir := range dirs {
 		p := filepath.Join(dir.path, name)
 		if _, err := os.Stat(p); err != nil {
 			tried = append(tried, fmt.Sprintf("%s (%s: not found)", p, dir.why))
 			continue
 		}
-		l, err := OpenPath(p)
-		if err != nil {
-			return nil, err
-		}
-		opened[backend] = l
-		return l, nil
+		return OpenPath(p)
 	}
-	embeddedMu.Lock()
-	image := embedded[backend]
-	embeddedMu.Unlock()
 	if image == nil {
 		tried = append(tried, "embedded copy (none in this binary)")
 		return nil, fmt.Errorf("loader: cannot find %s; tried:\n  %s\nbuild it with ./build.sh or set SERL_LIB_DIR",
@@ -86,12 +90,7 @@ func Open(backend string) (*Library, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := OpenPath(p)
-	if err != nil {
-		return nil, err
-	}
-	opened[backend] = l
-	return l, nil
+	return OpenPath(p)
 }
 
 type searchDir struct{ path, why string }
@@ -172,4 +171,3 @@ func (l *Library) Sym(name string) (uintptr, error) {
 	l.syms[name] = p
 	return p, nil
 }
-

@@ -1,0 +1,155 @@
+package kernels
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/serl-go/serl/loader"
+)
+
+type cField struct {
+	typ, field   string
+	offset, size int
+}
+
+// libraryLayout reads serl_layout(): every args field's offset and size as the C compiler laid it out.
+func libraryLayout(t *testing.T, d *Device) map[string][]cField {
+	fn, err := d.lib.Sym("serl_layout")
+	require.NoError(t, err)
+	var count int32
+	base := loader.Call(fn, uintptr(unsafe.Pointer(&count)))
+	require.NotZero(t, base)
+	type rawField struct {
+		typ, field   uintptr
+		offset, size int32
+	}
+	raw := unsafe.Slice((*rawField)(loader.Pointer(base)), count)
+	out := map[string][]cField{}
+	for _, f := range raw {
+		name := loader.GoString(f.typ)
+		out[name] = append(out[name], cField{name, loader.GoString(f.field), int(f.offset), int(f.size)})
+	}
+	return out
+}
+
+// TestABILayout checks every Go mirror in abi.go field by field against the library's own layout, so
+// a header change that is not mirrored in Go fails here rather than corrupting memory at run time.
+func TestABILayout(t *testing.T) {
+	d := cpuDevice(t)
+	layout := libraryLayout(t, d)
+	for name := range layout {
+		_, ok := abiStructs[name]
+		require.True(t, ok, "serl.h declares %s but kernels/abi.go has no mirror", name)
+	}
+	for name, v := range abiStructs {
+		cf, ok := layout[name]
+		require.True(t, ok, "kernels/abi.go mirrors %s, which the library does not declare", name)
+		rt := reflect.TypeOf(v)
+		require.Equal(t, len(cf), rt.NumField(), "%s: field count Go vs C", name)
+		for i := 0; i < rt.NumField(); i++ {
+			gf := rt.Field(i)
+			names := strings.Split(gf.Tag.Get("c"), ",")
+			require.Contains(t, names, cf[i].field, "%s field %d: Go %s is tagged %v, C has %s", name, i, gf.Name, names, cf[i].field)
+			require.Equal(t, cf[i].offset, int(gf.Offset), "%s.%s offset", name, cf[i].field)
+			require.Equal(t, cf[i].size, int(gf.Type.Size()), "%s.%s size", name, cf[i].field)
+		}
+		require.LessOrEqual(t, rt.Size(), unsafe.Sizeof(d.argbuf), "%s does not fit the device args buffer", name)
+	}
+}
+
+// TestABISizeMismatch: an args struct whose size word disagrees with the library's is refused with
+// an ABI error that says so — the first-call guard against a Go/C layout drift.
+func TestABISizeMismatch(t *testing.T) {
+	d := cpuDevice(t)
+	x := d.MustAlloc(F32, 4)
+	defer d.Free(x)
+	d.mu.Lock()
+	a := args[scaleArgs](d)
+	a.size += 8
+	a.n, a.x, a.out, a.alpha = 4, x.addr(), x.addr(), 1
+	err := d.run(opScale, 0, 0)
+	d.mu.Unlock()
+	require.Error(t, err)
+	var se *loader.StatusError
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, int32(loader.StatusABI), se.Status)
+	require.Contains(t, err.Error(), "layout mismatch")
+}
+
+// TestMissingOp: an op the library does not export gives an error naming the symbol.
+func TestMissingOp(t *testing.T) {
+	d := cpuDevice(t)
+	d.mu.Lock()
+	saved := d.syms[opScale]
+	d.syms[opScale] = 0
+	d.mu.Unlock()
+	x := d.MustAlloc(F32, 1)
+	defer d.Free(x)
+	err := d.Scale(x, x, 1)
+	d.mu.Lock()
+	d.syms[opScale] = saved
+	d.mu.Unlock()
+	require.ErrorContains(t, err, "does not export serl_scale")
+}
+
+func TestForeignDeviceTensor(t *testing.T) {
+	a, err := Open("cpu", 1)
+	require.NoError(t, err)
+	defer a.Close()
+	d := cpuDevice(t)
+	x := a.MustAlloc(F32, 3)
+	y := d.MustAlloc(F32, 3)
+	defer d.Free(y)
+	require.ErrorContains(t, d.Scale(y, x, 1), "another device")
+}
+
+func TestAllocErrors(t *testing.T) {
+	d := cpuDevice(t)
+	_, err := d.Alloc(F32)
+	require.Error(t, err)
+	_, err = d.Alloc(F32, -1)
+	require.Error(t, err)
+	_, err = d.Alloc(F32, 1<<40, 1<<20)
+	require.Error(t, err)
+	x := d.MustAlloc(F32, 6)
+	defer d.Free(x)
+	require.Error(t, Upload(x, make([]float32, 5)), "length mismatch")
+	require.Error(t, Upload(x, make([]int32, 6)), "dtype mismatch")
+	_, err = x.Reshape(4, 2)
+	require.Error(t, err)
+	v, err := x.Reshape(2, 3)
+	require.NoError(t, err)
+	_, err = v.Slice(1, 3)
+	require.Error(t, err)
+	r, err := v.Slice(1, 2)
+	require.NoError(t, err)
+	require.NoError(t, Upload(x, []float32{0, 1, 2, 3, 4, 5}))
+	require.Equal(t, []float32{3, 4, 5}, r.F32())
+}
+
+func TestProfileTable(t *testing.T) {
+	d, err := Open("cpu", 1)
+	require.NoError(t, err)
+	defer d.Close()
+	x := d.MustAlloc(F32, 1000)
+	d.SetProfiling(true)
+	for i := 0; i < 3; i++ {
+		require.NoError(t, d.Scale(x, x, 1))
+	}
+	require.NoError(t, d.Add(x, x, x, 1))
+	st := d.Profile()
+	require.Len(t, st, 2)
+	calls := map[string]int64{}
+	for _, s := range st {
+		calls[s.Op] = s.Calls
+	}
+	require.Equal(t, map[string]int64{"scale": 3, "add": 1}, calls)
+	var b strings.Builder
+	require.NoError(t, d.WriteProfile(&b))
+	require.Contains(t, b.String(), "GFLOP/s")
+	require.Contains(t, b.String(), "scale")
+}
