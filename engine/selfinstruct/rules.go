@@ -174,6 +174,9 @@ func hasBlacklisted(text string) bool {
 func findWord(rs []rune, w string) bool {
 	n := len(w)
 	for i := 0; i+n <= len(rs); i++ {
+		if !foldEq(rs[i], w[0]) {
+			continue
+		}
 		if i > 0 && isPyWord(rs[i-1]) {
 			continue
 		}
