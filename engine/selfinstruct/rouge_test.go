@@ -124,6 +124,7 @@ func TestPoolMatchesBruteForce(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	texts := randomProblems(r, 1500) // several chunks, so several workers run
 	texts = append(texts, "$$", "")  // problems without tokens
+	var pools []*Pool
 	for _, workers := range []int{1, 2, 5} {
 		p := NewPool()
 		p.SetWorkers(workers)
@@ -131,18 +132,21 @@ func TestPoolMatchesBruteForce(t *testing.T) {
 			require.Equal(t, i, p.Add(s))
 		}
 		require.Equal(t, len(texts), p.Len())
-		for _, c := range randomProblems(r, 60) {
-			best, idx := -1.0, -1
-			for i, s := range texts {
-				if f := RougeL(c, s); f > best {
-					best, idx = f, i
-				}
+		pools = append(pools, p)
+	}
+	for _, c := range randomProblems(r, 40) {
+		best, idx := -1.0, -1
+		for i, s := range texts {
+			if f := RougeL(c, s); f > best {
+				best, idx = f, i
 			}
+		}
+		for _, p := range pools {
 			got, gi := p.MaxF1(c)
-			require.Equal(t, best, got, "workers=%d %q", workers, c)
-			require.Equal(t, idx, gi, "first index reaching the max, workers=%d %q", workers, c)
+			require.Equal(t, best, got, "workers=%d %q", p.workers, c)
+			require.Equal(t, idx, gi, "first index reaching the max, workers=%d %q", p.workers, c)
 			for _, th := range []float64{0, 0.3, 0.5, 0.7, 0.9, 1} {
-				require.Equal(t, best > th, p.Similar(c, th), "workers=%d th=%v %q", workers, th, c)
+				require.Equal(t, best > th, p.Similar(c, th), "workers=%d th=%v %q", p.workers, th, c)
 			}
 		}
 	}
@@ -177,4 +181,36 @@ func TestPoolEdgeCases(t *testing.T) {
 func ExampleRougeL() {
 	fmt.Printf("%.4f\n", RougeL("Find the sum of the roots", "Find the product of the roots of x"))
 	// Output: 0.7143
+}
+
+func TestPoolWithSeedProblems(t *testing.T) {
+	seeds := loadSeeds(t)
+	p := NewPool()
+	for _, s := range seeds {
+		p.Add(s)
+	}
+	r := rand.New(rand.NewPCG(9, 9))
+	for k := range 40 {
+		i := r.IntN(len(seeds))
+		// A seed against the seeds: a perfect match at its own index or at an
+		// earlier identical one.
+		f, idx := p.MaxF1(seeds[i])
+		require.Equal(t, 1.0, f)
+		require.LessOrEqual(t, idx, i)
+		require.Equal(t, 1.0, RougeL(seeds[idx], seeds[i]))
+		// Perturbed seeds (long [asy] blocks included) against brute force.
+		c := seeds[i]
+		if k%2 == 0 {
+			c = strings.Join(strings.Fields(c)[len(strings.Fields(c))/3:], " ")
+		}
+		best, bi := -1.0, -1
+		for j, s := range seeds {
+			if g := RougeL(c, s); g > best {
+				best, bi = g, j
+			}
+		}
+		f, idx = p.MaxF1(c)
+		require.Equal(t, best, f)
+		require.Equal(t, bi, idx)
+	}
 }
