@@ -1,0 +1,530 @@
+/* serl_matmul: C[b] = alpha·op(A[b])·op(B[b]) + beta·C[b], row-major, float32.
+ *
+ * Three paths:
+ *  - small products (m·n·k below SMALL_MNK): plain loops, no packing, no thread wake-up;
+ *  - m ≤ GEMV_MAX_M with B transposed (y = x·Wᵀ, the decode hot path): every row of W is streamed once
+ *    for all m rows of x, dot products vectorised along k;
+ *  - everything else: a BLIS/GotoBLAS-style blocked product. A is packed into MR-row panels and B into
+ *    NR-column panels (packing absorbs the transposes, so the microkernel sees one layout), K is cut
+ *    into KC slices, M into MC blocks and N into NC blocks. The packed A and B blocks are shared by all
+ *    workers (packed cooperatively in one parallel phase); a second phase computes a grid of C tiles,
+ *    each a range of A panels × a range of ≤ NC_TILE columns whose B slice (KC×NC_TILE) stays in the
+ *    worker's L2 while each A micro-panel (MR×KC) stays in L1.
+ * The microkernel is MR×NR register-blocked FMA: 6×16 ymm here (AVX2) and 12×32 zmm in matmul_avx512.c.
+ * Edge tiles are computed in full against zero-padded panels and written back through a small buffer. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define SMALL_MNK (32 * 32 * 32) /* below this, packing and waking workers cost more than they save */
+#define GEMV_MAX_M 16
+#define GEMV_PAR_MIN (1 << 17) /* n·k of W below which the GEMV path stays on one thread */
+
+/* Blocking for AMD EPYC (Zen 4): 32 KiB L1d and 1 MiB L2 per core, 32 MiB shared L3. */
+#define KC 384      /* depth of a K slice: an A micro-panel MR×KC is 18 KiB (12 rows), L1 resident */
+#define MC 1536     /* rows of the shared packed A block (2.3 MiB, L3) */
+#define NC 4096     /* columns of the shared packed B block (6 MiB, L3) */
+#define NC_TILE 512 /* columns of one worker's tile: its B slice KC×NC_TILE is 768 KiB, L2 resident */
+
+typedef void (*ukr_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha,
+                       float beta, int mr, int nr);
+
+/* The AVX-512 microkernel and GEMV (matmul_avx512.c). */
+void serl_sgemm_ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha,
+                           float beta, int mr, int nr);
+#define MR_AVX512 12
+#define NR_AVX512 32
+
+typedef struct {
+    int mr, nr;
+    ukr_fn ukr;
+} gemm_kernel;
+
+/* ------------------------------------------------------------------------- C tile write-back */
+
+/* c[i,j] = alpha·t[i·ld_t + j] + beta·c[i,j] for the valid part of an edge tile; beta == 0 never reads c. */
+static void store_edge(const float *t, int ld_t, float *c, int64_t ldc, float alpha, float beta, int mr, int nr) {
+    for (int i = 0; i < mr; i++) {
+        float *ci = c + i * ldc;
+        const float *ti = t + i * ld_t;
+        if (beta == 0.0f)
+            for (int j = 0; j < nr; j++) ci[j] = alpha * ti[j];
+        else
+            for (int j = 0; j < nr; j++) ci[j] = alpha * ti[j] + beta * ci[j];
+    }
+}
+
+/* ------------------------------------------------------------------------- AVX2 microkernel, 6×16 */
+
+#define MR_AVX2 6
+#define NR_AVX2 16
+
+static inline __m256 combine8(__m256 acc, const float *c, __m256 va, __m256 vb, float beta) {
+    __m256 r = _mm256_mul_ps(va, acc);
+    if (beta != 0.0f) r = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c), r);
+    return r;
+}
+
+static void ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha, float beta,
+                     int mr, int nr) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int i = 0; i < mr; i++) _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), av;
+        av = _mm256_broadcast_ss(a + 0);
+        c00 = _mm256_fmadd_ps(av, b0, c00);
+        c01 = _mm256_fmadd_ps(av, b1, c01);
+        av = _mm256_broadcast_ss(a + 1);
+        c10 = _mm256_fmadd_ps(av, b0, c10);
+        c11 = _mm256_fmadd_ps(av, b1, c11);
+        av = _mm256_broadcast_ss(a + 2);
+        c20 = _mm256_fmadd_ps(av, b0, c20);
+        c21 = _mm256_fmadd_ps(av, b1, c21);
+        av = _mm256_broadcast_ss(a + 3);
+        c30 = _mm256_fmadd_ps(av, b0, c30);
+        c31 = _mm256_fmadd_ps(av, b1, c31);
+        av = _mm256_broadcast_ss(a + 4);
+        c40 = _mm256_fmadd_ps(av, b0, c40);
+        c41 = _mm256_fmadd_ps(av, b1, c41);
+        av = _mm256_broadcast_ss(a + 5);
+        c50 = _mm256_fmadd_ps(av, b0, c50);
+        c51 = _mm256_fmadd_ps(av, b1, c51);
+        a += MR_AVX2;
+        b += NR_AVX2;
+    }
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    if (mr == MR_AVX2 && nr == NR_AVX2) {
+#define ROW(i, x0, x1)                                                         \
+    _mm256_storeu_ps(c + i * ldc, combine8(x0, c + i * ldc, va, vb, beta));     \
+    _mm256_storeu_ps(c + i * ldc + 8, combine8(x1, c + i * ldc + 8, va, vb, beta))
+        ROW(0, c00, c01);
+        ROW(1, c10, c11);
+        ROW(2, c20, c21);
+        ROW(3, c30, c31);
+        ROW(4, c40, c41);
+        ROW(5, c50, c51);
+#undef ROW
+        return;
+    }
+    float t[MR_AVX2 * NR_AVX2] __attribute__((aligned(32)));
+    _mm256_store_ps(t + 0, c00), _mm256_store_ps(t + 8, c01);
+    _mm256_store_ps(t + 16, c10), _mm256_store_ps(t + 24, c11);
+    _mm256_store_ps(t + 32, c20), _mm256_store_ps(t + 40, c21);
+    _mm256_store_ps(t + 48, c30), _mm256_store_ps(t + 56, c31);
+    _mm256_store_ps(t + 64, c40), _mm256_store_ps(t + 72, c41);
+    _mm256_store_ps(t + 80, c50), _mm256_store_ps(t + 88, c51);
+    store_edge(t, NR_AVX2, c, ldc, alpha, beta, mr, nr);
+}
+
+static const gemm_kernel kern_avx2 = {MR_AVX2, NR_AVX2, ukr_avx2};
+static const gemm_kernel kern_avx512 = {MR_AVX512, NR_AVX512, serl_sgemm_ukr_avx512};
+
+/* ------------------------------------------------------------------------- packing */
+
+/* Transposing pack: lane r (< rv) of the panel is src[r·ld + p], contiguous along p. Writes
+ * dst[p·R + r] for p < kc, r < R, zero for lanes rv..R-1. Blocks of 8×8 and 4×8 go through ymm
+ * unpack/shuffle transposes; the leftovers are scalar. */
+static void pack_t(float *dst, const float *src, int64_t ld, int R, int rv, int64_t kc) {
+    int r = 0;
+    for (; r + 4 <= rv; r += (r + 8 <= rv ? 8 : 4)) {
+        int eight = r + 8 <= rv;
+        const float *s0 = src + r * ld, *s1 = s0 + ld, *s2 = s1 + ld, *s3 = s2 + ld;
+        const float *s4 = s3 + ld, *s5 = s4 + ld, *s6 = s5 + ld, *s7 = s6 + ld;
+        float *d = dst + r;
+        int64_t p = 0;
+        for (; p + 8 <= kc; p += 8) {
+            __m256 r0 = _mm256_loadu_ps(s0 + p), r1 = _mm256_loadu_ps(s1 + p);
+            __m256 r2 = _mm256_loadu_ps(s2 + p), r3 = _mm256_loadu_ps(s3 + p);
+            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+            /* u_q holds lanes 0..3 of columns q (low half) and q+4 (high half) */
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            float *dp = d + p * R;
+            if (eight) {
+                __m256 r4 = _mm256_loadu_ps(s4 + p), r5 = _mm256_loadu_ps(s5 + p);
+                __m256 r6 = _mm256_loadu_ps(s6 + p), r7 = _mm256_loadu_ps(s7 + p);
+                __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+                __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+                __m256 v0 = _mm256_shuffle_ps(t4, t6, 0x44), v1 = _mm256_shuffle_ps(t4, t6, 0xEE);
+                __m256 v2 = _mm256_shuffle_ps(t5, t7, 0x44), v3 = _mm256_shuffle_ps(t5, t7, 0xEE);
+                _mm256_storeu_ps(dp + 0 * R, _mm256_permute2f128_ps(u0, v0, 0x20));
+                _mm256_storeu_ps(dp + 1 * R, _mm256_permute2f128_ps(u1, v1, 0x20));
+                _mm256_storeu_ps(dp + 2 * R, _mm256_permute2f128_ps(u2, v2, 0x20));
+                _mm256_storeu_ps(dp + 3 * R, _mm256_permute2f128_ps(u3, v3, 0x20));
+                _mm256_storeu_ps(dp + 4 * R, _mm256_permute2f128_ps(u0, v0, 0x31));
+                _mm256_storeu_ps(dp + 5 * R, _mm256_permute2f128_ps(u1, v1, 0x31));
+                _mm256_storeu_ps(dp + 6 * R, _mm256_permute2f128_ps(u2, v2, 0x31));
+                _mm256_storeu_ps(dp + 7 * R, _mm256_permute2f128_ps(u3, v3, 0x31));
+            } else {
+                _mm_storeu_ps(dp + 0 * R, _mm256_castps256_ps128(u0));
+                _mm_storeu_ps(dp + 1 * R, _mm256_castps256_ps128(u1));
+                _mm_storeu_ps(dp + 2 * R, _mm256_castps256_ps128(u2));
+                _mm_storeu_ps(dp + 3 * R, _mm256_castps256_ps128(u3));
+                _mm_storeu_ps(dp + 4 * R, _mm256_extractf128_ps(u0, 1));
+                _mm_storeu_ps(dp + 5 * R, _mm256_extractf128_ps(u1, 1));
+                _mm_storeu_ps(dp + 6 * R, _mm256_extractf128_ps(u2, 1));
+                _mm_storeu_ps(dp + 7 * R, _mm256_extractf128_ps(u3, 1));
+            }
+        }
+        int w = eight ? 8 : 4;
+        for (; p < kc; p++)
+            for (int q = 0; q < w; q++) d[p * R + q] = src[(r + q) * ld + p];
+    }
+    for (; r < rv; r++)
+        for (int64_t p = 0; p < kc; p++) dst[p * R + r] = src[r * ld + p];
+    if (rv < R)
+        for (int64_t p = 0; p < kc; p++) memset(dst + p * R + rv, 0, (size_t)(R - rv) * sizeof(float));
+}
+
+/* Copying pack: lane r (< rv) at k-index p is src[p·ld + r], contiguous along r. */
+static void pack_n(float *dst, const float *src, int64_t ld, int R, int rv, int64_t kc) {
+    if (rv == R && (R & 7) == 0) {
+        for (int64_t p = 0; p < kc; p++) {
+            const float *s = src + p * ld;
+            float *d = dst + p * R;
+            for (int r = 0; r < R; r += 8) _mm256_storeu_ps(d + r, _mm256_loadu_ps(s + r));
+        }
+        return;
+    }
+    for (int64_t p = 0; p < kc; p++) {
+        const float *s = src + p * ld;
+        float *d = dst + p * R;
+        int r = 0;
+        for (; r < rv; r++) d[r] = s[r];
+        for (; r < R; r++) d[r] = 0.0f;
+    }
+}
+
+/* ------------------------------------------------------------------------- blocked driver */
+
+typedef struct {
+    const gemm_kernel *kern;
+    int ta, tb;
+    int64_t m, n, k, lda, ldb, ldc;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    /* the current block */
+    int64_t pc, kc, ic, mc, jc, nc;
+    float beta_eff;
+    int pack_b;
+    float *apack, *bpack;
+    int64_t a_panels, b_panels, pack_tasks, mt, nt;
+} gemm_job;
+
+static void pack_task(void *arg, int64_t t, int worker) {
+    (void)worker;
+    gemm_job *j = arg;
+    const int MR = j->kern->mr, NR = j->kern->nr;
+    int64_t lo, hi;
+    serl_chunk(j->a_panels, j->pack_tasks, t, &lo, &hi);
+    for (int64_t q = lo; q < hi; q++) {
+        int64_t ir = q * MR;
+        int rv = (int)(j->mc - ir < MR ? j->mc - ir : MR);
+        float *d = j->apack + q * MR * j->kc;
+        if (!j->ta)
+            pack_t(d, j->A + (j->ic + ir) * j->lda + j->pc, j->lda, MR, rv, j->kc);
+        else
+            pack_n(d, j->A + j->pc * j->lda + j->ic + ir, j->lda, MR, rv, j->kc);
+    }
+    if (!j->pack_b) return;
+    serl_chunk(j->b_panels, j->pack_tasks, t, &lo, &hi);
+    for (int64_t q = lo; q < hi; q++) {
+        int64_t jr = q * NR;
+        int rv = (int)(j->nc - jr < NR ? j->nc - jr : NR);
+        float *d = j->bpack + q * NR * j->kc;
+        if (j->tb)
+            pack_t(d, j->B + (j->jc + jr) * j->ldb + j->pc, j->ldb, NR, rv, j->kc);
+        else
+            pack_n(d, j->B + j->pc * j->ldb + j->jc + jr, j->ldb, NR, rv, j->kc);
+    }
+}
+
+static void compute_task(void *arg, int64_t t, int worker) {
+    (void)worker;
+    gemm_job *j = arg;
+    const int MR = j->kern->mr, NR = j->kern->nr;
+    int64_t alo, ahi, blo, bhi;
+    serl_chunk(j->a_panels, j->mt, t / j->nt, &alo, &ahi);
+    serl_chunk(j->b_panels, j->nt, t % j->nt, &blo, &bhi);
+    ukr_fn ukr = j->kern->ukr;
+    for (int64_t q = alo; q < ahi; q++) {
+        int64_t ir = q * MR;
+        int mr = (int)(j->mc - ir < MR ? j->mc - ir : MR);
+        const float *ap = j->apack + q * MR * j->kc;
+        float *crow = j->C + (j->ic + ir) * j->ldc + j->jc;
+        for (int64_t r = blo; r < bhi; r++) {
+            int64_t jr = r * NR;
+            int nr = (int)(j->nc - jr < NR ? j->nc - jr : NR);
+            ukr(j->kc, ap, j->bpack + r * NR * j->kc, crow + jr, j->ldc, j->alpha, j->beta_eff, mr, nr);
+        }
+    }
+}
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* One product of the batch through the blocked path. Returns 0, or -1 when scratch memory failed. */
+static int gemm_blocked(serl_ctx *ctx, const gemm_kernel *kern, int ta, int tb, int64_t m, int64_t n, int64_t k,
+                        float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                        int64_t ldc) {
+    const int MR = kern->mr, NR = kern->nr;
+    const int64_t mc_max = (MC / MR) * MR;
+    int64_t mcap = m < mc_max ? ceil_div(m, MR) * MR : mc_max;
+    int64_t ncap = n < NC ? ceil_div(n, NR) * NR : NC;
+    /* Split the depth evenly rather than leaving a thin last slice. */
+    const int64_t kc_blk = ceil_div(k, ceil_div(k, KC));
+    int64_t kcap = kc_blk;
+    size_t abytes = (size_t)(mcap * kcap) * sizeof(float), bbytes = (size_t)(ncap * kcap) * sizeof(float);
+    abytes = (abytes + 63) & ~(size_t)63;
+    float *buf = serl_scratch(ctx, 0, abytes + bbytes);
+    if (!buf) return -1;
+    gemm_job j = {.kern = kern, .ta = ta, .tb = tb, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,
+                  .alpha = alpha, .beta = beta, .A = A, .B = B, .C = C};
+    j.apack = buf;
+    j.bpack = (float *)((char *)buf + abytes);
+    const int64_t threads = ctx->threads;
+    for (j.jc = 0; j.jc < n; j.jc += NC) {
+        j.nc = n - j.jc < NC ? n - j.jc : NC;
+        j.b_panels = ceil_div(j.nc, NR);
+        for (j.pc = 0; j.pc < k; j.pc += kc_blk) {
+            j.kc = k - j.pc < kc_blk ? k - j.pc : kc_blk;
+            j.beta_eff = j.pc == 0 ? beta : 1.0f;
+            for (j.ic = 0; j.ic < m; j.ic += mc_max) {
+                j.mc = m - j.ic < mc_max ? m - j.ic : mc_max;
+                j.a_panels = ceil_div(j.mc, MR);
+                j.pack_b = j.ic == 0;
+                int64_t panels = j.a_panels + (j.pack_b ? j.b_panels : 0);
+                j.pack_tasks = threads > 1 && panels >= 4 ? threads : 1;
+                serl_parallel(ctx, j.pack_tasks, pack_task, &j);
+                /* Tiles: ≤ NC_TILE columns each, at least one per worker, splitting M when N is narrow. */
+                int64_t nt = ceil_div(j.b_panels * NR, NC_TILE);
+                if (threads > 1) nt = ceil_div(nt, threads) * threads;
+                if (nt > j.b_panels) nt = j.b_panels;
+                int64_t mt = 1;
+                if (nt < threads) mt = ceil_div(threads, nt);
+                if (mt > j.a_panels) mt = j.a_panels;
+                j.mt = mt;
+                j.nt = nt;
+                serl_parallel(ctx, mt * nt, compute_task, &j);
+            }
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- small products */
+
+static void gemm_small(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+                       const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    for (int64_t i = 0; i < m; i++) {
+        float *ci = C + i * ldc;
+        if (tb) {
+            for (int64_t jj = 0; jj < n; jj++) {
+                const float *bj = B + jj * ldb;
+                float s = 0.0f;
+                if (!ta) {
+                    const float *ai = A + i * lda;
+                    for (int64_t p = 0; p < k; p++) s += ai[p] * bj[p];
+                } else {
+                    for (int64_t p = 0; p < k; p++) s += A[p * lda + i] * bj[p];
+                }
+                ci[jj] = beta == 0.0f ? alpha * s : alpha * s + beta * ci[jj];
+            }
+        } else {
+            if (beta == 0.0f)
+                for (int64_t jj = 0; jj < n; jj++) ci[jj] = 0.0f;
+            else if (beta != 1.0f)
+                for (int64_t jj = 0; jj < n; jj++) ci[jj] *= beta;
+            for (int64_t p = 0; p < k; p++) {
+                float av = alpha * (ta ? A[p * lda + i] : A[i * lda + p]);
+                const float *bp = B + p * ldb;
+                for (int64_t jj = 0; jj < n; jj++) ci[jj] += av * bp[jj];
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------- GEMV-like: m ≤ 16, C = A·Wᵀ */
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 4 sums of 4 vectors each: [Σa, Σb, Σc, Σd]. */
+static inline __m128 hsum4x8(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+static inline void store4(float *c, __m128 s, float alpha, float beta, int nj) {
+    float v[4];
+    _mm_storeu_ps(v, s);
+    for (int q = 0; q < nj; q++) c[q] = beta == 0.0f ? alpha * v[q] : alpha * v[q] + beta * c[q];
+}
+
+/* Rows [j0, j1) of W against all m rows of x: 4 W rows × 4 x rows per register block, the 4 W rows
+ * staying in L1 while every x row passes. Missing rows of a block repeat the last valid one and are
+ * not stored. */
+static void gemv_rows_avx2(int64_t m, int64_t k, float alpha, const float *X, int64_t ldx, const float *W,
+                           int64_t ldw, float beta, float *C, int64_t ldc, int64_t j0, int64_t j1) {
+    int64_t k8 = k & ~(int64_t)7;
+    int tail = (int)(k - k8);
+    __m256i tmask = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int64_t j = j0; j < j1; j += 4) {
+        int nj = (int)(j1 - j < 4 ? j1 - j : 4);
+        const float *w0 = W + j * ldw, *w1 = W + (j + (nj > 1 ? 1 : 0)) * ldw;
+        const float *w2 = W + (j + (nj > 2 ? 2 : nj - 1)) * ldw, *w3 = W + (j + (nj > 3 ? 3 : nj - 1)) * ldw;
+        for (int64_t i = 0; i < m; i += 4) {
+            int ni = (int)(m - i < 4 ? m - i : 4);
+            const float *x0 = X + i * ldx, *x1 = X + (i + (ni > 1 ? 1 : 0)) * ldx;
+            const float *x2 = X + (i + (ni > 2 ? 2 : ni - 1)) * ldx, *x3 = X + (i + (ni > 3 ? 3 : ni - 1)) * ldx;
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00,
+                   a13 = a00;
+            __m256 a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+#define STEP(LOAD)                                                                   \
+    do {                                                                             \
+        __m256 vw0 = LOAD(w0 + p), vw1 = LOAD(w1 + p), vw2 = LOAD(w2 + p), vw3 = LOAD(w3 + p), vx; \
+        vx = LOAD(x0 + p);                                                           \
+        a00 = _mm256_fmadd_ps(vx, vw0, a00), a01 = _mm256_fmadd_ps(vx, vw1, a01);    \
+        a02 = _mm256_fmadd_ps(vx, vw2, a02), a03 = _mm256_fmadd_ps(vx, vw3, a03);    \
+        vx = LOAD(x1 + p);                                                           \
+        a10 = _mm256_fmadd_ps(vx, vw0, a10), a11 = _mm256_fmadd_ps(vx, vw1, a11);    \
+        a12 = _mm256_fmadd_ps(vx, vw2, a12), a13 = _mm256_fmadd_ps(vx, vw3, a13);    \
+        vx = LOAD(x2 + p);                                                           \
+        a20 = _mm256_fmadd_ps(vx, vw0, a20), a21 = _mm256_fmadd_ps(vx, vw1, a21);    \
+        a22 = _mm256_fmadd_ps(vx, vw2, a22), a23 = _mm256_fmadd_ps(vx, vw3, a23);    \
+        vx = LOAD(x3 + p);                                                           \
+        a30 = _mm256_fmadd_ps(vx, vw0, a30), a31 = _mm256_fmadd_ps(vx, vw1, a31);    \
+        a32 = _mm256_fmadd_ps(vx, vw2, a32), a33 = _mm256_fmadd_ps(vx, vw3, a33);    \
+    } while (0)
+#define LOADU(q) _mm256_loadu_ps(q)
+#define LOADM(q) _mm256_maskload_ps(q, tmask)
+            int64_t p = 0;
+            for (; p < k8; p += 8) STEP(LOADU);
+            if (tail) STEP(LOADM);
+#undef LOADU
+#undef LOADM
+#undef STEP
+            float *c = C + i * ldc + j;
+            store4(c, hsum4x8(a00, a01, a02, a03), alpha, beta, nj);
+            if (ni > 1) store4(c + ldc, hsum4x8(a10, a11, a12, a13), alpha, beta, nj);
+            if (ni > 2) store4(c + 2 * ldc, hsum4x8(a20, a21, a22, a23), alpha, beta, nj);
+            if (ni > 3) store4(c + 3 * ldc, hsum4x8(a30, a31, a32, a33), alpha, beta, nj);
+        }
+    }
+}
+
+typedef struct {
+    int64_t m, n, k, ldx, ldw, ldc, parts;
+    float alpha, beta;
+    const float *X, *W;
+    float *C;
+} gemv_job;
+
+static void gemv_task(void *arg, int64_t t, int worker) {
+    (void)worker;
+    gemv_job *g = arg;
+    int64_t lo, hi;
+    /* chunk in units of 4 rows of W so register blocks stay whole */
+    serl_chunk(ceil_div(g->n, 4), g->parts, t, &lo, &hi);
+    lo *= 4;
+    hi = hi * 4 < g->n ? hi * 4 : g->n;
+    if (lo < hi) gemv_rows_avx2(g->m, g->k, g->alpha, g->X, g->ldx, g->W, g->ldw, g->beta, g->C, g->ldc, lo, hi);
+}
+
+/* ------------------------------------------------------------------------- entry */
+
+typedef struct {
+    const serl_matmul_args *a;
+    int64_t parts;
+} batch_job;
+
+/* Small products of a batch, spread over the pool by batch index. */
+static void small_batch_task(void *arg, int64_t t, int worker) {
+    (void)worker;
+    batch_job *bj = arg;
+    const serl_matmul_args *a = bj->a;
+    int64_t lo, hi;
+    serl_chunk(a->batch, bj->parts, t, &lo, &hi);
+    for (int64_t b = lo; b < hi; b++)
+        gemm_small(a->trans_a, a->trans_b, a->m, a->n, a->k, a->alpha, a->a + b * a->stride_a, a->lda,
+                   a->b + b * a->stride_b, a->ldb, a->beta, a->c + b * a->stride_c, a->ldc);
+}
+
+static void scale_c(float *c, int64_t m, int64_t n, int64_t ldc, float beta) {
+    for (int64_t i = 0; i < m; i++) {
+        float *ci = c + i * ldc;
+        if (beta == 0.0f)
+            memset(ci, 0, (size_t)n * sizeof(float));
+        else if (beta != 1.0f)
+            for (int64_t j = 0; j < n; j++) ci[j] *= beta;
+    }
+}
+
+SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
+    SERL_ENTER(ctxp, a, serl_matmul_args);
+    SERL_REQUIRE(a->trans_a == 0 || a->trans_a == 1, "matmul: trans_a = %d (want 0 or 1)", a->trans_a);
+    SERL_REQUIRE(a->trans_b == 0 || a->trans_b == 1, "matmul: trans_b = %d (want 0 or 1)", a->trans_b);
+    SERL_REQUIRE(a->m >= 0 && a->n >= 0 && a->k >= 0, "matmul: negative size m=%d n=%d k=%d", a->m, a->n, a->k);
+    SERL_REQUIRE(a->batch >= 1, "matmul: batch = %d (want ≥ 1)", a->batch);
+    const int64_t m = a->m, n = a->n, k = a->k;
+    /* stored shapes: A is m×k (k×m with trans_a), B is k×n (n×k with trans_b), C is m×n */
+    int64_t a_rows = a->trans_a ? k : m, a_cols = a->trans_a ? m : k;
+    int64_t b_rows = a->trans_b ? n : k, b_cols = a->trans_b ? k : n;
+    SERL_REQUIRE(a->lda >= (a_cols > 1 ? a_cols : 1), "matmul: lda = %d is less than the %lld columns of stored A",
+                 a->lda, (long long)a_cols);
+    SERL_REQUIRE(a->ldb >= (b_cols > 1 ? b_cols : 1), "matmul: ldb = %d is less than the %lld columns of stored B",
+                 a->ldb, (long long)b_cols);
+    SERL_REQUIRE(a->ldc >= (n > 1 ? n : 1), "matmul: ldc = %d is less than n = %lld", a->ldc, (long long)n);
+    SERL_REQUIRE(a->stride_a >= 0 && a->stride_b >= 0 && a->stride_c >= 0,
+                 "matmul: negative batch stride (a %lld, b %lld, c %lld)", (long long)a->stride_a,
+                 (long long)a->stride_b, (long long)a->stride_c);
+    if (m == 0 || n == 0) return SERL_OK;
+    SERL_REQUIRE(a->batch == 1 || a->stride_c >= (m - 1) * (int64_t)a->ldc + n,
+                 "matmul: stride_c = %lld makes the batch's C matrices overlap (needs ≥ %lld)",
+                 (long long)a->stride_c, (long long)((m - 1) * (int64_t)a->ldc + n));
+    SERL_REQUIRE(a->c, "matmul: C is NULL");
+    int use_ab = k > 0 && a->alpha != 0.0f;
+    SERL_REQUIRE(!use_ab || (a->a && a->b), "matmul: %s is NULL", a->a ? "B" : "A");
+    (void)a_rows;
+    (void)b_rows;
+
+    if (!use_ab) {
+        for (int64_t b = 0; b < a->batch; b++) scale_c(a->c + b * a->stride_c, m, n, a->ldc, a->beta);
+        return SERL_OK;
+    }
+    const gemm_kernel *kern = ctx->simd == SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
+    int small = m * n * k < SMALL_MNK;
+    int gemv = !small && m <= GEMV_MAX_M && a->trans_b && !a->trans_a;
+    if (small) {
+        batch_job bj = {a, 1};
+        if (ctx->threads > 1 && a->batch > 1 && m * n * k * a->batch >= 4 * SMALL_MNK)
+            bj.parts = a->batch < ctx->threads ? a->batch : ctx->threads;
+        serl_parallel(ctx, bj.parts, small_batch_task, &bj);
+        return SERL_OK;
+    }
+    for (int64_t b = 0; b < a->batch; b++) {
+        const float *A = a->a + b * a->stride_a, *B = a->b + b * a->stride_b;
+        float *C = a->c + b * a->stride_c;
+        if (gemv) {
+            gemv_job g = {m, n, k, a->lda, a->ldb, a->ldc, 1, a->alpha, a->beta, A, B, C};
+            if (ctx->threads > 1 && n * k >= GEMV_PAR_MIN) {
+                g.parts = ctx->threads;
+                if (g.parts > ceil_div(n, 4)) g.parts = ceil_div(n, 4);
+            }
+            serl_parallel(ctx, g.parts, gemv_task, &g);
+            continue;
+        }
+        if (gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, A, a->lda, B, a->ldb, a->beta, C,
+                         a->ldc) != 0)
+            return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
+    }
+    return SERL_OK;
+}

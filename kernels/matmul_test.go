@@ -1,0 +1,395 @@
+package kernels
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ebitengine/purego"
+	"github.com/serl-go/serl/kernels/ref"
+	"github.com/serl-go/serl/loader"
+	"github.com/stretchr/testify/require"
+)
+
+func init() {
+	for _, ta := range []bool{false, true} {
+		for _, tb := range []bool{false, true} {
+			register(fmt.Sprintf("matmul_%s", layoutName(ta, tb)), func(t *testing.T, h *harness) { testMatMul(t, h, ta, tb) })
+		}
+	}
+	register("matmul_decode", testMatMulDecode)
+	register("matmul_batched", testMatMulBatched)
+	register("matmul_strided", testMatMulStrided)
+	register("matmul_errors", testMatMulErrors)
+}
+
+func layoutName(ta, tb bool) string {
+	s := [2]string{"n", "t"}
+	return s[matmulFlag(ta)] + s[matmulFlag(tb)]
+}
+
+// matmulShapes are (m, n, k): tiny, awkward (primes, ±1 around powers of two, not multiples of any tile),
+// the decode shape m=1, and shapes that cross every block boundary of the CPU driver (K slices of 384,
+// A blocks of 1536 rows, B blocks of 4096 columns).
+var matmulShapes = [][3]int{
+	{1, 1, 1}, {2, 3, 7}, {7, 17, 31}, {17, 33, 65}, {31, 65, 127}, {33, 129, 257}, {65, 127, 129},
+	{127, 129, 33}, {129, 257, 17}, {257, 300, 31}, {300, 257, 129}, {300, 300, 300}, {1, 1000, 513},
+	{1000, 1, 513}, {3, 7, 1000}, {12, 32, 7}, {13, 31, 300}, {64, 64, 64}, {1, 7, 1}, {300, 1, 65},
+	{33, 65, 800}, {1600, 40, 20}, {20, 4200, 10}, {24, 33, 2},
+}
+
+// storedDims are the dimensions of the stored A (op(A) m×k) or B (op(B) k×n) of a layout.
+func storedDims(rows, cols int, trans bool) (int, int) {
+	if trans {
+		return cols, rows
+	}
+	return rows, cols
+}
+
+type alphaBeta struct {
+	alpha, beta float32
+	poison      bool // C holds NaN (only with beta 0)
+}
+
+var alphaBetas = []alphaBeta{{1, 0, true}, {1, 1, false}, {-0.5, 0.25, false}, {2, 0, true}, {0.75, -1, false}}
+
+func testMatMul(t *testing.T, h *harness, ta, tb bool) {
+	for si, s := range matmulShapes {
+		m, n, k := s[0], s[1], s[2]
+		ab := alphaBetas[si%len(alphaBetas)]
+		ar, ac := storedDims(m, k, ta)
+		br, bc := storedDims(k, n, tb)
+		a, b := h.randn(ar*ac, 1), h.randn(br*bc, 1)
+		var c0 []float32
+		var tc Tensor
+		if ab.poison {
+			tc = h.poisoned(m, n)
+			c0 = h.get(tc)
+		} else {
+			c0 = h.randn(m*n, 1)
+			tc = h.f32(c0, m, n)
+		}
+		err := h.d.MatMul(MatMul{A: h.f32(a, ar, ac), B: h.f32(b, br, bc), C: tc, TransA: ta, TransB: tb,
+			Alpha: ab.alpha, Beta: ab.beta})
+		require.NoError(t, err)
+		want := append([]float32(nil), c0...)
+		ref.MatMul(ta, tb, m, n, k, ab.alpha, a, ac, 0, b, bc, 0, ab.beta, want, n, 0, 1)
+		requireClose(t, fmt.Sprintf("matmul %s m=%d n=%d k=%d alpha=%g beta=%g", layoutName(ta, tb), m, n, k,
+			ab.alpha, ab.beta), h.get(tc), want, 1e-5)
+	}
+	// k == 0: C = beta·C, and with beta 0 a NaN-poisoned C becomes 0.
+	for _, ab := range []alphaBeta{{1, 0, true}, {1, 0.5, false}} {
+		m, n := 5, 9
+		ar, ac := storedDims(m, 0, ta)
+		br, bc := storedDims(0, n, tb)
+		c0 := h.randn(m*n, 1)
+		tc := h.f32(c0, m, n)
+		if ab.poison {
+			tc = h.poisoned(m, n)
+		}
+		require.NoError(t, h.d.MatMul(MatMul{A: h.alloc(F32, ar, ac), B: h.alloc(F32, br, bc), C: tc, TransA: ta,
+			TransB: tb, Alpha: ab.alpha, Beta: ab.beta}))
+		want := make([]float32, m*n)
+		for i := range want {
+			if !ab.poison {
+				want[i] = ab.beta * c0[i]
+			}
+		}
+		requireClose(t, fmt.Sprintf("matmul %s k=0 beta=%g", layoutName(ta, tb), ab.beta), h.get(tc), want, 1e-6)
+	}
+}
+
+// testMatMulDecode covers the x·Wᵀ path for m = 1..16 rows (generation), with n not a multiple of the
+// 4-row blocks and k not a multiple of the vector width.
+func testMatMulDecode(t *testing.T, h *harness) {
+	for m := 1; m <= 17; m++ {
+		for _, nk := range [][2]int{{37, 301}, {768, 768}, {130, 1027}} {
+			n, k := nk[0], nk[1]
+			ab := alphaBetas[(m+n)%len(alphaBetas)]
+			x, w := h.randn(m*k, 1), h.randn(n*k, 1)
+			var c0 []float32
+			var tc Tensor
+			if ab.poison {
+				tc = h.poisoned(m, n)
+				c0 = h.get(tc)
+			} else {
+				c0 = h.randn(m*n, 1)
+				tc = h.f32(c0, m, n)
+			}
+			require.NoError(t, h.d.MatMul(MatMul{A: h.f32(x, m, k), B: h.f32(w, n, k), C: tc, TransB: true,
+				Alpha: ab.alpha, Beta: ab.beta}))
+			want := append([]float32(nil), c0...)
+			ref.MatMul(false, true, m, n, k, ab.alpha, x, k, 0, w, k, 0, ab.beta, want, n, 0, 1)
+			requireClose(t, fmt.Sprintf("decode m=%d n=%d k=%d", m, n, k), h.get(tc), want, 1e-5)
+		}
+	}
+}
+
+func testMatMulBatched(t *testing.T, h *harness) {
+	cases := []struct {
+		batch, m, n, k int
+		bcastA, bcastB bool
+		ta, tb         bool
+	}{
+		{3, 17, 33, 65, false, false, false, false},
+		{4, 31, 65, 127, false, true, false, true},  // shared weight: B broadcast
+		{2, 129, 100, 70, true, false, true, false}, // A broadcast
+		{5, 2, 300, 257, false, false, false, true}, // decode-shaped, per batch
+		{48, 16, 16, 16, false, false, true, true},  // many small products, spread over batch
+		{7, 1, 1, 1, false, false, false, false},
+	}
+	for _, c := range cases {
+		ar, ac := storedDims(c.m, c.k, c.ta)
+		br, bc := storedDims(c.k, c.n, c.tb)
+		na, nb := c.batch, c.batch
+		var A, B Tensor
+		sa, sb := ar*ac, br*bc
+		if c.bcastA {
+			na, sa = 1, 0
+		}
+		if c.bcastB {
+			nb, sb = 1, 0
+		}
+		a, b := h.randn(na*ar*ac, 1), h.randn(nb*br*bc, 1)
+		if c.bcastA {
+			A = h.f32(a, ar, ac)
+		} else {
+			A = h.f32(a, c.batch, ar, ac)
+		}
+		if c.bcastB {
+			B = h.f32(b, br, bc)
+		} else {
+			B = h.f32(b, c.batch, br, bc)
+		}
+		for _, ab := range []alphaBeta{{1, 0, true}, {-0.5, 1, false}} {
+			var c0 []float32
+			var C Tensor
+			if ab.poison {
+				C = h.poisoned(c.batch, c.m, c.n)
+				c0 = h.get(C)
+			} else {
+				c0 = h.randn(c.batch*c.m*c.n, 1)
+				C = h.f32(c0, c.batch, c.m, c.n)
+			}
+			require.NoError(t, h.d.MatMul(MatMul{A: A, B: B, C: C, TransA: c.ta, TransB: c.tb, Alpha: ab.alpha, Beta: ab.beta}))
+			want := append([]float32(nil), c0...)
+			ref.MatMul(c.ta, c.tb, c.m, c.n, c.k, ab.alpha, a, ac, sa, b, bc, sb, ab.beta, want, c.n, c.m*c.n, c.batch)
+			requireClose(t, fmt.Sprintf("batched %+v beta=%g", c, ab.beta), h.get(C), want, 1e-5)
+		}
+	}
+}
+
+// testMatMulStrided embeds every operand in a larger buffer (row strides beyond the row, gaps between
+// batch matrices) and checks that the product is right and that nothing outside C's view is written.
+func testMatMulStrided(t *testing.T, h *harness) {
+	const sentinel = 12345.5
+	for _, c := range []struct{ batch, m, n, k, pad int }{{1, 7, 9, 11, 3}, {3, 33, 65, 130, 5}, {2, 300, 129, 65, 1},
+		{4, 5, 700, 96, 16}, {2, 1, 513, 1000, 7}} {
+		for _, ta := range []bool{false, true} {
+			for _, tb := range []bool{false, true} {
+				ar, ac := storedDims(c.m, c.k, ta)
+				br, bc := storedDims(c.k, c.n, tb)
+				lda, ldb, ldc := ac+c.pad, bc+2*c.pad, c.n+c.pad
+				sa, sb, sc := ar*lda+c.pad, br*ldb+3, c.m*ldc+c.pad
+				a, b := h.randn(c.batch*sa, 1), h.randn(c.batch*sb, 1)
+				c0 := make([]float32, c.batch*sc)
+				for i := range c0 {
+					c0[i] = sentinel
+				}
+				inView := func(i int) bool { r := (i % sc) / ldc; return r < c.m && (i%sc)%ldc < c.n }
+				for i := range c0 {
+					if inView(i) {
+						c0[i] = float32(h.rng.NormFloat64())
+					}
+				}
+				C := h.f32(c0)
+				require.NoError(t, h.d.MatMulStrided(StridedMatMul{A: h.f32(a), B: h.f32(b), C: C, TransA: ta, TransB: tb,
+					M: c.m, N: c.n, K: c.k, LDA: lda, LDB: ldb, LDC: ldc, Batch: c.batch, StrideA: sa, StrideB: sb,
+					StrideC: sc, Alpha: 0.5, Beta: -1}))
+				want := append([]float32(nil), c0...)
+				ref.MatMul(ta, tb, c.m, c.n, c.k, 0.5, a, lda, sa, b, ldb, sb, -1, want, ldc, sc, c.batch)
+				got := h.get(C)
+				what := fmt.Sprintf("strided %s %+v", layoutName(ta, tb), c)
+				requireClose(t, what, got, want, 1e-5)
+				for i := range got {
+					if !inView(i) {
+						require.Equal(t, float32(sentinel), got[i], "%s: element %d outside C's view was written", what, i)
+					}
+				}
+			}
+		}
+	}
+}
+
+func testMatMulErrors(t *testing.T, h *harness) {
+	d := h.d
+	a, b, c := h.f32(make([]float32, 12), 3, 4), h.f32(make([]float32, 20), 4, 5), h.poisoned(3, 5)
+	require.NoError(t, d.MatMul(MatMul{A: a, B: b, C: c, Alpha: 1}))
+	requireOpError(t, "nil A", d.MatMul(MatMul{B: b, C: c, Alpha: 1}))
+	requireOpError(t, "nil C", d.MatMul(MatMul{A: a, B: b, Alpha: 1}))
+	requireOpError(t, "i32 B", d.MatMul(MatMul{A: a, B: h.i32(make([]int32, 20), 4, 5), C: c, Alpha: 1}))
+	requireOpError(t, "mismatched k", d.MatMul(MatMul{A: a, B: b, C: c, TransB: true, Alpha: 1}))
+	requireOpError(t, "mismatched k (TransA)", d.MatMul(MatMul{A: a, B: b, C: c, TransA: true, Alpha: 1}))
+	requireOpError(t, "wrong C", d.MatMul(MatMul{A: a, B: b, C: h.poisoned(3, 4), Alpha: 1}))
+	requireOpError(t, "rank 1", d.MatMul(MatMul{A: h.f32(make([]float32, 4)), B: b, C: c, Alpha: 1}))
+	requireOpError(t, "rank 4", d.MatMul(MatMul{A: h.f32(make([]float32, 12), 1, 1, 3, 4), B: b, C: c, Alpha: 1}))
+	requireOpError(t, "batch mismatch", d.MatMul(MatMul{A: h.f32(make([]float32, 24), 2, 3, 4),
+		B: h.f32(make([]float32, 60), 3, 4, 5), C: h.poisoned(2, 3, 5), Alpha: 1}))
+	requireOpError(t, "batched product into rank-2 C", d.MatMul(MatMul{A: h.f32(make([]float32, 24), 2, 3, 4), B: b, C: c, Alpha: 1}))
+	strided := StridedMatMul{A: a, B: b, C: c, M: 3, N: 5, K: 4, LDA: 4, LDB: 5, LDC: 5, Alpha: 1}
+	require.NoError(t, d.MatMulStrided(strided))
+	for _, bad := range []struct {
+		what string
+		mod  func(p *StridedMatMul)
+	}{
+		{"LDA below the row", func(p *StridedMatMul) { p.LDA = 3 }},
+		{"LDB below the row", func(p *StridedMatMul) { p.LDB = 4 }},
+		{"LDC below the row", func(p *StridedMatMul) { p.LDC = 4 }},
+		{"A too small for LDA", func(p *StridedMatMul) { p.LDA = 5 }},
+		{"C too small for the batch", func(p *StridedMatMul) { p.Batch, p.StrideC = 2, 15 }},
+		{"negative M", func(p *StridedMatMul) { p.M = -1 }},
+		{"negative stride", func(p *StridedMatMul) { p.StrideA = -4 }},
+		{"B too small for K", func(p *StridedMatMul) { p.K = 5; p.LDA = 5 }},
+		{"overlapping C batches", func(p *StridedMatMul) {
+			p.C, p.Batch, p.StrideC = h.poisoned(30), 2, 5
+		}},
+	} {
+		p := strided
+		bad.mod(&p)
+		requireOpError(t, bad.what, d.MatMulStrided(p))
+	}
+}
+
+// ---------------------------------------------------------------------------------------- benchmarks
+
+// OpenBLAS, the peer in BenchmarkSGEMM, through purego from the system's libopenblas.
+const (
+	cblasRowMajor = 101
+	cblasNoTrans  = 111
+	cblasTrans    = 112
+)
+
+var openblas struct {
+	once  sync.Once
+	sgemm func(order, ta, tb, m, n, k int32, alpha float32, a uintptr, lda int32, b uintptr, ldb int32,
+		beta float32, c uintptr, ldc int32)
+	err error
+}
+
+func openBLAS(threads int) error {
+	openblas.once.Do(func() {
+		lib, err := loader.OpenSystem("libopenblas.so.0", "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
+			"libopenblas.so")
+		if err != nil {
+			openblas.err = err
+			return
+		}
+		sym, err := lib.Sym("cblas_sgemm")
+		if err != nil {
+			openblas.err = err
+			return
+		}
+		// cblas_sgemm mixes int and float arguments, which SyscallN cannot place; RegisterFunc can.
+		purego.RegisterFunc(&openblas.sgemm, sym)
+		// Go's os.Setenv does not reach libc's environment without cgo, so OPENBLAS_NUM_THREADS cannot be
+		// set from here: set the thread count through the API instead.
+		if set, err := lib.Sym("openblas_set_num_threads"); err == nil {
+			loader.Call(set, uintptr(threads))
+		}
+	})
+	return openblas.err
+}
+
+type gemmShape struct{ m, n, k int }
+
+// BenchmarkSGEMM compares serl with OpenBLAS (same thread count) on NT products C = A·Bᵀ with A [M,K]
+// and B [N,K], the layout of the model's y = x·Wᵀ, for both peers. Run with -count ≥ 3: the serl and
+// openblas sub-benchmarks of each shape alternate, so machine noise hits both.
+func BenchmarkSGEMM(b *testing.B) {
+	d := cpuDevice(b)
+	shapes := []gemmShape{{1024, 1024, 1024}, {2048, 2048, 2048}}
+	for _, n := range []int{256, 1024, 4096} {
+		for _, k := range []int{256, 1024, 4096} {
+			shapes = append(shapes, gemmShape{512, n, k})
+		}
+	}
+	blasErr := openBLAS(d.Info().Threads)
+	for _, s := range shapes {
+		A, B, C := d.MustAlloc(F32, s.m, s.k), d.MustAlloc(F32, s.n, s.k), d.MustAlloc(F32, s.m, s.n)
+		fill(A, 1)
+		fill(B, 2)
+		flops := 2 * float64(s.m) * float64(s.n) * float64(s.k)
+		name := fmt.Sprintf("%dx%dx%d", s.m, s.n, s.k)
+		b.Run(name+"/serl", func(b *testing.B) {
+			settle()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := d.MatMul(MatMul{A: A, B: B, C: C, TransB: true, Alpha: 1}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		b.Run(name+"/openblas", func(b *testing.B) {
+			if blasErr != nil {
+				b.Skipf("OpenBLAS is not installed (apt-get install libopenblas0-pthread): %v", blasErr)
+			}
+			settle()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				openblas.sgemm(cblasRowMajor, cblasNoTrans, cblasTrans, int32(s.m), int32(s.n), int32(s.k), 1,
+					A.addr(), int32(s.k), B.addr(), int32(s.k), 0, C.addr(), int32(s.n))
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		d.Free(A)
+		d.Free(B)
+		d.Free(C)
+	}
+}
+
+// BenchmarkSGEMMDecode is the generation hot path: y = x·Wᵀ for m = 1..16 rows against the M model's
+// projections (W [768,768] and [2048,768]). It is bound by streaming W; GB/s counts W's bytes.
+func BenchmarkSGEMMDecode(b *testing.B) {
+	d := cpuDevice(b)
+	for _, nk := range [][2]int{{768, 768}, {2048, 768}} {
+		n, k := nk[0], nk[1]
+		W := d.MustAlloc(F32, n, k)
+		fill(W, 3)
+		for _, m := range []int{1, 2, 4, 8, 16} {
+			X, Y := d.MustAlloc(F32, m, k), d.MustAlloc(F32, m, n)
+			fill(X, 4)
+			b.Run(fmt.Sprintf("m=%d/%dx%d", m, n, k), func(b *testing.B) {
+				b.ReportAllocs()
+				for i := 0; i < b.N; i++ {
+					if err := d.MatMul(MatMul{A: X, B: W, C: Y, TransB: true, Alpha: 1}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				sec := b.Elapsed().Seconds()
+				b.ReportMetric(2*float64(m*n*k)*float64(b.N)/sec/1e9, "GFLOP/s")
+				b.ReportMetric(4*float64(n*k)*float64(b.N)/sec/1e9, "GB/s")
+			})
+			d.Free(X)
+			d.Free(Y)
+		}
+		d.Free(W)
+	}
+}
+
+// fill writes deterministic values in [-1, 1) into a host-visible tensor.
+func fill(t Tensor, seed uint32) {
+	x := t.F32()
+	s := seed*2654435761 + 1
+	for i := range x {
+		s = s*1664525 + 1013904223
+		x[i] = float32(s>>8)/float32(1<<24)*2 - 1
+	}
+}
+
+// settle gives the other peer's worker threads time to stop spinning (OpenBLAS's idle workers poll for
+// a while after a call), so neither measurement starts on a core the other still occupies.
+func settle() { time.Sleep(50 * time.Millisecond) }
