@@ -1,0 +1,460 @@
+/* Causal self-attention over packed variable-length sequences, grouped-query heads: forward with online
+ * softmax (flash-style, key blocks of ATT_BK) and backward (FlashAttention-2 order: key block outer,
+ * query blocks inner).
+ *
+ * Every product is one small dense kernel, C (+)= A·B with A read through two strides (so Aᵀ costs
+ * nothing) and B row-major with a width that is a multiple of 16: the query heads of one kv head are
+ * stacked as the rows of A (rows = tokens × group), so each key/value block read from memory serves
+ * the whole group. head_dim is zero-padded to Dp (a multiple of 16) in per-worker scratch, which also
+ * makes every row contiguous and aligned. The kernel has an AVX2 body here and an AVX-512 one in
+ * attention_avx512.c, chosen per call from ctx->simd.
+ *
+ * Forward tasks are (seq, kv head, query block), costed by their key count and run longest first, so
+ * the causal triangle balances over workers. Backward tasks are (seq, kv head): a task owns its dk/dv
+ * rows (all query heads of the group write them) and its dq rows, so nothing races and nothing needs a
+ * reduction afterwards. */
+#include <immintrin.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define ATT_BK 64  /* keys per block */
+#define ATT_ROWS 64 /* target rows (query tokens × group heads) per block */
+
+/* C[m·ldc + n] (+)= Σ_k A[m·am + k·ak] · B[k·ldb + n] for m < M, n < N, k < K; N % 16 == 0.
+ * zero: C starts from 0 instead of its contents. */
+typedef void (*att_gemm_fn)(int M, int N, int K, const float *A, ptrdiff_t am, ptrdiff_t ak, const float *B,
+                            ptrdiff_t ldb, float *C, ptrdiff_t ldc, int zero);
+
+void serl_att_gemm_avx512(int M, int N, int K, const float *A, ptrdiff_t am, ptrdiff_t ak, const float *B,
+                          ptrdiff_t ldb, float *C, ptrdiff_t ldc, int zero);
+
+/* Shared with kvcache.c (decode attention). */
+double serl_att_softmax_row(float *x, int n, float m);
+
+/* ------------------------------------------------------------------------- AVX2 kernel */
+
+/* mr rows × 16 columns; mr is a literal at every call site so the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void gemm_tile_avx2(int mr, int K, const float *A, ptrdiff_t am,
+                                                                 ptrdiff_t ak, const float *B, ptrdiff_t ldb,
+                                                                 float *C, ptrdiff_t ldc, int zero) {
+    __m256 c0[6], c1[6];
+    for (int r = 0; r < mr; r++) {
+        c0[r] = zero ? _mm256_setzero_ps() : _mm256_loadu_ps(C + r * ldc);
+        c1[r] = zero ? _mm256_setzero_ps() : _mm256_loadu_ps(C + r * ldc + 8);
+    }
+    for (int k = 0; k < K; k++) {
+        __m256 b0 = _mm256_loadu_ps(B + k * ldb), b1 = _mm256_loadu_ps(B + k * ldb + 8);
+        const float *ak_ = A + k * ak;
+        for (int r = 0; r < mr; r++) {
+            __m256 x = _mm256_broadcast_ss(ak_ + r * am);
+            c0[r] = _mm256_fmadd_ps(x, b0, c0[r]);
+            c1[r] = _mm256_fmadd_ps(x, b1, c1[r]);
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        _mm256_storeu_ps(C + r * ldc, c0[r]);
+        _mm256_storeu_ps(C + r * ldc + 8, c1[r]);
+    }
+}
+
+static void gemm_avx2(int M, int N, int K, const float *A, ptrdiff_t am, ptrdiff_t ak, const float *B, ptrdiff_t ldb,
+                      float *C, ptrdiff_t ldc, int zero) {
+    for (int n = 0; n < N; n += 16) {
+        int m = 0;
+        for (; m + 6 <= M; m += 6) gemm_tile_avx2(6, K, A + m * am, am, ak, B + n, ldb, C + m * ldc + n, ldc, zero);
+        const float *Am = A + m * am;
+        float *Cm = C + m * ldc + n;
+        switch (M - m) {
+        case 5: gemm_tile_avx2(5, K, Am, am, ak, B + n, ldb, Cm, ldc, zero); break;
+        case 4: gemm_tile_avx2(4, K, Am, am, ak, B + n, ldb, Cm, ldc, zero); break;
+        case 3: gemm_tile_avx2(3, K, Am, am, ak, B + n, ldb, Cm, ldc, zero); break;
+        case 2: gemm_tile_avx2(2, K, Am, am, ak, B + n, ldb, Cm, ldc, zero); break;
+        case 1: gemm_tile_avx2(1, K, Am, am, ak, B + n, ldb, Cm, ldc, zero); break;
+        default: break;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------- exp */
+
+/* e^x for x ≤ 0 (Cephes expf polynomial, about 1 ulp); x below −87.3, −inf included, gives exactly 0. */
+static inline __m256 exp_avx2(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3365f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(x, lo);
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(under, y);
+}
+
+static inline float hmax8(__m256 v) {
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_max_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+
+static inline double hsum8d(__m256 v) {
+    __m256d a = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    __m128d b = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)));
+}
+
+/* x[j] = e^(x[j] − m) in place for j < n (n % 8 == 0; −inf entries become 0); returns Σ in double. */
+double serl_att_softmax_row(float *x, int n, float m) {
+    __m256 vm = _mm256_set1_ps(m), acc = _mm256_setzero_ps();
+    double sum = 0;
+    for (int j = 0; j < n; j += 8) {
+        __m256 p = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + j), vm));
+        _mm256_storeu_ps(x + j, p);
+        acc = _mm256_add_ps(acc, p);
+        /* flush to double every 64 terms: float partial sums of ≤ 8 values each stay exact enough */
+        if ((j & 63) == 56) {
+            sum += hsum8d(acc);
+            acc = _mm256_setzero_ps();
+        }
+    }
+    return sum + hsum8d(acc);
+}
+
+static float row_max(const float *x, int n) {
+    __m256 v = _mm256_set1_ps(-INFINITY);
+    for (int j = 0; j < n; j += 8) v = _mm256_max_ps(v, _mm256_loadu_ps(x + j));
+    return hmax8(v);
+}
+
+/* ------------------------------------------------------------------------- shared setup */
+
+typedef struct {
+    int32_t seq, i0, i1, kvh;
+    int64_t cost;
+} att_task;
+
+static int task_cmp(const void *x, const void *y) {
+    int64_t a = ((const att_task *)x)->cost, b = ((const att_task *)y)->cost;
+    return a < b ? 1 : a > b ? -1 : 0;
+}
+
+/* Query tokens per block: a power of two (so blocks align with key blocks) with tokens × group ≈ 64. */
+static int query_block(int G) {
+    int bq = 1;
+    while (bq * 2 * G <= ATT_ROWS) bq *= 2;
+    return bq;
+}
+
+static int32_t check_seqlens(serl_ctx *ctx, const char *op, const int32_t *cu, int n_seqs, int n_tokens, int *max_len) {
+    SERL_REQUIRE(cu[0] == 0, "%s: cu_seqlens[0] = %d, want 0", op, cu[0]);
+    SERL_REQUIRE(cu[n_seqs] == n_tokens, "%s: cu_seqlens[%d] = %d, want n_tokens = %d", op, n_seqs, cu[n_seqs], n_tokens);
+    int mx = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        SERL_REQUIRE(cu[s + 1] >= cu[s], "%s: cu_seqlens decreases at %d (%d > %d)", op, s, cu[s], cu[s + 1]);
+        if (cu[s + 1] - cu[s] > mx) mx = cu[s + 1] - cu[s];
+    }
+    *max_len = mx;
+    return SERL_OK;
+}
+
+static int pad16(int d) { return (d + 15) & ~15; }
+
+static att_gemm_fn pick_gemm(serl_ctx *ctx) { return ctx->simd == SERL_SIMD_AVX512 ? serl_att_gemm_avx512 : gemm_avx2; }
+
+/* ------------------------------------------------------------------------- forward */
+
+typedef struct {
+    const serl_attention_fwd_args *a;
+    att_gemm_fn gemm;
+    const att_task *tasks;
+    int G, Dp, rmax;
+    float *scratch[SERL_MAX_THREADS];
+} fwd_job;
+
+static size_t fwd_scratch_floats(int rmax, int Dp) {
+    /* Qs, O: rmax×Dp; S: rmax×BK; Kt: Dp×BK; Vb: BK×Dp; m: rmax; l: rmax doubles */
+    return (size_t)2 * rmax * Dp + (size_t)rmax * ATT_BK + (size_t)2 * Dp * ATT_BK + (size_t)rmax * 3 + 64;
+}
+
+static void fwd_task(void *arg, int64_t t, int w) {
+    fwd_job *j = arg;
+    const serl_attention_fwd_args *a = j->a;
+    const att_task tk = j->tasks[t];
+    const int G = j->G, D = a->head_dim, Dp = j->Dp, H = a->n_heads, KVH = a->n_kv_heads, BK = ATT_BK;
+    const int s0 = a->cu_seqlens[tk.seq], i0 = tk.i0, i1 = tk.i1, kvh = tk.kvh, R = (i1 - i0) * G;
+    const float scale = a->scale;
+
+    float *Qs = j->scratch[w], *O = Qs + (size_t)j->rmax * Dp, *S = O + (size_t)j->rmax * Dp;
+    float *Kt = S + (size_t)j->rmax * BK, *Vb = Kt + (size_t)Dp * BK, *mrow = Vb + (size_t)BK * Dp;
+    double *lrow = (double *)(((uintptr_t)(mrow + j->rmax) + 7) & ~(uintptr_t)7);
+
+    /* rows r = (i − i0)·G + g, query head kvh·G + g; the scale is folded into the queries */
+    for (int i = i0; i < i1; i++) {
+        for (int g = 0; g < G; g++) {
+            const float *src = a->q + ((int64_t)i * H + kvh * G + g) * D;
+            float *dst = Qs + (size_t)((i - i0) * G + g) * Dp;
+            for (int d = 0; d < D; d++) dst[d] = scale * src[d];
+            for (int d = D; d < Dp; d++) dst[d] = 0;
+        }
+    }
+    memset(O, 0, sizeof(float) * (size_t)R * Dp);
+    for (int r = 0; r < R; r++) mrow[r] = -INFINITY, lrow[r] = 0;
+    if (Dp > D) memset(Kt + (size_t)D * BK, 0, sizeof(float) * (size_t)(Dp - D) * BK);
+
+    for (int j0 = s0; j0 < i1; j0 += BK) {
+        const int nk = i1 - j0 < BK ? i1 - j0 : BK;
+        for (int jj = 0; jj < nk; jj++) {
+            const float *kr = a->k + ((int64_t)(j0 + jj) * KVH + kvh) * D;
+            const float *vr = a->v + ((int64_t)(j0 + jj) * KVH + kvh) * D;
+            float *vb = Vb + (size_t)jj * Dp;
+            for (int d = 0; d < D; d++) Kt[(size_t)d * BK + jj] = kr[d];
+            memcpy(vb, vr, sizeof(float) * (size_t)D);
+            for (int d = D; d < Dp; d++) vb[d] = 0;
+        }
+        if (nk < BK)
+            for (int d = 0; d < D; d++) memset(Kt + (size_t)d * BK + nk, 0, sizeof(float) * (size_t)(BK - nk));
+
+        j->gemm(R, BK, Dp, Qs, Dp, 1, Kt, BK, S, BK, 1);
+
+        for (int r = 0; r < R; r++) {
+            float *row = S + (size_t)r * BK;
+            int lim = i0 + r / G - j0 + 1; /* keys j ≤ i of this block */
+            if (lim > nk) lim = nk;
+            for (int jj = lim < 0 ? 0 : lim; jj < BK; jj++) row[jj] = -INFINITY;
+            float mx = row_max(row, BK);
+            if (mx == -INFINITY) {
+                /* no key of this block is visible to the row: contributes nothing */
+                memset(row, 0, sizeof(float) * BK);
+                continue;
+            }
+            float mnew = mx > mrow[r] ? mx : mrow[r];
+            float alpha = expf(mrow[r] - mnew);
+            double sum = serl_att_softmax_row(row, BK, mnew);
+            lrow[r] = lrow[r] * alpha + sum;
+            if (alpha != 1.0f) {
+                float *o = O + (size_t)r * Dp;
+                for (int d = 0; d < Dp; d++) o[d] *= alpha;
+            }
+            mrow[r] = mnew;
+        }
+
+        j->gemm(R, Dp, nk, S, BK, 1, Vb, Dp, O, Dp, 0);
+    }
+
+    for (int i = i0; i < i1; i++) {
+        for (int g = 0; g < G; g++) {
+            int r = (i - i0) * G + g, h = kvh * G + g;
+            const float *o = O + (size_t)r * Dp;
+            float *dst = a->out + ((int64_t)i * H + h) * D;
+            float inv = (float)(1.0 / lrow[r]);
+            for (int d = 0; d < D; d++) dst[d] = o[d] * inv;
+            if (a->lse) a->lse[(int64_t)i * H + h] = mrow[r] + (float)log(lrow[r]);
+        }
+    }
+}
+
+static int32_t check_common(serl_ctx *ctx, const char *op, int T, int S, int H, int KVH, int D, const int32_t *cu) {
+    SERL_REQUIRE(T >= 0 && S >= 0, "%s: n_tokens = %d, n_seqs = %d", op, T, S);
+    SERL_REQUIRE(H >= 1 && KVH >= 1 && D >= 1, "%s: n_heads = %d, n_kv_heads = %d, head_dim = %d", op, H, KVH, D);
+    SERL_REQUIRE(H % KVH == 0, "%s: n_heads = %d is not a multiple of n_kv_heads = %d", op, H, KVH);
+    SERL_REQUIRE(cu, "%s: cu_seqlens is NULL", op);
+    return SERL_OK;
+}
+
+/* Tasks: (seq, kv head, query block of bq tokens), cost = keys seen by the block's last row × rows. */
+static int64_t build_tasks(att_task *tasks, const int32_t *cu, int S, int KVH, int bq) {
+    int64_t n = 0;
+    for (int s = 0; s < S; s++)
+        for (int i0 = cu[s]; i0 < cu[s + 1]; i0 += bq) {
+            int i1 = i0 + bq < cu[s + 1] ? i0 + bq : cu[s + 1];
+            for (int kvh = 0; kvh < KVH; kvh++) tasks[n++] = (att_task){s, i0, i1, kvh, (int64_t)(i1 - cu[s]) * (i1 - i0)};
+        }
+    qsort(tasks, (size_t)n, sizeof *tasks, task_cmp);
+    return n;
+}
+
+SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_fwd_args *a) {
+    SERL_ENTER(ctxp, a, serl_attention_fwd_args);
+    int32_t st = check_common(ctx, "attention_fwd", a->n_tokens, a->n_seqs, a->n_heads, a->n_kv_heads, a->head_dim,
+                              a->cu_seqlens);
+    if (st) return st;
+    int max_len;
+    if ((st = check_seqlens(ctx, "attention_fwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st;
+    if (a->n_tokens == 0) return SERL_OK;
+    SERL_REQUIRE(a->q && a->k && a->v && a->out, "attention_fwd: NULL q, k, v or out");
+
+    const int G = a->n_heads / a->n_kv_heads, Dp = pad16(a->head_dim), bq = query_block(G);
+    fwd_job j = {.a = a, .gemm = pick_gemm(ctx), .G = G, .Dp = Dp, .rmax = bq * G};
+    size_t per = sizeof(float) * fwd_scratch_floats(j.rmax, Dp);
+    per = (per + 63) & ~(size_t)63;
+    int64_t max_tasks = ((int64_t)a->n_tokens / bq + a->n_seqs) * a->n_kv_heads;
+    for (int w = 0; w < ctx->threads; w++) {
+        size_t bytes = per + (w == 0 ? sizeof(att_task) * (size_t)max_tasks : 0);
+        j.scratch[w] = serl_scratch(ctx, w, bytes);
+        if (!j.scratch[w]) return serl_fail(ctx, SERL_E_NOMEM, "attention_fwd: out of memory for scratch");
+    }
+    att_task *tasks = (att_task *)((char *)j.scratch[0] + per);
+    int64_t n = build_tasks(tasks, a->cu_seqlens, a->n_seqs, a->n_kv_heads, bq);
+    j.tasks = tasks;
+    serl_parallel(ctx, n, fwd_task, &j);
+    return SERL_OK;
+}
+
+/* ------------------------------------------------------------------------- backward */
+
+typedef struct {
+    const serl_attention_bwd_args *a;
+    att_gemm_fn gemm;
+    const att_task *tasks;
+    int G, Dp, bq, rmax, max_len;
+    float *scratch[SERL_MAX_THREADS];
+} bwd_job;
+
+static size_t bwd_scratch_floats(int rmax, int Dp, int max_len, int G) {
+    /* Kt, Vt: Dp×BK; Kb, dK, dV: BK×Dp; Qs, dO, dQ: rmax×Dp; P, dS: rmax×BK; lse: rmax; Di: max_len×G */
+    return (size_t)2 * Dp * ATT_BK + (size_t)3 * ATT_BK * Dp + (size_t)3 * rmax * Dp + (size_t)2 * rmax * ATT_BK +
+           (size_t)rmax + (size_t)max_len * G + 64;
+}
+
+static void bwd_task(void *arg, int64_t t, int w) {
+    bwd_job *j = arg;
+    const serl_attention_bwd_args *a = j->a;
+    const att_task tk = j->tasks[t];
+    const int G = j->G, D = a->head_dim, Dp = j->Dp, H = a->n_heads, KVH = a->n_kv_heads, BK = ATT_BK, bq = j->bq;
+    const int s0 = a->cu_seqlens[tk.seq], s1 = a->cu_seqlens[tk.seq + 1], kvh = tk.kvh;
+    const float scale = a->scale;
+
+    float *Kt = j->scratch[w], *Vt = Kt + (size_t)Dp * BK, *Kb = Vt + (size_t)Dp * BK;
+    float *dK = Kb + (size_t)BK * Dp, *dV = dK + (size_t)BK * Dp, *Qs = dV + (size_t)BK * Dp;
+    float *dO = Qs + (size_t)j->rmax * Dp, *dQ = dO + (size_t)j->rmax * Dp, *P = dQ + (size_t)j->rmax * Dp;
+    float *dS = P + (size_t)j->rmax * BK, *lse = dS + (size_t)j->rmax * BK, *Di = lse + j->rmax;
+
+    /* Di = Σ_d dout·out per (token, head) of this group, once per task */
+    for (int i = s0; i < s1; i++)
+        for (int g = 0; g < G; g++) {
+            const float *o = a->out + ((int64_t)i * H + kvh * G + g) * D;
+            const float *go = a->dout + ((int64_t)i * H + kvh * G + g) * D;
+            double s = 0;
+            for (int d = 0; d < D; d++) s += (double)o[d] * go[d];
+            Di[(size_t)(i - s0) * G + g] = (float)s;
+        }
+    if (Dp > D) {
+        memset(Kt + (size_t)D * BK, 0, sizeof(float) * (size_t)(Dp - D) * BK);
+        memset(Vt + (size_t)D * BK, 0, sizeof(float) * (size_t)(Dp - D) * BK);
+    }
+
+    for (int j0 = s0; j0 < s1; j0 += BK) {
+        const int nk = s1 - j0 < BK ? s1 - j0 : BK;
+        for (int jj = 0; jj < nk; jj++) {
+            const float *kr = a->k + ((int64_t)(j0 + jj) * KVH + kvh) * D;
+            const float *vr = a->v + ((int64_t)(j0 + jj) * KVH + kvh) * D;
+            float *kb = Kb + (size_t)jj * Dp;
+            for (int d = 0; d < D; d++) {
+                Kt[(size_t)d * BK + jj] = kr[d];
+                Vt[(size_t)d * BK + jj] = vr[d];
+            }
+            memcpy(kb, kr, sizeof(float) * (size_t)D);
+            for (int d = D; d < Dp; d++) kb[d] = 0;
+        }
+        if (nk < BK)
+            for (int d = 0; d < D; d++) {
+                memset(Kt + (size_t)d * BK + nk, 0, sizeof(float) * (size_t)(BK - nk));
+                memset(Vt + (size_t)d * BK + nk, 0, sizeof(float) * (size_t)(BK - nk));
+            }
+        memset(dK, 0, sizeof(float) * (size_t)nk * Dp);
+        memset(dV, 0, sizeof(float) * (size_t)nk * Dp);
+
+        /* query blocks that see any key of this block: from the one holding j0 to the sequence end */
+        for (int i0 = s0 + (j0 - s0) / bq * bq; i0 < s1; i0 += bq) {
+            const int i1 = i0 + bq < s1 ? i0 + bq : s1, R = (i1 - i0) * G;
+            for (int i = i0; i < i1; i++)
+                for (int g = 0; g < G; g++) {
+                    int r = (i - i0) * G + g;
+                    int64_t off = ((int64_t)i * H + kvh * G + g) * D;
+                    float *qs = Qs + (size_t)r * Dp, *go = dO + (size_t)r * Dp;
+                    for (int d = 0; d < D; d++) qs[d] = scale * a->q[off + d];
+                    memcpy(go, a->dout + off, sizeof(float) * (size_t)D);
+                    for (int d = D; d < Dp; d++) qs[d] = go[d] = 0;
+                    lse[r] = a->lse[(int64_t)i * H + kvh * G + g];
+                }
+
+            j->gemm(R, BK, Dp, Qs, Dp, 1, Kt, BK, P, BK, 1);  /* S = scale·q·kᵀ */
+            j->gemm(R, BK, Dp, dO, Dp, 1, Vt, BK, dS, BK, 1); /* dP = dout·vᵀ */
+            for (int r = 0; r < R; r++) {
+                float *p = P + (size_t)r * BK, *ds = dS + (size_t)r * BK;
+                int lim = i0 + r / G - j0 + 1;
+                if (lim > nk) lim = nk;
+                if (lim < 0) lim = 0;
+                for (int jj = lim; jj < BK; jj++) p[jj] = -INFINITY;
+                serl_att_softmax_row(p, BK, lse[r]); /* p = e^(s − lse) */
+                float di = Di[(size_t)(i0 - s0) * G + r];
+                for (int jj = 0; jj < BK; jj++) ds[jj] = p[jj] * (ds[jj] - di);
+            }
+            j->gemm(nk, Dp, R, P, 1, BK, dO, Dp, dV, Dp, 0);  /* dV += Pᵀ·dout */
+            j->gemm(nk, Dp, R, dS, 1, BK, Qs, Dp, dK, Dp, 0); /* dK += dSᵀ·(scale·q) */
+            j->gemm(R, Dp, nk, dS, BK, 1, Kb, Dp, dQ, Dp, 1); /* dQ = dS·k */
+            for (int i = i0; i < i1; i++)
+                for (int g = 0; g < G; g++) {
+                    const float *src = dQ + (size_t)((i - i0) * G + g) * Dp;
+                    float *dst = a->dq + ((int64_t)i * H + kvh * G + g) * D;
+                    for (int d = 0; d < D; d++) dst[d] += scale * src[d];
+                }
+        }
+
+        for (int jj = 0; jj < nk; jj++) {
+            int64_t off = ((int64_t)(j0 + jj) * KVH + kvh) * D;
+            const float *gk = dK + (size_t)jj * Dp, *gv = dV + (size_t)jj * Dp;
+            for (int d = 0; d < D; d++) {
+                a->dk[off + d] += gk[d];
+                a->dv[off + d] += gv[d];
+            }
+        }
+    }
+}
+
+SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_bwd_args *a) {
+    SERL_ENTER(ctxp, a, serl_attention_bwd_args);
+    int32_t st = check_common(ctx, "attention_bwd", a->n_tokens, a->n_seqs, a->n_heads, a->n_kv_heads, a->head_dim,
+                              a->cu_seqlens);
+    if (st) return st;
+    int max_len;
+    if ((st = check_seqlens(ctx, "attention_bwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st;
+    if (a->n_tokens == 0) return SERL_OK;
+    SERL_REQUIRE(a->q && a->k && a->v && a->out && a->lse && a->dout && a->dq && a->dk && a->dv,
+                 "attention_bwd: NULL tensor (q, k, v, out, lse, dout, dq, dk and dv are all required)");
+
+    const int G = a->n_heads / a->n_kv_heads, Dp = pad16(a->head_dim), bq = query_block(G);
+    bwd_job j = {.a = a, .gemm = pick_gemm(ctx), .G = G, .Dp = Dp, .bq = bq, .rmax = bq * G, .max_len = max_len};
+    size_t per = sizeof(float) * bwd_scratch_floats(j.rmax, Dp, max_len, G);
+    per = (per + 63) & ~(size_t)63;
+    int64_t max_tasks = (int64_t)a->n_seqs * a->n_kv_heads;
+    for (int w = 0; w < ctx->threads; w++) {
+        size_t bytes = per + (w == 0 ? sizeof(att_task) * (size_t)max_tasks : 0);
+        j.scratch[w] = serl_scratch(ctx, w, bytes);
+        if (!j.scratch[w]) return serl_fail(ctx, SERL_E_NOMEM, "attention_bwd: out of memory for scratch");
+    }
+    /* one task per non-empty (seq, kv head), longest first: the cost grows as len² */
+    att_task *tasks = (att_task *)((char *)j.scratch[0] + per);
+    int64_t n = 0;
+    for (int s = 0; s < a->n_seqs; s++) {
+        int64_t len = a->cu_seqlens[s + 1] - a->cu_seqlens[s];
+        if (len == 0) continue;
+        for (int kvh = 0; kvh < a->n_kv_heads; kvh++) tasks[n++] = (att_task){s, 0, 0, kvh, len * len};
+    }
+    qsort(tasks, (size_t)n, sizeof *tasks, task_cmp);
+    j.tasks = tasks;
+    serl_parallel(ctx, n, bwd_task, &j);
+    return SERL_OK;
+}

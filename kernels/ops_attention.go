@@ -1,0 +1,184 @@
+package kernels
+
+// Attention is the causal self-attention forward over S packed sequences of T tokens in all.
+//
+//	Q:         [T, H, D]
+//	K, V:      [T, KVH, D]   (H % KVH == 0; query head h uses kv head h / (H/KVH))
+//	Out:       [T, H, D]
+//	LSE:       [T, H]        logsumexp of the scaled scores, for the backward; may be a zero Tensor
+//	CuSeqlens: I32 [S+1]     sequence s is tokens [CuSeqlens[s], CuSeqlens[s+1])
+//
+// Scale multiplies q·k, usually 1/√D. Tokens attend to themselves and earlier tokens of their own
+// sequence only.
+type Attention struct {
+	Q, K, V, Out, LSE, CuSeqlens Tensor
+	Scale                        float32
+}
+
+// AttentionGrad is the backward of Attention: DQ, DK, DV (shaped as Q, K, V) accumulate (+=) the
+// gradients of ⟨DOut, Out⟩, from the forward's Out and LSE (both required).
+type AttentionGrad struct {
+	Q, K, V, Out, LSE, DOut, DQ, DK, DV, CuSeqlens Tensor
+	Scale                                          float32
+}
+
+// KVCache is one layer's paged cache: K and V are each [n_blocks, block_size, KVH, D]. Token slot
+// b·block_size + o is offset o of block b.
+type KVCache struct {
+	K, V Tensor
+}
+
+// attnDims derives T, H, KVH, D from q [T, H, D] and k [T, KVH, D].
+func attnDims(op string, q, k Tensor) (t, h, kvh, dim int, err error) {
+	if q.Rank() != 3 || k.Rank() != 3 {
+		return 0, 0, 0, 0, opErr(op, "q %s and k %s must be rank 3: [T, H, D] and [T, KVH, D]", q, k)
+	}
+	t, h, dim, kvh = q.Dim(0), q.Dim(1), q.Dim(2), k.Dim(1)
+	if k.Dim(0) != t || k.Dim(2) != dim {
+		return 0, 0, 0, 0, opErr(op, "k %s does not match q %s", k, q)
+	}
+	if h == 0 || kvh == 0 || dim == 0 || h%kvh != 0 {
+		return 0, 0, 0, 0, opErr(op, "heads %d are not a multiple of kv heads %d (head_dim %d)", h, kvh, dim)
+	}
+	return t, h, kvh, dim, nil
+}
+
+// attnPairs is the number of (query, key) pairs per head of the causal triangle: Σ_s L(L+1)/2, read
+// from CuSeqlens when the memory is host visible (the profiler's FLOP count only).
+func (d *Device) attnPairs(cu Tensor, t int) float64 {
+	if !d.hostVisible {
+		return float64(t) * float64(t+1) / 2
+	}
+	c := cu.I32()
+	var p float64
+	for s := 0; s+1 < len(c); s++ {
+		l := float64(c[s+1] - c[s])
+		p += l * (l + 1) / 2
+	}
+	return p
+}
+
+// AttentionFwd computes p.Out (and p.LSE when given) from p.Q, p.K, p.V.
+func (d *Device) AttentionFwd(p Attention) error {
+	const op = "attention_fwd"
+	t, h, kvh, dim, err := attnDims(op, p.Q, p.K)
+	if err != nil {
+		return err
+	}
+	if err := firstErr(d.check(op, "q", p.Q, F32, 0), d.check(op, "k", p.K, F32, 0), d.check(op, "v", p.V, F32, t*kvh*dim),
+		d.check(op, "out", p.Out, F32, t*h*dim), d.checkOpt(op, "lse", p.LSE, F32, t*h),
+		d.check(op, "cu_seqlens", p.CuSeqlens, I32, 1)); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := args[attentionFwdArgs](d)
+	a.nTokens, a.nSeqs, a.nHeads, a.nKVHeads, a.headDim = int32(t), int32(p.CuSeqlens.Len()-1), int32(h), int32(kvh), int32(dim)
+	a.scale = p.Scale
+	a.cuSeqlens, a.q, a.k, a.v, a.out, a.lse = p.CuSeqlens.addr(), p.Q.addr(), p.K.addr(), p.V.addr(), p.Out.addr(), p.LSE.addr()
+	pairs := d.attnPairs(p.CuSeqlens, t)
+	return d.run(opAttentionFwd, 4*pairs*float64(h*dim), 4*float64(t)*float64(2*h*dim+2*kvh*dim+h))
+}
+
+// AttentionBwd accumulates p.DQ, p.DK, p.DV from p.DOut.
+func (d *Device) AttentionBwd(p AttentionGrad) error {
+	const op = "attention_bwd"
+	t, h, kvh, dim, err := attnDims(op, p.Q, p.K)
+	if err != nil {
+		return err
+	}
+	nq, nk := t*h*dim, t*kvh*dim
+	if err := firstErr(d.check(op, "q", p.Q, F32, 0), d.check(op, "k", p.K, F32, 0), d.check(op, "v", p.V, F32, nk),
+		d.check(op, "out", p.Out, F32, nq), d.check(op, "lse", p.LSE, F32, t*h), d.check(op, "dout", p.DOut, F32, nq),
+		d.check(op, "dq", p.DQ, F32, nq), d.check(op, "dk", p.DK, F32, nk), d.check(op, "dv", p.DV, F32, nk),
+		d.check(op, "cu_seqlens", p.CuSeqlens, I32, 1)); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := args[attentionBwdArgs](d)
+	a.nTokens, a.nSeqs, a.nHeads, a.nKVHeads, a.headDim = int32(t), int32(p.CuSeqlens.Len()-1), int32(h), int32(kvh), int32(dim)
+	a.scale = p.Scale
+	a.cuSeqlens, a.q, a.k, a.v, a.out, a.lse, a.dout = p.CuSeqlens.addr(), p.Q.addr(), p.K.addr(), p.V.addr(), p.Out.addr(), p.LSE.addr(), p.DOut.addr()
+	a.dq, a.dk, a.dv = p.DQ.addr(), p.DK.addr(), p.DV.addr()
+	pairs := d.attnPairs(p.CuSeqlens, t)
+	// five products of 2·D FLOPs per pair and head (S, dP, dV, dK, dQ)
+	return d.run(opAttentionBwd, 10*pairs*float64(h*dim), 4*float64(t)*float64(5*h*dim+4*kvh*dim+h))
+}
+
+// cacheDims derives n_blocks, block_size, KVH, D from the cache.
+func cacheDims(op string, c KVCache) (nBlocks, blockSize, kvh, dim int, err error) {
+	if c.K.Rank() != 4 || c.V.Rank() != 4 {
+		return 0, 0, 0, 0, opErr(op, "cache K %s and V %s must be rank 4: [n_blocks, block_size, KVH, D]", c.K, c.V)
+	}
+	for i := 0; i < 4; i++ {
+		if c.K.Dim(i) != c.V.Dim(i) {
+			return 0, 0, 0, 0, opErr(op, "cache K %s and V %s differ", c.K, c.V)
+		}
+	}
+	return c.K.Dim(0), c.K.Dim(1), c.K.Dim(2), c.K.Dim(3), nil
+}
+
+// KVAppend writes each token's keys and values into the cache at its slot.
+//
+//	k, v:  [T, KVH, D]
+//	slots: I32 [T], slot = block·block_size + offset; a negative slot skips the token
+func (d *Device) KVAppend(c KVCache, k, v, slots Tensor) error {
+	const op = "kv_append"
+	nb, bs, kvh, dim, err := cacheDims(op, c)
+	if err != nil {
+		return err
+	}
+	t := slots.Len()
+	if err := firstErr(d.check(op, "cache K", c.K, F32, 1), d.check(op, "cache V", c.V, F32, 1),
+		d.check(op, "slots", slots, I32, 0), d.check(op, "k", k, F32, t*kvh*dim), d.check(op, "v", v, F32, t*kvh*dim)); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := args[kvAppendArgs](d)
+	a.nTokens, a.nKVHeads, a.headDim, a.blockSize, a.nBlocks = int32(t), int32(kvh), int32(dim), int32(bs), int32(nb)
+	a.slots, a.k, a.v, a.kCache, a.vCache = slots.addr(), k.addr(), v.addr(), c.K.addr(), c.V.addr()
+	return d.run(opKVAppend, 0, 16*float64(t*kvh*dim)+4*float64(t))
+}
+
+// DecodeAttention attends one query token per sequence to its cached tokens (the token's own K/V
+// already appended).
+//
+//	out, q:     [S, H, D]
+//	blockTable: I32 [S, max_blocks], block ids of sequence s in order
+//	seqLens:    I32 [S], cached tokens of sequence s, 1..max_blocks·block_size
+func (d *Device) DecodeAttention(out, q Tensor, c KVCache, blockTable, seqLens Tensor, scale float32) error {
+	const op = "decode_attention"
+	nb, bs, kvh, dim, err := cacheDims(op, c)
+	if err != nil {
+		return err
+	}
+	if q.Rank() != 3 || q.Dim(2) != dim {
+		return opErr(op, "q %s must be [S, H, %d]", q, dim)
+	}
+	s, h := q.Dim(0), q.Dim(1)
+	if blockTable.Rank() != 2 || blockTable.Dim(0) != s {
+		return opErr(op, "block table %s must be [%d, max_blocks]", blockTable, s)
+	}
+	if err := firstErr(d.check(op, "cache K", c.K, F32, 1), d.check(op, "cache V", c.V, F32, 1), d.check(op, "q", q, F32, 0),
+		d.check(op, "out", out, F32, s*h*dim), d.check(op, "block table", blockTable, I32, 0),
+		d.check(op, "seq_lens", seqLens, I32, s)); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := args[decodeAttentionArgs](d)
+	a.nSeqs, a.nHeads, a.nKVHeads, a.headDim = int32(s), int32(h), int32(kvh), int32(dim)
+	a.blockSize, a.nBlocks, a.maxBlks, a.scale = int32(bs), int32(nb), int32(blockTable.Dim(1)), scale
+	a.blockTable, a.seqLens, a.q, a.kCache, a.vCache, a.out = blockTable.addr(), seqLens.addr(), q.addr(), c.K.addr(), c.V.addr(), out.addr()
+	var toks float64
+	if d.hostVisible {
+		for _, l := range seqLens.I32()[:s] {
+			toks += float64(l)
+		}
+	} else {
+		toks = float64(s * bs * blockTable.Dim(1))
+	}
+	return d.run(opDecodeAttention, 4*toks*float64(h*dim), 8*toks*float64(kvh*dim)+8*float64(s*h*dim))
+}
