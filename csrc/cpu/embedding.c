@@ -1,0 +1,99 @@
+/* Token embedding: a gather (forward) and a scatter-add (backward). Both are pure memory traffic.
+ * Every id is validated before anything is written, so a bad id leaves the output untouched. */
+#include <string.h>
+
+#include "internal.h"
+
+#define PAR_MIN 65536 /* floats moved below which one thread beats waking the pool */
+#define COL_ALIGN 16  /* column chunks of whole 64-byte lines, so workers never share a cache line */
+
+static int32_t check_ids(serl_ctx *ctx, const char *op, const int32_t *ids, int32_t n, int32_t vocab) {
+    for (int32_t t = 0; t < n; t++)
+        if ((uint32_t)ids[t] >= (uint32_t)vocab)
+            return serl_fail(ctx, SERL_E_ARG, "%s: ids[%d] = %d is outside the vocabulary [0, %d)", op, t, ids[t],
+                             vocab);
+    return SERL_OK;
+}
+
+/* ------------------------------------------------------------------------- forward: gather rows */
+
+typedef struct {
+    const serl_embedding_fwd_args *a;
+    int64_t parts;
+} fwd_job;
+
+static void fwd_task(void *arg, int64_t i, int w) {
+    (void)w;
+    fwd_job *j = arg;
+    const serl_embedding_fwd_args *a = j->a;
+    int64_t lo, hi;
+    serl_chunk(a->n_tokens, j->parts, i, &lo, &hi);
+    size_t row = sizeof(float) * (size_t)a->dim;
+    for (int64_t t = lo; t < hi; t++)
+        memcpy(a->out + t * a->dim, a->table + (int64_t)a->ids[t] * a->dim, row);
+}
+
+SERL_API int32_t serl_embedding_fwd(void *ctxp, const serl_embedding_fwd_args *a) {
+    SERL_ENTER(ctxp, a, serl_embedding_fwd_args);
+    SERL_REQUIRE(a->n_tokens >= 0 && a->dim >= 0 && a->vocab >= 0, "embedding_fwd: n_tokens = %d, dim = %d, vocab = %d",
+                 a->n_tokens, a->dim, a->vocab);
+    if (a->n_tokens == 0 || a->dim == 0) return SERL_OK;
+    SERL_REQUIRE(a->vocab > 0, "embedding_fwd: empty vocabulary with %d tokens", a->n_tokens);
+    SERL_REQUIRE(a->ids && a->table && a->out, "embedding_fwd: NULL tensor (ids %p, table %p, out %p)",
+                 (const void *)a->ids, (const void *)a->table, (void *)a->out);
+    int32_t st = check_ids(ctx, "embedding_fwd", a->ids, a->n_tokens, a->vocab);
+    if (st) return st;
+    int64_t total = (int64_t)a->n_tokens * a->dim;
+    int64_t parts = total < PAR_MIN ? 1 : total / (PAR_MIN / 2);
+    if (parts > ctx->threads) parts = ctx->threads;
+    if (parts > a->n_tokens) parts = a->n_tokens;
+    fwd_job j = {a, parts};
+    serl_parallel(ctx, parts, fwd_task, &j);
+    return SERL_OK;
+}
+
+/* ------------------------------------------------------------------------- backward: scatter-add */
+
+/* The dim columns are split over workers: each worker walks every token in order and adds its own
+ * columns, so repeated ids accumulate without races or atomics, in token order (deterministic). */
+typedef struct {
+    const serl_embedding_bwd_args *a;
+    int64_t parts, chunks; /* chunks: COL_ALIGN-column blocks */
+} bwd_job;
+
+static void bwd_task(void *arg, int64_t i, int w) {
+    (void)w;
+    bwd_job *j = arg;
+    const serl_embedding_bwd_args *a = j->a;
+    int64_t lo, hi;
+    serl_chunk(j->chunks, j->parts, i, &lo, &hi);
+    lo *= COL_ALIGN;
+    hi *= COL_ALIGN;
+    if (hi > a->dim) hi = a->dim;
+    const int64_t d = a->dim;
+    for (int64_t t = 0; t < a->n_tokens; t++) {
+        const float *restrict src = a->dout + t * d;
+        float *restrict dst = a->dtable + (int64_t)a->ids[t] * d;
+        for (int64_t c = lo; c < hi; c++) dst[c] += src[c];
+    }
+}
+
+SERL_API int32_t serl_embedding_bwd(void *ctxp, const serl_embedding_bwd_args *a) {
+    SERL_ENTER(ctxp, a, serl_embedding_bwd_args);
+    SERL_REQUIRE(a->n_tokens >= 0 && a->dim >= 0 && a->vocab >= 0, "embedding_bwd: n_tokens = %d, dim = %d, vocab = %d",
+                 a->n_tokens, a->dim, a->vocab);
+    if (a->n_tokens == 0 || a->dim == 0) return SERL_OK;
+    SERL_REQUIRE(a->vocab > 0, "embedding_bwd: empty vocabulary with %d tokens", a->n_tokens);
+    SERL_REQUIRE(a->ids && a->dout && a->dtable, "embedding_bwd: NULL tensor (ids %p, dout %p, dtable %p)",
+                 (const void *)a->ids, (const void *)a->dout, (void *)a->dtable);
+    int32_t st = check_ids(ctx, "embedding_bwd", a->ids, a->n_tokens, a->vocab);
+    if (st) return st;
+    int64_t total = (int64_t)a->n_tokens * a->dim;
+    int64_t chunks = (a->dim + COL_ALIGN - 1) / COL_ALIGN;
+    int64_t parts = total < PAR_MIN ? 1 : total / (PAR_MIN / 2);
+    if (parts > ctx->threads) parts = ctx->threads;
+    if (parts > chunks) parts = chunks;
+    bwd_job j = {a, parts, chunks};
+    serl_parallel(ctx, parts, bwd_task, &j);
+    return SERL_OK;
+}

@@ -1,0 +1,148 @@
+/* RMSNorm as in Hugging Face's Llama/Qwen2 (float32): y = (x · rsqrt(mean(x²) + eps)) · w.
+ * Row statistics accumulate in double; rows are split over workers. The weight gradient is a reduction
+ * over rows: each task sums its rows into its own double partial, and the partials are added in task
+ * order afterwards, so the result does not depend on which worker ran which task. */
+#include <immintrin.h>
+#include <math.h>
+
+#include "internal.h"
+
+#define PAR_MIN 32768 /* elements below which one thread beats waking the pool */
+
+static int64_t row_parts(serl_ctx *ctx, int64_t n, int64_t dim) {
+    int64_t total = n * dim;
+    int64_t parts = total < PAR_MIN ? 1 : total / (PAR_MIN / 2);
+    if (parts > 4 * (int64_t)ctx->threads) parts = 4 * (int64_t)ctx->threads; /* some slack for balance */
+    if (parts > n) parts = n;
+    return parts < 1 ? 1 : parts;
+}
+
+/* Σ a[j]·b[j] in double (a == b gives the sum of squares). */
+static double dot_f64(const float *a, const float *b, int64_t n) {
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd(), s2 = _mm256_setzero_pd(), s3 = _mm256_setzero_pd();
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m256 a0 = _mm256_loadu_ps(a + j), a1 = _mm256_loadu_ps(a + j + 8);
+        __m256 b0 = _mm256_loadu_ps(b + j), b1 = _mm256_loadu_ps(b + j + 8);
+        s0 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(a0)), _mm256_cvtps_pd(_mm256_castps256_ps128(b0)), s0);
+        s1 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(a0, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(b0, 1)), s1);
+        s2 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(a1)), _mm256_cvtps_pd(_mm256_castps256_ps128(b1)), s2);
+        s3 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(a1, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(b1, 1)), s3);
+    }
+    for (; j + 4 <= n; j += 4)
+        s0 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + j)), _mm256_cvtps_pd(_mm_loadu_ps(b + j)), s0);
+    __m256d s = _mm256_add_pd(_mm256_add_pd(s0, s1), _mm256_add_pd(s2, s3));
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+    double r = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+    for (; j < n; j++) r += (double)a[j] * b[j];
+    return r;
+}
+
+/* ------------------------------------------------------------------------- forward */
+
+typedef struct {
+    const serl_rmsnorm_fwd_args *a;
+    int64_t parts;
+} fwd_job;
+
+static void fwd_task(void *arg, int64_t i, int w) {
+    (void)w;
+    fwd_job *j = arg;
+    const serl_rmsnorm_fwd_args *a = j->a;
+    int64_t lo, hi;
+    serl_chunk(a->n, j->parts, i, &lo, &hi);
+    const int64_t d = a->dim;
+    const float *wt = a->w;
+    for (int64_t r = lo; r < hi; r++) {
+        const float *x = a->x + r * d;
+        float *y = a->y + r * d; /* may alias x: each element is read before it is written */
+        float rs = (float)(1.0 / sqrt(dot_f64(x, x, d) / (double)d + (double)a->eps));
+        if (a->rstd) a->rstd[r] = rs;
+        /* HF order: (x · rstd) rounded to float32, then · w. */
+        for (int64_t c = 0; c < d; c++) y[c] = (x[c] * rs) * wt[c];
+    }
+}
+
+SERL_API int32_t serl_rmsnorm_fwd(void *ctxp, const serl_rmsnorm_fwd_args *a) {
+    SERL_ENTER(ctxp, a, serl_rmsnorm_fwd_args);
+    SERL_REQUIRE(a->n >= 0 && a->dim > 0, "rmsnorm_fwd: n = %d, dim = %d (dim must be positive)", a->n, a->dim);
+    SERL_REQUIRE(a->eps >= 0 && isfinite(a->eps), "rmsnorm_fwd: eps = %g", (double)a->eps);
+    if (a->n == 0) return SERL_OK;
+    SERL_REQUIRE(a->x && a->w && a->y, "rmsnorm_fwd: NULL tensor (x %p, w %p, y %p)", (const void *)a->x,
+                 (const void *)a->w, (void *)a->y);
+    fwd_job j = {a, row_parts(ctx, a->n, a->dim)};
+    serl_parallel(ctx, j.parts, fwd_task, &j);
+    return SERL_OK;
+}
+
+/* ------------------------------------------------------------------------- backward */
+
+/* With r = rstd, y_j = x_j·r·w_j and ∂r/∂x_k = −r³·x_k/D:
+ *   dx_k = r·(w_k·dy_k − x_k·r²·(1/D)·Σ_j dy_j·w_j·x_j),   dw_j = Σ_rows dy_j·x_j·r. */
+typedef struct {
+    const serl_rmsnorm_bwd_args *a;
+    int64_t parts;
+    double *partial; /* [parts, dim] */
+} bwd_job;
+
+static void bwd_task(void *arg, int64_t i, int w) {
+    (void)w;
+    bwd_job *j = arg;
+    const serl_rmsnorm_bwd_args *a = j->a;
+    int64_t lo, hi;
+    serl_chunk(a->n, j->parts, i, &lo, &hi);
+    const int64_t d = a->dim;
+    const float *restrict wt = a->w;
+    double *restrict pw = j->partial + i * d;
+    for (int64_t c = 0; c < d; c++) pw[c] = 0;
+    for (int64_t r = lo; r < hi; r++) {
+        const float *restrict x = a->x + r * d;
+        const float *restrict dy = a->dy + r * d;
+        float *restrict dx = a->dx + r * d;
+        const float rs = a->rstd[r];
+        /* Σ dy·w·x in double; the x·(dy·w) product matches the loop below. */
+        double s = 0;
+        {
+            __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+            int64_t c = 0;
+            for (; c + 8 <= d; c += 8) {
+                __m256 g = _mm256_mul_ps(_mm256_loadu_ps(dy + c), _mm256_loadu_ps(wt + c));
+                __m256 xv = _mm256_loadu_ps(x + c);
+                s0 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(g)),
+                                     _mm256_cvtps_pd(_mm256_castps256_ps128(xv)), s0);
+                s1 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(g, 1)),
+                                     _mm256_cvtps_pd(_mm256_extractf128_ps(xv, 1)), s1);
+            }
+            __m256d sv = _mm256_add_pd(s0, s1);
+            __m128d h = _mm_add_pd(_mm256_castpd256_pd128(sv), _mm256_extractf128_pd(sv, 1));
+            s = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+            for (; c < d; c++) s += (double)(dy[c] * wt[c]) * x[c];
+        }
+        const float coef = (float)((double)rs * rs * (s / (double)d));
+        for (int64_t c = 0; c < d; c++) {
+            dx[c] += rs * (wt[c] * dy[c] - x[c] * coef);
+            pw[c] += (double)(dy[c] * x[c] * rs);
+        }
+    }
+}
+
+SERL_API int32_t serl_rmsnorm_bwd(void *ctxp, const serl_rmsnorm_bwd_args *a) {
+    SERL_ENTER(ctxp, a, serl_rmsnorm_bwd_args);
+    SERL_REQUIRE(a->n >= 0 && a->dim > 0, "rmsnorm_bwd: n = %d, dim = %d (dim must be positive)", a->n, a->dim);
+    if (a->n == 0) return SERL_OK;
+    SERL_REQUIRE(a->x && a->w && a->rstd && a->dy && a->dx && a->dw,
+                 "rmsnorm_bwd: NULL tensor (x %p, w %p, rstd %p, dy %p, dx %p, dw %p)", (const void *)a->x,
+                 (const void *)a->w, (const void *)a->rstd, (const void *)a->dy, (void *)a->dx, (void *)a->dw);
+    int64_t parts = row_parts(ctx, a->n, a->dim);
+    double *partial = serl_scratch(ctx, 0, sizeof(double) * (size_t)parts * (size_t)a->dim);
+    if (!partial) return serl_fail(ctx, SERL_E_NOMEM, "rmsnorm_bwd: out of memory for %lld weight partials", (long long)parts);
+    bwd_job j = {a, parts, partial};
+    serl_parallel(ctx, parts, bwd_task, &j);
+    /* The partials are small (parts × dim): one thread adds them, tasks in order, without a second wake-up. */
+    for (int64_t c = 0; c < a->dim; c++) {
+        double s = 0;
+        for (int64_t p = 0; p < parts; p++) s += partial[p * a->dim + c];
+        a->dw[c] += (float)s;
+    }
+    return SERL_OK;
+}
