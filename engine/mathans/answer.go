@@ -89,6 +89,8 @@ func ParseGold(label string) Answer {
 	return build(label, RuleBare)
 }
 
+var boxReplacer = strings.NewReplacer(`\boxed`, "", `\fbox`, "")
+
 // build normalises and parses one extracted answer text.
 func build(raw string, rule Rule) Answer {
 	a := Answer{Raw: raw, Rule: rule}
@@ -96,7 +98,7 @@ func build(raw string, rule Rule) Answer {
 		a.Rule = RuleNone
 		return a
 	}
-	s := normalize(strings.NewReplacer(`\boxed`, "", `\fbox`, "").Replace(raw))
+	s := normalize(boxReplacer.Replace(raw))
 	a.norm = compact(s)
 	a.alts = readings(s)
 	if a.norm == "" && len(a.alts) == 0 {
@@ -126,7 +128,10 @@ func readings(s string) []*val {
 		}
 	}
 	flat := strings.ReplaceAll(s, " ", "")
+	numeric := strings.IndexByte(flat, ',') >= 0 || strings.IndexByte(s, ' ') >= 0
 	switch {
+	case !numeric:
+		add(s)
 	case reWholeThousands.MatchString(flat):
 		add(strings.ReplaceAll(flat, ",", ""))
 	case reWholeSpaceThou.MatchString(s):
@@ -139,7 +144,7 @@ func readings(s string) []*val {
 	default:
 		add(s)
 	}
-	if reWordsOnly.MatchString(s) && len(s) >= 1 {
+	if strings.IndexByte(s, '\\') < 0 && reWordsOnly.MatchString(s) {
 		out = append(out, &val{k: vText, text: normText(s)})
 	}
 	return out

@@ -77,9 +77,13 @@ type span struct {
 func findBoxes(s string) []span {
 	var out []span
 	i := 0
+	hasFbox := strings.Contains(s, `\fbox`)
 	for len(out) < 1000 {
 		j := strings.Index(s[i:], `\boxed`)
-		k := strings.Index(s[i:], `\fbox`)
+		k := -1
+		if hasFbox {
+			k = strings.Index(s[i:], `\fbox`)
+		}
 		n := len(`\boxed`)
 		if j < 0 || (k >= 0 && k < j) {
 			j, n = k, len(`\fbox`)
@@ -111,6 +115,8 @@ func findBoxes(s string) []span {
 			tok := strings.TrimRight(s[q:r], ".,;")
 			if tok != "" {
 				out = append(out, span{start, r, tok})
+				i = r
+				continue
 			}
 		}
 		i = p
@@ -130,7 +136,7 @@ var (
 func joinBoxes(s string, boxes []span) string {
 	parts := []string{boxes[len(boxes)-1].content}
 	for i := len(boxes) - 1; i > 0 && len(parts) < 10; i-- {
-		if !isJoinGap(s[boxes[i-1].end:boxes[i].start]) {
+		if boxes[i-1].end > boxes[i].start || !isJoinGap(s[boxes[i-1].end:boxes[i].start]) {
 			break
 		}
 		parts = append(parts, boxes[i-1].content)
@@ -150,20 +156,26 @@ func isJoinGap(g string) bool {
 	}
 	g = reGapDelims.Replace(g)
 	g = reGapAssign.ReplaceAllString(g, "")
-	sep := strings.ContainsAny(g, ",;")
+	// One word may name the previous answer's unit ("\boxed{1} papers and
+	// \boxed{2} bins"); a word after the separator ("and so", "and later")
+	// means the text moved on.
+	sep := false
 	others := 0
-	for _, w := range strings.FieldsFunc(g, func(r rune) bool { return r == ' ' || r == ',' || r == ';' || r == '\n' || r == '.' }) {
-		lw := strings.ToLower(w)
-		if lw == "and" || lw == "or" {
+	for _, w := range strings.FieldsFunc(g, func(r rune) bool { return r == ' ' || r == '\n' || r == '.' }) {
+		lw := strings.ToLower(strings.Trim(w, ",;"))
+		if lw == "and" || lw == "or" || lw == "" {
 			sep = true
 			continue
 		}
-		if strings.ContainsAny(w, "0123456789=\\") {
+		if sep || strings.ContainsAny(w, "0123456789=\\") {
 			return false
+		}
+		if strings.ContainsAny(w, ",;") {
+			sep = true
 		}
 		others++
 	}
-	return sep && others <= 1
+	return (sep || strings.ContainsAny(g, ",;")) && others <= 1
 }
 
 // lastIndexFold is strings.LastIndex with ASCII case folding of s.

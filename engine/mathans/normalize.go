@@ -38,12 +38,18 @@ var (
 	reWordsOnly      = regexp.MustCompile(`^\(?[A-Za-z][A-Za-z ]*\)?$`)
 )
 
+var normReplacer = strings.NewReplacer(`\dfrac`, `\frac`, `\tfrac`, `\frac`, `\cfrac`, `\frac`,
+	`\dbinom`, `\binom`, `\tbinom`, `\binom`, `\$`, "", "$", "", `\!`, "",
+	`\%`, "%", "−", "-", "\n", " ", "\r", " ", "\t", " ")
+
+var escReplacer = strings.NewReplacer("\x0c", `\f`, "\x08", `\b`, "\x07", `\a`)
+
 // fixEscapes repairs control characters produced by one escape too few
 // (`"\frac"` read by a JSON/Python layer becomes form feed + "rac") and
 // backslashes doubled by one escape too many.
 func fixEscapes(s string) string {
 	if strings.ContainsAny(s, "\x0c\x08\x07") {
-		s = strings.NewReplacer("\x0c", `\f`, "\x08", `\b`, "\x07", `\a`).Replace(s)
+		s = escReplacer.Replace(s)
 	}
 	if !strings.Contains(s, `\\`) {
 		return s
@@ -76,20 +82,29 @@ func normalize(s string) string {
 	// Protect matrix row breaks from the spacing rules (`\\ 0` is not `\ `).
 	s = strings.ReplaceAll(s, `\\`, ` \cr `)
 	s = strings.TrimSpace(s)
-	s = reSizing.ReplaceAllString(s, "")
-	for i := 0; i < 8 && reGroupSep.MatchString(s); i++ {
-		s = reGroupSep.ReplaceAllString(s, "$1$2")
+	// The regexp passes are guarded by cheap substring tests: most answers
+	// need none of them, and Extract runs on every response of a group.
+	hasCmd := strings.IndexByte(s, '\\') >= 0
+	if hasCmd && (strings.Contains(s, `\left`) || strings.Contains(s, `\right`) || strings.Contains(s, `\big`) || strings.Contains(s, `\Big`)) {
+		s = reSizing.ReplaceAllString(s, "")
 	}
-	s = strings.NewReplacer(`\dfrac`, `\frac`, `\tfrac`, `\frac`, `\cfrac`, `\frac`,
-		`\dbinom`, `\binom`, `\tbinom`, `\binom`, `\$`, "", "$", "", `\!`, "",
-		`\%`, "%", "−", "-", "\n", " ", "\r", " ", "\t", " ").Replace(s)
-	s = reDegree.ReplaceAllString(s, "")
-	s = reSpacing.ReplaceAllString(s, " ")
+	if strings.IndexByte(s, ',') >= 0 || hasCmd {
+		for i := 0; i < 8 && reGroupSep.MatchString(s); i++ {
+			s = reGroupSep.ReplaceAllString(s, "$1$2")
+		}
+	}
+	s = normReplacer.Replace(s)
+	if strings.Contains(s, "circ") || strings.Contains(s, "°") || strings.Contains(s, "degree") {
+		s = reDegree.ReplaceAllString(s, "")
+	}
+	if strings.IndexByte(s, '\\') >= 0 || strings.IndexByte(s, '~') >= 0 {
+		s = reSpacing.ReplaceAllString(s, " ")
+	}
 	s = strings.TrimSpace(s)
 	for len(s) > 0 && (s[len(s)-1] == '.' || s[len(s)-1] == ' ') {
 		s = s[:len(s)-1]
 	}
-	if rePctWord.MatchString(s) {
+	if strings.IndexByte(s, '%') >= 0 || strings.Contains(s, "pct") || strings.Contains(s, "ercent") {
 		s = rePctWord.ReplaceAllString(s, "") + "%"
 	}
 	return s

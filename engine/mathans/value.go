@@ -657,6 +657,11 @@ func eqScalar(a, b *val) bool {
 	}
 	if a.konst && b.konst {
 		if a.rat != nil && b.rat != nil {
+			// Equal rationals convert to the same float64, so a float gap
+			// decides most pairs without big.Rat work.
+			if d := math.Abs(a.f[0] - b.f[0]); d != 0 && (!(a.approx || b.approx) || d > 1e-5*math.Max(1, math.Abs(a.f[0]))) {
+				return false
+			}
 			if a.rat.Cmp(b.rat) == 0 {
 				return true
 			}

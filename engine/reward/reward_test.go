@@ -15,7 +15,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func boxed(s string) string { return "Let us compute carefully. So the answer is $\\boxed{" + s + "}$." }
+func boxed(s string) string {
+	return "Let us compute carefully. So the answer is $\\boxed{" + s + "}$."
+}
 
 func TestMajorityFigureExample(t *testing.T) {
 	// SERL.md §8.3: answers 2010, 1995, 2010, 2000 → rewards 1, 0, 1, 0.
