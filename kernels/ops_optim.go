@@ -1,0 +1,101 @@
+package kernels
+
+import "math"
+
+// Whiten is masked whitening over a token batch (SERL.md B §5.5): μ = Σ m·x / Σ m and the biased
+// σ² = Σ m·(x−μ)² / Σ m, in double; y = (x − μ)/sqrt(max(σ², eps)) where mask ≠ 0, else 0 (stdNorm
+// false: y = x − μ). stats[0] = μ, stats[1] = σ². x, mask, y: F32 [n] (y may be x); stats: F32 [2].
+// A mask with Σ m = 0 is an error.
+func (d *Device) Whiten(y, stats, x, mask Tensor, stdNorm bool, eps float32) error {
+	const op = "whiten"
+	n := x.Len()
+	if err := firstErr(d.check(op, "x", x, F32, 1), d.check(op, "mask", mask, F32, n), d.check(op, "y", y, F32, n),
+		d.check(op, "stats", stats, F32, 2)); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := args[whitenArgs](d)
+	a.stdNorm, a.n, a.eps = lpFlag(stdNorm), int64(n), eps
+	a.x, a.mask, a.y, a.stats = x.addr(), mask.addr(), y.addr(), stats.addr()
+	return d.run(opWhiten, 8*float64(n), 24*float64(n))
+}
+
+// GroupMode selects GroupBaseline's formula (SERL.md B §5.5).
+type GroupMode int32
+
+const (
+	GroupZScore GroupMode = 0 // GRPO: (r − mean)/(std + eps), std Bessel-corrected; identical rewards give 0
+	GroupRLOO   GroupMode = 1 // RLOO: r − (Σ r − r)/(G − 1)
+	GroupCenter GroupMode = 2 // r − mean
+)
+
+// GroupBaseline applies mode to each group of groupSize consecutive rewards: r, y F32
+// [nGroups·groupSize] (y may be r). Z-score and RLOO need groupSize ≥ 2.
+func (d *Device) GroupBaseline(y, r Tensor, mode GroupMode, groupSize int, eps float32) error {
+	const op = "group_baseline"
+	n := r.Len()
+	if err := firstErr(d.check(op, "r", r, F32, 0), d.check(op, "y", y, F32, n)); err != nil {
+		return err
+	}
+	if groupSize < 1 || n%groupSize != 0 {
+		return opErr(op, "r has %d rewards, not a multiple of groupSize %d", n, groupSize)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := args[groupBaselineArgs](d)
+	a.mode, a.nGroups, a.groupSize, a.eps = int32(mode), int32(n/groupSize), int32(groupSize), eps
+	a.r, a.y = r.addr(), y.addr()
+	return d.run(opGroupBaseline, 6*float64(n), 8*float64(n))
+}
+
+// GradNorm writes the global L2 norm of g (accumulated in double) to norm[0] (F32 [1]) and, when
+// maxNorm > 0 and the norm exceeds it, scales g in place by maxNorm/(norm + 1e-6), as PyTorch's
+// clip_grad_norm_. A non-finite norm leaves g unscaled: the caller sees it and skips the step.
+func (d *Device) GradNorm(norm, g Tensor, maxNorm float32) error {
+	const op = "grad_norm"
+	n := g.Len()
+	if err := firstErr(d.check(op, "g", g, F32, 0), d.check(op, "norm", norm, F32, 1)); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := args[gradNormArgs](d)
+	a.maxNorm, a.n, a.g, a.out = maxNorm, int64(n), g.addr(), norm.addr()
+	return d.run(opGradNorm, 2*float64(n), 4*float64(n))
+}
+
+// AdamWParams are one AdamW step's scalars. Step counts from 1. GradScale multiplies g first (e.g. a
+// loss-scale inverse); 0 means 1.
+type AdamWParams struct {
+	Step                                          int
+	LR, Beta1, Beta2, Eps, WeightDecay, GradScale float32
+}
+
+// AdamW is one step of PyTorch AdamW (decoupled weight decay) on p with gradient g and moments m, v,
+// all F32 [n], updated in place:
+//
+//	g' = g·GradScale; m = β1·m + (1−β1)·g'; v = β2·v + (1−β2)·g'²
+//	p −= lr·wd·p; p −= lr·(m/(1−β1^step)) / (sqrt(v/(1−β2^step)) + eps)
+func (d *Device) AdamW(p, g, m, v Tensor, h AdamWParams) error {
+	const op = "adamw"
+	n := p.Len()
+	if err := firstErr(d.check(op, "p", p, F32, 0), d.check(op, "g", g, F32, n), d.check(op, "m", m, F32, n),
+		d.check(op, "v", v, F32, n)); err != nil {
+		return err
+	}
+	if h.Step < 1 || h.Step > math.MaxInt32 {
+		return opErr(op, "step %d (want ≥ 1)", h.Step)
+	}
+	gs := h.GradScale
+	if gs == 0 {
+		gs = 1
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := args[adamwArgs](d)
+	a.step, a.n = int32(h.Step), int64(n)
+	a.lr, a.beta1, a.beta2, a.eps, a.weightDecay, a.gradScale = h.LR, h.Beta1, h.Beta2, h.Eps, h.WeightDecay, gs
+	a.p, a.g, a.m, a.v = p.addr(), g.addr(), m.addr(), v.addr()
+	return d.run(opAdamW, 16*float64(n), 28*float64(n))
+}
