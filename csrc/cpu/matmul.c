@@ -25,7 +25,7 @@
 #define KC 384      /* depth of a K slice: an A micro-panel MR×KC is 18 KiB (12 rows), L1 resident */
 #define MC 1536     /* rows of the shared packed A block (2.3 MiB, L3) */
 #define NC 4096     /* columns of the shared packed B block (6 MiB, L3) */
-#define NC_TILE 512 /* columns of one worker's tile: its B slice KC×NC_TILE is 768 KiB, L2 resident */
+#define NC_TILE 256 /* columns of a C tile: its B slice KC×NC_TILE (384 KiB) stays in the worker's L2 */
 
 typedef void (*ukr_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha,
                        float beta, int mr, int nr);
@@ -298,15 +298,21 @@ static int gemm_blocked(serl_ctx *ctx, const gemm_kernel *kern, int ta, int tb, 
                 j.a_panels = ceil_div(j.mc, MR);
                 j.pack_b = j.ic == 0;
                 int64_t panels = j.a_panels + (j.pack_b ? j.b_panels : 0);
-                j.pack_tasks = threads > 1 && panels >= 4 ? threads : 1;
+                /* Several tasks per worker: tasks are pulled dynamically, so a worker that the OS
+                 * preempts (this machine is shared) delays the phase by one small task, not by half. */
+                j.pack_tasks = threads > 1 && panels >= 8 ? 4 * threads : 1;
                 serl_parallel(ctx, j.pack_tasks, pack_task, &j);
-                /* Tiles: ≤ NC_TILE columns each, at least one per worker, splitting M when N is narrow. */
-                int64_t nt = ceil_div(j.b_panels * NR, NC_TILE);
-                if (threads > 1) nt = ceil_div(nt, threads) * threads;
+                /* Tiles: ≤ NC_TILE columns, then M split until there are about 4 tiles per worker
+                 * (each M chunk keeping ≥ 4 A panels, so a B slice loaded into L2 serves ≥ 48 rows). */
+                int64_t nt = ceil_div(j.nc, NC_TILE);
                 if (nt > j.b_panels) nt = j.b_panels;
-                int64_t mt = 1;
-                if (nt < threads) mt = ceil_div(threads, nt);
-                if (mt > j.a_panels) mt = j.a_panels;
+                int64_t mt = threads > 1 ? ceil_div(4 * threads, nt) : 1;
+                if (mt > j.a_panels / 4) mt = j.a_panels / 4;
+                if (mt < 1) mt = 1;
+                if (mt * nt < threads) {
+                    mt = j.a_panels < threads ? j.a_panels : threads;
+                    nt = j.b_panels < threads ? j.b_panels : threads;
+                }
                 j.mt = mt;
                 j.nt = nt;
                 serl_parallel(ctx, mt * nt, compute_task, &j);
