@@ -1,0 +1,331 @@
+/* Token sampling: presence penalty, bans, temperature, greedy or top-k → top-p → inverse-CDF draw, with
+ * a counter-based generator (Philox4x32-10) keyed by (seed, sequence, step) so a row's token depends on
+ * that row alone: not on the batch, the thread count or the order rows run in.
+ *
+ * Truncation never sorts the vocabulary. Tokens fall into buckets of width 1/64 by m − z (a monotone map
+ * of the logit, so buckets respect the order); one histogram pass of counts and masses locates the bucket
+ * where top-k's count or top-p's mass is reached, and only that bucket's members are sorted. The kept set
+ * is then a prefix of the order (z descending, index ascending), i.e. a threshold on (z, index), and the
+ * draw walks kept tokens in index order with double cumulative sums. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "expf_avx2.h"
+#include "internal.h"
+
+#define BPU 64                 /* buckets per unit of logit */
+#define DMAX 32                /* m − z beyond this (weight < e^-32) goes to the overflow bucket */
+#define NB (BPU * DMAX + 1)    /* buckets, the last one the overflow */
+#define BLK 64                 /* draw walk block */
+
+/* ------------------------------------------------------------------------- Philox4x32-10 */
+
+/* Random123's Philox4x32 with 10 rounds: counter ctr, key key, result in ctr. */
+static inline void philox4x32_10(uint32_t ctr[4], uint32_t k0, uint32_t k1) {
+    for (int r = 0; r < 10; r++) {
+        uint64_t p0 = (uint64_t)0xD2511F53u * ctr[0], p1 = (uint64_t)0xCD9E8D57u * ctr[2];
+        uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0, hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
+        uint32_t c0 = hi1 ^ ctr[1] ^ k0, c2 = hi0 ^ ctr[3] ^ k1;
+        ctr[0] = c0, ctr[1] = lo1, ctr[2] = c2, ctr[3] = lo0;
+        k0 += 0x9E3779B9u, k1 += 0xBB67AE85u;
+    }
+}
+
+/* Uniform double in [0,1) with 53 bits: key = seed, counter = (seq_id, step, 0). */
+static double philox_uniform(uint64_t seed, uint64_t seq, uint32_t step) {
+    uint32_t c[4] = {(uint32_t)seq, (uint32_t)(seq >> 32), step, 0};
+    philox4x32_10(c, (uint32_t)seed, (uint32_t)(seed >> 32));
+    uint64_t bits = ((uint64_t)c[0] << 32 | c[1]) >> 11;
+    return (double)bits * 0x1.0p-53;
+}
+
+/* ------------------------------------------------------------------------- helpers */
+
+static inline __m256i tail_mask(int k) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+static float vmax(const float *x, int v) {
+    __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0;
+    int j = 0;
+    for (; j + 16 <= v; j += 16) {
+        m0 = _mm256_max_ps(m0, _mm256_loadu_ps(x + j));
+        m1 = _mm256_max_ps(m1, _mm256_loadu_ps(x + j + 8));
+    }
+    float m = serl_hmax8(_mm256_max_ps(m0, m1));
+    for (; j < v; j++) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+/* w[j] = e^(z[j] − m) (w may be NULL: sum only); returns Σ in double. */
+static double vexp_sum(const float *z, float *w, int v, float m) {
+    const __m256 vm = _mm256_set1_ps(m);
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    int j = 0;
+    for (; j + 16 <= v; j += 16) {
+        __m256 e0 = serl_exp8(_mm256_sub_ps(_mm256_loadu_ps(z + j), vm));
+        __m256 e1 = serl_exp8(_mm256_sub_ps(_mm256_loadu_ps(z + j + 8), vm));
+        if (w) _mm256_storeu_ps(w + j, e0), _mm256_storeu_ps(w + j + 8, e1);
+        s0 = serl_acc8d(s0, e0);
+        s1 = serl_acc8d(s1, e1);
+    }
+    for (; j < v; j += 8) {
+        __m256i k = tail_mask(v - j);
+        __m256 e = _mm256_and_ps(serl_exp8(_mm256_sub_ps(_mm256_maskload_ps(z + j, k), vm)), _mm256_castsi256_ps(k));
+        if (w) _mm256_maskstore_ps(w + j, k, e);
+        s0 = serl_acc8d(s0, e);
+    }
+    return serl_hsum4d(_mm256_add_pd(s0, s1));
+}
+
+static inline int bucket_of(float m, float z) {
+    float d = m - z;
+    return d < (float)DMAX ? (int)(d * (float)BPU) : NB - 1; /* NaN → overflow */
+}
+
+/* bucket_of for 8 lanes, bit-identical to the scalar one. */
+static inline __m256i bucket8(__m256 vm, __m256 z) {
+    __m256 d = _mm256_sub_ps(vm, z);
+    __m256i b = _mm256_cvttps_epi32(_mm256_mul_ps(d, _mm256_set1_ps((float)BPU)));
+    __m256 in = _mm256_cmp_ps(d, _mm256_set1_ps((float)DMAX), _CMP_LT_OQ);
+    return _mm256_blendv_epi8(_mm256_set1_epi32(NB - 1), b, _mm256_castps_si256(in));
+}
+
+typedef struct {
+    float z;
+    int32_t i;
+} cand;
+
+/* z descending, index ascending: the order that top-k and top-p prefixes are taken in. */
+static int cand_cmp(const void *pa, const void *pb) {
+    const cand *a = pa, *b = pb;
+    if (a->z != b->z) return a->z > b->z ? -1 : 1;
+    return (a->i > b->i) - (a->i < b->i);
+}
+
+/* Sorted members of bucket b into c; returns their count. */
+static int gather(const float *z, int v, float m, int b, cand *c) {
+    const __m256 vm = _mm256_set1_ps(m);
+    const __m256i vb = _mm256_set1_epi32(b);
+    int n = 0, j = 0;
+    for (; j + 8 <= v; j += 8) {
+        __m256 zz = _mm256_loadu_ps(z + j);
+        unsigned bits = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(bucket8(vm, zz), vb)));
+        while (bits) {
+            int l = __builtin_ctz(bits);
+            bits &= bits - 1;
+            c[n].z = z[j + l], c[n].i = j + l, n++;
+        }
+    }
+    for (; j < v; j++)
+        if (bucket_of(m, z[j]) == b) c[n].z = z[j], c[n].i = j, n++;
+    qsort(c, (size_t)n, sizeof(cand), cand_cmp);
+    return n;
+}
+
+/* Counts and masses per bucket. */
+static void histogram(const float *z, const float *w, int v, float m, int32_t *hc, double *hw) {
+    const __m256 vm = _mm256_set1_ps(m);
+    int32_t bb[8];
+    int j = 0;
+    for (; j + 8 <= v; j += 8) {
+        _mm256_storeu_si256((__m256i *)bb, bucket8(vm, _mm256_loadu_ps(z + j)));
+        for (int l = 0; l < 8; l++) hc[bb[l]]++, hw[bb[l]] += w[j + l];
+    }
+    for (; j < v; j++) {
+        int b = bucket_of(m, z[j]);
+        hc[b]++, hw[b] += w[j];
+    }
+}
+
+/* Σ w over kept tokens j in [j0, j1): z > zb, or z == zb and j ≤ ib. In double. */
+static double kept_sum(const float *z, const float *w, int j0, int j1, float zb, int ib) {
+    const __m256 vzb = _mm256_set1_ps(zb);
+    const __m256i lim = _mm256_set1_epi32(ib + 1), lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256d acc = _mm256_setzero_pd();
+    for (int j = j0; j < j1; j += 8) {
+        __m256i live = tail_mask(j1 - j);
+        __m256 zz = _mm256_maskload_ps(z + j, live), ww = _mm256_maskload_ps(w + j, live);
+        __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(j), lane);
+        __m256 tie = _mm256_and_ps(_mm256_cmp_ps(zz, vzb, _CMP_EQ_OQ), _mm256_castsi256_ps(_mm256_cmpgt_epi32(lim, idx)));
+        __m256 keep = _mm256_or_ps(_mm256_cmp_ps(zz, vzb, _CMP_GT_OQ), tie);
+        acc = serl_acc8d(acc, _mm256_and_ps(ww, _mm256_and_ps(keep, _mm256_castsi256_ps(live))));
+    }
+    return serl_hsum4d(acc);
+}
+
+/* ------------------------------------------------------------------------- one row */
+
+typedef struct {
+    const serl_sample_args *a;
+    void *scratch[SERL_MAX_THREADS];
+    int bad_row; /* 1 + a row whose every logit is −inf or NaN, else 0 */
+} sample_job;
+
+static size_t scratch_bytes(int v) {
+    size_t fv = ((size_t)v * sizeof(float) + 63) & ~(size_t)63;
+    size_t cv = ((size_t)v * sizeof(cand) + 63) & ~(size_t)63;
+    return 2 * fv + cv + NB * (sizeof(double) + sizeof(int32_t)) + 64;
+}
+
+static void sample_row(void *arg, int64_t r, int worker) {
+    sample_job *job = arg;
+    const serl_sample_args *a = job->a;
+    const int V = a->vocab;
+    size_t fv = ((size_t)V * sizeof(float) + 63) & ~(size_t)63;
+    size_t cv = ((size_t)V * sizeof(cand) + 63) & ~(size_t)63;
+    char *sp = job->scratch[worker];
+    float *z = (float *)sp, *w = (float *)(sp + fv);
+    cand *c = (cand *)(sp + 2 * fv);
+    double *hw = (double *)(sp + 2 * fv + cv);
+    int32_t *hc = (int32_t *)(hw + NB);
+
+    const float *x = a->logits + r * (int64_t)a->ld;
+    const float T = a->temperature[r];
+    const int greedy = T == 0;
+
+    /* 1–2. z = (x − penalty·seen) / T, banned → −inf. Division (not a reciprocal) as the spec reads. */
+    if (greedy) {
+        memcpy(z, x, sizeof(float) * (size_t)V);
+    } else {
+        const __m256 vt = _mm256_set1_ps(T);
+        int j = 0;
+        for (; j + 8 <= V; j += 8) _mm256_storeu_ps(z + j, _mm256_div_ps(_mm256_loadu_ps(x + j), vt));
+        for (; j < V; j++) z[j] = x[j] / T;
+    }
+    float pen = a->presence_penalty[r];
+    if (a->hist && pen != 0) {
+        const int32_t *h = a->hist + r * (int64_t)a->ld_hist;
+        /* assigning from x (not z) makes repeats idempotent: each distinct token is penalised once */
+        for (int i = 0; i < a->hist_len[r]; i++) z[h[i]] = greedy ? x[h[i]] - pen : (x[h[i]] - pen) / T;
+    }
+    if (a->n_ban > 0 && (!a->ban_rows || a->ban_rows[r]))
+        for (int i = 0; i < a->n_ban; i++) z[a->ban_ids[i]] = -INFINITY;
+
+    float m = vmax(z, V);
+    if (!(m > -INFINITY) || isinf(m)) {
+        __atomic_store_n(&job->bad_row, (int)r + 1, __ATOMIC_RELAXED);
+        a->tokens[r] = -1;
+        return;
+    }
+
+    int tok;
+    double S;
+    if (greedy) {
+        tok = 0;
+        while (tok < V && !(z[tok] == m)) tok++;
+        S = vexp_sum(z, NULL, V, m);
+    } else {
+        S = vexp_sum(z, w, V, m);
+        const int k = a->top_k[r];
+        const float p = a->top_p[r];
+        const int use_k = k > 0 && k < V, use_p = p < 1.0f;
+        float zb = -INFINITY; /* kept ⟺ z > zb or (z == zb and j ≤ ib); at first every token */
+        int ib = V;
+        double WF = S;
+        if (use_k || use_p) {
+            memset(hc, 0, sizeof(int32_t) * NB);
+            memset(hw, 0, sizeof(double) * NB);
+            histogram(z, w, V, m, hc, hw);
+            /* top-k: bucket bk holds the k-th token; its first nk sorted members are kept */
+            int bk = NB - 1, nk = 0;
+            double WK = S;
+            if (use_k) {
+                int64_t cum = 0;
+                double before = 0;
+                for (bk = 0; bk < NB - 1 && cum + hc[bk] < k; bk++) cum += hc[bk], before += hw[bk];
+                int nc = gather(z, V, m, bk, c);
+                nk = k - (int)cum < nc ? k - (int)cum : nc;
+                WK = before;
+                for (int i = 0; i < nk; i++) WK += w[c[i].i];
+                if (nk > 0) zb = c[nk - 1].z, ib = c[nk - 1].i;
+                WF = WK;
+            }
+            if (use_p) {
+                /* the first bucket where the mass within the top-k set reaches p·WK; inside it, keep
+                 * members while the mass before them is below p·WK (the crossing token is kept) */
+                const double target = (double)p * WK;
+                double cum = 0;
+                int bp = 0, last = use_k ? bk : NB - 1;
+                for (; bp < last && cum + hw[bp] < target; bp++) cum += hw[bp];
+                int n = use_k && bp == bk ? nk : gather(z, V, m, bp, c);
+                int kept = 0;
+                for (; kept < n && cum < target; kept++) cum += w[c[kept].i];
+                if (kept > 0) zb = c[kept - 1].z, ib = c[kept - 1].i, WF = cum;
+            }
+        }
+        /* 4. inverse CDF over kept tokens in index order, a block sum at a time */
+        double u = philox_uniform(a->seeds[r], a->seq_ids[r], (uint32_t)a->steps[r]);
+        double target = u * WF, cum = 0;
+        tok = -1;
+        for (int j0 = 0; j0 < V && tok < 0; j0 += BLK) {
+            int j1 = j0 + BLK < V ? j0 + BLK : V;
+            double bs = kept_sum(z, w, j0, j1, zb, ib);
+            if (cum + bs <= target) {
+                cum += bs;
+                continue;
+            }
+            for (int j = j0; j < j1; j++) {
+                if (!(z[j] > zb || (z[j] == zb && j <= ib))) continue;
+                cum += w[j];
+                if (cum > target && w[j] > 0) {
+                    tok = j;
+                    break;
+                }
+            }
+        }
+        /* rounding left the walk's total short of u·WF (probability ~1e-16): the last kept token */
+        for (int j = V - 1; tok < 0 && j >= 0; j--)
+            if ((z[j] > zb || (z[j] == zb && j <= ib)) && w[j] > 0) tok = j;
+        if (tok < 0) { /* cannot happen: the maximum has weight 1 and is always kept */
+            tok = 0;
+            while (tok < V && !(z[tok] == m)) tok++;
+        }
+    }
+    a->tokens[r] = tok;
+    if (a->logp) a->logp[r] = (float)((double)z[tok] - (double)m - log(S));
+}
+
+/* ------------------------------------------------------------------------- export */
+
+SERL_API int32_t serl_sample(void *ctxp, const serl_sample_args *a) {
+    SERL_ENTER(ctxp, a, serl_sample_args);
+    SERL_REQUIRE(a->n >= 0 && a->vocab >= 1 && a->ld >= a->vocab,
+                 "sample: n = %d, vocab = %d, ld = %d (want n ≥ 0, vocab ≥ 1, ld ≥ vocab)", a->n, a->vocab, a->ld);
+    SERL_REQUIRE(a->n_ban >= 0 && a->ld_hist >= 0, "sample: n_ban = %d, ld_hist = %d", a->n_ban, a->ld_hist);
+    if (a->n == 0) return SERL_OK;
+    SERL_REQUIRE(a->logits && a->temperature && a->top_k && a->top_p && a->presence_penalty && a->seeds &&
+                     a->seq_ids && a->steps && a->tokens,
+                 "sample: NULL tensor");
+    SERL_REQUIRE((a->hist == NULL) == (a->hist_len == NULL), "sample: hist and hist_len must both be given or both NULL");
+    SERL_REQUIRE(a->n_ban == 0 || a->ban_ids, "sample: n_ban = %d with NULL ban_ids", a->n_ban);
+    for (int i = 0; i < a->n_ban; i++)
+        SERL_REQUIRE(a->ban_ids[i] >= 0 && a->ban_ids[i] < a->vocab, "sample: ban_ids[%d] = %d outside [0, %d)", i,
+                     a->ban_ids[i], a->vocab);
+    for (int r = 0; r < a->n; r++) {
+        float t = a->temperature[r], p = a->top_p[r];
+        SERL_REQUIRE(t >= 0 && isfinite(t), "sample: temperature[%d] = %g (want finite ≥ 0)", r, (double)t);
+        SERL_REQUIRE(p > 0, "sample: top_p[%d] = %g (want > 0)", r, (double)p);
+        SERL_REQUIRE(isfinite(a->presence_penalty[r]), "sample: presence_penalty[%d] = %g", r, (double)a->presence_penalty[r]);
+        if (a->hist) {
+            int len = a->hist_len[r];
+            SERL_REQUIRE(len >= 0 && len <= a->ld_hist, "sample: hist_len[%d] = %d outside [0, ld_hist = %d]", r, len,
+                         a->ld_hist);
+            const int32_t *h = a->hist + (int64_t)r * a->ld_hist;
+            for (int i = 0; i < len; i++)
+                SERL_REQUIRE(h[i] >= 0 && h[i] < a->vocab, "sample: hist[%d][%d] = %d outside [0, %d)", r, i, h[i],
+                             a->vocab);
+        }
+    }
+    sample_job job = {a, {0}, 0};
+    /* any worker may pull any row, so every worker gets scratch */
+    for (int w = 0; w < ctx->threads; w++) {
+        job.scratch[w] = serl_scratch(ctx, w, scratch_bytes(a->vocab));
+        if (!job.scratch[w]) return serl_fail(ctx, SERL_E_NOMEM, "sample: out of memory for scratch");
+    }
+    serl_parallel(ctx, a->n, sample_row, &job);
+    if (job.bad_row)
+        return serl_fail(ctx, SERL_E_ARG, "sample: row %d has no finite logit (every token banned or −inf)", job.bad_row - 1);
+    return SERL_OK;
+}
