@@ -84,6 +84,7 @@ typedef struct {
     const serl_rope_args *a;
     int64_t parts;
     float *buf[SERL_MAX_THREADS]; /* per worker: cos[half] then sin[half] */
+    float *table;                 /* or, when positions repeat: [max_pos+1][cos, sin rows] */
     int half_pad;
 } rope_job;
 
@@ -121,7 +122,12 @@ static void rope_task(void *arg, int64_t ti, int w) {
     const int pass = hd - a->rot_dim;
     float *cb = j->buf[w], *sb = cb + j->half_pad;
     for (int64_t t = lo; t < hi; t++) {
-        trig_row(cb, sb, a->pos[t], a->inv_freq, half, a->bwd);
+        if (j->table) {
+            cb = j->table + (int64_t)a->pos[t] * 2 * j->half_pad;
+            sb = cb + j->half_pad;
+        } else {
+            trig_row(cb, sb, a->pos[t], a->inv_freq, half, a->bwd);
+        }
         for (int h = 0; h < nh; h++) {
             const int64_t off = (t * nh + h) * (int64_t)hd;
             const float *x = a->x + off;
@@ -135,6 +141,23 @@ static void rope_task(void *arg, int64_t ti, int w) {
                 }
             }
         }
+    }
+}
+
+typedef struct {
+    rope_job *j;
+    int64_t npos, parts;
+} table_job;
+
+static void table_task(void *arg, int64_t i, int w) {
+    (void)w;
+    table_job *tj = arg;
+    rope_job *j = tj->j;
+    int64_t lo, hi;
+    serl_chunk(tj->npos, tj->parts, i, &lo, &hi);
+    for (int64_t p = lo; p < hi; p++) {
+        float *cb = j->table + p * 2 * j->half_pad;
+        trig_row(cb, cb + j->half_pad, (int32_t)p, j->a->inv_freq, j->a->rot_dim / 2, j->a->bwd);
     }
 }
 
@@ -157,19 +180,33 @@ SERL_API int32_t serl_rope(void *ctxp, const serl_rope_args *a) {
         SERL_REQUIRE(!overlap || (x0 == y0 && !a->accumulate),
                      "rope: y overlaps x (%s)", a->accumulate ? "accumulate = 1 needs a separate y" : "partial overlap");
     }
-    for (int32_t t = 0; t < a->n_tokens; t++)
+    int32_t max_pos = 0;
+    for (int32_t t = 0; t < a->n_tokens; t++) {
         SERL_REQUIRE(a->pos[t] >= 0, "rope: pos[%d] = %d is negative", t, a->pos[t]);
+        if (a->pos[t] > max_pos) max_pos = a->pos[t];
+    }
 
-    rope_job j;
+    rope_job j = {0};
     j.a = a;
     j.half_pad = (a->rot_dim / 2 + 15) & ~15;
     int64_t parts = total < PAR_MIN ? 1 : total / (PAR_MIN / 4);
     if (parts > 4 * (int64_t)ctx->threads) parts = 4 * (int64_t)ctx->threads;
     if (parts > a->n_tokens) parts = a->n_tokens;
     j.parts = parts;
-    for (int w = 0; w < ctx->threads; w++) { /* any worker may pull a task */
-        j.buf[w] = serl_scratch(ctx, w, sizeof(float) * 2 * (size_t)j.half_pad);
-        if (!j.buf[w]) return serl_fail(ctx, SERL_E_NOMEM, "rope: out of memory");
+    /* Packed sequences repeat positions (8 × 256 tokens hold 256 distinct ones): then one table of
+     * cos/sin rows per position, filled first, replaces a row per token. Same trig_row, same values. */
+    int64_t npos = (int64_t)max_pos + 1, table_bytes = npos * 2 * j.half_pad * (int64_t)sizeof(float);
+    j.table = NULL;
+    if (2 * npos <= a->n_tokens && table_bytes <= (16 << 20)) {
+        j.table = serl_scratch(ctx, 0, (size_t)table_bytes);
+        if (!j.table) return serl_fail(ctx, SERL_E_NOMEM, "rope: out of memory for %lld cos/sin rows", (long long)npos);
+        table_job tj = {&j, npos, npos < 128 ? 1 : (npos / 64 < ctx->threads ? npos / 64 : ctx->threads)};
+        serl_parallel(ctx, tj.parts, table_task, &tj);
+    } else {
+        for (int w = 0; w < ctx->threads; w++) { /* any worker may pull a task */
+            j.buf[w] = serl_scratch(ctx, w, sizeof(float) * 2 * (size_t)j.half_pad);
+            if (!j.buf[w]) return serl_fail(ctx, SERL_E_NOMEM, "rope: out of memory");
+        }
     }
     serl_parallel(ctx, parts, rope_task, &j);
     return SERL_OK;
