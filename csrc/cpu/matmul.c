@@ -375,54 +375,68 @@ static inline void store4(float *c, __m128 s, float alpha, float beta, int nj) {
     for (int q = 0; q < nj; q++) c[q] = beta == 0.0f ? alpha * v[q] : alpha * v[q] + beta * c[q];
 }
 
-/* Rows [j0, j1) of W against all m rows of x: 4 W rows × 4 x rows per register block, the 4 W rows
- * staying in L1 while every x row passes. Missing rows of a block repeat the last valid one and are
- * not stored. */
-static void gemv_rows_avx2(int64_t m, int64_t k, float alpha, const float *X, int64_t ldx, const float *W,
-                           int64_t ldw, float beta, float *C, int64_t ldc, int64_t j0, int64_t j1) {
+/* One register block: NI (≤ 4) rows of x against 4 rows of W, dot products along k in ymm lanes, the
+ * k tail through masked loads. Inlined with a constant NI, so unused accumulators vanish. */
+static inline __attribute__((always_inline)) void gemv_block(int NI, int64_t k, const float *const *x,
+                                                             const float *const *w, float alpha, float beta,
+                                                             float *c, int64_t ldc, int nj) {
     int64_t k8 = k & ~(int64_t)7;
     int tail = (int)(k - k8);
-    __m256i tmask = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < NI; i++)
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) acc[i][q] = _mm256_setzero_ps();
+    const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+    for (int64_t p = 0; p < k8; p += 8) {
+        __m256 vw0 = _mm256_loadu_ps(w0 + p), vw1 = _mm256_loadu_ps(w1 + p);
+        __m256 vw2 = _mm256_loadu_ps(w2 + p), vw3 = _mm256_loadu_ps(w3 + p);
+#pragma GCC unroll 4
+        for (int i = 0; i < NI; i++) {
+            __m256 vx = _mm256_loadu_ps(x[i] + p);
+            acc[i][0] = _mm256_fmadd_ps(vx, vw0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(vx, vw1, acc[i][1]);
+            acc[i][2] = _mm256_fmadd_ps(vx, vw2, acc[i][2]);
+            acc[i][3] = _mm256_fmadd_ps(vx, vw3, acc[i][3]);
+        }
+    }
+    if (tail) {
+        __m256i tm = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 vw0 = _mm256_maskload_ps(w0 + k8, tm), vw1 = _mm256_maskload_ps(w1 + k8, tm);
+        __m256 vw2 = _mm256_maskload_ps(w2 + k8, tm), vw3 = _mm256_maskload_ps(w3 + k8, tm);
+#pragma GCC unroll 4
+        for (int i = 0; i < NI; i++) {
+            __m256 vx = _mm256_maskload_ps(x[i] + k8, tm);
+            acc[i][0] = _mm256_fmadd_ps(vx, vw0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(vx, vw1, acc[i][1]);
+            acc[i][2] = _mm256_fmadd_ps(vx, vw2, acc[i][2]);
+            acc[i][3] = _mm256_fmadd_ps(vx, vw3, acc[i][3]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < NI; i++)
+        store4(c + i * ldc, hsum4x8(acc[i][0], acc[i][1], acc[i][2], acc[i][3]), alpha, beta, nj);
+}
+
+/* Rows [j0, j1) of W against all m rows of x: blocks of 4 W rows (L1 resident) × up to 4 x rows, every
+ * x row passing each W block, so W is streamed from memory once. A partial W block repeats its last
+ * row, computed but not stored. */
+static void gemv_rows_avx2(int64_t m, int64_t k, float alpha, const float *X, int64_t ldx, const float *W,
+                           int64_t ldw, float beta, float *C, int64_t ldc, int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; j += 4) {
         int nj = (int)(j1 - j < 4 ? j1 - j : 4);
-        const float *w0 = W + j * ldw, *w1 = W + (j + (nj > 1 ? 1 : 0)) * ldw;
-        const float *w2 = W + (j + (nj > 2 ? 2 : nj - 1)) * ldw, *w3 = W + (j + (nj > 3 ? 3 : nj - 1)) * ldw;
+        const float *w[4];
+        for (int q = 0; q < 4; q++) w[q] = W + (j + (q < nj ? q : nj - 1)) * ldw;
         for (int64_t i = 0; i < m; i += 4) {
             int ni = (int)(m - i < 4 ? m - i : 4);
-            const float *x0 = X + i * ldx, *x1 = X + (i + (ni > 1 ? 1 : 0)) * ldx;
-            const float *x2 = X + (i + (ni > 2 ? 2 : ni - 1)) * ldx, *x3 = X + (i + (ni > 3 ? 3 : ni - 1)) * ldx;
-            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00,
-                   a13 = a00;
-            __m256 a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
-#define STEP(LOAD)                                                                   \
-    do {                                                                             \
-        __m256 vw0 = LOAD(w0 + p), vw1 = LOAD(w1 + p), vw2 = LOAD(w2 + p), vw3 = LOAD(w3 + p), vx; \
-        vx = LOAD(x0 + p);                                                           \
-        a00 = _mm256_fmadd_ps(vx, vw0, a00), a01 = _mm256_fmadd_ps(vx, vw1, a01);    \
-        a02 = _mm256_fmadd_ps(vx, vw2, a02), a03 = _mm256_fmadd_ps(vx, vw3, a03);    \
-        vx = LOAD(x1 + p);                                                           \
-        a10 = _mm256_fmadd_ps(vx, vw0, a10), a11 = _mm256_fmadd_ps(vx, vw1, a11);    \
-        a12 = _mm256_fmadd_ps(vx, vw2, a12), a13 = _mm256_fmadd_ps(vx, vw3, a13);    \
-        vx = LOAD(x2 + p);                                                           \
-        a20 = _mm256_fmadd_ps(vx, vw0, a20), a21 = _mm256_fmadd_ps(vx, vw1, a21);    \
-        a22 = _mm256_fmadd_ps(vx, vw2, a22), a23 = _mm256_fmadd_ps(vx, vw3, a23);    \
-        vx = LOAD(x3 + p);                                                           \
-        a30 = _mm256_fmadd_ps(vx, vw0, a30), a31 = _mm256_fmadd_ps(vx, vw1, a31);    \
-        a32 = _mm256_fmadd_ps(vx, vw2, a32), a33 = _mm256_fmadd_ps(vx, vw3, a33);    \
-    } while (0)
-#define LOADU(q) _mm256_loadu_ps(q)
-#define LOADM(q) _mm256_maskload_ps(q, tmask)
-            int64_t p = 0;
-            for (; p < k8; p += 8) STEP(LOADU);
-            if (tail) STEP(LOADM);
-#undef LOADU
-#undef LOADM
-#undef STEP
+            const float *x[4] = {X + i * ldx, X + (i + 1) * ldx, X + (i + 2) * ldx, X + (i + 3) * ldx};
             float *c = C + i * ldc + j;
-            store4(c, hsum4x8(a00, a01, a02, a03), alpha, beta, nj);
-            if (ni > 1) store4(c + ldc, hsum4x8(a10, a11, a12, a13), alpha, beta, nj);
-            if (ni > 2) store4(c + 2 * ldc, hsum4x8(a20, a21, a22, a23), alpha, beta, nj);
-            if (ni > 3) store4(c + 3 * ldc, hsum4x8(a30, a31, a32, a33), alpha, beta, nj);
+            switch (ni) {
+            case 1: gemv_block(1, k, x, w, alpha, beta, c, ldc, nj); break;
+            case 2: gemv_block(2, k, x, w, alpha, beta, c, ldc, nj); break;
+            case 3: gemv_block(3, k, x, w, alpha, beta, c, ldc, nj); break;
+            default: gemv_block(4, k, x, w, alpha, beta, c, ldc, nj); break;
+            }
         }
     }
 }
