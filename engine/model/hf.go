@@ -1,0 +1,213 @@
+package model
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/serl-go/serl/engine/safetensors"
+	"github.com/serl-go/serl/kernels"
+)
+
+// Load reads a Hugging Face model folder (config.json and model.safetensors or its shards) onto d.
+// Every tensor of the layout must be present with its exact shape; F32, BF16 and F16 are converted to
+// float32. Errors name the folder, the file and the tensor.
+func Load(d *kernels.Device, dir string) (*Model, error) {
+	c, err := LoadConfig(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	st, err := safetensors.OpenModel(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	m, err := New(d, c)
+	if err != nil {
+		return nil, err
+	}
+	m.SourceDir = dir
+	if err := m.readWeights(st, dir); err != nil {
+		m.Free()
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Model) readWeights(st *safetensors.Model, dir string) error {
+	known := map[string]bool{}
+	var host []float32
+	for i, s := range m.Layout.Specs {
+		known[s.Name] = true
+		info, ok := st.Tensor(s.Name)
+		if !ok {
+			return fmt.Errorf("%s: missing tensor %s (shape %v)", dir, s.Name, s.Shape)
+		}
+		if !equalShape(info.Shape, s.Shape) {
+			return fmt.Errorf("%s: tensor %s has shape %v, config.json implies %v", dir, s.Name, info.Shape, s.Shape)
+		}
+		dst := m.Params.View(i)
+		if m.dev.HostVisible() {
+			if err := st.Float32(s.Name, dst.F32()); err != nil {
+				return fmt.Errorf("%s: %w", dir, err)
+			}
+			continue
+		}
+		host = append(host[:0], make([]float32, s.Len)...)
+		if err := st.Float32(s.Name, host); err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+		if err := kernels.Upload(dst, host); err != nil {
+			return err
+		}
+	}
+	for _, name := range st.Names() {
+		switch {
+		case known[name]:
+		case strings.HasSuffix(name, ".rotary_emb.inv_freq"):
+			// Old checkpoints store the rotary table; serl computes it from the config, as transformers does.
+		case name == "lm_head.weight" && m.Config.TieEmbedding:
+			// transformers ties the head to the embedding after loading and ignores this copy.
+		default:
+			return fmt.Errorf("%s: unexpected tensor %s: not part of a %s model with this config.json", dir, name, m.Config.Arch)
+		}
+	}
+	return nil
+}
+
+func equalShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// tokenizerFiles travel with a saved model so the folder loads in transformers and vLLM as it is.
+var tokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "generation_config.json",
+	"special_tokens_map.json", "vocab.json", "merges.txt"}
+
+// Save writes the model as a Hugging Face folder: config.json (the source's, with torch_dtype set),
+// model.safetensors in dt (F32, BF16 or F16), and the tokenizer files of the folder it was loaded from.
+// The folder is assembled beside dir and renamed into place, so dir is never half-written.
+func (m *Model) Save(dir string, dt safetensors.DType) error {
+	if dt != safetensors.F32 && dt != safetensors.BF16 && dt != safetensors.F16 {
+		return fmt.Errorf("model: save %s: dtype %s (want F32, BF16 or F16)", dir, dt)
+	}
+	var suffix [6]byte
+	rand.Read(suffix[:])
+	tmp := filepath.Clean(dir) + ".tmp-" + hex.EncodeToString(suffix[:])
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return err
+	}
+	if err := m.writeFolder(tmp, dt); err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("model: save %s: %w", dir, err)
+	}
+	var old string
+	if _, err := os.Stat(dir); err == nil {
+		old = filepath.Clean(dir) + ".old-" + hex.EncodeToString(suffix[:])
+		if err := os.Rename(dir, old); err != nil {
+			os.RemoveAll(tmp)
+			return err
+		}
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		if old != "" {
+			os.Rename(old, dir)
+		}
+		os.RemoveAll(tmp)
+		return err
+	}
+	if old != "" {
+		os.RemoveAll(old)
+	}
+	return nil
+}
+
+func (m *Model) writeFolder(dir string, dt safetensors.DType) error {
+	cfg := map[string]any{}
+	if len(m.Config.raw) > 0 {
+		if err := json.Unmarshal(m.Config.raw, &cfg); err != nil {
+			return err
+		}
+	}
+	cfg["torch_dtype"] = map[safetensors.DType]string{safetensors.F32: "float32", safetensors.BF16: "bfloat16", safetensors.F16: "float16"}[dt]
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileSync(filepath.Join(dir, "config.json"), append(b, '\n')); err != nil {
+		return err
+	}
+	tensors := make([]safetensors.TensorData, 0, len(m.Layout.Specs))
+	host := make([]float32, 0)
+	for i, s := range m.Layout.Specs {
+		host = append(host[:0], make([]float32, s.Len)...)
+		if err := kernels.Download(host, m.Params.View(i)); err != nil {
+			return err
+		}
+		td, err := safetensors.FromFloat32(s.Name, dt, s.Shape, host)
+		if err != nil {
+			return err
+		}
+		tensors = append(tensors, td)
+	}
+	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), tensors, nil); err != nil {
+		return err
+	}
+	if m.SourceDir != "" {
+		for _, name := range tokenizerFiles {
+			if err := copyFile(filepath.Join(m.SourceDir, name), filepath.Join(dir, name)); err != nil && !os.IsNotExist(err) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func writeFileSync(path string, data []byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

@@ -1,0 +1,78 @@
+package model
+
+import "github.com/serl-go/serl/kernels"
+
+// One decoder layer, forward and backward side by side (llm.c style). T tokens, H hidden, Q = Hq·D,
+// KV = KVH·D, I intermediate. Weights are Hugging Face [out, in], so every projection is y = x·Wᵀ.
+//
+//   ln1 = rmsnorm(x) · w_ln1                      [T,H]
+//   q, k, v = ln1·Wqᵀ+bq, ln1·Wkᵀ+bk, ln1·Wvᵀ+bv  [T,Q], [T,KV], [T,KV]
+//   q, k = rope(q), rope(k)
+//   attn = causal_attention(q, k, v)              [T,Q]
+//   xmid = x + attn·Woᵀ (+bo)                     [T,H]
+//   ln2 = rmsnorm(xmid) · w_ln2
+//   act = silu(ln2·Wgᵀ) ⊙ (ln2·Wuᵀ)               [T,I]
+//   out = xmid + act·Wdᵀ                          [T,H]
+
+func (m *Model) layerForward(a *Activations, l int) error {
+	c, T := m.Config, a.tokens
+	w, s := &m.w.layers[l], &a.layers[l]
+	x, out := rows(a.xs[l], T), rows(a.xs[l+1], T)
+	ln1, q, k, v := rows(s.ln1, T), rows(s.q, T), rows(s.k, T), rows(s.v, T)
+	attn, xmid, ln2, tmp := rows(s.attn, T), rows(s.xmid, T), rows(s.ln2, T), rows(a.tmp, T)
+	gate, up, act := rows(s.gate, T), rows(s.up, T), rows(s.act, T)
+	pos := rows(a.pos, T)
+	eps := float32(c.RMSNormEps)
+
+	p := pass{d: m.dev}
+	p.rmsnorm(ln1, rows(s.rstd1, T), x, w.ln1, eps)
+	p.linear(flat2(q), ln1, w.wq, w.bq)
+	p.linear(flat2(k), ln1, w.wk, w.bk)
+	p.linear(flat2(v), ln1, w.wv, w.bv)
+	p.rope(q, q, pos, m.invFreq, c.HeadDim, false)
+	p.rope(k, k, pos, m.invFreq, c.HeadDim, false)
+	p.attention(kernels.Attention{Q: q, K: k, V: v, Out: attn, LSE: rows(s.lse, T),
+		CuSeqlens: a.cu.MustSlice(0, a.seqs+1), Scale: m.scale})
+	p.linear(tmp, flat2(attn), w.wo, w.bo)
+	p.add(xmid, x, tmp)
+	p.rmsnorm(ln2, rows(s.rstd2, T), xmid, w.ln2, eps)
+	p.linear(gate, ln2, w.wg, w.bg)
+	p.linear(up, ln2, w.wu, w.bu)
+	p.swiglu(act, gate, up)
+	p.linear(tmp, act, w.wd, w.bd)
+	p.add(out, xmid, tmp)
+	return p.err
+}
+
+// layerBackward takes a.dx = ∂L/∂out and leaves a.dx = ∂L/∂x, accumulating the layer's weight
+// gradients into g.
+func (m *Model) layerBackward(a *Activations, g tensors, l int) error {
+	c, T := m.Config, a.tokens
+	w, gw, s := &m.w.layers[l], &g.layers[l], &a.layers[l]
+	dx, dln := rows(a.dx, T), rows(a.dln, T)
+	q, k, v, attn := rows(s.q, T), rows(s.k, T), rows(s.v, T), rows(s.attn, T)
+	dq, dk, dv, dattn := rows(a.dq, T), rows(a.dk, T), rows(a.dv, T), rows(a.dattn, T)
+	dgate, dup, dact := rows(a.dgate, T), rows(a.dup, T), rows(a.dact, T)
+	ln1, ln2, pos := rows(s.ln1, T), rows(s.ln2, T), rows(a.pos, T)
+
+	p := pass{d: m.dev}
+	// MLP: out = xmid + act·Wdᵀ; the residual passes dx through unchanged.
+	p.linearBackward(dact, gw.wd, gw.bd, dx, rows(s.act, T), w.wd, false)
+	p.zero(dgate, dup)
+	p.swigluBackward(dgate, dup, rows(s.gate, T), rows(s.up, T), dact)
+	p.linearBackward(dln, gw.wg, gw.bg, dgate, ln2, w.wg, false)
+	p.linearBackward(dln, gw.wu, gw.bu, dup, ln2, w.wu, true)
+	p.rmsnormBackward(dx, gw.ln2, rows(s.xmid, T), w.ln2, rows(s.rstd2, T), dln) // dx = ∂L/∂xmid
+	// Attention: xmid = x + attn·Woᵀ.
+	p.linearBackward(flat2(dattn), gw.wo, gw.bo, dx, flat2(attn), w.wo, false)
+	p.zero(dq, dk, dv)
+	p.attentionBackward(kernels.AttentionGrad{Q: q, K: k, V: v, Out: attn, LSE: rows(s.lse, T), DOut: dattn,
+		DQ: dq, DK: dk, DV: dv, CuSeqlens: a.cu.MustSlice(0, a.seqs+1), Scale: m.scale})
+	p.rope(dq, dq, pos, m.invFreq, c.HeadDim, true)
+	p.rope(dk, dk, pos, m.invFreq, c.HeadDim, true)
+	p.linearBackward(dln, gw.wq, gw.bq, flat2(dq), ln1, w.wq, false)
+	p.linearBackward(dln, gw.wk, gw.bk, flat2(dk), ln1, w.wk, true)
+	p.linearBackward(dln, gw.wv, gw.bv, flat2(dv), ln1, w.wv, true)
+	p.rmsnormBackward(dx, gw.ln1, rows(a.xs[l], T), w.ln1, rows(s.rstd1, T), dln) // dx = ∂L/∂x
+	return p.err
+}

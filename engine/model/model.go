@@ -1,0 +1,162 @@
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/serl-go/serl/kernels"
+)
+
+// Model is a transformer's configuration and weights on a device.
+type Model struct {
+	Config Config
+	Layout *Layout
+	Params *Blob
+	// SourceDir is the folder the model was loaded from ("" for a new model): Save copies its tokenizer
+	// files.
+	SourceDir string
+
+	dev     *kernels.Device
+	w       tensors        // views of Params
+	invFreq kernels.Tensor // F32 [HeadDim/2]
+	scale   float32        // 1/sqrt(head_dim)
+}
+
+// New allocates a model of configuration c on d with zeroed weights.
+func New(d *kernels.Device, c Config) (*Model, error) {
+	l := NewLayout(c)
+	p, err := NewBlob(d, l)
+	if err != nil {
+		return nil, fmt.Errorf("model: parameters (%d floats): %w", l.Total, err)
+	}
+	inv, err := d.Alloc(kernels.F32, c.HeadDim/2)
+	if err != nil {
+		p.Free()
+		return nil, err
+	}
+	if err := kernels.Upload(inv, c.InvFreq()); err != nil {
+		p.Free()
+		return nil, err
+	}
+	m := &Model{Config: c, Layout: l, Params: p, dev: d, invFreq: inv, scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
+	m.w = p.tensors(c)
+	return m, nil
+}
+
+// Device is the device holding the model.
+func (m *Model) Device() *kernels.Device { return m.dev }
+
+// Free releases the model's memory.
+func (m *Model) Free() {
+	m.Params.Free()
+	m.dev.Free(m.invFreq)
+}
+
+// NewGrads allocates a zeroed gradient blob of the model's layout.
+func (m *Model) NewGrads() (*Blob, error) { return NewBlob(m.dev, m.Layout) }
+
+// stage validates a packed batch and uploads its ids, next-token targets, positions and sequence
+// offsets. Sequence s is ids[sum(seqLens[:s]) : sum(seqLens[:s+1])]; positions restart at 0 in each.
+func (m *Model) stage(a *Activations, ids []int32, seqLens []int) error {
+	T, S := len(ids), len(seqLens)
+	if T == 0 || T > a.MaxTokens {
+		return fmt.Errorf("model: batch of %d tokens (arena holds 1..%d)", T, a.MaxTokens)
+	}
+	if S > a.MaxSeqs {
+		return fmt.Errorf("model: batch of %d sequences (arena holds %d)", S, a.MaxSeqs)
+	}
+	t := 0
+	a.hostCu[0] = 0
+	for s, n := range seqLens {
+		if n < 1 {
+			return fmt.Errorf("model: sequence %d is empty", s)
+		}
+		if n > m.Config.MaxPositions {
+			return fmt.Errorf("model: sequence %d has %d tokens, more than max_position_embeddings %d", s, n, m.Config.MaxPositions)
+		}
+		if t+n > T {
+			break
+		}
+		for i := 0; i < n; i++ {
+			id := ids[t+i]
+			if id < 0 || int(id) >= m.Config.Vocab {
+				return fmt.Errorf("model: token id %d at position %d of sequence %d is outside the vocabulary of %d", id, i, s, m.Config.Vocab)
+			}
+			a.hostIDs[t+i] = id
+			a.hostPos[t+i] = int32(i)
+			a.hostTargets[t+i] = -1
+			if i+1 < n {
+				a.hostTargets[t+i] = ids[t+i+1]
+			}
+		}
+		t += n
+		a.hostCu[s+1] = int32(t)
+	}
+	if t != T {
+		return fmt.Errorf("model: sequence lengths add up to %d, batch has %d tokens", t, T)
+	}
+	a.tokens, a.seqs = T, S
+	for _, u := range [...]struct {
+		dst kernels.Tensor
+		src []int32
+	}{{rows(a.ids, T), a.hostIDs[:T]}, {rows(a.targets, T), a.hostTargets[:T]}, {rows(a.pos, T), a.hostPos[:T]},
+		{a.cu.MustSlice(0, S+1), a.hostCu[:S+1]}} {
+		if err := kernels.Upload(u.dst, u.src); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Forward runs the packed batch through the model: logits, and per token t the log-probability of the
+// next token of its sequence (0 at each sequence's last token). Everything backward needs is kept in a.
+func (m *Model) Forward(a *Activations, ids []int32, seqLens []int) error {
+	if err := m.stage(a, ids, seqLens); err != nil {
+		return err
+	}
+	d, T := m.dev, a.tokens
+	x := rows(a.xs[0], T)
+	if err := d.EmbeddingFwd(x, m.w.embed, rows(a.ids, T)); err != nil {
+		return err
+	}
+	for l := range m.w.layers {
+		if err := m.layerForward(a, l); err != nil {
+			return fmt.Errorf("model: layer %d: %w", l, err)
+		}
+	}
+	return m.headForward(a)
+}
+
+// Backward computes the gradient of Σ_t coef[t]·logp[t] into g (accumulating: zero g first for a fresh
+// step) from the state a Forward left. coef has one entry per token of the batch; entries at positions
+// without a target are ignored. The logits buffer is overwritten.
+func (m *Model) Backward(a *Activations, g *Blob, coef []float32) error {
+	T := a.tokens
+	if T == 0 {
+		return fmt.Errorf("model: backward without a forward")
+	}
+	if len(coef) != T {
+		return fmt.Errorf("model: %d coefficients for %d tokens", len(coef), T)
+	}
+	if g.Layout != m.Layout {
+		return fmt.Errorf("model: gradient blob of another layout")
+	}
+	if err := kernels.Upload(rows(a.coef, T), coef); err != nil {
+		return err
+	}
+	gw := g.tensors(m.Config)
+	if err := m.headBackward(a, gw); err != nil {
+		return err
+	}
+	for l := len(m.w.layers) - 1; l >= 0; l-- {
+		if err := m.layerBackward(a, gw, l); err != nil {
+			return fmt.Errorf("model: layer %d backward: %w", l, err)
+		}
+	}
+	return m.dev.EmbeddingBwd(gw.embed, rows(a.dx, T), rows(a.ids, T))
+}
+
+// LogProbs copies the current batch's per-token log-probabilities (see Forward) into dst[:Tokens].
+func (a *Activations) LogProbs(dst []float32) error {
+	return kernels.Download(dst[:a.tokens], rows(a.logp, a.tokens))
+}

@@ -1,0 +1,176 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/serl-go/serl/kernels"
+)
+
+// ParamSpec is one named tensor of the parameter layout: its Hugging Face name, shape, and place in the
+// blob (in float32 elements).
+type ParamSpec struct {
+	Name  string
+	Shape []int
+	Off   int
+	Len   int
+}
+
+// Layout is the ordered parameter table of a configuration, in Hugging Face state_dict order. The
+// parameters, their gradients and both AdamW moments are blobs of this one layout (llm.c style).
+type Layout struct {
+	Specs []ParamSpec
+	Total int // elements
+	index map[string]int
+}
+
+// Index returns the position of a named parameter.
+func (l *Layout) Index(name string) (int, bool) {
+	i, ok := l.index[name]
+	return i, ok
+}
+
+// NewLayout lays out every parameter of c.
+func NewLayout(c Config) *Layout {
+	l := &Layout{index: map[string]int{}}
+	add := func(name string, shape ...int) {
+		n := 1
+		for _, d := range shape {
+			n *= d
+		}
+		l.index[name] = len(l.Specs)
+		l.Specs = append(l.Specs, ParamSpec{Name: name, Shape: shape, Off: l.Total, Len: n})
+		// Views start on 16-element (64-byte) boundaries so every tensor is aligned for vector loads.
+		l.Total += (n + 15) &^ 15
+	}
+	h, q, kv := c.Hidden, c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	add("model.embed_tokens.weight", c.Vocab, h)
+	for i := 0; i < c.Layers; i++ {
+		p := fmt.Sprintf("model.layers.%d.", i)
+		add(p+"self_attn.q_proj.weight", q, h)
+		if c.QKVBias {
+			add(p+"self_attn.q_proj.bias", q)
+		}
+		add(p+"self_attn.k_proj.weight", kv, h)
+		if c.QKVBias {
+			add(p+"self_attn.k_proj.bias", kv)
+		}
+		add(p+"self_attn.v_proj.weight", kv, h)
+		if c.QKVBias {
+			add(p+"self_attn.v_proj.bias", kv)
+		}
+		add(p+"self_attn.o_proj.weight", h, q)
+		if c.OBias {
+			add(p+"self_attn.o_proj.bias", h)
+		}
+		add(p+"mlp.gate_proj.weight", c.Intermediate, h)
+		if c.MLPBias {
+			add(p+"mlp.gate_proj.bias", c.Intermediate)
+		}
+		add(p+"mlp.up_proj.weight", c.Intermediate, h)
+		if c.MLPBias {
+			add(p+"mlp.up_proj.bias", c.Intermediate)
+		}
+		add(p+"mlp.down_proj.weight", h, c.Intermediate)
+		if c.MLPBias {
+			add(p+"mlp.down_proj.bias", h)
+		}
+		add(p+"input_layernorm.weight", h)
+		add(p+"post_attention_layernorm.weight", h)
+	}
+	add("model.norm.weight", h)
+	if !c.TieEmbedding {
+		add("lm_head.weight", c.Vocab, h)
+	}
+	return l
+}
+
+// NumParams counts parameters (without alignment padding).
+func (l *Layout) NumParams() int {
+	n := 0
+	for _, s := range l.Specs {
+		n += s.Len
+	}
+	return n
+}
+
+// Blob is one contiguous device allocation holding every tensor of a Layout.
+type Blob struct {
+	Layout *Layout
+	Data   kernels.Tensor // F32 [Total]
+	views  []kernels.Tensor
+}
+
+// NewBlob allocates a blob of layout l on d, zeroed.
+func NewBlob(d *kernels.Device, l *Layout) (*Blob, error) {
+	data, err := d.Alloc(kernels.F32, l.Total)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.Zero(data); err != nil {
+		return nil, err
+	}
+	b := &Blob{Layout: l, Data: data, views: make([]kernels.Tensor, len(l.Specs))}
+	for i, s := range l.Specs {
+		v := data.MustSlice(s.Off, s.Off+s.Len)
+		b.views[i] = v.MustReshape(s.Shape...)
+	}
+	return b, nil
+}
+
+// View returns the i-th tensor of the layout.
+func (b *Blob) View(i int) kernels.Tensor { return b.views[i] }
+
+// Get returns a tensor by its Hugging Face name.
+func (b *Blob) Get(name string) (kernels.Tensor, bool) {
+	i, ok := b.Layout.index[name]
+	if !ok {
+		return kernels.Tensor{}, false
+	}
+	return b.views[i], true
+}
+
+// Free releases the blob's memory.
+func (b *Blob) Free() {
+	if b != nil && b.Data.Valid() {
+		b.Data.Device().Free(b.Data)
+	}
+}
+
+// layerTensors are one decoder layer's tensors in a blob (absent biases are zero Tensors).
+type layerTensors struct {
+	wq, bq, wk, bk, wv, bv, wo, bo kernels.Tensor
+	wg, bg, wu, bu, wd, bd         kernels.Tensor
+	ln1, ln2                       kernels.Tensor
+}
+
+// tensors resolves a blob into the per-layer structure the forward and backward passes walk.
+type tensors struct {
+	embed, norm, head kernels.Tensor
+	layers            []layerTensors
+}
+
+func (b *Blob) tensors(c Config) tensors {
+	get := func(name string) kernels.Tensor {
+		t, _ := b.Get(name)
+		return t
+	}
+	t := tensors{embed: get("model.embed_tokens.weight"), norm: get("model.norm.weight"), layers: make([]layerTensors, c.Layers)}
+	t.head = t.embed
+	if !c.TieEmbedding {
+		t.head = get("lm_head.weight")
+	}
+	for i := range t.layers {
+		p := fmt.Sprintf("model.layers.%d.", i)
+		t.layers[i] = layerTensors{
+			wq: get(p + "self_attn.q_proj.weight"), bq: get(p + "self_attn.q_proj.bias"),
+			wk: get(p + "self_attn.k_proj.weight"), bk: get(p + "self_attn.k_proj.bias"),
+			wv: get(p + "self_attn.v_proj.weight"), bv: get(p + "self_attn.v_proj.bias"),
+			wo: get(p + "self_attn.o_proj.weight"), bo: get(p + "self_attn.o_proj.bias"),
+			wg: get(p + "mlp.gate_proj.weight"), bg: get(p + "mlp.gate_proj.bias"),
+			wu: get(p + "mlp.up_proj.weight"), bu: get(p + "mlp.up_proj.bias"),
+			wd: get(p + "mlp.down_proj.weight"), bd: get(p + "mlp.down_proj.bias"),
+			ln1: get(p + "input_layernorm.weight"), ln2: get(p + "post_attention_layernorm.weight"),
+		}
+	}
+	return t
+}

@@ -1,0 +1,92 @@
+package train
+
+import (
+	"fmt"
+
+	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/kernels"
+)
+
+// AdamWConfig holds the optimizer's settings (SeRL: β = (0.9, 0.95), ε = 1e-8, no weight decay,
+// clip 1.0).
+type AdamWConfig struct {
+	Schedule    Schedule
+	Beta1       float64
+	Beta2       float64
+	Eps         float64
+	WeightDecay float64 // decoupled, applied to every parameter
+	ClipNorm    float64 // global L2 gradient norm limit; ≤ 0 disables clipping
+}
+
+// Optimizer is AdamW over a model's parameter blob, with both moments in blobs of the same layout.
+type Optimizer struct {
+	Config AdamWConfig
+	M, V   *model.Blob
+	step   int // optimizer steps taken
+
+	norm     kernels.Tensor // F32 [1] the last gradient norm
+	hostNorm []float32
+}
+
+// NewOptimizer allocates zeroed moments for m.
+func NewOptimizer(m *model.Model, c AdamWConfig) (*Optimizer, error) {
+	if c.Beta1 < 0 || c.Beta1 >= 1 || c.Beta2 < 0 || c.Beta2 >= 1 || !(c.Eps > 0) {
+		return nil, fmt.Errorf("train: AdamW β1 %g, β2 %g, ε %g out of range", c.Beta1, c.Beta2, c.Eps)
+	}
+	d := m.Device()
+	mo, err := model.NewBlob(d, m.Layout)
+	if err != nil {
+		return nil, fmt.Errorf("train: AdamW first moment: %w", err)
+	}
+	vo, err := model.NewBlob(d, m.Layout)
+	if err != nil {
+		mo.Free()
+		return nil, fmt.Errorf("train: AdamW second moment: %w", err)
+	}
+	norm, err := d.Alloc(kernels.F32, 1)
+	if err != nil {
+		mo.Free()
+		vo.Free()
+		return nil, err
+	}
+	return &Optimizer{Config: c, M: mo, V: vo, norm: norm, hostNorm: make([]float32, 1)}, nil
+}
+
+// Steps is the number of optimizer steps taken.
+func (o *Optimizer) Steps() int { return o.step }
+
+// SetSteps restores the step counter (resuming from a checkpoint).
+func (o *Optimizer) SetSteps(n int) { o.step = n }
+
+// StepStats describes one optimizer step.
+type StepStats struct {
+	LR       float64
+	GradNorm float64 // before clipping
+}
+
+// Step clips the gradients to the global norm limit and applies one AdamW update to params.
+func (o *Optimizer) Step(params, grads *model.Blob) (StepStats, error) {
+	d := params.Data.Device()
+	lr := o.Config.Schedule.LR(o.step)
+	if err := d.GradNorm(o.norm, grads.Data, float32(o.Config.ClipNorm)); err != nil {
+		return StepStats{}, err
+	}
+	if err := kernels.Download(o.hostNorm, o.norm); err != nil {
+		return StepStats{}, err
+	}
+	err := d.AdamW(params.Data, grads.Data, o.M.Data, o.V.Data, kernels.AdamWParams{
+		Step: o.step + 1, LR: float32(lr), Beta1: float32(o.Config.Beta1), Beta2: float32(o.Config.Beta2),
+		Eps: float32(o.Config.Eps), WeightDecay: float32(o.Config.WeightDecay), GradScale: 1})
+	if err != nil {
+		return StepStats{}, err
+	}
+	o.step++
+	return StepStats{LR: lr, GradNorm: float64(o.hostNorm[0])}, nil
+}
+
+// Free releases the moments.
+func (o *Optimizer) Free() {
+	o.M.Free()
+	o.V.Free()
+	o.M.Data.Device().Free(o.norm)
+}

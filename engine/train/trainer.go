@@ -1,0 +1,90 @@
+package train
+
+import (
+	"fmt"
+
+	"github.com/serl-go/serl/engine/model"
+)
+
+// Trainer accumulates gradients over micro-batches and applies optimizer steps. Its buffers are
+// allocated once; a micro-step allocates nothing on the Go heap.
+type Trainer struct {
+	Model *model.Model
+	Acts  *model.Activations
+	Grads *model.Blob
+	Opt   *Optimizer
+
+	coef []float32
+	logp []float32
+}
+
+// NewTrainer allocates gradients, optimizer state and an activation arena for micro-batches of up to
+// maxTokens tokens in maxSeqs sequences.
+func NewTrainer(m *model.Model, c AdamWConfig, maxTokens, maxSeqs int) (*Trainer, error) {
+	acts, err := m.NewActivations(maxTokens, maxSeqs)
+	if err != nil {
+		return nil, err
+	}
+	g, err := m.NewGrads()
+	if err != nil {
+		acts.Free()
+		return nil, fmt.Errorf("train: gradients: %w", err)
+	}
+	opt, err := NewOptimizer(m, c)
+	if err != nil {
+		acts.Free()
+		g.Free()
+		return nil, err
+	}
+	return &Trainer{Model: m, Acts: acts, Grads: g, Opt: opt, coef: make([]float32, maxTokens), logp: make([]float32, maxTokens)}, nil
+}
+
+// Free releases the trainer's memory (not the model's).
+func (t *Trainer) Free() {
+	t.Acts.Free()
+	t.Grads.Free()
+	t.Opt.Free()
+}
+
+// AccumulateNLL runs one micro-batch of the mean negative log-likelihood of every predicted token
+// (each sequence's tokens after its first), scaled by weight (1/micro-batches for a mean over them),
+// accumulating gradients. It returns the micro-batch's mean NLL and its number of predicted tokens.
+func (t *Trainer) AccumulateNLL(ids []int32, seqLens []int, weight float64) (loss float64, predicted int, err error) {
+	if err := t.Model.Forward(t.Acts, ids, seqLens); err != nil {
+		return 0, 0, err
+	}
+	T := len(ids)
+	predicted = T - len(seqLens)
+	if predicted <= 0 {
+		return 0, 0, fmt.Errorf("train: batch has no predicted tokens (every sequence has one token)")
+	}
+	if err := t.Acts.LogProbs(t.logp[:T]); err != nil {
+		return 0, 0, err
+	}
+	c := float32(-weight / float64(predicted))
+	start := 0
+	for _, n := range seqLens {
+		for i := 0; i < n; i++ {
+			if i+1 < n {
+				t.coef[start+i] = c
+				loss -= float64(t.logp[start+i])
+			} else {
+				t.coef[start+i] = 0
+			}
+		}
+		start += n
+	}
+	if err := t.Model.Backward(t.Acts, t.Grads, t.coef[:T]); err != nil {
+		return 0, 0, err
+	}
+	return loss / float64(predicted), predicted, nil
+}
+
+// Step applies the optimizer to the accumulated gradients and zeroes them for the next step.
+func (t *Trainer) Step() (StepStats, error) {
+	st, err := t.Opt.Step(t.Model.Params, t.Grads)
+	if err != nil {
+		return st, err
+	}
+	return st, t.Model.Device().Zero(t.Grads.Data)
+}
