@@ -124,19 +124,79 @@ static int gather(const float *z, int v, float m, int b, cand *c) {
     return n;
 }
 
-/* Counts and masses per bucket. */
-static void histogram(const float *z, const float *w, int v, float m, int32_t *hc, double *hw) {
+/* Counts and masses per bucket, over the tokens of buckets < lim only (the rest cannot matter). */
+static void histogram(const float *z, const float *w, int v, float m, int lim, int32_t *hc, double *hw) {
     const __m256 vm = _mm256_set1_ps(m);
+    const __m256i vlim = _mm256_set1_epi32(lim);
     int32_t bb[8];
     int j = 0;
     for (; j + 8 <= v; j += 8) {
-        _mm256_storeu_si256((__m256i *)bb, bucket8(vm, _mm256_loadu_ps(z + j)));
-        for (int l = 0; l < 8; l++) hc[bb[l]]++, hw[bb[l]] += w[j + l];
+        __m256i b = bucket8(vm, _mm256_loadu_ps(z + j));
+        unsigned bits = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(vlim, b)));
+        if (!bits) continue;
+        _mm256_storeu_si256((__m256i *)bb, b);
+        while (bits) {
+            int l = __builtin_ctz(bits);
+            bits &= bits - 1;
+            hc[bb[l]]++, hw[bb[l]] += w[j + l];
+        }
     }
     for (; j < v; j++) {
         int b = bucket_of(m, z[j]);
-        hc[b]++, hw[b] += w[j];
+        if (b < lim) hc[b]++, hw[b] += w[j];
     }
+}
+
+/* Prefilter statistics from the exponential pass: for each depth D[i], how many tokens lie within it
+ * (m − z < D) and the mass of those beyond it (float: only used with a safety factor). */
+#define ND 4
+static const float depth[ND] = {2, 4, 8, 16};
+
+static double vexp_stats(const float *z, float *w, int v, float m, int32_t cnt[ND], float tail[ND]) {
+    const __m256 vm = _mm256_set1_ps(m);
+    __m256d s0 = _mm256_setzero_pd();
+    __m256i c[ND];
+    __m256 t[ND], nd[ND];
+    for (int i = 0; i < ND; i++) c[i] = _mm256_setzero_si256(), t[i] = _mm256_setzero_ps(), nd[i] = _mm256_set1_ps(-depth[i]);
+    for (int j = 0; j < v; j += 8) {
+        /* masked loads/stores only for the tail: AMD cores microcode vmaskmovps stores */
+        const int full = j + 8 <= v;
+        __m256i live = full ? _mm256_set1_epi32(-1) : tail_mask(v - j);
+        __m256 d = _mm256_sub_ps(full ? _mm256_loadu_ps(z + j) : _mm256_maskload_ps(z + j, live), vm);
+        __m256 e = _mm256_and_ps(serl_exp8(d), _mm256_castsi256_ps(live));
+        if (full)
+            _mm256_storeu_ps(w + j, e);
+        else
+            _mm256_maskstore_ps(w + j, live, e);
+        s0 = serl_acc8d(s0, e);
+        for (int i = 0; i < ND; i++) {
+            __m256 in = _mm256_and_ps(_mm256_cmp_ps(d, nd[i], _CMP_GT_OQ), _mm256_castsi256_ps(live));
+            c[i] = _mm256_sub_epi32(c[i], _mm256_castps_si256(in));
+            t[i] = _mm256_add_ps(t[i], _mm256_andnot_ps(in, e));
+        }
+    }
+    for (int i = 0; i < ND; i++) {
+        int32_t cc[8];
+        float tt[8];
+        _mm256_storeu_si256((__m256i *)cc, c[i]);
+        _mm256_storeu_ps(tt, t[i]);
+        cnt[i] = 0, tail[i] = 0;
+        for (int l = 0; l < 8; l++) cnt[i] += cc[l], tail[i] += tt[l];
+    }
+    return serl_hsum4d(s0);
+}
+
+/* Index of the first element equal to m (there is one). */
+static int first_eq(const float *z, int v, float m) {
+    const __m256 vm = _mm256_set1_ps(m);
+    int j = 0;
+    for (; j + 8 <= v; j += 8) {
+        unsigned bits = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(z + j), vm, _CMP_EQ_OQ));
+        if (bits) return j + __builtin_ctz(bits);
+    }
+    for (; j < v; j++)
+        if (z[j] == m) return j;
+    return 0;
 }
 
 /* Σ w over kept tokens j in [j0, j1): z > zb, or z == zb and j ≤ ib. In double. */
@@ -145,8 +205,10 @@ static double kept_sum(const float *z, const float *w, int j0, int j1, float zb,
     const __m256i lim = _mm256_set1_epi32(ib + 1), lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     __m256d acc = _mm256_setzero_pd();
     for (int j = j0; j < j1; j += 8) {
-        __m256i live = tail_mask(j1 - j);
-        __m256 zz = _mm256_maskload_ps(z + j, live), ww = _mm256_maskload_ps(w + j, live);
+        const int full = j + 8 <= j1;
+        __m256i live = full ? _mm256_set1_epi32(-1) : tail_mask(j1 - j);
+        __m256 zz = full ? _mm256_loadu_ps(z + j) : _mm256_maskload_ps(z + j, live);
+        __m256 ww = full ? _mm256_loadu_ps(w + j) : _mm256_maskload_ps(w + j, live);
         __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(j), lane);
         __m256 tie = _mm256_and_ps(_mm256_cmp_ps(zz, vzb, _CMP_EQ_OQ), _mm256_castsi256_ps(_mm256_cmpgt_epi32(lim, idx)));
         __m256 keep = _mm256_or_ps(_mm256_cmp_ps(zz, vzb, _CMP_GT_OQ), tie);
@@ -176,7 +238,7 @@ static void sample_row(void *arg, int64_t r, int worker) {
     size_t fv = ((size_t)V * sizeof(float) + 63) & ~(size_t)63;
     size_t cv = ((size_t)V * sizeof(cand) + 63) & ~(size_t)63;
     char *sp = job->scratch[worker];
-    float *z = (float *)sp, *w = (float *)(sp + fv);
+    float *zs = (float *)sp, *w = (float *)(sp + fv);
     cand *c = (cand *)(sp + 2 * fv);
     double *hw = (double *)(sp + 2 * fv + cv);
     int32_t *hc = (int32_t *)(hw + NB);
@@ -185,23 +247,31 @@ static void sample_row(void *arg, int64_t r, int worker) {
     const float T = a->temperature[r];
     const int greedy = T == 0;
 
-    /* 1–2. z = (x − penalty·seen) / T, banned → −inf. Division (not a reciprocal) as the spec reads. */
-    if (greedy) {
-        memcpy(z, x, sizeof(float) * (size_t)V);
+    /* 1–2. z = (x − penalty·seen) / T, banned → −inf. Division (not a reciprocal) as the spec reads.
+     * Rows with nothing to change read the logits in place. */
+    const float pen = a->presence_penalty[r];
+    const int penalise = a->hist && pen != 0 && a->hist_len[r] > 0;
+    const int ban = a->n_ban > 0 && (!a->ban_rows || a->ban_rows[r]);
+    const float *z = x;
+    if (greedy || T == 1.0f) {
+        if (penalise || ban) {
+            memcpy(zs, x, sizeof(float) * (size_t)V);
+            z = zs;
+        }
     } else {
         const __m256 vt = _mm256_set1_ps(T);
         int j = 0;
-        for (; j + 8 <= V; j += 8) _mm256_storeu_ps(z + j, _mm256_div_ps(_mm256_loadu_ps(x + j), vt));
-        for (; j < V; j++) z[j] = x[j] / T;
+        for (; j + 8 <= V; j += 8) _mm256_storeu_ps(zs + j, _mm256_div_ps(_mm256_loadu_ps(x + j), vt));
+        for (; j < V; j++) zs[j] = x[j] / T;
+        z = zs;
     }
-    float pen = a->presence_penalty[r];
-    if (a->hist && pen != 0) {
+    if (penalise) {
         const int32_t *h = a->hist + r * (int64_t)a->ld_hist;
         /* assigning from x (not z) makes repeats idempotent: each distinct token is penalised once */
-        for (int i = 0; i < a->hist_len[r]; i++) z[h[i]] = greedy ? x[h[i]] - pen : (x[h[i]] - pen) / T;
+        for (int i = 0; i < a->hist_len[r]; i++) zs[h[i]] = greedy ? x[h[i]] - pen : (x[h[i]] - pen) / T;
     }
-    if (a->n_ban > 0 && (!a->ban_rows || a->ban_rows[r]))
-        for (int i = 0; i < a->n_ban; i++) z[a->ban_ids[i]] = -INFINITY;
+    if (ban)
+        for (int i = 0; i < a->n_ban; i++) zs[a->ban_ids[i]] = -INFINITY;
 
     float m = vmax(z, V);
     if (!(m > -INFINITY) || isinf(m)) {
@@ -213,21 +283,33 @@ static void sample_row(void *arg, int64_t r, int worker) {
     int tok;
     double S;
     if (greedy) {
-        tok = 0;
-        while (tok < V && !(z[tok] == m)) tok++;
+        tok = first_eq(z, V, m);
         S = vexp_sum(z, NULL, V, m);
     } else {
-        S = vexp_sum(z, w, V, m);
         const int k = a->top_k[r];
         const float p = a->top_p[r];
         const int use_k = k > 0 && k < V, use_p = p < 1.0f;
         float zb = -INFINITY; /* kept ⟺ z > zb or (z == zb and j ≤ ib); at first every token */
         int ib = V;
+        int32_t cnt[ND];
+        float tail[ND];
+        S = use_k || use_p ? vexp_stats(z, w, V, m, cnt, tail) : vexp_sum(z, w, V, m);
         double WF = S;
         if (use_k || use_p) {
+            /* Only tokens within depth D of the maximum can be kept when the top-k set fits inside D, or
+             * (top-p alone) when the mass beyond D is below 1 − p: histogram those alone. */
+            int lim = NB;
+            for (int i = 0; i < ND; i++) {
+                int fits = use_k ? cnt[i] >= k : tail[i] <= 0.5 * (1.0 - (double)p) * S;
+                if (fits) {
+                    lim = (int)depth[i] * BPU;
+                    break;
+                }
+            }
+        retry:
             memset(hc, 0, sizeof(int32_t) * NB);
             memset(hw, 0, sizeof(double) * NB);
-            histogram(z, w, V, m, hc, hw);
+            histogram(z, w, V, m, lim, hc, hw);
             /* top-k: bucket bk holds the k-th token; its first nk sorted members are kept */
             int bk = NB - 1, nk = 0;
             double WK = S;
@@ -235,6 +317,10 @@ static void sample_row(void *arg, int64_t r, int worker) {
                 int64_t cum = 0;
                 double before = 0;
                 for (bk = 0; bk < NB - 1 && cum + hc[bk] < k; bk++) cum += hc[bk], before += hw[bk];
+                if (bk >= lim) { /* the prefilter was wrong: cannot happen, but stay exact */
+                    lim = NB;
+                    goto retry;
+                }
                 int nc = gather(z, V, m, bk, c);
                 nk = k - (int)cum < nc ? k - (int)cum : nc;
                 WK = before;
@@ -249,6 +335,10 @@ static void sample_row(void *arg, int64_t r, int worker) {
                 double cum = 0;
                 int bp = 0, last = use_k ? bk : NB - 1;
                 for (; bp < last && cum + hw[bp] < target; bp++) cum += hw[bp];
+                if (bp >= lim) { /* float tail sums misled the prefilter: redo over every bucket */
+                    lim = NB;
+                    goto retry;
+                }
                 int n = use_k && bp == bk ? nk : gather(z, V, m, bp, c);
                 int kept = 0;
                 for (; kept < n && cum < target; kept++) cum += w[c[kept].i];
