@@ -32,7 +32,7 @@ void serl_att_gemm_avx512(int M, int N, int K, const float *A, ptrdiff_t am, ptr
                           ptrdiff_t ldb, float *C, ptrdiff_t ldc, int zero);
 
 /* Shared with kvcache.c (decode attention). */
-double serl_att_softmax_row(float *x, int n, float m);
+__m256 serl_att_exp8(__m256 x);
 
 /* ------------------------------------------------------------------------- AVX2 kernel */
 
@@ -102,6 +102,8 @@ static inline __m256 exp_avx2(__m256 x) {
     return _mm256_andnot_ps(under, y);
 }
 
+__m256 serl_att_exp8(__m256 x) { return exp_avx2(x); }
+
 static inline float hmax8(__m256 v) {
     __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     x = _mm_max_ps(x, _mm_movehl_ps(x, x));
@@ -116,7 +118,7 @@ static inline double hsum8d(__m256 v) {
 }
 
 /* x[j] = e^(x[j] − m) in place for j < n (n % 8 == 0; −inf entries become 0); returns Σ in double. */
-double serl_att_softmax_row(float *x, int n, float m) {
+static double softmax_row(float *x, int n, float m) {
     __m256 vm = _mm256_set1_ps(m), acc = _mm256_setzero_ps();
     double sum = 0;
     for (int j = 0; j < n; j += 8) {
@@ -241,7 +243,7 @@ static void fwd_task(void *arg, int64_t t, int w) {
             }
             float mnew = mx > mrow[r] ? mx : mrow[r];
             float alpha = expf(mrow[r] - mnew);
-            double sum = serl_att_softmax_row(row, BK, mnew);
+            double sum = softmax_row(row, BK, mnew);
             lrow[r] = lrow[r] * alpha + sum;
             if (alpha != 1.0f) {
                 float *o = O + (size_t)r * Dp;
@@ -398,7 +400,7 @@ static void bwd_task(void *arg, int64_t t, int w) {
                 if (lim > nk) lim = nk;
                 if (lim < 0) lim = 0;
                 for (int jj = lim; jj < BK; jj++) p[jj] = -INFINITY;
-                serl_att_softmax_row(p, BK, lse[r]); /* p = e^(s − lse) */
+                softmax_row(p, BK, lse[r]); /* p = e^(s − lse) */
                 float di = Di[(size_t)(i0 - s0) * G + r];
                 for (int jj = 0; jj < BK; jj++) ds[jj] = p[jj] * (ds[jj] - di);
             }

@@ -1,8 +1,9 @@
 /* Paged KV cache: append new tokens' keys/values at their slots, and decode attention (one query token
  * per sequence against its cached tokens, found through the block table).
  *
- * Decode is the generation hot path and is bound by reading the cache, so a task is one (sequence,
- * kv head): every cached K/V row is read once and serves all the query heads that share it (GQA).
+ * Decode is the generation hot path and is bound by reading the cache, so a task is one sequence (or
+ * a range of its kv heads when sequences are few): every cached K/V row is read once and serves all
+ * the query heads that share it (GQA), and whole slots are read contiguously.
  * Scores of a task are kept whole (seq_len floats per head), so the softmax is exact two-pass rather
  * than online; head_dim tails are read with masked loads, never past a row. */
 #include <immintrin.h>
@@ -11,8 +12,8 @@
 
 #include "internal.h"
 
-/* From attention.c: x[j] = e^(x[j] − m) for j < n (n % 8 == 0, −inf → 0), returns Σ in double. */
-double serl_att_softmax_row(float *x, int n, float m);
+/* From attention.c: e^x lane by lane for x ≤ 0 (−inf → 0). */
+__m256 serl_att_exp8(__m256 x);
 
 /* ------------------------------------------------------------------------- kv_append */
 
@@ -63,7 +64,7 @@ SERL_API int32_t serl_kv_append(void *ctxp, const serl_kv_append_args *a) {
 
 typedef struct {
     const serl_decode_attention_args *a;
-    int G, Dp, Lp;
+    int G, Dp, parts; /* parts: kv-head ranges per sequence (tasks = n_seqs · parts) */
     float *scratch[SERL_MAX_THREADS];
 } decode_job;
 
@@ -72,83 +73,126 @@ static inline __m256i tail_mask(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
 }
 
-static inline float hsum8(__m256 v) {
-    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    x = _mm_add_ss(x, _mm_movehdup_ps(x));
-    return _mm_cvtss_f32(x);
+/* The four horizontal sums of a0..a3, in order. */
+static inline __m128 hsum4x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+/* Walks a sequence's slots in order through its block table without a division per token. */
+typedef struct {
+    const int32_t *bt;
+    int bs, b, o;
+} slot_cursor;
+
+static inline int64_t cursor_next(slot_cursor *c) {
+    int64_t slot = (int64_t)c->bt[c->b] * c->bs + c->o;
+    if (++c->o == c->bs) c->o = 0, c->b++;
+    return slot;
+}
+
+/* Tokens ahead of use whose rows are prefetched: blocks are scattered over the cache, and the
+ * hardware prefetcher stops at every page boundary. */
+#define DECODE_PF 4
+
+static inline void prefetch_row(const float *p, int64_t floats) {
+    for (int64_t b = 0; b < floats * 4; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T0);
+}
+
+/* Dot products of the query rows q[n] (n < nh ≤ 4) with the key rows k[n] over D; the four sums. */
+static inline __m128 dot4(const float *const q[4], const float *const k[4], int nh, int D, int Dv, __m256i tm) {
+    __m256 c[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int n = 0; n < nh; n++) {
+        __m256 x0 = _mm256_setzero_ps(), x1 = x0;
+        int d = 0;
+        for (; d + 16 <= Dv; d += 16) {
+            x0 = _mm256_fmadd_ps(_mm256_loadu_ps(q[n] + d), _mm256_loadu_ps(k[n] + d), x0);
+            x1 = _mm256_fmadd_ps(_mm256_loadu_ps(q[n] + d + 8), _mm256_loadu_ps(k[n] + d + 8), x1);
+        }
+        if (d < Dv) x0 = _mm256_fmadd_ps(_mm256_loadu_ps(q[n] + d), _mm256_loadu_ps(k[n] + d), x0);
+        if (Dv < D) x1 = _mm256_fmadd_ps(_mm256_loadu_ps(q[n] + Dv), _mm256_maskload_ps(k[n] + Dv, tm), x1);
+        c[n] = _mm256_add_ps(x0, x1);
+    }
+    return hsum4x8(c[0], c[1], c[2], c[3]);
 }
 
 static void decode_task(void *arg, int64_t t, int w) {
     const decode_job *j = arg;
     const serl_decode_attention_args *a = j->a;
-    const int G = j->G, D = a->head_dim, Dp = j->Dp, Lp = j->Lp, H = a->n_heads, KVH = a->n_kv_heads;
-    const int bs = a->block_size, s = (int)(t / KVH), kvh = (int)(t % KVH), L = a->seq_lens[s];
-    const int32_t *bt = a->block_table + (int64_t)s * a->max_blocks;
-    const int64_t row = (int64_t)KVH * D; /* floats between consecutive slots */
-    const int Dv = D & ~7;                /* columns done by full vectors; the rest by one masked load */
+    const int G = j->G, D = a->head_dim, Dp = j->Dp, H = a->n_heads, KVH = a->n_kv_heads;
+    const int s = (int)(t / j->parts), L = a->seq_lens[s];
+    int64_t k0, k1;
+    serl_chunk(KVH, j->parts, t % j->parts, &k0, &k1);
+    const int NH = (int)(k1 - k0) * G, h0 = (int)k0 * G; /* query heads of this task */
+    const int NHp = (NH + 7) & ~7;                       /* score row stride: heads padded to 8 */
+    const int64_t row = (int64_t)KVH * D;                /* floats per slot */
+    const int64_t lo = k0 * D, span = (k1 - k0) * D;     /* the task's part of a slot */
+    const int Dv = D & ~7;                               /* columns done by full vectors; the rest masked */
     const __m256i tm = tail_mask(D - Dv);
+    const slot_cursor start = {a->block_table + (int64_t)s * a->max_blocks, a->block_size, 0, 0};
 
-    float *qs = j->scratch[w], *acc = qs + (size_t)G * Dp, *sc = acc + (size_t)G * Dp;
-    for (int g = 0; g < G; g++) {
-        const float *src = a->q + ((int64_t)s * H + kvh * G + g) * D;
-        for (int d = 0; d < D; d++) qs[g * Dp + d] = a->scale * src[d];
-        for (int d = D; d < Dp; d++) qs[g * Dp + d] = 0;
+    /* scratch: scaled queries [NH, Dp], accumulators [NH, Dp], scores token-major [L, NHp], and per
+     * head max, 1/sum */
+    float *qs = j->scratch[w], *acc = qs + (size_t)NH * Dp, *sc = acc + (size_t)NH * Dp;
+    float *mx = sc + (size_t)L * NHp, *inv = mx + NHp;
+    for (int n = 0; n < NH; n++) {
+        const float *src = a->q + ((int64_t)s * H + h0 + n) * D;
+        for (int d = 0; d < D; d++) qs[n * Dp + d] = a->scale * src[d];
+        for (int d = D; d < Dp; d++) qs[n * Dp + d] = 0;
     }
 
-    /* scores: one pass over the keys, each row read once for all G heads */
-    for (int j0 = 0, b = 0; j0 < L; j0 += bs, b++) {
-        const float *kb = a->k_cache + (int64_t)bt[b] * bs * row + (int64_t)kvh * D;
-        const int n = L - j0 < bs ? L - j0 : bs;
-        for (int o = 0; o < n; o++) {
-            const float *kr = kb + o * row;
-            for (int g = 0; g < G; g++) {
-                const float *qg = qs + (size_t)g * Dp;
-                __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-                int d = 0;
-                for (; d + 16 <= Dv; d += 16) {
-                    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + d), _mm256_loadu_ps(kr + d), s0);
-                    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + d + 8), _mm256_loadu_ps(kr + d + 8), s1);
-                }
-                if (d < Dv) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + d), _mm256_loadu_ps(kr + d), s0);
-                if (Dv < D) s1 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + Dv), _mm256_maskload_ps(kr + Dv, tm), s1);
-                sc[(size_t)g * Lp + j0 + o] = hsum8(_mm256_add_ps(s0, s1));
-            }
+    /* scores, slot by slot in address order (the prefetchers follow it), four heads per reduction;
+     * each kv head's row serves its G query heads from L1 */
+    slot_cursor cur = start, pf = start;
+    for (int jj = 0; jj < DECODE_PF && jj < L; jj++) prefetch_row(a->k_cache + cursor_next(&pf) * row + lo, span);
+    for (int jt = 0; jt < L; jt++) {
+        const float *kr = a->k_cache + cursor_next(&cur) * row + lo;
+        if (jt + DECODE_PF < L) prefetch_row(a->k_cache + cursor_next(&pf) * row + lo, span);
+        for (int n = 0; n < NH; n += 4) {
+            const int nh = NH - n < 4 ? NH - n : 4;
+            const float *q4[4], *k4[4];
+            for (int u = 0; u < nh; u++) q4[u] = qs + (size_t)(n + u) * Dp, k4[u] = kr + (int64_t)((n + u) / G) * D;
+            _mm_storeu_ps(sc + (size_t)jt * NHp + n, dot4(q4, k4, nh, D, Dv, tm));
         }
     }
 
-    float *inv = sc + (size_t)G * Lp;
-    for (int g = 0; g < G; g++) {
-        float *r = sc + (size_t)g * Lp;
-        for (int jj = L; jj < Lp; jj++) r[jj] = -INFINITY;
-        __m256 mv = _mm256_set1_ps(-INFINITY);
-        for (int jj = 0; jj < Lp; jj += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(r + jj));
-        __m128 x = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
-        x = _mm_max_ps(x, _mm_movehl_ps(x, x));
-        x = _mm_max_ss(x, _mm_movehdup_ps(x));
-        inv[g] = (float)(1.0 / serl_att_softmax_row(r, Lp, _mm_cvtss_f32(x)));
+    /* softmax over tokens, eight heads per vector; sums in double */
+    for (int n = 0; n < NHp; n += 8) {
+        __m256 m = _mm256_set1_ps(-INFINITY);
+        for (int jt = 0; jt < L; jt++) m = _mm256_max_ps(m, _mm256_loadu_ps(sc + (size_t)jt * NHp + n));
+        __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+        for (int jt = 0; jt < L; jt++) {
+            float *p = sc + (size_t)jt * NHp + n;
+            __m256 e = serl_att_exp8(_mm256_sub_ps(_mm256_loadu_ps(p), m));
+            _mm256_storeu_ps(p, e);
+            s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+            s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+        }
+        _mm_storeu_ps(inv + n, _mm256_cvtpd_ps(_mm256_div_pd(_mm256_set1_pd(1.0), s0)));
+        _mm_storeu_ps(inv + n + 4, _mm256_cvtpd_ps(_mm256_div_pd(_mm256_set1_pd(1.0), s1)));
     }
 
-    /* out = Σ p·v: second pass over the values; the G accumulator rows stay in L1 */
-    memset(acc, 0, sizeof(float) * (size_t)G * Dp);
-    for (int j0 = 0, b = 0; j0 < L; j0 += bs, b++) {
-        const float *vb = a->v_cache + (int64_t)bt[b] * bs * row + (int64_t)kvh * D;
-        const int n = L - j0 < bs ? L - j0 : bs;
-        for (int o = 0; o < n; o++) {
-            const float *vr = vb + o * row;
-            for (int d = 0; d < D; d += 8) {
-                __m256 v = d < Dv ? _mm256_loadu_ps(vr + d) : _mm256_maskload_ps(vr + d, tm);
-                for (int g = 0; g < G; g++) {
-                    float *ag = acc + (size_t)g * Dp + d;
-                    _mm256_storeu_ps(ag, _mm256_fmadd_ps(_mm256_set1_ps(sc[(size_t)g * Lp + j0 + o]), v,
-                                                         _mm256_loadu_ps(ag)));
-                }
-            }
+    /* out = Σ p·v, slot by slot in address order; the accumulators stay in L1 */
+    memset(acc, 0, sizeof(float) * (size_t)NH * Dp);
+    cur = start, pf = start;
+    for (int jj = 0; jj < DECODE_PF && jj < L; jj++) prefetch_row(a->v_cache + cursor_next(&pf) * row + lo, span);
+    for (int jt = 0; jt < L; jt++) {
+        const float *vr = a->v_cache + cursor_next(&cur) * row + lo;
+        if (jt + DECODE_PF < L) prefetch_row(a->v_cache + cursor_next(&pf) * row + lo, span);
+        const float *p = sc + (size_t)jt * NHp;
+        for (int n = 0; n < NH; n++) {
+            const __m256 pn = _mm256_set1_ps(p[n]);
+            const float *v = vr + (int64_t)(n / G) * D;
+            float *an = acc + (size_t)n * Dp;
+            int d = 0;
+            for (; d < Dv; d += 8)
+                _mm256_storeu_ps(an + d, _mm256_fmadd_ps(pn, _mm256_loadu_ps(v + d), _mm256_loadu_ps(an + d)));
+            if (d < D) _mm256_storeu_ps(an + d, _mm256_fmadd_ps(pn, _mm256_maskload_ps(v + d, tm), _mm256_loadu_ps(an + d)));
         }
     }
-    for (int g = 0; g < G; g++) {
-        float *dst = a->out + ((int64_t)s * H + kvh * G + g) * D;
-        for (int d = 0; d < D; d++) dst[d] = acc[(size_t)g * Dp + d] * inv[g];
+    for (int n = 0; n < NH; n++) {
+        float *dst = a->out + ((int64_t)s * H + h0 + n) * D;
+        for (int d = 0; d < D; d++) dst[d] = acc[(size_t)n * Dp + d] * inv[n];
     }
 }
 
@@ -179,12 +223,18 @@ SERL_API int32_t serl_decode_attention(void *ctxp, const serl_decode_attention_a
                          id, a->n_blocks - 1);
         }
     }
-    decode_job j = {.a = a, .G = a->n_heads / a->n_kv_heads, .Dp = (a->head_dim + 15) & ~15, .Lp = (max_len + 7) & ~7};
-    size_t bytes = sizeof(float) * ((size_t)2 * j.G * j.Dp + (size_t)j.G * j.Lp + (size_t)j.G);
+    /* A task reads whole slot rows (all kv heads: contiguous memory) unless there are too few sequences
+     * to feed the workers; then each sequence's kv heads are split over several tasks. */
+    int parts = (4 * ctx->threads + a->n_seqs - 1) / a->n_seqs;
+    if (parts > a->n_kv_heads) parts = a->n_kv_heads;
+    decode_job j = {.a = a, .G = a->n_heads / a->n_kv_heads, .Dp = (a->head_dim + 15) & ~15, .parts = parts};
+    const size_t nh = (size_t)(a->n_kv_heads + parts - 1) / parts * j.G; /* most query heads in one task */
+    const size_t nhp = (nh + 7) & ~(size_t)7;
+    size_t bytes = sizeof(float) * (2 * nh * j.Dp + (size_t)max_len * nhp + 2 * nhp);
     for (int w = 0; w < ctx->threads; w++) {
         j.scratch[w] = serl_scratch(ctx, w, bytes);
         if (!j.scratch[w]) return serl_fail(ctx, SERL_E_NOMEM, "decode_attention: out of memory for scratch");
     }
-    serl_parallel(ctx, (int64_t)a->n_seqs * a->n_kv_heads, decode_task, &j);
+    serl_parallel(ctx, (int64_t)a->n_seqs * parts, decode_task, &j);
     return SERL_OK;
 }
