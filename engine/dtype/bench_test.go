@@ -65,3 +65,13 @@ func BenchmarkF16ToF32(b *testing.B) {
 		F16ToF32(dst, src)
 	}
 }
+
+func BenchmarkDecodeF32(b *testing.B) {
+	src := make([]byte, 4*benchN)
+	EncodeF32(src, benchInput())
+	dst := make([]float32, benchN)
+	b.SetBytes(4 * benchN)
+	for b.Loop() {
+		DecodeF32(dst, src)
+	}
+}

@@ -8,7 +8,19 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"unsafe"
 )
+
+// littleEndian allows F32 bytes to be moved with one memmove; viewing a
+// []float32 as bytes is valid at any alignment, unlike the reverse.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+func f32AsBytes(f []float32) []byte {
+	if len(f) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f))
+}
 
 // BF16Bits rounds f to bfloat16 with round-to-nearest-even, exactly as
 // PyTorch's c10::round_to_nearest_even: every NaN becomes the canonical quiet
@@ -156,6 +168,10 @@ func F16ToF32(dst []float32, src []uint16) {
 // be 4·len(dst) bytes.
 func DecodeF32(dst []float32, src []byte) {
 	checkLen("DecodeF32", 4*len(dst), len(src))
+	if littleEndian {
+		copy(f32AsBytes(dst), src)
+		return
+	}
 	for i := range dst {
 		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
 	}
@@ -183,6 +199,10 @@ func DecodeF16(dst []float32, src []byte) {
 // EncodeF32 writes src as little-endian float32 into dst (4·len(src) bytes).
 func EncodeF32(dst []byte, src []float32) {
 	checkLen("EncodeF32", len(dst), 4*len(src))
+	if littleEndian {
+		copy(dst, f32AsBytes(src))
+		return
+	}
 	for i, f := range src {
 		binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(f))
 	}

@@ -229,3 +229,17 @@ func TestLengthMismatchPanics(t *testing.T) {
 	assert.Panics(t, func() { DecodeBF16(make([]float32, 2), make([]byte, 3)) })
 	assert.Panics(t, func() { EncodeF32(make([]byte, 7), make([]float32, 2)) })
 }
+
+// Tensors after an odd-sized one sit at odd offsets in a file mapping.
+func TestDecodeUnaligned(t *testing.T) {
+	src := []float32{1.5, -2, 3e-40, float32(math.Inf(1))}
+	buf := make([]byte, 1+4*len(src))
+	EncodeF32(buf[1:], src)
+	got := make([]float32, len(src))
+	DecodeF32(got, buf[1:])
+	assert.Equal(t, src, got)
+	EncodeBF16(buf[1:1+2*len(src)], src)
+	DecodeBF16(got, buf[1:1+2*len(src)])
+	assert.Equal(t, float32(1.5), got[0])
+	assert.Equal(t, float32(-2), got[1])
+}
