@@ -128,18 +128,19 @@ func (t Tensor) String() string {
 
 // Reshape views the same elements with other dimensions; their product must equal Len.
 func (t Tensor) Reshape(dims ...int) (Tensor, error) {
+	// Errors format a copy of dims, so the variadic slice does not escape and a reshape allocates nothing.
 	if len(dims) == 0 || len(dims) > MaxRank {
 		return Tensor{}, fmt.Errorf("kernels: reshape %s to rank %d (want 1..%d)", t, len(dims), MaxRank)
 	}
 	n := 1
 	for _, d := range dims {
 		if d < 0 {
-			return Tensor{}, fmt.Errorf("kernels: reshape %s to %v: negative dimension", t, dims)
+			return Tensor{}, fmt.Errorf("kernels: reshape %s to %v: negative dimension", t, append([]int(nil), dims...))
 		}
 		n *= d
 	}
 	if n != t.Len() {
-		return Tensor{}, fmt.Errorf("kernels: reshape %s to %v: %d elements, have %d", t, dims, n, t.Len())
+		return Tensor{}, fmt.Errorf("kernels: reshape %s to %v: %d elements, have %d", t, append([]int(nil), dims...), n, t.Len())
 	}
 	v := t
 	v.rank = len(dims)

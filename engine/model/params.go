@@ -98,6 +98,7 @@ type Blob struct {
 	Layout *Layout
 	Data   kernels.Tensor // F32 [Total]
 	views  []kernels.Tensor
+	byName *tensors // resolved on first use, so a training step does no name lookups
 }
 
 // NewBlob allocates a blob of layout l on d, zeroed.
@@ -150,6 +151,14 @@ type tensors struct {
 }
 
 func (b *Blob) tensors(c Config) tensors {
+	if b.byName == nil {
+		t := b.resolve(c)
+		b.byName = &t
+	}
+	return *b.byName
+}
+
+func (b *Blob) resolve(c Config) tensors {
 	get := func(name string) kernels.Tensor {
 		t, _ := b.Get(name)
 		return t
