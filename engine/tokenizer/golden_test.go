@@ -14,11 +14,12 @@ import (
 
 // Golden data comes from Hugging Face tokenizers (npm 0.23.2) via testdata/gen_golden.mjs.
 type goldenCase struct {
-	Text    string  `json:"text"`
-	IDs     []int32 `json:"ids"`
-	IDsBOS  []int32 `json:"ids_bos"`
-	IDsRaw  []int32 `json:"ids_raw"`
-	Decoded string  `json:"decoded"`
+	Text    string   `json:"text"`
+	IDs     []int32  `json:"ids"`
+	IDsBOS  []int32  `json:"ids_bos"`
+	IDsRaw  []int32  `json:"ids_raw"`
+	Decoded string   `json:"decoded"`
+	Pieces  []string `json:"pieces"`
 }
 
 func readJSONL[T any](t testing.TB, path string) []T {
@@ -68,6 +69,29 @@ func TestGoldenEncode(t *testing.T) {
 			}
 			require.Zero(t, bad, "%d of %d strings differ", bad, len(cases))
 			t.Logf("%s: %d strings identical to HF (3 settings each)", fam, len(cases))
+		})
+	}
+}
+
+// The scanner's pieces equal HF's pre-tokenizer output on the normalised text. This is stricter
+// than ids: a wrong split between rare characters that never merge gives the same ids.
+func TestGoldenPreTokenize(t *testing.T) {
+	for _, fam := range families {
+		t.Run(fam, func(t *testing.T) {
+			tk := loadFamily(t, fam)
+			for _, c := range readJSONL[goldenCase](t, filepath.Join("testdata", fam, "golden.jsonl")) {
+				text := c.Text
+				if tk.nfc {
+					text = norm.NFC.String(text)
+				}
+				got := []string{}
+				tk.split.split(text, func(p string) { got = append(got, byteLevelString(p)) })
+				want := c.Pieces
+				if want == nil {
+					want = []string{}
+				}
+				require.Equal(t, want, got, "%q", c.Text)
+			}
 		})
 	}
 }

@@ -13,10 +13,11 @@
 // What it writes, under this script's folder:
 //   qwen2/tokenizer.json, llama3/tokenizer.json: byte-level BPE trained by HF's BpeTrainer on the math
 //     data with Qwen2's and Llama-3's exact pre-tokenizer configuration, truncated to ~2000 tokens.
-//   {qwen2,llama3}/golden.jsonl: {"text","ids","ids_bos","ids_raw","decoded"} per string: ids =
+//   {qwen2,llama3}/golden.jsonl: {"text","ids","ids_bos","ids_raw","decoded","pieces"} per string: ids =
 //     encode(text, add_special_tokens=false), ids_bos = with add_special_tokens=true, ids_raw = with the
 //     special tokens unregistered (what serl's ParseSpecial=false must give), decoded = HF's
-//     decode(ids, skip_special_tokens=false).
+//     decode(ids, skip_special_tokens=false), pieces = the pre-tokenizer's split of the normalised
+//     text (byte-level form).
 //   {qwen2,llama3}/decode.jsonl: {"ids","text","text_skip"}: HF's decode of id sequences, including
 //     ones that cut UTF-8 sequences (lossy U+FFFD handling).
 //   train/corpus.txt + train/hf_merges.json: HF's BpeTrainer merges on a small corpus (Qwen2
@@ -105,7 +106,9 @@ function truncate(j, size, added, stringMerges) {
     if (!keep.has(a + b)) keep.set(a + b, keep.size);
     kept.push([a, b]);
   }
-  for (const c of tk.byteLevelAlphabet()) if (!keep.has(c)) keep.set(c, keep.size);
+  // byteLevelAlphabet comes from a hash set: sort it so reruns give the same ids.
+  const alphabet = [...tk.byteLevelAlphabet()].sort((x, y) => x.codePointAt(0) - y.codePointAt(0));
+  for (const c of alphabet) if (!keep.has(c)) keep.set(c, keep.size);
   // Ids must stay dense: re-number in insertion order (alphabet ids were already 0..n-1).
   const newVocab = {};
   let id = 0;
@@ -187,7 +190,11 @@ function goldenFor(j, json, dir, texts) {
     const e = await t.encode(text, null, { addSpecialTokens: false });
     const eb = await t.encode(text, null, { addSpecialTokens: true });
     const er = await tr.encode(text, null, { addSpecialTokens: false });
-    return { text, ids: e.getIds(), ids_bos: eb.getIds(), ids_raw: er.getIds(), decoded: await t.decode(e.getIds(), false) };
+    // The pre-tokenizer's pieces (byte-level form) on the normalised text, without added-token
+    // extraction: ids alone would not see a wrong split between rare characters that never merge.
+    const n = t.getNormalizer() ? t.getNormalizer().normalizeString(text) : text;
+    const pieces = t.getPreTokenizer().preTokenizeString(n).map(([p]) => p);
+    return { text, ids: e.getIds(), ids_bos: eb.getIds(), ids_raw: er.getIds(), decoded: await t.decode(e.getIds(), false), pieces };
   }));
 }
 
