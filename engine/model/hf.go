@@ -149,20 +149,7 @@ func (m *Model) writeFolder(dir string, dt safetensors.DType) error {
 	if err := writeFileSync(filepath.Join(dir, "config.json"), append(b, '\n')); err != nil {
 		return err
 	}
-	tensors := make([]safetensors.TensorData, 0, len(m.Layout.Specs))
-	host := make([]float32, 0)
-	for i, s := range m.Layout.Specs {
-		host = append(host[:0], make([]float32, s.Len)...)
-		if err := kernels.Download(host, m.Params.View(i)); err != nil {
-			return err
-		}
-		td, err := safetensors.FromFloat32(s.Name, dt, s.Shape, host)
-		if err != nil {
-			return err
-		}
-		tensors = append(tensors, td)
-	}
-	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), tensors, nil); err != nil {
+	if err := m.Params.WriteSafetensors(filepath.Join(dir, "model.safetensors"), dt); err != nil {
 		return err
 	}
 	if m.SourceDir != "" {
@@ -173,6 +160,25 @@ func (m *Model) writeFolder(dir string, dt safetensors.DType) error {
 		}
 	}
 	return nil
+}
+
+// WriteSafetensors writes every tensor of the blob under its Hugging Face name (atomically: temporary
+// file, then rename). serl grad uses it for gradients, Save for weights.
+func (b *Blob) WriteSafetensors(path string, dt safetensors.DType) error {
+	tensors := make([]safetensors.TensorData, 0, len(b.Layout.Specs))
+	var host []float32
+	for i, s := range b.Layout.Specs {
+		host = append(host[:0], make([]float32, s.Len)...)
+		if err := kernels.Download(host, b.View(i)); err != nil {
+			return err
+		}
+		td, err := safetensors.FromFloat32(s.Name, dt, s.Shape, host)
+		if err != nil {
+			return err
+		}
+		tensors = append(tensors, td)
+	}
+	return safetensors.Write(path, tensors, nil)
 }
 
 func writeFileSync(path string, data []byte) error {

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/serl-go/serl/engine/safetensors"
+	"github.com/serl-go/serl/loader"
+)
+
+func fixtureDir(t *testing.T, name string) string {
+	return filepath.Join(loader.RepoRoot(), "engine", "model", "testdata", name)
+}
+
+type fixtureRef struct {
+	Sequences []struct {
+		IDs      []int32   `json:"ids"`
+		LogProbs []float64 `json:"logprobs"`
+	} `json:"sequences"`
+}
+
+func writeIDs(t *testing.T, dir string, ref fixtureRef) string {
+	var b strings.Builder
+	for _, s := range ref.Sequences {
+		line, _ := json.Marshal(map[string]any{"ids": s.IDs})
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	p := filepath.Join(t.TempDir(), "in.jsonl")
+	require.NoError(t, os.WriteFile(p, []byte(b.String()), 0o644))
+	return p
+}
+
+func readRef(t *testing.T, dir string) fixtureRef {
+	b, err := os.ReadFile(filepath.Join(dir, "reference.json"))
+	require.NoError(t, err)
+	var r fixtureRef
+	require.NoError(t, json.Unmarshal(b, &r))
+	return r
+}
+
+// serl logprobs reproduces PyTorch's log-probabilities through the CLI, in small batches too.
+func TestLogprobsCLI(t *testing.T) {
+	dir := fixtureDir(t, "llama_f32")
+	ref := readRef(t, dir)
+	in := writeIDs(t, dir, ref)
+	code, out, errs := runCLI(t, "logprobs", "--device", "cpu", "--model", dir, "--in", in, "--batch-tokens", "300")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "memory plan")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, len(ref.Sequences))
+	for i, line := range lines {
+		var rec struct{ Logprobs []float64 }
+		require.NoError(t, json.Unmarshal([]byte(line), &rec))
+		require.Len(t, rec.Logprobs, len(ref.Sequences[i].LogProbs))
+		for j, v := range rec.Logprobs {
+			require.InDelta(t, ref.Sequences[i].LogProbs[j], v, 1e-4, "sequence %d token %d", i, j)
+		}
+	}
+}
+
+// serl grad writes the gradient of the mean NLL under HF names, matching PyTorch.
+func TestGradCLI(t *testing.T) {
+	dir := fixtureDir(t, "qwen2_f32")
+	ref := readRef(t, dir)
+	in := writeIDs(t, dir, ref)
+	out := filepath.Join(t.TempDir(), "g.safetensors")
+	code, _, errs := runCLI(t, "grad", "--device", "cpu", "--model", dir, "--in", in, "--out", out, "--batch-tokens", "260")
+	require.Equal(t, 0, code, errs)
+	got, err := safetensors.Open(out)
+	require.NoError(t, err)
+	defer got.Close()
+	want, err := safetensors.Open(filepath.Join(dir, "grads.safetensors"))
+	require.NoError(t, err)
+	defer want.Close()
+	require.ElementsMatch(t, want.Names(), got.Names())
+	for _, name := range want.Names() {
+		info, _ := got.Tensor(name)
+		g := make([]float32, info.NumElements())
+		require.NoError(t, got.Float32(name, g))
+		raw, err := want.Bytes(name)
+		require.NoError(t, err)
+		var num, den float64
+		for i := range g {
+			w := math.Float64frombits(uint64(raw[8*i]) | uint64(raw[8*i+1])<<8 | uint64(raw[8*i+2])<<16 | uint64(raw[8*i+3])<<24 |
+				uint64(raw[8*i+4])<<32 | uint64(raw[8*i+5])<<40 | uint64(raw[8*i+6])<<48 | uint64(raw[8*i+7])<<56)
+			num += (float64(g[i]) - w) * (float64(g[i]) - w)
+			den += w * w
+		}
+		require.Less(t, math.Sqrt(num/den), 1e-3, name)
+	}
+}
+
+func TestInfoModelPlan(t *testing.T) {
+	code, out, errs := runCLI(t, "info", "--device", "cpu", "--model", fixtureDir(t, "qwen2_f32"), "--batch-tokens", "512", "--seqs", "4")
+	require.Equal(t, 0, code, errs)
+	for _, s := range []string{"qwen2", "parameters", "gradients", "AdamW first moment", "reference parameters", "activations (512 tokens, 4 sequences)", "total"} {
+		require.Contains(t, out, s)
+	}
+}
+
+func TestModelCLIErrors(t *testing.T) {
+	dir := fixtureDir(t, "qwen2_f32")
+	code, _, errs := runCLI(t, "logprobs", "--model", dir)
+	require.Equal(t, 2, code)
+	require.Contains(t, errs, "--in")
+	bad := filepath.Join(t.TempDir(), "bad.jsonl")
+	require.NoError(t, os.WriteFile(bad, []byte("{\"ids\":[1,2]}\n{\"ids\":[1,999]}\n"), 0o644))
+	code, _, errs = runCLI(t, "logprobs", "--device", "cpu", "--model", dir, "--in", bad)
+	require.Equal(t, 1, code)
+	require.Contains(t, errs, "outside the vocabulary")
+	require.NoError(t, os.WriteFile(bad, []byte("{\"ids\":[1,2]}\n{\"ids\":[1,\n"), 0o644))
+	code, _, errs = runCLI(t, "logprobs", "--device", "cpu", "--model", dir, "--in", bad)
+	require.Equal(t, 1, code)
+	require.Contains(t, errs, bad)
+	require.Contains(t, errs, "line 2")
+}
