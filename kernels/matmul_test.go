@@ -31,12 +31,12 @@ func layoutName(ta, tb bool) string {
 
 // matmulShapes are (m, n, k): tiny, awkward (primes, ±1 around powers of two, not multiples of any tile),
 // the decode shape m=1, and shapes that cross every block boundary of the CPU driver (K slices of 384,
-// A blocks of 1536 rows, B blocks of 4096 columns).
+// A blocks of 1536 rows, B blocks of 4096 columns, K groups of 32 MiB of packed panels).
 var matmulShapes = [][3]int{
 	{1, 1, 1}, {2, 3, 7}, {7, 17, 31}, {17, 33, 65}, {31, 65, 127}, {33, 129, 257}, {65, 127, 129},
 	{127, 129, 33}, {129, 257, 17}, {257, 300, 31}, {300, 257, 129}, {300, 300, 300}, {1, 1000, 513},
 	{1000, 1, 513}, {3, 7, 1000}, {12, 32, 7}, {13, 31, 300}, {64, 64, 64}, {1, 7, 1}, {300, 1, 65},
-	{33, 65, 800}, {1600, 40, 20}, {20, 4200, 10}, {24, 33, 2},
+	{33, 65, 800}, {1600, 40, 20}, {20, 4200, 10}, {24, 33, 2}, {20, 4100, 1950},
 }
 
 // storedDims are the dimensions of the stored A (op(A) m×k) or B (op(B) k×n) of a layout.

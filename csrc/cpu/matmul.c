@@ -13,6 +13,7 @@
  * The microkernel is MR×NR register-blocked FMA: 6×16 ymm here (AVX2) and 12×32 zmm in matmul_avx512.c.
  * Edge tiles are computed in full against zero-padded panels and written back through a small buffer. */
 #include <immintrin.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "internal.h"
@@ -25,6 +26,7 @@
 #define KC 384      /* depth of a K slice: an A micro-panel MR×KC is 18 KiB (12 rows), L1 resident */
 #define MC 1536     /* rows of the shared packed A block (2.3 MiB, L3) */
 #define NC 4096     /* columns of the shared packed B block (6 MiB, L3) */
+#define PACK_BUDGET (32 << 20) /* bytes of packed A and B per parallel call (K slices in a group) */
 #define NC_TILE 256 /* columns of a C tile: its B slice KC×NC_TILE (384 KiB) stays in the worker's L2 */
 
 typedef void (*ukr_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha,
@@ -201,6 +203,12 @@ static void pack_n(float *dst, const float *src, int64_t ld, int R, int rv, int6
 
 /* ------------------------------------------------------------------------- blocked driver */
 
+/* One parallel call per (N block, M block, K group): its tasks are C tiles, each looping over the K
+ * slices of the group in order. Panels are packed on demand by whichever task needs one first (a flag
+ * per panel and slice: 0 unpacked, 1 being packed, 2 ready), so packing overlaps computing and there is
+ * no barrier between slices — on a shared machine a preempted worker never stalls a whole phase. */
+enum { PANEL_EMPTY, PANEL_BUSY, PANEL_READY };
+
 typedef struct {
     const gemm_kernel *kern;
     int ta, tb;
@@ -208,59 +216,76 @@ typedef struct {
     float alpha, beta;
     const float *A, *B;
     float *C;
-    /* the current block */
-    int64_t pc, kc, ic, mc, jc, nc;
-    float beta_eff;
-    int pack_b;
-    float *apack, *bpack;
-    int64_t a_panels, b_panels, pack_tasks, mt, nt;
+    /* the current block: columns [jc, jc+nc), rows [ic, ic+mc), slices s0..s0+ns-1 of depth kc_blk */
+    int64_t jc, nc, ic, mc, kc_blk, s0, ns;
+    float *apack, *bpack;          /* slice s, panel q at (s·panels + q)·MR·kc_blk (resp. NR) */
+    _Atomic int *aflag, *bflag;    /* [ns · panels] */
+    int64_t a_panels, b_panels, mt, nt;
 } gemm_job;
 
-static void pack_task(void *arg, int64_t t, int worker) {
-    (void)worker;
-    gemm_job *j = arg;
-    const int MR = j->kern->mr, NR = j->kern->nr;
-    int64_t lo, hi;
-    serl_chunk(j->a_panels, j->pack_tasks, t, &lo, &hi);
-    for (int64_t q = lo; q < hi; q++) {
-        int64_t ir = q * MR;
-        int rv = (int)(j->mc - ir < MR ? j->mc - ir : MR);
-        float *d = j->apack + q * MR * j->kc;
-        if (!j->ta)
-            pack_t(d, j->A + (j->ic + ir) * j->lda + j->pc, j->lda, MR, rv, j->kc);
-        else
-            pack_n(d, j->A + j->pc * j->lda + j->ic + ir, j->lda, MR, rv, j->kc);
+static inline void cpu_pause(void) { __builtin_ia32_pause(); }
+
+/* Makes sure panel q of slice s (relative to the group) is packed: packs it here or waits for the
+ * worker that is packing it. */
+static void ensure_panel(gemm_job *j, int is_b, int64_t s, int64_t q) {
+    int64_t panels = is_b ? j->b_panels : j->a_panels;
+    _Atomic int *f = (is_b ? j->bflag : j->aflag) + s * panels + q;
+    if (atomic_load_explicit(f, memory_order_acquire) == PANEL_READY) return;
+    int expect = PANEL_EMPTY;
+    if (atomic_compare_exchange_strong_explicit(f, &expect, PANEL_BUSY, memory_order_acq_rel, memory_order_acquire)) {
+        int64_t pc = (j->s0 + s) * j->kc_blk;
+        int64_t kc = j->k - pc < j->kc_blk ? j->k - pc : j->kc_blk;
+        if (!is_b) {
+            const int MR = j->kern->mr;
+            int64_t ir = q * MR;
+            int rv = (int)(j->mc - ir < MR ? j->mc - ir : MR);
+            float *d = j->apack + (s * panels + q) * MR * j->kc_blk;
+            if (!j->ta)
+                pack_t(d, j->A + (j->ic + ir) * j->lda + pc, j->lda, MR, rv, kc);
+            else
+                pack_n(d, j->A + pc * j->lda + j->ic + ir, j->lda, MR, rv, kc);
+        } else {
+            const int NR = j->kern->nr;
+            int64_t jr = q * NR;
+            int rv = (int)(j->nc - jr < NR ? j->nc - jr : NR);
+            float *d = j->bpack + (s * panels + q) * NR * j->kc_blk;
+            if (j->tb)
+                pack_t(d, j->B + (j->jc + jr) * j->ldb + pc, j->ldb, NR, rv, kc);
+            else
+                pack_n(d, j->B + pc * j->ldb + j->jc + jr, j->ldb, NR, rv, kc);
+        }
+        atomic_store_explicit(f, PANEL_READY, memory_order_release);
+        return;
     }
-    if (!j->pack_b) return;
-    serl_chunk(j->b_panels, j->pack_tasks, t, &lo, &hi);
-    for (int64_t q = lo; q < hi; q++) {
-        int64_t jr = q * NR;
-        int rv = (int)(j->nc - jr < NR ? j->nc - jr : NR);
-        float *d = j->bpack + q * NR * j->kc;
-        if (j->tb)
-            pack_t(d, j->B + (j->jc + jr) * j->ldb + j->pc, j->ldb, NR, rv, j->kc);
-        else
-            pack_n(d, j->B + j->pc * j->ldb + j->jc + jr, j->ldb, NR, rv, j->kc);
-    }
+    while (atomic_load_explicit(f, memory_order_acquire) != PANEL_READY) cpu_pause();
 }
 
-static void compute_task(void *arg, int64_t t, int worker) {
+static void tile_task(void *arg, int64_t t, int worker) {
     (void)worker;
     gemm_job *j = arg;
     const int MR = j->kern->mr, NR = j->kern->nr;
     int64_t alo, ahi, blo, bhi;
-    serl_chunk(j->a_panels, j->mt, t / j->nt, &alo, &ahi);
-    serl_chunk(j->b_panels, j->nt, t % j->nt, &blo, &bhi);
+    /* consecutive tasks take different A chunks, so concurrent workers mostly pack different panels */
+    serl_chunk(j->a_panels, j->mt, t % j->mt, &alo, &ahi);
+    serl_chunk(j->b_panels, j->nt, t / j->mt, &blo, &bhi);
     ukr_fn ukr = j->kern->ukr;
-    for (int64_t q = alo; q < ahi; q++) {
-        int64_t ir = q * MR;
-        int mr = (int)(j->mc - ir < MR ? j->mc - ir : MR);
-        const float *ap = j->apack + q * MR * j->kc;
-        float *crow = j->C + (j->ic + ir) * j->ldc + j->jc;
-        for (int64_t r = blo; r < bhi; r++) {
-            int64_t jr = r * NR;
-            int nr = (int)(j->nc - jr < NR ? j->nc - jr : NR);
-            ukr(j->kc, ap, j->bpack + r * NR * j->kc, crow + jr, j->ldc, j->alpha, j->beta_eff, mr, nr);
+    for (int64_t s = 0; s < j->ns; s++) {
+        int64_t pc = (j->s0 + s) * j->kc_blk;
+        int64_t kc = j->k - pc < j->kc_blk ? j->k - pc : j->kc_blk;
+        float beta = pc == 0 ? j->beta : 1.0f;
+        for (int64_t r = blo; r < bhi; r++) ensure_panel(j, 1, s, r);
+        for (int64_t q = alo; q < ahi; q++) {
+            ensure_panel(j, 0, s, q);
+            int64_t ir = q * MR;
+            int mr = (int)(j->mc - ir < MR ? j->mc - ir : MR);
+            const float *ap = j->apack + (s * j->a_panels + q) * MR * j->kc_blk;
+            float *crow = j->C + (j->ic + ir) * j->ldc + j->jc;
+            for (int64_t r = blo; r < bhi; r++) {
+                int64_t jr = r * NR;
+                int nr = (int)(j->nc - jr < NR ? j->nc - jr : NR);
+                ukr(kc, ap, j->bpack + (s * j->b_panels + r) * NR * j->kc_blk, crow + jr, j->ldc, j->alpha, beta,
+                    mr, nr);
+            }
         }
     }
 }
@@ -272,50 +297,59 @@ static int gemm_blocked(serl_ctx *ctx, const gemm_kernel *kern, int ta, int tb, 
                         float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                         int64_t ldc) {
     const int MR = kern->mr, NR = kern->nr;
+    const int64_t threads = ctx->threads;
     const int64_t mc_max = (MC / MR) * MR;
     int64_t mcap = m < mc_max ? ceil_div(m, MR) * MR : mc_max;
     int64_t ncap = n < NC ? ceil_div(n, NR) * NR : NC;
     /* Split the depth evenly rather than leaving a thin last slice. */
-    const int64_t kc_blk = ceil_div(k, ceil_div(k, KC));
-    int64_t kcap = kc_blk;
-    size_t abytes = (size_t)(mcap * kcap) * sizeof(float), bbytes = (size_t)(ncap * kcap) * sizeof(float);
+    const int64_t slices = ceil_div(k, KC), kc_blk = ceil_div(k, slices);
+    /* As many slices per parallel call as fit the packing budget. */
+    int64_t group = PACK_BUDGET / ((mcap + ncap) * kc_blk * (int64_t)sizeof(float));
+    if (group < 1) group = 1;
+    if (group > slices) group = slices;
+    int64_t max_ap = ceil_div(mcap, MR), max_bp = ceil_div(ncap, NR);
+    size_t abytes = (size_t)(group * mcap * kc_blk) * sizeof(float);
+    size_t bbytes = (size_t)(group * ncap * kc_blk) * sizeof(float);
+    size_t fbytes = (size_t)(group * (max_ap + max_bp)) * sizeof(_Atomic int);
     abytes = (abytes + 63) & ~(size_t)63;
-    float *buf = serl_scratch(ctx, 0, abytes + bbytes);
+    bbytes = (bbytes + 63) & ~(size_t)63;
+    char *buf = serl_scratch(ctx, 0, abytes + bbytes + fbytes);
     if (!buf) return -1;
     gemm_job j = {.kern = kern, .ta = ta, .tb = tb, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,
-                  .alpha = alpha, .beta = beta, .A = A, .B = B, .C = C};
-    j.apack = buf;
-    j.bpack = (float *)((char *)buf + abytes);
-    const int64_t threads = ctx->threads;
+                  .alpha = alpha, .beta = beta, .A = A, .B = B, .C = C, .kc_blk = kc_blk};
+    j.apack = (float *)buf;
+    j.bpack = (float *)(buf + abytes);
     for (j.jc = 0; j.jc < n; j.jc += NC) {
         j.nc = n - j.jc < NC ? n - j.jc : NC;
         j.b_panels = ceil_div(j.nc, NR);
-        for (j.pc = 0; j.pc < k; j.pc += kc_blk) {
-            j.kc = k - j.pc < kc_blk ? k - j.pc : kc_blk;
-            j.beta_eff = j.pc == 0 ? beta : 1.0f;
-            for (j.ic = 0; j.ic < m; j.ic += mc_max) {
-                j.mc = m - j.ic < mc_max ? m - j.ic : mc_max;
-                j.a_panels = ceil_div(j.mc, MR);
-                j.pack_b = j.ic == 0;
-                int64_t panels = j.a_panels + (j.pack_b ? j.b_panels : 0);
-                /* Several tasks per worker: tasks are pulled dynamically, so a worker that the OS
-                 * preempts (this machine is shared) delays the phase by one small task, not by half. */
-                j.pack_tasks = threads > 1 && panels >= 8 ? 4 * threads : 1;
-                serl_parallel(ctx, j.pack_tasks, pack_task, &j);
-                /* Tiles: ≤ NC_TILE columns, then M split until there are about 4 tiles per worker
-                 * (each M chunk keeping ≥ 4 A panels, so a B slice loaded into L2 serves ≥ 48 rows). */
-                int64_t nt = ceil_div(j.nc, NC_TILE);
-                if (nt > j.b_panels) nt = j.b_panels;
-                int64_t mt = threads > 1 ? ceil_div(4 * threads, nt) : 1;
-                if (mt > j.a_panels / 4) mt = j.a_panels / 4;
-                if (mt < 1) mt = 1;
-                if (mt * nt < threads) {
-                    mt = j.a_panels < threads ? j.a_panels : threads;
-                    nt = j.b_panels < threads ? j.b_panels : threads;
-                }
-                j.mt = mt;
-                j.nt = nt;
-                serl_parallel(ctx, mt * nt, compute_task, &j);
+        for (j.ic = 0; j.ic < m; j.ic += mc_max) {
+            j.mc = m - j.ic < mc_max ? m - j.ic : mc_max;
+            j.a_panels = ceil_div(j.mc, MR);
+            /* Tiles: ≤ NC_TILE columns, then M split until there are about 8 tiles per worker, each M
+             * chunk keeping ≥ 4 A panels so that a B slice loaded into L2 serves ≥ 4·MR rows. */
+            int64_t nt = ceil_div(j.nc, NC_TILE);
+            if (nt > j.b_panels) nt = j.b_panels;
+            int64_t mt = threads > 1 ? ceil_div(8 * threads, nt) : 1;
+            if (mt > j.a_panels / 4) mt = j.a_panels / 4;
+            if (mt < 1) mt = 1;
+            if (mt * nt < threads) {
+                mt = j.a_panels < threads ? j.a_panels : threads;
+                nt = j.b_panels < threads ? j.b_panels : threads;
+            }
+            j.mt = mt;
+            j.nt = nt;
+            for (j.s0 = 0; j.s0 < slices; j.s0 += group) {
+                j.ns = slices - j.s0 < group ? slices - j.s0 : group;
+                j.bflag = (_Atomic int *)(buf + abytes + bbytes);
+                j.aflag = j.bflag + group * max_bp;
+                for (int64_t i = 0; i < j.ns * j.a_panels; i++)
+                    atomic_store_explicit(j.aflag + i, PANEL_EMPTY, memory_order_relaxed);
+                /* With all of K in one group the packed B block outlives the M block: later M blocks
+                 * of the same columns reuse it. */
+                if (j.ic == 0 || group < slices)
+                    for (int64_t i = 0; i < j.ns * j.b_panels; i++)
+                        atomic_store_explicit(j.bflag + i, PANEL_EMPTY, memory_order_relaxed);
+                serl_parallel(ctx, mt * nt, tile_task, &j);
             }
         }
     }
