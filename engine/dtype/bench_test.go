@@ -75,3 +75,13 @@ func BenchmarkDecodeF32(b *testing.B) {
 		DecodeF32(dst, src)
 	}
 }
+
+func BenchmarkDecodeF16(b *testing.B) {
+	src := make([]byte, 2*benchN)
+	EncodeF16(src, benchInput())
+	dst := make([]float32, benchN)
+	b.SetBytes(4 * benchN)
+	for b.Loop() {
+		DecodeF16(dst, src)
+	}
+}
