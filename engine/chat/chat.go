@@ -79,10 +79,10 @@ type template struct {
 	tpl  *exec.Template
 }
 
-// Parse parses a chat template's source. Errors name it "chat template";
+// Parse parses a chat template's source. Errors name it "<inline>";
 // use ParseNamed to name it after its file.
 func Parse(source string) (Template, error) {
-	return ParseNamed("chat template", source)
+	return ParseNamed("<inline>", source)
 }
 
 // ParseNamed parses a chat template, naming it in errors.

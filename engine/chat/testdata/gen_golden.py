@@ -144,7 +144,12 @@ EXTRA = {
         (
             "extra_values",
             [m("user", "x?")],
-            {"extra": {"extra_list": [1, "two", [3, {"k": "v"}], True, None], "extra_dict": {"a": "α", "b": [1, 2]}}},
+            {
+                "extra": {
+                    "extra_list": [1, "two", [3, {"k": "v"}], True, None, 0.1, 2.0, 1e-05, 1e16, 123456.789, -0.0],
+                    "extra_dict": {"a": "α\u0001\"\\", "b": [1, 2], "c": "😀 <&>'", "d": {"e": []}},
+                }
+            },
         ),
     ],
     "llama3.2-instruct": [
