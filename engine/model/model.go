@@ -96,16 +96,8 @@ func (m *Model) stage(a *Activations, ids []int32, seqLens []int) error {
 		return fmt.Errorf("model: sequence lengths add up to %d, batch has %d tokens", t, T)
 	}
 	a.tokens, a.seqs = T, S
-	for _, u := range [...]struct {
-		dst kernels.Tensor
-		src []int32
-	}{{rows(a.ids, T), a.hostIDs[:T]}, {rows(a.targets, T), a.hostTargets[:T]}, {rows(a.pos, T), a.hostPos[:T]},
-		{a.cu.MustSlice(0, S+1), a.hostCu[:S+1]}} {
-		if err := kernels.Upload(u.dst, u.src); err != nil {
-			return err
-		}
-	}
-	return nil
+	return uploadI32(i32Upload{a.ids, a.hostIDs[:T]}, i32Upload{a.targets, a.hostTargets[:T]},
+		i32Upload{a.pos, a.hostPos[:T]}, i32Upload{a.cu, a.hostCu[:S+1]})
 }
 
 // Forward runs the packed batch through the model: logits, and per token t the log-probability of the

@@ -1,0 +1,285 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/serl-go/serl/kernels"
+)
+
+// KVCache is the paged key/value cache of generation: for each layer one pool of fixed-size blocks,
+// [NumBlocks, BlockSize, KVHeads, HeadDim] for keys and the same for values, carved from one
+// allocation. Which block holds which sequence's tokens is the caller's business (engine/generate).
+type KVCache struct {
+	NumBlocks, BlockSize int
+	data                 kernels.Tensor
+	layers               []kernels.KVCache
+}
+
+// KVCacheBytes is the size of a cache of numBlocks blocks of blockSize tokens for configuration c.
+func (c Config) KVCacheBytes(numBlocks, blockSize int) int64 {
+	return 4 * 2 * int64(c.Layers) * int64(numBlocks) * int64(blockSize) * int64(c.KVHeads) * int64(c.HeadDim)
+}
+
+// NewKVCache allocates a cache of numBlocks blocks of blockSize tokens.
+func (m *Model) NewKVCache(numBlocks, blockSize int) (*KVCache, error) {
+	if numBlocks < 1 || blockSize < 1 {
+		return nil, fmt.Errorf("model: KV cache of %d blocks of %d tokens", numBlocks, blockSize)
+	}
+	c := m.Config
+	per := numBlocks * blockSize * c.KVHeads * c.HeadDim
+	data, err := m.dev.Alloc(kernels.F32, 2*c.Layers*per)
+	if err != nil {
+		return nil, fmt.Errorf("model: KV cache (%d bytes): %w", c.KVCacheBytes(numBlocks, blockSize), err)
+	}
+	kv := &KVCache{NumBlocks: numBlocks, BlockSize: blockSize, data: data, layers: make([]kernels.KVCache, c.Layers)}
+	for l := range kv.layers {
+		k := data.MustSlice(2*l*per, (2*l+1)*per).MustReshape(numBlocks, blockSize, c.KVHeads, c.HeadDim)
+		v := data.MustSlice((2*l+1)*per, (2*l+2)*per).MustReshape(numBlocks, blockSize, c.KVHeads, c.HeadDim)
+		kv.layers[l] = kernels.KVCache{K: k, V: v}
+	}
+	return kv, nil
+}
+
+// Free releases the cache.
+func (kv *KVCache) Free() {
+	if kv != nil && kv.data.Valid() {
+		kv.data.Device().Free(kv.data)
+	}
+}
+
+// CopyBlock copies block src to block dst in every layer (copy-on-write of a shared, partly filled
+// block when sequences that share a prompt diverge).
+func (kv *KVCache) CopyBlock(dst, src int) error {
+	if dst < 0 || src < 0 || dst >= kv.NumBlocks || src >= kv.NumBlocks {
+		return fmt.Errorf("model: copy KV block %d to %d of %d", src, dst, kv.NumBlocks)
+	}
+	d := kv.data.Device()
+	for _, l := range kv.layers {
+		for _, t := range []kernels.Tensor{l.K, l.V} {
+			if err := d.Copy(t.MustSlice(dst, dst+1), t.MustSlice(src, src+1)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Workspace holds the buffers of generation: prefill of up to MaxTokens packed prompt tokens and
+// decode of up to MaxSeqs sequences, each with a block table of MaxBlocks entries.
+type Workspace struct {
+	MaxTokens, MaxSeqs, MaxBlocks int
+
+	f32, i32 kernels.Tensor
+
+	x, ln, tmp                kernels.Tensor // [T, H]
+	q, attn                   kernels.Tensor // [T, Hq, D]
+	k, v                      kernels.Tensor // [T, KVH, D]
+	gate, up                  kernels.Tensor // [T, I]
+	last                      kernels.Tensor // [S, H] last hidden state of each sequence
+	logits                    kernels.Tensor // [S, V]
+	ids, pos                  kernels.Tensor // I32 [T]
+	slots                     kernels.Tensor // I32 [T]
+	cu, lastIdx               kernels.Tensor // I32 [S+1], [S]
+	blockTable                kernels.Tensor // I32 [S, MaxBlocks]
+	seqLens                   kernels.Tensor // I32 [S]
+	hostCu, hostLast, hostPos []int32
+}
+
+// WorkspaceBytes is the size of a generation workspace.
+func (c Config) WorkspaceBytes(maxTokens, maxSeqs, maxBlocks int) int64 {
+	var ws Workspace
+	f, i := c.workspaceSlots(&ws, maxTokens, maxSeqs, maxBlocks)
+	return 4 * int64(slotsLen(f)+slotsLen(i))
+}
+
+func (c Config) workspaceSlots(ws *Workspace, T, S, B int) (f32, i32 []arenaSlot) {
+	f := func(dst *kernels.Tensor, dims ...int) { f32 = append(f32, arenaSlot{dst, dims}) }
+	i := func(dst *kernels.Tensor, dims ...int) { i32 = append(i32, arenaSlot{dst, dims}) }
+	f(&ws.x, T, c.Hidden)
+	f(&ws.ln, T, c.Hidden)
+	f(&ws.tmp, T, c.Hidden)
+	f(&ws.q, T, c.Heads, c.HeadDim)
+	f(&ws.attn, T, c.Heads, c.HeadDim)
+	f(&ws.k, T, c.KVHeads, c.HeadDim)
+	f(&ws.v, T, c.KVHeads, c.HeadDim)
+	f(&ws.gate, T, c.Intermediate)
+	f(&ws.up, T, c.Intermediate)
+	f(&ws.last, S, c.Hidden)
+	f(&ws.logits, S, c.Vocab)
+	i(&ws.ids, T)
+	i(&ws.pos, T)
+	i(&ws.slots, T)
+	i(&ws.cu, S+1)
+	i(&ws.lastIdx, S)
+	i(&ws.blockTable, S, B)
+	i(&ws.seqLens, S)
+	return f32, i32
+}
+
+// NewWorkspace allocates generation buffers. maxTokens bounds a prefill batch and must be at least
+// maxSeqs (a decode step is a batch of maxSeqs single tokens).
+func (m *Model) NewWorkspace(maxTokens, maxSeqs, maxBlocks int) (*Workspace, error) {
+	if maxSeqs < 1 || maxTokens < maxSeqs || maxBlocks < 1 {
+		return nil, fmt.Errorf("model: workspace for %d tokens, %d sequences, %d blocks each", maxTokens, maxSeqs, maxBlocks)
+	}
+	ws := &Workspace{MaxTokens: maxTokens, MaxSeqs: maxSeqs, MaxBlocks: maxBlocks}
+	fs, is := m.Config.workspaceSlots(ws, maxTokens, maxSeqs, maxBlocks)
+	var err error
+	if ws.f32, err = m.dev.Alloc(kernels.F32, slotsLen(fs)); err != nil {
+		return nil, fmt.Errorf("model: generation workspace: %w", err)
+	}
+	if ws.i32, err = m.dev.Alloc(kernels.I32, slotsLen(is)); err != nil {
+		m.dev.Free(ws.f32)
+		return nil, fmt.Errorf("model: generation workspace: %w", err)
+	}
+	carve := func(base kernels.Tensor, slots []arenaSlot) {
+		off := 0
+		for _, s := range slots {
+			n := 1
+			for _, d := range s.dims {
+				n *= d
+			}
+			*s.dst = base.MustSlice(off, off+n).MustReshape(s.dims...)
+			off += (n + 15) &^ 15
+		}
+	}
+	carve(ws.f32, fs)
+	carve(ws.i32, is)
+	ws.hostCu = make([]int32, maxSeqs+1)
+	ws.hostLast = make([]int32, maxSeqs)
+	ws.hostPos = make([]int32, maxTokens)
+	return ws, nil
+}
+
+// Free releases the workspace.
+func (ws *Workspace) Free() {
+	if ws == nil || !ws.f32.Valid() {
+		return
+	}
+	d := ws.f32.Device()
+	d.Free(ws.f32)
+	d.Free(ws.i32)
+}
+
+// Logits is the [S, V] logits of the last Prefill or Decode, one row per sequence.
+func (ws *Workspace) Logits(S int) kernels.Tensor { return ws.logits.MustSlice(0, S) }
+
+// Prefill runs packed prompts (sequence s is ids[cu[s]:cu[s+1]], positions from 0), writes their keys
+// and values to the cache at slots (one per token; −1 skips), and leaves each prompt's last-token
+// logits in ws.Logits(len(seqLens)).
+func (m *Model) Prefill(ws *Workspace, kv *KVCache, ids []int32, seqLens []int, slots []int32) error {
+	T, S := len(ids), len(seqLens)
+	if T == 0 || T > ws.MaxTokens || S == 0 || S > ws.MaxSeqs || len(slots) != T {
+		return fmt.Errorf("model: prefill of %d tokens in %d sequences with %d slots (workspace: %d tokens, %d sequences)",
+			T, S, len(slots), ws.MaxTokens, ws.MaxSeqs)
+	}
+	// positions restart in each prompt; the last token's index picks the row whose logits we need
+	pos := ws.hostPos[:T]
+	t := 0
+	ws.hostCu[0] = 0
+	for s, n := range seqLens {
+		if n < 1 || t+n > T {
+			return fmt.Errorf("model: prefill sequence %d of length %d does not fit %d tokens", s, n, T)
+		}
+		for i := 0; i < n; i++ {
+			pos[i+t] = int32(i)
+		}
+		t += n
+		ws.hostCu[s+1] = int32(t)
+		ws.hostLast[s] = int32(t - 1)
+	}
+	if t != T {
+		return fmt.Errorf("model: prefill sequence lengths add up to %d, not %d", t, T)
+	}
+	if err := uploadI32(i32Upload{ws.ids, ids}, i32Upload{ws.pos, pos}, i32Upload{ws.slots, slots},
+		i32Upload{ws.cu, ws.hostCu[:S+1]}, i32Upload{ws.lastIdx, ws.hostLast[:S]}); err != nil {
+		return err
+	}
+	return m.inferPass(ws, kv, T, S, true)
+}
+
+// Decode runs one new token per sequence: ids[s] at position pos[s], its key and value written at
+// slots[s]; sequence s then attends to its seqLens[s] cached tokens (including the new one) through
+// blockTable[s·MaxBlocks …]. Leaves the logits in ws.Logits(S).
+func (m *Model) Decode(ws *Workspace, kv *KVCache, ids, pos, slots, blockTable, seqLens []int32) error {
+	S := len(ids)
+	if S == 0 || S > ws.MaxSeqs || len(pos) != S || len(slots) != S || len(seqLens) != S || len(blockTable) != S*ws.MaxBlocks {
+		return fmt.Errorf("model: decode of %d sequences: inconsistent inputs (workspace: %d sequences, %d blocks each)", S, ws.MaxSeqs, ws.MaxBlocks)
+	}
+	if err := uploadI32(i32Upload{ws.ids, ids}, i32Upload{ws.pos, pos}, i32Upload{ws.slots, slots},
+		i32Upload{ws.blockTable, blockTable}, i32Upload{ws.seqLens, seqLens}); err != nil {
+		return err
+	}
+	return m.inferPass(ws, kv, S, S, false)
+}
+
+// i32Upload is host values for the leading elements of a tensor.
+type i32Upload struct {
+	dst kernels.Tensor
+	src []int32
+}
+
+// uploadI32 stages a step's integer inputs; typed, so a decode step allocates nothing.
+func uploadI32(us ...i32Upload) error {
+	for _, u := range us {
+		flat := u.dst.MustReshape(u.dst.Len())
+		if err := kernels.Upload(flat.MustSlice(0, len(u.src)), u.src); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// inferPass runs T tokens through every layer: prefill attends causally within the packed prompts,
+// decode attends to the cache; both append their keys and values to the cache.
+func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) error {
+	c := m.Config
+	p := pass{d: m.dev}
+	x, ln, tmp := ws.x.MustSlice(0, T), ws.ln.MustSlice(0, T), ws.tmp.MustSlice(0, T)
+	q, k, v, attn := ws.q.MustSlice(0, T), ws.k.MustSlice(0, T), ws.v.MustSlice(0, T), ws.attn.MustSlice(0, T)
+	gate, up := ws.gate.MustSlice(0, T), ws.up.MustSlice(0, T)
+	pos, slots := ws.pos.MustSlice(0, T), ws.slots.MustSlice(0, T)
+	eps := float32(c.RMSNormEps)
+	if p.err == nil {
+		p.err = m.dev.EmbeddingFwd(x, m.w.embed, ws.ids.MustSlice(0, T))
+	}
+	for l := range m.w.layers {
+		w, cache := &m.w.layers[l], kv.layers[l]
+		p.rmsnorm(ln, kernels.Tensor{}, x, w.ln1, eps)
+		p.linear(flat2(q), ln, w.wq, w.bq)
+		p.linear(flat2(k), ln, w.wk, w.bk)
+		p.linear(flat2(v), ln, w.wv, w.bv)
+		p.rope(q, q, pos, m.invFreq, c.HeadDim, false)
+		p.rope(k, k, pos, m.invFreq, c.HeadDim, false)
+		if p.err == nil {
+			p.err = m.dev.KVAppend(cache, k, v, slots)
+		}
+		if p.err == nil {
+			if prefill {
+				p.err = m.dev.AttentionFwd(kernels.Attention{Q: q, K: k, V: v, Out: attn, CuSeqlens: ws.cu.MustSlice(0, S+1), Scale: m.scale})
+			} else {
+				p.err = m.dev.DecodeAttention(attn, q, cache, ws.blockTable.MustSlice(0, S), ws.seqLens.MustSlice(0, S), m.scale)
+			}
+		}
+		p.linear(tmp, flat2(attn), w.wo, w.bo)
+		p.add(x, x, tmp)
+		p.rmsnorm(ln, kernels.Tensor{}, x, w.ln2, eps)
+		p.linear(gate, ln, w.wg, w.bg)
+		p.linear(up, ln, w.wu, w.bu)
+		p.swiglu(gate, gate, up)
+		p.linear(tmp, gate, w.wd, w.bd)
+		p.add(x, x, tmp)
+	}
+	last := x
+	if prefill {
+		// The embedding op is a row gather: pick each prompt's last hidden state.
+		last = ws.last.MustSlice(0, S)
+		if p.err == nil {
+			p.err = m.dev.EmbeddingFwd(last, x, ws.lastIdx.MustSlice(0, S))
+		}
+	}
+	lnS := ws.ln.MustSlice(0, S)
+	p.rmsnorm(lnS, kernels.Tensor{}, last, m.w.norm, eps)
+	p.matmul(kernels.MatMul{A: lnS, B: m.w.head, C: ws.logits.MustSlice(0, S), TransB: true, Alpha: 1})
+	return p.err
+}
