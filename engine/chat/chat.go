@@ -3,7 +3,16 @@
 // jinja2 with trim_blocks and lstrip_blocks, the loopcontrols extension,
 // transformers' own tojson filter and the raise_exception and strftime_now
 // globals. The engine is gonja; where gonja's built-ins differ from Python's,
-// this package registers its own versions (see env.go).
+// this package registers its own versions (see env.go). testdata/golden.json
+// holds jinja2's renders (testdata/gen_golden.py) that the tests match byte for
+// byte.
+//
+// Not supported, or known to differ from jinja2: transformers'
+// {% generation %} tag (assistant-token masks) fails to parse; tools and
+// documents are always none; {{ none }} prints "" (jinja2: "None");
+// arithmetic edge cases (division by zero, negative string repeat) give other
+// results or errors; tojson writes Go map keys sorted, having no insertion
+// order to keep.
 package chat
 
 import (
