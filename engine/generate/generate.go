@@ -1,0 +1,538 @@
+// Package generate is serl's sampler: batched generation on the paged KV cache with continuous
+// batching, one prefill per prompt shared by its n samples (reference-counted blocks, copy-on-write),
+// per-request sampling settings, and reproducible draws keyed by (seed, sample, step), so a sample does
+// not depend on what else is in the batch.
+package generate
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/serl-go/serl/engine/model"
+)
+
+// Params are one request's sampling settings (vLLM's SamplingParams, as SeRL uses them).
+type Params struct {
+	MaxNewTokens    int
+	MinNewTokens    int     // stop tokens are banned before this many new tokens
+	Temperature     float32 // 0: greedy
+	TopP            float32 // ≤ 0 or ≥ 1: off
+	TopK            int     // ≤ 0: off
+	PresencePenalty float32
+	StopIDs         []int32 // nil: the model's EOS ids
+	StopStrings     []string
+	Seed            uint64
+}
+
+// Request asks for N samples of a prompt.
+type Request struct {
+	Prompt []int32
+	N      int
+	Params Params
+}
+
+// FinishReason says why a sample ended.
+type FinishReason string
+
+const (
+	FinishStop   FinishReason = "stop"   // a stop id or stop string
+	FinishLength FinishReason = "length" // MaxNewTokens
+)
+
+// Sample is one generated continuation. Tokens include a final stop id (EOS is an action in SeRL);
+// Text (with a Detokenizer) is the decoded continuation without special tokens, cut after a stop string.
+type Sample struct {
+	Tokens   []int32
+	LogProbs []float32 // per token, under the penalised, temperature-scaled distribution
+	Text     string
+	Finish   FinishReason
+}
+
+// Detokenizer turns ids into text (engine/tokenizer's Tokenizer satisfies it).
+type Detokenizer interface {
+	Decode(ids []int32, skipSpecial bool) (string, error)
+}
+
+// Config sizes an engine.
+type Config struct {
+	BlockSize        int // tokens per KV block
+	NumBlocks        int // blocks in the cache
+	MaxBatch         int // sequences decoded together
+	MaxPrefillTokens int // prompt tokens per prefill batch
+	MaxSeqLen        int // longest prompt + continuation
+}
+
+// Stats counts the engine's work since it was made.
+type Stats struct {
+	Prefills        int // prompts prefilled (once per request, however many samples)
+	PrefillTokens   int
+	DecodeSteps     int
+	GeneratedTokens int
+	PrefillTime     time.Duration
+	DecodeTime      time.Duration
+	SampleTime      time.Duration
+}
+
+// TokensPerSecond is generated tokens over the time spent generating.
+func (s Stats) TokensPerSecond() float64 {
+	t := (s.PrefillTime + s.DecodeTime + s.SampleTime).Seconds()
+	if t == 0 {
+		return 0
+	}
+	return float64(s.GeneratedTokens) / t
+}
+
+// Engine generates with one model, cache and workspace. Not safe for concurrent use.
+type Engine struct {
+	m     *model.Model
+	cfg   Config
+	kv    *model.KVCache
+	ws    *model.Workspace
+	pool  *blockPool
+	stats Stats
+
+	maxBlocks int
+	sp        samplerBuffers
+	// host staging for a decode step, [MaxBatch] (tables [MaxBatch·maxBlocks])
+	ids, pos, slots, lens, table []int32
+}
+
+// CacheBytes is the memory an engine of configuration cfg allocates for the model's config.
+func CacheBytes(c model.Config, cfg Config) int64 {
+	mb := (cfg.MaxSeqLen + cfg.BlockSize - 1) / cfg.BlockSize
+	return c.KVCacheBytes(cfg.NumBlocks, cfg.BlockSize) + c.WorkspaceBytes(max(cfg.MaxPrefillTokens, cfg.MaxBatch), cfg.MaxBatch, mb)
+}
+
+// New makes an engine for m.
+func New(m *model.Model, cfg Config) (*Engine, error) {
+	if cfg.BlockSize < 1 || cfg.NumBlocks < 1 || cfg.MaxBatch < 1 || cfg.MaxPrefillTokens < 1 || cfg.MaxSeqLen < 2 {
+		return nil, fmt.Errorf("generate: config %+v: every size must be positive", cfg)
+	}
+	if cfg.MaxSeqLen > m.Config.MaxPositions {
+		return nil, fmt.Errorf("generate: MaxSeqLen %d exceeds the model's max_position_embeddings %d", cfg.MaxSeqLen, m.Config.MaxPositions)
+	}
+	mb := (cfg.MaxSeqLen + cfg.BlockSize - 1) / cfg.BlockSize
+	kv, err := m.NewKVCache(cfg.NumBlocks, cfg.BlockSize)
+	if err != nil {
+		return nil, err
+	}
+	ws, err := m.NewWorkspace(max(cfg.MaxPrefillTokens, cfg.MaxBatch), cfg.MaxBatch, mb)
+	if err != nil {
+		kv.Free()
+		return nil, err
+	}
+	e := &Engine{m: m, cfg: cfg, kv: kv, ws: ws, pool: newBlockPool(cfg.NumBlocks), maxBlocks: mb,
+		ids: make([]int32, cfg.MaxBatch), pos: make([]int32, cfg.MaxBatch), slots: make([]int32, cfg.MaxBatch),
+		lens: make([]int32, cfg.MaxBatch), table: make([]int32, cfg.MaxBatch*mb)}
+	if err := e.sp.init(m.Device(), cfg.MaxBatch, cfg.MaxSeqLen, m.Config.Vocab); err != nil {
+		e.Free()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Free releases the engine's memory.
+func (e *Engine) Free() {
+	e.kv.Free()
+	e.ws.Free()
+	e.sp.free()
+}
+
+// Stats returns the work counters.
+func (e *Engine) Stats() Stats { return e.stats }
+
+// Config returns the engine's sizes.
+func (e *Engine) Config() Config { return e.cfg }
+
+// seq is one sample being generated.
+type seq struct {
+	req, idx int
+	blocks   []int32 // block table
+	cached   int     // tokens whose keys/values are in the cache
+	next     int32   // sampled token not yet in the cache
+	reserved int     // blocks still promised to this sequence
+	out      Sample
+	done     bool
+	st       *reqState // the request's settings (kept after the request has started every sample)
+}
+
+// reqState is a request between its prefill and the start of its last sample.
+type reqState struct {
+	r          *Request
+	stop       map[int32]bool
+	stopList   []int32 // the stop set, sorted: banned while fewer than MinNewTokens are drawn
+	stopKey    string  // identifies the stop set, to group rows that share their bans
+	prompt     []int32 // blocks holding the prompt, shared by the samples
+	started    int     // samples started
+	firsts     []int32 // first token of each sample, drawn from the prompt's logits
+	firstLogps []float32
+	perSample  int // blocks one sample may need beyond the shared full prompt blocks
+}
+
+// Generate runs every request to completion and returns, per request, its N samples in order.
+// onToken, when not nil, is called with each new token as it is drawn (for streaming).
+func (e *Engine) Generate(reqs []Request, tok Detokenizer, onToken func(req, sample int, token int32)) ([][]Sample, error) {
+	states, err := e.validate(reqs, tok)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]Sample, len(reqs))
+	for i := range out {
+		out[i] = make([]Sample, reqs[i].N)
+	}
+	var active []*seq
+	nextReq := 0
+	prefilled := map[int]bool{}
+	for {
+		// Admission: prefill waiting prompts that fit, then start samples while slots and blocks last.
+		if err := e.admitPrefills(states, &nextReq, prefilled, len(active)); err != nil {
+			return nil, err
+		}
+		for ri := range states {
+			st := states[ri]
+			if st == nil || !prefilled[ri] {
+				continue
+			}
+			for st.started < st.r.N && len(active) < e.cfg.MaxBatch && e.pool.reserve(st.perSample) {
+				s := e.startSample(ri, st, onToken)
+				if err := e.checkStop(s, tok); err != nil {
+					return nil, err
+				}
+				if s.done {
+					e.finish(s, tok, out)
+				} else {
+					active = append(active, s)
+				}
+			}
+			if st.started == st.r.N {
+				for _, b := range st.prompt {
+					e.pool.release(b)
+				}
+				states[ri] = nil
+			}
+		}
+		if len(active) == 0 {
+			if nextReq >= len(reqs) && allNil(states) {
+				return out, nil
+			}
+			if nextReq < len(reqs) && !prefilled[nextReq] && e.pool.available() == 0 {
+				return nil, errors.New("generate: cache exhausted with nothing running (accounting broken)")
+			}
+			continue
+		}
+		if err := e.decodeStep(active, tok, onToken); err != nil {
+			return nil, err
+		}
+		kept := active[:0]
+		for _, s := range active {
+			if s.done {
+				e.finish(s, tok, out)
+			} else {
+				kept = append(kept, s)
+			}
+		}
+		for i := len(kept); i < len(active); i++ {
+			active[i] = nil
+		}
+		active = kept
+	}
+}
+
+func allNil(states []*reqState) bool {
+	for _, s := range states {
+		if s != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// validate checks every request and works out its block needs; a request that could never fit the
+// cache is an error now rather than a stall later.
+func (e *Engine) validate(reqs []Request, tok Detokenizer) ([]*reqState, error) {
+	bs := e.cfg.BlockSize
+	states := make([]*reqState, len(reqs))
+	for i := range reqs {
+		r := &reqs[i]
+		p := r.Params
+		switch {
+		case len(r.Prompt) == 0:
+			return nil, fmt.Errorf("generate: request %d: empty prompt", i)
+		case r.N < 1:
+			return nil, fmt.Errorf("generate: request %d: N = %d samples", i, r.N)
+		case p.MaxNewTokens < 1:
+			return nil, fmt.Errorf("generate: request %d: MaxNewTokens = %d", i, p.MaxNewTokens)
+		case p.MinNewTokens < 0 || p.MinNewTokens > p.MaxNewTokens:
+			return nil, fmt.Errorf("generate: request %d: MinNewTokens %d outside [0, MaxNewTokens]", i, p.MinNewTokens)
+		case !(p.Temperature >= 0):
+			return nil, fmt.Errorf("generate: request %d: temperature %v", i, p.Temperature)
+		case len(r.Prompt)+p.MaxNewTokens > e.cfg.MaxSeqLen:
+			return nil, fmt.Errorf("generate: request %d: prompt of %d tokens + %d new tokens exceeds the context of %d",
+				i, len(r.Prompt), p.MaxNewTokens, e.cfg.MaxSeqLen)
+		case len(r.Prompt) > e.cfg.MaxPrefillTokens:
+			return nil, fmt.Errorf("generate: request %d: prompt of %d tokens exceeds the prefill budget of %d", i, len(r.Prompt), e.cfg.MaxPrefillTokens)
+		case len(p.StopStrings) > 0 && tok == nil:
+			return nil, fmt.Errorf("generate: request %d: stop strings need a detokenizer", i)
+		}
+		for j, id := range r.Prompt {
+			if id < 0 || int(id) >= e.m.Config.Vocab {
+				return nil, fmt.Errorf("generate: request %d: prompt token %d is id %d, outside the vocabulary of %d", i, j, id, e.m.Config.Vocab)
+			}
+		}
+		stop := map[int32]bool{}
+		ids := p.StopIDs
+		if ids == nil {
+			for _, id := range e.m.Config.EOS {
+				ids = append(ids, int32(id))
+			}
+		}
+		for _, id := range ids {
+			if id < 0 || int(id) >= e.m.Config.Vocab {
+				return nil, fmt.Errorf("generate: request %d: stop id %d outside the vocabulary", i, id)
+			}
+			stop[id] = true
+		}
+		promptBlocks := (len(r.Prompt) + bs - 1) / bs
+		full := len(r.Prompt) / bs
+		total := (len(r.Prompt) + p.MaxNewTokens + bs - 1) / bs
+		st := &reqState{r: r, stop: stop, perSample: total - full}
+		for id := range stop {
+			st.stopList = append(st.stopList, id)
+		}
+		slices.Sort(st.stopList)
+		st.stopKey = fmt.Sprint(st.stopList)
+		if len(st.stopList) > maxBan {
+			return nil, fmt.Errorf("generate: request %d: %d stop ids (at most %d)", i, len(st.stopList), maxBan)
+		}
+		// The shared prompt blocks plus one sample's own must fit an otherwise empty cache.
+		if promptBlocks+st.perSample > e.cfg.NumBlocks {
+			return nil, fmt.Errorf("generate: request %d needs %d KV blocks of %d tokens, the cache has %d", i,
+				promptBlocks+st.perSample, bs, e.cfg.NumBlocks)
+		}
+		states[i] = st
+	}
+	return states, nil
+}
+
+// admitPrefills prefills, in one packed batch, the next waiting prompts whose blocks (and at least one
+// sample's) fit, and draws every sample's first token from the prompt's last logits.
+func (e *Engine) admitPrefills(states []*reqState, nextReq *int, prefilled map[int]bool, running int) error {
+	bs := e.cfg.BlockSize
+	var batch []int
+	tokens := 0
+	for *nextReq < len(states) && len(batch) < e.cfg.MaxBatch {
+		st := states[*nextReq]
+		n := len(st.r.Prompt)
+		if tokens+n > e.cfg.MaxPrefillTokens {
+			break
+		}
+		need := (n + bs - 1) / bs
+		// Only admit what can also start a sample now, so prompts do not pile up holding blocks.
+		if running+len(batch) >= e.cfg.MaxBatch || !e.pool.reserve(need+st.perSample) {
+			break
+		}
+		e.pool.unreserve(st.perSample)
+		st.prompt = make([]int32, need)
+		for j := range st.prompt {
+			b, err := e.pool.take()
+			if err != nil {
+				return err
+			}
+			st.prompt[j] = b
+		}
+		batch = append(batch, *nextReq)
+		tokens += n
+		*nextReq++
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	ids := make([]int32, 0, tokens)
+	lens := make([]int, 0, len(batch))
+	slots := make([]int32, 0, tokens)
+	for _, ri := range batch {
+		st := states[ri]
+		ids = append(ids, st.r.Prompt...)
+		lens = append(lens, len(st.r.Prompt))
+		for p := range st.r.Prompt {
+			slots = append(slots, st.prompt[p/bs]*int32(bs)+int32(p%bs))
+		}
+	}
+	t0 := time.Now()
+	if err := e.m.Prefill(e.ws, e.kv, ids, lens, slots); err != nil {
+		return err
+	}
+	e.stats.PrefillTime += time.Since(t0)
+	e.stats.Prefills += len(batch)
+	e.stats.PrefillTokens += tokens
+	t0 = time.Now()
+	for row, ri := range batch {
+		st := states[ri]
+		toks, logps, err := e.sp.sampleFirst(e.ws.Logits(len(batch)).MustSlice(row, row+1), st)
+		if err != nil {
+			return fmt.Errorf("generate: request %d: %w", ri, err)
+		}
+		st.firsts, st.firstLogps = toks, logps
+		prefilled[ri] = true
+	}
+	e.stats.SampleTime += time.Since(t0)
+	return nil
+}
+
+// startSample forks sample st.started off the prompt: it shares the prompt's blocks (the partly filled
+// last one is copied when first written) and begins with its first token already drawn.
+func (e *Engine) startSample(ri int, st *reqState, onToken func(int, int, int32)) *seq {
+	s := &seq{req: ri, idx: st.started, cached: len(st.r.Prompt), reserved: st.perSample, st: st}
+	s.blocks = append(make([]int32, 0, e.maxBlocks), st.prompt...)
+	for _, b := range s.blocks {
+		e.pool.retain(b)
+	}
+	st.started++
+	tokn := st.firsts[s.idx]
+	s.next = tokn
+	// Full capacity up front: appending a token during decode never allocates.
+	s.out.Tokens = append(make([]int32, 0, st.r.Params.MaxNewTokens), tokn)
+	s.out.LogProbs = append(make([]float32, 0, st.r.Params.MaxNewTokens), st.firstLogps[s.idx])
+	e.stats.GeneratedTokens++
+	if onToken != nil {
+		onToken(ri, s.idx, tokn)
+	}
+	return s
+}
+
+// slotFor makes room for the sequence's next token: a fresh block at a block boundary, or a private
+// copy of a shared, partly filled block (copy-on-write).
+func (e *Engine) slotFor(s *seq) (int32, error) {
+	bs := e.cfg.BlockSize
+	bi := s.cached / bs
+	if s.cached%bs == 0 {
+		b, err := e.pool.take()
+		if err != nil {
+			return 0, err
+		}
+		s.reserved--
+		s.blocks = append(s.blocks, b)
+	} else if old := s.blocks[bi]; e.pool.refs[old] > 1 {
+		b, err := e.pool.take()
+		if err != nil {
+			return 0, err
+		}
+		s.reserved--
+		if err := e.kv.CopyBlock(int(b), int(old)); err != nil {
+			return 0, err
+		}
+		e.pool.release(old)
+		s.blocks[bi] = b
+	}
+	return s.blocks[bi]*int32(bs) + int32(s.cached%bs), nil
+}
+
+// decodeStep feeds every active sequence its pending token and draws the next one.
+func (e *Engine) decodeStep(active []*seq, tok Detokenizer, onToken func(int, int, int32)) error {
+	// Rows that share a stop set are contiguous, so each group's bans are exact with one sample call.
+	slices.SortStableFunc(active, func(a, b *seq) int { return strings.Compare(a.st.stopKey, b.st.stopKey) })
+	S, mb := len(active), e.maxBlocks
+	for r, s := range active {
+		slot, err := e.slotFor(s)
+		if err != nil {
+			return err
+		}
+		e.ids[r], e.pos[r], e.slots[r], e.lens[r] = s.next, int32(s.cached), slot, int32(s.cached+1)
+		row := e.table[r*mb : (r+1)*mb]
+		n := copy(row, s.blocks)
+		clear(row[n:])
+	}
+	t0 := time.Now()
+	if err := e.m.Decode(e.ws, e.kv, e.ids[:S], e.pos[:S], e.slots[:S], e.table[:S*mb], e.lens[:S]); err != nil {
+		return err
+	}
+	e.stats.DecodeTime += time.Since(t0)
+	e.stats.DecodeSteps++
+	t0 = time.Now()
+	logits := e.ws.Logits(S)
+	for lo := 0; lo < S; {
+		hi := lo + 1
+		for hi < S && active[hi].st.stopKey == active[lo].st.stopKey {
+			hi++
+		}
+		hist := false
+		for r, s := range active[lo:hi] {
+			p := &s.st.r.Params
+			e.sp.setRow(r, p, s.idx, len(s.out.Tokens), len(s.out.Tokens) < p.MinNewTokens)
+			if p.PresencePenalty != 0 {
+				hist = true
+			}
+		}
+		if hist {
+			for r, s := range active[lo:hi] {
+				n := copy(e.sp.hHist[r*e.sp.ldHist:(r+1)*e.sp.ldHist], s.out.Tokens)
+				e.sp.hHistLen[r] = int32(n)
+			}
+		}
+		toks, logps, err := e.sp.draw(logits.MustSlice(lo, hi), hi-lo, hist, active[lo].st.stopList)
+		if err != nil {
+			return err
+		}
+		for r, s := range active[lo:hi] {
+			s.cached++
+			s.next = toks[r]
+			s.out.Tokens = append(s.out.Tokens, toks[r])
+			s.out.LogProbs = append(s.out.LogProbs, logps[r])
+			e.stats.GeneratedTokens++
+			if onToken != nil {
+				onToken(s.req, s.idx, toks[r])
+			}
+			if err := e.checkStop(s, tok); err != nil {
+				return err
+			}
+		}
+		lo = hi
+	}
+	e.stats.SampleTime += time.Since(t0)
+	return nil
+}
+
+// checkStop ends a sequence on a stop id, a stop string (its text is then cut just after the string),
+// or MaxNewTokens.
+func (e *Engine) checkStop(s *seq, tok Detokenizer) error {
+	p := &s.st.r.Params
+	last := s.out.Tokens[len(s.out.Tokens)-1]
+	switch {
+	case s.st.stop[last] && len(s.out.Tokens) >= p.MinNewTokens:
+		s.done, s.out.Finish = true, FinishStop
+		return nil
+	case len(p.StopStrings) > 0 && len(s.out.Tokens) >= p.MinNewTokens:
+		text, err := tok.Decode(s.out.Tokens, true)
+		if err != nil {
+			return err
+		}
+		for _, ss := range p.StopStrings {
+			if i := strings.Index(text, ss); ss != "" && i >= 0 {
+				s.done, s.out.Finish, s.out.Text = true, FinishStop, text[:i+len(ss)]
+				return nil
+			}
+		}
+	}
+	if len(s.out.Tokens) >= p.MaxNewTokens {
+		s.done, s.out.Finish = true, FinishLength
+	}
+	return nil
+}
+
+// finish releases a sequence's blocks and records its sample (decoding its text with tok).
+func (e *Engine) finish(s *seq, tok Detokenizer, out [][]Sample) {
+	for _, b := range s.blocks {
+		e.pool.release(b)
+	}
+	e.pool.unreserve(s.reserved)
+	s.blocks, s.reserved = nil, 0
+	if tok != nil && s.out.Text == "" {
+		if text, err := tok.Decode(s.out.Tokens, true); err == nil {
+			s.out.Text = text
+		}
+	}
+	out[s.req][s.idx] = s.out
+}
