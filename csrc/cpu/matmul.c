@@ -12,7 +12,9 @@
  *    worker's L2 while each A micro-panel (MR×KC) stays in L1.
  * The microkernel is MR×NR register-blocked FMA: 6×16 ymm here (AVX2) and 12×32 zmm in matmul_avx512.c.
  * Edge tiles are computed in full against zero-padded panels and written back through a small buffer. */
+#define _GNU_SOURCE
 #include <immintrin.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -257,7 +259,14 @@ static void ensure_panel(gemm_job *j, int is_b, int64_t s, int64_t q) {
         atomic_store_explicit(f, PANEL_READY, memory_order_release);
         return;
     }
-    while (atomic_load_explicit(f, memory_order_acquire) != PANEL_READY) cpu_pause();
+    /* A panel packs in microseconds; waiting longer means its packer was preempted (the machine is
+     * shared), so give the core back instead of spinning through its time slice. */
+    for (int spins = 0; atomic_load_explicit(f, memory_order_acquire) != PANEL_READY; spins++) {
+        if (spins < 4096)
+            cpu_pause();
+        else
+            sched_yield();
+    }
 }
 
 static void tile_task(void *arg, int64_t t, int worker) {
