@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/serl-go/serl/engine/chat"
+	"github.com/serl-go/serl/engine/generate"
+	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/engine/tokenizer"
+)
+
+func init() {
+	addCommand(command{name: "generate", summary: "sample continuations of a prompt", run: runGenerate})
+	addCommand(command{name: "tokenize", summary: "text to token ids, or ids to text (--decode)", run: runTokenize})
+}
+
+// parseIDs reads "1,2,3".
+func parseIDs(s string) ([]int32, error) {
+	var ids []int32
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		v, err := strconv.ParseInt(f, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("token id %q: not an integer", f)
+		}
+		ids = append(ids, int32(v))
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("no token ids")
+	}
+	return ids, nil
+}
+
+func loadTokenizer(dir string) (*tokenizer.Tokenizer, error) {
+	return tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+}
+
+func runTokenize(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("tokenize", stderr)
+	dir := fs.String("model", "", "model folder with tokenizer.json")
+	text := fs.String("text", "", "text to encode")
+	decode := fs.String("decode", "", "comma-separated ids to decode instead")
+	noSpecial := fs.Bool("no-special", false, "do not add the post-processor's special tokens (e.g. Llama's BOS)")
+	plain := fs.Bool("plain", false, "treat special-token text in --text as plain text")
+	skip := fs.Bool("skip-special", false, "with --decode: drop special tokens")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" || (*text == "") == (*decode == "") {
+		return usagef("give --model and exactly one of --text or --decode")
+	}
+	tok, err := loadTokenizer(*dir)
+	if err != nil {
+		return err
+	}
+	if *decode != "" {
+		ids, err := parseIDs(*decode)
+		if err != nil {
+			return usagef("--decode: %v", err)
+		}
+		s, err := tok.Decode(ids, *skip)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, s)
+		return nil
+	}
+	ids := tok.Encode(*text, tokenizer.EncodeOptions{AddSpecial: !*noSpecial, ParseSpecial: !*plain})
+	b, _ := json.Marshal(ids)
+	fmt.Fprintln(stdout, string(b))
+	return nil
+}
+
+func runGenerate(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("generate", stderr)
+	var df deviceFlags
+	df.register(fs)
+	dir := fs.String("model", "", "Hugging Face model folder")
+	prompt := fs.String("prompt", "", "prompt text (needs tokenizer.json)")
+	idsFlag := fs.String("ids", "", "prompt as comma-separated token ids")
+	useChat := fs.Bool("chat", false, "wrap --prompt in the model's chat template (tokenizer_config.json) as a user turn")
+	system := fs.String("system", "", "with --chat: a system message")
+	maxNew := fs.Int("max-new-tokens", 128, "tokens to generate at most")
+	minNew := fs.Int("min-new-tokens", 0, "tokens to generate at least (EOS is banned before)")
+	temp := fs.Float64("temperature", 1, "sampling temperature; 0 is greedy")
+	topP := fs.Float64("top-p", 1, "nucleus sampling mass (1: off)")
+	topK := fs.Int("top-k", 0, "keep the k most likely tokens (0: off)")
+	presence := fs.Float64("presence-penalty", 0, "subtracted from the logit of every token already generated")
+	n := fs.Int("n", 1, "samples")
+	seed := fs.Uint64("seed", 0, "random seed (same seed, same samples)")
+	asJSON := fs.Bool("json", false, "one JSON line per sample: tokens, log-probs, text, finish reason")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" || (*prompt == "") == (*idsFlag == "") {
+		return usagef("give --model and exactly one of --prompt or --ids")
+	}
+	if *n < 1 || *maxNew < 1 || *temp < 0 {
+		return usagef("want --n ≥ 1, --max-new-tokens ≥ 1, --temperature ≥ 0")
+	}
+	var tok *tokenizer.Tokenizer
+	if _, err := os.Stat(filepath.Join(*dir, "tokenizer.json")); err == nil {
+		if tok, err = loadTokenizer(*dir); err != nil {
+			return err
+		}
+	}
+	var ids []int32
+	var err error
+	switch {
+	case *idsFlag != "":
+		if ids, err = parseIDs(*idsFlag); err != nil {
+			return usagef("--ids: %v", err)
+		}
+	case tok == nil:
+		return fmt.Errorf("%s has no tokenizer.json: give the prompt as --ids", *dir)
+	default:
+		text := *prompt
+		add := true
+		if *useChat {
+			cfg, err := chat.LoadTokenizerConfig(filepath.Join(*dir, "tokenizer_config.json"))
+			if err != nil {
+				return err
+			}
+			tmpl, err := cfg.Template()
+			if err != nil {
+				return err
+			}
+			var msgs []chat.Message
+			if *system != "" {
+				msgs = append(msgs, chat.Message{Role: "system", Content: *system})
+			}
+			msgs = append(msgs, chat.Message{Role: "user", Content: text})
+			if text, err = tmpl.Render(msgs, cfg.Options(true)); err != nil {
+				return err
+			}
+			add = false // the template writes BOS itself: no second one
+		}
+		ids = tok.Encode(text, tokenizer.EncodeOptions{AddSpecial: add, ParseSpecial: *useChat})
+	}
+	d, stop, err := df.open(stderr)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	m, err := model.Load(d, *dir)
+	if err != nil {
+		return err
+	}
+	defer m.Free()
+	seqLen := min(len(ids)+*maxNew, m.Config.MaxPositions)
+	cfg := generate.Config{BlockSize: 16, MaxBatch: min(*n, 64), MaxPrefillTokens: max(len(ids), 16), MaxSeqLen: seqLen}
+	cfg.NumBlocks = (len(ids)+15)/16 + cfg.MaxBatch*((seqLen+15)/16) + 1
+	e, err := generate.New(m, cfg)
+	if err != nil {
+		return err
+	}
+	defer e.Free()
+	req := generate.Request{Prompt: ids, N: *n, Params: generate.Params{MaxNewTokens: *maxNew, MinNewTokens: *minNew,
+		Temperature: float32(*temp), TopP: float32(*topP), TopK: *topK, PresencePenalty: float32(*presence), Seed: *seed}}
+	w := bufio.NewWriter(stdout)
+	defer w.Flush()
+	var onToken func(int, int, int32)
+	if !*asJSON && *n == 1 && tok != nil && isTerminal(stdout) {
+		// Stream the text as it is drawn, holding back incomplete UTF-8.
+		sd := tok.NewStreamDecoder(true)
+		onToken = func(_, _ int, id int32) {
+			if s, err := sd.Push(id); err == nil {
+				w.WriteString(s)
+				w.Flush()
+			}
+		}
+	}
+	var detok generate.Detokenizer
+	if tok != nil {
+		detok = tok
+	}
+	out, err := e.Generate([]generate.Request{req}, detok, onToken)
+	if err != nil {
+		return err
+	}
+	for i, s := range out[0] {
+		switch {
+		case *asJSON:
+			b, _ := json.Marshal(map[string]any{"sample": i, "tokens": s.Tokens, "logprobs": s.LogProbs, "text": s.Text, "finish": s.Finish})
+			w.Write(append(b, '\n'))
+		case onToken != nil:
+			w.WriteString("\n")
+		case tok != nil:
+			if *n > 1 {
+				fmt.Fprintf(w, "--- sample %d (%s)\n", i, s.Finish)
+			}
+			fmt.Fprintln(w, s.Text)
+		default:
+			b, _ := json.Marshal(s.Tokens)
+			fmt.Fprintln(w, string(b))
+		}
+	}
+	st := e.Stats()
+	fmt.Fprintf(stderr, "serl: %d tokens in %.2fs (%.1f tokens/s), %d prefill(s)\n", st.GeneratedTokens,
+		(st.PrefillTime + st.DecodeTime + st.SampleTime).Seconds(), st.TokensPerSecond(), st.Prefills)
+	return nil
+}
+
+// isTerminal reports whether w is a character device (a terminal), where streaming makes sense.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
