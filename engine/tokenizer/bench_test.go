@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// benchText is real problem text: the golden strings of the math data, about 100 KB.
+// benchText is the trainer corpus (math problems, plus the hard strings) three times, ~100 KB.
 func benchText(b *testing.B) string {
 	data, err := os.ReadFile(filepath.Join("testdata", "train", "corpus.txt"))
 	if err != nil {

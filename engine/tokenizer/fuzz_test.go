@@ -74,6 +74,25 @@ func FuzzLoad(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(small[:len(small)/2])
+	// A small valid file (ids < 120) so mutations are cheap enough to explore the schema.
+	f.Add(mutate(f, func(m map[string]any) {
+		model := m["model"].(map[string]any)
+		vocab := model["vocab"].(map[string]any)
+		for k, v := range vocab {
+			if v.(float64) >= 120 {
+				delete(vocab, k)
+			}
+		}
+		var merges []any
+		for _, mg := range model["merges"].([]any) {
+			a, b, _ := strings.Cut(mg.(string), " ")
+			if _, ok := vocab[a+b]; ok {
+				merges = append(merges, mg)
+			}
+		}
+		model["merges"] = merges
+		m["added_tokens"] = []any{}
+	}))
 	f.Add([]byte(`{"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":["a b"]},"pre_tokenizer":null}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tk, err := Parse(data, "fuzz.json")

@@ -386,7 +386,6 @@ func (t *Tokenizer) setModel(m *modelJSON, merges [][2]string) error {
 			}
 		}
 	}
-	t.modelSize = len(m.Vocab)
 	t.merges = make(map[uint64]mergeRule, len(merges))
 	t.mergeList = merges
 	for rank, p := range merges {

@@ -26,7 +26,6 @@ type Tokenizer struct {
 	byteID    [256]int32       // id of each byte's symbol, -1 if the vocab lacks it
 	merges    map[uint64]mergeRule
 	mergeList [][2]string
-	modelSize int
 
 	ignoreMerges bool
 	fuseUnk      bool

@@ -5,7 +5,9 @@
 //
 //   mkdir -p /tmp/tokgold && (cd /tmp/tokgold && npm init -y && npm install tokenizers@0.23.2)
 //   node engine/tokenizer/testdata/gen_golden.mjs            # trains + writes qwen2/, llama3/, train/
-//   node engine/tokenizer/testdata/gen_golden.mjs check DIR  # encodes hard.txt-corpus with DIR/tokenizer.json
+//   (cd engine/tokenizer && go test -run TestTrainSaveLoadsInHF -update .)   # serl trains + saves trained/
+//   node engine/tokenizer/testdata/gen_golden.mjs check engine/tokenizer/testdata/trained
+//       # HF loads serl's tokenizer.json and encodes every golden string: trained/golden_hf.jsonl
 //
 // Environment: TOKGOLD (folder holding node_modules/tokenizers, default /tmp/tokgold/),
 // MATHDATA (default /work/shared/data/math).
