@@ -1,0 +1,208 @@
+package evaluate
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/serl-go/serl/engine/chat"
+	"github.com/serl-go/serl/engine/generate"
+	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/engine/tokenizer"
+)
+
+// SystemPrompt is the system message of the chat prompt mode (Part A #1): the official evaluation
+// has none, so this is serl's own, short, and the one the built-in model is trained with.
+const SystemPrompt = "Please reason step by step, and put your final answer within \\boxed{}."
+
+// Official sampling settings of maj@K (SERL.md B §7.2).
+const (
+	SampleTemperature = 1.0
+	SampleTopP        = 0.95
+)
+
+// OfficialStopStrings are the evaluation's stop strings besides the EOS ids (B §7.2); the special-token
+// ones never survive decoding, so only the triple newline acts on text.
+var OfficialStopStrings = []string{"\n\n\n"}
+
+// PromptFunc turns a problem's text into prompt ids.
+type PromptFunc func(problem string) ([]int32, error)
+
+// RawPrompt is the official prompt: the problem text and a newline, spaces stripped, tokenised with
+// the tokenizer's own special tokens (a Llama BOS) as vLLM does for a string prompt.
+func RawPrompt(tok *tokenizer.Tokenizer) PromptFunc {
+	return func(problem string) ([]int32, error) {
+		return tok.Encode(strings.Trim(problem+"\n", " "), tokenizer.EncodeOptions{AddSpecial: true}), nil
+	}
+}
+
+// ChatPrompt renders [system, user] through the model's chat template with the generation prompt.
+// The template writes any BOS itself, so the tokenizer adds none.
+func ChatPrompt(tok *tokenizer.Tokenizer, tmpl chat.Template, opts chat.Options, system string) PromptFunc {
+	opts.AddGenerationPrompt = true
+	return func(problem string) ([]int32, error) {
+		var msgs []chat.Message
+		if system != "" {
+			msgs = append(msgs, chat.Message{Role: "system", Content: system})
+		}
+		msgs = append(msgs, chat.Message{Role: "user", Content: problem})
+		s, err := tmpl.Render(msgs, opts)
+		if err != nil {
+			return nil, err
+		}
+		return tok.Encode(s, tokenizer.EncodeOptions{ParseSpecial: true}), nil
+	}
+}
+
+// StopIDs is the model's EOS ids plus the ids of the official stop tokens the tokenizer has
+// (<|im_end|>, <|endoftext|>, </s>), so a chat-trained model stops at the end of its turn.
+func StopIDs(c model.Config, tok *tokenizer.Tokenizer) []int32 {
+	var ids []int32
+	seen := map[int32]bool{}
+	add := func(id int32) {
+		if !seen[id] && id >= 0 && int(id) < c.Vocab {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	for _, id := range c.EOS {
+		add(int32(id))
+	}
+	if tok != nil {
+		for _, s := range []string{"<|im_end|>", "<|endoftext|>", "</s>"} {
+			if id, ok := tok.TokenID(s); ok {
+				add(id)
+			}
+		}
+	}
+	return ids
+}
+
+// Options sets an evaluation's generation.
+type Options struct {
+	K            int    // samples per problem for maj@K; 0: greedy pass@1 only
+	MaxNewTokens int    // per response
+	Seed         uint64 // sampling seed; each problem draws from its own stream
+	StopIDs      []int32
+	StopStrings  []string
+	MaxBatch     int // sequences decoded together (default 64)
+	BlockSize    int // KV block size (default 16)
+	// Chunk is the number of problems handed to the engine at once (default: about 16 batches' worth
+	// of sequences); progress is reported between chunks.
+	Chunk int
+}
+
+// Evaluator runs problems through a model with the generation engine.
+type Evaluator struct {
+	Model   *model.Model
+	Prompt  PromptFunc
+	Decoder generate.Detokenizer
+	Options Options
+	// Stats is the engine's work over the last Run.
+	Stats generate.Stats
+}
+
+// Generate returns each problem's greedy response and, with K > 0, its K sampled responses. All of a
+// chunk's requests go to the engine together (continuous batching); the K samples of a problem are one
+// request, so they share its prompt's prefill.
+func (e *Evaluator) Generate(problems []Problem, progress func(done, total int)) (greedy []string, samples [][]string, err error) {
+	o := e.Options
+	if o.MaxNewTokens < 1 || o.K < 0 {
+		return nil, nil, fmt.Errorf("evaluate: MaxNewTokens %d, K %d", o.MaxNewTokens, o.K)
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 64
+	}
+	if o.BlockSize <= 0 {
+		o.BlockSize = 16
+	}
+	if o.Chunk <= 0 {
+		o.Chunk = max(1, 16*o.MaxBatch/(o.K+1))
+	}
+	prompts := make([][]int32, len(problems))
+	longest := 1
+	for i, p := range problems {
+		if prompts[i], err = e.Prompt(p.Problem); err != nil {
+			return nil, nil, fmt.Errorf("evaluate: problem %d: %w", i, err)
+		}
+		if len(prompts[i]) == 0 {
+			return nil, nil, fmt.Errorf("evaluate: problem %d: empty prompt", i)
+		}
+		longest = max(longest, len(prompts[i]))
+	}
+	ctx := e.Model.Config.MaxPositions
+	if longest+o.MaxNewTokens > ctx {
+		return nil, nil, fmt.Errorf("evaluate: the longest prompt (%d tokens) + %d new tokens exceeds the model's context of %d",
+			longest, o.MaxNewTokens, ctx)
+	}
+	bs := o.BlockSize
+	seqLen := longest + o.MaxNewTokens
+	prefill := max(longest, min(2048, o.MaxBatch*longest))
+	cfg := generate.Config{BlockSize: bs, MaxBatch: o.MaxBatch, MaxPrefillTokens: prefill, MaxSeqLen: seqLen}
+	// Room for a full batch of sequences plus the shared prompt blocks of the prompts being admitted.
+	cfg.NumBlocks = o.MaxBatch*((seqLen+bs-1)/bs) + (prefill+bs-1)/bs + o.MaxBatch
+	eng, err := generate.New(e.Model, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer eng.Free()
+
+	greedy = make([]string, len(problems))
+	if o.K > 0 {
+		samples = make([][]string, len(problems))
+	}
+	stop := o.StopIDs
+	for lo := 0; lo < len(problems); lo += o.Chunk {
+		hi := min(lo+o.Chunk, len(problems))
+		var reqs []generate.Request
+		for i := lo; i < hi; i++ {
+			reqs = append(reqs, generate.Request{Prompt: prompts[i], N: 1, Params: generate.Params{
+				MaxNewTokens: o.MaxNewTokens, Temperature: 0, StopIDs: stop, StopStrings: o.StopStrings}})
+			if o.K > 0 {
+				reqs = append(reqs, generate.Request{Prompt: prompts[i], N: o.K, Params: generate.Params{
+					MaxNewTokens: o.MaxNewTokens, Temperature: SampleTemperature, TopP: SampleTopP,
+					StopIDs: stop, StopStrings: o.StopStrings, Seed: problemSeed(o.Seed, i)}})
+			}
+		}
+		out, err := eng.Generate(reqs, e.Decoder, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		per := 1
+		if o.K > 0 {
+			per = 2
+		}
+		for i := lo; i < hi; i++ {
+			r := out[(i-lo)*per:]
+			greedy[i] = strings.TrimSpace(r[0][0].Text)
+			if o.K > 0 {
+				samples[i] = make([]string, o.K)
+				for j, s := range r[1] {
+					samples[i][j] = strings.TrimSpace(s.Text)
+				}
+			}
+		}
+		if progress != nil {
+			progress(hi, len(problems))
+		}
+	}
+	e.Stats = eng.Stats()
+	return greedy, samples, nil
+}
+
+// Run generates and grades.
+func (e *Evaluator) Run(problems []Problem, progress func(done, total int)) (Report, []Result, error) {
+	greedy, samples, err := e.Generate(problems, progress)
+	if err != nil {
+		return Report{}, nil, err
+	}
+	return Grade(problems, greedy, samples, e.Options.K)
+}
+
+// problemSeed gives each problem its own sampling stream (SplitMix64 of seed and index), so a
+// problem's samples do not depend on which others are evaluated with it.
+func problemSeed(seed uint64, i int) uint64 {
+	z := seed + 0x9E3779B97F4A7C15*uint64(i+1)
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+	return z ^ (z >> 31)
+}
