@@ -1,0 +1,91 @@
+package selfplay
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/serl-go/serl/engine/selfinstruct"
+	"github.com/serl-go/serl/kernels"
+)
+
+func reasonName(i int) string { return selfinstruct.Reason(i).String() }
+
+// runDir is a run's directory: config.json, metrics.jsonl, the data files of SERL.md §1.6, per-iteration
+// evaluations and models, and the checkpoint of the last step.
+type runDir struct {
+	path string
+	err  error // first failure of a best-effort append (metrics); reported by the next checkpoint
+}
+
+func (d *runDir) file(name string) string { return filepath.Join(d.path, name) }
+
+// writeJSON writes a file atomically (temporary file, rename).
+func (d *runDir) writeJSON(name string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeAtomic(d.file(name), append(b, '\n'))
+}
+
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// appendProblems appends {"idx","prompt"} lines, as the official filtered/expired/keep_train files.
+func (d *runDir) appendProblems(name string, groups []Group) error {
+	if len(groups) == 0 {
+		return nil
+	}
+	f, err := os.OpenFile(d.file(name), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	for _, g := range groups {
+		b, _ := json.Marshal(map[string]any{"idx": g.Problem.ID, "prompt": g.Problem.Text, "share": g.Share})
+		w.Write(append(b, '\n'))
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func (d *runDir) appendMetrics(m *StepMetrics) {
+	f, err := os.OpenFile(d.file("metrics.jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err == nil {
+		b, _ := json.Marshal(m)
+		_, err = f.Write(append(b, '\n'))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil && d.err == nil {
+		d.err = fmt.Errorf("selfplay: metrics.jsonl: %w", err)
+	}
+}
+
+func uploadF32(t kernels.Tensor, host []float32) error { return kernels.Upload(t, host) }

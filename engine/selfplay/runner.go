@@ -1,0 +1,423 @@
+package selfplay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/serl-go/serl/engine/chat"
+	"github.com/serl-go/serl/engine/generate"
+	"github.com/serl-go/serl/engine/mathans"
+	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/engine/reward"
+	"github.com/serl-go/serl/engine/rl"
+	"github.com/serl-go/serl/engine/selfinstruct"
+	"github.com/serl-go/serl/engine/tokenizer"
+	"github.com/serl-go/serl/engine/train"
+)
+
+// Inputs are what a run works with besides its configuration.
+type Inputs struct {
+	Policy    *model.Model // trained in place
+	Reference *model.Model // frozen initial weights, for the KL term
+	Tokenizer *tokenizer.Tokenizer
+	Chat      chat.Template // the model's chat template (self-instruction prompts always use it)
+	ChatOpts  chat.Options  // its BOS/EOS tokens and date string
+	Seeds     []Problem     // serl: few-shot examples and ROUGE-L references
+	Train     []Problem     // maj/gt: the fixed prompt set (gt: with labels)
+	// Evaluate, when set, runs at every iteration boundary (and before training); its result is written
+	// to eval_iter<k>.json.
+	Evaluate func(ctx context.Context, m *model.Model, iteration int) (any, error)
+}
+
+// Runner runs the SeRL loop.
+type Runner struct {
+	cfg   Config
+	in    Inputs
+	dir   *runDir
+	state State
+
+	engine   *generate.Engine
+	opt      *train.Optimizer
+	grads    *model.Blob
+	acts     *model.Activations
+	rlc      rl.Config
+	loopRNG  *rand.Rand
+	loopPCG  *rand.PCG
+	fewShot  *selfinstruct.RNG
+	builder  *selfinstruct.Builder
+	pool     *selfinstruct.Pool
+	filter   *selfinstruct.Filter
+	onStep   func(StepMetrics)
+	counters tickCounters
+}
+
+// tickCounters accumulate over the ticks of one training step, for its metrics line.
+type tickCounters struct {
+	generated, accepted   int
+	rejected              selfinstruct.Counts
+	kept, dropped, expire int
+	shares                []float64
+	genTokens             int
+	genTime, rewardTime   time.Duration
+}
+
+// actsTokens sizes the training arena: a micro-batch of TrainBatch sequences of the longest length.
+func (c Config) actsTokens() int { return c.TrainBatch * (c.MaxPromptTokens + c.MaxNewTokens) }
+
+// newRunner builds the engine, optimizer and buffers around a state (fresh or restored).
+func newRunner(cfg Config, in Inputs, dir *runDir, st State) (*Runner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if in.Policy == nil || in.Reference == nil || in.Tokenizer == nil {
+		return nil, errors.New("selfplay: policy, reference and tokenizer are required")
+	}
+	if cfg.Mode == ModeSeRL && (len(in.Seeds) == 0 || in.Chat == nil) {
+		return nil, errors.New("selfplay: serl mode needs seed problems and a chat template")
+	}
+	if cfg.Mode != ModeSeRL && len(in.Train) < cfg.RolloutBatch {
+		return nil, fmt.Errorf("selfplay: %s mode needs at least %d training problems, have %d", cfg.Mode, cfg.RolloutBatch, len(in.Train))
+	}
+	if cfg.Mode == ModeGT {
+		for i, p := range in.Train {
+			if p.Label == "" {
+				return nil, fmt.Errorf("selfplay: gt mode: training problem %d has no label", i)
+			}
+		}
+	}
+	m := in.Policy
+	seqLen := min(max(cfg.MaxPromptTokens+cfg.MaxNewTokens, cfg.MaxPromptTokens+cfg.InstrMaxNewTokens), m.Config.MaxPositions)
+	const bs = 16
+	perSeq := (seqLen + bs - 1) / bs
+	gcfg := generate.Config{BlockSize: bs, MaxBatch: cfg.MaxBatch, MaxPrefillTokens: max(cfg.MaxPromptTokens, 8*cfg.MaxPromptTokens),
+		MaxSeqLen: seqLen, NumBlocks: cfg.MaxBatch*perSeq + 2*cfg.RolloutBatch*((cfg.MaxPromptTokens+bs-1)/bs) + 1}
+	r := &Runner{cfg: cfg, in: in, dir: dir, state: st}
+	var err error
+	if r.engine, err = generate.New(m, gcfg); err != nil {
+		return nil, err
+	}
+	sched, err := train.NewSchedule(cfg.LR, cfg.OptimizerSteps(), cfg.WarmupRatio, cfg.MinLRRatio)
+	if err != nil {
+		return nil, err
+	}
+	if r.opt, err = train.NewOptimizer(m, train.AdamWConfig{Schedule: sched, Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: 1e-8, ClipNorm: cfg.ClipNorm}); err != nil {
+		return nil, err
+	}
+	if r.grads, err = m.NewGrads(); err != nil {
+		return nil, err
+	}
+	if r.acts, err = m.NewActivations(cfg.actsTokens(), cfg.TrainBatch); err != nil {
+		return nil, err
+	}
+	r.rlc = rl.DefaultConfig(cfg.Algorithm)
+	r.rlc.KLCoef, r.rlc.ClipEps = cfg.KLCoef, cfg.ClipEps
+	r.loopPCG = rand.NewPCG(cfg.Seed, 0x5e71)
+	r.fewShot = selfinstruct.NewRNG(cfg.Seed ^ 0xfe75)
+	if st.LoopRNG != nil {
+		if err := r.loopPCG.UnmarshalBinary(st.LoopRNG); err != nil {
+			return nil, fmt.Errorf("selfplay: restoring the loop RNG: %w", err)
+		}
+		if err := r.fewShot.UnmarshalBinary(st.FewShotRNG); err != nil {
+			return nil, fmt.Errorf("selfplay: restoring the few-shot RNG: %w", err)
+		}
+	}
+	r.loopRNG = rand.New(r.loopPCG)
+	r.opt.SetSteps(st.OptSteps)
+	r.builder = &selfinstruct.Builder{Template: selfinstruct.DefaultTemplate(), K: cfg.FewShot, FromKeep: cfg.FewShotFromKeep}
+	if cfg.FewShotFromKeep == 0 {
+		r.builder.FromKeep = -1
+	}
+	// The ROUGE-L pool is rebuilt in its original order — seeds, every accepted problem, then pending —
+	// so a resumed run scores candidates exactly as the uninterrupted one (Part A #6).
+	r.pool = selfinstruct.NewPool()
+	for _, p := range in.Seeds {
+		r.pool.Add(p.Text)
+	}
+	for _, t := range st.Accepted {
+		r.pool.Add(t)
+	}
+	r.filter = &selfinstruct.Filter{Pool: r.pool, Threshold: cfg.RougeThreshold, Capitalization: cfg.Capitalization}
+	return r, nil
+}
+
+// Free releases the runner's buffers (not the models).
+func (r *Runner) Free() {
+	if r.engine != nil {
+		r.engine.Free()
+	}
+	if r.opt != nil {
+		r.opt.Free()
+	}
+	r.grads.Free()
+	r.acts.Free()
+}
+
+// State returns the loop state (for tests and embedding programs).
+func (r *Runner) State() State { return r.state }
+
+// Run runs until the last iteration is trained or ctx is cancelled; the state after every training
+// step is checkpointed, so a cancelled or killed run resumes from its last step.
+func (r *Runner) Run(ctx context.Context, onStep func(StepMetrics)) error {
+	r.onStep = onStep
+	total := r.cfg.Iterations * r.cfg.StepsPerIteration()
+	if r.state.Evaluated == 0 && r.in.Evaluate != nil {
+		if err := r.evaluate(ctx, 0); err != nil {
+			return err
+		}
+		r.state.Evaluated = 1
+	}
+	for r.state.Steps < total {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		trained, err := r.tick(ctx)
+		if err != nil {
+			return err
+		}
+		if !trained {
+			r.state.NoStepTicks++
+			if r.state.NoStepTicks > r.cfg.MaxTicksNoStep {
+				return fmt.Errorf("selfplay: %d rollouts and generation rounds without enough medium-difficulty groups for a training step; "+
+					"the model may be unable to produce usable problems or answers", r.state.NoStepTicks)
+			}
+			continue
+		}
+		r.state.NoStepTicks = 0
+		if r.state.Steps%r.cfg.StepsPerIteration() == 0 {
+			it := r.state.Steps / r.cfg.StepsPerIteration()
+			if r.in.Evaluate != nil {
+				if err := r.evaluate(ctx, it); err != nil {
+					return err
+				}
+			}
+			r.state.Evaluated = it + 1
+			if err := r.dir.saveIteration(r, it); err != nil {
+				return err
+			}
+		}
+		if err := r.checkpoint(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Runner) evaluate(ctx context.Context, it int) error {
+	res, err := r.in.Evaluate(ctx, r.in.Policy, it)
+	if err != nil {
+		return fmt.Errorf("selfplay: evaluation at iteration %d: %w", it, err)
+	}
+	return r.dir.writeJSON(fmt.Sprintf("eval_iter%d.json", it), res)
+}
+
+// tick is one pass of the loop: a generation round, or a rollout with its filtering, accumulation and
+// (when 16 groups are ready) a training step. It reports whether a training step happened.
+func (r *Runner) tick(ctx context.Context) (bool, error) {
+	r.state.Ticks++
+	var problems []Problem
+	switch r.cfg.Mode {
+	case ModeSeRL:
+		if len(r.state.Pending) < r.cfg.RolloutBatch {
+			return false, r.generateProblems()
+		}
+		problems = append([]Problem(nil), r.state.Pending[:r.cfg.RolloutBatch]...)
+		r.state.Pending = append(r.state.Pending[:0], r.state.Pending[r.cfg.RolloutBatch:]...)
+	default:
+		problems = r.nextTrainingProblems()
+	}
+	groups, err := r.rollout(problems)
+	if err != nil {
+		return false, err
+	}
+	lo, hi := r.cfg.DifficultyLow, r.cfg.DifficultyHigh
+	if r.cfg.Mode == ModeGT {
+		lo, hi = 0, 1 // the oracle baseline filters nothing (official: bounds [0, 1])
+	}
+	fr := difficultyFilter(groups, lo, hi)
+	r.counters.kept += len(fr.kept)
+	r.counters.dropped += len(fr.dropped)
+	if err := r.dir.appendProblems(fmt.Sprintf("filtered_data_%d.jsonl", r.state.Steps), fr.dropped); err != nil {
+		return false, err
+	}
+	for _, g := range fr.kept {
+		if r.cfg.Mode == ModeSeRL {
+			r.state.Keep = append(r.state.Keep, g.Problem.Text)
+		}
+		g.Tag = r.state.Steps
+		r.state.Accum = append(r.state.Accum, g)
+	}
+	expired := r.state.expire()
+	r.counters.expire += len(expired)
+	if err := r.dir.appendProblems(fmt.Sprintf("expired_data_%d.jsonl", r.state.Steps), expired); err != nil {
+		return false, err
+	}
+	batch, ok := r.state.takeBatch(r.cfg.RolloutBatch)
+	if !ok {
+		return false, nil
+	}
+	if err := r.dir.appendProblems(fmt.Sprintf("keep_train_data_%d.jsonl", r.state.Steps), batch); err != nil {
+		return false, err
+	}
+	if err := r.trainStep(ctx, batch); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// nextTrainingProblems takes the next RolloutBatch problems of the shuffled training set (maj/gt),
+// reshuffling at each epoch and dropping the last partial batch, as the official dataloader.
+func (r *Runner) nextTrainingProblems() []Problem {
+	n := len(r.in.Train)
+	if r.state.DataCursor+r.cfg.RolloutBatch > n || r.state.DataCursor == 0 {
+		if r.state.DataCursor != 0 {
+			r.state.DataEpoch++
+		}
+		r.state.DataCursor = 0
+	}
+	perm := rand.New(rand.NewPCG(r.cfg.Seed+uint64(r.state.DataEpoch), 0xda7a)).Perm(n)
+	out := make([]Problem, r.cfg.RolloutBatch)
+	for i := range out {
+		out[i] = r.in.Train[perm[r.state.DataCursor+i]]
+	}
+	r.state.DataCursor += r.cfg.RolloutBatch
+	return out
+}
+
+// responseKey derives a sampling seed for one purpose of one tick, so draws depend only on the run's
+// seed and position, never on batching or on what ran before a resume.
+func (r *Runner) responseKey(purpose uint64) uint64 {
+	x := r.cfg.Seed*0x9e3779b97f4a7c15 ^ uint64(r.state.Ticks)*0xbf58476d1ce4e5b9 ^ purpose*0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+// taskPrompt renders a problem as the policy sees it (Part A #1).
+func (r *Runner) taskPrompt(text string) ([]int32, error) {
+	if r.cfg.PromptMode == PromptChat {
+		s, err := r.in.Chat.Render([]chat.Message{{Role: "system", Content: r.cfg.SystemPrompt}, {Role: "user", Content: text}}, r.chatOpts())
+		if err != nil {
+			return nil, err
+		}
+		return r.in.Tokenizer.Encode(s, tokenizer.EncodeOptions{ParseSpecial: true}), nil
+	}
+	// Raw mode: the problem text as is, no special tokens (official RL prompts), and special-token text
+	// inside model-written problems stays plain text.
+	return r.in.Tokenizer.Encode(text, tokenizer.EncodeOptions{}), nil
+}
+
+func (r *Runner) chatOpts() chat.Options {
+	o := r.in.ChatOpts
+	o.AddGenerationPrompt = true
+	return o
+}
+
+// rollout samples Samples responses for each problem and rewards them.
+func (r *Runner) rollout(problems []Problem) ([]Group, error) {
+	reqs := make([]generate.Request, 0, len(problems))
+	groups := make([]Group, 0, len(problems))
+	for i, p := range problems {
+		ids, err := r.taskPrompt(p.Text)
+		if err != nil {
+			return nil, fmt.Errorf("selfplay: prompt of problem %d: %w", p.ID, err)
+		}
+		if len(ids) > r.cfg.MaxPromptTokens {
+			ids = ids[:r.cfg.MaxPromptTokens] // as official: truncated from the right (task prompts only)
+		}
+		reqs = append(reqs, generate.Request{Prompt: ids, N: r.cfg.Samples, Params: generate.Params{
+			MaxNewTokens: r.cfg.MaxNewTokens, MinNewTokens: 1, Temperature: float32(r.cfg.Temperature),
+			TopP: float32(r.cfg.TopP), Seed: r.responseKey(uint64(i) + 1)}})
+		groups = append(groups, Group{Problem: p, Prompt: ids})
+	}
+	t0 := time.Now()
+	before := r.engine.Stats().GeneratedTokens
+	out, err := r.engine.Generate(reqs, r.in.Tokenizer, nil)
+	if err != nil {
+		return nil, err
+	}
+	r.counters.genTime += time.Since(t0)
+	r.counters.genTokens += r.engine.Stats().GeneratedTokens - before
+	t0 = time.Now()
+	for i := range groups {
+		g := &groups[i]
+		answers := make([]mathans.Answer, len(out[i]))
+		g.Responses = make([]Response, len(out[i]))
+		for j, s := range out[i] {
+			g.Responses[j] = Response{Tokens: s.Tokens, Text: s.Text}
+			answers[j] = mathans.Extract(s.Text) // from the response only (Part A #7)
+		}
+		var rewards []float64
+		if r.cfg.Mode == ModeGT {
+			gold := mathans.ParseGold(g.Problem.Label)
+			rewards = make([]float64, len(answers))
+			for j, a := range answers {
+				if mathans.Same(gold, a) {
+					rewards[j] = 1
+				}
+			}
+		} else {
+			rewards, _ = reward.Majority(answers)
+		}
+		for j := range g.Responses {
+			g.Responses[j].Reward = rewards[j]
+		}
+		g.Share = reward.Share(rewards)
+		r.counters.shares = append(r.counters.shares, g.Share)
+	}
+	r.counters.rewardTime += time.Since(t0)
+	return groups, nil
+}
+
+// generateProblems is one self-instruction round: GenPrompts few-shot prompts through the chat
+// template, one completion each, parsed and filtered into the pending pool (SERL.md §2).
+func (r *Runner) generateProblems() error {
+	seeds := make([]string, len(r.in.Seeds))
+	for i, p := range r.in.Seeds {
+		seeds[i] = p.Text
+	}
+	reqs := make([]generate.Request, r.cfg.GenPrompts)
+	var renderErr error
+	for i := range reqs {
+		var ids []int32
+		fits := func(p selfinstruct.Prompt) bool {
+			s, err := r.in.Chat.Render([]chat.Message{{Role: "system", Content: p.System}, {Role: "user", Content: p.User}}, r.chatOpts())
+			if err != nil {
+				renderErr = err
+				return true
+			}
+			ids = r.in.Tokenizer.Encode(s, tokenizer.EncodeOptions{ParseSpecial: true})
+			return len(ids) <= r.cfg.MaxPromptTokens
+		}
+		if _, err := r.builder.Build(r.fewShot, seeds, r.state.Keep, fits); err != nil {
+			return fmt.Errorf("selfplay: self-instruction prompt: %w", err)
+		}
+		if renderErr != nil {
+			return fmt.Errorf("selfplay: rendering the self-instruction prompt: %w", renderErr)
+		}
+		reqs[i] = generate.Request{Prompt: ids, N: 1, Params: generate.Params{MaxNewTokens: r.cfg.InstrMaxNewTokens, MinNewTokens: 1,
+			Temperature: float32(r.cfg.InstrTemperature), TopP: float32(r.cfg.InstrTopP),
+			PresencePenalty: float32(r.cfg.InstrPresencePenalty), Seed: r.responseKey(1<<20 + uint64(i))}}
+	}
+	t0 := time.Now()
+	before := r.engine.Stats().GeneratedTokens
+	out, err := r.engine.Generate(reqs, r.in.Tokenizer, nil)
+	if err != nil {
+		return err
+	}
+	r.counters.genTime += time.Since(t0)
+	r.counters.genTokens += r.engine.Stats().GeneratedTokens - before
+	for _, o := range out {
+		res := r.filter.Process(o[0].Text)
+		r.counters.generated += len(res.Candidates)
+		r.counters.accepted += len(res.Accepted)
+		r.counters.rejected.Add(res.Counts)
+		for _, text := range res.Accepted {
+			r.state.Pending = append(r.state.Pending, Problem{ID: r.state.GenIdx, Text: text})
+			r.state.Accepted = append(r.state.Accepted, text)
+			r.state.GenIdx++
+		}
+	}
+	return nil
+}
