@@ -1,0 +1,46 @@
+package train
+
+import "fmt"
+
+// AccumulateMaskedNLL is AccumulateNLL with a loss mask per sequence: in sequence s only the tokens at
+// positions ≥ lossFrom[s] are predicted targets (supervised fine-tuning trains on the response, not on
+// the prompt). The loss is the mean NLL over those targets in the micro-batch, scaled by weight, and
+// predicted is their number. Position 0 is never a target; lossFrom[s] ≥ seqLens[s] masks a sequence
+// out entirely, which is allowed as long as the micro-batch keeps at least one target.
+func (t *Trainer) AccumulateMaskedNLL(ids []int32, seqLens []int, lossFrom []int, weight float64) (loss float64, predicted int, err error) {
+	if len(lossFrom) != len(seqLens) {
+		return 0, 0, fmt.Errorf("train: %d loss starts for %d sequences", len(lossFrom), len(seqLens))
+	}
+	for s, n := range seqLens {
+		predicted += max(0, n-max(lossFrom[s], 1))
+	}
+	if predicted == 0 {
+		return 0, 0, fmt.Errorf("train: masked batch has no target tokens")
+	}
+	if err := t.Model.Forward(t.Acts, ids, seqLens); err != nil {
+		return 0, 0, err
+	}
+	T := len(ids)
+	if err := t.Acts.LogProbs(t.logp[:T]); err != nil {
+		return 0, 0, err
+	}
+	// coef[start+i] weights log p(token i+1 | ≤ i), so target j sits at index j−1.
+	c := float32(-weight / float64(predicted))
+	start := 0
+	for s, n := range seqLens {
+		from := max(lossFrom[s], 1)
+		for i := 0; i < n; i++ {
+			if i+1 < n && i+1 >= from {
+				t.coef[start+i] = c
+				loss -= float64(t.logp[start+i])
+			} else {
+				t.coef[start+i] = 0
+			}
+		}
+		start += n
+	}
+	if err := t.Model.Backward(t.Acts, t.Grads, t.coef[:T]); err != nil {
+		return 0, 0, err
+	}
+	return loss / float64(predicted), predicted, nil
+}
