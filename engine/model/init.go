@@ -1,0 +1,43 @@
+package model
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+
+	"github.com/serl-go/serl/kernels"
+)
+
+// RandomInit fills m's parameters for training from scratch: every weight matrix (embedding, lm_head,
+// projections) from N(0, std²), every RMSNorm weight at 1 and every bias at 0 — the initialisation of
+// transformers' Qwen2/Llama _init_weights with initializer_range = std. The draw is deterministic in
+// seed and independent of the device: tensors are filled in layout order from one PCG stream.
+func RandomInit(m *Model, seed uint64, std float64) error {
+	if !(std >= 0) {
+		return fmt.Errorf("model: init std %v must be ≥ 0", std)
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x5e71))
+	var host []float32
+	for i, s := range m.Layout.Specs {
+		if cap(host) < s.Len {
+			host = make([]float32, s.Len)
+		}
+		v := host[:s.Len]
+		switch {
+		case strings.HasSuffix(s.Name, "norm.weight"):
+			for j := range v {
+				v[j] = 1
+			}
+		case strings.HasSuffix(s.Name, ".bias"):
+			clear(v)
+		default:
+			for j := range v {
+				v[j] = float32(rng.NormFloat64() * std)
+			}
+		}
+		if err := kernels.Upload(m.Params.View(i), v); err != nil {
+			return fmt.Errorf("model: init %s: %w", s.Name, err)
+		}
+	}
+	return nil
+}
