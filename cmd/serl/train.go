@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/serl-go/serl/engine/chart"
+	"github.com/serl-go/serl/engine/chat"
+	"github.com/serl-go/serl/engine/evaluate"
+	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/engine/rl"
+	"github.com/serl-go/serl/engine/selfplay"
+	"github.com/serl-go/serl/engine/tokenizer"
+	"github.com/serl-go/serl/kernels"
+)
+
+func init() {
+	addCommand(command{name: "train", summary: "run SeRL (or the maj/gt baselines) end to end", run: runTrain})
+}
+
+// trainFlags are serl train's settings beyond the loop's own Config. The data files and evaluation
+// settings are kept in the run directory (cli.json and copies of the files), so a resumed run needs
+// nothing but its directory.
+type trainFlags struct {
+	Model      string `json:"-"`
+	Seeds      string `json:"seeds,omitempty"`
+	Data       string `json:"data,omitempty"`
+	Eval       string `json:"eval,omitempty"`
+	Run        string `json:"-"`
+	Resume     string `json:"-"`
+	EvalK      int    `json:"eval_k"`
+	EvalLimit  int    `json:"eval_limit"`
+	EvalMaxNew int    `json:"eval_max_new_tokens"`
+}
+
+const cliFile = "cli.json"
+
+// keepInputs copies the run's data files into its directory and records where they are.
+func keepInputs(run string, tf trainFlags) error {
+	for _, f := range []struct {
+		path *string
+		name string
+	}{{&tf.Seeds, "seeds.jsonl"}, {&tf.Data, "data.jsonl"}, {&tf.Eval, "eval.jsonl"}} {
+		if *f.path == "" {
+			continue
+		}
+		b, err := os.ReadFile(*f.path)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(run, f.name), b, 0o644); err != nil {
+			return err
+		}
+		*f.path = f.name
+	}
+	b, err := json.MarshalIndent(tf, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(run, cliFile), append(b, '\n'), 0o644)
+}
+
+// restoreInputs reads cli.json back, with the file names resolved inside the run directory.
+func restoreInputs(run string) (trainFlags, error) {
+	var tf trainFlags
+	b, err := os.ReadFile(filepath.Join(run, cliFile))
+	if err != nil {
+		return tf, err
+	}
+	if err := json.Unmarshal(b, &tf); err != nil {
+		return tf, fmt.Errorf("%s: %w", filepath.Join(run, cliFile), err)
+	}
+	for _, f := range []*string{&tf.Seeds, &tf.Data, &tf.Eval} {
+		if *f != "" {
+			*f = filepath.Join(run, *f)
+		}
+	}
+	return tf, nil
+}
+
+func registerTrainFlags(fs interface {
+	StringVar(*string, string, string, string)
+	IntVar(*int, string, int, string)
+	Float64Var(*float64, string, float64, string)
+	Uint64Var(*uint64, string, uint64, string)
+}, tf *trainFlags, c *selfplay.Config, alg, mode, promptMode *string) {
+	fs.StringVar(&tf.Model, "model", "", "Hugging Face model folder (config.json, model.safetensors, tokenizer files)")
+	fs.StringVar(&tf.Seeds, "seeds", "", "serl mode: the few labelled seed problems (SeRL JSONL: problem, answer, …)")
+	fs.StringVar(&tf.Data, "data", "", "maj/gt modes: the training problems (gt uses their answers)")
+	fs.StringVar(&tf.Eval, "eval", "", "held-out problems evaluated before training and at every iteration boundary")
+	fs.IntVar(&tf.EvalK, "eval-k", 0, "samples per eval problem for maj@K (0: greedy pass@1 only)")
+	fs.IntVar(&tf.EvalLimit, "eval-limit", 0, "evaluate only the first N held-out problems (0: all)")
+	fs.IntVar(&tf.EvalMaxNew, "eval-max-new-tokens", 0, "new tokens per eval response (0: --max-new-tokens)")
+	fs.StringVar(&tf.Run, "run", "", "run directory (default runs/<time>)")
+	fs.StringVar(&tf.Resume, "resume", "", "continue the run in this directory from its last checkpoint")
+	fs.StringVar(mode, "mode", string(c.Mode), "serl (self-instruction + majority reward), maj (majority reward on --data) or gt (ground truth on --data)")
+	fs.StringVar(alg, "algorithm", string(c.Algorithm), "reinforce++, grpo or rloo")
+	fs.StringVar(promptMode, "prompt-mode", string(c.PromptMode), "raw (problem text as is, official) or chat (chat template, boxed answer asked)")
+	fs.Uint64Var(&c.Seed, "seed", c.Seed, "random seed")
+	fs.IntVar(&c.Iterations, "iterations", c.Iterations, "iterations (evaluation and a saved model after each)")
+	fs.IntVar(&c.InstructionsPerIteration, "instructions-per-iteration", c.InstructionsPerIteration, "problems trained per iteration")
+	fs.IntVar(&c.RolloutBatch, "rollout-batch", c.RolloutBatch, "problems per training step")
+	fs.IntVar(&c.Samples, "samples", c.Samples, "responses per problem")
+	fs.IntVar(&c.TrainBatch, "train-batch", c.TrainBatch, "sequences per optimizer step")
+	fs.Float64Var(&c.LR, "lr", c.LR, "peak learning rate (warm-up 3%, cosine to 10%)")
+	fs.Float64Var(&c.KLCoef, "kl", c.KLCoef, "KL coefficient β")
+	fs.IntVar(&c.MaxPromptTokens, "max-prompt-tokens", c.MaxPromptTokens, "prompt budget (task prompts are cut, few-shot prompts drop examples)")
+	fs.IntVar(&c.MaxNewTokens, "max-new-tokens", c.MaxNewTokens, "tokens per response")
+	fs.IntVar(&c.InstrMaxNewTokens, "instr-max-new-tokens", c.InstrMaxNewTokens, "tokens per self-instruction completion")
+	fs.IntVar(&c.MaxBatch, "max-batch", c.MaxBatch, "sequences decoded together")
+	fs.Float64Var(&c.DifficultyLow, "difficulty-low", c.DifficultyLow, "keep groups whose majority share is at least this")
+	fs.Float64Var(&c.DifficultyHigh, "difficulty-high", c.DifficultyHigh, "and at most this")
+}
+
+func runTrain(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("train", stderr)
+	var df deviceFlags
+	df.register(fs)
+	cfg := selfplay.DefaultConfig()
+	var tf trainFlags
+	var alg, mode, promptMode string
+	registerTrainFlags(fs, &tf, &cfg, &alg, &mode, &promptMode)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg.Mode, cfg.PromptMode = selfplay.Mode(mode), selfplay.PromptMode(promptMode)
+	a, err := rl.ParseAlgorithm(alg)
+	if err != nil {
+		return usagef("--algorithm: %v", err)
+	}
+	cfg.Algorithm = a
+	if tf.Resume == "" && tf.Model == "" {
+		return usagef("--model is required (a built-in model ships with a later release)")
+	}
+
+	d, stop, err := df.open(stderr)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	var r *selfplay.Runner
+	var runPath string
+	var in selfplay.Inputs
+	if tf.Resume != "" {
+		runPath = tf.Resume
+		saved, policyDir, refDir, err := selfplay.LoadRun(runPath)
+		if err != nil {
+			return err
+		}
+		cfg = saved
+		if tf, err = restoreInputs(runPath); err != nil {
+			return err
+		}
+		if in, err = trainInputs(d, policyDir, refDir, tf, cfg); err != nil {
+			return err
+		}
+		if r, err = selfplay.Resume(runPath, in); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "serl: resuming %s at step %d\n", runPath, r.State().Steps)
+	} else {
+		runPath = tf.Run
+		if runPath == "" {
+			runPath = filepath.Join("runs", time.Now().Format("2006-01-02_15-04-05"))
+		}
+		if in, err = trainInputs(d, tf.Model, tf.Model, tf, cfg); err != nil {
+			return err
+		}
+		if r, err = selfplay.Start(runPath, cfg, in); err != nil {
+			return err
+		}
+		if err := keepInputs(runPath, tf); err != nil {
+			return err
+		}
+	}
+	defer r.Free()
+	plan := in.Policy.Config.TrainingPlan(cfg.TrainBatch*(cfg.MaxPromptTokens+cfg.MaxNewTokens), cfg.TrainBatch, true)
+	fmt.Fprintf(stderr, "serl: %s / %s, %d iterations × %d problems, %d samples each; run directory %s\nmemory plan:\n",
+		cfg.Mode, cfg.Algorithm, cfg.Iterations, cfg.InstructionsPerIteration, cfg.Samples, runPath)
+	plan.Write(stderr)
+	if err := plan.Check(d.Info().FreeMemory); err != nil {
+		return err
+	}
+	total := cfg.Iterations * cfg.StepsPerIteration()
+	start := time.Now()
+	err = r.Run(ctx, func(m selfplay.StepMetrics) {
+		fmt.Fprintf(stderr, "step %d/%d  reward %.3f  share %.3f  kept %d dropped %d  accepted %d/%d  loss %.4f  kl %.4f  lr %.2e  %.0f tok/s  gen %.0fs rew %.1fs train %.0fs\n",
+			m.Step, total, m.RewardMean, m.ShareMean, m.GroupsKept, m.GroupsDropped, m.Accepted, m.Generated,
+			m.Loss, m.KL, m.LR, m.TokensPerSec, m.GenSec, m.RewardSec, m.TrainSec)
+	})
+	if chartErr := writeRunCharts(runPath); chartErr != nil {
+		fmt.Fprintf(stderr, "serl: charts: %v\n", chartErr)
+	}
+	if errors.Is(err, context.Canceled) {
+		fmt.Fprintf(stderr, "serl: interrupted; the last completed step is saved. Continue with: serl train --resume %s\n", runPath)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "serl: finished %d steps in %s\n", total, time.Since(start).Round(time.Second))
+	fmt.Fprintln(stdout, runPath)
+	return nil
+}
+
+// trainInputs loads the policy and reference models, the tokenizer and chat template, and the data.
+func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg selfplay.Config) (selfplay.Inputs, error) {
+	var in selfplay.Inputs
+	var err error
+	if in.Policy, err = model.Load(d, policyDir); err != nil {
+		return in, err
+	}
+	if in.Reference, err = model.Load(d, refDir); err != nil {
+		return in, err
+	}
+	if in.Tokenizer, err = tokenizer.Load(filepath.Join(refDir, "tokenizer.json")); err != nil {
+		return in, err
+	}
+	if ccfg, err := chat.LoadTokenizerConfig(filepath.Join(refDir, "tokenizer_config.json")); err == nil {
+		if in.Chat, err = ccfg.Template(); err != nil {
+			return in, err
+		}
+		in.ChatOpts = ccfg.Options(true)
+	} else if cfg.Mode == selfplay.ModeSeRL || cfg.PromptMode == selfplay.PromptChat {
+		return in, err
+	}
+	toProblems := func(ps []evaluate.Problem, labels bool) []selfplay.Problem {
+		out := make([]selfplay.Problem, len(ps))
+		for i, p := range ps {
+			out[i] = selfplay.Problem{ID: i, Text: p.Problem, Level: fmt.Sprint(p.Level)}
+			if labels {
+				out[i].Label = p.Answer
+				if out[i].Label == "" {
+					out[i].Label = p.Solution
+				}
+			}
+		}
+		return out
+	}
+	switch cfg.Mode {
+	case selfplay.ModeSeRL:
+		if tf.Seeds == "" {
+			return in, usagef("serl mode needs --seeds FILE.jsonl")
+		}
+		ps, err := evaluate.ReadFile(tf.Seeds)
+		if err != nil {
+			return in, err
+		}
+		in.Seeds = toProblems(ps, false)
+	default:
+		if tf.Data == "" {
+			return in, usagef("%s mode needs --data FILE.jsonl", cfg.Mode)
+		}
+		ps, err := evaluate.ReadFile(tf.Data)
+		if err != nil {
+			return in, err
+		}
+		in.Train = toProblems(ps, true)
+	}
+	if tf.Eval != "" {
+		ps, err := evaluate.ReadFile(tf.Eval)
+		if err != nil {
+			return in, err
+		}
+		if tf.EvalLimit > 0 && tf.EvalLimit < len(ps) {
+			ps = ps[:tf.EvalLimit]
+		}
+		prompt := evaluate.RawPrompt(in.Tokenizer)
+		if cfg.PromptMode == selfplay.PromptChat {
+			prompt = evaluate.ChatPrompt(in.Tokenizer, in.Chat, in.ChatOpts, cfg.SystemPrompt)
+		}
+		maxNew := tf.EvalMaxNew
+		if maxNew == 0 {
+			maxNew = cfg.MaxNewTokens
+		}
+		tok := in.Tokenizer
+		in.Evaluate = func(ctx context.Context, m *model.Model, it int) (any, error) {
+			ev := evaluate.Evaluator{Model: m, Prompt: prompt, Decoder: tok, Options: evaluate.Options{K: tf.EvalK,
+				MaxNewTokens: maxNew, Seed: cfg.Seed, StopIDs: evaluate.StopIDs(m.Config, tok), MaxBatch: cfg.MaxBatch}}
+			rep, _, err := ev.Run(ps, nil)
+			return rep, err
+		}
+	}
+	return in, nil
+}
+
+// writeRunCharts draws reward.png, kl.png, loss.png and accuracy.png from a run's metrics and evals.
+func writeRunCharts(dir string) error {
+	f, err := os.Open(filepath.Join(dir, "metrics.jsonl"))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var step, rew, share, kl, loss, clip []float64
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 1<<16), 16<<20)
+	for sc.Scan() {
+		var m selfplay.StepMetrics
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			return err
+		}
+		step = append(step, float64(m.Step))
+		rew, share, kl = append(rew, m.RewardMean), append(share, m.ShareMean), append(kl, m.KL)
+		loss, clip = append(loss, m.Loss), append(clip, m.ClipFrac)
+	}
+	charts := map[string]chart.Chart{
+		"reward.png": {Title: "reward", XLabel: "training step", Series: []chart.Series{{Name: "trained reward", X: step, Y: rew}, {Name: "majority share", X: step, Y: share}}},
+		"kl.png":     {Title: "KL to the reference (k1 per token)", XLabel: "training step", Series: []chart.Series{{Name: "KL", X: step, Y: kl}}},
+		"loss.png":   {Title: "policy loss", XLabel: "training step", Series: []chart.Series{{Name: "loss", X: step, Y: loss}, {Name: "clip fraction", X: step, Y: clip}}},
+	}
+	var it, p1, maj []float64
+	for k := 0; ; k++ {
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("eval_iter%d.json", k)))
+		if err != nil {
+			break
+		}
+		var rep evaluate.Report
+		if err := json.Unmarshal(b, &rep); err != nil {
+			return err
+		}
+		it, p1, maj = append(it, float64(k)), append(p1, rep.Overall.Pass1), append(maj, rep.Overall.Maj)
+	}
+	if len(it) > 0 {
+		charts["accuracy.png"] = chart.Chart{Title: "held-out accuracy", XLabel: "iteration", Series: []chart.Series{{Name: "pass@1", X: it, Y: p1}, {Name: "maj@k", X: it, Y: maj}}}
+	}
+	for name, c := range charts {
+		if err := c.WritePNG(filepath.Join(dir, name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/serl-go/serl/engine/chat"
+	"github.com/serl-go/serl/engine/tokenizer"
+)
+
+// tinyModelDir is the Llama fixture (vocab 300) with a byte-level tokenizer serl trains to that size,
+// so the whole CLI path runs: tokenizer, chat template, model, data files.
+func tinyModelDir(t *testing.T) string {
+	dir := t.TempDir()
+	src := fixtureDir(t, "llama_f32")
+	for _, f := range []string{"config.json", "model.safetensors"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, f), b, 0o644))
+	}
+	corpus := func(yield func(string) bool) {
+		for i := 0; i < 100; i++ {
+			if !yield(fmt.Sprintf("Ann has %d pens and gets %d more. How many pens? %d", i, i%5, i+i%5)) {
+				return
+			}
+		}
+	}
+	tok, err := tokenizer.Train(corpus, 300, tokenizer.TrainOptions{SpecialTokens: []string{"<|endoftext|>", "<|im_start|>", "<|im_end|>"}})
+	require.NoError(t, err)
+	require.NoError(t, tok.Save(dir, tokenizer.Config{ChatTemplate: chat.ChatMLTemplate, EOSToken: "<|im_end|>", PadToken: "<|endoftext|>"}))
+	return dir
+}
+
+func writeProblems(t *testing.T, n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "{\"problem\":\"Ann has %d pens and gets 2 more. How many pens?\",\"answer\":\"%d\",\"level\":\"Level %d\"}\n", i, i+2, 1+i%3)
+	}
+	p := filepath.Join(t.TempDir(), "data.jsonl")
+	require.NoError(t, os.WriteFile(p, []byte(b.String()), 0o644))
+	return p
+}
+
+func TestTrainCLIAndResume(t *testing.T) {
+	dir := tinyModelDir(t)
+	data := writeProblems(t, 8)
+	run := filepath.Join(t.TempDir(), "run")
+	args := []string{"train", "--device", "cpu", "--model", dir, "--mode", "gt", "--algorithm", "grpo", "--data", data,
+		"--eval", data, "--eval-k", "2", "--eval-max-new-tokens", "6", "--iterations", "2", "--instructions-per-iteration", "2",
+		"--rollout-batch", "2", "--samples", "2", "--train-batch", "2", "--max-new-tokens", "8", "--max-prompt-tokens", "40",
+		"--lr", "1e-3", "--run", run}
+	code, out, errs := runCLI(t, args...)
+	require.Equal(t, 0, code, errs)
+	require.Equal(t, run+"\n", out)
+	require.Contains(t, errs, "memory plan")
+	require.Contains(t, errs, "step 2/2")
+	for _, f := range []string{"metrics.jsonl", "reward.png", "kl.png", "loss.png", "accuracy.png", "eval_iter2.json", "iter1/tokenizer.json"} {
+		require.FileExists(t, filepath.Join(run, f))
+	}
+	// Resuming a finished run has nothing left to do.
+	code, _, errs = runCLI(t, "train", "--device", "cpu", "--resume", run)
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "resuming")
+	// A second start into the same directory is refused.
+	code, _, errs = runCLI(t, args...)
+	require.Equal(t, 1, code)
+	require.Contains(t, errs, "not empty")
+}
+
+func TestTrainCLIUsage(t *testing.T) {
+	code, _, errs := runCLI(t, "train", "--algorithm", "ppo")
+	require.Equal(t, 2, code)
+	require.Contains(t, errs, "algorithm")
+	dir := tinyModelDir(t)
+	code, _, errs = runCLI(t, "train", "--device", "cpu", "--model", dir, "--mode", "gt")
+	require.Equal(t, 2, code)
+	require.Contains(t, errs, "--data")
+}
