@@ -117,6 +117,19 @@ func slotsLen(s []arenaSlot) int {
 	return n
 }
 
+// carve points each slot at its region of base, in order, every region starting 16-element aligned.
+func carve(base kernels.Tensor, slots []arenaSlot) {
+	off := 0
+	for _, s := range slots {
+		n := 1
+		for _, d := range s.dims {
+			n *= d
+		}
+		*s.dst = base.MustSlice(off, off+n).MustReshape(s.dims...)
+		off += (n + 15) &^ 15
+	}
+}
+
 // ActivationBytes is the size of the training arena for maxTokens tokens in maxSeqs sequences.
 func (c Config) ActivationBytes(maxTokens, maxSeqs int) int64 {
 	var a Activations
@@ -138,17 +151,6 @@ func (m *Model) NewActivations(maxTokens, maxSeqs int) (*Activations, error) {
 	if a.i32, err = m.dev.Alloc(kernels.I32, slotsLen(is)); err != nil {
 		m.dev.Free(a.f32)
 		return nil, fmt.Errorf("model: activation arena: %w", err)
-	}
-	carve := func(base kernels.Tensor, slots []arenaSlot) {
-		off := 0
-		for _, s := range slots {
-			n := 1
-			for _, d := range s.dims {
-				n *= d
-			}
-			*s.dst = base.MustSlice(off, off+n).MustReshape(s.dims...)
-			off += (n + 15) &^ 15
-		}
 	}
 	carve(a.f32, fs)
 	carve(a.i32, is)

@@ -132,17 +132,6 @@ func (m *Model) NewWorkspace(maxTokens, maxSeqs, maxBlocks int) (*Workspace, err
 		m.dev.Free(ws.f32)
 		return nil, fmt.Errorf("model: generation workspace: %w", err)
 	}
-	carve := func(base kernels.Tensor, slots []arenaSlot) {
-		off := 0
-		for _, s := range slots {
-			n := 1
-			for _, d := range s.dims {
-				n *= d
-			}
-			*s.dst = base.MustSlice(off, off+n).MustReshape(s.dims...)
-			off += (n + 15) &^ 15
-		}
-	}
 	carve(ws.f32, fs)
 	carve(ws.i32, is)
 	ws.hostCu = make([]int32, maxSeqs+1)
