@@ -189,7 +189,7 @@ func removeNumber(s string, r *rand.Rand) string {
 
 // readMATH returns MATH problems: the shared seed file when present, and a
 // few inline ones always.
-func readMATH(t *testing.T) []string {
+func readMATH(t testing.TB) []string {
 	out := []string{
 		"What is the value of $\\frac{14!}{5!9!}$?",
 		"Simplify $(x+15)+(100x+15)$.",
@@ -312,7 +312,6 @@ func TestWriteSample(t *testing.T) {
 	ps, err := ReadJSONL(&j)
 	require.NoError(t, err)
 	require.Len(t, ps, 10)
-	assert.Contains(t, j.String(), "") // read consumed it; check the raw form below
 	var raw bytes.Buffer
 	require.NoError(t, WriteSample(&raw, 3, 1, 2, true))
 	assert.Regexp(t, `^\{"problem":".*","answer":".*","solution":".*","level":"Level 2","unique_id":".*"\}\n$`, raw.String())

@@ -111,7 +111,7 @@ func Signature(p Problem) string {
 
 // buildSet generates perLevel problems per level from a seed stream,
 // skipping any whose text or structure is already taken.
-func buildSet(base uint64, perLevel int, taken map[string]bool) []Problem {
+func buildSet(name string, base uint64, perLevel int, taken map[string]bool) []Problem {
 	var out []Problem
 	for lvl := 1; lvl <= Levels; lvl++ {
 		n := 0
@@ -122,6 +122,7 @@ func buildSet(base uint64, perLevel int, taken map[string]bool) []Problem {
 				continue
 			}
 			taken[p.Problem], taken[sig] = true, true
+			p.ID = fmt.Sprintf("arith/%s/L%d/%02d", name, lvl, n)
 			out = append(out, p)
 			n++
 		}
@@ -133,8 +134,8 @@ func buildSet(base uint64, perLevel int, taken map[string]bool) []Problem {
 // evaluation set avoids it).
 func buildData() (seed, eval []Problem) {
 	taken := map[string]bool{}
-	seed = buildSet(seedBase, seedPerLevel, taken)
-	eval = buildSet(evalBase, evalPerLevel, taken)
+	seed = buildSet("seed", seedBase, seedPerLevel, taken)
+	eval = buildSet("eval", evalBase, evalPerLevel, taken)
 	return seed, eval
 }
 

@@ -149,6 +149,9 @@ func render(p *pattern, s stmt) string {
 	last := int64(-1)
 	for i := 0; i < len(t); {
 		if t[i] != '{' {
+			if strings.HasPrefix(t[i:], " of ") {
+				last = -1 // "1 of the apples"
+			}
 			b.WriteByte(t[i])
 			i++
 			continue
@@ -449,7 +452,7 @@ func famRemainder(g *gen) {
 	}
 	g.say(stmt{kind: kShare, P: p, O: o, K: k, G: grp})
 	g.say(stmt{kind: qRem, P: p, O: o})
-	g.step("%d = %d * %d + %d, so %d %s are left over.", a, k, a/k, a%k, a%k, pl(o, a%k))
+	g.step("%d = %d * %d + %d, so the remainder is %d.", a, k, a/k, a%k, a%k)
 	g.done(a % k)
 }
 
@@ -469,7 +472,7 @@ func famPack(g *gen) {
 	if v%size != 0 && g.r.IntN(2) == 0 {
 		g.say(stmt{kind: qRem, P: p, O: o})
 		g.step("%d / %d = %d with remainder %d.", v, size, v/size, v%size)
-		g.step("So %d %s are left over.", v%size, pl(o, v%size))
+		g.step("So the remainder is %d.", v%size)
 		g.done(v % size)
 		return
 	}
