@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/serl-go/serl/engine/chat"
+	"github.com/serl-go/serl/engine/evaluate"
+	"github.com/serl-go/serl/engine/model"
+)
+
+func init() {
+	addCommand(command{name: "eval", summary: "pass@1 and maj@K of a model on a JSONL problem set, per level", run: runEval})
+}
+
+func runEval(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("eval", stderr)
+	var df deviceFlags
+	df.register(fs)
+	dir := fs.String("model", "", "Hugging Face model folder with its tokenizer")
+	data := fs.String("data", "", "JSONL problems (problem|question, answer or solution with \\boxed{}, level)")
+	k := fs.Int("n", 16, "samples per problem for maj@K (temperature 1.0, top-p 0.95); 0: greedy pass@1 only")
+	mode := fs.String("prompt-mode", "raw", "raw: problem text + newline (official); chat: chat template with a \\boxed{} system prompt")
+	system := fs.String("system", evaluate.SystemPrompt, "system prompt of --prompt-mode chat")
+	maxNew := fs.Int("max-new-tokens", 1024, "response budget")
+	limit := fs.Int("limit", 0, "evaluate only the first N problems (0: all)")
+	seed := fs.Uint64("seed", 0, "sampling seed")
+	batch := fs.Int("batch", 64, "sequences decoded together")
+	outPath := fs.String("out", "", "write the report as JSON here")
+	respPath := fs.String("responses", "", "write every problem's responses and verdicts as JSONL here")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" || *data == "" {
+		return usagef("give --model and --data")
+	}
+	if *k < 0 || *maxNew < 1 || *limit < 0 || *batch < 1 {
+		return usagef("want --n ≥ 0, --max-new-tokens ≥ 1, --limit ≥ 0, --batch ≥ 1")
+	}
+	problems, err := evaluate.ReadFile(*data)
+	if err != nil {
+		return err
+	}
+	if *limit > 0 && *limit < len(problems) {
+		problems = problems[:*limit]
+	}
+	tok, err := loadTokenizer(*dir)
+	if err != nil {
+		return err
+	}
+	var prompt evaluate.PromptFunc
+	switch *mode {
+	case "raw":
+		prompt = evaluate.RawPrompt(tok)
+	case "chat":
+		cfg, err := chat.LoadTokenizerConfig(filepath.Join(*dir, "tokenizer_config.json"))
+		if err != nil {
+			return err
+		}
+		tmpl, err := cfg.Template()
+		if err != nil {
+			return err
+		}
+		prompt = evaluate.ChatPrompt(tok, tmpl, cfg.Options(true), *system)
+	default:
+		return usagef("--prompt-mode %q: want raw or chat", *mode)
+	}
+	d, stop, err := df.open(stderr)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	m, err := model.Load(d, *dir)
+	if err != nil {
+		return err
+	}
+	defer m.Free()
+	ev := &evaluate.Evaluator{Model: m, Prompt: prompt, Decoder: tok, Options: evaluate.Options{
+		K: *k, MaxNewTokens: *maxNew, Seed: *seed, MaxBatch: *batch,
+		StopIDs: evaluate.StopIDs(m.Config, tok), StopStrings: evaluate.OfficialStopStrings}}
+	start := time.Now()
+	tty := isTerminal(stderr)
+	rep, results, err := ev.Run(problems, func(done, total int) {
+		if tty {
+			fmt.Fprintf(stderr, "\rserl eval: %d/%d problems", done, total)
+			if done == total {
+				fmt.Fprintln(stderr)
+			}
+		} else {
+			fmt.Fprintf(stderr, "serl eval: %d/%d problems (%s)\n", done, total, time.Since(start).Round(time.Second))
+		}
+	})
+	if err != nil {
+		return err
+	}
+	st := ev.Stats
+	fmt.Fprintf(stderr, "serl eval: %d problems, %d responses, %d tokens in %s (%.0f tokens/s)\n", len(problems),
+		len(problems)*(1+*k), st.GeneratedTokens, time.Since(start).Round(time.Millisecond), st.TokensPerSecond())
+	if err := rep.WriteTable(stdout); err != nil {
+		return err
+	}
+	if *outPath != "" {
+		b, err := json.MarshalIndent(map[string]any{"model": *dir, "data": *data, "prompt_mode": *mode,
+			"max_new_tokens": *maxNew, "seed": *seed, "report": rep}, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*outPath, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	if *respPath != "" {
+		f, err := os.Create(*respPath)
+		if err != nil {
+			return err
+		}
+		w := bufio.NewWriter(f)
+		enc := json.NewEncoder(w)
+		for _, r := range results {
+			if err := enc.Encode(r); err != nil {
+				f.Close()
+				return err
+			}
+		}
+		if err := w.Flush(); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
+	return nil
+}

@@ -1,0 +1,182 @@
+// Package pretrain trains serl's built-in model from scratch: a byte-level BPE tokenizer and a small
+// Qwen2-architecture transformer, supervised on a corpus generated from the built-in task that teaches
+// the two jobs SeRL asks of a model — answering a problem in the chat format with a \boxed{} answer,
+// and continuing SeRL's self-instruction prompt with new numbered problems (SERL.md B §2.1–2.2).
+// Loss is on the assistant turn only. Runs checkpoint atomically and resume exactly.
+package pretrain
+
+import (
+	"fmt"
+	"iter"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+
+	"github.com/serl-go/serl/engine/chat"
+	"github.com/serl-go/serl/engine/evaluate"
+	"github.com/serl-go/serl/engine/selfinstruct"
+	"github.com/serl-go/serl/engine/tokenizer"
+)
+
+// Special tokens of serl's tokenizer, in id order (0, 1, 2), as Qwen2's.
+var SpecialTokens = []string{"<|endoftext|>", "<|im_start|>", "<|im_end|>"}
+
+// Source produces training problems: the same seed always gives the same problem.
+type Source func(seed uint64) evaluate.Problem
+
+// Corpus is the deterministic stream of training documents: document i depends only on the seed and i,
+// so a resumed run sees exactly the documents the interrupted one would have.
+type Corpus struct {
+	Source Source
+	Seed   uint64
+	// SelfInstructShare is the fraction of self-instruction documents (the rest are solving ones).
+	SelfInstructShare float64
+	// Shots is the number of numbered examples in a self-instruction prompt (SeRL: 8); the model then
+	// writes MinNew..MaxNew new problems.
+	Shots, MinNew, MaxNew int
+	// exclude holds problem texts never trained on (the evaluation set).
+	exclude  map[string]bool
+	template selfinstruct.Template
+}
+
+// NewCorpus makes a corpus whose problems avoid every text in exclude.
+func NewCorpus(src Source, seed uint64, selfInstructShare float64, exclude []evaluate.Problem) *Corpus {
+	c := &Corpus{Source: src, Seed: seed, SelfInstructShare: selfInstructShare, Shots: selfinstruct.DefaultShots,
+		MinNew: 2, MaxNew: 5, exclude: map[string]bool{}, template: selfinstruct.DefaultTemplate()}
+	for _, p := range exclude {
+		c.exclude[normText(p.Problem)] = true
+	}
+	return c
+}
+
+func normText(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// Kind says which job a document teaches.
+type Kind uint8
+
+const (
+	Solve        Kind = iota // chat: system + problem → solution ending in \boxed{answer}
+	SelfInstruct             // chat: self-instruction prompt → new numbered problems
+)
+
+// Conversation is one document before tokenisation: the messages before the assistant turn and the
+// assistant's text (without the end-of-turn token).
+type Conversation struct {
+	Kind      Kind
+	Messages  []chat.Message
+	Assistant string
+}
+
+// problem draws the j-th problem of document i, skipping excluded texts.
+func (c *Corpus) problem(i uint64, j int) evaluate.Problem {
+	for attempt := uint64(0); ; attempt++ {
+		p := c.Source(mix(c.Seed, i, uint64(j), attempt))
+		if !c.exclude[normText(p.Problem)] {
+			return p
+		}
+	}
+}
+
+// Conversation returns document i.
+func (c *Corpus) Conversation(i uint64) Conversation {
+	r := rand.New(rand.NewPCG(c.Seed, i))
+	if r.Float64() >= c.SelfInstructShare {
+		p := c.problem(i, 0)
+		return Conversation{Kind: Solve, Messages: []chat.Message{
+			{Role: "system", Content: evaluate.SystemPrompt}, {Role: "user", Content: p.Problem}},
+			Assistant: p.Solution}
+	}
+	nNew := c.MinNew + r.IntN(c.MaxNew-c.MinNew+1)
+	examples := make([]string, c.Shots)
+	for j := range examples {
+		examples[j] = selfinstruct.NormalizeExample(c.problem(i, j).Problem)
+	}
+	pr := c.template.Render(examples)
+	// The assistant turn repeats the number the prompt ends with ("9. …\n10. …"): the official parser
+	// drops any text before the first "N. ", so a turn that began mid-item would lose its first problem.
+	var b strings.Builder
+	for j := range nNew {
+		if j > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(strconv.Itoa(c.Shots + 1 + j))
+		b.WriteString(". ")
+		b.WriteString(selfinstruct.NormalizeExample(c.problem(i, c.Shots+j).Problem))
+	}
+	return Conversation{Kind: SelfInstruct, Messages: []chat.Message{
+		{Role: "system", Content: pr.System}, {Role: "user", Content: pr.User}}, Assistant: b.String()}
+}
+
+// Texts yields the text of documents [0, n) for tokenizer training: each message and assistant turn
+// as its own sequence, without the template's special tokens.
+func (c *Corpus) Texts(n int) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for i := range uint64(n) {
+			conv := c.Conversation(i)
+			for _, m := range conv.Messages {
+				if !yield(m.Content) {
+					return
+				}
+			}
+			if !yield(conv.Assistant) {
+				return
+			}
+		}
+	}
+}
+
+// Doc is a tokenised document: the loss covers Ids[LossFrom:].
+type Doc struct {
+	Ids      []int32
+	LossFrom int
+	Kind     Kind
+}
+
+// Encoder tokenises conversations with a chat template.
+type Encoder struct {
+	Tok      *tokenizer.Tokenizer
+	Template chat.Template
+	Options  chat.Options
+	imEnd    int32
+}
+
+// NewEncoder makes an encoder with serl's ChatML template.
+func NewEncoder(tok *tokenizer.Tokenizer) (*Encoder, error) {
+	tmpl, err := chat.ParseNamed("chatml", chat.ChatMLTemplate)
+	if err != nil {
+		return nil, err
+	}
+	id, ok := tok.TokenID("<|im_end|>")
+	if !ok {
+		return nil, fmt.Errorf("pretrain: tokenizer has no <|im_end|>")
+	}
+	return &Encoder{Tok: tok, Template: tmpl, Options: chat.Options{AddGenerationPrompt: true}, imEnd: id}, nil
+}
+
+// Encode renders the prompt exactly as generation will see it (template with the generation prompt),
+// then appends the assistant text tokenised on its own and <|im_end|>, so training and generation cut
+// the text at the same token boundary.
+func (e *Encoder) Encode(conv Conversation) (Doc, error) {
+	prompt, err := e.Template.Render(conv.Messages, e.Options)
+	if err != nil {
+		return Doc{}, err
+	}
+	ids := e.Tok.Encode(prompt, tokenizer.EncodeOptions{ParseSpecial: true})
+	from := len(ids)
+	ids = append(ids, e.Tok.Encode(conv.Assistant, tokenizer.EncodeOptions{})...)
+	ids = append(ids, e.imEnd)
+	return Doc{Ids: ids, LossFrom: from, Kind: conv.Kind}, nil
+}
+
+// mix hashes its arguments into one seed (SplitMix64 steps).
+func mix(xs ...uint64) uint64 {
+	var h uint64 = 0x243F6A8885A308D3
+	for _, x := range xs {
+		h ^= x + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2)
+		z := h
+		z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+		z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+		h = z ^ (z >> 31)
+	}
+	return h
+}

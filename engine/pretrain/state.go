@@ -1,0 +1,224 @@
+package pretrain
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"os"
+	"path/filepath"
+
+	"github.com/serl-go/serl/engine/evaluate"
+	"github.com/serl-go/serl/engine/train"
+	"github.com/serl-go/serl/kernels"
+)
+
+// state is what a resumed run needs besides the weights and moments: documents are a function of
+// (seed, index), so the data position is one counter.
+type state struct {
+	Step    int     `json:"step"`
+	NextDoc uint64  `json:"next_doc"`
+	Tokens  int64   `json:"tokens"`
+	Seconds float64 `json:"train_seconds"`
+}
+
+func writeJSONAtomic(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeAtomic(path, append(b, '\n'))
+}
+
+// writeAtomic writes through a synced temporary file and a rename.
+func writeAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func readConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	c := DefaultConfig()
+	if err := json.Unmarshal(b, &c); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// readState reads the checkpoint's state. A crash between the two renames of a checkpoint swap leaves
+// only the previous, complete checkpoint under its ".old" name: it is put back first.
+func readState(path string) (state, error) {
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(dir + ".old"); err == nil {
+			if err := os.Rename(dir+".old", dir); err != nil {
+				return state{}, err
+			}
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return state{}, err
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil {
+		return state{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return st, nil
+}
+
+// The optimizer file is "SERLOPT1", the element count (uint64), both moments as little-endian float32,
+// then a CRC-32 of everything before it, so a damaged file is refused rather than half-loaded.
+const optMagic = "SERLOPT1"
+
+func saveOptimizer(path string, o *train.Optimizer) error {
+	n := o.M.Layout.Total
+	buf := make([]byte, 0, 16+8*n+4)
+	buf = append(buf, optMagic...)
+	buf = binary.LittleEndian.AppendUint64(buf, uint64(n))
+	host := make([]float32, n)
+	for _, b := range []kernels.Tensor{o.M.Data, o.V.Data} {
+		if err := kernels.Download(host, b); err != nil {
+			return err
+		}
+		for _, v := range host {
+			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
+		}
+	}
+	buf = binary.LittleEndian.AppendUint32(buf, crc32.ChecksumIEEE(buf))
+	return writeAtomic(path, buf)
+}
+
+func loadOptimizer(path string, o *train.Optimizer) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	n := o.M.Layout.Total
+	if len(b) != 16+8*n+4 || string(b[:8]) != optMagic || binary.LittleEndian.Uint64(b[8:]) != uint64(n) {
+		return fmt.Errorf("%s: not an optimizer state of %d parameters", path, n)
+	}
+	body := b[:len(b)-4]
+	if crc32.ChecksumIEEE(body) != binary.LittleEndian.Uint32(b[len(b)-4:]) {
+		return fmt.Errorf("%s: checksum mismatch", path)
+	}
+	host := make([]float32, n)
+	off := 16
+	for _, t := range []kernels.Tensor{o.M.Data, o.V.Data} {
+		for i := range host {
+			host[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[off+4*i:]))
+		}
+		off += 4 * n
+		if err := kernels.Upload(t, host); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// metricLine is one line of metrics.jsonl: a training step, or an evaluation (Eval set).
+type metricLine struct {
+	Step         int              `json:"step"`
+	Loss         float64          `json:"loss,omitempty"`
+	LR           float64          `json:"lr,omitempty"`
+	GradNorm     float64          `json:"grad_norm,omitempty"`
+	Tokens       int              `json:"tokens,omitempty"`
+	Targets      int              `json:"targets,omitempty"`
+	TokensPerSec float64          `json:"tokens_per_s,omitempty"`
+	TotalTokens  int64            `json:"total_tokens,omitempty"`
+	TrainSeconds float64          `json:"train_seconds,omitempty"`
+	Eval         *evaluate.Report `json:"eval,omitempty"`
+}
+
+type metrics struct {
+	f     *os.File
+	lines []metricLine
+}
+
+// openMetrics opens metrics.jsonl; on resume it keeps the lines up to the checkpoint's step (a run
+// killed after its checkpoint may have logged steps that will now be redone).
+func openMetrics(path string, upTo int, resume bool) (*metrics, error) {
+	m := &metrics{}
+	if resume {
+		if f, err := os.Open(path); err == nil {
+			sc := bufio.NewScanner(f)
+			sc.Buffer(make([]byte, 0, 1<<16), 16<<20)
+			for sc.Scan() {
+				var l metricLine
+				if json.Unmarshal(sc.Bytes(), &l) == nil && l.Step <= upTo {
+					m.lines = append(m.lines, l)
+				}
+			}
+			f.Close()
+		}
+	}
+	var buf []byte
+	for _, l := range m.lines {
+		b, _ := json.Marshal(l)
+		buf = append(append(buf, b...), '\n')
+	}
+	if err := writeAtomic(path, buf); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	m.f = f
+	return m, nil
+}
+
+func (m *metrics) write(l metricLine) error {
+	m.lines = append(m.lines, l)
+	b, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	_, err = m.f.Write(append(b, '\n'))
+	return err
+}
+
+func (m *metrics) step(e Event, st state) error {
+	return m.write(metricLine{Step: e.Step, Loss: e.Loss, LR: e.LR, GradNorm: e.Grad, Tokens: e.Tokens,
+		Targets: e.Targets, TokensPerSec: e.TokensPerSec, TotalTokens: st.Tokens, TrainSeconds: st.Seconds})
+}
+
+func (m *metrics) eval(step int, rep evaluate.Report) error {
+	return m.write(metricLine{Step: step, Eval: &rep})
+}
+
+func (m *metrics) Close() error { return m.f.Close() }
+
+// chart draws the loss and held-out pass@1 curves.
+func (m *metrics) chart(path string) error {
+	var loss, pass []Point
+	for _, l := range m.lines {
+		if l.Eval != nil {
+			pass = append(pass, Point{float64(l.Step), l.Eval.Overall.Pass1})
+		} else if l.Loss > 0 {
+			loss = append(loss, Point{float64(l.Step), l.Loss})
+		}
+	}
+	return WriteChart(path, loss, pass)
+}
