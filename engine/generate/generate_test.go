@@ -5,27 +5,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
+
+	"github.com/serl-go/serl/internal/testenv"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/serl-go/serl/engine/model"
-	"github.com/serl-go/serl/kernels"
-)
-
-var (
-	devOnce sync.Once
-	dev     *kernels.Device
-	devErr  error
 )
 
 func loadFixture(t testing.TB, name string) *model.Model {
-	devOnce.Do(func() { dev, devErr = kernels.Open("cpu", 0) })
-	if devErr != nil {
-		t.Fatalf("cpu device (run ./build.sh first): %v", devErr)
-	}
-	m, err := model.Load(dev, filepath.Join("..", "model", "testdata", name))
+	m, err := model.Load(testenv.CPU(t), filepath.Join("..", "model", "testdata", name))
 	require.NoError(t, err)
 	t.Cleanup(m.Free)
 	return m

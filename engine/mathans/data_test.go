@@ -4,34 +4,14 @@ import (
 	"bufio"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"testing"
+
+	"github.com/serl-go/serl/internal/testenv"
 
 	"github.com/stretchr/testify/require"
 )
 
-// sharedData finds ../shared/data next to the module root (the directory
-// holding go.mod), or skips the test.
-func sharedData(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	require.NoError(t, err)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("go.mod not found above the test directory; cannot locate ../shared/data")
-		}
-		dir = parent
-	}
-	d := filepath.Join(dir, "..", "shared", "data")
-	if _, err := os.Stat(d); err != nil {
-		t.Skipf("shared data directory %s not present (CI provides it): %v", d, err)
-	}
-	return d
-}
+func sharedData(t testing.TB) string { return testenv.SharedData(t) }
 
 // readJSONL decodes every line of a JSONL file into T.
 func readJSONL[T any](t testing.TB, path string) []T {

@@ -6,8 +6,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
+
+	"github.com/serl-go/serl/internal/testenv"
 
 	"github.com/stretchr/testify/require"
 
@@ -38,19 +39,7 @@ func loadRef(t testing.TB, dir string) fixtureRef {
 	return r
 }
 
-var (
-	devOnce sync.Once
-	dev     *kernels.Device
-	devErr  error
-)
-
-func testDevice(t testing.TB) *kernels.Device {
-	devOnce.Do(func() { dev, devErr = kernels.Open("cpu", 0) })
-	if devErr != nil {
-		t.Fatalf("cpu device (run ./build.sh first): %v", devErr)
-	}
-	return dev
-}
+func testDevice(t testing.TB) *kernels.Device { return testenv.CPU(t) }
 
 func packed(r fixtureRef) (ids []int32, lens []int) {
 	for _, s := range r.Sequences {

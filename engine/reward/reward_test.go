@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/serl-go/serl/internal/testenv"
+
 	"github.com/serl-go/serl/engine/mathans"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -135,27 +137,7 @@ func TestGradeLines(t *testing.T) {
 	assert.Contains(t, err.Error(), "line 1")
 }
 
-// sharedData finds ../shared/data next to the module root, or skips.
-func sharedData(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	require.NoError(t, err)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("go.mod not found; cannot locate ../shared/data")
-		}
-		dir = parent
-	}
-	d := filepath.Join(dir, "..", "shared", "data")
-	if _, err := os.Stat(d); err != nil {
-		t.Skipf("shared data %s not present (CI provides it)", d)
-	}
-	return d
-}
+func sharedData(t testing.TB) string { return testenv.SharedData(t) }
 
 // realResponses builds ~1.5 KB responses from seed500 solutions: the solution
 // text padded with reasoning from the following solutions, ending with the

@@ -3,8 +3,9 @@ package rl
 import (
 	"math"
 	"math/rand/v2"
-	"sync"
 	"testing"
+
+	"github.com/serl-go/serl/internal/testenv"
 
 	"github.com/stretchr/testify/require"
 
@@ -12,19 +13,9 @@ import (
 	"github.com/serl-go/serl/kernels"
 )
 
-var (
-	devOnce sync.Once
-	dev     *kernels.Device
-	devErr  error
-)
-
 // fixtureModel loads the tiny float32 Qwen2 fixture of engine/model on the CPU device.
 func fixtureModel(t *testing.T) *model.Model {
-	devOnce.Do(func() { dev, devErr = kernels.Open("cpu", 0) })
-	if devErr != nil {
-		t.Fatalf("cpu device (run ./build.sh first): %v", devErr)
-	}
-	m, err := model.Load(dev, "../model/testdata/qwen2_f32")
+	m, err := model.Load(testenv.CPU(t), "../model/testdata/qwen2_f32")
 	require.NoError(t, err)
 	t.Cleanup(m.Free)
 	return m

@@ -9,8 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
+
+	"github.com/serl-go/serl/internal/testenv"
 
 	"github.com/stretchr/testify/require"
 
@@ -20,19 +21,7 @@ import (
 	"github.com/serl-go/serl/kernels"
 )
 
-var (
-	devOnce sync.Once
-	dev     *kernels.Device
-	devErr  error
-)
-
-func testDevice(t testing.TB) *kernels.Device {
-	devOnce.Do(func() { dev, devErr = kernels.Open("cpu", 0) })
-	if devErr != nil {
-		t.Fatalf("cpu device (run ./build.sh first): %v", devErr)
-	}
-	return dev
-}
+func testDevice(t testing.TB) *kernels.Device { return testenv.CPU(t) }
 
 const fixture = "../model/testdata/llama_f32" // vocab 300, EOS ids 2 and 3
 

@@ -2,8 +2,9 @@ package train
 
 import (
 	"math/rand/v2"
-	"sync"
 	"testing"
+
+	"github.com/serl-go/serl/internal/testenv"
 
 	"github.com/stretchr/testify/require"
 
@@ -11,19 +12,7 @@ import (
 	"github.com/serl-go/serl/kernels"
 )
 
-var (
-	devOnce sync.Once
-	dev     *kernels.Device
-	devErr  error
-)
-
-func testDevice(t testing.TB) *kernels.Device {
-	devOnce.Do(func() { dev, devErr = kernels.Open("cpu", 0) })
-	if devErr != nil {
-		t.Fatalf("cpu device (run ./build.sh first): %v", devErr)
-	}
-	return dev
-}
+func testDevice(t testing.TB) *kernels.Device { return testenv.CPU(t) }
 
 // tinyModel is a small Qwen2-shaped model with random weights (std 0.05, norms at 1).
 func tinyModel(t testing.TB, seed uint64) *model.Model {
