@@ -1,0 +1,251 @@
+package pretrain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/serl-go/serl/engine/evaluate"
+	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/engine/selfinstruct"
+	"github.com/serl-go/serl/engine/tokenizer"
+	"github.com/serl-go/serl/kernels"
+)
+
+// toySource is a tiny world: "Name has a apples. Name gets b more. How many apples does Name have?"
+func toySource(seed uint64) evaluate.Problem {
+	names := []string{"Tom", "Ana", "Leo", "Mia"}
+	a, b := int(seed%7)+1, int(seed/7%5)+1
+	n := names[seed/35%4]
+	return evaluate.Problem{
+		Problem:  fmt.Sprintf("%s has %d apples. %s gets %d more. How many apples does %s have?", n, a, n, b, n),
+		Answer:   fmt.Sprint(a + b),
+		Solution: fmt.Sprintf("Step 1: %s has %d + %d = %d apples.\nThe answer is \\boxed{%d}.", n, a, b, a+b, a+b),
+		Level:    1 + int(seed%2),
+	}
+}
+
+func TestCorpusDocuments(t *testing.T) {
+	excluded := toySource(0)
+	c := NewCorpus(toySource, 3, 0.5, []evaluate.Problem{excluded})
+	c2 := NewCorpus(toySource, 3, 0.5, []evaluate.Problem{excluded})
+	var kinds [2]int
+	for i := range uint64(200) {
+		conv := c.Conversation(i)
+		require.Equal(t, conv, c2.Conversation(i), "document %d depends only on seed and index", i)
+		kinds[conv.Kind]++
+		for _, m := range conv.Messages {
+			assert.NotContains(t, m.Content, excluded.Problem)
+		}
+		assert.NotContains(t, conv.Assistant, excluded.Problem)
+		require.Len(t, conv.Messages, 2)
+		switch conv.Kind {
+		case Solve:
+			assert.Equal(t, evaluate.SystemPrompt, conv.Messages[0].Content)
+			assert.Contains(t, conv.Assistant, `\boxed{`)
+		case SelfInstruct:
+			tmpl := selfinstruct.DefaultTemplate()
+			assert.Equal(t, tmpl.System, conv.Messages[0].Content)
+			user := conv.Messages[1].Content
+			assert.True(t, strings.HasPrefix(user, tmpl.User+"1. "))
+			assert.True(t, strings.HasSuffix(user, "\n9."), user)
+			assert.Equal(t, 8, strings.Count(user, "?\n"))
+			assert.True(t, strings.HasPrefix(conv.Assistant, "9. "), conv.Assistant)
+			// What the model learns to write is what the official parser and rule filters accept.
+			cands := selfinstruct.ParseCompletion(conv.Assistant, selfinstruct.CapitalizeFirst)
+			require.GreaterOrEqual(t, len(cands), c.MinNew)
+			require.LessOrEqual(t, len(cands), c.MaxNew)
+			for _, cd := range cands {
+				assert.Equal(t, selfinstruct.Accepted, cd.Reason, cd.Text)
+				assert.True(t, strings.HasSuffix(cd.Text, "?"), cd.Text)
+			}
+		}
+	}
+	assert.InDelta(t, 100, kinds[SelfInstruct], 30)
+	assert.NotEqual(t, c.Conversation(5), NewCorpus(toySource, 4, 0.5, nil).Conversation(5), "the seed matters")
+}
+
+func trainToyTokenizer(t *testing.T, c *Corpus) *tokenizer.Tokenizer {
+	tok, err := tokenizer.Train(c.Texts(40), 320, tokenizer.TrainOptions{SpecialTokens: SpecialTokens})
+	require.NoError(t, err)
+	return tok
+}
+
+func TestEncoderMasksThePrompt(t *testing.T) {
+	c := NewCorpus(toySource, 1, 0.5, nil)
+	tok := trainToyTokenizer(t, c)
+	enc, err := NewEncoder(tok)
+	require.NoError(t, err)
+	imEnd, _ := tok.TokenID("<|im_end|>")
+	for i := range uint64(20) {
+		conv := c.Conversation(i)
+		doc, err := enc.Encode(conv)
+		require.NoError(t, err)
+		prompt, err := tok.Decode(doc.Ids[:doc.LossFrom], false)
+		require.NoError(t, err)
+		assert.True(t, strings.HasSuffix(prompt, "<|im_end|>\n<|im_start|>assistant\n"), prompt)
+		assert.True(t, strings.HasPrefix(prompt, "<|im_start|>system\n"+conv.Messages[0].Content+"<|im_end|>\n"))
+		resp, err := tok.Decode(doc.Ids[doc.LossFrom:], false)
+		require.NoError(t, err)
+		assert.Equal(t, conv.Assistant+"<|im_end|>", resp)
+		assert.Equal(t, imEnd, doc.Ids[len(doc.Ids)-1])
+	}
+}
+
+var (
+	devOnce sync.Once
+	dev     *kernels.Device
+	devErr  error
+)
+
+func testDevice(t *testing.T) *kernels.Device {
+	devOnce.Do(func() { dev, devErr = kernels.Open("cpu", 0) })
+	require.NoError(t, devErr)
+	return dev
+}
+
+func toyConfig() Config {
+	c := DefaultConfig()
+	c.Steps, c.Hidden, c.Layers, c.Heads, c.KVHeads, c.Intermediate = 6, 32, 1, 2, 1, 64
+	c.MaxPositions, c.MaxSeqLen, c.VocabSize, c.TokenizerDocs = 512, 512, 320, 40
+	c.BatchTokens, c.MicroTokens, c.MicroSeqs = 700, 512, 8
+	c.EvalEvery, c.EvalProblems, c.EvalMaxNewTokens, c.SaveEvery, c.EvalMaxBatch = 3, 4, 8, 2, 8
+	c.SelfInstructShare = 0.3
+	return c
+}
+
+func readParams(t *testing.T, dir string) []float32 {
+	m, err := model.Load(testDevice(t), dir)
+	require.NoError(t, err)
+	defer m.Free()
+	return append([]float32(nil), m.Params.Data.F32()...)
+}
+
+// A run interrupted after a checkpoint and resumed ends with exactly the weights and the metrics of
+// an uninterrupted run.
+func TestResumeIsExact(t *testing.T) {
+	d := testDevice(t)
+	held := []evaluate.Problem{toySource(1), toySource(2), toySource(3), toySource(4)}
+	base := t.TempDir()
+
+	full := &Run{Dir: filepath.Join(base, "full"), Config: toyConfig(), Source: toySource, HeldOut: held}
+	var losses []float64
+	var evals int
+	full.Report = func(e Event) {
+		if e.Message == "" {
+			losses = append(losses, e.Loss)
+		}
+		if e.Eval != nil {
+			evals++
+			assert.Equal(t, 4, e.Eval.Overall.N)
+		}
+	}
+	require.NoError(t, full.Train(context.Background(), d, false))
+	require.Len(t, losses, 6)
+	assert.Equal(t, 2, evals)
+	assert.Less(t, losses[5], losses[0], "the loss falls")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	part := &Run{Dir: filepath.Join(base, "part"), Config: toyConfig(), Source: toySource, HeldOut: held}
+	part.Config.SaveEvery = 0 // the interrupt itself must checkpoint
+	part.Report = func(e Event) {
+		if e.Step == 3 {
+			cancel()
+		}
+	}
+	err := part.Train(ctx, d, false)
+	require.True(t, errors.Is(err, context.Canceled), "%v", err)
+	_, err = os.Stat(filepath.Join(part.Dir, ModelDir))
+	assert.True(t, os.IsNotExist(err), "an interrupted run writes no final model")
+	st, err := readState(filepath.Join(part.Dir, CheckpointDir, stateFile))
+	require.NoError(t, err)
+	assert.Equal(t, 3, st.Step)
+
+	require.Error(t, part.Train(context.Background(), d, false), "a fresh run refuses a folder with a checkpoint")
+	// The resumed run reads its settings back: a different config passed in is ignored.
+	resumed := &Run{Dir: part.Dir, Config: DefaultConfig(), Source: toySource, HeldOut: held}
+	require.NoError(t, resumed.Train(context.Background(), d, true))
+	assert.Equal(t, readParams(t, filepath.Join(full.Dir, ModelDir)), readParams(t, filepath.Join(part.Dir, ModelDir)))
+
+	strip := func(dir string) []string {
+		b, err := os.ReadFile(filepath.Join(dir, MetricsFile))
+		require.NoError(t, err)
+		var out []string
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			// Timing fields differ between runs; everything else must match.
+			var keep []string
+			for _, f := range strings.Split(l, ",") {
+				if !strings.Contains(f, "tokens_per_s") && !strings.Contains(f, "train_seconds") {
+					keep = append(keep, f)
+				}
+			}
+			out = append(out, strings.Join(keep, ","))
+		}
+		return out
+	}
+	assert.Equal(t, strip(full.Dir), strip(part.Dir))
+
+	f, err := os.Open(filepath.Join(full.Dir, ChartFile))
+	require.NoError(t, err)
+	defer f.Close()
+	img, err := png.Decode(f)
+	require.NoError(t, err)
+	assert.Equal(t, 900, img.Bounds().Dx())
+	// The final model folder loads with its tokenizer and chat template.
+	for _, name := range []string{"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} {
+		_, err := os.Stat(filepath.Join(full.Dir, ModelDir, name))
+		assert.NoError(t, err, name)
+	}
+	b, err := os.ReadFile(filepath.Join(full.Dir, ModelDir, "tokenizer_config.json"))
+	require.NoError(t, err)
+	assert.Contains(t, string(b), "<|im_start|>")
+}
+
+func TestOptimizerFileRefusesDamage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "opt.bin")
+	require.NoError(t, writeAtomic(path, []byte("SERLOPT1 too short")))
+	c := toyConfig()
+	cfg, err := model.ParseConfig(c.modelConfig(320, 0, 2, 0), "toy")
+	require.NoError(t, err)
+	m, err := model.New(testDevice(t), cfg)
+	require.NoError(t, err)
+	defer m.Free()
+	r := &Run{Config: c}
+	_ = r
+	o, err := newToyOptimizer(m)
+	require.NoError(t, err)
+	defer o.Free()
+	require.Error(t, loadOptimizer(path, o))
+	require.NoError(t, saveOptimizer(path, o))
+	require.NoError(t, loadOptimizer(path, o))
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	b[100] ^= 1
+	require.NoError(t, os.WriteFile(path, b, 0o644))
+	require.ErrorContains(t, loadOptimizer(path, o), "checksum")
+}
+
+func TestConfigValidate(t *testing.T) {
+	require.NoError(t, DefaultConfig().Validate())
+	for _, mut := range []func(*Config){
+		func(c *Config) { c.Steps = 0 },
+		func(c *Config) { c.KVHeads = 3 },
+		func(c *Config) { c.VocabSize = 200 },
+		func(c *Config) { c.MicroTokens = c.MaxSeqLen - 1 },
+		func(c *Config) { c.SelfInstructShare = 1.5 },
+		func(c *Config) { c.MaxSeqLen = c.MaxPositions + 1 },
+	} {
+		c := DefaultConfig()
+		mut(&c)
+		assert.Error(t, c.Validate())
+	}
+}
