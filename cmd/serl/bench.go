@@ -1,0 +1,296 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/engine/train"
+)
+
+func init() {
+	addCommand(command{name: "bench", summary: "time training or scoring steps of a random-weight model", run: runBench})
+}
+
+// benchConfig is a named benchmark shape: a Qwen2 configuration (untied embeddings) and its batch.
+type benchConfig struct {
+	hidden, layers, heads, kvHeads, intermediate, vocab int
+	batch, seq                                          int
+}
+
+// benchConfigs are the configurations bench/model.sh compares with PyTorch (bench/torch_model.py
+// has the same table).
+var benchConfigs = map[string]benchConfig{
+	"S": {hidden: 256, layers: 4, heads: 4, kvHeads: 2, intermediate: 704, vocab: 2048, batch: 8, seq: 256},
+	"M": {hidden: 768, layers: 12, heads: 12, kvHeads: 4, intermediate: 2048, vocab: 32000, batch: 4, seq: 512},
+}
+
+func (b benchConfig) json() []byte {
+	return []byte(fmt.Sprintf(`{"architectures":["Qwen2ForCausalLM"],"model_type":"qwen2","hidden_size":%d,
+		"num_hidden_layers":%d,"num_attention_heads":%d,"num_key_value_heads":%d,"intermediate_size":%d,
+		"vocab_size":%d,"max_position_embeddings":%d,"rms_norm_eps":1e-6,"rope_theta":10000.0,
+		"tie_word_embeddings":false,"hidden_act":"silu"}`,
+		b.hidden, b.layers, b.heads, b.kvHeads, b.intermediate, b.vocab, max(b.seq, 4096)))
+}
+
+// benchResult is the --json line.
+type benchResult struct {
+	Impl          string  `json:"impl"`
+	Config        string  `json:"config"`
+	Mode          string  `json:"mode"`
+	Device        string  `json:"device"`
+	Threads       int     `json:"threads"`
+	Params        int     `json:"params"`
+	Batch         int     `json:"batch"`
+	Seq           int     `json:"seq"`
+	Warmup        int     `json:"warmup"`
+	Steps         int     `json:"steps"`
+	TokensPerSec  float64 `json:"tokens_per_s"`
+	MsPerStep     float64 `json:"ms_per_step"`
+	MsMin         float64 `json:"ms_min"`
+	MsMax         float64 `json:"ms_max"`
+	PeakRSS       int64   `json:"peak_rss_bytes"`
+	PlanBytes     int64   `json:"plan_bytes"`
+	RSSOverPlan   float64 `json:"rss_over_plan"`
+	DevicePeak    int64   `json:"device_peak_bytes"`
+	AllocsPerStep float64 `json:"allocs_per_step"`
+	LossFirst     float64 `json:"loss_first"`
+	LossLast      float64 `json:"loss_last"`
+}
+
+func runBench(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bench", stderr)
+	var df deviceFlags
+	df.register(fs)
+	cfgName := fs.String("config", "S", "S, M, or the path of a config.json")
+	mode := fs.String("mode", "train", "train (forward, backward, AdamW) or score (forward and log-probabilities)")
+	steps := fs.Int("steps", 10, "timed steps")
+	warmup := fs.Int("warmup", 2, "untimed steps first")
+	seed := fs.Uint64("seed", 1, "seed of the weights and the token ids")
+	batch := fs.Int("batch", 0, "sequences per step (0: the configuration's; 8 for a config.json)")
+	seq := fs.Int("seq", 0, "tokens per sequence (0: the configuration's; 256 for a config.json)")
+	asJSON := fs.Bool("json", false, "print the results as one JSON line on stdout (the rest goes to stderr)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *mode != "train" && *mode != "score" {
+		return usagef("--mode %q: want train or score", *mode)
+	}
+	if *steps < 1 || *warmup < 0 {
+		return usagef("--steps must be ≥ 1 and --warmup ≥ 0")
+	}
+	c, B, T, err := benchModelConfig(*cfgName, *batch, *seq)
+	if err != nil {
+		return err
+	}
+	out := stdout
+	if *asJSON {
+		out = stderr
+	}
+
+	// The plan first: what this run will allocate, before anything is.
+	plan := c.TrainingPlan(B*T, B, false)
+	if *mode == "score" {
+		blob := 4 * int64(model.NewLayout(c).Total)
+		plan = model.Plan{Items: []model.PlanItem{{Name: "parameters", Bytes: blob},
+			{Name: fmt.Sprintf("activations (%d tokens, %d sequences)", B*T, B), Bytes: c.ActivationBytes(B*T, B)}}}
+	}
+	fmt.Fprintf(out, "model %s: qwen2 hidden %d, %d layers, %d/%d heads (head_dim %d), intermediate %d, vocab %d; batch %d × %d tokens; %s\n",
+		*cfgName, c.Hidden, c.Layers, c.Heads, c.KVHeads, c.HeadDim, c.Intermediate, c.Vocab, B, T, *mode)
+	fmt.Fprintln(out, "memory plan:")
+	if err := plan.Write(out); err != nil {
+		return err
+	}
+
+	d, stop, err := df.open(stderr)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	m, err := model.New(d, c)
+	if err != nil {
+		return err
+	}
+	defer m.Free()
+	if err := model.RandomInit(m, *seed, 0.02); err != nil {
+		return err
+	}
+	ids := make([]int32, B*T)
+	rng := rand.New(rand.NewPCG(*seed, 0xba7c4))
+	for i := range ids {
+		ids[i] = int32(rng.IntN(c.Vocab))
+	}
+	lens := make([]int, B)
+	for i := range lens {
+		lens[i] = T
+	}
+
+	var step func() (float64, error)
+	switch *mode {
+	case "train":
+		sched, err := train.NewSchedule(1e-4, 1<<30, 0, 1) // constant 1e-4: no warmup, no decay in reach
+		if err != nil {
+			return err
+		}
+		tr, err := train.NewTrainer(m, train.AdamWConfig{Schedule: sched, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, ClipNorm: 1}, B*T, B)
+		if err != nil {
+			return err
+		}
+		defer tr.Free()
+		step = func() (float64, error) {
+			loss, _, err := tr.AccumulateNLL(ids, lens, 1)
+			if err != nil {
+				return 0, err
+			}
+			_, err = tr.Step()
+			return loss, err
+		}
+	case "score":
+		acts, err := m.NewActivations(B*T, B)
+		if err != nil {
+			return err
+		}
+		defer acts.Free()
+		logp := make([]float32, B*T)
+		step = func() (float64, error) {
+			if err := m.Forward(acts, ids, lens); err != nil {
+				return 0, err
+			}
+			if err := acts.LogProbs(logp); err != nil {
+				return 0, err
+			}
+			var nll float64
+			for i, lp := range logp {
+				if i%T != T-1 {
+					nll -= float64(lp)
+				}
+			}
+			return nll / float64(B*(T-1)), nil
+		}
+	}
+
+	res := benchResult{Impl: "serl", Config: *cfgName, Mode: *mode, Device: d.Info().Name, Threads: d.Info().Threads,
+		Params: m.Layout.NumParams(), Batch: B, Seq: T, Warmup: *warmup, Steps: *steps, PlanBytes: plan.Total()}
+	for i := 0; i < *warmup; i++ {
+		loss, err := step()
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			res.LossFirst = loss
+		}
+	}
+	if df.opTable {
+		d.SetProfiling(true) // the per-op table covers the timed steps only
+	}
+	times := make([]time.Duration, *steps)
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	start := time.Now()
+	for i := range times {
+		t0 := time.Now()
+		loss, err := step()
+		if err != nil {
+			return err
+		}
+		times[i] = time.Since(t0)
+		if i == 0 && *warmup == 0 {
+			res.LossFirst = loss
+		}
+		res.LossLast = loss
+	}
+	total := time.Since(start)
+	runtime.ReadMemStats(&ms1)
+
+	res.MsPerStep = total.Seconds() * 1e3 / float64(*steps)
+	res.MsMin = slices.Min(times).Seconds() * 1e3
+	res.MsMax = slices.Max(times).Seconds() * 1e3
+	res.TokensPerSec = float64(B*T) * float64(*steps) / total.Seconds()
+	res.AllocsPerStep = float64(ms1.Mallocs-ms0.Mallocs) / float64(*steps)
+	res.PeakRSS, err = peakRSS()
+	if err != nil {
+		return err
+	}
+	res.RSSOverPlan = float64(res.PeakRSS) / float64(res.PlanBytes)
+	_, res.DevicePeak = d.MemoryInUse()
+
+	fmt.Fprintf(out, "loss        %.4f → %.4f\n", res.LossFirst, res.LossLast)
+	fmt.Fprintf(out, "step        %.1f ms mean (min %.1f, max %.1f) over %d steps after %d warmup\n", res.MsPerStep, res.MsMin, res.MsMax, *steps, *warmup)
+	fmt.Fprintf(out, "throughput  %.0f tokens/s (%d threads)\n", res.TokensPerSec, res.Threads)
+	fmt.Fprintf(out, "memory      peak RSS %.1f MiB = %.2f× the plan's %.1f MiB (device allocations peaked at %.1f MiB)\n",
+		float64(res.PeakRSS)/(1<<20), res.RSSOverPlan, float64(res.PlanBytes)/(1<<20), float64(res.DevicePeak)/(1<<20))
+	fmt.Fprintf(out, "go heap     %.1f allocations per step\n", res.AllocsPerStep)
+	if *asJSON {
+		b, err := json.Marshal(res)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s\n", b)
+	}
+	return nil
+}
+
+// benchModelConfig resolves --config (a name of benchConfigs or a config.json path) and the batch shape.
+func benchModelConfig(name string, batch, seq int) (model.Config, int, int, error) {
+	var data []byte
+	B, T := 8, 256
+	if bc, ok := benchConfigs[name]; ok {
+		data, B, T = bc.json(), bc.batch, bc.seq
+	} else if strings.ContainsAny(name, "/.") {
+		var err error
+		if data, err = os.ReadFile(name); err != nil {
+			return model.Config{}, 0, 0, err
+		}
+	} else {
+		return model.Config{}, 0, 0, usagef("--config %q: want S, M or a config.json path", name)
+	}
+	if batch > 0 {
+		B = batch
+	}
+	if seq > 0 {
+		T = seq
+	}
+	if B < 1 || T < 2 {
+		return model.Config{}, 0, 0, usagef("--batch %d --seq %d: want at least one sequence of at least 2 tokens", B, T)
+	}
+	c, err := model.ParseConfig(data, name)
+	if err != nil {
+		return model.Config{}, 0, 0, err
+	}
+	if T > c.MaxPositions {
+		return model.Config{}, 0, 0, usagef("--seq %d exceeds max_position_embeddings %d", T, c.MaxPositions)
+	}
+	return c, B, T, nil
+}
+
+// peakRSS is the process's peak resident set (VmHWM) in bytes.
+func peakRSS() (int64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("peak RSS: %w", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			f := strings.Fields(rest) // "12345 kB"
+			if len(f) == 2 && f[1] == "kB" {
+				kb, err := strconv.ParseInt(f[0], 10, 64)
+				if err == nil {
+					return kb << 10, nil
+				}
+			}
+			return 0, fmt.Errorf("peak RSS: cannot read %q", sc.Text())
+		}
+	}
+	return 0, fmt.Errorf("peak RSS: no VmHWM in /proc/self/status")
+}
