@@ -1,0 +1,69 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/serl-go/serl/loader"
+)
+
+// A tiny pretraining run end to end, then serl eval on the model it wrote.
+func TestPretrainThenEval(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "run")
+	tiny := []string{"--device", "cpu", "--out", out, "--steps", "2", "--hidden", "32", "--layers", "1", "--heads", "2",
+		"--kv-heads", "1", "--intermediate", "64", "--vocab", "320", "--tokenizer-docs", "40", "--batch-tokens", "600",
+		"--eval-every", "0", "--eval-problems", "5", "--eval-max-new-tokens", "8"}
+	code, _, errs := runCLI(t, append([]string{"pretrain"}, tiny...)...)
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, errs, "step 2/2")
+	assert.Contains(t, errs, "held-out pass@1")
+	for _, f := range []string{"pretrain.json", "metrics.jsonl", "loss.png", "checkpoint/state.json", "model/tokenizer.json"} {
+		_, err := os.Stat(filepath.Join(out, f))
+		assert.NoError(t, err, f)
+	}
+
+	code, _, errs = runCLI(t, "pretrain", "--out", out, "--resume", "--steps", "9")
+	assert.Equal(t, 2, code, "settings cannot change on resume")
+	assert.Contains(t, errs, "--steps")
+	code, _, errs = runCLI(t, "pretrain", "--device", "cpu", "--out", out, "--resume")
+	require.Equal(t, 0, code, errs, "resuming a finished run just rewrites its model")
+
+	data := filepath.Join(loader.RepoRoot(), "engine", "task", "arith", "data", "eval500.jsonl")
+	report := filepath.Join(t.TempDir(), "r.json")
+	resp := filepath.Join(t.TempDir(), "resp.jsonl")
+	code, stdout, errs := runCLI(t, "eval", "--device", "cpu", "--model", filepath.Join(out, "model"), "--data", data,
+		"--prompt-mode", "chat", "--n", "2", "--limit", "3", "--max-new-tokens", "8", "--out", report, "--responses", resp)
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, stdout, "maj@2")
+	b, err := os.ReadFile(report)
+	require.NoError(t, err)
+	var rep struct {
+		Report struct {
+			K       int
+			Overall struct{ N int }
+		}
+	}
+	require.NoError(t, json.Unmarshal(b, &rep))
+	assert.Equal(t, 2, rep.Report.K)
+	assert.Equal(t, 3, rep.Report.Overall.N)
+	b, err = os.ReadFile(resp)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	require.Len(t, lines, 3)
+	var r0 struct{ Samples []string }
+	require.NoError(t, json.Unmarshal([]byte(lines[0]), &r0))
+	assert.Len(t, r0.Samples, 2)
+
+	code, _, _ = runCLI(t, "eval", "--model", filepath.Join(out, "model"), "--data", data, "--prompt-mode", "chat", "--prompt-mode", "odd")
+	assert.Equal(t, 2, code)
+	code, _, _ = runCLI(t, "eval", "--data", data)
+	assert.Equal(t, 2, code)
+	code, _, _ = runCLI(t, "pretrain")
+	assert.Equal(t, 2, code)
+}
