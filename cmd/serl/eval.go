@@ -12,6 +12,9 @@ import (
 	"github.com/serl-go/serl/engine/chat"
 	"github.com/serl-go/serl/engine/evaluate"
 	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/engine/selfinstruct"
+	"github.com/serl-go/serl/engine/task/arith"
+	"github.com/serl-go/serl/engine/tokenizer"
 )
 
 func init() {
@@ -33,6 +36,8 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	batch := fs.Int("batch", 64, "sequences decoded together")
 	outPath := fs.String("out", "", "write the report as JSON here")
 	respPath := fs.String("responses", "", "write every problem's responses and verdicts as JSONL here")
+	instruct := fs.Int("self-instruct", 0, "instead: run N self-instruction prompts with --data as the seed problems and report how many generated problems pass the filters")
+	checker := fs.String("checker", "", "with --self-instruct: the task checker that says whether a problem is solvable (arith)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -52,6 +57,9 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	tok, err := loadTokenizer(*dir)
 	if err != nil {
 		return err
+	}
+	if *instruct > 0 {
+		return runInstructProbe(df, *dir, tok, problems, *instruct, *checker, *seed, *batch, *maxNew, *outPath, stdout, stderr)
 	}
 	var prompt evaluate.PromptFunc
 	switch *mode {
@@ -132,6 +140,72 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return f.Close()
+	}
+	return nil
+}
+
+// runInstructProbe is serl eval --self-instruct: SeRL's self-instruction step over the data's problems
+// as seeds, always through the chat template (Part A #1).
+func runInstructProbe(df deviceFlags, dir string, tok *tokenizer.Tokenizer, problems []evaluate.Problem, n int,
+	checker string, seed uint64, batch, maxNew int, outPath string, stdout, stderr io.Writer) error {
+	var solve func(string) bool
+	switch checker {
+	case "":
+	case "arith":
+		solve = func(p string) bool { _, ok := arith.Solve(p); return ok }
+	default:
+		return usagef("--checker %q: want arith", checker)
+	}
+	cfg, err := chat.LoadTokenizerConfig(filepath.Join(dir, "tokenizer_config.json"))
+	if err != nil {
+		return err
+	}
+	tmpl, err := cfg.Template()
+	if err != nil {
+		return err
+	}
+	opts := cfg.Options(true)
+	render := func(p selfinstruct.Prompt) ([]int32, error) {
+		s, err := tmpl.Render([]chat.Message{{Role: "system", Content: p.System}, {Role: "user", Content: p.User}}, opts)
+		if err != nil {
+			return nil, err
+		}
+		return tok.Encode(s, tokenizer.EncodeOptions{ParseSpecial: true}), nil
+	}
+	seeds := make([]string, len(problems))
+	for i, p := range problems {
+		seeds[i] = p.Problem
+	}
+	d, stop, err := df.open(stderr)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	m, err := model.Load(d, dir)
+	if err != nil {
+		return err
+	}
+	defer m.Free()
+	rep, err := evaluate.ProbeSelfInstruct(m, tok, render, seeds, evaluate.InstructOptions{Prompts: n,
+		MaxNewTokens: maxNew, Seed: seed, MaxBatch: batch, StopIDs: evaluate.StopIDs(m.Config, tok), Solve: solve})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "self-instruction: %d prompts, %d candidates, %d accepted (%.1f%%)", rep.Prompts, rep.Candidates,
+		rep.Accepted, 100*rep.AcceptRate)
+	if solve != nil {
+		fmt.Fprintf(stdout, ", %d solvable (%.1f%% of accepted)", rep.Solvable, 100*rep.SolvableRate)
+	}
+	fmt.Fprintf(stdout, "\nrejections: %v\n", rep.Reasons)
+	for _, e := range rep.Examples {
+		fmt.Fprintf(stdout, "  %s\n", e)
+	}
+	if outPath != "" {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(outPath, append(b, '\n'), 0o644)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/engine/selfinstruct"
 	"github.com/serl-go/serl/kernels"
 )
 
@@ -186,4 +187,41 @@ func TestGenerateIndependentOfChunking(t *testing.T) {
 	e := &Evaluator{Model: m, Prompt: byteCodec{}.prompt, Decoder: byteCodec{}, Options: Options{MaxNewTokens: 600}}
 	_, _, err := e.Generate(problems, nil)
 	require.ErrorContains(t, err, "context")
+}
+
+func TestScoreInstructions(t *testing.T) {
+	seeds := []string{"Ann has 4 pens and buys 3 more pens. How many pens does Ann have?"}
+	completions := []string{
+		"9. Bob has 7 cups and gives away 2 cups. How many cups are left?\n10. Draw a graph of the cups Bob has.\n" +
+			"11. Ann has 4 pens and buys 3 more pens. How many pens does Ann have?",
+		"9. Bob has 7 cups and gives away 2 cups. How many cups are left?\n10. Eve reads 12 pages a day for 3 days. How many pages?",
+		"",
+	}
+	solve := func(p string) bool { return strings.HasPrefix(p, "Bob") }
+	rep := ScoreInstructions(completions, seeds, solve)
+	assert.Equal(t, 3, rep.Prompts)
+	assert.Equal(t, 5, rep.Candidates)
+	// Accepted: Bob (first time) and Eve; rejected: the graph (keyword), the seed copy and the second
+	// Bob (ROUGE-L against the pool, which includes what was accepted before).
+	assert.Equal(t, 2, rep.Accepted)
+	assert.Equal(t, map[string]int{"Accepted": 2, "Keyword": 1, "Similar": 2}, rep.Reasons)
+	assert.InDelta(t, 0.4, rep.AcceptRate, 1e-12)
+	assert.Equal(t, 1, rep.Solvable)
+	assert.InDelta(t, 0.5, rep.SolvableRate, 1e-12)
+
+	m := fixture(t)
+	for i := range 8 {
+		seeds = append(seeds, strings.Repeat("x", i+1)+" y z w")
+	}
+	var users []string
+	r, err := ProbeSelfInstruct(m, byteCodec{}, func(p selfinstruct.Prompt) ([]int32, error) {
+		users = append(users, p.User)
+		return byteCodec{}.prompt(p.User[len(p.User)-40:])
+	}, seeds, InstructOptions{Prompts: 3, MaxNewTokens: 10, Seed: 1})
+	require.NoError(t, err)
+	assert.Equal(t, 3, r.Prompts)
+	require.Len(t, users, 3)
+	assert.True(t, strings.HasSuffix(users[0], "\n9."), users[0])
+	_, err = ProbeSelfInstruct(m, byteCodec{}, nil, nil, InstructOptions{Prompts: 1, MaxNewTokens: 1})
+	require.Error(t, err)
 }

@@ -134,13 +134,7 @@ func (e *Evaluator) Generate(problems []Problem, progress func(done, total int))
 		return nil, nil, fmt.Errorf("evaluate: the longest prompt (%d tokens) + %d new tokens exceeds the model's context of %d",
 			longest, o.MaxNewTokens, ctx)
 	}
-	bs := o.BlockSize
-	seqLen := longest + o.MaxNewTokens
-	prefill := max(longest, min(2048, o.MaxBatch*longest))
-	cfg := generate.Config{BlockSize: bs, MaxBatch: o.MaxBatch, MaxPrefillTokens: prefill, MaxSeqLen: seqLen}
-	// Room for a full batch of sequences plus the shared prompt blocks of the prompts being admitted.
-	cfg.NumBlocks = o.MaxBatch*((seqLen+bs-1)/bs) + (prefill+bs-1)/bs + o.MaxBatch
-	eng, err := generate.New(e.Model, cfg)
+	eng, err := newEngine(e.Model, longest, o.MaxNewTokens, o.MaxBatch, o.BlockSize)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -205,4 +199,14 @@ func problemSeed(seed uint64, i int) uint64 {
 	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
 	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
 	return z ^ (z >> 31)
+}
+
+// newEngine sizes a generation engine for prompts of up to longest tokens and maxNew new tokens.
+func newEngine(m *model.Model, longest, maxNew, maxBatch, bs int) (*generate.Engine, error) {
+	seqLen := longest + maxNew
+	prefill := max(longest, min(2048, maxBatch*longest))
+	cfg := generate.Config{BlockSize: bs, MaxBatch: maxBatch, MaxPrefillTokens: prefill, MaxSeqLen: seqLen}
+	// Room for a full batch of sequences plus the shared prompt blocks of the prompts being admitted.
+	cfg.NumBlocks = maxBatch*((seqLen+bs-1)/bs) + (prefill+bs-1)/bs + maxBatch
+	return generate.New(m, cfg)
 }
