@@ -194,6 +194,10 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 			}
 			saved = st.Step
 			e.Saved = true
+			// The chart follows the checkpoints, so a long run can be watched.
+			if err := metrics.chart(filepath.Join(r.Dir, ChartFile)); err != nil {
+				return err
+			}
 		}
 		if r.Report != nil {
 			r.Report(e)
