@@ -7,11 +7,11 @@
  *  - everything else: a BLIS/GotoBLAS-style blocked product. A is packed into MR-row panels and B into
  *    NR-column panels (packing absorbs the transposes, so the microkernel sees one layout), K is cut
  *    into KC slices, M into MC blocks and N into NC blocks. The packed A and B blocks are shared by all
- *    workers (packed cooperatively in one parallel phase); a second phase computes a grid of C tiles,
- *    each a range of A panels × a range of ≤ NC_TILE columns whose B slice (KC×NC_TILE) stays in the
- *    worker's L2 while each A micro-panel (MR×KC) stays in L1.
+ *    workers and packed on demand, panel by panel, by the first task that needs one. Tasks are C tiles,
+ *    each a range of A panels × a range of ≤ NC_TILE columns looping over the K slices, so that its B
+ *    slice (KC×NC_TILE) stays in the worker's L2 while each A micro-panel (MR×KC) stays in L1.
  * The microkernel is MR×NR register-blocked FMA: 6×16 ymm here (AVX2) and 12×32 zmm in matmul_avx512.c.
- * Edge tiles are computed in full against zero-padded panels and written back through a small buffer. */
+ * Edge tiles are computed in full against zero-padded panels; only their valid part is written back. */
 #define _GNU_SOURCE
 #include <immintrin.h>
 #include <sched.h>
@@ -22,7 +22,8 @@
 
 #define SMALL_MNK (32 * 32 * 32) /* below this, packing and waking workers cost more than they save */
 #define GEMV_MAX_M 16
-#define GEMV_PAR_MIN (1 << 17) /* n·k of W below which the GEMV path stays on one thread */
+#define GEMV_PAR_MIN (1 << 22) /* n·k of W (16 MiB) below which the GEMV path stays on one thread: a
+                                * worker wake-up costs more than it saves on this shared machine */
 
 /* Blocking for AMD EPYC (Zen 4): 32 KiB L1d and 1 MiB L2 per core, 32 MiB shared L3. */
 #define KC 384      /* depth of a K slice: an A micro-panel MR×KC is 18 KiB (12 rows), L1 resident */
@@ -34,7 +35,7 @@
 typedef void (*ukr_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha,
                        float beta, int mr, int nr);
 
-/* The AVX-512 microkernel and GEMV (matmul_avx512.c). */
+/* The AVX-512 microkernel (matmul_avx512.c). */
 void serl_sgemm_ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha,
                            float beta, int mr, int nr);
 #define MR_AVX512 12
@@ -539,8 +540,7 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
     SERL_REQUIRE(a->batch >= 1, "matmul: batch = %d (want ≥ 1)", a->batch);
     const int64_t m = a->m, n = a->n, k = a->k;
     /* stored shapes: A is m×k (k×m with trans_a), B is k×n (n×k with trans_b), C is m×n */
-    int64_t a_rows = a->trans_a ? k : m, a_cols = a->trans_a ? m : k;
-    int64_t b_rows = a->trans_b ? n : k, b_cols = a->trans_b ? k : n;
+    int64_t a_cols = a->trans_a ? m : k, b_cols = a->trans_b ? k : n;
     SERL_REQUIRE(a->lda >= (a_cols > 1 ? a_cols : 1), "matmul: lda = %d is less than the %lld columns of stored A",
                  a->lda, (long long)a_cols);
     SERL_REQUIRE(a->ldb >= (b_cols > 1 ? b_cols : 1), "matmul: ldb = %d is less than the %lld columns of stored B",
@@ -556,8 +556,6 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
     SERL_REQUIRE(a->c, "matmul: C is NULL");
     int use_ab = k > 0 && a->alpha != 0.0f;
     SERL_REQUIRE(!use_ab || (a->a && a->b), "matmul: %s is NULL", a->a ? "B" : "A");
-    (void)a_rows;
-    (void)b_rows;
 
     if (!use_ab) {
         for (int64_t b = 0; b < a->batch; b++) scale_c(a->c + b * a->stride_c, m, n, a->ldc, a->beta);
@@ -579,8 +577,10 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
         if (gemv) {
             gemv_job g = {m, n, k, a->lda, a->ldb, a->ldc, 1, a->alpha, a->beta, A, B, C};
             if (ctx->threads > 1 && n * k >= GEMV_PAR_MIN) {
-                g.parts = ctx->threads;
-                if (g.parts > ceil_div(n, 4)) g.parts = ceil_div(n, 4);
+                /* Over-decomposed (tasks are pulled dynamically): when a worker is slow to wake, the
+                 * caller takes its share instead of waiting for it. */
+                g.parts = 4 * ctx->threads;
+                if (g.parts > ceil_div(n, 64)) g.parts = ceil_div(n, 64);
             }
             serl_parallel(ctx, g.parts, gemv_task, &g);
             continue;
