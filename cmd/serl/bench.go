@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/serl-go/serl/engine/model"
@@ -64,6 +65,8 @@ type benchResult struct {
 	RSSOverPlan   float64 `json:"rss_over_plan"`
 	DevicePeak    int64   `json:"device_peak_bytes"`
 	AllocsPerStep float64 `json:"allocs_per_step"`
+	AllocSteps    int     `json:"alloc_steps"` // timed steps that allocated at all
+	CPUMsPerStep  float64 `json:"cpu_ms_per_step"`
 	LossFirst     float64 `json:"loss_first"`
 	LossLast      float64 `json:"loss_last"`
 }
@@ -194,23 +197,38 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		d.SetProfiling(true) // the per-op table covers the timed steps only
 	}
 	times := make([]time.Duration, *steps)
+	// Heap allocations, step by step: ReadMemStats flushes every P's cache, so the count is exact; it
+	// stops the world for microseconds, nothing beside steps of milliseconds.
+	var before, after runtime.MemStats
 	var ms0, ms1 runtime.MemStats
+	var ru0, ru1 syscall.Rusage
 	runtime.ReadMemStats(&ms0)
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	start := time.Now()
 	for i := range times {
+		runtime.ReadMemStats(&before)
 		t0 := time.Now()
 		loss, err := step()
 		if err != nil {
 			return err
 		}
 		times[i] = time.Since(t0)
+		runtime.ReadMemStats(&after)
+		if after.Mallocs != before.Mallocs {
+			res.AllocSteps++
+		}
 		if i == 0 && *warmup == 0 {
 			res.LossFirst = loss
 		}
 		res.LossLast = loss
 	}
 	total := time.Since(start)
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 	runtime.ReadMemStats(&ms1)
+	cpu := func(r syscall.Rusage) time.Duration {
+		return time.Duration(r.Utime.Nano() + r.Stime.Nano())
+	}
+	res.CPUMsPerStep = (cpu(ru1) - cpu(ru0)).Seconds() * 1e3 / float64(*steps)
 
 	res.MsPerStep = total.Seconds() * 1e3 / float64(*steps)
 	res.MsMin = slices.Min(times).Seconds() * 1e3
@@ -226,10 +244,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 
 	fmt.Fprintf(out, "loss        %.4f → %.4f\n", res.LossFirst, res.LossLast)
 	fmt.Fprintf(out, "step        %.1f ms mean (min %.1f, max %.1f) over %d steps after %d warmup\n", res.MsPerStep, res.MsMin, res.MsMax, *steps, *warmup)
-	fmt.Fprintf(out, "throughput  %.0f tokens/s (%d threads)\n", res.TokensPerSec, res.Threads)
+	fmt.Fprintf(out, "throughput  %.0f tokens/s (%d threads; %.1f CPU-ms per step)\n", res.TokensPerSec, res.Threads, res.CPUMsPerStep)
 	fmt.Fprintf(out, "memory      peak RSS %.1f MiB = %.2f× the plan's %.1f MiB (device allocations peaked at %.1f MiB)\n",
 		float64(res.PeakRSS)/(1<<20), res.RSSOverPlan, float64(res.PlanBytes)/(1<<20), float64(res.DevicePeak)/(1<<20))
-	fmt.Fprintf(out, "go heap     %.1f allocations per step\n", res.AllocsPerStep)
+	fmt.Fprintf(out, "go heap     %.2f allocations per step (%d of %d steps allocated)\n", res.AllocsPerStep, res.AllocSteps, *steps)
 	if *asJSON {
 		b, err := json.Marshal(res)
 		if err != nil {
