@@ -81,6 +81,8 @@ func runPretrain(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&c.VocabSize, "vocab", c.VocabSize, "BPE vocabulary size (with the 3 special tokens)")
 	fs.IntVar(&c.TokenizerDocs, "tokenizer-docs", c.TokenizerDocs, "documents the tokenizer is trained on")
 	fs.Float64Var(&c.SelfInstructShare, "self-instruct-share", c.SelfInstructShare, "fraction of self-instruction documents")
+	fs.IntVar(&c.InstructMinNew, "instruct-min-new", c.InstructMinNew, "new problems per self-instruction answer, at least")
+	fs.IntVar(&c.InstructMaxNew, "instruct-max-new", c.InstructMaxNew, "new problems per self-instruction answer, at most")
 	fs.Float64Var(&c.LR, "lr", c.LR, "peak learning rate (warm-up, then cosine to min-lr-ratio)")
 	fs.Float64Var(&c.WarmupRatio, "warmup-ratio", c.WarmupRatio, "share of steps warming up")
 	fs.Float64Var(&c.MinLRRatio, "min-lr-ratio", c.MinLRRatio, "final learning rate over the peak")

@@ -27,7 +27,9 @@ type Config struct {
 
 	// Data.
 	SelfInstructShare float64 `json:"self_instruct_share"`
-	MaxSeqLen         int     `json:"max_seq_len"` // longer documents are skipped
+	InstructMinNew    int     `json:"instruct_min_new"` // new problems a self-instruction answer writes, at least
+	InstructMaxNew    int     `json:"instruct_max_new"` // and at most
+	MaxSeqLen         int     `json:"max_seq_len"`      // longer documents are skipped
 
 	// Optimisation.
 	LR          float64 `json:"lr"`
@@ -58,7 +60,7 @@ func DefaultConfig() Config {
 		Hidden: 256, Layers: 4, Heads: 4, KVHeads: 2, Intermediate: 704, MaxPositions: 1024, RopeTheta: 10000,
 		InitStd:   0.02,
 		VocabSize: 1024, TokenizerDocs: 3000,
-		SelfInstructShare: 0.2, MaxSeqLen: 1024,
+		SelfInstructShare: 0.2, InstructMinNew: 3, InstructMaxNew: 6, MaxSeqLen: 1024,
 		LR: 2e-3, WarmupRatio: 0.03, MinLRRatio: 0.1, WeightDecay: 0.01, ClipNorm: 1, Beta1: 0.9, Beta2: 0.95,
 		BatchTokens: 8192, MicroTokens: 2048, MicroSeqs: 32,
 		EvalEvery: 100, EvalProblems: 100, EvalMaxNewTokens: 192, SaveEvery: 50, LogEvery: 1, EvalMaxBatch: 64,
@@ -84,6 +86,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("pretrain: batch tokens %d", c.BatchTokens)
 	case c.SelfInstructShare < 0 || c.SelfInstructShare > 1:
 		return fmt.Errorf("pretrain: self-instruction share %g", c.SelfInstructShare)
+	case c.InstructMinNew < 1 || c.InstructMaxNew < c.InstructMinNew:
+		return fmt.Errorf("pretrain: %d to %d new problems per self-instruction answer", c.InstructMinNew, c.InstructMaxNew)
 	case !(c.LR > 0) || c.TokenizerDocs < 1:
 		return fmt.Errorf("pretrain: lr %g, tokenizer docs %d", c.LR, c.TokenizerDocs)
 	}

@@ -42,7 +42,7 @@ type Corpus struct {
 // NewCorpus makes a corpus whose problems avoid every text in exclude.
 func NewCorpus(src Source, seed uint64, selfInstructShare float64, exclude []evaluate.Problem) *Corpus {
 	c := &Corpus{Source: src, Seed: seed, SelfInstructShare: selfInstructShare, Shots: selfinstruct.DefaultShots,
-		MinNew: 2, MaxNew: 5, exclude: map[string]bool{}, template: selfinstruct.DefaultTemplate()}
+		MinNew: 3, MaxNew: 6, exclude: map[string]bool{}, template: selfinstruct.DefaultTemplate()}
 	for _, p := range exclude {
 		c.exclude[normText(p.Problem)] = true
 	}

@@ -94,6 +94,7 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 		return err
 	}
 	corpus := NewCorpus(r.Source, cfg.Seed, cfg.SelfInstructShare, r.Exclude)
+	corpus.MinNew, corpus.MaxNew = cfg.InstructMinNew, cfg.InstructMaxNew
 
 	tok, err := r.tokenizer(corpus, resume)
 	if err != nil {
