@@ -184,10 +184,11 @@ func (e *Engine) Generate(reqs []Request, tok Detokenizer, onToken func(req, sam
 		out[i] = make([]Sample, reqs[i].N)
 	}
 	var active []*seq
-	nextReq := 0
+	nextReq, startedTotal := 0, 0
 	prefilled := map[int]bool{}
 	for {
 		// Admission: prefill waiting prompts that fit, then start samples while slots and blocks last.
+		admittedBefore, startedBefore := nextReq, startedTotal
 		if err := e.admitPrefills(states, &nextReq, prefilled, len(active)); err != nil {
 			return nil, err
 		}
@@ -198,6 +199,7 @@ func (e *Engine) Generate(reqs []Request, tok Detokenizer, onToken func(req, sam
 			}
 			for st.started < st.r.N && len(active) < e.cfg.MaxBatch && e.pool.reserve(st.perSample) {
 				s := e.startSample(ri, st, onToken)
+				startedTotal++
 				if err := e.checkStop(s, tok); err != nil {
 					return nil, err
 				}
@@ -218,8 +220,11 @@ func (e *Engine) Generate(reqs []Request, tok Detokenizer, onToken func(req, sam
 			if nextReq >= len(reqs) && allNil(states) {
 				return out, nil
 			}
-			if nextReq < len(reqs) && !prefilled[nextReq] && e.pool.available() == 0 {
-				return nil, errors.New("generate: cache exhausted with nothing running (accounting broken)")
+			// Nothing runs and this pass neither prefilled nor started anything: waiting cannot free a
+			// block. Per-request reservations make this unreachable; if it ever happens it is an error,
+			// not a hang.
+			if nextReq == admittedBefore && startedTotal == startedBefore {
+				return nil, errors.New("generate: no request can be admitted with nothing running (block accounting broken)")
 			}
 			continue
 		}

@@ -182,3 +182,23 @@ func BenchmarkDecode(b *testing.B) {
 	b.ReportMetric(float64(st.Prefills)/float64(b.N), "prefills/op")
 	_ = fmt.Sprint
 }
+
+// One-token requests finish as they start; with a cache that holds one prompt at a time the engine
+// must still work through them all (progress by starting samples, not only by prefilling).
+func TestTightCacheOneTokenRequests(t *testing.T) {
+	m := loadFixture(t, "qwen2_f32")
+	e := newEngine(t, m, Config{BlockSize: 4, NumBlocks: 4, MaxBatch: 2, MaxPrefillTokens: 64, MaxSeqLen: 16})
+	var reqs []Request
+	for i := 0; i < 6; i++ {
+		reqs = append(reqs, Request{Prompt: prompt(i, 9, m.Config.Vocab), N: 3, Params: Params{MaxNewTokens: 1, StopIDs: []int32{}}})
+	}
+	out, err := e.Generate(reqs, nil, nil)
+	require.NoError(t, err)
+	for _, r := range out {
+		require.Len(t, r, 3)
+		for _, s := range r {
+			require.Len(t, s.Tokens, 1)
+		}
+	}
+	require.Equal(t, 6, e.Stats().Prefills)
+}
