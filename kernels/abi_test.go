@@ -153,3 +153,13 @@ func TestProfileTable(t *testing.T) {
 	require.Contains(t, b.String(), "GFLOP/s")
 	require.Contains(t, b.String(), "scale")
 }
+
+// Every op of serl.h is exported by every backend under test: a backend missing one fails here, not
+// at its first call in a training run.
+func TestEveryOpExported(t *testing.T) {
+	for _, d := range testDevices(t) {
+		for op := opID(0); op < numOps; op++ {
+			require.NotZero(t, d.syms[op], "%s library %s does not export serl_%s", d.Backend(), d.lib.Path, op)
+		}
+	}
+}
