@@ -201,6 +201,8 @@ func TestResumeIsExact(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 900, img.Bounds().Dx())
 	// The final model folder loads with its tokenizer and chat template.
+	_, err = os.Stat(filepath.Join(full.Dir, EvalFile))
+	assert.NoError(t, err)
 	for _, name := range []string{"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} {
 		_, err := os.Stat(filepath.Join(full.Dir, ModelDir, name))
 		assert.NoError(t, err, name)

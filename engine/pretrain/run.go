@@ -188,6 +188,9 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 			if err := metrics.eval(st.Step, rep); err != nil {
 				return err
 			}
+			if err := writeJSONAtomic(filepath.Join(r.Dir, EvalFile), map[string]any{"step": st.Step, "report": rep}); err != nil {
+				return err
+			}
 		}
 		if cfg.SaveEvery > 0 && st.Step%cfg.SaveEvery == 0 {
 			if err := r.checkpoint(m, tr, st); err != nil {
