@@ -221,8 +221,6 @@ func TestOptimizerFileRefusesDamage(t *testing.T) {
 	m, err := model.New(testDevice(t), cfg)
 	require.NoError(t, err)
 	defer m.Free()
-	r := &Run{Config: c}
-	_ = r
 	o, err := newToyOptimizer(m)
 	require.NoError(t, err)
 	defer o.Free()
