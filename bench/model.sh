@@ -61,7 +61,8 @@ def rng(xs, fmt):
 W = "%-6s %-5s %21s %21s %18s %15s %15s %18s %9s %16s"
 print(W % ("config", "mode", "serl tokens/s", "torch tokens/s", "ratio serl/torch", "best-step ratio", "CPU-time ratio",
            "serl RSS/plan", "torch RSS", "serl allocs/step"))
-for (c, m) in sorted(rows, key=lambda k: (k[0], k[1] != "train")):
+order = list(rows)  # configs in run order, train before score
+for (c, m) in sorted(rows, key=lambda k: ([c for c, _ in order].index(k[0]), k[1] != "train")):
     s, t = rows[(c, m)]["serl"], rows[(c, m)]["torch"]
     ratios = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(s, t)]
     best = [b["ms_min"] / a["ms_min"] for a, b in zip(s, t)]
