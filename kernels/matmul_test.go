@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ func init() {
 		}
 	}
 	register("matmul_decode", testMatMulDecode)
+	register("matmul_decode_batched", testMatMulDecodeBatched)
 	register("matmul_batched", testMatMulBatched)
 	register("matmul_strided", testMatMulStrided)
 	register("matmul_errors", testMatMulErrors)
@@ -123,6 +125,66 @@ func testMatMulDecode(t *testing.T, h *harness) {
 			ref.MatMul(false, true, m, n, k, ab.alpha, x, k, 0, w, k, 0, ab.beta, want, n, 0, 1)
 			requireClose(t, fmt.Sprintf("decode m=%d n=%d k=%d", m, n, k), h.get(tc), want, 1e-5)
 		}
+	}
+}
+
+// testMatMulDecodeBatched covers the x·Wᵀ path for tens of rows (batched generation, m 17..128): m around
+// the row blocks of both kernels, n around their W panels (16 and 32 rows), k around the depth slices, with
+// beta 0 on NaN-poisoned C, beta 1, alpha −0.5, and a C row stride beyond n whose gap must stay untouched.
+func testMatMulDecodeBatched(t *testing.T, h *harness) {
+	const sentinel = 12345.5
+	abs := []alphaBeta{{1, 0, true}, {1, 1, false}, {-0.5, 0.25, false}, {-0.5, 0, true}}
+	nks := [][2]int{{1, 2048}, {7, 257}, {128, 7}, {256, 256}, {257, 128}, {704, 256}, {256, 704}, {2048, 1},
+		{33, 2048}, {257, 1}, {7, 704}, {128, 1543}}
+	for mi, m := range []int{17, 31, 33, 63, 64, 65, 100, 128} {
+		for ni, nk := range nks {
+			n, k := nk[0], nk[1]
+			ab := abs[(mi+ni)%len(abs)]
+			ldc := n
+			if (mi+ni)%3 == 0 {
+				ldc = n + 5
+			}
+			x, w := h.randn(m*k, 1), h.randn(n*k, 1)
+			c0 := make([]float32, m*ldc)
+			for i := range c0 {
+				switch {
+				case i%ldc >= n:
+					c0[i] = sentinel
+				case ab.poison:
+					c0[i] = float32(math.NaN())
+				default:
+					c0[i] = float32(h.rng.NormFloat64())
+				}
+			}
+			C := h.f32(c0)
+			require.NoError(t, h.d.MatMulStrided(StridedMatMul{A: h.f32(x), B: h.f32(w), C: C, TransB: true,
+				M: m, N: n, K: k, LDA: k, LDB: k, LDC: ldc, Batch: 1, Alpha: ab.alpha, Beta: ab.beta}))
+			want := append([]float32(nil), c0...)
+			ref.MatMul(false, true, m, n, k, ab.alpha, x, k, 0, w, k, 0, ab.beta, want, ldc, 0, 1)
+			got := h.get(C)
+			what := fmt.Sprintf("batched decode m=%d n=%d k=%d ldc=%d alpha=%g beta=%g", m, n, k, ldc, ab.alpha, ab.beta)
+			for i := range got {
+				if i%ldc >= n {
+					require.Equal(t, float32(sentinel), got[i], "%s: element %d outside C's view was written", what, i)
+					got[i], want[i] = 0, 0
+				}
+			}
+			requireClose(t, what, got, want, 1e-5)
+		}
+	}
+	// A strided X (lda > k) and a batch of products sharing W, as the engine's per-sequence views do.
+	for _, c := range []struct{ batch, m, n, k, pad int }{{2, 64, 256, 256, 3}, {3, 33, 130, 77, 1}} {
+		lda, ldc := c.k+c.pad, c.n+c.pad
+		sa, sc := c.m*lda+c.pad, c.m*ldc
+		x, w := h.randn(c.batch*sa, 1), h.randn(c.n*c.k, 1)
+		c0 := h.randn(c.batch*sc, 1)
+		C := h.f32(c0)
+		require.NoError(t, h.d.MatMulStrided(StridedMatMul{A: h.f32(x), B: h.f32(w), C: C, TransB: true,
+			M: c.m, N: c.n, K: c.k, LDA: lda, LDB: c.k, LDC: ldc, Batch: c.batch, StrideA: sa, StrideC: sc,
+			Alpha: -0.5, Beta: 1}))
+		want := append([]float32(nil), c0...)
+		ref.MatMul(false, true, c.m, c.n, c.k, -0.5, x, lda, sa, w, c.k, 0, 1, want, ldc, sc, c.batch)
+		requireClose(t, fmt.Sprintf("batched decode strided %+v", c), h.get(C), want, 1e-5)
 	}
 }
 
@@ -372,6 +434,29 @@ func BenchmarkSGEMMDecode(b *testing.B) {
 				sec := b.Elapsed().Seconds()
 				b.ReportMetric(2*float64(m*n*k)*float64(b.N)/sec/1e9, "GFLOP/s")
 				b.ReportMetric(4*float64(n*k)*float64(b.N)/sec/1e9, "GB/s")
+			})
+			d.Free(X)
+			d.Free(Y)
+		}
+		d.Free(W)
+	}
+	// Batched generation on the S model: 32 or 64 sequences decode together, so every projection is
+	// x[m,k]·Wᵀ with m rows against W [256,256], [704,256], [256,704] (MLP down) and [2048,256] (LM head).
+	for _, nk := range [][2]int{{256, 256}, {704, 256}, {256, 704}, {2048, 256}} {
+		n, k := nk[0], nk[1]
+		W := d.MustAlloc(F32, n, k)
+		fill(W, 3)
+		for _, m := range []int{32, 64} {
+			X, Y := d.MustAlloc(F32, m, k), d.MustAlloc(F32, m, n)
+			fill(X, 4)
+			b.Run(fmt.Sprintf("m=%d/%dx%d", m, n, k), func(b *testing.B) {
+				b.ReportAllocs()
+				for i := 0; i < b.N; i++ {
+					if err := d.MatMul(MatMul{A: X, B: W, C: Y, TransB: true, Alpha: 1}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			})
 			d.Free(X)
 			d.Free(Y)

@@ -4,6 +4,9 @@
  *  - small products (m·n·k below SMALL_MNK): plain loops, no packing, no thread wake-up;
  *  - m ≤ GEMV_MAX_M with B transposed (y = x·Wᵀ, the decode hot path): every row of W is streamed once
  *    for all m rows of x, dot products vectorised along k;
+ *  - m ≤ XWT_MAX_M with B transposed (batched decode, y = x·Wᵀ for tens of sequences): only W is packed,
+ *    one NR-row panel at a time into the worker's L1/L2, and a register-blocked kernel broadcasts x
+ *    straight from its rows against it (no A packing, no shared panels, no fork for small calls);
  *  - everything else: a BLIS/GotoBLAS-style blocked product. A is packed into MR-row panels and B into
  *    NR-column panels (packing absorbs the transposes, so the microkernel sees one layout), K is cut
  *    into KC slices, M into MC blocks and N into NC blocks. The packed A and B blocks are shared by all
@@ -22,6 +25,14 @@
 
 #define SMALL_MNK (32 * 32 * 32) /* below this, packing and waking workers cost more than they save */
 #define GEMV_MAX_M 16
+#define XWT_MAX_M 128
+#define XWT_KC 768          /* depth slice of the x·Wᵀ path: a packed W panel slice is 96 KiB (L2) */
+#ifndef XWT_PAR_MIN
+/* m·n·k below which the x·Wᵀ path stays on one thread. Measured on the shared 2-core machine (another
+ * job busy on both cores): for the S model's batched decode shapes (m 32..64, m·n·k ≤ 2^25) one thread ran
+ * 90-100 GFLOP/s and two threads 60-90, so only products of ≥ ~64 MFLOP are split. */
+#define XWT_PAR_MIN (1 << 25)
+#endif
 #define GEMV_PAR_MIN (1 << 22) /* n·k of W (16 MiB) below which the GEMV path stays on one thread: a
                                 * worker wake-up costs more than it saves on this shared machine */
 
@@ -503,6 +514,109 @@ static void gemv_task(void *arg, int64_t t, int worker) {
     if (lo < hi) gemv_rows_avx2(g->m, g->k, g->alpha, g->X, g->ldx, g->W, g->ldw, g->beta, g->C, g->ldc, lo, hi);
 }
 
+/* ------------------------------------------------------------------------- x·Wᵀ, m ≤ XWT_MAX_M */
+
+/* C[mr×nr] = alpha·X[mr×kc]·P + beta·C, X unpacked (row stride ldx), P a W panel packed k-major with
+ * NR lanes; mr ≤ MR of the kernel, nr ≤ NR. beta == 0 never reads C. */
+typedef void (*xwt_fn)(int64_t kc, const float *x, int64_t ldx, int mr, const float *b, float *c, int64_t ldc,
+                       float alpha, float beta, int nr);
+void serl_xwt_avx512(int64_t kc, const float *x, int64_t ldx, int mr, const float *b, float *c, int64_t ldc,
+                     float alpha, float beta, int nr);
+
+static inline __attribute__((always_inline)) void xwt_block_avx2(const int R, int64_t kc, const float *x,
+                                                                 int64_t ldx, const float *b, float *c,
+                                                                 int64_t ldc, float alpha, float beta, int nr) {
+    __m256 c0[MR_AVX2], c1[MR_AVX2];
+#pragma GCC unroll 6
+    for (int i = 0; i < R; i++) c0[i] = c1[i] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 6
+        for (int i = 0; i < R; i++) {
+            __m256 av = _mm256_broadcast_ss(x + i * ldx + p);
+            c0[i] = _mm256_fmadd_ps(av, b0, c0[i]);
+            c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
+        }
+        b += NR_AVX2;
+    }
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    if (nr == NR_AVX2) {
+#pragma GCC unroll 6
+        for (int i = 0; i < R; i++) {
+            float *ci = c + i * ldc;
+            _mm256_storeu_ps(ci, combine8(c0[i], ci, va, vb, beta));
+            _mm256_storeu_ps(ci + 8, combine8(c1[i], ci + 8, va, vb, beta));
+        }
+        return;
+    }
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), lane);
+    __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr - 8), lane);
+#pragma GCC unroll 6
+    for (int i = 0; i < R; i++) {
+        float *ci = c + i * ldc;
+        __m256 r0 = _mm256_mul_ps(va, c0[i]), r1 = _mm256_mul_ps(va, c1[i]);
+        if (beta != 0.0f) {
+            r0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(ci, m0), r0);
+            r1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(ci + 8, m1), r1);
+        }
+        _mm256_maskstore_ps(ci, m0, r0);
+        _mm256_maskstore_ps(ci + 8, m1, r1);
+    }
+}
+
+static void xwt_avx2(int64_t kc, const float *x, int64_t ldx, int mr, const float *b, float *c, int64_t ldc,
+                     float alpha, float beta, int nr) {
+    switch (mr) {
+#define CASE(R) \
+    case R: xwt_block_avx2(R, kc, x, ldx, b, c, ldc, alpha, beta, nr); break;
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6)
+#undef CASE
+    default: break;
+    }
+}
+
+typedef struct {
+    int64_t m, n, k, ldx, ldw, ldc, parts, panels, kc_blk;
+    float alpha, beta;
+    const float *X, *W;
+    float *C;
+    int nr_max, mr_max;
+    xwt_fn fn;
+    float *pack[SERL_MAX_THREADS]; /* per worker: one packed W panel slice, kc_blk × nr_max */
+} xwt_job;
+
+/* W panels [q0, q1) (nr_max rows of W each = nr_max columns of C) against all m rows of x: each panel
+ * slice is packed once and then serves every row block while it is hot in L1/L2. Rows are cut into
+ * near-equal blocks of ≤ mr_max, so no block computes padding rows. */
+static void xwt_panels(const xwt_job *g, float *pack, int64_t q0, int64_t q1) {
+    const int NR = g->nr_max;
+    int64_t mb = (g->m + g->mr_max - 1) / g->mr_max;
+    for (int64_t q = q0; q < q1; q++) {
+        int64_t j = q * NR;
+        int nr = (int)(g->n - j < NR ? g->n - j : NR);
+        for (int64_t pc = 0; pc < g->k; pc += g->kc_blk) {
+            int64_t kc = g->k - pc < g->kc_blk ? g->k - pc : g->kc_blk;
+            pack_t(pack, g->W + j * g->ldw + pc, g->ldw, NR, nr, kc);
+            float beta = pc == 0 ? g->beta : 1.0f;
+            for (int64_t bi = 0; bi < mb; bi++) {
+                int64_t lo, hi;
+                serl_chunk(g->m, mb, bi, &lo, &hi);
+                g->fn(kc, g->X + lo * g->ldx + pc, g->ldx, (int)(hi - lo), pack, g->C + lo * g->ldc + j, g->ldc,
+                      g->alpha, beta, nr);
+            }
+        }
+    }
+}
+
+static void xwt_task(void *arg, int64_t t, int worker) {
+    const xwt_job *g = arg;
+    int64_t lo, hi;
+    serl_chunk(g->panels, g->parts, t, &lo, &hi);
+    xwt_panels(g, g->pack[worker], lo, hi);
+}
+
 /* ------------------------------------------------------------------------- entry */
 
 typedef struct {
@@ -564,12 +678,34 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
     const gemm_kernel *kern = ctx->simd == SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
     int small = m * n * k < SMALL_MNK;
     int gemv = !small && m <= GEMV_MAX_M && a->trans_b && !a->trans_a;
+    int xwt = !small && !gemv && m <= XWT_MAX_M && a->trans_b && !a->trans_a;
     if (small) {
         batch_job bj = {a, 1};
         if (ctx->threads > 1 && a->batch > 1 && m * n * k * a->batch >= 4 * SMALL_MNK)
             bj.parts = a->batch < ctx->threads ? a->batch : ctx->threads;
         serl_parallel(ctx, bj.parts, small_batch_task, &bj);
         return SERL_OK;
+    }
+    xwt_job xj;
+    if (xwt) {
+        int avx512 = ctx->simd == SERL_SIMD_AVX512;
+        int64_t slices = ceil_div(k, XWT_KC);
+        xj = (xwt_job){.m = m, .n = n, .k = k, .ldx = a->lda, .ldw = a->ldb, .ldc = a->ldc, .parts = 1,
+                       .kc_blk = ceil_div(k, slices), .alpha = a->alpha, .beta = a->beta,
+                       .nr_max = avx512 ? NR_AVX512 : NR_AVX2, .mr_max = avx512 ? MR_AVX512 : MR_AVX2,
+                       .fn = avx512 ? serl_xwt_avx512 : xwt_avx2};
+        xj.panels = ceil_div(n, xj.nr_max);
+        /* Split by W panels only when the product pays for a wake-up; over-decomposed so that the
+         * caller takes a slow worker's share instead of waiting for it. */
+        if (ctx->threads > 1 && m * n * k >= XWT_PAR_MIN) {
+            xj.parts = 4 * ctx->threads;
+            if (xj.parts > xj.panels) xj.parts = xj.panels;
+        }
+        int workers = xj.parts > 1 ? ctx->threads : 1;
+        for (int w = 0; w < workers; w++) {
+            xj.pack[w] = serl_scratch(ctx, w, (size_t)(xj.kc_blk * xj.nr_max) * sizeof(float));
+            if (!xj.pack[w]) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
+        }
     }
     for (int64_t b = 0; b < a->batch; b++) {
         const float *A = a->a + b * a->stride_a, *B = a->b + b * a->stride_b;
@@ -583,6 +719,14 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
                 if (g.parts > ceil_div(n, 64)) g.parts = ceil_div(n, 64);
             }
             serl_parallel(ctx, g.parts, gemv_task, &g);
+            continue;
+        }
+        if (xwt) {
+            xj.X = A, xj.W = B, xj.C = C;
+            if (xj.parts > 1)
+                serl_parallel(ctx, xj.parts, xwt_task, &xj);
+            else
+                xwt_panels(&xj, xj.pack[0], 0, xj.panels);
             continue;
         }
         if (gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, A, a->lda, B, a->ldb, a->beta, C,
