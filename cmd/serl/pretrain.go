@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,16 +21,18 @@ func init() {
 	addCommand(command{name: "pretrain", summary: "train the built-in model from scratch on the built-in task", run: runPretrain})
 }
 
-// arithSource draws training problems from the built-in world: levels in turn, skipping any problem
-// whose text or structure (arith.Signature) is in the evaluation set.
+// arithSource draws training problems from the built-in world (level 0: all levels in turn), skipping
+// any problem whose text or structure (arith.Signature) is in the evaluation set.
 func arithSource() pretrain.Source {
 	evalText, evalSig := map[string]bool{}, map[string]bool{}
 	for _, p := range arith.EvalSet() {
 		evalText[p.Problem] = true
 		evalSig[arith.Signature(p)] = true
 	}
-	return func(seed uint64) evaluate.Problem {
-		level := 1 + int(seed%arith.Levels)
+	return func(seed uint64, level int) evaluate.Problem {
+		if level < 1 || level > arith.Levels {
+			level = 1 + int(seed%arith.Levels)
+		}
 		for k := uint64(0); ; k++ {
 			p := arith.Generate(seed+k*0x9E3779B97F4A7C15, level)
 			if !evalText[p.Problem] && !evalSig[arith.Signature(p)] {
@@ -93,8 +96,18 @@ func runPretrain(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&c.EvalProblems, "eval-problems", c.EvalProblems, "held-out problems per evaluation (levels balanced)")
 	fs.IntVar(&c.EvalMaxNewTokens, "eval-max-new-tokens", c.EvalMaxNewTokens, "response budget in evaluation")
 	fs.IntVar(&c.SaveEvery, "save-every", c.SaveEvery, "steps between checkpoints (0: at the end only)")
+	levels := fs.String("level-weights", "", "comma-separated weights of levels 1..5 in the training problems (empty: uniform)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *levels != "" {
+		for _, f := range strings.Split(*levels, ",") {
+			w, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+			if err != nil {
+				return usagef("--level-weights: %q is not a number", f)
+			}
+			c.LevelWeights = append(c.LevelWeights, w)
+		}
 	}
 	if *out == "" {
 		return usagef("give --out DIR")

@@ -29,7 +29,9 @@ type Config struct {
 	SelfInstructShare float64 `json:"self_instruct_share"`
 	InstructMinNew    int     `json:"instruct_min_new"` // new problems a self-instruction answer writes, at least
 	InstructMaxNew    int     `json:"instruct_max_new"` // and at most
-	MaxSeqLen         int     `json:"max_seq_len"`      // longer documents are skipped
+	// LevelWeights draws training problems' levels (nil: the source's own mix).
+	LevelWeights []float64 `json:"level_weights,omitempty"`
+	MaxSeqLen    int       `json:"max_seq_len"` // longer documents are skipped
 
 	// Optimisation.
 	LR          float64 `json:"lr"`
@@ -86,6 +88,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("pretrain: batch tokens %d", c.BatchTokens)
 	case c.SelfInstructShare < 0 || c.SelfInstructShare > 1:
 		return fmt.Errorf("pretrain: self-instruction share %g", c.SelfInstructShare)
+	case !validWeights(c.LevelWeights):
+		return fmt.Errorf("pretrain: level weights %v: want non-negative weights with a positive sum", c.LevelWeights)
 	case c.InstructMinNew < 1 || c.InstructMaxNew < c.InstructMinNew:
 		return fmt.Errorf("pretrain: %d to %d new problems per self-instruction answer", c.InstructMinNew, c.InstructMaxNew)
 	case !(c.LR > 0) || c.TokenizerDocs < 1:
@@ -122,4 +126,18 @@ func (c Config) modelConfig(vocab int, bos, imEnd, eot int32) []byte {
 		"torch_dtype":             "float32",
 	}, "", "  ")
 	return b
+}
+
+func validWeights(ws []float64) bool {
+	if len(ws) == 0 {
+		return true
+	}
+	var sum float64
+	for _, w := range ws {
+		if !(w >= 0) {
+			return false
+		}
+		sum += w
+	}
+	return sum > 0
 }

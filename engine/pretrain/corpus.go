@@ -21,8 +21,9 @@ import (
 // Special tokens of serl's tokenizer, in id order (0, 1, 2), as Qwen2's.
 var SpecialTokens = []string{"<|endoftext|>", "<|im_start|>", "<|im_end|>"}
 
-// Source produces training problems: the same seed always gives the same problem.
-type Source func(seed uint64) evaluate.Problem
+// Source produces training problems of a difficulty level (1..; 0: the source's own choice): the
+// same seed and level always give the same problem.
+type Source func(seed uint64, level int) evaluate.Problem
 
 // Corpus is the deterministic stream of training documents: document i depends only on the seed and i,
 // so a resumed run sees exactly the documents the interrupted one would have.
@@ -34,6 +35,9 @@ type Corpus struct {
 	// Shots is the number of numbered examples in a self-instruction prompt (SeRL: 8); the model then
 	// writes MinNew..MaxNew new problems.
 	Shots, MinNew, MaxNew int
+	// LevelWeights, when set, draws each problem's level: level l+1 with weight LevelWeights[l]
+	// (a curriculum towards easy levels makes a small model's arithmetic facts come sooner).
+	LevelWeights []float64
 	// exclude holds problem texts never trained on (the evaluation set).
 	exclude  map[string]bool
 	template selfinstruct.Template
@@ -69,8 +73,19 @@ type Conversation struct {
 
 // problem draws the j-th problem of document i, skipping excluded texts.
 func (c *Corpus) problem(i uint64, j int) evaluate.Problem {
+	level := 0
+	if len(c.LevelWeights) > 0 {
+		var total float64
+		for _, w := range c.LevelWeights {
+			total += w
+		}
+		u := float64(mix(c.Seed, i, uint64(j), 0x1e7e1)>>11) / (1 << 53) * total
+		for level = 1; level < len(c.LevelWeights) && u >= c.LevelWeights[level-1]; level++ {
+			u -= c.LevelWeights[level-1]
+		}
+	}
 	for attempt := uint64(0); ; attempt++ {
-		p := c.Source(mix(c.Seed, i, uint64(j), attempt))
+		p := c.Source(mix(c.Seed, i, uint64(j), attempt), level)
 		if !c.exclude[normText(p.Problem)] {
 			return p
 		}

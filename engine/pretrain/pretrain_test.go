@@ -22,7 +22,7 @@ import (
 )
 
 // toySource is a tiny world: "Name has a apples. Name gets b more. How many apples does Name have?"
-func toySource(seed uint64) evaluate.Problem {
+func toySource(seed uint64, level int) evaluate.Problem {
 	names := []string{"Tom", "Ana", "Leo", "Mia"}
 	a, b := int(seed%7)+1, int(seed/7%5)+1
 	n := names[seed/35%4]
@@ -30,12 +30,12 @@ func toySource(seed uint64) evaluate.Problem {
 		Problem:  fmt.Sprintf("%s has %d apples. %s gets %d more. How many apples does %s have?", n, a, n, b, n),
 		Answer:   fmt.Sprint(a + b),
 		Solution: fmt.Sprintf("Step 1: %s has %d + %d = %d apples.\nThe answer is \\boxed{%d}.", n, a, b, a+b, a+b),
-		Level:    1 + int(seed%2),
+		Level:    level,
 	}
 }
 
 func TestCorpusDocuments(t *testing.T) {
-	excluded := toySource(0)
+	excluded := toySource(0, 1)
 	c := NewCorpus(toySource, 3, 0.5, []evaluate.Problem{excluded})
 	c2 := NewCorpus(toySource, 3, 0.5, []evaluate.Problem{excluded})
 	var kinds [2]int
@@ -72,6 +72,16 @@ func TestCorpusDocuments(t *testing.T) {
 	}
 	assert.InDelta(t, 100, kinds[SelfInstruct], 30)
 	assert.NotEqual(t, c.Conversation(5), NewCorpus(toySource, 4, 0.5, nil).Conversation(5), "the seed matters")
+
+	// Level weights: level 2 three times as often as level 1, never level 3.
+	w := NewCorpus(toySource, 3, 0, nil)
+	w.LevelWeights = []float64{1, 3, 0}
+	var levels [4]int
+	for i := range uint64(4000) {
+		levels[w.problem(i, 0).Level]++
+	}
+	assert.Zero(t, levels[0]+levels[3])
+	assert.InDelta(t, 3000, levels[2], 120)
 }
 
 func trainToyTokenizer(t *testing.T, c *Corpus) *tokenizer.Tokenizer {
@@ -134,7 +144,7 @@ func readParams(t *testing.T, dir string) []float32 {
 // an uninterrupted run.
 func TestResumeIsExact(t *testing.T) {
 	d := testDevice(t)
-	held := []evaluate.Problem{toySource(1), toySource(2), toySource(3), toySource(4)}
+	held := []evaluate.Problem{toySource(1, 1), toySource(2, 1), toySource(3, 1), toySource(4, 1)}
 	base := t.TempDir()
 
 	full := &Run{Dir: filepath.Join(base, "full"), Config: toyConfig(), Source: toySource, HeldOut: held}
@@ -243,6 +253,8 @@ func TestConfigValidate(t *testing.T) {
 		func(c *Config) { c.MicroTokens = c.MaxSeqLen - 1 },
 		func(c *Config) { c.SelfInstructShare = 1.5 },
 		func(c *Config) { c.MaxSeqLen = c.MaxPositions + 1 },
+		func(c *Config) { c.LevelWeights = []float64{0, 0} },
+		func(c *Config) { c.LevelWeights = []float64{1, -1} },
 	} {
 		c := DefaultConfig()
 		mut(&c)
