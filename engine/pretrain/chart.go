@@ -59,7 +59,9 @@ func WriteChart(path string, loss, pass []Point) error {
 		}
 		for i := range ps {
 			xa, ya := px(ps[i])
-			dot(img, xa, ya, c)
+			if len(ps) <= 200 { // dots only where they stay readable
+				dot(img, xa, ya, c)
+			}
 			if i > 0 {
 				xb, yb := px(ps[i-1])
 				line(img, xb, yb, xa, ya, c)
