@@ -1,125 +1,47 @@
 package pretrain
 
 import (
-	"bytes"
-	"image"
-	"image/color"
-	"image/png"
-	"math"
+	"fmt"
+	"path/filepath"
+
+	"github.com/serl-go/serl/engine/chart"
 )
 
-// Point is one (x, y) sample of a curve.
-type Point struct{ X, Y float64 }
+// PassChartFile is the chart of held-out pass@1 per level, beside ChartFile's loss curve.
+const PassChartFile = "heldout_pass1.png"
 
-var (
-	chartGrid   = color.RGBA{225, 225, 225, 255}
-	chartAxis   = color.RGBA{60, 60, 60, 255}
-	chartLoss   = color.RGBA{31, 119, 180, 255} // left axis: training loss, 0 at the bottom
-	chartPass   = color.RGBA{214, 39, 40, 255}  // right axis: pass@1 from 0 to 1
-	chartW      = 900
-	chartH      = 420
-	chartMargin = 30
-)
-
-// WriteChart draws the loss curve (blue, scaled from 0 to its maximum) and the pass@1 curve (red,
-// scaled from 0 to 1) against the step, with grid lines at tenths, as a PNG. Only the standard library
-// is used, so there is no text: the numbers are in metrics.jsonl.
-func WriteChart(path string, loss, pass []Point) error {
-	img := image.NewRGBA(image.Rect(0, 0, chartW, chartH))
-	for i := range img.Pix {
-		img.Pix[i] = 255
-	}
-	x0, y0 := chartMargin, chartH-chartMargin
-	x1, y1 := chartW-chartMargin, chartMargin
-	for k := 0; k <= 10; k++ {
-		y := y0 + (y1-y0)*k/10
-		x := x0 + (x1-x0)*k/10
-		line(img, x0, y, x1, y, chartGrid)
-		line(img, x, y0, x, y1, chartGrid)
-	}
-	line(img, x0, y0, x1, y0, chartAxis)
-	line(img, x0, y0, x0, y1, chartAxis)
-	line(img, x1, y0, x1, y1, chartAxis)
-	maxX, maxLoss := 1.0, 0.0
-	for _, p := range append(append([]Point(nil), loss...), pass...) {
-		maxX = max(maxX, p.X)
-	}
-	for _, p := range loss {
-		if !math.IsNaN(p.Y) && !math.IsInf(p.Y, 0) {
-			maxLoss = max(maxLoss, p.Y)
+// chart draws the training loss and, in a second file, held-out pass@1 (in %) overall and per level,
+// which live on scales too different to share an axis.
+func (m *metrics) chart(lossPath string) error {
+	loss := chart.Series{Name: "loss"}
+	overall := chart.Series{Name: "all"}
+	levels := map[int]*chart.Series{}
+	var order []int
+	for _, l := range m.lines {
+		if l.Eval == nil {
+			loss.X = append(loss.X, float64(l.Step))
+			loss.Y = append(loss.Y, l.Loss)
+			continue
 		}
-	}
-	if maxLoss == 0 {
-		maxLoss = 1
-	}
-	plot := func(ps []Point, top float64, c color.RGBA) {
-		px := func(p Point) (int, int) {
-			y := min(max(p.Y/top, 0), 1)
-			return x0 + int(math.Round(p.X/maxX*float64(x1-x0))), y0 + int(math.Round(y*float64(y1-y0)))
-		}
-		for i := range ps {
-			xa, ya := px(ps[i])
-			if len(ps) <= 200 { // dots only where they stay readable
-				dot(img, xa, ya, c)
+		overall.X = append(overall.X, float64(l.Step))
+		overall.Y = append(overall.Y, 100*l.Eval.Overall.Pass1)
+		for _, ls := range l.Eval.Levels {
+			s := levels[ls.Level]
+			if s == nil {
+				s = &chart.Series{Name: fmt.Sprintf("level %d", ls.Level)}
+				levels[ls.Level] = s
+				order = append(order, ls.Level)
 			}
-			if i > 0 {
-				xb, yb := px(ps[i-1])
-				line(img, xb, yb, xa, ya, c)
-			}
+			s.X = append(s.X, float64(l.Step))
+			s.Y = append(s.Y, 100*ls.Pass1)
 		}
 	}
-	plot(loss, maxLoss, chartLoss)
-	plot(pass, 1, chartPass)
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
+	if err := (chart.Chart{Title: "training loss (assistant tokens)", XLabel: "step", Series: []chart.Series{loss}}).WritePNG(lossPath); err != nil {
 		return err
 	}
-	return writeAtomic(path, buf.Bytes())
-}
-
-// line draws with Bresenham's algorithm.
-func line(img *image.RGBA, xa, ya, xb, yb int, c color.RGBA) {
-	dx, dy := abs(xb-xa), -abs(yb-ya)
-	sx, sy := sign(xb-xa), sign(yb-ya)
-	err := dx + dy
-	for {
-		img.SetRGBA(xa, ya, c)
-		if xa == xb && ya == yb {
-			return
-		}
-		e2 := 2 * err
-		if e2 >= dy {
-			err += dy
-			xa += sx
-		}
-		if e2 <= dx {
-			err += dx
-			ya += sy
-		}
+	pass := chart.Chart{Title: "held-out pass@1 (%)", XLabel: "step", Series: []chart.Series{overall}}
+	for _, l := range order {
+		pass.Series = append(pass.Series, *levels[l])
 	}
-}
-
-func dot(img *image.RGBA, x, y int, c color.RGBA) {
-	for dx := -1; dx <= 1; dx++ {
-		for dy := -1; dy <= 1; dy++ {
-			img.SetRGBA(x+dx, y+dy, c)
-		}
-	}
-}
-
-func abs(x int) int {
-	if x < 0 {
-		return -x
-	}
-	return x
-}
-
-func sign(x int) int {
-	switch {
-	case x > 0:
-		return 1
-	case x < 0:
-		return -1
-	}
-	return 0
+	return pass.WritePNG(filepath.Join(filepath.Dir(lossPath), PassChartFile))
 }

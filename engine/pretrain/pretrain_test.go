@@ -209,7 +209,9 @@ func TestResumeIsExact(t *testing.T) {
 	defer f.Close()
 	img, err := png.Decode(f)
 	require.NoError(t, err)
-	assert.Equal(t, 900, img.Bounds().Dx())
+	assert.Equal(t, 800, img.Bounds().Dx())
+	_, err = os.Stat(filepath.Join(full.Dir, PassChartFile))
+	assert.NoError(t, err)
 	// The final model folder loads with its tokenizer and chat template.
 	_, err = os.Stat(filepath.Join(full.Dir, EvalFile))
 	assert.NoError(t, err)

@@ -209,16 +209,3 @@ func (m *metrics) eval(step int, rep evaluate.Report) error {
 }
 
 func (m *metrics) Close() error { return m.f.Close() }
-
-// chart draws the loss and held-out pass@1 curves.
-func (m *metrics) chart(path string) error {
-	var loss, pass []Point
-	for _, l := range m.lines {
-		if l.Eval != nil {
-			pass = append(pass, Point{float64(l.Step), l.Eval.Overall.Pass1})
-		} else if l.Loss > 0 {
-			loss = append(loss, Point{float64(l.Step), l.Loss})
-		}
-	}
-	return WriteChart(path, loss, pass)
-}
