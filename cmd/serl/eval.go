@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -30,7 +31,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	k := fs.Int("n", 16, "samples per problem for maj@K (temperature 1.0, top-p 0.95); 0: greedy pass@1 only")
 	mode := fs.String("prompt-mode", "raw", "raw: problem text + newline (official); chat: chat template with a \\boxed{} system prompt")
 	system := fs.String("system", evaluate.SystemPrompt, "system prompt of --prompt-mode chat")
-	maxNew := fs.Int("max-new-tokens", 1024, "response budget")
+	maxNew := fs.Int("max-new-tokens", 1024, "response budget (by default shortened to fit the model's context)")
 	limit := fs.Int("limit", 0, "evaluate only the first N problems (0: all)")
 	seed := fs.Uint64("seed", 0, "sampling seed")
 	batch := fs.Int("batch", 64, "sequences decoded together")
@@ -88,8 +89,10 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer m.Free()
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "max-new-tokens" })
 	ev := &evaluate.Evaluator{Model: m, Prompt: prompt, Decoder: tok, Options: evaluate.Options{
-		K: *k, MaxNewTokens: *maxNew, Seed: *seed, MaxBatch: *batch,
+		K: *k, MaxNewTokens: *maxNew, Seed: *seed, MaxBatch: *batch, FitContext: !explicit,
 		StopIDs: evaluate.StopIDs(m.Config, tok), StopStrings: evaluate.OfficialStopStrings}}
 	start := time.Now()
 	tty := isTerminal(stderr)

@@ -187,6 +187,10 @@ func TestGenerateIndependentOfChunking(t *testing.T) {
 	e := &Evaluator{Model: m, Prompt: byteCodec{}.prompt, Decoder: byteCodec{}, Options: Options{MaxNewTokens: 600}}
 	_, _, err := e.Generate(problems, nil)
 	require.ErrorContains(t, err, "context")
+	e.Options.FitContext = true
+	g, _, err := e.Generate(problems[:1], nil)
+	require.NoError(t, err)
+	assert.LessOrEqual(t, len(g[0]), 512-len(problems[0].Problem))
 }
 
 func TestScoreInstructions(t *testing.T) {

@@ -86,6 +86,9 @@ type Options struct {
 	StopStrings  []string
 	MaxBatch     int // sequences decoded together (default 64)
 	BlockSize    int // KV block size (default 16)
+	// FitContext shortens MaxNewTokens to what the model's context leaves after the longest prompt,
+	// instead of refusing (the official 1024-token budget exceeds a small model's context).
+	FitContext bool
 	// Chunk is the number of problems handed to the engine at once (default: about 16 batches' worth
 	// of sequences); progress is reported between chunks.
 	Chunk int
@@ -130,6 +133,9 @@ func (e *Evaluator) Generate(problems []Problem, progress func(done, total int))
 		longest = max(longest, len(prompts[i]))
 	}
 	ctx := e.Model.Config.MaxPositions
+	if o.FitContext && longest < ctx && longest+o.MaxNewTokens > ctx {
+		o.MaxNewTokens = ctx - longest
+	}
 	if longest+o.MaxNewTokens > ctx {
 		return nil, nil, fmt.Errorf("evaluate: the longest prompt (%d tokens) + %d new tokens exceeds the model's context of %d",
 			longest, o.MaxNewTokens, ctx)
