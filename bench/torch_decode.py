@@ -22,6 +22,7 @@ included). Weights: N(0, 0.02), norms 1, biases 0, untied lm_head. Prints one JS
 import argparse
 import json
 import os
+import sys
 import time
 
 import torch
@@ -37,40 +38,10 @@ WORKLOADS = {  # prompts, samples per prompt, temperature
     "sampled": (64, 1, 1.0),
     "shared": (4, 16, 1.0),
 }
-EPS = 1e-6
-THETA = 10000.0
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, h):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(h))
-
-    def forward(self, x):
-        dt = x.dtype
-        x = x.to(torch.float32)
-        variance = x.pow(2).mean(-1, keepdim=True)
-        x = x * torch.rsqrt(variance + EPS)
-        return self.weight * x.to(dt)
-
-
-def rotate_half(x):
-    x1 = x[..., : x.shape[-1] // 2]
-    x2 = x[..., x.shape[-1] // 2:]
-    return torch.cat((-x2, x1), dim=-1)
-
-
-class Rotary(nn.Module):
-    def __init__(self, head_dim):
-        super().__init__()
-        inv = 1.0 / (THETA ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
-        self.register_buffer("inv_freq", inv, persistent=False)
-
-    def forward(self, position_ids):  # [B, T] -> cos, sin [B, T, D]
-        inv = self.inv_freq[None, :, None].float().expand(position_ids.shape[0], -1, 1)
-        freqs = (inv @ position_ids[:, None, :].float()).transpose(1, 2)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos(), emb.sin()
+# The building blocks are bench/torch_model.py's (the training benchmark's), so both benchmarks time
+# one model definition; only attention differs here, for its KV cache.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_model import MLP, Rotary, RMSNorm, init_weights, rotate_half  # noqa: E402
 
 
 def repeat_kv(x, rep):  # transformers' repeat_kv: [B, KVH, T, D] -> [B, KVH·rep, T, D]
@@ -116,16 +87,6 @@ class Attention(nn.Module):
         return self.o_proj(o)
 
 
-class MLP(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.gate_proj = nn.Linear(c["hidden"], c["intermediate"], bias=False)
-        self.up_proj = nn.Linear(c["hidden"], c["intermediate"], bias=False)
-        self.down_proj = nn.Linear(c["intermediate"], c["hidden"], bias=False)
-
-    def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
 
 class Layer(nn.Module):
     def __init__(self, c):
@@ -162,17 +123,6 @@ class Qwen2(nn.Module):
             x = layer(x, cos, sin, mask, cache, i)
         return self.lm_head(self.norm(x[:, -1:, :]))[:, -1].float()  # logits_to_keep=1
 
-
-def init_weights(model, seed, std=0.02):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.fill_(1)
-            elif name.endswith(".bias"):
-                p.zero_()
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
 def generate(model, ids, new, temperature, gen):
