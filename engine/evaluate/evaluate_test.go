@@ -5,15 +5,15 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/serl-go/serl/internal/testenv"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/selfinstruct"
-	"github.com/serl-go/serl/kernels"
 )
 
 func TestReadJSONL(t *testing.T) {
@@ -114,17 +114,9 @@ func TestGradeCountsEveryProblem(t *testing.T) {
 	assert.NotContains(t, buf.String(), "maj@")
 }
 
-var (
-	devOnce sync.Once
-	dev     *kernels.Device
-	devErr  error
-)
-
 func fixture(t *testing.T) *model.Model {
 	t.Helper()
-	devOnce.Do(func() { dev, devErr = kernels.Open("cpu", 0) })
-	require.NoError(t, devErr)
-	m, err := model.Load(dev, filepath.Join("..", "model", "testdata", "qwen2_f32"))
+	m, err := model.Load(testenv.CPU(t), filepath.Join("..", "model", "testdata", "qwen2_f32"))
 	require.NoError(t, err)
 	t.Cleanup(m.Free)
 	return m

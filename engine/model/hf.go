@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/serl-go/serl/internal/atomicfile"
+
 	"github.com/serl-go/serl/engine/safetensors"
 	"github.com/serl-go/serl/kernels"
 )
@@ -146,7 +148,7 @@ func (m *Model) writeFolder(dir string, dt safetensors.DType) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(dir, "config.json"), append(b, '\n')); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "config.json"), append(b, '\n')); err != nil {
 		return err
 	}
 	if err := m.Params.WriteSafetensors(filepath.Join(dir, "model.safetensors"), dt); err != nil {
@@ -179,22 +181,6 @@ func (b *Blob) WriteSafetensors(path string, dt safetensors.DType) error {
 		tensors = append(tensors, td)
 	}
 	return safetensors.Write(path, tensors, nil)
-}
-
-func writeFileSync(path string, data []byte) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 func copyFile(src, dst string) error {

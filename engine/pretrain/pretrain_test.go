@@ -8,8 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/serl-go/serl/internal/testenv"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -111,17 +112,7 @@ func TestEncoderMasksThePrompt(t *testing.T) {
 	}
 }
 
-var (
-	devOnce sync.Once
-	dev     *kernels.Device
-	devErr  error
-)
-
-func testDevice(t *testing.T) *kernels.Device {
-	devOnce.Do(func() { dev, devErr = kernels.Open("cpu", 0) })
-	require.NoError(t, devErr)
-	return dev
-}
+func testDevice(t *testing.T) *kernels.Device { return testenv.CPU(t) }
 
 func toyConfig() Config {
 	c := DefaultConfig()

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/serl-go/serl/engine/chat"
@@ -261,35 +259,11 @@ func (r *Run) newModel(d *kernels.Device, tok *tokenizer.Tokenizer) (*model.Mode
 	if err != nil {
 		return nil, err
 	}
-	if err := initWeights(m, r.Config.Seed, r.Config.InitStd); err != nil {
+	if err := model.RandomInit(m, r.Config.Seed, r.Config.InitStd); err != nil {
 		m.Free()
 		return nil, err
 	}
 	return m, nil
-}
-
-// initWeights is transformers' Qwen2 initialisation: matrices from N(0, std²), norms 1, biases 0,
-// drawn in layout order from one stream of the seed.
-func initWeights(m *model.Model, seed uint64, std float64) error {
-	rng := rand.New(rand.NewPCG(seed, 0x1417))
-	for i, s := range m.Layout.Specs {
-		v := make([]float32, s.Len)
-		switch {
-		case strings.HasSuffix(s.Name, "norm.weight"):
-			for j := range v {
-				v[j] = 1
-			}
-		case strings.HasSuffix(s.Name, ".bias"):
-		default:
-			for j := range v {
-				v[j] = float32(rng.NormFloat64() * std)
-			}
-		}
-		if err := kernels.Upload(m.Params.View(i), v); err != nil {
-			return fmt.Errorf("pretrain: init %s: %w", s.Name, err)
-		}
-	}
-	return nil
 }
 
 // batch collects whole documents from index next until the step has BatchTokens tokens; documents

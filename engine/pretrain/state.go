@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/serl-go/serl/internal/atomicfile"
+
 	"github.com/serl-go/serl/engine/evaluate"
 	"github.com/serl-go/serl/engine/train"
 	"github.com/serl-go/serl/kernels"
@@ -33,26 +35,8 @@ func writeJSONAtomic(path string, v any) error {
 	return writeAtomic(path, append(b, '\n'))
 }
 
-// writeAtomic writes through a synced temporary file and a rename.
-func writeAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
+// writeAtomic is atomicfile.WriteFile: never a half-written file.
+func writeAtomic(path string, data []byte) error { return atomicfile.WriteFile(path, data) }
 
 func readConfig(path string) (Config, error) {
 	b, err := os.ReadFile(path)

@@ -1,7 +1,6 @@
 package safetensors
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
@@ -13,6 +12,8 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+
+	"github.com/serl-go/serl/internal/atomicfile"
 
 	"github.com/serl-go/serl/engine/dtype"
 )
@@ -160,51 +161,10 @@ func writeFile(path string, tensors []TensorData, metadata map[string]string) er
 	})
 }
 
-// writeAtomic writes path through a temporary file in the same directory
-// (rename is atomic only within a file system), fsyncs it before the rename
-// so a crash cannot leave an empty file under the final name, and removes
-// the temporary file on any failure.
-func writeAtomic(path string, fill func(io.Writer) error) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+// writeAtomic writes path through internal/atomicfile: never a half-written file.
+func writeAtomic(path string, fill func(io.Writer) error) error {
+	if err := atomicfile.Write(path, fill); err != nil {
 		return fmt.Errorf("safetensors: write %s: %w", path, err)
-	}
-	closed := false
-	defer func() {
-		if err != nil {
-			if !closed {
-				_ = tmp.Close()
-			}
-			_ = os.Remove(tmp.Name())
-			err = fmt.Errorf("safetensors: write %s: %w", path, err)
-		}
-	}()
-	bw := bufio.NewWriterSize(tmp, 1<<20)
-	if err = fill(bw); err != nil {
-		return err
-	}
-	if err = bw.Flush(); err != nil {
-		return err
-	}
-	if err = tmp.Chmod(0o644); err != nil { // CreateTemp makes 0600 files
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	closed = true
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	// Persist the rename itself; failure here is not worth failing the
-	// write for, since the file is complete either way.
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		_ = d.Close()
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/serl-go/serl/internal/atomicfile"
+
 	"github.com/serl-go/serl/engine/selfinstruct"
 	"github.com/serl-go/serl/kernels"
 )
@@ -31,27 +33,8 @@ func (d *runDir) writeJSON(name string, v any) error {
 	return writeAtomic(d.file(name), append(b, '\n'))
 }
 
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
+// writeAtomic is atomicfile.WriteFile: never a half-written file.
+func writeAtomic(path string, data []byte) error { return atomicfile.WriteFile(path, data) }
 
 // appendProblems appends {"idx","prompt"} lines, as the official filtered/expired/keep_train files.
 func (d *runDir) appendProblems(name string, groups []Group) error {
