@@ -11,11 +11,23 @@ func (t *Trainer) AccumulateMaskedNLL(ids []int32, seqLens []int, lossFrom []int
 	if len(lossFrom) != len(seqLens) {
 		return 0, 0, fmt.Errorf("train: %d loss starts for %d sequences", len(lossFrom), len(seqLens))
 	}
+	return t.accumulateNLL(ids, seqLens, lossFrom, weight)
+}
+
+// accumulateNLL is the shared body of AccumulateNLL (lossFrom nil: every token after the first is a
+// target) and AccumulateMaskedNLL.
+func (t *Trainer) accumulateNLL(ids []int32, seqLens []int, lossFrom []int, weight float64) (loss float64, predicted int, err error) {
+	first := func(s int) int {
+		if lossFrom == nil {
+			return 1
+		}
+		return max(lossFrom[s], 1)
+	}
 	for s, n := range seqLens {
-		predicted += max(0, n-max(lossFrom[s], 1))
+		predicted += max(0, n-first(s))
 	}
 	if predicted == 0 {
-		return 0, 0, fmt.Errorf("train: masked batch has no target tokens")
+		return 0, 0, fmt.Errorf("train: batch has no target tokens")
 	}
 	if err := t.Model.Forward(t.Acts, ids, seqLens); err != nil {
 		return 0, 0, err
@@ -28,7 +40,7 @@ func (t *Trainer) AccumulateMaskedNLL(ids []int32, seqLens []int, lossFrom []int
 	c := float32(-weight / float64(predicted))
 	start := 0
 	for s, n := range seqLens {
-		from := max(lossFrom[s], 1)
+		from := first(s)
 		for i := 0; i < n; i++ {
 			if i+1 < n && i+1 >= from {
 				t.coef[start+i] = c

@@ -50,34 +50,7 @@ func (t *Trainer) Free() {
 // (each sequence's tokens after its first), scaled by weight (1/micro-batches for a mean over them),
 // accumulating gradients. It returns the micro-batch's mean NLL and its number of predicted tokens.
 func (t *Trainer) AccumulateNLL(ids []int32, seqLens []int, weight float64) (loss float64, predicted int, err error) {
-	if err := t.Model.Forward(t.Acts, ids, seqLens); err != nil {
-		return 0, 0, err
-	}
-	T := len(ids)
-	predicted = T - len(seqLens)
-	if predicted <= 0 {
-		return 0, 0, fmt.Errorf("train: batch has no predicted tokens (every sequence has one token)")
-	}
-	if err := t.Acts.LogProbs(t.logp[:T]); err != nil {
-		return 0, 0, err
-	}
-	c := float32(-weight / float64(predicted))
-	start := 0
-	for _, n := range seqLens {
-		for i := 0; i < n; i++ {
-			if i+1 < n {
-				t.coef[start+i] = c
-				loss -= float64(t.logp[start+i])
-			} else {
-				t.coef[start+i] = 0
-			}
-		}
-		start += n
-	}
-	if err := t.Model.Backward(t.Acts, t.Grads, t.coef[:T]); err != nil {
-		return 0, 0, err
-	}
-	return loss / float64(predicted), predicted, nil
+	return t.accumulateNLL(ids, seqLens, nil, weight)
 }
 
 // Step applies the optimizer to the accumulated gradients and zeroes them for the next step.
