@@ -114,13 +114,6 @@ func (h *harness) i32(data []int32, dims ...int) Tensor {
 	return x
 }
 
-func (h *harness) u64(data []uint64) Tensor {
-	h.t.Helper()
-	x := h.alloc(U64, len(data))
-	require.NoError(h.t, Upload(x, data))
-	return x
-}
-
 // poisoned is an F32 tensor full of NaN, so any element an op fails to write fails the comparison.
 func (h *harness) poisoned(dims ...int) Tensor {
 	h.t.Helper()
@@ -136,13 +129,6 @@ func (h *harness) poisoned(dims ...int) Tensor {
 func (h *harness) get(x Tensor) []float32 {
 	h.t.Helper()
 	out := make([]float32, x.Len())
-	require.NoError(h.t, Download(out, x))
-	return out
-}
-
-func (h *harness) getI32(x Tensor) []int32 {
-	h.t.Helper()
-	out := make([]int32, x.Len())
 	require.NoError(h.t, Download(out, x))
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/serl-go/serl/internal/atomicfile"
@@ -50,7 +51,7 @@ func (m *Model) readWeights(st *safetensors.Model, dir string) error {
 		if !ok {
 			return fmt.Errorf("%s: missing tensor %s (shape %v)", dir, s.Name, s.Shape)
 		}
-		if !equalShape(info.Shape, s.Shape) {
+		if !slices.Equal(info.Shape, s.Shape) {
 			return fmt.Errorf("%s: tensor %s has shape %v, config.json implies %v", dir, s.Name, info.Shape, s.Shape)
 		}
 		dst := m.Params.View(i)
@@ -80,18 +81,6 @@ func (m *Model) readWeights(st *safetensors.Model, dir string) error {
 		}
 	}
 	return nil
-}
-
-func equalShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // tokenizerFiles travel with a saved model so the folder loads in transformers and vLLM as it is.
