@@ -253,7 +253,7 @@ var families = [Levels][]func(*gen){
 
 // bound is the largest starting quantity of a level.
 func (g *gen) bound() int64 {
-	return [...]int64{20, 100, 1000, 1000, 10000}[g.level-1]
+	return [...]int64{10, 40, 200, 1000, 10000}[g.level-1]
 }
 
 // famChange: someone's holdings change a few times.
@@ -263,7 +263,7 @@ func famChange(g *gen) {
 	max := g.bound()
 	v := g.n(max/4+1, max)
 	if g.level == 1 {
-		v = g.n(3, 20)
+		v = g.n(3, 10)
 	}
 	g.say(stmt{kind: kSet, P: p, O: o, N: v})
 	var q owner
@@ -274,7 +274,7 @@ func famChange(g *gen) {
 		case c == 0 || v < 2:
 			n := g.n(1, max/2+1)
 			if g.level == 1 {
-				n = g.n(1, 20-v/2)
+				n = g.n(1, 10-v/2)
 			}
 			vb := g.verbFor(vAdd, o)
 			g.say(stmt{kind: kAdd, P: p, O: o, N: n, V: vb})
@@ -737,7 +737,7 @@ func famExpr(g *gen) {
 	var e *enode
 	switch g.level {
 	case 1:
-		a, b := g.n(1, 20), g.n(1, 20)
+		a, b := g.n(1, 10), g.n(1, 10)
 		if g.r.IntN(2) == 0 || a < b {
 			e = bin('+', leaf(a), leaf(b))
 		} else {
