@@ -96,11 +96,14 @@ func runPretrain(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&c.EvalProblems, "eval-problems", c.EvalProblems, "held-out problems per evaluation (levels balanced)")
 	fs.IntVar(&c.EvalMaxNewTokens, "eval-max-new-tokens", c.EvalMaxNewTokens, "response budget in evaluation")
 	fs.IntVar(&c.SaveEvery, "save-every", c.SaveEvery, "steps between checkpoints (0: at the end only)")
-	levels := fs.String("level-weights", "", "comma-separated weights of levels 1..5 in the training problems (empty: uniform)")
+	levels := fs.String("level-weights", "", "comma-separated weights of levels 1..5 in the training problems (default "+
+		joinFloats(c.LevelWeights)+"; 1,1,1,1,1: uniform)")
+	fs.BoolVar(&c.ProblemLoss, "problem-loss", c.ProblemLoss, "train on the problem text of solving documents too")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *levels != "" {
+		c.LevelWeights = nil
 		for _, f := range strings.Split(*levels, ",") {
 			w, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
 			if err != nil {
@@ -143,6 +146,14 @@ func runPretrain(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return err
+}
+
+func joinFloats(xs []float64) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.FormatFloat(x, 'g', -1, 64)
+	}
+	return strings.Join(s, ",")
 }
 
 // deviceFlagNames are the flags that may change on --resume: where it runs, not what it computes.

@@ -32,6 +32,8 @@ type Config struct {
 	// LevelWeights draws training problems' levels (nil: the source's own mix).
 	LevelWeights []float64 `json:"level_weights,omitempty"`
 	MaxSeqLen    int       `json:"max_seq_len"` // longer documents are skipped
+	// ProblemLoss trains on the problem text of solving documents too (Encoder.ProblemLoss).
+	ProblemLoss bool `json:"problem_loss"`
 
 	// Optimisation.
 	LR          float64 `json:"lr"`
@@ -58,14 +60,15 @@ type Config struct {
 // DefaultConfig is the built-in model's recipe.
 func DefaultConfig() Config {
 	return Config{
-		Seed: 1, Steps: 600,
+		Seed: 1, Steps: 4000,
 		Hidden: 256, Layers: 4, Heads: 4, KVHeads: 2, Intermediate: 704, MaxPositions: 1024, RopeTheta: 10000,
 		InitStd:   0.02,
 		VocabSize: 1024, TokenizerDocs: 3000,
-		SelfInstructShare: 0.2, InstructMinNew: 3, InstructMaxNew: 6, MaxSeqLen: 1024,
-		LR: 2e-3, WarmupRatio: 0.03, MinLRRatio: 0.1, WeightDecay: 0.01, ClipNorm: 1, Beta1: 0.9, Beta2: 0.95,
-		BatchTokens: 8192, MicroTokens: 2048, MicroSeqs: 32,
-		EvalEvery: 100, EvalProblems: 100, EvalMaxNewTokens: 192, SaveEvery: 50, LogEvery: 1, EvalMaxBatch: 64,
+		SelfInstructShare: 0.1, InstructMinNew: 3, InstructMaxNew: 6, MaxSeqLen: 1024, ProblemLoss: true,
+		LevelWeights: []float64{4, 3, 2, 1, 1},
+		LR:           3e-3, WarmupRatio: 0.03, MinLRRatio: 0.1, WeightDecay: 0.01, ClipNorm: 1, Beta1: 0.9, Beta2: 0.95,
+		BatchTokens: 4096, MicroTokens: 2048, MicroSeqs: 32,
+		EvalEvery: 500, EvalProblems: 50, EvalMaxNewTokens: 192, SaveEvery: 100, LogEvery: 1, EvalMaxBatch: 64,
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"iter"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -152,7 +153,11 @@ type Encoder struct {
 	Tok      *tokenizer.Tokenizer
 	Template chat.Template
 	Options  chat.Options
-	imEnd    int32
+	// ProblemLoss extends a solving document's loss to the problem text of its user turn: the same
+	// forward pass then also teaches the style of the world's problems, which self-instruction needs,
+	// at no extra compute.
+	ProblemLoss bool
+	imEnd       int32
 }
 
 // NewEncoder makes an encoder with serl's ChatML template.
@@ -178,9 +183,29 @@ func (e *Encoder) Encode(conv Conversation) (Doc, error) {
 	}
 	ids := e.Tok.Encode(prompt, tokenizer.EncodeOptions{ParseSpecial: true})
 	from := len(ids)
+	if e.ProblemLoss && conv.Kind == Solve {
+		if from, err = e.userStart(prompt, ids, conv.Messages[len(conv.Messages)-1].Content); err != nil {
+			return Doc{}, err
+		}
+	}
 	ids = append(ids, e.Tok.Encode(conv.Assistant, tokenizer.EncodeOptions{})...)
 	ids = append(ids, e.imEnd)
 	return Doc{Ids: ids, LossFrom: from, Kind: conv.Kind}, nil
+}
+
+// userStart is the index of the first token of the user turn's content in the prompt's tokens. The
+// text before it ends with the template's "user\n", a pre-tokenizer boundary, so its tokens are a prefix
+// of the whole prompt's; anything else is an error rather than a loss mask off by some tokens.
+func (e *Encoder) userStart(prompt string, ids []int32, content string) (int, error) {
+	at := strings.LastIndex(prompt, content)
+	if at < 0 {
+		return 0, fmt.Errorf("pretrain: the rendered prompt does not contain the user turn")
+	}
+	head := e.Tok.Encode(prompt[:at], tokenizer.EncodeOptions{ParseSpecial: true})
+	if len(head) > len(ids) || !slices.Equal(head, ids[:len(head)]) {
+		return 0, fmt.Errorf("pretrain: the prompt's tokens do not split at the user turn")
+	}
+	return len(head), nil
 }
 
 // mix hashes its arguments into one seed (SplitMix64 steps).

@@ -17,6 +17,7 @@ import (
 
 	"github.com/serl-go/serl/engine/evaluate"
 	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/engine/modelpack"
 	"github.com/serl-go/serl/engine/selfinstruct"
 	"github.com/serl-go/serl/engine/tokenizer"
 	"github.com/serl-go/serl/kernels"
@@ -110,6 +111,35 @@ func TestEncoderMasksThePrompt(t *testing.T) {
 		assert.Equal(t, conv.Assistant+"<|im_end|>", resp)
 		assert.Equal(t, imEnd, doc.Ids[len(doc.Ids)-1])
 	}
+}
+
+// With ProblemLoss a solving document's loss starts at the problem text; self-instruction documents
+// keep the loss on the assistant turn.
+func TestEncoderProblemLoss(t *testing.T) {
+	c := NewCorpus(toySource, 1, 0.5, nil)
+	tok := trainToyTokenizer(t, c)
+	enc, err := NewEncoder(tok)
+	require.NoError(t, err)
+	enc.ProblemLoss = true
+	kinds := map[Kind]int{}
+	for i := range uint64(20) {
+		conv := c.Conversation(i)
+		doc, err := enc.Encode(conv)
+		require.NoError(t, err)
+		kinds[doc.Kind]++
+		prompt, err := tok.Decode(doc.Ids[:doc.LossFrom], false)
+		require.NoError(t, err)
+		trained, err := tok.Decode(doc.Ids[doc.LossFrom:], false)
+		require.NoError(t, err)
+		if doc.Kind == SelfInstruct {
+			assert.Equal(t, conv.Assistant+"<|im_end|>", trained)
+			continue
+		}
+		assert.True(t, strings.HasSuffix(prompt, "<|im_end|>\n<|im_start|>user\n"), prompt)
+		assert.Equal(t, conv.Messages[1].Content+"<|im_end|>\n<|im_start|>assistant\n"+conv.Assistant+"<|im_end|>", trained)
+	}
+	assert.Positive(t, kinds[Solve])
+	assert.Positive(t, kinds[SelfInstruct])
 }
 
 func testDevice(t *testing.T) *kernels.Device { return testenv.CPU(t) }
@@ -213,6 +243,16 @@ func TestResumeIsExact(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(full.Dir, ModelDir, "tokenizer_config.json"))
 	require.NoError(t, err)
 	assert.Contains(t, string(b), "<|im_start|>")
+	// The packed model unpacks to the same folder.
+	packed, err := os.ReadFile(filepath.Join(full.Dir, PackedModel))
+	require.NoError(t, err)
+	dir, err := modelpack.Extract(packed, t.TempDir())
+	require.NoError(t, err)
+	for _, name := range []string{"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} {
+		want, _ := os.ReadFile(filepath.Join(full.Dir, ModelDir, name))
+		have, _ := os.ReadFile(filepath.Join(dir, name))
+		assert.Equal(t, want, have, name)
+	}
 }
 
 func TestOptimizerFileRefusesDamage(t *testing.T) {

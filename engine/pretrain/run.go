@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -11,9 +12,11 @@ import (
 	"github.com/serl-go/serl/engine/chat"
 	"github.com/serl-go/serl/engine/evaluate"
 	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/engine/modelpack"
 	"github.com/serl-go/serl/engine/safetensors"
 	"github.com/serl-go/serl/engine/tokenizer"
 	"github.com/serl-go/serl/engine/train"
+	"github.com/serl-go/serl/internal/atomicfile"
 	"github.com/serl-go/serl/kernels"
 )
 
@@ -22,7 +25,8 @@ const (
 	ConfigFile      = "pretrain.json" // the run's Config
 	TokenizerDir    = "tokenizer"
 	CheckpointDir   = "checkpoint"
-	ModelDir        = "model" // the final model, a Hugging Face folder with its tokenizer
+	ModelDir        = "model"         // the final model, a Hugging Face folder with its tokenizer
+	PackedModel     = "model.tar.zst" // the final model packed (modelpack): engine/builtin's Archive
 	MetricsFile     = "metrics.jsonl"
 	ChartFile       = "loss.png"
 	EvalFile        = "eval.json" // the final held-out report
@@ -103,6 +107,7 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 	if err != nil {
 		return err
 	}
+	enc.ProblemLoss = cfg.ProblemLoss
 	var m *model.Model
 	if resume {
 		m, err = model.Load(d, filepath.Join(r.Dir, CheckpointDir, checkpointModel))
@@ -221,7 +226,11 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 	if err := m.Save(filepath.Join(r.Dir, ModelDir), safetensors.F32); err != nil {
 		return err
 	}
-	r.say("model saved to %s", filepath.Join(r.Dir, ModelDir))
+	packed := filepath.Join(r.Dir, PackedModel)
+	if err := atomicfile.Write(packed, func(w io.Writer) error { return modelpack.Pack(filepath.Join(r.Dir, ModelDir), w) }); err != nil {
+		return err
+	}
+	r.say("model saved to %s and packed in %s", filepath.Join(r.Dir, ModelDir), packed)
 	return nil
 }
 
