@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/serl-go/serl/engine/rl"
+	"github.com/serl-go/serl/engine/selfinstruct"
 )
 
 // StepMetrics is one line of metrics.jsonl: what one training step did, and what led up to it.
@@ -133,7 +134,7 @@ func (r *Runner) finishMetrics(m *StepMetrics) {
 	m.Generated, m.Accepted = c.generated, c.accepted
 	m.Rejected = map[string]int{}
 	for reason, n := range c.rejected {
-		if n > 0 {
+		if n > 0 && selfinstruct.Reason(reason) != selfinstruct.Accepted {
 			m.Rejected[fmt.Sprint(reasonName(reason))] = n
 		}
 	}
