@@ -34,7 +34,8 @@ func Generate(seed uint64, level int) Problem {
 		panic(fmt.Sprintf("arith: level %d out of range", level))
 	}
 	r := rand.New(rand.NewPCG(seed, uint64(level)*0x9E3779B97F4A7C15))
-	g := &gen{r: r, level: level, used: map[string]bool{}}
+	g := &gen{r: r, level: level, used: map[string]bool{},
+		route: rand.New(rand.NewPCG(seed, uint64(level)*0x9E3779B97F4A7C15^0x5EED))}
 	fams := families[level-1]
 	f := fams[r.IntN(len(fams))]
 	f(g)
@@ -47,6 +48,7 @@ type gen struct {
 	r      *rand.Rand
 	level  int
 	used   map[string]bool
+	route  *rand.Rand // the solution's route through each operation (routes.go)
 	sents  []string
 	steps  []string
 	answer string
@@ -135,7 +137,7 @@ func (g *gen) say(s stmt) {
 }
 
 func (g *gen) step(format string, a ...any) {
-	s := fmt.Sprintf(format, a...)
+	s := withRoutes(g.route, fmt.Sprintf(format, a...), routeShare)
 	g.steps = append(g.steps, strings.ToUpper(s[:1])+s[1:])
 }
 
