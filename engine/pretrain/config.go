@@ -68,7 +68,7 @@ func DefaultConfig() Config {
 		LevelWeights: []float64{4, 3, 2, 1, 1},
 		LR:           3e-3, WarmupRatio: 0.03, MinLRRatio: 0.1, WeightDecay: 0.01, ClipNorm: 1, Beta1: 0.9, Beta2: 0.95,
 		BatchTokens: 4096, MicroTokens: 2048, MicroSeqs: 32,
-		EvalEvery: 500, EvalProblems: 50, EvalMaxNewTokens: 192, SaveEvery: 100, LogEvery: 1, EvalMaxBatch: 64,
+		EvalEvery: 500, EvalProblems: 50, EvalMaxNewTokens: 320, SaveEvery: 100, LogEvery: 1, EvalMaxBatch: 64,
 	}
 }
 
