@@ -8,6 +8,8 @@
 //   (cd engine/tokenizer && go test -run TestTrainSaveLoadsInHF -update .)   # serl trains + saves trained/
 //   node engine/tokenizer/testdata/gen_golden.mjs check engine/tokenizer/testdata/trained
 //       # HF loads serl's tokenizer.json and encodes every golden string: trained/golden_hf.jsonl
+//   node engine/tokenizer/testdata/gen_golden.mjs check DIR FILE...
+//       # the same with the texts of FILEs (the built-in model's tokenizer on its world: README)
 //
 // Environment: TOKGOLD (folder holding node_modules/tokenizers, default /tmp/tokgold/),
 // MATHDATA (default /work/shared/data/math).
@@ -248,7 +250,25 @@ async function main() {
     const dir = process.argv[3];
     const json = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
     const t = tk.Tokenizer.fromFile(path.join(dir, 'tokenizer.json'));
-    const texts = fs.readFileSync(path.join(here, 'qwen2', 'golden.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).text);
+    // Texts: the golden strings, or those of the files given after DIR (JSONL rows: their text, problem
+    // and solution fields; JSON: every string value).
+    const files = process.argv.slice(4);
+    let texts = [];
+    if (files.length === 0) {
+      texts = fs.readFileSync(path.join(here, 'qwen2', 'golden.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).text);
+    }
+    const strings = (v) => (typeof v === 'string' ? [v] : v && typeof v === 'object' ? Object.values(v).flatMap(strings) : []);
+    for (const f of files) {
+      const body = fs.readFileSync(f, 'utf8');
+      if (f.endsWith('.jsonl')) {
+        for (const l of body.split('\n').filter(Boolean)) {
+          const r = JSON.parse(l);
+          for (const k of ['text', 'problem', 'solution']) if (typeof r[k] === 'string') texts.push(r[k]);
+        }
+      } else {
+        texts.push(...strings(JSON.parse(body)));
+      }
+    }
     const rows = [];
     for (const text of texts) {
       const e = await t.encode(text, null, { addSpecialTokens: false });
