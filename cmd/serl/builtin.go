@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/serl-go/serl/engine/builtin"
+	"github.com/serl-go/serl/engine/evaluate"
+	"github.com/serl-go/serl/engine/task/arith"
+)
+
+// modelOrBuiltin is the --model folder, or the built-in model's (unpacked on first use) when none is
+// given; the second result says which.
+func modelOrBuiltin(dir string, stderr io.Writer) (string, bool, error) {
+	if dir != "" {
+		return dir, false, nil
+	}
+	d, err := builtin.ModelDir()
+	if err != nil {
+		return "", false, fmt.Errorf("built-in model: %w", err)
+	}
+	fmt.Fprintf(stderr, "serl: no --model: the built-in model (%s, unpacked at %s)\n", builtin.Name, d)
+	return d, true, nil
+}
+
+// explicit reports which flags the command line set.
+func explicit(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
+}
+
+// hasFlag reports whether args set the named flag (any of -name, --name, -name=v, --name=v), for the
+// commands whose defaults depend on it before the flags are parsed.
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		a = strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// builtinSeeds and builtinEval are the world's shipped seed set (100 problems) and held-out set (500,
+// levels interleaved so that any prefix is balanced).
+func builtinSeeds() []evaluate.Problem {
+	var out []evaluate.Problem
+	for _, p := range arith.SeedSet() {
+		out = append(out, toEval(p))
+	}
+	return out
+}
+
+func builtinEval() []evaluate.Problem { return arithHeldOut() }
+
+// Names that stand for the built-in data sets wherever a problem file is expected.
+const (
+	builtinSeedsName = "builtin:seed100"
+	builtinEvalName  = "builtin:eval500"
+	builtinTrainName = "builtin:train7500" // the labelled training set of the gt and maj baselines
+)
+
+// builtinTrain is 7,500 labelled problems from the world's generator (levels in turn, none from the
+// held-out set): the counterpart of MATH's 7.5k training set.
+func builtinTrain() []evaluate.Problem {
+	var out []evaluate.Problem
+	for p := range arith.Corpus(1, 7500, nil) {
+		out = append(out, toEval(p))
+	}
+	return out
+}
+
+// readProblems reads a JSONL problem file or names a built-in set.
+func readProblems(path string) ([]evaluate.Problem, error) {
+	switch path {
+	case builtinSeedsName:
+		return builtinSeeds(), nil
+	case builtinEvalName:
+		return builtinEval(), nil
+	case builtinTrainName:
+		return builtinTrain(), nil
+	}
+	if strings.HasPrefix(path, "builtin:") {
+		return nil, fmt.Errorf("%s: no such built-in set (%s, %s or %s)", path, builtinSeedsName, builtinEvalName, builtinTrainName)
+	}
+	return evaluate.ReadFile(path)
+}
+
+// problemFileBytes is a problem file's content; a built-in set is written out as JSONL.
+func problemFileBytes(path string) ([]byte, error) {
+	if !strings.HasPrefix(path, "builtin:") {
+		return os.ReadFile(path)
+	}
+	ps, err := readProblems(path)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	for _, p := range ps {
+		if err := enc.Encode(p); err != nil {
+			return nil, err
+		}
+	}
+	return b.Bytes(), nil
+}

@@ -1,0 +1,32 @@
+// Package builtin holds serl's built-in model — a small Qwen2 trained by `serl pretrain` on the world
+// of engine/task/arith — packed as a zstd-compressed tar of its Hugging Face folder and embedded in
+// every binary, so SeRL runs with no download and no file beside the binary.
+package builtin
+
+import (
+	_ "embed"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/serl-go/serl/engine/modelpack"
+)
+
+// Archive is the packed built-in model (Pack of `serl pretrain`'s model folder; README: how to rebuild).
+//
+//go:embed model.tar.zst
+var Archive []byte
+
+// Name names the built-in model in logs and run configurations.
+const Name = "builtin:arith"
+
+// ModelDir returns a folder holding the built-in model, unpacking it on first use into the user cache
+// directory ($XDG_CACHE_HOME/serl, or the temporary directory where there is none) under the archive's
+// SHA-256. The folder's files are checked against the archive on every first call of a process.
+var ModelDir = sync.OnceValues(func() (string, error) {
+	base, err := os.UserCacheDir()
+	if err != nil || base == "" {
+		base = os.TempDir()
+	}
+	return modelpack.Extract(Archive, filepath.Join(base, "serl"))
+})

@@ -1,0 +1,196 @@
+package builtin
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/serl-go/serl/engine/chat"
+	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/engine/modelpack"
+	"github.com/serl-go/serl/engine/rl"
+	"github.com/serl-go/serl/engine/selfplay"
+	"github.com/serl-go/serl/engine/task/arith"
+	"github.com/serl-go/serl/engine/tokenizer"
+	"github.com/serl-go/serl/internal/testenv"
+)
+
+// End to end on the shipped model: a few SeRL steps of every mode and algorithm, with the loop's
+// invariants checked, and a kill-and-resume that must reproduce the uninterrupted run's next step.
+
+type e2e struct {
+	dir  string
+	tok  *tokenizer.Tokenizer
+	tmpl chat.Template
+	opts chat.Options
+}
+
+func setupE2E(t *testing.T) *e2e {
+	dir, err := modelpack.Extract(Archive, t.TempDir())
+	require.NoError(t, err)
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	require.NoError(t, err)
+	cc, err := chat.LoadTokenizerConfig(filepath.Join(dir, "tokenizer_config.json"))
+	require.NoError(t, err)
+	tmpl, err := cc.Template()
+	require.NoError(t, err)
+	return &e2e{dir: dir, tok: tok, tmpl: tmpl, opts: cc.Options(true)}
+}
+
+// e2eConfig is SelfPlayConfig shrunk to seconds: 4 problems × 4 samples per step, 2 steps.
+func e2eConfig(mode selfplay.Mode, alg rl.Algorithm) selfplay.Config {
+	c := SelfPlayConfig()
+	c.Mode, c.Algorithm, c.Seed = mode, alg, 3
+	c.Iterations, c.InstructionsPerIteration = 1, 8
+	c.RolloutBatch, c.Samples, c.TrainBatch = 4, 4, 8
+	c.MaxNewTokens, c.InstrMaxNewTokens = 128, 200
+	c.GenPrompts = 2
+	// Wide bounds so that groups are kept whatever the model's accuracy on so few problems.
+	c.DifficultyLow, c.DifficultyHigh = 0.25, 1
+	return c
+}
+
+func (e *e2e) inputs(t *testing.T, policyDir, refDir string) selfplay.Inputs {
+	load := func(dir string) *model.Model {
+		m, err := model.Load(testenv.CPU(t), dir)
+		require.NoError(t, err)
+		t.Cleanup(m.Free)
+		return m
+	}
+	var seeds, train []selfplay.Problem
+	for i, p := range arith.SeedSet() {
+		seeds = append(seeds, selfplay.Problem{ID: i, Text: p.Problem, Level: p.Level})
+	}
+	i := 0
+	for p := range arith.Corpus(9, 32, nil) {
+		train = append(train, selfplay.Problem{ID: i, Text: p.Problem, Label: p.Answer, Level: p.Level})
+		i++
+	}
+	return selfplay.Inputs{Policy: load(policyDir), Reference: load(refDir), Tokenizer: e.tok, Chat: e.tmpl,
+		ChatOpts: e.opts, Seeds: seeds, Train: train}
+}
+
+func readMetrics(t *testing.T, dir string) []selfplay.StepMetrics {
+	f, err := os.Open(filepath.Join(dir, "metrics.jsonl"))
+	require.NoError(t, err)
+	defer f.Close()
+	var out []selfplay.StepMetrics
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m selfplay.StepMetrics
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &m))
+		out = append(out, m)
+	}
+	return out
+}
+
+func TestE2EModesAndAlgorithms(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end to end on the built-in model: seconds per case")
+	}
+	e := setupE2E(t)
+	for _, mode := range []selfplay.Mode{selfplay.ModeSeRL, selfplay.ModeMaj, selfplay.ModeGT} {
+		for _, alg := range []rl.Algorithm{rl.ReinforcePP, rl.GRPO, rl.RLOO} {
+			t.Run(fmt.Sprintf("%s_%s", mode, alg), func(t *testing.T) {
+				cfg := e2eConfig(mode, alg)
+				run := filepath.Join(t.TempDir(), "run")
+				r, err := selfplay.Start(run, cfg, e.inputs(t, e.dir, e.dir))
+				require.NoError(t, err)
+				defer r.Free()
+				var steps []selfplay.StepMetrics
+				require.NoError(t, r.Run(context.Background(), func(m selfplay.StepMetrics) { steps = append(steps, m) }))
+				require.Len(t, steps, 2)
+				require.Equal(t, steps, readMetrics(t, run))
+				lo, hi := cfg.DifficultyLow, cfg.DifficultyHigh
+				if mode == selfplay.ModeGT {
+					lo, hi = 0, 1 // the oracle baseline filters nothing, as official
+				}
+				for _, m := range steps {
+					require.False(t, math.IsNaN(m.Loss) || math.IsInf(m.Loss, 0), "loss %v", m.Loss)
+					require.False(t, math.IsNaN(m.GradNorm) || math.IsInf(m.GradNorm, 0), "grad norm %v", m.GradNorm)
+					// Trained groups passed the difficulty filter, so their mean reward (the majority
+					// share in serl/maj mode) lies inside the bounds.
+					require.GreaterOrEqual(t, m.RewardMean, lo-1e-9)
+					require.LessOrEqual(t, m.RewardMean, hi+1e-9)
+					require.Positive(t, m.GroupsKept)
+					// Reinforce++ whitens the returns over the step's tokens; with rewards that differ
+					// their spread is far above the variance floor (1e-8), so the std is exactly 1. RLOO's
+					// leave-one-out rewards can all be 0 (uniform groups): then the floor holds it below.
+					switch {
+					case alg == rl.ReinforcePP && m.RewardMean > 0 && m.RewardMean < 1:
+						require.InDelta(t, 1, m.AdvStd, 1e-6)
+					case alg != rl.GRPO:
+						require.LessOrEqual(t, m.AdvStd, 1+1e-6)
+					}
+					if mode == selfplay.ModeSeRL {
+						require.Positive(t, m.Generated, "self-instruction ran")
+						require.LessOrEqual(t, m.Accepted, m.Generated)
+					}
+				}
+				for _, g := range r.State().Accum {
+					for _, resp := range g.Responses {
+						require.Contains(t, []float64{0, 1}, resp.Reward)
+					}
+					require.GreaterOrEqual(t, g.Share, lo-1e-9)
+					require.LessOrEqual(t, g.Share, hi+1e-9)
+				}
+			})
+		}
+	}
+}
+
+// A serl-mode run killed after its first step and resumed takes exactly the step the uninterrupted run
+// takes: the same metrics and bit-identical weights.
+func TestE2EResumeReproducesNextStep(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end to end on the built-in model")
+	}
+	e := setupE2E(t)
+	cfg := e2eConfig(selfplay.ModeSeRL, rl.ReinforcePP)
+	whole := filepath.Join(t.TempDir(), "whole")
+	rw, err := selfplay.Start(whole, cfg, e.inputs(t, e.dir, e.dir))
+	require.NoError(t, err)
+	require.NoError(t, rw.Run(context.Background(), nil))
+	rw.Free()
+
+	part := filepath.Join(t.TempDir(), "part")
+	rp, err := selfplay.Start(part, cfg, e.inputs(t, e.dir, e.dir))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	require.ErrorIs(t, rp.Run(ctx, func(m selfplay.StepMetrics) { cancel() }), context.Canceled)
+	cancel()
+	rp.Free()
+
+	back, policyDir, refDir, err := selfplay.LoadRun(part)
+	require.NoError(t, err)
+	require.Equal(t, cfg, back)
+	rr, err := selfplay.Resume(part, e.inputs(t, policyDir, refDir))
+	require.NoError(t, err)
+	defer rr.Free()
+	require.Equal(t, 1, rr.State().Steps)
+	require.NoError(t, rr.Run(context.Background(), nil))
+
+	mw, mp := readMetrics(t, whole), readMetrics(t, part)
+	require.Len(t, mw, 2)
+	require.Len(t, mp, 2)
+	strip := func(m selfplay.StepMetrics) selfplay.StepMetrics {
+		m.Time, m.GenSec, m.RewardSec, m.TrainSec, m.TokensPerSec = "", 0, 0, 0, 0
+		m.DeviceBytes, m.DevicePeakBytes, m.GoHeapBytes = 0, 0, 0
+		return m
+	}
+	require.Equal(t, strip(mw[1]), strip(mp[1]), "the resumed step equals the uninterrupted one")
+	a, err := os.ReadFile(filepath.Join(whole, "checkpoint", "model", "model.safetensors"))
+	require.NoError(t, err)
+	b, err := os.ReadFile(filepath.Join(part, "checkpoint", "model", "model.safetensors"))
+	require.NoError(t, err)
+	require.True(t, slices.Equal(a, b), "bit-identical weights after the resumed step")
+}
