@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -26,10 +25,10 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("eval", stderr)
 	var df deviceFlags
 	df.register(fs)
-	dir := fs.String("model", "", "Hugging Face model folder with its tokenizer")
-	data := fs.String("data", "", "JSONL problems (problem|question, answer or solution with \\boxed{}, level)")
+	dir := fs.String("model", "", "Hugging Face model folder with its tokenizer (default: the built-in model)")
+	data := fs.String("data", "", "JSONL problems (problem|question, answer or solution with \\boxed{}, level) (default: the built-in held-out set, or its seed set with --self-instruct)")
 	k := fs.Int("n", 16, "samples per problem for maj@K (temperature 1.0, top-p 0.95); 0: greedy pass@1 only")
-	mode := fs.String("prompt-mode", "raw", "raw: problem text + newline (official); chat: chat template with a \\boxed{} system prompt")
+	mode := fs.String("prompt-mode", "raw", "raw: problem text + newline (official); chat: chat template with a \\boxed{} system prompt (the built-in model's default)")
 	system := fs.String("system", evaluate.SystemPrompt, "system prompt of --prompt-mode chat")
 	maxNew := fs.Int("max-new-tokens", 1024, "response budget (by default shortened to fit the model's context)")
 	limit := fs.Int("limit", 0, "evaluate only the first N problems (0: all)")
@@ -38,18 +37,33 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	outPath := fs.String("out", "", "write the report as JSON here")
 	respPath := fs.String("responses", "", "write every problem's responses and verdicts as JSONL here")
 	instruct := fs.Int("self-instruct", 0, "instead: run N self-instruction prompts with --data as the seed problems and report how many generated problems pass the filters")
-	checker := fs.String("checker", "", "with --self-instruct: the task checker that says whether a problem is solvable (arith)")
+	checker := fs.String("checker", "", "with --self-instruct: the task checker that says whether a problem is solvable (arith; the built-in model's default)")
 	if err := parse(fs, args); err != nil {
 		return err
-	}
-	if *dir == "" || *data == "" {
-		return usagef("give --model and --data")
 	}
 	if *k < 0 || *maxNew < 1 || *limit < 0 || *batch < 1 {
 		return usagef("want --n ≥ 0, --max-new-tokens ≥ 1, --limit ≥ 0, --batch ≥ 1")
 	}
-	problems, err := evaluate.ReadFile(*data)
-	if err != nil {
+	set := explicit(fs)
+	var isBuiltin bool
+	var err error
+	if *dir, isBuiltin, err = modelOrBuiltin(*dir, stderr); err != nil {
+		return err
+	}
+	if isBuiltin && !set["prompt-mode"] {
+		*mode = "chat" // the built-in model was trained in the chat format only
+	}
+	if isBuiltin && !set["checker"] {
+		*checker = "arith"
+	}
+	var problems []evaluate.Problem
+	switch {
+	case *data == "" && *instruct > 0:
+		*data = builtinSeedsName
+	case *data == "":
+		*data = builtinEvalName
+	}
+	if problems, err = readProblems(*data); err != nil {
 		return err
 	}
 	if *limit > 0 && *limit < len(problems) {
@@ -60,7 +74,14 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *instruct > 0 {
-		return runInstructProbe(df, *dir, tok, problems, *instruct, *checker, *seed, *batch, *maxNew, *outPath, stdout, stderr)
+		if *respPath != "" {
+			return usagef("--responses is for problem evaluation; --self-instruct reports with --out")
+		}
+		instrMax := *maxNew
+		if !set["max-new-tokens"] {
+			instrMax = 0 // a third of the context: room for the few-shot prompt
+		}
+		return runInstructProbe(df, *dir, tok, problems, *instruct, *checker, *seed, *batch, instrMax, *outPath, stdout, stderr)
 	}
 	var prompt evaluate.PromptFunc
 	switch *mode {
@@ -89,10 +110,8 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer m.Free()
-	explicit := false
-	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "max-new-tokens" })
 	ev := &evaluate.Evaluator{Model: m, Prompt: prompt, Decoder: tok, Options: evaluate.Options{
-		K: *k, MaxNewTokens: *maxNew, Seed: *seed, MaxBatch: *batch, FitContext: !explicit,
+		K: *k, MaxNewTokens: *maxNew, Seed: *seed, MaxBatch: *batch, FitContext: !set["max-new-tokens"],
 		StopIDs: evaluate.StopIDs(m.Config, tok), StopStrings: evaluate.OfficialStopStrings}}
 	start := time.Now()
 	tty := isTerminal(stderr)
@@ -189,6 +208,9 @@ func runInstructProbe(df deviceFlags, dir string, tok *tokenizer.Tokenizer, prob
 		return err
 	}
 	defer m.Free()
+	if maxNew == 0 {
+		maxNew = m.Config.MaxPositions / 3
+	}
 	rep, err := evaluate.ProbeSelfInstruct(m, tok, render, seeds, evaluate.InstructOptions{Prompts: n,
 		MaxNewTokens: maxNew, Seed: seed, MaxBatch: batch, StopIDs: evaluate.StopIDs(m.Config, tok), Solve: solve})
 	if err != nil {
@@ -199,7 +221,7 @@ func runInstructProbe(df deviceFlags, dir string, tok *tokenizer.Tokenizer, prob
 	if solve != nil {
 		fmt.Fprintf(stdout, ", %d solvable (%.1f%% of accepted)", rep.Solvable, 100*rep.SolvableRate)
 	}
-	fmt.Fprintf(stdout, "\nrejections: %v\n", rep.Reasons)
+	fmt.Fprintf(stdout, "\nfilter verdicts: %v\n", rep.Reasons)
 	for _, e := range rep.Examples {
 		fmt.Fprintf(stdout, "  %s\n", e)
 	}

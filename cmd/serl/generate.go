@@ -85,7 +85,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("generate", stderr)
 	var df deviceFlags
 	df.register(fs)
-	dir := fs.String("model", "", "Hugging Face model folder")
+	dir := fs.String("model", "", "Hugging Face model folder (default: the built-in model)")
 	prompt := fs.String("prompt", "", "prompt text (needs tokenizer.json)")
 	idsFlag := fs.String("ids", "", "prompt as comma-separated token ids")
 	useChat := fs.Bool("chat", false, "wrap --prompt in the model's chat template (tokenizer_config.json) as a user turn")
@@ -102,11 +102,15 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *dir == "" || (*prompt == "") == (*idsFlag == "") {
-		return usagef("give --model and exactly one of --prompt or --ids")
+	if (*prompt == "") == (*idsFlag == "") {
+		return usagef("give exactly one of --prompt or --ids")
 	}
 	if *n < 1 || *maxNew < 1 || *temp < 0 {
 		return usagef("want --n ≥ 1, --max-new-tokens ≥ 1, --temperature ≥ 0")
+	}
+	var err error
+	if *dir, _, err = modelOrBuiltin(*dir, stderr); err != nil {
+		return err
 	}
 	var tok *tokenizer.Tokenizer
 	if _, err := os.Stat(filepath.Join(*dir, "tokenizer.json")); err == nil {
@@ -115,7 +119,6 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	var ids []int32
-	var err error
 	switch {
 	case *idsFlag != "":
 		if ids, err = parseIDs(*idsFlag); err != nil {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/serl-go/serl/engine/evaluate"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/serl-go/serl/loader"
@@ -88,6 +90,17 @@ func TestBinaryUsesEmbeddedLibrary(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 	require.Contains(t, string(out), filepath.Join(cache, "serl"))
 	require.Contains(t, string(out), "libserl_cpu.so")
+
+	// The built-in model too: with no file but the binary, it unpacks into the cache and answers.
+	cmd = exec.Command(bin, "generate", "--device", "cpu", "--chat", "--system", evaluate.SystemPrompt,
+		"--prompt", "Evaluate 2 + 3.", "--temperature", "0", "--max-new-tokens", "64")
+	cmd.Dir = dir
+	cmd.Env = append(filteredEnv("SERL_LIB_DIR", "XDG_CACHE_HOME"), "XDG_CACHE_HOME="+cache)
+	out, err = cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "built-in model")
+	require.Contains(t, string(out), filepath.Join(cache, "serl", "model-"))
+	require.Contains(t, string(out), `\boxed{`)
 }
 
 func filteredEnv(drop ...string) []string {

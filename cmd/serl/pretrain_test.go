@@ -62,8 +62,11 @@ func TestPretrainThenEval(t *testing.T) {
 
 	code, _, _ = runCLI(t, "eval", "--model", filepath.Join(out, "model"), "--data", data, "--prompt-mode", "chat", "--prompt-mode", "odd")
 	assert.Equal(t, 2, code)
-	code, _, _ = runCLI(t, "eval", "--data", data)
+	code, _, _ = runCLI(t, "eval", "--data", data, "--n", "-1")
 	assert.Equal(t, 2, code)
+	code, _, errs = runCLI(t, "eval", "--data", "builtin:nope")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "no such built-in set")
 	code, _, _ = runCLI(t, "pretrain")
 	assert.Equal(t, 2, code)
 }

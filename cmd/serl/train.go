@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/serl-go/serl/engine/builtin"
 	"github.com/serl-go/serl/engine/chart"
 	"github.com/serl-go/serl/engine/chat"
 	"github.com/serl-go/serl/engine/evaluate"
@@ -38,6 +39,7 @@ type trainFlags struct {
 	Run        string `json:"-"`
 	Resume     string `json:"-"`
 	EvalK      int    `json:"eval_k"`
+	EvalKAll   bool   `json:"eval_k_all"`
 	EvalLimit  int    `json:"eval_limit"`
 	EvalMaxNew int    `json:"eval_max_new_tokens"`
 }
@@ -53,7 +55,7 @@ func keepInputs(run string, tf trainFlags) error {
 		if *f.path == "" {
 			continue
 		}
-		b, err := os.ReadFile(*f.path)
+		b, err := problemFileBytes(*f.path)
 		if err != nil {
 			return err
 		}
@@ -88,16 +90,18 @@ func restoreInputs(run string) (trainFlags, error) {
 }
 
 func registerTrainFlags(fs interface {
+	BoolVar(*bool, string, bool, string)
 	StringVar(*string, string, string, string)
 	IntVar(*int, string, int, string)
 	Float64Var(*float64, string, float64, string)
 	Uint64Var(*uint64, string, uint64, string)
 }, tf *trainFlags, c *selfplay.Config, alg, mode, promptMode *string) {
-	fs.StringVar(&tf.Model, "model", "", "Hugging Face model folder (config.json, model.safetensors, tokenizer files)")
-	fs.StringVar(&tf.Seeds, "seeds", "", "serl mode: the few labelled seed problems (SeRL JSONL: problem, answer, …)")
-	fs.StringVar(&tf.Data, "data", "", "maj/gt modes: the training problems (gt uses their answers)")
-	fs.StringVar(&tf.Eval, "eval", "", "held-out problems evaluated before training and at every iteration boundary")
-	fs.IntVar(&tf.EvalK, "eval-k", 0, "samples per eval problem for maj@K (0: greedy pass@1 only)")
+	fs.StringVar(&tf.Model, "model", "", "Hugging Face model folder (config.json, model.safetensors, tokenizer files); without it, the built-in model")
+	fs.StringVar(&tf.Seeds, "seeds", "", "serl mode: the few labelled seed problems (SeRL JSONL: problem, answer, …); built-in model: "+builtinSeedsName)
+	fs.StringVar(&tf.Data, "data", "", "maj/gt modes: the training problems (gt uses their answers); also "+builtinTrainName+" or "+builtinSeedsName)
+	fs.StringVar(&tf.Eval, "eval", "", "held-out problems evaluated before training and at every iteration boundary; built-in model: "+builtinEvalName)
+	fs.IntVar(&tf.EvalK, "eval-k", tf.EvalK, "samples per eval problem for maj@K, before training and after the last iteration (0: greedy pass@1 only)")
+	fs.BoolVar(&tf.EvalKAll, "eval-k-all", false, "maj@K at every iteration boundary too")
 	fs.IntVar(&tf.EvalLimit, "eval-limit", 0, "evaluate only the first N held-out problems (0: all)")
 	fs.IntVar(&tf.EvalMaxNew, "eval-max-new-tokens", 0, "new tokens per eval response (0: --max-new-tokens)")
 	fs.StringVar(&tf.Run, "run", "", "run directory (default runs/<time>)")
@@ -125,8 +129,15 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("train", stderr)
 	var df deviceFlags
 	df.register(fs)
+	// With neither --model nor --resume the run is on the built-in model, with settings sized for it
+	// (and shown as the flags' defaults).
+	useBuiltin := !hasFlag(args, "model") && !hasFlag(args, "resume")
 	cfg := selfplay.DefaultConfig()
 	var tf trainFlags
+	if useBuiltin {
+		cfg = builtin.SelfPlayConfig()
+		tf.EvalK = builtin.EvalK
+	}
 	var alg, mode, promptMode string
 	registerTrainFlags(fs, &tf, &cfg, &alg, &mode, &promptMode)
 	if err := parse(fs, args); err != nil {
@@ -138,8 +149,16 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return usagef("--algorithm: %v", err)
 	}
 	cfg.Algorithm = a
-	if tf.Resume == "" && tf.Model == "" {
-		return usagef("--model is required (a built-in model ships with a later release)")
+	if useBuiltin {
+		if tf.Model, _, err = modelOrBuiltin("", stderr); err != nil {
+			return err
+		}
+		if tf.Seeds == "" && cfg.Mode == selfplay.ModeSeRL {
+			tf.Seeds = builtinSeedsName
+		}
+		if tf.Eval == "" {
+			tf.Eval = builtinEvalName
+		}
 	}
 
 	d, stop, err := df.open(stderr)
@@ -187,18 +206,25 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	defer r.Free()
 	plan := in.Policy.Config.TrainingPlan(cfg.TrainBatch*(cfg.MaxPromptTokens+cfg.MaxNewTokens), cfg.TrainBatch, true)
-	fmt.Fprintf(stderr, "serl: %s / %s, %d iterations × %d problems, %d samples each; run directory %s\nmemory plan:\n",
+	fmt.Fprintf(stderr, "serl: %s / %s, %d iterations × %d problems, %d samples each; run directory %s\n",
 		cfg.Mode, cfg.Algorithm, cfg.Iterations, cfg.InstructionsPerIteration, cfg.Samples, runPath)
+	if settings, err := json.Marshal(cfg); err == nil {
+		fmt.Fprintf(stderr, "settings: %s\n", settings)
+	}
+	fmt.Fprintln(stderr, "memory plan:")
 	plan.Write(stderr)
 	if err := plan.Check(d.Info().FreeMemory); err != nil {
 		return err
 	}
 	total := cfg.Iterations * cfg.StepsPerIteration()
 	start := time.Now()
+	first := r.State().Steps
 	err = r.Run(ctx, func(m selfplay.StepMetrics) {
-		fmt.Fprintf(stderr, "step %d/%d  reward %.3f  share %.3f  kept %d dropped %d  accepted %d/%d  loss %.4f  kl %.4f  lr %.2e  %.0f tok/s  gen %.0fs rew %.1fs train %.0fs\n",
+		el := time.Since(start)
+		eta := time.Duration(float64(el) / float64(m.Step-first) * float64(total-m.Step))
+		fmt.Fprintf(stderr, "step %d/%d  reward %.3f  share %.3f  kept %d dropped %d  accepted %d/%d  loss %.4f  kl %.4f  lr %.2e  %.0f tok/s  gen %.0fs rew %.1fs train %.0fs  [%s, ~%s left]\n",
 			m.Step, total, m.RewardMean, m.ShareMean, m.GroupsKept, m.GroupsDropped, m.Accepted, m.Generated,
-			m.Loss, m.KL, m.LR, m.TokensPerSec, m.GenSec, m.RewardSec, m.TrainSec)
+			m.Loss, m.KL, m.LR, m.TokensPerSec, m.GenSec, m.RewardSec, m.TrainSec, el.Round(time.Second), eta.Round(time.Second))
 	})
 	if chartErr := writeRunCharts(runPath); chartErr != nil {
 		fmt.Fprintf(stderr, "serl: charts: %v\n", chartErr)
@@ -211,6 +237,12 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stderr, "serl: finished %d steps in %s\n", total, time.Since(start).Round(time.Second))
+	if err := writeTimeSummary(stderr, runPath); err != nil {
+		fmt.Fprintf(stderr, "serl: time summary: %v\n", err)
+	}
+	if err := writeEvalSummary(stderr, runPath, cfg.Iterations); err != nil {
+		fmt.Fprintf(stderr, "serl: evaluation summary: %v\n", err)
+	}
 	fmt.Fprintln(stdout, runPath)
 	return nil
 }
@@ -254,7 +286,7 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 		if tf.Seeds == "" {
 			return in, usagef("serl mode needs --seeds FILE.jsonl")
 		}
-		ps, err := evaluate.ReadFile(tf.Seeds)
+		ps, err := readProblems(tf.Seeds)
 		if err != nil {
 			return in, err
 		}
@@ -263,14 +295,14 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 		if tf.Data == "" {
 			return in, usagef("%s mode needs --data FILE.jsonl", cfg.Mode)
 		}
-		ps, err := evaluate.ReadFile(tf.Data)
+		ps, err := readProblems(tf.Data)
 		if err != nil {
 			return in, err
 		}
 		in.Train = toProblems(ps, true)
 	}
 	if tf.Eval != "" {
-		ps, err := evaluate.ReadFile(tf.Eval)
+		ps, err := readProblems(tf.Eval)
 		if err != nil {
 			return in, err
 		}
@@ -287,7 +319,11 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 		}
 		tok := in.Tokenizer
 		in.Evaluate = func(ctx context.Context, m *model.Model, it int) (any, error) {
-			ev := evaluate.Evaluator{Model: m, Prompt: prompt, Decoder: tok, Options: evaluate.Options{K: tf.EvalK,
+			k := tf.EvalK
+			if it != 0 && it != cfg.Iterations && !tf.EvalKAll {
+				k = 0 // maj@K costs K samples per problem: before training and at the end only
+			}
+			ev := evaluate.Evaluator{Model: m, Prompt: prompt, Decoder: tok, Options: evaluate.Options{K: k,
 				MaxNewTokens: maxNew, Seed: cfg.Seed, StopIDs: evaluate.StopIDs(m.Config, tok), MaxBatch: cfg.MaxBatch}}
 			rep, _, err := ev.Run(ps, nil)
 			return rep, err
@@ -296,21 +332,96 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 	return in, nil
 }
 
-// writeRunCharts draws reward.png, kl.png, loss.png and accuracy.png from a run's metrics and evals.
-func writeRunCharts(dir string) error {
+// readRunMetrics reads a run's metrics.jsonl.
+func readRunMetrics(dir string) ([]selfplay.StepMetrics, error) {
 	f, err := os.Open(filepath.Join(dir, "metrics.jsonl"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer f.Close()
-	var step, rew, share, kl, loss, clip []float64
+	var out []selfplay.StepMetrics
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 1<<16), 16<<20)
 	for sc.Scan() {
 		var m selfplay.StepMetrics
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			return err
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "metrics.jsonl"), err)
 		}
+		out = append(out, m)
+	}
+	return out, sc.Err()
+}
+
+// writeTimeSummary prints where the run's time went (generation, rewarding, training) and its memory
+// at the first and the last step, so growth over the run shows.
+func writeTimeSummary(w io.Writer, run string) error {
+	ms, err := readRunMetrics(run)
+	if err != nil || len(ms) == 0 {
+		return err
+	}
+	var gen, rew, tr float64
+	for _, m := range ms {
+		gen, rew, tr = gen+m.GenSec, rew+m.RewardSec, tr+m.TrainSec
+	}
+	total := gen + rew + tr
+	first, last := ms[0], ms[len(ms)-1]
+	fmt.Fprintf(w, "time: generation %.0fs (%.0f%%), rewarding %.1fs (%.1f%%), training %.0fs (%.0f%%)\n",
+		gen, 100*gen/total, rew, 100*rew/total, tr, 100*tr/total)
+	fmt.Fprintf(w, "memory, step %d → %d: native %.0f → %.0f MiB (peak %.0f → %.0f MiB), Go heap %.0f → %.0f MiB\n",
+		first.Step, last.Step, mib(first.DeviceBytes), mib(last.DeviceBytes), mib(first.DevicePeakBytes),
+		mib(last.DevicePeakBytes), mib(int64(first.GoHeapBytes)), mib(int64(last.GoHeapBytes)))
+	return nil
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// writeEvalSummary prints the held-out evaluation before training and after the last iteration side by
+// side, per level; a run without --eval has none.
+func writeEvalSummary(w io.Writer, run string, iterations int) error {
+	read := func(k int) (evaluate.Report, error) {
+		var rep evaluate.Report
+		b, err := os.ReadFile(filepath.Join(run, fmt.Sprintf("eval_iter%d.json", k)))
+		if err != nil {
+			return rep, err
+		}
+		return rep, json.Unmarshal(b, &rep)
+	}
+	before, err := read(0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	after, err := read(iterations)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "held-out evaluation, before → after %d iterations:\n", iterations)
+	row := func(name string, b, a evaluate.Score) {
+		line := fmt.Sprintf("  %-8s %5d   pass@1 %5.1f%% → %5.1f%%", name, b.N, 100*b.Pass1, 100*a.Pass1)
+		if before.K > 0 {
+			line += fmt.Sprintf("   maj@%d %5.1f%% → %5.1f%%", before.K, 100*b.Maj, 100*a.Maj)
+		}
+		fmt.Fprintln(w, line)
+	}
+	for i, l := range before.Levels {
+		if i < len(after.Levels) && after.Levels[i].Level == l.Level {
+			row(fmt.Sprintf("level %d", l.Level), l.Score, after.Levels[i].Score)
+		}
+	}
+	row("overall", before.Overall, after.Overall)
+	return nil
+}
+
+// writeRunCharts draws reward.png, kl.png, loss.png and accuracy.png from a run's metrics and evals.
+func writeRunCharts(dir string) error {
+	ms, err := readRunMetrics(dir)
+	if err != nil {
+		return err
+	}
+	var step, rew, share, kl, loss, clip []float64
+	for _, m := range ms {
 		step = append(step, float64(m.Step))
 		rew, share, kl = append(rew, m.RewardMean), append(share, m.ShareMean), append(kl, m.KL)
 		loss, clip = append(loss, m.Loss), append(clip, m.ClipFrac)

@@ -81,3 +81,26 @@ func TestTrainCLIUsage(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, errs, "--data")
 }
+
+// With neither --model nor data files, serl train runs on the built-in model, seeds and held-out set,
+// keeps copies of both in the run directory, prints the evaluation before and after, and resumes.
+func TestTrainBuiltinDefaults(t *testing.T) {
+	run := filepath.Join(t.TempDir(), "run")
+	args := []string{"train", "--device", "cpu", "--iterations", "1", "--instructions-per-iteration", "4",
+		"--rollout-batch", "4", "--samples", "2", "--train-batch", "8", "--difficulty-low", "0", "--difficulty-high", "1",
+		"--eval-limit", "5", "--max-new-tokens", "48", "--instr-max-new-tokens", "96", "--run", run}
+	code, out, errs := runCLI(t, args...)
+	require.Equal(t, 0, code, errs)
+	require.Equal(t, run+"\n", out)
+	for _, want := range []string{"built-in model", "settings: {", `"prompt_mode":"chat"`, "step 1/1", "before → after 1 iterations", "overall", "time: generation", "memory, step 1 → 1"} {
+		require.Contains(t, errs, want)
+	}
+	seeds, err := os.ReadFile(filepath.Join(run, "seeds.jsonl"))
+	require.NoError(t, err)
+	require.Equal(t, 100, strings.Count(string(seeds), "\n"))
+	eval, err := os.ReadFile(filepath.Join(run, "eval.jsonl"))
+	require.NoError(t, err)
+	require.Equal(t, 500, strings.Count(string(eval), "\n"))
+	code, _, errs = runCLI(t, "train", "--device", "cpu", "--resume", run)
+	require.Equal(t, 0, code, errs)
+}
