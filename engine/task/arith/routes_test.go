@@ -79,4 +79,3 @@ func TestSolutionRoutes(t *testing.T) {
 	require.Equal(t, same, always(same))
 	require.Equal(t, "448 * 3 = 1344", withRoutes(r, "448 * 3 = 1344", 0))
 }
-
