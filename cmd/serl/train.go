@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -332,30 +331,10 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 	return in, nil
 }
 
-// readRunMetrics reads a run's metrics.jsonl.
-func readRunMetrics(dir string) ([]selfplay.StepMetrics, error) {
-	f, err := os.Open(filepath.Join(dir, "metrics.jsonl"))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []selfplay.StepMetrics
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 1<<16), 16<<20)
-	for sc.Scan() {
-		var m selfplay.StepMetrics
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "metrics.jsonl"), err)
-		}
-		out = append(out, m)
-	}
-	return out, sc.Err()
-}
-
 // writeTimeSummary prints where the run's time went (generation, rewarding, training) and its memory
 // at the first and the last step, so growth over the run shows.
 func writeTimeSummary(w io.Writer, run string) error {
-	ms, err := readRunMetrics(run)
+	ms, err := selfplay.ReadMetrics(run)
 	if err != nil || len(ms) == 0 {
 		return err
 	}
@@ -373,27 +352,33 @@ func writeTimeSummary(w io.Writer, run string) error {
 	return nil
 }
 
+// readIterEval reads the evaluation report a run wrote at iteration boundary k (serl train's Evaluate).
+func readIterEval(run string, k int) (evaluate.Report, error) {
+	var rep evaluate.Report
+	path := filepath.Join(run, fmt.Sprintf("eval_iter%d.json", k))
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return rep, err
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return rep, fmt.Errorf("%s: %w", path, err)
+	}
+	return rep, nil
+}
+
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 // writeEvalSummary prints the held-out evaluation before training and after the last iteration side by
 // side, per level; a run without --eval has none.
 func writeEvalSummary(w io.Writer, run string, iterations int) error {
-	read := func(k int) (evaluate.Report, error) {
-		var rep evaluate.Report
-		b, err := os.ReadFile(filepath.Join(run, fmt.Sprintf("eval_iter%d.json", k)))
-		if err != nil {
-			return rep, err
-		}
-		return rep, json.Unmarshal(b, &rep)
-	}
-	before, err := read(0)
+	before, err := readIterEval(run, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	after, err := read(iterations)
+	after, err := readIterEval(run, iterations)
 	if err != nil {
 		return err
 	}
@@ -416,7 +401,7 @@ func writeEvalSummary(w io.Writer, run string, iterations int) error {
 
 // writeRunCharts draws reward.png, kl.png, loss.png and accuracy.png from a run's metrics and evals.
 func writeRunCharts(dir string) error {
-	ms, err := readRunMetrics(dir)
+	ms, err := selfplay.ReadMetrics(dir)
 	if err != nil {
 		return err
 	}
@@ -433,12 +418,11 @@ func writeRunCharts(dir string) error {
 	}
 	var it, p1, maj []float64
 	for k := 0; ; k++ {
-		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("eval_iter%d.json", k)))
-		if err != nil {
+		rep, err := readIterEval(dir, k)
+		if errors.Is(err, os.ErrNotExist) {
 			break
 		}
-		var rep evaluate.Report
-		if err := json.Unmarshal(b, &rep); err != nil {
+		if err != nil {
 			return err
 		}
 		it, p1, maj = append(it, float64(k)), append(p1, rep.Overall.Pass1), append(maj, rep.Overall.Maj)

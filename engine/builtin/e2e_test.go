@@ -1,9 +1,7 @@
 package builtin
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -78,21 +76,6 @@ func (e *e2e) inputs(t *testing.T, policyDir, refDir string) selfplay.Inputs {
 		ChatOpts: e.opts, Seeds: seeds, Train: train}
 }
 
-func readMetrics(t *testing.T, dir string) []selfplay.StepMetrics {
-	f, err := os.Open(filepath.Join(dir, "metrics.jsonl"))
-	require.NoError(t, err)
-	defer f.Close()
-	var out []selfplay.StepMetrics
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var m selfplay.StepMetrics
-		require.NoError(t, json.Unmarshal(sc.Bytes(), &m))
-		out = append(out, m)
-	}
-	return out
-}
-
 func TestE2EModesAndAlgorithms(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end to end on the built-in model: seconds per case")
@@ -109,7 +92,9 @@ func TestE2EModesAndAlgorithms(t *testing.T) {
 				var steps []selfplay.StepMetrics
 				require.NoError(t, r.Run(context.Background(), func(m selfplay.StepMetrics) { steps = append(steps, m) }))
 				require.Len(t, steps, 2)
-				require.Equal(t, steps, readMetrics(t, run))
+				logged, err := selfplay.ReadMetrics(run)
+				require.NoError(t, err)
+				require.Equal(t, steps, logged)
 				lo, hi := cfg.DifficultyLow, cfg.DifficultyHigh
 				if mode == selfplay.ModeGT {
 					lo, hi = 0, 1 // the oracle baseline filters nothing, as official
@@ -179,15 +164,13 @@ func TestE2EResumeReproducesNextStep(t *testing.T) {
 	require.Equal(t, 1, rr.State().Steps)
 	require.NoError(t, rr.Run(context.Background(), nil))
 
-	mw, mp := readMetrics(t, whole), readMetrics(t, part)
+	mw, err := selfplay.ReadMetrics(whole)
+	require.NoError(t, err)
+	mp, err := selfplay.ReadMetrics(part)
+	require.NoError(t, err)
 	require.Len(t, mw, 2)
 	require.Len(t, mp, 2)
-	strip := func(m selfplay.StepMetrics) selfplay.StepMetrics {
-		m.Time, m.GenSec, m.RewardSec, m.TrainSec, m.TokensPerSec = "", 0, 0, 0, 0
-		m.DeviceBytes, m.DevicePeakBytes, m.GoHeapBytes = 0, 0, 0
-		return m
-	}
-	require.Equal(t, strip(mw[1]), strip(mp[1]), "the resumed step equals the uninterrupted one")
+	require.Equal(t, mw[1].Deterministic(), mp[1].Deterministic(), "the resumed step equals the uninterrupted one")
 	a, err := os.ReadFile(filepath.Join(whole, "checkpoint", "model", "model.safetensors"))
 	require.NoError(t, err)
 	b, err := os.ReadFile(filepath.Join(part, "checkpoint", "model", "model.safetensors"))

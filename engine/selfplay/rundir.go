@@ -57,8 +57,35 @@ func (d *runDir) appendProblems(name string, groups []Group) error {
 	return f.Close()
 }
 
+// MetricsFile is the run directory's per-step log: one StepMetrics JSON object per line.
+const MetricsFile = "metrics.jsonl"
+
+// ReadMetrics reads a run directory's metrics.jsonl.
+func ReadMetrics(dir string) ([]StepMetrics, error) {
+	path := filepath.Join(dir, MetricsFile)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []StepMetrics
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 1<<16), 16<<20)
+	for line := 1; sc.Scan(); line++ {
+		var m StepMetrics
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		out = append(out, m)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return out, nil
+}
+
 func (d *runDir) appendMetrics(m *StepMetrics) {
-	f, err := os.OpenFile(d.file("metrics.jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(d.file(MetricsFile), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err == nil {
 		b, _ := json.Marshal(m)
 		_, err = f.Write(append(b, '\n'))

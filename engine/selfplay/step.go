@@ -44,6 +44,14 @@ type StepMetrics struct {
 	GoHeapBytes     uint64 `json:"go_heap_bytes"`
 }
 
+// Deterministic is m without the fields that depend on the machine and the moment (times, rates,
+// memory): what an interrupted and resumed run must reproduce exactly.
+func (m StepMetrics) Deterministic() StepMetrics {
+	m.Time, m.GenSec, m.RewardSec, m.TrainSec, m.TokensPerSec = "", 0, 0, 0, 0
+	m.DeviceBytes, m.DevicePeakBytes, m.GoHeapBytes = 0, 0, 0
+	return m
+}
+
 // trainStep runs one RL update on a batch of RolloutBatch groups: log-probs of the policy (the
 // training forward pass, Part A #17) and of the reference, advantages over exactly these samples
 // (Part A #4), then optimizer steps of TrainBatch sequences in a shuffled order.
