@@ -65,7 +65,7 @@ func DefaultConfig() Config {
 		InitStd:   0.02,
 		VocabSize: 1024, TokenizerDocs: 3000,
 		SelfInstructShare: 0.1, InstructMinNew: 3, InstructMaxNew: 6, MaxSeqLen: 1024, ProblemLoss: true,
-		LevelWeights: []float64{4, 3, 2, 1, 1},
+		LevelWeights: []float64{2, 3, 3, 2, 2},
 		LR:           3e-3, WarmupRatio: 0.03, MinLRRatio: 0.1, WeightDecay: 0.01, ClipNorm: 1, Beta1: 0.9, Beta2: 0.95,
 		BatchTokens: 4096, MicroTokens: 2048, MicroSeqs: 32,
 		EvalEvery: 500, EvalProblems: 50, EvalMaxNewTokens: 320, SaveEvery: 100, LogEvery: 1, EvalMaxBatch: 64,

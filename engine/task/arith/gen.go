@@ -35,7 +35,7 @@ func Generate(seed uint64, level int) Problem {
 	}
 	r := rand.New(rand.NewPCG(seed, uint64(level)*0x9E3779B97F4A7C15))
 	g := &gen{r: r, level: level, used: map[string]bool{},
-		route: rand.New(rand.NewPCG(seed, uint64(level)*0x9E3779B97F4A7C15^0x5EED))}
+		route: rand.New(rand.NewPCG(seed, uint64(level)*0x9E3779B97F4A7C15^0x5EED)), routed: maxRouted}
 	fams := families[level-1]
 	f := fams[r.IntN(len(fams))]
 	f(g)
@@ -49,6 +49,7 @@ type gen struct {
 	level  int
 	used   map[string]bool
 	route  *rand.Rand // the solution's route through each operation (routes.go)
+	routed int        // operations left that may leave the straight route
 	sents  []string
 	steps  []string
 	answer string
@@ -137,7 +138,7 @@ func (g *gen) say(s stmt) {
 }
 
 func (g *gen) step(format string, a ...any) {
-	s := withRoutes(g.route, fmt.Sprintf(format, a...), routeShare)
+	s := withRoutes(g.route, fmt.Sprintf(format, a...), routeShare, &g.routed)
 	g.steps = append(g.steps, strings.ToUpper(s[:1])+s[1:])
 }
 
