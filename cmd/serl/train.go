@@ -31,16 +31,17 @@ func init() {
 // settings are kept in the run directory (cli.json and copies of the files), so a resumed run needs
 // nothing but its directory.
 type trainFlags struct {
-	Model      string `json:"-"`
-	Seeds      string `json:"seeds,omitempty"`
-	Data       string `json:"data,omitempty"`
-	Eval       string `json:"eval,omitempty"`
-	Run        string `json:"-"`
-	Resume     string `json:"-"`
-	EvalK      int    `json:"eval_k"`
-	EvalKAll   bool   `json:"eval_k_all"`
-	EvalLimit  int    `json:"eval_limit"`
-	EvalMaxNew int    `json:"eval_max_new_tokens"`
+	Model       string `json:"-"`
+	Seeds       string `json:"seeds,omitempty"`
+	Data        string `json:"data,omitempty"`
+	Eval        string `json:"eval,omitempty"`
+	Run         string `json:"-"`
+	Resume      string `json:"-"`
+	EvalK       int    `json:"eval_k"`
+	EvalKAll    bool   `json:"eval_k_all"`
+	EvalKBefore bool   `json:"eval_k_before"`
+	EvalLimit   int    `json:"eval_limit"`
+	EvalMaxNew  int    `json:"eval_max_new_tokens"`
 }
 
 const cliFile = "cli.json"
@@ -101,6 +102,7 @@ func registerTrainFlags(fs interface {
 	fs.StringVar(&tf.Eval, "eval", "", "held-out problems evaluated before training and at every iteration boundary; built-in model: "+builtinEvalName)
 	fs.IntVar(&tf.EvalK, "eval-k", tf.EvalK, "samples per eval problem for maj@K, before training and after the last iteration (0: greedy pass@1 only)")
 	fs.BoolVar(&tf.EvalKAll, "eval-k-all", false, "maj@K at every iteration boundary too")
+	fs.BoolVar(&tf.EvalKBefore, "eval-k-before", true, "maj@K before training too (false: greedy pass@1 only, e.g. where the base model's maj@K is already known)")
 	fs.IntVar(&tf.EvalLimit, "eval-limit", 0, "evaluate only the first N held-out problems (0: all)")
 	fs.IntVar(&tf.EvalMaxNew, "eval-max-new-tokens", 0, "new tokens per eval response (0: --max-new-tokens)")
 	fs.StringVar(&tf.Run, "run", "", "run directory (default runs/<time>)")
@@ -319,7 +321,7 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 		tok := in.Tokenizer
 		in.Evaluate = func(ctx context.Context, m *model.Model, it int) (any, error) {
 			k := tf.EvalK
-			if it != 0 && it != cfg.Iterations && !tf.EvalKAll {
+			if it != 0 && it != cfg.Iterations && !tf.EvalKAll || it == 0 && !tf.EvalKBefore {
 				k = 0 // maj@K costs K samples per problem: before training and at the end only
 			}
 			ev := evaluate.Evaluator{Model: m, Prompt: prompt, Decoder: tok, Options: evaluate.Options{K: k,
