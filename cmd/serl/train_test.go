@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -51,7 +52,7 @@ func TestTrainCLIAndResume(t *testing.T) {
 	data := writeProblems(t, 8)
 	run := filepath.Join(t.TempDir(), "run")
 	args := []string{"train", "--device", "cpu", "--model", dir, "--mode", "gt", "--algorithm", "grpo", "--data", data,
-		"--eval", data, "--eval-k", "2", "--eval-max-new-tokens", "6", "--iterations", "2", "--instructions-per-iteration", "2",
+		"--eval", data, "--eval-k", "2", "--eval-k-before=false", "--eval-max-new-tokens", "6", "--iterations", "2", "--instructions-per-iteration", "2",
 		"--rollout-batch", "2", "--samples", "2", "--train-batch", "2", "--max-new-tokens", "8", "--max-prompt-tokens", "40",
 		"--lr", "1e-3", "--run", run}
 	code, out, errs := runCLI(t, args...)
@@ -61,6 +62,14 @@ func TestTrainCLIAndResume(t *testing.T) {
 	require.Contains(t, errs, "step 2/2")
 	for _, f := range []string{"metrics.jsonl", "reward.png", "kl.png", "loss.png", "accuracy.png", "eval_iter2.json", "iter1/tokenizer.json"} {
 		require.FileExists(t, filepath.Join(run, f))
+	}
+	// maj@K at the end only: before training, greedy pass@1 alone (--eval-k-before=false).
+	for it, k := range []int{0, 0, 2} {
+		var rep struct{ K int }
+		b, err := os.ReadFile(filepath.Join(run, fmt.Sprintf("eval_iter%d.json", it)))
+		require.NoError(t, err)
+		require.NoError(t, json.Unmarshal(b, &rep))
+		require.Equal(t, k, rep.K, "iteration %d", it)
 	}
 	// Resuming a finished run has nothing left to do.
 	code, _, errs = runCLI(t, "train", "--device", "cpu", "--resume", run)
