@@ -90,11 +90,13 @@ func run(root string, w io.Writer) error {
 	levels := []int{}
 	var k int
 	for _, s := range settings {
-		for _, r := range evals[s.dir][0] {
-			k = r.K
-			for _, l := range r.Levels {
-				if !slices.Contains(levels, l.Level) {
-					levels = append(levels, l.Level)
+		for _, rs := range evals[s.dir] {
+			for _, r := range rs {
+				k = max(k, r.K) // some evaluations are greedy only (k 0)
+				for _, l := range r.Levels {
+					if !slices.Contains(levels, l.Level) {
+						levels = append(levels, l.Level)
+					}
 				}
 			}
 		}
