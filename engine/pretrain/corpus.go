@@ -37,7 +37,8 @@ type Corpus struct {
 	// writes MinNew..MaxNew new problems.
 	Shots, MinNew, MaxNew int
 	// LevelWeights, when set, draws each problem's level: level l+1 with weight LevelWeights[l]
-	// (a curriculum towards easy levels makes a small model's arithmetic facts come sooner).
+	// (weights away from the source's own mix: the shipped recipe, 2,3,3,2,2, spends more of a short
+	// run on the middle and hard levels, whose numbers need the most examples).
 	LevelWeights []float64
 	// exclude holds problem texts never trained on (the evaluation set).
 	exclude  map[string]bool
