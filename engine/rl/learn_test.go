@@ -1,6 +1,7 @@
 package rl
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -90,7 +91,7 @@ func TestPolicyLearns(t *testing.T) {
 					require.NoError(t, m.Device().Zero(grads.Data))
 					st, err := Backward(c, m, acts, grads, samples[lo:lo+trainBatch])
 					require.NoError(t, err)
-					require.False(t, st.Loss != st.Loss, "loss NaN")
+					require.False(t, math.IsNaN(st.Loss), "loss NaN")
 					_, err = opt.Step(m.Params, grads)
 					require.NoError(t, err)
 				}
