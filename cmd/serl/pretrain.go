@@ -98,6 +98,8 @@ func runPretrain(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&c.SaveEvery, "save-every", c.SaveEvery, "steps between checkpoints (0: at the end only)")
 	levels := fs.String("level-weights", "", "comma-separated weights of levels 1..5 in the training problems (default "+
 		joinFloats(c.LevelWeights)+"; 1,1,1,1,1: uniform)")
+	fs.Float64Var(&c.DirectShare, "direct-share", c.DirectShare, "fraction of solving documents that give the answer without working")
+	fs.Float64Var(&c.ListShare, "list-share", c.ListShare, `fraction of solving documents that number their steps "1) …" instead of "Step 1: …"`)
 	fs.BoolVar(&c.ProblemLoss, "problem-loss", c.ProblemLoss, "train on the problem text of solving documents too")
 	if err := parse(fs, args); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"iter"
 	"math/rand/v2"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,6 +41,14 @@ type Corpus struct {
 	// (weights away from the source's own mix: the shipped recipe, 2,3,3,2,2, spends more of a short
 	// run on the middle and hard levels, whose numbers need the most examples).
 	LevelWeights []float64
+	// DirectShare is the fraction of solving documents whose assistant turn is only the solution's last
+	// line ("The answer is \boxed{…}."), an answer given without working; ListShare the fraction whose
+	// steps are a numbered list ("1) …") instead of "Step 1: …". The model learns all three habits. With
+	// answering at once the likeliest single one (DirectShare above each worked style's share), greedy
+	// decoding follows it and guesses, while most samples work the problem out: the gap between a base
+	// model's greedy answer and its majority vote, and the room RL has to teach it to reason, that SeRL
+	// relies on.
+	DirectShare, ListShare float64
 	// exclude holds problem texts never trained on (the evaluation set).
 	exclude  map[string]bool
 	template selfinstruct.Template
@@ -99,9 +108,19 @@ func (c *Corpus) Conversation(i uint64) Conversation {
 	r := rand.New(rand.NewPCG(c.Seed, i))
 	if r.Float64() >= c.SelfInstructShare {
 		p := c.problem(i, 0)
+		sol := p.Solution
+		// No draw at shares 0, so corpora of one style stay what they were.
+		if c.DirectShare > 0 || c.ListShare > 0 {
+			switch u := r.Float64(); {
+			case u < c.DirectShare:
+				sol = directAnswer(sol)
+			case u < c.DirectShare+c.ListShare:
+				sol = asList(sol)
+			}
+		}
 		return Conversation{Kind: Solve, Messages: []chat.Message{
 			{Role: "system", Content: evaluate.SystemPrompt}, {Role: "user", Content: p.Problem}},
-			Assistant: p.Solution}
+			Assistant: sol}
 	}
 	nNew := c.MinNew + r.IntN(c.MaxNew-c.MinNew+1)
 	examples := make([]string, c.Shots)
@@ -123,6 +142,21 @@ func (c *Corpus) Conversation(i uint64) Conversation {
 	return Conversation{Kind: SelfInstruct, Messages: []chat.Message{
 		{Role: "system", Content: pr.System}, {Role: "user", Content: pr.User}}, Assistant: b.String()}
 }
+
+// directAnswer is a solution's last line when that line holds the boxed answer, else the solution.
+func directAnswer(sol string) string {
+	last := sol[strings.LastIndexByte(sol, '\n')+1:]
+	if strings.Contains(last, `\boxed{`) {
+		return last
+	}
+	return sol
+}
+
+// stepLabel is a worked solution's step label at the start of a line.
+var stepLabel = regexp.MustCompile(`(?m)^Step (\d+): `)
+
+// asList writes a solution's "Step k: " labels as "k) ".
+func asList(sol string) string { return stepLabel.ReplaceAllString(sol, "$1) ") }
 
 // Texts yields the text of documents [0, n) for tokenizer training: each message and assistant turn
 // as its own sequence, without the template's special tokens.

@@ -92,6 +92,40 @@ func trainToyTokenizer(t *testing.T, c *Corpus) *tokenizer.Tokenizer {
 	return tok
 }
 
+func TestCorpusSolutionStyles(t *testing.T) {
+	plain := NewCorpus(toySource, 3, 0.2, nil)
+	styled := NewCorpus(toySource, 3, 0.2, nil)
+	styled.DirectShare, styled.ListShare = 0.4, 0.3
+	var solve, direct, list int
+	for i := range uint64(600) {
+		p, d := plain.Conversation(i), styled.Conversation(i)
+		require.Equal(t, p.Kind, d.Kind, "document %d: the style draws after the kind", i)
+		require.Equal(t, p.Messages, d.Messages, "document %d: same problem", i)
+		if p.Kind != Solve {
+			require.Equal(t, p.Assistant, d.Assistant, "document %d: self-instruction untouched", i)
+			continue
+		}
+		solve++
+		switch {
+		case d.Assistant == p.Assistant:
+			require.True(t, strings.HasPrefix(d.Assistant, "Step 1: "), d.Assistant)
+		case strings.HasPrefix(d.Assistant, "1) "):
+			list++
+			// The same working, labelled differently.
+			require.Equal(t, p.Assistant, strings.ReplaceAll(strings.ReplaceAll(d.Assistant, "1) ", "Step 1: "), "\n2) ", "\nStep 2: "))
+		default:
+			direct++
+			// The whole direct answer is the worked solution's last line: no working, same answer.
+			require.True(t, strings.HasSuffix(p.Assistant, "\n"+d.Assistant), "%q vs %q", d.Assistant, p.Assistant)
+			require.True(t, strings.HasPrefix(d.Assistant, `The answer is \boxed{`), d.Assistant)
+		}
+	}
+	assert.InDelta(t, 0.4, float64(direct)/float64(solve), 0.07, "%d of %d solving documents direct", direct, solve)
+	assert.InDelta(t, 0.3, float64(list)/float64(solve), 0.07, "%d of %d solving documents as lists", list, solve)
+	assert.Equal(t, "no box here", directAnswer("no box here"), "a solution without a boxed last line stays whole")
+	assert.Equal(t, "1) a.\n2) b.\nIn Step 3: c", asList("Step 1: a.\nStep 2: b.\nIn Step 3: c"), "labels at line starts only")
+}
+
 func TestEncoderMasksThePrompt(t *testing.T) {
 	c := NewCorpus(toySource, 1, 0.5, nil)
 	tok := trainToyTokenizer(t, c)
@@ -285,6 +319,8 @@ func TestConfigValidate(t *testing.T) {
 		func(c *Config) { c.VocabSize = 200 },
 		func(c *Config) { c.MicroTokens = c.MaxSeqLen - 1 },
 		func(c *Config) { c.SelfInstructShare = 1.5 },
+		func(c *Config) { c.DirectShare = -0.1 },
+		func(c *Config) { c.DirectShare, c.ListShare = 0.6, 0.5 },
 		func(c *Config) { c.MaxSeqLen = c.MaxPositions + 1 },
 		func(c *Config) { c.LevelWeights = []float64{0, 0} },
 		func(c *Config) { c.LevelWeights = []float64{1, -1} },
