@@ -99,6 +99,8 @@ func runPretrain(args []string, stdout, stderr io.Writer) error {
 	levels := fs.String("level-weights", "", "comma-separated weights of levels 1..5 in the training problems (default "+
 		joinFloats(c.LevelWeights)+"; 1,1,1,1,1: uniform)")
 	fs.Float64Var(&c.DirectShare, "direct-share", c.DirectShare, "fraction of solving documents that give the answer without working")
+	endings := fs.String("direct-endings", strings.Join(c.DirectEndings, ","), "comma-separated question endings (a problem's last word) "+
+		"that may be answered without working; other problems are always worked out (\"\": any problem may be)")
 	fs.Float64Var(&c.ListShare, "list-share", c.ListShare, `fraction of solving documents that number their steps "1) …" instead of "Step 1: …"`)
 	fs.BoolVar(&c.ProblemLoss, "problem-loss", c.ProblemLoss, "train on the problem text of solving documents too")
 	if err := parse(fs, args); err != nil {
@@ -112,6 +114,12 @@ func runPretrain(args []string, stdout, stderr io.Writer) error {
 				return usagef("--level-weights: %q is not a number", f)
 			}
 			c.LevelWeights = append(c.LevelWeights, w)
+		}
+	}
+	c.DirectEndings = nil
+	for _, w := range strings.Split(*endings, ",") {
+		if w = strings.TrimSpace(w); w != "" {
+			c.DirectEndings = append(c.DirectEndings, w)
 		}
 	}
 	if *out == "" {

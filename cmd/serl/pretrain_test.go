@@ -4,12 +4,15 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/serl-go/serl/engine/pretrain"
+	"github.com/serl-go/serl/engine/task/arith"
 	"github.com/serl-go/serl/loader"
 )
 
@@ -69,4 +72,25 @@ func TestPretrainThenEval(t *testing.T) {
 	assert.Contains(t, errs, "no such built-in set")
 	code, _, _ = runCLI(t, "pretrain")
 	assert.Equal(t, 2, code)
+}
+
+// The recipe's direct-answer endings split the easy levels of the held-out set, where the vote gains
+// most over a guess, so the shipped model's greedy pass@1 mixes worked answers and guesses there.
+func TestRecipeSplitsEasyLevels(t *testing.T) {
+	endings := pretrain.DefaultConfig().DirectEndings
+	var n, direct [arith.Levels + 1]int
+	for _, p := range arith.EvalSet() {
+		n[p.LevelNum()]++
+		if slices.Contains(endings, pretrain.QuestionEnding(p.Problem)) {
+			direct[p.LevelNum()]++
+		}
+	}
+	for l := 1; l <= arith.Levels; l++ {
+		t.Logf("level %d: %d of %d held-out questions end in %q", l, direct[l], n[l], endings)
+		f := float64(direct[l]) / float64(n[l])
+		assert.True(t, f > 0.05 && f < 0.7, "level %d: %.2f of questions may be answered at once", l, f)
+		if l <= 2 {
+			assert.Greater(t, f, 0.3, "level %d", l)
+		}
+	}
 }

@@ -35,7 +35,9 @@ type Config struct {
 	// that number their steps "1) …" (Corpus.DirectShare).
 	DirectShare float64 `json:"direct_share,omitempty"`
 	ListShare   float64 `json:"list_share,omitempty"`
-	MaxSeqLen   int     `json:"max_seq_len"` // longer documents are skipped
+	// DirectEndings are the question endings that may be answered at once (Corpus.DirectEndings).
+	DirectEndings []string `json:"direct_endings,omitempty"`
+	MaxSeqLen     int      `json:"max_seq_len"` // longer documents are skipped
 	// ProblemLoss trains on the problem text of solving documents too (Encoder.ProblemLoss).
 	ProblemLoss bool `json:"problem_loss"`
 
@@ -69,7 +71,7 @@ func DefaultConfig() Config {
 		InitStd:   0.02,
 		VocabSize: 1024, TokenizerDocs: 3000,
 		SelfInstructShare: 0.1, InstructMinNew: 3, InstructMaxNew: 6, MaxSeqLen: 1024, ProblemLoss: true,
-		LevelWeights: []float64{2, 3, 3, 2, 2}, DirectShare: 0.4, ListShare: 0.3,
+		LevelWeights: []float64{2, 3, 3, 2, 2}, DirectShare: 0.5, ListShare: 0.25, DirectEndings: []string{"now", "have", "left", "of"},
 		LR: 3e-3, WarmupRatio: 0.03, MinLRRatio: 0.1, WeightDecay: 0.01, ClipNorm: 1, Beta1: 0.9, Beta2: 0.95,
 		BatchTokens: 4096, MicroTokens: 2048, MicroSeqs: 32,
 		EvalEvery: 500, EvalProblems: 50, EvalMaxNewTokens: 320, SaveEvery: 100, LogEvery: 1, EvalMaxBatch: 64,
@@ -97,6 +99,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("pretrain: self-instruction share %g", c.SelfInstructShare)
 	case c.DirectShare < 0 || c.ListShare < 0 || c.DirectShare+c.ListShare > 1:
 		return fmt.Errorf("pretrain: direct-answer share %g and list share %g: want non-negative shares summing to at most 1", c.DirectShare, c.ListShare)
+	case !validEndings(c.DirectEndings):
+		return fmt.Errorf("pretrain: direct-answer endings %q: want lower-case words of letters a-z", c.DirectEndings)
 	case !validWeights(c.LevelWeights):
 		return fmt.Errorf("pretrain: level weights %v: want non-negative weights with a positive sum", c.LevelWeights)
 	case c.InstructMinNew < 1 || c.InstructMaxNew < c.InstructMinNew:
@@ -149,4 +153,14 @@ func validWeights(ws []float64) bool {
 		sum += w
 	}
 	return sum > 0
+}
+
+// validEndings: each ending must be a word QuestionEnding can return.
+func validEndings(ws []string) bool {
+	for _, w := range ws {
+		if w == "" || QuestionEnding(w) != w {
+			return false
+		}
+	}
+	return true
 }

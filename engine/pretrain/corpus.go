@@ -49,6 +49,13 @@ type Corpus struct {
 	// model's greedy answer and its majority vote, and the room RL has to teach it to reason, that SeRL
 	// relies on.
 	DirectShare, ListShare float64
+	// DirectEndings, when set, limits answering at once to problems whose question ends in one of these
+	// words (QuestionEnding: "… have now?", "What is the value of …?"); every other problem is always
+	// worked out, in the list and step styles' ratio. The model learns which questions get an answer
+	// at once, so its greedy path guesses on those only: greedy pass@1 is then worked answers on most
+	// problems and guesses on the rest, at every level, while the vote on the rest still works most of
+	// them out. Empty: every problem takes the three-habit mix.
+	DirectEndings []string
 	// exclude holds problem texts never trained on (the evaluation set).
 	exclude  map[string]bool
 	template selfinstruct.Template
@@ -111,7 +118,12 @@ func (c *Corpus) Conversation(i uint64) Conversation {
 		sol := p.Solution
 		// No draw at shares 0, so corpora of one style stay what they were.
 		if c.DirectShare > 0 || c.ListShare > 0 {
-			switch u := r.Float64(); {
+			u := r.Float64()
+			if len(c.DirectEndings) > 0 && !slices.Contains(c.DirectEndings, QuestionEnding(p.Problem)) {
+				// The same draw, mapped past the direct share: list and steps keep their ratio.
+				u = c.DirectShare + u*(1-c.DirectShare)
+			}
+			switch {
 			case u < c.DirectShare:
 				sol = directAnswer(sol)
 			case u < c.DirectShare+c.ListShare:
@@ -151,6 +163,16 @@ func directAnswer(sol string) string {
 	}
 	return sol
 }
+
+// QuestionEnding is the last word of a problem, lower-cased, without digits or punctuation ("" if it has
+// no letters): the word a question ends on, right before the answer begins, so a model reads it easily.
+func QuestionEnding(problem string) string {
+	end := strings.LastIndexFunc(problem, isLetter)
+	start := strings.LastIndexFunc(problem[:end+1], func(r rune) bool { return !isLetter(r) }) + 1
+	return strings.ToLower(problem[start : end+1])
+}
+
+func isLetter(r rune) bool { return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' }
 
 // stepLabel is a worked solution's step label at the start of a line.
 var stepLabel = regexp.MustCompile(`(?m)^Step (\d+): `)

@@ -126,6 +126,54 @@ func TestCorpusSolutionStyles(t *testing.T) {
 	assert.Equal(t, "1) a.\n2) b.\nIn Step 3: c", asList("Step 1: a.\nStep 2: b.\nIn Step 3: c"), "labels at line starts only")
 }
 
+func TestCorpusDirectEndings(t *testing.T) {
+	// toySource's questions end in "have"; half of them are rewritten to end in "now".
+	src := func(seed uint64, level int) evaluate.Problem {
+		p := toySource(seed, level)
+		if seed%2 == 0 {
+			p.Problem = strings.TrimSuffix(p.Problem, "?") + " now?"
+		}
+		return p
+	}
+	mixed := NewCorpus(src, 5, 0, nil)
+	mixed.DirectShare, mixed.ListShare = 0.4, 0.3
+	keyed := NewCorpus(src, 5, 0, nil)
+	keyed.DirectShare, keyed.ListShare, keyed.DirectEndings = 0.4, 0.3, []string{"now", "then"}
+	var n, direct, list [2]int // by ending: 0 "now", 1 other
+	for i := range uint64(1200) {
+		m, k := mixed.Conversation(i), keyed.Conversation(i)
+		require.Equal(t, m.Messages, k.Messages, "document %d: same problem", i)
+		w := 1
+		if QuestionEnding(k.Messages[1].Content) == "now" {
+			w = 0
+			require.Equal(t, m.Assistant, k.Assistant, "document %d: a direct ending keeps its draw", i)
+		}
+		n[w]++
+		switch {
+		case strings.HasPrefix(k.Assistant, "The answer is"):
+			direct[w]++
+		case strings.HasPrefix(k.Assistant, "1) "):
+			list[w]++
+		}
+	}
+	require.Greater(t, n[0], 400)
+	require.Greater(t, n[1], 400)
+	assert.Zero(t, direct[1], "other endings never answer at once")
+	assert.InDelta(t, 0.5, float64(list[1])/float64(n[1]), 0.07, "other endings: lists and steps keep their 1:1 ratio")
+	assert.InDelta(t, 0.4, float64(direct[0])/float64(n[0]), 0.07, "direct endings: the three-habit mix")
+
+	for text, want := range map[string]string{
+		"Tom has 3 apples. How many apples does Tom have now?": "now",
+		"What is the value of (21 + 3) * 2?":                   "of",
+		"Compute 43 + 5.":                                      "compute",
+		"How far does it go in km?":                            "km",
+		"12 + 3":                                               "",
+		"":                                                     "",
+	} {
+		assert.Equal(t, want, QuestionEnding(text), "%q", text)
+	}
+}
+
 func TestEncoderMasksThePrompt(t *testing.T) {
 	c := NewCorpus(toySource, 1, 0.5, nil)
 	tok := trainToyTokenizer(t, c)
@@ -321,6 +369,8 @@ func TestConfigValidate(t *testing.T) {
 		func(c *Config) { c.SelfInstructShare = 1.5 },
 		func(c *Config) { c.DirectShare = -0.1 },
 		func(c *Config) { c.DirectShare, c.ListShare = 0.6, 0.5 },
+		func(c *Config) { c.DirectEndings = []string{"now", "Have"} },
+		func(c *Config) { c.DirectEndings = []string{""} },
 		func(c *Config) { c.MaxSeqLen = c.MaxPositions + 1 },
 		func(c *Config) { c.LevelWeights = []float64{0, 0} },
 		func(c *Config) { c.LevelWeights = []float64{1, -1} },

@@ -98,7 +98,7 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 	corpus := NewCorpus(r.Source, cfg.Seed, cfg.SelfInstructShare, r.Exclude)
 	corpus.MinNew, corpus.MaxNew = cfg.InstructMinNew, cfg.InstructMaxNew
 	corpus.LevelWeights = cfg.LevelWeights
-	corpus.DirectShare, corpus.ListShare = cfg.DirectShare, cfg.ListShare
+	corpus.DirectShare, corpus.ListShare, corpus.DirectEndings = cfg.DirectShare, cfg.ListShare, cfg.DirectEndings
 
 	tok, err := r.tokenizer(corpus, resume)
 	if err != nil {
