@@ -45,7 +45,7 @@ type Corpus struct {
 	// line ("The answer is \boxed{…}."), an answer given without working; ListShare the fraction whose
 	// steps are a numbered list ("1) …") instead of "Step 1: …". The model learns all three habits. With
 	// answering at once the likeliest single one (DirectShare above each worked style's share), greedy
-	// decoding follows it and guesses, while most samples work the problem out: the gap between a base
+	// decoding follows it and guesses, while the other samples work the problem out: the gap between a base
 	// model's greedy answer and its majority vote, and the room RL has to teach it to reason, that SeRL
 	// relies on.
 	DirectShare, ListShare float64
@@ -53,8 +53,8 @@ type Corpus struct {
 	// words (QuestionEnding: "… have now?", "What is the value of …?"); every other problem is always
 	// worked out, in the list and step styles' ratio. The model learns which questions get an answer
 	// at once, so its greedy path guesses on those only: greedy pass@1 is then worked answers on most
-	// problems and guesses on the rest, at every level, while the vote on the rest still works most of
-	// them out. Empty: every problem takes the three-habit mix.
+	// problems and guesses on the rest, at every level, while the samples that work those out still
+	// carry the vote. Empty: every problem takes the three-habit mix.
 	DirectEndings []string
 	// exclude holds problem texts never trained on (the evaluation set).
 	exclude  map[string]bool
