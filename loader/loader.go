@@ -40,8 +40,8 @@ var (
 	opened     = map[string]*Library{}
 )
 
-// RegisterEmbedded makes a library image available as the last discovery candidate. cmd/serl calls it
-// with the libraries that build.sh embeds in the binary.
+// RegisterEmbedded makes a library image available as the last discovery candidate. cmd/serl calls it,
+// through kernels.RegisterEmbedded, with the libraries that build.sh embeds in the binary.
 func RegisterEmbedded(backend string, image []byte) {
 	embeddedMu.Lock()
 	defer embeddedMu.Unlock()

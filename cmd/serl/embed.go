@@ -5,7 +5,7 @@ package main
 import (
 	_ "embed"
 
-	"github.com/serl-go/serl/loader"
+	"github.com/serl-go/serl/kernels"
 )
 
 // build.sh copies the native libraries here and builds with -tags serl_embed, so bin/serl runs with no
@@ -14,4 +14,4 @@ import (
 //go:embed embedded/libserl_cpu.so
 var libCPU []byte
 
-func init() { loader.RegisterEmbedded("cpu", libCPU) }
+func init() { kernels.RegisterEmbedded("cpu", libCPU) }

@@ -5,7 +5,7 @@ package main
 import (
 	_ "embed"
 
-	"github.com/serl-go/serl/loader"
+	"github.com/serl-go/serl/kernels"
 )
 
 // Only where build.sh built libserl_cuda.so (nvcc present).
@@ -13,4 +13,4 @@ import (
 //go:embed embedded/libserl_cuda.so
 var libCUDA []byte
 
-func init() { loader.RegisterEmbedded("cuda", libCUDA) }
+func init() { kernels.RegisterEmbedded("cuda", libCUDA) }
