@@ -58,22 +58,26 @@ func ruleFor(dir string) (pkgRule, bool) {
 	case under("kernels"):
 		return pkgRule{rank: rankKernels, allow: allow("loader", "kernels/...")}, true
 	case under("engine"):
-		return pkgRule{rank: rankEngine, allow: allow("kernels", "kernels/ref", "engine/...", "internal/atomicfile")}, true
+		return pkgRule{rank: rankEngine, allow: allow("kernels", "kernels/ref", "engine/...")}, true
 	case under("cmd"):
-		return pkgRule{rank: rankCmd, allow: allow("kernels", "engine/...", "internal/atomicfile")}, true
-	case dir == "internal/atomicfile":
-		// A leaf every layer may use: crash-safe file writes.
-		return pkgRule{rank: rankLoader, allow: allow()}, true
+		return pkgRule{rank: rankCmd, allow: allow("kernels", "engine/...")}, true
 	case dir == "internal/testenv":
 		// Test support (a shared CPU device, the repository's shared data); imported by tests only.
 		return pkgRule{rank: rankKernels, allow: allow("loader", "kernels")}, true
-	case dir == "internal/archtest":
+	case isLeaf(dir) || dir == "internal/archtest":
+		// Leaves import nothing of serl, so every layer may use them without creating a cycle.
 		return pkgRule{rank: rankLoader, allow: allow()}, true
 	case under("tools"):
 		// Build-time generators and report tools: standalone commands, imported by nothing.
-		return pkgRule{rank: rankCmd, allow: allow("kernels", "engine/...", "internal/atomicfile")}, true
+		return pkgRule{rank: rankCmd, allow: allow("kernels", "engine/...")}, true
 	}
 	return pkgRule{}, false
+}
+
+// isLeaf reports an internal utility package (crash-safe writes, the cache directory, …): it imports
+// nothing of serl and every layer may import it.
+func isLeaf(pkg string) bool {
+	return strings.HasPrefix(pkg, "internal/") && pkg != "internal/testenv" && pkg != "internal/archtest"
 }
 
 // rankOf is the layer of an imported serl package, for the test-file rule.
@@ -191,6 +195,7 @@ func violations(files []goFile, module string) []string {
 				bad = append(bad, fmt.Sprintf("%s imports internal/testenv: test support, for _test.go files only", f.path))
 			case strings.HasPrefix(own, "tools/") || strings.HasPrefix(own, "cmd/"):
 				bad = append(bad, fmt.Sprintf("%s imports %s: commands and tools are imported by nothing", f.path, own))
+			case isLeaf(own) && !isLeaf(f.dir):
 			case f.test:
 				if r := rankOf(own); r == 0 || r > rule.rank {
 					bad = append(bad, fmt.Sprintf("%s (test) imports %s: tests may reach down the layers, never up", f.path, own))
@@ -247,6 +252,10 @@ func TestImportRulesCatch(t *testing.T) {
 		{goFile{path: "main.go", dir: "."}, "repository root"},
 		{goFile{path: "engine/x/a.go", dir: "engine/x", imports: []string{mod + "/kernels", mod + "/engine/model", "fmt"}}, ""},
 		{goFile{path: "cmd/serl/embed.go", dir: "cmd/serl", imports: []string{mod + "/kernels"}}, ""},
+		{goFile{path: "loader/a.go", dir: "loader", imports: []string{mod + "/internal/cachedir"}}, ""},
+		{goFile{path: "engine/x/a.go", dir: "engine/x", imports: []string{mod + "/internal/atomicfile"}}, ""},
+		{goFile{path: "internal/leaf/a.go", dir: "internal/leaf", imports: []string{mod + "/kernels"}}, "not allowed from internal/leaf"},
+		{goFile{path: "internal/leaf/a.go", dir: "internal/leaf", imports: []string{mod + "/internal/other"}}, "not allowed from internal/leaf"},
 		{goFile{path: "cmd/serl/a_test.go", dir: "cmd/serl", test: true, imports: []string{mod + "/loader"}}, ""},
 		{goFile{path: "kernels/a_test.go", dir: "kernels", test: true, imports: []string{purego, mod + "/kernels/ref"}}, ""},
 	}
