@@ -1,7 +1,7 @@
 /*
  * serl.h — the one C ABI that every serl native library (CPU, CUDA) exports.
  *
- * Rules (see DESIGN.md, "The native ABI"):
+ * Rules (see docs/ARCHITECTURE.md, "The native ABI"):
  *  - Every op is `int32_t serl_<op>(void *ctx, const serl_<op>_args *a)`: two pointers in, a status out.
  *    Floats, long argument lists and structs by value never cross the boundary, because purego cannot
  *    pass them reliably.

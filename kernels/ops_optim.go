@@ -2,7 +2,7 @@ package kernels
 
 import "math"
 
-// Whiten is masked whitening over a token batch (SERL.md B §5.5): μ = Σ m·x / Σ m and the biased
+// Whiten is masked whitening over a token batch (docs/SERL.md §5.2): μ = Σ m·x / Σ m and the biased
 // σ² = Σ m·(x−μ)² / Σ m, in double; y = (x − μ)/sqrt(max(σ², eps)) where mask ≠ 0, else 0 (stdNorm
 // false: y = x − μ). stats[0] = μ, stats[1] = σ². x, mask, y: F32 [n] (y may be x); stats: F32 [2].
 // A mask with Σ m = 0 is an error.

@@ -75,7 +75,7 @@ func testGroupBaseline(t *testing.T, h *harness) {
 		require.NoError(t, h.d.GroupBaseline(y, h.f32(r), mode, G, 1e-9))
 		return h.get(y)
 	}
-	// GRPO (SERL.md B §5.5): mean 0.5, Bessel std sqrt(1/3) → ±0.5·sqrt(3) = ±0.866…
+	// GRPO (docs/SERL.md §5.2): mean 0.5, Bessel std sqrt(1/3) → ±0.5·sqrt(3) = ±0.866…
 	g := float32(0.5 * math.Sqrt(3))
 	requireClose(t, "grpo [1,0,0,1]", run([]float32{1, 0, 0, 1}, GroupZScore, 4), []float32{g, -g, -g, g}, 1e-6)
 	require.Equal(t, []float32{0, 0, 0, 0, 0, 0}, run([]float32{1, 1, 1, 0, 0, 0}, GroupZScore, 3), "identical rewards give 0")

@@ -1,7 +1,7 @@
 // Package loader finds, verifies and dlopens serl's native libraries and binds their symbols with
 // purego, without cgo. It knows the ABI's entry points and statuses, nothing of tensors.
 //
-// Discovery order (DESIGN.md, "Building and loading"): $SERL_LIB_DIR, the directory of the executable,
+// Discovery order (docs/ARCHITECTURE.md, "Building and loading"): $SERL_LIB_DIR, the directory of the executable,
 // the repository's build/ directory, then the copy embedded in the binary. A candidate that is absent is
 // skipped; one that is present but fails to load or has the wrong ABI version is an error, never a
 // silent fallback to the next.

@@ -29,7 +29,7 @@ func (f *deviceFlags) register(fs *flag.FlagSet) {
 }
 
 // open opens the device and starts profiling; the returned stop function ends both. The first line of
-// output says which device runs, as DESIGN.md asks of --device auto.
+// output says which device runs, as docs/ARCHITECTURE.md ("Building and loading") asks of --device auto.
 func (f *deviceFlags) open(stderr io.Writer) (*kernels.Device, func(), error) {
 	var stopProf func()
 	switch f.prof {

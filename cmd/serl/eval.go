@@ -167,7 +167,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 }
 
 // runInstructProbe is serl eval --self-instruct: SeRL's self-instruction step over the data's problems
-// as seeds, always through the chat template (Part A #1).
+// as seeds, always through the chat template (docs/SERL.md D1).
 func runInstructProbe(df deviceFlags, dir string, tok *tokenizer.Tokenizer, problems []evaluate.Problem, n int,
 	checker string, seed uint64, batch, maxNew int, outPath string, stdout, stderr io.Writer) error {
 	var solve func(string) bool

@@ -47,7 +47,7 @@ func TestBuiltinModelLoads(t *testing.T) {
 // and held-out problem and solution, and the self-instruction prompt) with the built-in tokenizer:
 //
 //	node engine/tokenizer/testdata/gen_golden.mjs check DIR engine/task/arith/data/eval500.jsonl \
-//	    engine/task/arith/data/seed100.jsonl ../shared/data/prompts/question_generation.json
+//	    engine/task/arith/data/seed100.jsonl engine/selfinstruct/question_generation.json
 //
 // with DIR holding the built-in model's tokenizer.json (regenerate when the model is rebuilt).
 func TestBuiltinTokenizerMatchesHF(t *testing.T) {

@@ -1,5 +1,5 @@
-// Package evaluate measures a model on a labelled problem set as SeRL's evaluation does (SERL.md
-// B §7.2–7.3 with Part A #20–21): pass@1 from one greedy response and maj@K from K sampled responses,
+// Package evaluate measures a model on a labelled problem set as SeRL's evaluation does (docs/SERL.md
+// §6, D20–D21): pass@1 from one greedy response and maj@K from K sampled responses,
 // per difficulty level and overall. Every problem counts in every denominator: a response with no
 // extractable answer is simply wrong.
 package evaluate
@@ -24,7 +24,7 @@ type Problem struct {
 	Level    int    `json:"level,omitempty"`    // 0: unknown
 }
 
-// Gold is the parsed gold answer: the answer label (bare labels are LaTeX answers, Part A #10),
+// Gold is the parsed gold answer: the answer label (bare labels are LaTeX answers, docs/SERL.md D10),
 // or, for MATH-Hard-style files without one, the boxed answer of the solution.
 func (p Problem) Gold() mathans.Answer {
 	if strings.TrimSpace(p.Answer) != "" {

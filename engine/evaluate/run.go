@@ -10,17 +10,17 @@ import (
 	"github.com/serl-go/serl/engine/tokenizer"
 )
 
-// SystemPrompt is the system message of the chat prompt mode (Part A #1): the official evaluation
+// SystemPrompt is the system message of the chat prompt mode (docs/SERL.md D1): the official evaluation
 // has none, so this is serl's own, short, and the one the built-in model is trained with.
 const SystemPrompt = "Please reason step by step, and put your final answer within \\boxed{}."
 
-// Official sampling settings of maj@K (SERL.md B §7.2).
+// Official sampling settings of maj@K (docs/SERL.md §6).
 const (
 	SampleTemperature = 1.0
 	SampleTopP        = 0.95
 )
 
-// OfficialStopStrings are the evaluation's stop strings besides the EOS ids (B §7.2); the special-token
+// OfficialStopStrings are the evaluation's stop strings besides the EOS ids (docs/SERL.md §6); the special-token
 // ones never survive decoding, so only the triple newline acts on text.
 var OfficialStopStrings = []string{"\n\n\n"}
 

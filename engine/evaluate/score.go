@@ -25,7 +25,7 @@ type Result struct {
 }
 
 // Score is the accuracy of one group of problems. Pass1 and Maj are fractions of N (every problem
-// counts, Part A #20).
+// counts, docs/SERL.md D20).
 type Score struct {
 	N             int     `json:"n"`
 	Pass1Correct  int     `json:"pass1_correct"`
@@ -50,8 +50,8 @@ type Report struct {
 }
 
 // Grade scores responses: greedy[i] is problem i's greedy response and samples[i] its sampled
-// responses (nil, or K each, for maj@K with the training reward's representative rule, Part A #21).
-// Answers are extracted from the responses only (Part A #7).
+// responses (nil, or K each, for maj@K with the training reward's representative rule, docs/SERL.md D21).
+// Answers are extracted from the responses only (docs/SERL.md D7).
 func Grade(problems []Problem, greedy []string, samples [][]string, k int) (Report, []Result, error) {
 	if len(greedy) != len(problems) {
 		return Report{}, nil, fmt.Errorf("evaluate: %d greedy responses for %d problems", len(greedy), len(problems))

@@ -8,7 +8,7 @@ import (
 	"github.com/serl-go/serl/engine/selfinstruct"
 )
 
-// Self-instruction sampling settings of SeRL (SERL.md B §2.3).
+// Self-instruction sampling settings of SeRL (docs/SERL.md §2.3).
 const (
 	InstructTemperature = 0.8
 	InstructTopP        = 0.95

@@ -1,6 +1,6 @@
 // Package mathans extracts final answers from model responses, normalises
 // their LaTeX and compares them by value, in the spirit of Math-Verify
-// (SERL.md B §4.3–4.4) but in pure Go. Parse once (Extract, ParseGold), then
+// (docs/SERL.md §3.2–3.3) but in pure Go. Parse once (Extract, ParseGold), then
 // compare cheaply (Same). Anything undecidable compares as "not equal".
 package mathans
 
@@ -70,8 +70,8 @@ func Same(a, b Answer) bool {
 	return false
 }
 
-// Equivalent is the rule-based reward's test (SERL.md B §4.5 with Part A #7
-// and #10): the gold label is parsed with ParseGold, the answer is extracted
+// Equivalent is the rule-based reward's test (docs/SERL.md §3.4, D7
+// and D10): the gold label is parsed with ParseGold, the answer is extracted
 // from the response only, and the two are compared by value. Both of
 // Math-Verify's directions reduce to one symmetric Same.
 func Equivalent(gold, pred string) bool {
@@ -81,7 +81,7 @@ func Equivalent(gold, pred string) bool {
 // ParseGold parses a gold label. A label with a box, a LaTeX environment or
 // a "final answer" sentence is extracted like a response; any other label
 // is a bare LaTeX answer (`\frac{\pi}{2}`, `(-3,4)`, `[4,\infty)`), so that
-// every labelled problem can be graded (Part A #10).
+// every labelled problem can be graded (docs/SERL.md D10).
 func ParseGold(label string) Answer {
 	if a := extract(label, false); a.Rule != RuleNone && a.Rule != RuleLastNumber && a.Rule != RuleAnswerColon {
 		return a

@@ -98,7 +98,7 @@ func TestBoundedWork(t *testing.T) {
 }
 
 func TestGoldFormsAgree(t *testing.T) {
-	// Bare, boxed and $-wrapped labels are the same gold (Part A #10).
+	// Bare, boxed and $-wrapped labels are the same gold (docs/SERL.md D10).
 	for _, s := range []string{`\frac{\pi}{2}`, `(-3,4)`, `\sqrt{2}`, `\text{even}`, `[4,\infty)`, `9:24`, `2,-2`} {
 		b := ParseGold(s)
 		assert.True(t, b.Valid(), s)

@@ -1,7 +1,7 @@
 // Package pretrain trains serl's built-in model from scratch: a byte-level BPE tokenizer and a small
 // Qwen2-architecture transformer, supervised on a corpus generated from the built-in task that teaches
 // the two jobs SeRL asks of a model — answering a problem in the chat format with a \boxed{} answer,
-// and continuing SeRL's self-instruction prompt with new numbered problems (SERL.md B §2.1–2.2).
+// and continuing SeRL's self-instruction prompt with new numbered problems (docs/SERL.md §2.1–2.2).
 // Loss is on the assistant turn only. Runs checkpoint atomically and resume exactly.
 package pretrain
 

@@ -1,6 +1,6 @@
 // Package reward computes SeRL's rewards from answers: the majority-vote
-// self-reward (SERL.md B §4.2), the ground-truth rule reward (§4.5), the
-// difficulty share and filter (§3) and maj@k (§7.3, Part A #21).
+// self-reward (docs/SERL.md §3.1), the ground-truth rule reward (§3.4), the
+// difficulty share and filter (§4) and maj@k (§6, D21).
 package reward
 
 import "github.com/serl-go/serl/engine/mathans"
@@ -65,14 +65,14 @@ func ExtractAll(responses []string) []mathans.Answer {
 }
 
 // MajorityResponses is Majority over response texts, extracting each
-// response's answer once (from the response only, Part A #7).
+// response's answer once (from the response only, docs/SERL.md D7).
 func MajorityResponses(responses []string) (rewards []float64, rep int) {
 	return Majority(ExtractAll(responses))
 }
 
 // GroundTruth is the rule-based reward: 1 if the response's answer equals
-// the gold label's value, else 0 (§4.5; bare labels are parsed as LaTeX,
-// Part A #10; the answer comes from the response only, #7).
+// the gold label's value, else 0 (docs/SERL.md §3.4; bare labels are parsed as LaTeX,
+// D10; the answer comes from the response only, D7).
 func GroundTruth(label, response string) float64 {
 	if mathans.Equivalent(label, response) {
 		return 1
@@ -81,7 +81,7 @@ func GroundTruth(label, response string) float64 {
 }
 
 // Share is the difficulty share of a group: the mean reward, which for the
-// majority reward is the fraction agreeing with the representative (§3).
+// majority reward is the fraction agreeing with the representative (docs/SERL.md §4).
 func Share(rewards []float64) float64 {
 	if len(rewards) == 0 {
 		return 0
@@ -98,7 +98,7 @@ func Share(rewards []float64) float64 {
 func KeepDifficulty(share, lo, hi float64) bool { return lo <= share && share <= hi }
 
 // MajAtK returns the index of the maj@k answer among the first k answers:
-// the same representative rule as the training reward (Part A #21). It
+// the same representative rule as the training reward (docs/SERL.md D21). It
 // returns -1 when there are no answers; k beyond len(answers) is clamped.
 func MajAtK(answers []mathans.Answer, k int) (rep int) {
 	if k > len(answers) {
@@ -113,7 +113,7 @@ func MajAtK(answers []mathans.Answer, k int) (rep int) {
 
 // MajAtKCorrect scores maj@k against a gold label: the representative of the
 // first k answers must equal the gold. No answers or an invalid
-// representative count as wrong (Part A #20).
+// representative count as wrong (docs/SERL.md D20).
 func MajAtKCorrect(gold mathans.Answer, answers []mathans.Answer, k int) bool {
 	rep := MajAtK(answers, k)
 	return rep >= 0 && mathans.Same(gold, answers[rep])

@@ -22,7 +22,7 @@ func boxed(s string) string {
 }
 
 func TestMajorityFigureExample(t *testing.T) {
-	// SERL.md §8.3: answers 2010, 1995, 2010, 2000 → rewards 1, 0, 1, 0.
+	// docs/SERL.md §3.1 (the paper's figure): answers 2010, 1995, 2010, 2000 → rewards 1, 0, 1, 0.
 	r, rep := MajorityResponses([]string{boxed("2010"), boxed("1995"), boxed("2010"), boxed("2000")})
 	assert.Equal(t, []float64{1, 0, 1, 0}, r)
 	assert.Equal(t, 0, rep)
@@ -77,7 +77,7 @@ func TestMajorityValueEquivalence(t *testing.T) {
 }
 
 func TestDifficultyBounds(t *testing.T) {
-	// With 16 samples: 3/16 dropped, 4/16 kept, 12/16 kept, 13/16 dropped (§3).
+	// With 16 samples: 3/16 dropped, 4/16 kept, 12/16 kept, 13/16 dropped (docs/SERL.md §4).
 	for k, keep := range map[int]bool{3: false, 4: true, 12: true, 13: false, 16: false, 1: false} {
 		rw := make([]float64, 16)
 		for i := 0; i < k; i++ {

@@ -13,9 +13,9 @@ type AdvStats struct {
 	KLMean     float64 // mean k1(logp_old − logp_ref) over action tokens
 }
 
-// Advantages fills every sample's Adv for the samples of ONE training batch (B §5.5). Whitening runs over
-// exactly these samples (Part A #4: after the difficulty filter, unlike the official code), so removing a
-// group changes every other group's advantages.
+// Advantages fills every sample's Adv for the samples of ONE training batch (docs/SERL.md §5.2).
+// Whitening runs over exactly these samples (D4: after the difficulty filter, unlike the official code),
+// so removing a group changes every other group's advantages.
 //
 //   - reshape per group (groups by Sample.Group, sizes may differ): reinforce++ r' = r; rloo
 //     r' = r − (Σ_g r − r)/(G−1); grpo r' = (r − mean)/(std_bessel + 1e-9); rloo and grpo need G ≥ 2;

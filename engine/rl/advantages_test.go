@@ -66,7 +66,7 @@ func TestAdvantagesReinforcePP(t *testing.T) {
 	require.InDelta(t, 0, st.AdvMean, 1e-9)
 	require.InDelta(t, 1, st.AdvStd, 1e-9)
 
-	// Part A #4: whitening covers exactly the samples given. Group 0 alone: G = 0.99, 1.01, −0.05,
+	// docs/SERL.md D4: whitening covers exactly the samples given. Group 0 alone: G = 0.99, 1.01, −0.05,
 	// μ = 1.95/3 = 0.65, deviations 0.34 0.36 −0.70, σ² = (0.1156 + 0.1296 + 0.49)/3 = 0.7352/3.
 	alone := reinforceBatch()[:2]
 	_, err = Advantages(c, alone)

@@ -7,8 +7,8 @@ import (
 	"github.com/serl-go/serl/engine/model"
 )
 
-// PPOCoefficients fills coef with ∂L/∂logp_t of this sample's share of an optimizer step's loss (B §5.7,
-// Part A #15): L = (1/nSeqs)·(1/T)·Σ_t [ℓ_t + β·k3(logp_t − logp_ref,t) for grpo], with the PPO-clip term
+// PPOCoefficients fills coef with ∂L/∂logp_t of this sample's share of an optimizer step's loss (docs/SERL.md
+// §5.4, D15): L = (1/nSeqs)·(1/T)·Σ_t [ℓ_t + β·k3(logp_t − logp_ref,t) for grpo], with the PPO-clip term
 // ℓ_t = −min(ρ_t·A_t, clip(ρ_t, 1−ε, 1+ε)·A_t), ρ_t = exp(logp_t − logp_old,t), T = len(logp). logp must come
 // from the forward pass that the backward follows. It returns the sample's loss (already divided by nSeqs),
 // the number of tokens whose gradient the clip removed, and Σ_t KL for logging: k3(logp − logp_ref) for grpo

@@ -7,7 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// refLoss is the sample's loss written plainly from B §5.7 in float64: the mean over its T tokens of
+// refLoss is the sample's loss written plainly from docs/SERL.md §5.4 in float64: the mean over its T tokens of
 // −min(ρA, clip(ρ)A) (+ β·k3 for grpo), divided by nSeqs.
 func refLoss(c Config, logp, old, ref, adv []float64, nSeqs int) float64 {
 	sum := 0.0

@@ -1,4 +1,4 @@
-// Package rl is the reinforcement-learning math of SeRL (SERL.md B §5.4–5.7): KL estimators, group
+// Package rl is the reinforcement-learning math of SeRL (docs/SERL.md §5.1–5.4): KL estimators, group
 // reward reshaping, returns and advantage whitening, and the PPO-clip policy loss with its gradient
 // coefficients for model.Backward.
 package rl
@@ -12,7 +12,7 @@ import (
 // Algorithm is the advantage estimator (OpenRLHF's --advantage_estimator).
 type Algorithm string
 
-// The three algorithms SeRL compares (Part A): reinforce (Reinforce++), group_norm (GRPO) and rloo.
+// The three algorithms SeRL compares (docs/SERL.md §5.2): reinforce (Reinforce++), group_norm (GRPO) and rloo.
 const (
 	ReinforcePP Algorithm = "reinforce++"
 	GRPO        Algorithm = "grpo"
@@ -32,7 +32,7 @@ func ParseAlgorithm(s string) (Algorithm, error) {
 type Config struct {
 	Algorithm Algorithm
 	// KLCoef is β: k1 of (logp_old − logp_ref) in the per-token reward for reinforce++/rloo, a k3 loss
-	// term for grpo (Part A #16).
+	// term for grpo (docs/SERL.md D16).
 	KLCoef float64
 	// ClipEps is the PPO ratio clip ε.
 	ClipEps float64
@@ -40,7 +40,8 @@ type Config struct {
 	RewardClip float64
 }
 
-// DefaultConfig is the official scripts' setting for algorithm a (B §6): β = 1e-3, ε = 0.2, reward clip 10.
+// DefaultConfig is the official scripts' setting for algorithm a (docs/SERL.md §7): β = 1e-3, ε = 0.2,
+// reward clip 10.
 func DefaultConfig(a Algorithm) Config {
 	return Config{Algorithm: a, KLCoef: 1e-3, ClipEps: 0.2, RewardClip: 10}
 }
@@ -73,7 +74,7 @@ type Sample struct {
 	Adv       []float32 // per action: advantage (filled by Advantages)
 }
 
-// Actions is the number of response tokens, each an action (B §5.2: the EOS too).
+// Actions is the number of response tokens, each an action (docs/SERL.md §5.1: the EOS too).
 func (s *Sample) Actions() int { return len(s.IDs) - s.PromptLen }
 
 // checkShape reports a sample whose actions cannot be scored: the first action is predicted from

@@ -8,8 +8,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The worked example of SERL.md B §2.4, verified there by running the
-// official code.
+// The worked example of docs/SERL.md §2.4, whose official outcome was
+// verified by running the official code.
 const workedCompletion = "Here are some new questions:\n\n" +
 	"9. If $f(x) = 3x^2 - 2x + 1$, what is the value of $f(-2)$?\n" +
 	"10. A bakery sells 250 loaves ... How many loaves in 7 days?\n" +

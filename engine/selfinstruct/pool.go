@@ -7,7 +7,7 @@ import (
 )
 
 // Pool holds the problems a new candidate is compared against with ROUGE-L
-// (seed + pending + every accepted generated problem, Part A #6; the caller
+// (seed + pending + every accepted generated problem, docs/SERL.md D6; the caller
 // decides what goes in). Each problem is tokenised once and its tokens are
 // interned to uint32 ids, so a comparison is an LCS over integers.
 //

@@ -12,7 +12,7 @@ import (
 )
 
 // questionGenerationJSON is a copy of the official
-// openrlhf/prompts/question_generation.json (SERL.md B §2.1), embedded because
+// openrlhf/prompts/question_generation.json (docs/SERL.md §2.1), embedded because
 // the prompt is needed at run time wherever the binary goes.
 //
 //go:embed question_generation.json
@@ -90,7 +90,7 @@ func (t Template) Render(examples []string) Prompt {
 }
 
 // RNG is the few-shot sampler's random source: a PCG whose state is
-// checkpointed with the rest of the self-play state (Part A #14).
+// checkpointed with the rest of the self-play state (docs/SERL.md D14).
 type RNG struct {
 	pcg *rand.PCG
 	r   *rand.Rand
@@ -120,7 +120,7 @@ func (g *RNG) UnmarshalBinary(data []byte) error {
 	return g.pcg.UnmarshalBinary(data)
 }
 
-// Default few-shot sizes (SERL.md B §2.2): 8 examples, at most 2 of them
+// Default few-shot sizes (docs/SERL.md §2.2): 8 examples, at most 2 of them
 // from the pool of generated problems that survived the difficulty filter.
 const (
 	DefaultShots    = 8
@@ -144,7 +144,7 @@ func NewBuilder() *Builder { return &Builder{Template: DefaultTemplate()} }
 // seeds, each without replacement, shuffles them together, normalises them
 // and renders the prompt. fits (nil: everything fits) is the caller's length
 // check on the rendered prompt; while it fails, the last example is dropped
-// and the rest renumbered, so the prompt's tail is never cut (Part A #11).
+// and the rest renumbered, so the prompt's tail is never cut (docs/SERL.md D11).
 func (b *Builder) Build(rng *RNG, seeds, keep []string, fits func(Prompt) bool) (Prompt, error) {
 	k := b.K
 	if k == 0 {

@@ -45,7 +45,7 @@ func TestLoadTemplateErrors(t *testing.T) {
 }
 
 func TestRenderK2(t *testing.T) {
-	// SERL.md B §2.2, K = 2.
+	// docs/SERL.md §2.2, K = 2.
 	p := DefaultTemplate().Render([]string{
 		NormalizeExample("What is the value of $\\frac{14!}{5!9!}$?"),
 		NormalizeExample("Simplify $(x+15)+(100x+15)$."),

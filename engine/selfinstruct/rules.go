@@ -46,7 +46,7 @@ func itoa(n int) string {
 }
 
 // Capitalization selects how the first character of a parsed question is
-// cased (Part A #2).
+// cased (docs/SERL.md D2).
 type Capitalization uint8
 
 const (
@@ -128,7 +128,7 @@ func pyLowerRest(s string, from int) string {
 	return string(b)
 }
 
-// CheckRules applies the rule filters of SERL.md B §2.5 (1–4) to a cleaned
+// CheckRules applies the rule filters of docs/SERL.md §2.4 to a cleaned
 // question, in the official order.
 func CheckRules(text string) Reason {
 	if text == "" {

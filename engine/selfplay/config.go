@@ -1,4 +1,4 @@
-// Package selfplay is the SeRL loop (SERL.md Part B §1.4 with Part A's decisions): self-instruction
+// Package selfplay is the SeRL loop (docs/SERL.md §1 with its decisions, §9): self-instruction
 // rounds fill a pending pool with new problems, each problem gets n responses, the majority answer
 // rewards them, groups of medium difficulty accumulate, and Reinforce++/GRPO/RLOO trains on them —
 // generation and training sharing one copy of the weights in one process.
@@ -20,7 +20,7 @@ const (
 	ModeGT   Mode = "gt"   // ground-truth reward on labelled prompts (the oracle baseline)
 )
 
-// PromptMode says how a problem becomes a task prompt (Part A #1).
+// PromptMode says how a problem becomes a task prompt (docs/SERL.md D1).
 type PromptMode string
 
 const (
@@ -76,7 +76,7 @@ type Config struct {
 	MaxTicksNoStep int `json:"max_ticks_no_step"` // rollouts or rounds without a training step before giving up
 }
 
-// DefaultConfig follows the official scripts (SERL.md Part A, "Defaults"); callers scale lengths and the
+// DefaultConfig follows the official scripts (docs/SERL.md §7); callers scale lengths and the
 // learning rate to their model.
 func DefaultConfig() Config {
 	return Config{

@@ -131,7 +131,7 @@ func newRunner(cfg Config, in Inputs, dir *runDir, st State) (*Runner, error) {
 		r.builder.FromKeep = -1
 	}
 	// The ROUGE-L pool is rebuilt in its original order — seeds, every accepted problem, then pending —
-	// so a resumed run scores candidates exactly as the uninterrupted one (Part A #6).
+	// so a resumed run scores candidates exactly as the uninterrupted one (docs/SERL.md D6).
 	r.pool = selfinstruct.NewPool()
 	for _, p := range in.Seeds {
 		r.pool.Add(p.Text)
@@ -294,7 +294,7 @@ func (r *Runner) responseKey(purpose uint64) uint64 {
 	return x
 }
 
-// taskPrompt renders a problem as the policy sees it (Part A #1).
+// taskPrompt renders a problem as the policy sees it (docs/SERL.md D1).
 func (r *Runner) taskPrompt(text string) ([]int32, error) {
 	if r.cfg.PromptMode == PromptChat {
 		s, err := r.in.Chat.Render([]chat.Message{{Role: "system", Content: r.cfg.SystemPrompt}, {Role: "user", Content: text}}, r.chatOpts())
@@ -346,7 +346,7 @@ func (r *Runner) rollout(problems []Problem) ([]Group, error) {
 		g.Responses = make([]Response, len(out[i]))
 		for j, s := range out[i] {
 			g.Responses[j] = Response{Tokens: s.Tokens, Text: s.Text}
-			answers[j] = mathans.Extract(s.Text) // from the response only (Part A #7)
+			answers[j] = mathans.Extract(s.Text) // from the response only (docs/SERL.md D7)
 		}
 		var rewards []float64
 		if r.cfg.Mode == ModeGT {
@@ -371,7 +371,7 @@ func (r *Runner) rollout(problems []Problem) ([]Group, error) {
 }
 
 // generateProblems is one self-instruction round: GenPrompts few-shot prompts through the chat
-// template, one completion each, parsed and filtered into the pending pool (SERL.md §2).
+// template, one completion each, parsed and filtered into the pending pool (docs/SERL.md §2).
 func (r *Runner) generateProblems() error {
 	seeds := make([]string, len(r.in.Seeds))
 	for i, p := range r.in.Seeds {

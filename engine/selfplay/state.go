@@ -37,7 +37,7 @@ type State struct {
 	GenIdx      int       `json:"gen_idx"`       // next generated problem id
 	Pending     []Problem `json:"pending"`
 	Keep        []string  `json:"keep"`     // generated problems that passed the difficulty filter (few-shot pool)
-	Accepted    []string  `json:"accepted"` // every generated problem accepted so far (ROUGE-L pool, Part A #6)
+	Accepted    []string  `json:"accepted"` // every generated problem accepted so far (ROUGE-L pool, docs/SERL.md D6)
 	Accum       []Group   `json:"accum"`
 	DataCursor  int       `json:"data_cursor"` // maj/gt: position in the shuffled training set
 	DataEpoch   int       `json:"data_epoch"`
@@ -52,7 +52,7 @@ type filterResult struct {
 	kept, dropped []Group
 }
 
-// difficultyFilter keeps the groups whose share lies in [lo, hi] (both inclusive, SERL.md §3).
+// difficultyFilter keeps the groups whose share lies in [lo, hi] (both inclusive, docs/SERL.md §4).
 func difficultyFilter(groups []Group, lo, hi float64) filterResult {
 	var r filterResult
 	for _, g := range groups {
@@ -66,7 +66,7 @@ func difficultyFilter(groups []Group, lo, hi float64) filterResult {
 }
 
 // expire removes accumulated groups produced before the last training step (tag < steps), so nothing
-// produced by an older policy is trained after an update (SERL.md §1.4 step 5).
+// produced by an older policy is trained after an update (docs/SERL.md §1.3).
 func (s *State) expire() []Group {
 	var expired []Group
 	kept := s.Accum[:0]

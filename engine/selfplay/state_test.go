@@ -11,7 +11,7 @@ func group(id int, share float64) Group {
 }
 
 // The difficulty filter keeps shares in [0.2, 0.8], both ends inclusive: with 16 samples 3/16 is
-// dropped, 4/16 and 12/16 kept, 13/16 dropped (SERL.md §3).
+// dropped, 4/16 and 12/16 kept, 13/16 dropped (docs/SERL.md §4).
 func TestDifficultyFilter(t *testing.T) {
 	gs := []Group{group(0, 3.0/16), group(1, 4.0/16), group(2, 12.0/16), group(3, 13.0/16), group(4, 0.2), group(5, 0.8), group(6, 1.0/16), group(7, 1)}
 	r := difficultyFilter(gs, 0.2, 0.8)

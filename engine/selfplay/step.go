@@ -53,8 +53,8 @@ func (m StepMetrics) Deterministic() StepMetrics {
 }
 
 // trainStep runs one RL update on a batch of RolloutBatch groups: log-probs of the policy (the
-// training forward pass, Part A #17) and of the reference, advantages over exactly these samples
-// (Part A #4), then optimizer steps of TrainBatch sequences in a shuffled order.
+// training forward pass, docs/SERL.md D18) and of the reference, advantages over exactly these samples
+// (docs/SERL.md D4), then optimizer steps of TrainBatch sequences in a shuffled order.
 func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 	t0 := time.Now()
 	var samples []*rl.Sample

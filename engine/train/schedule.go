@@ -7,7 +7,7 @@ import (
 	"math"
 )
 
-// Schedule is transformers' cosine_with_min_lr as SeRL uses it (SERL.md §5.8): linear warm-up from 0
+// Schedule is transformers' cosine_with_min_lr as SeRL uses it (docs/SERL.md §5.5): linear warm-up from 0
 // over Warmup optimizer steps, then a cosine from Peak down to MinRatio·Peak at step Total.
 type Schedule struct {
 	Peak     float64
@@ -27,7 +27,7 @@ func NewSchedule(peak float64, total int, warmupRatio, minRatio float64) (Schedu
 
 // LR is the learning rate of optimizer step k (the first step is k = 0, whose rate is 0 during a
 // warm-up, as in the official runs). Past Total the rate stays at the floor: serl sizes one schedule
-// to the whole run (SERL.md Part A #3), so the official code's periodic rise never happens.
+// to the whole run (docs/SERL.md D3), so the official code's periodic rise never happens.
 func (s Schedule) LR(k int) float64 {
 	if k < s.Warmup {
 		return s.Peak * float64(k) / float64(s.Warmup)

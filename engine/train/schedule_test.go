@@ -7,7 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// SeRL's schedule: lr 5e-7, 2000 optimizer steps, 3% warm-up (60 steps), floor 10% (SERL.md §5.8).
+// SeRL's schedule: lr 5e-7, 2000 optimizer steps, 3% warm-up (60 steps), floor 10% (docs/SERL.md §5.5).
 func TestScheduleSeRL(t *testing.T) {
 	s, err := NewSchedule(5e-7, 2000, 0.03, 0.1)
 	require.NoError(t, err)

@@ -9,7 +9,7 @@ import (
 )
 
 // Problem is one labelled problem, in the JSONL format of SeRL's seed files
-// (SERL.md B §1.2): level is "Level N" as in MATH.
+// (docs/SERL.md §1.2): level is "Level N" as in MATH.
 type Problem struct {
 	Problem  string `json:"problem"`
 	Answer   string `json:"answer"`
