@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -46,8 +48,10 @@ type trainFlags struct {
 
 const cliFile = "cli.json"
 
-// keepInputs copies the run's data files into its directory and records where they are.
-func keepInputs(run string, tf trainFlags) error {
+// runFiles are the files a new run directory starts with besides the loop's own: copies of the data
+// files and cli.json recording where they are, so a resumed run needs nothing but its directory.
+func runFiles(tf trainFlags) (map[string][]byte, error) {
+	files := map[string][]byte{}
 	for _, f := range []struct {
 		path *string
 		name string
@@ -57,18 +61,57 @@ func keepInputs(run string, tf trainFlags) error {
 		}
 		b, err := problemFileBytes(*f.path)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if err := os.WriteFile(filepath.Join(run, f.name), b, 0o644); err != nil {
-			return err
-		}
+		files[f.name] = b
 		*f.path = f.name
 	}
 	b, err := json.MarshalIndent(tf, "", "  ")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return os.WriteFile(filepath.Join(run, cliFile), append(b, '\n'), 0o644)
+	files[cliFile] = append(b, '\n')
+	return files, nil
+}
+
+// checkResumeFlags refuses, with --resume, every flag that would change the run: a resumed run keeps
+// the settings it was started with (config.json, cli.json). It says which flags apply: those of where
+// it runs, not of what it computes.
+func checkResumeFlags(fs *flag.FlagSet, stderr io.Writer) error {
+	var refused, applied []string
+	fs.Visit(func(f *flag.Flag) {
+		switch {
+		case f.Name == "resume":
+		case deviceFlagNames[f.Name]:
+			applied = append(applied, "--"+f.Name)
+		default:
+			refused = append(refused, "--"+f.Name)
+		}
+	})
+	if len(refused) > 0 {
+		return usagef("%s with --resume: a resumed run keeps the model, data and settings it was started with "+
+			"(its config.json and cli.json); only --device, --threads and the profiling flags may be given", strings.Join(refused, ", "))
+	}
+	if len(applied) > 0 {
+		fmt.Fprintf(stderr, "serl: %s apply to the resumed run\n", strings.Join(applied, ", "))
+	}
+	return nil
+}
+
+// checkTrainFlags checks serl train's own settings of a new run before anything is loaded or written.
+func checkTrainFlags(tf trainFlags, cfg selfplay.Config) error {
+	switch {
+	case tf.EvalK < 0:
+		return usagef("--eval-k %d: want 0 (greedy pass@1 only) or more samples", tf.EvalK)
+	case tf.EvalLimit < 0:
+		return usagef("--eval-limit %d: want 0 (all) or more", tf.EvalLimit)
+	case tf.EvalMaxNew < 0:
+		return usagef("--eval-max-new-tokens %d: want 0 (--max-new-tokens) or more", tf.EvalMaxNew)
+	}
+	if err := cfg.Validate(); err != nil {
+		return usagef("%v", err)
+	}
+	return nil
 }
 
 // restoreInputs reads cli.json back, with the file names resolved inside the run directory.
@@ -150,6 +193,13 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return usagef("--algorithm: %v", err)
 	}
 	cfg.Algorithm = a
+	if tf.Resume != "" {
+		if err := checkResumeFlags(fs, stderr); err != nil {
+			return err
+		}
+	} else if err := checkTrainFlags(tf, cfg); err != nil {
+		return err
+	}
 	if useBuiltin {
 		if tf.Model, _, err = modelOrBuiltin("", stderr); err != nil {
 			return err
@@ -175,18 +225,20 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	var in selfplay.Inputs
 	if tf.Resume != "" {
 		runPath = tf.Resume
-		saved, policyDir, refDir, err := selfplay.LoadRun(runPath)
+		// Locked first: a second process on the directory fails here at once, naming the owner.
+		stored, err := selfplay.OpenRun(runPath)
 		if err != nil {
 			return err
 		}
-		cfg = saved
+		defer stored.Close() // a no-op once Resume has handed the lock to the runner
+		cfg = stored.Config
 		if tf, err = restoreInputs(runPath); err != nil {
 			return err
 		}
-		if in, err = trainInputs(d, policyDir, refDir, tf, cfg); err != nil {
+		if in, err = trainInputs(d, stored.PolicyDir, stored.ReferenceDir, tf, cfg); err != nil {
 			return err
 		}
-		if r, err = selfplay.Resume(runPath, in); err != nil {
+		if r, err = stored.Resume(in); err != nil {
 			return err
 		}
 		fmt.Fprintf(stderr, "serl: resuming %s at step %d\n", runPath, r.State().Steps)
@@ -198,10 +250,11 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		if in, err = trainInputs(d, tf.Model, tf.Model, tf, cfg); err != nil {
 			return err
 		}
-		if r, err = selfplay.Start(runPath, cfg, in); err != nil {
+		if in.RunFiles, err = runFiles(tf); err != nil {
 			return err
 		}
-		if err := keepInputs(runPath, tf); err != nil {
+		// Everything is checked before the run directory appears, with all its first files at once.
+		if r, err = selfplay.Start(runPath, cfg, in); err != nil {
 			return err
 		}
 	}
@@ -237,7 +290,11 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "serl: finished %d steps in %s\n", total, time.Since(start).Round(time.Second))
+	if first > 0 {
+		fmt.Fprintf(stderr, "serl: finished steps %d–%d (resumed at step %d) in %s\n", first+1, total, first, time.Since(start).Round(time.Second))
+	} else {
+		fmt.Fprintf(stderr, "serl: finished %d steps in %s\n", total, time.Since(start).Round(time.Second))
+	}
 	if err := writeTimeSummary(stderr, runPath); err != nil {
 		fmt.Fprintf(stderr, "serl: time summary: %v\n", err)
 	}
@@ -291,6 +348,9 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 		if err != nil {
 			return in, err
 		}
+		if len(ps) == 0 {
+			return in, fmt.Errorf("%s: no problems", tf.Seeds)
+		}
 		in.Seeds = toProblems(ps, false)
 	default:
 		if tf.Data == "" {
@@ -300,12 +360,18 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 		if err != nil {
 			return in, err
 		}
+		if len(ps) == 0 {
+			return in, fmt.Errorf("%s: no problems", tf.Data)
+		}
 		in.Train = toProblems(ps, true)
 	}
 	if tf.Eval != "" {
 		ps, err := readProblems(tf.Eval)
 		if err != nil {
 			return in, err
+		}
+		if len(ps) == 0 {
+			return in, fmt.Errorf("%s: no problems", tf.Eval)
 		}
 		if tf.EvalLimit > 0 && tf.EvalLimit < len(ps) {
 			ps = ps[:tf.EvalLimit]
@@ -346,8 +412,9 @@ func writeTimeSummary(w io.Writer, run string) error {
 	}
 	total := gen + rew + tr
 	first, last := ms[0], ms[len(ms)-1]
-	fmt.Fprintf(w, "time: generation %.0fs (%.0f%%), rewarding %.1fs (%.1f%%), training %.0fs (%.0f%%)\n",
-		gen, 100*gen/total, rew, 100*rew/total, tr, 100*tr/total)
+	// metrics.jsonl holds each step once, also after resumes: the split covers the whole run.
+	fmt.Fprintf(w, "time over steps 1–%d: generation %.0fs (%.0f%%), rewarding %.1fs (%.1f%%), training %.0fs (%.0f%%)\n",
+		len(ms), gen, 100*gen/total, rew, 100*rew/total, tr, 100*tr/total)
 	fmt.Fprintf(w, "memory, step %d → %d: native %.0f → %.0f MiB (peak %.0f → %.0f MiB), Go heap %.0f → %.0f MiB\n",
 		first.Step, last.Step, mib(first.DeviceBytes), mib(last.DeviceBytes), mib(first.DevicePeakBytes),
 		mib(last.DevicePeakBytes), mib(int64(first.GoHeapBytes)), mib(int64(last.GoHeapBytes)))

@@ -101,7 +101,7 @@ func TestTrainBuiltinDefaults(t *testing.T) {
 	code, out, errs := runCLI(t, args...)
 	require.Equal(t, 0, code, errs)
 	require.Equal(t, run+"\n", out)
-	for _, want := range []string{"built-in model", "settings: {", `"prompt_mode":"chat"`, "step 1/1", "before → after 1 iterations", "overall", "time: generation", "memory, step 1 → 1"} {
+	for _, want := range []string{"built-in model", "settings: {", `"prompt_mode":"chat"`, "step 1/1", "before → after 1 iterations", "overall", "time over steps 1–1: generation", "memory, step 1 → 1"} {
 		require.Contains(t, errs, want)
 	}
 	seeds, err := os.ReadFile(filepath.Join(run, "seeds.jsonl"))

@@ -155,10 +155,10 @@ func TestE2EResumeReproducesNextStep(t *testing.T) {
 	cancel()
 	rp.Free()
 
-	back, policyDir, refDir, err := selfplay.LoadRun(part)
+	st, err := selfplay.OpenRun(part)
 	require.NoError(t, err)
-	require.Equal(t, cfg, back)
-	rr, err := selfplay.Resume(part, e.inputs(t, policyDir, refDir))
+	require.Equal(t, cfg, st.Config)
+	rr, err := st.Resume(e.inputs(t, st.PolicyDir, st.ReferenceDir))
 	require.NoError(t, err)
 	defer rr.Free()
 	require.Equal(t, 1, rr.State().Steps)

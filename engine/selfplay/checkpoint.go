@@ -1,27 +1,26 @@
 package selfplay
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
-	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/engine/checkpoint"
 	"github.com/serl-go/serl/engine/safetensors"
+	"github.com/serl-go/serl/internal/crashpoint"
 )
 
-// Layout of a run directory.
+// Layout of a run directory (docs/RUNDIR.md).
 const (
-	configFile    = "config.json"
-	checkpointDir = "checkpoint" // the last completed training step: model/, moments, state.json
-	referenceDir  = "reference"  // the frozen initial model, saved once at the start
+	configFile   = "config.json"
+	referenceDir = "reference" // the frozen initial model, saved once at the start
 )
 
-// Start creates a run directory (it must not exist, or be empty) with config.json and the reference
-// model, and returns a runner at step 0.
+// Start checks the settings and inputs, builds the runner, and only then creates the run directory
+// (it must not exist, or be empty) with config.json, the reference model, in.RunFiles and the
+// checkpoint of step 0, all at once (checkpoint.Create): a start that fails or is killed leaves no run
+// directory behind. The runner owns the directory's lock until Free.
 func Start(path string, cfg Config, in Inputs) (*Runner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -29,108 +28,142 @@ func Start(path string, cfg Config, in Inputs) (*Runner, error) {
 	if entries, err := os.ReadDir(path); err == nil && len(entries) > 0 {
 		return nil, fmt.Errorf("selfplay: run directory %s exists and is not empty (use resume)", path)
 	}
-	if err := os.MkdirAll(path, 0o755); err != nil {
-		return nil, err
-	}
-	dir := &runDir{path: path}
-	if err := dir.writeJSON(configFile, cfg); err != nil {
-		return nil, err
-	}
-	if in.Reference != nil {
-		if err := in.Reference.Save(dir.file(referenceDir), safetensors.F32); err != nil {
-			return nil, err
-		}
-	}
-	return newRunner(cfg, in, dir, State{})
-}
-
-// LoadRun reads a run directory's configuration and tells where its last checkpointed policy and its
-// reference model are, so the caller can load both before Resume.
-func LoadRun(path string) (cfg Config, policyDir, refDir string, err error) {
-	b, err := os.ReadFile(filepath.Join(path, configFile))
-	if err != nil {
-		return Config{}, "", "", fmt.Errorf("selfplay: %s is not a run directory: %w", path, err)
-	}
-	cfg = DefaultConfig()
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return Config{}, "", "", fmt.Errorf("selfplay: %s: %w", filepath.Join(path, configFile), err)
-	}
-	policyDir = filepath.Join(path, checkpointDir, "model")
-	if _, err := os.Stat(policyDir); err != nil {
-		// killed before the first step finished: start again from the reference
-		policyDir = filepath.Join(path, referenceDir)
-	}
-	return cfg, policyDir, filepath.Join(path, referenceDir), nil
-}
-
-// Resume continues a run from its last checkpoint: in.Policy must hold the checkpointed weights
-// (LoadRun says where), in.Reference the reference model.
-func Resume(path string, in Inputs) (*Runner, error) {
-	cfg, _, _, err := LoadRun(path)
+	r, err := newRunner(cfg, in, State{})
 	if err != nil {
 		return nil, err
 	}
-	dir := &runDir{path: path}
-	var st State
-	ck := dir.file(checkpointDir)
-	b, err := os.ReadFile(filepath.Join(ck, "state.json"))
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return newRunner(cfg, in, dir, State{}) // no step finished yet
-	case err != nil:
-		return nil, err
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("selfplay: %s: %w", filepath.Join(ck, "state.json"), err)
-	}
-	r, err := newRunner(cfg, in, dir, st)
-	if err != nil {
-		return nil, err
-	}
-	for _, mo := range []struct {
-		file string
-		blob *model.Blob
-	}{{"adam_m.safetensors", r.opt.M}, {"adam_v.safetensors", r.opt.V}} {
-		if err := readBlob(filepath.Join(ck, mo.file), mo.blob); err != nil {
-			r.Free()
-			return nil, err
+	lock, err := checkpoint.Create(path, func(dir string) error {
+		d := &runDir{path: dir}
+		if err := d.writeJSON(configFile, cfg); err != nil {
+			return err
 		}
-	}
-	return r, nil
-}
-
-// readBlob fills a blob from a safetensors file written by Blob.WriteSafetensors.
-func readBlob(path string, b *model.Blob) error {
-	f, err := safetensors.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	for i, s := range b.Layout.Specs {
-		v := b.View(i)
-		host := v.F32()
-		if host == nil {
-			host = make([]float32, s.Len)
-		}
-		if err := f.Float32(s.Name, host); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		if v.F32() == nil {
-			if err := uploadF32(v, host); err != nil {
+		for name, b := range in.RunFiles {
+			if err := writeAtomic(d.file(name), b); err != nil {
 				return err
 			}
 		}
+		if err := in.Reference.Save(d.file(referenceDir), safetensors.F32); err != nil {
+			return err
+		}
+		return r.saveCheckpoint(dir)
+	})
+	if err != nil {
+		r.Free()
+		return nil, fmt.Errorf("selfplay: %w", err)
 	}
-	return nil
+	r.attach(lock)
+	return r, nil
 }
 
-// checkpoint writes the state after a training step: weights, both AdamW moments and the loop state,
-// assembled in a temporary folder and renamed into place, so a kill at any moment leaves either the
-// previous checkpoint or this one.
+// Stored is a run directory opened, and locked, for resuming: its settings and where its checkpointed
+// policy and its reference model are, so the caller can load both before Resume.
+type Stored struct {
+	Config       Config
+	PolicyDir    string // the current checkpoint's weights
+	ReferenceDir string
+	Step         int // training steps done
+
+	lock *checkpoint.Lock
+	ck   *checkpoint.Checkpoint
+}
+
+// OpenRun locks a run directory (failing at once, naming the owner's pid, when another process holds
+// it), checks its current checkpoint and removes what killed writers left. A lost or damaged checkpoint
+// is an error naming the file, never a fresh start.
+func OpenRun(path string) (*Stored, error) {
+	lock, err := checkpoint.Acquire(path)
+	if err != nil {
+		return nil, fmt.Errorf("selfplay: %w", err)
+	}
+	s, err := openLocked(path)
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
+	s.lock = lock
+	return s, nil
+}
+
+func openLocked(path string) (*Stored, error) {
+	b, err := os.ReadFile(filepath.Join(path, configFile))
+	if err != nil {
+		return nil, fmt.Errorf("selfplay: %s is not a run directory: %w", path, err)
+	}
+	cfg := DefaultConfig()
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("selfplay: %s: %w", filepath.Join(path, configFile), err)
+	}
+	ck, err := checkpoint.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("selfplay: %w", err)
+	}
+	if err := checkpoint.Clean(path); err != nil {
+		return nil, fmt.Errorf("selfplay: %w", err)
+	}
+	ref := filepath.Join(path, referenceDir)
+	if _, err := os.Stat(filepath.Join(ref, "model.safetensors")); err != nil {
+		return nil, fmt.Errorf("selfplay: reference model: %w", err)
+	}
+	return &Stored{Config: cfg, PolicyDir: ck.ModelDir(), ReferenceDir: ref, Step: ck.Step, ck: ck}, nil
+}
+
+// Close gives the run directory up without resuming it.
+func (s *Stored) Close() { s.lock.Release() }
+
+// Resume continues the run from its checkpoint: in.Policy must be loaded from PolicyDir and
+// in.Reference from ReferenceDir. Every record written after the checkpoint (metrics lines, data
+// files, evaluations, iteration models) is removed first, so the redone work is recorded once. The
+// runner takes over the lock.
+func (s *Stored) Resume(in Inputs) (*Runner, error) {
+	if in.Policy != nil && filepath.Clean(in.Policy.SourceDir) != filepath.Clean(s.PolicyDir) {
+		return nil, fmt.Errorf("selfplay: the policy was loaded from %s, not from the checkpoint %s", in.Policy.SourceDir, s.PolicyDir)
+	}
+	var st State
+	if err := s.ck.ReadState(&st); err != nil {
+		return nil, fmt.Errorf("selfplay: %w", err)
+	}
+	if st.Steps != s.Step {
+		return nil, fmt.Errorf("selfplay: %s holds step %d, its folder says %d", filepath.Join(s.ck.Dir, checkpoint.StateFile), st.Steps, s.Step)
+	}
+	r, err := newRunner(s.Config, in, st)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.ck.ReadMoments(r.opt); err != nil {
+		r.Free()
+		return nil, fmt.Errorf("selfplay: %w", err)
+	}
+	dir := &runDir{path: s.lock.Dir()}
+	if err := dir.cutBack(st); err != nil {
+		r.Free()
+		return nil, err
+	}
+	r.attach(s.lock)
+	s.lock = nil
+	return r, nil
+}
+
+// attach gives the runner its locked run directory. Saved models take their tokenizer files from the
+// reference folder, which lives as long as the run (checkpoint folders come and go).
+func (r *Runner) attach(lock *checkpoint.Lock) {
+	r.dir = &runDir{path: lock.Dir(), lock: lock}
+	r.in.Policy.SourceDir = r.dir.file(referenceDir)
+}
+
+// checkpoint makes the state after a training step durable: the records appended since the last
+// checkpoint are synced, then the weights, moments and loop state are swapped in (checkpoint.Save).
 func (r *Runner) checkpoint() error {
 	if r.dir.err != nil {
 		return r.dir.err
 	}
+	if err := r.dir.syncRecords(); err != nil {
+		return err
+	}
+	return r.saveCheckpoint(r.dir.path)
+}
+
+// saveCheckpoint writes the checkpoint of the current step into dir.
+func (r *Runner) saveCheckpoint(dir string) error {
 	pcg, err := r.loopPCG.MarshalBinary()
 	if err != nil {
 		return err
@@ -140,48 +173,17 @@ func (r *Runner) checkpoint() error {
 		return err
 	}
 	r.state.LoopRNG, r.state.FewShotRNG = pcg, few
-	var suffix [6]byte
-	rand.Read(suffix[:])
-	final := r.dir.file(checkpointDir)
-	tmp := final + ".tmp-" + hex.EncodeToString(suffix[:])
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return err
+	if err := checkpoint.Save(dir, r.state.Steps, r.in.Policy, r.opt, r.state); err != nil {
+		return fmt.Errorf("selfplay: %w", err)
 	}
-	fail := func(err error) error {
-		os.RemoveAll(tmp)
-		return fmt.Errorf("selfplay: checkpoint: %w", err)
-	}
-	if err := r.in.Policy.Save(filepath.Join(tmp, "model"), safetensors.F32); err != nil {
-		return fail(err)
-	}
-	if err := r.opt.M.WriteSafetensors(filepath.Join(tmp, "adam_m.safetensors"), safetensors.F32); err != nil {
-		return fail(err)
-	}
-	if err := r.opt.V.WriteSafetensors(filepath.Join(tmp, "adam_v.safetensors"), safetensors.F32); err != nil {
-		return fail(err)
-	}
-	b, err := json.Marshal(r.state)
-	if err != nil {
-		return fail(err)
-	}
-	if err := writeAtomic(filepath.Join(tmp, "state.json"), b); err != nil {
-		return fail(err)
-	}
-	old := final + ".old-" + hex.EncodeToString(suffix[:])
-	if _, err := os.Stat(final); err == nil {
-		if err := os.Rename(final, old); err != nil {
-			return fail(err)
-		}
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		os.Rename(old, final)
-		return fail(err)
-	}
-	os.RemoveAll(old)
 	return nil
 }
 
 // saveIteration keeps the model at an iteration boundary as a Hugging Face folder (iter<k>/).
 func (d *runDir) saveIteration(r *Runner, it int) error {
-	return r.in.Policy.Save(d.file(fmt.Sprintf("iter%d", it)), safetensors.F32)
+	if err := r.in.Policy.Save(d.file(fmt.Sprintf("iter%d", it)), safetensors.F32); err != nil {
+		return err
+	}
+	crashpoint.Here("selfplay.iteration")
+	return nil
 }

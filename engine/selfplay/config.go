@@ -6,6 +6,7 @@ package selfplay
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/serl-go/serl/engine/rl"
 	"github.com/serl-go/serl/engine/selfinstruct"
@@ -117,8 +118,10 @@ func (c Config) Validate() error {
 		return bad("samples", "%d: a majority needs at least 2 responses", c.Samples)
 	case c.TrainBatch < 1 || (c.RolloutBatch*c.Samples)%c.TrainBatch != 0:
 		return bad("train_batch", "%d must divide rollout_batch·samples = %d", c.TrainBatch, c.RolloutBatch*c.Samples)
-	case !(c.LR >= 0):
-		return bad("lr", "%v", c.LR)
+	case !(c.LR >= 0) || math.IsInf(c.LR, 0):
+		return bad("lr", "%v (want a finite number ≥ 0)", c.LR)
+	case !(c.KLCoef >= 0) || math.IsInf(c.KLCoef, 0):
+		return bad("kl_coef", "%v (want a finite number ≥ 0)", c.KLCoef)
 	case c.PromptMode != PromptRaw && c.PromptMode != PromptChat:
 		return bad("prompt_mode", "%q (want raw or chat)", c.PromptMode)
 	case c.MaxPromptTokens < 1 || c.MaxNewTokens < 1 || c.InstrMaxNewTokens < 1:

@@ -146,11 +146,11 @@ func TestResumeReproducesNextStep(t *testing.T) {
 	part := filepath.Join(t.TempDir(), "part")
 	rp := run(part, 2)
 	rp.Free()
-	cfgBack, policyDir, refDir, err := LoadRun(part)
+	st, err := OpenRun(part)
 	require.NoError(t, err)
-	require.Equal(t, cfg, cfgBack)
-	in := Inputs{Policy: loadModel(t, policyDir), Reference: loadModel(t, refDir), Tokenizer: tok, Train: trainSet()}
-	rr, err := Resume(part, in)
+	require.Equal(t, cfg, st.Config)
+	in := Inputs{Policy: loadModel(t, st.PolicyDir), Reference: loadModel(t, st.ReferenceDir), Tokenizer: tok, Train: trainSet()}
+	rr, err := st.Resume(in)
 	require.NoError(t, err)
 	defer rr.Free()
 	require.Equal(t, 2, rr.State().Steps)

@@ -2,24 +2,30 @@ package selfplay
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 
+	"github.com/serl-go/serl/engine/checkpoint"
 	"github.com/serl-go/serl/internal/atomicfile"
 
 	"github.com/serl-go/serl/engine/selfinstruct"
-	"github.com/serl-go/serl/kernels"
 )
 
 func reasonName(i int) string { return selfinstruct.Reason(i).String() }
 
 // runDir is a run's directory: config.json, metrics.jsonl, the data files of SERL.md §1.6, per-iteration
-// evaluations and models, and the checkpoint of the last step.
+// evaluations and models, and the checkpoint of the last step (docs/RUNDIR.md).
 type runDir struct {
-	path string
-	err  error // first failure of a best-effort append (metrics); reported by the next checkpoint
+	path     string
+	lock     *checkpoint.Lock
+	err      error           // first failure of a best-effort append (metrics); reported by the next checkpoint
+	appended map[string]bool // records appended since the last checkpoint, synced before the next
 }
 
 func (d *runDir) file(name string) string { return filepath.Join(d.path, name) }
@@ -41,7 +47,7 @@ func (d *runDir) appendProblems(name string, groups []Group) error {
 	if len(groups) == 0 {
 		return nil
 	}
-	f, err := os.OpenFile(d.file(name), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	f, err := d.openAppend(name)
 	if err != nil {
 		return err
 	}
@@ -85,7 +91,7 @@ func ReadMetrics(dir string) ([]StepMetrics, error) {
 }
 
 func (d *runDir) appendMetrics(m *StepMetrics) {
-	f, err := os.OpenFile(d.file(MetricsFile), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	f, err := d.openAppend(MetricsFile)
 	if err == nil {
 		b, _ := json.Marshal(m)
 		_, err = f.Write(append(b, '\n'))
@@ -98,4 +104,98 @@ func (d *runDir) appendMetrics(m *StepMetrics) {
 	}
 }
 
-func uploadF32(t kernels.Tensor, host []float32) error { return kernels.Upload(t, host) }
+func (d *runDir) openAppend(name string) (*os.File, error) {
+	if d.appended == nil {
+		d.appended = map[string]bool{}
+	}
+	d.appended[name] = true
+	return os.OpenFile(d.file(name), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+}
+
+// syncRecords makes the records appended since the last checkpoint durable before the next one, so a
+// checkpoint never runs ahead of the records of the steps it contains.
+func (d *runDir) syncRecords() error {
+	for name := range d.appended {
+		f, err := os.OpenFile(d.file(name), os.O_WRONLY, 0)
+		if err == nil {
+			err = f.Sync()
+			f.Close()
+		}
+		if err != nil {
+			return fmt.Errorf("selfplay: %w", err)
+		}
+	}
+	d.appended = nil
+	return nil
+}
+
+// recordRE matches the files written per step and per iteration boundary, with the number that orders
+// them: the data files carry the step count of the ticks that wrote them, eval_iter<k>.json and iter<k>/
+// the iteration boundary.
+var recordRE = regexp.MustCompile(`^(?:(filtered_data|expired_data|keep_train_data)_([0-9]+)\.jsonl|eval_iter([0-9]+)\.json|iter([0-9]+))$`)
+
+// cutBack makes the records those of the checkpointed state st, before anything is appended: metrics
+// lines of later steps, data files of ticks after the checkpoint, and evaluations and iteration models
+// of boundaries it has not passed are removed. The resumed run writes them again exactly as the
+// uninterrupted run wrote them once.
+func (d *runDir) cutBack(st State) error {
+	entries, err := os.ReadDir(d.path)
+	if err != nil {
+		return fmt.Errorf("selfplay: %w", err)
+	}
+	for _, e := range entries {
+		m := recordRE.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		var stale bool
+		switch {
+		case m[2] != "":
+			n, _ := strconv.Atoi(m[2])
+			stale = n >= st.Steps // written by ticks after the checkpoint
+		case m[3] != "":
+			k, _ := strconv.Atoi(m[3])
+			stale = k >= st.Evaluated
+		default:
+			k, _ := strconv.Atoi(m[4])
+			stale = k >= st.Evaluated
+		}
+		if stale {
+			if err := os.RemoveAll(d.file(e.Name())); err != nil {
+				return fmt.Errorf("selfplay: %w", err)
+			}
+		}
+	}
+	return d.cutMetrics(st.Steps)
+}
+
+// cutMetrics keeps the metrics lines of steps up to steps. A last line cut short by a kill is dropped;
+// any other unreadable line is an error naming it.
+func (d *runDir) cutMetrics(steps int) error {
+	path := d.file(MetricsFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("selfplay: %w", err)
+	}
+	var out []byte
+	for line := 1; len(b) > 0; line++ {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			break // unterminated: the kill came in the middle of the append
+		}
+		var m struct {
+			Step *int `json:"step"`
+		}
+		if err := json.Unmarshal(b[:i], &m); err != nil || m.Step == nil {
+			return fmt.Errorf("selfplay: %s:%d: not a metrics line: %q", path, line, b[:min(i, 80)])
+		}
+		if *m.Step <= steps {
+			out = append(out, b[:i+1]...)
+		}
+		b = b[i+1:]
+	}
+	return writeAtomic(path, out)
+}

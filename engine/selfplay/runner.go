@@ -16,6 +16,7 @@ import (
 	"github.com/serl-go/serl/engine/selfinstruct"
 	"github.com/serl-go/serl/engine/tokenizer"
 	"github.com/serl-go/serl/engine/train"
+	"github.com/serl-go/serl/internal/crashpoint"
 )
 
 // Inputs are what a run works with besides its configuration.
@@ -30,6 +31,10 @@ type Inputs struct {
 	// Evaluate, when set, runs at every iteration boundary (and before training); its result is written
 	// to eval_iter<k>.json.
 	Evaluate func(ctx context.Context, m *model.Model, iteration int) (any, error)
+	// RunFiles are written into a new run directory before it appears (name → contents), such as the
+	// caller's settings and copies of its data files, so that a start killed at any moment leaves either
+	// no run directory or a complete one.
+	RunFiles map[string][]byte
 }
 
 // Runner runs the SeRL loop.
@@ -67,26 +72,14 @@ type tickCounters struct {
 // actsTokens sizes the training arena: a micro-batch of TrainBatch sequences of the longest length.
 func (c Config) actsTokens() int { return c.TrainBatch * (c.MaxPromptTokens + c.MaxNewTokens) }
 
-// newRunner builds the engine, optimizer and buffers around a state (fresh or restored).
-func newRunner(cfg Config, in Inputs, dir *runDir, st State) (*Runner, error) {
+// newRunner checks the inputs and builds the engine, optimizer and buffers around a state (fresh or
+// restored). It writes nothing: the run directory is attached afterwards.
+func newRunner(cfg Config, in Inputs, st State) (*Runner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if in.Policy == nil || in.Reference == nil || in.Tokenizer == nil {
-		return nil, errors.New("selfplay: policy, reference and tokenizer are required")
-	}
-	if cfg.Mode == ModeSeRL && (len(in.Seeds) == 0 || in.Chat == nil) {
-		return nil, errors.New("selfplay: serl mode needs seed problems and a chat template")
-	}
-	if cfg.Mode != ModeSeRL && len(in.Train) < cfg.RolloutBatch {
-		return nil, fmt.Errorf("selfplay: %s mode needs at least %d training problems, have %d", cfg.Mode, cfg.RolloutBatch, len(in.Train))
-	}
-	if cfg.Mode == ModeGT {
-		for i, p := range in.Train {
-			if p.Label == "" {
-				return nil, fmt.Errorf("selfplay: gt mode: training problem %d has no label", i)
-			}
-		}
+	if err := checkInputs(cfg, in); err != nil {
+		return nil, err
 	}
 	m := in.Policy
 	seqLen := min(max(cfg.MaxPromptTokens+cfg.MaxNewTokens, cfg.MaxPromptTokens+cfg.InstrMaxNewTokens), m.Config.MaxPositions)
@@ -94,7 +87,7 @@ func newRunner(cfg Config, in Inputs, dir *runDir, st State) (*Runner, error) {
 	perSeq := (seqLen + bs - 1) / bs
 	gcfg := generate.Config{BlockSize: bs, MaxBatch: cfg.MaxBatch, MaxPrefillTokens: max(cfg.MaxPromptTokens, 8*cfg.MaxPromptTokens),
 		MaxSeqLen: seqLen, NumBlocks: cfg.MaxBatch*perSeq + 2*cfg.RolloutBatch*((cfg.MaxPromptTokens+bs-1)/bs) + 1}
-	r := &Runner{cfg: cfg, in: in, dir: dir, state: st}
+	r := &Runner{cfg: cfg, in: in, state: st}
 	var err error
 	if r.engine, err = generate.New(m, gcfg); err != nil {
 		return nil, err
@@ -125,7 +118,6 @@ func newRunner(cfg Config, in Inputs, dir *runDir, st State) (*Runner, error) {
 		}
 	}
 	r.loopRNG = rand.New(r.loopPCG)
-	r.opt.SetSteps(st.OptSteps)
 	r.builder = &selfinstruct.Builder{Template: selfinstruct.DefaultTemplate(), K: cfg.FewShot, FromKeep: cfg.FewShotFromKeep}
 	if cfg.FewShotFromKeep == 0 {
 		r.builder.FromKeep = -1
@@ -143,8 +135,77 @@ func newRunner(cfg Config, in Inputs, dir *runDir, st State) (*Runner, error) {
 	return r, nil
 }
 
-// Free releases the runner's buffers (not the models).
+// checkInputs checks everything about the inputs that can fail later in the loop, so that a run that
+// cannot work is refused before its directory exists: the models and data a mode needs, enough seeds
+// for a few-shot prompt, chat templates that render, and a prompt budget that holds the prompts.
+func checkInputs(cfg Config, in Inputs) error {
+	if in.Policy == nil || in.Reference == nil || in.Tokenizer == nil {
+		return errors.New("selfplay: policy, reference and tokenizer are required")
+	}
+	if cfg.Mode == ModeSeRL && (len(in.Seeds) == 0 || in.Chat == nil) {
+		return errors.New("selfplay: serl mode needs seed problems and a chat template")
+	}
+	if cfg.Mode == ModeSeRL && len(in.Seeds) < cfg.FewShot {
+		return fmt.Errorf("selfplay: serl mode needs at least few_shot = %d seed problems for its self-instruction prompts, have %d", cfg.FewShot, len(in.Seeds))
+	}
+	if cfg.Mode != ModeSeRL && len(in.Train) < cfg.RolloutBatch {
+		return fmt.Errorf("selfplay: %s mode needs at least %d training problems, have %d", cfg.Mode, cfg.RolloutBatch, len(in.Train))
+	}
+	if cfg.Mode == ModeGT {
+		for i, p := range in.Train {
+			if p.Label == "" {
+				return fmt.Errorf("selfplay: gt mode: training problem %d has no label", i)
+			}
+		}
+	}
+	opts := in.ChatOpts
+	opts.AddGenerationPrompt = true
+	if cfg.PromptMode == PromptChat {
+		if in.Chat == nil {
+			return errors.New("selfplay: prompt_mode chat needs the model's chat template")
+		}
+		// The template's own tokens must leave room for the problem, or every task prompt is cut inside it.
+		s, err := in.Chat.Render([]chat.Message{{Role: "system", Content: cfg.SystemPrompt}, {Role: "user", Content: ""}}, opts)
+		if err != nil {
+			return fmt.Errorf("selfplay: rendering a task prompt with the chat template: %w", err)
+		}
+		if n := len(in.Tokenizer.Encode(s, tokenizer.EncodeOptions{ParseSpecial: true})); n >= cfg.MaxPromptTokens {
+			return fmt.Errorf("selfplay: max_prompt_tokens %d: the chat template and system prompt alone take %d tokens", cfg.MaxPromptTokens, n)
+		}
+	}
+	if cfg.Mode == ModeSeRL {
+		// The shortest self-instruction prompt: one seed example, as Build falls back to.
+		b := selfinstruct.Builder{Template: selfinstruct.DefaultTemplate(), K: 1, FromKeep: -1}
+		p, err := b.Build(selfinstruct.NewRNG(cfg.Seed), []string{shortest(in.Seeds)}, nil, nil)
+		if err != nil {
+			return fmt.Errorf("selfplay: self-instruction prompt: %w", err)
+		}
+		s, err := in.Chat.Render([]chat.Message{{Role: "system", Content: p.System}, {Role: "user", Content: p.User}}, opts)
+		if err != nil {
+			return fmt.Errorf("selfplay: rendering the self-instruction prompt with the chat template: %w", err)
+		}
+		if n := len(in.Tokenizer.Encode(s, tokenizer.EncodeOptions{ParseSpecial: true})); n > cfg.MaxPromptTokens {
+			return fmt.Errorf("selfplay: max_prompt_tokens %d: a self-instruction prompt with a single example takes %d tokens", cfg.MaxPromptTokens, n)
+		}
+	}
+	return nil
+}
+
+func shortest(ps []Problem) string {
+	s := ps[0].Text
+	for _, p := range ps[1:] {
+		if len(p.Text) < len(s) {
+			s = p.Text
+		}
+	}
+	return s
+}
+
+// Free releases the runner's buffers (not the models) and gives up its run directory.
 func (r *Runner) Free() {
+	if r.dir != nil {
+		r.dir.lock.Release()
+	}
 	if r.engine != nil {
 		r.engine.Free()
 	}
@@ -163,6 +224,9 @@ func (r *Runner) State() State { return r.state }
 func (r *Runner) Run(ctx context.Context, onStep func(StepMetrics)) error {
 	r.onStep = onStep
 	total := r.cfg.Iterations * r.cfg.StepsPerIteration()
+	if r.dir == nil {
+		return errors.New("selfplay: Run needs a runner from Start or Resume")
+	}
 	if r.state.Evaluated == 0 && r.in.Evaluate != nil {
 		if err := r.evaluate(ctx, 0); err != nil {
 			return err
@@ -206,11 +270,16 @@ func (r *Runner) Run(ctx context.Context, onStep func(StepMetrics)) error {
 }
 
 func (r *Runner) evaluate(ctx context.Context, it int) error {
+	crashpoint.Here("selfplay.eval")
 	res, err := r.in.Evaluate(ctx, r.in.Policy, it)
 	if err != nil {
 		return fmt.Errorf("selfplay: evaluation at iteration %d: %w", it, err)
 	}
-	return r.dir.writeJSON(fmt.Sprintf("eval_iter%d.json", it), res)
+	if err := r.dir.writeJSON(fmt.Sprintf("eval_iter%d.json", it), res); err != nil {
+		return err
+	}
+	crashpoint.Here("selfplay.eval.written")
+	return nil
 }
 
 // tick is one pass of the loop: a generation round, or a rollout with its filtering, accumulation and
@@ -221,6 +290,7 @@ func (r *Runner) tick(ctx context.Context) (bool, error) {
 	switch r.cfg.Mode {
 	case ModeSeRL:
 		if len(r.state.Pending) < r.cfg.RolloutBatch {
+			crashpoint.Here("selfplay.generate")
 			return false, r.generateProblems()
 		}
 		problems = append([]Problem(nil), r.state.Pending[:r.cfg.RolloutBatch]...)
@@ -228,6 +298,7 @@ func (r *Runner) tick(ctx context.Context) (bool, error) {
 	default:
 		problems = r.nextTrainingProblems()
 	}
+	crashpoint.Here("selfplay.rollout")
 	groups, err := r.rollout(problems)
 	if err != nil {
 		return false, err
@@ -261,6 +332,7 @@ func (r *Runner) tick(ctx context.Context) (bool, error) {
 	if err := r.dir.appendProblems(fmt.Sprintf("keep_train_data_%d.jsonl", r.state.Steps), batch); err != nil {
 		return false, err
 	}
+	crashpoint.Here("selfplay.train")
 	if err := r.trainStep(ctx, batch); err != nil {
 		return false, err
 	}

@@ -28,8 +28,8 @@ type Group struct {
 	Tag       int        `json:"tag"`   // the training step count when it was produced (expiry)
 }
 
-// State is everything that defines where a run is: with the weights and optimizer moments it makes a
-// resumed run continue exactly (Part A #14).
+// State is everything that defines where a run is: with the weights, the optimizer moments and step
+// count (engine/checkpoint) it makes a resumed run continue exactly (Part A #14).
 type State struct {
 	Steps       int       `json:"steps"`         // training steps done
 	Ticks       int       `json:"ticks"`         // loop ticks (rollouts and generation rounds)
@@ -43,7 +43,6 @@ type State struct {
 	DataEpoch   int       `json:"data_epoch"`
 	LoopRNG     []byte    `json:"loop_rng"`    // shuffles (training order, data order)
 	FewShotRNG  []byte    `json:"fewshot_rng"` // few-shot example draws
-	OptSteps    int       `json:"opt_steps"`   // optimizer steps taken
 	Evaluated   int       `json:"evaluated"`   // iteration boundaries evaluated (0 = before training)
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/serl-go/serl/engine/rl"
 	"github.com/serl-go/serl/engine/selfinstruct"
+	"github.com/serl-go/serl/internal/crashpoint"
 )
 
 // StepMetrics is one line of metrics.jsonl: what one training step did, and what led up to it.
@@ -118,7 +119,6 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 		m.ClipFrac = float64(clipTokens) / float64(tokens)
 	}
 	r.state.Steps++
-	r.state.OptSteps = r.opt.Steps()
 	r.state.Pending = nil // Part A #13: ungenerated leftovers are discarded after each step
 	m.TrainSec = time.Since(t0).Seconds()
 	r.finishMetrics(&m)
@@ -157,6 +157,7 @@ func (r *Runner) finishMetrics(m *StepMetrics) {
 	m.GoHeapBytes = ms.HeapAlloc
 	r.counters = tickCounters{}
 	r.dir.appendMetrics(m)
+	crashpoint.Here("selfplay.metrics")
 	if r.onStep != nil {
 		r.onStep(*m)
 	}
