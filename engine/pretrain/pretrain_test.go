@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/serl-go/serl/engine/checkpoint"
 	"github.com/serl-go/serl/engine/evaluate"
 	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/modelpack"
@@ -279,8 +280,10 @@ func TestResumeIsExact(t *testing.T) {
 	require.True(t, errors.Is(err, context.Canceled), "%v", err)
 	_, err = os.Stat(filepath.Join(part.Dir, ModelDir))
 	assert.True(t, os.IsNotExist(err), "an interrupted run writes no final model")
-	st, err := readState(filepath.Join(part.Dir, CheckpointDir, stateFile))
+	ck, err := checkpoint.Open(part.Dir)
 	require.NoError(t, err)
+	var st state
+	require.NoError(t, ck.ReadState(&st))
 	assert.Equal(t, 3, st.Step)
 
 	require.Error(t, part.Train(context.Background(), d, false), "a fresh run refuses a folder with a checkpoint")
@@ -335,28 +338,6 @@ func TestResumeIsExact(t *testing.T) {
 		have, _ := os.ReadFile(filepath.Join(dir, name))
 		assert.Equal(t, want, have, name)
 	}
-}
-
-func TestOptimizerFileRefusesDamage(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "opt.bin")
-	require.NoError(t, writeAtomic(path, []byte("SERLOPT1 too short")))
-	c := toyConfig()
-	cfg, err := model.ParseConfig(c.modelConfig(320, 0, 2, 0), "toy")
-	require.NoError(t, err)
-	m, err := model.New(testDevice(t), cfg)
-	require.NoError(t, err)
-	defer m.Free()
-	o, err := newToyOptimizer(m)
-	require.NoError(t, err)
-	defer o.Free()
-	require.Error(t, loadOptimizer(path, o))
-	require.NoError(t, saveOptimizer(path, o))
-	require.NoError(t, loadOptimizer(path, o))
-	b, err := os.ReadFile(path)
-	require.NoError(t, err)
-	b[100] ^= 1
-	require.NoError(t, os.WriteFile(path, b, 0o644))
-	require.ErrorContains(t, loadOptimizer(path, o), "checksum")
 }
 
 func TestConfigValidate(t *testing.T) {

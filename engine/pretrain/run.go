@@ -2,6 +2,7 @@ package pretrain
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/serl-go/serl/engine/chat"
+	"github.com/serl-go/serl/engine/checkpoint"
 	"github.com/serl-go/serl/engine/evaluate"
 	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/modelpack"
@@ -22,18 +24,15 @@ import (
 
 // Files of a run folder.
 const (
-	ConfigFile      = "pretrain.json" // the run's Config
-	TokenizerDir    = "tokenizer"
-	CheckpointDir   = "checkpoint"
-	ModelDir        = "model"         // the final model, a Hugging Face folder with its tokenizer
-	PackedModel     = "model.tar.zst" // the final model packed (modelpack): engine/builtin's Archive
-	MetricsFile     = "metrics.jsonl"
-	ChartFile       = "loss.png"
-	EvalFile        = "eval.json" // the final held-out report
-	ResponsesFile   = "eval_responses.jsonl"
-	stateFile       = "state.json"
-	optimizerFile   = "optimizer.bin"
-	checkpointModel = "model"
+	ConfigFile    = "pretrain.json" // the run's Config
+	TokenizerDir  = "tokenizer"
+	CheckpointDir = checkpoint.Link // the current checkpoint (engine/checkpoint)
+	ModelDir      = "model"         // the final model, a Hugging Face folder with its tokenizer
+	PackedModel   = "model.tar.zst" // the final model packed (modelpack): engine/builtin's Archive
+	MetricsFile   = "metrics.jsonl"
+	ChartFile     = "loss.png"
+	EvalFile      = "eval.json" // the final held-out report
+	ResponsesFile = "eval_responses.jsonl"
 )
 
 // Event reports progress: setup messages, every step, and evaluations.
@@ -70,25 +69,44 @@ func (r *Run) say(format string, a ...any) {
 
 // Train runs (or, with resume, continues) the run on d. When ctx is cancelled it finishes the current
 // step, writes a checkpoint and returns ctx's error.
+//
+// A new run's folder (it must not exist, or be empty) appears at once with its settings, tokenizer and
+// the checkpoint of step 0 (checkpoint.Create); a resumed one is locked, so a second process on it
+// fails at once, and continues from its current checkpoint, never from scratch.
 func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
-	if err := os.MkdirAll(r.Dir, 0o755); err != nil {
-		return err
-	}
-	var st state
+	var (
+		lock *checkpoint.Lock
+		st   state
+		tok  *tokenizer.Tokenizer
+		m    *model.Model
+		tr   *train.Trainer
+		ck   *checkpoint.Checkpoint
+		err  error
+	)
+	defer func() {
+		if tr != nil {
+			tr.Free()
+		}
+		if m != nil {
+			m.Free()
+		}
+		lock.Release()
+	}()
 	if resume {
-		var err error
+		if lock, err = checkpoint.Acquire(r.Dir); err != nil {
+			return fmt.Errorf("pretrain: resume: %w", err)
+		}
 		if r.Config, err = readConfig(filepath.Join(r.Dir, ConfigFile)); err != nil {
 			return fmt.Errorf("pretrain: resume: %w", err)
 		}
-		if st, err = readState(filepath.Join(r.Dir, CheckpointDir, stateFile)); err != nil {
+		if ck, err = checkpoint.Open(r.Dir); err != nil {
 			return fmt.Errorf("pretrain: resume: %w", err)
 		}
-	} else {
-		if _, err := os.Stat(filepath.Join(r.Dir, CheckpointDir)); err == nil {
-			return fmt.Errorf("pretrain: %s already holds a checkpoint: resume it or choose another folder", r.Dir)
-		}
-		if err := writeJSONAtomic(filepath.Join(r.Dir, ConfigFile), r.Config); err != nil {
+		if err := checkpoint.Clean(r.Dir); err != nil {
 			return err
+		}
+		if err := ck.ReadState(&st); err != nil {
+			return fmt.Errorf("pretrain: resume: %w", err)
 		}
 	}
 	cfg := r.Config
@@ -99,52 +117,69 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 	corpus.MinNew, corpus.MaxNew = cfg.InstructMinNew, cfg.InstructMaxNew
 	corpus.LevelWeights = cfg.LevelWeights
 	corpus.DirectShare, corpus.ListShare, corpus.DirectEndings = cfg.DirectShare, cfg.ListShare, cfg.DirectEndings
-
-	tok, err := r.tokenizer(corpus, resume)
+	sched, err := train.NewSchedule(cfg.LR, cfg.Steps, cfg.WarmupRatio, cfg.MinLRRatio)
 	if err != nil {
 		return err
+	}
+	newTrainer := func() error {
+		tr, err = train.NewTrainer(m, train.AdamWConfig{Schedule: sched, Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: 1e-8,
+			WeightDecay: cfg.WeightDecay, ClipNorm: cfg.ClipNorm}, cfg.MicroTokens, cfg.MicroSeqs)
+		return err
+	}
+	if resume {
+		if tok, err = tokenizer.Load(filepath.Join(r.Dir, TokenizerDir, "tokenizer.json")); err != nil {
+			return err
+		}
+		if m, err = model.Load(d, ck.ModelDir()); err != nil {
+			return err
+		}
+		if err := newTrainer(); err != nil {
+			return err
+		}
+		if err := ck.ReadMoments(tr.Opt); err != nil {
+			return err
+		}
+	} else {
+		lock, err = checkpoint.Create(r.Dir, func(dir string) error {
+			if err := writeJSONAtomic(filepath.Join(dir, ConfigFile), cfg); err != nil {
+				return err
+			}
+			if tok, err = r.trainTokenizer(corpus, filepath.Join(dir, TokenizerDir)); err != nil {
+				return err
+			}
+			if m, err = r.newModel(d, tok); err != nil {
+				return err
+			}
+			m.SourceDir = filepath.Join(dir, TokenizerDir)
+			if err := newTrainer(); err != nil {
+				return err
+			}
+			return checkpoint.Save(dir, 0, m, tr.Opt, st)
+		})
+		if err != nil {
+			return fmt.Errorf("pretrain: %w", err)
+		}
 	}
 	enc, err := NewEncoder(tok)
 	if err != nil {
 		return err
 	}
 	enc.ProblemLoss = cfg.ProblemLoss
-	var m *model.Model
-	if resume {
-		m, err = model.Load(d, filepath.Join(r.Dir, CheckpointDir, checkpointModel))
-	} else {
-		m, err = r.newModel(d, tok)
-	}
-	if err != nil {
-		return err
-	}
-	defer m.Free()
 	// Saved models carry the tokenizer files (model.Save copies them from SourceDir).
 	m.SourceDir = filepath.Join(r.Dir, TokenizerDir)
 
 	plan := m.Config.TrainingPlan(cfg.MicroTokens, cfg.MicroSeqs, false)
 	r.say("model: %d parameters, vocab %d; training memory %.1f MiB", m.Layout.NumParams(), m.Config.Vocab,
 		float64(plan.Total())/(1<<20))
-	sched, err := train.NewSchedule(cfg.LR, cfg.Steps, cfg.WarmupRatio, cfg.MinLRRatio)
-	if err != nil {
-		return err
-	}
-	tr, err := train.NewTrainer(m, train.AdamWConfig{Schedule: sched, Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: 1e-8,
-		WeightDecay: cfg.WeightDecay, ClipNorm: cfg.ClipNorm}, cfg.MicroTokens, cfg.MicroSeqs)
-	if err != nil {
-		return err
-	}
-	defer tr.Free()
 	metrics, err := openMetrics(filepath.Join(r.Dir, MetricsFile), st.Step, resume)
 	if err != nil {
 		return err
 	}
 	defer metrics.Close()
 	if resume {
-		if err := loadOptimizer(filepath.Join(r.Dir, CheckpointDir, optimizerFile), tr.Opt); err != nil {
+		if err := cutEval(filepath.Join(r.Dir, EvalFile), st.Step); err != nil {
 			return err
 		}
-		tr.Opt.SetSteps(st.Step)
 		r.say("resumed at step %d of %d (document %d)", st.Step, cfg.Steps, st.NextDoc)
 	}
 
@@ -198,7 +233,7 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 			}
 		}
 		if cfg.SaveEvery > 0 && st.Step%cfg.SaveEvery == 0 {
-			if err := r.checkpoint(m, tr, st); err != nil {
+			if err := r.checkpoint(m, tr, st, metrics); err != nil {
 				return err
 			}
 			saved = st.Step
@@ -213,7 +248,7 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 		}
 	}
 	if st.Step != saved {
-		if err := r.checkpoint(m, tr, st); err != nil {
+		if err := r.checkpoint(m, tr, st, metrics); err != nil {
 			return err
 		}
 		r.say("checkpoint at step %d", st.Step)
@@ -235,14 +270,9 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 	return nil
 }
 
-// tokenizer trains serl's BPE tokenizer on the first TokenizerDocs documents and saves it with the
-// ChatML template, or loads the one a resumed run made.
-func (r *Run) tokenizer(corpus *Corpus, resume bool) (*tokenizer.Tokenizer, error) {
-	dir := filepath.Join(r.Dir, TokenizerDir)
-	path := filepath.Join(dir, "tokenizer.json")
-	if resume {
-		return tokenizer.Load(path)
-	}
+// trainTokenizer trains serl's BPE tokenizer on the first TokenizerDocs documents and saves it into dir
+// with the ChatML template.
+func (r *Run) trainTokenizer(corpus *Corpus, dir string) (*tokenizer.Tokenizer, error) {
 	t0 := time.Now()
 	tok, err := tokenizer.Train(corpus.Texts(r.Config.TokenizerDocs), r.Config.VocabSize,
 		tokenizer.TrainOptions{SpecialTokens: SpecialTokens})
@@ -255,7 +285,7 @@ func (r *Run) tokenizer(corpus *Corpus, resume bool) (*tokenizer.Tokenizer, erro
 	}
 	r.say("tokenizer: %d tokens from %d documents in %.1fs", tok.VocabSize(), r.Config.TokenizerDocs, time.Since(t0).Seconds())
 	// Reload from disk so the run uses exactly what was saved.
-	return tokenizer.Load(path)
+	return tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
 }
 
 func (r *Run) newModel(d *kernels.Device, tok *tokenizer.Tokenizer) (*model.Model, error) {
@@ -345,31 +375,34 @@ func (r *Run) step(tr *train.Trainer, docs []Doc) (stepStats, error) {
 	return ss, nil
 }
 
-// checkpoint writes the model, the optimizer moments and the run state into a fresh folder and swaps
-// it in with renames, so the checkpoint folder is always a complete one.
-func (r *Run) checkpoint(m *model.Model, tr *train.Trainer, st state) error {
-	final := filepath.Join(r.Dir, CheckpointDir)
-	tmp := final + ".tmp"
-	os.RemoveAll(tmp)
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+// checkpoint writes the model, the optimizer moments and the run state as the current checkpoint
+// (engine/checkpoint: swapped in atomically against a kill at any point).
+// The metrics lines of the steps it contains are made durable first.
+func (r *Run) checkpoint(m *model.Model, tr *train.Trainer, st state, metrics *metrics) error {
+	if err := metrics.f.Sync(); err != nil {
 		return err
 	}
-	if err := m.Save(filepath.Join(tmp, checkpointModel), safetensors.F32); err != nil {
+	return checkpoint.Save(r.Dir, st.Step, m, tr.Opt, st)
+}
+
+// cutEval removes the final-evaluation file when it reports a step after the checkpoint's: the
+// resumed run writes it again when it gets there.
+func cutEval(path string, step int) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
 		return err
 	}
-	if err := saveOptimizer(filepath.Join(tmp, optimizerFile), tr.Opt); err != nil {
-		return err
+	var e struct {
+		Step int `json:"step"`
 	}
-	if err := writeJSONAtomic(filepath.Join(tmp, stateFile), st); err != nil {
-		return err
+	if err := json.Unmarshal(b, &e); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	old := final + ".old"
-	os.RemoveAll(old)
-	if err := os.Rename(final, old); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+	if e.Step > step {
+		return os.Remove(path)
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		return err
-	}
-	return os.RemoveAll(old)
+	return nil
 }

@@ -2,24 +2,17 @@ package pretrain
 
 import (
 	"bufio"
-	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"hash/crc32"
-	"math"
 	"os"
-	"path/filepath"
 
 	"github.com/serl-go/serl/internal/atomicfile"
 
 	"github.com/serl-go/serl/engine/evaluate"
-	"github.com/serl-go/serl/engine/train"
-	"github.com/serl-go/serl/kernels"
 )
 
-// state is what a resumed run needs besides the weights and moments: documents are a function of
-// (seed, index), so the data position is one counter.
+// state is what a resumed run needs besides the weights and moments (engine/checkpoint keeps all
+// three): documents are a function of (seed, index), so the data position is one counter.
 type state struct {
 	Step    int     `json:"step"`
 	NextDoc uint64  `json:"next_doc"`
@@ -48,77 +41,6 @@ func readConfig(path string) (Config, error) {
 		return Config{}, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
-}
-
-// readState reads the checkpoint's state. A crash between the two renames of a checkpoint swap leaves
-// only the previous, complete checkpoint under its ".old" name: it is put back first.
-func readState(path string) (state, error) {
-	dir := filepath.Dir(path)
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		if _, err := os.Stat(dir + ".old"); err == nil {
-			if err := os.Rename(dir+".old", dir); err != nil {
-				return state{}, err
-			}
-		}
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return state{}, err
-	}
-	var st state
-	if err := json.Unmarshal(b, &st); err != nil {
-		return state{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return st, nil
-}
-
-// The optimizer file is "SERLOPT1", the element count (uint64), both moments as little-endian float32,
-// then a CRC-32 of everything before it, so a damaged file is refused rather than half-loaded.
-const optMagic = "SERLOPT1"
-
-func saveOptimizer(path string, o *train.Optimizer) error {
-	n := o.M.Layout.Total
-	buf := make([]byte, 0, 16+8*n+4)
-	buf = append(buf, optMagic...)
-	buf = binary.LittleEndian.AppendUint64(buf, uint64(n))
-	host := make([]float32, n)
-	for _, b := range []kernels.Tensor{o.M.Data, o.V.Data} {
-		if err := kernels.Download(host, b); err != nil {
-			return err
-		}
-		for _, v := range host {
-			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
-		}
-	}
-	buf = binary.LittleEndian.AppendUint32(buf, crc32.ChecksumIEEE(buf))
-	return writeAtomic(path, buf)
-}
-
-func loadOptimizer(path string, o *train.Optimizer) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	n := o.M.Layout.Total
-	if len(b) != 16+8*n+4 || string(b[:8]) != optMagic || binary.LittleEndian.Uint64(b[8:]) != uint64(n) {
-		return fmt.Errorf("%s: not an optimizer state of %d parameters", path, n)
-	}
-	body := b[:len(b)-4]
-	if crc32.ChecksumIEEE(body) != binary.LittleEndian.Uint32(b[len(b)-4:]) {
-		return fmt.Errorf("%s: checksum mismatch", path)
-	}
-	host := make([]float32, n)
-	off := 16
-	for _, t := range []kernels.Tensor{o.M.Data, o.V.Data} {
-		for i := range host {
-			host[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[off+4*i:]))
-		}
-		off += 4 * n
-		if err := kernels.Upload(t, host); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // metricLine is one line of metrics.jsonl: a training step, or an evaluation (Eval set).
