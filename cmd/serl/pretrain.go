@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -126,12 +125,8 @@ func runPretrain(args []string, stdout, stderr io.Writer) error {
 		return usagef("give --out DIR")
 	}
 	if *resume {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		for name := range set {
-			if !deviceFlagNames[name] && name != "out" && name != "resume" {
-				return usagef("--%s with --resume: a resumed run keeps its saved settings", name)
-			}
+		if err := checkResumeFlags(fs, stderr, "out"); err != nil {
+			return err
 		}
 	}
 	if !*resume {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -75,13 +76,13 @@ func runFiles(tf trainFlags) (map[string][]byte, error) {
 }
 
 // checkResumeFlags refuses, with --resume, every flag that would change the run: a resumed run keeps
-// the settings it was started with (config.json, cli.json). It says which flags apply: those of where
-// it runs, not of what it computes.
-func checkResumeFlags(fs *flag.FlagSet, stderr io.Writer) error {
+// the settings it was started with (config.json, cli.json; pretrain.json). It says which flags apply:
+// those of where it runs, not of what it computes. names are the flags that name the run itself.
+func checkResumeFlags(fs *flag.FlagSet, stderr io.Writer, names ...string) error {
 	var refused, applied []string
 	fs.Visit(func(f *flag.Flag) {
 		switch {
-		case f.Name == "resume":
+		case f.Name == "resume" || slices.Contains(names, f.Name):
 		case deviceFlagNames[f.Name]:
 			applied = append(applied, "--"+f.Name)
 		default:
@@ -90,7 +91,7 @@ func checkResumeFlags(fs *flag.FlagSet, stderr io.Writer) error {
 	})
 	if len(refused) > 0 {
 		return usagef("%s with --resume: a resumed run keeps the model, data and settings it was started with "+
-			"(its config.json and cli.json); only --device, --threads and the profiling flags may be given", strings.Join(refused, ", "))
+			"(saved in its directory); only --device, --threads and the profiling flags may be given", strings.Join(refused, ", "))
 	}
 	if len(applied) > 0 {
 		fmt.Fprintf(stderr, "serl: %s apply to the resumed run\n", strings.Join(applied, ", "))
