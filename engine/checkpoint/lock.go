@@ -123,11 +123,17 @@ func Create(path string, fill func(dir string) error) (*Lock, error) {
 		return fail(err)
 	}
 	crashpoint.Here("rundir.filled")
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) { // an empty folder
+	taken := func(err error) (*Lock, error) {
+		if errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) {
+			return fail(fmt.Errorf("run directory %s was made by another process meanwhile", path))
+		}
 		return fail(fmt.Errorf("run directory %w", err))
 	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) { // an empty folder
+		return taken(err)
+	}
 	if err := os.Rename(tmp, path); err != nil { // the lock's file moves with the folder
-		return fail(fmt.Errorf("run directory %s: %w", path, err))
+		return taken(err)
 	}
 	syncDir(parent) // the run directory is complete either way; this only makes its name durable sooner
 	l.dir = path
