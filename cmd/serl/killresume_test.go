@@ -284,4 +284,3 @@ func lastLine(s string) string {
 	}
 	return last
 }
-
