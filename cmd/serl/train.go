@@ -291,9 +291,12 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if first > 0 {
+	switch {
+	case first == total:
+		fmt.Fprintf(stderr, "serl: the run had already finished its %d steps\n", total)
+	case first > 0:
 		fmt.Fprintf(stderr, "serl: finished steps %d–%d (resumed at step %d) in %s\n", first+1, total, first, time.Since(start).Round(time.Second))
-	} else {
+	default:
 		fmt.Fprintf(stderr, "serl: finished %d steps in %s\n", total, time.Since(start).Round(time.Second))
 	}
 	if err := writeTimeSummary(stderr, runPath); err != nil {

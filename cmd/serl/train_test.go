@@ -75,6 +75,7 @@ func TestTrainCLIAndResume(t *testing.T) {
 	code, _, errs = runCLI(t, "train", "--device", "cpu", "--resume", run)
 	require.Equal(t, 0, code, errs)
 	require.Contains(t, errs, "resuming")
+	require.Contains(t, errs, "the run had already finished its 2 steps")
 	// A second start into the same directory is refused.
 	code, _, errs = runCLI(t, args...)
 	require.Equal(t, 1, code)
