@@ -19,8 +19,8 @@ import (
 
 func reasonName(i int) string { return selfinstruct.Reason(i).String() }
 
-// runDir is a run's directory: config.json, metrics.jsonl, the data files of SERL.md §1.6, per-iteration
-// evaluations and models, and the checkpoint of the last step (docs/RUNDIR.md).
+// runDir is a run's directory: config.json, metrics.jsonl, the filtered/expired/kept data files, the
+// per-iteration evaluations and models, and the checkpoint of the last step (docs/RUNDIR.md).
 type runDir struct {
 	path     string
 	lock     *checkpoint.Lock
