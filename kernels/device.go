@@ -8,6 +8,7 @@ package kernels
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"time"
@@ -86,12 +87,44 @@ type Device struct {
 	prof   *profile
 	live   int64 // bytes allocated now
 	peak   int64
+	xfer   Transfers
 	closed bool
+}
+
+// Transfers counts host↔device copies (Upload and Download; device-to-device copies are not
+// transfers). The engine pins them per training and decode step in tests, and reports them.
+type Transfers struct {
+	Uploads, Downloads         int64
+	UploadBytes, DownloadBytes int64
+}
+
+// Sub is t − u: the copies made between two readings.
+func (t Transfers) Sub(u Transfers) Transfers {
+	return Transfers{Uploads: t.Uploads - u.Uploads, Downloads: t.Downloads - u.Downloads,
+		UploadBytes: t.UploadBytes - u.UploadBytes, DownloadBytes: t.DownloadBytes - u.DownloadBytes}
+}
+
+func (t Transfers) String() string {
+	return fmt.Sprintf("%d uploads (%d bytes), %d downloads (%d bytes)", t.Uploads, t.UploadBytes, t.Downloads, t.DownloadBytes)
+}
+
+// Transfers returns the host↔device copies made through this device so far.
+func (d *Device) Transfers() Transfers {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.xfer
 }
 
 // Open creates a device: "cpu", "cuda", or "auto" (CUDA when its library loads and a GPU answers,
 // else CPU). threads ≤ 0 means $SERL_THREADS or the number of CPUs.
+//
+// SERL_CPU_HOST_VISIBLE=0 opens the CPU device as a GPU is seen from Go: its tensors are not host
+// visible (Tensor.F32 and friends return nil), so every upload, download and device-only branch a GPU
+// takes runs on the CPU too; `./build.sh test` runs the whole suite a second time that way.
 func Open(backend string, threads int) (*Device, error) {
+	if _, err := cpuHostVisible(); err != nil {
+		return nil, err
+	}
 	switch backend {
 	case "cpu", "cuda":
 		return open(backend, threads)
@@ -109,7 +142,11 @@ func open(backend string, threads int) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{lib: lib, hostVisible: backend == "cpu"}
+	visible, err := cpuHostVisible()
+	if err != nil {
+		return nil, err
+	}
+	d := &Device{lib: lib, hostVisible: backend == "cpu" && visible}
 	for _, s := range []struct {
 		p    *uintptr
 		name string
@@ -143,6 +180,18 @@ func open(backend string, threads int) (*Device, error) {
 		SIMD: simdName(a.simd), TotalMemory: a.totalMemory, FreeMemory: a.freeMemory}
 	runtime.SetFinalizer(d, (*Device).Close)
 	return d, nil
+}
+
+// cpuHostVisible reads SERL_CPU_HOST_VISIBLE: unset or 1, CPU tensors are host visible; 0, they are not.
+func cpuHostVisible() (bool, error) {
+	switch v := os.Getenv("SERL_CPU_HOST_VISIBLE"); v {
+	case "", "1":
+		return true, nil
+	case "0":
+		return false, nil
+	default:
+		return false, fmt.Errorf("kernels: SERL_CPU_HOST_VISIBLE=%q (want 0 or 1)", v)
+	}
 }
 
 func simdName(s int32) string {

@@ -118,6 +118,8 @@ func Upload[T Elem](t Tensor, src []T) error {
 	defer d.mu.Unlock()
 	a := args[copyArgs](d)
 	a.kind, a.bytes, a.dst, a.src = 0, t.Bytes(), t.addr(), uintptr(unsafe.Pointer(&src[0]))
+	d.xfer.Uploads++
+	d.xfer.UploadBytes += a.bytes
 	err := d.run(opCopy, 0, float64(a.bytes))
 	runtime.KeepAlive(src)
 	return err
@@ -136,6 +138,8 @@ func Download[T Elem](dst []T, t Tensor) error {
 	defer d.mu.Unlock()
 	a := args[copyArgs](d)
 	a.kind, a.bytes, a.dst, a.src = 1, t.Bytes(), uintptr(unsafe.Pointer(&dst[0])), t.addr()
+	d.xfer.Downloads++
+	d.xfer.DownloadBytes += a.bytes
 	err := d.run(opCopy, 0, float64(a.bytes))
 	runtime.KeepAlive(dst)
 	return err

@@ -188,7 +188,8 @@ func hostSlice[T any](t Tensor) []T {
 }
 
 // F32 is the tensor's memory as a []float32 on host-visible devices (CPU), without copying; nil
-// elsewhere (use Download). Panics if the dtype is not F32.
+// elsewhere (use Download: a GPU, or the CPU under SERL_CPU_HOST_VISIBLE=0). Code that reads it must
+// handle nil; tests read through Download (internal/testenv). Panics if the dtype is not F32.
 func (t Tensor) F32() []float32 { t.mustBe(F32); return hostSlice[float32](t) }
 
 // I32 is F32 for int32 tensors.

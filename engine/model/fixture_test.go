@@ -98,7 +98,8 @@ func checkGrads(t *testing.T, m *Model, a *Activations, r fixtureRef, dir string
 		raw, err := ref.Bytes(s.Name)
 		require.NoError(t, err, "reference gradient %s", s.Name)
 		require.Len(t, raw, 8*s.Len, s.Name)
-		got := g.View(i).F32()
+		got := testenv.Read[float32](t, g.View(i))
+		require.Len(t, got, s.Len, s.Name)
 		var num, den float64
 		for j := range got {
 			w := math.Float64frombits(leU64(raw[8*j:]))

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/serl-go/serl/internal/testenv"
 	"github.com/stretchr/testify/require"
 )
 
@@ -57,7 +58,7 @@ func TestGreedyMatchesFullForward(t *testing.T) {
 				slots[i] = slot(i)
 			}
 			require.NoError(t, m.Prefill(ws, kv, g.Prompt, []int{len(g.Prompt)}, slots))
-			tok := argmax(ws.Logits(1).F32())
+			tok := argmax(testenv.Read[float32](t, ws.Logits(1)))
 			for step, want := range g.Continuation {
 				if g.Margin[step] > 1e-3 {
 					require.Equal(t, want, tok, "step %d (margin %.2g)", step, g.Margin[step])
@@ -68,7 +69,7 @@ func TestGreedyMatchesFullForward(t *testing.T) {
 					break
 				}
 				require.NoError(t, m.Decode(ws, kv, []int32{tok}, []int32{p}, []int32{slot(int(p))}, table, []int32{p + 1}))
-				tok = argmax(ws.Logits(1).F32())
+				tok = argmax(testenv.Read[float32](t, ws.Logits(1)))
 			}
 		})
 	}

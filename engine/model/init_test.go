@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/serl-go/serl/internal/testenv"
 	"github.com/stretchr/testify/require"
 )
 
@@ -23,10 +24,13 @@ func TestRandomInit(t *testing.T) {
 	defer a.Free()
 	defer b.Free()
 	defer other.Free()
-	require.Equal(t, a.Params.Data.F32(), b.Params.Data.F32(), "same seed, same weights")
-	require.NotEqual(t, a.Params.Data.F32(), other.Params.Data.F32(), "another seed, other weights")
+	pa := testenv.Read[float32](t, a.Params.Data)
+	require.Len(t, pa, a.Layout.Total)
+	require.Equal(t, pa, testenv.Read[float32](t, b.Params.Data), "same seed, same weights")
+	require.NotEqual(t, pa, testenv.Read[float32](t, other.Params.Data), "another seed, other weights")
 	for i, s := range a.Layout.Specs {
-		v := a.Params.View(i).F32()
+		v := testenv.Read[float32](t, a.Params.View(i))
+		require.Len(t, v, s.Len, s.Name)
 		switch {
 		case strings.HasSuffix(s.Name, "norm.weight"):
 			for _, x := range v {

@@ -241,7 +241,9 @@ func readParams(t *testing.T, dir string) []float32 {
 	m, err := model.Load(testDevice(t), dir)
 	require.NoError(t, err)
 	defer m.Free()
-	return append([]float32(nil), m.Params.Data.F32()...)
+	p := testenv.Read[float32](t, m.Params.Data)
+	require.Len(t, p, m.Layout.Total)
+	return p
 }
 
 // A run interrupted after a checkpoint and resumed ends with exactly the weights and the metrics of

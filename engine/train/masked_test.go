@@ -7,11 +7,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/internal/testenv"
 )
 
 func gradsOf(t *testing.T, tr *Trainer) []float32 {
 	t.Helper()
-	return append([]float32(nil), tr.Grads.Data.F32()...)
+	g := testenv.Read[float32](t, tr.Grads.Data)
+	require.Len(t, g, tr.Model.Layout.Total)
+	return g
 }
 
 func newTestTrainer(t *testing.T, m *model.Model) *Trainer {
