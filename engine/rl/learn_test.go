@@ -33,6 +33,7 @@ func TestPolicyLearns(t *testing.T) {
 			require.NoError(t, err)
 			t.Cleanup(eng.Free)
 			acts := arena(t, m, prompts*n*16, prompts*n)
+			ws := wsOf(t, acts)
 			grads, err := m.NewGrads()
 			require.NoError(t, err)
 			t.Cleanup(grads.Free)
@@ -79,17 +80,17 @@ func TestPolicyLearns(t *testing.T) {
 				}
 				old := make([][]float32, len(samples))
 				refLP := make([][]float32, len(samples))
-				require.NoError(t, ScoreActions(m, acts, samples, old))
-				require.NoError(t, ScoreActions(ref, acts, samples, refLP))
+				require.NoError(t, ws.ScoreActions(m, samples, old))
+				require.NoError(t, ws.ScoreActions(ref, samples, refLP))
 				for i, s := range samples {
 					s.LogPOld, s.LogPRef = old[i], refLP[i]
 				}
-				_, err := Advantages(c, samples)
+				_, err := ws.Advantages(c, samples)
 				require.NoError(t, err)
 				rng.Shuffle(len(samples), func(i, j int) { samples[i], samples[j] = samples[j], samples[i] })
 				for lo := 0; lo < len(samples); lo += trainBatch {
 					require.NoError(t, m.Device().Zero(grads.Data))
-					st, err := Backward(c, m, acts, grads, samples[lo:lo+trainBatch])
+					st, err := ws.Backward(c, m, grads, samples[lo:lo+trainBatch])
 					require.NoError(t, err)
 					require.False(t, math.IsNaN(st.Loss), "loss NaN")
 					_, err = opt.Step(m.Params, grads)

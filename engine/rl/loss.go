@@ -63,10 +63,11 @@ type StepStats struct {
 }
 
 // Backward accumulates into g the gradient of the PPO loss of samples (one optimizer step's worth,
-// nSeqs = len(samples)), running m.Forward/Backward over packed batches of the arena a. Each batch's
-// coefficients use the log-probs of its own forward pass (the current policy), and are zero on prompt
-// tokens and on each sequence's last token (it predicts nothing). Samples need LogPOld, LogPRef and Adv.
-func Backward(c Config, m *model.Model, a *model.Activations, g *model.Blob, samples []*Sample) (StepStats, error) {
+// nSeqs = len(samples)), running m.Forward/Backward over packed batches of the workspace's arena. Each
+// batch's coefficients use the log-probs of its own forward pass (the current policy), and are zero on
+// prompt tokens and on each sequence's last token (it predicts nothing). Samples need LogPOld, LogPRef
+// and Adv.
+func (w *Workspace) Backward(c Config, m *model.Model, g *model.Blob, samples []*Sample) (StepStats, error) {
 	var st StepStats
 	if err := c.Validate(); err != nil {
 		return st, err
@@ -79,12 +80,18 @@ func Backward(c Config, m *model.Model, a *model.Activations, g *model.Blob, sam
 			return st, fmt.Errorf("rl: sample %d: %w", i, err)
 		}
 	}
+	if err := w.checkFits(samples); err != nil {
+		return st, err
+	}
 	n := len(samples)
-	p := newPacker(a)
-	coef := make([]float32, a.MaxTokens)
 	clipped := 0
-	err := p.run(m, samples, func(lo, hi int, logp []float32) error {
-		clear(coef[:len(logp)])
+	for lo := 0; lo < n; {
+		hi, logp, err := w.forward(m, samples, lo)
+		if err != nil {
+			return st, err
+		}
+		coef := w.coef[:len(logp)]
+		clear(coef)
 		off := 0
 		for _, s := range samples[lo:hi] {
 			at, T := off+s.PromptLen-1, s.Actions()
@@ -95,10 +102,10 @@ func Backward(c Config, m *model.Model, a *model.Activations, g *model.Blob, sam
 			clipped += cl
 			off += len(s.IDs)
 		}
-		return m.Backward(a, g, coef[:len(logp)])
-	})
-	if err != nil {
-		return st, err
+		if err := m.Backward(w.acts, g, coef); err != nil {
+			return st, err
+		}
+		lo = hi
 	}
 	st.ClipFrac = float64(clipped) / float64(st.Tokens)
 	st.KL /= float64(st.Tokens)

@@ -64,7 +64,7 @@ func TestScoreActions(t *testing.T) {
 	for _, a := range []*model.Activations{big, arena(t, m, 12, 8), arena(t, m, 64, 2)} {
 		dst := make([][]float32, len(samples))
 		dst[0] = make([]float32, 1, 16) // reused when large enough
-		require.NoError(t, ScoreActions(m, a, samples, dst))
+		require.NoError(t, wsOf(t, a).ScoreActions(m, samples, dst))
 		for i, s := range samples {
 			require.Len(t, dst[i], s.Actions())
 			for j := range dst[i] {
@@ -73,10 +73,10 @@ func TestScoreActions(t *testing.T) {
 		}
 	}
 
-	require.ErrorContains(t, ScoreActions(m, big, samples, make([][]float32, 2)), "2 destinations for 6 samples")
-	require.ErrorContains(t, ScoreActions(m, arena(t, m, 10, 2), samples, make([][]float32, 6)), "sample 5 has 11 tokens, more than the arena's 10")
+	require.ErrorContains(t, wsOf(t, big).ScoreActions(m, samples, make([][]float32, 2)), "2 destinations for 6 samples")
+	require.ErrorContains(t, wsOf(t, arena(t, m, 10, 2)).ScoreActions(m, samples, make([][]float32, 6)), "sample 5 has 11 tokens, more than the arena's 10")
 	short := []*Sample{{IDs: []int32{1, 2}, PromptLen: 2}}
-	require.ErrorContains(t, ScoreActions(m, big, short, make([][]float32, 1)), "sample 0: 2 tokens with a prompt of 2: no action")
+	require.ErrorContains(t, wsOf(t, big).ScoreActions(m, short, make([][]float32, 1)), "sample 0: 2 tokens with a prompt of 2: no action")
 }
 
 func download(t *testing.T, b *model.Blob) []float32 {
@@ -87,7 +87,7 @@ func download(t *testing.T, b *model.Blob) []float32 {
 
 func scored(t *testing.T, m *model.Model, a *model.Activations, samples []*Sample) [][]float32 {
 	lp := make([][]float32, len(samples))
-	require.NoError(t, ScoreActions(m, a, samples, lp))
+	require.NoError(t, wsOf(t, a).ScoreActions(m, samples, lp))
 	return lp
 }
 
@@ -108,7 +108,7 @@ func TestBackwardRatioOne(t *testing.T) {
 	g, err := m.NewGrads()
 	require.NoError(t, err)
 	defer g.Free()
-	st, err := Backward(DefaultConfig(ReinforcePP), m, small, g, samples)
+	st, err := wsOf(t, small).Backward(DefaultConfig(ReinforcePP), m, g, samples)
 	require.NoError(t, err)
 	tokens := 0
 	for _, s := range samples {
@@ -187,7 +187,7 @@ func TestBackwardFiniteDifferences(t *testing.T) {
 	for _, c := range []Config{DefaultConfig(ReinforcePP), {Algorithm: GRPO, KLCoef: 0.2, ClipEps: 0.2, RewardClip: 10}} {
 		g, err := m.NewGrads()
 		require.NoError(t, err)
-		st, err := Backward(c, m, a, g, samples)
+		st, err := wsOf(t, a).Backward(c, m, g, samples)
 		require.NoError(t, err)
 		require.InDelta(t, ppoLoss(t, c, m, a, samples), st.Loss, 1e-9)
 		require.Greater(t, st.ClipFrac, 0.0)
@@ -235,8 +235,15 @@ func TestBackwardErrors(t *testing.T) {
 	require.NoError(t, err)
 	defer g.Free()
 	s := &Sample{IDs: []int32{1, 2, 3}, PromptLen: 1, LogPOld: []float32{-1, -1}, LogPRef: []float32{-1, -1}}
-	_, err = Backward(DefaultConfig(GRPO), m, a, g, []*Sample{s})
+	_, err = wsOf(t, a).Backward(DefaultConfig(GRPO), m, g, []*Sample{s})
 	require.ErrorContains(t, err, "sample 0: 0 advantages for 2 actions")
-	_, err = Backward(DefaultConfig(GRPO), m, a, g, nil)
+	_, err = wsOf(t, a).Backward(DefaultConfig(GRPO), m, g, nil)
 	require.ErrorContains(t, err, "no samples")
+}
+
+// wsOf wraps the arena a in a workspace freed when the test ends.
+func wsOf(t *testing.T, a *model.Activations) *Workspace {
+	w := NewWorkspace(testenv.CPU(t), a)
+	t.Cleanup(w.Free)
+	return w
 }

@@ -48,6 +48,7 @@ type Runner struct {
 	opt      *train.Optimizer
 	grads    *model.Blob
 	acts     *model.Activations
+	rlw      *rl.Workspace
 	rlc      rl.Config
 	loopRNG  *rand.Rand
 	loopPCG  *rand.PCG
@@ -105,6 +106,7 @@ func newRunner(cfg Config, in Inputs, st State) (*Runner, error) {
 	if r.acts, err = m.NewActivations(cfg.actsTokens(), cfg.TrainBatch); err != nil {
 		return nil, err
 	}
+	r.rlw = rl.NewWorkspace(m.Device(), r.acts)
 	r.rlc = rl.DefaultConfig(cfg.Algorithm)
 	r.rlc.KLCoef, r.rlc.ClipEps = cfg.KLCoef, cfg.ClipEps
 	r.loopPCG = rand.NewPCG(cfg.Seed, 0x5e71)
@@ -211,6 +213,9 @@ func (r *Runner) Free() {
 	}
 	if r.opt != nil {
 		r.opt.Free()
+	}
+	if r.rlw != nil {
+		r.rlw.Free()
 	}
 	r.grads.Free()
 	r.acts.Free()

@@ -68,10 +68,10 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 	}
 	old := make([][]float32, len(samples))
 	ref := make([][]float32, len(samples))
-	if err := rl.ScoreActions(r.in.Policy, r.acts, samples, old); err != nil {
+	if err := r.rlw.ScoreActions(r.in.Policy, samples, old); err != nil {
 		return err
 	}
-	if err := rl.ScoreActions(r.in.Reference, r.acts, samples, ref); err != nil {
+	if err := r.rlw.ScoreActions(r.in.Reference, samples, ref); err != nil {
 		return err
 	}
 	var rewardSum float64
@@ -79,7 +79,7 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 		s.LogPOld, s.LogPRef = old[i], ref[i]
 		rewardSum += s.Reward
 	}
-	adv, err := rl.Advantages(r.rlc, samples)
+	adv, err := r.rlw.Advantages(r.rlc, samples)
 	if err != nil {
 		return err
 	}
@@ -96,7 +96,7 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 		if err := d.Zero(r.grads.Data); err != nil {
 			return err
 		}
-		st, err := rl.Backward(r.rlc, r.in.Policy, r.acts, r.grads, chunk)
+		st, err := r.rlw.Backward(r.rlc, r.in.Policy, r.grads, chunk)
 		if err != nil {
 			return err
 		}

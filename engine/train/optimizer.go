@@ -64,14 +64,14 @@ type StepStats struct {
 	GradNorm float64 // before clipping
 }
 
-// Step clips the gradients to the global norm limit and applies one AdamW update to params.
+// Step clips the gradients to the global norm limit and applies one AdamW update to params. The norm
+// and the clipping stay on the device (grad_norm scales the gradients in place); the norm is read back
+// once, after the update has been issued, for the step's metrics only: nothing between the norm and
+// the update waits for the host.
 func (o *Optimizer) Step(params, grads *model.Blob) (StepStats, error) {
 	d := params.Data.Device()
 	lr := o.Config.Schedule.LR(o.step)
 	if err := d.GradNorm(o.norm, grads.Data, float32(o.Config.ClipNorm)); err != nil {
-		return StepStats{}, err
-	}
-	if err := kernels.Download(o.hostNorm, o.norm); err != nil {
 		return StepStats{}, err
 	}
 	err := d.AdamW(params.Data, grads.Data, o.M.Data, o.V.Data, kernels.AdamWParams{
@@ -81,6 +81,9 @@ func (o *Optimizer) Step(params, grads *model.Blob) (StepStats, error) {
 		return StepStats{}, err
 	}
 	o.step++
+	if err := kernels.Download(o.hostNorm, o.norm); err != nil {
+		return StepStats{}, err
+	}
 	return StepStats{LR: lr, GradNorm: float64(o.hostNorm[0])}, nil
 }
 
