@@ -128,3 +128,31 @@ func TestMicroStepAllocatesNothing(t *testing.T) {
 	})
 	require.Zero(t, allocs, "heap allocations per training step")
 }
+
+// A micro-step and an optimizer step make exactly these host↔device copies, whatever the model: the
+// batch's token ids, targets and positions (4T bytes each), its S+1 sequence offsets and its loss
+// coefficients (4T) go up; its per-token log-probs (4T) and, after the update, the gradient norm (4)
+// come back. The norm and the clipping never wait for the host before AdamW.
+func TestStepTransfers(t *testing.T) {
+	m := tinyModel(t, 3)
+	defer m.Free()
+	lens := []int{30, 20}
+	T, S := 50, 2
+	ids := fixedBatch(7, m.Config.Vocab, lens)
+	sched, _ := NewSchedule(1e-4, 100, 0.03, 0.1)
+	tr, err := NewTrainer(m, AdamWConfig{Schedule: sched, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, ClipNorm: 1}, T, S)
+	require.NoError(t, err)
+	defer tr.Free()
+	d := m.Device()
+	for range 2 {
+		before := d.Transfers()
+		_, _, err := tr.AccumulateNLL(ids, lens, 1)
+		require.NoError(t, err)
+		micro := d.Transfers().Sub(before)
+		require.Equal(t, kernels.Transfers{Uploads: 5, UploadBytes: int64(16*T + 4*(S+1)), Downloads: 1, DownloadBytes: int64(4 * T)}, micro)
+		before = d.Transfers()
+		_, err = tr.Step()
+		require.NoError(t, err)
+		require.Equal(t, kernels.Transfers{Downloads: 1, DownloadBytes: 4}, d.Transfers().Sub(before))
+	}
+}
