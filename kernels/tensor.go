@@ -179,17 +179,22 @@ func (t Tensor) MustSlice(lo, hi int) Tensor {
 	return v
 }
 
-// hostSlice returns the tensor's memory as a Go slice of T, or nil if the device is not host-visible.
+// hostSlice returns the tensor's memory as a Go slice of T (nil for a freed or empty tensor). It
+// panics on a device that is not host visible: a nil slice there would let a loop over it check
+// nothing, so a direct read is a programming error, not an empty result.
 func hostSlice[T any](t Tensor) []T {
+	if t.buf != nil && t.buf.addr != 0 && !t.buf.dev.hostVisible {
+		panic(fmt.Sprintf("kernels: direct host read of %s on a %s device that is not host visible (use Download)", t, t.buf.dev.info.Backend))
+	}
 	if t.buf == nil || t.buf.host == nil || t.Len() == 0 {
 		return nil
 	}
 	return unsafe.Slice((*T)(unsafe.Add(t.buf.host, t.off)), t.Len())
 }
 
-// F32 is the tensor's memory as a []float32 on host-visible devices (CPU), without copying; nil
-// elsewhere (use Download: a GPU, or the CPU under SERL_CPU_HOST_VISIBLE=0). Code that reads it must
-// handle nil; tests read through Download (internal/testenv). Panics if the dtype is not F32.
+// F32 is the tensor's memory as a []float32 on host-visible devices (CPU), without copying. Elsewhere
+// (a GPU, or the CPU under SERL_CPU_HOST_VISIBLE=0) it panics: check Device.HostVisible first, or use
+// Download; tests read through Download (internal/testenv). Panics if the dtype is not F32.
 func (t Tensor) F32() []float32 { t.mustBe(F32); return hostSlice[float32](t) }
 
 // I32 is F32 for int32 tensors.

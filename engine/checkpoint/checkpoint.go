@@ -271,15 +271,18 @@ func readBlob(path string, b *model.Blob) error {
 	var host []float32
 	for i, s := range b.Layout.Specs {
 		v := b.View(i)
-		dst := v.F32()
-		if dst == nil {
+		visible := v.Device().HostVisible() // a direct read panics where it is not
+		var dst []float32
+		if visible {
+			dst = v.F32()
+		} else {
 			host = slices.Grow(host[:0], s.Len)[:s.Len]
 			dst = host
 		}
 		if err := f.Float32(s.Name, dst); err != nil {
 			return fmt.Errorf("checkpoint: %s: %w", path, err)
 		}
-		if v.F32() == nil {
+		if !visible {
 			if err := kernels.Upload(v, dst); err != nil {
 				return err
 			}
