@@ -9,8 +9,8 @@ import (
 
 // Workspace is what ScoreActions, Advantages and Backward reuse from call to call: the training arena,
 // the host staging of token ids, log-probs and loss coefficients, and the device buffers of the
-// advantage ops. It grows to the largest batch it has seen; after that a call allocates nothing on the
-// Go heap (ScoreActions and Backward) or only what the batch's group bookkeeping needs (Advantages).
+// advantage ops. It grows to the largest batch it has seen; after that ScoreActions, Backward and
+// Advantages allocate nothing on the Go heap (budget_test.go pins it).
 type Workspace struct {
 	dev  *kernels.Device
 	acts *model.Activations
