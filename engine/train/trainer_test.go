@@ -1,6 +1,7 @@
 package train
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -154,5 +155,60 @@ func TestStepTransfers(t *testing.T) {
 		_, err = tr.Step()
 		require.NoError(t, err)
 		require.Equal(t, kernels.Transfers{Downloads: 1, DownloadBytes: 4}, d.Transfers().Sub(before))
+	}
+}
+
+// The optimizer's step is PyTorch's: clip_grad_norm_ scaling the gradients by clip/(norm + 1e-6) when
+// the norm exceeds the limit, then AdamW; and it reports the norm before clipping. Checked against the
+// same step done by hand on the host (it stays the check when AdamW takes the clip over from grad_norm).
+func TestStepClipsLikePyTorch(t *testing.T) {
+	d := testDevice(t)
+	for _, clip := range []float64{0.05, 1e6} { // clipping, and a limit the norm stays under
+		m := tinyModel(t, 3)
+		ref := tinyModel(t, 3)
+		tr, err := NewTrainer(m, AdamWConfig{Schedule: Schedule{Peak: 1e-2, Total: 1}, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, ClipNorm: clip}, 24, 2)
+		require.NoError(t, err)
+		ids := fixedBatch(5, m.Config.Vocab, []int{12, 12})
+		_, _, err = tr.AccumulateNLL(ids, []int{12, 12}, 1)
+		require.NoError(t, err)
+		g := testenv.Read[float32](t, tr.Grads.Data)
+
+		// The same step by hand: the norm in float64, the gradient scaled on the host, plain AdamW.
+		var sq float64
+		for _, x := range g {
+			sq += float64(x) * float64(x)
+		}
+		norm := math.Sqrt(sq)
+		if norm > clip {
+			s := float32(clip / (norm + 1e-6))
+			for i := range g {
+				g[i] *= s
+			}
+		}
+		gRef, err := ref.NewGrads()
+		require.NoError(t, err)
+		testenv.Write(t, gRef.Data, g)
+		opt, err := NewOptimizer(ref, AdamWConfig{Schedule: Schedule{Peak: 1e-2, Total: 1}, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8})
+		require.NoError(t, err)
+		mo, vo := opt.M.Data, opt.V.Data
+		require.NoError(t, d.AdamW(ref.Params.Data, gRef.Data, mo, vo, kernels.AdamWParams{Step: 1, LR: float32(Schedule{Peak: 1e-2, Total: 1}.LR(0)),
+			Beta1: 0.9, Beta2: 0.95, Eps: 1e-8}))
+
+		st, err := tr.Step()
+		require.NoError(t, err)
+		require.InDelta(t, norm, st.GradNorm, 1e-6*norm, "the norm before clipping")
+		got, want := testenv.Read[float32](t, m.Params.Data), testenv.Read[float32](t, ref.Params.Data)
+		require.Len(t, got, m.Layout.Total)
+		worst := 0.0
+		for i := range want {
+			worst = math.Max(worst, math.Abs(float64(got[i]-want[i])))
+		}
+		t.Logf("clip %g (norm %.4g): worst weight difference %.3g", clip, norm, worst)
+		require.LessOrEqual(t, worst, 1e-9)
+		opt.Free()
+		gRef.Free()
+		tr.Free()
+		m.Free()
+		ref.Free()
 	}
 }
