@@ -15,16 +15,20 @@ import (
 )
 
 // modelOrBuiltin is the --model folder, or the built-in model's (unpacked on first use) when none is
-// given; the second result says which.
+// given or it is named as printed (builtin:arith); the second result says which.
 func modelOrBuiltin(dir string, stderr io.Writer) (string, bool, error) {
-	if dir != "" {
+	if dir != "" && dir != builtin.Name {
 		return dir, false, nil
 	}
 	d, err := builtin.ModelDir()
 	if err != nil {
 		return "", false, fmt.Errorf("built-in model: %w", err)
 	}
-	fmt.Fprintf(stderr, "serl: no --model: the built-in model (%s, unpacked at %s)\n", builtin.Name, d)
+	how := "no --model"
+	if dir != "" {
+		how = "--model " + dir
+	}
+	fmt.Fprintf(stderr, "serl: %s: the built-in model (%s, unpacked at %s)\n", how, builtin.Name, d)
 	return d, true, nil
 }
 
@@ -48,6 +52,28 @@ func hasFlag(args []string, name string) bool {
 		}
 	}
 	return false
+}
+
+// flagValue is the value args give the named flag (the last one wins, as in package flag), for the
+// commands whose defaults depend on it before the flags are parsed.
+func flagValue(args []string, name string) (string, bool) {
+	var v string
+	var found bool
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			break
+		}
+		a = strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		switch {
+		case strings.HasPrefix(a, name+"="):
+			v, found = strings.TrimPrefix(a, name+"="), true
+		case a == name && i+1 < len(args):
+			v, found = args[i+1], true
+			i++
+		}
+	}
+	return v, found
 }
 
 // builtinSeeds and builtinEval are the world's shipped seed set (100 problems) and held-out set (500,

@@ -31,6 +31,9 @@ func (f *deviceFlags) register(fs *flag.FlagSet) {
 // open opens the device and starts profiling; the returned stop function ends both. The first line of
 // output says which device runs, as docs/ARCHITECTURE.md ("Building and loading") asks of --device auto.
 func (f *deviceFlags) open(stderr io.Writer) (*kernels.Device, func(), error) {
+	if f.threads < 0 {
+		return nil, nil, usagef("--threads %d: want 0 (all CPUs) or a positive count", f.threads)
+	}
 	var stopProf func()
 	switch f.prof {
 	case "":

@@ -41,8 +41,17 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *k < 0 || *maxNew < 1 || *limit < 0 || *batch < 1 {
-		return usagef("want --n ≥ 0, --max-new-tokens ≥ 1, --limit ≥ 0, --batch ≥ 1")
+	switch {
+	case *k < 0:
+		return usagef("--n %d: want ≥ 0 (0: greedy pass@1 only)", *k)
+	case *maxNew < 1:
+		return usagef("--max-new-tokens %d: want at least 1", *maxNew)
+	case *limit < 0:
+		return usagef("--limit %d: want ≥ 0 (0: all)", *limit)
+	case *batch < 1:
+		return usagef("--batch %d: want at least 1", *batch)
+	case *instruct < 0:
+		return usagef("--self-instruct %d: want ≥ 0 (0: evaluate problems instead)", *instruct)
 	}
 	set := explicit(fs)
 	var isBuiltin bool

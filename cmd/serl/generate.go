@@ -47,8 +47,8 @@ func loadTokenizer(dir string) (*tokenizer.Tokenizer, error) {
 
 func runTokenize(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("tokenize", stderr)
-	dir := fs.String("model", "", "model folder with tokenizer.json")
-	text := fs.String("text", "", "text to encode")
+	dir := fs.String("model", "", "model folder with tokenizer.json (default: the built-in model)")
+	text := fs.String("text", "", "text to encode (may be empty)")
 	decode := fs.String("decode", "", "comma-separated ids to decode instead")
 	noSpecial := fs.Bool("no-special", false, "do not add the post-processor's special tokens (e.g. Llama's BOS)")
 	plain := fs.Bool("plain", false, "treat special-token text in --text as plain text")
@@ -56,17 +56,25 @@ func runTokenize(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *dir == "" || (*text == "") == (*decode == "") {
-		return usagef("give --model and exactly one of --text or --decode")
+	// Whether a flag was given, not whether it is empty: the empty text is a valid input.
+	set := explicit(fs)
+	if set["text"] == set["decode"] {
+		return usagef("give exactly one of --text or --decode")
+	}
+	var err error
+	if *dir, _, err = modelOrBuiltin(*dir, stderr); err != nil {
+		return err
 	}
 	tok, err := loadTokenizer(*dir)
 	if err != nil {
 		return err
 	}
-	if *decode != "" {
-		ids, err := parseIDs(*decode)
-		if err != nil {
-			return usagef("--decode: %v", err)
+	if set["decode"] {
+		var ids []int32
+		if strings.TrimSpace(*decode) != "" {
+			if ids, err = parseIDs(*decode); err != nil {
+				return usagef("--decode: %v", err)
+			}
 		}
 		s, err := tok.Decode(ids, *skip)
 		if err != nil {
@@ -76,6 +84,9 @@ func runTokenize(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	ids := tok.Encode(*text, tokenizer.EncodeOptions{AddSpecial: !*noSpecial, ParseSpecial: !*plain})
+	if ids == nil {
+		ids = []int32{} // JSON [] rather than null
+	}
 	b, _ := json.Marshal(ids)
 	fmt.Fprintln(stdout, string(b))
 	return nil
@@ -105,8 +116,19 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if (*prompt == "") == (*idsFlag == "") {
 		return usagef("give exactly one of --prompt or --ids")
 	}
-	if *n < 1 || *maxNew < 1 || *temp < 0 {
-		return usagef("want --n ≥ 1, --max-new-tokens ≥ 1, --temperature ≥ 0")
+	switch {
+	case *n < 1:
+		return usagef("--n %d: want at least 1", *n)
+	case *maxNew < 1:
+		return usagef("--max-new-tokens %d: want at least 1", *maxNew)
+	case *minNew < 0 || *minNew > *maxNew:
+		return usagef("--min-new-tokens %d: want 0 to --max-new-tokens (%d)", *minNew, *maxNew)
+	case *temp < 0:
+		return usagef("--temperature %v: want ≥ 0 (0 is greedy)", *temp)
+	case !(*topP > 0 && *topP <= 1):
+		return usagef("--top-p %v: want a probability mass in (0, 1] (1: off)", *topP)
+	case *topK < 0:
+		return usagef("--top-k %d: want ≥ 0 (0: off)", *topK)
 	}
 	var err error
 	if *dir, _, err = modelOrBuiltin(*dir, stderr); err != nil {

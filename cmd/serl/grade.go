@@ -16,7 +16,7 @@ func init() {
 func runGrade(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("grade", stderr)
 	gold := fs.String("gold", "", "gold answer (bare LaTeX, $…$ or \\boxed{…})")
-	pred := fs.String("pred", "", "predicted answer or a whole response (the answer is extracted)")
+	pred := fs.String("pred", "", "predicted answer, bare like --gold (\\frac12, 1/2) or a whole response (its \\boxed{}, $…$, answer sentence or, in prose, last number)")
 	in := fs.String("in", "", `JSONL file of {"gold":…,"pred":…} lines ("-" for stdin); one verdict per line`)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -41,7 +41,7 @@ func runGrade(args []string, stdout, stderr io.Writer) error {
 	case *gold == "" || *pred == "":
 		return usagef("give --gold and --pred, or --in FILE.jsonl")
 	}
-	if mathans.Equivalent(*gold, *pred) {
+	if mathans.Same(mathans.ParseGold(*gold), mathans.ParseAnswer(*pred)) {
 		fmt.Fprintln(stdout, 1)
 	} else {
 		fmt.Fprintln(stdout, 0)

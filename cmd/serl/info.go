@@ -36,6 +36,9 @@ func runInfo(args []string, stdout, stderr io.Writer) error {
 	if *dir == "" {
 		return nil
 	}
+	if *dir, _, err = modelOrBuiltin(*dir, stderr); err != nil {
+		return err
+	}
 	// Only the configuration is read: the plan is printed before anything is allocated.
 	c, err := model.LoadConfig(filepath.Join(*dir, "config.json"))
 	if err != nil {

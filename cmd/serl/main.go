@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sort"
 	"strings"
@@ -93,5 +94,15 @@ func parse(fs *flag.FlagSet, args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q", strings.Join(fs.Args(), " "))
 	}
-	return nil
+	// Go's flag package parses "Inf" and "NaN" as numbers; no setting of serl means either, and they
+	// would otherwise surface much later (e.g. as a JSON error writing config.json).
+	var bad error
+	fs.Visit(func(f *flag.Flag) {
+		if g, ok := f.Value.(flag.Getter); ok && bad == nil {
+			if v, ok := g.Get().(float64); ok && (math.IsNaN(v) || math.IsInf(v, 0)) {
+				bad = usagef("--%s %v: want a finite number", f.Name, v)
+			}
+		}
+	})
+	return bad
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/serl-go/serl/engine/builtin"
 	"github.com/serl-go/serl/engine/data"
 	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/safetensors"
@@ -29,7 +30,7 @@ func (mi *modelInput) register(fs interface {
 	StringVar(*string, string, string, string)
 	IntVar(*int, string, int, string)
 }) {
-	fs.StringVar(&mi.dir, "model", "", "Hugging Face model folder (config.json, model.safetensors)")
+	fs.StringVar(&mi.dir, "model", "", "Hugging Face model folder (config.json, model.safetensors), or "+builtin.Name)
 	fs.StringVar(&mi.in, "in", "", `JSONL file of {"ids":[...]} lines ("-" for stdin)`)
 	fs.IntVar(&mi.batchTokens, "batch-tokens", 4096, "tokens per packed batch (the activation arena's size)")
 }
@@ -55,6 +56,9 @@ func (mi *modelInput) load(stderr io.Writer, training bool) (*model.Model, *mode
 		longest = max(longest, len(s))
 	}
 	budget := max(mi.batchTokens, longest)
+	if mi.dir, _, err = modelOrBuiltin(mi.dir, stderr); err != nil {
+		return nil, nil, nil, nil, err
+	}
 	cfg, err := model.LoadConfig(filepath.Join(mi.dir, "config.json"))
 	if err != nil {
 		return nil, nil, nil, nil, err

@@ -176,7 +176,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	df.register(fs)
 	// With neither --model nor --resume the run is on the built-in model, with settings sized for it
 	// (and shown as the flags' defaults).
-	useBuiltin := !hasFlag(args, "model") && !hasFlag(args, "resume")
+	modelArg, _ := flagValue(args, "model")
+	useBuiltin := (!hasFlag(args, "model") || modelArg == builtin.Name) && !hasFlag(args, "resume")
 	cfg := selfplay.DefaultConfig()
 	var tf trainFlags
 	if useBuiltin {
@@ -189,6 +190,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.Mode, cfg.PromptMode = selfplay.Mode(mode), selfplay.PromptMode(promptMode)
+	if err := checkTrainChoices(cfg); err != nil {
+		return err
+	}
 	a, err := rl.ParseAlgorithm(alg)
 	if err != nil {
 		return usagef("--algorithm: %v", err)
@@ -306,6 +310,21 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "serl: evaluation summary: %v\n", err)
 	}
 	fmt.Fprintln(stdout, runPath)
+	return nil
+}
+
+// checkTrainChoices refuses an unknown --mode or --prompt-mode by its flag, before anything depends on it.
+func checkTrainChoices(c selfplay.Config) error {
+	switch c.Mode {
+	case selfplay.ModeSeRL, selfplay.ModeMaj, selfplay.ModeGT:
+	default:
+		return usagef("unknown --mode %q: want serl, maj or gt", c.Mode)
+	}
+	switch c.PromptMode {
+	case selfplay.PromptRaw, selfplay.PromptChat:
+	default:
+		return usagef("unknown --prompt-mode %q: want raw or chat", c.PromptMode)
+	}
 	return nil
 }
 

@@ -88,7 +88,8 @@ func ReadJSONL(r io.Reader) ([]Problem, error) {
 	return out, nil
 }
 
-// ReadFile reads a JSONL problem file.
+// ReadFile reads a JSONL problem file; a file without problems is an error, since every use of one
+// (an evaluation, seeds, training data) needs at least one.
 func ReadFile(path string) ([]Problem, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -98,6 +99,9 @@ func ReadFile(path string) ([]Problem, error) {
 	ps, err := ReadJSONL(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(ps) == 0 {
+		return nil, fmt.Errorf("%s: no problems", path)
 	}
 	return ps, nil
 }

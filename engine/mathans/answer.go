@@ -89,6 +89,48 @@ func ParseGold(label string) Answer {
 	return build(label, RuleBare)
 }
 
+// ParseAnswer parses a prediction that may be a whole response or a bare answer, as a person gives one
+// to `serl grade`: what Extract finds by a box, a LaTeX environment or an answer sentence wins; text in
+// which it finds nothing (`\frac12`, `x+1`), or only a last number while the text has no words
+// outside LaTeX commands (`1/2`, `(1,2)`, `3\sqrt{2}`), is read whole as a bare answer, like a gold
+// label. Rewards keep Extract alone: a model's response is never a bare answer.
+func ParseAnswer(text string) Answer {
+	a := Extract(text)
+	switch {
+	case a.Rule == RuleNone:
+	case a.Rule == RuleLastNumber && !hasWords(text):
+	default:
+		return a
+	}
+	if b := build(strings.TrimSpace(text), RuleBare); b.Valid() {
+		return b
+	}
+	return a
+}
+
+// hasWords reports whether text has a word of two or more letters outside the names of LaTeX commands
+// (\sqrt, \pi): prose such as "5 apples" keeps its last number, while `x + 1` is an answer.
+func hasWords(text string) bool {
+	isLetter := func(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+	run := 0
+	for i := 0; i < len(text); i++ {
+		switch {
+		case text[i] == '\\':
+			for i+1 < len(text) && isLetter(text[i+1]) {
+				i++
+			}
+			run = 0
+		case isLetter(text[i]):
+			if run++; run >= 2 {
+				return true
+			}
+		default:
+			run = 0
+		}
+	}
+	return false
+}
+
 var boxReplacer = strings.NewReplacer(`\boxed`, "", `\fbox`, "")
 
 // build normalises and parses one extracted answer text.

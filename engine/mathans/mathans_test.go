@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestExtractRules(t *testing.T) {
@@ -136,4 +137,31 @@ func BenchmarkEquivalent(b *testing.B) {
 		Equivalent(r.Answer, r.Solution)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "checks/s")
+}
+
+// A prediction given bare is read like a gold label; one inside a response is extracted as a reward
+// extracts it, prose keeping its last number.
+func TestParseAnswerBareOrResponse(t *testing.T) {
+	for _, c := range []struct {
+		gold, pred string
+		same       bool
+	}{
+		{`\frac12`, `\frac12`, true},
+		{`\frac{1}{2}`, `\frac12`, true},
+		{`\frac12`, `1/2`, true},
+		{`\frac12`, `0.5`, true},
+		{`(1,2)`, `(1,2)`, true},
+		{`x+1`, `x + 1`, true},
+		{`3\sqrt{2}`, `3\sqrt{2}`, true},
+		{`3\sqrt{2}`, `2`, false},
+		{`5`, `so we get 5 apples`, true},
+		{`5`, `The answer is $\boxed{5}$, not 6`, true},
+		{`\frac12`, `\boxed{0.5}`, true},
+		{`2`, `\frac12`, false},
+		{`2`, ``, false},
+	} {
+		require.Equal(t, c.same, Same(ParseGold(c.gold), ParseAnswer(c.pred)), "gold %q pred %q", c.gold, c.pred)
+	}
+	// Rewards extract from a response only: a bare LaTeX answer there is no answer.
+	require.False(t, Equivalent(`\frac12`, `\frac12`))
 }

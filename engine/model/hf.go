@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,11 +60,17 @@ func (m *Model) readWeights(st *safetensors.Model, dir string) error {
 			if err := st.Float32(s.Name, dst.F32()); err != nil {
 				return fmt.Errorf("%s: %w", dir, err)
 			}
+			if err := checkFinite(dir, s.Name, dst.F32()); err != nil {
+				return err
+			}
 			continue
 		}
 		host = append(host[:0], make([]float32, s.Len)...)
 		if err := st.Float32(s.Name, host); err != nil {
 			return fmt.Errorf("%s: %w", dir, err)
+		}
+		if err := checkFinite(dir, s.Name, host); err != nil {
+			return err
 		}
 		if err := kernels.Upload(dst, host); err != nil {
 			return err
@@ -78,6 +85,17 @@ func (m *Model) readWeights(st *safetensors.Model, dir string) error {
 			// transformers ties the head to the embedding after loading and ignores this copy.
 		default:
 			return fmt.Errorf("%s: unexpected tensor %s: not part of a %s model with this config.json", dir, name, m.Config.Arch)
+		}
+	}
+	return nil
+}
+
+// checkFinite refuses a weight tensor holding NaN or ±Inf, naming it: such a weight would otherwise
+// surface far from its cause, as "no finite logit" in generation or a NaN loss.
+func checkFinite(dir, name string, v []float32) error {
+	for i, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return fmt.Errorf("%s: tensor %s: element %d is %v (the weights are not finite)", dir, name, i, x)
 		}
 	}
 	return nil

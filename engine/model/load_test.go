@@ -1,7 +1,9 @@
 package model
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,6 +95,26 @@ func TestLoadErrors(t *testing.T) {
 			copy(b[8:], []byte("{{{{"))
 			require.NoError(t, os.WriteFile(p, b, 0o644))
 		}, []string{"model.safetensors"}},
+		{"NaN weight", func(dir string) {
+			rewrite(t, dir, func(ts []safetensors.TensorData) []safetensors.TensorData {
+				for i := range ts {
+					if ts[i].Name == victim {
+						binary.LittleEndian.PutUint32(ts[i].Data[4*7:], math.Float32bits(float32(math.NaN())))
+					}
+				}
+				return ts
+			})
+		}, []string{victim, "element 7 is NaN"}},
+		{"infinite weight", func(dir string) {
+			rewrite(t, dir, func(ts []safetensors.TensorData) []safetensors.TensorData {
+				for i := range ts {
+					if ts[i].Name == victim {
+						binary.LittleEndian.PutUint32(ts[i].Data, math.Float32bits(float32(math.Inf(-1))))
+					}
+				}
+				return ts
+			})
+		}, []string{victim, "element 0 is -Inf"}},
 		{"missing weights", func(dir string) {
 			require.NoError(t, os.Remove(filepath.Join(dir, "model.safetensors")))
 		}, []string{"model.safetensors"}},

@@ -17,7 +17,8 @@ type gradeLine struct {
 }
 
 // GradeLines reads JSONL lines {"gold": ..., "pred": ...} and writes one
-// verdict per line, "1" when mathans.Equivalent(gold, pred) and "0"
+// verdict per line, "1" when the gold label and the prediction (a bare
+// answer or a response, mathans.ParseAnswer) are the same and "0"
 // otherwise. Blank lines are skipped. A malformed line stops with an error
 // naming its line number.
 func GradeLines(r io.Reader, w io.Writer) error {
@@ -39,7 +40,7 @@ func GradeLines(r io.Reader, w io.Writer) error {
 			return fmt.Errorf("grade: line %d: need string fields \"gold\" and \"pred\"", line)
 		}
 		v := "0\n"
-		if mathans.Equivalent(*g.Gold, *g.Pred) {
+		if mathans.Same(mathans.ParseGold(*g.Gold), mathans.ParseAnswer(*g.Pred)) {
 			v = "1\n"
 		}
 		if _, err := bw.WriteString(v); err != nil {
