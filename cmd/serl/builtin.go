@@ -32,6 +32,26 @@ func modelOrBuiltin(dir string, stderr io.Writer) (string, bool, error) {
 	return d, true, nil
 }
 
+// modelPrompt is how the model in dir expects its prompts, and where that comes from: the folder's
+// serl.json (written with every model serl saves), else the built-in model's chat format, else the
+// official raw prompt. Commands let --prompt-mode and --system override it.
+func modelPrompt(dir string, isBuiltin bool) (evaluate.PromptConfig, string, error) {
+	pc, ok, err := evaluate.ReadPromptConfig(dir)
+	switch {
+	case err != nil:
+		return pc, "", err
+	case ok:
+		if pc.Mode == evaluate.ModeChat && pc.System == "" {
+			pc.System = evaluate.SystemPrompt
+		}
+		return pc, "the model folder's " + evaluate.PromptFile, nil
+	case isBuiltin:
+		c := builtin.SelfPlayConfig()
+		return evaluate.PromptConfig{Mode: string(c.PromptMode), System: c.SystemPrompt}, "the built-in model", nil
+	}
+	return evaluate.PromptConfig{Mode: evaluate.ModeRaw, System: evaluate.SystemPrompt}, "the official default", nil
+}
+
 // explicit reports which flags the command line set.
 func explicit(fs *flag.FlagSet) map[string]bool {
 	set := map[string]bool{}

@@ -1,14 +1,32 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/pkg/profile"
 
 	"github.com/serl-go/serl/kernels"
 )
+
+// interruptContext is cancelled by Ctrl-C or SIGTERM, so that long work stops at its next step.
+func interruptContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// interrupted words a cancellation for the user; other errors pass unchanged.
+func interrupted(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return errors.New("interrupted")
+	}
+	return err
+}
 
 // deviceFlags are the flags every subcommand that computes shares: the device, its threads, and
 // profiling of the Go side (pkg/profile) and of the native ops (the engine's per-op table).

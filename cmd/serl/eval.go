@@ -2,11 +2,13 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/serl-go/serl/engine/chat"
@@ -28,8 +30,8 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	dir := fs.String("model", "", "Hugging Face model folder with its tokenizer (default: the built-in model)")
 	data := fs.String("data", "", "JSONL problems (problem|question, answer or solution with \\boxed{}, level) (default: the built-in held-out set, or its seed set with --self-instruct)")
 	k := fs.Int("n", 16, "samples per problem for maj@K (temperature 1.0, top-p 0.95); 0: greedy pass@1 only")
-	mode := fs.String("prompt-mode", "raw", "raw: problem text + newline (official); chat: chat template with a \\boxed{} system prompt (the built-in model's default)")
-	system := fs.String("system", evaluate.SystemPrompt, "system prompt of --prompt-mode chat")
+	mode := fs.String("prompt-mode", "", "raw: problem text + newline (official); chat: chat template with a \\boxed{} system prompt (default: the model's own, from its serl.json; chat for the built-in model; else raw)")
+	system := fs.String("system", "", "system prompt of --prompt-mode chat (default: the model's own, else \""+evaluate.SystemPrompt+"\")")
 	maxNew := fs.Int("max-new-tokens", 1024, "response budget (by default shortened to fit the model's context)")
 	limit := fs.Int("limit", 0, "evaluate only the first N problems (0: all)")
 	seed := fs.Uint64("seed", 0, "sampling seed")
@@ -59,8 +61,17 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	if *dir, isBuiltin, err = modelOrBuiltin(*dir, stderr); err != nil {
 		return err
 	}
-	if isBuiltin && !set["prompt-mode"] {
-		*mode = "chat" // the built-in model was trained in the chat format only
+	pc, source, err := modelPrompt(*dir, isBuiltin)
+	if err != nil {
+		return err
+	}
+	if set["prompt-mode"] {
+		source = "--prompt-mode"
+	} else {
+		*mode = pc.Mode
+	}
+	if !set["system"] {
+		*system = pc.System
 	}
 	if isBuiltin && !set["checker"] {
 		*checker = "arith"
@@ -94,9 +105,9 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	}
 	var prompt evaluate.PromptFunc
 	switch *mode {
-	case "raw":
+	case evaluate.ModeRaw:
 		prompt = evaluate.RawPrompt(tok)
-	case "chat":
+	case evaluate.ModeChat:
 		cfg, err := chat.LoadTokenizerConfig(filepath.Join(*dir, "tokenizer_config.json"))
 		if err != nil {
 			return err
@@ -109,6 +120,9 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	default:
 		return usagef("--prompt-mode %q: want raw or chat", *mode)
 	}
+	fmt.Fprintf(stderr, "serl: prompt mode %s (from %s)\n", *mode, source)
+	ctx, cancel := interruptContext()
+	defer cancel()
 	d, stop, err := df.open(stderr)
 	if err != nil {
 		return err
@@ -123,19 +137,11 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		K: *k, MaxNewTokens: *maxNew, Seed: *seed, MaxBatch: *batch, FitContext: !set["max-new-tokens"],
 		StopIDs: evaluate.StopIDs(m.Config, tok), StopStrings: evaluate.OfficialStopStrings}}
 	start := time.Now()
-	tty := isTerminal(stderr)
-	rep, results, err := ev.Run(problems, func(done, total int) {
-		if tty {
-			fmt.Fprintf(stderr, "\rserl eval: %d/%d problems", done, total)
-			if done == total {
-				fmt.Fprintln(stderr)
-			}
-		} else {
-			fmt.Fprintf(stderr, "serl eval: %d/%d problems (%s)\n", done, total, time.Since(start).Round(time.Second))
-		}
-	})
+	pr := newReporter(stderr, isTerminal(stderr))
+	defer pr.Start()()
+	rep, results, err := runEvaluation(ctx, pr, "evaluating", ev, problems)
 	if err != nil {
-		return err
+		return interrupted(err)
 	}
 	st := ev.Stats
 	fmt.Fprintf(stderr, "serl eval: %d problems, %d responses, %d tokens in %s (%.0f tokens/s)\n", len(problems),
@@ -173,6 +179,22 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		return f.Close()
 	}
 	return nil
+}
+
+// runEvaluation runs an evaluation as a phase of r: a status after every chunk of problems, and the
+// tokens generated so far in the heartbeat while a chunk runs.
+func runEvaluation(ctx context.Context, r *reporter, name string, ev *evaluate.Evaluator, problems []evaluate.Problem) (evaluate.Report, []evaluate.Result, error) {
+	start := time.Now()
+	var done atomic.Int64
+	defer r.Phase("%s: %d problems", name, len(problems))()
+	r.Live(func() string {
+		return fmt.Sprintf("%s: %d/%d problems done, %d tokens generated", name, done.Load(), len(problems), ev.Tokens())
+	})
+	rep, results, err := ev.Run(ctx, problems, func(d, total int) {
+		done.Store(int64(d))
+		r.Status("%s: %d/%d problems, %d tokens (%s)", name, d, total, ev.Tokens(), time.Since(start).Round(time.Second))
+	})
+	return rep, results, err
 }
 
 // runInstructProbe is serl eval --self-instruct: SeRL's self-instruction step over the data's problems
@@ -220,10 +242,16 @@ func runInstructProbe(df deviceFlags, dir string, tok *tokenizer.Tokenizer, prob
 	if maxNew == 0 {
 		maxNew = m.Config.MaxPositions / 3
 	}
-	rep, err := evaluate.ProbeSelfInstruct(m, tok, render, seeds, evaluate.InstructOptions{Prompts: n,
+	ctx, cancel := interruptContext()
+	defer cancel()
+	pr := newReporter(stderr, isTerminal(stderr))
+	defer pr.Start()()
+	end := pr.Phase("self-instruction: %d prompts of up to %d new tokens", n, maxNew)
+	rep, err := evaluate.ProbeSelfInstruct(ctx, m, tok, render, seeds, evaluate.InstructOptions{Prompts: n,
 		MaxNewTokens: maxNew, Seed: seed, MaxBatch: batch, StopIDs: evaluate.StopIDs(m.Config, tok), Solve: solve})
+	end()
 	if err != nil {
-		return err
+		return interrupted(err)
 	}
 	fmt.Fprintf(stdout, "self-instruction: %d prompts, %d candidates, %d accepted (%.1f%%)", rep.Prompts, rep.Candidates,
 		rep.Accepted, 100*rep.AcceptRate)

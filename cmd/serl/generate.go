@@ -99,8 +99,9 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	dir := fs.String("model", "", "Hugging Face model folder (default: the built-in model)")
 	prompt := fs.String("prompt", "", "prompt text (needs tokenizer.json)")
 	idsFlag := fs.String("ids", "", "prompt as comma-separated token ids")
-	useChat := fs.Bool("chat", false, "wrap --prompt in the model's chat template (tokenizer_config.json) as a user turn")
-	system := fs.String("system", "", "with --chat: a system message")
+	promptMode := fs.String("prompt-mode", "", "raw: --prompt as is; chat: --prompt as a user turn of the model's chat template (default: the model's own, from its serl.json; chat for the built-in model; else raw)")
+	useChat := fs.Bool("chat", false, "same as --prompt-mode chat")
+	system := fs.String("system", "", "with chat: the system message (default: the model's own from its serl.json, else none)")
 	maxNew := fs.Int("max-new-tokens", 128, "tokens to generate at most")
 	minNew := fs.Int("min-new-tokens", 0, "tokens to generate at least (EOS is banned before)")
 	temp := fs.Float64("temperature", 1, "sampling temperature; 0 is greedy")
@@ -131,8 +132,28 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return usagef("--top-k %d: want ≥ 0 (0: off)", *topK)
 	}
 	var err error
-	if *dir, _, err = modelOrBuiltin(*dir, stderr); err != nil {
+	var isBuiltin bool
+	if *dir, isBuiltin, err = modelOrBuiltin(*dir, stderr); err != nil {
 		return err
+	}
+	set := explicit(fs)
+	switch {
+	case *useChat && set["prompt-mode"] && *promptMode != "chat":
+		return usagef("--chat contradicts --prompt-mode %s", *promptMode)
+	case *useChat:
+		*promptMode = "chat"
+	case set["prompt-mode"] && *promptMode != "raw" && *promptMode != "chat":
+		return usagef("--prompt-mode %q: want raw or chat", *promptMode)
+	case !set["prompt-mode"] && *prompt != "":
+		pc, source, err := modelPrompt(*dir, isBuiltin)
+		if err != nil {
+			return err
+		}
+		*promptMode = pc.Mode
+		if pc.Mode == "chat" && !set["system"] && source != "the official default" {
+			*system = pc.System // the system message it was trained with
+		}
+		fmt.Fprintf(stderr, "serl: prompt mode %s (from %s)\n", pc.Mode, source)
 	}
 	var tok *tokenizer.Tokenizer
 	if _, err := os.Stat(filepath.Join(*dir, "tokenizer.json")); err == nil {
@@ -151,7 +172,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	default:
 		text := *prompt
 		add := true
-		if *useChat {
+		if *promptMode == "chat" {
 			cfg, err := chat.LoadTokenizerConfig(filepath.Join(*dir, "tokenizer_config.json"))
 			if err != nil {
 				return err
@@ -170,7 +191,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 			}
 			add = false // the template writes BOS itself: no second one
 		}
-		ids = tok.Encode(text, tokenizer.EncodeOptions{AddSpecial: add, ParseSpecial: *useChat})
+		ids = tok.Encode(text, tokenizer.EncodeOptions{AddSpecial: add, ParseSpecial: *promptMode == "chat"})
 	}
 	d, stop, err := df.open(stderr)
 	if err != nil {

@@ -198,6 +198,15 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return usagef("--algorithm: %v", err)
 	}
 	cfg.Algorithm = a
+	if !useBuiltin && tf.Resume == "" && tf.Model != "" && !explicit(fs)["prompt-mode"] {
+		// A model folder says how it was trained to be prompted (serl.json); the official raw prompt
+		// otherwise.
+		pc, _, err := modelPrompt(tf.Model, false)
+		if err != nil {
+			return err
+		}
+		cfg.PromptMode, cfg.SystemPrompt = selfplay.PromptMode(pc.Mode), pc.System
+	}
 	if tf.Resume != "" {
 		if err := checkResumeFlags(fs, stderr); err != nil {
 			return err
@@ -278,13 +287,30 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	total := cfg.Iterations * cfg.StepsPerIteration()
 	start := time.Now()
 	first := r.State().Steps
+	// Progress in every phase: the evaluations report through the reporter carried by ctx, self-play
+	// prints a line per step, and the heartbeat speaks for a phase that has been silent a while.
+	pr := newReporter(stderr, isTerminal(stderr))
+	defer pr.Start()()
+	ctx = withReporter(ctx, pr)
+	selfPlay := func(step int) {
+		what := "rollouts and training"
+		if cfg.Mode == selfplay.ModeSeRL {
+			what = "self-instruction, rollouts and training"
+		}
+		pr.Phase("self-play: %s towards step %d/%d", what, step+1, total)
+	}
+	selfPlay(first)
 	err = r.Run(ctx, func(m selfplay.StepMetrics) {
 		el := time.Since(start)
 		eta := time.Duration(float64(el) / float64(m.Step-first) * float64(total-m.Step))
-		fmt.Fprintf(stderr, "step %d/%d  reward %.3f  share %.3f  kept %d dropped %d  accepted %d/%d  loss %.4f  kl %.4f  lr %.2e  %.0f tok/s  gen %.0fs rew %.1fs train %.0fs  [%s, ~%s left]\n",
+		pr.Line("step %d/%d  reward %.3f  share %.3f  kept %d dropped %d  accepted %d/%d  loss %.4f  kl %.3g  lr %.2e  %.0f tok/s  gen %.0fs rew %.1fs train %.0fs  [%s, ~%s left]",
 			m.Step, total, m.RewardMean, m.ShareMean, m.GroupsKept, m.GroupsDropped, m.Accepted, m.Generated,
 			m.Loss, m.KL, m.LR, m.TokensPerSec, m.GenSec, m.RewardSec, m.TrainSec, el.Round(time.Second), eta.Round(time.Second))
+		if m.Step < total {
+			selfPlay(m.Step)
+		}
 	})
+	pr.Idle()
 	if chartErr := writeRunCharts(runPath); chartErr != nil {
 		fmt.Fprintf(stderr, "serl: charts: %v\n", chartErr)
 	}
@@ -335,6 +361,8 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 	if in.Policy, err = model.Load(d, policyDir); err != nil {
 		return in, err
 	}
+	// Every model the run saves (iterations, checkpoints) records the prompt format it is trained in.
+	in.Policy.Files = map[string][]byte{evaluate.PromptFile: evaluate.PromptConfig{Mode: string(cfg.PromptMode), System: cfg.SystemPrompt}.Marshal()}
 	if in.Reference, err = model.Load(d, refDir); err != nil {
 		return in, err
 	}
@@ -413,9 +441,22 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 			if it != 0 && it != cfg.Iterations && !tf.EvalKAll || it == 0 && !tf.EvalKBefore {
 				k = 0 // maj@K costs K samples per problem: before training and at the end only
 			}
-			ev := evaluate.Evaluator{Model: m, Prompt: prompt, Decoder: tok, Options: evaluate.Options{K: k,
+			ev := &evaluate.Evaluator{Model: m, Prompt: prompt, Decoder: tok, Options: evaluate.Options{K: k,
 				MaxNewTokens: maxNew, Seed: cfg.Seed, StopIDs: evaluate.StopIDs(m.Config, tok), MaxBatch: cfg.MaxBatch}}
-			rep, _, err := ev.Run(ps, nil)
+			name := fmt.Sprintf("evaluation after iteration %d", it)
+			if it == 0 {
+				name = "evaluation before training"
+			}
+			if k > 0 {
+				name += fmt.Sprintf(" (pass@1 and maj@%d)", k)
+			}
+			var rep evaluate.Report
+			var err error
+			if pr := reporterFrom(ctx); pr != nil {
+				rep, _, err = runEvaluation(ctx, pr, name, ev, ps)
+			} else {
+				rep, _, err = ev.Run(ctx, ps, nil)
+			}
 			return rep, err
 		}
 	}

@@ -1,8 +1,10 @@
 package evaluate
 
 import (
+	"context"
 	"bytes"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -154,7 +156,7 @@ func TestGenerateIndependentOfChunking(t *testing.T) {
 		e := &Evaluator{Model: m, Prompt: byteCodec{}.prompt, Decoder: byteCodec{},
 			Options: Options{K: 3, MaxNewTokens: 12, Seed: 7, Chunk: chunk, MaxBatch: batch}}
 		var calls []int
-		g, s, err := e.Generate(problems, func(done, total int) {
+		g, s, err := e.Generate(context.Background(), problems, func(done, total int) {
 			assert.Equal(t, len(problems), total)
 			calls = append(calls, done)
 		})
@@ -177,10 +179,10 @@ func TestGenerateIndependentOfChunking(t *testing.T) {
 	assert.NotEqual(t, problemSeed(7, 0), problemSeed(7, 1))
 
 	e := &Evaluator{Model: m, Prompt: byteCodec{}.prompt, Decoder: byteCodec{}, Options: Options{MaxNewTokens: 600}}
-	_, _, err := e.Generate(problems, nil)
+	_, _, err := e.Generate(context.Background(), problems, nil)
 	require.ErrorContains(t, err, "context")
 	e.Options.FitContext = true
-	g, _, err := e.Generate(problems[:1], nil)
+	g, _, err := e.Generate(context.Background(), problems[:1], nil)
 	require.NoError(t, err)
 	assert.LessOrEqual(t, len(g[0]), 512-len(problems[0].Problem))
 }
@@ -210,7 +212,7 @@ func TestScoreInstructions(t *testing.T) {
 		seeds = append(seeds, strings.Repeat("x", i+1)+" y z w")
 	}
 	var users []string
-	r, err := ProbeSelfInstruct(m, byteCodec{}, func(p selfinstruct.Prompt) ([]int32, error) {
+	r, err := ProbeSelfInstruct(context.Background(), m, byteCodec{}, func(p selfinstruct.Prompt) ([]int32, error) {
 		users = append(users, p.User)
 		return byteCodec{}.prompt(p.User[len(p.User)-40:])
 	}, seeds, InstructOptions{Prompts: 3, MaxNewTokens: 10, Seed: 1})
@@ -218,6 +220,38 @@ func TestScoreInstructions(t *testing.T) {
 	assert.Equal(t, 3, r.Prompts)
 	require.Len(t, users, 3)
 	assert.True(t, strings.HasSuffix(users[0], "\n9."), users[0])
-	_, err = ProbeSelfInstruct(m, byteCodec{}, nil, nil, InstructOptions{Prompts: 1, MaxNewTokens: 1})
+	_, err = ProbeSelfInstruct(context.Background(), m, byteCodec{}, nil, nil, InstructOptions{Prompts: 1, MaxNewTokens: 1})
 	require.Error(t, err)
+}
+
+// Cancelling an evaluation stops it with context.Canceled instead of running to the end: here from the
+// progress callback after the first of six chunks, and before any work from an already cancelled ctx.
+// Nothing is empty either: no problems is an error, not a score.
+func TestEvaluateCancelAndEmpty(t *testing.T) {
+	m := fixture(t)
+	var problems []Problem
+	for i := range 6 {
+		problems = append(problems, Problem{Problem: strings.Repeat("q", i+1), Answer: "1"})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Evaluator{Model: m, Prompt: byteCodec{}.prompt, Decoder: byteCodec{}, Options: Options{K: 2, MaxNewTokens: 12, Chunk: 1}}
+	var calls []int
+	_, _, err := e.Run(ctx, problems, func(done, total int) {
+		calls = append(calls, done)
+		cancel()
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, []int{1}, calls, "no chunk after the cancel")
+
+	_, err = ProbeSelfInstruct(ctx, m, byteCodec{}, func(p selfinstruct.Prompt) ([]int32, error) {
+		return byteCodec{}.prompt(p.User[len(p.User)-20:])
+	}, strings.Fields("a b c d e f g h"), InstructOptions{Prompts: 2, MaxNewTokens: 10})
+	require.ErrorIs(t, err, context.Canceled)
+
+	_, _, err = e.Run(context.Background(), nil, nil)
+	require.ErrorContains(t, err, "no problems")
+	p := filepath.Join(t.TempDir(), "empty.jsonl")
+	require.NoError(t, os.WriteFile(p, []byte("\n"), 0o644))
+	_, err = ReadFile(p)
+	require.ErrorContains(t, err, p+": no problems")
 }

@@ -1,8 +1,11 @@
 package evaluate
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/serl-go/serl/engine/chat"
 	"github.com/serl-go/serl/engine/generate"
@@ -101,16 +104,25 @@ type Evaluator struct {
 	Decoder generate.Detokenizer
 	Options Options
 	// Stats is the engine's work over the last Run.
-	Stats generate.Stats
+	Stats  generate.Stats
+	tokens atomic.Int64
 }
+
+// Tokens is the number of tokens the current (or last) Run has generated so far; it may be read from
+// another goroutine, to show the progress of a chunk that takes minutes.
+func (e *Evaluator) Tokens() int64 { return e.tokens.Load() }
 
 // Generate returns each problem's greedy response and, with K > 0, its K sampled responses. All of a
 // chunk's requests go to the engine together (continuous batching); the K samples of a problem are one
-// request, so they share its prompt's prefill.
-func (e *Evaluator) Generate(problems []Problem, progress func(done, total int)) (greedy []string, samples [][]string, err error) {
+// request, so they share its prompt's prefill. Once ctx is done it stops at the next decoding step and
+// returns ctx's error.
+func (e *Evaluator) Generate(ctx context.Context, problems []Problem, progress func(done, total int)) (greedy []string, samples [][]string, err error) {
 	o := e.Options
 	if o.MaxNewTokens < 1 || o.K < 0 {
 		return nil, nil, fmt.Errorf("evaluate: MaxNewTokens %d, K %d", o.MaxNewTokens, o.K)
+	}
+	if len(problems) == 0 {
+		return nil, nil, errors.New("evaluate: no problems to evaluate")
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 64
@@ -132,13 +144,13 @@ func (e *Evaluator) Generate(problems []Problem, progress func(done, total int))
 		}
 		longest = max(longest, len(prompts[i]))
 	}
-	ctx := e.Model.Config.MaxPositions
-	if o.FitContext && longest < ctx && longest+o.MaxNewTokens > ctx {
-		o.MaxNewTokens = ctx - longest
+	window := e.Model.Config.MaxPositions
+	if o.FitContext && longest < window && longest+o.MaxNewTokens > window {
+		o.MaxNewTokens = window - longest
 	}
-	if longest+o.MaxNewTokens > ctx {
+	if longest+o.MaxNewTokens > window {
 		return nil, nil, fmt.Errorf("evaluate: the longest prompt (%d tokens) + %d new tokens exceeds the model's context of %d",
-			longest, o.MaxNewTokens, ctx)
+			longest, o.MaxNewTokens, window)
 	}
 	eng, err := newEngine(e.Model, longest, o.MaxNewTokens, o.MaxBatch, o.BlockSize)
 	if err != nil {
@@ -146,6 +158,8 @@ func (e *Evaluator) Generate(problems []Problem, progress func(done, total int))
 	}
 	defer eng.Free()
 
+	e.tokens.Store(0)
+	count := func(int, int, int32) { e.tokens.Add(1) }
 	greedy = make([]string, len(problems))
 	if o.K > 0 {
 		samples = make([][]string, len(problems))
@@ -163,7 +177,7 @@ func (e *Evaluator) Generate(problems []Problem, progress func(done, total int))
 					StopIDs: stop, StopStrings: o.StopStrings, Seed: problemSeed(o.Seed, i)}})
 			}
 		}
-		out, err := eng.Generate(reqs, e.Decoder, nil)
+		out, err := eng.GenerateContext(ctx, reqs, e.Decoder, count)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -189,9 +203,9 @@ func (e *Evaluator) Generate(problems []Problem, progress func(done, total int))
 	return greedy, samples, nil
 }
 
-// Run generates and grades.
-func (e *Evaluator) Run(problems []Problem, progress func(done, total int)) (Report, []Result, error) {
-	greedy, samples, err := e.Generate(problems, progress)
+// Run generates and grades; a done ctx stops it at the next decoding step with ctx's error.
+func (e *Evaluator) Run(ctx context.Context, problems []Problem, progress func(done, total int)) (Report, []Result, error) {
+	greedy, samples, err := e.Generate(ctx, problems, progress)
 	if err != nil {
 		return Report{}, nil, err
 	}

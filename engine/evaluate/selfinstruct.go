@@ -1,6 +1,7 @@
 package evaluate
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/serl-go/serl/engine/generate"
@@ -42,8 +43,8 @@ type InstructReport struct {
 // ProbeSelfInstruct runs SeRL's self-instruction step once over seeds: few-shot prompts built as
 // official (8 examples from the seeds), rendered by render (the chat template), sampled at
 // temperature 0.8 / top-p 0.95 / presence penalty 2.0, parsed and filtered against a pool of the
-// seeds plus what was accepted so far.
-func ProbeSelfInstruct(m *model.Model, dec generate.Detokenizer, render func(selfinstruct.Prompt) ([]int32, error),
+// seeds plus what was accepted so far. A done ctx stops it at the next decoding step with ctx's error.
+func ProbeSelfInstruct(ctx context.Context, m *model.Model, dec generate.Detokenizer, render func(selfinstruct.Prompt) ([]int32, error),
 	seeds []string, o InstructOptions) (InstructReport, error) {
 	if o.Prompts < 1 || o.MaxNewTokens < 1 || len(seeds) == 0 {
 		return InstructReport{}, fmt.Errorf("evaluate: self-instruction probe needs prompts, tokens and seeds")
@@ -79,7 +80,7 @@ func ProbeSelfInstruct(m *model.Model, dec generate.Detokenizer, render func(sel
 		return InstructReport{}, err
 	}
 	defer eng.Free()
-	out, err := eng.Generate(reqs, dec, nil)
+	out, err := eng.GenerateContext(ctx, reqs, dec, nil)
 	if err != nil {
 		return InstructReport{}, err
 	}

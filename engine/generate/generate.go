@@ -5,6 +5,7 @@
 package generate
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -175,6 +176,12 @@ type reqState struct {
 // Generate runs every request to completion and returns, per request, its N samples in order.
 // onToken, when not nil, is called with each new token as it is drawn (for streaming).
 func (e *Engine) Generate(reqs []Request, tok Detokenizer, onToken func(req, sample int, token int32)) ([][]Sample, error) {
+	return e.GenerateContext(context.Background(), reqs, tok, onToken)
+}
+
+// GenerateContext is Generate that stops at the next decoding step once ctx is done, returning
+// ctx.Err(); the engine's blocks are all free again, so it can be used further.
+func (e *Engine) GenerateContext(ctx context.Context, reqs []Request, tok Detokenizer, onToken func(req, sample int, token int32)) ([][]Sample, error) {
 	states, err := e.validate(reqs, tok)
 	if err != nil {
 		return nil, err
@@ -187,6 +194,10 @@ func (e *Engine) Generate(reqs []Request, tok Detokenizer, onToken func(req, sam
 	nextReq, startedTotal := 0, 0
 	prefilled := map[int]bool{}
 	for {
+		if err := ctx.Err(); err != nil {
+			e.abandon(active, states, prefilled)
+			return nil, err
+		}
 		// Admission: prefill waiting prompts that fit, then start samples while slots and blocks last.
 		admittedBefore, startedBefore := nextReq, startedTotal
 		if err := e.admitPrefills(states, &nextReq, prefilled, len(active)); err != nil {
@@ -243,6 +254,25 @@ func (e *Engine) Generate(reqs []Request, tok Detokenizer, onToken func(req, sam
 			active[i] = nil
 		}
 		active = kept
+	}
+}
+
+// abandon gives back the blocks of the running sequences and of the prefilled prompts not yet fully
+// started, after a cancelled Generate.
+func (e *Engine) abandon(active []*seq, states []*reqState, prefilled map[int]bool) {
+	for _, s := range active {
+		for _, b := range s.blocks {
+			e.pool.release(b)
+		}
+		e.pool.unreserve(s.reserved)
+		s.blocks, s.reserved = nil, 0
+	}
+	for ri, st := range states {
+		if st != nil && prefilled[ri] {
+			for _, b := range st.prompt {
+				e.pool.release(b)
+			}
+		}
 	}
 }
 
@@ -510,10 +540,7 @@ func (e *Engine) checkStop(s *seq, tok Detokenizer) error {
 		s.done, s.out.Finish = true, FinishStop
 		return nil
 	case len(p.StopStrings) > 0 && len(s.out.Tokens) >= p.MinNewTokens:
-		text, err := tok.Decode(s.out.Tokens, true)
-		if err != nil {
-			return err
-		}
+		text := decodeText(tok, s.out.Tokens)
 		for _, ss := range p.StopStrings {
 			if i := strings.Index(text, ss); ss != "" && i >= 0 {
 				s.done, s.out.Finish, s.out.Text = true, FinishStop, text[:i+len(ss)]
@@ -535,9 +562,32 @@ func (e *Engine) finish(s *seq, tok Detokenizer, out [][]Sample) {
 	e.pool.unreserve(s.reserved)
 	s.blocks, s.reserved = nil, 0
 	if tok != nil && s.out.Text == "" {
-		if text, err := tok.Decode(s.out.Tokens, true); err == nil {
-			s.out.Text = text
-		}
+		s.out.Text = decodeText(tok, s.out.Tokens)
 	}
 	out[s.req][s.idx] = s.out
+}
+
+// decodeText decodes a sample without special tokens. A model's vocabulary can be larger than its
+// tokenizer's (padded embedding rows), so a sampled id may have no text: it shows in the text as
+// "[id N: not a token]" instead of emptying the whole sample.
+func decodeText(tok Detokenizer, ids []int32) string {
+	if text, err := tok.Decode(ids, true); err == nil {
+		return text
+	}
+	var b strings.Builder
+	lo := 0
+	for i, id := range ids {
+		if _, err := tok.Decode(ids[i:i+1], true); err == nil {
+			continue
+		}
+		if text, err := tok.Decode(ids[lo:i], true); err == nil {
+			b.WriteString(text)
+		}
+		fmt.Fprintf(&b, "[id %d: not a token]", id)
+		lo = i + 1
+	}
+	if text, err := tok.Decode(ids[lo:], true); err == nil {
+		b.WriteString(text)
+	}
+	return b.String()
 }

@@ -101,9 +101,10 @@ func checkFinite(dir, name string, v []float32) error {
 	return nil
 }
 
-// tokenizerFiles travel with a saved model so the folder loads in transformers and vLLM as it is.
+// tokenizerFiles travel with a saved model so the folder loads in transformers and vLLM as it is (and
+// serl.json, serl's own record of the prompt format, so it loads in serl as it was trained).
 var tokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "generation_config.json",
-	"special_tokens_map.json", "vocab.json", "merges.txt"}
+	"special_tokens_map.json", "vocab.json", "merges.txt", "serl.json"}
 
 // Save writes the model as a Hugging Face folder: config.json (the source's, with torch_dtype set),
 // model.safetensors in dt (F32, BF16 or F16), and the tokenizer files of the folder it was loaded from.
@@ -163,9 +164,20 @@ func (m *Model) writeFolder(dir string, dt safetensors.DType) error {
 	}
 	if m.SourceDir != "" {
 		for _, name := range tokenizerFiles {
+			if _, mine := m.Files[name]; mine {
+				continue
+			}
 			if err := copyFile(filepath.Join(m.SourceDir, name), filepath.Join(dir, name)); err != nil && !os.IsNotExist(err) {
 				return err
 			}
+		}
+	}
+	for name, b := range m.Files {
+		if filepath.Base(name) != name {
+			return fmt.Errorf("model: file %q: a plain name is needed", name)
+		}
+		if err := atomicfile.WriteFile(filepath.Join(dir, name), b); err != nil {
+			return err
 		}
 	}
 	return nil

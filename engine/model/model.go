@@ -15,6 +15,9 @@ type Model struct {
 	// SourceDir is the folder the model was loaded from ("" for a new model): Save copies its tokenizer
 	// files.
 	SourceDir string
+	// Files are written by Save into the folder beside the weights, replacing any copied from SourceDir
+	// (serl's own serl.json: the prompt format the model was trained with).
+	Files map[string][]byte
 
 	dev     *kernels.Device
 	w       tensors        // views of Params

@@ -20,9 +20,9 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// ModelFiles are the files of a Hugging Face model folder that a packed model carries; config.json,
-// model.safetensors and tokenizer.json are required.
-var ModelFiles = []string{"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+// ModelFiles are the files of a Hugging Face model folder that a packed model carries (serl.json: the
+// prompt format it was trained with); config.json, model.safetensors and tokenizer.json are required.
+var ModelFiles = []string{"config.json", "generation_config.json", "model.safetensors", "serl.json", "tokenizer.json", "tokenizer_config.json"}
 
 var requiredFiles = []string{"config.json", "model.safetensors", "tokenizer.json"}
 

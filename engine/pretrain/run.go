@@ -167,6 +167,8 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 	enc.ProblemLoss = cfg.ProblemLoss
 	// Saved models carry the tokenizer files (model.Save copies them from SourceDir).
 	m.SourceDir = filepath.Join(r.Dir, TokenizerDir)
+	// The model learns the chat format with serl's system prompt: its folder says so (serl.json).
+	m.Files = map[string][]byte{evaluate.PromptFile: evaluate.PromptConfig{Mode: evaluate.ModeChat, System: evaluate.SystemPrompt}.Marshal()}
 
 	plan := m.Config.TrainingPlan(cfg.MicroTokens, cfg.MicroSeqs, false)
 	r.say("model: %d parameters, vocab %d; training memory %.1f MiB", m.Layout.NumParams(), m.Config.Vocab,
@@ -220,7 +222,10 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 			}
 		}
 		if len(heldOut) > 0 && (cfg.EvalEvery > 0 && st.Step%cfg.EvalEvery == 0 || st.Step == cfg.Steps) {
-			rep, _, err := ev.Run(heldOut, nil)
+			rep, _, err := ev.Run(ctx, heldOut, nil)
+			if ctx.Err() != nil {
+				break // interrupted: the step is checkpointed below, its evaluation left out
+			}
 			if err != nil {
 				return err
 			}

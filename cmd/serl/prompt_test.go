@@ -1,0 +1,62 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/serl-go/serl/engine/evaluate"
+)
+
+// A model folder carries the prompt format it was trained in (serl.json), and eval, generate and
+// train use it unless --prompt-mode says otherwise: a model trained from the built-in one is chat, as
+// the built-in model is.
+func TestModelFolderPromptMode(t *testing.T) {
+	run := filepath.Join(t.TempDir(), "run")
+	code, _, errs := runCLI(t, "train", "--device", "cpu", "--iterations", "1", "--instructions-per-iteration", "4",
+		"--rollout-batch", "4", "--samples", "2", "--train-batch", "8", "--difficulty-low", "0", "--difficulty-high", "1",
+		"--eval-limit", "2", "--max-new-tokens", "16", "--instr-max-new-tokens", "96", "--run", run)
+	require.Equal(t, 0, code, errs)
+	iter := filepath.Join(run, "iter1")
+	pc, ok, err := evaluate.ReadPromptConfig(iter)
+	require.NoError(t, err)
+	require.True(t, ok, "iter1 has no "+evaluate.PromptFile)
+	require.Equal(t, evaluate.PromptConfig{Mode: "chat", System: evaluate.SystemPrompt}, pc)
+
+	evalArgs := []string{"eval", "--device", "cpu", "--model", iter, "--limit", "2", "--n", "0", "--max-new-tokens", "8"}
+	code, _, errs = runCLI(t, evalArgs...)
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "prompt mode chat (from the model folder's serl.json)")
+	code, _, errs = runCLI(t, append(evalArgs, "--prompt-mode", "raw")...)
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "prompt mode raw (from --prompt-mode)")
+	code, _, errs = runCLI(t, "generate", "--device", "cpu", "--model", iter, "--prompt", "Tom has 3 cups.", "--max-new-tokens", "4")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "prompt mode chat (from the model folder's serl.json)")
+
+	// Training from that folder keeps chat; a folder without serl.json gets the official raw prompt.
+	for _, c := range []struct {
+		dir, mode string
+	}{{iter, "chat"}, {tinyModelDir(t), "raw"}} {
+		data := writeProblems(t, 4)
+		r := filepath.Join(t.TempDir(), "run")
+		code, _, errs = runCLI(t, "train", "--device", "cpu", "--model", c.dir, "--mode", "gt", "--data", data, "--iterations", "1",
+			"--instructions-per-iteration", "2", "--rollout-batch", "2", "--samples", "2", "--train-batch", "2",
+			"--max-new-tokens", "4", "--max-prompt-tokens", "200", "--run", r)
+		require.Equal(t, 0, code, errs)
+		b, err := os.ReadFile(filepath.Join(r, "config.json"))
+		require.NoError(t, err)
+		var cfg struct {
+			PromptMode string `json:"prompt_mode"`
+		}
+		require.NoError(t, json.Unmarshal(b, &cfg))
+		require.Equal(t, c.mode, cfg.PromptMode, c.dir)
+		pc, ok, err := evaluate.ReadPromptConfig(filepath.Join(r, "iter1"))
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Equal(t, c.mode, pc.Mode)
+	}
+}
