@@ -1,8 +1,8 @@
 package evaluate
 
 import (
-	"context"
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
