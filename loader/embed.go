@@ -7,19 +7,22 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/serl-go/serl/internal/cachedir"
 )
 
-// extractEmbedded writes an embedded library image once to the user cache directory, under a name made
-// from its SHA-256, through a temporary file and a rename (so concurrent first runs never see a partial
-// file), and verifies the bytes on disk before they are dlopened.
+// extractEmbedded writes an embedded library image once to the user cache directory (or, where that
+// cannot be written, the temporary directory: internal/cachedir), under a name made from its SHA-256,
+// through a temporary file and a rename (so concurrent first runs never see a partial file), and
+// verifies the bytes on disk before they are dlopened.
 func extractEmbedded(name string, image []byte) (string, error) {
+	return cachedir.Use(func(cache string) (string, error) { return extractTo(cache, name, image) })
+}
+
+func extractTo(cache, name string, image []byte) (string, error) {
 	sum := sha256.Sum256(image)
 	digest := hex.EncodeToString(sum[:])
-	base, err := os.UserCacheDir()
-	if err != nil || base == "" {
-		base = os.TempDir()
-	}
-	dir := filepath.Join(base, "serl", digest[:16])
+	dir := filepath.Join(cache, digest[:16])
 	path := filepath.Join(dir, name)
 	if verifyFile(path, sum) == nil {
 		return path, nil

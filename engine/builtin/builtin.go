@@ -5,11 +5,10 @@ package builtin
 
 import (
 	_ "embed"
-	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/serl-go/serl/engine/modelpack"
+	"github.com/serl-go/serl/internal/cachedir"
 )
 
 // Archive is the packed built-in model (Pack of `serl pretrain`'s model folder; README: how to rebuild).
@@ -21,12 +20,9 @@ var Archive []byte
 const Name = "builtin:arith"
 
 // ModelDir returns a folder holding the built-in model, unpacking it on first use into the user cache
-// directory ($XDG_CACHE_HOME/serl, or the temporary directory where there is none) under the archive's
-// SHA-256. The folder's files are checked against the archive on every first call of a process.
+// directory ($XDG_CACHE_HOME/serl, or the temporary directory where that cannot be written:
+// internal/cachedir) under the archive's SHA-256. The folder's files are checked against the archive
+// on every first call of a process.
 var ModelDir = sync.OnceValues(func() (string, error) {
-	base, err := os.UserCacheDir()
-	if err != nil || base == "" {
-		base = os.TempDir()
-	}
-	return modelpack.Extract(Archive, filepath.Join(base, "serl"))
+	return cachedir.Use(func(cache string) (string, error) { return modelpack.Extract(Archive, cache) })
 })
