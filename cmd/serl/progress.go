@@ -6,6 +6,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/serl-go/serl/engine/selfplay"
 )
 
 // heartbeatEvery is how long a phase may go without a line before the reporter says it is still
@@ -157,4 +159,12 @@ func withReporter(ctx context.Context, r *reporter) context.Context {
 func reporterFrom(ctx context.Context) *reporter {
 	r, _ := ctx.Value(reporterKey{}).(*reporter)
 	return r
+}
+
+// stepLine is serl train's line for a training step. The KL to the reference starts near 1e-5, so it
+// is printed with significant digits rather than a fixed number of decimals.
+func stepLine(m selfplay.StepMetrics, total int, elapsed, left time.Duration) string {
+	return fmt.Sprintf("step %d/%d  reward %.3f  share %.3f  kept %d dropped %d  accepted %d/%d  loss %.4f  kl %.3g  lr %.2e  %.0f tok/s  gen %.0fs rew %.1fs train %.0fs  [%s, ~%s left]",
+		m.Step, total, m.RewardMean, m.ShareMean, m.GroupsKept, m.GroupsDropped, m.Accepted, m.Generated,
+		m.Loss, m.KL, m.LR, m.TokensPerSec, m.GenSec, m.RewardSec, m.TrainSec, elapsed.Round(time.Second), left.Round(time.Second))
 }

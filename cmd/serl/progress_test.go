@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/serl-go/serl/engine/selfplay"
 )
 
 // fakeClock is a reporter's clock that moves only when told.
@@ -76,4 +78,12 @@ func TestReporterTerminal(t *testing.T) {
 		"\r\x1b[Kserl: evaluating: 1/2 problems"+
 		"\r\x1b[Kserl: evaluating: 1/2 problems — still working, 30s so far\n"+
 		"done\n", b.String())
+}
+
+// A KL of 1e-5 shows as such, not as 0.0000.
+func TestStepLineKL(t *testing.T) {
+	line := stepLine(selfplay.StepMetrics{Step: 3, KL: 1.234e-5, LR: 5e-5}, 12, 90*time.Second, 4*time.Minute)
+	require.Contains(t, line, "kl 1.23e-05 ")
+	require.True(t, strings.HasPrefix(line, "step 3/12 "), line)
+	require.True(t, strings.HasSuffix(line, "[1m30s, ~4m0s left]"), line)
 }

@@ -60,3 +60,29 @@ func TestModelFolderPromptMode(t *testing.T) {
 		require.Equal(t, c.mode, pc.Mode)
 	}
 }
+
+// accuracy.png draws maj@K only at the iterations where it was measured, never as zeros elsewhere.
+func TestAccuracyChartMajOnlyWhereMeasured(t *testing.T) {
+	dir := t.TempDir()
+	for i, r := range []evaluate.Report{{K: 0, Overall: evaluate.Score{Pass1: 0.3}}, {K: 0, Overall: evaluate.Score{Pass1: 0.5}},
+		{K: 4, Overall: evaluate.Score{Pass1: 0.6, Maj: 0.7}}} {
+		b, err := json.Marshal(r)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "eval_iter"+string(rune('0'+i))+".json"), b, 0o644))
+	}
+	c, ok, err := accuracyChart(dir)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Len(t, c.Series, 2)
+	require.Equal(t, []float64{0, 1, 2}, c.Series[0].X)
+	require.Equal(t, []float64{0.3, 0.5, 0.6}, c.Series[0].Y)
+	require.Equal(t, "maj@4", c.Series[1].Name)
+	require.Equal(t, []float64{2}, c.Series[1].X)
+	require.Equal(t, []float64{0.7}, c.Series[1].Y)
+	require.NoError(t, c.WritePNG(filepath.Join(dir, "accuracy.png")))
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "eval_iter2.json"), []byte(`{"k":0}`), 0o644))
+	c, _, err = accuracyChart(dir)
+	require.NoError(t, err)
+	require.Len(t, c.Series, 1, "greedy only: no maj@K line")
+}

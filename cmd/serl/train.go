@@ -186,6 +186,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	var alg, mode, promptMode string
 	registerTrainFlags(fs, &tf, &cfg, &alg, &mode, &promptMode)
+	fs.Usage = trainUsage(fs, useBuiltin)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -198,14 +199,15 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return usagef("--algorithm: %v", err)
 	}
 	cfg.Algorithm = a
+	var promptSource string
 	if !useBuiltin && tf.Resume == "" && tf.Model != "" && !explicit(fs)["prompt-mode"] {
 		// A model folder says how it was trained to be prompted (serl.json); the official raw prompt
 		// otherwise.
-		pc, _, err := modelPrompt(tf.Model, false)
+		pc, source, err := modelPrompt(tf.Model, false)
 		if err != nil {
 			return err
 		}
-		cfg.PromptMode, cfg.SystemPrompt = selfplay.PromptMode(pc.Mode), pc.System
+		cfg.PromptMode, cfg.SystemPrompt, promptSource = selfplay.PromptMode(pc.Mode), pc.System, source
 	}
 	if tf.Resume != "" {
 		if err := checkResumeFlags(fs, stderr); err != nil {
@@ -224,6 +226,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		if tf.Eval == "" {
 			tf.Eval = builtinEvalName
 		}
+	}
+	if tf.Resume == "" {
+		writeSettings(stderr, fs, cfg, tf, useBuiltin, promptSource)
 	}
 
 	d, stop, err := df.open(stderr)
@@ -285,6 +290,13 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	total := cfg.Iterations * cfg.StepsPerIteration()
+	if n, err := evalResponses(tf, cfg, r.State().Evaluated); err != nil {
+		return err
+	} else if est, err := estimateRun(d, in.Policy.Config, cfg, total-r.State().Steps, n, evalMaxNew(tf, cfg)); err != nil {
+		return err
+	} else {
+		est.write(stderr)
+	}
 	start := time.Now()
 	first := r.State().Steps
 	// Progress in every phase: the evaluations report through the reporter carried by ctx, self-play
@@ -303,9 +315,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	err = r.Run(ctx, func(m selfplay.StepMetrics) {
 		el := time.Since(start)
 		eta := time.Duration(float64(el) / float64(m.Step-first) * float64(total-m.Step))
-		pr.Line("step %d/%d  reward %.3f  share %.3f  kept %d dropped %d  accepted %d/%d  loss %.4f  kl %.3g  lr %.2e  %.0f tok/s  gen %.0fs rew %.1fs train %.0fs  [%s, ~%s left]",
-			m.Step, total, m.RewardMean, m.ShareMean, m.GroupsKept, m.GroupsDropped, m.Accepted, m.Generated,
-			m.Loss, m.KL, m.LR, m.TokensPerSec, m.GenSec, m.RewardSec, m.TrainSec, el.Round(time.Second), eta.Round(time.Second))
+		pr.Line("%s", stepLine(m, total, el, eta))
 		if m.Step < total {
 			selfPlay(m.Step)
 		}
@@ -431,10 +441,7 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 		if cfg.PromptMode == selfplay.PromptChat {
 			prompt = evaluate.ChatPrompt(in.Tokenizer, in.Chat, in.ChatOpts, cfg.SystemPrompt)
 		}
-		maxNew := tf.EvalMaxNew
-		if maxNew == 0 {
-			maxNew = cfg.MaxNewTokens
-		}
+		maxNew := evalMaxNew(tf, cfg)
 		tok := in.Tokenizer
 		in.Evaluate = func(ctx context.Context, m *model.Model, it int) (any, error) {
 			k := tf.EvalK
@@ -461,6 +468,14 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 		}
 	}
 	return in, nil
+}
+
+// evalMaxNew is the token budget of an evaluation response.
+func evalMaxNew(tf trainFlags, cfg selfplay.Config) int {
+	if tf.EvalMaxNew > 0 {
+		return tf.EvalMaxNew
+	}
+	return cfg.MaxNewTokens
 }
 
 // writeTimeSummary prints where the run's time went (generation, rewarding, training) and its memory
@@ -549,19 +564,10 @@ func writeRunCharts(dir string) error {
 		"kl.png":     {Title: "KL to the reference (k1 per token)", XLabel: "training step", Series: []chart.Series{{Name: "KL", X: step, Y: kl}}},
 		"loss.png":   {Title: "policy loss", XLabel: "training step", Series: []chart.Series{{Name: "loss", X: step, Y: loss}, {Name: "clip fraction", X: step, Y: clip}}},
 	}
-	var it, p1, maj []float64
-	for k := 0; ; k++ {
-		rep, err := readIterEval(dir, k)
-		if errors.Is(err, os.ErrNotExist) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		it, p1, maj = append(it, float64(k)), append(p1, rep.Overall.Pass1), append(maj, rep.Overall.Maj)
-	}
-	if len(it) > 0 {
-		charts["accuracy.png"] = chart.Chart{Title: "held-out accuracy", XLabel: "iteration", Series: []chart.Series{{Name: "pass@1", X: it, Y: p1}, {Name: "maj@k", X: it, Y: maj}}}
+	if acc, ok, err := accuracyChart(dir); err != nil {
+		return err
+	} else if ok {
+		charts["accuracy.png"] = acc
 	}
 	for name, c := range charts {
 		if err := c.WritePNG(filepath.Join(dir, name)); err != nil {
@@ -569,4 +575,32 @@ func writeRunCharts(dir string) error {
 		}
 	}
 	return nil
+}
+
+// accuracyChart plots pass@1 at every evaluated iteration and maj@K only where it was measured (K > 0),
+// so iterations evaluated greedily do not show as a maj@K of zero.
+func accuracyChart(dir string) (chart.Chart, bool, error) {
+	var it, p1, majIt, maj []float64
+	k := 0
+	for i := 0; ; i++ {
+		rep, err := readIterEval(dir, i)
+		if errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if err != nil {
+			return chart.Chart{}, false, err
+		}
+		it, p1 = append(it, float64(i)), append(p1, rep.Overall.Pass1)
+		if rep.K > 0 {
+			majIt, maj, k = append(majIt, float64(i)), append(maj, rep.Overall.Maj), rep.K
+		}
+	}
+	if len(it) == 0 {
+		return chart.Chart{}, false, nil
+	}
+	c := chart.Chart{Title: "held-out accuracy", XLabel: "iteration", Series: []chart.Series{{Name: "pass@1", X: it, Y: p1}}}
+	if len(maj) > 0 {
+		c.Series = append(c.Series, chart.Series{Name: fmt.Sprintf("maj@%d", k), X: majIt, Y: maj})
+	}
+	return c, true, nil
 }
