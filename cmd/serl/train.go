@@ -318,6 +318,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		pr.Line("%s", stepLine(m, total, el, eta))
 		if m.Step < total {
 			selfPlay(m.Step)
+		} else {
+			pr.Phase("last step done: final evaluation and saving the model")
 		}
 	})
 	pr.Idle()
