@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/serl-go/serl/engine/builtin"
@@ -33,8 +34,8 @@ func modelOrBuiltin(dir string, stderr io.Writer) (string, bool, error) {
 }
 
 // modelPrompt is how the model in dir expects its prompts, and where that comes from: the folder's
-// serl.json (written with every model serl saves), else the built-in model's chat format, else the
-// official raw prompt. Commands let --prompt-mode and --system override it.
+// serl.json (written with every model serl saves), else the config.json of the serl run it was saved
+// in, else the built-in model's chat format, else the official raw prompt. Commands let --prompt-mode and --system override it.
 func modelPrompt(dir string, isBuiltin bool) (evaluate.PromptConfig, string, error) {
 	pc, ok, err := evaluate.ReadPromptConfig(dir)
 	switch {
@@ -45,11 +46,38 @@ func modelPrompt(dir string, isBuiltin bool) (evaluate.PromptConfig, string, err
 			pc.System = evaluate.SystemPrompt
 		}
 		return pc, "the model folder's " + evaluate.PromptFile, nil
-	case isBuiltin:
+	}
+	if pc, ok := runPrompt(dir); ok {
+		return pc, "the run's config.json", nil
+	}
+	if isBuiltin {
 		c := builtin.SelfPlayConfig()
 		return evaluate.PromptConfig{Mode: string(c.PromptMode), System: c.SystemPrompt}, "the built-in model", nil
 	}
 	return evaluate.PromptConfig{Mode: evaluate.ModeRaw, System: evaluate.SystemPrompt}, "the official default", nil
+}
+
+// runPrompt is the prompt format of the serl run whose directory holds dir (an iter<k> folder saved
+// before model folders carried serl.json): the run's config.json, recognised by its SeRL settings.
+func runPrompt(dir string) (evaluate.PromptConfig, bool) {
+	var pc evaluate.PromptConfig
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(filepath.Clean(dir)), "config.json"))
+	if err != nil {
+		return pc, false
+	}
+	var c struct {
+		PromptMode   string `json:"prompt_mode"`
+		SystemPrompt string `json:"system_prompt"`
+		Instructions *int   `json:"instructions_per_iteration"`
+	}
+	if json.Unmarshal(b, &c) != nil || c.Instructions == nil || (c.PromptMode != evaluate.ModeRaw && c.PromptMode != evaluate.ModeChat) {
+		return pc, false
+	}
+	pc = evaluate.PromptConfig{Mode: c.PromptMode, System: c.SystemPrompt}
+	if pc.System == "" {
+		pc.System = evaluate.SystemPrompt
+	}
+	return pc, true
 }
 
 // explicit reports which flags the command line set.

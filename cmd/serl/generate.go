@@ -220,10 +220,12 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		// Stream the text as it is drawn, holding back incomplete UTF-8.
 		sd := tok.NewStreamDecoder(true)
 		onToken = func(_, _ int, id int32) {
-			if s, err := sd.Push(id); err == nil {
-				w.WriteString(s)
-				w.Flush()
+			s, err := sd.Push(id)
+			if err != nil {
+				s = fmt.Sprintf("[id %d: not a token]", id) // as in the sample's text (engine/generate)
 			}
+			w.WriteString(s)
+			w.Flush()
 		}
 	}
 	var detok generate.Detokenizer

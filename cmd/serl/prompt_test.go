@@ -37,6 +37,22 @@ func TestModelFolderPromptMode(t *testing.T) {
 	require.Equal(t, 0, code, errs)
 	require.Contains(t, errs, "prompt mode chat (from the model folder's serl.json)")
 
+	// A folder saved in a run before serl.json existed: the run's config.json says it.
+	old := filepath.Join(t.TempDir(), "run")
+	require.NoError(t, os.MkdirAll(filepath.Join(old, "iter1"), 0o755))
+	for _, f := range []string{"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} {
+		b, err := os.ReadFile(filepath.Join(iter, f))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(old, "iter1", f), b, 0o644))
+	}
+	b, err := os.ReadFile(filepath.Join(run, "config.json"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(old, "config.json"), b, 0o644))
+	evalArgs[4] = filepath.Join(old, "iter1")
+	code, _, errs = runCLI(t, evalArgs...)
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "prompt mode chat (from the run's config.json)")
+
 	// Training from that folder keeps chat; a folder without serl.json gets the official raw prompt.
 	for _, c := range []struct {
 		dir, mode string

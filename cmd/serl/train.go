@@ -552,6 +552,9 @@ func writeEvalSummary(w io.Writer, run string, iterations int) error {
 // writeRunCharts draws reward.png, kl.png, loss.png and accuracy.png from a run's metrics and evals.
 func writeRunCharts(dir string) error {
 	ms, err := selfplay.ReadMetrics(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // interrupted before its first step: nothing to draw
+	}
 	if err != nil {
 		return err
 	}
