@@ -13,7 +13,7 @@ import (
 // answers badly) without being told again. serl writes it with every model it saves.
 const PromptFile = "serl.json"
 
-// Prompt modes (Part A #1).
+// Prompt modes (docs/SERL.md D1).
 const (
 	ModeRaw  = "raw"  // the problem text and a newline, as the official evaluation
 	ModeChat = "chat" // the chat template with a system prompt asking for \boxed{}
