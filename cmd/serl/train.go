@@ -217,7 +217,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if useBuiltin {
-		if tf.Model, _, err = modelOrBuiltin("", stderr); err != nil {
+		if tf.Model, _, err = modelOrBuiltin(modelArg, stderr); err != nil {
 			return err
 		}
 		if tf.Seeds == "" && cfg.Mode == selfplay.ModeSeRL {
