@@ -304,6 +304,19 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	pr := newReporter(stderr, isTerminal(stderr))
 	defer pr.Start()()
 	ctx = withReporter(ctx, pr)
+	// An interrupt stops the run at its next safe point (a decoding step of an evaluation, a micro-batch
+	// of training, the end of a rollout), keeping the last completed step's checkpoint: say so at once,
+	// since a rollout can take minutes, and hand the signals back so that a second Ctrl-C kills.
+	running := make(chan struct{})
+	defer close(running)
+	go func() {
+		select {
+		case <-ctx.Done():
+			cancel()
+			pr.Line("serl: interrupted: stopping at the next safe point; the last completed step stays saved (Ctrl-C again stops at once)")
+		case <-running:
+		}
+	}()
 	selfPlay := func(step int) {
 		what := "rollouts and training"
 		if cfg.Mode == selfplay.ModeSeRL {
