@@ -290,11 +290,15 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	total := cfg.Iterations * cfg.StepsPerIteration()
-	if n, err := evalResponses(tf, cfg, r.State().Evaluated); err != nil {
-		return err
-	} else if est, err := estimateRun(d, in.Policy.Config, cfg, total-r.State().Steps, n, evalMaxNew(tf, cfg)); err != nil {
-		return err
-	} else {
+	if r.State().Steps < total {
+		n, err := evalResponses(tf, cfg, r.State().Evaluated)
+		if err != nil {
+			return err
+		}
+		est, err := estimateRun(d, in.Policy.Config, cfg, total-r.State().Steps, n, evalMaxNew(tf, cfg))
+		if err != nil {
+			return err
+		}
 		est.write(stderr)
 	}
 	start := time.Now()
@@ -324,7 +328,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		}
 		pr.Phase("self-play: %s towards step %d/%d", what, step+1, total)
 	}
-	selfPlay(first)
+	if first < total {
+		selfPlay(first)
+	}
 	err = r.Run(ctx, func(m selfplay.StepMetrics) {
 		el := time.Since(start)
 		eta := time.Duration(float64(el) / float64(m.Step-first) * float64(total-m.Step))
