@@ -25,15 +25,19 @@ build_cpu() {
 	go run ./tools/genlayout csrc/serl.h build/layout.c
 	local cflags=(-std=gnu11 -O3 -fPIC -fvisibility=hidden -fno-math-errno -Wall -Wextra -Wno-unused-parameter
 		-pthread -Icsrc -Icsrc/cpu)
-	# One build runs on any x86-64 with AVX2; *_avx512.c files hold AVX-512 paths chosen at run time.
+	# One build runs on any x86-64 with AVX2; *_avx512.c files hold AVX-512 paths and *_avx512bf16.c files
+	# AVX-512 BF16 ones (vdpbf16ps), each chosen at run time from what the CPU has.
 	local base=(-mavx2 -mfma -mf16c)
 	local avx512=(-mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512dq -mavx512vl)
+	local avx512bf16=("${avx512[@]}" -mavx512bf16)
 	local objs=() pids=() src obj
 	for src in csrc/cpu/*.c build/layout.c; do
 		obj=build/obj/$(basename "${src%.c}").o
 		mkdir -p build/obj
 		objs+=("$obj")
-		if [[ $src == *_avx512.c ]]; then
+		if [[ $src == *_avx512bf16.c ]]; then
+			gcc "${cflags[@]}" "${avx512bf16[@]}" -c "$src" -o "$obj" &
+		elif [[ $src == *_avx512.c ]]; then
 			gcc "${cflags[@]}" "${avx512[@]}" -c "$src" -o "$obj" &
 		else
 			gcc "${cflags[@]}" "${base[@]}" -c "$src" -o "$obj" &
@@ -82,8 +86,11 @@ test)
 	go test -p 1 -count=1 -timeout 60m ./...
 	# Again on a CPU device Go cannot read directly, as it cannot read a GPU's: every upload/download branch.
 	SERL_CPU_HOST_VISIBLE=0 go test -p 1 -count=1 -timeout 60m ./...
-	# The AVX2 code paths, on machines whose CPU would otherwise take the AVX-512 ones.
-	SERL_SIMD=avx2 go test -p 1 -count=1 -run 'Conformance' ./kernels/
+	# The conformance suite on every other SIMD path the CPU has (SERL_SIMD caps the path, so on a CPU
+	# without AVX-512 BF16 or AVX-512 a run repeats the best path it has).
+	for simd in avx512 avx2; do
+		SERL_SIMD=$simd go test -p 1 -count=1 -run 'Conformance' ./kernels/
+	done
 	;;
 bench)
 	go test -p 1 -run '^$' -bench "${BENCH:-.}" -benchtime "${BENCHTIME:-1s}" ${PKGS:-./...}

@@ -12,6 +12,13 @@
  *    pointers from serl_alloc. The library never keeps a pointer after returning, never prints, never
  *    exits, never installs a signal handler.
  *  - Gradient outputs ACCUMULATE (+=) unless the op says otherwise, as in llm.c: the caller zeroes them.
+ *  - Dtypes: a tensor that may be bf16 has an int32 `<name>_dtype` field beside it (SERL_DTYPE_F32 = 0,
+ *    so a zeroed field means float32 and float32 callers need set nothing). Compute and accumulation are
+ *    float32 (or wider) whatever the storage; a bf16 result is rounded to nearest even once, when stored.
+ *    Weights' gradients, norm statistics (rstd), log-sum-exp and everything of the optimizer stay F32.
+ *    An unsupported dtype or combination is SERL_E_UNSUPPORTED.
+ *  - Constants are generated for Go from this file (tools/genlayout -consts): dtypes, statuses, copy
+ *    kinds, group modes and SIMD levels keep one numbering on both sides.
  *  - On failure an op returns a negative status and serl_last_error(ctx) says why.
  */
 #ifndef SERL_H
@@ -23,7 +30,7 @@
 extern "C" {
 #endif
 
-#define SERL_ABI_VERSION 1
+#define SERL_ABI_VERSION 2
 
 #if defined(_WIN32)
 #define SERL_API __declspec(dllexport)
@@ -40,10 +47,16 @@ extern "C" {
 #define SERL_E_UNSUPPORTED (-5)
 
 /* dtypes (values are part of the ABI) */
-#define SERL_F32 0
-#define SERL_I32 1
-#define SERL_BF16 2
-#define SERL_F16 3
+#define SERL_DTYPE_F32 0
+#define SERL_DTYPE_I32 1
+#define SERL_DTYPE_U64 2
+#define SERL_DTYPE_BF16 3
+#define SERL_DTYPE_F16 4
+
+/* CPU vector ISA in use (serl_device_info_args.simd) */
+#define SERL_SIMD_AVX2 2
+#define SERL_SIMD_AVX512 3
+#define SERL_SIMD_AVX512BF16 4
 
 /* ---------------------------------------------------------------- context, memory, introspection */
 
@@ -52,11 +65,13 @@ SERL_API int32_t serl_abi_version(void);
 /* Backend name, "cpu" or "cuda". */
 SERL_API const char *serl_backend(void);
 
-/* Creates a context; threads <= 0 means SERL_THREADS or the number of CPUs. Returns NULL on failure. */
+/* Creates a context; threads <= 0 means SERL_THREADS or the number of CPUs. Returns NULL on failure,
+ * among them a CPU without AVX2 and FMA (the CPU library has no scalar path) or an unknown SERL_SIMD. */
 SERL_API void *serl_context_create(int32_t threads);
 SERL_API void serl_context_destroy(void *ctx);
 
-/* The message of the last failed call on ctx (empty string if none). Valid until the next call. */
+/* The message of the last failed call on ctx (empty string if none). Valid until the next call.
+ * serl_last_error(NULL) says why the last serl_context_create returned NULL. */
 SERL_API const char *serl_last_error(void *ctx);
 
 typedef struct {
@@ -64,7 +79,7 @@ typedef struct {
     int32_t threads;        /* out: worker threads (CPU) */
     int64_t total_memory;   /* out: bytes of device memory (CPU: physical RAM) */
     int64_t free_memory;    /* out: bytes available now */
-    int32_t simd;           /* out: CPU vector ISA in use: 0 scalar, 2 AVX2, 3 AVX-512 */
+    int32_t simd;           /* out: CPU vector ISA in use: SERL_SIMD_* (0 on GPUs) */
     int32_t reserved;
     char name[128];         /* out: device name, NUL-terminated */
 } serl_device_info_args;
@@ -111,7 +126,9 @@ SERL_API const serl_field *serl_layout(int32_t *count);
 /* C[b] = alpha · op(A[b]) · op(B[b]) + beta · C[b], b = 0..batch-1, row-major.
  * op(A) is m×k, op(B) is k×n, C is m×n. trans_a: A is stored k×m. trans_b: B is stored n×k.
  * lda/ldb/ldc are row strides (elements); stride_* are batch strides (elements; 0 broadcasts).
- * beta == 0 means C is not read (it may hold NaN). */
+ * beta == 0 means C is not read (it may hold NaN).
+ * A, B and C are each F32 or BF16, in any combination; products and sums are float32 (a bf16 × bf16
+ * product is exact in float32), so a weight gradient accumulates into an F32 C with beta = 1. */
 typedef struct {
     uint32_t size;
     int32_t trans_a, trans_b;
@@ -119,59 +136,66 @@ typedef struct {
     int32_t lda, ldb, ldc;
     int32_t batch;
     float alpha, beta;
+    int32_t a_dtype, b_dtype, c_dtype;
+    int32_t reserved;
     int64_t stride_a, stride_b, stride_c;
-    const float *a;
-    const float *b;
-    float *c;
+    const void *a;
+    const void *b;
+    void *c;
 } serl_matmul_args;
 SERL_API int32_t serl_matmul(void *ctx, const serl_matmul_args *a);
 
 /* ---------------------------------------------------------------- embedding */
 
-/* out[t,:] = table[ids[t],:]; ids outside [0,vocab) → SERL_E_ARG. */
+/* out[t,:] = table[ids[t],:]; ids outside [0,vocab) → SERL_E_ARG. table and out: F32 or BF16. */
 typedef struct {
     uint32_t size;
     int32_t n_tokens, dim, vocab;
+    int32_t table_dtype, out_dtype;
     const int32_t *ids;     /* [n_tokens] */
-    const float *table;     /* [vocab, dim] */
-    float *out;             /* [n_tokens, dim] */
+    const void *table;      /* [vocab, dim] */
+    void *out;              /* [n_tokens, dim] */
 } serl_embedding_fwd_args;
 SERL_API int32_t serl_embedding_fwd(void *ctx, const serl_embedding_fwd_args *a);
 
-/* dtable[ids[t],:] += dout[t,:] (scatter-add; repeated ids accumulate). */
+/* dtable[ids[t],:] += dout[t,:] (scatter-add; repeated ids accumulate). dout F32 or BF16; dtable F32. */
 typedef struct {
     uint32_t size;
     int32_t n_tokens, dim, vocab;
+    int32_t dout_dtype;
+    int32_t reserved;
     const int32_t *ids;
-    const float *dout;      /* [n_tokens, dim] */
+    const void *dout;       /* [n_tokens, dim] */
     float *dtable;          /* [vocab, dim] */
 } serl_embedding_bwd_args;
 SERL_API int32_t serl_embedding_bwd(void *ctx, const serl_embedding_bwd_args *a);
 
 /* ---------------------------------------------------------------- RMSNorm */
 
-/* y[i,:] = x[i,:] · rstd[i] · w, rstd[i] = 1/sqrt(mean(x[i,:]²) + eps). rstd may be NULL (inference). */
+/* y[i,:] = x[i,:] · rstd[i] · w, rstd[i] = 1/sqrt(mean(x[i,:]²) + eps). rstd may be NULL (inference).
+ * x and y: F32 or BF16; w and rstd: F32. */
 typedef struct {
     uint32_t size;
     int32_t n, dim;
     float eps;
-    int32_t reserved;
-    const float *x;     /* [n, dim] */
+    int32_t x_dtype, y_dtype;
+    const void *x;      /* [n, dim] */
     const float *w;     /* [dim] */
-    float *y;           /* [n, dim]; may alias x */
+    void *y;            /* [n, dim]; may alias x (same dtype) */
     float *rstd;        /* [n] or NULL */
 } serl_rmsnorm_fwd_args;
 SERL_API int32_t serl_rmsnorm_fwd(void *ctx, const serl_rmsnorm_fwd_args *a);
 
-/* dx += ∂L/∂x, dw += ∂L/∂w, from dy and the saved rstd. */
+/* dx += ∂L/∂x, dw += ∂L/∂w, from dy and the saved rstd. x, dy and dx: F32 or BF16; w, rstd, dw: F32. */
 typedef struct {
     uint32_t size;
     int32_t n, dim;
-    const float *x;
+    int32_t x_dtype, dy_dtype, dx_dtype;
+    const void *x;
     const float *w;
     const float *rstd;
-    const float *dy;
-    float *dx;
+    const void *dy;
+    void *dx;
     float *dw;
 } serl_rmsnorm_bwd_args;
 SERL_API int32_t serl_rmsnorm_bwd(void *ctx, const serl_rmsnorm_bwd_args *a);
@@ -182,16 +206,19 @@ SERL_API int32_t serl_rmsnorm_bwd(void *ctx, const serl_rmsnorm_bwd_args *a);
  *   y[i]      = x[i]·cos − x[i+half]·sin
  *   y[i+half] = x[i+half]·cos + x[i]·sin
  * dims ≥ rot_dim pass through. x/y are [n_tokens, n_heads, head_dim]; y may alias x.
- * Backward (bwd = 1): y = Rᵀ·x, i.e. the same with −sin; used as dx (+)= rope_bwd(dy) by accumulate = 1. */
+ * Backward (bwd = 1): y = Rᵀ·x, i.e. the same with −sin; used as dx (+)= rope_bwd(dy) by accumulate = 1.
+ * x and y: F32 or BF16 (in place: the same dtype). */
 typedef struct {
     uint32_t size;
     int32_t n_tokens, n_heads, head_dim, rot_dim;
     int32_t bwd;            /* 0 forward rotation, 1 transpose (gradient) */
     int32_t accumulate;     /* 1: y += result (y must not alias x) */
+    int32_t x_dtype, y_dtype;
+    int32_t reserved;
     const int32_t *pos;     /* [n_tokens] */
     const float *inv_freq;  /* [rot_dim/2] */
-    const float *x;
-    float *y;
+    const void *x;
+    void *y;
 } serl_rope_args;
 SERL_API int32_t serl_rope(void *ctx, const serl_rope_args *a);
 
@@ -200,94 +227,103 @@ SERL_API int32_t serl_rope(void *ctx, const serl_rope_args *a);
 /* Sequences s = 0..n_seqs-1 occupy tokens [cu_seqlens[s], cu_seqlens[s+1]) of the packed batch.
  * q: [T, n_heads, head_dim], k/v: [T, n_kv_heads, head_dim], out: [T, n_heads, head_dim],
  * lse: [T, n_heads] logsumexp of the scaled scores (saved for backward; may be NULL in inference).
- * Head h uses kv head h / (n_heads / n_kv_heads). scale is usually 1/sqrt(head_dim). */
+ * Head h uses kv head h / (n_heads / n_kv_heads). scale is usually 1/sqrt(head_dim).
+ * q, k, v and out: F32 or BF16 each; lse F32. */
 typedef struct {
     uint32_t size;
     int32_t n_tokens, n_seqs, n_heads, n_kv_heads, head_dim;
     float scale;
+    int32_t q_dtype, k_dtype, v_dtype, out_dtype;
     int32_t reserved;
     const int32_t *cu_seqlens;  /* [n_seqs+1], cu_seqlens[0] = 0, cu_seqlens[n_seqs] = n_tokens */
-    const float *q;
-    const float *k;
-    const float *v;
-    float *out;
+    const void *q;
+    const void *k;
+    const void *v;
+    void *out;
     float *lse;
 } serl_attention_fwd_args;
 SERL_API int32_t serl_attention_fwd(void *ctx, const serl_attention_fwd_args *a);
 
-/* dq, dk, dv += gradients, from dout, the forward's out and lse. */
+/* dq, dk, dv += gradients, from dout, the forward's out and lse. Every tensor but lse (F32): F32 or BF16. */
 typedef struct {
     uint32_t size;
     int32_t n_tokens, n_seqs, n_heads, n_kv_heads, head_dim;
     float scale;
+    int32_t q_dtype, k_dtype, v_dtype, out_dtype, dout_dtype, dq_dtype, dk_dtype, dv_dtype;
     int32_t reserved;
     const int32_t *cu_seqlens;
-    const float *q;
-    const float *k;
-    const float *v;
-    const float *out;
+    const void *q;
+    const void *k;
+    const void *v;
+    const void *out;
     const float *lse;
-    const float *dout;
-    float *dq;
-    float *dk;
-    float *dv;
+    const void *dout;
+    void *dq;
+    void *dk;
+    void *dv;
 } serl_attention_bwd_args;
 SERL_API int32_t serl_attention_bwd(void *ctx, const serl_attention_bwd_args *a);
 
 /* ---------------------------------------------------------------- paged KV cache */
 
 /* A layer's cache is [n_blocks, block_size, n_kv_heads, head_dim] for keys and the same for values.
- * Token t is written at slot slots[t] = block · block_size + offset. slots[t] < 0 skips the token. */
+ * Token t is written at slot slots[t] = block · block_size + offset. slots[t] < 0 skips the token.
+ * k and v (kv_dtype) and the cache blocks (cache_dtype): F32 or BF16. */
 typedef struct {
     uint32_t size;
     int32_t n_tokens, n_kv_heads, head_dim, block_size, n_blocks;
-    int32_t reserved;
+    int32_t kv_dtype, cache_dtype;
     const int32_t *slots;   /* [n_tokens] */
-    const float *k;         /* [n_tokens, n_kv_heads, head_dim] */
-    const float *v;
-    float *k_cache;
-    float *v_cache;
+    const void *k;          /* [n_tokens, n_kv_heads, head_dim] */
+    const void *v;
+    void *k_cache;
+    void *v_cache;
 } serl_kv_append_args;
 SERL_API int32_t serl_kv_append(void *ctx, const serl_kv_append_args *a);
 
 /* One query token per sequence against its cached keys/values (the new token's own K/V must already be
- * appended). Sequence s has seq_lens[s] cached tokens, held in blocks block_table[s·max_blocks + j]. */
+ * appended). Sequence s has seq_lens[s] cached tokens, held in blocks block_table[s·max_blocks + j].
+ * q, the cache and out: F32 or BF16 each. */
 typedef struct {
     uint32_t size;
     int32_t n_seqs, n_heads, n_kv_heads, head_dim, block_size, n_blocks, max_blocks;
     float scale;
+    int32_t q_dtype, cache_dtype, out_dtype;
     const int32_t *block_table; /* [n_seqs, max_blocks] */
     const int32_t *seq_lens;    /* [n_seqs] */
-    const float *q;             /* [n_seqs, n_heads, head_dim] */
-    const float *k_cache;
-    const float *v_cache;
-    float *out;                 /* [n_seqs, n_heads, head_dim] */
+    const void *q;              /* [n_seqs, n_heads, head_dim] */
+    const void *k_cache;
+    const void *v_cache;
+    void *out;                  /* [n_seqs, n_heads, head_dim] */
 } serl_decode_attention_args;
 SERL_API int32_t serl_decode_attention(void *ctx, const serl_decode_attention_args *a);
 
 /* ---------------------------------------------------------------- elementwise */
 
+/* The elementwise ops below take F32 or BF16 for every tensor, each with its own dtype field, except
+ * the bias gradient, which is F32. In-place aliasing needs the same dtype. */
+
 /* out = silu(gate) · up, all [n]. */
 typedef struct {
     uint32_t size;
-    int32_t reserved;
+    int32_t gate_dtype, up_dtype, out_dtype;
     int64_t n;
-    const float *gate;
-    const float *up;
-    float *out;
+    const void *gate;
+    const void *up;
+    void *out;
 } serl_swiglu_fwd_args;
 SERL_API int32_t serl_swiglu_fwd(void *ctx, const serl_swiglu_fwd_args *a);
 
 /* dgate += dout · up · silu'(gate), dup += dout · silu(gate). */
 typedef struct {
     uint32_t size;
-    int32_t reserved;
+    int32_t gate_dtype, up_dtype, dout_dtype, dgate_dtype, dup_dtype;
     int64_t n;
-    const float *gate;
-    const float *up;
-    const float *dout;
-    float *dgate;
-    float *dup;
+    const void *gate;
+    const void *up;
+    const void *dout;
+    void *dgate;
+    void *dup;
 } serl_swiglu_bwd_args;
 SERL_API int32_t serl_swiglu_bwd(void *ctx, const serl_swiglu_bwd_args *a);
 
@@ -295,18 +331,19 @@ SERL_API int32_t serl_swiglu_bwd(void *ctx, const serl_swiglu_bwd_args *a);
 typedef struct {
     uint32_t size;
     int32_t n, dim;
+    int32_t bias_dtype, y_dtype;
     int32_t reserved;
-    const float *bias;
-    float *y;
+    const void *bias;
+    void *y;
 } serl_bias_add_args;
 SERL_API int32_t serl_bias_add(void *ctx, const serl_bias_add_args *a);
 
-/* dbias += Σ_i dy[i,:]. */
+/* dbias += Σ_i dy[i,:] (dbias F32). */
 typedef struct {
     uint32_t size;
     int32_t n, dim;
-    int32_t reserved;
-    const float *dy;
+    int32_t dy_dtype;
+    const void *dy;
     float *dbias;
 } serl_bias_bwd_args;
 SERL_API int32_t serl_bias_bwd(void *ctx, const serl_bias_bwd_args *a);
@@ -315,10 +352,12 @@ SERL_API int32_t serl_bias_bwd(void *ctx, const serl_bias_bwd_args *a);
 typedef struct {
     uint32_t size;
     float alpha;
+    int32_t x_dtype, y_dtype, out_dtype;
+    int32_t reserved;
     int64_t n;
-    const float *x;
-    const float *y;
-    float *out;
+    const void *x;
+    const void *y;
+    void *out;
 } serl_add_args;
 SERL_API int32_t serl_add(void *ctx, const serl_add_args *a);
 
@@ -326,11 +365,24 @@ SERL_API int32_t serl_add(void *ctx, const serl_add_args *a);
 typedef struct {
     uint32_t size;
     float alpha;
+    int32_t x_dtype, out_dtype;
     int64_t n;
-    const float *x;
-    float *out;
+    const void *x;
+    void *out;
 } serl_scale_args;
 SERL_API int32_t serl_scale(void *ctx, const serl_scale_args *a);
+
+/* dst = src converted between F32 and BF16 (or copied when the dtypes are equal), n elements. F32 → BF16
+ * rounds to nearest even; a NaN stays a quiet NaN with its sign. dst must not partly overlap src. */
+typedef struct {
+    uint32_t size;
+    int32_t src_dtype, dst_dtype;
+    int32_t reserved;
+    int64_t n;
+    const void *src;
+    void *dst;
+} serl_cast_args;
+SERL_API int32_t serl_cast(void *ctx, const serl_cast_args *a);
 
 /* ---------------------------------------------------------------- log-probabilities */
 
@@ -339,13 +391,15 @@ SERL_API int32_t serl_scale(void *ctx, const serl_scale_args *a);
  *   entropy[t] = −Σ p log p           (entropy may be NULL)
  *   lse[t]     = logsumexp(z)          (saved for backward; may be NULL)
  * Stable for logits of any magnitude. targets outside [0,vocab) → SERL_E_ARG; targets[t] < 0 with
- * ignore_negative = 1 gives logp 0. */
+ * ignore_negative = 1 gives logp 0. logits: F32 or BF16; the outputs F32. */
 typedef struct {
     uint32_t size;
     int32_t n, vocab, ld;
     float inv_temp;
     int32_t ignore_negative;
-    const float *logits;
+    int32_t logits_dtype;
+    int32_t reserved;
+    const void *logits;
     const int32_t *targets;
     float *logp;
     float *entropy;
@@ -354,17 +408,19 @@ typedef struct {
 SERL_API int32_t serl_logprob_fwd(void *ctx, const serl_logprob_fwd_args *a);
 
 /* dlogits[t,:] = coef[t] · inv_temp · (onehot(targets[t]) − softmax(z)), the gradient of
- * Σ_t coef[t]·logp[t]. OVERWRITES dlogits, which may alias logits (no second vocab-sized buffer). */
+ * Σ_t coef[t]·logp[t]. OVERWRITES dlogits, which may alias logits (no second vocab-sized buffer; the
+ * same dtype then). logits and dlogits: F32 or BF16 each. */
 typedef struct {
     uint32_t size;
     int32_t n, vocab, ld;
     float inv_temp;
     int32_t ignore_negative;
-    const float *logits;
+    int32_t logits_dtype, dlogits_dtype;
+    const void *logits;
     const int32_t *targets;
     const float *lse;       /* from the forward */
     const float *coef;      /* [n] */
-    float *dlogits;
+    void *dlogits;
 } serl_logprob_bwd_args;
 SERL_API int32_t serl_logprob_bwd(void *ctx, const serl_logprob_bwd_args *a);
 
@@ -378,12 +434,14 @@ SERL_API int32_t serl_logprob_bwd(void *ctx, const serl_logprob_bwd_args *a);
  *      probability reaches top_p[r] (≥1: all); sample with a uniform from the counter-based generator
  *      keyed by (seeds[r], seq_ids[r], steps[r]) — independent of batch composition.
  * tokens[r] = the token; logp[r] = its log-probability under the temperature-scaled, penalised
- * distribution before top-k/top-p truncation (NULL: not written). */
+ * distribution before top-k/top-p truncation (NULL: not written). logits: F32 or BF16. */
 typedef struct {
     uint32_t size;
     int32_t n, vocab, ld;
     int32_t ld_hist, n_ban;
-    const float *logits;
+    int32_t logits_dtype;
+    int32_t reserved;
+    const void *logits;
     const float *temperature;       /* [n] */
     const int32_t *top_k;           /* [n] */
     const float *top_p;             /* [n] */
@@ -450,17 +508,26 @@ typedef struct {
 SERL_API int32_t serl_grad_norm(void *ctx, const serl_grad_norm_args *a);
 
 /* AdamW (decoupled weight decay), PyTorch semantics, step ≥ 1:
- *   g' = g·grad_scale; m = β1·m + (1−β1)·g'; v = β2·v + (1−β2)·g'²
- *   p -= lr·wd·p;  p -= lr · (m / (1−β1^step)) / (sqrt(v / (1−β2^step)) + eps) */
+ *   g' = g·grad_scale·clip; m = β1·m + (1−β1)·g'; v = β2·v + (1−β2)·g'²
+ *   p -= lr·wd·p;  p -= lr · (m / (1−β1^step)) / (sqrt(v / (1−β2^step)) + eps)
+ * clip reads the gradient norm from device memory, so no host round trip sits between serl_grad_norm
+ * (with max_norm 0: measure only) and the update: with grad_norm given and max_norm > 0,
+ * clip = max_norm / (norm + 1e-6) when the norm is finite and exceeds max_norm, else 1 — the scale
+ * serl_grad_norm would apply. p_bf16, when given, receives the updated p rounded to bf16 (the copy that
+ * bf16 matrix products read). Everything else is F32. */
 typedef struct {
     uint32_t size;
     int32_t step;
     int64_t n;
     float lr, beta1, beta2, eps, weight_decay, grad_scale;
+    float max_norm;
+    int32_t reserved;
     float *p;
     const float *g;
     float *m;
     float *v;
+    uint16_t *p_bf16;           /* [n] BF16 or NULL */
+    const float *grad_norm;     /* [1] or NULL */
 } serl_adamw_args;
 SERL_API int32_t serl_adamw(void *ctx, const serl_adamw_args *a);
 

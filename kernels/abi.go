@@ -36,6 +36,8 @@ type matmulArgs struct {
 	lda, ldb, ldc  int32   `c:"lda,ldb,ldc"`
 	batch          int32   `c:"batch"`
 	alpha, beta    float32 `c:"alpha,beta"`
+	aDT, bDT, cDT  DType   `c:"a_dtype,b_dtype,c_dtype"`
+	reserved       int32   `c:"reserved"`
 	strideA        int64   `c:"stride_a"`
 	strideB        int64   `c:"stride_b"`
 	strideC        int64   `c:"stride_c"`
@@ -45,12 +47,15 @@ type matmulArgs struct {
 type embeddingFwdArgs struct {
 	size                uint32  `c:"size"`
 	nTokens, dim, vocab int32   `c:"n_tokens,dim,vocab"`
+	tableDT, outDT      DType   `c:"table_dtype,out_dtype"`
 	ids, table, out     uintptr `c:"ids,table,out"`
 }
 
 type embeddingBwdArgs struct {
 	size                uint32  `c:"size"`
 	nTokens, dim, vocab int32   `c:"n_tokens,dim,vocab"`
+	doutDT              DType   `c:"dout_dtype"`
+	reserved            int32   `c:"reserved"`
 	ids, dout, dtable   uintptr `c:"ids,dout,dtable"`
 }
 
@@ -58,22 +63,25 @@ type rmsnormFwdArgs struct {
 	size     uint32  `c:"size"`
 	n, dim   int32   `c:"n,dim"`
 	eps      float32 `c:"eps"`
-	reserved int32   `c:"reserved"`
+	xDT, yDT DType   `c:"x_dtype,y_dtype"`
 	x, w, y  uintptr `c:"x,w,y"`
 	rstd     uintptr `c:"rstd"`
 }
 
 type rmsnormBwdArgs struct {
-	size           uint32  `c:"size"`
-	n, dim         int32   `c:"n,dim"`
-	x, w, rstd, dy uintptr `c:"x,w,rstd,dy"`
-	dx, dw         uintptr `c:"dx,dw"`
+	size            uint32  `c:"size"`
+	n, dim          int32   `c:"n,dim"`
+	xDT, dyDT, dxDT DType   `c:"x_dtype,dy_dtype,dx_dtype"`
+	x, w, rstd, dy  uintptr `c:"x,w,rstd,dy"`
+	dx, dw          uintptr `c:"dx,dw"`
 }
 
 type ropeArgs struct {
 	size                             uint32  `c:"size"`
 	nTokens, nHeads, headDim, rotDim int32   `c:"n_tokens,n_heads,head_dim,rot_dim"`
 	bwd, accumulate                  int32   `c:"bwd,accumulate"`
+	xDT, yDT                         DType   `c:"x_dtype,y_dtype"`
+	reserved                         int32   `c:"reserved"`
 	pos, invFreq, x, y               uintptr `c:"pos,inv_freq,x,y"`
 }
 
@@ -81,6 +89,7 @@ type attentionFwdArgs struct {
 	size                                      uint32  `c:"size"`
 	nTokens, nSeqs, nHeads, nKVHeads, headDim int32   `c:"n_tokens,n_seqs,n_heads,n_kv_heads,head_dim"`
 	scale                                     float32 `c:"scale"`
+	qDT, kDT, vDT, outDT                      DType   `c:"q_dtype,k_dtype,v_dtype,out_dtype"`
 	reserved                                  int32   `c:"reserved"`
 	cuSeqlens, q, k, v, out, lse              uintptr `c:"cu_seqlens,q,k,v,out,lse"`
 }
@@ -89,6 +98,8 @@ type attentionBwdArgs struct {
 	size                                      uint32  `c:"size"`
 	nTokens, nSeqs, nHeads, nKVHeads, headDim int32   `c:"n_tokens,n_seqs,n_heads,n_kv_heads,head_dim"`
 	scale                                     float32 `c:"scale"`
+	qDT, kDT, vDT, outDT, doutDT              DType   `c:"q_dtype,k_dtype,v_dtype,out_dtype,dout_dtype"`
+	dqDT, dkDT, dvDT                          DType   `c:"dq_dtype,dk_dtype,dv_dtype"`
 	reserved                                  int32   `c:"reserved"`
 	cuSeqlens, q, k, v, out, lse, dout        uintptr `c:"cu_seqlens,q,k,v,out,lse,dout"`
 	dq, dk, dv                                uintptr `c:"dq,dk,dv"`
@@ -97,7 +108,7 @@ type attentionBwdArgs struct {
 type kvAppendArgs struct {
 	size                                           uint32  `c:"size"`
 	nTokens, nKVHeads, headDim, blockSize, nBlocks int32   `c:"n_tokens,n_kv_heads,head_dim,block_size,n_blocks"`
-	reserved                                       int32   `c:"reserved"`
+	kvDT, cacheDT                                  DType   `c:"kv_dtype,cache_dtype"`
 	slots, k, v, kCache, vCache                    uintptr `c:"slots,k,v,k_cache,v_cache"`
 }
 
@@ -105,49 +116,63 @@ type decodeAttentionArgs struct {
 	size                                                          uint32  `c:"size"`
 	nSeqs, nHeads, nKVHeads, headDim, blockSize, nBlocks, maxBlks int32   `c:"n_seqs,n_heads,n_kv_heads,head_dim,block_size,n_blocks,max_blocks"`
 	scale                                                         float32 `c:"scale"`
+	qDT, cacheDT, outDT                                           DType   `c:"q_dtype,cache_dtype,out_dtype"`
 	blockTable, seqLens, q, kCache, vCache, out                   uintptr `c:"block_table,seq_lens,q,k_cache,v_cache,out"`
 }
 
 type swigluFwdArgs struct {
-	size          uint32  `c:"size"`
-	reserved      int32   `c:"reserved"`
-	n             int64   `c:"n"`
-	gate, up, out uintptr `c:"gate,up,out"`
+	size                uint32  `c:"size"`
+	gateDT, upDT, outDT DType   `c:"gate_dtype,up_dtype,out_dtype"`
+	n                   int64   `c:"n"`
+	gate, up, out       uintptr `c:"gate,up,out"`
 }
 
 type swigluBwdArgs struct {
 	size                       uint32  `c:"size"`
-	reserved                   int32   `c:"reserved"`
+	gateDT, upDT, doutDT       DType   `c:"gate_dtype,up_dtype,dout_dtype"`
+	dgateDT, dupDT             DType   `c:"dgate_dtype,dup_dtype"`
 	n                          int64   `c:"n"`
 	gate, up, dout, dgate, dup uintptr `c:"gate,up,dout,dgate,dup"`
 }
 
 type biasAddArgs struct {
-	size     uint32  `c:"size"`
-	n, dim   int32   `c:"n,dim"`
-	reserved int32   `c:"reserved"`
-	bias, y  uintptr `c:"bias,y"`
+	size        uint32  `c:"size"`
+	n, dim      int32   `c:"n,dim"`
+	biasDT, yDT DType   `c:"bias_dtype,y_dtype"`
+	reserved    int32   `c:"reserved"`
+	bias, y     uintptr `c:"bias,y"`
 }
 
 type biasBwdArgs struct {
 	size      uint32  `c:"size"`
 	n, dim    int32   `c:"n,dim"`
-	reserved  int32   `c:"reserved"`
+	dyDT      DType   `c:"dy_dtype"`
 	dy, dbias uintptr `c:"dy,dbias"`
 }
 
 type addArgs struct {
-	size      uint32  `c:"size"`
-	alpha     float32 `c:"alpha"`
-	n         int64   `c:"n"`
-	x, y, out uintptr `c:"x,y,out"`
+	size          uint32  `c:"size"`
+	alpha         float32 `c:"alpha"`
+	xDT, yDT, oDT DType   `c:"x_dtype,y_dtype,out_dtype"`
+	reserved      int32   `c:"reserved"`
+	n             int64   `c:"n"`
+	x, y, out     uintptr `c:"x,y,out"`
 }
 
 type scaleArgs struct {
-	size   uint32  `c:"size"`
-	alpha  float32 `c:"alpha"`
-	n      int64   `c:"n"`
-	x, out uintptr `c:"x,out"`
+	size     uint32  `c:"size"`
+	alpha    float32 `c:"alpha"`
+	xDT, oDT DType   `c:"x_dtype,out_dtype"`
+	n        int64   `c:"n"`
+	x, out   uintptr `c:"x,out"`
+}
+
+type castArgs struct {
+	size         uint32  `c:"size"`
+	srcDT, dstDT DType   `c:"src_dtype,dst_dtype"`
+	reserved     int32   `c:"reserved"`
+	n            int64   `c:"n"`
+	src, dst     uintptr `c:"src,dst"`
 }
 
 type logprobFwdArgs struct {
@@ -155,6 +180,8 @@ type logprobFwdArgs struct {
 	n, vocab, ld                   int32   `c:"n,vocab,ld"`
 	invTemp                        float32 `c:"inv_temp"`
 	ignoreNegative                 int32   `c:"ignore_negative"`
+	logitsDT                       DType   `c:"logits_dtype"`
+	reserved                       int32   `c:"reserved"`
 	logits, targets, logp, entropy uintptr `c:"logits,targets,logp,entropy"`
 	lse                            uintptr `c:"lse"`
 }
@@ -164,6 +191,7 @@ type logprobBwdArgs struct {
 	n, vocab, ld                        int32   `c:"n,vocab,ld"`
 	invTemp                             float32 `c:"inv_temp"`
 	ignoreNegative                      int32   `c:"ignore_negative"`
+	logitsDT, dlogitsDT                 DType   `c:"logits_dtype,dlogits_dtype"`
 	logits, targets, lse, coef, dlogits uintptr `c:"logits,targets,lse,coef,dlogits"`
 }
 
@@ -171,6 +199,8 @@ type sampleArgs struct {
 	size                               uint32  `c:"size"`
 	n, vocab, ld                       int32   `c:"n,vocab,ld"`
 	ldHist, nBan                       int32   `c:"ld_hist,n_ban"`
+	logitsDT                           DType   `c:"logits_dtype"`
+	reserved                           int32   `c:"reserved"`
 	logits, temperature, topK, topP    uintptr `c:"logits,temperature,top_k,top_p"`
 	presencePenalty, hist, histLen     uintptr `c:"presence_penalty,hist,hist_len"`
 	banIDs, banRows                    uintptr `c:"ban_ids,ban_rows"`
@@ -207,7 +237,10 @@ type adamwArgs struct {
 	step                                          int32   `c:"step"`
 	n                                             int64   `c:"n"`
 	lr, beta1, beta2, eps, weightDecay, gradScale float32 `c:"lr,beta1,beta2,eps,weight_decay,grad_scale"`
+	maxNorm                                       float32 `c:"max_norm"`
+	reserved                                      int32   `c:"reserved"`
 	p, g, m, v                                    uintptr `c:"p,g,m,v"`
+	pBF16, gradNorm                               uintptr `c:"p_bf16,grad_norm"`
 }
 
 // abiStructs maps each C struct name to a zero value of its mirror, for the layout test.
@@ -231,6 +264,7 @@ var abiStructs = map[string]any{
 	"serl_bias_bwd_args":         biasBwdArgs{},
 	"serl_add_args":              addArgs{},
 	"serl_scale_args":            scaleArgs{},
+	"serl_cast_args":             castArgs{},
 	"serl_logprob_fwd_args":      logprobFwdArgs{},
 	"serl_logprob_bwd_args":      logprobBwdArgs{},
 	"serl_sample_args":           sampleArgs{},

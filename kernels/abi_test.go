@@ -58,6 +58,14 @@ func TestABILayout(t *testing.T) {
 			require.Equal(t, cf[i].size, int(gf.Type.Size()), "%s.%s size", name, cf[i].field)
 		}
 		require.LessOrEqual(t, rt.Size(), unsafe.Sizeof(d.argbuf), "%s does not fit the device args buffer", name)
+		// No hidden padding: every byte of the struct belongs to a named field, so a field added to the
+		// header in the wrong place shows up here and not as a silent gap.
+		end := 0
+		for _, f := range cf {
+			require.Equal(t, end, f.offset, "%s.%s: %d bytes of padding before it (group int32 fields in pairs)", name, f.field, f.offset-end)
+			end = f.offset + f.size
+		}
+		require.Equal(t, int(rt.Size()), end, "%s: %d bytes of padding at the end", name, int(rt.Size())-end)
 	}
 }
 

@@ -39,6 +39,7 @@ const (
 	opBiasBwd
 	opAdd
 	opScale
+	opCast
 	opLogProbFwd
 	opLogProbBwd
 	opSample
@@ -52,7 +53,7 @@ const (
 var opNames = [numOps]string{
 	"copy", "memset", "matmul", "embedding_fwd", "embedding_bwd", "rmsnorm_fwd", "rmsnorm_bwd", "rope",
 	"attention_fwd", "attention_bwd", "kv_append", "decode_attention", "swiglu_fwd", "swiglu_bwd",
-	"bias_add", "bias_bwd", "add", "scale", "logprob_fwd", "logprob_bwd", "sample", "whiten",
+	"bias_add", "bias_bwd", "add", "scale", "cast", "logprob_fwd", "logprob_bwd", "sample", "whiten",
 	"group_baseline", "grad_norm", "adamw",
 }
 
@@ -64,7 +65,7 @@ type Info struct {
 	Name        string // e.g. the CPU model
 	Library     string // path of the loaded native library
 	Threads     int
-	SIMD        string // CPU vector ISA in use
+	SIMD        string // CPU vector ISA in use: avx512bf16, avx512 or avx2 ("none" on GPUs)
 	TotalMemory int64
 	FreeMemory  int64
 }
@@ -164,7 +165,12 @@ func open(backend string, threads int) (*Device, error) {
 	}
 	d.ctx = loader.Call(d.fnCreate, uintptr(threads))
 	if d.ctx == 0 {
-		return nil, fmt.Errorf("kernels: %s: cannot create a %s context", lib.Path, backend)
+		// serl_last_error(NULL) says why context creation failed (an unsupported CPU, a bad SERL_SIMD).
+		why := loader.GoString(loader.Call(d.fnLastError, 0))
+		if why == "" {
+			why = "no reason given"
+		}
+		return nil, fmt.Errorf("kernels: %s: cannot create a %s context: %s", lib.Path, backend, why)
 	}
 	a := args[deviceInfoArgs](d)
 	if st := d.caller.Call2(d.fnInfo, d.ctx, uintptr(unsafe.Pointer(a))); st != 0 {
@@ -196,12 +202,14 @@ func cpuHostVisible() (bool, error) {
 
 func simdName(s int32) string {
 	switch s {
-	case 3:
+	case simdAVX512BF16:
+		return "avx512bf16"
+	case simdAVX512:
 		return "avx512"
-	case 2:
+	case simdAVX2:
 		return "avx2"
 	case 0:
-		return "scalar"
+		return "none"
 	}
 	return fmt.Sprintf("simd(%d)", s)
 }
@@ -303,6 +311,31 @@ func (d *Device) check(op, name string, t Tensor, dt DType, n int) error {
 	}
 	if t.Len() < n {
 		return opErr(op, "%s: %s has %d elements, needs %d", name, t, t.Len(), n)
+	}
+	return nil
+}
+
+// checkFloat is check for a tensor stored as F32 or BF16 (the ops compute in float32 either way).
+func (d *Device) checkFloat(op, name string, t Tensor, n int) error {
+	if t.Valid() && t.dtype != F32 && t.dtype != BF16 {
+		return opErr(op, "%s: dtype %s, want f32 or bf16", name, t.dtype)
+	}
+	return d.check(op, name, t, t.dtype, n)
+}
+
+// checkFloatOpt is checkFloat for an optional tensor.
+func (d *Device) checkFloatOpt(op, name string, t Tensor, n int) error {
+	if t.buf == nil {
+		return nil
+	}
+	return d.checkFloat(op, name, t, n)
+}
+
+// checkAlias refuses an output that starts at an input's address with another dtype: ops may work in
+// place, but only on memory of one element type.
+func checkAlias(op, outName string, out Tensor, inName string, in Tensor) error {
+	if out.Valid() && in.Valid() && out.addr() == in.addr() && out.dtype != in.dtype {
+		return opErr(op, "%s (%s) aliases %s (%s) with another dtype", outName, out.dtype, inName, in.dtype)
 	}
 	return nil
 }

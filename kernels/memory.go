@@ -117,7 +117,7 @@ func Upload[T Elem](t Tensor, src []T) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	a := args[copyArgs](d)
-	a.kind, a.bytes, a.dst, a.src = 0, t.Bytes(), t.addr(), uintptr(unsafe.Pointer(&src[0]))
+	a.kind, a.bytes, a.dst, a.src = copyH2D, t.Bytes(), t.addr(), uintptr(unsafe.Pointer(&src[0]))
 	d.xfer.Uploads++
 	d.xfer.UploadBytes += a.bytes
 	err := d.run(opCopy, 0, float64(a.bytes))
@@ -137,7 +137,7 @@ func Download[T Elem](dst []T, t Tensor) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	a := args[copyArgs](d)
-	a.kind, a.bytes, a.dst, a.src = 1, t.Bytes(), uintptr(unsafe.Pointer(&dst[0])), t.addr()
+	a.kind, a.bytes, a.dst, a.src = copyD2H, t.Bytes(), uintptr(unsafe.Pointer(&dst[0])), t.addr()
 	d.xfer.Downloads++
 	d.xfer.DownloadBytes += a.bytes
 	err := d.run(opCopy, 0, float64(a.bytes))
@@ -156,7 +156,7 @@ func (d *Device) Copy(dst, src Tensor) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	a := args[copyArgs](d)
-	a.kind, a.bytes, a.dst, a.src = 2, dst.Bytes(), dst.addr(), src.addr()
+	a.kind, a.bytes, a.dst, a.src = copyD2D, dst.Bytes(), dst.addr(), src.addr()
 	return d.run(opCopy, 0, 2*float64(a.bytes))
 }
 

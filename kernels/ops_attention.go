@@ -9,21 +9,22 @@ package kernels
 //	CuSeqlens: I32 [S+1]     sequence s is tokens [CuSeqlens[s], CuSeqlens[s+1])
 //
 // Scale multiplies q·k, usually 1/√D. Tokens attend to themselves and earlier tokens of their own
-// sequence only.
+// sequence only. Q, K, V and Out are each F32 or BF16 (scores, softmax and sums are float32); LSE is F32.
 type Attention struct {
 	Q, K, V, Out, LSE, CuSeqlens Tensor
 	Scale                        float32
 }
 
 // AttentionGrad is the backward of Attention: DQ, DK, DV (shaped as Q, K, V) accumulate (+=) the
-// gradients of ⟨DOut, Out⟩, from the forward's Out and LSE (both required).
+// gradients of ⟨DOut, Out⟩, from the forward's Out and LSE (both required). Every tensor but LSE (F32)
+// is F32 or BF16; a BF16 gradient is accumulated in float32 and rounded once per call.
 type AttentionGrad struct {
 	Q, K, V, Out, LSE, DOut, DQ, DK, DV, CuSeqlens Tensor
 	Scale                                          float32
 }
 
-// KVCache is one layer's paged cache: K and V are each [n_blocks, block_size, KVH, D]. Token slot
-// b·block_size + o is offset o of block b.
+// KVCache is one layer's paged cache: K and V are each [n_blocks, block_size, KVH, D], both F32 or both
+// BF16 (half the bytes; appends round to nearest even). Token slot b·block_size + o is offset o of block b.
 type KVCache struct {
 	K, V Tensor
 }
@@ -65,8 +66,8 @@ func (d *Device) AttentionFwd(p Attention) error {
 	if err != nil {
 		return err
 	}
-	if err := firstErr(d.check(op, "q", p.Q, F32, 0), d.check(op, "k", p.K, F32, 0), d.check(op, "v", p.V, F32, t*kvh*dim),
-		d.check(op, "out", p.Out, F32, t*h*dim), d.checkOpt(op, "lse", p.LSE, F32, t*h),
+	if err := firstErr(d.checkFloat(op, "q", p.Q, 0), d.checkFloat(op, "k", p.K, 0), d.checkFloat(op, "v", p.V, t*kvh*dim),
+		d.checkFloat(op, "out", p.Out, t*h*dim), d.checkOpt(op, "lse", p.LSE, F32, t*h),
 		d.check(op, "cu_seqlens", p.CuSeqlens, I32, 1)); err != nil {
 		return err
 	}
@@ -76,8 +77,10 @@ func (d *Device) AttentionFwd(p Attention) error {
 	a.nTokens, a.nSeqs, a.nHeads, a.nKVHeads, a.headDim = int32(t), int32(p.CuSeqlens.Len()-1), int32(h), int32(kvh), int32(dim)
 	a.scale = p.Scale
 	a.cuSeqlens, a.q, a.k, a.v, a.out, a.lse = p.CuSeqlens.addr(), p.Q.addr(), p.K.addr(), p.V.addr(), p.Out.addr(), p.LSE.addr()
+	a.qDT, a.kDT, a.vDT, a.outDT = p.Q.dtype, p.K.dtype, p.V.dtype, p.Out.dtype
 	pairs := d.attnPairs(p.CuSeqlens, t)
-	return d.run(opAttentionFwd, 4*pairs*float64(h*dim), 4*float64(t)*float64(2*h*dim+2*kvh*dim+h))
+	by := (p.Q.dtype.Size()+p.Out.dtype.Size())*h*dim + (p.K.dtype.Size()+p.V.dtype.Size())*kvh*dim + 4*h
+	return d.run(opAttentionFwd, 4*pairs*float64(h*dim), float64(t)*float64(by))
 }
 
 // AttentionBwd accumulates p.DQ, p.DK, p.DV from p.DOut.
@@ -88,9 +91,9 @@ func (d *Device) AttentionBwd(p AttentionGrad) error {
 		return err
 	}
 	nq, nk := t*h*dim, t*kvh*dim
-	if err := firstErr(d.check(op, "q", p.Q, F32, 0), d.check(op, "k", p.K, F32, 0), d.check(op, "v", p.V, F32, nk),
-		d.check(op, "out", p.Out, F32, nq), d.check(op, "lse", p.LSE, F32, t*h), d.check(op, "dout", p.DOut, F32, nq),
-		d.check(op, "dq", p.DQ, F32, nq), d.check(op, "dk", p.DK, F32, nk), d.check(op, "dv", p.DV, F32, nk),
+	if err := firstErr(d.checkFloat(op, "q", p.Q, 0), d.checkFloat(op, "k", p.K, 0), d.checkFloat(op, "v", p.V, nk),
+		d.checkFloat(op, "out", p.Out, nq), d.check(op, "lse", p.LSE, F32, t*h), d.checkFloat(op, "dout", p.DOut, nq),
+		d.checkFloat(op, "dq", p.DQ, nq), d.checkFloat(op, "dk", p.DK, nk), d.checkFloat(op, "dv", p.DV, nk),
 		d.check(op, "cu_seqlens", p.CuSeqlens, I32, 1)); err != nil {
 		return err
 	}
@@ -101,6 +104,8 @@ func (d *Device) AttentionBwd(p AttentionGrad) error {
 	a.scale = p.Scale
 	a.cuSeqlens, a.q, a.k, a.v, a.out, a.lse, a.dout = p.CuSeqlens.addr(), p.Q.addr(), p.K.addr(), p.V.addr(), p.Out.addr(), p.LSE.addr(), p.DOut.addr()
 	a.dq, a.dk, a.dv = p.DQ.addr(), p.DK.addr(), p.DV.addr()
+	a.qDT, a.kDT, a.vDT, a.outDT, a.doutDT = p.Q.dtype, p.K.dtype, p.V.dtype, p.Out.dtype, p.DOut.dtype
+	a.dqDT, a.dkDT, a.dvDT = p.DQ.dtype, p.DK.dtype, p.DV.dtype
 	pairs := d.attnPairs(p.CuSeqlens, t)
 	// five products of 2·D FLOPs per pair and head (S, dP, dV, dK, dQ)
 	return d.run(opAttentionBwd, 10*pairs*float64(h*dim), 4*float64(t)*float64(5*h*dim+4*kvh*dim+h))
@@ -116,12 +121,15 @@ func cacheDims(op string, c KVCache) (nBlocks, blockSize, kvh, dim int, err erro
 			return 0, 0, 0, 0, opErr(op, "cache K %s and V %s differ", c.K, c.V)
 		}
 	}
+	if c.K.dtype != c.V.dtype {
+		return 0, 0, 0, 0, opErr(op, "cache K %s and V %s differ in dtype", c.K, c.V)
+	}
 	return c.K.Dim(0), c.K.Dim(1), c.K.Dim(2), c.K.Dim(3), nil
 }
 
 // KVAppend writes each token's keys and values into the cache at its slot.
 //
-//	k, v:  [T, KVH, D]
+//	k, v:  [T, KVH, D], both F32 or both BF16 (converted to the cache's dtype)
 //	slots: I32 [T], slot = block·block_size + offset; a negative slot skips the token
 func (d *Device) KVAppend(c KVCache, k, v, slots Tensor) error {
 	const op = "kv_append"
@@ -130,8 +138,8 @@ func (d *Device) KVAppend(c KVCache, k, v, slots Tensor) error {
 		return err
 	}
 	t := slots.Len()
-	if err := firstErr(d.check(op, "cache K", c.K, F32, 1), d.check(op, "cache V", c.V, F32, 1),
-		d.check(op, "slots", slots, I32, 0), d.check(op, "k", k, F32, t*kvh*dim), d.check(op, "v", v, F32, t*kvh*dim)); err != nil {
+	if err := firstErr(d.checkFloat(op, "cache K", c.K, 1), d.checkFloat(op, "cache V", c.V, 1),
+		d.check(op, "slots", slots, I32, 0), d.checkFloat(op, "k", k, t*kvh*dim), d.check(op, "v", v, k.dtype, t*kvh*dim)); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -139,13 +147,14 @@ func (d *Device) KVAppend(c KVCache, k, v, slots Tensor) error {
 	a := args[kvAppendArgs](d)
 	a.nTokens, a.nKVHeads, a.headDim, a.blockSize, a.nBlocks = int32(t), int32(kvh), int32(dim), int32(bs), int32(nb)
 	a.slots, a.k, a.v, a.kCache, a.vCache = slots.addr(), k.addr(), v.addr(), c.K.addr(), c.V.addr()
-	return d.run(opKVAppend, 0, 16*float64(t*kvh*dim)+4*float64(t))
+	a.kvDT, a.cacheDT = k.dtype, c.K.dtype
+	return d.run(opKVAppend, 0, 2*float64((k.dtype.Size()+c.K.dtype.Size())*t*kvh*dim)+4*float64(t))
 }
 
 // DecodeAttention attends one query token per sequence to its cached tokens (the token's own K/V
 // already appended).
 //
-//	out, q:     [S, H, D]
+//	out, q:     [S, H, D] (F32 or BF16 each)
 //	blockTable: I32 [S, max_blocks], block ids of sequence s in order
 //	seqLens:    I32 [S], cached tokens of sequence s, 1..max_blocks·block_size
 func (d *Device) DecodeAttention(out, q Tensor, c KVCache, blockTable, seqLens Tensor, scale float32) error {
@@ -161,8 +170,8 @@ func (d *Device) DecodeAttention(out, q Tensor, c KVCache, blockTable, seqLens T
 	if blockTable.Rank() != 2 || blockTable.Dim(0) != s {
 		return opErr(op, "block table %s must be [%d, max_blocks]", blockTable, s)
 	}
-	if err := firstErr(d.check(op, "cache K", c.K, F32, 1), d.check(op, "cache V", c.V, F32, 1), d.check(op, "q", q, F32, 0),
-		d.check(op, "out", out, F32, s*h*dim), d.check(op, "block table", blockTable, I32, 0),
+	if err := firstErr(d.checkFloat(op, "cache K", c.K, 1), d.checkFloat(op, "cache V", c.V, 1), d.checkFloat(op, "q", q, 0),
+		d.checkFloat(op, "out", out, s*h*dim), d.check(op, "block table", blockTable, I32, 0),
 		d.check(op, "seq_lens", seqLens, I32, s)); err != nil {
 		return err
 	}
@@ -172,6 +181,7 @@ func (d *Device) DecodeAttention(out, q Tensor, c KVCache, blockTable, seqLens T
 	a.nSeqs, a.nHeads, a.nKVHeads, a.headDim = int32(s), int32(h), int32(kvh), int32(dim)
 	a.blockSize, a.nBlocks, a.maxBlks, a.scale = int32(bs), int32(nb), int32(blockTable.Dim(1)), scale
 	a.blockTable, a.seqLens, a.q, a.kCache, a.vCache, a.out = blockTable.addr(), seqLens.addr(), q.addr(), c.K.addr(), c.V.addr(), out.addr()
+	a.qDT, a.cacheDT, a.outDT = q.dtype, c.K.dtype, out.dtype
 	var toks float64
 	if d.hostVisible {
 		for _, l := range seqLens.I32()[:s] {
@@ -180,5 +190,6 @@ func (d *Device) DecodeAttention(out, q Tensor, c KVCache, blockTable, seqLens T
 	} else {
 		toks = float64(s * bs * blockTable.Dim(1))
 	}
-	return d.run(opDecodeAttention, 4*toks*float64(h*dim), 8*toks*float64(kvh*dim)+8*float64(s*h*dim))
+	return d.run(opDecodeAttention, 4*toks*float64(h*dim), 2*float64(c.K.dtype.Size())*toks*float64(kvh*dim)+
+		float64(q.dtype.Size()+out.dtype.Size())*float64(s*h*dim))
 }

@@ -6,7 +6,7 @@ package kernels
 //	entropy[t] = −Σ p log p                   entropy: F32 [n], optional (zero Tensor)
 //	lse[t] = logsumexp(z)                     lse: F32 [n], optional; LogProbBwd needs it
 //
-// targets: I32 [n] in [0, vocab); with ignoreNegative a negative target gives logp 0 (and a zero
+// logits: F32 or BF16 [n, vocab]; targets: I32 [n] in [0, vocab); with ignoreNegative a negative target gives logp 0 (and a zero
 // gradient in LogProbBwd). logp is optional too, but at least one output must be given.
 func (d *Device) LogProbFwd(logp, entropy, lse, logits, targets Tensor, invTemp float32, ignoreNegative bool) error {
 	return d.logProbFwd(logp, entropy, lse, logits, targets, invTemp, ignoreNegative, logits.Dim(-1))
@@ -15,7 +15,7 @@ func (d *Device) LogProbFwd(logp, entropy, lse, logits, targets Tensor, invTemp 
 // logProbFwd is LogProbFwd over the first vocab columns of logits [n, ld] (ld ≥ vocab).
 func (d *Device) logProbFwd(logp, entropy, lse, logits, targets Tensor, invTemp float32, ignoreNegative bool, vocab int) error {
 	const op = "logprob_fwd"
-	if err := d.check(op, "logits", logits, F32, 0); err != nil {
+	if err := d.checkFloat(op, "logits", logits, 0); err != nil {
 		return err
 	}
 	if logits.Rank() != 2 {
@@ -38,21 +38,23 @@ func (d *Device) logProbFwd(logp, entropy, lse, logits, targets Tensor, invTemp 
 	a.n, a.vocab, a.ld, a.invTemp = int32(n), int32(vocab), int32(ld), invTemp
 	a.ignoreNegative = lpFlag(ignoreNegative)
 	a.logits, a.targets, a.logp, a.entropy, a.lse = logits.addr(), targets.addr(), logp.addr(), entropy.addr(), lse.addr()
+	a.logitsDT = logits.dtype
 	nv := float64(n) * float64(vocab)
-	return d.run(opLogProbFwd, 8*nv, 4*nv+16*float64(n))
+	return d.run(opLogProbFwd, 8*nv, float64(logits.dtype.Size())*nv+16*float64(n))
 }
 
 // LogProbBwd writes dlogits[t,:] = coef[t]·invTemp·(onehot(targets[t]) − softmax(z)), the gradient of
 // Σ_t coef[t]·logp[t], from the forward's lse. It OVERWRITES dlogits (it does not accumulate), and
 // dlogits may be logits itself, so the gradient can replace the logits in place.
-// logits, dlogits: F32 [n, vocab]; targets: I32 [n]; lse, coef: F32 [n].
+// logits, dlogits: [n, vocab], F32 or BF16 each (the same when aliased); targets: I32 [n]; lse, coef: F32 [n].
 func (d *Device) LogProbBwd(dlogits, logits, targets, lse, coef Tensor, invTemp float32, ignoreNegative bool) error {
 	return d.logProbBwd(dlogits, logits, targets, lse, coef, invTemp, ignoreNegative, logits.Dim(-1))
 }
 
 func (d *Device) logProbBwd(dlogits, logits, targets, lse, coef Tensor, invTemp float32, ignoreNegative bool, vocab int) error {
 	const op = "logprob_bwd"
-	if err := firstErr(d.check(op, "logits", logits, F32, 0), d.check(op, "dlogits", dlogits, F32, 0)); err != nil {
+	if err := firstErr(d.checkFloat(op, "logits", logits, 0), d.checkFloat(op, "dlogits", dlogits, 0),
+		checkAlias(op, "dlogits", dlogits, "logits", logits)); err != nil {
 		return err
 	}
 	if logits.Rank() != 2 || dlogits.Rank() != 2 || logits.Dim(0) != dlogits.Dim(0) || logits.Dim(1) != dlogits.Dim(1) {
@@ -72,8 +74,9 @@ func (d *Device) logProbBwd(dlogits, logits, targets, lse, coef Tensor, invTemp 
 	a.n, a.vocab, a.ld, a.invTemp = int32(n), int32(vocab), int32(ld), invTemp
 	a.ignoreNegative = lpFlag(ignoreNegative)
 	a.logits, a.targets, a.lse, a.coef, a.dlogits = logits.addr(), targets.addr(), lse.addr(), coef.addr(), dlogits.addr()
+	a.logitsDT, a.dlogitsDT = logits.dtype, dlogits.dtype
 	nv := float64(n) * float64(vocab)
-	return d.run(opLogProbBwd, 6*nv, 8*nv+16*float64(n))
+	return d.run(opLogProbBwd, 6*nv, float64(logits.dtype.Size()+dlogits.dtype.Size())*nv+16*float64(n))
 }
 
 func lpFlag(b bool) int32 {

@@ -6,6 +6,10 @@ package kernels
 //	B: [k, n], or [n, k] with TransB        (the model's y = x·Wᵀ with W [out, in] is TransB)
 //	C: [m, n]                               (rank 3 [batch, m, n] for a batched product)
 //
+// A, B and C are each F32 or BF16 (their dtypes choose the kernel); products and sums are float32, and a
+// BF16 C is rounded once when stored. A weight gradient dW += dYᵀ·X accumulates into an F32 C (Beta = 1)
+// from BF16 operands.
+//
 // Alpha and Beta are used as given: a zero Alpha gives C = Beta·C, so set Alpha = 1 for a plain
 // product. Beta == 0 overwrites C without reading it (it may hold NaN); Beta == 1 accumulates, as the
 // backward products dW += dYᵀ·X do.
@@ -36,7 +40,7 @@ type StridedMatMul struct {
 // MatMul computes p.C = p.Alpha·op(p.A)·op(p.B) + p.Beta·p.C; see the MatMul type for the shapes.
 func (d *Device) MatMul(p MatMul) error {
 	const op = "matmul"
-	if err := firstErr(d.check(op, "A", p.A, F32, 0), d.check(op, "B", p.B, F32, 0), d.check(op, "C", p.C, F32, 0)); err != nil {
+	if err := firstErr(d.checkFloat(op, "A", p.A, 0), d.checkFloat(op, "B", p.B, 0), d.checkFloat(op, "C", p.C, 0)); err != nil {
 		return err
 	}
 	for _, x := range [...]struct {
@@ -91,7 +95,7 @@ func (d *Device) MatMul(p MatMul) error {
 // MatMulStrided computes the product described by p over explicit views; see StridedMatMul.
 func (d *Device) MatMulStrided(p StridedMatMul) error {
 	const op = "matmul"
-	if err := firstErr(d.check(op, "A", p.A, F32, 0), d.check(op, "B", p.B, F32, 0), d.check(op, "C", p.C, F32, 0)); err != nil {
+	if err := firstErr(d.checkFloat(op, "A", p.A, 0), d.checkFloat(op, "B", p.B, 0), d.checkFloat(op, "C", p.C, 0)); err != nil {
 		return err
 	}
 	batch := max(p.Batch, 1)
@@ -150,8 +154,10 @@ func (d *Device) matmul(op string, A, B, C Tensor, ta, tb bool, m, n, k, lda, ld
 	a.alpha, a.beta = alpha, beta
 	a.strideA, a.strideB, a.strideC = int64(sa), int64(sb), int64(sc)
 	a.a, a.b, a.c = A.addr(), B.addr(), C.addr()
+	a.aDT, a.bDT, a.cDT = A.dtype, B.dtype, C.dtype
 	fb, fm, fn, fk := float64(batch), float64(m), float64(n), float64(k)
-	return d.run(opMatMul, 2*fm*fn*fk*fb, 4*fb*(fm*fk+fk*fn+2*fm*fn))
+	ea, eb, ec := float64(A.dtype.Size()), float64(B.dtype.Size()), float64(C.dtype.Size())
+	return d.run(opMatMul, 2*fm*fn*fk*fb, fb*(ea*fm*fk+eb*fk*fn+2*ec*fm*fn))
 }
 
 func matmulFlag(b bool) int32 {

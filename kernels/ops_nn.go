@@ -4,12 +4,12 @@ import "math"
 
 // EmbeddingFwd gathers rows of the table: out[t,:] = table[ids[t],:].
 //
-//	out: [T, D]   table: [V, D]   ids: I32 [T]
+//	out: [T, D]   table: [V, D]   ids: I32 [T]      (out and table F32 or BF16, converted on the way)
 //
 // An id outside [0, V) is an error naming its position; out is then left unwritten.
 func (d *Device) EmbeddingFwd(out, table, ids Tensor) error {
 	const op = "embedding_fwd"
-	if err := firstErr(d.check(op, "out", out, F32, 0), d.check(op, "table", table, F32, 0), d.check(op, "ids", ids, I32, 0)); err != nil {
+	if err := firstErr(d.checkFloat(op, "out", out, 0), d.checkFloat(op, "table", table, 0), d.check(op, "ids", ids, I32, 0)); err != nil {
 		return err
 	}
 	n, dim, vocab, err := embeddingShape(op, "out", out, table, ids)
@@ -21,16 +21,17 @@ func (d *Device) EmbeddingFwd(out, table, ids Tensor) error {
 	a := args[embeddingFwdArgs](d)
 	a.nTokens, a.dim, a.vocab = int32(n), int32(dim), int32(vocab)
 	a.ids, a.table, a.out = ids.addr(), table.addr(), out.addr()
+	a.tableDT, a.outDT = table.dtype, out.dtype
 	return d.run(opEmbeddingFwd, 0, float64(n)*(4+8*float64(dim)))
 }
 
 // EmbeddingBwd scatter-adds the output gradient into the table gradient: dtable[ids[t],:] += dout[t,:];
 // repeated ids accumulate.
 //
-//	dtable: [V, D]   dout: [T, D]   ids: I32 [T]
+//	dtable: F32 [V, D]   dout: [T, D] (F32 or BF16)   ids: I32 [T]
 func (d *Device) EmbeddingBwd(dtable, dout, ids Tensor) error {
 	const op = "embedding_bwd"
-	if err := firstErr(d.check(op, "dtable", dtable, F32, 0), d.check(op, "dout", dout, F32, 0), d.check(op, "ids", ids, I32, 0)); err != nil {
+	if err := firstErr(d.check(op, "dtable", dtable, F32, 0), d.checkFloat(op, "dout", dout, 0), d.check(op, "ids", ids, I32, 0)); err != nil {
 		return err
 	}
 	n, dim, vocab, err := embeddingShape(op, "dout", dout, dtable, ids)
@@ -42,6 +43,7 @@ func (d *Device) EmbeddingBwd(dtable, dout, ids Tensor) error {
 	a := args[embeddingBwdArgs](d)
 	a.nTokens, a.dim, a.vocab = int32(n), int32(dim), int32(vocab)
 	a.ids, a.dout, a.dtable = ids.addr(), dout.addr(), dtable.addr()
+	a.doutDT = dout.dtype
 	return d.run(opEmbeddingBwd, float64(n)*float64(dim), float64(n)*(4+12*float64(dim)))
 }
 
@@ -65,16 +67,16 @@ const maxI32 = 1<<31 - 1
 // RMSNormFwd computes y = x·rstd·w per row, rstd = 1/sqrt(mean(x²) + eps) (Hugging Face Llama/Qwen2
 // RMSNorm in float32), and saves rstd when it is given.
 //
-//	x, y: [N, D] (any rank ≥ 2: the rows are Len/D)   w: [D]   rstd: [N] or the zero Tensor
+//	x, y: [N, D] (any rank ≥ 2: the rows are Len/D; F32 or BF16)   w: F32 [D]   rstd: F32 [N] or the zero Tensor
 //
-// y may alias x.
+// y may alias x (with the same dtype).
 func (d *Device) RMSNormFwd(y, rstd, x, w Tensor, eps float32) error {
 	const op = "rmsnorm_fwd"
 	rows, dim, err := d.rmsnormShape(op, x, w)
 	if err != nil {
 		return err
 	}
-	if err := firstErr(d.check(op, "y", y, F32, 0), d.checkOpt(op, "rstd", rstd, F32, rows)); err != nil {
+	if err := firstErr(d.checkFloat(op, "y", y, 0), d.checkOpt(op, "rstd", rstd, F32, rows), checkAlias(op, "y", y, "x", x)); err != nil {
 		return err
 	}
 	if y.Len() != x.Len() {
@@ -88,21 +90,22 @@ func (d *Device) RMSNormFwd(y, rstd, x, w Tensor, eps float32) error {
 	a := args[rmsnormFwdArgs](d)
 	a.n, a.dim, a.eps = int32(rows), int32(dim), eps
 	a.x, a.w, a.y, a.rstd = x.addr(), w.addr(), y.addr(), rstd.addr()
+	a.xDT, a.yDT = x.dtype, y.dtype
 	n := float64(x.Len())
-	return d.run(opRMSNormFwd, 4*n, 8*n+4*float64(dim+rows))
+	return d.run(opRMSNormFwd, 4*n, float64(x.dtype.Size()+y.dtype.Size())*n+4*float64(dim+rows))
 }
 
 // RMSNormBwd accumulates dx += ∂L/∂x and dw += ∂L/∂w from dy and the rstd saved by RMSNormFwd.
 //
-//	x, dy, dx: [N, D]   w, dw: [D]   rstd: [N]
+//	x, dy, dx: [N, D] (F32 or BF16)   w, dw: F32 [D]   rstd: F32 [N]
 func (d *Device) RMSNormBwd(dx, dw, x, w, rstd, dy Tensor) error {
 	const op = "rmsnorm_bwd"
 	rows, dim, err := d.rmsnormShape(op, x, w)
 	if err != nil {
 		return err
 	}
-	if err := firstErr(d.check(op, "dx", dx, F32, 0), d.check(op, "dw", dw, F32, 0), d.check(op, "rstd", rstd, F32, rows),
-		d.check(op, "dy", dy, F32, 0)); err != nil {
+	if err := firstErr(d.checkFloat(op, "dx", dx, 0), d.check(op, "dw", dw, F32, 0), d.check(op, "rstd", rstd, F32, rows),
+		d.checkFloat(op, "dy", dy, 0)); err != nil {
 		return err
 	}
 	if dy.Len() != x.Len() || dx.Len() != x.Len() || dw.Len() != dim {
@@ -113,13 +116,14 @@ func (d *Device) RMSNormBwd(dx, dw, x, w, rstd, dy Tensor) error {
 	a := args[rmsnormBwdArgs](d)
 	a.n, a.dim = int32(rows), int32(dim)
 	a.x, a.w, a.rstd, a.dy, a.dx, a.dw = x.addr(), w.addr(), rstd.addr(), dy.addr(), dx.addr(), dw.addr()
+	a.xDT, a.dyDT, a.dxDT = x.dtype, dy.dtype, dx.dtype
 	n := float64(x.Len())
 	return d.run(opRMSNormBwd, 10*n, 16*n+4*float64(rows+2*dim))
 }
 
 // rmsnormShape checks x [N, D] against w [D] and returns N and D.
 func (d *Device) rmsnormShape(op string, x, w Tensor) (rows, dim int, err error) {
-	if err := firstErr(d.check(op, "x", x, F32, 0), d.check(op, "w", w, F32, 0)); err != nil {
+	if err := firstErr(d.checkFloat(op, "x", x, 0), d.check(op, "w", w, F32, 0)); err != nil {
 		return 0, 0, err
 	}
 	dim = w.Len()
@@ -142,10 +146,11 @@ func (d *Device) rmsnormShape(op string, x, w Tensor) (rows, dim int, err error)
 // bwd applies the transpose (−sin), the gradient of the forward; accumulate adds the result into y
 // (y must then not alias x), otherwise y is overwritten and may be x itself.
 //
-//	x, y: [T, H, Dh]   pos: I32 [T] (≥ 0; packed sequences restart at 0)   invFreq: F32 [rotDim/2]
+//	x, y: [T, H, Dh] (F32 or BF16; in place: the same dtype)   pos: I32 [T] (≥ 0; packed sequences
+//	restart at 0)   invFreq: F32 [rotDim/2]
 func (d *Device) RoPE(y, x, pos, invFreq Tensor, rotDim int, bwd, accumulate bool) error {
 	const op = "rope"
-	if err := firstErr(d.check(op, "y", y, F32, 0), d.check(op, "x", x, F32, 0)); err != nil {
+	if err := firstErr(d.checkFloat(op, "y", y, 0), d.checkFloat(op, "x", x, 0), checkAlias(op, "y", y, "x", x)); err != nil {
 		return err
 	}
 	if x.Rank() != 3 {
@@ -173,10 +178,11 @@ func (d *Device) RoPE(y, x, pos, invFreq Tensor, rotDim int, bwd, accumulate boo
 	a.nTokens, a.nHeads, a.headDim, a.rotDim = int32(n), int32(heads), int32(hd), int32(rotDim)
 	a.bwd, a.accumulate = b2i(bwd), b2i(accumulate)
 	a.pos, a.invFreq, a.x, a.y = pos.addr(), invFreq.addr(), x.addr(), y.addr()
+	a.xDT, a.yDT = x.dtype, y.dtype
 	e := float64(x.Len())
-	by := 8 * e
+	by := float64(x.dtype.Size()+y.dtype.Size()) * e
 	if accumulate {
-		by += 4 * e
+		by += float64(y.dtype.Size()) * e
 	}
 	return d.run(opRoPE, 3*e, by+4*float64(n))
 }

@@ -21,14 +21,12 @@ func (d *Device) Whiten(y, stats, x, mask Tensor, stdNorm bool, eps float32) err
 	return d.run(opWhiten, 8*float64(n), 24*float64(n))
 }
 
-// GroupMode selects GroupBaseline's formula (SERL.md B §5.5).
+// GroupMode selects GroupBaseline's formula (SERL.md B §5.5); the constants are generated from serl.h:
+//
+//	GroupZScore  GRPO: (r − mean)/(std + eps), std Bessel-corrected; identical rewards give 0
+//	GroupRLOO    RLOO: r − (Σ r − r)/(G − 1)
+//	GroupCenter  r − mean
 type GroupMode int32
-
-const (
-	GroupZScore GroupMode = 0 // GRPO: (r − mean)/(std + eps), std Bessel-corrected; identical rewards give 0
-	GroupRLOO   GroupMode = 1 // RLOO: r − (Σ r − r)/(G − 1)
-	GroupCenter GroupMode = 2 // r − mean
-)
 
 // GroupBaseline applies mode to each group of groupSize consecutive rewards: r, y F32
 // [nGroups·groupSize] (y may be r). Z-score and RLOO need groupSize ≥ 2.
@@ -67,9 +65,18 @@ func (d *Device) GradNorm(norm, g Tensor, maxNorm float32) error {
 
 // AdamWParams are one AdamW step's scalars. Step counts from 1. GradScale multiplies g first (e.g. a
 // loss-scale inverse); 0 means 1.
+//
+// The optional fields keep a bf16 training step on the device: GradNorm (F32 [1], as GradNorm wrote it
+// with maxNorm 0) and MaxNorm > 0 clip the gradient by MaxNorm/(norm + 1e-6) when the norm is finite and
+// above MaxNorm — the scale GradNorm would have applied, with no host round trip in between; PBF16
+// (BF16, p's length) receives the updated weights rounded to bf16, the copy bf16 matrix products read.
 type AdamWParams struct {
 	Step                                          int
 	LR, Beta1, Beta2, Eps, WeightDecay, GradScale float32
+
+	GradNorm Tensor  // optional F32 [1]: the gradient's global norm, read on the device
+	MaxNorm  float32 // with GradNorm: the clipping threshold (0: no clipping)
+	PBF16    Tensor  // optional BF16 copy of p, written after the update
 }
 
 // AdamW is one step of PyTorch AdamW (decoupled weight decay) on p with gradient g and moments m, v,
@@ -81,8 +88,14 @@ func (d *Device) AdamW(p, g, m, v Tensor, h AdamWParams) error {
 	const op = "adamw"
 	n := p.Len()
 	if err := firstErr(d.check(op, "p", p, F32, 0), d.check(op, "g", g, F32, n), d.check(op, "m", m, F32, n),
-		d.check(op, "v", v, F32, n)); err != nil {
+		d.check(op, "v", v, F32, n), d.checkOpt(op, "GradNorm", h.GradNorm, F32, 1), d.checkOpt(op, "PBF16", h.PBF16, BF16, n)); err != nil {
 		return err
+	}
+	if h.PBF16.Valid() && h.PBF16.Len() != n {
+		return opErr(op, "PBF16 %s does not match p %s", h.PBF16, p)
+	}
+	if !(h.MaxNorm >= 0) || math.IsInf(float64(h.MaxNorm), 1) {
+		return opErr(op, "MaxNorm = %g (want finite ≥ 0)", h.MaxNorm)
 	}
 	if h.Step < 1 || h.Step > math.MaxInt32 {
 		return opErr(op, "step %d (want ≥ 1)", h.Step)
@@ -97,5 +110,10 @@ func (d *Device) AdamW(p, g, m, v Tensor, h AdamWParams) error {
 	a.step, a.n = int32(h.Step), int64(n)
 	a.lr, a.beta1, a.beta2, a.eps, a.weightDecay, a.gradScale = h.LR, h.Beta1, h.Beta2, h.Eps, h.WeightDecay, gs
 	a.p, a.g, a.m, a.v = p.addr(), g.addr(), m.addr(), v.addr()
-	return d.run(opAdamW, 16*float64(n), 28*float64(n))
+	a.maxNorm, a.gradNorm, a.pBF16 = h.MaxNorm, h.GradNorm.addr(), h.PBF16.addr()
+	by := 28 * float64(n)
+	if h.PBF16.Valid() {
+		by += 2 * float64(n)
+	}
+	return d.run(opAdamW, 16*float64(n), by)
 }

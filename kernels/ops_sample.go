@@ -5,7 +5,7 @@ package kernels
 // the lowest index among equal maxima) or z/Temperature → top-k → top-p → a draw with the uniform of
 // Philox4x32-10 keyed by (Seeds[r], SeqIDs[r], Steps[r]), so a row's token does not depend on the batch.
 type Sample struct {
-	Logits Tensor // F32 [n, ld]
+	Logits Tensor // F32 or BF16 [n, ld]
 	// Vocab, when > 0, samples among the first Vocab columns only (a padded LM head); 0: all ld columns.
 	Vocab int
 
@@ -30,7 +30,7 @@ type Sample struct {
 // Sample draws one token per row; see the Sample type.
 func (d *Device) Sample(p Sample) error {
 	const op = "sample"
-	if err := d.check(op, "Logits", p.Logits, F32, 0); err != nil {
+	if err := d.checkFloat(op, "Logits", p.Logits, 0); err != nil {
 		return err
 	}
 	if p.Logits.Rank() != 2 {
@@ -72,6 +72,7 @@ func (d *Device) Sample(p Sample) error {
 	a := args[sampleArgs](d)
 	a.n, a.vocab, a.ld, a.ldHist, a.nBan = int32(n), int32(vocab), int32(ld), int32(ldHist), int32(nBan)
 	a.logits, a.temperature, a.topK, a.topP = p.Logits.addr(), p.Temperature.addr(), p.TopK.addr(), p.TopP.addr()
+	a.logitsDT = p.Logits.dtype
 	a.presencePenalty, a.hist, a.histLen = p.PresencePenalty.addr(), p.Hist.addr(), p.HistLen.addr()
 	a.banIDs, a.banRows = p.BanIDs.addr(), p.BanRows.addr()
 	a.seeds, a.seqIDs, a.steps, a.tokens, a.logp = p.Seeds.addr(), p.SeqIDs.addr(), p.Steps.addr(), p.Tokens.addr(), p.LogP.addr()

@@ -5,16 +5,11 @@ import (
 	"unsafe"
 )
 
-// DType is an element type.
+// DType is an element type; the constants (F32, I32, U64, BF16, F16) are generated from csrc/serl.h
+// into abi_gen.go, so Go and C share one numbering.
 type DType int32
 
-const (
-	F32 DType = iota
-	I32
-	U64
-	BF16
-	F16
-)
+//go:generate go run ../tools/genlayout -consts ../csrc/serl.h
 
 // Size is the element size in bytes.
 func (t DType) Size() int {

@@ -46,16 +46,6 @@ func GoString(addr uintptr) string {
 	return string(unsafe.Slice((*byte)(p), n))
 }
 
-// Statuses of csrc/serl.h.
-const (
-	StatusOK          = 0
-	StatusArg         = -1
-	StatusABI         = -2
-	StatusNoMem       = -3
-	StatusDevice      = -4
-	StatusUnsupported = -5
-)
-
 // StatusError is a failed native call: its status and the library's message.
 type StatusError struct {
 	Status int32

@@ -17,9 +17,6 @@ import (
 	"github.com/ebitengine/purego"
 )
 
-// ABIVersion is the version of csrc/serl.h this Go code was written against (SERL_ABI_VERSION).
-const ABIVersion = 1
-
 // Library is one loaded native backend library.
 type Library struct {
 	Path    string // the file that was dlopened

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,7 +31,7 @@ func TestWrongABIVersion(t *testing.T) {
 	_, err := OpenPath(so)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "ABI version 999")
-	require.Contains(t, err.Error(), "needs version 1")
+	require.Contains(t, err.Error(), fmt.Sprintf("needs version %d", ABIVersion))
 	require.Contains(t, err.Error(), so)
 }
 

@@ -173,7 +173,7 @@ static int32_t check_seqlens(serl_ctx *ctx, const char *op, const int32_t *cu, i
 
 static int pad16(int d) { return (d + 15) & ~15; }
 
-static att_gemm_fn pick_gemm(serl_ctx *ctx) { return ctx->simd == SERL_SIMD_AVX512 ? serl_att_gemm_avx512 : gemm_avx2; }
+static att_gemm_fn pick_gemm(serl_ctx *ctx) { return ctx->simd >= SERL_SIMD_AVX512 ? serl_att_gemm_avx512 : gemm_avx2; }
 
 /* ------------------------------------------------------------------------- forward */
 
@@ -205,9 +205,10 @@ static void fwd_task(void *arg, int64_t t, int w) {
     /* rows r = (i − i0)·G + g, query head kvh·G + g; the scale is folded into the queries */
     for (int i = i0; i < i1; i++) {
         for (int g = 0; g < G; g++) {
-            const float *src = a->q + ((int64_t)i * H + kvh * G + g) * D;
+            const int64_t src = ((int64_t)i * H + kvh * G + g) * D;
             float *dst = Qs + (size_t)((i - i0) * G + g) * Dp;
-            for (int d = 0; d < D; d++) dst[d] = scale * src[d];
+            serl_load_f32(dst, a->q, a->q_dtype, src, D);
+            for (int d = 0; d < D; d++) dst[d] *= scale;
             for (int d = D; d < Dp; d++) dst[d] = 0;
         }
     }
@@ -218,11 +219,10 @@ static void fwd_task(void *arg, int64_t t, int w) {
     for (int j0 = s0; j0 < i1; j0 += BK) {
         const int nk = i1 - j0 < BK ? i1 - j0 : BK;
         for (int jj = 0; jj < nk; jj++) {
-            const float *kr = a->k + ((int64_t)(j0 + jj) * KVH + kvh) * D;
-            const float *vr = a->v + ((int64_t)(j0 + jj) * KVH + kvh) * D;
+            const int64_t row = ((int64_t)(j0 + jj) * KVH + kvh) * D;
             float *vb = Vb + (size_t)jj * Dp;
-            for (int d = 0; d < D; d++) Kt[(size_t)d * BK + jj] = kr[d];
-            memcpy(vb, vr, sizeof(float) * (size_t)D);
+            for (int d = 0; d < D; d++) Kt[(size_t)d * BK + jj] = serl_ld(a->k, a->k_dtype, row + d);
+            serl_load_f32(vb, a->v, a->v_dtype, row, D);
             for (int d = D; d < Dp; d++) vb[d] = 0;
         }
         if (nk < BK)
@@ -258,10 +258,10 @@ static void fwd_task(void *arg, int64_t t, int w) {
     for (int i = i0; i < i1; i++) {
         for (int g = 0; g < G; g++) {
             int r = (i - i0) * G + g, h = kvh * G + g;
-            const float *o = O + (size_t)r * Dp;
-            float *dst = a->out + ((int64_t)i * H + h) * D;
+            float *o = O + (size_t)r * Dp;
             float inv = (float)(1.0 / lrow[r]);
-            for (int d = 0; d < D; d++) dst[d] = o[d] * inv;
+            for (int d = 0; d < D; d++) o[d] *= inv;
+            serl_store_f32(a->out, a->out_dtype, ((int64_t)i * H + h) * D, o, D);
             if (a->lse) a->lse[(int64_t)i * H + h] = mrow[r] + (float)log(lrow[r]);
         }
     }
@@ -296,6 +296,10 @@ SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_fwd_args *a
     if ((st = check_seqlens(ctx, "attention_fwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st;
     if (a->n_tokens == 0) return SERL_OK;
     SERL_REQUIRE(a->q && a->k && a->v && a->out, "attention_fwd: NULL q, k, v or out");
+    SERL_REQUIRE_DTYPE("attention_fwd", "q", a->q_dtype);
+    SERL_REQUIRE_DTYPE("attention_fwd", "k", a->k_dtype);
+    SERL_REQUIRE_DTYPE("attention_fwd", "v", a->v_dtype);
+    SERL_REQUIRE_DTYPE("attention_fwd", "out", a->out_dtype);
 
     const int G = a->n_heads / a->n_kv_heads, Dp = pad16(a->head_dim), bq = query_block(G);
     fwd_job j = {.a = a, .gemm = pick_gemm(ctx), .G = G, .Dp = Dp, .rmax = bq * G};
@@ -346,10 +350,10 @@ static void bwd_task(void *arg, int64_t t, int w) {
     /* Di = Σ_d dout·out per (token, head) of this group, once per task */
     for (int i = s0; i < s1; i++)
         for (int g = 0; g < G; g++) {
-            const float *o = a->out + ((int64_t)i * H + kvh * G + g) * D;
-            const float *go = a->dout + ((int64_t)i * H + kvh * G + g) * D;
+            const int64_t row = ((int64_t)i * H + kvh * G + g) * D;
             double s = 0;
-            for (int d = 0; d < D; d++) s += (double)o[d] * go[d];
+            for (int d = 0; d < D; d++)
+                s += (double)serl_ld(a->out, a->out_dtype, row + d) * serl_ld(a->dout, a->dout_dtype, row + d);
             Di[(size_t)(i - s0) * G + g] = (float)s;
         }
     if (Dp > D) {
@@ -360,14 +364,13 @@ static void bwd_task(void *arg, int64_t t, int w) {
     for (int j0 = s0; j0 < s1; j0 += BK) {
         const int nk = s1 - j0 < BK ? s1 - j0 : BK;
         for (int jj = 0; jj < nk; jj++) {
-            const float *kr = a->k + ((int64_t)(j0 + jj) * KVH + kvh) * D;
-            const float *vr = a->v + ((int64_t)(j0 + jj) * KVH + kvh) * D;
+            const int64_t row = ((int64_t)(j0 + jj) * KVH + kvh) * D;
             float *kb = Kb + (size_t)jj * Dp;
+            serl_load_f32(kb, a->k, a->k_dtype, row, D);
             for (int d = 0; d < D; d++) {
-                Kt[(size_t)d * BK + jj] = kr[d];
-                Vt[(size_t)d * BK + jj] = vr[d];
+                Kt[(size_t)d * BK + jj] = kb[d];
+                Vt[(size_t)d * BK + jj] = serl_ld(a->v, a->v_dtype, row + d);
             }
-            memcpy(kb, kr, sizeof(float) * (size_t)D);
             for (int d = D; d < Dp; d++) kb[d] = 0;
         }
         if (nk < BK)
@@ -386,8 +389,9 @@ static void bwd_task(void *arg, int64_t t, int w) {
                     int r = (i - i0) * G + g;
                     int64_t off = ((int64_t)i * H + kvh * G + g) * D;
                     float *qs = Qs + (size_t)r * Dp, *go = dO + (size_t)r * Dp;
-                    for (int d = 0; d < D; d++) qs[d] = scale * a->q[off + d];
-                    memcpy(go, a->dout + off, sizeof(float) * (size_t)D);
+                    serl_load_f32(qs, a->q, a->q_dtype, off, D);
+                    for (int d = 0; d < D; d++) qs[d] *= scale;
+                    serl_load_f32(go, a->dout, a->dout_dtype, off, D);
                     for (int d = D; d < Dp; d++) qs[d] = go[d] = 0;
                     lse[r] = a->lse[(int64_t)i * H + kvh * G + g];
                 }
@@ -410,8 +414,14 @@ static void bwd_task(void *arg, int64_t t, int w) {
             for (int i = i0; i < i1; i++)
                 for (int g = 0; g < G; g++) {
                     const float *src = dQ + (size_t)((i - i0) * G + g) * Dp;
-                    float *dst = a->dq + ((int64_t)i * H + kvh * G + g) * D;
-                    for (int d = 0; d < D; d++) dst[d] += scale * src[d];
+                    const int64_t row = ((int64_t)i * H + kvh * G + g) * D;
+                    if (a->dq_dtype == SERL_DTYPE_F32) {
+                        float *dst = (float *)a->dq + row;
+                        for (int d = 0; d < D; d++) dst[d] += scale * src[d];
+                    } else {
+                        for (int d = 0; d < D; d++)
+                            serl_st(a->dq, a->dq_dtype, row + d, serl_ld(a->dq, a->dq_dtype, row + d) + scale * src[d]);
+                    }
                 }
         }
 
@@ -419,8 +429,8 @@ static void bwd_task(void *arg, int64_t t, int w) {
             int64_t off = ((int64_t)(j0 + jj) * KVH + kvh) * D;
             const float *gk = dK + (size_t)jj * Dp, *gv = dV + (size_t)jj * Dp;
             for (int d = 0; d < D; d++) {
-                a->dk[off + d] += gk[d];
-                a->dv[off + d] += gv[d];
+                serl_st(a->dk, a->dk_dtype, off + d, serl_ld(a->dk, a->dk_dtype, off + d) + gk[d]);
+                serl_st(a->dv, a->dv_dtype, off + d, serl_ld(a->dv, a->dv_dtype, off + d) + gv[d]);
             }
         }
     }
@@ -436,6 +446,14 @@ SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_bwd_args *a
     if (a->n_tokens == 0) return SERL_OK;
     SERL_REQUIRE(a->q && a->k && a->v && a->out && a->lse && a->dout && a->dq && a->dk && a->dv,
                  "attention_bwd: NULL tensor (q, k, v, out, lse, dout, dq, dk and dv are all required)");
+    SERL_REQUIRE_DTYPE("attention_bwd", "q", a->q_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "k", a->k_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "v", a->v_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "out", a->out_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "dout", a->dout_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "dq", a->dq_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "dk", a->dk_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "dv", a->dv_dtype);
 
     const int G = a->n_heads / a->n_kv_heads, Dp = pad16(a->head_dim), bq = query_block(G);
     bwd_job j = {.a = a, .gemm = pick_gemm(ctx), .G = G, .Dp = Dp, .bq = bq, .rmax = bq * G, .max_len = max_len};

@@ -27,23 +27,48 @@ void *serl_aligned_alloc(size_t bytes) {
     return p;
 }
 
+/* Why the last serl_context_create failed; serl_last_error(NULL) returns it. */
+static char create_err[256];
+
+/* The vector ISA: the best the CPU has, capped by $SERL_SIMD (avx512bf16, avx512 or avx2) so that tests
+ * can run every code path on one machine. Returns -1 (create_err set) on a CPU without AVX2 and FMA —
+ * there is no scalar path — or an unknown SERL_SIMD. */
 static int detect_simd(void) {
-    int simd = SERL_SIMD_SCALAR;
+    int simd = -1;
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) simd = SERL_SIMD_AVX2;
-    if (simd == SERL_SIMD_AVX2 && __builtin_cpu_supports("avx512f")) simd = SERL_SIMD_AVX512;
+    if (simd == SERL_SIMD_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        simd = SERL_SIMD_AVX512;
+    if (simd == SERL_SIMD_AVX512 && __builtin_cpu_supports("avx512bf16")) simd = SERL_SIMD_AVX512BF16;
 #endif
-    /* SERL_SIMD=avx2|scalar caps the level, so tests can exercise every code path on one machine. */
+    if (simd < 0) {
+        snprintf(create_err, sizeof create_err,
+                 "serl cpu: this CPU lacks AVX2 and FMA, which the CPU library requires (x86-64-v3 or newer)");
+        return -1;
+    }
     const char *cap = getenv("SERL_SIMD");
-    if (cap) {
-        if (!strcmp(cap, "avx2") && simd > SERL_SIMD_AVX2) simd = SERL_SIMD_AVX2;
-        if (!strcmp(cap, "scalar")) simd = SERL_SIMD_SCALAR;
+    if (cap && *cap) {
+        int want;
+        if (!strcmp(cap, "avx2"))
+            want = SERL_SIMD_AVX2;
+        else if (!strcmp(cap, "avx512"))
+            want = SERL_SIMD_AVX512;
+        else if (!strcmp(cap, "avx512bf16"))
+            want = SERL_SIMD_AVX512BF16;
+        else {
+            snprintf(create_err, sizeof create_err, "serl cpu: SERL_SIMD=%.64s is not a path (want avx512bf16, avx512 or avx2)",
+                     cap);
+            return -1;
+        }
+        if (want < simd) simd = want;
     }
     return simd;
 }
 
 SERL_API void *serl_context_create(int32_t threads) {
+    create_err[0] = 0;
     if (threads <= 0) {
         const char *env = getenv("SERL_THREADS");
         if (env && atoi(env) > 0) threads = atoi(env);
@@ -51,12 +76,18 @@ SERL_API void *serl_context_create(int32_t threads) {
     if (threads <= 0) threads = (int32_t)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads <= 0) threads = 1;
     if (threads > SERL_MAX_THREADS) threads = SERL_MAX_THREADS;
+    int simd = detect_simd();
+    if (simd < 0) return NULL;
     serl_ctx *ctx = calloc(1, sizeof(*ctx));
-    if (!ctx) return NULL;
-    ctx->simd = detect_simd();
+    if (!ctx) {
+        snprintf(create_err, sizeof create_err, "serl cpu: out of memory for a context");
+        return NULL;
+    }
+    ctx->simd = simd;
     ctx->pool = serl_pool_create(threads);
     if (!ctx->pool) {
         free(ctx);
+        snprintf(create_err, sizeof create_err, "serl cpu: cannot start %d worker threads", threads);
         return NULL;
     }
     ctx->threads = threads;
@@ -73,7 +104,7 @@ SERL_API void serl_context_destroy(void *p) {
 
 SERL_API const char *serl_last_error(void *p) {
     serl_ctx *ctx = p;
-    return ctx ? ctx->err : "serl: NULL context";
+    return ctx ? ctx->err : create_err;
 }
 
 void *serl_scratch(serl_ctx *ctx, int worker, size_t bytes) {
@@ -194,3 +225,45 @@ SERL_API int32_t serl_memset(void *ctxp, const serl_memset_args *a) {
 }
 
 SERL_API int32_t serl_sync(void *ctx) { return ctx ? SERL_OK : SERL_E_ARG; }
+
+/* ------------------------------------------------------------------------- cast */
+
+typedef struct {
+    const serl_cast_args *a;
+    int64_t parts;
+} cast_job;
+
+static void cast_task(void *arg, int64_t i, int w) {
+    (void)w;
+    const cast_job *j = arg;
+    const serl_cast_args *a = j->a;
+    int64_t lo, hi;
+    serl_chunk(a->n, j->parts, i, &lo, &hi);
+    if (a->src_dtype == a->dst_dtype) {
+        size_t es = serl_dtype_size(a->src_dtype);
+        memmove((char *)a->dst + lo * es, (const char *)a->src + lo * es, (size_t)(hi - lo) * es);
+    } else if (a->dst_dtype == SERL_DTYPE_BF16) {
+        serl_f32_to_bf16_n((uint16_t *)a->dst + lo, (const float *)a->src + lo, hi - lo);
+    } else {
+        serl_bf16_to_f32_n((float *)a->dst + lo, (const uint16_t *)a->src + lo, hi - lo);
+    }
+}
+
+SERL_API int32_t serl_cast(void *ctxp, const serl_cast_args *a) {
+    SERL_ENTER(ctxp, a, serl_cast_args);
+    SERL_REQUIRE_DTYPE("cast", "src", a->src_dtype);
+    SERL_REQUIRE_DTYPE("cast", "dst", a->dst_dtype);
+    SERL_REQUIRE(a->n >= 0, "cast: n = %lld", (long long)a->n);
+    if (a->n == 0) return SERL_OK;
+    SERL_REQUIRE(a->src && a->dst, "cast: NULL pointer");
+    {
+        uintptr_t s0 = (uintptr_t)a->src, d0 = (uintptr_t)a->dst;
+        uintptr_t s1 = s0 + (uintptr_t)a->n * serl_dtype_size(a->src_dtype), d1 = d0 + (uintptr_t)a->n * serl_dtype_size(a->dst_dtype);
+        SERL_REQUIRE(!(s0 < d1 && d0 < s1) || (s0 == d0 && a->src_dtype == a->dst_dtype), "cast: dst overlaps src");
+    }
+    int64_t parts = a->n < (1 << 18) ? 1 : a->n / (1 << 17);
+    if (parts > ctx->threads) parts = ctx->threads;
+    cast_job j = {a, parts};
+    serl_parallel(ctx, parts, cast_task, &j);
+    return SERL_OK;
+}

@@ -17,6 +17,27 @@ static int64_t parts_for(serl_ctx *ctx, int64_t n) {
     return parts < ctx->threads ? parts : ctx->threads;
 }
 
+/* Ops run over blocks of BLK elements: an F32 tensor is used in place, a BF16 one is converted into a
+ * float32 block on the stack (and an output block is rounded back when stored). */
+#define BLK 512
+
+static inline const float *view_in(const void *p, int32_t dt, int64_t k, int64_t n, float *buf) {
+    if (dt == SERL_DTYPE_F32) return (const float *)p + k;
+    serl_load_f32(buf, p, dt, k, n);
+    return buf;
+}
+
+/* An output block; inout: its current contents are needed (accumulation). */
+static inline float *view_out(void *p, int32_t dt, int64_t k, int64_t n, float *buf, int inout) {
+    if (dt == SERL_DTYPE_F32) return (float *)p + k;
+    if (inout) serl_load_f32(buf, p, dt, k, n);
+    return buf;
+}
+
+static inline void out_done(void *p, int32_t dt, int64_t k, int64_t n, const float *buf) {
+    if (dt != SERL_DTYPE_F32) serl_store_f32(p, dt, k, buf, n);
+}
+
 /* ------------------------------------------------------------------------- add, scale */
 
 static void add_task(void *arg, int64_t i, int w) {
@@ -25,14 +46,23 @@ static void add_task(void *arg, int64_t i, int w) {
     const serl_add_args *a = j->p;
     int64_t lo, hi;
     serl_chunk(j->n, j->parts, i, &lo, &hi);
-    const float *x = a->x, *y = a->y;
-    float *o = a->out, al = a->alpha;
-    for (int64_t k = lo; k < hi; k++) o[k] = x[k] + al * y[k];
+    float bx[BLK], by[BLK], bo[BLK];
+    const float al = a->alpha;
+    for (int64_t k = lo; k < hi; k += BLK) {
+        int64_t n = hi - k < BLK ? hi - k : BLK;
+        const float *x = view_in(a->x, a->x_dtype, k, n, bx), *y = view_in(a->y, a->y_dtype, k, n, by);
+        float *o = view_out(a->out, a->out_dtype, k, n, bo, 0);
+        for (int64_t e = 0; e < n; e++) o[e] = x[e] + al * y[e];
+        out_done(a->out, a->out_dtype, k, n, bo);
+    }
 }
 
 SERL_API int32_t serl_add(void *ctxp, const serl_add_args *a) {
     SERL_ENTER(ctxp, a, serl_add_args);
     SERL_REQUIRE(a->n >= 0, "add: n = %lld", (long long)a->n);
+    SERL_REQUIRE_DTYPE("add", "x", a->x_dtype);
+    SERL_REQUIRE_DTYPE("add", "y", a->y_dtype);
+    SERL_REQUIRE_DTYPE("add", "out", a->out_dtype);
     if (a->n == 0) return SERL_OK;
     SERL_REQUIRE(a->x && a->y && a->out, "add: NULL tensor");
     span_job j = {a->n, parts_for(ctx, a->n), a};
@@ -46,14 +76,22 @@ static void scale_task(void *arg, int64_t i, int w) {
     const serl_scale_args *a = j->p;
     int64_t lo, hi;
     serl_chunk(j->n, j->parts, i, &lo, &hi);
-    const float *x = a->x;
-    float *o = a->out, al = a->alpha;
-    for (int64_t k = lo; k < hi; k++) o[k] = al * x[k];
+    float bx[BLK], bo[BLK];
+    const float al = a->alpha;
+    for (int64_t k = lo; k < hi; k += BLK) {
+        int64_t n = hi - k < BLK ? hi - k : BLK;
+        const float *x = view_in(a->x, a->x_dtype, k, n, bx);
+        float *o = view_out(a->out, a->out_dtype, k, n, bo, 0);
+        for (int64_t e = 0; e < n; e++) o[e] = al * x[e];
+        out_done(a->out, a->out_dtype, k, n, bo);
+    }
 }
 
 SERL_API int32_t serl_scale(void *ctxp, const serl_scale_args *a) {
     SERL_ENTER(ctxp, a, serl_scale_args);
     SERL_REQUIRE(a->n >= 0, "scale: n = %lld", (long long)a->n);
+    SERL_REQUIRE_DTYPE("scale", "x", a->x_dtype);
+    SERL_REQUIRE_DTYPE("scale", "out", a->out_dtype);
     if (a->n == 0) return SERL_OK;
     SERL_REQUIRE(a->x && a->out, "scale: NULL tensor");
     span_job j = {a->n, parts_for(ctx, a->n), a};
@@ -72,15 +110,25 @@ static void swiglu_fwd_task(void *arg, int64_t i, int w) {
     const serl_swiglu_fwd_args *a = j->p;
     int64_t lo, hi;
     serl_chunk(j->n, j->parts, i, &lo, &hi);
-    for (int64_t k = lo; k < hi; k++) {
-        float g = a->gate[k];
-        a->out[k] = g * sigmoidf(g) * a->up[k];
+    float bg[BLK], bu[BLK], bo[BLK];
+    for (int64_t k = lo; k < hi; k += BLK) {
+        int64_t n = hi - k < BLK ? hi - k : BLK;
+        const float *gate = view_in(a->gate, a->gate_dtype, k, n, bg), *up = view_in(a->up, a->up_dtype, k, n, bu);
+        float *o = view_out(a->out, a->out_dtype, k, n, bo, 0);
+        for (int64_t e = 0; e < n; e++) {
+            float g = gate[e];
+            o[e] = g * sigmoidf(g) * up[e];
+        }
+        out_done(a->out, a->out_dtype, k, n, bo);
     }
 }
 
 SERL_API int32_t serl_swiglu_fwd(void *ctxp, const serl_swiglu_fwd_args *a) {
     SERL_ENTER(ctxp, a, serl_swiglu_fwd_args);
     SERL_REQUIRE(a->n >= 0, "swiglu_fwd: n = %lld", (long long)a->n);
+    SERL_REQUIRE_DTYPE("swiglu_fwd", "gate", a->gate_dtype);
+    SERL_REQUIRE_DTYPE("swiglu_fwd", "up", a->up_dtype);
+    SERL_REQUIRE_DTYPE("swiglu_fwd", "out", a->out_dtype);
     if (a->n == 0) return SERL_OK;
     SERL_REQUIRE(a->gate && a->up && a->out, "swiglu_fwd: NULL tensor");
     span_job j = {a->n, parts_for(ctx, a->n), a};
@@ -95,17 +143,31 @@ static void swiglu_bwd_task(void *arg, int64_t i, int w) {
     const serl_swiglu_bwd_args *a = j->p;
     int64_t lo, hi;
     serl_chunk(j->n, j->parts, i, &lo, &hi);
-    for (int64_t k = lo; k < hi; k++) {
-        float g = a->gate[k], u = a->up[k], d = a->dout[k];
-        float s = sigmoidf(g);
-        a->dgate[k] += d * u * s * (1.0f + g * (1.0f - s));
-        a->dup[k] += d * g * s;
+    float bg[BLK], bu[BLK], bd[BLK], bdg[BLK], bdu[BLK];
+    for (int64_t k = lo; k < hi; k += BLK) {
+        int64_t n = hi - k < BLK ? hi - k : BLK;
+        const float *gate = view_in(a->gate, a->gate_dtype, k, n, bg), *up = view_in(a->up, a->up_dtype, k, n, bu);
+        const float *dout = view_in(a->dout, a->dout_dtype, k, n, bd);
+        float *dgate = view_out(a->dgate, a->dgate_dtype, k, n, bdg, 1), *dup = view_out(a->dup, a->dup_dtype, k, n, bdu, 1);
+        for (int64_t e = 0; e < n; e++) {
+            float g = gate[e], u = up[e], d = dout[e];
+            float s = sigmoidf(g);
+            dgate[e] += d * u * s * (1.0f + g * (1.0f - s));
+            dup[e] += d * g * s;
+        }
+        out_done(a->dgate, a->dgate_dtype, k, n, bdg);
+        out_done(a->dup, a->dup_dtype, k, n, bdu);
     }
 }
 
 SERL_API int32_t serl_swiglu_bwd(void *ctxp, const serl_swiglu_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_swiglu_bwd_args);
     SERL_REQUIRE(a->n >= 0, "swiglu_bwd: n = %lld", (long long)a->n);
+    SERL_REQUIRE_DTYPE("swiglu_bwd", "gate", a->gate_dtype);
+    SERL_REQUIRE_DTYPE("swiglu_bwd", "up", a->up_dtype);
+    SERL_REQUIRE_DTYPE("swiglu_bwd", "dout", a->dout_dtype);
+    SERL_REQUIRE_DTYPE("swiglu_bwd", "dgate", a->dgate_dtype);
+    SERL_REQUIRE_DTYPE("swiglu_bwd", "dup", a->dup_dtype);
     if (a->n == 0) return SERL_OK;
     SERL_REQUIRE(a->gate && a->up && a->dout && a->dgate && a->dup, "swiglu_bwd: NULL tensor");
     span_job j = {a->n, parts_for(ctx, a->n), a};
@@ -121,15 +183,23 @@ static void bias_add_task(void *arg, int64_t i, int w) {
     const serl_bias_add_args *a = j->p;
     int64_t lo, hi;
     serl_chunk(j->n, j->parts, i, &lo, &hi);
+    float bb[BLK], by[BLK];
     for (int64_t r = lo; r < hi; r++) {
-        float *y = a->y + r * a->dim;
-        for (int c = 0; c < a->dim; c++) y[c] += a->bias[c];
+        for (int64_t c0 = 0; c0 < a->dim; c0 += BLK) {
+            int64_t n = a->dim - c0 < BLK ? a->dim - c0 : BLK, k = r * a->dim + c0;
+            const float *bias = view_in(a->bias, a->bias_dtype, c0, n, bb);
+            float *y = view_out(a->y, a->y_dtype, k, n, by, 1);
+            for (int64_t c = 0; c < n; c++) y[c] += bias[c];
+            out_done(a->y, a->y_dtype, k, n, by);
+        }
     }
 }
 
 SERL_API int32_t serl_bias_add(void *ctxp, const serl_bias_add_args *a) {
     SERL_ENTER(ctxp, a, serl_bias_add_args);
     SERL_REQUIRE(a->n >= 0 && a->dim >= 0, "bias_add: n = %d, dim = %d", a->n, a->dim);
+    SERL_REQUIRE_DTYPE("bias_add", "bias", a->bias_dtype);
+    SERL_REQUIRE_DTYPE("bias_add", "y", a->y_dtype);
     if (a->n == 0 || a->dim == 0) return SERL_OK;
     SERL_REQUIRE(a->bias && a->y, "bias_add: NULL tensor");
     int64_t total = (int64_t)a->n * a->dim;
@@ -154,10 +224,14 @@ static void bias_bwd_task(void *arg, int64_t i, int w) {
     int64_t lo, hi;
     serl_chunk(a->dim, j->parts, i, &lo, &hi);
     double *acc = bj->scratch[w];
+    float buf[BLK];
     for (int64_t c = lo; c < hi; c++) acc[c - lo] = 0;
     for (int64_t r = 0; r < a->n; r++) {
-        const float *dy = a->dy + r * a->dim;
-        for (int64_t c = lo; c < hi; c++) acc[c - lo] += dy[c];
+        for (int64_t c0 = lo; c0 < hi; c0 += BLK) {
+            int64_t n = hi - c0 < BLK ? hi - c0 : BLK;
+            const float *dy = view_in(a->dy, a->dy_dtype, r * a->dim + c0, n, buf);
+            for (int64_t c = 0; c < n; c++) acc[c0 - lo + c] += dy[c];
+        }
     }
     for (int64_t c = lo; c < hi; c++) a->dbias[c] += (float)acc[c - lo];
 }
@@ -165,6 +239,7 @@ static void bias_bwd_task(void *arg, int64_t i, int w) {
 SERL_API int32_t serl_bias_bwd(void *ctxp, const serl_bias_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_bias_bwd_args);
     SERL_REQUIRE(a->n >= 0 && a->dim >= 0, "bias_bwd: n = %d, dim = %d", a->n, a->dim);
+    SERL_REQUIRE_DTYPE("bias_bwd", "dy", a->dy_dtype);
     if (a->n == 0 || a->dim == 0) return SERL_OK;
     SERL_REQUIRE(a->dy && a->dbias, "bias_bwd: NULL tensor");
     int64_t parts = parts_for(ctx, (int64_t)a->n * a->dim);

@@ -28,9 +28,20 @@ static void fwd_task(void *arg, int64_t i, int w) {
     const serl_embedding_fwd_args *a = j->a;
     int64_t lo, hi;
     serl_chunk(a->n_tokens, j->parts, i, &lo, &hi);
-    size_t row = sizeof(float) * (size_t)a->dim;
-    for (int64_t t = lo; t < hi; t++)
-        memcpy(a->out + t * a->dim, a->table + (int64_t)a->ids[t] * a->dim, row);
+    const int64_t d = a->dim;
+    if (a->table_dtype == a->out_dtype) {
+        size_t es = serl_dtype_size(a->out_dtype), row = es * (size_t)d;
+        for (int64_t t = lo; t < hi; t++)
+            memcpy((char *)a->out + t * row, (const char *)a->table + (int64_t)a->ids[t] * row, row);
+        return;
+    }
+    for (int64_t t = lo; t < hi; t++) {
+        const int64_t src = (int64_t)a->ids[t] * d;
+        if (a->out_dtype == SERL_DTYPE_BF16)
+            serl_f32_to_bf16_n((uint16_t *)a->out + t * d, (const float *)a->table + src, d);
+        else
+            serl_bf16_to_f32_n((float *)a->out + t * d, (const uint16_t *)a->table + src, d);
+    }
 }
 
 SERL_API int32_t serl_embedding_fwd(void *ctxp, const serl_embedding_fwd_args *a) {
@@ -38,6 +49,8 @@ SERL_API int32_t serl_embedding_fwd(void *ctxp, const serl_embedding_fwd_args *a
     SERL_REQUIRE(a->n_tokens >= 0 && a->dim >= 0 && a->vocab >= 0, "embedding_fwd: n_tokens = %d, dim = %d, vocab = %d",
                  a->n_tokens, a->dim, a->vocab);
     if (a->n_tokens == 0 || a->dim == 0) return SERL_OK;
+    SERL_REQUIRE_DTYPE("embedding_fwd", "table", a->table_dtype);
+    SERL_REQUIRE_DTYPE("embedding_fwd", "out", a->out_dtype);
     SERL_REQUIRE(a->vocab > 0, "embedding_fwd: empty vocabulary with %d tokens", a->n_tokens);
     SERL_REQUIRE(a->ids && a->table && a->out, "embedding_fwd: NULL tensor (ids %p, table %p, out %p)",
                  (const void *)a->ids, (const void *)a->table, (void *)a->out);
@@ -71,8 +84,20 @@ static void bwd_task(void *arg, int64_t i, int w) {
     hi *= COL_ALIGN;
     if (hi > a->dim) hi = a->dim;
     const int64_t d = a->dim;
+    if (a->dout_dtype == SERL_DTYPE_BF16) {
+        for (int64_t t = 0; t < a->n_tokens; t++) {
+            const uint16_t *restrict src = (const uint16_t *)a->dout + t * d;
+            float *restrict dst = a->dtable + (int64_t)a->ids[t] * d;
+            int64_t c = lo;
+            for (; c + 8 <= hi; c += 8)
+                _mm256_storeu_ps(dst + c, _mm256_add_ps(_mm256_loadu_ps(dst + c),
+                                                        serl_bf16x8_to_f32(_mm_loadu_si128((const __m128i *)(src + c)))));
+            for (; c < hi; c++) dst[c] += serl_bf16_to_f32(src[c]);
+        }
+        return;
+    }
     for (int64_t t = 0; t < a->n_tokens; t++) {
-        const float *restrict src = a->dout + t * d;
+        const float *restrict src = (const float *)a->dout + t * d;
         float *restrict dst = a->dtable + (int64_t)a->ids[t] * d;
         for (int64_t c = lo; c < hi; c++) dst[c] += src[c];
     }
@@ -83,6 +108,7 @@ SERL_API int32_t serl_embedding_bwd(void *ctxp, const serl_embedding_bwd_args *a
     SERL_REQUIRE(a->n_tokens >= 0 && a->dim >= 0 && a->vocab >= 0, "embedding_bwd: n_tokens = %d, dim = %d, vocab = %d",
                  a->n_tokens, a->dim, a->vocab);
     if (a->n_tokens == 0 || a->dim == 0) return SERL_OK;
+    SERL_REQUIRE_DTYPE("embedding_bwd", "dout", a->dout_dtype);
     SERL_REQUIRE(a->vocab > 0, "embedding_bwd: empty vocabulary with %d tokens", a->n_tokens);
     SERL_REQUIRE(a->ids && a->dout && a->dtable, "embedding_bwd: NULL tensor (ids %p, dout %p, dtable %p)",
                  (const void *)a->ids, (const void *)a->dout, (void *)a->dtable);

@@ -7,14 +7,11 @@
 #include <stdint.h>
 
 #include "../serl.h"
+#include "dtype.h"
 
 #define SERL_MAX_THREADS 256
 #define SERL_ALIGN 64
 
-/* SIMD levels, as reported in serl_device_info_args.simd. */
-#define SERL_SIMD_SCALAR 0
-#define SERL_SIMD_AVX2 2
-#define SERL_SIMD_AVX512 3
 
 typedef struct serl_pool serl_pool;
 
@@ -29,7 +26,7 @@ typedef struct {
 typedef struct serl_ctx {
     serl_pool *pool;
     int threads;
-    int simd; /* SERL_SIMD_* chosen at creation (CPU support, capped by SERL_SIMD) */
+    int simd; /* SERL_SIMD_* (serl.h) chosen at creation: CPU support, capped by $SERL_SIMD */
     char err[1024];
     serl_scratch_buf scratch[SERL_MAX_THREADS];
 } serl_ctx;

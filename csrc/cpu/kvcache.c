@@ -33,8 +33,17 @@ static void append_task(void *arg, int64_t i, int w) {
     for (int64_t t = lo; t < hi; t++) {
         int64_t slot = a->slots[t];
         if (slot < 0) continue;
-        memcpy(a->k_cache + slot * row, a->k + t * row, sizeof(float) * (size_t)row);
-        memcpy(a->v_cache + slot * row, a->v + t * row, sizeof(float) * (size_t)row);
+        if (a->kv_dtype == a->cache_dtype) {
+            size_t es = serl_dtype_size(a->kv_dtype), bytes = es * (size_t)row;
+            memcpy((char *)a->k_cache + slot * (int64_t)bytes, (const char *)a->k + t * (int64_t)bytes, bytes);
+            memcpy((char *)a->v_cache + slot * (int64_t)bytes, (const char *)a->v + t * (int64_t)bytes, bytes);
+        } else if (a->cache_dtype == SERL_DTYPE_BF16) {
+            serl_f32_to_bf16_n((uint16_t *)a->k_cache + slot * row, (const float *)a->k + t * row, row);
+            serl_f32_to_bf16_n((uint16_t *)a->v_cache + slot * row, (const float *)a->v + t * row, row);
+        } else {
+            serl_bf16_to_f32_n((float *)a->k_cache + slot * row, (const uint16_t *)a->k + t * row, row);
+            serl_bf16_to_f32_n((float *)a->v_cache + slot * row, (const uint16_t *)a->v + t * row, row);
+        }
     }
 }
 
@@ -44,6 +53,8 @@ SERL_API int32_t serl_kv_append(void *ctxp, const serl_kv_append_args *a) {
     SERL_REQUIRE(a->n_kv_heads >= 1 && a->head_dim >= 1 && a->block_size >= 1 && a->n_blocks >= 0,
                  "kv_append: n_kv_heads = %d, head_dim = %d, block_size = %d, n_blocks = %d", a->n_kv_heads,
                  a->head_dim, a->block_size, a->n_blocks);
+    SERL_REQUIRE_DTYPE("kv_append", "k/v", a->kv_dtype);
+    SERL_REQUIRE_DTYPE("kv_append", "cache", a->cache_dtype);
     if (a->n_tokens == 0) return SERL_OK;
     SERL_REQUIRE(a->slots && a->k && a->v && a->k_cache && a->v_cache, "kv_append: NULL tensor");
     /* every slot first, so a bad one leaves the cache untouched */
@@ -65,6 +76,7 @@ SERL_API int32_t serl_kv_append(void *ctxp, const serl_kv_append_args *a) {
 typedef struct {
     const serl_decode_attention_args *a;
     int G, Dp, parts; /* parts: kv-head ranges per sequence (tasks = n_seqs · parts) */
+    size_t span_max;  /* floats of the largest part of a slot: a bf16 cache row is widened into it */
     float *scratch[SERL_MAX_THREADS];
 } decode_job;
 
@@ -95,7 +107,7 @@ static inline int64_t cursor_next(slot_cursor *c) {
  * hardware prefetcher stops at every page boundary. */
 #define DECODE_PF 4
 
-static inline void prefetch_row(const float *p, int64_t floats) {
+static inline void prefetch_row(const void *p, int64_t floats) {
     for (int64_t b = 0; b < floats * 4; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T0);
 }
 
@@ -134,20 +146,26 @@ static void decode_task(void *arg, int64_t t, int w) {
     /* scratch: scaled queries [NH, Dp], accumulators [NH, Dp], scores token-major [L, NHp], and per
      * head max, 1/sum */
     float *qs = j->scratch[w], *acc = qs + (size_t)NH * Dp, *sc = acc + (size_t)NH * Dp;
-    float *mx = sc + (size_t)L * NHp, *inv = mx + NHp;
+    float *mx = sc + (size_t)L * NHp, *inv = mx + NHp, *wide = inv + NHp;
     for (int n = 0; n < NH; n++) {
-        const float *src = a->q + ((int64_t)s * H + h0 + n) * D;
-        for (int d = 0; d < D; d++) qs[n * Dp + d] = a->scale * src[d];
+        serl_load_f32(qs + n * Dp, a->q, a->q_dtype, ((int64_t)s * H + h0 + n) * D, D);
+        for (int d = 0; d < D; d++) qs[n * Dp + d] *= a->scale;
         for (int d = D; d < Dp; d++) qs[n * Dp + d] = 0;
     }
+    /* A bf16 cache: each slot's part is widened into float32 (in L1) and read from there. */
+    const int bf = a->cache_dtype == SERL_DTYPE_BF16;
+    const float *kc = bf ? NULL : (const float *)a->k_cache, *vc = bf ? NULL : (const float *)a->v_cache;
+    const uint16_t *kh = bf ? (const uint16_t *)a->k_cache : NULL, *vh = bf ? (const uint16_t *)a->v_cache : NULL;
 
     /* scores, slot by slot in address order (the prefetchers follow it), four heads per reduction;
      * each kv head's row serves its G query heads from L1 */
     slot_cursor cur = start, pf = start;
-    for (int jj = 0; jj < DECODE_PF && jj < L; jj++) prefetch_row(a->k_cache + cursor_next(&pf) * row + lo, span);
+    for (int jj = 0; jj < DECODE_PF && jj < L; jj++) prefetch_row(serl_at(a->k_cache, a->cache_dtype, cursor_next(&pf) * row + lo), span);
     for (int jt = 0; jt < L; jt++) {
-        const float *kr = a->k_cache + cursor_next(&cur) * row + lo;
-        if (jt + DECODE_PF < L) prefetch_row(a->k_cache + cursor_next(&pf) * row + lo, span);
+        const int64_t at = cursor_next(&cur) * row + lo;
+        const float *kr = bf ? wide : kc + at;
+        if (bf) serl_bf16_to_f32_n(wide, kh + at, span);
+        if (jt + DECODE_PF < L) prefetch_row(serl_at(a->k_cache, a->cache_dtype, cursor_next(&pf) * row + lo), span);
         for (int n = 0; n < NH; n += 4) {
             const int nh = NH - n < 4 ? NH - n : 4;
             const float *q4[4], *k4[4];
@@ -175,10 +193,12 @@ static void decode_task(void *arg, int64_t t, int w) {
     /* out = Σ p·v, slot by slot in address order; the accumulators stay in L1 */
     memset(acc, 0, sizeof(float) * (size_t)NH * Dp);
     cur = start, pf = start;
-    for (int jj = 0; jj < DECODE_PF && jj < L; jj++) prefetch_row(a->v_cache + cursor_next(&pf) * row + lo, span);
+    for (int jj = 0; jj < DECODE_PF && jj < L; jj++) prefetch_row(serl_at(a->v_cache, a->cache_dtype, cursor_next(&pf) * row + lo), span);
     for (int jt = 0; jt < L; jt++) {
-        const float *vr = a->v_cache + cursor_next(&cur) * row + lo;
-        if (jt + DECODE_PF < L) prefetch_row(a->v_cache + cursor_next(&pf) * row + lo, span);
+        const int64_t at = cursor_next(&cur) * row + lo;
+        const float *vr = bf ? wide : vc + at;
+        if (bf) serl_bf16_to_f32_n(wide, vh + at, span);
+        if (jt + DECODE_PF < L) prefetch_row(serl_at(a->v_cache, a->cache_dtype, cursor_next(&pf) * row + lo), span);
         const float *p = sc + (size_t)jt * NHp;
         for (int n = 0; n < NH; n++) {
             const __m256 pn = _mm256_set1_ps(p[n]);
@@ -191,8 +211,9 @@ static void decode_task(void *arg, int64_t t, int w) {
         }
     }
     for (int n = 0; n < NH; n++) {
-        float *dst = a->out + ((int64_t)s * H + h0 + n) * D;
-        for (int d = 0; d < D; d++) dst[d] = acc[(size_t)n * Dp + d] * inv[n];
+        float *an = acc + (size_t)n * Dp;
+        for (int d = 0; d < D; d++) an[d] *= inv[n];
+        serl_store_f32(a->out, a->out_dtype, ((int64_t)s * H + h0 + n) * D, an, D);
     }
 }
 
@@ -207,6 +228,9 @@ SERL_API int32_t serl_decode_attention(void *ctxp, const serl_decode_attention_a
     SERL_REQUIRE(a->block_size >= 1 && a->n_blocks >= 0 && a->max_blocks >= 1,
                  "decode_attention: block_size = %d, n_blocks = %d, max_blocks = %d", a->block_size, a->n_blocks,
                  a->max_blocks);
+    SERL_REQUIRE_DTYPE("decode_attention", "q", a->q_dtype);
+    SERL_REQUIRE_DTYPE("decode_attention", "cache", a->cache_dtype);
+    SERL_REQUIRE_DTYPE("decode_attention", "out", a->out_dtype);
     if (a->n_seqs == 0) return SERL_OK;
     SERL_REQUIRE(a->block_table && a->seq_lens && a->q && a->k_cache && a->v_cache && a->out,
                  "decode_attention: NULL tensor");
@@ -230,7 +254,8 @@ SERL_API int32_t serl_decode_attention(void *ctxp, const serl_decode_attention_a
     decode_job j = {.a = a, .G = a->n_heads / a->n_kv_heads, .Dp = (a->head_dim + 15) & ~15, .parts = parts};
     const size_t nh = (size_t)(a->n_kv_heads + parts - 1) / parts * j.G; /* most query heads in one task */
     const size_t nhp = (nh + 7) & ~(size_t)7;
-    size_t bytes = sizeof(float) * (2 * nh * j.Dp + (size_t)max_len * nhp + 2 * nhp);
+    j.span_max = (size_t)(a->n_kv_heads + parts - 1) / parts * (size_t)a->head_dim;
+    size_t bytes = sizeof(float) * (2 * nh * j.Dp + (size_t)max_len * nhp + 2 * nhp + j.span_max + 8);
     for (int w = 0; w < ctx->threads; w++) {
         j.scratch[w] = serl_scratch(ctx, w, bytes);
         if (!j.scratch[w]) return serl_fail(ctx, SERL_E_NOMEM, "decode_attention: out of memory for scratch");

@@ -74,16 +74,22 @@ static void row_sums(const float *x, int v, float it, float m, int want_ent, dou
 typedef struct {
     const serl_logprob_fwd_args *a;
     int64_t rows_per_task;
+    float *row[SERL_MAX_THREADS]; /* per worker: a bf16 row widened to float32 */
 } fwd_job;
 
 static void fwd_task(void *arg, int64_t task, int w) {
-    (void)w;
     const fwd_job *j = arg;
     const serl_logprob_fwd_args *a = j->a;
     int64_t lo = task * j->rows_per_task, hi = lo + j->rows_per_task;
     if (hi > a->n) hi = a->n;
     for (int64_t t = lo; t < hi; t++) {
-        const float *x = a->logits + t * (int64_t)a->ld;
+        const float *x;
+        if (a->logits_dtype == SERL_DTYPE_BF16) {
+            serl_bf16_to_f32_n(j->row[w], (const uint16_t *)a->logits + t * (int64_t)a->ld, a->vocab);
+            x = j->row[w];
+        } else {
+            x = (const float *)a->logits + t * (int64_t)a->ld;
+        }
         float m = row_max(x, a->vocab) * a->inv_temp;
         double S, T;
         row_sums(x, a->vocab, a->inv_temp, m, a->entropy != NULL, &S, &T);
@@ -116,13 +122,18 @@ SERL_API int32_t serl_logprob_fwd(void *ctxp, const serl_logprob_fwd_args *a) {
     if (a->n == 0) return SERL_OK;
     SERL_REQUIRE(a->logits && a->targets, "logprob_fwd: NULL logits or targets");
     SERL_REQUIRE(a->logp || a->entropy || a->lse, "logprob_fwd: no output (logp, entropy and lse all NULL)");
+    SERL_REQUIRE_DTYPE("logprob_fwd", "logits", a->logits_dtype);
     for (int32_t t = 0; t < a->n; t++) {
         int32_t tg = a->targets[t];
         SERL_REQUIRE((tg >= 0 && tg < a->vocab) || (tg < 0 && a->ignore_negative),
                      "logprob_fwd: targets[%d] = %d outside [0, %d)%s", t, tg, a->vocab,
                      a->ignore_negative ? "" : " (ignore_negative is off)");
     }
-    fwd_job j = {a, rows_per_task(ctx, a->n, a->vocab)};
+    fwd_job j = {a, rows_per_task(ctx, a->n, a->vocab), {0}};
+    if (a->logits_dtype != SERL_DTYPE_F32)
+        for (int w = 0; w < ctx->threads; w++)
+            if (!(j.row[w] = serl_scratch(ctx, w, sizeof(float) * (size_t)a->vocab)))
+                return serl_fail(ctx, SERL_E_NOMEM, "logprob_fwd: out of memory for a row buffer");
     serl_parallel(ctx, (a->n + j.rows_per_task - 1) / j.rows_per_task, fwd_task, &j);
     return SERL_OK;
 }
@@ -130,25 +141,30 @@ SERL_API int32_t serl_logprob_fwd(void *ctxp, const serl_logprob_fwd_args *a) {
 typedef struct {
     const serl_logprob_bwd_args *a;
     int64_t rows_per_task;
+    float *row[SERL_MAX_THREADS]; /* per worker: a bf16 row of logits or dlogits in float32 */
 } bwd_job;
 
 /* Each element is read before its own store, and the target's +c is added after the vector pass, so
  * dlogits may be the logits buffer itself. */
 static void bwd_task(void *arg, int64_t task, int w) {
-    (void)w;
     const bwd_job *j = arg;
     const serl_logprob_bwd_args *a = j->a;
     int64_t lo = task * j->rows_per_task, hi = lo + j->rows_per_task;
     if (hi > a->n) hi = a->n;
     const int v = a->vocab;
+    const int xbf = a->logits_dtype == SERL_DTYPE_BF16, dbf = a->dlogits_dtype == SERL_DTYPE_BF16;
     for (int64_t t = lo; t < hi; t++) {
-        const float *x = a->logits + t * (int64_t)a->ld;
-        float *dx = a->dlogits + t * (int64_t)a->ld;
+        const int64_t off = t * (int64_t)a->ld;
         int32_t tg = a->targets[t];
         if (tg < 0) {
-            memset(dx, 0, sizeof(float) * (size_t)v);
+            memset((char *)a->dlogits + off * (int64_t)serl_dtype_size(a->dlogits_dtype), 0,
+                   serl_dtype_size(a->dlogits_dtype) * (size_t)v);
             continue;
         }
+        /* bf16 rows go through one float32 buffer, which may serve as both x and dx (in place) */
+        const float *x = xbf ? j->row[w] : (const float *)a->logits + off;
+        float *dx = dbf ? j->row[w] : (float *)a->dlogits + off;
+        if (xbf) serl_bf16_to_f32_n(j->row[w], (const uint16_t *)a->logits + off, v);
         float c = a->coef[t] * a->inv_temp;
         const __m256 vit = _mm256_set1_ps(a->inv_temp), vl = _mm256_set1_ps(a->lse[t]), vnc = _mm256_set1_ps(-c);
         int k = 0;
@@ -166,6 +182,7 @@ static void bwd_task(void *arg, int64_t task, int w) {
             _mm256_maskstore_ps(dx + k, m, _mm256_mul_ps(vnc, p));
         }
         dx[tg] += c;
+        if (dbf) serl_f32_to_bf16_n((uint16_t *)a->dlogits + off, dx, v);
     }
 }
 
@@ -176,13 +193,21 @@ SERL_API int32_t serl_logprob_bwd(void *ctxp, const serl_logprob_bwd_args *a) {
     SERL_REQUIRE(a->inv_temp > 0 && isfinite(a->inv_temp), "logprob_bwd: inv_temp = %g (want finite > 0)", (double)a->inv_temp);
     if (a->n == 0) return SERL_OK;
     SERL_REQUIRE(a->logits && a->targets && a->lse && a->coef && a->dlogits, "logprob_bwd: NULL tensor");
+    SERL_REQUIRE_DTYPE("logprob_bwd", "logits", a->logits_dtype);
+    SERL_REQUIRE_DTYPE("logprob_bwd", "dlogits", a->dlogits_dtype);
+    SERL_REQUIRE(a->logits != a->dlogits || a->logits_dtype == a->dlogits_dtype,
+                 "logprob_bwd: dlogits aliases logits with another dtype");
     for (int32_t t = 0; t < a->n; t++) {
         int32_t tg = a->targets[t];
         SERL_REQUIRE((tg >= 0 && tg < a->vocab) || (tg < 0 && a->ignore_negative),
                      "logprob_bwd: targets[%d] = %d outside [0, %d)%s", t, tg, a->vocab,
                      a->ignore_negative ? "" : " (ignore_negative is off)");
     }
-    bwd_job j = {a, rows_per_task(ctx, a->n, a->vocab)};
+    bwd_job j = {a, rows_per_task(ctx, a->n, a->vocab), {0}};
+    if (a->logits_dtype != SERL_DTYPE_F32 || a->dlogits_dtype != SERL_DTYPE_F32)
+        for (int w = 0; w < ctx->threads; w++)
+            if (!(j.row[w] = serl_scratch(ctx, w, sizeof(float) * (size_t)a->vocab)))
+                return serl_fail(ctx, SERL_E_NOMEM, "logprob_bwd: out of memory for a row buffer");
     serl_parallel(ctx, (a->n + j.rows_per_task - 1) / j.rows_per_task, bwd_task, &j);
     return SERL_OK;
 }

@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 #include <immintrin.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -632,8 +633,8 @@ static void small_batch_task(void *arg, int64_t t, int worker) {
     int64_t lo, hi;
     serl_chunk(a->batch, bj->parts, t, &lo, &hi);
     for (int64_t b = lo; b < hi; b++)
-        gemm_small(a->trans_a, a->trans_b, a->m, a->n, a->k, a->alpha, a->a + b * a->stride_a, a->lda,
-                   a->b + b * a->stride_b, a->ldb, a->beta, a->c + b * a->stride_c, a->ldc);
+        gemm_small(a->trans_a, a->trans_b, a->m, a->n, a->k, a->alpha, (const float *)a->a + b * a->stride_a, a->lda,
+                   (const float *)a->b + b * a->stride_b, a->ldb, a->beta, (float *)a->c + b * a->stride_c, a->ldc);
 }
 
 static void scale_c(float *c, int64_t m, int64_t n, int64_t ldc, float beta) {
@@ -644,6 +645,55 @@ static void scale_c(float *c, int64_t m, int64_t n, int64_t ldc, float beta) {
         else if (beta != 1.0f)
             for (int64_t j = 0; j < n; j++) ci[j] *= beta;
     }
+}
+
+static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab);
+
+/* Elements an operand of `rows`×`cols` (row stride ld, batch stride stride) spans from its base. */
+static int64_t span_of(int64_t batch, int64_t stride, int64_t rows, int64_t cols, int64_t ld) {
+    if (rows == 0 || cols == 0) return 0;
+    return (batch - 1) * stride + (rows - 1) * ld + cols;
+}
+
+/* Any product with a bf16 operand that has no kernel of its own: the bf16 operands are widened into
+ * float32 copies (exact), the float32 product runs on them, and a bf16 C is rounded back, its view
+ * only (elements between C's rows and matrices are never written). */
+static int32_t matmul_mixed(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) {
+    const int64_t m = a->m, n = a->n, k = a->k, batch = a->batch;
+    serl_matmul_args f = *a;
+    f.a_dtype = f.b_dtype = f.c_dtype = SERL_DTYPE_F32;
+    float *tmp[3] = {NULL, NULL, NULL};
+    int32_t st = SERL_OK;
+    if (use_ab && a->a_dtype == SERL_DTYPE_BF16) {
+        int64_t sp = span_of(batch, a->stride_a, a->trans_a ? k : m, a->trans_a ? m : k, a->lda);
+        if (!(tmp[0] = serl_aligned_alloc(sizeof(float) * (size_t)sp))) goto nomem;
+        serl_bf16_to_f32_n(tmp[0], a->a, sp);
+        f.a = tmp[0];
+    }
+    if (use_ab && a->b_dtype == SERL_DTYPE_BF16) {
+        int64_t sp = span_of(batch, a->stride_b, a->trans_b ? n : k, a->trans_b ? k : n, a->ldb);
+        if (!(tmp[1] = serl_aligned_alloc(sizeof(float) * (size_t)sp))) goto nomem;
+        serl_bf16_to_f32_n(tmp[1], a->b, sp);
+        f.b = tmp[1];
+    }
+    if (a->c_dtype == SERL_DTYPE_BF16) {
+        int64_t sp = span_of(batch, a->stride_c, m, n, a->ldc);
+        if (!(tmp[2] = serl_aligned_alloc(sizeof(float) * (size_t)sp))) goto nomem;
+        if (a->beta != 0.0f) serl_bf16_to_f32_n(tmp[2], a->c, sp);
+        f.c = tmp[2];
+    }
+    st = matmul_f32(ctx, &f, use_ab);
+    if (st == SERL_OK && tmp[2])
+        for (int64_t b = 0; b < batch; b++)
+            for (int64_t i = 0; i < m; i++) {
+                int64_t off = b * a->stride_c + i * a->ldc;
+                serl_f32_to_bf16_n((uint16_t *)a->c + off, tmp[2] + off, n);
+            }
+    for (int i = 0; i < 3; i++) free(tmp[i]);
+    return st;
+nomem:
+    for (int i = 0; i < 3; i++) free(tmp[i]);
+    return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory widening bf16 operands");
 }
 
 SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
@@ -670,12 +720,22 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
     SERL_REQUIRE(a->c, "matmul: C is NULL");
     int use_ab = k > 0 && a->alpha != 0.0f;
     SERL_REQUIRE(!use_ab || (a->a && a->b), "matmul: %s is NULL", a->a ? "B" : "A");
+    SERL_REQUIRE_DTYPE("matmul", "A", a->a_dtype);
+    SERL_REQUIRE_DTYPE("matmul", "B", a->b_dtype);
+    SERL_REQUIRE_DTYPE("matmul", "C", a->c_dtype);
+    if (a->a_dtype != SERL_DTYPE_F32 || a->b_dtype != SERL_DTYPE_F32 || a->c_dtype != SERL_DTYPE_F32)
+        return matmul_mixed(ctx, a, use_ab);
+    return matmul_f32(ctx, a, use_ab);
+}
 
+/* The float32 product of validated args. */
+static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) {
+    const int64_t m = a->m, n = a->n, k = a->k;
     if (!use_ab) {
-        for (int64_t b = 0; b < a->batch; b++) scale_c(a->c + b * a->stride_c, m, n, a->ldc, a->beta);
+        for (int64_t b = 0; b < a->batch; b++) scale_c((float *)a->c + b * a->stride_c, m, n, a->ldc, a->beta);
         return SERL_OK;
     }
-    const gemm_kernel *kern = ctx->simd == SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
+    const gemm_kernel *kern = ctx->simd >= SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
     int small = m * n * k < SMALL_MNK;
     int gemv = !small && m <= GEMV_MAX_M && a->trans_b && !a->trans_a;
     int xwt = !small && !gemv && m <= XWT_MAX_M && a->trans_b && !a->trans_a;
@@ -688,7 +748,7 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
     }
     xwt_job xj;
     if (xwt) {
-        int avx512 = ctx->simd == SERL_SIMD_AVX512;
+        int avx512 = ctx->simd >= SERL_SIMD_AVX512;
         int64_t slices = ceil_div(k, XWT_KC);
         xj = (xwt_job){.m = m, .n = n, .k = k, .ldx = a->lda, .ldw = a->ldb, .ldc = a->ldc, .parts = 1,
                        .kc_blk = ceil_div(k, slices), .alpha = a->alpha, .beta = a->beta,
@@ -708,8 +768,8 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
         }
     }
     for (int64_t b = 0; b < a->batch; b++) {
-        const float *A = a->a + b * a->stride_a, *B = a->b + b * a->stride_b;
-        float *C = a->c + b * a->stride_c;
+        const float *A = (const float *)a->a + b * a->stride_a, *B = (const float *)a->b + b * a->stride_b;
+        float *C = (float *)a->c + b * a->stride_c;
         if (gemv) {
             gemv_job g = {m, n, k, a->lda, a->ldb, a->ldc, 1, a->alpha, a->beta, A, B, C};
             if (ctx->threads > 1 && n * k >= GEMV_PAR_MIN) {

@@ -185,7 +185,7 @@ SERL_API int32_t serl_grad_norm(void *ctxp, const serl_grad_norm_args *a) {
 
 typedef struct {
     const serl_adamw_args *a;
-    float decay, step_size, inv_bc2_sqrt;
+    float decay, step_size, inv_bc2_sqrt, gs; /* gs: grad_scale times the clip factor */
 } adamw_job;
 
 static void adamw_task(void *arg, int64_t c, int w) {
@@ -195,7 +195,8 @@ static void adamw_task(void *arg, int64_t c, int w) {
     int64_t lo = c * CHUNK, hi = lo + CHUNK < a->n ? lo + CHUNK : a->n;
     float *p = a->p, *m = a->m, *v = a->v;
     const float *g = a->g;
-    const float b1 = a->beta1, b2 = a->beta2, gs = a->grad_scale, eps = a->eps;
+    const float b1 = a->beta1, b2 = a->beta2, gs = j->gs, eps = a->eps;
+    uint16_t *pb = a->p_bf16;
     const float c1 = 1.0f - b1, c2 = 1.0f - b2;
     const __m256 vb1 = _mm256_set1_ps(b1), vb2 = _mm256_set1_ps(b2), vc1 = _mm256_set1_ps(c1), vc2 = _mm256_set1_ps(c2);
     const __m256 vgs = _mm256_set1_ps(gs), veps = _mm256_set1_ps(eps), vdec = _mm256_set1_ps(j->decay);
@@ -211,6 +212,7 @@ static void adamw_task(void *arg, int64_t c, int w) {
         _mm256_storeu_ps(m + i, mi);
         _mm256_storeu_ps(v + i, vi);
         _mm256_storeu_ps(p + i, pi);
+        if (pb) _mm_storeu_si128((__m128i *)(pb + i), serl_f32x8_to_bf16(pi));
     }
     for (; i < hi; i++) {
         float gi = g[i] * gs;
@@ -219,6 +221,7 @@ static void adamw_task(void *arg, int64_t c, int w) {
         float den = sqrtf(vi) * j->inv_bc2_sqrt + eps;
         m[i] = mi, v[i] = vi;
         p[i] = p[i] * j->decay - j->step_size * mi / den;
+        if (pb) pb[i] = serl_f32_to_bf16(p[i]);
     }
 }
 
@@ -234,9 +237,17 @@ SERL_API int32_t serl_adamw(void *ctxp, const serl_adamw_args *a) {
                  (double)a->weight_decay, (double)a->eps, (double)a->grad_scale);
     if (a->n == 0) return SERL_OK;
     SERL_REQUIRE(a->p && a->g && a->m && a->v, "adamw: NULL tensor");
+    SERL_REQUIRE(!(a->max_norm < 0) && isfinite(a->max_norm), "adamw: max_norm = %g (want ≥ 0; 0 disables clipping)",
+                 (double)a->max_norm);
+    float gs = a->grad_scale;
+    if (a->grad_norm && a->max_norm > 0) {
+        /* the scale serl_grad_norm applies, read from device memory: no host round trip in between */
+        double norm = a->grad_norm[0];
+        if (isfinite(norm) && norm > a->max_norm) gs = (float)((double)gs * (a->max_norm / (norm + 1e-6)));
+    }
     /* PyTorch: p·(1 − lr·wd), then p −= (lr/bc1)·m / (sqrt(v)/sqrt(bc2) + eps); scalars in double. */
     double bc1 = 1.0 - pow(a->beta1, a->step), bc2 = 1.0 - pow(a->beta2, a->step);
-    adamw_job j = {a, (float)(1.0 - (double)a->lr * a->weight_decay), (float)(a->lr / bc1), (float)(1.0 / sqrt(bc2))};
+    adamw_job j = {a, (float)(1.0 - (double)a->lr * a->weight_decay), (float)(a->lr / bc1), (float)(1.0 / sqrt(bc2)), gs};
     serl_parallel(ctx, n_chunks(a->n), adamw_task, &j);
     return SERL_OK;
 }

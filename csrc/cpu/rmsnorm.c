@@ -45,6 +45,28 @@ typedef struct {
     int64_t parts;
 } fwd_job;
 
+/* A row of bf16 (or mixed) tensors goes through float32 blocks of BLK; the arithmetic is the same. */
+#define BLK 512
+
+static void fwd_row_mixed(const serl_rmsnorm_fwd_args *a, int64_t r) {
+    const int64_t d = a->dim, base = r * d;
+    float xb[BLK], yb[BLK];
+    double ss = 0;
+    for (int64_t c0 = 0; c0 < d; c0 += BLK) {
+        int64_t n = d - c0 < BLK ? d - c0 : BLK;
+        serl_load_f32(xb, a->x, a->x_dtype, base + c0, n);
+        ss += dot_f64(xb, xb, n);
+    }
+    float rs = (float)(1.0 / sqrt(ss / (double)d + (double)a->eps));
+    if (a->rstd) a->rstd[r] = rs;
+    for (int64_t c0 = 0; c0 < d; c0 += BLK) {
+        int64_t n = d - c0 < BLK ? d - c0 : BLK;
+        serl_load_f32(xb, a->x, a->x_dtype, base + c0, n);
+        for (int64_t c = 0; c < n; c++) yb[c] = (xb[c] * rs) * a->w[c0 + c];
+        serl_store_f32(a->y, a->y_dtype, base + c0, yb, n);
+    }
+}
+
 static void fwd_task(void *arg, int64_t i, int w) {
     (void)w;
     fwd_job *j = arg;
@@ -53,9 +75,13 @@ static void fwd_task(void *arg, int64_t i, int w) {
     serl_chunk(a->n, j->parts, i, &lo, &hi);
     const int64_t d = a->dim;
     const float *wt = a->w;
+    if (a->x_dtype != SERL_DTYPE_F32 || a->y_dtype != SERL_DTYPE_F32) {
+        for (int64_t r = lo; r < hi; r++) fwd_row_mixed(a, r);
+        return;
+    }
     for (int64_t r = lo; r < hi; r++) {
-        const float *x = a->x + r * d;
-        float *y = a->y + r * d; /* may alias x: each element is read before it is written */
+        const float *x = (const float *)a->x + r * d;
+        float *y = (float *)a->y + r * d; /* may alias x: each element is read before it is written */
         float rs = (float)(1.0 / sqrt(dot_f64(x, x, d) / (double)d + (double)a->eps));
         if (a->rstd) a->rstd[r] = rs;
         /* HF order: (x · rstd) rounded to float32, then · w. */
@@ -67,6 +93,8 @@ SERL_API int32_t serl_rmsnorm_fwd(void *ctxp, const serl_rmsnorm_fwd_args *a) {
     SERL_ENTER(ctxp, a, serl_rmsnorm_fwd_args);
     SERL_REQUIRE(a->n >= 0 && a->dim > 0, "rmsnorm_fwd: n = %d, dim = %d (dim must be positive)", a->n, a->dim);
     SERL_REQUIRE(a->eps >= 0 && isfinite(a->eps), "rmsnorm_fwd: eps = %g", (double)a->eps);
+    SERL_REQUIRE_DTYPE("rmsnorm_fwd", "x", a->x_dtype);
+    SERL_REQUIRE_DTYPE("rmsnorm_fwd", "y", a->y_dtype);
     if (a->n == 0) return SERL_OK;
     SERL_REQUIRE(a->x && a->w && a->y, "rmsnorm_fwd: NULL tensor (x %p, w %p, y %p)", (const void *)a->x,
                  (const void *)a->w, (void *)a->y);
@@ -85,6 +113,32 @@ typedef struct {
     double *partial; /* [parts, dim] */
 } bwd_job;
 
+static void bwd_row_mixed(const serl_rmsnorm_bwd_args *a, int64_t r, double *pw) {
+    const int64_t d = a->dim, base = r * d;
+    const float *wt = a->w;
+    const float rs = a->rstd[r];
+    float xb[BLK], gb[BLK], db[BLK];
+    double s = 0;
+    for (int64_t c0 = 0; c0 < d; c0 += BLK) {
+        int64_t n = d - c0 < BLK ? d - c0 : BLK;
+        serl_load_f32(xb, a->x, a->x_dtype, base + c0, n);
+        serl_load_f32(gb, a->dy, a->dy_dtype, base + c0, n);
+        for (int64_t c = 0; c < n; c++) s += (double)(gb[c] * wt[c0 + c]) * xb[c];
+    }
+    const float coef = (float)((double)rs * rs * (s / (double)d));
+    for (int64_t c0 = 0; c0 < d; c0 += BLK) {
+        int64_t n = d - c0 < BLK ? d - c0 : BLK;
+        serl_load_f32(xb, a->x, a->x_dtype, base + c0, n);
+        serl_load_f32(gb, a->dy, a->dy_dtype, base + c0, n);
+        serl_load_f32(db, a->dx, a->dx_dtype, base + c0, n);
+        for (int64_t c = 0; c < n; c++) {
+            db[c] += rs * (wt[c0 + c] * gb[c] - xb[c] * coef);
+            pw[c0 + c] += (double)(gb[c] * xb[c] * rs);
+        }
+        serl_store_f32(a->dx, a->dx_dtype, base + c0, db, n);
+    }
+}
+
 static void bwd_task(void *arg, int64_t i, int w) {
     (void)w;
     bwd_job *j = arg;
@@ -95,10 +149,14 @@ static void bwd_task(void *arg, int64_t i, int w) {
     const float *restrict wt = a->w;
     double *restrict pw = j->partial + i * d;
     for (int64_t c = 0; c < d; c++) pw[c] = 0;
+    if (a->x_dtype != SERL_DTYPE_F32 || a->dy_dtype != SERL_DTYPE_F32 || a->dx_dtype != SERL_DTYPE_F32) {
+        for (int64_t r = lo; r < hi; r++) bwd_row_mixed(a, r, pw);
+        return;
+    }
     for (int64_t r = lo; r < hi; r++) {
-        const float *restrict x = a->x + r * d;
-        const float *restrict dy = a->dy + r * d;
-        float *restrict dx = a->dx + r * d;
+        const float *restrict x = (const float *)a->x + r * d;
+        const float *restrict dy = (const float *)a->dy + r * d;
+        float *restrict dx = (float *)a->dx + r * d;
         const float rs = a->rstd[r];
         /* Σ dy·w·x in double; the x·(dy·w) product matches the loop below. */
         double s = 0;
@@ -129,6 +187,9 @@ static void bwd_task(void *arg, int64_t i, int w) {
 SERL_API int32_t serl_rmsnorm_bwd(void *ctxp, const serl_rmsnorm_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_rmsnorm_bwd_args);
     SERL_REQUIRE(a->n >= 0 && a->dim > 0, "rmsnorm_bwd: n = %d, dim = %d (dim must be positive)", a->n, a->dim);
+    SERL_REQUIRE_DTYPE("rmsnorm_bwd", "x", a->x_dtype);
+    SERL_REQUIRE_DTYPE("rmsnorm_bwd", "dy", a->dy_dtype);
+    SERL_REQUIRE_DTYPE("rmsnorm_bwd", "dx", a->dx_dtype);
     if (a->n == 0) return SERL_OK;
     SERL_REQUIRE(a->x && a->w && a->rstd && a->dy && a->dx && a->dw,
                  "rmsnorm_bwd: NULL tensor (x %p, w %p, rstd %p, dy %p, dx %p, dw %p)", (const void *)a->x,

@@ -11,6 +11,7 @@
 #include "internal.h"
 
 #define PAR_MIN 32768 /* elements below which one thread beats waking the pool */
+#define ROPE_MIXED_MAX_HD 4096 /* head_dim limit of bf16 tensors (two stack buffers of it per worker) */
 
 /* π/2 = PIO2_HI + PIO2_LO to about 2⁻¹⁶⁰ relative; with FMA the reduction is accurate for |a| < 2³⁰. */
 #define PIO2_HI 1.5707963267948966192e+00
@@ -86,6 +87,7 @@ typedef struct {
     float *buf[SERL_MAX_THREADS]; /* per worker: cos[half] then sin[half] */
     float *table;                 /* or, when positions repeat: [max_pos+1][cos, sin rows] */
     int half_pad;
+    int mixed; /* x or y is not F32: heads go through float32 buffers on the stack */
 } rope_job;
 
 /* y1 = x1·c − x2·s, y2 = x2·c + x1·s over one head's rotated half-pairs. x and y may be the same
@@ -128,10 +130,22 @@ static void rope_task(void *arg, int64_t ti, int w) {
         } else {
             trig_row(cb, sb, a->pos[t], a->inv_freq, half, a->bwd);
         }
+        if (j->mixed) {
+            float xb[ROPE_MIXED_MAX_HD], yb[ROPE_MIXED_MAX_HD];
+            for (int h = 0; h < nh; h++) {
+                const int64_t off = (t * nh + h) * (int64_t)hd;
+                serl_load_f32(xb, a->x, a->x_dtype, off, hd);
+                if (acc) serl_load_f32(yb, a->y, a->y_dtype, off, hd);
+                rotate_head(yb, xb, cb, sb, half, acc);
+                for (int d = a->rot_dim; d < hd; d++) yb[d] = acc ? yb[d] + xb[d] : xb[d];
+                serl_store_f32(a->y, a->y_dtype, off, yb, hd);
+            }
+            continue;
+        }
         for (int h = 0; h < nh; h++) {
             const int64_t off = (t * nh + h) * (int64_t)hd;
-            const float *x = a->x + off;
-            float *y = a->y + off;
+            const float *x = (const float *)a->x + off;
+            float *y = (float *)a->y + off;
             rotate_head(y, x, cb, sb, half, acc);
             if (pass > 0) {
                 if (acc) {
@@ -169,15 +183,21 @@ SERL_API int32_t serl_rope(void *ctxp, const serl_rope_args *a) {
                  "rope: rot_dim = %d must be even and in [2, head_dim = %d]", a->rot_dim, a->head_dim);
     SERL_REQUIRE(a->bwd == 0 || a->bwd == 1, "rope: bwd = %d, want 0 or 1", a->bwd);
     SERL_REQUIRE(a->accumulate == 0 || a->accumulate == 1, "rope: accumulate = %d, want 0 or 1", a->accumulate);
+    SERL_REQUIRE_DTYPE("rope", "x", a->x_dtype);
+    SERL_REQUIRE_DTYPE("rope", "y", a->y_dtype);
+    const int mixed = a->x_dtype != SERL_DTYPE_F32 || a->y_dtype != SERL_DTYPE_F32;
+    SERL_REQUIRE(!mixed || a->head_dim <= ROPE_MIXED_MAX_HD, "rope: head_dim = %d with bf16 tensors (at most %d)",
+                 a->head_dim, ROPE_MIXED_MAX_HD);
     if (a->n_tokens == 0 || a->n_heads == 0) return SERL_OK;
     SERL_REQUIRE(a->pos && a->inv_freq && a->x && a->y, "rope: NULL tensor (pos %p, inv_freq %p, x %p, y %p)",
                  (const void *)a->pos, (const void *)a->inv_freq, (const void *)a->x, (void *)a->y);
     int64_t total = (int64_t)a->n_tokens * a->n_heads * a->head_dim;
     {
         /* y must be x itself (in place, not accumulating) or disjoint from it. */
-        uintptr_t x0 = (uintptr_t)a->x, y0 = (uintptr_t)a->y, nb = (uintptr_t)total * sizeof(float);
-        int overlap = x0 < y0 + nb && y0 < x0 + nb;
-        SERL_REQUIRE(!overlap || (x0 == y0 && !a->accumulate),
+        uintptr_t x0 = (uintptr_t)a->x, y0 = (uintptr_t)a->y;
+        uintptr_t xb = (uintptr_t)total * serl_dtype_size(a->x_dtype), yb = (uintptr_t)total * serl_dtype_size(a->y_dtype);
+        int overlap = x0 < y0 + yb && y0 < x0 + xb;
+        SERL_REQUIRE(!overlap || (x0 == y0 && !a->accumulate && a->x_dtype == a->y_dtype),
                      "rope: y overlaps x (%s)", a->accumulate ? "accumulate = 1 needs a separate y" : "partial overlap");
     }
     int32_t max_pos = 0;
@@ -188,6 +208,7 @@ SERL_API int32_t serl_rope(void *ctxp, const serl_rope_args *a) {
 
     rope_job j = {0};
     j.a = a;
+    j.mixed = mixed;
     j.half_pad = (a->rot_dim / 2 + 15) & ~15;
     int64_t parts = total < PAR_MIN ? 1 : total / (PAR_MIN / 4);
     if (parts > 4 * (int64_t)ctx->threads) parts = 4 * (int64_t)ctx->threads;

@@ -228,7 +228,7 @@ typedef struct {
 static size_t scratch_bytes(int v) {
     size_t fv = ((size_t)v * sizeof(float) + 63) & ~(size_t)63;
     size_t cv = ((size_t)v * sizeof(cand) + 63) & ~(size_t)63;
-    return 2 * fv + cv + NB * (sizeof(double) + sizeof(int32_t)) + 64;
+    return 3 * fv + cv + NB * (sizeof(double) + sizeof(int32_t)) + 64; /* the third row: bf16 logits widened */
 }
 
 static void sample_row(void *arg, int64_t r, int worker) {
@@ -242,8 +242,16 @@ static void sample_row(void *arg, int64_t r, int worker) {
     cand *c = (cand *)(sp + 2 * fv);
     double *hw = (double *)(sp + 2 * fv + cv);
     int32_t *hc = (int32_t *)(hw + NB);
+    float *xw = (float *)(hc + NB);
+    xw = (float *)(((uintptr_t)xw + 63) & ~(uintptr_t)63);
 
-    const float *x = a->logits + r * (int64_t)a->ld;
+    const float *x;
+    if (a->logits_dtype == SERL_DTYPE_BF16) {
+        serl_bf16_to_f32_n(xw, (const uint16_t *)a->logits + r * (int64_t)a->ld, V);
+        x = xw;
+    } else {
+        x = (const float *)a->logits + r * (int64_t)a->ld;
+    }
     const float T = a->temperature[r];
     const int greedy = T == 0;
 
@@ -384,6 +392,7 @@ SERL_API int32_t serl_sample(void *ctxp, const serl_sample_args *a) {
     SERL_REQUIRE(a->n >= 0 && a->vocab >= 1 && a->ld >= a->vocab,
                  "sample: n = %d, vocab = %d, ld = %d (want n ≥ 0, vocab ≥ 1, ld ≥ vocab)", a->n, a->vocab, a->ld);
     SERL_REQUIRE(a->n_ban >= 0 && a->ld_hist >= 0, "sample: n_ban = %d, ld_hist = %d", a->n_ban, a->ld_hist);
+    SERL_REQUIRE_DTYPE("sample", "logits", a->logits_dtype);
     if (a->n == 0) return SERL_OK;
     SERL_REQUIRE(a->logits && a->temperature && a->top_k && a->top_p && a->presence_penalty && a->seeds &&
                      a->seq_ids && a->steps && a->tokens,

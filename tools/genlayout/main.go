@@ -1,11 +1,19 @@
 // Command genlayout writes the C source of serl_layout(): the offset and size of every field of every
 // args struct declared in csrc/serl.h. build.sh runs it into build/, so the table cannot drift from the
 // header, and the Go mirror test in kernels compares its own structs against what the library reports.
+//
+// With -consts it writes the Go mirrors of the header's integer constants (dtypes, statuses, copy kinds,
+// group modes, SIMD levels, the ABI version) into loader/abi_gen.go and kernels/abi_gen.go, which are
+// committed; a test regenerates them and fails when they differ from the header:
+//
+//	go run ./tools/genlayout csrc/serl.h build/layout.c
+//	go run ./tools/genlayout -consts csrc/serl.h        (from the repository root)
 package main
 
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 )
@@ -17,8 +25,12 @@ var (
 )
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "-consts" {
+		writeConsts(os.Args[2])
+		return
+	}
 	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: genlayout csrc/serl.h OUT.c")
+		fmt.Fprintln(os.Stderr, "usage: genlayout csrc/serl.h OUT.c | genlayout -consts csrc/serl.h")
 		os.Exit(2)
 	}
 	src, err := os.ReadFile(os.Args[1])
@@ -62,5 +74,26 @@ func main() {
 	if err := os.Rename(tmp, os.Args[2]); err != nil {
 		fmt.Fprintln(os.Stderr, "genlayout:", err)
 		os.Exit(1)
+	}
+}
+
+// writeConsts writes the generated Go constants next to the header's repository root.
+func writeConsts(header string) {
+	src, err := os.ReadFile(header)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "genlayout:", err)
+		os.Exit(1)
+	}
+	files, err := genConsts(src)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "genlayout:", err)
+		os.Exit(1)
+	}
+	root := filepath.Join(filepath.Dir(header), "..")
+	for pkg, path := range constFiles {
+		if err := os.WriteFile(filepath.Join(root, path), files[pkg], 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "genlayout:", err)
+			os.Exit(1)
+		}
 	}
 }
