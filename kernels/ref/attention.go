@@ -58,6 +58,17 @@ func AttentionFwd[T Float](out, lse, q, k, v []T, cu []int32, h, kvh, dim int, s
 // in float64: D_i = ⟨dout_i, out_i⟩, ds_ij = p_ij(dout_i·v_j − D_i), dq_i += scale Σ_j ds_ij k_j,
 // dk_j += scale Σ_i ds_ij q_i, dv_j += Σ_i p_ij dout_i.
 func AttentionBwd[T Float](dq, dk, dv, q, k, v, dout []T, cu []int32, h, kvh, dim int, scale float64) {
+	attentionBwd(dq, dk, dv, q, k, v, nil, dout, cu, h, kvh, dim, scale)
+}
+
+// AttentionBwdFromOut is AttentionBwd with D_i = ⟨dout_i, out_i⟩ taken from a stored forward output, as
+// the native op and FlashAttention compute it: with a bf16 out, the rounding of out enters the gradient,
+// which is what the naive bf16 computation of the conformance rule does too.
+func AttentionBwdFromOut[T Float](dq, dk, dv, q, k, v, out, dout []T, cu []int32, h, kvh, dim int, scale float64) {
+	attentionBwd(dq, dk, dv, q, k, v, out, dout, cu, h, kvh, dim, scale)
+}
+
+func attentionBwd[T Float](dq, dk, dv, q, k, v, out, dout []T, cu []int32, h, kvh, dim int, scale float64) {
 	g := h / kvh
 	// float64 sums, added to the accumulators once at the end
 	gq, gk, gv := make([]float64, len(dq)), make([]float64, len(dk)), make([]float64, len(dv))
@@ -70,8 +81,12 @@ func AttentionBwd[T Float](dq, dk, dv, q, k, v, dout []T, cu []int32, h, kvh, di
 				var di float64
 				for d := 0; d < dim; d++ {
 					var o float64
-					for j := s0; j <= i; j++ {
-						o += p[j-s0] * float64(v[(j*kvh+kh)*dim+d])
+					if out != nil {
+						o = float64(out[qi+d])
+					} else {
+						for j := s0; j <= i; j++ {
+							o += p[j-s0] * float64(v[(j*kvh+kh)*dim+d])
+						}
 					}
 					di += o * float64(dout[qi+d])
 				}
