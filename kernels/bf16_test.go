@@ -261,9 +261,13 @@ func testMatMulBF16(t *testing.T, h *harness) {
 		naiveMatMul32(false, true, m, n, k, 1, a, k, 0, b, k, 0, 1, naive, n, 0, 1, F32)
 		requireBF16Rule(t, fmt.Sprintf("matmul bf16 nt m=%d n=%d k=%d accumulate into f32", m, n, k), h.get(C), want, naive, F32)
 	}
-	// Mixed storage: f32 activations against bf16 weights, each way round.
-	for _, dts := range [][3]DType{{F32, BF16, F32}, {BF16, F32, BF16}, {F32, F32, BF16}} {
+	// Mixed storage: f32 activations against bf16 weights, each way round, for many rows and for few
+	// (the generation path).
+	for i, dts := range [][3]DType{{F32, BF16, F32}, {BF16, F32, BF16}, {F32, F32, BF16}, {F32, BF16, BF16}, {BF16, BF16, F32}} {
 		m, n, k := 37, 65, 129
+		if i >= 3 {
+			m, n, k = 7, 300, 257
+		}
 		A, a := h.upload(dts[0], h.randn(m*k, 1), m, k)
 		B, b := h.upload(dts[1], h.randn(n*k, 1), n, k)
 		C := h.poisonedAs(dts[2], m, n)

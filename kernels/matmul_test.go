@@ -367,7 +367,9 @@ type gemmShape struct{ m, n, k int }
 
 // BenchmarkSGEMM compares serl with OpenBLAS (same thread count) on NT products C = A·Bᵀ with A [M,K]
 // and B [N,K], the layout of the model's y = x·Wᵀ, for both peers. Run with -count ≥ 3: the serl and
-// openblas sub-benchmarks of each shape alternate, so machine noise hits both.
+// openblas sub-benchmarks of each shape alternate, so machine noise hits both. The precision column:
+// serl runs each shape in f32 (serl) and with bf16 A and B into an f32 C (serl-bf16), side by side, so
+// the bf16/f32 ratio of one run is read off directly.
 func BenchmarkSGEMM(b *testing.B) {
 	d := cpuDevice(b)
 	shapes := []gemmShape{{1024, 1024, 1024}, {2048, 2048, 2048}}
@@ -381,6 +383,10 @@ func BenchmarkSGEMM(b *testing.B) {
 		A, B, C := d.MustAlloc(F32, s.m, s.k), d.MustAlloc(F32, s.n, s.k), d.MustAlloc(F32, s.m, s.n)
 		fill(A, 1)
 		fill(B, 2)
+		A16, B16 := d.MustAlloc(BF16, s.m, s.k), d.MustAlloc(BF16, s.n, s.k)
+		if err := firstErr(d.Cast(A16, A), d.Cast(B16, B)); err != nil {
+			b.Fatal(err)
+		}
 		flops := 2 * float64(s.m) * float64(s.n) * float64(s.k)
 		name := fmt.Sprintf("%dx%dx%d", s.m, s.n, s.k)
 		b.Run(name+"/serl", func(b *testing.B) {
@@ -393,6 +399,37 @@ func BenchmarkSGEMM(b *testing.B) {
 				}
 			}
 			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		b.Run(name+"/serl-bf16", func(b *testing.B) {
+			settle()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := d.MatMul(MatMul{A: A16, B: B16, C: C, TransB: true, Alpha: 1}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		// f32 and bf16 products alternate call by call, so contention on a shared machine hits both alike:
+		// the ratio of this sub-benchmark is the one to read on a busy machine.
+		b.Run(name+"/bf16-vs-f32", func(b *testing.B) {
+			settle()
+			var t32, t16 time.Duration
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				if err := d.MatMul(MatMul{A: A, B: B, C: C, TransB: true, Alpha: 1}); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				if err := d.MatMul(MatMul{A: A16, B: B16, C: C, TransB: true, Alpha: 1}); err != nil {
+					b.Fatal(err)
+				}
+				t32, t16 = t32+t1.Sub(t0), t16+time.Since(t1)
+			}
+			b.ReportMetric(flops*float64(b.N)/t32.Seconds()/1e9, "f32-GFLOP/s")
+			b.ReportMetric(flops*float64(b.N)/t16.Seconds()/1e9, "bf16-GFLOP/s")
+			b.ReportMetric(t32.Seconds()/t16.Seconds(), "bf16/f32")
 		})
 		b.Run(name+"/openblas", func(b *testing.B) {
 			if blasErr != nil {
@@ -407,9 +444,9 @@ func BenchmarkSGEMM(b *testing.B) {
 			}
 			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
-		d.Free(A)
-		d.Free(B)
-		d.Free(C)
+		for _, t := range []Tensor{A, B, C, A16, B16} {
+			d.Free(t)
+		}
 	}
 }
 

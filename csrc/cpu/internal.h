@@ -69,4 +69,8 @@ void serl_pool_run(serl_pool *p, int64_t n_tasks, serl_task_fn fn, void *arg);
 
 void *serl_aligned_alloc(size_t bytes);
 
+/* matmul.c's transposing pack of 32-bit elements (lane r < rv of the panel is src[r·ld + p]): dst[p·R + r]
+ * for p < kc, zero lanes rv..R-1. The bf16 product uses it on k-pairs (two bf16 as one 32-bit word). */
+void serl_pack_t32(float *dst, const float *src, int64_t ld, int R, int rv, int64_t kc);
+
 #endif

@@ -144,7 +144,7 @@ static const gemm_kernel kern_avx512 = {MR_AVX512, NR_AVX512, serl_sgemm_ukr_avx
 /* Transposing pack: lane r (< rv) of the panel is src[r·ld + p], contiguous along p. Writes
  * dst[p·R + r] for p < kc, r < R, zero for lanes rv..R-1. Blocks of 8×8 and 4×8 go through ymm
  * unpack/shuffle transposes; the leftovers are scalar. */
-static void pack_t(float *dst, const float *src, int64_t ld, int R, int rv, int64_t kc) {
+void serl_pack_t32(float *dst, const float *src, int64_t ld, int R, int rv, int64_t kc) {
     int r = 0;
     for (; r + 4 <= rv; r += (r + 8 <= rv ? 8 : 4)) {
         int eight = r + 8 <= rv;
@@ -256,7 +256,7 @@ static void ensure_panel(gemm_job *j, int is_b, int64_t s, int64_t q) {
             int rv = (int)(j->mc - ir < MR ? j->mc - ir : MR);
             float *d = j->apack + (s * panels + q) * MR * j->kc_blk;
             if (!j->ta)
-                pack_t(d, j->A + (j->ic + ir) * j->lda + pc, j->lda, MR, rv, kc);
+                serl_pack_t32(d, j->A + (j->ic + ir) * j->lda + pc, j->lda, MR, rv, kc);
             else
                 pack_n(d, j->A + pc * j->lda + j->ic + ir, j->lda, MR, rv, kc);
         } else {
@@ -265,7 +265,7 @@ static void ensure_panel(gemm_job *j, int is_b, int64_t s, int64_t q) {
             int rv = (int)(j->nc - jr < NR ? j->nc - jr : NR);
             float *d = j->bpack + (s * panels + q) * NR * j->kc_blk;
             if (j->tb)
-                pack_t(d, j->B + (j->jc + jr) * j->ldb + pc, j->ldb, NR, rv, kc);
+                serl_pack_t32(d, j->B + (j->jc + jr) * j->ldb + pc, j->ldb, NR, rv, kc);
             else
                 pack_n(d, j->B + pc * j->ldb + j->jc + jr, j->ldb, NR, rv, kc);
         }
@@ -599,7 +599,7 @@ static void xwt_panels(const xwt_job *g, float *pack, int64_t q0, int64_t q1) {
         int nr = (int)(g->n - j < NR ? g->n - j : NR);
         for (int64_t pc = 0; pc < g->k; pc += g->kc_blk) {
             int64_t kc = g->k - pc < g->kc_blk ? g->k - pc : g->kc_blk;
-            pack_t(pack, g->W + j * g->ldw + pc, g->ldw, NR, nr, kc);
+            serl_pack_t32(pack, g->W + j * g->ldw + pc, g->ldw, NR, nr, kc);
             float beta = pc == 0 ? g->beta : 1.0f;
             for (int64_t bi = 0; bi < mb; bi++) {
                 int64_t lo, hi;
@@ -648,6 +648,8 @@ static void scale_c(float *c, int64_t m, int64_t n, int64_t ldc, float beta) {
 }
 
 static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab);
+int32_t serl_matmul_bf16(serl_ctx *ctx, const serl_matmul_args *a);
+int32_t serl_matmul_bf16_gemv(serl_ctx *ctx, const serl_matmul_args *a);
 
 /* Elements an operand of `rows`×`cols` (row stride ld, batch stride stride) spans from its base. */
 static int64_t span_of(int64_t batch, int64_t stride, int64_t rows, int64_t cols, int64_t ld) {
@@ -723,6 +725,14 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
     SERL_REQUIRE_DTYPE("matmul", "A", a->a_dtype);
     SERL_REQUIRE_DTYPE("matmul", "B", a->b_dtype);
     SERL_REQUIRE_DTYPE("matmul", "C", a->c_dtype);
+    /* bf16 weights for few rows (generation): W streamed once, widened in registers (matmul_bf16.c) */
+    if (use_ab && a->b_dtype == SERL_DTYPE_BF16 && a->trans_b && !a->trans_a && m <= GEMV_MAX_M && m * n * k >= SMALL_MNK)
+        return serl_matmul_bf16_gemv(ctx, a);
+    /* bf16 × bf16 on AVX-512 BF16: the pair kernel (matmul_bf16.c); products too small to pay for its
+     * packing, other CPUs and mixed operands: widened to float32 */
+    if (use_ab && a->a_dtype == SERL_DTYPE_BF16 && a->b_dtype == SERL_DTYPE_BF16 && ctx->simd >= SERL_SIMD_AVX512BF16 &&
+        m * n * k >= SMALL_MNK)
+        return serl_matmul_bf16(ctx, a);
     if (a->a_dtype != SERL_DTYPE_F32 || a->b_dtype != SERL_DTYPE_F32 || a->c_dtype != SERL_DTYPE_F32)
         return matmul_mixed(ctx, a, use_ab);
     return matmul_f32(ctx, a, use_ab);

@@ -1,0 +1,358 @@
+/* serl_matmul with bf16 A and B on CPUs with AVX-512 BF16: the blocked product of matmul.c (same
+ * blocking, same on-demand shared packing, same C tiles as tasks), over k-PAIRS. Packing puts two
+ * consecutive k of a row or column into one 32-bit word, so the microkernel (matmul_avx512bf16.c) feeds
+ * vdpbf16ps directly: A panels hold MR pairs per k-pair, B panels NR pairs per k-pair, an odd last k
+ * paired with zero. Packing bf16 moves half the bytes of float32 and the kernel does twice the
+ * multiply-adds per instruction, which is where the speed comes from.
+ *
+ * Accumulation is float32 over the whole depth: a bf16 C is computed into a float32 copy and rounded
+ * once at the end (never once per K slice). */
+#define _GNU_SOURCE
+#include <immintrin.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define MR 12
+#define NR 32
+#define KC 768      /* k per slice (384 pairs): an A micro-panel 12×768 bf16 is 18 KiB (L1) */
+#define MC 1536     /* rows of the shared packed A block */
+#define NC 4096     /* columns of the shared packed B block */
+#define PACK_BUDGET (32 << 20)
+#define NC_TILE 256 /* columns of a C tile: its B slice 768×256 bf16 (384 KiB) stays in L2 */
+
+void serl_bgemm_ukr_avx512bf16(int64_t kp, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, float alpha,
+                               float beta, int mr, int nr);
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* ------------------------------------------------------------------------- packing */
+
+/* Lane r (< rv) of the panel is src[r·ld + p], contiguous along p: pairs are 32-bit words of the source
+ * rows, so the panel is a 32-bit transpose (matmul.c's) when rows are 4-byte aligned. */
+static void pack_pairs_rows(uint32_t *dst, const uint16_t *src, int64_t ld, int R, int rv, int64_t kc) {
+    const int64_t kp = kc / 2;
+    if (kp > 0 && (ld & 1) == 0 && ((uintptr_t)src & 3) == 0) {
+        serl_pack_t32((float *)dst, (const float *)src, ld / 2, R, rv, kp);
+    } else {
+        for (int64_t q = 0; q < kp; q++)
+            for (int r = 0; r < R; r++)
+                dst[q * R + r] = r < rv ? (uint32_t)src[r * ld + 2 * q] | (uint32_t)src[r * ld + 2 * q + 1] << 16 : 0;
+    }
+    if (kc & 1)
+        for (int r = 0; r < R; r++) dst[kp * R + r] = r < rv ? (uint32_t)src[r * ld + kc - 1] : 0;
+}
+
+/* Lane j (< rv) at k-index p is src[p·ld + j], contiguous along j: pairs interleave two source rows. */
+static void pack_pairs_interleave(uint32_t *dst, const uint16_t *src, int64_t ld, int R, int rv, int64_t kc) {
+    for (int64_t q = 0; q < (kc + 1) / 2; q++) {
+        const uint16_t *r0 = src + 2 * q * ld, *r1 = 2 * q + 1 < kc ? r0 + ld : NULL;
+        uint32_t *d = dst + q * R;
+        int j = 0;
+        if (r1)
+            for (; j + 8 <= rv; j += 8) {
+                __m128i x = _mm_loadu_si128((const __m128i *)(r0 + j)), y = _mm_loadu_si128((const __m128i *)(r1 + j));
+                _mm_storeu_si128((__m128i *)(d + j), _mm_unpacklo_epi16(x, y));
+                _mm_storeu_si128((__m128i *)(d + j + 4), _mm_unpackhi_epi16(x, y));
+            }
+        for (; j < rv; j++) d[j] = (uint32_t)r0[j] | (r1 ? (uint32_t)r1[j] << 16 : 0);
+        for (; j < R; j++) d[j] = 0;
+    }
+}
+
+/* ------------------------------------------------------------------------- blocked driver */
+
+enum { PANEL_EMPTY, PANEL_BUSY, PANEL_READY };
+
+typedef struct {
+    int ta, tb;
+    int64_t m, n, k, lda, ldb, ldc;
+    float alpha, beta;
+    const uint16_t *A, *B;
+    float *C;
+    int64_t jc, nc, ic, mc, kc_blk, s0, ns; /* kc_blk even: slices start on a pair */
+    uint32_t *apack, *bpack;                /* slice s, panel q at (s·panels + q)·MR·kc_blk/2 (resp. NR) */
+    _Atomic int *aflag, *bflag;
+    int64_t a_panels, b_panels, mt, nt;
+} bgemm_job;
+
+static void ensure_panel(bgemm_job *j, int is_b, int64_t s, int64_t q) {
+    int64_t panels = is_b ? j->b_panels : j->a_panels;
+    _Atomic int *f = (is_b ? j->bflag : j->aflag) + s * panels + q;
+    if (atomic_load_explicit(f, memory_order_acquire) == PANEL_READY) return;
+    int expect = PANEL_EMPTY;
+    if (atomic_compare_exchange_strong_explicit(f, &expect, PANEL_BUSY, memory_order_acq_rel, memory_order_acquire)) {
+        int64_t pc = (j->s0 + s) * j->kc_blk;
+        int64_t kc = j->k - pc < j->kc_blk ? j->k - pc : j->kc_blk;
+        const int64_t kpb = j->kc_blk / 2;
+        if (!is_b) {
+            int64_t ir = q * MR;
+            int rv = (int)(j->mc - ir < MR ? j->mc - ir : MR);
+            uint32_t *d = j->apack + (s * panels + q) * MR * kpb;
+            if (!j->ta)
+                pack_pairs_rows(d, j->A + (j->ic + ir) * j->lda + pc, j->lda, MR, rv, kc);
+            else
+                pack_pairs_interleave(d, j->A + pc * j->lda + j->ic + ir, j->lda, MR, rv, kc);
+        } else {
+            int64_t jr = q * NR;
+            int rv = (int)(j->nc - jr < NR ? j->nc - jr : NR);
+            uint32_t *d = j->bpack + (s * panels + q) * NR * kpb;
+            if (j->tb)
+                pack_pairs_rows(d, j->B + (j->jc + jr) * j->ldb + pc, j->ldb, NR, rv, kc);
+            else
+                pack_pairs_interleave(d, j->B + pc * j->ldb + j->jc + jr, j->ldb, NR, rv, kc);
+        }
+        atomic_store_explicit(f, PANEL_READY, memory_order_release);
+        return;
+    }
+    for (int spins = 0; atomic_load_explicit(f, memory_order_acquire) != PANEL_READY; spins++) {
+        if (spins < 4096)
+            __builtin_ia32_pause();
+        else
+            sched_yield();
+    }
+}
+
+static void tile_task(void *arg, int64_t t, int worker) {
+    (void)worker;
+    bgemm_job *j = arg;
+    int64_t alo, ahi, blo, bhi;
+    serl_chunk(j->a_panels, j->mt, t % j->mt, &alo, &ahi);
+    serl_chunk(j->b_panels, j->nt, t / j->mt, &blo, &bhi);
+    const int64_t kpb = j->kc_blk / 2;
+    for (int64_t s = 0; s < j->ns; s++) {
+        int64_t pc = (j->s0 + s) * j->kc_blk;
+        int64_t kc = j->k - pc < j->kc_blk ? j->k - pc : j->kc_blk;
+        float beta = pc == 0 ? j->beta : 1.0f;
+        for (int64_t r = blo; r < bhi; r++) ensure_panel(j, 1, s, r);
+        for (int64_t q = alo; q < ahi; q++) {
+            ensure_panel(j, 0, s, q);
+            int64_t ir = q * MR;
+            int mr = (int)(j->mc - ir < MR ? j->mc - ir : MR);
+            const uint32_t *ap = j->apack + (s * j->a_panels + q) * MR * kpb;
+            float *crow = j->C + (j->ic + ir) * j->ldc + j->jc;
+            for (int64_t r = blo; r < bhi; r++) {
+                int64_t jr = r * NR;
+                int nr = (int)(j->nc - jr < NR ? j->nc - jr : NR);
+                serl_bgemm_ukr_avx512bf16((kc + 1) / 2, ap, j->bpack + (s * j->b_panels + r) * NR * kpb, crow + jr,
+                                          j->ldc, j->alpha, beta, mr, nr);
+            }
+        }
+    }
+}
+
+/* One product into a float32 C. Returns 0, or -1 when scratch memory failed. */
+static int bgemm_blocked(serl_ctx *ctx, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t *A,
+                         int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    const int64_t threads = ctx->threads;
+    const int64_t mc_max = (MC / MR) * MR;
+    int64_t mcap = m < mc_max ? ceil_div(m, MR) * MR : mc_max;
+    int64_t ncap = n < NC ? ceil_div(n, NR) * NR : NC;
+    const int64_t slices = ceil_div(k, KC);
+    int64_t kc_blk = ceil_div(k, slices);
+    kc_blk += kc_blk & 1;
+    int64_t group = PACK_BUDGET / ((mcap + ncap) * kc_blk * (int64_t)sizeof(uint16_t));
+    if (group < 1) group = 1;
+    if (group > slices) group = slices;
+    int64_t max_ap = ceil_div(mcap, MR), max_bp = ceil_div(ncap, NR);
+    size_t abytes = (size_t)(group * mcap * kc_blk) * sizeof(uint16_t);
+    size_t bbytes = (size_t)(group * ncap * kc_blk) * sizeof(uint16_t);
+    size_t fbytes = (size_t)(group * (max_ap + max_bp)) * sizeof(_Atomic int);
+    abytes = (abytes + 63) & ~(size_t)63;
+    bbytes = (bbytes + 63) & ~(size_t)63;
+    char *buf = serl_scratch(ctx, 0, abytes + bbytes + fbytes);
+    if (!buf) return -1;
+    bgemm_job j = {.ta = ta, .tb = tb, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc, .alpha = alpha,
+                   .beta = beta, .A = A, .B = B, .C = C, .kc_blk = kc_blk};
+    j.apack = (uint32_t *)buf;
+    j.bpack = (uint32_t *)(buf + abytes);
+    for (j.jc = 0; j.jc < n; j.jc += NC) {
+        j.nc = n - j.jc < NC ? n - j.jc : NC;
+        j.b_panels = ceil_div(j.nc, NR);
+        for (j.ic = 0; j.ic < m; j.ic += mc_max) {
+            j.mc = m - j.ic < mc_max ? m - j.ic : mc_max;
+            j.a_panels = ceil_div(j.mc, MR);
+            int64_t nt = ceil_div(j.nc, NC_TILE);
+            if (nt > j.b_panels) nt = j.b_panels;
+            int64_t mt = threads > 1 ? ceil_div(8 * threads, nt) : 1;
+            if (mt > j.a_panels / 4) mt = j.a_panels / 4;
+            if (mt < 1) mt = 1;
+            if (mt * nt < threads) {
+                mt = j.a_panels < threads ? j.a_panels : threads;
+                nt = j.b_panels < threads ? j.b_panels : threads;
+            }
+            j.mt = mt;
+            j.nt = nt;
+            for (j.s0 = 0; j.s0 < slices; j.s0 += group) {
+                j.ns = slices - j.s0 < group ? slices - j.s0 : group;
+                j.bflag = (_Atomic int *)(buf + abytes + bbytes);
+                j.aflag = j.bflag + group * max_bp;
+                for (int64_t i = 0; i < j.ns * j.a_panels; i++)
+                    atomic_store_explicit(j.aflag + i, PANEL_EMPTY, memory_order_relaxed);
+                if (j.ic == 0 || group < slices)
+                    for (int64_t i = 0; i < j.ns * j.b_panels; i++)
+                        atomic_store_explicit(j.bflag + i, PANEL_EMPTY, memory_order_relaxed);
+                serl_parallel(ctx, mt * nt, tile_task, &j);
+            }
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- entry (from serl_matmul) */
+
+/* Validated args with bf16 A and B, k > 0 and alpha ≠ 0, on an AVX-512 BF16 context. */
+int32_t serl_matmul_bf16(serl_ctx *ctx, const serl_matmul_args *a) {
+    const int64_t m = a->m, n = a->n, k = a->k;
+    const int cbf = a->c_dtype == SERL_DTYPE_BF16;
+    float *tmp = NULL;
+    if (cbf) {
+        /* one matrix of C at a time in float32 (ldc = n), rounded once when the depth is done */
+        tmp = serl_aligned_alloc(sizeof(float) * (size_t)(m * n));
+        if (!tmp) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for a float32 C");
+    }
+    for (int64_t b = 0; b < a->batch; b++) {
+        const uint16_t *A = (const uint16_t *)a->a + b * a->stride_a, *B = (const uint16_t *)a->b + b * a->stride_b;
+        float *C = cbf ? tmp : (float *)a->c + b * a->stride_c;
+        int64_t ldc = cbf ? n : a->ldc;
+        uint16_t *Ch = cbf ? (uint16_t *)a->c + b * a->stride_c : NULL;
+        if (cbf && a->beta != 0.0f)
+            for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(tmp + i * n, Ch + i * a->ldc, n);
+        if (bgemm_blocked(ctx, a->trans_a, a->trans_b, m, n, k, a->alpha, A, a->lda, B, a->ldb, a->beta, C, ldc) != 0) {
+            free(tmp);
+            return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
+        }
+        if (cbf)
+            for (int64_t i = 0; i < m; i++) serl_f32_to_bf16_n(Ch + i * a->ldc, tmp + i * n, n);
+    }
+    free(tmp);
+    return SERL_OK;
+}
+
+/* ------------------------------------------------------------------------- x·Wᵀ with bf16 W, m ≤ 16 */
+
+/* Generation streams every weight once per token, so a bf16 W halves the bytes, which is all that
+ * matters here: W rows are widened in registers (8 bf16 → 8 float32) and multiplied with float32 rows of
+ * x (widened once per call when x is bf16). One code for every SIMD path. Blocks of 4 W rows × ≤ 4 x
+ * rows, dot products along k, the k tail with a zero-filled copy. */
+
+static inline __m256 ld8w(const uint16_t *w) { return serl_bf16x8_to_f32(_mm_loadu_si128((const __m128i *)w)); }
+
+static inline __m128 hsum4x8(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+typedef struct {
+    int64_t m, n, k, ldx, ldw, ldc, parts;
+    float alpha, beta;
+    const float *X;    /* float32 rows, stride ldx */
+    const uint16_t *W; /* bf16 rows, stride ldw */
+    void *C;
+    int32_t c_dtype;
+} bgemv_job;
+
+static inline __attribute__((always_inline)) void bgemv_block(int NI, const bgemv_job *g, const float *const *x,
+                                                              const uint16_t *const *w, int64_t i, int64_t j, int nj) {
+    const int64_t k = g->k, k8 = k & ~(int64_t)7;
+    __m256 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < NI; r++)
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) acc[r][q] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < k8; p += 8) {
+        __m256 w0 = ld8w(w[0] + p), w1 = ld8w(w[1] + p), w2 = ld8w(w[2] + p), w3 = ld8w(w[3] + p);
+#pragma GCC unroll 4
+        for (int r = 0; r < NI; r++) {
+            __m256 xv = _mm256_loadu_ps(x[r] + p);
+            acc[r][0] = _mm256_fmadd_ps(xv, w0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(xv, w1, acc[r][1]);
+            acc[r][2] = _mm256_fmadd_ps(xv, w2, acc[r][2]);
+            acc[r][3] = _mm256_fmadd_ps(xv, w3, acc[r][3]);
+        }
+    }
+    if (k8 < k) {
+        int tail = (int)(k - k8);
+        uint16_t wt[4][8] = {{0}};
+        float xt[8] = {0};
+        for (int q = 0; q < 4; q++) memcpy(wt[q], w[q] + k8, sizeof(uint16_t) * (size_t)tail);
+        __m256 w0 = ld8w(wt[0]), w1 = ld8w(wt[1]), w2 = ld8w(wt[2]), w3 = ld8w(wt[3]);
+        for (int r = 0; r < NI; r++) {
+            memcpy(xt, x[r] + k8, sizeof(float) * (size_t)tail);
+            __m256 xv = _mm256_loadu_ps(xt);
+            acc[r][0] = _mm256_fmadd_ps(xv, w0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(xv, w1, acc[r][1]);
+            acc[r][2] = _mm256_fmadd_ps(xv, w2, acc[r][2]);
+            acc[r][3] = _mm256_fmadd_ps(xv, w3, acc[r][3]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < NI; r++) {
+        float v[4];
+        _mm_storeu_ps(v, hsum4x8(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
+        int64_t off = (i + r) * g->ldc + j;
+        for (int q = 0; q < nj; q++) {
+            float y = g->alpha * v[q];
+            if (g->beta != 0.0f) y += g->beta * serl_ld(g->C, g->c_dtype, off + q);
+            serl_st(g->C, g->c_dtype, off + q, y);
+        }
+    }
+}
+
+static void bgemv_task(void *arg, int64_t t, int worker) {
+    (void)worker;
+    const bgemv_job *g = arg;
+    int64_t lo, hi;
+    serl_chunk(ceil_div(g->n, 4), g->parts, t, &lo, &hi);
+    lo *= 4;
+    hi = hi * 4 < g->n ? hi * 4 : g->n;
+    for (int64_t j = lo; j < hi; j += 4) {
+        int nj = (int)(hi - j < 4 ? hi - j : 4);
+        const uint16_t *w[4];
+        for (int q = 0; q < 4; q++) w[q] = g->W + (j + (q < nj ? q : nj - 1)) * g->ldw;
+        for (int64_t i = 0; i < g->m; i += 4) {
+            int ni = (int)(g->m - i < 4 ? g->m - i : 4);
+            const float *x[4];
+            for (int r = 0; r < 4; r++) x[r] = g->X + (i + (r < ni ? r : 0)) * g->ldx;
+            switch (ni) {
+            case 1: bgemv_block(1, g, x, w, i, j, nj); break;
+            case 2: bgemv_block(2, g, x, w, i, j, nj); break;
+            case 3: bgemv_block(3, g, x, w, i, j, nj); break;
+            default: bgemv_block(4, g, x, w, i, j, nj); break;
+            }
+        }
+    }
+}
+
+#define BGEMV_PAR_MIN (1 << 22) /* n·k of W below which one thread streams it (as the float32 GEMV) */
+
+/* Validated args with trans_b, !trans_a, bf16 B, m ≤ 16, k > 0, alpha ≠ 0. */
+int32_t serl_matmul_bf16_gemv(serl_ctx *ctx, const serl_matmul_args *a) {
+    const int64_t m = a->m, n = a->n, k = a->k;
+    float *xw = NULL;
+    if (a->a_dtype == SERL_DTYPE_BF16) {
+        xw = serl_scratch(ctx, 0, sizeof(float) * (size_t)(m * k));
+        if (!xw) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory widening x");
+    }
+    for (int64_t b = 0; b < a->batch; b++) {
+        bgemv_job g = {.m = m, .n = n, .k = k, .ldx = a->lda, .ldw = a->ldb, .ldc = a->ldc, .parts = 1,
+                       .alpha = a->alpha, .beta = a->beta, .W = (const uint16_t *)a->b + b * a->stride_b,
+                       .C = (char *)a->c + (size_t)(b * a->stride_c) * serl_dtype_size(a->c_dtype), .c_dtype = a->c_dtype};
+        if (xw) {
+            for (int64_t i = 0; i < m; i++)
+                serl_bf16_to_f32_n(xw + i * k, (const uint16_t *)a->a + b * a->stride_a + i * a->lda, k);
+            g.X = xw, g.ldx = k;
+        } else {
+            g.X = (const float *)a->a + b * a->stride_a;
+        }
+        if (ctx->threads > 1 && n * k >= BGEMV_PAR_MIN) {
+            g.parts = 4 * ctx->threads;
+            if (g.parts > ceil_div(n, 64)) g.parts = ceil_div(n, 64);
+        }
+        serl_parallel(ctx, g.parts, bgemv_task, &g);
+    }
+    return SERL_OK;
+}
