@@ -21,7 +21,7 @@ func (d *Device) Whiten(y, stats, x, mask Tensor, stdNorm bool, eps float32) err
 	return d.run(opWhiten, 8*float64(n), 24*float64(n))
 }
 
-// GroupMode selects GroupBaseline's formula (SERL.md B §5.5); the constants are generated from serl.h:
+// GroupMode selects GroupBaseline's formula (docs/SERL.md §5.2); the constants are generated from serl.h:
 //
 //	GroupZScore  GRPO: (r − mean)/(std + eps), std Bessel-corrected; identical rewards give 0
 //	GroupRLOO    RLOO: r − (Σ r − r)/(G − 1)
