@@ -229,7 +229,8 @@ typedef struct {
     int ta, tb;
     int64_t m, n, k, lda, ldb, ldc;
     float alpha, beta;
-    const float *A, *B;
+    const void *A, *B; /* of dtype a_dt, b_dt: a bf16 operand is widened while it is packed */
+    int32_t a_dt, b_dt;
     float *C;
     /* the current block: columns [jc, jc+nc), rows [ic, ic+mc), slices s0..s0+ns-1 of depth kc_blk */
     int64_t jc, nc, ic, mc, kc_blk, s0, ns;
@@ -239,6 +240,29 @@ typedef struct {
 } gemm_job;
 
 static inline void cpu_pause(void) { __builtin_ia32_pause(); }
+
+/* serl_pack_t32 and pack_n for an operand of either dtype (element offset off); bf16 is widened. */
+static void pack_t_any(float *dst, const void *src, int32_t dt, int64_t off, int64_t ld, int R, int rv, int64_t kc) {
+    if (dt == SERL_DTYPE_F32) {
+        serl_pack_t32(dst, (const float *)src + off, ld, R, rv, kc);
+        return;
+    }
+    const uint16_t *s = (const uint16_t *)src + off;
+    for (int r = 0; r < R; r++)
+        for (int64_t p = 0; p < kc; p++) dst[p * R + r] = r < rv ? serl_bf16_to_f32(s[r * ld + p]) : 0.0f;
+}
+
+static void pack_n_any(float *dst, const void *src, int32_t dt, int64_t off, int64_t ld, int R, int rv, int64_t kc) {
+    if (dt == SERL_DTYPE_F32) {
+        pack_n(dst, (const float *)src + off, ld, R, rv, kc);
+        return;
+    }
+    const uint16_t *s = (const uint16_t *)src + off;
+    for (int64_t p = 0; p < kc; p++) {
+        serl_bf16_to_f32_n(dst + p * R, s + p * ld, rv);
+        for (int r = rv; r < R; r++) dst[p * R + r] = 0.0f;
+    }
+}
 
 /* Makes sure panel q of slice s (relative to the group) is packed: packs it here or waits for the
  * worker that is packing it. */
@@ -256,18 +280,18 @@ static void ensure_panel(gemm_job *j, int is_b, int64_t s, int64_t q) {
             int rv = (int)(j->mc - ir < MR ? j->mc - ir : MR);
             float *d = j->apack + (s * panels + q) * MR * j->kc_blk;
             if (!j->ta)
-                serl_pack_t32(d, j->A + (j->ic + ir) * j->lda + pc, j->lda, MR, rv, kc);
+                pack_t_any(d, j->A, j->a_dt, (j->ic + ir) * j->lda + pc, j->lda, MR, rv, kc);
             else
-                pack_n(d, j->A + pc * j->lda + j->ic + ir, j->lda, MR, rv, kc);
+                pack_n_any(d, j->A, j->a_dt, pc * j->lda + j->ic + ir, j->lda, MR, rv, kc);
         } else {
             const int NR = j->kern->nr;
             int64_t jr = q * NR;
             int rv = (int)(j->nc - jr < NR ? j->nc - jr : NR);
             float *d = j->bpack + (s * panels + q) * NR * j->kc_blk;
             if (j->tb)
-                serl_pack_t32(d, j->B + (j->jc + jr) * j->ldb + pc, j->ldb, NR, rv, kc);
+                pack_t_any(d, j->B, j->b_dt, (j->jc + jr) * j->ldb + pc, j->ldb, NR, rv, kc);
             else
-                pack_n(d, j->B + pc * j->ldb + j->jc + jr, j->ldb, NR, rv, kc);
+                pack_n_any(d, j->B, j->b_dt, pc * j->ldb + j->jc + jr, j->ldb, NR, rv, kc);
         }
         atomic_store_explicit(f, PANEL_READY, memory_order_release);
         return;
@@ -316,8 +340,8 @@ static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* One product of the batch through the blocked path. Returns 0, or -1 when scratch memory failed. */
 static int gemm_blocked(serl_ctx *ctx, const gemm_kernel *kern, int ta, int tb, int64_t m, int64_t n, int64_t k,
-                        float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                        int64_t ldc) {
+                        float alpha, const void *A, int32_t a_dt, int64_t lda, const void *B, int32_t b_dt, int64_t ldb,
+                        float beta, float *C, int64_t ldc) {
     const int MR = kern->mr, NR = kern->nr;
     const int64_t threads = ctx->threads;
     const int64_t mc_max = (MC / MR) * MR;
@@ -338,7 +362,7 @@ static int gemm_blocked(serl_ctx *ctx, const gemm_kernel *kern, int ta, int tb, 
     char *buf = serl_scratch(ctx, 0, abytes + bbytes + fbytes);
     if (!buf) return -1;
     gemm_job j = {.kern = kern, .ta = ta, .tb = tb, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,
-                  .alpha = alpha, .beta = beta, .A = A, .B = B, .C = C, .kc_blk = kc_blk};
+                  .alpha = alpha, .beta = beta, .A = A, .B = B, .a_dt = a_dt, .b_dt = b_dt, .C = C, .kc_blk = kc_blk};
     j.apack = (float *)buf;
     j.bpack = (float *)(buf + abytes);
     for (j.jc = 0; j.jc < n; j.jc += NC) {
@@ -657,8 +681,8 @@ static int64_t span_of(int64_t batch, int64_t stride, int64_t rows, int64_t cols
     return (batch - 1) * stride + (rows - 1) * ld + cols;
 }
 
-/* Any product with a bf16 operand that has no kernel of its own: the bf16 operands are widened into
- * float32 copies (exact), the float32 product runs on them, and a bf16 C is rounded back, its view
+/* Small products with a bf16 operand, and f32 products into a bf16 C: the bf16 operands are widened
+ * into float32 copies (exact), the float32 product runs on them, and a bf16 C is rounded back, its view
  * only (elements between C's rows and matrices are never written). */
 static int32_t matmul_mixed(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) {
     const int64_t m = a->m, n = a->n, k = a->k, batch = a->batch;
@@ -698,6 +722,35 @@ nomem:
     return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory widening bf16 operands");
 }
 
+/* Products with a bf16 operand and no kernel of their own (CPUs without AVX-512 BF16, mixed f32 × bf16):
+ * the float32 blocked driver, its packing widening bf16 panels, so no operand is copied whole; a bf16 C
+ * goes through one float32 matrix and is rounded once. */
+static int32_t matmul_widen_blocked(serl_ctx *ctx, const serl_matmul_args *a) {
+    const int64_t m = a->m, n = a->n, k = a->k;
+    const gemm_kernel *kern = ctx->simd >= SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
+    const int cbf = a->c_dtype == SERL_DTYPE_BF16;
+    float *tmp = NULL;
+    if (cbf && !(tmp = serl_aligned_alloc(sizeof(float) * (size_t)(m * n))))
+        return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for a float32 C");
+    for (int64_t b = 0; b < a->batch; b++) {
+        float *C = cbf ? tmp : (float *)a->c + b * a->stride_c;
+        int64_t ldc = cbf ? n : a->ldc;
+        uint16_t *Ch = cbf ? (uint16_t *)a->c + b * a->stride_c : NULL;
+        if (cbf && a->beta != 0.0f)
+            for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(tmp + i * n, Ch + i * a->ldc, n);
+        if (gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, serl_at(a->a, a->a_dtype, b * a->stride_a),
+                         a->a_dtype, a->lda, serl_at(a->b, a->b_dtype, b * a->stride_b), a->b_dtype, a->ldb, a->beta, C,
+                         ldc) != 0) {
+            free(tmp);
+            return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
+        }
+        if (cbf)
+            for (int64_t i = 0; i < m; i++) serl_f32_to_bf16_n(Ch + i * a->ldc, tmp + i * n, n);
+    }
+    free(tmp);
+    return SERL_OK;
+}
+
 SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
     SERL_ENTER(ctxp, a, serl_matmul_args);
     SERL_REQUIRE(a->trans_a == 0 || a->trans_a == 1, "matmul: trans_a = %d (want 0 or 1)", a->trans_a);
@@ -733,6 +786,8 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
     if (use_ab && a->a_dtype == SERL_DTYPE_BF16 && a->b_dtype == SERL_DTYPE_BF16 && ctx->simd >= SERL_SIMD_AVX512BF16 &&
         m * n * k >= SMALL_MNK)
         return serl_matmul_bf16(ctx, a);
+    if (use_ab && (a->a_dtype != SERL_DTYPE_F32 || a->b_dtype != SERL_DTYPE_F32) && m * n * k >= SMALL_MNK)
+        return matmul_widen_blocked(ctx, a);
     if (a->a_dtype != SERL_DTYPE_F32 || a->b_dtype != SERL_DTYPE_F32 || a->c_dtype != SERL_DTYPE_F32)
         return matmul_mixed(ctx, a, use_ab);
     return matmul_f32(ctx, a, use_ab);
@@ -799,8 +854,8 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
                 xwt_panels(&xj, xj.pack[0], 0, xj.panels);
             continue;
         }
-        if (gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, A, a->lda, B, a->ldb, a->beta, C,
-                         a->ldc) != 0)
+        if (gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, A, SERL_DTYPE_F32, a->lda, B,
+                         SERL_DTYPE_F32, a->ldb, a->beta, C, a->ldc) != 0)
             return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
     }
     return SERL_OK;
