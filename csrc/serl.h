@@ -128,7 +128,9 @@ SERL_API const serl_field *serl_layout(int32_t *count);
  * lda/ldb/ldc are row strides (elements); stride_* are batch strides (elements; 0 broadcasts).
  * beta == 0 means C is not read (it may hold NaN).
  * A, B and C are each F32 or BF16, in any combination; products and sums are float32 (a bf16 × bf16
- * product is exact in float32), so a weight gradient accumulates into an F32 C with beta = 1. */
+ * product is exact in float32), so a weight gradient accumulates into an F32 C with beta = 1. A bf16 C is
+ * rounded once, after the whole depth. (The CPU's AVX-512 BF16 kernel, like vdpbf16ps, flushes subnormal
+ * values to zero in bf16 × bf16 products.) */
 typedef struct {
     uint32_t size;
     int32_t trans_a, trans_b;
