@@ -99,6 +99,7 @@ SERL_API void serl_context_destroy(void *p) {
     if (!ctx) return;
     serl_pool_destroy(ctx->pool);
     for (int i = 0; i < SERL_MAX_THREADS; i++) free(ctx->scratch[i].p);
+    free(ctx->wide_c.p);
     free(ctx);
 }
 
@@ -107,8 +108,13 @@ SERL_API const char *serl_last_error(void *p) {
     return ctx ? ctx->err : create_err;
 }
 
-void *serl_scratch(serl_ctx *ctx, int worker, size_t bytes) {
-    serl_scratch_buf *s = &ctx->scratch[worker];
+static void *scratch_in(serl_scratch_buf *s, size_t bytes);
+
+void *serl_scratch(serl_ctx *ctx, int worker, size_t bytes) { return scratch_in(&ctx->scratch[worker], bytes); }
+
+void *serl_scratch_c(serl_ctx *ctx, size_t bytes) { return scratch_in(&ctx->wide_c, bytes); }
+
+static void *scratch_in(serl_scratch_buf *s, size_t bytes) {
     if (s->bytes >= bytes && s->p) return s->p;
     free(s->p);
     s->bytes = 0;

@@ -29,6 +29,7 @@ typedef struct serl_ctx {
     int simd; /* SERL_SIMD_* (serl.h) chosen at creation: CPU support, capped by $SERL_SIMD */
     char err[1024];
     serl_scratch_buf scratch[SERL_MAX_THREADS];
+    serl_scratch_buf wide_c; /* the float32 C of a product stored in bf16 (serl_scratch_c) */
 } serl_ctx;
 
 /* Records a formatted message on ctx and returns status. */
@@ -62,6 +63,10 @@ static inline void serl_chunk(int64_t n, int64_t parts, int64_t i, int64_t *lo, 
 
 /* Per-worker scratch of at least `bytes`, 64-byte aligned, kept across calls. NULL when out of memory. */
 void *serl_scratch(serl_ctx *ctx, int worker, size_t bytes);
+
+/* Scratch for the float32 C of a matrix product stored in bf16, kept across calls like serl_scratch (a
+ * fresh allocation of that size per call would fault its pages in every time). */
+void *serl_scratch_c(serl_ctx *ctx, size_t bytes);
 
 serl_pool *serl_pool_create(int threads);
 void serl_pool_destroy(serl_pool *p);

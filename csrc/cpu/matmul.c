@@ -688,7 +688,7 @@ static int32_t matmul_mixed(serl_ctx *ctx, const serl_matmul_args *a, int use_ab
     const int64_t m = a->m, n = a->n, k = a->k, batch = a->batch;
     serl_matmul_args f = *a;
     f.a_dtype = f.b_dtype = f.c_dtype = SERL_DTYPE_F32;
-    float *tmp[3] = {NULL, NULL, NULL};
+    float *tmp[2] = {NULL, NULL}, *wc = NULL; /* widened A and B (freed here), C (context scratch) */
     int32_t st = SERL_OK;
     if (use_ab && a->a_dtype == SERL_DTYPE_BF16) {
         int64_t sp = span_of(batch, a->stride_a, a->trans_a ? k : m, a->trans_a ? m : k, a->lda);
@@ -704,21 +704,21 @@ static int32_t matmul_mixed(serl_ctx *ctx, const serl_matmul_args *a, int use_ab
     }
     if (a->c_dtype == SERL_DTYPE_BF16) {
         int64_t sp = span_of(batch, a->stride_c, m, n, a->ldc);
-        if (!(tmp[2] = serl_aligned_alloc(sizeof(float) * (size_t)sp))) goto nomem;
-        if (a->beta != 0.0f) serl_bf16_to_f32_n(tmp[2], a->c, sp);
-        f.c = tmp[2];
+        if (!(wc = serl_scratch_c(ctx, sizeof(float) * (size_t)sp))) goto nomem;
+        if (a->beta != 0.0f) serl_bf16_to_f32_n(wc, a->c, sp);
+        f.c = wc;
     }
     st = matmul_f32(ctx, &f, use_ab);
-    if (st == SERL_OK && tmp[2])
+    if (st == SERL_OK && wc)
         for (int64_t b = 0; b < batch; b++)
             for (int64_t i = 0; i < m; i++) {
                 int64_t off = b * a->stride_c + i * a->ldc;
-                serl_f32_to_bf16_n((uint16_t *)a->c + off, tmp[2] + off, n);
+                serl_f32_to_bf16_n((uint16_t *)a->c + off, wc + off, n);
             }
-    for (int i = 0; i < 3; i++) free(tmp[i]);
+    for (int i = 0; i < 2; i++) free(tmp[i]);
     return st;
 nomem:
-    for (int i = 0; i < 3; i++) free(tmp[i]);
+    for (int i = 0; i < 2; i++) free(tmp[i]);
     return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory widening bf16 operands");
 }
 
@@ -730,7 +730,7 @@ static int32_t matmul_widen_blocked(serl_ctx *ctx, const serl_matmul_args *a) {
     const gemm_kernel *kern = ctx->simd >= SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
     const int cbf = a->c_dtype == SERL_DTYPE_BF16;
     float *tmp = NULL;
-    if (cbf && !(tmp = serl_aligned_alloc(sizeof(float) * (size_t)(m * n))))
+    if (cbf && !(tmp = serl_scratch_c(ctx, sizeof(float) * (size_t)(m * n))))
         return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for a float32 C");
     for (int64_t b = 0; b < a->batch; b++) {
         float *C = cbf ? tmp : (float *)a->c + b * a->stride_c;
@@ -740,14 +740,11 @@ static int32_t matmul_widen_blocked(serl_ctx *ctx, const serl_matmul_args *a) {
             for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(tmp + i * n, Ch + i * a->ldc, n);
         if (gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, serl_at(a->a, a->a_dtype, b * a->stride_a),
                          a->a_dtype, a->lda, serl_at(a->b, a->b_dtype, b * a->stride_b), a->b_dtype, a->ldb, a->beta, C,
-                         ldc) != 0) {
-            free(tmp);
+                         ldc) != 0)
             return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
-        }
         if (cbf)
             for (int64_t i = 0; i < m; i++) serl_f32_to_bf16_n(Ch + i * a->ldc, tmp + i * n, n);
     }
-    free(tmp);
     return SERL_OK;
 }
 

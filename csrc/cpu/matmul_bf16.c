@@ -211,7 +211,7 @@ int32_t serl_matmul_bf16(serl_ctx *ctx, const serl_matmul_args *a) {
     float *tmp = NULL;
     if (cbf) {
         /* one matrix of C at a time in float32 (ldc = n), rounded once when the depth is done */
-        tmp = serl_aligned_alloc(sizeof(float) * (size_t)(m * n));
+        tmp = serl_scratch_c(ctx, sizeof(float) * (size_t)(m * n));
         if (!tmp) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for a float32 C");
     }
     for (int64_t b = 0; b < a->batch; b++) {
@@ -221,14 +221,11 @@ int32_t serl_matmul_bf16(serl_ctx *ctx, const serl_matmul_args *a) {
         uint16_t *Ch = cbf ? (uint16_t *)a->c + b * a->stride_c : NULL;
         if (cbf && a->beta != 0.0f)
             for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(tmp + i * n, Ch + i * a->ldc, n);
-        if (bgemm_blocked(ctx, a->trans_a, a->trans_b, m, n, k, a->alpha, A, a->lda, B, a->ldb, a->beta, C, ldc) != 0) {
-            free(tmp);
+        if (bgemm_blocked(ctx, a->trans_a, a->trans_b, m, n, k, a->alpha, A, a->lda, B, a->ldb, a->beta, C, ldc) != 0)
             return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
-        }
         if (cbf)
             for (int64_t i = 0; i < m; i++) serl_f32_to_bf16_n(Ch + i * a->ldc, tmp + i * n, n);
     }
-    free(tmp);
     return SERL_OK;
 }
 
