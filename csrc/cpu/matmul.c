@@ -26,6 +26,9 @@
 
 #define SMALL_MNK (32 * 32 * 32) /* below this, packing and waking workers cost more than they save */
 #define GEMV_MAX_M 16
+#ifndef BF16_GEMV_MAX_M
+#define BF16_GEMV_MAX_M 4 /* bf16 x and W on AVX-512 BF16: rows up to which the widening GEMV beats the pair kernel */
+#endif
 #define XWT_MAX_M 128
 #define XWT_KC 768          /* depth slice of the x·Wᵀ path: a packed W panel slice is 96 KiB (L2) */
 #ifndef XWT_PAR_MIN
@@ -775,13 +778,15 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
     SERL_REQUIRE_DTYPE("matmul", "A", a->a_dtype);
     SERL_REQUIRE_DTYPE("matmul", "B", a->b_dtype);
     SERL_REQUIRE_DTYPE("matmul", "C", a->c_dtype);
-    /* bf16 weights for few rows (generation): W streamed once, widened in registers (matmul_bf16.c) */
-    if (use_ab && a->b_dtype == SERL_DTYPE_BF16 && a->trans_b && !a->trans_a && m <= GEMV_MAX_M && m * n * k >= SMALL_MNK)
+    /* bf16 weights for few rows (generation): W streamed once, widened in registers (matmul_bf16.c). Where
+     * the pair kernel runs, it beats the widening GEMV from BF16_GEMV_MAX_M rows of bf16 x up. */
+    const int pair = a->a_dtype == SERL_DTYPE_BF16 && a->b_dtype == SERL_DTYPE_BF16 && ctx->simd >= SERL_SIMD_AVX512BF16;
+    if (use_ab && a->b_dtype == SERL_DTYPE_BF16 && a->trans_b && !a->trans_a && m <= (pair ? BF16_GEMV_MAX_M : GEMV_MAX_M) &&
+        m * n * k >= SMALL_MNK)
         return serl_matmul_bf16_gemv(ctx, a);
     /* bf16 × bf16 on AVX-512 BF16: the pair kernel (matmul_bf16.c); products too small to pay for its
      * packing, other CPUs and mixed operands: widened to float32 */
-    if (use_ab && a->a_dtype == SERL_DTYPE_BF16 && a->b_dtype == SERL_DTYPE_BF16 && ctx->simd >= SERL_SIMD_AVX512BF16 &&
-        m * n * k >= SMALL_MNK)
+    if (use_ab && pair && m * n * k >= SMALL_MNK)
         return serl_matmul_bf16(ctx, a);
     if (use_ab && (a->a_dtype != SERL_DTYPE_F32 || a->b_dtype != SERL_DTYPE_F32) && m * n * k >= SMALL_MNK)
         return matmul_widen_blocked(ctx, a);

@@ -233,10 +233,17 @@ int32_t serl_matmul_bf16(serl_ctx *ctx, const serl_matmul_args *a) {
 
 /* Generation streams every weight once per token, so a bf16 W halves the bytes, which is all that
  * matters here: W rows are widened in registers (8 bf16 → 8 float32) and multiplied with float32 rows of
- * x (widened once per call when x is bf16). One code for every SIMD path. Blocks of 4 W rows × ≤ 4 x
- * rows, dot products along k, the k tail with a zero-filled copy. */
+ * x (widened once per call when x is bf16). With more than 4 rows of x, each block of 4 W rows is
+ * widened once into the worker's scratch (L1/L2) and serves every block of x from there, so the
+ * conversion is not repeated per x block. One code for every SIMD path. Blocks of 4 W rows × ≤ 4 x rows,
+ * dot products along k, the k tail with a zero-filled copy. */
 
 static inline __m256 ld8w(const uint16_t *w) { return serl_bf16x8_to_f32(_mm_loadu_si128((const __m128i *)w)); }
+
+/* 8 weights at element p of row w: bf16 widened in registers, or float32 widened beforehand. */
+static inline __attribute__((always_inline)) __m256 ld8(const void *w, int wide, int64_t p) {
+    return wide ? _mm256_loadu_ps((const float *)w + p) : ld8w((const uint16_t *)w + p);
+}
 
 static inline __m128 hsum4x8(__m256 a, __m256 b, __m256 c, __m256 d) {
     __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
@@ -250,10 +257,13 @@ typedef struct {
     const uint16_t *W; /* bf16 rows, stride ldw */
     void *C;
     int32_t c_dtype;
+    float *wide[SERL_MAX_THREADS]; /* per worker: 4 W rows in float32 (m > 4 only) */
 } bgemv_job;
 
-static inline __attribute__((always_inline)) void bgemv_block(int NI, const bgemv_job *g, const float *const *x,
-                                                              const uint16_t *const *w, int64_t i, int64_t j, int nj) {
+/* w[q] are bf16 rows, or float32 rows when wide. */
+static inline __attribute__((always_inline)) void bgemv_block(int NI, int wide, const bgemv_job *g,
+                                                              const float *const *x, const void *const *w, int64_t i,
+                                                              int64_t j, int nj) {
     const int64_t k = g->k, k8 = k & ~(int64_t)7;
     __m256 acc[4][4];
 #pragma GCC unroll 4
@@ -261,7 +271,7 @@ static inline __attribute__((always_inline)) void bgemv_block(int NI, const bgem
 #pragma GCC unroll 4
         for (int q = 0; q < 4; q++) acc[r][q] = _mm256_setzero_ps();
     for (int64_t p = 0; p < k8; p += 8) {
-        __m256 w0 = ld8w(w[0] + p), w1 = ld8w(w[1] + p), w2 = ld8w(w[2] + p), w3 = ld8w(w[3] + p);
+        __m256 w0 = ld8(w[0], wide, p), w1 = ld8(w[1], wide, p), w2 = ld8(w[2], wide, p), w3 = ld8(w[3], wide, p);
 #pragma GCC unroll 4
         for (int r = 0; r < NI; r++) {
             __m256 xv = _mm256_loadu_ps(x[r] + p);
@@ -273,10 +283,11 @@ static inline __attribute__((always_inline)) void bgemv_block(int NI, const bgem
     }
     if (k8 < k) {
         int tail = (int)(k - k8);
-        uint16_t wt[4][8] = {{0}};
-        float xt[8] = {0};
-        for (int q = 0; q < 4; q++) memcpy(wt[q], w[q] + k8, sizeof(uint16_t) * (size_t)tail);
-        __m256 w0 = ld8w(wt[0]), w1 = ld8w(wt[1]), w2 = ld8w(wt[2]), w3 = ld8w(wt[3]);
+        float wt[4][8] = {{0}}, xt[8] = {0};
+        for (int q = 0; q < 4; q++)
+            for (int e = 0; e < tail; e++)
+                wt[q][e] = wide ? ((const float *)w[q])[k8 + e] : serl_bf16_to_f32(((const uint16_t *)w[q])[k8 + e]);
+        __m256 w0 = _mm256_loadu_ps(wt[0]), w1 = _mm256_loadu_ps(wt[1]), w2 = _mm256_loadu_ps(wt[2]), w3 = _mm256_loadu_ps(wt[3]);
         for (int r = 0; r < NI; r++) {
             memcpy(xt, x[r] + k8, sizeof(float) * (size_t)tail);
             __m256 xv = _mm256_loadu_ps(xt);
@@ -300,26 +311,38 @@ static inline __attribute__((always_inline)) void bgemv_block(int NI, const bgem
 }
 
 static void bgemv_task(void *arg, int64_t t, int worker) {
-    (void)worker;
     const bgemv_job *g = arg;
     int64_t lo, hi;
     serl_chunk(ceil_div(g->n, 4), g->parts, t, &lo, &hi);
     lo *= 4;
     hi = hi * 4 < g->n ? hi * 4 : g->n;
+    float *wf = g->wide[worker];
     for (int64_t j = lo; j < hi; j += 4) {
         int nj = (int)(hi - j < 4 ? hi - j : 4);
-        const uint16_t *w[4];
+        const void *w[4];
         for (int q = 0; q < 4; q++) w[q] = g->W + (j + (q < nj ? q : nj - 1)) * g->ldw;
+        if (wf) {
+            for (int q = 0; q < 4; q++) {
+                serl_bf16_to_f32_n(wf + q * g->k, (const uint16_t *)w[q], g->k);
+                w[q] = wf + q * g->k;
+            }
+        }
         for (int64_t i = 0; i < g->m; i += 4) {
             int ni = (int)(g->m - i < 4 ? g->m - i : 4);
             const float *x[4];
             for (int r = 0; r < 4; r++) x[r] = g->X + (i + (r < ni ? r : 0)) * g->ldx;
+#define BLOCK(NI)                                                 \
+    if (wf)                                                       \
+        bgemv_block(NI, 1, g, x, w, i, j, nj);                    \
+    else                                                          \
+        bgemv_block(NI, 0, g, x, w, i, j, nj);
             switch (ni) {
-            case 1: bgemv_block(1, g, x, w, i, j, nj); break;
-            case 2: bgemv_block(2, g, x, w, i, j, nj); break;
-            case 3: bgemv_block(3, g, x, w, i, j, nj); break;
-            default: bgemv_block(4, g, x, w, i, j, nj); break;
+            case 1: BLOCK(1) break;
+            case 2: BLOCK(2) break;
+            case 3: BLOCK(3) break;
+            default: BLOCK(4) break;
             }
+#undef BLOCK
         }
     }
 }
@@ -331,11 +354,16 @@ int32_t serl_matmul_bf16_gemv(serl_ctx *ctx, const serl_matmul_args *a) {
     const int64_t m = a->m, n = a->n, k = a->k;
     float *xw = NULL;
     if (a->a_dtype == SERL_DTYPE_BF16) {
-        xw = serl_scratch(ctx, 0, sizeof(float) * (size_t)(m * k));
+        xw = serl_scratch_c(ctx, sizeof(float) * (size_t)(m * k)); /* C is written in place: its scratch is free */
         if (!xw) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory widening x");
     }
+    float *wide[SERL_MAX_THREADS] = {NULL};
+    if (m > 4)
+        for (int w = 0; w < ctx->threads; w++)
+            if (!(wide[w] = serl_scratch(ctx, w, sizeof(float) * 4 * (size_t)k)))
+                return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory widening W rows");
     for (int64_t b = 0; b < a->batch; b++) {
-        bgemv_job g = {.m = m, .n = n, .k = k, .ldx = a->lda, .ldw = a->ldb, .ldc = a->ldc, .parts = 1,
+        bgemv_job g = {.m = m, .n = n, .k = k, .ldx = a->lda, .ldw = a->ldb, .ldc = a->ldc, .parts = 1, .wide = {NULL},
                        .alpha = a->alpha, .beta = a->beta, .W = (const uint16_t *)a->b + b * a->stride_b,
                        .C = (char *)a->c + (size_t)(b * a->stride_c) * serl_dtype_size(a->c_dtype), .c_dtype = a->c_dtype};
         if (xw) {
@@ -345,6 +373,7 @@ int32_t serl_matmul_bf16_gemv(serl_ctx *ctx, const serl_matmul_args *a) {
         } else {
             g.X = (const float *)a->a + b * a->stride_a;
         }
+        memcpy(g.wide, wide, sizeof wide);
         if (ctx->threads > 1 && n * k >= BGEMV_PAR_MIN) {
             g.parts = 4 * ctx->threads;
             if (g.parts > ceil_div(n, 64)) g.parts = ceil_div(n, 64);
