@@ -15,6 +15,10 @@
 /* From attention.c: e^x lane by lane for x ≤ 0 (−inf → 0). */
 __m256 serl_att_exp8(__m256 x);
 
+/* From kvcache_avx512bf16.c: scores of bf16 queries against a bf16 slot on vdpbf16ps. */
+void serl_decode_scores_avx512bf16(int NH, int G, int D, const uint16_t *q, int64_t ldq, const uint16_t *k, float scale,
+                                   float *sc);
+
 /* ------------------------------------------------------------------------- kv_append */
 
 #define APPEND_PAR_MIN 65536 /* floats copied below which one thread beats waking the pool */
@@ -77,6 +81,7 @@ typedef struct {
     const serl_decode_attention_args *a;
     int G, Dp, parts; /* parts: kv-head ranges per sequence (tasks = n_seqs · parts) */
     size_t span_max;  /* floats of the largest part of a slot: a bf16 cache row is widened into it */
+    int dp;           /* bf16 q and cache on AVX-512 BF16: scores on vdpbf16ps from the cache rows */
     float *scratch[SERL_MAX_THREADS];
 } decode_job;
 
@@ -152,8 +157,16 @@ static void decode_task(void *arg, int64_t t, int w) {
         for (int d = 0; d < D; d++) qs[n * Dp + d] *= a->scale;
         for (int d = D; d < Dp; d++) qs[n * Dp + d] = 0;
     }
-    /* A bf16 cache: each slot's part is widened into float32 (in L1) and read from there. */
+    /* A bf16 cache: each slot's part is widened into float32 (in L1) and read from there — except the
+     * keys when the pair instruction can take them as they are. */
     const int bf = a->cache_dtype == SERL_DTYPE_BF16;
+    const int64_t ldqb = (D + 31) & ~31; /* bf16 query rows for the pair kernel, zero-padded */
+    uint16_t *qb = (uint16_t *)acc;       /* the accumulators are not needed before the values pass */
+    if (j->dp)
+        for (int n = 0; n < NH; n++) {
+            memcpy(qb + n * ldqb, (const uint16_t *)a->q + ((int64_t)s * H + h0 + n) * D, sizeof(uint16_t) * (size_t)D);
+            memset(qb + n * ldqb + D, 0, sizeof(uint16_t) * (size_t)(ldqb - D));
+        }
     const float *kc = bf ? NULL : (const float *)a->k_cache, *vc = bf ? NULL : (const float *)a->v_cache;
     const uint16_t *kh = bf ? (const uint16_t *)a->k_cache : NULL, *vh = bf ? (const uint16_t *)a->v_cache : NULL;
 
@@ -163,9 +176,13 @@ static void decode_task(void *arg, int64_t t, int w) {
     for (int jj = 0; jj < DECODE_PF && jj < L; jj++) prefetch_row(serl_at(a->k_cache, a->cache_dtype, cursor_next(&pf) * row + lo), span);
     for (int jt = 0; jt < L; jt++) {
         const int64_t at = cursor_next(&cur) * row + lo;
+        if (jt + DECODE_PF < L) prefetch_row(serl_at(a->k_cache, a->cache_dtype, cursor_next(&pf) * row + lo), span);
+        if (j->dp) {
+            serl_decode_scores_avx512bf16(NH, G, D, qb, ldqb, kh + at, a->scale, sc + (size_t)jt * NHp);
+            continue;
+        }
         const float *kr = bf ? wide : kc + at;
         if (bf) serl_bf16_to_f32_n(wide, kh + at, span);
-        if (jt + DECODE_PF < L) prefetch_row(serl_at(a->k_cache, a->cache_dtype, cursor_next(&pf) * row + lo), span);
         for (int n = 0; n < NH; n += 4) {
             const int nh = NH - n < 4 ? NH - n : 4;
             const float *q4[4], *k4[4];
@@ -251,7 +268,9 @@ SERL_API int32_t serl_decode_attention(void *ctxp, const serl_decode_attention_a
      * to feed the workers; then each sequence's kv heads are split over several tasks. */
     int parts = (4 * ctx->threads + a->n_seqs - 1) / a->n_seqs;
     if (parts > a->n_kv_heads) parts = a->n_kv_heads;
-    decode_job j = {.a = a, .G = a->n_heads / a->n_kv_heads, .Dp = (a->head_dim + 15) & ~15, .parts = parts};
+    decode_job j = {.a = a, .G = a->n_heads / a->n_kv_heads, .Dp = (a->head_dim + 15) & ~15, .parts = parts,
+                    .dp = a->q_dtype == SERL_DTYPE_BF16 && a->cache_dtype == SERL_DTYPE_BF16 &&
+                          ctx->simd >= SERL_SIMD_AVX512BF16};
     const size_t nh = (size_t)(a->n_kv_heads + parts - 1) / parts * j.G; /* most query heads in one task */
     const size_t nhp = (nh + 7) & ~(size_t)7;
     j.span_max = (size_t)(a->n_kv_heads + parts - 1) / parts * (size_t)a->head_dim;
