@@ -51,14 +51,47 @@ build_cpu() {
 	mv build/libserl_cpu.so.tmp build/libserl_cpu.so
 }
 
+# The CUDA library, wherever nvcc ≥ 11.8 exists: one object per csrc/cuda/*.cu (rebuilt only when it or
+# a header is newer), for sm_80 and sm_90 with sm_90 PTX (SERL_CUDA_GENCODE overrides, e.g.
+# "-arch=sm_90" while developing). The CUDA runtime is linked statically; cuBLAS is dlopened at run
+# time (csrc/cuda/cublas_loader.cu), never linked.
 build_cuda() {
 	if ! command -v nvcc >/dev/null 2>&1 || [[ ! -d csrc/cuda ]]; then
 		rm -f build/libserl_cuda.so cmd/serl/embedded/libserl_cuda.so
 		return
 	fi
-	nvcc -O3 -std=c++17 -shared -Xcompiler -fPIC,-fvisibility=hidden -cudart static \
-		-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
-		-Icsrc -o build/libserl_cuda.so.tmp csrc/cuda/*.cu build/layout.c -lcublas_static -lcublasLt_static -lculibos
+	local ver
+	ver=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+	read -r major minor <<<"$ver"
+	if [[ -z $major ]] || ((major < 11 || (major == 11 && minor < 8))); then
+		echo "build.sh: nvcc ${major:-?}.${minor:-?} is older than 11.8: skipping the CUDA library" >&2
+		rm -f build/libserl_cuda.so cmd/serl/embedded/libserl_cuda.so
+		return
+	fi
+	local gencode
+	read -r -a gencode <<<"${SERL_CUDA_GENCODE:--gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90}"
+	local flags=(-O3 -std=c++17 -Xcompiler -fPIC,-fvisibility=hidden,-Wall -Icsrc "${gencode[@]}")
+	mkdir -p build/cuda_obj
+	local objs=() pids=() src obj hdr newest=csrc/serl.h
+	for hdr in csrc/cuda/*.cuh; do [[ $hdr -nt $newest ]] && newest=$hdr; done
+	local jobs
+	jobs=$(nproc 2>/dev/null || echo 2)
+	for src in csrc/cuda/*.cu; do
+		obj=build/cuda_obj/$(basename "${src%.cu}").o
+		objs+=("$obj")
+		if [[ -f $obj && $obj -nt $src && $obj -nt $newest && $obj -nt build.sh ]]; then continue; fi
+		while (($(jobs -rp | wc -l) >= jobs)); do wait -n || true; done
+		rm -f "$obj"
+		nvcc "${flags[@]}" -c "$src" -o "$obj.tmp" && mv "$obj.tmp" "$obj" &
+		pids+=($!)
+	done
+	local fail=0
+	for p in "${pids[@]}"; do wait "$p" || fail=1; done
+	[[ $fail == 0 ]] || die "compiling csrc/cuda failed"
+	for obj in "${objs[@]}"; do [[ -f $obj ]] || die "compiling csrc/cuda failed ($obj is missing)"; done
+	# build/obj/layout.o: the generated field table (build_cpu compiled it with -fPIC), for the Go mirror test
+	nvcc -shared -cudart static -Xlinker --exclude-libs,ALL,--no-undefined,--version-script=csrc/cuda/exports.map \
+		-o build/libserl_cuda.so.tmp "${objs[@]}" build/obj/layout.o -Xlinker -ldl,-lpthread,-lrt
 	mv build/libserl_cuda.so.tmp build/libserl_cuda.so
 }
 

@@ -1,0 +1,359 @@
+/* Causal attention over packed variable-length sequences with grouped-query heads, forward and
+ * backward, in FlashAttention-2's structure: queries in tiles, keys and values streamed through shared
+ * memory in tiles, an online softmax whose statistics (log-sum-exp) are saved for the backward, and no
+ * T×T matrix anywhere. This first version computes on the CUDA cores in float32 (a warp per query row,
+ * a lane per key of the tile, lanes over head dims for the products); the bf16 tensor-core (mma.sync)
+ * version is still to come.
+ *
+ * The backward is deterministic without atomics: dK and dV come from a kernel whose block owns a tile
+ * of keys of one kv head and loops over every query (and every query head of the group) that sees
+ * them; dQ from a second kernel whose block owns a tile of queries. Both recompute the probabilities
+ * from the saved log-sum-exp. */
+#include <vector>
+
+#include "common.cuh"
+
+#define NW 4        /* warps per block */
+#define RPW 4       /* rows (queries, or keys in dK/dV) per warp */
+#define BQ (NW * RPW)
+#define BK 32       /* keys per tile (forward, dQ) or queries per tile (dK/dV): one per lane */
+#define DMAX 256
+#define DPL (DMAX / 32)
+
+/* Σ_d a[d]·b[d] over shared rows */
+__device__ __forceinline__ float dot_sh(const float *a, const float *b, int D) {
+    float s = 0;
+    for (int d = 0; d < D; d++) s = fmaf(a[d], b[d], s);
+    return s;
+}
+
+__global__ void attn_fwd_kernel(const int32_t *cu, const void *q, int qbf, const void *k, int kbf, const void *v, int vbf,
+                                void *out, int obf, float *lse, int H, int KVH, int D, float scale) {
+    extern __shared__ float sm[];
+    const int s = blockIdx.y, h = blockIdx.z, kvh = h / (H / KVH);
+    const int s0 = cu[s], s1 = cu[s + 1];
+    const int i0 = s0 + blockIdx.x * BQ;
+    if (i0 >= s1) return;
+    const int i_last = min(s1, i0 + BQ) - 1;
+    const int Dp = D + 1;
+    float *Qs = sm, *Ks = Qs + BQ * D, *Vs = Ks + BK * Dp;
+    for (int e = threadIdx.x; e < BQ * D; e += blockDim.x) {
+        const int r = e / D, d = e % D, i = i0 + r;
+        Qs[e] = i < s1 ? __fmul_rn(ld(q, qbf, ((int64_t)i * H + h) * D + d), scale) : 0.0f;
+    }
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    float o[RPW][DPL], m[RPW], l[RPW];
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+        m[r] = -INFINITY, l[r] = 0;
+#pragma unroll
+        for (int c = 0; c < DPL; c++) o[r][c] = 0;
+    }
+    for (int j0 = s0; j0 <= i_last; j0 += BK) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < BK * D; e += blockDim.x) {
+            const int jj = e / D, d = e % D, j = j0 + jj;
+            const bool in = j <= i_last;
+            const int64_t src = ((int64_t)j * KVH + kvh) * D + d;
+            Ks[jj * Dp + d] = in ? ld(k, kbf, src) : 0.0f;
+            Vs[jj * D + d] = in ? ld(v, vbf, src) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < RPW; r++) {
+            const int row = wid * RPW + r, i = i0 + row;
+            if (i >= s1 || j0 > i) continue; /* warp-uniform */
+            const int j = j0 + lane;
+            const bool valid = j <= i;
+            const float sc = valid ? dot_sh(Qs + row * D, Ks + lane * Dp, D) : -INFINITY;
+            const float mnew = fmaxf(m[r], warp_max(sc));
+            const float p = valid ? expf(sc - mnew) : 0.0f;
+            const float al = m[r] == -INFINITY ? 0.0f : expf(m[r] - mnew);
+            l[r] = l[r] * al + warp_sum(p);
+            m[r] = mnew;
+#pragma unroll
+            for (int c = 0; c < DPL; c++) o[r][c] *= al;
+            const int nk = min(BK, i - j0 + 1);
+            for (int jj = 0; jj < nk; jj++) {
+                const float pj = __shfl_sync(0xFFFFFFFFu, p, jj);
+#pragma unroll
+                for (int c = 0; c < DPL; c++) {
+                    const int d = lane + 32 * c;
+                    if (d < D) o[r][c] = fmaf(pj, Vs[jj * D + d], o[r][c]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+        const int i = i0 + wid * RPW + r;
+        if (i >= s1) continue;
+        const float inv = 1.0f / l[r];
+#pragma unroll
+        for (int c = 0; c < DPL; c++) {
+            const int d = lane + 32 * c;
+            if (d < D) st(out, obf, ((int64_t)i * H + h) * D + d, o[r][c] * inv);
+        }
+        if (lse && lane == 0) lse[(int64_t)i * H + h] = m[r] + logf(l[r]);
+    }
+}
+
+/* Dv[i,h] = Σ_d dout·out (a warp per row) */
+__global__ void attn_bwd_dot_kernel(const void *dout, int gbf, const void *out, int obf, float *Dv, int64_t rows, int D) {
+    const int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    float s = 0;
+    for (int d = lane; d < D; d += 32) s = fmaf(ld(dout, gbf, r * D + d), ld(out, obf, r * D + d), s);
+    s = warp_sum(s);
+    if (lane == 0) Dv[r] = s;
+}
+
+/* dQ: a block owns BQ queries of one head; keys stream in tiles. */
+__global__ void attn_bwd_dq_kernel(const int32_t *cu, const void *q, int qbf, const void *k, int kbf, const void *v,
+                                   int vbf, const float *lse, const float *Dv, const void *dout, int gbf, void *dq,
+                                   int dqbf, int H, int KVH, int D, float scale) {
+    extern __shared__ float sm[];
+    const int s = blockIdx.y, h = blockIdx.z, kvh = h / (H / KVH);
+    const int s0 = cu[s], s1 = cu[s + 1];
+    const int i0 = s0 + blockIdx.x * BQ;
+    if (i0 >= s1) return;
+    const int i_last = min(s1, i0 + BQ) - 1;
+    const int Dp = D + 1;
+    float *Qs = sm, *Gs = Qs + BQ * D, *Ks = Gs + BQ * D, *Vs = Ks + BK * Dp;
+    for (int e = threadIdx.x; e < BQ * D; e += blockDim.x) {
+        const int r = e / D, d = e % D, i = i0 + r;
+        const int64_t src = ((int64_t)i * H + h) * D + d;
+        Qs[e] = i < s1 ? __fmul_rn(ld(q, qbf, src), scale) : 0.0f;
+        Gs[e] = i < s1 ? ld(dout, gbf, src) : 0.0f;
+    }
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    float acc[RPW][DPL];
+#pragma unroll
+    for (int r = 0; r < RPW; r++)
+#pragma unroll
+        for (int c = 0; c < DPL; c++) acc[r][c] = 0;
+    for (int j0 = s0; j0 <= i_last; j0 += BK) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < BK * D; e += blockDim.x) {
+            const int jj = e / D, d = e % D, j = j0 + jj;
+            const bool in = j <= i_last;
+            const int64_t src = ((int64_t)j * KVH + kvh) * D + d;
+            Ks[jj * Dp + d] = in ? ld(k, kbf, src) : 0.0f;
+            Vs[jj * Dp + d] = in ? ld(v, vbf, src) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < RPW; r++) {
+            const int row = wid * RPW + r, i = i0 + row;
+            if (i >= s1 || j0 > i) continue;
+            const int j = j0 + lane;
+            const bool valid = j <= i;
+            float ds = 0;
+            if (valid) {
+                const float p = expf(dot_sh(Qs + row * D, Ks + lane * Dp, D) - lse[(int64_t)i * H + h]);
+                const float dp = dot_sh(Gs + row * D, Vs + lane * Dp, D);
+                ds = p * (dp - Dv[(int64_t)i * H + h]);
+            }
+            const int nk = min(BK, i - j0 + 1);
+            for (int jj = 0; jj < nk; jj++) {
+                const float dj = __shfl_sync(0xFFFFFFFFu, ds, jj);
+#pragma unroll
+                for (int c = 0; c < DPL; c++) {
+                    const int d = lane + 32 * c;
+                    if (d < D) acc[r][c] = fmaf(dj, Ks[jj * Dp + d], acc[r][c]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+        const int i = i0 + wid * RPW + r;
+        if (i >= s1) continue;
+#pragma unroll
+        for (int c = 0; c < DPL; c++) {
+            const int d = lane + 32 * c;
+            if (d >= D) continue;
+            const int64_t o = ((int64_t)i * H + h) * D + d;
+            st(dq, dqbf, o, ld(dq, dqbf, o) + acc[r][c] * scale);
+        }
+    }
+}
+
+/* dK, dV: a block owns BQ keys of one kv head and loops over the group's query heads and every query
+ * tile at or after its keys. */
+__global__ void attn_bwd_dkdv_kernel(const int32_t *cu, const void *q, int qbf, const void *k, int kbf, const void *v,
+                                     int vbf, const float *lse, const float *Dv, const void *dout, int gbf, void *dk,
+                                     int dkbf, void *dv, int dvbf, int H, int KVH, int D, float scale) {
+    extern __shared__ float sm[];
+    const int s = blockIdx.y, kvh = blockIdx.z, G = H / KVH;
+    const int s0 = cu[s], s1 = cu[s + 1];
+    const int j0 = s0 + blockIdx.x * BQ;
+    if (j0 >= s1) return;
+    const int Dp = D + 1;
+    float *Ks = sm, *Vs = Ks + BQ * D, *Qs = Vs + BQ * D, *Gs = Qs + BK * Dp, *Ls = Gs + BK * Dp, *Ds = Ls + BK;
+    for (int e = threadIdx.x; e < BQ * D; e += blockDim.x) {
+        const int r = e / D, d = e % D, j = j0 + r;
+        const int64_t src = ((int64_t)j * KVH + kvh) * D + d;
+        Ks[e] = j < s1 ? ld(k, kbf, src) : 0.0f;
+        Vs[e] = j < s1 ? ld(v, vbf, src) : 0.0f;
+    }
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    float ak[RPW][DPL], av[RPW][DPL];
+#pragma unroll
+    for (int r = 0; r < RPW; r++)
+#pragma unroll
+        for (int c = 0; c < DPL; c++) ak[r][c] = 0, av[r][c] = 0;
+    for (int g = 0; g < G; g++) {
+        const int h = kvh * G + g;
+        for (int i0 = j0; i0 < s1; i0 += BK) {
+            __syncthreads();
+            for (int e = threadIdx.x; e < BK * D; e += blockDim.x) {
+                const int ii = e / D, d = e % D, i = i0 + ii;
+                const int64_t src = ((int64_t)i * H + h) * D + d;
+                Qs[ii * Dp + d] = i < s1 ? __fmul_rn(ld(q, qbf, src), scale) : 0.0f;
+                Gs[ii * Dp + d] = i < s1 ? ld(dout, gbf, src) : 0.0f;
+            }
+            for (int ii = threadIdx.x; ii < BK; ii += blockDim.x) {
+                const int i = i0 + ii;
+                Ls[ii] = i < s1 ? lse[(int64_t)i * H + h] : 0.0f;
+                Ds[ii] = i < s1 ? Dv[(int64_t)i * H + h] : 0.0f;
+            }
+            __syncthreads();
+#pragma unroll
+            for (int r = 0; r < RPW; r++) {
+                const int row = wid * RPW + r, j = j0 + row;
+                if (j >= s1) continue;
+                const int i = i0 + lane;
+                const bool valid = i >= j && i < s1;
+                float p = 0, ds = 0;
+                if (valid) {
+                    p = expf(dot_sh(Qs + lane * Dp, Ks + row * D, D) - Ls[lane]);
+                    const float dp = dot_sh(Gs + lane * Dp, Vs + row * D, D);
+                    ds = p * (dp - Ds[lane]);
+                }
+                const int nq = min(BK, s1 - i0);
+                for (int ii = 0; ii < nq; ii++) {
+                    const float pi = __shfl_sync(0xFFFFFFFFu, p, ii), di = __shfl_sync(0xFFFFFFFFu, ds, ii);
+#pragma unroll
+                    for (int c = 0; c < DPL; c++) {
+                        const int d = lane + 32 * c;
+                        if (d < D) {
+                            av[r][c] = fmaf(pi, Gs[ii * Dp + d], av[r][c]);
+                            ak[r][c] = fmaf(di, Qs[ii * Dp + d], ak[r][c]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+        const int j = j0 + wid * RPW + r;
+        if (j >= s1) continue;
+#pragma unroll
+        for (int c = 0; c < DPL; c++) {
+            const int d = lane + 32 * c;
+            if (d >= D) continue;
+            const int64_t o = ((int64_t)j * KVH + kvh) * D + d;
+            st(dk, dkbf, o, ld(dk, dkbf, o) + ak[r][c]);
+            st(dv, dvbf, o, ld(dv, dvbf, o) + av[r][c]);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------- host side */
+
+static int32_t check_common(serl_cuda_ctx *ctx, const char *op, int T, int S, int H, int KVH, int D, const int32_t *cu) {
+    SERL_REQUIRE(T >= 0 && S >= 0, "%s: n_tokens = %d, n_seqs = %d", op, T, S);
+    SERL_REQUIRE(H >= 1 && KVH >= 1 && D >= 1, "%s: n_heads = %d, n_kv_heads = %d, head_dim = %d", op, H, KVH, D);
+    SERL_REQUIRE(H % KVH == 0, "%s: n_heads = %d is not a multiple of n_kv_heads = %d", op, H, KVH);
+    SERL_REQUIRE(cu, "%s: cu_seqlens is NULL", op);
+    if (D > DMAX)
+        return serl_fail(ctx, SERL_E_UNSUPPORTED, "%s: head_dim = %d (the CUDA kernels take up to %d)", op, D, DMAX);
+    return SERL_OK;
+}
+
+/* Reads cu_seqlens back, checks it as the CPU library does, and returns the longest sequence. */
+static int32_t check_seqlens(serl_cuda_ctx *ctx, const char *op, const int32_t *dcu, int n_seqs, int n_tokens, int *max_len) {
+    const int32_t *cu = (const int32_t *)serl_read_back(ctx, dcu, sizeof(int32_t) * (size_t)(n_seqs + 1), op);
+    if (!cu) return SERL_E_DEVICE;
+    SERL_REQUIRE(cu[0] == 0, "%s: cu_seqlens[0] = %d, want 0", op, cu[0]);
+    SERL_REQUIRE(cu[n_seqs] == n_tokens, "%s: cu_seqlens[%d] = %d, want n_tokens = %d", op, n_seqs, cu[n_seqs], n_tokens);
+    int mx = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        SERL_REQUIRE(cu[s + 1] >= cu[s], "%s: cu_seqlens decreases at %d (%d > %d)", op, s, cu[s], cu[s + 1]);
+        if (cu[s + 1] - cu[s] > mx) mx = cu[s + 1] - cu[s];
+    }
+    *max_len = mx;
+    return SERL_OK;
+}
+
+static int32_t set_smem(serl_cuda_ctx *ctx, const void *fn, size_t bytes) {
+    if (bytes > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    return SERL_OK;
+}
+
+#define BF(dt) ((dt) == SERL_DTYPE_BF16)
+
+extern "C" SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_fwd_args *a) {
+    SERL_ENTER(ctxp, a, serl_attention_fwd_args);
+    int32_t st_ = check_common(ctx, "attention_fwd", a->n_tokens, a->n_seqs, a->n_heads, a->n_kv_heads, a->head_dim, a->cu_seqlens);
+    if (st_) return st_;
+    int max_len;
+    if ((st_ = check_seqlens(ctx, "attention_fwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st_;
+    if (a->n_tokens == 0) return SERL_OK;
+    SERL_REQUIRE(a->q && a->k && a->v && a->out, "attention_fwd: NULL q, k, v or out");
+    SERL_REQUIRE_DTYPE("attention_fwd", "q", a->q_dtype);
+    SERL_REQUIRE_DTYPE("attention_fwd", "k", a->k_dtype);
+    SERL_REQUIRE_DTYPE("attention_fwd", "v", a->v_dtype);
+    SERL_REQUIRE_DTYPE("attention_fwd", "out", a->out_dtype);
+    const int D = a->head_dim;
+    size_t shm = sizeof(float) * ((size_t)BQ * D + (size_t)BK * (D + 1) + (size_t)BK * D);
+    if ((st_ = set_smem(ctx, (const void *)attn_fwd_kernel, shm))) return st_;
+    dim3 grid((max_len + BQ - 1) / BQ, a->n_seqs, a->n_heads);
+    attn_fwd_kernel<<<grid, NW * 32, shm, ctx->stream>>>(a->cu_seqlens, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v,
+                                                         BF(a->v_dtype), a->out, BF(a->out_dtype), a->lse, a->n_heads,
+                                                         a->n_kv_heads, D, a->scale);
+    LAUNCH_CHECK("attention_fwd");
+    return SERL_OK;
+}
+
+extern "C" SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_bwd_args *a) {
+    SERL_ENTER(ctxp, a, serl_attention_bwd_args);
+    int32_t st_ = check_common(ctx, "attention_bwd", a->n_tokens, a->n_seqs, a->n_heads, a->n_kv_heads, a->head_dim, a->cu_seqlens);
+    if (st_) return st_;
+    int max_len;
+    if ((st_ = check_seqlens(ctx, "attention_bwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st_;
+    if (a->n_tokens == 0) return SERL_OK;
+    SERL_REQUIRE(a->q && a->k && a->v && a->out && a->lse && a->dout && a->dq && a->dk && a->dv,
+                 "attention_bwd: NULL tensor");
+    SERL_REQUIRE_DTYPE("attention_bwd", "q", a->q_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "k", a->k_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "v", a->v_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "out", a->out_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "dout", a->dout_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "dq", a->dq_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "dk", a->dk_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "dv", a->dv_dtype);
+    const int D = a->head_dim, H = a->n_heads, KVH = a->n_kv_heads;
+    const int64_t rows = (int64_t)a->n_tokens * H;
+    float *Dv = (float *)serl_scratch(ctx, sizeof(float) * (size_t)rows);
+    if (!Dv) return SERL_E_NOMEM;
+    attn_bwd_dot_kernel<<<serl_blocks(rows * 32, 256), 256, 0, ctx->stream>>>(a->dout, BF(a->dout_dtype), a->out,
+                                                                                BF(a->out_dtype), Dv, rows, D);
+    LAUNCH_CHECK("attention_bwd");
+    size_t shm_q = sizeof(float) * (2 * (size_t)BQ * D + 2 * (size_t)BK * (D + 1));
+    if ((st_ = set_smem(ctx, (const void *)attn_bwd_dq_kernel, shm_q))) return st_;
+    attn_bwd_dq_kernel<<<dim3((max_len + BQ - 1) / BQ, a->n_seqs, H), NW * 32, shm_q, ctx->stream>>>(
+        a->cu_seqlens, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v, BF(a->v_dtype), a->lse, Dv, a->dout,
+        BF(a->dout_dtype), a->dq, BF(a->dq_dtype), H, KVH, D, a->scale);
+    LAUNCH_CHECK("attention_bwd");
+    size_t shm_kv = sizeof(float) * (2 * (size_t)BQ * D + 2 * (size_t)BK * (D + 1) + 2 * BK);
+    if ((st_ = set_smem(ctx, (const void *)attn_bwd_dkdv_kernel, shm_kv))) return st_;
+    attn_bwd_dkdv_kernel<<<dim3((max_len + BQ - 1) / BQ, a->n_seqs, KVH), NW * 32, shm_kv, ctx->stream>>>(
+        a->cu_seqlens, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v, BF(a->v_dtype), a->lse, Dv, a->dout,
+        BF(a->dout_dtype), a->dk, BF(a->dk_dtype), a->dv, BF(a->dv_dtype), H, KVH, D, a->scale);
+    LAUNCH_CHECK("attention_bwd");
+    return SERL_OK;
+}

@@ -1,0 +1,158 @@
+/* Shared by every translation unit of the CUDA library: the context (one device, one stream, a caching
+ * allocator, cuBLAS loaded at run time), error reporting, argument checks and bf16 load/store. Nothing
+ * here is exported. The CPU library (csrc/cpu) is the reference for every op's semantics and messages. */
+#ifndef SERL_CUDA_COMMON_CUH
+#define SERL_CUDA_COMMON_CUH
+
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../serl.h"
+
+struct serl_pool;
+struct serl_cublas;
+
+typedef struct serl_cuda_ctx {
+    int device;
+    cudaStream_t stream;
+    struct serl_pool *pool;     /* caching device allocator (pool.cu) */
+    struct serl_cublas *blas;   /* NULL until the first matmul (cublas_loader.cu) */
+    /* scratch: device memory reused across ops (grown on demand, kept; stream-ordered, so one op's
+     * use ends before the next op's starts) */
+    void *scratch;
+    size_t scratch_bytes;
+    /* host staging (pinned) for small device → host reads that argument checks need */
+    void *host;
+    size_t host_bytes;
+    char err[1024];
+} serl_cuda_ctx;
+
+/* Records a formatted message on ctx and returns status. */
+int32_t serl_fail(serl_cuda_ctx *ctx, int32_t status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* A failed CUDA status as SERL_E_DEVICE (SERL_E_NOMEM for out-of-memory), with where and why. */
+int32_t serl_cuda_fail(serl_cuda_ctx *ctx, cudaError_t e, const char *what);
+
+#define SERL_ENTER(ctxp, a, T)                                                                          \
+    serl_cuda_ctx *ctx = (serl_cuda_ctx *)(ctxp);                                                       \
+    if (!ctx) return SERL_E_ARG;                                                                        \
+    ctx->err[0] = 0;                                                                                    \
+    if (!(a)) return serl_fail(ctx, SERL_E_ARG, #T ": args pointer is NULL");                           \
+    if ((a)->size != sizeof(T))                                                                         \
+        return serl_fail(ctx, SERL_E_ABI, #T ": args size %u, library expects %zu (Go/C layout mismatch)", \
+                         (unsigned)(a)->size, sizeof(T))
+
+#define SERL_REQUIRE(cond, ...)                                                                         \
+    do {                                                                                                \
+        if (!(cond)) return serl_fail(ctx, SERL_E_ARG, __VA_ARGS__);                                    \
+    } while (0)
+
+/* Checks a CUDA call; returns from the op on failure. */
+#define CUDA_TRY(call)                                                                                  \
+    do {                                                                                                \
+        cudaError_t e_ = (call);                                                                        \
+        if (e_ != cudaSuccess) return serl_cuda_fail(ctx, e_, #call);                                   \
+    } while (0)
+
+/* After a kernel launch: a launch error (bad configuration, no kernel image for the device). */
+#define LAUNCH_CHECK(name) CUDA_TRY(cudaPeekAtLastError() == cudaSuccess ? cudaSuccess : cudaGetLastError())
+
+static inline const char *serl_dtype_name(int32_t dt) {
+    switch (dt) {
+    case SERL_DTYPE_F32: return "f32";
+    case SERL_DTYPE_I32: return "i32";
+    case SERL_DTYPE_U64: return "u64";
+    case SERL_DTYPE_BF16: return "bf16";
+    case SERL_DTYPE_F16: return "f16";
+    }
+    return "unknown";
+}
+static inline int serl_dtype_ok(int32_t dt) { return dt == SERL_DTYPE_F32 || dt == SERL_DTYPE_BF16; }
+static inline size_t serl_dtype_size(int32_t dt) { return dt == SERL_DTYPE_BF16 ? 2 : 4; }
+
+#define SERL_REQUIRE_DTYPE(op, name, dt)                                                                 \
+    do {                                                                                                 \
+        if (!serl_dtype_ok(dt))                                                                          \
+            return serl_fail(ctx, SERL_E_UNSUPPORTED, "%s: %s dtype %d (%s) is not supported (want f32 or bf16)", \
+                             op, name, (int)(dt), serl_dtype_name(dt));                                  \
+    } while (0)
+
+/* Device scratch of at least bytes (256-byte aligned), valid until the next op. NULL on failure (the
+ * message is set). */
+void *serl_scratch(serl_cuda_ctx *ctx, size_t bytes);
+
+/* Copies bytes of device memory to pinned host staging and waits: for the argument checks that read
+ * index arrays (ids, targets, cu_seqlens, ...), which the CPU library reads directly. Returns the host
+ * copy (valid until the next call) or NULL with the error set. */
+const void *serl_read_back(serl_cuda_ctx *ctx, const void *dev, size_t bytes, const char *what);
+
+/* Several small reads in one synchronisation: parts[i] of bytes[i] land at the returned host pointers. */
+int32_t serl_read_many(serl_cuda_ctx *ctx, int n, const void *const *dev, const size_t *bytes, const void **host,
+                       const char *what);
+
+/* Blocks for 1-D grids over n elements. */
+static inline unsigned serl_blocks(int64_t n, int threads) {
+    int64_t b = (n + threads - 1) / threads;
+    if (b > 65535LL * 32) b = 65535LL * 32; /* kernels loop grid-stride past this */
+    return (unsigned)(b > 0 ? b : 1);
+}
+
+/* ------------------------------------------------------------------------- device helpers */
+
+/* bf16 ⇄ f32 exactly as the CPU library (dtype.h): round to nearest even with integer arithmetic, a
+ * NaN becomes a quiet NaN with its sign; subnormals are kept (no flush). */
+__device__ __forceinline__ float bf16_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+
+__device__ __forceinline__ uint16_t f32_to_bf16(float f) {
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* Element i of p (dtype dt: bf16 or else f32) as float, and the store of a float. */
+__device__ __forceinline__ float ld(const void *p, int bf, int64_t i) {
+    return bf ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+__device__ __forceinline__ void st(void *p, int bf, int64_t i, float v) {
+    if (bf)
+        ((uint16_t *)p)[i] = f32_to_bf16(v);
+    else
+        ((float *)p)[i] = v;
+}
+
+/* Deterministic block reductions: a fixed tree over the block, so the result does not depend on
+ * scheduling. All threads get the result. sh needs blockDim.x/32 slots. */
+template <typename T> __device__ __forceinline__ T warp_sum(T v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xFFFFFFFFu, v, o));
+    return v;
+}
+template <typename T> __device__ T block_sum(T v, T *sh) {
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) sh[wid] = v;
+    __syncthreads();
+    T r = lane < nw ? sh[lane] : (T)0;
+    r = warp_sum(r);
+    return r;
+}
+__device__ __forceinline__ float block_max(float v, float *sh) {
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[wid] = v;
+    __syncthreads();
+    float r = lane < nw ? sh[lane] : -INFINITY;
+    return warp_max(r);
+}
+
+#endif

@@ -1,0 +1,242 @@
+/* Context, errors, memory, copies and introspection exports of the CUDA library. A context owns one
+ * device (cudaSetDevice at creation: the runtime's primary context is shared by every host thread),
+ * one non-blocking stream that every op of the context is queued on, a caching allocator and a cuBLAS
+ * handle. Ops are asynchronous; serl_copy to the host and serl_sync wait. */
+#include <dlfcn.h>
+#include <stdlib.h>
+
+#include "common.cuh"
+#include "cublas_loader.cuh"
+#include "pool.cuh"
+
+extern "C" {
+
+SERL_API int32_t serl_abi_version(void) { return SERL_ABI_VERSION; }
+
+SERL_API const char *serl_backend(void) { return "cuda"; }
+
+}
+
+int32_t serl_fail(serl_cuda_ctx *ctx, int32_t status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+int32_t serl_cuda_fail(serl_cuda_ctx *ctx, cudaError_t e, const char *what) {
+    cudaGetLastError(); /* clear a non-sticky error so that later calls start clean */
+    return serl_fail(ctx, e == cudaErrorMemoryAllocation ? SERL_E_NOMEM : SERL_E_DEVICE, "%s: %s (%s)", what,
+                     cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+/* Why the last serl_context_create failed; serl_last_error(NULL) returns it. */
+static char create_err[1024];
+
+/* Which cuBLAS sonames load here, for the message of a machine without a GPU. */
+static void probe_cublas(char *out, size_t n) {
+    static const char *const names[] = {"libcublas.so.13", "libcublas.so.12", "libcublas.so.11"};
+    for (size_t i = 0; i < 3; i++) {
+        void *h = dlopen(names[i], RTLD_LAZY | RTLD_LOCAL);
+        if (h) {
+            dlclose(h);
+            snprintf(out, n, "%s loads", names[i]);
+            return;
+        }
+    }
+    snprintf(out, n, "none of %s loads", serl_cublas_sonames_text);
+}
+
+extern "C" SERL_API void *serl_context_create(int32_t threads) {
+    (void)threads;
+    create_err[0] = 0;
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+        char blas[160];
+        probe_cublas(blas, sizeof blas);
+        snprintf(create_err, sizeof create_err,
+                 "serl cuda: no GPU answers: the NVIDIA driver (libcuda.so.1) says: %s; cuBLAS: %s",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA device", blas);
+        cudaGetLastError();
+        return NULL;
+    }
+    int dev = 0;
+    const char *env = getenv("SERL_CUDA_DEVICE");
+    if (env && *env) {
+        dev = atoi(env);
+        if (dev < 0 || dev >= count) {
+            snprintf(create_err, sizeof create_err, "serl cuda: SERL_CUDA_DEVICE=%.32s, but there are %d devices (0..%d)",
+                     env, count, count - 1);
+            return NULL;
+        }
+    }
+    serl_cuda_ctx *ctx = (serl_cuda_ctx *)calloc(1, sizeof(serl_cuda_ctx));
+    if (!ctx) {
+        snprintf(create_err, sizeof create_err, "serl cuda: out of host memory for a context");
+        return NULL;
+    }
+    ctx->device = dev;
+    if ((e = cudaSetDevice(dev)) != cudaSuccess || (e = cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        snprintf(create_err, sizeof create_err, "serl cuda: device %d: %s", dev, cudaGetErrorString(e));
+        cudaGetLastError();
+        free(ctx);
+        return NULL;
+    }
+    ctx->pool = serl_pool_create();
+    if (!ctx->pool || serl_cublas_init(ctx) != SERL_OK) {
+        snprintf(create_err, sizeof create_err, "%.1000s", ctx->pool ? ctx->err : "serl cuda: out of host memory");
+        serl_pool_destroy(ctx->pool);
+        cudaStreamDestroy(ctx->stream);
+        free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+extern "C" SERL_API void serl_context_destroy(void *p) {
+    serl_cuda_ctx *ctx = (serl_cuda_ctx *)p;
+    if (!ctx) return;
+    cudaSetDevice(ctx->device);
+    cudaStreamSynchronize(ctx->stream);
+    serl_cublas_destroy(ctx->blas);
+    if (ctx->scratch) cudaFree(ctx->scratch);
+    if (ctx->host) cudaFreeHost(ctx->host);
+    serl_pool_destroy(ctx->pool);
+    cudaStreamDestroy(ctx->stream);
+    free(ctx);
+}
+
+extern "C" SERL_API const char *serl_last_error(void *p) {
+    serl_cuda_ctx *ctx = (serl_cuda_ctx *)p;
+    return ctx ? ctx->err : create_err;
+}
+
+void *serl_scratch(serl_cuda_ctx *ctx, size_t bytes) {
+    if (ctx->scratch_bytes >= bytes && ctx->scratch) return ctx->scratch;
+    if (ctx->scratch) {
+        /* the old buffer may still be read by queued work */
+        cudaStreamSynchronize(ctx->stream);
+        cudaFree(ctx->scratch);
+        ctx->scratch = NULL;
+        ctx->scratch_bytes = 0;
+    }
+    size_t want = bytes + bytes / 4 + 4096;
+    cudaError_t e = cudaMalloc(&ctx->scratch, want);
+    if (e != cudaSuccess) {
+        ctx->scratch = NULL;
+        serl_cuda_fail(ctx, e, "scratch cudaMalloc");
+        return NULL;
+    }
+    ctx->scratch_bytes = want;
+    return ctx->scratch;
+}
+
+static void *host_staging(serl_cuda_ctx *ctx, size_t bytes) {
+    if (ctx->host_bytes >= bytes && ctx->host) return ctx->host;
+    if (ctx->host) cudaFreeHost(ctx->host);
+    ctx->host = NULL;
+    ctx->host_bytes = 0;
+    size_t want = bytes < 65536 ? 65536 : bytes + bytes / 4;
+    if (cudaMallocHost(&ctx->host, want) != cudaSuccess) {
+        cudaGetLastError();
+        ctx->host = NULL;
+        return NULL;
+    }
+    ctx->host_bytes = want;
+    return ctx->host;
+}
+
+int32_t serl_read_many(serl_cuda_ctx *ctx, int n, const void *const *dev, const size_t *bytes, const void **host,
+                       const char *what) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += (bytes[i] + 63) & ~(size_t)63;
+    char *h = (char *)host_staging(ctx, total);
+    if (!h) return serl_fail(ctx, SERL_E_NOMEM, "%s: cannot pin %zu bytes of host memory", what, total);
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        host[i] = h + off;
+        if (bytes[i] && dev[i]) CUDA_TRY(cudaMemcpyAsync(h + off, dev[i], bytes[i], cudaMemcpyDeviceToHost, ctx->stream));
+        off += (bytes[i] + 63) & ~(size_t)63;
+    }
+    CUDA_TRY(cudaStreamSynchronize(ctx->stream));
+    return SERL_OK;
+}
+
+const void *serl_read_back(serl_cuda_ctx *ctx, const void *dev, size_t bytes, const char *what) {
+    const void *h = NULL;
+    if (serl_read_many(ctx, 1, &dev, &bytes, &h, what) != SERL_OK) return NULL;
+    return h;
+}
+
+extern "C" SERL_API int32_t serl_device_info(void *ctxp, serl_device_info_args *a) {
+    SERL_ENTER(ctxp, a, serl_device_info_args);
+    cudaDeviceProp prop;
+    CUDA_TRY(cudaGetDeviceProperties(&prop, ctx->device));
+    size_t freeb = 0, total = 0;
+    CUDA_TRY(cudaSetDevice(ctx->device));
+    CUDA_TRY(cudaMemGetInfo(&freeb, &total));
+    a->threads = 1; /* host threads driving the device */
+    a->simd = 0;
+    a->total_memory = (int64_t)total;
+    a->free_memory = (int64_t)(freeb + serl_pool_cached(ctx->pool));
+    snprintf(a->name, sizeof a->name, "%.64s (sm_%d%d, %d SMs, %.20s)", prop.name, prop.major, prop.minor,
+             prop.multiProcessorCount, ctx->blas ? ctx->blas->soname : "no cuBLAS");
+    return SERL_OK;
+}
+
+extern "C" SERL_API void *serl_alloc(void *p, int64_t bytes) {
+    serl_cuda_ctx *ctx = (serl_cuda_ctx *)p;
+    if (!ctx) return NULL;
+    if (bytes < 0) {
+        serl_fail(ctx, SERL_E_ARG, "serl_alloc: negative size %lld", (long long)bytes);
+        return NULL;
+    }
+    cudaSetDevice(ctx->device);
+    void *m = NULL;
+    cudaError_t e = serl_pool_alloc(ctx->pool, (size_t)bytes, &m);
+    if (e != cudaSuccess) {
+        serl_fail(ctx, SERL_E_NOMEM, "serl_alloc: cannot allocate %lld bytes of device memory: %s", (long long)bytes,
+                  cudaGetErrorString(e));
+        return NULL;
+    }
+    return m;
+}
+
+extern "C" SERL_API void serl_free(void *p, void *m) {
+    serl_cuda_ctx *ctx = (serl_cuda_ctx *)p;
+    if (!ctx || !m) return;
+    serl_pool_free(ctx->pool, m);
+}
+
+extern "C" SERL_API int32_t serl_copy(void *ctxp, const serl_copy_args *a) {
+    SERL_ENTER(ctxp, a, serl_copy_args);
+    SERL_REQUIRE(a->kind >= SERL_COPY_H2D && a->kind <= SERL_COPY_D2D, "serl_copy: unknown kind %d", a->kind);
+    SERL_REQUIRE(a->bytes >= 0, "serl_copy: negative size %lld", (long long)a->bytes);
+    if (a->bytes == 0) return SERL_OK;
+    SERL_REQUIRE(a->dst && a->src, "serl_copy: NULL pointer");
+    static const cudaMemcpyKind kinds[] = {cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice};
+    CUDA_TRY(cudaMemcpyAsync(a->dst, a->src, (size_t)a->bytes, kinds[a->kind], ctx->stream));
+    /* The host side of a copy may be Go memory: it must be done with when serl_copy returns. A
+     * device-to-device copy stays queued (stream order keeps it before every later op). */
+    if (a->kind != SERL_COPY_D2D) CUDA_TRY(cudaStreamSynchronize(ctx->stream));
+    return SERL_OK;
+}
+
+extern "C" SERL_API int32_t serl_memset(void *ctxp, const serl_memset_args *a) {
+    SERL_ENTER(ctxp, a, serl_memset_args);
+    SERL_REQUIRE(a->bytes >= 0, "serl_memset: negative size %lld", (long long)a->bytes);
+    if (a->bytes == 0) return SERL_OK;
+    SERL_REQUIRE(a->dst, "serl_memset: NULL pointer");
+    CUDA_TRY(cudaMemsetAsync(a->dst, a->value, (size_t)a->bytes, ctx->stream));
+    return SERL_OK;
+}
+
+extern "C" SERL_API int32_t serl_sync(void *ctxp) {
+    serl_cuda_ctx *ctx = (serl_cuda_ctx *)ctxp;
+    if (!ctx) return SERL_E_ARG;
+    ctx->err[0] = 0;
+    CUDA_TRY(cudaStreamSynchronize(ctx->stream));
+    return SERL_OK;
+}

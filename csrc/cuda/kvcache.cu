@@ -1,0 +1,163 @@
+/* The paged KV cache: appending tokens' keys and values at their slots, and decode attention (one new
+ * query token per sequence against its cached keys, batched). Slots, lengths and block tables are read
+ * back and checked on the host first, with the CPU library's messages. */
+#include "common.cuh"
+
+__global__ void kv_append_kernel(const int32_t *slots, const void *k, const void *v, int kvbf, void *kc, void *vc,
+                                 int cbf, int64_t row, int64_t total) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t t = i / row, e = i % row;
+        const int32_t s = slots[t];
+        if (s < 0) continue;
+        st(kc, cbf, (int64_t)s * row + e, ld(k, kvbf, i));
+        st(vc, cbf, (int64_t)s * row + e, ld(v, kvbf, i));
+    }
+}
+
+extern "C" SERL_API int32_t serl_kv_append(void *ctxp, const serl_kv_append_args *a) {
+    SERL_ENTER(ctxp, a, serl_kv_append_args);
+    SERL_REQUIRE(a->n_tokens >= 0, "kv_append: n_tokens = %d", a->n_tokens);
+    SERL_REQUIRE(a->n_kv_heads >= 1 && a->head_dim >= 1 && a->block_size >= 1 && a->n_blocks >= 0,
+                 "kv_append: n_kv_heads = %d, head_dim = %d, block_size = %d, n_blocks = %d", a->n_kv_heads, a->head_dim,
+                 a->block_size, a->n_blocks);
+    SERL_REQUIRE_DTYPE("kv_append", "k/v", a->kv_dtype);
+    SERL_REQUIRE_DTYPE("kv_append", "cache", a->cache_dtype);
+    if (a->n_tokens == 0) return SERL_OK;
+    SERL_REQUIRE(a->slots && a->k && a->v && a->k_cache && a->v_cache, "kv_append: NULL tensor");
+    const int32_t *slots = (const int32_t *)serl_read_back(ctx, a->slots, sizeof(int32_t) * (size_t)a->n_tokens, "kv_append");
+    if (!slots) return SERL_E_DEVICE;
+    const int64_t n_slots = (int64_t)a->n_blocks * a->block_size;
+    for (int t = 0; t < a->n_tokens; t++)
+        SERL_REQUIRE(slots[t] < n_slots, "kv_append: slots[%d] = %d is out of range (cache has %lld slots)", t, slots[t],
+                     (long long)n_slots);
+    const int64_t row = (int64_t)a->n_kv_heads * a->head_dim, total = row * a->n_tokens;
+    kv_append_kernel<<<serl_blocks(total, 256), 256, 0, ctx->stream>>>(a->slots, a->k, a->v, a->kv_dtype == SERL_DTYPE_BF16,
+                                                                        a->k_cache, a->v_cache,
+                                                                        a->cache_dtype == SERL_DTYPE_BF16, row, total);
+    LAUNCH_CHECK("kv_append");
+    return SERL_OK;
+}
+
+/* Block (sequence, kv head): its G query heads share every key and value read. Keys go in tiles of
+ * blockDim.x, one key per thread (scores for all G heads); then a warp per head folds the tile into an
+ * online softmax (max, rescale, double sum), and threads over (head, dim) accumulate p·V. Fixed order
+ * throughout: deterministic. */
+#define DEC_THREADS 128
+
+__global__ void decode_kernel(const int32_t *block_table, const int32_t *seq_lens, const void *q, int qbf,
+                              const void *kc, const void *vc, int cbf, void *out, int obf, int H, int KVH, int D,
+                              int bs, int max_blocks, float scale) {
+    extern __shared__ float sm[];
+    const int G = H / KVH, s = blockIdx.x, kvh = blockIdx.y, TK = blockDim.x;
+    float *qs = sm;                    /* [G][D] scaled queries */
+    float *acc = qs + G * D;           /* [G][D] */
+    float *sc = acc + G * D;           /* [G][TK] scores, then weights */
+    float *mrow = sc + G * TK;         /* [G] */
+    float *alpha = mrow + G;           /* [G] */
+    double *lrow = (double *)(((uintptr_t)(alpha + G) + 7) & ~(uintptr_t)7); /* [G] */
+    int *slot = (int *)(lrow + G);     /* [TK] */
+    const int L = seq_lens[s];
+    const int64_t row = (int64_t)KVH * D;
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+        const int g = i / D, d = i % D;
+        qs[i] = __fmul_rn(ld(q, qbf, ((int64_t)s * H + kvh * G + g) * D + d), scale);
+        acc[i] = 0;
+    }
+    for (int g = threadIdx.x; g < G; g += blockDim.x) mrow[g] = -INFINITY, lrow[g] = 0;
+    __syncthreads();
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int t0 = 0; t0 < L; t0 += TK) {
+        const int j = t0 + threadIdx.x;
+        if (j < L) {
+            const int sl = block_table[(int64_t)s * max_blocks + j / bs] * bs + j % bs;
+            slot[threadIdx.x] = sl;
+            const int64_t base = (int64_t)sl * row + (int64_t)kvh * D;
+            for (int g = 0; g < G; g++) sc[g * TK + threadIdx.x] = 0;
+            for (int d = 0; d < D; d++) {
+                const float kv = ld(kc, cbf, base + d);
+                for (int g = 0; g < G; g++) sc[g * TK + threadIdx.x] = fmaf(qs[g * D + d], kv, sc[g * TK + threadIdx.x]);
+            }
+        } else {
+            slot[threadIdx.x] = -1;
+            for (int g = 0; g < G; g++) sc[g * TK + threadIdx.x] = -INFINITY;
+        }
+        __syncthreads();
+        for (int g = wid; g < G; g += nw) {
+            float mx = -INFINITY;
+            for (int jj = lane; jj < TK; jj += 32) mx = fmaxf(mx, sc[g * TK + jj]);
+            mx = warp_max(mx);
+            const float mnew = fmaxf(mx, mrow[g]);
+            double sum = 0;
+            for (int jj = lane; jj < TK; jj += 32) {
+                const float p = expf(sc[g * TK + jj] - mnew);
+                sc[g * TK + jj] = j - threadIdx.x + jj < L ? p : 0.0f;
+                sum += sc[g * TK + jj];
+            }
+            sum = warp_sum(sum);
+            if (lane == 0) {
+                const float al = mrow[g] == -INFINITY ? 0.0f : expf(mrow[g] - mnew);
+                alpha[g] = al;
+                lrow[g] = lrow[g] * al + sum;
+                mrow[g] = mnew;
+            }
+        }
+        __syncthreads();
+        const int nk = min(TK, L - t0);
+        for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+            const int g = i / D, d = i % D;
+            float o = acc[i] * alpha[g];
+            for (int jj = 0; jj < nk; jj++) o = fmaf(sc[g * TK + jj], ld(vc, cbf, (int64_t)slot[jj] * row + (int64_t)kvh * D + d), o);
+            acc[i] = o;
+        }
+        __syncthreads();
+    }
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+        const int g = i / D, d = i % D;
+        st(out, obf, ((int64_t)s * H + kvh * G + g) * D + d, (float)(acc[i] / lrow[g]));
+    }
+}
+
+extern "C" SERL_API int32_t serl_decode_attention(void *ctxp, const serl_decode_attention_args *a) {
+    SERL_ENTER(ctxp, a, serl_decode_attention_args);
+    SERL_REQUIRE(a->n_seqs >= 0, "decode_attention: n_seqs = %d", a->n_seqs);
+    SERL_REQUIRE(a->n_heads >= 1 && a->n_kv_heads >= 1 && a->head_dim >= 1,
+                 "decode_attention: n_heads = %d, n_kv_heads = %d, head_dim = %d", a->n_heads, a->n_kv_heads, a->head_dim);
+    SERL_REQUIRE(a->n_heads % a->n_kv_heads == 0, "decode_attention: n_heads = %d is not a multiple of n_kv_heads = %d",
+                 a->n_heads, a->n_kv_heads);
+    SERL_REQUIRE(a->block_size >= 1 && a->n_blocks >= 0 && a->max_blocks >= 1,
+                 "decode_attention: block_size = %d, n_blocks = %d, max_blocks = %d", a->block_size, a->n_blocks,
+                 a->max_blocks);
+    SERL_REQUIRE_DTYPE("decode_attention", "q", a->q_dtype);
+    SERL_REQUIRE_DTYPE("decode_attention", "cache", a->cache_dtype);
+    SERL_REQUIRE_DTYPE("decode_attention", "out", a->out_dtype);
+    if (a->n_seqs == 0) return SERL_OK;
+    SERL_REQUIRE(a->block_table && a->seq_lens && a->q && a->k_cache && a->v_cache && a->out, "decode_attention: NULL tensor");
+    const void *dev[2] = {a->seq_lens, a->block_table};
+    size_t bytes[2] = {sizeof(int32_t) * (size_t)a->n_seqs, sizeof(int32_t) * (size_t)a->n_seqs * a->max_blocks};
+    const void *host[2];
+    int32_t r = serl_read_many(ctx, 2, dev, bytes, host, "decode_attention");
+    if (r) return r;
+    const int32_t *lens = (const int32_t *)host[0], *table = (const int32_t *)host[1];
+    const int64_t cap = (int64_t)a->max_blocks * a->block_size;
+    for (int s = 0; s < a->n_seqs; s++) {
+        int L = lens[s];
+        SERL_REQUIRE(L >= 1 && L <= cap, "decode_attention: seq_lens[%d] = %d, want 1..%lld (max_blocks · block_size)", s, L,
+                     (long long)cap);
+        for (int b = 0; b < (L + a->block_size - 1) / a->block_size; b++) {
+            int32_t id = table[(int64_t)s * a->max_blocks + b];
+            SERL_REQUIRE(id >= 0 && id < a->n_blocks, "decode_attention: block_table[%d][%d] = %d, want 0..%d", s, b, id,
+                         a->n_blocks - 1);
+        }
+    }
+    const int G = a->n_heads / a->n_kv_heads, D = a->head_dim, TK = DEC_THREADS;
+    size_t shm = sizeof(float) * (size_t)(2 * G * D + G * TK + 2 * G + 2) + sizeof(double) * G + sizeof(int) * TK;
+    SERL_REQUIRE(shm <= 200 * 1024, "decode_attention: %d query heads per kv head × head_dim %d need %zu bytes of shared memory",
+                 G, D, shm);
+    if (shm > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
+    decode_kernel<<<dim3(a->n_seqs, a->n_kv_heads), TK, shm, ctx->stream>>>(
+        a->block_table, a->seq_lens, a->q, a->q_dtype == SERL_DTYPE_BF16, a->k_cache, a->v_cache,
+        a->cache_dtype == SERL_DTYPE_BF16, a->out, a->out_dtype == SERL_DTYPE_BF16, a->n_heads, a->n_kv_heads, D,
+        a->block_size, a->max_blocks, a->scale);
+    LAUNCH_CHECK("decode_attention");
+    return SERL_OK;
+}

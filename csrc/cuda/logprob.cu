@@ -1,0 +1,100 @@
+/* Log-probabilities of target tokens under softmax(logits·inv_temp), their entropy, and the gradient.
+ * One block per row: the maximum, then Σ e^(z−m) (and Σ e^(z−m)·(z−m)) in double with the CPU library's
+ * exponential, reduced in a fixed tree. Targets are read back and checked on the host first. */
+#include "common.cuh"
+#include "expf.cuh"
+
+#define THREADS 512
+
+__global__ void logprob_fwd_kernel(const void *logits, int bf, int64_t ldr, int vocab, float it, const int32_t *targets,
+                                   float *logp, float *entropy, float *lse) {
+    __shared__ double shd[32];
+    __shared__ float shf[32];
+    const int64_t off = blockIdx.x * ldr;
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x) mx = fmaxf(mx, ld(logits, bf, off + j));
+    const float m = __fmul_rn(block_max(mx, shf), it);
+    double S = 0, T = 0;
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
+        float d = __fsub_rn(__fmul_rn(ld(logits, bf, off + j), it), m);
+        float e = serl_expf(d);
+        S += e;
+        if (entropy && e > 0) T += (double)__fmul_rn(e, d);
+    }
+    S = block_sum(S, shd);
+    if (entropy) T = block_sum(T, shd);
+    if (threadIdx.x != 0) return;
+    const double logS = log(S);
+    const int32_t tg = targets[blockIdx.x];
+    if (logp) {
+        float zt = tg < 0 ? 0.0f : __fmul_rn(ld(logits, bf, off + tg), it);
+        logp[blockIdx.x] = tg < 0 ? 0.0f : (float)((double)__fsub_rn(zt, m) - logS);
+    }
+    if (entropy) entropy[blockIdx.x] = (float)(logS - T / S);
+    if (lse) lse[blockIdx.x] = (float)((double)m + logS);
+}
+
+static int32_t check_targets(serl_cuda_ctx *ctx, const char *op, const int32_t *dev, int n, int vocab, int ign) {
+    const int32_t *tg = (const int32_t *)serl_read_back(ctx, dev, sizeof(int32_t) * (size_t)n, op);
+    if (!tg) return SERL_E_DEVICE;
+    for (int t = 0; t < n; t++)
+        SERL_REQUIRE((tg[t] >= 0 && tg[t] < vocab) || (tg[t] < 0 && ign), "%s: targets[%d] = %d outside [0, %d)%s", op, t,
+                     tg[t], vocab, ign ? "" : " (ignore_negative is off)");
+    return SERL_OK;
+}
+
+extern "C" SERL_API int32_t serl_logprob_fwd(void *ctxp, const serl_logprob_fwd_args *a) {
+    SERL_ENTER(ctxp, a, serl_logprob_fwd_args);
+    SERL_REQUIRE(a->n >= 0 && a->vocab >= 1 && a->ld >= a->vocab,
+                 "logprob_fwd: n = %d, vocab = %d, ld = %d (want n ≥ 0, vocab ≥ 1, ld ≥ vocab)", a->n, a->vocab, a->ld);
+    SERL_REQUIRE(a->inv_temp > 0 && isfinite(a->inv_temp), "logprob_fwd: inv_temp = %g (want finite > 0)", (double)a->inv_temp);
+    if (a->n == 0) return SERL_OK;
+    SERL_REQUIRE(a->logits && a->targets, "logprob_fwd: NULL logits or targets");
+    SERL_REQUIRE(a->logp || a->entropy || a->lse, "logprob_fwd: no output (logp, entropy and lse all NULL)");
+    SERL_REQUIRE_DTYPE("logprob_fwd", "logits", a->logits_dtype);
+    int32_t s = check_targets(ctx, "logprob_fwd", a->targets, a->n, a->vocab, a->ignore_negative);
+    if (s) return s;
+    logprob_fwd_kernel<<<a->n, THREADS, 0, ctx->stream>>>(a->logits, a->logits_dtype == SERL_DTYPE_BF16, a->ld, a->vocab,
+                                                          a->inv_temp, a->targets, a->logp, a->entropy, a->lse);
+    LAUNCH_CHECK("logprob_fwd");
+    return SERL_OK;
+}
+
+/* dx = −c·e^(z − lse), and + c at the target (c = coef·inv_temp); each element is read and written by
+ * one thread, so dlogits may be the logits buffer. */
+__global__ void logprob_bwd_kernel(const void *logits, int xbf, void *dlogits, int dbf, int64_t ldr, int vocab, float it,
+                                   const int32_t *targets, const float *lse, const float *coef) {
+    const int64_t off = blockIdx.x * ldr;
+    const int32_t tg = targets[blockIdx.x];
+    if (tg < 0) {
+        for (int j = threadIdx.x; j < vocab; j += blockDim.x) st(dlogits, dbf, off + j, 0.0f);
+        return;
+    }
+    const float c = __fmul_rn(coef[blockIdx.x], it), l = lse[blockIdx.x];
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
+        float p = serl_expf(__fsub_rn(__fmul_rn(ld(logits, xbf, off + j), it), l));
+        float v = __fmul_rn(-c, p);
+        if (j == tg) v = __fadd_rn(v, c);
+        st(dlogits, dbf, off + j, v);
+    }
+}
+
+extern "C" SERL_API int32_t serl_logprob_bwd(void *ctxp, const serl_logprob_bwd_args *a) {
+    SERL_ENTER(ctxp, a, serl_logprob_bwd_args);
+    SERL_REQUIRE(a->n >= 0 && a->vocab >= 1 && a->ld >= a->vocab,
+                 "logprob_bwd: n = %d, vocab = %d, ld = %d (want n ≥ 0, vocab ≥ 1, ld ≥ vocab)", a->n, a->vocab, a->ld);
+    SERL_REQUIRE(a->inv_temp > 0 && isfinite(a->inv_temp), "logprob_bwd: inv_temp = %g (want finite > 0)", (double)a->inv_temp);
+    if (a->n == 0) return SERL_OK;
+    SERL_REQUIRE(a->logits && a->targets && a->lse && a->coef && a->dlogits, "logprob_bwd: NULL tensor");
+    SERL_REQUIRE_DTYPE("logprob_bwd", "logits", a->logits_dtype);
+    SERL_REQUIRE_DTYPE("logprob_bwd", "dlogits", a->dlogits_dtype);
+    SERL_REQUIRE(a->logits != a->dlogits || a->logits_dtype == a->dlogits_dtype,
+                 "logprob_bwd: dlogits aliases logits with another dtype");
+    int32_t s = check_targets(ctx, "logprob_bwd", a->targets, a->n, a->vocab, a->ignore_negative);
+    if (s) return s;
+    logprob_bwd_kernel<<<a->n, THREADS, 0, ctx->stream>>>(a->logits, a->logits_dtype == SERL_DTYPE_BF16, a->dlogits,
+                                                          a->dlogits_dtype == SERL_DTYPE_BF16, a->ld, a->vocab, a->inv_temp,
+                                                          a->targets, a->lse, a->coef);
+    LAUNCH_CHECK("logprob_bwd");
+    return SERL_OK;
+}

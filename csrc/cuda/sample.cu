@@ -1,0 +1,305 @@
+/* Token sampling with the CPU library's semantics (csrc/cpu/sample.c): presence penalty, bans,
+ * temperature, greedy or top-k → top-p → an inverse-CDF draw with a uniform from Philox4x32-10 keyed by
+ * (seed, sequence, step), so a row's token depends on that row alone, and the same logits and seed give
+ * the same token on both devices.
+ *
+ * One block per row. The weights e^(z−m) use the CPU library's exponential bit for bit. The order that
+ * top-k and top-p prefixes are taken in is (z descending, index ascending), i.e. descending 64-bit keys
+ * (orderable z bits, then the complement of the index); the k-th key and the top-p crossing key are
+ * found by radix selection, 8 bits a pass. Masses for top-p and the draw are summed as 64-bit fixed
+ * point (each weight rounded to 2^-F with V·2^F < 2^63), so every sum is exact and independent of
+ * the order threads add in: deterministic, and equal to the CPU's double sums to ~1e-13 relative (a
+ * token can differ only when the uniform falls within that distance of a boundary). Weights below
+ * 2^-F (a logit ~40 below the maximum for a 150k vocabulary) count as zero mass. */
+#include <limits.h>
+
+#include "common.cuh"
+#include "expf.cuh"
+
+#define THREADS 1024
+#define ROWS_PER_LAUNCH 64
+typedef unsigned long long u64;
+
+__device__ __forceinline__ void philox4x32_10(uint32_t c[4], uint32_t k0, uint32_t k1) {
+    for (int r = 0; r < 10; r++) {
+        u64 p0 = (u64)0xD2511F53u * c[0], p1 = (u64)0xCD9E8D57u * c[2];
+        uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0, hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
+        uint32_t c0 = hi1 ^ c[1] ^ k0, c2 = hi0 ^ c[3] ^ k1;
+        c[0] = c0, c[1] = lo1, c[2] = c2, c[3] = lo0;
+        k0 += 0x9E3779B9u, k1 += 0xBB67AE85u;
+    }
+}
+
+__device__ double philox_uniform(u64 seed, u64 seq, uint32_t step) {
+    uint32_t c[4] = {(uint32_t)seq, (uint32_t)(seq >> 32), step, 0};
+    philox4x32_10(c, (uint32_t)seed, (uint32_t)(seed >> 32));
+    u64 bits = ((u64)c[0] << 32 | c[1]) >> 11;
+    return (double)bits * 0x1.0p-53;
+}
+
+/* Descending order of keys = (z descending, index ascending). */
+__device__ __forceinline__ u64 key_of(float z, int j) {
+    uint32_t b = __float_as_uint(z);
+    b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+    return ((u64)b << 32) | (u64)(0xFFFFFFFFu - (uint32_t)j);
+}
+
+struct sample_shared {
+    int cnt[256];
+    u64 mass[256];
+    u64 prefix, mask, base;
+    long long remaining;
+    float fred[32];
+    double dred[32];
+    u64 ured[32];
+    int ired[32];
+};
+
+__device__ int block_min_int(int v, int *sh) {
+    for (int o = 16; o > 0; o >>= 1) v = min(v, __shfl_xor_sync(0xFFFFFFFFu, v, o));
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (lane == 0) sh[wid] = v;
+    __syncthreads();
+    int r = lane < nw ? sh[lane] : INT_MAX;
+    for (int o = 16; o > 0; o >>= 1) r = min(r, __shfl_xor_sync(0xFFFFFFFFu, r, o));
+    return r;
+}
+
+__device__ int block_max_int(int v, int *sh) { return -block_min_int(-v, sh); }
+
+/* One radix pass over the elements with key ≥ lo and (key & mask) == prefix: counts and fixed-point
+ * masses per digit at bit position shift. */
+__device__ void radix_hist(sample_shared &S, const float *z, const float *w, int V, int shift, u64 lo, u64 fxs) {
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) S.cnt[i] = 0, S.mass[i] = 0;
+    __syncthreads();
+    const u64 prefix = S.prefix, mask = S.mask;
+    for (int j = threadIdx.x; j < V; j += blockDim.x) {
+        const u64 k = key_of(z[j], j);
+        if (k < lo || (k & mask) != prefix) continue;
+        const int dgt = (int)((k >> shift) & 0xFF);
+        atomicAdd(&S.cnt[dgt], 1);
+        if (w) atomicAdd(&S.mass[dgt], __double2ull_rn((double)w[j] * (double)fxs));
+    }
+    __syncthreads();
+}
+
+__global__ void sample_kernel(int r0, const void *logits, int bf, int64_t ldr, int V, const float *temperature,
+                              const int32_t *top_k, const float *top_p, const float *presence_penalty,
+                              const int32_t *hist, const int32_t *hist_len, int ld_hist, const int32_t *ban_ids,
+                              int n_ban, const int32_t *ban_rows, const u64 *seeds, const u64 *seq_ids,
+                              const int32_t *steps, int32_t *tokens, float *logp, float *zbuf, float *wbuf, int *bad) {
+    __shared__ sample_shared S;
+    const int r = r0 + blockIdx.x;
+    float *z = zbuf + (int64_t)blockIdx.x * V, *w = wbuf + (int64_t)blockIdx.x * V;
+    const int64_t off = r * ldr;
+    const float T = temperature[r];
+    const bool greedy = T == 0;
+    const float pen = presence_penalty[r];
+    const bool penalise = hist && pen != 0 && hist_len[r] > 0;
+    const bool ban = n_ban > 0 && (!ban_rows || ban_rows[r]);
+
+    /* 1–2. z = (x − penalty·seen) / T, banned → −inf (division, not a reciprocal, as the CPU) */
+    for (int j = threadIdx.x; j < V; j += blockDim.x) {
+        const float x = ld(logits, bf, off + j);
+        z[j] = greedy || T == 1.0f ? x : __fdiv_rn(x, T);
+    }
+    __syncthreads();
+    if (penalise) {
+        const int32_t *h = hist + (int64_t)r * ld_hist;
+        for (int i = threadIdx.x; i < hist_len[r]; i += blockDim.x) {
+            const int t = h[i];
+            const float x = ld(logits, bf, off + t);
+            z[t] = greedy ? __fsub_rn(x, pen) : __fdiv_rn(__fsub_rn(x, pen), T); /* repeats write one value */
+        }
+        __syncthreads();
+    }
+    if (ban) {
+        for (int i = threadIdx.x; i < n_ban; i += blockDim.x) z[ban_ids[i]] = -INFINITY;
+        __syncthreads();
+    }
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, z[j]);
+    const float m = block_max(mx, S.fred);
+    if (!(m > -INFINITY) || isinf(m)) {
+        if (threadIdx.x == 0) {
+            tokens[r] = -1;
+            atomicMin(bad, r);
+        }
+        return;
+    }
+
+    int tok;
+    double Ssum = 0;
+    if (greedy) {
+        int first = INT_MAX;
+        for (int j = threadIdx.x; j < V; j += blockDim.x) {
+            if (z[j] == m) first = min(first, j);
+            Ssum += serl_expf(__fsub_rn(z[j], m));
+        }
+        tok = block_min_int(first, S.ired);
+        Ssum = block_sum(Ssum, S.dred);
+    } else {
+        for (int j = threadIdx.x; j < V; j += blockDim.x) {
+            const float e = serl_expf(__fsub_rn(z[j], m));
+            w[j] = e;
+            Ssum += e;
+        }
+        Ssum = block_sum(Ssum, S.dred); /* its __syncthreads also publishes w */
+        int lg = 0;
+        while ((1ull << lg) < (u64)V) lg++;
+        const u64 fxs = 1ull << (62 - lg); /* V · 2^F ≤ 2^62 */
+        const int k = top_k[r];
+        const float p = top_p[r];
+        const bool use_k = k > 0 && k < V, use_p = p < 1.0f;
+        u64 keymin = 0; /* kept ⟺ key ≥ keymin */
+        if (use_k) {
+            if (threadIdx.x == 0) S.prefix = 0, S.mask = 0, S.remaining = k;
+            for (int shift = 56; shift >= 0; shift -= 8) {
+                __syncthreads();
+                radix_hist(S, z, NULL, V, shift, 0, fxs);
+                if (threadIdx.x == 0) {
+                    long long rem = S.remaining;
+                    int d = 255;
+                    for (; d > 0 && S.cnt[d] < rem; d--) rem -= S.cnt[d];
+                    S.remaining = rem;
+                    S.prefix |= (u64)d << shift;
+                    S.mask |= (u64)0xFF << shift;
+                }
+            }
+            __syncthreads();
+            keymin = S.prefix;
+        }
+        u64 part = 0;
+        for (int j = threadIdx.x; j < V; j += blockDim.x)
+            if (key_of(z[j], j) >= keymin) part += __double2ull_rn((double)w[j] * (double)fxs);
+        u64 WF = block_sum(part, S.ured);
+        if (use_p) {
+            const double target = (double)p * (double)WF;
+            if (threadIdx.x == 0) S.prefix = 0, S.mask = 0, S.base = 0;
+            for (int shift = 56; shift >= 0; shift -= 8) {
+                __syncthreads();
+                radix_hist(S, z, w, V, shift, keymin, fxs);
+                if (threadIdx.x == 0) {
+                    u64 base = S.base;
+                    int d = 255, last = -1;
+                    for (; d >= 0; d--) {
+                        if (!S.cnt[d]) continue;
+                        last = d;
+                        if ((double)(base + S.mass[d]) >= target) break;
+                        base += S.mass[d];
+                    }
+                    if (d < 0) { /* rounding kept the group's mass under the target: its lowest digit */
+                        d = last;
+                        base -= S.mass[d];
+                    }
+                    S.base = base;
+                    S.prefix |= (u64)d << shift;
+                    S.mask |= (u64)0xFF << shift;
+                }
+            }
+            __syncthreads();
+            keymin = S.prefix;
+            part = 0;
+            for (int j = threadIdx.x; j < V; j += blockDim.x)
+                if (key_of(z[j], j) >= keymin) part += __double2ull_rn((double)w[j] * (double)fxs);
+            WF = block_sum(part, S.ured);
+        }
+        /* 4. inverse CDF over kept tokens in index order: a block-wide inclusive scan per tile */
+        const double u = philox_uniform(seeds[r], seq_ids[r], (uint32_t)steps[r]);
+        const double target = u * (double)WF;
+        u64 base = 0;
+        tok = INT_MAX;
+        const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+        for (int t0 = 0; t0 < V && tok == INT_MAX; t0 += blockDim.x) {
+            const int j = t0 + threadIdx.x;
+            u64 f = 0;
+            if (j < V && key_of(z[j], j) >= keymin) f = __double2ull_rn((double)w[j] * (double)fxs);
+            u64 incl = f;
+            for (int o = 1; o < 32; o <<= 1) {
+                u64 y = __shfl_up_sync(0xFFFFFFFFu, incl, o);
+                if (lane >= o) incl += y;
+            }
+            __syncthreads();
+            if (lane == 31) S.ured[wid] = incl;
+            __syncthreads();
+            u64 before = base;
+            for (int i = 0; i < wid; i++) before += S.ured[i];
+            u64 tile = 0;
+            for (int i = 0; i < nw; i++) tile += S.ured[i];
+            const int hit = f > 0 && (double)(before + incl) > target ? j : INT_MAX;
+            tok = block_min_int(hit, S.ired);
+            base += tile;
+        }
+        if (tok == INT_MAX) { /* u·WF rounded up to WF: the last kept token with mass */
+            int lastj = -1;
+            for (int j = threadIdx.x; j < V; j += blockDim.x)
+                if (key_of(z[j], j) >= keymin && __double2ull_rn((double)w[j] * (double)fxs) > 0) lastj = max(lastj, j);
+            tok = block_max_int(lastj, S.ired);
+            if (tok < 0) tok = 0;
+        }
+    }
+    if (threadIdx.x == 0) {
+        tokens[r] = tok;
+        if (logp) logp[r] = (float)((double)z[tok] - (double)m - log(Ssum));
+    }
+}
+
+extern "C" SERL_API int32_t serl_sample(void *ctxp, const serl_sample_args *a) {
+    SERL_ENTER(ctxp, a, serl_sample_args);
+    SERL_REQUIRE(a->n >= 0 && a->vocab >= 1 && a->ld >= a->vocab,
+                 "sample: n = %d, vocab = %d, ld = %d (want n ≥ 0, vocab ≥ 1, ld ≥ vocab)", a->n, a->vocab, a->ld);
+    SERL_REQUIRE(a->n_ban >= 0 && a->ld_hist >= 0, "sample: n_ban = %d, ld_hist = %d", a->n_ban, a->ld_hist);
+    SERL_REQUIRE_DTYPE("sample", "logits", a->logits_dtype);
+    if (a->n == 0) return SERL_OK;
+    SERL_REQUIRE(a->logits && a->temperature && a->top_k && a->top_p && a->presence_penalty && a->seeds && a->seq_ids &&
+                     a->steps && a->tokens,
+                 "sample: NULL tensor");
+    SERL_REQUIRE((a->hist == NULL) == (a->hist_len == NULL), "sample: hist and hist_len must both be given or both NULL");
+    SERL_REQUIRE(a->n_ban == 0 || a->ban_ids, "sample: n_ban = %d with NULL ban_ids", a->n_ban);
+    const int n = a->n;
+    const void *dev[6] = {a->temperature, a->top_p, a->presence_penalty, a->hist_len, a->hist, a->ban_ids};
+    size_t bytes[6] = {4 * (size_t)n, 4 * (size_t)n, 4 * (size_t)n, a->hist ? 4 * (size_t)n : 0,
+                       a->hist ? 4 * (size_t)n * a->ld_hist : 0, 4 * (size_t)a->n_ban};
+    const void *h[6];
+    int32_t rc = serl_read_many(ctx, 6, dev, bytes, h, "sample");
+    if (rc) return rc;
+    const float *temp = (const float *)h[0], *topp = (const float *)h[1], *pen = (const float *)h[2];
+    const int32_t *hlen = (const int32_t *)h[3], *hist = (const int32_t *)h[4], *ban = (const int32_t *)h[5];
+    for (int i = 0; i < a->n_ban; i++)
+        SERL_REQUIRE(ban[i] >= 0 && ban[i] < a->vocab, "sample: ban_ids[%d] = %d outside [0, %d)", i, ban[i], a->vocab);
+    for (int r = 0; r < n; r++) {
+        float t = temp[r], p = topp[r];
+        SERL_REQUIRE(t >= 0 && isfinite(t), "sample: temperature[%d] = %g (want finite ≥ 0)", r, (double)t);
+        SERL_REQUIRE(p > 0, "sample: top_p[%d] = %g (want > 0)", r, (double)p);
+        SERL_REQUIRE(isfinite(pen[r]), "sample: presence_penalty[%d] = %g", r, (double)pen[r]);
+        if (a->hist) {
+            int len = hlen[r];
+            SERL_REQUIRE(len >= 0 && len <= a->ld_hist, "sample: hist_len[%d] = %d outside [0, ld_hist = %d]", r, len,
+                         a->ld_hist);
+            const int32_t *hr = hist + (int64_t)r * a->ld_hist;
+            for (int i = 0; i < len; i++)
+                SERL_REQUIRE(hr[i] >= 0 && hr[i] < a->vocab, "sample: hist[%d][%d] = %d outside [0, %d)", r, i, hr[i],
+                             a->vocab);
+        }
+    }
+    const int R = n < ROWS_PER_LAUNCH ? n : ROWS_PER_LAUNCH;
+    char *s = (char *)serl_scratch(ctx, 2 * sizeof(float) * (size_t)R * a->vocab + 256);
+    if (!s) return SERL_E_NOMEM;
+    int *bad = (int *)s;
+    float *zbuf = (float *)(s + 256), *wbuf = zbuf + (size_t)R * a->vocab;
+    CUDA_TRY(cudaMemsetAsync(bad, 0x7F, sizeof(int), ctx->stream));
+    for (int r0 = 0; r0 < n; r0 += R) {
+        const int rows = n - r0 < R ? n - r0 : R;
+        sample_kernel<<<rows, THREADS, 0, ctx->stream>>>(
+            r0, a->logits, a->logits_dtype == SERL_DTYPE_BF16, a->ld, a->vocab, a->temperature, a->top_k, a->top_p,
+            a->presence_penalty, a->hist, a->hist_len, a->ld_hist, a->ban_ids, a->n_ban, a->ban_rows,
+            (const u64 *)a->seeds, (const u64 *)a->seq_ids, a->steps, a->tokens, a->logp, zbuf, wbuf, bad);
+        LAUNCH_CHECK("sample");
+    }
+    const int *hb = (const int *)serl_read_back(ctx, bad, sizeof(int), "sample");
+    if (!hb) return SERL_E_DEVICE;
+    if (*hb != 0x7F7F7F7F)
+        return serl_fail(ctx, SERL_E_ARG, "sample: row %d has no finite logit (every token banned or −inf)", *hb);
+    return SERL_OK;
+}
