@@ -34,10 +34,12 @@ var (
 	devOnce sync.Once
 	devs    []*Device
 	devErr  error
+	cudaErr error // why the CUDA backend did not open (nil when it did)
 )
 
 // testDevices opens the CPU backend (required) and the CUDA backend when its library loads and a GPU
-// answers; SERL_TEST_DEVICES=cpu restricts the list.
+// answers. SERL_TEST_DEVICES=cpu restricts the suite to the CPU; SERL_TEST_DEVICES=cuda runs it on
+// CUDA only and fails when CUDA does not open (the GPU routine, bench/gpu.sh, sets it).
 func testDevices(t testing.TB) []*Device {
 	devOnce.Do(func() {
 		d, err := Open("cpu", 0)
@@ -47,15 +49,36 @@ func testDevices(t testing.TB) []*Device {
 		}
 		devs = append(devs, d)
 		if os.Getenv("SERL_TEST_DEVICES") != "cpu" {
-			if g, err := Open("cuda", 0); err == nil {
+			g, err := Open("cuda", 0)
+			if err == nil {
 				devs = append(devs, g)
 			}
+			cudaErr = err
 		}
 	})
 	if devErr != nil {
 		t.Fatalf("cannot open the CPU device (run ./build.sh first): %v", devErr)
 	}
+	if os.Getenv("SERL_TEST_DEVICES") == "cuda" && cudaErr != nil {
+		t.Fatalf("SERL_TEST_DEVICES=cuda, but the CUDA device does not open: %v", cudaErr)
+	}
 	return devs
+}
+
+// cudaDevice is the CUDA device, or a skip ("skipped: no GPU") where none answers.
+func cudaDevice(t testing.TB) *Device {
+	t.Helper()
+	for _, d := range testDevices(t) {
+		if d.Backend() == "cuda" {
+			return d
+		}
+	}
+	why := "SERL_TEST_DEVICES=cpu"
+	if cudaErr != nil {
+		why = cudaErr.Error()
+	}
+	t.Skipf("skipped: no GPU (%s)", why)
+	return nil
 }
 
 func cpuDevice(t testing.TB) *Device { return testDevices(t)[0] }
@@ -63,6 +86,9 @@ func cpuDevice(t testing.TB) *Device { return testDevices(t)[0] }
 func TestConformance(t *testing.T) {
 	sort.SliceStable(suite, func(i, j int) bool { return suite[i].name < suite[j].name })
 	for _, d := range testDevices(t) {
+		if os.Getenv("SERL_TEST_DEVICES") == "cuda" && d.Backend() != "cuda" {
+			continue
+		}
 		t.Run(d.Backend(), func(t *testing.T) {
 			t.Logf("%s: %s, %d threads, %s", d.Backend(), d.Info().Name, d.Info().Threads, d.Info().SIMD)
 			for _, c := range suite {
