@@ -41,6 +41,10 @@ func loadRef(t testing.TB, dir string) fixtureRef {
 
 func testDevice(t testing.TB) *kernels.Device { return testenv.CPU(t) }
 
+// fixtureDevice runs the fixtures on CUDA too (SERL_TEST_DEVICES=cuda); they touch tensors only through
+// uploads and downloads.
+func fixtureDevice(t testing.TB) *kernels.Device { return testenv.Device(t) }
+
 func packed(r fixtureRef) (ids []int32, lens []int) {
 	for _, s := range r.Sequences {
 		ids = append(ids, s.IDs...)
@@ -123,7 +127,7 @@ func leU64(b []byte) uint64 {
 var fixtures = []string{"qwen2_f32", "qwen2_bf16", "qwen2_f16", "llama_f32", "llama_bf16", "llama_f16"}
 
 func TestFixtures(t *testing.T) {
-	d := testDevice(t)
+	d := fixtureDevice(t)
 	for _, name := range fixtures {
 		t.Run(name, func(t *testing.T) {
 			dir := filepath.Join("testdata", name)
@@ -145,7 +149,7 @@ func TestFixtures(t *testing.T) {
 // A model saved by serl and loaded again matches PyTorch in each dtype: the F32 fixture saved as BF16
 // or F16 must reproduce the reference PyTorch computed from weights it rounded itself.
 func TestSaveLoadRoundTrip(t *testing.T) {
-	d := testDevice(t)
+	d := fixtureDevice(t)
 	for _, fam := range []string{"qwen2", "llama"} {
 		for _, dt := range []safetensors.DType{safetensors.F32, safetensors.BF16, safetensors.F16} {
 			t.Run(fmt.Sprintf("%s_%s", fam, dt), func(t *testing.T) {

@@ -13,9 +13,12 @@ import (
 )
 
 var (
-	cpuOnce sync.Once
-	cpu     *kernels.Device
-	cpuErr  error
+	cpuOnce  sync.Once
+	cpu      *kernels.Device
+	cpuErr   error
+	cudaOnce sync.Once
+	cuda     *kernels.Device
+	cudaErr  error
 )
 
 // CPU returns the test binary's shared CPU device, failing the test when the native library is missing.
@@ -26,6 +29,21 @@ func CPU(t testing.TB) *kernels.Device {
 		t.Fatalf("cpu device (run ./build.sh first): %v", cpuErr)
 	}
 	return cpu
+}
+
+// Device returns the device that device-agnostic tests (the model fixtures) run on: the CPU, or CUDA
+// with SERL_TEST_DEVICES=cuda (the GPU routine, bench/gpu.sh), where a CUDA device that does not open
+// fails the test.
+func Device(t testing.TB) *kernels.Device {
+	t.Helper()
+	if os.Getenv("SERL_TEST_DEVICES") != "cuda" {
+		return CPU(t)
+	}
+	cudaOnce.Do(func() { cuda, cudaErr = kernels.Open("cuda", 0) })
+	if cudaErr != nil {
+		t.Fatalf("SERL_TEST_DEVICES=cuda, but the CUDA device does not open: %v", cudaErr)
+	}
+	return cuda
 }
 
 // SharedData is ../shared/data beside the repository root. Where it is absent the test is skipped on a
