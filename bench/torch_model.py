@@ -162,6 +162,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (bench/gpu.sh); float32 either way")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -173,6 +174,9 @@ def main():
     init_weights(model, a.seed)
     g = torch.Generator().manual_seed(a.seed + 1)
     ids = torch.randint(0, c["vocab"], (B, T), generator=g)
+    if a.device != "cpu":
+        model = model.to(a.device)
+        ids = ids.to(a.device)
     targets = ids[:, 1:]
 
     if a.mode == "train":
@@ -216,7 +220,7 @@ def main():
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     print(json.dumps({
-        "impl": "torch", "torch": torch.__version__, "config": a.config, "mode": a.mode,
+        "impl": "torch", "torch": torch.__version__, "device": a.device, "config": a.config, "mode": a.mode,
         "threads": torch.get_num_threads(), "params": sum(p.numel() for p in model.parameters()),
         "batch": B, "seq": T, "warmup": a.warmup, "steps": a.steps,
         "tokens_per_s": B * T * a.steps / total, "ms_per_step": 1e3 * total / a.steps,

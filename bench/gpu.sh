@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The GPU routine: runs on a device machine with an NVIDIA GPU, no Go and no network, from the
+# repository root, on what bench/gpu-prepare.sh built here (build/gpu.tar.gz, carried to the machine):
+#
+#   1. the device and library (serl info --device cuda)
+#   2. the kernels conformance suite on CUDA against the reference, and the CUDA-vs-CPU checks
+#   3. the model fixtures (Qwen2 and Llama, f32/bf16/f16 weights) on CUDA against PyTorch's float64
+#   4. serl bench --device cuda beside PyTorch on the same GPU (bench/torch_model.py, float32), when
+#      python3 has torch
+#   5. a short serl train --device cuda on the built-in model (FULL=1: the default run)
+#
+# Full logs go to $OUT (default ./gpu-out; at most 8 files, as the device tool returns); one short
+# table is printed last. It is sized to finish within 6 minutes (each step has its own timeout).
+#
+#   device run:  bench/gpu.sh build/gpu.tar.gz          (carry: ["build/gpu.tar.gz"])
+#   SANITIZE=1   also run the conformance suite under compute-sanitizer (slow: minutes)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+bundle=${1:-build/gpu.tar.gz}
+OUT=${OUT:-$root/gpu-out}
+mkdir -p "$OUT"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+tar -C "$work" -xzf "$bundle" || { echo "bench/gpu.sh: cannot unpack $bundle (run bench/gpu-prepare.sh first)" >&2; exit 1; }
+g=$work/gpu
+export SERL_LIB_DIR=$g/lib PYTHONUNBUFFERED=1
+summary=$OUT/summary.txt
+: >"$summary"
+row() { printf '%-26s %-8s %6ss  %s\n' "$1" "$2" "$3" "$4" | tee -a "$summary" >/dev/null; }
+
+# step NAME TIMEOUT LOG CMD...: runs CMD with a timeout, appending to LOG; sets $status and $secs.
+step() {
+	local name=$1 limit=$2 log=$3
+	shift 3
+	echo "=== $name: $*" >>"$log"
+	local t0=$SECONDS
+	timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
+	local rc=$?
+	secs=$((SECONDS - t0))
+	case $rc in
+	0) status=ok ;;
+	124 | 137) status=TIMEOUT ;;
+	*) status=FAIL ;;
+	esac
+	echo "=== $name: exit $rc after ${secs}s" >>"$log"
+}
+
+gotest_counts() { # pass/fail/skip counts of a -test.v log section
+	printf '%s passed, %s failed, %s skipped' "$(grep -c -- '--- PASS' "$1")" "$(grep -c -- '--- FAIL' "$1")" \
+		"$(grep -c -- '--- SKIP' "$1")"
+}
+
+# 1. device
+log=$OUT/1-info.log
+{ nvidia-smi -L; nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv; } >"$log" 2>&1
+echo "commit $(cat "$g/commit")" >>"$log"
+step info 30 "$log" "$g/serl" info --device cuda
+row "device" "$status" "$secs" "$(if [[ $status == ok ]]; then grep -m1 '^device' "$log" | sed 's/^device *//'; else grep -v '^===' "$log" | tail -1 | cut -c1-160; fi)"
+
+# 2. conformance on CUDA (-test.v for the per-case lines; the suite runs from the package directory)
+log=$OUT/2-conformance.log
+: >"$log"
+(cd kernels && SERL_TEST_DEVICES=cuda step conformance 180 "$log" "$g/kernels.test" -test.v -test.count=1 \
+	-test.run 'Conformance|CUDA' -test.timeout 170s; echo "$status $secs" >"$work/st")
+read -r status secs <"$work/st"
+row "conformance (cuda)" "$status" "$secs" "$(gotest_counts "$log")"
+grep -- '--- FAIL' "$log" | head -20 | sed 's/^/    /' >>"$summary"
+
+if [[ ${SANITIZE:-0} == 1 ]] && command -v compute-sanitizer >/dev/null 2>&1; then
+	log=$OUT/2b-sanitizer.log
+	: >"$log"
+	(cd kernels && SERL_TEST_DEVICES=cuda step sanitizer 240 "$log" compute-sanitizer --tool memcheck \
+		"$g/kernels.test" -test.count=1 -test.run 'Conformance' -test.timeout 230s; echo "$status $secs" >"$work/st")
+	read -r status secs <"$work/st"
+	row "memcheck (cuda)" "$status" "$secs" "$(grep -m1 'ERROR SUMMARY' "$log")"
+fi
+
+# 3. the model fixtures on CUDA
+log=$OUT/3-fixtures.log
+: >"$log"
+(cd engine/model && SERL_TEST_DEVICES=cuda step fixtures 90 "$log" "$g/model.test" -test.v -test.count=1 \
+	-test.run 'TestFixtures|TestSaveLoadRoundTrip' -test.timeout 85s; echo "$status $secs" >"$work/st")
+read -r status secs <"$work/st"
+row "fixtures (cuda)" "$status" "$secs" "$(gotest_counts "$log"); worst: $(grep -o 'worst [a-z ]*error [0-9.e+-]*' "$log" | sort -t' ' -k5 -g | tail -1)"
+
+# 4. serl bench beside PyTorch on the same GPU (float32, bench/torch_model.py's model)
+log=$OUT/4-bench.log
+: >"$log"
+have_torch=0
+python3 -c 'import torch; assert torch.cuda.is_available()' >/dev/null 2>&1 && have_torch=1
+for cfg in S M; do
+	for mode in train score; do
+		step "serl $cfg $mode" 60 "$log" "$g/serl" bench --device cuda --config "$cfg" --mode "$mode" --steps 5 --warmup 2 --json
+		s_status=$status s_secs=$secs
+		s_tps=$(grep '^{"impl":"serl"' "$log" | tail -1 | grep -o '"tokens_per_s":[0-9.]*' | cut -d: -f2)
+		t_tps="-"
+		if [[ $have_torch == 1 ]]; then
+			step "torch $cfg $mode" 60 "$log" python3 bench/torch_model.py --device cuda --config "$cfg" --mode "$mode" --steps 5 --warmup 2
+			t_tps=$(grep '^{"impl": "torch"' "$log" | tail -1 | grep -o '"tokens_per_s": [0-9.]*' | cut -d' ' -f2)
+		fi
+		row "bench $cfg $mode" "$s_status" "$s_secs" "serl ${s_tps:-?} tok/s, torch f32 ${t_tps:-?} tok/s"
+	done
+done
+
+# 5. serl train on the built-in model
+log=$OUT/5-train.log
+: >"$log"
+if [[ ${FULL:-0} == 1 ]]; then
+	step "train (default)" 560 "$log" "$g/serl" train --device cuda --run "$work/run" --op-profile
+else
+	step "train (short)" 150 "$log" "$g/serl" train --device cuda --run "$work/run" --iterations 1 \
+		--instructions-per-iteration 16 --rollout-batch 8 --samples 8 --eval-limit 100 --eval-k 0 --op-profile
+fi
+row "train" "$status" "$secs" "$(if [[ $status == ok ]]; then grep -i 'pass@1' "$log" | tail -1; else grep -v '^===' "$log" | tail -1; fi | cut -c1-120)"
+
+echo
+echo "serl GPU routine ($(cat "$g/commit")), logs in $OUT"
+cat "$summary"
