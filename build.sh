@@ -72,6 +72,11 @@ build_cuda() {
 	read -r -a gencode <<<"${SERL_CUDA_GENCODE:--gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90}"
 	local flags=(-O3 -std=c++17 -Xcompiler -fPIC,-fvisibility=hidden,-Wall -Icsrc "${gencode[@]}")
 	mkdir -p build/cuda_obj
+	# objects built for other targets are stale
+	if [[ "$(cat build/cuda_obj/gencode 2>/dev/null)" != "${gencode[*]}" ]]; then
+		rm -f build/cuda_obj/*.o
+		echo "${gencode[*]}" >build/cuda_obj/gencode
+	fi
 	local objs=() pids=() src obj hdr newest=csrc/serl.h
 	for hdr in csrc/cuda/*.cuh; do [[ $hdr -nt $newest ]] && newest=$hdr; done
 	local jobs

@@ -34,6 +34,9 @@ typedef struct serl_cuda_ctx {
 /* Records a formatted message on ctx and returns status. */
 int32_t serl_fail(serl_cuda_ctx *ctx, int32_t status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Makes ctx's device current on the calling thread (a no-op for device 0 threads that never changed it). */
+int32_t serl_use_device(serl_cuda_ctx *ctx);
+
 /* A failed CUDA status as SERL_E_DEVICE (SERL_E_NOMEM for out-of-memory), with where and why. */
 int32_t serl_cuda_fail(serl_cuda_ctx *ctx, cudaError_t e, const char *what);
 
@@ -44,7 +47,9 @@ int32_t serl_cuda_fail(serl_cuda_ctx *ctx, cudaError_t e, const char *what);
     if (!(a)) return serl_fail(ctx, SERL_E_ARG, #T ": args pointer is NULL");                           \
     if ((a)->size != sizeof(T))                                                                         \
         return serl_fail(ctx, SERL_E_ABI, #T ": args size %u, library expects %zu (Go/C layout mismatch)", \
-                         (unsigned)(a)->size, sizeof(T))
+                         (unsigned)(a)->size, sizeof(T));                                               \
+    /* the current device is per host thread, and Go calls from any thread */                          \
+    if (serl_use_device(ctx) != SERL_OK) return SERL_E_DEVICE
 
 #define SERL_REQUIRE(cond, ...)                                                                         \
     do {                                                                                                \
@@ -59,7 +64,11 @@ int32_t serl_cuda_fail(serl_cuda_ctx *ctx, cudaError_t e, const char *what);
     } while (0)
 
 /* After a kernel launch: a launch error (bad configuration, no kernel image for the device). */
-#define LAUNCH_CHECK(name) CUDA_TRY(cudaPeekAtLastError() == cudaSuccess ? cudaSuccess : cudaGetLastError())
+#define LAUNCH_CHECK(name)                                                                              \
+    do {                                                                                                \
+        cudaError_t e_ = cudaGetLastError();                                                            \
+        if (e_ != cudaSuccess) return serl_cuda_fail(ctx, e_, name ": kernel launch");                 \
+    } while (0)
 
 static inline const char *serl_dtype_name(int32_t dt) {
     switch (dt) {

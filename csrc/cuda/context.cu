@@ -31,6 +31,14 @@ int32_t serl_cuda_fail(serl_cuda_ctx *ctx, cudaError_t e, const char *what) {
                      cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
+int32_t serl_use_device(serl_cuda_ctx *ctx) {
+    int cur = -1;
+    if (cudaGetDevice(&cur) == cudaSuccess && cur == ctx->device) return SERL_OK;
+    cudaError_t e = cudaSetDevice(ctx->device);
+    if (e != cudaSuccess) return serl_cuda_fail(ctx, e, "cudaSetDevice");
+    return SERL_OK;
+}
+
 /* Why the last serl_context_create failed; serl_last_error(NULL) returns it. */
 static char create_err[1024];
 
@@ -217,6 +225,17 @@ extern "C" SERL_API int32_t serl_copy(void *ctxp, const serl_copy_args *a) {
     if (a->bytes == 0) return SERL_OK;
     SERL_REQUIRE(a->dst && a->src, "serl_copy: NULL pointer");
     static const cudaMemcpyKind kinds[] = {cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice};
+    const char *s = (const char *)a->src;
+    char *d = (char *)a->dst;
+    if (a->kind == SERL_COPY_D2D && d < s + a->bytes && s < d + a->bytes) {
+        /* overlapping: memmove semantics (as the CPU library) through scratch */
+        if (d == s) return SERL_OK;
+        void *t = serl_scratch(ctx, (size_t)a->bytes);
+        if (!t) return SERL_E_NOMEM;
+        CUDA_TRY(cudaMemcpyAsync(t, s, (size_t)a->bytes, cudaMemcpyDeviceToDevice, ctx->stream));
+        CUDA_TRY(cudaMemcpyAsync(d, t, (size_t)a->bytes, cudaMemcpyDeviceToDevice, ctx->stream));
+        return SERL_OK;
+    }
     CUDA_TRY(cudaMemcpyAsync(a->dst, a->src, (size_t)a->bytes, kinds[a->kind], ctx->stream));
     /* The host side of a copy may be Go memory: it must be done with when serl_copy returns. A
      * device-to-device copy stays queued (stream order keeps it before every later op). */
@@ -237,6 +256,7 @@ extern "C" SERL_API int32_t serl_sync(void *ctxp) {
     serl_cuda_ctx *ctx = (serl_cuda_ctx *)ctxp;
     if (!ctx) return SERL_E_ARG;
     ctx->err[0] = 0;
+    if (serl_use_device(ctx) != SERL_OK) return SERL_E_DEVICE;
     CUDA_TRY(cudaStreamSynchronize(ctx->stream));
     return SERL_OK;
 }
