@@ -17,8 +17,8 @@ type cField struct {
 }
 
 // libraryLayout reads serl_layout(): every args field's offset and size as the C compiler laid it out.
-func libraryLayout(t *testing.T, d *Device) map[string][]cField {
-	fn, err := d.lib.Sym("serl_layout")
+func libraryLayout(t *testing.T, lib *loader.Library) map[string][]cField {
+	fn, err := lib.Sym("serl_layout")
 	require.NoError(t, err)
 	var count int32
 	base := loader.Call(fn, uintptr(unsafe.Pointer(&count)))
@@ -38,9 +38,21 @@ func libraryLayout(t *testing.T, d *Device) map[string][]cField {
 
 // TestABILayout checks every Go mirror in abi.go field by field against the library's own layout, so
 // a header change that is not mirrored in Go fails here rather than corrupting memory at run time.
+// Every library that is built takes part: the CUDA library's layout needs no GPU, only the library.
 func TestABILayout(t *testing.T) {
 	d := cpuDevice(t)
-	layout := libraryLayout(t, d)
+	libs := []*loader.Library{d.lib}
+	if cu, err := loader.Open("cuda"); err == nil {
+		libs = append(libs, cu)
+	} else {
+		t.Logf("no CUDA library to check (%v)", err)
+	}
+	for _, lib := range libs {
+		t.Run(lib.Backend, func(t *testing.T) { checkLayout(t, d, libraryLayout(t, lib)) })
+	}
+}
+
+func checkLayout(t *testing.T, d *Device, layout map[string][]cField) {
 	for name := range layout {
 		_, ok := abiStructs[name]
 		require.True(t, ok, "serl.h declares %s but kernels/abi.go has no mirror", name)
@@ -171,5 +183,15 @@ func TestEveryOpExported(t *testing.T) {
 		for op := opID(0); op < numOps; op++ {
 			require.NotZero(t, d.syms[op], "%s library %s does not export serl_%s", d.Backend(), d.lib.Path, op)
 		}
+	}
+	// The CUDA library where it is built, GPU or not.
+	cu, err := loader.Open("cuda")
+	if err != nil {
+		t.Logf("no CUDA library to check (%v)", err)
+		return
+	}
+	for op := opID(0); op < numOps; op++ {
+		_, err := cu.Sym("serl_" + opNames[op])
+		require.NoError(t, err, "cuda library %s", cu.Path)
 	}
 }
