@@ -23,6 +23,7 @@ toolchain=$(awk '/^toolchain /{print $2}' go.mod)
 export GOTOOLCHAIN=${toolchain:-local} CGO_ENABLED=0
 go test -c -trimpath -ldflags='-s -w' -o "$stage/kernels.test" ./kernels
 go test -c -trimpath -ldflags='-s -w' -o "$stage/model.test" ./engine/model
+go test -c -trimpath -ldflags='-s -w' -o "$stage/generate.test" ./engine/generate
 git rev-parse --short HEAD >"$stage/commit" 2>/dev/null || echo unknown >"$stage/commit"
 tar -C build -czf build/gpu.tar.gz gpu
 mb=$(( $(stat -c %s build/gpu.tar.gz) / 1048576 ))

@@ -7,7 +7,8 @@
 #   3. the model fixtures (Qwen2 and Llama, f32/bf16/f16 weights) on CUDA against PyTorch's float64
 #   4. serl bench --device cuda beside PyTorch on the same GPU (bench/torch_model.py, float32), when
 #      python3 has torch
-#   5. a short serl train --device cuda on the built-in model (FULL=1: the default run)
+#   5. decoding throughput on CUDA (engine/generate's benchmark, configs S and M)
+#   6. a short serl train --device cuda on the built-in model (FULL=1: the default run)
 #
 # Full logs go to $OUT (default ./gpu-out; at most 8 files, as the device tool returns); one short
 # table is printed last. It is sized to finish within 6 minutes (each step has its own timeout).
@@ -103,7 +104,19 @@ for cfg in S M; do
 	done
 done
 
-# 5. serl train on the built-in model
+# 5. decoding (engine/generate's benchmark: 64-token prompts, 128 new tokens; greedy and sampled = 64
+#    prompts × 1, shared = 4 prompts × 16 samples) on CUDA, configs S and M
+log=$OUT/4-bench.log
+for cfg in S M; do
+	(cd engine/generate && SERL_TEST_DEVICES=cuda SERL_BENCH_JSON=$work/decode.jsonl step "decode $cfg" 90 "$log" \
+		"$g/generate.test" -test.run '^$' -test.bench "DecodeConfig/$cfg/" -test.benchtime 1x; echo "$status $secs" >"$work/st")
+	read -r status secs <"$work/st"
+	figs=$(grep "\"config\":\"$cfg\"" "$work/decode.jsonl" 2>/dev/null | sed 's/.*"workload":"\([a-z]*\)".*"tokens_per_s":\([0-9.]*\).*/\1 \2/' |
+		awk '{printf "%s%s %.0f", NR > 1 ? ", " : "", $1, $2}')
+	row "decode $cfg" "$status" "$secs" "tok/s: ${figs:-?}"
+done
+
+# 6. serl train on the built-in model
 log=$OUT/5-train.log
 : >"$log"
 if [[ ${FULL:-0} == 1 ]]; then

@@ -73,7 +73,7 @@ func BenchmarkDecodeConfig(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			m, err := model.New(testenv.CPU(b), mc)
+			m, err := model.New(testenv.Device(b), mc) // SERL_TEST_DEVICES=cuda: on the GPU (bench/gpu.sh)
 			if err != nil {
 				b.Fatal(err)
 			}
