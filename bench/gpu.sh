@@ -112,7 +112,7 @@ for cfg in S M; do
 		"$g/generate.test" -test.run '^$' -test.bench "DecodeConfig/$cfg/" -test.benchtime 1x; echo "$status $secs" >"$work/st")
 	read -r status secs <"$work/st"
 	figs=$(grep "\"config\":\"$cfg\"" "$work/decode.jsonl" 2>/dev/null | sed 's/.*"workload":"\([a-z]*\)".*"tokens_per_s":\([0-9.]*\).*/\1 \2/' |
-		awk '{printf "%s%s %.0f", NR > 1 ? ", " : "", $1, $2}')
+		awk '{printf "%s%s %.0f", (NR > 1 ? ", " : ""), $1, $2}')
 	row "decode $cfg" "$status" "$secs" "tok/s: ${figs:-?}"
 done
 
