@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "ops.cuh"
 
 #define NW 4        /* warps per block */
 #define RPW 4       /* rows (queries, or keys in dK/dV) per warp */
@@ -309,6 +310,9 @@ extern "C" SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_
     SERL_REQUIRE_DTYPE("attention_fwd", "v", a->v_dtype);
     SERL_REQUIRE_DTYPE("attention_fwd", "out", a->out_dtype);
     const int D = a->head_dim;
+    if (serl_attention_mma_enabled() && a->q_dtype == SERL_DTYPE_BF16 && a->k_dtype == SERL_DTYPE_BF16 &&
+        a->v_dtype == SERL_DTYPE_BF16 && (D == 64 || D == 128) && (((uintptr_t)a->q | (uintptr_t)a->k | (uintptr_t)a->v) & 3) == 0)
+        return serl_attention_fwd_mma(ctx, a, max_len);
     size_t shm = sizeof(float) * ((size_t)BQ * D + (size_t)BK * (D + 1) + (size_t)BK * D);
     if ((st_ = set_smem(ctx, (const void *)attn_fwd_kernel, shm))) return st_;
     dim3 grid((max_len + BQ - 1) / BQ, a->n_seqs, a->n_heads);

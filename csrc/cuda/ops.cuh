@@ -6,4 +6,9 @@
 /* dst[0..n) = src converted (cast.cu), queued on ctx's stream. */
 int32_t serl_cast_launch(serl_cuda_ctx *ctx, const void *src, int32_t sdt, void *dst, int32_t ddt, int64_t n);
 
+/* The bf16 tensor-core attention forward (attention_mma.cu): for validated args with bf16 q, k, v and
+ * head_dim 64 or 128, when serl_attention_mma_enabled() (SERL_CUDA_ATTN=mma). */
+int serl_attention_mma_enabled(void);
+int32_t serl_attention_fwd_mma(serl_cuda_ctx *ctx, const serl_attention_fwd_args *a, int max_len);
+
 #endif
