@@ -93,12 +93,13 @@ log=$OUT/3-fixtures.log
 read -r status secs <"$work/st"
 row "fixtures (cuda)" "$status" "$secs" "$(gotest_counts "$log"); worst: $(grep -o 'worst [a-z ]*error [0-9.e+-]*' "$log" | sort -t' ' -k5 -g | tail -1)"
 
-# 4. serl bench beside PyTorch on the same GPU (float32, bench/torch_model.py's model)
+# 4. serl bench beside PyTorch on the same GPU (float32, bench/torch_model.py's model; config M, or
+#    BENCH_CONFIGS="S M")
 log=$OUT/4-bench.log
 : >"$log"
 have_torch=0
 python3 -c 'import torch; assert torch.cuda.is_available()' >/dev/null 2>&1 && have_torch=1
-for cfg in S M; do
+for cfg in ${BENCH_CONFIGS:-M}; do
 	for mode in train score; do
 		step "serl $cfg $mode" 60 "$log" "$g/serl" bench --device cuda --config "$cfg" --mode "$mode" --steps 5 --warmup 2 --json
 		s_status=$status s_secs=$secs
