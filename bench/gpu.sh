@@ -113,6 +113,10 @@ for cfg in ${BENCH_CONFIGS:-M}; do
 	done
 done
 
+# where a training step's time goes: the per-op table (it synchronises after every op, so its steps are
+# slower than the figures above), in the log
+step "serl M train op-profile" 60 "$log" "$g/serl" bench --device cuda --config M --mode train --steps 2 --warmup 1 --op-profile
+
 # 5. decoding (engine/generate's benchmark: 64-token prompts, 128 new tokens; greedy and sampled = 64
 #    prompts × 1, shared = 4 prompts × 16 samples) on CUDA, configs S and M
 log=$OUT/4-bench.log
