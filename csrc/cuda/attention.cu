@@ -347,6 +347,10 @@ extern "C" SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_
     attn_bwd_dot_kernel<<<serl_blocks(rows * 32, 256), 256, 0, ctx->stream>>>(a->dout, BF(a->dout_dtype), a->out,
                                                                                 BF(a->out_dtype), Dv, rows, D);
     LAUNCH_CHECK("attention_bwd");
+    if (serl_attention_mma_enabled() && D == 64 && a->q_dtype == SERL_DTYPE_BF16 && a->k_dtype == SERL_DTYPE_BF16 &&
+        a->v_dtype == SERL_DTYPE_BF16 && a->dout_dtype == SERL_DTYPE_BF16 &&
+        (((uintptr_t)a->q | (uintptr_t)a->k | (uintptr_t)a->v | (uintptr_t)a->dout) & 3) == 0)
+        return serl_attention_bwd_mma(ctx, a, max_len, Dv);
     size_t shm_q = sizeof(float) * (2 * (size_t)BQ * D + 2 * (size_t)BK * (D + 1));
     if ((st_ = set_smem(ctx, (const void *)attn_bwd_dq_kernel, shm_q))) return st_;
     attn_bwd_dq_kernel<<<dim3((max_len + BQ - 1) / BQ, a->n_seqs, H), NW * 32, shm_q, ctx->stream>>>(

@@ -4,6 +4,8 @@
  * softmax stay in registers, P is rounded to bf16 for P·V as FlashAttention does, and the log-sum-exp is
  * saved for the backward. head_dim 64 or 128.
  *
+ * The backward (head_dim 64) is below.
+ *
  * NOT YET RUN ON A GPU: it is opt-in (SERL_CUDA_ATTN=mma) until the conformance suite has passed with
  * it on one (bench/gpu.sh runs the attention cases both ways). */
 #include <cuda_bf16.h>
@@ -170,6 +172,221 @@ attn_fwd_mma_kernel(const int32_t *cu, const uint16_t *q, const uint16_t *k, con
         if (row0 < s1) lse[(int64_t)row0 * H + h] = m0 + logf(l0);
         if (row1 < s1) lse[(int64_t)row1 * H + h] = m1 + logf(l1);
     }
+}
+
+/* ------------------------------------------------------------------------- backward (head_dim 64)
+ *
+ * The FlashAttention-2 backward on mma.sync, deterministic without atomics as the CUDA-core one: dK and
+ * dV from blocks that own 64 keys of a kv head (a warp per 16 keys) and loop over the group's query
+ * heads and every query tile at or after them; dQ from blocks that own 64 queries. P and dS are
+ * rounded to bf16 for their products, as FlashAttention does. D_i = Σ dout·out comes from the CUDA-core
+ * path's kernel (attention.cu). */
+
+#define BWD_HD 64
+
+/* rows × 64 bf16 tile (row stride RS) from a [tokens, heads, HD] tensor; rows past `end` are zeros */
+__device__ __forceinline__ void load_rows(uint16_t *dst, int RS, const uint16_t *src, int first, int end, int heads, int head) {
+    for (int e = threadIdx.x; e < 64 * BWD_HD / 2; e += blockDim.x) {
+        const int r = e / (BWD_HD / 2), c = (e % (BWD_HD / 2)) * 2, i = first + r;
+        uint32_t w = 0;
+        if (i < end) w = *(const uint32_t *)(src + ((int64_t)i * heads + head) * BWD_HD + c);
+        *(uint32_t *)(dst + r * RS + c) = w;
+    }
+}
+
+/* the transpose of the same: dst[c][r], row stride TS */
+__device__ __forceinline__ void load_cols(uint16_t *dst, int TS, const uint16_t *src, int first, int end, int heads, int head) {
+    for (int e = threadIdx.x; e < 64 * BWD_HD / 2; e += blockDim.x) {
+        const int r = e / (BWD_HD / 2), c = (e % (BWD_HD / 2)) * 2, i = first + r;
+        uint32_t w = 0;
+        if (i < end) w = *(const uint32_t *)(src + ((int64_t)i * heads + head) * BWD_HD + c);
+        dst[c * TS + r] = (uint16_t)(w & 0xFFFF);
+        dst[(c + 1) * TS + r] = (uint16_t)(w >> 16);
+    }
+}
+
+/* A fragments of 16 rows (row0 .. row0+15) of a [rows][RS] bf16 tile, all HD/16 k-steps */
+__device__ __forceinline__ void frag_rows(uint32_t a[BWD_HD / 16][4], const uint16_t *tile, int RS, int row0, int g, int t) {
+#pragma unroll
+    for (int kk = 0; kk < BWD_HD / 16; kk++) {
+        a[kk][0] = *(const uint32_t *)(tile + (row0 + g) * RS + kk * 16 + 2 * t);
+        a[kk][1] = *(const uint32_t *)(tile + (row0 + g + 8) * RS + kk * 16 + 2 * t);
+        a[kk][2] = *(const uint32_t *)(tile + (row0 + g) * RS + kk * 16 + 2 * t + 8);
+        a[kk][3] = *(const uint32_t *)(tile + (row0 + g + 8) * RS + kk * 16 + 2 * t + 8);
+    }
+}
+
+/* acc[8 blocks of 8 columns] = A(16 × HD) · Bᵀ where B is a [64][RS] tile (64 columns, HD deep) */
+__device__ __forceinline__ void mma_abt(float acc[8][4], const uint32_t a[BWD_HD / 16][4], const uint16_t *b, int RS, int g, int t) {
+#pragma unroll
+    for (int nb = 0; nb < 8; nb++) {
+        acc[nb][0] = acc[nb][1] = acc[nb][2] = acc[nb][3] = 0;
+#pragma unroll
+        for (int kk = 0; kk < BWD_HD / 16; kk++) {
+            const uint16_t *br = b + (nb * 8 + g) * RS + kk * 16 + 2 * t;
+            mma_bf16(acc[nb], a[kk], *(const uint32_t *)br, *(const uint32_t *)(br + 8));
+        }
+    }
+}
+
+/* out[HD/8 blocks] += P(16 × 64, accumulator layout in p) · B where Bᵀ is a [HD][TS] tile (64 deep) */
+__device__ __forceinline__ void mma_pb(float out[BWD_HD / 8][4], const float p[8][4], const uint16_t *bt, int TS, int g, int t) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        uint32_t pa[4];
+        pa[0] = pack_bf16(p[2 * kk][0], p[2 * kk][1]);
+        pa[1] = pack_bf16(p[2 * kk][2], p[2 * kk][3]);
+        pa[2] = pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+        pa[3] = pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+#pragma unroll
+        for (int n = 0; n < BWD_HD / 8; n++) {
+            const uint16_t *br = bt + (n * 8 + g) * TS + kk * 16 + 2 * t;
+            mma_bf16(out[n], pa, *(const uint32_t *)br, *(const uint32_t *)(br + 8));
+        }
+    }
+}
+
+__global__ void __launch_bounds__(MMA_WARPS * 32)
+attn_bwd_dkdv_mma_kernel(const int32_t *cu, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
+                         const float *Dv, const uint16_t *dout, void *dk, int dkbf, void *dv, int dvbf, int H, int KVH,
+                         float scale) {
+    constexpr int RS = BWD_HD + PAD, TS = 64 + PAD;
+    __shared__ __align__(16) uint16_t Qs[64 * RS], Gs[64 * RS], Qt[BWD_HD * TS], Gt[BWD_HD * TS];
+    __shared__ float Ls[64], Ds[64];
+    const int s = blockIdx.y, kvh = blockIdx.z, G = H / KVH;
+    const int s0 = cu[s], s1 = cu[s + 1];
+    const int j0 = s0 + blockIdx.x * 64;
+    if (j0 >= s1) return;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    /* this warp's 16 keys and values as A fragments, staged through Qs/Gs */
+    load_rows(Qs, RS, k, j0, s1, KVH, kvh);
+    load_rows(Gs, RS, v, j0, s1, KVH, kvh);
+    __syncthreads();
+    uint32_t ka[BWD_HD / 16][4], va[BWD_HD / 16][4];
+    frag_rows(ka, Qs, RS, warp * 16, g, t);
+    frag_rows(va, Gs, RS, warp * 16, g, t);
+    float ak[BWD_HD / 8][4], av[BWD_HD / 8][4];
+#pragma unroll
+    for (int n = 0; n < BWD_HD / 8; n++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) ak[n][c] = av[n][c] = 0;
+    const int key0 = j0 + warp * 16 + g, key1 = key0 + 8; /* this thread's accumulator rows */
+    for (int gh = 0; gh < G; gh++) {
+        const int h = kvh * G + gh;
+        for (int i0 = j0; i0 < s1; i0 += 64) {
+            __syncthreads();
+            load_rows(Qs, RS, q, i0, s1, H, h);
+            load_rows(Gs, RS, dout, i0, s1, H, h);
+            load_cols(Qt, TS, q, i0, s1, H, h);
+            load_cols(Gt, TS, dout, i0, s1, H, h);
+            for (int r = threadIdx.x; r < 64; r += blockDim.x) {
+                const int i = i0 + r;
+                Ls[r] = i < s1 ? lse[(int64_t)i * H + h] : 0.0f;
+                Ds[r] = i < s1 ? Dv[(int64_t)i * H + h] : 0.0f;
+            }
+            __syncthreads();
+            float sp[8][4], dp[8][4];
+            mma_abt(sp, ka, Qs, RS, g, t); /* Sᵀ: keys × queries */
+            mma_abt(dp, va, Gs, RS, g, t); /* dPᵀ = V·dOᵀ */
+#pragma unroll
+            for (int nb = 0; nb < 8; nb++) {
+#pragma unroll
+                for (int c = 0; c < 4; c++) {
+                    const int qi = nb * 8 + 2 * t + (c & 1), i = i0 + qi, j = c < 2 ? key0 : key1;
+                    const bool ok = i >= j && i < s1 && j < s1;
+                    const float p = ok ? expf(sp[nb][c] * scale - Ls[qi]) : 0.0f;
+                    sp[nb][c] = p;
+                    dp[nb][c] = p * (dp[nb][c] - Ds[qi]);
+                }
+            }
+            mma_pb(av, sp, Gt, TS, g, t); /* dV += Pᵀ·dO */
+            mma_pb(ak, dp, Qt, TS, g, t); /* dK += dSᵀ·Q (scaled at the end) */
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < BWD_HD / 8; n++) {
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const int j = c < 2 ? key0 : key1, d = n * 8 + 2 * t + (c & 1);
+            if (j >= s1) continue;
+            const int64_t o = ((int64_t)j * KVH + kvh) * BWD_HD + d;
+            st(dk, dkbf, o, ld(dk, dkbf, o) + ak[n][c] * scale);
+            st(dv, dvbf, o, ld(dv, dvbf, o) + av[n][c]);
+        }
+    }
+}
+
+__global__ void __launch_bounds__(MMA_WARPS * 32)
+attn_bwd_dq_mma_kernel(const int32_t *cu, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
+                       const float *Dv, const uint16_t *dout, void *dq, int dqbf, int H, int KVH, float scale) {
+    constexpr int RS = BWD_HD + PAD, TS = 64 + PAD;
+    __shared__ __align__(16) uint16_t Ks[64 * RS], Vs[64 * RS], Kt[BWD_HD * TS];
+    const int s = blockIdx.y, h = blockIdx.z, kvh = h / (H / KVH);
+    const int s0 = cu[s], s1 = cu[s + 1];
+    const int i0 = s0 + blockIdx.x * 64;
+    if (i0 >= s1) return;
+    const int i_last = min(s1, i0 + 64) - 1;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    load_rows(Ks, RS, q, i0, s1, H, h); /* stage Q and dO through Ks/Vs for their fragments */
+    load_rows(Vs, RS, dout, i0, s1, H, h);
+    __syncthreads();
+    uint32_t qa[BWD_HD / 16][4], ga[BWD_HD / 16][4];
+    frag_rows(qa, Ks, RS, warp * 16, g, t);
+    frag_rows(ga, Vs, RS, warp * 16, g, t);
+    const int row0 = i0 + warp * 16 + g, row1 = row0 + 8;
+    const float l0 = row0 < s1 ? lse[(int64_t)row0 * H + h] : 0.0f, l1 = row1 < s1 ? lse[(int64_t)row1 * H + h] : 0.0f;
+    const float d0 = row0 < s1 ? Dv[(int64_t)row0 * H + h] : 0.0f, d1 = row1 < s1 ? Dv[(int64_t)row1 * H + h] : 0.0f;
+    float aq[BWD_HD / 8][4];
+#pragma unroll
+    for (int n = 0; n < BWD_HD / 8; n++) aq[n][0] = aq[n][1] = aq[n][2] = aq[n][3] = 0;
+    const int warp_last = min(i0 + warp * 16 + 15, i_last);
+    for (int j0 = s0; j0 <= i_last; j0 += 64) {
+        __syncthreads();
+        load_rows(Ks, RS, k, j0, i_last + 1, KVH, kvh);
+        load_rows(Vs, RS, v, j0, i_last + 1, KVH, kvh);
+        load_cols(Kt, TS, k, j0, i_last + 1, KVH, kvh);
+        __syncthreads();
+        if (j0 > warp_last) continue;
+        float sp[8][4], dp[8][4];
+        mma_abt(sp, qa, Ks, RS, g, t); /* S = Q·Kᵀ */
+        mma_abt(dp, ga, Vs, RS, g, t); /* dP = dO·Vᵀ */
+#pragma unroll
+        for (int nb = 0; nb < 8; nb++) {
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const int j = j0 + nb * 8 + 2 * t + (c & 1), i = c < 2 ? row0 : row1;
+                const bool ok = j <= i && j < s1 && i < s1;
+                const float p = ok ? expf(sp[nb][c] * scale - (c < 2 ? l0 : l1)) : 0.0f;
+                dp[nb][c] = p * (dp[nb][c] - (c < 2 ? d0 : d1));
+            }
+        }
+        mma_pb(aq, dp, Kt, TS, g, t); /* dQ += dS·K */
+    }
+#pragma unroll
+    for (int n = 0; n < BWD_HD / 8; n++) {
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const int i = c < 2 ? row0 : row1, d = n * 8 + 2 * t + (c & 1);
+            if (i >= s1) continue;
+            const int64_t o = ((int64_t)i * H + h) * BWD_HD + d;
+            st(dq, dqbf, o, ld(dq, dqbf, o) + aq[n][c] * scale);
+        }
+    }
+}
+
+int32_t serl_attention_bwd_mma(serl_cuda_ctx *ctx, const serl_attention_bwd_args *a, int max_len, const float *Dv) {
+    const int H = a->n_heads, KVH = a->n_kv_heads;
+    const uint16_t *q = (const uint16_t *)a->q, *k = (const uint16_t *)a->k, *v = (const uint16_t *)a->v;
+    const uint16_t *go = (const uint16_t *)a->dout;
+    const unsigned tiles = (unsigned)((max_len + 63) / 64);
+    attn_bwd_dq_mma_kernel<<<dim3(tiles, a->n_seqs, H), MMA_WARPS * 32, 0, ctx->stream>>>(
+        a->cu_seqlens, q, k, v, a->lse, Dv, go, a->dq, a->dq_dtype == SERL_DTYPE_BF16, H, KVH, a->scale);
+    LAUNCH_CHECK("attention_bwd (mma dq)");
+    attn_bwd_dkdv_mma_kernel<<<dim3(tiles, a->n_seqs, KVH), MMA_WARPS * 32, 0, ctx->stream>>>(
+        a->cu_seqlens, q, k, v, a->lse, Dv, go, a->dk, a->dk_dtype == SERL_DTYPE_BF16, a->dv,
+        a->dv_dtype == SERL_DTYPE_BF16, H, KVH, a->scale);
+    LAUNCH_CHECK("attention_bwd (mma dk/dv)");
+    return SERL_OK;
 }
 
 int serl_attention_mma_enabled(void) {

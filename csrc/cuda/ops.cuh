@@ -10,5 +10,7 @@ int32_t serl_cast_launch(serl_cuda_ctx *ctx, const void *src, int32_t sdt, void 
  * head_dim 64 or 128, when serl_attention_mma_enabled() (SERL_CUDA_ATTN=mma). */
 int serl_attention_mma_enabled(void);
 int32_t serl_attention_fwd_mma(serl_cuda_ctx *ctx, const serl_attention_fwd_args *a, int max_len);
+/* The backward for bf16 q, k, v, dout and head_dim 64; Dv[i,h] = Σ dout·out already computed. */
+int32_t serl_attention_bwd_mma(serl_cuda_ctx *ctx, const serl_attention_bwd_args *a, int max_len, const float *Dv);
 
 #endif
