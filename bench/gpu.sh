@@ -4,7 +4,7 @@
 #
 #   1. the device and library (serl info --device cuda)
 #   2. the kernels conformance suite on CUDA against the reference, and the CUDA-vs-CPU checks; the
-#      attention cases again with the bf16 tensor-core forward (SERL_CUDA_ATTN=mma, still opt-in)
+#      attention cases again with the bf16 tensor-core kernels (SERL_CUDA_ATTN=mma, still opt-in)
 #   3. the model fixtures (Qwen2 and Llama, f32/bf16/f16 weights) on CUDA against PyTorch's float64
 #   4. serl bench --device cuda beside PyTorch on the same GPU (bench/torch_model.py, float32), when
 #      python3 has torch
@@ -69,7 +69,8 @@ read -r status secs <"$work/st"
 row "conformance (cuda)" "$status" "$secs" "$(gotest_counts "$log")"
 grep -- '--- FAIL' "$log" | head -20 | sed 's/^/    /' >>"$summary"
 
-# 2a. the bf16 tensor-core attention forward (opt-in until it has passed here): the attention cases again
+# 2a. the bf16 tensor-core attention (forward, and backward at head_dim 64; opt-in until it has passed
+#     here): the attention cases again
 (cd kernels && SERL_TEST_DEVICES=cuda SERL_CUDA_ATTN=mma step "attention (mma)" 120 "$log" sh -c \
 	'"$0" -test.v -test.count=1 -test.run "Conformance/cuda/attention" && "$0" -test.v -test.count=1 -test.run "CUDAAttentionHeadDims"' \
 	"$g/kernels.test"; echo "$status $secs" >"$work/st")
