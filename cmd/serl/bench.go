@@ -49,6 +49,7 @@ type benchResult struct {
 	Impl          string  `json:"impl"`
 	Config        string  `json:"config"`
 	Mode          string  `json:"mode"`
+	Precision     string  `json:"precision"`
 	Device        string  `json:"device"`
 	Threads       int     `json:"threads"`
 	Params        int     `json:"params"`
@@ -92,6 +93,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if *steps < 1 || *warmup < 0 {
 		return usagef("--steps must be ≥ 1 and --warmup ≥ 0")
 	}
+	prec, err := df.prec()
+	if err != nil {
+		return err
+	}
 	c, B, T, err := benchModelConfig(*cfgName, *batch, *seq)
 	if err != nil {
 		return err
@@ -102,14 +107,14 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 
 	// The plan first: what this run will allocate, before anything is.
-	plan := c.TrainingPlan(B*T, B, false)
+	plan := c.TrainingPlan(B*T, B, false, prec)
 	if *mode == "score" {
-		blob := 4 * int64(model.NewLayout(c).Total)
-		plan = model.Plan{Items: []model.PlanItem{{Name: "parameters", Bytes: blob},
-			{Name: fmt.Sprintf("activations (%d tokens, %d sequences)", B*T, B), Bytes: c.ActivationBytes(B*T, B)}}}
+		plan = model.Plan{}
+		plan.Add(c.WeightsPlan("parameters", model.Options{Precision: prec})...)
+		plan.Add(c.ActivationPlan(B*T, B, prec)...)
 	}
-	fmt.Fprintf(out, "model %s: qwen2 hidden %d, %d layers, %d/%d heads (head_dim %d), intermediate %d, vocab %d; batch %d × %d tokens; %s\n",
-		*cfgName, c.Hidden, c.Layers, c.Heads, c.KVHeads, c.HeadDim, c.Intermediate, c.Vocab, B, T, *mode)
+	fmt.Fprintf(out, "model %s: qwen2 hidden %d, %d layers, %d/%d heads (head_dim %d), intermediate %d, vocab %d; batch %d × %d tokens; %s in %s\n",
+		*cfgName, c.Hidden, c.Layers, c.Heads, c.KVHeads, c.HeadDim, c.Intermediate, c.Vocab, B, T, *mode, prec)
 	fmt.Fprintln(out, "memory plan:")
 	if err := plan.Write(out); err != nil {
 		return err
@@ -120,7 +125,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer stop()
-	m, err := model.New(d, c)
+	if err := plan.Check(d.Info().FreeMemory); err != nil {
+		return err
+	}
+	m, err := model.NewWith(d, c, model.Options{Precision: prec})
 	if err != nil {
 		return err
 	}
@@ -182,7 +190,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	res := benchResult{Impl: "serl", Config: *cfgName, Mode: *mode, Device: d.Info().Name, Threads: d.Info().Threads,
+	res := benchResult{Impl: "serl", Config: *cfgName, Mode: *mode, Precision: prec.String(), Device: d.Info().Name, Threads: d.Info().Threads,
 		Params: m.Layout.NumParams(), Batch: B, Seq: T, Warmup: *warmup, Steps: *steps, PlanBytes: plan.Total()}
 	for i := 0; i < *warmup; i++ {
 		loss, err := step()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pkg/profile"
 
+	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/kernels"
 )
 
@@ -28,22 +29,34 @@ func interrupted(err error) error {
 	return err
 }
 
-// deviceFlags are the flags every subcommand that computes shares: the device, its threads, and
-// profiling of the Go side (pkg/profile) and of the native ops (the engine's per-op table).
+// deviceFlags are the flags every subcommand that computes shares: the device, its threads, the
+// precision, and profiling of the Go side (pkg/profile) and of the native ops (the engine's per-op
+// table).
 type deviceFlags struct {
-	device  string
-	threads int
-	prof    string
-	profDir string
-	opTable bool
+	device    string
+	threads   int
+	precision string
+	prof      string
+	profDir   string
+	opTable   bool
 }
 
 func (f *deviceFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.device, "device", "auto", "compute device: auto, cpu or cuda")
 	fs.IntVar(&f.threads, "threads", 0, "CPU threads of the native library (0: $SERL_THREADS or all CPUs)")
+	fs.StringVar(&f.precision, "precision", "f32", "f32 (float32 everywhere) or bf16 (float32 master weights, gradients and optimizer; bf16 weight copy, activations and KV cache)")
 	fs.StringVar(&f.prof, "profile", "", "write a Go profile: cpu, mem or trace")
 	fs.StringVar(&f.profDir, "profile-dir", ".", "directory for --profile output")
 	fs.BoolVar(&f.opTable, "op-profile", false, "print a per-native-op time/FLOP table at the end")
+}
+
+// prec is the --precision value.
+func (f *deviceFlags) prec() (model.Precision, error) {
+	p, err := model.ParsePrecision(f.precision)
+	if err != nil {
+		return 0, usagef("--precision: %v", err)
+	}
+	return p, nil
 }
 
 // open opens the device and starts profiling; the returned stop function ends both. The first line of

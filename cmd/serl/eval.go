@@ -123,12 +123,16 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "serl: prompt mode %s (from %s)\n", *mode, source)
 	ctx, cancel := interruptContext()
 	defer cancel()
+	prec, err := df.prec()
+	if err != nil {
+		return err
+	}
 	d, stop, err := df.open(stderr)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	m, err := model.Load(d, *dir)
+	m, err := model.LoadWith(d, *dir, model.Options{Precision: prec, Frozen: true})
 	if err != nil {
 		return err
 	}
@@ -229,12 +233,16 @@ func runInstructProbe(df deviceFlags, dir string, tok *tokenizer.Tokenizer, prob
 	for i, p := range problems {
 		seeds[i] = p.Problem
 	}
+	prec, err := df.prec()
+	if err != nil {
+		return err
+	}
 	d, stop, err := df.open(stderr)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	m, err := model.Load(d, dir)
+	m, err := model.LoadWith(d, dir, model.Options{Precision: prec, Frozen: true})
 	if err != nil {
 		return err
 	}

@@ -193,19 +193,24 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		}
 		ids = tok.Encode(text, tokenizer.EncodeOptions{AddSpecial: add, ParseSpecial: *promptMode == "chat"})
 	}
+	prec, err := df.prec()
+	if err != nil {
+		return err
+	}
 	d, stop, err := df.open(stderr)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	m, err := model.Load(d, *dir)
+	m, err := model.LoadWith(d, *dir, model.Options{Precision: prec, Frozen: true})
 	if err != nil {
 		return err
 	}
 	defer m.Free()
-	seqLen := min(len(ids)+*maxNew, m.Config.MaxPositions)
-	cfg := generate.Config{BlockSize: 16, MaxBatch: min(*n, 64), MaxPrefillTokens: max(len(ids), 16), MaxSeqLen: seqLen}
-	cfg.NumBlocks = (len(ids)+15)/16 + cfg.MaxBatch*((seqLen+15)/16) + 1
+	cfg, err := generate.Size(m.Config, generate.Sizing{MaxPrompt: len(ids), MaxNew: *maxNew, MaxBatch: min(*n, 64), Prompts: 1})
+	if err != nil {
+		return err
+	}
 	e, err := generate.New(m, cfg)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/engine/selfplay"
 )
 
 func init() {
@@ -16,15 +17,21 @@ func runInfo(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("info", stderr)
 	var df deviceFlags
 	df.register(fs)
-	dir := fs.String("model", "", "Hugging Face model folder: print its configuration and training memory plan")
-	batchTokens := fs.Int("batch-tokens", 4096, "tokens per training micro-batch, for the plan")
-	seqs := fs.Int("seqs", 16, "sequences per micro-batch, for the plan")
+	dir := fs.String("model", "", "Hugging Face model folder: print its configuration and the memory plan of serl train on it")
+	// The sizes of `serl train --model DIR` that the plan depends on, with its defaults.
+	cfg := selfplay.DefaultConfig()
+	fs.IntVar(&cfg.TrainBatch, "train-batch", cfg.TrainBatch, "sequences per optimizer step (the training arena holds them)")
+	fs.IntVar(&cfg.MaxBatch, "max-batch", cfg.MaxBatch, "sequences decoded together")
+	fs.IntVar(&cfg.MaxPromptTokens, "max-prompt-tokens", cfg.MaxPromptTokens, "prompt budget")
+	fs.IntVar(&cfg.MaxNewTokens, "max-new-tokens", cfg.MaxNewTokens, "tokens per response")
+	fs.IntVar(&cfg.InstrMaxNewTokens, "instr-max-new-tokens", cfg.InstrMaxNewTokens, "tokens per self-instruction completion")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *batchTokens < 1 || *seqs < 1 || *seqs > *batchTokens {
-		return usagef("want 1 ≤ --seqs ≤ --batch-tokens")
+	if _, err := df.prec(); err != nil {
+		return err
 	}
+	cfg.Precision = df.precision
 	d, stop, err := df.open(stderr)
 	if err != nil {
 		return err
@@ -48,8 +55,13 @@ func runInfo(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "\nmodel     %s (%s): %d layers, hidden %d, heads %d/%d × %d, intermediate %d, vocab %d, tied %v\n",
 		*dir, c.Arch, c.Layers, c.Hidden, c.Heads, c.KVHeads, c.HeadDim, c.Intermediate, c.Vocab, c.TieEmbedding)
 	fmt.Fprintf(stdout, "params    %d (%d tensors)\n", l.NumParams(), len(l.Specs))
-	plan := c.TrainingPlan(*batchTokens, *seqs, true)
-	fmt.Fprintf(stdout, "training memory plan (micro-batch %d tokens in %d sequences):\n", *batchTokens, *seqs)
+	// Evaluation prompts are counted at the prompt budget (serl train measures the eval set's longest).
+	plan, err := trainPlan(c, cfg, cfg.MaxPromptTokens, cfg.MaxNewTokens)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	fmt.Fprintf(stdout, "memory plan of serl train in %s (train batch %d, decode batch %d, %d prompt + %d new tokens; evaluation prompts at the prompt budget):\n",
+		cfg.Precision, cfg.TrainBatch, cfg.MaxBatch, cfg.MaxPromptTokens, max(cfg.MaxNewTokens, cfg.InstrMaxNewTokens))
 	if err := plan.Write(stdout); err != nil {
 		return err
 	}

@@ -59,19 +59,26 @@ func (mi *modelInput) load(stderr io.Writer, training bool) (*model.Model, *mode
 	if mi.dir, _, err = modelOrBuiltin(mi.dir, stderr); err != nil {
 		return nil, nil, nil, nil, err
 	}
+	p, err := mi.df.prec()
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
 	cfg, err := model.LoadConfig(filepath.Join(mi.dir, "config.json"))
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
+	// Scoring needs only the weights the ops read (frozen: under bf16, no float32 master); the gradient
+	// needs the master weights and a gradient blob.
+	opts := model.Options{Precision: p, Frozen: !training}
+	var plan model.Plan
+	plan.Add(cfg.WeightsPlan("parameters", opts)...)
+	if training {
+		plan.Add(cfg.OptimizerPlan()[0])
+	}
+	plan.Add(cfg.ActivationPlan(budget, budget, p)...)
 	d, stop, err := mi.df.open(stderr)
 	if err != nil {
 		return nil, nil, nil, nil, err
-	}
-	plan := cfg.TrainingPlan(budget, budget, false)
-	if !training {
-		plan.Items = []model.PlanItem{plan.Items[0], plan.Items[len(plan.Items)-1]}
-	} else {
-		plan.Items = append(plan.Items[:2:2], plan.Items[len(plan.Items)-1])
 	}
 	fmt.Fprintln(stderr, "memory plan:")
 	plan.Write(stderr)
@@ -79,7 +86,7 @@ func (mi *modelInput) load(stderr io.Writer, training bool) (*model.Model, *mode
 		stop()
 		return nil, nil, nil, nil, err
 	}
-	m, err := model.Load(d, mi.dir)
+	m, err := model.LoadWith(d, mi.dir, opts)
 	if err != nil {
 		stop()
 		return nil, nil, nil, nil, err

@@ -98,11 +98,23 @@ func TestGradCLI(t *testing.T) {
 }
 
 func TestInfoModelPlan(t *testing.T) {
-	code, out, errs := runCLI(t, "info", "--device", "cpu", "--model", fixtureDir(t, "qwen2_f32"), "--batch-tokens", "512", "--seqs", "4")
+	sizes := []string{"--train-batch", "4", "--max-batch", "8", "--max-prompt-tokens", "64", "--max-new-tokens", "64", "--instr-max-new-tokens", "32"}
+	code, out, errs := runCLI(t, append([]string{"info", "--device", "cpu", "--model", fixtureDir(t, "qwen2_f32")}, sizes...)...)
 	require.Equal(t, 0, code, errs)
-	for _, s := range []string{"qwen2", "parameters", "gradients", "AdamW first moment", "reference parameters", "activations (512 tokens, 4 sequences)", "total"} {
+	for _, s := range []string{"qwen2", "in f32", "policy", "reference", "gradients", "AdamW first moment", "activations (512 tokens, 4 sequences)",
+		"generation: KV cache", "generation: workspace", "generation: sampler", "evaluation: KV cache", "total"} {
 		require.Contains(t, out, s)
 	}
+	require.NotContains(t, out, "bf16")
+	code, out, errs = runCLI(t, append([]string{"info", "--device", "cpu", "--model", fixtureDir(t, "qwen2_f32"), "--precision", "bf16"}, sizes...)...)
+	require.Equal(t, 0, code, errs)
+	for _, s := range []string{"in bf16", "policy (master)", "policy (bf16 copy the ops read)", "reference: RMSNorm weights"} {
+		require.Contains(t, out, s)
+	}
+	require.Regexp(t, `generation: KV cache \(\d+ blocks of 16 tokens\) +bf16`, out)
+	code, _, errs = runCLI(t, "info", "--device", "cpu", "--precision", "f16")
+	require.Equal(t, 2, code)
+	require.Contains(t, errs, "--precision")
 }
 
 func TestModelCLIErrors(t *testing.T) {

@@ -124,6 +124,12 @@ func runPretrain(args []string, stdout, stderr io.Writer) error {
 	if *out == "" {
 		return usagef("give --out DIR")
 	}
+	if _, err := df.prec(); err != nil {
+		return err
+	}
+	if df.precision != "f32" {
+		c.Precision = df.precision // f32 stays unwritten, so the run's config matches runs from before the setting
+	}
 	if *resume {
 		if err := checkResumeFlags(fs, stderr, "out"); err != nil {
 			return err

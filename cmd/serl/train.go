@@ -194,6 +194,10 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if err := checkTrainChoices(cfg); err != nil {
 		return err
 	}
+	if _, err := df.prec(); err != nil {
+		return err
+	}
+	cfg.Precision = df.precision
 	a, err := rl.ParseAlgorithm(alg)
 	if err != nil {
 		return usagef("--algorithm: %v", err)
@@ -254,7 +258,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		if tf, err = restoreInputs(runPath); err != nil {
 			return err
 		}
-		if in, err = trainInputs(d, stored.PolicyDir, stored.ReferenceDir, tf, cfg); err != nil {
+		if in, err = trainInputs(d, stored.PolicyDir, stored.ReferenceDir, tf, cfg, stderr); err != nil {
 			return err
 		}
 		if r, err = stored.Resume(in); err != nil {
@@ -266,7 +270,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		if runPath == "" {
 			runPath = filepath.Join("runs", time.Now().Format("2006-01-02_15-04-05"))
 		}
-		if in, err = trainInputs(d, tf.Model, tf.Model, tf, cfg); err != nil {
+		if in, err = trainInputs(d, tf.Model, tf.Model, tf, cfg, stderr); err != nil {
 			return err
 		}
 		if in.RunFiles, err = runFiles(tf); err != nil {
@@ -278,16 +282,10 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	defer r.Free()
-	plan := in.Policy.Config.TrainingPlan(cfg.TrainBatch*(cfg.MaxPromptTokens+cfg.MaxNewTokens), cfg.TrainBatch, true)
 	fmt.Fprintf(stderr, "serl: %s / %s, %d iterations × %d problems, %d samples each; run directory %s\n",
 		cfg.Mode, cfg.Algorithm, cfg.Iterations, cfg.InstructionsPerIteration, cfg.Samples, runPath)
 	if settings, err := json.Marshal(cfg); err == nil {
 		fmt.Fprintf(stderr, "settings: %s\n", settings)
-	}
-	fmt.Fprintln(stderr, "memory plan:")
-	plan.Write(stderr)
-	if err := plan.Check(d.Info().FreeMemory); err != nil {
-		return err
 	}
 	total := cfg.Iterations * cfg.StepsPerIteration()
 	if r.State().Steps < total {
@@ -385,18 +383,12 @@ func checkTrainChoices(c selfplay.Config) error {
 	return nil
 }
 
-// trainInputs loads the policy and reference models, the tokenizer and chat template, and the data.
-func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg selfplay.Config) (selfplay.Inputs, error) {
+// trainInputs reads the tokenizer, chat template and data, prints the run's memory plan and refuses it
+// when it does not fit the device — before anything is allocated — and then loads the policy and
+// reference models.
+func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg selfplay.Config, stderr io.Writer) (selfplay.Inputs, error) {
 	var in selfplay.Inputs
 	var err error
-	if in.Policy, err = model.Load(d, policyDir); err != nil {
-		return in, err
-	}
-	// Every model the run saves (iterations, checkpoints) records the prompt format it is trained in.
-	in.Policy.Files = map[string][]byte{evaluate.PromptFile: evaluate.PromptConfig{Mode: string(cfg.PromptMode), System: cfg.SystemPrompt}.Marshal()}
-	if in.Reference, err = model.Load(d, refDir); err != nil {
-		return in, err
-	}
 	if in.Tokenizer, err = tokenizer.Load(filepath.Join(refDir, "tokenizer.json")); err != nil {
 		return in, err
 	}
@@ -447,6 +439,7 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 		}
 		in.Train = toProblems(ps, true)
 	}
+	evalLongest, evalNew := 0, 0
 	if tf.Eval != "" {
 		ps, err := readProblems(tf.Eval)
 		if err != nil {
@@ -463,6 +456,16 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 			prompt = evaluate.ChatPrompt(in.Tokenizer, in.Chat, in.ChatOpts, cfg.SystemPrompt)
 		}
 		maxNew := evalMaxNew(tf, cfg)
+		// The evaluation engine is sized by its longest prompt (evaluate.EngineConfig), so the plan
+		// tokenizes them now.
+		for _, p := range ps {
+			ids, err := prompt(p.Problem)
+			if err != nil {
+				return in, err
+			}
+			evalLongest = max(evalLongest, len(ids))
+		}
+		evalNew = maxNew
 		tok := in.Tokenizer
 		in.Evaluate = func(ctx context.Context, m *model.Model, it int) (any, error) {
 			k := tf.EvalK
@@ -488,6 +491,29 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 			return rep, err
 		}
 	}
+	mc, err := model.LoadConfig(filepath.Join(policyDir, "config.json"))
+	if err != nil {
+		return in, err
+	}
+	plan, err := trainPlan(mc, cfg, evalLongest, evalNew)
+	if err != nil {
+		return in, err
+	}
+	fmt.Fprintln(stderr, "memory plan:")
+	plan.Write(stderr)
+	if err := plan.Check(d.Info().FreeMemory); err != nil {
+		return in, err
+	}
+	p, _ := model.ParsePrecision(cfg.Precision)
+	if in.Policy, err = model.LoadWith(d, policyDir, model.Options{Precision: p}); err != nil {
+		return in, err
+	}
+	// Every model the run saves (iterations, checkpoints) records the prompt format it is trained in.
+	in.Policy.Files = map[string][]byte{evaluate.PromptFile: evaluate.PromptConfig{Mode: string(cfg.PromptMode), System: cfg.SystemPrompt}.Marshal()}
+	if in.Reference, err = model.LoadWith(d, refDir, model.Options{Precision: p, Frozen: true}); err != nil {
+		in.Policy.Free()
+		return in, err
+	}
 	return in, nil
 }
 
@@ -497,6 +523,25 @@ func evalMaxNew(tf trainFlags, cfg selfplay.Config) int {
 		return tf.EvalMaxNew
 	}
 	return cfg.MaxNewTokens
+}
+
+// trainPlan is the device memory of a run of cfg on a model of configuration mc: the loop's own
+// (selfplay.MemoryPlan) and, when evalLongest > 0, the evaluation engine for prompts of up to
+// evalLongest tokens and evalMaxNew new tokens, which is allocated beside it.
+func trainPlan(mc model.Config, cfg selfplay.Config, evalLongest, evalMaxNew int) (model.Plan, error) {
+	plan, err := selfplay.MemoryPlan(cfg, mc)
+	if err != nil {
+		return plan, err
+	}
+	if evalLongest > 0 {
+		ecfg, err := evaluate.EngineConfig(mc, evalLongest, evalMaxNew, cfg.MaxBatch)
+		if err != nil {
+			return plan, err
+		}
+		p, _ := model.ParsePrecision(cfg.Precision)
+		plan.Add(ecfg.Plan("evaluation", mc, p)...)
+	}
+	return plan, nil
 }
 
 // writeTimeSummary prints where the run's time went (generation, rewarding, training) and its memory

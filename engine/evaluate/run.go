@@ -88,7 +88,6 @@ type Options struct {
 	StopIDs      []int32
 	StopStrings  []string
 	MaxBatch     int // sequences decoded together (default 64)
-	BlockSize    int // KV block size (default 16)
 	// FitContext shortens MaxNewTokens to what the model's context leaves after the longest prompt,
 	// instead of refusing (the official 1024-token budget exceeds a small model's context).
 	FitContext bool
@@ -127,9 +126,6 @@ func (e *Evaluator) Generate(ctx context.Context, problems []Problem, progress f
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 64
 	}
-	if o.BlockSize <= 0 {
-		o.BlockSize = 16
-	}
 	if o.Chunk <= 0 {
 		o.Chunk = max(1, 16*o.MaxBatch/(o.K+1))
 	}
@@ -152,7 +148,7 @@ func (e *Evaluator) Generate(ctx context.Context, problems []Problem, progress f
 		return nil, nil, fmt.Errorf("evaluate: the longest prompt (%d tokens) + %d new tokens exceeds the model's context of %d",
 			longest, o.MaxNewTokens, window)
 	}
-	eng, err := newEngine(e.Model, longest, o.MaxNewTokens, o.MaxBatch, o.BlockSize)
+	eng, err := newEngine(e.Model, longest, o.MaxNewTokens, o.MaxBatch)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -221,12 +217,21 @@ func problemSeed(seed uint64, i int) uint64 {
 	return z ^ (z >> 31)
 }
 
-// newEngine sizes a generation engine for prompts of up to longest tokens and maxNew new tokens.
-func newEngine(m *model.Model, longest, maxNew, maxBatch, bs int) (*generate.Engine, error) {
-	seqLen := longest + maxNew
-	prefill := max(longest, min(2048, maxBatch*longest))
-	cfg := generate.Config{BlockSize: bs, MaxBatch: maxBatch, MaxPrefillTokens: prefill, MaxSeqLen: seqLen}
-	// Room for a full batch of sequences plus the shared prompt blocks of the prompts being admitted.
-	cfg.NumBlocks = maxBatch*((seqLen+bs-1)/bs) + (prefill+bs-1)/bs + maxBatch
+// EngineConfig is the generation engine an evaluation of prompts of up to longest tokens with maxNew
+// new tokens runs (generate.Size's rule), so a memory plan can count it before anything is allocated.
+// maxBatch ≤ 0 is the default of 64.
+func EngineConfig(mc model.Config, longest, maxNew, maxBatch int) (generate.Config, error) {
+	if maxBatch <= 0 {
+		maxBatch = 64
+	}
+	return generate.Size(mc, generate.Sizing{MaxPrompt: longest, MaxNew: maxNew, MaxBatch: maxBatch})
+}
+
+// newEngine makes the engine EngineConfig sizes.
+func newEngine(m *model.Model, longest, maxNew, maxBatch int) (*generate.Engine, error) {
+	cfg, err := EngineConfig(m.Config, longest, maxNew, maxBatch)
+	if err != nil {
+		return nil, err
+	}
 	return generate.New(m, cfg)
 }

@@ -75,7 +75,7 @@ func ProbeSelfInstruct(ctx context.Context, m *model.Model, dec generate.Detoken
 			Temperature: InstructTemperature, TopP: InstructTopP, PresencePenalty: InstructPresence,
 			StopIDs: o.StopIDs, Seed: problemSeed(o.Seed, i)}}
 	}
-	eng, err := newEngine(m, longest, o.MaxNewTokens, o.MaxBatch, 16)
+	eng, err := newEngine(m, longest, o.MaxNewTokens, o.MaxBatch)
 	if err != nil {
 		return InstructReport{}, err
 	}

@@ -101,10 +101,44 @@ type Engine struct {
 	ids, pos, slots, lens, table []int32
 }
 
-// CacheBytes is the memory an engine of configuration cfg allocates for the model's config.
-func CacheBytes(c model.Config, cfg Config) int64 {
+// BlockSize is the KV block size Size chooses: 16 tokens, vLLM's default.
+const BlockSize = 16
+
+// Sizing is what an engine must serve: prompts of up to MaxPrompt tokens, continuations of up to
+// MaxNew tokens, MaxBatch sequences decoded together, and at most Prompts requests per Generate call
+// (0: no bound).
+type Sizing struct {
+	MaxPrompt, MaxNew, MaxBatch, Prompts int
+}
+
+// Size is the one KV sizing rule every caller uses (training, evaluation, serl generate), so the
+// memory plan and the allocation cannot disagree. The cache holds MaxBatch sequences of the longest
+// length — each sample's own blocks — plus the shared prompt blocks of every prompt that can be live at
+// once (at most MaxBatch, and at most Prompts), so the cache never holds back a sequence the batch has
+// room for. A prefill batch packs up to 8 of the longest prompts.
+func Size(mc model.Config, s Sizing) (Config, error) {
+	if s.MaxPrompt < 1 || s.MaxNew < 1 || s.MaxBatch < 1 || s.Prompts < 0 {
+		return Config{}, fmt.Errorf("generate: sizing %+v: prompt, new tokens and batch must be positive", s)
+	}
+	live := s.MaxBatch
+	if s.Prompts > 0 {
+		live = min(live, s.Prompts)
+	}
+	seqLen := min(s.MaxPrompt+s.MaxNew, mc.MaxPositions)
+	perSeq := (seqLen + BlockSize - 1) / BlockSize
+	promptBlocks := (min(s.MaxPrompt, seqLen) + BlockSize - 1) / BlockSize
+	return Config{BlockSize: BlockSize, MaxBatch: s.MaxBatch, MaxPrefillTokens: min(live, 8) * s.MaxPrompt,
+		MaxSeqLen: seqLen, NumBlocks: s.MaxBatch*perSeq + live*promptBlocks + 1}, nil
+}
+
+// Plan is the memory an engine of configuration cfg allocates for a model of configuration mc at
+// precision p: its KV cache, workspace and sampler buffers, each item's name starting with name.
+func (cfg Config) Plan(name string, mc model.Config, p model.Precision) []model.PlanItem {
 	mb := (cfg.MaxSeqLen + cfg.BlockSize - 1) / cfg.BlockSize
-	return c.KVCacheBytes(cfg.NumBlocks, cfg.BlockSize) + c.WorkspaceBytes(max(cfg.MaxPrefillTokens, cfg.MaxBatch), cfg.MaxBatch, mb)
+	items := []model.PlanItem{mc.KVCachePlan(name+": KV cache", cfg.NumBlocks, cfg.BlockSize, p)}
+	items = append(items, mc.WorkspacePlan(fmt.Sprintf("%s: workspace (prefill %d tokens, %d sequences)", name,
+		max(cfg.MaxPrefillTokens, cfg.MaxBatch), cfg.MaxBatch), max(cfg.MaxPrefillTokens, cfg.MaxBatch), cfg.MaxBatch, mb, p)...)
+	return append(items, samplerPlan(name+": sampler", cfg.MaxBatch, cfg.MaxSeqLen, mc.Vocab)...)
 }
 
 // New makes an engine for m.

@@ -2,6 +2,9 @@ package generate
 
 import (
 	"fmt"
+	"slices"
+
+	"github.com/serl-go/serl/engine/model"
 
 	"github.com/serl-go/serl/kernels"
 )
@@ -30,28 +33,54 @@ type samplerBuffers struct {
 
 const maxBan = 64
 
+// bufSpec is one device buffer of the sampler.
+type bufSpec struct {
+	dst  *kernels.Tensor
+	dt   kernels.DType
+	dims []int
+}
+
+// specs lists the sampler's device buffers for n rows (init allocates them, samplerBytes sums them).
+func (b *samplerBuffers) specs(n, ldHist, vocab int) []bufSpec {
+	return []bufSpec{
+		{&b.logits, kernels.F32, []int{n, vocab}},
+		{&b.temp, kernels.F32, []int{n}}, {&b.topP, kernels.F32, []int{n}}, {&b.pres, kernels.F32, []int{n}},
+		{&b.topK, kernels.I32, []int{n}}, {&b.steps, kernels.I32, []int{n}}, {&b.toks, kernels.I32, []int{n}},
+		{&b.histLen, kernels.I32, []int{n}}, {&b.banRows, kernels.I32, []int{n}},
+		{&b.seeds, kernels.U64, []int{n}}, {&b.seqIDs, kernels.U64, []int{n}},
+		{&b.logp, kernels.F32, []int{n}},
+		{&b.hist, kernels.I32, []int{n, ldHist}},
+		{&b.ban, kernels.I32, []int{maxBan}},
+	}
+}
+
+// samplerPlan is the device memory of the sampler's buffers for n rows, one item per dtype.
+func samplerPlan(name string, n, ldHist, vocab int) []model.PlanItem {
+	var b samplerBuffers
+	var items []model.PlanItem
+	for _, s := range b.specs(n, ldHist, vocab) {
+		e := int64(s.dt.Size())
+		for _, d := range s.dims {
+			e *= int64(d)
+		}
+		i := slices.IndexFunc(items, func(it model.PlanItem) bool { return it.DType == s.dt })
+		if i < 0 {
+			items = append(items, model.PlanItem{Name: name, DType: s.dt})
+			i = len(items) - 1
+		}
+		items[i].Bytes += e
+	}
+	return items
+}
+
 func (b *samplerBuffers) init(d *kernels.Device, n, ldHist, vocab int) error {
 	b.d, b.n, b.ldHist, b.vocab = d, n, ldHist, vocab
 	var err error
-	alloc := func(dst *kernels.Tensor, dt kernels.DType, dims ...int) {
+	for _, s := range b.specs(n, ldHist, vocab) {
 		if err == nil {
-			*dst, err = d.Alloc(dt, dims...)
+			*s.dst, err = d.Alloc(s.dt, s.dims...)
 		}
 	}
-	alloc(&b.logits, kernels.F32, n, vocab)
-	alloc(&b.temp, kernels.F32, n)
-	alloc(&b.topP, kernels.F32, n)
-	alloc(&b.pres, kernels.F32, n)
-	alloc(&b.topK, kernels.I32, n)
-	alloc(&b.steps, kernels.I32, n)
-	alloc(&b.toks, kernels.I32, n)
-	alloc(&b.histLen, kernels.I32, n)
-	alloc(&b.banRows, kernels.I32, n)
-	alloc(&b.seeds, kernels.U64, n)
-	alloc(&b.seqIDs, kernels.U64, n)
-	alloc(&b.logp, kernels.F32, n)
-	alloc(&b.hist, kernels.I32, n, ldHist)
-	alloc(&b.ban, kernels.I32, maxBan)
 	if err != nil {
 		b.free()
 		return fmt.Errorf("generate: sampler buffers: %w", err)

@@ -2,17 +2,19 @@ package model
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/serl-go/serl/kernels"
 )
 
 // Activations is the training arena: every activation the backward pass needs, for up to MaxTokens
-// packed tokens in up to MaxSeqs sequences, carved from one float32 and one int32 allocation sized up
-// front. Nothing is allocated per step.
+// packed tokens in up to MaxSeqs sequences, carved from one allocation per dtype sized up front (under
+// bf16: the activations in bf16, norm statistics, log-sum-exps and log-probs in float32). Nothing is
+// allocated per step.
 type Activations struct {
 	MaxTokens, MaxSeqs int
 
-	f32, i32 kernels.Tensor
+	bufs []kernels.Tensor // one allocation per dtype
 
 	// inputs of the current batch (device) and their host staging (reused, so a step allocates nothing)
 	ids, targets, pos, cu kernels.Tensor
@@ -50,16 +52,20 @@ type layerActs struct {
 	act          kernels.Tensor // silu(gate)·up [T, I]
 }
 
-// arenaSlot is one tensor of the arena plan.
+// arenaSlot is one tensor of an arena plan.
 type arenaSlot struct {
 	dst  *kernels.Tensor
+	dt   kernels.DType
 	dims []int
 }
 
-func (c Config) arenaSlots(a *Activations, T, S int) (f32, i32 []arenaSlot) {
+// arenaSlots lists the training arena's tensors: activations in act, statistics in float32.
+func (c Config) arenaSlots(a *Activations, T, S int, act kernels.DType) []arenaSlot {
 	h, q, kv, in, v := c.Hidden, c.Heads, c.KVHeads, c.Intermediate, c.Vocab
 	d := c.HeadDim
-	f := func(dst *kernels.Tensor, dims ...int) { f32 = append(f32, arenaSlot{dst, dims}) }
+	var slots []arenaSlot
+	f := func(dst *kernels.Tensor, dims ...int) { slots = append(slots, arenaSlot{dst, act, dims}) }
+	st := func(dst *kernels.Tensor, dims ...int) { slots = append(slots, arenaSlot{dst, kernels.F32, dims}) }
 	a.xs = make([]kernels.Tensor, c.Layers+1)
 	a.layers = make([]layerActs, c.Layers)
 	for i := range a.xs {
@@ -68,25 +74,25 @@ func (c Config) arenaSlots(a *Activations, T, S int) (f32, i32 []arenaSlot) {
 	for i := range a.layers {
 		l := &a.layers[i]
 		f(&l.ln1, T, h)
-		f(&l.rstd1, T)
+		st(&l.rstd1, T)
 		f(&l.q, T, q, d)
 		f(&l.k, T, kv, d)
 		f(&l.v, T, kv, d)
 		f(&l.attn, T, q, d)
-		f(&l.lse, T, q)
+		st(&l.lse, T, q)
 		f(&l.xmid, T, h)
 		f(&l.ln2, T, h)
-		f(&l.rstd2, T)
+		st(&l.rstd2, T)
 		f(&l.gate, T, in)
 		f(&l.up, T, in)
 		f(&l.act, T, in)
 	}
 	f(&a.xf, T, h)
-	f(&a.rstdf, T)
+	st(&a.rstdf, T)
 	f(&a.logits, T, v)
-	f(&a.lseLogits, T)
-	f(&a.logp, T)
-	f(&a.coef, T)
+	st(&a.lseLogits, T)
+	st(&a.logp, T)
+	st(&a.coef, T)
 	f(&a.dx, T, h)
 	f(&a.dln, T, h)
 	f(&a.tmp, T, h)
@@ -97,17 +103,32 @@ func (c Config) arenaSlots(a *Activations, T, S int) (f32, i32 []arenaSlot) {
 	f(&a.dgate, T, in)
 	f(&a.dup, T, in)
 	f(&a.dact, T, in)
-	i := func(dst *kernels.Tensor, dims ...int) { i32 = append(i32, arenaSlot{dst, dims}) }
+	i := func(dst *kernels.Tensor, dims ...int) { slots = append(slots, arenaSlot{dst, kernels.I32, dims}) }
 	i(&a.ids, T)
 	i(&a.targets, T)
 	i(&a.pos, T)
 	i(&a.cu, S+1)
-	return f32, i32
+	return slots
 }
 
-func slotsLen(s []arenaSlot) int {
+// arenaDTypes are the dtypes of an arena's slots, in order of first use: one allocation each.
+func arenaDTypes(slots []arenaSlot) []kernels.DType {
+	var dts []kernels.DType
+	for _, s := range slots {
+		if !slices.Contains(dts, s.dt) {
+			dts = append(dts, s.dt)
+		}
+	}
+	return dts
+}
+
+// arenaLen is the elements of dtype dt an arena needs, every region starting 16-element aligned.
+func arenaLen(slots []arenaSlot, dt kernels.DType) int {
 	n := 0
-	for _, x := range s {
+	for _, x := range slots {
+		if x.dt != dt {
+			continue
+		}
 		m := 1
 		for _, d := range x.dims {
 			m *= d
@@ -117,43 +138,65 @@ func slotsLen(s []arenaSlot) int {
 	return n
 }
 
-// carve points each slot at its region of base, in order, every region starting 16-element aligned.
-func carve(base kernels.Tensor, slots []arenaSlot) {
-	off := 0
-	for _, s := range slots {
-		n := 1
-		for _, d := range s.dims {
-			n *= d
-		}
-		*s.dst = base.MustSlice(off, off+n).MustReshape(s.dims...)
-		off += (n + 15) &^ 15
+// arenaBytes is an arena's bytes per dtype, and their sum.
+func arenaBytes(slots []arenaSlot) (map[kernels.DType]int64, int64) {
+	by := map[kernels.DType]int64{}
+	var total int64
+	for _, dt := range arenaDTypes(slots) {
+		b := int64(arenaLen(slots, dt)) * int64(dt.Size())
+		by[dt] = b
+		total += b
 	}
+	return by, total
 }
 
-// ActivationBytes is the size of the training arena for maxTokens tokens in maxSeqs sequences.
-func (c Config) ActivationBytes(maxTokens, maxSeqs int) int64 {
+// allocArena allocates one buffer per dtype and points each slot at its region, in order.
+func allocArena(d *kernels.Device, slots []arenaSlot) ([]kernels.Tensor, error) {
+	var bufs []kernels.Tensor
+	for _, dt := range arenaDTypes(slots) {
+		buf, err := d.Alloc(dt, max(arenaLen(slots, dt), 1))
+		if err != nil {
+			for _, b := range bufs {
+				d.Free(b)
+			}
+			return nil, err
+		}
+		bufs = append(bufs, buf)
+		off := 0
+		for _, s := range slots {
+			if s.dt != dt {
+				continue
+			}
+			n := 1
+			for _, x := range s.dims {
+				n *= x
+			}
+			*s.dst = buf.MustSlice(off, off+n).MustReshape(s.dims...)
+			off += (n + 15) &^ 15
+		}
+	}
+	return bufs, nil
+}
+
+// ActivationBytes is the size of the training arena for maxTokens tokens in maxSeqs sequences at
+// precision p.
+func (c Config) ActivationBytes(maxTokens, maxSeqs int, p Precision) int64 {
 	var a Activations
-	f, i := c.arenaSlots(&a, maxTokens, maxSeqs)
-	return 4 * int64(slotsLen(f)+slotsLen(i))
+	_, total := arenaBytes(c.arenaSlots(&a, maxTokens, maxSeqs, p.Act()))
+	return total
 }
 
-// NewActivations allocates the arena for batches of up to maxTokens tokens in up to maxSeqs sequences.
+// NewActivations allocates the arena for batches of up to maxTokens tokens in up to maxSeqs sequences,
+// in the model's precision.
 func (m *Model) NewActivations(maxTokens, maxSeqs int) (*Activations, error) {
 	if maxTokens < 1 || maxSeqs < 1 || maxSeqs > maxTokens {
 		return nil, fmt.Errorf("model: activations for %d tokens in %d sequences: want 1 ≤ sequences ≤ tokens", maxTokens, maxSeqs)
 	}
 	a := &Activations{MaxTokens: maxTokens, MaxSeqs: maxSeqs}
-	fs, is := m.Config.arenaSlots(a, maxTokens, maxSeqs)
 	var err error
-	if a.f32, err = m.dev.Alloc(kernels.F32, slotsLen(fs)); err != nil {
+	if a.bufs, err = allocArena(m.dev, m.Config.arenaSlots(a, maxTokens, maxSeqs, m.opts.Precision.Act())); err != nil {
 		return nil, fmt.Errorf("model: activation arena: %w", err)
 	}
-	if a.i32, err = m.dev.Alloc(kernels.I32, slotsLen(is)); err != nil {
-		m.dev.Free(a.f32)
-		return nil, fmt.Errorf("model: activation arena: %w", err)
-	}
-	carve(a.f32, fs)
-	carve(a.i32, is)
 	a.hostIDs = make([]int32, maxTokens)
 	a.hostTargets = make([]int32, maxTokens)
 	a.hostPos = make([]int32, maxTokens)
@@ -163,12 +206,13 @@ func (m *Model) NewActivations(maxTokens, maxSeqs int) (*Activations, error) {
 
 // Free releases the arena.
 func (a *Activations) Free() {
-	if a == nil || !a.f32.Valid() {
+	if a == nil {
 		return
 	}
-	d := a.f32.Device()
-	d.Free(a.f32)
-	d.Free(a.i32)
+	for _, b := range a.bufs {
+		b.Device().Free(b)
+	}
+	a.bufs = nil
 }
 
 // Tokens is the number of tokens of the current batch.

@@ -14,14 +14,20 @@ import (
 
 	"github.com/serl-go/serl/internal/atomicfile"
 
+	"github.com/serl-go/serl/engine/dtype"
 	"github.com/serl-go/serl/engine/safetensors"
 	"github.com/serl-go/serl/kernels"
 )
 
-// Load reads a Hugging Face model folder (config.json and model.safetensors or its shards) onto d.
-// Every tensor of the layout must be present with its exact shape; F32, BF16 and F16 are converted to
-// float32. Errors name the folder, the file and the tensor.
-func Load(d *kernels.Device, dir string) (*Model, error) {
+// Load reads a Hugging Face model folder (config.json and model.safetensors or its shards) onto d, in
+// float32. Every tensor of the layout must be present with its exact shape; F32, BF16 and F16 are
+// converted to float32. Errors name the folder, the file and the tensor.
+func Load(d *kernels.Device, dir string) (*Model, error) { return LoadWith(d, dir, Options{}) }
+
+// LoadWith is Load in the precision o asks for: under bf16 the float32 master weights are read as Load
+// reads them and cast to the bf16 copy (a frozen model gets the copy only, rounded on the host by the
+// same rule).
+func LoadWith(d *kernels.Device, dir string, o Options) (*Model, error) {
 	c, err := LoadConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, err
@@ -31,12 +37,16 @@ func Load(d *kernels.Device, dir string) (*Model, error) {
 		return nil, err
 	}
 	defer st.Close()
-	m, err := New(d, c)
+	m, err := NewWith(d, c, o)
 	if err != nil {
 		return nil, err
 	}
 	m.SourceDir = dir
 	if err := m.readWeights(st, dir); err != nil {
+		m.Free()
+		return nil, err
+	}
+	if err := m.SyncWeights(); err != nil {
 		m.Free()
 		return nil, err
 	}
@@ -46,6 +56,7 @@ func Load(d *kernels.Device, dir string) (*Model, error) {
 func (m *Model) readWeights(st *safetensors.Model, dir string) error {
 	known := map[string]bool{}
 	var host []float32
+	var bits []uint16
 	for i, s := range m.Layout.Specs {
 		known[s.Name] = true
 		info, ok := st.Tensor(s.Name)
@@ -54,6 +65,24 @@ func (m *Model) readWeights(st *safetensors.Model, dir string) error {
 		}
 		if !slices.Equal(info.Shape, s.Shape) {
 			return fmt.Errorf("%s: tensor %s has shape %v, config.json implies %v", dir, s.Name, info.Shape, s.Shape)
+		}
+		if m.Params == nil {
+			// A frozen bf16 model: round on the host and upload the copy only.
+			host = append(host[:0], make([]float32, s.Len)...)
+			bits = append(bits[:0], make([]uint16, s.Len)...)
+			if err := st.Float32(s.Name, host); err != nil {
+				return fmt.Errorf("%s: %w", dir, err)
+			}
+			dtype.F32ToBF16(bits, host)
+			if err := kernels.Upload(m.Weights.View(i), bits); err != nil {
+				return err
+			}
+			if nv, ok := m.normAt[i]; ok {
+				if err := kernels.Upload(nv, host); err != nil {
+					return err
+				}
+			}
+			continue
 		}
 		dst := m.Params.View(i)
 		if m.dev.HostVisible() {
@@ -159,7 +188,7 @@ func (m *Model) writeFolder(dir string, dt safetensors.DType) error {
 	if err := atomicfile.WriteFile(filepath.Join(dir, "config.json"), append(b, '\n')); err != nil {
 		return err
 	}
-	if err := m.Params.WriteSafetensors(filepath.Join(dir, "model.safetensors"), dt); err != nil {
+	if err := m.master().WriteSafetensors(filepath.Join(dir, "model.safetensors"), dt); err != nil {
 		return err
 	}
 	if m.SourceDir != "" {
@@ -188,10 +217,22 @@ func (m *Model) writeFolder(dir string, dt safetensors.DType) error {
 func (b *Blob) WriteSafetensors(path string, dt safetensors.DType) error {
 	tensors := make([]safetensors.TensorData, 0, len(b.Layout.Specs))
 	var host []float32
+	var bits []uint16
 	for i, s := range b.Layout.Specs {
 		host = append(host[:0], make([]float32, s.Len)...)
-		if err := kernels.Download(host, b.View(i)); err != nil {
-			return err
+		switch b.DType() {
+		case kernels.F32:
+			if err := kernels.Download(host, b.View(i)); err != nil {
+				return err
+			}
+		case kernels.BF16:
+			bits = append(bits[:0], make([]uint16, s.Len)...)
+			if err := kernels.Download(bits, b.View(i)); err != nil {
+				return err
+			}
+			dtype.BF16ToF32(host, bits)
+		default:
+			return fmt.Errorf("model: write %s: blob of dtype %s", path, b.DType())
 		}
 		td, err := safetensors.FromFloat32(s.Name, dt, s.Shape, host)
 		if err != nil {
@@ -200,6 +241,14 @@ func (b *Blob) WriteSafetensors(path string, dt safetensors.DType) error {
 		tensors = append(tensors, td)
 	}
 	return safetensors.Write(path, tensors, nil)
+}
+
+// master is the blob Save writes: the float32 master weights, or the bf16 copy of a frozen model.
+func (m *Model) master() *Blob {
+	if m.Params != nil {
+		return m.Params
+	}
+	return m.Weights
 }
 
 func copyFile(src, dst string) error {

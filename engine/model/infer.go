@@ -8,16 +8,18 @@ import (
 
 // KVCache is the paged key/value cache of generation: for each layer one pool of fixed-size blocks,
 // [NumBlocks, BlockSize, KVHeads, HeadDim] for keys and the same for values, carved from one
-// allocation. Which block holds which sequence's tokens is the caller's business (engine/generate).
+// allocation in the model's activation dtype. Which block holds which sequence's tokens is the
+// caller's business (engine/generate).
 type KVCache struct {
 	NumBlocks, BlockSize int
 	data                 kernels.Tensor
 	layers               []kernels.KVCache
 }
 
-// KVCacheBytes is the size of a cache of numBlocks blocks of blockSize tokens for configuration c.
-func (c Config) KVCacheBytes(numBlocks, blockSize int) int64 {
-	return 4 * 2 * int64(c.Layers) * int64(numBlocks) * int64(blockSize) * int64(c.KVHeads) * int64(c.HeadDim)
+// KVCacheBytes is the size of a cache of numBlocks blocks of blockSize tokens for configuration c at
+// precision p.
+func (c Config) KVCacheBytes(numBlocks, blockSize int, p Precision) int64 {
+	return int64(p.Act().Size()) * 2 * int64(c.Layers) * int64(numBlocks) * int64(blockSize) * int64(c.KVHeads) * int64(c.HeadDim)
 }
 
 // NewKVCache allocates a cache of numBlocks blocks of blockSize tokens.
@@ -27,9 +29,9 @@ func (m *Model) NewKVCache(numBlocks, blockSize int) (*KVCache, error) {
 	}
 	c := m.Config
 	per := numBlocks * blockSize * c.KVHeads * c.HeadDim
-	data, err := m.dev.Alloc(kernels.F32, 2*c.Layers*per)
+	data, err := m.dev.Alloc(m.opts.Precision.Act(), 2*c.Layers*per)
 	if err != nil {
-		return nil, fmt.Errorf("model: KV cache (%d bytes): %w", c.KVCacheBytes(numBlocks, blockSize), err)
+		return nil, fmt.Errorf("model: KV cache (%d bytes): %w", c.KVCacheBytes(numBlocks, blockSize, m.opts.Precision), err)
 	}
 	kv := &KVCache{NumBlocks: numBlocks, BlockSize: blockSize, data: data, layers: make([]kernels.KVCache, c.Layers)}
 	for l := range kv.layers {
@@ -65,18 +67,19 @@ func (kv *KVCache) CopyBlock(dst, src int) error {
 }
 
 // Workspace holds the buffers of generation: prefill of up to MaxTokens packed prompt tokens and
-// decode of up to MaxSeqs sequences, each with a block table of MaxBlocks entries.
+// decode of up to MaxSeqs sequences, each with a block table of MaxBlocks entries. Activations are in
+// the model's activation dtype; the logits, which the sampler reads, are float32.
 type Workspace struct {
 	MaxTokens, MaxSeqs, MaxBlocks int
 
-	f32, i32 kernels.Tensor
+	bufs []kernels.Tensor // one allocation per dtype
 
 	x, ln, tmp                kernels.Tensor // [T, H]
 	q, attn                   kernels.Tensor // [T, Hq, D]
 	k, v                      kernels.Tensor // [T, KVH, D]
 	gate, up                  kernels.Tensor // [T, I]
 	last                      kernels.Tensor // [S, H] last hidden state of each sequence
-	logits                    kernels.Tensor // [S, V]
+	logits                    kernels.Tensor // F32 [S, V]
 	ids, pos                  kernels.Tensor // I32 [T]
 	slots                     kernels.Tensor // I32 [T]
 	cu, lastIdx               kernels.Tensor // I32 [S+1], [S]
@@ -85,16 +88,17 @@ type Workspace struct {
 	hostCu, hostLast, hostPos []int32
 }
 
-// WorkspaceBytes is the size of a generation workspace.
-func (c Config) WorkspaceBytes(maxTokens, maxSeqs, maxBlocks int) int64 {
+// WorkspaceBytes is the size of a generation workspace at precision p.
+func (c Config) WorkspaceBytes(maxTokens, maxSeqs, maxBlocks int, p Precision) int64 {
 	var ws Workspace
-	f, i := c.workspaceSlots(&ws, maxTokens, maxSeqs, maxBlocks)
-	return 4 * int64(slotsLen(f)+slotsLen(i))
+	_, total := arenaBytes(c.workspaceSlots(&ws, maxTokens, maxSeqs, maxBlocks, p.Act()))
+	return total
 }
 
-func (c Config) workspaceSlots(ws *Workspace, T, S, B int) (f32, i32 []arenaSlot) {
-	f := func(dst *kernels.Tensor, dims ...int) { f32 = append(f32, arenaSlot{dst, dims}) }
-	i := func(dst *kernels.Tensor, dims ...int) { i32 = append(i32, arenaSlot{dst, dims}) }
+func (c Config) workspaceSlots(ws *Workspace, T, S, B int, act kernels.DType) []arenaSlot {
+	var slots []arenaSlot
+	f := func(dst *kernels.Tensor, dims ...int) { slots = append(slots, arenaSlot{dst, act, dims}) }
+	i := func(dst *kernels.Tensor, dims ...int) { slots = append(slots, arenaSlot{dst, kernels.I32, dims}) }
 	f(&ws.x, T, c.Hidden)
 	f(&ws.ln, T, c.Hidden)
 	f(&ws.tmp, T, c.Hidden)
@@ -105,7 +109,7 @@ func (c Config) workspaceSlots(ws *Workspace, T, S, B int) (f32, i32 []arenaSlot
 	f(&ws.gate, T, c.Intermediate)
 	f(&ws.up, T, c.Intermediate)
 	f(&ws.last, S, c.Hidden)
-	f(&ws.logits, S, c.Vocab)
+	slots = append(slots, arenaSlot{&ws.logits, kernels.F32, []int{S, c.Vocab}})
 	i(&ws.ids, T)
 	i(&ws.pos, T)
 	i(&ws.slots, T)
@@ -113,7 +117,7 @@ func (c Config) workspaceSlots(ws *Workspace, T, S, B int) (f32, i32 []arenaSlot
 	i(&ws.lastIdx, S)
 	i(&ws.blockTable, S, B)
 	i(&ws.seqLens, S)
-	return f32, i32
+	return slots
 }
 
 // NewWorkspace allocates generation buffers. maxTokens bounds a prefill batch and must be at least
@@ -123,17 +127,10 @@ func (m *Model) NewWorkspace(maxTokens, maxSeqs, maxBlocks int) (*Workspace, err
 		return nil, fmt.Errorf("model: workspace for %d tokens, %d sequences, %d blocks each", maxTokens, maxSeqs, maxBlocks)
 	}
 	ws := &Workspace{MaxTokens: maxTokens, MaxSeqs: maxSeqs, MaxBlocks: maxBlocks}
-	fs, is := m.Config.workspaceSlots(ws, maxTokens, maxSeqs, maxBlocks)
 	var err error
-	if ws.f32, err = m.dev.Alloc(kernels.F32, slotsLen(fs)); err != nil {
+	if ws.bufs, err = allocArena(m.dev, m.Config.workspaceSlots(ws, maxTokens, maxSeqs, maxBlocks, m.opts.Precision.Act())); err != nil {
 		return nil, fmt.Errorf("model: generation workspace: %w", err)
 	}
-	if ws.i32, err = m.dev.Alloc(kernels.I32, slotsLen(is)); err != nil {
-		m.dev.Free(ws.f32)
-		return nil, fmt.Errorf("model: generation workspace: %w", err)
-	}
-	carve(ws.f32, fs)
-	carve(ws.i32, is)
 	ws.hostCu = make([]int32, maxSeqs+1)
 	ws.hostLast = make([]int32, maxSeqs)
 	ws.hostPos = make([]int32, maxTokens)
@@ -142,12 +139,13 @@ func (m *Model) NewWorkspace(maxTokens, maxSeqs, maxBlocks int) (*Workspace, err
 
 // Free releases the workspace.
 func (ws *Workspace) Free() {
-	if ws == nil || !ws.f32.Valid() {
+	if ws == nil {
 		return
 	}
-	d := ws.f32.Device()
-	d.Free(ws.f32)
-	d.Free(ws.i32)
+	for _, b := range ws.bufs {
+		b.Device().Free(b)
+	}
+	ws.bufs = nil
 }
 
 // Logits is the [S, V] logits of the last Prefill or Decode, one row per sequence.

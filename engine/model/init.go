@@ -13,6 +13,9 @@ import (
 // transformers' Qwen2/Llama _init_weights with initializer_range = std. The draw is deterministic in
 // seed and independent of the device: tensors are filled in layout order from one PCG stream.
 func RandomInit(m *Model, seed uint64, std float64) error {
+	if m.Params == nil {
+		return fmt.Errorf("model: init of a frozen bf16 model (it keeps no master weights)")
+	}
 	if !(std >= 0) {
 		return fmt.Errorf("model: init std %v must be ≥ 0", std)
 	}
@@ -39,5 +42,5 @@ func RandomInit(m *Model, seed uint64, std float64) error {
 			return fmt.Errorf("model: init %s: %w", s.Name, err)
 		}
 	}
-	return nil
+	return m.SyncWeights()
 }

@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/serl-go/serl/kernels"
 )
@@ -11,7 +12,11 @@ import (
 type Model struct {
 	Config Config
 	Layout *Layout
+	// Params are the float32 master weights (what training updates and Save writes); nil for a frozen
+	// bf16 model, which keeps only Weights.
 	Params *Blob
+	// Weights are what the ops read: Params itself under f32, their bf16 copy under bf16.
+	Weights *Blob
 	// SourceDir is the folder the model was loaded from ("" for a new model): Save copies its tokenizer
 	// files.
 	SourceDir string
@@ -19,44 +24,136 @@ type Model struct {
 	// (serl's own serl.json: the prompt format the model was trained with).
 	Files map[string][]byte
 
+	opts    Options
 	dev     *kernels.Device
-	w       tensors        // views of Params
+	w       tensors        // views of Weights (RMSNorm weights: float32 views, see normViews)
+	norms   kernels.Tensor // F32: a frozen bf16 model's RMSNorm weights (RMSNorm reads float32 weights)
+	normAt  map[int]kernels.Tensor
 	invFreq kernels.Tensor // F32 [HeadDim/2]
 	scale   float32        // 1/sqrt(head_dim)
 }
 
-// New allocates a model of configuration c on d with zeroed weights.
-func New(d *kernels.Device, c Config) (*Model, error) {
+// New allocates a float32 model of configuration c on d with zeroed weights.
+func New(d *kernels.Device, c Config) (*Model, error) { return NewWith(d, c, Options{}) }
+
+// NewWith allocates a model of configuration c on d with zeroed weights, in the given precision.
+func NewWith(d *kernels.Device, c Config, o Options) (*Model, error) {
+	if o.Precision != PrecisionF32 && o.Precision != PrecisionBF16 {
+		return nil, fmt.Errorf("model: %s", o.Precision)
+	}
 	l := NewLayout(c)
-	p, err := NewBlob(d, l)
-	if err != nil {
-		return nil, fmt.Errorf("model: parameters (%d floats): %w", l.Total, err)
+	m := &Model{Config: c, Layout: l, opts: o, dev: d, scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
+	var err error
+	if o.keepsMaster() {
+		if m.Params, err = NewBlob(d, l); err != nil {
+			return nil, fmt.Errorf("model: parameters (%d floats): %w", l.Total, err)
+		}
+		m.Weights = m.Params
 	}
-	inv, err := d.Alloc(kernels.F32, c.HeadDim/2)
-	if err != nil {
-		p.Free()
+	if o.hasCopy() {
+		if m.Weights, err = NewBlobOf(d, l, kernels.BF16); err != nil {
+			m.Free()
+			return nil, fmt.Errorf("model: bf16 copy of the parameters (%d values): %w", l.Total, err)
+		}
+	}
+	if !o.keepsMaster() {
+		if m.norms, err = d.Alloc(kernels.F32, max(normLen(l), 1)); err != nil {
+			m.Free()
+			return nil, fmt.Errorf("model: RMSNorm weights: %w", err)
+		}
+	}
+	if m.invFreq, err = d.Alloc(kernels.F32, c.HeadDim/2); err != nil {
+		m.Free()
 		return nil, err
 	}
-	if err := kernels.Upload(inv, c.InvFreq()); err != nil {
-		p.Free()
+	if err := kernels.Upload(m.invFreq, c.InvFreq()); err != nil {
+		m.Free()
 		return nil, err
 	}
-	m := &Model{Config: c, Layout: l, Params: p, dev: d, invFreq: inv, scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
-	m.w = p.tensors(c)
+	m.w = m.Weights.tensors(c)
+	m.normViews()
 	return m, nil
+}
+
+// isNorm reports whether a parameter is an RMSNorm weight, which the ops read in float32 whatever the
+// precision.
+func isNorm(name string) bool { return strings.HasSuffix(name, "norm.weight") }
+
+// normLen is the float32 elements a frozen bf16 model keeps for its RMSNorm weights.
+func normLen(l *Layout) int {
+	n := 0
+	for _, s := range l.Specs {
+		if isNorm(s.Name) {
+			n += (s.Len + 15) &^ 15
+		}
+	}
+	return n
+}
+
+// normViews points the RMSNorm weights the passes read at float32 memory: the master weights, or a
+// frozen bf16 model's own float32 copy of them.
+func (m *Model) normViews() {
+	m.normAt = map[int]kernels.Tensor{}
+	off := 0
+	for i, s := range m.Layout.Specs {
+		if !isNorm(s.Name) {
+			continue
+		}
+		if m.Params != nil {
+			m.normAt[i] = m.Params.View(i)
+		} else {
+			m.normAt[i] = m.norms.MustSlice(off, off+s.Len).MustReshape(s.Shape...)
+			off += (s.Len + 15) &^ 15
+		}
+	}
+	norm := func(name string) kernels.Tensor {
+		i, _ := m.Layout.Index(name)
+		return m.normAt[i]
+	}
+	m.w.norm = norm("model.norm.weight")
+	for i := range m.w.layers {
+		p := fmt.Sprintf("model.layers.%d.", i)
+		m.w.layers[i].ln1 = norm(p + "input_layernorm.weight")
+		m.w.layers[i].ln2 = norm(p + "post_attention_layernorm.weight")
+	}
 }
 
 // Device is the device holding the model.
 func (m *Model) Device() *kernels.Device { return m.dev }
 
+// Precision is the precision the model computes in.
+func (m *Model) Precision() Precision { return m.opts.Precision }
+
+// Options are the model's precision and whether it is frozen.
+func (m *Model) Options() Options { return m.opts }
+
+// SyncWeights refreshes the bf16 copy from the master weights after they were written directly
+// (initialisation, a restored checkpoint); AdamW refreshes it itself after each update. Under f32
+// there is no copy and it does nothing.
+func (m *Model) SyncWeights() error {
+	if m.Weights == m.Params || m.Params == nil {
+		return nil
+	}
+	return m.dev.Cast(m.Weights.Data, m.Params.Data)
+}
+
 // Free releases the model's memory.
 func (m *Model) Free() {
+	if m.Weights != m.Params {
+		m.Weights.Free()
+	}
 	m.Params.Free()
+	m.dev.Free(m.norms)
 	m.dev.Free(m.invFreq)
 }
 
-// NewGrads allocates a zeroed gradient blob of the model's layout.
-func (m *Model) NewGrads() (*Blob, error) { return NewBlob(m.dev, m.Layout) }
+// NewGrads allocates a zeroed float32 gradient blob of the model's layout.
+func (m *Model) NewGrads() (*Blob, error) {
+	if m.Params == nil {
+		return nil, fmt.Errorf("model: gradients of a frozen bf16 model (it keeps no master weights)")
+	}
+	return NewBlob(m.dev, m.Layout)
+}
 
 // stage validates a packed batch and uploads its ids, next-token targets, positions and sequence
 // offsets. Sequence s is ids[sum(seqLens[:s]) : sum(seqLens[:s+1])]; positions restart at 0 in each.

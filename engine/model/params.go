@@ -7,7 +7,7 @@ import (
 )
 
 // ParamSpec is one named tensor of the parameter layout: its Hugging Face name, shape, and place in the
-// blob (in float32 elements).
+// blob (in elements, whatever the blob's dtype).
 type ParamSpec struct {
 	Name  string
 	Shape []int
@@ -93,17 +93,23 @@ func (l *Layout) NumParams() int {
 	return n
 }
 
+// Bytes is the size of a blob of this layout in dtype dt.
+func (l *Layout) Bytes(dt kernels.DType) int64 { return int64(l.Total) * int64(dt.Size()) }
+
 // Blob is one contiguous device allocation holding every tensor of a Layout.
 type Blob struct {
 	Layout *Layout
-	Data   kernels.Tensor // F32 [Total]
+	Data   kernels.Tensor // [Total] in the blob's dtype (F32, or BF16 for the weights' bf16 copy)
 	views  []kernels.Tensor
 	byName *tensors // resolved on first use, so a training step does no name lookups
 }
 
-// NewBlob allocates a blob of layout l on d, zeroed.
-func NewBlob(d *kernels.Device, l *Layout) (*Blob, error) {
-	data, err := d.Alloc(kernels.F32, l.Total)
+// NewBlob allocates a float32 blob of layout l on d, zeroed.
+func NewBlob(d *kernels.Device, l *Layout) (*Blob, error) { return NewBlobOf(d, l, kernels.F32) }
+
+// NewBlobOf allocates a blob of layout l in dtype dt on d, zeroed.
+func NewBlobOf(d *kernels.Device, l *Layout, dt kernels.DType) (*Blob, error) {
+	data, err := d.Alloc(dt, l.Total)
 	if err != nil {
 		return nil, err
 	}
@@ -117,6 +123,9 @@ func NewBlob(d *kernels.Device, l *Layout) (*Blob, error) {
 	}
 	return b, nil
 }
+
+// DType is the blob's element type.
+func (b *Blob) DType() kernels.DType { return b.Data.DType() }
 
 // View returns the i-th tensor of the layout.
 func (b *Blob) View(i int) kernels.Tensor { return b.views[i] }

@@ -4,19 +4,25 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
+
+	"github.com/serl-go/serl/kernels"
 )
 
-// PlanItem is one allocation of a memory plan.
+// PlanItem is one allocation of a memory plan, in its dtype.
 type PlanItem struct {
 	Name  string
+	DType kernels.DType
 	Bytes int64
 }
 
-// Plan is what a run will allocate, computed before anything is: serl prints it at the start and
-// refuses a plan that does not fit the device instead of failing halfway.
+// Plan is what a run will allocate, computed from its settings before anything is: serl prints it at
+// the start and refuses a plan that does not fit the device instead of failing halfway.
 type Plan struct {
 	Items []PlanItem
 }
+
+// Add appends items.
+func (p *Plan) Add(items ...PlanItem) { p.Items = append(p.Items, items...) }
 
 // Total is the sum of the items.
 func (p Plan) Total() int64 {
@@ -27,22 +33,73 @@ func (p Plan) Total() int64 {
 	return t
 }
 
-// TrainingPlan is the memory of training this configuration on micro-batches of batchTokens tokens in
-// up to maxSeqs sequences: parameters, gradients, both AdamW moments, the activation arena and, when
-// reference is set, the frozen reference copy of the weights used by RL's KL term.
-func (c Config) TrainingPlan(batchTokens, maxSeqs int, reference bool) Plan {
-	blob := 4 * int64(NewLayout(c).Total)
-	items := []PlanItem{
-		{"parameters", blob},
-		{"gradients", blob},
-		{"AdamW first moment", blob},
-		{"AdamW second moment", blob},
+// WeightsPlan is a model's weights in precision o: the float32 master weights (absent for a frozen
+// bf16 model) and, under bf16, their bf16 copy. what names the model ("parameters", "reference").
+func (c Config) WeightsPlan(what string, o Options) []PlanItem {
+	l := NewLayout(c)
+	var items []PlanItem
+	if o.keepsMaster() {
+		items = append(items, PlanItem{what + " (master)", kernels.F32, l.Bytes(kernels.F32)})
 	}
+	if o.hasCopy() {
+		items = append(items, PlanItem{what + " (bf16 copy the ops read)", kernels.BF16, l.Bytes(kernels.BF16)})
+	}
+	if len(items) == 1 {
+		items[0].Name = what
+	}
+	if !o.keepsMaster() {
+		items = append(items, PlanItem{what + ": RMSNorm weights", kernels.F32, int64(max(normLen(l), 1)) * int64(kernels.F32.Size())})
+	}
+	return append(items, PlanItem{what + ": rotary frequencies", kernels.F32, int64(c.HeadDim/2) * int64(kernels.F32.Size())})
+}
+
+// OptimizerPlan is training state beside the weights: the gradients and both AdamW moments, float32
+// in every precision.
+func (c Config) OptimizerPlan() []PlanItem {
+	b := NewLayout(c).Bytes(kernels.F32)
+	return []PlanItem{{"gradients", kernels.F32, b}, {"AdamW first moment", kernels.F32, b}, {"AdamW second moment", kernels.F32, b},
+		{"gradient norm", kernels.F32, int64(kernels.F32.Size())}}
+}
+
+// ActivationPlan is the training arena for maxTokens tokens in maxSeqs sequences at precision p, one
+// item per dtype (activations, float32 statistics, int32 indices).
+func (c Config) ActivationPlan(maxTokens, maxSeqs int, p Precision) []PlanItem {
+	var a Activations
+	return slotItems(fmt.Sprintf("activations (%d tokens, %d sequences)", maxTokens, maxSeqs), c.arenaSlots(&a, maxTokens, maxSeqs, p.Act()))
+}
+
+// WorkspacePlan is a generation workspace (see NewWorkspace), one item per dtype.
+func (c Config) WorkspacePlan(name string, maxTokens, maxSeqs, maxBlocks int, p Precision) []PlanItem {
+	var ws Workspace
+	return slotItems(name, c.workspaceSlots(&ws, maxTokens, maxSeqs, maxBlocks, p.Act()))
+}
+
+// KVCachePlan is a KV cache of numBlocks blocks of blockSize tokens.
+func (c Config) KVCachePlan(name string, numBlocks, blockSize int, p Precision) PlanItem {
+	return PlanItem{fmt.Sprintf("%s (%d blocks of %d tokens)", name, numBlocks, blockSize), p.Act(), c.KVCacheBytes(numBlocks, blockSize, p)}
+}
+
+func slotItems(name string, slots []arenaSlot) []PlanItem {
+	by, _ := arenaBytes(slots)
+	var items []PlanItem
+	for _, dt := range arenaDTypes(slots) {
+		items = append(items, PlanItem{name, dt, by[dt]})
+	}
+	return items
+}
+
+// TrainingPlan is the memory of training this configuration at precision p on micro-batches of
+// batchTokens tokens in up to maxSeqs sequences: the weights, gradients, both AdamW moments, the
+// activation arena and, when reference is set, the frozen reference weights used by RL's KL term.
+func (c Config) TrainingPlan(batchTokens, maxSeqs int, reference bool, p Precision) Plan {
+	var pl Plan
+	pl.Add(c.WeightsPlan("parameters", Options{Precision: p})...)
+	pl.Add(c.OptimizerPlan()...)
 	if reference {
-		items = append(items, PlanItem{"reference parameters", blob})
+		pl.Add(c.WeightsPlan("reference parameters", Options{Precision: p, Frozen: true})...)
 	}
-	items = append(items, PlanItem{fmt.Sprintf("activations (%d tokens, %d sequences)", batchTokens, maxSeqs), c.ActivationBytes(batchTokens, maxSeqs)})
-	return Plan{Items: items}
+	pl.Add(c.ActivationPlan(batchTokens, maxSeqs, p)...)
+	return pl
 }
 
 // Check refuses a plan larger than the memory available, naming both figures.
@@ -57,9 +114,9 @@ func (p Plan) Check(available int64) error {
 func (p Plan) Write(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, it := range p.Items {
-		fmt.Fprintf(tw, "  %s\t%s\t(%d bytes)\n", it.Name, human(it.Bytes), it.Bytes)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t(%d bytes)\n", it.Name, it.DType, human(it.Bytes), it.Bytes)
 	}
-	fmt.Fprintf(tw, "  total\t%s\t(%d bytes)\n", human(p.Total()), p.Total())
+	fmt.Fprintf(tw, "  total\t\t%s\t(%d bytes)\n", human(p.Total()), p.Total())
 	return tw.Flush()
 }
 

@@ -3,6 +3,8 @@ package pretrain
 import (
 	"encoding/json"
 	"fmt"
+
+	"github.com/serl-go/serl/engine/model"
 )
 
 // Config is everything a run depends on; it is written to the run folder and a resumed run reads it
@@ -61,6 +63,14 @@ type Config struct {
 	LogEvery         int `json:"log_every"`      // steps between metrics lines
 	EvalMaxBatch     int `json:"eval_max_batch"` // sequences decoded together in evaluation
 	Threads          int `json:"threads,omitempty"`
+	// Precision is f32 or bf16 (model.ParsePrecision); "" (runs from before it existed) is f32.
+	Precision string `json:"precision,omitempty"`
+}
+
+// precision is the run's model precision.
+func (c Config) precision() model.Precision {
+	p, _ := model.ParsePrecision(c.Precision)
+	return p
 }
 
 // DefaultConfig is the built-in model's recipe.
@@ -107,6 +117,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("pretrain: %d to %d new problems per self-instruction answer", c.InstructMinNew, c.InstructMaxNew)
 	case !(c.LR > 0) || c.TokenizerDocs < 1:
 		return fmt.Errorf("pretrain: lr %g, tokenizer docs %d", c.LR, c.TokenizerDocs)
+	}
+	if c.Precision != "" {
+		if _, err := model.ParsePrecision(c.Precision); err != nil {
+			return fmt.Errorf("pretrain: %w", err)
+		}
 	}
 	return nil
 }

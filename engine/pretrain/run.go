@@ -130,7 +130,7 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 		if tok, err = tokenizer.Load(filepath.Join(r.Dir, TokenizerDir, "tokenizer.json")); err != nil {
 			return err
 		}
-		if m, err = model.Load(d, ck.ModelDir()); err != nil {
+		if m, err = model.LoadWith(d, ck.ModelDir(), model.Options{Precision: cfg.precision()}); err != nil {
 			return err
 		}
 		if err := newTrainer(); err != nil {
@@ -170,7 +170,7 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 	// The model learns the chat format with serl's system prompt: its folder says so (serl.json).
 	m.Files = map[string][]byte{evaluate.PromptFile: evaluate.PromptConfig{Mode: evaluate.ModeChat, System: evaluate.SystemPrompt}.Marshal()}
 
-	plan := m.Config.TrainingPlan(cfg.MicroTokens, cfg.MicroSeqs, false)
+	plan := m.Config.TrainingPlan(cfg.MicroTokens, cfg.MicroSeqs, false, cfg.precision())
 	r.say("model: %d parameters, vocab %d; training memory %.1f MiB", m.Layout.NumParams(), m.Config.Vocab,
 		float64(plan.Total())/(1<<20))
 	metrics, err := openMetrics(filepath.Join(r.Dir, MetricsFile), st.Step, resume)
@@ -300,7 +300,7 @@ func (r *Run) newModel(d *kernels.Device, tok *tokenizer.Tokenizer) (*model.Mode
 	if err != nil {
 		return nil, err
 	}
-	m, err := model.New(d, c)
+	m, err := model.NewWith(d, c, model.Options{Precision: r.Config.precision()})
 	if err != nil {
 		return nil, err
 	}

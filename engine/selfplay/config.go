@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/rl"
 	"github.com/serl-go/serl/engine/selfinstruct"
 )
@@ -75,6 +76,9 @@ type Config struct {
 
 	MaxBatch       int `json:"max_batch"`         // sequences decoded together
 	MaxTicksNoStep int `json:"max_ticks_no_step"` // rollouts or rounds without a training step before giving up
+
+	// Precision is f32 or bf16 (model.ParsePrecision); runs from before it existed are f32.
+	Precision string `json:"precision"`
 }
 
 // DefaultConfig follows the official scripts (docs/SERL.md §7); callers scale lengths and the
@@ -90,7 +94,7 @@ func DefaultConfig() Config {
 		FewShot: 8, FewShotFromKeep: 2, GenPrompts: 4, RougeThreshold: selfinstruct.DefaultThreshold,
 		Capitalization: selfinstruct.CapitalizeFirst,
 		DifficultyLow:  0.2, DifficultyHigh: 0.8,
-		MaxBatch: 64, MaxTicksNoStep: 200,
+		MaxBatch: 64, MaxTicksNoStep: 200, Precision: "f32",
 	}
 }
 
@@ -106,6 +110,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := rl.ParseAlgorithm(string(c.Algorithm)); err != nil {
 		return bad("algorithm", "%v", err)
+	}
+	if _, err := model.ParsePrecision(c.Precision); err != nil {
+		return bad("precision", "%v", err)
 	}
 	switch {
 	case c.Iterations < 1:

@@ -83,13 +83,14 @@ func newRunner(cfg Config, in Inputs, st State) (*Runner, error) {
 		return nil, err
 	}
 	m := in.Policy
-	seqLen := min(max(cfg.MaxPromptTokens+cfg.MaxNewTokens, cfg.MaxPromptTokens+cfg.InstrMaxNewTokens), m.Config.MaxPositions)
-	const bs = 16
-	perSeq := (seqLen + bs - 1) / bs
-	gcfg := generate.Config{BlockSize: bs, MaxBatch: cfg.MaxBatch, MaxPrefillTokens: max(cfg.MaxPromptTokens, 8*cfg.MaxPromptTokens),
-		MaxSeqLen: seqLen, NumBlocks: cfg.MaxBatch*perSeq + 2*cfg.RolloutBatch*((cfg.MaxPromptTokens+bs-1)/bs) + 1}
+	if p, _ := model.ParsePrecision(cfg.Precision); m.Precision() != p || in.Reference.Precision() != p {
+		return nil, fmt.Errorf("selfplay: the run is %s but the policy is %s and the reference %s", cfg.Precision, m.Precision(), in.Reference.Precision())
+	}
+	gcfg, err := cfg.generationConfig(m.Config)
+	if err != nil {
+		return nil, err
+	}
 	r := &Runner{cfg: cfg, in: in, state: st}
-	var err error
 	if r.engine, err = generate.New(m, gcfg); err != nil {
 		return nil, err
 	}

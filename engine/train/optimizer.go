@@ -19,10 +19,13 @@ type AdamWConfig struct {
 }
 
 // Optimizer is AdamW over a model's parameter blob, with both moments in blobs of the same layout.
+// Under bf16 each update also refreshes the bf16 copy of the weights that the model's ops read.
 type Optimizer struct {
 	Config AdamWConfig
 	M, V   *model.Blob
 	step   int // optimizer steps taken
+
+	copy *model.Blob // the model's bf16 weights, refreshed after each update (nil under f32)
 
 	norm     kernels.Tensor // F32 [1] the last gradient norm
 	hostNorm []float32
@@ -32,6 +35,9 @@ type Optimizer struct {
 func NewOptimizer(m *model.Model, c AdamWConfig) (*Optimizer, error) {
 	if c.Beta1 < 0 || c.Beta1 >= 1 || c.Beta2 < 0 || c.Beta2 >= 1 || !(c.Eps > 0) {
 		return nil, fmt.Errorf("train: AdamW β1 %g, β2 %g, ε %g out of range", c.Beta1, c.Beta2, c.Eps)
+	}
+	if m.Params == nil {
+		return nil, fmt.Errorf("train: AdamW on a frozen model (it keeps no float32 master weights)")
 	}
 	d := m.Device()
 	mo, err := model.NewBlob(d, m.Layout)
@@ -49,7 +55,11 @@ func NewOptimizer(m *model.Model, c AdamWConfig) (*Optimizer, error) {
 		vo.Free()
 		return nil, err
 	}
-	return &Optimizer{Config: c, M: mo, V: vo, norm: norm, hostNorm: make([]float32, 1)}, nil
+	o := &Optimizer{Config: c, M: mo, V: vo, norm: norm, hostNorm: make([]float32, 1)}
+	if m.Weights != m.Params {
+		o.copy = m.Weights
+	}
+	return o, nil
 }
 
 // Steps is the number of optimizer steps taken.
@@ -79,6 +89,11 @@ func (o *Optimizer) Step(params, grads *model.Blob) (StepStats, error) {
 		Eps: float32(o.Config.Eps), WeightDecay: float32(o.Config.WeightDecay), GradScale: 1})
 	if err != nil {
 		return StepStats{}, err
+	}
+	if o.copy != nil {
+		if err := d.Cast(o.copy.Data, params.Data); err != nil {
+			return StepStats{}, err
+		}
 	}
 	o.step++
 	if err := kernels.Download(o.hostNorm, o.norm); err != nil {

@@ -1,0 +1,36 @@
+package selfplay
+
+import (
+	"github.com/serl-go/serl/engine/generate"
+	"github.com/serl-go/serl/engine/model"
+)
+
+// generationConfig sizes the run's generation engine (rollouts and self-instruction rounds) with
+// generate.Size, the rule MemoryPlan uses too.
+func (c Config) generationConfig(mc model.Config) (generate.Config, error) {
+	return generate.Size(mc, generate.Sizing{MaxPrompt: c.MaxPromptTokens, MaxNew: max(c.MaxNewTokens, c.InstrMaxNewTokens),
+		MaxBatch: c.MaxBatch, Prompts: max(c.RolloutBatch, c.GenPrompts)})
+}
+
+// MemoryPlan is everything a run of c allocates on the device for a policy of configuration mc, computed
+// from the settings alone, before anything is allocated: the policy's weights (float32 master and, under
+// bf16, the bf16 copy), the frozen reference, gradients and AdamW moments, the training arena, and the
+// generation engine's KV cache, workspace and sampler. Evaluation, which runs its own engine, is the
+// caller's to add.
+func MemoryPlan(c Config, mc model.Config) (model.Plan, error) {
+	var pl model.Plan
+	if err := c.Validate(); err != nil {
+		return pl, err
+	}
+	p, _ := model.ParsePrecision(c.Precision)
+	gcfg, err := c.generationConfig(mc)
+	if err != nil {
+		return pl, err
+	}
+	pl.Add(mc.WeightsPlan("policy", model.Options{Precision: p})...)
+	pl.Add(mc.WeightsPlan("reference", model.Options{Precision: p, Frozen: true})...)
+	pl.Add(mc.OptimizerPlan()...)
+	pl.Add(mc.ActivationPlan(c.actsTokens(), c.TrainBatch, p)...)
+	pl.Add(gcfg.Plan("generation", mc, p)...)
+	return pl, nil
+}
