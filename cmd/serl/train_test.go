@@ -11,7 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/serl-go/serl/engine/chat"
+	"github.com/serl-go/serl/engine/selfplay"
 	"github.com/serl-go/serl/engine/tokenizer"
+	"github.com/serl-go/serl/kernels"
 )
 
 // tinyModelDir is the Llama fixture (vocab 300) with a byte-level tokenizer serl trains to that size,
@@ -113,4 +115,32 @@ func TestTrainBuiltinDefaults(t *testing.T) {
 	require.Equal(t, 500, strings.Count(string(eval), "\n"))
 	code, _, errs = runCLI(t, "train", "--device", "cpu", "--resume", run)
 	require.Equal(t, 0, code, errs)
+}
+
+// A plan that does not fit the device is refused before anything is allocated or created: the plan is
+// printed, no run directory appears, and the device holds no bytes.
+func TestTrainRefusesAPlanThatDoesNotFit(t *testing.T) {
+	dir := tinyModelDir(t)
+	data := writeProblems(t, 8)
+	run := filepath.Join(t.TempDir(), "run")
+	code, _, errs := runCLI(t, "train", "--device", "cpu", "--model", dir, "--mode", "gt", "--data", data, "--eval", data,
+		"--max-batch", "1000000000", "--run", run)
+	require.Equal(t, 1, code, errs)
+	for _, want := range []string{"memory plan:", "generation: KV cache", "evaluation: KV cache", "total", "memory plan needs"} {
+		require.Contains(t, errs, want)
+	}
+	require.NoDirExists(t, run)
+
+	d, err := kernels.Open("cpu", 1)
+	require.NoError(t, err)
+	defer d.Close()
+	cfg := selfplay.DefaultConfig()
+	cfg.Mode, cfg.MaxBatch = selfplay.ModeGT, 1_000_000_000
+	var log strings.Builder
+	_, err = trainInputs(d, dir, dir, trainFlags{Data: data, Eval: data}, cfg, &log)
+	require.ErrorContains(t, err, "memory plan needs")
+	require.Contains(t, log.String(), "policy")
+	live, peak := d.MemoryInUse()
+	require.Zero(t, live)
+	require.Zero(t, peak, "nothing was allocated")
 }

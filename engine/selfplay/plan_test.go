@@ -1,0 +1,68 @@
+package selfplay
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/engine/rl"
+	"github.com/serl-go/serl/kernels"
+)
+
+// The memory plan is what a run allocates, to the byte, in either precision: computed from the
+// settings alone, it equals the device's live bytes once the models are loaded and the runner built.
+func TestMemoryPlanIsWhatStartAllocates(t *testing.T) {
+	tok := tinyTokenizer(t)
+	for _, prec := range []model.Precision{model.PrecisionF32, model.PrecisionBF16} {
+		t.Run(prec.String(), func(t *testing.T) {
+			d, err := kernels.Open("cpu", 1) // its own device, so live bytes count this run only
+			require.NoError(t, err)
+			defer d.Close()
+			cfg := tinyConfig(ModeMaj, rl.ReinforcePP)
+			cfg.Precision = prec.String()
+			mc, err := model.LoadConfig(filepath.Join(fixture, "config.json"))
+			require.NoError(t, err)
+			plan, err := MemoryPlan(cfg, mc)
+			require.NoError(t, err)
+			live, _ := d.MemoryInUse()
+			require.Zero(t, live)
+
+			policy, err := model.LoadWith(d, fixture, model.Options{Precision: prec})
+			require.NoError(t, err)
+			defer policy.Free()
+			ref, err := model.LoadWith(d, fixture, model.Options{Precision: prec, Frozen: true})
+			require.NoError(t, err)
+			defer ref.Free()
+			r, err := Start(filepath.Join(t.TempDir(), "run"), cfg, Inputs{Policy: policy, Reference: ref, Tokenizer: tok, Train: trainSet()})
+			require.NoError(t, err)
+			defer r.Free()
+			live, _ = d.MemoryInUse()
+			require.Equal(t, plan.Total(), live, "the plan counts every allocation")
+
+			var bf16 int64
+			for _, it := range plan.Items {
+				if it.DType == kernels.BF16 {
+					bf16 += it.Bytes
+				}
+			}
+			if prec == model.PrecisionBF16 {
+				require.Positive(t, bf16, "weights' copy, activations and KV cache are bf16")
+			} else {
+				require.Zero(t, bf16)
+			}
+		})
+	}
+}
+
+// A run's precision must be its models' precision.
+func TestRunnerRefusesModelsOfAnotherPrecision(t *testing.T) {
+	cfg := tinyConfig(ModeMaj, rl.ReinforcePP)
+	cfg.Precision = "bf16"
+	policy, ref := loadModel(t, fixture), loadModel(t, fixture)
+	_, err := Start(filepath.Join(t.TempDir(), "run"), cfg, Inputs{Policy: policy, Reference: ref, Tokenizer: tinyTokenizer(t), Train: trainSet()})
+	require.ErrorContains(t, err, "the run is bf16 but the policy is f32")
+	cfg.Precision = "f16"
+	require.ErrorContains(t, cfg.Validate(), "precision")
+}
