@@ -38,6 +38,9 @@ Outputs, per folder engine/model/testdata/<name>/:
   grads.safetensors      d loss / d param, F64, keyed by the HF param name
   activations.safetensors  float64 intermediates for one short sequence + rope tables
   greedy.json            greedy (argmax) continuation without KV cache
+  reference_bf16.json, grads_bf16.safetensors   (f32 folders only) the same
+                         batch under PyTorch bf16 autocast: the mixed-precision
+                         reference serl's --precision bf16 is compared with
 
 Self-checks (the script aborts if any fails): safetensors round trip,
 finite-difference gradient checks (torch.autograd.gradcheck on two small
@@ -322,10 +325,11 @@ def rope_cos_sin(inv_freq, attention_factor, positions):
     position_ids = positions[None, :]                                   # [1, T] int64
     inv_freq_expanded = inv_freq[None, :, None].float().expand(position_ids.shape[0], -1, 1)
     position_ids_expanded = position_ids[:, None, :].float()
-    freqs = (inv_freq_expanded.float() @ position_ids_expanded.float()).transpose(1, 2)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    cos = emb.cos() * attention_factor
-    sin = emb.sin() * attention_factor
+    with torch.autocast("cpu", enabled=False):  # as HF: the angles stay float32 under autocast
+        freqs = (inv_freq_expanded.float() @ position_ids_expanded.float()).transpose(1, 2)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos = emb.cos() * attention_factor
+        sin = emb.sin() * attention_factor
     assert cos.dtype == torch.float32
     return cos[0], sin[0]
 
@@ -348,10 +352,12 @@ def linear(x, P, prefix):
     return y if b is None else y + b
 
 
-def forward(P, cfg, rope, ids_list, capture=None):
+def forward(P, cfg, rope, ids_list, capture=None, dt=torch.float64):
     """Packed float64 forward.  ids_list: list of 1-D int64 tensors.  Each
     sequence has its own positions 0..n-1 and attends only within itself
-    (block-diagonal causal mask).  Returns logits [T, V] (float64)."""
+    (block-diagonal causal mask).  Returns logits [T, V] (float64).
+    dt is the dtype of the rope tables and the softmax: float64 for the
+    reference, float32 for the bf16 autocast one (see autocast_reference)."""
     inv_freq, attention_factor = rope
     ids = torch.cat(ids_list)
     pos = torch.cat([torch.arange(len(s), dtype=torch.int64) for s in ids_list])
@@ -365,8 +371,8 @@ def forward(P, cfg, rope, ids_list, capture=None):
     scaling = hd ** -0.5
 
     cos32, sin32 = rope_cos_sin(inv_freq, attention_factor, pos)
-    cos = cos32.to(torch.float64)[None]          # [1, T, hd]  (unsqueeze_dim=1 over heads)
-    sin = sin32.to(torch.float64)[None]
+    cos = cos32.to(dt)[None]          # [1, T, hd]  (unsqueeze_dim=1 over heads)
+    sin = sin32.to(dt)[None]
     allowed = (seg[:, None] == seg[None, :]) & (pos[None, :] <= pos[:, None])
 
     x = P["model.embed_tokens.weight"][ids]
@@ -389,7 +395,7 @@ def forward(P, cfg, rope, ids_list, capture=None):
         v = v[:, None].expand(nKV, n_rep, T, hd).reshape(nH, T, hd)
         scores = torch.matmul(q, k.transpose(1, 2)) * scaling
         scores = scores.masked_fill(~allowed, float("-inf"))
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float64)
+        probs = torch.softmax(scores, dim=-1, dtype=dt)
         o = torch.matmul(probs, v).transpose(0, 1).reshape(T, nH * hd)
         if capture is not None and i == 0:
             capture["layers.0.attn_probs"] = probs
@@ -410,10 +416,10 @@ def forward(P, cfg, rope, ids_list, capture=None):
     return logits
 
 
-def seq_logprobs(P, cfg, rope, ids_list):
+def seq_logprobs(P, cfg, rope, ids_list, dt=torch.float64):
     """Per-sequence log p(ids[i] | ids[:i]) for i = 1..n-1, and the mean NLL."""
-    logits = forward(P, cfg, rope, ids_list)
-    lsm = torch.log_softmax(logits, dim=-1)
+    logits = forward(P, cfg, rope, ids_list, dt=dt)
+    lsm = torch.log_softmax(logits.to(dt), dim=-1)
     out = []
     start = 0
     for s in ids_list:
@@ -599,6 +605,8 @@ def build_family(family, cfg0, gen, log):
 
         fd_checks(P, cfg, rope, ids_list, grads, gen, log)
         independence_check(P, cfg, rope, ids_list, [x.detach() for x in lps], log)
+        if tag == "f32":
+            autocast_reference(stored, cfg, rope, ids_list, [x.detach() for x in lps], grads, folder, log)
 
         write_safetensors(os.path.join(folder, "grads.safetensors"), grads,
                           {"format": "pt", "content": "d(mean NLL)/d(param), float64"})
@@ -672,6 +680,46 @@ def build_family(family, cfg0, gen, log):
             again = json.load(f)
         check(again["loss"] == loss.item() and again["sequences"][0]["logprobs"] == lps[0].detach().tolist(),
               "reference.json float round trip")
+
+
+def autocast_reference(stored, cfg, rope, ids_list, lps64, grads64, folder, log):
+    """bf16 mixed precision as PyTorch does it: float32 parameters, the same
+    forward under torch.autocast("cpu", dtype=torch.bfloat16) (every matrix
+    product rounds its inputs to bf16 and returns bf16; the residual stream,
+    RMSNorm, RoPE, softmax and log-softmax stay float32), backward outside the
+    autocast region as usual.  Written beside the float64 reference as
+    reference_bf16.json (log-probs, loss, and the autocast run's own error
+    against float64) and grads_bf16.safetensors (F32)."""
+    P = {k: v.detach().to(torch.float32).clone().requires_grad_(True) for k, v in stored.items()}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lps, loss, logits = seq_logprobs(P, cfg, rope, ids_list, dt=torch.float32)
+    loss.backward()
+    grads = {k: v.grad.detach().clone() for k, v in P.items()}
+    check(logits.dtype == torch.bfloat16, "autocast did not run the lm_head product in bf16")
+    lp_err = max((a.double() - b).abs().max().item() for a, b in zip(lps, lps64) if a.numel())
+    g_err = {}
+    for k in grads:
+        num = (grads[k].double() - grads64[k]).pow(2).sum().item()
+        den = grads64[k].pow(2).sum().item()
+        g_err[k] = math.sqrt(num / max(den, 1e-300))
+    worst = max(g_err, key=g_err.get)
+    log("  bf16 autocast: loss %.6f; log-probs worst abs error %.3g, gradients worst rel L2 error %.3g (%s) against float64"
+        % (loss.item(), lp_err, g_err[worst], worst))
+    write_safetensors(os.path.join(folder, "grads_bf16.safetensors"), grads,
+                      {"format": "pt", "content": "d(mean NLL)/d(param) under bf16 autocast, float32"})
+    ref = {
+        "note": "bf16 autocast reference: float32 parameters (this folder's), torch.autocast('cpu', "
+                "dtype=torch.bfloat16) around the forward; log-probs and loss as in reference.json. "
+                "autocast_error is this run's own error against the float64 reference.",
+        "torch_version": torch.__version__,
+        "sequences": [{"logprobs": lp.detach().double().tolist()} for lp in lps],
+        "loss": loss.item(),
+        "grads_file": "grads_bf16.safetensors",
+        "autocast_error": {"logprobs_max_abs": lp_err, "grads_rel_l2": g_err},
+    }
+    with open(os.path.join(folder, "reference_bf16.json"), "w") as f:
+        json.dump(ref, f, indent=1)
+        f.write("\n")
 
 
 def main():
