@@ -6,6 +6,7 @@
 #   bench/decode.sh                          S and M; greedy, sampled, shared; once
 #   CONFIGS=S bench/decode.sh                only config S
 #   REPEAT=2 CONFIGS=S bench/decode.sh       two alternating rounds: median [range]
+#   PRECISIONS="f32 bf16" bench/decode.sh    serl in each precision (--precision), one row each
 #
 # serl: engine/generate's BenchmarkDecodeConfig/<config>/<workload> (one Generate call after a short
 # warm-up, JSON through $SERL_BENCH_JSON). torch: bench/torch_decode.py (eager float32, DynamicCache-
@@ -18,6 +19,7 @@
 #
 # Environment: THREADS (default nproc: SERL_THREADS, torch.set_num_threads, OMP/OpenBLAS threads),
 # PYTHON (default /usr/bin/python3 with Debian's python3-torch), REPEAT (1), CONFIGS ("S M"),
+# PRECISIONS (serl's, "f32"; torch runs float32 eager once per round),
 # WORKLOADS ("greedy sampled shared"). OMP_WAIT_POLICY defaults to PASSIVE: Debian's torch runs its
 # GEMMs on OpenBLAS's own threads, and spinning OpenMP workers beside them (and beside any other job
 # on a shared machine) make torch's small decode ops up to 5–10× slower — PASSIVE is torch at its best.
@@ -28,6 +30,7 @@ THREADS=${THREADS:-$(nproc)}
 PYTHON=${PYTHON:-/usr/bin/python3}
 REPEAT=${REPEAT:-1}
 CONFIGS=${CONFIGS:-S M}
+PRECISIONS=${PRECISIONS:-f32}
 WORKLOADS=${WORKLOADS:-greedy sampled shared}
 export SERL_THREADS=$THREADS OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
@@ -54,10 +57,12 @@ for ((r = 1; r <= REPEAT; r++)); do
 				load=$(sed 's/ [0-9]*\/.*//' /proc/loadavg)
 				echo "round $r: $impl $c $w (load $load)" >&2
 				if [[ $impl == serl ]]; then
-					(cd engine/generate && SERL_BENCH_JSON="$out/serl.jsonl" "$out/generate.test" -test.run '^$' \
-						-test.bench "^BenchmarkDecodeConfig/$c/$w\$" -test.benchtime 1x >"$out/log" 2>&1) ||
-						{ cat "$out/log" >&2; exit 1; }
-					grep '^Benchmark' "$out/log" >&2
+					for p in $PRECISIONS; do
+						(cd engine/generate && SERL_BENCH_PRECISION=$p SERL_BENCH_JSON="$out/serl.jsonl" "$out/generate.test" -test.run '^$' \
+							-test.bench "^BenchmarkDecodeConfig/$c/$w\$" -test.benchtime 1x >"$out/log" 2>&1) ||
+							{ cat "$out/log" >&2; exit 1; }
+						echo "$p: $(grep '^Benchmark' "$out/log")" >&2
+					done
 				else
 					"$PYTHON" bench/torch_decode.py --config "$c" --workload "$w" --threads "$THREADS" >>"$out/torch.jsonl"
 				fi
@@ -74,30 +79,34 @@ rows, loads = {}, {}
 for path in sys.argv[1:3]:
     for line in open(path):
         r = json.loads(line)
-        rows.setdefault((r["config"], r["workload"]), {}).setdefault(r["impl"], []).append(r)
+        rows.setdefault((r["config"], r["workload"]), {}).setdefault((r["impl"], r.get("precision", "f32")), []).append(r)
 for line in open(sys.argv[3]):
     r = json.loads(line)
     loads.setdefault((r["config"], r["workload"]), []).append(r["load"].split()[0])
 def rng(xs, fmt):
     return fmt % statistics.median(xs) + ("" if len(xs) == 1 else " [" + fmt % min(xs) + "–" + fmt % max(xs) + "]")
 TARGET = {"S": 2.0, "M": 1.0}
-W = "%-6s %-8s %15s %15s %14s %7s %19s %19s %15s %12s"
-print(W % ("config", "workload", "serl tokens/s", "torch tokens/s", "ratio", "target", "serl decode tok/s",
-           "torch decode tok/s", "serl prefills", "load (1 min)"))
+W = "%-6s %-8s %-9s %15s %15s %14s %7s %19s %19s %15s %12s %14s"
+print(W % ("config", "workload", "precision", "serl tokens/s", "torch tokens/s", "ratio", "target", "serl decode tok/s",
+           "torch decode tok/s", "serl prefills", "load (1 min)", "decode vs f32"))
 order = {"greedy": 0, "sampled": 1, "shared": 2}
 for (c, w) in sorted(rows, key=lambda k: ("SM".find(k[0]), order.get(k[1], 9))):
-    s, t = rows[(c, w)]["serl"], rows[(c, w)]["torch"]
-    ratios = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(s, t)]
-    ok = "met" if statistics.median(ratios) >= TARGET[c] else "MISSED"
-    print(W % (c, w, rng([a["tokens_per_s"] for a in s], "%.0f"), rng([b["tokens_per_s"] for b in t], "%.0f"),
-               rng(ratios, "%.2f×"), "≥%.0f× %s" % (TARGET[c], ok),
-               rng([a["decode_tokens_per_s"] for a in s], "%.0f"), rng([b["decode_tokens_per_s"] for b in t], "%.0f"),
-               "%d for %d seqs" % (statistics.median(a["prefills"] for a in s), s[0]["sequences"]),
-               ",".join(loads[(c, w)])))
+    t = rows[(c, w)][("torch", "f32")]
+    for p in sorted(k[1] for k in rows[(c, w)] if k[0] == "serl"):
+        s = rows[(c, w)][("serl", p)]
+        ratios = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(s, t)]
+        ok = "met" if statistics.median(ratios) >= TARGET[c] else "MISSED"
+        f = rows[(c, w)].get(("serl", "f32"))
+        vs = rng([a["decode_tokens_per_s"] / b["decode_tokens_per_s"] for a, b in zip(s, f)], "%.2f×") if f and p != "f32" else ""
+        print(W % (c, w, p, rng([a["tokens_per_s"] for a in s], "%.0f"), rng([b["tokens_per_s"] for b in t], "%.0f"),
+                   rng(ratios, "%.2f×"), "≥%.0f× %s" % (TARGET[c], ok),
+                   rng([a["decode_tokens_per_s"] for a in s], "%.0f"), rng([b["decode_tokens_per_s"] for b in t], "%.0f"),
+                   "%d for %d seqs" % (statistics.median(a["prefills"] for a in s), s[0]["sequences"]),
+                   ",".join(loads[(c, w)]), vs))
 print("threads %s (torch %s, %d threads, OMP_WAIT_POLICY=%s); %d new tokens per sequence after 64-token prompts, "
       "EOS banned; median [range] over %d round(s); torch prefills every row (64 per run); "
       "serl allocs per Generate: %s"
       % (s[0]["threads"], t[0]["torch"], t[0]["threads"], t[0]["omp_wait_policy"], t[0]["tokens"] // t[0]["sequences"],
-         len(s), "/".join("%s %s %.0f" % (c, w, statistics.median(a["allocs_per_op"] for a in rows[(c, w)]["serl"]))
+         len(s), "/".join("%s %s %.0f" % (c, w, statistics.median(a["allocs_per_op"] for a in rows[(c, w)][("serl", "f32")]))
                           for (c, w) in sorted(rows, key=lambda k: ("SM".find(k[0]), order.get(k[1], 9))))))
 PY

@@ -5,10 +5,11 @@
 #   bench/model.sh                      S and M, train and score, once
 #   REPEAT=3 bench/model.sh             three alternating rounds: the table gives the median and range
 #   CONFIGS="S" MODES="train" bench/model.sh
+#   PRECISIONS="f32 bf16" bench/model.sh  serl in each precision (--precision), one row each
 #
 # Environment: THREADS (default nproc: SERL_THREADS, torch.set_num_threads, OMP/OpenBLAS threads),
 # PYTHON (default /usr/bin/python3 with Debian's python3-torch), REPEAT (1), CONFIGS ("S M"),
-# MODES ("train score"), and STEPS_S / WARMUP_S / STEPS_M / WARMUP_M (10 / 3 / 3 / 1).
+# MODES ("train score"), PRECISIONS (serl's, "f32"; torch runs float32 eager), and STEPS_S / WARMUP_S / STEPS_M / WARMUP_M (10 / 3 / 3 / 1).
 # serl allocs/step is the Go heap allocation count over the timed steps divided by their number.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,7 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 REPEAT=${REPEAT:-1}
 CONFIGS=${CONFIGS:-S M}
 MODES=${MODES:-train score}
+PRECISIONS=${PRECISIONS:-f32}
 export SERL_THREADS=$THREADS OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
 
 if [[ ! -x bin/serl || -n $(find cmd engine kernels csrc loader -newer bin/serl -name '*.[ch]' -o -newer bin/serl -name '*.go' | head -1) ]]; then
@@ -39,8 +41,10 @@ for ((r = 1; r <= REPEAT; r++)); do
 			for impl in "${order[@]}"; do
 				echo "round $r: $impl $c $m ($warmup warmup + $steps steps; $(uptime | sed 's/.*load average: //'))" >&2
 				if [[ $impl == serl ]]; then
-					bin/serl bench --config "$c" --mode "$m" --steps "$steps" --warmup "$warmup" --threads "$THREADS" --json 2>"$out/log" >>"$out/serl.jsonl" ||
-						{ cat "$out/log" >&2; exit 1; }
+					for p in $PRECISIONS; do
+						bin/serl bench --config "$c" --mode "$m" --precision "$p" --steps "$steps" --warmup "$warmup" --threads "$THREADS" --json 2>"$out/log" >>"$out/serl.jsonl" ||
+							{ cat "$out/log" >&2; exit 1; }
+					done
 				else
 					"$PYTHON" bench/torch_model.py --config "$c" --mode "$m" --steps "$steps" --warmup "$warmup" --threads "$THREADS" >>"$out/torch.jsonl"
 				fi
@@ -55,24 +59,29 @@ rows = {}
 for path in sys.argv[1:]:
     for line in open(path):
         r = json.loads(line)
-        rows.setdefault((r["config"], r["mode"]), {}).setdefault(r["impl"], []).append(r)
+        rows.setdefault((r["config"], r["mode"]), {}).setdefault((r["impl"], r.get("precision", "f32")), []).append(r)
 def rng(xs, fmt):
     return fmt % statistics.median(xs) + ("" if len(xs) == 1 else " [" + fmt % min(xs) + "–" + fmt % max(xs) + "]")
-W = "%-6s %-5s %21s %21s %18s %15s %15s %18s %9s %16s"
-print(W % ("config", "mode", "serl tokens/s", "torch tokens/s", "ratio serl/torch", "best-step ratio", "CPU-time ratio",
-           "serl RSS/plan", "torch RSS", "serl allocs/step"))
+W = "%-6s %-5s %-9s %21s %21s %18s %15s %15s %18s %9s %16s %14s"
+print(W % ("config", "mode", "precision", "serl tokens/s", "torch tokens/s", "ratio serl/torch", "best-step ratio", "CPU-time ratio",
+           "serl RSS/plan", "torch RSS", "serl allocs/step", "vs serl f32"))
 order = list(rows)  # configs in run order, train before score
 for (c, m) in sorted(rows, key=lambda k: ([c for c, _ in order].index(k[0]), k[1] != "train")):
-    s, t = rows[(c, m)]["serl"], rows[(c, m)]["torch"]
-    ratios = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(s, t)]
-    best = [b["ms_min"] / a["ms_min"] for a, b in zip(s, t)]
-    cpu = [b["cpu_ms_per_step"] / a["cpu_ms_per_step"] for a, b in zip(s, t)]
-    mid = sorted(s, key=lambda a: a["rss_over_plan"])[len(s) // 2]
-    print(W % (c, m, rng([a["tokens_per_s"] for a in s], "%.0f"), rng([b["tokens_per_s"] for b in t], "%.0f"),
-               rng(ratios, "%.2f×"), rng(best, "%.2f×"), rng(cpu, "%.2f×"),
-               "%.0f/%.0f MiB %.2f×" % (mid["peak_rss_bytes"] / 2**20, mid["plan_bytes"] / 2**20, mid["rss_over_plan"]),
-               "%.0f MiB" % statistics.median([b["peak_rss_bytes"] / 2**20 for b in t]),
-               "%.2f (%d/%d steps)" % (max(a["allocs_per_step"] for a in s), sum(a["alloc_steps"] for a in s), sum(a["steps"] for a in s))))
+    t = rows[(c, m)][("torch", "f32")]
+    for p in sorted(k[1] for k in rows[(c, m)] if k[0] == "serl"):
+        s = rows[(c, m)][("serl", p)]
+        ratios = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(s, t)]
+        best = [b["ms_min"] / a["ms_min"] for a, b in zip(s, t)]
+        cpu = [b["cpu_ms_per_step"] / a["cpu_ms_per_step"] for a, b in zip(s, t)]
+        mid = sorted(s, key=lambda a: a["rss_over_plan"])[len(s) // 2]
+        f = rows[(c, m)].get(("serl", "f32"))
+        vs = rng([a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(s, f)], "%.2f×") if f and p != "f32" else ""
+        print(W % (c, m, p, rng([a["tokens_per_s"] for a in s], "%.0f"), rng([b["tokens_per_s"] for b in t], "%.0f"),
+                   rng(ratios, "%.2f×"), rng(best, "%.2f×"), rng(cpu, "%.2f×"),
+                   "%.0f/%.0f MiB %.2f×" % (mid["peak_rss_bytes"] / 2**20, mid["plan_bytes"] / 2**20, mid["rss_over_plan"]),
+                   "%.0f MiB" % statistics.median([b["peak_rss_bytes"] / 2**20 for b in t]),
+                   "%.2f (%d/%d steps)" % (max(a["allocs_per_step"] for a in s), sum(a["alloc_steps"] for a in s), sum(a["steps"] for a in s)),
+                   vs))
 print("threads %d (serl on %s; torch %s, %d threads); tokens = batch × seq per step; median [range] over %d round(s);"
       % (s[0]["threads"], s[0]["device"], t[0]["torch"], t[0]["threads"], len(s)))
 print("best-step ratio = torch's fastest step / serl's fastest; CPU-time ratio = torch CPU-s per step / serl's;"

@@ -40,6 +40,7 @@ var decodeBenchWorkloads = []struct {
 type decodeBenchResult struct {
 	Impl            string  `json:"impl"`
 	Config          string  `json:"config"`
+	Precision       string  `json:"precision"`
 	Workload        string  `json:"workload"`
 	Threads         string  `json:"threads"`
 	Runs            int     `json:"runs"`
@@ -61,8 +62,16 @@ type decodeBenchResult struct {
 //	SERL_THREADS=2 go test ./engine/generate -run '^$' -bench 'DecodeConfig/S' -benchtime 1x
 //
 // SERL_BENCH_JSON=path appends one JSON line per benchmark (bench/decode.sh reads them);
-// SERL_BENCH_PROFILE=1 prints the device's per-op table of the timed runs to stderr.
+// SERL_BENCH_PROFILE=1 prints the device's per-op table of the timed runs to stderr;
+// SERL_BENCH_PRECISION=bf16 runs the model in bf16 (default f32).
 func BenchmarkDecodeConfig(b *testing.B) {
+	prec := model.PrecisionF32
+	if s := os.Getenv("SERL_BENCH_PRECISION"); s != "" {
+		var err error
+		if prec, err = model.ParsePrecision(s); err != nil {
+			b.Fatalf("SERL_BENCH_PRECISION: %v", err)
+		}
+	}
 	for _, c := range decodeBenchConfigs {
 		b.Run(c.name, func(b *testing.B) {
 			mc, err := model.ParseConfig(fmt.Appendf(nil, `{"architectures":["Qwen2ForCausalLM"],"model_type":"qwen2",
@@ -73,7 +82,7 @@ func BenchmarkDecodeConfig(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			m, err := model.New(testenv.Device(b), mc) // SERL_TEST_DEVICES=cuda: on the GPU (bench/gpu.sh)
+			m, err := model.NewWith(testenv.Device(b), mc, model.Options{Precision: prec}) // SERL_TEST_DEVICES=cuda: on the GPU (bench/gpu.sh)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -157,7 +166,7 @@ func benchDecode(b *testing.B, m *model.Model, config, workload string, prompts,
 	gen := st.GeneratedTokens - before.GeneratedTokens
 	decodeToks := gen - seqs*b.N // the first token of each sample comes from the prefill's logits
 	dt, pt, sp := st.DecodeTime-before.DecodeTime, st.PrefillTime-before.PrefillTime, st.SampleTime-before.SampleTime
-	r := decodeBenchResult{Impl: "serl", Config: config, Workload: workload, Threads: os.Getenv("SERL_THREADS"),
+	r := decodeBenchResult{Impl: "serl", Config: config, Precision: m.Precision().String(), Workload: workload, Threads: os.Getenv("SERL_THREADS"),
 		Runs: b.N, Sequences: seqs, Tokens: gen / b.N, Seconds: el.Seconds() / N,
 		TokensPerSec: float64(gen) / el.Seconds(), DecodeTokPerSec: float64(decodeToks) / (dt + sp).Seconds(),
 		PrefillSeconds: pt.Seconds() / N, DecodeSeconds: dt.Seconds() / N, SampleSeconds: sp.Seconds() / N,
