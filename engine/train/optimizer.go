@@ -84,16 +84,14 @@ func (o *Optimizer) Step(params, grads *model.Blob) (StepStats, error) {
 	if err := d.GradNorm(o.norm, grads.Data, float32(o.Config.ClipNorm)); err != nil {
 		return StepStats{}, err
 	}
-	err := d.AdamW(params.Data, grads.Data, o.M.Data, o.V.Data, kernels.AdamWParams{
+	h := kernels.AdamWParams{
 		Step: o.step + 1, LR: float32(lr), Beta1: float32(o.Config.Beta1), Beta2: float32(o.Config.Beta2),
-		Eps: float32(o.Config.Eps), WeightDecay: float32(o.Config.WeightDecay), GradScale: 1})
-	if err != nil {
-		return StepStats{}, err
-	}
+		Eps: float32(o.Config.Eps), WeightDecay: float32(o.Config.WeightDecay), GradScale: 1}
 	if o.copy != nil {
-		if err := d.Cast(o.copy.Data, params.Data); err != nil {
-			return StepStats{}, err
-		}
+		h.PBF16 = o.copy.Data // the update writes the bf16 copy the ops read in the same pass
+	}
+	if err := d.AdamW(params.Data, grads.Data, o.M.Data, o.V.Data, h); err != nil {
+		return StepStats{}, err
 	}
 	o.step++
 	if err := kernels.Download(o.hostNorm, o.norm); err != nil {
