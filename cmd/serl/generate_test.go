@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,52 @@ func TestGenerateGreedyCLI(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(strings.TrimSpace(out)), &rec))
 	// The fixture's EOS ids (2, 3) may stop it early; the tokens drawn must be the reference's prefix.
 	require.Equal(t, g.Continuation[:len(rec.Tokens)], rec.Tokens)
+}
+
+// In either precision, the log-probabilities serl generate reports for its samples (KV-cache decode)
+// are those serl logprobs computes for the same sequences (the packed training forward). The
+// fixture's greedy margins (down to 0.005) are far below bf16's error, so bf16 is checked against its
+// own scoring rather than against PyTorch's argmax.
+func TestGenerateLogprobsMatchScoring(t *testing.T) {
+	dir := fixtureDir(t, "qwen2_f32")
+	prompt := []int32{5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21} // 17 tokens: a partly filled block
+	ids := strings.Trim(strings.ReplaceAll(string(mustJSON(prompt)), " ", ""), "[]")
+	// 4× the measured worst: 2.7e-6 (f32), 0.0078 (bf16).
+	for prec, tol := range map[string]float64{"f32": 1e-5, "bf16": 0.03} {
+		t.Run(prec, func(t *testing.T) {
+			code, out, errs := runCLI(t, "generate", "--device", "cpu", "--model", dir, "--ids", ids, "--n", "3", "--seed", "5",
+				"--temperature", "1", "--max-new-tokens", "40", "--json", "--precision", prec)
+			require.Equal(t, 0, code, errs)
+			var in strings.Builder
+			var samples [][]float64
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				var rec struct {
+					Tokens   []int32
+					Logprobs []float64
+				}
+				require.NoError(t, json.Unmarshal([]byte(line), &rec))
+				in.Write(mustJSON(map[string]any{"ids": append(append([]int32{}, prompt...), rec.Tokens...)}))
+				in.WriteByte('\n')
+				samples = append(samples, rec.Logprobs)
+			}
+			path := filepath.Join(t.TempDir(), "in.jsonl")
+			require.NoError(t, os.WriteFile(path, []byte(in.String()), 0o644))
+			code, out, errs = runCLI(t, "logprobs", "--device", "cpu", "--model", dir, "--in", path, "--precision", prec)
+			require.Equal(t, 0, code, errs)
+			worst := 0.0
+			for i, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				var rec struct{ Logprobs []float64 }
+				require.NoError(t, json.Unmarshal([]byte(line), &rec))
+				scored := rec.Logprobs[len(prompt)-1:]
+				require.Len(t, scored, len(samples[i]))
+				for j, v := range samples[i] {
+					worst = math.Max(worst, math.Abs(v-scored[j]))
+				}
+			}
+			t.Logf("%s: generate vs logprobs, worst absolute difference %.3g", prec, worst)
+			require.LessOrEqual(t, worst, tol)
+		})
+	}
 }
 
 func mustJSON(v any) []byte {
