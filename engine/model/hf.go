@@ -188,7 +188,7 @@ func (m *Model) writeFolder(dir string, dt safetensors.DType) error {
 	if err := atomicfile.WriteFile(filepath.Join(dir, "config.json"), append(b, '\n')); err != nil {
 		return err
 	}
-	if err := m.master().WriteSafetensors(filepath.Join(dir, "model.safetensors"), dt); err != nil {
+	if err := m.writeWeights(filepath.Join(dir, "model.safetensors"), dt); err != nil {
 		return err
 	}
 	if m.SourceDir != "" {
@@ -215,24 +215,34 @@ func (m *Model) writeFolder(dir string, dt safetensors.DType) error {
 // WriteSafetensors writes every tensor of the blob under its Hugging Face name (atomically: temporary
 // file, then rename). serl grad uses it for gradients, Save for weights.
 func (b *Blob) WriteSafetensors(path string, dt safetensors.DType) error {
+	return b.writeSafetensors(path, dt, nil)
+}
+
+// writeSafetensors is WriteSafetensors with some tensors taken from elsewhere (a frozen bf16 model's
+// float32 RMSNorm weights), by layout index.
+func (b *Blob) writeSafetensors(path string, dt safetensors.DType, from map[int]kernels.Tensor) error {
 	tensors := make([]safetensors.TensorData, 0, len(b.Layout.Specs))
 	var host []float32
 	var bits []uint16
 	for i, s := range b.Layout.Specs {
 		host = append(host[:0], make([]float32, s.Len)...)
-		switch b.DType() {
+		src, ok := from[i]
+		if !ok {
+			src = b.View(i)
+		}
+		switch src.DType() {
 		case kernels.F32:
-			if err := kernels.Download(host, b.View(i)); err != nil {
+			if err := kernels.Download(host, src); err != nil {
 				return err
 			}
 		case kernels.BF16:
 			bits = append(bits[:0], make([]uint16, s.Len)...)
-			if err := kernels.Download(bits, b.View(i)); err != nil {
+			if err := kernels.Download(bits, src); err != nil {
 				return err
 			}
 			dtype.BF16ToF32(host, bits)
 		default:
-			return fmt.Errorf("model: write %s: blob of dtype %s", path, b.DType())
+			return fmt.Errorf("model: write %s: tensor %s of dtype %s", path, s.Name, src.DType())
 		}
 		td, err := safetensors.FromFloat32(s.Name, dt, s.Shape, host)
 		if err != nil {
@@ -243,12 +253,14 @@ func (b *Blob) WriteSafetensors(path string, dt safetensors.DType) error {
 	return safetensors.Write(path, tensors, nil)
 }
 
-// master is the blob Save writes: the float32 master weights, or the bf16 copy of a frozen model.
-func (m *Model) master() *Blob {
+// writeWeights writes the model's weights: the float32 master weights, or for a frozen bf16 model
+// its bf16 copy with the RMSNorm weights it keeps in float32 (so a reload reads back exactly the
+// weights the ops read).
+func (m *Model) writeWeights(path string, dt safetensors.DType) error {
 	if m.Params != nil {
-		return m.Params
+		return m.Params.WriteSafetensors(path, dt)
 	}
-	return m.Weights
+	return m.Weights.writeSafetensors(path, dt, m.normAt)
 }
 
 func copyFile(src, dst string) error {

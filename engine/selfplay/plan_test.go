@@ -1,7 +1,11 @@
 package selfplay
 
 import (
+	"context"
+	"math"
+	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -65,4 +69,58 @@ func TestRunnerRefusesModelsOfAnotherPrecision(t *testing.T) {
 	require.ErrorContains(t, err, "the run is bf16 but the policy is f32")
 	cfg.Precision = "f16"
 	require.ErrorContains(t, cfg.Validate(), "precision")
+}
+
+// A bf16 run resumes exactly: the reference (saved from its bf16 copy) and the policy (float32
+// master) reload to the same weights the ops read, so the resumed step equals the uninterrupted one
+// and the weights are bit-identical.
+func TestResumeBF16(t *testing.T) {
+	tok := tinyTokenizer(t)
+	cfg := tinyConfig(ModeMaj, rl.ReinforcePP)
+	cfg.Iterations, cfg.InstructionsPerIteration = 1, 6 // 3 steps
+	cfg.Precision = "bf16"
+	load := func(dir string, frozen bool) *model.Model {
+		m, err := model.LoadWith(testDevice(t), dir, model.Options{Precision: model.PrecisionBF16, Frozen: frozen})
+		require.NoError(t, err)
+		t.Cleanup(m.Free)
+		return m
+	}
+	run := func(dir string, stopAfter int) {
+		r, err := Start(dir, cfg, Inputs{Policy: load(fixture, false), Reference: load(fixture, true), Tokenizer: tok, Train: trainSet()})
+		require.NoError(t, err)
+		defer r.Free()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		err = r.Run(ctx, func(m StepMetrics) {
+			require.False(t, math.IsNaN(m.Loss) || math.IsInf(m.Loss, 0), "loss %v", m.Loss)
+			if m.Step == stopAfter {
+				cancel()
+			}
+		})
+		if stopAfter > 0 {
+			require.ErrorIs(t, err, context.Canceled)
+		} else {
+			require.NoError(t, err)
+		}
+	}
+	whole, part := filepath.Join(t.TempDir(), "whole"), filepath.Join(t.TempDir(), "part")
+	run(whole, 0)
+	run(part, 2)
+	_, policyDir, refDir, err := LoadRun(part)
+	require.NoError(t, err)
+	rr, err := Resume(part, Inputs{Policy: load(policyDir, false), Reference: load(refDir, true), Tokenizer: tok, Train: trainSet()})
+	require.NoError(t, err)
+	defer rr.Free()
+	require.NoError(t, rr.Run(context.Background(), nil))
+	mw, err := ReadMetrics(whole)
+	require.NoError(t, err)
+	mp, err := ReadMetrics(part)
+	require.NoError(t, err)
+	require.Len(t, mp, 3)
+	require.Equal(t, mw[2].Deterministic(), mp[2].Deterministic(), "the resumed bf16 step equals the uninterrupted one")
+	a, err := os.ReadFile(filepath.Join(whole, "checkpoint", "model", "model.safetensors"))
+	require.NoError(t, err)
+	b, err := os.ReadFile(filepath.Join(part, "checkpoint", "model", "model.safetensors"))
+	require.NoError(t, err)
+	require.True(t, slices.Equal(a, b), "bit-identical weights after the resumed step")
 }
