@@ -17,7 +17,9 @@ import (
 func testDevice(t testing.TB) *kernels.Device { return testenv.CPU(t) }
 
 // tinyModel is a small Qwen2-shaped model with random weights (std 0.05, norms at 1).
-func tinyModel(t testing.TB, seed uint64) *model.Model { return tinyModelIn(t, seed, model.PrecisionF32) }
+func tinyModel(t testing.TB, seed uint64) *model.Model {
+	return tinyModelIn(t, seed, model.PrecisionF32)
+}
 
 // tinyModelIn is tinyModel in precision p.
 func tinyModelIn(t testing.TB, seed uint64, p model.Precision) *model.Model {
