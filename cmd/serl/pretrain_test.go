@@ -94,3 +94,25 @@ func TestRecipeSplitsEasyLevels(t *testing.T) {
 		}
 	}
 }
+
+// serl pretrain --precision bf16 trains (float32 master weights, bf16 copy and activations), records
+// the precision in its config, and refuses another precision on resume; serl eval runs the model in bf16.
+func TestPretrainBF16(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "run")
+	code, _, errs := runCLI(t, "pretrain", "--device", "cpu", "--precision", "bf16", "--out", out, "--steps", "2", "--hidden", "32",
+		"--layers", "1", "--heads", "2", "--kv-heads", "1", "--intermediate", "64", "--vocab", "320", "--tokenizer-docs", "40",
+		"--batch-tokens", "600", "--eval-every", "0", "--eval-problems", "3", "--eval-max-new-tokens", "8")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, errs, "step 2/2")
+	b, err := os.ReadFile(filepath.Join(out, "pretrain.json"))
+	require.NoError(t, err)
+	assert.Contains(t, string(b), `"precision": "bf16"`)
+	code, _, errs = runCLI(t, "pretrain", "--device", "cpu", "--out", out, "--resume", "--precision", "f32")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errs, "--precision")
+	data := filepath.Join(loader.RepoRoot(), "engine", "task", "arith", "data", "eval500.jsonl")
+	code, stdout, errs := runCLI(t, "eval", "--device", "cpu", "--precision", "bf16", "--model", filepath.Join(out, "model"), "--data", data,
+		"--prompt-mode", "chat", "--limit", "3", "--max-new-tokens", "8")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, stdout, "pass@1")
+}
