@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,6 +56,9 @@ type decodeBenchResult struct {
 	Prefills        float64 `json:"prefills"` // per run
 	DecodeSteps     float64 `json:"decode_steps"`
 	AllocsPerOp     float64 `json:"allocs_per_op"`
+	// CPUSeconds is the process's CPU time over the timed runs, per run: unlike wall time, descheduling
+	// on a shared machine does not inflate it.
+	CPUSeconds float64 `json:"cpu_s"`
 }
 
 // BenchmarkDecodeConfig times whole Generate calls (prefill included) on the shared CPU device:
@@ -136,6 +140,8 @@ func benchDecode(b *testing.B, m *model.Model, config, workload string, prompts,
 		m.Device().SetProfiling(true)
 	}
 	b.ReportAllocs()
+	var ru0, ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	b.ResetTimer()
 	t0 := time.Now()
 	for i := 0; i < b.N; i++ {
@@ -153,6 +159,8 @@ func benchDecode(b *testing.B, m *model.Model, config, workload string, prompts,
 	}
 	el := time.Since(t0)
 	b.StopTimer()
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := func(r syscall.Rusage) float64 { return float64(r.Utime.Nano()+r.Stime.Nano()) / 1e9 }
 	runtime.ReadMemStats(&ms1)
 	if prof {
 		fmt.Fprintf(os.Stderr, "per-op profile of %s/%s (%d runs):\n", config, workload, b.N)
@@ -171,10 +179,11 @@ func benchDecode(b *testing.B, m *model.Model, config, workload string, prompts,
 		TokensPerSec: float64(gen) / el.Seconds(), DecodeTokPerSec: float64(decodeToks) / (dt + sp).Seconds(),
 		PrefillSeconds: pt.Seconds() / N, DecodeSeconds: dt.Seconds() / N, SampleSeconds: sp.Seconds() / N,
 		Prefills: float64(st.Prefills-before.Prefills) / N, DecodeSteps: float64(st.DecodeSteps-before.DecodeSteps) / N,
-		AllocsPerOp: float64(ms1.Mallocs-ms0.Mallocs) / N}
+		AllocsPerOp: float64(ms1.Mallocs-ms0.Mallocs) / N, CPUSeconds: (cpu(ru1) - cpu(ru0)) / N}
 	b.ReportMetric(r.TokensPerSec, "tokens/s")
 	b.ReportMetric(r.DecodeTokPerSec, "decode-tokens/s")
 	b.ReportMetric(r.Prefills, "prefills/op")
+	b.ReportMetric(r.CPUSeconds, "cpu-s/op")
 	if path := os.Getenv("SERL_BENCH_JSON"); path != "" {
 		line, err := json.Marshal(r)
 		if err != nil {
