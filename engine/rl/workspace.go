@@ -92,3 +92,10 @@ func (w *Workspace) grow(t *kernels.Tensor, n int) (fresh bool, err error) {
 	*t = nt
 	return true, nil
 }
+
+// MaxDeviceBytes bounds the device memory of the advantage buffers for batches of up to samples
+// samples with up to actions action tokens in all (a memory plan counts it before anything is
+// allocated): rewards, [μ, σ², returns…] and the whitening mask, each grown to twice its need.
+func MaxDeviceBytes(samples, actions int) int64 {
+	return 2 * int64(kernels.F32.Size()) * (int64(samples) + int64(2+actions) + int64(actions))
+}

@@ -3,6 +3,8 @@ package selfplay
 import (
 	"github.com/serl-go/serl/engine/generate"
 	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/engine/rl"
+	"github.com/serl-go/serl/kernels"
 )
 
 // generationConfig sizes the run's generation engine (rollouts and self-instruction rounds) with
@@ -11,6 +13,10 @@ func (c Config) generationConfig(mc model.Config) (generate.Config, error) {
 	return generate.Size(mc, generate.Sizing{MaxPrompt: c.MaxPromptTokens, MaxNew: max(c.MaxNewTokens, c.InstrMaxNewTokens),
 		MaxBatch: c.MaxBatch, Prompts: max(c.RolloutBatch, c.GenPrompts)})
 }
+
+// RLBuffersItem names the plan's bound on the advantage buffers, which are allocated on the first
+// training steps rather than at the start.
+const RLBuffersItem = "advantage buffers (at most)"
 
 // MemoryPlan is everything a run of c allocates on the device for a policy of configuration mc, computed
 // from the settings alone, before anything is allocated: the policy's weights (float32 master and, under
@@ -32,5 +38,8 @@ func MemoryPlan(c Config, mc model.Config) (model.Plan, error) {
 	pl.Add(mc.OptimizerPlan()...)
 	pl.Add(mc.ActivationPlan(c.actsTokens(), c.TrainBatch, p)...)
 	pl.Add(gcfg.Plan("generation", mc, p)...)
+	// The advantage buffers grow on the first steps (rl.Workspace), up to this bound.
+	samples := c.RolloutBatch * c.Samples
+	pl.Add(model.PlanItem{Name: RLBuffersItem, DType: kernels.F32, Bytes: rl.MaxDeviceBytes(samples, samples*c.MaxNewTokens)})
 	return pl, nil
 }
