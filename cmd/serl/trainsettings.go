@@ -27,6 +27,8 @@ func trainDefaults(forBuiltin bool) *flag.FlagSet {
 		cfg, tf.EvalK = builtin.SelfPlayConfig(), builtin.EvalK
 	}
 	var alg, mode, promptMode string
+	var df deviceFlags // serl train's own set has them too (--precision is a setting)
+	df.register(fs)
 	registerTrainFlags(fs, &tf, &cfg, &alg, &mode, &promptMode)
 	return fs
 }
