@@ -86,18 +86,19 @@ for line in open(sys.argv[3]):
 def rng(xs, fmt):
     return fmt % statistics.median(xs) + ("" if len(xs) == 1 else " [" + fmt % min(xs) + "–" + fmt % max(xs) + "]")
 TARGET = {"S": 2.0, "M": 1.0}
-W = "%-6s %-8s %-9s %15s %15s %14s %7s %19s %19s %15s %12s %14s"
+W = "%-6s %-8s %-9s %15s %15s %14s %7s %19s %19s %15s %12s %22s"
 print(W % ("config", "workload", "precision", "serl tokens/s", "torch tokens/s", "ratio", "target", "serl decode tok/s",
            "torch decode tok/s", "serl prefills", "load (1 min)", "decode vs f32"))
 order = {"greedy": 0, "sampled": 1, "shared": 2}
 for (c, w) in sorted(rows, key=lambda k: ("SM".find(k[0]), order.get(k[1], 9))):
     t = rows[(c, w)][("torch", "f32")]
-    for p in sorted(k[1] for k in rows[(c, w)] if k[0] == "serl"):
+    for p in sorted((k[1] for k in rows[(c, w)] if k[0] == "serl"), key=lambda p: p != "f32"):
         s = rows[(c, w)][("serl", p)]
         ratios = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(s, t)]
         ok = "met" if statistics.median(ratios) >= TARGET[c] else "MISSED"
         f = rows[(c, w)].get(("serl", "f32"))
-        vs = rng([a["decode_tokens_per_s"] / b["decode_tokens_per_s"] for a, b in zip(s, f)], "%.2f×") if f and p != "f32" else ""
+        vs = (rng([a["decode_tokens_per_s"] / b["decode_tokens_per_s"] for a, b in zip(s, f)], "%.2f×") + " (CPU " +
+              rng([b["cpu_s"] / a["cpu_s"] for a, b in zip(s, f)], "%.2f×") + ")") if f and p != "f32" else ""
         print(W % (c, w, p, rng([a["tokens_per_s"] for a in s], "%.0f"), rng([b["tokens_per_s"] for b in t], "%.0f"),
                    rng(ratios, "%.2f×"), "≥%.0f× %s" % (TARGET[c], ok),
                    rng([a["decode_tokens_per_s"] for a in s], "%.0f"), rng([b["decode_tokens_per_s"] for b in t], "%.0f"),

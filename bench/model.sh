@@ -62,20 +62,21 @@ for path in sys.argv[1:]:
         rows.setdefault((r["config"], r["mode"]), {}).setdefault((r["impl"], r.get("precision", "f32")), []).append(r)
 def rng(xs, fmt):
     return fmt % statistics.median(xs) + ("" if len(xs) == 1 else " [" + fmt % min(xs) + "–" + fmt % max(xs) + "]")
-W = "%-6s %-5s %-9s %21s %21s %18s %15s %15s %18s %9s %16s %14s"
+W = "%-6s %-5s %-9s %21s %21s %18s %15s %15s %18s %9s %16s %22s"
 print(W % ("config", "mode", "precision", "serl tokens/s", "torch tokens/s", "ratio serl/torch", "best-step ratio", "CPU-time ratio",
            "serl RSS/plan", "torch RSS", "serl allocs/step", "vs serl f32"))
 order = list(rows)  # configs in run order, train before score
 for (c, m) in sorted(rows, key=lambda k: ([c for c, _ in order].index(k[0]), k[1] != "train")):
     t = rows[(c, m)][("torch", "f32")]
-    for p in sorted(k[1] for k in rows[(c, m)] if k[0] == "serl"):
+    for p in sorted((k[1] for k in rows[(c, m)] if k[0] == "serl"), key=lambda p: p != "f32"):
         s = rows[(c, m)][("serl", p)]
         ratios = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(s, t)]
         best = [b["ms_min"] / a["ms_min"] for a, b in zip(s, t)]
         cpu = [b["cpu_ms_per_step"] / a["cpu_ms_per_step"] for a, b in zip(s, t)]
         mid = sorted(s, key=lambda a: a["rss_over_plan"])[len(s) // 2]
         f = rows[(c, m)].get(("serl", "f32"))
-        vs = rng([a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(s, f)], "%.2f×") if f and p != "f32" else ""
+        vs = (rng([a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(s, f)], "%.2f×") + " (CPU " +
+              rng([b["cpu_ms_per_step"] / a["cpu_ms_per_step"] for a, b in zip(s, f)], "%.2f×") + ")") if f and p != "f32" else ""
         print(W % (c, m, p, rng([a["tokens_per_s"] for a in s], "%.0f"), rng([b["tokens_per_s"] for b in t], "%.0f"),
                    rng(ratios, "%.2f×"), rng(best, "%.2f×"), rng(cpu, "%.2f×"),
                    "%.0f/%.0f MiB %.2f×" % (mid["peak_rss_bytes"] / 2**20, mid["plan_bytes"] / 2**20, mid["rss_over_plan"]),
@@ -85,5 +86,6 @@ for (c, m) in sorted(rows, key=lambda k: ([c for c, _ in order].index(k[0]), k[1
 print("threads %d (serl on %s; torch %s, %d threads); tokens = batch × seq per step; median [range] over %d round(s);"
       % (s[0]["threads"], s[0]["device"], t[0]["torch"], t[0]["threads"], len(s)))
 print("best-step ratio = torch's fastest step / serl's fastest; CPU-time ratio = torch CPU-s per step / serl's;"
+      " vs serl f32 = tokens/s over serl f32's (CPU-time: f32's CPU-s per step over this row's);"
       " allocs: the most per step over rounds (steps that allocated at all / timed steps)")
 PY
