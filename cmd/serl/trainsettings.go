@@ -115,7 +115,11 @@ type runEstimate struct {
 
 func estimateRun(d *kernels.Device, mc model.Config, cfg selfplay.Config, steps, evalResponses, evalMaxNew int) (runEstimate, error) {
 	var e runEstimate
-	rate, err := measureMatMul(d, min(cfg.MaxBatch, 64), mc.Hidden, mc.Intermediate)
+	prec, err := model.ParsePrecision(cfg.Precision)
+	if err != nil {
+		return e, err
+	}
+	rate, err := measureMatMul(d, min(cfg.MaxBatch, 64), mc.Hidden, mc.Intermediate, prec.Act())
 	if err != nil {
 		return e, err
 	}
@@ -133,16 +137,21 @@ func estimateRun(d *kernels.Device, mc model.Config, cfg selfplay.Config, steps,
 	return e, nil
 }
 
-// measureMatMul times a few [m × k]·[k × n] products on d and returns FLOP/s.
-func measureMatMul(d *kernels.Device, m, k, n int) (float64, error) {
+// measureMatMul times a few [m × k]·[k × n] products on d, with operands in dt (the run's activation
+// and weight dtype) and a float32 result, and returns FLOP/s.
+func measureMatMul(d *kernels.Device, m, k, n int, dt kernels.DType) (float64, error) {
 	var ts []kernels.Tensor
 	defer func() {
 		for _, t := range ts {
 			d.Free(t)
 		}
 	}()
-	for _, dims := range [][2]int{{m, k}, {n, k}, {m, n}} {
-		t, err := d.Alloc(kernels.F32, dims[0], dims[1])
+	for i, dims := range [][2]int{{m, k}, {n, k}, {m, n}} {
+		tdt := dt
+		if i == 2 {
+			tdt = kernels.F32
+		}
+		t, err := d.Alloc(tdt, dims[0], dims[1])
 		if err != nil {
 			return 0, err
 		}
