@@ -36,6 +36,12 @@ type Activations struct {
 	dk, dv           kernels.Tensor // [T, KVH, D]
 	dgate, dup, dact kernels.Tensor // [T, I]
 
+	// LoRA (nil without adapters): u = x·Aᵀ per layer and target [T, R], du scratch [T, R], and the sink
+	// of the frozen RMSNorm weights' gradients [H]
+	lu       [][7]kernels.Tensor
+	ldu      kernels.Tensor
+	normSink kernels.Tensor
+
 	// the current batch
 	tokens, seqs int
 }
@@ -181,9 +187,18 @@ func allocArena(d *kernels.Device, slots []arenaSlot) ([]kernels.Tensor, error) 
 // ActivationBytes is the size of the training arena for maxTokens tokens in maxSeqs sequences at
 // precision p.
 func (c Config) ActivationBytes(maxTokens, maxSeqs int, p Precision) int64 {
+	return c.LoRAActivationBytes(maxTokens, maxSeqs, p, nil)
+}
+
+// LoRAActivationBytes is ActivationBytes with the adapter activations of lc (none when nil).
+func (c Config) LoRAActivationBytes(maxTokens, maxSeqs int, p Precision, lc *LoRAConfig) int64 {
 	var a Activations
-	_, total := arenaBytes(c.arenaSlots(&a, maxTokens, maxSeqs, p.Act()))
+	_, total := arenaBytes(c.activationSlots(&a, maxTokens, maxSeqs, p.Act(), lc))
 	return total
+}
+
+func (c Config) activationSlots(a *Activations, T, S int, act kernels.DType, lc *LoRAConfig) []arenaSlot {
+	return append(c.arenaSlots(a, T, S, act), c.loraSlots(a, lc, T, act)...)
 }
 
 // NewActivations allocates the arena for batches of up to maxTokens tokens in up to maxSeqs sequences,
@@ -194,7 +209,11 @@ func (m *Model) NewActivations(maxTokens, maxSeqs int) (*Activations, error) {
 	}
 	a := &Activations{MaxTokens: maxTokens, MaxSeqs: maxSeqs}
 	var err error
-	if a.bufs, err = allocArena(m.dev, m.Config.arenaSlots(a, maxTokens, maxSeqs, m.opts.Precision.Act())); err != nil {
+	var lc *LoRAConfig
+	if m.lora != nil {
+		lc = &m.lora.Config
+	}
+	if a.bufs, err = allocArena(m.dev, m.Config.activationSlots(a, maxTokens, maxSeqs, m.opts.Precision.Act(), lc)); err != nil {
 		return nil, fmt.Errorf("model: activation arena: %w", err)
 	}
 	a.hostIDs = make([]int32, maxTokens)

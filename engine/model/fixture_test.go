@@ -122,7 +122,7 @@ func gradError(t *testing.T, m *Model, a *Activations, r fixtureRef, dir, file s
 	defer ref.Close()
 	worst, worstName := 0.0, ""
 	want := []float64{}
-	for i, s := range m.Layout.Specs {
+	for i, s := range g.Layout.Specs { // the model's layout, or its adapters'
 		want = refFloats(t, ref, s.Name, s.Len, want)
 		got := testenv.Read[float32](t, g.View(i))
 		require.Len(t, got, s.Len, s.Name)
@@ -137,7 +137,7 @@ func gradError(t *testing.T, m *Model, a *Activations, r fixtureRef, dir, file s
 			worst, worstName = e, s.Name
 		}
 	}
-	t.Logf("gradients (%s vs %s): worst relative L2 error %.2e (%s) over %d tensors", m.Precision(), file, worst, worstName, len(m.Layout.Specs))
+	t.Logf("gradients (%s vs %s): worst relative L2 error %.2e (%s) over %d tensors", m.Precision(), file, worst, worstName, len(g.Layout.Specs))
 	return worst, worstName
 }
 

@@ -85,6 +85,7 @@ type Workspace struct {
 	cu, lastIdx               kernels.Tensor // I32 [S+1], [S]
 	blockTable                kernels.Tensor // I32 [S, MaxBlocks]
 	seqLens                   kernels.Tensor // I32 [S]
+	lu                        kernels.Tensor // [T, R] LoRA scratch x·Aᵀ (invalid without adapters)
 	hostCu, hostLast, hostPos []int32
 }
 
@@ -128,7 +129,11 @@ func (m *Model) NewWorkspace(maxTokens, maxSeqs, maxBlocks int) (*Workspace, err
 	}
 	ws := &Workspace{MaxTokens: maxTokens, MaxSeqs: maxSeqs, MaxBlocks: maxBlocks}
 	var err error
-	if ws.bufs, err = allocArena(m.dev, m.Config.workspaceSlots(ws, maxTokens, maxSeqs, maxBlocks, m.opts.Precision.Act())); err != nil {
+	slots := m.Config.workspaceSlots(ws, maxTokens, maxSeqs, maxBlocks, m.opts.Precision.Act())
+	if m.lora != nil {
+		slots = append(slots, arenaSlot{&ws.lu, m.opts.Precision.Act(), []int{maxTokens, m.lora.Config.Rank}})
+	}
+	if ws.bufs, err = allocArena(m.dev, slots); err != nil {
 		return nil, fmt.Errorf("model: generation workspace: %w", err)
 	}
 	ws.hostCu = make([]int32, maxSeqs+1)
@@ -230,12 +235,22 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 	if p.err == nil {
 		p.err = m.dev.EmbeddingFwd(x, m.w.embed, ws.ids.MustSlice(0, T))
 	}
+	var u kernels.Tensor
+	if m.lora != nil {
+		if !ws.lu.Valid() {
+			return fmt.Errorf("model: generation workspace allocated before the adapters were attached")
+		}
+		u = ws.lu.MustSlice(0, T)
+	}
 	for l := range m.w.layers {
 		w, cache := &m.w.layers[l], kv.layers[l]
 		p.rmsnorm(ln, kernels.Tensor{}, x, w.ln1, eps)
 		p.linear(flat2(q), ln, w.wq, w.bq)
+		m.loraLinear(&p, l, 0, flat2(q), ln, u)
 		p.linear(flat2(k), ln, w.wk, w.bk)
+		m.loraLinear(&p, l, 1, flat2(k), ln, u)
 		p.linear(flat2(v), ln, w.wv, w.bv)
+		m.loraLinear(&p, l, 2, flat2(v), ln, u)
 		p.rope(q, q, pos, m.invFreq, c.HeadDim, false)
 		p.rope(k, k, pos, m.invFreq, c.HeadDim, false)
 		if p.err == nil {
@@ -249,12 +264,16 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 			}
 		}
 		p.linear(tmp, flat2(attn), w.wo, w.bo)
+		m.loraLinear(&p, l, 3, tmp, flat2(attn), u)
 		p.add(x, x, tmp)
 		p.rmsnorm(ln, kernels.Tensor{}, x, w.ln2, eps)
 		p.linear(gate, ln, w.wg, w.bg)
+		m.loraLinear(&p, l, 4, gate, ln, u)
 		p.linear(up, ln, w.wu, w.bu)
+		m.loraLinear(&p, l, 5, up, ln, u)
 		p.swiglu(gate, gate, up)
 		p.linear(tmp, gate, w.wd, w.bd)
+		m.loraLinear(&p, l, 6, tmp, gate, u)
 		p.add(x, x, tmp)
 	}
 	last := x

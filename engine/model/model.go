@@ -31,6 +31,9 @@ type Model struct {
 	normAt  map[int]kernels.Tensor
 	invFreq kernels.Tensor // F32 [HeadDim/2]
 	scale   float32        // 1/sqrt(head_dim)
+
+	lora     *Adapters // attached LoRA adapters (nil without): the base weights are then frozen
+	borrowed bool      // a view of another model's memory (Base): Free leaves it alone
 }
 
 // New allocates a float32 model of configuration c on d with zeroed weights.
@@ -139,6 +142,13 @@ func (m *Model) SyncWeights() error {
 
 // Free releases the model's memory.
 func (m *Model) Free() {
+	if m.borrowed {
+		return
+	}
+	if m.lora != nil {
+		m.lora.free(m.dev)
+		m.lora = nil
+	}
 	if m.Weights != m.Params {
 		m.Weights.Free()
 	}
@@ -147,8 +157,12 @@ func (m *Model) Free() {
 	m.dev.Free(m.invFreq)
 }
 
-// NewGrads allocates a zeroed float32 gradient blob of the model's layout.
+// NewGrads allocates a zeroed float32 gradient blob of what training updates: the adapters when they
+// are attached (the frozen base gets none), else the model's layout.
 func (m *Model) NewGrads() (*Blob, error) {
+	if m.lora != nil {
+		return NewBlob(m.dev, m.lora.Layout)
+	}
 	if m.Params == nil {
 		return nil, fmt.Errorf("model: gradients of a frozen bf16 model (it keeps no master weights)")
 	}
@@ -206,6 +220,9 @@ func (m *Model) Forward(a *Activations, ids []int32, seqLens []int) error {
 	if err := m.stage(a, ids, seqLens); err != nil {
 		return err
 	}
+	if m.lora != nil && a.lu == nil {
+		return fmt.Errorf("model: activations allocated before the adapters were attached")
+	}
 	d, T := m.dev, a.tokens
 	x := rows(a.xs[0], T)
 	if err := d.EmbeddingFwd(x, m.w.embed, rows(a.ids, T)); err != nil {
@@ -230,20 +247,41 @@ func (m *Model) Backward(a *Activations, g *Blob, coef []float32) error {
 	if len(coef) != T {
 		return fmt.Errorf("model: %d coefficients for %d tokens", len(coef), T)
 	}
-	if g.Layout != m.Layout {
-		return fmt.Errorf("model: gradient blob of another layout")
+	var gw tensors
+	var gl [][7]loraPair
+	if m.lora != nil {
+		if g.Layout != m.lora.Layout {
+			return fmt.Errorf("model: gradient blob of another layout than the adapters'")
+		}
+		if a.lu == nil {
+			return fmt.Errorf("model: activations allocated before the adapters were attached")
+		}
+		// The frozen base gets no gradients; the RMSNorm backward still writes its weights' gradient,
+		// into a sink that is zeroed so it never overflows.
+		gw = frozenGrads(m.Config, a.normSink)
+		gl = g.loraGrads(m.Config)
+		if err := m.dev.Zero(a.normSink); err != nil {
+			return err
+		}
+	} else {
+		if g.Layout != m.Layout {
+			return fmt.Errorf("model: gradient blob of another layout")
+		}
+		gw = g.tensors(m.Config)
 	}
 	if err := kernels.Upload(rows(a.coef, T), coef); err != nil {
 		return err
 	}
-	gw := g.tensors(m.Config)
 	if err := m.headBackward(a, gw); err != nil {
 		return err
 	}
 	for l := len(m.w.layers) - 1; l >= 0; l-- {
-		if err := m.layerBackward(a, gw, l); err != nil {
+		if err := m.layerBackward(a, gw, gl, l); err != nil {
 			return fmt.Errorf("model: layer %d backward: %w", l, err)
 		}
+	}
+	if !gw.embed.Valid() {
+		return nil
 	}
 	return m.dev.EmbeddingBwd(gw.embed, rows(a.dx, T), rows(a.ids, T))
 }

@@ -32,16 +32,7 @@ func (l *Layout) Index(name string) (int, bool) {
 // NewLayout lays out every parameter of c.
 func NewLayout(c Config) *Layout {
 	l := &Layout{index: map[string]int{}}
-	add := func(name string, shape ...int) {
-		n := 1
-		for _, d := range shape {
-			n *= d
-		}
-		l.index[name] = len(l.Specs)
-		l.Specs = append(l.Specs, ParamSpec{Name: name, Shape: shape, Off: l.Total, Len: n})
-		// Views start on 16-element (64-byte) boundaries so every tensor is aligned for vector loads.
-		l.Total += (n + 15) &^ 15
-	}
+	add := l.add
 	h, q, kv := c.Hidden, c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	add("model.embed_tokens.weight", c.Vocab, h)
 	for i := 0; i < c.Layers; i++ {
@@ -84,6 +75,18 @@ func NewLayout(c Config) *Layout {
 	return l
 }
 
+// add appends a tensor to the layout.
+func (l *Layout) add(name string, shape ...int) {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	l.index[name] = len(l.Specs)
+	l.Specs = append(l.Specs, ParamSpec{Name: name, Shape: shape, Off: l.Total, Len: n})
+	// Views start on 16-element (64-byte) boundaries so every tensor is aligned for vector loads.
+	l.Total += (n + 15) &^ 15
+}
+
 // NumParams counts parameters (without alignment padding).
 func (l *Layout) NumParams() int {
 	n := 0
@@ -102,6 +105,7 @@ type Blob struct {
 	Data   kernels.Tensor // [Total] in the blob's dtype (F32, or BF16 for the weights' bf16 copy)
 	views  []kernels.Tensor
 	byName *tensors // resolved on first use, so a training step does no name lookups
+	loraByName [][7]loraPair
 }
 
 // NewBlob allocates a float32 blob of layout l on d, zeroed.

@@ -24,9 +24,11 @@ func (p *pass) linear(y, x, w, b kernels.Tensor) {
 }
 
 // linearBackward accumulates dW += dyᵀ·x (and db += Σ dy), and computes dx = dy·W — added to dx when
-// accumulate is set: dy [T,out], x [T,in], W [out,in].
+// accumulate is set: dy [T,out], x [T,in], W [out,in]. A frozen weight (dw not Valid) gets no gradient.
 func (p *pass) linearBackward(dx, dw, db, dy, x, w kernels.Tensor, accumulate bool) {
-	p.matmul(kernels.MatMul{A: dy, B: x, C: dw, TransA: true, Alpha: 1, Beta: 1})
+	if dw.Valid() {
+		p.matmul(kernels.MatMul{A: dy, B: x, C: dw, TransA: true, Alpha: 1, Beta: 1})
+	}
 	if db.Valid() && p.err == nil {
 		p.err = p.d.BiasBwd(db, dy)
 	}

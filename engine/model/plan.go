@@ -64,8 +64,13 @@ func (c Config) OptimizerPlan() []PlanItem {
 // ActivationPlan is the training arena for maxTokens tokens in maxSeqs sequences at precision p, one
 // item per dtype (activations, float32 statistics, int32 indices).
 func (c Config) ActivationPlan(maxTokens, maxSeqs int, p Precision) []PlanItem {
+	return c.LoRAActivationPlan(maxTokens, maxSeqs, p, nil)
+}
+
+// LoRAActivationPlan is ActivationPlan with the adapter activations of lc (none when nil).
+func (c Config) LoRAActivationPlan(maxTokens, maxSeqs int, p Precision, lc *LoRAConfig) []PlanItem {
 	var a Activations
-	return slotItems(fmt.Sprintf("activations (%d tokens, %d sequences)", maxTokens, maxSeqs), c.arenaSlots(&a, maxTokens, maxSeqs, p.Act()))
+	return slotItems(fmt.Sprintf("activations (%d tokens, %d sequences)", maxTokens, maxSeqs), c.activationSlots(&a, maxTokens, maxSeqs, p.Act(), lc))
 }
 
 // WorkspacePlan is a generation workspace (see NewWorkspace), one item per dtype.

@@ -100,7 +100,8 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 		if err != nil {
 			return err
 		}
-		os, err := r.opt.Step(r.in.Policy.Params, r.grads)
+		params, _ := r.in.Policy.Trainable()
+		os, err := r.opt.Step(params, r.grads)
 		if err != nil {
 			return err
 		}

@@ -18,7 +18,7 @@ type AdamWConfig struct {
 	ClipNorm    float64 // global L2 gradient norm limit; ≤ 0 disables clipping
 }
 
-// Optimizer is AdamW over a model's parameter blob, with both moments in blobs of the same layout.
+// Optimizer is AdamW over a model's trainable blob (its parameters, or its LoRA adapters), with both moments in blobs of the same layout.
 // Under bf16 each update also refreshes the bf16 copy of the weights that the model's ops read.
 type Optimizer struct {
 	Config AdamWConfig
@@ -36,15 +36,16 @@ func NewOptimizer(m *model.Model, c AdamWConfig) (*Optimizer, error) {
 	if c.Beta1 < 0 || c.Beta1 >= 1 || c.Beta2 < 0 || c.Beta2 >= 1 || !(c.Eps > 0) {
 		return nil, fmt.Errorf("train: AdamW β1 %g, β2 %g, ε %g out of range", c.Beta1, c.Beta2, c.Eps)
 	}
-	if m.Params == nil {
+	params, weights := m.Trainable() // with LoRA: the adapters; the frozen base gets no moments
+	if params == nil {
 		return nil, fmt.Errorf("train: AdamW on a frozen model (it keeps no float32 master weights)")
 	}
 	d := m.Device()
-	mo, err := model.NewBlob(d, m.Layout)
+	mo, err := model.NewBlob(d, params.Layout)
 	if err != nil {
 		return nil, fmt.Errorf("train: AdamW first moment: %w", err)
 	}
-	vo, err := model.NewBlob(d, m.Layout)
+	vo, err := model.NewBlob(d, params.Layout)
 	if err != nil {
 		mo.Free()
 		return nil, fmt.Errorf("train: AdamW second moment: %w", err)
@@ -56,8 +57,8 @@ func NewOptimizer(m *model.Model, c AdamWConfig) (*Optimizer, error) {
 		return nil, err
 	}
 	o := &Optimizer{Config: c, M: mo, V: vo, norm: norm, hostNorm: make([]float32, 1)}
-	if m.Weights != m.Params {
-		o.copy = m.Weights
+	if weights != params {
+		o.copy = weights
 	}
 	return o, nil
 }

@@ -55,7 +55,8 @@ func (t *Trainer) AccumulateNLL(ids []int32, seqLens []int, weight float64) (los
 
 // Step applies the optimizer to the accumulated gradients and zeroes them for the next step.
 func (t *Trainer) Step() (StepStats, error) {
-	st, err := t.Opt.Step(t.Model.Params, t.Grads)
+	params, _ := t.Model.Trainable()
+	st, err := t.Opt.Step(params, t.Grads)
 	if err != nil {
 		return st, err
 	}

@@ -346,10 +346,18 @@ def rms_norm(x, w, eps):
     return w * x
 
 
+LORA_SCALE = {"value": None}   # alpha / r while a LoRA fixture is computed (see build_lora)
+
+
 def linear(x, P, prefix):
     y = x @ P[prefix + ".weight"].t()
     b = P.get(prefix + ".bias")
-    return y if b is None else y + b
+    y = y if b is None else y + b
+    A = P.get(prefix + ".lora_A.weight")
+    if A is not None:
+        # PEFT's LoRA Linear.forward (dropout 0): result + lora_B(lora_A(x)) * scaling
+        y = y + (x @ A.t()) @ P[prefix + ".lora_B.weight"].t() * LORA_SCALE["value"]
+    return y
 
 
 def forward(P, cfg, rope, ids_list, capture=None, dt=torch.float64):
@@ -722,6 +730,99 @@ def autocast_reference(stored, cfg, rope, ids_list, lps64, grads64, folder, log)
         f.write("\n")
 
 
+# LoRA fixtures: per family, adapters over its f32 folder's weights. PEFT's layout: A [r, in] drawn as
+# kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B [out, r] (zeros in PEFT; random here so
+# that every gradient is non-zero), y = x W^T + (alpha/r) (x A^T) B^T.
+LORA_FIXTURES = {
+    "qwen2": {"r": 4, "alpha": 8.0, "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
+    "llama": {"r": 3, "alpha": 16.0, "targets": ["q_proj", "v_proj", "o_proj", "down_proj"]},
+}
+LORA_MODULES = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
+                "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
+
+
+def build_lora(family, cfg, gen, log):
+    """<family>_lora/: adapter_config.json and adapter_model.safetensors (PEFT names, F32) over
+    <family>_f32/, reference.json (log-probs and mean NLL of the same packed batch with the adapters on)
+    and grads.safetensors (d loss / d adapter, F64, PEFT names; the base is frozen)."""
+    lc = LORA_FIXTURES[family]
+    base_dir = os.path.join(HERE, family + "_f32")
+    folder = os.path.join(HERE, family + "_lora")
+    os.makedirs(folder, exist_ok=True)
+    log("[%s_lora] r %d, alpha %g, targets %s" % (family, lc["r"], lc["alpha"], ",".join(lc["targets"])))
+    stored, _ = read_safetensors(os.path.join(base_dir, "model.safetensors"))
+    with open(os.path.join(base_dir, "reference.json")) as f:
+        base_ref = json.load(f)
+    ids_list = [torch.tensor(q["ids"], dtype=torch.int64) for q in base_ref["sequences"]]
+    inv_freq, _, attn_factor = rope_inv_freq(cfg)
+    rope = (inv_freq, attn_factor)
+    shapes = param_shapes(cfg)
+    adapters = {}
+    for i in range(cfg["num_hidden_layers"]):
+        for t in lc["targets"]:
+            mod = "model.layers.%d.%s.%s" % (i, LORA_MODULES[t], t)
+            out, inn = shapes[mod + ".weight"]
+            bound = 1.0 / math.sqrt(inn)
+            adapters[mod + ".lora_A.weight"] = (torch.rand((lc["r"], inn), generator=gen, dtype=torch.float32) * 2 - 1) * bound
+            adapters[mod + ".lora_B.weight"] = 0.05 * torch.randn((out, lc["r"]), generator=gen, dtype=torch.float32)
+    peft = {"base_model.model." + k: v for k, v in adapters.items()}
+    write_safetensors(os.path.join(folder, "adapter_model.safetensors"), peft, {"format": "pt"})
+    acfg = {"base_model_name_or_path": "../%s_f32" % family, "bias": "none", "fan_in_fan_out": False,
+            "inference_mode": True, "init_lora_weights": True, "lora_alpha": lc["alpha"], "lora_dropout": 0.0,
+            "peft_type": "LORA", "r": lc["r"], "target_modules": lc["targets"], "task_type": "CAUSAL_LM",
+            "use_dora": False, "use_rslora": False}
+    with open(os.path.join(folder, "adapter_config.json"), "w") as f:
+        f.write(json.dumps(acfg, indent=2, sort_keys=True) + "\n")
+    LORA_SCALE["value"] = lc["alpha"] / lc["r"]
+    P = to_f64(stored)
+    for k, v in adapters.items():
+        P[k] = v.to(torch.float64).requires_grad_(True)
+    lps, loss, _ = seq_logprobs(P, cfg, rope, ids_list)
+    loss.backward()
+    grads = {"base_model.model." + k: P[k].grad.detach().clone() for k in adapters}
+    # the merged weights W + scale B A give the same log-probs (what serl merge writes)
+    with torch.no_grad():
+        M = {k: v for k, v in to_f64(stored).items()}
+        for k in adapters:
+            if k.endswith(".lora_A.weight"):
+                mod = k[:-len(".lora_A.weight")]
+                M[mod + ".weight"] = M[mod + ".weight"] + LORA_SCALE["value"] * (P[mod + ".lora_B.weight"] @ P[k])
+        mlps, _, _ = seq_logprobs(M, cfg, rope, ids_list)
+    d = max((a.detach() - b).abs().max().item() for a, b in zip(lps, mlps) if a.numel())
+    check(d < 1e-10, "merged LoRA log-probs differ by %g" % d)
+    base_lp = [torch.tensor(q["logprobs"], dtype=torch.float64) for q in base_ref["sequences"]]
+    moved = max((a.detach() - b).abs().max().item() for a, b in zip(lps, base_lp) if a.numel())
+    check(moved > 1e-3, "the adapters do not change the log-probs (%g)" % moved)
+    # central differences on a few entries of every adapter tensor
+    with torch.no_grad():
+        for k in sorted(adapters):
+            for _ in range(2):
+                j = int(torch.randint(0, P[k].numel(), (1,), generator=gen))
+                h = 1e-6
+                old = P[k].view(-1)[j].item()
+                P[k].view(-1)[j] = old + h
+                lp_ = seq_logprobs(P, cfg, rope, ids_list)[1].item()
+                P[k].view(-1)[j] = old - h
+                lm_ = seq_logprobs(P, cfg, rope, ids_list)[1].item()
+                P[k].view(-1)[j] = old
+                fd = (lp_ - lm_) / (2 * h)
+                an = grads["base_model.model." + k].view(-1)[j].item()
+                check(abs(fd - an) <= 1e-6 + 1e-5 * abs(an), "LoRA finite difference %s[%d]: %g vs %g" % (k, j, fd, an))
+    LORA_SCALE["value"] = None
+    log("  loss %.12f (base %.12f); adapters move log-probs by up to %.3g; merged agrees to %.2g; finite differences pass"
+        % (loss.item(), base_ref["loss"], moved, d))
+    write_safetensors(os.path.join(folder, "grads.safetensors"), grads,
+                      {"format": "pt", "content": "d(mean NLL)/d(adapter), float64, base frozen"})
+    ref = {"base": family + "_f32", "r": lc["r"], "lora_alpha": lc["alpha"], "target_modules": lc["targets"],
+           "note": "log-probs of reference.json's packed batch of the base folder, with the adapters on (PEFT math: "
+                   "x W^T + (alpha/r) (x A^T) B^T), float64; loss = mean NLL; grads.safetensors = d loss / d adapter.",
+           "sequences": [{"ids": s.tolist(), "logprobs": lp.detach().tolist()} for s, lp in zip(ids_list, lps)],
+           "loss": loss.item(), "grad_names": sorted(grads)}
+    with open(os.path.join(folder, "reference.json"), "w") as f:
+        json.dump(ref, f, indent=1)
+        f.write("\n")
+
+
 def main():
     torch.manual_seed(SEED)
     torch.set_num_threads(1)   # deterministic reductions
@@ -732,10 +833,13 @@ def main():
         sys.stdout.flush()
         logf.append(s)
     # separate seeded generators per family so each is reproducible on its own
+    lora_only = sys.argv[1:] == ["lora"]   # gen_fixtures.py lora: the LoRA folders only
     for k, (family, cfg) in enumerate((("qwen2", QWEN2_CONFIG), ("llama", LLAMA_CONFIG))):
-        gen = torch.Generator().manual_seed(SEED + k)
-        log("== %s" % family)
-        build_family(family, cfg, gen, log)
+        if not lora_only:
+            gen = torch.Generator().manual_seed(SEED + k)
+            log("== %s" % family)
+            build_family(family, cfg, gen, log)
+        build_lora(family, cfg, torch.Generator().manual_seed(SEED + 100 + k), log)
     log("all self-checks passed")
 
 
