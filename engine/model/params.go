@@ -101,10 +101,10 @@ func (l *Layout) Bytes(dt kernels.DType) int64 { return int64(l.Total) * int64(d
 
 // Blob is one contiguous device allocation holding every tensor of a Layout.
 type Blob struct {
-	Layout *Layout
-	Data   kernels.Tensor // [Total] in the blob's dtype (F32, or BF16 for the weights' bf16 copy)
-	views  []kernels.Tensor
-	byName *tensors // resolved on first use, so a training step does no name lookups
+	Layout     *Layout
+	Data       kernels.Tensor // [Total] in the blob's dtype (F32, or BF16 for the weights' bf16 copy)
+	views      []kernels.Tensor
+	byName     *tensors // resolved on first use, so a training step does no name lookups
 	loraByName [][7]loraPair
 }
 
