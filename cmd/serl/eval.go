@@ -28,6 +28,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	var df deviceFlags
 	df.register(fs)
 	dir := fs.String("model", "", "Hugging Face model folder with its tokenizer (default: the built-in model)")
+	adapter := fs.String("adapter", "", "PEFT LoRA adapter folder over --model (e.g. a LoRA run's iter<k>/)")
 	data := fs.String("data", "", "JSONL problems (problem|question, answer or solution with \\boxed{}, level) (default: the built-in held-out set, or its seed set with --self-instruct)")
 	k := fs.Int("n", 16, "samples per problem for maj@K (temperature 1.0, top-p 0.95); 0: greedy pass@1 only")
 	mode := fs.String("prompt-mode", "", "raw: problem text + newline (official); chat: chat template with a \\boxed{} system prompt (default: the model's own, from its serl.json; chat for the built-in model; else raw)")
@@ -101,7 +102,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		if !set["max-new-tokens"] {
 			instrMax = 0 // a third of the context: room for the few-shot prompt
 		}
-		return runInstructProbe(df, *dir, tok, problems, *instruct, *checker, *seed, *batch, instrMax, *outPath, stdout, stderr)
+		return runInstructProbe(df, *dir, *adapter, tok, problems, *instruct, *checker, *seed, *batch, instrMax, *outPath, stdout, stderr)
 	}
 	var prompt evaluate.PromptFunc
 	switch *mode {
@@ -132,7 +133,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer stop()
-	m, err := model.LoadWith(d, *dir, model.Options{Precision: prec, Frozen: true})
+	m, err := loadAdapted(d, *dir, *adapter, model.Options{Precision: prec, Frozen: true})
 	if err != nil {
 		return err
 	}
@@ -203,7 +204,7 @@ func runEvaluation(ctx context.Context, r *reporter, name string, ev *evaluate.E
 
 // runInstructProbe is serl eval --self-instruct: SeRL's self-instruction step over the data's problems
 // as seeds, always through the chat template (docs/SERL.md D1).
-func runInstructProbe(df deviceFlags, dir string, tok *tokenizer.Tokenizer, problems []evaluate.Problem, n int,
+func runInstructProbe(df deviceFlags, dir, adapter string, tok *tokenizer.Tokenizer, problems []evaluate.Problem, n int,
 	checker string, seed uint64, batch, maxNew int, outPath string, stdout, stderr io.Writer) error {
 	var solve func(string) bool
 	switch checker {
@@ -242,7 +243,7 @@ func runInstructProbe(df deviceFlags, dir string, tok *tokenizer.Tokenizer, prob
 		return err
 	}
 	defer stop()
-	m, err := model.LoadWith(d, dir, model.Options{Precision: prec, Frozen: true})
+	m, err := loadAdapted(d, dir, adapter, model.Options{Precision: prec, Frozen: true})
 	if err != nil {
 		return err
 	}

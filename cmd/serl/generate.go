@@ -97,6 +97,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	var df deviceFlags
 	df.register(fs)
 	dir := fs.String("model", "", "Hugging Face model folder (default: the built-in model)")
+	adapter := fs.String("adapter", "", "PEFT LoRA adapter folder over --model")
 	prompt := fs.String("prompt", "", "prompt text (needs tokenizer.json)")
 	idsFlag := fs.String("ids", "", "prompt as comma-separated token ids")
 	promptMode := fs.String("prompt-mode", "", "raw: --prompt as is; chat: --prompt as a user turn of the model's chat template (default: the model's own, from its serl.json; chat for the built-in model; else raw)")
@@ -202,7 +203,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer stop()
-	m, err := model.LoadWith(d, *dir, model.Options{Precision: prec, Frozen: true})
+	m, err := loadAdapted(d, *dir, *adapter, model.Options{Precision: prec, Frozen: true})
 	if err != nil {
 		return err
 	}

@@ -25,11 +25,18 @@ func runInfo(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.MaxPromptTokens, "max-prompt-tokens", cfg.MaxPromptTokens, "prompt budget")
 	fs.IntVar(&cfg.MaxNewTokens, "max-new-tokens", cfg.MaxNewTokens, "tokens per response")
 	fs.IntVar(&cfg.InstrMaxNewTokens, "instr-max-new-tokens", cfg.InstrMaxNewTokens, "tokens per self-instruction completion")
+	var lf loraFlags
+	lf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if _, err := df.prec(); err != nil {
 		return err
+	}
+	if lc, err := lf.config(); err != nil {
+		return err
+	} else if lc != nil {
+		cfg.LoRARank, cfg.LoRAAlpha, cfg.LoRATargets = lc.Rank, lc.Alpha, lc.Targets
 	}
 	cfg.Precision = df.precision
 	d, stop, err := df.open(stderr)
@@ -60,8 +67,12 @@ func runInfo(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	fmt.Fprintf(stdout, "memory plan of serl train in %s (train batch %d, decode batch %d, %d prompt + %d new tokens; evaluation prompts at the prompt budget):\n",
-		cfg.Precision, cfg.TrainBatch, cfg.MaxBatch, cfg.MaxPromptTokens, max(cfg.MaxNewTokens, cfg.InstrMaxNewTokens))
+	how := "full fine-tuning"
+	if cfg.LoRARank > 0 {
+		how = fmt.Sprintf("LoRA rank %d over a frozen base", cfg.LoRARank)
+	}
+	fmt.Fprintf(stdout, "memory plan of serl train, %s, in %s (train batch %d, decode batch %d, %d prompt + %d new tokens; evaluation prompts at the prompt budget):\n",
+		how, cfg.Precision, cfg.TrainBatch, cfg.MaxBatch, cfg.MaxPromptTokens, max(cfg.MaxNewTokens, cfg.InstrMaxNewTokens))
 	if err := plan.Write(stdout); err != nil {
 		return err
 	}

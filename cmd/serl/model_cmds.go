@@ -23,6 +23,7 @@ func init() {
 type modelInput struct {
 	df          deviceFlags
 	dir, in     string
+	adapter     string
 	batchTokens int
 }
 
@@ -31,6 +32,7 @@ func (mi *modelInput) register(fs interface {
 	IntVar(*int, string, int, string)
 }) {
 	fs.StringVar(&mi.dir, "model", "", "Hugging Face model folder (config.json, model.safetensors), or "+builtin.Name)
+	fs.StringVar(&mi.adapter, "adapter", "", "PEFT LoRA adapter folder over --model (grad: the adapters' gradients)")
 	fs.StringVar(&mi.in, "in", "", `JSONL file of {"ids":[...]} lines ("-" for stdin)`)
 	fs.IntVar(&mi.batchTokens, "batch-tokens", 4096, "tokens per packed batch (the activation arena's size)")
 }
@@ -69,13 +71,24 @@ func (mi *modelInput) load(stderr io.Writer, training bool) (*model.Model, *mode
 	}
 	// Scoring needs only the weights the ops read (frozen: under bf16, no float32 master); the gradient
 	// needs the master weights and a gradient blob.
-	opts := model.Options{Precision: p, Frozen: !training}
+	opts := model.Options{Precision: p, Frozen: !training || mi.adapter != ""}
+	var lc *model.LoRAConfig
+	if mi.adapter != "" {
+		c, err := model.ReadLoRAConfig(mi.adapter)
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		lc = &c
+	}
 	var plan model.Plan
 	plan.Add(cfg.WeightsPlan("parameters", opts)...)
-	if training {
+	switch {
+	case lc != nil:
+		plan.Add(cfg.LoRAPlan(*lc, p)[:2]...) // the adapters (and their bf16 copy) and their gradients
+	case training:
 		plan.Add(cfg.OptimizerPlan()[0])
 	}
-	plan.Add(cfg.ActivationPlan(budget, budget, p)...)
+	plan.Add(cfg.LoRAActivationPlan(budget, budget, p, lc)...)
 	d, stop, err := mi.df.open(stderr)
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -86,7 +99,7 @@ func (mi *modelInput) load(stderr io.Writer, training bool) (*model.Model, *mode
 		stop()
 		return nil, nil, nil, nil, err
 	}
-	m, err := model.LoadWith(d, mi.dir, opts)
+	m, err := loadAdapted(d, mi.dir, mi.adapter, opts)
 	if err != nil {
 		stop()
 		return nil, nil, nil, nil, err

@@ -186,9 +186,16 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	var alg, mode, promptMode string
 	registerTrainFlags(fs, &tf, &cfg, &alg, &mode, &promptMode)
+	var lf loraFlags
+	lf.register(fs)
 	fs.Usage = trainUsage(fs, useBuiltin)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if lc, err := lf.config(); err != nil {
+		return err
+	} else if lc != nil {
+		cfg.LoRARank, cfg.LoRAAlpha, cfg.LoRATargets = lc.Rank, lc.Alpha, lc.Targets
 	}
 	cfg.Mode, cfg.PromptMode = selfplay.Mode(mode), selfplay.PromptMode(promptMode)
 	if err := checkTrainChoices(cfg); err != nil {
@@ -491,7 +498,7 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 			return rep, err
 		}
 	}
-	mc, err := model.LoadConfig(filepath.Join(policyDir, "config.json"))
+	mc, err := model.LoadConfig(filepath.Join(refDir, "config.json"))
 	if err != nil {
 		return in, err
 	}
@@ -505,6 +512,24 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 		return in, err
 	}
 	p, _ := model.ParsePrecision(cfg.Precision)
+	if lc := cfg.LoRA(); lc != nil {
+		// One frozen base (refDir: the model, or a resumed run's reference folder) serves policy,
+		// reference and generation; the policy's adapters are new, or the checkpoint's.
+		if in.Policy, err = model.LoadWith(d, refDir, model.Options{Precision: p, Frozen: true}); err != nil {
+			return in, err
+		}
+		if model.IsAdapterDir(policyDir) {
+			_, err = in.Policy.LoadLoRA(policyDir)
+		} else {
+			_, err = in.Policy.AttachLoRA(*lc, cfg.Seed)
+		}
+		if err != nil {
+			in.Policy.Free()
+			return in, err
+		}
+		in.Reference = in.Policy.Base()
+		return in, nil
+	}
 	if in.Policy, err = model.LoadWith(d, policyDir, model.Options{Precision: p}); err != nil {
 		return in, err
 	}

@@ -47,8 +47,12 @@ const (
 	ManifestFile = "manifest.json" // written last: step, optimizer steps, every other file's size and CRC
 )
 
-// required are the files every checkpoint holds besides the manifest.
-var required = []string{ModelDir + "/config.json", ModelDir + "/model.safetensors", MomentM, MomentV, StateFile}
+// required are the files every checkpoint holds besides the manifest; a LoRA run's model folder holds
+// its adapters in PEFT's format instead of the full weights (the frozen base is the run's own).
+var (
+	required     = []string{ModelDir + "/config.json", ModelDir + "/model.safetensors", MomentM, MomentV, StateFile}
+	requiredLoRA = []string{ModelDir + "/" + model.AdapterConfigFile, ModelDir + "/" + model.AdapterWeightsFile, MomentM, MomentV, StateFile}
+)
 
 // SwapPoints are the crash points of Save in order (internal/crashpoint): a kill at any of them must
 // leave a run that resumes from the previous checkpoint or from the new one.
@@ -82,8 +86,8 @@ func folderName(step int) string { return folderPrefix + strconv.Itoa(step) }
 
 var folderRE = regexp.MustCompile(`^checkpoint-([0-9]+)$`)
 
-// Save writes the checkpoint of step (the weights of m, the moments and step count of opt, and state
-// as JSON) into runDir and makes it the current one. A kill at any moment leaves the previous
+// Save writes the checkpoint of step (the weights of m — only its adapters when it has LoRA adapters —,
+// the moments and step count of opt, and state as JSON) into runDir and makes it the current one. A kill at any moment leaves the previous
 // checkpoint current or this one; a failure returns an error and leaves the previous one current.
 func Save(runDir string, step int, m *model.Model, opt *train.Optimizer, state any) error {
 	stateJSON, err := json.MarshalIndent(state, "", "  ")
@@ -104,7 +108,11 @@ func Save(runDir string, step int, m *model.Model, opt *train.Optimizer, state a
 		return fail(err)
 	}
 	crashpoint.Here("checkpoint.begin")
-	if err := m.Save(filepath.Join(tmp, ModelDir), safetensors.F32); err != nil {
+	if ad := m.LoRA(); ad != nil {
+		if err := ad.Save(filepath.Join(tmp, ModelDir), m.SourceDir); err != nil {
+			return fail(err)
+		}
+	} else if err := m.Save(filepath.Join(tmp, ModelDir), safetensors.F32); err != nil {
 		return fail(err)
 	}
 	crashpoint.Here("checkpoint.model")
@@ -223,7 +231,11 @@ func Open(runDir string) (*Checkpoint, error) {
 	for _, f := range man.Files {
 		listed[f.Path] = true
 	}
-	for _, r := range required {
+	need := required
+	if listed[requiredLoRA[0]] {
+		need = requiredLoRA
+	}
+	for _, r := range need {
 		if !listed[r] {
 			return nil, fmt.Errorf("checkpoint: %s does not list %s", manPath, r)
 		}

@@ -61,6 +61,23 @@ func (c Config) OptimizerPlan() []PlanItem {
 		{"gradient norm", kernels.F32, int64(kernels.F32.Size())}}
 }
 
+// LoRAPlan is the adapters of lc on this configuration and their training state: float32 master
+// weights, under bf16 their bf16 copy, and float32 gradients and AdamW moments — of the adapters only.
+func (c Config) LoRAPlan(lc LoRAConfig, p Precision) []PlanItem {
+	b := NewLoRALayout(c, lc).Bytes(kernels.F32)
+	items := []PlanItem{{fmt.Sprintf("LoRA adapters, rank %d (master)", lc.Rank), kernels.F32, b}}
+	if p == PrecisionBF16 {
+		items = append(items, PlanItem{"LoRA adapters (bf16 copy the ops read)", kernels.BF16, NewLoRALayout(c, lc).Bytes(kernels.BF16)})
+	}
+	return append(items, PlanItem{"LoRA gradients", kernels.F32, b}, PlanItem{"LoRA AdamW first moment", kernels.F32, b},
+		PlanItem{"LoRA AdamW second moment", kernels.F32, b}, PlanItem{"gradient norm", kernels.F32, int64(kernels.F32.Size())})
+}
+
+// LoRAWorkspacePlan is the adapters' scratch in a generation workspace of maxTokens tokens.
+func (c Config) LoRAWorkspacePlan(name string, lc LoRAConfig, maxTokens int, p Precision) PlanItem {
+	return PlanItem{name + ": LoRA scratch", p.Act(), int64((maxTokens*lc.Rank+15)&^15) * int64(p.Act().Size())}
+}
+
 // ActivationPlan is the training arena for maxTokens tokens in maxSeqs sequences at precision p, one
 // item per dtype (activations, float32 statistics, int32 indices).
 func (c Config) ActivationPlan(maxTokens, maxSeqs int, p Precision) []PlanItem {

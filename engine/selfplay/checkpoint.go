@@ -115,8 +115,14 @@ func (s *Stored) Close() { s.lock.Release() }
 // files, evaluations, iteration models) is removed first, so the redone work is recorded once. The
 // runner takes over the lock.
 func (s *Stored) Resume(in Inputs) (*Runner, error) {
-	if in.Policy != nil && filepath.Clean(in.Policy.SourceDir) != filepath.Clean(s.PolicyDir) {
-		return nil, fmt.Errorf("selfplay: the policy was loaded from %s, not from the checkpoint %s", in.Policy.SourceDir, s.PolicyDir)
+	if in.Policy != nil {
+		src := in.Policy.SourceDir
+		if ad := in.Policy.LoRA(); ad != nil {
+			src = ad.SourceDir // a LoRA run: the base is the reference folder, the adapters the checkpoint's
+		}
+		if filepath.Clean(src) != filepath.Clean(s.PolicyDir) {
+			return nil, fmt.Errorf("selfplay: the policy was loaded from %s, not from the checkpoint %s", src, s.PolicyDir)
+		}
 	}
 	var st State
 	if err := s.ck.ReadState(&st); err != nil {
@@ -179,9 +185,15 @@ func (r *Runner) saveCheckpoint(dir string) error {
 	return nil
 }
 
-// saveIteration keeps the model at an iteration boundary as a Hugging Face folder (iter<k>/).
+// saveIteration keeps the model at an iteration boundary as a Hugging Face folder (iter<k>/), or a
+// LoRA run's adapters as a PEFT folder over the run's reference (the base).
 func (d *runDir) saveIteration(r *Runner, it int) error {
-	if err := r.in.Policy.Save(d.file(fmt.Sprintf("iter%d", it)), safetensors.F32); err != nil {
+	dir := d.file(fmt.Sprintf("iter%d", it))
+	if ad := r.in.Policy.LoRA(); ad != nil {
+		if err := ad.Save(dir, d.file(referenceDir)); err != nil {
+			return err
+		}
+	} else if err := r.in.Policy.Save(dir, safetensors.F32); err != nil {
 		return err
 	}
 	crashpoint.Here("selfplay.iteration")

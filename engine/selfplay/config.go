@@ -79,6 +79,20 @@ type Config struct {
 
 	// Precision is f32 or bf16 (model.ParsePrecision); runs from before it existed are f32.
 	Precision string `json:"precision"`
+
+	// LoRA: with LoRARank > 0 the policy is the frozen base plus adapters of this rank (alpha,
+	// targets: model.LoRAConfig), and the reference is the same base with the adapters off.
+	LoRARank    int      `json:"lora_rank,omitempty"`
+	LoRAAlpha   float64  `json:"lora_alpha,omitempty"`
+	LoRATargets []string `json:"lora_targets,omitempty"`
+}
+
+// LoRA is the run's adapter configuration, nil for full fine-tuning.
+func (c Config) LoRA() *model.LoRAConfig {
+	if c.LoRARank == 0 {
+		return nil
+	}
+	return &model.LoRAConfig{Rank: c.LoRARank, Alpha: c.LoRAAlpha, Targets: c.LoRATargets}
 }
 
 // DefaultConfig follows the official scripts (docs/SERL.md §7); callers scale lengths and the
@@ -113,6 +127,14 @@ func (c Config) Validate() error {
 	}
 	if _, err := model.ParsePrecision(c.Precision); err != nil {
 		return bad("precision", "%v", err)
+	}
+	if c.LoRARank < 0 {
+		return bad("lora_rank", "%d < 0", c.LoRARank)
+	}
+	if lc := c.LoRA(); lc != nil {
+		if err := lc.Validate(); err != nil {
+			return bad("lora", "%v", err)
+		}
 	}
 	switch {
 	case c.Iterations < 1:

@@ -33,11 +33,20 @@ func MemoryPlan(c Config, mc model.Config) (model.Plan, error) {
 	if err != nil {
 		return pl, err
 	}
-	pl.Add(mc.WeightsPlan("policy", model.Options{Precision: p})...)
-	pl.Add(mc.WeightsPlan("reference", model.Options{Precision: p, Frozen: true})...)
-	pl.Add(mc.OptimizerPlan()...)
-	pl.Add(mc.ActivationPlan(c.actsTokens(), c.TrainBatch, p)...)
+	if lc := c.LoRA(); lc != nil {
+		// One frozen copy of the base serves policy, reference and generation; only the adapters train.
+		pl.Add(mc.WeightsPlan("base (frozen: policy, reference and generation)", model.Options{Precision: p, Frozen: true})...)
+		pl.Add(mc.LoRAPlan(*lc, p)...)
+	} else {
+		pl.Add(mc.WeightsPlan("policy", model.Options{Precision: p})...)
+		pl.Add(mc.WeightsPlan("reference", model.Options{Precision: p, Frozen: true})...)
+		pl.Add(mc.OptimizerPlan()...)
+	}
+	pl.Add(mc.LoRAActivationPlan(c.actsTokens(), c.TrainBatch, p, c.LoRA())...)
 	pl.Add(gcfg.Plan("generation", mc, p)...)
+	if lc := c.LoRA(); lc != nil {
+		pl.Add(mc.LoRAWorkspacePlan("generation", *lc, max(gcfg.MaxPrefillTokens, gcfg.MaxBatch), p))
+	}
 	// The advantage buffers grow on the first steps (rl.Workspace), up to this bound.
 	samples := c.RolloutBatch * c.Samples
 	pl.Add(model.PlanItem{Name: RLBuffersItem, DType: kernels.F32, Bytes: rl.MaxDeviceBytes(samples, samples*c.MaxNewTokens)})

@@ -86,6 +86,9 @@ func newRunner(cfg Config, in Inputs, st State) (*Runner, error) {
 	if p, _ := model.ParsePrecision(cfg.Precision); m.Precision() != p || in.Reference.Precision() != p {
 		return nil, fmt.Errorf("selfplay: the run is %s but the policy is %s and the reference %s", cfg.Precision, m.Precision(), in.Reference.Precision())
 	}
+	if (cfg.LoRARank > 0) != (m.LoRA() != nil) {
+		return nil, fmt.Errorf("selfplay: lora_rank %d but the policy has adapters: %v", cfg.LoRARank, m.LoRA() != nil)
+	}
 	gcfg, err := cfg.generationConfig(m.Config)
 	if err != nil {
 		return nil, err
