@@ -1,0 +1,85 @@
+package main
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/serl-go/serl/engine/safetensors"
+)
+
+func logprobLines(t *testing.T, out string) [][]float64 {
+	var all [][]float64
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var rec struct{ Logprobs []float64 }
+		require.NoError(t, json.Unmarshal([]byte(line), &rec))
+		all = append(all, rec.Logprobs)
+	}
+	return all
+}
+
+// serl logprobs --adapter matches PyTorch's LoRA reference; serl merge writes a model with the same
+// log-probs (1e-5); serl grad --adapter writes the adapters' gradients under PEFT's names.
+func TestLoRACLI(t *testing.T) {
+	for _, fam := range []string{"qwen2", "llama"} {
+		t.Run(fam, func(t *testing.T) {
+			base, adapter := fixtureDir(t, fam+"_f32"), fixtureDir(t, fam+"_lora")
+			ref := readRef(t, adapter)
+			in := writeIDs(t, adapter, ref)
+			code, out, errs := runCLI(t, "logprobs", "--device", "cpu", "--model", base, "--adapter", adapter, "--in", in)
+			require.Equal(t, 0, code, errs)
+			withAdapter := logprobLines(t, out)
+			require.Len(t, withAdapter, len(ref.Sequences))
+			merged := filepath.Join(t.TempDir(), "merged")
+			code, _, errs = runCLI(t, "merge", "--device", "cpu", "--model", base, "--adapter", adapter, "--out", merged)
+			require.Equal(t, 0, code, errs)
+			code, out, errs = runCLI(t, "logprobs", "--device", "cpu", "--model", merged, "--in", in)
+			require.Equal(t, 0, code, errs)
+			fromMerged := logprobLines(t, out)
+			worstRef, worstMerge := 0.0, 0.0
+			for i, s := range ref.Sequences {
+				for j, want := range s.LogProbs {
+					worstRef = math.Max(worstRef, math.Abs(withAdapter[i][j]-want))
+					worstMerge = math.Max(worstMerge, math.Abs(withAdapter[i][j]-fromMerged[i][j]))
+				}
+			}
+			t.Logf("--adapter vs PyTorch %.3g; merged vs --adapter %.3g", worstRef, worstMerge)
+			require.LessOrEqual(t, worstRef, cliTol["f32"].logprob)
+			require.LessOrEqual(t, worstMerge, 1e-5)
+
+			g := filepath.Join(t.TempDir(), "g.safetensors")
+			code, _, errs = runCLI(t, "grad", "--device", "cpu", "--model", base, "--adapter", adapter, "--in", in, "--out", g)
+			require.Equal(t, 0, code, errs)
+			got, err := safetensors.Open(g)
+			require.NoError(t, err)
+			defer got.Close()
+			want, err := safetensors.Open(filepath.Join(adapter, "grads.safetensors"))
+			require.NoError(t, err)
+			defer want.Close()
+			require.ElementsMatch(t, want.Names(), got.Names(), "adapter gradients only, under PEFT's names")
+			for _, name := range want.Names() {
+				info, _ := got.Tensor(name)
+				gv := make([]float32, info.NumElements())
+				require.NoError(t, got.Float32(name, gv))
+				raw, err := want.Bytes(name)
+				require.NoError(t, err)
+				var num, den float64
+				for i := range gv {
+					w := math.Float64frombits(binary.LittleEndian.Uint64(raw[8*i:]))
+					num += (float64(gv[i]) - w) * (float64(gv[i]) - w)
+					den += w * w
+				}
+				require.LessOrEqual(t, math.Sqrt(num/den), cliTol["f32"].grad, name)
+			}
+		})
+	}
+	dir := fixtureDir(t, "qwen2_f32")
+	code, _, errs := runCLI(t, "logprobs", "--device", "cpu", "--model", dir, "--adapter", dir, "--in", writeIDs(t, dir, readRef(t, dir)))
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errs, "not a PEFT adapter folder")
+}
