@@ -81,5 +81,5 @@ func TestLoRACLI(t *testing.T) {
 	dir := fixtureDir(t, "qwen2_f32")
 	code, _, errs := runCLI(t, "logprobs", "--device", "cpu", "--model", dir, "--adapter", dir, "--in", writeIDs(t, dir, readRef(t, dir)))
 	require.NotEqual(t, 0, code)
-	require.Contains(t, errs, "not a PEFT adapter folder")
+	require.Contains(t, errs, "adapter_config.json")
 }
