@@ -1,7 +1,6 @@
 package main
 
 import (
-
 	"fmt"
 	"io"
 	"path/filepath"
@@ -117,5 +116,3 @@ func runMerge(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout, *out)
 	return nil
 }
-
-
