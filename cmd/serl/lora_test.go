@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math"
 	"path/filepath"
 	"strings"
@@ -82,4 +83,30 @@ func TestLoRACLI(t *testing.T) {
 	code, _, errs := runCLI(t, "logprobs", "--device", "cpu", "--model", dir, "--adapter", dir, "--in", writeIDs(t, dir, readRef(t, dir)))
 	require.NotEqual(t, 0, code)
 	require.Contains(t, errs, "adapter_config.json")
+}
+
+// serl train --lora-rank killed in training, while writing a checkpoint and at an iteration boundary,
+// and resumed each time, leaves the run directory of an uninterrupted run: adapters, their moments and
+// every record byte for byte.
+func TestKillAndResumeLoRA(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs serl train 5 times on the built-in model")
+	}
+	base := t.TempDir()
+	args := append(append([]string(nil), killRunArgs...), "--lora-rank", "4", "--lr", "5e-4")
+	whole, part := filepath.Join(base, "whole"), filepath.Join(base, "part")
+	require.False(t, startCLI(t, filepath.Join(base, "trace0"), nil, append(args, "--run", whole)...).wait(t))
+	for i, at := range []string{"selfplay.train", "checkpoint.moments", "selfplay.iteration:2"} {
+		cmd := append(append([]string(nil), args...), "--run", part)
+		if i > 0 {
+			cmd = []string{"train", "--device", "cpu", "--threads", "1", "--resume", part}
+		}
+		p := startCLI(t, filepath.Join(base, fmt.Sprintf("trace%d", i+1)), []string{"SERL_CRASH_AT=" + at}, cmd...)
+		require.True(t, p.wait(t), "serl was to be killed at %s but finished:\n%s", at, p.stderr.String())
+	}
+	p := startCLI(t, filepath.Join(base, "trace9"), nil, "train", "--device", "cpu", "--threads", "1", "--resume", part)
+	require.False(t, p.wait(t))
+	require.FileExists(t, filepath.Join(part, "checkpoint", "model", "adapter_model.safetensors"))
+	require.NoFileExists(t, filepath.Join(part, "checkpoint", "model", "model.safetensors"), "no copy of the base in a checkpoint")
+	requireSameRun(t, whole, part)
 }

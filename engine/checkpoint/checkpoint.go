@@ -109,7 +109,12 @@ func Save(runDir string, step int, m *model.Model, opt *train.Optimizer, state a
 	}
 	crashpoint.Here("checkpoint.begin")
 	if ad := m.LoRA(); ad != nil {
-		if err := ad.Save(filepath.Join(tmp, ModelDir), m.SourceDir); err != nil {
+		// The base is named relative to the adapters' final place, so a run directory can move.
+		base := m.SourceDir
+		if rel, err := filepath.Rel(filepath.Join(final, ModelDir), base); err == nil {
+			base = rel
+		}
+		if err := ad.Save(filepath.Join(tmp, ModelDir), base); err != nil {
 			return fail(err)
 		}
 	} else if err := m.Save(filepath.Join(tmp, ModelDir), safetensors.F32); err != nil {

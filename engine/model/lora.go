@@ -313,8 +313,9 @@ func IsAdapterDir(dir string) bool {
 	return err == nil
 }
 
-// SaveAdapters writes the adapters as a PEFT folder (adapter_config.json and adapter_model.safetensors
-// in float32 under PEFT's names), each file written atomically. base names the base model.
+// Save writes the adapters as a PEFT folder (adapter_config.json and adapter_model.safetensors in
+// float32 under PEFT's names), each file written atomically. base names the base model
+// (base_model_name_or_path).
 func (ad *Adapters) Save(dir, base string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("model: save adapters: %w", err)

@@ -190,7 +190,7 @@ func (r *Runner) saveCheckpoint(dir string) error {
 func (d *runDir) saveIteration(r *Runner, it int) error {
 	dir := d.file(fmt.Sprintf("iter%d", it))
 	if ad := r.in.Policy.LoRA(); ad != nil {
-		if err := ad.Save(dir, d.file(referenceDir)); err != nil {
+		if err := ad.Save(dir, "../"+referenceDir); err != nil { // relative: the run directory can move
 			return err
 		}
 	} else if err := r.in.Policy.Save(dir, safetensors.F32); err != nil {
