@@ -84,7 +84,10 @@ func (mi *modelInput) load(stderr io.Writer, training bool) (*model.Model, *mode
 	plan.Add(cfg.WeightsPlan("parameters", opts)...)
 	switch {
 	case lc != nil:
-		plan.Add(cfg.LoRAPlan(*lc, p)[:2]...) // the adapters (and their bf16 copy) and their gradients
+		plan.Add(cfg.LoRAWeightsPlan(*lc, p)...)
+		if training {
+			plan.Add(cfg.LoRAOptimizerPlan(*lc)[0]) // the adapters' gradients
+		}
 	case training:
 		plan.Add(cfg.OptimizerPlan()[0])
 	}

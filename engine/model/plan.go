@@ -64,13 +64,24 @@ func (c Config) OptimizerPlan() []PlanItem {
 // LoRAPlan is the adapters of lc on this configuration and their training state: float32 master
 // weights, under bf16 their bf16 copy, and float32 gradients and AdamW moments — of the adapters only.
 func (c Config) LoRAPlan(lc LoRAConfig, p Precision) []PlanItem {
-	b := NewLoRALayout(c, lc).Bytes(kernels.F32)
-	items := []PlanItem{{fmt.Sprintf("LoRA adapters, rank %d (master)", lc.Rank), kernels.F32, b}}
+	return append(c.LoRAWeightsPlan(lc, p), c.LoRAOptimizerPlan(lc)...)
+}
+
+// LoRAWeightsPlan is the adapters: float32 master weights and, under bf16, the bf16 copy the ops read.
+func (c Config) LoRAWeightsPlan(lc LoRAConfig, p Precision) []PlanItem {
+	l := NewLoRALayout(c, lc)
+	items := []PlanItem{{fmt.Sprintf("LoRA adapters, rank %d (master)", lc.Rank), kernels.F32, l.Bytes(kernels.F32)}}
 	if p == PrecisionBF16 {
-		items = append(items, PlanItem{"LoRA adapters (bf16 copy the ops read)", kernels.BF16, NewLoRALayout(c, lc).Bytes(kernels.BF16)})
+		items = append(items, PlanItem{"LoRA adapters (bf16 copy the ops read)", kernels.BF16, l.Bytes(kernels.BF16)})
 	}
-	return append(items, PlanItem{"LoRA gradients", kernels.F32, b}, PlanItem{"LoRA AdamW first moment", kernels.F32, b},
-		PlanItem{"LoRA AdamW second moment", kernels.F32, b}, PlanItem{"gradient norm", kernels.F32, int64(kernels.F32.Size())})
+	return items
+}
+
+// LoRAOptimizerPlan is the adapters' gradients and AdamW moments, float32 in every precision.
+func (c Config) LoRAOptimizerPlan(lc LoRAConfig) []PlanItem {
+	b := NewLoRALayout(c, lc).Bytes(kernels.F32)
+	return []PlanItem{{"LoRA gradients", kernels.F32, b}, {"LoRA AdamW first moment", kernels.F32, b},
+		{"LoRA AdamW second moment", kernels.F32, b}, {"gradient norm", kernels.F32, int64(kernels.F32.Size())}}
 }
 
 // LoRAWorkspacePlan is the adapters' scratch in a generation workspace of maxTokens tokens.
