@@ -41,6 +41,7 @@ type Activations struct {
 	lu       [][7]kernels.Tensor
 	ldu      kernels.Tensor
 	normSink kernels.Tensor
+	frozen   tensors // the base's gradient tensors under LoRA: only the norms', all at normSink
 
 	// the current batch
 	tokens, seqs int
@@ -215,6 +216,9 @@ func (m *Model) NewActivations(maxTokens, maxSeqs int) (*Activations, error) {
 	}
 	if a.bufs, err = allocArena(m.dev, m.Config.activationSlots(a, maxTokens, maxSeqs, m.opts.Precision.Act(), lc)); err != nil {
 		return nil, fmt.Errorf("model: activation arena: %w", err)
+	}
+	if lc != nil {
+		a.frozen = frozenGrads(m.Config, a.normSink) // resolved once: a backward pass allocates nothing
 	}
 	a.hostIDs = make([]int32, maxTokens)
 	a.hostTargets = make([]int32, maxTokens)

@@ -258,7 +258,7 @@ func (m *Model) Backward(a *Activations, g *Blob, coef []float32) error {
 		}
 		// The frozen base gets no gradients; the RMSNorm backward still writes its weights' gradient,
 		// into a sink that is zeroed so it never overflows.
-		gw = frozenGrads(m.Config, a.normSink)
+		gw = a.frozen
 		gl = g.loraGrads(m.Config)
 		if err := m.dev.Zero(a.normSink); err != nil {
 			return err
