@@ -565,6 +565,9 @@ func trainPlan(mc model.Config, cfg selfplay.Config, evalLongest, evalMaxNew int
 		}
 		p, _ := model.ParsePrecision(cfg.Precision)
 		plan.Add(ecfg.Plan("evaluation", mc, p)...)
+		if lc := cfg.LoRA(); lc != nil {
+			plan.Add(mc.LoRAWorkspacePlan("evaluation", *lc, max(ecfg.MaxPrefillTokens, ecfg.MaxBatch), p))
+		}
 	}
 	return plan, nil
 }
