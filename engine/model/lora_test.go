@@ -13,11 +13,12 @@ import (
 // LoRA fixtures (testdata/<family>_lora, made by gen_fixtures.py): PEFT adapters over the f32 folder's
 // weights; log-probs with the adapters on and the adapters' gradients, from PyTorch in float64.
 // Tolerances 4× the worst measured over both families (log-probs 4.83e-6 absolute, gradients 2.61e-6
-// relative L2, f32), and for a bf16 base and adapters the bf16 fixtures' own bounds (measured 0.113
-// and 0.046).
+// relative L2, f32); with a bf16 base and adapters, the bf16 fixtures' log-prob bound (0.35, 3.1× the
+// 0.113 measured) and 0.18 for the gradients (3.9× the 0.046 measured).
 const (
-	loraLogProbTol = 2e-5
-	loraGradTol    = 1.1e-5
+	loraLogProbTol  = 2e-5
+	loraGradTol     = 1.1e-5
+	loraBF16GradTol = 0.18
 )
 
 func loadLoRAFixture(t *testing.T, fam string, o Options) (*Model, fixtureRef, string) {
@@ -67,7 +68,7 @@ func TestLoRAFixturesBF16(t *testing.T) {
 			t.Logf("bf16 LoRA vs float64: log-probs %.3g, gradients %.3g (%s)", lpErr, gErr, name)
 			require.Greater(t, lpErr, 10*loraLogProbTol, "log-probs show no bf16 rounding")
 			require.LessOrEqual(t, lpErr, bf16LogProbTol)
-			require.LessOrEqual(t, gErr, bf16GradTol, "adapter gradient of %s", name)
+			require.LessOrEqual(t, gErr, loraBF16GradTol, "adapter gradient of %s", name)
 		})
 	}
 }
