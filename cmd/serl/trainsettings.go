@@ -30,6 +30,8 @@ func trainDefaults(forBuiltin bool) *flag.FlagSet {
 	var df deviceFlags // serl train's own set has them too (--precision is a setting)
 	df.register(fs)
 	registerTrainFlags(fs, &tf, &cfg, &alg, &mode, &promptMode)
+	var lf loraFlags // and the LoRA flags
+	lf.register(fs)
 	return fs
 }
 
