@@ -57,6 +57,10 @@ func ruleFor(dir string) (pkgRule, bool) {
 		return pkgRule{rank: rankKernels, allow: allow()}, true
 	case under("kernels"):
 		return pkgRule{rank: rankKernels, allow: allow("loader", "kernels/...")}, true
+	case under("engine/dist"):
+		// Data parallelism: the engine's one door to a communication library, through loader/mpi's raw
+		// MPI binding (never serl's kernel loader, never purego itself).
+		return pkgRule{rank: rankEngine, allow: allow("kernels", "loader/mpi", "engine/...")}, true
 	case under("engine"):
 		return pkgRule{rank: rankEngine, allow: allow("kernels", "kernels/ref", "engine/...")}, true
 	case under("cmd"):

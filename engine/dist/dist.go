@@ -1,0 +1,325 @@
+// Package dist holds serl's data parallelism: the process group a run is split over (rank, world size,
+// local rank) and its collectives — all-reduce (sum) of float32 device tensors, broadcast, barrier and
+// all-gather of small host records. Backends: none (one process, rank 0 of 1: every collective is the
+// identity) and MPI (Open MPI through loader/mpi). Every collective is non-blocking underneath and
+// polled against a deadline, so a rank that dies or hangs makes the others fail with an error naming
+// the call and the rank instead of waiting forever.
+package dist
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+	"unsafe"
+
+	"github.com/serl-go/serl/kernels"
+	"github.com/serl-go/serl/loader/mpi"
+)
+
+// Backends.
+const (
+	BackendNone = "none"
+	BackendMPI  = "mpi"
+)
+
+// DefaultTimeout bounds every collective: longer than any rank's share of a step is expected to
+// differ from another's, short enough that a dead rank ends the job in minutes.
+const DefaultTimeout = 10 * time.Minute
+
+// TimeoutEnv overrides DefaultTimeout (a Go duration such as 30s).
+const TimeoutEnv = "SERL_DIST_TIMEOUT"
+
+// Comm is this process's place in the group.
+type Comm struct {
+	backend     string
+	rank, size  int
+	local       int
+	Timeout     time.Duration
+	lib         *mpi.Lib
+	libVersion  string
+	sendF, recv []float32 // all-reduce staging, grown to the largest tensor seen
+}
+
+// Single is the one-process group: rank 0 of 1, collectives are the identity.
+func Single() *Comm { return &Comm{backend: BackendNone, size: 1, Timeout: DefaultTimeout} }
+
+// Launched reports whether this process was started by an MPI launcher (mpirun, or srun with PMI/PMIx),
+// from the variables those set.
+func Launched() bool {
+	for _, v := range []string{"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"} {
+		if os.Getenv(v) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// Init joins the process group: MPI when launched by an MPI launcher, else the one-process group.
+func Init() (*Comm, error) {
+	timeout := DefaultTimeout
+	if s := os.Getenv(TimeoutEnv); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("dist: %s=%q is not a positive duration such as 30s", TimeoutEnv, s)
+		}
+		timeout = d
+	}
+	if !Launched() {
+		c := Single()
+		c.Timeout = timeout
+		return c, nil
+	}
+	lib, err := mpi.Open()
+	if err != nil {
+		return nil, fmt.Errorf("dist: launched by MPI (OMPI_COMM_WORLD_SIZE/PMIX_RANK/PMI_SIZE set) but: %w", err)
+	}
+	rank, size, err := lib.RankSize()
+	if err != nil {
+		return nil, fmt.Errorf("dist: %w", err)
+	}
+	c := &Comm{backend: BackendMPI, rank: rank, size: size, Timeout: timeout, lib: lib, libVersion: lib.Version()}
+	if c.local, err = c.localRank(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// localRank is this rank's index among the ranks on its host: the launcher's LOCAL_RANK-like variable
+// when set, else counted from the gathered host names.
+func (c *Comm) localRank() (int, error) {
+	for _, v := range []string{"LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"} {
+		if s := os.Getenv(v); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 0 {
+				return 0, fmt.Errorf("dist: %s=%q is not a local rank", v, s)
+			}
+			return n, nil
+		}
+	}
+	host, _ := os.Hostname()
+	hosts, err := c.AllGather([]byte(host))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, h := range hosts[:c.rank] {
+		if string(h) == host {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Backend is "none" or "mpi".
+func (c *Comm) Backend() string { return c.backend }
+
+// Library names the MPI library and its version ("" for none).
+func (c *Comm) Library() string {
+	if c.lib == nil {
+		return ""
+	}
+	return c.lib.Path + " (" + c.libVersion + ")"
+}
+
+// Rank is this process's index in the group, 0 ≤ Rank < Size.
+func (c *Comm) Rank() int { return c.rank }
+
+// Size is the number of processes.
+func (c *Comm) Size() int { return c.size }
+
+// LocalRank is this process's index among those on its host (the GPU it should use).
+func (c *Comm) LocalRank() int { return c.local }
+
+// Split returns this rank's share [lo, hi) of n items split in contiguous blocks, the first n mod Size
+// ranks taking one more: concatenating every rank's share in rank order gives 0..n−1.
+func (c *Comm) Split(n int) (lo, hi int) { return SplitOf(n, c.rank, c.size) }
+
+// SplitOf is Split for any rank.
+func SplitOf(n, rank, size int) (lo, hi int) {
+	q, r := n/size, n%size
+	lo = rank*q + min(rank, r)
+	hi = lo + q
+	if rank < r {
+		hi++
+	}
+	return lo, hi
+}
+
+// wait polls a request until it completes or the timeout passes; the error names the call and rank.
+func (c *Comm) wait(call string, r *mpi.Request, err error, keep ...any) error {
+	if err != nil {
+		return fmt.Errorf("dist: rank %d of %d: %w", c.rank, c.size, err)
+	}
+	deadline := time.Now().Add(c.Timeout)
+	pause := time.Microsecond
+	for {
+		done, err := c.lib.Test(r)
+		if err != nil {
+			return fmt.Errorf("dist: rank %d of %d: %s: %w", c.rank, c.size, call, err)
+		}
+		if done {
+			runtime.KeepAlive(keep)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return &TimeoutError{Call: call, Rank: c.rank, Size: c.size, After: c.Timeout}
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, time.Millisecond)
+	}
+}
+
+// TimeoutError is a collective that not every rank joined in time: one has died, hangs, or is far
+// behind. MPI cannot cancel the operation, so the process must end (Abort).
+type TimeoutError struct {
+	Call       string
+	Rank, Size int
+	After      time.Duration
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("dist: rank %d of %d: %s did not complete within %v: another rank has died or hangs (%s sets the limit)",
+		e.Rank, e.Size, e.Call, e.After, TimeoutEnv)
+}
+
+// Barrier returns once every rank has called it.
+func (c *Comm) Barrier() error {
+	if c.size == 1 {
+		return nil
+	}
+	r, err := c.lib.Ibarrier()
+	return c.wait("MPI_Ibarrier", r, err)
+}
+
+// maxCount keeps element counts inside MPI's C int.
+const maxCount = 1 << 30
+
+// AllReduceSumHost replaces x on every rank with the element-wise sum of every rank's x (same length
+// everywhere).
+func (c *Comm) AllReduceSumHost(x []float32) error {
+	if c.size == 1 || len(x) == 0 {
+		return nil
+	}
+	if cap(c.recv) < len(x) {
+		c.recv = make([]float32, len(x))
+	}
+	recv := c.recv[:len(x)]
+	for lo := 0; lo < len(x); lo += maxCount {
+		hi := min(lo+maxCount, len(x))
+		r, err := c.lib.IallreduceSum(unsafe.Pointer(&x[lo]), unsafe.Pointer(&recv[lo]), int32(hi-lo), c.lib.Float)
+		if err := c.wait(fmt.Sprintf("MPI_Iallreduce of %d floats", hi-lo), r, err, x, recv); err != nil {
+			return err
+		}
+	}
+	copy(x, recv)
+	return nil
+}
+
+// AllReduceSum replaces the float32 device tensor t on every rank with the sum over ranks, through
+// host memory (download, MPI, upload).
+func (c *Comm) AllReduceSum(t kernels.Tensor) error {
+	if c.size == 1 {
+		return nil
+	}
+	if t.DType() != kernels.F32 {
+		return fmt.Errorf("dist: all-reduce of a %v tensor: only float32 is supported", t.DType())
+	}
+	n := t.Len()
+	if cap(c.sendF) < n {
+		c.sendF = make([]float32, n)
+	}
+	x := c.sendF[:n]
+	if err := kernels.Download(x, t); err != nil {
+		return err
+	}
+	if err := c.AllReduceSumHost(x); err != nil {
+		return err
+	}
+	return kernels.Upload(t, x)
+}
+
+// Broadcast copies root's buf into every rank's buf (same length everywhere).
+func (c *Comm) Broadcast(buf []byte, root int) error {
+	if c.size == 1 || len(buf) == 0 {
+		return nil
+	}
+	for lo := 0; lo < len(buf); lo += maxCount {
+		hi := min(lo+maxCount, len(buf))
+		r, err := c.lib.Ibcast(unsafe.Pointer(&buf[lo]), int32(hi-lo), c.lib.Byte, root)
+		if err := c.wait(fmt.Sprintf("MPI_Ibcast of %d bytes from rank %d", hi-lo, root), r, err, buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AllGather returns every rank's rec, indexed by rank, on every rank. Records are small (problems,
+// rewards, metrics): together under 2 GiB.
+func (c *Comm) AllGather(rec []byte) ([][]byte, error) {
+	if c.size == 1 {
+		return [][]byte{append([]byte(nil), rec...)}, nil
+	}
+	if len(rec) >= maxCount {
+		return nil, fmt.Errorf("dist: rank %d: a gathered record of %d bytes is too large", c.rank, len(rec))
+	}
+	n := []int32{int32(len(rec))}
+	counts := make([]int32, c.size)
+	r, err := c.lib.Iallgather(unsafe.Pointer(&n[0]), 1, c.lib.Int, unsafe.Pointer(&counts[0]))
+	if err := c.wait("MPI_Iallgather of record lengths", r, err, n, counts); err != nil {
+		return nil, err
+	}
+	displs := make([]int32, c.size)
+	total := int64(0)
+	for i, k := range counts {
+		if k < 0 {
+			return nil, fmt.Errorf("dist: rank %d: rank %d sent a record length of %d", c.rank, i, k)
+		}
+		displs[i] = int32(total)
+		total += int64(k)
+	}
+	if total >= maxCount {
+		return nil, fmt.Errorf("dist: rank %d: gathered records of %d bytes are too large", c.rank, total)
+	}
+	all := make([]byte, total+1) // +1: never a zero-length buffer to take the address of
+	send := append(rec[:len(rec):len(rec)], 0)
+	r, err = c.lib.Iallgatherv(unsafe.Pointer(&send[0]), int32(len(rec)), unsafe.Pointer(&all[0]), counts, displs)
+	if err := c.wait(fmt.Sprintf("MPI_Iallgatherv of %d bytes", total), r, err, send, all, counts, displs); err != nil {
+		return nil, err
+	}
+	out := make([][]byte, c.size)
+	for i := range out {
+		out[i] = all[displs[i] : displs[i]+counts[i] : displs[i]+counts[i]]
+	}
+	return out, nil
+}
+
+// Abort ends every process of the group (MPI_Abort): the way out after a failed collective, which MPI
+// cannot cancel. With one process it does nothing.
+func (c *Comm) Abort(code int) {
+	if c.lib != nil && c.size > 1 {
+		c.lib.Abort(code)
+	}
+}
+
+// Close leaves the group (MPI_Finalize) after a barrier, so no rank finalizes while another still
+// needs it.
+func (c *Comm) Close() error {
+	if c.lib == nil {
+		return nil
+	}
+	err := c.Barrier()
+	if ferr := c.lib.Finalize(); err == nil && ferr != nil {
+		err = fmt.Errorf("dist: rank %d: %w", c.rank, ferr)
+	}
+	c.lib = nil
+	return err
+}
+
+// IsTimeout reports a collective timeout.
+func IsTimeout(err error) bool {
+	var t *TimeoutError
+	return errors.As(err, &t)
+}
