@@ -5,6 +5,7 @@ import (
 	"io"
 	"path/filepath"
 
+	"github.com/serl-go/serl/engine/dist"
 	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/selfplay"
 )
@@ -14,6 +15,10 @@ func init() {
 }
 
 func runInfo(args []string, stdout, stderr io.Writer) error {
+	return inGroup(stdout, stderr, func(c *dist.Comm, stdout, stderr io.Writer) error { return info(c, args, stdout, stderr) })
+}
+
+func info(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("info", stderr)
 	var df deviceFlags
 	df.register(fs)
@@ -47,6 +52,12 @@ func runInfo(args []string, stdout, stderr io.Writer) error {
 	in := d.Info()
 	fmt.Fprintf(stdout, "backend   %s\ndevice    %s\nlibrary   %s\nthreads   %d\nsimd      %s\nmemory    %.1f GiB total, %.1f GiB free\n",
 		in.Backend, in.Name, in.Library, in.Threads, in.SIMD, float64(in.TotalMemory)/(1<<30), float64(in.FreeMemory)/(1<<30))
+	if comm.Size() == 1 {
+		fmt.Fprintf(stdout, "parallel  %s (one process; mpirun -np N serl … runs N)\n", comm.Backend())
+	} else {
+		fmt.Fprintf(stdout, "parallel  %s, world size %d (this is rank %d, local rank %d), %s\n",
+			comm.Backend(), comm.Size(), comm.Rank(), comm.LocalRank(), comm.Library())
+	}
 	if *dir == "" {
 		return nil
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/serl-go/serl/engine/builtin"
 	"github.com/serl-go/serl/engine/chart"
 	"github.com/serl-go/serl/engine/chat"
+	"github.com/serl-go/serl/engine/dist"
 	"github.com/serl-go/serl/engine/evaluate"
 	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/rl"
@@ -170,7 +171,12 @@ func registerTrainFlags(fs interface {
 	fs.Float64Var(&c.DifficultyHigh, "difficulty-high", c.DifficultyHigh, "and at most this")
 }
 
+// runTrain is serl train in the process group it was launched in (mpirun -np N: data parallel).
 func runTrain(args []string, stdout, stderr io.Writer) error {
+	return inGroup(stdout, stderr, func(c *dist.Comm, stdout, stderr io.Writer) error { return trainRank(c, args, stdout, stderr) })
+}
+
+func trainRank(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("train", stderr)
 	var df deviceFlags
 	df.register(fs)
@@ -256,7 +262,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if tf.Resume != "" {
 		runPath = tf.Resume
 		// Locked first: a second process on the directory fails here at once, naming the owner.
-		stored, err := selfplay.OpenRun(runPath)
+		stored, err := selfplay.OpenRunIn(runPath, comm)
 		if err != nil {
 			return err
 		}
@@ -265,7 +271,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		if tf, err = restoreInputs(runPath); err != nil {
 			return err
 		}
-		if in, err = trainInputs(d, stored.PolicyDir, stored.ReferenceDir, tf, cfg, stderr); err != nil {
+		if in, err = trainInputs(d, comm, stored.PolicyDir, stored.ReferenceDir, tf, cfg, stderr); err != nil {
 			return err
 		}
 		if r, err = stored.Resume(in); err != nil {
@@ -277,7 +283,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		if runPath == "" {
 			runPath = filepath.Join("runs", time.Now().Format("2006-01-02_15-04-05"))
 		}
-		if in, err = trainInputs(d, tf.Model, tf.Model, tf, cfg, stderr); err != nil {
+		if in, err = trainInputs(d, comm, tf.Model, tf.Model, tf, cfg, stderr); err != nil {
 			return err
 		}
 		if in.RunFiles, err = runFiles(tf); err != nil {
@@ -393,8 +399,8 @@ func checkTrainChoices(c selfplay.Config) error {
 // trainInputs reads the tokenizer, chat template and data, prints the run's memory plan and refuses it
 // when it does not fit the device — before anything is allocated — and then loads the policy and
 // reference models.
-func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg selfplay.Config, stderr io.Writer) (selfplay.Inputs, error) {
-	var in selfplay.Inputs
+func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, tf trainFlags, cfg selfplay.Config, stderr io.Writer) (selfplay.Inputs, error) {
+	in := selfplay.Inputs{Comm: comm}
 	var err error
 	if in.Tokenizer, err = tokenizer.Load(filepath.Join(refDir, "tokenizer.json")); err != nil {
 		return in, err
@@ -479,7 +485,7 @@ func trainInputs(d *kernels.Device, policyDir, refDir string, tf trainFlags, cfg
 			if it != 0 && it != cfg.Iterations && !tf.EvalKAll || it == 0 && !tf.EvalKBefore {
 				k = 0 // maj@K costs K samples per problem: before training and at the end only
 			}
-			ev := &evaluate.Evaluator{Model: m, Prompt: prompt, Decoder: tok, Options: evaluate.Options{K: k,
+			ev := &evaluate.Evaluator{Comm: comm, Model: m, Prompt: prompt, Decoder: tok, Options: evaluate.Options{K: k,
 				MaxNewTokens: maxNew, Seed: cfg.Seed, StopIDs: evaluate.StopIDs(m.Config, tok), MaxBatch: cfg.MaxBatch}}
 			name := fmt.Sprintf("evaluation after iteration %d", it)
 			if it == 0 {

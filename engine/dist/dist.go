@@ -19,6 +19,8 @@ import (
 	"github.com/serl-go/serl/loader/mpi"
 )
 
+var trace = os.Getenv("SERL_DIST_TRACE") != ""
+
 // Backends.
 const (
 	BackendNone = "none"
@@ -152,6 +154,9 @@ func SplitOf(n, rank, size int) (lo, hi int) {
 func (c *Comm) wait(call string, r *mpi.Request, err error, keep ...any) error {
 	if err != nil {
 		return fmt.Errorf("dist: rank %d of %d: %w", c.rank, c.size, err)
+	}
+	if trace {
+		fmt.Fprintf(os.Stderr, "dist trace: rank %d: %s\n", c.rank, call)
 	}
 	deadline := time.Now().Add(c.Timeout)
 	pause := time.Microsecond

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/serl-go/serl/engine/chat"
+	"github.com/serl-go/serl/engine/dist"
 	"github.com/serl-go/serl/engine/generate"
 	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/tokenizer"
@@ -91,6 +92,9 @@ type Options struct {
 	// FitContext shortens MaxNewTokens to what the model's context leaves after the longest prompt,
 	// instead of refusing (the official 1024-token budget exceeds a small model's context).
 	FitContext bool
+	// FirstIndex is the index of problems[0] in the whole evaluation set, which keys each problem's
+	// sampling stream: a rank's share of a split evaluation samples what one process would.
+	FirstIndex int
 	// Chunk is the number of problems handed to the engine at once (default: about 16 batches' worth
 	// of sequences); progress is reported between chunks.
 	Chunk int
@@ -102,7 +106,10 @@ type Evaluator struct {
 	Prompt  PromptFunc
 	Decoder generate.Detokenizer
 	Options Options
-	// Stats is the engine's work over the last Run.
+	// Comm, when it holds several processes, splits Run's problems over them: each decodes its share
+	// and the responses are gathered in order, so every rank grades the whole set alike.
+	Comm *dist.Comm
+	// Stats is the engine's work over the last Run (this rank's share).
 	Stats  generate.Stats
 	tokens atomic.Int64
 }
@@ -170,7 +177,7 @@ func (e *Evaluator) Generate(ctx context.Context, problems []Problem, progress f
 			if o.K > 0 {
 				reqs = append(reqs, generate.Request{Prompt: prompts[i], N: o.K, Params: generate.Params{
 					MaxNewTokens: o.MaxNewTokens, Temperature: SampleTemperature, TopP: SampleTopP,
-					StopIDs: stop, StopStrings: o.StopStrings, Seed: problemSeed(o.Seed, i)}})
+					StopIDs: stop, StopStrings: o.StopStrings, Seed: problemSeed(o.Seed, o.FirstIndex+i)}})
 			}
 		}
 		out, err := eng.GenerateContext(ctx, reqs, e.Decoder, count)
@@ -201,9 +208,49 @@ func (e *Evaluator) Generate(ctx context.Context, problems []Problem, progress f
 
 // Run generates and grades; a done ctx stops it at the next decoding step with ctx's error.
 func (e *Evaluator) Run(ctx context.Context, problems []Problem, progress func(done, total int)) (Report, []Result, error) {
-	greedy, samples, err := e.Generate(ctx, problems, progress)
+	if e.Comm == nil || e.Comm.Size() == 1 {
+		greedy, samples, err := e.Generate(ctx, problems, progress)
+		if err != nil {
+			return Report{}, nil, err
+		}
+		return Grade(problems, greedy, samples, e.Options.K)
+	}
+	lo, hi := e.Comm.Split(len(problems))
+	type share struct {
+		Greedy  string   `json:"g"`
+		Samples []string `json:"s,omitempty"`
+	}
+	var mine []share
+	if hi > lo {
+		first := e.Options.FirstIndex
+		e.Options.FirstIndex = first + lo
+		greedy, samples, err := e.Generate(ctx, problems[lo:hi], progress)
+		e.Options.FirstIndex = first
+		if err != nil {
+			return Report{}, nil, err
+		}
+		for i, g := range greedy {
+			sh := share{Greedy: g}
+			if samples != nil {
+				sh.Samples = samples[i]
+			}
+			mine = append(mine, sh)
+		}
+	}
+	all, err := dist.Gather(e.Comm, "evaluation responses", mine)
 	if err != nil {
-		return Report{}, nil, err
+		return Report{}, nil, fmt.Errorf("evaluate: %w", err)
+	}
+	greedy := make([]string, len(all))
+	var samples [][]string
+	if e.Options.K > 0 {
+		samples = make([][]string, len(all))
+	}
+	for i, sh := range all {
+		greedy[i] = sh.Greedy
+		if samples != nil {
+			samples[i] = sh.Samples
+		}
 	}
 	return Grade(problems, greedy, samples, e.Options.K)
 }

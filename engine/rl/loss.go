@@ -62,18 +62,59 @@ type StepStats struct {
 	Tokens   int     // action tokens
 }
 
+// ShareSums is one rank's unnormalised share of an optimizer step's statistics; summed over the
+// ranks in rank order they give the step's StepStats (Stats).
+type ShareSums struct {
+	Loss    float64 // already divided by the step's nSeqs
+	KL      float64 // Σ over action tokens
+	Tokens  int
+	Clipped int
+}
+
+// Add sums another share into s.
+func (s *ShareSums) Add(o ShareSums) {
+	s.Loss += o.Loss
+	s.KL += o.KL
+	s.Tokens += o.Tokens
+	s.Clipped += o.Clipped
+}
+
+// Stats normalises the sums of a whole step.
+func (s ShareSums) Stats() StepStats {
+	st := StepStats{Loss: s.Loss, Tokens: s.Tokens}
+	if s.Tokens > 0 {
+		st.ClipFrac = float64(s.Clipped) / float64(s.Tokens)
+		st.KL = s.KL / float64(s.Tokens)
+	}
+	return st
+}
+
 // Backward accumulates into g the gradient of the PPO loss of samples (one optimizer step's worth,
 // nSeqs = len(samples)), running m.Forward/Backward over packed batches of the workspace's arena. Each
 // batch's coefficients use the log-probs of its own forward pass (the current policy), and are zero on
 // prompt tokens and on each sequence's last token (it predicts nothing). Samples need LogPOld, LogPRef
 // and Adv.
 func (w *Workspace) Backward(c Config, m *model.Model, g *model.Blob, samples []*Sample) (StepStats, error) {
-	var st StepStats
+	s, err := w.BackwardShare(c, m, g, samples, len(samples))
+	if err != nil {
+		return StepStats{}, err
+	}
+	return s.Stats(), nil
+}
+
+// BackwardShare is Backward of one process's share of a data-parallel optimizer step of nSeqs
+// sequences in all: each sequence's loss is divided by nSeqs, so the gradients summed over the ranks
+// are the whole step's.
+func (w *Workspace) BackwardShare(c Config, m *model.Model, g *model.Blob, samples []*Sample, nSeqs int) (ShareSums, error) {
+	var st ShareSums
 	if err := c.Validate(); err != nil {
 		return st, err
 	}
 	if len(samples) == 0 {
 		return st, fmt.Errorf("rl: backward of no samples")
+	}
+	if nSeqs < len(samples) {
+		return st, fmt.Errorf("rl: backward of %d samples as a share of %d", len(samples), nSeqs)
 	}
 	for i, s := range samples {
 		if err := s.checkLogProbs(true); err != nil {
@@ -84,7 +125,6 @@ func (w *Workspace) Backward(c Config, m *model.Model, g *model.Blob, samples []
 		return st, err
 	}
 	n := len(samples)
-	clipped := 0
 	for lo := 0; lo < n; {
 		hi, logp, err := w.forward(m, samples, lo)
 		if err != nil {
@@ -95,11 +135,11 @@ func (w *Workspace) Backward(c Config, m *model.Model, g *model.Blob, samples []
 		off := 0
 		for _, s := range samples[lo:hi] {
 			at, T := off+s.PromptLen-1, s.Actions()
-			l, cl, kl := PPOCoefficients(c, logp[at:at+T], s.LogPOld, s.LogPRef, s.Adv, n, coef[at:at+T])
+			l, cl, kl := PPOCoefficients(c, logp[at:at+T], s.LogPOld, s.LogPRef, s.Adv, nSeqs, coef[at:at+T])
 			st.Loss += l
 			st.KL += kl
 			st.Tokens += T
-			clipped += cl
+			st.Clipped += cl
 			off += len(s.IDs)
 		}
 		if err := m.Backward(w.acts, g, coef); err != nil {
@@ -107,7 +147,5 @@ func (w *Workspace) Backward(c Config, m *model.Model, g *model.Blob, samples []
 		}
 		lo = hi
 	}
-	st.ClipFrac = float64(clipped) / float64(st.Tokens)
-	st.KL /= float64(st.Tokens)
 	return st, nil
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/serl-go/serl/engine/checkpoint"
+	"github.com/serl-go/serl/engine/dist"
 	"github.com/serl-go/serl/engine/safetensors"
 	"github.com/serl-go/serl/internal/crashpoint"
 )
@@ -21,7 +22,28 @@ const (
 // (it must not exist, or be empty) with config.json, the reference model, in.RunFiles and the
 // checkpoint of step 0, all at once (checkpoint.Create): a start that fails or is killed leaves no run
 // directory behind. The runner owns the directory's lock until Free.
+//
+// In a data-parallel run every rank calls Start with the same arguments: rank 0 creates the directory,
+// the others only build their runner, and all of them fail if one does.
 func Start(path string, cfg Config, in Inputs) (*Runner, error) {
+	c := in.comm()
+	var r *Runner
+	var err error
+	if c.Rank() == 0 {
+		r, err = start(path, cfg, in)
+	} else if r, err = newRunner(cfg, in, State{}); err == nil {
+		r.follow(path)
+	}
+	if err = agree(c, "starting the run", err); err != nil {
+		if r != nil {
+			r.Free()
+		}
+		return nil, err
+	}
+	return r, nil
+}
+
+func start(path string, cfg Config, in Inputs) (*Runner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -65,12 +87,63 @@ type Stored struct {
 
 	lock *checkpoint.Lock
 	ck   *checkpoint.Checkpoint
+	path string
+	comm *dist.Comm
 }
 
 // OpenRun locks a run directory (failing at once, naming the owner's pid, when another process holds
 // it), checks its current checkpoint and removes what killed writers left. A lost or damaged checkpoint
 // is an error naming the file, never a fresh start.
-func OpenRun(path string) (*Stored, error) {
+func OpenRun(path string) (*Stored, error) { return OpenRunIn(path, nil) }
+
+// OpenRunIn is OpenRun for every rank of a data-parallel run (c nil: this process alone). Rank 0 locks
+// and cleans the directory; only then do the other ranks open its checkpoint, read-only (the run
+// directory must be on a file system every rank sees). All fail if one does.
+func OpenRunIn(path string, c *dist.Comm) (*Stored, error) {
+	if c == nil {
+		c = dist.Single()
+	}
+	var s *Stored
+	var err error
+	if c.Rank() == 0 {
+		s, err = openRun(path)
+	}
+	// Two rounds: the others open only once rank 0 has cleaned; a failure of either round is every
+	// rank's (agree returns it everywhere, so all take the same branch).
+	if err = agree(c, "opening the run directory", err); err == nil {
+		if c.Rank() != 0 {
+			s, err = openFollower(path)
+		}
+		err = agree(c, "opening the run directory", err)
+	}
+	if err != nil {
+		if s != nil {
+			s.Close()
+		}
+		return nil, err
+	}
+	s.comm = c
+	return s, nil
+}
+
+// openFollower opens a run directory that rank 0 has locked and cleaned.
+func openFollower(path string) (*Stored, error) {
+	b, err := os.ReadFile(filepath.Join(path, configFile))
+	if err != nil {
+		return nil, fmt.Errorf("selfplay: %s is not a run directory: %w", path, err)
+	}
+	cfg := DefaultConfig()
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("selfplay: %s: %w", filepath.Join(path, configFile), err)
+	}
+	ck, err := checkpoint.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("selfplay: %w", err)
+	}
+	return &Stored{Config: cfg, PolicyDir: ck.ModelDir(), ReferenceDir: filepath.Join(path, referenceDir), Step: ck.Step, ck: ck, path: path}, nil
+}
+
+func openRun(path string) (*Stored, error) {
 	lock, err := checkpoint.Acquire(path)
 	if err != nil {
 		return nil, fmt.Errorf("selfplay: %w", err)
@@ -104,17 +177,38 @@ func openLocked(path string) (*Stored, error) {
 	if _, err := os.Stat(filepath.Join(ref, "model.safetensors")); err != nil {
 		return nil, fmt.Errorf("selfplay: reference model: %w", err)
 	}
-	return &Stored{Config: cfg, PolicyDir: ck.ModelDir(), ReferenceDir: ref, Step: ck.Step, ck: ck}, nil
+	return &Stored{Config: cfg, PolicyDir: ck.ModelDir(), ReferenceDir: ref, Step: ck.Step, ck: ck, path: path}, nil
 }
 
 // Close gives the run directory up without resuming it.
-func (s *Stored) Close() { s.lock.Release() }
+func (s *Stored) Close() {
+	if s.lock != nil {
+		s.lock.Release()
+	}
+}
 
 // Resume continues the run from its checkpoint: in.Policy must be loaded from PolicyDir and
 // in.Reference from ReferenceDir. Every record written after the checkpoint (metrics lines, data
 // files, evaluations, iteration models) is removed first, so the redone work is recorded once. The
 // runner takes over the lock.
+//
+// Every rank of a data-parallel run resumes with the same inputs (and s.comm as in.Comm); all fail if
+// one does.
 func (s *Stored) Resume(in Inputs) (*Runner, error) {
+	if s.comm != nil && in.Comm == nil {
+		in.Comm = s.comm
+	}
+	r, err := s.resume(in)
+	if err = agree(in.comm(), "resuming the run", err); err != nil {
+		if r != nil {
+			r.Free()
+		}
+		return nil, err
+	}
+	return r, nil
+}
+
+func (s *Stored) resume(in Inputs) (*Runner, error) {
 	if in.Policy != nil {
 		src := in.Policy.SourceDir
 		if ad := in.Policy.LoRA(); ad != nil {
@@ -139,6 +233,10 @@ func (s *Stored) Resume(in Inputs) (*Runner, error) {
 		r.Free()
 		return nil, fmt.Errorf("selfplay: %w", err)
 	}
+	if s.lock == nil { // a follower rank: rank 0 cuts the records back
+		r.follow(s.path)
+		return r, nil
+	}
 	dir := &runDir{path: s.lock.Dir()}
 	if err := dir.cutBack(st); err != nil {
 		r.Free()
@@ -147,6 +245,12 @@ func (s *Stored) Resume(in Inputs) (*Runner, error) {
 	r.attach(s.lock)
 	s.lock = nil
 	return r, nil
+}
+
+// follow gives a rank other than 0 its view of the run directory: it writes nothing there.
+func (r *Runner) follow(path string) {
+	r.dir = &runDir{path: path, follower: true}
+	r.in.Policy.SourceDir = r.dir.file(referenceDir)
 }
 
 // attach gives the runner its locked run directory. Saved models take their tokenizer files from the
@@ -159,6 +263,9 @@ func (r *Runner) attach(lock *checkpoint.Lock) {
 // checkpoint makes the state after a training step durable: the records appended since the last
 // checkpoint are synced, then the weights, moments and loop state are swapped in (checkpoint.Save).
 func (r *Runner) checkpoint() error {
+	if r.dir.follower {
+		return nil
+	}
 	if r.dir.err != nil {
 		return r.dir.err
 	}
@@ -188,6 +295,9 @@ func (r *Runner) saveCheckpoint(dir string) error {
 // saveIteration keeps the model at an iteration boundary as a Hugging Face folder (iter<k>/), or a
 // LoRA run's adapters as a PEFT folder over the run's reference (the base).
 func (d *runDir) saveIteration(r *Runner, it int) error {
+	if d.follower {
+		return nil
+	}
 	dir := d.file(fmt.Sprintf("iter%d", it))
 	if ad := r.in.Policy.LoRA(); ad != nil {
 		if err := ad.Save(dir, "../"+referenceDir); err != nil { // relative: the run directory can move

@@ -26,12 +26,18 @@ type runDir struct {
 	lock     *checkpoint.Lock
 	err      error           // first failure of a best-effort append (metrics); reported by the next checkpoint
 	appended map[string]bool // records appended since the last checkpoint, synced before the next
+	// follower: a rank other than 0 of a data-parallel run; it reads the directory (to resume) and
+	// writes nothing, its state being rank 0's.
+	follower bool
 }
 
 func (d *runDir) file(name string) string { return filepath.Join(d.path, name) }
 
 // writeJSON writes a file atomically (temporary file, rename).
 func (d *runDir) writeJSON(name string, v any) error {
+	if d.follower {
+		return nil
+	}
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
@@ -44,7 +50,7 @@ func writeAtomic(path string, data []byte) error { return atomicfile.WriteFile(p
 
 // appendProblems appends {"idx","prompt"} lines, as the official filtered/expired/keep_train files.
 func (d *runDir) appendProblems(name string, groups []Group) error {
-	if len(groups) == 0 {
+	if len(groups) == 0 || d.follower {
 		return nil
 	}
 	f, err := d.openAppend(name)
@@ -91,6 +97,9 @@ func ReadMetrics(dir string) ([]StepMetrics, error) {
 }
 
 func (d *runDir) appendMetrics(m *StepMetrics) {
+	if d.follower {
+		return
+	}
 	f, err := d.openAppend(MetricsFile)
 	if err == nil {
 		b, _ := json.Marshal(m)

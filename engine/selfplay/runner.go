@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/serl-go/serl/engine/chat"
+	"github.com/serl-go/serl/engine/dist"
 	"github.com/serl-go/serl/engine/generate"
 	"github.com/serl-go/serl/engine/mathans"
 	"github.com/serl-go/serl/engine/model"
@@ -35,6 +36,9 @@ type Inputs struct {
 	// caller's settings and copies of its data files, so that a start killed at any moment leaves either
 	// no run directory or a complete one.
 	RunFiles map[string][]byte
+	// Comm is the process group the run is split over (nil: this process alone). Every rank gets the
+	// same configuration and inputs; rank 0 owns the run directory.
+	Comm *dist.Comm
 }
 
 // Runner runs the SeRL loop.
@@ -43,6 +47,7 @@ type Runner struct {
 	in    Inputs
 	dir   *runDir
 	state State
+	comm  *dist.Comm
 
 	engine   *generate.Engine
 	opt      *train.Optimizer
@@ -93,7 +98,7 @@ func newRunner(cfg Config, in Inputs, st State) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{cfg: cfg, in: in, state: st}
+	r := &Runner{cfg: cfg, in: in, state: st, comm: in.comm()}
 	if r.engine, err = generate.New(m, gcfg); err != nil {
 		return nil, err
 	}
@@ -243,7 +248,7 @@ func (r *Runner) Run(ctx context.Context, onStep func(StepMetrics)) error {
 		r.state.Evaluated = 1
 	}
 	for r.state.Steps < total {
-		if err := ctx.Err(); err != nil {
+		if err := r.cancelled(ctx); err != nil {
 			return err
 		}
 		trained, err := r.tick(ctx)
@@ -271,7 +276,9 @@ func (r *Runner) Run(ctx context.Context, onStep func(StepMetrics)) error {
 				return err
 			}
 		}
-		if err := r.checkpoint(); err != nil {
+		// Every rank learns whether rank 0's checkpoint (and iteration records) are safe before the
+		// next step, so a failed write ends the whole run at once.
+		if err := agree(r.comm, fmt.Sprintf("checkpoint of step %d", r.state.Steps), r.checkpoint()); err != nil {
 			return err
 		}
 	}
@@ -412,17 +419,23 @@ func (r *Runner) rollout(problems []Problem) ([]Group, error) {
 			TopP: float32(r.cfg.TopP), Seed: r.responseKey(uint64(i) + 1)}})
 		groups = append(groups, Group{Problem: p, Prompt: ids})
 	}
+	// This rank's share of the groups: sampled, decoded and rewarded here, then gathered.
+	lo, hi := r.comm.Split(len(reqs))
 	t0 := time.Now()
 	before := r.engine.Stats().GeneratedTokens
-	out, err := r.engine.Generate(reqs, r.in.Tokenizer, nil)
-	if err != nil {
-		return nil, err
+	var out [][]generate.Sample
+	if hi > lo {
+		var err error
+		if out, err = r.engine.Generate(reqs[lo:hi], r.in.Tokenizer, nil); err != nil {
+			return nil, err
+		}
 	}
 	r.counters.genTime += time.Since(t0)
-	r.counters.genTokens += r.engine.Stats().GeneratedTokens - before
+	genTokens := r.engine.Stats().GeneratedTokens - before
 	t0 = time.Now()
-	for i := range groups {
-		g := &groups[i]
+	mine := groups[lo:hi]
+	for i := range mine {
+		g := &mine[i]
 		answers := make([]mathans.Answer, len(out[i]))
 		g.Responses = make([]Response, len(out[i]))
 		for j, s := range out[i] {
@@ -445,10 +458,31 @@ func (r *Runner) rollout(problems []Problem) ([]Group, error) {
 			g.Responses[j].Reward = rewards[j]
 		}
 		g.Share = reward.Share(rewards)
-		r.counters.shares = append(r.counters.shares, g.Share)
 	}
 	r.counters.rewardTime += time.Since(t0)
-	return groups, nil
+	all, err := gather(r.comm, "rollout groups", mine)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.countTokens(genTokens); err != nil {
+		return nil, err
+	}
+	for _, g := range all {
+		r.counters.shares = append(r.counters.shares, g.Share)
+	}
+	return all, nil
+}
+
+// countTokens adds the tokens every rank generated in a phase to the step's counter.
+func (r *Runner) countTokens(mine int) error {
+	all, err := gather(r.comm, "generated token counts", []int{mine})
+	if err != nil {
+		return err
+	}
+	for _, n := range all {
+		r.counters.genTokens += n
+	}
+	return nil
 }
 
 // generateProblems is one self-instruction round: GenPrompts few-shot prompts through the chat
@@ -481,16 +515,32 @@ func (r *Runner) generateProblems() error {
 			Temperature: float32(r.cfg.InstrTemperature), TopP: float32(r.cfg.InstrTopP),
 			PresencePenalty: float32(r.cfg.InstrPresencePenalty), Seed: r.responseKey(1<<20 + uint64(i))}}
 	}
+	// Every rank built every prompt (the few-shot draws advance the same RNG everywhere); each decodes
+	// its share, and the completions are filtered in their global order on every rank, so the pool
+	// and the ROUGE-L references stay identical.
+	lo, hi := r.comm.Split(len(reqs))
 	t0 := time.Now()
 	before := r.engine.Stats().GeneratedTokens
-	out, err := r.engine.Generate(reqs, r.in.Tokenizer, nil)
+	var texts []string
+	if hi > lo {
+		out, err := r.engine.Generate(reqs[lo:hi], r.in.Tokenizer, nil)
+		if err != nil {
+			return err
+		}
+		for _, o := range out {
+			texts = append(texts, o[0].Text)
+		}
+	}
+	r.counters.genTime += time.Since(t0)
+	texts, err := gather(r.comm, "self-instruction completions", texts)
 	if err != nil {
 		return err
 	}
-	r.counters.genTime += time.Since(t0)
-	r.counters.genTokens += r.engine.Stats().GeneratedTokens - before
-	for _, o := range out {
-		res := r.filter.Process(o[0].Text)
+	if err := r.countTokens(r.engine.Stats().GeneratedTokens - before); err != nil {
+		return err
+	}
+	for _, text := range texts {
+		res := r.filter.Process(text)
 		r.counters.generated += len(res.Candidates)
 		r.counters.accepted += len(res.Accepted)
 		r.counters.rejected.Add(res.Counts)

@@ -66,12 +66,8 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 			samples = append(samples, &rl.Sample{Group: gi, IDs: ids, PromptLen: len(g.Prompt), Reward: resp.Reward})
 		}
 	}
-	old := make([][]float32, len(samples))
-	ref := make([][]float32, len(samples))
-	if err := r.rlw.ScoreActions(r.in.Policy, samples, old); err != nil {
-		return err
-	}
-	if err := r.rlw.ScoreActions(r.in.Reference, samples, ref); err != nil {
+	old, ref, err := r.scoreActions(samples)
+	if err != nil {
 		return err
 	}
 	var rewardSum float64
@@ -89,17 +85,34 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 	var clipTokens, tokens int
 	nOpt := 0
 	for lo := 0; lo < len(samples); lo += r.cfg.TrainBatch {
-		if err := ctx.Err(); err != nil {
+		if err := r.cancelled(ctx); err != nil {
 			return err
 		}
 		chunk := samples[lo:min(lo+r.cfg.TrainBatch, len(samples))]
 		if err := d.Zero(r.grads.Data); err != nil {
 			return err
 		}
-		st, err := r.rlw.Backward(r.rlc, r.in.Policy, r.grads, chunk)
+		// This rank's share of the optimizer step; the gradients of every share are summed before
+		// clipping and AdamW, which then run alike on every rank.
+		clo, chi := r.comm.Split(len(chunk))
+		var share rl.ShareSums
+		if chi > clo {
+			if share, err = r.rlw.BackwardShare(r.rlc, r.in.Policy, r.grads, chunk[clo:chi], len(chunk)); err != nil {
+				return err
+			}
+		}
+		if err := r.comm.AllReduceSum(r.grads.Data); err != nil {
+			return fmt.Errorf("selfplay: gradients of step %d: %w", r.state.Steps+1, err)
+		}
+		shares, err := gather(r.comm, "loss statistics", []rl.ShareSums{share})
 		if err != nil {
 			return err
 		}
+		var sum rl.ShareSums
+		for _, s := range shares {
+			sum.Add(s)
+		}
+		st := sum.Stats()
 		params, _ := r.in.Policy.Trainable()
 		os, err := r.opt.Step(params, r.grads)
 		if err != nil {
@@ -124,6 +137,29 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 	m.TrainSec = time.Since(t0).Seconds()
 	r.finishMetrics(&m)
 	return nil
+}
+
+// scoreActions returns the per-token log-probs of every sample's actions under the policy and the
+// reference; each rank scores its share and the shares are gathered.
+func (r *Runner) scoreActions(samples []*rl.Sample) (old, ref [][]float32, err error) {
+	lo, hi := r.comm.Split(len(samples))
+	old = make([][]float32, hi-lo)
+	ref = make([][]float32, hi-lo)
+	if hi > lo {
+		if err := r.rlw.ScoreActions(r.in.Policy, samples[lo:hi], old); err != nil {
+			return nil, nil, err
+		}
+		if err := r.rlw.ScoreActions(r.in.Reference, samples[lo:hi], ref); err != nil {
+			return nil, nil, err
+		}
+	}
+	if old, err = gather(r.comm, "policy log-probs", old); err != nil {
+		return nil, nil, err
+	}
+	if ref, err = gather(r.comm, "reference log-probs", ref); err != nil {
+		return nil, nil, err
+	}
+	return old, ref, nil
 }
 
 // finishMetrics adds the counters of the ticks that led to this step, writes the metrics line and

@@ -141,7 +141,7 @@ func (l *Lib) Version() string {
 	if l.callLocked("MPI_Get_library_version", uintptr(unsafe.Pointer(&l.buf[0])), uintptr(unsafe.Pointer(&l.i32[0]))) != nil || l.i32[0] <= 0 {
 		return "unknown"
 	}
-	s, _, _ := strings.Cut(strings.TrimRight(string(l.buf[:min(int(l.i32[0]), len(l.buf))]), "\x00"), "\n")
+	s, _, _ := strings.Cut(strings.TrimRight(string(l.buf[:min(int(l.i32[0]), len(l.buf))]), "\x00"), ",")
 	return strings.TrimSpace(strings.TrimSuffix(s, ","))
 }
 
