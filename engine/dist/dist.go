@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"time"
 	"unsafe"
@@ -150,30 +149,25 @@ func SplitOf(n, rank, size int) (lo, hi int) {
 	return lo, hi
 }
 
-// wait polls a request until it completes or the timeout passes; the error names the call and rank.
-func (c *Comm) wait(call string, r *mpi.Request, err error, keep ...any) error {
-	if err != nil {
-		return fmt.Errorf("dist: rank %d of %d: %w", c.rank, c.size, err)
-	}
+// do runs one blocking collective on a goroutine of its own and waits for it at most Timeout: MPI
+// cannot cancel a collective that a dead or hung rank never joins, so on a timeout the call is left
+// blocked and the caller must end the process (Abort). The error names the call and the rank.
+func (c *Comm) do(call string, f func() error) error {
 	if trace {
 		fmt.Fprintf(os.Stderr, "dist trace: rank %d: %s\n", c.rank, call)
 	}
-	deadline := time.Now().Add(c.Timeout)
-	pause := time.Microsecond
-	for {
-		done, err := c.lib.Test(r)
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	t := time.NewTimer(c.Timeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
 		if err != nil {
 			return fmt.Errorf("dist: rank %d of %d: %s: %w", c.rank, c.size, call, err)
 		}
-		if done {
-			runtime.KeepAlive(keep)
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return &TimeoutError{Call: call, Rank: c.rank, Size: c.size, After: c.Timeout}
-		}
-		time.Sleep(pause)
-		pause = min(2*pause, time.Millisecond)
+		return nil
+	case <-t.C:
+		return &TimeoutError{Call: call, Rank: c.rank, Size: c.size, After: c.Timeout}
 	}
 }
 
@@ -195,8 +189,7 @@ func (c *Comm) Barrier() error {
 	if c.size == 1 {
 		return nil
 	}
-	r, err := c.lib.Ibarrier()
-	return c.wait("MPI_Ibarrier", r, err)
+	return c.do("MPI_Barrier", c.lib.Barrier)
 }
 
 // maxCount keeps element counts inside MPI's C int.
@@ -214,8 +207,10 @@ func (c *Comm) AllReduceSumHost(x []float32) error {
 	recv := c.recv[:len(x)]
 	for lo := 0; lo < len(x); lo += maxCount {
 		hi := min(lo+maxCount, len(x))
-		r, err := c.lib.IallreduceSum(unsafe.Pointer(&x[lo]), unsafe.Pointer(&recv[lo]), int32(hi-lo), c.lib.Float)
-		if err := c.wait(fmt.Sprintf("MPI_Iallreduce of %d floats", hi-lo), r, err, x, recv); err != nil {
+		err := c.do(fmt.Sprintf("MPI_Allreduce of %d floats", hi-lo), func() error {
+			return c.lib.AllreduceSum(unsafe.Pointer(&x[lo]), unsafe.Pointer(&recv[lo]), int32(hi-lo), c.lib.Float)
+		})
+		if err != nil {
 			return err
 		}
 	}
@@ -253,8 +248,10 @@ func (c *Comm) Broadcast(buf []byte, root int) error {
 	}
 	for lo := 0; lo < len(buf); lo += maxCount {
 		hi := min(lo+maxCount, len(buf))
-		r, err := c.lib.Ibcast(unsafe.Pointer(&buf[lo]), int32(hi-lo), c.lib.Byte, root)
-		if err := c.wait(fmt.Sprintf("MPI_Ibcast of %d bytes from rank %d", hi-lo, root), r, err, buf); err != nil {
+		err := c.do(fmt.Sprintf("MPI_Bcast of %d bytes from rank %d", hi-lo, root), func() error {
+			return c.lib.Bcast(unsafe.Pointer(&buf[lo]), int32(hi-lo), c.lib.Byte, root)
+		})
+		if err != nil {
 			return err
 		}
 	}
@@ -272,8 +269,10 @@ func (c *Comm) AllGather(rec []byte) ([][]byte, error) {
 	}
 	n := []int32{int32(len(rec))}
 	counts := make([]int32, c.size)
-	r, err := c.lib.Iallgather(unsafe.Pointer(&n[0]), 1, c.lib.Int, unsafe.Pointer(&counts[0]))
-	if err := c.wait("MPI_Iallgather of record lengths", r, err, n, counts); err != nil {
+	err := c.do("MPI_Allgather of record lengths", func() error {
+		return c.lib.Allgather(unsafe.Pointer(&n[0]), 1, c.lib.Int, unsafe.Pointer(&counts[0]))
+	})
+	if err != nil {
 		return nil, err
 	}
 	displs := make([]int32, c.size)
@@ -290,8 +289,10 @@ func (c *Comm) AllGather(rec []byte) ([][]byte, error) {
 	}
 	all := make([]byte, total+1) // +1: never a zero-length buffer to take the address of
 	send := append(rec[:len(rec):len(rec)], 0)
-	r, err = c.lib.Iallgatherv(unsafe.Pointer(&send[0]), int32(len(rec)), unsafe.Pointer(&all[0]), counts, displs)
-	if err := c.wait(fmt.Sprintf("MPI_Iallgatherv of %d bytes", total), r, err, send, all, counts, displs); err != nil {
+	err = c.do(fmt.Sprintf("MPI_Allgatherv of %d bytes", total), func() error {
+		return c.lib.Allgatherv(unsafe.Pointer(&send[0]), int32(len(rec)), unsafe.Pointer(&all[0]), counts, displs)
+	})
+	if err != nil {
 		return nil, err
 	}
 	out := make([][]byte, c.size)

@@ -221,14 +221,13 @@ func (e *Evaluator) Run(ctx context.Context, problems []Problem, progress func(d
 		Samples []string `json:"s,omitempty"`
 	}
 	var mine []share
+	var genErr error
 	if hi > lo {
 		first := e.Options.FirstIndex
 		e.Options.FirstIndex = first + lo
 		greedy, samples, err := e.Generate(ctx, problems[lo:hi], progress)
 		e.Options.FirstIndex = first
-		if err != nil {
-			return Report{}, nil, err
-		}
+		genErr = err
 		for i, g := range greedy {
 			sh := share{Greedy: g}
 			if samples != nil {
@@ -236,6 +235,13 @@ func (e *Evaluator) Run(ctx context.Context, problems []Problem, progress func(d
 			}
 			mine = append(mine, sh)
 		}
+	}
+	// Every rank takes part in both collectives whatever happened to its share, and all fail together.
+	if err := dist.Agree(e.Comm, "evaluate: generating this rank's share", genErr); err != nil {
+		if genErr == nil && ctx.Err() != nil {
+			return Report{}, nil, ctx.Err()
+		}
+		return Report{}, nil, err
 	}
 	all, err := dist.Gather(e.Comm, "evaluation responses", mine)
 	if err != nil {

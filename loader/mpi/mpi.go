@@ -15,8 +15,8 @@ import (
 	"github.com/ebitengine/purego"
 )
 
-// Lib is a loaded and initialised MPI library. Its calls are serialised by a mutex (MPI is initialised
-// with MPI_THREAD_SERIALIZED: a goroutine may move between OS threads, never two calls at once).
+// Lib is a loaded and initialised MPI library. Its calls are serialised by a mutex (a goroutine may
+// move between OS threads, never two calls are made at once), except Abort.
 type Lib struct {
 	Path string
 
@@ -35,11 +35,16 @@ type Lib struct {
 // Names are the sonames tried, in order: Open MPI 3 and 4/5 keep libmpi.so.40.
 var Names = []string{"libmpi.so.40", "libmpi.so"}
 
-const threadSerialized = 2 // MPI_THREAD_SERIALIZED in Open MPI's enum
+// Thread levels of Open MPI's enum. serl asks for MULTIPLE (MPI_Abort may be called while another
+// thread is stuck in a collective that a dead rank never joins) and needs at least SERIALIZED.
+const (
+	threadSerialized = 2
+	threadMultiple   = 3
+)
 
 var calls = []string{"MPI_Init_thread", "MPI_Initialized", "MPI_Finalize", "MPI_Comm_rank", "MPI_Comm_size",
-	"MPI_Comm_set_errhandler", "MPI_Error_string", "MPI_Abort", "MPI_Test", "MPI_Ibarrier", "MPI_Ibcast",
-	"MPI_Iallreduce", "MPI_Iallgather", "MPI_Iallgatherv", "MPI_Get_library_version"}
+	"MPI_Comm_set_errhandler", "MPI_Error_string", "MPI_Abort", "MPI_Barrier", "MPI_Bcast",
+	"MPI_Allreduce", "MPI_Allgather", "MPI_Allgatherv", "MPI_Get_library_version"}
 
 // Open dlopens the first of names that loads (RTLD_GLOBAL: Open MPI's components, loaded later by
 // the library itself, resolve their symbols against it), finds its calls and handles, and calls
@@ -96,7 +101,7 @@ func Open(names ...string) (*Lib, error) {
 		return nil, err
 	}
 	if l.i32[0] == 0 {
-		if err := l.call("MPI_Init_thread", 0, 0, threadSerialized, uintptr(unsafe.Pointer(&l.i32[1]))); err != nil {
+		if err := l.call("MPI_Init_thread", 0, 0, threadMultiple, uintptr(unsafe.Pointer(&l.i32[1]))); err != nil {
 			return nil, err
 		}
 		if l.i32[1] < threadSerialized {
@@ -158,55 +163,32 @@ func (l *Lib) RankSize() (rank, size int, err error) {
 	return int(l.i32[0]), int(l.i32[1]), nil
 }
 
-// Request is a pending non-blocking operation. Its buffers must stay alive (and unmoved: heap memory)
-// until Test reports it done; the caller keeps them.
-type Request struct {
-	req  uintptr // MPI_Request, written by MPI
-	flag int32
+// The collectives below block until every rank has joined; the caller bounds the wait (engine/dist
+// runs them on a goroutine of their own and gives up after its timeout). Buffers must be Go heap
+// memory, alive until the call returns.
+
+// Barrier is MPI_Barrier.
+func (l *Lib) Barrier() error { return l.call("MPI_Barrier", l.CommWorld) }
+
+// Bcast is MPI_Bcast of count elements of datatype at buf from root.
+func (l *Lib) Bcast(buf unsafe.Pointer, count int32, datatype uintptr, root int) error {
+	return l.call("MPI_Bcast", uintptr(buf), uintptr(count), datatype, uintptr(root), l.CommWorld)
 }
 
-func newRequest() *Request { return new(Request) }
-
-// Test reports whether the request is complete (MPI_Test; a completed request is freed by MPI).
-func (l *Lib) Test(r *Request) (bool, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	r.flag = 0
-	if err := l.callLocked("MPI_Test", uintptr(unsafe.Pointer(&r.req)), uintptr(unsafe.Pointer(&r.flag)), 0); err != nil {
-		return false, err
-	}
-	return r.flag != 0, nil
+// AllreduceSum is MPI_Allreduce(MPI_SUM) of count elements from send into recv.
+func (l *Lib) AllreduceSum(send, recv unsafe.Pointer, count int32, datatype uintptr) error {
+	return l.call("MPI_Allreduce", uintptr(send), uintptr(recv), uintptr(count), datatype, l.OpSum, l.CommWorld)
 }
 
-// Ibarrier starts MPI_Ibarrier.
-func (l *Lib) Ibarrier() (*Request, error) {
-	r := newRequest()
-	return r, l.call("MPI_Ibarrier", l.CommWorld, uintptr(unsafe.Pointer(&r.req)))
+// Allgather is MPI_Allgather of count elements of datatype from every rank.
+func (l *Lib) Allgather(send unsafe.Pointer, count int32, datatype uintptr, recv unsafe.Pointer) error {
+	return l.call("MPI_Allgather", uintptr(send), uintptr(count), datatype, uintptr(recv), uintptr(count), datatype, l.CommWorld)
 }
 
-// Ibcast starts MPI_Ibcast of count elements of datatype at buf from root.
-func (l *Lib) Ibcast(buf unsafe.Pointer, count int32, datatype uintptr, root int) (*Request, error) {
-	r := newRequest()
-	return r, l.call("MPI_Ibcast", uintptr(buf), uintptr(count), datatype, uintptr(root), l.CommWorld, uintptr(unsafe.Pointer(&r.req)))
-}
-
-// IallreduceSum starts MPI_Iallreduce(MPI_SUM) of count elements from send into recv.
-func (l *Lib) IallreduceSum(send, recv unsafe.Pointer, count int32, datatype uintptr) (*Request, error) {
-	r := newRequest()
-	return r, l.call("MPI_Iallreduce", uintptr(send), uintptr(recv), uintptr(count), datatype, l.OpSum, l.CommWorld, uintptr(unsafe.Pointer(&r.req)))
-}
-
-// Iallgather starts MPI_Iallgather of count elements of datatype from every rank.
-func (l *Lib) Iallgather(send unsafe.Pointer, count int32, datatype uintptr, recv unsafe.Pointer) (*Request, error) {
-	r := newRequest()
-	return r, l.call("MPI_Iallgather", uintptr(send), uintptr(count), datatype, uintptr(recv), uintptr(count), datatype, l.CommWorld, uintptr(unsafe.Pointer(&r.req)))
-}
-
-// Iallgatherv starts MPI_Iallgatherv of bytes: count from this rank, counts[i] at displs[i] from rank i.
-func (l *Lib) Iallgatherv(send unsafe.Pointer, count int32, recv unsafe.Pointer, counts, displs []int32) (*Request, error) {
-	r := newRequest()
-	return r, l.call("MPI_Iallgatherv", uintptr(send), uintptr(count), l.Byte, uintptr(recv),
-		uintptr(unsafe.Pointer(&counts[0])), uintptr(unsafe.Pointer(&displs[0])), l.Byte, l.CommWorld, uintptr(unsafe.Pointer(&r.req)))
+// Allgatherv is MPI_Allgatherv of bytes: count from this rank, counts[i] at displs[i] from rank i.
+func (l *Lib) Allgatherv(send unsafe.Pointer, count int32, recv unsafe.Pointer, counts, displs []int32) error {
+	return l.call("MPI_Allgatherv", uintptr(send), uintptr(count), l.Byte, uintptr(recv),
+		uintptr(unsafe.Pointer(&counts[0])), uintptr(unsafe.Pointer(&displs[0])), l.Byte, l.CommWorld)
 }
 
 // Abort calls MPI_Abort on MPI_COMM_WORLD: every rank of the job is terminated.
