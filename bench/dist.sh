@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Data-parallel scaling of serl train (issue 19): SeRL steps per second on the built-in model with one
-# process and with `mpirun -np 2`, one CPU thread per process. Each process count runs twice, for 1 and
-# for STEPS+1 steps with the same settings; steps/s = STEPS / (difference of the wall times), so start-up,
-# the estimate and the two evaluations (kept to one greedy problem) cancel out.
+# process and with `mpirun -np 2`, one CPU thread per process. Each process count runs for 1 and for
+# STEPS+1 steps with the same settings; steps/s = STEPS / (difference of the wall times), so start-up,
+# the estimate and the two evaluations (one greedy problem each) cancel out. The CPU seconds per step
+# (user + system of every process, from the same difference) show the work the split adds, which a
+# loaded machine's wall times hide. Process counts alternate, REPS times; the medians are reported.
 #
-#   bench/dist.sh                 STEPS=4 ROLLOUT=8 SAMPLES=8 by default; NP="1 2" process counts
+#   bench/dist.sh                 STEPS=4 ROLLOUT=8 SAMPLES=8 REPS=3 NP="1 2"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STEPS=${STEPS:-4}
 ROLLOUT=${ROLLOUT:-8}
 SAMPLES=${SAMPLES:-8}
+REPS=${REPS:-3}
 NP=${NP:-1 2}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
@@ -18,31 +21,47 @@ if [[ ! -x bin/serl || -n $(find cmd engine kernels csrc loader -newer bin/serl 
 	./build.sh >&2
 fi
 
-run() { # np steps → wall seconds
+# secs: user + system seconds of a `times` line of the shell's finished children ("0m1.5s 0m0.2s").
+secs() { tail -1 "$1" | tr 'ms' '  ' | awk '{ print $1 * 60 + $2 + $3 * 60 + $4 }'; }
+
+run() { # np steps → "wall cpu" seconds
 	local np=$1 steps=$2 dir="$OUT/np$1_s$2"
 	rm -rf "$dir"
 	local args=(train --device cpu --threads 1 --iterations 1 --instructions-per-iteration $((steps * ROLLOUT))
 		--rollout-batch "$ROLLOUT" --samples "$SAMPLES" --train-batch $((ROLLOUT * SAMPLES / 2))
 		--eval-limit 1 --eval-k 0 --max-new-tokens 64 --instr-max-new-tokens 96 --run "$dir")
-	local t0 t1
+	local launch=()
+	((np == 1)) || launch=(mpirun --allow-run-as-root --oversubscribe -np "$np")
+	local t0 t1 c0 c1
 	t0=$(date +%s.%N)
-	if ((np == 1)); then
-		bin/serl "${args[@]}" >/dev/null 2>"$dir.log"
-	else
-		mpirun --allow-run-as-root --oversubscribe -np "$np" bin/serl "${args[@]}" >/dev/null 2>"$dir.log"
-	fi
+	times >"$dir.t0" # in this shell: run is called in a subshell of its own, whose children are the job
+	"${launch[@]}" bin/serl "${args[@]}" >/dev/null 2>"$dir.log"
 	t1=$(date +%s.%N)
-	awk "BEGIN { print $t1 - $t0 }"
+	times >"$dir.t1"
+	c0=$(secs "$dir.t0")
+	c1=$(secs "$dir.t1")
+	awk "BEGIN { print $t1 - $t0, $c1 - $c0 }"
 }
 
-declare -A rate
-for np in $NP; do
-	a=$(run "$np" 1)
-	b=$(run "$np" $((STEPS + 1)))
-	rate[$np]=$(awk "BEGIN { print $STEPS / ($b - $a) }")
-	printf 'np %d: 1 step %.1fs, %d steps %.1fs → %.4f steps/s\n' "$np" "$a" $((STEPS + 1)) "$b" "${rate[$np]}"
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+declare -A rates cpus
+for rep in $(seq "$REPS"); do
+	for np in $NP; do
+		read -r wa ca <<<"$(run "$np" 1)"
+		read -r wb cb <<<"$(run "$np" $((STEPS + 1)))"
+		r=$(awk "BEGIN { print $STEPS / ($wb - $wa) }")
+		c=$(awk "BEGIN { print ($cb - $ca) / $STEPS }")
+		rates[$np]+="$r "
+		cpus[$np]+="$c "
+		printf 'rep %d np %d: 1 step %.1fs, %d steps %.1fs → %.3f steps/s, %.2f CPU-s/step (load %s)\n' \
+			"$rep" "$np" "$wa" $((STEPS + 1)) "$wb" "$r" "$c" "$(cut -d' ' -f1 /proc/loadavg)"
+	done
 done
 first=${NP%% *}
+base=$(tr ' ' '\n' <<<"${rates[$first]}" | grep . | median)
 for np in $NP; do
-	printf 'np %d: %.2f× np %d\n' "$np" "$(awk "BEGIN { print ${rate[$np]} / ${rate[$first]} }")" "$first"
+	m=$(tr ' ' '\n' <<<"${rates[$np]}" | grep . | median)
+	c=$(tr ' ' '\n' <<<"${cpus[$np]}" | grep . | median)
+	printf 'np %d: median %.3f steps/s (%.2f× np %d), %.2f CPU-s/step\n' "$np" "$m" "$(awk "BEGIN { print $m / $base }")" "$first" "$c"
 done

@@ -8,6 +8,7 @@ package mpi
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"unsafe"
@@ -66,6 +67,13 @@ func Open(names ...string) (*Lib, error) {
 	}
 	if path == "" {
 		return nil, fmt.Errorf("mpi: cannot load any of:\n  %s\n(Debian: apt-get install openmpi-bin libopenmpi3)", strings.Join(tried, "\n  "))
+	}
+	// A rank waiting in a collective for a slower one yields its core instead of spinning at full
+	// priority: serl's ranks wait for each other's share of generation, and with as many ranks as
+	// cores a spinning rank takes the core the native thread pool of another needs. (Read by
+	// MPI_Init; an explicit setting wins.)
+	if os.Getenv("OMPI_MCA_mpi_yield_when_idle") == "" {
+		os.Setenv("OMPI_MCA_mpi_yield_when_idle", "1")
 	}
 	l := &Lib{Path: path, handle: h, fn: map[string]uintptr{}}
 	sym := func(name string) (uintptr, error) {
