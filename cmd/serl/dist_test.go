@@ -171,3 +171,13 @@ func firstLine(out []byte, containing string) string {
 	}
 	return fmt.Sprintf("(no line with %q)", containing)
 }
+
+// serl info names the process group it sees: none alone, MPI with its world size under mpirun.
+func TestInfoShowsProcessGroup(t *testing.T) {
+	code, out, errs := runCLI(t, "info", "--device", "cpu")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, out, "parallel  none (one process")
+	b, err := mpirunCLI(t, rank(nil, "info", "--device", "cpu"), rank(nil, "info", "--device", "cpu"))
+	require.NoError(t, err, "%s", b)
+	require.Equal(t, 1, strings.Count(string(b), "parallel  mpi, world size 2 (this is rank 0, local rank 0), libmpi.so.40 (Open MPI"), "%s", b)
+}
