@@ -44,7 +44,7 @@ const (
 )
 
 var calls = []string{"MPI_Init_thread", "MPI_Initialized", "MPI_Finalize", "MPI_Comm_rank", "MPI_Comm_size",
-	"MPI_Comm_set_errhandler", "MPI_Error_string", "MPI_Abort", "MPI_Barrier", "MPI_Bcast",
+	"MPI_Comm_set_errhandler", "MPI_Error_string", "MPI_Abort", "MPI_Ibarrier", "MPI_Test", "MPI_Barrier", "MPI_Bcast",
 	"MPI_Allreduce", "MPI_Allgather", "MPI_Allgatherv", "MPI_Get_library_version"}
 
 // Open dlopens the first of names that loads (RTLD_GLOBAL: Open MPI's components, loaded later by
@@ -174,6 +174,30 @@ func (l *Lib) RankSize() (rank, size int, err error) {
 // The collectives below block until every rank has joined; the caller bounds the wait (engine/dist
 // runs them on a goroutine of their own and gives up after its timeout). Buffers must be Go heap
 // memory, alive until the call returns.
+
+// Request is a pending MPI_Ibarrier. It lives on the Go heap (MPI writes its handle and the flag).
+type Request struct {
+	req  uintptr // MPI_Request
+	flag int32
+}
+
+// Ibarrier starts MPI_Ibarrier: with Test, a barrier that a waiting rank can sleep through instead of
+// spinning in MPI's progress loop.
+func (l *Lib) Ibarrier() (*Request, error) {
+	r := new(Request)
+	return r, l.call("MPI_Ibarrier", l.CommWorld, uintptr(unsafe.Pointer(&r.req)))
+}
+
+// Test reports whether the request is complete (MPI_Test; a completed request is freed by MPI).
+func (l *Lib) Test(r *Request) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r.flag = 0
+	if err := l.callLocked("MPI_Test", uintptr(unsafe.Pointer(&r.req)), uintptr(unsafe.Pointer(&r.flag)), 0); err != nil {
+		return false, err
+	}
+	return r.flag != 0, nil
+}
 
 // Barrier is MPI_Barrier.
 func (l *Lib) Barrier() error { return l.call("MPI_Barrier", l.CommWorld) }
