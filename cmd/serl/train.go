@@ -353,8 +353,10 @@ func trainRank(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 		}
 	})
 	pr.Idle()
-	if chartErr := writeRunCharts(runPath); chartErr != nil {
-		fmt.Fprintf(stderr, "serl: charts: %v\n", chartErr)
+	if comm.Rank() == 0 { // rank 0 owns the run directory
+		if chartErr := writeRunCharts(runPath); chartErr != nil {
+			fmt.Fprintf(stderr, "serl: charts: %v\n", chartErr)
+		}
 	}
 	if errors.Is(err, context.Canceled) {
 		fmt.Fprintf(stderr, "serl: interrupted; the last completed step is saved. Continue with: serl train --resume %s\n", runPath)
