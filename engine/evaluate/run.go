@@ -216,6 +216,24 @@ func (e *Evaluator) Run(ctx context.Context, problems []Problem, progress func(d
 		return Grade(problems, greedy, samples, e.Options.K)
 	}
 	lo, hi := e.Comm.Split(len(problems))
+	if e.Options.FitContext {
+		// Fit to the longest prompt of the whole set, as one process would, not of this rank's share.
+		// (A prompt that fails, fails alike on every rank.)
+		saved := e.Options
+		defer func() { e.Options = saved }()
+		longest := 1
+		for i, p := range problems {
+			ids, err := e.Prompt(p.Problem)
+			if err != nil {
+				return Report{}, nil, fmt.Errorf("evaluate: problem %d: %w", i, err)
+			}
+			longest = max(longest, len(ids))
+		}
+		if window := e.Model.Config.MaxPositions; longest < window && longest+e.Options.MaxNewTokens > window {
+			e.Options.MaxNewTokens = window - longest
+		}
+		e.Options.FitContext = false
+	}
 	type share struct {
 		Greedy  string   `json:"g"`
 		Samples []string `json:"s,omitempty"`
