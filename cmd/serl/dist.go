@@ -40,15 +40,16 @@ func inGroup(stdout, stderr io.Writer, run func(c *dist.Comm, stdout, stderr io.
 	return err
 }
 
-// pickGPU gives each rank on a node its own GPU, LOCAL_RANK's: the local-th of CUDA_VISIBLE_DEVICES
-// when the launcher lists several, the local-th device when it lists none. The CUDA library reads the
-// variable when it loads, after this.
+// pickGPU gives each rank on a node its own GPU: SERL_CUDA_DEVICE (read by the CUDA library when it
+// creates its context, after this) becomes the rank's local rank, unless it is set already or the
+// launcher bound one GPU to the rank (CUDA_VISIBLE_DEVICES naming a single device, as Slurm's
+// --gpus-per-task 1 does), which is then device 0.
 func pickGPU(local int) {
-	vis := os.Getenv("CUDA_VISIBLE_DEVICES")
-	switch ids := strings.Split(vis, ","); {
-	case vis == "":
-		os.Setenv("CUDA_VISIBLE_DEVICES", strconv.Itoa(local))
-	case len(ids) > 1:
-		os.Setenv("CUDA_VISIBLE_DEVICES", ids[local%len(ids)])
+	if os.Getenv("SERL_CUDA_DEVICE") != "" {
+		return
 	}
+	if vis := os.Getenv("CUDA_VISIBLE_DEVICES"); vis != "" && !strings.Contains(vis, ",") {
+		return
+	}
+	os.Setenv("SERL_CUDA_DEVICE", strconv.Itoa(local))
 }
