@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/serl-go/serl/engine/chat"
+	"github.com/serl-go/serl/engine/dist"
 	"github.com/serl-go/serl/engine/selfplay"
 	"github.com/serl-go/serl/engine/tokenizer"
 	"github.com/serl-go/serl/kernels"
@@ -137,7 +138,7 @@ func TestTrainRefusesAPlanThatDoesNotFit(t *testing.T) {
 	cfg := selfplay.DefaultConfig()
 	cfg.Mode, cfg.MaxBatch = selfplay.ModeGT, 1_000_000_000
 	var log strings.Builder
-	_, err = trainInputs(d, dir, dir, trainFlags{Data: data, Eval: data}, cfg, &log)
+	_, err = trainInputs(d, dist.Single(), dir, dir, trainFlags{Data: data, Eval: data}, cfg, &log)
 	require.ErrorContains(t, err, "memory plan needs")
 	require.Contains(t, log.String(), "policy")
 	live, peak := d.MemoryInUse()
