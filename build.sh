@@ -110,6 +110,23 @@ build_go() {
 	go build -tags "$tags" -trimpath -o bin/serl ./cmd/serl
 }
 
+# What the tests need beyond Go and gcc: Open MPI for the data-parallel tests (mpirun and libmpi.so.40,
+# which serl loads through purego). Installed here, not by hand, so `./build.sh test` runs on a fresh
+# machine; without root or apt it says which packages to install.
+test_deps() {
+	if command -v mpirun >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q 'libmpi\.so\.40 '; then
+		return
+	fi
+	if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+		echo "build.sh: installing Open MPI (openmpi-bin libopenmpi3) for the data-parallel tests" >&2
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openmpi-bin libopenmpi3 >/dev/null
+	else
+		die "the tests need Open MPI: install openmpi-bin and libopenmpi3 (Debian/Ubuntu) and retry"
+	fi
+}
+
+if [[ ${1:-} == test ]]; then test_deps; fi
 build_cpu
 build_cuda
 build_go
