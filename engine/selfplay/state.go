@@ -29,7 +29,7 @@ type Group struct {
 }
 
 // State is everything that defines where a run is: with the weights, the optimizer moments and step
-// count (engine/checkpoint) it makes a resumed run continue exactly (Part A #14).
+// count (engine/checkpoint) it makes a resumed run continue exactly (docs/SERL.md D14).
 type State struct {
 	Steps       int       `json:"steps"`         // training steps done
 	Ticks       int       `json:"ticks"`         // loop ticks (rollouts and generation rounds)

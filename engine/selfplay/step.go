@@ -133,7 +133,7 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 		m.ClipFrac = float64(clipTokens) / float64(tokens)
 	}
 	r.state.Steps++
-	r.state.Pending = nil // Part A #13: ungenerated leftovers are discarded after each step
+	r.state.Pending = nil // docs/SERL.md D13: ungenerated leftovers are discarded after each step
 	m.TrainSec = time.Since(t0).Seconds()
 	r.finishMetrics(&m)
 	return nil
