@@ -78,7 +78,7 @@ build_cuda() {
 		echo "${gencode[*]}" >build/cuda_obj/gencode
 	fi
 	local objs=() pids=() src obj hdr newest=csrc/serl.h
-	for hdr in csrc/cuda/*.cuh; do [[ $hdr -nt $newest ]] && newest=$hdr; done
+	for hdr in csrc/*.h csrc/cuda/*.cuh; do [[ $hdr -nt $newest ]] && newest=$hdr; done
 	local jobs
 	jobs=$(nproc 2>/dev/null || echo 2)
 	for src in csrc/cuda/*.cu; do

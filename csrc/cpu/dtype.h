@@ -1,8 +1,7 @@
 /* Storage dtypes of the CPU library: bf16 ⇄ f32 conversion (scalar and AVX2) and row load/store helpers
  * that let an op compute in float32 whatever its tensors' storage. Private to csrc/cpu.
  *
- * F32 → BF16 rounds to nearest even with integer arithmetic (u += 0x7FFF + lsb), the rule of
- * engine/dtype; a NaN becomes a quiet NaN with its sign and top payload bits. The hardware instruction
+ * F32 → BF16 rounds as serl_bf16_round (../common.h). The hardware instruction
  * (vcvtneps2bf16) is not used for this: it flushes subnormal inputs to zero, and every SIMD path must
  * round bit for bit alike. BF16 → F32 is exact. */
 #ifndef SERL_CPU_DTYPE_H
@@ -12,7 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../serl.h"
+#include "../common.h"
 
 static inline float serl_bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
@@ -24,9 +23,7 @@ static inline float serl_bf16_to_f32(uint16_t h) {
 static inline uint16_t serl_f32_to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
+    return serl_bf16_round(u);
 }
 
 /* 8 bf16 → 8 f32. */
@@ -44,22 +41,6 @@ static inline __m128i serl_f32x8_to_bf16(__m256 v) {
     r = _mm256_blendv_epi8(r, _mm256_or_si256(hi, _mm256_set1_epi32(0x40)), nan);
     __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xD8);
     return _mm256_castsi256_si128(p);
-}
-
-/* A float32-or-bf16 dtype the CPU ops accept for activations. */
-static inline int serl_dtype_ok(int32_t dt) { return dt == SERL_DTYPE_F32 || dt == SERL_DTYPE_BF16; }
-
-static inline size_t serl_dtype_size(int32_t dt) { return dt == SERL_DTYPE_BF16 ? 2 : 4; }
-
-static inline const char *serl_dtype_name(int32_t dt) {
-    switch (dt) {
-    case SERL_DTYPE_F32: return "f32";
-    case SERL_DTYPE_I32: return "i32";
-    case SERL_DTYPE_U64: return "u64";
-    case SERL_DTYPE_BF16: return "bf16";
-    case SERL_DTYPE_F16: return "f16";
-    }
-    return "unknown";
 }
 
 /* Element i of p (dtype dt) as float, and the store of a float. */
@@ -107,13 +88,5 @@ static inline void serl_store_f32(void *dst, int32_t dt, int64_t off, const floa
     else
         memmove((float *)dst + off, src, sizeof(float) * (size_t)n);
 }
-
-/* Returns from the calling op with SERL_E_UNSUPPORTED unless dt is F32 or BF16. */
-#define SERL_REQUIRE_DTYPE(op, name, dt)                                                                 \
-    do {                                                                                                 \
-        if (!serl_dtype_ok(dt))                                                                          \
-            return serl_fail(ctx, SERL_E_UNSUPPORTED, "%s: %s dtype %d (%s) is not supported (want f32 or bf16)", \
-                             op, name, (int)(dt), serl_dtype_name(dt));                                  \
-    } while (0)
 
 #endif

@@ -31,25 +31,13 @@ typedef struct serl_ctx {
     serl_scratch_buf scratch[SERL_MAX_THREADS];
     serl_scratch_buf wide_c; /* the float32 C of a product stored in bf16 (serl_scratch_c) */
 } serl_ctx;
+#define SERL_CTX serl_ctx /* for ../common.h */
 
 /* Records a formatted message on ctx and returns status. */
 int32_t serl_fail(serl_ctx *ctx, int32_t status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Validates the context and the args struct's size word; returns early from the calling op on error. */
-#define SERL_ENTER(ctxp, a, T)                                                                          \
-    serl_ctx *ctx = (serl_ctx *)(ctxp);                                                                 \
-    if (!ctx) return SERL_E_ARG;                                                                        \
-    ctx->err[0] = 0;                                                                                    \
-    if (!(a)) return serl_fail(ctx, SERL_E_ARG, #T ": args pointer is NULL");                           \
-    if ((a)->size != sizeof(T))                                                                         \
-        return serl_fail(ctx, SERL_E_ABI, #T ": args size %u, library expects %zu (Go/C layout mismatch)", \
-                         (unsigned)(a)->size, sizeof(T))
-
-/* Returns from the calling op with SERL_E_ARG when cond is false. */
-#define SERL_REQUIRE(cond, ...)                                                                         \
-    do {                                                                                                \
-        if (!(cond)) return serl_fail(ctx, SERL_E_ARG, __VA_ARGS__);                                    \
-    } while (0)
+#define SERL_ENTER(ctxp, a, T) SERL_ENTER_ARGS(ctxp, a, T)
 
 /* Runs fn(arg, i, worker) for i in [0, n_tasks) on the pool; the caller works too. Returns when done. */
 void serl_parallel(serl_ctx *ctx, int64_t n_tasks, serl_task_fn fn, void *arg);

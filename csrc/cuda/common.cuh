@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../serl.h"
+#include "../common.h"
 
 struct serl_pool;
 struct serl_cublas;
@@ -30,6 +30,7 @@ typedef struct serl_cuda_ctx {
     size_t host_bytes;
     char err[1024];
 } serl_cuda_ctx;
+#define SERL_CTX serl_cuda_ctx /* for ../common.h */
 
 /* Records a formatted message on ctx and returns status. */
 int32_t serl_fail(serl_cuda_ctx *ctx, int32_t status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -41,20 +42,9 @@ int32_t serl_use_device(serl_cuda_ctx *ctx);
 int32_t serl_cuda_fail(serl_cuda_ctx *ctx, cudaError_t e, const char *what);
 
 #define SERL_ENTER(ctxp, a, T)                                                                          \
-    serl_cuda_ctx *ctx = (serl_cuda_ctx *)(ctxp);                                                       \
-    if (!ctx) return SERL_E_ARG;                                                                        \
-    ctx->err[0] = 0;                                                                                    \
-    if (!(a)) return serl_fail(ctx, SERL_E_ARG, #T ": args pointer is NULL");                           \
-    if ((a)->size != sizeof(T))                                                                         \
-        return serl_fail(ctx, SERL_E_ABI, #T ": args size %u, library expects %zu (Go/C layout mismatch)", \
-                         (unsigned)(a)->size, sizeof(T));                                               \
+    SERL_ENTER_ARGS(ctxp, a, T);                                                                        \
     /* the current device is per host thread, and Go calls from any thread */                          \
     if (serl_use_device(ctx) != SERL_OK) return SERL_E_DEVICE
-
-#define SERL_REQUIRE(cond, ...)                                                                         \
-    do {                                                                                                \
-        if (!(cond)) return serl_fail(ctx, SERL_E_ARG, __VA_ARGS__);                                    \
-    } while (0)
 
 /* Checks a CUDA call; returns from the op on failure. */
 #define CUDA_TRY(call)                                                                                  \
@@ -68,26 +58,6 @@ int32_t serl_cuda_fail(serl_cuda_ctx *ctx, cudaError_t e, const char *what);
     do {                                                                                                \
         cudaError_t e_ = cudaGetLastError();                                                            \
         if (e_ != cudaSuccess) return serl_cuda_fail(ctx, e_, name ": kernel launch");                 \
-    } while (0)
-
-static inline const char *serl_dtype_name(int32_t dt) {
-    switch (dt) {
-    case SERL_DTYPE_F32: return "f32";
-    case SERL_DTYPE_I32: return "i32";
-    case SERL_DTYPE_U64: return "u64";
-    case SERL_DTYPE_BF16: return "bf16";
-    case SERL_DTYPE_F16: return "f16";
-    }
-    return "unknown";
-}
-static inline int serl_dtype_ok(int32_t dt) { return dt == SERL_DTYPE_F32 || dt == SERL_DTYPE_BF16; }
-static inline size_t serl_dtype_size(int32_t dt) { return dt == SERL_DTYPE_BF16 ? 2 : 4; }
-
-#define SERL_REQUIRE_DTYPE(op, name, dt)                                                                 \
-    do {                                                                                                 \
-        if (!serl_dtype_ok(dt))                                                                          \
-            return serl_fail(ctx, SERL_E_UNSUPPORTED, "%s: %s dtype %d (%s) is not supported (want f32 or bf16)", \
-                             op, name, (int)(dt), serl_dtype_name(dt));                                  \
     } while (0)
 
 /* Device scratch of at least bytes (256-byte aligned), valid until the next op. NULL on failure (the
@@ -112,16 +82,10 @@ static inline unsigned serl_blocks(int64_t n, int threads) {
 
 /* ------------------------------------------------------------------------- device helpers */
 
-/* bf16 ⇄ f32 exactly as the CPU library (dtype.h): round to nearest even with integer arithmetic, a
- * NaN becomes a quiet NaN with its sign; subnormals are kept (no flush). */
+/* bf16 ⇄ f32 exactly as the CPU library: the rounding is serl_bf16_round (../common.h). */
 __device__ __forceinline__ float bf16_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
 
-__device__ __forceinline__ uint16_t f32_to_bf16(float f) {
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
+__device__ __forceinline__ uint16_t f32_to_bf16(float f) { return serl_bf16_round(__float_as_uint(f)); }
 
 /* Element i of p (dtype dt: bf16 or else f32) as float, and the store of a float. */
 __device__ __forceinline__ float ld(const void *p, int bf, int64_t i) {

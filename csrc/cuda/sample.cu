@@ -15,27 +15,11 @@
 
 #include "common.cuh"
 #include "expf.cuh"
+#include "../philox.h"
 
 #define THREADS 1024
 #define ROWS_PER_LAUNCH 64
 typedef unsigned long long u64;
-
-__device__ __forceinline__ void philox4x32_10(uint32_t c[4], uint32_t k0, uint32_t k1) {
-    for (int r = 0; r < 10; r++) {
-        u64 p0 = (u64)0xD2511F53u * c[0], p1 = (u64)0xCD9E8D57u * c[2];
-        uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0, hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
-        uint32_t c0 = hi1 ^ c[1] ^ k0, c2 = hi0 ^ c[3] ^ k1;
-        c[0] = c0, c[1] = lo1, c[2] = c2, c[3] = lo0;
-        k0 += 0x9E3779B9u, k1 += 0xBB67AE85u;
-    }
-}
-
-__device__ double philox_uniform(u64 seed, u64 seq, uint32_t step) {
-    uint32_t c[4] = {(uint32_t)seq, (uint32_t)(seq >> 32), step, 0};
-    philox4x32_10(c, (uint32_t)seed, (uint32_t)(seed >> 32));
-    u64 bits = ((u64)c[0] << 32 | c[1]) >> 11;
-    return (double)bits * 0x1.0p-53;
-}
 
 /* Descending order of keys = (z descending, index ascending). */
 __device__ __forceinline__ u64 key_of(float z, int j) {
