@@ -159,18 +159,6 @@ static int query_block(int G) {
     return bq;
 }
 
-static int32_t check_seqlens(serl_ctx *ctx, const char *op, const int32_t *cu, int n_seqs, int n_tokens, int *max_len) {
-    SERL_REQUIRE(cu[0] == 0, "%s: cu_seqlens[0] = %d, want 0", op, cu[0]);
-    SERL_REQUIRE(cu[n_seqs] == n_tokens, "%s: cu_seqlens[%d] = %d, want n_tokens = %d", op, n_seqs, cu[n_seqs], n_tokens);
-    int mx = 0;
-    for (int s = 0; s < n_seqs; s++) {
-        SERL_REQUIRE(cu[s + 1] >= cu[s], "%s: cu_seqlens decreases at %d (%d > %d)", op, s, cu[s], cu[s + 1]);
-        if (cu[s + 1] - cu[s] > mx) mx = cu[s + 1] - cu[s];
-    }
-    *max_len = mx;
-    return SERL_OK;
-}
-
 static int pad16(int d) { return (d + 15) & ~15; }
 
 static att_gemm_fn pick_gemm(serl_ctx *ctx) { return ctx->simd >= SERL_SIMD_AVX512 ? serl_att_gemm_avx512 : gemm_avx2; }
@@ -267,14 +255,6 @@ static void fwd_task(void *arg, int64_t t, int w) {
     }
 }
 
-static int32_t check_common(serl_ctx *ctx, const char *op, int T, int S, int H, int KVH, int D, const int32_t *cu) {
-    SERL_REQUIRE(T >= 0 && S >= 0, "%s: n_tokens = %d, n_seqs = %d", op, T, S);
-    SERL_REQUIRE(H >= 1 && KVH >= 1 && D >= 1, "%s: n_heads = %d, n_kv_heads = %d, head_dim = %d", op, H, KVH, D);
-    SERL_REQUIRE(H % KVH == 0, "%s: n_heads = %d is not a multiple of n_kv_heads = %d", op, H, KVH);
-    SERL_REQUIRE(cu, "%s: cu_seqlens is NULL", op);
-    return SERL_OK;
-}
-
 /* Tasks: (seq, kv head, query block of bq tokens), cost = keys seen by the block's last row × rows. */
 static int64_t build_tasks(att_task *tasks, const int32_t *cu, int S, int KVH, int bq) {
     int64_t n = 0;
@@ -289,11 +269,11 @@ static int64_t build_tasks(att_task *tasks, const int32_t *cu, int S, int KVH, i
 
 SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_fwd_args *a) {
     SERL_ENTER(ctxp, a, serl_attention_fwd_args);
-    int32_t st = check_common(ctx, "attention_fwd", a->n_tokens, a->n_seqs, a->n_heads, a->n_kv_heads, a->head_dim,
+    int32_t st = serl_check_attention_shape(ctx, "attention_fwd", a->n_tokens, a->n_seqs, a->n_heads, a->n_kv_heads, a->head_dim,
                               a->cu_seqlens);
     if (st) return st;
-    int max_len;
-    if ((st = check_seqlens(ctx, "attention_fwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st;
+    int max_len = 0; /* set by the check; the initialiser keeps -Wmaybe-uninitialized quiet */
+    if ((st = serl_check_seqlens(ctx, "attention_fwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st;
     if (a->n_tokens == 0) return SERL_OK;
     SERL_REQUIRE(a->q && a->k && a->v && a->out, "attention_fwd: NULL q, k, v or out");
     SERL_REQUIRE_DTYPE("attention_fwd", "q", a->q_dtype);
@@ -438,11 +418,11 @@ static void bwd_task(void *arg, int64_t t, int w) {
 
 SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_attention_bwd_args);
-    int32_t st = check_common(ctx, "attention_bwd", a->n_tokens, a->n_seqs, a->n_heads, a->n_kv_heads, a->head_dim,
+    int32_t st = serl_check_attention_shape(ctx, "attention_bwd", a->n_tokens, a->n_seqs, a->n_heads, a->n_kv_heads, a->head_dim,
                               a->cu_seqlens);
     if (st) return st;
-    int max_len;
-    if ((st = check_seqlens(ctx, "attention_bwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st;
+    int max_len = 0; /* set by the check; the initialiser keeps -Wmaybe-uninitialized quiet */
+    if ((st = serl_check_seqlens(ctx, "attention_bwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st;
     if (a->n_tokens == 0) return SERL_OK;
     SERL_REQUIRE(a->q && a->k && a->v && a->out && a->lse && a->dout && a->dq && a->dk && a->dv,
                  "attention_bwd: NULL tensor (q, k, v, out, lse, dout, dq, dk and dv are all required)");

@@ -204,10 +204,7 @@ static void copy_task(void *arg, int64_t i, int worker) {
 
 SERL_API int32_t serl_copy(void *ctxp, const serl_copy_args *a) {
     SERL_ENTER(ctxp, a, serl_copy_args);
-    SERL_REQUIRE(a->kind >= SERL_COPY_H2D && a->kind <= SERL_COPY_D2D, "serl_copy: unknown kind %d", a->kind);
-    SERL_REQUIRE(a->bytes >= 0, "serl_copy: negative size %lld", (long long)a->bytes);
-    if (a->bytes == 0) return SERL_OK;
-    SERL_REQUIRE(a->dst && a->src, "serl_copy: NULL pointer");
+    SERL_CHECK(serl_check_copy(ctx, a));
     const char *s = a->src;
     char *d = a->dst;
     int overlap = (d < s + a->bytes) && (s < d + a->bytes);
@@ -223,9 +220,7 @@ SERL_API int32_t serl_copy(void *ctxp, const serl_copy_args *a) {
 
 SERL_API int32_t serl_memset(void *ctxp, const serl_memset_args *a) {
     SERL_ENTER(ctxp, a, serl_memset_args);
-    SERL_REQUIRE(a->bytes >= 0, "serl_memset: negative size %lld", (long long)a->bytes);
-    if (a->bytes == 0) return SERL_OK;
-    SERL_REQUIRE(a->dst, "serl_memset: NULL pointer");
+    SERL_CHECK(serl_check_memset(ctx, a));
     memset(a->dst, a->value, (size_t)a->bytes);
     return SERL_OK;
 }
@@ -257,16 +252,7 @@ static void cast_task(void *arg, int64_t i, int w) {
 
 SERL_API int32_t serl_cast(void *ctxp, const serl_cast_args *a) {
     SERL_ENTER(ctxp, a, serl_cast_args);
-    SERL_REQUIRE_DTYPE("cast", "src", a->src_dtype);
-    SERL_REQUIRE_DTYPE("cast", "dst", a->dst_dtype);
-    SERL_REQUIRE(a->n >= 0, "cast: n = %lld", (long long)a->n);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->src && a->dst, "cast: NULL pointer");
-    {
-        uintptr_t s0 = (uintptr_t)a->src, d0 = (uintptr_t)a->dst;
-        uintptr_t s1 = s0 + (uintptr_t)a->n * serl_dtype_size(a->src_dtype), d1 = d0 + (uintptr_t)a->n * serl_dtype_size(a->dst_dtype);
-        SERL_REQUIRE(!(s0 < d1 && d0 < s1) || (s0 == d0 && a->src_dtype == a->dst_dtype), "cast: dst overlaps src");
-    }
+    SERL_CHECK(serl_check_cast(ctx, a));
     int64_t parts = a->n < (1 << 18) ? 1 : a->n / (1 << 17);
     if (parts > ctx->threads) parts = ctx->threads;
     cast_job j = {a, parts};

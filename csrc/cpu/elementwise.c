@@ -59,12 +59,7 @@ static void add_task(void *arg, int64_t i, int w) {
 
 SERL_API int32_t serl_add(void *ctxp, const serl_add_args *a) {
     SERL_ENTER(ctxp, a, serl_add_args);
-    SERL_REQUIRE(a->n >= 0, "add: n = %lld", (long long)a->n);
-    SERL_REQUIRE_DTYPE("add", "x", a->x_dtype);
-    SERL_REQUIRE_DTYPE("add", "y", a->y_dtype);
-    SERL_REQUIRE_DTYPE("add", "out", a->out_dtype);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->x && a->y && a->out, "add: NULL tensor");
+    SERL_CHECK(serl_check_add(ctx, a));
     span_job j = {a->n, parts_for(ctx, a->n), a};
     serl_parallel(ctx, j.parts, add_task, &j);
     return SERL_OK;
@@ -89,11 +84,7 @@ static void scale_task(void *arg, int64_t i, int w) {
 
 SERL_API int32_t serl_scale(void *ctxp, const serl_scale_args *a) {
     SERL_ENTER(ctxp, a, serl_scale_args);
-    SERL_REQUIRE(a->n >= 0, "scale: n = %lld", (long long)a->n);
-    SERL_REQUIRE_DTYPE("scale", "x", a->x_dtype);
-    SERL_REQUIRE_DTYPE("scale", "out", a->out_dtype);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->x && a->out, "scale: NULL tensor");
+    SERL_CHECK(serl_check_scale(ctx, a));
     span_job j = {a->n, parts_for(ctx, a->n), a};
     serl_parallel(ctx, j.parts, scale_task, &j);
     return SERL_OK;
@@ -125,12 +116,7 @@ static void swiglu_fwd_task(void *arg, int64_t i, int w) {
 
 SERL_API int32_t serl_swiglu_fwd(void *ctxp, const serl_swiglu_fwd_args *a) {
     SERL_ENTER(ctxp, a, serl_swiglu_fwd_args);
-    SERL_REQUIRE(a->n >= 0, "swiglu_fwd: n = %lld", (long long)a->n);
-    SERL_REQUIRE_DTYPE("swiglu_fwd", "gate", a->gate_dtype);
-    SERL_REQUIRE_DTYPE("swiglu_fwd", "up", a->up_dtype);
-    SERL_REQUIRE_DTYPE("swiglu_fwd", "out", a->out_dtype);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->gate && a->up && a->out, "swiglu_fwd: NULL tensor");
+    SERL_CHECK(serl_check_swiglu_fwd(ctx, a));
     span_job j = {a->n, parts_for(ctx, a->n), a};
     serl_parallel(ctx, j.parts, swiglu_fwd_task, &j);
     return SERL_OK;
@@ -162,14 +148,7 @@ static void swiglu_bwd_task(void *arg, int64_t i, int w) {
 
 SERL_API int32_t serl_swiglu_bwd(void *ctxp, const serl_swiglu_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_swiglu_bwd_args);
-    SERL_REQUIRE(a->n >= 0, "swiglu_bwd: n = %lld", (long long)a->n);
-    SERL_REQUIRE_DTYPE("swiglu_bwd", "gate", a->gate_dtype);
-    SERL_REQUIRE_DTYPE("swiglu_bwd", "up", a->up_dtype);
-    SERL_REQUIRE_DTYPE("swiglu_bwd", "dout", a->dout_dtype);
-    SERL_REQUIRE_DTYPE("swiglu_bwd", "dgate", a->dgate_dtype);
-    SERL_REQUIRE_DTYPE("swiglu_bwd", "dup", a->dup_dtype);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->gate && a->up && a->dout && a->dgate && a->dup, "swiglu_bwd: NULL tensor");
+    SERL_CHECK(serl_check_swiglu_bwd(ctx, a));
     span_job j = {a->n, parts_for(ctx, a->n), a};
     serl_parallel(ctx, j.parts, swiglu_bwd_task, &j);
     return SERL_OK;
@@ -197,11 +176,7 @@ static void bias_add_task(void *arg, int64_t i, int w) {
 
 SERL_API int32_t serl_bias_add(void *ctxp, const serl_bias_add_args *a) {
     SERL_ENTER(ctxp, a, serl_bias_add_args);
-    SERL_REQUIRE(a->n >= 0 && a->dim >= 0, "bias_add: n = %d, dim = %d", a->n, a->dim);
-    SERL_REQUIRE_DTYPE("bias_add", "bias", a->bias_dtype);
-    SERL_REQUIRE_DTYPE("bias_add", "y", a->y_dtype);
-    if (a->n == 0 || a->dim == 0) return SERL_OK;
-    SERL_REQUIRE(a->bias && a->y, "bias_add: NULL tensor");
+    SERL_CHECK(serl_check_bias_add(ctx, a));
     int64_t total = (int64_t)a->n * a->dim;
     int64_t parts = parts_for(ctx, total);
     if (parts > a->n) parts = a->n;
@@ -238,10 +213,7 @@ static void bias_bwd_task(void *arg, int64_t i, int w) {
 
 SERL_API int32_t serl_bias_bwd(void *ctxp, const serl_bias_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_bias_bwd_args);
-    SERL_REQUIRE(a->n >= 0 && a->dim >= 0, "bias_bwd: n = %d, dim = %d", a->n, a->dim);
-    SERL_REQUIRE_DTYPE("bias_bwd", "dy", a->dy_dtype);
-    if (a->n == 0 || a->dim == 0) return SERL_OK;
-    SERL_REQUIRE(a->dy && a->dbias, "bias_bwd: NULL tensor");
+    SERL_CHECK(serl_check_bias_bwd(ctx, a));
     int64_t parts = parts_for(ctx, (int64_t)a->n * a->dim);
     if (parts > a->dim) parts = a->dim;
     bias_bwd_job j = {{a->n, parts, a}, {0}};

@@ -46,14 +46,7 @@ static void fwd_task(void *arg, int64_t i, int w) {
 
 SERL_API int32_t serl_embedding_fwd(void *ctxp, const serl_embedding_fwd_args *a) {
     SERL_ENTER(ctxp, a, serl_embedding_fwd_args);
-    SERL_REQUIRE(a->n_tokens >= 0 && a->dim >= 0 && a->vocab >= 0, "embedding_fwd: n_tokens = %d, dim = %d, vocab = %d",
-                 a->n_tokens, a->dim, a->vocab);
-    if (a->n_tokens == 0 || a->dim == 0) return SERL_OK;
-    SERL_REQUIRE_DTYPE("embedding_fwd", "table", a->table_dtype);
-    SERL_REQUIRE_DTYPE("embedding_fwd", "out", a->out_dtype);
-    SERL_REQUIRE(a->vocab > 0, "embedding_fwd: empty vocabulary with %d tokens", a->n_tokens);
-    SERL_REQUIRE(a->ids && a->table && a->out, "embedding_fwd: NULL tensor (ids %p, table %p, out %p)",
-                 (const void *)a->ids, (const void *)a->table, (void *)a->out);
+    SERL_CHECK(serl_check_embedding_fwd(ctx, a));
     int32_t st = check_ids(ctx, "embedding_fwd", a->ids, a->n_tokens, a->vocab);
     if (st) return st;
     int64_t total = (int64_t)a->n_tokens * a->dim;
@@ -105,13 +98,7 @@ static void bwd_task(void *arg, int64_t i, int w) {
 
 SERL_API int32_t serl_embedding_bwd(void *ctxp, const serl_embedding_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_embedding_bwd_args);
-    SERL_REQUIRE(a->n_tokens >= 0 && a->dim >= 0 && a->vocab >= 0, "embedding_bwd: n_tokens = %d, dim = %d, vocab = %d",
-                 a->n_tokens, a->dim, a->vocab);
-    if (a->n_tokens == 0 || a->dim == 0) return SERL_OK;
-    SERL_REQUIRE_DTYPE("embedding_bwd", "dout", a->dout_dtype);
-    SERL_REQUIRE(a->vocab > 0, "embedding_bwd: empty vocabulary with %d tokens", a->n_tokens);
-    SERL_REQUIRE(a->ids && a->dout && a->dtable, "embedding_bwd: NULL tensor (ids %p, dout %p, dtable %p)",
-                 (const void *)a->ids, (const void *)a->dout, (void *)a->dtable);
+    SERL_CHECK(serl_check_embedding_bwd(ctx, a));
     int32_t st = check_ids(ctx, "embedding_bwd", a->ids, a->n_tokens, a->vocab);
     if (st) return st;
     int64_t total = (int64_t)a->n_tokens * a->dim;

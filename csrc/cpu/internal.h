@@ -66,4 +66,6 @@ void *serl_aligned_alloc(size_t bytes);
  * for p < kc, zero lanes rv..R-1. The bf16 product uses it on k-pairs (two bf16 as one 32-bit word). */
 void serl_pack_t32(float *dst, const float *src, int64_t ld, int R, int rv, int64_t kc);
 
+#include "../check.h" /* needs the context and serl_fail above */
+
 #endif

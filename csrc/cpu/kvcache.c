@@ -53,14 +53,7 @@ static void append_task(void *arg, int64_t i, int w) {
 
 SERL_API int32_t serl_kv_append(void *ctxp, const serl_kv_append_args *a) {
     SERL_ENTER(ctxp, a, serl_kv_append_args);
-    SERL_REQUIRE(a->n_tokens >= 0, "kv_append: n_tokens = %d", a->n_tokens);
-    SERL_REQUIRE(a->n_kv_heads >= 1 && a->head_dim >= 1 && a->block_size >= 1 && a->n_blocks >= 0,
-                 "kv_append: n_kv_heads = %d, head_dim = %d, block_size = %d, n_blocks = %d", a->n_kv_heads,
-                 a->head_dim, a->block_size, a->n_blocks);
-    SERL_REQUIRE_DTYPE("kv_append", "k/v", a->kv_dtype);
-    SERL_REQUIRE_DTYPE("kv_append", "cache", a->cache_dtype);
-    if (a->n_tokens == 0) return SERL_OK;
-    SERL_REQUIRE(a->slots && a->k && a->v && a->k_cache && a->v_cache, "kv_append: NULL tensor");
+    SERL_CHECK(serl_check_kv_append(ctx, a));
     /* every slot first, so a bad one leaves the cache untouched */
     const int64_t n_slots = (int64_t)a->n_blocks * a->block_size;
     for (int t = 0; t < a->n_tokens; t++)
@@ -236,21 +229,7 @@ static void decode_task(void *arg, int64_t t, int w) {
 
 SERL_API int32_t serl_decode_attention(void *ctxp, const serl_decode_attention_args *a) {
     SERL_ENTER(ctxp, a, serl_decode_attention_args);
-    SERL_REQUIRE(a->n_seqs >= 0, "decode_attention: n_seqs = %d", a->n_seqs);
-    SERL_REQUIRE(a->n_heads >= 1 && a->n_kv_heads >= 1 && a->head_dim >= 1,
-                 "decode_attention: n_heads = %d, n_kv_heads = %d, head_dim = %d", a->n_heads, a->n_kv_heads,
-                 a->head_dim);
-    SERL_REQUIRE(a->n_heads % a->n_kv_heads == 0, "decode_attention: n_heads = %d is not a multiple of n_kv_heads = %d",
-                 a->n_heads, a->n_kv_heads);
-    SERL_REQUIRE(a->block_size >= 1 && a->n_blocks >= 0 && a->max_blocks >= 1,
-                 "decode_attention: block_size = %d, n_blocks = %d, max_blocks = %d", a->block_size, a->n_blocks,
-                 a->max_blocks);
-    SERL_REQUIRE_DTYPE("decode_attention", "q", a->q_dtype);
-    SERL_REQUIRE_DTYPE("decode_attention", "cache", a->cache_dtype);
-    SERL_REQUIRE_DTYPE("decode_attention", "out", a->out_dtype);
-    if (a->n_seqs == 0) return SERL_OK;
-    SERL_REQUIRE(a->block_table && a->seq_lens && a->q && a->k_cache && a->v_cache && a->out,
-                 "decode_attention: NULL tensor");
+    SERL_CHECK(serl_check_decode_attention(ctx, a));
     const int64_t cap = (int64_t)a->max_blocks * a->block_size;
     int max_len = 0;
     for (int s = 0; s < a->n_seqs; s++) {

@@ -116,13 +116,7 @@ static int64_t rows_per_task(serl_ctx *ctx, int64_t n, int64_t vocab) {
 
 SERL_API int32_t serl_logprob_fwd(void *ctxp, const serl_logprob_fwd_args *a) {
     SERL_ENTER(ctxp, a, serl_logprob_fwd_args);
-    SERL_REQUIRE(a->n >= 0 && a->vocab >= 1 && a->ld >= a->vocab, "logprob_fwd: n = %d, vocab = %d, ld = %d (want n ≥ 0, vocab ≥ 1, ld ≥ vocab)",
-                 a->n, a->vocab, a->ld);
-    SERL_REQUIRE(a->inv_temp > 0 && isfinite(a->inv_temp), "logprob_fwd: inv_temp = %g (want finite > 0)", (double)a->inv_temp);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->logits && a->targets, "logprob_fwd: NULL logits or targets");
-    SERL_REQUIRE(a->logp || a->entropy || a->lse, "logprob_fwd: no output (logp, entropy and lse all NULL)");
-    SERL_REQUIRE_DTYPE("logprob_fwd", "logits", a->logits_dtype);
+    SERL_CHECK(serl_check_logprob_fwd(ctx, a));
     for (int32_t t = 0; t < a->n; t++) {
         int32_t tg = a->targets[t];
         SERL_REQUIRE((tg >= 0 && tg < a->vocab) || (tg < 0 && a->ignore_negative),
@@ -188,15 +182,7 @@ static void bwd_task(void *arg, int64_t task, int w) {
 
 SERL_API int32_t serl_logprob_bwd(void *ctxp, const serl_logprob_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_logprob_bwd_args);
-    SERL_REQUIRE(a->n >= 0 && a->vocab >= 1 && a->ld >= a->vocab, "logprob_bwd: n = %d, vocab = %d, ld = %d (want n ≥ 0, vocab ≥ 1, ld ≥ vocab)",
-                 a->n, a->vocab, a->ld);
-    SERL_REQUIRE(a->inv_temp > 0 && isfinite(a->inv_temp), "logprob_bwd: inv_temp = %g (want finite > 0)", (double)a->inv_temp);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->logits && a->targets && a->lse && a->coef && a->dlogits, "logprob_bwd: NULL tensor");
-    SERL_REQUIRE_DTYPE("logprob_bwd", "logits", a->logits_dtype);
-    SERL_REQUIRE_DTYPE("logprob_bwd", "dlogits", a->dlogits_dtype);
-    SERL_REQUIRE(a->logits != a->dlogits || a->logits_dtype == a->dlogits_dtype,
-                 "logprob_bwd: dlogits aliases logits with another dtype");
+    SERL_CHECK(serl_check_logprob_bwd(ctx, a));
     for (int32_t t = 0; t < a->n; t++) {
         int32_t tg = a->targets[t];
         SERL_REQUIRE((tg >= 0 && tg < a->vocab) || (tg < 0 && a->ignore_negative),

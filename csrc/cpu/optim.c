@@ -60,9 +60,7 @@ static void whiten_task(void *arg, int64_t c, int w) {
 
 SERL_API int32_t serl_whiten(void *ctxp, const serl_whiten_args *a) {
     SERL_ENTER(ctxp, a, serl_whiten_args);
-    SERL_REQUIRE(a->n >= 1, "whiten: n = %lld (want ≥ 1)", (long long)a->n);
-    SERL_REQUIRE(a->x && a->mask && a->y && a->stats, "whiten: NULL tensor");
-    SERL_REQUIRE(a->eps >= 0, "whiten: eps = %g (want ≥ 0)", (double)a->eps);
+    SERL_CHECK(serl_check_whiten(ctx, a));
     int64_t nc = n_chunks(a->n);
     double *part = serl_scratch(ctx, 0, sizeof(double) * 2 * (size_t)nc);
     if (!part) return serl_fail(ctx, SERL_E_NOMEM, "whiten: out of memory");
@@ -89,15 +87,7 @@ SERL_API int32_t serl_whiten(void *ctxp, const serl_whiten_args *a) {
 
 SERL_API int32_t serl_group_baseline(void *ctxp, const serl_group_baseline_args *a) {
     SERL_ENTER(ctxp, a, serl_group_baseline_args);
-    SERL_REQUIRE(a->mode == SERL_GROUP_ZSCORE || a->mode == SERL_GROUP_RLOO || a->mode == SERL_GROUP_CENTER,
-                 "group_baseline: mode = %d (want 0 z-score, 1 RLOO, 2 center)", a->mode);
-    SERL_REQUIRE(a->n_groups >= 0 && a->group_size >= 1, "group_baseline: n_groups = %d, group_size = %d",
-                 a->n_groups, a->group_size);
-    SERL_REQUIRE(a->mode == SERL_GROUP_CENTER || a->group_size >= 2,
-                 "group_baseline: group_size = %d; z-score and RLOO need ≥ 2", a->group_size);
-    SERL_REQUIRE(a->eps >= 0, "group_baseline: eps = %g (want ≥ 0)", (double)a->eps);
-    if (a->n_groups == 0) return SERL_OK;
-    SERL_REQUIRE(a->r && a->y, "group_baseline: NULL tensor");
+    SERL_CHECK(serl_check_group_baseline(ctx, a));
     const int G = a->group_size;
     /* Groups are small (16 in SeRL) and there are few: one thread, double throughout. */
     for (int64_t g = 0; g < a->n_groups; g++) {
@@ -158,11 +148,7 @@ static void gn_task(void *arg, int64_t c, int w) {
 
 SERL_API int32_t serl_grad_norm(void *ctxp, const serl_grad_norm_args *a) {
     SERL_ENTER(ctxp, a, serl_grad_norm_args);
-    SERL_REQUIRE(a->n >= 0, "grad_norm: n = %lld", (long long)a->n);
-    SERL_REQUIRE(a->out, "grad_norm: NULL out");
-    SERL_REQUIRE(a->n == 0 || a->g, "grad_norm: NULL g");
-    SERL_REQUIRE(!(a->max_norm < 0) && !isnan(a->max_norm), "grad_norm: max_norm = %g (want ≥ 0; 0 disables clipping)",
-                 (double)a->max_norm);
+    SERL_CHECK(serl_check_grad_norm(ctx, a));
     int64_t nc = n_chunks(a->n);
     double *part = serl_scratch(ctx, 0, sizeof(double) * (size_t)(nc > 0 ? nc : 1));
     if (!part) return serl_fail(ctx, SERL_E_NOMEM, "grad_norm: out of memory");
@@ -227,18 +213,7 @@ static void adamw_task(void *arg, int64_t c, int w) {
 
 SERL_API int32_t serl_adamw(void *ctxp, const serl_adamw_args *a) {
     SERL_ENTER(ctxp, a, serl_adamw_args);
-    SERL_REQUIRE(a->n >= 0, "adamw: n = %lld", (long long)a->n);
-    SERL_REQUIRE(a->step >= 1, "adamw: step = %d (want ≥ 1)", a->step);
-    SERL_REQUIRE(a->beta1 >= 0 && a->beta1 < 1 && a->beta2 >= 0 && a->beta2 < 1,
-                 "adamw: beta1 = %g, beta2 = %g (want [0, 1))", (double)a->beta1, (double)a->beta2);
-    SERL_REQUIRE(isfinite(a->lr) && a->lr >= 0 && isfinite(a->weight_decay) && a->weight_decay >= 0 && a->eps >= 0 &&
-                     isfinite(a->grad_scale),
-                 "adamw: lr = %g, weight_decay = %g, eps = %g, grad_scale = %g", (double)a->lr,
-                 (double)a->weight_decay, (double)a->eps, (double)a->grad_scale);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->p && a->g && a->m && a->v, "adamw: NULL tensor");
-    SERL_REQUIRE(!(a->max_norm < 0) && isfinite(a->max_norm), "adamw: max_norm = %g (want ≥ 0; 0 disables clipping)",
-                 (double)a->max_norm);
+    SERL_CHECK(serl_check_adamw(ctx, a));
     float gs = a->grad_scale;
     if (a->grad_norm && a->max_norm > 0) {
         /* the scale serl_grad_norm applies, read from device memory: no host round trip in between */

@@ -91,13 +91,7 @@ static void fwd_task(void *arg, int64_t i, int w) {
 
 SERL_API int32_t serl_rmsnorm_fwd(void *ctxp, const serl_rmsnorm_fwd_args *a) {
     SERL_ENTER(ctxp, a, serl_rmsnorm_fwd_args);
-    SERL_REQUIRE(a->n >= 0 && a->dim > 0, "rmsnorm_fwd: n = %d, dim = %d (dim must be positive)", a->n, a->dim);
-    SERL_REQUIRE(a->eps >= 0 && isfinite(a->eps), "rmsnorm_fwd: eps = %g", (double)a->eps);
-    SERL_REQUIRE_DTYPE("rmsnorm_fwd", "x", a->x_dtype);
-    SERL_REQUIRE_DTYPE("rmsnorm_fwd", "y", a->y_dtype);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->x && a->w && a->y, "rmsnorm_fwd: NULL tensor (x %p, w %p, y %p)", (const void *)a->x,
-                 (const void *)a->w, (void *)a->y);
+    SERL_CHECK(serl_check_rmsnorm_fwd(ctx, a));
     fwd_job j = {a, row_parts(ctx, a->n, a->dim)};
     serl_parallel(ctx, j.parts, fwd_task, &j);
     return SERL_OK;
@@ -186,14 +180,7 @@ static void bwd_task(void *arg, int64_t i, int w) {
 
 SERL_API int32_t serl_rmsnorm_bwd(void *ctxp, const serl_rmsnorm_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_rmsnorm_bwd_args);
-    SERL_REQUIRE(a->n >= 0 && a->dim > 0, "rmsnorm_bwd: n = %d, dim = %d (dim must be positive)", a->n, a->dim);
-    SERL_REQUIRE_DTYPE("rmsnorm_bwd", "x", a->x_dtype);
-    SERL_REQUIRE_DTYPE("rmsnorm_bwd", "dy", a->dy_dtype);
-    SERL_REQUIRE_DTYPE("rmsnorm_bwd", "dx", a->dx_dtype);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->x && a->w && a->rstd && a->dy && a->dx && a->dw,
-                 "rmsnorm_bwd: NULL tensor (x %p, w %p, rstd %p, dy %p, dx %p, dw %p)", (const void *)a->x,
-                 (const void *)a->w, (const void *)a->rstd, (const void *)a->dy, (void *)a->dx, (void *)a->dw);
+    SERL_CHECK(serl_check_rmsnorm_bwd(ctx, a));
     int64_t parts = row_parts(ctx, a->n, a->dim);
     double *partial = serl_scratch(ctx, 0, sizeof(double) * (size_t)parts * (size_t)a->dim);
     if (!partial) return serl_fail(ctx, SERL_E_NOMEM, "rmsnorm_bwd: out of memory for %lld weight partials", (long long)parts);

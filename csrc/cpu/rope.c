@@ -177,14 +177,7 @@ static void table_task(void *arg, int64_t i, int w) {
 
 SERL_API int32_t serl_rope(void *ctxp, const serl_rope_args *a) {
     SERL_ENTER(ctxp, a, serl_rope_args);
-    SERL_REQUIRE(a->n_tokens >= 0 && a->n_heads >= 0 && a->head_dim > 0,
-                 "rope: n_tokens = %d, n_heads = %d, head_dim = %d", a->n_tokens, a->n_heads, a->head_dim);
-    SERL_REQUIRE(a->rot_dim > 0 && a->rot_dim % 2 == 0 && a->rot_dim <= a->head_dim,
-                 "rope: rot_dim = %d must be even and in [2, head_dim = %d]", a->rot_dim, a->head_dim);
-    SERL_REQUIRE(a->bwd == 0 || a->bwd == 1, "rope: bwd = %d, want 0 or 1", a->bwd);
-    SERL_REQUIRE(a->accumulate == 0 || a->accumulate == 1, "rope: accumulate = %d, want 0 or 1", a->accumulate);
-    SERL_REQUIRE_DTYPE("rope", "x", a->x_dtype);
-    SERL_REQUIRE_DTYPE("rope", "y", a->y_dtype);
+    SERL_CHECK(serl_check_rope(ctx, a));
     const int mixed = a->x_dtype != SERL_DTYPE_F32 || a->y_dtype != SERL_DTYPE_F32;
     SERL_REQUIRE(!mixed || a->head_dim <= ROPE_MIXED_MAX_HD, "rope: head_dim = %d with bf16 tensors (at most %d)",
                  a->head_dim, ROPE_MIXED_MAX_HD);

@@ -369,16 +369,7 @@ static void sample_row(void *arg, int64_t r, int worker) {
 
 SERL_API int32_t serl_sample(void *ctxp, const serl_sample_args *a) {
     SERL_ENTER(ctxp, a, serl_sample_args);
-    SERL_REQUIRE(a->n >= 0 && a->vocab >= 1 && a->ld >= a->vocab,
-                 "sample: n = %d, vocab = %d, ld = %d (want n ≥ 0, vocab ≥ 1, ld ≥ vocab)", a->n, a->vocab, a->ld);
-    SERL_REQUIRE(a->n_ban >= 0 && a->ld_hist >= 0, "sample: n_ban = %d, ld_hist = %d", a->n_ban, a->ld_hist);
-    SERL_REQUIRE_DTYPE("sample", "logits", a->logits_dtype);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->logits && a->temperature && a->top_k && a->top_p && a->presence_penalty && a->seeds &&
-                     a->seq_ids && a->steps && a->tokens,
-                 "sample: NULL tensor");
-    SERL_REQUIRE((a->hist == NULL) == (a->hist_len == NULL), "sample: hist and hist_len must both be given or both NULL");
-    SERL_REQUIRE(a->n_ban == 0 || a->ban_ids, "sample: n_ban = %d with NULL ban_ids", a->n_ban);
+    SERL_CHECK(serl_check_sample(ctx, a));
     for (int i = 0; i < a->n_ban; i++)
         SERL_REQUIRE(a->ban_ids[i] >= 0 && a->ban_ids[i] < a->vocab, "sample: ban_ids[%d] = %d outside [0, %d)", i,
                      a->ban_ids[i], a->vocab);

@@ -36,9 +36,7 @@ __global__ void whiten_apply(const float *x, const float *m, float *y, int64_t n
 
 extern "C" SERL_API int32_t serl_whiten(void *ctxp, const serl_whiten_args *a) {
     SERL_ENTER(ctxp, a, serl_whiten_args);
-    SERL_REQUIRE(a->n >= 1, "whiten: n = %lld (want ≥ 1)", (long long)a->n);
-    SERL_REQUIRE(a->x && a->mask && a->y && a->stats, "whiten: NULL tensor");
-    SERL_REQUIRE(a->eps >= 0, "whiten: eps = %g (want ≥ 0)", (double)a->eps);
+    SERL_CHECK(serl_check_whiten(ctx, a));
     const int64_t nc = (a->n + CHUNK - 1) / CHUNK;
     double *part = (double *)serl_scratch(ctx, sizeof(double) * 2 * (size_t)nc);
     if (!part) return SERL_E_NOMEM;
@@ -89,15 +87,7 @@ __global__ void group_baseline_kernel(const float *r, float *y, int n_groups, in
 
 extern "C" SERL_API int32_t serl_group_baseline(void *ctxp, const serl_group_baseline_args *a) {
     SERL_ENTER(ctxp, a, serl_group_baseline_args);
-    SERL_REQUIRE(a->mode == SERL_GROUP_ZSCORE || a->mode == SERL_GROUP_RLOO || a->mode == SERL_GROUP_CENTER,
-                 "group_baseline: mode = %d (want 0 z-score, 1 RLOO, 2 center)", a->mode);
-    SERL_REQUIRE(a->n_groups >= 0 && a->group_size >= 1, "group_baseline: n_groups = %d, group_size = %d", a->n_groups,
-                 a->group_size);
-    SERL_REQUIRE(a->mode == SERL_GROUP_CENTER || a->group_size >= 2,
-                 "group_baseline: group_size = %d; z-score and RLOO need ≥ 2", a->group_size);
-    SERL_REQUIRE(a->eps >= 0, "group_baseline: eps = %g (want ≥ 0)", (double)a->eps);
-    if (a->n_groups == 0) return SERL_OK;
-    SERL_REQUIRE(a->r && a->y, "group_baseline: NULL tensor");
+    SERL_CHECK(serl_check_group_baseline(ctx, a));
     group_baseline_kernel<<<(a->n_groups + 127) / 128, 128, 0, ctx->stream>>>(a->r, a->y, a->n_groups, a->group_size,
                                                                               a->mode, a->eps);
     LAUNCH_CHECK("group_baseline");

@@ -266,28 +266,17 @@ __global__ void attn_bwd_dkdv_kernel(const int32_t *cu, const void *q, int qbf, 
 /* ------------------------------------------------------------------------- host side */
 
 static int32_t check_common(serl_cuda_ctx *ctx, const char *op, int T, int S, int H, int KVH, int D, const int32_t *cu) {
-    SERL_REQUIRE(T >= 0 && S >= 0, "%s: n_tokens = %d, n_seqs = %d", op, T, S);
-    SERL_REQUIRE(H >= 1 && KVH >= 1 && D >= 1, "%s: n_heads = %d, n_kv_heads = %d, head_dim = %d", op, H, KVH, D);
-    SERL_REQUIRE(H % KVH == 0, "%s: n_heads = %d is not a multiple of n_kv_heads = %d", op, H, KVH);
-    SERL_REQUIRE(cu, "%s: cu_seqlens is NULL", op);
+    SERL_CHECK(serl_check_attention_shape(ctx, op, T, S, H, KVH, D, cu));
     if (D > DMAX)
         return serl_fail(ctx, SERL_E_UNSUPPORTED, "%s: head_dim = %d (the CUDA kernels take up to %d)", op, D, DMAX);
     return SERL_OK;
 }
 
-/* Reads cu_seqlens back, checks it as the CPU library does, and returns the longest sequence. */
+/* Reads cu_seqlens back and checks it as the CPU library does. */
 static int32_t check_seqlens(serl_cuda_ctx *ctx, const char *op, const int32_t *dcu, int n_seqs, int n_tokens, int *max_len) {
     const int32_t *cu = (const int32_t *)serl_read_back(ctx, dcu, sizeof(int32_t) * (size_t)(n_seqs + 1), op);
     if (!cu) return SERL_E_DEVICE;
-    SERL_REQUIRE(cu[0] == 0, "%s: cu_seqlens[0] = %d, want 0", op, cu[0]);
-    SERL_REQUIRE(cu[n_seqs] == n_tokens, "%s: cu_seqlens[%d] = %d, want n_tokens = %d", op, n_seqs, cu[n_seqs], n_tokens);
-    int mx = 0;
-    for (int s = 0; s < n_seqs; s++) {
-        SERL_REQUIRE(cu[s + 1] >= cu[s], "%s: cu_seqlens decreases at %d (%d > %d)", op, s, cu[s], cu[s + 1]);
-        if (cu[s + 1] - cu[s] > mx) mx = cu[s + 1] - cu[s];
-    }
-    *max_len = mx;
-    return SERL_OK;
+    return serl_check_seqlens(ctx, op, cu, n_seqs, n_tokens, max_len);
 }
 
 static int32_t set_smem(serl_cuda_ctx *ctx, const void *fn, size_t bytes) {

@@ -20,16 +20,7 @@ int32_t serl_cast_launch(serl_cuda_ctx *ctx, const void *src, int32_t sdt, void 
 
 extern "C" SERL_API int32_t serl_cast(void *ctxp, const serl_cast_args *a) {
     SERL_ENTER(ctxp, a, serl_cast_args);
-    SERL_REQUIRE_DTYPE("cast", "src", a->src_dtype);
-    SERL_REQUIRE_DTYPE("cast", "dst", a->dst_dtype);
-    SERL_REQUIRE(a->n >= 0, "cast: n = %lld", (long long)a->n);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->src && a->dst, "cast: NULL pointer");
-    {
-        uintptr_t s0 = (uintptr_t)a->src, d0 = (uintptr_t)a->dst;
-        uintptr_t s1 = s0 + (uintptr_t)a->n * serl_dtype_size(a->src_dtype), d1 = d0 + (uintptr_t)a->n * serl_dtype_size(a->dst_dtype);
-        SERL_REQUIRE(!(s0 < d1 && d0 < s1) || (s0 == d0 && a->src_dtype == a->dst_dtype), "cast: dst overlaps src");
-        if (s0 == d0) return SERL_OK;
-    }
+    SERL_CHECK(serl_check_cast(ctx, a));
+    if (a->src == a->dst) return SERL_OK; /* the check allowed it only with one dtype: nothing to do */
     return serl_cast_launch(ctx, a->src, a->src_dtype, a->dst, a->dst_dtype, a->n);
 }

@@ -128,4 +128,6 @@ __device__ __forceinline__ float block_max(float v, float *sh) {
     return warp_max(r);
 }
 
+#include "../check.h" /* needs the context and serl_fail above */
+
 #endif

@@ -220,10 +220,7 @@ extern "C" SERL_API void serl_free(void *p, void *m) {
 
 extern "C" SERL_API int32_t serl_copy(void *ctxp, const serl_copy_args *a) {
     SERL_ENTER(ctxp, a, serl_copy_args);
-    SERL_REQUIRE(a->kind >= SERL_COPY_H2D && a->kind <= SERL_COPY_D2D, "serl_copy: unknown kind %d", a->kind);
-    SERL_REQUIRE(a->bytes >= 0, "serl_copy: negative size %lld", (long long)a->bytes);
-    if (a->bytes == 0) return SERL_OK;
-    SERL_REQUIRE(a->dst && a->src, "serl_copy: NULL pointer");
+    SERL_CHECK(serl_check_copy(ctx, a));
     static const cudaMemcpyKind kinds[] = {cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice};
     const char *s = (const char *)a->src;
     char *d = (char *)a->dst;
@@ -245,9 +242,7 @@ extern "C" SERL_API int32_t serl_copy(void *ctxp, const serl_copy_args *a) {
 
 extern "C" SERL_API int32_t serl_memset(void *ctxp, const serl_memset_args *a) {
     SERL_ENTER(ctxp, a, serl_memset_args);
-    SERL_REQUIRE(a->bytes >= 0, "serl_memset: negative size %lld", (long long)a->bytes);
-    if (a->bytes == 0) return SERL_OK;
-    SERL_REQUIRE(a->dst, "serl_memset: NULL pointer");
+    SERL_CHECK(serl_check_memset(ctx, a));
     CUDA_TRY(cudaMemsetAsync(a->dst, a->value, (size_t)a->bytes, ctx->stream));
     return SERL_OK;
 }

@@ -61,12 +61,7 @@ __global__ void bias_bwd_sum(const double *partial, int chunks, float *dbias, in
 
 extern "C" SERL_API int32_t serl_add(void *ctxp, const serl_add_args *a) {
     SERL_ENTER(ctxp, a, serl_add_args);
-    SERL_REQUIRE(a->n >= 0, "add: n = %lld", (long long)a->n);
-    SERL_REQUIRE_DTYPE("add", "x", a->x_dtype);
-    SERL_REQUIRE_DTYPE("add", "y", a->y_dtype);
-    SERL_REQUIRE_DTYPE("add", "out", a->out_dtype);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->x && a->y && a->out, "add: NULL tensor");
+    SERL_CHECK(serl_check_add(ctx, a));
     add_kernel<<<serl_blocks(a->n, 256), 256, 0, ctx->stream>>>(a->x, BF(a->x_dtype), a->y, BF(a->y_dtype), a->out,
                                                                  BF(a->out_dtype), a->alpha, a->n);
     LAUNCH_CHECK("add");
@@ -75,11 +70,7 @@ extern "C" SERL_API int32_t serl_add(void *ctxp, const serl_add_args *a) {
 
 extern "C" SERL_API int32_t serl_scale(void *ctxp, const serl_scale_args *a) {
     SERL_ENTER(ctxp, a, serl_scale_args);
-    SERL_REQUIRE(a->n >= 0, "scale: n = %lld", (long long)a->n);
-    SERL_REQUIRE_DTYPE("scale", "x", a->x_dtype);
-    SERL_REQUIRE_DTYPE("scale", "out", a->out_dtype);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->x && a->out, "scale: NULL tensor");
+    SERL_CHECK(serl_check_scale(ctx, a));
     scale_kernel<<<serl_blocks(a->n, 256), 256, 0, ctx->stream>>>(a->x, BF(a->x_dtype), a->out, BF(a->out_dtype), a->alpha, a->n);
     LAUNCH_CHECK("scale");
     return SERL_OK;
@@ -87,12 +78,7 @@ extern "C" SERL_API int32_t serl_scale(void *ctxp, const serl_scale_args *a) {
 
 extern "C" SERL_API int32_t serl_swiglu_fwd(void *ctxp, const serl_swiglu_fwd_args *a) {
     SERL_ENTER(ctxp, a, serl_swiglu_fwd_args);
-    SERL_REQUIRE(a->n >= 0, "swiglu_fwd: n = %lld", (long long)a->n);
-    SERL_REQUIRE_DTYPE("swiglu_fwd", "gate", a->gate_dtype);
-    SERL_REQUIRE_DTYPE("swiglu_fwd", "up", a->up_dtype);
-    SERL_REQUIRE_DTYPE("swiglu_fwd", "out", a->out_dtype);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->gate && a->up && a->out, "swiglu_fwd: NULL tensor");
+    SERL_CHECK(serl_check_swiglu_fwd(ctx, a));
     swiglu_fwd_kernel<<<serl_blocks(a->n, 256), 256, 0, ctx->stream>>>(a->gate, BF(a->gate_dtype), a->up, BF(a->up_dtype),
                                                                         a->out, BF(a->out_dtype), a->n);
     LAUNCH_CHECK("swiglu_fwd");
@@ -101,14 +87,7 @@ extern "C" SERL_API int32_t serl_swiglu_fwd(void *ctxp, const serl_swiglu_fwd_ar
 
 extern "C" SERL_API int32_t serl_swiglu_bwd(void *ctxp, const serl_swiglu_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_swiglu_bwd_args);
-    SERL_REQUIRE(a->n >= 0, "swiglu_bwd: n = %lld", (long long)a->n);
-    SERL_REQUIRE_DTYPE("swiglu_bwd", "gate", a->gate_dtype);
-    SERL_REQUIRE_DTYPE("swiglu_bwd", "up", a->up_dtype);
-    SERL_REQUIRE_DTYPE("swiglu_bwd", "dout", a->dout_dtype);
-    SERL_REQUIRE_DTYPE("swiglu_bwd", "dgate", a->dgate_dtype);
-    SERL_REQUIRE_DTYPE("swiglu_bwd", "dup", a->dup_dtype);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->gate && a->up && a->dout && a->dgate && a->dup, "swiglu_bwd: NULL tensor");
+    SERL_CHECK(serl_check_swiglu_bwd(ctx, a));
     swiglu_bwd_kernel<<<serl_blocks(a->n, 256), 256, 0, ctx->stream>>>(a->gate, BF(a->gate_dtype), a->up, BF(a->up_dtype),
                                                                         a->dout, BF(a->dout_dtype), a->dgate,
                                                                         BF(a->dgate_dtype), a->dup, BF(a->dup_dtype), a->n);
@@ -118,11 +97,7 @@ extern "C" SERL_API int32_t serl_swiglu_bwd(void *ctxp, const serl_swiglu_bwd_ar
 
 extern "C" SERL_API int32_t serl_bias_add(void *ctxp, const serl_bias_add_args *a) {
     SERL_ENTER(ctxp, a, serl_bias_add_args);
-    SERL_REQUIRE(a->n >= 0 && a->dim >= 0, "bias_add: n = %d, dim = %d", a->n, a->dim);
-    SERL_REQUIRE_DTYPE("bias_add", "bias", a->bias_dtype);
-    SERL_REQUIRE_DTYPE("bias_add", "y", a->y_dtype);
-    if (a->n == 0 || a->dim == 0) return SERL_OK;
-    SERL_REQUIRE(a->bias && a->y, "bias_add: NULL tensor");
+    SERL_CHECK(serl_check_bias_add(ctx, a));
     int64_t total = (int64_t)a->n * a->dim;
     bias_add_kernel<<<serl_blocks(total, 256), 256, 0, ctx->stream>>>(a->bias, BF(a->bias_dtype), a->y, BF(a->y_dtype),
                                                                        a->dim, total);
@@ -132,10 +107,7 @@ extern "C" SERL_API int32_t serl_bias_add(void *ctxp, const serl_bias_add_args *
 
 extern "C" SERL_API int32_t serl_bias_bwd(void *ctxp, const serl_bias_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_bias_bwd_args);
-    SERL_REQUIRE(a->n >= 0 && a->dim >= 0, "bias_bwd: n = %d, dim = %d", a->n, a->dim);
-    SERL_REQUIRE_DTYPE("bias_bwd", "dy", a->dy_dtype);
-    if (a->n == 0 || a->dim == 0) return SERL_OK;
-    SERL_REQUIRE(a->dy && a->dbias, "bias_bwd: NULL tensor");
+    SERL_CHECK(serl_check_bias_bwd(ctx, a));
     const int chunks = (a->n + BIAS_ROWS - 1) / BIAS_ROWS;
     double *partial = (double *)serl_scratch(ctx, sizeof(double) * (size_t)chunks * a->dim);
     if (!partial) return SERL_E_NOMEM;

@@ -24,14 +24,7 @@ __global__ void embedding_fwd_kernel(const int32_t *ids, const void *table, int 
 
 extern "C" SERL_API int32_t serl_embedding_fwd(void *ctxp, const serl_embedding_fwd_args *a) {
     SERL_ENTER(ctxp, a, serl_embedding_fwd_args);
-    SERL_REQUIRE(a->n_tokens >= 0 && a->dim >= 0 && a->vocab >= 0, "embedding_fwd: n_tokens = %d, dim = %d, vocab = %d",
-                 a->n_tokens, a->dim, a->vocab);
-    if (a->n_tokens == 0 || a->dim == 0) return SERL_OK;
-    SERL_REQUIRE_DTYPE("embedding_fwd", "table", a->table_dtype);
-    SERL_REQUIRE_DTYPE("embedding_fwd", "out", a->out_dtype);
-    SERL_REQUIRE(a->vocab > 0, "embedding_fwd: empty vocabulary with %d tokens", a->n_tokens);
-    SERL_REQUIRE(a->ids && a->table && a->out, "embedding_fwd: NULL tensor (ids %p, table %p, out %p)",
-                 (const void *)a->ids, a->table, a->out);
+    SERL_CHECK(serl_check_embedding_fwd(ctx, a));
     const int32_t *ids = (const int32_t *)serl_read_back(ctx, a->ids, sizeof(int32_t) * (size_t)a->n_tokens, "embedding_fwd");
     if (!ids) return SERL_E_DEVICE;
     int32_t st_ = check_ids(ctx, "embedding_fwd", ids, a->n_tokens, a->vocab);
@@ -58,13 +51,7 @@ __global__ void embedding_bwd_kernel(const int32_t *uid, const int32_t *start, c
 
 extern "C" SERL_API int32_t serl_embedding_bwd(void *ctxp, const serl_embedding_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_embedding_bwd_args);
-    SERL_REQUIRE(a->n_tokens >= 0 && a->dim >= 0 && a->vocab >= 0, "embedding_bwd: n_tokens = %d, dim = %d, vocab = %d",
-                 a->n_tokens, a->dim, a->vocab);
-    if (a->n_tokens == 0 || a->dim == 0) return SERL_OK;
-    SERL_REQUIRE_DTYPE("embedding_bwd", "dout", a->dout_dtype);
-    SERL_REQUIRE(a->vocab > 0, "embedding_bwd: empty vocabulary with %d tokens", a->n_tokens);
-    SERL_REQUIRE(a->ids && a->dout && a->dtable, "embedding_bwd: NULL tensor (ids %p, dout %p, dtable %p)",
-                 (const void *)a->ids, a->dout, (void *)a->dtable);
+    SERL_CHECK(serl_check_embedding_bwd(ctx, a));
     const int n = a->n_tokens;
     const int32_t *hids = (const int32_t *)serl_read_back(ctx, a->ids, sizeof(int32_t) * (size_t)n, "embedding_bwd");
     if (!hids) return SERL_E_DEVICE;

@@ -16,14 +16,7 @@ __global__ void kv_append_kernel(const int32_t *slots, const void *k, const void
 
 extern "C" SERL_API int32_t serl_kv_append(void *ctxp, const serl_kv_append_args *a) {
     SERL_ENTER(ctxp, a, serl_kv_append_args);
-    SERL_REQUIRE(a->n_tokens >= 0, "kv_append: n_tokens = %d", a->n_tokens);
-    SERL_REQUIRE(a->n_kv_heads >= 1 && a->head_dim >= 1 && a->block_size >= 1 && a->n_blocks >= 0,
-                 "kv_append: n_kv_heads = %d, head_dim = %d, block_size = %d, n_blocks = %d", a->n_kv_heads, a->head_dim,
-                 a->block_size, a->n_blocks);
-    SERL_REQUIRE_DTYPE("kv_append", "k/v", a->kv_dtype);
-    SERL_REQUIRE_DTYPE("kv_append", "cache", a->cache_dtype);
-    if (a->n_tokens == 0) return SERL_OK;
-    SERL_REQUIRE(a->slots && a->k && a->v && a->k_cache && a->v_cache, "kv_append: NULL tensor");
+    SERL_CHECK(serl_check_kv_append(ctx, a));
     const int32_t *slots = (const int32_t *)serl_read_back(ctx, a->slots, sizeof(int32_t) * (size_t)a->n_tokens, "kv_append");
     if (!slots) return SERL_E_DEVICE;
     const int64_t n_slots = (int64_t)a->n_blocks * a->block_size;
@@ -119,19 +112,7 @@ __global__ void decode_kernel(const int32_t *block_table, const int32_t *seq_len
 
 extern "C" SERL_API int32_t serl_decode_attention(void *ctxp, const serl_decode_attention_args *a) {
     SERL_ENTER(ctxp, a, serl_decode_attention_args);
-    SERL_REQUIRE(a->n_seqs >= 0, "decode_attention: n_seqs = %d", a->n_seqs);
-    SERL_REQUIRE(a->n_heads >= 1 && a->n_kv_heads >= 1 && a->head_dim >= 1,
-                 "decode_attention: n_heads = %d, n_kv_heads = %d, head_dim = %d", a->n_heads, a->n_kv_heads, a->head_dim);
-    SERL_REQUIRE(a->n_heads % a->n_kv_heads == 0, "decode_attention: n_heads = %d is not a multiple of n_kv_heads = %d",
-                 a->n_heads, a->n_kv_heads);
-    SERL_REQUIRE(a->block_size >= 1 && a->n_blocks >= 0 && a->max_blocks >= 1,
-                 "decode_attention: block_size = %d, n_blocks = %d, max_blocks = %d", a->block_size, a->n_blocks,
-                 a->max_blocks);
-    SERL_REQUIRE_DTYPE("decode_attention", "q", a->q_dtype);
-    SERL_REQUIRE_DTYPE("decode_attention", "cache", a->cache_dtype);
-    SERL_REQUIRE_DTYPE("decode_attention", "out", a->out_dtype);
-    if (a->n_seqs == 0) return SERL_OK;
-    SERL_REQUIRE(a->block_table && a->seq_lens && a->q && a->k_cache && a->v_cache && a->out, "decode_attention: NULL tensor");
+    SERL_CHECK(serl_check_decode_attention(ctx, a));
     const void *dev[2] = {a->seq_lens, a->block_table};
     size_t bytes[2] = {sizeof(int32_t) * (size_t)a->n_seqs, sizeof(int32_t) * (size_t)a->n_seqs * a->max_blocks};
     const void *host[2];

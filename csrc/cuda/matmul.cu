@@ -57,30 +57,11 @@ static int32_t gemm(serl_cuda_ctx *ctx, int ta, int tb, int m, int n, int k, flo
 
 extern "C" SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
     SERL_ENTER(ctxp, a, serl_matmul_args);
-    SERL_REQUIRE(a->trans_a == 0 || a->trans_a == 1, "matmul: trans_a = %d (want 0 or 1)", a->trans_a);
-    SERL_REQUIRE(a->trans_b == 0 || a->trans_b == 1, "matmul: trans_b = %d (want 0 or 1)", a->trans_b);
-    SERL_REQUIRE(a->m >= 0 && a->n >= 0 && a->k >= 0, "matmul: negative size m=%d n=%d k=%d", a->m, a->n, a->k);
-    SERL_REQUIRE(a->batch >= 1, "matmul: batch = %d (want ≥ 1)", a->batch);
+    SERL_CHECK(serl_check_matmul(ctx, a));
     const int64_t m = a->m, n = a->n, k = a->k;
-    int64_t a_cols = a->trans_a ? m : k, b_cols = a->trans_b ? k : n;
-    SERL_REQUIRE(a->lda >= (a_cols > 1 ? a_cols : 1), "matmul: lda = %d is less than the %lld columns of stored A",
-                 a->lda, (long long)a_cols);
-    SERL_REQUIRE(a->ldb >= (b_cols > 1 ? b_cols : 1), "matmul: ldb = %d is less than the %lld columns of stored B",
-                 a->ldb, (long long)b_cols);
-    SERL_REQUIRE(a->ldc >= (n > 1 ? n : 1), "matmul: ldc = %d is less than n = %lld", a->ldc, (long long)n);
-    SERL_REQUIRE(a->stride_a >= 0 && a->stride_b >= 0 && a->stride_c >= 0,
-                 "matmul: negative batch stride (a %lld, b %lld, c %lld)", (long long)a->stride_a,
-                 (long long)a->stride_b, (long long)a->stride_c);
-    if (m == 0 || n == 0) return SERL_OK;
-    SERL_REQUIRE(a->batch == 1 || a->stride_c >= (m - 1) * (int64_t)a->ldc + n,
-                 "matmul: stride_c = %lld makes the batch's C matrices overlap (needs ≥ %lld)",
-                 (long long)a->stride_c, (long long)((m - 1) * (int64_t)a->ldc + n));
-    SERL_REQUIRE(a->c, "matmul: C is NULL");
-    int use_ab = k > 0 && a->alpha != 0.0f;
-    SERL_REQUIRE(!use_ab || (a->a && a->b), "matmul: %s is NULL", a->a ? "B" : "A");
-    SERL_REQUIRE_DTYPE("matmul", "A", a->a_dtype);
-    SERL_REQUIRE_DTYPE("matmul", "B", a->b_dtype);
-    SERL_REQUIRE_DTYPE("matmul", "C", a->c_dtype);
+    /* stored shapes: A is m×k (k×m with trans_a), B is k×n (n×k with trans_b), C is m×n */
+    const int64_t a_cols = a->trans_a ? m : k, b_cols = a->trans_b ? k : n;
+    const int use_ab = k > 0 && a->alpha != 0.0f;
     const int batch = a->batch;
     if (!use_ab) {
         int64_t total = (int64_t)batch * m * n;

@@ -39,11 +39,7 @@ __global__ void clip_kernel(float *g, int64_t n, const double *norm, double max_
 
 extern "C" SERL_API int32_t serl_grad_norm(void *ctxp, const serl_grad_norm_args *a) {
     SERL_ENTER(ctxp, a, serl_grad_norm_args);
-    SERL_REQUIRE(a->n >= 0, "grad_norm: n = %lld", (long long)a->n);
-    SERL_REQUIRE(a->out, "grad_norm: NULL out");
-    SERL_REQUIRE(a->n == 0 || a->g, "grad_norm: NULL g");
-    SERL_REQUIRE(!(a->max_norm < 0) && !isnan(a->max_norm), "grad_norm: max_norm = %g (want ≥ 0; 0 disables clipping)",
-                 (double)a->max_norm);
+    SERL_CHECK(serl_check_grad_norm(ctx, a));
     const int64_t nc = (a->n + CHUNK - 1) / CHUNK;
     double *part = (double *)serl_scratch(ctx, sizeof(double) * (size_t)(nc + 2));
     if (!part) return SERL_E_NOMEM;
@@ -88,18 +84,7 @@ __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, uint1
 
 extern "C" SERL_API int32_t serl_adamw(void *ctxp, const serl_adamw_args *a) {
     SERL_ENTER(ctxp, a, serl_adamw_args);
-    SERL_REQUIRE(a->n >= 0, "adamw: n = %lld", (long long)a->n);
-    SERL_REQUIRE(a->step >= 1, "adamw: step = %d (want ≥ 1)", a->step);
-    SERL_REQUIRE(a->beta1 >= 0 && a->beta1 < 1 && a->beta2 >= 0 && a->beta2 < 1, "adamw: beta1 = %g, beta2 = %g (want [0, 1))",
-                 (double)a->beta1, (double)a->beta2);
-    SERL_REQUIRE(isfinite(a->lr) && a->lr >= 0 && isfinite(a->weight_decay) && a->weight_decay >= 0 && a->eps >= 0 &&
-                     isfinite(a->grad_scale),
-                 "adamw: lr = %g, weight_decay = %g, eps = %g, grad_scale = %g", (double)a->lr, (double)a->weight_decay,
-                 (double)a->eps, (double)a->grad_scale);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->p && a->g && a->m && a->v, "adamw: NULL tensor");
-    SERL_REQUIRE(!(a->max_norm < 0) && isfinite(a->max_norm), "adamw: max_norm = %g (want ≥ 0; 0 disables clipping)",
-                 (double)a->max_norm);
+    SERL_CHECK(serl_check_adamw(ctx, a));
     double bc1 = 1.0 - pow(a->beta1, a->step), bc2 = 1.0 - pow(a->beta2, a->step);
     adamw_kernel<<<serl_blocks(a->n, 256), 256, 0, ctx->stream>>>(
         a->p, a->g, a->m, a->v, a->p_bf16, a->n, a->beta1, a->beta2, a->eps, (float)(1.0 - (double)a->lr * a->weight_decay),

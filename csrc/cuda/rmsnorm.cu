@@ -24,12 +24,7 @@ __global__ void rmsnorm_fwd_kernel(const void *x, int xbf, const float *w, void 
 
 extern "C" SERL_API int32_t serl_rmsnorm_fwd(void *ctxp, const serl_rmsnorm_fwd_args *a) {
     SERL_ENTER(ctxp, a, serl_rmsnorm_fwd_args);
-    SERL_REQUIRE(a->n >= 0 && a->dim > 0, "rmsnorm_fwd: n = %d, dim = %d (dim must be positive)", a->n, a->dim);
-    SERL_REQUIRE(a->eps >= 0 && isfinite(a->eps), "rmsnorm_fwd: eps = %g", (double)a->eps);
-    SERL_REQUIRE_DTYPE("rmsnorm_fwd", "x", a->x_dtype);
-    SERL_REQUIRE_DTYPE("rmsnorm_fwd", "y", a->y_dtype);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->x && a->w && a->y, "rmsnorm_fwd: NULL tensor (x %p, w %p, y %p)", a->x, (const void *)a->w, a->y);
+    SERL_CHECK(serl_check_rmsnorm_fwd(ctx, a));
     SERL_REQUIRE(a->x != a->y || a->x_dtype == a->y_dtype, "rmsnorm_fwd: y aliases x with another dtype");
     rmsnorm_fwd_kernel<<<a->n, FWD_THREADS, 0, ctx->stream>>>(a->x, a->x_dtype == SERL_DTYPE_BF16, a->w, a->y,
                                                                a->y_dtype == SERL_DTYPE_BF16, a->rstd, a->dim, a->eps);
@@ -79,12 +74,7 @@ __global__ void rmsnorm_bwd_dw_sum(const double *partial, int chunks, float *dw,
 
 extern "C" SERL_API int32_t serl_rmsnorm_bwd(void *ctxp, const serl_rmsnorm_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_rmsnorm_bwd_args);
-    SERL_REQUIRE(a->n >= 0 && a->dim > 0, "rmsnorm_bwd: n = %d, dim = %d (dim must be positive)", a->n, a->dim);
-    SERL_REQUIRE_DTYPE("rmsnorm_bwd", "x", a->x_dtype);
-    SERL_REQUIRE_DTYPE("rmsnorm_bwd", "dy", a->dy_dtype);
-    SERL_REQUIRE_DTYPE("rmsnorm_bwd", "dx", a->dx_dtype);
-    if (a->n == 0) return SERL_OK;
-    SERL_REQUIRE(a->x && a->w && a->rstd && a->dy && a->dx && a->dw, "rmsnorm_bwd: NULL tensor");
+    SERL_CHECK(serl_check_rmsnorm_bwd(ctx, a));
     const int chunks = (a->n + DW_ROWS - 1) / DW_ROWS;
     double *partial = (double *)serl_scratch(ctx, sizeof(double) * (size_t)chunks * a->dim);
     if (!partial) return SERL_E_NOMEM;

@@ -31,14 +31,7 @@ __global__ void rope_kernel(const int32_t *pos, const float *inv_freq, const voi
 
 extern "C" SERL_API int32_t serl_rope(void *ctxp, const serl_rope_args *a) {
     SERL_ENTER(ctxp, a, serl_rope_args);
-    SERL_REQUIRE(a->n_tokens >= 0 && a->n_heads >= 0 && a->head_dim > 0, "rope: n_tokens = %d, n_heads = %d, head_dim = %d",
-                 a->n_tokens, a->n_heads, a->head_dim);
-    SERL_REQUIRE(a->rot_dim > 0 && a->rot_dim % 2 == 0 && a->rot_dim <= a->head_dim,
-                 "rope: rot_dim = %d (want even, in 1..head_dim = %d)", a->rot_dim, a->head_dim);
-    SERL_REQUIRE(a->bwd == 0 || a->bwd == 1, "rope: bwd = %d, want 0 or 1", a->bwd);
-    SERL_REQUIRE(a->accumulate == 0 || a->accumulate == 1, "rope: accumulate = %d, want 0 or 1", a->accumulate);
-    SERL_REQUIRE_DTYPE("rope", "x", a->x_dtype);
-    SERL_REQUIRE_DTYPE("rope", "y", a->y_dtype);
+    SERL_CHECK(serl_check_rope(ctx, a));
     if (a->n_tokens == 0 || a->n_heads == 0) return SERL_OK;
     SERL_REQUIRE(a->pos && a->inv_freq && a->x && a->y, "rope: NULL tensor (pos %p, inv_freq %p, x %p, y %p)",
                  (const void *)a->pos, (const void *)a->inv_freq, a->x, a->y);
