@@ -218,6 +218,30 @@ static inline int32_t serl_check_seqlens(SERL_CTX *ctx, const char *op, const in
     return SERL_OK;
 }
 
+/* attention_fwd/bwd with n_tokens > 0: the tensors. */
+static inline int32_t serl_check_attention_fwd_tensors(SERL_CTX *ctx, const serl_attention_fwd_args *a) {
+    SERL_REQUIRE(a->q && a->k && a->v && a->out, "attention_fwd: NULL q, k, v or out");
+    SERL_REQUIRE_DTYPE("attention_fwd", "q", a->q_dtype);
+    SERL_REQUIRE_DTYPE("attention_fwd", "k", a->k_dtype);
+    SERL_REQUIRE_DTYPE("attention_fwd", "v", a->v_dtype);
+    SERL_REQUIRE_DTYPE("attention_fwd", "out", a->out_dtype);
+    return SERL_OK;
+}
+
+static inline int32_t serl_check_attention_bwd_tensors(SERL_CTX *ctx, const serl_attention_bwd_args *a) {
+    SERL_REQUIRE(a->q && a->k && a->v && a->out && a->lse && a->dout && a->dq && a->dk && a->dv,
+                 "attention_bwd: NULL tensor (q, k, v, out, lse, dout, dq, dk and dv are all required)");
+    SERL_REQUIRE_DTYPE("attention_bwd", "q", a->q_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "k", a->k_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "v", a->v_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "out", a->out_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "dout", a->dout_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "dq", a->dq_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "dk", a->dk_dtype);
+    SERL_REQUIRE_DTYPE("attention_bwd", "dv", a->dv_dtype);
+    return SERL_OK;
+}
+
 static inline int32_t serl_check_kv_append(SERL_CTX *ctx, const serl_kv_append_args *a) {
     SERL_REQUIRE(a->n_tokens >= 0, "kv_append: n_tokens = %d", a->n_tokens);
     SERL_REQUIRE(a->n_kv_heads >= 1 && a->head_dim >= 1 && a->block_size >= 1 && a->n_blocks >= 0,

@@ -293,11 +293,7 @@ extern "C" SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_
     int max_len;
     if ((st_ = check_seqlens(ctx, "attention_fwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st_;
     if (a->n_tokens == 0) return SERL_OK;
-    SERL_REQUIRE(a->q && a->k && a->v && a->out, "attention_fwd: NULL q, k, v or out");
-    SERL_REQUIRE_DTYPE("attention_fwd", "q", a->q_dtype);
-    SERL_REQUIRE_DTYPE("attention_fwd", "k", a->k_dtype);
-    SERL_REQUIRE_DTYPE("attention_fwd", "v", a->v_dtype);
-    SERL_REQUIRE_DTYPE("attention_fwd", "out", a->out_dtype);
+    SERL_CHECK(serl_check_attention_fwd_tensors(ctx, a));
     const int D = a->head_dim;
     if (serl_attention_mma_enabled() && a->q_dtype == SERL_DTYPE_BF16 && a->k_dtype == SERL_DTYPE_BF16 &&
         a->v_dtype == SERL_DTYPE_BF16 && (D == 64 || D == 128) && (((uintptr_t)a->q | (uintptr_t)a->k | (uintptr_t)a->v) & 3) == 0)
@@ -319,16 +315,7 @@ extern "C" SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_
     int max_len;
     if ((st_ = check_seqlens(ctx, "attention_bwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st_;
     if (a->n_tokens == 0) return SERL_OK;
-    SERL_REQUIRE(a->q && a->k && a->v && a->out && a->lse && a->dout && a->dq && a->dk && a->dv,
-                 "attention_bwd: NULL tensor");
-    SERL_REQUIRE_DTYPE("attention_bwd", "q", a->q_dtype);
-    SERL_REQUIRE_DTYPE("attention_bwd", "k", a->k_dtype);
-    SERL_REQUIRE_DTYPE("attention_bwd", "v", a->v_dtype);
-    SERL_REQUIRE_DTYPE("attention_bwd", "out", a->out_dtype);
-    SERL_REQUIRE_DTYPE("attention_bwd", "dout", a->dout_dtype);
-    SERL_REQUIRE_DTYPE("attention_bwd", "dq", a->dq_dtype);
-    SERL_REQUIRE_DTYPE("attention_bwd", "dk", a->dk_dtype);
-    SERL_REQUIRE_DTYPE("attention_bwd", "dv", a->dv_dtype);
+    SERL_CHECK(serl_check_attention_bwd_tensors(ctx, a));
     const int D = a->head_dim, H = a->n_heads, KVH = a->n_kv_heads;
     const int64_t rows = (int64_t)a->n_tokens * H;
     float *Dv = (float *)serl_scratch(ctx, sizeof(float) * (size_t)rows);
