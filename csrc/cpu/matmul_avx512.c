@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include "internal.h"
+#include "tile_avx512.h"
 
 #define MR 12
 #define NR 32
@@ -33,39 +34,7 @@ void serl_sgemm_ukr_avx512(int64_t kc, const float *a, const float *b, float *c,
         a += MR;
         b += NR;
     }
-    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    if (mr == MR && nr == NR) {
-        if (beta == 0.0f) {
-#pragma GCC unroll 12
-            for (int i = 0; i < MR; i++) {
-                _mm512_storeu_ps(c + i * ldc, _mm512_mul_ps(va, c0[i]));
-                _mm512_storeu_ps(c + i * ldc + 16, _mm512_mul_ps(va, c1[i]));
-            }
-        } else {
-#pragma GCC unroll 12
-            for (int i = 0; i < MR; i++) {
-                float *ci = c + i * ldc;
-                _mm512_storeu_ps(ci, _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci), _mm512_mul_ps(va, c0[i])));
-                _mm512_storeu_ps(ci + 16, _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci + 16), _mm512_mul_ps(va, c1[i])));
-            }
-        }
-        return;
-    }
-    /* Edge tile: masked loads/stores of the valid columns, valid rows only; beta == 0 never reads C. */
-    __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr <= 16 ? 0 : nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1);
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; i++) {
-        if (i >= mr) break;
-        float *ci = c + i * ldc;
-        __m512 r0 = _mm512_mul_ps(va, c0[i]), r1 = _mm512_mul_ps(va, c1[i]);
-        if (beta != 0.0f) {
-            r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, ci), r0);
-            r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, ci + 16), r1);
-        }
-        _mm512_mask_storeu_ps(ci, m0, r0);
-        _mm512_mask_storeu_ps(ci + 16, m1, r1);
-    }
+    serl_store_tile_12x32(c, ldc, alpha, beta, mr, nr, c0, c1);
 }
 
 /* ------------------------------------------------------------------------- x·Wᵀ for few rows

@@ -1,0 +1,49 @@
+/* The write-back shared by the 12×32 AVX-512 microkernels (matmul_avx512.c's float32 one and
+ * matmul_avx512bf16.c's bf16-pair one): include only from files built with AVX-512 flags. */
+#ifndef SERL_CPU_TILE_AVX512_H
+#define SERL_CPU_TILE_AVX512_H
+
+#include <immintrin.h>
+#include <stdint.h>
+
+/* C[mr×nr] = alpha·acc + beta·C, acc in c0 (columns 0..15) and c1 (16..31) of rows 0..11. Inlined
+ * always, so the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void serl_store_tile_12x32(float *c, int64_t ldc, float alpha, float beta,
+                                                                      int mr, int nr, const __m512 *c0,
+                                                                      const __m512 *c1) {
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    if (mr == 12 && nr == 32) {
+        if (beta == 0.0f) {
+#pragma GCC unroll 12
+            for (int i = 0; i < 12; i++) {
+                _mm512_storeu_ps(c + i * ldc, _mm512_mul_ps(va, c0[i]));
+                _mm512_storeu_ps(c + i * ldc + 16, _mm512_mul_ps(va, c1[i]));
+            }
+        } else {
+#pragma GCC unroll 12
+            for (int i = 0; i < 12; i++) {
+                float *ci = c + i * ldc;
+                _mm512_storeu_ps(ci, _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci), _mm512_mul_ps(va, c0[i])));
+                _mm512_storeu_ps(ci + 16, _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci + 16), _mm512_mul_ps(va, c1[i])));
+            }
+        }
+        return;
+    }
+    /* Edge tile: masked loads/stores of the valid columns, valid rows only; beta == 0 never reads C. */
+    __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr <= 16 ? 0 : nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1);
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; i++) {
+        if (i >= mr) break;
+        float *ci = c + i * ldc;
+        __m512 r0 = _mm512_mul_ps(va, c0[i]), r1 = _mm512_mul_ps(va, c1[i]);
+        if (beta != 0.0f) {
+            r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, ci), r0);
+            r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, ci + 16), r1);
+        }
+        _mm512_mask_storeu_ps(ci, m0, r0);
+        _mm512_mask_storeu_ps(ci + 16, m1, r1);
+    }
+}
+
+#endif
