@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "gemm_sched.h"
 #include "internal.h"
 
 #define SMALL_MNK (32 * 32 * 32) /* below this, packing and waking workers cost more than they save */
@@ -219,13 +220,7 @@ static void pack_n(float *dst, const float *src, int64_t ld, int R, int rv, int6
     }
 }
 
-/* ------------------------------------------------------------------------- blocked driver */
-
-/* One parallel call per (N block, M block, K group): its tasks are C tiles, each looping over the K
- * slices of the group in order. Panels are packed on demand by whichever task needs one first (a flag
- * per panel and slice: 0 unpacked, 1 being packed, 2 ready), so packing overlaps computing and there is
- * no barrier between slices — on a shared machine a preempted worker never stalls a whole phase. */
-enum { PANEL_EMPTY, PANEL_BUSY, PANEL_READY };
+/* ------------------------------------------------------------------------- blocked driver (gemm_sched.h) */
 
 typedef struct {
     const gemm_kernel *kern;
@@ -241,8 +236,6 @@ typedef struct {
     _Atomic int *aflag, *bflag;    /* [ns · panels] */
     int64_t a_panels, b_panels, mt, nt;
 } gemm_job;
-
-static inline void cpu_pause(void) { __builtin_ia32_pause(); }
 
 /* serl_pack_t32 and pack_n for an operand of either dtype (element offset off); bf16 is widened. */
 static void pack_t_any(float *dst, const void *src, int32_t dt, int64_t off, int64_t ld, int R, int rv, int64_t kc) {
@@ -272,9 +265,7 @@ static void pack_n_any(float *dst, const void *src, int32_t dt, int64_t off, int
 static void ensure_panel(gemm_job *j, int is_b, int64_t s, int64_t q) {
     int64_t panels = is_b ? j->b_panels : j->a_panels;
     _Atomic int *f = (is_b ? j->bflag : j->aflag) + s * panels + q;
-    if (atomic_load_explicit(f, memory_order_acquire) == PANEL_READY) return;
-    int expect = PANEL_EMPTY;
-    if (atomic_compare_exchange_strong_explicit(f, &expect, PANEL_BUSY, memory_order_acq_rel, memory_order_acquire)) {
+    if (serl_panel_claim(f)) {
         int64_t pc = (j->s0 + s) * j->kc_blk;
         int64_t kc = j->k - pc < j->kc_blk ? j->k - pc : j->kc_blk;
         if (!is_b) {
@@ -296,16 +287,7 @@ static void ensure_panel(gemm_job *j, int is_b, int64_t s, int64_t q) {
             else
                 pack_n_any(d, j->B, j->b_dt, pc * j->ldb + j->jc + jr, j->ldb, NR, rv, kc);
         }
-        atomic_store_explicit(f, PANEL_READY, memory_order_release);
-        return;
-    }
-    /* A panel packs in microseconds; waiting longer means its packer was preempted (the machine is
-     * shared), so give the core back instead of spinning through its time slice. */
-    for (int spins = 0; atomic_load_explicit(f, memory_order_acquire) != PANEL_READY; spins++) {
-        if (spins < 4096)
-            cpu_pause();
-        else
-            sched_yield();
+        serl_panel_publish(f);
     }
 }
 
@@ -338,8 +320,6 @@ static void tile_task(void *arg, int64_t t, int worker) {
         }
     }
 }
-
-static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* One product of the batch through the blocked path. Returns 0, or -1 when scratch memory failed. */
 static int gemm_blocked(serl_ctx *ctx, const gemm_kernel *kern, int ta, int tb, int64_t m, int64_t n, int64_t k,
@@ -374,31 +354,16 @@ static int gemm_blocked(serl_ctx *ctx, const gemm_kernel *kern, int ta, int tb, 
         for (j.ic = 0; j.ic < m; j.ic += mc_max) {
             j.mc = m - j.ic < mc_max ? m - j.ic : mc_max;
             j.a_panels = ceil_div(j.mc, MR);
-            /* Tiles: ≤ NC_TILE columns, then M split until there are about 8 tiles per worker, each M
-             * chunk keeping ≥ 4 A panels so that a B slice loaded into L2 serves ≥ 4·MR rows. */
-            int64_t nt = ceil_div(j.nc, NC_TILE);
-            if (nt > j.b_panels) nt = j.b_panels;
-            int64_t mt = threads > 1 ? ceil_div(8 * threads, nt) : 1;
-            if (mt > j.a_panels / 4) mt = j.a_panels / 4;
-            if (mt < 1) mt = 1;
-            if (mt * nt < threads) {
-                mt = j.a_panels < threads ? j.a_panels : threads;
-                nt = j.b_panels < threads ? j.b_panels : threads;
-            }
-            j.mt = mt;
-            j.nt = nt;
+            serl_gemm_tiles(j.nc, NC_TILE, j.a_panels, j.b_panels, threads, &j.mt, &j.nt);
             for (j.s0 = 0; j.s0 < slices; j.s0 += group) {
                 j.ns = slices - j.s0 < group ? slices - j.s0 : group;
                 j.bflag = (_Atomic int *)(buf + abytes + bbytes);
                 j.aflag = j.bflag + group * max_bp;
-                for (int64_t i = 0; i < j.ns * j.a_panels; i++)
-                    atomic_store_explicit(j.aflag + i, PANEL_EMPTY, memory_order_relaxed);
+                serl_panel_reset(j.aflag, j.ns * j.a_panels);
                 /* With all of K in one group the packed B block outlives the M block: later M blocks
                  * of the same columns reuse it. */
-                if (j.ic == 0 || group < slices)
-                    for (int64_t i = 0; i < j.ns * j.b_panels; i++)
-                        atomic_store_explicit(j.bflag + i, PANEL_EMPTY, memory_order_relaxed);
-                serl_parallel(ctx, mt * nt, tile_task, &j);
+                if (j.ic == 0 || group < slices) serl_panel_reset(j.bflag, j.ns * j.b_panels);
+                serl_parallel(ctx, j.mt * j.nt, tile_task, &j);
             }
         }
     }

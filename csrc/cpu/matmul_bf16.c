@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm_sched.h"
 #include "internal.h"
 
 #define MR 12
@@ -27,7 +28,6 @@
 void serl_bgemm_ukr_avx512bf16(int64_t kp, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, float alpha,
                                float beta, int mr, int nr);
 
-static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* ------------------------------------------------------------------------- packing */
 
@@ -65,7 +65,6 @@ static void pack_pairs_interleave(uint32_t *dst, const uint16_t *src, int64_t ld
 
 /* ------------------------------------------------------------------------- blocked driver */
 
-enum { PANEL_EMPTY, PANEL_BUSY, PANEL_READY };
 
 typedef struct {
     int ta, tb;
@@ -82,9 +81,7 @@ typedef struct {
 static void ensure_panel(bgemm_job *j, int is_b, int64_t s, int64_t q) {
     int64_t panels = is_b ? j->b_panels : j->a_panels;
     _Atomic int *f = (is_b ? j->bflag : j->aflag) + s * panels + q;
-    if (atomic_load_explicit(f, memory_order_acquire) == PANEL_READY) return;
-    int expect = PANEL_EMPTY;
-    if (atomic_compare_exchange_strong_explicit(f, &expect, PANEL_BUSY, memory_order_acq_rel, memory_order_acquire)) {
+    if (serl_panel_claim(f)) {
         int64_t pc = (j->s0 + s) * j->kc_blk;
         int64_t kc = j->k - pc < j->kc_blk ? j->k - pc : j->kc_blk;
         const int64_t kpb = j->kc_blk / 2;
@@ -105,14 +102,7 @@ static void ensure_panel(bgemm_job *j, int is_b, int64_t s, int64_t q) {
             else
                 pack_pairs_interleave(d, j->B + pc * j->ldb + j->jc + jr, j->ldb, NR, rv, kc);
         }
-        atomic_store_explicit(f, PANEL_READY, memory_order_release);
-        return;
-    }
-    for (int spins = 0; atomic_load_explicit(f, memory_order_acquire) != PANEL_READY; spins++) {
-        if (spins < 4096)
-            __builtin_ia32_pause();
-        else
-            sched_yield();
+        serl_panel_publish(f);
     }
 }
 
@@ -175,27 +165,14 @@ static int bgemm_blocked(serl_ctx *ctx, int ta, int tb, int64_t m, int64_t n, in
         for (j.ic = 0; j.ic < m; j.ic += mc_max) {
             j.mc = m - j.ic < mc_max ? m - j.ic : mc_max;
             j.a_panels = ceil_div(j.mc, MR);
-            int64_t nt = ceil_div(j.nc, NC_TILE);
-            if (nt > j.b_panels) nt = j.b_panels;
-            int64_t mt = threads > 1 ? ceil_div(8 * threads, nt) : 1;
-            if (mt > j.a_panels / 4) mt = j.a_panels / 4;
-            if (mt < 1) mt = 1;
-            if (mt * nt < threads) {
-                mt = j.a_panels < threads ? j.a_panels : threads;
-                nt = j.b_panels < threads ? j.b_panels : threads;
-            }
-            j.mt = mt;
-            j.nt = nt;
+            serl_gemm_tiles(j.nc, NC_TILE, j.a_panels, j.b_panels, threads, &j.mt, &j.nt);
             for (j.s0 = 0; j.s0 < slices; j.s0 += group) {
                 j.ns = slices - j.s0 < group ? slices - j.s0 : group;
                 j.bflag = (_Atomic int *)(buf + abytes + bbytes);
                 j.aflag = j.bflag + group * max_bp;
-                for (int64_t i = 0; i < j.ns * j.a_panels; i++)
-                    atomic_store_explicit(j.aflag + i, PANEL_EMPTY, memory_order_relaxed);
-                if (j.ic == 0 || group < slices)
-                    for (int64_t i = 0; i < j.ns * j.b_panels; i++)
-                        atomic_store_explicit(j.bflag + i, PANEL_EMPTY, memory_order_relaxed);
-                serl_parallel(ctx, mt * nt, tile_task, &j);
+                serl_panel_reset(j.aflag, j.ns * j.a_panels);
+                if (j.ic == 0 || group < slices) serl_panel_reset(j.bflag, j.ns * j.b_panels);
+                serl_parallel(ctx, j.mt * j.nt, tile_task, &j);
             }
         }
     }

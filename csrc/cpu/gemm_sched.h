@@ -1,0 +1,60 @@
+/* Scheduling shared by the blocked matrix products (matmul.c: float32, matmul_bf16.c: bf16 pairs): one
+ * parallel call per (N block, M block, K group) whose tasks are C tiles, with panels packed on demand by
+ * whichever task needs one first (a flag per panel and slice), so packing overlaps computing and no
+ * barrier separates slices: on a shared machine a preempted worker never stalls a whole phase. */
+#ifndef SERL_CPU_GEMM_SCHED_H
+#define SERL_CPU_GEMM_SCHED_H
+
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+enum { PANEL_EMPTY, PANEL_BUSY, PANEL_READY };
+
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* 1 when the caller has claimed the panel behind flag f and must pack it, then serl_panel_publish(f);
+ * 0 once it is ready (packed earlier, or by another worker while this one waited). */
+static inline int serl_panel_claim(_Atomic int *f) {
+    if (atomic_load_explicit(f, memory_order_acquire) == PANEL_READY) return 0;
+    int expect = PANEL_EMPTY;
+    if (atomic_compare_exchange_strong_explicit(f, &expect, PANEL_BUSY, memory_order_acq_rel, memory_order_acquire))
+        return 1;
+    /* A panel packs in microseconds; waiting longer means its packer was preempted (the machine is
+     * shared), so give the core back instead of spinning through its time slice. */
+    for (int spins = 0; atomic_load_explicit(f, memory_order_acquire) != PANEL_READY; spins++) {
+        if (spins < 4096)
+            __builtin_ia32_pause();
+        else
+            sched_yield();
+    }
+    return 0;
+}
+
+static inline void serl_panel_publish(_Atomic int *f) { atomic_store_explicit(f, PANEL_READY, memory_order_release); }
+
+/* n flags to PANEL_EMPTY, before the parallel call that packs their panels. */
+static inline void serl_panel_reset(_Atomic int *f, int64_t n) {
+    for (int64_t i = 0; i < n; i++) atomic_store_explicit(f + i, PANEL_EMPTY, memory_order_relaxed);
+}
+
+/* The tile grid of an M×N block (a_panels × b_panels micro-panels, nc columns): ≤ nc_tile columns a
+ * tile, then M split until there are about 8 tiles per worker, each M chunk keeping ≥ 4 A panels so
+ * that a B slice loaded into L2 serves ≥ 4·MR rows; never fewer tiles than workers where the panels
+ * allow. */
+static inline void serl_gemm_tiles(int64_t nc, int64_t nc_tile, int64_t a_panels, int64_t b_panels, int64_t threads,
+                                   int64_t *mt_out, int64_t *nt_out) {
+    int64_t nt = ceil_div(nc, nc_tile);
+    if (nt > b_panels) nt = b_panels;
+    int64_t mt = threads > 1 ? ceil_div(8 * threads, nt) : 1;
+    if (mt > a_panels / 4) mt = a_panels / 4;
+    if (mt < 1) mt = 1;
+    if (mt * nt < threads) {
+        mt = a_panels < threads ? a_panels : threads;
+        nt = b_panels < threads ? b_panels : threads;
+    }
+    *mt_out = mt;
+    *nt_out = nt;
+}
+
+#endif
