@@ -1,13 +1,24 @@
-/* The write-back shared by the 12×32 AVX-512 microkernels (matmul_avx512.c's float32 one and
- * matmul_avx512bf16.c's bf16-pair one): include only from files built with AVX-512 flags. */
+/* The start and write-back shared by the 12×32 AVX-512 microkernels (matmul_avx512.c's float32 one and
+ * matmul_avx512bf16.c's bf16-pair one): include only from files built with AVX-512 flags. Inlined
+ * always, so the accumulators stay in registers. */
 #ifndef SERL_CPU_TILE_AVX512_H
 #define SERL_CPU_TILE_AVX512_H
 
 #include <immintrin.h>
 #include <stdint.h>
 
-/* C[mr×nr] = alpha·acc + beta·C, acc in c0 (columns 0..15) and c1 (16..31) of rows 0..11. Inlined
- * always, so the accumulators stay in registers. */
+/* Zeroes the accumulators and prefetches the mr rows of C the tile will write. */
+static inline __attribute__((always_inline)) void serl_start_tile_12x32(const float *c, int64_t ldc, int mr, __m512 *c0,
+                                                                      __m512 *c1) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    for (int i = 0; i < mr; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+    }
+}
+
+/* C[mr×nr] = alpha·acc + beta·C, acc in c0 (columns 0..15) and c1 (16..31) of rows 0..11. */
 static inline __attribute__((always_inline)) void serl_store_tile_12x32(float *c, int64_t ldc, float alpha, float beta,
                                                                       int mr, int nr, const __m512 *c0,
                                                                       const __m512 *c1) {
