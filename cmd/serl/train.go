@@ -470,7 +470,6 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 		if cfg.PromptMode == selfplay.PromptChat {
 			prompt = evaluate.ChatPrompt(in.Tokenizer, in.Chat, in.ChatOpts, cfg.SystemPrompt)
 		}
-		maxNew := evalMaxNew(tf, cfg)
 		// The evaluation engine is sized by its longest prompt (evaluate.EngineConfig), so the plan
 		// tokenizes them now.
 		for _, p := range ps {
@@ -480,7 +479,7 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 			}
 			evalLongest = max(evalLongest, len(ids))
 		}
-		evalNew = maxNew
+		evalNew = evalMaxNew(tf, cfg) // cut to the context below, before the closure first runs
 		tok := in.Tokenizer
 		in.Evaluate = func(ctx context.Context, m *model.Model, it int) (any, error) {
 			k := tf.EvalK
@@ -488,7 +487,7 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 				k = 0 // maj@K costs K samples per problem: before training and at the end only
 			}
 			ev := &evaluate.Evaluator{Comm: comm, Model: m, Prompt: prompt, Decoder: tok, Options: evaluate.Options{K: k,
-				MaxNewTokens: maxNew, Seed: cfg.Seed, StopIDs: evaluate.StopIDs(m.Config, tok), MaxBatch: cfg.MaxBatch}}
+				MaxNewTokens: evalNew, Seed: cfg.Seed, StopIDs: evaluate.StopIDs(m.Config, tok), MaxBatch: cfg.MaxBatch}}
 			name := fmt.Sprintf("evaluation after iteration %d", it)
 			if it == 0 {
 				name = "evaluation before training"
@@ -509,6 +508,18 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 	mc, err := model.LoadConfig(filepath.Join(refDir, "config.json"))
 	if err != nil {
 		return in, err
+	}
+	// Settled here, before the run directory exists (the evaluation would otherwise fail inside the run).
+	// As `serl eval` does, a budget that was not asked for is cut to the context, and says so; one that
+	// was asked for is refused.
+	if evalLongest > 0 && evalLongest+evalNew > mc.MaxPositions {
+		if tf.EvalMaxNew > 0 || evalLongest >= mc.MaxPositions {
+			return in, usagef("%s: the longest evaluation prompt (%d tokens) + %d new tokens exceeds the model's context of %d: set --eval-max-new-tokens ≤ %d",
+				tf.Eval, evalLongest, evalNew, mc.MaxPositions, mc.MaxPositions-evalLongest)
+		}
+		evalNew = mc.MaxPositions - evalLongest
+		fmt.Fprintf(stderr, "serl: evaluation responses get at most %d new tokens: the longest evaluation prompt (%d tokens) and the model's context of %d leave no more (--eval-max-new-tokens to choose)\n",
+			evalNew, evalLongest, mc.MaxPositions)
 	}
 	plan, err := trainPlan(mc, cfg, evalLongest, evalNew)
 	if err != nil {

@@ -145,3 +145,30 @@ func TestTrainRefusesAPlanThatDoesNotFit(t *testing.T) {
 	require.Zero(t, live)
 	require.Zero(t, peak, "nothing was allocated")
 }
+
+// An evaluation whose longest prompt and response budget do not fit the model's context is settled
+// before the run directory exists (it used to fail only at the first evaluation, inside the run): a
+// budget asked for with --eval-max-new-tokens is refused, the default one is cut to the context and
+// the cut is said.
+func TestTrainEvaluationBudgetAndContext(t *testing.T) {
+	dir := tinyModelDir(t)
+	data := writeProblems(t, 8)
+	run := filepath.Join(t.TempDir(), "run")
+	code, _, errs := runCLI(t, "train", "--device", "cpu", "--model", dir, "--mode", "gt", "--data", data, "--eval", data,
+		"--eval-max-new-tokens", "100000", "--run", run)
+	require.Equal(t, 2, code, errs)
+	require.Contains(t, errs, "exceeds the model's context of 1024: set --eval-max-new-tokens ≤ 1008")
+	require.NoDirExists(t, run)
+
+	d, err := kernels.Open("cpu", 1)
+	require.NoError(t, err)
+	defer d.Close()
+	cfg := selfplay.DefaultConfig() // 1024 new tokens: with a 16-token prompt, past the fixture's context
+	cfg.Mode = selfplay.ModeGT
+	var log strings.Builder
+	in, err := trainInputs(d, dist.Single(), dir, dir, trainFlags{Data: data, Eval: data}, cfg, &log)
+	require.NoError(t, err)
+	defer in.Policy.Free()
+	defer in.Reference.Free()
+	require.Contains(t, log.String(), "evaluation responses get at most 1008 new tokens")
+}
