@@ -533,6 +533,73 @@ typedef struct {
 } serl_adamw_args;
 SERL_API int32_t serl_adamw(void *ctx, const serl_adamw_args *a);
 
+/* ---------------------------------------------------------------- NCCL */
+
+/* Multi-GPU collectives through NCCL, which the CUDA library loads at run time (SERL_NCCL_LIB, a path,
+ * else the soname libnccl.so.2), never links. The CPU library exports the same entry points and
+ * returns SERL_E_UNSUPPORTED. A communicator (comm) is opaque, one per context and process; its
+ * collectives run on the context's stream, and serl_nccl_poll says when they are done. Errors name the
+ * NCCL call and NCCL's words. */
+#define SERL_NCCL_ID_BYTES 128
+
+/* Writes a fresh ncclUniqueId (on one rank, then sent to the others by some other means) to id. */
+typedef struct {
+    uint32_t size;
+    int32_t reserved;
+    uint8_t *id;        /* [SERL_NCCL_ID_BYTES] host, out */
+} serl_nccl_unique_id_args;
+SERL_API int32_t serl_nccl_unique_id(void *ctx, const serl_nccl_unique_id_args *a);
+
+/* Joins the communicator of nranks ranks named by id as rank (ncclCommInitRank on the context's
+ * device; blocks until every rank has joined). */
+typedef struct {
+    uint32_t size;
+    int32_t rank, nranks;
+    int32_t reserved;
+    const uint8_t *id;  /* [SERL_NCCL_ID_BYTES] host */
+    void **comm;        /* out */
+} serl_nccl_init_args;
+SERL_API int32_t serl_nccl_init(void *ctx, const serl_nccl_init_args *a);
+
+/* x[0..n) F32 (device) ← the sum of every rank's x, in place; enqueued on the context's stream. */
+typedef struct {
+    uint32_t size;
+    int32_t reserved;
+    int64_t n;
+    void *comm;
+    float *x;
+} serl_nccl_all_reduce_args;
+SERL_API int32_t serl_nccl_all_reduce(void *ctx, const serl_nccl_all_reduce_args *a);
+
+/* x[0..bytes) (device) ← root's x; enqueued on the context's stream. */
+typedef struct {
+    uint32_t size;
+    int32_t root;
+    int64_t bytes;
+    void *comm;
+    void *x;
+} serl_nccl_broadcast_args;
+SERL_API int32_t serl_nccl_broadcast(void *ctx, const serl_nccl_broadcast_args *a);
+
+/* done[0] (host) ← 1 when the context's stream has finished its work, else 0; fails with the
+ * communicator's asynchronous error (ncclCommGetAsyncError) when it has one. Never blocks. */
+typedef struct {
+    uint32_t size;
+    int32_t reserved;
+    void *comm;
+    int32_t *done;      /* [1] host, out */
+} serl_nccl_poll_args;
+SERL_API int32_t serl_nccl_poll(void *ctx, const serl_nccl_poll_args *a);
+
+/* Ends the communicator: ncclCommDestroy, or ncclCommAbort when abort ≠ 0 (after a timeout or an
+ * error, when a peer may never join again). */
+typedef struct {
+    uint32_t size;
+    int32_t abort;
+    void *comm;
+} serl_nccl_free_args;
+SERL_API int32_t serl_nccl_free(void *ctx, const serl_nccl_free_args *a);
+
 #ifdef __cplusplus
 }
 #endif
