@@ -243,6 +243,45 @@ type adamwArgs struct {
 	pBF16, gradNorm                               uintptr `c:"p_bf16,grad_norm"`
 }
 
+type ncclUniqueIDArgs struct {
+	size     uint32  `c:"size"`
+	reserved int32   `c:"reserved"`
+	id       uintptr `c:"id"`
+}
+
+type ncclInitArgs struct {
+	size         uint32  `c:"size"`
+	rank, nranks int32   `c:"rank,nranks"`
+	reserved     int32   `c:"reserved"`
+	id, comm     uintptr `c:"id,comm"`
+}
+
+type ncclAllReduceArgs struct {
+	size     uint32  `c:"size"`
+	reserved int32   `c:"reserved"`
+	n        int64   `c:"n"`
+	comm, x  uintptr `c:"comm,x"`
+}
+
+type ncclBroadcastArgs struct {
+	size    uint32  `c:"size"`
+	root    int32   `c:"root"`
+	bytes   int64   `c:"bytes"`
+	comm, x uintptr `c:"comm,x"`
+}
+
+type ncclPollArgs struct {
+	size       uint32  `c:"size"`
+	reserved   int32   `c:"reserved"`
+	comm, done uintptr `c:"comm,done"`
+}
+
+type ncclFreeArgs struct {
+	size  uint32  `c:"size"`
+	abort int32   `c:"abort"`
+	comm  uintptr `c:"comm"`
+}
+
 // abiStructs maps each C struct name to a zero value of its mirror, for the layout test.
 var abiStructs = map[string]any{
 	"serl_device_info_args":      deviceInfoArgs{},
@@ -272,4 +311,10 @@ var abiStructs = map[string]any{
 	"serl_group_baseline_args":   groupBaselineArgs{},
 	"serl_grad_norm_args":        gradNormArgs{},
 	"serl_adamw_args":            adamwArgs{},
+	"serl_nccl_unique_id_args":   ncclUniqueIDArgs{},
+	"serl_nccl_init_args":        ncclInitArgs{},
+	"serl_nccl_all_reduce_args":  ncclAllReduceArgs{},
+	"serl_nccl_broadcast_args":   ncclBroadcastArgs{},
+	"serl_nccl_poll_args":        ncclPollArgs{},
+	"serl_nccl_free_args":        ncclFreeArgs{},
 }

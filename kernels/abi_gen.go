@@ -31,3 +31,8 @@ const (
 	GroupRLOO   GroupMode = 1 // SERL_GROUP_RLOO
 	GroupCenter GroupMode = 2 // SERL_GROUP_CENTER
 )
+
+// NCCLIDBytes is the size of an NCCL unique id (SERL_NCCL_ID_BYTES).
+const (
+	NCCLIDBytes = 128 // SERL_NCCL_ID_BYTES
+)

@@ -47,6 +47,12 @@ const (
 	opGroupBaseline
 	opGradNorm
 	opAdamW
+	opNCCLUniqueID
+	opNCCLInit
+	opNCCLAllReduce
+	opNCCLBroadcast
+	opNCCLPoll
+	opNCCLFree
 	numOps
 )
 
@@ -54,7 +60,8 @@ var opNames = [numOps]string{
 	"copy", "memset", "matmul", "embedding_fwd", "embedding_bwd", "rmsnorm_fwd", "rmsnorm_bwd", "rope",
 	"attention_fwd", "attention_bwd", "kv_append", "decode_attention", "swiglu_fwd", "swiglu_bwd",
 	"bias_add", "bias_bwd", "add", "scale", "cast", "logprob_fwd", "logprob_bwd", "sample", "whiten",
-	"group_baseline", "grad_norm", "adamw",
+	"group_baseline", "grad_norm", "adamw", "nccl_unique_id", "nccl_init", "nccl_all_reduce",
+	"nccl_broadcast", "nccl_poll", "nccl_free",
 }
 
 func (o opID) String() string { return opNames[o] }
