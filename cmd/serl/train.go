@@ -253,6 +253,9 @@ func trainRank(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer stop()
+	if err := comm.UseDevice(d); err != nil { // NCCL for CUDA tensors under MPI
+		return err
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 

@@ -1,7 +1,8 @@
 // Package dist holds serl's data parallelism: the process group a run is split over (rank, world size,
 // local rank) and its collectives — all-reduce (sum) of float32 device tensors, broadcast, barrier and
 // all-gather of small host records. Backends: none (one process, rank 0 of 1: every collective is the
-// identity) and MPI (Open MPI through loader/mpi). Every collective is non-blocking underneath and
+// identity), MPI (Open MPI through loader/mpi) and, for CUDA tensors, NCCL bootstrapped over MPI
+// (nccl.go). Every collective is non-blocking underneath and
 // polled against a deadline, so a rank that dies or hangs makes the others fail with an error naming
 // the call and the rank instead of waiting forever.
 package dist
@@ -41,7 +42,8 @@ type Comm struct {
 	Timeout     time.Duration
 	lib         *mpi.Lib
 	libVersion  string
-	sendF, recv []float32 // all-reduce staging, grown to the largest tensor seen
+	sendF, recv []float32         // all-reduce staging, grown to the largest tensor seen
+	nccl        *kernels.NCCLComm // set by UseDevice for CUDA tensors
 }
 
 // Single is the one-process group: rank 0 of 1, collectives are the identity.
@@ -114,7 +116,7 @@ func (c *Comm) localRank() (int, error) {
 	return n, nil
 }
 
-// Backend is "none" or "mpi".
+// Backend is "none", "mpi", or "mpi+nccl" once UseDevice has set up NCCL.
 func (c *Comm) Backend() string { return c.backend }
 
 // Library names the MPI library and its version ("" for none).
@@ -250,14 +252,18 @@ func (c *Comm) AllReduceSumHost(x []float32) error {
 	return nil
 }
 
-// AllReduceSum replaces the float32 device tensor t on every rank with the sum over ranks, through
+// AllReduceSum replaces the float32 device tensor t on every rank with the sum over ranks: through
+// NCCL when UseDevice set it up (even on one rank, so that a 1-rank run exercises it), else through
 // host memory (download, MPI, upload).
 func (c *Comm) AllReduceSum(t kernels.Tensor) error {
-	if c.size == 1 {
-		return nil
-	}
 	if t.DType() != kernels.F32 {
 		return fmt.Errorf("dist: all-reduce of a %v tensor: only float32 is supported", t.DType())
+	}
+	if c.backend == BackendNCCL {
+		return c.allReduceNCCL(t)
+	}
+	if c.size == 1 {
+		return nil
 	}
 	n := t.Len()
 	if cap(c.sendF) < n {
@@ -349,6 +355,9 @@ func (c *Comm) Close() error {
 		return nil
 	}
 	err := c.Barrier()
+	if nerr := c.closeNCCL(); err == nil {
+		err = nerr
+	}
 	if ferr := c.lib.Finalize(); err == nil && ferr != nil {
 		err = fmt.Errorf("dist: rank %d: %w", c.rank, ferr)
 	}

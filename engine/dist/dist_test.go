@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/serl-go/serl/kernels"
 )
 
 // workerEnv marks a test binary started by mpirun from TestMPI: it runs the collectives instead.
@@ -77,6 +79,34 @@ func TestMPIHungRank(t *testing.T) {
 	require.Less(t, time.Since(t0), time.Minute)
 }
 
+// TestNCCLBootstrapFails: NCCL asked for on a device that cannot give it (here the CPU library, as a
+// machine without a GPU or NCCL would) ends every rank with one line naming what was tried: rank 0
+// its own error, the others that rank 0 failed — none waits for a timeout.
+func TestNCCLBootstrapFails(t *testing.T) {
+	t0 := time.Now()
+	out, err := mpirun(t, 2, "SERL_DIST_TEST_NCCL=1", GPUEnv+"=nccl", TimeoutEnv+"=2m")
+	require.NoError(t, err, "%s", out)
+	require.Equal(t, 2, strings.Count(string(out), "--- PASS: TestMPIWorker"), "%s", out)
+	require.Contains(t, string(out), "UseDevice: dist: rank 0 of 2: --device cpu under MPI all-reduces gradients through NCCL (SERL_DIST_GPU=mpi: through host memory instead), but: kernels: nccl_unique_id: ", "%s", out)
+	require.Contains(t, string(out), "serl_nccl_unique_id: NCCL needs the CUDA library (--device cuda)", "%s", out)
+	require.Contains(t, string(out), "UseDevice: dist: rank 1 of 2: --device cpu under MPI all-reduces gradients through NCCL (SERL_DIST_GPU=mpi: through host memory instead), but rank 0 could not make an NCCL id", "%s", out)
+	require.Less(t, time.Since(t0), time.Minute)
+}
+
+// Without MPI, or on the CPU by default, or with SERL_DIST_GPU=mpi, UseDevice changes nothing; a
+// value it does not know is refused by name.
+func TestUseDeviceChoice(t *testing.T) {
+	d, err := kernels.Open("cpu", 1)
+	require.NoError(t, err)
+	defer d.Close()
+	c := Single()
+	t.Setenv(GPUEnv, "nccl")
+	require.NoError(t, c.UseDevice(d)) // one process, no MPI: nothing to all-reduce over
+	require.Equal(t, BackendNone, c.Backend())
+	t.Setenv(GPUEnv, "gloo")
+	require.ErrorContains(t, c.UseDevice(d), `dist: SERL_DIST_GPU="gloo": want nccl or mpi`)
+}
+
 func TestMPIWorker(t *testing.T) {
 	if os.Getenv(workerEnv) == "" {
 		t.Skip("runs only under mpirun, started by TestMPI")
@@ -84,6 +114,17 @@ func TestMPIWorker(t *testing.T) {
 	c, err := Init()
 	require.NoError(t, err)
 	require.Equal(t, BackendMPI, c.Backend())
+	if os.Getenv("SERL_DIST_TEST_NCCL") != "" {
+		d, err := kernels.Open("cpu", 1)
+		require.NoError(t, err)
+		err = c.UseDevice(d)
+		require.Error(t, err)
+		require.NotContains(t, err.Error(), "\n")
+		fmt.Println("UseDevice:", err)
+		require.Equal(t, BackendMPI, c.Backend())
+		require.NoError(t, c.Close())
+		return
+	}
 	if os.Getenv("SERL_DIST_TEST_DEAD") != "" {
 		if c.Rank() == 1 {
 			time.Sleep(time.Minute) // rank 0 waits for it in vain; mpirun ends it when rank 0 fails
