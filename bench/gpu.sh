@@ -10,9 +10,14 @@
 #      python3 has torch
 #   5. decoding throughput on CUDA (engine/generate's benchmark, configs S and M)
 #   6. a short serl train --device cuda on the built-in model (FULL=1: the default run)
+#   7. NCCL (issue 19): the kernels' 1-rank NCCL test, then the short train of 6 under `mpirun -np 1`
+#      (all-reduce through NCCL) against the same run without MPI: metrics, records and weights must
+#      match (bench/compare_runs.py). NCCL is found as SERL_NCCL_LIB, the loader's libnccl.so.2, or
+#      PyTorch's nvidia/nccl/lib; the MPI run needs mpirun (Open MPI) on the machine.
 #
 # Full logs go to $OUT (default ./gpu-out; at most 8 files, as the device tool returns); one short
-# table is printed last. It is sized to finish within 6 minutes (each step has its own timeout).
+# table is printed last. It is sized to finish within 6 minutes, step 7 adds up to 6 more (each step has
+# its own timeout; NCCL=0 leaves step 7 out).
 #
 #   device run:  bench/gpu.sh build/gpu.tar.gz          (carry: ["build/gpu.tar.gz"])
 #   SANITIZE=1   also run the conformance suite under compute-sanitizer (slow: minutes)
@@ -140,6 +145,36 @@ else
 		--instructions-per-iteration 16 --rollout-batch 8 --samples 8 --eval-limit 100 --eval-k 0 --op-profile
 fi
 row "train" "$status" "$secs" "$(if [[ $status == ok ]]; then grep -i 'pass@1' "$log" | tail -1; else grep -v '^===' "$log" | tail -1; fi | cut -c1-120)"
+
+# 7. NCCL: one rank through NCCL must equal the run without any backend
+if [[ ${NCCL:-1} != 0 ]]; then
+	log=$OUT/6-nccl.log
+	: >"$log"
+	if [[ -z ${SERL_NCCL_LIB:-} ]] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl\.so\.2 '; then
+		SERL_NCCL_LIB=$(python3 -c 'import glob, site; print(next(iter(sorted(p for d in site.getsitepackages() for p in glob.glob(d + "/nvidia/nccl/lib/libnccl.so.2"))), ""))' 2>/dev/null)
+		[[ -n $SERL_NCCL_LIB ]] && export SERL_NCCL_LIB
+	fi
+	echo "SERL_NCCL_LIB=${SERL_NCCL_LIB:-} (empty: the soname libnccl.so.2)" >>"$log"
+	(cd kernels && SERL_TEST_DEVICES=cuda SERL_TEST_NCCL=1 step "nccl kernels" 60 "$log" "$g/kernels.test" -test.v -test.count=1 \
+		-test.run 'NCCL' -test.timeout 55s; echo "$status $secs" >"$work/st")
+	read -r status secs <"$work/st"
+	row "nccl (1 rank, kernels)" "$status" "$secs" "$(gotest_counts "$log")"
+	short=(train --device cuda --iterations 1 --instructions-per-iteration 16 --rollout-batch 8 --samples 8 --eval-limit 20 --eval-k 0)
+	if command -v mpirun >/dev/null 2>&1; then
+		step "train, no backend" 150 "$log" "$g/serl" "${short[@]}" --run "$work/solo"
+		a=$status
+		step "train, mpirun -np 1, NCCL" 150 "$log" mpirun --allow-run-as-root -np 1 "$g/serl" "${short[@]}" --run "$work/nccl"
+		b=$status
+		if [[ $a == ok && $b == ok ]] && grep -q 'all-reduced through NCCL' "$log"; then
+			step "compare" 60 "$log" python3 bench/compare_runs.py "$work/solo" "$work/nccl"
+			row "nccl (1 rank, train)" "$status" "$secs" "$(tail -2 "$log" | head -1 | cut -c1-120)"
+		else
+			row "nccl (1 rank, train)" FAIL "$secs" "solo $a, nccl $b: $(grep -v '^===' "$log" | tail -1 | cut -c1-120)"
+		fi
+	else
+		row "nccl (1 rank, train)" SKIP 0 "no mpirun on this machine (Open MPI): only the kernels' NCCL test ran"
+	fi
+fi
 
 echo
 echo "serl GPU routine ($(cat "$g/commit")), logs in $OUT"
