@@ -256,6 +256,9 @@ func trainRank(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 	if err := comm.UseDevice(d); err != nil { // NCCL for CUDA tensors under MPI
 		return err
 	}
+	if comm.Backend() == dist.BackendNCCL {
+		fmt.Fprintf(stderr, "serl: gradients all-reduced through NCCL over %d rank(s) (%s=mpi: through host memory)\n", comm.Size(), dist.GPUEnv)
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 
