@@ -256,6 +256,11 @@ func trainRank(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 	if err := comm.UseDevice(d); err != nil { // NCCL for CUDA tensors under MPI
 		return err
 	}
+	defer func() { // before the device closes
+		if err := comm.ReleaseDevice(); err != nil {
+			fmt.Fprintf(stderr, "serl: %v\n", err)
+		}
+	}()
 	if comm.Backend() == dist.BackendNCCL {
 		fmt.Fprintf(stderr, "serl: gradients all-reduced through NCCL over %d rank(s) (%s=mpi: through host memory)\n", comm.Size(), dist.GPUEnv)
 	}

@@ -355,7 +355,7 @@ func (c *Comm) Close() error {
 		return nil
 	}
 	err := c.Barrier()
-	if nerr := c.closeNCCL(); err == nil {
+	if nerr := c.ReleaseDevice(); err == nil {
 		err = nerr
 	}
 	if ferr := c.lib.Finalize(); err == nil && ferr != nil {

@@ -114,9 +114,14 @@ func (c *Comm) allReduceNCCL(t kernels.Tensor) error {
 	}
 }
 
-// closeNCCL destroys the communicator (every rank has passed the barrier before).
-func (c *Comm) closeNCCL() error {
-	if c.nccl == nil {
+// ReleaseDevice destroys the NCCL communicator UseDevice made, before its device closes; device
+// tensors then go through host memory again. Without one it does nothing.
+func (c *Comm) ReleaseDevice() error {
+	if c.backend != BackendNCCL {
+		return nil
+	}
+	c.backend = BackendMPI
+	if c.nccl == nil { // aborted after a failure
 		return nil
 	}
 	err := c.nccl.Free(false)
