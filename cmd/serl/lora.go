@@ -98,17 +98,11 @@ func runMerge(args []string, stdout, stderr io.Writer) error {
 	}
 	defer stop()
 	// Merged in float32 whatever --precision says: the folded weights are saved in float32.
-	m, err := model.LoadWith(d, *base, model.Options{Frozen: true})
+	m, err := model.LoadMerged(d, *base, *adapter)
 	if err != nil {
 		return err
 	}
 	defer m.Free()
-	if _, err := m.LoadLoRA(*adapter); err != nil {
-		return err
-	}
-	if err := m.Merge(); err != nil {
-		return err
-	}
 	if err := m.Save(*out, safetensors.F32); err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ import (
 )
 
 func init() {
-	addCommand(command{name: "pretrain", summary: "train the built-in model from scratch on the built-in task", run: runPretrain})
+	addCommand(command{name: "pretrain", summary: "train the built-in model from scratch (or --init, optionally LoRA) on the built-in task", run: runPretrain})
 }
 
 // arithSource draws training problems from the built-in world (level 0: all levels in turn), skipping
@@ -102,6 +102,9 @@ func runPretrain(args []string, stdout, stderr io.Writer) error {
 		"that may be answered without working; other problems are always worked out (\"\": any problem may be)")
 	fs.Float64Var(&c.ListShare, "list-share", c.ListShare, `fraction of solving documents that number their steps "1) …" instead of "Step 1: …"`)
 	fs.BoolVar(&c.ProblemLoss, "problem-loss", c.ProblemLoss, "train on the problem text of solving documents too")
+	fs.StringVar(&c.Init, "init", "", "start from this Hugging Face model folder (its weights, shape and tokenizer) instead of a random init")
+	var lf loraFlags
+	lf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -123,6 +126,21 @@ func runPretrain(args []string, stdout, stderr io.Writer) error {
 	}
 	if *out == "" {
 		return usagef("give --out DIR")
+	}
+	if lc, err := lf.config(); err != nil {
+		return err
+	} else if lc != nil {
+		if c.Init == "" {
+			return usagef("--lora-rank needs --init DIR: LoRA adapts an existing model (e.g. the built-in one, or a pretrain output's model/)")
+		}
+		c.LoRARank, c.LoRAAlpha, c.LoRATargets = lc.Rank, lc.Alpha, lc.Targets
+	}
+	if c.Init != "" {
+		for _, name := range []string{"hidden", "layers", "heads", "kv-heads", "intermediate", "vocab", "tokenizer-docs"} {
+			if explicit(fs)[name] {
+				return usagef("--%s with --init: the model's shape and tokenizer are --init's", name)
+			}
+		}
 	}
 	if _, err := df.prec(); err != nil {
 		return err

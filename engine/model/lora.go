@@ -418,6 +418,25 @@ func (b *Blob) ReadSafetensors(path string) error {
 	return nil
 }
 
+// LoadMerged loads the base model of dir in float32 (merging needs the master weights, whatever
+// precision the adapters were trained at), attaches the PEFT adapters of adapter and folds them in
+// (Merge): a plain model computing what base + adapters compute.
+func LoadMerged(d *kernels.Device, dir, adapter string) (*Model, error) {
+	m, err := LoadWith(d, dir, Options{Frozen: true})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.LoadLoRA(adapter); err != nil {
+		m.Free()
+		return nil, err
+	}
+	if err := m.Merge(); err != nil {
+		m.Free()
+		return nil, err
+	}
+	return m, nil
+}
+
 // Merge folds the adapters into the base weights, W += scale·B·A, and detaches them: the model then
 // computes exactly what base + adapters computed, with no adapters. It needs the float32 master
 // weights (load the base in f32 to merge).

@@ -65,6 +65,24 @@ type Config struct {
 	Threads          int `json:"threads,omitempty"`
 	// Precision is f32 or bf16 (model.ParsePrecision); "" (runs from before it existed) is f32.
 	Precision string `json:"precision,omitempty"`
+
+	// Init is the Hugging Face model folder the run starts from ("": a new model, randomly
+	// initialised). Its tokenizer is the run's (none is trained) and its config.json gives the model
+	// shape, which the shape settings above then record.
+	Init string `json:"init,omitempty"`
+	// LoRA (needs Init): with LoRARank > 0 the Init model is the frozen base and only adapters of this
+	// rank (alpha, targets: model.LoRAConfig) are trained — the same adapters as serl train's.
+	LoRARank    int      `json:"lora_rank,omitempty"`
+	LoRAAlpha   float64  `json:"lora_alpha,omitempty"`
+	LoRATargets []string `json:"lora_targets,omitempty"`
+}
+
+// LoRA is the run's adapter configuration, nil when the whole model trains.
+func (c Config) LoRA() *model.LoRAConfig {
+	if c.LoRARank == 0 {
+		return nil
+	}
+	return &model.LoRAConfig{Rank: c.LoRARank, Alpha: c.LoRAAlpha, Targets: c.LoRATargets}
 }
 
 // precision is the run's model precision.
@@ -121,6 +139,17 @@ func (c Config) Validate() error {
 	if c.Precision != "" {
 		if _, err := model.ParsePrecision(c.Precision); err != nil {
 			return fmt.Errorf("pretrain: %w", err)
+		}
+	}
+	if c.LoRARank < 0 {
+		return fmt.Errorf("pretrain: lora_rank %d < 0", c.LoRARank)
+	}
+	if lc := c.LoRA(); lc != nil {
+		if c.Init == "" {
+			return fmt.Errorf("pretrain: LoRA (lora_rank %d) needs a base model to adapt: give init (--init DIR)", c.LoRARank)
+		}
+		if err := lc.Validate(); err != nil {
+			return fmt.Errorf("pretrain: lora: %w", err)
 		}
 	}
 	return nil

@@ -109,10 +109,16 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 			return fmt.Errorf("pretrain: resume: %w", err)
 		}
 	}
+	if !resume && r.Config.Init != "" {
+		if r.Config, err = adoptInit(r.Config); err != nil {
+			return err
+		}
+	}
 	cfg := r.Config
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	lora := cfg.LoRA() != nil
 	corpus := NewCorpus(r.Source, cfg.Seed, cfg.SelfInstructShare, r.Exclude)
 	corpus.MinNew, corpus.MaxNew = cfg.InstructMinNew, cfg.InstructMaxNew
 	corpus.LevelWeights = cfg.LevelWeights
@@ -130,7 +136,12 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 		if tok, err = tokenizer.Load(filepath.Join(r.Dir, TokenizerDir, "tokenizer.json")); err != nil {
 			return err
 		}
-		if m, err = model.LoadWith(d, ck.ModelDir(), model.Options{Precision: cfg.precision()}); err != nil {
+		if lora {
+			m, err = r.loadBase(d, ck.ModelDir())
+		} else {
+			m, err = model.LoadWith(d, ck.ModelDir(), model.Options{Precision: cfg.precision()})
+		}
+		if err != nil {
 			return err
 		}
 		if err := newTrainer(); err != nil {
@@ -144,13 +155,25 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 			if err := writeJSONAtomic(filepath.Join(dir, ConfigFile), cfg); err != nil {
 				return err
 			}
-			if tok, err = r.trainTokenizer(corpus, filepath.Join(dir, TokenizerDir)); err != nil {
-				return err
-			}
-			if m, err = r.newModel(d, tok); err != nil {
-				return err
+			if cfg.Init != "" {
+				if tok, err = r.initTokenizer(filepath.Join(dir, TokenizerDir)); err != nil {
+					return err
+				}
+				if m, err = r.loadInit(d, dir); err != nil {
+					return err
+				}
+			} else {
+				if tok, err = r.trainTokenizer(corpus, filepath.Join(dir, TokenizerDir)); err != nil {
+					return err
+				}
+				if m, err = r.newModel(d, tok); err != nil {
+					return err
+				}
 			}
 			m.SourceDir = filepath.Join(dir, TokenizerDir)
+			if lora {
+				m.SourceDir = filepath.Join(dir, BaseDir) // the checkpoints' adapters name their base
+			}
 			if err := newTrainer(); err != nil {
 				return err
 			}
@@ -167,10 +190,19 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 	enc.ProblemLoss = cfg.ProblemLoss
 	// Saved models carry the tokenizer files (model.Save copies them from SourceDir).
 	m.SourceDir = filepath.Join(r.Dir, TokenizerDir)
+	if lora {
+		m.SourceDir = filepath.Join(r.Dir, BaseDir) // it has the same tokenizer files
+	}
 	// The model learns the chat format with serl's system prompt: its folder says so (serl.json).
 	m.Files = map[string][]byte{evaluate.PromptFile: evaluate.PromptConfig{Mode: evaluate.ModeChat, System: evaluate.SystemPrompt}.Marshal()}
 
 	plan := m.Config.TrainingPlan(cfg.MicroTokens, cfg.MicroSeqs, false, cfg.precision())
+	if lc := cfg.LoRA(); lc != nil {
+		plan = model.Plan{}
+		plan.Add(m.Config.WeightsPlan("base (frozen)", model.Options{Precision: cfg.precision(), Frozen: true})...)
+		plan.Add(m.Config.LoRAPlan(*lc, cfg.precision())...)
+		plan.Add(m.Config.LoRAActivationPlan(cfg.MicroTokens, cfg.MicroSeqs, cfg.precision(), lc)...)
+	}
 	r.say("model: %d parameters, vocab %d; training memory %.1f MiB", m.Layout.NumParams(), m.Config.Vocab,
 		float64(plan.Total())/(1<<20))
 	metrics, err := openMetrics(filepath.Join(r.Dir, MetricsFile), st.Step, resume)
@@ -263,6 +295,24 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if lora {
+		// The adapters as a PEFT folder over base/, and the model folder is base + adapters merged
+		// (model.LoadMerged, as serl merge): a plain model that evaluation, generation and the built-in
+		// archive take as they take any pretrain output.
+		adapters := filepath.Join(r.Dir, AdapterDir)
+		if err := m.LoRA().Save(adapters, "../"+BaseDir); err != nil { // relative: the run folder can move
+			return err
+		}
+		files := m.Files
+		tr.Free()
+		m.Free()
+		tr = nil
+		if m, err = model.LoadMerged(d, filepath.Join(r.Dir, BaseDir), adapters); err != nil {
+			return err
+		}
+		m.SourceDir, m.Files = filepath.Join(r.Dir, TokenizerDir), files
+		r.say("adapters saved to %s", adapters)
 	}
 	if err := m.Save(filepath.Join(r.Dir, ModelDir), safetensors.F32); err != nil {
 		return err
