@@ -116,3 +116,48 @@ func TestPretrainBF16(t *testing.T) {
 	require.Equal(t, 0, code, errs)
 	assert.Contains(t, stdout, "pass@1")
 }
+
+// serl pretrain --init DIR --lora-rank R adapts an existing model: the adapters come out in PEFT format
+// (usable with --adapter over the run's base) beside the merged model; LoRA without --init, and shape
+// flags with it, are refused.
+func TestPretrainLoRA(t *testing.T) {
+	tmp := t.TempDir()
+	base := filepath.Join(tmp, "base")
+	tinyRun := []string{"--device", "cpu", "--steps", "2", "--batch-tokens", "600", "--eval-every", "0", "--eval-problems", "2",
+		"--eval-max-new-tokens", "4"}
+	code, _, errs := runCLI(t, append([]string{"pretrain", "--out", base, "--hidden", "32", "--layers", "1", "--heads", "2",
+		"--kv-heads", "1", "--intermediate", "64", "--vocab", "320", "--tokenizer-docs", "40"}, tinyRun...)...)
+	require.Equal(t, 0, code, errs)
+
+	out := filepath.Join(tmp, "lora")
+	code, _, errs = runCLI(t, append([]string{"pretrain", "--out", out, "--init", filepath.Join(base, "model"), "--lora-rank", "4",
+		"--lora-targets", "q_proj,v_proj"}, tinyRun...)...)
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, errs, "LoRA: rank 4")
+	for _, f := range []string{"base/model.safetensors", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
+		"model/model.safetensors", "model.tar.zst"} {
+		_, err := os.Stat(filepath.Join(out, f))
+		assert.NoError(t, err, f)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "pretrain.json"))
+	require.NoError(t, err)
+	assert.Contains(t, string(b), `"lora_rank": 4`)
+	data := filepath.Join(loader.RepoRoot(), "engine", "task", "arith", "data", "eval500.jsonl")
+	code, stdout, errs := runCLI(t, "eval", "--device", "cpu", "--model", filepath.Join(out, "base"), "--adapter", filepath.Join(out, "adapter"),
+		"--data", data, "--prompt-mode", "chat", "--limit", "2", "--max-new-tokens", "4")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, stdout, "pass@1")
+
+	code, _, errs = runCLI(t, "pretrain", "--device", "cpu", "--out", out, "--resume", "--lora-rank", "8")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errs, "--lora-rank")
+	code, _, errs = runCLI(t, "pretrain", "--out", filepath.Join(tmp, "x"), "--lora-rank", "4")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errs, "--lora-rank needs --init")
+	code, _, errs = runCLI(t, "pretrain", "--out", filepath.Join(tmp, "y"), "--init", filepath.Join(base, "model"), "--hidden", "64")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errs, "--hidden with --init")
+	code, _, errs = runCLI(t, "pretrain", "--device", "cpu", "--out", filepath.Join(tmp, "z"), "--init", tmp)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, filepath.Join(tmp, "config.json"))
+}
