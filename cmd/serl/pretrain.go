@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/serl-go/serl/engine/builtin"
 	"github.com/serl-go/serl/engine/evaluate"
 	"github.com/serl-go/serl/engine/pretrain"
 	"github.com/serl-go/serl/engine/task/arith"
@@ -102,7 +103,7 @@ func runPretrain(args []string, stdout, stderr io.Writer) error {
 		"that may be answered without working; other problems are always worked out (\"\": any problem may be)")
 	fs.Float64Var(&c.ListShare, "list-share", c.ListShare, `fraction of solving documents that number their steps "1) …" instead of "Step 1: …"`)
 	fs.BoolVar(&c.ProblemLoss, "problem-loss", c.ProblemLoss, "train on the problem text of solving documents too")
-	fs.StringVar(&c.Init, "init", "", "start from this Hugging Face model folder (its weights, shape and tokenizer) instead of a random init")
+	fs.StringVar(&c.Init, "init", "", "start from this Hugging Face model folder (its weights, shape and tokenizer), or "+builtin.Name+", instead of a random init")
 	var lf loraFlags
 	lf.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -127,13 +128,20 @@ func runPretrain(args []string, stdout, stderr io.Writer) error {
 	if *out == "" {
 		return usagef("give --out DIR")
 	}
-	if lc, err := lf.config(); err != nil {
+	lc, err := lf.config()
+	if err != nil {
 		return err
-	} else if lc != nil {
+	}
+	if lc != nil {
 		if c.Init == "" {
 			return usagef("--lora-rank needs --init DIR: LoRA adapts an existing model (e.g. the built-in one, or a pretrain output's model/)")
 		}
 		c.LoRARank, c.LoRAAlpha, c.LoRATargets = lc.Rank, lc.Alpha, lc.Targets
+	}
+	if c.Init == builtin.Name {
+		if c.Init, _, err = modelOrBuiltin(c.Init, stderr); err != nil {
+			return err
+		}
 	}
 	if c.Init != "" {
 		for _, name := range []string{"hidden", "layers", "heads", "kv-heads", "intermediate", "vocab", "tokenizer-docs"} {

@@ -203,7 +203,11 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 		plan.Add(m.Config.LoRAPlan(*lc, cfg.precision())...)
 		plan.Add(m.Config.LoRAActivationPlan(cfg.MicroTokens, cfg.MicroSeqs, cfg.precision(), lc)...)
 	}
-	r.say("model: %d parameters, vocab %d; training memory %.1f MiB", m.Layout.NumParams(), m.Config.Vocab,
+	trained := m.Layout.NumParams()
+	if ad := m.LoRA(); ad != nil {
+		trained = ad.Layout.NumParams()
+	}
+	r.say("model: %d parameters (%d trained), vocab %d; training memory %.1f MiB", m.Layout.NumParams(), trained, m.Config.Vocab,
 		float64(plan.Total())/(1<<20))
 	metrics, err := openMetrics(filepath.Join(r.Dir, MetricsFile), st.Step, resume)
 	if err != nil {
