@@ -26,9 +26,11 @@ type Activations struct {
 	layers []layerActs
 
 	xf, rstdf kernels.Tensor // final norm [T, H], [T]
-	logits    kernels.Tensor // [T, V]; the backward pass overwrites it with dlogits
-	lseLogits kernels.Tensor // [T]
-	logp      kernels.Tensor // [T] log p(target) per position; 0 where there is no target
+	logits    kernels.Tensor // [C, V], one chunk of the head (head.go); backward overwrites it with dlogits
+	// logitsHeld: the buffer holds the logits of the last chunk the latest Forward computed
+	logitsHeld bool
+	lseLogits  kernels.Tensor // [T]
+	logp       kernels.Tensor // [T] log p(target) per position; 0 where there is no target
 
 	// backward scratch, shared by all layers
 	dx, dln, tmp     kernels.Tensor // [T, H]
@@ -96,7 +98,7 @@ func (c Config) arenaSlots(a *Activations, T, S int, act kernels.DType) []arenaS
 	}
 	f(&a.xf, T, h)
 	st(&a.rstdf, T)
-	f(&a.logits, T, v)
+	f(&a.logits, c.headChunk(T, act), v)
 	st(&a.lseLogits, T)
 	st(&a.logp, T)
 	st(&a.coef, T)

@@ -82,6 +82,7 @@ func TestLoRAPrefillMatchesForward(t *testing.T) {
 	require.NoError(t, err)
 	defer a.Free()
 	require.NoError(t, m.Forward(a, ids, []int{len(ids)}))
+	require.Equal(t, len(ids), a.logits.Dim(0), "the head's one chunk holds the whole batch's logits")
 	want := make([]float32, len(ids)*m.Config.Vocab)
 	require.NoError(t, kernels.Download(want, rows(a.logits, len(ids))))
 	ws, err := m.NewWorkspace(len(ids), 1, 1)
