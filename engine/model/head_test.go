@@ -63,7 +63,7 @@ func TestHeadChunksMatchWholeBatch(t *testing.T) {
 			} else {
 				dir := filepath.Join("testdata", c.fam+"_f32")
 				var err error
-				m, err = LoadWith(testDevice(t), dir, c.o)
+				m, err = LoadWith(fixtureDevice(t), dir, c.o)
 				require.NoError(t, err)
 				r = loadRef(t, dir)
 			}
