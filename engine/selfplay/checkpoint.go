@@ -127,21 +127,7 @@ func OpenRunIn(path string, c *dist.Comm) (*Stored, error) {
 }
 
 // openFollower opens a run directory that rank 0 has locked and cleaned.
-func openFollower(path string) (*Stored, error) {
-	b, err := os.ReadFile(filepath.Join(path, configFile))
-	if err != nil {
-		return nil, fmt.Errorf("selfplay: %s is not a run directory: %w", path, err)
-	}
-	cfg := DefaultConfig()
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return nil, fmt.Errorf("selfplay: %s: %w", filepath.Join(path, configFile), err)
-	}
-	ck, err := checkpoint.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("selfplay: %w", err)
-	}
-	return &Stored{Config: cfg, PolicyDir: ck.ModelDir(), ReferenceDir: filepath.Join(path, referenceDir), Step: ck.Step, ck: ck, path: path}, nil
-}
+func openFollower(path string) (*Stored, error) { return readStored(path) }
 
 func openRun(path string) (*Stored, error) {
 	lock, err := checkpoint.Acquire(path)
@@ -158,6 +144,21 @@ func openRun(path string) (*Stored, error) {
 }
 
 func openLocked(path string) (*Stored, error) {
+	s, err := readStored(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkpoint.Clean(path); err != nil {
+		return nil, fmt.Errorf("selfplay: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(s.ReferenceDir, "model.safetensors")); err != nil {
+		return nil, fmt.Errorf("selfplay: reference model: %w", err)
+	}
+	return s, nil
+}
+
+// readStored reads a run directory's configuration and finds its checkpoint; it changes nothing.
+func readStored(path string) (*Stored, error) {
 	b, err := os.ReadFile(filepath.Join(path, configFile))
 	if err != nil {
 		return nil, fmt.Errorf("selfplay: %s is not a run directory: %w", path, err)
@@ -170,14 +171,7 @@ func openLocked(path string) (*Stored, error) {
 	if err != nil {
 		return nil, fmt.Errorf("selfplay: %w", err)
 	}
-	if err := checkpoint.Clean(path); err != nil {
-		return nil, fmt.Errorf("selfplay: %w", err)
-	}
-	ref := filepath.Join(path, referenceDir)
-	if _, err := os.Stat(filepath.Join(ref, "model.safetensors")); err != nil {
-		return nil, fmt.Errorf("selfplay: reference model: %w", err)
-	}
-	return &Stored{Config: cfg, PolicyDir: ck.ModelDir(), ReferenceDir: ref, Step: ck.Step, ck: ck, path: path}, nil
+	return &Stored{Config: cfg, PolicyDir: ck.ModelDir(), ReferenceDir: filepath.Join(path, referenceDir), Step: ck.Step, ck: ck, path: path}, nil
 }
 
 // Close gives the run directory up without resuming it.
