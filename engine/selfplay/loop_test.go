@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 
 	"github.com/serl-go/serl/internal/testenv"
@@ -121,51 +119,20 @@ func TestResumeReproducesNextStep(t *testing.T) {
 	tok := tinyTokenizer(t)
 	cfg := tinyConfig(ModeMaj, rl.ReinforcePP)
 	cfg.Iterations, cfg.InstructionsPerIteration = 1, 6 // 3 steps
-	run := func(dir string, stopAfter int) *Runner {
-		in := Inputs{Policy: loadModel(t, fixture), Reference: loadModel(t, fixture), Tokenizer: tok, Train: trainSet()}
-		r, err := Start(dir, cfg, in)
-		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		err = r.Run(ctx, func(m StepMetrics) {
-			if m.Step == stopAfter {
-				cancel()
-			}
-		})
-		if stopAfter > 0 {
-			require.ErrorIs(t, err, context.Canceled)
-		} else {
-			require.NoError(t, err)
-		}
-		return r
+	in := func() Inputs {
+		return Inputs{Policy: loadModel(t, fixture), Reference: loadModel(t, fixture), Tokenizer: tok, Train: trainSet()}
 	}
-	whole := filepath.Join(t.TempDir(), "whole")
-	rw := run(whole, 0)
-	rw.Free()
-
-	part := filepath.Join(t.TempDir(), "part")
-	rp := run(part, 2)
-	rp.Free()
+	whole, part := filepath.Join(t.TempDir(), "whole"), filepath.Join(t.TempDir(), "part")
+	runUntil(t, whole, cfg, in(), 0)
+	runUntil(t, part, cfg, in(), 2)
 	st, err := OpenRun(part)
 	require.NoError(t, err)
 	require.Equal(t, cfg, st.Config)
-	in := Inputs{Policy: loadModel(t, st.PolicyDir), Reference: loadModel(t, st.ReferenceDir), Tokenizer: tok, Train: trainSet()}
-	rr, err := st.Resume(in)
+	rr, err := st.Resume(Inputs{Policy: loadModel(t, st.PolicyDir), Reference: loadModel(t, st.ReferenceDir), Tokenizer: tok, Train: trainSet()})
 	require.NoError(t, err)
 	defer rr.Free()
 	require.Equal(t, 2, rr.State().Steps)
 	require.NoError(t, rr.Run(context.Background(), nil))
 
-	mw, err := ReadMetrics(whole)
-	require.NoError(t, err)
-	mp, err := ReadMetrics(part)
-	require.NoError(t, err)
-	require.Len(t, mw, 3)
-	require.Len(t, mp, 3)
-	require.Equal(t, mw[2].Deterministic(), mp[2].Deterministic(), "the resumed step equals the uninterrupted one")
-	a, err := os.ReadFile(filepath.Join(whole, "checkpoint", "model", "model.safetensors"))
-	require.NoError(t, err)
-	b, err := os.ReadFile(filepath.Join(part, "checkpoint", "model", "model.safetensors"))
-	require.NoError(t, err)
-	require.True(t, slices.Equal(a, b), "bit-identical weights after the resumed step")
+	requireSameThirdStep(t, whole, part, "model.safetensors")
 }

@@ -2,10 +2,8 @@ package selfplay
 
 import (
 	"context"
-	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -46,27 +44,9 @@ func TestResumeLoRA(t *testing.T) {
 		t.Run(prec, func(t *testing.T) {
 			cfg := loraConfig(prec)
 			d := testDevice(t)
-			run := func(dir string, stopAfter int) {
-				r, err := Start(dir, cfg, loraInputs(t, d, cfg, fixture, ""))
-				require.NoError(t, err)
-				defer r.Free()
-				ctx, cancel := context.WithCancel(context.Background())
-				defer cancel()
-				err = r.Run(ctx, func(m StepMetrics) {
-					require.False(t, math.IsNaN(m.Loss) || math.IsInf(m.Loss, 0), "loss %v", m.Loss)
-					if m.Step == stopAfter {
-						cancel()
-					}
-				})
-				if stopAfter > 0 {
-					require.ErrorIs(t, err, context.Canceled)
-				} else {
-					require.NoError(t, err)
-				}
-			}
 			whole, part := filepath.Join(t.TempDir(), "whole"), filepath.Join(t.TempDir(), "part")
-			run(whole, 0)
-			run(part, 2)
+			runUntil(t, whole, cfg, loraInputs(t, d, cfg, fixture, ""), 0)
+			runUntil(t, part, cfg, loraInputs(t, d, cfg, fixture, ""), 2)
 			st, err := OpenRun(part)
 			require.NoError(t, err)
 			require.True(t, model.IsAdapterDir(st.PolicyDir), "the checkpoint holds the adapters")
@@ -77,19 +57,7 @@ func TestResumeLoRA(t *testing.T) {
 			defer rr.Free()
 			require.Equal(t, 2, rr.State().Steps)
 			require.NoError(t, rr.Run(context.Background(), nil))
-			mw, err := ReadMetrics(whole)
-			require.NoError(t, err)
-			mp, err := ReadMetrics(part)
-			require.NoError(t, err)
-			require.Len(t, mp, 3)
-			require.Equal(t, mw[2].Deterministic(), mp[2].Deterministic(), "the resumed step equals the uninterrupted one")
-			for _, f := range []string{model.AdapterWeightsFile, "../adam_m.safetensors", "../adam_v.safetensors"} {
-				a, err := os.ReadFile(filepath.Join(whole, "checkpoint", "model", f))
-				require.NoError(t, err)
-				b, err := os.ReadFile(filepath.Join(part, "checkpoint", "model", f))
-				require.NoError(t, err)
-				require.True(t, slices.Equal(a, b), "bit-identical %s after the resumed step", f)
-			}
+			requireSameThirdStep(t, whole, part, model.AdapterWeightsFile, "../adam_m.safetensors", "../adam_v.safetensors")
 			require.True(t, model.IsAdapterDir(filepath.Join(whole, "iter1")), "the iteration is saved as a PEFT folder")
 		})
 	}

@@ -2,10 +2,7 @@ package selfplay
 
 import (
 	"context"
-	"math"
-	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -97,42 +94,17 @@ func TestResumeBF16(t *testing.T) {
 		t.Cleanup(m.Free)
 		return m
 	}
-	run := func(dir string, stopAfter int) {
-		r, err := Start(dir, cfg, Inputs{Policy: load(fixture, false), Reference: load(fixture, true), Tokenizer: tok, Train: trainSet()})
-		require.NoError(t, err)
-		defer r.Free()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		err = r.Run(ctx, func(m StepMetrics) {
-			require.False(t, math.IsNaN(m.Loss) || math.IsInf(m.Loss, 0), "loss %v", m.Loss)
-			if m.Step == stopAfter {
-				cancel()
-			}
-		})
-		if stopAfter > 0 {
-			require.ErrorIs(t, err, context.Canceled)
-		} else {
-			require.NoError(t, err)
-		}
+	in := func() Inputs {
+		return Inputs{Policy: load(fixture, false), Reference: load(fixture, true), Tokenizer: tok, Train: trainSet()}
 	}
 	whole, part := filepath.Join(t.TempDir(), "whole"), filepath.Join(t.TempDir(), "part")
-	run(whole, 0)
-	run(part, 2)
+	runUntil(t, whole, cfg, in(), 0)
+	runUntil(t, part, cfg, in(), 2)
 	st, err := OpenRun(part)
 	require.NoError(t, err)
 	rr, err := st.Resume(Inputs{Policy: load(st.PolicyDir, false), Reference: load(st.ReferenceDir, true), Tokenizer: tok, Train: trainSet()})
 	require.NoError(t, err)
 	defer rr.Free()
 	require.NoError(t, rr.Run(context.Background(), nil))
-	mw, err := ReadMetrics(whole)
-	require.NoError(t, err)
-	mp, err := ReadMetrics(part)
-	require.NoError(t, err)
-	require.Len(t, mp, 3)
-	require.Equal(t, mw[2].Deterministic(), mp[2].Deterministic(), "the resumed bf16 step equals the uninterrupted one")
-	a, err := os.ReadFile(filepath.Join(whole, "checkpoint", "model", "model.safetensors"))
-	require.NoError(t, err)
-	b, err := os.ReadFile(filepath.Join(part, "checkpoint", "model", "model.safetensors"))
-	require.NoError(t, err)
-	require.True(t, slices.Equal(a, b), "bit-identical weights after the resumed step")
+	requireSameThirdStep(t, whole, part, "model.safetensors")
 }
