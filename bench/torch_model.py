@@ -1,13 +1,22 @@
 #!/usr/bin/python3
-"""PyTorch side of bench/model.sh: the same Qwen2 model, batch and step as `serl bench`.
+"""PyTorch side of bench/model.sh and bench/gpu-perf.sh: the same Qwen2 model, batch and step as `serl bench`.
 
     /usr/bin/python3 bench/torch_model.py --config S --mode train --steps 10 --warmup 3 --threads 2
+    python3 bench/torch_model.py --device cuda --config bench/qwen2.5-shapes/qwen2.5-0.5B/config.json \
+        --batch 16 --seq 1024 --precision bf16 --attn sdpa --fused [--compile]
 
 The model is transformers' Qwen2ForCausalLM (modeling_qwen2.py, v4.51 era, attn_implementation="eager")
 written out with plain torch ops in float32, as engine/model/testdata/gen_fixtures.py does in float64:
 embed -> L x [RMSNorm -> q/k/v (biased) -> RoPE (rotate_half) -> repeat_kv -> matmul, causal mask,
 softmax in float32 -> matmul -> o_proj -> residual -> RMSNorm -> down(silu(gate) * up) -> residual]
--> RMSNorm -> lm_head (untied). The batch runs as [B, T] with a causal mask (equal-length sequences).
+-> RMSNorm -> lm_head (untied for S and M; a config.json's tie_word_embeddings is honoured). The batch
+runs as [B, T] with a causal mask (equal-length sequences).
+
+The GPU peer (bench/gpu-perf.sh) is what a PyTorch user would run: --precision bf16 (autocast to
+bfloat16 over float32 master weights, serl's bf16 mode), --attn sdpa (F.scaled_dot_product_attention,
+causal, after repeat_kv as transformers' sdpa path), --fused (fused AdamW), and --compile
+(torch.compile of the model). flops_per_token is serl bench's count (cmd/serl/bench.go): 3·(2N +
+2·L·heads·head_dim·T) for training, a third of it for scoring, N every parameter (a tied embedding once).
 
 train: loss = mean NLL of every next token (transformers' ForCausalLMLoss), backward,
 clip_grad_norm_(1.0), torch.optim.AdamW(lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0,
@@ -71,6 +80,7 @@ class Rotary(nn.Module):
 class Attention(nn.Module):
     def __init__(self, c):
         super().__init__()
+        self.sdpa = c.get("attn") == "sdpa"
         self.nh, self.nkv = c["heads"], c["kv_heads"]
         self.hd = c["hidden"] // c["heads"]
         self.scaling = self.hd ** -0.5
@@ -90,10 +100,14 @@ class Attention(nn.Module):
         rep = self.nh // self.nkv  # repeat_kv
         k = k[:, :, None].expand(B, self.nkv, rep, T, self.hd).reshape(B, self.nh, T, self.hd)
         v = v[:, :, None].expand(B, self.nkv, rep, T, self.hd).reshape(B, self.nh, T, self.hd)
-        w = torch.matmul(q, k.transpose(2, 3)) * self.scaling
-        w = w + mask
-        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
-        o = torch.matmul(w, v).transpose(1, 2).contiguous().reshape(B, T, -1)
+        if self.sdpa:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling)
+        else:
+            w = torch.matmul(q, k.transpose(2, 3)) * self.scaling
+            w = w + mask
+            w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+            o = torch.matmul(w, v)
+        o = o.transpose(1, 2).contiguous().reshape(B, T, -1)
         return self.o_proj(o)
 
 
@@ -129,13 +143,15 @@ class Qwen2(nn.Module):
         self.norm = RMSNorm(c["hidden"])
         self.rotary = Rotary(c["hidden"] // c["heads"])
         self.lm_head = nn.Linear(c["hidden"], c["vocab"], bias=False)
+        if c.get("tied"):
+            self.lm_head.weight = self.embed_tokens.weight
 
     def forward(self, ids):
         B, T = ids.shape
-        pos = torch.arange(T, dtype=torch.int64)[None].expand(B, T)
+        pos = torch.arange(T, dtype=torch.int64, device=ids.device)[None].expand(B, T)
         cos, sin = self.rotary(pos)
         # transformers' 4-D causal mask: 0 where allowed, the dtype's min elsewhere
-        mask = torch.full((T, T), torch.finfo(torch.float32).min).triu(1)[None, None]
+        mask = torch.full((T, T), torch.finfo(torch.float32).min, device=ids.device).triu(1)[None, None]
         x = self.embed_tokens(ids)
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
@@ -154,51 +170,88 @@ def init_weights(model, seed, std=0.02):
                 p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
+def load_config(name):
+    """S or M (with their batch), or a Hugging Face config.json (batch 8 × 256 as serl bench)."""
+    if name in CONFIGS:
+        return dict(CONFIGS[name])
+    try:
+        with open(name) as f:
+            j = json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit(f"--config {name}: {e} (want S, M or a config.json path)")
+    if j.get("hidden_size", 0) // j.get("num_attention_heads", 1) * j.get("num_attention_heads", 1) != j.get("hidden_size"):
+        sys.exit(f"--config {name}: hidden_size must be a multiple of num_attention_heads")
+    return dict(hidden=j["hidden_size"], layers=j["num_hidden_layers"], heads=j["num_attention_heads"],
+                kv_heads=j.get("num_key_value_heads", j["num_attention_heads"]),
+                intermediate=j["intermediate_size"], vocab=j["vocab_size"],
+                tied=bool(j.get("tie_word_embeddings", False)), batch=8, seq=256,
+                theta=float(j.get("rope_theta", THETA)), eps=float(j.get("rms_norm_eps", EPS)))
+
+
 def main():
+    global EPS, THETA
     ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default="S", choices=sorted(CONFIGS))
+    ap.add_argument("--config", default="S", help="S, M or the path of a config.json")
+    ap.add_argument("--batch", type=int, default=0, help="sequences per step (0: the configuration's)")
+    ap.add_argument("--seq", type=int, default=0, help="tokens per sequence (0: the configuration's)")
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16"],
+                    help="bf16: autocast to bfloat16 over float32 master weights")
+    ap.add_argument("--attn", default="eager", choices=["eager", "sdpa"])
+    ap.add_argument("--fused", action="store_true", help="fused AdamW (CUDA)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     ap.add_argument("--mode", default="train", choices=["train", "score"])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (bench/gpu.sh); float32 either way")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (bench/gpu.sh, bench/gpu-perf.sh)")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
-    c = CONFIGS[a.config]
-    B, T = c["batch"], c["seq"]
+    c = load_config(a.config)
+    c["attn"] = a.attn
+    THETA, EPS = c.get("theta", THETA), c.get("eps", EPS)
+    B, T = a.batch or c["batch"], a.seq or c["seq"]
     torch.manual_seed(a.seed)
     model = Qwen2(c)
     init_weights(model, a.seed)
+    params = sum(p.numel() for p in model.parameters())  # a tied weight once
+    flops = 2 * params + 2 * c["layers"] * c["hidden"] * T
+    if a.mode == "train":
+        flops *= 3
     g = torch.Generator().manual_seed(a.seed + 1)
     ids = torch.randint(0, c["vocab"], (B, T), generator=g)
     if a.device != "cpu":
         model = model.to(a.device)
         ids = ids.to(a.device)
     targets = ids[:, 1:]
+    fwd = torch.compile(model) if a.compile else model
+    autocast = lambda: torch.autocast(device_type=ids.device.type, dtype=torch.bfloat16, enabled=a.precision == "bf16")
 
     if a.mode == "train":
         kw = dict(lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
         try:
-            opt = torch.optim.AdamW(model.parameters(), fused=False, **kw)
+            opt = torch.optim.AdamW(model.parameters(), fused=a.fused, **kw)
         except TypeError:  # builds without the fused argument
+            if a.fused:
+                sys.exit("--fused: this torch has no fused AdamW")
             opt = torch.optim.AdamW(model.parameters(), **kw)
-        params = list(model.parameters())
+        plist = list(model.parameters())
 
         def step():
-            logits = model(ids)
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, c["vocab"]), targets.reshape(-1))
+            with autocast():
+                logits = fwd(ids)
+                loss = F.cross_entropy(logits[:, :-1].reshape(-1, c["vocab"]), targets.reshape(-1))
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            torch.nn.utils.clip_grad_norm_(plist, 1.0)
             opt.step()
             opt.zero_grad(set_to_none=False)
             return loss.item()
     else:
         def step():
-            with torch.no_grad():
-                lp = torch.log_softmax(model(ids), dim=-1)
+            with torch.no_grad(), autocast():
+                lp = torch.log_softmax(fwd(ids).float(), dim=-1)
                 lp = lp[:, :-1].gather(2, targets[..., None])[..., 0]
                 return -lp.mean().item()
 
@@ -221,9 +274,11 @@ def main():
     cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     print(json.dumps({
         "impl": "torch", "torch": torch.__version__, "device": a.device, "config": a.config, "mode": a.mode,
-        "threads": torch.get_num_threads(), "params": sum(p.numel() for p in model.parameters()),
+        "precision": a.precision, "attn": a.attn, "fused": a.fused, "compile": a.compile,
+        "threads": torch.get_num_threads(), "params": params,
         "batch": B, "seq": T, "warmup": a.warmup, "steps": a.steps,
-        "tokens_per_s": B * T * a.steps / total, "ms_per_step": 1e3 * total / a.steps,
+        "tokens_per_s": B * T * a.steps / total, "flops_per_token": flops,
+        "model_tflops": flops * B * T * a.steps / total / 1e12, "ms_per_step": 1e3 * total / a.steps,
         "ms_min": 1e3 * min(times), "ms_max": 1e3 * max(times), "cpu_ms_per_step": 1e3 * cpu / a.steps,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "loss_first": loss_first, "loss_last": loss_last,

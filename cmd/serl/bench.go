@@ -15,12 +15,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/serl-go/serl/engine/generate"
 	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/train"
 )
 
 func init() {
-	addCommand(command{name: "bench", summary: "time training or scoring steps of a random-weight model", run: runBench})
+	addCommand(command{name: "bench", summary: "time training, scoring or decoding of a random-weight model", run: runBench})
 }
 
 // benchConfig is a named benchmark shape: a Qwen2 configuration (untied embeddings) and its batch.
@@ -58,6 +59,8 @@ type benchResult struct {
 	Warmup        int     `json:"warmup"`
 	Steps         int     `json:"steps"`
 	TokensPerSec  float64 `json:"tokens_per_s"`
+	FlopsPerToken float64 `json:"flops_per_token"` // flopsPerToken: what MFU is quoted against
+	ModelTFLOPs   float64 `json:"model_tflops"`    // flops_per_token × tokens_per_s
 	MsPerStep     float64 `json:"ms_per_step"`
 	MsMin         float64 `json:"ms_min"`
 	MsMax         float64 `json:"ms_max"`
@@ -77,18 +80,23 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	var df deviceFlags
 	df.register(fs)
 	cfgName := fs.String("config", "S", "S, M, or the path of a config.json")
-	mode := fs.String("mode", "train", "train (forward, backward, AdamW) or score (forward and log-probabilities)")
+	mode := fs.String("mode", "train", "train (forward, backward, AdamW), score (forward and log-probabilities) or decode (batched generation; --prompts, --samples, --new, --prompt-len)")
 	steps := fs.Int("steps", 10, "timed steps")
 	warmup := fs.Int("warmup", 2, "untimed steps first")
 	seed := fs.Uint64("seed", 1, "seed of the weights and the token ids")
 	batch := fs.Int("batch", 0, "sequences per step (0: the configuration's; 8 for a config.json)")
 	seq := fs.Int("seq", 0, "tokens per sequence (0: the configuration's; 256 for a config.json)")
 	asJSON := fs.Bool("json", false, "print the results as one JSON line on stdout (the rest goes to stderr)")
+	var dec decodeFlags
+	dec.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *mode != "train" && *mode != "score" {
-		return usagef("--mode %q: want train or score", *mode)
+	if *mode != "train" && *mode != "score" && *mode != "decode" {
+		return usagef("--mode %q: want train, score or decode", *mode)
+	}
+	if err := dec.check(); *mode == "decode" && err != nil {
+		return err
 	}
 	if *steps < 1 || *warmup < 0 {
 		return usagef("--steps must be ≥ 1 and --warmup ≥ 0")
@@ -107,14 +115,28 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 
 	// The plan first: what this run will allocate, before anything is.
-	plan := c.TrainingPlan(B*T, B, false, prec)
-	if *mode == "score" {
-		plan = model.Plan{}
+	var plan model.Plan
+	var gcfg generate.Config
+	switch *mode {
+	case "train":
+		plan = c.TrainingPlan(B*T, B, false, prec)
+	case "score":
 		plan.Add(c.WeightsPlan("parameters", model.Options{Precision: prec})...)
 		plan.Add(c.ActivationPlan(B*T, B, prec)...)
+	case "decode":
+		if gcfg, err = dec.engineConfig(c); err != nil {
+			return err
+		}
+		// Not frozen: RandomInit draws the float32 master weights and casts the bf16 copy from them.
+		plan.Add(c.WeightsPlan("parameters", model.Options{Precision: prec})...)
+		plan.Add(gcfg.Plan("generation", c, prec)...)
 	}
-	fmt.Fprintf(out, "model %s: qwen2 hidden %d, %d layers, %d/%d heads (head_dim %d), intermediate %d, vocab %d; batch %d × %d tokens; %s in %s\n",
-		*cfgName, c.Hidden, c.Layers, c.Heads, c.KVHeads, c.HeadDim, c.Intermediate, c.Vocab, B, T, *mode, prec)
+	shape := fmt.Sprintf("batch %d × %d tokens", B, T)
+	if *mode == "decode" {
+		shape = dec.String()
+	}
+	fmt.Fprintf(out, "model %s: qwen2 hidden %d, %d layers, %d/%d heads (head_dim %d), intermediate %d, vocab %d; %s; %s in %s\n",
+		*cfgName, c.Hidden, c.Layers, c.Heads, c.KVHeads, c.HeadDim, c.Intermediate, c.Vocab, shape, *mode, prec)
 	fmt.Fprintln(out, "memory plan:")
 	if err := plan.Write(out); err != nil {
 		return err
@@ -135,6 +157,15 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	defer m.Free()
 	if err := model.RandomInit(m, *seed, 0.02); err != nil {
 		return err
+	}
+	if *mode == "decode" {
+		res, err := dec.run(m, gcfg, *seed, *warmup, *steps, out)
+		if err != nil {
+			return err
+		}
+		res.Config, res.Params, res.PlanBytes = *cfgName, m.Layout.NumParams(), plan.Total()
+		_, res.DevicePeak = d.MemoryInUse()
+		return writeJSONLine(stdout, *asJSON, res)
 	}
 	ids := make([]int32, B*T)
 	rng := rand.New(rand.NewPCG(*seed, 0xba7c4))
@@ -242,6 +273,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	res.MsMin = slices.Min(times).Seconds() * 1e3
 	res.MsMax = slices.Max(times).Seconds() * 1e3
 	res.TokensPerSec = float64(B*T) * float64(*steps) / total.Seconds()
+	res.FlopsPerToken = flopsPerToken(c, res.Params, T, *mode == "train")
+	res.ModelTFLOPs = res.FlopsPerToken * res.TokensPerSec / 1e12
 	res.AllocsPerStep = float64(ms1.Mallocs-ms0.Mallocs) / float64(*steps)
 	res.PeakRSS, err = peakRSS()
 	if err != nil {
@@ -252,18 +285,36 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 
 	fmt.Fprintf(out, "loss        %.4f → %.4f\n", res.LossFirst, res.LossLast)
 	fmt.Fprintf(out, "step        %.1f ms mean (min %.1f, max %.1f) over %d steps after %d warmup\n", res.MsPerStep, res.MsMin, res.MsMax, *steps, *warmup)
-	fmt.Fprintf(out, "throughput  %.0f tokens/s (%d threads; %.1f CPU-ms per step)\n", res.TokensPerSec, res.Threads, res.CPUMsPerStep)
+	fmt.Fprintf(out, "throughput  %.0f tokens/s (%d threads; %.1f CPU-ms per step); %.3g model TFLOP/s\n", res.TokensPerSec, res.Threads, res.CPUMsPerStep, res.ModelTFLOPs)
 	fmt.Fprintf(out, "memory      peak RSS %.1f MiB = %.2f× the plan's %.1f MiB (device allocations peaked at %.1f MiB)\n",
 		float64(res.PeakRSS)/(1<<20), res.RSSOverPlan, float64(res.PlanBytes)/(1<<20), float64(res.DevicePeak)/(1<<20))
 	fmt.Fprintf(out, "go heap     %.2f allocations per step (%d of %d steps allocated)\n", res.AllocsPerStep, res.AllocSteps, *steps)
-	if *asJSON {
-		b, err := json.Marshal(res)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "%s\n", b)
+	return writeJSONLine(stdout, *asJSON, res)
+}
+
+// writeJSONLine prints v as one JSON line when asked (--json).
+func writeJSONLine(w io.Writer, asJSON bool, v any) error {
+	if !asJSON {
+		return nil
 	}
-	return nil
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// flopsPerToken is the model FLOPs of one token of a step, the count MFU is quoted in (llm.c's and
+// PaLM's): 2N per token for the forward pass's matrix products over all N parameters (a tied embedding
+// counted once: it is the output head's product), plus 2·L·(heads·head_dim)·T for attention's two
+// products over a context of T tokens; training is three times the forward (backward = 2 forwards).
+func flopsPerToken(c model.Config, params, seq int, train bool) float64 {
+	f := 2*float64(params) + 2*float64(c.Layers)*float64(c.Heads*c.HeadDim)*float64(seq)
+	if train {
+		f *= 3
+	}
+	return f
 }
 
 // benchModelConfig resolves --config (a name of benchConfigs or a config.json path) and the batch shape.

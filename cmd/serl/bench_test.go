@@ -37,7 +37,23 @@ func TestBenchCLI(t *testing.T) {
 			require.Equal(t, r.LossFirst, r.LossLast, "scoring does not change the model")
 		}
 	}
-	code, _, errs := runCLI(t, "bench", "--config", "XL")
+	for _, prec := range []string{"f32", "bf16"} {
+		code, out, errs := runCLI(t, "bench", "--config", cfg, "--mode", "decode", "--prompts", "3", "--samples", "2",
+			"--new", "9", "--prompt-len", "5", "--warmup", "1", "--steps", "2", "--device", "cpu", "--precision", prec, "--json")
+		require.Equal(t, 0, code, errs)
+		var r decodeResult
+		require.NoError(t, json.Unmarshal([]byte(out), &r), out)
+		require.Equal(t, decodeResult{Impl: "serl", Config: cfg, Mode: "decode", Prompts: 3, Samples: 2, PromptLen: 5, NewTokens: 9, MaxBatch: 6, Runs: 2},
+			decodeResult{Impl: r.Impl, Config: r.Config, Mode: r.Mode, Prompts: r.Prompts, Samples: r.Samples, PromptLen: r.PromptLen,
+				NewTokens: r.NewTokens, MaxBatch: r.MaxBatch, Runs: r.Runs})
+		require.Equal(t, 8.0, r.DecodeSteps, "the first token comes from the prefill, the other 8 from one decode step each")
+		require.Greater(t, r.TokensPerSec, 0.0)
+		require.InDelta(t, r.PlanBytes, r.DevicePeak, 1024, "the device allocates the printed plan")
+	}
+	code, _, errs := runCLI(t, "bench", "--config", cfg, "--mode", "decode", "--prompt-len", "100000000", "--new", "200")
+	require.Equal(t, 2, code)
+	require.Contains(t, errs, "exceeds max_position_embeddings")
+	code, _, errs = runCLI(t, "bench", "--config", "XL")
 	require.Equal(t, 2, code)
 	require.Contains(t, errs, "want S, M or a config.json path")
 	code, _, _ = runCLI(t, "bench", "--mode", "eval")
@@ -55,4 +71,15 @@ func TestBenchConfigs(t *testing.T) {
 		require.False(t, c.TieEmbedding)
 		require.Equal(t, want, model.NewLayout(c).NumParams(), name)
 	}
+}
+
+// The FLOP count MFU is quoted in, on the Qwen2.5-0.5B shape: 494,032,768 parameters (the tied
+// embedding once), 24 layers of 14 × 64 attention channels; 1024-token sequences.
+func TestFlopsPerToken(t *testing.T) {
+	c, _, T, err := benchModelConfig("../../bench/qwen2.5-shapes/qwen2.5-0.5B/config.json", 16, 1024)
+	require.NoError(t, err)
+	n := model.NewLayout(c).NumParams()
+	require.Equal(t, 494032768, n)
+	require.Equal(t, 6*494032768.0+6*24*896*1024, flopsPerToken(c, n, T, true))
+	require.Equal(t, 2*494032768.0+2*24*896*1024, flopsPerToken(c, n, T, false))
 }
