@@ -337,8 +337,10 @@ static inline int32_t serl_check_grad_norm(SERL_CTX *ctx, const serl_grad_norm_a
 }
 
 static inline int32_t serl_check_whiten(SERL_CTX *ctx, const serl_whiten_args *a) {
+    SERL_REQUIRE(a->mode >= SERL_WHITEN_FULL && a->mode <= SERL_WHITEN_APPLY,
+                 "whiten: mode = %d (want 0 full, 1 stats, 2 apply)", a->mode);
     SERL_REQUIRE(a->n >= 1, "whiten: n = %lld (want ≥ 1)", (long long)a->n);
-    SERL_REQUIRE(a->x && a->mask && a->y && a->stats, "whiten: NULL tensor");
+    SERL_REQUIRE(a->x && a->mask && a->stats && (a->y || a->mode == SERL_WHITEN_STATS), "whiten: NULL tensor");
     SERL_REQUIRE(a->eps >= 0, "whiten: eps = %g (want ≥ 0)", (double)a->eps);
     return SERL_OK;
 }
@@ -353,6 +355,40 @@ static inline int32_t serl_check_group_baseline(SERL_CTX *ctx, const serl_group_
     SERL_REQUIRE(a->eps >= 0, "group_baseline: eps = %g (want ≥ 0)", (double)a->eps);
     if (a->n_groups == 0) return SERL_DONE;
     SERL_REQUIRE(a->r && a->y, "group_baseline: NULL tensor");
+    return SERL_OK;
+}
+
+
+/* ---- RL step ops: shapes only (the CPU library also checks the index arrays, see rl.c) */
+
+static inline int32_t serl_check_gather_actions(SERL_CTX *ctx, const serl_gather_actions_args *a) {
+    SERL_REQUIRE(a->n_seqs >= 0 && a->n_tokens >= 0 && a->n_actions >= 0,
+                 "gather_actions: n_seqs = %d, n_tokens = %d, n_actions = %d", a->n_seqs, a->n_tokens, a->n_actions);
+    if (a->n_seqs == 0) return SERL_DONE;
+    SERL_REQUIRE(a->pos && a->act_cu && a->src && a->dst, "gather_actions: NULL tensor");
+    return SERL_OK;
+}
+
+static inline int32_t serl_check_kl_returns(SERL_CTX *ctx, const serl_kl_returns_args *a) {
+    SERL_REQUIRE(a->n_seqs >= 0 && a->n_actions >= 0, "kl_returns: n_seqs = %d, n_actions = %d", a->n_seqs,
+                 a->n_actions);
+    SERL_REQUIRE(a->beta >= 0 && a->beta <= 3.4e38f, "kl_returns: beta = %g (want a finite value ≥ 0)", (double)a->beta);
+    if (a->n_seqs == 0) return SERL_DONE;
+    SERL_REQUIRE(a->act_cu && a->logp_old && a->logp_ref && a->reward && a->ret && a->kl, "kl_returns: NULL tensor");
+    return SERL_OK;
+}
+
+static inline int32_t serl_check_ppo_coef(SERL_CTX *ctx, const serl_ppo_coef_args *a) {
+    SERL_REQUIRE(a->n_seqs >= 0 && a->n_tokens >= 0 && a->n_actions >= 0,
+                 "ppo_coef: n_seqs = %d, n_tokens = %d, n_actions = %d", a->n_seqs, a->n_tokens, a->n_actions);
+    SERL_REQUIRE(a->step_seqs >= a->n_seqs && a->step_seqs >= 1, "ppo_coef: step_seqs = %d for %d sequences (want ≥ both and ≥ 1)",
+                 a->step_seqs, a->n_seqs);
+    SERL_REQUIRE(a->clip_eps > 0 && a->clip_eps < 1, "ppo_coef: clip_eps = %g (want 0 < ε < 1)", (double)a->clip_eps);
+    SERL_REQUIRE(a->kl_coef >= 0 && a->kl_coef <= 3.4e38f, "ppo_coef: kl_coef = %g (want a finite value ≥ 0)",
+                 (double)a->kl_coef);
+    if (a->n_tokens == 0) return SERL_DONE;
+    SERL_REQUIRE(a->coef && (a->n_seqs == 0 || (a->pos && a->act_cu && a->logp && a->logp_old && a->logp_ref && a->adv && a->sums)),
+                 "ppo_coef: NULL tensor");
     return SERL_OK;
 }
 

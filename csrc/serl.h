@@ -464,13 +464,22 @@ SERL_API int32_t serl_sample(void *ctx, const serl_sample_args *a);
 
 /* Masked whitening over a token batch: μ = Σ m·x / Σ m, σ² = Σ m·(x−μ)² / Σ m (biased),
  * y = (x − μ) / sqrt(max(σ², eps)) where mask ≠ 0, else 0 (std_norm = 0: y = x − μ).
- * stats[0] = μ, stats[1] = σ² (device memory). Accumulates in double. */
+ * Accumulates in double. mode (stats is device memory):
+ *   SERL_WHITEN_FULL   statistics and whitening in one call: stats[0] = μ, stats[1] = σ² (out, [2]);
+ *   SERL_WHITEN_STATS  statistics only: stats[0] = μ, stats[1] = σ², stats[2] = Σ m (out, [3]); y and
+ *                      std_norm/eps unused (y may be NULL). Data-parallel callers combine every rank's
+ *                      (μ, σ², Σ m) on the host (Chan's parallel formula) ...
+ *   SERL_WHITEN_APPLY  ... and whiten with given statistics: μ = stats[0], σ² = stats[1] (in, [2]).
+ * Σ m = 0 is an error in FULL and STATS. */
+#define SERL_WHITEN_FULL 0
+#define SERL_WHITEN_STATS 1
+#define SERL_WHITEN_APPLY 2
 typedef struct {
     uint32_t size;
     int32_t std_norm;
     int64_t n;
     float eps;
-    int32_t reserved;
+    int32_t mode;       /* SERL_WHITEN_* */
     const float *x;
     const float *mask;
     float *y;           /* may alias x */
@@ -495,6 +504,84 @@ typedef struct {
     float *y;           /* may alias r */
 } serl_group_baseline_args;
 SERL_API int32_t serl_group_baseline(void *ctx, const serl_group_baseline_args *a);
+
+/* ---------------------------------------------------------------- RL step (docs/SERL.md §5.2–5.4)
+ *
+ * A training step keeps its per-token data on the device. Two layouts index it:
+ *  - packed: the training arena's positions of one forward batch, [n_tokens]; sequence i's action j
+ *    (response token j) is predicted at packed position pos[i] + j (pos[i] = the sequence's packed
+ *    offset + its prompt length − 1);
+ *  - action-packed: the step's actions back to back, [n_actions]; sequence i's actions occupy
+ *    [act_cu[i], act_cu[i+1]) (act_cu non-decreasing, act_cu[n_seqs] ≤ n_actions).
+ * pos and act_cu are I32 device arrays; every tensor here is F32. The CPU library rejects indices out of
+ * range (SERL_E_ARG); the CUDA library cannot read them before launching, skips the tokens that fall
+ * outside and leaves the range to the caller. Every op here is deterministic: one sequence's sums are
+ * accumulated in double in token order by one thread. */
+
+/* dst[act_cu[i] + j] = src[pos[i] + j] for j < act_cu[i+1] − act_cu[i]: a forward's per-token
+ * log-probs (packed) into the step's action-packed buffer. */
+typedef struct {
+    uint32_t size;
+    int32_t n_seqs;
+    int32_t n_tokens;   /* elements of src */
+    int32_t n_actions;  /* elements of dst */
+    const int32_t *pos;     /* [n_seqs] */
+    const int32_t *act_cu;  /* [n_seqs + 1] */
+    const float *src;       /* [n_tokens] packed */
+    float *dst;             /* [n_actions] action-packed */
+} serl_gather_actions_args;
+SERL_API int32_t serl_gather_actions(void *ctx, const serl_gather_actions_args *a);
+
+/* KL-shaped returns, per sequence i of T = act_cu[i+1] − act_cu[i] actions (γ = 1):
+ *   s_u = −beta·(logp_old − logp_ref)_u + reward[i]·[u = T−1],  ret_t = Σ_{u≥t} s_u,
+ * summed in double from the last action back (the sum at u adds −beta·k1 first, then the reward);
+ * kl[i] = Σ_u (logp_old − logp_ref)_u (k1, double, from the last action back). reward is the
+ * reshaped, clipped sequence reward (beta 0: grpo, whose KL is a loss term). */
+typedef struct {
+    uint32_t size;
+    int32_t n_seqs;
+    int32_t n_actions;
+    float beta;
+    const int32_t *act_cu;  /* [n_seqs + 1] */
+    const float *logp_old;  /* [n_actions] */
+    const float *logp_ref;  /* [n_actions] */
+    const float *reward;    /* [n_seqs] */
+    float *ret;             /* [n_actions] out (may alias neither input) */
+    float *kl;              /* [n_seqs] out */
+} serl_kl_returns_args;
+SERL_API int32_t serl_kl_returns(void *ctx, const serl_kl_returns_args *a);
+
+/* PPO-clip loss coefficients of one packed forward batch (docs/SERL.md §5.4, D15). For sequence i of T
+ * actions, with logp its actions' log-probs from the forward (packed, at pos[i] + t), logp_old,
+ * logp_ref, adv at act_cu[i] + t, w = 1/(T·step_seqs), lo = 1 − clip_eps, hi = 1 + clip_eps, all in double:
+ *   ρ = exp(logp − logp_old), ℓ = −min(ρA, clamp(ρ, lo, hi)·A); d = logp − logp_ref;
+ *   g = −ρA, except g = 0 (and the token counts as clipped) when (ρ > hi and A > 0) or (ρ < lo and A < 0)
+ *   — PyTorch autograd's tie rules through −min(surr1, surr2): on the closed range [lo, hi] both
+ *   arguments carry ρA; A = 0 gives 0 and is never counted;
+ *   grpo ≠ 0: ℓ += kl_coef·k3(d), g += kl_coef·(1 − e^−d), KL term k3(d) = e^−d − 1 + d; else KL term d;
+ *   coef[pos[i] + t] = (float)(g·w); every other packed position of coef[0..n_tokens) is 0;
+ *   sums[3i] = Σ_t ℓ · w, sums[3i+1] = clipped tokens, sums[3i+2] = Σ_t KL term (each summed in double,
+ *   in token order, stored once as float).
+ * coef is what serl_logprob_bwd / the model's backward read as ∂L/∂logp. */
+typedef struct {
+    uint32_t size;
+    int32_t n_seqs;
+    int32_t n_tokens;
+    int32_t n_actions;
+    int32_t step_seqs;      /* sequences of the whole optimizer step (all ranks): the loss divisor */
+    int32_t grpo;
+    float clip_eps;
+    float kl_coef;
+    const int32_t *pos;     /* [n_seqs] */
+    const int32_t *act_cu;  /* [n_seqs + 1] */
+    const float *logp;      /* [n_tokens] packed, from the forward the backward follows */
+    const float *logp_old;  /* [n_actions] */
+    const float *logp_ref;  /* [n_actions] */
+    const float *adv;       /* [n_actions] */
+    float *coef;            /* [n_tokens] out */
+    float *sums;            /* [n_seqs, 3] out */
+} serl_ppo_coef_args;
+SERL_API int32_t serl_ppo_coef(void *ctx, const serl_ppo_coef_args *a);
 
 /* ---------------------------------------------------------------- optimizer */
 

@@ -212,7 +212,7 @@ type whitenArgs struct {
 	stdNorm           int32   `c:"std_norm"`
 	n                 int64   `c:"n"`
 	eps               float32 `c:"eps"`
-	reserved          int32   `c:"reserved"`
+	mode              int32   `c:"mode"`
 	x, mask, y, stats uintptr `c:"x,mask,y,stats"`
 }
 
@@ -223,6 +223,30 @@ type groupBaselineArgs struct {
 	eps                float32 `c:"eps"`
 	reserved           int32   `c:"reserved"`
 	r, y               uintptr `c:"r,y"`
+}
+
+// RL step ops (serl.h, "RL step").
+
+type gatherActionsArgs struct {
+	size                     uint32  `c:"size"`
+	nSeqs, nTokens, nActions int32   `c:"n_seqs,n_tokens,n_actions"`
+	pos, actCu, src, dst     uintptr `c:"pos,act_cu,src,dst"`
+}
+
+type klReturnsArgs struct {
+	size                                     uint32  `c:"size"`
+	nSeqs, nActions                          int32   `c:"n_seqs,n_actions"`
+	beta                                     float32 `c:"beta"`
+	actCu, logpOld, logpRef, reward, ret, kl uintptr `c:"act_cu,logp_old,logp_ref,reward,ret,kl"`
+}
+
+type ppoCoefArgs struct {
+	size                               uint32  `c:"size"`
+	nSeqs, nTokens, nActions, stepSeqs int32   `c:"n_seqs,n_tokens,n_actions,step_seqs"`
+	grpo                               int32   `c:"grpo"`
+	clipEps, klCoef                    float32 `c:"clip_eps,kl_coef"`
+	pos, actCu, logp, logpOld, logpRef uintptr `c:"pos,act_cu,logp,logp_old,logp_ref"`
+	adv, coef, sums                    uintptr `c:"adv,coef,sums"`
 }
 
 type gradNormArgs struct {
@@ -310,6 +334,9 @@ var abiStructs = map[string]any{
 	"serl_whiten_args":           whitenArgs{},
 	"serl_group_baseline_args":   groupBaselineArgs{},
 	"serl_grad_norm_args":        gradNormArgs{},
+	"serl_gather_actions_args":   gatherActionsArgs{},
+	"serl_kl_returns_args":       klReturnsArgs{},
+	"serl_ppo_coef_args":         ppoCoefArgs{},
 	"serl_adamw_args":            adamwArgs{},
 	"serl_nccl_unique_id_args":   ncclUniqueIDArgs{},
 	"serl_nccl_init_args":        ncclInitArgs{},

@@ -25,6 +25,13 @@ const (
 	copyD2D int32 = 2 // SERL_COPY_D2D
 )
 
+// serl_whiten modes (SERL_WHITEN_*).
+const (
+	whitenFull  int32 = 0 // SERL_WHITEN_FULL
+	whitenStats int32 = 1 // SERL_WHITEN_STATS
+	whitenApply int32 = 2 // SERL_WHITEN_APPLY
+)
+
 // GroupBaseline modes (SERL_GROUP_*).
 const (
 	GroupZScore GroupMode = 0 // SERL_GROUP_ZSCORE

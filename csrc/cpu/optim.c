@@ -62,24 +62,39 @@ SERL_API int32_t serl_whiten(void *ctxp, const serl_whiten_args *a) {
     SERL_ENTER(ctxp, a, serl_whiten_args);
     SERL_CHECK(serl_check_whiten(ctx, a));
     int64_t nc = n_chunks(a->n);
-    double *part = serl_scratch(ctx, 0, sizeof(double) * 2 * (size_t)nc);
-    if (!part) return serl_fail(ctx, SERL_E_NOMEM, "whiten: out of memory");
-    whiten_job j = {a, part, 0, 1, 0};
-    serl_parallel(ctx, nc, whiten_task, &j);
-    double sm = 0, smx = 0;
-    for (int64_t c = 0; c < nc; c++) sm += part[2 * c], smx += part[2 * c + 1];
-    SERL_REQUIRE(sm != 0 && isfinite(sm), "whiten: Σ mask = %g (want a non-zero total weight)", sm);
-    j.mu = smx / sm;
-    j.phase = 1;
-    serl_parallel(ctx, nc, whiten_task, &j);
-    double sv = 0;
-    for (int64_t c = 0; c < nc; c++) sv += part[c];
-    double var = sv / sm;
+    whiten_job j = {a, NULL, 0, 1, 0};
+    double var, sm = 0;
+    if (a->mode == SERL_WHITEN_APPLY) {
+        j.mu = a->stats[0];
+        var = a->stats[1];
+    } else {
+        double *part = serl_scratch(ctx, 0, sizeof(double) * 2 * (size_t)nc);
+        if (!part) return serl_fail(ctx, SERL_E_NOMEM, "whiten: out of memory");
+        j.part = part;
+        serl_parallel(ctx, nc, whiten_task, &j);
+        double smx = 0;
+        for (int64_t c = 0; c < nc; c++) sm += part[2 * c], smx += part[2 * c + 1];
+        SERL_REQUIRE(sm != 0 && isfinite(sm), "whiten: Σ mask = %g (want a non-zero total weight)", sm);
+        j.mu = smx / sm;
+        j.phase = 1;
+        serl_parallel(ctx, nc, whiten_task, &j);
+        double sv = 0;
+        for (int64_t c = 0; c < nc; c++) sv += part[c];
+        var = sv / sm;
+    }
+    if (a->mode == SERL_WHITEN_STATS) {
+        a->stats[0] = (float)j.mu;
+        a->stats[1] = (float)var;
+        a->stats[2] = (float)sm;
+        return SERL_OK;
+    }
     j.inv_sd = a->std_norm ? 1.0 / sqrt(var > a->eps ? var : (double)a->eps) : 1.0;
     j.phase = 2;
     serl_parallel(ctx, nc, whiten_task, &j);
-    a->stats[0] = (float)j.mu;
-    a->stats[1] = (float)var;
+    if (a->mode == SERL_WHITEN_FULL) {
+        a->stats[0] = (float)j.mu;
+        a->stats[1] = (float)var;
+    }
     return SERL_OK;
 }
 

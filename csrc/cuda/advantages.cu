@@ -27,16 +27,33 @@ __global__ void whiten_partial(const float *x, const float *m, int64_t n, int ph
     if (threadIdx.x == 0) part[2 * blockIdx.x] = s0, part[2 * blockIdx.x + 1] = s1;
 }
 
+/* y = (x − μ)·is where m ≠ 0; μ, σ² from the host (FULL) or from stats (APPLY: given = 1, read on the
+ * device so no host round trip sits between a rank's combine and the whitening). FULL writes stats. */
 __global__ void whiten_apply(const float *x, const float *m, float *y, int64_t n, double mu, double is, float *stats,
-                             float mu_f, float var_f) {
+                             float mu_f, float var_f, int given, int std_norm, float eps) {
+    if (given) {
+        mu = stats[0];
+        const double var = stats[1];
+        is = std_norm ? 1.0 / sqrt(var > eps ? var : (double)eps) : 1.0;
+    }
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         y[i] = m[i] != 0 ? (float)((x[i] - mu) * is) : 0.0f;
-    if (blockIdx.x == 0 && threadIdx.x == 0) stats[0] = mu_f, stats[1] = var_f;
+    if (!given && blockIdx.x == 0 && threadIdx.x == 0) stats[0] = mu_f, stats[1] = var_f;
+}
+
+__global__ void whiten_stats(float *stats, float mu, float var, float sm) {
+    stats[0] = mu, stats[1] = var, stats[2] = sm;
 }
 
 extern "C" SERL_API int32_t serl_whiten(void *ctxp, const serl_whiten_args *a) {
     SERL_ENTER(ctxp, a, serl_whiten_args);
     SERL_CHECK(serl_check_whiten(ctx, a));
+    if (a->mode == SERL_WHITEN_APPLY) {
+        whiten_apply<<<serl_blocks(a->n, 256), 256, 0, ctx->stream>>>(a->x, a->mask, a->y, a->n, 0, 1, a->stats, 0, 0,
+                                                                       1, a->std_norm, a->eps);
+        LAUNCH_CHECK("whiten");
+        return SERL_OK;
+    }
     const int64_t nc = (a->n + CHUNK - 1) / CHUNK;
     double *part = (double *)serl_scratch(ctx, sizeof(double) * 2 * (size_t)nc);
     if (!part) return SERL_E_NOMEM;
@@ -55,9 +72,14 @@ extern "C" SERL_API int32_t serl_whiten(void *ctxp, const serl_whiten_args *a) {
     double sv = 0;
     for (int64_t c = 0; c < nc; c++) sv += h[2 * c];
     const double var = sv / sm;
+    if (a->mode == SERL_WHITEN_STATS) {
+        whiten_stats<<<1, 1, 0, ctx->stream>>>(a->stats, (float)mu, (float)var, (float)sm);
+        LAUNCH_CHECK("whiten");
+        return SERL_OK;
+    }
     const double is = a->std_norm ? 1.0 / sqrt(var > a->eps ? var : (double)a->eps) : 1.0;
     whiten_apply<<<serl_blocks(a->n, 256), 256, 0, ctx->stream>>>(a->x, a->mask, a->y, a->n, mu, is, a->stats, (float)mu,
-                                                                   (float)var);
+                                                                   (float)var, 0, a->std_norm, a->eps);
     LAUNCH_CHECK("whiten");
     return SERL_OK;
 }

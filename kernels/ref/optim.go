@@ -19,6 +19,12 @@ func Whiten[T Float](y, x, mask []T, stdNorm bool, eps float64) (mu, variance fl
 		variance += float64(mask[i]) * d * d
 	}
 	variance /= sm
+	WhitenApply(y, x, mask, mu, variance, stdNorm, eps)
+	return mu, variance
+}
+
+// WhitenApply is Whiten's second half with given statistics (serl_whiten's APPLY mode).
+func WhitenApply[T Float](y, x, mask []T, mu, variance float64, stdNorm bool, eps float64) {
 	inv := 1.0
 	if stdNorm {
 		inv = 1 / math.Sqrt(math.Max(variance, eps))
@@ -30,7 +36,6 @@ func Whiten[T Float](y, x, mask []T, stdNorm bool, eps float64) (mu, variance fl
 			y[i] = 0
 		}
 	}
-	return mu, variance
 }
 
 // Group baseline modes, as SERL_GROUP_* in serl.h.

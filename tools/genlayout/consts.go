@@ -28,6 +28,7 @@ var constGroups = []constGroup{
 	{"SERL_SIMD_", "kernels", "simd", "int32", "CPU vector ISAs reported by serl_device_info (SERL_SIMD_*)."},
 	{"SERL_COPY_", "kernels", "copy", "int32", "serl_copy kinds (SERL_COPY_*)."},
 	{"SERL_GROUP_", "kernels", "Group", "GroupMode", "GroupBaseline modes (SERL_GROUP_*)."},
+	{"SERL_WHITEN_", "kernels", "whiten", "int32", "serl_whiten modes (SERL_WHITEN_*)."},
 	{"SERL_NCCL_ID_BYTES", "kernels", "NCCLIDBytes", "", "NCCLIDBytes is the size of an NCCL unique id (SERL_NCCL_ID_BYTES)."},
 }
 

@@ -1,0 +1,123 @@
+package kernels
+
+// The RL step's per-token ops (serl.h, "RL step"; docs/SERL.md §5.2–5.4). A step's per-token data stays
+// on the device in two layouts: packed (a forward batch's positions; sequence i's action j is predicted
+// at pos[i]+j) and action-packed (the step's actions back to back; sequence i's at actCu[i] ..
+// actCu[i+1]). pos and actCu are I32, everything else F32.
+
+// WhitenStats writes Whiten's statistics of x under mask without whitening: stats[0] = μ,
+// stats[1] = σ² (biased), stats[2] = Σ mask (F32 [3]). Ranks of a data-parallel step combine theirs on
+// the host and whiten with WhitenApply.
+func (d *Device) WhitenStats(stats, x, mask Tensor) error {
+	const op = "whiten"
+	n := x.Len()
+	if err := firstErr(d.check(op, "x", x, F32, 1), d.check(op, "mask", mask, F32, n), d.check(op, "stats", stats, F32, 3)); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := args[whitenArgs](d)
+	a.mode, a.n = whitenStats, int64(n)
+	a.x, a.mask, a.stats = x.addr(), mask.addr(), stats.addr()
+	return d.run(opWhiten, 4*float64(n), 16*float64(n))
+}
+
+// WhitenApply is Whiten with given statistics: μ = stats[0], σ² = stats[1] (F32 [2], device memory),
+// y = (x − μ)/sqrt(max(σ², eps)) where mask ≠ 0, else 0 (stdNorm false: y = x − μ).
+func (d *Device) WhitenApply(y, stats, x, mask Tensor, stdNorm bool, eps float32) error {
+	const op = "whiten"
+	n := x.Len()
+	if err := firstErr(d.check(op, "x", x, F32, 1), d.check(op, "mask", mask, F32, n), d.check(op, "y", y, F32, n),
+		d.check(op, "stats", stats, F32, 2)); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := args[whitenArgs](d)
+	a.mode, a.stdNorm, a.n, a.eps = whitenApply, lpFlag(stdNorm), int64(n), eps
+	a.x, a.mask, a.y, a.stats = x.addr(), mask.addr(), y.addr(), stats.addr()
+	return d.run(opWhiten, 3*float64(n), 12*float64(n))
+}
+
+// checkSeqs validates the sequence index arrays of nSeqs sequences: pos I32 [nSeqs] (when pos is
+// wanted) and actCu I32 [nSeqs+1].
+func (d *Device) checkSeqs(op string, nSeqs int, pos, actCu Tensor, wantPos bool) error {
+	if nSeqs < 1 {
+		return opErr(op, "%d sequences (want ≥ 1)", nSeqs)
+	}
+	if err := d.check(op, "actCu", actCu, I32, nSeqs+1); err != nil {
+		return err
+	}
+	if wantPos {
+		return d.check(op, "pos", pos, I32, nSeqs)
+	}
+	return nil
+}
+
+// GatherActions copies the action log-probs of nSeqs sequences out of a forward's packed per-token
+// log-probs: dst[actCu[i]+j] = src[pos[i]+j] for j < actCu[i+1] − actCu[i].
+func (d *Device) GatherActions(dst, src, pos, actCu Tensor, nSeqs int) error {
+	const op = "gather_actions"
+	if err := firstErr(d.checkSeqs(op, nSeqs, pos, actCu, true), d.check(op, "src", src, F32, 1),
+		d.check(op, "dst", dst, F32, 1)); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := args[gatherActionsArgs](d)
+	a.nSeqs, a.nTokens, a.nActions = int32(nSeqs), int32(src.Len()), int32(dst.Len())
+	a.pos, a.actCu, a.src, a.dst = pos.addr(), actCu.addr(), src.addr(), dst.addr()
+	return d.run(opGatherActions, 0, 8*float64(dst.Len()))
+}
+
+// KLReturns writes the KL-shaped returns of nSeqs sequences (docs/SERL.md §5.2): per sequence i,
+// s_u = −beta·(logpOld − logpRef)_u + reward[i]·[u last], ret_t = Σ_{u≥t} s_u, summed in double; and
+// kl[i] = Σ_u (logpOld − logpRef)_u. logpOld, logpRef, ret: action-packed; reward, kl: [nSeqs].
+func (d *Device) KLReturns(ret, kl, logpOld, logpRef, reward, actCu Tensor, nSeqs int, beta float32) error {
+	const op = "kl_returns"
+	n := logpOld.Len()
+	if err := firstErr(d.checkSeqs(op, nSeqs, Tensor{}, actCu, false), d.check(op, "logpOld", logpOld, F32, 1),
+		d.check(op, "logpRef", logpRef, F32, n), d.check(op, "ret", ret, F32, n),
+		d.check(op, "reward", reward, F32, nSeqs), d.check(op, "kl", kl, F32, nSeqs)); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := args[klReturnsArgs](d)
+	a.nSeqs, a.nActions, a.beta = int32(nSeqs), int32(n), beta
+	a.actCu, a.logpOld, a.logpRef, a.reward, a.ret, a.kl = actCu.addr(), logpOld.addr(), logpRef.addr(), reward.addr(), ret.addr(), kl.addr()
+	return d.run(opKLReturns, 4*float64(n), 12*float64(n))
+}
+
+// PPO holds PPOCoef's coefficients: the clip ε, the KL coefficient β and whether the KL is grpo's k3
+// loss term (else k1, logged only).
+type PPO struct {
+	ClipEps, KLCoef float32
+	GRPO            bool
+}
+
+// PPOCoef writes the PPO-clip loss coefficients ∂L/∂logp of one packed forward batch of nSeqs
+// sequences, out of stepSeqs in the optimizer step (serl.h gives the formula and the tie rules): coef
+// F32 [logp.Len()] (0 off the actions), and per sequence sums[3i..3i+2] = its loss (already divided by
+// T·stepSeqs), its clipped tokens and its Σ KL term. logp: the forward's packed per-token log-probs;
+// logpOld, logpRef, adv: action-packed.
+func (d *Device) PPOCoef(coef, sums, logp, logpOld, logpRef, adv, pos, actCu Tensor, nSeqs, stepSeqs int, p PPO) error {
+	const op = "ppo_coef"
+	n, nt := logpOld.Len(), logp.Len()
+	if err := firstErr(d.checkSeqs(op, nSeqs, pos, actCu, true), d.check(op, "logp", logp, F32, 1),
+		d.check(op, "coef", coef, F32, nt), d.check(op, "logpOld", logpOld, F32, 1),
+		d.check(op, "logpRef", logpRef, F32, n), d.check(op, "adv", adv, F32, n), d.check(op, "sums", sums, F32, 3*nSeqs)); err != nil {
+		return err
+	}
+	if stepSeqs < nSeqs {
+		return opErr(op, "%d sequences as a share of a step of %d", nSeqs, stepSeqs)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := args[ppoCoefArgs](d)
+	a.nSeqs, a.nTokens, a.nActions, a.stepSeqs = int32(nSeqs), int32(nt), int32(n), int32(stepSeqs)
+	a.grpo, a.clipEps, a.klCoef = lpFlag(p.GRPO), p.ClipEps, p.KLCoef
+	a.pos, a.actCu, a.logp, a.logpOld, a.logpRef = pos.addr(), actCu.addr(), logp.addr(), logpOld.addr(), logpRef.addr()
+	a.adv, a.coef, a.sums = adv.addr(), coef.addr(), sums.addr()
+	return d.run(opPPOCoef, 30*float64(n), 20*float64(n))
+}
