@@ -247,6 +247,19 @@ func (m *Model) Backward(a *Activations, g *Blob, coef []float32) error {
 	if len(coef) != T {
 		return fmt.Errorf("model: %d coefficients for %d tokens", len(coef), T)
 	}
+	if err := kernels.Upload(rows(a.coef, T), coef); err != nil {
+		return err
+	}
+	return m.BackwardCoef(a, g)
+}
+
+// BackwardCoef is Backward with the coefficients already on the device, in a.Coef() (written there by
+// a device op, e.g. kernels.PPOCoef): nothing crosses to or from the host.
+func (m *Model) BackwardCoef(a *Activations, g *Blob) error {
+	T := a.tokens
+	if T == 0 {
+		return fmt.Errorf("model: backward without a forward")
+	}
 	var gw tensors
 	var gl [][7]loraPair
 	if m.lora != nil {
@@ -269,9 +282,6 @@ func (m *Model) Backward(a *Activations, g *Blob, coef []float32) error {
 		}
 		gw = g.tensors(m.Config)
 	}
-	if err := kernels.Upload(rows(a.coef, T), coef); err != nil {
-		return err
-	}
 	if err := m.headBackward(a, gw); err != nil {
 		return err
 	}
@@ -285,6 +295,13 @@ func (m *Model) Backward(a *Activations, g *Blob, coef []float32) error {
 	}
 	return m.dev.EmbeddingBwd(gw.embed, rows(a.dx, T), rows(a.ids, T))
 }
+
+// LogProbTensor is the current batch's per-token log-probabilities on the device (F32 [Tokens], see
+// Forward); valid until the next Forward or Backward of a.
+func (a *Activations) LogProbTensor() kernels.Tensor { return rows(a.logp, a.tokens) }
+
+// Coef is the device buffer BackwardCoef reads its coefficients ∂L/∂logp from (F32 [Tokens]).
+func (a *Activations) Coef() kernels.Tensor { return rows(a.coef, a.tokens) }
 
 // LogProbs copies the current batch's per-token log-probabilities (see Forward) into dst[:Tokens].
 func (a *Activations) LogProbs(dst []float32) error {

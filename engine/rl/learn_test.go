@@ -78,19 +78,14 @@ func TestPolicyLearns(t *testing.T) {
 				if step == 0 {
 					first = sh
 				}
-				old := make([][]float32, len(samples))
-				refLP := make([][]float32, len(samples))
-				require.NoError(t, ws.ScoreActions(m, samples, old))
-				require.NoError(t, ws.ScoreActions(ref, samples, refLP))
-				for i, s := range samples {
-					s.LogPOld, s.LogPRef = old[i], refLP[i]
-				}
-				_, err := ws.Advantages(c, samples)
-				require.NoError(t, err)
+				require.NoError(t, ws.Reshape(c, samples))
 				rng.Shuffle(len(samples), func(i, j int) { samples[i], samples[j] = samples[j], samples[i] })
+				require.NoError(t, ws.Score(m, ref, samples))
+				_, err := ws.Advantages(c, nil)
+				require.NoError(t, err)
 				for lo := 0; lo < len(samples); lo += trainBatch {
 					require.NoError(t, m.Device().Zero(grads.Data))
-					st, err := ws.Backward(c, m, grads, samples[lo:lo+trainBatch])
+					st, err := ws.Backward(c, m, grads, lo, lo+trainBatch)
 					require.NoError(t, err)
 					require.False(t, math.IsNaN(st.Loss), "loss NaN")
 					_, err = opt.Step(m.Params, grads)

@@ -2,57 +2,10 @@ package rl
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/kernels"
 )
-
-// PPOCoefficients fills coef with ∂L/∂logp_t of this sample's share of an optimizer step's loss (docs/SERL.md
-// §5.4, D15): L = (1/nSeqs)·(1/T)·Σ_t [ℓ_t + β·k3(logp_t − logp_ref,t) for grpo], with the PPO-clip term
-// ℓ_t = −min(ρ_t·A_t, clip(ρ_t, 1−ε, 1+ε)·A_t), ρ_t = exp(logp_t − logp_old,t), T = len(logp). logp must come
-// from the forward pass that the backward follows. It returns the sample's loss (already divided by nSeqs),
-// the number of tokens whose gradient the clip removed, and Σ_t KL for logging: k3(logp − logp_ref) for grpo
-// (the loss term), k1 otherwise. Slices of different lengths or nSeqs < 1 are a programming error and panic.
-//
-// Gradient and ties, as PyTorch's autograd through OpenRLHF's -torch.min(surr1, surr2): torch.minimum
-// gives half the gradient to each argument when they are equal, and clamp passes the gradient on the
-// closed range [1−ε, 1+ε]. Inside that range (boundaries included) surr1 = surr2 and both halves carry
-// ρA, so ∂ℓ/∂logp = −ρA. Outside it the unclipped term is the minimum (gradient −ρA) when ρ > 1+ε with A < 0
-// or ρ < 1−ε with A > 0; otherwise the constant clipped term is (gradient 0, counted as clipped). A = 0
-// gives gradient 0 either way and is never counted as clipped.
-func PPOCoefficients(c Config, logp, logpOld, logpRef, adv []float32, nSeqs int, coef []float32) (loss float64, clipped int, kl float64) {
-	T := len(logp)
-	if len(logpOld) != T || len(logpRef) != T || len(adv) != T || len(coef) != T || T == 0 || nSeqs < 1 {
-		panic(fmt.Sprintf("rl: PPOCoefficients: lengths logp %d, old %d, ref %d, adv %d, coef %d, nSeqs %d",
-			T, len(logpOld), len(logpRef), len(adv), len(coef), nSeqs))
-	}
-	w := 1 / (float64(T) * float64(nSeqs)) // per-sequence token mean, then mean over the step's sequences
-	lo, hi := 1-c.ClipEps, 1+c.ClipEps
-	grpo := c.Algorithm == GRPO
-	for t := range logp {
-		lp, A := float64(logp[t]), float64(adv[t])
-		rho := math.Exp(lp - float64(logpOld[t]))
-		surr1 := rho * A
-		surr2 := math.Max(lo, math.Min(hi, rho)) * A
-		loss -= math.Min(surr1, surr2)
-		g := -rho * A
-		if (rho > hi && A > 0) || (rho < lo && A < 0) {
-			g = 0
-			clipped++
-		}
-		d := lp - float64(logpRef[t])
-		if grpo {
-			k := K3(d)
-			kl += k
-			loss += c.KLCoef * k
-			g += c.KLCoef * (1 - math.Exp(-d)) // d/dd k3(d)
-		} else {
-			kl += K1(d)
-		}
-		coef[t] = float32(g * w)
-	}
-	return loss * w, clipped, kl
-}
 
 // StepStats sums one optimizer step's Backward.
 type StepStats struct {
@@ -89,63 +42,67 @@ func (s ShareSums) Stats() StepStats {
 	return st
 }
 
-// Backward accumulates into g the gradient of the PPO loss of samples (one optimizer step's worth,
-// nSeqs = len(samples)), running m.Forward/Backward over packed batches of the workspace's arena. Each
-// batch's coefficients use the log-probs of its own forward pass (the current policy), and are zero on
-// prompt tokens and on each sequence's last token (it predicts nothing). Samples need LogPOld, LogPRef
-// and Adv.
-func (w *Workspace) Backward(c Config, m *model.Model, g *model.Blob, samples []*Sample) (StepStats, error) {
-	s, err := w.BackwardShare(c, m, g, samples, len(samples))
+// Backward accumulates into g the gradient of the PPO loss of the step's samples [lo, hi) (one
+// optimizer step's worth, nSeqs = hi − lo).
+func (w *Workspace) Backward(c Config, m *model.Model, g *model.Blob, lo, hi int) (StepStats, error) {
+	s, err := w.BackwardShare(c, m, g, lo, hi, hi-lo)
 	if err != nil {
 		return StepStats{}, err
 	}
 	return s.Stats(), nil
 }
 
-// BackwardShare is Backward of one process's share of a data-parallel optimizer step of nSeqs
-// sequences in all: each sequence's loss is divided by nSeqs, so the gradients summed over the ranks
-// are the whole step's.
-func (w *Workspace) BackwardShare(c Config, m *model.Model, g *model.Blob, samples []*Sample, nSeqs int) (ShareSums, error) {
+// BackwardShare accumulates into g the gradient of the PPO-clip loss (docs/SERL.md §5.4, D15) of the
+// step's samples [lo, hi) as one process's share of a data-parallel optimizer step of nSeqs sequences
+// in all: each sequence's loss is divided by nSeqs, so the gradients summed over the ranks are the whole
+// step's. It runs m.Forward/BackwardCoef over packed batches of the arena; each batch's coefficients
+// come from kernels.PPOCoef on the device, from the log-probs of its own forward pass (the current
+// policy) and the step's logp_old, logp_ref and advantages (Score, Advantages). Only the token ids and,
+// once, the batches' index arrays go up; the per-sequence loss, clip and KL sums come back in one download.
+func (w *Workspace) BackwardShare(c Config, m *model.Model, g *model.Blob, lo, hi, nSeqs int) (ShareSums, error) {
 	var st ShareSums
 	if err := c.Validate(); err != nil {
 		return st, err
 	}
-	if len(samples) == 0 {
-		return st, fmt.Errorf("rl: backward of no samples")
+	if lo < 0 || hi > len(w.step) || lo >= hi {
+		return st, fmt.Errorf("rl: backward of samples [%d, %d) of a step of %d", lo, hi, len(w.step))
 	}
-	if nSeqs < len(samples) {
-		return st, fmt.Errorf("rl: backward of %d samples as a share of %d", len(samples), nSeqs)
+	if nSeqs < hi-lo {
+		return st, fmt.Errorf("rl: backward of %d samples as a share of %d", hi-lo, nSeqs)
 	}
-	for i, s := range samples {
-		if err := s.checkLogProbs(true); err != nil {
-			return st, fmt.Errorf("rl: sample %d: %w", i, err)
-		}
-	}
-	if err := w.checkFits(samples); err != nil {
+	n := len(w.step)
+	if _, err := w.grow(&w.dSeq, kernels.F32, 5*n+3); err != nil {
 		return st, err
 	}
-	n := len(samples)
-	for lo := 0; lo < n; {
-		hi, logp, err := w.forward(m, samples, lo)
+	sums := w.dSeq.MustSlice(2*n+3, 2*n+3+3*(hi-lo))
+	p := kernels.PPO{ClipEps: float32(c.ClipEps), KLCoef: float32(c.KLCoef), GRPO: c.Algorithm == GRPO}
+	A := w.Actions()
+	old, ref, adv := w.dOld.MustSlice(0, A), w.dRef.MustSlice(0, A), w.dAdv.MustSlice(0, A)
+	if err := w.pack(lo, hi); err != nil {
+		return st, err
+	}
+	for k, b := range w.batches {
+		pos, actCu, err := w.forward(m, k)
 		if err != nil {
 			return st, err
 		}
-		coef := w.coef[:len(logp)]
-		clear(coef)
-		off := 0
-		for _, s := range samples[lo:hi] {
-			at, T := off+s.PromptLen-1, s.Actions()
-			l, cl, kl := PPOCoefficients(c, logp[at:at+T], s.LogPOld, s.LogPRef, s.Adv, nSeqs, coef[at:at+T])
-			st.Loss += l
-			st.KL += kl
-			st.Tokens += T
-			st.Clipped += cl
-			off += len(s.IDs)
+		if err := w.dev.PPOCoef(w.acts.Coef(), sums.MustSlice(3*(b.lo-lo), 3*(b.hi-lo)), w.acts.LogProbTensor(), old, ref, adv,
+			pos, actCu, b.hi-b.lo, nSeqs, p); err != nil {
+			return st, fmt.Errorf("rl: loss coefficients: %w", err)
 		}
-		if err := m.Backward(w.acts, g, coef); err != nil {
+		if err := m.BackwardCoef(w.acts, g); err != nil {
 			return st, err
 		}
-		lo = hi
+	}
+	w.hSeq = grown(w.hSeq, 3*(hi-lo))
+	if err := kernels.Download(w.hSeq, sums); err != nil {
+		return st, err
+	}
+	for i, s := range w.step[lo:hi] {
+		st.Loss += float64(w.hSeq[3*i])
+		st.Clipped += int(w.hSeq[3*i+1])
+		st.KL += float64(w.hSeq[3*i+2])
+		st.Tokens += s.Actions()
 	}
 	return st, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/kernels"
+	"github.com/serl-go/serl/kernels/ref"
 )
 
 // fixtureModel loads the tiny float32 Qwen2 fixture of engine/model on the CPU device.
@@ -60,23 +61,35 @@ func TestScoreActions(t *testing.T) {
 			require.Less(t, v, float32(0))
 		}
 	}
-	// Packed: all in one batch, and in several batches limited by tokens (12) or sequences (2).
+	// Packed: all in one batch, and in several batches limited by tokens (12) or sequences (2); the
+	// policy and the reference are scored on the same packing.
+	ref := fixtureModel(t)
+	require.NoError(t, ref.Device().Scale(ref.Params.Data, ref.Params.Data, 0.9)) // another model
+	var refAlone [][]float32
+	for _, s := range samples {
+		require.NoError(t, ref.Forward(big, s.IDs, []int{len(s.IDs)}))
+		lp := make([]float32, len(s.IDs))
+		require.NoError(t, big.LogProbs(lp))
+		refAlone = append(refAlone, lp[s.PromptLen-1:len(s.IDs)-1])
+	}
 	for _, a := range []*model.Activations{big, arena(t, m, 12, 8), arena(t, m, 64, 2)} {
-		dst := make([][]float32, len(samples))
-		dst[0] = make([]float32, 1, 16) // reused when large enough
-		require.NoError(t, wsOf(t, a).ScoreActions(m, samples, dst))
-		for i, s := range samples {
-			require.Len(t, dst[i], s.Actions())
-			for j := range dst[i] {
-				require.InDelta(t, alone[i][j], dst[i][j], 1e-5, "arena %d×%d sample %d action %d", a.MaxTokens, a.MaxSeqs, i, j)
+		w := wsOf(t, a)
+		require.NoError(t, w.Score(m, ref, samples))
+		for k, got := range [][][]float32{stepOld(t, w), stepRef(t, w)} {
+			want := [][][]float32{alone, refAlone}[k]
+			for i, s := range samples {
+				require.Len(t, got[i], s.Actions())
+				for j := range got[i] {
+					require.InDelta(t, want[i][j], got[i][j], 1e-5, "arena %d×%d model %d sample %d action %d", a.MaxTokens, a.MaxSeqs, k, i, j)
+				}
 			}
 		}
+		require.NotEqual(t, stepOld(t, w), stepRef(t, w))
 	}
 
-	require.ErrorContains(t, wsOf(t, big).ScoreActions(m, samples, make([][]float32, 2)), "2 destinations for 6 samples")
-	require.ErrorContains(t, wsOf(t, arena(t, m, 10, 2)).ScoreActions(m, samples, make([][]float32, 6)), "sample 5 has 11 tokens, more than the arena's 10")
+	require.ErrorContains(t, wsOf(t, arena(t, m, 10, 2)).Score(m, m, samples), "sample 5 has 11 tokens, more than the arena's 10")
 	short := []*Sample{{IDs: []int32{1, 2}, PromptLen: 2}}
-	require.ErrorContains(t, wsOf(t, big).ScoreActions(m, short, make([][]float32, 1)), "sample 0: 2 tokens with a prompt of 2: no action")
+	require.ErrorContains(t, wsOf(t, big).Score(m, m, short), "sample 0: 2 tokens with a prompt of 2: no action")
 }
 
 func download(t *testing.T, b *model.Blob) []float32 {
@@ -85,10 +98,25 @@ func download(t *testing.T, b *model.Blob) []float32 {
 	return v
 }
 
+// scored is the per-action log-probs of samples under m, through a workspace of its own.
 func scored(t *testing.T, m *model.Model, a *model.Activations, samples []*Sample) [][]float32 {
-	lp := make([][]float32, len(samples))
-	require.NoError(t, wsOf(t, a).ScoreActions(m, samples, lp))
-	return lp
+	w := wsOf(t, a)
+	require.NoError(t, w.Score(m, m, samples))
+	return stepOld(t, w)
+}
+
+// steps is host per-action values of a step's samples: logp_old, logp_ref and advantages.
+type stepValues struct{ old, ref, adv [][]float32 }
+
+func newStepValues(n int) stepValues {
+	return stepValues{make([][]float32, n), make([][]float32, n), make([][]float32, n)}
+}
+
+// loaded is a workspace of arena a holding samples with values v.
+func loaded(t *testing.T, a *model.Activations, samples []*Sample, v stepValues) *Workspace {
+	w := wsOf(t, a)
+	load(t, w, samples, v.old, v.ref, v.adv)
+	return w
 }
 
 // At ratio 1 with A = 1 on every action, the PPO gradient is that of −(1/n)·Σ_seq mean_t logp_t.
@@ -96,19 +124,20 @@ func TestBackwardRatioOne(t *testing.T) {
 	m := fixtureModel(t)
 	samples := fixtureSamples(m.Config.Vocab, shapes)
 	small := arena(t, m, 12, 2) // several batches
+	v := newStepValues(len(samples))
 	for i, lp := range scored(t, m, small, samples) {
-		samples[i].LogPOld = lp
-		samples[i].LogPRef = make([]float32, len(lp))
-		samples[i].Adv = make([]float32, len(lp))
+		v.old[i] = lp
+		v.ref[i] = make([]float32, len(lp))
+		v.adv[i] = make([]float32, len(lp))
 		for j := range lp {
-			samples[i].LogPRef[j] = lp[j] - 0.05
-			samples[i].Adv[j] = 1
+			v.ref[i][j] = lp[j] - 0.05
+			v.adv[i][j] = 1
 		}
 	}
 	g, err := m.NewGrads()
 	require.NoError(t, err)
 	defer g.Free()
-	st, err := wsOf(t, small).Backward(DefaultConfig(ReinforcePP), m, g, samples)
+	st, err := loaded(t, small, samples, v).Backward(DefaultConfig(ReinforcePP), m, g, 0, len(samples))
 	require.NoError(t, err)
 	tokens := 0
 	for _, s := range samples {
@@ -153,11 +182,10 @@ func TestBackwardRatioOne(t *testing.T) {
 }
 
 // ppoLoss is the whole step's PPO loss at the model's current weights, by a forward pass.
-func ppoLoss(t *testing.T, c Config, m *model.Model, a *model.Activations, samples []*Sample) float64 {
+func ppoLoss(t *testing.T, c Config, m *model.Model, a *model.Activations, samples []*Sample, v stepValues) float64 {
 	loss := 0.0
 	for i, lp := range scored(t, m, a, samples) {
-		s := samples[i]
-		l, _, _ := PPOCoefficients(c, lp, s.LogPOld, s.LogPRef, s.Adv, len(samples), make([]float32, len(lp)))
+		l, _, _ := ref.PPOSequence(make([]float32, len(lp)), lp, v.old[i], v.ref[i], v.adv[i], len(samples), c.ClipEps, c.KLCoef, c.Algorithm == GRPO)
 		loss += l
 	}
 	return loss
@@ -174,22 +202,23 @@ func TestBackwardFiniteDifferences(t *testing.T) {
 	offsets := []float32{-0.05, 0.1, -0.6, 0.6, 0.02} // logp_old − logp: ρ = e^0.05, e^−0.1, e^0.6 (> 1.2), e^−0.6 (< 0.8), …
 	rng := rand.New(rand.NewPCG(7, 8))
 	k := 0
+	v := newStepValues(len(samples))
 	for i, lp := range scored(t, m, a, samples) {
-		s := samples[i]
-		s.LogPOld, s.LogPRef, s.Adv = make([]float32, len(lp)), make([]float32, len(lp)), make([]float32, len(lp))
+		v.old[i], v.ref[i], v.adv[i] = make([]float32, len(lp)), make([]float32, len(lp)), make([]float32, len(lp))
 		for j := range lp {
-			s.LogPOld[j] = lp[j] + offsets[k%len(offsets)]
-			s.LogPRef[j] = lp[j] + float32(rng.Float64()-0.5)
-			s.Adv[j] = float32((0.3 + rng.Float64()) * float64(1-2*(k%3%2)))
+			v.old[i][j] = lp[j] + offsets[k%len(offsets)]
+			v.ref[i][j] = lp[j] + float32(rng.Float64()-0.5)
+			v.adv[i][j] = float32((0.3 + rng.Float64()) * float64(1-2*(k%3%2)))
 			k++
 		}
 	}
 	for _, c := range []Config{DefaultConfig(ReinforcePP), {Algorithm: GRPO, KLCoef: 0.2, ClipEps: 0.2, RewardClip: 10}} {
 		g, err := m.NewGrads()
 		require.NoError(t, err)
-		st, err := wsOf(t, a).Backward(c, m, g, samples)
+		st, err := loaded(t, a, samples, v).Backward(c, m, g, 0, len(samples))
 		require.NoError(t, err)
-		require.InDelta(t, ppoLoss(t, c, m, a, samples), st.Loss, 1e-9)
+		// the device rounds each sequence's loss to float32 once
+		require.InDelta(t, ppoLoss(t, c, m, a, samples, v), st.Loss, 1e-7*math.Abs(st.Loss))
 		require.Greater(t, st.ClipFrac, 0.0)
 		gv := download(t, g)
 		g.Free()
@@ -205,9 +234,9 @@ func TestBackwardFiniteDifferences(t *testing.T) {
 			orig := make([]float32, 1)
 			require.NoError(t, kernels.Download(orig, w))
 			h := float32(math.Max(1e-2*math.Abs(float64(orig[0])), 1e-3))
-			at := func(v float32) float64 {
-				require.NoError(t, kernels.Upload(w, []float32{v}))
-				return ppoLoss(t, c, m, a, samples)
+			at := func(x float32) float64 {
+				require.NoError(t, kernels.Upload(w, []float32{x}))
+				return ppoLoss(t, c, m, a, samples, v)
 			}
 			lp, lm := at(orig[0]+h), at(orig[0]-h)
 			require.NoError(t, kernels.Upload(w, orig))
@@ -234,11 +263,17 @@ func TestBackwardErrors(t *testing.T) {
 	g, err := m.NewGrads()
 	require.NoError(t, err)
 	defer g.Free()
-	s := &Sample{IDs: []int32{1, 2, 3}, PromptLen: 1, LogPOld: []float32{-1, -1}, LogPRef: []float32{-1, -1}}
-	_, err = wsOf(t, a).Backward(DefaultConfig(GRPO), m, g, []*Sample{s})
-	require.ErrorContains(t, err, "sample 0: 0 advantages for 2 actions")
-	_, err = wsOf(t, a).Backward(DefaultConfig(GRPO), m, g, nil)
-	require.ErrorContains(t, err, "no samples")
+	s := &Sample{IDs: []int32{1, 2, 3}, PromptLen: 1}
+	w := wsOf(t, a)
+	_, err = w.Backward(DefaultConfig(GRPO), m, g, 0, 1)
+	require.ErrorContains(t, err, "samples [0, 1) of a step of 0")
+	require.NoError(t, w.Score(m, m, []*Sample{s}))
+	_, err = w.Backward(DefaultConfig(GRPO), m, g, 0, 0)
+	require.ErrorContains(t, err, "samples [0, 0) of a step of 1")
+	_, err = w.BackwardShare(DefaultConfig(GRPO), m, g, 0, 1, 0)
+	require.ErrorContains(t, err, "1 samples as a share of 0")
+	_, err = w.Backward(Config{Algorithm: GRPO}, m, g, 0, 1)
+	require.ErrorContains(t, err, "clip")
 }
 
 // wsOf wraps the arena a in a workspace freed when the test ends.

@@ -1,6 +1,7 @@
-// Package rl is the reinforcement-learning math of SeRL (docs/SERL.md §5.1–5.4): KL estimators, group
-// reward reshaping, returns and advantage whitening, and the PPO-clip policy loss with its gradient
-// coefficients for model.Backward.
+// Package rl is the reinforcement-learning step of SeRL (docs/SERL.md §5.1–5.4): group reward
+// reshaping, KL-shaped returns and advantage whitening, and the PPO-clip policy loss with its gradient
+// coefficients for the model's backward. Per-token work runs on the device (kernels' RL step ops, whose
+// pure-Go reference in kernels/ref states the formulas); the host sees per-sequence scalars only.
 package rl
 
 import (
@@ -63,15 +64,16 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Sample is one response to a prompt, as the loop hands it over.
+// Sample is one response to a prompt, as the loop hands it over. Its per-token log-probs and advantages
+// live on the device, in the Workspace that scored it.
 type Sample struct {
-	Group     int       // index of its prompt group in the batch
-	IDs       []int32   // prompt ++ response tokens (the response includes its final EOS when it stopped)
-	PromptLen int       // len(prompt); actions are IDs[PromptLen:]
-	Reward    float64   // raw reward (0/1)
-	LogPOld   []float32 // per action: log π_old(a_t | …), from the training forward pass before the update
-	LogPRef   []float32 // per action: log π_ref, from the frozen initial model
-	Adv       []float32 // per action: advantage (filled by Advantages)
+	Group     int     // index of its prompt group in the batch
+	IDs       []int32 // prompt ++ response tokens (the response includes its final EOS when it stopped)
+	PromptLen int     // len(prompt); actions are IDs[PromptLen:]
+	Reward    float64 // raw reward (0/1)
+
+	shaped   float64 // the reshaped, clipped reward (Workspace.Reshape)
+	reshaped uint64  // the Reshape call that set shaped (Workspace.reshapes)
 }
 
 // Actions is the number of response tokens, each an action (docs/SERL.md §5.1: the EOS too).
@@ -91,30 +93,3 @@ func (s *Sample) checkShape() error {
 	}
 	return nil
 }
-
-// checkLogProbs also requires per-action log-probs (and advantages when adv) of the right length.
-func (s *Sample) checkLogProbs(adv bool) error {
-	if err := s.checkShape(); err != nil {
-		return err
-	}
-	T := s.Actions()
-	if len(s.LogPOld) != T {
-		return fmt.Errorf("%d LogPOld values for %d actions", len(s.LogPOld), T)
-	}
-	if len(s.LogPRef) != T {
-		return fmt.Errorf("%d LogPRef values for %d actions", len(s.LogPRef), T)
-	}
-	if adv && len(s.Adv) != T {
-		return fmt.Errorf("%d advantages for %d actions", len(s.Adv), T)
-	}
-	return nil
-}
-
-// K1 is the plain log-ratio estimator of KL(a‖b) with d = logp_a − logp_b.
-func K1(d float64) float64 { return d }
-
-// K2 is d²/2.
-func K2(d float64) float64 { return d * d / 2 }
-
-// K3 is exp(−d) − 1 + d: unbiased and non-negative (Schulman's k3).
-func K3(d float64) float64 { return math.Exp(-d) - 1 + d }

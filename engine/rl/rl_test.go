@@ -30,20 +30,3 @@ func TestParseAlgorithm(t *testing.T) {
 		require.Error(t, bad.Validate(), "%+v", bad)
 	}
 }
-
-func TestKL(t *testing.T) {
-	cases := []struct{ d, k1, k2, k3 float64 }{
-		{0, 0, 0, 0},
-		// k3(0.5) = e^−0.5 − 1 + 0.5 = 0.6065306597 − 0.5
-		{0.5, 0.5, 0.125, 0.1065306597},
-		// k3(−1) = e − 1 − 1
-		{-1, -1, 0.5, 0.7182818285},
-		// k3(2) = e^−2 + 1 = 0.1353352832 + 1
-		{2, 2, 2, 1.1353352832},
-	}
-	for _, c := range cases {
-		require.InDelta(t, c.k1, K1(c.d), 1e-10, "k1(%v)", c.d)
-		require.InDelta(t, c.k2, K2(c.d), 1e-10, "k2(%v)", c.d)
-		require.InDelta(t, c.k3, K3(c.d), 1e-10, "k3(%v)", c.d)
-	}
-}

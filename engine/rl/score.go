@@ -6,37 +6,33 @@ import (
 	"github.com/serl-go/serl/engine/model"
 )
 
-// ScoreActions sets dst[i] to the per-action log-probs of samples[i] under m (policy or reference),
-// packing samples into batches of the workspace's arena. dst[i] is reused when its capacity suffices,
-// else allocated, so a caller can pass nil entries and keep the slices (e.g. as LogPOld).
-func (w *Workspace) ScoreActions(m *model.Model, samples []*Sample, dst [][]float32) error {
-	if len(dst) != len(samples) {
-		return fmt.Errorf("rl: %d destinations for %d samples", len(dst), len(samples))
-	}
-	for i, s := range samples {
-		if err := s.checkShape(); err != nil {
-			return fmt.Errorf("rl: sample %d: %w", i, err)
-		}
-	}
-	if err := w.checkFits(samples); err != nil {
+// Score makes samples the workspace's step and scores their actions under the policy and the
+// reference model into the step's device buffers (logp_old, logp_ref), packing them into batches of
+// the arena in order. Each batch is run through the policy and then the reference, and each forward's
+// action log-probs are gathered on the device: only the token ids and, once, the batches' index arrays
+// go up.
+// policy and ref may be the same model.
+func (w *Workspace) Score(policy, ref *model.Model, samples []*Sample) error {
+	if err := w.setStep(samples); err != nil {
 		return err
 	}
-	for lo := 0; lo < len(samples); {
-		hi, logp, err := w.forward(m, samples, lo)
+	if err := w.pack(0, len(samples)); err != nil {
+		return err
+	}
+	for k, b := range w.batches {
+		pos, actCu, err := w.forward(policy, k)
 		if err != nil {
 			return err
 		}
-		off := 0
-		for i := lo; i < hi; i++ {
-			s := samples[i]
-			at, T := off+s.PromptLen-1, s.Actions()
-			if cap(dst[i]) < T {
-				dst[i] = make([]float32, T)
-			}
-			dst[i] = append(dst[i][:0], logp[at:at+T]...)
-			off += len(s.IDs)
+		if err := w.dev.GatherActions(w.dOld, w.acts.LogProbTensor(), pos, actCu, b.hi-b.lo); err != nil {
+			return fmt.Errorf("rl: policy log-probs: %w", err)
 		}
-		lo = hi
+		if _, _, err := w.forward(ref, k); err != nil {
+			return err
+		}
+		if err := w.dev.GatherActions(w.dRef, w.acts.LogProbTensor(), pos, actCu, b.hi-b.lo); err != nil {
+			return fmt.Errorf("rl: reference log-probs: %w", err)
+		}
 	}
 	return nil
 }

@@ -15,30 +15,31 @@ func TestBackwardSharesSumToTheStep(t *testing.T) {
 	samples := fixtureSamples(m.Config.Vocab, shapes)
 	a := arena(t, m, 16, 3)
 	rng := rand.New(rand.NewPCG(9, 10))
+	v := newStepValues(len(samples))
 	for i, lp := range scored(t, m, a, samples) {
-		s := samples[i]
-		s.LogPOld, s.LogPRef, s.Adv = make([]float32, len(lp)), make([]float32, len(lp)), make([]float32, len(lp))
+		v.old[i], v.ref[i], v.adv[i] = make([]float32, len(lp)), make([]float32, len(lp)), make([]float32, len(lp))
 		for j := range lp {
-			s.LogPOld[j] = lp[j] + float32(rng.Float64()-0.5)
-			s.LogPRef[j] = lp[j] + float32(rng.Float64()-0.5)
-			s.Adv[j] = float32(rng.Float64()*2 - 1)
+			v.old[i][j] = lp[j] + float32(rng.Float64()-0.5)
+			v.ref[i][j] = lp[j] + float32(rng.Float64()-0.5)
+			v.adv[i][j] = float32(rng.Float64()*2 - 1)
 		}
 	}
+	w := loaded(t, a, samples, v)
 	c := Config{Algorithm: GRPO, KLCoef: 0.2, ClipEps: 0.2, RewardClip: 10}
 	whole, err := m.NewGrads()
 	require.NoError(t, err)
 	defer whole.Free()
-	want, err := wsOf(t, a).Backward(c, m, whole, samples)
+	want, err := w.Backward(c, m, whole, 0, len(samples))
 	require.NoError(t, err)
 	wantG := download(t, whole)
 
 	for _, cut := range []int{1, 3, 5} {
 		var sum ShareSums
 		total := make([]float64, len(wantG))
-		for _, part := range [][]*Sample{samples[:cut], samples[cut:]} {
+		for _, part := range [][2]int{{0, cut}, {cut, len(samples)}} {
 			g, err := m.NewGrads()
 			require.NoError(t, err)
-			s, err := wsOf(t, a).BackwardShare(c, m, g, part, len(samples))
+			s, err := w.BackwardShare(c, m, g, part[0], part[1], len(samples))
 			require.NoError(t, err)
 			sum.Add(s)
 			for i, v := range download(t, g) {
@@ -64,6 +65,6 @@ func TestBackwardSharesSumToTheStep(t *testing.T) {
 		t.Logf("cut %d: gradient relative L2 %.3g", cut, rel)
 		require.Less(t, rel, 2e-6, "cut %d", cut)
 	}
-	_, err = wsOf(t, a).BackwardShare(c, m, whole, samples, 2)
+	_, err = w.BackwardShare(c, m, whole, 0, len(samples), 2)
 	require.ErrorContains(t, err, "6 samples as a share of 2")
 }

@@ -7,32 +7,47 @@ import (
 	"github.com/serl-go/serl/kernels"
 )
 
-// Workspace is what ScoreActions, Advantages and Backward reuse from call to call: the training arena,
-// the host staging of token ids, log-probs and loss coefficients, and the device buffers of the
-// advantage ops. It grows to the largest batch it has seen; after that ScoreActions, Backward and
-// Advantages allocate nothing on the Go heap (budget_test.go pins it).
+// Workspace holds one training step on the device: the training arena, and the step's action-packed
+// per-token buffers (policy and reference log-probs, advantages) of the samples Score scored, in that
+// order. Reshape, Score, Advantages and BackwardShare reuse it from call to call; it grows to the
+// largest step it has seen, after which they allocate nothing on the Go heap (budget_test.go pins it).
+//
+// What crosses between host and device (budget_test.go pins the counts): each packed batch's token ids,
+// and once per Score or BackwardShare the batches' index arrays (sequence positions and action
+// offsets); the rewards in and out of
+// group_baseline, the step's reshaped rewards and action offsets, the whitening statistics and KL sums
+// out and the combined statistics back in, and per optimizer step the per-sequence loss sums out.
 type Workspace struct {
 	dev  *kernels.Device
 	acts *model.Activations
 
 	ids  []int32
 	lens []int
-	logp []float32
-	coef []float32
+	hIdx    []int32 // every batch's pos [S] then actCu [S+1], staged for upload
+	batches []batch // the arena batches of the latest pack
 
-	// Advantages: rewards in group order (dR), and [μ, σ², returns…] in one buffer (dX) so that the
-	// whitened advantages and their statistics come back in one download; dOnes is the whitening mask.
-	dR, dX, dOnes kernels.Tensor
-	hR, hX        []float32
-	groupAt       map[int]int // group id → index into members
-	members       [][]int     // sample indices per group, in first-seen order
-	shaped        []float64   // per sample: the reshaped, clipped reward
+	// the step: the samples Score scored, and their action offsets (actCu[i]..actCu[i+1])
+	step  []*Sample
+	actCu []int32
+
+	// device buffers, each grown to twice its need:
+	//   dOld, dRef, dAdv: action-packed F32 [actions]; dOnes: the whitening mask (all ones)
+	//   dR: the rewards in group order [all samples] (Reshape)
+	//   dSeq: per step sequence F32: reshaped rewards [n] | stats [3] | KL sums [n] | loss sums [3n]
+	//   dCu: the step's action offsets I32 [n+1]; dIdx: the batches' pos and actCu I32 [Σ 2S+1 ≤ 3n]
+	dOld, dRef, dAdv, dOnes kernels.Tensor
+	dR, dSeq, dCu, dIdx     kernels.Tensor
+	hSeq                    []float32 // host staging of dSeq's parts
+
+	reshapes uint64      // Reshape calls so far: a sample's reshaped says which one set its reward
+	groupAt  map[int]int // group id → index into members
+	members  [][]int     // sample indices per group, in first-seen order
 }
 
 // NewWorkspace wraps the training arena a of device d (it stays the caller's to free).
 func NewWorkspace(d *kernels.Device, a *model.Activations) *Workspace {
 	return &Workspace{dev: d, acts: a, ids: make([]int32, 0, a.MaxTokens), lens: make([]int, 0, a.MaxSeqs),
-		logp: make([]float32, a.MaxTokens), coef: make([]float32, a.MaxTokens), groupAt: map[int]int{}}
+		groupAt: map[int]int{}}
 }
 
 // Activations is the arena the workspace packs batches into.
@@ -40,10 +55,10 @@ func (w *Workspace) Activations() *model.Activations { return w.acts }
 
 // Free releases the workspace's device buffers (not the arena).
 func (w *Workspace) Free() {
-	for _, t := range []kernels.Tensor{w.dR, w.dX, w.dOnes} {
-		w.dev.Free(t)
+	for _, t := range []*kernels.Tensor{&w.dOld, &w.dRef, &w.dAdv, &w.dOnes, &w.dR, &w.dSeq, &w.dCu, &w.dIdx} {
+		w.dev.Free(*t)
+		*t = kernels.Tensor{}
 	}
-	w.dR, w.dX, w.dOnes = kernels.Tensor{}, kernels.Tensor{}, kernels.Tensor{}
 }
 
 // checkFits reports the first sample the arena cannot hold, before any work is done.
@@ -56,46 +71,113 @@ func (w *Workspace) checkFits(samples []*Sample) error {
 	return nil
 }
 
-// forward packs samples[lo:] into the arena, as many as fit (MaxTokens tokens, MaxSeqs sequences; every
-// sample fits alone, see checkFits), runs m's forward pass on them and downloads the batch's packed
-// per-token log-probs: the action at response position j of a sequence starting at packed offset o is
-// logp[o+PromptLen−1+j]. hi ends the batch.
-func (w *Workspace) forward(m *model.Model, samples []*Sample, lo int) (hi int, logp []float32, err error) {
-	w.ids, w.lens = w.ids[:0], w.lens[:0]
-	for hi = lo; hi < len(samples); hi++ {
-		n := len(samples[hi].IDs)
-		if hi > lo && (len(w.ids)+n > w.acts.MaxTokens || hi-lo == w.acts.MaxSeqs) {
-			break
+// setStep makes samples the step (checked and fitting) and sizes its action-packed buffers.
+func (w *Workspace) setStep(samples []*Sample) error {
+	for i, s := range samples {
+		if err := s.checkShape(); err != nil {
+			return fmt.Errorf("rl: sample %d: %w", i, err)
 		}
-		w.ids = append(w.ids, samples[hi].IDs...)
-		w.lens = append(w.lens, n)
 	}
-	if err := m.Forward(w.acts, w.ids, w.lens); err != nil {
-		return hi, nil, err
+	if err := w.checkFits(samples); err != nil {
+		return err
 	}
-	logp = w.logp[:len(w.ids)]
-	return hi, logp, w.acts.LogProbs(logp)
+	w.step = append(w.step[:0], samples...)
+	w.actCu = append(w.actCu[:0], 0)
+	for _, s := range samples {
+		w.actCu = append(w.actCu, w.actCu[len(w.actCu)-1]+int32(s.Actions()))
+	}
+	A := int(w.actCu[len(samples)])
+	if A == 0 { // a rank with no share of the step
+		return nil
+	}
+	for _, t := range []*kernels.Tensor{&w.dOld, &w.dRef, &w.dAdv} {
+		if _, err := w.grow(t, kernels.F32, A); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// grow makes t an F32 tensor of at least n elements, reallocating (to twice the need) when it is
-// smaller; fresh reports a reallocation, whose contents are undefined.
-func (w *Workspace) grow(t *kernels.Tensor, n int) (fresh bool, err error) {
+// Actions is the action count of the step Score last set.
+func (w *Workspace) Actions() int {
+	if len(w.actCu) == 0 {
+		return 0
+	}
+	return int(w.actCu[len(w.actCu)-1])
+}
+
+// batch is one arena batch of the step: samples [lo, hi), whose index arrays (pos [S] then actCu
+// [S+1]) start at element idx of dIdx.
+type batch struct{ lo, hi, idx int }
+
+// pack splits w.step[lo:end] into arena batches, in order, as many samples per batch as fit (MaxTokens
+// tokens, MaxSeqs sequences; every sample fits alone, see checkFits), and uploads every batch's index
+// arrays for the device's RL ops in one copy: pos (the packed position predicting each sequence's
+// first action) and actCu (its action offsets in the step's buffers).
+func (w *Workspace) pack(lo, end int) error {
+	w.batches, w.hIdx = w.batches[:0], w.hIdx[:0]
+	for b := lo; b < end; {
+		hi, tokens := b, 0
+		for ; hi < end; hi++ {
+			n := len(w.step[hi].IDs)
+			if hi > b && (tokens+n > w.acts.MaxTokens || hi-b == w.acts.MaxSeqs) {
+				break
+			}
+			tokens += n
+		}
+		w.batches = append(w.batches, batch{b, hi, len(w.hIdx)})
+		off := 0
+		for _, s := range w.step[b:hi] {
+			w.hIdx = append(w.hIdx, int32(off+s.PromptLen-1))
+			off += len(s.IDs)
+		}
+		w.hIdx = append(w.hIdx, w.actCu[b:hi+1]...)
+		b = hi
+	}
+	if _, err := w.grow(&w.dIdx, kernels.I32, len(w.hIdx)); err != nil {
+		return err
+	}
+	return kernels.Upload(w.dIdx.MustSlice(0, len(w.hIdx)), w.hIdx)
+}
+
+// forward runs m's forward pass on batch k of the latest pack and returns the batch's index arrays.
+func (w *Workspace) forward(m *model.Model, k int) (pos, actCu kernels.Tensor, err error) {
+	b := w.batches[k]
+	w.ids, w.lens = w.ids[:0], w.lens[:0]
+	for _, s := range w.step[b.lo:b.hi] {
+		w.ids = append(w.ids, s.IDs...)
+		w.lens = append(w.lens, len(s.IDs))
+	}
+	if err := m.Forward(w.acts, w.ids, w.lens); err != nil {
+		return pos, actCu, err
+	}
+	S := b.hi - b.lo
+	return w.dIdx.MustSlice(b.idx, b.idx+S), w.dIdx.MustSlice(b.idx+S, b.idx+2*S+1), nil
+}
+
+// grow makes t a tensor of dtype dt of at least n elements, reallocating (to twice the need) when it
+// is smaller; fresh reports a reallocation, whose contents are undefined.
+func (w *Workspace) grow(t *kernels.Tensor, dt kernels.DType, n int) (fresh bool, err error) {
 	if t.Valid() && t.Len() >= n {
 		return false, nil
 	}
 	w.dev.Free(*t)
 	*t = kernels.Tensor{}
-	nt, err := w.dev.Alloc(kernels.F32, 2*n)
+	nt, err := w.dev.Alloc(dt, 2*n)
 	if err != nil {
-		return false, fmt.Errorf("rl: advantage buffers: %w", err)
+		return false, fmt.Errorf("rl: step buffers: %w", err)
 	}
 	*t = nt
 	return true, nil
 }
 
-// MaxDeviceBytes bounds the device memory of the advantage buffers for batches of up to samples
+// MaxDeviceBytes bounds the device memory of a Workspace's step buffers for steps of up to samples
 // samples with up to actions action tokens in all (a memory plan counts it before anything is
-// allocated): rewards, [μ, σ², returns…] and the whitening mask, each grown to twice its need.
+// allocated), each buffer grown to twice its need: four action-packed F32 buffers (policy and
+// reference log-probs, advantages, whitening mask), the rewards [samples], the per-sequence F32 buffer
+// [5·samples+3], the step's action offsets [samples+1] and the batches' index arrays [Σ (2S+1) ≤
+// 3·samples]. F32 and I32 are both 4 bytes.
 func MaxDeviceBytes(samples, actions int) int64 {
-	return 2 * int64(kernels.F32.Size()) * (int64(samples) + int64(2+actions) + int64(actions))
+	n, a := int64(samples), int64(actions)
+	return 2 * int64(kernels.F32.Size()) * (4*a + n + (5*n + 3) + (n + 1) + 3*n)
 }

@@ -53,9 +53,13 @@ func (m StepMetrics) Deterministic() StepMetrics {
 	return m
 }
 
-// trainStep runs one RL update on a batch of RolloutBatch groups: log-probs of the policy (the
-// training forward pass, docs/SERL.md D18) and of the reference, advantages over exactly these samples
-// (docs/SERL.md D4), then optimizer steps of TrainBatch sequences in a shuffled order.
+// trainStep runs one RL update on a batch of RolloutBatch groups (docs/SERL.md D4, D18): the samples
+// are shuffled into their optimizer steps of TrainBatch sequences first, so that each rank scores —
+// log-probs of the policy (the training forward pass) and of the reference — exactly the samples it
+// will train on, its share of every optimizer step, and their per-token data never leaves its device.
+// Rewards are reshaped over all the groups on every rank (host scalars every rank has), advantages are
+// whitened over exactly these samples with statistics combined across the ranks, and each optimizer
+// step's gradients and loss sums are summed over the ranks.
 func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 	t0 := time.Now()
 	var samples []*rl.Sample
@@ -66,38 +70,47 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 			samples = append(samples, &rl.Sample{Group: gi, IDs: ids, PromptLen: len(g.Prompt), Reward: resp.Reward})
 		}
 	}
-	old, ref, err := r.scoreActions(samples)
-	if err != nil {
-		return err
-	}
 	var rewardSum float64
-	for i, s := range samples {
-		s.LogPOld, s.LogPRef = old[i], ref[i]
+	for _, s := range samples {
 		rewardSum += s.Reward
 	}
-	adv, err := r.rlw.Advantages(r.rlc, samples)
-	if err != nil {
+	if err := r.rlw.Reshape(r.rlc, samples); err != nil {
 		return err
 	}
 	r.loopRNG.Shuffle(len(samples), func(i, j int) { samples[i], samples[j] = samples[j], samples[i] })
+	// This rank's share of every optimizer step, back to back: chunk k's share is local[at[k]:at[k+1]].
+	var local []*rl.Sample
+	at := []int{0}
+	for lo := 0; lo < len(samples); lo += r.cfg.TrainBatch {
+		chunk := samples[lo:min(lo+r.cfg.TrainBatch, len(samples))]
+		clo, chi := r.comm.Split(len(chunk))
+		local = append(local, chunk[clo:chi]...)
+		at = append(at, len(local))
+	}
+	if err := r.rlw.Score(r.in.Policy, r.in.Reference, local); err != nil {
+		return err
+	}
+	adv, err := r.rlw.Advantages(r.rlc, r.combineMoments)
+	if err != nil {
+		return err
+	}
 	d := r.in.Policy.Device()
 	m := StepMetrics{Step: r.state.Steps + 1, RewardMean: rewardSum / float64(len(samples)), AdvStd: adv.AdvStd}
 	var clipTokens, tokens int
 	nOpt := 0
-	for lo := 0; lo < len(samples); lo += r.cfg.TrainBatch {
+	for k, lo := 0, 0; lo < len(samples); k, lo = k+1, lo+r.cfg.TrainBatch {
 		if err := r.cancelled(ctx); err != nil {
 			return err
 		}
-		chunk := samples[lo:min(lo+r.cfg.TrainBatch, len(samples))]
+		n := min(r.cfg.TrainBatch, len(samples)-lo)
 		if err := d.Zero(r.grads.Data); err != nil {
 			return err
 		}
-		// This rank's share of the optimizer step; the gradients of every share are summed before
-		// clipping and AdamW, which then run alike on every rank.
-		clo, chi := r.comm.Split(len(chunk))
+		// The gradients of every share are summed before clipping and AdamW, which then run alike on
+		// every rank.
 		var share rl.ShareSums
-		if chi > clo {
-			if share, err = r.rlw.BackwardShare(r.rlc, r.in.Policy, r.grads, chunk[clo:chi], len(chunk)); err != nil {
+		if at[k+1] > at[k] {
+			if share, err = r.rlw.BackwardShare(r.rlc, r.in.Policy, r.grads, at[k], at[k+1], n); err != nil {
 				return err
 			}
 		}
@@ -139,27 +152,17 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 	return nil
 }
 
-// scoreActions returns the per-token log-probs of every sample's actions under the policy and the
-// reference; each rank scores its share and the shares are gathered.
-func (r *Runner) scoreActions(samples []*rl.Sample) (old, ref [][]float32, err error) {
-	lo, hi := r.comm.Split(len(samples))
-	old = make([][]float32, hi-lo)
-	ref = make([][]float32, hi-lo)
-	if hi > lo {
-		if err := r.rlw.ScoreActions(r.in.Policy, samples[lo:hi], old); err != nil {
-			return nil, nil, err
-		}
-		if err := r.rlw.ScoreActions(r.in.Reference, samples[lo:hi], ref); err != nil {
-			return nil, nil, err
-		}
+// combineMoments is the advantages' rl.Reducer: every rank's moments of its returns, gathered and
+// combined in rank order, so that each whitens with the whole step's statistics.
+func (r *Runner) combineMoments(local rl.Moments) (rl.Moments, error) {
+	if r.comm.Size() == 1 {
+		return local, nil
 	}
-	if old, err = gather(r.comm, "policy log-probs", old); err != nil {
-		return nil, nil, err
+	parts, err := gather(r.comm, "return statistics", []rl.Moments{local})
+	if err != nil {
+		return rl.Moments{}, err
 	}
-	if ref, err = gather(r.comm, "reference log-probs", ref); err != nil {
-		return nil, nil, err
-	}
-	return old, ref, nil
+	return rl.CombineMoments(parts), nil
 }
 
 // finishMetrics adds the counters of the ticks that led to this step, writes the metrics line and
