@@ -203,7 +203,9 @@ func testPPOCoef(t *testing.T, h *harness) {
 			}
 		}
 	}
-	one := func() (Tensor, Tensor, Tensor) { return h.f32([]float32{-1, -1}), h.i32([]int32{0}), h.i32([]int32{0, 1}) }
+	one := func() (Tensor, Tensor, Tensor) {
+		return h.f32([]float32{-1, -1}), h.i32([]int32{0}), h.i32([]int32{0, 1})
+	}
 	lp, pos, cu := one()
 	requireOpError(t, "step of fewer sequences", h.d.PPOCoef(h.poisoned(2), h.poisoned(3), lp, lp, lp, lp, pos, cu, 1, 0, PPO{ClipEps: 0.2}))
 	requireOpError(t, "clip ε 0", h.d.PPOCoef(h.poisoned(2), h.poisoned(3), lp, lp, lp, lp, pos, cu, 1, 1, PPO{}))

@@ -21,8 +21,8 @@ type Workspace struct {
 	dev  *kernels.Device
 	acts *model.Activations
 
-	ids  []int32
-	lens []int
+	ids     []int32
+	lens    []int
 	hIdx    []int32 // every batch's pos [S] then actCu [S+1], staged for upload
 	batches []batch // the arena batches of the latest pack
 
