@@ -15,7 +15,7 @@ import (
 )
 
 // fixtureModel loads the tiny float32 Qwen2 fixture of engine/model on the CPU device.
-func fixtureModel(t *testing.T) *model.Model {
+func fixtureModel(t testing.TB) *model.Model {
 	m, err := model.Load(testenv.CPU(t), "../model/testdata/qwen2_f32")
 	require.NoError(t, err)
 	t.Cleanup(m.Free)
