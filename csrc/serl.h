@@ -18,7 +18,7 @@
  *    Weights' gradients, norm statistics (rstd), log-sum-exp and everything of the optimizer stay F32.
  *    An unsupported dtype or combination is SERL_E_UNSUPPORTED.
  *  - Constants are generated for Go from this file (tools/genlayout -consts): dtypes, statuses, copy
- *    kinds, group modes and SIMD levels keep one numbering on both sides.
+ *    kinds, group modes, whiten modes and SIMD levels keep one numbering on both sides.
  *  - On failure an op returns a negative status and serl_last_error(ctx) says why.
  */
 #ifndef SERL_H
