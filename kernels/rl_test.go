@@ -10,6 +10,17 @@ import (
 )
 
 // The RL step's ops (F32 only: log-probs, returns and advantages are float32 under every precision).
+//
+// Tolerances: the CPU library computes what the reference does, in the same order in double, and
+// matches it exactly (measured: 0 on every case here). CUDA's exp and division may differ from Go's by
+// an ulp of a double, which can move a float32 result by one ulp: rlTol allows that there (not yet
+// measured on a GPU).
+func rlTol(h *harness) float64 {
+	if h.d.Backend() == "cpu" {
+		return 0
+	}
+	return 1e-7
+}
 
 func init() {
 	register("whiten_modes", testWhitenModes)
@@ -54,7 +65,7 @@ func testWhitenModes(t *testing.T, h *harness) {
 			sm += float64(m)
 		}
 		what := fmt.Sprintf("whiten stats n=%d", n)
-		requireClose(t, what, h.get(st), []float32{float32(mu), float32(v), float32(sm)}, 1e-6)
+		requireClose(t, what, h.get(st), []float32{float32(mu), float32(v), float32(sm)}, rlTol(h))
 
 		for _, stdNorm := range []bool{true, false} {
 			given := []float32{float32(mu) + 0.25, float32(v) * 1.5}
@@ -62,7 +73,7 @@ func testWhitenModes(t *testing.T, h *harness) {
 			require.NoError(t, h.d.WhitenApply(y, h.f32(given), h.f32(x), h.f32(mask), stdNorm, 1e-8))
 			want := make([]float32, n)
 			ref.WhitenApply(want, x, mask, float64(given[0]), float64(given[1]), stdNorm, 1e-8)
-			requireClose(t, fmt.Sprintf("whiten apply n=%d std=%v", n, stdNorm), h.get(y), want, 1e-6)
+			requireClose(t, fmt.Sprintf("whiten apply n=%d std=%v", n, stdNorm), h.get(y), want, rlTol(h))
 		}
 		if n < 2 {
 			continue
@@ -89,7 +100,8 @@ func testWhitenModes(t *testing.T, h *harness) {
 		require.NoError(t, h.d.WhitenApply(y.MustSlice(k, n), g, xt.MustSlice(k, n), mt.MustSlice(k, n), true, 1e-8))
 		full := h.poisoned(n)
 		require.NoError(t, h.d.Whiten(full, h.poisoned(2), xt, mt, true, 1e-8))
-		requireClose(t, fmt.Sprintf("whiten in two halves n=%d", n), h.get(y), h.get(full), 1e-6)
+		// the halves' statistics are rounded to float32 before they are combined: measured 1.05e-7
+		requireClose(t, fmt.Sprintf("whiten in two halves n=%d", n), h.get(y), h.get(full), 4e-7)
 	}
 	requireOpError(t, "stats of a zero mask", h.d.WhitenStats(h.poisoned(3), h.f32([]float32{1, 2}), h.f32([]float32{0, 0})))
 	requireOpError(t, "short stats", h.d.WhitenStats(h.poisoned(2), h.f32([]float32{1, 2}), h.f32([]float32{1, 1})))
@@ -136,9 +148,8 @@ func testKLReturns(t *testing.T, h *harness) {
 			wantRet, wantKL := make([]float32, b.actions), make([]float32, nSeqs)
 			ref.KLReturns(wantRet, wantKL, old, refLP, reward, b.actCu, float64(beta))
 			what := fmt.Sprintf("kl_returns %d sequences β=%g", nSeqs, beta)
-			// per element: both sum in double and round once; only fused multiply-adds may differ
-			requireClose(t, what, h.get(ret), wantRet, 1e-7)
-			requireClose(t, what+" kl", h.get(kl), wantKL, 1e-7)
+			requireClose(t, what, h.get(ret), wantRet, rlTol(h))
+			requireClose(t, what+" kl", h.get(kl), wantKL, rlTol(h))
 		}
 	}
 	requireOpError(t, "negative beta", h.d.KLReturns(h.poisoned(1), h.poisoned(1), h.f32([]float32{1}), h.f32([]float32{1}), h.f32([]float32{1}), h.i32([]int32{0, 1}), 1, -1))
@@ -183,14 +194,14 @@ func testPPOCoef(t *testing.T, h *harness) {
 			wantCoef, wantSums := make([]float32, b.tokens), make([]float32, 3*nSeqs)
 			ref.PPOCoef(wantCoef, wantSums, logp, old, refLP, adv, b.pos, b.actCu, 2*nSeqs, float64(p.ClipEps), float64(p.KLCoef), p.GRPO)
 			what := fmt.Sprintf("ppo_coef %d sequences grpo=%v", nSeqs, p.GRPO)
-			requireClose(t, what+" coef", h.get(coef), wantCoef, 1e-7)
+			requireClose(t, what+" coef", h.get(coef), wantCoef, rlTol(h))
 			got := h.get(sums)
 			clipped := 0
 			for i := range nSeqs {
 				require.Equal(t, wantSums[3*i+1], got[3*i+1], "%s: clipped tokens of sequence %d", what, i)
 				clipped += int(got[3*i+1])
 				for _, k := range []int{0, 2} {
-					require.InDelta(t, wantSums[3*i+k], got[3*i+k], 1e-6*(1+math.Abs(float64(wantSums[3*i+k]))), "%s: sum %d of sequence %d", what, k, i)
+					require.InDelta(t, wantSums[3*i+k], got[3*i+k], rlTol(h)*(1+math.Abs(float64(wantSums[3*i+k]))), "%s: sum %d of sequence %d", what, k, i)
 				}
 			}
 			if nSeqs >= 33 {

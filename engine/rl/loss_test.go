@@ -14,7 +14,9 @@ import (
 // ppoCoefficients is one sequence's PPO-clip loss, clipped-token count, KL sum and coefficients by the
 // formula's one statement (ref.PPOSequence, in float64), checked against the device op that the
 // engine runs (kernels.PPOCoef on the CPU device, the sequence at packed offset 2 of a longer batch):
-// the same coefficients and sums to float32 rounding, 0 off the sequence.
+// the same coefficients and sums to float32 rounding (the device stores the sums as float32 and takes ε
+// and β as float32; measured 1.8e-9 on the coefficients, 5.7e-9 on the loss, 1.4e-8 on the KL sum,
+// relative to 1 + |value|), 0 off the sequence.
 func ppoCoefficients(t *testing.T, c Config, logp, logpOld, logpRef, adv []float32, nSeqs int, coef []float32) (loss float64, clipped int, kl float64) {
 	t.Helper()
 	loss, clipped, kl = ref.PPOSequence(coef, logp, logpOld, logpRef, adv, nSeqs, c.ClipEps, c.KLCoef, c.Algorithm == GRPO)
@@ -46,11 +48,11 @@ func ppoCoefficients(t *testing.T, c Config, logp, logpOld, logpRef, adv []float
 	require.Equal(t, []float32{0, 0}, gc[:2])
 	require.Equal(t, float32(0), gc[T+2])
 	for i := range coef {
-		require.InDelta(t, coef[i], gc[2+i], 1e-7*(1+math.Abs(float64(coef[i]))), "device coefficient %d", i)
+		require.InDelta(t, coef[i], gc[2+i], 7e-9*(1+math.Abs(float64(coef[i]))), "device coefficient %d", i)
 	}
-	require.InDelta(t, loss, float64(gs[0]), 2e-7*(1+math.Abs(loss)), "device loss")
+	require.InDelta(t, loss, float64(gs[0]), 2.3e-8*(1+math.Abs(loss)), "device loss")
 	require.Equal(t, float32(clipped), gs[1], "device clipped tokens")
-	require.InDelta(t, kl, float64(gs[2]), 2e-7*(1+math.Abs(kl)), "device KL")
+	require.InDelta(t, kl, float64(gs[2]), 5.5e-8*(1+math.Abs(kl)), "device KL")
 	return loss, clipped, kl
 }
 

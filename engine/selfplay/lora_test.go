@@ -80,7 +80,7 @@ func TestMemoryPlanLoRA(t *testing.T) {
 			r, err := Start(filepath.Join(t.TempDir(), "run"), cfg, in)
 			require.NoError(t, err)
 			defer r.Free()
-			var lazy int64 // the advantage buffers, grown on the first steps
+			var lazy int64 // the RL step buffers, grown on the first steps
 			for _, it := range plan.Items {
 				if it.Name == RLBuffersItem {
 					lazy += it.Bytes

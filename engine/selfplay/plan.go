@@ -14,9 +14,10 @@ func (c Config) generationConfig(mc model.Config) (generate.Config, error) {
 		MaxBatch: c.MaxBatch, Prompts: max(c.RolloutBatch, c.GenPrompts)})
 }
 
-// RLBuffersItem names the plan's bound on the advantage buffers, which are allocated on the first
-// training steps rather than at the start.
-const RLBuffersItem = "advantage buffers (at most)"
+// RLBuffersItem names the plan's bound on the RL step's device buffers (log-probs, advantages and
+// per-sequence scalars, rl.Workspace), which are allocated on the first training steps rather than at
+// the start.
+const RLBuffersItem = "RL step buffers (at most)"
 
 // MemoryPlan is everything a run of c allocates on the device for a policy of configuration mc, computed
 // from the settings alone, before anything is allocated: the policy's weights (float32 master and, under
@@ -47,7 +48,7 @@ func MemoryPlan(c Config, mc model.Config) (model.Plan, error) {
 	if lc := c.LoRA(); lc != nil {
 		pl.Add(mc.LoRAWorkspacePlan("generation", *lc, max(gcfg.MaxPrefillTokens, gcfg.MaxBatch), p))
 	}
-	// The advantage buffers grow on the first steps (rl.Workspace), up to this bound.
+	// The RL step's buffers grow on the first steps (rl.Workspace), up to this bound.
 	samples := c.RolloutBatch * c.Samples
 	pl.Add(model.PlanItem{Name: RLBuffersItem, DType: kernels.F32, Bytes: rl.MaxDeviceBytes(samples, samples*c.MaxNewTokens)})
 	return pl, nil

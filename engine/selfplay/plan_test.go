@@ -51,7 +51,7 @@ func TestMemoryPlanIsWhatStartAllocates(t *testing.T) {
 			require.NoError(t, r.Run(context.Background(), nil))
 			_, peak := d.MemoryInUse()
 			require.LessOrEqual(t, peak, plan.Total(), "training stays inside the plan")
-			require.Greater(t, peak, plan.Total()-lazy, "the advantage buffers were allocated")
+			require.Greater(t, peak, plan.Total()-lazy, "the RL step buffers were allocated")
 			t.Logf("%s: plan %d bytes, peak %d", prec, plan.Total(), peak)
 
 			var bf16 int64
