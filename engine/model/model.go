@@ -220,6 +220,16 @@ func (m *Model) Forward(a *Activations, ids []int32, seqLens []int) error {
 	if err := m.stage(a, ids, seqLens); err != nil {
 		return err
 	}
+	return m.ForwardAgain(a)
+}
+
+// ForwardAgain is Forward on the batch a already holds, staged by the latest Forward into a (of m or of
+// another model of the same configuration, e.g. the policy before the reference): the token ids,
+// targets, positions and offsets are on the device already, so nothing crosses to it.
+func (m *Model) ForwardAgain(a *Activations) error {
+	if a.tokens == 0 {
+		return fmt.Errorf("model: forward again without a staged batch")
+	}
 	if m.lora != nil && a.lu == nil {
 		return fmt.Errorf("model: activations allocated before the adapters were attached")
 	}

@@ -44,8 +44,8 @@ func packedBatches(a *model.Activations, samples []*Sample) [][2]int {
 // batches, with one optimizer step over all of them:
 //
 //   - scoring: every batch's index arrays for the device's RL ops in one upload (each sequence's packed
-//     position and the S+1 action offsets, Σ 4(2S+1) bytes); per batch the policy's and the reference's
-//     forward (ids, targets, positions, offsets: batchCopies);
+//     position and the S+1 action offsets, Σ 4(2S+1) bytes); per batch the forward's inputs (ids,
+//     targets, positions, offsets: batchCopies), staged once for the policy and the reference;
 //   - rloo, grpo: the rewards in group order up and back, reshaped (group_baseline), 4n bytes each way;
 //   - advantages: the reshaped rewards (4n) and the step's action offsets (4(n+1)) up; the return
 //     statistics [μ, σ², n] and the n per-sequence KL sums down in one (4(n+3)); reinforce++ and rloo
@@ -63,8 +63,7 @@ func stepCopies(alg Algorithm, batches [][2]int, n int) kernels.Transfers {
 	}
 	x := addCopies(idx, idx) // scoring's and the backward's
 	for _, b := range batches {
-		x = addCopies(x, batchCopies(b[0], b[1])) // policy
-		x = addCopies(x, batchCopies(b[0], b[1])) // reference
+		x = addCopies(x, batchCopies(b[0], b[1])) // scoring: the policy, then the reference on the same staging
 		x = addCopies(x, batchCopies(b[0], b[1])) // backward
 	}
 	if alg != ReinforcePP {

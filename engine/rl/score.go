@@ -8,9 +8,9 @@ import (
 
 // Score makes samples the workspace's step and scores their actions under the policy and the
 // reference model into the step's device buffers (logp_old, logp_ref), packing them into batches of
-// the arena in order. Each batch is run through the policy and then the reference, and each forward's
-// action log-probs are gathered on the device: only the token ids and, once, the batches' index arrays
-// go up.
+// the arena in order. Each batch is staged once and run through the policy and then the reference, and
+// each forward's action log-probs are gathered on the device: only the token ids (with their targets,
+// positions and offsets) and, once, the batches' index arrays go up.
 // policy and ref may be the same model.
 func (w *Workspace) Score(policy, ref *model.Model, samples []*Sample) error {
 	if err := w.setStep(samples); err != nil {
@@ -27,7 +27,7 @@ func (w *Workspace) Score(policy, ref *model.Model, samples []*Sample) error {
 		if err := w.dev.GatherActions(w.dOld, w.acts.LogProbTensor(), pos, actCu, b.hi-b.lo); err != nil {
 			return fmt.Errorf("rl: policy log-probs: %w", err)
 		}
-		if _, _, err := w.forward(ref, k); err != nil {
+		if err := ref.ForwardAgain(w.acts); err != nil { // the same batch: nothing goes up
 			return err
 		}
 		if err := w.dev.GatherActions(w.dRef, w.acts.LogProbTensor(), pos, actCu, b.hi-b.lo); err != nil {
