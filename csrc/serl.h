@@ -460,6 +460,37 @@ typedef struct {
 } serl_sample_args;
 SERL_API int32_t serl_sample(void *ctx, const serl_sample_args *a);
 
+/* ---------------------------------------------------------------- decode step state */
+
+/* Advances a decode batch of n rows by the token each row has just drawn, on the device, so a
+ * steady-state decode step uploads nothing (the generation engine's inputs stay where the sampler and
+ * the model read them). First the n_patch block-table patches: table[patch[2i]] = patch[2i+1] (the
+ * blocks the host took since the last step; indices distinct, one outside [0, n·max_blocks) skipped). Then
+ * per row r, with t = tokens[r] and p = pos[r] + 1:
+ *   ids[r] = t; pos[r] = p; seq_lens[r] = p + 1;
+ *   slots[r] = table[r·max_blocks + p / block_size] · block_size + p % block_size
+ *              (−1 when p < 0 or p / block_size ≥ max_blocks: the row has no block for p);
+ *   hist[r·ld_hist + steps[r]] = t when hist is given and steps[r] < ld_hist; then steps[r] += 1;
+ *   ban_rows[r] = steps[r] < min_new[r] when ban_rows is given.
+ * Every tensor is I32. */
+typedef struct {
+    uint32_t size;
+    int32_t n, block_size, max_blocks;
+    int32_t ld_hist, n_patch;
+    const int32_t *tokens;  /* [n] */
+    const int32_t *patch;   /* [2·n_patch] or NULL */
+    int32_t *table;         /* [n, max_blocks] */
+    int32_t *ids;           /* [n] */
+    int32_t *pos;           /* [n] */
+    int32_t *seq_lens;      /* [n] */
+    int32_t *slots;         /* [n] */
+    int32_t *steps;         /* [n] */
+    int32_t *hist;          /* [n, ld_hist] or NULL */
+    int32_t *ban_rows;      /* [n] or NULL */
+    const int32_t *min_new; /* [n], with ban_rows */
+} serl_decode_advance_args;
+SERL_API int32_t serl_decode_advance(void *ctx, const serl_decode_advance_args *a);
+
 /* ---------------------------------------------------------------- advantages */
 
 /* Masked whitening over a token batch: μ = Σ m·x / Σ m, σ² = Σ m·(x−μ)² / Σ m (biased),

@@ -207,6 +207,15 @@ type sampleArgs struct {
 	seeds, seqIDs, steps, tokens, logp uintptr `c:"seeds,seq_ids,steps,tokens,logp"`
 }
 
+type decodeAdvanceArgs struct {
+	size                         uint32  `c:"size"`
+	n, blockSize, maxBlocks      int32   `c:"n,block_size,max_blocks"`
+	ldHist, nPatch               int32   `c:"ld_hist,n_patch"`
+	tokens, patch, table         uintptr `c:"tokens,patch,table"`
+	ids, pos, seqLens, slots     uintptr `c:"ids,pos,seq_lens,slots"`
+	steps, hist, banRows, minNew uintptr `c:"steps,hist,ban_rows,min_new"`
+}
+
 type whitenArgs struct {
 	size              uint32  `c:"size"`
 	stdNorm           int32   `c:"std_norm"`
@@ -331,6 +340,7 @@ var abiStructs = map[string]any{
 	"serl_logprob_fwd_args":      logprobFwdArgs{},
 	"serl_logprob_bwd_args":      logprobBwdArgs{},
 	"serl_sample_args":           sampleArgs{},
+	"serl_decode_advance_args":   decodeAdvanceArgs{},
 	"serl_whiten_args":           whitenArgs{},
 	"serl_group_baseline_args":   groupBaselineArgs{},
 	"serl_grad_norm_args":        gradNormArgs{},

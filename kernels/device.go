@@ -56,6 +56,7 @@ const (
 	opGatherActions
 	opKLReturns
 	opPPOCoef
+	opDecodeAdvance
 	numOps
 )
 
@@ -65,7 +66,7 @@ var opNames = [numOps]string{
 	"bias_add", "bias_bwd", "add", "scale", "cast", "logprob_fwd", "logprob_bwd", "sample", "whiten",
 	"group_baseline", "grad_norm", "adamw", "nccl_unique_id", "nccl_init", "nccl_all_reduce",
 	"nccl_broadcast", "nccl_poll", "nccl_free",
-	"gather_actions", "kl_returns", "ppo_coef",
+	"gather_actions", "kl_returns", "ppo_coef", "decode_advance",
 }
 
 func (o opID) String() string { return opNames[o] }

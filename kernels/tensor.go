@@ -165,6 +165,17 @@ func (t Tensor) Slice(lo, hi int) (Tensor, error) {
 	return v, nil
 }
 
+// Bitcast views the same bytes as dtype dt of the same element size (e.g. F32 bits in an I32 buffer,
+// so values of both kinds come back in one download).
+func (t Tensor) Bitcast(dt DType) (Tensor, error) {
+	if dt.Size() != t.dtype.Size() {
+		return Tensor{}, fmt.Errorf("kernels: bitcast %s to %s: element sizes %d and %d differ", t, dt, t.dtype.Size(), dt.Size())
+	}
+	v := t
+	v.dtype = dt
+	return v, nil
+}
+
 // MustSlice is Slice for ranges the caller has already checked.
 func (t Tensor) MustSlice(lo, hi int) Tensor {
 	v, err := t.Slice(lo, hi)

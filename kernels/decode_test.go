@@ -1,0 +1,114 @@
+package kernels
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/serl-go/serl/kernels/ref"
+)
+
+func init() { register("decode_advance", testDecodeAdvance) }
+
+func (h *harness) getI32(x Tensor) []int32 {
+	h.t.Helper()
+	out := make([]int32, x.Len())
+	require.NoError(h.t, Download(out, x))
+	return out
+}
+
+// testDecodeAdvance checks every output of the op against the reference, exactly (integers), with and
+// without the history and the ban flags, with patches (one out of range, skipped), rows whose next
+// position lies past their table (slot −1) and full histories (nothing appended).
+func testDecodeAdvance(t *testing.T, h *harness) {
+	// by hand: block size 4, 3 blocks per row; row 0 at position 2 → 3 (block 0), row 1 at 3 → 4, the
+	// start of its block 1, which a patch fills in just before
+	tab := h.i32([]int32{5, 0, 0, 7, 0, 0}, 2, 3)
+	ids, pos, lens, slots, steps := h.i32([]int32{-9, -9}), h.i32([]int32{2, 3}), h.i32([]int32{-9, -9}), h.i32([]int32{-9, -9}), h.i32([]int32{1, 4})
+	ban, minNew := h.i32([]int32{1, 1}), h.i32([]int32{2, 9})
+	require.NoError(t, h.d.DecodeAdvance(DecodeAdvance{Tokens: h.i32([]int32{11, 12}), Patch: h.i32([]int32{4, 9}), Table: tab,
+		IDs: ids, Pos: pos, SeqLens: lens, Slots: slots, Steps: steps, BanRows: ban, MinNew: minNew, BlockSize: 4}))
+	require.Equal(t, []int32{5, 0, 0, 7, 9, 0}, h.getI32(tab))
+	require.Equal(t, []int32{11, 12}, h.getI32(ids))
+	require.Equal(t, []int32{3, 4}, h.getI32(pos))
+	require.Equal(t, []int32{4, 5}, h.getI32(lens))
+	require.Equal(t, []int32{5*4 + 3, 9*4 + 0}, h.getI32(slots))
+	require.Equal(t, []int32{2, 5}, h.getI32(steps))
+	require.Equal(t, []int32{0, 1}, h.getI32(ban))
+
+	for _, n := range []int{1, 3, 17, 64, 257} {
+		for _, bs := range []int{1, 4, 16} {
+			for _, opt := range []struct{ hist, ban bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+				what := fmt.Sprintf("n=%d bs=%d hist=%v ban=%v", n, bs, opt.hist, opt.ban)
+				const mb, ldHist = 5, 9
+				rnd := func(k int, lo, hi int32) []int32 {
+					x := make([]int32, k)
+					for i := range x {
+						x[i] = lo + h.rng.Int32N(hi-lo)
+					}
+					return x
+				}
+				tokens, table := rnd(n, 0, 1000), rnd(n*mb, 0, 500)
+				pos := rnd(n, 0, int32(mb*bs)) // the last position of the table advances past it: slot −1
+				pos[0] = int32(mb*bs - 1)
+				steps := rnd(n, 0, ldHist+1) // = ldHist: the history is full, nothing appended
+				var patch []int32
+				for _, at := range h.rng.Perm(n * mb)[:min(n, 7)] {
+					patch = append(patch, int32(at), h.rng.Int32N(500))
+				}
+				patch = append(patch, int32(n*mb), 3) // out of range: skipped
+				args := DecodeAdvance{Tokens: h.i32(tokens), Patch: h.i32(patch), Table: h.i32(table, n, mb),
+					IDs: h.i32(rnd(n, -5, 0)), Pos: h.i32(pos), SeqLens: h.i32(rnd(n, -5, 0)), Slots: h.i32(rnd(n, -5, 0)),
+					Steps: h.i32(steps), BlockSize: bs}
+				ids, lens, slots := make([]int32, n), make([]int32, n), make([]int32, n)
+				var hist, banRows, minNew []int32
+				if opt.hist {
+					hist = rnd(n*ldHist, -5, 0)
+					args.Hist = h.i32(hist, n, ldHist)
+				}
+				if opt.ban {
+					banRows, minNew = rnd(n, 0, 2), rnd(n, 0, ldHist+2)
+					args.BanRows, args.MinNew = h.i32(banRows), h.i32(minNew)
+				}
+				require.NoError(t, h.d.DecodeAdvance(args), what)
+				ref.DecodeAdvance(tokens, patch, table, ids, pos, lens, slots, steps, hist, ldHist, banRows, minNew, bs, mb)
+				require.Contains(t, slots, int32(-1), what)
+				for _, c := range []struct {
+					name string
+					got  Tensor
+					want []int32
+				}{{"table", args.Table, table}, {"ids", args.IDs, ids}, {"pos", args.Pos, pos}, {"seq_lens", args.SeqLens, lens},
+					{"slots", args.Slots, slots}, {"steps", args.Steps, steps}, {"hist", args.Hist, hist}, {"ban_rows", args.BanRows, banRows}} {
+					if c.want != nil {
+						require.True(t, slices.Equal(c.want, h.getI32(c.got)), "%s: %s", what, c.name)
+					}
+				}
+			}
+		}
+	}
+
+	ok := func() DecodeAdvance {
+		return DecodeAdvance{Tokens: h.i32([]int32{1, 2}), Table: h.i32(make([]int32, 6), 2, 3), IDs: h.i32([]int32{0, 0}),
+			Pos: h.i32([]int32{0, 0}), SeqLens: h.i32([]int32{0, 0}), Slots: h.i32([]int32{0, 0}), Steps: h.i32([]int32{0, 0}), BlockSize: 4}
+	}
+	require.NoError(t, h.d.DecodeAdvance(ok()))
+	for _, c := range []struct {
+		name   string
+		mutate func(a *DecodeAdvance)
+	}{
+		{"block size 0", func(a *DecodeAdvance) { a.BlockSize = 0 }},
+		{"short pos", func(a *DecodeAdvance) { a.Pos = h.i32([]int32{0}) }},
+		{"nil slots", func(a *DecodeAdvance) { a.Slots = Tensor{} }},
+		{"f32 ids", func(a *DecodeAdvance) { a.IDs = h.f32([]float32{0, 0}) }},
+		{"flat table", func(a *DecodeAdvance) { a.Table = h.i32(make([]int32, 6)) }},
+		{"odd patch", func(a *DecodeAdvance) { a.Patch = h.i32([]int32{1, 2, 3}) }},
+		{"flat hist", func(a *DecodeAdvance) { a.Hist = h.i32(make([]int32, 6)) }},
+		{"ban rows without min new", func(a *DecodeAdvance) { a.BanRows = h.i32([]int32{0, 0}) }},
+	} {
+		a := ok()
+		c.mutate(&a)
+		requireOpError(t, c.name, h.d.DecodeAdvance(a))
+	}
+}
