@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/kernels"
 )
 
 // Params are one request's sampling settings (vLLM's SamplingParams, as SeRL uses them).
@@ -97,8 +98,32 @@ type Engine struct {
 
 	maxBlocks int
 	sp        samplerBuffers
-	// host staging for a decode step, [MaxBatch] (tables [MaxBatch·maxBlocks])
-	ids, pos, slots, lens, table []int32
+	dec       decodeState
+}
+
+// decodeState is what the device holds of the decode batch between steps: the model's inputs (the
+// workspace's DecodeInputs), the sampler's per-row settings, histories and ban sets. It describes rows
+// (in this order) when valid; a step over exactly those rows then only advances it on the device
+// (kernels.DecodeAdvance), and any other batch — a sequence finished or joined — uploads it afresh.
+type decodeState struct {
+	valid  bool
+	rows   []*seq
+	table  []int32 // the device block table as the host last wrote it, [MaxBatch·maxBlocks]
+	known  []int   // per row, the table entries written for its blocks (the rest are zero padding)
+	hist   bool    // the device keeps the rows' histories (some row has a presence penalty)
+	groups []group
+	patch  []int32 // (flat table index, block) pairs for this step, [2·MaxBatch]
+	// host staging of the model's inputs for an upload, [MaxBatch]
+	ids, pos, slots, lens []int32
+	// forceUpload uploads the whole state every step (tests compare it with the advancing path)
+	forceUpload bool
+}
+
+// group is a run of rows [lo, hi) that share their stop set: one sample call.
+type group struct {
+	lo, hi int
+	nBan   int  // stop ids uploaded for row lo
+	hist   bool // some row has a presence penalty
 }
 
 // BlockSize is the KV block size Size chooses: 16 tokens, vLLM's default.
@@ -159,9 +184,10 @@ func New(m *model.Model, cfg Config) (*Engine, error) {
 		kv.Free()
 		return nil, err
 	}
+	n := cfg.MaxBatch
 	e := &Engine{m: m, cfg: cfg, kv: kv, ws: ws, pool: newBlockPool(cfg.NumBlocks), maxBlocks: mb,
-		ids: make([]int32, cfg.MaxBatch), pos: make([]int32, cfg.MaxBatch), slots: make([]int32, cfg.MaxBatch),
-		lens: make([]int32, cfg.MaxBatch), table: make([]int32, cfg.MaxBatch*mb)}
+		dec: decodeState{table: make([]int32, n*mb), known: make([]int, n), patch: make([]int32, 0, 2*n), ids: make([]int32, n),
+			pos: make([]int32, n), slots: make([]int32, n), lens: make([]int32, n)}}
 	if err := e.sp.init(m.Device(), cfg.MaxBatch, cfg.MaxSeqLen, m.Config.Vocab); err != nil {
 		e.Free()
 		return nil, err
@@ -220,6 +246,7 @@ func (e *Engine) GenerateContext(ctx context.Context, reqs []Request, tok Detoke
 	if err != nil {
 		return nil, err
 	}
+	e.dec.valid = false
 	out := make([][]Sample, len(reqs))
 	for i := range out {
 		out[i] = make([]Sample, reqs[i].N)
@@ -431,6 +458,7 @@ func (e *Engine) admitPrefills(states []*reqState, nextReq *int, prefilled map[i
 		}
 	}
 	t0 := time.Now()
+	e.dec.valid = false // the prefill and the first draws overwrite the decode batch's device state
 	if err := e.m.Prefill(e.ws, e.kv, ids, lens, slots); err != nil {
 		return err
 	}
@@ -499,68 +527,146 @@ func (e *Engine) slotFor(s *seq) (int32, error) {
 	return s.blocks[bi]*int32(bs) + int32(s.cached%bs), nil
 }
 
-// decodeStep feeds every active sequence its pending token and draws the next one.
+// decodeStep feeds every active sequence its pending token and draws the next one. When the batch is
+// the one the device state describes, nothing goes up but the table entries of blocks taken for this
+// step; the sampled tokens and log-probs come back in one download.
 func (e *Engine) decodeStep(active []*seq, tok Detokenizer, onToken func(int, int, int32)) error {
 	// Rows that share a stop set are contiguous, so each group's bans are exact with one sample call.
 	slices.SortStableFunc(active, func(a, b *seq) int { return strings.Compare(a.st.stopKey, b.st.stopKey) })
-	S, mb := len(active), e.maxBlocks
+	S, mb, dec := len(active), e.maxBlocks, &e.dec
+	steady := dec.valid && !dec.forceUpload && slices.Equal(active, dec.rows)
+	dec.valid = false // until this step has succeeded
+	dec.patch = dec.patch[:0]
 	for r, s := range active {
 		slot, err := e.slotFor(s)
 		if err != nil {
 			return err
 		}
-		e.ids[r], e.pos[r], e.slots[r], e.lens[r] = s.next, int32(s.cached), slot, int32(s.cached+1)
-		row := e.table[r*mb : (r+1)*mb]
-		n := copy(row, s.blocks)
-		clear(row[n:])
+		if steady {
+			// a block taken at a boundary (or copied on write) is the only change to the row's table
+			bi := s.cached / e.cfg.BlockSize
+			if b := s.blocks[bi]; bi >= dec.known[r] || dec.table[r*mb+bi] != b {
+				dec.table[r*mb+bi], dec.known[r] = b, max(dec.known[r], bi+1)
+				dec.patch = append(dec.patch, int32(r*mb+bi), b)
+			}
+			continue
+		}
+		dec.ids[r], dec.pos[r], dec.slots[r], dec.lens[r] = s.next, int32(s.cached), slot, int32(s.cached+1)
+		row := dec.table[r*mb : (r+1)*mb]
+		dec.known[r] = copy(row, s.blocks)
+		clear(row[dec.known[r]:])
+	}
+	in := e.ws.DecodeInputs(S)
+	var err error
+	if steady {
+		err = e.advance(S, in)
+	} else {
+		err = e.uploadBatch(active, in)
+	}
+	if err != nil {
+		return err
 	}
 	t0 := time.Now()
-	if err := e.m.Decode(e.ws, e.kv, e.ids[:S], e.pos[:S], e.slots[:S], e.table[:S*mb], e.lens[:S]); err != nil {
+	if err := e.m.DecodeResident(e.ws, e.kv, S); err != nil {
 		return err
 	}
 	e.stats.DecodeTime += time.Since(t0)
 	e.stats.DecodeSteps++
 	t0 = time.Now()
 	logits := e.ws.Logits(S)
-	for lo := 0; lo < S; {
-		hi := lo + 1
-		for hi < S && active[hi].st.stopKey == active[lo].st.stopKey {
-			hi++
-		}
-		hist := false
-		for r, s := range active[lo:hi] {
-			p := &s.st.r.Params
-			e.sp.setRow(r, p, s.idx, len(s.out.Tokens), len(s.out.Tokens) < p.MinNewTokens)
-			if p.PresencePenalty != 0 {
-				hist = true
-			}
-		}
-		if hist {
-			for r, s := range active[lo:hi] {
-				n := copy(e.sp.hHist[r*e.sp.ldHist:(r+1)*e.sp.ldHist], s.out.Tokens)
-				e.sp.hHistLen[r] = int32(n)
-			}
-		}
-		toks, logps, err := e.sp.draw(logits.MustSlice(lo, hi), hi-lo, hist, active[lo].st.stopList)
-		if err != nil {
+	for _, g := range dec.groups {
+		if err := e.sp.draw(logits.MustSlice(g.lo, g.hi), g.lo, g.hi, S, g.hist, g.nBan); err != nil {
 			return err
 		}
-		for r, s := range active[lo:hi] {
-			s.cached++
-			s.next = toks[r]
-			s.out.Tokens = append(s.out.Tokens, toks[r])
-			s.out.LogProbs = append(s.out.LogProbs, logps[r])
-			e.stats.GeneratedTokens++
-			if onToken != nil {
-				onToken(s.req, s.idx, toks[r])
-			}
-			if err := e.checkStop(s, tok); err != nil {
-				return err
-			}
+	}
+	out, err := e.sp.fetch(S)
+	if err != nil {
+		return err
+	}
+	dec.rows = append(dec.rows[:0], active...)
+	dec.valid = true
+	for r, s := range active {
+		s.cached++
+		s.next = out[r]
+		s.out.Tokens = append(s.out.Tokens, out[r])
+		s.out.LogProbs = append(s.out.LogProbs, logProb(out, S, r))
+		e.stats.GeneratedTokens++
+		if onToken != nil {
+			onToken(s.req, s.idx, out[r])
 		}
-		lo = hi
+		if err := e.checkStop(s, tok); err != nil {
+			return err
+		}
 	}
 	e.stats.SampleTime += time.Since(t0)
+	return nil
+}
+
+// advance moves the device state of the unchanged batch on by the tokens the last step drew (still on
+// the device), after uploading this step's block-table patches, if any, in one copy.
+func (e *Engine) advance(S int, in model.DecodeInputs) error {
+	sp, dec := &e.sp, &e.dec
+	a := kernels.DecodeAdvance{Tokens: sp.out.MustSlice(0, S), Table: in.BlockTable, IDs: in.IDs, Pos: in.Pos,
+		SeqLens: in.SeqLens, Slots: in.Slots, Steps: sp.steps.MustSlice(0, S), BanRows: sp.banRows.MustSlice(0, S),
+		MinNew: sp.minNew.MustSlice(0, S), BlockSize: e.cfg.BlockSize}
+	if len(dec.patch) > 0 {
+		a.Patch = sp.patch.MustSlice(0, len(dec.patch))
+		if err := kernels.Upload(a.Patch, dec.patch); err != nil {
+			return err
+		}
+	}
+	if dec.hist {
+		a.Hist = sp.hist.MustSlice(0, S)
+	}
+	return e.m.Device().DecodeAdvance(a)
+}
+
+// uploadBatch writes the whole decode state of a new batch: the model's inputs (ids, positions, slots,
+// lengths, block table), every row's sampler settings, each stop-id group's ban set, and the
+// histories when a row has a presence penalty.
+func (e *Engine) uploadBatch(active []*seq, in model.DecodeInputs) error {
+	S, mb, dec, sp := len(active), e.maxBlocks, &e.dec, &e.sp
+	for _, u := range [...]struct {
+		t kernels.Tensor
+		v []int32
+	}{{in.IDs, dec.ids[:S]}, {in.Pos, dec.pos[:S]}, {in.Slots, dec.slots[:S]}, {in.SeqLens, dec.lens[:S]},
+		{in.BlockTable.MustReshape(S * mb), dec.table[:S*mb]}} {
+		if err := kernels.Upload(u.t, u.v); err != nil {
+			return err
+		}
+	}
+	dec.hist = false
+	for r, s := range active {
+		p := &s.st.r.Params
+		sp.setRow(r, p, s.idx, len(s.out.Tokens))
+		dec.hist = dec.hist || p.PresencePenalty != 0
+	}
+	if err := sp.uploadRows(S); err != nil {
+		return err
+	}
+	if dec.hist {
+		for r, s := range active {
+			copy(sp.hHist[r*sp.ldHist:(r+1)*sp.ldHist], s.out.Tokens)
+		}
+		if err := kernels.Upload(sp.hist.MustSlice(0, S), sp.hHist[:S*sp.ldHist]); err != nil {
+			return err
+		}
+	}
+	dec.groups = dec.groups[:0]
+	for lo := 0; lo < S; {
+		g := group{lo: lo, hi: lo + 1, nBan: len(active[lo].st.stopList)}
+		for g.hi < S && active[g.hi].st.stopKey == active[lo].st.stopKey {
+			g.hi++
+		}
+		for _, s := range active[g.lo:g.hi] {
+			g.hist = g.hist || s.st.r.Params.PresencePenalty != 0
+		}
+		if err := sp.uploadBan(lo, active[lo].st.stopList); err != nil {
+			return err
+		}
+		dec.groups = append(dec.groups, g)
+		lo = g.hi
+	}
 	return nil
 }
 

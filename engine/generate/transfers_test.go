@@ -8,57 +8,122 @@ import (
 	"github.com/serl-go/serl/kernels"
 )
 
-// A decode step of S sequences makes exactly these host↔device copies, whatever the model: the model's
-// inputs go up — token ids, positions, cache slots, lengths (4S bytes each) and the block table
-// (4·S·MaxBlocks) — then the sampler's per-row settings (temperature, top-p, presence penalty, top-k,
-// step, ban flag: 4S each; seed and sequence id: 8S each), the stop ids when the request has any, and
-// the token histories when a presence penalty needs them; the sampled tokens and their log-probs (4S
-// each) come back. The logits never leave the device. Measured as the difference between generating
-// k+1 and k tokens, which differ by exactly one decode step.
+// stepTransfers runs reqs and returns the host↔device copies of each decode step j (index j−1): what
+// happened between the last token callback before step j (the previous step's, or a sample's first
+// token when sequences joined) and the first one of step j, which comes after its download.
+func stepTransfers(t *testing.T, e *Engine, reqs []Request) []kernels.Transfers {
+	d := e.m.Device()
+	var steps []kernels.Transfers
+	last, seen := d.Transfers(), e.stats.DecodeSteps // the engine counts across Generate calls
+	_, err := e.Generate(reqs, nil, func(int, int, int32) {
+		now := d.Transfers()
+		if e.stats.DecodeSteps != seen {
+			require.Equal(t, seen+1, e.stats.DecodeSteps)
+			steps = append(steps, now.Sub(last))
+			seen = e.stats.DecodeSteps
+		}
+		last = now
+	})
+	require.NoError(t, err)
+	return steps
+}
+
+// transfers of one decode step of S rows, as the counts the comments of the tests state.
+type stepKind struct {
+	change  bool // the batch changed: the whole decode state goes up
+	crossed int  // rows that took a new KV block this step (steady steps only)
+}
+
+// The decode state lives on the device, so a decode step of S sequences copies, exactly:
+//
+//   - always, one download of the sampled tokens and their log-probs: 2·4·S bytes;
+//   - steady state (the same sequences as the step before): no upload at all — the drawn tokens become
+//     the next inputs on the device, and positions, lengths, slots, steps, histories and ban flags advance
+//     there (kernels.DecodeAdvance);
+//   - a steady step where k rows cross into a new KV block: one upload of the k (index, block) table
+//     patches, 2·4·k bytes;
+//   - a step whose batch changed (a sequence finished or joined; the first step): the model's inputs —
+//     ids, positions, slots, lengths (4·S bytes each) and the block table (4·S·MaxBlocks) — then the
+//     sampler's per-row settings — temperature, top-p, presence penalty, top-k, step, ban flag,
+//     min-new-tokens (4·S each), seed and sequence id (8·S each) — then one ban set per group of rows
+//     with stop ids (4·nStop bytes), and the histories (4·S·MaxSeqLen) when a row has a presence
+//     penalty: 14 + groups + [penalty] uploads.
+//
+// The logits never leave the device.
 func TestDecodeStepTransfers(t *testing.T) {
 	m := loadFixture(t, "qwen2_f32")
-	e := newEngine(t, m, small)
-	d := m.Device()
-	const S = 4
-	mb := int64(e.maxBlocks)
-	base := kernels.Transfers{
-		Uploads: 5 + 8, UploadBytes: 4*S*4 + 4*S*mb + 6*4*S + 2*8*S,
-		Downloads: 2, DownloadBytes: 2 * 4 * S,
+	mb, ldHist := int64(0), int64(0)
+	want := func(S int, k stepKind, nStop int, penalty bool) kernels.Transfers {
+		s := int64(S)
+		x := kernels.Transfers{Downloads: 1, DownloadBytes: 2 * 4 * s}
+		switch {
+		case k.change:
+			x.Uploads, x.UploadBytes = 5+9, 4*4*s+4*s*mb+7*4*s+2*8*s
+			if nStop > 0 {
+				x.Uploads, x.UploadBytes = x.Uploads+1, x.UploadBytes+4*int64(nStop)
+			}
+			if penalty {
+				x.Uploads, x.UploadBytes = x.Uploads+1, x.UploadBytes+4*s*ldHist
+			}
+		case k.crossed > 0:
+			x.Uploads, x.UploadBytes = 1, 2*4*int64(k.crossed)
+		}
+		return x
 	}
-	for _, c := range []struct {
-		name   string
-		params func(n int) Params
-		extra  kernels.Transfers
-	}{
-		{"no stop ids", func(n int) Params { return sampled(3, n) }, kernels.Transfers{}},
-		{"two stop ids", func(n int) Params {
-			p := sampled(3, n)
-			p.StopIDs, p.MinNewTokens = []int32{2, 5}, n // banned until the end, so no sequence stops early
-			return p
-		}, kernels.Transfers{Uploads: 1, UploadBytes: 2 * 4}},
-		{"presence penalty", func(n int) Params {
-			p := sampled(3, n)
-			p.PresencePenalty = 0.5
-			return p
-		}, kernels.Transfers{Uploads: 2, UploadBytes: int64(4*S*e.sp.ldHist + 4*S)}},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			run := func(n int) kernels.Transfers {
-				before := d.Transfers()
-				out, err := e.Generate([]Request{{Prompt: prompt(1, 9, m.Config.Vocab), N: S, Params: c.params(n)}}, nil, nil)
-				require.NoError(t, err)
-				for _, s := range out[0] {
-					require.Len(t, s.Tokens, n)
+	change, steady := stepKind{change: true}, stepKind{}
+	crossed := func(k int) stepKind { return stepKind{crossed: k} }
+
+	// One request of S samples, a 9-token prompt, blocks of 5: decode step j writes position 8 + j, so
+	// steps 2 and 7 start a block in every row; step 1 is the batch's first.
+	t.Run("one batch", func(t *testing.T) {
+		e := newEngine(t, m, small)
+		mb, ldHist = int64(e.maxBlocks), int64(e.sp.ldHist)
+		const S, n = 4, 12
+		for _, c := range []struct {
+			name    string
+			params  Params
+			nStop   int
+			penalty bool
+		}{
+			{"no stop ids", sampled(3, n), 0, false},
+			{"two stop ids", func() Params {
+				p := sampled(3, n)
+				p.StopIDs, p.MinNewTokens = []int32{2, 5}, n // banned until the end, so no sequence stops early
+				return p
+			}(), 2, false},
+			{"presence penalty", func() Params {
+				p := sampled(3, n)
+				p.PresencePenalty = 0.5
+				return p
+			}(), 0, true},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				got := stepTransfers(t, e, []Request{{Prompt: prompt(1, 9, m.Config.Vocab), N: S, Params: c.params}})
+				require.Len(t, got, n-1)
+				for j, k := range []stepKind{change, crossed(S), steady, steady, steady, steady, crossed(S), steady, steady, steady, steady} {
+					require.Equal(t, want(S, k, c.nStop, c.penalty), got[j], "decode step %d", j+1)
 				}
-				return d.Transfers().Sub(before)
-			}
-			want := base
-			want.Uploads += c.extra.Uploads
-			want.UploadBytes += c.extra.UploadBytes
-			for k := 3; k < 6; k++ {
-				require.Equal(t, want, run(k+1).Sub(run(k)), "decode step %d", k)
-			}
-			t.Logf("%s: %s per decode step of %d sequences", c.name, want, S)
-		})
-	}
+				t.Logf("%s: steady %s; block crossed %s; batch changed %s per decode step of %d sequences", c.name,
+					got[2], got[1], got[0], S)
+			})
+		}
+	})
+
+	// Continuous batching in a batch of 4: A (2 samples, 4 tokens) and B (2 samples, 8 tokens) start
+	// together; C (2 samples, 6 tokens), prefilled with them, joins when A finishes (step 4) and runs
+	// alone once B finishes (step 8). C's decode step i is step i + 3, so C's rows start a block at step 5.
+	t.Run("sequences finish and join", func(t *testing.T) {
+		cfg := small
+		cfg.MaxBatch = 4
+		e := newEngine(t, m, cfg)
+		mb, ldHist = int64(e.maxBlocks), int64(e.sp.ldHist)
+		req := func(seed, n int) Request {
+			return Request{Prompt: prompt(seed, 9, m.Config.Vocab), N: 2, Params: sampled(uint64(seed), n)}
+		}
+		got := stepTransfers(t, e, []Request{req(1, 4), req(2, 8), req(3, 6)})
+		wantSteps := []kernels.Transfers{want(4, change, 0, false), want(4, crossed(4), 0, false), want(4, steady, 0, false),
+			want(4, change, 0, false), want(4, crossed(2), 0, false), want(4, steady, 0, false), want(4, crossed(2), 0, false),
+			want(2, change, 0, false)}
+		require.Equal(t, wantSteps, got)
+	})
 }

@@ -205,6 +205,29 @@ func (m *Model) Decode(ws *Workspace, kv *KVCache, ids, pos, slots, blockTable, 
 	return m.inferPass(ws, kv, S, S, false)
 }
 
+// DecodeInputs are the device tensors a decode step of S sequences reads, each I32: IDs, Pos, Slots,
+// SeqLens [S] and BlockTable [S, MaxBlocks], as Decode describes them. A caller that keeps them on the
+// device between steps (engine/generate advances them with kernels.DecodeAdvance) fills them itself and
+// runs DecodeResident; a Prefill overwrites them.
+type DecodeInputs struct {
+	IDs, Pos, Slots, SeqLens, BlockTable kernels.Tensor
+}
+
+// DecodeInputs returns the workspace's decode inputs for S ≤ MaxSeqs sequences.
+func (ws *Workspace) DecodeInputs(S int) DecodeInputs {
+	return DecodeInputs{IDs: ws.ids.MustSlice(0, S), Pos: ws.pos.MustSlice(0, S), Slots: ws.slots.MustSlice(0, S),
+		SeqLens: ws.seqLens.MustSlice(0, S), BlockTable: ws.blockTable.MustSlice(0, S)}
+}
+
+// DecodeResident is Decode with its inputs already in ws.DecodeInputs(S): it copies nothing between
+// host and device.
+func (m *Model) DecodeResident(ws *Workspace, kv *KVCache, S int) error {
+	if S < 1 || S > ws.MaxSeqs {
+		return fmt.Errorf("model: decode of %d sequences (workspace: %d sequences)", S, ws.MaxSeqs)
+	}
+	return m.inferPass(ws, kv, S, S, false)
+}
+
 // i32Upload is host values for the leading elements of a tensor.
 type i32Upload struct {
 	dst kernels.Tensor
