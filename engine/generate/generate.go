@@ -556,6 +556,7 @@ func (e *Engine) decodeStep(active []*seq, tok Detokenizer, onToken func(int, in
 		dec.known[r] = copy(row, s.blocks)
 		clear(row[dec.known[r]:])
 	}
+	t0 := time.Now()
 	in := e.ws.DecodeInputs(S)
 	var err error
 	if steady {
@@ -566,7 +567,6 @@ func (e *Engine) decodeStep(active []*seq, tok Detokenizer, onToken func(int, in
 	if err != nil {
 		return err
 	}
-	t0 := time.Now()
 	if err := e.m.DecodeResident(e.ws, e.kv, S); err != nil {
 		return err
 	}
