@@ -2,6 +2,13 @@
 // batching, one prefill per prompt shared by its n samples (reference-counted blocks, copy-on-write),
 // per-request sampling settings, and reproducible draws keyed by (seed, sample, step), so a sample does
 // not depend on what else is in the batch.
+//
+// A decode step's inputs live on the device. The model's inputs (ids, positions, cache slots, lengths,
+// block table) and the sampler's per-row settings, histories and ban sets are uploaded when the batch
+// changes — a sequence finishes or joins — and otherwise advanced on the device by
+// kernels.DecodeAdvance from the tokens the last step drew; the host sends only the block-table entries
+// of KV blocks it takes, and reads back each step's tokens and log-probs in one download, which it
+// needs for stop checks and detokenising.
 package generate
 
 import (
