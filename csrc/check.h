@@ -392,13 +392,13 @@ static inline int32_t serl_check_ppo_coef(SERL_CTX *ctx, const serl_ppo_coef_arg
 /* ---------------------------------------------------------------- decode step state */
 
 static inline int32_t serl_check_decode_advance(SERL_CTX *ctx, const serl_decode_advance_args *a) {
-    SERL_REQUIRE(a->n >= 0 && a->block_size >= 1 && a->max_blocks >= 1 && a->ld_hist >= 0 && a->n_patch >= 0,
-                 "decode_advance: n = %d, block_size = %d, max_blocks = %d, ld_hist = %d, n_patch = %d", a->n,
-                 a->block_size, a->max_blocks, a->ld_hist, a->n_patch);
+    SERL_REQUIRE(a->n >= 0 && a->block_size >= 1 && a->max_blocks >= 1 && a->ld_hist >= 0 && a->max_patch >= 0,
+                 "decode_advance: n = %d, block_size = %d, max_blocks = %d, ld_hist = %d, max_patch = %d", a->n,
+                 a->block_size, a->max_blocks, a->ld_hist, a->max_patch);
     if (a->n == 0) return SERL_DONE;
     SERL_REQUIRE(a->tokens && a->table && a->ids && a->pos && a->seq_lens && a->slots && a->steps,
                  "decode_advance: NULL tensor");
-    SERL_REQUIRE(a->n_patch == 0 || a->patch, "decode_advance: NULL patch with n_patch = %d", a->n_patch);
+    SERL_REQUIRE(a->max_patch == 0 || a->patch, "decode_advance: NULL patch with max_patch = %d", a->max_patch);
     SERL_REQUIRE(!a->hist || a->ld_hist >= 1, "decode_advance: hist with ld_hist = %d", a->ld_hist);
     SERL_REQUIRE(!a->ban_rows || a->min_new, "decode_advance: ban_rows without min_new");
     return SERL_OK;

@@ -464,9 +464,11 @@ SERL_API int32_t serl_sample(void *ctx, const serl_sample_args *a);
 
 /* Advances a decode batch of n rows by the token each row has just drawn, on the device, so a
  * steady-state decode step uploads nothing (the generation engine's inputs stay where the sampler and
- * the model read them). First the n_patch block-table patches: table[patch[2i]] = patch[2i+1] (the
- * blocks the host took since the last step; indices distinct, one outside [0, n·max_blocks) skipped). Then
- * per row r, with t = tokens[r] and p = pos[r] + 1:
+ * the model read them) and its arguments do not change from step to step (a CUDA graph can replay it).
+ * First the block-table patches the host uploaded for the blocks it took: k = patch[0] pairs follow
+ * (at most max_patch; k ≤ 0: none), table[patch[1+2i]] = patch[2+2i] (indices distinct; one outside
+ * [0, n·max_blocks) skipped), and patch[0] is reset to 0, so the next step applies nothing unless the
+ * host uploads again. Then per row r, with t = tokens[r] and p = pos[r] + 1:
  *   ids[r] = t; pos[r] = p; seq_lens[r] = p + 1;
  *   slots[r] = table[r·max_blocks + p / block_size] · block_size + p % block_size
  *              (−1 when p < 0 or p / block_size ≥ max_blocks: the row has no block for p);
@@ -476,9 +478,9 @@ SERL_API int32_t serl_sample(void *ctx, const serl_sample_args *a);
 typedef struct {
     uint32_t size;
     int32_t n, block_size, max_blocks;
-    int32_t ld_hist, n_patch;
+    int32_t ld_hist, max_patch;
     const int32_t *tokens;  /* [n] */
-    const int32_t *patch;   /* [2·n_patch] or NULL */
+    int32_t *patch;         /* [1 + 2·max_patch] or NULL */
     int32_t *table;         /* [n, max_blocks] */
     int32_t *ids;           /* [n] */
     int32_t *pos;           /* [n] */

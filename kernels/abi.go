@@ -210,7 +210,7 @@ type sampleArgs struct {
 type decodeAdvanceArgs struct {
 	size                         uint32  `c:"size"`
 	n, blockSize, maxBlocks      int32   `c:"n,block_size,max_blocks"`
-	ldHist, nPatch               int32   `c:"ld_hist,n_patch"`
+	ldHist, maxPatch             int32   `c:"ld_hist,max_patch"`
 	tokens, patch, table         uintptr `c:"tokens,patch,table"`
 	ids, pos, seqLens, slots     uintptr `c:"ids,pos,seq_lens,slots"`
 	steps, hist, banRows, minNew uintptr `c:"steps,hist,ban_rows,min_new"`

@@ -4,8 +4,10 @@ package kernels
 // Device.DecodeAdvance. Every tensor is I32; row r of each [n] tensor belongs to one sequence.
 type DecodeAdvance struct {
 	Tokens Tensor // [n] the tokens just drawn
-	Patch  Tensor // optional [2·nPatch]: (flat index into Table, block id) pairs, indices distinct
-	Table  Tensor // [n, maxBlocks] block table
+	// Patch, optional, is [1 + 2·maxPatch]: Patch[0] (flat index into Table, block id) pairs follow, indices
+	// distinct; the op applies them and resets Patch[0] to 0.
+	Patch Tensor
+	Table Tensor // [n, maxBlocks] block table
 
 	IDs, Pos, SeqLens, Slots Tensor // [n] the model's decode inputs
 	Steps                    Tensor // [n] tokens drawn so far per row (the sampler's step and history length)
@@ -18,7 +20,8 @@ type DecodeAdvance struct {
 }
 
 // DecodeAdvance moves a decode batch one token on without the host: it applies the block-table
-// patches, then per row makes the drawn token the next input id, advances the position, length and
+// patches uploaded since the last call (and consumes them, so calls with the same arguments can repeat
+// — a captured graph), then per row makes the drawn token the next input id, advances the position, length and
 // step, computes the cache slot of the new position from the block table (−1 where the row has no block
 // for it), appends the token to the history and recomputes the ban flag. So a steady-state decode step
 // uploads nothing; the host sends only the table entries of blocks it took.
@@ -51,19 +54,19 @@ func (d *Device) DecodeAdvance(p DecodeAdvance) error {
 	if p.BanRows.Valid() != p.MinNew.Valid() {
 		return opErr(op, "BanRows and MinNew go together")
 	}
-	nPatch := 0
+	maxPatch := 0
 	if p.Patch.Valid() {
-		if p.Patch.Len()%2 != 0 {
-			return opErr(op, "Patch %s: want (index, block) pairs", p.Patch)
+		if p.Patch.Len()%2 != 1 {
+			return opErr(op, "Patch %s: want a count and (index, block) pairs", p.Patch)
 		}
-		nPatch = p.Patch.Len() / 2
+		maxPatch = p.Patch.Len() / 2
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	a := args[decodeAdvanceArgs](d)
-	a.n, a.blockSize, a.maxBlocks, a.ldHist, a.nPatch = int32(n), int32(p.BlockSize), int32(p.Table.Dim(1)), int32(ldHist), int32(nPatch)
+	a.n, a.blockSize, a.maxBlocks, a.ldHist, a.maxPatch = int32(n), int32(p.BlockSize), int32(p.Table.Dim(1)), int32(ldHist), int32(maxPatch)
 	a.tokens, a.patch, a.table = p.Tokens.addr(), p.Patch.addr(), p.Table.addr()
 	a.ids, a.pos, a.seqLens, a.slots = p.IDs.addr(), p.Pos.addr(), p.SeqLens.addr(), p.Slots.addr()
 	a.steps, a.hist, a.banRows, a.minNew = p.Steps.addr(), p.Hist.addr(), p.BanRows.addr(), p.MinNew.addr()
-	return d.run(opDecodeAdvance, 0, 4*float64(10*n+2*nPatch))
+	return d.run(opDecodeAdvance, 0, 4*float64(10*n+1))
 }

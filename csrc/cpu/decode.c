@@ -6,9 +6,13 @@ SERL_API int32_t serl_decode_advance(void *ctxp, const serl_decode_advance_args 
     SERL_ENTER(ctxp, a, serl_decode_advance_args);
     SERL_CHECK(serl_check_decode_advance(ctx, a));
     const int64_t cells = (int64_t)a->n * a->max_blocks;
-    for (int i = 0; i < a->n_patch; i++) {
-        const int64_t at = a->patch[2 * i];
-        if (at >= 0 && at < cells) a->table[at] = a->patch[2 * i + 1];
+    if (a->patch) {
+        const int k = a->patch[0] < a->max_patch ? a->patch[0] : a->max_patch;
+        for (int i = 0; i < k; i++) {
+            const int64_t at = a->patch[1 + 2 * i];
+            if (at >= 0 && at < cells) a->table[at] = a->patch[2 + 2 * i];
+        }
+        a->patch[0] = 0;
     }
     const int bs = a->block_size;
     for (int r = 0; r < a->n; r++) {

@@ -7,9 +7,14 @@
 
 __global__ void decode_advance_kernel(serl_decode_advance_args a) {
     const int64_t cells = (int64_t)a.n * a.max_blocks;
-    for (int i = threadIdx.x; i < a.n_patch; i += blockDim.x) {
-        const int64_t at = a.patch[2 * i];
-        if (at >= 0 && at < cells) a.table[at] = a.patch[2 * i + 1];
+    if (a.patch) {
+        const int k = min(a.patch[0], a.max_patch);
+        for (int i = threadIdx.x; i < k; i += blockDim.x) {
+            const int64_t at = a.patch[1 + 2 * i];
+            if (at >= 0 && at < cells) a.table[at] = a.patch[2 + 2 * i];
+        }
+        __syncthreads(); /* every thread has read the count before it is reset */
+        if (threadIdx.x == 0) a.patch[0] = 0;
     }
     __syncthreads();
     const int bs = a.block_size;

@@ -119,7 +119,7 @@ type decodeState struct {
 	known  []int   // per row, the table entries written for its blocks (the rest are zero padding)
 	hist   bool    // the device keeps the rows' histories (some row has a presence penalty)
 	groups []group
-	patch  []int32 // (flat table index, block) pairs for this step, [2·MaxBatch]
+	patch  []int32 // this step's patches: a count, then (flat table index, block) pairs, [1 + 2·MaxBatch]
 	// host staging of the model's inputs for an upload, [MaxBatch]
 	ids, pos, slots, lens []int32
 	// forceUpload uploads the whole state every step (tests compare it with the advancing path)
@@ -193,7 +193,7 @@ func New(m *model.Model, cfg Config) (*Engine, error) {
 	}
 	n := cfg.MaxBatch
 	e := &Engine{m: m, cfg: cfg, kv: kv, ws: ws, pool: newBlockPool(cfg.NumBlocks), maxBlocks: mb,
-		dec: decodeState{table: make([]int32, n*mb), known: make([]int, n), patch: make([]int32, 0, 2*n), ids: make([]int32, n),
+		dec: decodeState{table: make([]int32, n*mb), known: make([]int, n), patch: make([]int32, 1, 1+2*n), ids: make([]int32, n),
 			pos: make([]int32, n), slots: make([]int32, n), lens: make([]int32, n)}}
 	if err := e.sp.init(m.Device(), cfg.MaxBatch, cfg.MaxSeqLen, m.Config.Vocab); err != nil {
 		e.Free()
@@ -543,7 +543,7 @@ func (e *Engine) decodeStep(active []*seq, tok Detokenizer, onToken func(int, in
 	S, mb, dec := len(active), e.maxBlocks, &e.dec
 	steady := dec.valid && !dec.forceUpload && slices.Equal(active, dec.rows)
 	dec.valid = false // until this step has succeeded
-	dec.patch = dec.patch[:0]
+	dec.patch = dec.patch[:1]
 	for r, s := range active {
 		slot, err := e.slotFor(s)
 		if err != nil {
@@ -610,15 +610,16 @@ func (e *Engine) decodeStep(active []*seq, tok Detokenizer, onToken func(int, in
 }
 
 // advance moves the device state of the unchanged batch on by the tokens the last step drew (still on
-// the device), after uploading this step's block-table patches, if any, in one copy.
+// the device), after uploading this step's block-table patches, if any, in one copy (4 + 8·k bytes).
 func (e *Engine) advance(S int, in model.DecodeInputs) error {
 	sp, dec := &e.sp, &e.dec
-	a := kernels.DecodeAdvance{Tokens: sp.out.MustSlice(0, S), Table: in.BlockTable, IDs: in.IDs, Pos: in.Pos,
-		SeqLens: in.SeqLens, Slots: in.Slots, Steps: sp.steps.MustSlice(0, S), BanRows: sp.banRows.MustSlice(0, S),
-		MinNew: sp.minNew.MustSlice(0, S), BlockSize: e.cfg.BlockSize}
-	if len(dec.patch) > 0 {
-		a.Patch = sp.patch.MustSlice(0, len(dec.patch))
-		if err := kernels.Upload(a.Patch, dec.patch); err != nil {
+	// The same arguments every steady step (a CUDA graph can replay it); the op consumes the patch count.
+	a := kernels.DecodeAdvance{Tokens: sp.out.MustSlice(0, S), Patch: sp.patch, Table: in.BlockTable, IDs: in.IDs,
+		Pos: in.Pos, SeqLens: in.SeqLens, Slots: in.Slots, Steps: sp.steps.MustSlice(0, S),
+		BanRows: sp.banRows.MustSlice(0, S), MinNew: sp.minNew.MustSlice(0, S), BlockSize: e.cfg.BlockSize}
+	if k := len(dec.patch) / 2; k > 0 {
+		dec.patch[0] = int32(k)
+		if err := kernels.Upload(sp.patch.MustSlice(0, len(dec.patch)), dec.patch); err != nil {
 			return err
 		}
 	}
@@ -649,6 +650,10 @@ func (e *Engine) uploadBatch(active []*seq, in model.DecodeInputs) error {
 		dec.hist = dec.hist || p.PresencePenalty != 0
 	}
 	if err := sp.uploadRows(S); err != nil {
+		return err
+	}
+	// no patch is pending for the new batch (a memset, not a copy)
+	if err := e.m.Device().Zero(sp.patch.MustSlice(0, 1)); err != nil {
 		return err
 	}
 	if dec.hist {

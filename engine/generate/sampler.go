@@ -25,7 +25,7 @@ type samplerBuffers struct {
 	out                 kernels.Tensor // I32 [2n]: for k rows, tokens in [0, k), log-prob bits in [k, 2k)
 	hist                kernels.Tensor // I32 [n, ldHist]
 	ban                 kernels.Tensor // I32 [n, maxBan]: a group of rows starting at row r bans ban[r, :]
-	patch               kernels.Tensor // I32 [2n]: block-table patches for kernels.DecodeAdvance
+	patch               kernels.Tensor // I32 [1 + 2n]: block-table patches for kernels.DecodeAdvance
 	hTemp, hTopP, hPres []float32
 	hTopK, hSteps       []int32
 	hBanRows, hMinNew   []int32
@@ -54,7 +54,7 @@ func (b *samplerBuffers) specs(n, ldHist, vocab int) []bufSpec {
 		{&b.out, kernels.I32, []int{2 * n}},
 		{&b.hist, kernels.I32, []int{n, ldHist}},
 		{&b.ban, kernels.I32, []int{n, maxBan}},
-		{&b.patch, kernels.I32, []int{2 * n}},
+		{&b.patch, kernels.I32, []int{1 + 2*n}},
 	}
 }
 

@@ -41,7 +41,7 @@ type stepKind struct {
 //     the next inputs on the device, and positions, lengths, slots, steps, histories and ban flags advance
 //     there (kernels.DecodeAdvance);
 //   - a steady step where k rows cross into a new KV block: one upload of the k (index, block) table
-//     patches, 2·4·k bytes;
+//     patches after their count, 4 + 2·4·k bytes;
 //   - a step whose batch changed (a sequence finished or joined; the first step): the model's inputs —
 //     ids, positions, slots, lengths (4·S bytes each) and the block table (4·S·MaxBlocks) — then the
 //     sampler's per-row settings — temperature, top-p, presence penalty, top-k, step, ban flag,
@@ -66,7 +66,7 @@ func TestDecodeStepTransfers(t *testing.T) {
 				x.Uploads, x.UploadBytes = x.Uploads+1, x.UploadBytes+4*s*ldHist
 			}
 		case k.crossed > 0:
-			x.Uploads, x.UploadBytes = 1, 2*4*int64(k.crossed)
+			x.Uploads, x.UploadBytes = 1, 4+2*4*int64(k.crossed)
 		}
 		return x
 	}

@@ -1,14 +1,18 @@
 package ref
 
 // DecodeAdvance is serl_decode_advance on host slices: table is [n·maxBlocks] row-major, hist
-// [n·ldHist] (nil: none), banRows and minNew nil together or [n]; patch holds (flat index, block) pairs.
+// [n·ldHist] (nil: none), banRows and minNew nil together or [n]; patch (nil: none) holds a count and
+// that many (flat index, block) pairs, and its count is reset to 0.
 func DecodeAdvance(tokens, patch, table, ids, pos, seqLens, slots, steps, hist []int32, ldHist int,
 	banRows, minNew []int32, blockSize, maxBlocks int) {
 	n := len(tokens)
-	for i := 0; i+1 < len(patch); i += 2 {
-		if at := int(patch[i]); at >= 0 && at < n*maxBlocks {
-			table[at] = patch[i+1]
+	if patch != nil {
+		for i := 0; i < min(int(patch[0]), (len(patch)-1)/2); i++ {
+			if at := int(patch[1+2*i]); at >= 0 && at < n*maxBlocks {
+				table[at] = patch[2+2*i]
+			}
 		}
+		patch[0] = 0
 	}
 	for r, t := range tokens {
 		p := int(pos[r]) + 1
