@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"testing"
 
@@ -125,5 +126,28 @@ func testDecodeAdvance(t *testing.T, h *harness) {
 		a := ok()
 		c.mutate(&a)
 		requireOpError(t, c.name, h.d.DecodeAdvance(a))
+	}
+}
+
+// Bitcast views the same bytes as another dtype: F32 bits and U64 pairs in an I32 buffer round-trip
+// through one upload, and misaligned or partial views are refused.
+func TestBitcast(t *testing.T) {
+	d := cpuDevice(t)
+	x := d.MustAlloc(I32, 7)
+	defer d.Free(x)
+	f, err := x.MustSlice(0, 2).Bitcast(F32)
+	require.NoError(t, err)
+	u, err := x.MustSlice(2, 6).Bitcast(U64)
+	require.NoError(t, err)
+	require.Equal(t, []int{2}, u.Shape())
+	require.NoError(t, Upload(x, []int32{int32(math.Float32bits(1.5)), int32(math.Float32bits(-2)), 1, 2, -1, 0x7fffffff, 9}))
+	gf, gu := make([]float32, 2), make([]uint64, 2)
+	require.NoError(t, Download(gf, f))
+	require.NoError(t, Download(gu, u))
+	require.Equal(t, []float32{1.5, -2}, gf)
+	require.Equal(t, []uint64{2<<32 | 1, 0x7fffffff<<32 | 0xffffffff}, gu)
+	for _, bad := range []Tensor{x.MustSlice(1, 3), x.MustSlice(0, 3), x.MustSlice(0, 6).MustReshape(3, 2)} {
+		_, err := bad.Bitcast(U64)
+		require.Error(t, err, "%s", bad)
 	}
 }

@@ -165,14 +165,19 @@ func (t Tensor) Slice(lo, hi int) (Tensor, error) {
 	return v, nil
 }
 
-// Bitcast views the same bytes as dtype dt of the same element size (e.g. F32 bits in an I32 buffer,
-// so values of both kinds come back in one download).
+// Bitcast views the same bytes as dtype dt (e.g. F32 or U64 values in an I32 buffer, so values of
+// several kinds travel in one copy). With another element size the tensor must be rank 1, its bytes a
+// whole number of dt's elements, and its start aligned to dt's size.
 func (t Tensor) Bitcast(dt DType) (Tensor, error) {
-	if dt.Size() != t.dtype.Size() {
-		return Tensor{}, fmt.Errorf("kernels: bitcast %s to %s: element sizes %d and %d differ", t, dt, t.dtype.Size(), dt.Size())
-	}
 	v := t
 	v.dtype = dt
+	if dt.Size() == t.dtype.Size() {
+		return v, nil
+	}
+	if t.rank != 1 || t.Bytes()%int64(dt.Size()) != 0 || t.off%int64(dt.Size()) != 0 {
+		return Tensor{}, fmt.Errorf("kernels: bitcast %s at byte %d to %s: want a rank-1 tensor of whole, aligned %s elements", t, t.off, dt, dt)
+	}
+	v.dims[0] = int(t.Bytes() / int64(dt.Size()))
 	return v, nil
 }
 

@@ -646,7 +646,7 @@ func (e *Engine) uploadBatch(active []*seq, in model.DecodeInputs) error {
 	dec.hist = false
 	for r, s := range active {
 		p := &s.st.r.Params
-		sp.setRow(r, p, s.idx, len(s.out.Tokens))
+		sp.setRow(r, S, p, s.idx, len(s.out.Tokens))
 		dec.hist = dec.hist || p.PresencePenalty != 0
 	}
 	if err := sp.uploadRows(S); err != nil {

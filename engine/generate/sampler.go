@@ -15,24 +15,28 @@ import (
 // the decode batch and stays on the device between steps (the engine uploads it when the batch changes;
 // kernels.DecodeAdvance advances steps, ban flags and histories).
 type samplerBuffers struct {
-	d                   *kernels.Device
-	n, ldHist, vocab    int
-	logits              kernels.Tensor // [n, vocab]: a prompt's last logits, replicated for its samples
-	temp, topP, pres    kernels.Tensor // F32 [n]
-	topK, steps         kernels.Tensor // I32 [n]; steps is also each row's history length
-	banRows, minNew     kernels.Tensor // I32 [n]
-	seeds, seqIDs       kernels.Tensor // U64 [n]
-	out                 kernels.Tensor // I32 [2n]: for k rows, tokens in [0, k), log-prob bits in [k, 2k)
-	hist                kernels.Tensor // I32 [n, ldHist]
-	ban                 kernels.Tensor // I32 [n, maxBan]: a group of rows starting at row r bans ban[r, :]
-	patch               kernels.Tensor // I32 [1 + 2n]: block-table patches for kernels.DecodeAdvance
-	hTemp, hTopP, hPres []float32
-	hTopK, hSteps       []int32
-	hBanRows, hMinNew   []int32
-	hSeeds, hSeqIDs     []uint64
-	hOut                []int32
-	hHist               []int32
+	d                *kernels.Device
+	n, ldHist, vocab int
+	logits           kernels.Tensor // [n, vocab]: a prompt's last logits, replicated for its samples
+	// settings holds every per-row setting of k rows in one I32 buffer, so they go up in one copy:
+	// 11 words a row (seed and sequence id U64, then temperature, top-p, presence penalty F32, then
+	// top-k, step, ban flag, min-new-tokens I32), each setting a run of k rows; layout(k) makes the views.
+	settings         kernels.Tensor // I32 [11n]
+	k                int            // the rows the views below cover
+	seeds, seqIDs    kernels.Tensor // U64 [k]
+	temp, topP, pres kernels.Tensor // F32 [k]
+	topK, steps      kernels.Tensor // I32 [k]; steps is also each row's history length
+	banRows, minNew  kernels.Tensor // I32 [k]
+	out              kernels.Tensor // I32 [2n]: for k rows, tokens in [0, k), log-prob bits in [k, 2k)
+	hist             kernels.Tensor // I32 [n, ldHist]
+	ban              kernels.Tensor // I32 [n, maxBan]: a group of rows starting at row r bans ban[r, :]
+	patch            kernels.Tensor // I32 [1 + 2n]: block-table patches for kernels.DecodeAdvance
+	hSettings, hOut  []int32
+	hHist            []int32
 }
+
+// settingsWords is the I32 words of one row's settings.
+const settingsWords = 11
 
 const maxBan = 64
 
@@ -47,10 +51,7 @@ type bufSpec struct {
 func (b *samplerBuffers) specs(n, ldHist, vocab int) []bufSpec {
 	return []bufSpec{
 		{&b.logits, kernels.F32, []int{n, vocab}},
-		{&b.temp, kernels.F32, []int{n}}, {&b.topP, kernels.F32, []int{n}}, {&b.pres, kernels.F32, []int{n}},
-		{&b.topK, kernels.I32, []int{n}}, {&b.steps, kernels.I32, []int{n}},
-		{&b.banRows, kernels.I32, []int{n}}, {&b.minNew, kernels.I32, []int{n}},
-		{&b.seeds, kernels.U64, []int{n}}, {&b.seqIDs, kernels.U64, []int{n}},
+		{&b.settings, kernels.I32, []int{settingsWords * n}},
 		{&b.out, kernels.I32, []int{2 * n}},
 		{&b.hist, kernels.I32, []int{n, ldHist}},
 		{&b.ban, kernels.I32, []int{n, maxBan}},
@@ -89,62 +90,67 @@ func (b *samplerBuffers) init(d *kernels.Device, n, ldHist, vocab int) error {
 		b.free()
 		return fmt.Errorf("generate: sampler buffers: %w", err)
 	}
-	b.hTemp, b.hTopP, b.hPres = make([]float32, n), make([]float32, n), make([]float32, n)
-	b.hTopK, b.hSteps, b.hBanRows, b.hMinNew = make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n)
-	b.hSeeds, b.hSeqIDs = make([]uint64, n), make([]uint64, n)
-	b.hOut = make([]int32, 2*n)
+	b.hSettings, b.hOut = make([]int32, settingsWords*n), make([]int32, 2*n)
 	b.hHist = make([]int32, n*ldHist)
 	return nil
 }
 
 func (b *samplerBuffers) free() {
-	for _, t := range []kernels.Tensor{b.logits, b.temp, b.topP, b.pres, b.topK, b.steps, b.banRows, b.minNew,
-		b.seeds, b.seqIDs, b.out, b.hist, b.ban, b.patch} {
+	for _, t := range []kernels.Tensor{b.logits, b.settings, b.out, b.hist, b.ban, b.patch} {
 		if t.Valid() {
 			b.d.Free(t)
 		}
 	}
 }
 
-// setRow stages row r's settings: the request's parameters, its key (seed, sample, step), and whether
-// its stop ids are banned (fewer than MinNewTokens drawn yet).
-func (b *samplerBuffers) setRow(r int, p *Params, sample, step int) {
-	b.hTemp[r], b.hPres[r] = p.Temperature, p.PresencePenalty
-	b.hTopP[r] = p.TopP
-	if !(p.TopP > 0) || p.TopP > 1 {
-		b.hTopP[r] = 1
+// layout points the settings views at k rows (see settings).
+func (b *samplerBuffers) layout(k int) error {
+	b.k = k
+	var err error
+	view := func(dst *kernels.Tensor, lo, hi int, dt kernels.DType) {
+		if err == nil {
+			*dst, err = b.settings.MustSlice(lo*k, hi*k).Bitcast(dt)
+		}
 	}
-	b.hTopK[r] = int32(p.TopK)
-	b.hSeeds[r], b.hSeqIDs[r], b.hSteps[r] = p.Seed, uint64(sample), int32(step)
-	b.hMinNew[r] = int32(p.MinNewTokens)
-	b.hBanRows[r] = 0
+	view(&b.seeds, 0, 2, kernels.U64)
+	view(&b.seqIDs, 2, 4, kernels.U64)
+	view(&b.temp, 4, 5, kernels.F32)
+	view(&b.topP, 5, 6, kernels.F32)
+	view(&b.pres, 6, 7, kernels.F32)
+	view(&b.topK, 7, 8, kernels.I32)
+	view(&b.steps, 8, 9, kernels.I32)
+	view(&b.banRows, 9, 10, kernels.I32)
+	view(&b.minNew, 10, 11, kernels.I32)
+	return err
+}
+
+// setRow stages row r of k rows: the request's parameters, its key (seed, sample, step), and whether
+// its stop ids are banned (fewer than MinNewTokens drawn yet), at the words layout(k) gives them.
+func (b *samplerBuffers) setRow(r, k int, p *Params, sample, step int) {
+	h := b.hSettings
+	u64 := func(at int, v uint64) { h[at], h[at+1] = int32(uint32(v)), int32(uint32(v>>32)) } // little-endian
+	f32 := func(at int, v float32) { h[at] = int32(math.Float32bits(v)) }
+	u64(2*r, p.Seed)
+	u64(2*k+2*r, uint64(sample))
+	topP := p.TopP
+	if !(topP > 0) || topP > 1 {
+		topP = 1
+	}
+	f32(4*k+r, p.Temperature)
+	f32(5*k+r, topP)
+	f32(6*k+r, p.PresencePenalty)
+	h[7*k+r], h[8*k+r], h[9*k+r], h[10*k+r] = int32(p.TopK), int32(step), 0, int32(p.MinNewTokens)
 	if step < p.MinNewTokens {
-		b.hBanRows[r] = 1
+		h[9*k+r] = 1
 	}
 }
 
-// uploadRows uploads the staged settings of rows [0, n): nine copies, 7·4n + 2·8n bytes.
-func (b *samplerBuffers) uploadRows(n int) error {
-	for _, u := range [...]struct {
-		t kernels.Tensor
-		f []float32
-	}{{b.temp, b.hTemp}, {b.topP, b.hTopP}, {b.pres, b.hPres}} {
-		if err := kernels.Upload(u.t.MustSlice(0, n), u.f[:n]); err != nil {
-			return err
-		}
-	}
-	for _, u := range [...]struct {
-		t kernels.Tensor
-		i []int32
-	}{{b.topK, b.hTopK}, {b.steps, b.hSteps}, {b.banRows, b.hBanRows}, {b.minNew, b.hMinNew}} {
-		if err := kernels.Upload(u.t.MustSlice(0, n), u.i[:n]); err != nil {
-			return err
-		}
-	}
-	if err := kernels.Upload(b.seeds.MustSlice(0, n), b.hSeeds[:n]); err != nil {
+// uploadRows uploads the settings of rows [0, k) staged by setRow(·, k, …): one copy of 44·k bytes.
+func (b *samplerBuffers) uploadRows(k int) error {
+	if err := b.layout(k); err != nil {
 		return err
 	}
-	return kernels.Upload(b.seqIDs.MustSlice(0, n), b.hSeqIDs[:n])
+	return kernels.Upload(b.settings.MustSlice(0, settingsWords*k), b.hSettings[:settingsWords*k])
 }
 
 // uploadBan stages the stop set banned in the group of rows starting at row lo.
@@ -202,7 +208,7 @@ func (b *samplerBuffers) sampleFirst(row kernels.Tensor, st *reqState) ([]int32,
 			if err := b.d.Copy(b.logits.MustSlice(r, r+1), row); err != nil {
 				return nil, nil, err
 			}
-			b.setRow(r, p, lo+r, 0)
+			b.setRow(r, n, p, lo+r, 0)
 		}
 		if err := b.uploadRows(n); err != nil {
 			return nil, nil, err

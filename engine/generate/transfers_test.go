@@ -44,10 +44,10 @@ type stepKind struct {
 //     patches after their count, 4 + 2·4·k bytes;
 //   - a step whose batch changed (a sequence finished or joined; the first step): the model's inputs —
 //     ids, positions, slots, lengths (4·S bytes each) and the block table (4·S·MaxBlocks) — then the
-//     sampler's per-row settings — temperature, top-p, presence penalty, top-k, step, ban flag,
-//     min-new-tokens (4·S each), seed and sequence id (8·S each) — then one ban set per group of rows
-//     with stop ids (4·nStop bytes), and the histories (4·S·MaxSeqLen) when a row has a presence
-//     penalty: 14 + groups + [penalty] uploads.
+//     sampler's per-row settings in one copy — temperature, top-p, presence penalty, top-k, step, ban
+//     flag, min-new-tokens (4·S each), seed and sequence id (8·S each) — then one ban set per group of
+//     rows with stop ids (4·nStop bytes), and the histories (4·S·MaxSeqLen) when a row has a presence
+//     penalty: 6 + groups + [penalty] uploads.
 //
 // The logits never leave the device.
 func TestDecodeStepTransfers(t *testing.T) {
@@ -58,7 +58,7 @@ func TestDecodeStepTransfers(t *testing.T) {
 		x := kernels.Transfers{Downloads: 1, DownloadBytes: 2 * 4 * s}
 		switch {
 		case k.change:
-			x.Uploads, x.UploadBytes = 5+9, 4*4*s+4*s*mb+7*4*s+2*8*s
+			x.Uploads, x.UploadBytes = 5+1, 4*4*s+4*s*mb+7*4*s+2*8*s
 			if nStop > 0 {
 				x.Uploads, x.UploadBytes = x.Uploads+1, x.UploadBytes+4*int64(nStop)
 			}
