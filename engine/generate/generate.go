@@ -128,9 +128,9 @@ type decodeState struct {
 
 // group is a run of rows [lo, hi) that share their stop set: one sample call.
 type group struct {
-	lo, hi int
-	nBan   int  // stop ids uploaded for row lo
-	hist   bool // some row has a presence penalty
+	lo, hi      int
+	banAt, nBan int  // the rows' stop set in the sampler's ban view
+	hist        bool // some row has a presence penalty
 }
 
 // BlockSize is the KV block size Size chooses: 16 tokens, vLLM's default.
@@ -170,7 +170,7 @@ func (cfg Config) Plan(name string, mc model.Config, p model.Precision) []model.
 	items := []model.PlanItem{mc.KVCachePlan(name+": KV cache", cfg.NumBlocks, cfg.BlockSize, p)}
 	items = append(items, mc.WorkspacePlan(fmt.Sprintf("%s: workspace (prefill %d tokens, %d sequences)", name,
 		max(cfg.MaxPrefillTokens, cfg.MaxBatch), cfg.MaxBatch), max(cfg.MaxPrefillTokens, cfg.MaxBatch), cfg.MaxBatch, mb, p)...)
-	return append(items, samplerPlan(name+": sampler", cfg.MaxBatch, cfg.MaxSeqLen, mc.Vocab)...)
+	return append(items, samplerPlan(name+": sampler", cfg.MaxBatch, mb, cfg.MaxSeqLen, mc.Vocab)...)
 }
 
 // New makes an engine for m.
@@ -195,7 +195,7 @@ func New(m *model.Model, cfg Config) (*Engine, error) {
 	e := &Engine{m: m, cfg: cfg, kv: kv, ws: ws, pool: newBlockPool(cfg.NumBlocks), maxBlocks: mb,
 		dec: decodeState{table: make([]int32, n*mb), known: make([]int, n), patch: make([]int32, 1, 1+2*n), ids: make([]int32, n),
 			pos: make([]int32, n), slots: make([]int32, n), lens: make([]int32, n)}}
-	if err := e.sp.init(m.Device(), cfg.MaxBatch, cfg.MaxSeqLen, m.Config.Vocab); err != nil {
+	if err := e.sp.init(m.Device(), cfg.MaxBatch, mb, cfg.MaxSeqLen, m.Config.Vocab); err != nil {
 		e.Free()
 		return nil, err
 	}
@@ -582,7 +582,7 @@ func (e *Engine) decodeStep(active []*seq, tok Detokenizer, onToken func(int, in
 	t0 = time.Now()
 	logits := e.ws.Logits(S)
 	for _, g := range dec.groups {
-		if err := e.sp.draw(logits.MustSlice(g.lo, g.hi), g.lo, g.hi, S, g.hist, g.nBan); err != nil {
+		if err := e.sp.draw(logits.MustSlice(g.lo, g.hi), g.lo, g.hi, S, g.hist, g.banAt, g.nBan); err != nil {
 			return err
 		}
 	}
@@ -629,57 +629,59 @@ func (e *Engine) advance(S int, in model.DecodeInputs) error {
 	return e.m.Device().DecodeAdvance(a)
 }
 
-// uploadBatch writes the whole decode state of a new batch: the model's inputs (ids, positions, slots,
-// lengths, block table), every row's sampler settings, each stop-id group's ban set, and the
-// histories when a row has a presence penalty.
+// uploadBatch writes the whole decode state of a new batch in one copy — every row's sampler settings,
+// each stop-id group's ban set, the model's inputs (ids, positions, slots, lengths, block table) and,
+// when a row has a presence penalty, the histories — then copies the model's inputs into its workspace
+// on the device.
 func (e *Engine) uploadBatch(active []*seq, in model.DecodeInputs) error {
 	S, mb, dec, sp := len(active), e.maxBlocks, &e.dec, &e.sp
-	for _, u := range [...]struct {
-		t kernels.Tensor
-		v []int32
-	}{{in.IDs, dec.ids[:S]}, {in.Pos, dec.pos[:S]}, {in.Slots, dec.slots[:S]}, {in.SeqLens, dec.lens[:S]},
-		{in.BlockTable.MustReshape(S * mb), dec.table[:S*mb]}} {
-		if err := kernels.Upload(u.t, u.v); err != nil {
-			return err
-		}
-	}
-	dec.hist = false
-	for r, s := range active {
-		p := &s.st.r.Params
-		sp.setRow(r, S, p, s.idx, len(s.out.Tokens))
-		dec.hist = dec.hist || p.PresencePenalty != 0
-	}
-	if err := sp.uploadRows(S); err != nil {
-		return err
-	}
-	// no patch is pending for the new batch (a memset, not a copy)
-	if err := e.m.Device().Zero(sp.patch.MustSlice(0, 1)); err != nil {
-		return err
-	}
-	if dec.hist {
-		for r, s := range active {
-			copy(sp.hHist[r*sp.ldHist:(r+1)*sp.ldHist], s.out.Tokens)
-		}
-		if err := kernels.Upload(sp.hist.MustSlice(0, S), sp.hHist[:S*sp.ldHist]); err != nil {
-			return err
-		}
-	}
-	dec.groups = dec.groups[:0]
+	dec.groups, dec.hist = dec.groups[:0], false
+	nb := 0
 	for lo := 0; lo < S; {
-		g := group{lo: lo, hi: lo + 1, nBan: len(active[lo].st.stopList)}
+		g := group{lo: lo, hi: lo + 1, banAt: nb, nBan: len(active[lo].st.stopList)}
 		for g.hi < S && active[g.hi].st.stopKey == active[lo].st.stopKey {
 			g.hi++
 		}
 		for _, s := range active[g.lo:g.hi] {
 			g.hist = g.hist || s.st.r.Params.PresencePenalty != 0
 		}
-		if err := sp.uploadBan(lo, active[lo].st.stopList); err != nil {
-			return err
-		}
+		dec.hist = dec.hist || g.hist
+		nb += g.nBan
 		dec.groups = append(dec.groups, g)
 		lo = g.hi
 	}
-	return nil
+	if err := sp.layout(S, nb); err != nil {
+		return err
+	}
+	l, h := sp.lay, sp.hBatch
+	for r, s := range active {
+		sp.setRow(r, &s.st.r.Params, s.idx, len(s.out.Tokens))
+	}
+	for _, g := range dec.groups {
+		copy(h[l.banAt+g.banAt:], active[g.lo].st.stopList)
+	}
+	for i, v := range [][]int32{dec.ids[:S], dec.pos[:S], dec.slots[:S], dec.lens[:S], dec.table[:S*mb]} {
+		copy(h[l.inputsAt+i*S:], v)
+	}
+	end := l.histAt
+	if dec.hist {
+		for r, s := range active {
+			copy(h[l.histAt+r*sp.ldHist:l.histAt+(r+1)*sp.ldHist], s.out.Tokens)
+		}
+		end = l.end
+	}
+	if err := sp.upload(end); err != nil {
+		return err
+	}
+	d := e.m.Device()
+	for _, c := range [...]struct{ dst, src kernels.Tensor }{{in.IDs, sp.ids}, {in.Pos, sp.pos}, {in.Slots, sp.slots},
+		{in.SeqLens, sp.lens}, {in.BlockTable.MustReshape(S * mb), sp.table}} {
+		if err := d.Copy(c.dst, c.src); err != nil {
+			return err
+		}
+	}
+	// no patch is pending for the new batch (a memset, not a copy)
+	return d.Zero(sp.patch.MustSlice(0, 1))
 }
 
 // checkStop ends a sequence on a stop id, a stop string (its text is then cut just after the string),

@@ -11,34 +11,49 @@ import (
 )
 
 // samplerBuffers are the device inputs and outputs of the sample op for up to n rows, with host
-// staging, allocated once per engine. During decoding, row r of every per-row buffer belongs to row r of
+// staging, allocated once per engine. During decoding, row r of every per-row view belongs to row r of
 // the decode batch and stays on the device between steps (the engine uploads it when the batch changes;
 // kernels.DecodeAdvance advances steps, ban flags and histories).
 type samplerBuffers struct {
-	d                *kernels.Device
-	n, ldHist, vocab int
-	logits           kernels.Tensor // [n, vocab]: a prompt's last logits, replicated for its samples
-	// settings holds every per-row setting of k rows in one I32 buffer, so they go up in one copy:
-	// 11 words a row (seed and sequence id U64, then temperature, top-p, presence penalty F32, then
-	// top-k, step, ban flag, min-new-tokens I32), each setting a run of k rows; layout(k) makes the views.
-	settings         kernels.Tensor // I32 [11n]
-	k                int            // the rows the views below cover
-	seeds, seqIDs    kernels.Tensor // U64 [k]
-	temp, topP, pres kernels.Tensor // F32 [k]
-	topK, steps      kernels.Tensor // I32 [k]; steps is also each row's history length
-	banRows, minNew  kernels.Tensor // I32 [k]
-	out              kernels.Tensor // I32 [2n]: for k rows, tokens in [0, k), log-prob bits in [k, 2k)
-	hist             kernels.Tensor // I32 [n, ldHist]
-	ban              kernels.Tensor // I32 [n, maxBan]: a group of rows starting at row r bans ban[r, :]
-	patch            kernels.Tensor // I32 [1 + 2n]: block-table patches for kernels.DecodeAdvance
-	hSettings, hOut  []int32
-	hHist            []int32
+	d                     *kernels.Device
+	n, mb, ldHist, vocab  int
+	logits                kernels.Tensor // [n, vocab]: a prompt's last logits, replicated for its samples
+	batch                 kernels.Tensor // I32: a batch's whole state, so it goes up in one copy (layout)
+	lay                   batchLayout    // where the views below lie in batch
+	seeds, seqIDs         kernels.Tensor // U64 [k]
+	temp, topP, pres      kernels.Tensor // F32 [k]
+	topK, steps           kernels.Tensor // I32 [k]; steps is also each row's history length
+	banRows, minNew       kernels.Tensor // I32 [k]
+	ban                   kernels.Tensor // I32 [nb]: each group's stop set, one after another
+	ids, pos, slots, lens kernels.Tensor // I32 [k]: the model's decode inputs, copied into its workspace
+	table                 kernels.Tensor // I32 [k·mb]: the block table, likewise
+	hist                  kernels.Tensor // I32 [k, ldHist]
+	out                   kernels.Tensor // I32 [2n]: for k rows, tokens in [0, k), log-prob bits in [k, 2k)
+	patch                 kernels.Tensor // I32 [1 + 2n]: block-table patches for kernels.DecodeAdvance
+	hBatch, hOut          []int32
 }
 
-// settingsWords is the I32 words of one row's settings.
-const settingsWords = 11
+// batchLayout places a batch of k rows with nb stop ids in the batch buffer, in I32 words: 11 words of
+// settings a row (seed and sequence id U64, then temperature, top-p, presence penalty F32, then top-k,
+// step, ban flag, min-new-tokens I32, each a run of k rows), the stop sets, the model's inputs (ids,
+// positions, slots, lengths, block table), then the histories. A prompt's first draws upload up to
+// the model's inputs, a new decode batch up to the histories, or through them with a presence penalty.
+type batchLayout struct {
+	k, nb, banAt, inputsAt, histAt, end int
+}
 
-const maxBan = 64
+const (
+	settingsWords = 11
+	maxBan        = 64
+)
+
+func newBatchLayout(k, nb, mb, ldHist int) batchLayout {
+	l := batchLayout{k: k, nb: nb, banAt: settingsWords * k}
+	l.inputsAt = l.banAt + nb
+	l.histAt = l.inputsAt + 4*k + k*mb
+	l.end = l.histAt + k*ldHist
+	return l
+}
 
 // bufSpec is one device buffer of the sampler.
 type bufSpec struct {
@@ -47,23 +62,21 @@ type bufSpec struct {
 	dims []int
 }
 
-// specs lists the sampler's device buffers for n rows (init allocates them, samplerBytes sums them).
-func (b *samplerBuffers) specs(n, ldHist, vocab int) []bufSpec {
+// specs lists the sampler's device buffers for n rows (init allocates them, samplerPlan sums them).
+func (b *samplerBuffers) specs(n, mb, ldHist, vocab int) []bufSpec {
 	return []bufSpec{
 		{&b.logits, kernels.F32, []int{n, vocab}},
-		{&b.settings, kernels.I32, []int{settingsWords * n}},
+		{&b.batch, kernels.I32, []int{newBatchLayout(n, n*maxBan, mb, ldHist).end}},
 		{&b.out, kernels.I32, []int{2 * n}},
-		{&b.hist, kernels.I32, []int{n, ldHist}},
-		{&b.ban, kernels.I32, []int{n, maxBan}},
 		{&b.patch, kernels.I32, []int{1 + 2*n}},
 	}
 }
 
 // samplerPlan is the device memory of the sampler's buffers for n rows, one item per dtype.
-func samplerPlan(name string, n, ldHist, vocab int) []model.PlanItem {
+func samplerPlan(name string, n, mb, ldHist, vocab int) []model.PlanItem {
 	var b samplerBuffers
 	var items []model.PlanItem
-	for _, s := range b.specs(n, ldHist, vocab) {
+	for _, s := range b.specs(n, mb, ldHist, vocab) {
 		e := int64(s.dt.Size())
 		for _, d := range s.dims {
 			e *= int64(d)
@@ -78,10 +91,10 @@ func samplerPlan(name string, n, ldHist, vocab int) []model.PlanItem {
 	return items
 }
 
-func (b *samplerBuffers) init(d *kernels.Device, n, ldHist, vocab int) error {
-	b.d, b.n, b.ldHist, b.vocab = d, n, ldHist, vocab
+func (b *samplerBuffers) init(d *kernels.Device, n, mb, ldHist, vocab int) error {
+	b.d, b.n, b.mb, b.ldHist, b.vocab = d, n, mb, ldHist, vocab
 	var err error
-	for _, s := range b.specs(n, ldHist, vocab) {
+	for _, s := range b.specs(n, mb, ldHist, vocab) {
 		if err == nil {
 			*s.dst, err = d.Alloc(s.dt, s.dims...)
 		}
@@ -90,44 +103,54 @@ func (b *samplerBuffers) init(d *kernels.Device, n, ldHist, vocab int) error {
 		b.free()
 		return fmt.Errorf("generate: sampler buffers: %w", err)
 	}
-	b.hSettings, b.hOut = make([]int32, settingsWords*n), make([]int32, 2*n)
-	b.hHist = make([]int32, n*ldHist)
+	b.hBatch, b.hOut = make([]int32, b.batch.Len()), make([]int32, 2*n)
 	return nil
 }
 
 func (b *samplerBuffers) free() {
-	for _, t := range []kernels.Tensor{b.logits, b.settings, b.out, b.hist, b.ban, b.patch} {
+	for _, t := range []kernels.Tensor{b.logits, b.batch, b.out, b.patch} {
 		if t.Valid() {
 			b.d.Free(t)
 		}
 	}
 }
 
-// layout points the settings views at k rows (see settings).
-func (b *samplerBuffers) layout(k int) error {
-	b.k = k
+// layout points the views at a batch of k rows with nb stop ids.
+func (b *samplerBuffers) layout(k, nb int) error {
+	if nb > k*maxBan {
+		return fmt.Errorf("generate: %d stop ids for %d rows (at most %d a row)", nb, k, maxBan)
+	}
+	l := newBatchLayout(k, nb, b.mb, b.ldHist)
+	b.lay = l
 	var err error
 	view := func(dst *kernels.Tensor, lo, hi int, dt kernels.DType) {
 		if err == nil {
-			*dst, err = b.settings.MustSlice(lo*k, hi*k).Bitcast(dt)
+			*dst, err = b.batch.MustSlice(lo, hi).Bitcast(dt)
 		}
 	}
-	view(&b.seeds, 0, 2, kernels.U64)
-	view(&b.seqIDs, 2, 4, kernels.U64)
-	view(&b.temp, 4, 5, kernels.F32)
-	view(&b.topP, 5, 6, kernels.F32)
-	view(&b.pres, 6, 7, kernels.F32)
-	view(&b.topK, 7, 8, kernels.I32)
-	view(&b.steps, 8, 9, kernels.I32)
-	view(&b.banRows, 9, 10, kernels.I32)
-	view(&b.minNew, 10, 11, kernels.I32)
+	view(&b.seeds, 0, 2*k, kernels.U64)
+	view(&b.seqIDs, 2*k, 4*k, kernels.U64)
+	for i, dst := range []*kernels.Tensor{&b.temp, &b.topP, &b.pres} {
+		view(dst, (4+i)*k, (5+i)*k, kernels.F32)
+	}
+	for i, dst := range []*kernels.Tensor{&b.topK, &b.steps, &b.banRows, &b.minNew} {
+		view(dst, (7+i)*k, (8+i)*k, kernels.I32)
+	}
+	view(&b.ban, l.banAt, l.banAt+nb, kernels.I32)
+	for i, dst := range []*kernels.Tensor{&b.ids, &b.pos, &b.slots, &b.lens} {
+		view(dst, l.inputsAt+i*k, l.inputsAt+(i+1)*k, kernels.I32)
+	}
+	view(&b.table, l.inputsAt+4*k, l.histAt, kernels.I32)
+	if err == nil {
+		b.hist, err = b.batch.MustSlice(l.histAt, l.end).Reshape(k, b.ldHist)
+	}
 	return err
 }
 
-// setRow stages row r of k rows: the request's parameters, its key (seed, sample, step), and whether
-// its stop ids are banned (fewer than MinNewTokens drawn yet), at the words layout(k) gives them.
-func (b *samplerBuffers) setRow(r, k int, p *Params, sample, step int) {
-	h := b.hSettings
+// setRow stages row r of the current layout: the request's parameters, its key (seed, sample, step),
+// and whether its stop ids are banned (fewer than MinNewTokens drawn yet).
+func (b *samplerBuffers) setRow(r int, p *Params, sample, step int) {
+	h, k := b.hBatch, b.lay.k
 	u64 := func(at int, v uint64) { h[at], h[at+1] = int32(uint32(v)), int32(uint32(v>>32)) } // little-endian
 	f32 := func(at int, v float32) { h[at] = int32(math.Float32bits(v)) }
 	u64(2*r, p.Seed)
@@ -145,30 +168,16 @@ func (b *samplerBuffers) setRow(r, k int, p *Params, sample, step int) {
 	}
 }
 
-// uploadRows uploads the settings of rows [0, k) staged by setRow(·, k, …): one copy of 44·k bytes.
-func (b *samplerBuffers) uploadRows(k int) error {
-	if err := b.layout(k); err != nil {
-		return err
-	}
-	return kernels.Upload(b.settings.MustSlice(0, settingsWords*k), b.hSettings[:settingsWords*k])
-}
-
-// uploadBan stages the stop set banned in the group of rows starting at row lo.
-func (b *samplerBuffers) uploadBan(lo int, ids []int32) error {
-	if len(ids) > maxBan {
-		return fmt.Errorf("%d stop ids (at most %d)", len(ids), maxBan)
-	}
-	if len(ids) == 0 {
-		return nil
-	}
-	return kernels.Upload(b.ban.MustSlice(lo, lo+1).MustReshape(maxBan).MustSlice(0, len(ids)), ids)
+// upload sends the staged batch state up to word end in one copy.
+func (b *samplerBuffers) upload(end int) error {
+	return kernels.Upload(b.batch.MustSlice(0, end), b.hBatch[:end])
 }
 
 // draw samples rows [lo, hi) of logits (one row each) with the settings on the device, writing the
 // tokens to out[lo, hi) and their log-probs to out[k+lo, k+hi) of a batch of k rows. hist says whether
-// rows [lo, hi) of the history count (some row has a presence penalty); nBan is the length of the stop
-// set uploaded for row lo, banned in flagged rows.
-func (b *samplerBuffers) draw(logits kernels.Tensor, lo, hi, k int, hist bool, nBan int) error {
+// rows [lo, hi) of the history count (some row has a presence penalty); ban[banAt, banAt+nBan) is the
+// rows' stop set, banned in flagged rows.
+func (b *samplerBuffers) draw(logits kernels.Tensor, lo, hi, k int, hist bool, banAt, nBan int) error {
 	logp, err := b.out.MustSlice(k+lo, k+hi).Bitcast(kernels.F32)
 	if err != nil {
 		return err
@@ -180,7 +189,7 @@ func (b *samplerBuffers) draw(logits kernels.Tensor, lo, hi, k int, hist bool, n
 		p.Hist, p.HistLen = b.hist.MustSlice(lo, hi), b.steps.MustSlice(lo, hi)
 	}
 	if nBan > 0 {
-		p.BanIDs, p.BanRows = b.ban.MustSlice(lo, lo+1).MustReshape(maxBan).MustSlice(0, nBan), b.banRows.MustSlice(lo, hi)
+		p.BanIDs, p.BanRows = b.ban.MustSlice(banAt, banAt+nBan), b.banRows.MustSlice(lo, hi)
 	}
 	return b.d.Sample(p)
 }
@@ -204,19 +213,20 @@ func (b *samplerBuffers) sampleFirst(row kernels.Tensor, st *reqState) ([]int32,
 	logps := make([]float32, 0, st.r.N)
 	for lo := 0; lo < st.r.N; lo += b.n {
 		n := min(b.n, st.r.N-lo)
+		if err := b.layout(n, len(st.stopList)); err != nil {
+			return nil, nil, err
+		}
 		for r := 0; r < n; r++ {
 			if err := b.d.Copy(b.logits.MustSlice(r, r+1), row); err != nil {
 				return nil, nil, err
 			}
-			b.setRow(r, n, p, lo+r, 0)
+			b.setRow(r, p, lo+r, 0)
 		}
-		if err := b.uploadRows(n); err != nil {
+		copy(b.hBatch[b.lay.banAt:], st.stopList)
+		if err := b.upload(b.lay.inputsAt); err != nil {
 			return nil, nil, err
 		}
-		if err := b.uploadBan(0, st.stopList); err != nil {
-			return nil, nil, err
-		}
-		if err := b.draw(b.logits.MustSlice(0, n), 0, n, n, false, len(st.stopList)); err != nil {
+		if err := b.draw(b.logits.MustSlice(0, n), 0, n, n, false, 0, len(st.stopList)); err != nil {
 			return nil, nil, err
 		}
 		out, err := b.fetch(n)

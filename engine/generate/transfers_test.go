@@ -42,12 +42,12 @@ type stepKind struct {
 //     there (kernels.DecodeAdvance);
 //   - a steady step where k rows cross into a new KV block: one upload of the k (index, block) table
 //     patches after their count, 4 + 2·4·k bytes;
-//   - a step whose batch changed (a sequence finished or joined; the first step): the model's inputs —
-//     ids, positions, slots, lengths (4·S bytes each) and the block table (4·S·MaxBlocks) — then the
-//     sampler's per-row settings in one copy — temperature, top-p, presence penalty, top-k, step, ban
-//     flag, min-new-tokens (4·S each), seed and sequence id (8·S each) — then one ban set per group of
-//     rows with stop ids (4·nStop bytes), and the histories (4·S·MaxSeqLen) when a row has a presence
-//     penalty: 6 + groups + [penalty] uploads.
+//   - a step whose batch changed (a sequence finished or joined; the first step): one upload of the whole
+//     state — the sampler's per-row settings (temperature, top-p, presence penalty, top-k, step, ban
+//     flag, min-new-tokens: 4·S bytes each; seed and sequence id: 8·S each), each group's stop ids
+//     (4·nStop), the model's inputs (ids, positions, slots, lengths: 4·S each; the block table:
+//     4·S·MaxBlocks), and the histories (4·S·MaxSeqLen) when a row has a presence penalty — which the
+//     device then copies into the model's workspace.
 //
 // The logits never leave the device.
 func TestDecodeStepTransfers(t *testing.T) {
@@ -58,12 +58,9 @@ func TestDecodeStepTransfers(t *testing.T) {
 		x := kernels.Transfers{Downloads: 1, DownloadBytes: 2 * 4 * s}
 		switch {
 		case k.change:
-			x.Uploads, x.UploadBytes = 5+1, 4*4*s+4*s*mb+7*4*s+2*8*s
-			if nStop > 0 {
-				x.Uploads, x.UploadBytes = x.Uploads+1, x.UploadBytes+4*int64(nStop)
-			}
+			x.Uploads, x.UploadBytes = 1, 7*4*s+2*8*s+4*int64(nStop)+4*4*s+4*s*mb
 			if penalty {
-				x.Uploads, x.UploadBytes = x.Uploads+1, x.UploadBytes+4*s*ldHist
+				x.UploadBytes += 4 * s * ldHist
 			}
 		case k.crossed > 0:
 			x.Uploads, x.UploadBytes = 1, 4+2*4*int64(k.crossed)
