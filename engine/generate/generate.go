@@ -4,8 +4,8 @@
 // not depend on what else is in the batch.
 //
 // A decode step's inputs live on the device. The model's inputs (ids, positions, cache slots, lengths,
-// block table) and the sampler's per-row settings, histories and ban sets are uploaded when the batch
-// changes — a sequence finishes or joins — and otherwise advanced on the device by
+// block table) and the sampler's per-row settings, histories and ban sets go up in one copy when the
+// batch changes — a sequence finishes or joins — and are otherwise advanced on the device by
 // kernels.DecodeAdvance from the tokens the last step drew; the host sends only the block-table entries
 // of KV blocks it takes, and reads back each step's tokens and log-probs in one download, which it
 // needs for stop checks and detokenising.
