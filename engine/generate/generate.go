@@ -567,25 +567,17 @@ func (e *Engine) decodeStep(active []*seq, tok Detokenizer, onToken func(int, in
 	in := e.ws.DecodeInputs(S)
 	var err error
 	if steady {
-		err = e.advance(S, in)
+		err = e.uploadPatches()
 	} else {
 		err = e.uploadBatch(active, in)
 	}
 	if err != nil {
 		return err
 	}
-	if err := e.m.DecodeResident(e.ws, e.kv, S); err != nil {
+	if err := e.deviceStep(S, steady, in, t0); err != nil {
 		return err
 	}
-	e.stats.DecodeTime += time.Since(t0)
-	e.stats.DecodeSteps++
 	t0 = time.Now()
-	logits := e.ws.Logits(S)
-	for _, g := range dec.groups {
-		if err := e.sp.draw(logits.MustSlice(g.lo, g.hi), g.lo, g.hi, S, g.hist, g.banAt, g.nBan); err != nil {
-			return err
-		}
-	}
 	out, err := e.sp.fetch(S)
 	if err != nil {
 		return err
@@ -609,24 +601,50 @@ func (e *Engine) decodeStep(active []*seq, tok Detokenizer, onToken func(int, in
 	return nil
 }
 
-// advance moves the device state of the unchanged batch on by the tokens the last step drew (still on
-// the device), after uploading this step's block-table patches, if any, in one copy (4 + 8·k bytes).
-func (e *Engine) advance(S int, in model.DecodeInputs) error {
+// uploadPatches sends this step's block-table patches, if any, in one copy (4 + 8·k bytes); the next
+// DecodeAdvance applies and consumes them.
+func (e *Engine) uploadPatches() error {
+	dec := &e.dec
+	k := len(dec.patch) / 2
+	if k == 0 {
+		return nil
+	}
+	dec.patch[0] = int32(k)
+	return kernels.Upload(e.sp.patch.MustSlice(0, len(dec.patch)), dec.patch)
+}
+
+// deviceStep is a decode step's device work, once its inputs are up: in steady state the advance by the
+// last step's tokens, then the model, then one sample call per group of rows, leaving the tokens and
+// log-probs in the sampler's out buffer. It copies nothing between host and device, and for a given
+// batch it calls the same ops with the same arguments every steady step (what a CUDA graph replays).
+// t0 is when the step began (its decode time).
+func (e *Engine) deviceStep(S int, steady bool, in model.DecodeInputs, t0 time.Time) error {
 	sp, dec := &e.sp, &e.dec
-	// The same arguments every steady step (a CUDA graph can replay it); the op consumes the patch count.
-	a := kernels.DecodeAdvance{Tokens: sp.out.MustSlice(0, S), Patch: sp.patch, Table: in.BlockTable, IDs: in.IDs,
-		Pos: in.Pos, SeqLens: in.SeqLens, Slots: in.Slots, Steps: sp.steps.MustSlice(0, S),
-		BanRows: sp.banRows.MustSlice(0, S), MinNew: sp.minNew.MustSlice(0, S), BlockSize: e.cfg.BlockSize}
-	if k := len(dec.patch) / 2; k > 0 {
-		dec.patch[0] = int32(k)
-		if err := kernels.Upload(sp.patch.MustSlice(0, len(dec.patch)), dec.patch); err != nil {
+	if steady {
+		a := kernels.DecodeAdvance{Tokens: sp.out.MustSlice(0, S), Patch: sp.patch, Table: in.BlockTable, IDs: in.IDs,
+			Pos: in.Pos, SeqLens: in.SeqLens, Slots: in.Slots, Steps: sp.steps, BanRows: sp.banRows, MinNew: sp.minNew,
+			BlockSize: e.cfg.BlockSize}
+		if dec.hist {
+			a.Hist = sp.hist
+		}
+		if err := e.m.Device().DecodeAdvance(a); err != nil {
 			return err
 		}
 	}
-	if dec.hist {
-		a.Hist = sp.hist.MustSlice(0, S)
+	if err := e.m.DecodeResident(e.ws, e.kv, S); err != nil {
+		return err
 	}
-	return e.m.Device().DecodeAdvance(a)
+	e.stats.DecodeTime += time.Since(t0)
+	e.stats.DecodeSteps++
+	t0 = time.Now()
+	logits := e.ws.Logits(S)
+	for _, g := range dec.groups {
+		if err := sp.draw(logits.MustSlice(g.lo, g.hi), g.lo, g.hi, S, g.hist, g.banAt, g.nBan); err != nil {
+			return err
+		}
+	}
+	e.stats.SampleTime += time.Since(t0)
+	return nil
 }
 
 // uploadBatch writes the whole decode state of a new batch in one copy — every row's sampler settings,
