@@ -389,6 +389,9 @@ static inline int32_t serl_check_ppo_coef(SERL_CTX *ctx, const serl_ppo_coef_arg
     if (a->n_tokens == 0) return SERL_DONE;
     SERL_REQUIRE(a->coef && (a->n_seqs == 0 || (a->pos && a->act_cu && a->logp && a->logp_old && a->logp_ref && a->adv && a->sums)),
                  "ppo_coef: NULL tensor");
+    return SERL_OK;
+}
+
 /* ---------------------------------------------------------------- decode step state */
 
 static inline int32_t serl_check_decode_advance(SERL_CTX *ctx, const serl_decode_advance_args *a) {
