@@ -110,6 +110,9 @@ func checkTrainFlags(tf trainFlags, cfg selfplay.Config) error {
 	case tf.EvalMaxNew < 0:
 		return usagef("--eval-max-new-tokens %d: want 0 (--max-new-tokens) or more", tf.EvalMaxNew)
 	}
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = 1 // --max-batch 0: sized from the device's free memory once it is open
+	}
 	if err := cfg.Validate(); err != nil {
 		return usagef("%v", err)
 	}
@@ -166,7 +169,7 @@ func registerTrainFlags(fs interface {
 	fs.IntVar(&c.MaxPromptTokens, "max-prompt-tokens", c.MaxPromptTokens, "prompt budget (task prompts are cut, few-shot prompts drop examples)")
 	fs.IntVar(&c.MaxNewTokens, "max-new-tokens", c.MaxNewTokens, "tokens per response")
 	fs.IntVar(&c.InstrMaxNewTokens, "instr-max-new-tokens", c.InstrMaxNewTokens, "tokens per self-instruction completion")
-	fs.IntVar(&c.MaxBatch, "max-batch", c.MaxBatch, "sequences decoded together")
+	fs.IntVar(&c.MaxBatch, "max-batch", c.MaxBatch, "sequences decoded together (0: the most the device's free memory holds, the default on a GPU)")
 	fs.Float64Var(&c.DifficultyLow, "difficulty-low", c.DifficultyLow, "keep groups whose majority share is at least this")
 	fs.Float64Var(&c.DifficultyHigh, "difficulty-high", c.DifficultyHigh, "and at most this")
 }
@@ -226,6 +229,7 @@ func trainRank(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 		}
 		cfg.PromptMode, cfg.SystemPrompt, promptSource = selfplay.PromptMode(pc.Mode), pc.System, source
 	}
+	fitBatch := tf.Resume == "" && cfg.MaxBatch == 0
 	if tf.Resume != "" {
 		if err := checkResumeFlags(fs, stderr); err != nil {
 			return err
@@ -282,7 +286,7 @@ func trainRank(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 		if tf, err = restoreInputs(runPath); err != nil {
 			return err
 		}
-		if in, err = trainInputs(d, comm, stored.PolicyDir, stored.ReferenceDir, tf, cfg, stderr); err != nil {
+		if in, err = trainInputs(d, comm, stored.PolicyDir, stored.ReferenceDir, tf, &cfg, false, stderr); err != nil {
 			return err
 		}
 		if r, err = stored.Resume(in); err != nil {
@@ -294,7 +298,7 @@ func trainRank(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 		if runPath == "" {
 			runPath = filepath.Join("runs", time.Now().Format("2006-01-02_15-04-05"))
 		}
-		if in, err = trainInputs(d, comm, tf.Model, tf.Model, tf, cfg, stderr); err != nil {
+		if in, err = trainInputs(d, comm, tf.Model, tf.Model, tf, &cfg, fitBatch || d.Info().Backend == "cuda" && !explicit(fs)["max-batch"], stderr); err != nil {
 			return err
 		}
 		if in.RunFiles, err = runFiles(tf); err != nil {
@@ -412,7 +416,10 @@ func checkTrainChoices(c selfplay.Config) error {
 // trainInputs reads the tokenizer, chat template and data, prints the run's memory plan and refuses it
 // when it does not fit the device — before anything is allocated — and then loads the policy and
 // reference models.
-func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, tf trainFlags, cfg selfplay.Config, stderr io.Writer) (selfplay.Inputs, error) {
+//
+// With fitBatch (a new run with --max-batch 0, or on a GPU without --max-batch) it sets cfg.MaxBatch to
+// the largest decode batch the device's free memory holds (fitMaxBatch) before the plan is checked.
+func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, tf trainFlags, cfg *selfplay.Config, fitBatch bool, stderr io.Writer) (selfplay.Inputs, error) {
 	in := selfplay.Inputs{Comm: comm}
 	var err error
 	if in.Tokenizer, err = tokenizer.Load(filepath.Join(refDir, "tokenizer.json")); err != nil {
@@ -465,7 +472,7 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 		}
 		in.Train = toProblems(ps, true)
 	}
-	evalLongest, evalNew := 0, 0
+	evalLongest, evalNew, evalProblems := 0, 0, 0
 	if tf.Eval != "" {
 		ps, err := readProblems(tf.Eval)
 		if err != nil {
@@ -490,7 +497,8 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 			}
 			evalLongest = max(evalLongest, len(ids))
 		}
-		evalNew = evalMaxNew(tf, cfg) // cut to the context below, before the closure first runs
+		evalProblems = len(ps)
+		evalNew = evalMaxNew(tf, *cfg) // cut to the context below, before the closure first runs
 		tok := in.Tokenizer
 		in.Evaluate = func(ctx context.Context, m *model.Model, it int) (any, error) {
 			k := tf.EvalK
@@ -532,7 +540,29 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 		fmt.Fprintf(stderr, "serl: evaluation responses get at most %d new tokens: the longest evaluation prompt (%d tokens) and the model's context of %d leave no more (--eval-max-new-tokens to choose)\n",
 			evalNew, evalLongest, mc.MaxPositions)
 	}
-	plan, err := trainPlan(mc, cfg, evalLongest, evalNew)
+	if fitBatch {
+		// The most sequences any phase decodes at once: a step's rollouts, a self-instruction round, an
+		// evaluation with its maj@K samples.
+		most := min(max(cfg.RolloutBatch*cfg.Samples, cfg.GenPrompts, evalProblems*max(1, tf.EvalK)), maxFitBatch)
+		budget := d.Info().FreeMemory / 10 * 9
+		b, err := fitMaxBatch(func(b int) (model.Plan, error) {
+			c := *cfg
+			c.MaxBatch = b
+			return trainPlan(mc, c, evalLongest, evalNew)
+		}, most, budget)
+		if err != nil {
+			return in, err
+		}
+		// Every rank decodes with the same batch (the same float results as one process): the smallest.
+		all, err := dist.Gather(comm, "decode batch sizes", []int{b})
+		if err != nil {
+			return in, err
+		}
+		cfg.MaxBatch = slices.Min(all)
+		fmt.Fprintf(stderr, "serl: --max-batch %d: the largest decode batch whose memory plan fits in 90%% of the %s's %.1f GiB free (at most %d sequences decode at once)\n",
+			cfg.MaxBatch, d.Info().Backend, float64(d.Info().FreeMemory)/(1<<30), most)
+	}
+	plan, err := trainPlan(mc, *cfg, evalLongest, evalNew)
 	if err != nil {
 		return in, err
 	}
@@ -570,6 +600,36 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 		return in, err
 	}
 	return in, nil
+}
+
+// maxFitBatch bounds the decode batch fitMaxBatch chooses: past it a step's weights are read for so many
+// sequences that decoding is compute-bound, and a bigger batch only holds more memory.
+const maxFitBatch = 1024
+
+// fitMaxBatch is the largest decode batch in [1, most] whose memory plan (plan, growing with the batch)
+// fits in budget bytes; 1 when none does (the plan's check then says by how much).
+func fitMaxBatch(plan func(batch int) (model.Plan, error), most int, budget int64) (int, error) {
+	fits := func(b int) (bool, error) {
+		p, err := plan(b)
+		return err == nil && p.Total() <= budget, err
+	}
+	lo, hi := 1, max(most, 1)
+	if ok, err := fits(lo); err != nil || !ok {
+		return lo, err
+	}
+	for lo < hi { // lo fits; the answer is in [lo, hi]
+		mid := (lo + hi + 1) / 2
+		ok, err := fits(mid)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo, nil
 }
 
 // evalMaxNew is the token budget of an evaluation response.

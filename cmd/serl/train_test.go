@@ -12,6 +12,7 @@ import (
 
 	"github.com/serl-go/serl/engine/chat"
 	"github.com/serl-go/serl/engine/dist"
+	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/selfplay"
 	"github.com/serl-go/serl/engine/tokenizer"
 	"github.com/serl-go/serl/kernels"
@@ -138,7 +139,7 @@ func TestTrainRefusesAPlanThatDoesNotFit(t *testing.T) {
 	cfg := selfplay.DefaultConfig()
 	cfg.Mode, cfg.MaxBatch = selfplay.ModeGT, 1_000_000_000
 	var log strings.Builder
-	_, err = trainInputs(d, dist.Single(), dir, dir, trainFlags{Data: data, Eval: data}, cfg, &log)
+	_, err = trainInputs(d, dist.Single(), dir, dir, trainFlags{Data: data, Eval: data}, &cfg, false, &log)
 	require.ErrorContains(t, err, "memory plan needs")
 	require.Contains(t, log.String(), "policy")
 	live, peak := d.MemoryInUse()
@@ -166,9 +167,54 @@ func TestTrainEvaluationBudgetAndContext(t *testing.T) {
 	cfg := selfplay.DefaultConfig() // 1024 new tokens: with a 16-token prompt, past the fixture's context
 	cfg.Mode = selfplay.ModeGT
 	var log strings.Builder
-	in, err := trainInputs(d, dist.Single(), dir, dir, trainFlags{Data: data, Eval: data}, cfg, &log)
+	in, err := trainInputs(d, dist.Single(), dir, dir, trainFlags{Data: data, Eval: data}, &cfg, false, &log)
 	require.NoError(t, err)
 	defer in.Policy.Free()
 	defer in.Reference.Free()
 	require.Contains(t, log.String(), "evaluation responses get at most 1008 new tokens")
+}
+
+// --max-batch 0 (the default on a GPU): the decode batch is the largest whose whole plan fits in 90% of
+// the free memory, at most the sequences a phase decodes at once; the choice is what the run keeps.
+func TestTrainFitsTheDecodeBatchToFreeMemory(t *testing.T) {
+	dir := tinyModelDir(t)
+	data := writeProblems(t, 8)
+	mc, err := model.LoadConfig(filepath.Join(dir, "config.json"))
+	require.NoError(t, err)
+	cfg := selfplay.DefaultConfig()
+	cfg.Mode = selfplay.ModeGT
+	cfg.MaxNewTokens = 64
+	plan := func(b int) (model.Plan, error) {
+		c := cfg
+		c.MaxBatch = b
+		return trainPlan(mc, c, 16, 64)
+	}
+	p37, err := plan(37)
+	require.NoError(t, err)
+	for _, c := range []struct {
+		budget     int64
+		most, want int
+	}{
+		{p37.Total(), 1024, 37}, {p37.Total() + 1, 1024, 37}, {p37.Total() - 1, 1024, 36},
+		{p37.Total(), 20, 20}, {1, 1024, 1}, // none fits: 1, and the plan's check says by how much
+	} {
+		got, err := fitMaxBatch(plan, c.most, c.budget)
+		require.NoError(t, err)
+		require.Equal(t, c.want, got, "budget %d, at most %d", c.budget, c.most)
+	}
+
+	// Through trainInputs on the CPU, whose free memory holds far more than this tiny model needs: the
+	// most sequences decoded at once, a step's rollouts (16 problems × 16 samples here).
+	d, err := kernels.Open("cpu", 1)
+	require.NoError(t, err)
+	defer d.Close()
+	var log strings.Builder
+	cfg.MaxBatch = 1
+	in, err := trainInputs(d, dist.Single(), dir, dir, trainFlags{Data: data, Eval: data}, &cfg, true, &log)
+	require.NoError(t, err)
+	defer in.Policy.Free()
+	defer in.Reference.Free()
+	want := cfg.RolloutBatch * cfg.Samples
+	require.Equal(t, want, cfg.MaxBatch)
+	require.Contains(t, log.String(), fmt.Sprintf("--max-batch %d: the largest decode batch", want))
 }
