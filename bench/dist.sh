@@ -7,6 +7,7 @@
 # loaded machine's wall times hide. Process counts alternate, REPS times; the medians are reported.
 #
 #   bench/dist.sh                 STEPS=4 ROLLOUT=8 SAMPLES=8 REPS=3 NP="1 2"
+#   SERL=/tmp/serl-old bench/dist.sh   another build of serl (to compare two versions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,8 @@ REPS=${REPS:-3}
 NP=${NP:-1 2}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
-if [[ ! -x bin/serl || -n $(find cmd engine kernels csrc loader -newer bin/serl -name '*.[ch]' -o -newer bin/serl -name '*.go' | head -1) ]]; then
+SERL=${SERL:-bin/serl}
+if [[ $SERL == bin/serl && (! -x bin/serl || -n $(find cmd engine kernels csrc loader -newer bin/serl -name '*.[ch]' -o -newer bin/serl -name '*.go' | head -1)) ]]; then
 	./build.sh >&2
 fi
 
@@ -35,7 +37,7 @@ run() { # np steps → "wall cpu" seconds
 	local t0 t1 c0 c1
 	t0=$(date +%s.%N)
 	times >"$dir.t0" # in this shell: run is called in a subshell of its own, whose children are the job
-	"${launch[@]}" bin/serl "${args[@]}" >/dev/null 2>"$dir.log"
+	"${launch[@]}" "$SERL" "${args[@]}" >/dev/null 2>"$dir.log"
 	t1=$(date +%s.%N)
 	times >"$dir.t1"
 	c0=$(secs "$dir.t0")

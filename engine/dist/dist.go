@@ -158,14 +158,24 @@ func SplitOf(n, rank, size int) (lo, hi int) {
 // with MPI_ERR_TRUNCATE in 1 of 12 runs under such skew.) The collective itself then runs on a
 // goroutine of its own: MPI cannot cancel a collective that a dead or hung rank never joins, so on a
 // timeout the call is left blocked and the caller must end the process (Abort). Errors name the call
-// and the rank.
-func (c *Comm) do(call string, f func() error) error {
-	if trace {
-		fmt.Fprintf(os.Stderr, "dist trace: rank %d: %s\n", c.rank, call)
+// and the rank. A collective that follows another with no work between (the data after the lengths)
+// skips the barrier (meet false): the ranks are already together.
+func (c *Comm) do(call string, f func() error) error { return c.collective(call, true, f) }
+
+func (c *Comm) collective(call string, meet bool, f func() error) error {
+	start := time.Now()
+	deadline := start.Add(c.Timeout)
+	if meet {
+		if err := c.arrive(call, deadline); err != nil {
+			return err
+		}
 	}
-	deadline := time.Now().Add(c.Timeout)
-	if err := c.arrive(call, deadline); err != nil {
-		return err
+	if trace {
+		// The wait is how long this rank was early: the imbalance of the work before the call.
+		defer func(arrived time.Time) {
+			fmt.Fprintf(os.Stderr, "dist trace: rank %d: %.6f %s: waited %.6fs, ran %.6fs\n", c.rank,
+				float64(start.UnixNano())/1e9, call, arrived.Sub(start).Seconds(), time.Since(arrived).Seconds())
+		}(time.Now())
 	}
 	done := make(chan error, 1)
 	go func() { done <- f() }()
@@ -181,6 +191,11 @@ func (c *Comm) do(call string, f func() error) error {
 		return &TimeoutError{Call: call, Rank: c.rank, Size: c.size, After: c.Timeout}
 	}
 }
+
+// maxPause bounds arrive's sleeps: the last rank to arrive waits up to this long for an early one to
+// wake and join the collective, and a rank waiting a second wakes 1/maxPause times (a few
+// microseconds of CPU each).
+const maxPause = 200 * time.Microsecond
 
 // arrive waits in MPI_Ibarrier until every rank has come to the collective call, or the deadline.
 func (c *Comm) arrive(call string, deadline time.Time) error {
@@ -201,7 +216,7 @@ func (c *Comm) arrive(call string, deadline time.Time) error {
 			return &TimeoutError{Call: call, Rank: c.rank, Size: c.size, After: c.Timeout}
 		}
 		time.Sleep(pause)
-		pause = min(2*pause, 500*time.Microsecond)
+		pause = min(2*pause, maxPause)
 	}
 }
 
@@ -327,7 +342,7 @@ func (c *Comm) AllGather(rec []byte) ([][]byte, error) {
 	}
 	all := make([]byte, total+1) // +1: never a zero-length buffer to take the address of
 	send := append(rec[:len(rec):len(rec)], 0)
-	err = c.do(fmt.Sprintf("MPI_Allgatherv of %d bytes", total), func() error {
+	err = c.collective(fmt.Sprintf("MPI_Allgatherv of %d bytes", total), false, func() error {
 		return c.lib.Allgatherv(unsafe.Pointer(&send[0]), int32(len(rec)), unsafe.Pointer(&all[0]), counts, displs)
 	})
 	if err != nil {

@@ -3,6 +3,7 @@ package dist
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 )
 
@@ -12,6 +13,9 @@ import (
 func Gather[T any](c *Comm, what string, share []T) ([]T, error) {
 	if c.Size() == 1 {
 		return share, nil
+	}
+	if trace {
+		fmt.Fprintf(os.Stderr, "dist trace: rank %d: gathering %s\n", c.rank, what)
 	}
 	b, err := json.Marshal(share)
 	if err != nil {
