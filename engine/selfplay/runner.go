@@ -63,6 +63,8 @@ type Runner struct {
 	filter   *selfinstruct.Filter
 	onStep   func(StepMetrics)
 	counters tickCounters
+	// unsettled is the last checkpoint while the other ranks have not yet learnt its outcome.
+	unsettled *unsettled
 }
 
 // tickCounters accumulate over the ticks of one training step, for its metrics line.
@@ -248,8 +250,11 @@ func (r *Runner) Run(ctx context.Context, onStep func(StepMetrics)) error {
 		r.state.Evaluated = 1
 	}
 	for r.state.Steps < total {
-		if err := r.cancelled(ctx); err != nil {
-			return err
+		// Alone, stop here when interrupted; with other ranks, every phase's gather carries the
+		// interrupt flags (gatherPhase), so that all stop at the same point without a collective of
+		// their own.
+		if r.comm.Size() == 1 && ctx.Err() != nil {
+			return ctx.Err()
 		}
 		trained, err := r.tick(ctx)
 		if err != nil {
@@ -276,13 +281,11 @@ func (r *Runner) Run(ctx context.Context, onStep func(StepMetrics)) error {
 				return err
 			}
 		}
-		// Every rank learns whether rank 0's checkpoint (and iteration records) are safe before the
-		// next step, so a failed write ends the whole run at once.
-		if err := agree(r.comm, fmt.Sprintf("checkpoint of step %d", r.state.Steps), r.checkpoint()); err != nil {
+		if err := r.checkpointStep(); err != nil {
 			return err
 		}
 	}
-	return nil
+	return r.settleLast()
 }
 
 func (r *Runner) evaluate(ctx context.Context, it int) error {
@@ -307,7 +310,7 @@ func (r *Runner) tick(ctx context.Context) (bool, error) {
 	case ModeSeRL:
 		if len(r.state.Pending) < r.cfg.RolloutBatch {
 			crashpoint.Here("selfplay.generate")
-			return false, r.generateProblems()
+			return false, r.generateProblems(ctx)
 		}
 		problems = append([]Problem(nil), r.state.Pending[:r.cfg.RolloutBatch]...)
 		r.state.Pending = append(r.state.Pending[:0], r.state.Pending[r.cfg.RolloutBatch:]...)
@@ -315,7 +318,7 @@ func (r *Runner) tick(ctx context.Context) (bool, error) {
 		problems = r.nextTrainingProblems()
 	}
 	crashpoint.Here("selfplay.rollout")
-	groups, err := r.rollout(problems)
+	groups, err := r.rollout(ctx, problems)
 	if err != nil {
 		return false, err
 	}
@@ -403,7 +406,7 @@ func (r *Runner) chatOpts() chat.Options {
 }
 
 // rollout samples Samples responses for each problem and rewards them.
-func (r *Runner) rollout(problems []Problem) ([]Group, error) {
+func (r *Runner) rollout(ctx context.Context, problems []Problem) ([]Group, error) {
 	reqs := make([]generate.Request, 0, len(problems))
 	groups := make([]Group, 0, len(problems))
 	for i, p := range problems {
@@ -460,11 +463,8 @@ func (r *Runner) rollout(problems []Problem) ([]Group, error) {
 		g.Share = reward.Share(rewards)
 	}
 	r.counters.rewardTime += time.Since(t0)
-	all, err := gather(r.comm, "rollout groups", mine)
+	all, err := gatherPhase(ctx, r, "rollout groups", mine, genTokens)
 	if err != nil {
-		return nil, err
-	}
-	if err := r.countTokens(genTokens); err != nil {
 		return nil, err
 	}
 	for _, g := range all {
@@ -473,21 +473,9 @@ func (r *Runner) rollout(problems []Problem) ([]Group, error) {
 	return all, nil
 }
 
-// countTokens adds the tokens every rank generated in a phase to the step's counter.
-func (r *Runner) countTokens(mine int) error {
-	all, err := gather(r.comm, "generated token counts", []int{mine})
-	if err != nil {
-		return err
-	}
-	for _, n := range all {
-		r.counters.genTokens += n
-	}
-	return nil
-}
-
 // generateProblems is one self-instruction round: GenPrompts few-shot prompts through the chat
 // template, one completion each, parsed and filtered into the pending pool (docs/SERL.md §2).
-func (r *Runner) generateProblems() error {
+func (r *Runner) generateProblems(ctx context.Context) error {
 	seeds := make([]string, len(r.in.Seeds))
 	for i, p := range r.in.Seeds {
 		seeds[i] = p.Text
@@ -518,7 +506,7 @@ func (r *Runner) generateProblems() error {
 	// Every rank built every prompt (the few-shot draws advance the same RNG everywhere); each decodes
 	// its share, and the completions are filtered in their global order on every rank, so the pool
 	// and the ROUGE-L references stay identical.
-	lo, hi := r.comm.Split(len(reqs))
+	lo, hi := r.roundShare(len(reqs))
 	t0 := time.Now()
 	before := r.engine.Stats().GeneratedTokens
 	var texts []string
@@ -532,11 +520,8 @@ func (r *Runner) generateProblems() error {
 		}
 	}
 	r.counters.genTime += time.Since(t0)
-	texts, err := gather(r.comm, "self-instruction completions", texts)
+	texts, err := gatherPhase(ctx, r, "self-instruction completions", texts, r.engine.Stats().GeneratedTokens-before)
 	if err != nil {
-		return err
-	}
-	if err := r.countTokens(r.engine.Stats().GeneratedTokens - before); err != nil {
 		return err
 	}
 	for _, text := range texts {
