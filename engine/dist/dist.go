@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -171,11 +172,13 @@ func (c *Comm) collective(call string, meet bool, f func() error) error {
 		}
 	}
 	if trace {
-		// The wait is how long this rank was early: the imbalance of the work before the call.
-		defer func(arrived time.Time) {
-			fmt.Fprintf(os.Stderr, "dist trace: rank %d: %.6f %s: waited %.6fs, ran %.6fs\n", c.rank,
-				float64(start.UnixNano())/1e9, call, arrived.Sub(start).Seconds(), time.Since(arrived).Seconds())
-		}(time.Now())
+		// The wait is how long this rank was early: the imbalance of the work before the call. The
+		// process's CPU seconds at the call and after it measure each rank's work between calls even
+		// on a loaded machine.
+		defer func(arrived time.Time, cpu float64) {
+			fmt.Fprintf(os.Stderr, "dist trace: rank %d: %.6f %s: waited %.6fs, ran %.6fs, cpu %.6f %.6f\n", c.rank,
+				float64(start.UnixNano())/1e9, call, arrived.Sub(start).Seconds(), time.Since(arrived).Seconds(), cpu, cpuSeconds())
+		}(time.Now(), cpuSeconds())
 	}
 	done := make(chan error, 1)
 	go func() { done <- f() }()
@@ -190,6 +193,15 @@ func (c *Comm) collective(call string, meet bool, f func() error) error {
 	case <-t.C:
 		return &TimeoutError{Call: call, Rank: c.rank, Size: c.size, After: c.Timeout}
 	}
+}
+
+// cpuSeconds is the user and system time of the whole process so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // maxPause bounds arrive's sleeps: the last rank to arrive waits up to this long for an early one to

@@ -96,13 +96,18 @@ func (r *Runner) settleLast() error {
 // round is a few completions, which cost nearly as much to decode together as any part of them does,
 // so a share for rank 0 would shorten theirs little and keep them waiting for it.
 func (r *Runner) roundShare(n int) (lo, hi int) {
-	if r.unsettled == nil || r.comm.Size() == 1 {
-		return r.comm.Split(n)
+	return roundShareOf(n, r.comm.Rank(), r.comm.Size(), r.unsettled != nil)
+}
+
+// roundShareOf is roundShare for any rank, while rank 0 writes a checkpoint or not.
+func roundShareOf(n, rank, size int, checkpointing bool) (lo, hi int) {
+	if !checkpointing || size == 1 {
+		return dist.SplitOf(n, rank, size)
 	}
-	if r.comm.Rank() == 0 {
+	if rank == 0 {
 		return 0, 0
 	}
-	return dist.SplitOf(n, r.comm.Rank()-1, r.comm.Size()-1)
+	return dist.SplitOf(n, rank-1, size-1)
 }
 
 // phaseShare is what a rank contributes to a phase's gather: its share of the results, the tokens it
