@@ -262,6 +262,17 @@ func (c *Comm) AllReduceSumHost(x []float32) error {
 	if c.size == 1 || len(x) == 0 {
 		return nil
 	}
+	sum, err := c.allReduce(x)
+	if err != nil {
+		return err
+	}
+	copy(x, sum)
+	return nil
+}
+
+// allReduce returns the element-wise sum over ranks of x, in a buffer of the Comm's that the next
+// call reuses.
+func (c *Comm) allReduce(x []float32) ([]float32, error) {
 	if cap(c.recv) < len(x) {
 		c.recv = make([]float32, len(x))
 	}
@@ -272,11 +283,10 @@ func (c *Comm) AllReduceSumHost(x []float32) error {
 			return c.lib.AllreduceSum(unsafe.Pointer(&x[lo]), unsafe.Pointer(&recv[lo]), int32(hi-lo), c.lib.Float)
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
-	copy(x, recv)
-	return nil
+	return recv, nil
 }
 
 // AllReduceSum replaces the float32 device tensor t on every rank with the sum over ranks: through
@@ -289,7 +299,7 @@ func (c *Comm) AllReduceSum(t kernels.Tensor) error {
 	if c.backend == BackendNCCL {
 		return c.allReduceNCCL(t)
 	}
-	if c.size == 1 {
+	if c.size == 1 || t.Len() == 0 {
 		return nil
 	}
 	n := t.Len()
@@ -300,10 +310,11 @@ func (c *Comm) AllReduceSum(t kernels.Tensor) error {
 	if err := kernels.Download(x, t); err != nil {
 		return err
 	}
-	if err := c.AllReduceSumHost(x); err != nil {
+	sum, err := c.allReduce(x)
+	if err != nil {
 		return err
 	}
-	return kernels.Upload(t, x)
+	return kernels.Upload(t, sum)
 }
 
 // Broadcast copies root's buf into every rank's buf (same length everywhere).

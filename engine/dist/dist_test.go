@@ -145,6 +145,21 @@ func TestMPIWorker(t *testing.T) {
 	for i := range x {
 		require.Equal(t, float32(i*(1+2+3))+1.5, x[i], "element %d", i)
 	}
+	// The same through a device tensor (download, all-reduce, upload).
+	d, err := kernels.Open("cpu", 1)
+	require.NoError(t, err)
+	defer d.Close()
+	dt := d.MustAlloc(kernels.F32, len(x))
+	defer d.Free(dt)
+	for i := range x {
+		x[i] = float32(i*(c.Rank()+1)) + 0.5
+	}
+	require.NoError(t, kernels.Upload(dt, x))
+	require.NoError(t, c.AllReduceSum(dt))
+	require.NoError(t, kernels.Download(x, dt))
+	for i := range x {
+		require.Equal(t, float32(i*(1+2+3))+1.5, x[i], "element %d of the tensor", i)
+	}
 	buf := []byte("......")
 	if c.Rank() == 2 {
 		copy(buf, "from 2")
