@@ -45,6 +45,7 @@ extern "C" {
 #define SERL_E_NOMEM (-3)    /* allocation failed */
 #define SERL_E_DEVICE (-4)   /* device/driver failure */
 #define SERL_E_UNSUPPORTED (-5)
+#define SERL_E_STATE (-6)    /* not allowed in the context's state (e.g. while capturing a graph) */
 
 /* dtypes (values are part of the ABI) */
 #define SERL_DTYPE_F32 0
@@ -719,6 +720,38 @@ typedef struct {
     void *comm;
 } serl_nccl_free_args;
 SERL_API int32_t serl_nccl_free(void *ctx, const serl_nccl_free_args *a);
+
+/* ---------------------------------------------------------------- captured op sequences (graphs) */
+
+/* A graph is a sequence of ops recorded once and replayed by one call: the decode step, hundreds of
+ * launches of ~5 µs each through purego on a GPU, becomes one. Semantics are CUDA stream capture's (the
+ * CUDA library uses it; the CPU library records the same way, so the engine's use of graphs runs in CI):
+ *  - Between serl_graph_begin and serl_graph_end, ops are RECORDED, NOT EXECUTED: each call checks its
+ *    arguments (what needs no tensor contents) and returns SERL_OK having done nothing. Its arguments
+ *    are frozen by value: pointers, sizes, scalars, dtypes. The contents of memory are not: a launch
+ *    reads whatever the device memory holds then, so a replayed step takes its inputs from fixed device
+ *    buffers that the caller rewrites between launches (on the device, without an upload in the hot loop).
+ *  - During capture, serl_alloc, serl_free, host↔device serl_copy, serl_sync, serl_device_info, NCCL, a
+ *    nested begin and serl_graph_launch are refused with SERL_E_STATE, as is an op that cannot be
+ *    captured (one that reads device memory back on the host, e.g. serl_whiten; the message names it).
+ *    Device-to-device serl_copy and serl_memset are captured like ops.
+ *  - Any failure during capture (a refusal or an op's own argument error) spoils it: later calls still
+ *    record nothing, and serl_graph_end returns NULL with the first error in serl_last_error; the context
+ *    has then left capture mode and holds nothing of it.
+ *  - serl_graph_launch replays the ops in order on the context's stream (asynchronous on a GPU, like any
+ *    op). An error an op finds in tensor contents (an id out of range) is reported as for the op run
+ *    directly: on the CPU by the launch, naming the op and its place in the graph; on a GPU at the next
+ *    serl_sync or device-to-host serl_copy, naming the op. A graph may be launched any number of times;
+ *    the buffers it names must stay allocated while it may be launched.
+ *  - CUDA: run the sequence once outside capture first (a warm-up): an op whose device scratch must grow
+ *    is refused during capture, as is any allocation. Graphs belong to the context they were made on. */
+SERL_API int32_t serl_graph_begin(void *ctx);
+/* Ends the capture: the graph, or NULL (serl_last_error says why; capture mode is left either way). */
+SERL_API void *serl_graph_end(void *ctx);
+SERL_API int32_t serl_graph_launch(void *ctx, void *graph);
+/* Destroys a graph (NULL: nothing). Not during capture; waits for no launch (stream order keeps queued
+ * launches valid on a GPU). */
+SERL_API void serl_graph_free(void *ctx, void *graph);
 
 #ifdef __cplusplus
 }

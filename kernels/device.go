@@ -102,6 +102,13 @@ type Device struct {
 	peak   int64
 	xfer   Transfers
 	closed bool
+
+	// graph capture (graph.go)
+	graph     graphSyms
+	capturing bool
+	capErr    error    // the first call refused during capture
+	capOps    int      // ops issued during capture
+	capFrees  []Tensor // buffers freed during capture, released when it ends
 }
 
 // Transfers counts host↔device copies (Upload and Download; device-to-device copies are not
@@ -292,6 +299,14 @@ func (d *Device) run(op opID, flops, bytes float64) error {
 	fn := d.syms[op]
 	if fn == 0 {
 		return opErr(op.String(), "%s does not export serl_%s", d.lib.Path, op)
+	}
+	if d.capturing {
+		d.capOps++
+		// recorded, not run: nothing to profile (a profiling sync would spoil the capture)
+		if st := d.caller.Call2(fn, d.ctx, uintptr(unsafe.Pointer(&d.argbuf))); st != 0 {
+			return d.statusError(op.String(), st)
+		}
+		return nil
 	}
 	var t0 time.Time
 	if d.prof != nil {

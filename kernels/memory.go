@@ -32,6 +32,9 @@ func (d *Device) Alloc(dt DType, dims ...int) (Tensor, error) {
 	if d.closed {
 		return Tensor{}, fmt.Errorf("kernels: alloc: device is closed")
 	}
+	if err := d.refuseCapture(fmt.Sprintf("alloc %s%v", dt, dims)); err != nil {
+		return Tensor{}, err
+	}
 	addr := loader.Call(d.fnAlloc, d.ctx, uintptr(bytes))
 	if addr == 0 {
 		return Tensor{}, fmt.Errorf("kernels: alloc %s%v (%d bytes) on %s: %s", dt, dims, bytes, d.info.Backend,
@@ -64,6 +67,20 @@ func (d *Device) Free(t Tensor) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.capturing {
+		// refused: the capture fails, and the buffer is released when it ends
+		_ = d.refuseCapture("free " + t.String())
+		d.capFrees = append(d.capFrees, t)
+		return
+	}
+	d.freeLocked(t)
+}
+
+// freeLocked releases t's buffer; d.mu must be held.
+func (d *Device) freeLocked(t Tensor) {
+	if t.buf.addr == 0 {
+		return
+	}
 	if !d.closed {
 		loader.Call(d.fnFree, d.ctx, t.buf.addr)
 	}
@@ -116,6 +133,9 @@ func Upload[T Elem](t Tensor, src []T) error {
 	d := t.buf.dev
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := d.refuseCapture("upload " + t.String()); err != nil {
+		return err
+	}
 	a := args[copyArgs](d)
 	a.kind, a.bytes, a.dst, a.src = copyH2D, t.Bytes(), t.addr(), uintptr(unsafe.Pointer(&src[0]))
 	d.xfer.Uploads++
@@ -136,6 +156,9 @@ func Download[T Elem](dst []T, t Tensor) error {
 	d := t.buf.dev
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := d.refuseCapture("download " + t.String()); err != nil {
+		return err
+	}
 	a := args[copyArgs](d)
 	a.kind, a.bytes, a.dst, a.src = copyD2H, t.Bytes(), uintptr(unsafe.Pointer(&dst[0])), t.addr()
 	d.xfer.Downloads++

@@ -15,4 +15,5 @@ const (
 	StatusNoMem       = -3 // SERL_E_NOMEM
 	StatusDevice      = -4 // SERL_E_DEVICE
 	StatusUnsupported = -5 // SERL_E_UNSUPPORTED
+	StatusState       = -6 // SERL_E_STATE
 )

@@ -54,7 +54,7 @@ type StatusError struct {
 
 func (e *StatusError) Error() string {
 	kind := map[int32]string{StatusArg: "invalid argument", StatusABI: "ABI mismatch", StatusNoMem: "out of memory",
-		StatusDevice: "device error", StatusUnsupported: "unsupported"}[e.Status]
+		StatusDevice: "device error", StatusUnsupported: "unsupported", StatusState: "not allowed now"}[e.Status]
 	if kind == "" {
 		kind = fmt.Sprintf("status %d", e.Status)
 	}

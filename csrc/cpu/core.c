@@ -17,6 +17,7 @@ int32_t serl_fail(serl_ctx *ctx, int32_t status, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
     va_end(ap);
+    if (ctx->cap) serl_graph_spoil(ctx, status); /* a failure during capture spoils the graph */
     return status;
 }
 
@@ -97,6 +98,7 @@ SERL_API void *serl_context_create(int32_t threads) {
 SERL_API void serl_context_destroy(void *p) {
     serl_ctx *ctx = p;
     if (!ctx) return;
+    serl_graph_abandon(ctx);
     serl_pool_destroy(ctx->pool);
     for (int i = 0; i < SERL_MAX_THREADS; i++) free(ctx->scratch[i].p);
     free(ctx->wide_c.p);
@@ -178,13 +180,22 @@ SERL_API void *serl_alloc(void *p, int64_t bytes) {
         serl_fail(ctx, SERL_E_ARG, "serl_alloc: negative size %lld", (long long)bytes);
         return NULL;
     }
+    if (ctx->cap) {
+        serl_fail(ctx, SERL_E_STATE, "serl_alloc: cannot allocate while the context captures a graph");
+        return NULL;
+    }
     void *m = serl_aligned_alloc((size_t)bytes);
     if (!m) serl_fail(ctx, SERL_E_NOMEM, "serl_alloc: out of memory allocating %lld bytes", (long long)bytes);
     return m;
 }
 
-SERL_API void serl_free(void *ctx, void *p) {
-    (void)ctx;
+SERL_API void serl_free(void *ctxp, void *p) {
+    serl_ctx *ctx = ctxp;
+    if (ctx && ctx->cap && p) {
+        /* refused, as on a GPU; the buffer stays allocated and the capture fails */
+        serl_fail(ctx, SERL_E_STATE, "serl_free: cannot free while the context captures a graph");
+        return;
+    }
     free(p);
 }
 
@@ -225,7 +236,13 @@ SERL_API int32_t serl_memset(void *ctxp, const serl_memset_args *a) {
     return SERL_OK;
 }
 
-SERL_API int32_t serl_sync(void *ctx) { return ctx ? SERL_OK : SERL_E_ARG; }
+SERL_API int32_t serl_sync(void *ctxp) {
+    serl_ctx *ctx = ctxp;
+    if (!ctx) return SERL_E_ARG;
+    ctx->err[0] = 0;
+    if (ctx->cap) return serl_fail(ctx, SERL_E_STATE, "serl_sync: cannot wait while the context captures a graph");
+    return SERL_OK;
+}
 
 /* ------------------------------------------------------------------------- cast */
 

@@ -23,6 +23,8 @@ typedef struct {
     size_t bytes;
 } serl_scratch_buf;
 
+typedef struct serl_capture serl_capture; /* graph.c */
+
 typedef struct serl_ctx {
     serl_pool *pool;
     int threads;
@@ -30,14 +32,24 @@ typedef struct serl_ctx {
     char err[1024];
     serl_scratch_buf scratch[SERL_MAX_THREADS];
     serl_scratch_buf wide_c; /* the float32 C of a product stored in bf16 (serl_scratch_c) */
+    serl_capture *cap;       /* the graph being captured (graph.c), NULL when ops run */
 } serl_ctx;
 #define SERL_CTX serl_ctx /* for ../common.h */
 
 /* Records a formatted message on ctx and returns status. */
 int32_t serl_fail(serl_ctx *ctx, int32_t status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Validates the context and the args struct's size word; returns early from the calling op on error. */
-#define SERL_ENTER(ctxp, a, T) SERL_ENTER_ARGS(ctxp, a, T)
+/* Validates the context and the args struct's size word; returns early from the calling op on error.
+ * While the context captures a graph, the op is recorded (or refused) instead of run (graph.c). */
+#define SERL_ENTER(ctxp, a, T)                                                                          \
+    SERL_ENTER_ARGS(ctxp, a, T);                                                                        \
+    if (ctx->cap) return serl_graph_record(ctx, #T, a)
+
+/* Graph capture (graph.c): records the op whose args type is named type, or refuses it; notes the first
+ * failure during capture (serl_fail calls it); drops a capture (context destroy). */
+int32_t serl_graph_record(serl_ctx *ctx, const char *type, const void *args);
+void serl_graph_spoil(serl_ctx *ctx, int32_t status);
+void serl_graph_abandon(serl_ctx *ctx);
 
 /* Runs fn(arg, i, worker) for i in [0, n_tasks) on the pool; the caller works too. Returns when done. */
 void serl_parallel(serl_ctx *ctx, int64_t n_tasks, serl_task_fn fn, void *arg);

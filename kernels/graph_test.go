@@ -1,0 +1,295 @@
+package kernels
+
+// Captured op sequences (Device.Capture, Graph): registered in the conformance suite, so they run on
+// every backend (CUDA where a GPU answers), on every SIMD path and with SERL_CPU_HOST_VISIBLE=0.
+
+import (
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func init() {
+	register("graph/sequence", testGraphSequence)
+	register("graph/launch-many", testGraphLaunchMany)
+	register("graph/refusals", testGraphRefusals)
+	register("graph/replay-error", testGraphReplayError)
+}
+
+// graphStep is a decode-shaped chain of ops over fixed buffers: embedding → RMSNorm (bf16 out) → a bf16
+// product into f32 logits → a residual-style add → a device copy and a memset → log-probs → sampling.
+type graphStep struct {
+	n, dim, vocab int
+	// inputs, rewritten between launches
+	ids, targets, steps, topK Tensor
+	bias                      Tensor
+	// fixed
+	table, w, wout                        Tensor
+	temp, topP, pen                       Tensor
+	seeds, seqIDs                         Tensor
+	x, y, logits, logitsCopy, zeroed      Tensor
+	logp, entropy, lse, tokens, sampleLog Tensor
+}
+
+func newGraphStep(h *harness, n, dim, vocab int) *graphStep {
+	s := &graphStep{n: n, dim: dim, vocab: vocab}
+	s.table, _ = h.upload(F32, h.randn(vocab*dim, 1), vocab, dim)
+	s.w, _ = h.upload(F32, h.randn(dim, 0.3), dim)
+	s.wout, _ = h.upload(BF16, h.randn(dim*vocab, 0.5), dim, vocab)
+	temp, topP, pen := make([]float32, n), make([]float32, n), make([]float32, n)
+	seeds, seqIDs := make([]uint64, n), make([]uint64, n)
+	for r := range temp {
+		temp[r] = []float32{0, 0.8, 1, 1.2}[r%4]
+		topP[r] = []float32{1, 0.9}[r%2]
+		seeds[r], seqIDs[r] = 42, uint64(r)
+	}
+	s.temp, s.topP, s.pen = h.f32(temp), h.f32(topP), h.f32(pen)
+	s.seeds, s.seqIDs = h.alloc(U64, n), h.alloc(U64, n)
+	require.NoError(h.t, Upload(s.seeds, seeds))
+	require.NoError(h.t, Upload(s.seqIDs, seqIDs))
+	s.ids, s.targets, s.steps, s.topK = h.alloc(I32, n), h.alloc(I32, n), h.alloc(I32, n), h.alloc(I32, n)
+	s.bias = h.alloc(F32, n, vocab)
+	s.x, s.y = h.alloc(F32, n, dim), h.alloc(BF16, n, dim)
+	s.logits, s.logitsCopy, s.zeroed = h.alloc(F32, n, vocab), h.alloc(F32, n, vocab), h.alloc(F32, n, vocab)
+	s.logp, s.entropy, s.lse, s.sampleLog = h.alloc(F32, n), h.alloc(F32, n), h.alloc(F32, n), h.alloc(F32, n)
+	s.tokens = h.alloc(I32, n)
+	return s
+}
+
+// inputs writes round r's inputs (different ids, targets, steps, top-k and bias every round).
+func (s *graphStep) inputs(h *harness, r int) {
+	ids, targets, steps, topK := make([]int32, s.n), make([]int32, s.n), make([]int32, s.n), make([]int32, s.n)
+	for i := range ids {
+		ids[i] = int32(h.rng.IntN(s.vocab))
+		targets[i] = int32(h.rng.IntN(s.vocab))
+		steps[i] = int32(r*s.n + i)
+		topK[i] = []int32{0, 3, 50}[(i+r)%3]
+	}
+	require.NoError(h.t, Upload(s.ids, ids))
+	require.NoError(h.t, Upload(s.targets, targets))
+	require.NoError(h.t, Upload(s.steps, steps))
+	require.NoError(h.t, Upload(s.topK, topK))
+	require.NoError(h.t, Upload(s.bias, h.randn(s.n*s.vocab, 2)))
+}
+
+// run issues the step's ops on d (directly, or into a capture).
+func (s *graphStep) run(d *Device) error {
+	return firstErr(
+		d.EmbeddingFwd(s.x, s.table, s.ids),
+		d.RMSNormFwd(s.y, Tensor{}, s.x, s.w, 1e-6),
+		d.MatMul(MatMul{A: s.y, B: s.wout, C: s.logits, Alpha: 1}),
+		d.Add(s.logits, s.logits, s.bias, 0.5),
+		d.Copy(s.logitsCopy, s.logits),
+		d.Zero(s.zeroed),
+		d.LogProbFwd(s.logp, s.entropy, s.lse, s.logits, s.targets, 1, false),
+		d.Sample(Sample{Logits: s.logitsCopy, Temperature: s.temp, TopP: s.topP, PresencePenalty: s.pen, TopK: s.topK,
+			Seeds: s.seeds, SeqIDs: s.seqIDs, Steps: s.steps, Tokens: s.tokens, LogP: s.sampleLog}),
+	)
+}
+
+// outputs are the step's results as raw bits, for bit-for-bit comparison.
+func (s *graphStep) outputs(h *harness) [][]uint32 {
+	var out [][]uint32
+	for _, t := range []Tensor{s.x, s.logits, s.logitsCopy, s.zeroed, s.logp, s.entropy, s.lse, s.tokens, s.sampleLog} {
+		b := make([]uint32, t.Len())
+		if t.DType() == I32 {
+			v := make([]int32, t.Len())
+			require.NoError(h.t, Download(v, t))
+			for i := range v {
+				b[i] = uint32(v[i])
+			}
+		} else {
+			v := h.get(t)
+			for i := range v {
+				b[i] = math.Float32bits(v[i])
+			}
+		}
+		out = append(out, b)
+	}
+	y := h.bits(s.y)
+	b := make([]uint32, len(y))
+	for i := range y {
+		b[i] = uint32(y[i])
+	}
+	return append(out, b)
+}
+
+// poison fills every output with NaN (tokens with −1), so that a launch that skips an op fails.
+func (s *graphStep) poison(h *harness) {
+	for _, t := range []Tensor{s.x, s.logits, s.logitsCopy, s.zeroed, s.logp, s.entropy, s.lse, s.sampleLog} {
+		nan := make([]float32, t.Len())
+		for i := range nan {
+			nan[i] = float32(math.NaN())
+		}
+		require.NoError(h.t, Upload(t, nan))
+	}
+	nanBF := make([]uint16, s.y.Len())
+	for i := range nanBF {
+		nanBF[i] = 0x7FC0
+	}
+	require.NoError(h.t, Upload(s.y, nanBF))
+	neg := make([]int32, s.n)
+	for i := range neg {
+		neg[i] = -1
+	}
+	require.NoError(h.t, Upload(s.tokens, neg))
+}
+
+// testGraphSequence: a captured step records without running (its outputs stay poisoned), and every
+// launch after new inputs gives bit for bit what the same ops give run directly.
+func testGraphSequence(t *testing.T, h *harness) {
+	d := h.d
+	for _, c := range [][3]int{{1, 7, 5}, {6, 33, 257}, {17, 64, 1000}} {
+		s := newGraphStep(h, c[0], c[1], c[2])
+		s.inputs(h, 0)
+		require.NoError(t, s.run(d), "warm-up") // a GPU's scratch grows outside capture
+		s.poison(h)
+		x0 := s.outputs(h)
+		before := d.Transfers()
+		g, err := d.Capture(func() error { return s.run(d) })
+		require.NoError(t, err)
+		require.Equal(t, before, d.Transfers(), "a capture moves no data")
+		require.Equal(t, 8, g.Ops())
+		require.Equal(t, x0, s.outputs(h), "captured ops must not run")
+		for r := 1; r <= 3; r++ {
+			s.inputs(h, r)
+			s.poison(h)
+			require.NoError(t, g.Launch())
+			got := s.outputs(h)
+			s.poison(h)
+			require.NoError(t, s.run(d))
+			want := s.outputs(h)
+			require.Equal(t, want, got, "n=%d dim=%d vocab=%d round %d: graph vs direct", c[0], c[1], c[2], r)
+		}
+		g.Free()
+		g.Free() // a second Free does nothing
+		require.Error(t, g.Launch(), "a freed graph")
+	}
+}
+
+// testGraphLaunchMany: an in-place accumulation launched many times reads the memory its previous
+// launch wrote: x ← x + 1·y, 200 times, is x0 + 200·y exactly in small integers.
+func testGraphLaunchMany(t *testing.T, h *harness) {
+	d := h.d
+	const n, launches = 1000, 200
+	x0, y := make([]float32, n), make([]float32, n)
+	for i := range x0 {
+		x0[i], y[i] = float32(i%17-8), float32(i%5-2)
+	}
+	x, yt := h.f32(x0), h.f32(y)
+	acc := h.alloc(F32, n)
+	g, err := d.Capture(func() error {
+		return firstErr(d.Add(x, x, yt, 1), d.Copy(acc, x))
+	})
+	require.NoError(t, err)
+	defer g.Free()
+	for i := 0; i < launches; i++ {
+		require.NoError(t, g.Launch())
+	}
+	want := make([]float32, n)
+	for i := range want {
+		want[i] = x0[i] + launches*y[i]
+	}
+	require.Equal(t, want, h.get(x))
+	require.Equal(t, want, h.get(acc))
+
+	// an empty capture is a graph that does nothing
+	e, err := d.Capture(func() error { return nil })
+	require.NoError(t, err)
+	require.Equal(t, 0, e.Ops())
+	require.NoError(t, e.Launch())
+	e.Free()
+}
+
+// testGraphRefusals: what a capture refuses fails the whole capture with an error that says so, and
+// leaves the device working and able to capture again.
+func testGraphRefusals(t *testing.T, h *harness) {
+	d := h.d
+	a, b := h.f32([]float32{1, 2, 3}), h.f32([]float32{10, 20, 30})
+	out := h.alloc(F32, 3)
+	mask := h.f32([]float32{1, 1, 1})
+	stats := h.alloc(F32, 2)
+	host := make([]float32, 3)
+	spare := h.d.MustAlloc(F32, 4) // freed during capture: refused, released when the capture ends
+	live, _ := d.MemoryInUse()
+	cases := []struct {
+		name string
+		fn   func() error
+		want string // in the capture's error
+	}{
+		{"alloc", func() error { _, err := d.Alloc(F32, 4); return err }, "alloc"},
+		{"upload", func() error { return Upload(a, host) }, "upload"},
+		{"download", func() error { return Download(host, a) }, "download"},
+		{"free", func() error { d.Free(spare); return nil }, "free"},
+		{"nested", func() error { _, err := d.Capture(func() error { return nil }); return err }, "nest"},
+		{"whiten", func() error { return d.Whiten(out, stats, a, mask, true, 1e-8) }, "serl_whiten cannot be captured"},
+		{"op error", func() error {
+			return d.MatMul(MatMul{A: a.MustReshape(1, 3), B: b.MustReshape(3, 1), C: out.MustReshape(3, 1), Alpha: 1})
+		}, "matmul"},
+	}
+	for _, c := range cases {
+		g, err := d.Capture(func() error {
+			// an op before the refusal is recorded; ignoring the refusal's error still gets no graph
+			if err := d.Add(out, a, b, 1); err != nil {
+				return err
+			}
+			if err := c.fn(); c.name == "op error" {
+				return err // an op's argument error reaches fn, which returns it
+			}
+			return d.Scale(out, out, 2)
+		})
+		require.Error(t, err, c.name)
+		require.Nil(t, g, c.name)
+		require.Contains(t, err.Error(), c.want, c.name)
+		// the device runs ops again, directly
+		require.NoError(t, d.Add(out, a, b, 1), c.name)
+		require.Equal(t, []float32{11, 22, 33}, h.get(out), c.name)
+	}
+	l, _ := d.MemoryInUse()
+	require.Equal(t, live-spare.Bytes(), l, "the buffer freed during capture is released when it ends")
+
+	// a launch during capture is refused
+	g, err := d.Capture(func() error { return d.Scale(out, out, 2) })
+	require.NoError(t, err)
+	defer g.Free()
+	_, err = d.Capture(func() error { return g.Launch() })
+	require.ErrorIs(t, err, ErrCapturing)
+
+	// a panic inside the capture ends it
+	require.Panics(t, func() {
+		_, _ = d.Capture(func() error { panic("boom") })
+	})
+	require.NoError(t, Upload(out, []float32{1, 1, 1}))
+	require.NoError(t, g.Launch())
+	require.Equal(t, []float32{2, 2, 2}, h.get(out))
+}
+
+// testGraphReplayError: an index a replayed op finds out of range is reported (by the launch on the CPU,
+// by the next download on a GPU) naming the op, and the next launch with good inputs succeeds.
+func testGraphReplayError(t *testing.T, h *harness) {
+	d := h.d
+	const vocab, dim = 11, 8
+	table, _ := h.upload(F32, h.randn(vocab*dim, 1), vocab, dim)
+	ids := h.i32([]int32{1, 2, 3})
+	out := h.alloc(F32, 3, dim)
+	require.NoError(t, d.EmbeddingFwd(out, table, ids))
+	g, err := d.Capture(func() error { return d.EmbeddingFwd(out, table, ids) })
+	require.NoError(t, err)
+	defer g.Free()
+	require.NoError(t, Upload(ids, []int32{1, vocab, 3}))
+	err = g.Launch()
+	if err == nil {
+		_ = h.get(table) // wait: an asynchronous device reports at the next download
+		err = Download(make([]float32, out.Len()), out)
+	}
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "embedding_fwd")
+	require.NoError(t, Upload(ids, []int32{4, 0, 10}))
+	require.NoError(t, g.Launch())
+	got := h.get(out)
+	tab := h.get(table)
+	for r, id := range []int{4, 0, 10} {
+		require.Equal(t, tab[id*dim:(id+1)*dim], got[r*dim:(r+1)*dim])
+	}
+}
