@@ -254,6 +254,25 @@ func (d *Device) Close() {
 	runtime.SetFinalizer(d, nil)
 }
 
+// Sync waits for every op queued on the device (a GPU runs ops asynchronously; on the CPU every op is
+// done when it returns) and reports an error an earlier op found in tensor contents on the device — an
+// index out of range, which a GPU checks without a host round trip — naming that op. Downloads report
+// such errors too.
+func (d *Device) Sync() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return fmt.Errorf("kernels: sync: device is closed")
+	}
+	if err := d.refuseCapture("sync"); err != nil {
+		return err
+	}
+	if st := d.caller.Call2(d.fnSync, d.ctx, 0); st != 0 {
+		return d.statusError("sync", st)
+	}
+	return nil
+}
+
 // MemoryInUse returns the bytes allocated through this device now and at the peak.
 func (d *Device) MemoryInUse() (live, peak int64) {
 	d.mu.Lock()

@@ -222,6 +222,7 @@ func testGraphRefusals(t *testing.T, h *harness) {
 		{"upload", func() error { return Upload(a, host) }, "upload"},
 		{"download", func() error { return Download(host, a) }, "download"},
 		{"free", func() error { d.Free(spare); return nil }, "free"},
+		{"sync", func() error { return d.Sync() }, "sync"},
 		{"nested", func() error { _, err := d.Capture(func() error { return nil }); return err }, "nest"},
 		{"whiten", func() error { return d.Whiten(out, stats, a, mask, true, 1e-8) }, "serl_whiten cannot be captured"},
 		{"op error", func() error {
@@ -280,11 +281,13 @@ func testGraphReplayError(t *testing.T, h *harness) {
 	require.NoError(t, Upload(ids, []int32{1, vocab, 3}))
 	err = g.Launch()
 	if err == nil {
-		_ = h.get(table) // wait: an asynchronous device reports at the next download
+		// an asynchronous device reports at the next download (or Sync)
 		err = Download(make([]float32, out.Len()), out)
 	}
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "embedding_fwd")
+	require.Contains(t, err.Error(), "ids[1] = 11")
+	require.NoError(t, d.Sync(), "the error is reported once")
 	require.NoError(t, Upload(ids, []int32{4, 0, 10}))
 	require.NoError(t, g.Launch())
 	got := h.get(out)

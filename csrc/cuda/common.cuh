@@ -16,6 +16,36 @@
 struct serl_pool;
 struct serl_cublas;
 
+/* An error a kernel finds in tensor contents (an index out of range): the first one is kept in pinned,
+ * device-mapped host memory, so checking it costs no copy and no synchronisation per op; the host reports
+ * it, with the op's message, at the next synchronisation (serl_sync, a copy to or from the host) —
+ * which is what lets an op that checks indices run inside a CUDA graph. code: SERL_DERR_*. */
+typedef struct {
+    int code;
+    int i, j;
+    int pad;
+    long long v, lim;
+    double f;
+} serl_dev_err;
+
+enum {
+    SERL_DERR_NONE = 0,
+    SERL_DERR_EMBEDDING_ID,
+    SERL_DERR_KV_SLOT,
+    SERL_DERR_DECODE_LEN,
+    SERL_DERR_DECODE_BLOCK,
+    SERL_DERR_ROPE_POS,
+    SERL_DERR_LOGPROB_FWD_TARGET,
+    SERL_DERR_LOGPROB_BWD_TARGET,
+    SERL_DERR_SAMPLE_BAN,
+    SERL_DERR_SAMPLE_TEMPERATURE,
+    SERL_DERR_SAMPLE_TOP_P,
+    SERL_DERR_SAMPLE_PENALTY,
+    SERL_DERR_SAMPLE_HIST_LEN,
+    SERL_DERR_SAMPLE_HIST,
+    SERL_DERR_SAMPLE_NO_FINITE,
+};
+
 typedef struct serl_cuda_ctx {
     int device;
     cudaStream_t stream;
@@ -29,6 +59,18 @@ typedef struct serl_cuda_ctx {
     void *host;
     size_t host_bytes;
     char err[1024];
+    /* the device error word (serl_dev_err): host view and the device's pointer to it */
+    serl_dev_err *derr_host;
+    serl_dev_err *derr;
+    /* graph capture (graph.cu): capturing the stream; the first failure during capture; graphs alive;
+     * scratch buffers outgrown while graphs may still name them (freed when none is left) */
+    int capturing;
+    int32_t cap_status;
+    char cap_err[1024];
+    int graphs;
+    void **retired;
+    int n_retired;
+    void *blas_workspace; /* cuBLAS's fixed workspace, so that it never allocates inside a capture */
 } serl_cuda_ctx;
 #define SERL_CTX serl_cuda_ctx /* for ../common.h */
 
@@ -44,7 +86,25 @@ int32_t serl_cuda_fail(serl_cuda_ctx *ctx, cudaError_t e, const char *what);
 #define SERL_ENTER(ctxp, a, T)                                                                          \
     SERL_ENTER_ARGS(ctxp, a, T);                                                                        \
     /* the current device is per host thread, and Go calls from any thread */                          \
-    if (serl_use_device(ctx) != SERL_OK) return SERL_E_DEVICE
+    if (serl_use_device(ctx) != SERL_OK) return SERL_E_DEVICE;                                          \
+    if (ctx->capturing && serl_graph_admit(ctx, #T) != SERL_OK) return SERL_E_STATE
+
+/* During capture: SERL_OK when the op (args type name) may be captured, else the refusal (graph.cu). */
+int32_t serl_graph_admit(serl_cuda_ctx *ctx, const char *type);
+
+/* Reports (and clears) an error the kernels left in the device error word, after a synchronisation:
+ * SERL_OK when there is none. */
+int32_t serl_device_errors(serl_cuda_ctx *ctx);
+
+/* A kernel's report of bad tensor contents: the first one wins (see serl_dev_err). */
+__device__ __forceinline__ void serl_report(serl_dev_err *e, int code, int i, int j, long long v, long long lim,
+                                            double f = 0) {
+    if (atomicCAS(&e->code, 0, -1) == 0) {
+        e->i = i, e->j = j, e->v = v, e->lim = lim, e->f = f;
+        __threadfence_system();
+        atomicExch(&e->code, code);
+    }
+}
 
 /* Checks a CUDA call; returns from the op on failure. */
 #define CUDA_TRY(call)                                                                                  \

@@ -7,6 +7,8 @@
 
 #include "common.cuh"
 #include "cublas_loader.cuh"
+#include "../graph.h"
+#include "graph.cuh"
 #include "pool.cuh"
 
 extern "C" {
@@ -22,6 +24,10 @@ int32_t serl_fail(serl_cuda_ctx *ctx, int32_t status, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
     va_end(ap);
+    if (ctx->capturing && !ctx->cap_status) { /* a failure during capture spoils the graph (graph.cu) */
+        ctx->cap_status = status;
+        snprintf(ctx->cap_err, sizeof ctx->cap_err, "%s", ctx->err);
+    }
     return status;
 }
 
@@ -41,6 +47,63 @@ int32_t serl_use_device(serl_cuda_ctx *ctx) {
 
 /* Why the last serl_context_create failed; serl_last_error(NULL) returns it. */
 static char create_err[1024];
+
+/* The device error word: pinned host memory the device writes through its mapping. */
+static int32_t serl_derr_init(serl_cuda_ctx *ctx) {
+    void *h = NULL;
+    CUDA_TRY(cudaHostAlloc(&h, sizeof(serl_dev_err), cudaHostAllocMapped));
+    memset(h, 0, sizeof(serl_dev_err));
+    ctx->derr_host = (serl_dev_err *)h;
+    void *d = NULL;
+    cudaError_t e = cudaHostGetDevicePointer(&d, h, 0);
+    if (e != cudaSuccess) {
+        cudaFreeHost(h);
+        ctx->derr_host = NULL;
+        return serl_cuda_fail(ctx, e, "serl cuda: cudaHostGetDevicePointer (the device error word)");
+    }
+    ctx->derr = (serl_dev_err *)d;
+    return SERL_OK;
+}
+
+int32_t serl_device_errors(serl_cuda_ctx *ctx) {
+    volatile serl_dev_err *e = ctx->derr_host;
+    int code = e->code;
+    if (code == 0) return SERL_OK;
+    int i = e->i, j = e->j;
+    long long v = e->v, lim = e->lim;
+    double f = e->f;
+    e->code = 0;
+    switch (code) {
+    case SERL_DERR_EMBEDDING_ID:
+        return serl_fail(ctx, SERL_E_ARG, "embedding_fwd: ids[%d] = %lld is outside the vocabulary [0, %lld)", i, v, lim);
+    case SERL_DERR_KV_SLOT:
+        return serl_fail(ctx, SERL_E_ARG, "kv_append: slots[%d] = %lld is out of range (cache has %lld slots)", i, v, lim);
+    case SERL_DERR_DECODE_LEN:
+        return serl_fail(ctx, SERL_E_ARG, "decode_attention: seq_lens[%d] = %lld, want 1..%lld (max_blocks · block_size)",
+                         i, v, lim);
+    case SERL_DERR_DECODE_BLOCK:
+        return serl_fail(ctx, SERL_E_ARG, "decode_attention: block_table[%d][%d] = %lld, want 0..%lld", i, j, v, lim);
+    case SERL_DERR_ROPE_POS: return serl_fail(ctx, SERL_E_ARG, "rope: pos[%d] = %lld is negative", i, v);
+    case SERL_DERR_LOGPROB_FWD_TARGET:
+    case SERL_DERR_LOGPROB_BWD_TARGET:
+        return serl_fail(ctx, SERL_E_ARG, "%s: targets[%d] = %lld outside [0, %lld)%s",
+                         code == SERL_DERR_LOGPROB_FWD_TARGET ? "logprob_fwd" : "logprob_bwd", i, v, lim,
+                         j ? "" : " (ignore_negative is off)");
+    case SERL_DERR_SAMPLE_BAN:
+        return serl_fail(ctx, SERL_E_ARG, "sample: ban_ids[%d] = %lld outside [0, %lld)", i, v, lim);
+    case SERL_DERR_SAMPLE_TEMPERATURE:
+        return serl_fail(ctx, SERL_E_ARG, "sample: temperature[%d] = %g (want finite ≥ 0)", i, f);
+    case SERL_DERR_SAMPLE_TOP_P: return serl_fail(ctx, SERL_E_ARG, "sample: top_p[%d] = %g (want > 0)", i, f);
+    case SERL_DERR_SAMPLE_PENALTY: return serl_fail(ctx, SERL_E_ARG, "sample: presence_penalty[%d] = %g", i, f);
+    case SERL_DERR_SAMPLE_HIST_LEN:
+        return serl_fail(ctx, SERL_E_ARG, "sample: hist_len[%d] = %lld outside [0, ld_hist = %lld]", i, v, lim);
+    case SERL_DERR_SAMPLE_HIST:
+        return serl_fail(ctx, SERL_E_ARG, "sample: hist[%d][%d] = %lld outside [0, %lld)", i, j, v, lim);
+    case SERL_DERR_SAMPLE_NO_FINITE:
+        return serl_fail(ctx, SERL_E_ARG, "sample: row %d has no finite logit (every token banned or −inf)", i);
+    }
+    return serl_fail(ctx, SERL_E_DEVICE, "a kernel reported error code %d, which this library does not know", code);
+}
 
 /* Which cuBLAS sonames load here, for the message of a machine without a GPU. */
 static void probe_cublas(char *out, size_t n) {
@@ -93,8 +156,10 @@ extern "C" SERL_API void *serl_context_create(int32_t threads) {
         return NULL;
     }
     ctx->pool = serl_pool_create();
-    if (!ctx->pool || serl_cublas_init(ctx) != SERL_OK) {
+    if (!ctx->pool || serl_cublas_init(ctx) != SERL_OK || serl_derr_init(ctx) != SERL_OK) {
         snprintf(create_err, sizeof create_err, "%.1000s", ctx->pool ? ctx->err : "serl cuda: out of host memory");
+        serl_cublas_destroy(ctx->blas);
+        if (ctx->blas_workspace) cudaFree(ctx->blas_workspace);
         serl_pool_destroy(ctx->pool);
         cudaStreamDestroy(ctx->stream);
         free(ctx);
@@ -107,8 +172,13 @@ extern "C" SERL_API void serl_context_destroy(void *p) {
     serl_cuda_ctx *ctx = (serl_cuda_ctx *)p;
     if (!ctx) return;
     cudaSetDevice(ctx->device);
+    serl_graph_abandon(ctx);
     cudaStreamSynchronize(ctx->stream);
     serl_cublas_destroy(ctx->blas);
+    if (ctx->blas_workspace) cudaFree(ctx->blas_workspace);
+    for (int i = 0; i < ctx->n_retired; i++) cudaFree(ctx->retired[i]);
+    free(ctx->retired);
+    if (ctx->derr_host) cudaFreeHost(ctx->derr_host);
     if (ctx->scratch) cudaFree(ctx->scratch);
     if (ctx->host) cudaFreeHost(ctx->host);
     serl_pool_destroy(ctx->pool);
@@ -123,6 +193,25 @@ extern "C" SERL_API const char *serl_last_error(void *p) {
 
 void *serl_scratch(serl_cuda_ctx *ctx, size_t bytes) {
     if (ctx->scratch_bytes >= bytes && ctx->scratch) return ctx->scratch;
+    if (ctx->capturing) {
+        serl_fail(ctx, SERL_E_STATE,
+                  "device scratch must grow from %zu to %zu bytes inside a graph capture: run the ops once before "
+                  "capturing them (a warm-up)",
+                  ctx->scratch_bytes, bytes);
+        return NULL;
+    }
+    if (ctx->scratch && ctx->graphs > 0) {
+        /* a graph may name the old buffer: keep it until no graph is left (graph.cu) */
+        void **r = (void **)realloc(ctx->retired, sizeof(void *) * (size_t)(ctx->n_retired + 1));
+        if (!r) {
+            serl_fail(ctx, SERL_E_NOMEM, "scratch: out of host memory");
+            return NULL;
+        }
+        ctx->retired = r;
+        ctx->retired[ctx->n_retired++] = ctx->scratch;
+        ctx->scratch = NULL;
+        ctx->scratch_bytes = 0;
+    }
     if (ctx->scratch) {
         /* the old buffer may still be read by queued work */
         cudaStreamSynchronize(ctx->stream);
@@ -158,6 +247,9 @@ static void *host_staging(serl_cuda_ctx *ctx, size_t bytes) {
 
 int32_t serl_read_many(serl_cuda_ctx *ctx, int n, const void *const *dev, const size_t *bytes, const void **host,
                        const char *what) {
+    if (ctx->capturing)
+        return serl_fail(ctx, SERL_E_STATE, "%s reads device memory back on the host, which a graph capture cannot hold",
+                         what);
     size_t total = 0;
     for (int i = 0; i < n; i++) total += (bytes[i] + 63) & ~(size_t)63;
     char *h = (char *)host_staging(ctx, total);
@@ -169,7 +261,7 @@ int32_t serl_read_many(serl_cuda_ctx *ctx, int n, const void *const *dev, const 
         off += (bytes[i] + 63) & ~(size_t)63;
     }
     CUDA_TRY(cudaStreamSynchronize(ctx->stream));
-    return SERL_OK;
+    return serl_device_errors(ctx);
 }
 
 const void *serl_read_back(serl_cuda_ctx *ctx, const void *dev, size_t bytes, const char *what) {
@@ -201,6 +293,10 @@ extern "C" SERL_API void *serl_alloc(void *p, int64_t bytes) {
         serl_fail(ctx, SERL_E_ARG, "serl_alloc: negative size %lld", (long long)bytes);
         return NULL;
     }
+    if (ctx->capturing) {
+        serl_fail(ctx, SERL_E_STATE, "serl_alloc: cannot allocate while the context captures a graph");
+        return NULL;
+    }
     cudaSetDevice(ctx->device);
     void *m = NULL;
     cudaError_t e = serl_pool_alloc(ctx->pool, (size_t)bytes, &m);
@@ -215,12 +311,18 @@ extern "C" SERL_API void *serl_alloc(void *p, int64_t bytes) {
 extern "C" SERL_API void serl_free(void *p, void *m) {
     serl_cuda_ctx *ctx = (serl_cuda_ctx *)p;
     if (!ctx || !m) return;
+    if (ctx->capturing) {
+        /* refused; the buffer stays allocated and the capture fails */
+        serl_fail(ctx, SERL_E_STATE, "serl_free: cannot free while the context captures a graph");
+        return;
+    }
     serl_pool_free(ctx->pool, m);
 }
 
 extern "C" SERL_API int32_t serl_copy(void *ctxp, const serl_copy_args *a) {
     SERL_ENTER(ctxp, a, serl_copy_args);
     SERL_CHECK(serl_check_copy(ctx, a));
+    if (ctx->capturing) SERL_CHECK(serl_graph_check_copy(ctx, a));
     static const cudaMemcpyKind kinds[] = {cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice};
     const char *s = (const char *)a->src;
     char *d = (char *)a->dst;
@@ -236,7 +338,10 @@ extern "C" SERL_API int32_t serl_copy(void *ctxp, const serl_copy_args *a) {
     CUDA_TRY(cudaMemcpyAsync(a->dst, a->src, (size_t)a->bytes, kinds[a->kind], ctx->stream));
     /* The host side of a copy may be Go memory: it must be done with when serl_copy returns. A
      * device-to-device copy stays queued (stream order keeps it before every later op). */
-    if (a->kind != SERL_COPY_D2D) CUDA_TRY(cudaStreamSynchronize(ctx->stream));
+    if (a->kind != SERL_COPY_D2D) {
+        CUDA_TRY(cudaStreamSynchronize(ctx->stream));
+        return serl_device_errors(ctx);
+    }
     return SERL_OK;
 }
 
@@ -252,6 +357,7 @@ extern "C" SERL_API int32_t serl_sync(void *ctxp) {
     if (!ctx) return SERL_E_ARG;
     ctx->err[0] = 0;
     if (serl_use_device(ctx) != SERL_OK) return SERL_E_DEVICE;
+    if (ctx->capturing) return serl_fail(ctx, SERL_E_STATE, "serl_sync: cannot wait while the context captures a graph");
     CUDA_TRY(cudaStreamSynchronize(ctx->stream));
-    return SERL_OK;
+    return serl_device_errors(ctx);
 }

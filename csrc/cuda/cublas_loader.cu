@@ -66,6 +66,27 @@ int32_t serl_cublas_init(serl_cuda_ctx *ctx) {
         b.destroy(b.handle);
         return serl_fail(ctx, SERL_E_DEVICE, "serl cuda: cublasSetStream_v2 (%s): status %d", lib_soname, (int)s);
     }
+    /* A fixed workspace (after cublasSetStream, which resets it): cuBLAS must not allocate one inside a
+     * graph capture. 32 MiB is NVIDIA's advice for Hopper (4 MiB before). */
+    typedef cublasStatus_t (*set_workspace_fn)(cublasHandle_t, void *, size_t);
+    set_workspace_fn set_ws = (set_workspace_fn)dlsym(h, "cublasSetWorkspace_v2");
+    if (!set_ws) {
+        b.destroy(b.handle);
+        return serl_fail(ctx, SERL_E_DEVICE, "serl cuda: %s lacks cublasSetWorkspace_v2, which a fixed workspace for graph capture needs",
+                         lib_soname);
+    }
+    const size_t ws_bytes = 32u << 20;
+    cudaError_t ce = cudaMalloc(&ctx->blas_workspace, ws_bytes);
+    if (ce != cudaSuccess) {
+        b.destroy(b.handle);
+        ctx->blas_workspace = NULL;
+        return serl_cuda_fail(ctx, ce, "serl cuda: cudaMalloc of cuBLAS's workspace");
+    }
+    s = set_ws(b.handle, ctx->blas_workspace, ws_bytes);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        b.destroy(b.handle);
+        return serl_fail(ctx, SERL_E_DEVICE, "serl cuda: cublasSetWorkspace_v2 (%s): status %d", lib_soname, (int)s);
+    }
     serl_cublas *p = (serl_cublas *)malloc(sizeof *p);
     if (!p) {
         b.destroy(b.handle);

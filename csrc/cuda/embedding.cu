@@ -1,5 +1,7 @@
-/* Token embedding: a gather (forward) and a scatter-add (backward). Ids are read back and checked on
- * the host before anything is written (the CPU library's rule and message). The backward is
+/* Token embedding: a gather (forward) and a scatter-add (backward). The forward checks ids on the device
+ * (an id out of range leaves its row unwritten and is reported at the next synchronisation, with the CPU
+ * library's message), so it needs no host round trip and can be captured in a graph. The backward reads
+ * ids back and checks them on the host before anything is written. The backward is
  * deterministic without float atomics: tokens are grouped by id on the host, and each (id, column) is
  * summed by one thread over its tokens in token order, as the CPU library adds them. */
 #include <stdlib.h>
@@ -15,23 +17,25 @@ static int32_t check_ids(serl_cuda_ctx *ctx, const char *op, const int32_t *ids,
 }
 
 __global__ void embedding_fwd_kernel(const int32_t *ids, const void *table, int tbf, void *out, int obf, int dim,
-                                     int64_t total) {
+                                     int vocab, int64_t total, serl_dev_err *err) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
         int64_t t = i / dim, c = i % dim;
-        st(out, obf, i, ld(table, tbf, (int64_t)ids[t] * dim + c));
+        const int32_t id = ids[t];
+        if ((uint32_t)id >= (uint32_t)vocab) {
+            if (c == 0) serl_report(err, SERL_DERR_EMBEDDING_ID, (int)t, 0, id, vocab);
+            continue;
+        }
+        st(out, obf, i, ld(table, tbf, (int64_t)id * dim + c));
     }
 }
 
 extern "C" SERL_API int32_t serl_embedding_fwd(void *ctxp, const serl_embedding_fwd_args *a) {
     SERL_ENTER(ctxp, a, serl_embedding_fwd_args);
     SERL_CHECK(serl_check_embedding_fwd(ctx, a));
-    const int32_t *ids = (const int32_t *)serl_read_back(ctx, a->ids, sizeof(int32_t) * (size_t)a->n_tokens, "embedding_fwd");
-    if (!ids) return SERL_E_DEVICE;
-    int32_t st_ = check_ids(ctx, "embedding_fwd", ids, a->n_tokens, a->vocab);
-    if (st_) return st_;
     int64_t total = (int64_t)a->n_tokens * a->dim;
     embedding_fwd_kernel<<<serl_blocks(total, 256), 256, 0, ctx->stream>>>(
-        a->ids, a->table, a->table_dtype == SERL_DTYPE_BF16, a->out, a->out_dtype == SERL_DTYPE_BF16, a->dim, total);
+        a->ids, a->table, a->table_dtype == SERL_DTYPE_BF16, a->out, a->out_dtype == SERL_DTYPE_BF16, a->dim, a->vocab,
+        total, ctx->derr);
     LAUNCH_CHECK("embedding_fwd");
     return SERL_OK;
 }

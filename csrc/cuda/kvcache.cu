@@ -1,14 +1,20 @@
 /* The paged KV cache: appending tokens' keys and values at their slots, and decode attention (one new
- * query token per sequence against its cached keys, batched). Slots, lengths and block tables are read
- * back and checked on the host first, with the CPU library's messages. */
+ * query token per sequence against its cached keys, batched). Slots, lengths and block tables are checked
+ * on the device (reported at the next synchronisation with the CPU library's messages; a bad slot is
+ * skipped, a sequence with a bad length or block gets NaN), so neither op waits for the host and both can
+ * be captured in a graph. */
 #include "common.cuh"
 
 __global__ void kv_append_kernel(const int32_t *slots, const void *k, const void *v, int kvbf, void *kc, void *vc,
-                                 int cbf, int64_t row, int64_t total) {
+                                 int cbf, int64_t row, int64_t total, int64_t n_slots, serl_dev_err *err) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t t = i / row, e = i % row;
         const int32_t s = slots[t];
         if (s < 0) continue;
+        if (s >= n_slots) {
+            if (e == 0) serl_report(err, SERL_DERR_KV_SLOT, (int)t, 0, s, n_slots);
+            continue;
+        }
         st(kc, cbf, (int64_t)s * row + e, ld(k, kvbf, i));
         st(vc, cbf, (int64_t)s * row + e, ld(v, kvbf, i));
     }
@@ -17,16 +23,12 @@ __global__ void kv_append_kernel(const int32_t *slots, const void *k, const void
 extern "C" SERL_API int32_t serl_kv_append(void *ctxp, const serl_kv_append_args *a) {
     SERL_ENTER(ctxp, a, serl_kv_append_args);
     SERL_CHECK(serl_check_kv_append(ctx, a));
-    const int32_t *slots = (const int32_t *)serl_read_back(ctx, a->slots, sizeof(int32_t) * (size_t)a->n_tokens, "kv_append");
-    if (!slots) return SERL_E_DEVICE;
     const int64_t n_slots = (int64_t)a->n_blocks * a->block_size;
-    for (int t = 0; t < a->n_tokens; t++)
-        SERL_REQUIRE(slots[t] < n_slots, "kv_append: slots[%d] = %d is out of range (cache has %lld slots)", t, slots[t],
-                     (long long)n_slots);
     const int64_t row = (int64_t)a->n_kv_heads * a->head_dim, total = row * a->n_tokens;
     kv_append_kernel<<<serl_blocks(total, 256), 256, 0, ctx->stream>>>(a->slots, a->k, a->v, a->kv_dtype == SERL_DTYPE_BF16,
                                                                         a->k_cache, a->v_cache,
-                                                                        a->cache_dtype == SERL_DTYPE_BF16, row, total);
+                                                                        a->cache_dtype == SERL_DTYPE_BF16, row, total,
+                                                                        n_slots, ctx->derr);
     LAUNCH_CHECK("kv_append");
     return SERL_OK;
 }
@@ -39,7 +41,7 @@ extern "C" SERL_API int32_t serl_kv_append(void *ctxp, const serl_kv_append_args
 
 __global__ void decode_kernel(const int32_t *block_table, const int32_t *seq_lens, const void *q, int qbf,
                               const void *kc, const void *vc, int cbf, void *out, int obf, int H, int KVH, int D,
-                              int bs, int max_blocks, float scale) {
+                              int bs, int max_blocks, float scale, int n_blocks, serl_dev_err *err) {
     extern __shared__ float sm[];
     const int G = H / KVH, s = blockIdx.x, kvh = blockIdx.y, TK = blockDim.x;
     float *qs = sm;                    /* [G][D] scaled queries */
@@ -51,6 +53,28 @@ __global__ void decode_kernel(const int32_t *block_table, const int32_t *seq_len
     int *slot = (int *)(lrow + G);     /* [TK] */
     const int L = seq_lens[s];
     const int64_t row = (int64_t)KVH * D;
+    {
+        /* the checks the CPU library makes before it reads: one bad length or block spoils the sequence */
+        const int64_t cap = (int64_t)max_blocks * bs;
+        int bad = 0;
+        if (L < 1 || L > cap) {
+            bad = 1;
+            if (threadIdx.x == 0 && kvh == 0) serl_report(err, SERL_DERR_DECODE_LEN, s, 0, L, cap);
+        } else {
+            for (int b = threadIdx.x; b < (L + bs - 1) / bs; b += blockDim.x) {
+                const int32_t id = block_table[(int64_t)s * max_blocks + b];
+                if (id < 0 || id >= n_blocks) {
+                    bad = 1;
+                    if (kvh == 0) serl_report(err, SERL_DERR_DECODE_BLOCK, s, b, id, n_blocks - 1);
+                }
+            }
+        }
+        if (__syncthreads_or(bad)) {
+            for (int i = threadIdx.x; i < G * D; i += blockDim.x)
+                st(out, obf, ((int64_t)s * H + kvh * G + i / D) * D + i % D, NAN);
+            return;
+        }
+    }
     for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
         const int g = i / D, d = i % D;
         qs[i] = __fmul_rn(ld(q, qbf, ((int64_t)s * H + kvh * G + g) * D + d), scale);
@@ -113,23 +137,6 @@ __global__ void decode_kernel(const int32_t *block_table, const int32_t *seq_len
 extern "C" SERL_API int32_t serl_decode_attention(void *ctxp, const serl_decode_attention_args *a) {
     SERL_ENTER(ctxp, a, serl_decode_attention_args);
     SERL_CHECK(serl_check_decode_attention(ctx, a));
-    const void *dev[2] = {a->seq_lens, a->block_table};
-    size_t bytes[2] = {sizeof(int32_t) * (size_t)a->n_seqs, sizeof(int32_t) * (size_t)a->n_seqs * a->max_blocks};
-    const void *host[2];
-    int32_t r = serl_read_many(ctx, 2, dev, bytes, host, "decode_attention");
-    if (r) return r;
-    const int32_t *lens = (const int32_t *)host[0], *table = (const int32_t *)host[1];
-    const int64_t cap = (int64_t)a->max_blocks * a->block_size;
-    for (int s = 0; s < a->n_seqs; s++) {
-        int L = lens[s];
-        SERL_REQUIRE(L >= 1 && L <= cap, "decode_attention: seq_lens[%d] = %d, want 1..%lld (max_blocks · block_size)", s, L,
-                     (long long)cap);
-        for (int b = 0; b < (L + a->block_size - 1) / a->block_size; b++) {
-            int32_t id = table[(int64_t)s * a->max_blocks + b];
-            SERL_REQUIRE(id >= 0 && id < a->n_blocks, "decode_attention: block_table[%d][%d] = %d, want 0..%d", s, b, id,
-                         a->n_blocks - 1);
-        }
-    }
     const int G = a->n_heads / a->n_kv_heads, D = a->head_dim, TK = DEC_THREADS;
     size_t shm = sizeof(float) * (size_t)(2 * G * D + G * TK + 2 * G + 2) + sizeof(double) * G + sizeof(int) * TK;
     SERL_REQUIRE(shm <= 200 * 1024, "decode_attention: %d query heads per kv head × head_dim %d need %zu bytes of shared memory",
@@ -138,7 +145,7 @@ extern "C" SERL_API int32_t serl_decode_attention(void *ctxp, const serl_decode_
     decode_kernel<<<dim3(a->n_seqs, a->n_kv_heads), TK, shm, ctx->stream>>>(
         a->block_table, a->seq_lens, a->q, a->q_dtype == SERL_DTYPE_BF16, a->k_cache, a->v_cache,
         a->cache_dtype == SERL_DTYPE_BF16, a->out, a->out_dtype == SERL_DTYPE_BF16, a->n_heads, a->n_kv_heads, D,
-        a->block_size, a->max_blocks, a->scale);
+        a->block_size, a->max_blocks, a->scale, a->n_blocks, ctx->derr);
     LAUNCH_CHECK("decode_attention");
     return SERL_OK;
 }

@@ -1,13 +1,15 @@
 /* Log-probabilities of target tokens under softmax(logits·inv_temp), their entropy, and the gradient.
  * One block per row: the maximum, then Σ e^(z−m) (and Σ e^(z−m)·(z−m)) in double with the CPU library's
- * exponential, reduced in a fixed tree. Targets are read back and checked on the host first. */
+ * exponential, reduced in a fixed tree. Targets are checked on the device: a row whose target is out of
+ * range gets NaN (forward) or a zero gradient (backward), and the error is reported at the next
+ * synchronisation with the CPU library's message, so neither op waits for the host. */
 #include "common.cuh"
 #include "expf.cuh"
 
 #define THREADS 512
 
 __global__ void logprob_fwd_kernel(const void *logits, int bf, int64_t ldr, int vocab, float it, const int32_t *targets,
-                                   float *logp, float *entropy, float *lse) {
+                                   float *logp, float *entropy, float *lse, int ign, serl_dev_err *err) {
     __shared__ double shd[32];
     __shared__ float shf[32];
     const int64_t off = blockIdx.x * ldr;
@@ -26,6 +28,13 @@ __global__ void logprob_fwd_kernel(const void *logits, int bf, int64_t ldr, int 
     if (threadIdx.x != 0) return;
     const double logS = log(S);
     const int32_t tg = targets[blockIdx.x];
+    if (tg >= vocab || (tg < 0 && !ign)) {
+        serl_report(err, SERL_DERR_LOGPROB_FWD_TARGET, blockIdx.x, ign, tg, vocab);
+        if (logp) logp[blockIdx.x] = NAN;
+        if (entropy) entropy[blockIdx.x] = (float)(logS - T / S);
+        if (lse) lse[blockIdx.x] = (float)((double)m + logS);
+        return;
+    }
     if (logp) {
         float zt = tg < 0 ? 0.0f : __fmul_rn(ld(logits, bf, off + tg), it);
         logp[blockIdx.x] = tg < 0 ? 0.0f : (float)((double)__fsub_rn(zt, m) - logS);
@@ -34,22 +43,12 @@ __global__ void logprob_fwd_kernel(const void *logits, int bf, int64_t ldr, int 
     if (lse) lse[blockIdx.x] = (float)((double)m + logS);
 }
 
-static int32_t check_targets(serl_cuda_ctx *ctx, const char *op, const int32_t *dev, int n, int vocab, int ign) {
-    const int32_t *tg = (const int32_t *)serl_read_back(ctx, dev, sizeof(int32_t) * (size_t)n, op);
-    if (!tg) return SERL_E_DEVICE;
-    for (int t = 0; t < n; t++)
-        SERL_REQUIRE((tg[t] >= 0 && tg[t] < vocab) || (tg[t] < 0 && ign), "%s: targets[%d] = %d outside [0, %d)%s", op, t,
-                     tg[t], vocab, ign ? "" : " (ignore_negative is off)");
-    return SERL_OK;
-}
-
 extern "C" SERL_API int32_t serl_logprob_fwd(void *ctxp, const serl_logprob_fwd_args *a) {
     SERL_ENTER(ctxp, a, serl_logprob_fwd_args);
     SERL_CHECK(serl_check_logprob_fwd(ctx, a));
-    int32_t s = check_targets(ctx, "logprob_fwd", a->targets, a->n, a->vocab, a->ignore_negative);
-    if (s) return s;
     logprob_fwd_kernel<<<a->n, THREADS, 0, ctx->stream>>>(a->logits, a->logits_dtype == SERL_DTYPE_BF16, a->ld, a->vocab,
-                                                          a->inv_temp, a->targets, a->logp, a->entropy, a->lse);
+                                                          a->inv_temp, a->targets, a->logp, a->entropy, a->lse,
+                                                          a->ignore_negative, ctx->derr);
     LAUNCH_CHECK("logprob_fwd");
     return SERL_OK;
 }
@@ -57,10 +56,13 @@ extern "C" SERL_API int32_t serl_logprob_fwd(void *ctxp, const serl_logprob_fwd_
 /* dx = −c·e^(z − lse), and + c at the target (c = coef·inv_temp); each element is read and written by
  * one thread, so dlogits may be the logits buffer. */
 __global__ void logprob_bwd_kernel(const void *logits, int xbf, void *dlogits, int dbf, int64_t ldr, int vocab, float it,
-                                   const int32_t *targets, const float *lse, const float *coef) {
+                                   const int32_t *targets, const float *lse, const float *coef, int ign,
+                                   serl_dev_err *err) {
     const int64_t off = blockIdx.x * ldr;
     const int32_t tg = targets[blockIdx.x];
-    if (tg < 0) {
+    const bool bad = tg >= vocab || (tg < 0 && !ign);
+    if (bad && threadIdx.x == 0) serl_report(err, SERL_DERR_LOGPROB_BWD_TARGET, blockIdx.x, ign, tg, vocab);
+    if (tg < 0 || bad) {
         for (int j = threadIdx.x; j < vocab; j += blockDim.x) st(dlogits, dbf, off + j, 0.0f);
         return;
     }
@@ -76,11 +78,9 @@ __global__ void logprob_bwd_kernel(const void *logits, int xbf, void *dlogits, i
 extern "C" SERL_API int32_t serl_logprob_bwd(void *ctxp, const serl_logprob_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_logprob_bwd_args);
     SERL_CHECK(serl_check_logprob_bwd(ctx, a));
-    int32_t s = check_targets(ctx, "logprob_bwd", a->targets, a->n, a->vocab, a->ignore_negative);
-    if (s) return s;
     logprob_bwd_kernel<<<a->n, THREADS, 0, ctx->stream>>>(a->logits, a->logits_dtype == SERL_DTYPE_BF16, a->dlogits,
                                                           a->dlogits_dtype == SERL_DTYPE_BF16, a->ld, a->vocab, a->inv_temp,
-                                                          a->targets, a->lse, a->coef);
+                                                          a->targets, a->lse, a->coef, a->ignore_negative, ctx->derr);
     LAUNCH_CHECK("logprob_bwd");
     return SERL_OK;
 }

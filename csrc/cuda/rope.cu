@@ -4,7 +4,8 @@
 #include "common.cuh"
 
 __global__ void rope_kernel(const int32_t *pos, const float *inv_freq, const void *x, int xbf, void *y, int ybf,
-                            int n_heads, int head_dim, int rot_dim, int bwd, int acc, int64_t total) {
+                            int n_heads, int head_dim, int rot_dim, int bwd, int acc, int64_t total,
+                            serl_dev_err *err) {
     const int half = rot_dim / 2, pass = head_dim - rot_dim, per = half + pass; /* work items per head */
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t th = i / per; /* token·n_heads + head */
@@ -12,6 +13,10 @@ __global__ void rope_kernel(const int32_t *pos, const float *inv_freq, const voi
         const int64_t base = th * head_dim;
         if (j < half) {
             const int64_t t = th / n_heads;
+            if (pos[t] < 0) { /* reported at the next synchronisation; the pair is left unwritten */
+                if (j == 0 && th % n_heads == 0) serl_report(err, SERL_DERR_ROPE_POS, (int)t, 0, pos[t], 0);
+                continue;
+            }
             float ang = __fmul_rn((float)pos[t], inv_freq[j]);
             double sd, cd;
             sincos((double)ang, &sd, &cd);
@@ -43,14 +48,12 @@ extern "C" SERL_API int32_t serl_rope(void *ctxp, const serl_rope_args *a) {
         SERL_REQUIRE(!overlap || (x0 == y0 && !a->accumulate && a->x_dtype == a->y_dtype),
                      "rope: y overlaps x (only exact in-place without accumulate and with one dtype is allowed)");
     }
-    const int32_t *pos = (const int32_t *)serl_read_back(ctx, a->pos, sizeof(int32_t) * (size_t)a->n_tokens, "rope");
-    if (!pos) return SERL_E_DEVICE;
-    for (int t = 0; t < a->n_tokens; t++) SERL_REQUIRE(pos[t] >= 0, "rope: pos[%d] = %d is negative", t, pos[t]);
     const int per = a->rot_dim / 2 + (a->head_dim - a->rot_dim);
     int64_t total = (int64_t)a->n_tokens * a->n_heads * per;
     rope_kernel<<<serl_blocks(total, 256), 256, 0, ctx->stream>>>(a->pos, a->inv_freq, a->x, a->x_dtype == SERL_DTYPE_BF16,
                                                                    a->y, a->y_dtype == SERL_DTYPE_BF16, a->n_heads,
-                                                                   a->head_dim, a->rot_dim, a->bwd, a->accumulate, total);
+                                                                   a->head_dim, a->rot_dim, a->bwd, a->accumulate, total,
+                                                                   ctx->derr);
     LAUNCH_CHECK("rope");
     return SERL_OK;
 }

@@ -72,7 +72,8 @@ __global__ void sample_kernel(int r0, const void *logits, int bf, int64_t ldr, i
                               const int32_t *top_k, const float *top_p, const float *presence_penalty,
                               const int32_t *hist, const int32_t *hist_len, int ld_hist, const int32_t *ban_ids,
                               int n_ban, const int32_t *ban_rows, const u64 *seeds, const u64 *seq_ids,
-                              const int32_t *steps, int32_t *tokens, float *logp, float *zbuf, float *wbuf, int *bad) {
+                              const int32_t *steps, int32_t *tokens, float *logp, float *zbuf, float *wbuf,
+                              serl_dev_err *err) {
     __shared__ sample_shared S;
     const int r = r0 + blockIdx.x;
     float *z = zbuf + (int64_t)blockIdx.x * V, *w = wbuf + (int64_t)blockIdx.x * V;
@@ -80,6 +81,26 @@ __global__ void sample_kernel(int r0, const void *logits, int bf, int64_t ldr, i
     const float T = temperature[r];
     const bool greedy = T == 0;
     const float pen = presence_penalty[r];
+    /* The CPU library's argument checks, made here so that no host round trip precedes the launch: a bad
+     * row gets token −1 and the first error is reported at the next synchronisation. Every thread reads
+     * the same values, so the early return is uniform over the block. */
+    {
+        int code = 0;
+        double f = 0;
+        long long v = 0, lim = 0;
+        if (!(T >= 0 && isfinite(T))) code = SERL_DERR_SAMPLE_TEMPERATURE, f = T;
+        else if (!(top_p[r] > 0)) code = SERL_DERR_SAMPLE_TOP_P, f = top_p[r];
+        else if (!isfinite(pen)) code = SERL_DERR_SAMPLE_PENALTY, f = pen;
+        else if (hist && (hist_len[r] < 0 || hist_len[r] > ld_hist))
+            code = SERL_DERR_SAMPLE_HIST_LEN, v = hist_len[r], lim = ld_hist;
+        if (code) {
+            if (threadIdx.x == 0) {
+                serl_report(err, code, r, 0, v, lim, f);
+                tokens[r] = -1;
+            }
+            return;
+        }
+    }
     const bool penalise = hist && pen != 0 && hist_len[r] > 0;
     const bool ban = n_ban > 0 && (!ban_rows || ban_rows[r]);
 
@@ -93,13 +114,23 @@ __global__ void sample_kernel(int r0, const void *logits, int bf, int64_t ldr, i
         const int32_t *h = hist + (int64_t)r * ld_hist;
         for (int i = threadIdx.x; i < hist_len[r]; i += blockDim.x) {
             const int t = h[i];
+            if (t < 0 || t >= V) { /* skipped, and reported */
+                serl_report(err, SERL_DERR_SAMPLE_HIST, r, i, t, V);
+                continue;
+            }
             const float x = ld(logits, bf, off + t);
             z[t] = greedy ? __fsub_rn(x, pen) : __fdiv_rn(__fsub_rn(x, pen), T); /* repeats write one value */
         }
         __syncthreads();
     }
     if (ban) {
-        for (int i = threadIdx.x; i < n_ban; i += blockDim.x) z[ban_ids[i]] = -INFINITY;
+        for (int i = threadIdx.x; i < n_ban; i += blockDim.x) {
+            const int32_t b = ban_ids[i];
+            if (b >= 0 && b < V)
+                z[b] = -INFINITY;
+            else
+                serl_report(err, SERL_DERR_SAMPLE_BAN, i, 0, b, V);
+        }
         __syncthreads();
     }
     float mx = -INFINITY;
@@ -108,7 +139,7 @@ __global__ void sample_kernel(int r0, const void *logits, int bf, int64_t ldr, i
     if (!(m > -INFINITY) || isinf(m)) {
         if (threadIdx.x == 0) {
             tokens[r] = -1;
-            atomicMin(bad, r);
+            serl_report(err, SERL_DERR_SAMPLE_NO_FINITE, r, 0, 0, 0);
         }
         return;
     }
@@ -233,48 +264,17 @@ extern "C" SERL_API int32_t serl_sample(void *ctxp, const serl_sample_args *a) {
     SERL_ENTER(ctxp, a, serl_sample_args);
     SERL_CHECK(serl_check_sample(ctx, a));
     const int n = a->n;
-    const void *dev[6] = {a->temperature, a->top_p, a->presence_penalty, a->hist_len, a->hist, a->ban_ids};
-    size_t bytes[6] = {4 * (size_t)n, 4 * (size_t)n, 4 * (size_t)n, a->hist ? 4 * (size_t)n : 0,
-                       a->hist ? 4 * (size_t)n * a->ld_hist : 0, 4 * (size_t)a->n_ban};
-    const void *h[6];
-    int32_t rc = serl_read_many(ctx, 6, dev, bytes, h, "sample");
-    if (rc) return rc;
-    const float *temp = (const float *)h[0], *topp = (const float *)h[1], *pen = (const float *)h[2];
-    const int32_t *hlen = (const int32_t *)h[3], *hist = (const int32_t *)h[4], *ban = (const int32_t *)h[5];
-    for (int i = 0; i < a->n_ban; i++)
-        SERL_REQUIRE(ban[i] >= 0 && ban[i] < a->vocab, "sample: ban_ids[%d] = %d outside [0, %d)", i, ban[i], a->vocab);
-    for (int r = 0; r < n; r++) {
-        float t = temp[r], p = topp[r];
-        SERL_REQUIRE(t >= 0 && isfinite(t), "sample: temperature[%d] = %g (want finite ≥ 0)", r, (double)t);
-        SERL_REQUIRE(p > 0, "sample: top_p[%d] = %g (want > 0)", r, (double)p);
-        SERL_REQUIRE(isfinite(pen[r]), "sample: presence_penalty[%d] = %g", r, (double)pen[r]);
-        if (a->hist) {
-            int len = hlen[r];
-            SERL_REQUIRE(len >= 0 && len <= a->ld_hist, "sample: hist_len[%d] = %d outside [0, ld_hist = %d]", r, len,
-                         a->ld_hist);
-            const int32_t *hr = hist + (int64_t)r * a->ld_hist;
-            for (int i = 0; i < len; i++)
-                SERL_REQUIRE(hr[i] >= 0 && hr[i] < a->vocab, "sample: hist[%d][%d] = %d outside [0, %d)", r, i, hr[i],
-                             a->vocab);
-        }
-    }
     const int R = n < ROWS_PER_LAUNCH ? n : ROWS_PER_LAUNCH;
     char *s = (char *)serl_scratch(ctx, 2 * sizeof(float) * (size_t)R * a->vocab + 256);
     if (!s) return SERL_E_NOMEM;
-    int *bad = (int *)s;
     float *zbuf = (float *)(s + 256), *wbuf = zbuf + (size_t)R * a->vocab;
-    CUDA_TRY(cudaMemsetAsync(bad, 0x7F, sizeof(int), ctx->stream));
     for (int r0 = 0; r0 < n; r0 += R) {
         const int rows = n - r0 < R ? n - r0 : R;
         sample_kernel<<<rows, THREADS, 0, ctx->stream>>>(
             r0, a->logits, a->logits_dtype == SERL_DTYPE_BF16, a->ld, a->vocab, a->temperature, a->top_k, a->top_p,
             a->presence_penalty, a->hist, a->hist_len, a->ld_hist, a->ban_ids, a->n_ban, a->ban_rows,
-            (const u64 *)a->seeds, (const u64 *)a->seq_ids, a->steps, a->tokens, a->logp, zbuf, wbuf, bad);
+            (const u64 *)a->seeds, (const u64 *)a->seq_ids, a->steps, a->tokens, a->logp, zbuf, wbuf, ctx->derr);
         LAUNCH_CHECK("sample");
     }
-    const int *hb = (const int *)serl_read_back(ctx, bad, sizeof(int), "sample");
-    if (!hb) return SERL_E_DEVICE;
-    if (*hb != 0x7F7F7F7F)
-        return serl_fail(ctx, SERL_E_ARG, "sample: row %d has no finite logit (every token banned or −inf)", *hb);
     return SERL_OK;
 }
