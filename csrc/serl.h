@@ -739,18 +739,19 @@ SERL_API int32_t serl_nccl_free(void *ctx, const serl_nccl_free_args *a);
  *    record nothing, and serl_graph_end returns NULL with the first error in serl_last_error; the context
  *    has then left capture mode and holds nothing of it.
  *  - serl_graph_launch replays the ops in order on the context's stream (asynchronous on a GPU, like any
- *    op). An error an op finds in tensor contents (an id out of range) is reported as for the op run
- *    directly: on the CPU by the launch, naming the op and its place in the graph; on a GPU at the next
- *    serl_sync or device-to-host serl_copy, naming the op. A graph may be launched any number of times;
- *    the buffers it names must stay allocated while it may be launched.
+ *    op). An error an op finds in tensor contents (an id, slot, block, target or sampling parameter out
+ *    of range) is reported as for the op run directly: on the CPU by the call (a launch names the op and
+ *    its place in the graph), before anything is written; on a GPU — for direct calls too, so that no op
+ *    waits for the host — at the next serl_sync or serl_copy to or from the host, naming the op, with
+ *    the offending rows left unwritten or NaN. A graph may be launched any number of times; the buffers
+ *    it names must stay allocated while it may be launched.
  *  - CUDA: run the sequence once outside capture first (a warm-up): an op whose device scratch must grow
  *    is refused during capture, as is any allocation. Graphs belong to the context they were made on. */
 SERL_API int32_t serl_graph_begin(void *ctx);
 /* Ends the capture: the graph, or NULL (serl_last_error says why; capture mode is left either way). */
 SERL_API void *serl_graph_end(void *ctx);
 SERL_API int32_t serl_graph_launch(void *ctx, void *graph);
-/* Destroys a graph (NULL: nothing). Not during capture; waits for no launch (stream order keeps queued
- * launches valid on a GPU). */
+/* Destroys a graph (NULL: nothing). It waits for no launch: one still queued on a GPU completes. */
 SERL_API void serl_graph_free(void *ctx, void *graph);
 
 #ifdef __cplusplus

@@ -16,10 +16,11 @@
 struct serl_pool;
 struct serl_cublas;
 
-/* An error a kernel finds in tensor contents (an index out of range): the first one is kept in pinned,
- * device-mapped host memory, so checking it costs no copy and no synchronisation per op; the host reports
- * it, with the op's message, at the next synchronisation (serl_sync, a copy to or from the host) —
- * which is what lets an op that checks indices run inside a CUDA graph. code: SERL_DERR_*. */
+/* An error a kernel finds in tensor contents (an index out of range): the first one is kept in a small
+ * device buffer, copied to pinned host memory in the same wait as the next synchronisation (serl_sync,
+ * a copy to or from the host, a read-back), and reported then with the op's message. So an op that
+ * checks indices needs no host round trip of its own, and can run inside a CUDA graph. code:
+ * SERL_DERR_*. */
 typedef struct {
     int code;
     int i, j;
@@ -59,9 +60,9 @@ typedef struct serl_cuda_ctx {
     void *host;
     size_t host_bytes;
     char err[1024];
-    /* the device error word (serl_dev_err): host view and the device's pointer to it */
-    serl_dev_err *derr_host;
+    /* the device error word (serl_dev_err): device memory, and its pinned host copy */
     serl_dev_err *derr;
+    serl_dev_err *derr_host;
     /* graph capture (graph.cu): capturing the stream; the first failure during capture; graphs alive;
      * scratch buffers outgrown while graphs may still name them (freed when none is left) */
     int capturing;
@@ -92,9 +93,9 @@ int32_t serl_cuda_fail(serl_cuda_ctx *ctx, cudaError_t e, const char *what);
 /* During capture: SERL_OK when the op (args type name) may be captured, else the refusal (graph.cu). */
 int32_t serl_graph_admit(serl_cuda_ctx *ctx, const char *type);
 
-/* Reports (and clears) an error the kernels left in the device error word, after a synchronisation:
- * SERL_OK when there is none. */
-int32_t serl_device_errors(serl_cuda_ctx *ctx);
+/* Waits for the context's stream and reports (and clears) an error the kernels left in the device error
+ * word: SERL_OK when there is none. what names the wait for a CUDA failure. */
+int32_t serl_sync_stream(serl_cuda_ctx *ctx, const char *what);
 
 /* A kernel's report of bad tensor contents: the first one wins (see serl_dev_err). */
 __device__ __forceinline__ void serl_report(serl_dev_err *e, int code, int i, int j, long long v, long long lim,

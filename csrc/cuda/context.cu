@@ -48,31 +48,33 @@ int32_t serl_use_device(serl_cuda_ctx *ctx) {
 /* Why the last serl_context_create failed; serl_last_error(NULL) returns it. */
 static char create_err[1024];
 
-/* The device error word: pinned host memory the device writes through its mapping. */
+/* The device error word and its pinned host copy, zeroed. */
 static int32_t serl_derr_init(serl_cuda_ctx *ctx) {
-    void *h = NULL;
-    CUDA_TRY(cudaHostAlloc(&h, sizeof(serl_dev_err), cudaHostAllocMapped));
+    void *h = NULL, *d = NULL;
+    CUDA_TRY(cudaMallocHost(&h, sizeof(serl_dev_err)));
     memset(h, 0, sizeof(serl_dev_err));
     ctx->derr_host = (serl_dev_err *)h;
-    void *d = NULL;
-    cudaError_t e = cudaHostGetDevicePointer(&d, h, 0);
-    if (e != cudaSuccess) {
-        cudaFreeHost(h);
-        ctx->derr_host = NULL;
-        return serl_cuda_fail(ctx, e, "serl cuda: cudaHostGetDevicePointer (the device error word)");
-    }
+    CUDA_TRY(cudaMalloc(&d, sizeof(serl_dev_err)));
     ctx->derr = (serl_dev_err *)d;
+    CUDA_TRY(cudaMemsetAsync(d, 0, sizeof(serl_dev_err), ctx->stream));
     return SERL_OK;
 }
 
-int32_t serl_device_errors(serl_cuda_ctx *ctx) {
-    volatile serl_dev_err *e = ctx->derr_host;
-    int code = e->code;
+int32_t serl_sync_stream(serl_cuda_ctx *ctx, const char *what) {
+    cudaError_t e = cudaMemcpyAsync(ctx->derr_host, ctx->derr, sizeof(serl_dev_err), cudaMemcpyDeviceToHost, ctx->stream);
+    if (e != cudaSuccess) return serl_cuda_fail(ctx, e, "cudaMemcpyAsync (the device error word)");
+    e = cudaStreamSynchronize(ctx->stream);
+    if (e != cudaSuccess) return serl_cuda_fail(ctx, e, what);
+    const serl_dev_err *r = ctx->derr_host;
+    int code = r->code;
     if (code == 0) return SERL_OK;
-    int i = e->i, j = e->j;
-    long long v = e->v, lim = e->lim;
-    double f = e->f;
-    e->code = 0;
+    int i = r->i, j = r->j;
+    long long v = r->v, lim = r->lim;
+    double f = r->f;
+    /* cleared in stream order, before any later kernel can report */
+    e = cudaMemsetAsync(ctx->derr, 0, sizeof(serl_dev_err), ctx->stream);
+    if (e != cudaSuccess) return serl_cuda_fail(ctx, e, "cudaMemsetAsync (the device error word)");
+    memset(ctx->derr_host, 0, sizeof(serl_dev_err));
     switch (code) {
     case SERL_DERR_EMBEDDING_ID:
         return serl_fail(ctx, SERL_E_ARG, "embedding_fwd: ids[%d] = %lld is outside the vocabulary [0, %lld)", i, v, lim);
@@ -160,6 +162,8 @@ extern "C" SERL_API void *serl_context_create(int32_t threads) {
         snprintf(create_err, sizeof create_err, "%.1000s", ctx->pool ? ctx->err : "serl cuda: out of host memory");
         serl_cublas_destroy(ctx->blas);
         if (ctx->blas_workspace) cudaFree(ctx->blas_workspace);
+        if (ctx->derr_host) cudaFreeHost(ctx->derr_host);
+        if (ctx->derr) cudaFree(ctx->derr);
         serl_pool_destroy(ctx->pool);
         cudaStreamDestroy(ctx->stream);
         free(ctx);
@@ -179,6 +183,7 @@ extern "C" SERL_API void serl_context_destroy(void *p) {
     for (int i = 0; i < ctx->n_retired; i++) cudaFree(ctx->retired[i]);
     free(ctx->retired);
     if (ctx->derr_host) cudaFreeHost(ctx->derr_host);
+    if (ctx->derr) cudaFree(ctx->derr);
     if (ctx->scratch) cudaFree(ctx->scratch);
     if (ctx->host) cudaFreeHost(ctx->host);
     serl_pool_destroy(ctx->pool);
@@ -260,8 +265,7 @@ int32_t serl_read_many(serl_cuda_ctx *ctx, int n, const void *const *dev, const 
         if (bytes[i] && dev[i]) CUDA_TRY(cudaMemcpyAsync(h + off, dev[i], bytes[i], cudaMemcpyDeviceToHost, ctx->stream));
         off += (bytes[i] + 63) & ~(size_t)63;
     }
-    CUDA_TRY(cudaStreamSynchronize(ctx->stream));
-    return serl_device_errors(ctx);
+    return serl_sync_stream(ctx, "cudaStreamSynchronize");
 }
 
 const void *serl_read_back(serl_cuda_ctx *ctx, const void *dev, size_t bytes, const char *what) {
@@ -338,10 +342,7 @@ extern "C" SERL_API int32_t serl_copy(void *ctxp, const serl_copy_args *a) {
     CUDA_TRY(cudaMemcpyAsync(a->dst, a->src, (size_t)a->bytes, kinds[a->kind], ctx->stream));
     /* The host side of a copy may be Go memory: it must be done with when serl_copy returns. A
      * device-to-device copy stays queued (stream order keeps it before every later op). */
-    if (a->kind != SERL_COPY_D2D) {
-        CUDA_TRY(cudaStreamSynchronize(ctx->stream));
-        return serl_device_errors(ctx);
-    }
+    if (a->kind != SERL_COPY_D2D) return serl_sync_stream(ctx, "cudaStreamSynchronize");
     return SERL_OK;
 }
 
@@ -358,6 +359,5 @@ extern "C" SERL_API int32_t serl_sync(void *ctxp) {
     ctx->err[0] = 0;
     if (serl_use_device(ctx) != SERL_OK) return SERL_E_DEVICE;
     if (ctx->capturing) return serl_fail(ctx, SERL_E_STATE, "serl_sync: cannot wait while the context captures a graph");
-    CUDA_TRY(cudaStreamSynchronize(ctx->stream));
-    return serl_device_errors(ctx);
+    return serl_sync_stream(ctx, "cudaStreamSynchronize");
 }
