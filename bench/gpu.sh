@@ -3,8 +3,9 @@
 # repository root, on what bench/gpu-prepare.sh built here (build/gpu.tar.gz, carried to the machine):
 #
 #   1. the device and library (serl info --device cuda)
-#   2. the kernels conformance suite on CUDA against the reference, and the CUDA-vs-CPU checks; the
-#      attention cases again with the bf16 tensor-core kernels (SERL_CUDA_ATTN=mma, still opt-in)
+#   2. the kernels conformance suite on CUDA against the reference (captured graphs included), and the
+#      CUDA-vs-CPU checks; the attention cases again with the bf16 tensor-core kernels (SERL_CUDA_ATTN=mma,
+#      still opt-in); a graph launch against the same 97 ops issued one by one
 #   3. the model fixtures (Qwen2 and Llama, f32/bf16/f16 weights) on CUDA against PyTorch's float64
 #   4. serl bench --device cuda beside PyTorch on the same GPU (bench/torch_model.py, float32), when
 #      python3 has torch
@@ -81,6 +82,14 @@ grep -- '--- FAIL' "$log" | head -20 | sed 's/^/    /' >>"$summary"
 	"$g/kernels.test"; echo "$status $secs" >"$work/st")
 read -r status secs <"$work/st"
 row "attention mma (cuda)" "$status" "$secs" "$(sed -n '/=== attention (mma)/,$p' "$log" | grep -c -- '--- FAIL') failures (SERL_CUDA_ATTN=mma)"
+
+# 2b. captured op sequences (CUDA graphs; the graph/* conformance cases ran above): a launch-bound chain
+#     of 97 small ops issued one by one against one graph launch
+(cd kernels && SERL_TEST_DEVICES=cuda step "graph launch" 60 "$log" "$g/kernels.test" -test.run '^$' \
+	-test.bench 'GraphLaunch' -test.benchtime 200x; echo "$status $secs" >"$work/st")
+read -r status secs <"$work/st"
+gl() { grep "BenchmarkGraphLaunch/cuda/$1" "$log" | tail -1 | awk '{printf "%.0f", $3 / 1000}'; }
+row "graphs (cuda)" "$status" "$secs" "97 ops a step: direct $(gl direct) µs, one graph launch $(gl graph) µs"
 
 if [[ ${SANITIZE:-0} == 1 ]] && command -v compute-sanitizer >/dev/null 2>&1; then
 	log=$OUT/2b-sanitizer.log
