@@ -251,10 +251,10 @@ func dot[T ~float32 | ~float64](a []float64, b []T) float64 {
 	return s
 }
 
-// requireOpError requires an error (a Go-side check or a native status), never a crash. An error in
-// tensor contents that a GPU finds on the device comes at the next synchronisation, so without one from
-// the call itself the test devices are synchronised and must report it then.
-func requireOpError(t *testing.T, what string, err error) {
+// requireOpError requires an error (a Go-side check or a native status), never a crash, and returns it.
+// An error in tensor contents that a GPU finds on the device comes at the next synchronisation, so
+// without one from the call itself the test devices are synchronised and must report it then.
+func requireOpError(t *testing.T, what string, err error) error {
 	t.Helper()
 	if err == nil {
 		for _, d := range testDevices(t) {
@@ -262,4 +262,5 @@ func requireOpError(t *testing.T, what string, err error) {
 		}
 	}
 	require.Error(t, err, "%s: want an error", what)
+	return err
 }

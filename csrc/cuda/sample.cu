@@ -101,6 +101,11 @@ __global__ void sample_kernel(int r0, const void *logits, int bf, int64_t ldr, i
             return;
         }
     }
+    if (hist) /* every history id is checked, penalised or not (as the CPU library does) */
+        for (int i = threadIdx.x; i < hist_len[r]; i += blockDim.x) {
+            const int32_t t = hist[(int64_t)r * ld_hist + i];
+            if (t < 0 || t >= V) serl_report(err, SERL_DERR_SAMPLE_HIST, r, i, t, V);
+        }
     const bool penalise = hist && pen != 0 && hist_len[r] > 0;
     const bool ban = n_ban > 0 && (!ban_rows || ban_rows[r]);
 
@@ -114,10 +119,7 @@ __global__ void sample_kernel(int r0, const void *logits, int bf, int64_t ldr, i
         const int32_t *h = hist + (int64_t)r * ld_hist;
         for (int i = threadIdx.x; i < hist_len[r]; i += blockDim.x) {
             const int t = h[i];
-            if (t < 0 || t >= V) { /* skipped, and reported */
-                serl_report(err, SERL_DERR_SAMPLE_HIST, r, i, t, V);
-                continue;
-            }
+            if (t < 0 || t >= V) continue; /* reported above */
             const float x = ld(logits, bf, off + t);
             z[t] = greedy ? __fsub_rn(x, pen) : __fdiv_rn(__fsub_rn(x, pen), T); /* repeats write one value */
         }
