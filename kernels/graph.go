@@ -111,8 +111,9 @@ func (d *Device) Capture(fn func() error) (g *Graph, err error) {
 	return nil, fn()
 }
 
-// refuseCapture is the error of a call that a capture refuses; d.mu must be held. It also spoils the
-// capture, so that fn ignoring the error still gets no graph.
+// refuseCapture is the error of a call that a capture refuses (nil when the device is not capturing);
+// d.mu must be held. It also spoils the capture, so that fn ignoring the error still gets no graph.
+// Callers whose message costs an allocation test d.capturing first.
 func (d *Device) refuseCapture(what string) error {
 	if !d.capturing {
 		return nil

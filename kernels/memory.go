@@ -32,8 +32,8 @@ func (d *Device) Alloc(dt DType, dims ...int) (Tensor, error) {
 	if d.closed {
 		return Tensor{}, fmt.Errorf("kernels: alloc: device is closed")
 	}
-	if err := d.refuseCapture(fmt.Sprintf("alloc %s%v", dt, dims)); err != nil {
-		return Tensor{}, err
+	if d.capturing { // (the message is built only then: the hot paths allocate nothing)
+		return Tensor{}, d.refuseCapture(fmt.Sprintf("alloc %s%v", dt, dims))
 	}
 	addr := loader.Call(d.fnAlloc, d.ctx, uintptr(bytes))
 	if addr == 0 {
@@ -133,8 +133,8 @@ func Upload[T Elem](t Tensor, src []T) error {
 	d := t.buf.dev
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.refuseCapture("upload " + t.String()); err != nil {
-		return err
+	if d.capturing {
+		return d.refuseCapture("upload " + t.String())
 	}
 	a := args[copyArgs](d)
 	a.kind, a.bytes, a.dst, a.src = copyH2D, t.Bytes(), t.addr(), uintptr(unsafe.Pointer(&src[0]))
@@ -156,8 +156,8 @@ func Download[T Elem](dst []T, t Tensor) error {
 	d := t.buf.dev
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.refuseCapture("download " + t.String()); err != nil {
-		return err
+	if d.capturing {
+		return d.refuseCapture("download " + t.String())
 	}
 	a := args[copyArgs](d)
 	a.kind, a.bytes, a.dst, a.src = copyD2H, t.Bytes(), uintptr(unsafe.Pointer(&dst[0])), t.addr()
