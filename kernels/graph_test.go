@@ -356,3 +356,74 @@ func BenchmarkGraphLaunch(b *testing.B) {
 		}
 	}
 }
+
+func init() { register("graph/decode-attention", testGraphDecodeAttention) }
+
+// testGraphDecodeAttention: the paged-cache half of a decode step — RoPE on q and k at each sequence's
+// position, append k and v at its slot, attend over its blocks — captured once and launched for several
+// steps while positions, slots and lengths advance in device memory, against the same ops run directly.
+func testGraphDecodeAttention(t *testing.T, h *harness) {
+	d := h.d
+	const seqs, nh, nkv, dim, bs, maxBlocks = 5, 4, 2, 16, 4, 6
+	const nBlocks = seqs * maxBlocks
+	for _, dt := range []DType{F32, BF16} {
+		kc, vc := h.alloc(dt, nBlocks, bs, nkv, dim), h.alloc(dt, nBlocks, bs, nkv, dim)
+		require.NoError(t, d.Zero(kc))
+		require.NoError(t, d.Zero(vc))
+		cache := KVCache{K: kc, V: vc}
+		table := make([]int32, seqs*maxBlocks)
+		for i := range table {
+			table[i] = int32((i*7 + 3) % nBlocks) // a permutation: every sequence has blocks of its own
+		}
+		blockTable := h.i32(table, seqs, maxBlocks)
+		pos, slots, lens := h.alloc(I32, seqs), h.alloc(I32, seqs), h.alloc(I32, seqs)
+		q, k, v := h.alloc(dt, seqs, nh, dim), h.alloc(dt, seqs, nkv, dim), h.alloc(dt, seqs, nkv, dim)
+		qr, kr := h.alloc(dt, seqs, nh, dim), h.alloc(dt, seqs, nkv, dim)
+		out := h.alloc(dt, seqs, nh, dim)
+		inv := h.f32(hfInvFreq(dim, 10000))
+		step := func() error {
+			return firstErr(d.RoPE(qr, q, pos, inv, dim, false, false), d.RoPE(kr, k, pos, inv, dim, false, false),
+				d.KVAppend(cache, kr, v, slots), d.DecodeAttention(out, qr, cache, blockTable, lens, 0.25))
+		}
+		// step s of sequence i: position p = s + i, its slot in block p/bs of the sequence's table
+		inputs := func(s int) {
+			p, sl, ln := make([]int32, seqs), make([]int32, seqs), make([]int32, seqs)
+			for i := range p {
+				p[i] = int32(s + i)
+				sl[i] = table[i*maxBlocks+int(p[i])/bs]*bs + p[i]%bs
+				ln[i] = p[i] + 1
+			}
+			require.NoError(t, Upload(pos, p))
+			require.NoError(t, Upload(slots, sl))
+			require.NoError(t, Upload(lens, ln))
+			for _, x := range []Tensor{q, k, v} {
+				hx, _ := h.upload(dt, h.randn(x.Len(), 1), x.Shape()...)
+				require.NoError(t, d.Copy(x, hx))
+			}
+		}
+		inputs(0)
+		require.NoError(t, step()) // warm-up
+		g, err := d.Capture(step)
+		require.NoError(t, err)
+		nan := h.poisonedAs(dt, seqs, nh, dim)
+		for s := 1; s < 12; s++ {
+			inputs(s)
+			require.NoError(t, d.Copy(out, nan)) // so the launch must write every element
+			require.NoError(t, g.Launch())
+			got := h.getAny(out)
+			require.NoError(t, step()) // the same step again, directly: the cache gets the same values
+			require.Equal(t, h.getAny(out), got, "%s step %d: graph vs direct", dt, s)
+			for _, x := range got {
+				require.False(t, math.IsNaN(float64(x)), "%s step %d", dt, s)
+			}
+		}
+		// a length past the table, found on replay
+		require.NoError(t, Upload(lens, []int32{1, 2, maxBlocks*bs + 1, 1, 1}))
+		err = g.Launch()
+		if err == nil {
+			err = d.Sync()
+		}
+		require.ErrorContains(t, err, "seq_lens[2] = 25")
+		g.Free()
+	}
+}
