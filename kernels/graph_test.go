@@ -427,3 +427,81 @@ func testGraphDecodeAttention(t *testing.T, h *harness) {
 		g.Free()
 	}
 }
+
+func init() { register("graph/decode-advance", testGraphDecodeAdvance) }
+
+// testGraphDecodeAdvance: a decode step whose inputs the device advances itself — decode_advance (the
+// drawn token becomes the next id; position, length, slot and step move on), then RoPE, KV append and
+// paged attention — captured once and launched step after step with only the drawn tokens rewritten,
+// against the same ops run directly on a second copy of the state: outputs and state bit for bit.
+func testGraphDecodeAdvance(t *testing.T, h *harness) {
+	d := h.d
+	const seqs, nh, nkv, dim, bs, maxBlocks = 5, 4, 2, 16, 4, 6
+	const nBlocks = seqs * maxBlocks
+	table := make([]int32, seqs*maxBlocks)
+	for i := range table {
+		table[i] = int32((i*7 + 3) % nBlocks)
+	}
+	tokens := h.alloc(I32, seqs)
+	q, _ := h.upload(F32, h.randn(seqs*nh*dim, 1), seqs, nh, dim)
+	k, _ := h.upload(F32, h.randn(seqs*nkv*dim, 1), seqs, nkv, dim)
+	v, _ := h.upload(F32, h.randn(seqs*nkv*dim, 1), seqs, nkv, dim)
+	inv := h.f32(hfInvFreq(dim, 10000))
+	type lane struct {
+		adv           DecodeAdvance
+		cache         KVCache
+		qr, kr, out   Tensor
+		hist, banRows Tensor
+	}
+	newLane := func() *lane {
+		l := &lane{cache: KVCache{K: h.alloc(F32, nBlocks, bs, nkv, dim), V: h.alloc(F32, nBlocks, bs, nkv, dim)},
+			qr: h.alloc(F32, seqs, nh, dim), kr: h.alloc(F32, seqs, nkv, dim), out: h.alloc(F32, seqs, nh, dim)}
+		require.NoError(t, d.Zero(l.cache.K))
+		require.NoError(t, d.Zero(l.cache.V))
+		pos := make([]int32, seqs)
+		for i := range pos {
+			pos[i] = int32(i) - 1 // the first advance puts row i at position i
+		}
+		l.adv = DecodeAdvance{Tokens: tokens, Table: h.i32(table, seqs, maxBlocks), IDs: h.alloc(I32, seqs),
+			Pos: h.i32(pos), SeqLens: h.alloc(I32, seqs), Slots: h.alloc(I32, seqs), Steps: h.i32(make([]int32, seqs)),
+			Hist: h.i32(make([]int32, seqs*16), seqs, 16), BanRows: h.alloc(I32, seqs), MinNew: h.i32([]int32{0, 1, 2, 3, 4}),
+			BlockSize: bs}
+		return l
+	}
+	step := func(l *lane) error {
+		return firstErr(d.DecodeAdvance(l.adv),
+			d.RoPE(l.qr, q, l.adv.Pos, inv, dim, false, false), d.RoPE(l.kr, k, l.adv.Pos, inv, dim, false, false),
+			d.KVAppend(l.cache, l.kr, v, l.adv.Slots),
+			d.DecodeAttention(l.out, l.qr, l.cache, l.adv.Table, l.adv.SeqLens, 0.25))
+	}
+	state := func(l *lane) [][]int32 {
+		var s [][]int32
+		for _, x := range []Tensor{l.adv.IDs, l.adv.Pos, l.adv.SeqLens, l.adv.Slots, l.adv.Steps, l.adv.Hist, l.adv.BanRows} {
+			s = append(s, h.getI32(x))
+		}
+		return s
+	}
+	g, direct := newLane(), newLane()
+	// warm-up on a throwaway lane (a GPU's scratch grows outside capture)
+	require.NoError(t, step(newLane()))
+	graph, err := d.Capture(func() error { return step(g) })
+	require.NoError(t, err)
+	defer graph.Free()
+	for s := 0; s < 12; s++ {
+		drawn := make([]int32, seqs)
+		for i := range drawn {
+			drawn[i] = int32(100*s + i)
+		}
+		require.NoError(t, Upload(tokens, drawn)) // the sampler's output, in a real step
+		require.NoError(t, graph.Launch())
+		require.NoError(t, step(direct))
+		require.Equal(t, state(direct), state(g), "step %d: state", s)
+		require.Equal(t, drawn, h.getI32(g.adv.IDs), "step %d: the drawn tokens are the next ids", s)
+		want, got := h.get(direct.out), h.get(g.out)
+		require.Equal(t, want, got, "step %d: attention", s)
+		for _, x := range got {
+			require.False(t, math.IsNaN(float64(x)), "step %d", s)
+		}
+	}
+	require.Equal(t, []int32{12, 13, 14, 15, 16}, h.getI32(g.adv.SeqLens), "12 steps from lengths 0..4")
+}
