@@ -7,18 +7,7 @@ import "math"
 // false: y = x − μ). stats[0] = μ, stats[1] = σ². x, mask, y: F32 [n] (y may be x); stats: F32 [2].
 // A mask with Σ m = 0 is an error.
 func (d *Device) Whiten(y, stats, x, mask Tensor, stdNorm bool, eps float32) error {
-	const op = "whiten"
-	n := x.Len()
-	if err := firstErr(d.check(op, "x", x, F32, 1), d.check(op, "mask", mask, F32, n), d.check(op, "y", y, F32, n),
-		d.check(op, "stats", stats, F32, 2)); err != nil {
-		return err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	a := args[whitenArgs](d)
-	a.stdNorm, a.n, a.eps = lpFlag(stdNorm), int64(n), eps
-	a.x, a.mask, a.y, a.stats = x.addr(), mask.addr(), y.addr(), stats.addr()
-	return d.run(opWhiten, 8*float64(n), 24*float64(n))
+	return d.whiten(whitenFull, y, stats, x, mask, stdNorm, eps)
 }
 
 // GroupMode selects GroupBaseline's formula (docs/SERL.md §5.2); the constants are generated from serl.h:

@@ -9,34 +9,47 @@ package kernels
 // stats[1] = σ² (biased), stats[2] = Σ mask (F32 [3]). Ranks of a data-parallel step combine theirs on
 // the host and whiten with WhitenApply.
 func (d *Device) WhitenStats(stats, x, mask Tensor) error {
-	const op = "whiten"
-	n := x.Len()
-	if err := firstErr(d.check(op, "x", x, F32, 1), d.check(op, "mask", mask, F32, n), d.check(op, "stats", stats, F32, 3)); err != nil {
-		return err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	a := args[whitenArgs](d)
-	a.mode, a.n = whitenStats, int64(n)
-	a.x, a.mask, a.stats = x.addr(), mask.addr(), stats.addr()
-	return d.run(opWhiten, 4*float64(n), 16*float64(n))
+	return d.whiten(whitenStats, Tensor{}, stats, x, mask, false, 0)
 }
 
 // WhitenApply is Whiten with given statistics: μ = stats[0], σ² = stats[1] (F32 [2], device memory),
 // y = (x − μ)/sqrt(max(σ², eps)) where mask ≠ 0, else 0 (stdNorm false: y = x − μ).
 func (d *Device) WhitenApply(y, stats, x, mask Tensor, stdNorm bool, eps float32) error {
+	return d.whiten(whitenApply, y, stats, x, mask, stdNorm, eps)
+}
+
+// whiten runs serl_whiten in one of its modes (Whiten, WhitenStats, WhitenApply); y is unused, and stats
+// holds three values, in the stats-only mode.
+func (d *Device) whiten(mode int32, y, stats, x, mask Tensor, stdNorm bool, eps float32) error {
 	const op = "whiten"
 	n := x.Len()
-	if err := firstErr(d.check(op, "x", x, F32, 1), d.check(op, "mask", mask, F32, n), d.check(op, "y", y, F32, n),
-		d.check(op, "stats", stats, F32, 2)); err != nil {
+	nStats, yErr := 2, error(nil)
+	if mode == whitenStats {
+		nStats = 3
+	} else {
+		yErr = d.check(op, "y", y, F32, n)
+	}
+	if err := firstErr(d.check(op, "x", x, F32, 1), d.check(op, "mask", mask, F32, n), yErr,
+		d.check(op, "stats", stats, F32, nStats)); err != nil {
 		return err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	a := args[whitenArgs](d)
-	a.mode, a.stdNorm, a.n, a.eps = whitenApply, lpFlag(stdNorm), int64(n), eps
-	a.x, a.mask, a.y, a.stats = x.addr(), mask.addr(), y.addr(), stats.addr()
-	return d.run(opWhiten, 3*float64(n), 12*float64(n))
+	a.mode, a.stdNorm, a.n, a.eps = mode, lpFlag(stdNorm), int64(n), eps
+	a.x, a.mask, a.stats = x.addr(), mask.addr(), stats.addr()
+	if mode != whitenStats {
+		a.y = y.addr()
+	}
+	// Work per element: the statistics read x and mask twice; applying reads x and mask and writes y.
+	flops, bytes := 8.0, 24.0
+	switch mode {
+	case whitenStats:
+		flops, bytes = 4, 16
+	case whitenApply:
+		flops, bytes = 3, 12
+	}
+	return d.run(opWhiten, flops*float64(n), bytes*float64(n))
 }
 
 // checkSeqs validates the sequence index arrays of nSeqs sequences: pos I32 [nSeqs] (when pos is
