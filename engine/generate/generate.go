@@ -83,6 +83,8 @@ type Stats struct {
 	PrefillTime     time.Duration
 	DecodeTime      time.Duration
 	SampleTime      time.Duration
+	GraphCaptures   int // steady decode steps captured as a graph (once per batch shape)
+	GraphLaunches   int // steady decode steps run as one graph launch
 }
 
 // TokensPerSecond is generated tokens over the time spent generating.
@@ -106,6 +108,7 @@ type Engine struct {
 	maxBlocks int
 	sp        samplerBuffers
 	dec       decodeState
+	graphs    graphCache
 }
 
 // decodeState is what the device holds of the decode batch between steps: the model's inputs (the
@@ -191,10 +194,15 @@ func New(m *model.Model, cfg Config) (*Engine, error) {
 		kv.Free()
 		return nil, err
 	}
+	graphs, err := graphsDefault(m.Device())
+	if err != nil {
+		return nil, err
+	}
 	n := cfg.MaxBatch
 	e := &Engine{m: m, cfg: cfg, kv: kv, ws: ws, pool: newBlockPool(cfg.NumBlocks), maxBlocks: mb,
 		dec: decodeState{table: make([]int32, n*mb), known: make([]int, n), patch: make([]int32, 1, 1+2*n), ids: make([]int32, n),
 			pos: make([]int32, n), slots: make([]int32, n), lens: make([]int32, n)}}
+	e.graphs.on, e.graphs.limit = graphs, maxGraphs
 	if err := e.sp.init(m.Device(), cfg.MaxBatch, mb, cfg.MaxSeqLen, m.Config.Vocab); err != nil {
 		e.Free()
 		return nil, err
@@ -204,6 +212,7 @@ func New(m *model.Model, cfg Config) (*Engine, error) {
 
 // Free releases the engine's memory.
 func (e *Engine) Free() {
+	e.graphs.reset() // before the buffers the graphs name
 	e.kv.Free()
 	e.ws.Free()
 	e.sp.free()
@@ -254,6 +263,7 @@ func (e *Engine) GenerateContext(ctx context.Context, reqs []Request, tok Detoke
 		return nil, err
 	}
 	e.dec.valid = false
+	e.graphs.begin(e.m.LoRA())
 	out := make([][]Sample, len(reqs))
 	for i := range out {
 		out[i] = make([]Sample, reqs[i].N)
@@ -613,12 +623,28 @@ func (e *Engine) uploadPatches() error {
 	return kernels.Upload(e.sp.patch.MustSlice(0, len(dec.patch)), dec.patch)
 }
 
-// deviceStep is a decode step's device work, once its inputs are up: in steady state the advance by the
-// last step's tokens, then the model, then one sample call per group of rows, leaving the tokens and
-// log-probs in the sampler's out buffer. It copies nothing between host and device, and for a given
-// batch it calls the same ops with the same arguments every steady step (what a CUDA graph replays).
-// t0 is when the step began (its decode time).
+// deviceStep is a decode step's device work, once its inputs are up: deviceOps, or in steady state with
+// graphs on, the launch of the batch shape's graph of them (graphs.go). t0 is when the step began.
 func (e *Engine) deviceStep(S int, steady bool, in model.DecodeInputs, t0 time.Time) error {
+	if !steady || e.graphs.cur == nil {
+		return e.deviceOps(S, steady, in, t0, true)
+	}
+	if err := e.graphStep(S, in, t0); err != nil {
+		return err
+	}
+	if e.graphs.cur.g != nil { // launched: the model and the sampling in one call
+		e.stats.DecodeTime += time.Since(t0)
+		e.stats.DecodeSteps++
+	}
+	return nil
+}
+
+// deviceOps issues a decode step's ops: in steady state the advance by the last step's tokens, then the
+// model, then one sample call per group of rows, leaving the tokens and log-probs in the sampler's out
+// buffer. It copies nothing between host and device, and for a given batch it calls the same ops with the
+// same arguments every steady step (what a graph replays). timed counts the step and its time since t0
+// (decode, then sampling) in the stats; a capture issues the ops without running them, so is not timed.
+func (e *Engine) deviceOps(S int, steady bool, in model.DecodeInputs, t0 time.Time, timed bool) error {
 	sp, dec := &e.sp, &e.dec
 	if steady {
 		a := kernels.DecodeAdvance{Tokens: sp.out.MustSlice(0, S), Patch: sp.patch, Table: in.BlockTable, IDs: in.IDs,
@@ -634,16 +660,20 @@ func (e *Engine) deviceStep(S int, steady bool, in model.DecodeInputs, t0 time.T
 	if err := e.m.DecodeResident(e.ws, e.kv, S); err != nil {
 		return err
 	}
-	e.stats.DecodeTime += time.Since(t0)
-	e.stats.DecodeSteps++
-	t0 = time.Now()
+	if timed {
+		e.stats.DecodeTime += time.Since(t0)
+		e.stats.DecodeSteps++
+		t0 = time.Now()
+	}
 	logits := e.ws.Logits(S)
 	for _, g := range dec.groups {
 		if err := sp.draw(logits.MustSlice(g.lo, g.hi), g.lo, g.hi, S, g.hist, g.banAt, g.nBan); err != nil {
 			return err
 		}
 	}
-	e.stats.SampleTime += time.Since(t0)
+	if timed {
+		e.stats.SampleTime += time.Since(t0)
+	}
 	return nil
 }
 
@@ -671,6 +701,7 @@ func (e *Engine) uploadBatch(active []*seq, in model.DecodeInputs) error {
 	if err := sp.layout(S, nb); err != nil {
 		return err
 	}
+	e.graphs.selectShape(S, dec.hist, dec.groups)
 	l, h := sp.lay, sp.hBatch
 	for r, s := range active {
 		sp.setRow(r, &s.st.r.Params, s.idx, len(s.out.Tokens))

@@ -1,6 +1,7 @@
 package generate
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -49,8 +50,15 @@ type stepKind struct {
 //     4·S·MaxBlocks), and the histories (4·S·MaxSeqLen) when a row has a presence penalty — which the
 //     device then copies into the model's workspace.
 //
-// The logits never leave the device.
+// The logits never leave the device, and a steady step launched as a graph copies exactly as much as
+// its ops issued one by one (each case runs both ways).
 func TestDecodeStepTransfers(t *testing.T) {
+	for _, graphs := range []bool{false, true} {
+		t.Run(fmt.Sprintf("graphs=%v", graphs), func(t *testing.T) { testDecodeStepTransfers(t, graphs) })
+	}
+}
+
+func testDecodeStepTransfers(t *testing.T, graphs bool) {
 	m := loadFixture(t, "qwen2_f32")
 	mb, ldHist := int64(0), int64(0)
 	want := func(S int, k stepKind, nStop int, penalty bool) kernels.Transfers {
@@ -74,6 +82,7 @@ func TestDecodeStepTransfers(t *testing.T) {
 	// steps 2 and 7 start a block in every row; step 1 is the batch's first.
 	t.Run("one batch", func(t *testing.T) {
 		e := newEngine(t, m, small)
+		e.SetGraphs(graphs)
 		mb, ldHist = int64(e.maxBlocks), int64(e.sp.ldHist)
 		const S, n = 4, 12
 		for _, c := range []struct {
@@ -100,6 +109,9 @@ func TestDecodeStepTransfers(t *testing.T) {
 				for j, k := range []stepKind{change, crossed(S), steady, steady, steady, steady, crossed(S), steady, steady, steady, steady} {
 					require.Equal(t, want(S, k, c.nStop, c.penalty), got[j], "decode step %d", j+1)
 				}
+				if graphs {
+					require.Positive(t, e.Stats().GraphLaunches, "steady steps launch graphs")
+				}
 				t.Logf("%s: steady %s; block crossed %s; batch changed %s per decode step of %d sequences", c.name,
 					got[2], got[1], got[0], S)
 			})
@@ -113,6 +125,7 @@ func TestDecodeStepTransfers(t *testing.T) {
 		cfg := small
 		cfg.MaxBatch = 4
 		e := newEngine(t, m, cfg)
+		e.SetGraphs(graphs)
 		mb, ldHist = int64(e.maxBlocks), int64(e.sp.ldHist)
 		req := func(seed, n int) Request {
 			return Request{Prompt: prompt(seed, 9, m.Config.Vocab), N: 2, Params: sampled(uint64(seed), n)}
