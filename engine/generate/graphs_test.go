@@ -2,6 +2,7 @@ package generate
 
 import (
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -126,4 +127,31 @@ func TestGraphsFollowAdapters(t *testing.T) {
 	want, err := direct.Generate(reqs, nil, nil)
 	require.NoError(t, err)
 	require.Equal(t, want, merged)
+}
+
+// A steady step launched as a graph allocates nothing on the Go heap (measured between the last token
+// callback of one step and the first of the next, as stepTransfers measures copies).
+func TestGraphStepAllocatesNothing(t *testing.T) {
+	m := loadFixture(t, "qwen2_f32")
+	e := newEngine(t, m, small)
+	e.SetGraphs(true)
+	const S, n = 4, 14
+	var ms runtime.MemStats
+	var allocs []uint64
+	last, seen := uint64(0), 0
+	_, err := e.Generate([]Request{{Prompt: prompt(2, 9, m.Config.Vocab), N: S, Params: sampled(5, n)}}, nil,
+		func(int, int, int32) {
+			runtime.ReadMemStats(&ms)
+			if e.stats.DecodeSteps != seen && e.stats.GraphLaunches > 1 {
+				allocs = append(allocs, ms.Mallocs-last)
+			}
+			seen = e.stats.DecodeSteps
+			runtime.ReadMemStats(&ms) // after the bookkeeping above
+			last = ms.Mallocs
+		})
+	require.NoError(t, err)
+	require.Len(t, allocs, n-4) // steps 4 … n−1 launch a graph that was captured before
+	for j, a := range allocs {
+		require.Zero(t, a, "steady step %d", j+4)
+	}
 }
