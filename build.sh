@@ -141,6 +141,8 @@ test)
 	go test -p 1 -count=1 -timeout 60m ./...
 	# Again on a CPU device Go cannot read directly, as it cannot read a GPU's: every upload/download branch.
 	SERL_CPU_HOST_VISIBLE=0 go test -p 1 -count=1 -timeout 60m ./...
+	# Decoding with its ops issued one by one rather than launched as captured graphs (the default).
+	SERL_GRAPHS=0 go test -p 1 -count=1 ./engine/generate/
 	# The conformance suite on every other SIMD path the CPU has (SERL_SIMD caps the path, so on a CPU
 	# without AVX-512 BF16 or AVX-512 a run repeats the best path it has).
 	for simd in avx512 avx2; do

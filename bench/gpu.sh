@@ -9,7 +9,7 @@
 #   3. the model fixtures (Qwen2 and Llama, f32/bf16/f16 weights) on CUDA against PyTorch's float64
 #   4. serl bench --device cuda beside PyTorch on the same GPU (bench/torch_model.py, float32), when
 #      python3 has torch
-#   5. decoding throughput on CUDA (engine/generate's benchmark, configs S and M)
+#   5. decoding throughput on CUDA (engine/generate's benchmark, configs S and M; graphs on and off)
 #   6. a short serl train --device cuda on the built-in model (FULL=1: the default run)
 #   7. NCCL (issue 19): the kernels' 1-rank NCCL test, then the short train of 6 under `mpirun -np 1`
 #      (all-reduce through NCCL) against the same run without MPI: metrics, records and weights must
@@ -134,14 +134,21 @@ step "serl M train op-profile" 60 "$log" "$g/serl" bench --device cuda --config 
 
 # 5. decoding (engine/generate's benchmark: 64-token prompts, 128 new tokens; greedy and sampled = 64
 #    prompts × 1, shared = 4 prompts × 16 samples) on CUDA, configs S and M
+#    with steady steps launched as captured graphs (the default) and, unless DECODE_GRAPHS=1, again with
+#    their ops issued one by one (SERL_GRAPHS=0), so the table shows what the graphs gain
 log=$OUT/4-bench.log
 for cfg in S M; do
-	(cd engine/generate && SERL_TEST_DEVICES=cuda SERL_BENCH_JSON=$work/decode.jsonl step "decode $cfg" 90 "$log" \
-		"$g/generate.test" -test.run '^$' -test.bench "DecodeConfig/$cfg/" -test.benchtime 1x; echo "$status $secs" >"$work/st")
-	read -r status secs <"$work/st"
-	figs=$(grep "\"config\":\"$cfg\"" "$work/decode.jsonl" 2>/dev/null | sed 's/.*"workload":"\([a-z]*\)".*"tokens_per_s":\([0-9.]*\).*/\1 \2/' |
-		awk '{printf "%s%s %.0f", (NR > 1 ? ", " : ""), $1, $2}')
-	row "decode $cfg" "$status" "$secs" "tok/s: ${figs:-?}"
+	for graphs in ${DECODE_GRAPHS:-1 0}; do
+		mode=$([[ $graphs == 1 ]] && echo graphs || echo "no graphs")
+		(cd engine/generate && SERL_GRAPHS=$graphs SERL_TEST_DEVICES=cuda SERL_BENCH_JSON=$work/decode.jsonl \
+			step "decode $cfg $mode" 90 "$log" \
+			"$g/generate.test" -test.run '^$' -test.bench "DecodeConfig/$cfg/" -test.benchtime 1x; echo "$status $secs" >"$work/st")
+		read -r status secs <"$work/st"
+		figs=$(grep "\"config\":\"$cfg\"" "$work/decode.jsonl" 2>/dev/null | grep "\"graphs\":$([[ $graphs == 1 ]] && echo true || echo false)" |
+			sed 's/.*"workload":"\([a-z]*\)".*"tokens_per_s":\([0-9.]*\).*/\1 \2/' |
+			awk '{printf "%s%s %.0f", (NR > 1 ? ", " : ""), $1, $2}')
+		row "decode $cfg $mode" "$status" "$secs" "tok/s: ${figs:-?}"
+	done
 done
 
 # 6. serl train on the built-in model

@@ -44,6 +44,7 @@ type decodeBenchResult struct {
 	Precision       string  `json:"precision"`
 	Workload        string  `json:"workload"`
 	Threads         string  `json:"threads"`
+	Graphs          bool    `json:"graphs"` // steady steps launched as captured graphs (SERL_GRAPHS)
 	Runs            int     `json:"runs"`
 	Sequences       int     `json:"sequences"`
 	Tokens          int     `json:"tokens"` // generated per run
@@ -56,6 +57,7 @@ type decodeBenchResult struct {
 	Prefills        float64 `json:"prefills"` // per run
 	DecodeSteps     float64 `json:"decode_steps"`
 	AllocsPerOp     float64 `json:"allocs_per_op"`
+	GraphLaunches   float64 `json:"graph_launches"` // per run
 	// CPUSeconds is the process's CPU time over the timed runs, per run: unlike wall time, descheduling
 	// on a shared machine does not inflate it.
 	CPUSeconds float64 `json:"cpu_s"`
@@ -67,7 +69,8 @@ type decodeBenchResult struct {
 //
 // SERL_BENCH_JSON=path appends one JSON line per benchmark (bench/decode.sh reads them);
 // SERL_BENCH_PROFILE=1 prints the device's per-op table of the timed runs to stderr;
-// SERL_BENCH_PRECISION=bf16 runs the model in bf16 (default f32).
+// SERL_BENCH_PRECISION=bf16 runs the model in bf16 (default f32); SERL_GRAPHS=0 issues every steady
+// decode step's ops one by one instead of launching the captured graph.
 func BenchmarkDecodeConfig(b *testing.B) {
 	prec := model.PrecisionF32
 	if s := os.Getenv("SERL_BENCH_PRECISION"); s != "" {
@@ -175,6 +178,7 @@ func benchDecode(b *testing.B, m *model.Model, config, workload string, prompts,
 	decodeToks := gen - seqs*b.N // the first token of each sample comes from the prefill's logits
 	dt, pt, sp := st.DecodeTime-before.DecodeTime, st.PrefillTime-before.PrefillTime, st.SampleTime-before.SampleTime
 	r := decodeBenchResult{Impl: "serl", Config: config, Precision: m.Precision().String(), Workload: workload, Threads: os.Getenv("SERL_THREADS"),
+		Graphs: e.graphs.on, GraphLaunches: float64(st.GraphLaunches-before.GraphLaunches) / N,
 		Runs: b.N, Sequences: seqs, Tokens: gen / b.N, Seconds: el.Seconds() / N,
 		TokensPerSec: float64(gen) / el.Seconds(), DecodeTokPerSec: float64(decodeToks) / (dt + sp).Seconds(),
 		PrefillSeconds: pt.Seconds() / N, DecodeSeconds: dt.Seconds() / N, SampleSeconds: sp.Seconds() / N,

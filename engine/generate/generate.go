@@ -194,7 +194,7 @@ func New(m *model.Model, cfg Config) (*Engine, error) {
 		kv.Free()
 		return nil, err
 	}
-	graphs, err := graphsDefault(m.Device())
+	graphs, err := graphsDefault()
 	if err != nil {
 		return nil, err
 	}
