@@ -8,7 +8,8 @@
 // batch changes — a sequence finishes or joins — and are otherwise advanced on the device by
 // kernels.DecodeAdvance from the tokens the last step drew; the host sends only the block-table entries
 // of KV blocks it takes, and reads back each step's tokens and log-probs in one download, which it
-// needs for stop checks and detokenising.
+// needs for stop checks and detokenising. Such a steady step issues the same ops with the same
+// arguments every time, so it is captured once per batch shape and launched as one graph (graphs.go).
 package generate
 
 import (
