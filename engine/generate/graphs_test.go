@@ -10,7 +10,7 @@ import (
 
 // graphRequests is a mix that exercises every part of a steady step a graph freezes: presence penalties
 // (histories appended on the device), stop ids banned until MinNewTokens (several stop sets, so several
-// sample calls), top-k, greedy and sampled rows, several samples of a prompt (shared prefix blocks,
+// sample calls; some samples stop), top-k, greedy and sampled rows, several samples of a prompt (shared prefix blocks,
 // copy-on-write), block boundaries, and sequences finishing and joining in a batch of 5.
 func graphRequests(V int) []Request {
 	var reqs []Request
@@ -19,8 +19,11 @@ func graphRequests(V int) []Request {
 		switch i % 4 {
 		case 0:
 			p.PresencePenalty = 0.8
-		case 1:
-			p.StopIDs, p.MinNewTokens = []int32{int32(i % V), int32((7 * i) % V)}, 4
+		case 1: // a sixth or so of the vocabulary stops, so samples do stop
+			for j := range 48 {
+				p.StopIDs = append(p.StopIDs, int32((i+7*j)%V))
+			}
+			p.MinNewTokens = 4
 		case 2:
 			p.TopK, p.PresencePenalty, p.StopIDs, p.MinNewTokens = 5, -0.5, []int32{int32(i % V)}, 2
 		case 3:
@@ -54,6 +57,14 @@ func TestGraphsMatchDirectOps(t *testing.T) {
 			direct, ds := run(false)
 			graphed, gs := run(true)
 			require.Equal(t, direct, graphed)
+			finish := map[FinishReason]int{}
+			for _, r := range graphed {
+				for _, s := range r {
+					finish[s.Finish]++
+				}
+			}
+			require.Positive(t, finish[FinishStop], "some samples stop on a stop id")
+			require.Positive(t, finish[FinishLength], "some samples run to their length")
 			require.Zero(t, ds.GraphCaptures+ds.GraphLaunches)
 			require.Equal(t, ds.DecodeSteps, gs.DecodeSteps)
 			require.Positive(t, gs.GraphCaptures)
