@@ -10,8 +10,8 @@ import (
 
 // graphRequests is a mix that exercises every part of a steady step a graph freezes: presence penalties
 // (histories appended on the device), stop ids banned until MinNewTokens (several stop sets, so several
-// sample calls; some samples stop), top-k, greedy and sampled rows, several samples of a prompt (shared prefix blocks,
-// copy-on-write), block boundaries, and sequences finishing and joining in a batch of 5.
+// sample calls; some samples stop), top-k, greedy and sampled rows, several samples of a prompt (shared
+// prefix blocks, copy-on-write), block boundaries, and sequences finishing and joining in a batch of 5.
 func graphRequests(V int) []Request {
 	var reqs []Request
 	for i := 0; i < 9; i++ {
