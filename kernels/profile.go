@@ -42,6 +42,14 @@ func (d *Device) SetProfiling(on bool) {
 	}
 }
 
+// Profiling reports whether per-op accounting is on (a graph launch is one call it cannot see into, so
+// engine/generate issues ops one by one while it is).
+func (d *Device) Profiling() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.prof != nil
+}
+
 // Profile returns the per-op accounting since SetProfiling(true), sorted by time, most first.
 func (d *Device) Profile() []OpStats {
 	d.mu.Lock()

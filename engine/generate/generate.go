@@ -264,7 +264,7 @@ func (e *Engine) GenerateContext(ctx context.Context, reqs []Request, tok Detoke
 		return nil, err
 	}
 	e.dec.valid = false
-	e.graphs.begin(e.m.LoRA())
+	e.graphs.begin(e.m.LoRA(), e.m.Device().Profiling())
 	out := make([][]Sample, len(reqs))
 	for i := range out {
 		out[i] = make([]Sample, reqs[i].N)

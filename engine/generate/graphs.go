@@ -46,12 +46,13 @@ type decodeGraph struct {
 
 // graphCache holds the captured shapes of an engine.
 type graphCache struct {
-	on    bool
-	limit int // shapes kept (maxGraphs; tests lower it)
-	byKey map[graphKey]*decodeGraph
-	clock uint64
-	cur   *decodeGraph    // the current batch's shape (nil: graphs off or no batch)
-	lora  *model.Adapters // the adapters the graphs were captured with (they issue their own ops)
+	on     bool
+	paused bool // for this Generate call (the device is profiling)
+	limit  int  // shapes kept (maxGraphs; tests lower it)
+	byKey  map[graphKey]*decodeGraph
+	clock  uint64
+	cur    *decodeGraph    // the current batch's shape (nil: graphs off or no batch)
+	lora   *model.Adapters // the adapters the graphs were captured with (they issue their own ops)
 }
 
 // graphsDefault is SERL_GRAPHS: "1" on, "0" off; unset, on (both libraries capture). On the CPU a launch
@@ -87,19 +88,21 @@ func (c *graphCache) reset() {
 }
 
 // begin is called when a Generate call starts: graphs captured with other adapters issue the wrong ops.
-func (c *graphCache) begin(lora *model.Adapters) {
+// While the device profiles ops (serl --op-profile, SERL_BENCH_PROFILE) the call issues them one by one,
+// so that the per-op table covers every step.
+func (c *graphCache) begin(lora *model.Adapters, profiling bool) {
 	if lora != c.lora {
 		c.reset()
 		c.lora = lora
 	}
-	c.cur = nil
+	c.cur, c.paused = nil, profiling
 }
 
 // selectShape makes the shape of a new batch of S rows current (uploadBatch calls it when the batch
 // changes), evicting the least recently used shape when the cache is full.
 func (c *graphCache) selectShape(S int, hist bool, groups []group) {
 	c.cur = nil
-	if !c.on {
+	if !c.on || c.paused {
 		return
 	}
 	var b []byte

@@ -166,3 +166,21 @@ func TestGraphStepAllocatesNothing(t *testing.T) {
 		require.Zero(t, a, "steady step %d", j+4)
 	}
 }
+
+// While the device profiles ops, a Generate call issues them one by one (the per-op table sees every
+// step), and launches graphs again once profiling is off.
+func TestGraphsPausedWhileProfiling(t *testing.T) {
+	m := loadFixture(t, "qwen2_f32")
+	e := newEngine(t, m, small)
+	e.SetGraphs(true)
+	reqs := []Request{{Prompt: prompt(4, 9, m.Config.Vocab), N: 3, Params: sampled(4, 8)}}
+	d := m.Device()
+	d.SetProfiling(true)
+	_, err := e.Generate(reqs, nil, nil)
+	d.SetProfiling(false)
+	require.NoError(t, err)
+	require.Zero(t, e.Stats().GraphLaunches)
+	_, err = e.Generate(reqs, nil, nil)
+	require.NoError(t, err)
+	require.Positive(t, e.Stats().GraphLaunches)
+}
