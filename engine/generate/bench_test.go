@@ -68,7 +68,8 @@ type decodeBenchResult struct {
 //	SERL_THREADS=2 go test ./engine/generate -run '^$' -bench 'DecodeConfig/S' -benchtime 1x
 //
 // SERL_BENCH_JSON=path appends one JSON line per benchmark (bench/decode.sh reads them);
-// SERL_BENCH_PROFILE=1 prints the device's per-op table of the timed runs to stderr;
+// SERL_BENCH_PROFILE=1 prints the device's per-op table of the timed runs to stderr (their steps then
+// issue ops one by one, not as graph launches);
 // SERL_BENCH_PRECISION=bf16 runs the model in bf16 (default f32); SERL_GRAPHS=0 issues every steady
 // decode step's ops one by one instead of launching the captured graph.
 func BenchmarkDecodeConfig(b *testing.B) {
