@@ -10,14 +10,14 @@
 # step on idle cores, which a machine shared with other jobs cannot show in wall time (CPU seconds
 # there are inflated too, by the contention for caches and memory).
 #
-#   bench/dist.sh                 STEPS=4 ROLLOUT=8 SAMPLES=8 REPS=3 NP="1 2"
+#   bench/dist.sh                 STEPS=2 ROLLOUT=16 SAMPLES=16 REPS=3 NP="1 2" (the built-in model's rollout shape)
 #   SERL=/tmp/serl-old bench/dist.sh   another build of serl (to compare two versions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STEPS=${STEPS:-4}
-ROLLOUT=${ROLLOUT:-8}
-SAMPLES=${SAMPLES:-8}
+STEPS=${STEPS:-2}
+ROLLOUT=${ROLLOUT:-16}
+SAMPLES=${SAMPLES:-16}
 REPS=${REPS:-3}
 NP=${NP:-1 2}
 OUT=${OUT:-$(mktemp -d)}
