@@ -548,8 +548,9 @@ SERL_API int32_t serl_group_baseline(void *ctx, const serl_group_baseline_args *
  *  - action-packed: the step's actions back to back, [n_actions]; sequence i's actions occupy
  *    [act_cu[i], act_cu[i+1]) (act_cu non-decreasing, act_cu[n_seqs] ≤ n_actions).
  * pos and act_cu are I32 device arrays; every tensor here is F32. The CPU library rejects indices out of
- * range (SERL_E_ARG); the CUDA library cannot read them before launching, skips the tokens that fall
- * outside and leaves the range to the caller. Every op here is deterministic: one sequence's sums are
+ * range (SERL_E_ARG) before writing anything; the CUDA library cannot read them before launching: it
+ * skips a sequence whose range falls outside and reports it, with the same message, at the next
+ * synchronisation or host copy (the device error word). Every op here is deterministic: one sequence's sums are
  * accumulated in double in token order by one thread. */
 
 /* dst[act_cu[i] + j] = src[pos[i] + j] for j < act_cu[i+1] − act_cu[i]: a forward's per-token

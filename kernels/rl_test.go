@@ -123,10 +123,11 @@ func testGatherActions(t *testing.T, h *harness) {
 	}
 	requireOpError(t, "no sequences", h.d.GatherActions(h.poisoned(2), h.poisoned(2), h.i32([]int32{0}), h.i32([]int32{0, 1}), 0))
 	requireOpError(t, "short actCu", h.d.GatherActions(h.poisoned(2), h.poisoned(2), h.i32([]int32{0}), h.i32([]int32{0}), 1))
-	if h.d.Backend() == "cpu" { // the CPU library reads the indices; CUDA leaves them to the caller
-		requireOpError(t, "positions past the batch", h.d.GatherActions(h.poisoned(4), h.poisoned(3), h.i32([]int32{1}), h.i32([]int32{0, 3}), 1))
-		requireOpError(t, "actions past the buffer", h.d.GatherActions(h.poisoned(2), h.poisoned(9), h.i32([]int32{1}), h.i32([]int32{0, 3}), 1))
-	}
+	// Index contents: the CPU library refuses the call, CUDA reports them at the next sync with the same message.
+	err := requireOpError(t, "positions past the batch", h.d.GatherActions(h.poisoned(4), h.poisoned(3), h.i32([]int32{1}), h.i32([]int32{0, 3}), 1))
+	require.ErrorContains(t, err, "gather_actions: sequence 0: packed positions [1, 4) outside [0, 3)")
+	err = requireOpError(t, "actions past the buffer", h.d.GatherActions(h.poisoned(2), h.poisoned(9), h.i32([]int32{1}), h.i32([]int32{0, 3}), 1))
+	require.ErrorContains(t, err, "gather_actions: sequence 0: actions [0, 3) outside [0, 2)")
 }
 
 func shift(v []int32, by int32) []int32 {
@@ -154,9 +155,8 @@ func testKLReturns(t *testing.T, h *harness) {
 	}
 	requireOpError(t, "negative beta", h.d.KLReturns(h.poisoned(1), h.poisoned(1), h.f32([]float32{1}), h.f32([]float32{1}), h.f32([]float32{1}), h.i32([]int32{0, 1}), 1, -1))
 	requireOpError(t, "short reward", h.d.KLReturns(h.poisoned(2), h.poisoned(2), h.f32([]float32{1, 1}), h.f32([]float32{1, 1}), h.f32([]float32{1}), h.i32([]int32{0, 1, 2}), 2, 0))
-	if h.d.Backend() == "cpu" {
-		requireOpError(t, "actions past the buffer", h.d.KLReturns(h.poisoned(2), h.poisoned(1), h.f32([]float32{1, 1}), h.f32([]float32{1, 1}), h.f32([]float32{1}), h.i32([]int32{0, 3}), 1, 0))
-	}
+	err := requireOpError(t, "actions past the buffer", h.d.KLReturns(h.poisoned(2), h.poisoned(1), h.f32([]float32{1, 1}), h.f32([]float32{1, 1}), h.f32([]float32{1}), h.i32([]int32{0, 3}), 1, 0))
+	require.ErrorContains(t, err, "kl_returns: sequence 0: actions [0, 3) outside [0, 2)")
 }
 
 func testPPOCoef(t *testing.T, h *harness) {
@@ -221,9 +221,8 @@ func testPPOCoef(t *testing.T, h *harness) {
 	requireOpError(t, "step of fewer sequences", h.d.PPOCoef(h.poisoned(2), h.poisoned(3), lp, lp, lp, lp, pos, cu, 1, 0, PPO{ClipEps: 0.2}))
 	requireOpError(t, "clip ε 0", h.d.PPOCoef(h.poisoned(2), h.poisoned(3), lp, lp, lp, lp, pos, cu, 1, 1, PPO{}))
 	requireOpError(t, "short sums", h.d.PPOCoef(h.poisoned(2), h.poisoned(2), lp, lp, lp, lp, pos, cu, 1, 1, PPO{ClipEps: 0.2}))
-	if h.d.Backend() == "cpu" {
-		requireOpError(t, "positions past the batch", h.d.PPOCoef(h.poisoned(2), h.poisoned(3), lp, lp, lp, lp, h.i32([]int32{2}), cu, 1, 1, PPO{ClipEps: 0.2}))
-	}
+	err := requireOpError(t, "positions past the batch", h.d.PPOCoef(h.poisoned(2), h.poisoned(3), lp, lp, lp, lp, h.i32([]int32{2}), cu, 1, 1, PPO{ClipEps: 0.2}))
+	require.ErrorContains(t, err, "ppo_coef: sequence 0: packed positions [2, ")
 }
 
 func inActions(b rlBatch, p int) bool {

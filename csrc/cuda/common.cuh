@@ -45,7 +45,12 @@ enum {
     SERL_DERR_SAMPLE_HIST_LEN,
     SERL_DERR_SAMPLE_HIST,
     SERL_DERR_SAMPLE_NO_FINITE,
+    SERL_DERR_RL_ACTIONS, /* j: the op (SERL_RL_OP_*); v, f: the sequence's action range; lim: n_actions */
+    SERL_DERR_RL_POS,     /* j: the op; v, f: the packed range; lim: n_tokens */
 };
+
+/* The RL step's ops, named in their errors (rl.cu, context.cu). */
+enum { SERL_RL_OP_GATHER_ACTIONS, SERL_RL_OP_KL_RETURNS, SERL_RL_OP_PPO_COEF };
 
 typedef struct serl_cuda_ctx {
     int device;

@@ -103,6 +103,16 @@ int32_t serl_sync_stream(serl_cuda_ctx *ctx, const char *what) {
         return serl_fail(ctx, SERL_E_ARG, "sample: hist[%d][%d] = %lld outside [0, %lld)", i, j, v, lim);
     case SERL_DERR_SAMPLE_NO_FINITE:
         return serl_fail(ctx, SERL_E_ARG, "sample: row %d has no finite logit (every token banned or −inf)", i);
+    case SERL_DERR_RL_ACTIONS:
+    case SERL_DERR_RL_POS: {
+        static const char *ops[] = {"gather_actions", "kl_returns", "ppo_coef"};
+        const char *op = j >= 0 && j < 3 ? ops[j] : "an RL op";
+        if (code == SERL_DERR_RL_ACTIONS)
+            return serl_fail(ctx, SERL_E_ARG, "%s: sequence %d: actions [%lld, %lld) outside [0, %lld)", op, i, v,
+                             (long long)f, lim);
+        return serl_fail(ctx, SERL_E_ARG, "%s: sequence %d: packed positions [%lld, %lld) outside [0, %lld)", op, i, v,
+                         (long long)f, lim);
+    }
     }
     return serl_fail(ctx, SERL_E_DEVICE, "a kernel reported error code %d, which this library does not know", code);
 }

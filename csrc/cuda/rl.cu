@@ -6,35 +6,48 @@
 
 #define THREADS 128
 
-/* The device cannot refuse an index it has not read: tokens outside the arrays are skipped. */
-__device__ static bool seq_range(const int32_t *act_cu, int i, int32_t n_actions, int32_t *lo, int32_t *T) {
+/* The device cannot refuse an index before it has read it: a sequence whose action range or packed
+ * positions fall outside the arrays is skipped and reported through the device error word, with the
+ * CPU library's message, at the next synchronisation or host copy (common.cuh). */
+__device__ static bool seq_range(const int32_t *act_cu, int i, int32_t n_actions, int32_t *lo, int32_t *T,
+                                 serl_dev_err *err, int op) {
     *lo = act_cu[i];
     *T = act_cu[i + 1] - *lo;
-    return *lo >= 0 && *T >= 0 && *lo + *T <= n_actions;
+    if (*lo >= 0 && *T >= 0 && *lo + *T <= n_actions) return true;
+    if (err) serl_report(err, SERL_DERR_RL_ACTIONS, i, op, *lo, n_actions, (double)act_cu[i + 1]);
+    return false;
 }
 
-__global__ void gather_actions_kernel(serl_gather_actions_args a) {
+__device__ static bool pos_range(int32_t p, int32_t T, int32_t n_tokens, int i, serl_dev_err *err, int op) {
+    if (p >= 0 && (int64_t)p + T <= n_tokens) return true;
+    if (err) serl_report(err, SERL_DERR_RL_POS, i, op, p, n_tokens, (double)((int64_t)p + T));
+    return false;
+}
+
+__global__ void gather_actions_kernel(serl_gather_actions_args a, serl_dev_err *err) {
     const int i = blockIdx.x;
     int32_t lo, T;
-    if (!seq_range(a.act_cu, i, a.n_actions, &lo, &T)) return;
+    const int op = SERL_RL_OP_GATHER_ACTIONS;
+    const bool report = threadIdx.x == 0; /* one report per sequence, not one per thread */
+    if (!seq_range(a.act_cu, i, a.n_actions, &lo, &T, report ? err : NULL, op)) return;
     const int32_t p = a.pos[i];
-    if (p < 0 || (int64_t)p + T > a.n_tokens) return;
+    if (!pos_range(p, T, a.n_tokens, i, report ? err : NULL, op)) return;
     for (int32_t j = threadIdx.x; j < T; j += blockDim.x) a.dst[lo + j] = a.src[p + j];
 }
 
 extern "C" SERL_API int32_t serl_gather_actions(void *ctxp, const serl_gather_actions_args *a) {
     SERL_ENTER(ctxp, a, serl_gather_actions_args);
     SERL_CHECK(serl_check_gather_actions(ctx, a));
-    gather_actions_kernel<<<(unsigned)a->n_seqs, THREADS, 0, ctx->stream>>>(*a);
+    gather_actions_kernel<<<(unsigned)a->n_seqs, THREADS, 0, ctx->stream>>>(*a, ctx->derr);
     LAUNCH_CHECK("gather_actions");
     return SERL_OK;
 }
 
-__global__ void kl_returns_kernel(serl_kl_returns_args a) {
+__global__ void kl_returns_kernel(serl_kl_returns_args a, serl_dev_err *err) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= a.n_seqs) return;
     int32_t lo, T;
-    if (!seq_range(a.act_cu, i, a.n_actions, &lo, &T)) return;
+    if (!seq_range(a.act_cu, i, a.n_actions, &lo, &T, err, SERL_RL_OP_KL_RETURNS)) return;
     const double beta = a.beta;
     double acc = 0, kl = 0;
     for (int32_t t = T - 1; t >= 0; t--) {
@@ -50,7 +63,7 @@ __global__ void kl_returns_kernel(serl_kl_returns_args a) {
 extern "C" SERL_API int32_t serl_kl_returns(void *ctxp, const serl_kl_returns_args *a) {
     SERL_ENTER(ctxp, a, serl_kl_returns_args);
     SERL_CHECK(serl_check_kl_returns(ctx, a));
-    kl_returns_kernel<<<(unsigned)((a->n_seqs + THREADS - 1) / THREADS), THREADS, 0, ctx->stream>>>(*a);
+    kl_returns_kernel<<<(unsigned)((a->n_seqs + THREADS - 1) / THREADS), THREADS, 0, ctx->stream>>>(*a, ctx->derr);
     LAUNCH_CHECK("kl_returns");
     return SERL_OK;
 }
@@ -59,13 +72,13 @@ __global__ void ppo_zero_kernel(float *coef, int32_t n) {
     for (int32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) coef[i] = 0;
 }
 
-__global__ void ppo_coef_kernel(serl_ppo_coef_args a) {
+__global__ void ppo_coef_kernel(serl_ppo_coef_args a, serl_dev_err *err) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= a.n_seqs) return;
     int32_t lo, T;
-    if (!seq_range(a.act_cu, i, a.n_actions, &lo, &T)) return;
+    if (!seq_range(a.act_cu, i, a.n_actions, &lo, &T, err, SERL_RL_OP_PPO_COEF)) return;
     const int32_t p = a.pos[i];
-    if (p < 0 || (int64_t)p + T > a.n_tokens) return;
+    if (!pos_range(p, T, a.n_tokens, i, err, SERL_RL_OP_PPO_COEF)) return;
     const double wt = T > 0 ? 1.0 / ((double)T * (double)a.step_seqs) : 0;
     const double eps = a.clip_eps, beta = a.kl_coef, clo = 1 - eps, chi = 1 + eps;
     double loss = 0, kl = 0, clipped = 0;
@@ -101,7 +114,7 @@ extern "C" SERL_API int32_t serl_ppo_coef(void *ctxp, const serl_ppo_coef_args *
     ppo_zero_kernel<<<serl_blocks(a->n_tokens, 256), 256, 0, ctx->stream>>>(a->coef, a->n_tokens);
     LAUNCH_CHECK("ppo_coef");
     if (a->n_seqs == 0) return SERL_OK;
-    ppo_coef_kernel<<<(unsigned)((a->n_seqs + THREADS - 1) / THREADS), THREADS, 0, ctx->stream>>>(*a);
+    ppo_coef_kernel<<<(unsigned)((a->n_seqs + THREADS - 1) / THREADS), THREADS, 0, ctx->stream>>>(*a, ctx->derr);
     LAUNCH_CHECK("ppo_coef");
     return SERL_OK;
 }
