@@ -37,6 +37,22 @@ type LoRAConfig struct {
 	Targets []string // a subset of LoRATargets
 }
 
+// LoRASettings are a run configuration's adapter fields as its config.json records them, shared by
+// serl train's and serl pretrain's configurations (embedded there); LoRA makes the LoRAConfig.
+type LoRASettings struct {
+	LoRARank    int      `json:"lora_rank,omitempty"`
+	LoRAAlpha   float64  `json:"lora_alpha,omitempty"`
+	LoRATargets []string `json:"lora_targets,omitempty"`
+}
+
+// LoRA is the adapter configuration, nil when the whole model trains (rank 0).
+func (s LoRASettings) LoRA() *LoRAConfig {
+	if s.LoRARank == 0 {
+		return nil
+	}
+	return &LoRAConfig{Rank: s.LoRARank, Alpha: s.LoRAAlpha, Targets: s.LoRATargets}
+}
+
 // ParseLoRATargets reads a comma-separated --lora-targets value.
 func ParseLoRATargets(s string) ([]string, error) {
 	var out []string

@@ -72,17 +72,7 @@ type Config struct {
 	Init string `json:"init,omitempty"`
 	// LoRA (needs Init): with LoRARank > 0 the Init model is the frozen base and only adapters of this
 	// rank (alpha, targets: model.LoRAConfig) are trained — the same adapters as serl train's.
-	LoRARank    int      `json:"lora_rank,omitempty"`
-	LoRAAlpha   float64  `json:"lora_alpha,omitempty"`
-	LoRATargets []string `json:"lora_targets,omitempty"`
-}
-
-// LoRA is the run's adapter configuration, nil when the whole model trains.
-func (c Config) LoRA() *model.LoRAConfig {
-	if c.LoRARank == 0 {
-		return nil
-	}
-	return &model.LoRAConfig{Rank: c.LoRARank, Alpha: c.LoRAAlpha, Targets: c.LoRATargets}
+	model.LoRASettings
 }
 
 // precision is the run's model precision.

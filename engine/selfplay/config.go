@@ -82,17 +82,7 @@ type Config struct {
 
 	// LoRA: with LoRARank > 0 the policy is the frozen base plus adapters of this rank (alpha,
 	// targets: model.LoRAConfig), and the reference is the same base with the adapters off.
-	LoRARank    int      `json:"lora_rank,omitempty"`
-	LoRAAlpha   float64  `json:"lora_alpha,omitempty"`
-	LoRATargets []string `json:"lora_targets,omitempty"`
-}
-
-// LoRA is the run's adapter configuration, nil for full fine-tuning.
-func (c Config) LoRA() *model.LoRAConfig {
-	if c.LoRARank == 0 {
-		return nil
-	}
-	return &model.LoRAConfig{Rank: c.LoRARank, Alpha: c.LoRAAlpha, Targets: c.LoRATargets}
+	model.LoRASettings
 }
 
 // DefaultConfig follows the official scripts (docs/SERL.md §7); callers scale lengths and the
