@@ -19,14 +19,7 @@
 # SHAPES="0.5B" leaves the 1.5B shape out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
-bundle=${1:-build/gpu.tar.gz}
-OUT=${OUT:-$root/gpu-out}
-mkdir -p "$OUT"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-tar -C "$work" -xzf "$bundle" || { echo "bench/gpu-perf.sh: cannot unpack $bundle (run bench/gpu-prepare.sh first)" >&2; exit 1; }
-g=$work/gpu
+. bench/gpu-unpack.sh
 export PYTHONUNBUFFERED=1
 summary=$OUT/perf-summary.txt
 log=$OUT/perf.log

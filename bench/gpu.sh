@@ -24,14 +24,7 @@
 #   SANITIZE=1   also run the conformance suite under compute-sanitizer (slow: minutes)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
-bundle=${1:-build/gpu.tar.gz}
-OUT=${OUT:-$root/gpu-out}
-mkdir -p "$OUT"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-tar -C "$work" -xzf "$bundle" || { echo "bench/gpu.sh: cannot unpack $bundle (run bench/gpu-prepare.sh first)" >&2; exit 1; }
-g=$work/gpu
+. bench/gpu-unpack.sh
 export SERL_LIB_DIR=$g/lib PYTHONUNBUFFERED=1
 summary=$OUT/summary.txt
 : >"$summary"
