@@ -64,17 +64,21 @@ def main():
     tol = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     problems = []
     ma, mb = metrics(a), metrics(b)
-    if ma != mb:
-        problems.append(f"metrics differ ({len(ma)} vs {len(mb)} steps; first: {next((x, y) for x, y in zip(ma, mb) if x != y) if ma and mb else '-'})")
+    if len(ma) != len(mb):
+        problems.append(f"metrics of {len(ma)} vs {len(mb)} steps")
+    elif ma != mb:
+        i = next(i for i, (x, y) in enumerate(zip(ma, mb)) if x != y)
+        keys = sorted(k for k in ma[i].keys() | mb[i].keys() if ma[i].get(k) != mb[i].get(k))
+        problems.append(f"metrics differ from line {i + 1} in {', '.join(keys[:4])}{', …' if len(keys) > 4 else ''}")
     records = sorted(os.path.basename(p) for p in glob.glob(os.path.join(a, "*.jsonl")) if not p.endswith("metrics.jsonl"))
-    for r in records:
-        pb = os.path.join(b, r)
-        if not os.path.exists(pb) or open(os.path.join(a, r), "rb").read() != open(pb, "rb").read():
-            problems.append(f"{r} differs")
     w = "checkpoint/model/model.safetensors"
     d = rel_l2(os.path.join(a, w), os.path.join(b, w))
     if d > tol:
         problems.append(f"weights relative L2 {d:.3g} > {tol:g}")
+    differ = [r for r in records if not os.path.exists(os.path.join(b, r)) or
+              open(os.path.join(a, r), "rb").read() != open(os.path.join(b, r), "rb").read()]
+    if differ:
+        problems.append(f"{len(differ)} record files differ ({differ[0]}{', …' if len(differ) > 1 else ''})")
     summary = f"{len(ma)} steps, {len(records)} record files, weights relative L2 {d:.3g}"
     print(("SAME: " if not problems else "DIFFERENT: " + "; ".join(problems) + "; ") + summary)
     sys.exit(1 if problems else 0)
