@@ -13,6 +13,7 @@ import (
 
 	"github.com/serl-go/serl/engine/chat"
 	"github.com/serl-go/serl/engine/evaluate"
+	"github.com/serl-go/serl/engine/generate"
 	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/selfinstruct"
 	"github.com/serl-go/serl/engine/task/arith"
@@ -36,7 +37,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	maxNew := fs.Int("max-new-tokens", 1024, "response budget (by default shortened to fit the model's context)")
 	limit := fs.Int("limit", 0, "evaluate only the first N problems (0: all)")
 	seed := fs.Uint64("seed", 0, "sampling seed")
-	batch := fs.Int("batch", 64, "sequences decoded together")
+	batch := fs.Int("batch", 64, "sequences decoded together (0: the most the device's free memory holds, at most problems × (1 + n), the default on a GPU; --self-instruct: 64)")
 	outPath := fs.String("out", "", "write the report as JSON here")
 	respPath := fs.String("responses", "", "write every problem's responses and verdicts as JSONL here")
 	instruct := fs.Int("self-instruct", 0, "instead: run N self-instruction prompts with --data as the seed problems and report how many generated problems pass the filters")
@@ -51,8 +52,8 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		return usagef("--max-new-tokens %d: want at least 1", *maxNew)
 	case *limit < 0:
 		return usagef("--limit %d: want ≥ 0 (0: all)", *limit)
-	case *batch < 1:
-		return usagef("--batch %d: want at least 1", *batch)
+	case *batch < 0:
+		return usagef("--batch %d: want ≥ 0 (0: as many as the device's free memory holds)", *batch)
 	case *instruct < 0:
 		return usagef("--self-instruct %d: want ≥ 0 (0: evaluate problems instead)", *instruct)
 	}
@@ -141,6 +142,17 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	ev := &evaluate.Evaluator{Model: m, Prompt: prompt, Decoder: tok, Options: evaluate.Options{
 		K: *k, MaxNewTokens: *maxNew, Seed: *seed, MaxBatch: *batch, FitContext: !set["max-new-tokens"],
 		StopIDs: evaluate.StopIDs(m.Config, tok), StopStrings: evaluate.OfficialStopStrings}}
+	if *batch == 0 || d.Info().Backend == "cuda" && !set["batch"] {
+		longest, maxNew, err := ev.Shape(problems)
+		if err != nil {
+			return err
+		}
+		if ev.Options.MaxBatch, err = fitEngineBatch(d, m, "--batch", len(problems)*(1+*k), func(b int) (generate.Config, error) {
+			return evaluate.EngineConfig(m.Config, longest, maxNew, b)
+		}, stderr); err != nil {
+			return err
+		}
+	}
 	start := time.Now()
 	pr := newReporter(stderr, isTerminal(stderr))
 	defer pr.Start()()

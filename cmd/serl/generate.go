@@ -110,6 +110,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	topK := fs.Int("top-k", 0, "keep the k most likely tokens (0: off)")
 	presence := fs.Float64("presence-penalty", 0, "subtracted from the logit of every token already generated")
 	n := fs.Int("n", 1, "samples")
+	batch := fs.Int("batch", 64, "samples decoded together, at most --n (0: the most the device's free memory holds, the default on a GPU)")
 	seed := fs.Uint64("seed", 0, "random seed (same seed, same samples)")
 	asJSON := fs.Bool("json", false, "one JSON line per sample: tokens, log-probs, text, finish reason")
 	if err := parse(fs, args); err != nil {
@@ -121,6 +122,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case *n < 1:
 		return usagef("--n %d: want at least 1", *n)
+	case *batch < 0:
+		return usagef("--batch %d: want ≥ 0 (0: as many as the device's free memory holds)", *batch)
 	case *maxNew < 1:
 		return usagef("--max-new-tokens %d: want at least 1", *maxNew)
 	case *minNew < 0 || *minNew > *maxNew:
@@ -208,7 +211,16 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer m.Free()
-	cfg, err := generate.Size(m.Config, generate.Sizing{MaxPrompt: len(ids), MaxNew: *maxNew, MaxBatch: min(*n, 64), Prompts: 1})
+	sizing := func(b int) (generate.Config, error) {
+		return generate.Size(m.Config, generate.Sizing{MaxPrompt: len(ids), MaxNew: *maxNew, MaxBatch: b, Prompts: 1})
+	}
+	b := min(*n, *batch)
+	if *batch == 0 || d.Info().Backend == "cuda" && !set["batch"] {
+		if b, err = fitEngineBatch(d, m, "--batch", *n, sizing, stderr); err != nil {
+			return err
+		}
+	}
+	cfg, err := sizing(b)
 	if err != nil {
 		return err
 	}

@@ -559,8 +559,7 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 			return in, err
 		}
 		cfg.MaxBatch = slices.Min(all)
-		fmt.Fprintf(stderr, "serl: --max-batch %d: the largest decode batch whose memory plan fits in 90%% of the %s's %.1f GiB free (at most %d sequences decode at once)\n",
-			cfg.MaxBatch, d.Info().Backend, float64(d.Info().FreeMemory)/(1<<30), most)
+		sayFitBatch(stderr, "--max-batch", cfg.MaxBatch, d.Info().Backend, d.Info().FreeMemory, most)
 	}
 	plan, err := trainPlan(mc, *cfg, evalLongest, evalNew)
 	if err != nil {
@@ -654,10 +653,7 @@ func trainPlan(mc model.Config, cfg selfplay.Config, evalLongest, evalMaxNew int
 			return plan, err
 		}
 		p, _ := model.ParsePrecision(cfg.Precision)
-		plan.Add(ecfg.Plan("evaluation", mc, p)...)
-		if lc := cfg.LoRA(); lc != nil {
-			plan.Add(mc.LoRAWorkspacePlan("evaluation", *lc, max(ecfg.MaxPrefillTokens, ecfg.MaxBatch), p))
-		}
+		plan.Add(enginePlan("evaluation", mc, ecfg, p, cfg.LoRA())...)
 	}
 	return plan, nil
 }

@@ -136,25 +136,11 @@ func (e *Evaluator) Generate(ctx context.Context, problems []Problem, progress f
 	if o.Chunk <= 0 {
 		o.Chunk = max(1, 16*o.MaxBatch/(o.K+1))
 	}
-	prompts := make([][]int32, len(problems))
-	longest := 1
-	for i, p := range problems {
-		if prompts[i], err = e.Prompt(p.Problem); err != nil {
-			return nil, nil, fmt.Errorf("evaluate: problem %d: %w", i, err)
-		}
-		if len(prompts[i]) == 0 {
-			return nil, nil, fmt.Errorf("evaluate: problem %d: empty prompt", i)
-		}
-		longest = max(longest, len(prompts[i]))
+	prompts, longest, maxNew, err := e.prompts(problems)
+	if err != nil {
+		return nil, nil, err
 	}
-	window := e.Model.Config.MaxPositions
-	if o.FitContext && longest < window && longest+o.MaxNewTokens > window {
-		o.MaxNewTokens = window - longest
-	}
-	if longest+o.MaxNewTokens > window {
-		return nil, nil, fmt.Errorf("evaluate: the longest prompt (%d tokens) + %d new tokens exceeds the model's context of %d",
-			longest, o.MaxNewTokens, window)
-	}
+	o.MaxNewTokens = maxNew
 	eng, err := newEngine(e.Model, longest, o.MaxNewTokens, o.MaxBatch)
 	if err != nil {
 		return nil, nil, err
@@ -204,6 +190,37 @@ func (e *Evaluator) Generate(ctx context.Context, problems []Problem, progress f
 	}
 	e.Stats = eng.Stats()
 	return greedy, samples, nil
+}
+
+// Shape is what an evaluation of problems sizes its engine by (EngineConfig): the longest prompt in
+// tokens and the response budget, MaxNewTokens cut to the model's context with FitContext.
+func (e *Evaluator) Shape(problems []Problem) (longest, maxNew int, err error) {
+	_, longest, maxNew, err = e.prompts(problems)
+	return longest, maxNew, err
+}
+
+// prompts tokenizes problems' prompts and settles the response budget against the model's context.
+func (e *Evaluator) prompts(problems []Problem) (prompts [][]int32, longest, maxNew int, err error) {
+	prompts = make([][]int32, len(problems))
+	longest, maxNew = 1, e.Options.MaxNewTokens
+	for i, p := range problems {
+		if prompts[i], err = e.Prompt(p.Problem); err != nil {
+			return nil, 0, 0, fmt.Errorf("evaluate: problem %d: %w", i, err)
+		}
+		if len(prompts[i]) == 0 {
+			return nil, 0, 0, fmt.Errorf("evaluate: problem %d: empty prompt", i)
+		}
+		longest = max(longest, len(prompts[i]))
+	}
+	window := e.Model.Config.MaxPositions
+	if e.Options.FitContext && longest < window && longest+maxNew > window {
+		maxNew = window - longest
+	}
+	if longest+maxNew > window {
+		return nil, 0, 0, fmt.Errorf("evaluate: the longest prompt (%d tokens) + %d new tokens exceeds the model's context of %d",
+			longest, maxNew, window)
+	}
+	return prompts, longest, maxNew, nil
 }
 
 // Run generates and grades; a done ctx stops it at the next decoding step with ctx's error.
