@@ -159,26 +159,29 @@ short=(train --device "$DEVICE" "${threads[@]}" --iterations 1 --instructions-pe
 whole=""
 if unit killresume; then
 	t0=$SECONDS
+	kr() { row "kill/resume ($DEVICE)" "$1" $((SECONDS - t0)) "$2"; }
 	step "kill/resume: uninterrupted" 60 "$log" "$g/serl" "${short[@]}" --run "$work/whole"
-	a=$status
-	[[ $a == ok ]] && whole=$work/whole
-	SERL_CRASH_AT=selfplay.train:2 SERL_CRASH_TRACE=$work/trace \
-		step "kill/resume: killed in step 2" 60 "$log" "$g/serl" "${short[@]}" --run "$work/part"
-	killed_at=$(tail -1 "$work/trace" 2>/dev/null)
-	if [[ $status == SKIP ]]; then
-		row "kill/resume ($DEVICE)" SKIP $((SECONDS - t0)) "$stop"
-	elif [[ $a != ok ]]; then
-		row "kill/resume ($DEVICE)" FAIL $((SECONDS - t0)) "the uninterrupted run: $a: $(lastline "$log")"
-	elif [[ $rc != 137 || $killed_at != selfplay.train ]]; then
-		row "kill/resume ($DEVICE)" FAIL $((SECONDS - t0)) "the run to kill was not killed at selfplay.train:2 (exit $rc, last point ${killed_at:-none}): $(lastline "$log")"
+	if [[ $status != ok ]]; then
+		kr "$status" "the uninterrupted run: $([[ $status == SKIP ]] && echo "$stop" || lastline "$log")"
 	else
-		step "kill/resume: resumed" 60 "$log" "$g/serl" train --device "$DEVICE" "${threads[@]}" --resume "$work/part"
-		if [[ $status != ok ]]; then
-			row "kill/resume ($DEVICE)" "$status" $((SECONDS - t0)) "the resumed run: $(lastline "$log")"
+		whole=$work/whole
+		SERL_CRASH_AT=selfplay.train:2 SERL_CRASH_TRACE=$work/trace \
+			step "kill/resume: killed in step 2" 60 "$log" "$g/serl" "${short[@]}" --run "$work/part"
+		killed_at=$(tail -1 "$work/trace" 2>/dev/null)
+		if [[ $status == SKIP ]]; then
+			kr SKIP "the run to kill: $stop"
+		elif [[ $rc != 137 || $killed_at != selfplay.train ]]; then
+			[[ $status == FAIL || $status == ok ]] && status=FAIL
+			kr "$status" "the run to kill was not killed at selfplay.train:2 (exit $rc, last point ${killed_at:-none}): $(lastline "$log")"
 		else
-			from=$(grep -o 'resuming .* at step [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$')
-			step "kill/resume: compare" 20 "$log" python3 bench/compare_runs.py "$work/whole" "$work/part"
-			row "kill/resume ($DEVICE)" "$status" $((SECONDS - t0)) "killed in step 2, resumed at step ${from:-?}: $(lastline "$log" 170)"
+			step "kill/resume: resumed" 60 "$log" "$g/serl" train --device "$DEVICE" "${threads[@]}" --resume "$work/part"
+			if [[ $status != ok ]]; then
+				kr "$status" "the resumed run: $(lastline "$log")"
+			else
+				from=$(grep -o 'resuming .* at step [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$')
+				step "kill/resume: compare" 20 "$log" python3 bench/compare_runs.py "$work/whole" "$work/part"
+				kr "$status" "killed in step 2, resumed at step ${from:-?}: $(lastline "$log" 170)"
+			fi
 		fi
 	fi
 fi
@@ -237,7 +240,7 @@ if unit bench; then
 				step "torch $cfg $mode" 45 "$log" python3 bench/torch_model.py --device cuda --config "$cfg" --mode "$mode" --steps 5 --warmup 2
 				t_tps=$(grep '^{"impl": "torch"' "$log" | tail -1 | grep -o '"tokens_per_s": [0-9.]*' | cut -d' ' -f2)
 			fi
-			row "bench $cfg $mode" "$s_status" "$s_secs" "serl ${s_tps:-?} tok/s, torch f32 ${t_tps:-?} tok/s"
+			row "bench $cfg $mode" "$s_status" "$s_secs" "serl $(printf '%.0f' "${s_tps:-0}" | sed 's/^0$/?/') tok/s, torch f32 $(printf '%.0f' "${t_tps:-0}" 2>/dev/null | sed 's/^0$/?/') tok/s"
 		done
 	done
 	# where a training step's time goes: the per-op table (it synchronises after every op, so its steps
