@@ -11,6 +11,8 @@ Every row generates exactly --new tokens (min_new_tokens = max_new_tokens bans E
 uses no stop id), sampled from the whole distribution at --temperature (top_k = 0, top_p = 1: both
 off); --samples > 1 is num_return_sequences. Throughput = generated tokens / wall time of the whole
 generate call (prefill included), the same measure as serl's tokens_per_s. Prints one JSON line.
+What this Python cannot run (no torch, no CUDA, no transformers with Qwen2) ends it at once with exit
+status 69 (EX_UNAVAILABLE) and one line saying why: bench/gpu-perf.sh reports that as SKIP.
 """
 
 import argparse
@@ -18,7 +20,18 @@ import json
 import sys
 import time
 
-import torch
+UNAVAILABLE = 69  # sysexits' EX_UNAVAILABLE: this Python cannot run what was asked (bench/gpu-perf.sh: SKIP)
+
+
+def unavailable(why):
+    print(f"hf_generate: {why}", file=sys.stderr)
+    sys.exit(UNAVAILABLE)
+
+
+try:
+    import torch
+except ImportError as e:
+    unavailable(f"{sys.executable} has no torch ({e})")
 
 
 def main():
@@ -37,8 +50,13 @@ def main():
     if min(a.prompts, a.samples, a.new, a.prompt_len, a.runs) < 1 or a.warmup < 0 or a.temperature < 0:
         sys.exit("hf_generate: --prompts, --samples, --new, --prompt-len and --runs must be ≥ 1, --warmup and --temperature ≥ 0")
 
-    import transformers
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        unavailable(f"torch {torch.__version__} sees no CUDA device")
+    try:
+        import transformers
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+    except ImportError as e:
+        unavailable(f"{sys.executable} has no transformers with Qwen2 ({e})")
 
     try:
         with open(a.config) as f:

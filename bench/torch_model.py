@@ -24,6 +24,9 @@ fused=False [foreach where the build has it]), zero_grad(set_to_none=False) as s
 score: torch.no_grad() forward, log_softmax, gather of the next-token log-probabilities.
 
 Weights: N(0, 0.02), norms 1, biases 0 (transformers' _init_weights). Prints one JSON line.
+What this Python or torch cannot run (no torch, no CUDA, no SDPA or torch.compile before torch 2.0)
+ends it at once with exit status 69 (EX_UNAVAILABLE) and one line saying why: bench/gpu-perf.sh
+reports that as SKIP, apart from a failure.
 """
 
 import argparse
@@ -33,9 +36,20 @@ import resource
 import sys
 import time
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+UNAVAILABLE = 69  # sysexits' EX_UNAVAILABLE: this Python cannot run what was asked (bench/gpu-perf.sh: SKIP)
+
+
+def unavailable(why):
+    print(f"torch_model: {why}", file=sys.stderr)
+    sys.exit(UNAVAILABLE)
+
+
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError as e:
+    unavailable(f"{sys.executable} has no torch ({e})")
 
 CONFIGS = {  # the table of cmd/serl/bench.go
     "S": dict(hidden=256, layers=4, heads=4, kv_heads=2, intermediate=704, vocab=2048, batch=8, seq=256),
@@ -206,6 +220,12 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (bench/gpu.sh, bench/gpu-perf.sh)")
     a = ap.parse_args()
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        unavailable(f"torch {torch.__version__} sees no CUDA device")
+    if a.compile and not hasattr(torch, "compile"):
+        unavailable(f"--compile: torch {torch.__version__} has no torch.compile (torch ≥ 2.0)")
+    if a.attn == "sdpa" and not hasattr(F, "scaled_dot_product_attention"):
+        unavailable(f"--attn sdpa: torch {torch.__version__} has no F.scaled_dot_product_attention (torch ≥ 2.0)")
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
@@ -235,7 +255,7 @@ def main():
             opt = torch.optim.AdamW(model.parameters(), fused=a.fused, **kw)
         except TypeError:  # builds without the fused argument
             if a.fused:
-                sys.exit("--fused: this torch has no fused AdamW")
+                unavailable(f"--fused: torch {torch.__version__} has no fused AdamW")
             opt = torch.optim.AdamW(model.parameters(), **kw)
         plist = list(model.parameters())
 
