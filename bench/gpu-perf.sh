@@ -260,12 +260,14 @@ decode() {
 	row "$label generate" "$status" "$secs" "$(res "$status" "$why" "$(num "$t" .0f) tok/s (transformers $(field "$json" transformers), $(field "$json" attn) attention)")"
 }
 
-# The seconds in each unit call: what the step usually takes on the H200 (estimates: torch's import and
-# weight initialisation, transformers' generate at 2.9k tokens/s, torch.compile's first compile).
+# The seconds in each unit call: what the step should take on the H200, not yet measured there: each
+# process's import and random weights (serl ~4 s for 0.5B and ~12 s for 1.5B of Go normals, torch a
+# few), the timed steps at the peers' speeds in ../shared/NOTES.md (generate 2.9k tokens/s at 256 × 1,
+# 10k at 16 × 16), torch.compile's first compile (about a minute and a half).
 if unit train0.5B 50; then train 0.5B; fi
 if unit decode256 60; then decode "${dec256[@]}"; fi
 if unit compile0.5B 110; then compile 0.5B; fi
-if unit train1.5B 70; then train 1.5B; fi
+if unit train1.5B 60; then train 1.5B; fi
 if unit decode16 40; then decode "${dec16[@]}"; fi
 if unit compile1.5B 150; then compile 1.5B; fi
 [[ -z $notrun ]] || row "not run" SKIP 0 "the time budget (BUDGET=${BUDGET}s) had too little left for:$notrun"
