@@ -348,6 +348,25 @@ func testSampleRules(t *testing.T, h *harness) {
 	p0, _ := g.run(t, h.d)
 	require.Equal(t, greedy, p0, "top-p 1e-7")
 
+	// −0 and +0 are equal logits: the top-k and top-p cuts break their tie by index, as any other tie
+	negZero := float32(math.Copysign(0, -1))
+	zb := newBatch(h, 4, 6, 0)
+	for r := 0; r < 4; r++ {
+		copy(zb.logits[r*6:], []float32{-3, negZero, negZero, -1, 0, -2}) // the order: ids 1, 2, 4, 3, 5, 0
+	}
+	zb.topK = []int32{1, 2, 0, 0}
+	zb.topP = []float32{1, 1, 1e-6, 1e-6}
+	zb.temp = []float32{1, 1, 1, 0.5}
+	tok, _ = zb.run(t, h.d)
+	require.Equal(t, int32(1), tok[0], "top-k 1 over ±0 ties")
+	require.Equal(t, int32(1), tok[2], "top-p 1e-6 over ±0 ties")
+	require.Equal(t, int32(1), tok[3], "top-p 1e-6 over ±0 ties at T 0.5")
+	for i := 0; i < 16; i++ { // top-k 2 keeps ids 1 and 2 (not 4): the draw never gives 4
+		zb.steps = []int32{int32(i), int32(i), int32(i), int32(i)}
+		tok, _ = zb.run(t, h.d)
+		require.Contains(t, []int32{1, 2}, tok[1], "top-k 2 over ±0 ties, step %d", i)
+	}
+
 	// presence penalty flips the argmax, and a repeated token is penalised once
 	pb := newBatch(h, 3, 10, 0)
 	for r := 0; r < 3; r++ {

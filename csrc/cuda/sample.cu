@@ -21,9 +21,10 @@
 #define ROWS_PER_LAUNCH 64
 typedef unsigned long long u64;
 
-/* Descending order of keys = (z descending, index ascending). */
+/* Descending order of keys = (z descending, index ascending). −0 and +0 are one value to the CPU's
+ * float comparisons (a tie, broken by index), so −0 takes +0's bits. */
 __device__ __forceinline__ u64 key_of(float z, int j) {
-    uint32_t b = __float_as_uint(z);
+    uint32_t b = z == 0.0f ? 0u : __float_as_uint(z);
     b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
     return ((u64)b << 32) | (u64)(0xFFFFFFFFu - (uint32_t)j);
 }
