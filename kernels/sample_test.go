@@ -479,6 +479,7 @@ func testSampleErrors(t *testing.T, h *harness) {
 	bad("hist id < 0", onBatch(func(b *sampleBatch) { b.hist[2] = []int32{-1} }))
 	bad("ban id ≥ vocab", onBatch(func(b *sampleBatch) { b.ban = []int32{3, 99} }))
 	bad("ban id < 0", onBatch(func(b *sampleBatch) { b.ban = []int32{-2} }))
+	bad("ban id ≥ vocab, no row banning", onBatch(func(b *sampleBatch) { b.ban, b.banRows = []int32{3, 99}, []int32{0, 0, 0} }))
 	bad("every token banned", onBatch(func(b *sampleBatch) {
 		b.ban = make([]int32, 20)
 		for i := range b.ban {

@@ -77,6 +77,10 @@ __global__ void sample_kernel(int r0, const void *logits, int bf, int64_t ldr, i
                               serl_dev_err *err) {
     __shared__ sample_shared S;
     const int r = r0 + blockIdx.x;
+    /* every ban id is checked, whichever rows ban (as the CPU library does): by the first row's block */
+    if (r == 0)
+        for (int i = threadIdx.x; i < n_ban; i += blockDim.x)
+            if (ban_ids[i] < 0 || ban_ids[i] >= V) serl_report(err, SERL_DERR_SAMPLE_BAN, i, 0, ban_ids[i], V);
     float *z = zbuf + (int64_t)blockIdx.x * V, *w = wbuf + (int64_t)blockIdx.x * V;
     const int64_t off = r * ldr;
     const float T = temperature[r];
@@ -129,10 +133,7 @@ __global__ void sample_kernel(int r0, const void *logits, int bf, int64_t ldr, i
     if (ban) {
         for (int i = threadIdx.x; i < n_ban; i += blockDim.x) {
             const int32_t b = ban_ids[i];
-            if (b >= 0 && b < V)
-                z[b] = -INFINITY;
-            else
-                serl_report(err, SERL_DERR_SAMPLE_BAN, i, 0, b, V);
+            if (b >= 0 && b < V) z[b] = -INFINITY; /* a bad id is reported above */
         }
         __syncthreads();
     }
