@@ -17,7 +17,7 @@
 #include "expf.cuh"
 #include "../philox.h"
 
-#define THREADS 1024
+#define THREADS 1024 /* with __launch_bounds__(THREADS, 1): ptxas keeps to the 64 registers a 1024-thread block can have */
 #define ROWS_PER_LAUNCH 64
 typedef unsigned long long u64;
 
@@ -69,7 +69,7 @@ __device__ void radix_hist(sample_shared &S, const float *z, const float *w, int
     __syncthreads();
 }
 
-__global__ void sample_kernel(int r0, const void *logits, int bf, int64_t ldr, int V, const float *temperature,
+__global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *logits, int bf, int64_t ldr, int V, const float *temperature,
                               const int32_t *top_k, const float *top_p, const float *presence_penalty,
                               const int32_t *hist, const int32_t *hist_len, int ld_hist, const int32_t *ban_ids,
                               int n_ban, const int32_t *ban_rows, const u64 *seeds, const u64 *seq_ids,
