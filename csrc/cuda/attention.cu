@@ -101,13 +101,15 @@ __global__ void attn_fwd_kernel(const int32_t *cu, const void *q, int qbf, const
 
 /* Dv[i,h] = Σ_d dout·out (a warp per row) */
 __global__ void attn_bwd_dot_kernel(const void *dout, int gbf, const void *out, int obf, float *Dv, int64_t rows, int D) {
-    const int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
-    if (r >= rows) return;
-    float s = 0;
-    for (int d = lane; d < D; d += 32) s = fmaf(ld(dout, gbf, r * D + d), ld(out, obf, r * D + d), s);
-    s = warp_sum(s);
-    if (lane == 0) Dv[r] = s;
+    /* grid-stride over rows: serl_blocks caps the grid (warp-uniform loop, so the shuffles see full warps) */
+    for (int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5; r < rows;
+         r += ((int64_t)gridDim.x * blockDim.x) >> 5) {
+        float s = 0;
+        for (int d = lane; d < D; d += 32) s = fmaf(ld(dout, gbf, r * D + d), ld(out, obf, r * D + d), s);
+        s = warp_sum(s);
+        if (lane == 0) Dv[r] = s;
+    }
 }
 
 /* dQ: a block owns BQ queries of one head; keys stream in tiles. */
