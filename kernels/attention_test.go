@@ -11,6 +11,7 @@ import (
 
 func init() {
 	register("attention", testAttention)
+	register("attention_many_seqs", testAttentionManySeqs)
 	register("attention_fd", testAttentionFD)
 	register("attention_errors", testAttentionErrors)
 	register("kv_decode", testKVDecode)
@@ -82,6 +83,35 @@ func testAttention(t *testing.T, h *harness) {
 			}
 		}
 	}
+}
+
+// testAttentionManySeqs packs more sequences than a CUDA grid's y or z dimension holds (65535), short
+// and empty ones, forward and backward against the reference.
+func testAttentionManySeqs(t *testing.T, h *harness) {
+	const nh, nkv, dim = 2, 1, 8
+	lens := make([]int, 66000)
+	for i := range lens {
+		lens[i] = []int{1, 0, 2, 1}[i%4]
+	}
+	lens[len(lens)-1] = 40
+	p := newAttnProblem(h, lens, nh, nkv, dim, 2)
+	T := p.t
+	q, k, v := h.f32(p.q, T, nh, dim), h.f32(p.k, T, nkv, dim), h.f32(p.v, T, nkv, dim)
+	cu := h.i32(p.cu)
+	out, lse := h.poisoned(T, nh, dim), h.poisoned(T, nh)
+	require.NoError(t, h.d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, Scale: float32(p.scale)}))
+	wantOut, wantLSE := make([]float32, T*nh*dim), make([]float32, T*nh)
+	ref.AttentionFwd(wantOut, wantLSE, p.q, p.k, p.v, p.cu, nh, nkv, dim, p.scale)
+	requireClose(t, "out", h.get(out), wantOut, 1e-5)
+	requireClose(t, "lse", h.get(lse), wantLSE, 1e-5)
+	dq, dk, dv := h.f32(make([]float32, T*nh*dim), T, nh, dim), h.f32(make([]float32, T*nkv*dim), T, nkv, dim), h.f32(make([]float32, T*nkv*dim), T, nkv, dim)
+	require.NoError(t, h.d.AttentionBwd(AttentionGrad{Q: q, K: k, V: v, Out: out, LSE: lse, DOut: h.f32(p.dout, T, nh, dim),
+		DQ: dq, DK: dk, DV: dv, CuSeqlens: cu, Scale: float32(p.scale)}))
+	wq, wk, wv := make([]float32, T*nh*dim), make([]float32, T*nkv*dim), make([]float32, T*nkv*dim)
+	ref.AttentionBwd(wq, wk, wv, p.q, p.k, p.v, p.dout, p.cu, nh, nkv, dim, p.scale)
+	requireClose(t, "dq", h.get(dq), wq, 1e-5)
+	requireClose(t, "dk", h.get(dk), wk, 1e-5)
+	requireClose(t, "dv", h.get(dv), wv, 1e-5)
 }
 
 // testAttentionFD checks the backward against central differences of the float64 reference forward,

@@ -28,12 +28,12 @@ __device__ __forceinline__ float dot_sh(const float *a, const float *b, int D) {
     return s;
 }
 
-__global__ void attn_fwd_kernel(const int32_t *cu, const void *q, int qbf, const void *k, int kbf, const void *v, int vbf,
+__global__ void attn_fwd_kernel(const int32_t *cu, int tiles, const void *q, int qbf, const void *k, int kbf, const void *v, int vbf,
                                 void *out, int obf, float *lse, int H, int KVH, int D, float scale) {
     extern __shared__ float sm[];
-    const int s = blockIdx.y, h = blockIdx.z, kvh = h / (H / KVH);
+    const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
-    const int i0 = s0 + blockIdx.x * BQ;
+    const int i0 = s0 + tile * BQ;
     if (i0 >= s1) return;
     const int i_last = min(s1, i0 + BQ) - 1;
     const int Dp = D + 1;
@@ -113,13 +113,13 @@ __global__ void attn_bwd_dot_kernel(const void *dout, int gbf, const void *out, 
 }
 
 /* dQ: a block owns BQ queries of one head; keys stream in tiles. */
-__global__ void attn_bwd_dq_kernel(const int32_t *cu, const void *q, int qbf, const void *k, int kbf, const void *v,
+__global__ void attn_bwd_dq_kernel(const int32_t *cu, int tiles, const void *q, int qbf, const void *k, int kbf, const void *v,
                                    int vbf, const float *lse, const float *Dv, const void *dout, int gbf, void *dq,
                                    int dqbf, int H, int KVH, int D, float scale) {
     extern __shared__ float sm[];
-    const int s = blockIdx.y, h = blockIdx.z, kvh = h / (H / KVH);
+    const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
-    const int i0 = s0 + blockIdx.x * BQ;
+    const int i0 = s0 + tile * BQ;
     if (i0 >= s1) return;
     const int i_last = min(s1, i0 + BQ) - 1;
     const int Dp = D + 1;
@@ -185,13 +185,13 @@ __global__ void attn_bwd_dq_kernel(const int32_t *cu, const void *q, int qbf, co
 
 /* dK, dV: a block owns BQ keys of one kv head and loops over the group's query heads and every query
  * tile at or after its keys. */
-__global__ void attn_bwd_dkdv_kernel(const int32_t *cu, const void *q, int qbf, const void *k, int kbf, const void *v,
+__global__ void attn_bwd_dkdv_kernel(const int32_t *cu, int tiles, const void *q, int qbf, const void *k, int kbf, const void *v,
                                      int vbf, const float *lse, const float *Dv, const void *dout, int gbf, void *dk,
                                      int dkbf, void *dv, int dvbf, int H, int KVH, int D, float scale) {
     extern __shared__ float sm[];
-    const int s = blockIdx.y, kvh = blockIdx.z, G = H / KVH;
+    const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, kvh = blockIdx.y, G = H / KVH;
     const int s0 = cu[s], s1 = cu[s + 1];
-    const int j0 = s0 + blockIdx.x * BQ;
+    const int j0 = s0 + tile * BQ;
     if (j0 >= s1) return;
     const int Dp = D + 1;
     float *Ks = sm, *Vs = Ks + BQ * D, *Qs = Vs + BQ * D, *Gs = Qs + BK * Dp, *Ls = Gs + BK * Dp, *Ds = Ls + BK;
@@ -281,6 +281,14 @@ static int32_t check_seqlens(serl_cuda_ctx *ctx, const char *op, const int32_t *
     return serl_check_seqlens(ctx, op, cu, n_seqs, n_tokens, max_len);
 }
 
+/* The grid (seq_grid) of the smallest tiles (BQ queries) fits: x below 2³¹, heads on y up to 65535. */
+static int32_t check_grid(serl_cuda_ctx *ctx, const char *op, int max_len, int n_seqs, int heads) {
+    if ((int64_t)((max_len + BQ - 1) / BQ) * n_seqs > 0x7FFFFFFF || heads > 65535)
+        return serl_fail(ctx, SERL_E_UNSUPPORTED, "%s: %d sequences of up to %d tokens with %d heads exceed the CUDA grid",
+                         op, n_seqs, max_len, heads);
+    return SERL_OK;
+}
+
 static int32_t set_smem(serl_cuda_ctx *ctx, const void *fn, size_t bytes) {
     if (bytes > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     return SERL_OK;
@@ -295,6 +303,7 @@ extern "C" SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_
     int max_len;
     if ((st_ = check_seqlens(ctx, "attention_fwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st_;
     if (a->n_tokens == 0) return SERL_OK;
+    if ((st_ = check_grid(ctx, "attention_fwd", max_len, a->n_seqs, a->n_heads))) return st_;
     SERL_CHECK(serl_check_attention_fwd_tensors(ctx, a));
     const int D = a->head_dim;
     if (serl_attention_mma_enabled() && a->q_dtype == SERL_DTYPE_BF16 && a->k_dtype == SERL_DTYPE_BF16 &&
@@ -302,8 +311,8 @@ extern "C" SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_
         return serl_attention_fwd_mma(ctx, a, max_len);
     size_t shm = sizeof(float) * ((size_t)BQ * D + (size_t)BK * (D + 1) + (size_t)BK * D);
     if ((st_ = set_smem(ctx, (const void *)attn_fwd_kernel, shm))) return st_;
-    dim3 grid((max_len + BQ - 1) / BQ, a->n_seqs, a->n_heads);
-    attn_fwd_kernel<<<grid, NW * 32, shm, ctx->stream>>>(a->cu_seqlens, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v,
+    const int tiles = (max_len + BQ - 1) / BQ;
+    attn_fwd_kernel<<<seq_grid(tiles, a->n_seqs, a->n_heads), NW * 32, shm, ctx->stream>>>(a->cu_seqlens, tiles, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v,
                                                          BF(a->v_dtype), a->out, BF(a->out_dtype), a->lse, a->n_heads,
                                                          a->n_kv_heads, D, a->scale);
     LAUNCH_CHECK("attention_fwd");
@@ -317,6 +326,7 @@ extern "C" SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_
     int max_len;
     if ((st_ = check_seqlens(ctx, "attention_bwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st_;
     if (a->n_tokens == 0) return SERL_OK;
+    if ((st_ = check_grid(ctx, "attention_bwd", max_len, a->n_seqs, a->n_heads))) return st_;
     SERL_CHECK(serl_check_attention_bwd_tensors(ctx, a));
     const int D = a->head_dim, H = a->n_heads, KVH = a->n_kv_heads;
     const int64_t rows = (int64_t)a->n_tokens * H;
@@ -331,14 +341,15 @@ extern "C" SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_
         return serl_attention_bwd_mma(ctx, a, max_len, Dv);
     size_t shm_q = sizeof(float) * (2 * (size_t)BQ * D + 2 * (size_t)BK * (D + 1));
     if ((st_ = set_smem(ctx, (const void *)attn_bwd_dq_kernel, shm_q))) return st_;
-    attn_bwd_dq_kernel<<<dim3((max_len + BQ - 1) / BQ, a->n_seqs, H), NW * 32, shm_q, ctx->stream>>>(
-        a->cu_seqlens, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v, BF(a->v_dtype), a->lse, Dv, a->dout,
+    const int tiles = (max_len + BQ - 1) / BQ;
+    attn_bwd_dq_kernel<<<seq_grid(tiles, a->n_seqs, H), NW * 32, shm_q, ctx->stream>>>(
+        a->cu_seqlens, tiles, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v, BF(a->v_dtype), a->lse, Dv, a->dout,
         BF(a->dout_dtype), a->dq, BF(a->dq_dtype), H, KVH, D, a->scale);
     LAUNCH_CHECK("attention_bwd");
     size_t shm_kv = sizeof(float) * (2 * (size_t)BQ * D + 2 * (size_t)BK * (D + 1) + 2 * BK);
     if ((st_ = set_smem(ctx, (const void *)attn_bwd_dkdv_kernel, shm_kv))) return st_;
-    attn_bwd_dkdv_kernel<<<dim3((max_len + BQ - 1) / BQ, a->n_seqs, KVH), NW * 32, shm_kv, ctx->stream>>>(
-        a->cu_seqlens, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v, BF(a->v_dtype), a->lse, Dv, a->dout,
+    attn_bwd_dkdv_kernel<<<seq_grid(tiles, a->n_seqs, KVH), NW * 32, shm_kv, ctx->stream>>>(
+        a->cu_seqlens, tiles, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v, BF(a->v_dtype), a->lse, Dv, a->dout,
         BF(a->dout_dtype), a->dk, BF(a->dk_dtype), a->dv, BF(a->dv_dtype), H, KVH, D, a->scale);
     LAUNCH_CHECK("attention_bwd");
     return SERL_OK;

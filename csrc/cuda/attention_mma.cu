@@ -32,14 +32,14 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 
 template <int HD>
 __global__ void __launch_bounds__(MMA_WARPS * 32)
-attn_fwd_mma_kernel(const int32_t *cu, const uint16_t *q, const uint16_t *k, const uint16_t *v, void *out, int obf,
+attn_fwd_mma_kernel(const int32_t *cu, int tiles, const uint16_t *q, const uint16_t *k, const uint16_t *v, void *out, int obf,
                     float *lse, int H, int KVH, float scale) {
     extern __shared__ uint16_t smem[];
     constexpr int QS = HD + PAD, KS = HD + PAD, VS = MMA_BK + PAD;
     uint16_t *Qs = smem, *Ks = Qs + MMA_BQ * QS, *Vt = Ks + MMA_BK * KS; /* Vt: [HD][BK] (transposed) */
-    const int s = blockIdx.y, h = blockIdx.z, kvh = h / (H / KVH);
+    const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
-    const int i0 = s0 + blockIdx.x * MMA_BQ;
+    const int i0 = s0 + tile * MMA_BQ;
     if (i0 >= s1) return;
     const int i_last = min(s1, i0 + MMA_BQ) - 1;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
@@ -247,15 +247,15 @@ __device__ __forceinline__ void mma_pb(float out[BWD_HD / 8][4], const float p[8
 }
 
 __global__ void __launch_bounds__(MMA_WARPS * 32)
-attn_bwd_dkdv_mma_kernel(const int32_t *cu, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
+attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
                          const float *Dv, const uint16_t *dout, void *dk, int dkbf, void *dv, int dvbf, int H, int KVH,
                          float scale) {
     constexpr int RS = BWD_HD + PAD, TS = 64 + PAD;
     __shared__ __align__(16) uint16_t Qs[64 * RS], Gs[64 * RS], Qt[BWD_HD * TS], Gt[BWD_HD * TS];
     __shared__ float Ls[64], Ds[64];
-    const int s = blockIdx.y, kvh = blockIdx.z, G = H / KVH;
+    const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, kvh = blockIdx.y, G = H / KVH;
     const int s0 = cu[s], s1 = cu[s + 1];
-    const int j0 = s0 + blockIdx.x * 64;
+    const int j0 = s0 + tile * 64;
     if (j0 >= s1) return;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     /* this warp's 16 keys and values as A fragments, staged through Qs/Gs */
@@ -317,13 +317,13 @@ attn_bwd_dkdv_mma_kernel(const int32_t *cu, const uint16_t *q, const uint16_t *k
 }
 
 __global__ void __launch_bounds__(MMA_WARPS * 32)
-attn_bwd_dq_mma_kernel(const int32_t *cu, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
+attn_bwd_dq_mma_kernel(const int32_t *cu, int tiles, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
                        const float *Dv, const uint16_t *dout, void *dq, int dqbf, int H, int KVH, float scale) {
     constexpr int RS = BWD_HD + PAD, TS = 64 + PAD;
     __shared__ __align__(16) uint16_t Ks[64 * RS], Vs[64 * RS], Kt[BWD_HD * TS];
-    const int s = blockIdx.y, h = blockIdx.z, kvh = h / (H / KVH);
+    const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
-    const int i0 = s0 + blockIdx.x * 64;
+    const int i0 = s0 + tile * 64;
     if (i0 >= s1) return;
     const int i_last = min(s1, i0 + 64) - 1;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -378,12 +378,12 @@ int32_t serl_attention_bwd_mma(serl_cuda_ctx *ctx, const serl_attention_bwd_args
     const int H = a->n_heads, KVH = a->n_kv_heads;
     const uint16_t *q = (const uint16_t *)a->q, *k = (const uint16_t *)a->k, *v = (const uint16_t *)a->v;
     const uint16_t *go = (const uint16_t *)a->dout;
-    const unsigned tiles = (unsigned)((max_len + 63) / 64);
-    attn_bwd_dq_mma_kernel<<<dim3(tiles, a->n_seqs, H), MMA_WARPS * 32, 0, ctx->stream>>>(
-        a->cu_seqlens, q, k, v, a->lse, Dv, go, a->dq, a->dq_dtype == SERL_DTYPE_BF16, H, KVH, a->scale);
+    const int tiles = (max_len + 63) / 64;
+    attn_bwd_dq_mma_kernel<<<seq_grid(tiles, a->n_seqs, H), MMA_WARPS * 32, 0, ctx->stream>>>(
+        a->cu_seqlens, tiles, q, k, v, a->lse, Dv, go, a->dq, a->dq_dtype == SERL_DTYPE_BF16, H, KVH, a->scale);
     LAUNCH_CHECK("attention_bwd (mma dq)");
-    attn_bwd_dkdv_mma_kernel<<<dim3(tiles, a->n_seqs, KVH), MMA_WARPS * 32, 0, ctx->stream>>>(
-        a->cu_seqlens, q, k, v, a->lse, Dv, go, a->dk, a->dk_dtype == SERL_DTYPE_BF16, a->dv,
+    attn_bwd_dkdv_mma_kernel<<<seq_grid(tiles, a->n_seqs, KVH), MMA_WARPS * 32, 0, ctx->stream>>>(
+        a->cu_seqlens, tiles, q, k, v, a->lse, Dv, go, a->dk, a->dk_dtype == SERL_DTYPE_BF16, a->dv,
         a->dv_dtype == SERL_DTYPE_BF16, H, KVH, a->scale);
     LAUNCH_CHECK("attention_bwd (mma dk/dv)");
     return SERL_OK;
@@ -401,16 +401,17 @@ int serl_attention_mma_enabled(void) {
 int32_t serl_attention_fwd_mma(serl_cuda_ctx *ctx, const serl_attention_fwd_args *a, int max_len) {
     const int D = a->head_dim;
     const size_t shm = sizeof(uint16_t) * ((size_t)(MMA_BQ + MMA_BK) * (D + PAD) + (size_t)D * (MMA_BK + PAD));
-    const dim3 grid((max_len + MMA_BQ - 1) / MMA_BQ, a->n_seqs, a->n_heads);
+    const int tiles = (max_len + MMA_BQ - 1) / MMA_BQ;
+    const dim3 grid = seq_grid(tiles, a->n_seqs, a->n_heads);
     const int obf = a->out_dtype == SERL_DTYPE_BF16;
     const uint16_t *q = (const uint16_t *)a->q, *k = (const uint16_t *)a->k, *v = (const uint16_t *)a->v;
     if (D == 64) {
         if (shm > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(attn_fwd_mma_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
-        attn_fwd_mma_kernel<64><<<grid, MMA_WARPS * 32, shm, ctx->stream>>>(a->cu_seqlens, q, k, v, a->out, obf, a->lse,
+        attn_fwd_mma_kernel<64><<<grid, MMA_WARPS * 32, shm, ctx->stream>>>(a->cu_seqlens, tiles, q, k, v, a->out, obf, a->lse,
                                                                            a->n_heads, a->n_kv_heads, a->scale);
     } else {
         if (shm > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(attn_fwd_mma_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
-        attn_fwd_mma_kernel<128><<<grid, MMA_WARPS * 32, shm, ctx->stream>>>(a->cu_seqlens, q, k, v, a->out, obf, a->lse,
+        attn_fwd_mma_kernel<128><<<grid, MMA_WARPS * 32, shm, ctx->stream>>>(a->cu_seqlens, tiles, q, k, v, a->out, obf, a->lse,
                                                                             a->n_heads, a->n_kv_heads, a->scale);
     }
     LAUNCH_CHECK("attention_fwd (mma)");
