@@ -50,7 +50,8 @@ func newAttnProblem(h *harness, lens []int, nh, kvh, dim int, mag float64) attnP
 func testAttention(t *testing.T, h *harness) {
 	for _, lens := range packings {
 		for _, hc := range headConfigs {
-			for _, dim := range []int{1, 8, 17, 64} {
+			// 128: Llama's and Qwen's larger models; 256: the widest head the CUDA kernels take
+			for _, dim := range []int{1, 8, 17, 64, 128, 256} {
 				name := fmt.Sprintf("lens=%v H=%d KVH=%d D=%d", lens, hc[0], hc[1], dim)
 				// magnitude 2 gives scores of several units: exercises the running max and rescaling
 				p := newAttnProblem(h, lens, hc[0], hc[1], dim, 2)
@@ -188,7 +189,7 @@ func testAttentionErrors(t *testing.T, h *harness) {
 func testKVDecode(t *testing.T, h *harness) {
 	lens := []int{1, 7, 16, 33, 100}
 	for _, hc := range headConfigs {
-		for _, dim := range []int{1, 8, 17, 64} {
+		for _, dim := range []int{1, 8, 17, 64, 128, 256} {
 			for _, bs := range []int{1, 8, 16} {
 				name := fmt.Sprintf("H=%d KVH=%d D=%d block=%d", hc[0], hc[1], dim, bs)
 				p := newAttnProblem(h, lens, hc[0], hc[1], dim, 2)

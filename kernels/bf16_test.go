@@ -512,7 +512,7 @@ func testElementwiseBF16(t *testing.T, h *harness) {
 func testAttentionBF16(t *testing.T, h *harness) {
 	for _, lens := range packings {
 		for _, hc := range headConfigs {
-			for _, dim := range []int{1, 17, 64} {
+			for _, dim := range []int{1, 17, 64, 128} { // 64 and 128: the tensor-core kernels' head dims
 				name := fmt.Sprintf("lens=%v H=%d KVH=%d D=%d", lens, hc[0], hc[1], dim)
 				p := newAttnProblem(h, lens, hc[0], hc[1], dim, 2)
 				T, nh, nkv := p.t, p.h, p.kvh
@@ -551,7 +551,7 @@ func testAttentionBF16(t *testing.T, h *harness) {
 func testKVDecodeBF16(t *testing.T, h *harness) {
 	lens := []int{1, 7, 16, 33, 100}
 	for _, hc := range headConfigs {
-		for _, dim := range []int{1, 17, 64} {
+		for _, dim := range []int{1, 17, 64, 128} {
 			for _, bs := range []int{1, 16} {
 				name := fmt.Sprintf("bf16 H=%d KVH=%d D=%d block=%d", hc[0], hc[1], dim, bs)
 				p := newAttnProblem(h, lens, hc[0], hc[1], dim, 2)
