@@ -21,11 +21,20 @@
 #define DMAX 256
 #define DPL (DMAX / 32)
 
-/* Σ_d a[d]·b[d] over shared rows */
+/* Σ_d a[d]·b[d] over shared rows, in four partial sums: a rounding chain a quarter as long as one sum's
+ * (the CPU library's vector lanes sum in parts too; one chain over head_dim 128 puts the bf16 lse near
+ * the f32 floor of the mixed-precision rule) and four independent FMAs in flight. */
 __device__ __forceinline__ float dot_sh(const float *a, const float *b, int D) {
-    float s = 0;
-    for (int d = 0; d < D; d++) s = fmaf(a[d], b[d], s);
-    return s;
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int d = 0;
+    for (; d + 4 <= D; d += 4) {
+        s0 = fmaf(a[d], b[d], s0);
+        s1 = fmaf(a[d + 1], b[d + 1], s1);
+        s2 = fmaf(a[d + 2], b[d + 2], s2);
+        s3 = fmaf(a[d + 3], b[d + 3], s3);
+    }
+    for (; d < D; d++) s0 = fmaf(a[d], b[d], s0);
+    return (s0 + s1) + (s2 + s3);
 }
 
 __global__ void attn_fwd_kernel(const int32_t *cu, int tiles, const void *q, int qbf, const void *k, int kbf, const void *v, int vbf,
