@@ -225,6 +225,11 @@ train() {
 		--mode train "${steps[@]}" --json
 	local st=$status ss=$secs sw=$why
 	s_tps[$s]=$(field "$json" tokens_per_s) fpt[$s]=$(field "$json" flops_per_token)
+	# the same with the bf16 tensor-core attention (opt-in until it has passed on a GPU): what making it
+	# the default would give
+	SERL_CUDA_ATTN=mma serl_step "serl train $s (mma attention)" 90 bench --device "$DEVICE" --precision bf16 \
+		--config "${cfg[$s]}" --batch "$B" --seq $seq --mode train "${steps[@]}" --json
+	local mst=$status mss=$secs msw=$why mtps=$(field "$json" tokens_per_s) mgone=$serl_gone
 	step "torch eager train $s" 90 "$PYTHON" bench/torch_model.py --device "$DEVICE" --config "${cfg[$s]}" --batch "$B" --seq $seq \
 		--mode train --precision bf16 --attn sdpa "${fused[@]}" "${steps[@]}"
 	local t=$(field "$json" tokens_per_s)
@@ -232,6 +237,7 @@ train() {
 	[[ ${fpt[$s]} != "?" ]] || fpt[$s]=$(field "$json" flops_per_token) # the same count (bench/torch_model.py)
 	[[ $s != 0.5B ]] || eager_tps=$t
 	[[ -n $serl_gone ]] || row "$label serl" "$st" "$ss" "$(res "$st" "$sw" "$(num "${s_tps[$s]}" .0f) tok/s $(vs "${s_tps[$s]}" "$t" eager), MFU $(mfu "${fpt[$s]}" "${s_tps[$s]}" "$peak")")"
+	[[ -n $mgone ]] || row "$label serl, mma attn" "$mst" "$mss" "$(res "$mst" "$msw" "$(num "$mtps" .0f) tok/s $(vs "$mtps" "$t" eager), MFU $(mfu "${fpt[$s]}" "$mtps" "$peak") (SERL_CUDA_ATTN=mma)")"
 	row "$label torch eager" "$status" "$secs" "$(res "$status" "$why" "$(num "$t" .0f) tok/s, MFU $(mfu "${fpt[$s]}" "$t" "$peak") (bf16 autocast, SDPA, $([[ ${#fused[@]} -gt 0 ]] && echo fused || echo unfused) AdamW)")"
 }
 # compile SHAPE: torch.compile of the same model
