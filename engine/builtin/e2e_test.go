@@ -119,6 +119,16 @@ func TestE2EModesAndAlgorithms(t *testing.T) {
 					if mode == selfplay.ModeSeRL {
 						require.Positive(t, m.Generated, "self-instruction ran")
 						require.LessOrEqual(t, m.Accepted, m.Generated)
+						// Its time and tokens are their own part of the split.
+						require.Positive(t, m.InstructSec)
+						require.Positive(t, m.InstructTokens)
+						require.Less(t, m.InstructTokens, m.GenTokens, "the rollouts generated the rest")
+					}
+					require.InDelta(t, m.GenSec, m.InstructSec+m.RolloutSec, 1e-9)
+					require.LessOrEqual(t, m.ScoreSec+m.UpdateSec, m.TrainSec)
+					require.LessOrEqual(t, m.GenSec+m.FilterSec+m.RewardSec+m.TrainSec, m.StepSec)
+					if mode != selfplay.ModeSeRL {
+						require.Zero(t, m.InstructSec)
 					}
 				}
 				for _, g := range r.State().Accum {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/serl-go/serl/engine/checkpoint"
 	"github.com/serl-go/serl/engine/dist"
@@ -67,7 +68,10 @@ func start(path string, cfg Config, in Inputs) (*Runner, error) {
 		if err := in.Reference.Save(d.file(referenceDir), safetensors.F32); err != nil {
 			return err
 		}
-		return r.saveCheckpoint(dir)
+		t0 := time.Now()
+		err := r.saveCheckpoint(dir)
+		r.lastCheckpoint = time.Since(t0) // the first step's line reports it
+		return err
 	})
 	if err != nil {
 		r.Free()

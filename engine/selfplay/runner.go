@@ -63,18 +63,24 @@ type Runner struct {
 	filter   *selfinstruct.Filter
 	onStep   func(StepMetrics)
 	counters tickCounters
+	// stepStart is when the ticks towards the next step began (after the last checkpoint or the first
+	// evaluation); lastCheckpoint is how long that checkpoint took to write (0: none written here).
+	stepStart      time.Time
+	lastCheckpoint time.Duration
 	// unsettled is the last checkpoint while the other ranks have not yet learnt its outcome.
 	unsettled *unsettled
 }
 
 // tickCounters accumulate over the ticks of one training step, for its metrics line.
 type tickCounters struct {
-	generated, accepted   int
-	rejected              selfinstruct.Counts
-	kept, dropped, expire int
-	shares                []float64
-	genTokens             int
-	genTime, rewardTime   time.Duration
+	generated, accepted    int
+	rejected               selfinstruct.Counts
+	kept, dropped, expire  int
+	shares                 []float64
+	genTokens, instrTokens int // instrTokens: of genTokens, the self-instruction completions'
+	instrTime, filterTime  time.Duration
+	rolloutTime            time.Duration
+	rewardTime             time.Duration
 }
 
 // actsTokens sizes the training arena: a micro-batch of TrainBatch sequences of the longest length.
@@ -249,6 +255,7 @@ func (r *Runner) Run(ctx context.Context, onStep func(StepMetrics)) error {
 		}
 		r.state.Evaluated = 1
 	}
+	r.stepStart = time.Now()
 	for r.state.Steps < total {
 		// Alone, stop here when interrupted; with other ranks, every phase's gather carries the
 		// interrupt flags (gatherPhase), so that all stop at the same point without a collective of
@@ -281,9 +288,12 @@ func (r *Runner) Run(ctx context.Context, onStep func(StepMetrics)) error {
 				return err
 			}
 		}
+		t0 := time.Now()
 		if err := r.checkpointStep(); err != nil {
 			return err
 		}
+		r.lastCheckpoint = time.Since(t0)
+		r.stepStart = time.Now()
 	}
 	return r.settleLast()
 }
@@ -433,7 +443,7 @@ func (r *Runner) rollout(ctx context.Context, problems []Problem) ([]Group, erro
 			return nil, err
 		}
 	}
-	r.counters.genTime += time.Since(t0)
+	r.counters.rolloutTime += time.Since(t0)
 	genTokens := r.engine.Stats().GeneratedTokens - before
 	t0 = time.Now()
 	mine := groups[lo:hi]
@@ -519,11 +529,15 @@ func (r *Runner) generateProblems(ctx context.Context) error {
 			texts = append(texts, o[0].Text)
 		}
 	}
-	r.counters.genTime += time.Since(t0)
+	r.counters.instrTime += time.Since(t0)
+	gathered := r.counters.genTokens
 	texts, err := gatherPhase(ctx, r, "self-instruction completions", texts, r.engine.Stats().GeneratedTokens-before)
 	if err != nil {
 		return err
 	}
+	r.counters.instrTokens += r.counters.genTokens - gathered
+	t0 = time.Now()
+	defer func() { r.counters.filterTime += time.Since(t0) }()
 	for _, text := range texts {
 		res := r.filter.Process(text)
 		r.counters.generated += len(res.Candidates)

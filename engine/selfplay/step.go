@@ -40,6 +40,20 @@ type StepMetrics struct {
 	RewardSec    float64 `json:"time_reward_s"`
 	TrainSec     float64 `json:"time_train_s"`
 
+	// Where the step's time went, finer (rank 0's clock; docs/SERL.md "Where a step's time goes"):
+	// time_generation_s = time_instruct_s + time_rollout_s, time_train_s holds time_score_s and
+	// time_update_s, and time_step_s holds every phase above, so what it leaves over is the loop's own
+	// work (prompts, the difficulty filter, records).
+	InstructTokens int     `json:"instruct_tokens"`   // of gen_tokens, the self-instruction completions'
+	TrainTokens    int     `json:"train_tokens"`      // tokens of the trained sequences, prompts included
+	InstructSec    float64 `json:"time_instruct_s"`   // decoding self-instruction completions
+	FilterSec      float64 `json:"time_filter_s"`     // parsing and filtering them (rules, ROUGE-L)
+	RolloutSec     float64 `json:"time_rollout_s"`    // sampling the responses to the problems
+	ScoreSec       float64 `json:"time_score_s"`      // log-probs of the policy and the reference
+	UpdateSec      float64 `json:"time_update_s"`     // forward/backward, gradient all-reduce, AdamW
+	StepSec        float64 `json:"time_step_s"`       // since the last checkpoint (or the first evaluation) was done
+	CheckpointSec  float64 `json:"time_checkpoint_s"` // writing the checkpoint the step started from (0: resumed)
+
 	DeviceBytes     int64  `json:"device_bytes"`      // live native allocations
 	DevicePeakBytes int64  `json:"device_peak_bytes"` // their peak so far
 	GoHeapBytes     uint64 `json:"go_heap_bytes"`
@@ -49,6 +63,7 @@ type StepMetrics struct {
 // memory): what an interrupted and resumed run must reproduce exactly.
 func (m StepMetrics) Deterministic() StepMetrics {
 	m.Time, m.GenSec, m.RewardSec, m.TrainSec, m.TokensPerSec = "", 0, 0, 0, 0
+	m.InstructSec, m.FilterSec, m.RolloutSec, m.ScoreSec, m.UpdateSec, m.StepSec, m.CheckpointSec = 0, 0, 0, 0, 0, 0, 0
 	m.DeviceBytes, m.DevicePeakBytes, m.GoHeapBytes = 0, 0, 0
 	return m
 }
@@ -71,8 +86,10 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 		}
 	}
 	var rewardSum float64
+	trainTokens := 0
 	for _, s := range samples {
 		rewardSum += s.Reward
+		trainTokens += len(s.IDs)
 	}
 	if err := r.rlw.Reshape(r.rlc, samples); err != nil {
 		return err
@@ -87,15 +104,22 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 		local = append(local, chunk[clo:chi]...)
 		at = append(at, len(local))
 	}
+	d := r.in.Policy.Device()
+	tScore := time.Now()
 	if err := r.rlw.Score(r.in.Policy, r.in.Reference, local); err != nil {
 		return err
 	}
+	if err := d.Sync(); err != nil { // a GPU scores asynchronously: its time is the scoring's, not the next phase's
+		return err
+	}
+	scoreSec := time.Since(tScore).Seconds()
 	adv, err := r.rlw.Advantages(r.rlc, r.combineMoments)
 	if err != nil {
 		return err
 	}
-	d := r.in.Policy.Device()
-	m := StepMetrics{Step: r.state.Steps + 1, RewardMean: rewardSum / float64(len(samples)), AdvStd: adv.AdvStd}
+	m := StepMetrics{Step: r.state.Steps + 1, RewardMean: rewardSum / float64(len(samples)), AdvStd: adv.AdvStd,
+		TrainTokens: trainTokens, ScoreSec: scoreSec}
+	tUpdate := time.Now()
 	var clipTokens, tokens int
 	nOpt := 0
 	for k, lo := 0, 0; lo < len(samples); k, lo = k+1, lo+r.cfg.TrainBatch {
@@ -139,6 +163,7 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 		tokens += st.Tokens
 		nOpt++
 	}
+	m.UpdateSec = time.Since(tUpdate).Seconds() // ends on a host value (the gradient norm): the device is done
 	m.Loss /= float64(nOpt)
 	m.GradNorm /= float64(nOpt)
 	if tokens > 0 {
@@ -186,8 +211,14 @@ func (r *Runner) finishMetrics(m *StepMetrics) {
 			m.Rejected[fmt.Sprint(reasonName(reason))] = n
 		}
 	}
-	m.GenTokens = c.genTokens
-	m.GenSec, m.RewardSec = c.genTime.Seconds(), c.rewardTime.Seconds()
+	m.GenTokens, m.InstructTokens = c.genTokens, c.instrTokens
+	m.GenSec, m.RewardSec = (c.instrTime + c.rolloutTime).Seconds(), c.rewardTime.Seconds()
+	m.InstructSec, m.FilterSec, m.RolloutSec = c.instrTime.Seconds(), c.filterTime.Seconds(), c.rolloutTime.Seconds()
+	if !r.stepStart.IsZero() {
+		m.StepSec = time.Since(r.stepStart).Seconds()
+	}
+	m.CheckpointSec = r.lastCheckpoint.Seconds()
+	r.lastCheckpoint = 0
 	if m.GenSec > 0 {
 		m.TokensPerSec = float64(c.genTokens) / m.GenSec
 	}
