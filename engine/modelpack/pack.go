@@ -26,13 +26,19 @@ var ModelFiles = []string{"config.json", "generation_config.json", "model.safete
 
 var requiredFiles = []string{"config.json", "model.safetensors", "tokenizer.json"}
 
-// maxUnpacked bounds what an archive may expand to, so a corrupt or hostile archive cannot fill a disk.
-const maxUnpacked = 1 << 30
+// MaxUnpacked bounds what an archive may expand to, so a corrupt or hostile archive cannot fill a disk;
+// Pack refuses a folder over it, whose archive could not be unpacked.
+const MaxUnpacked = 1 << 30
 
 // Pack writes the model folder dir as a zstd-compressed tar archive. The archive depends only on the
 // files' names and bytes (sorted entries, zero times and owners, one encoder thread), so packing the same
 // folder twice gives the same archive and the same SHA-256.
 func Pack(dir string, w io.Writer) error {
+	if n, err := Size(dir); err != nil {
+		return err
+	} else if n > MaxUnpacked {
+		return fmt.Errorf("modelpack: pack: %s holds %d bytes, over the %d an archive may unpack to", dir, n, MaxUnpacked)
+	}
 	zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return err
@@ -67,6 +73,22 @@ func Pack(dir string, w io.Writer) error {
 	return zw.Close()
 }
 
+// Size is the bytes of the files of the model folder dir that Pack packs.
+func Size(dir string) (int64, error) {
+	var n int64
+	for _, name := range ModelFiles {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if errors.Is(err, os.ErrNotExist) && !slices.Contains(requiredFiles, name) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("modelpack: %w", err)
+		}
+		n += fi.Size()
+	}
+	return n, nil
+}
+
 var safeName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]*$`)
 
 // entry is one file of an archive, read whole.
@@ -76,9 +98,9 @@ type entry struct {
 }
 
 // readArchive decodes a packed model, refusing anything but plain files with simple names (no paths,
-// links or duplicates), more than maxUnpacked bytes, or an archive without the required files.
+// links or duplicates), more than MaxUnpacked bytes, or an archive without the required files.
 func readArchive(archive []byte) ([]entry, error) {
-	zr, err := zstd.NewReader(bytes.NewReader(archive), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxUnpacked))
+	zr, err := zstd.NewReader(bytes.NewReader(archive), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxUnpacked))
 	if err != nil {
 		return nil, err
 	}
@@ -102,8 +124,8 @@ func readArchive(archive []byte) ([]entry, error) {
 			return nil, fmt.Errorf("archive: %q appears twice", hdr.Name)
 		}
 		seen[hdr.Name] = true
-		if total += hdr.Size; hdr.Size < 0 || total > maxUnpacked {
-			return nil, fmt.Errorf("archive: more than %d bytes unpacked", maxUnpacked)
+		if total += hdr.Size; hdr.Size < 0 || total > MaxUnpacked {
+			return nil, fmt.Errorf("archive: more than %d bytes unpacked", MaxUnpacked)
 		}
 		b := make([]byte, hdr.Size)
 		if _, err := io.ReadFull(tr, b); err != nil {

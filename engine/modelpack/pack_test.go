@@ -136,3 +136,25 @@ func TestUnpackRefusesMalformedArchives(t *testing.T) {
 		})
 	}
 }
+
+// A folder over MaxUnpacked is refused before anything is read or written: its archive could never be
+// unpacked. (A sparse file stands for the large weights.)
+func TestPackRefusesWhatCannotBeUnpacked(t *testing.T) {
+	dir := modelFolder(t)
+	small, err := Size(dir)
+	require.NoError(t, err)
+	assert.Equal(t, int64(len(`{"model_type":"qwen2"}`)+20000+len(`{"model":{"type":"BPE"}}`)+len(`{"chat_template":"x"}`)), small,
+		"the model's files only")
+	require.NoError(t, os.Truncate(filepath.Join(dir, "model.safetensors"), MaxUnpacked))
+	n, err := Size(dir)
+	require.NoError(t, err)
+	require.Greater(t, n, int64(MaxUnpacked))
+	var b bytes.Buffer
+	err = Pack(dir, &b)
+	require.ErrorContains(t, err, "over the 1073741824 an archive may unpack to")
+	assert.Zero(t, b.Len(), "nothing written")
+
+	require.NoError(t, os.Remove(filepath.Join(dir, "config.json")))
+	_, err = Size(dir)
+	require.ErrorContains(t, err, "config.json", "a required file is missing")
+}

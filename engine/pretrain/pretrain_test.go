@@ -363,3 +363,28 @@ func TestConfigValidate(t *testing.T) {
 		assert.Error(t, c.Validate())
 	}
 }
+
+// A final model over what a packed model may hold is left unpacked, saying so, rather than compressed
+// for minutes into an archive that could not be unpacked. (A sparse file stands for the weights.)
+func TestPackLeavesLargeModelsUnpacked(t *testing.T) {
+	var said []string
+	r := &Run{Dir: t.TempDir(), Report: func(e Event) { said = append(said, e.Message) }}
+	dir := filepath.Join(r.Dir, ModelDir)
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	for _, name := range []string{"config.json", "tokenizer.json"} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("{}"), 0o644))
+	}
+	f, err := os.Create(filepath.Join(dir, "model.safetensors"))
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(modelpack.MaxUnpacked))
+	require.NoError(t, f.Close())
+	require.NoError(t, r.pack())
+	require.NoFileExists(t, filepath.Join(r.Dir, PackedModel))
+	require.Len(t, said, 1)
+	assert.Contains(t, said[0], "not packed: its 1024 MiB are over the 1024 MiB a packed model may hold")
+
+	require.NoError(t, os.Truncate(filepath.Join(dir, "model.safetensors"), 100))
+	require.NoError(t, r.pack())
+	require.FileExists(t, filepath.Join(r.Dir, PackedModel))
+	assert.Contains(t, said[1], "packed in")
+}

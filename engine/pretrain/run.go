@@ -321,11 +321,26 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 	if err := m.Save(filepath.Join(r.Dir, ModelDir), safetensors.F32); err != nil {
 		return err
 	}
-	packed := filepath.Join(r.Dir, PackedModel)
-	if err := atomicfile.Write(packed, func(w io.Writer) error { return modelpack.Pack(filepath.Join(r.Dir, ModelDir), w) }); err != nil {
+	return r.pack()
+}
+
+// pack packs the final model into PackedModel, the built-in model's form; a model over what a packed
+// model may hold (modelpack.MaxUnpacked, e.g. a 0.5B-shaped body) is left unpacked, saying so, since
+// its archive could not be unpacked (and compressing it would take minutes).
+func (r *Run) pack() error {
+	dir, packed := filepath.Join(r.Dir, ModelDir), filepath.Join(r.Dir, PackedModel)
+	n, err := modelpack.Size(dir)
+	if err != nil {
 		return err
 	}
-	r.say("model saved to %s and packed in %s", filepath.Join(r.Dir, ModelDir), packed)
+	if n > modelpack.MaxUnpacked {
+		r.say("model saved to %s; not packed: its %d MiB are over the %d MiB a packed model may hold", dir, n>>20, modelpack.MaxUnpacked>>20)
+		return nil
+	}
+	if err := atomicfile.Write(packed, func(w io.Writer) error { return modelpack.Pack(dir, w) }); err != nil {
+		return err
+	}
+	r.say("model saved to %s and packed in %s", dir, packed)
 	return nil
 }
 
