@@ -270,8 +270,10 @@ func (r *Runner) Run(ctx context.Context, onStep func(StepMetrics)) error {
 		if !trained {
 			r.state.NoStepTicks++
 			if r.state.NoStepTicks > r.cfg.MaxTicksNoStep {
-				return fmt.Errorf("selfplay: %d rollouts and generation rounds without enough medium-difficulty groups for a training step; "+
-					"the model may be unable to produce usable problems or answers", r.state.NoStepTicks)
+				c := r.counters
+				return fmt.Errorf("selfplay: %d rollouts and generation rounds without enough medium-difficulty groups for a training step "+
+					"(since the last step: %d problems written, %d passed the filters; %d groups kept, %d dropped); "+
+					"the model may be unable to produce usable problems or answers", r.state.NoStepTicks, c.generated, c.accepted, c.kept, c.dropped)
 			}
 			continue
 		}
