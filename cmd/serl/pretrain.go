@@ -92,6 +92,7 @@ func runPretrain(args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&c.WeightDecay, "weight-decay", c.WeightDecay, "AdamW decoupled weight decay")
 	fs.IntVar(&c.BatchTokens, "batch-tokens", c.BatchTokens, "tokens per optimizer step")
 	fs.IntVar(&c.MicroTokens, "micro-tokens", c.MicroTokens, "tokens per forward/backward pass")
+	fs.IntVar(&c.MicroSeqs, "micro-seqs", c.MicroSeqs, "documents per forward/backward pass, at most")
 	fs.IntVar(&c.EvalEvery, "eval-every", c.EvalEvery, "steps between held-out pass@1 evaluations (0: at the end only)")
 	fs.IntVar(&c.EvalProblems, "eval-problems", c.EvalProblems, "held-out problems per evaluation (levels balanced)")
 	fs.IntVar(&c.EvalMaxNewTokens, "eval-max-new-tokens", c.EvalMaxNewTokens, "response budget in evaluation")

@@ -109,8 +109,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("pretrain: vocab %d is smaller than the 256 bytes and %d special tokens", c.VocabSize, len(SpecialTokens))
 	case c.MaxSeqLen < 16 || c.MaxSeqLen > c.MaxPositions:
 		return fmt.Errorf("pretrain: max sequence length %d (context %d)", c.MaxSeqLen, c.MaxPositions)
-	case c.MicroTokens < c.MaxSeqLen || c.MicroSeqs < 1:
+	case c.MicroTokens < c.MaxSeqLen:
 		return fmt.Errorf("pretrain: micro-batch of %d tokens cannot hold a %d-token document", c.MicroTokens, c.MaxSeqLen)
+	case c.MicroSeqs < 1:
+		return fmt.Errorf("pretrain: micro_seqs %d: want at least 1 document per micro-batch", c.MicroSeqs)
 	case c.BatchTokens < 1:
 		return fmt.Errorf("pretrain: batch tokens %d", c.BatchTokens)
 	case c.SelfInstructShare < 0 || c.SelfInstructShare > 1:

@@ -349,6 +349,7 @@ func TestConfigValidate(t *testing.T) {
 		func(c *Config) { c.KVHeads = 3 },
 		func(c *Config) { c.VocabSize = 200 },
 		func(c *Config) { c.MicroTokens = c.MaxSeqLen - 1 },
+		func(c *Config) { c.MicroSeqs = 0 },
 		func(c *Config) { c.SelfInstructShare = 1.5 },
 		func(c *Config) { c.DirectShare = -0.1 },
 		func(c *Config) { c.DirectShare, c.ListShare = 0.6, 0.5 },
