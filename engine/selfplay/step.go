@@ -40,7 +40,7 @@ type StepMetrics struct {
 	RewardSec    float64 `json:"time_reward_s"`
 	TrainSec     float64 `json:"time_train_s"`
 
-	// Where the step's time went, finer (rank 0's clock; docs/SERL.md "Where a step's time goes"):
+	// Where the step's time went, finer (rank 0's clock; docs/RUNDIR.md, "Where a step's time goes"):
 	// time_generation_s = time_instruct_s + time_rollout_s, time_train_s holds time_score_s and
 	// time_update_s, and time_step_s holds every phase above, so what it leaves over is the loop's own
 	// work (prompts, the difficulty filter, records).
