@@ -66,6 +66,20 @@ int32_t serl_cublas_init(serl_cuda_ctx *ctx) {
         b.destroy(b.handle);
         return serl_fail(ctx, SERL_E_DEVICE, "serl cuda: cublasSetStream_v2 (%s): status %d", lib_soname, (int)s);
     }
+    /* Float32 accumulation with one rounding to the output, as the CPU library and the bf16 rule assume:
+     * by default cuBLAS may reduce split-K partial sums in the output type (bf16), a second rounding per
+     * split. No TF32 either (CUBLAS_DEFAULT_MATH keeps CUBLAS_COMPUTE_32F in full float32). */
+    typedef cublasStatus_t (*set_math_fn)(cublasHandle_t, cublasMath_t);
+    set_math_fn set_math = (set_math_fn)dlsym(h, "cublasSetMathMode");
+    if (!set_math) {
+        b.destroy(b.handle);
+        return serl_fail(ctx, SERL_E_DEVICE, "serl cuda: %s lacks cublasSetMathMode", lib_soname);
+    }
+    s = set_math(b.handle, (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        b.destroy(b.handle);
+        return serl_fail(ctx, SERL_E_DEVICE, "serl cuda: cublasSetMathMode (%s): status %d", lib_soname, (int)s);
+    }
     /* A fixed workspace (after cublasSetStream, which resets it): cuBLAS must not allocate one inside a
      * graph capture. 32 MiB is NVIDIA's advice for Hopper (4 MiB before). */
     typedef cublasStatus_t (*set_workspace_fn)(cublasHandle_t, void *, size_t);
