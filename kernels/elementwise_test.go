@@ -99,6 +99,15 @@ func testBias(t *testing.T, h *harness) {
 			requireClose(t, fmt.Sprintf("bias_bwd %dx%d", rows, dim), h.get(db), wdb, 1e-5)
 		}
 	}
+	// Tall: a GPU's row chunks (64 rows each) would pass grid.y's 65535.
+	const rows, dim = 4194305, 2
+	dy0, db0 := h.randn(rows*dim, 1), h.randn(dim, 1)
+	db := h.f32(db0)
+	require.NoError(t, h.d.BiasBwd(db, h.f32(dy0, rows, dim)))
+	wdb := append([]float32(nil), db0...)
+	ref.BiasBwd(wdb, dy0)
+	requireClose(t, "bias_bwd tall", h.get(db), wdb, 1e-5)
+
 	requireOpError(t, "bias length mismatch", h.d.BiasAdd(h.poisoned(4, 5), h.f32(make([]float32, 4))))
 }
 

@@ -154,6 +154,24 @@ func testRMSNorm(t *testing.T, h *harness) {
 		}
 	}
 
+	// Tall: the weight gradient's row chunks of a GPU would pass grid.y's 65535 at 64 rows each.
+	{
+		const rows, eps = 4194305, 0.1
+		x0, dy0 := h.randn(rows, 2), h.randn(rows, 1)
+		x, w, dy := h.f32(x0, rows, 1), h.f32([]float32{1.5}), h.f32(dy0, rows, 1)
+		rstd := h.poisoned(rows)
+		require.NoError(t, h.d.RMSNormFwd(h.poisoned(rows, 1), rstd, x, w, eps))
+		wr := make([]float32, rows)
+		ref.RMSNormFwd(make([]float32, rows), wr, x0, []float32{1.5}, eps)
+		requireClose(t, "rmsnorm_fwd rstd tall", h.get(rstd), wr, 1e-5)
+		dx, dw := h.f32(make([]float32, rows), rows, 1), h.f32([]float32{0.25})
+		require.NoError(t, h.d.RMSNormBwd(dx, dw, x, w, rstd, dy))
+		wdx, wdw := make([]float32, rows), []float32{0.25}
+		ref.RMSNormBwd(wdx, wdw, x0, []float32{1.5}, h.get(rstd), dy0)
+		requireClose(t, "rmsnorm_bwd dx tall", h.get(dx), wdx, 1e-5)
+		requireClose(t, "rmsnorm_bwd dw tall", h.get(dw), wdw, 1e-5)
+	}
+
 	x, w := h.f32(h.randn(12, 1), 4, 3), h.f32([]float32{1, 1, 1})
 	requireOpError(t, "nil x", h.d.RMSNormFwd(h.poisoned(4, 3), Tensor{}, Tensor{}, w, 1e-6))
 	requireOpError(t, "nil w", h.d.RMSNormFwd(h.poisoned(4, 3), Tensor{}, x, Tensor{}, 1e-6))

@@ -146,6 +146,13 @@ static inline unsigned serl_blocks(int64_t n, int threads) {
     return (unsigned)(b > 0 ? b : 1);
 }
 
+/* Rows per chunk of a column reduction whose chunks are grid.y (at most 65535): want, or more for
+ * tall inputs (≥ 4,194,241 rows at 64). */
+static inline int serl_chunk_rows(int n, int want) {
+    const int64_t most = ((int64_t)n + 65534) / 65535;
+    return most > want ? (int)most : want;
+}
+
 /* ------------------------------------------------------------------------- device helpers */
 
 /* bf16 ⇄ f32 exactly as the CPU library: the rounding is serl_bf16_round (../common.h). */

@@ -40,10 +40,10 @@ __global__ void bias_add_kernel(const void *bias, int bbf, void *y, int ybf, int
     GRID_STRIDE(i, n) st(y, ybf, i, ld(y, ybf, i) + ld(bias, bbf, i % dim));
 }
 
-__global__ void bias_bwd_partial(const void *dy, int bf, double *partial, int n, int dim) {
+__global__ void bias_bwd_partial(const void *dy, int bf, double *partial, int n, int dim, int rows) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= dim) return;
-    const int r0 = blockIdx.y * BIAS_ROWS, r1 = min(n, r0 + BIAS_ROWS);
+    const int r0 = blockIdx.y * rows, r1 = min(n, r0 + rows);
     double acc = 0;
     for (int r = r0; r < r1; r++) acc += ld(dy, bf, (int64_t)r * dim + c);
     partial[(int64_t)blockIdx.y * dim + c] = acc;
@@ -108,10 +108,10 @@ extern "C" SERL_API int32_t serl_bias_add(void *ctxp, const serl_bias_add_args *
 extern "C" SERL_API int32_t serl_bias_bwd(void *ctxp, const serl_bias_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_bias_bwd_args);
     SERL_CHECK(serl_check_bias_bwd(ctx, a));
-    const int chunks = (a->n + BIAS_ROWS - 1) / BIAS_ROWS;
+    const int rows = serl_chunk_rows(a->n, BIAS_ROWS), chunks = (a->n + rows - 1) / rows;
     double *partial = (double *)serl_scratch(ctx, sizeof(double) * (size_t)chunks * a->dim);
     if (!partial) return SERL_E_NOMEM;
-    bias_bwd_partial<<<dim3((a->dim + 127) / 128, chunks), 128, 0, ctx->stream>>>(a->dy, BF(a->dy_dtype), partial, a->n, a->dim);
+    bias_bwd_partial<<<dim3((a->dim + 127) / 128, chunks), 128, 0, ctx->stream>>>(a->dy, BF(a->dy_dtype), partial, a->n, a->dim, rows);
     LAUNCH_CHECK("bias_bwd");
     bias_bwd_sum<<<(a->dim + 127) / 128, 128, 0, ctx->stream>>>(partial, chunks, a->dbias, a->dim);
     LAUNCH_CHECK("bias_bwd");

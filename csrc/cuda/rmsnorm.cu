@@ -4,7 +4,7 @@
 #include "common.cuh"
 
 #define FWD_THREADS 256
-#define DW_ROWS 64 /* rows per weight-gradient partial */
+#define DW_ROWS 64 /* rows per weight-gradient partial (more when the chunks would pass grid.y's 65535) */
 
 __global__ void rmsnorm_fwd_kernel(const void *x, int xbf, const float *w, void *y, int ybf, float *rstd, int dim,
                                    float eps) {
@@ -52,10 +52,10 @@ __global__ void rmsnorm_bwd_dx_kernel(const void *x, int xbf, const float *w, co
 
 /* partial[chunk][c] = Σ_{rows of chunk} dy·x·r (double) */
 __global__ void rmsnorm_bwd_dw_partial(const void *x, int xbf, const float *rstd, const void *dy, int gbf, double *partial,
-                                       int n, int dim) {
+                                       int n, int dim, int rows) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= dim) return;
-    const int r0 = blockIdx.y * DW_ROWS, r1 = min(n, r0 + DW_ROWS);
+    const int r0 = blockIdx.y * rows, r1 = min(n, r0 + rows);
     double acc = 0;
     for (int r = r0; r < r1; r++) {
         int64_t o = (int64_t)r * dim + c;
@@ -75,13 +75,13 @@ __global__ void rmsnorm_bwd_dw_sum(const double *partial, int chunks, float *dw,
 extern "C" SERL_API int32_t serl_rmsnorm_bwd(void *ctxp, const serl_rmsnorm_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_rmsnorm_bwd_args);
     SERL_CHECK(serl_check_rmsnorm_bwd(ctx, a));
-    const int chunks = (a->n + DW_ROWS - 1) / DW_ROWS;
+    const int rows = serl_chunk_rows(a->n, DW_ROWS), chunks = (a->n + rows - 1) / rows;
     double *partial = (double *)serl_scratch(ctx, sizeof(double) * (size_t)chunks * a->dim);
     if (!partial) return SERL_E_NOMEM;
     const int xbf = a->x_dtype == SERL_DTYPE_BF16, gbf = a->dy_dtype == SERL_DTYPE_BF16;
     /* dw partials first: dx may alias dy (in-place backward), and the partials read dy */
     rmsnorm_bwd_dw_partial<<<dim3((a->dim + 127) / 128, chunks), 128, 0, ctx->stream>>>(a->x, xbf, a->rstd, a->dy, gbf,
-                                                                                      partial, a->n, a->dim);
+                                                                                      partial, a->n, a->dim, rows);
     LAUNCH_CHECK("rmsnorm_bwd");
     rmsnorm_bwd_dw_sum<<<(a->dim + 127) / 128, 128, 0, ctx->stream>>>(partial, chunks, a->dw, a->dim);
     LAUNCH_CHECK("rmsnorm_bwd");
