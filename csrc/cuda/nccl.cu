@@ -154,6 +154,9 @@ SERL_API int32_t serl_nccl_poll(void *ctxp, const serl_nccl_poll_args *a) {
         return SERL_OK;
     }
     if (e != cudaErrorNotReady) return serl_cuda_fail(ctx, e, "serl_nccl_poll: cudaStreamQuery");
+    /* "not ready" may be left as the thread's last error (PyTorch clears it after every query too): the
+     * next op's launch check would report it as its own failure */
+    if (cudaPeekAtLastError() == cudaErrorNotReady) cudaGetLastError();
     ncclResult_t r = ncclSuccess;
     NCCL_TRY("serl_nccl_poll", "ncclCommGetAsyncError", nccl.async_error((ncclComm_t)a->comm, &r));
     if (r != ncclSuccess && r != ncclInProgress) return nccl_fail(ctx, "serl_nccl_poll", "ncclCommGetAsyncError", r);
