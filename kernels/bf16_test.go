@@ -651,7 +651,10 @@ func naiveLogProb32(logits []float32, tg []int32, n, vocab, ld int, it float32) 
 }
 
 func testLogProbBF16(t *testing.T, h *harness) {
-	for _, c := range []struct{ n, vocab, ld int }{{5, 1, 1}, {7, 7, 9}, {3, 33, 33}, {9, 2048, 2048}, {4, 32000, 32003}} {
+	// the last: Qwen2.5's vocabulary, rows at every alignment (a GPU reads 16-byte vectors between a
+	// scalar head and tail)
+	for _, c := range []struct{ n, vocab, ld int }{{5, 1, 1}, {7, 7, 9}, {3, 33, 33}, {9, 2048, 2048}, {4, 32000, 32003},
+		{3, 151936, 151939}} {
 		for _, it := range []float32{1, 0.7} {
 			name := fmt.Sprintf("bf16 n=%d vocab=%d ld=%d invTemp=%g", c.n, c.vocab, c.ld, it)
 			logits, xh := h.upload(BF16, h.randn(c.n*c.ld, 3), c.n, c.ld)

@@ -80,6 +80,11 @@ func testLogProbFwd(t *testing.T, h *harness) {
 		}
 	}
 	lpCase(t, h, "ld > vocab", x, n, v, ld, randTargets(h, n, v, false), 1.3, false)
+	// an odd ld: every row starts at another alignment (a GPU reads rows in 16-byte vectors between a
+	// scalar head and tail)
+	n, v, ld = 7, 1001, 1003
+	x = h.randn(n*ld, 2)
+	lpCase(t, h, "odd ld", x, n, v, ld, randTargets(h, n, v, true), 0.9, true)
 
 	// optional outputs: logp alone
 	x = h.randn(3*17, 1)
