@@ -1,36 +1,55 @@
 /* Rotary position embeddings, Hugging Face half-split layout, forward and transpose. The angle is
  * pos·inv_freq rounded to float32 (as HF forms it); cos and sin in double, rounded to float32, as the
- * CPU library does. One thread per rotated pair. */
+ * CPU library does. One block per token: its cos/sin pairs are evaluated once into shared memory (in
+ * chunks of ROPE_TRIG pairs) and serve every head, as on the CPU (double sincos is the expensive part:
+ * once per head it bounded the op at ~2× its memory time for Qwen2.5's 14 query heads). */
 #include "common.cuh"
 
-__global__ void rope_kernel(const int32_t *pos, const float *inv_freq, const void *x, int xbf, void *y, int ybf,
-                            int n_heads, int head_dim, int rot_dim, int bwd, int acc, int64_t total,
-                            serl_dev_err *err) {
-    const int half = rot_dim / 2, pass = head_dim - rot_dim, per = half + pass; /* work items per head */
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t th = i / per; /* token·n_heads + head */
-        const int j = (int)(i % per);
-        const int64_t base = th * head_dim;
-        if (j < half) {
-            const int64_t t = th / n_heads;
-            if (pos[t] < 0) { /* reported at the next synchronisation; the pair is left unwritten */
-                if (j == 0 && th % n_heads == 0) serl_report(err, SERL_DERR_ROPE_POS, (int)t, 0, pos[t], 0);
-                continue;
-            }
-            float ang = __fmul_rn((float)pos[t], inv_freq[j]);
+#define ROPE_THREADS 128
+#define ROPE_TRIG 1024 /* pairs whose cos/sin a block holds at once */
+
+__global__ void __launch_bounds__(ROPE_THREADS)
+    rope_kernel(const int32_t *pos, const float *inv_freq, const void *x, int xbf, void *y, int ybf, int n_heads,
+                int head_dim, int rot_dim, int bwd, int acc, serl_dev_err *err) {
+    __shared__ float cs[2 * ROPE_TRIG]; /* cos[ROPE_TRIG], then sin (−sin for the transpose) */
+    const int t = blockIdx.x, half = rot_dim / 2, pass = head_dim - rot_dim;
+    const int32_t p = pos[t];
+    if (p < 0) { /* reported at the next synchronisation; the token is left unwritten */
+        if (threadIdx.x == 0) serl_report(err, SERL_DERR_ROPE_POS, t, 0, p, 0);
+        return;
+    }
+    const int64_t tok = (int64_t)t * n_heads * head_dim;
+    for (int j0 = 0; j0 < half; j0 += ROPE_TRIG) {
+        const int nj = min(ROPE_TRIG, half - j0);
+        if (j0) __syncthreads(); /* the previous chunk's readers are done */
+        for (int j = threadIdx.x; j < nj; j += blockDim.x) {
+            const float ang = __fmul_rn((float)p, inv_freq[j0 + j]);
             double sd, cd;
             sincos((double)ang, &sd, &cd);
-            float c = (float)cd, s = bwd ? -(float)sd : (float)sd;
-            float x1 = ld(x, xbf, base + j), x2 = ld(x, xbf, base + half + j);
-            float y1 = fmaf(x1, c, -__fmul_rn(x2, s)), y2 = fmaf(x2, c, __fmul_rn(x1, s));
-            if (acc) y1 += ld(y, ybf, base + j), y2 += ld(y, ybf, base + half + j);
-            st(y, ybf, base + j, y1);
-            st(y, ybf, base + half + j, y2);
-        } else {
-            const int64_t o = base + rot_dim + (j - half);
-            float v = ld(x, xbf, o);
-            st(y, ybf, o, acc ? ld(y, ybf, o) + v : v);
+            cs[j] = (float)cd;
+            cs[ROPE_TRIG + j] = bwd ? -(float)sd : (float)sd;
         }
+        __syncthreads();
+        /* (head, pair) items; a warp covers consecutive pairs of a head (coalesced) */
+        const int work = n_heads * nj; /* serl_rope keeps a token's n_heads·head_dim under 2³¹ */
+        for (int i = threadIdx.x; i < work; i += blockDim.x) {
+            const int h = i / nj, j = i - h * nj;
+            const int64_t o = tok + (int64_t)h * head_dim + j0 + j;
+            const float c = cs[j], s = cs[ROPE_TRIG + j];
+            float x1 = ld(x, xbf, o), x2 = ld(x, xbf, o + half);
+            float y1 = fmaf(x1, c, -__fmul_rn(x2, s)), y2 = fmaf(x2, c, __fmul_rn(x1, s));
+            if (acc) y1 += ld(y, ybf, o), y2 += ld(y, ybf, o + half);
+            st(y, ybf, o, y1);
+            st(y, ybf, o + half, y2);
+        }
+    }
+    /* the dimensions past rot_dim pass through */
+    const int pw = n_heads * pass;
+    for (int i = threadIdx.x; i < pw; i += blockDim.x) {
+        const int h = i / pass, c = i - h * pass;
+        const int64_t o = tok + (int64_t)h * head_dim + rot_dim + c;
+        const float v = ld(x, xbf, o);
+        st(y, ybf, o, acc ? ld(y, ybf, o) + v : v);
     }
 }
 
@@ -48,12 +67,11 @@ extern "C" SERL_API int32_t serl_rope(void *ctxp, const serl_rope_args *a) {
         SERL_REQUIRE(!overlap || (x0 == y0 && !a->accumulate && a->x_dtype == a->y_dtype),
                      "rope: y overlaps x (only exact in-place without accumulate and with one dtype is allowed)");
     }
-    const int per = a->rot_dim / 2 + (a->head_dim - a->rot_dim);
-    int64_t total = (int64_t)a->n_tokens * a->n_heads * per;
-    rope_kernel<<<serl_blocks(total, 256), 256, 0, ctx->stream>>>(a->pos, a->inv_freq, a->x, a->x_dtype == SERL_DTYPE_BF16,
-                                                                   a->y, a->y_dtype == SERL_DTYPE_BF16, a->n_heads,
-                                                                   a->head_dim, a->rot_dim, a->bwd, a->accumulate, total,
-                                                                   ctx->derr);
+    SERL_REQUIRE((int64_t)a->n_heads * a->head_dim <= INT32_MAX, "rope: n_heads · head_dim = %lld per token (at most %d)",
+                 (long long)a->n_heads * a->head_dim, INT32_MAX);
+    rope_kernel<<<(unsigned)a->n_tokens, ROPE_THREADS, 0, ctx->stream>>>(
+        a->pos, a->inv_freq, a->x, a->x_dtype == SERL_DTYPE_BF16, a->y, a->y_dtype == SERL_DTYPE_BF16, a->n_heads,
+        a->head_dim, a->rot_dim, a->bwd, a->accumulate, ctx->derr);
     LAUNCH_CHECK("rope");
     return SERL_OK;
 }
