@@ -56,7 +56,7 @@ extern "C" SERL_API int32_t serl_whiten(void *ctxp, const serl_whiten_args *a) {
     }
     const int64_t nc = (a->n + CHUNK - 1) / CHUNK;
     double *part = (double *)serl_scratch(ctx, sizeof(double) * 2 * (size_t)nc);
-    if (!part) return SERL_E_NOMEM;
+    if (!part) return ctx->scratch_status;
     whiten_partial<<<(unsigned)nc, THREADS, 0, ctx->stream>>>(a->x, a->mask, a->n, 0, 0, part);
     LAUNCH_CHECK("whiten");
     const double *h = (const double *)serl_read_back(ctx, part, sizeof(double) * 2 * (size_t)nc, "whiten");

@@ -61,6 +61,7 @@ typedef struct serl_cuda_ctx {
      * use ends before the next op's starts) */
     void *scratch;
     size_t scratch_bytes;
+    int32_t scratch_status; /* why the last serl_scratch failed: what the op returns */
     /* host staging (pinned) for small device → host reads that argument checks need */
     void *host;
     size_t host_bytes;
@@ -127,7 +128,7 @@ __device__ __forceinline__ void serl_report(serl_dev_err *e, int code, int i, in
     } while (0)
 
 /* Device scratch of at least bytes (256-byte aligned), valid until the next op. NULL on failure (the
- * message is set). */
+ * message is set, and ctx->scratch_status says which: SERL_E_STATE inside a capture, SERL_E_NOMEM, ...). */
 void *serl_scratch(serl_cuda_ctx *ctx, size_t bytes);
 
 /* Copies bytes of device memory to pinned host staging and waits: for the argument checks that read

@@ -209,17 +209,17 @@ extern "C" SERL_API const char *serl_last_error(void *p) {
 void *serl_scratch(serl_cuda_ctx *ctx, size_t bytes) {
     if (ctx->scratch_bytes >= bytes && ctx->scratch) return ctx->scratch;
     if (ctx->capturing) {
-        serl_fail(ctx, SERL_E_STATE,
-                  "device scratch must grow from %zu to %zu bytes inside a graph capture: run the ops once before "
-                  "capturing them (a warm-up)",
-                  ctx->scratch_bytes, bytes);
+        ctx->scratch_status = serl_fail(ctx, SERL_E_STATE,
+                                        "device scratch must grow from %zu to %zu bytes inside a graph capture: run "
+                                        "the ops once before capturing them (a warm-up)",
+                                        ctx->scratch_bytes, bytes);
         return NULL;
     }
     if (ctx->scratch && ctx->graphs > 0) {
         /* a graph may name the old buffer: keep it until no graph is left (graph.cu) */
         void **r = (void **)realloc(ctx->retired, sizeof(void *) * (size_t)(ctx->n_retired + 1));
         if (!r) {
-            serl_fail(ctx, SERL_E_NOMEM, "scratch: out of host memory");
+            ctx->scratch_status = serl_fail(ctx, SERL_E_NOMEM, "scratch: out of host memory");
             return NULL;
         }
         ctx->retired = r;
@@ -238,7 +238,7 @@ void *serl_scratch(serl_cuda_ctx *ctx, size_t bytes) {
     cudaError_t e = cudaMalloc(&ctx->scratch, want);
     if (e != cudaSuccess) {
         ctx->scratch = NULL;
-        serl_cuda_fail(ctx, e, "scratch cudaMalloc");
+        ctx->scratch_status = serl_cuda_fail(ctx, e, "scratch cudaMalloc");
         return NULL;
     }
     ctx->scratch_bytes = want;
@@ -344,7 +344,7 @@ extern "C" SERL_API int32_t serl_copy(void *ctxp, const serl_copy_args *a) {
         /* overlapping: memmove semantics (as the CPU library) through scratch */
         if (d == s) return SERL_OK;
         void *t = serl_scratch(ctx, (size_t)a->bytes);
-        if (!t) return SERL_E_NOMEM;
+        if (!t) return ctx->scratch_status;
         CUDA_TRY(cudaMemcpyAsync(t, s, (size_t)a->bytes, cudaMemcpyDeviceToDevice, ctx->stream));
         CUDA_TRY(cudaMemcpyAsync(d, t, (size_t)a->bytes, cudaMemcpyDeviceToDevice, ctx->stream));
         return SERL_OK;

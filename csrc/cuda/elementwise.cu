@@ -110,7 +110,7 @@ extern "C" SERL_API int32_t serl_bias_bwd(void *ctxp, const serl_bias_bwd_args *
     SERL_CHECK(serl_check_bias_bwd(ctx, a));
     const int rows = serl_chunk_rows(a->n, BIAS_ROWS), chunks = (a->n + rows - 1) / rows;
     double *partial = (double *)serl_scratch(ctx, sizeof(double) * (size_t)chunks * a->dim);
-    if (!partial) return SERL_E_NOMEM;
+    if (!partial) return ctx->scratch_status;
     bias_bwd_partial<<<dim3((a->dim + 127) / 128, chunks), 128, 0, ctx->stream>>>(a->dy, BF(a->dy_dtype), partial, a->n, a->dim, rows);
     LAUNCH_CHECK("bias_bwd");
     bias_bwd_sum<<<(a->dim + 127) / 128, 128, 0, ctx->stream>>>(partial, chunks, a->dbias, a->dim);

@@ -79,7 +79,7 @@ extern "C" SERL_API int32_t serl_embedding_bwd(void *ctxp, const serl_embedding_
     const size_t nu = uid.size();
     size_t bytes = sizeof(int32_t) * (nu + (nu + 1) + (size_t)n);
     int32_t *d = (int32_t *)serl_scratch(ctx, bytes);
-    if (!d) return SERL_E_NOMEM;
+    if (!d) return ctx->scratch_status;
     /* the host vectors die on return: copy synchronously */
     std::vector<int32_t> packed;
     packed.reserve(bytes / 4);

@@ -83,7 +83,7 @@ extern "C" SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
     size_t need_a = adt == BF ? (size_t)nba * a_rows * a_cols : 0, need_b = bdt == BF ? (size_t)nbb * b_rows * b_cols : 0;
     size_t need_c = cdt == BF ? (size_t)batch * m * n : 0;
     float *s = (float *)serl_scratch(ctx, sizeof(float) * (need_a + need_b + need_c) + 3 * 256);
-    if (!s) return SERL_E_NOMEM;
+    if (!s) return ctx->scratch_status;
     const void *A = a->a, *B = a->b;
     int64_t lda = a->lda, ldb = a->ldb, sa = a->stride_a, sb = a->stride_b;
     float *wa = s, *wb = wa + ((need_a + 63) & ~(size_t)63), *wc = wb + ((need_b + 63) & ~(size_t)63);

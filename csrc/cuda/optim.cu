@@ -42,7 +42,7 @@ extern "C" SERL_API int32_t serl_grad_norm(void *ctxp, const serl_grad_norm_args
     SERL_CHECK(serl_check_grad_norm(ctx, a));
     const int64_t nc = (a->n + CHUNK - 1) / CHUNK;
     double *part = (double *)serl_scratch(ctx, sizeof(double) * (size_t)(nc + 2));
-    if (!part) return SERL_E_NOMEM;
+    if (!part) return ctx->scratch_status;
     double *norm = part + nc;
     if (nc > 0) {
         sumsq_partial<<<(unsigned)nc, THREADS, 0, ctx->stream>>>(a->g, a->n, part);

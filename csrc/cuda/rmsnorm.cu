@@ -77,7 +77,7 @@ extern "C" SERL_API int32_t serl_rmsnorm_bwd(void *ctxp, const serl_rmsnorm_bwd_
     SERL_CHECK(serl_check_rmsnorm_bwd(ctx, a));
     const int rows = serl_chunk_rows(a->n, DW_ROWS), chunks = (a->n + rows - 1) / rows;
     double *partial = (double *)serl_scratch(ctx, sizeof(double) * (size_t)chunks * a->dim);
-    if (!partial) return SERL_E_NOMEM;
+    if (!partial) return ctx->scratch_status;
     const int xbf = a->x_dtype == SERL_DTYPE_BF16, gbf = a->dy_dtype == SERL_DTYPE_BF16;
     /* dw partials first: dx may alias dy (in-place backward), and the partials read dy */
     rmsnorm_bwd_dw_partial<<<dim3((a->dim + 127) / 128, chunks), 128, 0, ctx->stream>>>(a->x, xbf, a->rstd, a->dy, gbf,
