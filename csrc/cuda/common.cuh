@@ -161,6 +161,21 @@ __device__ __forceinline__ float bf16_to_f32(uint16_t h) { return __uint_as_floa
 
 __device__ __forceinline__ uint16_t f32_to_bf16(float f) { return serl_bf16_round(__float_as_uint(f)); }
 
+/* 8 bf16 in 16 bytes (element 2k in the low half of word k) ⇄ 8 floats, for vectorised loads and stores. */
+__device__ __forceinline__ void bf16x8_unpack(uint4 q, float *v) {
+    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) v[2 * k] = __uint_as_float(w[k] << 16), v[2 * k + 1] = __uint_as_float(w[k] & 0xFFFF0000u);
+}
+__device__ __forceinline__ uint4 bf16x8_pack(const float *v) {
+    uint4 q;
+    q.x = f32_to_bf16(v[0]) | (uint32_t)f32_to_bf16(v[1]) << 16;
+    q.y = f32_to_bf16(v[2]) | (uint32_t)f32_to_bf16(v[3]) << 16;
+    q.z = f32_to_bf16(v[4]) | (uint32_t)f32_to_bf16(v[5]) << 16;
+    q.w = f32_to_bf16(v[6]) | (uint32_t)f32_to_bf16(v[7]) << 16;
+    return q;
+}
+
 /* Element i of p (dtype dt: bf16 or else f32) as float, and the store of a float. */
 __device__ __forceinline__ float ld(const void *p, int bf, int64_t i) {
     return bf ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];

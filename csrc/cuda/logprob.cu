@@ -41,25 +41,16 @@ template <bool BF> __device__ __forceinline__ void st1(void *row, int64_t j, flo
 /* The 16 bytes at p as 16/es floats, and their store. */
 template <bool BF> __device__ __forceinline__ void ldv(const uint4 *p, float *v) {
     const uint4 q = *p;
-    if (BF) {
-        const uint32_t w[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-        for (int k = 0; k < 4; k++) v[2 * k] = __uint_as_float(w[k] << 16), v[2 * k + 1] = __uint_as_float(w[k] & 0xFFFF0000u);
-    } else {
+    if constexpr (BF)
+        bf16x8_unpack(q, v);
+    else
         v[0] = __uint_as_float(q.x), v[1] = __uint_as_float(q.y), v[2] = __uint_as_float(q.z), v[3] = __uint_as_float(q.w);
-    }
 }
 template <bool BF> __device__ __forceinline__ void stv(uint4 *p, const float *v) {
-    uint4 q;
-    if (BF) {
-        q.x = f32_to_bf16(v[0]) | (uint32_t)f32_to_bf16(v[1]) << 16;
-        q.y = f32_to_bf16(v[2]) | (uint32_t)f32_to_bf16(v[3]) << 16;
-        q.z = f32_to_bf16(v[4]) | (uint32_t)f32_to_bf16(v[5]) << 16;
-        q.w = f32_to_bf16(v[6]) | (uint32_t)f32_to_bf16(v[7]) << 16;
-    } else {
-        q.x = __float_as_uint(v[0]), q.y = __float_as_uint(v[1]), q.z = __float_as_uint(v[2]), q.w = __float_as_uint(v[3]);
-    }
-    *p = q;
+    if constexpr (BF)
+        *p = bf16x8_pack(v);
+    else
+        *p = make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]), __float_as_uint(v[3]));
 }
 
 template <bool BF>
@@ -173,25 +164,26 @@ __global__ void __launch_bounds__(THREADS) logprob_bwd_kernel(const void *logits
         const float v = __fmul_rn(-c, serl_expf(__fsub_rn(__fmul_rn(x, it), l)));
         return j == tg ? __fadd_rn(v, c) : v;
     };
-#define GRAD(x, j) grad((x), (j))
-    const bool vec = XBF == DBF && (((uintptr_t)xrow ^ (uintptr_t)drow) & 15) == 0;
+    bool vec = false; /* one dtype, and the two rows aligned alike */
+    if constexpr (XBF == DBF) vec = (((uintptr_t)xrow ^ (uintptr_t)drow) & 15) == 0;
     if (!vec) {
-        for (int j = threadIdx.x; j < vocab; j += blockDim.x) st1<DBF>(drow, j, GRAD(ld1<XBF>(xrow, j), j));
+        for (int j = threadIdx.x; j < vocab; j += blockDim.x) st1<DBF>(drow, j, grad(ld1<XBF>(xrow, j), j));
         return;
     }
-    for (int j = threadIdx.x; j < sp.head; j += blockDim.x) st1<DBF>(drow, j, GRAD(ld1<XBF>(xrow, j), j));
-    for (int j = sp.tail + threadIdx.x; j < vocab; j += blockDim.x) st1<DBF>(drow, j, GRAD(ld1<XBF>(xrow, j), j));
-    const uint4 *xv = (const uint4 *)((const char *)xrow + (size_t)sp.head * XES);
+    if constexpr (XBF == DBF) {
+        for (int j = threadIdx.x; j < sp.head; j += blockDim.x) st1<DBF>(drow, j, grad(ld1<XBF>(xrow, j), j));
+        for (int j = sp.tail + threadIdx.x; j < vocab; j += blockDim.x) st1<DBF>(drow, j, grad(ld1<XBF>(xrow, j), j));
+        const uint4 *xv = (const uint4 *)((const char *)xrow + (size_t)sp.head * XES);
 #pragma unroll 2
-    for (int q = threadIdx.x; q < sp.nvec; q += blockDim.x) {
-        float v[PER];
-        ldv<XBF>(xv + q, v);
-        const int j0 = sp.head + q * PER;
+        for (int q = threadIdx.x; q < sp.nvec; q += blockDim.x) {
+            float v[PER];
+            ldv<XBF>(xv + q, v);
+            const int j0 = sp.head + q * PER;
 #pragma unroll
-        for (int k = 0; k < PER; k++) v[k] = GRAD(v[k], j0 + k);
-        stv<DBF>(dv + q, v);
+            for (int k = 0; k < PER; k++) v[k] = grad(v[k], j0 + k);
+            stv<DBF>(dv + q, v);
+        }
     }
-#undef GRAD
 }
 
 extern "C" SERL_API int32_t serl_logprob_bwd(void *ctxp, const serl_logprob_bwd_args *a) {
