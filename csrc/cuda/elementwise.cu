@@ -79,8 +79,13 @@ static bool aligned16(std::initializer_list<const void *> ps) {
     return true;
 }
 
-__global__ void bias_add_kernel(const void *bias, int bbf, void *y, int ybf, int dim, int64_t n) {
-    GRID_STRIDE(i, n) st(y, ybf, i, ld(y, ybf, i) + ld(bias, bbf, i % dim));
+/* Rows over blocks, columns over threads: a flat index needed a 64-bit i % dim per element, which
+ * cost ~2.5× the op's memory time on a GPU. */
+__global__ void bias_add_kernel(const void *bias, int bbf, void *y, int ybf, int dim, int n) {
+    for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
+        const int64_t o = r * dim;
+        for (int c = threadIdx.x; c < dim; c += blockDim.x) st(y, ybf, o + c, ld(y, ybf, o + c) + ld(bias, bbf, c));
+    }
 }
 
 __global__ void bias_bwd_partial(const void *dy, int bf, double *partial, int n, int dim, int rows) {
@@ -170,9 +175,9 @@ extern "C" SERL_API int32_t serl_swiglu_bwd(void *ctxp, const serl_swiglu_bwd_ar
 extern "C" SERL_API int32_t serl_bias_add(void *ctxp, const serl_bias_add_args *a) {
     SERL_ENTER(ctxp, a, serl_bias_add_args);
     SERL_CHECK(serl_check_bias_add(ctx, a));
-    int64_t total = (int64_t)a->n * a->dim;
-    bias_add_kernel<<<serl_blocks(total, 256), 256, 0, ctx->stream>>>(a->bias, BF(a->bias_dtype), a->y, BF(a->y_dtype),
-                                                                       a->dim, total);
+    const int threads = a->dim >= 256 ? 256 : (a->dim + 31) / 32 * 32;
+    const unsigned blocks = a->n < 65535 * 32 ? (unsigned)a->n : 65535u * 32;
+    bias_add_kernel<<<blocks, threads, 0, ctx->stream>>>(a->bias, BF(a->bias_dtype), a->y, BF(a->y_dtype), a->dim, a->n);
     LAUNCH_CHECK("bias_add");
     return SERL_OK;
 }
