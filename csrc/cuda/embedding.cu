@@ -16,26 +16,28 @@ static int32_t check_ids(serl_cuda_ctx *ctx, const char *op, const int32_t *ids,
     return SERL_OK;
 }
 
+/* Tokens over blocks, columns over threads (a flat index would need a 64-bit division per element). */
 __global__ void embedding_fwd_kernel(const int32_t *ids, const void *table, int tbf, void *out, int obf, int dim,
-                                     int vocab, int64_t total, serl_dev_err *err) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
-        int64_t t = i / dim, c = i % dim;
+                                     int vocab, int n, serl_dev_err *err) {
+    for (int t = blockIdx.x; t < n; t += gridDim.x) {
         const int32_t id = ids[t];
         if ((uint32_t)id >= (uint32_t)vocab) {
-            if (c == 0) serl_report(err, SERL_DERR_EMBEDDING_ID, (int)t, 0, id, vocab);
+            if (threadIdx.x == 0) serl_report(err, SERL_DERR_EMBEDDING_ID, t, 0, id, vocab);
             continue;
         }
-        st(out, obf, i, ld(table, tbf, (int64_t)id * dim + c));
+        const int64_t src = (int64_t)id * dim, dst = (int64_t)t * dim;
+        for (int c = threadIdx.x; c < dim; c += blockDim.x) st(out, obf, dst + c, ld(table, tbf, src + c));
     }
 }
 
 extern "C" SERL_API int32_t serl_embedding_fwd(void *ctxp, const serl_embedding_fwd_args *a) {
     SERL_ENTER(ctxp, a, serl_embedding_fwd_args);
     SERL_CHECK(serl_check_embedding_fwd(ctx, a));
-    int64_t total = (int64_t)a->n_tokens * a->dim;
-    embedding_fwd_kernel<<<serl_blocks(total, 256), 256, 0, ctx->stream>>>(
-        a->ids, a->table, a->table_dtype == SERL_DTYPE_BF16, a->out, a->out_dtype == SERL_DTYPE_BF16, a->dim, a->vocab,
-        total, ctx->derr);
+    const int threads = a->dim >= 256 ? 256 : (a->dim + 31) / 32 * 32;
+    const unsigned blocks = a->n_tokens < 65535 * 32 ? (unsigned)a->n_tokens : 65535u * 32;
+    embedding_fwd_kernel<<<blocks, threads, 0, ctx->stream>>>(a->ids, a->table, a->table_dtype == SERL_DTYPE_BF16, a->out,
+                                                              a->out_dtype == SERL_DTYPE_BF16, a->dim, a->vocab,
+                                                              a->n_tokens, ctx->derr);
     LAUNCH_CHECK("embedding_fwd");
     return SERL_OK;
 }
