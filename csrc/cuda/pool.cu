@@ -51,6 +51,9 @@ cudaError_t serl_pool_alloc(serl_pool *p, size_t bytes, void **out) {
     cudaError_t e = cudaMalloc(&m, r);
     if (e == cudaErrorMemoryAllocation) {
         cudaGetLastError(); /* clear the sticky-free error and retry with the cache handed back */
+        /* a cached block may still be read by queued work (freed after it was queued): let that finish
+         * first rather than rely on cudaFree's implicit synchronisation */
+        cudaDeviceSynchronize();
         serl_pool_trim(p);
         e = cudaMalloc(&m, r);
     }
