@@ -9,7 +9,7 @@
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 #define BIAS_ROWS 64
 
-__device__ __forceinline__ float sigmoidf_(float g) { return 1.0f / (1.0f + expf(-g)); }
+__device__ __forceinline__ float sigmoidf_(float g) { return __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-g))); }
 
 __global__ void add_kernel(const void *x, int xbf, const void *y, int ybf, void *out, int obf, float alpha, int64_t n) {
     GRID_STRIDE(i, n) st(out, obf, i, __fadd_rn(ld(x, xbf, i), __fmul_rn(alpha, ld(y, ybf, i))));
@@ -20,12 +20,15 @@ __global__ void scale_kernel(const void *x, int xbf, void *out, int obf, float a
 }
 
 /* out = silu(g)·u, and the backward's dgate += d·u·σ(g)·(1 + g·(1 − σ(g))), dup += d·g·σ(g): one
- * definition for the element-by-element kernels and the bf16 vector ones, so both round alike. */
+ * definition for the element-by-element kernels and the bf16 vector ones, every step rounded as written
+ * (no contraction the compiler might choose differently where each is inlined), so both give the same
+ * bits. */
 __device__ __forceinline__ float swiglu_f(float g, float u) { return __fmul_rn(__fmul_rn(g, sigmoidf_(g)), u); }
 __device__ __forceinline__ void swiglu_b(float g, float u, float d, float *dg, float *du) {
-    float s = sigmoidf_(g);
-    *dg = *dg + d * u * s * (1.0f + g * (1.0f - s));
-    *du = *du + d * g * s;
+    const float s = sigmoidf_(g);
+    const float ds = __fadd_rn(1.0f, __fmul_rn(g, __fsub_rn(1.0f, s)));
+    *dg = __fadd_rn(*dg, __fmul_rn(__fmul_rn(__fmul_rn(d, u), s), ds));
+    *du = __fadd_rn(*du, __fmul_rn(__fmul_rn(d, g), s));
 }
 
 __global__ void swiglu_fwd_kernel(const void *gate, int gbf, const void *up, int ubf, void *out, int obf, int64_t n) {
