@@ -270,7 +270,7 @@ extern "C" SERL_API int32_t serl_sample(void *ctxp, const serl_sample_args *a) {
     const int n = a->n;
     const int R = n < ROWS_PER_LAUNCH ? n : ROWS_PER_LAUNCH;
     char *s = (char *)serl_scratch(ctx, 2 * sizeof(float) * (size_t)R * a->vocab + 256);
-    if (!s) return SERL_E_NOMEM;
+    if (!s) return ctx->scratch_status;
     float *zbuf = (float *)(s + 256), *wbuf = zbuf + (size_t)R * a->vocab;
     for (int r0 = 0; r0 < n; r0 += R) {
         const int rows = n - r0 < R ? n - r0 : R;
