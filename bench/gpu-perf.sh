@@ -19,7 +19,9 @@
 #   compile0.5B  torch.compile of the same model on the 0.5B shape (its first compile is most of its time)
 #   train1.5B    training, 1.5B shape, 8 × 1024 tokens: serl against PyTorch eager
 #   decode16     decoding, 16 prompts × 16 samples (they share the prompt's KV blocks), as decode256
-#   compile1.5B  torch.compile on the 1.5B shape (last: the dearest)
+#   compile1.5B  torch.compile on the 1.5B shape (the dearest)
+#   ops          the memory-bound ops (log-softmax over the head, SwiGLU, RMSNorm, RoPE, AdamW …) at the
+#                0.5B training shapes as GB/s (kernels' BenchmarkCUDAOps; CUDA only)
 #
 # The table ends with the issue's acceptance figures as ratios: serl/eager tokens/s on 0.5B training
 # (target ≥ 1.0×), serl's MFU there (≥ 35% of the measured GEMM rate), serl/generate at 256 × 256 (≥ 10×).
@@ -45,7 +47,7 @@ cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
 BUDGET=${BUDGET:-225}
 STEPS=${STEPS:-all}
-ALL_STEPS="gemm train0.5B decode256 compile0.5B train1.5B decode16 compile1.5B"
+ALL_STEPS="gemm train0.5B decode256 compile0.5B train1.5B decode16 compile1.5B ops"
 die() { echo "bench/gpu-perf.sh: $*" >&2; exit 2; }
 [[ $DEVICE == cuda || $DEVICE == cpu ]] || die "DEVICE=$DEVICE: want cuda or cpu (the dry run)"
 [[ $BUDGET =~ ^[0-9]+$ ]] || die "BUDGET=$BUDGET: want whole seconds"
@@ -276,6 +278,17 @@ if unit compile0.5B 110; then compile 0.5B; fi
 if unit train1.5B 60; then train 1.5B; fi
 if unit decode16 40; then decode "${dec16[@]}"; fi
 if unit compile1.5B 150; then compile 1.5B; fi
+# the memory-bound ops at the 0.5B training shapes, as GB/s of the bytes each must move (kernels'
+# BenchmarkCUDAOps; it skips where no GPU answers, so not in the dry run)
+if [[ $DEVICE == cuda && -z $serl_off ]] && unit ops 20; then
+	(cd kernels && SERL_LIB_DIR=$g/lib SERL_TEST_DEVICES=cuda step "ops" 60 "$g/kernels.test" -test.run '^$' -test.bench CUDAOps -test.benchtime 20x
+		printf '%s\n' "$status" "$secs" "$why" >"$work/ops.st")
+	{ read -r status; read -r secs; read -r why; } <"$work/ops.st"
+	[[ $status != FAIL ]] || why=$(grep -A1 -- '--- FAIL: BenchmarkCUDAOps' "$log" | tail -1 | sed 's/^ *//' | cut -c1-200)
+	figs=$(grep '^BenchmarkCUDAOps/' "$log" | awk '{ n = $1; sub(/^BenchmarkCUDAOps\//, "", n); sub(/-[0-9]+$/, "", n)
+		for (i = 2; i < NF; i++) if ($(i + 1) == "GB/s") printf "%s%s %.0f", (k++ ? ", " : ""), n, $i }')
+	row "ops at 0.5B shapes (GB/s)" "$status" "$secs" "$(res "$status" "$why" "${figs:-?}")"
+fi
 [[ -z $notrun ]] || row "not run" SKIP 0 "the time budget (BUDGET=${BUDGET}s) had too little left for:$notrun"
 
 # The acceptance figures (issue 17), when their steps ran.
