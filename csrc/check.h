@@ -203,18 +203,29 @@ static inline int32_t serl_check_attention_shape(SERL_CTX *ctx, const char *op, 
     return SERL_OK;
 }
 
+/* attention_fwd/bwd: max_len, the caller's bound on every sequence's length (it sizes a GPU's launch): at
+ * least 1 when there are tokens (and never negative); a bound larger than needed is allowed. */
+static inline int32_t serl_check_attention_max_len(SERL_CTX *ctx, const char *op, int max_len, int n_tokens) {
+    SERL_REQUIRE(max_len >= 0 && (max_len >= 1 || n_tokens == 0), "%s: max_len = %d with n_tokens = %d (want ≥ 1, the longest sequence's length)",
+                 op, max_len, n_tokens);
+    return SERL_OK;
+}
+
 /* attention_fwd/bwd: cu_seqlens (host memory, n_seqs + 1 entries) runs from 0 to n_tokens without
- * decreasing; *max_len = the longest sequence. */
+ * decreasing, and no sequence is longer than max_len; *longest = the longest sequence. The CUDA library
+ * checks the same on the device, with the same messages (csrc/cuda/attention.cu, context.cu). */
 static inline int32_t serl_check_seqlens(SERL_CTX *ctx, const char *op, const int32_t *cu, int n_seqs, int n_tokens,
-                                         int *max_len) {
+                                         int max_len, int *longest) {
     SERL_REQUIRE(cu[0] == 0, "%s: cu_seqlens[0] = %d, want 0", op, cu[0]);
     SERL_REQUIRE(cu[n_seqs] == n_tokens, "%s: cu_seqlens[%d] = %d, want n_tokens = %d", op, n_seqs, cu[n_seqs], n_tokens);
     int mx = 0;
     for (int s = 0; s < n_seqs; s++) {
         SERL_REQUIRE(cu[s + 1] >= cu[s], "%s: cu_seqlens decreases at %d (%d > %d)", op, s, cu[s], cu[s + 1]);
+        SERL_REQUIRE(cu[s + 1] - cu[s] <= max_len, "%s: sequence %d has %d tokens, more than max_len = %d", op, s,
+                     cu[s + 1] - cu[s], max_len);
         if (cu[s + 1] - cu[s] > mx) mx = cu[s + 1] - cu[s];
     }
-    *max_len = mx;
+    *longest = mx;
     return SERL_OK;
 }
 
@@ -240,6 +251,25 @@ static inline int32_t serl_check_attention_bwd_tensors(SERL_CTX *ctx, const serl
     SERL_REQUIRE_DTYPE("attention_bwd", "dk", a->dk_dtype);
     SERL_REQUIRE_DTYPE("attention_bwd", "dv", a->dv_dtype);
     return SERL_OK;
+}
+
+/* attention_fwd/bwd: every check that needs no tensor contents (what a graph capture runs); cu_seqlens
+ * itself is checked by the op (serl_check_seqlens on the CPU, on the device on a GPU), also when
+ * n_tokens = 0. */
+static inline int32_t serl_check_attention_fwd(SERL_CTX *ctx, const serl_attention_fwd_args *a) {
+    int32_t st = serl_check_attention_shape(ctx, "attention_fwd", a->n_tokens, a->n_seqs, a->n_heads, a->n_kv_heads,
+                                            a->head_dim, a->cu_seqlens);
+    if (!st) st = serl_check_attention_max_len(ctx, "attention_fwd", a->max_len, a->n_tokens);
+    if (!st && a->n_tokens > 0) st = serl_check_attention_fwd_tensors(ctx, a);
+    return st;
+}
+
+static inline int32_t serl_check_attention_bwd(SERL_CTX *ctx, const serl_attention_bwd_args *a) {
+    int32_t st = serl_check_attention_shape(ctx, "attention_bwd", a->n_tokens, a->n_seqs, a->n_heads, a->n_kv_heads,
+                                            a->head_dim, a->cu_seqlens);
+    if (!st) st = serl_check_attention_max_len(ctx, "attention_bwd", a->max_len, a->n_tokens);
+    if (!st && a->n_tokens > 0) st = serl_check_attention_bwd_tensors(ctx, a);
+    return st;
 }
 
 static inline int32_t serl_check_kv_append(SERL_CTX *ctx, const serl_kv_append_args *a) {

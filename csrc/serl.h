@@ -231,13 +231,17 @@ SERL_API int32_t serl_rope(void *ctx, const serl_rope_args *a);
  * q: [T, n_heads, head_dim], k/v: [T, n_kv_heads, head_dim], out: [T, n_heads, head_dim],
  * lse: [T, n_heads] logsumexp of the scaled scores (saved for backward; may be NULL in inference).
  * Head h uses kv head h / (n_heads / n_kv_heads). scale is usually 1/sqrt(head_dim).
+ * max_len: at least the longest sequence's length (≥ 1 when n_tokens > 0; larger is allowed), known to
+ * the caller that packed the batch. It sizes the launch, so a GPU never reads cu_seqlens back on the host
+ * (the op can be captured in a graph); a GPU checks cu_seqlens on the device and reports a violation at
+ * the next synchronisation, the CPU at the call.
  * q, k, v and out: F32 or BF16 each; lse F32. */
 typedef struct {
     uint32_t size;
     int32_t n_tokens, n_seqs, n_heads, n_kv_heads, head_dim;
     float scale;
     int32_t q_dtype, k_dtype, v_dtype, out_dtype;
-    int32_t reserved;
+    int32_t max_len;        /* ≥ every cu_seqlens[s+1] − cu_seqlens[s] */
     const int32_t *cu_seqlens;  /* [n_seqs+1], cu_seqlens[0] = 0, cu_seqlens[n_seqs] = n_tokens */
     const void *q;
     const void *k;
@@ -253,7 +257,7 @@ typedef struct {
     int32_t n_tokens, n_seqs, n_heads, n_kv_heads, head_dim;
     float scale;
     int32_t q_dtype, k_dtype, v_dtype, out_dtype, dout_dtype, dq_dtype, dk_dtype, dv_dtype;
-    int32_t reserved;
+    int32_t max_len;        /* as the forward's */
     const int32_t *cu_seqlens;
     const void *q;
     const void *k;

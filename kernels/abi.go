@@ -90,7 +90,7 @@ type attentionFwdArgs struct {
 	nTokens, nSeqs, nHeads, nKVHeads, headDim int32   `c:"n_tokens,n_seqs,n_heads,n_kv_heads,head_dim"`
 	scale                                     float32 `c:"scale"`
 	qDT, kDT, vDT, outDT                      DType   `c:"q_dtype,k_dtype,v_dtype,out_dtype"`
-	reserved                                  int32   `c:"reserved"`
+	maxLen                                    int32   `c:"max_len"`
 	cuSeqlens, q, k, v, out, lse              uintptr `c:"cu_seqlens,q,k,v,out,lse"`
 }
 
@@ -100,7 +100,7 @@ type attentionBwdArgs struct {
 	scale                                     float32 `c:"scale"`
 	qDT, kDT, vDT, outDT, doutDT              DType   `c:"q_dtype,k_dtype,v_dtype,out_dtype,dout_dtype"`
 	dqDT, dkDT, dvDT                          DType   `c:"dq_dtype,dk_dtype,dv_dtype"`
-	reserved                                  int32   `c:"reserved"`
+	maxLen                                    int32   `c:"max_len"`
 	cuSeqlens, q, k, v, out, lse, dout        uintptr `c:"cu_seqlens,q,k,v,out,lse,dout"`
 	dq, dk, dv                                uintptr `c:"dq,dk,dv"`
 }

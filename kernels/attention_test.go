@@ -59,23 +59,24 @@ func testAttention(t *testing.T, h *harness) {
 				q, k, v := h.f32(p.q, T, nh, dim), h.f32(p.k, T, nkv, dim), h.f32(p.v, T, nkv, dim)
 				cu := h.i32(p.cu)
 				out, lse := h.poisoned(T, nh, dim), h.poisoned(T, nh)
-				require.NoError(t, h.d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, Scale: float32(p.scale)}), name)
+				require.NoError(t, h.d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, MaxLen: ref.MaxLen(p.cu), Scale: float32(p.scale)}), name)
 				wantOut, wantLSE := make([]float32, T*nh*dim), make([]float32, T*nh)
 				ref.AttentionFwd(wantOut, wantLSE, p.q, p.k, p.v, p.cu, nh, nkv, dim, p.scale)
 				gotOut := h.get(out)
 				requireClose(t, name+" out", gotOut, wantOut, 1e-5)
 				requireClose(t, name+" lse", h.get(lse), wantLSE, 1e-5)
 
-				// without lse (inference): same output
+				// without lse (inference), and with a max_len larger than needed: same output
 				out2 := h.poisoned(T, nh, dim)
-				require.NoError(t, h.d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out2, CuSeqlens: cu, Scale: float32(p.scale)}))
+				require.NoError(t, h.d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out2, CuSeqlens: cu, MaxLen: ref.MaxLen(p.cu) + 37,
+					Scale: float32(p.scale)}))
 				require.Equal(t, gotOut, h.get(out2), name+" out without lse")
 
 				// backward accumulates onto random prefills
 				dq0, dk0, dv0 := h.randn(T*nh*dim, 1), h.randn(T*nkv*dim, 1), h.randn(T*nkv*dim, 1)
 				dq, dk, dv := h.f32(dq0, T, nh, dim), h.f32(dk0, T, nkv, dim), h.f32(dv0, T, nkv, dim)
 				require.NoError(t, h.d.AttentionBwd(AttentionGrad{Q: q, K: k, V: v, Out: out, LSE: lse, DOut: h.f32(p.dout, T, nh, dim),
-					DQ: dq, DK: dk, DV: dv, CuSeqlens: cu, Scale: float32(p.scale)}), name)
+					DQ: dq, DK: dk, DV: dv, CuSeqlens: cu, MaxLen: ref.MaxLen(p.cu), Scale: float32(p.scale)}), name)
 				wq, wk, wv := append([]float32(nil), dq0...), append([]float32(nil), dk0...), append([]float32(nil), dv0...)
 				ref.AttentionBwd(wq, wk, wv, p.q, p.k, p.v, p.dout, p.cu, nh, nkv, dim, p.scale)
 				requireClose(t, name+" dq", h.get(dq), wq, 1e-5)
@@ -94,25 +95,31 @@ func testAttentionManySeqs(t *testing.T, h *harness) {
 	for i := range lens {
 		lens[i] = []int{1, 0, 2, 1}[i%4]
 	}
-	lens[len(lens)-1] = 40
+	lens[1000], lens[50001], lens[len(lens)-1] = 3, 5, 40
 	p := newAttnProblem(h, lens, nh, nkv, dim, 2)
 	T := p.t
 	q, k, v := h.f32(p.q, T, nh, dim), h.f32(p.k, T, nkv, dim), h.f32(p.v, T, nkv, dim)
 	cu := h.i32(p.cu)
 	out, lse := h.poisoned(T, nh, dim), h.poisoned(T, nh)
-	require.NoError(t, h.d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, Scale: float32(p.scale)}))
+	require.NoError(t, h.d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, MaxLen: ref.MaxLen(p.cu), Scale: float32(p.scale)}))
 	wantOut, wantLSE := make([]float32, T*nh*dim), make([]float32, T*nh)
 	ref.AttentionFwd(wantOut, wantLSE, p.q, p.k, p.v, p.cu, nh, nkv, dim, p.scale)
 	requireClose(t, "out", h.get(out), wantOut, 1e-5)
 	requireClose(t, "lse", h.get(lse), wantLSE, 1e-5)
 	dq, dk, dv := h.f32(make([]float32, T*nh*dim), T, nh, dim), h.f32(make([]float32, T*nkv*dim), T, nkv, dim), h.f32(make([]float32, T*nkv*dim), T, nkv, dim)
 	require.NoError(t, h.d.AttentionBwd(AttentionGrad{Q: q, K: k, V: v, Out: out, LSE: lse, DOut: h.f32(p.dout, T, nh, dim),
-		DQ: dq, DK: dk, DV: dv, CuSeqlens: cu, Scale: float32(p.scale)}))
+		DQ: dq, DK: dk, DV: dv, CuSeqlens: cu, MaxLen: ref.MaxLen(p.cu), Scale: float32(p.scale)}))
 	wq, wk, wv := make([]float32, T*nh*dim), make([]float32, T*nkv*dim), make([]float32, T*nkv*dim)
 	ref.AttentionBwd(wq, wk, wv, p.q, p.k, p.v, p.dout, p.cu, nh, nkv, dim, p.scale)
 	requireClose(t, "dq", h.get(dq), wq, 1e-5)
 	requireClose(t, "dk", h.get(dk), wk, 1e-5)
 	requireClose(t, "dv", h.get(dv), wv, 1e-5)
+
+	// too small a max_len: the first sequence longer than it is named (on a GPU, whichever of the check's
+	// threads finds which)
+	err := requireOpError(t, "max_len 2", h.d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, MaxLen: 2,
+		Scale: float32(p.scale)}))
+	require.ErrorContains(t, err, "attention_fwd: sequence 1000 has 3 tokens, more than max_len = 2")
 }
 
 // testAttentionFD checks the backward against central differences of the float64 reference forward,
@@ -127,11 +134,11 @@ func testAttentionFD(t *testing.T, h *harness) {
 		q, k, v := h.f32(p.q, T, c.nh, c.dim), h.f32(p.k, T, c.kvh, c.dim), h.f32(p.v, T, c.kvh, c.dim)
 		cu := h.i32(p.cu)
 		out, lse := h.poisoned(T, c.nh, c.dim), h.poisoned(T, c.nh)
-		require.NoError(t, h.d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, Scale: float32(p.scale)}))
+		require.NoError(t, h.d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, MaxLen: ref.MaxLen(p.cu), Scale: float32(p.scale)}))
 		dq, dk, dv := h.f32(make([]float32, len(p.q)), T, c.nh, c.dim), h.f32(make([]float32, len(p.k)), T, c.kvh, c.dim),
 			h.f32(make([]float32, len(p.v)), T, c.kvh, c.dim)
 		require.NoError(t, h.d.AttentionBwd(AttentionGrad{Q: q, K: k, V: v, Out: out, LSE: lse, DOut: h.f32(p.dout, T, c.nh, c.dim),
-			DQ: dq, DK: dk, DV: dv, CuSeqlens: cu, Scale: float32(p.scale)}))
+			DQ: dq, DK: dk, DV: dv, CuSeqlens: cu, MaxLen: ref.MaxLen(p.cu), Scale: float32(p.scale)}))
 
 		q64, k64, v64, d64 := f64(p.q), f64(p.k), f64(p.v), f64(p.dout)
 		y := make([]float64, len(p.q))
@@ -151,14 +158,37 @@ func testAttentionErrors(t *testing.T, h *harness) {
 	q, k, v := h.f32(h.randn(T*nh*dim, 1), T, nh, dim), h.f32(h.randn(T*kvh*dim, 1), T, kvh, dim), h.f32(h.randn(T*kvh*dim, 1), T, kvh, dim)
 	out, lse, cu := h.poisoned(T, nh, dim), h.poisoned(T, nh), h.i32([]int32{0, 2, 6})
 	fwd := func(mod func(p *Attention)) error {
-		p := Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, Scale: 0.3}
+		p := Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, MaxLen: 4, Scale: 0.3}
 		mod(&p)
 		return h.d.AttentionFwd(p)
 	}
 	require.NoError(t, fwd(func(*Attention) {}))
-	for name, bad := range map[string][]int32{"first not 0": {1, 2, 6}, "decreasing": {0, 4, 3, 6}, "last not T": {0, 2, 5}, "past T": {0, 2, 7}} {
-		requireOpError(t, "cu_seqlens "+name, fwd(func(p *Attention) { p.CuSeqlens = h.i32(bad) }))
+	require.NoError(t, fwd(func(p *Attention) { p.MaxLen = 1 << 30 }), "a max_len larger than needed")
+	// bad cu_seqlens: on a GPU checked on the device and reported at the next synchronisation, with the
+	// CPU's message; the first violation in sequence order wins
+	for _, c := range []struct {
+		name string
+		cu   []int32
+		want string
+	}{
+		{"first not 0", []int32{1, 2, 6}, "attention_fwd: cu_seqlens[0] = 1, want 0"},
+		{"decreasing", []int32{0, 4, 3, 6}, "attention_fwd: cu_seqlens decreases at 1 (4 > 3)"},
+		{"last not T", []int32{0, 2, 5}, "attention_fwd: cu_seqlens[2] = 5, want n_tokens = 6"},
+		{"past T", []int32{0, 2, 7}, "attention_fwd: cu_seqlens[2] = 7, want n_tokens = 6"},
+		{"longer than max_len", []int32{0, 1, 6}, "attention_fwd: sequence 1 has 5 tokens, more than max_len = 4"},
+		{"longer, then decreasing", []int32{0, 5, 3, 6}, "attention_fwd: sequence 0 has 5 tokens, more than max_len = 4"},
+		{"decreasing, then longer", []int32{0, 2, 1, 6}, "attention_fwd: cu_seqlens decreases at 1 (2 > 1)"},
+	} {
+		err := requireOpError(t, "cu_seqlens "+c.name, fwd(func(p *Attention) { p.CuSeqlens = h.i32(c.cu) }))
+		require.ErrorContains(t, err, c.want, c.name)
 	}
+	require.ErrorContains(t, requireOpError(t, "max_len too small", fwd(func(p *Attention) { p.MaxLen = 3 })),
+		"attention_fwd: sequence 1 has 4 tokens, more than max_len = 3")
+	require.ErrorContains(t, requireOpError(t, "max_len 0", fwd(func(p *Attention) { p.MaxLen = 0 })),
+		"attention_fwd: max_len = 0 with n_tokens = 6")
+	require.ErrorContains(t, requireOpError(t, "negative max_len", fwd(func(p *Attention) { p.MaxLen = -1 })), "max_len = -1")
+	require.ErrorContains(t, requireOpError(t, "max_len past int32", fwd(func(p *Attention) { p.MaxLen = 1 << 31 })), "max_len")
+	require.NoError(t, fwd(func(*Attention) {}), "the device works after the errors")
 	requireOpError(t, "H % KVH", fwd(func(p *Attention) {
 		p.K, p.V = h.f32(make([]float32, T*3*dim), T, 3, dim), h.f32(make([]float32, T*3*dim), T, 3, dim)
 	}))
@@ -173,11 +203,16 @@ func testAttentionErrors(t *testing.T, h *harness) {
 
 	bwd := func(mod func(p *AttentionGrad)) error {
 		p := AttentionGrad{Q: q, K: k, V: v, Out: out, LSE: lse, DOut: h.f32(h.randn(T*nh*dim, 1), T, nh, dim),
-			DQ: h.poisoned(T, nh, dim), DK: h.poisoned(T, kvh, dim), DV: h.poisoned(T, kvh, dim), CuSeqlens: cu, Scale: 0.3}
+			DQ: h.poisoned(T, nh, dim), DK: h.poisoned(T, kvh, dim), DV: h.poisoned(T, kvh, dim), CuSeqlens: cu, MaxLen: 4, Scale: 0.3}
 		mod(&p)
 		return h.d.AttentionBwd(p)
 	}
-	requireOpError(t, "bwd cu_seqlens", bwd(func(p *AttentionGrad) { p.CuSeqlens = h.i32([]int32{0, 3, 2, 6}) }))
+	require.ErrorContains(t, requireOpError(t, "bwd cu_seqlens", bwd(func(p *AttentionGrad) { p.CuSeqlens = h.i32([]int32{0, 3, 2, 6}) })),
+		"attention_bwd: cu_seqlens decreases at 1 (3 > 2)")
+	require.ErrorContains(t, requireOpError(t, "bwd max_len too small", bwd(func(p *AttentionGrad) { p.MaxLen = 3 })),
+		"attention_bwd: sequence 1 has 4 tokens, more than max_len = 3")
+	require.ErrorContains(t, requireOpError(t, "bwd max_len 0", bwd(func(p *AttentionGrad) { p.MaxLen = 0 })),
+		"attention_bwd: max_len = 0 with n_tokens = 6")
 	requireOpError(t, "bwd nil lse", bwd(func(p *AttentionGrad) { p.LSE = Tensor{} }))
 	requireOpError(t, "bwd short dk", bwd(func(p *AttentionGrad) { p.DK = h.poisoned(T, kvh, 2) }))
 	requireOpError(t, "bwd i32 dout", bwd(func(p *AttentionGrad) { p.DOut = h.i32(make([]int32, T*nh*dim)) }))
@@ -331,7 +366,7 @@ func newAttnBench(b *testing.B, d *Device, c attnBenchConfig) (attnBenchTensors,
 	cu := d.MustAlloc(I32, c.seqs+1)
 	all = append(all, cu)
 	copy(cu.I32(), cuSeqlens(lens))
-	p.CuSeqlens = cu
+	p.CuSeqlens, p.MaxLen = cu, c.seqLen
 	pairs := float64(c.seqs) * float64(c.seqLen) * float64(c.seqLen+1) / 2 * float64(c.nh)
 	return attnBenchTensors{p, pairs}, func() {
 		for _, x := range all {
@@ -347,7 +382,7 @@ func BenchmarkAttentionFwd(b *testing.B) {
 			bt, free := newAttnBench(b, d, c)
 			defer free()
 			p := bt.p
-			fp := Attention{Q: p.Q, K: p.K, V: p.V, Out: p.Out, LSE: p.LSE, CuSeqlens: p.CuSeqlens, Scale: p.Scale}
+			fp := Attention{Q: p.Q, K: p.K, V: p.V, Out: p.Out, LSE: p.LSE, CuSeqlens: p.CuSeqlens, MaxLen: p.MaxLen, Scale: p.Scale}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -369,7 +404,7 @@ func BenchmarkAttentionBwd(b *testing.B) {
 			bt, free := newAttnBench(b, d, c)
 			defer free()
 			p := bt.p
-			if err := d.AttentionFwd(Attention{Q: p.Q, K: p.K, V: p.V, Out: p.Out, LSE: p.LSE, CuSeqlens: p.CuSeqlens, Scale: p.Scale}); err != nil {
+			if err := d.AttentionFwd(Attention{Q: p.Q, K: p.K, V: p.V, Out: p.Out, LSE: p.LSE, CuSeqlens: p.CuSeqlens, MaxLen: p.MaxLen, Scale: p.Scale}); err != nil {
 				b.Fatal(err)
 			}
 			b.ReportAllocs()

@@ -521,7 +521,7 @@ func testAttentionBF16(t *testing.T, h *harness) {
 				v, vh := h.upload(BF16, p.v, T, nkv, dim)
 				cu := h.i32(p.cu)
 				out, lse := h.poisonedAs(BF16, T, nh, dim), h.poisoned(T, nh)
-				require.NoError(t, h.d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, Scale: float32(p.scale)}), name)
+				require.NoError(t, h.d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, MaxLen: ref.MaxLen(p.cu), Scale: float32(p.scale)}), name)
 				wo, wl := make([]float64, T*nh*dim), make([]float64, T*nh)
 				ref.AttentionFwd(wo, wl, f64(qh), f64(kh), f64(vh), p.cu, nh, nkv, dim, p.scale)
 				no, nl := make([]float32, T*nh*dim), make([]float32, T*nh)
@@ -534,7 +534,7 @@ func testAttentionBF16(t *testing.T, h *harness) {
 				dk, dkh := h.upload(BF16, h.randn(T*nkv*dim, 1), T, nkv, dim)
 				dv, dvh := h.upload(BF16, h.randn(T*nkv*dim, 1), T, nkv, dim)
 				require.NoError(t, h.d.AttentionBwd(AttentionGrad{Q: q, K: k, V: v, Out: out, LSE: lse, DOut: dout,
-					DQ: dq, DK: dk, DV: dv, CuSeqlens: cu, Scale: float32(p.scale)}), name)
+					DQ: dq, DK: dk, DV: dv, CuSeqlens: cu, MaxLen: ref.MaxLen(p.cu), Scale: float32(p.scale)}), name)
 				wq, wk, wv := f64(dqh), f64(dkh), f64(dvh)
 				ref.AttentionBwd(wq, wk, wv, f64(qh), f64(kh), f64(vh), f64(doh), p.cu, nh, nkv, dim, p.scale)
 				// the naive bf16 backward takes D_i from the stored bf16 out, as the op does
@@ -802,7 +802,7 @@ func testBF16Errors(t *testing.T, h *harness) {
 	requireOpError(t, "bf16 rstd", h.d.RMSNormFwd(c, h.poisonedAs(BF16, 4), a, h.f32(make([]float32, 4)), 1e-5))
 	requireOpError(t, "bf16 dbias", h.d.BiasBwd(h.poisonedAs(BF16, 4), a))
 	requireOpError(t, "bf16 lse", h.d.AttentionFwd(Attention{Q: h.poisonedAs(BF16, 2, 1, 4), K: h.poisonedAs(BF16, 2, 1, 4),
-		V: h.poisonedAs(BF16, 2, 1, 4), Out: h.poisonedAs(BF16, 2, 1, 4), LSE: h.poisonedAs(BF16, 2, 1), CuSeqlens: h.i32([]int32{0, 2})}))
+		V: h.poisonedAs(BF16, 2, 1, 4), Out: h.poisonedAs(BF16, 2, 1, 4), LSE: h.poisonedAs(BF16, 2, 1), CuSeqlens: h.i32([]int32{0, 2}), MaxLen: 2}))
 	requireOpError(t, "cache K/V dtypes differ", h.d.KVAppend(KVCache{K: h.poisonedAs(BF16, 1, 2, 1, 4), V: h.poisoned(1, 2, 1, 4)},
 		h.poisoned(1, 1, 4), h.poisoned(1, 1, 4), h.i32([]int32{0})))
 	requireOpError(t, "k and v dtypes differ", h.d.KVAppend(KVCache{K: h.poisoned(1, 2, 1, 4), V: h.poisoned(1, 2, 1, 4)},

@@ -4,10 +4,12 @@ package kernels
 // every backend (CUDA where a GPU answers), on every SIMD path and with SERL_CPU_HOST_VISIBLE=0.
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"testing"
 
+	"github.com/serl-go/serl/kernels/ref"
 	"github.com/stretchr/testify/require"
 )
 
@@ -16,6 +18,7 @@ func init() {
 	register("graph/launch-many", testGraphLaunchMany)
 	register("graph/refusals", testGraphRefusals)
 	register("graph/replay-error", testGraphReplayError)
+	register("graph/attention", testGraphAttention)
 }
 
 // graphStep is a decode-shaped chain of ops over fixed buffers: embedding → RMSNorm (bf16 out) → a bf16
@@ -504,4 +507,132 @@ func testGraphDecodeAdvance(t *testing.T, h *harness) {
 		}
 	}
 	require.Equal(t, []int32{12, 13, 14, 15, 16}, h.getI32(g.adv.SeqLens), "12 steps from lengths 0..4")
+}
+
+// testGraphAttention: packed attention forward and backward (gradients zeroed first) captured once, with
+// max_len as the launch bound, replay bit for bit what the same ops give run directly, while the packing
+// (cu_seqlens contents: same sequence count and tokens, every length ≤ max_len) and the inputs change
+// between launches; a packing with a sequence longer than max_len is reported (by the launch on the
+// CPU, at the next download on a GPU), and the next good launch succeeds.
+func testGraphAttention(t *testing.T, h *harness) {
+	d := h.d
+	const T, S, maxLen = 60, 5, 40
+	packs := [][]int{{5, 17, 0, 33, 5}, {40, 20, 0, 0, 0}, {12, 12, 12, 12, 12}, {0, 1, 39, 20, 0}}
+	for _, c := range []struct {
+		dt           DType
+		nh, kvh, dim int
+	}{{F32, 4, 2, 16}, {BF16, 4, 2, 64}} {
+		name := fmt.Sprintf("%s H=%d KVH=%d D=%d", c.dt, c.nh, c.kvh, c.dim)
+		nq, nk := T*c.nh*c.dim, T*c.kvh*c.dim
+		q, k, v, dout := h.alloc(c.dt, T, c.nh, c.dim), h.alloc(c.dt, T, c.kvh, c.dim), h.alloc(c.dt, T, c.kvh, c.dim), h.alloc(c.dt, T, c.nh, c.dim)
+		out, lse := h.alloc(c.dt, T, c.nh, c.dim), h.alloc(F32, T, c.nh)
+		dq, dk, dv := h.alloc(c.dt, T, c.nh, c.dim), h.alloc(c.dt, T, c.kvh, c.dim), h.alloc(c.dt, T, c.kvh, c.dim)
+		cu := h.i32(cuSeqlens(packs[0]))
+		outputs := []Tensor{out, lse, dq, dk, dv}
+		inputs := func(r int) {
+			for _, x := range []struct {
+				t Tensor
+				n int
+			}{{q, nq}, {k, nk}, {v, nk}, {dout, nq}} {
+				setAny(t, x.t, h.randn(x.n, 1.5))
+			}
+			require.NoError(t, Upload(cu, cuSeqlens(packs[r%len(packs)])))
+		}
+		poison := func() {
+			for _, x := range outputs {
+				nan := make([]float32, x.Len())
+				for i := range nan {
+					nan[i] = float32(math.NaN())
+				}
+				setAny(t, x, nan)
+			}
+		}
+		read := func() [][]uint32 {
+			var r [][]uint32
+			for _, x := range outputs {
+				r = append(r, rawBits(h, x))
+			}
+			return r
+		}
+		run := func() error {
+			return firstErr(
+				d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, MaxLen: maxLen, Scale: 0.125}),
+				d.Zero(dq), d.Zero(dk), d.Zero(dv),
+				d.AttentionBwd(AttentionGrad{Q: q, K: k, V: v, Out: out, LSE: lse, DOut: dout, DQ: dq, DK: dk, DV: dv,
+					CuSeqlens: cu, MaxLen: maxLen, Scale: 0.125}))
+		}
+		inputs(0)
+		require.NoError(t, run(), name+" warm-up") // a GPU's scratch grows outside capture
+		poison()
+		before := d.Transfers()
+		g, err := d.Capture(run)
+		require.NoError(t, err, name)
+		require.Equal(t, before, d.Transfers(), name+": a capture moves no data")
+		require.Equal(t, 5, g.Ops(), name)
+		poisoned := read()
+		for r := 1; r <= len(packs); r++ {
+			inputs(r)
+			poison()
+			require.Equal(t, poisoned, read(), name+": captured ops must not run")
+			require.NoError(t, g.Launch(), name)
+			got := read()
+			for i, x := range got {
+				for j, b := range x {
+					require.False(t, isNaNBits(outputs[i].DType(), b), "%s round %d: output %d element %d is NaN", name, r, i, j)
+				}
+			}
+			poison()
+			require.NoError(t, run(), name)
+			require.Equal(t, read(), got, "%s round %d (packing %v): graph vs direct", name, r, packs[r%len(packs)])
+		}
+
+		// a packing with a sequence longer than the captured max_len
+		require.NoError(t, Upload(cu, []int32{0, 41, 60, 60, 60, 60}))
+		err = g.Launch()
+		if err == nil {
+			err = Download(make([]float32, lse.Len()), lse)
+		}
+		require.Error(t, err, name)
+		require.Contains(t, err.Error(), "attention_fwd: sequence 0 has 41 tokens, more than max_len = 40", name)
+		require.NoError(t, d.Sync(), name+": the error is reported once")
+		inputs(1)
+		require.NoError(t, g.Launch(), name)
+		require.NoError(t, d.Sync(), name)
+		g.Free()
+	}
+}
+
+// setAny uploads data into x (F32, or BF16 rounded to nearest even).
+func setAny(t *testing.T, x Tensor, data []float32) {
+	if x.DType() == F32 {
+		require.NoError(t, Upload(x, data))
+		return
+	}
+	b := make([]uint16, len(data))
+	for i, v := range data {
+		b[i] = ref.BF16Bits(v)
+	}
+	require.NoError(t, Upload(x, b))
+}
+
+// rawBits are x's elements (F32 or BF16) as bits, for bit-for-bit comparison.
+func rawBits(h *harness, x Tensor) []uint32 {
+	b := make([]uint32, x.Len())
+	if x.DType() == BF16 {
+		for i, v := range h.bits(x) {
+			b[i] = uint32(v)
+		}
+		return b
+	}
+	for i, v := range h.get(x) {
+		b[i] = math.Float32bits(v)
+	}
+	return b
+}
+
+func isNaNBits(dt DType, b uint32) bool {
+	if dt == BF16 {
+		return b&0x7F80 == 0x7F80 && b&0x7F != 0
+	}
+	return math.IsNaN(float64(math.Float32frombits(b)))
 }

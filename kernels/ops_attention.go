@@ -1,5 +1,7 @@
 package kernels
 
+import "math"
+
 // Attention is the causal self-attention forward over S packed sequences of T tokens in all.
 //
 //	Q:         [T, H, D]
@@ -10,9 +12,16 @@ package kernels
 //
 // Scale multiplies q·k, usually 1/√D. Tokens attend to themselves and earlier tokens of their own
 // sequence only. Q, K, V and Out are each F32 or BF16 (scores, softmax and sums are float32); LSE is F32.
+//
+// MaxLen is at least the longest sequence's length (≥ 1 when T > 0; a larger bound is allowed), as the
+// caller that packed the batch knows it (ref.MaxLen computes it): it sizes a GPU's launch, so that
+// CuSeqlens is never read back to the host and the op can be captured in a graph. A sequence longer than
+// MaxLen, like any other bad CuSeqlens, is an error: at the call on the CPU, at the next synchronisation
+// (Sync, a download) on a GPU.
 type Attention struct {
 	Q, K, V, Out, LSE, CuSeqlens Tensor
 	Scale                        float32
+	MaxLen                       int
 }
 
 // AttentionGrad is the backward of Attention: DQ, DK, DV (shaped as Q, K, V) accumulate (+=) the
@@ -21,6 +30,7 @@ type Attention struct {
 type AttentionGrad struct {
 	Q, K, V, Out, LSE, DOut, DQ, DK, DV, CuSeqlens Tensor
 	Scale                                          float32
+	MaxLen                                         int // as Attention's
 }
 
 // KVCache is one layer's paged cache: K and V are each [n_blocks, block_size, KVH, D], both F32 or both
@@ -42,6 +52,15 @@ func attnDims(op string, q, k Tensor) (t, h, kvh, dim int, err error) {
 		return 0, 0, 0, 0, opErr(op, "heads %d are not a multiple of kv heads %d (head_dim %d)", h, kvh, dim)
 	}
 	return t, h, kvh, dim, nil
+}
+
+// checkMaxLen: MaxLen crosses the ABI as an int32 (the library checks the rest, with the same message on
+// every device).
+func checkMaxLen(op string, maxLen int) error {
+	if maxLen > math.MaxInt32 {
+		return opErr(op, "max_len %d does not fit int32", maxLen)
+	}
+	return nil
 }
 
 // attnPairs is the number of (query, key) pairs per head of the causal triangle: Σ_s L(L+1)/2, read
@@ -68,12 +87,13 @@ func (d *Device) AttentionFwd(p Attention) error {
 	}
 	if err := firstErr(d.checkFloat(op, "q", p.Q, 0), d.checkFloat(op, "k", p.K, 0), d.checkFloat(op, "v", p.V, t*kvh*dim),
 		d.checkFloat(op, "out", p.Out, t*h*dim), d.checkOpt(op, "lse", p.LSE, F32, t*h),
-		d.check(op, "cu_seqlens", p.CuSeqlens, I32, 1)); err != nil {
+		d.check(op, "cu_seqlens", p.CuSeqlens, I32, 1), checkMaxLen(op, p.MaxLen)); err != nil {
 		return err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	a := args[attentionFwdArgs](d)
+	a.maxLen = int32(p.MaxLen)
 	a.nTokens, a.nSeqs, a.nHeads, a.nKVHeads, a.headDim = int32(t), int32(p.CuSeqlens.Len()-1), int32(h), int32(kvh), int32(dim)
 	a.scale = p.Scale
 	a.cuSeqlens, a.q, a.k, a.v, a.out, a.lse = p.CuSeqlens.addr(), p.Q.addr(), p.K.addr(), p.V.addr(), p.Out.addr(), p.LSE.addr()
@@ -94,12 +114,13 @@ func (d *Device) AttentionBwd(p AttentionGrad) error {
 	if err := firstErr(d.checkFloat(op, "q", p.Q, 0), d.checkFloat(op, "k", p.K, 0), d.checkFloat(op, "v", p.V, nk),
 		d.checkFloat(op, "out", p.Out, nq), d.check(op, "lse", p.LSE, F32, t*h), d.checkFloat(op, "dout", p.DOut, nq),
 		d.checkFloat(op, "dq", p.DQ, nq), d.checkFloat(op, "dk", p.DK, nk), d.checkFloat(op, "dv", p.DV, nk),
-		d.check(op, "cu_seqlens", p.CuSeqlens, I32, 1)); err != nil {
+		d.check(op, "cu_seqlens", p.CuSeqlens, I32, 1), checkMaxLen(op, p.MaxLen)); err != nil {
 		return err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	a := args[attentionBwdArgs](d)
+	a.maxLen = int32(p.MaxLen)
 	a.nTokens, a.nSeqs, a.nHeads, a.nKVHeads, a.headDim = int32(t), int32(p.CuSeqlens.Len()-1), int32(h), int32(kvh), int32(dim)
 	a.scale = p.Scale
 	a.cuSeqlens, a.q, a.k, a.v, a.out, a.lse, a.dout = p.CuSeqlens.addr(), p.Q.addr(), p.K.addr(), p.V.addr(), p.Out.addr(), p.LSE.addr(), p.DOut.addr()

@@ -269,13 +269,12 @@ static int64_t build_tasks(att_task *tasks, const int32_t *cu, int S, int KVH, i
 
 SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_fwd_args *a) {
     SERL_ENTER(ctxp, a, serl_attention_fwd_args);
-    int32_t st = serl_check_attention_shape(ctx, "attention_fwd", a->n_tokens, a->n_seqs, a->n_heads, a->n_kv_heads,
-                                            a->head_dim, a->cu_seqlens);
+    int32_t st = serl_check_attention_fwd(ctx, a);
     if (st) return st;
-    int max_len = 0; /* set by the check; the initialiser keeps -Wmaybe-uninitialized quiet */
-    if ((st = serl_check_seqlens(ctx, "attention_fwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st;
+    int max_len = 0; /* the longest sequence (set by the check; the initialiser keeps -Wmaybe-uninitialized quiet) */
+    if ((st = serl_check_seqlens(ctx, "attention_fwd", a->cu_seqlens, a->n_seqs, a->n_tokens, a->max_len, &max_len)))
+        return st;
     if (a->n_tokens == 0) return SERL_OK;
-    SERL_CHECK(serl_check_attention_fwd_tensors(ctx, a));
 
     const int G = a->n_heads / a->n_kv_heads, Dp = pad16(a->head_dim), bq = query_block(G);
     fwd_job j = {.a = a, .gemm = pick_gemm(ctx), .G = G, .Dp = Dp, .rmax = bq * G};
@@ -414,13 +413,12 @@ static void bwd_task(void *arg, int64_t t, int w) {
 
 SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_attention_bwd_args);
-    int32_t st = serl_check_attention_shape(ctx, "attention_bwd", a->n_tokens, a->n_seqs, a->n_heads, a->n_kv_heads,
-                                            a->head_dim, a->cu_seqlens);
+    int32_t st = serl_check_attention_bwd(ctx, a);
     if (st) return st;
-    int max_len = 0; /* set by the check; the initialiser keeps -Wmaybe-uninitialized quiet */
-    if ((st = serl_check_seqlens(ctx, "attention_bwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st;
+    int max_len = 0; /* the longest sequence (set by the check; the initialiser keeps -Wmaybe-uninitialized quiet) */
+    if ((st = serl_check_seqlens(ctx, "attention_bwd", a->cu_seqlens, a->n_seqs, a->n_tokens, a->max_len, &max_len)))
+        return st;
     if (a->n_tokens == 0) return SERL_OK;
-    SERL_CHECK(serl_check_attention_bwd_tensors(ctx, a));
 
     const int G = a->n_heads / a->n_kv_heads, Dp = pad16(a->head_dim), bq = query_block(G);
     bwd_job j = {.a = a, .gemm = pick_gemm(ctx), .G = G, .Dp = Dp, .bq = bq, .rmax = bq * G, .max_len = max_len};

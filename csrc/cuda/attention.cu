@@ -37,13 +37,13 @@ __device__ __forceinline__ float dot_sh(const float *a, const float *b, int D) {
     return (s0 + s1) + (s2 + s3);
 }
 
-__global__ void attn_fwd_kernel(const int32_t *cu, int tiles, const void *q, int qbf, const void *k, int kbf, const void *v, int vbf,
+__global__ void attn_fwd_kernel(const int32_t *cu, int tiles, int T, const void *q, int qbf, const void *k, int kbf, const void *v, int vbf,
                                 void *out, int obf, float *lse, int H, int KVH, int D, float scale) {
     extern __shared__ float sm[];
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
     const int i0 = s0 + tile * BQ;
-    if (i0 >= s1) return;
+    if (s0 < 0 || s1 > T || i0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel */
     const int i_last = min(s1, i0 + BQ) - 1;
     const int Dp = D + 1;
     float *Qs = sm, *Ks = Qs + BQ * D, *Vs = Ks + BK * Dp;
@@ -122,14 +122,14 @@ __global__ void attn_bwd_dot_kernel(const void *dout, int gbf, const void *out, 
 }
 
 /* dQ: a block owns BQ queries of one head; keys stream in tiles. */
-__global__ void attn_bwd_dq_kernel(const int32_t *cu, int tiles, const void *q, int qbf, const void *k, int kbf, const void *v,
+__global__ void attn_bwd_dq_kernel(const int32_t *cu, int tiles, int T, const void *q, int qbf, const void *k, int kbf, const void *v,
                                    int vbf, const float *lse, const float *Dv, const void *dout, int gbf, void *dq,
                                    int dqbf, int H, int KVH, int D, float scale) {
     extern __shared__ float sm[];
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
     const int i0 = s0 + tile * BQ;
-    if (i0 >= s1) return;
+    if (s0 < 0 || s1 > T || i0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel */
     const int i_last = min(s1, i0 + BQ) - 1;
     const int Dp = D + 1;
     float *Qs = sm, *Gs = Qs + BQ * D, *Ks = Gs + BQ * D, *Vs = Ks + BK * Dp;
@@ -194,14 +194,14 @@ __global__ void attn_bwd_dq_kernel(const int32_t *cu, int tiles, const void *q, 
 
 /* dK, dV: a block owns BQ keys of one kv head and loops over the group's query heads and every query
  * tile at or after its keys. */
-__global__ void attn_bwd_dkdv_kernel(const int32_t *cu, int tiles, const void *q, int qbf, const void *k, int kbf, const void *v,
+__global__ void attn_bwd_dkdv_kernel(const int32_t *cu, int tiles, int T, const void *q, int qbf, const void *k, int kbf, const void *v,
                                      int vbf, const float *lse, const float *Dv, const void *dout, int gbf, void *dk,
                                      int dkbf, void *dv, int dvbf, int H, int KVH, int D, float scale) {
     extern __shared__ float sm[];
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, kvh = blockIdx.y, G = H / KVH;
     const int s0 = cu[s], s1 = cu[s + 1];
     const int j0 = s0 + tile * BQ;
-    if (j0 >= s1) return;
+    if (s0 < 0 || s1 > T || j0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel */
     const int Dp = D + 1;
     float *Ks = sm, *Vs = Ks + BQ * D, *Qs = Vs + BQ * D, *Gs = Qs + BK * Dp, *Ls = Gs + BK * Dp, *Ds = Ls + BK;
     for (int e = threadIdx.x; e < BQ * D; e += blockDim.x) {
@@ -276,25 +276,57 @@ __global__ void attn_bwd_dkdv_kernel(const int32_t *cu, int tiles, const void *q
 
 /* ------------------------------------------------------------------------- host side */
 
-static int32_t check_common(serl_cuda_ctx *ctx, const char *op, int T, int S, int H, int KVH, int D, const int32_t *cu) {
-    SERL_CHECK(serl_check_attention_shape(ctx, op, T, S, H, KVH, D, cu));
+/* The checks that need no tensor contents (../check.h), this library's widest head, and the grid. */
+static int32_t check_host(serl_cuda_ctx *ctx, const char *op, int32_t st, int n_seqs, int H, int D, int max_len) {
+    if (st) return st;
     if (D > DMAX)
         return serl_fail(ctx, SERL_E_UNSUPPORTED, "%s: head_dim = %d (the CUDA kernels take up to %d)", op, D, DMAX);
+    /* the grid (seq_grid) of the smallest tiles (BQ queries) fits: x below 2³¹, heads on y up to 65535 */
+    if ((int64_t)((max_len + BQ - 1) / BQ) * n_seqs > 0x7FFFFFFF || H > 65535)
+        return serl_fail(ctx, SERL_E_UNSUPPORTED, "%s: %d sequences of up to %d tokens with %d heads exceed the CUDA grid",
+                         op, n_seqs, max_len, H);
     return SERL_OK;
 }
 
-/* Reads cu_seqlens back and checks it as the CPU library does. */
-static int32_t check_seqlens(serl_cuda_ctx *ctx, const char *op, const int32_t *dcu, int n_seqs, int n_tokens, int *max_len) {
-    const int32_t *cu = (const int32_t *)serl_read_back(ctx, dcu, sizeof(int32_t) * (size_t)(n_seqs + 1), op);
-    if (!cu) return SERL_E_DEVICE;
-    return serl_check_seqlens(ctx, op, cu, n_seqs, n_tokens, max_len);
+/* cu_seqlens checked on the device as serl_check_seqlens (../check.h) does on the host: the first violation
+ * in the CPU's order goes to the device error word (same message, context.cu), so no read-back is needed
+ * and the op can be captured. One block: the first bad sequence is the block's minimum, so the report does
+ * not depend on scheduling. The attention kernels skip a sequence outside [0, n_tokens) themselves. */
+__global__ void check_seqlens_kernel(const int32_t *cu, int S, int T, int max_len, int op, serl_dev_err *err) {
+    __shared__ int first;
+    const int c0 = cu[0], cS = cu[S];
+    if (c0 != 0 || cS != T) { /* uniform across the block */
+        if (threadIdx.x == 0) {
+            if (c0 != 0)
+                serl_report(err, SERL_DERR_ATTN_CU_FIRST, 0, op, c0, 0);
+            else
+                serl_report(err, SERL_DERR_ATTN_CU_LAST, S, op, cS, T);
+        }
+        return;
+    }
+    if (threadIdx.x == 0) first = S;
+    __syncthreads();
+    for (int s = threadIdx.x; s < S; s += blockDim.x) {
+        const int64_t a = cu[s], b = cu[s + 1];
+        if (b < a || b - a > max_len) {
+            atomicMin(&first, s);
+            break;
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x == 0 && first < S) {
+        const int s = first, a = cu[s], b = cu[s + 1];
+        if (b < a)
+            serl_report(err, SERL_DERR_ATTN_CU_DECREASE, s, op, a, b);
+        else
+            serl_report(err, SERL_DERR_ATTN_MAX_LEN, s, op, (int64_t)b - a, max_len);
+    }
 }
 
-/* The grid (seq_grid) of the smallest tiles (BQ queries) fits: x below 2³¹, heads on y up to 65535. */
-static int32_t check_grid(serl_cuda_ctx *ctx, const char *op, int max_len, int n_seqs, int heads) {
-    if ((int64_t)((max_len + BQ - 1) / BQ) * n_seqs > 0x7FFFFFFF || heads > 65535)
-        return serl_fail(ctx, SERL_E_UNSUPPORTED, "%s: %d sequences of up to %d tokens with %d heads exceed the CUDA grid",
-                         op, n_seqs, max_len, heads);
+/* Queues the device's check of cu_seqlens (max_len already checked on the host). */
+static int32_t check_seqlens(serl_cuda_ctx *ctx, int opi, const int32_t *cu, int n_seqs, int n_tokens, int max_len) {
+    check_seqlens_kernel<<<1, 256, 0, ctx->stream>>>(cu, n_seqs, n_tokens, max_len, opi, ctx->derr);
+    LAUNCH_CHECK("attention (cu_seqlens check)");
     return SERL_OK;
 }
 
@@ -307,13 +339,13 @@ static int32_t set_smem(serl_cuda_ctx *ctx, const void *fn, size_t bytes) {
 
 extern "C" SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_fwd_args *a) {
     SERL_ENTER(ctxp, a, serl_attention_fwd_args);
-    int32_t st_ = check_common(ctx, "attention_fwd", a->n_tokens, a->n_seqs, a->n_heads, a->n_kv_heads, a->head_dim, a->cu_seqlens);
+    /* the grid covers the caller's max_len, capped at n_tokens (a larger bound changes nothing); each
+     * sequence's own length stays on the device */
+    const int max_len = a->max_len < a->n_tokens ? a->max_len : a->n_tokens;
+    int32_t st_ = check_host(ctx, "attention_fwd", serl_check_attention_fwd(ctx, a), a->n_seqs, a->n_heads, a->head_dim, max_len);
     if (st_) return st_;
-    int max_len;
-    if ((st_ = check_seqlens(ctx, "attention_fwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st_;
+    if ((st_ = check_seqlens(ctx, 0, a->cu_seqlens, a->n_seqs, a->n_tokens, a->max_len))) return st_;
     if (a->n_tokens == 0) return SERL_OK;
-    if ((st_ = check_grid(ctx, "attention_fwd", max_len, a->n_seqs, a->n_heads))) return st_;
-    SERL_CHECK(serl_check_attention_fwd_tensors(ctx, a));
     const int D = a->head_dim;
     if (serl_attention_mma_enabled() && a->q_dtype == SERL_DTYPE_BF16 && a->k_dtype == SERL_DTYPE_BF16 &&
         a->v_dtype == SERL_DTYPE_BF16 && (D == 64 || D == 128) && (((uintptr_t)a->q | (uintptr_t)a->k | (uintptr_t)a->v) & 3) == 0)
@@ -321,7 +353,7 @@ extern "C" SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_
     size_t shm = sizeof(float) * ((size_t)BQ * D + (size_t)BK * (D + 1) + (size_t)BK * D);
     if ((st_ = set_smem(ctx, (const void *)attn_fwd_kernel, shm))) return st_;
     const int tiles = (max_len + BQ - 1) / BQ;
-    attn_fwd_kernel<<<seq_grid(tiles, a->n_seqs, a->n_heads), NW * 32, shm, ctx->stream>>>(a->cu_seqlens, tiles, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v,
+    attn_fwd_kernel<<<seq_grid(tiles, a->n_seqs, a->n_heads), NW * 32, shm, ctx->stream>>>(a->cu_seqlens, tiles, a->n_tokens, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v,
                                                          BF(a->v_dtype), a->out, BF(a->out_dtype), a->lse, a->n_heads,
                                                          a->n_kv_heads, D, a->scale);
     LAUNCH_CHECK("attention_fwd");
@@ -330,13 +362,13 @@ extern "C" SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_
 
 extern "C" SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_bwd_args *a) {
     SERL_ENTER(ctxp, a, serl_attention_bwd_args);
-    int32_t st_ = check_common(ctx, "attention_bwd", a->n_tokens, a->n_seqs, a->n_heads, a->n_kv_heads, a->head_dim, a->cu_seqlens);
+    /* the grid covers the caller's max_len, capped at n_tokens (a larger bound changes nothing); each
+     * sequence's own length stays on the device */
+    const int max_len = a->max_len < a->n_tokens ? a->max_len : a->n_tokens;
+    int32_t st_ = check_host(ctx, "attention_bwd", serl_check_attention_bwd(ctx, a), a->n_seqs, a->n_heads, a->head_dim, max_len);
     if (st_) return st_;
-    int max_len;
-    if ((st_ = check_seqlens(ctx, "attention_bwd", a->cu_seqlens, a->n_seqs, a->n_tokens, &max_len))) return st_;
+    if ((st_ = check_seqlens(ctx, 1, a->cu_seqlens, a->n_seqs, a->n_tokens, a->max_len))) return st_;
     if (a->n_tokens == 0) return SERL_OK;
-    if ((st_ = check_grid(ctx, "attention_bwd", max_len, a->n_seqs, a->n_heads))) return st_;
-    SERL_CHECK(serl_check_attention_bwd_tensors(ctx, a));
     const int D = a->head_dim, H = a->n_heads, KVH = a->n_kv_heads;
     const int64_t rows = (int64_t)a->n_tokens * H;
     float *Dv = (float *)serl_scratch(ctx, sizeof(float) * (size_t)rows);
@@ -352,13 +384,13 @@ extern "C" SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_
     if ((st_ = set_smem(ctx, (const void *)attn_bwd_dq_kernel, shm_q))) return st_;
     const int tiles = (max_len + BQ - 1) / BQ;
     attn_bwd_dq_kernel<<<seq_grid(tiles, a->n_seqs, H), NW * 32, shm_q, ctx->stream>>>(
-        a->cu_seqlens, tiles, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v, BF(a->v_dtype), a->lse, Dv, a->dout,
+        a->cu_seqlens, tiles, a->n_tokens, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v, BF(a->v_dtype), a->lse, Dv, a->dout,
         BF(a->dout_dtype), a->dq, BF(a->dq_dtype), H, KVH, D, a->scale);
     LAUNCH_CHECK("attention_bwd");
     size_t shm_kv = sizeof(float) * (2 * (size_t)BQ * D + 2 * (size_t)BK * (D + 1) + 2 * BK);
     if ((st_ = set_smem(ctx, (const void *)attn_bwd_dkdv_kernel, shm_kv))) return st_;
     attn_bwd_dkdv_kernel<<<seq_grid(tiles, a->n_seqs, KVH), NW * 32, shm_kv, ctx->stream>>>(
-        a->cu_seqlens, tiles, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v, BF(a->v_dtype), a->lse, Dv, a->dout,
+        a->cu_seqlens, tiles, a->n_tokens, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v, BF(a->v_dtype), a->lse, Dv, a->dout,
         BF(a->dout_dtype), a->dk, BF(a->dk_dtype), a->dv, BF(a->dv_dtype), H, KVH, D, a->scale);
     LAUNCH_CHECK("attention_bwd");
     return SERL_OK;

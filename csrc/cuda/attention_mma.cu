@@ -32,7 +32,7 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 
 template <int HD>
 __global__ void __launch_bounds__(MMA_WARPS * 32)
-attn_fwd_mma_kernel(const int32_t *cu, int tiles, const uint16_t *q, const uint16_t *k, const uint16_t *v, void *out, int obf,
+attn_fwd_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, const uint16_t *k, const uint16_t *v, void *out, int obf,
                     float *lse, int H, int KVH, float scale) {
     extern __shared__ uint16_t smem[];
     constexpr int QS = HD + PAD, KS = HD + PAD, VS = MMA_BK + PAD;
@@ -40,7 +40,7 @@ attn_fwd_mma_kernel(const int32_t *cu, int tiles, const uint16_t *q, const uint1
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
     const int i0 = s0 + tile * MMA_BQ;
-    if (i0 >= s1) return;
+    if (s0 < 0 || s1 > n_tok || i0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel (attention.cu) */
     const int i_last = min(s1, i0 + MMA_BQ) - 1;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
 
@@ -247,7 +247,7 @@ __device__ __forceinline__ void mma_pb(float out[BWD_HD / 8][4], const float p[8
 }
 
 __global__ void __launch_bounds__(MMA_WARPS * 32)
-attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
+attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
                          const float *Dv, const uint16_t *dout, void *dk, int dkbf, void *dv, int dvbf, int H, int KVH,
                          float scale) {
     constexpr int RS = BWD_HD + PAD, TS = 64 + PAD;
@@ -256,7 +256,7 @@ attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, const uint16_t *q, const 
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, kvh = blockIdx.y, G = H / KVH;
     const int s0 = cu[s], s1 = cu[s + 1];
     const int j0 = s0 + tile * 64;
-    if (j0 >= s1) return;
+    if (s0 < 0 || s1 > n_tok || j0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel (attention.cu) */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     /* this warp's 16 keys and values as A fragments, staged through Qs/Gs */
     load_rows(Qs, RS, k, j0, s1, KVH, kvh);
@@ -317,14 +317,14 @@ attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, const uint16_t *q, const 
 }
 
 __global__ void __launch_bounds__(MMA_WARPS * 32)
-attn_bwd_dq_mma_kernel(const int32_t *cu, int tiles, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
+attn_bwd_dq_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
                        const float *Dv, const uint16_t *dout, void *dq, int dqbf, int H, int KVH, float scale) {
     constexpr int RS = BWD_HD + PAD, TS = 64 + PAD;
     __shared__ __align__(16) uint16_t Ks[64 * RS], Vs[64 * RS], Kt[BWD_HD * TS];
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
     const int i0 = s0 + tile * 64;
-    if (i0 >= s1) return;
+    if (s0 < 0 || s1 > n_tok || i0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel (attention.cu) */
     const int i_last = min(s1, i0 + 64) - 1;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     load_rows(Ks, RS, q, i0, s1, H, h); /* stage Q and dO through Ks/Vs for their fragments */
@@ -380,10 +380,10 @@ int32_t serl_attention_bwd_mma(serl_cuda_ctx *ctx, const serl_attention_bwd_args
     const uint16_t *go = (const uint16_t *)a->dout;
     const int tiles = (max_len + 63) / 64;
     attn_bwd_dq_mma_kernel<<<seq_grid(tiles, a->n_seqs, H), MMA_WARPS * 32, 0, ctx->stream>>>(
-        a->cu_seqlens, tiles, q, k, v, a->lse, Dv, go, a->dq, a->dq_dtype == SERL_DTYPE_BF16, H, KVH, a->scale);
+        a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->lse, Dv, go, a->dq, a->dq_dtype == SERL_DTYPE_BF16, H, KVH, a->scale);
     LAUNCH_CHECK("attention_bwd (mma dq)");
     attn_bwd_dkdv_mma_kernel<<<seq_grid(tiles, a->n_seqs, KVH), MMA_WARPS * 32, 0, ctx->stream>>>(
-        a->cu_seqlens, tiles, q, k, v, a->lse, Dv, go, a->dk, a->dk_dtype == SERL_DTYPE_BF16, a->dv,
+        a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->lse, Dv, go, a->dk, a->dk_dtype == SERL_DTYPE_BF16, a->dv,
         a->dv_dtype == SERL_DTYPE_BF16, H, KVH, a->scale);
     LAUNCH_CHECK("attention_bwd (mma dk/dv)");
     return SERL_OK;
@@ -407,11 +407,11 @@ int32_t serl_attention_fwd_mma(serl_cuda_ctx *ctx, const serl_attention_fwd_args
     const uint16_t *q = (const uint16_t *)a->q, *k = (const uint16_t *)a->k, *v = (const uint16_t *)a->v;
     if (D == 64) {
         if (shm > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(attn_fwd_mma_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
-        attn_fwd_mma_kernel<64><<<grid, MMA_WARPS * 32, shm, ctx->stream>>>(a->cu_seqlens, tiles, q, k, v, a->out, obf, a->lse,
+        attn_fwd_mma_kernel<64><<<grid, MMA_WARPS * 32, shm, ctx->stream>>>(a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->out, obf, a->lse,
                                                                            a->n_heads, a->n_kv_heads, a->scale);
     } else {
         if (shm > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(attn_fwd_mma_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
-        attn_fwd_mma_kernel<128><<<grid, MMA_WARPS * 32, shm, ctx->stream>>>(a->cu_seqlens, tiles, q, k, v, a->out, obf, a->lse,
+        attn_fwd_mma_kernel<128><<<grid, MMA_WARPS * 32, shm, ctx->stream>>>(a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->out, obf, a->lse,
                                                                             a->n_heads, a->n_kv_heads, a->scale);
     }
     LAUNCH_CHECK("attention_fwd (mma)");

@@ -47,6 +47,12 @@ enum {
     SERL_DERR_SAMPLE_NO_FINITE,
     SERL_DERR_RL_ACTIONS, /* j: the op (SERL_RL_OP_*); v, f: the sequence's action range; lim: n_actions */
     SERL_DERR_RL_POS,     /* j: the op; v, f: the packed range; lim: n_tokens */
+    /* attention's cu_seqlens (j: 0 attention_fwd, 1 attention_bwd): cu_seqlens[0] = v; cu_seqlens[i] = v
+     * with n_tokens = lim; cu_seqlens[i] = v > cu_seqlens[i+1] = lim; sequence i of v tokens, max_len lim */
+    SERL_DERR_ATTN_CU_FIRST,
+    SERL_DERR_ATTN_CU_LAST,
+    SERL_DERR_ATTN_CU_DECREASE,
+    SERL_DERR_ATTN_MAX_LEN,
 };
 
 /* The RL step's ops, named in their errors (rl.cu, context.cu). */

@@ -113,6 +113,19 @@ int32_t serl_sync_stream(serl_cuda_ctx *ctx, const char *what) {
         return serl_fail(ctx, SERL_E_ARG, "%s: sequence %d: packed positions [%lld, %lld) outside [0, %lld)", op, i, v,
                          (long long)f, lim);
     }
+    case SERL_DERR_ATTN_CU_FIRST:
+    case SERL_DERR_ATTN_CU_LAST:
+    case SERL_DERR_ATTN_CU_DECREASE:
+    case SERL_DERR_ATTN_MAX_LEN: {
+        /* the CPU's messages (serl_check_seqlens, ../check.h) */
+        const char *op = j ? "attention_bwd" : "attention_fwd";
+        if (code == SERL_DERR_ATTN_CU_FIRST) return serl_fail(ctx, SERL_E_ARG, "%s: cu_seqlens[0] = %lld, want 0", op, v);
+        if (code == SERL_DERR_ATTN_CU_LAST)
+            return serl_fail(ctx, SERL_E_ARG, "%s: cu_seqlens[%d] = %lld, want n_tokens = %lld", op, i, v, lim);
+        if (code == SERL_DERR_ATTN_CU_DECREASE)
+            return serl_fail(ctx, SERL_E_ARG, "%s: cu_seqlens decreases at %d (%lld > %lld)", op, i, v, lim);
+        return serl_fail(ctx, SERL_E_ARG, "%s: sequence %d has %lld tokens, more than max_len = %lld", op, i, v, lim);
+    }
     }
     return serl_fail(ctx, SERL_E_DEVICE, "a kernel reported error code %d, which this library does not know", code);
 }

@@ -45,8 +45,8 @@ type Activations struct {
 	normSink kernels.Tensor
 	frozen   tensors // the base's gradient tensors under LoRA: only the norms', all at normSink
 
-	// the current batch
-	tokens, seqs int
+	// the current batch; maxLen: its longest sequence (attention's launch bound)
+	tokens, seqs, maxLen int
 }
 
 // layerActs is what one layer's forward keeps for its backward.

@@ -87,6 +87,7 @@ type Workspace struct {
 	seqLens                   kernels.Tensor // I32 [S]
 	lu                        kernels.Tensor // [T, R] LoRA scratch x·Aᵀ (invalid without adapters)
 	hostCu, hostLast, hostPos []int32
+	maxLen                    int // the current prefill's longest prompt (attention's launch bound)
 }
 
 // WorkspaceBytes is the size of a generation workspace at precision p.
@@ -168,7 +169,7 @@ func (m *Model) Prefill(ws *Workspace, kv *KVCache, ids []int32, seqLens []int, 
 	// positions restart in each prompt; the last token's index picks the row whose logits we need
 	pos := ws.hostPos[:T]
 	t := 0
-	ws.hostCu[0] = 0
+	ws.hostCu[0], ws.maxLen = 0, 0
 	for s, n := range seqLens {
 		if n < 1 || t+n > T {
 			return fmt.Errorf("model: prefill sequence %d of length %d does not fit %d tokens", s, n, T)
@@ -177,6 +178,7 @@ func (m *Model) Prefill(ws *Workspace, kv *KVCache, ids []int32, seqLens []int, 
 			pos[i+t] = int32(i)
 		}
 		t += n
+		ws.maxLen = max(ws.maxLen, n)
 		ws.hostCu[s+1] = int32(t)
 		ws.hostLast[s] = int32(t - 1)
 	}
@@ -281,7 +283,8 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 		}
 		if p.err == nil {
 			if prefill {
-				p.err = m.dev.AttentionFwd(kernels.Attention{Q: q, K: k, V: v, Out: attn, CuSeqlens: ws.cu.MustSlice(0, S+1), Scale: m.scale})
+				p.err = m.dev.AttentionFwd(kernels.Attention{Q: q, K: k, V: v, Out: attn, CuSeqlens: ws.cu.MustSlice(0, S+1),
+					MaxLen: ws.maxLen, Scale: m.scale})
 			} else {
 				p.err = m.dev.DecodeAttention(attn, q, cache, ws.blockTable.MustSlice(0, S), ws.seqLens.MustSlice(0, S), m.scale)
 			}

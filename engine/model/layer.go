@@ -43,7 +43,7 @@ func (m *Model) layerForward(a *Activations, l int) error {
 	p.rope(q, q, pos, m.invFreq, c.HeadDim, false)
 	p.rope(k, k, pos, m.invFreq, c.HeadDim, false)
 	p.attention(kernels.Attention{Q: q, K: k, V: v, Out: attn, LSE: rows(s.lse, T),
-		CuSeqlens: a.cu.MustSlice(0, a.seqs+1), Scale: m.scale})
+		CuSeqlens: a.cu.MustSlice(0, a.seqs+1), MaxLen: a.maxLen, Scale: m.scale})
 	p.linear(tmp, flat2(attn), w.wo, w.bo)
 	m.loraLinear(&p, l, 3, tmp, flat2(attn), u[3])
 	p.add(xmid, x, tmp)
@@ -92,7 +92,7 @@ func (m *Model) layerBackward(a *Activations, g tensors, gl [][7]loraPair, l int
 	lora(3, flat2(dattn), dx, flat2(attn))
 	p.zero(dq, dk, dv)
 	p.attentionBackward(kernels.AttentionGrad{Q: q, K: k, V: v, Out: attn, LSE: rows(s.lse, T), DOut: dattn,
-		DQ: dq, DK: dk, DV: dv, CuSeqlens: a.cu.MustSlice(0, a.seqs+1), Scale: m.scale})
+		DQ: dq, DK: dk, DV: dv, CuSeqlens: a.cu.MustSlice(0, a.seqs+1), MaxLen: a.maxLen, Scale: m.scale})
 	p.rope(dq, dq, pos, m.invFreq, c.HeadDim, true)
 	p.rope(dk, dk, pos, m.invFreq, c.HeadDim, true)
 	p.linearBackward(dln, gw.wq, gw.bq, flat2(dq), ln1, w.wq, false)

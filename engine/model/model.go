@@ -179,7 +179,7 @@ func (m *Model) stage(a *Activations, ids []int32, seqLens []int) error {
 	if S > a.MaxSeqs {
 		return fmt.Errorf("model: batch of %d sequences (arena holds %d)", S, a.MaxSeqs)
 	}
-	t := 0
+	t, maxLen := 0, 0
 	a.hostCu[0] = 0
 	for s, n := range seqLens {
 		if n < 1 {
@@ -204,12 +204,13 @@ func (m *Model) stage(a *Activations, ids []int32, seqLens []int) error {
 			}
 		}
 		t += n
+		maxLen = max(maxLen, n)
 		a.hostCu[s+1] = int32(t)
 	}
 	if t != T {
 		return fmt.Errorf("model: sequence lengths add up to %d, batch has %d tokens", t, T)
 	}
-	a.tokens, a.seqs = T, S
+	a.tokens, a.seqs, a.maxLen = T, S, maxLen
 	return uploadI32(i32Upload{a.ids, a.hostIDs[:T]}, i32Upload{a.targets, a.hostTargets[:T]},
 		i32Upload{a.pos, a.hostPos[:T]}, i32Upload{a.cu, a.hostCu[:S+1]})
 }

@@ -162,3 +162,12 @@ func DecodeAttention[T Float](out, q, kCache, vCache []T, blockTable, seqLens []
 		}
 	}
 }
+
+// MaxLen is the longest sequence of cu (the packed layout above): the bound attention's MaxLen wants.
+func MaxLen(cu []int32) int {
+	m := 0
+	for s := 0; s+1 < len(cu); s++ {
+		m = max(m, int(cu[s+1]-cu[s]))
+	}
+	return m
+}
