@@ -19,6 +19,7 @@ func init() {
 	register("graph/refusals", testGraphRefusals)
 	register("graph/replay-error", testGraphReplayError)
 	register("graph/attention", testGraphAttention)
+	register("graph/whiten", testGraphWhiten)
 }
 
 // graphStep is a decode-shaped chain of ops over fixed buffers: embedding → RMSNorm (bf16 out) → a bf16
@@ -212,8 +213,7 @@ func testGraphRefusals(t *testing.T, h *harness) {
 	d := h.d
 	a, b := h.f32([]float32{1, 2, 3}), h.f32([]float32{10, 20, 30})
 	out := h.alloc(F32, 3)
-	mask := h.f32([]float32{1, 1, 1})
-	stats := h.alloc(F32, 2)
+	pos, actCu := h.i32([]int32{0}), h.i32([]int32{0, 3})
 	host := make([]float32, 3)
 	spare := h.d.MustAlloc(F32, 4) // freed during capture: refused, released when the capture ends
 	live, _ := d.MemoryInUse()
@@ -228,7 +228,7 @@ func testGraphRefusals(t *testing.T, h *harness) {
 		{"free", func() error { d.Free(spare); return nil }, "free"},
 		{"sync", func() error { return d.Sync() }, "sync"},
 		{"nested", func() error { _, err := d.Capture(func() error { return nil }); return err }, "nest"},
-		{"whiten", func() error { return d.Whiten(out, stats, a, mask, true, 1e-8) }, "serl_whiten cannot be captured"},
+		{"gather_actions", func() error { return d.GatherActions(out, a, pos, actCu, 1) }, "serl_gather_actions cannot be captured"},
 		{"op error", func() error {
 			return d.MatMul(MatMul{A: a.MustReshape(1, 3), B: b.MustReshape(3, 1), C: out.MustReshape(3, 1), Alpha: 1})
 		}, "matmul"},
@@ -540,11 +540,7 @@ func testGraphAttention(t *testing.T, h *harness) {
 		}
 		poison := func() {
 			for _, x := range outputs {
-				nan := make([]float32, x.Len())
-				for i := range nan {
-					nan[i] = float32(math.NaN())
-				}
-				setAny(t, x, nan)
+				setAny(t, x, nanFloats(x.Len()))
 			}
 		}
 		read := func() [][]uint32 {
@@ -600,6 +596,86 @@ func testGraphAttention(t *testing.T, h *harness) {
 		require.NoError(t, d.Sync(), name)
 		g.Free()
 	}
+}
+
+// testGraphWhiten: whitening (full, and statistics then apply) captured once replays bit for bit what
+// the ops give run directly, over new values and masks each launch and sizes of one and several of the
+// reduction's chunks; a zero mask is reported (by the launch on the CPU, at the next download on a GPU)
+// with the op's message, and the next good launch succeeds.
+func testGraphWhiten(t *testing.T, h *harness) {
+	d := h.d
+	for _, n := range []int{1000, 200_000} {
+		x, mask, y, y2 := h.alloc(F32, n), h.alloc(F32, n), h.alloc(F32, n), h.alloc(F32, n)
+		stats, stats3 := h.alloc(F32, 2), h.alloc(F32, 3)
+		outputs := []Tensor{y, y2, stats, stats3}
+		inputs := func(zero bool) {
+			m := make([]float32, n)
+			for i := range m {
+				if !zero && h.rng.IntN(3) > 0 {
+					m[i] = 1
+				}
+			}
+			require.NoError(t, Upload(x, h.randn(n, 3)))
+			require.NoError(t, Upload(mask, m))
+		}
+		poison := func() {
+			for _, o := range outputs {
+				setAny(t, o, nanFloats(o.Len()))
+			}
+		}
+		read := func() [][]uint32 {
+			var r [][]uint32
+			for _, o := range outputs {
+				r = append(r, rawBits(h, o))
+			}
+			return r
+		}
+		run := func() error {
+			return firstErr(d.Whiten(y, stats, x, mask, true, 1e-8), d.WhitenStats(stats3, x, mask),
+				d.WhitenApply(y2, stats3, x, mask, false, 0))
+		}
+		inputs(false)
+		require.NoError(t, run(), "warm-up")
+		poison()
+		g, err := d.Capture(run)
+		require.NoError(t, err)
+		require.Equal(t, 3, g.Ops())
+		for r := 0; r < 3; r++ {
+			inputs(false)
+			poison()
+			require.NoError(t, g.Launch())
+			got := read()
+			for i, o := range got {
+				for j, b := range o {
+					require.False(t, math.IsNaN(float64(math.Float32frombits(b))), "n=%d round %d: output %d element %d is NaN", n, r, i, j)
+				}
+			}
+			poison()
+			require.NoError(t, run())
+			require.Equal(t, read(), got, "n=%d round %d: graph vs direct", n, r)
+		}
+		inputs(true)
+		err = g.Launch()
+		if err == nil {
+			err = Download(make([]float32, 2), stats)
+		}
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "whiten: Σ mask = 0 (want a non-zero total weight)")
+		require.NoError(t, d.Sync(), "the error is reported once")
+		inputs(false)
+		require.NoError(t, g.Launch())
+		require.NoError(t, d.Sync())
+		g.Free()
+	}
+}
+
+// nanFloats is n NaNs.
+func nanFloats(n int) []float32 {
+	f := make([]float32, n)
+	for i := range f {
+		f[i] = float32(math.NaN())
+	}
+	return f
 }
 
 // setAny uploads data into x (F32, or BF16 rounded to nearest even).

@@ -5,7 +5,8 @@ import "math"
 // Whiten is masked whitening over a token batch (docs/SERL.md §5.2): μ = Σ m·x / Σ m and the biased
 // σ² = Σ m·(x−μ)² / Σ m, in double; y = (x − μ)/sqrt(max(σ², eps)) where mask ≠ 0, else 0 (stdNorm
 // false: y = x − μ). stats[0] = μ, stats[1] = σ². x, mask, y: F32 [n] (y may be x); stats: F32 [2].
-// A mask with Σ m = 0 is an error.
+// A mask with Σ m = 0 is an error: at the call on the CPU, at the next synchronisation (Sync, a
+// download) on a GPU, which reads nothing back here (so whitening can be captured in a graph).
 func (d *Device) Whiten(y, stats, x, mask Tensor, stdNorm bool, eps float32) error {
 	return d.whiten(whitenFull, y, stats, x, mask, stdNorm, eps)
 }

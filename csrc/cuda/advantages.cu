@@ -1,6 +1,7 @@
 /* Advantage statistics: masked whitening over a token batch and per-group baselines. Whitening reduces
- * fixed chunks on the device (double), and the host adds the chunk sums in order (the CPU library's
- * scheme), which also lets it refuse a zero total weight with the CPU library's message. */
+ * fixed chunks on the device (double), and one thread adds the chunk sums in chunk order (the CPU
+ * library's scheme), so the result is deterministic and nothing is read back: the op can be captured in a
+ * graph, and a zero total weight is reported through the device error word with the CPU's message. */
 #include <vector>
 
 #include "common.cuh"
@@ -8,9 +9,14 @@
 #define CHUNK 65536
 #define THREADS 512
 
-/* phase 0: part[c] = (Σm, Σm·x); phase 1: part[c] = (Σm·(x−μ)², 0) */
-__global__ void whiten_partial(const float *x, const float *m, int64_t n, int phase, double mu, double *part) {
+/* The statistics between the kernels (device scratch): Σm, μ, σ², and whether Σm was refused. */
+enum { MOM_SM, MOM_MU, MOM_VAR, MOM_BAD, MOM_N };
+
+/* phase 0: part[c] = (Σm, Σm·x); phase 1: part[c] = (Σm·(x−μ)², 0) with μ = mom[MOM_MU] */
+__global__ void whiten_partial(const float *x, const float *m, int64_t n, int phase, const double *mom, double *part) {
     __shared__ double sh[32];
+    if (phase == 1 && mom[MOM_BAD] != 0) return;
+    const double mu = phase == 1 ? mom[MOM_MU] : 0;
     const int64_t lo = (int64_t)blockIdx.x * CHUNK, hi = min(n, lo + CHUNK);
     double s0 = 0, s1 = 0;
     for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
@@ -27,59 +33,68 @@ __global__ void whiten_partial(const float *x, const float *m, int64_t n, int ph
     if (threadIdx.x == 0) part[2 * blockIdx.x] = s0, part[2 * blockIdx.x + 1] = s1;
 }
 
-/* y = (x − μ)·is where m ≠ 0; μ, σ² from the host (FULL) or from stats (APPLY: given = 1, read on the
- * device so no host round trip sits between a rank's combine and the whitening). FULL writes stats. */
-__global__ void whiten_apply(const float *x, const float *m, float *y, int64_t n, double mu, double is, float *stats,
-                             float mu_f, float var_f, int given, int std_norm, float eps) {
-    if (given) {
-        mu = stats[0];
-        const double var = stats[1];
-        is = std_norm ? 1.0 / sqrt(var > eps ? var : (double)eps) : 1.0;
+/* One thread, chunk order (the CPU's sums). phase 0: Σm and μ, refusing Σm = 0 or non-finite; phase 1:
+ * σ², and stats (STATS: μ, σ², Σm; FULL: μ, σ²). */
+__global__ void whiten_final(const double *part, int64_t nc, int phase, double *mom, float *stats, int mode,
+                             serl_dev_err *err) {
+    if (phase == 0) {
+        double sm = 0, smx = 0;
+        for (int64_t c = 0; c < nc; c++) sm += part[2 * c], smx += part[2 * c + 1];
+        mom[MOM_SM] = sm;
+        mom[MOM_BAD] = !(sm != 0 && isfinite(sm));
+        if (mom[MOM_BAD] != 0) {
+            serl_report(err, SERL_DERR_WHITEN_MASK, 0, 0, 0, 0, sm);
+            return;
+        }
+        mom[MOM_MU] = smx / sm;
+        return;
     }
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        y[i] = m[i] != 0 ? (float)((x[i] - mu) * is) : 0.0f;
-    if (!given && blockIdx.x == 0 && threadIdx.x == 0) stats[0] = mu_f, stats[1] = var_f;
+    if (mom[MOM_BAD] != 0) return;
+    double sv = 0;
+    for (int64_t c = 0; c < nc; c++) sv += part[2 * c];
+    const double var = sv / mom[MOM_SM];
+    mom[MOM_VAR] = var;
+    stats[0] = (float)mom[MOM_MU], stats[1] = (float)var;
+    if (mode == SERL_WHITEN_STATS) stats[2] = (float)mom[MOM_SM];
 }
 
-__global__ void whiten_stats(float *stats, float mu, float var, float sm) {
-    stats[0] = mu, stats[1] = var, stats[2] = sm;
+/* y = (x − μ)·is where m ≠ 0; μ, σ² from mom (FULL, computed by whiten_final) or from stats (APPLY). */
+__global__ void whiten_apply(const float *x, const float *m, float *y, int64_t n, const double *mom, const float *stats,
+                             int std_norm, float eps) {
+    double mu, var;
+    if (mom) {
+        if (mom[MOM_BAD] != 0) return;
+        mu = mom[MOM_MU], var = mom[MOM_VAR];
+    } else {
+        mu = stats[0], var = stats[1];
+    }
+    const double is = std_norm ? 1.0 / sqrt(var > eps ? var : (double)eps) : 1.0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = m[i] != 0 ? (float)((x[i] - mu) * is) : 0.0f;
 }
 
 extern "C" SERL_API int32_t serl_whiten(void *ctxp, const serl_whiten_args *a) {
     SERL_ENTER(ctxp, a, serl_whiten_args);
     SERL_CHECK(serl_check_whiten(ctx, a));
     if (a->mode == SERL_WHITEN_APPLY) {
-        whiten_apply<<<serl_blocks(a->n, 256), 256, 0, ctx->stream>>>(a->x, a->mask, a->y, a->n, 0, 1, a->stats, 0, 0,
-                                                                       1, a->std_norm, a->eps);
+        whiten_apply<<<serl_blocks(a->n, 256), 256, 0, ctx->stream>>>(a->x, a->mask, a->y, a->n, NULL, a->stats,
+                                                                       a->std_norm, a->eps);
         LAUNCH_CHECK("whiten");
         return SERL_OK;
     }
     const int64_t nc = (a->n + CHUNK - 1) / CHUNK;
-    double *part = (double *)serl_scratch(ctx, sizeof(double) * 2 * (size_t)nc);
+    double *part = (double *)serl_scratch(ctx, sizeof(double) * (2 * (size_t)nc + MOM_N));
     if (!part) return ctx->scratch_status;
-    whiten_partial<<<(unsigned)nc, THREADS, 0, ctx->stream>>>(a->x, a->mask, a->n, 0, 0, part);
-    LAUNCH_CHECK("whiten");
-    const double *h = (const double *)serl_read_back(ctx, part, sizeof(double) * 2 * (size_t)nc, "whiten");
-    if (!h) return SERL_E_DEVICE;
-    double sm = 0, smx = 0;
-    for (int64_t c = 0; c < nc; c++) sm += h[2 * c], smx += h[2 * c + 1];
-    SERL_REQUIRE(sm != 0 && isfinite(sm), "whiten: Σ mask = %g (want a non-zero total weight)", sm);
-    const double mu = smx / sm;
-    whiten_partial<<<(unsigned)nc, THREADS, 0, ctx->stream>>>(a->x, a->mask, a->n, 1, mu, part);
-    LAUNCH_CHECK("whiten");
-    h = (const double *)serl_read_back(ctx, part, sizeof(double) * 2 * (size_t)nc, "whiten");
-    if (!h) return SERL_E_DEVICE;
-    double sv = 0;
-    for (int64_t c = 0; c < nc; c++) sv += h[2 * c];
-    const double var = sv / sm;
-    if (a->mode == SERL_WHITEN_STATS) {
-        whiten_stats<<<1, 1, 0, ctx->stream>>>(a->stats, (float)mu, (float)var, (float)sm);
+    double *mom = part + 2 * nc;
+    for (int phase = 0; phase < 2; phase++) {
+        whiten_partial<<<(unsigned)nc, THREADS, 0, ctx->stream>>>(a->x, a->mask, a->n, phase, mom, part);
         LAUNCH_CHECK("whiten");
-        return SERL_OK;
+        whiten_final<<<1, 1, 0, ctx->stream>>>(part, nc, phase, mom, a->stats, a->mode, ctx->derr);
+        LAUNCH_CHECK("whiten");
     }
-    const double is = a->std_norm ? 1.0 / sqrt(var > a->eps ? var : (double)a->eps) : 1.0;
-    whiten_apply<<<serl_blocks(a->n, 256), 256, 0, ctx->stream>>>(a->x, a->mask, a->y, a->n, mu, is, a->stats, (float)mu,
-                                                                   (float)var, 0, a->std_norm, a->eps);
+    if (a->mode == SERL_WHITEN_STATS) return SERL_OK;
+    whiten_apply<<<serl_blocks(a->n, 256), 256, 0, ctx->stream>>>(a->x, a->mask, a->y, a->n, mom, a->stats, a->std_norm,
+                                                                   a->eps);
     LAUNCH_CHECK("whiten");
     return SERL_OK;
 }

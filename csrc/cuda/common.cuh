@@ -53,6 +53,7 @@ enum {
     SERL_DERR_ATTN_CU_LAST,
     SERL_DERR_ATTN_CU_DECREASE,
     SERL_DERR_ATTN_MAX_LEN,
+    SERL_DERR_WHITEN_MASK, /* f: Σ mask (0 or not finite) */
 };
 
 /* The RL step's ops, named in their errors (rl.cu, context.cu). */

@@ -126,6 +126,8 @@ int32_t serl_sync_stream(serl_cuda_ctx *ctx, const char *what) {
             return serl_fail(ctx, SERL_E_ARG, "%s: cu_seqlens decreases at %d (%lld > %lld)", op, i, v, lim);
         return serl_fail(ctx, SERL_E_ARG, "%s: sequence %d has %lld tokens, more than max_len = %lld", op, i, v, lim);
     }
+    case SERL_DERR_WHITEN_MASK:
+        return serl_fail(ctx, SERL_E_ARG, "whiten: Σ mask = %g (want a non-zero total weight)", f);
     }
     return serl_fail(ctx, SERL_E_DEVICE, "a kernel reported error code %d, which this library does not know", code);
 }
