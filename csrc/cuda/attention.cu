@@ -372,7 +372,7 @@ extern "C" SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_
     const int D = a->head_dim, H = a->n_heads, KVH = a->n_kv_heads;
     const int64_t rows = (int64_t)a->n_tokens * H;
     float *Dv = (float *)serl_scratch(ctx, sizeof(float) * (size_t)rows);
-    if (!Dv) return SERL_E_NOMEM;
+    if (!Dv) return ctx->scratch_status;
     attn_bwd_dot_kernel<<<serl_blocks(rows * 32, 256), 256, 0, ctx->stream>>>(a->dout, BF(a->dout_dtype), a->out,
                                                                                 BF(a->out_dtype), Dv, rows, D);
     LAUNCH_CHECK("attention_bwd");
