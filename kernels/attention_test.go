@@ -178,6 +178,7 @@ func testAttentionErrors(t *testing.T, h *harness) {
 		{"longer than max_len", []int32{0, 1, 6}, "attention_fwd: sequence 1 has 5 tokens, more than max_len = 4"},
 		{"longer, then decreasing", []int32{0, 5, 3, 6}, "attention_fwd: sequence 0 has 5 tokens, more than max_len = 4"},
 		{"decreasing, then longer", []int32{0, 2, 1, 6}, "attention_fwd: cu_seqlens decreases at 1 (2 > 1)"},
+		{"no sequence", []int32{0}, "attention_fwd: cu_seqlens[0] = 0, want n_tokens = 6"},
 	} {
 		err := requireOpError(t, "cu_seqlens "+c.name, fwd(func(p *Attention) { p.CuSeqlens = h.i32(c.cu) }))
 		require.ErrorContains(t, err, c.want, c.name)
@@ -189,6 +190,17 @@ func testAttentionErrors(t *testing.T, h *harness) {
 	require.ErrorContains(t, requireOpError(t, "negative max_len", fwd(func(p *Attention) { p.MaxLen = -1 })), "max_len = -1")
 	require.ErrorContains(t, requireOpError(t, "max_len past int32", fwd(func(p *Attention) { p.MaxLen = 1 << 31 })), "max_len")
 	require.NoError(t, fwd(func(*Attention) {}), "the device works after the errors")
+
+	// no tokens: nothing to compute, but cu_seqlens is still checked (max_len 0 is then allowed)
+	e := h.alloc(F32, 0, nh, dim)
+	empty := func(cu []int32) error {
+		return h.d.AttentionFwd(Attention{Q: e, K: e.MustReshape(0, kvh, dim), V: e.MustReshape(0, kvh, dim), Out: e,
+			CuSeqlens: h.i32(cu), Scale: 0.3})
+	}
+	require.NoError(t, empty([]int32{0, 0, 0}))
+	require.NoError(t, h.d.Sync())
+	require.ErrorContains(t, requireOpError(t, "no tokens, decreasing", empty([]int32{0, 1, 0})),
+		"attention_fwd: sequence 0 has 1 tokens, more than max_len = 0")
 	requireOpError(t, "H % KVH", fwd(func(p *Attention) {
 		p.K, p.V = h.f32(make([]float32, T*3*dim), T, 3, dim), h.f32(make([]float32, T*3*dim), T, 3, dim)
 	}))

@@ -345,7 +345,7 @@ extern "C" SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_
     int32_t st_ = check_host(ctx, "attention_fwd", serl_check_attention_fwd(ctx, a), a->n_seqs, a->n_heads, a->head_dim, max_len);
     if (st_) return st_;
     if ((st_ = check_seqlens(ctx, 0, a->cu_seqlens, a->n_seqs, a->n_tokens, a->max_len))) return st_;
-    if (a->n_tokens == 0) return SERL_OK;
+    if (a->n_tokens == 0 || a->n_seqs == 0) return SERL_OK; /* no sequence: the check reports (a grid of 0 would not launch) */
     const int D = a->head_dim;
     if (serl_attention_mma_enabled() && a->q_dtype == SERL_DTYPE_BF16 && a->k_dtype == SERL_DTYPE_BF16 &&
         a->v_dtype == SERL_DTYPE_BF16 && (D == 64 || D == 128) && (((uintptr_t)a->q | (uintptr_t)a->k | (uintptr_t)a->v) & 3) == 0)
@@ -368,7 +368,7 @@ extern "C" SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_
     int32_t st_ = check_host(ctx, "attention_bwd", serl_check_attention_bwd(ctx, a), a->n_seqs, a->n_heads, a->head_dim, max_len);
     if (st_) return st_;
     if ((st_ = check_seqlens(ctx, 1, a->cu_seqlens, a->n_seqs, a->n_tokens, a->max_len))) return st_;
-    if (a->n_tokens == 0) return SERL_OK;
+    if (a->n_tokens == 0 || a->n_seqs == 0) return SERL_OK; /* no sequence: the check reports (a grid of 0 would not launch) */
     const int D = a->head_dim, H = a->n_heads, KVH = a->n_kv_heads;
     const int64_t rows = (int64_t)a->n_tokens * H;
     float *Dv = (float *)serl_scratch(ctx, sizeof(float) * (size_t)rows);
