@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -61,6 +62,50 @@ func TestCUDAMatchesCPU(t *testing.T) {
 		return out
 	}
 	requireClose(t, "matmul cuda vs cpu", run(g), run(c), 1e-5)
+}
+
+// TestCUDAAdamWMatchesCPU: AdamW gives the CPU library's bits on the GPU, over the 16-byte groups of 4
+// and the element-by-element tail (n = 1003), with the bf16 copy and the clip read from device memory:
+// the same roundings in the same order on both (p·decay fused into the subtraction, as the CPU's fmsub).
+func TestCUDAAdamWMatchesCPU(t *testing.T) {
+	g := cudaDevice(t)
+	c := cpuDevice(t)
+	hc := newHarness(t, c)
+	const n = 1003
+	p0, m0, v0 := hc.randn(n, 1), hc.randn(n, 0.1), hc.randn(n, 0.1)
+	for i := range v0 {
+		v0[i] *= v0[i]
+	}
+	grads := [][]float32{hc.randn(n, 3), hc.randn(n, 3), hc.randn(n, 3)}
+	type state struct {
+		p, m, v []float32
+		pb      []uint16
+	}
+	run := func(d *Device) state {
+		h := newHarness(t, d)
+		p, m, v, pb := h.f32(p0), h.f32(m0), h.f32(v0), h.poisonedAs(BF16, n)
+		for step, gr := range grads {
+			// a given norm (not each device's own sum): the clip factor is then the same on both
+			tg, nrm := h.f32(gr), h.f32([]float32{7.5})
+			hp := AdamWParams{Step: step + 1, LR: 3e-2, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1,
+				GradScale: 0.5, GradNorm: nrm, MaxNorm: 1, PBF16: pb}
+			require.NoError(t, d.AdamW(p, tg, m, v, hp))
+		}
+		return state{h.get(p), h.get(m), h.get(v), h.bits(pb)}
+	}
+	want, got := run(c), run(g)
+	for _, x := range []struct {
+		name      string
+		got, want []float32
+	}{{"p", got.p, want.p}, {"m", got.m, want.m}, {"v", got.v, want.v}} {
+		for i := range x.want {
+			if math.Float32bits(x.got[i]) != math.Float32bits(x.want[i]) {
+				t.Fatalf("adamw %s[%d]: cuda %g (%#x), cpu %g (%#x)", x.name, i, x.got[i], math.Float32bits(x.got[i]),
+					x.want[i], math.Float32bits(x.want[i]))
+			}
+		}
+	}
+	require.Equal(t, want.pb, got.pb, "adamw bf16 copy: cuda vs cpu")
 }
 
 // TestCUDASampleMatchesCPU: the same logits and seeds give the same token on both devices (the CPU

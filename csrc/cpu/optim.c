@@ -208,20 +208,22 @@ static void adamw_task(void *arg, int64_t c, int w) {
         __m256 mi = _mm256_fmadd_ps(vb1, _mm256_loadu_ps(m + i), _mm256_mul_ps(vc1, gi));
         __m256 vi = _mm256_fmadd_ps(vb2, _mm256_loadu_ps(v + i), _mm256_mul_ps(vc2, _mm256_mul_ps(gi, gi)));
         __m256 den = _mm256_fmadd_ps(_mm256_sqrt_ps(vi), vib, veps);
-        __m256 pi = _mm256_mul_ps(_mm256_loadu_ps(p + i), vdec);
-        pi = _mm256_sub_ps(pi, _mm256_div_ps(_mm256_mul_ps(vss, mi), den));
+        /* p·decay − step·m/den in one rounding, spelled out (the CUDA library does the same), not left
+         * to the compiler's contraction (gcc fuses the product into the subtraction; clang would not) */
+        __m256 pi = _mm256_fmsub_ps(_mm256_loadu_ps(p + i), vdec, _mm256_div_ps(_mm256_mul_ps(vss, mi), den));
         _mm256_storeu_ps(m + i, mi);
         _mm256_storeu_ps(v + i, vi);
         _mm256_storeu_ps(p + i, pi);
         if (pb) _mm_storeu_si128((__m128i *)(pb + i), serl_f32x8_to_bf16(pi));
     }
     for (; i < hi; i++) {
+        /* the vector form's roundings, element by element */
         float gi = g[i] * gs;
-        float mi = b1 * m[i] + c1 * gi;
-        float vi = b2 * v[i] + c2 * (gi * gi);
-        float den = sqrtf(vi) * j->inv_bc2_sqrt + eps;
+        float mi = fmaf(b1, m[i], c1 * gi);
+        float vi = fmaf(b2, v[i], c2 * (gi * gi));
+        float den = fmaf(sqrtf(vi), j->inv_bc2_sqrt, eps);
         m[i] = mi, v[i] = vi;
-        p[i] = p[i] * j->decay - j->step_size * mi / den;
+        p[i] = fmaf(p[i], j->decay, -(j->step_size * mi / den));
         if (pb) pb[i] = serl_f32_to_bf16(p[i]);
     }
 }

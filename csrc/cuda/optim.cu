@@ -58,7 +58,8 @@ extern "C" SERL_API int32_t serl_grad_norm(void *ctxp, const serl_grad_norm_args
 }
 
 /* The CPU library's vector form: m = β1·m + (1−β1)·g' and v likewise as fused multiply-adds, den =
- * sqrt(v)·(1/sqrt(bc2)) + eps fused, p = p·decay − step·m/den. */
+ * sqrt(v)·(1/sqrt(bc2)) + eps fused, p = p·decay − step·m/den with p·decay fused into the subtraction
+ * (the CPU's fmsub), so both devices give the same bits. */
 struct adamw_consts {
     float b1, b2, c1, c2, eps, decay, step_size, ib, gs;
 };
@@ -68,7 +69,7 @@ __device__ __forceinline__ void adamw_elem(const adamw_consts &k, float g, float
     const float mi = fmaf(k.b1, *m, __fmul_rn(k.c1, gi));
     const float vi = fmaf(k.b2, *v, __fmul_rn(k.c2, __fmul_rn(gi, gi)));
     const float den = fmaf(__fsqrt_rn(vi), k.ib, k.eps);
-    *p = __fsub_rn(__fmul_rn(*p, k.decay), __fdiv_rn(__fmul_rn(k.step_size, mi), den));
+    *p = fmaf(*p, k.decay, -__fdiv_rn(__fmul_rn(k.step_size, mi), den));
     *m = mi;
     *v = vi;
 }
