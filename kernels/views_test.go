@@ -32,6 +32,13 @@ func testUnalignedViews(t *testing.T, h *harness) {
 		outV := h.viewAt(BF16, make([]float32, n), 3)
 		require.NoError(t, h.d.SwiGLUFwd(outV, h.viewAt(BF16, g, 1), h.viewAt(BF16, u, 5)))
 		require.Equal(t, h.bits(out), h.bits(outV), "swiglu_fwd n=%d on views", n)
+		// views at offsets of 8 bf16 (16 bytes): the vector path on views; and one of three misaligned
+		outV = h.viewAt(BF16, make([]float32, n), 8)
+		require.NoError(t, h.d.SwiGLUFwd(outV, h.viewAt(BF16, g, 16), h.viewAt(BF16, u, 8)))
+		require.Equal(t, h.bits(out), h.bits(outV), "swiglu_fwd n=%d on aligned views", n)
+		outV = h.viewAt(BF16, make([]float32, n), 8)
+		require.NoError(t, h.d.SwiGLUFwd(outV, h.viewAt(BF16, g, 8), h.viewAt(BF16, u, 2)))
+		require.Equal(t, h.bits(out), h.bits(outV), "swiglu_fwd n=%d on views, up misaligned", n)
 
 		D, _ := h.upload(BF16, dout)
 		DG, _ := h.upload(BF16, dg)
@@ -52,14 +59,18 @@ func testUnalignedViews(t *testing.T, h *harness) {
 		ha := hp
 		ha.PBF16 = pb
 		require.NoError(t, h.d.AdamW(p, h.f32(g), m, v, ha))
-		pV, mV, vV, pbV := h.viewAt(F32, p0, 1), h.viewAt(F32, m0, 2), h.viewAt(F32, v0, 3), h.viewAt(BF16, make([]float32, n), 1)
-		ha.PBF16 = pbV
-		require.NoError(t, h.d.AdamW(pV, h.viewAt(F32, g, 1), mV, vV, ha))
-		what := fmt.Sprintf("adamw n=%d on views", n)
-		require.Equal(t, h.get(p), h.get(pV), what+": p")
-		require.Equal(t, h.get(m), h.get(mV), what+": m")
-		require.Equal(t, h.get(v), h.get(vV), what+": v")
-		require.Equal(t, h.bits(pb), h.bits(pbV), what+": bf16 copy")
+		// element offsets of p, g, m, v and the bf16 copy: all odd; all 16-byte aligned (f32 offsets of 4,
+		// bf16 of 4: the vector path on views); f32 aligned but the copy not (8-byte stores refused)
+		for _, off := range [][5]int{{1, 1, 2, 3, 1}, {4, 8, 4, 12, 4}, {4, 4, 8, 4, 1}} {
+			pV, mV, vV, pbV := h.viewAt(F32, p0, off[0]), h.viewAt(F32, m0, off[2]), h.viewAt(F32, v0, off[3]), h.viewAt(BF16, make([]float32, n), off[4])
+			ha.PBF16 = pbV
+			require.NoError(t, h.d.AdamW(pV, h.viewAt(F32, g, off[1]), mV, vV, ha))
+			what := fmt.Sprintf("adamw n=%d on views at %v", n, off)
+			require.Equal(t, h.get(p), h.get(pV), what+": p")
+			require.Equal(t, h.get(m), h.get(mV), what+": m")
+			require.Equal(t, h.get(v), h.get(vV), what+": v")
+			require.Equal(t, h.bits(pb), h.bits(pbV), what+": bf16 copy")
+		}
 	}
 
 	// The log-prob gradient into a buffer aligned unlike the logits, against the gradient in place.
