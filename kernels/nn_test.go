@@ -84,9 +84,28 @@ func testEmbedding(t *testing.T, h *harness) {
 			require.True(t, math.IsNaN(float64(v)), "a rejected id's row (on the CPU: every row) must not be written")
 		}
 	}
-	err = h.d.EmbeddingBwd(h.f32(make([]float32, 15), 5, 3), h.f32(make([]float32, 12), 4, 3), h.i32([]int32{0, -1, 2, 1}))
-	err = requireOpError(t, "negative id", err)
+	// The backward's table is rows 1..5 of a 7-row buffer, so that a write for id −1 or id = vocab would
+	// land in row 0 or 6. Two bad ids: the first in token order is reported (a GPU sorts the ids).
+	full := h.f32(make([]float32, 7*3), 7, 3)
+	dtable := full.MustSlice(1, 6)
+	ones := make([]float32, 5*3)
+	for i := range ones {
+		ones[i] = 1
+	}
+	err = h.d.EmbeddingBwd(dtable, h.f32(ones, 5, 3), h.i32([]int32{0, -1, 2, 5, 0}))
+	err = requireOpError(t, "negative id and id = vocab", err)
+	require.ErrorContains(t, err, "embedding_bwd")
 	require.ErrorContains(t, err, "ids[1] = -1")
+	got := h.get(full)
+	for i, v := range got {
+		row := i / 3
+		// the CPU checks every id before it writes; a GPU checks on the device and skips the bad tokens
+		want := float32(0)
+		if h.d.Backend() != "cpu" {
+			want = []float32{0, 2, 0, 1, 0, 0, 0}[row]
+		}
+		require.Equal(t, want, v, "embedding_bwd with bad ids: buffer row %d (table row %d)", row, row-1)
+	}
 	ids := h.i32([]int32{0, 1, 2, 3})
 	requireOpError(t, "nil table", h.d.EmbeddingFwd(out, Tensor{}, ids))
 	requireOpError(t, "nil ids", h.d.EmbeddingFwd(out, table, Tensor{}))

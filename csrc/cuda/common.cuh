@@ -31,7 +31,7 @@ typedef struct {
 
 enum {
     SERL_DERR_NONE = 0,
-    SERL_DERR_EMBEDDING_ID,
+    SERL_DERR_EMBEDDING_ID, /* j: 0 embedding_fwd, 1 embedding_bwd */
     SERL_DERR_KV_SLOT,
     SERL_DERR_DECODE_LEN,
     SERL_DERR_DECODE_BLOCK,

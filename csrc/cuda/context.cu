@@ -77,7 +77,8 @@ int32_t serl_sync_stream(serl_cuda_ctx *ctx, const char *what) {
     memset(ctx->derr_host, 0, sizeof(serl_dev_err));
     switch (code) {
     case SERL_DERR_EMBEDDING_ID:
-        return serl_fail(ctx, SERL_E_ARG, "embedding_fwd: ids[%d] = %lld is outside the vocabulary [0, %lld)", i, v, lim);
+        return serl_fail(ctx, SERL_E_ARG, "%s: ids[%d] = %lld is outside the vocabulary [0, %lld)",
+                         j ? "embedding_bwd" : "embedding_fwd", i, v, lim);
     case SERL_DERR_KV_SLOT:
         return serl_fail(ctx, SERL_E_ARG, "kv_append: slots[%d] = %lld is out of range (cache has %lld slots)", i, v, lim);
     case SERL_DERR_DECODE_LEN:
