@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -220,6 +221,25 @@ func BenchmarkCUDAOps(b *testing.B) {
 	run("rope_q", 4*T*14*64, func() error { return d.RoPE(q, q, pos, inv, 64, false, false) })
 	bias := alloc(BF16, H)
 	run("bias_add", 4*T*H, func() error { return d.BiasAdd(y, bias) })
+	// embedding backward: bf16 dout into an f32 table gradient. Token ids as text has them (Zipf: the
+	// commonest id is ~13% of the tokens, one thread sums its run in token order), and the worst case of
+	// one id throughout. Bytes: the ids, dout, and a read and write of each distinct id's row.
+	ids, dtable := alloc(I32, T), alloc(F32, V, H)
+	for _, c := range []struct {
+		name string
+		id   func(r *rand.Rand, z *rand.Zipf) int32
+	}{{"embedding_bwd", func(_ *rand.Rand, z *rand.Zipf) int32 { return int32(z.Uint64()) }},
+		{"embedding_bwd_one_id", func(*rand.Rand, *rand.Zipf) int32 { return 0 }}} {
+		r := rand.New(rand.NewPCG(1, 2))
+		z := rand.NewZipf(r, 1.1, 1, V-1)
+		host, distinct := make([]int32, T), map[int32]bool{}
+		for i := range host {
+			host[i] = c.id(r, z)
+			distinct[host[i]] = true
+		}
+		require.NoError(b, Upload(ids, host))
+		run(c.name, float64(T*(4+2*H)+len(distinct)*8*H), func() error { return d.EmbeddingBwd(dtable, x, ids) })
+	}
 	const P = 494_032_768 // Qwen2.5-0.5B's parameters
 	p, g, m, v, pb := alloc(F32, P), alloc(F32, P), alloc(F32, P), alloc(F32, P), alloc(BF16, P)
 	run("adamw", 30*P, func() error {

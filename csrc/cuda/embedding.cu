@@ -65,13 +65,29 @@ __global__ void embedding_bwd_kernel(const uint32_t *keys, const int32_t *order,
             }
             continue;
         }
-        int e = s + 1;
-        while (e < n && keys[e] == k) e++;
+        /* the run's end, 32 keys a step (every warp alike; blockDim is a multiple of 32) */
+        int e = n;
+        for (int base = s + 1; base < n; base += 32) {
+            const int i = base + (int)(threadIdx.x & 31);
+            const unsigned m = __ballot_sync(0xFFFFFFFFu, i >= n || keys[i] != k);
+            if (m) {
+                e = base + __ffs(m) - 1;
+                break;
+            }
+        }
         const int64_t row = (int64_t)k * dim;
         for (int c = blockIdx.y * blockDim.x + threadIdx.x; c < dim; c += gridDim.y * blockDim.x) {
             float acc = dtable[row + c];
-#pragma unroll 4
-            for (int i = s; i < e; i++) acc += ld(dout, dbf, (int64_t)order[i] * dim + c);
+            int i = s;
+            /* a long run (a common token) is latency-bound: 8 loads in flight, added in token order */
+            for (; i + 8 <= e; i += 8) {
+                float v[8];
+#pragma unroll
+                for (int j = 0; j < 8; j++) v[j] = ld(dout, dbf, (int64_t)order[i + j] * dim + c);
+#pragma unroll
+                for (int j = 0; j < 8; j++) acc += v[j];
+            }
+            for (; i < e; i++) acc += ld(dout, dbf, (int64_t)order[i] * dim + c);
             dtable[row + c] = acc;
         }
     }
