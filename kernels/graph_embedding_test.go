@@ -21,6 +21,8 @@ func testGraphEmbeddingBwd(t *testing.T, h *harness) {
 		n, dim, vocab int
 		dt            DType
 	}{{1, 5, 3, F32}, {300, 130, 7, BF16}, {1031, 64, 509, F32}, {2048, 17, 50, BF16},
+		// a GPU's columns over several blocks, and over more columns than 64 blocks of threads
+		{300, 600, 7, BF16}, {5, 16500, 2, F32},
 		// past a GPU sort's single tile, over 18 key bits (Qwen2.5's vocabulary)
 		{20000, 8, 151936, BF16}} {
 		name := fmt.Sprintf("n=%d dim=%d vocab=%d dout %s", c.n, c.dim, c.vocab, c.dt)
