@@ -18,7 +18,7 @@ struct serl_cublas;
 
 /* An error a kernel finds in tensor contents (an index out of range): the first one is kept in a small
  * device buffer, copied to pinned host memory in the same wait as the next synchronisation (serl_sync,
- * a copy to or from the host, a read-back), and reported then with the op's message. So an op that
+ * a copy to or from the host), and reported then with the op's message. So an op that
  * checks indices needs no host round trip of its own, and can run inside a CUDA graph. code:
  * SERL_DERR_*. */
 typedef struct {
@@ -69,9 +69,6 @@ typedef struct serl_cuda_ctx {
     void *scratch;
     size_t scratch_bytes;
     int32_t scratch_status; /* why the last serl_scratch failed: what the op returns */
-    /* host staging (pinned) for small device → host reads that argument checks need */
-    void *host;
-    size_t host_bytes;
     char err[1024];
     /* the device error word (serl_dev_err): device memory, and its pinned host copy */
     serl_dev_err *derr;
@@ -137,15 +134,6 @@ __device__ __forceinline__ void serl_report(serl_dev_err *e, int code, int i, in
 /* Device scratch of at least bytes (256-byte aligned), valid until the next op. NULL on failure (the
  * message is set, and ctx->scratch_status says which: SERL_E_STATE inside a capture, SERL_E_NOMEM, ...). */
 void *serl_scratch(serl_cuda_ctx *ctx, size_t bytes);
-
-/* Copies bytes of device memory to pinned host staging and waits: for the argument checks that read
- * index arrays (ids, targets, cu_seqlens, ...), which the CPU library reads directly. Returns the host
- * copy (valid until the next call) or NULL with the error set. */
-const void *serl_read_back(serl_cuda_ctx *ctx, const void *dev, size_t bytes, const char *what);
-
-/* Several small reads in one synchronisation: parts[i] of bytes[i] land at the returned host pointers. */
-int32_t serl_read_many(serl_cuda_ctx *ctx, int n, const void *const *dev, const size_t *bytes, const void **host,
-                       const char *what);
 
 /* Blocks for 1-D grids over n elements. */
 static inline unsigned serl_blocks(int64_t n, int threads) {

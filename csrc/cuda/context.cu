@@ -211,7 +211,6 @@ extern "C" SERL_API void serl_context_destroy(void *p) {
     if (ctx->derr_host) cudaFreeHost(ctx->derr_host);
     if (ctx->derr) cudaFree(ctx->derr);
     if (ctx->scratch) cudaFree(ctx->scratch);
-    if (ctx->host) cudaFreeHost(ctx->host);
     serl_pool_destroy(ctx->pool);
     cudaStreamDestroy(ctx->stream);
     free(ctx);
@@ -259,45 +258,6 @@ void *serl_scratch(serl_cuda_ctx *ctx, size_t bytes) {
     }
     ctx->scratch_bytes = want;
     return ctx->scratch;
-}
-
-static void *host_staging(serl_cuda_ctx *ctx, size_t bytes) {
-    if (ctx->host_bytes >= bytes && ctx->host) return ctx->host;
-    if (ctx->host) cudaFreeHost(ctx->host);
-    ctx->host = NULL;
-    ctx->host_bytes = 0;
-    size_t want = bytes < 65536 ? 65536 : bytes + bytes / 4;
-    if (cudaMallocHost(&ctx->host, want) != cudaSuccess) {
-        cudaGetLastError();
-        ctx->host = NULL;
-        return NULL;
-    }
-    ctx->host_bytes = want;
-    return ctx->host;
-}
-
-int32_t serl_read_many(serl_cuda_ctx *ctx, int n, const void *const *dev, const size_t *bytes, const void **host,
-                       const char *what) {
-    if (ctx->capturing)
-        return serl_fail(ctx, SERL_E_STATE, "%s reads device memory back on the host, which a graph capture cannot hold",
-                         what);
-    size_t total = 0;
-    for (int i = 0; i < n; i++) total += (bytes[i] + 63) & ~(size_t)63;
-    char *h = (char *)host_staging(ctx, total);
-    if (!h) return serl_fail(ctx, SERL_E_NOMEM, "%s: cannot pin %zu bytes of host memory", what, total);
-    size_t off = 0;
-    for (int i = 0; i < n; i++) {
-        host[i] = h + off;
-        if (bytes[i] && dev[i]) CUDA_TRY(cudaMemcpyAsync(h + off, dev[i], bytes[i], cudaMemcpyDeviceToHost, ctx->stream));
-        off += (bytes[i] + 63) & ~(size_t)63;
-    }
-    return serl_sync_stream(ctx, "cudaStreamSynchronize");
-}
-
-const void *serl_read_back(serl_cuda_ctx *ctx, const void *dev, size_t bytes, const char *what) {
-    const void *h = NULL;
-    if (serl_read_many(ctx, 1, &dev, &bytes, &h, what) != SERL_OK) return NULL;
-    return h;
 }
 
 extern "C" SERL_API int32_t serl_device_info(void *ctxp, serl_device_info_args *a) {
