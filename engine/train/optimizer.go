@@ -76,18 +76,20 @@ type StepStats struct {
 }
 
 // Step clips the gradients to the global norm limit and applies one AdamW update to params. The norm
-// and the clipping stay on the device (grad_norm scales the gradients in place); the norm is read back
-// once, after the update has been issued, for the step's metrics only: nothing between the norm and
-// the update waits for the host.
+// and the clipping stay on the device: grad_norm only measures, and AdamW reads the norm and scales
+// each gradient as it loads it (one pass over the gradients fewer than scaling them in place); the norm
+// is read back once, after the update has been issued, for the step's metrics only: nothing between
+// the norm and the update waits for the host.
 func (o *Optimizer) Step(params, grads *model.Blob) (StepStats, error) {
 	d := params.Data.Device()
 	lr := o.Config.Schedule.LR(o.step)
-	if err := d.GradNorm(o.norm, grads.Data, float32(o.Config.ClipNorm)); err != nil {
+	if err := d.GradNorm(o.norm, grads.Data, 0); err != nil {
 		return StepStats{}, err
 	}
 	h := kernels.AdamWParams{
 		Step: o.step + 1, LR: float32(lr), Beta1: float32(o.Config.Beta1), Beta2: float32(o.Config.Beta2),
-		Eps: float32(o.Config.Eps), WeightDecay: float32(o.Config.WeightDecay), GradScale: 1}
+		Eps: float32(o.Config.Eps), WeightDecay: float32(o.Config.WeightDecay), GradScale: 1,
+		GradNorm: o.norm, MaxNorm: float32(max(o.Config.ClipNorm, 0))}
 	if o.copy != nil {
 		h.PBF16 = o.copy.Data // the update writes the bf16 copy the ops read in the same pass
 	}
