@@ -14,7 +14,6 @@ import (
 	"github.com/serl-go/serl/engine/chat"
 	"github.com/serl-go/serl/engine/evaluate"
 	"github.com/serl-go/serl/engine/generate"
-	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/selfinstruct"
 	"github.com/serl-go/serl/engine/task/arith"
 	"github.com/serl-go/serl/engine/tokenizer"
@@ -125,20 +124,11 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "serl: prompt mode %s (from %s)\n", *mode, source)
 	ctx, cancel := interruptContext()
 	defer cancel()
-	prec, err := df.prec()
+	d, m, done, err := openInference(df, *dir, *adapter, stderr)
 	if err != nil {
 		return err
 	}
-	d, stop, err := df.open(stderr)
-	if err != nil {
-		return err
-	}
-	defer stop()
-	m, err := loadAdapted(d, *dir, *adapter, model.Options{Precision: prec, Frozen: true})
-	if err != nil {
-		return err
-	}
-	defer m.Free()
+	defer done()
 	ev := &evaluate.Evaluator{Model: m, Prompt: prompt, Decoder: tok, Options: evaluate.Options{
 		K: *k, MaxNewTokens: *maxNew, Seed: *seed, MaxBatch: *batch, FitContext: !set["max-new-tokens"],
 		StopIDs: evaluate.StopIDs(m.Config, tok), StopStrings: evaluate.OfficialStopStrings}}
@@ -246,20 +236,11 @@ func runInstructProbe(df deviceFlags, dir, adapter string, tok *tokenizer.Tokeni
 	for i, p := range problems {
 		seeds[i] = p.Problem
 	}
-	prec, err := df.prec()
+	_, m, done, err := openInference(df, dir, adapter, stderr)
 	if err != nil {
 		return err
 	}
-	d, stop, err := df.open(stderr)
-	if err != nil {
-		return err
-	}
-	defer stop()
-	m, err := loadAdapted(d, dir, adapter, model.Options{Precision: prec, Frozen: true})
-	if err != nil {
-		return err
-	}
-	defer m.Free()
+	defer done()
 	if maxNew == 0 {
 		maxNew = m.Config.MaxPositions / 3
 	}

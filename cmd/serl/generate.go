@@ -12,7 +12,6 @@ import (
 
 	"github.com/serl-go/serl/engine/chat"
 	"github.com/serl-go/serl/engine/generate"
-	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/tokenizer"
 )
 
@@ -197,20 +196,11 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		}
 		ids = tok.Encode(text, tokenizer.EncodeOptions{AddSpecial: add, ParseSpecial: *promptMode == "chat"})
 	}
-	prec, err := df.prec()
+	d, m, done, err := openInference(df, *dir, *adapter, stderr)
 	if err != nil {
 		return err
 	}
-	d, stop, err := df.open(stderr)
-	if err != nil {
-		return err
-	}
-	defer stop()
-	m, err := loadAdapted(d, *dir, *adapter, model.Options{Precision: prec, Frozen: true})
-	if err != nil {
-		return err
-	}
-	defer m.Free()
+	defer done()
 	sizing := func(b int) (generate.Config, error) {
 		return generate.Size(m.Config, generate.Sizing{MaxPrompt: len(ids), MaxNew: *maxNew, MaxBatch: b, Prompts: 1})
 	}

@@ -76,6 +76,24 @@ func loadAdapted(d *kernels.Device, dir, adapter string, o model.Options) (*mode
 	return m, nil
 }
 
+// openInference opens the device of df and loads the model of dir (with the adapters of adapter, if
+// set) frozen at df's precision, for the commands that only decode (eval, generate). done frees both.
+func openInference(df deviceFlags, dir, adapter string, stderr io.Writer) (d *kernels.Device, m *model.Model, done func(), err error) {
+	prec, err := df.prec()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	d, stop, err := df.open(stderr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if m, err = loadAdapted(d, dir, adapter, model.Options{Precision: prec, Frozen: true}); err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	return d, m, func() { m.Free(); stop() }, nil
+}
+
 func runMerge(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("merge", stderr)
 	var df deviceFlags
