@@ -261,10 +261,7 @@ func (d *Device) Close() {
 func (d *Device) Sync() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed {
-		return fmt.Errorf("kernels: sync: device is closed")
-	}
-	if err := d.refuseCapture("sync"); err != nil {
+	if err := d.hostCall("sync"); err != nil {
 		return err
 	}
 	if st := d.caller.Call2(d.fnSync, d.ctx, 0); st != 0 {

@@ -111,6 +111,15 @@ func (d *Device) Capture(fn func() error) (g *Graph, err error) {
 	return nil, fn()
 }
 
+// hostCall is the error of a host-side call (what: its name in messages) on a closed device or during a
+// capture, which refuses it (refuseCapture); d.mu must be held.
+func (d *Device) hostCall(what string) error {
+	if d.closed {
+		return fmt.Errorf("kernels: %s: device is closed", what)
+	}
+	return d.refuseCapture(what)
+}
+
 // refuseCapture is the error of a call that a capture refuses (nil when the device is not capturing);
 // d.mu must be held. It also spoils the capture, so that fn ignoring the error still gets no graph.
 // Callers whose message costs an allocation test d.capturing first.
@@ -135,10 +144,7 @@ func (g *Graph) Launch() error {
 	d := g.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed {
-		return fmt.Errorf("kernels: graph launch: device is closed")
-	}
-	if err := d.refuseCapture("graph launch"); err != nil {
+	if err := d.hostCall("graph launch"); err != nil {
 		return err
 	}
 	if st := d.caller.Call2(d.graph.launch, d.ctx, g.h); st != 0 {
