@@ -19,10 +19,14 @@
 #define PAD 8                   /* bf16 elements of padding per shared row: rows stay 16-byte aligned, banks spread */
 
 __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+#ifdef SERL_SIMT /* the CPU emulator's warp-collective twin (csrc/cudaemu) */
+    simt::mma_m16n8k16_bf16(c, a, b0, b1);
+#else
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                  "{%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 /* two floats → bf16x2 (round to nearest even), lo in the low half */

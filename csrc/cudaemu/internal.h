@@ -1,0 +1,22 @@
+/* Between the SIMT emulator's executor (simt.cpp) and its CUDA runtime (runtime.cpp). */
+#ifndef SERL_SIMT_INTERNAL_H
+#define SERL_SIMT_INTERNAL_H
+
+#include <string>
+
+namespace simt {
+
+/* A kernel broke a rule of the hardware (a deadlock, a divergent collective, a lane reading an inactive
+ * lane): the grid stops and the launch fails, as a faulting kernel does on a GPU, with msg as the error's
+ * text (cudaGetErrorString of cudaErrorLaunchFailure). */
+void launch_fault(const std::string &msg);
+
+/* The largest dynamic shared memory a kernel may use: 48 KiB, or what cudaFuncSetAttribute raised it to. */
+size_t max_dynamic_smem(const void *fn);
+
+/* Records a launch error (an invalid configuration) for cudaGetLastError, with its text. */
+void launch_error(cudaError_t e, const std::string &msg);
+
+} // namespace simt
+
+#endif
