@@ -100,6 +100,48 @@ build_cuda() {
 	mv build/libserl_cuda.so.tmp build/libserl_cuda.so
 }
 
+# The same CUDA library for the SIMT emulator (csrc/cudaemu), wherever build_cuda built the real one:
+# each csrc/cuda/*.cu through translate.sed (the launch syntax) and g++ with simt.h force-included, into
+# build/cudaemu/libserl_cuda.so, with the emulated cuBLAS beside it as libcublas.so.13. `./build.sh test`
+# runs the conformance suite, graph capture and the model fixtures on it (SERL_LIB_DIR=build/cudaemu).
+# -ffp-contract=off: each float operation one rounding, as the kernels spell out where it matters.
+build_cudaemu() {
+	if [[ ! -f build/libserl_cuda.so ]]; then
+		rm -rf build/cudaemu
+		return
+	fi
+	local inc
+	inc=$(dirname "$(command -v nvcc)")/../include
+	[[ -f $inc/cuda_runtime.h ]] || inc=/usr/include
+	local flags=(-O2 -g -std=c++17 -fPIC -fvisibility=hidden -ffp-contract=off -Wall -Wno-unused-function -Wno-unknown-pragmas -Wno-sign-compare
+		-include csrc/cudaemu/simt.h -Icsrc/cudaemu/include -Icsrc/cuda -Icsrc -I"$inc")
+	mkdir -p build/cudaemu/src build/cudaemu/obj
+	local objs=() pids=() src out obj newest=csrc/serl.h hdr jobs
+	for hdr in csrc/*.h csrc/cuda/*.cuh csrc/cudaemu/*.h csrc/cudaemu/translate.sed build.sh; do [[ $hdr -nt $newest ]] && newest=$hdr; done
+	jobs=$(nproc 2>/dev/null || echo 2)
+	for src in csrc/cuda/*.cu csrc/cudaemu/simt.cpp csrc/cudaemu/runtime.cpp; do
+		obj=build/cudaemu/obj/$(basename "${src%.*}").o
+		objs+=("$obj")
+		if [[ -f $obj && $obj -nt $src && $obj -nt $newest ]]; then continue; fi
+		out=$src
+		if [[ $src == *.cu ]]; then
+			out=build/cudaemu/src/$(basename "${src%.cu}").cpp
+			{ echo "#line 1 \"$src\""; sed -f csrc/cudaemu/translate.sed "$src"; } >"$out"
+		fi
+		while (($(jobs -rp | wc -l) >= jobs)); do wait -n || true; done
+		rm -f "$obj"
+		g++ "${flags[@]}" -c "$out" -o "$obj.tmp" && mv "$obj.tmp" "$obj" &
+		pids+=($!)
+	done
+	local fail=0 p
+	for p in "${pids[@]}"; do wait "$p" || fail=1; done
+	[[ $fail == 0 ]] || die "compiling csrc/cuda for the SIMT emulator failed"
+	g++ -shared -Wl,--exclude-libs,ALL,--no-undefined,--version-script=csrc/cuda/exports.map \
+		-o build/cudaemu/libserl_cuda.so "${objs[@]}" build/obj/layout.o -ldl -lpthread
+	g++ -O2 -std=c++17 -fPIC -Wall -shared -Wl,-soname,libcublas.so.13,--no-undefined -I"$inc" \
+		-o build/cudaemu/libcublas.so.13 csrc/cudaemu/cublas.cpp
+}
+
 build_go() {
 	local tags=serl_embed
 	cp build/libserl_cpu.so cmd/serl/embedded/
@@ -129,6 +171,7 @@ test_deps() {
 if [[ ${1:-} == test ]]; then test_deps; fi
 build_cpu
 build_cuda
+build_cudaemu
 build_go
 
 case "${1:-}" in
@@ -148,6 +191,16 @@ test)
 	for simd in avx512 avx2; do
 		SERL_SIMD=$simd go test -p 1 -count=1 -run 'Conformance' ./kernels/
 	done
+	# The CUDA library's own kernels on the SIMT emulator (csrc/cudaemu), where build_cudaemu built it:
+	# the conformance suite, graph capture and the CUDA-only checks, the tensor-core attention too, and
+	# the model fixtures against PyTorch: what bench/gpu.sh runs on a GPU, on the CPU.
+	if [[ -f build/cudaemu/libserl_cuda.so ]]; then
+		emu=(env SERL_LIB_DIR="$root/build/cudaemu" SERL_TEST_DEVICES=cuda)
+		"${emu[@]}" go test -p 1 -count=1 -run 'TestConformance|TestCUDA' ./kernels/
+		"${emu[@]}" SERL_CUDA_ATTN=mma go test -p 1 -count=1 -run 'TestConformance/cuda/^(attention|bf16_attention|graph)$' ./kernels/
+		"${emu[@]}" SERL_CUDA_ATTN=mma go test -p 1 -count=1 -run 'TestCUDAAttention' ./kernels/
+		"${emu[@]}" go test -p 1 -count=1 -run 'Fixture' ./engine/model/
+	fi
 	;;
 bench)
 	go test -p 1 -run '^$' -bench "${BENCH:-.}" -benchtime "${BENCHTIME:-1s}" ${PKGS:-./...}
