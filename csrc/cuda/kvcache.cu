@@ -44,7 +44,7 @@ __global__ void decode_kernel(const int32_t *block_table, const int32_t *seq_len
                               int bs, int max_blocks, float scale, int n_blocks, serl_dev_err *err) {
     extern __shared__ float sm[];
     const int G = H / KVH, s = blockIdx.x, kvh = blockIdx.y, TK = blockDim.x;
-    float *qs = sm;                    /* [G][D] scaled queries */
+    float *qs = sm;                    /* [G][D] queries */
     float *acc = qs + G * D;           /* [G][D] */
     float *sc = acc + G * D;           /* [G][TK] scores, then weights */
     float *mrow = sc + G * TK;         /* [G] */
@@ -77,7 +77,7 @@ __global__ void decode_kernel(const int32_t *block_table, const int32_t *seq_len
     }
     for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
         const int g = i / D, d = i % D;
-        qs[i] = __fmul_rn(ld(q, qbf, ((int64_t)s * H + kvh * G + g) * D + d), scale);
+        qs[i] = ld(q, qbf, ((int64_t)s * H + kvh * G + g) * D + d);
         acc[i] = 0;
     }
     for (int g = threadIdx.x; g < G; g += blockDim.x) mrow[g] = -INFINITY, lrow[g] = 0;
@@ -89,10 +89,12 @@ __global__ void decode_kernel(const int32_t *block_table, const int32_t *seq_len
             const int sl = block_table[(int64_t)s * max_blocks + j / bs] * bs + j % bs;
             slot[threadIdx.x] = sl;
             const int64_t base = (int64_t)sl * row + (int64_t)kvh * D;
-            for (int g = 0; g < G; g++) sc[g * TK + threadIdx.x] = 0;
-            for (int d = 0; d < D; d++) {
-                const float kv = ld(kc, cbf, base + d);
-                for (int g = 0; g < G; g++) sc[g * TK + threadIdx.x] = fmaf(qs[g * D + d], kv, sc[g * TK + threadIdx.x]);
+            /* q·k in double, scaled once: e^s turns a score's absolute error into the weight's relative
+             * error, and a float dot product alone came to the bf16 rule's f32 floor (2^-21) */
+            for (int g = 0; g < G; g++) {
+                double dot = 0;
+                for (int d = 0; d < D; d++) dot = fma((double)qs[g * D + d], (double)ld(kc, cbf, base + d), dot);
+                sc[g * TK + threadIdx.x] = (float)(dot * scale);
             }
         } else {
             slot[threadIdx.x] = -1;
