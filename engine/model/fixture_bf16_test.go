@@ -38,7 +38,7 @@ const (
 // activations. Its log-probs and gradients are compared with the float64 reference at the bf16
 // tolerances, and its error is logged beside PyTorch bf16 autocast's on the same batch.
 func TestFixturesBF16(t *testing.T) {
-	d := testDevice(t)
+	d := fixtureDevice(t)
 	for _, fam := range []string{"qwen2", "llama"} {
 		t.Run(fam, func(t *testing.T) {
 			dir := filepath.Join("testdata", fam+"_f32")

@@ -24,7 +24,7 @@ const (
 func loadLoRAFixture(t *testing.T, fam string, o Options) (*Model, fixtureRef, string) {
 	base := filepath.Join("testdata", fam+"_f32")
 	dir := filepath.Join("testdata", fam+"_lora")
-	m, err := LoadWith(testDevice(t), base, o)
+	m, err := LoadWith(fixtureDevice(t), base, o)
 	require.NoError(t, err)
 	_, err = m.LoadLoRA(dir)
 	require.NoError(t, err)
