@@ -140,6 +140,13 @@ build_cudaemu() {
 		-o build/cudaemu/libserl_cuda.so "${objs[@]}" build/obj/layout.o -ldl -lpthread
 	g++ -O2 -std=c++17 -fPIC -Wall -shared -Wl,-soname,libcublas.so.13,--no-undefined -I"$inc" \
 		-o build/cudaemu/libcublas.so.13 csrc/cudaemu/cublas.cpp
+	# the emulator's own checks (selftest.cu), against the same executor and runtime objects
+	local st=build/cudaemu/simt_selftest
+	if [[ ! -f $st || csrc/cudaemu/selftest.cu -nt $st || build/cudaemu/obj/simt.o -nt $st || build/cudaemu/obj/runtime.o -nt $st ]]; then
+		{ echo '#line 1 "csrc/cudaemu/selftest.cu"'; sed -f csrc/cudaemu/translate.sed csrc/cudaemu/selftest.cu; } \
+			>build/cudaemu/src/selftest.cpp
+		g++ "${flags[@]}" -o $st build/cudaemu/src/selftest.cpp build/cudaemu/obj/simt.o build/cudaemu/obj/runtime.o -ldl -lpthread
+	fi
 }
 
 build_go() {
@@ -195,6 +202,7 @@ test)
 	# the conformance suite, graph capture and the CUDA-only checks, the tensor-core attention too, and
 	# the model fixtures against PyTorch: what bench/gpu.sh runs on a GPU, on the CPU.
 	if [[ -f build/cudaemu/libserl_cuda.so ]]; then
+		build/cudaemu/simt_selftest
 		emu=(env SERL_LIB_DIR="$root/build/cudaemu" SERL_TEST_DEVICES=cuda)
 		"${emu[@]}" go test -p 1 -count=1 -run 'TestConformance|TestCUDA' ./kernels/
 		"${emu[@]}" SERL_CUDA_ATTN=mma go test -p 1 -count=1 -run 'TestConformance/cuda/^(attention|bf16_attention|graph)$' ./kernels/

@@ -1,0 +1,215 @@
+/* The SIMT emulator's own checks (`./build.sh test` runs build/cudaemu/simt_selftest): that mma.sync
+ * computes A·B + C through the PTX fragment layouts, that the rule breaks it promises to catch fail the
+ * launch with a message, that a shared-memory read missing its barrier reads stale data, that launches
+ * past CUDA's limits are refused, and that a captured graph replays. Kernels here are written in CUDA
+ * C++ and go through translate.sed like csrc/cuda's. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <string>
+#include <vector>
+
+static int passed, failed;
+
+static void check(bool ok, const char *what, const std::string &detail = "") {
+    if (ok)
+        passed++;
+    else
+        failed++;
+    printf("%s %s%s%s\n", ok ? "ok  " : "FAIL", what, detail.empty() ? "" : ": ", detail.c_str());
+}
+
+/* The launch just made failed with cudaErrorLaunchFailure and a message containing want. */
+static void expect_fault(const char *what, const char *want) {
+    cudaError_t e = cudaGetLastError();
+    const std::string msg = cudaGetErrorString(e);
+    check(e == cudaErrorLaunchFailure && msg.find(want) != std::string::npos, what, msg);
+}
+
+static uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+static float of_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* ---------------------------------------------------------------- mma.sync */
+
+/* One warp: A 16×16 row-major, B 16×8 (stored as Bᵀ, 8 rows of 16), C and D 16×8 row-major, loaded into
+ * fragments as attention_mma.cu loads them. */
+__global__ void mma_kernel(const uint16_t *A, const uint16_t *Bt, const float *C, float *D) {
+    const int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+    uint32_t a[4];
+    a[0] = *(const uint32_t *)(A + g * 16 + 2 * t);
+    a[1] = *(const uint32_t *)(A + (g + 8) * 16 + 2 * t);
+    a[2] = *(const uint32_t *)(A + g * 16 + 2 * t + 8);
+    a[3] = *(const uint32_t *)(A + (g + 8) * 16 + 2 * t + 8);
+    const uint32_t b0 = *(const uint32_t *)(Bt + g * 16 + 2 * t), b1 = *(const uint32_t *)(Bt + g * 16 + 2 * t + 8);
+    float c[4] = {C[g * 8 + 2 * t], C[g * 8 + 2 * t + 1], C[(g + 8) * 8 + 2 * t], C[(g + 8) * 8 + 2 * t + 1]};
+    simt::mma_m16n8k16_bf16(c, a, b0, b1);
+    D[g * 8 + 2 * t] = c[0], D[g * 8 + 2 * t + 1] = c[1], D[(g + 8) * 8 + 2 * t] = c[2], D[(g + 8) * 8 + 2 * t + 1] = c[3];
+}
+
+static void test_mma() {
+    std::vector<uint16_t> A(256), Bt(128);
+    std::vector<float> C(128), D(128, NAN);
+    srand(7);
+    for (auto &x : A) x = to_bf16((float)(rand() % 2001 - 1000) / 256.0f);
+    for (auto &x : Bt) x = to_bf16((float)(rand() % 2001 - 1000) / 256.0f);
+    for (auto &x : C) x = (float)(rand() % 2001 - 1000) / 64.0f;
+    mma_kernel<<<1, 32>>>(A.data(), Bt.data(), C.data(), D.data());
+    double worst = 0;
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 8; j++) {
+            double s = C[i * 8 + j];
+            for (int k = 0; k < 16; k++) s += (double)of_bf16(A[i * 16 + k]) * of_bf16(Bt[j * 16 + k]);
+            worst = fmax(worst, fabs(s - D[i * 8 + j]));
+        }
+    char buf[64];
+    snprintf(buf, sizeof buf, "worst |D − (A·B + C)| = %g", worst);
+    /* the inputs are multiples of 2^-8 and 2^-6 below 2^12: every partial sum is exact in f32 */
+    check(cudaGetLastError() == cudaSuccess && worst == 0, "mma.sync m16n8k16 = A·B + C", buf);
+}
+
+/* ---------------------------------------------------------------- rule breaks */
+
+__global__ void divergent_collectives(int *out) {
+    int x = threadIdx.x;
+    if (threadIdx.x < 16)
+        x = __shfl_xor_sync(0xFFFFFFFFu, x, 1);
+    else
+        x = (int)__ballot_sync(0xFFFFFFFFu, 1);
+    out[threadIdx.x] = x;
+}
+
+__global__ void shuffle_names_returned_lane(int *out) {
+    if (threadIdx.x == 31) return;
+    out[threadIdx.x] = __shfl_xor_sync(0xFFFFFFFFu, (int)threadIdx.x, 1);
+}
+
+__global__ void shuffle_past_block(int *out) { out[threadIdx.x] = __shfl_xor_sync(0xFFFFFFFFu, (int)threadIdx.x, 1); }
+
+__global__ void barrier_and_collective(int *out) {
+    if (threadIdx.x == 0)
+        __syncthreads();
+    else
+        out[0] = __shfl_sync(0x3u, (int)threadIdx.x, 0);
+}
+
+__global__ void shuffle_outside_mask(int *out) {
+    if (threadIdx.x < 2) out[threadIdx.x] = __shfl_sync(0x3u, (int)threadIdx.x, 5);
+}
+
+__global__ void missing_barrier(int *out, int n) {
+    extern __shared__ int sh[];
+    sh[threadIdx.x] = (int)threadIdx.x;
+    /* no __syncthreads() here */
+    out[threadIdx.x] = sh[(threadIdx.x + 1) % n];
+}
+
+__global__ void with_barrier(int *out, int n) {
+    extern __shared__ int sh[];
+    sh[threadIdx.x] = (int)threadIdx.x;
+    __syncthreads();
+    out[threadIdx.x] = sh[(threadIdx.x + 1) % n];
+}
+
+static void test_rules() {
+    std::vector<int> out(64, 0);
+    divergent_collectives<<<1, 32>>>(out.data());
+    expect_fault("lanes in different warp collectives fail the launch", "divergent warp collectives");
+    shuffle_names_returned_lane<<<1, 32>>>(out.data());
+    expect_fault("a shuffle naming a returned lane fails the launch", "returned");
+    shuffle_past_block<<<1, 20>>>(out.data());
+    expect_fault("a full-mask shuffle in a 20-thread block fails the launch", "past the block's last thread");
+    barrier_and_collective<<<1, 2>>>(out.data());
+    expect_fault("a barrier and a collective waiting on each other: a deadlock", "deadlock");
+    shuffle_outside_mask<<<1, 32>>>(out.data());
+    expect_fault("a shuffle reading a lane outside its mask fails the launch", "not in the mask");
+
+    const int n = 64;
+    missing_barrier<<<1, n, n * sizeof(int)>>>(out.data(), n);
+    bool stale = false;
+    for (int i = 0; i < n; i++) stale |= out[i] != (i + 1) % n;
+    check(cudaGetLastError() == cudaSuccess && stale, "a shared-memory read missing its barrier reads stale data");
+    with_barrier<<<1, n, n * sizeof(int)>>>(out.data(), n);
+    bool right = true;
+    for (int i = 0; i < n; i++) right &= out[i] == (i + 1) % n;
+    check(cudaGetLastError() == cudaSuccess && right, "the same read after __syncthreads is right");
+}
+
+/* ---------------------------------------------------------------- launch limits */
+
+__global__ void fill(int *out, int v) {
+    const long long i = (long long)blockIdx.y * gridDim.x * blockDim.x + (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    out[i] = v;
+}
+
+__global__ void big_smem(int *out) {
+    extern __shared__ int sh[];
+    sh[threadIdx.x] = 1;
+    out[threadIdx.x] = sh[threadIdx.x];
+}
+
+static void expect_config(const char *what) {
+    cudaError_t e = cudaGetLastError();
+    check(e == cudaErrorInvalidConfiguration, what, cudaGetErrorString(e));
+}
+
+static void test_limits() {
+    std::vector<int> out(4096);
+    fill<<<dim3(1, 65536), 1>>>(out.data(), 1);
+    expect_config("grid.y 65536 is refused");
+    fill<<<1, 1025>>>(out.data(), 1);
+    expect_config("1025 threads a block are refused");
+    big_smem<<<1, 32, 49 * 1024>>>(out.data());
+    expect_config("49 KiB of dynamic shared memory without cudaFuncSetAttribute is refused");
+    check(cudaFuncSetAttribute(big_smem, cudaFuncAttributeMaxDynamicSharedMemorySize, 49 * 1024) == cudaSuccess,
+          "cudaFuncSetAttribute raises the limit");
+    big_smem<<<1, 32, 49 * 1024>>>(out.data());
+    check(cudaGetLastError() == cudaSuccess && out[31] == 1, "then the same launch runs");
+    check(cudaFuncSetAttribute(big_smem, cudaFuncAttributeMaxDynamicSharedMemorySize, 228 * 1024) == cudaErrorInvalidValue,
+          "past 227 KiB is refused");
+    cudaGetLastError();
+}
+
+/* ---------------------------------------------------------------- graphs */
+
+static void test_graph() {
+    cudaStream_t s;
+    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    std::vector<int> a(256, 0), b(256, 0);
+    check(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed) == cudaSuccess, "capture begins");
+    fill<<<2, 128, 0, s>>>(a.data(), 5);
+    cudaMemcpyAsync(b.data(), a.data(), 256 * sizeof(int), cudaMemcpyDeviceToDevice, s);
+    check(a[0] == 0 && b[255] == 0, "captured work does not run");
+    cudaGraph_t g;
+    check(cudaStreamEndCapture(s, &g) == cudaSuccess, "capture ends");
+    cudaGraphExec_t x;
+    cudaGraphInstantiateWithFlags(&x, g, 0);
+    cudaGraphDestroy(g);
+    check(cudaGraphLaunch(x, s) == cudaSuccess && a[255] == 5 && b[0] == 5, "a launch replays the kernel and the copy");
+    b.assign(256, 0);
+    check(cudaGraphLaunch(x, s) == cudaSuccess && b[128] == 5, "and again");
+    cudaGraphExecDestroy(x);
+    cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed);
+    check(cudaStreamSynchronize(s) == cudaErrorStreamCaptureUnsupported, "a wait inside a capture is refused");
+    check(cudaStreamEndCapture(s, &g) == cudaErrorStreamCaptureInvalidated && g == NULL, "and spoils the capture");
+    cudaGetLastError();
+    cudaStreamDestroy(s);
+}
+
+int main() {
+    test_mma();
+    test_rules();
+    test_limits();
+    test_graph();
+    printf("simt selftest: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
