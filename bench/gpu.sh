@@ -29,7 +29,9 @@
 # stops answering after a failed step, the remaining steps are not run and one row names them.
 # STEPS="train killresume" runs only those (the names above; default all). NCCL=0 leaves nccl out.
 # DEVICE=cpu is a dry run of the routine on the CPU (the tests and serl on the CPU, one thread for the
-# runs that must match bit for bit; no PyTorch, no NCCL).
+# runs that must match bit for bit; no PyTorch, no NCCL). DEVICE=emu is a dry run of its CUDA path on
+# the SIMT emulator (build/cudaemu's libraries in place of the CUDA library; docs/ARCHITECTURE.md,
+# "Testing"): STEPS="info conformance mma fixtures" fits the budget there (157 s measured).
 #
 # Full logs go to $OUT (default ./gpu-out; at most 8 files, as the device tool returns); one short
 # table is printed last, and is in $OUT/summary.txt as it grows.
@@ -40,6 +42,11 @@ cd "$(dirname "$0")/.."
 . bench/gpu-unpack.sh
 export SERL_LIB_DIR=$g/lib PYTHONUNBUFFERED=1
 DEVICE=${DEVICE:-cuda}
+if [[ $DEVICE == emu ]]; then
+	[[ -f build/cudaemu/libserl_cuda.so ]] || { echo "bench/gpu.sh: DEVICE=emu needs build/cudaemu (./build.sh where nvcc exists)" >&2; exit 2; }
+	cp build/cudaemu/libserl_cuda.so build/cudaemu/libcublas.so.13 "$g/lib/"
+	DEVICE=cuda
+fi
 BUDGET=${BUDGET:-345}
 STEPS=${STEPS:-all}
 export SERL_TEST_DEVICES=$DEVICE # the tests on that device alone (a CUDA that does not open fails them)
