@@ -11,12 +11,6 @@ namespace simt {
  * text (cudaGetErrorString of cudaErrorLaunchFailure). */
 void launch_fault(const std::string &msg);
 
-/* The largest dynamic shared memory a kernel may use: 48 KiB, or what cudaFuncSetAttribute raised it to. */
-size_t max_dynamic_smem(const void *fn);
-
-/* Records a launch error (an invalid configuration) for cudaGetLastError, with its text. */
-void launch_error(cudaError_t e, const std::string &msg);
-
 } // namespace simt
 
 #endif

@@ -68,6 +68,13 @@ cudaError_t fail(cudaError_t e, const std::string &msg = "") {
     return e;
 }
 
+/* The largest dynamic shared memory a kernel may use: 48 KiB, or what cudaFuncSetAttribute raised it to. */
+size_t max_dynamic_smem(const void *fn) {
+    std::lock_guard<std::mutex> l(mem_mu);
+    auto it = dyn_smem_max.find(fn);
+    return it == dyn_smem_max.end() ? kDefaultDynSmem : (size_t)it->second;
+}
+
 void run_or_record(cudaStream_t s, std::function<void()> task) {
     Stream *st = (Stream *)s;
     if (st && st->capturing) {
@@ -106,14 +113,6 @@ void launch_fault(const std::string &msg) {
     fail(cudaErrorLaunchFailure, msg);
 }
 
-void launch_error(cudaError_t e, const std::string &msg) { fail(e, msg); }
-
-size_t max_dynamic_smem(const void *fn) {
-    std::lock_guard<std::mutex> l(mem_mu);
-    auto it = dyn_smem_max.find(fn);
-    return it == dyn_smem_max.end() ? kDefaultDynSmem : (size_t)it->second;
-}
-
 bool launch_ok(dim3 grid, dim3 block, size_t shm, const void *fn, const char *name) {
     char why[200] = "";
     const unsigned long long threads = (unsigned long long)block.x * block.y * block.z;
@@ -125,7 +124,7 @@ bool launch_ok(dim3 grid, dim3 block, size_t shm, const void *fn, const char *na
         snprintf(why, sizeof why, "%zu bytes of dynamic shared memory, more than the kernel's limit of %zu", shm,
                  max_dynamic_smem(fn));
     if (!why[0]) return true;
-    launch_error(cudaErrorInvalidConfiguration, std::string("simt: ") + name + ": invalid launch: " + why);
+    fail(cudaErrorInvalidConfiguration, std::string("simt: ") + name + ": invalid launch: " + why);
     return false;
 }
 
