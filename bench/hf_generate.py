@@ -20,12 +20,7 @@ import json
 import sys
 import time
 
-UNAVAILABLE = 69  # sysexits' EX_UNAVAILABLE: this Python cannot run what was asked (bench/gpu-perf.sh: SKIP)
-
-
-def unavailable(why):
-    print(f"hf_generate: {why}", file=sys.stderr)
-    sys.exit(UNAVAILABLE)
+from unavailable import unavailable
 
 
 try:

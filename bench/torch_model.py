@@ -36,12 +36,7 @@ import resource
 import sys
 import time
 
-UNAVAILABLE = 69  # sysexits' EX_UNAVAILABLE: this Python cannot run what was asked (bench/gpu-perf.sh: SKIP)
-
-
-def unavailable(why):
-    print(f"torch_model: {why}", file=sys.stderr)
-    sys.exit(UNAVAILABLE)
+from unavailable import unavailable
 
 
 try:
