@@ -138,8 +138,8 @@ build_cudaemu() {
 	[[ $fail == 0 ]] || die "compiling csrc/cuda for the SIMT emulator failed"
 	g++ -shared -Wl,--exclude-libs,ALL,--no-undefined,--version-script=csrc/cuda/exports.map \
 		-o build/cudaemu/libserl_cuda.so "${objs[@]}" build/obj/layout.o -ldl -lpthread
-	g++ -O2 -std=c++17 -fPIC -Wall -shared -Wl,-soname,libcublas.so.13,--no-undefined -I"$inc" \
-		-o build/cudaemu/libcublas.so.13 csrc/cudaemu/cublas.cpp
+	g++ -O3 -std=c++17 -fPIC -Wall -shared -Wl,-soname,libcublas.so.13,--no-undefined -I"$inc" \
+		-o build/cudaemu/libcublas.so.13 csrc/cudaemu/cublas.cpp -lpthread
 	# the emulator's own checks (selftest.cu), against the same executor and runtime objects
 	local st=build/cudaemu/simt_selftest
 	if [[ ! -f $st || csrc/cudaemu/selftest.cu -nt $st || build/cudaemu/obj/simt.o -nt $st || build/cudaemu/obj/runtime.o -nt $st ]]; then
@@ -199,8 +199,8 @@ test)
 		SERL_SIMD=$simd go test -p 1 -count=1 -run 'Conformance' ./kernels/
 	done
 	# The CUDA library's own kernels on the SIMT emulator (csrc/cudaemu), where build_cudaemu built it:
-	# the conformance suite, graph capture and the CUDA-only checks, the tensor-core attention too, and
-	# the model fixtures against PyTorch: what bench/gpu.sh runs on a GPU, on the CPU.
+	# the conformance suite, graph capture and the CUDA-only checks, the tensor-core attention too, the
+	# model fixtures against PyTorch, and a kill and resume: what bench/gpu.sh runs on a GPU, on the CPU.
 	if [[ -f build/cudaemu/libserl_cuda.so ]]; then
 		build/cudaemu/simt_selftest
 		emu=(env SERL_LIB_DIR="$root/build/cudaemu" SERL_TEST_DEVICES=cuda)
@@ -208,6 +208,9 @@ test)
 		"${emu[@]}" SERL_CUDA_ATTN=mma go test -p 1 -count=1 -run 'TestConformance/cuda/^(attention|bf16_attention|graph)$' ./kernels/
 		"${emu[@]}" SERL_CUDA_ATTN=mma go test -p 1 -count=1 -run 'TestCUDAAttention' ./kernels/
 		"${emu[@]}" go test -p 1 -count=1 -run 'Fixture' ./engine/model/
+		# two SeRL steps on the built-in model, killed after the first and resumed: the CUDA path's
+		# checkpoint round trip and determinism (about 2 minutes here)
+		"${emu[@]}" go test -p 1 -count=1 -run 'TestE2EResumeReproducesNextStep' ./engine/builtin/
 	fi
 	;;
 bench)

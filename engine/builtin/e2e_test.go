@@ -58,7 +58,7 @@ func e2eConfig(mode selfplay.Mode, alg rl.Algorithm) selfplay.Config {
 
 func (e *e2e) inputs(t *testing.T, policyDir, refDir string) selfplay.Inputs {
 	load := func(dir string) *model.Model {
-		m, err := model.Load(testenv.CPU(t), dir)
+		m, err := model.Load(testenv.Device(t), dir)
 		require.NoError(t, err)
 		t.Cleanup(m.Free)
 		return m
@@ -144,7 +144,8 @@ func TestE2EModesAndAlgorithms(t *testing.T) {
 }
 
 // A serl-mode run killed after its first step and resumed takes exactly the step the uninterrupted run
-// takes: the same metrics and bit-identical weights.
+// takes: the same metrics and bit-identical weights. On CUDA too (SERL_TEST_DEVICES=cuda): ./build.sh
+// test runs it on the SIMT emulator, bench/gpu.sh's killresume step the same with a real SIGKILL.
 func TestE2EResumeReproducesNextStep(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end to end on the built-in model")
