@@ -6,10 +6,14 @@
  * rounding to a bf16 C (to nearest even), arguments checked with CUBLAS_STATUS_INVALID_VALUE. */
 #include <cublas_v2.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <functional>
 #include <new>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 #include "stream.h"
@@ -29,7 +33,39 @@ struct Gemm {
     void *C;
     cudaDataType at, bt, ct;
     long long sa, sb, sc;
+    const simt_stream_api *api; /* the stream's runtime, or null without a stream */
 };
+
+size_t elem_size(cudaDataType t) { return t == CUDA_R_32F ? 4 : 2; }
+
+/* The bytes an operand of rows × cols (column-major, leading dimension ld) in batch matrices stride
+ * elements apart spans from its first element. */
+size_t extent(cudaDataType t, long long rows, long long cols, long long ld, int batch, long long stride) {
+    if (rows == 0 || cols == 0 || batch == 0) return 0;
+    return (size_t)((batch - 1) * stride + (cols - 1) * ld + rows) * elem_size(t);
+}
+
+/* Whether every operand lies in device memory; if not, fails the work as a GPU's illegal read would. */
+bool operands_ok(const Gemm &g) {
+    if (!g.api) return true;
+    const bool an = g.ta == CUBLAS_OP_N, bn = g.tb == CUBLAS_OP_N;
+    const struct {
+        const char *name;
+        const void *p;
+        size_t bytes;
+    } ops[] = {{"A", g.A, extent(g.at, an ? g.m : g.k, an ? g.k : g.m, g.lda, g.batch, g.sa)},
+               {"B", g.B, extent(g.bt, bn ? g.k : g.n, bn ? g.n : g.k, g.ldb, g.batch, g.sb)},
+               {"C", g.C, extent(g.ct, g.m, g.n, g.ldc, g.batch, g.sc)}};
+    for (const auto &o : ops) {
+        if (o.bytes == 0 || g.api->device_range(o.p, o.bytes)) continue;
+        char msg[200];
+        snprintf(msg, sizeof msg, "simt cuBLAS: GEMM %d×%d×%d (batch %d): %s [%p, +%zu bytes) is not within one "
+                 "allocation of device memory", g.m, g.n, g.k, g.batch, o.name, o.p, o.bytes);
+        g.api->fault(msg);
+        return false;
+    }
+    return true;
+}
 
 float load(const void *p, cudaDataType t, long long i) {
     if (t == CUDA_R_32F) return ((const float *)p)[i];
@@ -54,9 +90,36 @@ void store(void *p, cudaDataType t, long long i, float v) {
     ((uint16_t *)p)[i] = h;
 }
 
+/* x·y in eight interleaved partial sums, added pairwise: a summation order of its own (cuBLAS fixes none)
+ * that the compiler turns into vector operations, which a single running sum forbids. */
+float dot(const float *x, const float *y, int k) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int l = 0;
+    for (; l + 8 <= k; l += 8)
+        for (int u = 0; u < 8; u++) acc[u] += x[l + u] * y[l + u];
+    for (int u = 0; l < k; l++, u++) acc[u] += x[l] * y[l];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* C's columns [j0, j1) of one product: each element one dot product, so the split between threads
+ * changes no result. */
+void columns(const Gemm &g, const float *a, const float *b, long long oc, int j0, int j1) {
+    for (int j = j0; j < j1; j++)
+        for (int i = 0; i < g.m; i++) {
+            const long long c = oc + i + (long long)j * g.ldc;
+            float v = g.alpha * dot(&a[(size_t)i * g.k], &b[(size_t)j * g.k], g.k);
+            if (g.beta != 0) v += g.beta * load(g.C, g.ct, c);
+            store(g.C, g.ct, c, v);
+        }
+}
+
 void run(void *arg) {
     const Gemm &g = *(const Gemm *)arg;
+    if (!operands_ok(g)) return;
     std::vector<float> a((size_t)g.m * g.k), b((size_t)g.n * g.k); /* op(A) rows, op(B) columns */
+    /* a second thread for products worth its start (about 50 µs): the machines that run the emulator
+     * have few cores, and its kernels use one */
+    const bool two = (double)g.m * g.n * g.k >= (1 << 20) && g.n >= 2;
     for (int z = 0; z < g.batch; z++) {
         const long long oa = z * g.sa, ob = z * g.sb, oc = z * g.sc;
         for (int i = 0; i < g.m; i++)
@@ -65,16 +128,17 @@ void run(void *arg) {
         for (int j = 0; j < g.n; j++)
             for (int l = 0; l < g.k; l++)
                 b[(size_t)j * g.k + l] = load(g.B, g.bt, ob + (g.tb == CUBLAS_OP_N ? l + (long long)j * g.ldb : j + (long long)l * g.ldb));
-        for (int j = 0; j < g.n; j++)
-            for (int i = 0; i < g.m; i++) {
-                float s = 0;
-                const float *x = &a[(size_t)i * g.k], *y = &b[(size_t)j * g.k];
-                for (int l = 0; l < g.k; l++) s += x[l] * y[l];
-                const long long c = oc + i + (long long)j * g.ldc;
-                float v = g.alpha * s;
-                if (g.beta != 0) v += g.beta * load(g.C, g.ct, c);
-                store(g.C, g.ct, c, v);
-            }
+        if (!two) {
+            columns(g, a.data(), b.data(), oc, 0, g.n);
+            continue;
+        }
+        try {
+            std::thread t(columns, std::cref(g), a.data(), b.data(), oc, g.n / 2, g.n);
+            columns(g, a.data(), b.data(), oc, 0, g.n / 2);
+            t.join();
+        } catch (const std::system_error &) { /* no thread to be had: the same columns on this one */
+            columns(g, a.data(), b.data(), oc, 0, g.n);
+        }
     }
 }
 
@@ -99,12 +163,13 @@ cublasStatus_t gemm(cublasHandle_t h, Gemm g, cublasComputeType_t compute, const
     Gemm *task = new (std::nothrow) Gemm(g);
     if (!task) return CUBLAS_STATUS_ALLOC_FAILED;
     cudaStream_t s = h->stream;
+    task->api = s ? *(const simt_stream_api *const *)s : nullptr;
     if (!s) {
         run(task);
         delete task;
         return CUBLAS_STATUS_SUCCESS;
     }
-    (*(const simt_stream_api *const *)s)->enqueue(s, run, task, release);
+    task->api->enqueue(s, run, task, release);
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -155,7 +220,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
                             int ldb, const void *beta, void *C, cudaDataType ct, int ldc, cublasComputeType_t compute,
                             cublasGemmAlgo_t algo) {
     (void)algo;
-    Gemm g = {ta, tb, m, n, k, lda, ldb, ldc, 1, 0, 0, A, B, C, at, bt, ct, 0, 0, 0};
+    Gemm g = {ta, tb, m, n, k, lda, ldb, ldc, 1, 0, 0, A, B, C, at, bt, ct, 0, 0, 0, nullptr};
     return gemm(h, g, compute, alpha, beta);
 }
 
@@ -165,7 +230,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                                           const void *beta, void *C, cudaDataType ct, int ldc, long long sc,
                                           int batch, cublasComputeType_t compute, cublasGemmAlgo_t algo) {
     (void)algo;
-    Gemm g = {ta, tb, m, n, k, lda, ldb, ldc, batch, 0, 0, A, B, C, at, bt, ct, sa, sb, sc};
+    Gemm g = {ta, tb, m, n, k, lda, ldb, ldc, batch, 0, 0, A, B, C, at, bt, ct, sa, sb, sc, nullptr};
     return gemm(h, g, compute, alpha, beta);
 }
 

@@ -49,6 +49,7 @@ struct Alloc {
     size_t len, size;
 };
 std::map<void *, Alloc> allocs;
+std::map<void *, size_t> host_allocs; /* cudaMallocHost: pinned host memory, which kernels may use too */
 size_t used;
 std::map<const void *, int> dyn_smem_max;
 
@@ -89,7 +90,34 @@ void enqueue_c(cudaStream_t s, void (*fn)(void *), void *arg, void (*release)(vo
     run_or_record(s, [fn, owned]() { fn(owned.get()); });
 }
 
-const simt_stream_api stream_api = {enqueue_c};
+/* Whether [p, p + bytes) lies in one block of m (keyed by start, valued by size). Under mem_mu. */
+template <class M, class F> bool within(const M &m, const void *p, size_t bytes, F size_of) {
+    auto it = m.upper_bound((void *)p);
+    if (it == m.begin()) return false;
+    --it;
+    const char *b = (const char *)it->first, *q = (const char *)p;
+    return q >= b && bytes <= size_of(it->second) && (size_t)(q - b) <= size_of(it->second) - bytes;
+}
+
+int device_range_c(const void *p, size_t bytes) {
+    std::lock_guard<std::mutex> l(mem_mu);
+    return within(allocs, p, bytes, [](const Alloc &a) { return a.size; }) ||
+           within(host_allocs, p, bytes, [](size_t n) { return n; });
+}
+
+void fault_c(const char *msg) { simt::launch_fault(msg); }
+
+const simt_stream_api stream_api = {enqueue_c, device_range_c, fault_c};
+
+/* A copy's or a memset's pointer that the device cannot use, as cudaMemcpyAsync and cudaMemsetAsync
+ * refuse it: a kind that says device memory for host memory. */
+cudaError_t device_arg(const char *call, const char *which, const void *p, size_t n) {
+    if (n == 0 || device_range_c(p, n)) return cudaSuccess;
+    char buf[200];
+    snprintf(buf, sizeof buf, "simt: %s: %s [%p, +%zu) is not within memory from cudaMalloc or cudaMallocHost", call,
+             which, p, n);
+    return fail(cudaErrorInvalidValue, buf);
+}
 
 /* The emulated cuBLAS beside this library, loaded by path and kept global so that a later dlopen of its
  * soname (libcublas.so.13) finds it. */
@@ -111,6 +139,20 @@ void enqueue(cudaStream_t s, std::function<void()> task) { run_or_record(s, std:
 void launch_fault(const std::string &msg) {
     grid_faulted = true;
     fail(cudaErrorLaunchFailure, msg);
+}
+
+bool pointer_ok(const char *kernel, int index, const void *p, size_t align) {
+    if (!p) return true;
+    const char *why = nullptr;
+    if ((uintptr_t)p % align)
+        why = "is not aligned for its type";
+    else if (!device_range_c(p, 0))
+        why = "is not in memory from cudaMalloc or cudaMallocHost";
+    if (!why) return true;
+    char buf[300];
+    snprintf(buf, sizeof buf, "simt: %s: pointer argument %d (%p, alignment %zu) %s", kernel, index, p, align, why);
+    launch_fault(buf);
+    return false;
 }
 
 bool launch_ok(dim3 grid, dim3 block, size_t shm, const void *fn, const char *name) {
@@ -251,21 +293,35 @@ cudaError_t cudaFree(void *p) {
 
 cudaError_t cudaMallocHost(void **p, size_t size) {
     *p = aligned_alloc(256, (size + 255) & ~(size_t)255);
-    return *p ? cudaSuccess : fail(cudaErrorMemoryAllocation);
+    if (!*p) return fail(cudaErrorMemoryAllocation);
+    std::lock_guard<std::mutex> l(mem_mu);
+    host_allocs[*p] = size;
+    return cudaSuccess;
 }
 
 cudaError_t cudaFreeHost(void *p) {
+    if (!p) return cudaSuccess;
+    {
+        std::lock_guard<std::mutex> l(mem_mu);
+        if (!host_allocs.erase(p))
+            return fail(cudaErrorInvalidValue, "simt: cudaFreeHost of a pointer cudaMallocHost did not return");
+    }
     free(p);
     return cudaSuccess;
 }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind, cudaStream_t s) {
-    (void)kind;
+    cudaError_t e = cudaSuccess;
+    if (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice) e = device_arg("cudaMemcpyAsync", "dst", dst, n);
+    if (e == cudaSuccess && (kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice))
+        e = device_arg("cudaMemcpyAsync", "src", src, n);
+    if (e != cudaSuccess) return e;
     run_or_record(s, [=]() { memmove(dst, src, n); });
     return cudaSuccess;
 }
 
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
+    if (cudaError_t e = device_arg("cudaMemsetAsync", "the buffer", p, n)) return e;
     run_or_record(s, [=]() { memset(p, v, n); });
     return cudaSuccess;
 }

@@ -1,8 +1,10 @@
 /* The SIMT emulator's own checks (`./build.sh test` runs build/cudaemu/simt_selftest): that mma.sync
  * computes A·B + C through the PTX fragment layouts, that the rule breaks it promises to catch fail the
  * launch with a message, that a shared-memory read missing its barrier reads stale data, that launches
- * past CUDA's limits are refused, and that a captured graph replays. Kernels here are written in CUDA
+ * past CUDA's limits are refused, that a captured graph replays, and that kernels, copies and GEMMs
+ * given memory the device cannot use fail. Kernels here are written in CUDA
  * C++ and go through translate.sed like csrc/cuda's. */
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,29 @@ static void expect_fault(const char *what, const char *want) {
     const std::string msg = cudaGetErrorString(e);
     check(e == cudaErrorLaunchFailure && msg.find(want) != std::string::npos, what, msg);
 }
+
+/* n elements of device memory. The emulator's device memory is host memory, so the checks read and
+ * write it directly; kernels may only be given device memory (or memory from cudaMallocHost). */
+template <class T> struct Dev {
+    T *p = nullptr;
+    size_t n;
+    explicit Dev(size_t n, T v = T()) : n(n) {
+        if (cudaMalloc((void **)&p, n * sizeof(T)) != cudaSuccess) {
+            fprintf(stderr, "simt selftest: cudaMalloc of %zu bytes failed\n", n * sizeof(T));
+            exit(2);
+        }
+        fill(v);
+    }
+    ~Dev() { cudaFree(p); }
+    Dev(const Dev &) = delete;
+    Dev &operator=(const Dev &) = delete;
+    void fill(T v) {
+        for (size_t i = 0; i < n; i++) p[i] = v;
+    }
+    T &operator[](size_t i) { return p[i]; }
+    T *begin() { return p; }
+    T *end() { return p + n; }
+};
 
 static uint16_t to_bf16(float f) {
     uint32_t u;
@@ -57,13 +82,13 @@ __global__ void mma_kernel(const uint16_t *A, const uint16_t *Bt, const float *C
 }
 
 static void test_mma() {
-    std::vector<uint16_t> A(256), Bt(128);
-    std::vector<float> C(128), D(128, NAN);
+    Dev<uint16_t> A(256), Bt(128);
+    Dev<float> C(128), D(128, NAN);
     srand(7);
     for (auto &x : A) x = to_bf16((float)(rand() % 2001 - 1000) / 256.0f);
     for (auto &x : Bt) x = to_bf16((float)(rand() % 2001 - 1000) / 256.0f);
     for (auto &x : C) x = (float)(rand() % 2001 - 1000) / 64.0f;
-    mma_kernel<<<1, 32>>>(A.data(), Bt.data(), C.data(), D.data());
+    mma_kernel<<<1, 32>>>(A.p, Bt.p, C.p, D.p);
     double worst = 0;
     for (int i = 0; i < 16; i++)
         for (int j = 0; j < 8; j++) {
@@ -121,24 +146,24 @@ __global__ void with_barrier(int *out, int n) {
 }
 
 static void test_rules() {
-    std::vector<int> out(64, 0);
-    divergent_collectives<<<1, 32>>>(out.data());
+    Dev<int> out(64, 0);
+    divergent_collectives<<<1, 32>>>(out.p);
     expect_fault("lanes in different warp collectives fail the launch", "divergent warp collectives");
-    shuffle_names_returned_lane<<<1, 32>>>(out.data());
+    shuffle_names_returned_lane<<<1, 32>>>(out.p);
     expect_fault("a shuffle naming a returned lane fails the launch", "returned");
-    shuffle_past_block<<<1, 20>>>(out.data());
+    shuffle_past_block<<<1, 20>>>(out.p);
     expect_fault("a full-mask shuffle in a 20-thread block fails the launch", "past the block's last thread");
-    barrier_and_collective<<<1, 2>>>(out.data());
+    barrier_and_collective<<<1, 2>>>(out.p);
     expect_fault("a barrier and a collective waiting on each other: a deadlock", "deadlock");
-    shuffle_outside_mask<<<1, 32>>>(out.data());
+    shuffle_outside_mask<<<1, 32>>>(out.p);
     expect_fault("a shuffle reading a lane outside its mask fails the launch", "not in the mask");
 
     const int n = 64;
-    missing_barrier<<<1, n, n * sizeof(int)>>>(out.data(), n);
+    missing_barrier<<<1, n, n * sizeof(int)>>>(out.p, n);
     bool stale = false;
     for (int i = 0; i < n; i++) stale |= out[i] != (i + 1) % n;
     check(cudaGetLastError() == cudaSuccess && stale, "a shared-memory read missing its barrier reads stale data");
-    with_barrier<<<1, n, n * sizeof(int)>>>(out.data(), n);
+    with_barrier<<<1, n, n * sizeof(int)>>>(out.p, n);
     bool right = true;
     for (int i = 0; i < n; i++) right &= out[i] == (i + 1) % n;
     check(cudaGetLastError() == cudaSuccess && right, "the same read after __syncthreads is right");
@@ -163,16 +188,16 @@ static void expect_config(const char *what) {
 }
 
 static void test_limits() {
-    std::vector<int> out(4096);
-    fill<<<dim3(1, 65536), 1>>>(out.data(), 1);
+    Dev<int> out(4096);
+    fill<<<dim3(1, 65536), 1>>>(out.p, 1);
     expect_config("grid.y 65536 is refused");
-    fill<<<1, 1025>>>(out.data(), 1);
+    fill<<<1, 1025>>>(out.p, 1);
     expect_config("1025 threads a block are refused");
-    big_smem<<<1, 32, 49 * 1024>>>(out.data());
+    big_smem<<<1, 32, 49 * 1024>>>(out.p);
     expect_config("49 KiB of dynamic shared memory without cudaFuncSetAttribute is refused");
     check(cudaFuncSetAttribute(big_smem, cudaFuncAttributeMaxDynamicSharedMemorySize, 49 * 1024) == cudaSuccess,
           "cudaFuncSetAttribute raises the limit");
-    big_smem<<<1, 32, 49 * 1024>>>(out.data());
+    big_smem<<<1, 32, 49 * 1024>>>(out.p);
     check(cudaGetLastError() == cudaSuccess && out[31] == 1, "then the same launch runs");
     check(cudaFuncSetAttribute(big_smem, cudaFuncAttributeMaxDynamicSharedMemorySize, 228 * 1024) == cudaErrorInvalidValue,
           "past 227 KiB is refused");
@@ -184,10 +209,10 @@ static void test_limits() {
 static void test_graph() {
     cudaStream_t s;
     cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
-    std::vector<int> a(256, 0), b(256, 0);
+    Dev<int> a(256, 0), b(256, 0);
     check(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed) == cudaSuccess, "capture begins");
-    fill<<<2, 128, 0, s>>>(a.data(), 5);
-    cudaMemcpyAsync(b.data(), a.data(), 256 * sizeof(int), cudaMemcpyDeviceToDevice, s);
+    fill<<<2, 128, 0, s>>>(a.p, 5);
+    cudaMemcpyAsync(b.p, a.p, 256 * sizeof(int), cudaMemcpyDeviceToDevice, s);
     check(a[0] == 0 && b[255] == 0, "captured work does not run");
     cudaGraph_t g;
     check(cudaStreamEndCapture(s, &g) == cudaSuccess, "capture ends");
@@ -195,7 +220,7 @@ static void test_graph() {
     cudaGraphInstantiateWithFlags(&x, g, 0);
     cudaGraphDestroy(g);
     check(cudaGraphLaunch(x, s) == cudaSuccess && a[255] == 5 && b[0] == 5, "a launch replays the kernel and the copy");
-    b.assign(256, 0);
+    b.fill(0);
     check(cudaGraphLaunch(x, s) == cudaSuccess && b[128] == 5, "and again");
     cudaGraphExecDestroy(x);
     cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed);
@@ -205,11 +230,79 @@ static void test_graph() {
     cudaStreamDestroy(s);
 }
 
+/* ---------------------------------------------------------------- device memory */
+
+__global__ void copy4(const uint4 *src, uint4 *dst) { dst[threadIdx.x] = src[threadIdx.x]; }
+
+typedef cublasStatus_t (*create_fn)(cublasHandle_t *);
+typedef cublasStatus_t (*set_stream_fn)(cublasHandle_t, cudaStream_t);
+typedef cublasStatus_t (*gemm_fn)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
+                                  const void *, cudaDataType, int, const void *, cudaDataType, int, const void *, void *,
+                                  cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+
+static void test_memory() {
+    Dev<int> dev(64, 0);
+    std::vector<int> host(64, 0);
+    fill<<<1, 64>>>(host.data(), 1);
+    expect_fault("a kernel given host memory fails the launch", "pointer argument 0");
+    int *pinned = nullptr;
+    cudaMallocHost((void **)&pinned, 64 * sizeof(int));
+    fill<<<1, 64>>>(pinned, 3);
+    check(cudaGetLastError() == cudaSuccess && pinned[63] == 3, "memory from cudaMallocHost is the device's too");
+    cudaFreeHost(pinned);
+    Dev<uint4> v(4);
+    copy4<<<1, 2>>>((const uint4 *)((char *)v.p + 4), v.p + 2);
+    expect_fault("a uint4 argument 4 bytes off its alignment fails the launch", "not aligned");
+    check(cudaMemcpyAsync(dev.p, host.data(), 64, cudaMemcpyDeviceToDevice, 0) == cudaErrorInvalidValue,
+          "a device-to-device copy from host memory is refused");
+    cudaGetLastError();
+    check(cudaMemcpyAsync(dev.p + 60, host.data(), 5 * sizeof(int), cudaMemcpyHostToDevice, 0) == cudaErrorInvalidValue,
+          "a copy past the end of its allocation is refused");
+    cudaGetLastError();
+
+    cudaStream_t s;
+    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    int *gone = nullptr;
+    cudaMalloc((void **)&gone, 256 * sizeof(int));
+    cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed);
+    fill<<<2, 128, 0, s>>>(gone, 5);
+    cudaGraph_t g;
+    cudaStreamEndCapture(s, &g);
+    cudaGraphExec_t x;
+    cudaGraphInstantiateWithFlags(&x, g, 0);
+    cudaGraphDestroy(g);
+    cudaFree(gone);
+    check(cudaGraphLaunch(x, s) == cudaErrorLaunchFailure, "a graph replayed after its buffer was freed fails");
+    expect_fault("naming the kernel's argument", "fill: pointer argument 0");
+    cudaGraphExecDestroy(x);
+
+    /* the emulated cuBLAS beside this binary, as the CUDA library binds it */
+    create_fn create = (create_fn)dlsym(RTLD_DEFAULT, "cublasCreate_v2");
+    set_stream_fn set_stream = (set_stream_fn)dlsym(RTLD_DEFAULT, "cublasSetStream_v2");
+    gemm_fn gemm = (gemm_fn)dlsym(RTLD_DEFAULT, "cublasGemmEx");
+    cublasHandle_t h = nullptr;
+    check(create && set_stream && gemm && create(&h) == CUBLAS_STATUS_SUCCESS && set_stream(h, s) == CUBLAS_STATUS_SUCCESS,
+          "the emulated cuBLAS is loaded");
+    if (h) {
+        Dev<float> A(8 * 8, 1), B(8 * 8, 1), C(8 * 8, 0);
+        const float one = 1, zero = 0;
+        check(gemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 8, 8, 8, &one, A.p, CUDA_R_32F, 8, B.p, CUDA_R_32F, 8, &zero, C.p,
+                   CUDA_R_32F, 8, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS &&
+                  cudaGetLastError() == cudaSuccess && C[63] == 8,
+              "a GEMM within its buffers runs");
+        gemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 8, 8, 8, &one, A.p, CUDA_R_32F, 8, B.p + 1, CUDA_R_32F, 8, &zero, C.p,
+             CUDA_R_32F, 8, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        expect_fault("a GEMM whose B runs one element past its buffer fails", "B [");
+    }
+    cudaStreamDestroy(s);
+}
+
 int main() {
     test_mma();
     test_rules();
     test_limits();
     test_graph();
+    test_memory();
     printf("simt selftest: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -26,6 +26,7 @@
 #include <functional>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 
 #undef __global__
 #define __global__
@@ -68,6 +69,10 @@ void *dynamic_smem();
 void enqueue(cudaStream_t s, std::function<void()> task);
 /* Whether a launch configuration is valid for fn (CUDA's limits); if not, records the launch error. */
 bool launch_ok(dim3 grid, dim3 block, size_t shm, const void *fn, const char *name);
+/* Whether p, a kernel's pointer argument (index from 0), may be used on the device: null, or in memory
+ * from cudaMalloc or cudaMallocHost (up to one past its end), aligned for its type. If not, the launch
+ * fails naming the kernel and the argument (runtime.cpp): a GPU would fault on reading it. */
+bool pointer_ok(const char *kernel, int index, const void *p, size_t align);
 /* Runs a grid now: body is one thread's call of the kernel. */
 void run_grid(dim3 grid, dim3 block, size_t shm, const char *name, const std::function<void()> &body);
 
@@ -84,6 +89,20 @@ template <class P, class A> inline P arg(A &&a) {
         return P(std::forward<A>(a));
 }
 
+template <class T> inline bool arg_ok(const char *kernel, int index, const T &v) {
+    if constexpr (std::is_pointer<T>::value) {
+        typedef typename std::remove_cv<typename std::remove_pointer<T>::type>::type E;
+        size_t align = 1;
+        if constexpr (!std::is_void<E>::value) align = alignof(E);
+        return pointer_ok(kernel, index, (const void *)v, align);
+    } else {
+        return true;
+    }
+}
+template <class Tuple, size_t... I> inline bool args_ok(const char *kernel, const Tuple &t, std::index_sequence<I...>) {
+    return (arg_ok(kernel, (int)I, std::get<I>(t)) && ...);
+}
+
 struct Launch {
     dim3 grid, block;
     size_t shm;
@@ -94,7 +113,10 @@ struct Launch {
         const dim3 g = grid, b = block;
         const size_t s = shm;
         std::tuple<typename std::decay<P>::type...> params(arg<typename std::decay<P>::type>(std::forward<A>(args))...);
+        /* the pointers are checked when the grid runs, so that a graph replayed after its memory was
+         * freed fails too */
         enqueue(stream, [=]() {
+            if (!args_ok(name, params, std::index_sequence_for<P...>{})) return;
             run_grid(g, b, s, name, [&]() {
                 auto p = params;
                 std::apply(fn, p);
