@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/serl-go/serl/internal/testenv"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/serl-go/serl/engine/chat"
 	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/rl"
 	"github.com/serl-go/serl/engine/tokenizer"
@@ -135,4 +137,88 @@ func TestResumeReproducesNextStep(t *testing.T) {
 	require.NoError(t, rr.Run(context.Background(), nil))
 
 	requireSameThirdStep(t, whole, part, "model.safetensors")
+}
+
+// pollCtx is a context that is cancelled from the n-th call of Err() after it is armed: an interrupt
+// at a chosen poll inside a phase (the loop polls once a tick, decoding once a step).
+type pollCtx struct {
+	context.Context
+	armed bool
+	left  int
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (c *pollCtx) Err() error {
+	if !c.armed || c.left > 1 {
+		if c.armed {
+			c.left--
+		}
+		return nil
+	}
+	c.once.Do(func() { close(c.done) })
+	return context.Canceled
+}
+
+func (c *pollCtx) Done() <-chan struct{} { return c.done }
+
+// An interrupt during a rollout stops its decoding at the next step, not after the whole rollout, and
+// the run resumes from its last checkpoint as after a kill: the next step as the uninterrupted run's.
+func TestInterruptStopsDecoding(t *testing.T) {
+	tok := tinyTokenizer(t)
+	cfg := tinyConfig(ModeMaj, rl.ReinforcePP)
+	cfg.Iterations, cfg.InstructionsPerIteration = 1, 6 // 3 steps
+	in := func() Inputs {
+		return Inputs{Policy: loadModel(t, fixture), Reference: loadModel(t, fixture), Tokenizer: tok, Train: trainSet()}
+	}
+	whole, part := filepath.Join(t.TempDir(), "whole"), filepath.Join(t.TempDir(), "part")
+	runUntil(t, whole, cfg, in(), 0)
+
+	r, err := Start(part, cfg, in())
+	require.NoError(t, err)
+	ctx := &pollCtx{Context: context.Background(), done: make(chan struct{})}
+	before := 0
+	err = r.Run(ctx, func(m StepMetrics) {
+		if m.Step == 2 {
+			// polls: the loop's before the next tick, then the rollout's first decoding step; the
+			// third, at its second step, is interrupted
+			ctx.armed, ctx.left = true, 3
+			before = r.engine.Stats().GeneratedTokens
+		}
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, 2, r.State().Steps)
+	// A rollout's rows draw their first tokens from the prefill, then one each per decoding step:
+	// interrupted at its second step, it drew at most two tokens a row.
+	rows := cfg.RolloutBatch * cfg.Samples
+	require.LessOrEqual(t, r.engine.Stats().GeneratedTokens-before, 2*rows, "decoding stopped at the interrupt")
+	r.Free()
+
+	st, err := OpenRun(part)
+	require.NoError(t, err)
+	rr, err := st.Resume(Inputs{Policy: loadModel(t, st.PolicyDir), Reference: loadModel(t, st.ReferenceDir), Tokenizer: tok, Train: trainSet()})
+	require.NoError(t, err)
+	defer rr.Free()
+	require.Equal(t, 2, rr.State().Steps)
+	require.NoError(t, rr.Run(context.Background(), nil))
+	requireSameThirdStep(t, whole, part, "model.safetensors")
+}
+
+// The same in a self-instruction round: the fixture model writes no usable problem, so its first
+// tick is such a round, interrupted at its second decoding step.
+func TestInterruptStopsSelfInstruction(t *testing.T) {
+	tok := tinyTokenizer(t)
+	tmpl, err := chat.Parse(chat.ChatMLTemplate)
+	require.NoError(t, err)
+	cfg := tinyConfig(ModeSeRL, rl.ReinforcePP)
+	cfg.PromptMode = PromptChat
+	cfg.MaxPromptTokens, cfg.InstrMaxNewTokens = 960, 12
+	r, err := Start(filepath.Join(t.TempDir(), "run"), cfg, Inputs{Policy: loadModel(t, fixture), Reference: loadModel(t, fixture),
+		Tokenizer: tok, Chat: tmpl, ChatOpts: chat.Options{EOSToken: "<|im_end|>"}, Seeds: trainSet()})
+	require.NoError(t, err)
+	defer r.Free()
+	ctx := &pollCtx{Context: context.Background(), done: make(chan struct{}), armed: true, left: 3}
+	require.ErrorIs(t, r.Run(ctx, nil), context.Canceled)
+	require.Positive(t, r.engine.Stats().GeneratedTokens)
+	require.LessOrEqual(t, r.engine.Stats().GeneratedTokens, 2*cfg.GenPrompts, "decoding stopped at the interrupt")
 }

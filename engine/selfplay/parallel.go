@@ -2,6 +2,7 @@ package selfplay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -118,6 +119,20 @@ type phaseShare[T any] struct {
 	Tokens int    `json:"tokens"`
 	Failed string `json:"failed,omitempty"`
 	Stop   bool   `json:"stop,omitempty"`
+}
+
+// interrupted is the error of a phase whose decoding returned err. An interrupt (err is ctx's) stops
+// the decoding at its next step rather than after the phase; the phase's gather still runs, with nothing
+// of this rank's and its interrupt flag set, so that every rank stops there. Nothing of the tick is
+// saved: the run resumes from its last checkpoint, as after a kill.
+func interrupted[T any](ctx context.Context, r *Runner, what string, err error) error {
+	if ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
+		return err
+	}
+	if _, err := gatherPhase[T](ctx, r, what, nil, 0); err != nil {
+		return err
+	}
+	return ctx.Err() // not reached: the gather carries this rank's interrupt
 }
 
 // gatherPhase gathers every rank's share of a phase's results in rank order (the list one process

@@ -441,8 +441,8 @@ func (r *Runner) rollout(ctx context.Context, problems []Problem) ([]Group, erro
 	var out [][]generate.Sample
 	if hi > lo {
 		var err error
-		if out, err = r.engine.Generate(reqs[lo:hi], r.in.Tokenizer, nil); err != nil {
-			return nil, err
+		if out, err = r.engine.GenerateContext(ctx, reqs[lo:hi], r.in.Tokenizer, nil); err != nil {
+			return nil, interrupted[Group](ctx, r, "rollout groups", err)
 		}
 	}
 	r.counters.rolloutTime += time.Since(t0)
@@ -523,9 +523,9 @@ func (r *Runner) generateProblems(ctx context.Context) error {
 	before := r.engine.Stats().GeneratedTokens
 	var texts []string
 	if hi > lo {
-		out, err := r.engine.Generate(reqs[lo:hi], r.in.Tokenizer, nil)
+		out, err := r.engine.GenerateContext(ctx, reqs[lo:hi], r.in.Tokenizer, nil)
 		if err != nil {
-			return err
+			return interrupted[string](ctx, r, "self-instruction completions", err)
 		}
 		for _, o := range out {
 			texts = append(texts, o[0].Text)
