@@ -119,7 +119,7 @@ build_cudaemu() {
 	local objs=() pids=() src out obj newest=csrc/serl.h hdr jobs
 	for hdr in csrc/*.h csrc/cuda/*.cuh csrc/cudaemu/*.h csrc/cudaemu/translate.sed build.sh; do [[ $hdr -nt $newest ]] && newest=$hdr; done
 	jobs=$(nproc 2>/dev/null || echo 2)
-	for src in csrc/cuda/*.cu csrc/cudaemu/simt.cpp csrc/cudaemu/runtime.cpp; do
+	for src in csrc/cuda/*.cu csrc/cudaemu/simt.cpp csrc/cudaemu/runtime.cpp csrc/cudaemu/resources.cpp; do
 		obj=build/cudaemu/obj/$(basename "${src%.*}").o
 		objs+=("$obj")
 		if [[ -f $obj && $obj -nt $src && $obj -nt $newest ]]; then continue; fi
@@ -138,14 +138,30 @@ build_cudaemu() {
 	[[ $fail == 0 ]] || die "compiling csrc/cuda for the SIMT emulator failed"
 	g++ -shared -Wl,--exclude-libs,ALL,--no-undefined,--version-script=csrc/cuda/exports.map \
 		-o build/cudaemu/libserl_cuda.so "${objs[@]}" build/obj/layout.o -ldl -lpthread
+	# What ptxas gave each kernel of the real library for each target (registers a thread, static shared
+	# memory): the emulator checks every launch against it, as a GPU would (csrc/cudaemu/resources.cpp).
+	command -v cuobjdump >/dev/null 2>&1 || die "the SIMT emulator needs cuobjdump (it comes with nvcc)"
+	cuobjdump -res-usage build/libserl_cuda.so | awk '
+		/^arch = / { arch = $3 }
+		/^ Function / { fn = $2; sub(/:$/, "", fn) }
+		/^  REG:/ {
+			split($1, r, ":"); shared = 0
+			for (i = 2; i <= NF; i++) if ($i ~ /^SHARED:/) { split($i, v, ":"); shared = v[2] }
+			print arch, r[2], shared, fn
+		}' >build/cudaemu/libserl_cuda.so.resources.tmp
+	grep -qE '^sm_(80|90) ' build/cudaemu/libserl_cuda.so.resources.tmp ||
+		die "cuobjdump -res-usage build/libserl_cuda.so listed no sm_80 or sm_90 kernel"
+	mv build/cudaemu/libserl_cuda.so.resources.tmp build/cudaemu/libserl_cuda.so.resources
 	g++ -O3 -std=c++17 -fPIC -Wall -shared -Wl,-soname,libcublas.so.13,--no-undefined -I"$inc" \
 		-o build/cudaemu/libcublas.so.13 csrc/cudaemu/cublas.cpp -lpthread
 	# the emulator's own checks (selftest.cu), against the same executor and runtime objects
 	local st=build/cudaemu/simt_selftest
-	if [[ ! -f $st || csrc/cudaemu/selftest.cu -nt $st || build/cudaemu/obj/simt.o -nt $st || build/cudaemu/obj/runtime.o -nt $st ]]; then
+	if [[ ! -f $st || csrc/cudaemu/selftest.cu -nt $st || build/cudaemu/obj/simt.o -nt $st || build/cudaemu/obj/runtime.o -nt $st ||
+		build/cudaemu/obj/resources.o -nt $st ]]; then
 		{ echo '#line 1 "csrc/cudaemu/selftest.cu"'; sed -f csrc/cudaemu/translate.sed csrc/cudaemu/selftest.cu; } \
 			>build/cudaemu/src/selftest.cpp
-		g++ "${flags[@]}" -o $st build/cudaemu/src/selftest.cpp build/cudaemu/obj/simt.o build/cudaemu/obj/runtime.o -ldl -lpthread
+		g++ "${flags[@]}" -o $st build/cudaemu/src/selftest.cpp build/cudaemu/obj/simt.o build/cudaemu/obj/runtime.o \
+			build/cudaemu/obj/resources.o -ldl -lpthread
 	fi
 }
 

@@ -11,6 +11,10 @@ namespace simt {
  * text (cudaGetErrorString of cudaErrorLaunchFailure). */
 void launch_fault(const std::string &msg);
 
+/* Whether a block of threads with dyn_shared bytes of dynamic shared memory fits the multiprocessor
+ * of every GPU target fn was compiled for (registers and shared memory, resources.cpp); if not, why. */
+bool resources_ok(const void *fn, unsigned threads, size_t dyn_shared, std::string &why);
+
 } // namespace simt
 
 #endif

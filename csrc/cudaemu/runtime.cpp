@@ -165,9 +165,16 @@ bool launch_ok(dim3 grid, dim3 block, size_t shm, const void *fn, const char *na
     else if (shm > max_dynamic_smem(fn))
         snprintf(why, sizeof why, "%zu bytes of dynamic shared memory, more than the kernel's limit of %zu", shm,
                  max_dynamic_smem(fn));
-    if (!why[0]) return true;
-    fail(cudaErrorInvalidConfiguration, std::string("simt: ") + name + ": invalid launch: " + why);
-    return false;
+    if (why[0]) {
+        fail(cudaErrorInvalidConfiguration, std::string("simt: ") + name + ": invalid launch: " + why);
+        return false;
+    }
+    std::string res;
+    if (!resources_ok(fn, (unsigned)threads, shm, res)) {
+        fail(cudaErrorLaunchOutOfResources, std::string("simt: ") + name + ": invalid launch: " + res);
+        return false;
+    }
+    return true;
 }
 
 } // namespace simt
@@ -189,6 +196,7 @@ const char *cudaGetErrorName(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorNotReady: return "cudaErrorNotReady";
     case cudaErrorIllegalState: return "cudaErrorIllegalState";
@@ -206,6 +214,7 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorNotReady: return "device not ready";
     case cudaErrorIllegalState: return "the operation would make the legacy stream depend on a capturing blocking stream";

@@ -1,12 +1,14 @@
 /* The SIMT emulator's own checks (`./build.sh test` runs build/cudaemu/simt_selftest): that mma.sync
  * computes A·B + C through the PTX fragment layouts, that the rule breaks it promises to catch fail the
  * launch with a message, that a shared-memory read missing its barrier reads stale data, that launches
- * past CUDA's limits are refused, that a captured graph replays, and that kernels, copies and GEMMs
- * given memory the device cannot use fail. Kernels here are written in CUDA
+ * past CUDA's limits are refused, that a captured graph replays, that kernels, copies and GEMMs
+ * given memory the device cannot use fail, and that blocks needing more registers or shared memory than
+ * a multiprocessor has are refused. Kernels here are written in CUDA
  * C++ and go through translate.sed like csrc/cuda's. */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include <string>
@@ -297,12 +299,72 @@ static void test_memory() {
     cudaStreamDestroy(s);
 }
 
+/* ---------------------------------------------------------------- multiprocessor resources */
+
+__global__ void heavy(int *out) { out[threadIdx.x] = 1; }
+__global__ void unlisted(int *out) { out[threadIdx.x] = 1; }
+
+/* This program's resource table (<executable>.resources, which the emulator reads at the first launch):
+ * its kernels as light ones, except heavy, declared to use 128 registers a thread, and big_smem, with
+ * 40 KiB of static shared memory; unlisted is left out. */
+static bool write_table() {
+    char exe[4096];
+    const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return false;
+    exe[n] = 0;
+    FILE *f = fopen((std::string(exe) + ".resources").c_str(), "w");
+    if (!f) return false;
+    const struct {
+        const void *fn;
+        unsigned regs;
+        unsigned shared;
+    } ks[] = {{(const void *)mma_kernel, 40, 0},       {(const void *)divergent_collectives, 16, 0},
+              {(const void *)shuffle_names_returned_lane, 16, 0}, {(const void *)shuffle_past_block, 16, 0},
+              {(const void *)barrier_and_collective, 16, 0},       {(const void *)shuffle_outside_mask, 16, 0},
+              {(const void *)missing_barrier, 16, 0},             {(const void *)with_barrier, 16, 0},
+              {(const void *)fill, 16, 0},                        {(const void *)big_smem, 16, 40 << 10},
+              {(const void *)copy4, 16, 0},                       {(const void *)heavy, 128, 0}};
+    bool ok = true;
+    for (const auto &k : ks) {
+        const char *sym = simt::kernel_symbol(k.fn);
+        ok &= sym != nullptr;
+        if (sym) fprintf(f, "sm_80 %u %u %s\nsm_90 %u %u %s\n", k.regs, k.shared, sym, k.regs, k.shared, sym);
+    }
+    return fclose(f) == 0 && ok;
+}
+
+static void expect_resources(const char *what, const char *want) {
+    cudaError_t e = cudaGetLastError();
+    const std::string msg = cudaGetErrorString(e);
+    check(e == cudaErrorLaunchOutOfResources && msg.find(want) != std::string::npos, what, msg);
+}
+
+static void test_resources() {
+    Dev<int> out(1024);
+    heavy<<<1, 512>>>(out.p);
+    check(cudaGetLastError() == cudaSuccess && out[511] == 1, "512 threads of 128 registers fit the 64 K register file");
+    heavy<<<1, 1024>>>(out.p);
+    expect_resources("1024 threads of 128 registers are refused", "128 registers a thread (ptxas) × 1024 threads");
+    unlisted<<<1, 32>>>(out.p);
+    expect_resources("a kernel missing from the resource table is refused", "no resource usage is recorded");
+    cudaFuncSetAttribute(big_smem, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024);
+    big_smem<<<1, 32, 130 * 1024>>>(out.p);
+    expect_resources("40 KiB static and 130 KiB dynamic shared memory exceed an A100's block", "on sm_80");
+    big_smem<<<1, 32, 120 * 1024>>>(out.p);
+    check(cudaGetLastError() == cudaSuccess, "40 KiB static and 120 KiB dynamic fit");
+}
+
 int main() {
+    if (!write_table()) {
+        fprintf(stderr, "simt selftest: cannot write its resource table beside the executable\n");
+        return 2;
+    }
     test_mma();
     test_rules();
     test_limits();
     test_graph();
     test_memory();
+    test_resources();
     printf("simt selftest: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -73,6 +73,8 @@ bool launch_ok(dim3 grid, dim3 block, size_t shm, const void *fn, const char *na
  * from cudaMalloc or cudaMallocHost (up to one past its end), aligned for its type. If not, the launch
  * fails naming the kernel and the argument (runtime.cpp): a GPU would fault on reading it. */
 bool pointer_ok(const char *kernel, int index, const void *p, size_t align);
+/* The mangled name of the kernel fn (its symbol in the object holding it), or null. */
+const char *kernel_symbol(const void *fn);
 /* Runs a grid now: body is one thread's call of the kernel. */
 void run_grid(dim3 grid, dim3 block, size_t shm, const char *name, const std::function<void()> &body);
 
