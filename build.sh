@@ -179,7 +179,8 @@ build_go() {
 # which serl loads through purego). Installed here, not by hand, so `./build.sh test` runs on a fresh
 # machine; without root or apt it says which packages to install.
 test_deps() {
-	if command -v mpirun >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q 'libmpi\.so\.40 '; then
+	# grep reads all of ldconfig's list: under pipefail, -q's early exit could fail ldconfig with SIGPIPE
+	if command -v mpirun >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep 'libmpi\.so\.40 ' >/dev/null; then
 		return
 	fi
 	if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then

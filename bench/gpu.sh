@@ -199,7 +199,7 @@ if [[ ${NCCL:-1} != 0 ]] && unit nccl; then
 	if [[ $DEVICE != cuda ]]; then
 		row "nccl" SKIP 0 "NCCL runs on CUDA only (DEVICE=$DEVICE)"
 	else
-		if [[ -z ${SERL_NCCL_LIB:-} ]] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl\.so\.2 '; then
+		if [[ -z ${SERL_NCCL_LIB:-} ]] && ! ldconfig -p 2>/dev/null | grep 'libnccl\.so\.2 ' >/dev/null; then
 			SERL_NCCL_LIB=$(python3 -c 'import glob, site; print(next(iter(sorted(p for d in site.getsitepackages() for p in glob.glob(d + "/nvidia/nccl/lib/libnccl.so.2"))), ""))' 2>/dev/null)
 			[[ -n $SERL_NCCL_LIB ]] && export SERL_NCCL_LIB
 		fi
