@@ -147,6 +147,13 @@ __global__ void with_barrier(int *out, int n) {
     out[threadIdx.x] = sh[(threadIdx.x + 1) % n];
 }
 
+__global__ void shared_before_write(int *out) {
+    __shared__ int sh[64];
+    out[blockIdx.x * 64 + threadIdx.x] = sh[threadIdx.x]; /* read before this block wrote it */
+    __syncthreads();
+    sh[threadIdx.x] = 7;
+}
+
 static void test_rules() {
     Dev<int> out(64, 0);
     divergent_collectives<<<1, 32>>>(out.p);
@@ -169,6 +176,12 @@ static void test_rules() {
     bool right = true;
     for (int i = 0; i < n; i++) right &= out[i] == (i + 1) % n;
     check(cudaGetLastError() == cudaSuccess && right, "the same read after __syncthreads is right");
+    Dev<int> two(128, 0);
+    shared_before_write<<<2, 64>>>(two.p);
+    bool garbage = true;
+    for (int i = 0; i < 128; i++) garbage &= two[i] == -1;
+    check(cudaGetLastError() == cudaSuccess && garbage,
+          "static shared memory read before its block writes it holds 0xFF bytes, not the last block's values");
 }
 
 /* ---------------------------------------------------------------- launch limits */
@@ -323,7 +336,8 @@ static bool write_table() {
               {(const void *)barrier_and_collective, 16, 0},       {(const void *)shuffle_outside_mask, 16, 0},
               {(const void *)missing_barrier, 16, 0},             {(const void *)with_barrier, 16, 0},
               {(const void *)fill, 16, 0},                        {(const void *)big_smem, 16, 40 << 10},
-              {(const void *)copy4, 16, 0},                       {(const void *)heavy, 128, 0}};
+              {(const void *)copy4, 16, 0},                       {(const void *)heavy, 128, 0},
+              {(const void *)shared_before_write, 16, 256}};
     bool ok = true;
     for (const auto &k : ks) {
         const char *sym = simt::kernel_symbol(k.fn);

@@ -328,7 +328,13 @@ static std::string describe_deadlock(unsigned n) {
     return s;
 }
 
+/* The static __shared__ variables of the object this executor is linked into (simt.h puts them in the
+ * section simt_shared; the linker names its bounds). Weak: an object may have none. */
+extern "C" char __start_simt_shared[] __attribute__((weak, visibility("hidden")));
+extern "C" char __stop_simt_shared[] __attribute__((weak, visibility("hidden")));
+
 static void run_block(unsigned n) {
+    if (__start_simt_shared) memset(__start_simt_shared, 0xFF, (size_t)(__stop_simt_shared - __start_simt_shared));
     bar = {};
     live = n;
     for (unsigned t = 0; t < n; t++) {

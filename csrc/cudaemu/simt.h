@@ -34,9 +34,11 @@
 #define __device__
 #undef __host__
 #define __host__
-/* One copy per kernel (per template instance), shared by the block's threads: blocks run one at a time. */
+/* One copy per kernel (per template instance), shared by the block's threads: blocks run one at a time.
+ * All of them lie in one section, which the executor fills with 0xFF bytes (NaN) before each block, as
+ * shared memory holds garbage on a GPU: a read before the block's own write shows. */
 #undef __shared__
-#define __shared__ static
+#define __shared__ static __attribute__((section("simt_shared")))
 #undef __forceinline__
 #define __forceinline__ inline __attribute__((always_inline))
 #undef __launch_bounds__
