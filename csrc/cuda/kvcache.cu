@@ -35,8 +35,8 @@ extern "C" SERL_API int32_t serl_kv_append(void *ctxp, const serl_kv_append_args
 
 /* Block (sequence, kv head): its G query heads share every key and value read. Keys go in tiles of
  * blockDim.x, one key per thread (scores for all G heads); then a warp per head folds the tile into an
- * online softmax (max, rescale, double sum), and threads over (head, dim) accumulate p·V. Fixed order
- * throughout: deterministic. */
+ * online softmax (max, rescale, double sum), and threads over (dim, head) accumulate p·V. Fixed order
+ * throughout: deterministic. Up to DEC_MAX_G heads, a key or value element is loaded once for all. */
 #define DEC_THREADS 128
 #define DEC_MAX_G 8 /* query heads per kv head whose scores one pass over a key serves (Qwen2.5: 7 at 0.5B) */
 
@@ -159,11 +159,36 @@ __global__ void decode_kernel(const int32_t *block_table, const int32_t *seq_len
         }
         __syncthreads();
         const int nk = min(TK, L - t0);
-        for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
-            const int g = i / D, d = i % D;
-            float o = acc[i] * alpha[g];
-            for (int jj = 0; jj < nk; jj++) o = fmaf(sc[g * TK + jj], ld(vc, cbf, (int64_t)slot[jj] * row + (int64_t)kvh * D + d), o);
-            acc[i] = o;
+        if (D <= TK && TK % D == 0 && G <= DEC_MAX_G) {
+            /* thread (d, g0) owns the heads g0, g0 + TK/D, …: each value is read once for all of them;
+             * each (head, d) still sums over the keys in order, as below */
+            const int d = threadIdx.x % D, g0 = threadIdx.x / D, step = TK / D;
+            float o[DEC_MAX_G];
+#pragma unroll
+            for (int k = 0; k < DEC_MAX_G; k++) {
+                const int g = g0 + k * step;
+                if (g < G) o[k] = acc[g * D + d] * alpha[g];
+            }
+            for (int jj = 0; jj < nk; jj++) {
+                const float v = ld(vc, cbf, (int64_t)slot[jj] * row + (int64_t)kvh * D + d);
+#pragma unroll
+                for (int k = 0; k < DEC_MAX_G; k++) {
+                    const int g = g0 + k * step;
+                    if (g < G) o[k] = fmaf(sc[g * TK + jj], v, o[k]);
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < DEC_MAX_G; k++) {
+                const int g = g0 + k * step;
+                if (g < G) acc[g * D + d] = o[k];
+            }
+        } else {
+            for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+                const int g = i / D, d = i % D;
+                float o = acc[i] * alpha[g];
+                for (int jj = 0; jj < nk; jj++) o = fmaf(sc[g * TK + jj], ld(vc, cbf, (int64_t)slot[jj] * row + (int64_t)kvh * D + d), o);
+                acc[i] = o;
+            }
         }
         __syncthreads();
     }
