@@ -59,7 +59,11 @@ func Open(backend string) (*Library, error) {
 	embeddedMu.Lock()
 	image := embedded[backend]
 	embeddedMu.Unlock()
-	l, err := openFrom(FileName(backend), searchDirs(), image)
+	dirs, err := searchDirs()
+	if err != nil {
+		return nil, err
+	}
+	l, err := openFrom(FileName(backend), dirs, image)
 	if err != nil {
 		return nil, err
 	}
@@ -92,9 +96,15 @@ func openFrom(name string, dirs []searchDir, image []byte) (*Library, error) {
 
 type searchDir struct{ path, why string }
 
-func searchDirs() []searchDir {
+// searchDirs lists the candidate directories. $SERL_LIB_DIR, when set, must be a directory: a wrong one
+// (a typo, a path relative to another working directory) would otherwise pass silently to the next
+// candidate. Within it a library may be absent: it may hold one backend's library and not the other's.
+func searchDirs() ([]searchDir, error) {
 	var dirs []searchDir
 	if d := os.Getenv("SERL_LIB_DIR"); d != "" {
+		if st, err := os.Stat(d); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("loader: SERL_LIB_DIR=%s is not a directory (a relative path is taken from the working directory)", d)
+		}
 		dirs = append(dirs, searchDir{d, "$SERL_LIB_DIR"})
 	}
 	if exe, err := os.Executable(); err == nil {
@@ -105,7 +115,7 @@ func searchDirs() []searchDir {
 	if root := RepoRoot(); root != "" {
 		dirs = append(dirs, searchDir{filepath.Join(root, "build"), "repository build/"})
 	}
-	return dirs
+	return dirs, nil
 }
 
 // RepoRoot returns the serl repository containing the working directory (the nearest ancestor whose

@@ -57,6 +57,20 @@ func TestNothingFoundNamesEveryPath(t *testing.T) {
 	require.Contains(t, err.Error(), "embedded copy (none in this binary)")
 }
 
+// A SERL_LIB_DIR that is not a directory is an error naming it, not a reason to look elsewhere.
+func TestLibDirMustExist(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nowhere")
+	t.Setenv("SERL_LIB_DIR", missing)
+	_, err := searchDirs()
+	require.ErrorContains(t, err, "SERL_LIB_DIR="+missing+" is not a directory")
+
+	dir := t.TempDir()
+	t.Setenv("SERL_LIB_DIR", dir)
+	dirs, err := searchDirs()
+	require.NoError(t, err)
+	require.Equal(t, searchDir{dir, "$SERL_LIB_DIR"}, dirs[0])
+}
+
 // A present library with the wrong ABI is an error, not a reason to go on to the next candidate.
 func TestNoSilentFallback(t *testing.T) {
 	so := fakeLib(t, `int serl_abi_version(void){return 7;} const char*serl_backend(void){return "cpu";}`)

@@ -10,8 +10,8 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <fstream>
 #include <map>
@@ -48,7 +48,7 @@ struct Object {
 };
 
 std::mutex mu;
-std::map<std::string, Object> objects; /* by file path */
+std::map<uintptr_t, Object> objects; /* by load address */
 
 /* The STT_FUNC symbols of the ELF file at path, loaded at base. */
 bool read_symbols(const std::string &path, uintptr_t base, std::map<uintptr_t, std::string> &out, std::string &err) {
@@ -106,17 +106,20 @@ bool read_table(const std::string &path, Object &o, std::string &err) {
 Object *object_of(const void *fn) {
     Dl_info info;
     if (!dladdr(fn, &info) || !info.dli_fname) return nullptr;
-    std::string path = info.dli_fname;
-    if (path.find('/') == std::string::npos) { /* the main program, named as it was run */
-        char exe[4096];
-        const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        if (n <= 0) return nullptr;
-        path.assign(exe, (size_t)n);
-    }
-    Object &o = objects[path];
+    Object &o = objects[(uintptr_t)info.dli_fbase];
     if (!o.loaded) {
-        o.loaded = true, o.path = path;
-        read_symbols(path, (uintptr_t)info.dli_fbase, o.symbols, o.error);
+        o.loaded = true;
+        /* the main program may be named as it was run, without a directory; a relative name is
+         * resolved at the first launch, as the working directory is then */
+        const bool main_program = strchr(info.dli_fname, '/') == nullptr;
+        char *real = realpath(main_program ? "/proc/self/exe" : info.dli_fname, nullptr);
+        if (!real) {
+            o.error = std::string("cannot resolve the path of ") + info.dli_fname;
+            return &o;
+        }
+        o.path = real;
+        free(real);
+        read_symbols(o.path, (uintptr_t)info.dli_fbase, o.symbols, o.error);
     }
     return &o;
 }
