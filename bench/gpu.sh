@@ -44,7 +44,7 @@ export SERL_LIB_DIR=$g/lib PYTHONUNBUFFERED=1
 DEVICE=${DEVICE:-cuda}
 if [[ $DEVICE == emu ]]; then
 	[[ -f build/cudaemu/libserl_cuda.so ]] || { echo "bench/gpu.sh: DEVICE=emu needs build/cudaemu (./build.sh where nvcc exists)" >&2; exit 2; }
-	cp build/cudaemu/libserl_cuda.so build/cudaemu/libcublas.so.13 "$g/lib/"
+	cp build/cudaemu/libserl_cuda.so build/cudaemu/libserl_cuda.so.resources build/cudaemu/libcublas.so.13 "$g/lib/"
 	DEVICE=cuda
 fi
 BUDGET=${BUDGET:-345}
