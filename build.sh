@@ -225,8 +225,8 @@ test)
 		"${emu[@]}" SERL_CUDA_ATTN=mma go test -p 1 -count=1 -run 'TestConformance/cuda/^(attention|bf16_attention|graph)$' ./kernels/
 		"${emu[@]}" SERL_CUDA_ATTN=mma go test -p 1 -count=1 -run 'TestCUDAAttention' ./kernels/
 		"${emu[@]}" go test -p 1 -count=1 -run 'Fixture' ./engine/model/
-		# two SeRL steps on the built-in model, killed after the first and resumed: the CUDA path's
-		# checkpoint round trip and determinism (about 2 minutes here)
+		# two SeRL steps on the built-in model, killed after the first and resumed, in f32 and bf16: the
+		# CUDA path's checkpoint round trip and determinism (about 4 minutes here)
 		"${emu[@]}" go test -p 1 -count=1 -run 'TestE2EResumeReproducesNextStep' ./engine/builtin/
 	fi
 	;;

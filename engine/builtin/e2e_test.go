@@ -57,8 +57,13 @@ func e2eConfig(mode selfplay.Mode, alg rl.Algorithm) selfplay.Config {
 }
 
 func (e *e2e) inputs(t *testing.T, policyDir, refDir string) selfplay.Inputs {
-	load := func(dir string) *model.Model {
-		m, err := model.Load(testenv.Device(t), dir)
+	return e.inputsAt(t, policyDir, refDir, model.PrecisionF32)
+}
+
+// inputsAt loads the policy and the reference as serl train does at precision p (the reference frozen).
+func (e *e2e) inputsAt(t *testing.T, policyDir, refDir string, p model.Precision) selfplay.Inputs {
+	load := func(dir string, frozen bool) *model.Model {
+		m, err := model.LoadWith(testenv.Device(t), dir, model.Options{Precision: p, Frozen: frozen})
 		require.NoError(t, err)
 		t.Cleanup(m.Free)
 		return m
@@ -72,7 +77,7 @@ func (e *e2e) inputs(t *testing.T, policyDir, refDir string) selfplay.Inputs {
 		train = append(train, selfplay.Problem{ID: i, Text: p.Problem, Label: p.Answer, Level: p.Level})
 		i++
 	}
-	return selfplay.Inputs{Policy: load(policyDir), Reference: load(refDir), Tokenizer: e.tok, Chat: e.tmpl,
+	return selfplay.Inputs{Policy: load(policyDir, false), Reference: load(refDir, true), Tokenizer: e.tok, Chat: e.tmpl,
 		ChatOpts: e.opts, Seeds: seeds, Train: train}
 }
 
@@ -144,47 +149,56 @@ func TestE2EModesAndAlgorithms(t *testing.T) {
 }
 
 // A serl-mode run killed after its first step and resumed takes exactly the step the uninterrupted run
-// takes: the same metrics and bit-identical weights. On CUDA too (SERL_TEST_DEVICES=cuda): ./build.sh
-// test runs it on the SIMT emulator, bench/gpu.sh's killresume step the same with a real SIGKILL.
+// takes: the same metrics and bit-identical weights, in f32 and in bf16 mixed precision (bf16 weight
+// copy, activations and KV cache; float32 master weights and AdamW moments in the checkpoint). On CUDA
+// too (SERL_TEST_DEVICES=cuda): ./build.sh test runs it on the SIMT emulator, bench/gpu.sh's
+// killresume step the same with a real SIGKILL.
 func TestE2EResumeReproducesNextStep(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end to end on the built-in model")
 	}
 	e := setupE2E(t)
-	cfg := e2eConfig(selfplay.ModeSeRL, rl.ReinforcePP)
-	whole := filepath.Join(t.TempDir(), "whole")
-	rw, err := selfplay.Start(whole, cfg, e.inputs(t, e.dir, e.dir))
-	require.NoError(t, err)
-	require.NoError(t, rw.Run(context.Background(), nil))
-	rw.Free()
+	for _, prec := range []string{"f32", "bf16"} {
+		t.Run(prec, func(t *testing.T) {
+			p, err := model.ParsePrecision(prec)
+			require.NoError(t, err)
+			cfg := e2eConfig(selfplay.ModeSeRL, rl.ReinforcePP)
+			cfg.Precision = prec
+			whole := filepath.Join(t.TempDir(), "whole")
+			rw, err := selfplay.Start(whole, cfg, e.inputsAt(t, e.dir, e.dir, p))
+			require.NoError(t, err)
+			require.NoError(t, rw.Run(context.Background(), nil))
+			rw.Free()
 
-	part := filepath.Join(t.TempDir(), "part")
-	rp, err := selfplay.Start(part, cfg, e.inputs(t, e.dir, e.dir))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	require.ErrorIs(t, rp.Run(ctx, func(m selfplay.StepMetrics) { cancel() }), context.Canceled)
-	cancel()
-	rp.Free()
+			part := filepath.Join(t.TempDir(), "part")
+			rp, err := selfplay.Start(part, cfg, e.inputsAt(t, e.dir, e.dir, p))
+			require.NoError(t, err)
+			ctx, cancel := context.WithCancel(context.Background())
+			require.ErrorIs(t, rp.Run(ctx, func(m selfplay.StepMetrics) { cancel() }), context.Canceled)
+			cancel()
+			rp.Free()
 
-	st, err := selfplay.OpenRun(part)
-	require.NoError(t, err)
-	require.Equal(t, cfg, st.Config)
-	rr, err := st.Resume(e.inputs(t, st.PolicyDir, st.ReferenceDir))
-	require.NoError(t, err)
-	defer rr.Free()
-	require.Equal(t, 1, rr.State().Steps)
-	require.NoError(t, rr.Run(context.Background(), nil))
+			st, err := selfplay.OpenRun(part)
+			require.NoError(t, err)
+			require.Equal(t, cfg, st.Config)
+			rr, err := st.Resume(e.inputsAt(t, st.PolicyDir, st.ReferenceDir, p))
+			require.NoError(t, err)
+			defer rr.Free()
+			require.Equal(t, 1, rr.State().Steps)
+			require.NoError(t, rr.Run(context.Background(), nil))
 
-	mw, err := selfplay.ReadMetrics(whole)
-	require.NoError(t, err)
-	mp, err := selfplay.ReadMetrics(part)
-	require.NoError(t, err)
-	require.Len(t, mw, 2)
-	require.Len(t, mp, 2)
-	require.Equal(t, mw[1].Deterministic(), mp[1].Deterministic(), "the resumed step equals the uninterrupted one")
-	a, err := os.ReadFile(filepath.Join(whole, "checkpoint", "model", "model.safetensors"))
-	require.NoError(t, err)
-	b, err := os.ReadFile(filepath.Join(part, "checkpoint", "model", "model.safetensors"))
-	require.NoError(t, err)
-	require.True(t, slices.Equal(a, b), "bit-identical weights after the resumed step")
+			mw, err := selfplay.ReadMetrics(whole)
+			require.NoError(t, err)
+			mp, err := selfplay.ReadMetrics(part)
+			require.NoError(t, err)
+			require.Len(t, mw, 2)
+			require.Len(t, mp, 2)
+			require.Equal(t, mw[1].Deterministic(), mp[1].Deterministic(), "the resumed step equals the uninterrupted one")
+			a, err := os.ReadFile(filepath.Join(whole, "checkpoint", "model", "model.safetensors"))
+			require.NoError(t, err)
+			b, err := os.ReadFile(filepath.Join(part, "checkpoint", "model", "model.safetensors"))
+			require.NoError(t, err)
+			require.True(t, slices.Equal(a, b), "bit-identical weights after the resumed step")
+		})
+	}
 }
