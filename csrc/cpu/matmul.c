@@ -7,21 +7,17 @@
  *  - m ≤ XWT_MAX_M with B transposed (batched decode, y = x·Wᵀ for tens of sequences): only W is packed,
  *    one NR-row panel at a time into the worker's L1/L2, and a register-blocked kernel broadcasts x
  *    straight from its rows against it (no A packing, no shared panels, no fork for small calls);
- *  - everything else: a BLIS/GotoBLAS-style blocked product. A is packed into MR-row panels and B into
- *    NR-column panels (packing absorbs the transposes, so the microkernel sees one layout), K is cut
- *    into KC slices, M into MC blocks and N into NC blocks. The packed A and B blocks are shared by all
- *    workers and packed on demand, panel by panel, by the first task that needs one. Tasks are C tiles,
- *    each a range of A panels × a range of ≤ NC_TILE columns looping over the K slices, so that its B
- *    slice (KC×NC_TILE) stays in the worker's L2 while each A micro-panel (MR×KC) stays in L1.
+ *  - everything else: the blocked product of gemm_driver.c (BLIS/GotoBLAS style: shared A and B panels
+ *    packed on demand, C tiles as tasks) with the float32 kernels below; a bf16 operand is widened while
+ *    its panels are packed.
  * The microkernel is MR×NR register-blocked FMA: 6×16 ymm here (AVX2) and 12×32 zmm in matmul_avx512.c.
  * Edge tiles are computed in full against zero-padded panels; only their valid part is written back. */
 #define _GNU_SOURCE
 #include <immintrin.h>
-#include <sched.h>
 #include <stdlib.h>
-#include <stdatomic.h>
 #include <string.h>
 
+#include "gemm_driver.h"
 #include "gemm_sched.h"
 #include "internal.h"
 
@@ -41,26 +37,11 @@
 #define GEMV_PAR_MIN (1 << 22) /* n·k of W (16 MiB) below which the GEMV path stays on one thread: a
                                 * worker wake-up costs more than it saves on this shared machine */
 
-/* Blocking for AMD EPYC (Zen 4): 32 KiB L1d and 1 MiB L2 per core, 32 MiB shared L3. */
-#define KC 384      /* depth of a K slice: an A micro-panel MR×KC is 18 KiB (12 rows), L1 resident */
-#define MC 1536     /* rows of the shared packed A block (2.3 MiB, L3) */
-#define NC 4096     /* columns of the shared packed B block (6 MiB, L3) */
-#define PACK_BUDGET (32 << 20) /* bytes of packed A and B per parallel call (K slices in a group) */
-#define NC_TILE 256 /* columns of a C tile: its B slice KC×NC_TILE (384 KiB) stays in the worker's L2 */
-
-typedef void (*ukr_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha,
-                       float beta, int mr, int nr);
-
 /* The AVX-512 microkernel (matmul_avx512.c). */
 void serl_sgemm_ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha,
                            float beta, int mr, int nr);
 #define MR_AVX512 12
 #define NR_AVX512 32
-
-typedef struct {
-    int mr, nr;
-    ukr_fn ukr;
-} gemm_kernel;
 
 /* ------------------------------------------------------------------------- C tile write-back */
 
@@ -87,8 +68,10 @@ static inline __m256 combine8(__m256 acc, const float *c, __m256 va, __m256 vb, 
     return r;
 }
 
-static void ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha, float beta,
+/* a and b are float32 panels (serl_gemm_ukr_fn). */
+static void ukr_avx2(int64_t kc, const void *pa, const void *pb, float *c, int64_t ldc, float alpha, float beta,
                      int mr, int nr) {
+    const float *a = pa, *b = pb;
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     for (int i = 0; i < mr; i++) _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
@@ -140,8 +123,10 @@ static void ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64
     store_edge(t, NR_AVX2, c, ldc, alpha, beta, mr, nr);
 }
 
-static const gemm_kernel kern_avx2 = {MR_AVX2, NR_AVX2, ukr_avx2};
-static const gemm_kernel kern_avx512 = {MR_AVX512, NR_AVX512, serl_sgemm_ukr_avx512};
+static void ukr_avx512(int64_t kc, const void *a, const void *b, float *c, int64_t ldc, float alpha, float beta,
+                       int mr, int nr) {
+    serl_sgemm_ukr_avx512(kc, a, b, c, ldc, alpha, beta, mr, nr);
+}
 
 /* ------------------------------------------------------------------------- packing */
 
@@ -220,22 +205,7 @@ static void pack_n(float *dst, const float *src, int64_t ld, int R, int rv, int6
     }
 }
 
-/* ------------------------------------------------------------------------- blocked driver (gemm_sched.h) */
-
-typedef struct {
-    const gemm_kernel *kern;
-    int ta, tb;
-    int64_t m, n, k, lda, ldb, ldc;
-    float alpha, beta;
-    const void *A, *B; /* of dtype a_dt, b_dt: a bf16 operand is widened while it is packed */
-    int32_t a_dt, b_dt;
-    float *C;
-    /* the current block: columns [jc, jc+nc), rows [ic, ic+mc), slices s0..s0+ns-1 of depth kc_blk */
-    int64_t jc, nc, ic, mc, kc_blk, s0, ns;
-    float *apack, *bpack;          /* slice s, panel q at (s·panels + q)·MR·kc_blk (resp. NR) */
-    _Atomic int *aflag, *bflag;    /* [ns · panels] */
-    int64_t a_panels, b_panels, mt, nt;
-} gemm_job;
+/* ------------------------------------------------------------------------- kernels of the blocked driver */
 
 /* serl_pack_t32 and pack_n for an operand of either dtype (element offset off); bf16 is widened. */
 static void pack_t_any(float *dst, const void *src, int32_t dt, int64_t off, int64_t ld, int R, int rv, int64_t kc) {
@@ -260,115 +230,18 @@ static void pack_n_any(float *dst, const void *src, int32_t dt, int64_t off, int
     }
 }
 
-/* Makes sure panel q of slice s (relative to the group) is packed: packs it here or waits for the
- * worker that is packing it. */
-static void ensure_panel(gemm_job *j, int is_b, int64_t s, int64_t q) {
-    int64_t panels = is_b ? j->b_panels : j->a_panels;
-    _Atomic int *f = (is_b ? j->bflag : j->aflag) + s * panels + q;
-    if (serl_panel_claim(f)) {
-        int64_t pc = (j->s0 + s) * j->kc_blk;
-        int64_t kc = j->k - pc < j->kc_blk ? j->k - pc : j->kc_blk;
-        if (!is_b) {
-            const int MR = j->kern->mr;
-            int64_t ir = q * MR;
-            int rv = (int)(j->mc - ir < MR ? j->mc - ir : MR);
-            float *d = j->apack + (s * panels + q) * MR * j->kc_blk;
-            if (!j->ta)
-                pack_t_any(d, j->A, j->a_dt, (j->ic + ir) * j->lda + pc, j->lda, MR, rv, kc);
-            else
-                pack_n_any(d, j->A, j->a_dt, pc * j->lda + j->ic + ir, j->lda, MR, rv, kc);
-        } else {
-            const int NR = j->kern->nr;
-            int64_t jr = q * NR;
-            int rv = (int)(j->nc - jr < NR ? j->nc - jr : NR);
-            float *d = j->bpack + (s * panels + q) * NR * j->kc_blk;
-            if (j->tb)
-                pack_t_any(d, j->B, j->b_dt, (j->jc + jr) * j->ldb + pc, j->ldb, NR, rv, kc);
-            else
-                pack_n_any(d, j->B, j->b_dt, pc * j->ldb + j->jc + jr, j->ldb, NR, rv, kc);
-        }
-        serl_panel_publish(f);
-    }
+/* serl_gemm_pack_fn of the float32 kernels: float32 panels from float32 or bf16 operands. */
+static void pack_f32(void *dst, const serl_gemm_operand *o, int64_t lane0, int64_t pc, int R, int rv, int64_t kc) {
+    if (o->along_k)
+        pack_t_any(dst, o->ptr, o->dtype, lane0 * o->ld + pc, o->ld, R, rv, kc);
+    else
+        pack_n_any(dst, o->ptr, o->dtype, pc * o->ld + lane0, o->ld, R, rv, kc);
 }
 
-static void tile_task(void *arg, int64_t t, int worker) {
-    (void)worker;
-    gemm_job *j = arg;
-    const int MR = j->kern->mr, NR = j->kern->nr;
-    int64_t alo, ahi, blo, bhi;
-    /* consecutive tasks take different A chunks, so concurrent workers mostly pack different panels */
-    serl_chunk(j->a_panels, j->mt, t % j->mt, &alo, &ahi);
-    serl_chunk(j->b_panels, j->nt, t / j->mt, &blo, &bhi);
-    ukr_fn ukr = j->kern->ukr;
-    for (int64_t s = 0; s < j->ns; s++) {
-        int64_t pc = (j->s0 + s) * j->kc_blk;
-        int64_t kc = j->k - pc < j->kc_blk ? j->k - pc : j->kc_blk;
-        float beta = pc == 0 ? j->beta : 1.0f;
-        for (int64_t r = blo; r < bhi; r++) ensure_panel(j, 1, s, r);
-        for (int64_t q = alo; q < ahi; q++) {
-            ensure_panel(j, 0, s, q);
-            int64_t ir = q * MR;
-            int mr = (int)(j->mc - ir < MR ? j->mc - ir : MR);
-            const float *ap = j->apack + (s * j->a_panels + q) * MR * j->kc_blk;
-            float *crow = j->C + (j->ic + ir) * j->ldc + j->jc;
-            for (int64_t r = blo; r < bhi; r++) {
-                int64_t jr = r * NR;
-                int nr = (int)(j->nc - jr < NR ? j->nc - jr : NR);
-                ukr(kc, ap, j->bpack + (s * j->b_panels + r) * NR * j->kc_blk, crow + jr, j->ldc, j->alpha, beta,
-                    mr, nr);
-            }
-        }
-    }
-}
-
-/* One product of the batch through the blocked path. Returns 0, or -1 when scratch memory failed. */
-static int gemm_blocked(serl_ctx *ctx, const gemm_kernel *kern, int ta, int tb, int64_t m, int64_t n, int64_t k,
-                        float alpha, const void *A, int32_t a_dt, int64_t lda, const void *B, int32_t b_dt, int64_t ldb,
-                        float beta, float *C, int64_t ldc) {
-    const int MR = kern->mr, NR = kern->nr;
-    const int64_t threads = ctx->threads;
-    const int64_t mc_max = (MC / MR) * MR;
-    int64_t mcap = m < mc_max ? ceil_div(m, MR) * MR : mc_max;
-    int64_t ncap = n < NC ? ceil_div(n, NR) * NR : NC;
-    /* Split the depth evenly rather than leaving a thin last slice. */
-    const int64_t slices = ceil_div(k, KC), kc_blk = ceil_div(k, slices);
-    /* As many slices per parallel call as fit the packing budget. */
-    int64_t group = PACK_BUDGET / ((mcap + ncap) * kc_blk * (int64_t)sizeof(float));
-    if (group < 1) group = 1;
-    if (group > slices) group = slices;
-    int64_t max_ap = ceil_div(mcap, MR), max_bp = ceil_div(ncap, NR);
-    size_t abytes = (size_t)(group * mcap * kc_blk) * sizeof(float);
-    size_t bbytes = (size_t)(group * ncap * kc_blk) * sizeof(float);
-    size_t fbytes = (size_t)(group * (max_ap + max_bp)) * sizeof(_Atomic int);
-    abytes = (abytes + 63) & ~(size_t)63;
-    bbytes = (bbytes + 63) & ~(size_t)63;
-    char *buf = serl_scratch(ctx, 0, abytes + bbytes + fbytes);
-    if (!buf) return -1;
-    gemm_job j = {.kern = kern, .ta = ta, .tb = tb, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,
-                  .alpha = alpha, .beta = beta, .A = A, .B = B, .a_dt = a_dt, .b_dt = b_dt, .C = C, .kc_blk = kc_blk};
-    j.apack = (float *)buf;
-    j.bpack = (float *)(buf + abytes);
-    for (j.jc = 0; j.jc < n; j.jc += NC) {
-        j.nc = n - j.jc < NC ? n - j.jc : NC;
-        j.b_panels = ceil_div(j.nc, NR);
-        for (j.ic = 0; j.ic < m; j.ic += mc_max) {
-            j.mc = m - j.ic < mc_max ? m - j.ic : mc_max;
-            j.a_panels = ceil_div(j.mc, MR);
-            serl_gemm_tiles(j.nc, NC_TILE, j.a_panels, j.b_panels, threads, &j.mt, &j.nt);
-            for (j.s0 = 0; j.s0 < slices; j.s0 += group) {
-                j.ns = slices - j.s0 < group ? slices - j.s0 : group;
-                j.bflag = (_Atomic int *)(buf + abytes + bbytes);
-                j.aflag = j.bflag + group * max_bp;
-                serl_panel_reset(j.aflag, j.ns * j.a_panels);
-                /* With all of K in one group the packed B block outlives the M block: later M blocks
-                 * of the same columns reuse it. */
-                if (j.ic == 0 || group < slices) serl_panel_reset(j.bflag, j.ns * j.b_panels);
-                serl_parallel(ctx, j.mt * j.nt, tile_task, &j);
-            }
-        }
-    }
-    return 0;
-}
+static const serl_gemm_kernel kern_avx2 = {.mr = MR_AVX2, .nr = NR_AVX2, .elt_bytes = sizeof(float), .pack = pack_f32,
+                                           .ukr = ukr_avx2};
+static const serl_gemm_kernel kern_avx512 = {.mr = MR_AVX512, .nr = NR_AVX512, .elt_bytes = sizeof(float),
+                                             .pack = pack_f32, .ukr = ukr_avx512};
 
 /* ------------------------------------------------------------------------- small products */
 
@@ -695,7 +568,7 @@ nomem:
  * goes through one float32 matrix and is rounded once. */
 static int32_t matmul_widen_blocked(serl_ctx *ctx, const serl_matmul_args *a) {
     const int64_t m = a->m, n = a->n, k = a->k;
-    const gemm_kernel *kern = ctx->simd >= SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
+    const serl_gemm_kernel *kern = ctx->simd >= SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
     const int cbf = a->c_dtype == SERL_DTYPE_BF16;
     float *tmp = NULL;
     if (cbf && !(tmp = serl_scratch_c(ctx, sizeof(float) * (size_t)(m * n))))
@@ -706,7 +579,7 @@ static int32_t matmul_widen_blocked(serl_ctx *ctx, const serl_matmul_args *a) {
         uint16_t *Ch = cbf ? (uint16_t *)a->c + b * a->stride_c : NULL;
         if (cbf && a->beta != 0.0f)
             for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(tmp + i * n, Ch + i * a->ldc, n);
-        if (gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, serl_at(a->a, a->a_dtype, b * a->stride_a),
+        if (serl_gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, serl_at(a->a, a->a_dtype, b * a->stride_a),
                          a->a_dtype, a->lda, serl_at(a->b, a->b_dtype, b * a->stride_b), a->b_dtype, a->ldb, a->beta, C,
                          ldc) != 0)
             return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
@@ -745,7 +618,7 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
         for (int64_t b = 0; b < a->batch; b++) scale_c((float *)a->c + b * a->stride_c, m, n, a->ldc, a->beta);
         return SERL_OK;
     }
-    const gemm_kernel *kern = ctx->simd >= SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
+    const serl_gemm_kernel *kern = ctx->simd >= SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
     int small = m * n * k < SMALL_MNK;
     int gemv = !small && m <= GEMV_MAX_M && a->trans_b && !a->trans_a;
     int xwt = !small && !gemv && m <= XWT_MAX_M && a->trans_b && !a->trans_a;
@@ -799,7 +672,7 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
                 xwt_panels(&xj, xj.pack[0], 0, xj.panels);
             continue;
         }
-        if (gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, A, SERL_DTYPE_F32, a->lda, B,
+        if (serl_gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, A, SERL_DTYPE_F32, a->lda, B,
                          SERL_DTYPE_F32, a->ldb, a->beta, C, a->ldc) != 0)
             return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
     }
