@@ -1,5 +1,5 @@
-/* serl_matmul with bf16 A and B on CPUs with AVX-512 BF16: the blocked product of matmul.c (same
- * blocking, same on-demand shared packing, same C tiles as tasks), over k-PAIRS. Packing puts two
+/* serl_matmul with bf16 A and B on CPUs with AVX-512 BF16: the blocked product of gemm_driver.c (the
+ * float32 product's blocking in bytes, on-demand shared packing, C tiles as tasks), over k-PAIRS. Packing puts two
  * consecutive k of a row or column into one 32-bit word, so the microkernel (matmul_avx512bf16.c) feeds
  * vdpbf16ps directly: A panels hold MR pairs per k-pair, B panels NR pairs per k-pair, an odd last k
  * paired with zero. Packing bf16 moves half the bytes of float32 and the kernel does twice the
@@ -9,21 +9,15 @@
  * once at the end (never once per K slice). */
 #define _GNU_SOURCE
 #include <immintrin.h>
-#include <sched.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm_driver.h"
 #include "gemm_sched.h"
 #include "internal.h"
 
 #define MR 12
 #define NR 32
-#define KC 768      /* k per slice (384 pairs): an A micro-panel 12×768 bf16 is 18 KiB (L1) */
-#define MC 1536     /* rows of the shared packed A block */
-#define NC 4096     /* columns of the shared packed B block */
-#define PACK_BUDGET (32 << 20)
-#define NC_TILE 256 /* columns of a C tile: its B slice 768×256 bf16 (384 KiB) stays in L2 */
 
 void serl_bgemm_ukr_avx512bf16(int64_t kp, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, float alpha,
                                float beta, int mr, int nr);
@@ -63,121 +57,26 @@ static void pack_pairs_interleave(uint32_t *dst, const uint16_t *src, int64_t ld
     }
 }
 
-/* ------------------------------------------------------------------------- blocked driver */
+/* ------------------------------------------------------------------------- kernel of the blocked driver */
 
-
-typedef struct {
-    int ta, tb;
-    int64_t m, n, k, lda, ldb, ldc;
-    float alpha, beta;
-    const uint16_t *A, *B;
-    float *C;
-    int64_t jc, nc, ic, mc, kc_blk, s0, ns; /* kc_blk even: slices start on a pair */
-    uint32_t *apack, *bpack;                /* slice s, panel q at (s·panels + q)·MR·kc_blk/2 (resp. NR) */
-    _Atomic int *aflag, *bflag;
-    int64_t a_panels, b_panels, mt, nt;
-} bgemm_job;
-
-static void ensure_panel(bgemm_job *j, int is_b, int64_t s, int64_t q) {
-    int64_t panels = is_b ? j->b_panels : j->a_panels;
-    _Atomic int *f = (is_b ? j->bflag : j->aflag) + s * panels + q;
-    if (serl_panel_claim(f)) {
-        int64_t pc = (j->s0 + s) * j->kc_blk;
-        int64_t kc = j->k - pc < j->kc_blk ? j->k - pc : j->kc_blk;
-        const int64_t kpb = j->kc_blk / 2;
-        if (!is_b) {
-            int64_t ir = q * MR;
-            int rv = (int)(j->mc - ir < MR ? j->mc - ir : MR);
-            uint32_t *d = j->apack + (s * panels + q) * MR * kpb;
-            if (!j->ta)
-                pack_pairs_rows(d, j->A + (j->ic + ir) * j->lda + pc, j->lda, MR, rv, kc);
-            else
-                pack_pairs_interleave(d, j->A + pc * j->lda + j->ic + ir, j->lda, MR, rv, kc);
-        } else {
-            int64_t jr = q * NR;
-            int rv = (int)(j->nc - jr < NR ? j->nc - jr : NR);
-            uint32_t *d = j->bpack + (s * panels + q) * NR * kpb;
-            if (j->tb)
-                pack_pairs_rows(d, j->B + (j->jc + jr) * j->ldb + pc, j->ldb, NR, rv, kc);
-            else
-                pack_pairs_interleave(d, j->B + pc * j->ldb + j->jc + jr, j->ldb, NR, rv, kc);
-        }
-        serl_panel_publish(f);
-    }
+/* serl_gemm_pack_fn: panels of k-pairs, a 32-bit word per lane and pair. */
+static void pack_pairs(void *dst, const serl_gemm_operand *o, int64_t lane0, int64_t pc, int R, int rv, int64_t kc) {
+    const uint16_t *s = o->ptr;
+    if (o->along_k)
+        pack_pairs_rows(dst, s + lane0 * o->ld + pc, o->ld, R, rv, kc);
+    else
+        pack_pairs_interleave(dst, s + pc * o->ld + lane0, o->ld, R, rv, kc);
 }
 
-static void tile_task(void *arg, int64_t t, int worker) {
-    (void)worker;
-    bgemm_job *j = arg;
-    int64_t alo, ahi, blo, bhi;
-    serl_chunk(j->a_panels, j->mt, t % j->mt, &alo, &ahi);
-    serl_chunk(j->b_panels, j->nt, t / j->mt, &blo, &bhi);
-    const int64_t kpb = j->kc_blk / 2;
-    for (int64_t s = 0; s < j->ns; s++) {
-        int64_t pc = (j->s0 + s) * j->kc_blk;
-        int64_t kc = j->k - pc < j->kc_blk ? j->k - pc : j->kc_blk;
-        float beta = pc == 0 ? j->beta : 1.0f;
-        for (int64_t r = blo; r < bhi; r++) ensure_panel(j, 1, s, r);
-        for (int64_t q = alo; q < ahi; q++) {
-            ensure_panel(j, 0, s, q);
-            int64_t ir = q * MR;
-            int mr = (int)(j->mc - ir < MR ? j->mc - ir : MR);
-            const uint32_t *ap = j->apack + (s * j->a_panels + q) * MR * kpb;
-            float *crow = j->C + (j->ic + ir) * j->ldc + j->jc;
-            for (int64_t r = blo; r < bhi; r++) {
-                int64_t jr = r * NR;
-                int nr = (int)(j->nc - jr < NR ? j->nc - jr : NR);
-                serl_bgemm_ukr_avx512bf16((kc + 1) / 2, ap, j->bpack + (s * j->b_panels + r) * NR * kpb, crow + jr,
-                                          j->ldc, j->alpha, beta, mr, nr);
-            }
-        }
-    }
+/* serl_gemm_ukr_fn: the driver counts depth in k, the kernel in pairs (an odd last k pairs with zero). */
+static void ukr_pairs(int64_t kc, const void *a, const void *b, float *c, int64_t ldc, float alpha, float beta,
+                      int mr, int nr) {
+    serl_bgemm_ukr_avx512bf16((kc + 1) / 2, a, b, c, ldc, alpha, beta, mr, nr);
 }
 
-/* One product into a float32 C. Returns 0, or -1 when scratch memory failed. */
-static int bgemm_blocked(serl_ctx *ctx, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t *A,
-                         int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    const int64_t threads = ctx->threads;
-    const int64_t mc_max = (MC / MR) * MR;
-    int64_t mcap = m < mc_max ? ceil_div(m, MR) * MR : mc_max;
-    int64_t ncap = n < NC ? ceil_div(n, NR) * NR : NC;
-    const int64_t slices = ceil_div(k, KC);
-    int64_t kc_blk = ceil_div(k, slices);
-    kc_blk += kc_blk & 1;
-    int64_t group = PACK_BUDGET / ((mcap + ncap) * kc_blk * (int64_t)sizeof(uint16_t));
-    if (group < 1) group = 1;
-    if (group > slices) group = slices;
-    int64_t max_ap = ceil_div(mcap, MR), max_bp = ceil_div(ncap, NR);
-    size_t abytes = (size_t)(group * mcap * kc_blk) * sizeof(uint16_t);
-    size_t bbytes = (size_t)(group * ncap * kc_blk) * sizeof(uint16_t);
-    size_t fbytes = (size_t)(group * (max_ap + max_bp)) * sizeof(_Atomic int);
-    abytes = (abytes + 63) & ~(size_t)63;
-    bbytes = (bbytes + 63) & ~(size_t)63;
-    char *buf = serl_scratch(ctx, 0, abytes + bbytes + fbytes);
-    if (!buf) return -1;
-    bgemm_job j = {.ta = ta, .tb = tb, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc, .alpha = alpha,
-                   .beta = beta, .A = A, .B = B, .C = C, .kc_blk = kc_blk};
-    j.apack = (uint32_t *)buf;
-    j.bpack = (uint32_t *)(buf + abytes);
-    for (j.jc = 0; j.jc < n; j.jc += NC) {
-        j.nc = n - j.jc < NC ? n - j.jc : NC;
-        j.b_panels = ceil_div(j.nc, NR);
-        for (j.ic = 0; j.ic < m; j.ic += mc_max) {
-            j.mc = m - j.ic < mc_max ? m - j.ic : mc_max;
-            j.a_panels = ceil_div(j.mc, MR);
-            serl_gemm_tiles(j.nc, NC_TILE, j.a_panels, j.b_panels, threads, &j.mt, &j.nt);
-            for (j.s0 = 0; j.s0 < slices; j.s0 += group) {
-                j.ns = slices - j.s0 < group ? slices - j.s0 : group;
-                j.bflag = (_Atomic int *)(buf + abytes + bbytes);
-                j.aflag = j.bflag + group * max_bp;
-                serl_panel_reset(j.aflag, j.ns * j.a_panels);
-                if (j.ic == 0 || group < slices) serl_panel_reset(j.bflag, j.ns * j.b_panels);
-                serl_parallel(ctx, j.mt * j.nt, tile_task, &j);
-            }
-        }
-    }
-    return 0;
-}
+/* Two bytes per k element (a pair per 32-bit word); slices start on a pair. */
+static const serl_gemm_kernel kern_pairs = {.mr = MR, .nr = NR, .elt_bytes = sizeof(uint16_t), .kc_even = 1,
+                                            .pack = pack_pairs, .ukr = ukr_pairs};
 
 /* ------------------------------------------------------------------------- entry (from serl_matmul) */
 
@@ -198,7 +97,8 @@ int32_t serl_matmul_bf16(serl_ctx *ctx, const serl_matmul_args *a) {
         uint16_t *Ch = cbf ? (uint16_t *)a->c + b * a->stride_c : NULL;
         if (cbf && a->beta != 0.0f)
             for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(tmp + i * n, Ch + i * a->ldc, n);
-        if (bgemm_blocked(ctx, a->trans_a, a->trans_b, m, n, k, a->alpha, A, a->lda, B, a->ldb, a->beta, C, ldc) != 0)
+        if (serl_gemm_blocked(ctx, &kern_pairs, a->trans_a, a->trans_b, m, n, k, a->alpha, A, SERL_DTYPE_BF16,
+                              a->lda, B, SERL_DTYPE_BF16, a->ldb, a->beta, C, ldc) != 0)
             return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
         if (cbf)
             for (int64_t i = 0; i < m; i++) serl_f32_to_bf16_n(Ch + i * a->ldc, tmp + i * n, n);
