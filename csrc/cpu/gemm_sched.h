@@ -1,6 +1,6 @@
-/* Scheduling shared by the blocked matrix products (matmul.c: float32, matmul_bf16.c: bf16 pairs): one
- * parallel call per (N block, M block, K group) whose tasks are C tiles, with panels packed on demand by
- * whichever task needs one first (a flag per panel and slice), so packing overlaps computing and no
+/* Scheduling of the blocked matrix product (gemm_driver.c, for matmul.c's float32 and matmul_bf16.c's bf16 pair
+ * kernels): one parallel call per (N block, M block, K group) whose tasks are C tiles, with panels packed on
+ * demand by whichever task needs one first (a flag per panel and slice), so packing overlaps computing and no
  * barrier separates slices: on a shared machine a preempted worker never stalls a whole phase. */
 #ifndef SERL_CPU_GEMM_SCHED_H
 #define SERL_CPU_GEMM_SCHED_H

@@ -563,9 +563,9 @@ nomem:
     return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory widening bf16 operands");
 }
 
-/* Products with a bf16 operand and no kernel of their own (CPUs without AVX-512 BF16, mixed f32 × bf16):
- * the float32 blocked driver, its packing widening bf16 panels, so no operand is copied whole; a bf16 C
- * goes through one float32 matrix and is rounded once. */
+/* Products with a bf16 operand and no kernel of their own (CPUs without AVX-512 BF16, mixed f32 × bf16): the
+ * blocked driver with the float32 kernels, their packing widening bf16 panels, so no operand is copied whole; a
+ * bf16 C goes through one float32 matrix and is rounded once. */
 static int32_t matmul_widen_blocked(serl_ctx *ctx, const serl_matmul_args *a) {
     const int64_t m = a->m, n = a->n, k = a->k;
     const serl_gemm_kernel *kern = ctx->simd >= SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
@@ -579,9 +579,9 @@ static int32_t matmul_widen_blocked(serl_ctx *ctx, const serl_matmul_args *a) {
         uint16_t *Ch = cbf ? (uint16_t *)a->c + b * a->stride_c : NULL;
         if (cbf && a->beta != 0.0f)
             for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(tmp + i * n, Ch + i * a->ldc, n);
-        if (serl_gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, serl_at(a->a, a->a_dtype, b * a->stride_a),
-                         a->a_dtype, a->lda, serl_at(a->b, a->b_dtype, b * a->stride_b), a->b_dtype, a->ldb, a->beta, C,
-                         ldc) != 0)
+        if (serl_gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha,
+                              serl_at(a->a, a->a_dtype, b * a->stride_a), a->a_dtype, a->lda,
+                              serl_at(a->b, a->b_dtype, b * a->stride_b), a->b_dtype, a->ldb, a->beta, C, ldc) != 0)
             return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
         if (cbf)
             for (int64_t i = 0; i < m; i++) serl_f32_to_bf16_n(Ch + i * a->ldc, tmp + i * n, n);
@@ -673,7 +673,7 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
             continue;
         }
         if (serl_gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, A, SERL_DTYPE_F32, a->lda, B,
-                         SERL_DTYPE_F32, a->ldb, a->beta, C, a->ldc) != 0)
+                              SERL_DTYPE_F32, a->ldb, a->beta, C, a->ldc) != 0)
             return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
     }
     return SERL_OK;

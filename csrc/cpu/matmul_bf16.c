@@ -1,9 +1,9 @@
 /* serl_matmul with bf16 A and B on CPUs with AVX-512 BF16: the blocked product of gemm_driver.c (the
- * float32 product's blocking in bytes, on-demand shared packing, C tiles as tasks), over k-PAIRS. Packing puts two
- * consecutive k of a row or column into one 32-bit word, so the microkernel (matmul_avx512bf16.c) feeds
- * vdpbf16ps directly: A panels hold MR pairs per k-pair, B panels NR pairs per k-pair, an odd last k
- * paired with zero. Packing bf16 moves half the bytes of float32 and the kernel does twice the
- * multiply-adds per instruction, which is where the speed comes from.
+ * float32 product's blocking, counted in packed bytes; on-demand shared packing; C tiles as tasks), over
+ * k-PAIRS. Packing puts two consecutive k of a row or column into one 32-bit word, so the microkernel
+ * (matmul_avx512bf16.c) feeds vdpbf16ps directly: A panels hold MR pairs per k-pair, B panels NR pairs
+ * per k-pair, an odd last k paired with zero. Packing bf16 moves half the bytes of float32 and the kernel
+ * does twice the multiply-adds per instruction, which is where the speed comes from.
  *
  * Accumulation is float32 over the whole depth: a bf16 C is computed into a float32 copy and rounded
  * once at the end (never once per K slice). */
