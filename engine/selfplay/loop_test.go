@@ -115,28 +115,59 @@ func TestLoopModesAndAlgorithms(t *testing.T) {
 	}
 }
 
-// Killing a run after a step and resuming it reproduces the uninterrupted run's next step exactly:
-// the same metrics and bit-identical weights.
-func TestResumeReproducesNextStep(t *testing.T) {
+// threeStepRun is the majority-mode run of three steps that the resume tests interrupt: its config,
+// its inputs with the policy and the reference loaded from the given folders, and the run left
+// uninterrupted, in whole.
+func threeStepRun(t *testing.T) (cfg Config, in func(policy, ref string) Inputs, whole string) {
 	tok := tinyTokenizer(t)
-	cfg := tinyConfig(ModeMaj, rl.ReinforcePP)
+	cfg = tinyConfig(ModeMaj, rl.ReinforcePP)
 	cfg.Iterations, cfg.InstructionsPerIteration = 1, 6 // 3 steps
-	in := func() Inputs {
-		return Inputs{Policy: loadModel(t, fixture), Reference: loadModel(t, fixture), Tokenizer: tok, Train: trainSet()}
+	in = func(policy, ref string) Inputs {
+		return Inputs{Policy: loadModel(t, policy), Reference: loadModel(t, ref), Tokenizer: tok, Train: trainSet()}
 	}
-	whole, part := filepath.Join(t.TempDir(), "whole"), filepath.Join(t.TempDir(), "part")
-	runUntil(t, whole, cfg, in(), 0)
-	runUntil(t, part, cfg, in(), 2)
+	whole = filepath.Join(t.TempDir(), "whole")
+	runUntil(t, whole, cfg, in(fixture, fixture), 0)
+	return cfg, in, whole
+}
+
+// resumeThirdStep resumes the run in part, stopped after its second step, runs it to its end, and
+// checks that its third step is the uninterrupted run's.
+func resumeThirdStep(t *testing.T, cfg Config, in func(policy, ref string) Inputs, whole, part string) {
 	st, err := OpenRun(part)
 	require.NoError(t, err)
 	require.Equal(t, cfg, st.Config)
-	rr, err := st.Resume(Inputs{Policy: loadModel(t, st.PolicyDir), Reference: loadModel(t, st.ReferenceDir), Tokenizer: tok, Train: trainSet()})
+	rr, err := st.Resume(in(st.PolicyDir, st.ReferenceDir))
 	require.NoError(t, err)
 	defer rr.Free()
 	require.Equal(t, 2, rr.State().Steps)
 	require.NoError(t, rr.Run(context.Background(), nil))
-
 	requireSameThirdStep(t, whole, part, "model.safetensors")
+}
+
+// noProblemsRun starts a serl-mode run with chat prompts on the fixture model, which writes no problem
+// the filters pass: every tick is a self-instruction round.
+func noProblemsRun(t *testing.T, maxTicks int) (*Runner, Config) {
+	tok := tinyTokenizer(t)
+	tmpl, err := chat.Parse(chat.ChatMLTemplate)
+	require.NoError(t, err)
+	cfg := tinyConfig(ModeSeRL, rl.ReinforcePP)
+	cfg.PromptMode = PromptChat
+	cfg.MaxPromptTokens, cfg.InstrMaxNewTokens = 960, 12
+	cfg.MaxTicksNoStep = maxTicks
+	r, err := Start(filepath.Join(t.TempDir(), "run"), cfg, Inputs{Policy: loadModel(t, fixture), Reference: loadModel(t, fixture),
+		Tokenizer: tok, Chat: tmpl, ChatOpts: chat.Options{EOSToken: "<|im_end|>"}, Seeds: trainSet()})
+	require.NoError(t, err)
+	t.Cleanup(r.Free)
+	return r, cfg
+}
+
+// Killing a run after a step and resuming it reproduces the uninterrupted run's next step exactly:
+// the same metrics and bit-identical weights.
+func TestResumeReproducesNextStep(t *testing.T) {
+	cfg, in, whole := threeStepRun(t)
+	part := filepath.Join(t.TempDir(), "part")
+	runUntil(t, part, cfg, in(fixture, fixture), 2)
+	resumeThirdStep(t, cfg, in, whole, part)
 }
 
 // pollCtx is a context that is cancelled from the n-th call of Err() after it is armed: an interrupt
@@ -165,16 +196,9 @@ func (c *pollCtx) Done() <-chan struct{} { return c.done }
 // An interrupt during a rollout stops its decoding at the next step, not after the whole rollout, and
 // the run resumes from its last checkpoint as after a kill: the next step as the uninterrupted run's.
 func TestInterruptStopsDecoding(t *testing.T) {
-	tok := tinyTokenizer(t)
-	cfg := tinyConfig(ModeMaj, rl.ReinforcePP)
-	cfg.Iterations, cfg.InstructionsPerIteration = 1, 6 // 3 steps
-	in := func() Inputs {
-		return Inputs{Policy: loadModel(t, fixture), Reference: loadModel(t, fixture), Tokenizer: tok, Train: trainSet()}
-	}
-	whole, part := filepath.Join(t.TempDir(), "whole"), filepath.Join(t.TempDir(), "part")
-	runUntil(t, whole, cfg, in(), 0)
-
-	r, err := Start(part, cfg, in())
+	cfg, in, whole := threeStepRun(t)
+	part := filepath.Join(t.TempDir(), "part")
+	r, err := Start(part, cfg, in(fixture, fixture))
 	require.NoError(t, err)
 	ctx := &pollCtx{Context: context.Background(), done: make(chan struct{})}
 	before := 0
@@ -193,30 +217,13 @@ func TestInterruptStopsDecoding(t *testing.T) {
 	rows := cfg.RolloutBatch * cfg.Samples
 	require.LessOrEqual(t, r.engine.Stats().GeneratedTokens-before, 2*rows, "decoding stopped at the interrupt")
 	r.Free()
-
-	st, err := OpenRun(part)
-	require.NoError(t, err)
-	rr, err := st.Resume(Inputs{Policy: loadModel(t, st.PolicyDir), Reference: loadModel(t, st.ReferenceDir), Tokenizer: tok, Train: trainSet()})
-	require.NoError(t, err)
-	defer rr.Free()
-	require.Equal(t, 2, rr.State().Steps)
-	require.NoError(t, rr.Run(context.Background(), nil))
-	requireSameThirdStep(t, whole, part, "model.safetensors")
+	resumeThirdStep(t, cfg, in, whole, part)
 }
 
 // The same in a self-instruction round: the fixture model writes no usable problem, so its first
 // tick is such a round, interrupted at its second decoding step.
 func TestInterruptStopsSelfInstruction(t *testing.T) {
-	tok := tinyTokenizer(t)
-	tmpl, err := chat.Parse(chat.ChatMLTemplate)
-	require.NoError(t, err)
-	cfg := tinyConfig(ModeSeRL, rl.ReinforcePP)
-	cfg.PromptMode = PromptChat
-	cfg.MaxPromptTokens, cfg.InstrMaxNewTokens = 960, 12
-	r, err := Start(filepath.Join(t.TempDir(), "run"), cfg, Inputs{Policy: loadModel(t, fixture), Reference: loadModel(t, fixture),
-		Tokenizer: tok, Chat: tmpl, ChatOpts: chat.Options{EOSToken: "<|im_end|>"}, Seeds: trainSet()})
-	require.NoError(t, err)
-	defer r.Free()
+	r, cfg := noProblemsRun(t, 50)
 	ctx := &pollCtx{Context: context.Background(), done: make(chan struct{}), armed: true, left: 3}
 	require.ErrorIs(t, r.Run(ctx, nil), context.Canceled)
 	require.Positive(t, r.engine.Stats().GeneratedTokens)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/serl-go/serl/engine/chat"
 	"github.com/serl-go/serl/engine/rl"
 )
 
@@ -136,19 +135,8 @@ func TestDeterministicClearsEveryClockField(t *testing.T) {
 // A model that writes no problem the filters pass never reaches a step: the run gives up after
 // MaxTicksNoStep rounds with an error that says what the rounds produced.
 func TestNoUsableProblemsIsReported(t *testing.T) {
-	tok := tinyTokenizer(t)
-	tmpl, err := chat.Parse(chat.ChatMLTemplate)
-	require.NoError(t, err)
-	cfg := tinyConfig(ModeSeRL, rl.ReinforcePP)
-	cfg.PromptMode = PromptChat
-	cfg.MaxPromptTokens, cfg.InstrMaxNewTokens = 960, 12
-	cfg.MaxTicksNoStep = 3
-	dir := filepath.Join(t.TempDir(), "run")
-	r, err := Start(dir, cfg, Inputs{Policy: loadModel(t, fixture), Reference: loadModel(t, fixture), Tokenizer: tok,
-		Chat: tmpl, ChatOpts: chat.Options{EOSToken: "<|im_end|>"}, Seeds: trainSet()})
-	require.NoError(t, err)
-	defer r.Free()
-	err = r.Run(context.Background(), nil)
+	r, _ := noProblemsRun(t, 3)
+	err := r.Run(context.Background(), nil)
 	require.ErrorContains(t, err, "4 rollouts and generation rounds without enough medium-difficulty groups")
 	require.ErrorContains(t, err, "0 passed the filters; 0 groups kept, 0 dropped")
 	require.Zero(t, r.State().Steps)
