@@ -32,9 +32,8 @@ func CPU(t testing.TB) *kernels.Device {
 }
 
 // Device returns the device that device-agnostic tests (the model fixtures, the end-to-end resume) run
-// on: the CPU, or CUDA
-// with SERL_TEST_DEVICES=cuda (the GPU routine, bench/gpu.sh), where a CUDA device that does not open
-// fails the test.
+// on: the CPU, or CUDA with SERL_TEST_DEVICES=cuda (the GPU routine, bench/gpu.sh, and the SIMT
+// emulator in ./build.sh test), where a CUDA device that does not open fails the test.
 func Device(t testing.TB) *kernels.Device {
 	t.Helper()
 	if os.Getenv("SERL_TEST_DEVICES") != "cuda" {
