@@ -41,7 +41,7 @@ struct Usage {
 
 struct Object {
     std::string path;
-    bool loaded = false, table_loaded = false;
+    bool table_loaded = false;
     std::string error;                              /* why the object's kernels cannot be checked */
     std::map<uintptr_t, std::string> symbols;       /* function address → mangled name */
     std::map<std::string, std::vector<std::pair<const Limits *, Usage>>> table;
@@ -106,9 +106,9 @@ bool read_table(const std::string &path, Object &o, std::string &err) {
 Object *object_of(const void *fn) {
     Dl_info info;
     if (!dladdr(fn, &info) || !info.dli_fname) return nullptr;
-    Object &o = objects[(uintptr_t)info.dli_fbase];
-    if (!o.loaded) {
-        o.loaded = true;
+    auto [it, fresh] = objects.try_emplace((uintptr_t)info.dli_fbase);
+    Object &o = it->second;
+    if (fresh) {
         /* the main program may be named as it was run, without a directory; a relative name is
          * resolved at the first launch, as the working directory is then */
         const bool main_program = strchr(info.dli_fname, '/') == nullptr;
