@@ -123,7 +123,7 @@ if unit conformance; then
 	grep -- '--- FAIL' "$log" | head -20 | sed 's/^/    /' >>"$summary"
 fi
 
-# the bf16 tensor-core attention (forward, and backward at head_dim 64; opt-in until it has passed here)
+# the bf16 tensor-core attention (forward and backward, head_dim 64 and 128; opt-in until it has passed here)
 if unit mma; then
 	SERL_CUDA_ATTN=mma wd=kernels step "attention (mma)" 60 "$log" sh -c \
 		'"$0" -test.v -test.count=1 -test.run "Conformance/$1/attention" && "$0" -test.v -test.count=1 -test.run "CUDAAttentionHeadDims"' \

@@ -514,39 +514,45 @@ func testAttentionBF16(t *testing.T, h *harness) {
 	for _, lens := range packings {
 		for _, hc := range headConfigs {
 			for _, dim := range []int{1, 17, 64, 128} { // 64 and 128: the tensor-core kernels' head dims
-				name := fmt.Sprintf("lens=%v H=%d KVH=%d D=%d", lens, hc[0], hc[1], dim)
-				p := newAttnProblem(h, lens, hc[0], hc[1], dim, 2)
-				T, nh, nkv := p.t, p.h, p.kvh
-				q, qh := h.upload(BF16, p.q, T, nh, dim)
-				k, kh := h.upload(BF16, p.k, T, nkv, dim)
-				v, vh := h.upload(BF16, p.v, T, nkv, dim)
-				cu := h.i32(p.cu)
-				out, lse := h.poisonedAs(BF16, T, nh, dim), h.poisoned(T, nh)
-				require.NoError(t, h.d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, MaxLen: ref.MaxLen(p.cu), Scale: float32(p.scale)}), name)
-				wo, wl := make([]float64, T*nh*dim), make([]float64, T*nh)
-				ref.AttentionFwd(wo, wl, f64(qh), f64(kh), f64(vh), p.cu, nh, nkv, dim, p.scale)
-				no, nl := make([]float32, T*nh*dim), make([]float32, T*nh)
-				ref.AttentionFwd(no, nl, qh, kh, vh, p.cu, nh, nkv, dim, p.scale)
-				requireBF16Rule(t, name+" out", h.getAny(out), wo, ref.RoundedBF16(no), BF16)
-				requireBF16Rule(t, name+" lse", h.get(lse), wl, nl, F32)
-
-				dout, doh := h.upload(BF16, p.dout, T, nh, dim)
-				dq, dqh := h.upload(BF16, h.randn(T*nh*dim, 1), T, nh, dim)
-				dk, dkh := h.upload(BF16, h.randn(T*nkv*dim, 1), T, nkv, dim)
-				dv, dvh := h.upload(BF16, h.randn(T*nkv*dim, 1), T, nkv, dim)
-				require.NoError(t, h.d.AttentionBwd(AttentionGrad{Q: q, K: k, V: v, Out: out, LSE: lse, DOut: dout,
-					DQ: dq, DK: dk, DV: dv, CuSeqlens: cu, MaxLen: ref.MaxLen(p.cu), Scale: float32(p.scale)}), name)
-				wq, wk, wv := f64(dqh), f64(dkh), f64(dvh)
-				ref.AttentionBwd(wq, wk, wv, f64(qh), f64(kh), f64(vh), f64(doh), p.cu, nh, nkv, dim, p.scale)
-				// the naive bf16 backward takes D_i from the stored bf16 out, as the op does
-				nq, nk, nv := append([]float32(nil), dqh...), append([]float32(nil), dkh...), append([]float32(nil), dvh...)
-				ref.AttentionBwdFromOut(nq, nk, nv, qh, kh, vh, h.getAny(out), doh, p.cu, nh, nkv, dim, p.scale)
-				requireBF16Rule(t, name+" dq", h.getAny(dq), wq, ref.RoundedBF16(nq), BF16)
-				requireBF16Rule(t, name+" dk", h.getAny(dk), wk, ref.RoundedBF16(nk), BF16)
-				requireBF16Rule(t, name+" dv", h.getAny(dv), wv, ref.RoundedBF16(nv), BF16)
+				checkAttentionBF16(t, h, lens, hc[0], hc[1], dim)
 			}
 		}
 	}
+}
+
+// checkAttentionBF16: the bf16 attention forward and backward of one packing and head shape against the
+// float64 reference under the bf16 rule.
+func checkAttentionBF16(t *testing.T, h *harness, lens []int, nh, nkv, dim int) {
+	name := fmt.Sprintf("lens=%v H=%d KVH=%d D=%d", lens, nh, nkv, dim)
+	p := newAttnProblem(h, lens, nh, nkv, dim, 2)
+	T := p.t
+	q, qh := h.upload(BF16, p.q, T, nh, dim)
+	k, kh := h.upload(BF16, p.k, T, nkv, dim)
+	v, vh := h.upload(BF16, p.v, T, nkv, dim)
+	cu := h.i32(p.cu)
+	out, lse := h.poisonedAs(BF16, T, nh, dim), h.poisoned(T, nh)
+	require.NoError(t, h.d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, MaxLen: ref.MaxLen(p.cu), Scale: float32(p.scale)}), name)
+	wo, wl := make([]float64, T*nh*dim), make([]float64, T*nh)
+	ref.AttentionFwd(wo, wl, f64(qh), f64(kh), f64(vh), p.cu, nh, nkv, dim, p.scale)
+	no, nl := make([]float32, T*nh*dim), make([]float32, T*nh)
+	ref.AttentionFwd(no, nl, qh, kh, vh, p.cu, nh, nkv, dim, p.scale)
+	requireBF16Rule(t, name+" out", h.getAny(out), wo, ref.RoundedBF16(no), BF16)
+	requireBF16Rule(t, name+" lse", h.get(lse), wl, nl, F32)
+
+	dout, doh := h.upload(BF16, p.dout, T, nh, dim)
+	dq, dqh := h.upload(BF16, h.randn(T*nh*dim, 1), T, nh, dim)
+	dk, dkh := h.upload(BF16, h.randn(T*nkv*dim, 1), T, nkv, dim)
+	dv, dvh := h.upload(BF16, h.randn(T*nkv*dim, 1), T, nkv, dim)
+	require.NoError(t, h.d.AttentionBwd(AttentionGrad{Q: q, K: k, V: v, Out: out, LSE: lse, DOut: dout,
+		DQ: dq, DK: dk, DV: dv, CuSeqlens: cu, MaxLen: ref.MaxLen(p.cu), Scale: float32(p.scale)}), name)
+	wq, wk, wv := f64(dqh), f64(dkh), f64(dvh)
+	ref.AttentionBwd(wq, wk, wv, f64(qh), f64(kh), f64(vh), f64(doh), p.cu, nh, nkv, dim, p.scale)
+	// the naive bf16 backward takes D_i from the stored bf16 out, as the op does
+	nq, nk, nv := append([]float32(nil), dqh...), append([]float32(nil), dkh...), append([]float32(nil), dvh...)
+	ref.AttentionBwdFromOut(nq, nk, nv, qh, kh, vh, h.getAny(out), doh, p.cu, nh, nkv, dim, p.scale)
+	requireBF16Rule(t, name+" dq", h.getAny(dq), wq, ref.RoundedBF16(nq), BF16)
+	requireBF16Rule(t, name+" dk", h.getAny(dk), wk, ref.RoundedBF16(nk), BF16)
+	requireBF16Rule(t, name+" dv", h.getAny(dv), wv, ref.RoundedBF16(nv), BF16)
 }
 
 func testKVDecodeBF16(t *testing.T, h *harness) {

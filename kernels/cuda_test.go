@@ -1,14 +1,11 @@
 package kernels
 
 import (
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/serl-go/serl/kernels/ref"
 )
 
 // TestCUDADevice checks what the conformance suite takes for granted of the CUDA backend: it reports a
@@ -153,30 +150,16 @@ func TestCUDASampleMatchesCPU(t *testing.T) {
 	}
 }
 
-// TestCUDAAttentionHeadDims: the bf16 attention forward at the head dims the tensor-core kernel takes
-// (64 and 128; SERL_CUDA_ATTN=mma selects it) against the float64 reference under the bf16 rule, over
-// the suite's packings and head configurations. bench/gpu.sh runs it with and without the variable.
+// TestCUDAAttentionHeadDims: the bf16 attention forward and backward at the head dims the tensor-core
+// kernels take (64 and 128; SERL_CUDA_ATTN=mma selects them) against the float64 reference under the
+// bf16 rule, over the suite's packings and head configurations and a 300-token sequence (five tiles of
+// 64, the backward's sub-tiles at every offset). bench/gpu.sh runs it with and without the variable.
 func TestCUDAAttentionHeadDims(t *testing.T) {
-	g := cudaDevice(t)
-	h := newHarness(t, g)
+	h := newHarness(t, cudaDevice(t))
 	for _, lens := range append(append([][]int{}, packings...), []int{300, 1, 129}) {
 		for _, hc := range headConfigs {
 			for _, dim := range []int{64, 128} {
-				name := fmt.Sprintf("lens=%v H=%d KVH=%d D=%d", lens, hc[0], hc[1], dim)
-				p := newAttnProblem(h, lens, hc[0], hc[1], dim, 2)
-				T, nh, nkv := p.t, p.h, p.kvh
-				q, qh := h.upload(BF16, p.q, T, nh, dim)
-				k, kh := h.upload(BF16, p.k, T, nkv, dim)
-				v, vh := h.upload(BF16, p.v, T, nkv, dim)
-				out, lse := h.poisonedAs(BF16, T, nh, dim), h.poisoned(T, nh)
-				require.NoError(t, g.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: h.i32(p.cu),
-					MaxLen: ref.MaxLen(p.cu), Scale: float32(p.scale)}), name)
-				wo, wl := make([]float64, T*nh*dim), make([]float64, T*nh)
-				ref.AttentionFwd(wo, wl, f64(qh), f64(kh), f64(vh), p.cu, nh, nkv, dim, p.scale)
-				no, nl := make([]float32, T*nh*dim), make([]float32, T*nh)
-				ref.AttentionFwd(no, nl, qh, kh, vh, p.cu, nh, nkv, dim, p.scale)
-				requireBF16Rule(t, name+" out", h.getAny(out), wo, ref.RoundedBF16(no), BF16)
-				requireBF16Rule(t, name+" lse", h.get(lse), wl, nl, F32)
+				checkAttentionBF16(t, h, lens, hc[0], hc[1], dim)
 			}
 		}
 	}

@@ -376,7 +376,7 @@ extern "C" SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_
     attn_bwd_dot_kernel<<<serl_blocks(rows * 32, 256), 256, 0, ctx->stream>>>(a->dout, BF(a->dout_dtype), a->out,
                                                                                 BF(a->out_dtype), Dv, rows, D);
     LAUNCH_CHECK("attention_bwd");
-    if (serl_attention_mma_enabled() && D == 64 && a->q_dtype == SERL_DTYPE_BF16 && a->k_dtype == SERL_DTYPE_BF16 &&
+    if (serl_attention_mma_enabled() && (D == 64 || D == 128) && a->q_dtype == SERL_DTYPE_BF16 && a->k_dtype == SERL_DTYPE_BF16 &&
         a->v_dtype == SERL_DTYPE_BF16 && a->dout_dtype == SERL_DTYPE_BF16 &&
         (((uintptr_t)a->q | (uintptr_t)a->k | (uintptr_t)a->v | (uintptr_t)a->dout) & 3) == 0)
         return serl_attention_bwd_mma(ctx, a, max_len, Dv);

@@ -4,7 +4,7 @@
  * softmax stay in registers, P is rounded to bf16 for P·V as FlashAttention does, and the log-sum-exp is
  * saved for the backward. head_dim 64 or 128.
  *
- * The backward (head_dim 64) is below.
+ * The backward (head_dim 64 or 128) is below.
  *
  * NOT YET RUN ON A GPU: it is opt-in (SERL_CUDA_ATTN=mma) until the conformance suite has passed with
  * it on one (bench/gpu.sh runs the attention cases both ways). */
@@ -178,41 +178,60 @@ attn_fwd_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, 
     }
 }
 
-/* ------------------------------------------------------------------------- backward (head_dim 64)
+/* ------------------------------------------------------------------------- backward (head_dim 64, 128)
  *
  * The FlashAttention-2 backward on mma.sync, deterministic without atomics as the CUDA-core one: dK and
  * dV from blocks that own 64 keys of a kv head (a warp per 16 keys) and loop over the group's query
  * heads and every query tile at or after them; dQ from blocks that own 64 queries. P and dS are
  * rounded to bf16 for their products, as FlashAttention does. D_i = Σ dout·out comes from the CUDA-core
- * path's kernel (attention.cu). */
+ * path's kernel (attention.cu).
+ *
+ * A warp keeps its rows' A fragments and float accumulators in registers. At head_dim 128 those are
+ * twice as many (dK and dV alone are 128 floats a thread), so the other side of each tile is taken in
+ * sub-tiles of SUB columns: the transient S and dP blocks shrink to SUB/8 × 4 floats each and ptxas
+ * keeps everything in registers (no spills; sizes in the comments on the kernels). The products and
+ * their order per output element are the same for every SUB. Tiles of 64 rows by HD columns live in
+ * dynamic shared memory (72 KiB for dK/dV at 128, past the 48 KiB of static shared memory). */
 
-#define BWD_HD 64
+template <int HD> struct BwdShape {
+    static constexpr int RS = HD + PAD; /* row stride of a [64][HD] tile */
+    static constexpr int TS = 64 + PAD; /* row stride of its transpose, [HD][64] */
+    static constexpr int SUB = HD == 64 ? 64 : 16; /* columns of S/dP a warp holds at once */
+    static constexpr size_t rows_bytes = sizeof(uint16_t) * 64 * RS, cols_bytes = sizeof(uint16_t) * HD * TS;
+    /* dK/dV: Q and dO as rows and as columns, then lse and D_i of the 64 queries */
+    static constexpr size_t dkdv_smem = 2 * rows_bytes + 2 * cols_bytes + 2 * 64 * sizeof(float);
+    /* dQ: K and V as rows, K as columns */
+    static constexpr size_t dq_smem = 2 * rows_bytes + cols_bytes;
+};
 
-/* rows × 64 bf16 tile (row stride RS) from a [tokens, heads, HD] tensor; rows past `end` are zeros */
+/* rows × HD bf16 tile (row stride RS) from a [tokens, heads, HD] tensor; rows past `end` are zeros */
+template <int HD>
 __device__ __forceinline__ void load_rows(uint16_t *dst, int RS, const uint16_t *src, int first, int end, int heads, int head) {
-    for (int e = threadIdx.x; e < 64 * BWD_HD / 2; e += blockDim.x) {
-        const int r = e / (BWD_HD / 2), c = (e % (BWD_HD / 2)) * 2, i = first + r;
+    for (int e = threadIdx.x; e < 64 * HD / 2; e += blockDim.x) {
+        const int r = e / (HD / 2), c = (e % (HD / 2)) * 2, i = first + r;
         uint32_t w = 0;
-        if (i < end) w = *(const uint32_t *)(src + ((int64_t)i * heads + head) * BWD_HD + c);
+        if (i < end) w = *(const uint32_t *)(src + ((int64_t)i * heads + head) * HD + c);
         *(uint32_t *)(dst + r * RS + c) = w;
     }
 }
 
 /* the transpose of the same: dst[c][r], row stride TS */
+template <int HD>
 __device__ __forceinline__ void load_cols(uint16_t *dst, int TS, const uint16_t *src, int first, int end, int heads, int head) {
-    for (int e = threadIdx.x; e < 64 * BWD_HD / 2; e += blockDim.x) {
-        const int r = e / (BWD_HD / 2), c = (e % (BWD_HD / 2)) * 2, i = first + r;
+    for (int e = threadIdx.x; e < 64 * HD / 2; e += blockDim.x) {
+        const int r = e / (HD / 2), c = (e % (HD / 2)) * 2, i = first + r;
         uint32_t w = 0;
-        if (i < end) w = *(const uint32_t *)(src + ((int64_t)i * heads + head) * BWD_HD + c);
+        if (i < end) w = *(const uint32_t *)(src + ((int64_t)i * heads + head) * HD + c);
         dst[c * TS + r] = (uint16_t)(w & 0xFFFF);
         dst[(c + 1) * TS + r] = (uint16_t)(w >> 16);
     }
 }
 
 /* A fragments of 16 rows (row0 .. row0+15) of a [rows][RS] bf16 tile, all HD/16 k-steps */
-__device__ __forceinline__ void frag_rows(uint32_t a[BWD_HD / 16][4], const uint16_t *tile, int RS, int row0, int g, int t) {
+template <int HD>
+__device__ __forceinline__ void frag_rows(uint32_t a[HD / 16][4], const uint16_t *tile, int RS, int row0, int g, int t) {
 #pragma unroll
-    for (int kk = 0; kk < BWD_HD / 16; kk++) {
+    for (int kk = 0; kk < HD / 16; kk++) {
         a[kk][0] = *(const uint32_t *)(tile + (row0 + g) * RS + kk * 16 + 2 * t);
         a[kk][1] = *(const uint32_t *)(tile + (row0 + g + 8) * RS + kk * 16 + 2 * t);
         a[kk][2] = *(const uint32_t *)(tile + (row0 + g) * RS + kk * 16 + 2 * t + 8);
@@ -220,177 +239,206 @@ __device__ __forceinline__ void frag_rows(uint32_t a[BWD_HD / 16][4], const uint
     }
 }
 
-/* acc[8 blocks of 8 columns] = A(16 × HD) · Bᵀ where B is a [64][RS] tile (64 columns, HD deep) */
-__device__ __forceinline__ void mma_abt(float acc[8][4], const uint32_t a[BWD_HD / 16][4], const uint16_t *b, int RS, int g, int t) {
+/* acc[NB blocks of 8 columns] = A(16 × HD) · Bᵀ where B is a [NB·8][RS] tile (NB·8 columns, HD deep) */
+template <int HD, int NB>
+__device__ __forceinline__ void mma_abt(float acc[NB][4], const uint32_t a[HD / 16][4], const uint16_t *b, int RS, int g, int t) {
 #pragma unroll
-    for (int nb = 0; nb < 8; nb++) {
+    for (int nb = 0; nb < NB; nb++) {
         acc[nb][0] = acc[nb][1] = acc[nb][2] = acc[nb][3] = 0;
 #pragma unroll
-        for (int kk = 0; kk < BWD_HD / 16; kk++) {
+        for (int kk = 0; kk < HD / 16; kk++) {
             const uint16_t *br = b + (nb * 8 + g) * RS + kk * 16 + 2 * t;
             mma_bf16(acc[nb], a[kk], *(const uint32_t *)br, *(const uint32_t *)(br + 8));
         }
     }
 }
 
-/* out[HD/8 blocks] += P(16 × 64, accumulator layout in p) · B where Bᵀ is a [HD][TS] tile (64 deep) */
-__device__ __forceinline__ void mma_pb(float out[BWD_HD / 8][4], const float p[8][4], const uint16_t *bt, int TS, int g, int t) {
+/* out[HD/8 blocks] += P(16 × NB·8, accumulator layout in p) · B where Bᵀ is a [HD][TS] tile whose
+ * columns 0 .. NB·8−1 (from bt on) are the NB·8 deep */
+template <int HD, int NB>
+__device__ __forceinline__ void mma_pb(float out[HD / 8][4], const float p[NB][4], const uint16_t *bt, int TS, int g, int t) {
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
+    for (int kk = 0; kk < NB / 2; kk++) {
         uint32_t pa[4];
         pa[0] = pack_bf16(p[2 * kk][0], p[2 * kk][1]);
         pa[1] = pack_bf16(p[2 * kk][2], p[2 * kk][3]);
         pa[2] = pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]);
         pa[3] = pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3]);
 #pragma unroll
-        for (int n = 0; n < BWD_HD / 8; n++) {
+        for (int n = 0; n < HD / 8; n++) {
             const uint16_t *br = bt + (n * 8 + g) * TS + kk * 16 + 2 * t;
             mma_bf16(out[n], pa, *(const uint32_t *)br, *(const uint32_t *)(br + 8));
         }
     }
 }
 
+/* registers a thread (sm_90, ptxas 11.8, no spills): 205 at HD 64, 254 at HD 128; dQ 156 and 166 */
+template <int HD>
 __global__ void __launch_bounds__(MMA_WARPS * 32)
 attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
                          const float *Dv, const uint16_t *dout, void *dk, int dkbf, void *dv, int dvbf, int H, int KVH,
                          float scale) {
-    constexpr int RS = BWD_HD + PAD, TS = 64 + PAD;
-    __shared__ __align__(16) uint16_t Qs[64 * RS], Gs[64 * RS], Qt[BWD_HD * TS], Gt[BWD_HD * TS];
-    __shared__ float Ls[64], Ds[64];
+    typedef BwdShape<HD> S;
+    constexpr int RS = S::RS, TS = S::TS, SUB = S::SUB;
+    extern __shared__ uint16_t smem[]; /* dynamic shared memory starts 16-byte aligned at least */
+    uint16_t *Qs = smem, *Gs = Qs + 64 * RS, *Qt = Gs + 64 * RS, *Gt = Qt + HD * TS;
+    float *Ls = (float *)(Gt + HD * TS), *Ds = Ls + 64;
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, kvh = blockIdx.y, G = H / KVH;
     const int s0 = cu[s], s1 = cu[s + 1];
     const int j0 = s0 + tile * 64;
     if (s0 < 0 || s1 > n_tok || j0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel (attention.cu) */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     /* this warp's 16 keys and values as A fragments, staged through Qs/Gs */
-    load_rows(Qs, RS, k, j0, s1, KVH, kvh);
-    load_rows(Gs, RS, v, j0, s1, KVH, kvh);
+    load_rows<HD>(Qs, RS, k, j0, s1, KVH, kvh);
+    load_rows<HD>(Gs, RS, v, j0, s1, KVH, kvh);
     __syncthreads();
-    uint32_t ka[BWD_HD / 16][4], va[BWD_HD / 16][4];
-    frag_rows(ka, Qs, RS, warp * 16, g, t);
-    frag_rows(va, Gs, RS, warp * 16, g, t);
-    float ak[BWD_HD / 8][4], av[BWD_HD / 8][4];
+    uint32_t ka[HD / 16][4], va[HD / 16][4];
+    frag_rows<HD>(ka, Qs, RS, warp * 16, g, t);
+    frag_rows<HD>(va, Gs, RS, warp * 16, g, t);
+    float ak[HD / 8][4], av[HD / 8][4];
 #pragma unroll
-    for (int n = 0; n < BWD_HD / 8; n++)
+    for (int n = 0; n < HD / 8; n++)
 #pragma unroll
         for (int c = 0; c < 4; c++) ak[n][c] = av[n][c] = 0;
     const int key0 = j0 + warp * 16 + g, key1 = key0 + 8; /* this thread's accumulator rows */
+    const int warp_first = j0 + warp * 16;                /* queries before it see none of the warp's keys */
     for (int gh = 0; gh < G; gh++) {
         const int h = kvh * G + gh;
         for (int i0 = j0; i0 < s1; i0 += 64) {
             __syncthreads();
-            load_rows(Qs, RS, q, i0, s1, H, h);
-            load_rows(Gs, RS, dout, i0, s1, H, h);
-            load_cols(Qt, TS, q, i0, s1, H, h);
-            load_cols(Gt, TS, dout, i0, s1, H, h);
+            load_rows<HD>(Qs, RS, q, i0, s1, H, h);
+            load_rows<HD>(Gs, RS, dout, i0, s1, H, h);
+            load_cols<HD>(Qt, TS, q, i0, s1, H, h);
+            load_cols<HD>(Gt, TS, dout, i0, s1, H, h);
             for (int r = threadIdx.x; r < 64; r += blockDim.x) {
                 const int i = i0 + r;
                 Ls[r] = i < s1 ? lse[(int64_t)i * H + h] : 0.0f;
                 Ds[r] = i < s1 ? Dv[(int64_t)i * H + h] : 0.0f;
             }
             __syncthreads();
-            float sp[8][4], dp[8][4];
-            mma_abt(sp, ka, Qs, RS, g, t); /* Sᵀ: keys × queries */
-            mma_abt(dp, va, Gs, RS, g, t); /* dPᵀ = V·dOᵀ */
+#pragma unroll 1
+            for (int c0 = 0; c0 < 64; c0 += SUB) {
+                /* warp-uniform: a sub-tile of queries all before the warp's first key adds only zeros */
+                if (SUB < 64 && i0 + c0 + SUB - 1 < warp_first) continue;
+                float sp[SUB / 8][4], dp[SUB / 8][4];
+                mma_abt<HD, SUB / 8>(sp, ka, Qs + c0 * RS, RS, g, t); /* Sᵀ: keys × queries */
+                mma_abt<HD, SUB / 8>(dp, va, Gs + c0 * RS, RS, g, t); /* dPᵀ = V·dOᵀ */
 #pragma unroll
-            for (int nb = 0; nb < 8; nb++) {
+                for (int nb = 0; nb < SUB / 8; nb++) {
 #pragma unroll
-                for (int c = 0; c < 4; c++) {
-                    const int qi = nb * 8 + 2 * t + (c & 1), i = i0 + qi, j = c < 2 ? key0 : key1;
-                    const bool ok = i >= j && i < s1 && j < s1;
-                    const float p = ok ? expf(sp[nb][c] * scale - Ls[qi]) : 0.0f;
-                    sp[nb][c] = p;
-                    dp[nb][c] = p * (dp[nb][c] - Ds[qi]);
+                    for (int c = 0; c < 4; c++) {
+                        const int qi = c0 + nb * 8 + 2 * t + (c & 1), i = i0 + qi, j = c < 2 ? key0 : key1;
+                        const bool ok = i >= j && i < s1 && j < s1;
+                        const float p = ok ? expf(sp[nb][c] * scale - Ls[qi]) : 0.0f;
+                        sp[nb][c] = p;
+                        dp[nb][c] = p * (dp[nb][c] - Ds[qi]);
+                    }
                 }
+                mma_pb<HD, SUB / 8>(av, sp, Gt + c0, TS, g, t); /* dV += Pᵀ·dO */
+                mma_pb<HD, SUB / 8>(ak, dp, Qt + c0, TS, g, t); /* dK += dSᵀ·Q (scaled at the end) */
             }
-            mma_pb(av, sp, Gt, TS, g, t); /* dV += Pᵀ·dO */
-            mma_pb(ak, dp, Qt, TS, g, t); /* dK += dSᵀ·Q (scaled at the end) */
         }
     }
 #pragma unroll
-    for (int n = 0; n < BWD_HD / 8; n++) {
+    for (int n = 0; n < HD / 8; n++) {
 #pragma unroll
         for (int c = 0; c < 4; c++) {
             const int j = c < 2 ? key0 : key1, d = n * 8 + 2 * t + (c & 1);
             if (j >= s1) continue;
-            const int64_t o = ((int64_t)j * KVH + kvh) * BWD_HD + d;
+            const int64_t o = ((int64_t)j * KVH + kvh) * HD + d;
             st(dk, dkbf, o, ld(dk, dkbf, o) + ak[n][c] * scale);
             st(dv, dvbf, o, ld(dv, dvbf, o) + av[n][c]);
         }
     }
 }
 
+template <int HD>
 __global__ void __launch_bounds__(MMA_WARPS * 32)
 attn_bwd_dq_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
                        const float *Dv, const uint16_t *dout, void *dq, int dqbf, int H, int KVH, float scale) {
-    constexpr int RS = BWD_HD + PAD, TS = 64 + PAD;
-    __shared__ __align__(16) uint16_t Ks[64 * RS], Vs[64 * RS], Kt[BWD_HD * TS];
+    typedef BwdShape<HD> S;
+    constexpr int RS = S::RS, TS = S::TS, SUB = S::SUB;
+    extern __shared__ uint16_t smem[]; /* dynamic shared memory starts 16-byte aligned at least */
+    uint16_t *Ks = smem, *Vs = Ks + 64 * RS, *Kt = Vs + 64 * RS;
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
     const int i0 = s0 + tile * 64;
     if (s0 < 0 || s1 > n_tok || i0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel (attention.cu) */
     const int i_last = min(s1, i0 + 64) - 1;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    load_rows(Ks, RS, q, i0, s1, H, h); /* stage Q and dO through Ks/Vs for their fragments */
-    load_rows(Vs, RS, dout, i0, s1, H, h);
+    load_rows<HD>(Ks, RS, q, i0, s1, H, h); /* stage Q and dO through Ks/Vs for their fragments */
+    load_rows<HD>(Vs, RS, dout, i0, s1, H, h);
     __syncthreads();
-    uint32_t qa[BWD_HD / 16][4], ga[BWD_HD / 16][4];
-    frag_rows(qa, Ks, RS, warp * 16, g, t);
-    frag_rows(ga, Vs, RS, warp * 16, g, t);
+    uint32_t qa[HD / 16][4], ga[HD / 16][4];
+    frag_rows<HD>(qa, Ks, RS, warp * 16, g, t);
+    frag_rows<HD>(ga, Vs, RS, warp * 16, g, t);
     const int row0 = i0 + warp * 16 + g, row1 = row0 + 8;
     const float l0 = row0 < s1 ? lse[(int64_t)row0 * H + h] : 0.0f, l1 = row1 < s1 ? lse[(int64_t)row1 * H + h] : 0.0f;
     const float d0 = row0 < s1 ? Dv[(int64_t)row0 * H + h] : 0.0f, d1 = row1 < s1 ? Dv[(int64_t)row1 * H + h] : 0.0f;
-    float aq[BWD_HD / 8][4];
+    float aq[HD / 8][4];
 #pragma unroll
-    for (int n = 0; n < BWD_HD / 8; n++) aq[n][0] = aq[n][1] = aq[n][2] = aq[n][3] = 0;
+    for (int n = 0; n < HD / 8; n++) aq[n][0] = aq[n][1] = aq[n][2] = aq[n][3] = 0;
     const int warp_last = min(i0 + warp * 16 + 15, i_last);
     for (int j0 = s0; j0 <= i_last; j0 += 64) {
         __syncthreads();
-        load_rows(Ks, RS, k, j0, i_last + 1, KVH, kvh);
-        load_rows(Vs, RS, v, j0, i_last + 1, KVH, kvh);
-        load_cols(Kt, TS, k, j0, i_last + 1, KVH, kvh);
+        load_rows<HD>(Ks, RS, k, j0, i_last + 1, KVH, kvh);
+        load_rows<HD>(Vs, RS, v, j0, i_last + 1, KVH, kvh);
+        load_cols<HD>(Kt, TS, k, j0, i_last + 1, KVH, kvh);
         __syncthreads();
-        if (j0 > warp_last) continue;
-        float sp[8][4], dp[8][4];
-        mma_abt(sp, qa, Ks, RS, g, t); /* S = Q·Kᵀ */
-        mma_abt(dp, ga, Vs, RS, g, t); /* dP = dO·Vᵀ */
+#pragma unroll 1
+        for (int c0 = 0; c0 < 64; c0 += SUB) {
+            if (j0 + c0 > warp_last) break; /* warp-uniform: these keys are in every row's future */
+            float sp[SUB / 8][4], dp[SUB / 8][4];
+            mma_abt<HD, SUB / 8>(sp, qa, Ks + c0 * RS, RS, g, t); /* S = Q·Kᵀ */
+            mma_abt<HD, SUB / 8>(dp, ga, Vs + c0 * RS, RS, g, t); /* dP = dO·Vᵀ */
 #pragma unroll
-        for (int nb = 0; nb < 8; nb++) {
+            for (int nb = 0; nb < SUB / 8; nb++) {
 #pragma unroll
-            for (int c = 0; c < 4; c++) {
-                const int j = j0 + nb * 8 + 2 * t + (c & 1), i = c < 2 ? row0 : row1;
-                const bool ok = j <= i && j < s1 && i < s1;
-                const float p = ok ? expf(sp[nb][c] * scale - (c < 2 ? l0 : l1)) : 0.0f;
-                dp[nb][c] = p * (dp[nb][c] - (c < 2 ? d0 : d1));
+                for (int c = 0; c < 4; c++) {
+                    const int j = j0 + c0 + nb * 8 + 2 * t + (c & 1), i = c < 2 ? row0 : row1;
+                    const bool ok = j <= i && j < s1 && i < s1;
+                    const float p = ok ? expf(sp[nb][c] * scale - (c < 2 ? l0 : l1)) : 0.0f;
+                    dp[nb][c] = p * (dp[nb][c] - (c < 2 ? d0 : d1));
+                }
             }
+            mma_pb<HD, SUB / 8>(aq, dp, Kt + c0, TS, g, t); /* dQ += dS·K */
         }
-        mma_pb(aq, dp, Kt, TS, g, t); /* dQ += dS·K */
     }
 #pragma unroll
-    for (int n = 0; n < BWD_HD / 8; n++) {
+    for (int n = 0; n < HD / 8; n++) {
 #pragma unroll
         for (int c = 0; c < 4; c++) {
             const int i = c < 2 ? row0 : row1, d = n * 8 + 2 * t + (c & 1);
             if (i >= s1) continue;
-            const int64_t o = ((int64_t)i * H + h) * BWD_HD + d;
+            const int64_t o = ((int64_t)i * H + h) * HD + d;
             st(dq, dqbf, o, ld(dq, dqbf, o) + aq[n][c] * scale);
         }
     }
 }
 
-int32_t serl_attention_bwd_mma(serl_cuda_ctx *ctx, const serl_attention_bwd_args *a, int max_len, const float *Dv) {
+template <int HD>
+static int32_t attention_bwd_mma(serl_cuda_ctx *ctx, const serl_attention_bwd_args *a, int max_len, const float *Dv) {
+    typedef BwdShape<HD> S;
     const int H = a->n_heads, KVH = a->n_kv_heads;
     const uint16_t *q = (const uint16_t *)a->q, *k = (const uint16_t *)a->k, *v = (const uint16_t *)a->v;
     const uint16_t *go = (const uint16_t *)a->dout;
     const int tiles = (max_len + 63) / 64;
-    attn_bwd_dq_mma_kernel<<<seq_grid(tiles, a->n_seqs, H), MMA_WARPS * 32, 0, ctx->stream>>>(
+    if (S::dq_smem > 48 * 1024)
+        CUDA_TRY(cudaFuncSetAttribute(attn_bwd_dq_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)S::dq_smem));
+    attn_bwd_dq_mma_kernel<HD><<<seq_grid(tiles, a->n_seqs, H), MMA_WARPS * 32, S::dq_smem, ctx->stream>>>(
         a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->lse, Dv, go, a->dq, a->dq_dtype == SERL_DTYPE_BF16, H, KVH, a->scale);
     LAUNCH_CHECK("attention_bwd (mma dq)");
-    attn_bwd_dkdv_mma_kernel<<<seq_grid(tiles, a->n_seqs, KVH), MMA_WARPS * 32, 0, ctx->stream>>>(
+    if (S::dkdv_smem > 48 * 1024)
+        CUDA_TRY(cudaFuncSetAttribute(attn_bwd_dkdv_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)S::dkdv_smem));
+    attn_bwd_dkdv_mma_kernel<HD><<<seq_grid(tiles, a->n_seqs, KVH), MMA_WARPS * 32, S::dkdv_smem, ctx->stream>>>(
         a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->lse, Dv, go, a->dk, a->dk_dtype == SERL_DTYPE_BF16, a->dv,
         a->dv_dtype == SERL_DTYPE_BF16, H, KVH, a->scale);
     LAUNCH_CHECK("attention_bwd (mma dk/dv)");
     return SERL_OK;
+}
+
+int32_t serl_attention_bwd_mma(serl_cuda_ctx *ctx, const serl_attention_bwd_args *a, int max_len, const float *Dv) {
+    return a->head_dim == 64 ? attention_bwd_mma<64>(ctx, a, max_len, Dv) : attention_bwd_mma<128>(ctx, a, max_len, Dv);
 }
 
 int serl_attention_mma_enabled(void) {

@@ -15,7 +15,7 @@ int serl_attention_mma_enabled(void);
  * the sequences' actual lengths, which stay on the device: a tile past its sequence's end exits at once. */
 static inline dim3 seq_grid(int tiles, int n_seqs, int heads) { return dim3((unsigned)tiles * (unsigned)n_seqs, (unsigned)heads); }
 int32_t serl_attention_fwd_mma(serl_cuda_ctx *ctx, const serl_attention_fwd_args *a, int max_len);
-/* The backward for bf16 q, k, v, dout and head_dim 64; Dv[i,h] = Σ dout·out already computed. */
+/* The backward for bf16 q, k, v, dout and head_dim 64 or 128; Dv[i,h] = Σ dout·out already computed. */
 int32_t serl_attention_bwd_mma(serl_cuda_ctx *ctx, const serl_attention_bwd_args *a, int max_len, const float *Dv);
 
 #endif
