@@ -3,6 +3,9 @@ package kernels
 import (
 	"math"
 	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -148,6 +151,32 @@ func TestCUDASampleMatchesCPU(t *testing.T) {
 		require.Zero(t, diff, "vocab %d: tokens differ", vocab)
 		requireClose(t, "sample logp cuda vs cpu", lg, lc, 1e-5)
 	}
+}
+
+// TestCUDAComputeCapability: a GPU older than sm_80 (a T4, a V100) is refused when its context is
+// created, by name, rather than failing at the first kernel with "no kernel image"; "auto" then opens
+// the CPU and keeps the reason. Only the SIMT emulator can pretend to be such a GPU (SERL_SIMT_SM=75);
+// the native library reads the variable from the process's own environment, so the test runs itself
+// again with it set.
+func TestCUDAComputeCapability(t *testing.T) {
+	if os.Getenv("SERL_SIMT_SM") == "" {
+		if d := cudaDevice(t); !strings.Contains(d.Info().Name, "SIMT emulator") {
+			t.Skip("skipped: a real GPU answers; only the SIMT emulator can report an older one")
+		}
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCUDAComputeCapability$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), "SERL_SIMT_SM=75")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		require.Contains(t, string(out), "--- PASS: TestCUDAComputeCapability", "%s", out)
+		return
+	}
+	_, err := Open("cuda", 0)
+	require.ErrorContains(t, err, "(serl SIMT emulator (CPU)) is compute capability 7.5; serl's CUDA kernels need 8.0 or newer")
+	d, err := Open("auto", 0)
+	require.NoError(t, err)
+	defer d.Close()
+	require.Equal(t, "cpu", d.Backend())
+	require.Contains(t, d.Info().Fallback, "compute capability 7.5")
 }
 
 // TestCUDAAttentionHeadDims: the bf16 attention forward and backward at the head dims the tensor-core

@@ -7,9 +7,11 @@
 package kernels
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -80,6 +82,9 @@ type Info struct {
 	SIMD        string // CPU vector ISA in use: avx512bf16, avx512 or avx2 ("none" on GPUs)
 	TotalMemory int64
 	FreeMemory  int64
+	// Fallback: opened as "auto", a GPU answered but could not be used (why, in the CUDA library's
+	// words), so the device is the CPU. Empty otherwise, and where no GPU answers at all.
+	Fallback string
 }
 
 // Device is one native backend context.
@@ -149,12 +154,30 @@ func Open(backend string, threads int) (*Device, error) {
 	case "cpu", "cuda":
 		return open(backend, threads)
 	case "auto":
-		if d, err := open("cuda", threads); err == nil {
+		d, err := open("cuda", threads)
+		if err == nil {
 			return d, nil
 		}
-		return open("cpu", threads)
+		c, cerr := open("cpu", threads)
+		if cerr != nil {
+			return nil, cerr
+		}
+		// "no GPU answers" opens the CUDA library's message for a machine without one
+		// (serl_context_create, csrc/cuda/context.cu); any other refusal is worth saying.
+		var ce *contextError
+		if errors.As(err, &ce) && !strings.Contains(ce.why, "no GPU answers") {
+			c.info.Fallback = ce.why
+		}
+		return c, nil
 	}
 	return nil, fmt.Errorf("kernels: unknown device %q (want auto, cpu or cuda)", backend)
+}
+
+// contextError: the native library loaded but refused to create a context, and said why.
+type contextError struct{ path, backend, why string }
+
+func (e *contextError) Error() string {
+	return fmt.Sprintf("kernels: %s: cannot create a %s context: %s", e.path, e.backend, e.why)
 }
 
 func open(backend string, threads int) (*Device, error) {
@@ -189,7 +212,7 @@ func open(backend string, threads int) (*Device, error) {
 		if why == "" {
 			why = "no reason given"
 		}
-		return nil, fmt.Errorf("kernels: %s: cannot create a %s context: %s", lib.Path, backend, why)
+		return nil, &contextError{path: lib.Path, backend: backend, why: why}
 	}
 	a := args[deviceInfoArgs](d)
 	if st := d.caller.Call2(d.fnInfo, d.ctx, uintptr(unsafe.Pointer(a))); st != 0 {

@@ -84,6 +84,9 @@ func (f *deviceFlags) open(stderr io.Writer) (*kernels.Device, func(), error) {
 	}
 	in := d.Info()
 	fmt.Fprintf(stderr, "serl: device %s (%s, %d threads, %s)\n", in.Backend, in.Name, in.Threads, in.SIMD)
+	if in.Fallback != "" {
+		fmt.Fprintf(stderr, "serl: --device auto took the CPU: %s\n", in.Fallback)
+	}
 	if f.opTable {
 		d.SetProfiling(true)
 	}

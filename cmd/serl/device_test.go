@@ -34,4 +34,5 @@ func TestDeviceCUDAWithoutGPU(t *testing.T) {
 	errb.Reset()
 	require.Equal(t, 0, run([]string{"info", "--device", "auto"}, &out, &errb), errb.String())
 	require.Contains(t, errb.String(), "serl: device cpu")
+	require.NotContains(t, errb.String(), "took the CPU", "no GPU at all is not worth a line")
 }

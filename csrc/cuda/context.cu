@@ -171,6 +171,21 @@ extern "C" SERL_API void *serl_context_create(int32_t threads) {
             return NULL;
         }
     }
+    /* The kernels are built for sm_80 and sm_90 (bf16 tensor cores); an older GPU (a T4, a V100) would
+     * fail at the first launch with "no kernel image", so it is refused here, by name. */
+    cudaDeviceProp prop;
+    if ((e = cudaGetDeviceProperties(&prop, dev)) != cudaSuccess) {
+        snprintf(create_err, sizeof create_err, "serl cuda: device %d: cudaGetDeviceProperties: %s", dev, cudaGetErrorString(e));
+        cudaGetLastError();
+        return NULL;
+    }
+    if (prop.major < 8) {
+        snprintf(create_err, sizeof create_err,
+                 "serl cuda: device %d (%.64s) is compute capability %d.%d; serl's CUDA kernels need 8.0 or newer "
+                 "(bf16 tensor cores: A100, A10, L4, RTX 30 series and later)",
+                 dev, prop.name, prop.major, prop.minor);
+        return NULL;
+    }
     serl_cuda_ctx *ctx = (serl_cuda_ctx *)calloc(1, sizeof(serl_cuda_ctx));
     if (!ctx) {
         snprintf(create_err, sizeof create_err, "serl cuda: out of host memory for a context");

@@ -248,7 +248,11 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int device) {
     p->maxThreadsPerBlock = 1024;
     p->maxThreadsDim[0] = p->maxThreadsDim[1] = 1024, p->maxThreadsDim[2] = 64;
     p->maxGridSize[0] = 2147483647, p->maxGridSize[1] = p->maxGridSize[2] = 65535;
-    p->major = 9, p->minor = 0;
+    /* SERL_SIMT_SM=75 reports compute capability 7.5: the library's refusal of a GPU older than sm_80
+     * is tested that way (kernels/cuda_test.go) */
+    const char *sm = getenv("SERL_SIMT_SM");
+    const int cc = sm && *sm ? atoi(sm) : 90;
+    p->major = cc / 10, p->minor = cc % 10;
     p->multiProcessorCount = 1;
     return cudaSuccess;
 }
