@@ -229,6 +229,8 @@ test)
 		e2e_pid=$!
 		trap 'kill "$e2e_pid" 2>/dev/null || true; rm -f "$e2e_log"' EXIT # if a test below fails first
 		"${emu[@]}" go test -p 1 -count=1 -run 'TestConformance|TestCUDA' ./kernels/
+		# decode attention as on a GPU with slow float64 (L4, A10, RTX): its scores' compensated float sum
+		"${emu[@]}" SERL_SIMT_SM=89 go test -p 1 -count=1 -run 'TestConformance/cuda/(kv_decode|bf16_kv_decode)$|TestCUDADecodeScores' ./kernels/
 		"${emu[@]}" SERL_CUDA_ATTN=mma go test -p 1 -count=1 -run 'TestConformance/cuda/^(attention|bf16_attention|graph)$' ./kernels/
 		"${emu[@]}" SERL_CUDA_ATTN=mma go test -p 1 -count=1 -run 'TestCUDAAttention' ./kernels/
 		"${emu[@]}" go test -p 1 -count=1 -run 'Fixture' ./engine/model/

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/serl-go/serl/kernels/ref"
 )
 
 // TestCUDADevice checks what the conformance suite takes for granted of the CUDA backend: it reports a
@@ -177,6 +179,61 @@ func TestCUDAComputeCapability(t *testing.T) {
 	defer d.Close()
 	require.Equal(t, "cpu", d.Backend())
 	require.Contains(t, d.Info().Fallback, "compute capability 7.5")
+}
+
+// TestCUDADecodeScores: decode_attention sums each score q·k more exactly than a float sum would —
+// in float64 where the GPU runs it fast (A100, H100, H200), as a compensated float sum elsewhere (L4,
+// A10, RTX; SERL_SIMT_SM=89 takes that path on the emulator) — so a score whose terms cancel still
+// comes out right. Here every term is ~±4096 and each score O(1): a float sum misses the output by
+// ~3e-4 relative, while either exact sum leaves only the float softmax's and output's own rounding.
+func TestCUDADecodeScores(t *testing.T) {
+	h := newHarness(t, cudaDevice(t))
+	const nh, dim, bs = 2, 64, 16
+	lens := []int{40, 77, 128}
+	S, maxBlocks := len(lens), 8
+	scale := 1 / math.Sqrt(dim)
+	var q, kc, vc []float32
+	table := make([]int32, S*maxBlocks)
+	for i := range table {
+		table[i] = int32(i)
+	}
+	kc, vc = make([]float32, S*maxBlocks*bs*nh*dim), make([]float32, S*maxBlocks*bs*nh*dim)
+	for s, l := range lens {
+		for hd := 0; hd < nh; hd++ {
+			qh := h.randn(dim, 64)
+			var qq float64
+			for _, x := range qh {
+				qq += float64(x) * float64(x)
+			}
+			q = append(q, qh...)
+			for j := 0; j < l; j++ {
+				// k ⟂ q, then a score of target t: terms q_d·k_d of ~4096 that sum to ~t
+				k, target := h.randn(dim, 64), 3*h.rng.NormFloat64()
+				var kq float64
+				for d := range k {
+					kq += float64(k[d]) * float64(qh[d])
+				}
+				off := ((s*maxBlocks+j/bs)*bs+j%bs)*nh*dim + hd*dim
+				for d := range k {
+					kc[off+d] = float32(float64(k[d]) + (target-kq)/qq*float64(qh[d]))
+					vc[off+d] = float32(h.rng.NormFloat64())
+				}
+			}
+		}
+	}
+	seqLens := make([]int32, S)
+	for s, l := range lens {
+		seqLens[s] = int32(l)
+	}
+	cache := KVCache{K: h.f32(kc, S*maxBlocks, bs, nh, dim), V: h.f32(vc, S*maxBlocks, bs, nh, dim)}
+	out := h.poisoned(S, nh, dim)
+	require.NoError(t, h.d.DecodeAttention(out, h.f32(q, S, nh, dim), cache, h.i32(table, S, maxBlocks), h.i32(seqLens), float32(scale)))
+	want := make([]float64, S*nh*dim)
+	ref.DecodeAttention(want, f64(q), f64(kc), f64(vc), table, seqLens, maxBlocks, bs, nh, nh, dim, scale)
+	// 1.7e-7 measured with either exact sum; 3.3e-4 with a float sum of fmas
+	e := relErr64(h.get(out), want)
+	t.Logf("relative error %.3g", e)
+	require.Less(t, e, 4e-7, "decode scores summed no better than in float")
 }
 
 // TestCUDAAttentionHeadDims: the bf16 attention forward and backward at the head dims the tensor-core

@@ -40,6 +40,33 @@ extern "C" SERL_API int32_t serl_kv_append(void *ctxp, const serl_kv_append_args
 #define DEC_THREADS 128
 #define DEC_MAX_G 8 /* query heads per kv head whose scores one pass over a key serves (Qwen2.5: 7 at 0.5B) */
 
+/* A q·k accumulator. A float dot product alone came to the bf16 rule's f32 floor (2^-21), and e^s turns
+ * a score's absolute error into the weight's relative error, so scores are summed more exactly: in
+ * float64 where the GPU runs it at half its float32 rate (A100, H100, H200), and elsewhere (L4, A10, RTX:
+ * 1/32 to 1/64, where float64 would take longer than the rest of a decode step) as a compensated float
+ * sum, Ogita, Rump and Oishi's Dot2 (each product's rounding error from an fma, each sum's from TwoSum):
+ * as accurate as float64 until the score is rounded to float, at 9 float operations a term. */
+template <bool F64> struct dot_acc;
+template <> struct dot_acc<true> {
+    double s = 0;
+    __device__ __forceinline__ void add(float a, float b) { s = fma((double)a, (double)b, s); }
+    __device__ __forceinline__ float scaled(float scale) const { return (float)(s * scale); }
+};
+template <> struct dot_acc<false> {
+    float s = 0, c = 0; /* the sum is s + c; c gathers the rounding errors */
+    __device__ __forceinline__ void add(float a, float b) {
+        const float p = __fmul_rn(a, b), pe = fmaf(a, b, -p); /* a·b = p + pe exactly */
+        const float t = __fadd_rn(s, p), z = __fsub_rn(t, s); /* s + p = t + (s − (t − z)) + (p − z) exactly */
+        c = __fadd_rn(c, __fadd_rn(__fadd_rn(__fsub_rn(s, __fsub_rn(t, z)), __fsub_rn(p, z)), pe));
+        s = t;
+    }
+    __device__ __forceinline__ float scaled(float scale) const {
+        const float hi = __fmul_rn(s, scale);
+        return __fadd_rn(hi, fmaf(c, scale, fmaf(s, scale, -hi)));
+    }
+};
+
+template <bool F64>
 __global__ void decode_kernel(const int32_t *block_table, const int32_t *seq_lens, const void *q, int qbf,
                               const void *kc, const void *vc, int cbf, void *out, int obf, int H, int KVH, int D,
                               int bs, int max_blocks, float scale, int n_blocks, serl_dev_err *err) {
@@ -90,14 +117,11 @@ __global__ void decode_kernel(const int32_t *block_table, const int32_t *seq_len
             const int sl = block_table[(int64_t)s * max_blocks + j / bs] * bs + j % bs;
             slot[threadIdx.x] = sl;
             const int64_t base = (int64_t)sl * row + (int64_t)kvh * D;
-            /* q·k in double, scaled once: e^s turns a score's absolute error into the weight's relative
-             * error, and a float dot product alone came to the bf16 rule's f32 floor (2^-21) */
+            /* q·k summed exactly enough (dot_acc), scaled once */
             if (G <= DEC_MAX_G) {
                 /* the key read once, 8 elements at a time (one 16-byte load for an aligned bf16 row),
                  * for all G heads; each head's sum still runs over d in order */
-                double dot[DEC_MAX_G];
-#pragma unroll
-                for (int g = 0; g < DEC_MAX_G; g++) dot[g] = 0;
+                dot_acc<F64> dot[DEC_MAX_G];
                 int d = 0;
                 const bool vec = cbf && !(((uintptr_t)kc + (uintptr_t)base * 2) & 15);
                 for (; d + 8 <= D; d += 8) {
@@ -115,22 +139,22 @@ __global__ void decode_kernel(const int32_t *block_table, const int32_t *seq_len
                     for (int g = 0; g < DEC_MAX_G; g++)
                         if (g < G)
 #pragma unroll
-                            for (int e = 0; e < 8; e++) dot[g] = fma((double)qs[g * D + d + e], (double)kv[e], dot[g]);
+                            for (int e = 0; e < 8; e++) dot[g].add(qs[g * D + d + e], kv[e]);
                 }
                 for (; d < D; d++) {
-                    const double kd = ld(kc, cbf, base + d);
+                    const float kd = ld(kc, cbf, base + d);
 #pragma unroll
                     for (int g = 0; g < DEC_MAX_G; g++)
-                        if (g < G) dot[g] = fma((double)qs[g * D + d], kd, dot[g]);
+                        if (g < G) dot[g].add(qs[g * D + d], kd);
                 }
 #pragma unroll
                 for (int g = 0; g < DEC_MAX_G; g++)
-                    if (g < G) sc[g * TK + threadIdx.x] = (float)(dot[g] * scale);
+                    if (g < G) sc[g * TK + threadIdx.x] = dot[g].scaled(scale);
             } else {
                 for (int g = 0; g < G; g++) {
-                    double dot = 0;
-                    for (int d = 0; d < D; d++) dot = fma((double)qs[g * D + d], (double)ld(kc, cbf, base + d), dot);
-                    sc[g * TK + threadIdx.x] = (float)(dot * scale);
+                    dot_acc<F64> dot;
+                    for (int d = 0; d < D; d++) dot.add(qs[g * D + d], ld(kc, cbf, base + d));
+                    sc[g * TK + threadIdx.x] = dot.scaled(scale);
                 }
             }
         } else {
@@ -205,11 +229,19 @@ extern "C" SERL_API int32_t serl_decode_attention(void *ctxp, const serl_decode_
     size_t shm = sizeof(float) * (size_t)(2 * G * D + G * TK + 2 * G + 2) + sizeof(double) * G + sizeof(int) * TK;
     SERL_REQUIRE(shm <= 200 * 1024, "decode_attention: %d query heads per kv head × head_dim %d need %zu bytes of shared memory",
                  G, D, shm);
-    if (shm > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
-    decode_kernel<<<dim3(a->n_seqs, a->n_kv_heads), TK, shm, ctx->stream>>>(
-        a->block_table, a->seq_lens, a->q, a->q_dtype == SERL_DTYPE_BF16, a->k_cache, a->v_cache,
-        a->cache_dtype == SERL_DTYPE_BF16, a->out, a->out_dtype == SERL_DTYPE_BF16, a->n_heads, a->n_kv_heads, D,
-        a->block_size, a->max_blocks, a->scale, a->n_blocks, ctx->derr);
+    const dim3 grid(a->n_seqs, a->n_kv_heads);
+    const int qbf = a->q_dtype == SERL_DTYPE_BF16, cbf = a->cache_dtype == SERL_DTYPE_BF16, obf = a->out_dtype == SERL_DTYPE_BF16;
+    if (ctx->fast_fp64) {
+        if (shm > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(decode_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
+        decode_kernel<true><<<grid, TK, shm, ctx->stream>>>(a->block_table, a->seq_lens, a->q, qbf, a->k_cache, a->v_cache, cbf, a->out,
+                                                            obf, a->n_heads, a->n_kv_heads, D, a->block_size, a->max_blocks,
+                                                            a->scale, a->n_blocks, ctx->derr);
+    } else {
+        if (shm > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(decode_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
+        decode_kernel<false><<<grid, TK, shm, ctx->stream>>>(a->block_table, a->seq_lens, a->q, qbf, a->k_cache, a->v_cache, cbf, a->out,
+                                                             obf, a->n_heads, a->n_kv_heads, D, a->block_size, a->max_blocks,
+                                                             a->scale, a->n_blocks, ctx->derr);
+    }
     LAUNCH_CHECK("decode_attention");
     return SERL_OK;
 }
