@@ -6,7 +6,8 @@
  * emulator could run. A kernel is found by its symbol: g++ and nvcc mangle the same declaration alike.
  *
  * Table lines: `<arch> <registers> <static shared bytes> <mangled name>`; archs other than sm_80 and
- * sm_90 are not checked. */
+ * sm_90 are not read. sm_80's lines are checked against the sm_86/sm_89 multiprocessors too, which run
+ * that code with less shared memory. */
 #include <dlfcn.h>
 #include <elf.h>
 #include <stdio.h>
@@ -27,12 +28,16 @@ namespace simt {
 namespace {
 
 struct Limits {
-    const char *arch;
-    unsigned regs;      /* 32-bit registers a block may use (the multiprocessor's file) */
+    const char *arch;    /* the multiprocessor */
+    const char *code;    /* the table's arch whose code it runs */
+    unsigned regs;       /* 32-bit registers a block may use (the multiprocessor's file) */
     size_t shared_optin; /* shared memory a block may use, static and dynamic together */
 };
-/* A100 (sm_80): 163 KiB a block; H100/H200 (sm_90): 227 KiB; both 64 K registers. */
-const Limits kLimits[] = {{"sm_80", 65536, 163 << 10}, {"sm_90", 65536, 227 << 10}};
+/* A100 (sm_80): 163 KiB a block; A10, RTX 30, L4, RTX 40 (sm_86, sm_89: the sm_80 code): 99 KiB;
+ * H100/H200 (sm_90): 227 KiB; all 64 K registers. */
+const Limits kLimits[] = {{"sm_80", "sm_80", 65536, 163 << 10},
+                          {"sm_86/sm_89", "sm_80", 65536, 99 << 10},
+                          {"sm_90", "sm_90", 65536, 227 << 10}};
 
 struct Usage {
     unsigned regs;
@@ -97,7 +102,7 @@ bool read_table(const std::string &path, Object &o, std::string &err) {
             return false;
         }
         for (const Limits &l : kLimits)
-            if (arch == l.arch) o.table[name].push_back({&l, u});
+            if (arch == l.code) o.table[name].push_back({&l, u});
     }
     return true;
 }

@@ -364,8 +364,10 @@ static void test_resources() {
     cudaFuncSetAttribute(big_smem, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024);
     big_smem<<<1, 32, 130 * 1024>>>(out.p);
     expect_resources("40 KiB static and 130 KiB dynamic shared memory exceed an A100's block", "on sm_80");
-    big_smem<<<1, 32, 120 * 1024>>>(out.p);
-    check(cudaGetLastError() == cudaSuccess, "40 KiB static and 120 KiB dynamic fit");
+    big_smem<<<1, 32, 70 * 1024>>>(out.p);
+    expect_resources("40 KiB static and 70 KiB dynamic shared memory exceed an L4's block", "on sm_86/sm_89");
+    big_smem<<<1, 32, 59 * 1024>>>(out.p);
+    check(cudaGetLastError() == cudaSuccess, "40 KiB static and 59 KiB dynamic fit");
 }
 
 int main() {
