@@ -230,10 +230,11 @@ func TestCUDADecodeScores(t *testing.T) {
 	require.NoError(t, h.d.DecodeAttention(out, h.f32(q, S, nh, dim), cache, h.i32(table, S, maxBlocks), h.i32(seqLens), float32(scale)))
 	want := make([]float64, S*nh*dim)
 	ref.DecodeAttention(want, f64(q), f64(kc), f64(vc), table, seqLens, maxBlocks, bs, nh, nh, dim, scale)
-	// 1.7e-7 measured with either exact sum; 3.3e-4 with a float sum of fmas
+	// 1.7e-7 measured on the emulator with either exact sum, 3.3e-4 with a float sum of fmas; the
+	// margin is for a GPU's own expf (2 ulp, glibc's 1)
 	e := relErr64(h.get(out), want)
 	t.Logf("relative error %.3g", e)
-	require.Less(t, e, 4e-7, "decode scores summed no better than in float")
+	require.Less(t, e, 6e-7, "decode scores summed no better than in float")
 }
 
 // TestCUDAAttentionHeadDims: the bf16 attention forward and backward at the head dims the tensor-core
