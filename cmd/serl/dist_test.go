@@ -149,9 +149,9 @@ func requireSameWork(t *testing.T, name, one, two string) {
 		require.Equal(t, [3]int{a.GroupsKept, a.GroupsDropped, a.GroupsExpired}, [3]int{b.GroupsKept, b.GroupsDropped, b.GroupsExpired}, "%s step %d", name, i+1)
 		require.Equal(t, a.GenTokens, b.GenTokens, "%s step %d", name, i+1)
 		t.Logf("%s step %d: loss %.9g / %.9g, grad norm %.9g / %.9g, kl %.6g / %.6g", name, i+1, a.Loss, b.Loss, a.GradNorm, b.GradNorm, a.KL, b.KL)
-		// Measured: losses (sums that cancel to near 0) within 2.2e-8, norms within 1.3e-6 relative, KL
-		// within 1.5e-10.
-		require.InDelta(t, a.Loss, b.Loss, 9e-8, "%s step %d", name, i+1)
+		// Measured: losses (float32 sums that cancel to near 0, after a step whose weights already differ
+		// in summation order) within 1.5e-7, norms within 1.3e-6 relative, KL within 2.2e-10.
+		require.InDelta(t, a.Loss, b.Loss, 3e-7, "%s step %d", name, i+1)
 		require.InEpsilon(t, a.GradNorm, b.GradNorm, 5e-6, "%s step %d", name, i+1)
 		require.InDelta(t, a.KL, b.KL, 6e-10, "%s step %d", name, i+1)
 	}

@@ -96,8 +96,8 @@ SERL_API int32_t serl_scale(void *ctxp, const serl_scale_args *a) {
 
 /* ------------------------------------------------------------------------- SwiGLU */
 
-/* silu(g) = g·σ(g), eight lanes at a time with the library's exponential (expf_avx2.h), which was ten
- * times faster than a call to libm's expf per element (BenchmarkSwiGLU). e^−g past 88.37 is +inf, so
+/* silu(g) = g·σ(g), eight lanes at a time with the library's exponential (expf_avx2.h): the forward
+ * 3.6× as fast as with libm's expf an element (BenchmarkSwiGLU, f32). e^−g past 88.37 is +inf, so
  * σ(g) = 0 and silu(g) = g·0 = −0 for a very negative g: the right limit. A block's last < 8 elements
  * go through the same lanes (zero-padded), so a result never depends on where a thread's span ends. */
 static inline __m256 sigmoid8(__m256 g) {
