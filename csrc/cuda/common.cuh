@@ -83,6 +83,7 @@ typedef struct serl_cuda_ctx {
     int n_retired;
     void *blas_workspace; /* cuBLAS's fixed workspace, so that it never allocates inside a capture */
     int fast_fp64;        /* float64 at ≥ 1/4 of the float32 rate (A100, H100, H200; not L4, A10, RTX) */
+    int sms;              /* multiprocessors */
 } serl_cuda_ctx;
 #define SERL_CTX serl_cuda_ctx /* for ../common.h */
 

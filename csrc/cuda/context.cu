@@ -193,6 +193,7 @@ extern "C" SERL_API void *serl_context_create(int32_t threads) {
     }
     ctx->device = dev;
     ctx->fast_fp64 = prop.singleToDoublePrecisionPerfRatio <= 4;
+    ctx->sms = prop.multiProcessorCount;
     if ((e = cudaSetDevice(dev)) != cudaSuccess || (e = cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking)) != cudaSuccess) {
         snprintf(create_err, sizeof create_err, "serl cuda: device %d: %s", dev, cudaGetErrorString(e));
         cudaGetLastError();

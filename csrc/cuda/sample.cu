@@ -18,7 +18,10 @@
 #include "../philox.h"
 
 #define THREADS 1024 /* with __launch_bounds__(THREADS, 1): ptxas keeps to the 64 registers a 1024-thread block can have */
-#define ROWS_PER_LAUNCH 64
+/* Rows a launch takes: at least 64, and up to two blocks per multiprocessor (one 1024-thread block
+ * fills one), so that a 256-sequence decode step runs on every SM of an H200 (132) in one launch
+ * rather than on 64 of them in four. Each row has 2·V floats of scratch (1.2 MB at a 152k vocab). */
+#define ROWS_MIN 64
 typedef unsigned long long u64;
 
 /* Descending order of keys = (z descending, index ascending). −0 and +0 are one value to the CPU's
@@ -268,7 +271,8 @@ extern "C" SERL_API int32_t serl_sample(void *ctxp, const serl_sample_args *a) {
     SERL_ENTER(ctxp, a, serl_sample_args);
     SERL_CHECK(serl_check_sample(ctx, a));
     const int n = a->n;
-    const int R = n < ROWS_PER_LAUNCH ? n : ROWS_PER_LAUNCH;
+    const int per_launch = 2 * ctx->sms > ROWS_MIN ? 2 * ctx->sms : ROWS_MIN;
+    const int R = n < per_launch ? n : per_launch;
     char *s = (char *)serl_scratch(ctx, 2 * sizeof(float) * (size_t)R * a->vocab + 256);
     if (!s) return ctx->scratch_status;
     float *zbuf = (float *)(s + 256), *wbuf = zbuf + (size_t)R * a->vocab;
