@@ -227,33 +227,49 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
                 if (key_of(z[j], j) >= keymin) part += __double2ull_rn((double)w[j] * (double)fxs);
             WF = block_sum(part, S.ured);
         }
-        /* 4. inverse CDF over kept tokens in index order: a block-wide inclusive scan per tile */
+        /* 4. inverse CDF over kept tokens in index order: the first j whose cumulative mass (converted to
+         * double) exceeds u·WF. Sums are exact integers, so the search may run in any order: each warp
+         * sums its own contiguous chunk of the vocabulary; the first warp whose running total passes the
+         * target then walks its chunk 32 tokens a step with shuffles only, no block barrier a step. */
         const double u = philox_uniform(seeds[r], seq_ids[r], (uint32_t)steps[r]);
         const double target = u * (double)WF;
-        u64 base = 0;
-        tok = INT_MAX;
         const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-        for (int t0 = 0; t0 < V && tok == INT_MAX; t0 += blockDim.x) {
-            const int j = t0 + threadIdx.x;
-            u64 f = 0;
-            if (j < V && key_of(z[j], j) >= keymin) f = __double2ull_rn((double)w[j] * (double)fxs);
-            u64 incl = f;
-            for (int o = 1; o < 32; o <<= 1) {
-                u64 y = __shfl_up_sync(0xFFFFFFFFu, incl, o);
-                if (lane >= o) incl += y;
+        const int chunk = ((V + nw - 1) / nw + 31) & ~31;
+        const int c0 = wid * chunk, c1 = min(V, c0 + chunk);
+        u64 mine = 0;
+        for (int j = c0 + lane; j < c1; j += 32)
+            if (key_of(z[j], j) >= keymin) mine += __double2ull_rn((double)w[j] * (double)fxs);
+        mine = warp_sum(mine);
+        __syncthreads(); /* S.ured was last read by the block sums above */
+        if (lane == 0) S.ured[wid] = mine;
+        if (threadIdx.x == 0) S.ired[0] = INT_MAX;
+        __syncthreads();
+        u64 before = 0;
+        for (int i = 0; i < wid; i++) before += S.ured[i];
+        if ((double)(before + S.ured[wid]) > target && !((double)before > target)) {
+            /* this warp holds the crossing: the totals are non-decreasing, so one warp does (the atomicMin
+             * below would keep the first token even if several searched) */
+            for (int t0 = c0; t0 < c1; t0 += 32) {
+                const int j = t0 + lane;
+                u64 f = 0;
+                if (j < c1 && key_of(z[j], j) >= keymin) f = __double2ull_rn((double)w[j] * (double)fxs);
+                u64 incl = f;
+                for (int o = 1; o < 32; o <<= 1) {
+                    const u64 y = __shfl_up_sync(0xFFFFFFFFu, incl, o);
+                    if (lane >= o) incl += y;
+                }
+                const unsigned hit = __ballot_sync(0xFFFFFFFFu, (double)(before + incl) > target);
+                if (hit) {
+                    if (lane == 0) atomicMin(&S.ired[0], t0 + __ffs(hit) - 1);
+                    break;
+                }
+                before += __shfl_sync(0xFFFFFFFFu, incl, 31);
             }
-            __syncthreads();
-            if (lane == 31) S.ured[wid] = incl;
-            __syncthreads();
-            u64 before = base;
-            for (int i = 0; i < wid; i++) before += S.ured[i];
-            u64 tile = 0;
-            for (int i = 0; i < nw; i++) tile += S.ured[i];
-            const int hit = f > 0 && (double)(before + incl) > target ? j : INT_MAX;
-            tok = block_min_int(hit, S.ired);
-            base += tile;
         }
+        __syncthreads();
+        tok = S.ired[0];
         if (tok == INT_MAX) { /* u·WF rounded up to WF: the last kept token with mass */
+            __syncthreads(); /* S.ired is block_max_int's scratch */
             int lastj = -1;
             for (int j = threadIdx.x; j < V; j += blockDim.x)
                 if (key_of(z[j], j) >= keymin && __double2ull_rn((double)w[j] * (double)fxs) > 0) lastj = max(lastj, j);
