@@ -161,7 +161,7 @@ func TestCUDASampleMatchesCPU(t *testing.T) {
 // the native library reads the variable from the process's own environment, so the test runs itself
 // again with it set.
 func TestCUDAComputeCapability(t *testing.T) {
-	if os.Getenv("SERL_SIMT_SM") == "" {
+	if os.Getenv("SERL_SIMT_SM") != "75" {
 		if d := cudaDevice(t); !strings.Contains(d.Info().Name, "SIMT emulator") {
 			t.Skip("skipped: a real GPU answers; only the SIMT emulator can report an older one")
 		}
