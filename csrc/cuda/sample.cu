@@ -192,12 +192,11 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
             __syncthreads();
             keymin = S.prefix;
         }
-        u64 part = 0;
-        for (int j = threadIdx.x; j < V; j += blockDim.x)
-            if (key_of(z[j], j) >= keymin) part += __double2ull_rn((double)w[j] * (double)fxs);
-        u64 WF = block_sum(part, S.ured);
         if (use_p) {
-            const double target = (double)p * (double)WF;
+            u64 part = 0; /* the mass top-k kept, whose share p top-p keeps */
+            for (int j = threadIdx.x; j < V; j += blockDim.x)
+                if (key_of(z[j], j) >= keymin) part += __double2ull_rn((double)w[j] * (double)fxs);
+            const double target = (double)p * (double)block_sum(part, S.ured);
             if (threadIdx.x == 0) S.prefix = 0, S.mask = 0, S.base = 0;
             for (int shift = 56; shift >= 0; shift -= 8) {
                 __syncthreads();
@@ -222,17 +221,12 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
             }
             __syncthreads();
             keymin = S.prefix;
-            part = 0;
-            for (int j = threadIdx.x; j < V; j += blockDim.x)
-                if (key_of(z[j], j) >= keymin) part += __double2ull_rn((double)w[j] * (double)fxs);
-            WF = block_sum(part, S.ured);
         }
         /* 4. inverse CDF over kept tokens in index order: the first j whose cumulative mass (converted to
-         * double) exceeds u·WF. Sums are exact integers, so the search may run in any order: each warp
-         * sums its own contiguous chunk of the vocabulary; the first warp whose running total passes the
-         * target then walks its chunk 32 tokens a step with shuffles only, no block barrier a step. */
-        const double u = philox_uniform(seeds[r], seq_ids[r], (uint32_t)steps[r]);
-        const double target = u * (double)WF;
+         * double) exceeds u·WF, WF the kept mass. Sums are exact integers, so they may run in any order:
+         * each warp sums its own contiguous chunk of the vocabulary (the chunks add up to WF); the first
+         * warp whose running total passes the target then walks its chunk 32 tokens a step with shuffles
+         * only, no block barrier a step. */
         const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
         const int chunk = ((V + nw - 1) / nw + 31) & ~31;
         const int c0 = wid * chunk, c1 = min(V, c0 + chunk);
@@ -244,8 +238,12 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
         if (lane == 0) S.ured[wid] = mine;
         if (threadIdx.x == 0) S.ired[0] = INT_MAX;
         __syncthreads();
-        u64 before = 0;
-        for (int i = 0; i < wid; i++) before += S.ured[i];
+        u64 before = 0, WF = 0;
+        for (int i = 0; i < nw; i++) {
+            if (i == wid) before = WF;
+            WF += S.ured[i];
+        }
+        const double target = philox_uniform(seeds[r], seq_ids[r], (uint32_t)steps[r]) * (double)WF;
         if ((double)(before + S.ured[wid]) > target && !((double)before > target)) {
             /* this warp holds the crossing: the totals are non-decreasing, so one warp does (the atomicMin
              * below would keep the first token even if several searched) */
