@@ -232,17 +232,11 @@ extern "C" SERL_API int32_t serl_decode_attention(void *ctxp, const serl_decode_
                  G, D, shm);
     const dim3 grid(a->n_seqs, a->n_kv_heads);
     const int qbf = a->q_dtype == SERL_DTYPE_BF16, cbf = a->cache_dtype == SERL_DTYPE_BF16, obf = a->out_dtype == SERL_DTYPE_BF16;
-    if (ctx->fast_fp64) {
-        if (shm > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(decode_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
-        decode_kernel<true><<<grid, TK, shm, ctx->stream>>>(a->block_table, a->seq_lens, a->q, qbf, a->k_cache, a->v_cache, cbf, a->out,
-                                                            obf, a->n_heads, a->n_kv_heads, D, a->block_size, a->max_blocks,
-                                                            a->scale, a->n_blocks, ctx->derr);
-    } else {
-        if (shm > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(decode_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
-        decode_kernel<false><<<grid, TK, shm, ctx->stream>>>(a->block_table, a->seq_lens, a->q, qbf, a->k_cache, a->v_cache, cbf, a->out,
-                                                             obf, a->n_heads, a->n_kv_heads, D, a->block_size, a->max_blocks,
-                                                             a->scale, a->n_blocks, ctx->derr);
-    }
+    const auto decode = ctx->fast_fp64 ? decode_kernel<true> : decode_kernel<false>;
+    if (shm > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(decode, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
+    decode<<<grid, TK, shm, ctx->stream>>>(a->block_table, a->seq_lens, a->q, qbf, a->k_cache, a->v_cache, cbf, a->out, obf,
+                                           a->n_heads, a->n_kv_heads, D, a->block_size, a->max_blocks, a->scale, a->n_blocks,
+                                           ctx->derr);
     LAUNCH_CHECK("decode_attention");
     return SERL_OK;
 }
