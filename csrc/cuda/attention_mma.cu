@@ -17,6 +17,7 @@
 #define MMA_BQ (16 * MMA_WARPS) /* queries per block */
 #define MMA_BK 64               /* keys per tile */
 #define PAD 8                   /* bf16 elements of padding per shared row: rows stay 16-byte aligned, banks spread */
+static_assert(MMA_BQ == 64 && MMA_BK == 64, "load_rows moves tiles of 64 rows");
 
 __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
 #ifdef SERL_SIMT /* the CPU emulator's warp-collective twin (csrc/cudaemu) */
@@ -34,38 +35,105 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     return (uint32_t)f32_to_bf16(lo) | ((uint32_t)f32_to_bf16(hi) << 16);
 }
 
+/* ldmatrix.x4: four 8×8 bf16 matrices from shared memory in one warp instruction; lane 8·m + i gives
+ * the address of row i of matrix m (16 bytes, 16-byte aligned), and r[m] receives the fragment of
+ * matrix m that mma.sync takes: the elements (g, 2t), (g, 2t + 1) of it, or with trans those of its
+ * transpose, (2t, g) and (2t + 1, g). The transposed load reads a row-major [k][n] tile as mma's
+ * column-major B operand, so no tile is ever stored transposed (two-byte stores a row apart land in
+ * the same bank, eight ways). */
+template <bool TRANS> __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const uint16_t *row) {
+#ifdef SERL_SIMT /* the CPU emulator's warp-collective twin (csrc/cudaemu) */
+    simt::ldmatrix_x4(r, row, TRANS);
+#else
+    const unsigned a = (unsigned)__cvta_generic_to_shared(row);
+    if (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a));
+#endif
+}
+
+/* A fragments of 16 rows (row0 .. row0+15) of a [rows][RS] bf16 tile, all HD/16 k-steps: matrices
+ * (rows 0–7, cols 0–7), (8–15, 0–7), (0–7, 8–15), (8–15, 8–15) of each 16 × 16 block */
+template <int HD>
+__device__ __forceinline__ void frag_rows(uint32_t a[HD / 16][4], const uint16_t *tile, int RS, int row0, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) ldsm_x4<false>(a[kk], tile + (row0 + (lane & 15)) * RS + kk * 16 + (lane >> 4) * 8);
+}
+
+/* acc[NB blocks of 8 columns] = A(16 × HD) · Bᵀ where B is a [NB·8][RS] tile (NB·8 columns, HD deep):
+ * one ldmatrix gives a block's B fragments for two k-steps */
+template <int HD, int NB>
+__device__ __forceinline__ void mma_abt(float acc[NB][4], const uint32_t a[HD / 16][4], const uint16_t *b, int RS, int lane) {
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++) {
+        acc[nb][0] = acc[nb][1] = acc[nb][2] = acc[nb][3] = 0;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk += 2) {
+            uint32_t r[4];
+            ldsm_x4<false>(r, b + (nb * 8 + (lane & 7)) * RS + kk * 16 + (lane >> 3) * 8);
+            mma_bf16(acc[nb], a[kk], r[0], r[1]);
+            mma_bf16(acc[nb], a[kk + 1], r[2], r[3]);
+        }
+    }
+}
+
+/* out[HD/8 blocks] += P(16 × NB·8, accumulator layout in p) · B where B is a [NB·8][RS] tile (NB·8
+ * deep, HD columns): one transposed ldmatrix gives the B fragments of two column blocks */
+template <int HD, int NB>
+__device__ __forceinline__ void mma_pb(float out[HD / 8][4], const float p[NB][4], const uint16_t *b, int RS, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < NB / 2; kk++) {
+        uint32_t pa[4];
+        pa[0] = pack_bf16(p[2 * kk][0], p[2 * kk][1]);
+        pa[1] = pack_bf16(p[2 * kk][2], p[2 * kk][3]);
+        pa[2] = pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+        pa[3] = pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+#pragma unroll
+        for (int n = 0; n < HD / 8; n += 2) {
+            uint32_t r[4];
+            ldsm_x4<true>(r, b + (kk * 16 + (lane & 15)) * RS + (n + (lane >> 4)) * 8);
+            mma_bf16(out[n], pa, r[0], r[1]);
+            mma_bf16(out[n + 1], pa, r[2], r[3]);
+        }
+    }
+}
+
+/* rows × HD bf16 tile (row stride RS) from a [tokens, heads, HD] tensor; rows past `end` are zeros */
+template <int HD>
+__device__ __forceinline__ void load_rows(uint16_t *dst, int RS, const uint16_t *src, int first, int end, int heads, int head) {
+    for (int e = threadIdx.x; e < 64 * HD / 2; e += blockDim.x) {
+        const int r = e / (HD / 2), c = (e % (HD / 2)) * 2, i = first + r;
+        uint32_t w = 0;
+        if (i < end) w = *(const uint32_t *)(src + ((int64_t)i * heads + head) * HD + c);
+        *(uint32_t *)(dst + r * RS + c) = w;
+    }
+}
+
 template <int HD>
 __global__ void __launch_bounds__(MMA_WARPS * 32)
 attn_fwd_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, const uint16_t *k, const uint16_t *v, void *out, int obf,
                     float *lse, int H, int KVH, float scale) {
     extern __shared__ uint16_t smem[];
-    constexpr int QS = HD + PAD, KS = HD + PAD, VS = MMA_BK + PAD;
-    uint16_t *Qs = smem, *Ks = Qs + MMA_BQ * QS, *Vt = Ks + MMA_BK * KS; /* Vt: [HD][BK] (transposed) */
+    constexpr int RS = HD + PAD;
+    uint16_t *Qs = smem, *Ks = Qs + MMA_BQ * RS, *Vs = Ks + MMA_BK * RS;
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
     const int i0 = s0 + tile * MMA_BQ;
     if (s0 < 0 || s1 > n_tok || i0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel (attention.cu) */
     const int i_last = min(s1, i0 + MMA_BQ) - 1;
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
 
-    /* Q tile, pairs of bf16 per thread (HD even); rows past the sequence are zeros */
-    for (int e = tid; e < MMA_BQ * HD / 2; e += blockDim.x) {
-        const int r = e / (HD / 2), c = (e % (HD / 2)) * 2, i = i0 + r;
-        uint32_t w = 0;
-        if (i < s1) w = *(const uint32_t *)(q + ((int64_t)i * H + h) * HD + c);
-        *(uint32_t *)(Qs + r * QS + c) = w;
-    }
+    load_rows<HD>(Qs, RS, q, i0, s1, H, h); /* rows past the sequence are zeros */
     __syncthreads();
     /* this warp's 16 rows as A fragments, once */
     uint32_t qa[HD / 16][4];
     const int qr = warp * 16;
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++) {
-        qa[kk][0] = *(const uint32_t *)(Qs + (qr + g) * QS + kk * 16 + 2 * t);
-        qa[kk][1] = *(const uint32_t *)(Qs + (qr + g + 8) * QS + kk * 16 + 2 * t);
-        qa[kk][2] = *(const uint32_t *)(Qs + (qr + g) * QS + kk * 16 + 2 * t + 8);
-        qa[kk][3] = *(const uint32_t *)(Qs + (qr + g + 8) * QS + kk * 16 + 2 * t + 8);
-    }
+    frag_rows<HD>(qa, Qs, RS, qr, lane);
     float o[HD / 8][4];
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0;
@@ -75,32 +143,14 @@ attn_fwd_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, 
 
     for (int j0 = s0; j0 <= i_last; j0 += MMA_BK) {
         __syncthreads(); /* the previous tile is consumed */
-        for (int e = tid; e < MMA_BK * HD / 2; e += blockDim.x) {
-            const int r = e / (HD / 2), c = (e % (HD / 2)) * 2, j = j0 + r;
-            uint32_t kw = 0, vw = 0;
-            if (j <= i_last) {
-                const int64_t src = ((int64_t)j * KVH + kvh) * HD + c;
-                kw = *(const uint32_t *)(k + src);
-                vw = *(const uint32_t *)(v + src);
-            }
-            *(uint32_t *)(Ks + r * KS + c) = kw;
-            Vt[c * VS + r] = (uint16_t)(vw & 0xFFFF);
-            Vt[(c + 1) * VS + r] = (uint16_t)(vw >> 16);
-        }
+        load_rows<HD>(Ks, RS, k, j0, i_last + 1, KVH, kvh);
+        load_rows<HD>(Vs, RS, v, j0, i_last + 1, KVH, kvh);
         __syncthreads();
         if (j0 > warp_last) continue; /* warp-uniform: every key of the tile is in this warp's future */
 
         /* S = Q·Kᵀ for the warp's 16 rows × 64 keys: 8 blocks of 8 keys */
         float sc[MMA_BK / 8][4];
-#pragma unroll
-        for (int nb = 0; nb < MMA_BK / 8; nb++) {
-            sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0;
-#pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) {
-                const uint16_t *kr = Ks + (nb * 8 + g) * KS + kk * 16 + 2 * t;
-                mma_bf16(sc[nb], qa[kk], *(const uint32_t *)kr, *(const uint32_t *)(kr + 8));
-            }
-        }
+        mma_abt<HD, MMA_BK / 8>(sc, qa, Ks, RS, lane);
         /* scale, causal mask, row maxima over the quad (the 4 lanes that share a row) */
         float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
@@ -143,19 +193,7 @@ attn_fwd_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, 
 #pragma unroll
         for (int n = 0; n < HD / 8; n++) o[n][0] *= al0, o[n][1] *= al0, o[n][2] *= al1, o[n][3] *= al1;
         /* O += P·V: P's accumulator layout is the A fragment of keys 16·kk .. 16·kk + 15 */
-#pragma unroll
-        for (int kk = 0; kk < MMA_BK / 16; kk++) {
-            uint32_t pa[4];
-            pa[0] = pack_bf16(sc[2 * kk][0], sc[2 * kk][1]);
-            pa[1] = pack_bf16(sc[2 * kk][2], sc[2 * kk][3]);
-            pa[2] = pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-            pa[3] = pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
-#pragma unroll
-            for (int n = 0; n < HD / 8; n++) {
-                const uint16_t *vr = Vt + (n * 8 + g) * VS + kk * 16 + 2 * t;
-                mma_bf16(o[n], pa, *(const uint32_t *)vr, *(const uint32_t *)(vr + 8));
-            }
-        }
+        mma_pb<HD, MMA_BK / 8>(o, sc, Vs, RS, lane);
     }
     const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
 #pragma unroll
@@ -190,87 +228,18 @@ attn_fwd_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, 
  * twice as many (dK and dV alone are 128 floats a thread), so the other side of each tile is taken in
  * sub-tiles of SUB columns: the transient S and dP blocks shrink to SUB/8 × 4 floats each and ptxas
  * keeps everything in registers (no spills; sizes in the comments on the kernels). The products and
- * their order per output element are the same for every SUB. Tiles of 64 rows by HD columns live in
- * dynamic shared memory (72 KiB for dK/dV at 128, past the 48 KiB of static shared memory). */
+ * their order per output element are the same for every SUB. Both kernels hold two tiles of 64 rows by
+ * HD columns in shared memory (35 KiB at 128), read as rows or, through ldmatrix.trans, as columns. */
 
 template <int HD> struct BwdShape {
     static constexpr int RS = HD + PAD; /* row stride of a [64][HD] tile */
-    static constexpr int TS = 64 + PAD; /* row stride of its transpose, [HD][64] */
     static constexpr int SUB = HD == 64 ? 64 : 16; /* columns of S/dP a warp holds at once */
-    static constexpr size_t rows_bytes = sizeof(uint16_t) * 64 * RS, cols_bytes = sizeof(uint16_t) * HD * TS;
-    /* dK/dV: Q and dO as rows and as columns, then lse and D_i of the 64 queries */
-    static constexpr size_t dkdv_smem = 2 * rows_bytes + 2 * cols_bytes + 2 * 64 * sizeof(float);
-    /* dQ: K and V as rows, K as columns */
-    static constexpr size_t dq_smem = 2 * rows_bytes + cols_bytes;
+    static constexpr size_t rows_bytes = sizeof(uint16_t) * 64 * RS;
+    /* dK/dV: Q and dO, then lse and D_i of the 64 queries */
+    static constexpr size_t dkdv_smem = 2 * rows_bytes + 2 * 64 * sizeof(float);
+    /* dQ: K and V */
+    static constexpr size_t dq_smem = 2 * rows_bytes;
 };
-
-/* rows × HD bf16 tile (row stride RS) from a [tokens, heads, HD] tensor; rows past `end` are zeros */
-template <int HD>
-__device__ __forceinline__ void load_rows(uint16_t *dst, int RS, const uint16_t *src, int first, int end, int heads, int head) {
-    for (int e = threadIdx.x; e < 64 * HD / 2; e += blockDim.x) {
-        const int r = e / (HD / 2), c = (e % (HD / 2)) * 2, i = first + r;
-        uint32_t w = 0;
-        if (i < end) w = *(const uint32_t *)(src + ((int64_t)i * heads + head) * HD + c);
-        *(uint32_t *)(dst + r * RS + c) = w;
-    }
-}
-
-/* the transpose of the same: dst[c][r], row stride TS */
-template <int HD>
-__device__ __forceinline__ void load_cols(uint16_t *dst, int TS, const uint16_t *src, int first, int end, int heads, int head) {
-    for (int e = threadIdx.x; e < 64 * HD / 2; e += blockDim.x) {
-        const int r = e / (HD / 2), c = (e % (HD / 2)) * 2, i = first + r;
-        uint32_t w = 0;
-        if (i < end) w = *(const uint32_t *)(src + ((int64_t)i * heads + head) * HD + c);
-        dst[c * TS + r] = (uint16_t)(w & 0xFFFF);
-        dst[(c + 1) * TS + r] = (uint16_t)(w >> 16);
-    }
-}
-
-/* A fragments of 16 rows (row0 .. row0+15) of a [rows][RS] bf16 tile, all HD/16 k-steps */
-template <int HD>
-__device__ __forceinline__ void frag_rows(uint32_t a[HD / 16][4], const uint16_t *tile, int RS, int row0, int g, int t) {
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++) {
-        a[kk][0] = *(const uint32_t *)(tile + (row0 + g) * RS + kk * 16 + 2 * t);
-        a[kk][1] = *(const uint32_t *)(tile + (row0 + g + 8) * RS + kk * 16 + 2 * t);
-        a[kk][2] = *(const uint32_t *)(tile + (row0 + g) * RS + kk * 16 + 2 * t + 8);
-        a[kk][3] = *(const uint32_t *)(tile + (row0 + g + 8) * RS + kk * 16 + 2 * t + 8);
-    }
-}
-
-/* acc[NB blocks of 8 columns] = A(16 × HD) · Bᵀ where B is a [NB·8][RS] tile (NB·8 columns, HD deep) */
-template <int HD, int NB>
-__device__ __forceinline__ void mma_abt(float acc[NB][4], const uint32_t a[HD / 16][4], const uint16_t *b, int RS, int g, int t) {
-#pragma unroll
-    for (int nb = 0; nb < NB; nb++) {
-        acc[nb][0] = acc[nb][1] = acc[nb][2] = acc[nb][3] = 0;
-#pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) {
-            const uint16_t *br = b + (nb * 8 + g) * RS + kk * 16 + 2 * t;
-            mma_bf16(acc[nb], a[kk], *(const uint32_t *)br, *(const uint32_t *)(br + 8));
-        }
-    }
-}
-
-/* out[HD/8 blocks] += P(16 × NB·8, accumulator layout in p) · B where Bᵀ is a [HD][TS] tile whose
- * columns 0 .. NB·8−1 (from bt on) are the NB·8 deep */
-template <int HD, int NB>
-__device__ __forceinline__ void mma_pb(float out[HD / 8][4], const float p[NB][4], const uint16_t *bt, int TS, int g, int t) {
-#pragma unroll
-    for (int kk = 0; kk < NB / 2; kk++) {
-        uint32_t pa[4];
-        pa[0] = pack_bf16(p[2 * kk][0], p[2 * kk][1]);
-        pa[1] = pack_bf16(p[2 * kk][2], p[2 * kk][3]);
-        pa[2] = pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]);
-        pa[3] = pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3]);
-#pragma unroll
-        for (int n = 0; n < HD / 8; n++) {
-            const uint16_t *br = bt + (n * 8 + g) * TS + kk * 16 + 2 * t;
-            mma_bf16(out[n], pa, *(const uint32_t *)br, *(const uint32_t *)(br + 8));
-        }
-    }
-}
 
 /* registers a thread (sm_90, ptxas 11.8, no spills): 205 at HD 64, 254 at HD 128; dQ 156 and 166 */
 template <int HD>
@@ -279,10 +248,10 @@ attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t
                          const float *Dv, const uint16_t *dout, void *dk, int dkbf, void *dv, int dvbf, int H, int KVH,
                          float scale) {
     typedef BwdShape<HD> S;
-    constexpr int RS = S::RS, TS = S::TS, SUB = S::SUB;
+    constexpr int RS = S::RS, SUB = S::SUB;
     extern __shared__ uint16_t smem[]; /* dynamic shared memory starts 16-byte aligned at least */
-    uint16_t *Qs = smem, *Gs = Qs + 64 * RS, *Qt = Gs + 64 * RS, *Gt = Qt + HD * TS;
-    float *Ls = (float *)(Gt + HD * TS), *Ds = Ls + 64;
+    uint16_t *Qs = smem, *Gs = Qs + 64 * RS;
+    float *Ls = (float *)(Gs + 64 * RS), *Ds = Ls + 64;
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, kvh = blockIdx.y, G = H / KVH;
     const int s0 = cu[s], s1 = cu[s + 1];
     const int j0 = s0 + tile * 64;
@@ -293,8 +262,8 @@ attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t
     load_rows<HD>(Gs, RS, v, j0, s1, KVH, kvh);
     __syncthreads();
     uint32_t ka[HD / 16][4], va[HD / 16][4];
-    frag_rows<HD>(ka, Qs, RS, warp * 16, g, t);
-    frag_rows<HD>(va, Gs, RS, warp * 16, g, t);
+    frag_rows<HD>(ka, Qs, RS, warp * 16, lane);
+    frag_rows<HD>(va, Gs, RS, warp * 16, lane);
     float ak[HD / 8][4], av[HD / 8][4];
 #pragma unroll
     for (int n = 0; n < HD / 8; n++)
@@ -308,8 +277,6 @@ attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t
             __syncthreads();
             load_rows<HD>(Qs, RS, q, i0, s1, H, h);
             load_rows<HD>(Gs, RS, dout, i0, s1, H, h);
-            load_cols<HD>(Qt, TS, q, i0, s1, H, h);
-            load_cols<HD>(Gt, TS, dout, i0, s1, H, h);
             for (int r = threadIdx.x; r < 64; r += blockDim.x) {
                 const int i = i0 + r;
                 Ls[r] = i < s1 ? lse[(int64_t)i * H + h] : 0.0f;
@@ -321,8 +288,8 @@ attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t
                 /* warp-uniform: a sub-tile of queries all before the warp's first key adds only zeros */
                 if (SUB < 64 && i0 + c0 + SUB - 1 < warp_first) continue;
                 float sp[SUB / 8][4], dp[SUB / 8][4];
-                mma_abt<HD, SUB / 8>(sp, ka, Qs + c0 * RS, RS, g, t); /* Sᵀ: keys × queries */
-                mma_abt<HD, SUB / 8>(dp, va, Gs + c0 * RS, RS, g, t); /* dPᵀ = V·dOᵀ */
+                mma_abt<HD, SUB / 8>(sp, ka, Qs + c0 * RS, RS, lane); /* Sᵀ: keys × queries */
+                mma_abt<HD, SUB / 8>(dp, va, Gs + c0 * RS, RS, lane); /* dPᵀ = V·dOᵀ */
 #pragma unroll
                 for (int nb = 0; nb < SUB / 8; nb++) {
 #pragma unroll
@@ -334,8 +301,8 @@ attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t
                         dp[nb][c] = p * (dp[nb][c] - Ds[qi]);
                     }
                 }
-                mma_pb<HD, SUB / 8>(av, sp, Gt + c0, TS, g, t); /* dV += Pᵀ·dO */
-                mma_pb<HD, SUB / 8>(ak, dp, Qt + c0, TS, g, t); /* dK += dSᵀ·Q (scaled at the end) */
+                mma_pb<HD, SUB / 8>(av, sp, Gs + c0 * RS, RS, lane); /* dV += Pᵀ·dO */
+                mma_pb<HD, SUB / 8>(ak, dp, Qs + c0 * RS, RS, lane); /* dK += dSᵀ·Q (scaled at the end) */
             }
         }
     }
@@ -357,9 +324,9 @@ __global__ void __launch_bounds__(MMA_WARPS * 32)
 attn_bwd_dq_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
                        const float *Dv, const uint16_t *dout, void *dq, int dqbf, int H, int KVH, float scale) {
     typedef BwdShape<HD> S;
-    constexpr int RS = S::RS, TS = S::TS, SUB = S::SUB;
+    constexpr int RS = S::RS, SUB = S::SUB;
     extern __shared__ uint16_t smem[]; /* dynamic shared memory starts 16-byte aligned at least */
-    uint16_t *Ks = smem, *Vs = Ks + 64 * RS, *Kt = Vs + 64 * RS;
+    uint16_t *Ks = smem, *Vs = Ks + 64 * RS;
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
     const int i0 = s0 + tile * 64;
@@ -370,8 +337,8 @@ attn_bwd_dq_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *
     load_rows<HD>(Vs, RS, dout, i0, s1, H, h);
     __syncthreads();
     uint32_t qa[HD / 16][4], ga[HD / 16][4];
-    frag_rows<HD>(qa, Ks, RS, warp * 16, g, t);
-    frag_rows<HD>(ga, Vs, RS, warp * 16, g, t);
+    frag_rows<HD>(qa, Ks, RS, warp * 16, lane);
+    frag_rows<HD>(ga, Vs, RS, warp * 16, lane);
     const int row0 = i0 + warp * 16 + g, row1 = row0 + 8;
     const float l0 = row0 < s1 ? lse[(int64_t)row0 * H + h] : 0.0f, l1 = row1 < s1 ? lse[(int64_t)row1 * H + h] : 0.0f;
     const float d0 = row0 < s1 ? Dv[(int64_t)row0 * H + h] : 0.0f, d1 = row1 < s1 ? Dv[(int64_t)row1 * H + h] : 0.0f;
@@ -383,14 +350,13 @@ attn_bwd_dq_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *
         __syncthreads();
         load_rows<HD>(Ks, RS, k, j0, i_last + 1, KVH, kvh);
         load_rows<HD>(Vs, RS, v, j0, i_last + 1, KVH, kvh);
-        load_cols<HD>(Kt, TS, k, j0, i_last + 1, KVH, kvh);
         __syncthreads();
 #pragma unroll 1
         for (int c0 = 0; c0 < 64; c0 += SUB) {
             if (j0 + c0 > warp_last) break; /* warp-uniform: these keys are in every row's future */
             float sp[SUB / 8][4], dp[SUB / 8][4];
-            mma_abt<HD, SUB / 8>(sp, qa, Ks + c0 * RS, RS, g, t); /* S = Q·Kᵀ */
-            mma_abt<HD, SUB / 8>(dp, ga, Vs + c0 * RS, RS, g, t); /* dP = dO·Vᵀ */
+            mma_abt<HD, SUB / 8>(sp, qa, Ks + c0 * RS, RS, lane); /* S = Q·Kᵀ */
+            mma_abt<HD, SUB / 8>(dp, ga, Vs + c0 * RS, RS, lane); /* dP = dO·Vᵀ */
 #pragma unroll
             for (int nb = 0; nb < SUB / 8; nb++) {
 #pragma unroll
@@ -401,7 +367,7 @@ attn_bwd_dq_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *
                     dp[nb][c] = p * (dp[nb][c] - (c < 2 ? d0 : d1));
                 }
             }
-            mma_pb<HD, SUB / 8>(aq, dp, Kt + c0, TS, g, t); /* dQ += dS·K */
+            mma_pb<HD, SUB / 8>(aq, dp, Ks + c0 * RS, RS, lane); /* dQ += dS·K */
         }
     }
 #pragma unroll
@@ -452,7 +418,7 @@ int serl_attention_mma_enabled(void) {
 
 int32_t serl_attention_fwd_mma(serl_cuda_ctx *ctx, const serl_attention_fwd_args *a, int max_len) {
     const int D = a->head_dim;
-    const size_t shm = sizeof(uint16_t) * ((size_t)(MMA_BQ + MMA_BK) * (D + PAD) + (size_t)D * (MMA_BK + PAD));
+    const size_t shm = sizeof(uint16_t) * (size_t)(MMA_BQ + 2 * MMA_BK) * (D + PAD); /* Q, K and V tiles: 52 KiB at 128 */
     const int tiles = (max_len + MMA_BQ - 1) / MMA_BQ;
     const dim3 grid = seq_grid(tiles, a->n_seqs, a->n_heads);
     const int obf = a->out_dtype == SERL_DTYPE_BF16;

@@ -1,5 +1,5 @@
 /* The SIMT emulator's own checks (`./build.sh test` runs build/cudaemu/simt_selftest): that mma.sync
- * computes A·B + C through the PTX fragment layouts, that the rule breaks it promises to catch fail the
+ * computes A·B + C through the PTX fragment layouts and ldmatrix fills them from shared memory, that the rule breaks it promises to catch fail the
  * launch with a message, that a shared-memory read missing its barrier reads stale data, that launches
  * past CUDA's limits are refused, that a captured graph replays, that kernels, copies and GEMMs
  * given memory the device cannot use fail, and that blocks needing more registers or shared memory than
@@ -102,6 +102,55 @@ static void test_mma() {
     snprintf(buf, sizeof buf, "worst |D − (A·B + C)| = %g", worst);
     /* the inputs are multiples of 2^-8 and 2^-6 below 2^12: every partial sum is exact in f32 */
     check(cudaGetLastError() == cudaSuccess && worst == 0, "mma.sync m16n8k16 = A·B + C", buf);
+}
+
+/* ---------------------------------------------------------------- ldmatrix */
+
+/* One warp: D (16×16) = A·B with A and B 16×16 row-major, both staged in shared memory (rows padded to
+ * 24 elements) and read into mma fragments by ldmatrix as attention_mma.cu reads them: A with .x4 (its
+ * four 8×8 quarters), B ([k][n], row-major) with .x4.trans (the column-major B operand of the two 8-wide
+ * column blocks). bad = 1 gives lane 5 a row address 2 bytes off, bad = 2 one in global memory. */
+__global__ void ldmatrix_kernel(const uint16_t *A, const uint16_t *B, float *D, int bad) {
+    __shared__ __align__(16) uint16_t As[16 * 24], Bs[16 * 24];
+    const int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+    for (int e = lane; e < 256; e += 32) As[e / 16 * 24 + e % 16] = A[e], Bs[e / 16 * 24 + e % 16] = B[e];
+    __syncthreads();
+    uint32_t a[4], b[4];
+    const uint16_t *ra = As + (lane & 15) * 24 + (lane >> 4) * 8;
+    if (bad == 1 && lane == 5) ra += 1;
+    if (bad == 2 && lane == 5) ra = A;
+    simt::ldmatrix_x4(a, ra, false);
+    simt::ldmatrix_x4(b, Bs + (lane & 15) * 24 + (lane >> 4) * 8, true);
+    float c0[4] = {0, 0, 0, 0}, c1[4] = {0, 0, 0, 0};
+    simt::mma_m16n8k16_bf16(c0, a, b[0], b[1]); /* columns 0–7 */
+    simt::mma_m16n8k16_bf16(c1, a, b[2], b[3]); /* columns 8–15 */
+    for (int i = 0; i < 4; i++) {
+        const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+        D[row * 16 + col] = c0[i], D[row * 16 + 8 + col] = c1[i];
+    }
+}
+
+static void test_ldmatrix() {
+    Dev<uint16_t> A(256), B(256);
+    Dev<float> D(256, NAN);
+    srand(11);
+    for (auto &x : A) x = to_bf16((float)(rand() % 2001 - 1000) / 256.0f);
+    for (auto &x : B) x = to_bf16((float)(rand() % 2001 - 1000) / 256.0f);
+    ldmatrix_kernel<<<1, 32>>>(A.p, B.p, D.p, 0);
+    double worst = 0;
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++) {
+            double s = 0;
+            for (int k = 0; k < 16; k++) s += (double)of_bf16(A[i * 16 + k]) * of_bf16(B[k * 16 + j]);
+            worst = fmax(worst, fabs(s - D[i * 16 + j]));
+        }
+    char buf[64];
+    snprintf(buf, sizeof buf, "worst |D − A·B| = %g", worst);
+    check(cudaGetLastError() == cudaSuccess && worst == 0, "ldmatrix.x4 and .x4.trans give mma.sync its A and B fragments", buf);
+    ldmatrix_kernel<<<1, 32>>>(A.p, B.p, D.p, 1);
+    expect_fault("an ldmatrix row address off 16 bytes fails the launch", "not 16-byte aligned");
+    ldmatrix_kernel<<<1, 32>>>(A.p, B.p, D.p, 2);
+    expect_fault("an ldmatrix row address in global memory fails the launch", "outside shared memory");
 }
 
 /* ---------------------------------------------------------------- rule breaks */
@@ -331,7 +380,8 @@ static bool write_table() {
         const void *fn;
         unsigned regs;
         unsigned shared;
-    } ks[] = {{(const void *)mma_kernel, 40, 0},       {(const void *)divergent_collectives, 16, 0},
+    } ks[] = {{(const void *)mma_kernel, 40, 0},       {(const void *)ldmatrix_kernel, 40, 1536},
+              {(const void *)divergent_collectives, 16, 0},
               {(const void *)shuffle_names_returned_lane, 16, 0}, {(const void *)shuffle_past_block, 16, 0},
               {(const void *)barrier_and_collective, 16, 0},       {(const void *)shuffle_outside_mask, 16, 0},
               {(const void *)missing_barrier, 16, 0},             {(const void *)with_barrier, 16, 0},
@@ -376,6 +426,7 @@ int main() {
         return 2;
     }
     test_mma();
+    test_ldmatrix();
     test_rules();
     test_limits();
     test_graph();

@@ -1,6 +1,6 @@
 /* The SIMT emulator's executor: a grid runs block after block (in a scrambled order) on the calling CPU
  * thread; a block's CUDA threads are fibers, each on its own stack, and a fiber runs until it reaches a
- * collective (__syncthreads, a shuffle, a ballot, mma.sync) or returns. A collective completes when every
+ * collective (__syncthreads, a shuffle, a ballot, mma.sync, ldmatrix) or returns. A collective completes when every
  * thread it names has arrived; the scheduler alternates its sweep direction each round, so that a shared-
  * memory read that lacks its barrier sees stale data whichever thread wrote it. Whatever the hardware
  * would not do or would leave undefined — threads waiting at different barriers, a warp collective whose
@@ -151,7 +151,7 @@ int syncthreads_or(int pred) { return block_barrier(pred); }
 
 /* ---------------------------------------------------------------- warp collectives */
 
-enum Kind { K_SHFL, K_BALLOT, K_SYNCWARP, K_MMA };
+enum Kind { K_SHFL, K_BALLOT, K_SYNCWARP, K_MMA, K_LDSM };
 
 struct LaneIn {
     uint64_t v;
@@ -162,6 +162,7 @@ struct LaneIn {
 struct LaneOut {
     uint64_t v;
     float d[4];
+    uint32_t r[4];
 };
 struct Warp {
     unsigned exists, present; /* lanes the block has; those not yet returned */
@@ -205,6 +206,39 @@ static void mma_complete(Warp &w) {
     }
 }
 
+/* The static __shared__ variables of the object this executor is linked into (simt.h puts them in the
+ * section simt_shared; the linker names its bounds). Weak: an object may have none. */
+extern "C" char __start_simt_shared[] __attribute__((weak, visibility("hidden")));
+extern "C" char __stop_simt_shared[] __attribute__((weak, visibility("hidden")));
+static size_t dyn_bytes; /* the running launch's dynamic shared memory */
+
+/* Whether [p, p + n) lies in the block's shared memory, static or dynamic. */
+static bool in_shared(uintptr_t p, size_t n) {
+    const uintptr_t s0 = (uintptr_t)__start_simt_shared, s1 = (uintptr_t)__stop_simt_shared;
+    const uintptr_t d0 = (uintptr_t)dyn.data(), d1 = d0 + dyn_bytes;
+    return (s0 && p >= s0 && p + n <= s1) || (p >= d0 && p + n <= d1);
+}
+
+/* ldmatrix: the rows are read when the last lane arrives, as the warp executes it once. */
+static void ldsm_complete(Warp &w) {
+    uint16_t M[4][8][8];
+    for (int m = 0; m < 4; m++)
+        for (int i = 0; i < 8; i++) {
+            const int l = 8 * m + i;
+            const uintptr_t p = (uintptr_t)w.in[l].v;
+            if (p % 16) fault("%s: lane %d gives the row address %#lx, not 16-byte aligned", w.what, l, (unsigned long)p);
+            if (!in_shared(p, 16)) fault("%s: lane %d gives the row address %#lx, outside shared memory", w.what, l, (unsigned long)p);
+            memcpy(M[m][i], (const void *)p, 16);
+        }
+    for (int l = 0; l < 32; l++) {
+        const int i = l >> 2, j = l & 3;
+        for (int m = 0; m < 4; m++) {
+            const uint16_t lo = w.sub ? M[m][2 * j][i] : M[m][i][2 * j], hi = w.sub ? M[m][2 * j + 1][i] : M[m][i][2 * j + 1];
+            w.out[l].r[m] = (uint32_t)lo | (uint32_t)hi << 16;
+        }
+    }
+}
+
 static void complete(Warp &w) {
     switch (w.kind) {
     case K_SHFL:
@@ -233,6 +267,7 @@ static void complete(Warp &w) {
     }
     case K_SYNCWARP: break;
     case K_MMA: mma_complete(w); break;
+    case K_LDSM: ldsm_complete(w); break;
     }
 }
 
@@ -287,6 +322,13 @@ void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1
     memcpy(c, o.d, sizeof o.d);
 }
 
+void ldmatrix_x4(uint32_t r[4], const void *row, bool trans) {
+    LaneIn in = {};
+    in.v = (uint64_t)(uintptr_t)row;
+    const LaneOut &o = collective(K_LDSM, trans, 32, trans ? "ldmatrix.x4.trans" : "ldmatrix.x4", 0xFFFFFFFFu, in);
+    memcpy(r, o.r, sizeof o.r);
+}
+
 void *dynamic_smem() { return dyn.data(); }
 
 /* ---------------------------------------------------------------- blocks and grids */
@@ -327,11 +369,6 @@ static std::string describe_deadlock(unsigned n) {
     }
     return s;
 }
-
-/* The static __shared__ variables of the object this executor is linked into (simt.h puts them in the
- * section simt_shared; the linker names its bounds). Weak: an object may have none. */
-extern "C" char __start_simt_shared[] __attribute__((weak, visibility("hidden")));
-extern "C" char __stop_simt_shared[] __attribute__((weak, visibility("hidden")));
 
 static void run_block(unsigned n) {
     if (__start_simt_shared) memset(__start_simt_shared, 0xFF, (size_t)(__stop_simt_shared - __start_simt_shared));
@@ -379,6 +416,7 @@ void run_grid(dim3 grid, dim3 block, size_t shm, const char *name, const std::fu
         }
     warps.assign((n + 31) / 32, Warp{});
     dyn.assign(shm > 16 ? shm : 16, 0xFF);
+    dyn_bytes = shm;
     body = &fn, kernel = name, g_bdim = block, g_gdim = grid, aborted = false;
     const uint64_t nb = (uint64_t)grid.x * grid.y * grid.z;
     /* a scrambled order: k → (k·stride + nb/2) mod nb with stride coprime to nb */

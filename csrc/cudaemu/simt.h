@@ -2,7 +2,7 @@
  * csrc/cuda .cu file with g++ and this header force-included, after translate.sed has rewritten the two
  * pieces of CUDA syntax C++ lacks (kernel<<<...>>>(...) launches and extern __shared__ arrays). Kernels
  * become plain functions; simt.cpp runs each CUDA thread of a block as a fiber on the calling CPU
- * thread, switching fibers only at __syncthreads and warp collectives (shuffles, ballots, mma.sync).
+ * thread, switching fibers only at __syncthreads and warp collectives (shuffles, ballots, mma.sync, ldmatrix).
  *
  * What it is for: running the CUDA library's own kernels, unchanged, under the conformance suite and
  * the model fixtures on a machine with no GPU, so that index arithmetic, tile and fragment layouts,
@@ -64,6 +64,11 @@ unsigned ballot(unsigned mask, int pred);
 void syncwarp(unsigned mask);
 /* mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 with the PTX ISA's fragment layout. */
 void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
+/* ldmatrix.sync.aligned.m8n8.x4{.trans}.shared.b16 as the PTX ISA states it: lane 8·m + i gives the
+ * address of row i of matrix m (16 bytes, 16-byte aligned, in shared memory); lane 4·i + j receives in
+ * r[m] the 32-bit word j of row i (the elements (i, 2j) and (i, 2j + 1), low half first), or with
+ * .trans the elements (2j, i) and (2j + 1, i). */
+void ldmatrix_x4(uint32_t r[4], const void *row, bool trans);
 /* The launch's dynamic shared memory (extern __shared__), filled with 0xFF bytes (NaN) per block. */
 void *dynamic_smem();
 
