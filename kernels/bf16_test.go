@@ -514,21 +514,30 @@ func testAttentionBF16(t *testing.T, h *harness) {
 	for _, lens := range packings {
 		for _, hc := range headConfigs {
 			for _, dim := range []int{1, 17, 64, 128} { // 64 and 128: the tensor-core kernels' head dims
-				checkAttentionBF16(t, h, lens, hc[0], hc[1], dim)
+				checkAttentionBF16(t, h, lens, hc[0], hc[1], dim, 0)
 			}
 		}
 	}
 }
 
 // checkAttentionBF16: the bf16 attention forward and backward of one packing and head shape against the
-// float64 reference under the bf16 rule.
-func checkAttentionBF16(t *testing.T, h *harness, lens []int, nh, nkv, dim int) {
+// float64 reference under the bf16 rule. off > 0 puts q, k, v and dout off elements into their buffers,
+// so that they start 16-byte unaligned at off = 2 (the CUDA tensor-core kernels then load tiles without
+// cp.async).
+func checkAttentionBF16(t *testing.T, h *harness, lens []int, nh, nkv, dim, off int) {
 	name := fmt.Sprintf("lens=%v H=%d KVH=%d D=%d", lens, nh, nkv, dim)
+	if off > 0 {
+		name += fmt.Sprintf(" offset %d", off)
+	}
 	p := newAttnProblem(h, lens, nh, nkv, dim, 2)
 	T := p.t
-	q, qh := h.upload(BF16, p.q, T, nh, dim)
-	k, kh := h.upload(BF16, p.k, T, nkv, dim)
-	v, vh := h.upload(BF16, p.v, T, nkv, dim)
+	upload := func(data []float32, heads int) (Tensor, []float32) {
+		x, held := h.upload(BF16, append(make([]float32, off), data...))
+		return x.MustSlice(off, off+len(data)).MustReshape(T, heads, dim), held[off:]
+	}
+	q, qh := upload(p.q, nh)
+	k, kh := upload(p.k, nkv)
+	v, vh := upload(p.v, nkv)
 	cu := h.i32(p.cu)
 	out, lse := h.poisonedAs(BF16, T, nh, dim), h.poisoned(T, nh)
 	require.NoError(t, h.d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, MaxLen: ref.MaxLen(p.cu), Scale: float32(p.scale)}), name)
@@ -539,7 +548,7 @@ func checkAttentionBF16(t *testing.T, h *harness, lens []int, nh, nkv, dim int) 
 	requireBF16Rule(t, name+" out", h.getAny(out), wo, ref.RoundedBF16(no), BF16)
 	requireBF16Rule(t, name+" lse", h.get(lse), wl, nl, F32)
 
-	dout, doh := h.upload(BF16, p.dout, T, nh, dim)
+	dout, doh := upload(p.dout, nh)
 	dq, dqh := h.upload(BF16, h.randn(T*nh*dim, 1), T, nh, dim)
 	dk, dkh := h.upload(BF16, h.randn(T*nkv*dim, 1), T, nkv, dim)
 	dv, dvh := h.upload(BF16, h.randn(T*nkv*dim, 1), T, nkv, dim)

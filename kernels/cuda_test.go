@@ -240,15 +240,21 @@ func TestCUDADecodeScores(t *testing.T) {
 // TestCUDAAttentionHeadDims: the bf16 attention forward and backward at the head dims the tensor-core
 // kernels take (64 and 128; SERL_CUDA_ATTN=mma selects them) against the float64 reference under the
 // bf16 rule, over the suite's packings and head configurations and a 300-token sequence (five tiles of
-// 64, the backward's sub-tiles at every offset). bench/gpu.sh runs it with and without the variable.
+// 64, the backward's sub-tiles at every offset), and that sequence again with q, k, v and dout not
+// 16-byte aligned (the tiles then load without cp.async). bench/gpu.sh runs it with and without the
+// variable.
 func TestCUDAAttentionHeadDims(t *testing.T) {
 	h := newHarness(t, cudaDevice(t))
-	for _, lens := range append(append([][]int{}, packings...), []int{300, 1, 129}) {
+	long := []int{300, 1, 129}
+	for _, lens := range append(append([][]int{}, packings...), long) {
 		for _, hc := range headConfigs {
 			for _, dim := range []int{64, 128} {
-				checkAttentionBF16(t, h, lens, hc[0], hc[1], dim)
+				checkAttentionBF16(t, h, lens, hc[0], hc[1], dim, 0)
 			}
 		}
+	}
+	for _, dim := range []int{64, 128} {
+		checkAttentionBF16(t, h, long, 4, 2, dim, 2)
 	}
 }
 

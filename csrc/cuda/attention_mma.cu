@@ -1,14 +1,17 @@
 /* The bf16 tensor-core forward of causal attention (FlashAttention-2's structure on mma.sync
  * m16n8k16, bf16 inputs, float32 accumulation): a block of 4 warps owns 64 queries of one head, each
- * warp 16 of them; keys and values stream through shared memory 64 at a time; S = Q·Kᵀ and the online
- * softmax stay in registers, P is rounded to bf16 for P·V as FlashAttention does, and the log-sum-exp is
- * saved for the backward. head_dim 64 or 128.
+ * warp 16 of them; keys and values stream through shared memory 64 at a time, in two stages so that
+ * cp.async copies the next tile while the warps work on this one; S = Q·Kᵀ and the online softmax stay
+ * in registers, P is rounded to bf16 for P·V as FlashAttention does, and the log-sum-exp is saved for
+ * the backward. Fragments come from shared memory by ldmatrix. head_dim 64 or 128.
  *
  * The backward (head_dim 64 or 128) is below.
  *
  * NOT YET RUN ON A GPU: it is opt-in (SERL_CUDA_ATTN=mma) until the conformance suite has passed with
  * it on one (bench/gpu.sh runs the attention cases both ways). */
 #include <cuda_bf16.h>
+
+#include <initializer_list>
 
 #include "common.cuh"
 #include "ops.cuh"
@@ -103,9 +106,39 @@ __device__ __forceinline__ void mma_pb(float out[HD / 8][4], const float p[NB][4
     }
 }
 
-/* rows × HD bf16 tile (row stride RS) from a [tokens, heads, HD] tensor; rows past `end` are zeros */
+/* cp.async: 16 bytes from global to shared memory without passing through registers, so that the next
+ * tile's copy runs under the work on this one; bytes past src_bytes are zeros. It lands by the thread's
+ * next cp_async_wait_all; others see it after a barrier that follows that wait. */
+__device__ __forceinline__ void cp_async16(uint16_t *dst, const uint16_t *src, int src_bytes) {
+#ifdef SERL_SIMT /* the CPU emulator's twin (csrc/cudaemu) */
+    simt::cp_async16(dst, src, src_bytes);
+#else
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+#endif
+}
+
+__device__ __forceinline__ void cp_async_wait_all() {
+#ifdef SERL_SIMT
+    simt::cp_async_wait_all();
+#else
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
+/* 64 rows × HD bf16 tile (row stride RS) from a [tokens, heads, HD] tensor; rows past `end` are zeros.
+ * With vec (the tensor 16-byte aligned, as the model's always are) by cp.async in 16-byte pieces, landed
+ * at the next cp_async_wait_all; otherwise by 4-byte loads and stores, at once. */
 template <int HD>
-__device__ __forceinline__ void load_rows(uint16_t *dst, int RS, const uint16_t *src, int first, int end, int heads, int head) {
+__device__ __forceinline__ void load_rows(uint16_t *dst, int RS, const uint16_t *src, int first, int end, int heads, int head, bool vec) {
+    if (vec) {
+        for (int e = threadIdx.x; e < 64 * HD / 8; e += blockDim.x) {
+            const int r = e / (HD / 8), c = (e % (HD / 8)) * 8, i = first + r;
+            const bool in = i < end;
+            cp_async16(dst + r * RS + c, in ? src + ((int64_t)i * heads + head) * HD + c : src, in ? 16 : 0);
+        }
+        return;
+    }
     for (int e = threadIdx.x; e < 64 * HD / 2; e += blockDim.x) {
         const int r = e / (HD / 2), c = (e % (HD / 2)) * 2, i = first + r;
         uint32_t w = 0;
@@ -117,10 +150,10 @@ __device__ __forceinline__ void load_rows(uint16_t *dst, int RS, const uint16_t 
 template <int HD>
 __global__ void __launch_bounds__(MMA_WARPS * 32)
 attn_fwd_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, const uint16_t *k, const uint16_t *v, void *out, int obf,
-                    float *lse, int H, int KVH, float scale) {
+                    float *lse, int H, int KVH, float scale, int vec) {
     extern __shared__ uint16_t smem[];
-    constexpr int RS = HD + PAD;
-    uint16_t *Qs = smem, *Ks = Qs + MMA_BQ * RS, *Vs = Ks + MMA_BK * RS;
+    constexpr int RS = HD + PAD, TILE = 64 * RS;
+    uint16_t *Qs = smem, *KV = Qs + TILE; /* then K and V of one key tile, and of the next: two stages */
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
     const int i0 = s0 + tile * MMA_BQ;
@@ -128,7 +161,10 @@ attn_fwd_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, 
     const int i_last = min(s1, i0 + MMA_BQ) - 1;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
 
-    load_rows<HD>(Qs, RS, q, i0, s1, H, h); /* rows past the sequence are zeros */
+    load_rows<HD>(Qs, RS, q, i0, s1, H, h, vec); /* rows past the sequence are zeros */
+    load_rows<HD>(KV, RS, k, s0, i_last + 1, KVH, kvh, vec);
+    load_rows<HD>(KV + TILE, RS, v, s0, i_last + 1, KVH, kvh, vec);
+    cp_async_wait_all();
     __syncthreads();
     /* this warp's 16 rows as A fragments, once */
     uint32_t qa[HD / 16][4];
@@ -141,11 +177,17 @@ attn_fwd_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, 
     const int row0 = i0 + qr + g, row1 = row0 + 8;
     const int warp_last = min(i0 + qr + 15, i_last); /* keys past it are masked for every row of the warp */
 
-    for (int j0 = s0; j0 <= i_last; j0 += MMA_BK) {
-        __syncthreads(); /* the previous tile is consumed */
-        load_rows<HD>(Ks, RS, k, j0, i_last + 1, KVH, kvh);
-        load_rows<HD>(Vs, RS, v, j0, i_last + 1, KVH, kvh);
-        __syncthreads();
+    for (int j0 = s0, stage = 0; j0 <= i_last; j0 += MMA_BK, stage ^= 1) {
+        const uint16_t *Ks = KV + 2 * stage * TILE, *Vs = Ks + TILE;
+        if (j0 > s0) {
+            cp_async_wait_all();
+            __syncthreads(); /* this tile has landed, and the other stage's tile is consumed */
+        }
+        if (j0 + MMA_BK <= i_last) { /* the next tile's copy runs under this one's products */
+            uint16_t *next = KV + 2 * (stage ^ 1) * TILE;
+            load_rows<HD>(next, RS, k, j0 + MMA_BK, i_last + 1, KVH, kvh, vec);
+            load_rows<HD>(next + TILE, RS, v, j0 + MMA_BK, i_last + 1, KVH, kvh, vec);
+        }
         if (j0 > warp_last) continue; /* warp-uniform: every key of the tile is in this warp's future */
 
         /* S = Q·Kᵀ for the warp's 16 rows × 64 keys: 8 blocks of 8 keys */
@@ -228,42 +270,59 @@ attn_fwd_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, 
  * twice as many (dK and dV alone are 128 floats a thread), so the other side of each tile is taken in
  * sub-tiles of SUB columns: the transient S and dP blocks shrink to SUB/8 × 4 floats each and ptxas
  * keeps everything in registers (no spills; sizes in the comments on the kernels). The products and
- * their order per output element are the same for every SUB. Both kernels hold two tiles of 64 rows by
- * HD columns in shared memory (35 KiB at 128), read as rows or, through ldmatrix.trans, as columns. */
+ * their order per output element are the same for every SUB. Both kernels stream tiles of 64 rows by
+ * HD columns (Q and dO, or K and V) through shared memory in two stages (69 KiB at 128), read as rows or,
+ * through ldmatrix.trans, as columns. */
 
 template <int HD> struct BwdShape {
     static constexpr int RS = HD + PAD; /* row stride of a [64][HD] tile */
     static constexpr int SUB = HD == 64 ? 64 : 16; /* columns of S/dP a warp holds at once */
-    static constexpr size_t rows_bytes = sizeof(uint16_t) * 64 * RS;
-    /* dK/dV: Q and dO, then lse and D_i of the 64 queries */
-    static constexpr size_t dkdv_smem = 2 * rows_bytes + 2 * 64 * sizeof(float);
-    /* dQ: K and V */
-    static constexpr size_t dq_smem = 2 * rows_bytes;
+    static constexpr int TILE = 64 * RS;
+    /* two stages of two tiles (dK/dV: Q and dO, then the lse and D_i of their 64 queries; dQ: K and V) */
+    static constexpr size_t dkdv_smem = sizeof(uint16_t) * 4 * TILE + sizeof(float) * 2 * 2 * 64;
+    static constexpr size_t dq_smem = sizeof(uint16_t) * 4 * TILE;
 };
 
-/* registers a thread (sm_90, ptxas 11.8, no spills): 205 at HD 64, 254 at HD 128; dQ 156 and 166 */
+/* A query tile for dK/dV: Q and dO rows into QG and QG + 64·RS, their lse and D_i into LD and LD + 64. */
+template <int HD>
+__device__ __forceinline__ void load_query_tile(uint16_t *QG, float *LD, int RS, const uint16_t *q, const uint16_t *dout, const float *lse,
+                                                const float *Dv, int i0, int s1, int H, int h, bool vec) {
+    load_rows<HD>(QG, RS, q, i0, s1, H, h, vec);
+    load_rows<HD>(QG + 64 * RS, RS, dout, i0, s1, H, h, vec);
+    for (int r = threadIdx.x; r < 64; r += blockDim.x) {
+        const int i = i0 + r;
+        LD[r] = i < s1 ? lse[(int64_t)i * H + h] : 0.0f;
+        LD[64 + r] = i < s1 ? Dv[(int64_t)i * H + h] : 0.0f;
+    }
+}
+
+/* registers a thread (ptxas 11.8, no spills; sm_90 and sm_80): 243/242 at HD 64, 254/255 at HD 128; dQ
+ * 167/172 and 200/199; the forward 123/135 and 189/188 */
 template <int HD>
 __global__ void __launch_bounds__(MMA_WARPS * 32)
 attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
                          const float *Dv, const uint16_t *dout, void *dk, int dkbf, void *dv, int dvbf, int H, int KVH,
-                         float scale) {
+                         float scale, int vec) {
     typedef BwdShape<HD> S;
-    constexpr int RS = S::RS, SUB = S::SUB;
+    constexpr int RS = S::RS, SUB = S::SUB, TILE = S::TILE;
     extern __shared__ uint16_t smem[]; /* dynamic shared memory starts 16-byte aligned at least */
-    uint16_t *Qs = smem, *Gs = Qs + 64 * RS;
-    float *Ls = (float *)(Gs + 64 * RS), *Ds = Ls + 64;
+    uint16_t *T = smem;                  /* stage k: Q at T + 2k·TILE, dO after it */
+    float *LD = (float *)(T + 4 * TILE); /* stage k: lse at LD + 128k, D_i after it */
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, kvh = blockIdx.y, G = H / KVH;
     const int s0 = cu[s], s1 = cu[s + 1];
     const int j0 = s0 + tile * 64;
     if (s0 < 0 || s1 > n_tok || j0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel (attention.cu) */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    /* this warp's 16 keys and values as A fragments, staged through Qs/Gs */
-    load_rows<HD>(Qs, RS, k, j0, s1, KVH, kvh);
-    load_rows<HD>(Gs, RS, v, j0, s1, KVH, kvh);
+    /* this warp's 16 keys and values as A fragments, staged through stage 1 while the first query tile
+     * goes to stage 0 */
+    load_rows<HD>(T + 2 * TILE, RS, k, j0, s1, KVH, kvh, vec);
+    load_rows<HD>(T + 3 * TILE, RS, v, j0, s1, KVH, kvh, vec);
+    load_query_tile<HD>(T, LD, RS, q, dout, lse, Dv, j0, s1, H, kvh * G, vec);
+    cp_async_wait_all();
     __syncthreads();
     uint32_t ka[HD / 16][4], va[HD / 16][4];
-    frag_rows<HD>(ka, Qs, RS, warp * 16, lane);
-    frag_rows<HD>(va, Gs, RS, warp * 16, lane);
+    frag_rows<HD>(ka, T + 2 * TILE, RS, warp * 16, lane);
+    frag_rows<HD>(va, T + 3 * TILE, RS, warp * 16, lane);
     float ak[HD / 8][4], av[HD / 8][4];
 #pragma unroll
     for (int n = 0; n < HD / 8; n++)
@@ -271,40 +330,38 @@ attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t
         for (int c = 0; c < 4; c++) ak[n][c] = av[n][c] = 0;
     const int key0 = j0 + warp * 16 + g, key1 = key0 + 8; /* this thread's accumulator rows */
     const int warp_first = j0 + warp * 16;                /* queries before it see none of the warp's keys */
-    for (int gh = 0; gh < G; gh++) {
-        const int h = kvh * G + gh;
-        for (int i0 = j0; i0 < s1; i0 += 64) {
-            __syncthreads();
-            load_rows<HD>(Qs, RS, q, i0, s1, H, h);
-            load_rows<HD>(Gs, RS, dout, i0, s1, H, h);
-            for (int r = threadIdx.x; r < 64; r += blockDim.x) {
-                const int i = i0 + r;
-                Ls[r] = i < s1 ? lse[(int64_t)i * H + h] : 0.0f;
-                Ds[r] = i < s1 ? Dv[(int64_t)i * H + h] : 0.0f;
-            }
-            __syncthreads();
+    /* every query tile at or after the keys, of each query head of the group in turn */
+    for (int gh = 0, i0 = j0, stage = 0; gh < G; stage ^= 1) {
+        int ngh = gh, ni0 = i0 + 64; /* the tile after this one */
+        if (ni0 >= s1) ngh++, ni0 = j0;
+        cp_async_wait_all();
+        __syncthreads(); /* this tile has landed; the other stage is consumed (at the first, the fragments taken) */
+        if (ngh < G) /* the next tile's copy runs under this one's products */
+            load_query_tile<HD>(T + 2 * (stage ^ 1) * TILE, LD + 128 * (stage ^ 1), RS, q, dout, lse, Dv, ni0, s1, H, kvh * G + ngh, vec);
+        const uint16_t *Qs = T + 2 * stage * TILE, *Gs = Qs + TILE;
+        const float *Ls = LD + 128 * stage, *Ds = Ls + 64;
 #pragma unroll 1
-            for (int c0 = 0; c0 < 64; c0 += SUB) {
-                /* warp-uniform: a sub-tile of queries all before the warp's first key adds only zeros */
-                if (SUB < 64 && i0 + c0 + SUB - 1 < warp_first) continue;
-                float sp[SUB / 8][4], dp[SUB / 8][4];
-                mma_abt<HD, SUB / 8>(sp, ka, Qs + c0 * RS, RS, lane); /* Sᵀ: keys × queries */
-                mma_abt<HD, SUB / 8>(dp, va, Gs + c0 * RS, RS, lane); /* dPᵀ = V·dOᵀ */
+        for (int c0 = 0; c0 < 64; c0 += SUB) {
+            /* warp-uniform: a sub-tile of queries all before the warp's first key adds only zeros */
+            if (SUB < 64 && i0 + c0 + SUB - 1 < warp_first) continue;
+            float sp[SUB / 8][4], dp[SUB / 8][4];
+            mma_abt<HD, SUB / 8>(sp, ka, Qs + c0 * RS, RS, lane); /* Sᵀ: keys × queries */
+            mma_abt<HD, SUB / 8>(dp, va, Gs + c0 * RS, RS, lane); /* dPᵀ = V·dOᵀ */
 #pragma unroll
-                for (int nb = 0; nb < SUB / 8; nb++) {
+            for (int nb = 0; nb < SUB / 8; nb++) {
 #pragma unroll
-                    for (int c = 0; c < 4; c++) {
-                        const int qi = c0 + nb * 8 + 2 * t + (c & 1), i = i0 + qi, j = c < 2 ? key0 : key1;
-                        const bool ok = i >= j && i < s1 && j < s1;
-                        const float p = ok ? expf(sp[nb][c] * scale - Ls[qi]) : 0.0f;
-                        sp[nb][c] = p;
-                        dp[nb][c] = p * (dp[nb][c] - Ds[qi]);
-                    }
+                for (int c = 0; c < 4; c++) {
+                    const int qi = c0 + nb * 8 + 2 * t + (c & 1), i = i0 + qi, j = c < 2 ? key0 : key1;
+                    const bool ok = i >= j && i < s1 && j < s1;
+                    const float p = ok ? expf(sp[nb][c] * scale - Ls[qi]) : 0.0f;
+                    sp[nb][c] = p;
+                    dp[nb][c] = p * (dp[nb][c] - Ds[qi]);
                 }
-                mma_pb<HD, SUB / 8>(av, sp, Gs + c0 * RS, RS, lane); /* dV += Pᵀ·dO */
-                mma_pb<HD, SUB / 8>(ak, dp, Qs + c0 * RS, RS, lane); /* dK += dSᵀ·Q (scaled at the end) */
             }
+            mma_pb<HD, SUB / 8>(av, sp, Gs + c0 * RS, RS, lane); /* dV += Pᵀ·dO */
+            mma_pb<HD, SUB / 8>(ak, dp, Qs + c0 * RS, RS, lane); /* dK += dSᵀ·Q (scaled at the end) */
         }
+        gh = ngh, i0 = ni0;
     }
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) {
@@ -322,23 +379,27 @@ attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t
 template <int HD>
 __global__ void __launch_bounds__(MMA_WARPS * 32)
 attn_bwd_dq_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
-                       const float *Dv, const uint16_t *dout, void *dq, int dqbf, int H, int KVH, float scale) {
+                       const float *Dv, const uint16_t *dout, void *dq, int dqbf, int H, int KVH, float scale, int vec) {
     typedef BwdShape<HD> S;
-    constexpr int RS = S::RS, SUB = S::SUB;
+    constexpr int RS = S::RS, SUB = S::SUB, TILE = S::TILE;
     extern __shared__ uint16_t smem[]; /* dynamic shared memory starts 16-byte aligned at least */
-    uint16_t *Ks = smem, *Vs = Ks + 64 * RS;
+    uint16_t *T = smem; /* stage k: K at T + 2k·TILE, V after it */
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
     const int i0 = s0 + tile * 64;
     if (s0 < 0 || s1 > n_tok || i0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel (attention.cu) */
     const int i_last = min(s1, i0 + 64) - 1;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    load_rows<HD>(Ks, RS, q, i0, s1, H, h); /* stage Q and dO through Ks/Vs for their fragments */
-    load_rows<HD>(Vs, RS, dout, i0, s1, H, h);
+    /* Q and dO staged through stage 1 for their fragments while the first key tile goes to stage 0 */
+    load_rows<HD>(T + 2 * TILE, RS, q, i0, s1, H, h, vec);
+    load_rows<HD>(T + 3 * TILE, RS, dout, i0, s1, H, h, vec);
+    load_rows<HD>(T, RS, k, s0, i_last + 1, KVH, kvh, vec);
+    load_rows<HD>(T + TILE, RS, v, s0, i_last + 1, KVH, kvh, vec);
+    cp_async_wait_all();
     __syncthreads();
     uint32_t qa[HD / 16][4], ga[HD / 16][4];
-    frag_rows<HD>(qa, Ks, RS, warp * 16, lane);
-    frag_rows<HD>(ga, Vs, RS, warp * 16, lane);
+    frag_rows<HD>(qa, T + 2 * TILE, RS, warp * 16, lane);
+    frag_rows<HD>(ga, T + 3 * TILE, RS, warp * 16, lane);
     const int row0 = i0 + warp * 16 + g, row1 = row0 + 8;
     const float l0 = row0 < s1 ? lse[(int64_t)row0 * H + h] : 0.0f, l1 = row1 < s1 ? lse[(int64_t)row1 * H + h] : 0.0f;
     const float d0 = row0 < s1 ? Dv[(int64_t)row0 * H + h] : 0.0f, d1 = row1 < s1 ? Dv[(int64_t)row1 * H + h] : 0.0f;
@@ -346,11 +407,14 @@ attn_bwd_dq_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) aq[n][0] = aq[n][1] = aq[n][2] = aq[n][3] = 0;
     const int warp_last = min(i0 + warp * 16 + 15, i_last);
-    for (int j0 = s0; j0 <= i_last; j0 += 64) {
-        __syncthreads();
-        load_rows<HD>(Ks, RS, k, j0, i_last + 1, KVH, kvh);
-        load_rows<HD>(Vs, RS, v, j0, i_last + 1, KVH, kvh);
-        __syncthreads();
+    for (int j0 = s0, stage = 0; j0 <= i_last; j0 += 64, stage ^= 1) {
+        cp_async_wait_all();
+        __syncthreads(); /* this tile has landed; the other stage is consumed (at the first, the fragments taken) */
+        if (j0 + 64 <= i_last) { /* the next tile's copy runs under this one's products */
+            load_rows<HD>(T + 2 * (stage ^ 1) * TILE, RS, k, j0 + 64, i_last + 1, KVH, kvh, vec);
+            load_rows<HD>(T + (2 * (stage ^ 1) + 1) * TILE, RS, v, j0 + 64, i_last + 1, KVH, kvh, vec);
+        }
+        const uint16_t *Ks = T + 2 * stage * TILE, *Vs = Ks + TILE;
 #pragma unroll 1
         for (int c0 = 0; c0 < 64; c0 += SUB) {
             if (j0 + c0 > warp_last) break; /* warp-uniform: these keys are in every row's future */
@@ -382,23 +446,30 @@ attn_bwd_dq_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *
     }
 }
 
+/* Whether every tile source is 16-byte aligned, so its rows go by cp.async (the model's tensors are). */
+static int aligned16(std::initializer_list<const void *> ps) {
+    for (const void *p : ps)
+        if ((uintptr_t)p & 15) return 0;
+    return 1;
+}
+
 template <int HD>
 static int32_t attention_bwd_mma(serl_cuda_ctx *ctx, const serl_attention_bwd_args *a, int max_len, const float *Dv) {
     typedef BwdShape<HD> S;
     const int H = a->n_heads, KVH = a->n_kv_heads;
     const uint16_t *q = (const uint16_t *)a->q, *k = (const uint16_t *)a->k, *v = (const uint16_t *)a->v;
     const uint16_t *go = (const uint16_t *)a->dout;
-    const int tiles = (max_len + 63) / 64;
+    const int tiles = (max_len + 63) / 64, vec = aligned16({q, k, v, go});
     if (S::dq_smem > 48 * 1024)
         CUDA_TRY(cudaFuncSetAttribute(attn_bwd_dq_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)S::dq_smem));
     attn_bwd_dq_mma_kernel<HD><<<seq_grid(tiles, a->n_seqs, H), MMA_WARPS * 32, S::dq_smem, ctx->stream>>>(
-        a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->lse, Dv, go, a->dq, a->dq_dtype == SERL_DTYPE_BF16, H, KVH, a->scale);
+        a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->lse, Dv, go, a->dq, a->dq_dtype == SERL_DTYPE_BF16, H, KVH, a->scale, vec);
     LAUNCH_CHECK("attention_bwd (mma dq)");
     if (S::dkdv_smem > 48 * 1024)
         CUDA_TRY(cudaFuncSetAttribute(attn_bwd_dkdv_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)S::dkdv_smem));
     attn_bwd_dkdv_mma_kernel<HD><<<seq_grid(tiles, a->n_seqs, KVH), MMA_WARPS * 32, S::dkdv_smem, ctx->stream>>>(
         a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->lse, Dv, go, a->dk, a->dk_dtype == SERL_DTYPE_BF16, a->dv,
-        a->dv_dtype == SERL_DTYPE_BF16, H, KVH, a->scale);
+        a->dv_dtype == SERL_DTYPE_BF16, H, KVH, a->scale, vec);
     LAUNCH_CHECK("attention_bwd (mma dk/dv)");
     return SERL_OK;
 }
@@ -416,22 +487,18 @@ int serl_attention_mma_enabled(void) {
     return on;
 }
 
-int32_t serl_attention_fwd_mma(serl_cuda_ctx *ctx, const serl_attention_fwd_args *a, int max_len) {
-    const int D = a->head_dim;
-    const size_t shm = sizeof(uint16_t) * (size_t)(MMA_BQ + 2 * MMA_BK) * (D + PAD); /* Q, K and V tiles: 52 KiB at 128 */
+template <int HD> static int32_t attention_fwd_mma(serl_cuda_ctx *ctx, const serl_attention_fwd_args *a, int max_len) {
+    const size_t shm = sizeof(uint16_t) * 5 * 64 * (HD + PAD); /* Q, and K and V in two stages: 85 KiB at 128 */
     const int tiles = (max_len + MMA_BQ - 1) / MMA_BQ;
-    const dim3 grid = seq_grid(tiles, a->n_seqs, a->n_heads);
-    const int obf = a->out_dtype == SERL_DTYPE_BF16;
     const uint16_t *q = (const uint16_t *)a->q, *k = (const uint16_t *)a->k, *v = (const uint16_t *)a->v;
-    if (D == 64) {
-        if (shm > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(attn_fwd_mma_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
-        attn_fwd_mma_kernel<64><<<grid, MMA_WARPS * 32, shm, ctx->stream>>>(a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->out, obf, a->lse,
-                                                                           a->n_heads, a->n_kv_heads, a->scale);
-    } else {
-        if (shm > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(attn_fwd_mma_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
-        attn_fwd_mma_kernel<128><<<grid, MMA_WARPS * 32, shm, ctx->stream>>>(a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->out, obf, a->lse,
-                                                                            a->n_heads, a->n_kv_heads, a->scale);
-    }
+    if (shm > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(attn_fwd_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
+    attn_fwd_mma_kernel<HD><<<seq_grid(tiles, a->n_seqs, a->n_heads), MMA_WARPS * 32, shm, ctx->stream>>>(
+        a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->out, a->out_dtype == SERL_DTYPE_BF16, a->lse, a->n_heads, a->n_kv_heads,
+        a->scale, aligned16({q, k, v}));
     LAUNCH_CHECK("attention_fwd (mma)");
     return SERL_OK;
+}
+
+int32_t serl_attention_fwd_mma(serl_cuda_ctx *ctx, const serl_attention_fwd_args *a, int max_len) {
+    return a->head_dim == 64 ? attention_fwd_mma<64>(ctx, a, max_len) : attention_fwd_mma<128>(ctx, a, max_len);
 }

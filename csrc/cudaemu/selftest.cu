@@ -1,10 +1,11 @@
 /* The SIMT emulator's own checks (`./build.sh test` runs build/cudaemu/simt_selftest): that mma.sync
- * computes A·B + C through the PTX fragment layouts and ldmatrix fills them from shared memory, that the rule breaks it promises to catch fail the
- * launch with a message, that a shared-memory read missing its barrier reads stale data, that launches
- * past CUDA's limits are refused, that a captured graph replays, that kernels, copies and GEMMs
- * given memory the device cannot use fail, and that blocks needing more registers or shared memory than
- * a multiprocessor has are refused. Kernels here are written in CUDA
- * C++ and go through translate.sed like csrc/cuda's. */
+ * computes A·B + C through the PTX fragment layouts and ldmatrix fills them from shared memory, that
+ * cp.async lands at either end of the span the hardware may choose, that the rule breaks it promises to
+ * catch fail the launch with a message, that a shared-memory read missing its barrier reads stale data,
+ * that launches past CUDA's limits are refused, that a captured graph replays, that kernels, copies and
+ * GEMMs given memory the device cannot use fail, and that blocks needing more registers or shared memory
+ * than a multiprocessor has are refused. Kernels here are written in CUDA C++ and go through
+ * translate.sed like csrc/cuda's. */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,6 +152,49 @@ static void test_ldmatrix() {
     expect_fault("an ldmatrix row address off 16 bytes fails the launch", "not 16-byte aligned");
     ldmatrix_kernel<<<1, 32>>>(A.p, B.p, D.p, 2);
     expect_fault("an ldmatrix row address in global memory fails the launch", "outside shared memory");
+}
+
+/* ---------------------------------------------------------------- cp.async */
+
+/* Two blocks of 32 threads: each thread copies 16 bytes (lane 31: 8, the rest zero-filled) from src into
+ * shared memory by cp.async, reads them before the wait and again after wait and barrier, writing both
+ * to out (block b, lane l: out[(b·32 + l)·2 + {0, 1}], as 4 words each). bad = 1 gives lane 3 a
+ * destination 8 bytes off, bad = 2 a destination in global memory. */
+__global__ void cp_async_kernel(const uint32_t *src, uint32_t *out, int bad) {
+    __shared__ __align__(16) uint32_t sh[32 * 4];
+    const int l = threadIdx.x;
+    for (int k = 0; k < 4; k++) sh[l * 4 + k] = 0;
+    __syncthreads();
+    uint32_t *dst = sh + l * 4;
+    if (bad == 1 && l == 3) dst += 2;
+    if (bad == 2 && l == 3) dst = out;
+    simt::cp_async16(dst, src + l * 4, l == 31 ? 8 : 16);
+    uint32_t *o = out + (blockIdx.x * 32 + l) * 8;
+    for (int k = 0; k < 4; k++) o[k] = sh[l * 4 + k];
+    simt::cp_async_wait_all();
+    __syncthreads();
+    for (int k = 0; k < 4; k++) o[4 + k] = sh[l * 4 + k];
+}
+
+static void test_cp_async() {
+    Dev<uint32_t> src(128), out(512, 7);
+    for (int i = 0; i < 128; i++) src[i] = 1000 + i;
+    cp_async_kernel<<<2, 32>>>(src.p, out.p, 0);
+    bool even = true, odd = true;
+    for (int b = 0; b < 2; b++)
+        for (int l = 0; l < 32; l++)
+            for (int k = 0; k < 4; k++) {
+                const uint32_t want = l == 31 && k >= 2 ? 0 : 1000 + l * 4 + k, *o = out.p + (b * 32 + l) * 8;
+                if (b == 0) even &= o[k] == 0 && o[4 + k] == want;
+                else odd &= o[k] == want && o[4 + k] == want;
+            }
+    const bool ok = cudaGetLastError() == cudaSuccess;
+    check(ok && even, "cp.async lands at the wait in even blocks: a read before it sees the old bytes");
+    check(ok && odd, "and at issue in odd blocks; bytes past the source size are zeros");
+    cp_async_kernel<<<2, 32>>>(src.p, out.p, 1);
+    expect_fault("a cp.async destination off 16 bytes fails the launch", "not 16 bytes of shared memory");
+    cp_async_kernel<<<2, 32>>>(src.p, out.p, 2);
+    expect_fault("a cp.async destination in global memory fails the launch", "not 16 bytes of shared memory");
 }
 
 /* ---------------------------------------------------------------- rule breaks */
@@ -381,6 +425,7 @@ static bool write_table() {
         unsigned regs;
         unsigned shared;
     } ks[] = {{(const void *)mma_kernel, 40, 0},       {(const void *)ldmatrix_kernel, 40, 1536},
+              {(const void *)cp_async_kernel, 32, 512},
               {(const void *)divergent_collectives, 16, 0},
               {(const void *)shuffle_names_returned_lane, 16, 0}, {(const void *)shuffle_past_block, 16, 0},
               {(const void *)barrier_and_collective, 16, 0},       {(const void *)shuffle_outside_mask, 16, 0},
@@ -427,6 +472,7 @@ int main() {
     }
     test_mma();
     test_ldmatrix();
+    test_cp_async();
     test_rules();
     test_limits();
     test_graph();

@@ -53,6 +53,11 @@ struct Fiber : ThreadState {
     const unsigned *wait_gen = nullptr; /* blocked while *wait_gen == wait_val */
     unsigned wait_val = 0;
     const char *waiting_in = nullptr;
+    struct Copy {
+        void *dst;
+        unsigned char bytes[16];
+    };
+    std::vector<Copy> copies; /* cp.async copies issued and not yet waited for */
 };
 
 static const size_t kStack = 256 << 10;
@@ -91,6 +96,7 @@ static void reset(Fiber &f, unsigned t) {
     f.done = false;
     f.wait_gen = nullptr;
     f.waiting_in = nullptr;
+    f.copies.clear();
 }
 
 static void to_scheduler(Fiber *f) { simt_switch(&f->sp, sched_sp); }
@@ -329,11 +335,40 @@ void ldmatrix_x4(uint32_t r[4], const void *row, bool trans) {
     memcpy(r, o.r, sizeof o.r);
 }
 
+/* cp.async: the source is read at issue (nothing writes it during a kernel); the destination is written
+ * at one of the two ends of the span the hardware may choose from: when the thread waits, in blocks of
+ * even linear index, so that a read of the destination before the wait (or by another thread before the
+ * barrier after it) sees the old bytes; at issue in the others, so that a copy into a buffer that other
+ * threads still read (a missing barrier before reusing it) overwrites what they read. */
+void cp_async16(void *dst, const void *src, int src_bytes) {
+    const uintptr_t d = (uintptr_t)dst, sp = (uintptr_t)src;
+    if (d % 16 || !in_shared(d, 16))
+        fault("cp.async: the destination %#lx is not 16 bytes of shared memory, 16-byte aligned", (unsigned long)d);
+    if (sp % 16) fault("cp.async: the source %#lx is not 16-byte aligned", (unsigned long)sp);
+    if (src_bytes < 0 || src_bytes > 16) fault("cp.async: a source size of %d bytes (0 to 16)", src_bytes);
+    Fiber::Copy c;
+    c.dst = dst;
+    memset(c.bytes, 0, sizeof c.bytes); /* past src_bytes: zeros */
+    if (src_bytes) memcpy(c.bytes, src, (size_t)src_bytes);
+    const uint64_t block = g_block.x + (uint64_t)g_gdim.x * (g_block.y + (uint64_t)g_gdim.y * g_block.z);
+    if (block & 1)
+        memcpy(dst, c.bytes, sizeof c.bytes);
+    else
+        cur()->copies.push_back(c);
+}
+
+void cp_async_wait_all() {
+    Fiber *f = cur();
+    for (const Fiber::Copy &c : f->copies) memcpy(c.dst, c.bytes, sizeof c.bytes);
+    f->copies.clear();
+}
+
 void *dynamic_smem() { return dyn.data(); }
 
 /* ---------------------------------------------------------------- blocks and grids */
 
 static void thread_exit(Fiber *f) {
+    cp_async_wait_all(); /* copies in flight still land */
     live--;
     Warp &w = warps[f->warp];
     const unsigned bit = 1u << f->lane;

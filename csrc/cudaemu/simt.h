@@ -69,6 +69,11 @@ void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1
  * r[m] the 32-bit word j of row i (the elements (i, 2j) and (i, 2j + 1), low half first), or with
  * .trans the elements (2j, i) and (2j + 1, i). */
 void ldmatrix_x4(uint32_t r[4], const void *row, bool trans);
+/* cp.async.cg.shared.global of 16 bytes (those past src_bytes zero) and cp.async.wait_all. The copy lands
+ * at its issue in some blocks and at the wait in others (simt.cpp), the two ends of what the hardware may
+ * do, so a read lacking the wait or its barrier, or a copy into a buffer still being read, shows. */
+void cp_async16(void *dst, const void *src, int src_bytes);
+void cp_async_wait_all();
 /* The launch's dynamic shared memory (extern __shared__), filled with 0xFF bytes (NaN) per block. */
 void *dynamic_smem();
 
