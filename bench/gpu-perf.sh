@@ -22,6 +22,9 @@
 #   compile1.5B  torch.compile on the 1.5B shape (the dearest)
 #   ops          the memory-bound ops (log-softmax over the head, SwiGLU, RMSNorm, RoPE, AdamW …) at the
 #                0.5B training shapes as GB/s (kernels' BenchmarkCUDAOps; CUDA only)
+#   attention    the attention kernels' forward and backward at the 0.5B and 1.5B training shapes as
+#                TFLOP/s, on CUDA cores and on tensor cores (SERL_CUDA_ATTN=mma) (kernels'
+#                BenchmarkCUDAAttention; CUDA only)
 #
 # The table ends with the issue's acceptance figures as ratios: serl/eager tokens/s on 0.5B training
 # (target ≥ 1.0×), serl's MFU there (≥ 35% of the measured GEMM rate), serl/generate at 256 × 256 (≥ 10×).
@@ -47,7 +50,7 @@ cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
 BUDGET=${BUDGET:-225}
 STEPS=${STEPS:-all}
-ALL_STEPS="gemm train0.5B decode256 compile0.5B train1.5B decode16 compile1.5B ops"
+ALL_STEPS="gemm train0.5B decode256 compile0.5B train1.5B decode16 compile1.5B ops attention"
 die() { echo "bench/gpu-perf.sh: $*" >&2; exit 2; }
 [[ $DEVICE == cuda || $DEVICE == cpu ]] || die "DEVICE=$DEVICE: want cuda or cpu (the dry run)"
 [[ $BUDGET =~ ^[0-9]+$ ]] || die "BUDGET=$BUDGET: want whole seconds"
@@ -288,6 +291,22 @@ if [[ $DEVICE == cuda && -z $serl_off ]] && unit ops 20; then
 	figs=$(grep '^BenchmarkCUDAOps/' "$log" | awk '{ n = $1; sub(/^BenchmarkCUDAOps\//, "", n); sub(/-[0-9]+$/, "", n)
 		for (i = 2; i < NF; i++) if ($(i + 1) == "GB/s") printf "%s%s %.0f", (k++ ? ", " : ""), n, $i }')
 	row "ops at 0.5B shapes (GB/s)" "$status" "$secs" "$(res "$status" "$why" "${figs:-?}")"
+fi
+# the attention kernels, CUDA cores and tensor cores (the variable is read once a process), as TFLOP/s
+# (kernels' BenchmarkCUDAAttention)
+if [[ $DEVICE == cuda && -z $serl_off ]] && unit attention 30; then
+	for mode in cores mma; do
+		attn=""
+		[[ $mode == cores ]] || attn=mma
+		(cd kernels && SERL_LIB_DIR=$g/lib SERL_TEST_DEVICES=cuda SERL_CUDA_ATTN=$attn step "attention ($mode)" 40 "$g/kernels.test" \
+			-test.run '^$' -test.bench CUDAAttention -test.benchtime 5x
+			printf '%s\n' "$status" "$secs" "$why" >"$work/attn.st")
+		{ read -r status; read -r secs; read -r why; } <"$work/attn.st"
+		[[ $status != FAIL ]] || why=$(sed -n "/=== attention ($mode): /,/=== attention ($mode): exit/p" "$log" | grep -A1 -- '--- FAIL: BenchmarkCUDAAttention' | tail -1 | sed 's/^ *//' | cut -c1-200)
+		figs=$(sed -n "/=== attention ($mode): /,/=== attention ($mode): exit/p" "$log" | grep '^BenchmarkCUDAAttention/' | awk '{ n = $1; sub(/^BenchmarkCUDAAttention\//, "", n); sub(/-[0-9]+$/, "", n)
+			for (i = 2; i < NF; i++) if ($(i + 1) == "TFLOP/s") printf "%s%s %.0f", (k++ ? ", " : ""), n, $i }')
+		row "attention, $mode (TFLOP/s)" "$status" "$secs" "$(res "$status" "$why" "${figs:-?}")"
+	done
 fi
 [[ -z $notrun ]] || row "not run" SKIP 0 "the time budget (BUDGET=${BUDGET}s) had too little left for:$notrun"
 

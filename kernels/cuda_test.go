@@ -258,6 +258,63 @@ func TestCUDAAttentionHeadDims(t *testing.T) {
 	}
 }
 
+// benchDeviceOp runs op as the sub-benchmark name, once to warm up (scratch, caches), then b.N times
+// between two synchronisations, and reports per (an amount of work per call) per second as unit.
+func benchDeviceOp(b *testing.B, d *Device, name string, per float64, unit string, op func() error) {
+	b.Run(name, func(b *testing.B) {
+		require.NoError(b, op())
+		require.NoError(b, d.Sync())
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if err := op(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		require.NoError(b, d.Sync())
+		b.ReportMetric(per*float64(b.N)/b.Elapsed().Seconds(), unit)
+	})
+}
+
+// BenchmarkCUDAAttention measures the bf16 attention forward and backward at the training shapes of
+// Qwen2.5-0.5B (16 sequences of 1,024 tokens, 14/2 heads of 64) and 1.5B (8 of 1,024, 12/2 heads of
+// 128), as TFLOP/s of the causal products: the forward's two, 4·pairs·heads·head_dim, and the
+// backward's five, 2.5× that (the backward's recomputed S counted, as FlashAttention counts it). Run it
+// as is for the CUDA-core kernels and with SERL_CUDA_ATTN=mma for the tensor-core ones (bench/gpu-perf.sh
+// runs both). The inputs are zeros: the kernels' time does not depend on the values. Skipped where no
+// GPU answers.
+func BenchmarkCUDAAttention(b *testing.B) {
+	d := cudaDevice(b)
+	for _, c := range []struct {
+		name                 string
+		seqs, n, h, kvh, dim int
+	}{{"0.5B", 16, 1024, 14, 2, 64}, {"1.5B", 8, 1024, 12, 2, 128}} {
+		T := c.seqs * c.n
+		alloc := func(dt DType, dims ...int) Tensor {
+			x := d.MustAlloc(dt, dims...)
+			b.Cleanup(func() { d.Free(x) })
+			require.NoError(b, d.Zero(x))
+			return x
+		}
+		q, k, v, out, lse := alloc(BF16, T, c.h, c.dim), alloc(BF16, T, c.kvh, c.dim), alloc(BF16, T, c.kvh, c.dim), alloc(BF16, T, c.h, c.dim), alloc(F32, T, c.h)
+		dout, dq, dk, dv := alloc(BF16, T, c.h, c.dim), alloc(BF16, T, c.h, c.dim), alloc(BF16, T, c.kvh, c.dim), alloc(BF16, T, c.kvh, c.dim)
+		cu := alloc(I32, c.seqs+1)
+		host := make([]int32, c.seqs+1)
+		for i := range host {
+			host[i] = int32(i * c.n)
+		}
+		require.NoError(b, Upload(cu, host))
+		scale := float32(1 / math.Sqrt(float64(c.dim)))
+		fwd := 4 * float64(c.seqs) * float64(c.n) * float64(c.n+1) / 2 * float64(c.h*c.dim) / 1e12
+		benchDeviceOp(b, d, c.name+"/fwd", fwd, "TFLOP/s", func() error {
+			return d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, MaxLen: c.n, Scale: scale})
+		})
+		benchDeviceOp(b, d, c.name+"/bwd", 2.5*fwd, "TFLOP/s", func() error {
+			return d.AttentionBwd(AttentionGrad{Q: q, K: k, V: v, Out: out, LSE: lse, DOut: dout, DQ: dq, DK: dk, DV: dv,
+				CuSeqlens: cu, MaxLen: c.n, Scale: scale})
+		})
+	}
+}
+
 // BenchmarkCUDAOps measures the memory-bound ops at Qwen2.5-0.5B's training shapes (16 × 1024 tokens,
 // hidden 896, intermediate 4864, 14/2 heads of 64, one 883-token chunk of the 151,936-token head) in
 // bf16, as GB/s of the bytes each op must move (the H200 moves ~4.3 TB/s device to device). The inputs
@@ -271,20 +328,7 @@ func BenchmarkCUDAOps(b *testing.B) {
 		require.NoError(b, d.Zero(x))
 		return x
 	}
-	run := func(name string, bytes float64, op func() error) {
-		b.Run(name, func(b *testing.B) {
-			require.NoError(b, op()) // warm-up (scratch, caches)
-			require.NoError(b, d.Sync())
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if err := op(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			require.NoError(b, d.Sync())
-			b.ReportMetric(bytes*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
-		})
-	}
+	run := func(name string, bytes float64, op func() error) { benchDeviceOp(b, d, name, bytes/1e9, "GB/s", op) }
 	logits, tg, lse, logp, coef := alloc(BF16, C, V), alloc(I32, C), alloc(F32, C), alloc(F32, C), alloc(F32, C)
 	run("logprob_fwd", 2*C*V, func() error { return d.LogProbFwd(logp, Tensor{}, lse, logits, tg, 1, true) })
 	run("logprob_bwd", 4*C*V, func() error { return d.LogProbBwd(logits, logits, tg, lse, coef, 1, true) })
