@@ -116,21 +116,23 @@ build_cudaemu() {
 	local flags=(-O2 -g -std=c++17 -fPIC -fvisibility=hidden -ffp-contract=off -Wall -Wno-unused-function -Wno-unknown-pragmas -Wno-sign-compare
 		-include csrc/cudaemu/simt.h -Icsrc/cudaemu/include -Icsrc/cuda -Icsrc -I"$inc")
 	mkdir -p build/cudaemu/src build/cudaemu/obj
-	local objs=() pids=() src out obj newest=csrc/serl.h hdr jobs
+	local objs=() pids=() src out obj newest=csrc/serl.h hdr jobs extra
 	for hdr in csrc/*.h csrc/cuda/*.cuh csrc/cudaemu/*.h csrc/cudaemu/translate.sed build.sh; do [[ $hdr -nt $newest ]] && newest=$hdr; done
 	jobs=$(nproc 2>/dev/null || echo 2)
-	for src in csrc/cuda/*.cu csrc/cudaemu/simt.cpp csrc/cudaemu/runtime.cpp csrc/cudaemu/resources.cpp; do
+	# the kernels' memory accesses call race.cpp's checks (g++'s ThreadSanitizer instrumentation, no runtime)
+	local race=(-fsanitize=thread --param=tsan-instrument-func-entry-exit=0)
+	for src in csrc/cuda/*.cu csrc/cudaemu/simt.cpp csrc/cudaemu/runtime.cpp csrc/cudaemu/resources.cpp csrc/cudaemu/race.cpp; do
 		obj=build/cudaemu/obj/$(basename "${src%.*}").o
 		objs+=("$obj")
 		if [[ -f $obj && $obj -nt $src && $obj -nt $newest ]]; then continue; fi
-		out=$src
+		out=$src extra=()
 		if [[ $src == *.cu ]]; then
-			out=build/cudaemu/src/$(basename "${src%.cu}").cpp
+			out=build/cudaemu/src/$(basename "${src%.cu}").cpp extra=("${race[@]}")
 			{ echo "#line 1 \"$src\""; sed -f csrc/cudaemu/translate.sed "$src"; } >"$out"
 		fi
 		while (($(jobs -rp | wc -l) >= jobs)); do wait -n || true; done
 		rm -f "$obj"
-		g++ "${flags[@]}" -c "$out" -o "$obj.tmp" && mv "$obj.tmp" "$obj" &
+		g++ "${flags[@]}" "${extra[@]}" -c "$out" -o "$obj.tmp" && mv "$obj.tmp" "$obj" &
 		pids+=($!)
 	done
 	local fail=0 p
@@ -157,11 +159,12 @@ build_cudaemu() {
 	# the emulator's own checks (selftest.cu), against the same executor and runtime objects
 	local st=build/cudaemu/simt_selftest
 	if [[ ! -f $st || csrc/cudaemu/selftest.cu -nt $st || build/cudaemu/obj/simt.o -nt $st || build/cudaemu/obj/runtime.o -nt $st ||
-		build/cudaemu/obj/resources.o -nt $st ]]; then
+		build/cudaemu/obj/resources.o -nt $st || build/cudaemu/obj/race.o -nt $st ]]; then
 		{ echo '#line 1 "csrc/cudaemu/selftest.cu"'; sed -f csrc/cudaemu/translate.sed csrc/cudaemu/selftest.cu; } \
 			>build/cudaemu/src/selftest.cpp
-		g++ "${flags[@]}" -o $st build/cudaemu/src/selftest.cpp build/cudaemu/obj/simt.o build/cudaemu/obj/runtime.o \
-			build/cudaemu/obj/resources.o -ldl -lpthread
+		g++ "${flags[@]}" "${race[@]}" -c -o build/cudaemu/obj/selftest.o build/cudaemu/src/selftest.cpp
+		g++ -o $st build/cudaemu/obj/selftest.o build/cudaemu/obj/simt.o build/cudaemu/obj/runtime.o \
+			build/cudaemu/obj/resources.o build/cudaemu/obj/race.o -ldl -lpthread
 	fi
 }
 

@@ -15,6 +15,18 @@ void launch_fault(const std::string &msg);
  * of every GPU target fn was compiled for (registers and shared memory, resources.cpp); if not, why. */
 bool resources_ok(const void *fn, unsigned threads, size_t dyn_shared, std::string &why);
 
+/* Stops the grid from inside the running CUDA thread, as a kernel fault (simt.cpp). */
+[[noreturn]] __attribute__((format(printf, 1, 2))) void race_fault(const char *fmt, ...);
+/* How many collectives warp w of the running block has completed (simt.cpp). */
+unsigned warp_gen(int w);
+
+/* The shared-memory race detector (race.cpp): a block starts (its dynamic shared memory), a block
+ * barrier is released, and an access the instrumentation cannot see (the executor's own: cp.async
+ * landing, ldmatrix reading) by the thread of linear index tid in warp `warp`. */
+void race_block_begin(void *dyn, size_t bytes);
+void race_barrier();
+void race_access(int tid, int warp, const void *p, size_t n, bool write);
+
 } // namespace simt
 
 #endif

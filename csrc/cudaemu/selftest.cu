@@ -240,6 +240,33 @@ __global__ void with_barrier(int *out, int n) {
     out[threadIdx.x] = sh[(threadIdx.x + 1) % n];
 }
 
+/* two threads store to one shared word between the same barriers: the last store wins on the emulator,
+ * either on a GPU */
+__global__ void both_store(int *out) {
+    __shared__ int sh[2];
+    sh[threadIdx.x / 2] = (int)threadIdx.x;
+    __syncthreads();
+    out[threadIdx.x] = sh[0];
+}
+
+/* lanes of one warp trading values through shared memory: legal after __syncwarp, a race without */
+__global__ void warp_trade(int *out, int sync) {
+    __shared__ int sh[32];
+    sh[threadIdx.x] = (int)threadIdx.x;
+    if (sync) __syncwarp();
+    out[threadIdx.x] = sh[31 - threadIdx.x];
+}
+
+/* every thread counts into one shared word: atomics are not races */
+__global__ void shared_count(int *out) {
+    __shared__ int n;
+    if (threadIdx.x == 0) n = 0;
+    __syncthreads();
+    atomicAdd(&n, 1);
+    __syncthreads();
+    out[threadIdx.x] = n;
+}
+
 __global__ void shared_before_write(int *out) {
     __shared__ int sh[64];
     out[blockIdx.x * 64 + threadIdx.x] = sh[threadIdx.x]; /* read before this block wrote it */
@@ -262,13 +289,20 @@ static void test_rules() {
 
     const int n = 64;
     missing_barrier<<<1, n, n * sizeof(int)>>>(out.p, n);
-    bool stale = false;
-    for (int i = 0; i < n; i++) stale |= out[i] != (i + 1) % n;
-    check(cudaGetLastError() == cudaSuccess && stale, "a shared-memory read missing its barrier reads stale data");
+    expect_fault("a shared-memory read missing its barrier is a race", "race:");
     with_barrier<<<1, n, n * sizeof(int)>>>(out.p, n);
     bool right = true;
     for (int i = 0; i < n; i++) right &= out[i] == (i + 1) % n;
     check(cudaGetLastError() == cudaSuccess && right, "the same read after __syncthreads is right");
+    both_store<<<1, 2>>>(out.p);
+    expect_fault("two threads storing to one shared word between barriers is a race", "race: a write after another thread's write");
+    warp_trade<<<1, 32>>>(out.p, 0);
+    expect_fault("lanes trading values through shared memory without __syncwarp race", "race:");
+    warp_trade<<<1, 32>>>(out.p, 1);
+    check(cudaGetLastError() == cudaSuccess && out[0] == 31, "with __syncwarp they do not");
+    shared_count<<<1, 64>>>(out.p);
+    const cudaError_t e = cudaGetLastError();
+    check(e == cudaSuccess && out[63] == 64, "atomics on one shared word are not a race", cudaGetErrorString(e));
     Dev<int> two(128, 0);
     shared_before_write<<<2, 64>>>(two.p);
     bool garbage = true;
@@ -430,6 +464,8 @@ static bool write_table() {
               {(const void *)shuffle_names_returned_lane, 16, 0}, {(const void *)shuffle_past_block, 16, 0},
               {(const void *)barrier_and_collective, 16, 0},       {(const void *)shuffle_outside_mask, 16, 0},
               {(const void *)missing_barrier, 16, 0},             {(const void *)with_barrier, 16, 0},
+              {(const void *)both_store, 16, 8},                  {(const void *)warp_trade, 16, 128},
+              {(const void *)shared_count, 16, 4},
               {(const void *)fill, 16, 0},                        {(const void *)big_smem, 16, 40 << 10},
               {(const void *)copy4, 16, 0},                       {(const void *)heavy, 128, 0},
               {(const void *)shared_before_write, 16, 256}};

@@ -137,6 +137,7 @@ static struct {
 } bar;
 
 static void release_block() {
+    race_barrier();
     bar.result = bar.acc;
     bar.acc = 0;
     bar.arrived = 0;
@@ -179,6 +180,17 @@ struct Warp {
     LaneOut out[32];
 };
 static std::vector<Warp> warps;
+
+unsigned warp_gen(int w) { return warps[w].gen; }
+
+void race_fault(const char *fmt, ...) {
+    char buf[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    fault("race: %s", buf);
+}
 
 static float bf16(uint32_t h) { return of_bits<float>((h & 0xFFFFu) << 16); }
 
@@ -234,6 +246,7 @@ static void ldsm_complete(Warp &w) {
             const uintptr_t p = (uintptr_t)w.in[l].v;
             if (p % 16) fault("%s: lane %d gives the row address %#lx, not 16-byte aligned", w.what, l, (unsigned long)p);
             if (!in_shared(p, 16)) fault("%s: lane %d gives the row address %#lx, outside shared memory", w.what, l, (unsigned long)p);
+            race_access(32 * (int)(&w - warps.data()) + l, (int)(&w - warps.data()), (const void *)p, 16, false);
             memcpy(M[m][i], (const void *)p, 16);
         }
     for (int l = 0; l < 32; l++) {
@@ -351,15 +364,19 @@ void cp_async16(void *dst, const void *src, int src_bytes) {
     memset(c.bytes, 0, sizeof c.bytes); /* past src_bytes: zeros */
     if (src_bytes) memcpy(c.bytes, src, (size_t)src_bytes);
     const uint64_t block = g_block.x + (uint64_t)g_gdim.x * (g_block.y + (uint64_t)g_gdim.y * g_block.z);
-    if (block & 1)
+    if (block & 1) {
+        race_access(32 * cur()->warp + cur()->lane, cur()->warp, dst, sizeof c.bytes, true);
         memcpy(dst, c.bytes, sizeof c.bytes);
-    else
+    } else
         cur()->copies.push_back(c);
 }
 
 void cp_async_wait_all() {
     Fiber *f = cur();
-    for (const Fiber::Copy &c : f->copies) memcpy(c.dst, c.bytes, sizeof c.bytes);
+    for (const Fiber::Copy &c : f->copies) {
+        race_access(32 * f->warp + f->lane, f->warp, c.dst, sizeof c.bytes, true);
+        memcpy(c.dst, c.bytes, sizeof c.bytes);
+    }
     f->copies.clear();
 }
 
@@ -465,6 +482,7 @@ void run_grid(dim3 grid, dim3 block, size_t shm, const char *name, const std::fu
         const uint64_t b = (k * stride + nb / 2) % nb;
         g_block = make_uint3((unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y), (unsigned)(b / ((uint64_t)grid.x * grid.y)));
         if (shm) memset(dyn.data(), 0xFF, shm);
+        race_block_begin(dyn.data(), shm);
         run_block(n);
     }
     g_cur = nullptr;

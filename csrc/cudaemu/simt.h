@@ -6,9 +6,10 @@
  *
  * What it is for: running the CUDA library's own kernels, unchanged, under the conformance suite and
  * the model fixtures on a machine with no GPU, so that index arithmetic, tile and fragment layouts,
- * barrier placement, launch limits and graph capture are checked on every submission. What it cannot
- * check: speed, the GPU's float contraction and libdevice rounding (tolerances cover those), and races
- * between blocks (blocks run one at a time, in a scrambled order so that an order dependence shows). */
+ * barrier placement, shared-memory races (race.cpp), launch limits and graph capture are checked on
+ * every submission. What it cannot check: speed, the GPU's float contraction and libdevice rounding
+ * (tolerances cover those), and races between blocks in global memory (blocks run one at a time, in a
+ * scrambled order so that an order dependence shows). */
 #ifndef SERL_SIMT_H
 #define SERL_SIMT_H
 
@@ -180,13 +181,23 @@ template <class T> inline T __shfl_down_sync(unsigned mask, T v, unsigned d, int
     return simt::of_bits<T>(simt::shfl(mask, simt::bits_of(v), simt::SHFL_DOWN, (int)d, width, "__shfl_down_sync"));
 }
 
-/* Fibers switch only at collectives, so a read-modify-write is atomic as written. */
-template <class T, class U> inline T atomicAdd(T *p, U v) { T o = *p; *p = (T)(o + v); return o; }
-template <class T, class U> inline T atomicSub(T *p, U v) { T o = *p; *p = (T)(o - v); return o; }
-template <class T, class U> inline T atomicExch(T *p, U v) { T o = *p; *p = (T)v; return o; }
-template <class T, class U> inline T atomicMin(T *p, U v) { T o = *p; if ((T)v < o) *p = (T)v; return o; }
-template <class T, class U> inline T atomicMax(T *p, U v) { T o = *p; if ((T)v > o) *p = (T)v; return o; }
+/* Fibers switch only at collectives, so a read-modify-write is atomic as written; the race detector
+ * (race.cpp) leaves its accesses alone. */
+namespace simt {
+void atomic_enter(); /* calls the compiler cannot see into, so no access moves across them */
+void atomic_leave();
+struct Atomic {
+    Atomic() { atomic_enter(); }
+    ~Atomic() { atomic_leave(); }
+};
+} // namespace simt
+template <class T, class U> inline T atomicAdd(T *p, U v) { simt::Atomic a; T o = *p; *p = (T)(o + v); return o; }
+template <class T, class U> inline T atomicSub(T *p, U v) { simt::Atomic a; T o = *p; *p = (T)(o - v); return o; }
+template <class T, class U> inline T atomicExch(T *p, U v) { simt::Atomic a; T o = *p; *p = (T)v; return o; }
+template <class T, class U> inline T atomicMin(T *p, U v) { simt::Atomic a; T o = *p; if ((T)v < o) *p = (T)v; return o; }
+template <class T, class U> inline T atomicMax(T *p, U v) { simt::Atomic a; T o = *p; if ((T)v > o) *p = (T)v; return o; }
 template <class T, class U, class V> inline T atomicCAS(T *p, U cmp, V v) {
+    simt::Atomic a;
     T o = *p;
     if (o == (T)cmp) *p = (T)v;
     return o;

@@ -1,0 +1,136 @@
+/* The SIMT emulator's race detector for shared memory. The emulated build compiles csrc/cuda with
+ * -fsanitize=thread, which makes g++ call __tsan_readN/__tsan_writeN before every memory access; this
+ * file supplies those functions itself (no ThreadSanitizer runtime is linked) and checks the accesses
+ * that fall in the running block's shared memory, static or dynamic, against CUDA's rule: two threads
+ * of a block may touch the same byte in one interval between block barriers only if both only read it,
+ * or if they are lanes of one warp and a warp collective of that warp came between them (a collective
+ * stands in for __syncwarp; shuffles do not order memory in CUDA's model, so this errs towards silence).
+ * Atomics are exempt (simt.h marks them). A conflict stops the grid naming both threads and the byte.
+ *
+ * Why: the executor runs a block's threads one at a time, so a racing write is simply the last one in
+ * its sweep order and a racing read may happen to see the right value; the alternating sweeps expose a
+ * missing barrier before a read only sometimes, and two threads storing to one location never. The
+ * hardware gives such a kernel a different answer from run to run.
+ *
+ * Shadow state, per byte of shared memory: the last writer and the last two distinct readers, each as
+ * (thread, epoch, warp-collective count). An epoch is a global counter advanced at every block start and
+ * every barrier release, so the state of earlier blocks goes stale without clearing. */
+#include <stdint.h>
+#include <string.h>
+
+#include <vector>
+
+#include "internal.h"
+#include "simt.h"
+
+namespace simt {
+
+static int in_atomic; /* > 0 while an emulated atomic (simt.h) runs: its accesses are exempt */
+void atomic_enter() { in_atomic++; }
+void atomic_leave() { in_atomic--; }
+
+namespace {
+
+struct Mark {
+    uint32_t epoch; /* 0: none */
+    uint16_t wgen;  /* the thread's warp's collective count at the access (low 16 bits) */
+    int16_t tid;    /* the thread's linear index in its block */
+};
+struct Cell {
+    Mark w, r0, r1; /* last writer; last two distinct readers (r0 the latest) */
+};
+
+uint32_t epoch = 1;
+uintptr_t dyn_lo, dyn_hi;   /* the block's dynamic shared memory */
+uintptr_t stat_lo, stat_len; /* the object's static shared memory */
+std::vector<Cell> dyn_cells; /* one per byte of it */
+std::vector<Cell> static_cells;
+
+extern "C" char __start_simt_shared[] __attribute__((weak, visibility("hidden")));
+extern "C" char __stop_simt_shared[] __attribute__((weak, visibility("hidden")));
+
+Cell *cell_of(uintptr_t p) {
+    const uintptr_t s0 = (uintptr_t)__start_simt_shared, s1 = (uintptr_t)__stop_simt_shared;
+    if (s0 && p >= s0 && p < s1) {
+        if (static_cells.size() < s1 - s0) static_cells.resize(s1 - s0);
+        return &static_cells[p - s0];
+    }
+    if (p >= dyn_lo && p < dyn_hi) return &dyn_cells[p - dyn_lo];
+    return nullptr;
+}
+
+/* whether an earlier access m conflicts with one by thread tid of warp `warp` now */
+inline bool conflicts(const Mark &m, int tid, int warp) {
+    if (m.epoch != epoch || m.tid == tid) return false;
+    if (m.tid / 32 == warp && (uint16_t)warp_gen(warp) != m.wgen) return false; /* a collective of the warp came between */
+    return true;
+}
+
+[[noreturn]] void report(const char *what, uintptr_t p, int other, int tid) {
+    const uintptr_t s0 = (uintptr_t)__start_simt_shared;
+    const bool dyn = p >= dyn_lo && p < dyn_hi;
+    race_fault("%s: thread %d and thread %d at byte %lu of %s shared memory, with no barrier between", what, other, tid,
+               (unsigned long)(p - (dyn ? dyn_lo : s0)), dyn ? "dynamic" : "static");
+}
+
+} // namespace
+
+void race_block_begin(void *dyn, size_t bytes) {
+    epoch++;
+    stat_lo = (uintptr_t)__start_simt_shared, stat_len = (uintptr_t)__stop_simt_shared - stat_lo;
+    dyn_lo = (uintptr_t)dyn, dyn_hi = dyn_lo + bytes;
+    if (dyn_cells.size() < bytes) dyn_cells.resize(bytes);
+}
+
+void race_barrier() { epoch++; }
+
+void race_access(int tid, int warp, const void *addr, size_t n, bool write) {
+    const Mark now = {epoch, (uint16_t)warp_gen(warp), (int16_t)tid};
+    Cell *c0 = cell_of((uintptr_t)addr);
+    if (!c0) return; /* an access lies in one object: its first byte tells */
+    for (size_t i = 0; i < n; i++) {
+        const uintptr_t p = (uintptr_t)addr + i;
+        Cell *c = c0 + i;
+        if (conflicts(c->w, tid, warp)) report(write ? "a write after another thread's write" : "a read of another thread's write", p, c->w.tid, tid);
+        if (write) {
+            if (conflicts(c->r0, tid, warp)) report("a write after another thread's read", p, c->r0.tid, tid);
+            if (conflicts(c->r1, tid, warp)) report("a write after another thread's read", p, c->r1.tid, tid);
+            c->w = now;
+        } else if (c->r0.epoch == epoch && c->r0.tid == tid) {
+            c->r0 = now;
+        } else {
+            c->r1 = c->r0, c->r0 = now;
+        }
+    }
+}
+
+} // namespace simt
+
+/* The instrumentation's entry points (g++ -fsanitize=thread). Host code comes here too: only a running
+ * CUDA thread's accesses to shared memory are checked, and the address decides first (most accesses are
+ * to global memory). */
+static inline void on_access(const void *p, size_t n, bool write) {
+    const uintptr_t a = (uintptr_t)p;
+    if (a - simt::stat_lo >= simt::stat_len && a - simt::dyn_lo >= simt::dyn_hi - simt::dyn_lo) return;
+    const simt::ThreadState *t = simt::g_cur;
+    if (!t || simt::in_atomic) return;
+    simt::race_access(t->tid.x + simt::g_bdim.x * (t->tid.y + simt::g_bdim.y * t->tid.z), t->warp, p, n, write);
+}
+
+extern "C" {
+__attribute__((visibility("hidden"))) void __tsan_init() {}
+__attribute__((visibility("hidden"))) void __tsan_func_entry(void *) {}
+__attribute__((visibility("hidden"))) void __tsan_func_exit() {}
+#define SERL_TSAN_SIZE(n)                                                                                          \
+    __attribute__((visibility("hidden"))) void __tsan_read##n(void *p) { on_access(p, n, false); }                \
+    __attribute__((visibility("hidden"))) void __tsan_write##n(void *p) { on_access(p, n, true); }                \
+    __attribute__((visibility("hidden"))) void __tsan_unaligned_read##n(void *p) { on_access(p, n, false); }      \
+    __attribute__((visibility("hidden"))) void __tsan_unaligned_write##n(void *p) { on_access(p, n, true); }
+SERL_TSAN_SIZE(1)
+SERL_TSAN_SIZE(2)
+SERL_TSAN_SIZE(4)
+SERL_TSAN_SIZE(8)
+SERL_TSAN_SIZE(16)
+__attribute__((visibility("hidden"))) void __tsan_read_range(void *p, unsigned long n) { on_access(p, n, false); }
+__attribute__((visibility("hidden"))) void __tsan_write_range(void *p, unsigned long n) { on_access(p, n, true); }
+}
