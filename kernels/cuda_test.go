@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -317,8 +318,9 @@ func BenchmarkCUDAAttention(b *testing.B) {
 
 // BenchmarkCUDAOps measures the memory-bound ops at Qwen2.5-0.5B's training shapes (16 × 1024 tokens,
 // hidden 896, intermediate 4864, 14/2 heads of 64, one 883-token chunk of the 151,936-token head) in
-// bf16, as GB/s of the bytes each op must move (the H200 moves ~4.3 TB/s device to device). The inputs
-// are zeros: the ops' time does not depend on the values. Skipped where no GPU answers.
+// bf16, and the sampling of a 256-sequence decode step, as GB/s of the bytes each op must move (the
+// H200 moves ~4.3 TB/s device to device). The inputs are zeros where the ops' time does not depend on
+// the values (the sampler's logits are random). Skipped where no GPU answers.
 func BenchmarkCUDAOps(b *testing.B) {
 	d := cudaDevice(b)
 	const T, H, I, V, C = 16384, 896, 4864, 151936, 883
@@ -358,6 +360,38 @@ func BenchmarkCUDAOps(b *testing.B) {
 		}
 		require.NoError(b, Upload(ids, host))
 		run(c.name, float64(T*(4+2*H)+len(distinct)*8*H), func() error { return d.EmbeddingBwd(dtable, x, ids) })
+	}
+	// sampling a 256-sequence decode step's tokens over Qwen2.5's vocabulary from float32 logits (normal,
+	// spread 3), with everything kept (rollouts) and with top-p 0.95 (self-instruction, maj@K), whose
+	// radix passes add to shared counters; bytes: one read of the logits
+	const R = 256
+	sl := alloc(F32, R, V)
+	host := make([]float32, R*V)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range host {
+		host[i] = float32(3 * rng.NormFloat64())
+	}
+	require.NoError(b, Upload(sl, host))
+	fill := func(t Tensor, v float32) Tensor {
+		require.NoError(b, Upload(t, slices.Repeat([]float32{v}, t.Len())))
+		return t
+	}
+	seeds, seqs := alloc(U64, R), alloc(U64, R)
+	require.NoError(b, Upload(seqs, func() []uint64 {
+		x := make([]uint64, R)
+		for i := range x {
+			x[i] = uint64(i)
+		}
+		return x
+	}()))
+	for _, c := range []struct {
+		name string
+		topP float32
+	}{{"sample", 1}, {"sample_top_p", 0.95}} {
+		sp := Sample{Logits: sl, Temperature: fill(alloc(F32, R), 1), TopP: fill(alloc(F32, R), c.topP),
+			PresencePenalty: alloc(F32, R), TopK: alloc(I32, R), Seeds: seeds, SeqIDs: seqs, Steps: alloc(I32, R),
+			Tokens: alloc(I32, R)}
+		run(c.name, 4*R*V, func() error { return d.Sample(sp) })
 	}
 	const P = 494_032_768 // Qwen2.5-0.5B's parameters
 	p, g, m, v, pb := alloc(F32, P), alloc(F32, P), alloc(F32, P), alloc(F32, P), alloc(BF16, P)

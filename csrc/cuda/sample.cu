@@ -57,17 +57,46 @@ __device__ int block_min_int(int v, int *sh) {
 __device__ int block_max_int(int v, int *sh) { return -block_min_int(-v, sh); }
 
 /* One radix pass over the elements with key ≥ lo and (key & mask) == prefix: counts and fixed-point
- * masses per digit at bit position shift. */
+ * masses per digit at bit position shift. A warp's 32 tokens go together (blockDim.x is a multiple of
+ * 32). In the first pass a vocabulary's logits fall into a handful of digits (sign and exponent), and
+ * lanes adding to one shared counter serialise, so the warp takes its most common digits a group at a
+ * time, up to RADIX_GROUPS of them: one lane adds the group's count and mass (an exact integer sum, so in
+ * any order); the lanes left over, when the warp's digits are many and so rarely shared, add their own. */
+#define RADIX_GROUPS 4
 __device__ void radix_hist(sample_shared &S, const float *z, const float *w, int V, int shift, u64 lo, u64 fxs) {
     for (int i = threadIdx.x; i < 256; i += blockDim.x) S.cnt[i] = 0, S.mass[i] = 0;
     __syncthreads();
     const u64 prefix = S.prefix, mask = S.mask;
-    for (int j = threadIdx.x; j < V; j += blockDim.x) {
-        const u64 k = key_of(z[j], j);
-        if (k < lo || (k & mask) != prefix) continue;
-        const int dgt = (int)((k >> shift) & 0xFF);
-        atomicAdd(&S.cnt[dgt], 1);
-        if (w) atomicAdd(&S.mass[dgt], __double2ull_rn((double)w[j] * (double)fxs));
+    const int lane = threadIdx.x & 31;
+    for (int j0 = threadIdx.x - lane; j0 < V; j0 += blockDim.x) { /* warp-uniform */
+        const int j = j0 + lane;
+        int dgt = -1; /* not counted, or counted with its group */
+        u64 m = 0;
+        if (j < V) {
+            const u64 k = key_of(z[j], j);
+            if (k >= lo && (k & mask) == prefix) {
+                dgt = (int)((k >> shift) & 0xFF);
+                if (w) m = __double2ull_rn((double)w[j] * (double)fxs);
+            }
+        }
+        unsigned left = __ballot_sync(0xFFFFFFFFu, dgt >= 0);
+        for (int g = 0; g < RADIX_GROUPS && left; g++) { /* warp-uniform: left is the same in every lane */
+            const int d = __shfl_sync(0xFFFFFFFFu, dgt, __ffs(left) - 1);
+            const bool in = dgt == d;
+            const unsigned grp = __ballot_sync(0xFFFFFFFFu, in);
+            u64 ms = 0;
+            if (w) ms = warp_sum(in ? m : 0);
+            if (lane == 0) {
+                atomicAdd(&S.cnt[d], __popc(grp));
+                if (w) atomicAdd(&S.mass[d], ms);
+            }
+            left &= ~grp;
+            if (in) dgt = -1;
+        }
+        if (dgt >= 0) {
+            atomicAdd(&S.cnt[dgt], 1);
+            if (w) atomicAdd(&S.mass[dgt], m);
+        }
     }
     __syncthreads();
 }
