@@ -237,7 +237,7 @@ test)
 		"${emu[@]}" SERL_SIMT_SM=89 go test -p 1 -count=1 -run 'TestConformance/cuda/(kv_decode|bf16_kv_decode)$|TestCUDADecodeScores' ./kernels/
 		"${emu[@]}" SERL_CUDA_ATTN=mma go test -p 1 -count=1 -run 'TestConformance/cuda/^(attention|bf16_attention|graph)$' ./kernels/
 		"${emu[@]}" SERL_CUDA_ATTN=mma go test -p 1 -count=1 -run 'TestCUDAAttention' ./kernels/
-		"${emu[@]}" go test -p 1 -count=1 -run 'Fixture' ./engine/model/
+		"${emu[@]}" go test -p 1 -count=1 -run 'Fixture|TestHeadHoldLogits' ./engine/model/
 		"${emu[@]}" SERL_SIMT_RACE=0 go test -p 1 -count=1 -run 'TestE2EResumeReproducesNextStep/f32' ./engine/builtin/
 		e2e_rc=0
 		wait "$e2e_pid" || e2e_rc=$?

@@ -13,15 +13,16 @@ import (
 )
 
 // headRun is the log-probs and gradients of the fixture batch's mean NLL with the head in chunks of
-// chunk tokens (0: the default budget).
-func headRun(t *testing.T, m *Model, r fixtureRef, chunk int) (logp []float32, grads [][]float32, C int) {
+// chunk tokens (0: the default budget), in an arena with options o, and the matrix products the
+// backward pass ran.
+func headRun(t *testing.T, m *Model, r fixtureRef, chunk int, o ArenaOptions) (logp []float32, grads [][]float32, C, products int) {
 	if chunk > 0 {
 		old := headChunkBytes
 		headChunkBytes = chunk * m.Config.Vocab * m.opts.Precision.Act().Size()
 		defer func() { headChunkBytes = old }()
 	}
 	ids, lens := packed(r)
-	a, err := m.NewActivations(len(ids), len(lens))
+	a, err := m.NewActivationsWith(len(ids), len(lens), o)
 	require.NoError(t, err)
 	defer a.Free()
 	require.NoError(t, m.Forward(a, ids, lens))
@@ -34,11 +35,18 @@ func headRun(t *testing.T, m *Model, r fixtureRef, chunk int) (logp []float32, g
 	g, err := m.NewGrads()
 	require.NoError(t, err)
 	defer g.Free()
+	m.dev.SetProfiling(true)
 	require.NoError(t, m.Backward(a, g, coef))
+	for _, st := range m.dev.Profile() {
+		if st.Op == "matmul" {
+			products = int(st.Calls)
+		}
+	}
+	m.dev.SetProfiling(false)
 	for i := range g.Layout.Specs {
 		grads = append(grads, testenv.Read[float32](t, g.View(i)))
 	}
-	return logp, grads, a.logits.Dim(0)
+	return logp, grads, a.chunk, products
 }
 
 // A batch spanning several head chunks (one of them partial) gives the log-probs and gradients of the
@@ -69,7 +77,7 @@ func TestHeadChunksMatchWholeBatch(t *testing.T) {
 			}
 			defer m.Free()
 			ids, _ := packed(r)
-			wantLP, wantG, C := headRun(t, m, r, 0)
+			wantLP, wantG, C, _ := headRun(t, m, r, 0, ArenaOptions{})
 			require.Equal(t, len(ids), C, "the fixtures' batch is one chunk by default")
 			chunks := []int{1, 3, 4, 5, 7}
 			partial := false
@@ -78,7 +86,7 @@ func TestHeadChunksMatchWholeBatch(t *testing.T) {
 			}
 			require.True(t, partial, "a partial last chunk is covered")
 			for _, chunk := range chunks {
-				gotLP, gotG, C := headRun(t, m, r, chunk)
+				gotLP, gotG, C, _ := headRun(t, m, r, chunk, ArenaOptions{})
 				require.Equal(t, chunk, C)
 				lpErr := 0.0
 				for i := range wantLP {
@@ -106,6 +114,47 @@ func TestHeadChunksMatchWholeBatch(t *testing.T) {
 				}
 				assert.LessOrEqual(t, gErr, tol)
 			}
+		})
+	}
+}
+
+// An arena holding the head's logits from forward to backward gives the same log-probs and gradients,
+// bit for bit, as one recomputing them (the recomputation repeats the forward's products exactly), with
+// one matrix product less in the backward for every chunk but the last; its plan grows by the logits of
+// every chunk but one. Each chunk's buffer is aligned as the one chunk's, so that a device whose ops
+// take vector paths by a row's alignment sums alike.
+func TestHeadHoldLogitsSameBits(t *testing.T) {
+	for _, c := range []struct {
+		fam string
+		o   Options
+	}{{"qwen2", Options{}}, {"llama", Options{Precision: PrecisionBF16}}} {
+		t.Run(fmt.Sprintf("%s_%s", c.fam, c.o.Precision), func(t *testing.T) {
+			dir := filepath.Join("testdata", c.fam+"_f32")
+			m, err := LoadWith(fixtureDevice(t), dir, c.o)
+			require.NoError(t, err)
+			defer m.Free()
+			r := loadRef(t, dir)
+			ids, _ := packed(r)
+			for _, chunk := range []int{3, 5, len(ids)} {
+				wantLP, wantG, _, recomputing := headRun(t, m, r, chunk, ArenaOptions{})
+				gotLP, gotG, C, holding := headRun(t, m, r, chunk, ArenaOptions{HoldLogits: true})
+				require.Equal(t, chunk, C)
+				chunks := (len(ids) + chunk - 1) / chunk
+				require.Equal(t, chunks-1, recomputing-holding, "the products the held logits spare: every chunk's but the last")
+				require.Equal(t, wantLP, gotLP, "log-probs, chunks of %d", chunk)
+				for i := range wantG {
+					require.Equal(t, wantG[i], gotG[i], "gradient %d, chunks of %d", i, chunk)
+				}
+			}
+			// the plan: holding costs the logits of every chunk but the one a chunked arena has
+			old := headChunkBytes
+			defer func() { headChunkBytes = old }()
+			act := m.opts.Precision.Act()
+			headChunkBytes = 3 * m.Config.Vocab * act.Size()
+			held := m.Config.LoRAActivationBytes(len(ids), 1, m.opts.Precision, nil, ArenaOptions{HoldLogits: true})
+			chunked := m.Config.LoRAActivationBytes(len(ids), 1, m.opts.Precision, nil, ArenaOptions{})
+			chunk := int64((3*m.Config.Vocab+15)&^15) * int64(act.Size()) // each chunk's buffer, 16 elements aligned
+			require.Equal(t, int64((len(ids)+2)/3-1)*chunk, held-chunked)
 		})
 	}
 }

@@ -21,7 +21,12 @@ type Trainer struct {
 // NewTrainer allocates gradients, optimizer state and an activation arena for micro-batches of up to
 // maxTokens tokens in maxSeqs sequences.
 func NewTrainer(m *model.Model, c AdamWConfig, maxTokens, maxSeqs int) (*Trainer, error) {
-	acts, err := m.NewActivations(maxTokens, maxSeqs)
+	return NewTrainerWith(m, c, maxTokens, maxSeqs, model.ArenaOptions{})
+}
+
+// NewTrainerWith is NewTrainer with the activation arena's layout options o.
+func NewTrainerWith(m *model.Model, c AdamWConfig, maxTokens, maxSeqs int, o model.ArenaOptions) (*Trainer, error) {
+	acts, err := m.NewActivationsWith(maxTokens, maxSeqs, o)
 	if err != nil {
 		return nil, err
 	}
