@@ -32,7 +32,7 @@
 # DEVICE=cpu is a dry run of the routine on the CPU (the tests and serl on the CPU, one thread for the
 # runs that must match bit for bit; no PyTorch, no NCCL). DEVICE=emu is a dry run of its CUDA path on
 # the SIMT emulator (build/cudaemu's libraries in place of the CUDA library; docs/ARCHITECTURE.md,
-# "Testing"): STEPS="info conformance mma fixtures" fits the budget there (about 290 s measured, with
+# "Testing"): STEPS="info conformance mma fixtures" fits the budget there (272 s measured, with
 # the emulator's race check; a GPU runs those steps in seconds).
 #
 # Full logs go to $OUT (default ./gpu-out; at most 8 files, as the device tool returns); one short
