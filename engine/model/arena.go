@@ -72,10 +72,10 @@ type layerActs struct {
 // a result.
 type ArenaOptions struct {
 	// HoldLogits keeps every chunk of the head's logits from forward to backward, [T, V] in all (still
-	// computed and reduced a chunk at a time, each where the one chunk's buffer would put it, so every
-	// result is the same bits), so that the backward recomputes none: one head matmul
-	// less a step (2·T·H·V FLOPs, ~9% of a Qwen2.5-0.5B step) for T·V more activation elements (5 GB
-	// at 16,384 tokens of a 151,936 vocabulary in bf16).
+	// computed and reduced a chunk at a time, each aligned as the one chunk's buffer would be, so every
+	// result is the same bits), so that the backward recomputes none: one head matmul less a step
+	// (2·T·H·V FLOPs, ~9% of a Qwen2.5-0.5B step) for T·V more activation elements (5 GB at 16,384
+	// tokens of a 151,936 vocabulary in bf16).
 	HoldLogits bool
 }
 
