@@ -12,9 +12,6 @@ import (
 // (model.ArenaOptions.HoldLogits: one head matmul less a step, for [tokens, vocab] more memory), says
 // which way it went, and returns it; plan(hold) is the whole memory plan either way.
 func holdLogits(w io.Writer, d *kernels.Device, plan func(hold bool) (model.Plan, error)) (bool, error) {
-	if d.Info().Backend != "cuda" {
-		return false, nil
-	}
 	with, err := plan(true)
 	if err != nil {
 		return false, err

@@ -11,8 +11,6 @@
  * it on one (bench/gpu.sh runs the attention cases both ways). */
 #include <cuda_bf16.h>
 
-#include <initializer_list>
-
 #include "common.cuh"
 #include "ops.cuh"
 
@@ -446,20 +444,13 @@ attn_bwd_dq_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *
     }
 }
 
-/* Whether every tile source is 16-byte aligned, so its rows go by cp.async (the model's tensors are). */
-static int aligned16(std::initializer_list<const void *> ps) {
-    for (const void *p : ps)
-        if ((uintptr_t)p & 15) return 0;
-    return 1;
-}
-
 template <int HD>
 static int32_t attention_bwd_mma(serl_cuda_ctx *ctx, const serl_attention_bwd_args *a, int max_len, const float *Dv) {
     typedef BwdShape<HD> S;
     const int H = a->n_heads, KVH = a->n_kv_heads;
     const uint16_t *q = (const uint16_t *)a->q, *k = (const uint16_t *)a->k, *v = (const uint16_t *)a->v;
     const uint16_t *go = (const uint16_t *)a->dout;
-    const int tiles = (max_len + 63) / 64, vec = aligned16({q, k, v, go});
+    const int tiles = (max_len + 63) / 64, vec = serl_aligned16({q, k, v, go});
     if (S::dq_smem > 48 * 1024)
         CUDA_TRY(cudaFuncSetAttribute(attn_bwd_dq_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)S::dq_smem));
     attn_bwd_dq_mma_kernel<HD><<<seq_grid(tiles, a->n_seqs, H), MMA_WARPS * 32, S::dq_smem, ctx->stream>>>(
@@ -494,7 +485,7 @@ template <int HD> static int32_t attention_fwd_mma(serl_cuda_ctx *ctx, const ser
     if (shm > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(attn_fwd_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
     attn_fwd_mma_kernel<HD><<<seq_grid(tiles, a->n_seqs, a->n_heads), MMA_WARPS * 32, shm, ctx->stream>>>(
         a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->out, a->out_dtype == SERL_DTYPE_BF16, a->lse, a->n_heads, a->n_kv_heads,
-        a->scale, aligned16({q, k, v}));
+        a->scale, serl_aligned16({q, k, v}));
     LAUNCH_CHECK("attention_fwd (mma)");
     return SERL_OK;
 }

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <initializer_list>
+
 #include "../common.h"
 
 struct serl_pool;
@@ -136,6 +138,14 @@ __device__ __forceinline__ void serl_report(serl_dev_err *e, int code, int i, in
 /* Device scratch of at least bytes (256-byte aligned), valid until the next op. NULL on failure (the
  * message is set, and ctx->scratch_status says which: SERL_E_STATE inside a capture, SERL_E_NOMEM, ...). */
 void *serl_scratch(serl_cuda_ctx *ctx, size_t bytes);
+
+/* Whether every pointer is 16-byte aligned: the kernels that load 16-byte vectors (uint4, cp.async)
+ * take them only then. */
+static inline bool serl_aligned16(std::initializer_list<const void *> ps) {
+    for (const void *p : ps)
+        if ((uintptr_t)p & 15) return false;
+    return true;
+}
 
 /* Blocks for 1-D grids over n elements. */
 static inline unsigned serl_blocks(int64_t n, int threads) {

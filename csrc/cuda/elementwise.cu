@@ -1,8 +1,6 @@
 /* Elementwise ops: residual add, scale, SwiGLU forward/backward, bias add and its gradient. Every
  * tensor F32 or BF16 (float32 compute, one rounding on store). The bias gradient is a two-stage
  * reduction (fixed row chunks, then the chunks in order), so it is deterministic. */
-#include <initializer_list>
-
 #include "common.cuh"
 
 #define GRID_STRIDE(i, n) \
@@ -75,12 +73,6 @@ __global__ void swiglu_bwd_bf16x8(const uint4 *gate, const uint4 *up, const uint
     }
 }
 
-/* Whether every pointer is 16-byte aligned (for the vector kernels). */
-static bool aligned16(std::initializer_list<const void *> ps) {
-    for (const void *p : ps)
-        if ((uintptr_t)p & 15) return false;
-    return true;
-}
 
 /* Rows over blocks, columns over threads: a flat index needed a 64-bit i % dim per element, which
  * cost ~2.5× the op's memory time on a GPU. */
@@ -132,7 +124,7 @@ extern "C" SERL_API int32_t serl_swiglu_fwd(void *ctxp, const serl_swiglu_fwd_ar
     SERL_CHECK(serl_check_swiglu_fwd(ctx, a));
     const int gbf = BF(a->gate_dtype), ubf = BF(a->up_dtype), obf = BF(a->out_dtype);
     int64_t done = 0; /* elements the vector kernel covers */
-    if (gbf && ubf && obf && aligned16({a->gate, a->up, a->out}) && a->n >= 8) {
+    if (gbf && ubf && obf && serl_aligned16({a->gate, a->up, a->out}) && a->n >= 8) {
         const int64_t nv = a->n / 8;
         swiglu_fwd_bf16x8<<<serl_blocks(nv, 256), 256, 0, ctx->stream>>>((const uint4 *)a->gate, (const uint4 *)a->up,
                                                                          (uint4 *)a->out, nv);
@@ -155,7 +147,7 @@ extern "C" SERL_API int32_t serl_swiglu_bwd(void *ctxp, const serl_swiglu_bwd_ar
     const int gbf = BF(a->gate_dtype), ubf = BF(a->up_dtype), dbf = BF(a->dout_dtype), dgbf = BF(a->dgate_dtype),
               dubf = BF(a->dup_dtype);
     int64_t done = 0;
-    if (gbf && ubf && dbf && dgbf && dubf && aligned16({a->gate, a->up, a->dout, a->dgate, a->dup}) && a->n >= 8) {
+    if (gbf && ubf && dbf && dgbf && dubf && serl_aligned16({a->gate, a->up, a->dout, a->dgate, a->dup}) && a->n >= 8) {
         const int64_t nv = a->n / 8;
         swiglu_bwd_bf16x8<<<serl_blocks(nv, 256), 256, 0, ctx->stream>>>((const uint4 *)a->gate, (const uint4 *)a->up,
                                                                          (const uint4 *)a->dout, (uint4 *)a->dgate,

@@ -20,10 +20,10 @@ bool resources_ok(const void *fn, unsigned threads, size_t dyn_shared, std::stri
 /* How many collectives warp w of the running block has completed (simt.cpp). */
 unsigned warp_gen(int w);
 
-/* The shared-memory race detector (race.cpp): a block starts (its dynamic shared memory), a block
+/* The shared-memory race detector (race.cpp): a block starts (its static and dynamic shared memory), a block
  * barrier is released, and an access the instrumentation cannot see (the executor's own: cp.async
  * landing, ldmatrix reading) by the thread of linear index tid in warp `warp`. */
-void race_block_begin(void *dyn, size_t bytes);
+void race_block_begin(void *stat, size_t stat_bytes, void *dyn, size_t dyn_bytes);
 void race_barrier();
 void race_access(int tid, int warp, const void *p, size_t n, bool write);
 

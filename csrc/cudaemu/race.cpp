@@ -48,18 +48,10 @@ bool enabled = true; /* SERL_SIMT_RACE=0 turns the check off (read at the first 
 uint32_t epoch = 1;
 uintptr_t dyn_lo, dyn_hi;   /* the block's dynamic shared memory */
 uintptr_t stat_lo, stat_len; /* the object's static shared memory */
-std::vector<Cell> dyn_cells; /* one per byte of it */
-std::vector<Cell> static_cells;
-
-extern "C" char __start_simt_shared[] __attribute__((weak, visibility("hidden")));
-extern "C" char __stop_simt_shared[] __attribute__((weak, visibility("hidden")));
+std::vector<Cell> dyn_cells, static_cells; /* one per byte of each */
 
 Cell *cell_of(uintptr_t p) {
-    const uintptr_t s0 = (uintptr_t)__start_simt_shared, s1 = (uintptr_t)__stop_simt_shared;
-    if (s0 && p >= s0 && p < s1) {
-        if (static_cells.size() < s1 - s0) static_cells.resize(s1 - s0);
-        return &static_cells[p - s0];
-    }
+    if (p - stat_lo < stat_len) return &static_cells[p - stat_lo];
     if (p >= dyn_lo && p < dyn_hi) return &dyn_cells[p - dyn_lo];
     return nullptr;
 }
@@ -72,15 +64,14 @@ inline bool conflicts(const Mark &m, int tid, int warp) {
 }
 
 [[noreturn]] void report(const char *what, uintptr_t p, int other, int tid) {
-    const uintptr_t s0 = (uintptr_t)__start_simt_shared;
     const bool dyn = p >= dyn_lo && p < dyn_hi;
     race_fault("%s: thread %d and thread %d at byte %lu of %s shared memory, with no barrier between", what, other, tid,
-               (unsigned long)(p - (dyn ? dyn_lo : s0)), dyn ? "dynamic" : "static");
+               (unsigned long)(p - (dyn ? dyn_lo : stat_lo)), dyn ? "dynamic" : "static");
 }
 
 } // namespace
 
-void race_block_begin(void *dyn, size_t bytes) {
+void race_block_begin(void *stat, size_t stat_bytes, void *dyn, size_t bytes) {
     static const bool once = [] {
         const char *e = getenv("SERL_SIMT_RACE");
         enabled = !(e && !strcmp(e, "0"));
@@ -88,8 +79,9 @@ void race_block_begin(void *dyn, size_t bytes) {
     }();
     (void)once;
     epoch++;
-    stat_lo = (uintptr_t)__start_simt_shared, stat_len = (uintptr_t)__stop_simt_shared - stat_lo;
+    stat_lo = (uintptr_t)stat, stat_len = stat_bytes;
     dyn_lo = (uintptr_t)dyn, dyn_hi = dyn_lo + bytes;
+    if (static_cells.size() < stat_bytes) static_cells.resize(stat_bytes);
     if (dyn_cells.size() < bytes) dyn_cells.resize(bytes);
 }
 

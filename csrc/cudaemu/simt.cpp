@@ -482,7 +482,7 @@ void run_grid(dim3 grid, dim3 block, size_t shm, const char *name, const std::fu
         const uint64_t b = (k * stride + nb / 2) % nb;
         g_block = make_uint3((unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y), (unsigned)(b / ((uint64_t)grid.x * grid.y)));
         if (shm) memset(dyn.data(), 0xFF, shm);
-        race_block_begin(dyn.data(), shm);
+        race_block_begin(__start_simt_shared, (size_t)(__stop_simt_shared - __start_simt_shared), dyn.data(), shm);
         run_block(n);
     }
     g_cur = nullptr;
