@@ -123,12 +123,21 @@ func Open(names ...string) (*Lib, error) {
 }
 
 // call makes one MPI call and turns a non-zero return into an error naming the call and MPI's message.
+// Like purego.SyscallN it is marked uintptrescapes: a pointer converted to uintptr in the call's own
+// argument list (uintptr(unsafe.Pointer(&x[0])), or an unsafe.Pointer parameter passed on that way)
+// moves to the heap and stays alive through the call. Without it a buffer on the caller's stack could
+// move, when the stack grows or shrinks, before MPI writes to it.
+//
+//go:uintptrescapes
 func (l *Lib) call(name string, args ...uintptr) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.callLocked(name, args...)
 }
 
+// callLocked is call with l.mu held.
+//
+//go:uintptrescapes
 func (l *Lib) callLocked(name string, args ...uintptr) error {
 	r, _, _ := purego.SyscallN(l.fn[name], args...)
 	if int32(r) != 0 {
