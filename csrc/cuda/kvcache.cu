@@ -175,6 +175,7 @@ __global__ void decode_kernel(const int32_t *block_table, const int32_t *seq_len
                 sum += sc[g * TK + jj];
             }
             sum = warp_sum(sum);
+            __syncwarp(); /* every lane has read mrow[g] before lane 0 writes it: the shuffles order no memory */
             if (lane == 0) {
                 const float al = mrow[g] == -INFINITY ? 0.0f : expf(mrow[g] - mnew);
                 alpha[g] = al;

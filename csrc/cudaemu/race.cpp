@@ -3,8 +3,9 @@
  * file supplies those functions itself (no ThreadSanitizer runtime is linked) and checks the accesses
  * that fall in the running block's shared memory, static or dynamic, against CUDA's rule: two threads
  * of a block may touch the same byte in one interval between block barriers only if both only read it,
- * or if they are lanes of one warp and a warp collective of that warp came between them (a collective
- * stands in for __syncwarp; shuffles do not order memory in CUDA's model, so this errs towards silence).
+ * or if they are lanes of one warp and a __syncwarp whose mask names both came between them. Shuffles,
+ * votes, mma.sync and ldmatrix synchronise a warp's lanes but do not order their memory accesses in
+ * CUDA's model, so they do not count.
  * Atomics are exempt (simt.h marks them). A conflict stops the grid naming both threads and the byte.
  *
  * Why: the executor runs a block's threads one at a time, so a racing write is simply the last one in
@@ -16,7 +17,7 @@
  * the emulated end-to-end SeRL runs, whose kernels the conformance suite has checked.
  *
  * Shadow state, per byte of shared memory: the last writer and the last two distinct readers, each as
- * (thread, epoch, warp-collective count). An epoch is a global counter advanced at every block start and
+ * (thread, epoch, its warp's __syncwarp count). An epoch is a global counter advanced at every block start and
  * every barrier release, so the state of earlier blocks goes stale without clearing. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,7 +38,7 @@ namespace {
 
 struct Mark {
     uint32_t epoch; /* 0: none */
-    uint16_t wgen;  /* the thread's warp's collective count at the access (low 16 bits) */
+    uint32_t wsync; /* how many __syncwarp calls the thread's warp had completed at the access */
     int16_t tid;    /* the thread's linear index in its block */
 };
 struct Cell {
@@ -59,7 +60,7 @@ Cell *cell_of(uintptr_t p) {
 /* whether an earlier access m conflicts with one by thread tid of warp `warp` now */
 inline bool conflicts(const Mark &m, int tid, int warp) {
     if (m.epoch != epoch || m.tid == tid) return false;
-    if (m.tid / 32 == warp && (uint16_t)warp_gen(warp) != m.wgen) return false; /* a collective of the warp came between */
+    if (m.tid / 32 == warp && warp_synced(warp, m.wsync, m.tid % 32, tid % 32)) return false; /* a __syncwarp came between */
     return true;
 }
 
@@ -88,7 +89,7 @@ void race_block_begin(void *stat, size_t stat_bytes, void *dyn, size_t bytes) {
 void race_barrier() { epoch++; }
 
 void race_access(int tid, int warp, const void *addr, size_t n, bool write) {
-    const Mark now = {epoch, (uint16_t)warp_gen(warp), (int16_t)tid};
+    const Mark now = {epoch, warp_syncs(warp), (int16_t)tid};
     Cell *c0 = cell_of((uintptr_t)addr);
     if (!c0) return; /* an access lies in one object: its first byte tells */
     for (size_t i = 0; i < n; i++) {

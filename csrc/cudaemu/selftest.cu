@@ -249,12 +249,18 @@ __global__ void both_store(int *out) {
     out[threadIdx.x] = sh[0];
 }
 
-/* lanes of one warp trading values through shared memory: legal after __syncwarp, a race without */
-__global__ void warp_trade(int *out, int sync) {
+/* lanes of one warp trading values through shared memory: legal after a __syncwarp that names both
+ * lanes, a race with none, with one naming only lanes 0–15, or with a shuffle (it does not order
+ * memory in CUDA's model) */
+enum { TRADE_NONE, TRADE_SYNCWARP, TRADE_HALF_SYNCWARP, TRADE_SHUFFLE };
+__global__ void warp_trade(int *out, int how) {
     __shared__ int sh[32];
     sh[threadIdx.x] = (int)threadIdx.x;
-    if (sync) __syncwarp();
-    out[threadIdx.x] = sh[31 - threadIdx.x];
+    if (how == TRADE_SYNCWARP) __syncwarp();
+    if (how == TRADE_HALF_SYNCWARP && threadIdx.x < 16) __syncwarp(0xFFFFu);
+    int pad = 0;
+    if (how == TRADE_SHUFFLE) pad = __shfl_xor_sync(0xFFFFFFFFu, 0, 1);
+    out[threadIdx.x] = sh[31 - threadIdx.x] + pad;
 }
 
 /* every thread counts into one shared word: atomics are not races */
@@ -296,9 +302,13 @@ static void test_rules() {
     check(cudaGetLastError() == cudaSuccess && right, "the same read after __syncthreads is right");
     both_store<<<1, 2>>>(out.p);
     expect_fault("two threads storing to one shared word between barriers is a race", "race: a write after another thread's write");
-    warp_trade<<<1, 32>>>(out.p, 0);
+    warp_trade<<<1, 32>>>(out.p, TRADE_NONE);
     expect_fault("lanes trading values through shared memory without __syncwarp race", "race:");
-    warp_trade<<<1, 32>>>(out.p, 1);
+    warp_trade<<<1, 32>>>(out.p, TRADE_SHUFFLE);
+    expect_fault("a shuffle between them does not order their accesses: still a race", "race:");
+    warp_trade<<<1, 32>>>(out.p, TRADE_HALF_SYNCWARP);
+    expect_fault("nor does a __syncwarp whose mask names only one of the two lanes", "race:");
+    warp_trade<<<1, 32>>>(out.p, TRADE_SYNCWARP);
     check(cudaGetLastError() == cudaSuccess && out[0] == 31, "with __syncwarp they do not");
     shared_count<<<1, 64>>>(out.p);
     const cudaError_t e = cudaGetLastError();

@@ -178,10 +178,19 @@ struct Warp {
     const char *what;
     LaneIn in[32];
     LaneOut out[32];
+    std::vector<unsigned> syncs; /* the masks of the block's completed __syncwarp calls, in order */
 };
 static std::vector<Warp> warps;
 
-unsigned warp_gen(int w) { return warps[w].gen; }
+unsigned warp_syncs(int w) { return (unsigned)warps[w].syncs.size(); }
+
+bool warp_synced(int w, unsigned since, int lane_a, int lane_b) {
+    const std::vector<unsigned> &s = warps[w].syncs;
+    const unsigned both = 1u << lane_a | 1u << lane_b;
+    for (size_t k = s.size(); k > since; k--)
+        if ((s[k - 1] & both) == both) return true;
+    return false;
+}
 
 void race_fault(const char *fmt, ...) {
     char buf[400];
@@ -284,7 +293,7 @@ static void complete(Warp &w) {
         for (int l = 0; l < 32; l++) w.out[l].v = r;
         break;
     }
-    case K_SYNCWARP: break;
+    case K_SYNCWARP: w.syncs.push_back(w.mask); break;
     case K_MMA: mma_complete(w); break;
     case K_LDSM: ldsm_complete(w); break;
     }
@@ -436,6 +445,7 @@ static void run_block(unsigned n) {
         const unsigned lanes = n - 32 * (unsigned)wi >= 32 ? 32 : n - 32 * (unsigned)wi;
         warps[wi].exists = warps[wi].present = lanes == 32 ? 0xFFFFFFFFu : (1u << lanes) - 1;
         warps[wi].arrived = 0;
+        warps[wi].syncs.clear();
     }
     for (unsigned round = 0; live > 0 && !aborted; round++) {
         bool ran = false;
