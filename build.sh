@@ -121,7 +121,7 @@ build_cudaemu() {
 	jobs=$(nproc 2>/dev/null || echo 2)
 	# the kernels' memory accesses call race.cpp's checks (g++'s ThreadSanitizer instrumentation, no runtime)
 	local race=(-fsanitize=thread --param=tsan-instrument-func-entry-exit=0)
-	for src in csrc/cuda/*.cu csrc/cudaemu/simt.cpp csrc/cudaemu/runtime.cpp csrc/cudaemu/resources.cpp csrc/cudaemu/race.cpp; do
+	for src in csrc/cuda/*.cu csrc/cudaemu/simt.cpp csrc/cudaemu/runtime.cpp csrc/cudaemu/resources.cpp csrc/cudaemu/race.cpp csrc/cudaemu/banks.cpp; do
 		obj=build/cudaemu/obj/$(basename "${src%.*}").o
 		objs+=("$obj")
 		if [[ -f $obj && $obj -nt $src && $obj -nt $newest ]]; then continue; fi
@@ -159,12 +159,12 @@ build_cudaemu() {
 	# the emulator's own checks (selftest.cu), against the same executor and runtime objects
 	local st=build/cudaemu/simt_selftest
 	if [[ ! -f $st || csrc/cudaemu/selftest.cu -nt $st || build/cudaemu/obj/simt.o -nt $st || build/cudaemu/obj/runtime.o -nt $st ||
-		build/cudaemu/obj/resources.o -nt $st || build/cudaemu/obj/race.o -nt $st ]]; then
+		build/cudaemu/obj/resources.o -nt $st || build/cudaemu/obj/race.o -nt $st || build/cudaemu/obj/banks.o -nt $st ]]; then
 		{ echo '#line 1 "csrc/cudaemu/selftest.cu"'; sed -f csrc/cudaemu/translate.sed csrc/cudaemu/selftest.cu; } \
 			>build/cudaemu/src/selftest.cpp
 		g++ "${flags[@]}" "${race[@]}" -c -o build/cudaemu/obj/selftest.o build/cudaemu/src/selftest.cpp
 		g++ -o $st build/cudaemu/obj/selftest.o build/cudaemu/obj/simt.o build/cudaemu/obj/runtime.o \
-			build/cudaemu/obj/resources.o build/cudaemu/obj/race.o -ldl -lpthread
+			build/cudaemu/obj/resources.o build/cudaemu/obj/race.o build/cudaemu/obj/banks.o -ldl -lpthread
 	fi
 }
 

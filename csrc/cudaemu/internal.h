@@ -2,6 +2,9 @@
 #ifndef SERL_SIMT_INTERNAL_H
 #define SERL_SIMT_INTERNAL_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include <string>
 
 namespace simt {
@@ -21,6 +24,8 @@ bool resources_ok(const void *fn, unsigned threads, size_t dyn_shared, std::stri
  * the first `since` of them had both lanes in its mask (simt.cpp): only __syncwarp orders memory
  * between lanes of a warp; shuffles, votes, mma.sync and ldmatrix do not. */
 unsigned warp_syncs(int w);
+/* How many collectives of any kind warp w of the running block has completed (simt.cpp). */
+unsigned warp_gen(int w);
 bool warp_synced(int w, unsigned since, int lane_a, int lane_b);
 
 /* The shared-memory race detector (race.cpp): a block starts (its static and dynamic shared memory), a block
@@ -29,6 +34,16 @@ bool warp_synced(int w, unsigned since, int lane_a, int lane_b);
 void race_block_begin(void *stat, size_t stat_bytes, void *dyn, size_t dyn_bytes);
 void race_barrier();
 void race_access(int tid, int warp, const void *p, size_t n, bool write);
+
+/* The shared-memory bank model (banks.cpp), on when SERL_SIMT_BANKS names a file: a block of `warps` warps
+ * starts; lane `lane` of warp `warp` accesses bytes of shared memory at addr from the instruction at pc;
+ * a block barrier is released or the block ends (its requests are counted for kernel); a grid ends (the
+ * file is rewritten). */
+bool banks_on();
+void banks_block_begin(unsigned warps);
+void banks_access(int warp, int lane, uintptr_t pc, const void *addr, size_t bytes);
+void banks_flush(const char *kernel);
+void banks_grid_end();
 
 } // namespace simt
 

@@ -46,6 +46,7 @@ struct Cell {
 };
 
 bool enabled = true; /* SERL_SIMT_RACE=0 turns the check off (read at the first block) */
+bool banks;          /* SERL_SIMT_BANKS=FILE: the instrumentation also feeds the bank model (banks.cpp) */
 uint32_t epoch = 1;
 uintptr_t dyn_lo, dyn_hi;   /* the block's dynamic shared memory */
 uintptr_t stat_lo, stat_len; /* the object's static shared memory */
@@ -79,6 +80,7 @@ void race_block_begin(void *stat, size_t stat_bytes, void *dyn, size_t bytes) {
         return true;
     }();
     (void)once;
+    banks = banks_on();
     epoch++;
     stat_lo = (uintptr_t)stat, stat_len = stat_bytes;
     dyn_lo = (uintptr_t)dyn, dyn_hi = dyn_lo + bytes;
@@ -113,29 +115,33 @@ void race_access(int tid, int warp, const void *addr, size_t n, bool write) {
 /* The instrumentation's entry points (g++ -fsanitize=thread). Host code comes here too: only a running
  * CUDA thread's accesses to shared memory are checked, and the address decides first (most accesses are
  * to global memory). */
-static inline void on_access(const void *p, size_t n, bool write) {
+static inline void on_access(const void *p, size_t n, bool write, uintptr_t pc) {
     const uintptr_t a = (uintptr_t)p;
-    if (!simt::enabled) return;
+    if (!simt::enabled && !simt::banks) return;
     if (a - simt::stat_lo >= simt::stat_len && a - simt::dyn_lo >= simt::dyn_hi - simt::dyn_lo) return;
     const simt::ThreadState *t = simt::g_cur;
     if (!t || simt::in_atomic) return;
-    simt::race_access(t->tid.x + simt::g_bdim.x * (t->tid.y + simt::g_bdim.y * t->tid.z), t->warp, p, n, write);
+    if (simt::enabled)
+        simt::race_access(t->tid.x + simt::g_bdim.x * (t->tid.y + simt::g_bdim.y * t->tid.z), t->warp, p, n, write);
+    if (simt::banks) simt::banks_access(t->warp, t->lane, pc, p, n);
 }
 
 extern "C" {
 __attribute__((visibility("hidden"))) void __tsan_init() {}
 __attribute__((visibility("hidden"))) void __tsan_func_entry(void *) {}
 __attribute__((visibility("hidden"))) void __tsan_func_exit() {}
+/* the instruction that made the access, for the bank model */
+#define SERL_PC() ((uintptr_t)__builtin_return_address(0))
 #define SERL_TSAN_SIZE(n)                                                                                          \
-    __attribute__((visibility("hidden"))) void __tsan_read##n(void *p) { on_access(p, n, false); }                \
-    __attribute__((visibility("hidden"))) void __tsan_write##n(void *p) { on_access(p, n, true); }                \
-    __attribute__((visibility("hidden"))) void __tsan_unaligned_read##n(void *p) { on_access(p, n, false); }      \
-    __attribute__((visibility("hidden"))) void __tsan_unaligned_write##n(void *p) { on_access(p, n, true); }
+    __attribute__((visibility("hidden"))) void __tsan_read##n(void *p) { on_access(p, n, false, SERL_PC()); }     \
+    __attribute__((visibility("hidden"))) void __tsan_write##n(void *p) { on_access(p, n, true, SERL_PC()); }     \
+    __attribute__((visibility("hidden"))) void __tsan_unaligned_read##n(void *p) { on_access(p, n, false, SERL_PC()); } \
+    __attribute__((visibility("hidden"))) void __tsan_unaligned_write##n(void *p) { on_access(p, n, true, SERL_PC()); }
 SERL_TSAN_SIZE(1)
 SERL_TSAN_SIZE(2)
 SERL_TSAN_SIZE(4)
 SERL_TSAN_SIZE(8)
 SERL_TSAN_SIZE(16)
-__attribute__((visibility("hidden"))) void __tsan_read_range(void *p, unsigned long n) { on_access(p, n, false); }
-__attribute__((visibility("hidden"))) void __tsan_write_range(void *p, unsigned long n) { on_access(p, n, true); }
+__attribute__((visibility("hidden"))) void __tsan_read_range(void *p, unsigned long n) { on_access(p, n, false, SERL_PC()); }
+__attribute__((visibility("hidden"))) void __tsan_write_range(void *p, unsigned long n) { on_access(p, n, true, SERL_PC()); }
 }

@@ -4,7 +4,8 @@
  * catch fail the launch with a message, that a shared-memory read missing its barrier reads stale data,
  * that launches past CUDA's limits are refused, that a captured graph replays, that kernels, copies and
  * GEMMs given memory the device cannot use fail, and that blocks needing more registers or shared memory
- * than a multiprocessor has are refused. Kernels here are written in CUDA C++ and go through
+ * than a multiprocessor has are refused, and that the bank model counts wavefronts as the hardware's rule
+ * says. Kernels here are written in CUDA C++ and go through
  * translate.sed like csrc/cuda's. */
 #include <dlfcn.h>
 #include <stdio.h>
@@ -321,6 +322,77 @@ static void test_rules() {
           "static shared memory read before its block writes it holds 0xFF bytes, not the last block's values");
 }
 
+/* ---------------------------------------------------------------- the bank model */
+
+/* one warp: fills 33 rows of 32 floats (33 conflict-free requests), then each lane reads word
+ * lane·stride: stride 1 and 33 touch 32 banks once each, stride 32 one bank 32 times */
+__global__ void bank_words(float *out, int stride) {
+    __shared__ float sh[33 * 32];
+    for (int i = threadIdx.x; i < 33 * 32; i += 32) sh[i] = (float)i;
+    __syncwarp();
+    out[threadIdx.x] = sh[threadIdx.x * stride];
+}
+
+/* one warp copies 16 bytes a lane into shared memory with cp.async, at a stride of `stride` 16-byte
+ * units: served 8 lanes at a time. (A vector access written in C++, *(float4 *)p, reaches the model as
+ * the scalar accesses g++ splits it into; csrc/cuda touches shared memory only with scalars, ldmatrix
+ * and cp.async.) */
+__global__ void bank_cp16(const float *src, float *out, int stride) {
+    __shared__ __align__(16) float sh[64 * 4];
+    simt::cp_async16(sh + 4 * threadIdx.x * stride, src + 4 * threadIdx.x, 16);
+    simt::cp_async_wait_all();
+    out[threadIdx.x] = sh[4 * threadIdx.x * stride];
+}
+
+/* ldmatrix.x4 over 32 rows of 16 bytes, `pitch` bf16 elements apart */
+__global__ void bank_ldsm(uint32_t *out, int pitch) {
+    __shared__ __align__(16) uint16_t sh[32 * 64];
+    for (int i = threadIdx.x; i < 32 * 64; i += 32) sh[i] = (uint16_t)i;
+    __syncwarp();
+    uint32_t r[4];
+    simt::ldmatrix_x4(r, sh + threadIdx.x * pitch, false);
+    out[threadIdx.x] = r[0] ^ r[1] ^ r[2] ^ r[3];
+}
+
+static void expect_banks(const char *kernel, unsigned long long requests, unsigned long long wavefronts,
+                         unsigned long long fewest, const char *what) {
+    unsigned long long r = 0, w = 0, f = 0;
+    const bool got = simt::banks_take(kernel, &r, &w, &f) && cudaGetLastError() == cudaSuccess;
+    char detail[160];
+    snprintf(detail, sizeof detail, "%llu requests, %llu wavefronts, %llu at fewest (want %llu, %llu, %llu)", r, w, f,
+             requests, wavefronts, fewest);
+    check(got && r == requests && w == wavefronts && f == fewest, what, detail);
+}
+
+static void test_banks() {
+    simt::banks_enable(true);
+    Dev<float> out(32);
+    Dev<uint32_t> outu(32);
+    /* the fill: 33 requests of one wavefront, then the read */
+    bank_words<<<1, 32>>>(out.p, 1);
+    expect_banks("bank_words", 34, 34, 34, "banks: 32 consecutive words are one wavefront");
+    bank_words<<<1, 32>>>(out.p, 32);
+    expect_banks("bank_words", 34, 33 + 32, 34, "banks: 32 words one bank apart are 32 wavefronts");
+    bank_words<<<1, 32>>>(out.p, 33);
+    expect_banks("bank_words", 34, 34, 34, "banks: a stride of 33 words (a padded row) is one");
+    bank_words<<<1, 32>>>(out.p, 0);
+    expect_banks("bank_words", 34, 34, 34, "banks: 32 lanes reading one word are one (a broadcast)");
+    /* the copy, then a read of one word a lane 4 or 8 words apart (4 or 8 wavefronts) */
+    Dev<float> src(32 * 4);
+    bank_cp16<<<1, 32>>>(src.p, out.p, 1);
+    expect_banks("bank_cp16", 2, 4 + 4, 4 + 1, "banks: 16 bytes a lane, consecutive, are four wavefronts (8 lanes each)");
+    bank_cp16<<<1, 32>>>(src.p, out.p, 2);
+    expect_banks("bank_cp16", 2, 8 + 8, 4 + 1, "banks: 16 bytes a lane, 32 bytes apart, are eight");
+    /* the fill: 64 requests of 32 two-byte stores, 64 bytes: one wavefront each */
+    bank_ldsm<<<1, 32>>>(outu.p, 8);
+    expect_banks("bank_ldsm", 65, 64 + 4, 64 + 4, "banks: ldmatrix.x4 over contiguous 16-byte rows is four wavefronts");
+    bank_ldsm<<<1, 32>>>(outu.p, 64);
+    expect_banks("bank_ldsm", 65, 64 + 32, 64 + 4, "banks: rows 128 bytes apart put a matrix's 8 rows in 4 banks: 32");
+    bank_ldsm<<<1, 32>>>(outu.p, 72);
+    expect_banks("bank_ldsm", 65, 64 + 4, 64 + 4, "banks: a row pitch of 144 bytes (padded by 16) is four again");
+    simt::banks_enable(false);
+}
+
 /* ---------------------------------------------------------------- launch limits */
 
 __global__ void fill(int *out, int v) {
@@ -478,7 +550,9 @@ static bool write_table() {
               {(const void *)shared_count, 16, 4},
               {(const void *)fill, 16, 0},                        {(const void *)big_smem, 16, 40 << 10},
               {(const void *)copy4, 16, 0},                       {(const void *)heavy, 128, 0},
-              {(const void *)shared_before_write, 16, 256}};
+              {(const void *)shared_before_write, 16, 256},
+              {(const void *)bank_words, 16, 33 * 32 * 4},        {(const void *)bank_cp16, 16, 64 * 4 * 4},
+              {(const void *)bank_ldsm, 16, 32 * 64 * 2}};
     bool ok = true;
     for (const auto &k : ks) {
         const char *sym = simt::kernel_symbol(k.fn);
@@ -524,6 +598,7 @@ int main() {
     test_graph();
     test_memory();
     test_resources();
+    test_banks();
     printf("simt selftest: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -138,6 +138,7 @@ static struct {
 
 static void release_block() {
     race_barrier();
+    if (banks_on()) banks_flush(kernel);
     bar.result = bar.acc;
     bar.acc = 0;
     bar.arrived = 0;
@@ -162,6 +163,7 @@ enum Kind { K_SHFL, K_BALLOT, K_SYNCWARP, K_MMA, K_LDSM };
 
 struct LaneIn {
     uint64_t v;
+    uintptr_t pc; /* ldmatrix: the instruction's address, for the bank model */
     int arg;
     uint32_t a[4], b[2];
     float c[4];
@@ -181,6 +183,8 @@ struct Warp {
     std::vector<unsigned> syncs; /* the masks of the block's completed __syncwarp calls, in order */
 };
 static std::vector<Warp> warps;
+
+unsigned warp_gen(int w) { return warps[w].gen; }
 
 unsigned warp_syncs(int w) { return (unsigned)warps[w].syncs.size(); }
 
@@ -256,6 +260,7 @@ static void ldsm_complete(Warp &w) {
             if (p % 16) fault("%s: lane %d gives the row address %#lx, not 16-byte aligned", w.what, l, (unsigned long)p);
             if (!in_shared(p, 16)) fault("%s: lane %d gives the row address %#lx, outside shared memory", w.what, l, (unsigned long)p);
             race_access(32 * (int)(&w - warps.data()) + l, (int)(&w - warps.data()), (const void *)p, 16, false);
+            if (banks_on()) banks_access((int)(&w - warps.data()), l, w.in[l].pc, (const void *)p, 16);
             memcpy(M[m][i], (const void *)p, 16);
         }
     for (int l = 0; l < 32; l++) {
@@ -353,6 +358,7 @@ void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1
 void ldmatrix_x4(uint32_t r[4], const void *row, bool trans) {
     LaneIn in = {};
     in.v = (uint64_t)(uintptr_t)row;
+    in.pc = (uintptr_t)__builtin_return_address(0);
     const LaneOut &o = collective(K_LDSM, trans, 32, trans ? "ldmatrix.x4.trans" : "ldmatrix.x4", 0xFFFFFFFFu, in);
     memcpy(r, o.r, sizeof o.r);
 }
@@ -368,6 +374,7 @@ void cp_async16(void *dst, const void *src, int src_bytes) {
         fault("cp.async: the destination %#lx is not 16 bytes of shared memory, 16-byte aligned", (unsigned long)d);
     if (sp % 16) fault("cp.async: the source %#lx is not 16-byte aligned", (unsigned long)sp);
     if (src_bytes < 0 || src_bytes > 16) fault("cp.async: a source size of %d bytes (0 to 16)", src_bytes);
+    if (banks_on()) banks_access(cur()->warp, cur()->lane, (uintptr_t)__builtin_return_address(0), dst, 16);
     Fiber::Copy c;
     c.dst = dst;
     memset(c.bytes, 0, sizeof c.bytes); /* past src_bytes: zeros */
@@ -493,9 +500,12 @@ void run_grid(dim3 grid, dim3 block, size_t shm, const char *name, const std::fu
         g_block = make_uint3((unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y), (unsigned)(b / ((uint64_t)grid.x * grid.y)));
         if (shm) memset(dyn.data(), 0xFF, shm);
         race_block_begin(__start_simt_shared, (size_t)(__stop_simt_shared - __start_simt_shared), dyn.data(), shm);
+        if (banks_on()) banks_block_begin((unsigned)warps.size());
         run_block(n);
+        if (banks_on()) banks_flush(kernel);
     }
     g_cur = nullptr;
+    if (banks_on()) banks_grid_end();
     if (aborted) launch_fault(fault_msg);
 }
 

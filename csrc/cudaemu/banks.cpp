@@ -1,0 +1,229 @@
+/* The SIMT emulator's shared-memory bank model (SERL_SIMT_BANKS=FILE): how many wavefronts each warp's
+ * shared-memory requests would take on sm_80/sm_90, against the fewest they could take, per kernel and
+ * per source line, written to FILE after every grid (a Go process never runs C's exit handlers). It
+ * measures without a GPU what Nsight Compute counts as bank conflicts, so a tile layout can be judged
+ * here: planted, rows of the tensor-core attention's tiles without their 16 bytes of padding take 8
+ * wavefronts per ldmatrix phase instead of 1.
+ *
+ * The model. Shared memory has 32 banks of 4-byte words. A warp's request is served in phases: all 32
+ * lanes for accesses of up to 4 bytes, 16 lanes at a time for 8 bytes, 8 for 16 bytes (ldmatrix: each
+ * 8×8 matrix, the 8 rows 8 lanes give, is one phase). A phase takes as many wavefronts as the most
+ * distinct words any one bank holds among its accesses (lanes reading one word share it); the fewest it
+ * could take is its distinct words over 32, rounded up. Requests are the kernel's accesses grouped by
+ * warp, instruction address, the warp's count of completed collectives (shuffles, votes, __syncwarp,
+ * mma.sync, ldmatrix) and how many times each lane had reached that address since that collective:
+ * exact for code the warp runs converged, approximate where lanes skip an access between collectives.
+ * The executor reports what the instrumentation cannot see: ldmatrix rows and cp.async stores (at
+ * issue; when the copy lands does not change its banks). A vector access written in C++ reaches the
+ * model as the scalar accesses g++ splits it into; csrc/cuda touches shared memory only with scalars,
+ * ldmatrix and cp.async.
+ *
+ * Cost: a record per access and two sorts per barrier, only when enabled (the emulated attention tests
+ * take about 1.5 times as long). */
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "internal.h"
+
+namespace simt {
+
+namespace {
+
+struct Rec {
+    uintptr_t pc;
+    uintptr_t addr;
+    uint32_t gen; /* the warp's completed collectives at the access */
+    uint32_t occ; /* the record's index in the warp's list, then how many earlier records of this lane
+                   * have this pc and gen */
+    uint16_t lane;
+    uint16_t bytes;
+};
+
+struct Tally {
+    uint64_t requests = 0, wavefronts = 0, ideal = 0;
+    void add(const Tally &t) { requests += t.requests, wavefronts += t.wavefronts, ideal += t.ideal; }
+};
+
+struct KernelTally {
+    Tally all;
+    std::map<uintptr_t, Tally> by_pc;
+};
+
+std::vector<std::vector<Rec>> pending; /* per warp of the running block */
+std::map<std::string, KernelTally> tallies;
+std::mutex tallies_mu; /* the executor runs one grid at a time; banks_take may come from any thread */
+std::string out_path;  /* SERL_SIMT_BANKS */
+std::map<uintptr_t, std::string> where_cache;
+
+/* file:line of the instruction at pc as addr2line says from the library's debug information, with the
+ * line that called it where it was inlined (the access in a shared helper, then its caller) */
+const std::string &where(uintptr_t pc) {
+    auto it = where_cache.find(pc);
+    if (it != where_cache.end()) return it->second;
+    std::string w;
+    Dl_info di;
+    if (dladdr((void *)pc, &di) && di.dli_fname) {
+        const unsigned long off = (unsigned long)(pc - (uintptr_t)di.dli_fbase);
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "addr2line -i -e '%s' %#lx 2>/dev/null", di.dli_fname, off - 1); /* the call, not the return */
+        if (FILE *f = popen(cmd, "r")) {
+            char line[400];
+            for (int n = 0; n < 2 && fgets(line, sizeof line, f); n++) {
+                std::string l(line, strcspn(line, " \n")); /* without " (discriminator N)" */
+                const size_t slash = l.rfind('/');
+                if (slash != std::string::npos) l = l.substr(slash + 1);
+                if (l.empty() || l[0] == '?') break;
+                w += (n ? " < " : "") + l;
+            }
+            pclose(f);
+        }
+        if (w.empty()) {
+            snprintf(cmd, sizeof cmd, "%s+%#lx", di.dli_fname, off);
+            w = cmd;
+        }
+    }
+    return where_cache[pc] = w;
+}
+
+/* wavefronts and the fewest possible for one phase of a request: n records of distinct lanes */
+void phase(const Rec *r, int n, Tally &t) {
+    uint32_t words[64];
+    int nw = 0;
+    for (int i = 0; i < n; i++)
+        for (uintptr_t w = r[i].addr / 4; w <= (r[i].addr + r[i].bytes - 1) / 4 && nw < 64; w++) words[nw++] = (uint32_t)w;
+    std::sort(words, words + nw);
+    nw = (int)(std::unique(words, words + nw) - words);
+    int per_bank[32] = {0}, most = 0;
+    for (int i = 0; i < nw; i++) most = std::max(most, ++per_bank[words[i] % 32]);
+    t.wavefronts += (uint64_t)most;
+    t.ideal += (uint64_t)((nw + 31) / 32);
+}
+
+/* one warp-wide request: the records of one (pc, gen, occurrence), sorted by lane */
+void request(const Rec *r, int n, Tally &t) {
+    t.requests++;
+    const int bytes = r[0].bytes, per_phase = bytes <= 4 ? 32 : bytes <= 8 ? 16 : 8;
+    int i = 0;
+    while (i < n) {
+        const int ph = r[i].lane / per_phase;
+        int j = i;
+        while (j < n && r[j].lane / per_phase == ph) j++;
+        phase(r + i, j - i, t);
+        i = j;
+    }
+}
+
+void report() {
+    if (out_path.empty() || tallies.empty()) return;
+    const std::string tmp = out_path + ".tmp";
+    FILE *f = fopen(tmp.c_str(), "w");
+    if (!f) return;
+    std::vector<std::pair<std::string, const KernelTally *>> ks;
+    for (const auto &kv : tallies) ks.emplace_back(kv.first, &kv.second);
+    std::sort(ks.begin(), ks.end(), [](const auto &a, const auto &b) {
+        return a.second->all.wavefronts - a.second->all.ideal > b.second->all.wavefronts - b.second->all.ideal;
+    });
+    fprintf(f, "# shared-memory wavefronts (the sm_80/sm_90 bank model of csrc/cudaemu/banks.cpp); ratio = wavefronts / fewest possible\n");
+    fprintf(f, "%-48s %12s %12s %12s %7s\n", "kernel / instruction", "requests", "wavefronts", "fewest", "ratio");
+    for (const auto &k : ks) {
+        const Tally &a = k.second->all;
+        fprintf(f, "%-48.48s %12llu %12llu %12llu %6.2fx\n", k.first.c_str(), (unsigned long long)a.requests,
+                (unsigned long long)a.wavefronts, (unsigned long long)a.ideal, (double)a.wavefronts / a.ideal);
+        /* its instructions with excess wavefronts, most first */
+        std::vector<std::pair<uintptr_t, Tally>> pcs(k.second->by_pc.begin(), k.second->by_pc.end());
+        std::sort(pcs.begin(), pcs.end(), [](const auto &x, const auto &y) {
+            return x.second.wavefronts - x.second.ideal > y.second.wavefronts - y.second.ideal;
+        });
+        for (size_t i = 0; i < pcs.size() && i < 6 && pcs[i].second.wavefronts > pcs[i].second.ideal; i++) {
+            const Tally &p = pcs[i].second;
+            fprintf(f, "    %-44.44s %12llu %12llu %12llu %6.2fx\n", where(pcs[i].first).c_str(), (unsigned long long)p.requests,
+                    (unsigned long long)p.wavefronts, (unsigned long long)p.ideal, (double)p.wavefronts / p.ideal);
+        }
+    }
+    if (fclose(f) == 0) rename(tmp.c_str(), out_path.c_str());
+}
+
+int state = -1; /* unread, off, on */
+
+} // namespace
+
+bool banks_on() {
+    if (state < 0) {
+        const char *e = getenv("SERL_SIMT_BANKS");
+        if (e && *e && strcmp(e, "0")) out_path = e;
+        banks_enable(!out_path.empty());
+    }
+    return state == 1;
+}
+
+void banks_enable(bool on) { state = on; }
+
+void banks_grid_end() {
+    std::lock_guard<std::mutex> lock(tallies_mu);
+    report();
+}
+
+bool banks_take(const char *kernel, unsigned long long *requests, unsigned long long *wavefronts, unsigned long long *fewest) {
+    std::lock_guard<std::mutex> lock(tallies_mu);
+    auto it = tallies.find(kernel);
+    if (it == tallies.end()) return false;
+    *requests = it->second.all.requests, *wavefronts = it->second.all.wavefronts, *fewest = it->second.all.ideal;
+    tallies.erase(it);
+    return true;
+}
+
+void banks_block_begin(unsigned warps) {
+    pending.resize(warps);
+    for (auto &p : pending) p.clear();
+}
+
+void banks_access(int warp, int lane, uintptr_t pc, const void *addr, size_t bytes) {
+    std::vector<Rec> &p = pending[warp];
+    p.push_back(Rec{pc, (uintptr_t)addr, warp_gen(warp), (uint32_t)p.size(), (uint16_t)lane, (uint16_t)bytes});
+}
+
+void banks_flush(const char *kernel) {
+    Tally t;
+    std::map<uintptr_t, Tally> by_pc;
+    for (auto &p : pending) {
+        /* a lane's records at one instruction between two of the warp's collectives, in program order,
+         * numbered: the k-th of every lane make one request */
+        std::sort(p.begin(), p.end(), [](const Rec &a, const Rec &b) {
+            return a.pc != b.pc ? a.pc < b.pc : a.gen != b.gen ? a.gen < b.gen : a.lane != b.lane ? a.lane < b.lane : a.occ < b.occ;
+        });
+        for (size_t i = 0, k = 0; i < p.size(); i++) {
+            k = i > 0 && p[i].pc == p[i - 1].pc && p[i].gen == p[i - 1].gen && p[i].lane == p[i - 1].lane ? k + 1 : 0;
+            p[i].occ = (uint32_t)k;
+        }
+        std::sort(p.begin(), p.end(), [](const Rec &a, const Rec &b) {
+            return a.pc != b.pc ? a.pc < b.pc : a.gen != b.gen ? a.gen < b.gen : a.occ != b.occ ? a.occ < b.occ : a.lane < b.lane;
+        });
+        size_t i = 0;
+        while (i < p.size()) {
+            size_t j = i;
+            while (j < p.size() && p[j].pc == p[i].pc && p[j].gen == p[i].gen && p[j].occ == p[i].occ) j++;
+            Tally r;
+            request(&p[i], (int)(j - i), r);
+            by_pc[p[i].pc].add(r);
+            t.add(r);
+            i = j;
+        }
+        p.clear();
+    }
+    if (!t.requests) return;
+    std::lock_guard<std::mutex> lock(tallies_mu);
+    KernelTally &k = tallies[kernel];
+    k.all.add(t);
+    for (const auto &kv : by_pc) k.by_pc[kv.first].add(kv.second);
+}
+
+} // namespace simt
