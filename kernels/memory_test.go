@@ -66,3 +66,40 @@ func TestHostSliceOnAShrinkingStack(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkTransfer is the cost of a small host round trip (an upload, then a download, of one float32),
+// the kind a decode step makes for its sampled tokens: through a slice made in the loop (on the stack
+// unless Upload and Download move it) and through one made once.
+func BenchmarkTransfer(b *testing.B) {
+	d := cpuDevice(b)
+	x, err := d.Alloc(F32, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Free(x)
+	b.Run("fresh", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if err := Upload(x, []float32{float32(i)}); err != nil {
+				b.Fatal(err)
+			}
+			got := make([]float32, 1)
+			if err := Download(got, x); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("reused", func(b *testing.B) {
+		b.ReportAllocs()
+		buf := make([]float32, 1)
+		for i := 0; b.Loop(); i++ {
+			buf[0] = float32(i)
+			if err := Upload(x, buf); err != nil {
+				b.Fatal(err)
+			}
+			if err := Download(buf, x); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
