@@ -122,15 +122,17 @@ func checkHost[T Elem](op string, t Tensor, n int) error {
 	return nil
 }
 
-// hostAddr returns the address of host memory that a native call will reach through the argument
-// block, pinned until pin.Unpin. The compiler cannot see an address inside the block, so without the
-// pin a slice the caller made on its stack stays there, and the stack may move (grow, or be shrunk by
-// the collector at the next function entry) between taking the address and the call: the copy then
-// lands in the old stack. Pinning moves the slice to the heap, where nothing moves.
-func hostAddr[T Elem](pin *runtime.Pinner, p *T) uintptr {
-	pin.Pin(p)
-	return uintptr(unsafe.Pointer(p))
-}
+// hostAddr hands on the address of host memory that a native call reaches through the argument block,
+// where the compiler cannot see it. Marked uintptrescapes (as purego.SyscallN is), it makes the memory
+// behind the pointer converted in its argument list escape to the heap, where nothing moves: a slice
+// the caller made on its stack would otherwise stay there, and the stack may move (grow, or be shrunk
+// by the collector at the next function entry) between taking the address and the call, the copy then
+// landing in the old stack. The caller keeps the memory alive through the call (runtime.KeepAlive).
+// runtime.Pinner would do the same at 40 ns a call, and it allocates after every collection, which a
+// captured decode step may not.
+//
+//go:uintptrescapes
+func hostAddr(p uintptr) uintptr { return p }
 
 // Upload copies host data into a tensor; len(src) must equal t.Len().
 func Upload[T Elem](t Tensor, src []T) error {
@@ -146,13 +148,13 @@ func Upload[T Elem](t Tensor, src []T) error {
 	if d.capturing {
 		return d.refuseCapture("upload " + t.String())
 	}
-	var pin runtime.Pinner
-	defer pin.Unpin()
 	a := args[copyArgs](d)
-	a.kind, a.bytes, a.dst, a.src = copyH2D, t.Bytes(), t.addr(), hostAddr(&pin, &src[0])
+	a.kind, a.bytes, a.dst, a.src = copyH2D, t.Bytes(), t.addr(), hostAddr(uintptr(unsafe.Pointer(&src[0])))
 	d.xfer.Uploads++
 	d.xfer.UploadBytes += a.bytes
-	return d.run(opCopy, 0, float64(a.bytes))
+	err := d.run(opCopy, 0, float64(a.bytes))
+	runtime.KeepAlive(src)
+	return err
 }
 
 // Download copies a tensor into host memory; len(dst) must equal t.Len().
@@ -169,13 +171,13 @@ func Download[T Elem](dst []T, t Tensor) error {
 	if d.capturing {
 		return d.refuseCapture("download " + t.String())
 	}
-	var pin runtime.Pinner
-	defer pin.Unpin()
 	a := args[copyArgs](d)
-	a.kind, a.bytes, a.dst, a.src = copyD2H, t.Bytes(), hostAddr(&pin, &dst[0]), t.addr()
+	a.kind, a.bytes, a.dst, a.src = copyD2H, t.Bytes(), hostAddr(uintptr(unsafe.Pointer(&dst[0]))), t.addr()
 	d.xfer.Downloads++
 	d.xfer.DownloadBytes += a.bytes
-	return d.run(opCopy, 0, float64(a.bytes))
+	err := d.run(opCopy, 0, float64(a.bytes))
+	runtime.KeepAlive(dst)
+	return err
 }
 
 // Copy copies src into dst on the device; both must have the same dtype and length.

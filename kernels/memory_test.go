@@ -23,9 +23,9 @@ func growStack(n int) byte {
 // has asked to. Upload and Download hand the library the slice's address inside the argument block,
 // where the compiler cannot see it, so it must stay valid until the native call returns. Here the
 // collector runs without pause while a goroutine with an oversized stack copies through such slices;
-// with a stale address a copy lands in the old stack. Unpinned, each of 35 runs lost 2 to 33 of its
-// 200,000 round trips (and engine/rl's finite-difference test saw a wrong weight once in about a
-// thousand runs: a download into such a slice read 0).
+// with a stale address a copy lands in the old stack. With the address taken plainly (no hostAddr),
+// each of 35 runs lost 2 to 33 of its 200,000 round trips (and engine/rl's finite-difference test saw
+// a wrong weight once in about a thousand runs: a download into such a slice read 0).
 func TestHostSliceOnAShrinkingStack(t *testing.T) {
 	for _, d := range testDevices(t) {
 		t.Run(d.Backend(), func(t *testing.T) {

@@ -24,9 +24,9 @@ bool resources_ok(const void *fn, unsigned threads, size_t dyn_shared, std::stri
  * the first `since` of them had both lanes in its mask (simt.cpp): only __syncwarp orders memory
  * between lanes of a warp; shuffles, votes, mma.sync and ldmatrix do not. */
 unsigned warp_syncs(int w);
+bool warp_synced(int w, unsigned since, int lane_a, int lane_b);
 /* How many collectives of any kind warp w of the running block has completed (simt.cpp). */
 unsigned warp_gen(int w);
-bool warp_synced(int w, unsigned since, int lane_a, int lane_b);
 
 /* The shared-memory race detector (race.cpp): a block starts (its static and dynamic shared memory), a block
  * barrier is released, and an access the instrumentation cannot see (the executor's own: cp.async
