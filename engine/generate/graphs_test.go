@@ -3,6 +3,7 @@ package generate
 import (
 	"path/filepath"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -141,27 +142,40 @@ func TestGraphsFollowAdapters(t *testing.T) {
 }
 
 // A steady step launched as a graph allocates nothing on the Go heap (measured between the last token
-// callback of one step and the first of the next, as stepTransfers measures copies).
+// callback of one step and the first of the next, as stepTransfers measures copies). The counter is the
+// whole process's, so another goroutine's allocation within the window (the finalizer goroutine closing
+// a device an earlier test dropped, say) can land in a step: 1 run in 200 under -count=200 saw 2 or 7.
+// A step that allocates does so in every run, so the check passes on the first of three runs whose
+// steady steps allocate nothing.
 func TestGraphStepAllocatesNothing(t *testing.T) {
 	m := loadFixture(t, "qwen2_f32")
-	e := newEngine(t, m, small)
-	e.SetGraphs(true)
 	const S, n = 4, 14
-	var ms runtime.MemStats
 	var allocs []uint64
-	last, seen := uint64(0), 0
-	_, err := e.Generate([]Request{{Prompt: prompt(2, 9, m.Config.Vocab), N: S, Params: sampled(5, n)}}, nil,
-		func(int, int, int32) {
-			runtime.ReadMemStats(&ms)
-			if e.stats.DecodeSteps != seen && e.stats.GraphLaunches > 1 {
-				allocs = append(allocs, ms.Mallocs-last)
-			}
-			seen = e.stats.DecodeSteps
-			runtime.ReadMemStats(&ms) // after the bookkeeping above
-			last = ms.Mallocs
-		})
-	require.NoError(t, err)
-	require.Len(t, allocs, n-4) // steps 4 … n−1 launch a graph that was captured before
+	for run := range 3 {
+		if run > 0 {
+			t.Logf("run %d: steady steps allocated %v: running again", run, allocs)
+		}
+		e := newEngine(t, m, small) // a fresh engine: the same steps capture and launch each time
+		e.SetGraphs(true)
+		var ms runtime.MemStats
+		last, seen := uint64(0), 0
+		allocs = allocs[:0]
+		_, err := e.Generate([]Request{{Prompt: prompt(2, 9, m.Config.Vocab), N: S, Params: sampled(5, n)}}, nil,
+			func(int, int, int32) {
+				runtime.ReadMemStats(&ms)
+				if e.stats.DecodeSteps != seen && e.stats.GraphLaunches > 1 {
+					allocs = append(allocs, ms.Mallocs-last)
+				}
+				seen = e.stats.DecodeSteps
+				runtime.ReadMemStats(&ms) // after the bookkeeping above
+				last = ms.Mallocs
+			})
+		require.NoError(t, err)
+		require.Len(t, allocs, n-4) // steps 4 … n−1 launch a graph that was captured before
+		if slices.Max(allocs) == 0 {
+			break
+		}
+	}
 	for j, a := range allocs {
 		require.Zero(t, a, "steady step %d", j+4)
 	}
