@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/engine/selfplay"
 	"github.com/serl-go/serl/kernels"
 )
 
@@ -25,6 +26,15 @@ func holdLogits(w io.Writer, d *kernels.Device, plan func(hold bool) (model.Plan
 		fmt.Fprintln(w, why)
 	}
 	return hold, nil
+}
+
+// holdTrainLogits is holdLogits over serl train's memory plan of cfg (trainPlan), so that serl train
+// and serl info decide alike.
+func holdTrainLogits(w io.Writer, d *kernels.Device, mc model.Config, cfg selfplay.Config, evalLongest, evalMaxNew int) (bool, error) {
+	return holdLogits(w, d, func(hold bool) (model.Plan, error) {
+		cfg.HoldLogits = hold
+		return trainPlan(mc, cfg, evalLongest, evalMaxNew)
+	})
 }
 
 // decideHoldLogits is holdLogits' rule. On a GPU the arena holds the logits when the plan with them

@@ -75,11 +75,7 @@ func info(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "params    %d (%d tensors)\n", l.NumParams(), len(l.Specs))
 	// Evaluation prompts are counted at the prompt budget (serl train measures the eval set's longest).
 	// On a GPU, serl train's choice of holding the head's logits is made here too, and says so.
-	if cfg.HoldLogits, err = holdLogits(stdout, d, func(hold bool) (model.Plan, error) {
-		c2 := cfg
-		c2.HoldLogits = hold
-		return trainPlan(c, c2, cfg.MaxPromptTokens, cfg.MaxNewTokens)
-	}); err != nil {
+	if cfg.HoldLogits, err = holdTrainLogits(stdout, d, c, cfg, cfg.MaxPromptTokens, cfg.MaxNewTokens); err != nil {
 		return usagef("%v", err)
 	}
 	plan, err := trainPlan(c, cfg, cfg.MaxPromptTokens, cfg.MaxNewTokens)

@@ -563,11 +563,7 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 		sayFitBatch(stderr, "--max-batch", cfg.MaxBatch, d.Info().Backend, d.Info().FreeMemory, most)
 	}
 	// Decided at every start, a resumed run's too: it changes no result.
-	if cfg.HoldLogits, err = holdLogits(stderr, d, func(hold bool) (model.Plan, error) {
-		c := *cfg
-		c.HoldLogits = hold
-		return trainPlan(mc, c, evalLongest, evalNew)
-	}); err != nil {
+	if cfg.HoldLogits, err = holdTrainLogits(stderr, d, mc, *cfg, evalLongest, evalNew); err != nil {
 		return in, err
 	}
 	plan, err := trainPlan(mc, *cfg, evalLongest, evalNew)

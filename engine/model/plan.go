@@ -99,11 +99,12 @@ func (c Config) ActivationPlan(maxTokens, maxSeqs int, p Precision) []PlanItem {
 // layout options o.
 func (c Config) LoRAActivationPlan(maxTokens, maxSeqs int, p Precision, lc *LoRAConfig, o ArenaOptions) []PlanItem {
 	var a Activations
-	name := fmt.Sprintf("activations (%d tokens, %d sequences)", maxTokens, maxSeqs)
+	held := ""
 	if o.HoldLogits {
-		name = fmt.Sprintf("activations (%d tokens, %d sequences, logits held)", maxTokens, maxSeqs)
+		held = ", logits held"
 	}
-	return slotItems(name, c.activationSlots(&a, maxTokens, maxSeqs, p.Act(), lc, o))
+	return slotItems(fmt.Sprintf("activations (%d tokens, %d sequences%s)", maxTokens, maxSeqs, held),
+		c.activationSlots(&a, maxTokens, maxSeqs, p.Act(), lc, o))
 }
 
 // WorkspacePlan is a generation workspace (see NewWorkspace), one item per dtype.
