@@ -416,8 +416,11 @@ static inline int32_t serl_check_ppo_coef(SERL_CTX *ctx, const serl_ppo_coef_arg
     SERL_REQUIRE(a->clip_eps > 0 && a->clip_eps < 1, "ppo_coef: clip_eps = %g (want 0 < ε < 1)", (double)a->clip_eps);
     SERL_REQUIRE(a->kl_coef >= 0 && a->kl_coef <= 3.4e38f, "ppo_coef: kl_coef = %g (want a finite value ≥ 0)",
                  (double)a->kl_coef);
-    if (a->n_tokens == 0) return SERL_DONE;
-    SERL_REQUIRE(a->coef && (a->n_seqs == 0 || (a->pos && a->act_cu && a->logp && a->logp_old && a->logp_ref && a->adv && a->sums)),
+    SERL_REQUIRE(a->tok_lo >= 0 && a->tok_lo <= a->tok_hi && a->tok_hi <= a->n_tokens,
+                 "ppo_coef: tokens [%d, %d) outside [0, %d)", a->tok_lo, a->tok_hi, a->n_tokens);
+    if (a->tok_lo == a->tok_hi && !a->sums) return SERL_DONE;
+    SERL_REQUIRE((a->tok_lo == a->tok_hi || a->coef) &&
+                     (a->n_seqs == 0 || (a->pos && a->act_cu && a->logp && a->logp_old && a->logp_ref && a->adv)),
                  "ppo_coef: NULL tensor");
     return SERL_OK;
 }

@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define SERL_ABI_VERSION 2
+#define SERL_ABI_VERSION 3
 
 #if defined(_WIN32)
 #define SERL_API __declspec(dllexport)
@@ -598,10 +598,14 @@ SERL_API int32_t serl_kl_returns(void *ctx, const serl_kl_returns_args *a);
  *   — PyTorch autograd's tie rules through −min(surr1, surr2): on the closed range [lo, hi] both
  *   arguments carry ρA; A = 0 gives 0 and is never counted;
  *   grpo ≠ 0: ℓ += kl_coef·k3(d), g += kl_coef·(1 − e^−d), KL term k3(d) = e^−d − 1 + d; else KL term d;
- *   coef[pos[i] + t] = (float)(g·w); every other packed position of coef[0..n_tokens) is 0;
+ *   coef[pos[i] + t] = (float)(g·w); every other packed position of coef is 0;
  *   sums[3i] = Σ_t ℓ · w, sums[3i+1] = clipped tokens, sums[3i+2] = Σ_t KL term (each summed in double,
  *   in token order, stored once as float).
- * coef is what serl_logprob_bwd / the model's backward read as ∂L/∂logp. */
+ * coef is what serl_logprob_bwd / the model's backward read as ∂L/∂logp. Only the packed positions
+ * [tok_lo, tok_hi) of coef are written (0 ≤ tok_lo ≤ tok_hi ≤ n_tokens), and only their logp read: a
+ * token's coefficient depends on nothing else, so the model's head can ask for each chunk's while its
+ * logits are still in the buffer. sums may be NULL; when given, they are every sequence's whole sums
+ * whatever the range (the range [0, 0) computes the sums alone, once every chunk's logp is known). */
 typedef struct {
     uint32_t size;
     int32_t n_seqs;
@@ -611,14 +615,16 @@ typedef struct {
     int32_t grpo;
     float clip_eps;
     float kl_coef;
+    int32_t tok_lo;         /* the packed positions of coef written: [tok_lo, tok_hi) */
+    int32_t tok_hi;
     const int32_t *pos;     /* [n_seqs] */
     const int32_t *act_cu;  /* [n_seqs + 1] */
     const float *logp;      /* [n_tokens] packed, from the forward the backward follows */
     const float *logp_old;  /* [n_actions] */
     const float *logp_ref;  /* [n_actions] */
     const float *adv;       /* [n_actions] */
-    float *coef;            /* [n_tokens] out */
-    float *sums;            /* [n_seqs, 3] out */
+    float *coef;            /* [n_tokens] out, at [tok_lo, tok_hi) */
+    float *sums;            /* [n_seqs, 3] out, or NULL */
 } serl_ppo_coef_args;
 SERL_API int32_t serl_ppo_coef(void *ctx, const serl_ppo_coef_args *a);
 

@@ -254,6 +254,7 @@ type ppoCoefArgs struct {
 	nSeqs, nTokens, nActions, stepSeqs int32   `c:"n_seqs,n_tokens,n_actions,step_seqs"`
 	grpo                               int32   `c:"grpo"`
 	clipEps, klCoef                    float32 `c:"clip_eps,kl_coef"`
+	tokLo, tokHi                       int32   `c:"tok_lo,tok_hi"`
 	pos, actCu, logp, logpOld, logpRef uintptr `c:"pos,act_cu,logp,logp_old,logp_ref"`
 	adv, coef, sums                    uintptr `c:"adv,coef,sums"`
 }

@@ -109,28 +109,43 @@ type PPO struct {
 	GRPO            bool
 }
 
-// PPOCoef writes the PPO-clip loss coefficients ∂L/∂logp of one packed forward batch of nSeqs
-// sequences, out of stepSeqs in the optimizer step (serl.h gives the formula and the tie rules): coef
-// F32 [logp.Len()] (0 off the actions), and per sequence sums[3i..3i+2] = its loss (already divided by
-// T·stepSeqs), its clipped tokens and its Σ KL term. logp: the forward's packed per-token log-probs;
-// logpOld, logpRef, adv: action-packed.
-func (d *Device) PPOCoef(coef, sums, logp, logpOld, logpRef, adv, pos, actCu Tensor, nSeqs, stepSeqs int, p PPO) error {
+// PPOCoef writes the PPO-clip loss coefficients ∂L/∂logp of the packed tokens [t0, t1) of one forward
+// batch of nSeqs sequences, out of stepSeqs in the optimizer step (serl.h gives the formula and the tie
+// rules): coef[t0:t1] (0 off the actions; the rest of coef is left alone), from logp[t0:t1] alone. A
+// token's coefficient depends on nothing else, so the model's head asks for each chunk's while the
+// chunk's logits are in its buffer. When sums is a tensor, it also writes per sequence
+// sums[3i..3i+2] = the whole sequence's loss (already divided by T·stepSeqs), clipped tokens and Σ KL
+// term, whatever the range: t0 = t1 = 0 computes the sums alone. logp, coef: the forward's packed
+// per-token values; logpOld, logpRef, adv: action-packed.
+func (d *Device) PPOCoef(coef, sums, logp, logpOld, logpRef, adv, pos, actCu Tensor, nSeqs, stepSeqs, t0, t1 int, p PPO) error {
 	const op = "ppo_coef"
 	n, nt := logpOld.Len(), logp.Len()
+	sumsErr := error(nil)
+	if sums.Valid() {
+		sumsErr = d.check(op, "sums", sums, F32, 3*nSeqs)
+	}
 	if err := firstErr(d.checkSeqs(op, nSeqs, pos, actCu, true), d.check(op, "logp", logp, F32, 1),
 		d.check(op, "coef", coef, F32, nt), d.check(op, "logpOld", logpOld, F32, 1),
-		d.check(op, "logpRef", logpRef, F32, n), d.check(op, "adv", adv, F32, n), d.check(op, "sums", sums, F32, 3*nSeqs)); err != nil {
+		d.check(op, "logpRef", logpRef, F32, n), d.check(op, "adv", adv, F32, n), sumsErr); err != nil {
 		return err
 	}
 	if stepSeqs < nSeqs {
 		return opErr(op, "%d sequences as a share of a step of %d", nSeqs, stepSeqs)
+	}
+	if t0 < 0 || t0 > t1 || t1 > nt {
+		return opErr(op, "tokens [%d, %d) outside the batch's [0, %d)", t0, t1, nt)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	a := args[ppoCoefArgs](d)
 	a.nSeqs, a.nTokens, a.nActions, a.stepSeqs = int32(nSeqs), int32(nt), int32(n), int32(stepSeqs)
 	a.grpo, a.clipEps, a.klCoef = lpFlag(p.GRPO), p.ClipEps, p.KLCoef
+	a.tokLo, a.tokHi = int32(t0), int32(t1)
 	a.pos, a.actCu, a.logp, a.logpOld, a.logpRef = pos.addr(), actCu.addr(), logp.addr(), logpOld.addr(), logpRef.addr()
-	a.adv, a.coef, a.sums = adv.addr(), coef.addr(), sums.addr()
-	return d.run(opPPOCoef, 30*float64(n), 20*float64(n))
+	a.adv, a.coef = adv.addr(), coef.addr()
+	visited := t1 - t0 // tokens the op computes: the range, or every action for the sums
+	if sums.Valid() {
+		a.sums, visited = sums.addr(), n
+	}
+	return d.run(opPPOCoef, 30*float64(visited), 20*float64(visited))
 }

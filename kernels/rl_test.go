@@ -189,10 +189,13 @@ func testPPOCoef(t *testing.T, h *harness) {
 				}
 			}
 			coef, sums := h.poisoned(b.tokens), h.poisoned(3*nSeqs)
-			require.NoError(t, h.d.PPOCoef(coef, sums, h.f32(logp), h.f32(old), h.f32(refLP), h.f32(adv),
-				h.i32(b.pos), h.i32(b.actCu), nSeqs, 2*nSeqs, p))
+			dLogp, dOld, dRef, dAdv, dPos, dCu := h.f32(logp), h.f32(old), h.f32(refLP), h.f32(adv), h.i32(b.pos), h.i32(b.actCu)
+			require.NoError(t, h.d.PPOCoef(coef, sums, dLogp, dOld, dRef, dAdv, dPos, dCu, nSeqs, 2*nSeqs, 0, b.tokens, p))
 			wantCoef, wantSums := make([]float32, b.tokens), make([]float32, 3*nSeqs)
-			ref.PPOCoef(wantCoef, wantSums, logp, old, refLP, adv, b.pos, b.actCu, 2*nSeqs, float64(p.ClipEps), float64(p.KLCoef), p.GRPO)
+			ref.PPOCoef(wantCoef, wantSums, logp, old, refLP, adv, b.pos, b.actCu, 2*nSeqs, 0, b.tokens, float64(p.ClipEps), float64(p.KLCoef), p.GRPO)
+			testPPOCoefChunks(t, h, b, coef, sums, func(coef, sums Tensor, t0, t1 int) error {
+				return h.d.PPOCoef(coef, sums, dLogp, dOld, dRef, dAdv, dPos, dCu, nSeqs, 2*nSeqs, t0, t1, p)
+			})
 			what := fmt.Sprintf("ppo_coef %d sequences grpo=%v", nSeqs, p.GRPO)
 			requireClose(t, what+" coef", h.get(coef), wantCoef, rlTol(h))
 			got := h.get(sums)
@@ -218,11 +221,39 @@ func testPPOCoef(t *testing.T, h *harness) {
 		return h.f32([]float32{-1, -1}), h.i32([]int32{0}), h.i32([]int32{0, 1})
 	}
 	lp, pos, cu := one()
-	requireOpError(t, "step of fewer sequences", h.d.PPOCoef(h.poisoned(2), h.poisoned(3), lp, lp, lp, lp, pos, cu, 1, 0, PPO{ClipEps: 0.2}))
-	requireOpError(t, "clip ε 0", h.d.PPOCoef(h.poisoned(2), h.poisoned(3), lp, lp, lp, lp, pos, cu, 1, 1, PPO{}))
-	requireOpError(t, "short sums", h.d.PPOCoef(h.poisoned(2), h.poisoned(2), lp, lp, lp, lp, pos, cu, 1, 1, PPO{ClipEps: 0.2}))
-	err := requireOpError(t, "positions past the batch", h.d.PPOCoef(h.poisoned(2), h.poisoned(3), lp, lp, lp, lp, h.i32([]int32{2}), cu, 1, 1, PPO{ClipEps: 0.2}))
+	requireOpError(t, "step of fewer sequences", h.d.PPOCoef(h.poisoned(2), h.poisoned(3), lp, lp, lp, lp, pos, cu, 1, 0, 0, 2, PPO{ClipEps: 0.2}))
+	requireOpError(t, "clip ε 0", h.d.PPOCoef(h.poisoned(2), h.poisoned(3), lp, lp, lp, lp, pos, cu, 1, 1, 0, 2, PPO{}))
+	requireOpError(t, "short sums", h.d.PPOCoef(h.poisoned(2), h.poisoned(2), lp, lp, lp, lp, pos, cu, 1, 1, 0, 2, PPO{ClipEps: 0.2}))
+	for _, r := range [][2]int{{-1, 1}, {1, 0}, {0, 3}} {
+		err := requireOpError(t, "tokens outside the batch", h.d.PPOCoef(h.poisoned(2), h.poisoned(3), lp, lp, lp, lp, pos, cu, 1, 1, r[0], r[1], PPO{ClipEps: 0.2}))
+		require.ErrorContains(t, err, fmt.Sprintf("ppo_coef: tokens [%d, %d) outside the batch's [0, 2)", r[0], r[1]))
+	}
+	err := requireOpError(t, "positions past the batch", h.d.PPOCoef(h.poisoned(2), h.poisoned(3), lp, lp, lp, lp, h.i32([]int32{2}), cu, 1, 1, 0, 2, PPO{ClipEps: 0.2}))
 	require.ErrorContains(t, err, "ppo_coef: sequence 0: packed positions [2, ")
+}
+
+// testPPOCoefChunks asks for a batch's coefficients as the model's head does, a chunk of tokens at a
+// time from the last, then for the sums alone (the range [0, 0)), and wants the bits of the whole call
+// (coef, sums); each chunk's call leaves the tokens before it alone.
+func testPPOCoefChunks(t *testing.T, h *harness, b rlBatch, coef, sums Tensor, call func(coef, sums Tensor, t0, t1 int) error) {
+	wantCoef, wantSums := h.get(coef), h.get(sums)
+	for _, C := range []int{1, 7, b.tokens/3 + 1} {
+		got := h.poisoned(b.tokens)
+		for t0 := (b.tokens - 1) / C * C; t0 >= 0; t0 -= C {
+			require.NoError(t, call(got, Tensor{}, t0, min(t0+C, b.tokens)))
+			if C == 1 {
+				continue // one download per call would make the test quadratic
+			}
+			g := h.get(got)
+			for i := range t0 {
+				require.True(t, math.IsNaN(float64(g[i])), "chunk [%d, %d) of %d: coefficient %d written", t0, t0+C, b.tokens, i)
+			}
+		}
+		gotSums := h.poisoned(len(wantSums))
+		require.NoError(t, call(got, gotSums, 0, 0))
+		require.Equal(t, bitsOf(wantCoef), bitsOf(h.get(got)), "coefficients in chunks of %d", C)
+		require.Equal(t, bitsOf(wantSums), bitsOf(h.get(gotSums)), "sums alone after chunks of %d", C)
+	}
 }
 
 func inActions(b rlBatch, p int) bool {
@@ -232,4 +263,13 @@ func inActions(b rlBatch, p int) bool {
 		}
 	}
 	return false
+}
+
+// bitsOf is x's float32 bit patterns, so that require.Equal compares bits (NaNs included).
+func bitsOf(x []float32) []uint32 {
+	b := make([]uint32, len(x))
+	for i, v := range x {
+		b[i] = math.Float32bits(v)
+	}
+	return b
 }

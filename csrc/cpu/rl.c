@@ -57,14 +57,19 @@ SERL_API int32_t serl_kl_returns(void *ctxp, const serl_kl_returns_args *a) {
     return SERL_OK;
 }
 
+/* ppo_clamp clamps a token offset into a sequence of T to [0, T]. */
+static inline int32_t ppo_clamp(int32_t t, int32_t T) { return t < 0 ? 0 : t > T ? T : t; }
+
 static void ppo_coef_task(void *arg, int64_t i, int w) {
     (void)w;
     const serl_ppo_coef_args *a = arg;
     const int32_t lo = a->act_cu[i], T = a->act_cu[i + 1] - lo, p = a->pos[i];
+    /* Without sums only the tokens in the range are visited; with them, every token, for the sums. */
+    const int32_t t0 = a->sums ? 0 : ppo_clamp(a->tok_lo - p, T), t1 = a->sums ? T : ppo_clamp(a->tok_hi - p, T);
     const double wt = T > 0 ? 1.0 / ((double)T * (double)a->step_seqs) : 0;
     const double eps = a->clip_eps, beta = a->kl_coef, clo = 1 - eps, chi = 1 + eps;
     double loss = 0, kl = 0, clipped = 0;
-    for (int32_t t = 0; t < T; t++) {
+    for (int32_t t = t0; t < t1; t++) {
         const double lp = a->logp[p + t], A = a->adv[lo + t];
         const double rho = exp(lp - (double)a->logp_old[lo + t]);
         const double surr1 = rho * A, surr2 = fmax(clo, fmin(chi, rho)) * A;
@@ -83,11 +88,13 @@ static void ppo_coef_task(void *arg, int64_t i, int w) {
         } else {
             kl += d;
         }
-        a->coef[p + t] = (float)(g * wt);
+        if (p + t >= a->tok_lo && p + t < a->tok_hi) a->coef[p + t] = (float)(g * wt);
     }
-    a->sums[3 * i] = (float)(loss * wt);
-    a->sums[3 * i + 1] = (float)clipped;
-    a->sums[3 * i + 2] = (float)kl;
+    if (a->sums) {
+        a->sums[3 * i] = (float)(loss * wt);
+        a->sums[3 * i + 1] = (float)clipped;
+        a->sums[3 * i + 2] = (float)kl;
+    }
 }
 
 SERL_API int32_t serl_ppo_coef(void *ctxp, const serl_ppo_coef_args *a) {
@@ -95,7 +102,7 @@ SERL_API int32_t serl_ppo_coef(void *ctxp, const serl_ppo_coef_args *a) {
     SERL_CHECK(serl_check_ppo_coef(ctx, a));
     if (a->n_seqs > 0)
         SERL_CHECK(check_index(ctx, "ppo_coef", a->n_seqs, a->pos, a->act_cu, a->n_tokens, a->n_actions));
-    memset(a->coef, 0, sizeof(float) * (size_t)a->n_tokens);
+    if (a->tok_hi > a->tok_lo) memset(a->coef + a->tok_lo, 0, sizeof(float) * (size_t)(a->tok_hi - a->tok_lo));
     serl_parallel(ctx, a->n_seqs, ppo_coef_task, (void *)a);
     return SERL_OK;
 }

@@ -68,9 +68,11 @@ extern "C" SERL_API int32_t serl_kl_returns(void *ctxp, const serl_kl_returns_ar
     return SERL_OK;
 }
 
-__global__ void ppo_zero_kernel(float *coef, int32_t n) {
-    for (int32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) coef[i] = 0;
+__global__ void ppo_zero_kernel(float *coef, int32_t lo, int32_t hi) {
+    for (int32_t i = lo + blockIdx.x * blockDim.x + threadIdx.x; i < hi; i += gridDim.x * blockDim.x) coef[i] = 0;
 }
+
+__device__ static int32_t ppo_clamp(int32_t t, int32_t T) { return t < 0 ? 0 : t > T ? T : t; }
 
 __global__ void ppo_coef_kernel(serl_ppo_coef_args a, serl_dev_err *err) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -79,10 +81,12 @@ __global__ void ppo_coef_kernel(serl_ppo_coef_args a, serl_dev_err *err) {
     if (!seq_range(a.act_cu, i, a.n_actions, &lo, &T, err, SERL_RL_OP_PPO_COEF)) return;
     const int32_t p = a.pos[i];
     if (!pos_range(p, T, a.n_tokens, i, err, SERL_RL_OP_PPO_COEF)) return;
+    /* Without sums only the tokens in the range are visited; with them, every token, for the sums. */
+    const int32_t t0 = a.sums ? 0 : ppo_clamp(a.tok_lo - p, T), t1 = a.sums ? T : ppo_clamp(a.tok_hi - p, T);
     const double wt = T > 0 ? 1.0 / ((double)T * (double)a.step_seqs) : 0;
     const double eps = a.clip_eps, beta = a.kl_coef, clo = 1 - eps, chi = 1 + eps;
     double loss = 0, kl = 0, clipped = 0;
-    for (int32_t t = 0; t < T; t++) {
+    for (int32_t t = t0; t < t1; t++) {
         const double lp = a.logp[p + t], A = a.adv[lo + t];
         const double rho = exp(lp - (double)a.logp_old[lo + t]);
         const double surr1 = rho * A, surr2 = fmax(clo, fmin(chi, rho)) * A;
@@ -101,18 +105,22 @@ __global__ void ppo_coef_kernel(serl_ppo_coef_args a, serl_dev_err *err) {
         } else {
             kl += d;
         }
-        a.coef[p + t] = (float)(g * wt);
+        if (p + t >= a.tok_lo && p + t < a.tok_hi) a.coef[p + t] = (float)(g * wt);
     }
-    a.sums[3 * i] = (float)(loss * wt);
-    a.sums[3 * i + 1] = (float)clipped;
-    a.sums[3 * i + 2] = (float)kl;
+    if (a.sums) {
+        a.sums[3 * i] = (float)(loss * wt);
+        a.sums[3 * i + 1] = (float)clipped;
+        a.sums[3 * i + 2] = (float)kl;
+    }
 }
 
 extern "C" SERL_API int32_t serl_ppo_coef(void *ctxp, const serl_ppo_coef_args *a) {
     SERL_ENTER(ctxp, a, serl_ppo_coef_args);
     SERL_CHECK(serl_check_ppo_coef(ctx, a));
-    ppo_zero_kernel<<<serl_blocks(a->n_tokens, 256), 256, 0, ctx->stream>>>(a->coef, a->n_tokens);
-    LAUNCH_CHECK("ppo_coef");
+    if (a->tok_hi > a->tok_lo) {
+        ppo_zero_kernel<<<serl_blocks(a->tok_hi - a->tok_lo, 256), 256, 0, ctx->stream>>>(a->coef, a->tok_lo, a->tok_hi);
+        LAUNCH_CHECK("ppo_coef");
+    }
     if (a->n_seqs == 0) return SERL_OK;
     ppo_coef_kernel<<<(unsigned)((a->n_seqs + THREADS - 1) / THREADS), THREADS, 0, ctx->stream>>>(*a, ctx->derr);
     LAUNCH_CHECK("ppo_coef");

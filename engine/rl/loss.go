@@ -87,7 +87,7 @@ func (w *Workspace) BackwardShare(c Config, m *model.Model, g *model.Blob, lo, h
 			return st, err
 		}
 		if err := w.dev.PPOCoef(w.acts.Coef(), sums.MustSlice(3*(b.lo-lo), 3*(b.hi-lo)), w.acts.LogProbTensor(), old, ref, adv,
-			pos, actCu, b.hi-b.lo, nSeqs, p); err != nil {
+			pos, actCu, b.hi-b.lo, nSeqs, 0, w.acts.LogProbTensor().Len(), p); err != nil {
 			return st, fmt.Errorf("rl: loss coefficients: %w", err)
 		}
 		if err := m.BackwardCoef(w.acts, g); err != nil {

@@ -40,7 +40,7 @@ func ppoCoefficients(t *testing.T, c Config, logp, logpOld, logpRef, adv []float
 		nan[i] = float32(math.NaN())
 	}
 	dc, ds := up(nan), up(nan[:3])
-	require.NoError(t, d.PPOCoef(dc, ds, up(packed), up(logpOld), up(logpRef), up(adv), idx.MustSlice(0, 1), idx.MustSlice(1, 3), 1, nSeqs,
+	require.NoError(t, d.PPOCoef(dc, ds, up(packed), up(logpOld), up(logpRef), up(adv), idx.MustSlice(0, 1), idx.MustSlice(1, 3), 1, nSeqs, 0, T+3,
 		kernels.PPO{ClipEps: float32(c.ClipEps), KLCoef: float32(c.KLCoef), GRPO: c.Algorithm == GRPO}))
 	gc, gs := make([]float32, T+3), make([]float32, 3)
 	require.NoError(t, kernels.Download(gc, dc))

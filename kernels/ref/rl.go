@@ -78,14 +78,24 @@ func PPOSequence(coef, logp, logpOld, logpRef, adv []float32, stepSeqs int, clip
 }
 
 // PPOCoef is serl_ppo_coef: PPOSequence for each sequence of a packed batch (logp and coef packed, at
-// pos[i]+t; logpOld, logpRef, adv action-packed), coef 0 elsewhere, and sums[3i..3i+2] = (loss, clipped,
-// KL) of sequence i, each rounded to float32 once.
-func PPOCoef(coef, sums, logp, logpOld, logpRef, adv []float32, pos, actCu []int32, stepSeqs int, clipEps, klCoef float64, grpo bool) {
-	clear(coef)
+// pos[i]+t; logpOld, logpRef, adv action-packed). coef[t0:t1] gets those packed positions'
+// coefficients (0 off the actions); the rest of coef is left alone. sums, when not nil, gets
+// sums[3i..3i+2] = (loss, clipped, KL) of the whole sequence i, each rounded to float32 once.
+func PPOCoef(coef, sums, logp, logpOld, logpRef, adv []float32, pos, actCu []int32, stepSeqs, t0, t1 int, clipEps, klCoef float64, grpo bool) {
+	clear(coef[t0:t1])
+	seq := make([]float32, 0, len(logp))
 	for i := range pos {
 		lo, hi, p := int(actCu[i]), int(actCu[i+1]), int(pos[i])
 		T := hi - lo
-		l, c, k := PPOSequence(coef[p:p+T], logp[p:p+T], logpOld[lo:hi], logpRef[lo:hi], adv[lo:hi], stepSeqs, clipEps, klCoef, grpo)
-		sums[3*i], sums[3*i+1], sums[3*i+2] = float32(l), float32(c), float32(k)
+		seq = seq[:T]
+		l, c, k := PPOSequence(seq, logp[p:p+T], logpOld[lo:hi], logpRef[lo:hi], adv[lo:hi], stepSeqs, clipEps, klCoef, grpo)
+		for t, g := range seq {
+			if p+t >= t0 && p+t < t1 {
+				coef[p+t] = g
+			}
+		}
+		if sums != nil {
+			sums[3*i], sums[3*i+1], sums[3*i+2] = float32(l), float32(c), float32(k)
+		}
 	}
 }
