@@ -9,7 +9,7 @@
 #                and the CUDA-vs-CPU checks
 #   mma          the attention cases again with the bf16 tensor-core kernels (SERL_CUDA_ATTN=mma, opt-in)
 #   fixtures     the model fixtures (Qwen2 and Llama, f32/bf16/f16 weights) against PyTorch's float64,
-#                and the head's held logits giving the recomputed ones' bits
+#                and the head's fused gradient (dlogits in the forward) giving the recomputed one's bits
 #   train        a short serl train --device cuda on the built-in model (FULL=1: the default run, which
 #                needs BUDGET=600 STEPS=train)
 #   killresume   the same short run three times smaller: once uninterrupted, once SIGKILLed in its second
@@ -146,7 +146,7 @@ fi
 if unit fixtures; then
 	log=$OUT/3-fixtures.log
 	wd=engine/model step fixtures 90 "$log" "$g/model.test" -test.v -test.count=1 \
-		-test.run 'TestFixtures|TestSaveLoadRoundTrip|TestHeadHoldLogits' -test.timeout 85s
+		-test.run 'TestFixtures|TestSaveLoadRoundTrip|TestHeadGrad' -test.timeout 85s
 	row "fixtures ($DEVICE)" "$status" "$secs" "$(gotest_counts "$log"); worst: $(grep -o 'worst [a-z ]*error [0-9.e+-]*' "$log" | sort -t' ' -k5 -g | tail -1)"
 fi
 

@@ -114,29 +114,22 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		out = stderr
 	}
 
-	// The plan first: what this run will allocate, before anything is. On a GPU the training arena may
-	// hold the head's logits (holdLogits), which the open device decides.
+	// The plan first: what this run will allocate, before anything is.
+	var plan model.Plan
 	var gcfg generate.Config
-	if *mode == "decode" {
+	switch *mode {
+	case "train":
+		plan = c.TrainingPlan(B*T, B, false, prec)
+	case "score":
+		plan.Add(c.WeightsPlan("parameters", model.Options{Precision: prec})...)
+		plan.Add(c.ActivationPlan(B*T, B, prec)...)
+	case "decode":
 		if gcfg, err = dec.engineConfig(c); err != nil {
 			return err
 		}
-	}
-	planFor := func(hold bool) model.Plan {
-		var plan model.Plan
-		arena := model.ArenaOptions{HoldLogits: hold}
-		switch *mode {
-		case "train":
-			plan = c.TrainingPlan(B*T, B, false, prec, arena)
-		case "score":
-			plan.Add(c.WeightsPlan("parameters", model.Options{Precision: prec})...)
-			plan.Add(c.LoRAActivationPlan(B*T, B, prec, nil, arena)...)
-		case "decode":
-			// Not frozen: RandomInit draws the float32 master weights and casts the bf16 copy from them.
-			plan.Add(c.WeightsPlan("parameters", model.Options{Precision: prec})...)
-			plan.Add(gcfg.Plan("generation", c, prec)...)
-		}
-		return plan
+		// Not frozen: RandomInit draws the float32 master weights and casts the bf16 copy from them.
+		plan.Add(c.WeightsPlan("parameters", model.Options{Precision: prec})...)
+		plan.Add(gcfg.Plan("generation", c, prec)...)
 	}
 	shape := fmt.Sprintf("batch %d × %d tokens", B, T)
 	if *mode == "decode" {
@@ -144,23 +137,16 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(out, "model %s: qwen2 hidden %d, %d layers, %d/%d heads (head_dim %d), intermediate %d, vocab %d; %s; %s in %s\n",
 		*cfgName, c.Hidden, c.Layers, c.Heads, c.KVHeads, c.HeadDim, c.Intermediate, c.Vocab, shape, *mode, prec)
+	fmt.Fprintln(out, "memory plan:")
+	if err := plan.Write(out); err != nil {
+		return err
+	}
 
 	d, stop, err := df.open(stderr)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	var arena model.ArenaOptions
-	if *mode != "decode" {
-		if arena.HoldLogits, err = holdLogits(stderr, d, func(hold bool) (model.Plan, error) { return planFor(hold), nil }); err != nil {
-			return err
-		}
-	}
-	plan := planFor(arena.HoldLogits)
-	fmt.Fprintln(out, "memory plan:")
-	if err := plan.Write(out); err != nil {
-		return err
-	}
 	if err := plan.Check(d.Info().FreeMemory); err != nil {
 		return err
 	}
@@ -198,7 +184,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		tr, err := train.NewTrainerWith(m, train.AdamWConfig{Schedule: sched, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, ClipNorm: 1}, B*T, B, arena)
+		tr, err := train.NewTrainer(m, train.AdamWConfig{Schedule: sched, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, ClipNorm: 1}, B*T, B)
 		if err != nil {
 			return err
 		}
@@ -212,7 +198,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			return loss, err
 		}
 	case "score":
-		acts, err := m.NewActivationsWith(B*T, B, arena)
+		acts, err := m.NewActivations(B*T, B)
 		if err != nil {
 			return err
 		}

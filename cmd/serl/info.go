@@ -74,10 +74,6 @@ func info(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 		*dir, c.Arch, c.Layers, c.Hidden, c.Heads, c.KVHeads, c.HeadDim, c.Intermediate, c.Vocab, c.TieEmbedding)
 	fmt.Fprintf(stdout, "params    %d (%d tensors)\n", l.NumParams(), len(l.Specs))
 	// Evaluation prompts are counted at the prompt budget (serl train measures the eval set's longest).
-	// On a GPU, serl train's choice of holding the head's logits is made here too, and says so.
-	if cfg.HoldLogits, err = holdTrainLogits(stdout, d, c, cfg, cfg.MaxPromptTokens, cfg.MaxNewTokens); err != nil {
-		return usagef("%v", err)
-	}
 	plan, err := trainPlan(c, cfg, cfg.MaxPromptTokens, cfg.MaxNewTokens)
 	if err != nil {
 		return usagef("%v", err)

@@ -91,7 +91,7 @@ func (mi *modelInput) load(stderr io.Writer, training bool) (*model.Model, *mode
 	case training:
 		plan.Add(cfg.OptimizerPlan()[0])
 	}
-	plan.Add(cfg.LoRAActivationPlan(budget, budget, p, lc, model.ArenaOptions{})...)
+	plan.Add(cfg.LoRAActivationPlan(budget, budget, p, lc)...)
 	d, stop, err := mi.df.open(stderr)
 	if err != nil {
 		return nil, nil, nil, nil, err

@@ -289,7 +289,6 @@ func trainRank(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 		if in, err = trainInputs(d, comm, stored.PolicyDir, stored.ReferenceDir, tf, &cfg, false, stderr); err != nil {
 			return err
 		}
-		stored.Config.HoldLogits = cfg.HoldLogits // decided anew (trainInputs): not stored with the run
 		if r, err = stored.Resume(in); err != nil {
 			return err
 		}
@@ -561,10 +560,6 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 		}
 		cfg.MaxBatch = slices.Min(all)
 		sayFitBatch(stderr, "--max-batch", cfg.MaxBatch, d.Info().Backend, d.Info().FreeMemory, most)
-	}
-	// Decided at every start, a resumed run's too: it changes no result.
-	if cfg.HoldLogits, err = holdTrainLogits(stderr, d, mc, *cfg, evalLongest, evalNew); err != nil {
-		return in, err
 	}
 	plan, err := trainPlan(mc, *cfg, evalLongest, evalNew)
 	if err != nil {

@@ -26,18 +26,12 @@ type Activations struct {
 	layers []layerActs
 
 	xf, rstdf kernels.Tensor // final norm [T, H], [T]
-	// logits: [C, V], one chunk of the head (head.go), or with ArenaOptions.HoldLogits every chunk's,
-	// [chunks, C·V rounded up to 16 elements], each starting where the one chunk would (mod 16
-	// elements), so that the ops see rows aligned alike either way (a vector path's sums follow the row's
-	// alignment); backward overwrites them with dlogits. chunk: C, the tokens per chunk; vocab: V.
-	logits       kernels.Tensor
-	chunk, vocab int
-	holdLogits   bool
-	// logitsHeld: the buffer holds what the latest Forward computed (the last chunk's logits, or with
-	// holdLogits every chunk's)
-	logitsHeld bool
-	lseLogits  kernels.Tensor // [T]
-	logp       kernels.Tensor // [T] log p(target) per position; 0 where there is no target
+	logits    kernels.Tensor // [C, V], one chunk of the head (head.go); backward overwrites it with dlogits
+	// logitsHeld: the buffer holds the logits of the last chunk the latest Forward computed; headDone:
+	// the latest forward was a Grad's, which did the head's backward too (head.go)
+	logitsHeld, headDone bool
+	lseLogits            kernels.Tensor // [T]
+	logp                 kernels.Tensor // [T] log p(target) per position; 0 where there is no target
 
 	// backward scratch, shared by all layers
 	dx, dln, tmp     kernels.Tensor // [T, H]
@@ -68,17 +62,6 @@ type layerActs struct {
 	act          kernels.Tensor // silu(gate)·up [T, I]
 }
 
-// ArenaOptions are choices in a training arena's layout that trade memory for speed and never change
-// a result.
-type ArenaOptions struct {
-	// HoldLogits keeps every chunk of the head's logits from forward to backward, [T, V] in all (still
-	// computed and reduced a chunk at a time, each aligned as the one chunk's buffer would be, so every
-	// result is the same bits), so that the backward recomputes none: one head matmul less a step
-	// (2·T·H·V FLOPs, ~9% of a Qwen2.5-0.5B step) for T·V more activation elements (5 GB at 16,384
-	// tokens of a 151,936 vocabulary in bf16).
-	HoldLogits bool
-}
-
 // arenaSlot is one tensor of an arena plan.
 type arenaSlot struct {
 	dst  *kernels.Tensor
@@ -87,7 +70,7 @@ type arenaSlot struct {
 }
 
 // arenaSlots lists the training arena's tensors: activations in act, statistics in float32.
-func (c Config) arenaSlots(a *Activations, T, S int, act kernels.DType, o ArenaOptions) []arenaSlot {
+func (c Config) arenaSlots(a *Activations, T, S int, act kernels.DType) []arenaSlot {
 	h, q, kv, in, v := c.Hidden, c.Heads, c.KVHeads, c.Intermediate, c.Vocab
 	d := c.HeadDim
 	var slots []arenaSlot
@@ -116,12 +99,7 @@ func (c Config) arenaSlots(a *Activations, T, S int, act kernels.DType, o ArenaO
 	}
 	f(&a.xf, T, h)
 	st(&a.rstdf, T)
-	a.chunk, a.vocab, a.holdLogits = c.headChunk(T, act), v, o.HoldLogits
-	if o.HoldLogits {
-		f(&a.logits, (T+a.chunk-1)/a.chunk, (a.chunk*v+15)&^15)
-	} else {
-		f(&a.logits, a.chunk, v)
-	}
+	f(&a.logits, c.headChunk(T, act), v)
 	st(&a.lseLogits, T)
 	st(&a.logp, T)
 	st(&a.coef, T)
@@ -213,29 +191,23 @@ func allocArena(d *kernels.Device, slots []arenaSlot) ([]kernels.Tensor, error) 
 // ActivationBytes is the size of the training arena for maxTokens tokens in maxSeqs sequences at
 // precision p.
 func (c Config) ActivationBytes(maxTokens, maxSeqs int, p Precision) int64 {
-	return c.LoRAActivationBytes(maxTokens, maxSeqs, p, nil, ArenaOptions{})
+	return c.LoRAActivationBytes(maxTokens, maxSeqs, p, nil)
 }
 
-// LoRAActivationBytes is ActivationBytes with the adapter activations of lc (none when nil) and the
-// layout options o.
-func (c Config) LoRAActivationBytes(maxTokens, maxSeqs int, p Precision, lc *LoRAConfig, o ArenaOptions) int64 {
+// LoRAActivationBytes is ActivationBytes with the adapter activations of lc (none when nil).
+func (c Config) LoRAActivationBytes(maxTokens, maxSeqs int, p Precision, lc *LoRAConfig) int64 {
 	var a Activations
-	_, total := arenaBytes(c.activationSlots(&a, maxTokens, maxSeqs, p.Act(), lc, o))
+	_, total := arenaBytes(c.activationSlots(&a, maxTokens, maxSeqs, p.Act(), lc))
 	return total
 }
 
-func (c Config) activationSlots(a *Activations, T, S int, act kernels.DType, lc *LoRAConfig, o ArenaOptions) []arenaSlot {
-	return append(c.arenaSlots(a, T, S, act, o), c.loraSlots(a, lc, T, act)...)
+func (c Config) activationSlots(a *Activations, T, S int, act kernels.DType, lc *LoRAConfig) []arenaSlot {
+	return append(c.arenaSlots(a, T, S, act), c.loraSlots(a, lc, T, act)...)
 }
 
 // NewActivations allocates the arena for batches of up to maxTokens tokens in up to maxSeqs sequences,
 // in the model's precision.
 func (m *Model) NewActivations(maxTokens, maxSeqs int) (*Activations, error) {
-	return m.NewActivationsWith(maxTokens, maxSeqs, ArenaOptions{})
-}
-
-// NewActivationsWith is NewActivations with the layout options o.
-func (m *Model) NewActivationsWith(maxTokens, maxSeqs int, o ArenaOptions) (*Activations, error) {
 	if maxTokens < 1 || maxSeqs < 1 || maxSeqs > maxTokens {
 		return nil, fmt.Errorf("model: activations for %d tokens in %d sequences: want 1 ≤ sequences ≤ tokens", maxTokens, maxSeqs)
 	}
@@ -245,7 +217,7 @@ func (m *Model) NewActivationsWith(maxTokens, maxSeqs int, o ArenaOptions) (*Act
 	if m.lora != nil {
 		lc = &m.lora.Config
 	}
-	if a.bufs, err = allocArena(m.dev, m.Config.activationSlots(a, maxTokens, maxSeqs, m.opts.Precision.Act(), lc, o)); err != nil {
+	if a.bufs, err = allocArena(m.dev, m.Config.activationSlots(a, maxTokens, maxSeqs, m.opts.Precision.Act(), lc)); err != nil {
 		return nil, fmt.Errorf("model: activation arena: %w", err)
 	}
 	if lc != nil {

@@ -10,11 +10,14 @@ import "github.com/serl-go/serl/kernels"
 //
 // The logits are never held whole: with a vocabulary of 151,936, [T, V] of a packed batch would take
 // GiBs. The head works in chunks of C tokens (fused linear cross-entropy, as Liger does): forward keeps
-// only logp and the log-sum-exp per token; backward recomputes each chunk's logits (one more head
-// matmul per chunk, except the last chunk forward computed, which is still in the buffer) and turns them
-// into dlogits in place. An arena with ArenaOptions.HoldLogits keeps every chunk's logits, each in a
-// buffer of its own aligned as the one chunk's, and the backward recomputes none: memory for one head
-// matmul a step.
+// only logp and the log-sum-exp per token. A training pass that knows each token's ∂L/∂logp once its
+// logp is computed (Grad: the RL step's PPO coefficient depends on nothing else) turns each chunk's
+// logits into dlogits while they are in the buffer, and accumulates dW_head and the chunk's rows of
+// d(xf) there, from the last chunk to the first as the backward would: one head matmul per chunk, no
+// more memory, the same bits. A plain Forward then Backward, whose coefficients may depend on the
+// whole batch's logp, recomputes each chunk's logits in the backward (one more head matmul per chunk,
+// 2·T·H·V FLOPs, about 9% of a Qwen2.5-0.5B step), except the last chunk forward computed, which is
+// still in the buffer.
 
 // headChunkBytes bounds one chunk of logits. 256 MiB keeps the logits a small part of any real model's
 // arena while the chunk's matmul still has hundreds of rows (883 tokens of Qwen2.5's vocabulary in bf16,
@@ -28,58 +31,69 @@ func (c Config) headChunk(T int, act kernels.DType) int {
 	return max(1, min(T, headChunkBytes/max(c.Vocab*act.Size(), 1)))
 }
 
-// chunkLogits is the logits buffer of the chunk of tokens [t0, t1), [t1−t0, V].
-func (a *Activations) chunkLogits(t0, t1 int) kernels.Tensor {
-	if a.holdLogits {
-		i := t0 / a.chunk
-		return a.logits.MustSlice(i, i+1).MustReshape(a.logits.Dim(1)).MustSlice(0, (t1-t0)*a.vocab).MustReshape(t1-t0, a.vocab)
-	}
-	return rows(a.logits, t1-t0)
-}
-
-func (m *Model) headForward(a *Activations) error {
-	T, C := a.tokens, a.chunk
+// headForward computes logp for every token, chunk by chunk. With coef (a Grad), each chunk then gets
+// its coefficients and its backward at once (headChunkBackward), the chunks taken from the last.
+func (m *Model) headForward(a *Activations, g tensors, coef CoefFunc) error {
+	T, C := a.tokens, a.logits.Dim(0)
 	xf := rows(a.xf, T)
 	p := pass{d: m.dev}
-	a.logitsHeld = false
+	a.logitsHeld, a.headDone = false, false
 	p.rmsnorm(xf, rows(a.rstdf, T), rows(a.xs[len(m.w.layers)], T), m.w.norm, float32(m.Config.RMSNormEps))
-	for t0 := 0; t0 < T && p.err == nil; t0 += C {
+	t0, step := 0, C
+	if coef != nil {
+		t0, step = (T-1)/C*C, -C
+	}
+	for ; t0 >= 0 && t0 < T && p.err == nil; t0 += step {
 		t1 := min(t0+C, T)
-		logits := a.chunkLogits(t0, t1)
+		logits := rows(a.logits, t1-t0)
 		p.matmul(kernels.MatMul{A: xf.MustSlice(t0, t1), B: m.w.head, C: logits, TransB: true, Alpha: 1})
 		if p.err == nil {
 			p.err = m.dev.LogProbFwd(a.logp.MustSlice(t0, t1), kernels.Tensor{}, a.lseLogits.MustSlice(t0, t1), logits,
 				a.targets.MustSlice(t0, t1), 1, true)
 		}
+		if coef != nil && p.err == nil {
+			p.err = coef(t0, t1)
+			m.headChunkBackward(&p, a, g, t0, t1)
+		}
 	}
-	a.logitsHeld = p.err == nil
+	a.logitsHeld = p.err == nil && coef == nil
+	a.headDone = p.err == nil && coef != nil
 	return p.err
 }
 
-// headBackward turns coef = ∂L/∂logp into a.dx = ∂L/∂x_L, chunk by chunk from the last (whose logits
-// forward left in the buffer, as it did every chunk's with holdLogits), the dlogits overwriting each
-// chunk's logits in place.
-func (m *Model) headBackward(a *Activations, g tensors) error {
-	T, C := a.tokens, a.chunk
-	xf, dln, dx := rows(a.xf, T), rows(a.dln, T), rows(a.dx, T)
-	p := pass{d: m.dev}
-	held := a.logitsHeld
-	a.logitsHeld = false
-	for t0 := (T - 1) / C * C; t0 >= 0 && p.err == nil; t0 -= C {
-		t1 := min(t0+C, T)
-		logits, xc := a.chunkLogits(t0, t1), xf.MustSlice(t0, t1)
-		if !held {
-			p.matmul(kernels.MatMul{A: xc, B: m.w.head, C: logits, TransB: true, Alpha: 1})
-		}
-		held = held && a.holdLogits
-		if p.err == nil {
-			p.err = m.dev.LogProbBwd(logits, logits, a.targets.MustSlice(t0, t1), a.lseLogits.MustSlice(t0, t1),
-				a.coef.MustSlice(t0, t1), 1, true)
-		}
-		// dW_head accumulates over the chunks (beta 1; absent under LoRA, whose head is frozen)
-		p.linearBackward(dln.MustSlice(t0, t1), g.head, kernels.Tensor{}, logits, xc, m.w.head, false)
+// headChunkBackward turns the logits of the chunk [t0, t1) into dlogits in place from a.coef, writes the
+// chunk's rows of a.dln = ∂L/∂xf and accumulates dW_head (beta 1; absent under LoRA, whose head is
+// frozen).
+func (m *Model) headChunkBackward(p *pass, a *Activations, g tensors, t0, t1 int) {
+	logits := rows(a.logits, t1-t0)
+	if p.err == nil {
+		p.err = m.dev.LogProbBwd(logits, logits, a.targets.MustSlice(t0, t1), a.lseLogits.MustSlice(t0, t1),
+			a.coef.MustSlice(t0, t1), 1, true)
 	}
+	p.linearBackward(rows(a.dln, a.tokens).MustSlice(t0, t1), g.head, kernels.Tensor{}, logits,
+		rows(a.xf, a.tokens).MustSlice(t0, t1), m.w.head, false)
+}
+
+// headBackward turns coef = ∂L/∂logp into a.dx = ∂L/∂x_L. After a Grad's forward only the final norm is
+// left; otherwise chunk by chunk from the last (whose logits forward left in the buffer), recomputing
+// each chunk's logits.
+func (m *Model) headBackward(a *Activations, g tensors) error {
+	T, C := a.tokens, a.logits.Dim(0)
+	p := pass{d: m.dev}
+	if !a.headDone {
+		held := a.logitsHeld
+		for t0 := (T - 1) / C * C; t0 >= 0 && p.err == nil; t0 -= C {
+			t1 := min(t0+C, T)
+			if !held {
+				p.matmul(kernels.MatMul{A: rows(a.xf, T).MustSlice(t0, t1), B: m.w.head, C: rows(a.logits, t1-t0), TransB: true, Alpha: 1})
+			}
+			held = false
+			m.headChunkBackward(&p, a, g, t0, t1)
+		}
+	}
+	a.logitsHeld, a.headDone = false, false
+	dx := rows(a.dx, T)
 	p.zero(dx)
-	p.rmsnormBackward(dx, g.norm, rows(a.xs[len(m.w.layers)], T), m.w.norm, rows(a.rstdf, T), dln)
+	p.rmsnormBackward(dx, g.norm, rows(a.xs[len(m.w.layers)], T), m.w.norm, rows(a.rstdf, T), rows(a.dln, T))
 	return p.err
 }

@@ -8,8 +8,9 @@ import (
 )
 
 // BenchmarkHeadChunks is one training forward and backward of a one-layer model whose head dominates
-// (vocabulary 32,000, hidden 256, 512 tokens), with the logits whole and in chunks: the cost of the
-// chunks is the recomputed head matmul of every chunk but the last.
+// (vocabulary 32,000, hidden 256, 512 tokens): the logits whole, then in chunks of 128 by Forward and
+// Backward (which recomputes the head matmul of every chunk but the last) and by Grad (which turns each
+// chunk's logits into dlogits in the forward, recomputing none).
 func BenchmarkHeadChunks(b *testing.B) {
 	c, err := ParseConfig([]byte(`{"model_type":"qwen2","hidden_size":256,"num_hidden_layers":1,
 		"num_attention_heads":4,"num_key_value_heads":2,"intermediate_size":512,"vocab_size":32000}`), "bench")
@@ -27,10 +28,17 @@ func BenchmarkHeadChunks(b *testing.B) {
 	for i := range coef {
 		coef[i] = -1.0 / T
 	}
-	for _, chunk := range []int{T, 128} {
-		b.Run(fmt.Sprintf("chunk=%d", chunk), func(b *testing.B) {
+	for _, r := range []struct {
+		chunk int
+		grad  bool
+	}{{T, false}, {128, false}, {128, true}} {
+		name := fmt.Sprintf("chunk=%d", r.chunk)
+		if r.grad {
+			name += "/grad"
+		}
+		b.Run(name, func(b *testing.B) {
 			old := headChunkBytes
-			headChunkBytes = chunk * c.Vocab * 4
+			headChunkBytes = r.chunk * c.Vocab * 4
 			defer func() { headChunkBytes = old }()
 			a, err := m.NewActivations(T, 1)
 			require.NoError(b, err)
@@ -40,6 +48,10 @@ func BenchmarkHeadChunks(b *testing.B) {
 			defer g.Free()
 			b.ResetTimer()
 			for range b.N {
+				if r.grad {
+					require.NoError(b, m.GradHost(a, g, ids, []int{T}, coef))
+					continue
+				}
 				require.NoError(b, m.Forward(a, ids, []int{T}))
 				require.NoError(b, m.Backward(a, g, coef))
 			}

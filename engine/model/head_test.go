@@ -7,77 +7,131 @@ import (
 	"testing"
 
 	"github.com/serl-go/serl/internal/testenv"
+	"github.com/serl-go/serl/kernels"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 // headRun is the log-probs and gradients of the fixture batch's mean NLL with the head in chunks of
-// chunk tokens (0: the default budget), in an arena with options o, and the matrix products the
-// backward pass ran.
-func headRun(t *testing.T, m *Model, r fixtureRef, chunk int, o ArenaOptions) (logp []float32, grads [][]float32, C, products int) {
+// chunk tokens (0: the default budget), by Forward then Backward, and the matrix products the whole pass
+// ran.
+func headRun(t *testing.T, m *Model, r fixtureRef, chunk int) (logp []float32, grads [][]float32, C, products int) {
+	return headRunBy(t, m, r, chunk, headUnfused, nil)
+}
+
+// The ways headRunBy runs the gradient pass.
+const (
+	headUnfused = iota // Forward, then Backward
+	headHost           // GradHost: the coefficients before the forward
+	headGrad           // Grad: each chunk's coefficients from its log-probs, on the host
+)
+
+// headRunBy is headRun by the way given, with the coefficients coefOf(logp, t) of each token (the mean
+// NLL's when nil); headGrad wants coefOf and checks the chunks Grad asks for: each once, from the last.
+func headRunBy(t *testing.T, m *Model, r fixtureRef, chunk, way int, coefOf func(logp float32) float32) (logp []float32, grads [][]float32, C, products int) {
 	if chunk > 0 {
 		old := headChunkBytes
 		headChunkBytes = chunk * m.Config.Vocab * m.opts.Precision.Act().Size()
 		defer func() { headChunkBytes = old }()
 	}
 	ids, lens := packed(r)
-	a, err := m.NewActivationsWith(len(ids), len(lens), o)
+	T := len(ids)
+	a, err := m.NewActivations(T, len(lens))
 	require.NoError(t, err)
 	defer a.Free()
-	require.NoError(t, m.Forward(a, ids, lens))
-	logp = make([]float32, len(ids))
-	require.NoError(t, a.LogProbs(logp))
-	coef := make([]float32, len(ids))
-	for i := range coef {
-		coef[i] = -1 / float32(len(ids)) // positions without a target are ignored
+	coef := make([]float32, T)
+	mean := func(float32) float32 { return -1 / float32(T) } // positions without a target are ignored
+	if coefOf == nil {
+		coefOf = mean
 	}
 	g, err := m.NewGrads()
 	require.NoError(t, err)
 	defer g.Free()
 	m.dev.SetProfiling(true)
-	require.NoError(t, m.Backward(a, g, coef))
+	switch way {
+	case headUnfused:
+		require.NoError(t, m.Forward(a, ids, lens))
+		lp := make([]float32, T)
+		require.NoError(t, a.LogProbs(lp))
+		for i := range coef {
+			coef[i] = coefOf(lp[i])
+		}
+		require.NoError(t, m.Backward(a, g, coef))
+	case headHost:
+		for i := range coef {
+			coef[i] = coefOf(0)
+		}
+		require.NoError(t, m.GradHost(a, g, ids, lens, coef))
+	case headGrad:
+		next := T // the chunks come from the last, each ending where the one before began
+		require.NoError(t, m.Grad(a, g, ids, lens, func(t0, t1 int) error {
+			require.Equal(t, next, t1, "chunk [%d, %d)", t0, t1)
+			next = t0
+			lp := testenv.Read[float32](t, a.LogProbTensor().MustSlice(t0, t1))
+			for i, v := range lp {
+				coef[t0+i] = coefOf(v)
+			}
+			return kernels.Upload(a.Coef().MustSlice(t0, t1), coef[t0:t1])
+		}))
+		require.Zero(t, next, "the chunks cover the batch")
+	}
 	for _, st := range m.dev.Profile() {
 		if st.Op == "matmul" {
 			products = int(st.Calls)
 		}
 	}
 	m.dev.SetProfiling(false)
+	logp = make([]float32, T)
+	require.NoError(t, a.LogProbs(logp))
 	for i := range g.Layout.Specs {
 		grads = append(grads, testenv.Read[float32](t, g.View(i)))
 	}
-	return logp, grads, a.chunk, products
+	return logp, grads, a.logits.Dim(0), products
+}
+
+// headCases are the models the head's tests run: both families, f32 and bf16, with and without LoRA.
+var headCases = []struct {
+	fam  string
+	o    Options
+	lora bool
+}{
+	{"qwen2", Options{}, false}, {"llama", Options{}, false},
+	{"qwen2", Options{Precision: PrecisionBF16}, false}, {"llama", Options{Precision: PrecisionBF16}, false},
+	{"qwen2", Options{Frozen: true}, true}, {"llama", Options{Frozen: true, Precision: PrecisionBF16}, true},
+}
+
+// headModel loads a fixture model (with the LoRA fixture's adapters when lora) and its reference.
+func headModel(t *testing.T, fam string, o Options, lora bool) (*Model, fixtureRef) {
+	if lora {
+		m, r, _ := loadLoRAFixture(t, fam, o)
+		return m, r
+	}
+	dir := filepath.Join("testdata", fam+"_f32")
+	m, err := LoadWith(fixtureDevice(t), dir, o)
+	require.NoError(t, err)
+	return m, loadRef(t, dir)
+}
+
+// bitsOf is x's float32 bit patterns, so that require.Equal compares bits (NaNs included).
+func bitsOf(x []float32) []uint32 {
+	b := make([]uint32, len(x))
+	for i, v := range x {
+		b[i] = math.Float32bits(v)
+	}
+	return b
 }
 
 // A batch spanning several head chunks (one of them partial) gives the log-probs and gradients of the
 // whole batch in one chunk, within rounding: the chunks change only the matmuls' row blocking and the
 // order in which the head's gradient accumulates.
 func TestHeadChunksMatchWholeBatch(t *testing.T) {
-	cases := []struct {
-		fam  string
-		o    Options
-		lora bool
-	}{
-		{"qwen2", Options{}, false}, {"llama", Options{}, false},
-		{"qwen2", Options{Precision: PrecisionBF16}, false}, {"llama", Options{Precision: PrecisionBF16}, false},
-		{"qwen2", Options{Frozen: true}, true}, {"llama", Options{Frozen: true, Precision: PrecisionBF16}, true},
-	}
-	for _, c := range cases {
+	for _, c := range headCases {
 		t.Run(fmt.Sprintf("%s_%s_lora=%v", c.fam, c.o.Precision, c.lora), func(t *testing.T) {
-			var m *Model
-			var r fixtureRef
-			if c.lora {
-				m, r, _ = loadLoRAFixture(t, c.fam, c.o)
-			} else {
-				dir := filepath.Join("testdata", c.fam+"_f32")
-				var err error
-				m, err = LoadWith(fixtureDevice(t), dir, c.o)
-				require.NoError(t, err)
-				r = loadRef(t, dir)
-			}
+			m, r := headModel(t, c.fam, c.o, c.lora)
 			defer m.Free()
 			ids, _ := packed(r)
-			wantLP, wantG, C, _ := headRun(t, m, r, 0, ArenaOptions{})
+			wantLP, wantG, C, _ := headRun(t, m, r, 0)
 			require.Equal(t, len(ids), C, "the fixtures' batch is one chunk by default")
 			chunks := []int{1, 3, 4, 5, 7}
 			partial := false
@@ -86,7 +140,7 @@ func TestHeadChunksMatchWholeBatch(t *testing.T) {
 			}
 			require.True(t, partial, "a partial last chunk is covered")
 			for _, chunk := range chunks {
-				gotLP, gotG, C, _ := headRun(t, m, r, chunk, ArenaOptions{})
+				gotLP, gotG, C, _ := headRun(t, m, r, chunk)
 				require.Equal(t, chunk, C)
 				lpErr := 0.0
 				for i := range wantLP {
@@ -118,43 +172,42 @@ func TestHeadChunksMatchWholeBatch(t *testing.T) {
 	}
 }
 
-// An arena holding the head's logits from forward to backward gives the same log-probs and gradients,
-// bit for bit, as one recomputing them (the recomputation repeats the forward's products exactly), with
-// one matrix product less in the backward for every chunk but the last; its plan grows by the logits of
-// every chunk but one. Each chunk's buffer is aligned as the one chunk's, so that a device whose ops
-// take vector paths by a row's alignment sums alike.
-func TestHeadHoldLogitsSameBits(t *testing.T) {
-	for _, c := range []struct {
-		fam string
-		o   Options
-	}{{"qwen2", Options{}}, {"llama", Options{Precision: PrecisionBF16}}} {
-		t.Run(fmt.Sprintf("%s_%s", c.fam, c.o.Precision), func(t *testing.T) {
-			dir := filepath.Join("testdata", c.fam+"_f32")
-			m, err := LoadWith(fixtureDevice(t), dir, c.o)
-			require.NoError(t, err)
+// Grad, which turns each chunk's logits into dlogits in the forward, gives the same log-probs and
+// gradients, bit for bit, as Forward then Backward, which recomputes every chunk's logits but the last
+// (the recomputation repeats the forward's products exactly, and the head's gradient accumulates over
+// the chunks in the same order): one matrix product less for every chunk but the last. With the
+// coefficients known before the forward (GradHost) and with each chunk's computed from its log-probs
+// when Grad asks (as the RL step's are), in every precision, with and without adapters.
+func TestHeadGradSameBits(t *testing.T) {
+	// a coefficient of the log-prob itself, as a PPO coefficient is (−ρ·A/T with ρ = exp(logp − old))
+	fromLogp := func(lp float32) float32 { return -float32(math.Exp(float64(lp)+0.5)) / 64 }
+	for _, c := range headCases {
+		t.Run(fmt.Sprintf("%s_%s_lora=%v", c.fam, c.o.Precision, c.lora), func(t *testing.T) {
+			m, r := headModel(t, c.fam, c.o, c.lora)
 			defer m.Free()
-			r := loadRef(t, dir)
 			ids, _ := packed(r)
-			for _, chunk := range []int{3, 5} {
-				wantLP, wantG, _, recomputing := headRun(t, m, r, chunk, ArenaOptions{})
-				gotLP, gotG, C, holding := headRun(t, m, r, chunk, ArenaOptions{HoldLogits: true})
-				require.Equal(t, chunk, C)
-				chunks := (len(ids) + chunk - 1) / chunk
-				require.Equal(t, chunks-1, recomputing-holding, "the products the held logits spare: every chunk's but the last")
-				require.Equal(t, wantLP, gotLP, "log-probs, chunks of %d", chunk)
-				for i := range wantG {
-					require.Equal(t, wantG[i], gotG[i], "gradient %d, chunks of %d", i, chunk)
+			chunks := []int{0, 1, 3, 5}
+			if testing.Short() { // the emulated GPU of ./build.sh test: several chunks, the last partial
+				chunks = []int{5}
+				require.NotZero(t, len(ids)%5)
+			}
+			for _, chunk := range chunks {
+				for _, way := range []int{headHost, headGrad} {
+					var coefOf func(float32) float32
+					if way == headGrad {
+						coefOf = fromLogp
+					}
+					wantLP, wantG, C, recomputing := headRunBy(t, m, r, chunk, headUnfused, coefOf)
+					gotLP, gotG, _, fused := headRunBy(t, m, r, chunk, way, coefOf)
+					what := fmt.Sprintf("chunks of %d, coefficients %s", C, map[int]string{headHost: "before", headGrad: "from the log-probs"}[way])
+					chunks := (len(ids) + C - 1) / C
+					require.Equal(t, chunks-1, recomputing-fused, "%s: the products the fused head spares, every chunk's but the last", what)
+					require.Equal(t, bitsOf(wantLP), bitsOf(gotLP), "%s: log-probs", what)
+					for i := range wantG {
+						require.Equal(t, bitsOf(wantG[i]), bitsOf(gotG[i]), "%s: gradient %d", what, i)
+					}
 				}
 			}
-			// the plan: holding costs the logits of every chunk but the one a chunked arena has
-			old := headChunkBytes
-			defer func() { headChunkBytes = old }()
-			act := m.opts.Precision.Act()
-			headChunkBytes = 3 * m.Config.Vocab * act.Size()
-			held := m.Config.LoRAActivationBytes(len(ids), 1, m.opts.Precision, nil, ArenaOptions{HoldLogits: true})
-			chunked := m.Config.LoRAActivationBytes(len(ids), 1, m.opts.Precision, nil, ArenaOptions{})
-			chunk := int64((3*m.Config.Vocab+15)&^15) * int64(act.Size()) // each chunk's buffer, 16 elements aligned
-			require.Equal(t, int64((len(ids)+2)/3-1)*chunk, held-chunked)
 		})
 	}
 }

@@ -231,10 +231,17 @@ func (m *Model) ForwardAgain(a *Activations) error {
 	if a.tokens == 0 {
 		return fmt.Errorf("model: forward again without a staged batch")
 	}
+	return m.forward(a, tensors{}, nil)
+}
+
+// forward runs the staged batch through the model; with coef (Grad) the head does its backward too,
+// into g.
+func (m *Model) forward(a *Activations, g tensors, coef CoefFunc) error {
 	if m.lora != nil && a.lu == nil {
 		return fmt.Errorf("model: activations allocated before the adapters were attached")
 	}
 	d, T := m.dev, a.tokens
+	a.logitsHeld, a.headDone = false, false
 	x := rows(a.xs[0], T)
 	if err := d.EmbeddingFwd(x, m.w.embed, rows(a.ids, T)); err != nil {
 		return err
@@ -244,7 +251,54 @@ func (m *Model) ForwardAgain(a *Activations) error {
 			return fmt.Errorf("model: layer %d: %w", l, err)
 		}
 	}
-	return m.headForward(a)
+	return m.headForward(a, g, coef)
+}
+
+// CoefFunc writes the coefficients ∂L/∂logp of the batch's packed tokens [t0, t1) into a.Coef()[t0:t1]
+// on the device, once the forward has computed those tokens' log-probs (a.LogProbTensor()[t0:t1]);
+// entries at positions without a target are ignored. Grad calls it once per chunk of the head, from
+// the last chunk to the first.
+type CoefFunc func(t0, t1 int) error
+
+// Grad is Forward then BackwardCoef in one pass, for a loss whose ∂L/∂logp of each token is known as
+// soon as that token's logp is (coef): it accumulates into g the gradient of Σ_t coef[t]·logp[t] of the
+// packed batch, and leaves a's log-probs as Forward does. The head turns each chunk's logits into
+// dlogits while they are in its buffer, so none is recomputed: one head matmul less per chunk than
+// Forward and Backward, no more memory, and the same bits in g and the log-probs.
+func (m *Model) Grad(a *Activations, g *Blob, ids []int32, seqLens []int, coef CoefFunc) error {
+	if coef == nil {
+		return fmt.Errorf("model: gradient without coefficients")
+	}
+	if err := m.stage(a, ids, seqLens); err != nil {
+		return err
+	}
+	return m.grad(a, g, coef)
+}
+
+// GradHost is Grad with coefficients known before the forward, one per token of the batch (coef, as
+// Backward takes them).
+func (m *Model) GradHost(a *Activations, g *Blob, ids []int32, seqLens []int, coef []float32) error {
+	if len(coef) != len(ids) {
+		return fmt.Errorf("model: %d coefficients for %d tokens", len(coef), len(ids))
+	}
+	if err := m.stage(a, ids, seqLens); err != nil {
+		return err
+	}
+	if err := kernels.Upload(rows(a.coef, a.tokens), coef); err != nil {
+		return err
+	}
+	return m.grad(a, g, func(int, int) error { return nil })
+}
+
+func (m *Model) grad(a *Activations, g *Blob, coef CoefFunc) error {
+	gw, gl, err := m.gradTensors(a, g)
+	if err != nil {
+		return err
+	}
+	if err := m.forward(a, gw, coef); err != nil {
+		return err
+	}
+	return m.backward(a, gw, gl)
 }
 
 // Backward computes the gradient of Σ_t coef[t]·logp[t] into g (accumulating: zero g first for a fresh
@@ -267,32 +321,42 @@ func (m *Model) Backward(a *Activations, g *Blob, coef []float32) error {
 // BackwardCoef is Backward with the coefficients already on the device, in a.Coef() (written there by
 // a device op, e.g. kernels.PPOCoef): nothing crosses to or from the host.
 func (m *Model) BackwardCoef(a *Activations, g *Blob) error {
-	T := a.tokens
-	if T == 0 {
+	if a.tokens == 0 {
 		return fmt.Errorf("model: backward without a forward")
 	}
-	var gw tensors
-	var gl [][7]loraPair
-	if m.lora != nil {
-		if g.Layout != m.lora.Layout {
-			return fmt.Errorf("model: gradient blob of another layout than the adapters'")
-		}
-		if a.lu == nil {
-			return fmt.Errorf("model: activations allocated before the adapters were attached")
-		}
-		// The frozen base gets no gradients; the RMSNorm backward still writes its weights' gradient,
-		// into a sink that is zeroed so it never overflows.
-		gw = a.frozen
-		gl = g.loraGrads(m.Config)
-		if err := m.dev.Zero(a.normSink); err != nil {
-			return err
-		}
-	} else {
-		if g.Layout != m.Layout {
-			return fmt.Errorf("model: gradient blob of another layout")
-		}
-		gw = g.tensors(m.Config)
+	gw, gl, err := m.gradTensors(a, g)
+	if err != nil {
+		return err
 	}
+	return m.backward(a, gw, gl)
+}
+
+// gradTensors checks g against what training updates and returns the views the backward writes: the
+// base's (under LoRA only the RMSNorm weights', into a zeroed sink) and the adapters'.
+func (m *Model) gradTensors(a *Activations, g *Blob) (tensors, [][7]loraPair, error) {
+	if m.lora == nil {
+		if g.Layout != m.Layout {
+			return tensors{}, nil, fmt.Errorf("model: gradient blob of another layout")
+		}
+		return g.tensors(m.Config), nil, nil
+	}
+	if g.Layout != m.lora.Layout {
+		return tensors{}, nil, fmt.Errorf("model: gradient blob of another layout than the adapters'")
+	}
+	if a.lu == nil {
+		return tensors{}, nil, fmt.Errorf("model: activations allocated before the adapters were attached")
+	}
+	// The frozen base gets no gradients; the RMSNorm backward still writes its weights' gradient, into
+	// a sink that is zeroed so it never overflows.
+	if err := m.dev.Zero(a.normSink); err != nil {
+		return tensors{}, nil, err
+	}
+	return a.frozen, g.loraGrads(m.Config), nil
+}
+
+// backward runs the backward pass from the head (or what a Grad's forward left of it) to the
+// embedding.
+func (m *Model) backward(a *Activations, gw tensors, gl [][7]loraPair) error {
 	if err := m.headBackward(a, gw); err != nil {
 		return err
 	}
@@ -304,11 +368,11 @@ func (m *Model) BackwardCoef(a *Activations, g *Blob) error {
 	if !gw.embed.Valid() {
 		return nil
 	}
-	return m.dev.EmbeddingBwd(gw.embed, rows(a.dx, T), rows(a.ids, T))
+	return m.dev.EmbeddingBwd(gw.embed, rows(a.dx, a.tokens), rows(a.ids, a.tokens))
 }
 
 // LogProbTensor is the current batch's per-token log-probabilities on the device (F32 [Tokens], see
-// Forward); valid until the next Forward or Backward of a.
+// Forward); valid until the next forward of a (Forward, ForwardAgain, Grad): a backward leaves it.
 func (a *Activations) LogProbTensor() kernels.Tensor { return rows(a.logp, a.tokens) }
 
 // Coef is the device buffer BackwardCoef reads its coefficients ∂L/∂logp from (F32 [Tokens]).

@@ -92,19 +92,14 @@ func (c Config) LoRAWorkspacePlan(name string, lc LoRAConfig, maxTokens int, p P
 // ActivationPlan is the training arena for maxTokens tokens in maxSeqs sequences at precision p, one
 // item per dtype (activations, float32 statistics, int32 indices).
 func (c Config) ActivationPlan(maxTokens, maxSeqs int, p Precision) []PlanItem {
-	return c.LoRAActivationPlan(maxTokens, maxSeqs, p, nil, ArenaOptions{})
+	return c.LoRAActivationPlan(maxTokens, maxSeqs, p, nil)
 }
 
-// LoRAActivationPlan is ActivationPlan with the adapter activations of lc (none when nil) and the
-// layout options o.
-func (c Config) LoRAActivationPlan(maxTokens, maxSeqs int, p Precision, lc *LoRAConfig, o ArenaOptions) []PlanItem {
+// LoRAActivationPlan is ActivationPlan with the adapter activations of lc (none when nil).
+func (c Config) LoRAActivationPlan(maxTokens, maxSeqs int, p Precision, lc *LoRAConfig) []PlanItem {
 	var a Activations
-	held := ""
-	if o.HoldLogits {
-		held = ", logits held"
-	}
-	return slotItems(fmt.Sprintf("activations (%d tokens, %d sequences%s)", maxTokens, maxSeqs, held),
-		c.activationSlots(&a, maxTokens, maxSeqs, p.Act(), lc, o))
+	return slotItems(fmt.Sprintf("activations (%d tokens, %d sequences)", maxTokens, maxSeqs),
+		c.activationSlots(&a, maxTokens, maxSeqs, p.Act(), lc))
 }
 
 // WorkspacePlan is a generation workspace (see NewWorkspace), one item per dtype.
@@ -130,14 +125,14 @@ func slotItems(name string, slots []arenaSlot) []PlanItem {
 // TrainingPlan is the memory of training this configuration at precision p on micro-batches of
 // batchTokens tokens in up to maxSeqs sequences: the weights, gradients, both AdamW moments, the
 // activation arena and, when reference is set, the frozen reference weights used by RL's KL term.
-func (c Config) TrainingPlan(batchTokens, maxSeqs int, reference bool, p Precision, o ArenaOptions) Plan {
+func (c Config) TrainingPlan(batchTokens, maxSeqs int, reference bool, p Precision) Plan {
 	var pl Plan
 	pl.Add(c.WeightsPlan("parameters", Options{Precision: p})...)
 	pl.Add(c.OptimizerPlan()...)
 	if reference {
 		pl.Add(c.WeightsPlan("reference parameters", Options{Precision: p, Frozen: true})...)
 	}
-	pl.Add(c.LoRAActivationPlan(batchTokens, maxSeqs, p, nil, o)...)
+	pl.Add(c.ActivationPlan(batchTokens, maxSeqs, p)...)
 	return pl
 }
 

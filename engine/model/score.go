@@ -37,9 +37,10 @@ func packInto(ids []int32, lens []int, seqs [][]int32) ([]int32, []int) {
 }
 
 // eachBatch packs sequences into the arena's batches (at most MaxTokens tokens, MaxSeqs sequences),
-// runs the forward pass on each and calls fn with the batch's first sequence index, lengths and
-// log-probabilities (fn must not keep them).
-func (m *Model) eachBatch(a *Activations, seqs [][]int32, fn func(lo int, lens []int, logp []float32) error) error {
+// runs run on each (a Forward, or a Grad) and calls fn with the batch's first sequence index, lengths
+// and log-probabilities (fn must not keep them).
+func (m *Model) eachBatch(a *Activations, seqs [][]int32, run func(ids []int32, lens []int) error,
+	fn func(lo int, lens []int, logp []float32) error) error {
 	ids := make([]int32, 0, a.MaxTokens)
 	lens := make([]int, 0, a.MaxSeqs)
 	logp := make([]float32, a.MaxTokens)
@@ -47,7 +48,7 @@ func (m *Model) eachBatch(a *Activations, seqs [][]int32, fn func(lo int, lens [
 		for lo < hi {
 			n := min(hi-lo, a.MaxSeqs)
 			ids, lens = packInto(ids, lens, seqs[lo:lo+n])
-			if err := m.Forward(a, ids, lens); err != nil {
+			if err := run(ids, lens); err != nil {
 				return err
 			}
 			if err := a.LogProbs(logp[:len(ids)]); err != nil {
@@ -65,7 +66,8 @@ func (m *Model) eachBatch(a *Activations, seqs [][]int32, fn func(lo int, lens [
 // Score computes log p(ids[i] | ids[:i]) for i = 1..n−1 of every sequence, packing them into batches of
 // at most a.MaxTokens tokens. fn receives each sequence's n−1 values in order (the slice is reused).
 func (m *Model) Score(a *Activations, seqs [][]int32, fn func(i int, logp []float32) error) error {
-	return m.eachBatch(a, seqs, func(lo int, lens []int, logp []float32) error {
+	forward := func(ids []int32, lens []int) error { return m.Forward(a, ids, lens) }
+	return m.eachBatch(a, seqs, forward, func(lo int, lens []int, logp []float32) error {
 		off := 0
 		for j, l := range lens {
 			if err := fn(lo+j, logp[off:off+l-1]); err != nil {
@@ -87,21 +89,31 @@ func (m *Model) GradNLL(a *Activations, g *Blob, seqs [][]int32) (float64, error
 	if total == 0 {
 		return 0, fmt.Errorf("model: no predicted tokens (every sequence has at most one token)")
 	}
+	// Every coefficient is known before the forward, so the head's backward runs in it (Grad).
 	coef := make([]float32, a.MaxTokens)
-	var loss float64
-	err := m.eachBatch(a, seqs, func(_ int, lens []int, logp []float32) error {
+	grad := func(ids []int32, lens []int) error {
 		off := 0
 		for _, l := range lens {
 			for i := 0; i < l; i++ {
 				coef[off+i] = 0
 				if i+1 < l {
 					coef[off+i] = -1 / float32(total)
-					loss -= float64(logp[off+i])
 				}
 			}
 			off += l
 		}
-		return m.Backward(a, g, coef[:len(logp)])
+		return m.GradHost(a, g, ids, lens, coef[:len(ids)])
+	}
+	var loss float64
+	err := m.eachBatch(a, seqs, grad, func(_ int, lens []int, logp []float32) error {
+		off := 0
+		for _, l := range lens {
+			for i := 0; i+1 < l; i++ {
+				loss -= float64(logp[off+i])
+			}
+			off += l
+		}
+		return nil
 	})
 	return loss / float64(total), err
 }

@@ -196,12 +196,12 @@ func (r *Run) Train(ctx context.Context, d *kernels.Device, resume bool) error {
 	// The model learns the chat format with serl's system prompt: its folder says so (serl.json).
 	m.Files = map[string][]byte{evaluate.PromptFile: evaluate.PromptConfig{Mode: evaluate.ModeChat, System: evaluate.SystemPrompt}.Marshal()}
 
-	plan := m.Config.TrainingPlan(cfg.MicroTokens, cfg.MicroSeqs, false, cfg.precision(), model.ArenaOptions{})
+	plan := m.Config.TrainingPlan(cfg.MicroTokens, cfg.MicroSeqs, false, cfg.precision())
 	if lc := cfg.LoRA(); lc != nil {
 		plan = model.Plan{}
 		plan.Add(m.Config.WeightsPlan("base (frozen)", model.Options{Precision: cfg.precision(), Frozen: true})...)
 		plan.Add(m.Config.LoRAPlan(*lc, cfg.precision())...)
-		plan.Add(m.Config.LoRAActivationPlan(cfg.MicroTokens, cfg.MicroSeqs, cfg.precision(), lc, model.ArenaOptions{})...)
+		plan.Add(m.Config.LoRAActivationPlan(cfg.MicroTokens, cfg.MicroSeqs, cfg.precision(), lc)...)
 	}
 	trained := m.Layout.NumParams()
 	if ad := m.LoRA(); ad != nil {

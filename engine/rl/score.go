@@ -20,8 +20,8 @@ func (w *Workspace) Score(policy, ref *model.Model, samples []*Sample) error {
 		return err
 	}
 	for k, b := range w.batches {
-		pos, actCu, err := w.forward(policy, k)
-		if err != nil {
+		pos, actCu := w.batch(k)
+		if err := policy.Forward(w.acts, w.ids, w.lens); err != nil {
 			return err
 		}
 		if err := w.dev.GatherActions(w.dOld, w.acts.LogProbTensor(), pos, actCu, b.hi-b.lo); err != nil {

@@ -140,19 +140,16 @@ func (w *Workspace) pack(lo, end int) error {
 	return kernels.Upload(w.dIdx.MustSlice(0, len(w.hIdx)), w.hIdx)
 }
 
-// forward runs m's forward pass on batch k of the latest pack and returns the batch's index arrays.
-func (w *Workspace) forward(m *model.Model, k int) (pos, actCu kernels.Tensor, err error) {
+// batch packs batch k of the latest pack into w.ids and w.lens and returns its index arrays.
+func (w *Workspace) batch(k int) (pos, actCu kernels.Tensor) {
 	b := w.batches[k]
 	w.ids, w.lens = w.ids[:0], w.lens[:0]
 	for _, s := range w.step[b.lo:b.hi] {
 		w.ids = append(w.ids, s.IDs...)
 		w.lens = append(w.lens, len(s.IDs))
 	}
-	if err := m.Forward(w.acts, w.ids, w.lens); err != nil {
-		return pos, actCu, err
-	}
 	S := b.hi - b.lo
-	return w.dIdx.MustSlice(b.idx, b.idx+S), w.dIdx.MustSlice(b.idx+S, b.idx+2*S+1), nil
+	return w.dIdx.MustSlice(b.idx, b.idx+S), w.dIdx.MustSlice(b.idx+S, b.idx+2*S+1)
 }
 
 // grow makes t a tensor of dtype dt of at least n elements, reallocating (to twice the need) when it

@@ -83,11 +83,6 @@ type Config struct {
 	// LoRA: with LoRARank > 0 the policy is the frozen base plus adapters of this rank (alpha,
 	// targets: model.LoRAConfig), and the reference is the same base with the adapters off.
 	model.LoRASettings
-
-	// HoldLogits: the training arena keeps the head's logits from forward to backward
-	// (model.ArenaOptions). It changes speed and memory, never a result, so it is not stored with the
-	// run: serl train decides it from the device's free memory at every start.
-	HoldLogits bool `json:"-"`
 }
 
 // DefaultConfig follows the official scripts (docs/SERL.md §7); callers scale lengths and the

@@ -43,7 +43,7 @@ func MemoryPlan(c Config, mc model.Config) (model.Plan, error) {
 		pl.Add(mc.WeightsPlan("reference", model.Options{Precision: p, Frozen: true})...)
 		pl.Add(mc.OptimizerPlan()...)
 	}
-	pl.Add(mc.LoRAActivationPlan(c.actsTokens(), c.TrainBatch, p, c.LoRA(), model.ArenaOptions{HoldLogits: c.HoldLogits})...)
+	pl.Add(mc.LoRAActivationPlan(c.actsTokens(), c.TrainBatch, p, c.LoRA())...)
 	pl.Add(gcfg.Plan("generation", mc, p)...)
 	if lc := c.LoRA(); lc != nil {
 		pl.Add(mc.LoRAWorkspacePlan("generation", *lc, max(gcfg.MaxPrefillTokens, gcfg.MaxBatch), p))

@@ -120,7 +120,7 @@ func newRunner(cfg Config, in Inputs, st State) (*Runner, error) {
 	if r.grads, err = m.NewGrads(); err != nil {
 		return nil, err
 	}
-	if r.acts, err = m.NewActivationsWith(cfg.actsTokens(), cfg.TrainBatch, model.ArenaOptions{HoldLogits: cfg.HoldLogits}); err != nil {
+	if r.acts, err = m.NewActivations(cfg.actsTokens(), cfg.TrainBatch); err != nil {
 		return nil, err
 	}
 	r.rlw = rl.NewWorkspace(m.Device(), r.acts)

@@ -29,30 +29,43 @@ func (t *Trainer) accumulateNLL(ids []int32, seqLens []int, lossFrom []int, weig
 	if predicted == 0 {
 		return 0, 0, fmt.Errorf("train: batch has no target tokens")
 	}
-	if err := t.Model.Forward(t.Acts, ids, seqLens); err != nil {
-		return 0, 0, err
+	// The coefficients do not depend on the log-probs, so the head's backward runs in the forward
+	// (model.Grad). They are filled first, so the batch's shape is checked first.
+	T, total := len(ids), 0
+	for _, n := range seqLens {
+		total += n
 	}
-	T := len(ids)
-	if err := t.Acts.LogProbs(t.logp[:T]); err != nil {
-		return 0, 0, err
+	if T > len(t.coef) || total != T {
+		return 0, 0, fmt.Errorf("train: batch of %d tokens in sequences of %d (arena holds %d)", T, total, len(t.coef))
 	}
-	// coef[start+i] weights log p(token i+1 | ≤ i), so target j sits at index j−1.
+	// Target i+1 of sequence s (at index start+i, weighting log p(token i+1 | ≤ i)) is predicted when it
+	// exists and the mask lets it.
+	target := func(s, i, n int) bool { return i+1 < n && i+1 >= first(s) }
 	c := float32(-weight / float64(predicted))
 	start := 0
 	for s, n := range seqLens {
-		from := first(s)
 		for i := 0; i < n; i++ {
-			if i+1 < n && i+1 >= from {
+			t.coef[start+i] = 0
+			if target(s, i, n) {
 				t.coef[start+i] = c
-				loss -= float64(t.logp[start+i])
-			} else {
-				t.coef[start+i] = 0
 			}
 		}
 		start += n
 	}
-	if err := t.Model.Backward(t.Acts, t.Grads, t.coef[:T]); err != nil {
+	if err := t.Model.GradHost(t.Acts, t.Grads, ids, seqLens, t.coef[:T]); err != nil {
 		return 0, 0, err
+	}
+	if err := t.Acts.LogProbs(t.logp[:T]); err != nil {
+		return 0, 0, err
+	}
+	start = 0
+	for s, n := range seqLens {
+		for i := 0; i < n; i++ {
+			if target(s, i, n) {
+				loss -= float64(t.logp[start+i])
+			}
+		}
+		start += n
 	}
 	return loss / float64(predicted), predicted, nil
 }

@@ -21,12 +21,7 @@ type Trainer struct {
 // NewTrainer allocates gradients, optimizer state and an activation arena for micro-batches of up to
 // maxTokens tokens in maxSeqs sequences.
 func NewTrainer(m *model.Model, c AdamWConfig, maxTokens, maxSeqs int) (*Trainer, error) {
-	return NewTrainerWith(m, c, maxTokens, maxSeqs, model.ArenaOptions{})
-}
-
-// NewTrainerWith is NewTrainer with the activation arena's layout options o.
-func NewTrainerWith(m *model.Model, c AdamWConfig, maxTokens, maxSeqs int, o model.ArenaOptions) (*Trainer, error) {
-	acts, err := m.NewActivationsWith(maxTokens, maxSeqs, o)
+	acts, err := m.NewActivations(maxTokens, maxSeqs)
 	if err != nil {
 		return nil, err
 	}
