@@ -263,8 +263,8 @@ type CoefFunc func(t0, t1 int) error
 // Grad is Forward then BackwardCoef in one pass, for a loss whose ∂L/∂logp of each token is known as
 // soon as that token's logp is (coef): it accumulates into g the gradient of Σ_t coef[t]·logp[t] of the
 // packed batch, and leaves a's log-probs as Forward does. The head turns each chunk's logits into
-// dlogits while they are in its buffer, so none is recomputed: one head matmul less per chunk than
-// Forward and Backward, no more memory, and the same bits in g and the log-probs.
+// dlogits while they are in its buffer, so none is recomputed: one head matmul less than Forward and
+// Backward for every chunk but the last, no more memory, and the same bits in g and the log-probs.
 func (m *Model) Grad(a *Activations, g *Blob, ids []int32, seqLens []int, coef CoefFunc) error {
 	if coef == nil {
 		return fmt.Errorf("model: gradient without coefficients")
