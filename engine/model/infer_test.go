@@ -90,7 +90,7 @@ func TestDecodeAllocatesNothing(t *testing.T) {
 	ids, pos, slots := []int32{7, 8}, []int32{3, 3}, []int32{3, 19}
 	table := []int32{0, 2, 3, 4, 1, 5, 6, 7}
 	lens := []int32{4, 4}
-	allocs := testing.AllocsPerRun(10, func() {
+	allocs := testenv.AllocsPerRun(t, 10, func() {
 		if err := m.Decode(ws, kv, ids, pos, slots, table, lens); err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/train"
+	"github.com/serl-go/serl/internal/testenv"
 	"github.com/serl-go/serl/kernels"
 )
 
@@ -145,22 +146,22 @@ func TestStepAllocatesNothing(t *testing.T) {
 		_, err = w.Backward(c, m, g, 0, len(samples))
 		require.NoError(t, err)
 		allocs := map[string]float64{
-			"Reshape": testing.AllocsPerRun(10, func() {
+			"Reshape": testenv.AllocsPerRun(t, 10, func() {
 				if err := w.Reshape(c, samples); err != nil {
 					t.Fatal(err)
 				}
 			}),
-			"Score": testing.AllocsPerRun(10, func() {
+			"Score": testenv.AllocsPerRun(t, 10, func() {
 				if err := w.Score(m, m, samples); err != nil {
 					t.Fatal(err)
 				}
 			}),
-			"Advantages": testing.AllocsPerRun(10, func() {
+			"Advantages": testenv.AllocsPerRun(t, 10, func() {
 				if _, err := w.Advantages(c, nil); err != nil {
 					t.Fatal(err)
 				}
 			}),
-			"Backward": testing.AllocsPerRun(10, func() {
+			"Backward": testenv.AllocsPerRun(t, 10, func() {
 				if _, err := w.Backward(c, m, g, 0, len(samples)); err != nil {
 					t.Fatal(err)
 				}

@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/serl-go/serl/engine/model"
+	"github.com/serl-go/serl/internal/testenv"
 	"github.com/serl-go/serl/kernels"
 )
 
@@ -46,7 +47,7 @@ func TestLoRATrainsAdaptersOnly(t *testing.T) {
 			after := make([]float32, m.Layout.Total)
 			require.NoError(t, kernels.Download(after, m.Params.Data))
 			require.Equal(t, base, after, "the base is frozen")
-			allocs := testing.AllocsPerRun(3, func() {
+			allocs := testenv.AllocsPerRun(t, 3, func() {
 				if _, _, err := tr.AccumulateNLL(ids, lens, 1); err != nil {
 					t.Fatal(err)
 				}

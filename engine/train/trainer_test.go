@@ -126,7 +126,7 @@ func TestMicroStepAllocatesNothing(t *testing.T) {
 	tr, err := NewTrainer(m, AdamWConfig{Schedule: sched, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, ClipNorm: 1}, 50, 2)
 	require.NoError(t, err)
 	defer tr.Free()
-	allocs := testing.AllocsPerRun(5, func() {
+	allocs := testenv.AllocsPerRun(t, 5, func() {
 		if _, _, err := tr.AccumulateNLL(ids, lens, 1); err != nil {
 			t.Fatal(err)
 		}
@@ -257,7 +257,7 @@ func TestBF16Training(t *testing.T) {
 	t.Logf("bf16: loss %.4f → %.4f after 300 steps", first, last)
 	require.Greater(t, first, 4.0, "a random model starts near log(vocab) = 4.57")
 	require.Less(t, last, 0.05, "the model memorises one batch in bf16 too")
-	allocs := testing.AllocsPerRun(5, func() {
+	allocs := testenv.AllocsPerRun(t, 5, func() {
 		if _, _, err := tr.AccumulateNLL(ids, lens, 1); err != nil {
 			t.Fatal(err)
 		}
