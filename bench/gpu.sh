@@ -32,7 +32,7 @@
 # DEVICE=cpu is a dry run of the routine on the CPU (the tests and serl on the CPU, one thread for the
 # runs that must match bit for bit; no PyTorch, no NCCL). DEVICE=emu is a dry run of its CUDA path on
 # the SIMT emulator (build/cudaemu's libraries in place of the CUDA library; docs/ARCHITECTURE.md,
-# "Testing"): STEPS="info conformance mma fixtures" fits the budget there (209 s measured; the race
+# "Testing"): STEPS="info conformance mma fixtures" fits the budget there (206 s measured; the race
 # check is off, as ./build.sh test runs it; a GPU runs those steps in seconds).
 #
 # Full logs go to $OUT (default ./gpu-out; at most 8 files, as the device tool returns); one short
@@ -44,12 +44,14 @@ cd "$(dirname "$0")/.."
 . bench/gpu-unpack.sh
 export SERL_LIB_DIR=$g/lib PYTHONUNBUFFERED=1
 DEVICE=${DEVICE:-cuda}
+short=()
 if [[ $DEVICE == emu ]]; then
 	[[ -f build/cudaemu/libserl_cuda.so ]] || { echo "bench/gpu.sh: DEVICE=emu needs build/cudaemu (./build.sh where nvcc exists)" >&2; exit 2; }
 	cp build/cudaemu/libserl_cuda.so build/cudaemu/libserl_cuda.so.resources build/cudaemu/libcublas.so.13 "$g/lib/"
 	# the routine is what this checks; ./build.sh test runs the same kernels under the race check
 	export SERL_SIMT_RACE=0
 	DEVICE=cuda
+	short=(-test.short) # the head's bits in two of its six cases, at one chunk size (a GPU runs them all in seconds)
 fi
 BUDGET=${BUDGET:-345}
 STEPS=${STEPS:-all}
@@ -145,7 +147,7 @@ fi
 # the model fixtures
 if unit fixtures; then
 	log=$OUT/3-fixtures.log
-	wd=engine/model step fixtures 90 "$log" "$g/model.test" -test.v -test.count=1 \
+	wd=engine/model step fixtures 90 "$log" "$g/model.test" -test.v -test.count=1 "${short[@]}" \
 		-test.run 'TestFixtures|TestSaveLoadRoundTrip|TestHeadGrad' -test.timeout 85s
 	row "fixtures ($DEVICE)" "$status" "$secs" "$(gotest_counts "$log"); worst: $(grep -o 'worst [a-z ]*error [0-9.e+-]*' "$log" | sort -t' ' -k5 -g | tail -1)"
 fi
