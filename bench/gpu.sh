@@ -44,14 +44,14 @@ cd "$(dirname "$0")/.."
 . bench/gpu-unpack.sh
 export SERL_LIB_DIR=$g/lib PYTHONUNBUFFERED=1
 DEVICE=${DEVICE:-cuda}
-short=()
+testshort=()
 if [[ $DEVICE == emu ]]; then
 	[[ -f build/cudaemu/libserl_cuda.so ]] || { echo "bench/gpu.sh: DEVICE=emu needs build/cudaemu (./build.sh where nvcc exists)" >&2; exit 2; }
 	cp build/cudaemu/libserl_cuda.so build/cudaemu/libserl_cuda.so.resources build/cudaemu/libcublas.so.13 "$g/lib/"
 	# the routine is what this checks; ./build.sh test runs the same kernels under the race check
 	export SERL_SIMT_RACE=0
 	DEVICE=cuda
-	short=(-test.short) # the head's bits in two of its six cases, at one chunk size (a GPU runs them all in seconds)
+	testshort=(-test.short) # the head's bits in two of its six cases, at one chunk size (a GPU runs them all in seconds)
 fi
 BUDGET=${BUDGET:-345}
 STEPS=${STEPS:-all}
@@ -147,7 +147,7 @@ fi
 # the model fixtures
 if unit fixtures; then
 	log=$OUT/3-fixtures.log
-	wd=engine/model step fixtures 90 "$log" "$g/model.test" -test.v -test.count=1 "${short[@]}" \
+	wd=engine/model step fixtures 90 "$log" "$g/model.test" -test.v -test.count=1 "${testshort[@]}" \
 		-test.run 'TestFixtures|TestSaveLoadRoundTrip|TestHeadGrad' -test.timeout 85s
 	row "fixtures ($DEVICE)" "$status" "$secs" "$(gotest_counts "$log"); worst: $(grep -o 'worst [a-z ]*error [0-9.e+-]*' "$log" | sort -t' ' -k5 -g | tail -1)"
 fi
