@@ -598,7 +598,7 @@ SERL_API int32_t serl_kl_returns(void *ctx, const serl_kl_returns_args *a);
  *   — PyTorch autograd's tie rules through −min(surr1, surr2): on the closed range [lo, hi] both
  *   arguments carry ρA; A = 0 gives 0 and is never counted;
  *   grpo ≠ 0: ℓ += kl_coef·k3(d), g += kl_coef·(1 − e^−d), KL term k3(d) = e^−d − 1 + d; else KL term d;
- *   coef[pos[i] + t] = (float)(g·w); every other packed position of coef is 0;
+ *   coef[pos[i] + t] = (float)(g·w); coef's other positions in the range below are 0;
  *   sums[3i] = Σ_t ℓ · w, sums[3i+1] = clipped tokens, sums[3i+2] = Σ_t KL term (each summed in double,
  *   in token order, stored once as float).
  * coef is what serl_logprob_bwd / the model's backward read as ∂L/∂logp. Only the packed positions

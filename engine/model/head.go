@@ -79,13 +79,14 @@ func (m *Model) headChunkBackward(p *pass, a *Activations, g tensors, t0, t1 int
 // each chunk's logits.
 func (m *Model) headBackward(a *Activations, g tensors) error {
 	T, C := a.tokens, a.logits.Dim(0)
+	xf := rows(a.xf, T)
 	p := pass{d: m.dev}
 	if !a.headDone {
 		held := a.logitsHeld
 		for t0 := (T - 1) / C * C; t0 >= 0 && p.err == nil; t0 -= C {
 			t1 := min(t0+C, T)
 			if !held {
-				p.matmul(kernels.MatMul{A: rows(a.xf, T).MustSlice(t0, t1), B: m.w.head, C: rows(a.logits, t1-t0), TransB: true, Alpha: 1})
+				p.matmul(kernels.MatMul{A: xf.MustSlice(t0, t1), B: m.w.head, C: rows(a.logits, t1-t0), TransB: true, Alpha: 1})
 			}
 			held = false
 			m.headChunkBackward(&p, a, g, t0, t1)
