@@ -38,12 +38,13 @@ __device__ __forceinline__ float dot_sh(const float *a, const float *b, int D) {
 }
 
 __global__ void attn_fwd_kernel(const int32_t *cu, int tiles, int T, const void *q, int qbf, const void *k, int kbf, const void *v, int vbf,
-                                void *out, int obf, float *lse, int H, int KVH, int D, float scale) {
+                                void *out, int obf, float *lse, int H, int KVH, int D, float scale, const serl_dev_err *err) {
     extern __shared__ float sm[];
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
     const int i0 = s0 + tile * BQ;
-    if (s0 < 0 || s1 > T || i0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel */
+    /* bad cu_seqlens (reported before: overlapping sequences would race), or an earlier error */
+    if (err->code || s0 < 0 || s1 > T || i0 >= s1) return;
     const int i_last = min(s1, i0 + BQ) - 1;
     const int Dp = D + 1;
     float *Qs = sm, *Ks = Qs + BQ * D, *Vs = Ks + BK * Dp;
@@ -124,12 +125,13 @@ __global__ void attn_bwd_dot_kernel(const void *dout, int gbf, const void *out, 
 /* dQ: a block owns BQ queries of one head; keys stream in tiles. */
 __global__ void attn_bwd_dq_kernel(const int32_t *cu, int tiles, int T, const void *q, int qbf, const void *k, int kbf, const void *v,
                                    int vbf, const float *lse, const float *Dv, const void *dout, int gbf, void *dq,
-                                   int dqbf, int H, int KVH, int D, float scale) {
+                                   int dqbf, int H, int KVH, int D, float scale, const serl_dev_err *err) {
     extern __shared__ float sm[];
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
     const int i0 = s0 + tile * BQ;
-    if (s0 < 0 || s1 > T || i0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel */
+    /* bad cu_seqlens (reported before: overlapping sequences would race), or an earlier error */
+    if (err->code || s0 < 0 || s1 > T || i0 >= s1) return;
     const int i_last = min(s1, i0 + BQ) - 1;
     const int Dp = D + 1;
     float *Qs = sm, *Gs = Qs + BQ * D, *Ks = Gs + BQ * D, *Vs = Ks + BK * Dp;
@@ -196,12 +198,13 @@ __global__ void attn_bwd_dq_kernel(const int32_t *cu, int tiles, int T, const vo
  * tile at or after its keys. */
 __global__ void attn_bwd_dkdv_kernel(const int32_t *cu, int tiles, int T, const void *q, int qbf, const void *k, int kbf, const void *v,
                                      int vbf, const float *lse, const float *Dv, const void *dout, int gbf, void *dk,
-                                     int dkbf, void *dv, int dvbf, int H, int KVH, int D, float scale) {
+                                     int dkbf, void *dv, int dvbf, int H, int KVH, int D, float scale, const serl_dev_err *err) {
     extern __shared__ float sm[];
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, kvh = blockIdx.y, G = H / KVH;
     const int s0 = cu[s], s1 = cu[s + 1];
     const int j0 = s0 + tile * BQ;
-    if (s0 < 0 || s1 > T || j0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel */
+    /* bad cu_seqlens (reported before: overlapping sequences would race), or an earlier error */
+    if (err->code || s0 < 0 || s1 > T || j0 >= s1) return;
     const int Dp = D + 1;
     float *Ks = sm, *Vs = Ks + BQ * D, *Qs = Vs + BQ * D, *Gs = Qs + BK * Dp, *Ls = Gs + BK * Dp, *Ds = Ls + BK;
     for (int e = threadIdx.x; e < BQ * D; e += blockDim.x) {
@@ -355,7 +358,7 @@ extern "C" SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_
     const int tiles = (max_len + BQ - 1) / BQ;
     attn_fwd_kernel<<<seq_grid(tiles, a->n_seqs, a->n_heads), NW * 32, shm, ctx->stream>>>(a->cu_seqlens, tiles, a->n_tokens, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v,
                                                          BF(a->v_dtype), a->out, BF(a->out_dtype), a->lse, a->n_heads,
-                                                         a->n_kv_heads, D, a->scale);
+                                                         a->n_kv_heads, D, a->scale, ctx->derr);
     LAUNCH_CHECK("attention_fwd");
     return SERL_OK;
 }
@@ -385,13 +388,13 @@ extern "C" SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_
     const int tiles = (max_len + BQ - 1) / BQ;
     attn_bwd_dq_kernel<<<seq_grid(tiles, a->n_seqs, H), NW * 32, shm_q, ctx->stream>>>(
         a->cu_seqlens, tiles, a->n_tokens, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v, BF(a->v_dtype), a->lse, Dv, a->dout,
-        BF(a->dout_dtype), a->dq, BF(a->dq_dtype), H, KVH, D, a->scale);
+        BF(a->dout_dtype), a->dq, BF(a->dq_dtype), H, KVH, D, a->scale, ctx->derr);
     LAUNCH_CHECK("attention_bwd");
     size_t shm_kv = sizeof(float) * (2 * (size_t)BQ * D + 2 * (size_t)BK * (D + 1) + 2 * BK);
     if ((st_ = set_smem(ctx, (const void *)attn_bwd_dkdv_kernel, shm_kv))) return st_;
     attn_bwd_dkdv_kernel<<<seq_grid(tiles, a->n_seqs, KVH), NW * 32, shm_kv, ctx->stream>>>(
         a->cu_seqlens, tiles, a->n_tokens, a->q, BF(a->q_dtype), a->k, BF(a->k_dtype), a->v, BF(a->v_dtype), a->lse, Dv, a->dout,
-        BF(a->dout_dtype), a->dk, BF(a->dk_dtype), a->dv, BF(a->dv_dtype), H, KVH, D, a->scale);
+        BF(a->dout_dtype), a->dk, BF(a->dk_dtype), a->dv, BF(a->dv_dtype), H, KVH, D, a->scale, ctx->derr);
     LAUNCH_CHECK("attention_bwd");
     return SERL_OK;
 }

@@ -148,14 +148,15 @@ __device__ __forceinline__ void load_rows(uint16_t *dst, int RS, const uint16_t 
 template <int HD>
 __global__ void __launch_bounds__(MMA_WARPS * 32)
 attn_fwd_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, const uint16_t *k, const uint16_t *v, void *out, int obf,
-                    float *lse, int H, int KVH, float scale, int vec) {
+                    float *lse, int H, int KVH, float scale, int vec, const serl_dev_err *err) {
     extern __shared__ uint16_t smem[];
     constexpr int RS = HD + PAD, TILE = 64 * RS;
     uint16_t *Qs = smem, *KV = Qs + TILE; /* then K and V of one key tile, and of the next: two stages */
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
     const int i0 = s0 + tile * MMA_BQ;
-    if (s0 < 0 || s1 > n_tok || i0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel (attention.cu) */
+    /* bad cu_seqlens (reported before: overlapping sequences would race), or an earlier error */
+    if (err->code || s0 < 0 || s1 > n_tok || i0 >= s1) return;
     const int i_last = min(s1, i0 + MMA_BQ) - 1;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
 
@@ -300,7 +301,7 @@ template <int HD>
 __global__ void __launch_bounds__(MMA_WARPS * 32)
 attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
                          const float *Dv, const uint16_t *dout, void *dk, int dkbf, void *dv, int dvbf, int H, int KVH,
-                         float scale, int vec) {
+                         float scale, int vec, const serl_dev_err *err) {
     typedef BwdShape<HD> S;
     constexpr int RS = S::RS, SUB = S::SUB, TILE = S::TILE;
     extern __shared__ uint16_t smem[]; /* dynamic shared memory starts 16-byte aligned at least */
@@ -309,7 +310,8 @@ attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, kvh = blockIdx.y, G = H / KVH;
     const int s0 = cu[s], s1 = cu[s + 1];
     const int j0 = s0 + tile * 64;
-    if (s0 < 0 || s1 > n_tok || j0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel (attention.cu) */
+    /* bad cu_seqlens (reported before: overlapping sequences would race), or an earlier error */
+    if (err->code || s0 < 0 || s1 > n_tok || j0 >= s1) return;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     /* this warp's 16 keys and values as A fragments, staged through stage 1 while the first query tile
      * goes to stage 0 */
@@ -377,7 +379,7 @@ attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t
 template <int HD>
 __global__ void __launch_bounds__(MMA_WARPS * 32)
 attn_bwd_dq_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
-                       const float *Dv, const uint16_t *dout, void *dq, int dqbf, int H, int KVH, float scale, int vec) {
+                       const float *Dv, const uint16_t *dout, void *dq, int dqbf, int H, int KVH, float scale, int vec, const serl_dev_err *err) {
     typedef BwdShape<HD> S;
     constexpr int RS = S::RS, SUB = S::SUB, TILE = S::TILE;
     extern __shared__ uint16_t smem[]; /* dynamic shared memory starts 16-byte aligned at least */
@@ -385,7 +387,8 @@ attn_bwd_dq_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *
     const int s = blockIdx.x / tiles, tile = blockIdx.x % tiles, h = blockIdx.y, kvh = h / (H / KVH);
     const int s0 = cu[s], s1 = cu[s + 1];
     const int i0 = s0 + tile * 64;
-    if (s0 < 0 || s1 > n_tok || i0 >= s1) return; /* bad cu_seqlens: reported by check_seqlens_kernel (attention.cu) */
+    /* bad cu_seqlens (reported before: overlapping sequences would race), or an earlier error */
+    if (err->code || s0 < 0 || s1 > n_tok || i0 >= s1) return;
     const int i_last = min(s1, i0 + 64) - 1;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     /* Q and dO staged through stage 1 for their fragments while the first key tile goes to stage 0 */
@@ -454,13 +457,13 @@ static int32_t attention_bwd_mma(serl_cuda_ctx *ctx, const serl_attention_bwd_ar
     if (S::dq_smem > 48 * 1024)
         CUDA_TRY(cudaFuncSetAttribute(attn_bwd_dq_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)S::dq_smem));
     attn_bwd_dq_mma_kernel<HD><<<seq_grid(tiles, a->n_seqs, H), MMA_WARPS * 32, S::dq_smem, ctx->stream>>>(
-        a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->lse, Dv, go, a->dq, a->dq_dtype == SERL_DTYPE_BF16, H, KVH, a->scale, vec);
+        a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->lse, Dv, go, a->dq, a->dq_dtype == SERL_DTYPE_BF16, H, KVH, a->scale, vec, ctx->derr);
     LAUNCH_CHECK("attention_bwd (mma dq)");
     if (S::dkdv_smem > 48 * 1024)
         CUDA_TRY(cudaFuncSetAttribute(attn_bwd_dkdv_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)S::dkdv_smem));
     attn_bwd_dkdv_mma_kernel<HD><<<seq_grid(tiles, a->n_seqs, KVH), MMA_WARPS * 32, S::dkdv_smem, ctx->stream>>>(
         a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->lse, Dv, go, a->dk, a->dk_dtype == SERL_DTYPE_BF16, a->dv,
-        a->dv_dtype == SERL_DTYPE_BF16, H, KVH, a->scale, vec);
+        a->dv_dtype == SERL_DTYPE_BF16, H, KVH, a->scale, vec, ctx->derr);
     LAUNCH_CHECK("attention_bwd (mma dk/dv)");
     return SERL_OK;
 }
@@ -485,7 +488,7 @@ template <int HD> static int32_t attention_fwd_mma(serl_cuda_ctx *ctx, const ser
     if (shm > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(attn_fwd_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
     attn_fwd_mma_kernel<HD><<<seq_grid(tiles, a->n_seqs, a->n_heads), MMA_WARPS * 32, shm, ctx->stream>>>(
         a->cu_seqlens, tiles, a->n_tokens, q, k, v, a->out, a->out_dtype == SERL_DTYPE_BF16, a->lse, a->n_heads, a->n_kv_heads,
-        a->scale, serl_aligned16({q, k, v}));
+        a->scale, serl_aligned16({q, k, v}), ctx->derr);
     LAUNCH_CHECK("attention_fwd (mma)");
     return SERL_OK;
 }
