@@ -34,6 +34,11 @@ unsigned warp_gen(int w);
 void race_block_begin(void *stat, size_t stat_bytes, void *dyn, size_t dyn_bytes);
 void race_barrier();
 void race_access(int tid, int warp, const void *p, size_t n, bool write);
+/* The global-memory side of it: device memory is the range [base, base + len) (runtime.cpp), whose
+ * shadow the check keeps; [p, p + len) of it was freed; a grid starts. */
+void race_region(void *base, size_t len);
+void race_release(void *p, size_t len);
+void race_grid_begin();
 
 /* The shared-memory bank model (banks.cpp), on when SERL_SIMT_BANKS names a file: a block of `warps` warps
  * starts; lane `lane` of warp `warp` accesses bytes of shared memory at addr from the instruction at pc;

@@ -1,4 +1,4 @@
-/* The SIMT emulator's race detector for shared memory. The emulated build compiles csrc/cuda with
+/* The SIMT emulator's race detector for shared and global memory. The emulated build compiles csrc/cuda with
  * -fsanitize=thread, which makes g++ call __tsan_readN/__tsan_writeN before every memory access; this
  * file supplies those functions itself (no ThreadSanitizer runtime is linked) and checks the accesses
  * that fall in the running block's shared memory, static or dynamic, against CUDA's rule: two threads
@@ -7,6 +7,9 @@
  * votes, mma.sync and ldmatrix synchronise a warp's lanes but do not order their memory accesses in
  * CUDA's model, so they do not count.
  * Atomics are exempt (simt.h marks them). A conflict stops the grid naming both threads and the byte.
+ * Device memory (cudaMalloc's) is checked between blocks: blocks of one grid may not touch the same
+ * bytes if either writes (see global_access). Threads of one block in global memory, memory from
+ * cudaMallocHost, and the executor's own copies (cp.async's global reads) are not checked.
  *
  * Why: the executor runs a block's threads one at a time, so a racing write is simply the last one in
  * its sweep order and a racing read may happen to see the right value; the alternating sweeps expose a
@@ -20,8 +23,10 @@
  * (thread, epoch, its warp's __syncwarp count). An epoch is a global counter advanced at every block start and
  * every barrier release, so the state of earlier blocks goes stale without clearing. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <vector>
 
@@ -71,7 +76,62 @@ inline bool conflicts(const Mark &m, int tid, int warp) {
                (unsigned long)(p - (dyn ? dyn_lo : stat_lo)), dyn ? "dynamic" : "static");
 }
 
+/* Global memory. A grid's blocks run in no order and cannot wait for one another, so two threads of
+ * different blocks of one grid may not touch the same bytes of device memory if either writes
+ * (atomics aside). Shadow, beside the device range (runtime.cpp) and as lazily backed: per 2 bytes (a
+ * bf16, the smallest value the kernels store), the grid that last touched them and tags of the block
+ * that wrote them and of the block that read them (0: none; 0xFFFF: several). A tag is the block's
+ * index mod 65534, plus 1: two blocks 65534 apart look alike, so a race between only them goes unseen;
+ * none is ever reported that is not one. */
+struct GCell {
+    uint32_t grid;
+    uint16_t w, r;
+};
+uintptr_t glo, glen;       /* the device range */
+GCell *gshadow;            /* its shadow, or NULL when it could not be mapped */
+uint32_t grid_epoch;       /* advanced at every grid, so earlier grids' marks go stale */
+uint16_t gtag;             /* the running block's tag */
+
+[[noreturn]] void report_global(const char *what, uintptr_t p, uint16_t other) {
+    race_fault("%s: block %u (mod 65534) and block %u (mod 65534) at %#lx of device memory, in one grid", what,
+               (unsigned)other - 1, (unsigned)gtag - 1, (unsigned long)p);
+}
+
+void global_access(uintptr_t a, size_t n, bool write) {
+    for (uintptr_t i = (a - glo) / 2, end = (a + n - 1 - glo) / 2; i <= end; i++) {
+        GCell &c = gshadow[i];
+        if (c.grid != grid_epoch) c = GCell{grid_epoch, 0, 0};
+        if (c.w && c.w != gtag) report_global(write ? "global memory: a write after another block's write" : "global memory: a read of another block's write", glo + 2 * i, c.w);
+        if (write) {
+            if (c.r && c.r != gtag) report_global("global memory: a write after another block's read", glo + 2 * i, c.r == 0xFFFF ? 0 : c.r);
+            c.w = gtag;
+        } else if (!c.r) {
+            c.r = gtag;
+        } else if (c.r != gtag) {
+            c.r = 0xFFFF;
+        }
+    }
+}
+
 } // namespace
+
+void race_region(void *base, size_t len) {
+    glo = (uintptr_t)base, glen = len;
+    void *s = mmap(NULL, len / 2 * sizeof(GCell), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (s == MAP_FAILED) {
+        fprintf(stderr, "simt: no address space for the global-memory race check's shadow: it is off\n");
+        return;
+    }
+    gshadow = (GCell *)s;
+}
+
+void race_release(void *p, size_t len) {
+    if (gshadow) madvise(gshadow + ((uintptr_t)p - glo) / 2, len / 2 * sizeof(GCell), MADV_DONTNEED);
+}
+
+void race_grid_begin() {
+    if (++grid_epoch == 0) grid_epoch = 1;
+}
 
 void race_block_begin(void *stat, size_t stat_bytes, void *dyn, size_t bytes) {
     static const bool once = [] {
@@ -82,6 +142,7 @@ void race_block_begin(void *stat, size_t stat_bytes, void *dyn, size_t bytes) {
     (void)once;
     banks = banks_on();
     epoch++;
+    gtag = (uint16_t)((g_block.x + (uint64_t)g_gdim.x * (g_block.y + (uint64_t)g_gdim.y * g_block.z)) % 65534 + 1);
     stat_lo = (uintptr_t)stat, stat_len = stat_bytes;
     dyn_lo = (uintptr_t)dyn, dyn_hi = dyn_lo + bytes;
     if (static_cells.size() < stat_bytes) static_cells.resize(stat_bytes);
@@ -118,7 +179,11 @@ void race_access(int tid, int warp, const void *addr, size_t n, bool write) {
 static inline void on_access(const void *p, size_t n, bool write, uintptr_t pc) {
     const uintptr_t a = (uintptr_t)p;
     if (!simt::enabled && !simt::banks) return;
-    if (a - simt::stat_lo >= simt::stat_len && a - simt::dyn_lo >= simt::dyn_hi - simt::dyn_lo) return;
+    if (a - simt::stat_lo >= simt::stat_len && a - simt::dyn_lo >= simt::dyn_hi - simt::dyn_lo) {
+        if (a - simt::glo < simt::glen && simt::enabled && simt::gshadow && simt::g_cur && !simt::in_atomic)
+            simt::global_access(a, n, write);
+        return;
+    }
     const simt::ThreadState *t = simt::g_cur;
     if (!t || simt::in_atomic) return;
     if (simt::enabled)

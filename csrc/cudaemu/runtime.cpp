@@ -130,6 +130,40 @@ __attribute__((constructor)) void preload_cublas() {
     dlopen((dir + "/libcublas.so.13").c_str(), RTLD_NOW | RTLD_GLOBAL | RTLD_NODELETE);
 }
 
+/* Device memory comes from one reserved range of addresses, four times the emulated memory (room for
+ * each allocation's guard page and for fragmentation), so that the race check tells a device address
+ * by one comparison and keeps its shadow beside it (race.cpp). An allocation is the first free run of
+ * pages that holds it and its guard page; a freed one goes back to PROT_NONE, its pages to the kernel. */
+char *region;
+size_t region_len;
+std::map<size_t, size_t> free_runs; /* offset → length in the region, coalesced; under mem_mu */
+
+bool reserve_region() {
+    if (region) return true;
+    region_len = 4 * total_memory();
+    void *r = mmap(NULL, region_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (r == MAP_FAILED) return false;
+    region = (char *)r;
+    free_runs[0] = region_len;
+    simt::race_region(region, region_len);
+    return true;
+}
+
+void release_run(size_t off, size_t len) {
+    mmap(region + off, len, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    simt::race_release(region + off, len);
+    auto next = free_runs.lower_bound(off);
+    if (next != free_runs.end() && off + len == next->first) len += next->second, next = free_runs.erase(next);
+    if (next != free_runs.begin()) {
+        auto prev = std::prev(next);
+        if (prev->first + prev->second == off) {
+            prev->second += len;
+            return;
+        }
+    }
+    free_runs[off] = len;
+}
+
 } // namespace
 
 namespace simt {
@@ -279,16 +313,21 @@ cudaError_t cudaFuncSetAttribute(const void *fn, enum cudaFuncAttribute attr, in
 cudaError_t cudaMalloc(void **p, size_t size) {
     const size_t page = (size_t)sysconf(_SC_PAGESIZE);
     const size_t body = (size + page - 1) / page * page, len = body + page;
-    {
-        std::lock_guard<std::mutex> l(mem_mu);
-        if (size > total_memory() - used) return fail(cudaErrorMemoryAllocation);
-    }
-    void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (base == MAP_FAILED) return fail(cudaErrorMemoryAllocation);
-    mprotect((char *)base + body, page, PROT_NONE);
-    /* 256-byte aligned as cudaMalloc's, and as close to the guard page as that allows */
-    char *q = (char *)base + body - ((size + 255) & ~(size_t)255);
     std::lock_guard<std::mutex> l(mem_mu);
+    if (size > total_memory() - used || !reserve_region()) return fail(cudaErrorMemoryAllocation);
+    auto run = free_runs.begin();
+    while (run != free_runs.end() && run->second < len) ++run;
+    if (run == free_runs.end()) return fail(cudaErrorMemoryAllocation, "simt: cudaMalloc: the device's address range is fragmented");
+    const size_t off = run->first, rest = run->second - len;
+    free_runs.erase(run);
+    if (rest) free_runs[off + len] = rest;
+    char *base = region + off;
+    if (mmap(base, body, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) == MAP_FAILED) {
+        release_run(off, len);
+        return fail(cudaErrorMemoryAllocation);
+    }
+    /* 256-byte aligned as cudaMalloc's, and as close to the guard page as that allows */
+    char *q = base + body - ((size + 255) & ~(size_t)255);
     allocs[q] = Alloc{base, len, size};
     used += size;
     *p = q;
@@ -300,7 +339,7 @@ cudaError_t cudaFree(void *p) {
     std::lock_guard<std::mutex> l(mem_mu);
     auto it = allocs.find(p);
     if (it == allocs.end()) return fail(cudaErrorInvalidValue, "simt: cudaFree of a pointer cudaMalloc did not return");
-    munmap(it->second.base, it->second.len);
+    release_run((size_t)((char *)it->second.base - region), it->second.len);
     used -= it->second.size;
     allocs.erase(it);
     return cudaSuccess;

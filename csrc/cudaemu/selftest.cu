@@ -281,6 +281,42 @@ __global__ void shared_before_write(int *out) {
     sh[threadIdx.x] = 7;
 }
 
+/* Global memory between the blocks of one grid, which run in no order: one word stored by two blocks;
+ * a block reading what another wrote; two blocks storing the two bf16 halves of one word (not one
+ * location); every thread of four blocks counting into one word with atomics; and a grid reading
+ * what the grid before it wrote, in another block (stream order makes that safe). */
+__global__ void global_both_store(int *out) { out[0] = (int)blockIdx.x; }
+__global__ void global_neighbour(int *buf) {
+    buf[blockIdx.x * 32 + threadIdx.x] = (int)threadIdx.x;
+    buf[64 + blockIdx.x * 32 + threadIdx.x] = buf[((blockIdx.x + 1) % 2) * 32 + threadIdx.x];
+}
+__global__ void global_halves(uint16_t *h) { h[blockIdx.x] = (uint16_t)(blockIdx.x + 1); }
+__global__ void global_count(int *out) { atomicAdd(&out[0], 1); }
+__global__ void global_store_own(int *buf) { buf[blockIdx.x] = (int)blockIdx.x + 10; }
+__global__ void global_read_other(int *buf) { buf[2 + blockIdx.x] = buf[1 - blockIdx.x]; }
+
+static void test_global_races() {
+    Dev<int> buf(128, 0);
+    global_both_store<<<2, 1>>>(buf.p);
+    expect_fault("two blocks storing to one global word in one grid is a race", "race: global memory: a write after another block's write");
+    global_neighbour<<<2, 32>>>(buf.p);
+    expect_fault("a block reading what another block of its grid wrote is a race", "race: global memory:");
+    Dev<uint16_t> halves(2, 0);
+    global_halves<<<2, 1>>>(halves.p);
+    cudaError_t e = cudaGetLastError();
+    check(e == cudaSuccess && halves[0] == 1 && halves[1] == 2, "two blocks storing the two bf16 halves of one word do not race",
+          cudaGetErrorString(e));
+    Dev<int> count(1, 0);
+    global_count<<<4, 32>>>(count.p);
+    e = cudaGetLastError();
+    check(e == cudaSuccess && count[0] == 128, "atomics of four blocks on one global word are not a race", cudaGetErrorString(e));
+    global_store_own<<<2, 1>>>(buf.p);
+    global_read_other<<<2, 1>>>(buf.p);
+    e = cudaGetLastError();
+    check(e == cudaSuccess && buf[2] == 11 && buf[3] == 10, "a grid reading what the grid before it wrote, in another block, is not a race",
+          cudaGetErrorString(e));
+}
+
 static void test_rules() {
     Dev<int> out(64, 0);
     divergent_collectives<<<1, 32>>>(out.p);
@@ -551,6 +587,9 @@ static bool write_table() {
               {(const void *)fill, 16, 0},                        {(const void *)big_smem, 16, 40 << 10},
               {(const void *)copy4, 16, 0},                       {(const void *)heavy, 128, 0},
               {(const void *)shared_before_write, 16, 256},
+              {(const void *)global_both_store, 16, 0},           {(const void *)global_neighbour, 16, 0},
+              {(const void *)global_halves, 16, 0},               {(const void *)global_count, 16, 0},
+              {(const void *)global_store_own, 16, 0},            {(const void *)global_read_other, 16, 0},
               {(const void *)bank_words, 16, 33 * 32 * 4},        {(const void *)bank_cp16, 16, 64 * 4 * 4},
               {(const void *)bank_ldsm, 16, 32 * 64 * 2}};
     bool ok = true;
@@ -594,6 +633,7 @@ int main() {
     test_ldmatrix();
     test_cp_async();
     test_rules();
+    test_global_races();
     test_limits();
     test_graph();
     test_memory();

@@ -487,6 +487,7 @@ void run_grid(dim3 grid, dim3 block, size_t shm, const char *name, const std::fu
     dyn.assign(shm > 16 ? shm : 16, 0xFF);
     dyn_bytes = shm;
     body = &fn, kernel = name, g_bdim = block, g_gdim = grid, aborted = false;
+    race_grid_begin();
     const uint64_t nb = (uint64_t)grid.x * grid.y * grid.z;
     /* a scrambled order: k → (k·stride + nb/2) mod nb with stride coprime to nb */
     uint64_t stride = 1;
