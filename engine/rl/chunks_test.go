@@ -2,7 +2,6 @@ package rl
 
 import (
 	"math"
-	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -32,16 +31,7 @@ func TestBackwardAcrossHeadChunks(t *testing.T) {
 	}
 	samples := fixtureSamples(c.Vocab, shapes)
 	a := arena(t, m, 1800, 6)
-	rng := rand.New(rand.NewPCG(7, 8))
-	v := newStepValues(len(samples))
-	for i, lp := range scored(t, m, a, samples) {
-		v.old[i], v.ref[i], v.adv[i] = make([]float32, len(lp)), make([]float32, len(lp)), make([]float32, len(lp))
-		for j := range lp {
-			v.old[i][j] = lp[j] + float32(rng.NormFloat64()*0.3)
-			v.ref[i][j] = lp[j] - float32(rng.Float64()*0.1)
-			v.adv[i][j] = float32(rng.NormFloat64())
-		}
-	}
+	v := randomStepValues(t, m, a, samples, 7)
 	cfg := DefaultConfig(GRPO)
 	w := loaded(t, a, samples, v)
 	got, err := m.NewGrads()

@@ -1,10 +1,12 @@
 package rl
 
 import (
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/kernels"
 )
 
@@ -43,3 +45,20 @@ func perSample(t *testing.T, w *Workspace, b kernels.Tensor) [][]float32 {
 func stepAdv(t *testing.T, w *Workspace) [][]float32 { return perSample(t, w, w.dAdv) }
 func stepOld(t *testing.T, w *Workspace) [][]float32 { return perSample(t, w, w.dOld) }
 func stepRef(t *testing.T, w *Workspace) [][]float32 { return perSample(t, w, w.dRef) }
+
+// randomStepValues are step values around the samples' own log-probs under m (scored in arena a):
+// logp_old and logp_ref within ±0.5 of them, so that many ratios leave the clip range, and advantages
+// in [−1, 1), drawn from seed.
+func randomStepValues(t *testing.T, m *model.Model, a *model.Activations, samples []*Sample, seed uint64) stepValues {
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	v := newStepValues(len(samples))
+	for i, lp := range scored(t, m, a, samples) {
+		v.old[i], v.ref[i], v.adv[i] = make([]float32, len(lp)), make([]float32, len(lp)), make([]float32, len(lp))
+		for j := range lp {
+			v.old[i][j] = lp[j] + float32(rng.Float64()-0.5)
+			v.ref[i][j] = lp[j] + float32(rng.Float64()-0.5)
+			v.adv[i][j] = float32(rng.Float64()*2 - 1)
+		}
+	}
+	return v
+}

@@ -14,16 +14,7 @@ func TestBackwardSharesSumToTheStep(t *testing.T) {
 	m := fixtureModel(t)
 	samples := fixtureSamples(m.Config.Vocab, shapes)
 	a := arena(t, m, 16, 3)
-	rng := rand.New(rand.NewPCG(9, 10))
-	v := newStepValues(len(samples))
-	for i, lp := range scored(t, m, a, samples) {
-		v.old[i], v.ref[i], v.adv[i] = make([]float32, len(lp)), make([]float32, len(lp)), make([]float32, len(lp))
-		for j := range lp {
-			v.old[i][j] = lp[j] + float32(rng.Float64()-0.5)
-			v.ref[i][j] = lp[j] + float32(rng.Float64()-0.5)
-			v.adv[i][j] = float32(rng.Float64()*2 - 1)
-		}
-	}
+	v := randomStepValues(t, m, a, samples, 9)
 	w := loaded(t, a, samples, v)
 	c := Config{Algorithm: GRPO, KLCoef: 0.2, ClipEps: 0.2, RewardClip: 10}
 	whole, err := m.NewGrads()
