@@ -92,18 +92,23 @@ GCell *gshadow;            /* its shadow, or NULL when it could not be mapped */
 uint32_t grid_epoch;       /* advanced at every grid, so earlier grids' marks go stale */
 uint16_t gtag;             /* the running block's tag */
 
+/* what: the rule broken at device address p; other: the tag of the block that touched p before
+ * (0xFFFF: several blocks read it) */
 [[noreturn]] void report_global(const char *what, uintptr_t p, uint16_t other) {
-    race_fault("%s: block %u (mod 65534) and block %u (mod 65534) at %#lx of device memory, in one grid", what,
-               (unsigned)other - 1, (unsigned)gtag - 1, (unsigned long)p);
+    char who[40] = "several blocks";
+    if (other != 0xFFFF) snprintf(who, sizeof who, "block %u (mod 65534)", (unsigned)other - 1);
+    race_fault("global memory: %s: %s and block %u (mod 65534) at %#lx of device memory, in one grid", what, who,
+               (unsigned)gtag - 1, (unsigned long)p);
 }
 
 void global_access(uintptr_t a, size_t n, bool write) {
     for (uintptr_t i = (a - glo) / 2, end = (a + n - 1 - glo) / 2; i <= end; i++) {
         GCell &c = gshadow[i];
         if (c.grid != grid_epoch) c = GCell{grid_epoch, 0, 0};
-        if (c.w && c.w != gtag) report_global(write ? "global memory: a write after another block's write" : "global memory: a read of another block's write", glo + 2 * i, c.w);
+        if (c.w && c.w != gtag)
+            report_global(write ? "a write after another block's write" : "a read of another block's write", glo + 2 * i, c.w);
         if (write) {
-            if (c.r && c.r != gtag) report_global("global memory: a write after another block's read", glo + 2 * i, c.r == 0xFFFF ? 0 : c.r);
+            if (c.r && c.r != gtag) report_global("a write after another block's read", glo + 2 * i, c.r);
             c.w = gtag;
         } else if (!c.r) {
             c.r = gtag;

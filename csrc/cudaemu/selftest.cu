@@ -282,13 +282,19 @@ __global__ void shared_before_write(int *out) {
 }
 
 /* Global memory between the blocks of one grid, which run in no order: one word stored by two blocks;
- * a block reading what another wrote; two blocks storing the two bf16 halves of one word (not one
- * location); every thread of four blocks counting into one word with atomics; and a grid reading
- * what the grid before it wrote, in another block (stream order makes that safe). */
+ * a block reading what another wrote; one block writing what the others read; two blocks storing the
+ * two bf16 halves of one word (not one location); every thread of four blocks counting into one word
+ * with atomics; and a grid reading what the grid before it wrote, in another block (stream order makes
+ * that safe). */
 __global__ void global_both_store(int *out) { out[0] = (int)blockIdx.x; }
 __global__ void global_neighbour(int *buf) {
     buf[blockIdx.x * 32 + threadIdx.x] = (int)threadIdx.x;
     buf[64 + blockIdx.x * 32 + threadIdx.x] = buf[((blockIdx.x + 1) % 2) * 32 + threadIdx.x];
+}
+__global__ void global_read_then_one_writes(int *buf) {
+    const int x = buf[0];
+    buf[1 + blockIdx.x] = x; /* every block reads word 0 (used, so the load stays) */
+    if (blockIdx.x == 0) buf[0] = x + 1;
 }
 __global__ void global_halves(uint16_t *h) { h[blockIdx.x] = (uint16_t)(blockIdx.x + 1); }
 __global__ void global_count(int *out) { atomicAdd(&out[0], 1); }
@@ -301,6 +307,8 @@ static void test_global_races() {
     expect_fault("two blocks storing to one global word in one grid is a race", "race: global memory: a write after another block's write");
     global_neighbour<<<2, 32>>>(buf.p);
     expect_fault("a block reading what another block of its grid wrote is a race", "race: global memory:");
+    global_read_then_one_writes<<<4, 1>>>(buf.p);
+    expect_fault("a block writing what other blocks of its grid read is a race", "race: global memory:");
     Dev<uint16_t> halves(2, 0);
     global_halves<<<2, 1>>>(halves.p);
     cudaError_t e = cudaGetLastError();
@@ -590,6 +598,7 @@ static bool write_table() {
               {(const void *)global_both_store, 16, 0},           {(const void *)global_neighbour, 16, 0},
               {(const void *)global_halves, 16, 0},               {(const void *)global_count, 16, 0},
               {(const void *)global_store_own, 16, 0},            {(const void *)global_read_other, 16, 0},
+              {(const void *)global_read_then_one_writes, 16, 0},
               {(const void *)bank_words, 16, 33 * 32 * 4},        {(const void *)bank_cp16, 16, 64 * 4 * 4},
               {(const void *)bank_ldsm, 16, 32 * 64 * 2}};
     bool ok = true;
