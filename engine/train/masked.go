@@ -32,7 +32,10 @@ func (t *Trainer) accumulateNLL(ids []int32, seqLens []int, lossFrom []int, weig
 	// The coefficients do not depend on the log-probs, so the head's backward runs in the forward
 	// (model.Grad). They are filled first, so the batch's shape is checked first.
 	T, total := len(ids), 0
-	for _, n := range seqLens {
+	for s, n := range seqLens {
+		if n < 1 {
+			return 0, 0, fmt.Errorf("train: sequence %d has %d tokens", s, n)
+		}
 		total += n
 	}
 	if T > len(t.coef) || total != T {

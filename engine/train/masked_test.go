@@ -103,3 +103,25 @@ func TestMaskedNLLIgnoresPrompt(t *testing.T) {
 	_, _, err = tr.AccumulateMaskedNLL(a, []int{20}, []int{1, 2}, 1)
 	require.Error(t, err)
 }
+
+// A micro-batch whose shape is wrong is an error naming it, before anything runs: a sequence of no
+// tokens or fewer, lengths that do not add up to the tokens, more tokens than the arena holds.
+func TestNLLBatchShapeErrors(t *testing.T) {
+	m := tinyModel(t, 2)
+	defer m.Free()
+	tr := newTestTrainer(t, m)
+	ids := fixedBatch(5, m.Config.Vocab, []int{130})
+	for _, c := range []struct {
+		ids  []int32
+		lens []int
+		want string
+	}{
+		{ids[:6], []int{-3, 9}, "train: sequence 0 has -3 tokens"},
+		{ids[:6], []int{6, 0}, "train: sequence 1 has 0 tokens"},
+		{ids[:6], []int{2, 3}, "train: batch of 6 tokens in sequences of 5 (arena holds 128)"},
+		{ids, []int{130}, "train: batch of 130 tokens in sequences of 130 (arena holds 128)"},
+	} {
+		_, _, err := tr.AccumulateNLL(c.ids, c.lens, 1)
+		require.ErrorContains(t, err, c.want, "lengths %v", c.lens)
+	}
+}
