@@ -33,6 +33,12 @@ static void expect_fault(const char *what, const char *want) {
     check(e == cudaErrorLaunchFailure && msg.find(want) != std::string::npos, what, msg);
 }
 
+/* The launch just made succeeded, and right (what it computed) holds. */
+static void expect_ran(bool right, const char *what) {
+    cudaError_t e = cudaGetLastError();
+    check(e == cudaSuccess && right, what, cudaGetErrorString(e));
+}
+
 /* n elements of device memory. The emulator's device memory is host memory, so the checks read and
  * write it directly; kernels may only be given device memory (or memory from cudaMallocHost). */
 template <class T> struct Dev {
@@ -311,18 +317,13 @@ static void test_global_races() {
     expect_fault("a block writing what other blocks of its grid read is a race", "race: global memory:");
     Dev<uint16_t> halves(2, 0);
     global_halves<<<2, 1>>>(halves.p);
-    cudaError_t e = cudaGetLastError();
-    check(e == cudaSuccess && halves[0] == 1 && halves[1] == 2, "two blocks storing the two bf16 halves of one word do not race",
-          cudaGetErrorString(e));
+    expect_ran(halves[0] == 1 && halves[1] == 2, "two blocks storing the two bf16 halves of one word do not race");
     Dev<int> count(1, 0);
     global_count<<<4, 32>>>(count.p);
-    e = cudaGetLastError();
-    check(e == cudaSuccess && count[0] == 128, "atomics of four blocks on one global word are not a race", cudaGetErrorString(e));
+    expect_ran(count[0] == 128, "atomics of four blocks on one global word are not a race");
     global_store_own<<<2, 1>>>(buf.p);
     global_read_other<<<2, 1>>>(buf.p);
-    e = cudaGetLastError();
-    check(e == cudaSuccess && buf[2] == 11 && buf[3] == 10, "a grid reading what the grid before it wrote, in another block, is not a race",
-          cudaGetErrorString(e));
+    expect_ran(buf[2] == 11 && buf[3] == 10, "a grid reading what the grid before it wrote, in another block, is not a race");
 }
 
 static void test_rules() {
@@ -356,8 +357,7 @@ static void test_rules() {
     warp_trade<<<1, 32>>>(out.p, TRADE_SYNCWARP);
     check(cudaGetLastError() == cudaSuccess && out[0] == 31, "with __syncwarp they do not");
     shared_count<<<1, 64>>>(out.p);
-    const cudaError_t e = cudaGetLastError();
-    check(e == cudaSuccess && out[63] == 64, "atomics on one shared word are not a race", cudaGetErrorString(e));
+    expect_ran(out[63] == 64, "atomics on one shared word are not a race");
     Dev<int> two(128, 0);
     shared_before_write<<<2, 64>>>(two.p);
     bool garbage = true;

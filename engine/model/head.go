@@ -37,7 +37,6 @@ func (m *Model) headForward(a *Activations, g tensors, coef CoefFunc) error {
 	T, C := a.tokens, a.logits.Dim(0)
 	xf := rows(a.xf, T)
 	p := pass{d: m.dev}
-	a.logitsHeld, a.headDone = false, false
 	p.rmsnorm(xf, rows(a.rstdf, T), rows(a.xs[len(m.w.layers)], T), m.w.norm, float32(m.Config.RMSNormEps))
 	t0, step := 0, C
 	if coef != nil {
@@ -45,8 +44,7 @@ func (m *Model) headForward(a *Activations, g tensors, coef CoefFunc) error {
 	}
 	for ; t0 >= 0 && t0 < T && p.err == nil; t0 += step {
 		t1 := min(t0+C, T)
-		logits := rows(a.logits, t1-t0)
-		p.matmul(kernels.MatMul{A: xf.MustSlice(t0, t1), B: m.w.head, C: logits, TransB: true, Alpha: 1})
+		logits := m.headChunkLogits(&p, a, t0, t1)
 		if p.err == nil {
 			p.err = m.dev.LogProbFwd(a.logp.MustSlice(t0, t1), kernels.Tensor{}, a.lseLogits.MustSlice(t0, t1), logits,
 				a.targets.MustSlice(t0, t1), 1, true)
@@ -59,6 +57,14 @@ func (m *Model) headForward(a *Activations, g tensors, coef CoefFunc) error {
 	a.logitsHeld = p.err == nil && coef == nil
 	a.headDone = p.err == nil && coef != nil
 	return p.err
+}
+
+// headChunkLogits computes the logits of the chunk [t0, t1) into the buffer, xf[t0:t1]·W_headᵀ, and
+// returns them.
+func (m *Model) headChunkLogits(p *pass, a *Activations, t0, t1 int) kernels.Tensor {
+	logits := rows(a.logits, t1-t0)
+	p.matmul(kernels.MatMul{A: rows(a.xf, a.tokens).MustSlice(t0, t1), B: m.w.head, C: logits, TransB: true, Alpha: 1})
+	return logits
 }
 
 // headChunkBackward turns the logits of the chunk [t0, t1) into dlogits in place from a.coef, writes the
@@ -79,14 +85,13 @@ func (m *Model) headChunkBackward(p *pass, a *Activations, g tensors, t0, t1 int
 // each chunk's logits.
 func (m *Model) headBackward(a *Activations, g tensors) error {
 	T, C := a.tokens, a.logits.Dim(0)
-	xf := rows(a.xf, T)
 	p := pass{d: m.dev}
 	if !a.headDone {
 		held := a.logitsHeld
 		for t0 := (T - 1) / C * C; t0 >= 0 && p.err == nil; t0 -= C {
 			t1 := min(t0+C, T)
 			if !held {
-				p.matmul(kernels.MatMul{A: xf.MustSlice(t0, t1), B: m.w.head, C: rows(a.logits, t1-t0), TransB: true, Alpha: 1})
+				m.headChunkLogits(&p, a, t0, t1)
 			}
 			held = false
 			m.headChunkBackward(&p, a, g, t0, t1)

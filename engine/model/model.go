@@ -241,7 +241,7 @@ func (m *Model) forward(a *Activations, g tensors, coef CoefFunc) error {
 		return fmt.Errorf("model: activations allocated before the adapters were attached")
 	}
 	d, T := m.dev, a.tokens
-	a.logitsHeld, a.headDone = false, false
+	a.logitsHeld, a.headDone = false, false // until the head says otherwise: a failed layer leaves neither
 	x := rows(a.xs[0], T)
 	if err := d.EmbeddingFwd(x, m.w.embed, rows(a.ids, T)); err != nil {
 		return err

@@ -23,20 +23,21 @@ func (t *Trainer) accumulateNLL(ids []int32, seqLens []int, lossFrom []int, weig
 		}
 		return max(lossFrom[s], 1)
 	}
+	// The coefficients do not depend on the log-probs, so the head's backward runs in the forward
+	// (model.Grad). They are filled first, so the batch's shape is checked first.
+	T, total, empty := len(ids), 0, -1
 	for s, n := range seqLens {
 		predicted += max(0, n-first(s))
+		total += n
+		if n < 1 && empty < 0 {
+			empty = s
+		}
 	}
 	if predicted == 0 {
 		return 0, 0, fmt.Errorf("train: batch has no target tokens")
 	}
-	// The coefficients do not depend on the log-probs, so the head's backward runs in the forward
-	// (model.Grad). They are filled first, so the batch's shape is checked first.
-	T, total := len(ids), 0
-	for s, n := range seqLens {
-		if n < 1 {
-			return 0, 0, fmt.Errorf("train: sequence %d has %d tokens", s, n)
-		}
-		total += n
+	if empty >= 0 {
+		return 0, 0, fmt.Errorf("train: sequence %d has %d tokens", empty, seqLens[empty])
 	}
 	if T > len(t.coef) || total != T {
 		return 0, 0, fmt.Errorf("train: batch of %d tokens in sequences of %d (arena holds %d)", T, total, len(t.coef))
