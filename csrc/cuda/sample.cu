@@ -158,14 +158,16 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
             const int t = h[i];
             if (t < 0 || t >= V) continue; /* reported above */
             const float x = ld(logits, bf, off + t);
-            z[t] = greedy ? __fsub_rn(x, pen) : __fdiv_rn(__fsub_rn(x, pen), T); /* repeats write one value */
+            /* a repeated id has several threads store one value: atomically, or that is a data race in
+             * CUDA's memory model (the emulator's check reports it) */
+            atomicExch(&z[t], greedy ? __fsub_rn(x, pen) : __fdiv_rn(__fsub_rn(x, pen), T));
         }
         __syncthreads();
     }
     if (ban) {
         for (int i = threadIdx.x; i < n_ban; i += blockDim.x) {
             const int32_t b = ban_ids[i];
-            if (b >= 0 && b < V) z[b] = -INFINITY; /* a bad id is reported above */
+            if (b >= 0 && b < V) atomicExch(&z[b], -INFINITY); /* a bad id is reported above; a repeated one, as above */
         }
         __syncthreads();
     }
