@@ -62,37 +62,7 @@ std::vector<std::vector<Rec>> pending; /* per warp of the running block */
 std::map<std::string, KernelTally> tallies;
 std::mutex tallies_mu; /* the executor runs one grid at a time; banks_take may come from any thread */
 std::string out_path;  /* SERL_SIMT_BANKS */
-std::map<uintptr_t, std::string> where_cache;
 
-/* file:line of the instruction at pc as addr2line says from the library's debug information, with the
- * line that called it where it was inlined (the access in a shared helper, then its caller) */
-const std::string &where(uintptr_t pc) {
-    auto it = where_cache.find(pc);
-    if (it != where_cache.end()) return it->second;
-    std::string w;
-    Dl_info di;
-    if (dladdr((void *)pc, &di) && di.dli_fname) {
-        const unsigned long off = (unsigned long)(pc - (uintptr_t)di.dli_fbase);
-        char cmd[512];
-        snprintf(cmd, sizeof cmd, "addr2line -i -e '%s' %#lx 2>/dev/null", di.dli_fname, off - 1); /* the call, not the return */
-        if (FILE *f = popen(cmd, "r")) {
-            char line[400];
-            for (int n = 0; n < 2 && fgets(line, sizeof line, f); n++) {
-                std::string l(line, strcspn(line, " \n")); /* without " (discriminator N)" */
-                const size_t slash = l.rfind('/');
-                if (slash != std::string::npos) l = l.substr(slash + 1);
-                if (l.empty() || l[0] == '?') break;
-                w += (n ? " < " : "") + l;
-            }
-            pclose(f);
-        }
-        if (w.empty()) {
-            snprintf(cmd, sizeof cmd, "%s+%#lx", di.dli_fname, off);
-            w = cmd;
-        }
-    }
-    return where_cache[pc] = w;
-}
 
 /* wavefronts and the fewest possible for one phase of a request: n records of distinct lanes */
 void phase(const Rec *r, int n, Tally &t) {
@@ -145,7 +115,7 @@ void report() {
         });
         for (size_t i = 0; i < pcs.size() && i < 6 && pcs[i].second.wavefronts > pcs[i].second.ideal; i++) {
             const Tally &p = pcs[i].second;
-            fprintf(f, "    %-44.44s %12llu %12llu %12llu %6.2fx\n", where(pcs[i].first).c_str(), (unsigned long long)p.requests,
+            fprintf(f, "    %-44.44s %12llu %12llu %12llu %6.2fx\n", source_line(pcs[i].first).c_str(), (unsigned long long)p.requests,
                     (unsigned long long)p.wavefronts, (unsigned long long)p.ideal, (double)p.wavefronts / p.ideal);
         }
     }
@@ -155,6 +125,38 @@ void report() {
 int state = -1; /* unread, off, on */
 
 } // namespace
+
+/* file:line of the instruction at pc as addr2line says from the library's debug information, with the
+ * line that called it where it was inlined (the access in a shared helper, then its caller); the
+ * library and offset without debug information. For the bank model's table and for fault messages. */
+const std::string &source_line(uintptr_t pc) {
+    static std::map<uintptr_t, std::string> where_cache;
+    auto it = where_cache.find(pc);
+    if (it != where_cache.end()) return it->second;
+    std::string w;
+    Dl_info di;
+    if (dladdr((void *)pc, &di) && di.dli_fname) {
+        const unsigned long off = (unsigned long)(pc - (uintptr_t)di.dli_fbase);
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "addr2line -i -e '%s' %#lx 2>/dev/null", di.dli_fname, off - 1); /* the call, not the return */
+        if (FILE *f = popen(cmd, "r")) {
+            char line[400];
+            for (int n = 0; n < 2 && fgets(line, sizeof line, f); n++) {
+                std::string l(line, strcspn(line, " \n")); /* without " (discriminator N)" */
+                const size_t slash = l.rfind('/');
+                if (slash != std::string::npos) l = l.substr(slash + 1);
+                if (l.empty() || l[0] == '?') break;
+                w += (n ? " < " : "") + l;
+            }
+            pclose(f);
+        }
+        if (w.empty()) {
+            snprintf(cmd, sizeof cmd, "%s+%#lx", di.dli_fname, off);
+            w = cmd;
+        }
+    }
+    return where_cache[pc] = w;
+}
 
 bool banks_on() {
     if (state < 0) {

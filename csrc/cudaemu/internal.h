@@ -18,8 +18,15 @@ void launch_fault(const std::string &msg);
  * of every GPU target fn was compiled for (registers and shared memory, resources.cpp); if not, why. */
 bool resources_ok(const void *fn, unsigned threads, size_t dyn_shared, std::string &why);
 
-/* Stops the grid from inside the running CUDA thread, as a kernel fault (simt.cpp). */
+/* Stop the grid from inside the running CUDA thread, as a kernel fault (simt.cpp); race_fault's message
+ * starts "race: ". */
 [[noreturn]] __attribute__((format(printf, 1, 2))) void race_fault(const char *fmt, ...);
+[[noreturn]] __attribute__((format(printf, 1, 2))) void kernel_fault(const char *fmt, ...);
+/* A CUDA thread's load or store of n bytes at address a, which its type says is a multiple of n, is not
+ * (race.cpp): the grid stops as a GPU's "misaligned address" would stop it, naming the source line at pc. */
+[[noreturn]] void misaligned(uintptr_t a, size_t n, bool write, uintptr_t pc);
+/* file:line of the instruction at pc, from the library's debug information (banks.cpp). */
+const std::string &source_line(uintptr_t pc);
 /* How many __syncwarp calls warp w of the running block has completed, and whether one completed after
  * the first `since` of them had both lanes in its mask (simt.cpp): only __syncwarp orders memory
  * between lanes of a warp; shuffles, votes, mma.sync and ldmatrix do not. */

@@ -1,15 +1,16 @@
-/* The SIMT emulator's race detector for shared and global memory. The emulated build compiles csrc/cuda with
- * -fsanitize=thread, which makes g++ call __tsan_readN/__tsan_writeN before every memory access; this
- * file supplies those functions itself (no ThreadSanitizer runtime is linked) and checks the accesses
+/* The SIMT emulator's race detector for shared and global memory, and its alignment check. The emulated build
+ * compiles csrc/cuda with -fsanitize=thread, which makes g++ call __tsan_readN/__tsan_writeN before every
+ * memory access; this file supplies those functions itself (no ThreadSanitizer runtime is linked), checks
+ * that each access to device or shared memory is as aligned as its type says (on_access), and checks the accesses
  * that fall in the running block's shared memory, static or dynamic, against CUDA's rule: two threads
  * of a block may touch the same byte in one interval between block barriers only if both only read it,
  * or if they are lanes of one warp and a __syncwarp whose mask names both came between them. Shuffles,
  * votes, mma.sync and ldmatrix synchronise a warp's lanes but do not order their memory accesses in
  * CUDA's model, so they do not count.
  * Atomics are exempt (simt.h marks them). A conflict stops the grid naming both threads and the byte.
- * Device memory (cudaMalloc's) is checked between blocks: blocks of one grid may not touch the same
- * bytes if either writes (see global_access). Threads of one block in global memory, memory from
- * cudaMallocHost, and the executor's own copies (cp.async's global reads) are not checked.
+ * Device memory (cudaMalloc's) is checked too: blocks of one grid may not touch the same bytes if
+ * either writes, and threads of one block follow the rule above there (see global_access). Memory from
+ * cudaMallocHost and the executor's own copies (cp.async's global reads) are not checked.
  *
  * Why: the executor runs a block's threads one at a time, so a racing write is simply the last one in
  * its sweep order and a racing read may happen to see the right value; the alternating sweeps expose a
@@ -70,6 +71,30 @@ inline bool conflicts(const Mark &m, int tid, int warp) {
     return true;
 }
 
+/* The rule between threads of one block on one cell, for shared and global memory alike: the access
+ * `now` (by thread now.tid of warp `warp`) is recorded; if it conflicts with an earlier one, what it
+ * broke, and that thread in *other. */
+const char *touch(Cell &c, const Mark &now, int warp, bool write, int *other) {
+    const int tid = now.tid;
+    if (conflicts(c.w, tid, warp)) {
+        *other = c.w.tid;
+        return write ? "a write after another thread's write" : "a read of another thread's write";
+    }
+    if (write) {
+        for (const Mark *r : {&c.r0, &c.r1})
+            if (conflicts(*r, tid, warp)) {
+                *other = r->tid;
+                return "a write after another thread's read";
+            }
+        c.w = now;
+    } else if (c.r0.epoch == epoch && c.r0.tid == tid) {
+        c.r0 = now;
+    } else {
+        c.r1 = c.r0, c.r0 = now;
+    }
+    return nullptr;
+}
+
 [[noreturn]] void report(const char *what, uintptr_t p, int other, int tid) {
     const bool dyn = p >= dyn_lo && p < dyn_hi;
     race_fault("%s: thread %d and thread %d at byte %lu of %s shared memory, with no barrier between", what, other, tid,
@@ -78,14 +103,18 @@ inline bool conflicts(const Mark &m, int tid, int warp) {
 
 /* Global memory. A grid's blocks run in no order and cannot wait for one another, so two threads of
  * different blocks of one grid may not touch the same bytes of device memory if either writes
- * (atomics aside). Shadow, beside the device range (runtime.cpp) and as lazily backed: per 2 bytes (a
- * bf16, the smallest value the kernels store), the grid that last touched them and tags of the block
- * that wrote them and of the block that read them (0: none; 0xFFFF: several). A tag is the block's
- * index mod 65534, plus 1: two blocks 65534 apart look alike, so a race between only them goes unseen;
- * none is ever reported that is not one. */
+ * (atomics aside); threads of one block follow shared memory's rule there too (__syncthreads orders
+ * global memory within a block, __syncwarp within a warp). Shadow, beside the device range
+ * (runtime.cpp) and as lazily backed: per 2 bytes (a bf16, the smallest value the kernels store), the
+ * grid that last touched them, tags of the block that wrote them and of the block that read them (0:
+ * none; 0xFFFF: several), and shared memory's cell for the threads of a block (its marks' epochs
+ * advance at every block and barrier, so another block's go stale). A tag is the block's index mod
+ * 65534, plus 1: two blocks 65534 apart look alike, so a race between only them goes unseen; none is
+ * ever reported that is not one. */
 struct GCell {
     uint32_t grid;
     uint16_t w, r;
+    Cell t;
 };
 uintptr_t glo, glen;       /* the device range */
 GCell *gshadow;            /* its shadow, or NULL when it could not be mapped */
@@ -101,10 +130,19 @@ uint16_t gtag;             /* the running block's tag */
                (unsigned)gtag - 1, (unsigned long)p);
 }
 
-void global_access(uintptr_t a, size_t n, bool write) {
+/* what: the rule broken at device address p by thread tid and thread other of the running block */
+[[noreturn]] void report_global_thread(const char *what, uintptr_t p, int other, int tid) {
+    race_fault("global memory: %s: thread %d and thread %d at %#lx of device memory, with no barrier between", what,
+               other, tid, (unsigned long)p);
+}
+
+void global_access(int tid, int warp, uintptr_t a, size_t n, bool write) {
+    const Mark now = {epoch, warp_syncs(warp), (int16_t)tid};
+    int other;
     for (uintptr_t i = (a - glo) / 2, end = (a + n - 1 - glo) / 2; i <= end; i++) {
         GCell &c = gshadow[i];
-        if (c.grid != grid_epoch) c = GCell{grid_epoch, 0, 0};
+        if (c.grid != grid_epoch) c = GCell{grid_epoch, 0, 0, Cell{}};
+        if (const char *what = touch(c.t, now, warp, write, &other)) report_global_thread(what, glo + 2 * i, other, tid);
         if (c.w && c.w != gtag)
             report_global(write ? "a write after another block's write" : "a read of another block's write", glo + 2 * i, c.w);
         if (write) {
@@ -119,6 +157,13 @@ void global_access(uintptr_t a, size_t n, bool write) {
 }
 
 } // namespace
+
+void misaligned(uintptr_t a, size_t n, bool write, uintptr_t pc) {
+    const std::string &line = source_line(pc);
+    kernel_fault("misaligned address: a %zu-byte %s at %#lx, %lu bytes past a multiple of %zu%s%s", n,
+                 write ? "store" : "load", (unsigned long)a, (unsigned long)(a & (n - 1)), n, line.empty() ? "" : ", at ",
+                 line.c_str());
+}
 
 void race_region(void *base, size_t len) {
     glo = (uintptr_t)base, glen = len;
@@ -160,39 +205,34 @@ void race_access(int tid, int warp, const void *addr, size_t n, bool write) {
     const Mark now = {epoch, warp_syncs(warp), (int16_t)tid};
     Cell *c0 = cell_of((uintptr_t)addr);
     if (!c0) return; /* an access lies in one object: its first byte tells */
-    for (size_t i = 0; i < n; i++) {
-        const uintptr_t p = (uintptr_t)addr + i;
-        Cell *c = c0 + i;
-        if (conflicts(c->w, tid, warp)) report(write ? "a write after another thread's write" : "a read of another thread's write", p, c->w.tid, tid);
-        if (write) {
-            if (conflicts(c->r0, tid, warp)) report("a write after another thread's read", p, c->r0.tid, tid);
-            if (conflicts(c->r1, tid, warp)) report("a write after another thread's read", p, c->r1.tid, tid);
-            c->w = now;
-        } else if (c->r0.epoch == epoch && c->r0.tid == tid) {
-            c->r0 = now;
-        } else {
-            c->r1 = c->r0, c->r0 = now;
-        }
-    }
+    int other;
+    for (size_t i = 0; i < n; i++)
+        if (const char *what = touch(c0[i], now, warp, write, &other)) report(what, (uintptr_t)addr + i, other, tid);
 }
 
 } // namespace simt
 
 /* The instrumentation's entry points (g++ -fsanitize=thread). Host code comes here too: only a running
- * CUDA thread's accesses to shared memory are checked, and the address decides first (most accesses are
- * to global memory). */
-static inline void on_access(const void *p, size_t n, bool write, uintptr_t pc) {
+ * CUDA thread's accesses to shared and device memory are checked. */
+static inline void on_access(const void *p, size_t n, bool write, bool aligned, uintptr_t pc) {
     const uintptr_t a = (uintptr_t)p;
+    const bool shared = a - simt::stat_lo < simt::stat_len || a - simt::dyn_lo < simt::dyn_hi - simt::dyn_lo;
+    /* A CUDA thread's access to device or shared memory through the aligned entry points, whose type
+     * is as aligned as its size (a uint4 or float4, a 4-byte word of bf16 pairs; up to 8 bytes g++ says
+     * so exactly, and 16-byte accesses in kernels are the vector types): nvcc emits a load or store of
+     * that width, which faults on a GPU where the address is not a multiple of it, and x86 tolerates.
+     * That catches a vector access at an offset the kernel computed. Checked whether or not the race
+     * check is on. The emulator's own structures (a launch's parameters) are host memory, not checked. */
+    if (aligned && (a & (n - 1)) && simt::g_cur && (shared || a - simt::glo < simt::glen)) simt::misaligned(a, n, write, pc);
     if (!simt::enabled && !simt::banks) return;
-    if (a - simt::stat_lo >= simt::stat_len && a - simt::dyn_lo >= simt::dyn_hi - simt::dyn_lo) {
-        if (a - simt::glo < simt::glen && simt::enabled && simt::gshadow && simt::g_cur && !simt::in_atomic)
-            simt::global_access(a, n, write);
-        return;
-    }
     const simt::ThreadState *t = simt::g_cur;
     if (!t || simt::in_atomic) return;
-    if (simt::enabled)
-        simt::race_access(t->tid.x + simt::g_bdim.x * (t->tid.y + simt::g_bdim.y * t->tid.z), t->warp, p, n, write);
+    const int tid = t->tid.x + simt::g_bdim.x * (t->tid.y + simt::g_bdim.y * t->tid.z);
+    if (!shared) {
+        if (a - simt::glo < simt::glen && simt::enabled && simt::gshadow) simt::global_access(tid, t->warp, a, n, write);
+        return;
+    }
+    if (simt::enabled) simt::race_access(tid, t->warp, p, n, write);
     if (simt::banks) simt::banks_access(t->warp, t->lane, pc, p, n);
 }
 
@@ -203,15 +243,19 @@ __attribute__((visibility("hidden"))) void __tsan_func_exit() {}
 /* the instruction that made the access, for the bank model */
 #define SERL_PC() ((uintptr_t)__builtin_return_address(0))
 #define SERL_TSAN_SIZE(n)                                                                                          \
-    __attribute__((visibility("hidden"))) void __tsan_read##n(void *p) { on_access(p, n, false, SERL_PC()); }     \
-    __attribute__((visibility("hidden"))) void __tsan_write##n(void *p) { on_access(p, n, true, SERL_PC()); }     \
-    __attribute__((visibility("hidden"))) void __tsan_unaligned_read##n(void *p) { on_access(p, n, false, SERL_PC()); } \
-    __attribute__((visibility("hidden"))) void __tsan_unaligned_write##n(void *p) { on_access(p, n, true, SERL_PC()); }
+    __attribute__((visibility("hidden"))) void __tsan_read##n(void *p) { on_access(p, n, false, true, SERL_PC()); } \
+    __attribute__((visibility("hidden"))) void __tsan_write##n(void *p) { on_access(p, n, true, true, SERL_PC()); } \
+    __attribute__((visibility("hidden"))) void __tsan_unaligned_read##n(void *p) {                                 \
+        on_access(p, n, false, false, SERL_PC());                                                                  \
+    }                                                                                                              \
+    __attribute__((visibility("hidden"))) void __tsan_unaligned_write##n(void *p) {                                \
+        on_access(p, n, true, false, SERL_PC());                                                                   \
+    }
 SERL_TSAN_SIZE(1)
 SERL_TSAN_SIZE(2)
 SERL_TSAN_SIZE(4)
 SERL_TSAN_SIZE(8)
 SERL_TSAN_SIZE(16)
-__attribute__((visibility("hidden"))) void __tsan_read_range(void *p, unsigned long n) { on_access(p, n, false, SERL_PC()); }
-__attribute__((visibility("hidden"))) void __tsan_write_range(void *p, unsigned long n) { on_access(p, n, true, SERL_PC()); }
+__attribute__((visibility("hidden"))) void __tsan_read_range(void *p, unsigned long n) { on_access(p, n, false, false, SERL_PC()); }
+__attribute__((visibility("hidden"))) void __tsan_write_range(void *p, unsigned long n) { on_access(p, n, true, false, SERL_PC()); }
 }

@@ -2,7 +2,7 @@
  * computes A·B + C through the PTX fragment layouts and ldmatrix fills them from shared memory, that
  * cp.async lands at either end of the span the hardware may choose, that the rule breaks it promises to
  * catch fail the launch with a message, that a shared-memory read missing its barrier reads stale data,
- * that launches past CUDA's limits are refused, that a captured graph replays, that kernels, copies and
+ * that a vector load or store off its width fails, that launches past CUDA's limits are refused, that a captured graph replays, that kernels, copies and
  * GEMMs given memory the device cannot use fail, and that blocks needing more registers or shared memory
  * than a multiprocessor has are refused, and that the bank model counts wavefronts as the hardware's rule
  * says. Kernels here are written in CUDA C++ and go through
@@ -326,6 +326,58 @@ static void test_global_races() {
     expect_ran(buf[2] == 11 && buf[3] == 10, "a grid reading what the grid before it wrote, in another block, is not a race");
 }
 
+/* Global memory between the threads of one block, which follow shared memory's rule there: two threads
+ * storing one word; threads reading their neighbours' words, without and with __syncthreads between;
+ * lanes of a warp trading words, without and with __syncwarp between. */
+__global__ void block_both_store(int *out) { out[0] = (int)threadIdx.x; }
+__global__ void block_neighbours(int *buf, int barrier) {
+    buf[threadIdx.x] = (int)threadIdx.x;
+    if (barrier) __syncthreads();
+    buf[64 + threadIdx.x] = buf[(threadIdx.x + 1) % 64];
+}
+__global__ void lanes_trade_global(int *buf, int sync) {
+    buf[threadIdx.x] = (int)threadIdx.x;
+    if (sync) __syncwarp();
+    buf[32 + threadIdx.x] = buf[threadIdx.x ^ 1];
+}
+
+static void test_block_global_races() {
+    Dev<int> buf(128, 0);
+    block_both_store<<<1, 2>>>(buf.p);
+    expect_fault("two threads of a block storing one global word is a race",
+                 "race: global memory: a write after another thread's write");
+    block_neighbours<<<1, 64>>>(buf.p, 0);
+    expect_fault("threads reading global words other threads of their block write, with no barrier, race",
+                 "race: global memory:");
+    block_neighbours<<<1, 64>>>(buf.p, 1);
+    expect_ran(buf[64] == 1 && buf[127] == 0, "with __syncthreads between, it is not");
+    lanes_trade_global<<<1, 32>>>(buf.p, 0);
+    expect_fault("lanes trading global words without __syncwarp race", "race: global memory:");
+    lanes_trade_global<<<1, 32>>>(buf.p, 1);
+    expect_ran(buf[32] == 1 && buf[33] == 0, "with __syncwarp they do not");
+}
+
+/* Loads and stores at offsets a kernel computes: a float4 or a bf16 pair off its size faults on a GPU
+ * ("misaligned address"), and in the emulator, which x86 alone would not. */
+__global__ void vec_load_at(const float *x, int off, float *out) {
+    const float4 v = *(const float4 *)(x + off);
+    out[0] = v.x + v.y + v.z + v.w;
+}
+__global__ void pair_store_at(uint16_t *h, int off) { *(uint32_t *)(h + off) = 0x00020001u; }
+
+static void test_alignment() {
+    Dev<float> x(16, 1.0f), out(1, 0.0f);
+    vec_load_at<<<1, 1>>>(x.p, 1, out.p);
+    expect_fault("a float4 load 4 bytes off 16 fails the launch", "misaligned address: a 16-byte load");
+    vec_load_at<<<1, 1>>>(x.p, 4, out.p);
+    expect_ran(out[0] == 4.0f, "a float4 load at a multiple of 16 runs");
+    Dev<uint16_t> h(8, 0);
+    pair_store_at<<<1, 1>>>(h.p, 3);
+    expect_fault("a bf16 pair stored 2 bytes off 4 fails the launch", "misaligned address: a 4-byte store");
+    pair_store_at<<<1, 1>>>(h.p, 2);
+    expect_ran(h[2] == 1 && h[3] == 2, "a bf16 pair stored at a multiple of 4 runs");
+}
+
 static void test_rules() {
     Dev<int> out(64, 0);
     divergent_collectives<<<1, 32>>>(out.p);
@@ -599,6 +651,9 @@ static bool write_table() {
               {(const void *)global_halves, 16, 0},               {(const void *)global_count, 16, 0},
               {(const void *)global_store_own, 16, 0},            {(const void *)global_read_other, 16, 0},
               {(const void *)global_read_then_one_writes, 16, 0},
+              {(const void *)vec_load_at, 16, 0},                 {(const void *)pair_store_at, 16, 0},
+              {(const void *)block_both_store, 16, 0},            {(const void *)block_neighbours, 16, 0},
+              {(const void *)lanes_trade_global, 16, 0},
               {(const void *)bank_words, 16, 33 * 32 * 4},        {(const void *)bank_cp16, 16, 64 * 4 * 4},
               {(const void *)bank_ldsm, 16, 32 * 64 * 2}};
     bool ok = true;
@@ -643,6 +698,8 @@ int main() {
     test_cp_async();
     test_rules();
     test_global_races();
+    test_block_global_races();
+    test_alignment();
     test_limits();
     test_graph();
     test_memory();

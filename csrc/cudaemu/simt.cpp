@@ -196,13 +196,22 @@ bool warp_synced(int w, unsigned since, int lane_a, int lane_b) {
     return false;
 }
 
-void race_fault(const char *fmt, ...) {
+[[noreturn]] static void vkernel_fault(const char *prefix, const char *fmt, va_list ap) {
     char buf[400];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    fault("%s%s", prefix, buf);
+}
+
+void race_fault(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    fault("race: %s", buf);
+    vkernel_fault("race: ", fmt, ap);
+}
+
+void kernel_fault(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vkernel_fault("", fmt, ap);
 }
 
 static float bf16(uint32_t h) { return of_bits<float>((h & 0xFFFFu) << 16); }
