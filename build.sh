@@ -221,7 +221,7 @@ test)
 		SERL_SIMD=$simd go test -p 1 -count=1 -run 'Conformance' ./kernels/
 	done
 	# The CUDA library's own kernels on the SIMT emulator (csrc/cudaemu), where build_cudaemu built it:
-	# the conformance suite, graph capture and the CUDA-only checks, the tensor-core attention too, the
+	# the conformance suite, graph capture and the CUDA-only checks, the CUDA-core attention too, the
 	# model fixtures against PyTorch, and a kill and resume: what bench/gpu.sh runs on a GPU, on the CPU.
 	if [[ -f build/cudaemu/libserl_cuda.so ]]; then
 		build/cudaemu/simt_selftest
@@ -237,8 +237,8 @@ test)
 		"${emu[@]}" go test -p 1 -count=1 -run 'TestConformance|TestCUDA' ./kernels/
 		# decode attention as on a GPU with slow float64 (L4, A10, RTX): its scores' compensated float sum
 		"${emu[@]}" SERL_SIMT_SM=89 go test -p 1 -count=1 -run 'TestConformance/cuda/(kv_decode|bf16_kv_decode)$|TestCUDADecodeScores' ./kernels/
-		"${emu[@]}" SERL_CUDA_ATTN=mma go test -p 1 -count=1 -run 'TestConformance/cuda/^(attention|bf16_attention|graph)$' ./kernels/
-		"${emu[@]}" SERL_CUDA_ATTN=mma go test -p 1 -count=1 -run 'TestCUDAAttention' ./kernels/
+		"${emu[@]}" SERL_CUDA_ATTN=cores go test -p 1 -count=1 -run 'TestConformance/cuda/^(attention|bf16_attention|graph)$' ./kernels/
+		"${emu[@]}" SERL_CUDA_ATTN=cores go test -p 1 -count=1 -run 'TestCUDAAttention' ./kernels/
 		# the fixtures, and the fused head's bits (-short: in f32, and in bf16 with adapters, at one chunk size)
 		"${emu[@]}" go test -p 1 -count=1 -run 'Fixture' ./engine/model/
 		"${emu[@]}" go test -p 1 -count=1 -short -run 'TestHeadGradSameBits' ./engine/model/

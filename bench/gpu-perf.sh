@@ -24,7 +24,7 @@
 #                0.5B training shapes, and sampling 256 rows with and without top-p, as GB/s (kernels'
 #                BenchmarkCUDAOps; CUDA only)
 #   attention    the attention kernels' forward and backward at the 0.5B and 1.5B training shapes as
-#                TFLOP/s, on CUDA cores and on tensor cores (SERL_CUDA_ATTN=mma) (kernels'
+#                TFLOP/s, on tensor cores (the default) and on CUDA cores (SERL_CUDA_ATTN=cores) (kernels'
 #                BenchmarkCUDAAttention; CUDA only)
 #
 # The table ends with the issue's acceptance figures as ratios: serl/eager tokens/s on 0.5B training
@@ -231,11 +231,10 @@ train() {
 		--mode train "${steps[@]}" --json
 	local st=$status ss=$secs sw=$why
 	s_tps[$s]=$(field "$json" tokens_per_s) fpt[$s]=$(field "$json" flops_per_token)
-	# the same with the bf16 tensor-core attention (opt-in until it has passed on a GPU): what making it
-	# the default would give
-	SERL_CUDA_ATTN=mma serl_step "serl train $s (mma attention)" 90 bench --device "$DEVICE" --precision bf16 \
+	# the same with the attention on CUDA cores: what the tensor-core attention (the default) gives
+	SERL_CUDA_ATTN=cores serl_step "serl train $s (cores attention)" 90 bench --device "$DEVICE" --precision bf16 \
 		--config "${cfg[$s]}" --batch "$B" --seq $seq --mode train "${steps[@]}" --json
-	local mst=$status mss=$secs msw=$why mtps=$(field "$json" tokens_per_s) mgone=$serl_gone
+	local cst=$status css=$secs csw=$why ctps=$(field "$json" tokens_per_s) cgone=$serl_gone
 	step "torch eager train $s" 90 "$PYTHON" bench/torch_model.py --device "$DEVICE" --config "${cfg[$s]}" --batch "$B" --seq $seq \
 		--mode train --precision bf16 --attn sdpa "${fused[@]}" "${steps[@]}"
 	local t=$(field "$json" tokens_per_s)
@@ -243,7 +242,7 @@ train() {
 	[[ ${fpt[$s]} != "?" ]] || fpt[$s]=$(field "$json" flops_per_token) # the same count (bench/torch_model.py)
 	[[ $s != 0.5B ]] || eager_tps=$t
 	[[ -n $serl_gone ]] || row "$label serl" "$st" "$ss" "$(res "$st" "$sw" "$(num "${s_tps[$s]}" .0f) tok/s $(vs "${s_tps[$s]}" "$t" eager), MFU $(mfu "${fpt[$s]}" "${s_tps[$s]}" "$peak")")"
-	[[ -n $mgone ]] || row "$label serl, mma attn" "$mst" "$mss" "$(res "$mst" "$msw" "$(num "$mtps" .0f) tok/s $(vs "$mtps" "$t" eager), MFU $(mfu "${fpt[$s]}" "$mtps" "$peak") (SERL_CUDA_ATTN=mma)")"
+	[[ -n $cgone ]] || row "$label serl, cores attn" "$cst" "$css" "$(res "$cst" "$csw" "$(num "$ctps" .0f) tok/s $(vs "$ctps" "$t" eager), MFU $(mfu "${fpt[$s]}" "$ctps" "$peak") (SERL_CUDA_ATTN=cores)")"
 	row "$label torch eager" "$status" "$secs" "$(res "$status" "$why" "$(num "$t" .0f) tok/s, MFU $(mfu "${fpt[$s]}" "$t" "$peak") (bf16 autocast, SDPA, $([[ ${#fused[@]} -gt 0 ]] && echo fused || echo unfused) AdamW)")"
 }
 # compile SHAPE: torch.compile of the same model
@@ -296,10 +295,8 @@ fi
 # the attention kernels, CUDA cores and tensor cores (the variable is read once a process), as TFLOP/s
 # (kernels' BenchmarkCUDAAttention)
 if [[ $DEVICE == cuda && -z $serl_off ]] && unit attention 30; then
-	for mode in cores mma; do
-		attn=""
-		[[ $mode == cores ]] || attn=mma
-		(cd kernels && SERL_LIB_DIR=$g/lib SERL_TEST_DEVICES=cuda SERL_CUDA_ATTN=$attn step "attention ($mode)" 40 "$g/kernels.test" \
+	for mode in mma cores; do
+		(cd kernels && SERL_LIB_DIR=$g/lib SERL_TEST_DEVICES=cuda SERL_CUDA_ATTN=$mode step "attention ($mode)" 40 "$g/kernels.test" \
 			-test.run '^$' -test.bench CUDAAttention -test.benchtime 5x
 			printf '%s\n' "$status" "$secs" "$why" >"$work/attn.st")
 		{ read -r status; read -r secs; read -r why; } <"$work/attn.st"

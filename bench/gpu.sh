@@ -7,7 +7,8 @@
 #                rest is not run: one row says so
 #   conformance  the kernels conformance suite on CUDA against the reference (captured graphs included),
 #                and the CUDA-vs-CPU checks
-#   mma          the attention cases again with the bf16 tensor-core kernels (SERL_CUDA_ATTN=mma, opt-in)
+#   cores        the attention cases again with the CUDA-core kernels (SERL_CUDA_ATTN=cores), the
+#                reference on the GPU of the tensor-core ones that conformance ran (the default)
 #   fixtures     the model fixtures (Qwen2 and Llama, f32/bf16/f16 weights) against PyTorch's float64,
 #                and the head's fused gradient (dlogits in the forward) giving the recomputed one's bits
 #   train        a short serl train --device cuda on the built-in model (FULL=1: the default run, which
@@ -28,11 +29,11 @@
 # Time: the whole routine ends within BUDGET seconds (default 345, under the issue's 6 minutes): each
 # step has its own timeout, cut to what the budget has left; once the budget is spent, or the device
 # stops answering after a failed step, the remaining steps are not run and one row names them.
-# STEPS="train killresume" runs only those (the names above; default all). NCCL=0 leaves nccl out.
+# STEPS="train killresume" runs only those (the names above, another is an error; default all). NCCL=0 leaves nccl out.
 # DEVICE=cpu is a dry run of the routine on the CPU (the tests and serl on the CPU, one thread for the
 # runs that must match bit for bit; no PyTorch, no NCCL). DEVICE=emu is a dry run of its CUDA path on
 # the SIMT emulator (build/cudaemu's libraries in place of the CUDA library; docs/ARCHITECTURE.md,
-# "Testing"): STEPS="info conformance mma fixtures" fits the budget there (206 s measured; the race
+# "Testing"): STEPS="info conformance cores fixtures" fits the budget there (206 s measured; the race
 # check is off, as ./build.sh test runs it; a GPU runs those steps in seconds).
 #
 # Full logs go to $OUT (default ./gpu-out; at most 8 files, as the device tool returns); one short
@@ -41,6 +42,13 @@
 #   device run:  bench/gpu.sh build/gpu.tar.gz          (carry: ["build/gpu.tar.gz"])
 set -uo pipefail
 cd "$(dirname "$0")/.."
+STEPS=${STEPS:-all}
+ALL_STEPS="info conformance cores fixtures train killresume nccl graphs bench decode sanitizer"
+if [[ $STEPS != all ]]; then # a misspelt step would otherwise just not run
+	for s in $STEPS; do
+		[[ " $ALL_STEPS " == *" $s "* ]] || { echo "bench/gpu.sh: STEPS: no step $s (the steps: $ALL_STEPS)" >&2; exit 2; }
+	done
+fi
 . bench/gpu-unpack.sh
 export SERL_LIB_DIR=$g/lib PYTHONUNBUFFERED=1
 DEVICE=${DEVICE:-cuda}
@@ -54,7 +62,6 @@ if [[ $DEVICE == emu ]]; then
 	testshort=(-test.short) # the head's bits in two of its six cases, at one chunk size (a GPU runs them all in seconds)
 fi
 BUDGET=${BUDGET:-345}
-STEPS=${STEPS:-all}
 export SERL_TEST_DEVICES=$DEVICE # the tests on that device alone (a CUDA that does not open fails them)
 deadline=$((SECONDS + BUDGET))
 summary=$OUT/summary.txt
@@ -129,12 +136,12 @@ if unit conformance; then
 	grep -- '--- FAIL' "$log" | head -20 | sed 's/^/    /' >>"$summary"
 fi
 
-# the bf16 tensor-core attention (forward and backward, head_dim 64 and 128; opt-in until it has passed here)
-if unit mma; then
-	SERL_CUDA_ATTN=mma wd=kernels step "attention (mma)" 90 "$log" sh -c \
+# the attention on CUDA cores (forward and backward; conformance ran the tensor-core kernels where they apply)
+if unit cores; then
+	SERL_CUDA_ATTN=cores wd=kernels step "attention (cores)" 90 "$log" sh -c \
 		'"$0" -test.v -test.count=1 -test.run "Conformance/$1/attention" && "$0" -test.v -test.count=1 -test.run "CUDAAttentionHeadDims"' \
 		"$g/kernels.test" "$DEVICE"
-	row "attention mma ($DEVICE)" "$status" "$secs" "$(sed -n '/=== attention (mma)/,$p' "$log" | grep -c -- '--- FAIL') failures (SERL_CUDA_ATTN=mma)"
+	row "attention cores ($DEVICE)" "$status" "$secs" "$(sed -n '/=== attention (cores)/,$p' "$log" | grep -c -- '--- FAIL') failures (SERL_CUDA_ATTN=cores)"
 fi
 
 if [[ ${SANITIZE:-0} == 1 ]] && command -v compute-sanitizer >/dev/null 2>&1 && unit sanitizer; then

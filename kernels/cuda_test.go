@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -180,6 +181,34 @@ func TestCUDAComputeCapability(t *testing.T) {
 	defer d.Close()
 	require.Equal(t, "cpu", d.Backend())
 	require.Contains(t, d.Info().Fallback, "compute capability 7.5")
+}
+
+// TestCUDAAttentionChoice: SERL_CUDA_ATTN, read when a CUDA context is created: attention on tensor
+// cores by default and with mma, on CUDA cores with cores (the device's name says which), and any other
+// value refused by name rather than ignored. The library reads the process's own environment, so the
+// test runs itself again for each value.
+func TestCUDAAttentionChoice(t *testing.T) {
+	if os.Getenv("SERL_TEST_ATTN_CHILD") == "1" {
+		d, err := Open("cuda", 0)
+		if err != nil {
+			fmt.Printf("open: %v\n", err)
+			return
+		}
+		defer d.Close()
+		fmt.Printf("name: %s\n", d.Info().Name)
+		return
+	}
+	cudaDevice(t) // skipped where no GPU answers
+	for _, c := range []struct{ value, want string }{
+		{"", " mma attention)"}, {"mma", " mma attention)"}, {"cores", " cores attention)"},
+		{"tensor", "serl cuda: SERL_CUDA_ATTN=tensor: want mma (bf16 attention on tensor cores, the default) or cores"},
+	} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCUDAAttentionChoice$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "SERL_TEST_ATTN_CHILD=1", "SERL_CUDA_ATTN="+c.value)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		require.Contains(t, string(out), c.want, "SERL_CUDA_ATTN=%q", c.value)
+	}
 }
 
 // TestCUDADecodeScores: decode_attention sums each score q·k more exactly than a float sum would —

@@ -350,7 +350,7 @@ extern "C" SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_
     if ((st_ = check_seqlens(ctx, 0, a->cu_seqlens, a->n_seqs, a->n_tokens, a->max_len))) return st_;
     if (a->n_tokens == 0 || a->n_seqs == 0) return SERL_OK; /* no sequence: the check reports (a grid of 0 would not launch) */
     const int D = a->head_dim;
-    if (serl_attention_mma_enabled() && a->q_dtype == SERL_DTYPE_BF16 && a->k_dtype == SERL_DTYPE_BF16 &&
+    if (ctx->attn_mma && a->q_dtype == SERL_DTYPE_BF16 && a->k_dtype == SERL_DTYPE_BF16 &&
         a->v_dtype == SERL_DTYPE_BF16 && (D == 64 || D == 128) && (((uintptr_t)a->q | (uintptr_t)a->k | (uintptr_t)a->v) & 3) == 0)
         return serl_attention_fwd_mma(ctx, a, max_len);
     size_t shm = sizeof(float) * ((size_t)BQ * D + (size_t)BK * (D + 1) + (size_t)BK * D);
@@ -379,7 +379,7 @@ extern "C" SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_
     attn_bwd_dot_kernel<<<serl_blocks(rows * 32, 256), 256, 0, ctx->stream>>>(a->dout, BF(a->dout_dtype), a->out,
                                                                                 BF(a->out_dtype), Dv, rows, D);
     LAUNCH_CHECK("attention_bwd");
-    if (serl_attention_mma_enabled() && (D == 64 || D == 128) && a->q_dtype == SERL_DTYPE_BF16 && a->k_dtype == SERL_DTYPE_BF16 &&
+    if (ctx->attn_mma && (D == 64 || D == 128) && a->q_dtype == SERL_DTYPE_BF16 && a->k_dtype == SERL_DTYPE_BF16 &&
         a->v_dtype == SERL_DTYPE_BF16 && a->dout_dtype == SERL_DTYPE_BF16 &&
         (((uintptr_t)a->q | (uintptr_t)a->k | (uintptr_t)a->v | (uintptr_t)a->dout) & 3) == 0)
         return serl_attention_bwd_mma(ctx, a, max_len, Dv);

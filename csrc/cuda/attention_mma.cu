@@ -472,15 +472,6 @@ int32_t serl_attention_bwd_mma(serl_cuda_ctx *ctx, const serl_attention_bwd_args
     return a->head_dim == 64 ? attention_bwd_mma<64>(ctx, a, max_len, Dv) : attention_bwd_mma<128>(ctx, a, max_len, Dv);
 }
 
-int serl_attention_mma_enabled(void) {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("SERL_CUDA_ATTN");
-        on = e && !strcmp(e, "mma");
-    }
-    return on;
-}
-
 template <int HD> static int32_t attention_fwd_mma(serl_cuda_ctx *ctx, const serl_attention_fwd_args *a, int max_len) {
     const size_t shm = sizeof(uint16_t) * 5 * 64 * (HD + PAD); /* Q, and K and V in two stages: 85 KiB at 128 */
     const int tiles = (max_len + MMA_BQ - 1) / MMA_BQ;

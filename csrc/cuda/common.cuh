@@ -86,6 +86,7 @@ typedef struct serl_cuda_ctx {
     void *blas_workspace; /* cuBLAS's fixed workspace, so that it never allocates inside a capture */
     int fast_fp64;        /* float64 at ≥ 1/4 of the float32 rate (A100, H100, H200; not L4, A10, RTX) */
     int sms;              /* multiprocessors */
+    int attn_mma;         /* bf16 attention with head_dim 64 or 128 on tensor cores (SERL_CUDA_ATTN, read at creation) */
 } serl_cuda_ctx;
 #define SERL_CTX serl_cuda_ctx /* for ../common.h */
 

@@ -171,6 +171,19 @@ extern "C" SERL_API void *serl_context_create(int32_t threads) {
             return NULL;
         }
     }
+    /* Causal attention on tensor cores (attention_mma.cu) wherever it applies, or on CUDA cores
+     * (attention.cu) everywhere: the second is the first's reference on a GPU (bench/gpu.sh runs both). */
+    int attn_mma = 1;
+    env = getenv("SERL_CUDA_ATTN");
+    if (env && *env) {
+        if (!strcmp(env, "cores"))
+            attn_mma = 0;
+        else if (strcmp(env, "mma")) {
+            snprintf(create_err, sizeof create_err,
+                     "serl cuda: SERL_CUDA_ATTN=%.32s: want mma (bf16 attention on tensor cores, the default) or cores", env);
+            return NULL;
+        }
+    }
     /* The kernels are built for sm_80 and sm_90 (bf16 tensor cores); an older GPU (a T4, a V100) would
      * fail at the first launch with "no kernel image", so it is refused here, by name. */
     cudaDeviceProp prop;
@@ -194,6 +207,7 @@ extern "C" SERL_API void *serl_context_create(int32_t threads) {
     ctx->device = dev;
     ctx->fast_fp64 = prop.singleToDoublePrecisionPerfRatio <= 4;
     ctx->sms = prop.multiProcessorCount;
+    ctx->attn_mma = attn_mma;
     if ((e = cudaSetDevice(dev)) != cudaSuccess || (e = cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking)) != cudaSuccess) {
         snprintf(create_err, sizeof create_err, "serl cuda: device %d: %s", dev, cudaGetErrorString(e));
         cudaGetLastError();
@@ -288,8 +302,8 @@ extern "C" SERL_API int32_t serl_device_info(void *ctxp, serl_device_info_args *
     a->simd = 0;
     a->total_memory = (int64_t)total;
     a->free_memory = (int64_t)(freeb + serl_pool_cached(ctx->pool));
-    snprintf(a->name, sizeof a->name, "%.64s (sm_%d%d, %d SMs, %.20s)", prop.name, prop.major, prop.minor,
-             prop.multiProcessorCount, ctx->blas ? ctx->blas->soname : "no cuBLAS");
+    snprintf(a->name, sizeof a->name, "%.64s (sm_%d%d, %d SMs, %.20s, %s attention)", prop.name, prop.major, prop.minor,
+             prop.multiProcessorCount, ctx->blas ? ctx->blas->soname : "no cuBLAS", ctx->attn_mma ? "mma" : "cores");
     return SERL_OK;
 }
 
