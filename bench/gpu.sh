@@ -25,6 +25,9 @@
 #   decode       decoding throughput (engine/generate's benchmark, configs S and M), with the steady steps
 #                as captured graphs and, unless DECODE_GRAPHS=1, with their ops issued one by one
 #   sanitizer    SANITIZE=1: the conformance suite under compute-sanitizer (slow: minutes)
+#   full         last, in what the budget has left (at least 30 s): the default serl train --device cuda
+#                on the built-in model, the issue's acceptance run; cut short, its row says how far it got
+#                (FULL=1 runs it as the train step instead, and not again here)
 #
 # Time: the whole routine ends within BUDGET seconds (default 345, under the issue's 6 minutes): each
 # step has its own timeout, cut to what the budget has left; once the budget is spent, or the device
@@ -43,7 +46,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-all}
-ALL_STEPS="info conformance cores fixtures train killresume nccl graphs bench decode sanitizer"
+ALL_STEPS="info conformance cores fixtures train killresume nccl graphs bench decode sanitizer full"
 if [[ $STEPS != all ]]; then # a misspelt step would otherwise just not run
 	for s in $STEPS; do
 		[[ " $ALL_STEPS " == *" $s "* ]] || { echo "bench/gpu.sh: STEPS: no step $s (the steps: $ALL_STEPS)" >&2; exit 2; }
@@ -283,6 +286,23 @@ if unit decode; then
 			[[ -z $stop ]] || break 2
 		done
 	done
+fi
+
+# the default run, in what is left: it takes no time from the steps above, and a GPU may well finish it
+# (the CPU takes about 90 s with two cores)
+if [[ ${FULL:-0} != 1 ]] && unit full; then
+	if ((deadline - SECONDS < 40)); then
+		notrun+=" full"
+	else
+		log=$OUT/4-train.log
+		step "train (default, in the budget's remainder)" 600 "$log" "$g/serl" train --device "$DEVICE" --run "$work/full"
+		case $status in
+		ok) what=$(grep 'overall.*pass@1' "$log" | tail -1 | sed 's/^ *//') ;;
+		TIMEOUT) what="cut by the budget after $(sed -n '/=== train (default/,$p' "$log" | grep -o '^step [0-9]*/[0-9]*' | tail -1)" ;;
+		*) what=$(lastline "$log") ;;
+		esac
+		row "train (default)" "$status" "$secs" "$(echo "$what" | cut -c1-120)"
+	fi
 fi
 
 [[ -z $notrun ]] || row "not run" SKIP 0 "$stop:$notrun"
