@@ -25,7 +25,8 @@
 #                BenchmarkCUDAOps; CUDA only)
 #   attention    the attention kernels' forward and backward at the 0.5B and 1.5B training shapes as
 #                TFLOP/s, on tensor cores (the default) and on CUDA cores (SERL_CUDA_ATTN=cores) (kernels'
-#                BenchmarkCUDAAttention; CUDA only)
+#                BenchmarkCUDAAttention; CUDA only), beside PyTorch's SDPA (FlashAttention-2 where it can
+#                be pinned) at the same shapes (bench/torch_attention.py), with the ratios
 #
 # The table ends with the issue's acceptance figures as ratios: serl/eager tokens/s on 0.5B training
 # (target ≥ 1.0×), serl's MFU there (≥ 35% of the measured GEMM rate), serl/generate at 256 × 256 (≥ 10×).
@@ -294,7 +295,8 @@ if [[ $DEVICE == cuda && -z $serl_off ]] && unit ops 20; then
 fi
 # the attention kernels, CUDA cores and tensor cores (the variable is read once a process), as TFLOP/s
 # (kernels' BenchmarkCUDAAttention)
-if [[ $DEVICE == cuda && -z $serl_off ]] && unit attention 30; then
+if [[ $DEVICE == cuda && -z $serl_off ]] && unit attention 45; then
+	declare -A attn_figs
 	for mode in mma cores; do
 		(cd kernels && SERL_LIB_DIR=$g/lib SERL_TEST_DEVICES=cuda SERL_CUDA_ATTN=$mode step "attention ($mode)" 40 "$g/kernels.test" \
 			-test.run '^$' -test.bench CUDAAttention -test.benchtime 5x
@@ -304,7 +306,20 @@ if [[ $DEVICE == cuda && -z $serl_off ]] && unit attention 30; then
 		figs=$(sed -n "/=== attention ($mode): /,/=== attention ($mode): exit/p" "$log" | grep '^BenchmarkCUDAAttention/' | awk '{ n = $1; sub(/^BenchmarkCUDAAttention\//, "", n); sub(/-[0-9]+$/, "", n)
 			for (i = 2; i < NF; i++) if ($(i + 1) == "TFLOP/s") printf "%s%s %.0f", (k++ ? ", " : ""), n, $i }')
 		row "attention, $mode (TFLOP/s)" "$status" "$secs" "$(res "$status" "$why" "${figs:-?}")"
+		attn_figs[$mode]=$figs
 	done
+	step "torch attention" 40 "$PYTHON" bench/torch_attention.py --device "$DEVICE" --iters 5
+	# "0.5B/fwd 310 (serl mma 0.65×, cores 0.08×), …": each figure with serl's over it
+	figs=$(grep '^{' "$work/out" | python3 -c 'import json, sys
+serl = {m: dict((p.split()[0], float(p.split()[1])) for p in f.split(", ") if p) for m, f in zip(("mma", "cores"), sys.argv[1:])}
+out, how = [], ""
+for line in sys.stdin:
+    r = json.loads(line)
+    how = "%s, %s GQA, torch %s" % (r["backend"], r["gqa"], r["torch"])
+    vs = ", ".join("%s %.2f×" % (m, serl[m][r["name"]] / r["tflops"]) for m in ("mma", "cores") if r["name"] in serl[m])
+    out.append("%s %.0f%s" % (r["name"], r["tflops"], " (serl " + vs + ")" if vs else ""))
+print(", ".join(out) + ("; " + how if how else ""))' "${attn_figs[mma]:-}" "${attn_figs[cores]:-}")
+	row "attention, torch SDPA (TFLOP/s)" "$status" "$secs" "$(res "$status" "$why" "${figs:-?}")"
 fi
 [[ -z $notrun ]] || row "not run" SKIP 0 "the time budget (BUDGET=${BUDGET}s) had too little left for:$notrun"
 
