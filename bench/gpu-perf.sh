@@ -293,8 +293,8 @@ if [[ $DEVICE == cuda && -z $serl_off ]] && unit ops 20; then
 		for (i = 2; i < NF; i++) if ($(i + 1) == "GB/s") printf "%s%s %.0f", (k++ ? ", " : ""), n, $i }')
 	row "ops at 0.5B shapes (GB/s)" "$status" "$secs" "$(res "$status" "$why" "${figs:-?}")"
 fi
-# the attention kernels, CUDA cores and tensor cores (the variable is read once a process), as TFLOP/s
-# (kernels' BenchmarkCUDAAttention)
+# the attention kernels, tensor cores and CUDA cores (the variable is read once a process), as TFLOP/s
+# (kernels' BenchmarkCUDAAttention), then PyTorch's SDPA at the same shapes
 if [[ $DEVICE == cuda && -z $serl_off ]] && unit attention 45; then
 	declare -A attn_figs
 	for mode in mma cores; do

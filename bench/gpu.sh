@@ -25,7 +25,7 @@
 #   decode       decoding throughput (engine/generate's benchmark, configs S and M), with the steady steps
 #                as captured graphs and, unless DECODE_GRAPHS=1, with their ops issued one by one
 #   sanitizer    SANITIZE=1: the conformance suite under compute-sanitizer (slow: minutes)
-#   full         last, in what the budget has left (at least 30 s): the default serl train --device cuda
+#   full         last, in what the budget has left (at least 40 s): the default serl train --device cuda
 #                on the built-in model, the acceptance run; cut short, its row says how far it got
 #                (FULL=1 runs it as the train step instead, and not again here)
 #
@@ -289,7 +289,7 @@ if unit decode; then
 fi
 
 # the default run, in what is left: it takes no time from the steps above, and a GPU may well finish it
-# (the CPU takes about 90 s with two cores)
+# (the CPU takes about 80 s with two cores)
 if [[ ${FULL:-0} != 1 ]] && unit full; then
 	if ((deadline - SECONDS < 40)); then
 		notrun+=" full"
