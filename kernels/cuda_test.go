@@ -185,23 +185,27 @@ func TestCUDAComputeCapability(t *testing.T) {
 
 // TestCUDAAttentionChoice: SERL_CUDA_ATTN, read when a CUDA context is created: attention on tensor
 // cores by default and with mma, on CUDA cores with cores (the device's name says which), and any other
-// value refused by name rather than ignored. The library reads the process's own environment, so the
-// test runs itself again for each value.
+// value refused by name rather than ignored, by --device auto too (not a run on the CPU instead). The
+// library reads the process's own environment, so the test runs itself again for each value.
 func TestCUDAAttentionChoice(t *testing.T) {
 	if os.Getenv("SERL_TEST_ATTN_CHILD") == "1" {
-		d, err := Open("cuda", 0)
-		if err != nil {
-			fmt.Printf("open: %v\n", err)
-			return
+		for _, backend := range []string{"cuda", "auto"} {
+			d, err := Open(backend, 0)
+			if err != nil {
+				fmt.Printf("%s: %v\n", backend, err)
+				continue
+			}
+			fmt.Printf("%s: %s: %s\n", backend, d.Backend(), d.Info().Name)
+			d.Close()
 		}
-		defer d.Close()
-		fmt.Printf("name: %s\n", d.Info().Name)
 		return
 	}
 	cudaDevice(t) // skipped where no GPU answers
+	refused := "serl cuda: SERL_CUDA_ATTN=tensor: want mma (bf16 attention on tensor cores, the default) or cores"
 	for _, c := range []struct{ value, want string }{
-		{"", " mma attention)"}, {"mma", " mma attention)"}, {"cores", " cores attention)"},
-		{"tensor", "serl cuda: SERL_CUDA_ATTN=tensor: want mma (bf16 attention on tensor cores, the default) or cores"},
+		{"", "cuda: cuda: "}, {"", " mma attention)\nauto: cuda: "}, {"mma", " mma attention)\nauto: cuda: "},
+		{"cores", " cores attention)\nauto: cuda: "}, {"tensor", "cuda: kernels: "}, {"tensor", refused + "\nauto: kernels: "},
+		{"tensor", refused + "\n"},
 	} {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCUDAAttentionChoice$", "-test.count=1")
 		cmd.Env = append(os.Environ(), "SERL_TEST_ATTN_CHILD=1", "SERL_CUDA_ATTN="+c.value)

@@ -141,7 +141,8 @@ func (d *Device) Transfers() Transfers {
 }
 
 // Open creates a device: "cpu", "cuda", or "auto" (CUDA when its library loads and a GPU answers,
-// else CPU). threads ≤ 0 means $SERL_THREADS or the number of CPUs.
+// else CPU; a GPU that answers but cannot be used is said in Info().Fallback, and a CUDA setting the
+// library refuses is an error). threads ≤ 0 means $SERL_THREADS or the number of CPUs.
 //
 // SERL_CPU_HOST_VISIBLE=0 opens the CPU device as a GPU is seen from Go: its tensors are not host
 // visible (Tensor.F32 and friends return nil), so every upload, download and device-only branch a GPU
@@ -158,13 +159,18 @@ func Open(backend string, threads int) (*Device, error) {
 		if err == nil {
 			return d, nil
 		}
+		// A setting of the CUDA library's that it refuses (SERL_CUDA_DEVICE, SERL_CUDA_ATTN) is the
+		// user's mistake on a machine whose GPU answered: an error, not a job run on the CPU instead.
+		var ce *contextError
+		if errors.As(err, &ce) && strings.Contains(ce.why, "SERL_CUDA_") {
+			return nil, err
+		}
 		c, cerr := open("cpu", threads)
 		if cerr != nil {
 			return nil, cerr
 		}
 		// "no GPU answers" opens the CUDA library's message for a machine without one
 		// (serl_context_create, csrc/cuda/context.cu); any other refusal is worth saying.
-		var ce *contextError
 		if errors.As(err, &ce) && !strings.Contains(ce.why, "no GPU answers") {
 			c.info.Fallback = ce.why
 		}
