@@ -63,7 +63,6 @@ std::map<std::string, KernelTally> tallies;
 std::mutex tallies_mu; /* the executor runs one grid at a time; banks_take may come from any thread */
 std::string out_path;  /* SERL_SIMT_BANKS */
 
-
 /* wavefronts and the fewest possible for one phase of a request: n records of distinct lanes */
 void phase(const Rec *r, int n, Tally &t) {
     uint32_t words[64];

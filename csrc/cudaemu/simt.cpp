@@ -196,23 +196,20 @@ bool warp_synced(int w, unsigned since, int lane_a, int lane_b) {
     return false;
 }
 
-[[noreturn]] static void vkernel_fault(const char *prefix, const char *fmt, va_list ap) {
-    char buf[400];
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    fault("%s%s", prefix, buf);
-}
+/* fault() leaves the fiber for good, so the message is formatted (and va_end called) before it */
+#define FORMAT_THEN(call)                                                                                              \
+    do {                                                                                                               \
+        char buf[400];                                                                                                 \
+        va_list ap;                                                                                                    \
+        va_start(ap, fmt);                                                                                             \
+        vsnprintf(buf, sizeof buf, fmt, ap);                                                                           \
+        va_end(ap);                                                                                                    \
+        call;                                                                                                          \
+    } while (0)
 
-void race_fault(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vkernel_fault("race: ", fmt, ap);
-}
+void race_fault(const char *fmt, ...) { FORMAT_THEN(fault("race: %s", buf)); }
 
-void kernel_fault(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vkernel_fault("", fmt, ap);
-}
+void kernel_fault(const char *fmt, ...) { FORMAT_THEN(fault("%s", buf)); }
 
 static float bf16(uint32_t h) { return of_bits<float>((h & 0xFFFFu) << 16); }
 
