@@ -8,7 +8,8 @@
 #   conformance  the kernels conformance suite on CUDA against the reference (captured graphs included),
 #                and the CUDA-vs-CPU checks
 #   cores        the attention cases again with the CUDA-core kernels (SERL_CUDA_ATTN=cores), the
-#                reference on the GPU of the tensor-core ones that conformance ran (the default)
+#                reference on the GPU of the tensor-core ones that conformance ran (the default); where
+#                those failed and these pass, the steps after it run on CUDA cores, and a row says so
 #   fixtures     the model fixtures (Qwen2 and Llama, f32/bf16/f16 weights) against PyTorch's float64,
 #                and the head's fused gradient (dlogits in the forward) giving the recomputed one's bits
 #   train        a short serl train --device cuda on the built-in model (FULL=1: the default run, which
@@ -145,6 +146,14 @@ if unit cores; then
 		'"$0" -test.v -test.count=1 -test.run "Conformance/$1/attention" && "$0" -test.v -test.count=1 -test.run "CUDAAttentionHeadDims"' \
 		"$g/kernels.test" "$DEVICE"
 	row "attention cores ($DEVICE)" "$status" "$secs" "$(sed -n '/=== attention (cores)/,$p' "$log" | grep -c -- '--- FAIL') failures (SERL_CUDA_ATTN=cores)"
+	# The tensor-core attention failed cases that the CUDA-core one passes: the steps below run on CUDA
+	# cores, so that one kernel's fault does not cost the rest of a GPU session, and a row says so.
+	mma_fails=$(sed -n '/^=== conformance: /,/^=== conformance: exit/p' "$log" |
+		grep -cE -- '--- FAIL: (TestConformance/[a-z]+/(bf16_)?attention|TestCUDAAttention)')
+	if [[ $status == ok && $mma_fails -gt 0 && ${SERL_CUDA_ATTN:-mma} == mma ]]; then
+		export SERL_CUDA_ATTN=cores
+		row "attention fallback" FAIL 0 "tensor cores failed $mma_fails attention case(s) that CUDA cores pass: the steps below run SERL_CUDA_ATTN=cores"
+	fi
 fi
 
 if [[ ${SANITIZE:-0} == 1 ]] && command -v compute-sanitizer >/dev/null 2>&1 && unit sanitizer; then
