@@ -272,11 +272,11 @@ func TestCUDADecodeScores(t *testing.T) {
 }
 
 // TestCUDAAttentionHeadDims: the bf16 attention forward and backward at the head dims the tensor-core
-// kernels take (64 and 128; SERL_CUDA_ATTN=mma selects them) against the float64 reference under the
-// bf16 rule, over the suite's packings and head configurations and a 300-token sequence (five tiles of
-// 64, the backward's sub-tiles at every offset), and that sequence again with q, k, v and dout not
-// 16-byte aligned (the tiles then load without cp.async). bench/gpu.sh runs it with and without the
-// variable.
+// kernels take (64 and 128, by default; SERL_CUDA_ATTN=cores runs the CUDA-core ones) against the
+// float64 reference under the bf16 rule, over the suite's packings and head configurations and a
+// 300-token sequence (five tiles of 64, the backward's sub-tiles at every offset), and that sequence
+// again with q, k, v and dout not 16-byte aligned (the tiles then load without cp.async). bench/gpu.sh
+// runs it both ways.
 func TestCUDAAttentionHeadDims(t *testing.T) {
 	h := newHarness(t, cudaDevice(t))
 	long := []int{300, 1, 129}
@@ -313,9 +313,9 @@ func benchDeviceOp(b *testing.B, d *Device, name string, per float64, unit strin
 // Qwen2.5-0.5B (16 sequences of 1,024 tokens, 14/2 heads of 64) and 1.5B (8 of 1,024, 12/2 heads of
 // 128), as TFLOP/s of the causal products: the forward's two, 4·pairs·heads·head_dim, and the
 // backward's five, 2.5× that (the backward's recomputed S counted, as FlashAttention counts it). Run it
-// as is for the CUDA-core kernels and with SERL_CUDA_ATTN=mma for the tensor-core ones (bench/gpu-perf.sh
-// runs both). The inputs are zeros: the kernels' time does not depend on the values. Skipped where no
-// GPU answers.
+// as is for the tensor-core kernels and with SERL_CUDA_ATTN=cores for the CUDA-core ones (bench/gpu-perf.sh
+// runs both, and PyTorch's SDPA beside them). The inputs are zeros: the kernels' time does not depend on
+// the values. Skipped where no GPU answers.
 func BenchmarkCUDAAttention(b *testing.B) {
 	d := cudaDevice(b)
 	for _, c := range []struct {
