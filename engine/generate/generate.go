@@ -84,8 +84,9 @@ type Stats struct {
 	PrefillTime     time.Duration
 	DecodeTime      time.Duration
 	SampleTime      time.Duration
-	GraphCaptures   int // steady decode steps captured as a graph (once per batch shape)
-	GraphLaunches   int // steady decode steps run as one graph launch
+	GraphCaptures   int // decode steps captured as a graph (once per batch shape)
+	GraphLaunches   int // decode steps run as one graph launch
+	PaddingRows     int // rows decoded to pad batches to their bucket, summed over steps
 }
 
 // TokensPerSecond is generated tokens over the time spent generating.
@@ -107,6 +108,7 @@ type Engine struct {
 	stats Stats
 
 	maxBlocks int
+	padBlocks []int32 // a KV block for each padding row a batch can have (padRows)
 	sp        samplerBuffers
 	dec       decodeState
 	graphs    graphCache
@@ -120,14 +122,16 @@ type decodeState struct {
 	valid  bool
 	rows   []*seq
 	table  []int32 // the device block table as the host last wrote it, [MaxBatch·maxBlocks]
-	known  []int   // per row, the table entries written for its blocks (the rest are zero padding)
+	known  []int   // per sequence row, the table entries written for its blocks (the rest are zeros)
 	hist   bool    // the device keeps the rows' histories (some row has a presence penalty)
 	groups []group
 	patch  []int32 // this step's patches: a count, then (flat table index, block) pairs, [1 + 2·MaxBatch]
-	// host staging of the model's inputs for an upload, [MaxBatch]
-	ids, pos, slots, lens []int32
+	// host staging of a new batch's pending tokens and positions less one, [MaxBatch]
+	toks, pos []int32
 	// forceUpload uploads the whole state every step (tests compare it with the advancing path)
 	forceUpload bool
+	// exactRows decodes each batch at its own row count, without padding (tests compare the two)
+	exactRows bool
 }
 
 // group is a run of rows [lo, hi) that share their stop set: one sample call.
@@ -151,7 +155,8 @@ type Sizing struct {
 // memory plan and the allocation cannot disagree. The cache holds MaxBatch sequences of the longest
 // length — each sample's own blocks — plus the shared prompt blocks of every prompt that can be live at
 // once (at most MaxBatch, and at most Prompts), so the cache never holds back a sequence the batch has
-// room for. A prefill batch packs up to 8 of the longest prompts.
+// room for, and a block for each padding row a batch can have (padRows). A prefill batch packs up to 8
+// of the longest prompts.
 func Size(mc model.Config, s Sizing) (Config, error) {
 	if s.MaxPrompt < 1 || s.MaxNew < 1 || s.MaxBatch < 1 || s.Prompts < 0 {
 		return Config{}, fmt.Errorf("generate: sizing %+v: prompt, new tokens and batch must be positive", s)
@@ -164,7 +169,7 @@ func Size(mc model.Config, s Sizing) (Config, error) {
 	perSeq := (seqLen + BlockSize - 1) / BlockSize
 	promptBlocks := (min(s.MaxPrompt, seqLen) + BlockSize - 1) / BlockSize
 	return Config{BlockSize: BlockSize, MaxBatch: s.MaxBatch, MaxPrefillTokens: min(live, 8) * s.MaxPrompt,
-		MaxSeqLen: seqLen, NumBlocks: s.MaxBatch*perSeq + live*promptBlocks + 1}, nil
+		MaxSeqLen: seqLen, NumBlocks: s.MaxBatch*perSeq + live*promptBlocks + 1 + padRows(s.MaxBatch)}, nil
 }
 
 // Plan is the memory an engine of configuration cfg allocates for a model of configuration mc at
@@ -201,9 +206,18 @@ func New(m *model.Model, cfg Config) (*Engine, error) {
 	}
 	n := cfg.MaxBatch
 	e := &Engine{m: m, cfg: cfg, kv: kv, ws: ws, pool: newBlockPool(cfg.NumBlocks), maxBlocks: mb,
-		dec: decodeState{table: make([]int32, n*mb), known: make([]int, n), patch: make([]int32, 1, 1+2*n), ids: make([]int32, n),
-			pos: make([]int32, n), slots: make([]int32, n), lens: make([]int32, n)}}
+		dec: decodeState{table: make([]int32, n*mb), known: make([]int, n), patch: make([]int32, 1, 1+2*n),
+			toks: make([]int32, n), pos: make([]int32, n)}}
 	e.graphs.on, e.graphs.limit = graphs, maxGraphs
+	p := padRows(n)
+	if !e.pool.reserve(p) {
+		e.Free()
+		return nil, fmt.Errorf("generate: config %+v: %d KV blocks leave none for the %d padding rows of a batch", cfg, cfg.NumBlocks, p)
+	}
+	for range p {
+		b, _ := e.pool.take() // reserved just above
+		e.padBlocks = append(e.padBlocks, b)
+	}
 	if err := e.sp.init(m.Device(), cfg.MaxBatch, mb, cfg.MaxSeqLen, m.Config.Vocab); err != nil {
 		e.Free()
 		return nil, err
@@ -518,46 +532,50 @@ func (e *Engine) startSample(ri int, st *reqState, onToken func(int, int, int32)
 	return s
 }
 
-// slotFor makes room for the sequence's next token: a fresh block at a block boundary, or a private
+// makeRoom makes room for the sequence's next token: a fresh block at a block boundary, or a private
 // copy of a shared, partly filled block (copy-on-write).
-func (e *Engine) slotFor(s *seq) (int32, error) {
+func (e *Engine) makeRoom(s *seq) error {
 	bs := e.cfg.BlockSize
 	bi := s.cached / bs
 	if s.cached%bs == 0 {
 		b, err := e.pool.take()
 		if err != nil {
-			return 0, err
+			return err
 		}
 		s.reserved--
 		s.blocks = append(s.blocks, b)
 	} else if old := s.blocks[bi]; e.pool.refs[old] > 1 {
 		b, err := e.pool.take()
 		if err != nil {
-			return 0, err
+			return err
 		}
 		s.reserved--
 		if err := e.kv.CopyBlock(int(b), int(old)); err != nil {
-			return 0, err
+			return err
 		}
 		e.pool.release(old)
 		s.blocks[bi] = b
 	}
-	return s.blocks[bi]*int32(bs) + int32(s.cached%bs), nil
+	return nil
 }
 
 // decodeStep feeds every active sequence its pending token and draws the next one. When the batch is
 // the one the device state describes, nothing goes up but the table entries of blocks taken for this
-// step; the sampled tokens and log-probs come back in one download.
+// step; the sampled tokens and log-probs come back in one download. The batch decodes as
+// batchRows(S) rows (graphs.go): the sequences, then padding rows.
 func (e *Engine) decodeStep(active []*seq, tok Detokenizer, onToken func(int, int, int32)) error {
 	// Rows that share a stop set are contiguous, so each group's bans are exact with one sample call.
 	slices.SortStableFunc(active, func(a, b *seq) int { return strings.Compare(a.st.stopKey, b.st.stopKey) })
 	S, mb, dec := len(active), e.maxBlocks, &e.dec
+	B := batchRows(S, e.cfg.MaxBatch)
+	if dec.exactRows {
+		B = S
+	}
 	steady := dec.valid && !dec.forceUpload && slices.Equal(active, dec.rows)
 	dec.valid = false // until this step has succeeded
 	dec.patch = dec.patch[:1]
 	for r, s := range active {
-		slot, err := e.slotFor(s)
-		if err != nil {
+		if err := e.makeRoom(s); err != nil {
 			return err
 		}
 		if steady {
@@ -567,29 +585,25 @@ func (e *Engine) decodeStep(active []*seq, tok Detokenizer, onToken func(int, in
 				dec.table[r*mb+bi], dec.known[r] = b, max(dec.known[r], bi+1)
 				dec.patch = append(dec.patch, int32(r*mb+bi), b)
 			}
-			continue
 		}
-		dec.ids[r], dec.pos[r], dec.slots[r], dec.lens[r] = s.next, int32(s.cached), slot, int32(s.cached+1)
-		row := dec.table[r*mb : (r+1)*mb]
-		dec.known[r] = copy(row, s.blocks)
-		clear(row[dec.known[r]:])
 	}
 	t0 := time.Now()
-	in := e.ws.DecodeInputs(S)
+	in := e.ws.DecodeInputs(B)
 	var err error
 	if steady {
 		err = e.uploadPatches()
 	} else {
-		err = e.uploadBatch(active, in)
+		err = e.uploadBatch(active, B, in)
 	}
 	if err != nil {
 		return err
 	}
-	if err := e.deviceStep(S, steady, in, t0); err != nil {
+	if err := e.deviceStep(B, in, t0); err != nil {
 		return err
 	}
+	e.stats.PaddingRows += B - S
 	t0 = time.Now()
-	out, err := e.sp.fetch(S)
+	out, err := e.sp.fetch(B)
 	if err != nil {
 		return err
 	}
@@ -599,7 +613,7 @@ func (e *Engine) decodeStep(active []*seq, tok Detokenizer, onToken func(int, in
 		s.cached++
 		s.next = out[r]
 		s.out.Tokens = append(s.out.Tokens, out[r])
-		s.out.LogProbs = append(s.out.LogProbs, logProb(out, S, r))
+		s.out.LogProbs = append(s.out.LogProbs, logProb(out, B, r))
 		e.stats.GeneratedTokens++
 		if onToken != nil {
 			onToken(s.req, s.idx, out[r])
@@ -624,13 +638,13 @@ func (e *Engine) uploadPatches() error {
 	return kernels.Upload(e.sp.patch.MustSlice(0, len(dec.patch)), dec.patch)
 }
 
-// deviceStep is a decode step's device work, once its inputs are up: deviceOps, or in steady state with
-// graphs on, the launch of the batch shape's graph of them (graphs.go). t0 is when the step began.
-func (e *Engine) deviceStep(S int, steady bool, in model.DecodeInputs, t0 time.Time) error {
-	if !steady || e.graphs.cur == nil {
-		return e.deviceOps(S, steady, in, t0, true)
+// deviceStep is a decode step's device work, once its inputs are up: deviceOps, or with graphs on, the
+// launch of the batch shape's graph of them (graphs.go). t0 is when the step began.
+func (e *Engine) deviceStep(B int, in model.DecodeInputs, t0 time.Time) error {
+	if e.graphs.cur == nil {
+		return e.deviceOps(B, in, t0, true)
 	}
-	if err := e.graphStep(S, in, t0); err != nil {
+	if err := e.graphStep(B, in, t0); err != nil {
 		return err
 	}
 	if e.graphs.cur.g != nil { // launched: the model and the sampling in one call
@@ -640,25 +654,24 @@ func (e *Engine) deviceStep(S int, steady bool, in model.DecodeInputs, t0 time.T
 	return nil
 }
 
-// deviceOps issues a decode step's ops: in steady state the advance by the last step's tokens, then the
-// model, then one sample call per group of rows, leaving the tokens and log-probs in the sampler's out
-// buffer. It copies nothing between host and device, and for a given batch it calls the same ops with the
-// same arguments every steady step (what a graph replays). timed counts the step and its time since t0
-// (decode, then sampling) in the stats; a capture issues the ops without running them, so is not timed.
-func (e *Engine) deviceOps(S int, steady bool, in model.DecodeInputs, t0 time.Time, timed bool) error {
+// deviceOps issues a decode step's ops for a batch of B rows: the advance by the tokens in the sampler's
+// out buffer (the last step's draws, or those uploadBatch put there), then the model, then one sample call
+// per group of rows, leaving the tokens and log-probs in the out buffer. It copies nothing between host
+// and device, and for a given batch shape it calls the same ops with the same arguments every step (what
+// a graph replays). timed counts the step and its time since t0 (decode, then sampling) in the stats; a
+// capture issues the ops without running them, so is not timed.
+func (e *Engine) deviceOps(B int, in model.DecodeInputs, t0 time.Time, timed bool) error {
 	sp, dec := &e.sp, &e.dec
-	if steady {
-		a := kernels.DecodeAdvance{Tokens: sp.out.MustSlice(0, S), Patch: sp.patch, Table: in.BlockTable, IDs: in.IDs,
-			Pos: in.Pos, SeqLens: in.SeqLens, Slots: in.Slots, Steps: sp.steps, BanRows: sp.banRows, MinNew: sp.minNew,
-			BlockSize: e.cfg.BlockSize}
-		if dec.hist {
-			a.Hist = sp.hist
-		}
-		if err := e.m.Device().DecodeAdvance(a); err != nil {
-			return err
-		}
+	a := kernels.DecodeAdvance{Tokens: sp.out.MustSlice(0, B), Patch: sp.patch, Table: in.BlockTable, IDs: in.IDs,
+		Pos: in.Pos, SeqLens: in.SeqLens, Slots: in.Slots, Steps: sp.steps, BanRows: sp.banRows, MinNew: sp.minNew,
+		BlockSize: e.cfg.BlockSize}
+	if dec.hist {
+		a.Hist = sp.hist
 	}
-	if err := e.m.DecodeResident(e.ws, e.kv, S); err != nil {
+	if err := e.m.Device().DecodeAdvance(a); err != nil {
+		return err
+	}
+	if err := e.m.DecodeResident(e.ws, e.kv, B); err != nil {
 		return err
 	}
 	if timed {
@@ -666,9 +679,9 @@ func (e *Engine) deviceOps(S int, steady bool, in model.DecodeInputs, t0 time.Ti
 		e.stats.DecodeSteps++
 		t0 = time.Now()
 	}
-	logits := e.ws.Logits(S)
+	logits := e.ws.Logits(B)
 	for _, g := range dec.groups {
-		if err := sp.draw(logits.MustSlice(g.lo, g.hi), g.lo, g.hi, S, g.hist, g.banAt, g.nBan); err != nil {
+		if err := sp.draw(logits.MustSlice(g.lo, g.hi), g.lo, g.hi, B, g.hist, g.banAt, g.nBan); err != nil {
 			return err
 		}
 	}
@@ -678,11 +691,16 @@ func (e *Engine) deviceOps(S int, steady bool, in model.DecodeInputs, t0 time.Ti
 	return nil
 }
 
-// uploadBatch writes the whole decode state of a new batch in one copy — every row's sampler settings,
-// each stop-id group's ban set, the model's inputs (ids, positions, slots, lengths, block table) and,
-// when a row has a presence penalty, the histories — then copies the model's inputs into its workspace
-// on the device.
-func (e *Engine) uploadBatch(active []*seq, in model.DecodeInputs) error {
+// uploadBatch writes the whole decode state of a new batch of B rows in one copy, one step behind — so
+// that the step's DecodeAdvance brings it on, as it brings a steady batch on: every row's sampler
+// settings, each stop-id group's ban set, the rows' pending tokens, positions and block table and, when
+// a row has a presence penalty, the histories — then copies the tokens into the sampler's out buffer
+// and the positions and table into the model's workspace on the device.
+//
+// Rows [S, B) pad the batch to its bucket: each writes into a KV block of its own (every entry of its
+// table row), starting at position 0, and draws greedily from its own logits; the draws are dropped.
+// A batch cannot outlive its sequences' room (MaxSeqLen), so neither can its padding rows.
+func (e *Engine) uploadBatch(active []*seq, B int, in model.DecodeInputs) error {
 	S, mb, dec, sp := len(active), e.maxBlocks, &e.dec, &e.sp
 	dec.groups, dec.hist = dec.groups[:0], false
 	nb := 0
@@ -699,24 +717,37 @@ func (e *Engine) uploadBatch(active []*seq, in model.DecodeInputs) error {
 		dec.groups = append(dec.groups, g)
 		lo = g.hi
 	}
-	if err := sp.layout(S, nb); err != nil {
+	dec.groups[len(dec.groups)-1].hi = B // the padding rows draw with the last group (never banned)
+	if err := sp.layout(B, nb); err != nil {
 		return err
 	}
-	e.graphs.selectShape(S, dec.hist, dec.groups)
+	e.graphs.selectShape(B, dec.hist, dec.groups)
 	l, h := sp.lay, sp.hBatch
 	for r, s := range active {
-		sp.setRow(r, &s.st.r.Params, s.idx, len(s.out.Tokens))
+		sp.setRow(r, &s.st.r.Params, s.idx, len(s.out.Tokens)-1) // s.next, the last token drawn, is pending
+		dec.toks[r], dec.pos[r] = s.next, int32(s.cached-1)
+		row := dec.table[r*mb : (r+1)*mb]
+		dec.known[r] = copy(row, s.blocks)
+		clear(row[dec.known[r]:])
+	}
+	for r := S; r < B; r++ {
+		sp.setRow(r, &padParams, 0, -1)
+		dec.toks[r], dec.pos[r] = 0, -1
+		row := dec.table[r*mb : (r+1)*mb]
+		for i := range row {
+			row[i] = e.padBlocks[r-S]
+		}
 	}
 	for _, g := range dec.groups {
 		copy(h[l.banAt+g.banAt:], active[g.lo].st.stopList)
 	}
-	for i, v := range [][]int32{dec.ids[:S], dec.pos[:S], dec.slots[:S], dec.lens[:S], dec.table[:S*mb]} {
-		copy(h[l.inputsAt+i*S:], v)
+	for i, v := range [][]int32{dec.toks[:B], dec.pos[:B], dec.table[:B*mb]} {
+		copy(h[l.inputsAt+i*B:], v)
 	}
 	end := l.histAt
 	if dec.hist {
-		for r, s := range active {
-			copy(h[l.histAt+r*sp.ldHist:l.histAt+(r+1)*sp.ldHist], s.out.Tokens)
+		for r, s := range active { // padding rows have no history (length 0)
+			copy(h[l.histAt+r*sp.ldHist:l.histAt+(r+1)*sp.ldHist], s.out.Tokens[:len(s.out.Tokens)-1])
 		}
 		end = l.end
 	}
@@ -724,8 +755,8 @@ func (e *Engine) uploadBatch(active []*seq, in model.DecodeInputs) error {
 		return err
 	}
 	d := e.m.Device()
-	for _, c := range [...]struct{ dst, src kernels.Tensor }{{in.IDs, sp.ids}, {in.Pos, sp.pos}, {in.Slots, sp.slots},
-		{in.SeqLens, sp.lens}, {in.BlockTable.MustReshape(S * mb), sp.table}} {
+	for _, c := range [...]struct{ dst, src kernels.Tensor }{{sp.out.MustSlice(0, B), sp.toks}, {in.Pos, sp.pos},
+		{in.BlockTable.MustReshape(B * mb), sp.table}} {
 		if err := d.Copy(c.dst, c.src); err != nil {
 			return err
 		}
@@ -733,6 +764,9 @@ func (e *Engine) uploadBatch(active []*seq, in model.DecodeInputs) error {
 	// no patch is pending for the new batch (a memset, not a copy)
 	return d.Zero(sp.patch.MustSlice(0, 1))
 }
+
+// padParams are a padding row's sampler settings: greedy, no penalty, no bans.
+var padParams = Params{}
 
 // checkStop ends a sequence on a stop id, a stop string (its text is then cut just after the string),
 // or MaxNewTokens.

@@ -15,7 +15,7 @@ import (
 )
 
 func loadFixture(t testing.TB, name string) *model.Model {
-	m, err := model.Load(testenv.CPU(t), filepath.Join("..", "model", "testdata", name))
+	m, err := model.Load(testenv.Device(t), filepath.Join("..", "model", "testdata", name))
 	require.NoError(t, err)
 	t.Cleanup(m.Free)
 	return m

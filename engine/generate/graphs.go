@@ -10,27 +10,55 @@ import (
 	"github.com/serl-go/serl/kernels"
 )
 
-// A steady decode step (the batch the device state describes, advanced there by kernels.DecodeAdvance)
-// issues the same ops with the same arguments every step, so it is captured once as a graph
-// (kernels.Device.Capture) and launched on later steady steps: one native call instead of hundreds of
-// ~5 µs purego calls a step on a GPU.
+// A decode step (kernels.DecodeAdvance, then the model, then the draws) issues the same ops with the same
+// arguments for every batch of one shape, so it is captured once per shape as a graph
+// (kernels.Device.Capture) and launched for every later step of that shape: one native call instead of
+// hundreds of ~5 µs purego calls a step on a GPU.
 //
-// One graph per batch shape, exact rather than padded to a bucket: what a capture freezes is not only
-// the row count S but the sampler's layout (which depends on S and the number of stop ids) and one sample
-// call per group of rows sharing a stop set (its row range, ban offset and whether it reads histories),
-// so a bucket of sizes would still need one graph per group structure; and a padding row would need a
-// KV block of its own to append to (decode_advance and kv_append write every row's slot) and inert
-// sampler settings uploaded with every batch. Exact shapes keep the replay bit-identical to the ops it
-// replaces at the cost of one warm-up step and one capture per shape; shapes recur (a full batch under
-// continuous batching is one shape), and the cache keeps the most recently used maxGraphs of them.
+// Shapes are buckets, not exact row counts. Under continuous batching the batch changes whenever a
+// sequence finishes, so at exact counts a rollout's tail — S shrinking step by step — would be one shape
+// after another, each run op by op before it could be captured (measured on the built-in model's
+// rollouts, --max-batch 0: about half of all decode steps). So a batch of S rows decodes as
+// batchRows(S) rows, the rest padding rows (uploadBatch) that compute into KV blocks of their own and
+// whose draws are dropped, and the first step of a new batch runs the same ops as a steady one (its
+// state goes up one step behind and the advance brings it on). A shape is then the bucket, whether rows
+// keep histories, and the groups of rows sharing a stop set (one sample call each, the last taking the
+// padding rows): with one stop set, as in every SeRL phase, a handful of shapes serve a whole run.
 
-// maxGraphs bounds the captured shapes an engine keeps (each is a few hundred ops).
-const maxGraphs = 32
+// batchRows is the rows a batch of S sequences decodes as, for an engine of maxBatch rows: S up to 8,
+// then the next multiple of 4 up to 32, of 8 up to 64 and of 16 beyond, capped at maxBatch. A bucket
+// holds at most 15 padding rows and at most a quarter of its rows; 30 buckets serve batches up to 256.
+func batchRows(S, maxBatch int) int {
+	step := 16
+	switch {
+	case S <= 8:
+		return S
+	case S <= 32:
+		step = 4
+	case S <= 64:
+		step = 8
+	}
+	return min((S+step-1)/step*step, maxBatch)
+}
 
-// graphKey is what a steady step's frozen arguments depend on besides the engine's own buffers: the
+// padRows is the most padding rows a batch of an engine of maxBatch rows has: each takes a KV block of
+// its own, which the engine sets aside at creation (Size counts them).
+func padRows(maxBatch int) int {
+	p := 0
+	for S := 1; S <= maxBatch; S++ {
+		p = max(p, batchRows(S, maxBatch)-S)
+	}
+	return p
+}
+
+// maxGraphs bounds the captured shapes an engine keeps (each is a few hundred ops): every bucket up to
+// 256 rows, with room for a second stop-set layout or rows with and without histories.
+const maxGraphs = 48
+
+// graphKey is what a decode step's frozen arguments depend on besides the engine's own buffers: the
 // rows, whether histories are kept, and the groups' row ranges, ban offsets and history flags.
 type graphKey struct {
-	S      int
+	B      int
 	hist   bool
 	groups string
 }
@@ -98,9 +126,9 @@ func (c *graphCache) begin(lora *model.Adapters, profiling bool) {
 	c.cur, c.paused = nil, profiling
 }
 
-// selectShape makes the shape of a new batch of S rows current (uploadBatch calls it when the batch
-// changes), evicting the least recently used shape when the cache is full.
-func (c *graphCache) selectShape(S int, hist bool, groups []group) {
+// selectShape makes the shape of a new batch of B rows, padding included, current (uploadBatch calls it
+// when the batch changes), evicting the least recently used shape when the cache is full.
+func (c *graphCache) selectShape(B int, hist bool, groups []group) {
 	c.cur = nil
 	if !c.on || c.paused {
 		return
@@ -118,7 +146,7 @@ func (c *graphCache) selectShape(S int, hist bool, groups []group) {
 		b = strconv.AppendBool(b, g.hist)
 		b = append(b, ';')
 	}
-	k := graphKey{S: S, hist: hist, groups: string(b)}
+	k := graphKey{B: B, hist: hist, groups: string(b)}
 	if dg := c.byKey[k]; dg != nil {
 		c.cur = dg
 		return
@@ -140,24 +168,25 @@ func (c *graphCache) selectShape(S int, hist bool, groups []group) {
 	c.byKey[k] = c.cur
 }
 
-// graphStep runs a steady step of S rows through the current shape's graph: the first such step runs the
-// ops directly (the warm-up), the second captures them and every later one launches the graph.
-func (e *Engine) graphStep(S int, in model.DecodeInputs, t0 time.Time) error {
+// graphStep runs a decode step of B rows through the current shape's graph: the shape's first step runs
+// the ops directly (the warm-up, which sizes a GPU's scratch), the second captures them and every later
+// one launches the graph.
+func (e *Engine) graphStep(B int, in model.DecodeInputs, t0 time.Time) error {
 	c := &e.graphs
 	dg := c.cur
 	c.clock++
 	dg.used = c.clock
 	if !dg.warm {
-		if err := e.deviceOps(S, true, in, t0, true); err != nil {
+		if err := e.deviceOps(B, in, t0, true); err != nil {
 			return err
 		}
 		dg.warm = true
 		return nil
 	}
 	if dg.g == nil {
-		g, err := e.m.Device().Capture(func() error { return e.deviceOps(S, true, in, t0, false) })
+		g, err := e.m.Device().Capture(func() error { return e.deviceOps(B, in, t0, false) })
 		if err != nil {
-			return fmt.Errorf("generate: capturing the decode step of %d rows (SERL_GRAPHS=0 turns graphs off): %w", S, err)
+			return fmt.Errorf("generate: capturing the decode step of %d rows (SERL_GRAPHS=0 turns graphs off): %w", B, err)
 		}
 		dg.g = g
 		e.stats.GraphCaptures++

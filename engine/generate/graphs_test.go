@@ -1,6 +1,7 @@
 package generate
 
 import (
+	"math"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -75,16 +76,16 @@ func TestGraphsMatchDirectOps(t *testing.T) {
 	}
 }
 
-// A batch shape is captured once: its first steady step runs the ops (the warm-up), the second captures
-// and launches, later ones launch, and a later Generate call of the same shape launches from its first
-// steady step. Another row count is another shape; the least recently used shape is evicted when the
-// cache is full, and captured again when it comes back.
+// A batch shape is captured once: its first step runs the ops (the warm-up), the second captures and
+// launches, later ones launch, and a later Generate call of the same shape launches from its first step.
+// Another row count is another shape; the least recently used shape is evicted when the cache is full,
+// and captured again when it comes back.
 func TestGraphCapturedOncePerShape(t *testing.T) {
 	m := loadFixture(t, "qwen2_f32")
 	e := newEngine(t, m, small)
 	e.SetGraphs(true)
 	e.graphs.limit = 2
-	const n = 12 // n − 1 decode steps: the first uploads the batch, the rest are steady
+	const n = 12 // n − 1 decode steps (the first token comes from the prefill): the first uploads the batch
 	gen := func(S int) {
 		_, err := e.Generate([]Request{{Prompt: prompt(S, 9, m.Config.Vocab), N: S, Params: sampled(uint64(S), n)}}, nil, nil)
 		require.NoError(t, err)
@@ -95,23 +96,23 @@ func TestGraphCapturedOncePerShape(t *testing.T) {
 		require.Equal(t, launches, e.Stats().GraphLaunches, "launches")
 	}
 	gen(4)
-	check(1, n-3)
+	check(1, n-2)
 	gen(4)
-	check(1, 2*(n-3)+1)
+	check(1, 2*(n-2)+1)
 	gen(2)
-	check(2, 3*(n-3)+1)
+	check(2, 3*(n-2)+1)
 	gen(3) // evicts S = 4, the least recently used
-	check(3, 4*(n-3)+1)
+	check(3, 4*(n-2)+1)
 	gen(2)
-	check(3, 4*(n-3)+n-1)
+	check(3, 4*(n-2)+1+n-1)
 	gen(4)
-	check(4, 5*(n-3)+n-1)
+	check(4, 5*(n-2)+1+n-1)
 	require.Len(t, e.graphs.byKey, 2)
 
 	e.SetGraphs(false)
 	require.Empty(t, e.graphs.byKey)
 	gen(4)
-	check(4, 5*(n-3)+n-1)
+	check(4, 5*(n-2)+1+n-1)
 	require.Equal(t, 7*(n-1), e.Stats().DecodeSteps)
 }
 
@@ -171,13 +172,13 @@ func TestGraphStepAllocatesNothing(t *testing.T) {
 				last = ms.Mallocs
 			})
 		require.NoError(t, err)
-		require.Len(t, allocs, n-4) // steps 4 … n−1 launch a graph that was captured before
+		require.Len(t, allocs, n-3) // steps 3 … n−1 launch a graph that was captured before
 		if slices.Max(allocs) == 0 {
 			break
 		}
 	}
 	for j, a := range allocs {
-		require.Zero(t, a, "steady step %d", j+4)
+		require.Zero(t, a, "steady step %d", j+3)
 	}
 }
 
@@ -197,4 +198,105 @@ func TestGraphsPausedWhileProfiling(t *testing.T) {
 	_, err = e.Generate(reqs, nil, nil)
 	require.NoError(t, err)
 	require.Positive(t, e.Stats().GraphLaunches)
+}
+
+// The buckets: a batch never shrinks or passes the engine's rows, pads with at most 15 rows and at most
+// a quarter of its bucket (padRows bounds them all), and batches of up to 256 rows take 30 shapes.
+func TestBatchRows(t *testing.T) {
+	for _, maxBatch := range []int{1, 5, 20, 64, 256, 1000} {
+		shapes := map[int]bool{}
+		for S := 1; S <= maxBatch; S++ {
+			B := batchRows(S, maxBatch)
+			require.True(t, B >= S && B <= maxBatch, "S %d of %d: %d rows", S, maxBatch, B)
+			require.LessOrEqual(t, B-S, min(15, B/4, padRows(maxBatch)), "S %d of %d: %d rows", S, maxBatch, B)
+			shapes[B] = true
+		}
+		if maxBatch == 256 {
+			require.Len(t, shapes, 30)
+		}
+	}
+	for maxBatch, want := range map[int]int{8: 0, 9: 0, 12: 3, 64: 7, 256: 15, 1000: 15} {
+		require.Equal(t, want, padRows(maxBatch), "maxBatch %d", maxBatch)
+	}
+}
+
+// Padding a batch to its bucket changes nothing the sequences draw: the padded engine gives the tokens
+// and finish reasons of one decoding every batch at its exact row count, and their log-probs to float
+// rounding (a matrix product of more rows may sum in another order, as when other prompts share a
+// batch), over the mix of graphRequests (several stop sets, histories, bans, greedy and sampled rows) in a
+// batch of 20 that shrinks through the buckets 20, 16 and 12 as samples finish. Padded, graphs change
+// no bit.
+func TestPaddingMatchesExactRows(t *testing.T) {
+	for _, name := range []string{"llama_f32", "qwen2_bf16"} {
+		t.Run(name, func(t *testing.T) {
+			m := loadFixture(t, name)
+			reqs := graphRequests(m.Config.Vocab)
+			cfg := small
+			cfg.MaxBatch = 20
+			run := func(exact, graphs bool) ([][]Sample, Stats) {
+				e := newEngine(t, m, cfg)
+				e.dec.exactRows = exact
+				e.SetGraphs(graphs)
+				out, err := e.Generate(reqs, nil, nil)
+				require.NoError(t, err)
+				return out, e.Stats()
+			}
+			want, es := run(true, false)
+			require.Zero(t, es.PaddingRows)
+			padded, ps := run(false, false)
+			require.Positive(t, ps.PaddingRows, "some batches were padded")
+			worst := 0.0
+			for i := range want {
+				for j, w := range want[i] {
+					p := padded[i][j]
+					require.Equal(t, w.Tokens, p.Tokens, "request %d sample %d", i, j)
+					require.Equal(t, w.Finish, p.Finish, "request %d sample %d", i, j)
+					for k := range w.LogProbs {
+						worst = max(worst, math.Abs(float64(w.LogProbs[k]-p.LogProbs[k])))
+					}
+				}
+			}
+			require.LessOrEqual(t, worst, 4e-6, "log-prob difference") // 1.2e-6 measured
+			graphed, gs := run(false, true)
+			require.Equal(t, padded, graphed)
+			require.Positive(t, gs.GraphLaunches)
+			t.Logf("%d decode steps, %d padding rows, log-probs within %.2g of exact rows; graphs: %d launches, %d captures",
+				ps.DecodeSteps, ps.PaddingRows, worst, gs.GraphLaunches, gs.GraphCaptures)
+		})
+	}
+}
+
+// A rollout's tail, its batch shrinking as samples finish one after another, runs as graphs: one per
+// bucket it passes through, not one per row count. A shape's first step runs its ops (the warm-up), so
+// the first Generate call captures the buckets that last two steps or more; the second call captures
+// the rest on their first step and launches a graph for every decode step, as every later call does.
+func TestShrinkingBatchLaunchesGraphs(t *testing.T) {
+	m := loadFixture(t, "qwen2_f32")
+	var reqs []Request
+	for i := range 30 { // sample i draws 2 + i tokens: the batch loses a row every decode step
+		reqs = append(reqs, Request{Prompt: prompt(i, 5+i%7, m.Config.Vocab), N: 1, Params: sampled(uint64(i), 2+i)})
+	}
+	cfg := small
+	cfg.MaxBatch = 32
+	e := newEngine(t, m, cfg)
+	e.SetGraphs(true)
+	buckets := map[int]bool{}
+	for S := 1; S <= len(reqs); S++ {
+		buckets[batchRows(S, cfg.MaxBatch)] = true
+	}
+	var last Stats
+	for call := range 3 {
+		_, err := e.Generate(reqs, nil, nil)
+		require.NoError(t, err)
+		st := e.Stats()
+		steps, launches := st.DecodeSteps-last.DecodeSteps, st.GraphLaunches-last.GraphLaunches
+		require.Equal(t, len(reqs), steps)
+		if call > 0 {
+			require.Equal(t, len(buckets), st.GraphCaptures, "call %d: each bucket captured once: %v", call, buckets)
+			require.Equal(t, steps, launches, "call %d: every step launched", call)
+		}
+		t.Logf("call %d: %d decode steps of 30 … 1 sequences, %d launched; %d captures in all (%d buckets)", call,
+			steps, launches, st.GraphCaptures, len(buckets))
+		last = st
+	}
 }

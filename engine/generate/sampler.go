@@ -15,29 +15,31 @@ import (
 // the decode batch and stays on the device between steps (the engine uploads it when the batch changes;
 // kernels.DecodeAdvance advances steps, ban flags and histories).
 type samplerBuffers struct {
-	d                     *kernels.Device
-	n, mb, ldHist, vocab  int
-	logits                kernels.Tensor // [n, vocab]: a prompt's last logits, replicated for its samples
-	batch                 kernels.Tensor // I32: a batch's whole state, so it goes up in one copy (layout)
-	lay                   batchLayout    // where the views below lie in batch
-	seeds, seqIDs         kernels.Tensor // U64 [k]
-	temp, topP, pres      kernels.Tensor // F32 [k]
-	topK, steps           kernels.Tensor // I32 [k]; steps is also each row's history length
-	banRows, minNew       kernels.Tensor // I32 [k]
-	ban                   kernels.Tensor // I32 [nb]: each group's stop set, one after another
-	ids, pos, slots, lens kernels.Tensor // I32 [k]: the model's decode inputs, copied into its workspace
-	table                 kernels.Tensor // I32 [k·mb]: the block table, likewise
-	hist                  kernels.Tensor // I32 [k, ldHist]
-	out                   kernels.Tensor // I32 [2n]: for k rows, tokens in [0, k), log-prob bits in [k, 2k)
-	patch                 kernels.Tensor // I32 [1 + 2n]: block-table patches for kernels.DecodeAdvance
-	hBatch, hOut          []int32
+	d                    *kernels.Device
+	n, mb, ldHist, vocab int
+	logits               kernels.Tensor // [n, vocab]: a prompt's last logits, replicated for its samples
+	batch                kernels.Tensor // I32: a batch's whole state, so it goes up in one copy (layout)
+	lay                  batchLayout    // where the views below lie in batch
+	seeds, seqIDs        kernels.Tensor // U64 [k]
+	temp, topP, pres     kernels.Tensor // F32 [k]
+	topK, steps          kernels.Tensor // I32 [k]; steps is also each row's history length
+	banRows, minNew      kernels.Tensor // I32 [k]
+	ban                  kernels.Tensor // I32 [nb]: each group's stop set, one after another
+	toks                 kernels.Tensor // I32 [k]: a new batch's pending tokens, copied into out
+	pos                  kernels.Tensor // I32 [k]: their positions less one, copied into the model's workspace
+	table                kernels.Tensor // I32 [k·mb]: the block table, likewise
+	hist                 kernels.Tensor // I32 [k, ldHist]
+	out                  kernels.Tensor // I32 [2n]: for k rows, tokens in [0, k), log-prob bits in [k, 2k)
+	patch                kernels.Tensor // I32 [1 + 2n]: block-table patches for kernels.DecodeAdvance
+	hBatch, hOut         []int32
 }
 
 // batchLayout places a batch of k rows with nb stop ids in the batch buffer, in I32 words: 11 words of
 // settings a row (seed and sequence id U64, then temperature, top-p, presence penalty F32, then top-k,
-// step, ban flag, min-new-tokens I32, each a run of k rows), the stop sets, the model's inputs (ids,
-// positions, slots, lengths, block table), then the histories. A prompt's first draws upload up to
-// the model's inputs, a new decode batch up to the histories, or through them with a presence penalty.
+// step, ban flag, min-new-tokens I32, each a run of k rows), the stop sets, the decode inputs one step
+// behind (pending tokens, positions, block table: DecodeAdvance derives the rest), then the histories.
+// A prompt's first draws upload up to the decode inputs, a new decode batch up to the histories, or
+// through them with a presence penalty.
 type batchLayout struct {
 	k, nb, banAt, inputsAt, histAt, end int
 }
@@ -50,7 +52,7 @@ const (
 func newBatchLayout(k, nb, mb, ldHist int) batchLayout {
 	l := batchLayout{k: k, nb: nb, banAt: settingsWords * k}
 	l.inputsAt = l.banAt + nb
-	l.histAt = l.inputsAt + 4*k + k*mb
+	l.histAt = l.inputsAt + 2*k + k*mb
 	l.end = l.histAt + k*ldHist
 	return l
 }
@@ -137,10 +139,9 @@ func (b *samplerBuffers) layout(k, nb int) error {
 		view(dst, (7+i)*k, (8+i)*k, kernels.I32)
 	}
 	view(&b.ban, l.banAt, l.banAt+nb, kernels.I32)
-	for i, dst := range []*kernels.Tensor{&b.ids, &b.pos, &b.slots, &b.lens} {
-		view(dst, l.inputsAt+i*k, l.inputsAt+(i+1)*k, kernels.I32)
-	}
-	view(&b.table, l.inputsAt+4*k, l.histAt, kernels.I32)
+	view(&b.toks, l.inputsAt, l.inputsAt+k, kernels.I32)
+	view(&b.pos, l.inputsAt+k, l.inputsAt+2*k, kernels.I32)
+	view(&b.table, l.inputsAt+2*k, l.histAt, kernels.I32)
 	if err == nil {
 		b.hist, err = b.batch.MustSlice(l.histAt, l.end).Reshape(k, b.ldHist)
 	}

@@ -46,9 +46,11 @@ type stepKind struct {
 //   - a step whose batch changed (a sequence finished or joined; the first step): one upload of the whole
 //     state — the sampler's per-row settings (temperature, top-p, presence penalty, top-k, step, ban
 //     flag, min-new-tokens: 4·S bytes each; seed and sequence id: 8·S each), each group's stop ids
-//     (4·nStop), the model's inputs (ids, positions, slots, lengths: 4·S each; the block table:
-//     4·S·MaxBlocks), and the histories (4·S·MaxSeqLen) when a row has a presence penalty — which the
-//     device then copies into the model's workspace.
+//     (4·nStop), the decode inputs one step behind (pending tokens, positions: 4·S each; the block
+//     table: 4·S·MaxBlocks), and the histories (4·S·MaxSeqLen) when a row has a presence penalty —
+//     which the device then copies into place for the step's advance.
+//
+// S counts a batch's rows, padding rows included (batchRows: none in these batches of up to 8).
 //
 // The logits never leave the device, and a steady step launched as a graph copies exactly as much as
 // its ops issued one by one (each case runs both ways).
@@ -66,7 +68,7 @@ func testDecodeStepTransfers(t *testing.T, graphs bool) {
 		x := kernels.Transfers{Downloads: 1, DownloadBytes: 2 * 4 * s}
 		switch {
 		case k.change:
-			x.Uploads, x.UploadBytes = 1, 7*4*s+2*8*s+4*int64(nStop)+4*4*s+4*s*mb
+			x.Uploads, x.UploadBytes = 1, 7*4*s+2*8*s+4*int64(nStop)+2*4*s+4*s*mb
 			if penalty {
 				x.UploadBytes += 4 * s * ldHist
 			}
