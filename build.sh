@@ -222,7 +222,8 @@ test)
 	done
 	# The CUDA library's own kernels on the SIMT emulator (csrc/cudaemu), where build_cudaemu built it:
 	# the conformance suite, graph capture and the CUDA-only checks, the CUDA-core attention too, the
-	# model fixtures against PyTorch, and a kill and resume: what bench/gpu.sh runs on a GPU, on the CPU.
+	# model fixtures against PyTorch, the generation engine, and a kill and resume: what bench/gpu.sh
+	# runs on a GPU, on the CPU.
 	if [[ -f build/cudaemu/libserl_cuda.so ]]; then
 		build/cudaemu/simt_selftest
 		emu=(env SERL_LIB_DIR="$root/build/cudaemu" SERL_TEST_DEVICES=cuda)
@@ -242,6 +243,8 @@ test)
 		# the fixtures, and the fused head's bits (-short: in f32, and in bf16 with adapters, at one chunk size)
 		"${emu[@]}" go test -p 1 -count=1 -run 'Fixture' ./engine/model/
 		"${emu[@]}" go test -p 1 -count=1 -short -run 'TestHeadGradSameBits' ./engine/model/
+		# the generation engine: continuous batching, captured decode steps and padded batches (46 s)
+		"${emu[@]}" SERL_SIMT_RACE=0 go test -p 1 -count=1 ./engine/generate/
 		"${emu[@]}" SERL_SIMT_RACE=0 go test -p 1 -count=1 -run 'TestE2EResumeReproducesNextStep/f32' ./engine/builtin/
 		e2e_rc=0
 		wait "$e2e_pid" || e2e_rc=$?

@@ -12,6 +12,9 @@
 #                those failed and these pass, the steps after it run on CUDA cores, and a row says so
 #   fixtures     the model fixtures (Qwen2 and Llama, f32/bf16/f16 weights) against PyTorch's float64,
 #                and the head's fused gradient (dlogits in the forward) giving the recomputed one's bits
+#   generate     engine/generate's tests on the device (log: 3-fixtures.log): continuous batching, the
+#                decode state advanced on the device, captured decode steps against their ops issued one
+#                by one, batches padded to their bucket against exact ones, the transfers of each step
 #   train        a short serl train --device cuda on the built-in model (FULL=1: the default run, which
 #                needs BUDGET=600 STEPS=train)
 #   killresume   the same short run three times smaller: once uninterrupted, once SIGKILLed in its second
@@ -47,7 +50,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-all}
-ALL_STEPS="info conformance cores fixtures train killresume nccl graphs bench decode sanitizer full"
+ALL_STEPS="info conformance cores fixtures generate train killresume nccl graphs bench decode sanitizer full"
 if [[ $STEPS != all ]]; then # a misspelt step would otherwise just not run
 	for s in $STEPS; do
 		[[ " $ALL_STEPS " == *" $s "* ]] || { echo "bench/gpu.sh: STEPS: no step $s (the steps: $ALL_STEPS)" >&2; exit 2; }
@@ -169,6 +172,16 @@ if unit fixtures; then
 	wd=engine/model step fixtures 90 "$log" "$g/model.test" -test.v -test.count=1 "${testshort[@]}" \
 		-test.run 'TestFixtures|TestSaveLoadRoundTrip|TestHeadGrad' -test.timeout 85s
 	row "fixtures ($DEVICE)" "$status" "$secs" "$(gotest_counts "$log"); worst: $(grep -o 'worst [a-z ]*error [0-9.e+-]*' "$log" | sort -t' ' -k5 -g | tail -1)"
+fi
+
+# the generation engine's tests (their log goes beside the fixtures': the device tool returns 8 files)
+if unit generate; then
+	log=$(mktemp)
+	wd=engine/generate step generate 60 "$log" "$g/generate.test" -test.v -test.count=1 -test.run '^Test' -test.timeout 55s
+	row "generate ($DEVICE)" "$status" "$secs" "$(gotest_counts "$log")"
+	grep -- '--- FAIL' "$log" | head -10 | sed 's/^/    /' >>"$summary"
+	cat "$log" >>"$OUT/3-fixtures.log"
+	rm -f "$log"
 fi
 
 # serl train on the built-in model
