@@ -17,8 +17,8 @@ import (
 //
 // Shapes are buckets, not exact row counts. Under continuous batching the batch changes whenever a
 // sequence finishes, so at exact counts a rollout's tail — S shrinking step by step — would be one shape
-// after another, each run op by op before it could be captured (measured on the built-in model's
-// rollouts, --max-batch 0: about half of all decode steps). So a batch of S rows decodes as
+// after another, each run op by op before it could be captured (the built-in model's SeRL run with
+// --max-batch 0: 28% of its decode steps, half of a rollout phase's). So a batch of S rows decodes as
 // batchRows(S) rows, the rest padding rows (uploadBatch) that compute into KV blocks of their own and
 // whose draws are dropped, and the first step of a new batch runs the same ops as a steady one (its
 // state goes up one step behind and the advance brings it on). A shape is then the bucket, whether rows
