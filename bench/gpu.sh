@@ -26,7 +26,7 @@
 #   graphs       a launch-bound chain of 97 small ops issued one by one against one graph launch
 #   bench        serl bench --device cuda beside PyTorch on the same GPU (bench/torch_model.py, float32;
 #                config M, or BENCH_CONFIGS="S M"), and a per-op profile of a training step in the log
-#   decode       decoding throughput (engine/generate's benchmark, configs S and M), with the steady steps
+#   decode       decoding throughput (engine/generate's benchmark, configs S and M), with the decode steps
 #                as captured graphs and, unless DECODE_GRAPHS=1, with their ops issued one by one
 #   sanitizer    SANITIZE=1: the conformance suite under compute-sanitizer (slow: minutes)
 #   full         last, in what the budget has left (at least 40 s): the default serl train --device cuda

@@ -44,7 +44,7 @@ type decodeBenchResult struct {
 	Precision       string  `json:"precision"`
 	Workload        string  `json:"workload"`
 	Threads         string  `json:"threads"`
-	Graphs          bool    `json:"graphs"` // steady steps launched as captured graphs (SERL_GRAPHS)
+	Graphs          bool    `json:"graphs"` // decode steps launched as captured graphs (SERL_GRAPHS)
 	Runs            int     `json:"runs"`
 	Sequences       int     `json:"sequences"`
 	Tokens          int     `json:"tokens"` // generated per run
@@ -70,7 +70,7 @@ type decodeBenchResult struct {
 // SERL_BENCH_JSON=path appends one JSON line per benchmark (bench/decode.sh reads them);
 // SERL_BENCH_PROFILE=1 prints the device's per-op table of the timed runs to stderr (their steps then
 // issue ops one by one, not as graph launches);
-// SERL_BENCH_PRECISION=bf16 runs the model in bf16 (default f32); SERL_GRAPHS=0 issues every steady
+// SERL_BENCH_PRECISION=bf16 runs the model in bf16 (default f32); SERL_GRAPHS=0 issues every
 // decode step's ops one by one instead of launching the captured graph.
 func BenchmarkDecodeConfig(b *testing.B) {
 	prec := model.PrecisionF32

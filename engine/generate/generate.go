@@ -3,13 +3,14 @@
 // per-request sampling settings, and reproducible draws keyed by (seed, sample, step), so a sample does
 // not depend on what else is in the batch.
 //
-// A decode step's inputs live on the device. The model's inputs (ids, positions, cache slots, lengths,
-// block table) and the sampler's per-row settings, histories and ban sets go up in one copy when the
-// batch changes — a sequence finishes or joins — and are otherwise advanced on the device by
-// kernels.DecodeAdvance from the tokens the last step drew; the host sends only the block-table entries
-// of KV blocks it takes, and reads back each step's tokens and log-probs in one download, which it
-// needs for stop checks and detokenising. Such a steady step issues the same ops with the same
-// arguments every time, so it is captured once per batch shape and launched as one graph (graphs.go).
+// A decode step's inputs live on the device. The model's inputs (pending tokens, positions, block table)
+// and the sampler's per-row settings, histories and ban sets go up in one copy when the batch changes —
+// a sequence finishes or joins — one step behind, and every step kernels.DecodeAdvance brings them on
+// from the tokens last drawn (ids, positions, cache slots, lengths, steps); the host sends only the
+// block-table entries of KV blocks it takes, and reads back each step's tokens and log-probs in one
+// download, which it needs for stop checks and detokenising. So every step of a batch shape issues the
+// same ops with the same arguments, and is captured once per shape — the batch padded up to a size
+// bucket — and launched as one graph (graphs.go).
 package generate
 
 import (

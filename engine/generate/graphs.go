@@ -98,7 +98,7 @@ func graphsDefault() (bool, error) {
 	}
 }
 
-// SetGraphs turns the capture of steady decode steps on or off (the default is SERL_GRAPHS's); turning
+// SetGraphs turns the capture of decode steps on or off (the default is SERL_GRAPHS's); turning
 // it off frees the graphs.
 func (e *Engine) SetGraphs(on bool) {
 	if !on {
