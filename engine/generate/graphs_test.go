@@ -256,7 +256,7 @@ func TestPaddingMatchesExactRows(t *testing.T) {
 					}
 				}
 			}
-			require.LessOrEqual(t, worst, 4e-6, "log-prob difference") // 1.2e-6 measured
+			require.LessOrEqual(t, worst, 2e-6, "log-prob difference") // 1.1e-6 measured (bf16; f32 0)
 			graphed, gs := run(false, true)
 			require.Equal(t, padded, graphed)
 			require.Positive(t, gs.GraphLaunches)
