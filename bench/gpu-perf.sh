@@ -32,11 +32,12 @@
 # (target ≥ 1.0×), serl's MFU there (≥ 35% of the measured GEMM rate), serl/generate at 256 × 256 (≥ 10×).
 #
 # Time: the whole routine, unpacking included, ends within BUDGET seconds (default 225). A session's 15
-# minutes of device time hold a machine start (1–2 minutes), bench/gpu.sh (BUDGET 345 s, timeout_s 420)
-# and this call (timeout_s 240) issued at once after it (the machine stays warm only 30 s): about 12
-# minutes, the rest a margin. The acceptance steps take about 2 minutes of it on the H200 (an estimate:
-# torch's import and weight initialisation, generate at 2.9k tokens/s); the rest runs while the budget
-# lasts. Each step's timeout is cut to what is left, and a step starts only while the budget holds what
+# minutes of device time hold a machine start (1–2 minutes), bench/gpu.sh's correctness steps
+# (BUDGET=200, timeout_s 260), this call (timeout_s 240) at once after it (the machine stays warm only
+# 30 s), and the default serl train in what is left (README.md, "The GPU"); separate calls, since a
+# machine that stops answering returns nothing of its call. The acceptance steps take about 2 minutes of
+# it on the H200 (an estimate: torch's import and weight initialisation, generate at 2.9k tokens/s); the
+# rest runs while the budget lasts. Each step's timeout is cut to what is left, and a step starts only while the budget holds what
 # it usually takes (the seconds in the `unit` calls below); those left out for want of time are named
 # in one `not run` row. STEPS="gemm train0.5B" runs only those (default all); BUDGET=580 (timeout_s
 # 600) runs them all in a call of its own.
@@ -106,7 +107,7 @@ step() {
 	fi
 	echo "=== $name: $*" >>"$log"
 	local t0=$SECONDS
-	timeout --kill-after=10 "$limit" "$@" >"$work/out" 2>"$work/err"
+	guarded "$limit" "$@" >"$work/out" 2>"$work/err"
 	local rc=$?
 	secs=$((SECONDS - t0))
 	cat "$work/err" "$work/out" >>"$log"
@@ -119,6 +120,7 @@ step() {
 	"$UNAVAILABLE") status=SKIP ;;
 	*) status=FAIL ;;
 	esac
+	[[ ! -f $work/guard ]] || status=FAIL why=$(cat "$work/guard")
 	echo "=== $name: exit $rc after ${secs}s (limit ${limit}s)" >>"$log"
 }
 field() { # JSON KEY: the value, or ? when absent

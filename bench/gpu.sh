@@ -47,6 +47,8 @@
 # table is printed last, and is in $OUT/summary.txt as it grows.
 #
 #   device run:  bench/gpu.sh build/gpu.tar.gz          (carry: ["build/gpu.tar.gz"])
+#   in a 15-minute session, three calls instead (README.md, "The GPU"): this routine's correctness steps,
+#   bench/gpu-perf.sh, then FULL=1 STEPS="info train" for the default run
 set -uo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-all}
@@ -104,7 +106,7 @@ step() {
 	fi
 	echo "=== $name: $*" >>"$log"
 	local t0=$SECONDS
-	(cd "${wd:-.}" && timeout --kill-after=10 "$limit" "$@"; exit) >>"$log" 2>&1 # exit: no implicit exec, so the shell that says "Killed" writes to the log
+	(cd "${wd:-.}" && guarded "$limit" "$@") >>"$log" 2>&1
 	rc=$?
 	secs=$((SECONDS - t0))
 	case $rc in
@@ -114,6 +116,10 @@ step() {
 	*) status=FAIL ;;
 	esac
 	echo "=== $name: exit $rc after ${secs}s (limit ${limit}s)" >>"$log"
+	if [[ -f $work/guard ]]; then
+		status=FAIL
+		cat "$work/guard" >>"$log" # the step's row shows it (its log's last line)
+	fi
 	if [[ $status != ok && -z $stop ]] && ! timeout 20 "$g/serl" info --device "$DEVICE" >/dev/null 2>&1; then
 		stop="the $DEVICE device stopped answering after $name"
 	fi
