@@ -38,6 +38,10 @@ func info(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 	if _, err := df.prec(); err != nil {
 		return err
 	}
+	if *dir != "" && cfg.MaxBatch < 1 {
+		// The fit counts the evaluation set's prompts and maj@K samples, which are serl train's flags.
+		return usagef("--max-batch %d: want 1 or more; the decode batch fitted to free memory is serl train's (--max-batch 0, the default on a GPU): `serl train --plan` with the run's flags prints that plan", cfg.MaxBatch)
+	}
 	if lc, err := lf.config(); err != nil {
 		return err
 	} else if lc != nil {
@@ -89,6 +93,9 @@ func info(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 	}
 	if err := plan.Check(in.FreeMemory); err != nil {
 		fmt.Fprintf(stdout, "does not fit: %v\n", err)
+	}
+	if in.Backend == "cuda" && !explicit(fs)["max-batch"] {
+		fmt.Fprintf(stdout, "serl train on this device fits its decode batch to free memory unless --max-batch is given: `serl train --plan` with the run's flags prints that plan\n")
 	}
 	return nil
 }

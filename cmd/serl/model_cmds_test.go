@@ -128,6 +128,11 @@ func TestInfoModelPlan(t *testing.T) {
 		require.Contains(t, out, s)
 	}
 	require.Regexp(t, `generation: KV cache \(\d+ blocks of 16 tokens\) +bf16`, out)
+	// The batch fitted to free memory is serl train's to choose (it counts the evaluation set).
+	code, _, errs = runCLI(t, "info", "--device", "cpu", "--model", fixtureDir(t, "qwen2_f32"), "--max-batch", "0")
+	require.Equal(t, 2, code)
+	require.Contains(t, errs, "--max-batch 0")
+	require.Contains(t, errs, "serl train --plan")
 	code, _, errs = runCLI(t, "info", "--device", "cpu", "--precision", "f16")
 	require.Equal(t, 2, code)
 	require.Contains(t, errs, "--precision")

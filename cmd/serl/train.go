@@ -46,6 +46,7 @@ type trainFlags struct {
 	EvalKBefore bool   `json:"eval_k_before"`
 	EvalLimit   int    `json:"eval_limit"`
 	EvalMaxNew  int    `json:"eval_max_new_tokens"`
+	Plan        bool   `json:"-"` // print the memory plan and stop
 }
 
 const cliFile = "cli.json"
@@ -155,6 +156,7 @@ func registerTrainFlags(fs interface {
 	fs.IntVar(&tf.EvalMaxNew, "eval-max-new-tokens", 0, "new tokens per eval response (0: --max-new-tokens)")
 	fs.StringVar(&tf.Run, "run", "", "run directory (default runs/<time>)")
 	fs.StringVar(&tf.Resume, "resume", "", "continue the run in this directory from its last checkpoint")
+	fs.BoolVar(&tf.Plan, "plan", false, "print the run's memory plan, with the decode batch fitted to free memory where it is, and stop: no model is loaded, no run directory written")
 	fs.StringVar(mode, "mode", string(c.Mode), "serl (self-instruction + majority reward), maj (majority reward on --data) or gt (ground truth on --data)")
 	fs.StringVar(alg, "algorithm", string(c.Algorithm), "reinforce++, grpo or rloo")
 	fs.StringVar(promptMode, "prompt-mode", string(c.PromptMode), "raw (problem text as is, official) or chat (chat template, boxed answer asked)")
@@ -231,7 +233,7 @@ func trainRank(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 	}
 	fitBatch := tf.Resume == "" && cfg.MaxBatch == 0
 	if tf.Resume != "" {
-		if err := checkResumeFlags(fs, stderr); err != nil {
+		if err := checkResumeFlags(fs, stderr, "plan"); err != nil {
 			return err
 		}
 	} else if err := checkTrainFlags(tf, cfg); err != nil {
@@ -283,10 +285,12 @@ func trainRank(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 		}
 		defer stored.Close() // a no-op once Resume has handed the lock to the runner
 		cfg = stored.Config
+		plan := tf.Plan
 		if tf, err = restoreInputs(runPath); err != nil {
 			return err
 		}
-		if in, err = trainInputs(d, comm, stored.PolicyDir, stored.ReferenceDir, tf, &cfg, false, stderr); err != nil {
+		tf.Plan = plan
+		if in, err = trainInputs(d, comm, stored.PolicyDir, stored.ReferenceDir, tf, &cfg, false, stderr); err != nil || tf.Plan {
 			return err
 		}
 		if r, err = stored.Resume(in); err != nil {
@@ -298,7 +302,7 @@ func trainRank(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 		if runPath == "" {
 			runPath = filepath.Join("runs", time.Now().Format("2006-01-02_15-04-05"))
 		}
-		if in, err = trainInputs(d, comm, tf.Model, tf.Model, tf, &cfg, fitBatch || d.Info().Backend == "cuda" && !explicit(fs)["max-batch"], stderr); err != nil {
+		if in, err = trainInputs(d, comm, tf.Model, tf.Model, tf, &cfg, fitBatch || d.Info().Backend == "cuda" && !explicit(fs)["max-batch"], stderr); err != nil || tf.Plan {
 			return err
 		}
 		if in.RunFiles, err = runFiles(tf); err != nil {
@@ -419,6 +423,7 @@ func checkTrainChoices(c selfplay.Config) error {
 //
 // With fitBatch (a new run with --max-batch 0, or on a GPU without --max-batch) it sets cfg.MaxBatch to
 // the largest decode batch the device's free memory holds (fitMaxBatch) before the plan is checked.
+// With tf.Plan it stops there, loading no model (in.Policy is nil).
 func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, tf trainFlags, cfg *selfplay.Config, fitBatch bool, stderr io.Writer) (selfplay.Inputs, error) {
 	in := selfplay.Inputs{Comm: comm}
 	var err error
@@ -567,7 +572,7 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 	}
 	fmt.Fprintln(stderr, "memory plan:")
 	plan.Write(stderr)
-	if err := plan.Check(d.Info().FreeMemory); err != nil {
+	if err := plan.Check(d.Info().FreeMemory); err != nil || tf.Plan {
 		return in, err
 	}
 	p, _ := model.ParsePrecision(cfg.Precision)

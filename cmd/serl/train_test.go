@@ -75,6 +75,17 @@ func TestTrainCLIAndResume(t *testing.T) {
 		require.NoError(t, json.Unmarshal(b, &rep))
 		require.Equal(t, k, rep.K, "iteration %d", it)
 	}
+	// --plan with --resume: the run's plan, and nothing resumed or written.
+	before, err := os.ReadFile(filepath.Join(run, "metrics.jsonl"))
+	require.NoError(t, err)
+	code, out, errs = runCLI(t, "train", "--device", "cpu", "--resume", run, "--plan")
+	require.Equal(t, 0, code, errs)
+	require.Empty(t, out)
+	require.Contains(t, errs, "memory plan:")
+	require.NotContains(t, errs, "resuming")
+	after, err := os.ReadFile(filepath.Join(run, "metrics.jsonl"))
+	require.NoError(t, err)
+	require.Equal(t, before, after)
 	// Resuming a finished run has nothing left to do.
 	code, _, errs = runCLI(t, "train", "--device", "cpu", "--resume", run)
 	require.Equal(t, 0, code, errs)
@@ -117,6 +128,24 @@ func TestTrainBuiltinDefaults(t *testing.T) {
 	require.Equal(t, 500, strings.Count(string(eval), "\n"))
 	code, _, errs = runCLI(t, "train", "--device", "cpu", "--resume", run)
 	require.Equal(t, 0, code, errs)
+}
+
+// --plan prints the memory plan, with the decode batch fitted to free memory (--max-batch 0), and stops
+// before any model is loaded or the run directory made.
+func TestTrainPlanWritesNothing(t *testing.T) {
+	dir := tinyModelDir(t)
+	data := writeProblems(t, 8)
+	run := filepath.Join(t.TempDir(), "run")
+	code, out, errs := runCLI(t, "train", "--device", "cpu", "--model", dir, "--mode", "gt", "--data", data, "--eval", data,
+		"--max-batch", "0", "--plan", "--run", run)
+	require.Equal(t, 0, code, errs)
+	require.Empty(t, out)
+	require.Regexp(t, `--max-batch \d+: the largest decode batch`, errs)
+	for _, want := range []string{"memory plan:", "generation: KV cache", "evaluation: KV cache", "total"} {
+		require.Contains(t, errs, want)
+	}
+	require.NotContains(t, errs, "step 1/")
+	require.NoDirExists(t, run)
 }
 
 // A plan that does not fit the device is refused before anything is allocated or created: the plan is

@@ -62,7 +62,7 @@ func trainUsage(fs *flag.FlagSet, useBuiltin bool) func() {
 
 // nonSettings are serl train's flags that do not change what the run computes.
 var nonSettings = map[string]bool{"device": true, "threads": true, "profile": true, "profile-dir": true,
-	"op-profile": true, "run": true, "resume": true}
+	"op-profile": true, "run": true, "resume": true, "plan": true}
 
 // writeSettings prints every setting of a new run with where its value came from: the command line,
 // the model folder (its prompt mode), the built-in model's sizing or SeRL's official defaults.
