@@ -48,7 +48,7 @@
 #
 #   device run:  bench/gpu.sh build/gpu.tar.gz          (carry: ["build/gpu.tar.gz"])
 #   in a 15-minute session, three calls instead (README.md, "The GPU"): this routine's correctness steps,
-#   bench/gpu-perf.sh, then FULL=1 STEPS="info train" for the default run
+#   bench/gpu-perf.sh, then FULL=1 STEPS="info train nccl graphs" for the default run
 set -uo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-all}
