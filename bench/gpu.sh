@@ -78,6 +78,7 @@ summary=$OUT/summary.txt
 rm -f "$OUT"/[0-9]-*.log "$OUT"/2b-*.log # each step appends to its log
 row() { printf '%-26s %-8s %6ss  %s\n' "$1" "$2" "$3" "$4" | tee -a "$summary" >/dev/null; }
 
+xid0=$(dmesg 2>/dev/null | grep -ciE 'NVRM: Xid') # the GPU faults logged before the routine (see its end)
 stop=""   # why the remaining steps are not run (empty: they are)
 notrun="" # the steps that were not run for it
 # unit NAME: whether to run the routine's part NAME: asked for (STEPS), nothing stopped the routine,
@@ -334,6 +335,14 @@ if [[ ${FULL:-0} != 1 ]] && unit full; then
 fi
 
 [[ -z $notrun ]] || row "not run" SKIP 0 "$stop:$notrun"
+# The driver's reports of GPU faults during the routine (Xid: a kernel's illegal address, a hang, the
+# card falling off the bus) since it began, which a failing step's own message may not name; the kernel
+# log's NVRM lines, where it can be read, go to the info log.
+if [[ $DEVICE == cuda ]] && dmesg >/dev/null 2>&1; then
+	xid=$(dmesg | grep -iE 'NVRM: Xid' | tail -n +$((xid0 + 1)) | tail -20)
+	{ echo "=== kernel log: NVRM lines"; dmesg | grep -i 'NVRM' | tail -40; } >>"$OUT/1-info.log"
+	[[ -z $xid ]] || row "GPU faults (Xid)" FAIL 0 "$(echo "$xid" | wc -l) in the kernel log, last: $(echo "$xid" | tail -1 | sed 's/.*NVRM: //' | cut -c1-150)"
+fi
 echo
 echo "serl GPU routine ($(cat "$g/commit"), $DEVICE, ${SECONDS}s of BUDGET=${BUDGET}s), logs in $OUT"
 cat "$summary"
