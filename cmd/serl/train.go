@@ -79,7 +79,8 @@ func runFiles(tf trainFlags) (map[string][]byte, error) {
 
 // checkResumeFlags refuses, with --resume, every flag that would change the run: a resumed run keeps
 // the settings it was started with (config.json, cli.json; pretrain.json). It says which flags apply:
-// those of where it runs, not of what it computes. names are the flags that name the run itself.
+// those of where it runs, not of what it computes. names are the command's other flags a resume takes
+// (pretrain's --out, which names the run; train's --plan, which only prints).
 func checkResumeFlags(fs *flag.FlagSet, stderr io.Writer, names ...string) error {
 	var refused, applied []string
 	fs.Visit(func(f *flag.Flag) {
@@ -92,8 +93,12 @@ func checkResumeFlags(fs *flag.FlagSet, stderr io.Writer, names ...string) error
 		}
 	})
 	if len(refused) > 0 {
+		also := ""
+		if len(names) > 0 {
+			also = " and --" + strings.Join(names, ", --")
+		}
 		return usagef("%s with --resume: a resumed run keeps the model, data and settings it was started with "+
-			"(saved in its directory); only --device, --threads and the profiling flags may be given", strings.Join(refused, ", "))
+			"(saved in its directory); only --device, --threads, the profiling flags%s may be given", strings.Join(refused, ", "), also)
 	}
 	if len(applied) > 0 {
 		fmt.Fprintf(stderr, "serl: %s apply to the resumed run\n", strings.Join(applied, ", "))
