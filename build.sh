@@ -245,6 +245,8 @@ test)
 		"${emu[@]}" go test -p 1 -count=1 -short -run 'TestHeadGradSameBits' ./engine/model/
 		# the generation engine: continuous batching, captured decode steps and padded batches (46 s)
 		"${emu[@]}" SERL_SIMT_RACE=0 go test -p 1 -count=1 ./engine/generate/
+		# the SeRL loop's resumes, in f32, bf16 and with LoRA (47 s; bench/gpu.sh runs the whole package)
+		"${emu[@]}" SERL_SIMT_RACE=0 go test -p 1 -count=1 -run 'Resume' ./engine/selfplay/
 		"${emu[@]}" SERL_SIMT_RACE=0 go test -p 1 -count=1 -run 'TestE2EResumeReproducesNextStep/f32' ./engine/builtin/
 		e2e_rc=0
 		wait "$e2e_pid" || e2e_rc=$?

@@ -2,7 +2,8 @@
 # Builds what bench/gpu.sh runs on a GPU machine that has no Go and no network, as one archive:
 # build/gpu.tar.gz holds bin/serl (the CPU and CUDA libraries embedded), the two libraries for the test
 # binaries, and the test binaries cross-built with CGO_ENABLED=0 (kernels: the conformance suite;
-# engine/model: the PyTorch fixtures). The repository's own files (fixtures' testdata, bench/*.py)
+# engine/model: the PyTorch fixtures; engine/generate and engine/selfplay: the decoding engine and the
+# SeRL loop on the device). The repository's own files (fixtures' testdata, bench/*.py)
 # travel with the working tree, so they are not copied. What travels — the archive and the working tree
 # (tracked and untracked-not-ignored files) — must stay under the device tool's 64 MiB: this script
 # prints both and refuses an archive over LIMIT_MB (default 36) or a total over 60 MiB.
@@ -26,6 +27,7 @@ go build -tags serl_embed,serl_embed_cuda -trimpath -ldflags='-s -w' -o "$stage/
 go test -c -trimpath -ldflags='-s -w' -o "$stage/kernels.test" ./kernels
 go test -c -trimpath -ldflags='-s -w' -o "$stage/model.test" ./engine/model
 go test -c -trimpath -ldflags='-s -w' -o "$stage/generate.test" ./engine/generate
+go test -c -trimpath -ldflags='-s -w' -o "$stage/selfplay.test" ./engine/selfplay
 git rev-parse --short HEAD >"$stage/commit" 2>/dev/null || echo unknown >"$stage/commit"
 tar -C build -czf build/gpu.tar.gz gpu
 mb=$(( $(stat -c %s build/gpu.tar.gz) / 1048576 ))

@@ -15,6 +15,8 @@
 #   generate     engine/generate's tests on the device (log: 3-fixtures.log): continuous batching, the
 #                decode state advanced on the device, captured decode steps against their ops issued one
 #                by one, batches padded to their bucket against exact ones, the transfers of each step
+#   selfplay     engine/selfplay's tests on the device (log: 3-fixtures.log): every mode and algorithm, and
+#                resumes reproducing the next step bit for bit in f32, bf16 and with LoRA
 #   train        a short serl train --device cuda on the built-in model (FULL=1: the default run, which
 #                needs BUDGET=600 STEPS=train)
 #   killresume   the same short run three times smaller: once uninterrupted, once SIGKILLed in its second
@@ -52,7 +54,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-all}
-ALL_STEPS="info conformance cores fixtures generate train killresume nccl graphs bench decode sanitizer full"
+ALL_STEPS="info conformance cores fixtures generate selfplay train killresume nccl graphs bench decode sanitizer full"
 if [[ $STEPS != all ]]; then # a misspelt step would otherwise just not run
 	for s in $STEPS; do
 		[[ " $ALL_STEPS " == *" $s "* ]] || { echo "bench/gpu.sh: STEPS: no step $s (the steps: $ALL_STEPS)" >&2; exit 2; }
@@ -186,6 +188,17 @@ if unit generate; then
 	log=$(mktemp)
 	wd=engine/generate step generate 60 "$log" "$g/generate.test" -test.v -test.count=1 -test.run '^Test' -test.timeout 55s
 	row "generate ($DEVICE)" "$status" "$secs" "$(gotest_counts "$log")"
+	grep -- '--- FAIL' "$log" | head -10 | sed 's/^/    /' >>"$summary"
+	cat "$log" >>"$OUT/3-fixtures.log"
+	rm -f "$log"
+fi
+
+# the SeRL loop's tests on the device (log beside the fixtures' too): every mode and algorithm, and
+# resumes that must reproduce the next step bit for bit, in f32, bf16 and with LoRA adapters
+if unit selfplay; then
+	log=$(mktemp)
+	wd=engine/selfplay step selfplay 90 "$log" "$g/selfplay.test" -test.v -test.count=1 -test.run '^Test' -test.timeout 85s
+	row "selfplay ($DEVICE)" "$status" "$secs" "$(gotest_counts "$log")"
 	grep -- '--- FAIL' "$log" | head -10 | sed 's/^/    /' >>"$summary"
 	cat "$log" >>"$OUT/3-fixtures.log"
 	rm -f "$log"

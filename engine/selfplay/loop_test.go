@@ -19,7 +19,10 @@ import (
 	"github.com/serl-go/serl/kernels"
 )
 
-func testDevice(t testing.TB) *kernels.Device { return testenv.CPU(t) }
+// testDevice is where the loop's tests run: the CPU, or CUDA with SERL_TEST_DEVICES=cuda (bench/gpu.sh on
+// a GPU; ./build.sh test runs the resume tests on the SIMT emulator). The memory-plan tests open a CPU
+// device of their own, whose live bytes count their run alone.
+func testDevice(t testing.TB) *kernels.Device { return testenv.Device(t) }
 
 const fixture = "../model/testdata/llama_f32" // vocab 300, EOS ids 2 and 3
 
