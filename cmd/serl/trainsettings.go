@@ -99,6 +99,10 @@ func writeSettings(w io.Writer, fs *flag.FlagSet, cfg selfplay.Config, tf trainF
 		default:
 			src = "SeRL default"
 		}
+		if f.Name == "max-batch" && !set[f.Name] && v != "0" {
+			// Printed before the device opens: a GPU's fit follows once it has.
+			src += "; on a GPU, the largest that free memory holds"
+		}
 		fmt.Fprintf(w, "  --%-28s %-20s (%s)\n", f.Name, v, src)
 	})
 }

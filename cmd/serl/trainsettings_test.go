@@ -38,6 +38,7 @@ func TestTrainPrintsSettingsAndEstimate(t *testing.T) {
 		`--iterations +1 +\(flag\)`,
 		`--lr +5e-07 +\(SeRL default\)`,
 		`--kl +0.001 +\(SeRL default\)`,
+		`--max-batch +64 +\(SeRL default; on a GPU, the largest that free memory holds\)`,
 		`--prompt-mode +raw +\(the official default\)`,
 		`--data +\S+data.jsonl +\(flag\)`,
 		`serl: estimated time ~\S+: .* generated .* trained tokens at 10·params, at [0-9.]+ GFLOP/s \(measured matrix products\)`,
