@@ -183,26 +183,22 @@ if unit fixtures; then
 	row "fixtures ($DEVICE)" "$status" "$secs" "$(gotest_counts "$log"); worst: $(grep -o 'worst [a-z ]*error [0-9.e+-]*' "$log" | sort -t' ' -k5 -g | tail -1)"
 fi
 
-# the generation engine's tests (their log goes beside the fixtures': the device tool returns 8 files)
-if unit generate; then
+# package_tests PKG LIMIT: an engine package's tests (its test binary PKG.test, run in engine/PKG) on the
+# device, as one step and one row; the log goes beside the fixtures' (the device tool returns 8 files).
+package_tests() {
+	local log
 	log=$(mktemp)
-	wd=engine/generate step generate 60 "$log" "$g/generate.test" -test.v -test.count=1 -test.run '^Test' -test.timeout 55s
-	row "generate ($DEVICE)" "$status" "$secs" "$(gotest_counts "$log")"
+	wd=engine/$1 step "$1" "$2" "$log" "$g/$1.test" -test.v -test.count=1 -test.run '^Test' -test.timeout $(($2 - 5))s
+	row "$1 ($DEVICE)" "$status" "$secs" "$(gotest_counts "$log")"
 	grep -- '--- FAIL' "$log" | head -10 | sed 's/^/    /' >>"$summary"
 	cat "$log" >>"$OUT/3-fixtures.log"
 	rm -f "$log"
-fi
-
-# the SeRL loop's tests on the device (log beside the fixtures' too): every mode and algorithm, and
-# resumes that must reproduce the next step bit for bit, in f32, bf16 and with LoRA adapters
-if unit selfplay; then
-	log=$(mktemp)
-	wd=engine/selfplay step selfplay 90 "$log" "$g/selfplay.test" -test.v -test.count=1 -test.run '^Test' -test.timeout 85s
-	row "selfplay ($DEVICE)" "$status" "$secs" "$(gotest_counts "$log")"
-	grep -- '--- FAIL' "$log" | head -10 | sed 's/^/    /' >>"$summary"
-	cat "$log" >>"$OUT/3-fixtures.log"
-	rm -f "$log"
-fi
+}
+# the generation engine: continuous batching, captured decode steps, padded batches, transfers
+if unit generate; then package_tests generate 60; fi
+# the SeRL loop: every mode and algorithm, and resumes that must reproduce the next step bit for bit,
+# in f32, bf16 and with LoRA adapters
+if unit selfplay; then package_tests selfplay 90; fi
 
 # serl train on the built-in model
 log=$OUT/4-train.log
