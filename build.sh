@@ -51,6 +51,29 @@ build_cpu() {
 	mv build/libserl_cpu.so.tmp build/libserl_cpu.so
 }
 
+# cuda_object SRC OBJ FLAGS...: one object of the CUDA library. A kernel of ours whose registers spill to
+# local memory is an error: the tensor-core attention kernels sit near the 255-register limit, and a
+# spill there costs more than any tuning gains, unseen until a GPU profile. cub's own sort kernels
+# (sample.cu's top-p) spill a few bytes on sm_80 by their authors' choice and are let through.
+cuda_object() {
+	local src=$1 obj=$2
+	shift 2
+	if ! nvcc "$@" -Xptxas -warn-spills -c "$src" -o "$obj.tmp" 2>"$obj.log"; then
+		cat "$obj.log" >&2
+		return 1
+	fi
+	local spills
+	spills=$(grep "Registers are spilled" "$obj.log" | grep -v "function '_ZN3cub" || true)
+	grep -v "Registers are spilled" "$obj.log" >&2 || true
+	if [[ -n $spills ]]; then
+		echo "build.sh: $src: a kernel spills registers to local memory (ptxas):" >&2
+		echo "$spills" >&2
+		rm -f "$obj.tmp"
+		return 1
+	fi
+	mv "$obj.tmp" "$obj"
+}
+
 # The CUDA library, wherever nvcc ≥ 11.8 exists: one object per csrc/cuda/*.cu (rebuilt only when it or
 # a header is newer), for sm_80 and sm_90 with sm_90 PTX (SERL_CUDA_GENCODE overrides, e.g.
 # "-arch=sm_90" while developing). The CUDA runtime is linked statically; cuBLAS is dlopened at run
@@ -87,7 +110,7 @@ build_cuda() {
 		if [[ -f $obj && $obj -nt $src && $obj -nt $newest && $obj -nt build.sh ]]; then continue; fi
 		while (($(jobs -rp | wc -l) >= jobs)); do wait -n || true; done
 		rm -f "$obj"
-		nvcc "${flags[@]}" -c "$src" -o "$obj.tmp" && mv "$obj.tmp" "$obj" &
+		cuda_object "$src" "$obj" "${flags[@]}" &
 		pids+=($!)
 	done
 	local fail=0

@@ -7,8 +7,9 @@
  *
  * The backward (head_dim 64 or 128) is below.
  *
- * NOT YET RUN ON A GPU: it is opt-in (SERL_CUDA_ATTN=mma) until the conformance suite has passed with
- * it on one (bench/gpu.sh runs the attention cases both ways). */
+ * Not yet run on a GPU, only on the SIMT emulator (csrc/cudaemu, which models mma.sync's and ldmatrix's
+ * fragment layouts): it is the default for bf16 with head_dim 64 or 128, and SERL_CUDA_ATTN=cores sets it
+ * aside; bench/gpu.sh runs the attention cases both ways. */
 #include <cuda_bf16.h>
 
 #include "common.cuh"
