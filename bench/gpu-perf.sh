@@ -41,8 +41,8 @@
 # it on the H200 (an estimate: torch's import and weight initialisation, generate at 2.9k tokens/s); the
 # rest runs while the budget lasts. Each step's timeout is cut to what is left, and a step starts only
 # while the budget holds what it usually takes (the seconds in the `unit` calls below); those left out
-# for want of time are named in one `not run` row. STEPS="gemm train0.5B" runs only those (default all); BUDGET=580 (timeout_s
-# 600) runs them all in a call of its own.
+# for want of time are named in one `not run` row. STEPS="gemm train0.5B" runs only those (default
+# all); BUDGET=580 (timeout_s 600) runs them all in a call of its own.
 # DEVICE=cpu is a dry run on the CPU, here: tiny shapes in place of 0.5B and 1.5B (a 2-layer model of
 # 64 hidden, 2 × 64 tokens, 8 × 16 decoded tokens), torch.matmul 512³; what this Python cannot run (no
 # torch, no SDPA or torch.compile before torch 2.0, no transformers) says SKIP and why. PYTHON names the
