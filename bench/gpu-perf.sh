@@ -16,6 +16,9 @@
 #                flopsPerToken)
 #   decode256    decoding, 0.5B shape, 256 prompts × 1 sample, 64-token prompts, 256 new tokens sampled at
 #                temperature 1: serl bench --mode decode against transformers' generate (bench/hf_generate.py)
+#   profile0.5B  serl's per-op table of a 0.5B training step (--op-profile: each op synchronised): the
+#                top ops' shares in the row, the table in the log; right after the acceptance figures, since
+#                it is what tuning toward them reads
 #   compile0.5B  torch.compile of the same model on the 0.5B shape (its first compile is most of its time)
 #   train1.5B    training, 1.5B shape, 8 × 1024 tokens: serl against PyTorch eager
 #   decode16     decoding, 16 prompts × 16 samples (they share the prompt's KV blocks), as decode256
@@ -27,8 +30,6 @@
 #                TFLOP/s, on tensor cores (the default) and on CUDA cores (SERL_CUDA_ATTN=cores) (kernels'
 #                BenchmarkCUDAAttention; CUDA only), beside PyTorch's SDPA (FlashAttention-2 where it can
 #                be pinned) at the same shapes (bench/torch_attention.py), with the ratios
-#   profile0.5B  serl's per-op table of a 0.5B training step (--op-profile: each op synchronised): the
-#                top ops' shares in the row, the table in the log
 #
 # The table ends with the issue's acceptance figures as ratios: serl/eager tokens/s on 0.5B training
 # (target ≥ 1.0×), serl's MFU there (≥ 35% of the measured GEMM rate), serl/generate at 256 × 256 (≥ 10×).
@@ -55,7 +56,7 @@ cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
 BUDGET=${BUDGET:-225}
 STEPS=${STEPS:-all}
-ALL_STEPS="gemm train0.5B decode256 compile0.5B train1.5B decode16 compile1.5B ops attention profile0.5B"
+ALL_STEPS="gemm train0.5B decode256 profile0.5B compile0.5B train1.5B decode16 compile1.5B ops attention"
 die() { echo "bench/gpu-perf.sh: $*" >&2; exit 2; }
 [[ $DEVICE == cuda || $DEVICE == cpu ]] || die "DEVICE=$DEVICE: want cuda or cpu (the dry run)"
 [[ $BUDGET =~ ^[0-9]+$ ]] || die "BUDGET=$BUDGET: want whole seconds"
@@ -282,6 +283,16 @@ decode() {
 # 10k at 16 × 16), torch.compile's first compile (about a minute and a half).
 if unit train0.5B 50; then train 0.5B; fi
 if unit decode256 60; then decode "${dec256[@]}"; fi
+# where a 0.5B training step's time goes: serl's per-op table (each op synchronised, so times are real
+# and the step slower than train0.5B's), its top ops in the row, the whole table in the log
+if [[ -z $serl_off ]] && unit profile0.5B 30; then
+	serl_step "serl train 0.5B op-profile" 60 bench --device "$DEVICE" --precision bf16 --config "${cfg[0.5B]}" \
+		--batch "${batch[0.5B]}" --seq $seq --mode train --steps 2 --warmup 1 --op-profile
+	figs=$(sed -n '/=== serl train 0.5B op-profile: /,$p' "$log" | awk '$1 == "op" && $2 == "calls" { on = 1; next }
+		on && $1 == "total" { printf "; total %s", $2; exit }
+		on && n < 6 { printf "%s%s %s", (n++ ? ", " : ""), $1, $4 }')
+	[[ -n $serl_gone ]] || row "train 0.5B$shape_note op profile" "$status" "$secs" "$(res "$status" "$why" "${figs:-?}")"
+fi
 if unit compile0.5B 110; then compile 0.5B; fi
 if unit train1.5B 60; then train 1.5B; fi
 if unit decode16 40; then decode "${dec16[@]}"; fi
@@ -324,16 +335,6 @@ for line in sys.stdin:
     out.append("%s %.0f%s" % (r["name"], r["tflops"], " (serl " + vs + ")" if vs else ""))
 print(", ".join(out) + ("; " + how if how else ""))' "${attn_figs[mma]:-}" "${attn_figs[cores]:-}")
 	row "attention, torch SDPA (TFLOP/s)" "$status" "$secs" "$(res "$status" "$why" "${figs:-?}")"
-fi
-# where a 0.5B training step's time goes: serl's per-op table (each op synchronised, so times are real
-# and the step slower than train0.5B's), its top ops in the row, the whole table in the log
-if [[ -z $serl_off ]] && unit profile0.5B 30; then
-	serl_step "serl train 0.5B op-profile" 60 bench --device "$DEVICE" --precision bf16 --config "${cfg[0.5B]}" \
-		--batch "${batch[0.5B]}" --seq $seq --mode train --steps 2 --warmup 1 --op-profile
-	figs=$(sed -n '/=== serl train 0.5B op-profile: /,$p' "$log" | awk '$1 == "op" && $2 == "calls" { on = 1; next }
-		on && $1 == "total" { printf "; total %s", $2; exit }
-		on && n < 6 { printf "%s%s %s", (n++ ? ", " : ""), $1, $4 }')
-	[[ -n $serl_gone ]] || row "train 0.5B$shape_note op profile" "$status" "$secs" "$(res "$status" "$why" "${figs:-?}")"
 fi
 [[ -z $notrun ]] || row "not run" SKIP 0 "the time budget (BUDGET=${BUDGET}s) had too little left for:$notrun"
 
