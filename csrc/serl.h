@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define SERL_ABI_VERSION 3
+#define SERL_ABI_VERSION 4
 
 #if defined(_WIN32)
 #define SERL_API __declspec(dllexport)
@@ -321,7 +321,9 @@ typedef struct {
 } serl_swiglu_fwd_args;
 SERL_API int32_t serl_swiglu_fwd(void *ctx, const serl_swiglu_fwd_args *a);
 
-/* dgate += dout · up · silu'(gate), dup += dout · silu(gate). */
+/* dgate = dout · up · silu'(gate), dup = dout · silu(gate): written, not accumulated (since ABI 4), as
+ * their only producer is this op; the old contents are never read, so a training step needs no memset
+ * of the two [tokens, intermediate] tensors and no pass reading them back. */
 typedef struct {
     uint32_t size;
     int32_t gate_dtype, up_dtype, dout_dtype, dgate_dtype, dup_dtype;

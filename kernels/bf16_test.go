@@ -470,12 +470,11 @@ func testElementwiseBF16(t *testing.T, h *harness) {
 		requireBF16Rule(t, fmt.Sprintf("swiglu_fwd bf16 n=%d", n), h.getAny(sw), want, ref.RoundedBF16(naive), BF16)
 
 		dout, dh := h.upload(BF16, h.randn(n, 1))
-		dg, dgh := h.upload(BF16, h.randn(n, 1))
-		du, duh := h.upload(BF16, h.randn(n, 1))
+		dg, du := h.poisonedAs(BF16, n), h.poisonedAs(BF16, n) // written, not accumulated
 		require.NoError(t, h.d.SwiGLUBwd(dg, du, g, y, dout))
-		wg, wu := f64(dgh), f64(duh)
+		wg, wu := make([]float64, n), make([]float64, n)
 		ref.SwiGLUBwd(wg, wu, f64(gh), f64(yh), f64(dh))
-		ng, nu := append([]float32(nil), dgh...), append([]float32(nil), duh...)
+		ng, nu := make([]float32, n), make([]float32, n)
 		ref.SwiGLUBwd(ng, nu, gh, yh, dh)
 		requireBF16Rule(t, fmt.Sprintf("swiglu_bwd bf16 dgate n=%d", n), h.getAny(dg), wg, ref.RoundedBF16(ng), BF16)
 		requireBF16Rule(t, fmt.Sprintf("swiglu_bwd bf16 dup n=%d", n), h.getAny(du), wu, ref.RoundedBF16(nu), BF16)

@@ -369,7 +369,7 @@ func BenchmarkCUDAOps(b *testing.B) {
 	run("logprob_bwd", 4*C*V, func() error { return d.LogProbBwd(logits, logits, tg, lse, coef, 1, true) })
 	gate, up, out, dg, du := alloc(BF16, T, I), alloc(BF16, T, I), alloc(BF16, T, I), alloc(BF16, T, I), alloc(BF16, T, I)
 	run("swiglu_fwd", 6*T*I, func() error { return d.SwiGLUFwd(out, gate, up) })
-	run("swiglu_bwd", 14*T*I, func() error { return d.SwiGLUBwd(dg, du, gate, up, out) })
+	run("swiglu_bwd", 10*T*I, func() error { return d.SwiGLUBwd(dg, du, gate, up, out) })
 	x, y, w, rstd := alloc(BF16, T, H), alloc(BF16, T, H), alloc(F32, H), alloc(F32, T)
 	run("rmsnorm_fwd", 4*T*H, func() error { return d.RMSNormFwd(y, rstd, x, w, 1e-6) })
 	q, pos, inv := alloc(BF16, T, 14, 64), alloc(I32, T), alloc(F32, 32)

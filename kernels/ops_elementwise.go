@@ -71,7 +71,8 @@ func (d *Device) SwiGLUFwd(out, gate, up Tensor) error {
 	return d.run(opSwiGLUFwd, 6*float64(n), float64(gate.dtype.Size()+up.dtype.Size()+out.dtype.Size())*float64(n))
 }
 
-// SwiGLUBwd accumulates dgate += ∂/∂gate and dup += ∂/∂up of Σ dout·silu(gate)·up.
+// SwiGLUBwd writes dgate = ∂/∂gate and dup = ∂/∂up of Σ dout·silu(gate)·up. Unlike the other
+// gradients it does not accumulate: nothing else adds to them, and their old contents are not read.
 func (d *Device) SwiGLUBwd(dgate, dup, gate, up, dout Tensor) error {
 	const op = "swiglu_bwd"
 	n := dout.Len()
@@ -84,7 +85,7 @@ func (d *Device) SwiGLUBwd(dgate, dup, gate, up, dout Tensor) error {
 	a := args[swigluBwdArgs](d)
 	a.n, a.gate, a.up, a.dout, a.dgate, a.dup = int64(n), gate.addr(), up.addr(), dout.addr(), dgate.addr(), dup.addr()
 	a.gateDT, a.upDT, a.doutDT, a.dgateDT, a.dupDT = gate.dtype, up.dtype, dout.dtype, dgate.dtype, dup.dtype
-	by := gate.dtype.Size() + up.dtype.Size() + dout.dtype.Size() + 2*(dgate.dtype.Size()+dup.dtype.Size())
+	by := gate.dtype.Size() + up.dtype.Size() + dout.dtype.Size() + dgate.dtype.Size() + dup.dtype.Size()
 	return d.run(opSwiGLUBwd, 12*float64(n), float64(by)*float64(n))
 }
 

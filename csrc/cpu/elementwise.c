@@ -148,24 +148,22 @@ SERL_API int32_t serl_swiglu_fwd(void *ctxp, const serl_swiglu_fwd_args *a) {
     return SERL_OK;
 }
 
-/* d silu(g)/dg = σ(g)·(1 + g·(1 − σ(g))): dgate += dout·u·σ·(1 + g·(1 − σ)), dup += dout·g·σ, over
- * n < 8 lanes or 8, as swiglu_fwd8. */
+/* d silu(g)/dg = σ(g)·(1 + g·(1 − σ(g))): dgate = dout·u·σ·(1 + g·(1 − σ)), dup = dout·g·σ (written,
+ * not accumulated: serl.h), over n < 8 lanes or 8, as swiglu_fwd8. */
 static inline void swiglu_bwd8(const float *gate, const float *up, const float *dout, float *dgate, float *dup, int n) {
-    __m256 g, u, d, dg, du;
+    __m256 g, u, d;
     float t[5][8] = {{0}};
     if (n == 8) {
         g = _mm256_loadu_ps(gate), u = _mm256_loadu_ps(up), d = _mm256_loadu_ps(dout);
-        dg = _mm256_loadu_ps(dgate), du = _mm256_loadu_ps(dup);
     } else {
         const size_t b = sizeof(float) * (size_t)n;
-        memcpy(t[0], gate, b), memcpy(t[1], up, b), memcpy(t[2], dout, b), memcpy(t[3], dgate, b), memcpy(t[4], dup, b);
+        memcpy(t[0], gate, b), memcpy(t[1], up, b), memcpy(t[2], dout, b);
         g = _mm256_loadu_ps(t[0]), u = _mm256_loadu_ps(t[1]), d = _mm256_loadu_ps(t[2]);
-        dg = _mm256_loadu_ps(t[3]), du = _mm256_loadu_ps(t[4]);
     }
     const __m256 one = _mm256_set1_ps(1.0f), s = sigmoid8(g);
     const __m256 slope = _mm256_mul_ps(s, _mm256_add_ps(one, _mm256_mul_ps(g, _mm256_sub_ps(one, s))));
-    dg = _mm256_add_ps(dg, _mm256_mul_ps(_mm256_mul_ps(d, u), slope));
-    du = _mm256_add_ps(du, _mm256_mul_ps(_mm256_mul_ps(d, g), s));
+    const __m256 dg = _mm256_mul_ps(_mm256_mul_ps(d, u), slope);
+    const __m256 du = _mm256_mul_ps(_mm256_mul_ps(d, g), s);
     if (n == 8) {
         _mm256_storeu_ps(dgate, dg), _mm256_storeu_ps(dup, du);
     } else {
@@ -185,7 +183,7 @@ static void swiglu_bwd_task(void *arg, int64_t i, int w) {
         int64_t n = hi - k < BLK ? hi - k : BLK;
         const float *gate = view_in(a->gate, a->gate_dtype, k, n, bg), *up = view_in(a->up, a->up_dtype, k, n, bu);
         const float *dout = view_in(a->dout, a->dout_dtype, k, n, bd);
-        float *dgate = view_out(a->dgate, a->dgate_dtype, k, n, bdg, 1), *dup = view_out(a->dup, a->dup_dtype, k, n, bdu, 1);
+        float *dgate = view_out(a->dgate, a->dgate_dtype, k, n, bdg, 0), *dup = view_out(a->dup, a->dup_dtype, k, n, bdu, 0);
         for (int64_t e = 0; e < n; e += 8)
             swiglu_bwd8(gate + e, up + e, dout + e, dgate + e, dup + e, n - e < 8 ? (int)(n - e) : 8);
         out_done(a->dgate, a->dgate_dtype, k, n, bdg);

@@ -17,16 +17,16 @@ __global__ void scale_kernel(const void *x, int xbf, void *out, int obf, float a
     GRID_STRIDE(i, n) st(out, obf, i, alpha * ld(x, xbf, i));
 }
 
-/* out = silu(g)·u, and the backward's dgate += d·u·σ(g)·(1 + g·(1 − σ(g))), dup += d·g·σ(g): one
- * definition for the element-by-element kernels and the bf16 vector ones, every step rounded as written
- * (no contraction the compiler might choose differently where each is inlined), so both give the same
- * bits. */
+/* out = silu(g)·u, and the backward's dgate = d·u·σ(g)·(1 + g·(1 − σ(g))), dup = d·g·σ(g) (written, not
+ * accumulated: serl.h): one definition for the element-by-element kernels and the bf16 vector ones,
+ * every step rounded as written (no contraction the compiler might choose differently where each is
+ * inlined), so both give the same bits. */
 __device__ __forceinline__ float swiglu_f(float g, float u) { return __fmul_rn(__fmul_rn(g, sigmoidf_(g)), u); }
 __device__ __forceinline__ void swiglu_b(float g, float u, float d, float *dg, float *du) {
     const float s = sigmoidf_(g);
     const float ds = __fadd_rn(1.0f, __fmul_rn(g, __fsub_rn(1.0f, s)));
-    *dg = __fadd_rn(*dg, __fmul_rn(__fmul_rn(__fmul_rn(d, u), s), ds));
-    *du = __fadd_rn(*du, __fmul_rn(__fmul_rn(d, g), s));
+    *dg = __fmul_rn(__fmul_rn(__fmul_rn(d, u), s), ds);
+    *du = __fmul_rn(__fmul_rn(d, g), s);
 }
 
 __global__ void swiglu_fwd_kernel(const void *gate, int gbf, const void *up, int ubf, void *out, int obf, int64_t n) {
@@ -36,7 +36,7 @@ __global__ void swiglu_fwd_kernel(const void *gate, int gbf, const void *up, int
 __global__ void swiglu_bwd_kernel(const void *gate, int gbf, const void *up, int ubf, const void *dout, int dbf,
                                   void *dgate, int dgbf, void *dup, int dubf, int64_t n) {
     GRID_STRIDE(i, n) {
-        float vg = ld(dgate, dgbf, i), vu = ld(dup, dubf, i);
+        float vg, vu;
         swiglu_b(ld(gate, gbf, i), ld(up, ubf, i), ld(dout, dbf, i), &vg, &vu);
         st(dgate, dgbf, i, vg);
         st(dup, dubf, i, vu);
@@ -64,8 +64,6 @@ __global__ void swiglu_bwd_bf16x8(const uint4 *gate, const uint4 *up, const uint
         bf16x8_unpack(gate[i], g);
         bf16x8_unpack(up[i], u);
         bf16x8_unpack(dout[i], d);
-        bf16x8_unpack(dgate[i], vg);
-        bf16x8_unpack(dup[i], vu);
 #pragma unroll
         for (int k = 0; k < 8; k++) swiglu_b(g[k], u[k], d[k], &vg[k], &vu[k]);
         dgate[i] = bf16x8_pack(vg);

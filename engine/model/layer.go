@@ -80,8 +80,7 @@ func (m *Model) layerBackward(a *Activations, g tensors, gl [][7]loraPair, l int
 	// MLP: out = xmid + act·Wdᵀ; the residual passes dx through unchanged.
 	p.linearBackward(dact, gw.wd, gw.bd, dx, rows(s.act, T), w.wd, false)
 	lora(6, dact, dx, rows(s.act, T))
-	p.zero(dgate, dup)
-	p.swigluBackward(dgate, dup, rows(s.gate, T), rows(s.up, T), dact)
+	p.swigluBackward(dgate, dup, rows(s.gate, T), rows(s.up, T), dact) // writes both: no zeroing first
 	p.linearBackward(dln, gw.wg, gw.bg, dgate, ln2, w.wg, false)
 	lora(4, dln, dgate, ln2)
 	p.linearBackward(dln, gw.wu, gw.bu, dup, ln2, w.wu, true)

@@ -26,13 +26,13 @@ func SwiGLUFwd[T Float](out, gate, up []T) {
 	}
 }
 
-// SwiGLUBwd: dgate += dout·up·silu'(gate), dup += dout·silu(gate).
+// SwiGLUBwd: dgate = dout·up·silu'(gate), dup = dout·silu(gate) (written, not accumulated).
 func SwiGLUBwd[T Float](dgate, dup, gate, up, dout []T) {
 	for i := range dout {
 		g, u, d := float64(gate[i]), float64(up[i]), float64(dout[i])
 		s := sigmoid(g)
-		dgate[i] += T(d * u * s * (1 + g*(1-s)))
-		dup[i] += T(d * g * s)
+		dgate[i] = T(d * u * s * (1 + g*(1-s)))
+		dup[i] = T(d * g * s)
 	}
 }
 
