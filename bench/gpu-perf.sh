@@ -17,8 +17,9 @@
 #   decode256    decoding, 0.5B shape, 256 prompts × 1 sample, 64-token prompts, 256 new tokens sampled at
 #                temperature 1: serl bench --mode decode against transformers' generate (bench/hf_generate.py)
 #   profile0.5B  serl's per-op table of a 0.5B training step (--op-profile: each op synchronised): the
-#                top ops' shares in the row, the table in the log; right after the acceptance figures, since
-#                it is what tuning toward them reads
+#                top ops' shares in the row, the four dearest matrix products by shape (M×N×K) with their
+#                TFLOP/s in another, the tables in the log; right after the acceptance figures, since it is
+#                what tuning toward them reads
 #   compile0.5B  torch.compile of the same model on the 0.5B shape (its first compile is most of its time)
 #   train1.5B    training, 1.5B shape, 8 × 1024 tokens: serl against PyTorch eager
 #   decode16     decoding, 16 prompts × 16 samples (they share the prompt's KV blocks), as decode256
@@ -292,6 +293,10 @@ if [[ -z $serl_off ]] && unit profile0.5B 30; then
 		on && $1 == "total" { printf "; total %s", $2; exit }
 		on && n < 6 { printf "%s%s %s", (n++ ? ", " : ""), $1, $4 }')
 	[[ -n $serl_gone ]] || row "train 0.5B$shape_note op profile" "$status" "$secs" "$(res "$status" "$why" "${figs:-?}")"
+	# the four dearest products by shape (the table's columns are two or more spaces apart), as TFLOP/s
+	figs=$(sed -n '/=== serl train 0.5B op-profile: /,$p' "$log" | awk -F '  +' '$2 ~ /^matmul shape/ { on = 1; next }
+		on && NF >= 7 && n < 4 { printf "%s%s %s %.3g TFLOP/s", (n++ ? ", " : ""), $2, $5, $6 / 1000 } n == 4 { exit }')
+	[[ -n $serl_gone || $status != ok ]] || row "train 0.5B$shape_note matmul shapes" "$status" "$secs" "${figs:-?}"
 fi
 if unit compile0.5B 110; then compile 0.5B; fi
 if unit train1.5B 60; then train 1.5B; fi

@@ -1,6 +1,7 @@
 # Sourced by the GPU routines (bench/gpu.sh, bench/gpu-perf.sh) from the repository root, with the
 # archive bench/gpu-prepare.sh built as $1: unpacks it into a temporary $work (removed on exit) and sets
-# $g (its gpu/ folder: serl, the libraries, the test binaries) and $OUT (the logs, default ./gpu-out).
+# $g (its gpu/ folder: serl, the libraries, the test binaries), SERL_LIB_DIR (its libraries) and $OUT
+# (the logs, default ./gpu-out).
 root=$(pwd)
 bundle=${1:-build/gpu.tar.gz}
 OUT=${OUT:-$root/gpu-out}
@@ -9,6 +10,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 tar -C "$work" -xzf "$bundle" || { echo "$0: cannot unpack $bundle (run bench/gpu-prepare.sh first)" >&2; exit 1; }
 g=$work/gpu
+# the libraries built with the archive's serl and tests, not whatever a build/ beside them holds (a dry
+# run here from an archive older than the tree would otherwise load a library of another ABI)
+export SERL_LIB_DIR=$g/lib
 
 # guarded LIMIT CMD...: timeout --kill-after=10 LIMIT CMD..., its exit status, with the machine's memory
 # watched: once its available memory falls under HOST_FLOOR_MB (default a sixteenth of it) the command's

@@ -61,7 +61,7 @@ if [[ $STEPS != all ]]; then # a misspelt step would otherwise just not run
 	done
 fi
 . bench/gpu-unpack.sh
-export SERL_LIB_DIR=$g/lib PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1
 DEVICE=${DEVICE:-cuda}
 testshort=()
 if [[ $DEVICE == emu ]]; then

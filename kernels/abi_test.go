@@ -174,6 +174,53 @@ func TestProfileTable(t *testing.T) {
 	require.NoError(t, d.WriteProfile(&b))
 	require.Contains(t, b.String(), "GFLOP/s")
 	require.Contains(t, b.String(), "scale")
+	require.NotContains(t, b.String(), "matmul shape", "no products, no by-shape table")
+}
+
+// The profile splits matrix products by shape (transposes, accumulation and dtypes included), and the
+// table lists the dearest profileShapeRows of them and sums the rest in one row.
+func TestProfileMatMulShapes(t *testing.T) {
+	d, err := Open("cpu", 1)
+	require.NoError(t, err)
+	defer d.Close()
+	mm := func(m, n, k int, tb bool, beta float32, c DType) {
+		t.Helper()
+		bShape := []int{k, n}
+		if tb {
+			bShape = []int{n, k}
+		}
+		A, B, C := d.MustAlloc(F32, m, k), d.MustAlloc(F32, bShape...), d.MustAlloc(c, m, n)
+		defer func() { d.Free(A); d.Free(B); d.Free(C) }()
+		require.NoError(t, d.MatMul(MatMul{A: A, B: B, C: C, TransB: tb, Alpha: 1, Beta: beta}))
+	}
+	d.SetProfiling(true)
+	for i := 0; i < 3; i++ {
+		mm(64, 32, 16, true, 0, F32)
+	}
+	mm(64, 32, 16, true, 1, F32) // accumulating: another row
+	mm(8, 4, 2, false, 0, BF16)  // f32·f32→bf16
+	for n := 1; n <= profileShapeRows; n++ {
+		mm(1, n, 1, false, 0, F32)
+	}
+	shapes := d.MatMulShapes()
+	require.Len(t, shapes, 3+profileShapeRows)
+	calls := map[string]int64{}
+	for _, s := range shapes {
+		calls[s.Op] = s.Calls
+	}
+	require.Equal(t, int64(3), calls["64×32×16 A·Bᵀ f32"])
+	require.Equal(t, int64(1), calls["64×32×16 A·Bᵀ +C f32"])
+	require.Equal(t, int64(1), calls["8×4×2 A·B f32·f32→bf16"])
+	require.Equal(t, int64(1), calls["1×12×1 A·B f32"])
+	require.Equal(t, "14× 1024×1024×64 Aᵀ·B +C bf16", matmulShape{1024, 1024, 64, 14, true, false, true, BF16, BF16, BF16}.String())
+	var b strings.Builder
+	require.NoError(t, d.WriteProfile(&b))
+	out := b.String()
+	require.Contains(t, out, "matmul shape (M×N×K)")
+	require.Contains(t, out, "64×32×16 A·Bᵀ f32")
+	require.Contains(t, out, "3 more shapes")
+	d.SetProfiling(true) // a new profile starts empty
+	require.Empty(t, d.MatMulShapes())
 }
 
 // Every op of serl.h is exported by every backend under test: a backend missing one fails here, not

@@ -155,6 +155,9 @@ func (d *Device) matmul(op string, A, B, C Tensor, ta, tb bool, m, n, k, lda, ld
 	a.strideA, a.strideB, a.strideC = int64(sa), int64(sb), int64(sc)
 	a.a, a.b, a.c = A.addr(), B.addr(), C.addr()
 	a.aDT, a.bDT, a.cDT = A.dtype, B.dtype, C.dtype
+	if d.prof != nil {
+		d.prof.pending = matmulShape{int32(m), int32(n), int32(k), int32(batch), ta, tb, beta != 0, A.dtype, B.dtype, C.dtype}
+	}
 	fb, fm, fn, fk := float64(batch), float64(m), float64(n), float64(k)
 	ea, eb, ec := float64(A.dtype.Size()), float64(B.dtype.Size()), float64(C.dtype.Size())
 	return d.run(opMatMul, 2*fm*fn*fk*fb, fb*(ea*fm*fk+eb*fk*fn+2*ec*fm*fn))

@@ -47,7 +47,7 @@ func (f *deviceFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.precision, "precision", "f32", "f32 (float32 everywhere) or bf16 (float32 master weights, gradients and optimizer; bf16 weight copy, activations and KV cache)")
 	fs.StringVar(&f.prof, "profile", "", "write a Go profile: cpu, mem or trace")
 	fs.StringVar(&f.profDir, "profile-dir", ".", "directory for --profile output")
-	fs.BoolVar(&f.opTable, "op-profile", false, "print a per-native-op time/FLOP table at the end")
+	fs.BoolVar(&f.opTable, "op-profile", false, "print a per-native-op time/FLOP table at the end, and the matrix products by shape")
 }
 
 // prec is the --precision value.
