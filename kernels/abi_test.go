@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -221,6 +222,13 @@ func TestProfileMatMulShapes(t *testing.T) {
 	require.Contains(t, out, "3 more shapes")
 	d.SetProfiling(true) // a new profile starts empty
 	require.Empty(t, d.MatMulShapes())
+	for n := 1; n <= profileShapeRows+1; n++ { // one past the rows: that shape gets its own row
+		mm(1, n, 1, false, 0, F32)
+	}
+	b.Reset()
+	require.NoError(t, d.WriteProfile(&b))
+	require.Contains(t, b.String(), fmt.Sprintf("1×%d×1 A·B f32", profileShapeRows+1))
+	require.NotContains(t, b.String(), "more shape")
 }
 
 // Every op of serl.h is exported by every backend under test: a backend missing one fails here, not

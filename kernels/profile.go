@@ -178,9 +178,13 @@ func (d *Device) WriteProfile(w io.Writer) error {
 		return nil
 	}
 	fmt.Fprintf(tw, "matmul shape (M×N×K)\tcalls\ttime\tshare\tGFLOP/s\tGB/s\t\n")
+	shown := profileShapeRows
+	if len(shapes) == shown+1 {
+		shown++ // one row either way: the shape itself
+	}
 	var rest OpStats
 	for i, s := range shapes {
-		if i < profileShapeRows {
+		if i < shown {
 			row(s)
 			continue
 		}
@@ -189,7 +193,7 @@ func (d *Device) WriteProfile(w io.Writer) error {
 		rest.FLOPs += s.FLOPs
 		rest.Bytes += s.Bytes
 	}
-	if n := len(shapes) - profileShapeRows; n > 0 {
+	if n := len(shapes) - shown; n > 0 {
 		rest.Op = fmt.Sprintf("%d more shapes", n)
 		row(rest)
 	}
