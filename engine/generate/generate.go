@@ -133,6 +133,9 @@ type decodeState struct {
 	forceUpload bool
 	// exactRows decodes each batch at its own row count, without padding (tests compare the two)
 	exactRows bool
+	// padToken is the token padding rows start from (0; tests vary it: no padding row may reach a
+	// sequence's draws)
+	padToken int32
 }
 
 // group is a run of rows [lo, hi) that share their stop set: one sample call.
@@ -733,7 +736,7 @@ func (e *Engine) uploadBatch(active []*seq, B int, in model.DecodeInputs) error 
 	}
 	for r := S; r < B; r++ {
 		sp.setRow(r, &padParams, 0, -1)
-		dec.toks[r], dec.pos[r] = 0, -1
+		dec.toks[r], dec.pos[r] = dec.padToken, -1
 		row := dec.table[r*mb : (r+1)*mb]
 		for i := range row {
 			row[i] = e.padBlocks[r-S]

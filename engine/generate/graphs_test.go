@@ -266,6 +266,35 @@ func TestPaddingMatchesExactRows(t *testing.T) {
 	}
 }
 
+// What padding rows hold never reaches a sequence: padded batches whose padding rows decode other tokens
+// give the same bits, with graphs and without. Unlike TestPaddingMatchesExactRows's comparison with
+// exact row counts, this holds on any device whatever kernel its matrix library picks per row count:
+// the two runs issue the same products at the same shapes and differ only in the padding rows' values.
+func TestPaddingRowsReachNoSequence(t *testing.T) {
+	for _, name := range []string{"llama_f32", "qwen2_bf16"} {
+		t.Run(name, func(t *testing.T) {
+			m := loadFixture(t, name)
+			reqs := graphRequests(m.Config.Vocab)
+			cfg := small
+			cfg.MaxBatch = 20
+			run := func(padToken int32, graphs bool) [][]Sample {
+				e := newEngine(t, m, cfg)
+				e.dec.padToken = padToken
+				e.SetGraphs(graphs)
+				out, err := e.Generate(reqs, nil, nil)
+				require.NoError(t, err)
+				require.Positive(t, e.Stats().PaddingRows, "some batches were padded")
+				return out
+			}
+			want := run(0, false)
+			for _, pad := range []int32{int32(m.Config.Vocab) - 1, 7} {
+				require.Equal(t, want, run(pad, false), "padding rows from token %d", pad)
+				require.Equal(t, want, run(pad, true), "padding rows from token %d, graphs", pad)
+			}
+		})
+	}
+}
+
 // A rollout's tail, its batch shrinking as samples finish one after another, runs as graphs: one per
 // bucket it passes through, not one per row count. A shape's first step runs its ops (the warm-up), so
 // the first Generate call captures the buckets that last two steps or more; the second call captures
