@@ -14,7 +14,8 @@
 #                and the head's fused gradient (dlogits in the forward) giving the recomputed one's bits
 #   generate     engine/generate's tests on the device (log: 3-fixtures.log): continuous batching, the
 #                decode state advanced on the device, captured decode steps against their ops issued one
-#                by one, batches padded to their bucket against exact ones, the transfers of each step
+#                by one, batches padded to their bucket against exact ones (and padding rows reaching no
+#                sequence, which holds whatever kernel cuBLAS picks per row count), the transfers of each step
 #   selfplay     engine/selfplay's tests on the device (log: 3-fixtures.log): every mode and algorithm, and
 #                resumes reproducing the next step bit for bit in f32, bf16 and with LoRA
 #   train        a short serl train --device cuda on the built-in model (FULL=1: the default run, which
