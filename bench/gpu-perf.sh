@@ -305,7 +305,7 @@ if unit compile1.5B 150; then compile 1.5B; fi
 # the memory-bound ops at the 0.5B training shapes, as GB/s of the bytes each must move (kernels'
 # BenchmarkCUDAOps; it skips where no GPU answers, so not in the dry run)
 if [[ $DEVICE == cuda && -z $serl_off ]] && unit ops 20; then
-	(cd kernels && SERL_LIB_DIR=$g/lib SERL_TEST_DEVICES=cuda step "ops" 60 "$g/kernels.test" -test.run '^$' -test.bench CUDAOps -test.benchtime 20x
+	(cd kernels && SERL_TEST_DEVICES=cuda step "ops" 60 "$g/kernels.test" -test.run '^$' -test.bench CUDAOps -test.benchtime 20x
 		printf '%s\n' "$status" "$secs" "$why" >"$work/ops.st")
 	{ read -r status; read -r secs; read -r why; } <"$work/ops.st"
 	[[ $status != FAIL ]] || why=$(grep -A1 -- '--- FAIL: BenchmarkCUDAOps' "$log" | tail -1 | sed 's/^ *//' | cut -c1-200)
@@ -318,7 +318,7 @@ fi
 if [[ $DEVICE == cuda && -z $serl_off ]] && unit attention 45; then
 	declare -A attn_figs
 	for mode in mma cores; do
-		(cd kernels && SERL_LIB_DIR=$g/lib SERL_TEST_DEVICES=cuda SERL_CUDA_ATTN=$mode step "attention ($mode)" 40 "$g/kernels.test" \
+		(cd kernels && SERL_TEST_DEVICES=cuda SERL_CUDA_ATTN=$mode step "attention ($mode)" 40 "$g/kernels.test" \
 			-test.run '^$' -test.bench CUDAAttention -test.benchtime 5x
 			printf '%s\n' "$status" "$secs" "$why" >"$work/attn.st")
 		{ read -r status; read -r secs; read -r why; } <"$work/attn.st"
