@@ -1,18 +1,18 @@
 /* Causal self-attention over packed variable-length sequences, grouped-query heads: forward with online
- * softmax (flash-style, key blocks of ATT_BK) and backward (FlashAttention-2 order: key block outer,
- * query blocks inner).
+ * softmax (flash-style, key blocks of ATT_BK) and backward (query blocks outer, key blocks inner).
  *
  * Every product is one small dense kernel, C (+)= A·B with A read through two strides (so Aᵀ costs
  * nothing) and B row-major with a width that is a multiple of 16: the query heads of one kv head are
  * stacked as the rows of A (rows = tokens × group), so each key/value block read from memory serves
- * the whole group. head_dim is zero-padded to Dp (a multiple of 16) in per-worker scratch, which also
- * makes every row contiguous and aligned. The kernel has an AVX2 body here and an AVX-512 one in
+ * the whole group. head_dim is zero-padded to Dp (a multiple of 16). The keys and values are staged
+ * once per call in float32, transposed where a product reads them as B columns (stage()); queries and
+ * output gradients go through per-worker scratch. The kernel has an AVX2 body here and an AVX-512 one in
  * attention_avx512.c, chosen per call from ctx->simd.
  *
  * Forward tasks are (seq, kv head, query block), costed by their key count and run longest first, so
  * the causal triangle balances over workers. Backward tasks are (seq, kv head): a task owns its dk/dv
  * rows (all query heads of the group write them) and its dq rows, so nothing races and nothing needs a
- * reduction afterwards. */
+ * reduction afterwards; each gradient sums in float32 scratch and is added to its tensor once. */
 #include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
@@ -163,19 +163,103 @@ static int pad16(int d) { return (d + 15) & ~15; }
 
 static att_gemm_fn pick_gemm(serl_ctx *ctx) { return ctx->simd >= SERL_SIMD_AVX512 ? serl_att_gemm_avx512 : gemm_avx2; }
 
+/* ------------------------------------------------------------------------- staged keys and values */
+
+/* The keys and values of the whole batch in the layouts the products read, float32, made once per call
+ * by all workers (before, each task transposed every key block it visited, which cost as much as its
+ * products):
+ *   kt, vt  [KVH][Dp][tp]  transposed: column j is token j, rows D..Dp zero; tp = T + BK, so a key block
+ *                          read whole past the last token stays inside (its columns are masked)
+ *   kr, vr  [T][KVH][Dp]   rows: the input itself when it is float32 with D = Dp, else a padded copy
+ * Row (j, kvh) of kr is kr + (j·KVH + kvh)·Dp; its stride between tokens is KVH·Dp. */
+typedef struct {
+    float *kt, *vt;
+    const float *kr, *vr;
+    int64_t tp;
+} att_stage;
+
+typedef struct {
+    const void *k, *v;
+    int32_t k_dtype, v_dtype;
+    int T, KVH, D, Dp;
+    att_stage st;
+    float *krw, *vrw; /* the copies behind kr/vr, NULL where the input serves */
+} stage_job;
+
+#define STAGE_TOKENS 64 /* tokens per staging task */
+
+static void stage_task(void *arg, int64_t t, int w) {
+    (void)w;
+    const stage_job *j = arg;
+    const int KVH = j->KVH, D = j->D, Dp = j->Dp;
+    const int64_t tp = j->st.tp, chunks = (tp + STAGE_TOKENS - 1) / STAGE_TOKENS;
+    const int kvh = (int)(t / chunks);
+    const int64_t c0 = t % chunks * STAGE_TOKENS, c1 = c0 + STAGE_TOKENS < tp ? c0 + STAGE_TOKENS : tp;
+    for (int which = 0; which < 2; which++) {
+        float *xt = which ? j->st.vt : j->st.kt, *xr = which ? j->vrw : j->krw;
+        const void *src = which ? j->v : j->k;
+        const int32_t dt = which ? j->v_dtype : j->k_dtype;
+        if (!xt && !xr) continue;
+        for (int64_t jj = c0; jj < c1; jj++) {
+            const int64_t at = jj * KVH + kvh;
+            if (jj >= j->T) { /* the padding columns past the last token */
+                if (xt)
+                    for (int d = 0; d < Dp; d++) xt[((int64_t)kvh * Dp + d) * tp + jj] = 0;
+                continue;
+            }
+            /* the row in float32, padded: the copy, or the input itself (float32 with D = Dp) */
+            const float *row = (const float *)src + at * D;
+            if (xr) {
+                float *dst = xr + at * Dp;
+                serl_load_f32(dst, src, dt, at * D, D);
+                for (int d = D; d < Dp; d++) dst[d] = 0;
+                row = dst;
+            }
+            if (xt)
+                for (int d = 0; d < Dp; d++) xt[((int64_t)kvh * Dp + d) * tp + jj] = row[d];
+        }
+    }
+}
+
+/* Stages what the caller asks for (want_kt, want_vt: the transposes; the rows of both are always
+ * available) in the context's shared scratch. Returns a status. */
+static int32_t stage(serl_ctx *ctx, const char *op, const void *k, int32_t k_dtype, const void *v, int32_t v_dtype, int T,
+                     int KVH, int D, int want_kt, int want_vt, att_stage *out) {
+    const int Dp = pad16(D);
+    stage_job j = {.k = k, .v = v, .k_dtype = k_dtype, .v_dtype = v_dtype, .T = T, .KVH = KVH, .D = D, .Dp = Dp};
+    j.st.tp = (int64_t)T + ATT_BK;
+    const int64_t tsz = (int64_t)KVH * Dp * j.st.tp, rsz = (int64_t)T * KVH * Dp;
+    const int copy_k = k_dtype != SERL_DTYPE_F32 || D != Dp, copy_v = v_dtype != SERL_DTYPE_F32 || D != Dp;
+    const int64_t floats = (want_kt + want_vt) * tsz + (copy_k + copy_v) * rsz;
+    float *p = floats ? serl_scratch_shared(ctx, sizeof(float) * (size_t)floats) : NULL;
+    if (floats && !p) return serl_fail(ctx, SERL_E_NOMEM, "%s: out of memory staging keys and values (%lld bytes)", op,
+                                       (long long)(sizeof(float) * floats));
+    if (want_kt) j.st.kt = p, p += tsz;
+    if (want_vt) j.st.vt = p, p += tsz;
+    if (copy_k) j.krw = p, p += rsz;
+    if (copy_v) j.vrw = p;
+    j.st.kr = copy_k ? j.krw : (const float *)k;
+    j.st.vr = copy_v ? j.vrw : (const float *)v;
+    if (want_kt || want_vt || copy_k || copy_v)
+        serl_parallel(ctx, (int64_t)KVH * ((j.st.tp + STAGE_TOKENS - 1) / STAGE_TOKENS), stage_task, &j);
+    *out = j.st;
+    return SERL_OK;
+}
+
 /* ------------------------------------------------------------------------- forward */
 
 typedef struct {
     const serl_attention_fwd_args *a;
     att_gemm_fn gemm;
     const att_task *tasks;
+    att_stage st;
     int G, Dp, rmax;
     float *scratch[SERL_MAX_THREADS];
 } fwd_job;
 
 static size_t fwd_scratch_floats(int rmax, int Dp) {
-    /* Qs, O: rmax×Dp; S: rmax×BK; Kt: Dp×BK; Vb: BK×Dp; m: rmax; l: rmax doubles */
-    return (size_t)2 * rmax * Dp + (size_t)rmax * ATT_BK + (size_t)2 * Dp * ATT_BK + (size_t)rmax * 3 + 64;
+    /* Qs, O: rmax×Dp; S: rmax×BK; m: rmax; l: rmax doubles */
+    return (size_t)2 * rmax * Dp + (size_t)rmax * ATT_BK + (size_t)rmax * 3 + 64;
 }
 
 static void fwd_task(void *arg, int64_t t, int w) {
@@ -185,9 +269,11 @@ static void fwd_task(void *arg, int64_t t, int w) {
     const int G = j->G, D = a->head_dim, Dp = j->Dp, H = a->n_heads, KVH = a->n_kv_heads, BK = ATT_BK;
     const int s0 = a->cu_seqlens[tk.seq], i0 = tk.i0, i1 = tk.i1, kvh = tk.kvh, R = (i1 - i0) * G;
     const float scale = a->scale;
+    const float *kt = j->st.kt + (int64_t)kvh * Dp * j->st.tp;
+    const int64_t ldr = (int64_t)KVH * Dp;
 
     float *Qs = j->scratch[w], *O = Qs + (size_t)j->rmax * Dp, *S = O + (size_t)j->rmax * Dp;
-    float *Kt = S + (size_t)j->rmax * BK, *Vb = Kt + (size_t)Dp * BK, *mrow = Vb + (size_t)BK * Dp;
+    float *mrow = S + (size_t)j->rmax * BK;
     double *lrow = (double *)(((uintptr_t)(mrow + j->rmax) + 7) & ~(uintptr_t)7);
 
     /* rows r = (i − i0)·G + g, query head kvh·G + g; the scale is folded into the queries */
@@ -202,21 +288,10 @@ static void fwd_task(void *arg, int64_t t, int w) {
     }
     memset(O, 0, sizeof(float) * (size_t)R * Dp);
     for (int r = 0; r < R; r++) mrow[r] = -INFINITY, lrow[r] = 0;
-    if (Dp > D) memset(Kt + (size_t)D * BK, 0, sizeof(float) * (size_t)(Dp - D) * BK);
 
     for (int j0 = s0; j0 < i1; j0 += BK) {
         const int nk = i1 - j0 < BK ? i1 - j0 : BK;
-        for (int jj = 0; jj < nk; jj++) {
-            const int64_t row = ((int64_t)(j0 + jj) * KVH + kvh) * D;
-            float *vb = Vb + (size_t)jj * Dp;
-            for (int d = 0; d < D; d++) Kt[(size_t)d * BK + jj] = serl_ld(a->k, a->k_dtype, row + d);
-            serl_load_f32(vb, a->v, a->v_dtype, row, D);
-            for (int d = D; d < Dp; d++) vb[d] = 0;
-        }
-        if (nk < BK)
-            for (int d = 0; d < D; d++) memset(Kt + (size_t)d * BK + nk, 0, sizeof(float) * (size_t)(BK - nk));
-
-        j->gemm(R, BK, Dp, Qs, Dp, 1, Kt, BK, S, BK, 1);
+        j->gemm(R, BK, Dp, Qs, Dp, 1, kt + j0, j->st.tp, S, BK, 1);
 
         for (int r = 0; r < R; r++) {
             float *row = S + (size_t)r * BK;
@@ -240,7 +315,7 @@ static void fwd_task(void *arg, int64_t t, int w) {
             mrow[r] = mnew;
         }
 
-        j->gemm(R, Dp, nk, S, BK, 1, Vb, Dp, O, Dp, 0);
+        j->gemm(R, Dp, nk, S, BK, 1, j->st.vr + ((int64_t)j0 * KVH + kvh) * Dp, ldr, O, Dp, 0);
     }
 
     for (int i = i0; i < i1; i++) {
@@ -278,6 +353,9 @@ SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_fwd_args *a
 
     const int G = a->n_heads / a->n_kv_heads, Dp = pad16(a->head_dim), bq = query_block(G);
     fwd_job j = {.a = a, .gemm = pick_gemm(ctx), .G = G, .Dp = Dp, .rmax = bq * G};
+    if ((st = stage(ctx, "attention_fwd", a->k, a->k_dtype, a->v, a->v_dtype, a->n_tokens, a->n_kv_heads, a->head_dim, 1, 0,
+                    &j.st)))
+        return st;
     size_t per = sizeof(float) * fwd_scratch_floats(j.rmax, Dp);
     per = (per + 63) & ~(size_t)63;
     int64_t max_tasks = ((int64_t)a->n_tokens / bq + a->n_seqs) * a->n_kv_heads;
@@ -295,18 +373,46 @@ SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_fwd_args *a
 
 /* ------------------------------------------------------------------------- backward */
 
+/* Σ_d x[d]·y[d] for d < n, in double. */
+static double dot_f64(const float *x, const float *y, int n) {
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    int d = 0;
+    for (; d + 8 <= n; d += 8) {
+        __m256 a = _mm256_loadu_ps(x + d), b = _mm256_loadu_ps(y + d);
+        s0 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(a)), _mm256_cvtps_pd(_mm256_castps256_ps128(b)), s0);
+        s1 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(b, 1)), s1);
+    }
+    __m256d s = _mm256_add_pd(s0, s1);
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+    double sum = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+    for (; d < n; d++) sum += (double)x[d] * y[d];
+    return sum;
+}
+
+/* Elements [off, off+D) of dst (dtype dt) += alpha·src, each rounded once; tmp holds D floats. */
+static void add_row(void *dst, int32_t dt, int64_t off, const float *src, float alpha, int D, float *tmp) {
+    float *x = dt == SERL_DTYPE_F32 ? (float *)dst + off : tmp;
+    if (x == tmp) serl_load_f32(tmp, dst, dt, off, D);
+    for (int d = 0; d < D; d++) x[d] += alpha * src[d];
+    if (x == tmp) serl_store_f32(dst, dt, off, tmp, D);
+}
+
+/* A task is (seq, kv head): query blocks outer, key blocks inner. A query block's dQ stays in float32
+ * scratch across its key blocks and is added to dq once; the task's dK and dV (its sequence's keys)
+ * stay in float32 scratch across all query blocks and are added to dk and dv once: a bf16 gradient is
+ * rounded once, as on the GPU, not once per block. */
 typedef struct {
     const serl_attention_bwd_args *a;
     att_gemm_fn gemm;
     const att_task *tasks;
+    att_stage st;
     int G, Dp, bq, rmax, max_len;
     float *scratch[SERL_MAX_THREADS];
 } bwd_job;
 
-static size_t bwd_scratch_floats(int rmax, int Dp, int max_len, int G) {
-    /* Kt, Vt: Dp×BK; Kb, dK, dV: BK×Dp; Qs, dO, dQ: rmax×Dp; P, dS: rmax×BK; lse: rmax; Di: max_len×G */
-    return (size_t)2 * Dp * ATT_BK + (size_t)3 * ATT_BK * Dp + (size_t)3 * rmax * Dp + (size_t)2 * rmax * ATT_BK +
-           (size_t)rmax + (size_t)max_len * G + 64;
+static size_t bwd_scratch_floats(int rmax, int Dp, int max_len) {
+    /* Qs, dO, dQ: rmax×Dp; P, dS: rmax×BK; lse, Di: rmax; dK, dV: max_len×Dp; one row: Dp */
+    return (size_t)3 * rmax * Dp + (size_t)2 * rmax * ATT_BK + (size_t)2 * rmax + (size_t)2 * max_len * Dp + Dp + 64;
 }
 
 static void bwd_task(void *arg, int64_t t, int w) {
@@ -314,65 +420,40 @@ static void bwd_task(void *arg, int64_t t, int w) {
     const serl_attention_bwd_args *a = j->a;
     const att_task tk = j->tasks[t];
     const int G = j->G, D = a->head_dim, Dp = j->Dp, H = a->n_heads, KVH = a->n_kv_heads, BK = ATT_BK, bq = j->bq;
-    const int s0 = a->cu_seqlens[tk.seq], s1 = a->cu_seqlens[tk.seq + 1], kvh = tk.kvh;
+    const int s0 = a->cu_seqlens[tk.seq], s1 = a->cu_seqlens[tk.seq + 1], kvh = tk.kvh, len = s1 - s0;
     const float scale = a->scale;
+    const int64_t tp = j->st.tp, ldr = (int64_t)KVH * Dp;
+    const float *kt = j->st.kt + (int64_t)kvh * Dp * tp, *vt = j->st.vt + (int64_t)kvh * Dp * tp;
 
-    float *Kt = j->scratch[w], *Vt = Kt + (size_t)Dp * BK, *Kb = Vt + (size_t)Dp * BK;
-    float *dK = Kb + (size_t)BK * Dp, *dV = dK + (size_t)BK * Dp, *Qs = dV + (size_t)BK * Dp;
-    float *dO = Qs + (size_t)j->rmax * Dp, *dQ = dO + (size_t)j->rmax * Dp, *P = dQ + (size_t)j->rmax * Dp;
-    float *dS = P + (size_t)j->rmax * BK, *lse = dS + (size_t)j->rmax * BK, *Di = lse + j->rmax;
+    float *Qs = j->scratch[w], *dO = Qs + (size_t)j->rmax * Dp, *dQ = dO + (size_t)j->rmax * Dp;
+    float *P = dQ + (size_t)j->rmax * Dp, *dS = P + (size_t)j->rmax * BK, *lse = dS + (size_t)j->rmax * BK;
+    float *Di = lse + j->rmax, *dK = Di + j->rmax, *dV = dK + (size_t)j->max_len * Dp, *tmp = dV + (size_t)j->max_len * Dp;
+    memset(dK, 0, sizeof(float) * (size_t)len * Dp);
+    memset(dV, 0, sizeof(float) * (size_t)len * Dp);
 
-    /* Di = Σ_d dout·out per (token, head) of this group, once per task */
-    for (int i = s0; i < s1; i++)
-        for (int g = 0; g < G; g++) {
-            const int64_t row = ((int64_t)i * H + kvh * G + g) * D;
-            double s = 0;
-            for (int d = 0; d < D; d++)
-                s += (double)serl_ld(a->out, a->out_dtype, row + d) * serl_ld(a->dout, a->dout_dtype, row + d);
-            Di[(size_t)(i - s0) * G + g] = (float)s;
-        }
-    if (Dp > D) {
-        memset(Kt + (size_t)D * BK, 0, sizeof(float) * (size_t)(Dp - D) * BK);
-        memset(Vt + (size_t)D * BK, 0, sizeof(float) * (size_t)(Dp - D) * BK);
-    }
-
-    for (int j0 = s0; j0 < s1; j0 += BK) {
-        const int nk = s1 - j0 < BK ? s1 - j0 : BK;
-        for (int jj = 0; jj < nk; jj++) {
-            const int64_t row = ((int64_t)(j0 + jj) * KVH + kvh) * D;
-            float *kb = Kb + (size_t)jj * Dp;
-            serl_load_f32(kb, a->k, a->k_dtype, row, D);
-            for (int d = 0; d < D; d++) {
-                Kt[(size_t)d * BK + jj] = kb[d];
-                Vt[(size_t)d * BK + jj] = serl_ld(a->v, a->v_dtype, row + d);
+    for (int i0 = s0; i0 < s1; i0 += bq) {
+        const int i1 = i0 + bq < s1 ? i0 + bq : s1, R = (i1 - i0) * G;
+        /* rows r = (i − i0)·G + g: scale·q, dout, lse and Di = Σ_d dout·out */
+        for (int i = i0; i < i1; i++)
+            for (int g = 0; g < G; g++) {
+                const int r = (i - i0) * G + g;
+                const int64_t off = ((int64_t)i * H + kvh * G + g) * D;
+                float *qs = Qs + (size_t)r * Dp, *go = dO + (size_t)r * Dp;
+                serl_load_f32(qs, a->q, a->q_dtype, off, D);
+                for (int d = 0; d < D; d++) qs[d] *= scale;
+                serl_load_f32(go, a->dout, a->dout_dtype, off, D);
+                for (int d = D; d < Dp; d++) qs[d] = go[d] = 0;
+                serl_load_f32(tmp, a->out, a->out_dtype, off, D);
+                Di[r] = (float)dot_f64(tmp, go, D);
+                lse[r] = a->lse[(int64_t)i * H + kvh * G + g];
             }
-            for (int d = D; d < Dp; d++) kb[d] = 0;
-        }
-        if (nk < BK)
-            for (int d = 0; d < D; d++) {
-                memset(Kt + (size_t)d * BK + nk, 0, sizeof(float) * (size_t)(BK - nk));
-                memset(Vt + (size_t)d * BK + nk, 0, sizeof(float) * (size_t)(BK - nk));
-            }
-        memset(dK, 0, sizeof(float) * (size_t)nk * Dp);
-        memset(dV, 0, sizeof(float) * (size_t)nk * Dp);
+        memset(dQ, 0, sizeof(float) * (size_t)R * Dp);
 
-        /* query blocks that see any key of this block: from the one holding j0 to the sequence end */
-        for (int i0 = s0 + (j0 - s0) / bq * bq; i0 < s1; i0 += bq) {
-            const int i1 = i0 + bq < s1 ? i0 + bq : s1, R = (i1 - i0) * G;
-            for (int i = i0; i < i1; i++)
-                for (int g = 0; g < G; g++) {
-                    int r = (i - i0) * G + g;
-                    int64_t off = ((int64_t)i * H + kvh * G + g) * D;
-                    float *qs = Qs + (size_t)r * Dp, *go = dO + (size_t)r * Dp;
-                    serl_load_f32(qs, a->q, a->q_dtype, off, D);
-                    for (int d = 0; d < D; d++) qs[d] *= scale;
-                    serl_load_f32(go, a->dout, a->dout_dtype, off, D);
-                    for (int d = D; d < Dp; d++) qs[d] = go[d] = 0;
-                    lse[r] = a->lse[(int64_t)i * H + kvh * G + g];
-                }
-
-            j->gemm(R, BK, Dp, Qs, Dp, 1, Kt, BK, P, BK, 1);  /* S = scale·q·kᵀ */
-            j->gemm(R, BK, Dp, dO, Dp, 1, Vt, BK, dS, BK, 1); /* dP = dout·vᵀ */
+        /* key blocks up to the block's last token: later keys are masked for every row */
+        for (int j0 = s0; j0 < i1; j0 += BK) {
+            const int nk = i1 - j0 < BK ? i1 - j0 : BK;
+            j->gemm(R, BK, Dp, Qs, Dp, 1, kt + j0, tp, P, BK, 1);  /* S = scale·q·kᵀ */
+            j->gemm(R, BK, Dp, dO, Dp, 1, vt + j0, tp, dS, BK, 1); /* dP = dout·vᵀ */
             for (int r = 0; r < R; r++) {
                 float *p = P + (size_t)r * BK, *ds = dS + (size_t)r * BK;
                 int lim = i0 + r / G - j0 + 1;
@@ -380,34 +461,25 @@ static void bwd_task(void *arg, int64_t t, int w) {
                 if (lim < 0) lim = 0;
                 for (int jj = lim; jj < BK; jj++) p[jj] = -INFINITY;
                 softmax_row(p, BK, lse[r]); /* p = e^(s − lse) */
-                float di = Di[(size_t)(i0 - s0) * G + r];
+                const float di = Di[r];
                 for (int jj = 0; jj < BK; jj++) ds[jj] = p[jj] * (ds[jj] - di);
             }
-            j->gemm(nk, Dp, R, P, 1, BK, dO, Dp, dV, Dp, 0);  /* dV += Pᵀ·dout */
-            j->gemm(nk, Dp, R, dS, 1, BK, Qs, Dp, dK, Dp, 0); /* dK += dSᵀ·(scale·q) */
-            j->gemm(R, Dp, nk, dS, BK, 1, Kb, Dp, dQ, Dp, 1); /* dQ = dS·k */
-            for (int i = i0; i < i1; i++)
-                for (int g = 0; g < G; g++) {
-                    const float *src = dQ + (size_t)((i - i0) * G + g) * Dp;
-                    const int64_t row = ((int64_t)i * H + kvh * G + g) * D;
-                    if (a->dq_dtype == SERL_DTYPE_F32) {
-                        float *dst = (float *)a->dq + row;
-                        for (int d = 0; d < D; d++) dst[d] += scale * src[d];
-                    } else {
-                        for (int d = 0; d < D; d++)
-                            serl_st(a->dq, a->dq_dtype, row + d, serl_ld(a->dq, a->dq_dtype, row + d) + scale * src[d]);
-                    }
-                }
+            float *dv = dV + (size_t)(j0 - s0) * Dp, *dk = dK + (size_t)(j0 - s0) * Dp;
+            j->gemm(nk, Dp, R, P, 1, BK, dO, Dp, dv, Dp, 0);                                        /* dV += Pᵀ·dout */
+            j->gemm(nk, Dp, R, dS, 1, BK, Qs, Dp, dk, Dp, 0);                                       /* dK += dSᵀ·(scale·q) */
+            j->gemm(R, Dp, nk, dS, BK, 1, j->st.kr + ((int64_t)j0 * KVH + kvh) * Dp, ldr, dQ, Dp, 0); /* dQ += dS·k */
         }
 
-        for (int jj = 0; jj < nk; jj++) {
-            int64_t off = ((int64_t)(j0 + jj) * KVH + kvh) * D;
-            const float *gk = dK + (size_t)jj * Dp, *gv = dV + (size_t)jj * Dp;
-            for (int d = 0; d < D; d++) {
-                serl_st(a->dk, a->dk_dtype, off + d, serl_ld(a->dk, a->dk_dtype, off + d) + gk[d]);
-                serl_st(a->dv, a->dv_dtype, off + d, serl_ld(a->dv, a->dv_dtype, off + d) + gv[d]);
-            }
-        }
+        for (int i = i0; i < i1; i++)
+            for (int g = 0; g < G; g++)
+                add_row(a->dq, a->dq_dtype, ((int64_t)i * H + kvh * G + g) * D, dQ + (size_t)((i - i0) * G + g) * Dp, scale,
+                        D, tmp);
+    }
+
+    for (int jj = 0; jj < len; jj++) {
+        const int64_t off = ((int64_t)(s0 + jj) * KVH + kvh) * D;
+        add_row(a->dk, a->dk_dtype, off, dK + (size_t)jj * Dp, 1, D, tmp);
+        add_row(a->dv, a->dv_dtype, off, dV + (size_t)jj * Dp, 1, D, tmp);
     }
 }
 
@@ -422,7 +494,10 @@ SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_bwd_args *a
 
     const int G = a->n_heads / a->n_kv_heads, Dp = pad16(a->head_dim), bq = query_block(G);
     bwd_job j = {.a = a, .gemm = pick_gemm(ctx), .G = G, .Dp = Dp, .bq = bq, .rmax = bq * G, .max_len = max_len};
-    size_t per = sizeof(float) * bwd_scratch_floats(j.rmax, Dp, max_len, G);
+    if ((st = stage(ctx, "attention_bwd", a->k, a->k_dtype, a->v, a->v_dtype, a->n_tokens, a->n_kv_heads, a->head_dim, 1, 1,
+                    &j.st)))
+        return st;
+    size_t per = sizeof(float) * bwd_scratch_floats(j.rmax, Dp, max_len);
     per = (per + 63) & ~(size_t)63;
     int64_t max_tasks = (int64_t)a->n_seqs * a->n_kv_heads;
     for (int w = 0; w < ctx->threads; w++) {

@@ -101,7 +101,7 @@ SERL_API void serl_context_destroy(void *p) {
     serl_graph_abandon(ctx);
     serl_pool_destroy(ctx->pool);
     for (int i = 0; i < SERL_MAX_THREADS; i++) free(ctx->scratch[i].p);
-    free(ctx->wide_c.p);
+    free(ctx->shared.p);
     free(ctx);
 }
 
@@ -114,7 +114,7 @@ static void *scratch_in(serl_scratch_buf *s, size_t bytes);
 
 void *serl_scratch(serl_ctx *ctx, int worker, size_t bytes) { return scratch_in(&ctx->scratch[worker], bytes); }
 
-void *serl_scratch_c(serl_ctx *ctx, size_t bytes) { return scratch_in(&ctx->wide_c, bytes); }
+void *serl_scratch_shared(serl_ctx *ctx, size_t bytes) { return scratch_in(&ctx->shared, bytes); }
 
 static void *scratch_in(serl_scratch_buf *s, size_t bytes) {
     if (s->bytes >= bytes && s->p) return s->p;

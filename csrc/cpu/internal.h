@@ -31,7 +31,7 @@ typedef struct serl_ctx {
     int simd; /* SERL_SIMD_* (serl.h) chosen at creation: CPU support, capped by $SERL_SIMD */
     char err[1024];
     serl_scratch_buf scratch[SERL_MAX_THREADS];
-    serl_scratch_buf wide_c; /* the float32 C of a product stored in bf16 (serl_scratch_c) */
+    serl_scratch_buf shared; /* one op's scratch for all its workers (serl_scratch_shared) */
     serl_capture *cap;       /* the graph being captured (graph.c), NULL when ops run */
 } serl_ctx;
 #define SERL_CTX serl_ctx /* for ../common.h */
@@ -64,9 +64,10 @@ static inline void serl_chunk(int64_t n, int64_t parts, int64_t i, int64_t *lo, 
 /* Per-worker scratch of at least `bytes`, 64-byte aligned, kept across calls. NULL when out of memory. */
 void *serl_scratch(serl_ctx *ctx, int worker, size_t bytes);
 
-/* Scratch for the float32 C of a matrix product stored in bf16, kept across calls like serl_scratch (a
- * fresh allocation of that size per call would fault its pages in every time). */
-void *serl_scratch_c(serl_ctx *ctx, size_t bytes);
+/* One op's scratch shared by all its workers (the float32 C of a matrix product stored in bf16, the
+ * keys and values attention stages), kept across calls like serl_scratch (a fresh allocation of that size
+ * per call would fault its pages in every time). An op that takes it calls no other op that does. */
+void *serl_scratch_shared(serl_ctx *ctx, size_t bytes);
 
 serl_pool *serl_pool_create(int threads);
 void serl_pool_destroy(serl_pool *p);

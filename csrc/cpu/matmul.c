@@ -545,7 +545,7 @@ static int32_t matmul_mixed(serl_ctx *ctx, const serl_matmul_args *a, int use_ab
     }
     if (a->c_dtype == SERL_DTYPE_BF16) {
         int64_t sp = span_of(batch, a->stride_c, m, n, a->ldc);
-        if (!(wc = serl_scratch_c(ctx, sizeof(float) * (size_t)sp))) goto nomem;
+        if (!(wc = serl_scratch_shared(ctx, sizeof(float) * (size_t)sp))) goto nomem;
         if (a->beta != 0.0f) serl_bf16_to_f32_n(wc, a->c, sp);
         f.c = wc;
     }
@@ -571,7 +571,7 @@ static int32_t matmul_widen_blocked(serl_ctx *ctx, const serl_matmul_args *a) {
     const serl_gemm_kernel *kern = ctx->simd >= SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
     const int cbf = a->c_dtype == SERL_DTYPE_BF16;
     float *tmp = NULL;
-    if (cbf && !(tmp = serl_scratch_c(ctx, sizeof(float) * (size_t)(m * n))))
+    if (cbf && !(tmp = serl_scratch_shared(ctx, sizeof(float) * (size_t)(m * n))))
         return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for a float32 C");
     for (int64_t b = 0; b < a->batch; b++) {
         float *C = cbf ? tmp : (float *)a->c + b * a->stride_c;

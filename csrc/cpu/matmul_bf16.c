@@ -87,7 +87,7 @@ int32_t serl_matmul_bf16(serl_ctx *ctx, const serl_matmul_args *a) {
     float *tmp = NULL;
     if (cbf) {
         /* one matrix of C at a time in float32 (ldc = n), rounded once when the depth is done */
-        tmp = serl_scratch_c(ctx, sizeof(float) * (size_t)(m * n));
+        tmp = serl_scratch_shared(ctx, sizeof(float) * (size_t)(m * n));
         if (!tmp) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for a float32 C");
     }
     for (int64_t b = 0; b < a->batch; b++) {
@@ -231,7 +231,7 @@ int32_t serl_matmul_bf16_gemv(serl_ctx *ctx, const serl_matmul_args *a) {
     const int64_t m = a->m, n = a->n, k = a->k;
     float *xw = NULL;
     if (a->a_dtype == SERL_DTYPE_BF16) {
-        xw = serl_scratch_c(ctx, sizeof(float) * (size_t)(m * k)); /* C is written in place: its scratch is free */
+        xw = serl_scratch_shared(ctx, sizeof(float) * (size_t)(m * k)); /* C is written in place: its scratch is free */
         if (!xw) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory widening x");
     }
     float *wide[SERL_MAX_THREADS] = {NULL};
