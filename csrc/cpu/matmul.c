@@ -29,10 +29,15 @@
 #define XWT_MAX_M 128
 #define XWT_KC 768          /* depth slice of the x·Wᵀ path: a packed W panel slice is 96 KiB (L2) */
 #ifndef XWT_PAR_MIN
-/* m·n·k below which the x·Wᵀ path stays on one thread. Measured on the shared 2-core machine (another
- * job busy on both cores): for the S model's batched decode shapes (m 32..64, m·n·k ≤ 2^25) one thread ran
- * 90-100 GFLOP/s and two threads 60-90, so only products of ≥ ~64 MFLOP are split. */
-#define XWT_PAR_MIN (1 << 25)
+/* m·n·k below which the x·Wᵀ path stays on one thread (about 50 µs of work, a few worker hand-offs).
+ * On the 2-core machine with nothing else running, the built-in model's batched decode products (m 32..64
+ * against W [256|704|1024, 256] and [256, 704]) run 1.3-1.5× faster on two threads (64×704×256:
+ * 176-183 → 236-269 GFLOP/s) and the default serl train generates 1.3× faster (56-60 → 44-46 s); the
+ * workers are still spinning from the op before, so a hand-off costs little. With another job busy on
+ * both cores two threads were measured slower (60-90 against 90-100 GFLOP/s, when only products of
+ * 2^25 were split); a machine is seldom shared that way while it trains, and the over-decomposed tasks
+ * let the caller take a descheduled worker's share. */
+#define XWT_PAR_MIN (1 << 22)
 #endif
 #define GEMV_PAR_MIN (1 << 22) /* n·k of W (16 MiB) below which the GEMV path stays on one thread: a
                                 * worker wake-up costs more than it saves on this shared machine */
