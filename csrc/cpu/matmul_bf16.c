@@ -224,7 +224,7 @@ static void bgemv_task(void *arg, int64_t t, int worker) {
     }
 }
 
-#define BGEMV_PAR_MIN (1 << 22) /* n·k of W below which one thread streams it (as the float32 GEMV) */
+#define BGEMV_PAR_MIN (1 << 16) /* n·k of W below which one thread streams it (as the float32 GEMV) */
 
 /* Validated args with trans_b, !trans_a, bf16 B, m ≤ 16, k > 0, alpha ≠ 0. */
 int32_t serl_matmul_bf16_gemv(serl_ctx *ctx, const serl_matmul_args *a) {
