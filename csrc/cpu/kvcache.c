@@ -126,6 +126,36 @@ static inline __m128 dot4(const float *const q[4], const float *const k[4], int 
     return hsum4x8(c[0], c[1], c[2], c[3]);
 }
 
+/* Slots whose values one pass of a head's accumulators takes: the chunk's rows (8 KiB for the built-in
+ * model, 64 KiB at head_dim 128 over 8 kv heads) stay in L1 or L2 while every head reads its part. */
+#define VCHUNK 16
+
+/* an[d] += Σ_u p[u·ldp]·v[u][vo + d] for d < D, u < nt, one slot after another: the same multiply-adds
+ * in the same order as slot by slot, but 64 columns' accumulators stay in registers across the chunk
+ * instead of a load and a store of each per slot. Columns past the last multiple of 64 go slot by slot. */
+static inline void values_chunk(float *an, const float *const *v, int64_t vo, const float *p, int ldp, int nt, int D,
+                                int Dv, __m256i tm) {
+    int d0 = 0;
+    for (; d0 + 64 <= D; d0 += 64) {
+        __m256 c[8];
+        for (int i = 0; i < 8; i++) c[i] = _mm256_loadu_ps(an + d0 + 8 * i);
+        for (int u = 0; u < nt; u++) {
+            const __m256 pu = _mm256_set1_ps(p[(size_t)u * ldp]);
+            const float *vu = v[u] + vo + d0;
+            for (int i = 0; i < 8; i++) c[i] = _mm256_fmadd_ps(pu, _mm256_loadu_ps(vu + 8 * i), c[i]);
+        }
+        for (int i = 0; i < 8; i++) _mm256_storeu_ps(an + d0 + 8 * i, c[i]);
+    }
+    if (d0 == D) return;
+    for (int u = 0; u < nt; u++) {
+        const __m256 pu = _mm256_set1_ps(p[(size_t)u * ldp]);
+        const float *vu = v[u] + vo;
+        int d = d0;
+        for (; d < Dv; d += 8) _mm256_storeu_ps(an + d, _mm256_fmadd_ps(pu, _mm256_loadu_ps(vu + d), _mm256_loadu_ps(an + d)));
+        if (d < D) _mm256_storeu_ps(an + d, _mm256_fmadd_ps(pu, _mm256_maskload_ps(vu + d, tm), _mm256_loadu_ps(an + d)));
+    }
+}
+
 static void decode_task(void *arg, int64_t t, int w) {
     const decode_job *j = arg;
     const serl_decode_attention_args *a = j->a;
@@ -200,25 +230,27 @@ static void decode_task(void *arg, int64_t t, int w) {
         _mm_storeu_ps(inv + n + 4, _mm256_cvtpd_ps(_mm256_div_pd(_mm256_set1_pd(1.0), s1)));
     }
 
-    /* out = Σ p·v, slot by slot in address order; the accumulators stay in L1 */
+    /* out = Σ p·v in chunks of VCHUNK slots, in address order: the chunk's rows are found (a bf16 cache
+     * widened), then each head's accumulators take the whole chunk (values_chunk) */
     memset(acc, 0, sizeof(float) * (size_t)NH * Dp);
     cur = start, pf = start;
     for (int jj = 0; jj < DECODE_PF && jj < L; jj++) prefetch_row(serl_at(a->v_cache, a->cache_dtype, cursor_next(&pf) * row + lo), span);
-    for (int jt = 0; jt < L; jt++) {
-        const int64_t at = cursor_next(&cur) * row + lo;
-        const float *vr = bf ? wide : vc + at;
-        if (bf) serl_bf16_to_f32_n(wide, vh + at, span);
-        if (jt + DECODE_PF < L) prefetch_row(serl_at(a->v_cache, a->cache_dtype, cursor_next(&pf) * row + lo), span);
-        const float *p = sc + (size_t)jt * NHp;
-        for (int n = 0; n < NH; n++) {
-            const __m256 pn = _mm256_set1_ps(p[n]);
-            const float *v = vr + (int64_t)(n / G) * D;
-            float *an = acc + (size_t)n * Dp;
-            int d = 0;
-            for (; d < Dv; d += 8)
-                _mm256_storeu_ps(an + d, _mm256_fmadd_ps(pn, _mm256_loadu_ps(v + d), _mm256_loadu_ps(an + d)));
-            if (d < D) _mm256_storeu_ps(an + d, _mm256_fmadd_ps(pn, _mm256_maskload_ps(v + d, tm), _mm256_loadu_ps(an + d)));
+    for (int t0 = 0; t0 < L; t0 += VCHUNK) {
+        const int nt = L - t0 < VCHUNK ? L - t0 : VCHUNK;
+        const float *vr[VCHUNK];
+        for (int u = 0; u < nt; u++) {
+            const int64_t at = cursor_next(&cur) * row + lo;
+            if (bf) {
+                float *w = wide + (size_t)u * j->span_max;
+                serl_bf16_to_f32_n(w, vh + at, span);
+                vr[u] = w;
+            } else {
+                vr[u] = vc + at;
+            }
+            if (t0 + u + DECODE_PF < L) prefetch_row(serl_at(a->v_cache, a->cache_dtype, cursor_next(&pf) * row + lo), span);
         }
+        for (int n = 0; n < NH; n++)
+            values_chunk(acc + (size_t)n * Dp, vr, (int64_t)(n / G) * D, sc + (size_t)t0 * NHp + n, NHp, nt, D, Dv, tm);
     }
     for (int n = 0; n < NH; n++) {
         float *an = acc + (size_t)n * Dp;
@@ -253,7 +285,7 @@ SERL_API int32_t serl_decode_attention(void *ctxp, const serl_decode_attention_a
     const size_t nh = (size_t)(a->n_kv_heads + parts - 1) / parts * j.G; /* most query heads in one task */
     const size_t nhp = (nh + 7) & ~(size_t)7;
     j.span_max = (size_t)(a->n_kv_heads + parts - 1) / parts * (size_t)a->head_dim;
-    size_t bytes = sizeof(float) * (2 * nh * j.Dp + (size_t)max_len * nhp + 2 * nhp + j.span_max + 8);
+    size_t bytes = sizeof(float) * (2 * nh * j.Dp + (size_t)max_len * nhp + 2 * nhp + VCHUNK * j.span_max + 8);
     for (int w = 0; w < ctx->threads; w++) {
         j.scratch[w] = serl_scratch(ctx, w, bytes);
         if (!j.scratch[w]) return serl_fail(ctx, SERL_E_NOMEM, "decode_attention: out of memory for scratch");
