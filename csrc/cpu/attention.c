@@ -171,7 +171,8 @@ static att_gemm_fn pick_gemm(serl_ctx *ctx) { return ctx->simd >= SERL_SIMD_AVX5
  *   kt, vt  [KVH][Dp][tp]  transposed: column j is token j, rows D..Dp zero; tp = T + BK, so a key block
  *                          read whole past the last token stays inside (its columns are masked)
  *   kr, vr  [T][KVH][Dp]   rows: the input itself when it is float32 with D = Dp, else a padded copy
- * Row (j, kvh) of kr is kr + (j·KVH + kvh)·Dp; its stride between tokens is KVH·Dp. */
+ * Row (j, kvh) of kr is kr + (j·KVH + kvh)·Dp; its stride between tokens is KVH·Dp. The forward reads kt
+ * and vr, the backward kt, vt and kr; what a direction does not read is not made (NULL). */
 typedef struct {
     float *kt, *vt;
     const float *kr, *vr;
@@ -207,29 +208,30 @@ static void stage_task(void *arg, int64_t t, int w) {
                     for (int d = 0; d < Dp; d++) xt[((int64_t)kvh * Dp + d) * tp + jj] = 0;
                 continue;
             }
-            /* the row in float32, padded: the copy, or the input itself (float32 with D = Dp) */
-            const float *row = (const float *)src + at * D;
-            if (xr) {
+            if (xr) { /* the padded float32 row, then its transpose from there */
                 float *dst = xr + at * Dp;
                 serl_load_f32(dst, src, dt, at * D, D);
                 for (int d = D; d < Dp; d++) dst[d] = 0;
-                row = dst;
+                if (xt)
+                    for (int d = 0; d < Dp; d++) xt[((int64_t)kvh * Dp + d) * tp + jj] = dst[d];
+                continue;
             }
-            if (xt)
-                for (int d = 0; d < Dp; d++) xt[((int64_t)kvh * Dp + d) * tp + jj] = row[d];
+            for (int d = 0; d < Dp; d++) /* the transpose straight from the input */
+                xt[((int64_t)kvh * Dp + d) * tp + jj] = d < D ? serl_ld(src, dt, at * D + d) : 0;
         }
     }
 }
 
-/* Stages what the caller asks for (want_kt, want_vt: the transposes; the rows of both are always
- * available) in the context's shared scratch. Returns a status. */
+/* Stages the layouts the caller reads (want_kt, want_vt: the transposes; want_kr, want_vr: the rows) in
+ * the context's shared scratch. Returns a status. */
 static int32_t stage(serl_ctx *ctx, const char *op, const void *k, int32_t k_dtype, const void *v, int32_t v_dtype, int T,
-                     int KVH, int D, int want_kt, int want_vt, att_stage *out) {
+                     int KVH, int D, int want_kt, int want_vt, int want_kr, int want_vr, att_stage *out) {
     const int Dp = pad16(D);
     stage_job j = {.k = k, .v = v, .k_dtype = k_dtype, .v_dtype = v_dtype, .T = T, .KVH = KVH, .D = D, .Dp = Dp};
     j.st.tp = (int64_t)T + ATT_BK;
     const int64_t tsz = (int64_t)KVH * Dp * j.st.tp, rsz = (int64_t)T * KVH * Dp;
-    const int copy_k = k_dtype != SERL_DTYPE_F32 || D != Dp, copy_v = v_dtype != SERL_DTYPE_F32 || D != Dp;
+    const int copy_k = want_kr && (k_dtype != SERL_DTYPE_F32 || D != Dp);
+    const int copy_v = want_vr && (v_dtype != SERL_DTYPE_F32 || D != Dp);
     const int64_t floats = (want_kt + want_vt) * tsz + (copy_k + copy_v) * rsz;
     float *p = floats ? serl_scratch_shared(ctx, sizeof(float) * (size_t)floats) : NULL;
     if (floats && !p) return serl_fail(ctx, SERL_E_NOMEM, "%s: out of memory staging keys and values (%lld bytes)", op,
@@ -238,8 +240,8 @@ static int32_t stage(serl_ctx *ctx, const char *op, const void *k, int32_t k_dty
     if (want_vt) j.st.vt = p, p += tsz;
     if (copy_k) j.krw = p, p += rsz;
     if (copy_v) j.vrw = p;
-    j.st.kr = copy_k ? j.krw : (const float *)k;
-    j.st.vr = copy_v ? j.vrw : (const float *)v;
+    j.st.kr = copy_k ? j.krw : want_kr ? (const float *)k : NULL;
+    j.st.vr = copy_v ? j.vrw : want_vr ? (const float *)v : NULL;
     if (want_kt || want_vt || copy_k || copy_v)
         serl_parallel(ctx, (int64_t)KVH * ((j.st.tp + STAGE_TOKENS - 1) / STAGE_TOKENS), stage_task, &j);
     *out = j.st;
@@ -354,7 +356,7 @@ SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_fwd_args *a
     const int G = a->n_heads / a->n_kv_heads, Dp = pad16(a->head_dim), bq = query_block(G);
     fwd_job j = {.a = a, .gemm = pick_gemm(ctx), .G = G, .Dp = Dp, .rmax = bq * G};
     if ((st = stage(ctx, "attention_fwd", a->k, a->k_dtype, a->v, a->v_dtype, a->n_tokens, a->n_kv_heads, a->head_dim, 1, 0,
-                    &j.st)))
+                    0, 1, &j.st)))
         return st;
     size_t per = sizeof(float) * fwd_scratch_floats(j.rmax, Dp);
     per = (per + 63) & ~(size_t)63;
@@ -495,7 +497,7 @@ SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_bwd_args *a
     const int G = a->n_heads / a->n_kv_heads, Dp = pad16(a->head_dim), bq = query_block(G);
     bwd_job j = {.a = a, .gemm = pick_gemm(ctx), .G = G, .Dp = Dp, .bq = bq, .rmax = bq * G, .max_len = max_len};
     if ((st = stage(ctx, "attention_bwd", a->k, a->k_dtype, a->v, a->v_dtype, a->n_tokens, a->n_kv_heads, a->head_dim, 1, 1,
-                    &j.st)))
+                    1, 0, &j.st)))
         return st;
     size_t per = sizeof(float) * bwd_scratch_floats(j.rmax, Dp, max_len);
     per = (per + 63) & ~(size_t)63;
