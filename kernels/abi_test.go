@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/stretchr/testify/require"
@@ -219,15 +220,73 @@ func TestProfileMatMulShapes(t *testing.T) {
 	out := b.String()
 	require.Contains(t, out, "matmul shape (M×N×K)")
 	require.Contains(t, out, "64×32×16 A·Bᵀ f32")
-	require.Contains(t, out, "3 more shapes")
-	d.SetProfiling(true) // a new profile starts empty
+	require.Contains(t, out, "1×9–12×1 A·B f32 (4 shapes)") // N within one power-of-two range: one row
+	require.NotContains(t, out, "more shape")               // 8 rows: all shown
+	d.SetProfiling(true)                                    // a new profile starts empty
 	require.Empty(t, d.MatMulShapes())
-	for n := 1; n <= profileShapeRows+1; n++ { // one past the rows: that shape gets its own row
-		mm(1, n, 1, false, 0, F32)
+}
+
+// The table folds shapes that differ in one dimension within one power-of-two range into a row, each
+// shape into its largest family, and sums the rows past profileShapeRows in one.
+func TestProfileShapeGroups(t *testing.T) {
+	shapes := map[matmulShape]*OpStats{}
+	at := time.Duration(1000)
+	add := func(m, n, k int32, ta, tb bool) {
+		at-- // the earlier a shape is added, the dearer it is
+		shapes[matmulShape{m: m, n: n, k: k, ta: ta, tb: tb, a: F32, b: F32, c: F32}] = &OpStats{Calls: 2, Time: at}
+	}
+	for _, m := range []int32{1632, 1835, 1965, 2023} { // training's forward: M is the packed tokens
+		add(m, 704, 256, false, true)
+	}
+	for _, k := range []int32{1632, 1835, 1965} { // the weight gradient: K is
+		add(704, 256, k, true, false)
+	}
+	for _, m := range []int32{64, 12, 16, 4} { // decode: M is the running batch, apart from training's
+		add(m, 704, 256, false, true)
+	}
+	for i := range profileShapeRows { // one row each (N = 2^i, all in different ranges)
+		add(1, 1<<i, 3, false, false)
+	}
+	rows := groupShapes(shapes)
+	got := map[string]shapeRow{}
+	for i, r := range rows {
+		got[r.Op] = r
+		if i > 0 {
+			require.GreaterOrEqual(t, rows[i-1].Time, r.Time, "rows sorted by time")
+		}
+	}
+	require.Len(t, rows, 5+profileShapeRows)
+	for op, n := range map[string]int{
+		"1632–2023×704×256 A·Bᵀ f32 (4 shapes)":                4,
+		"704×256×1632–1965 Aᵀ·B f32 (3 shapes)":                3,
+		"12–16×704×256 A·Bᵀ f32 (2 shapes)":                    2,
+		"64×704×256 A·Bᵀ f32":                                  1,
+		"4×704×256 A·Bᵀ f32":                                   1,
+		fmt.Sprintf("1×%d×3 A·B f32", 1<<(profileShapeRows-1)): 1,
+	} {
+		require.Contains(t, got, op)
+		require.Equal(t, n, got[op].shapes, op)
+		require.Equal(t, int64(2*n), got[op].Calls, op)
+	}
+	d, err := Open("cpu", 1)
+	require.NoError(t, err)
+	defer d.Close()
+	d.SetProfiling(true)
+	d.prof.shapes = shapes
+	var b strings.Builder
+	require.NoError(t, d.WriteProfile(&b))
+	out := b.String()
+	require.Contains(t, out, "1632–2023×704×256 A·Bᵀ f32 (4 shapes)")
+	require.Contains(t, out, "5 more shapes") // the last 5 rows, one shape each
+	require.NotContains(t, out, fmt.Sprintf("1×%d×3 ", 1<<(profileShapeRows-1)))
+	for s := range shapes { // one row past the table: it gets its own row, not a sum of one
+		if s.m == 1 && s.n >= 1<<(profileShapeRows-4) {
+			delete(shapes, s)
+		}
 	}
 	b.Reset()
 	require.NoError(t, d.WriteProfile(&b))
-	require.Contains(t, b.String(), fmt.Sprintf("1×%d×1 A·B f32", profileShapeRows+1))
+	require.Contains(t, b.String(), fmt.Sprintf("1×%d×3 A·B f32", 1<<(profileShapeRows-5)))
 	require.NotContains(t, b.String(), "more shape")
 }
 

@@ -3,7 +3,10 @@ package kernels
 import (
 	"fmt"
 	"io"
+	"math"
+	"math/bits"
 	"sort"
+	"strconv"
 	"text/tabwriter"
 	"time"
 )
@@ -35,7 +38,12 @@ type matmulShape struct {
 }
 
 func (s matmulShape) String() string {
-	str := fmt.Sprintf("%d×%d×%d ", s.m, s.n, s.k)
+	return s.label(strconv.Itoa(int(s.m)), strconv.Itoa(int(s.n)), strconv.Itoa(int(s.k)))
+}
+
+// label names the shape with its dimensions written as given (a range where rows are grouped).
+func (s matmulShape) label(m, n, k string) string {
+	str := m + "×" + n + "×" + k + " "
 	if s.batch > 1 {
 		str = fmt.Sprintf("%d× %s", s.batch, str)
 	}
@@ -145,10 +153,99 @@ func (d *Device) MatMulShapes() []OpStats {
 // profileShapeRows bounds the by-shape table: the products that matter, not every chunk's tail.
 const profileShapeRows = 12
 
+// shapeRow is one row of the by-shape table: the products of one shape, or of a family of shapes that
+// differ only in one dimension within one power-of-two range (see groupShapes).
+type shapeRow struct {
+	OpStats
+	shapes int // exact shapes summed in the row
+}
+
+// groupShapes folds the exact shapes into rows. A training run's products take their M (or, for a
+// weight gradient, their K) from each batch's packed token count, and a decode's M from the batch that
+// is still running, so an exact table scatters one product over hundreds of rows. Shapes that differ
+// in one dimension only, within one range (2^(b-1), 2^b], share a row that names the range
+// ("1632–2023×704×256"): the range keeps a decode's 4-row products apart from training's 2k-row ones,
+// whose speeds differ by an order of magnitude. Each shape joins the largest such family it is in
+// (ties: M, then K, then N); a shape in no family of two keeps its own row.
+func groupShapes(shapes map[matmulShape]*OpStats) []shapeRow {
+	const dims = 3 // m, k, n: the order ties are broken in
+	dim := func(s *matmulShape, d int) *int32 { return [dims]*int32{&s.m, &s.k, &s.n}[d] }
+	family := func(s matmulShape, d int) matmulShape {
+		v := dim(&s, d)
+		*v = -int32(bits.Len32(uint32(*v-1))) - 1 // the range, marked negative
+		return s
+	}
+	size := map[matmulShape]int{}
+	for s := range shapes {
+		for d := range dims {
+			size[family(s, d)]++
+		}
+	}
+	type group struct {
+		row    shapeRow
+		lo, hi int32
+		d      int
+		sample matmulShape
+	}
+	groups := map[matmulShape]*group{}
+	for s, st := range shapes {
+		key, d := s, -1
+		for c := range dims {
+			if n := size[family(s, c)]; n >= 2 && (d < 0 || n > size[family(s, d)]) {
+				d = c
+			}
+		}
+		if d >= 0 {
+			key = family(s, d)
+		}
+		g := groups[key]
+		if g == nil {
+			g = &group{d: d, sample: s, lo: math.MaxInt32}
+			groups[key] = g
+		}
+		g.row.Calls += st.Calls
+		g.row.Time += st.Time
+		g.row.FLOPs += st.FLOPs
+		g.row.Bytes += st.Bytes
+		g.row.shapes++
+		if d >= 0 {
+			v := *dim(&s, d)
+			g.lo, g.hi = min(g.lo, v), max(g.hi, v)
+		}
+	}
+	out := make([]shapeRow, 0, len(groups))
+	for _, g := range groups {
+		s := g.sample
+		v := [dims]string{strconv.Itoa(int(s.m)), strconv.Itoa(int(s.k)), strconv.Itoa(int(s.n))}
+		if g.row.shapes > 1 {
+			v[g.d] = fmt.Sprintf("%d–%d", g.lo, g.hi)
+		}
+		g.row.Op = s.label(v[0], v[2], v[1])
+		if g.row.shapes > 1 {
+			g.row.Op += fmt.Sprintf(" (%d shapes)", g.row.shapes)
+		}
+		out = append(out, g.row)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Time != out[j].Time {
+			return out[i].Time > out[j].Time
+		}
+		return out[i].Op < out[j].Op
+	})
+	return out
+}
+
 // WriteProfile prints the per-op table (calls, time, share, GFLOP/s and GB/s), then the matrix
-// products by shape (the most expensive profileShapeRows; shares are of all ops' time, as above).
+// products by shape (grouped as groupShapes says; the most expensive profileShapeRows rows, the rest
+// summed in one; shares are of all ops' time, as above).
 func (d *Device) WriteProfile(w io.Writer) error {
 	stats := d.Profile()
+	var rows []shapeRow
+	d.mu.Lock()
+	if d.prof != nil {
+		rows = groupShapes(d.prof.shapes)
+	}
+	d.mu.Unlock()
 	var total time.Duration
 	for _, s := range stats {
 		total += s.Time
@@ -173,28 +270,29 @@ func (d *Device) WriteProfile(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	shapes := d.MatMulShapes()
-	if len(shapes) == 0 {
+	if len(rows) == 0 {
 		return nil
 	}
 	fmt.Fprintf(tw, "matmul shape (M×N×K)\tcalls\ttime\tshare\tGFLOP/s\tGB/s\t\n")
 	shown := profileShapeRows
-	if len(shapes) == shown+1 {
-		shown++ // one row either way: the shape itself
+	if len(rows) == shown+1 {
+		shown++ // one row either way: the row itself
 	}
 	var rest OpStats
-	for i, s := range shapes {
+	restShapes := 0
+	for i, s := range rows {
 		if i < shown {
-			row(s)
+			row(s.OpStats)
 			continue
 		}
 		rest.Calls += s.Calls
 		rest.Time += s.Time
 		rest.FLOPs += s.FLOPs
 		rest.Bytes += s.Bytes
+		restShapes += s.shapes
 	}
-	if n := len(shapes) - shown; n > 0 {
-		rest.Op = fmt.Sprintf("%d more shapes", n)
+	if restShapes > 0 {
+		rest.Op = fmt.Sprintf("%d more shapes", restShapes)
 		row(rest)
 	}
 	return tw.Flush()
