@@ -107,17 +107,22 @@ func writeSettings(w io.Writer, fs *flag.FlagSet, cfg selfplay.Config, tf trainF
 	})
 }
 
-// runEstimate is a rough time for the steps left and the evaluations, by a stated formula at a
-// measured rate: 2·params FLOPs per generated token and 10·params per trained token (the old policy's
-// and the reference's forward passes plus forward and backward), with every response at its token
-// budget and one self-instruction round per step, all at the matrix-product rate measured on this
-// device at the model's shapes. Attention, sampling and short responses are not modelled: it bounds the
-// order of magnitude, not the minute.
+// runEstimate bounds the time of the steps left and the evaluations by a stated formula at measured
+// rates: 2·params FLOPs per generated token and 10·params per trained token (the old policy's and the
+// reference's forward passes plus forward and backward), with every response at its token budget and
+// one self-instruction round per step. Generation runs at the rate of a decode-sized product (the
+// batch's rows) and training at that of a packed batch's (estimateTrainRows), each measured on this
+// device at the model's shapes. Responses end well before their budget (the built-in model's average a
+// third of it), so the bound is a ceiling; the step lines give the time left as it is measured.
 type runEstimate struct {
 	GenTokens, TrainTokens, EvalTokens float64
-	FLOPs, Rate                        float64 // total and FLOP/s
+	GenRate, TrainRate                 float64 // FLOP/s
 	Time                               time.Duration
 }
+
+// estimateTrainRows is the rows of the training products the estimate times: a packed micro-batch of
+// real responses is thousands of tokens, and past a thousand rows a product's rate is flat.
+const estimateTrainRows = 1024
 
 func estimateRun(d *kernels.Device, mc model.Config, cfg selfplay.Config, steps, evalResponses, evalMaxNew int) (runEstimate, error) {
 	var e runEstimate
@@ -125,8 +130,10 @@ func estimateRun(d *kernels.Device, mc model.Config, cfg selfplay.Config, steps,
 	if err != nil {
 		return e, err
 	}
-	rate, err := measureMatMul(d, min(cfg.MaxBatch, 64), mc.Hidden, mc.Intermediate, prec.Act())
-	if err != nil {
+	if e.GenRate, err = measureMatMul(d, min(cfg.MaxBatch, 64), mc.Hidden, mc.Intermediate, prec.Act()); err != nil {
+		return e, err
+	}
+	if e.TrainRate, err = measureMatMul(d, estimateTrainRows, mc.Hidden, mc.Intermediate, prec.Act()); err != nil {
 		return e, err
 	}
 	responses := float64(cfg.RolloutBatch * cfg.Samples)
@@ -137,14 +144,15 @@ func estimateRun(d *kernels.Device, mc model.Config, cfg selfplay.Config, steps,
 	e.TrainTokens = float64(steps) * responses * float64(cfg.MaxPromptTokens+cfg.MaxNewTokens)
 	e.EvalTokens = float64(evalResponses * evalMaxNew)
 	params := float64(model.NewLayout(mc).NumParams())
-	e.FLOPs = 2*params*(e.GenTokens+e.EvalTokens) + 10*params*e.TrainTokens
-	e.Rate = rate
-	e.Time = time.Duration(e.FLOPs / rate * float64(time.Second))
+	sec := 2*params*(e.GenTokens+e.EvalTokens)/e.GenRate + 10*params*e.TrainTokens/e.TrainRate
+	e.Time = time.Duration(sec * float64(time.Second))
 	return e, nil
 }
 
-// measureMatMul times a few [m × k]·[k × n] products on d, with operands in dt (the run's activation
-// and weight dtype) and a float32 result, and returns FLOP/s.
+// measureMatMul times [m × k]·[n × k]ᵀ products on d, with operands in dt (the run's activation and
+// weight dtype) and a float32 result, for at least measureMatMulTime after a warm-up, and returns
+// FLOP/s. A decode-sized product takes well under a millisecond, so a fixed handful of them would time
+// the thread pool's wake-up rather than the product.
 func measureMatMul(d *kernels.Device, m, k, n int, dt kernels.DType) (float64, error) {
 	var ts []kernels.Tensor
 	defer func() {
@@ -167,28 +175,47 @@ func measureMatMul(d *kernels.Device, m, k, n int, dt kernels.DType) (float64, e
 		ts = append(ts, t)
 	}
 	p := kernels.MatMul{A: ts[0], B: ts[1], C: ts[2], TransB: true, Alpha: 1}
-	if err := d.MatMul(p); err != nil { // warm-up
+	row, err := ts[2].Slice(0, 1)
+	if err != nil {
 		return 0, err
 	}
-	const reps = 5
-	host := make([]float32, m*n)
-	start := time.Now()
-	for range reps {
-		if err := d.MatMul(p); err != nil {
+	host := make([]float32, n)
+	run := func(reps int) (time.Duration, error) {
+		start := time.Now()
+		for range reps {
+			if err := d.MatMul(p); err != nil {
+				return 0, err
+			}
+		}
+		if err := kernels.Download(host, row); err != nil { // waits for an asynchronous device
 			return 0, err
 		}
+		return time.Since(start), nil
 	}
-	if err := kernels.Download(host, ts[2]); err != nil { // waits for an asynchronous device
+	if _, err := run(2); err != nil { // warm-up
 		return 0, err
 	}
-	sec := math.Max(time.Since(start).Seconds(), 1e-9)
-	return reps * 2 * float64(m) * float64(k) * float64(n) / sec, nil
+	reps, elapsed := 0, time.Duration(0)
+	for batch := 4; elapsed < measureMatMulTime; batch *= 2 {
+		took, err := run(batch)
+		if err != nil {
+			return 0, err
+		}
+		reps, elapsed = reps+batch, elapsed+took
+	}
+	sec := math.Max(elapsed.Seconds(), 1e-9)
+	return float64(reps) * 2 * float64(m) * float64(k) * float64(n) / sec, nil
 }
 
+// measureMatMulTime is how long each rate is measured for: long against a launch or a wake-up, short
+// against a run.
+const measureMatMulTime = 50 * time.Millisecond
+
 func (e runEstimate) write(w io.Writer) {
-	fmt.Fprintf(w, "serl: estimated time ~%s: %.3g generated + %.3g evaluation tokens at 2·params FLOPs, %.3g trained tokens at 10·params, "+
-		"at %.1f GFLOP/s (measured matrix products); an upper bound on tokens, so a rough guide\n",
-		e.Time.Round(time.Second), e.GenTokens, e.EvalTokens, e.TrainTokens, e.Rate/1e9)
+	fmt.Fprintf(w, "serl: estimated time at most ~%s: %.3g generated + %.3g evaluation tokens at 2·params FLOPs and %.1f GFLOP/s, "+
+		"%.3g trained tokens at 10·params and %.1f GFLOP/s (measured matrix products), every response at its token limit; "+
+		"the step lines give the time left as measured\n",
+		e.Time.Round(time.Second), e.GenTokens, e.EvalTokens, e.GenRate/1e9, e.TrainTokens, e.TrainRate/1e9)
 }
 
 // evalResponses counts the responses of the evaluations a run has left: greedy on every problem at

@@ -41,7 +41,7 @@ func TestTrainPrintsSettingsAndEstimate(t *testing.T) {
 		`--max-batch +64 +\(SeRL default; on a GPU, the largest that free memory holds\)`,
 		`--prompt-mode +raw +\(the official default\)`,
 		`--data +\S+data.jsonl +\(flag\)`,
-		`serl: estimated time ~\S+: .* generated .* trained tokens at 10·params, at [0-9.]+ GFLOP/s \(measured matrix products\)`,
+		`serl: estimated time at most ~\S+: .* generated .* at 2·params FLOPs and [0-9.]+ GFLOP/s, .* trained tokens at 10·params and [0-9.]+ GFLOP/s \(measured matrix products\), every response at its token limit`,
 	} {
 		require.Regexp(t, regexp.MustCompile(re), errs)
 	}
