@@ -494,13 +494,13 @@ func BenchmarkSGEMMDecode(b *testing.B) {
 		d.Free(W)
 		d.Free(W16)
 	}
-	// Batched generation on the S model: 32 or 64 sequences decode together, so every projection is
+	// Batched generation on the S model: up to 64 sequences decode together, so every projection is
 	// x[m,k]·Wᵀ with m rows against W [256,256], [704,256], [256,704] (MLP down) and [2048,256] (LM head).
 	for _, nk := range [][2]int{{256, 256}, {704, 256}, {256, 704}, {2048, 256}} {
 		n, k := nk[0], nk[1]
 		W := d.MustAlloc(F32, n, k)
 		fill(W, 3)
-		for _, m := range []int{32, 64} {
+		for _, m := range []int{4, 8, 12, 16, 24, 32, 64} { // a batch drains through the small sizes
 			X, Y := d.MustAlloc(F32, m, k), d.MustAlloc(F32, m, n)
 			fill(X, 4)
 			b.Run(fmt.Sprintf("m=%d/%dx%d", m, n, k), func(b *testing.B) {

@@ -22,22 +22,28 @@
 #include "internal.h"
 
 #define SMALL_MNK (32 * 32 * 32) /* below this, packing and waking workers cost more than they save */
-#define GEMV_MAX_M 16
+/* Rows up to which the GEMV path (AVX2 dot products, W streamed once) beats the x·Wᵀ microkernel. At 12
+ * and 16 rows the microkernel is 1.2-2× faster on AVX-512 (12×704×256: 97 → 121-155 GFLOP/s on 2 cores)
+ * and on par or faster on AVX2; at 8 rows it is mixed. */
+#define GEMV_MAX_M 8
 #ifndef BF16_GEMV_MAX_M
 #define BF16_GEMV_MAX_M 4 /* bf16 x and W on AVX-512 BF16: rows up to which the widening GEMV beats the pair kernel */
 #endif
+#define WIDEN_GEMV_MAX_M 16 /* bf16 W otherwise: rows up to which the widening GEMV runs (past them, all of W is
+                             * widened to float32 as it is packed) */
 #define XWT_MAX_M 128
 #define XWT_KC 768          /* depth slice of the x·Wᵀ path: a packed W panel slice is 96 KiB (L2) */
 #ifndef XWT_PAR_MIN
-/* m·n·k below which the x·Wᵀ path stays on one thread (about 50 µs of work, a few worker hand-offs).
- * On the 2-core machine with nothing else running, the built-in model's batched decode products (m 32..64
+/* m·n·k below which the x·Wᵀ path stays on one thread (about 10 µs of work, a few worker hand-offs).
+ * On the 2-core machine with nothing else running, the built-in model's batched decode products (m 9..64
  * against W [256|704|1024, 256] and [256, 704]) run 1.3-1.5× faster on two threads (64×704×256:
- * 176-183 → 236-269 GFLOP/s) and the default serl train generates 1.3× faster (56-60 → 44-46 s); the
- * workers are still spinning from the op before, so a hand-off costs little. With another job busy on
- * both cores two threads were measured slower (60-90 against 90-100 GFLOP/s, when only products of
- * 2^25 were split); a machine is seldom shared that way while it trains, and the over-decomposed tasks
- * let the caller take a descheduled worker's share. */
-#define XWT_PAR_MIN (1 << 22)
+ * 176-183 → 236-269 GFLOP/s at 2^22; 16×704×256: 132-137 → 177-189 at 2^20); the workers are still
+ * spinning from the op before, so a hand-off costs little. Decoding 12-32 sequences is 1.1-1.4× faster
+ * at 2^20 than at 2^22; at 2^19 the gain was lost in noise. With another job busy on both cores two
+ * threads were measured slower (60-90 against 90-100 GFLOP/s, when only products of 2^25 were split); a
+ * machine is seldom shared that way while it trains, and the over-decomposed tasks let the caller take
+ * a descheduled worker's share. */
+#define XWT_PAR_MIN (1 << 20)
 #endif
 #define GEMV_PAR_MIN (1 << 16) /* n·k of W (256 KiB) below which the GEMV path stays on one thread. From
                                 * there two threads decode the built-in model 1.2× (one sequence) to 1.5×
@@ -282,7 +288,7 @@ static void gemm_small(int ta, int tb, int64_t m, int64_t n, int64_t k, float al
     }
 }
 
-/* ------------------------------------------------------------------------- GEMV-like: m ≤ 16, C = A·Wᵀ */
+/* ------------------------------------------------------------------------- GEMV-like: m ≤ GEMV_MAX_M, C = A·Wᵀ */
 
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -604,7 +610,7 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
     /* bf16 weights for few rows (generation): W streamed once, widened in registers (matmul_bf16.c). Where
      * the pair kernel runs, it beats the widening GEMV from BF16_GEMV_MAX_M rows of bf16 x up. */
     const int pair = a->a_dtype == SERL_DTYPE_BF16 && a->b_dtype == SERL_DTYPE_BF16 && ctx->simd >= SERL_SIMD_AVX512BF16;
-    if (use_ab && a->b_dtype == SERL_DTYPE_BF16 && a->trans_b && !a->trans_a && m <= (pair ? BF16_GEMV_MAX_M : GEMV_MAX_M) &&
+    if (use_ab && a->b_dtype == SERL_DTYPE_BF16 && a->trans_b && !a->trans_a && m <= (pair ? BF16_GEMV_MAX_M : WIDEN_GEMV_MAX_M) &&
         m * n * k >= SMALL_MNK)
         return serl_matmul_bf16_gemv(ctx, a);
     /* bf16 × bf16 on AVX-512 BF16: the pair kernel (matmul_bf16.c); products too small to pay for its
