@@ -1,9 +1,9 @@
 /* serl_matmul: C[b] = alpha·op(A[b])·op(B[b]) + beta·C[b], row-major, float32.
  *
- * Three paths:
+ * Four paths:
  *  - small products (m·n·k below SMALL_MNK): plain loops, no packing, no thread wake-up;
- *  - m ≤ GEMV_MAX_M with B transposed (y = x·Wᵀ, the decode hot path): every row of W is streamed once
- *    for all m rows of x, dot products vectorised along k;
+ *  - m ≤ GEMV_MAX_M (AVX2) or GEMV_MAX_M_AVX512 with B transposed (y = x·Wᵀ, the decode hot path): every
+ *    row of W is streamed once for all m rows of x, dot products vectorised along k;
  *  - m ≤ XWT_MAX_M with B transposed (batched decode, y = x·Wᵀ for tens of sequences): only W is packed,
  *    one NR-row panel at a time into the worker's L1/L2, and a register-blocked kernel broadcasts x
  *    straight from its rows against it (no A packing, no shared panels, no fork for small calls);
@@ -22,10 +22,12 @@
 #include "internal.h"
 
 #define SMALL_MNK (32 * 32 * 32) /* below this, packing and waking workers cost more than they save */
-/* Rows up to which the GEMV path (AVX2 dot products, W streamed once) beats the x·Wᵀ microkernel. At 12
- * and 16 rows the microkernel is 1.2-2× faster on AVX-512 (12×704×256: 97 → 121-155 GFLOP/s on 2 cores)
- * and on par or faster on AVX2; at 8 rows it is mixed. */
+/* Rows up to which the GEMV path (W streamed once, dot products along k) beats the x·Wᵀ microkernel.
+ * On AVX2 the microkernel is on par or faster from 12 rows and mixed at 8. The AVX-512 GEMV has the
+ * registers the AVX2 one spills for: at 12 and 16 rows it takes 0.6-0.9× the microkernel's time on the
+ * built-in model's shapes and on Qwen2.5-0.5B's (896×4864, 4864×896), at 24-32 rows it is mixed. */
 #define GEMV_MAX_M 8
+#define GEMV_MAX_M_AVX512 16
 #ifndef BF16_GEMV_MAX_M
 #define BF16_GEMV_MAX_M 4 /* bf16 x and W on AVX-512 BF16: rows up to which the widening GEMV beats the pair kernel */
 #endif
@@ -375,11 +377,19 @@ static void gemv_rows_avx2(int64_t m, int64_t k, float alpha, const float *X, in
     }
 }
 
+/* The AVX-512 GEMV (matmul_avx512.c), the same blocking on 16 lanes. */
+void serl_gemv_rows_avx512(int64_t m, int64_t k, float alpha, const float *X, int64_t ldx, const float *W,
+                           int64_t ldw, float beta, float *C, int64_t ldc, int64_t j0, int64_t j1);
+
+typedef void (*gemv_rows_fn)(int64_t m, int64_t k, float alpha, const float *X, int64_t ldx, const float *W,
+                             int64_t ldw, float beta, float *C, int64_t ldc, int64_t j0, int64_t j1);
+
 typedef struct {
     int64_t m, n, k, ldx, ldw, ldc, parts;
     float alpha, beta;
     const float *X, *W;
     float *C;
+    gemv_rows_fn rows;
 } gemv_job;
 
 static void gemv_task(void *arg, int64_t t, int worker) {
@@ -390,7 +400,7 @@ static void gemv_task(void *arg, int64_t t, int worker) {
     serl_chunk(ceil_div(g->n, 4), g->parts, t, &lo, &hi);
     lo *= 4;
     hi = hi * 4 < g->n ? hi * 4 : g->n;
-    if (lo < hi) gemv_rows_avx2(g->m, g->k, g->alpha, g->X, g->ldx, g->W, g->ldw, g->beta, g->C, g->ldc, lo, hi);
+    if (lo < hi) g->rows(g->m, g->k, g->alpha, g->X, g->ldx, g->W, g->ldw, g->beta, g->C, g->ldc, lo, hi);
 }
 
 /* ------------------------------------------------------------------------- x·Wᵀ, m ≤ XWT_MAX_M */
@@ -633,7 +643,7 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
     }
     const serl_gemm_kernel *kern = ctx->simd >= SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
     int small = m * n * k < SMALL_MNK;
-    int gemv = !small && m <= GEMV_MAX_M && a->trans_b && !a->trans_a;
+    int gemv = !small && m <= (ctx->simd >= SERL_SIMD_AVX512 ? GEMV_MAX_M_AVX512 : GEMV_MAX_M) && a->trans_b && !a->trans_a;
     int xwt = !small && !gemv && m <= XWT_MAX_M && a->trans_b && !a->trans_a;
     if (small) {
         batch_job bj = {a, 1};
@@ -667,7 +677,8 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
         const float *A = (const float *)a->a + b * a->stride_a, *B = (const float *)a->b + b * a->stride_b;
         float *C = (float *)a->c + b * a->stride_c;
         if (gemv) {
-            gemv_job g = {m, n, k, a->lda, a->ldb, a->ldc, 1, a->alpha, a->beta, A, B, C};
+            gemv_job g = {m, n, k, a->lda, a->ldb, a->ldc, 1, a->alpha, a->beta, A, B, C,
+                          ctx->simd >= SERL_SIMD_AVX512 ? serl_gemv_rows_avx512 : gemv_rows_avx2};
             if (ctx->threads > 1 && n * k >= GEMV_PAR_MIN) {
                 /* Over-decomposed (tasks are pulled dynamically): when a worker is slow to wake, the
                  * caller takes its share instead of waiting for it. */

@@ -80,3 +80,80 @@ void serl_xwt_avx512(int64_t kc, const float *x, int64_t ldx, int mr, const floa
     default: break;
     }
 }
+
+/* ------------------------------------------------------------------------- GEMV for m ≤ GEMV_MAX_M
+ *
+ * C = alpha·X·Wᵀ + beta·C with W streamed once (matmul.c's gemv path): register blocks of 4 W rows ×
+ * NI ≤ 4 x rows, dot products along k in 16 lanes (the k tail masked), 16 zmm accumulators — the AVX2
+ * version's 16 ymm accumulators plus its operands spill past 16 registers; here 21 of 32 are used. */
+static inline __attribute__((always_inline)) void gemv_block16(const int NI, int64_t k, const float *const *x,
+                                                               const float *const *w, float alpha, float beta,
+                                                               float *c, int64_t ldc, int nj) {
+    const int64_t k16 = k & ~(int64_t)15;
+    const __mmask16 tm = (__mmask16)((1u << (k - k16)) - 1);
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < NI; i++)
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) acc[i][q] = _mm512_setzero_ps();
+    const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+    for (int64_t p = 0; p < k16; p += 16) {
+        __m512 vw0 = _mm512_loadu_ps(w0 + p), vw1 = _mm512_loadu_ps(w1 + p);
+        __m512 vw2 = _mm512_loadu_ps(w2 + p), vw3 = _mm512_loadu_ps(w3 + p);
+#pragma GCC unroll 4
+        for (int i = 0; i < NI; i++) {
+            __m512 vx = _mm512_loadu_ps(x[i] + p);
+            acc[i][0] = _mm512_fmadd_ps(vx, vw0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(vx, vw1, acc[i][1]);
+            acc[i][2] = _mm512_fmadd_ps(vx, vw2, acc[i][2]);
+            acc[i][3] = _mm512_fmadd_ps(vx, vw3, acc[i][3]);
+        }
+    }
+    if (tm) {
+        __m512 vw0 = _mm512_maskz_loadu_ps(tm, w0 + k16), vw1 = _mm512_maskz_loadu_ps(tm, w1 + k16);
+        __m512 vw2 = _mm512_maskz_loadu_ps(tm, w2 + k16), vw3 = _mm512_maskz_loadu_ps(tm, w3 + k16);
+#pragma GCC unroll 4
+        for (int i = 0; i < NI; i++) {
+            __m512 vx = _mm512_maskz_loadu_ps(tm, x[i] + k16);
+            acc[i][0] = _mm512_fmadd_ps(vx, vw0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(vx, vw1, acc[i][1]);
+            acc[i][2] = _mm512_fmadd_ps(vx, vw2, acc[i][2]);
+            acc[i][3] = _mm512_fmadd_ps(vx, vw3, acc[i][3]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < NI; i++) {
+        /* the four sums: 16 lanes folded to 8, then pairwise across the four W rows */
+        __m256 h[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++)
+            h[q] = _mm256_add_ps(_mm512_castps512_ps256(acc[i][q]), _mm512_extractf32x8_ps(acc[i][q], 1));
+        __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+        float v[4], *ci = c + i * ldc;
+        _mm_storeu_ps(v, s);
+        for (int q = 0; q < nj; q++) ci[q] = beta == 0.0f ? alpha * v[q] : alpha * v[q] + beta * ci[q];
+    }
+}
+
+/* Rows [j0, j1) of W against all m rows of x, as matmul.c's gemv_rows_avx2: blocks of 4 W rows (L1
+ * resident) × up to 4 x rows, a partial W block repeating its last row, computed but not stored. */
+void serl_gemv_rows_avx512(int64_t m, int64_t k, float alpha, const float *X, int64_t ldx, const float *W,
+                           int64_t ldw, float beta, float *C, int64_t ldc, int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; j += 4) {
+        const int nj = (int)(j1 - j < 4 ? j1 - j : 4);
+        const float *w[4];
+        for (int q = 0; q < 4; q++) w[q] = W + (j + (q < nj ? q : nj - 1)) * ldw;
+        for (int64_t i = 0; i < m; i += 4) {
+            const int ni = (int)(m - i < 4 ? m - i : 4);
+            const float *x[4] = {X + i * ldx, X + (i + 1) * ldx, X + (i + 2) * ldx, X + (i + 3) * ldx};
+            float *c = C + i * ldc + j;
+            switch (ni) {
+            case 1: gemv_block16(1, k, x, w, alpha, beta, c, ldc, nj); break;
+            case 2: gemv_block16(2, k, x, w, alpha, beta, c, ldc, nj); break;
+            case 3: gemv_block16(3, k, x, w, alpha, beta, c, ldc, nj); break;
+            default: gemv_block16(4, k, x, w, alpha, beta, c, ldc, nj); break;
+            }
+        }
+    }
+}
