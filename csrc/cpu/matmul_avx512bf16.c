@@ -33,3 +33,87 @@ void serl_bgemm_ukr_avx512bf16(int64_t kp, const uint32_t *a, const uint32_t *b,
     }
     serl_store_tile_12x32(c, ldc, alpha, beta, mr, nr, c0, c1);
 }
+
+/* ------------------------------------------------------------------------- GEMV on pairs
+ *
+ * C = alpha·X·Wᵀ + beta·C for few rows of bf16 x against bf16 W (generation in bf16): W streamed once,
+ * straight from its rows — consecutive k of a row are already the instruction's pairs, so nothing is
+ * packed or widened. Register blocks of 4 W rows × NI ≤ 4 x rows, 32 k per instruction (the tail read
+ * with a mask, zeros beyond it), 16 zmm accumulators; float32 sums, C rounded once when it is bf16. */
+static inline __attribute__((always_inline)) void dpgemv_block(const int NI, int64_t k, const uint16_t *const *x,
+                                                               const uint16_t *const *w, float alpha, float beta,
+                                                               void *C, int32_t c_dtype, int64_t off, int64_t ldc,
+                                                               int nj) {
+    const int64_t k32 = k & ~(int64_t)31;
+    const __mmask32 tm = (__mmask32)((1ull << (k - k32)) - 1);
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < NI; i++)
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) acc[i][q] = _mm512_setzero_ps();
+    const uint16_t *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+    for (int64_t p = 0; p < k32; p += 32) {
+        __m512bh vw0 = (__m512bh)_mm512_loadu_si512(w0 + p), vw1 = (__m512bh)_mm512_loadu_si512(w1 + p);
+        __m512bh vw2 = (__m512bh)_mm512_loadu_si512(w2 + p), vw3 = (__m512bh)_mm512_loadu_si512(w3 + p);
+#pragma GCC unroll 4
+        for (int i = 0; i < NI; i++) {
+            __m512bh vx = (__m512bh)_mm512_loadu_si512(x[i] + p);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], vx, vw0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], vx, vw1);
+            acc[i][2] = _mm512_dpbf16_ps(acc[i][2], vx, vw2);
+            acc[i][3] = _mm512_dpbf16_ps(acc[i][3], vx, vw3);
+        }
+    }
+    if (tm) {
+        __m512bh vw0 = (__m512bh)_mm512_maskz_loadu_epi16(tm, w0 + k32), vw1 = (__m512bh)_mm512_maskz_loadu_epi16(tm, w1 + k32);
+        __m512bh vw2 = (__m512bh)_mm512_maskz_loadu_epi16(tm, w2 + k32), vw3 = (__m512bh)_mm512_maskz_loadu_epi16(tm, w3 + k32);
+#pragma GCC unroll 4
+        for (int i = 0; i < NI; i++) {
+            __m512bh vx = (__m512bh)_mm512_maskz_loadu_epi16(tm, x[i] + k32);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], vx, vw0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], vx, vw1);
+            acc[i][2] = _mm512_dpbf16_ps(acc[i][2], vx, vw2);
+            acc[i][3] = _mm512_dpbf16_ps(acc[i][3], vx, vw3);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < NI; i++) {
+        /* the four sums: 16 lanes folded to 8, then pairwise across the four W rows */
+        __m256 h[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++)
+            h[q] = _mm256_add_ps(_mm512_castps512_ps256(acc[i][q]), _mm512_extractf32x8_ps(acc[i][q], 1));
+        __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+        float v[4];
+        _mm_storeu_ps(v, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
+        const int64_t o = off + i * ldc;
+        for (int q = 0; q < nj; q++) {
+            float y = alpha * v[q];
+            if (beta != 0.0f) y += beta * serl_ld(C, c_dtype, o + q);
+            serl_st(C, c_dtype, o + q, y);
+        }
+    }
+}
+
+/* Rows [j0, j1) of W against all m rows of x (C element [i, j] at C + i·ldc + j, float32 or bf16): blocks
+ * of 4 W rows (L1 resident) × up to 4 x rows, a partial W block repeating its last row, computed but not
+ * stored. */
+void serl_dpgemv_rows_avx512bf16(int64_t m, int64_t k, float alpha, const uint16_t *X, int64_t ldx, const uint16_t *W,
+                                 int64_t ldw, float beta, void *C, int32_t c_dtype, int64_t ldc, int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; j += 4) {
+        const int nj = (int)(j1 - j < 4 ? j1 - j : 4);
+        const uint16_t *w[4];
+        for (int q = 0; q < 4; q++) w[q] = W + (j + (q < nj ? q : nj - 1)) * ldw;
+        for (int64_t i = 0; i < m; i += 4) {
+            const int ni = (int)(m - i < 4 ? m - i : 4);
+            const uint16_t *x[4] = {X + i * ldx, X + (i + 1) * ldx, X + (i + 2) * ldx, X + (i + 3) * ldx};
+            const int64_t off = i * ldc + j;
+            switch (ni) {
+            case 1: dpgemv_block(1, k, x, w, alpha, beta, C, c_dtype, off, ldc, nj); break;
+            case 2: dpgemv_block(2, k, x, w, alpha, beta, C, c_dtype, off, ldc, nj); break;
+            case 3: dpgemv_block(3, k, x, w, alpha, beta, C, c_dtype, off, ldc, nj); break;
+            default: dpgemv_block(4, k, x, w, alpha, beta, C, c_dtype, off, ldc, nj); break;
+            }
+        }
+    }
+}

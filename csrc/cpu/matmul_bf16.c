@@ -106,14 +106,14 @@ int32_t serl_matmul_bf16(serl_ctx *ctx, const serl_matmul_args *a) {
     return SERL_OK;
 }
 
-/* ------------------------------------------------------------------------- x·Wᵀ with bf16 W, m ≤ 16 */
+/* ------------------------------------------------------------------------- x·Wᵀ with bf16 W, few rows */
 
-/* Generation streams every weight once per token, so a bf16 W halves the bytes, which is all that
- * matters here: W rows are widened in registers (8 bf16 → 8 float32) and multiplied with float32 rows of
- * x (widened once per call when x is bf16). With more than 4 rows of x, each block of 4 W rows is
- * widened once into the worker's scratch (L1/L2) and serves every block of x from there, so the
- * conversion is not repeated per x block. One code for every SIMD path. Blocks of 4 W rows × ≤ 4 x rows,
- * dot products along k, the k tail with a zero-filled copy. */
+/* Generation streams every weight once per token, so a bf16 W halves the bytes. With bf16 x on AVX-512
+ * BF16 the pair GEMV (matmul_avx512bf16.c) multiplies the rows as they are. Otherwise W rows are widened
+ * in registers (8 bf16 → 8 float32) and multiplied with float32 rows of x (widened once per call when x
+ * is bf16); with more than 4 rows of x, each block of 4 W rows is widened once into the worker's scratch
+ * (L1/L2) and serves every block of x from there, so the conversion is not repeated per x block. Blocks
+ * of 4 W rows × ≤ 4 x rows, dot products along k, the k tail with a zero-filled copy. */
 
 static inline __m256 ld8w(const uint16_t *w) { return serl_bf16x8_to_f32(_mm_loadu_si128((const __m128i *)w)); }
 
@@ -226,9 +226,48 @@ static void bgemv_task(void *arg, int64_t t, int worker) {
 
 #define BGEMV_PAR_MIN (1 << 16) /* n·k of W below which one thread streams it (as the float32 GEMV) */
 
-/* Validated args with trans_b, !trans_a, bf16 B, m ≤ 16, k > 0, alpha ≠ 0. */
+/* Parts of a GEMV over n rows of W [n, k]: one unless W pays for a wake-up; then over-decomposed (tasks
+ * are pulled dynamically), so that when a worker is slow to wake the caller takes its share. */
+static int64_t bgemv_parts(const serl_ctx *ctx, int64_t n, int64_t k) {
+    if (ctx->threads < 2 || n * k < BGEMV_PAR_MIN) return 1;
+    int64_t parts = 4 * ctx->threads;
+    return parts > ceil_div(n, 64) ? ceil_div(n, 64) : parts;
+}
+
+/* bf16 x and W on AVX-512 BF16: the pair GEMV (matmul_avx512bf16.c), from W's rows as they are. */
+void serl_dpgemv_rows_avx512bf16(int64_t m, int64_t k, float alpha, const uint16_t *X, int64_t ldx, const uint16_t *W,
+                                 int64_t ldw, float beta, void *C, int32_t c_dtype, int64_t ldc, int64_t j0, int64_t j1);
+
+typedef struct {
+    const serl_matmul_args *a;
+    int64_t b, parts; /* the matrix of the batch */
+} dpgemv_job;
+
+static void dpgemv_task(void *arg, int64_t t, int worker) {
+    (void)worker;
+    const dpgemv_job *g = arg;
+    const serl_matmul_args *a = g->a;
+    int64_t lo, hi;
+    serl_chunk(ceil_div(a->n, 4), g->parts, t, &lo, &hi); /* whole 4-row blocks of W */
+    lo *= 4;
+    hi = hi * 4 < a->n ? hi * 4 : a->n;
+    if (lo >= hi) return;
+    const size_t cs = serl_dtype_size(a->c_dtype);
+    serl_dpgemv_rows_avx512bf16(a->m, a->k, a->alpha, (const uint16_t *)a->a + g->b * a->stride_a, a->lda,
+                                (const uint16_t *)a->b + g->b * a->stride_b, a->ldb, a->beta,
+                                (char *)a->c + (size_t)(g->b * a->stride_c) * cs, a->c_dtype, a->ldc, lo, hi);
+}
+
+/* Validated args with trans_b, !trans_a, bf16 B, m ≤ 32 (bf16 A on AVX-512 BF16) or 16, k > 0, alpha ≠ 0. */
 int32_t serl_matmul_bf16_gemv(serl_ctx *ctx, const serl_matmul_args *a) {
     const int64_t m = a->m, n = a->n, k = a->k;
+    if (a->a_dtype == SERL_DTYPE_BF16 && ctx->simd >= SERL_SIMD_AVX512BF16) {
+        for (int64_t b = 0; b < a->batch; b++) {
+            dpgemv_job g = {a, b, bgemv_parts(ctx, n, k)};
+            serl_parallel(ctx, g.parts, dpgemv_task, &g);
+        }
+        return SERL_OK;
+    }
     float *xw = NULL;
     if (a->a_dtype == SERL_DTYPE_BF16) {
         xw = serl_scratch_shared(ctx, sizeof(float) * (size_t)(m * k)); /* C is written in place: its scratch is free */
@@ -251,10 +290,7 @@ int32_t serl_matmul_bf16_gemv(serl_ctx *ctx, const serl_matmul_args *a) {
             g.X = (const float *)a->a + b * a->stride_a;
         }
         memcpy(g.wide, wide, sizeof wide);
-        if (ctx->threads > 1 && n * k >= BGEMV_PAR_MIN) {
-            g.parts = 4 * ctx->threads;
-            if (g.parts > ceil_div(n, 64)) g.parts = ceil_div(n, 64);
-        }
+        g.parts = bgemv_parts(ctx, n, k);
         serl_parallel(ctx, g.parts, bgemv_task, &g);
     }
     return SERL_OK;
