@@ -78,14 +78,8 @@ static inline __attribute__((always_inline)) void dpgemv_block(const int NI, int
     }
 #pragma GCC unroll 4
     for (int i = 0; i < NI; i++) {
-        /* the four sums: 16 lanes folded to 8, then pairwise across the four W rows */
-        __m256 h[4];
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; q++)
-            h[q] = _mm256_add_ps(_mm512_castps512_ps256(acc[i][q]), _mm512_extractf32x8_ps(acc[i][q], 1));
-        __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
         float v[4];
-        _mm_storeu_ps(v, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
+        _mm_storeu_ps(v, serl_gemv_sums4(acc[i]));
         const int64_t o = off + i * ldc;
         for (int q = 0; q < nj; q++) {
             float y = alpha * v[q];

@@ -1,6 +1,6 @@
 /* The start and write-back shared by the 12×32 AVX-512 microkernels (matmul_avx512.c's float32 one and
- * matmul_avx512bf16.c's bf16-pair one): include only from files built with AVX-512 flags. Inlined
- * always, so the accumulators stay in registers. */
+ * matmul_avx512bf16.c's bf16-pair one), and the reduction shared by their GEMVs: include only from files
+ * built with AVX-512 flags. Inlined always, so the accumulators stay in registers. */
 #ifndef SERL_CPU_TILE_AVX512_H
 #define SERL_CPU_TILE_AVX512_H
 
@@ -55,6 +55,16 @@ static inline __attribute__((always_inline)) void serl_store_tile_12x32(float *c
         _mm512_mask_storeu_ps(ci, m0, r0);
         _mm512_mask_storeu_ps(ci + 16, m1, r1);
     }
+}
+
+/* The four sums of a GEMV block's accumulators a[0..3] (one x row against four W rows), in order: 16
+ * lanes folded to 8, then pairwise across the rows. */
+static inline __attribute__((always_inline)) __m128 serl_gemv_sums4(const __m512 *a) {
+    __m256 h[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; q++) h[q] = _mm256_add_ps(_mm512_castps512_ps256(a[q]), _mm512_extractf32x8_ps(a[q], 1));
+    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
 }
 
 #endif
