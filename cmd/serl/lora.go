@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/serl-go/serl/engine/evaluate"
 	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/safetensors"
 	"github.com/serl-go/serl/kernels"
@@ -115,16 +116,41 @@ func runMerge(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer stop()
+	pc, from, known, err := mergedPrompt(*base, *adapter)
+	if err != nil {
+		return err
+	}
 	// Merged in float32 whatever --precision says: the folded weights are saved in float32.
 	m, err := model.LoadMerged(d, *base, *adapter)
 	if err != nil {
 		return err
 	}
 	defer m.Free()
+	if known && from != "" {
+		m.Files = map[string][]byte{evaluate.PromptFile: pc.Marshal()}
+		fmt.Fprintf(stderr, "serl: prompt mode %s (from %s), recorded in the merged model's %s\n", pc.Mode, from, evaluate.PromptFile)
+	}
 	if err := m.Save(*out, safetensors.F32); err != nil {
 		return err
 	}
 	fmt.Fprintf(stderr, "merged %s into %s: %s\n", *adapter, *base, *out)
 	fmt.Fprintln(stdout, *out)
 	return nil
+}
+
+// mergedPrompt is the prompt format the model the adapters were trained in expects, for the merged model
+// to record (a chat-trained model prompted raw answers badly, and a merged folder no longer sits in its
+// run): the base's serl.json, which Save copies itself (from is then empty), else the config.json of the
+// run the base or the adapters were saved in. known is false when nothing says.
+func mergedPrompt(base, adapter string) (pc evaluate.PromptConfig, from string, known bool, err error) {
+	if pc, ok, err := evaluate.ReadPromptConfig(base); err != nil || ok {
+		return pc, "", ok, err
+	}
+	if pc, ok := runPrompt(base); ok {
+		return pc, "the base's run config.json", true, nil
+	}
+	if pc, ok := runPrompt(adapter); ok {
+		return pc, "the adapters' run config.json", true, nil
+	}
+	return pc, "", false, nil
 }

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/serl-go/serl/engine/evaluate"
 	"github.com/serl-go/serl/engine/safetensors"
 )
 
@@ -42,6 +44,7 @@ func TestLoRACLI(t *testing.T) {
 			merged := filepath.Join(t.TempDir(), "merged")
 			code, _, errs = runCLI(t, "merge", "--device", "cpu", "--model", base, "--adapter", adapter, "--out", merged)
 			require.Equal(t, 0, code, errs)
+			require.NoFileExists(t, filepath.Join(merged, evaluate.PromptFile), "nothing said how the base is prompted")
 			code, out, errs = runCLI(t, "logprobs", "--device", "cpu", "--model", merged, "--in", in)
 			require.Equal(t, 0, code, errs)
 			fromMerged := logprobLines(t, out)
@@ -88,6 +91,31 @@ func TestLoRACLI(t *testing.T) {
 	require.Contains(t, errs, "adapter_config.json")
 }
 
+// A merged model records the prompt format of the run its adapters were trained in when its base does
+// not say (a run's reference/ saved before it carried serl.json, or a base copied out of its run): a
+// chat-trained model loaded raw answers badly, and the merged folder no longer sits in the run.
+func TestMergeRecordsRunPrompt(t *testing.T) {
+	base, fixture := fixtureDir(t, "qwen2_f32"), fixtureDir(t, "qwen2_lora")
+	run := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(run, "config.json"),
+		[]byte(`{"instructions_per_iteration": 4, "prompt_mode": "chat", "system_prompt": "Box it."}`), 0o644))
+	adapter := filepath.Join(run, "iter1")
+	require.NoError(t, os.Mkdir(adapter, 0o755))
+	for _, name := range []string{"adapter_config.json", "adapter_model.safetensors"} {
+		b, err := os.ReadFile(filepath.Join(fixture, name))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(adapter, name), b, 0o644))
+	}
+	merged := filepath.Join(t.TempDir(), "merged")
+	code, _, errs := runCLI(t, "merge", "--device", "cpu", "--model", base, "--adapter", adapter, "--out", merged)
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "prompt mode chat (from the adapters' run config.json)")
+	pc, ok, err := evaluate.ReadPromptConfig(merged)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, evaluate.PromptConfig{Mode: evaluate.ModeChat, System: "Box it."}, pc)
+}
+
 // serl train --lora-rank killed in training, while writing a checkpoint and at an iteration boundary,
 // and resumed each time, leaves the run directory of an uninterrupted run: adapters, their moments and
 // every record byte for byte.
@@ -111,5 +139,9 @@ func TestKillAndResumeLoRA(t *testing.T) {
 	require.False(t, p.wait(t))
 	require.FileExists(t, filepath.Join(part, "checkpoint", "model", "adapter_model.safetensors"))
 	require.NoFileExists(t, filepath.Join(part, "checkpoint", "model", "model.safetensors"), "no copy of the base in a checkpoint")
+	pc, ok, err := evaluate.ReadPromptConfig(filepath.Join(part, "reference"))
+	require.NoError(t, err)
+	require.True(t, ok, "the run's reference records its prompt format")
+	require.Equal(t, evaluate.ModeChat, pc.Mode)
 	requireSameRun(t, whole, part)
 }

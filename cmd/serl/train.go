@@ -581,12 +581,16 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 		return in, err
 	}
 	p, _ := model.ParsePrecision(cfg.Precision)
+	// Every model the run saves (its reference, iterations, checkpoints) records the prompt format it is
+	// trained in, so that each loads prompted as it was trained, wherever it is copied.
+	files := map[string][]byte{evaluate.PromptFile: evaluate.PromptConfig{Mode: string(cfg.PromptMode), System: cfg.SystemPrompt}.Marshal()}
 	if lc := cfg.LoRA(); lc != nil {
 		// One frozen base (refDir: the model, or a resumed run's reference folder) serves policy,
 		// reference and generation; the policy's adapters are new, or the checkpoint's.
 		if in.Policy, err = model.LoadWith(d, refDir, model.Options{Precision: p, Frozen: true}); err != nil {
 			return in, err
 		}
+		in.Policy.Files = files
 		if model.IsAdapterDir(policyDir) {
 			_, err = in.Policy.LoadLoRA(policyDir)
 		} else {
@@ -602,12 +606,12 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 	if in.Policy, err = model.LoadWith(d, policyDir, model.Options{Precision: p}); err != nil {
 		return in, err
 	}
-	// Every model the run saves (iterations, checkpoints) records the prompt format it is trained in.
-	in.Policy.Files = map[string][]byte{evaluate.PromptFile: evaluate.PromptConfig{Mode: string(cfg.PromptMode), System: cfg.SystemPrompt}.Marshal()}
+	in.Policy.Files = files
 	if in.Reference, err = model.LoadWith(d, refDir, model.Options{Precision: p, Frozen: true}); err != nil {
 		in.Policy.Free()
 		return in, err
 	}
+	in.Reference.Files = files
 	return in, nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/serl-go/serl/engine/evaluate"
 )
 
 // train -h says which defaults it shows and lists the other set where it differs.
@@ -30,10 +32,15 @@ func TestTrainHelpNamesBothDefaults(t *testing.T) {
 func TestTrainPrintsSettingsAndEstimate(t *testing.T) {
 	dir := tinyModelDir(t)
 	data := writeProblems(t, 4)
+	run := filepath.Join(t.TempDir(), "run")
 	code, _, errs := runCLI(t, "train", "--device", "cpu", "--model", dir, "--mode", "gt", "--data", data, "--iterations", "1",
 		"--instructions-per-iteration", "2", "--rollout-batch", "2", "--samples", "2", "--train-batch", "2",
-		"--max-new-tokens", "4", "--max-prompt-tokens", "40", "--run", filepath.Join(t.TempDir(), "run"))
+		"--max-new-tokens", "4", "--max-prompt-tokens", "40", "--run", run)
 	require.Equal(t, 0, code, errs)
+	pc, ok, err := evaluate.ReadPromptConfig(filepath.Join(run, "reference"))
+	require.NoError(t, err)
+	require.True(t, ok, "the run's reference records the prompt format it was prompted in")
+	require.Equal(t, evaluate.ModeRaw, pc.Mode)
 	for _, re := range []string{
 		`--iterations +1 +\(flag\)`,
 		`--lr +5e-07 +\(SeRL default\)`,
