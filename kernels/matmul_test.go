@@ -103,8 +103,9 @@ func testMatMul(t *testing.T, h *harness, ta, tb bool) {
 	}
 }
 
-// testMatMulDecode covers the x·Wᵀ path for m = 1..16 rows (generation), with n not a multiple of the
-// 4-row blocks and k not a multiple of the vector width.
+// testMatMulDecode covers x·Wᵀ for m = 1..17 rows (generation: the GEMV up to 8 rows on AVX2 and 16 on
+// AVX-512, the microkernel past them), with n not a multiple of the 4-row blocks and k not a multiple of
+// the vector width.
 func testMatMulDecode(t *testing.T, h *harness) {
 	for m := 1; m <= 17; m++ {
 		for _, nk := range [][2]int{{37, 301}, {768, 768}, {130, 1027}} {
