@@ -108,7 +108,7 @@ func testMatMul(t *testing.T, h *harness, ta, tb bool) {
 // the vector width.
 func testMatMulDecode(t *testing.T, h *harness) {
 	for m := 1; m <= 17; m++ {
-		for _, nk := range [][2]int{{37, 301}, {768, 768}, {130, 1027}} {
+		for _, nk := range [][2]int{{37, 301}, {768, 768}, {130, 1027}, {4100, 9}} { // k 9: the tail alone
 			n, k := nk[0], nk[1]
 			ab := alphaBetas[(m+n)%len(alphaBetas)]
 			x, w := h.randn(m*k, 1), h.randn(n*k, 1)
