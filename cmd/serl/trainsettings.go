@@ -192,11 +192,13 @@ func measureMatMul(d *kernels.Device, m, k, n int, dt kernels.DType) (float64, e
 		}
 		return time.Since(start), nil
 	}
-	if _, err := run(2); err != nil { // warm-up
+	if _, err := run(1); err != nil { // warm-up
 		return 0, err
 	}
+	// Doubling batches until the time is reached: a big model's product (seconds on a CPU) is timed once,
+	// a small one thousands of times.
 	reps, elapsed := 0, time.Duration(0)
-	for batch := 4; elapsed < measureMatMulTime; batch *= 2 {
+	for batch := 1; elapsed < measureMatMulTime; batch *= 2 {
 		took, err := run(batch)
 		if err != nil {
 			return 0, err

@@ -1,13 +1,16 @@
 /* Scheduling of the blocked matrix product (gemm_driver.c, for matmul.c's float32 and matmul_bf16.c's bf16 pair
  * kernels): one parallel call per (N block, M block, K group) whose tasks are C tiles, with panels packed on
  * demand by whichever task needs one first (a flag per panel and slice), so packing overlaps computing and no
- * barrier separates slices: on a shared machine a preempted worker never stalls a whole phase. */
+ * barrier separates slices: on a shared machine a preempted worker never stalls a whole phase. Also the split
+ * of the GEMVs (matmul.c's float32 ones, matmul_bf16.c's bf16 ones) over rows of W. */
 #ifndef SERL_CPU_GEMM_SCHED_H
 #define SERL_CPU_GEMM_SCHED_H
 
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
+
+#include "internal.h"
 
 enum { PANEL_EMPTY, PANEL_BUSY, PANEL_READY };
 
@@ -36,6 +39,28 @@ static inline void serl_panel_publish(_Atomic int *f) { atomic_store_explicit(f,
 /* n flags to PANEL_EMPTY, before the parallel call that packs their panels. */
 static inline void serl_panel_reset(_Atomic int *f, int64_t n) {
     for (int64_t i = 0; i < n; i++) atomic_store_explicit(f + i, PANEL_EMPTY, memory_order_relaxed);
+}
+
+/* n·k of W (256 KiB) below which a GEMV stays on one thread. From there two threads decode the built-in
+ * model 1.2× (one sequence) to 1.5× (4-16) faster on 2 idle cores; at 2^22 (16 MiB), tuned while another
+ * job loaded both cores, none of its products was split. */
+#define SERL_GEMV_PAR_MIN (1 << 16)
+
+/* Tasks of a GEMV over W [n, k]: one unless W pays for a wake-up; then over-decomposed (tasks are pulled
+ * dynamically), so that when a worker is slow to wake the caller takes its share instead of waiting. */
+static inline int64_t serl_gemv_parts(int threads, int64_t n, int64_t k) {
+    if (threads < 2 || n * k < SERL_GEMV_PAR_MIN) return 1;
+    int64_t parts = 4 * (int64_t)threads;
+    return parts > ceil_div(n, 64) ? ceil_div(n, 64) : parts;
+}
+
+/* Rows [*lo, *hi) of W that GEMV task t of parts takes: whole blocks of 4 rows, so register blocks stay
+ * whole; 0 when the task has none. */
+static inline int serl_gemv_rows(int64_t n, int64_t parts, int64_t t, int64_t *lo, int64_t *hi) {
+    serl_chunk(ceil_div(n, 4), parts, t, lo, hi);
+    *lo *= 4;
+    *hi = *hi * 4 < n ? *hi * 4 : n;
+    return *lo < *hi;
 }
 
 /* The tile grid of an M×N block (a_panels × b_panels micro-panels, nc columns): ≤ nc_tile columns a

@@ -50,10 +50,6 @@
  * a descheduled worker's share. */
 #define XWT_PAR_MIN (1 << 20)
 #endif
-#define GEMV_PAR_MIN (1 << 16) /* n·k of W (256 KiB) below which the GEMV path stays on one thread. From
-                                * there two threads decode the built-in model 1.2× (one sequence) to 1.5×
-                                * (4-16) faster on 2 idle cores; at 2^22 (16 MiB), tuned while another job
-                                * loaded both cores, none of its products was split. */
 
 /* The AVX-512 microkernel (matmul_avx512.c). */
 void serl_sgemm_ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha,
@@ -399,11 +395,7 @@ static void gemv_task(void *arg, int64_t t, int worker) {
     (void)worker;
     gemv_job *g = arg;
     int64_t lo, hi;
-    /* chunk in units of 4 rows of W so register blocks stay whole */
-    serl_chunk(ceil_div(g->n, 4), g->parts, t, &lo, &hi);
-    lo *= 4;
-    hi = hi * 4 < g->n ? hi * 4 : g->n;
-    if (lo < hi) g->rows(g->m, g->k, g->alpha, g->X, g->ldx, g->W, g->ldw, g->beta, g->C, g->ldc, lo, hi);
+    if (serl_gemv_rows(g->n, g->parts, t, &lo, &hi)) g->rows(g->m, g->k, g->alpha, g->X, g->ldx, g->W, g->ldw, g->beta, g->C, g->ldc, lo, hi);
 }
 
 /* ------------------------------------------------------------------------- x·Wᵀ, m ≤ XWT_MAX_M */
@@ -680,14 +672,8 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
         const float *A = (const float *)a->a + b * a->stride_a, *B = (const float *)a->b + b * a->stride_b;
         float *C = (float *)a->c + b * a->stride_c;
         if (gemv) {
-            gemv_job g = {m, n, k, a->lda, a->ldb, a->ldc, 1, a->alpha, a->beta, A, B, C,
+            gemv_job g = {m, n, k, a->lda, a->ldb, a->ldc, serl_gemv_parts(ctx->threads, n, k), a->alpha, a->beta, A, B, C,
                           ctx->simd >= SERL_SIMD_AVX512 ? serl_gemv_rows_avx512 : gemv_rows_avx2};
-            if (ctx->threads > 1 && n * k >= GEMV_PAR_MIN) {
-                /* Over-decomposed (tasks are pulled dynamically): when a worker is slow to wake, the
-                 * caller takes its share instead of waiting for it. */
-                g.parts = 4 * ctx->threads;
-                if (g.parts > ceil_div(n, 64)) g.parts = ceil_div(n, 64);
-            }
             serl_parallel(ctx, g.parts, gemv_task, &g);
             continue;
         }

@@ -190,9 +190,7 @@ static inline __attribute__((always_inline)) void bgemv_block(int NI, int wide, 
 static void bgemv_task(void *arg, int64_t t, int worker) {
     const bgemv_job *g = arg;
     int64_t lo, hi;
-    serl_chunk(ceil_div(g->n, 4), g->parts, t, &lo, &hi);
-    lo *= 4;
-    hi = hi * 4 < g->n ? hi * 4 : g->n;
+    if (!serl_gemv_rows(g->n, g->parts, t, &lo, &hi)) return;
     float *wf = g->wide[worker];
     for (int64_t j = lo; j < hi; j += 4) {
         int nj = (int)(hi - j < 4 ? hi - j : 4);
@@ -224,16 +222,6 @@ static void bgemv_task(void *arg, int64_t t, int worker) {
     }
 }
 
-#define BGEMV_PAR_MIN (1 << 16) /* n·k of W below which one thread streams it (as the float32 GEMV) */
-
-/* Parts of a GEMV over n rows of W [n, k]: one unless W pays for a wake-up; then over-decomposed (tasks
- * are pulled dynamically), so that when a worker is slow to wake the caller takes its share. */
-static int64_t bgemv_parts(const serl_ctx *ctx, int64_t n, int64_t k) {
-    if (ctx->threads < 2 || n * k < BGEMV_PAR_MIN) return 1;
-    int64_t parts = 4 * ctx->threads;
-    return parts > ceil_div(n, 64) ? ceil_div(n, 64) : parts;
-}
-
 /* bf16 x and W on AVX-512 BF16: the pair GEMV (matmul_avx512bf16.c), from W's rows as they are. */
 void serl_dpgemv_rows_avx512bf16(int64_t m, int64_t k, float alpha, const uint16_t *X, int64_t ldx, const uint16_t *W,
                                  int64_t ldw, float beta, void *C, int32_t c_dtype, int64_t ldc, int64_t j0, int64_t j1);
@@ -248,10 +236,7 @@ static void dpgemv_task(void *arg, int64_t t, int worker) {
     const dpgemv_job *g = arg;
     const serl_matmul_args *a = g->a;
     int64_t lo, hi;
-    serl_chunk(ceil_div(a->n, 4), g->parts, t, &lo, &hi); /* whole 4-row blocks of W */
-    lo *= 4;
-    hi = hi * 4 < a->n ? hi * 4 : a->n;
-    if (lo >= hi) return;
+    if (!serl_gemv_rows(a->n, g->parts, t, &lo, &hi)) return;
     const size_t cs = serl_dtype_size(a->c_dtype);
     serl_dpgemv_rows_avx512bf16(a->m, a->k, a->alpha, (const uint16_t *)a->a + g->b * a->stride_a, a->lda,
                                 (const uint16_t *)a->b + g->b * a->stride_b, a->ldb, a->beta,
@@ -263,7 +248,7 @@ int32_t serl_matmul_bf16_gemv(serl_ctx *ctx, const serl_matmul_args *a) {
     const int64_t m = a->m, n = a->n, k = a->k;
     if (a->a_dtype == SERL_DTYPE_BF16 && ctx->simd >= SERL_SIMD_AVX512BF16) {
         for (int64_t b = 0; b < a->batch; b++) {
-            dpgemv_job g = {a, b, bgemv_parts(ctx, n, k)};
+            dpgemv_job g = {a, b, serl_gemv_parts(ctx->threads, n, k)};
             serl_parallel(ctx, g.parts, dpgemv_task, &g);
         }
         return SERL_OK;
@@ -290,7 +275,7 @@ int32_t serl_matmul_bf16_gemv(serl_ctx *ctx, const serl_matmul_args *a) {
             g.X = (const float *)a->a + b * a->stride_a;
         }
         memcpy(g.wide, wide, sizeof wide);
-        g.parts = bgemv_parts(ctx, n, k);
+        g.parts = serl_gemv_parts(ctx->threads, n, k);
         serl_parallel(ctx, g.parts, bgemv_task, &g);
     }
     return SERL_OK;
