@@ -34,9 +34,10 @@ func modelOrBuiltin(dir string, stderr io.Writer) (string, bool, error) {
 }
 
 // modelPrompt is how the model in dir expects its prompts, and where that comes from: the folder's
-// serl.json (written with every model serl saves), else the config.json of the serl run it was saved
-// in, else the built-in model's chat format, else the official raw prompt. Commands let --prompt-mode and --system override it.
-func modelPrompt(dir string, isBuiltin bool) (evaluate.PromptConfig, string, error) {
+// serl.json (written with every model serl saves, and beside the unpacked built-in model), else the
+// config.json of the serl run it was saved in, else the official raw prompt. Commands let --prompt-mode
+// and --system override it.
+func modelPrompt(dir string) (evaluate.PromptConfig, string, error) {
 	pc, ok, err := evaluate.ReadPromptConfig(dir)
 	switch {
 	case err != nil:
@@ -49,10 +50,6 @@ func modelPrompt(dir string, isBuiltin bool) (evaluate.PromptConfig, string, err
 	}
 	if pc, ok := runPrompt(dir); ok {
 		return pc, "the run's config.json", nil
-	}
-	if isBuiltin {
-		c := builtin.SelfPlayConfig()
-		return evaluate.PromptConfig{Mode: string(c.PromptMode), System: c.SystemPrompt}, "the built-in model", nil
 	}
 	return evaluate.PromptConfig{Mode: evaluate.ModeRaw, System: evaluate.SystemPrompt}, "the official default", nil
 }

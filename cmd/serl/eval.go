@@ -62,7 +62,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	if *dir, isBuiltin, err = modelOrBuiltin(*dir, stderr); err != nil {
 		return err
 	}
-	pc, source, err := modelPrompt(*dir, isBuiltin)
+	pc, source, err := modelPrompt(*dir)
 	if err != nil {
 		return err
 	}

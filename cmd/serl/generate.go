@@ -135,8 +135,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return usagef("--top-k %d: want ≥ 0 (0: off)", *topK)
 	}
 	var err error
-	var isBuiltin bool
-	if *dir, isBuiltin, err = modelOrBuiltin(*dir, stderr); err != nil {
+	if *dir, _, err = modelOrBuiltin(*dir, stderr); err != nil {
 		return err
 	}
 	set := explicit(fs)
@@ -148,7 +147,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	case set["prompt-mode"] && *promptMode != "raw" && *promptMode != "chat":
 		return usagef("--prompt-mode %q: want raw or chat", *promptMode)
 	case !set["prompt-mode"] && *prompt != "":
-		pc, source, err := modelPrompt(*dir, isBuiltin)
+		pc, source, err := modelPrompt(*dir)
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/serl-go/serl/engine/builtin"
 	"github.com/serl-go/serl/engine/evaluate"
 )
 
@@ -74,6 +75,18 @@ func TestModelFolderPromptMode(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, ok)
 		require.Equal(t, c.mode, pc.Mode)
+	}
+}
+
+// The built-in model's unpacked folder carries serl.json too: named by its path, as by builtin:arith, it
+// is prompted in the chat form it was trained in (before, a path gave the raw prompt and ~1% accuracy).
+func TestBuiltinFolderPromptMode(t *testing.T) {
+	dir, err := builtin.ModelDir()
+	require.NoError(t, err)
+	for _, m := range []string{builtin.Name, dir} {
+		code, _, errs := runCLI(t, "eval", "--device", "cpu", "--model", m, "--limit", "1", "--n", "0", "--max-new-tokens", "4")
+		require.Equal(t, 0, code, errs)
+		require.Contains(t, errs, "prompt mode chat (from the model folder's serl.json)", m)
 	}
 }
 

@@ -230,7 +230,7 @@ func trainRank(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 	if !useBuiltin && tf.Resume == "" && tf.Model != "" && !explicit(fs)["prompt-mode"] {
 		// A model folder says how it was trained to be prompted (serl.json); the official raw prompt
 		// otherwise.
-		pc, source, err := modelPrompt(tf.Model, false)
+		pc, source, err := modelPrompt(tf.Model)
 		if err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	_ "embed"
 	"sync"
 
+	"github.com/serl-go/serl/engine/evaluate"
 	"github.com/serl-go/serl/engine/modelpack"
 	"github.com/serl-go/serl/internal/cachedir"
 )
@@ -24,5 +25,14 @@ const Name = "builtin:arith"
 // internal/cachedir) under the archive's SHA-256. The folder's files are checked against the archive
 // on every first call of a process.
 var ModelDir = sync.OnceValues(func() (string, error) {
-	return cachedir.Use(func(cache string) (string, error) { return modelpack.Extract(Archive, cache) })
+	return cachedir.Use(Extract)
 })
+
+// Extract unpacks the built-in model into cache (modelpack.Extract) and returns its folder. The folder
+// gains the serl.json the archive predates, saying the model is prompted in chat form (SelfPlayConfig's),
+// so that a command pointed at the folder itself prompts it as it was trained.
+func Extract(cache string) (string, error) {
+	c := SelfPlayConfig()
+	pc := evaluate.PromptConfig{Mode: string(c.PromptMode), System: c.SystemPrompt}
+	return modelpack.Extract(Archive, cache, map[string][]byte{evaluate.PromptFile: pc.Marshal()})
+}

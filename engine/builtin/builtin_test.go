@@ -9,7 +9,6 @@ import (
 
 	"github.com/serl-go/serl/engine/chat"
 	"github.com/serl-go/serl/engine/model"
-	"github.com/serl-go/serl/engine/modelpack"
 	"github.com/serl-go/serl/engine/tokenizer"
 	"github.com/serl-go/serl/internal/testenv"
 	"github.com/stretchr/testify/assert"
@@ -19,7 +18,7 @@ import (
 // The shipped model: at most 20 MB packed, and a complete Hugging Face folder once unpacked.
 func TestBuiltinModelLoads(t *testing.T) {
 	assert.LessOrEqual(t, len(Archive), 20<<20, "packed model size")
-	dir, err := modelpack.Extract(Archive, t.TempDir())
+	dir, err := Extract(t.TempDir())
 	require.NoError(t, err)
 
 	m, err := model.Load(testenv.CPU(t), dir)
@@ -51,7 +50,7 @@ func TestBuiltinModelLoads(t *testing.T) {
 //
 // with DIR holding the built-in model's tokenizer.json (regenerate when the model is rebuilt).
 func TestBuiltinTokenizerMatchesHF(t *testing.T) {
-	dir, err := modelpack.Extract(Archive, t.TempDir())
+	dir, err := Extract(t.TempDir())
 	require.NoError(t, err)
 	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
 	require.NoError(t, err)

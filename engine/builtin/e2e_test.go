@@ -13,7 +13,6 @@ import (
 
 	"github.com/serl-go/serl/engine/chat"
 	"github.com/serl-go/serl/engine/model"
-	"github.com/serl-go/serl/engine/modelpack"
 	"github.com/serl-go/serl/engine/rl"
 	"github.com/serl-go/serl/engine/selfplay"
 	"github.com/serl-go/serl/engine/task/arith"
@@ -32,7 +31,7 @@ type e2e struct {
 }
 
 func setupE2E(t *testing.T) *e2e {
-	dir, err := modelpack.Extract(Archive, t.TempDir())
+	dir, err := Extract(t.TempDir())
 	require.NoError(t, err)
 	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
 	require.NoError(t, err)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -148,6 +149,11 @@ func Unpack(archive []byte, dir string) error {
 	if err != nil {
 		return fmt.Errorf("modelpack: unpack: %w", err)
 	}
+	return write(entries, dir)
+}
+
+// write puts entries into dir, which must not exist yet, through a temporary sibling renamed into place.
+func write(entries []entry, dir string) error {
 	parent := filepath.Dir(dir)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("modelpack: unpack: %w", err)
@@ -187,15 +193,25 @@ func verify(entries []entry, dir string) error {
 	return nil
 }
 
-// Extract makes sure cache/model-<digest> holds the archive's files and returns that folder. A folder
-// whose files differ (edited or truncated) is replaced; processes racing on a first run each unpack into
-// their own temporary folder and the first rename wins.
-func Extract(archive []byte, cache string) (string, error) {
+// Extract makes sure cache/model-<digest> holds the archive's files, and those of add that the archive
+// lacks (a file an archive packed before it existed, such as serl.json), and returns that folder. A
+// folder whose files differ (edited, truncated or missing one) is replaced; processes racing on a first
+// run each unpack into their own temporary folder and the first rename wins.
+func Extract(archive []byte, cache string, add map[string][]byte) (string, error) {
 	sum := sha256.Sum256(archive)
 	dir := filepath.Join(cache, "model-"+hex.EncodeToString(sum[:8]))
 	entries, err := readArchive(archive)
 	if err != nil {
 		return "", fmt.Errorf("modelpack: %w", err)
+	}
+	names := slices.Sorted(maps.Keys(add))
+	for _, name := range names {
+		if !safeName.MatchString(name) {
+			return "", fmt.Errorf("modelpack: added file %q is not a simple name", name)
+		}
+		if !slices.ContainsFunc(entries, func(e entry) bool { return e.name == name }) {
+			entries = append(entries, entry{name, add[name]})
+		}
 	}
 	if verify(entries, dir) == nil {
 		return dir, nil
@@ -207,7 +223,7 @@ func Extract(archive []byte, cache string) (string, error) {
 		}
 		os.RemoveAll(stale)
 	}
-	if err := Unpack(archive, dir); err != nil {
+	if err := write(entries, dir); err != nil {
 		if verify(entries, dir) == nil { // another process unpacked it first
 			return dir, nil
 		}

@@ -72,15 +72,15 @@ func TestPackNeedsTheRequiredFiles(t *testing.T) {
 func TestExtractCachesAndRepairs(t *testing.T) {
 	a := pack(t, modelFolder(t))
 	cache := t.TempDir()
-	dir, err := Extract(a, cache)
+	dir, err := Extract(a, cache, nil)
 	require.NoError(t, err)
-	again, err := Extract(a, cache)
+	again, err := Extract(a, cache, nil)
 	require.NoError(t, err)
 	assert.Equal(t, dir, again)
 
 	// A truncated file is noticed and the folder rebuilt.
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "model.safetensors"), []byte("cut"), 0o644))
-	fixed, err := Extract(a, cache)
+	fixed, err := Extract(a, cache, nil)
 	require.NoError(t, err)
 	assert.Equal(t, dir, fixed)
 	b, err := os.ReadFile(filepath.Join(dir, "model.safetensors"))
@@ -88,6 +88,34 @@ func TestExtractCachesAndRepairs(t *testing.T) {
 	assert.Len(t, b, 20000)
 	left, _ := os.ReadDir(cache)
 	assert.Len(t, left, 1, "no temporary or stale folders left behind")
+}
+
+// Files an archive lacks are added to its folder, a folder unpacked before they were (an older serl's) is
+// rebuilt with them, and a file the archive has keeps the archive's bytes.
+func TestExtractAddsMissingFiles(t *testing.T) {
+	src := modelFolder(t)
+	a := pack(t, src)
+	cache := t.TempDir()
+	dir, err := Extract(a, cache, nil)
+	require.NoError(t, err)
+	_, err = os.Stat(filepath.Join(dir, "serl.json"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+
+	add := map[string][]byte{"serl.json": []byte(`{"prompt_mode":"chat"}`), "config.json": []byte("not the archive's")}
+	again, err := Extract(a, cache, add)
+	require.NoError(t, err)
+	assert.Equal(t, dir, again)
+	b, err := os.ReadFile(filepath.Join(dir, "serl.json"))
+	require.NoError(t, err)
+	assert.Equal(t, add["serl.json"], b)
+	b, err = os.ReadFile(filepath.Join(dir, "config.json"))
+	require.NoError(t, err)
+	assert.Equal(t, `{"model_type":"qwen2"}`, string(b), "the archive's own file wins")
+	left, _ := os.ReadDir(cache)
+	assert.Len(t, left, 1, "no temporary or stale folders left behind")
+
+	_, err = Extract(a, cache, map[string][]byte{"../x": nil})
+	assert.ErrorContains(t, err, `"../x"`)
 }
 
 // tarZst builds an archive by hand, for malformed ones Pack would never write.

@@ -333,7 +333,7 @@ func TestResumeIsExact(t *testing.T) {
 	// The packed model unpacks to the same folder.
 	packed, err := os.ReadFile(filepath.Join(full.Dir, PackedModel))
 	require.NoError(t, err)
-	dir, err := modelpack.Extract(packed, t.TempDir())
+	dir, err := modelpack.Extract(packed, t.TempDir(), nil)
 	require.NoError(t, err)
 	for _, name := range []string{"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} {
 		want, _ := os.ReadFile(filepath.Join(full.Dir, ModelDir, name))
