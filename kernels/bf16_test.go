@@ -263,10 +263,13 @@ func testMatMulBF16(t *testing.T, h *harness) {
 		requireBF16Rule(t, fmt.Sprintf("matmul bf16 nt m=%d n=%d k=%d accumulate into f32", m, n, k), h.get(C), want, naive, F32)
 	}
 	// Mixed storage: f32 activations against bf16 weights, each way round, for many rows and for few
-	// (the generation path).
-	for i, dts := range [][3]DType{{F32, BF16, F32}, {BF16, F32, BF16}, {F32, F32, BF16}, {F32, BF16, BF16}, {BF16, BF16, F32}} {
+	// (the generation path: W rows widened once per block of x rows for 7, in registers for 3).
+	for i, dts := range [][3]DType{{F32, BF16, F32}, {BF16, F32, BF16}, {F32, F32, BF16}, {F32, BF16, BF16}, {BF16, BF16, F32}, {F32, BF16, F32}} {
 		m, n, k := 37, 65, 129
-		if i >= 3 {
+		switch {
+		case i == 5:
+			m, n, k = 3, 300, 257
+		case i >= 3:
 			m, n, k = 7, 300, 257
 		}
 		A, a := h.upload(dts[0], h.randn(m*k, 1), m, k)

@@ -83,70 +83,117 @@ void serl_xwt_avx512(int64_t kc, const float *x, int64_t ldx, int mr, const floa
 
 /* ------------------------------------------------------------------------- GEMV for m ≤ GEMV_MAX_M
  *
- * C = alpha·X·Wᵀ + beta·C with W streamed once (matmul.c's gemv path): register blocks of 4 W rows ×
- * NI ≤ 4 x rows, dot products along k in 16 lanes (the k tail masked), 16 zmm accumulators — the AVX2
- * version's 16 ymm accumulators plus its operands spill past 16 registers; here 21 of 32 are used. */
-static inline __attribute__((always_inline)) void gemv_block16(const int NI, int64_t k, const float *const *x,
-                                                               const float *const *w, float alpha, float beta,
-                                                               float *c, int64_t ldc, int nj) {
+ * C = alpha·X·Wᵀ + beta·C with W streamed once (matmul.c's gemv path, and matmul_bf16.c's widening GEMV
+ * for bf16 W): register blocks of 4 W rows × NI ≤ 4 x rows, dot products along k in 16 lanes (the k
+ * tail masked), 16 zmm accumulators — the AVX2 version's 16 ymm accumulators plus its operands spill
+ * past 16 registers; here 21 of 32 are used. */
+
+/* 16 weights at element p of row w: float32, or bf16 widened in registers (wbf); the tail's lanes tm. */
+static inline __attribute__((always_inline)) __m512 ldw16(const void *w, int wbf, int64_t p) {
+    if (!wbf) return _mm512_loadu_ps((const float *)w + p);
+    const __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+static inline __attribute__((always_inline)) __m512 ldw16_tail(const void *w, int wbf, int64_t p, __mmask16 tm) {
+    if (!wbf) return _mm512_maskz_loadu_ps(tm, (const float *)w + p);
+    const __m256i h = _mm256_maskz_loadu_epi16(tm, (const uint16_t *)w + p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* Rows i..i+NI of C at columns j..j+nj (C of dtype c_dtype, float32 sums). */
+static inline __attribute__((always_inline)) void gemv_block16(const int NI, const int wbf, int64_t k,
+                                                               const float *const *x, const void *const *w, float alpha,
+                                                               float beta, void *C, int32_t c_dtype, int64_t ldc,
+                                                               int64_t i, int64_t j, int nj) {
     const int64_t k16 = k & ~(int64_t)15;
     const __mmask16 tm = (__mmask16)((1u << (k - k16)) - 1);
     __m512 acc[4][4];
 #pragma GCC unroll 4
-    for (int i = 0; i < NI; i++)
+    for (int r = 0; r < NI; r++)
 #pragma GCC unroll 4
-        for (int q = 0; q < 4; q++) acc[i][q] = _mm512_setzero_ps();
-    const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+        for (int q = 0; q < 4; q++) acc[r][q] = _mm512_setzero_ps();
+    const void *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
     for (int64_t p = 0; p < k16; p += 16) {
-        __m512 vw0 = _mm512_loadu_ps(w0 + p), vw1 = _mm512_loadu_ps(w1 + p);
-        __m512 vw2 = _mm512_loadu_ps(w2 + p), vw3 = _mm512_loadu_ps(w3 + p);
+        __m512 vw0 = ldw16(w0, wbf, p), vw1 = ldw16(w1, wbf, p), vw2 = ldw16(w2, wbf, p), vw3 = ldw16(w3, wbf, p);
 #pragma GCC unroll 4
-        for (int i = 0; i < NI; i++) {
-            __m512 vx = _mm512_loadu_ps(x[i] + p);
-            acc[i][0] = _mm512_fmadd_ps(vx, vw0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(vx, vw1, acc[i][1]);
-            acc[i][2] = _mm512_fmadd_ps(vx, vw2, acc[i][2]);
-            acc[i][3] = _mm512_fmadd_ps(vx, vw3, acc[i][3]);
+        for (int r = 0; r < NI; r++) {
+            __m512 vx = _mm512_loadu_ps(x[r] + p);
+            acc[r][0] = _mm512_fmadd_ps(vx, vw0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(vx, vw1, acc[r][1]);
+            acc[r][2] = _mm512_fmadd_ps(vx, vw2, acc[r][2]);
+            acc[r][3] = _mm512_fmadd_ps(vx, vw3, acc[r][3]);
         }
     }
     if (tm) {
-        __m512 vw0 = _mm512_maskz_loadu_ps(tm, w0 + k16), vw1 = _mm512_maskz_loadu_ps(tm, w1 + k16);
-        __m512 vw2 = _mm512_maskz_loadu_ps(tm, w2 + k16), vw3 = _mm512_maskz_loadu_ps(tm, w3 + k16);
+        __m512 vw0 = ldw16_tail(w0, wbf, k16, tm), vw1 = ldw16_tail(w1, wbf, k16, tm);
+        __m512 vw2 = ldw16_tail(w2, wbf, k16, tm), vw3 = ldw16_tail(w3, wbf, k16, tm);
 #pragma GCC unroll 4
-        for (int i = 0; i < NI; i++) {
-            __m512 vx = _mm512_maskz_loadu_ps(tm, x[i] + k16);
-            acc[i][0] = _mm512_fmadd_ps(vx, vw0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(vx, vw1, acc[i][1]);
-            acc[i][2] = _mm512_fmadd_ps(vx, vw2, acc[i][2]);
-            acc[i][3] = _mm512_fmadd_ps(vx, vw3, acc[i][3]);
+        for (int r = 0; r < NI; r++) {
+            __m512 vx = _mm512_maskz_loadu_ps(tm, x[r] + k16);
+            acc[r][0] = _mm512_fmadd_ps(vx, vw0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(vx, vw1, acc[r][1]);
+            acc[r][2] = _mm512_fmadd_ps(vx, vw2, acc[r][2]);
+            acc[r][3] = _mm512_fmadd_ps(vx, vw3, acc[r][3]);
         }
     }
 #pragma GCC unroll 4
-    for (int i = 0; i < NI; i++) {
-        float v[4], *ci = c + i * ldc;
-        _mm_storeu_ps(v, serl_gemv_sums4(acc[i]));
-        for (int q = 0; q < nj; q++) ci[q] = beta == 0.0f ? alpha * v[q] : alpha * v[q] + beta * ci[q];
+    for (int r = 0; r < NI; r++) {
+        float v[4];
+        _mm_storeu_ps(v, serl_gemv_sums4(acc[r]));
+        const int64_t off = (i + r) * ldc + j;
+        for (int q = 0; q < nj; q++) {
+            float y = alpha * v[q];
+            if (beta != 0.0f) y += beta * serl_ld(C, c_dtype, off + q);
+            serl_st(C, c_dtype, off + q, y);
+        }
     }
 }
 
-/* Rows [j0, j1) of W against all m rows of x, as matmul.c's gemv_rows_avx2: blocks of 4 W rows (L1
- * resident) × up to 4 x rows, a partial W block repeating its last row, computed but not stored. */
-void serl_gemv_rows_avx512(int64_t m, int64_t k, float alpha, const float *X, int64_t ldx, const float *W,
-                           int64_t ldw, float beta, float *C, int64_t ldc, int64_t j0, int64_t j1) {
+/* Rows [j0, j1) of W (float32, or bf16: wbf) against all m rows of x, as matmul.c's gemv_rows_avx2:
+ * blocks of 4 W rows (L1 resident) × up to 4 x rows, a partial W block repeating its last row, computed
+ * but not stored. With wide (4·k floats), each block of bf16 W rows is widened once into it and serves
+ * every block of x from there rather than being widened again per x block. */
+static inline __attribute__((always_inline)) void gemv_rows16(const int wbf, int64_t m, int64_t k, float alpha,
+                                                              const float *X, int64_t ldx, const void *W, int64_t ldw,
+                                                              float beta, void *C, int32_t c_dtype, int64_t ldc,
+                                                              int64_t j0, int64_t j1, float *wide) {
+    const size_t ws = wbf ? sizeof(uint16_t) : sizeof(float);
     for (int64_t j = j0; j < j1; j += 4) {
         const int nj = (int)(j1 - j < 4 ? j1 - j : 4);
-        const float *w[4];
-        for (int q = 0; q < 4; q++) w[q] = W + (j + (q < nj ? q : nj - 1)) * ldw;
+        const void *w[4];
+        for (int q = 0; q < 4; q++) w[q] = (const char *)W + (size_t)((j + (q < nj ? q : nj - 1)) * ldw) * ws;
+        if (wbf && wide)
+            for (int q = 0; q < 4; q++) {
+                serl_bf16_to_f32_n(wide + q * k, (const uint16_t *)w[q], k);
+                w[q] = wide + q * k;
+            }
         for (int64_t i = 0; i < m; i += 4) {
             const int ni = (int)(m - i < 4 ? m - i : 4);
             const float *x[4] = {X + i * ldx, X + (i + 1) * ldx, X + (i + 2) * ldx, X + (i + 3) * ldx};
-            float *c = C + i * ldc + j;
+#define BLOCK(NI)                                                                                            \
+    if (wbf && !wide)                                                                                        \
+        gemv_block16(NI, 1, k, x, w, alpha, beta, C, c_dtype, ldc, i, j, nj);                                \
+    else                                                                                                     \
+        gemv_block16(NI, 0, k, x, w, alpha, beta, C, c_dtype, ldc, i, j, nj);
             switch (ni) {
-            case 1: gemv_block16(1, k, x, w, alpha, beta, c, ldc, nj); break;
-            case 2: gemv_block16(2, k, x, w, alpha, beta, c, ldc, nj); break;
-            case 3: gemv_block16(3, k, x, w, alpha, beta, c, ldc, nj); break;
-            default: gemv_block16(4, k, x, w, alpha, beta, c, ldc, nj); break;
+            case 1: BLOCK(1) break;
+            case 2: BLOCK(2) break;
+            case 3: BLOCK(3) break;
+            default: BLOCK(4) break;
             }
+#undef BLOCK
         }
     }
+}
+
+void serl_gemv_rows_avx512(int64_t m, int64_t k, float alpha, const float *X, int64_t ldx, const float *W,
+                           int64_t ldw, float beta, float *C, int64_t ldc, int64_t j0, int64_t j1) {
+    gemv_rows16(0, m, k, alpha, X, ldx, W, ldw, beta, C, SERL_DTYPE_F32, ldc, j0, j1, NULL);
+}
+
+void serl_bgemv_rows_avx512(int64_t m, int64_t k, float alpha, const float *X, int64_t ldx, const uint16_t *W,
+                            int64_t ldw, float beta, void *C, int32_t c_dtype, int64_t ldc, int64_t j0, int64_t j1,
+                            float *wide) {
+    gemv_rows16(1, m, k, alpha, X, ldx, W, ldw, beta, C, c_dtype, ldc, j0, j1, wide);
 }

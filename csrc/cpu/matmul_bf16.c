@@ -135,7 +135,13 @@ typedef struct {
     void *C;
     int32_t c_dtype;
     float *wide[SERL_MAX_THREADS]; /* per worker: 4 W rows in float32 (m > 4 only) */
+    int avx512;                    /* the same on 16 lanes (matmul_avx512.c) */
 } bgemv_job;
+
+/* The AVX-512 widening GEMV (matmul_avx512.c): rows [j0, j1) of bf16 W, the same blocking on 16 lanes. */
+void serl_bgemv_rows_avx512(int64_t m, int64_t k, float alpha, const float *X, int64_t ldx, const uint16_t *W,
+                            int64_t ldw, float beta, void *C, int32_t c_dtype, int64_t ldc, int64_t j0, int64_t j1,
+                            float *wide);
 
 /* w[q] are bf16 rows, or float32 rows when wide. */
 static inline __attribute__((always_inline)) void bgemv_block(int NI, int wide, const bgemv_job *g,
@@ -192,6 +198,10 @@ static void bgemv_task(void *arg, int64_t t, int worker) {
     int64_t lo, hi;
     if (!serl_gemv_rows(g->n, g->parts, t, &lo, &hi)) return;
     float *wf = g->wide[worker];
+    if (g->avx512) {
+        serl_bgemv_rows_avx512(g->m, g->k, g->alpha, g->X, g->ldx, g->W, g->ldw, g->beta, g->C, g->c_dtype, g->ldc, lo, hi, wf);
+        return;
+    }
     for (int64_t j = lo; j < hi; j += 4) {
         int nj = (int)(hi - j < 4 ? hi - j : 4);
         const void *w[4];
@@ -266,7 +276,8 @@ int32_t serl_matmul_bf16_gemv(serl_ctx *ctx, const serl_matmul_args *a) {
     for (int64_t b = 0; b < a->batch; b++) {
         bgemv_job g = {.m = m, .n = n, .k = k, .ldx = a->lda, .ldw = a->ldb, .ldc = a->ldc, .parts = 1, .wide = {NULL},
                        .alpha = a->alpha, .beta = a->beta, .W = (const uint16_t *)a->b + b * a->stride_b,
-                       .C = (char *)a->c + (size_t)(b * a->stride_c) * serl_dtype_size(a->c_dtype), .c_dtype = a->c_dtype};
+                       .C = (char *)a->c + (size_t)(b * a->stride_c) * serl_dtype_size(a->c_dtype), .c_dtype = a->c_dtype,
+                       .avx512 = ctx->simd >= SERL_SIMD_AVX512};
         if (xw) {
             for (int64_t i = 0; i < m; i++)
                 serl_bf16_to_f32_n(xw + i * k, (const uint16_t *)a->a + b * a->stride_a + i * a->lda, k);
