@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "expf_avx2.h"
 #include "internal.h"
 
 #define ATT_BK 64  /* keys per block */
@@ -31,8 +32,6 @@ typedef void (*att_gemm_fn)(int M, int N, int K, const float *A, ptrdiff_t am, p
 void serl_att_gemm_avx512(int M, int N, int K, const float *A, ptrdiff_t am, ptrdiff_t ak, const float *B,
                           ptrdiff_t ldb, float *C, ptrdiff_t ldc, int zero);
 
-/* Shared with kvcache.c (decode attention). */
-__m256 serl_att_exp8(__m256 x);
 
 /* ------------------------------------------------------------------------- AVX2 kernel */
 
@@ -78,31 +77,6 @@ static void gemm_avx2(int M, int N, int K, const float *A, ptrdiff_t am, ptrdiff
     }
 }
 
-/* ------------------------------------------------------------------------- exp */
-
-/* e^x for x ≤ 0 (Cephes expf polynomial, about 1 ulp); x below −87.3, −inf included, gives exactly 0. */
-static inline __m256 exp_avx2(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-87.3365f);
-    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    x = _mm256_max_ps(x, lo);
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));
-    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-    return _mm256_andnot_ps(under, y);
-}
-
-__m256 serl_att_exp8(__m256 x) { return exp_avx2(x); }
 
 static inline float hmax8(__m256 v) {
     __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -122,7 +96,7 @@ static double softmax_row(float *x, int n, float m) {
     __m256 vm = _mm256_set1_ps(m), acc = _mm256_setzero_ps();
     double sum = 0;
     for (int j = 0; j < n; j += 8) {
-        __m256 p = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + j), vm));
+        __m256 p = serl_exp8_nonpos(_mm256_sub_ps(_mm256_loadu_ps(x + j), vm));
         _mm256_storeu_ps(x + j, p);
         acc = _mm256_add_ps(acc, p);
         /* flush to double every 64 terms: float partial sums of ≤ 8 values each stay exact enough */

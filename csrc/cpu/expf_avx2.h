@@ -1,5 +1,5 @@
 /* Vectorised expf for AVX2+FMA (Cephes polynomial, ≤ 2 ulp over the normal range), shared by the
- * log-probability and sampling kernels. Private to csrc/cpu. */
+ * log-probability, sampling, SwiGLU and attention kernels. Private to csrc/cpu. */
 #ifndef SERL_EXPF_AVX2_H
 #define SERL_EXPF_AVX2_H
 
@@ -35,6 +35,29 @@ static inline __m256 serl_exp8(__m256 x) {
     y = _mm256_mul_ps(_mm256_mul_ps(y, s1), s2);
     y = _mm256_andnot_ps(under, y);
     return _mm256_blendv_ps(y, _mm256_set1_ps(__builtin_inff()), over);
+}
+
+/* e^x for x ≤ 0, as softmax takes it (the same polynomial without serl_exp8's overflow split, about 1
+ * ulp): x below −87.3, −inf included, gives exactly 0. Attention's and decode attention's. */
+static inline __m256 serl_exp8_nonpos(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3365f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(x, lo);
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(under, y);
 }
 
 /* Horizontal helpers. */

@@ -10,10 +10,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "expf_avx2.h"
 #include "internal.h"
-
-/* From attention.c: e^x lane by lane for x ≤ 0 (−inf → 0). */
-__m256 serl_att_exp8(__m256 x);
 
 /* From kvcache_avx512bf16.c: scores of bf16 queries against a bf16 slot on vdpbf16ps. */
 void serl_decode_scores_avx512bf16(int NH, int G, int D, const uint16_t *q, int64_t ldq, const uint16_t *k, float scale,
@@ -109,10 +107,14 @@ static inline void prefetch_row(const void *p, int64_t floats) {
     for (int64_t b = 0; b < floats * 4; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T0);
 }
 
-/* Dot products of the query rows q[n] (n < nh ≤ 4) with the key rows k[n] over D; the four sums. */
-static inline __m128 dot4(const float *const q[4], const float *const k[4], int nh, int D, int Dv, __m256i tm) {
+/* Dot products of the query rows q[n] (n < NH ≤ 4) with the key rows k[n] over D; the four sums. NH is a
+ * literal at every call, so the four accumulators stay in registers (a runtime count kept them on the
+ * stack, and every sum waited on a store). */
+static inline __attribute__((always_inline)) __m128 dot4(const int NH, const float *const q[4], const float *const k[4],
+                                                         int D, int Dv, __m256i tm) {
     __m256 c[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int n = 0; n < nh; n++) {
+#pragma GCC unroll 4
+    for (int n = 0; n < NH; n++) {
         __m256 x0 = _mm256_setzero_ps(), x1 = x0;
         int d = 0;
         for (; d + 16 <= Dv; d += 16) {
@@ -210,7 +212,14 @@ static void decode_task(void *arg, int64_t t, int w) {
             const int nh = NH - n < 4 ? NH - n : 4;
             const float *q4[4], *k4[4];
             for (int u = 0; u < nh; u++) q4[u] = qs + (size_t)(n + u) * Dp, k4[u] = kr + (int64_t)((n + u) / G) * D;
-            _mm_storeu_ps(sc + (size_t)jt * NHp + n, dot4(q4, k4, nh, D, Dv, tm));
+            __m128 r;
+            switch (nh) {
+            case 1: r = dot4(1, q4, k4, D, Dv, tm); break;
+            case 2: r = dot4(2, q4, k4, D, Dv, tm); break;
+            case 3: r = dot4(3, q4, k4, D, Dv, tm); break;
+            default: r = dot4(4, q4, k4, D, Dv, tm); break;
+            }
+            _mm_storeu_ps(sc + (size_t)jt * NHp + n, r);
         }
     }
 
@@ -221,7 +230,7 @@ static void decode_task(void *arg, int64_t t, int w) {
         __m256d s0 = _mm256_setzero_pd(), s1 = s0;
         for (int jt = 0; jt < L; jt++) {
             float *p = sc + (size_t)jt * NHp + n;
-            __m256 e = serl_att_exp8(_mm256_sub_ps(_mm256_loadu_ps(p), m));
+            __m256 e = serl_exp8_nonpos(_mm256_sub_ps(_mm256_loadu_ps(p), m));
             _mm256_storeu_ps(p, e);
             s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
             s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
