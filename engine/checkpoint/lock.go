@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -38,7 +39,9 @@ func (e *BusyError) Error() string {
 
 // Acquire takes dir's lock at once or fails with a *BusyError naming the owner's pid.
 func Acquire(dir string) (*Lock, error) {
-	if _, err := os.Stat(dir); err != nil {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("checkpoint: run directory %s does not exist", dir)
+	} else if err != nil {
 		return nil, fmt.Errorf("checkpoint: run directory %w", err)
 	}
 	path := filepath.Join(dir, LockFile)

@@ -41,12 +41,17 @@ func gather[T any](c *dist.Comm, what string, share []T) ([]T, error) {
 	return out, nil
 }
 
-// agree is dist.Agree: a failure on any rank ends the run on every rank.
+// agree is dist.Agree: a failure on any rank ends the run on every rank. This rank's own error comes
+// back as it was worded; another rank's is named as the run's.
 func agree(c *dist.Comm, what string, err error) error {
-	if err := dist.Agree(c, what, err); err != nil {
-		return fmt.Errorf("selfplay: %w", err)
+	switch all := dist.Agree(c, what, err); {
+	case all == nil:
+		return nil
+	case all == err:
+		return err
+	default:
+		return fmt.Errorf("selfplay: %w", all)
 	}
-	return nil
 }
 
 // cancelled is ctx.Err() decided together: the run stops when any rank was interrupted, at the same

@@ -71,3 +71,15 @@ func TestOpenRunWhileOwned(t *testing.T) {
 	require.Equal(t, 0, st.Step, "a new run's directory holds the checkpoint of step 0")
 	st.Close()
 }
+
+// Resuming what is not a run directory fails naming it, worded once (the single-process agreement
+// hands this process's error back as it was, with no second "selfplay:").
+func TestOpenRunMissing(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "nowhere")
+	_, err := OpenRun(dir)
+	require.EqualError(t, err, "selfplay: checkpoint: run directory "+dir+" does not exist")
+	empty := t.TempDir()
+	_, err = OpenRun(empty)
+	require.ErrorContains(t, err, "selfplay: "+empty+" is not a run directory")
+	require.NotContains(t, err.Error(), "selfplay: selfplay:")
+}
