@@ -91,6 +91,18 @@ func parse(fs *flag.FlagSet, args []string) error {
 		}
 		return usageError{err.Error()}
 	}
+	// A flag given no value takes the next flag as its value (--resume --run DIR makes the run "--run"
+	// and DIR a stray argument): say so rather than report the stray.
+	var swallowed error
+	fs.Visit(func(f *flag.Flag) {
+		v := f.Value.String()
+		if name, _, _ := strings.Cut(strings.TrimLeft(v, "-"), "="); swallowed == nil && strings.HasPrefix(v, "-") && fs.Lookup(name) != nil {
+			swallowed = usagef("--%s %s: --%s needs a value of its own (--%s VALUE); it took the flag %s as its value", f.Name, v, f.Name, f.Name, v)
+		}
+	})
+	if swallowed != nil {
+		return swallowed
+	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q", strings.Join(fs.Args(), " "))
 	}
