@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +21,7 @@ import (
 // given or it is named as printed (builtin:arith); the second result says which.
 func modelOrBuiltin(dir string, stderr io.Writer) (string, bool, error) {
 	if dir != "" && dir != builtin.Name {
-		return dir, false, nil
+		return dir, false, isModelFolder(dir)
 	}
 	d, err := builtin.ModelDir()
 	if err != nil {
@@ -31,6 +33,24 @@ func modelOrBuiltin(dir string, stderr io.Writer) (string, bool, error) {
 	}
 	fmt.Fprintf(stderr, "serl: %s: the built-in model (%s, unpacked at %s)\n", how, builtin.Name, d)
 	return d, true, nil
+}
+
+// isModelFolder says plainly when dir cannot be a Hugging Face model folder, before any command reads
+// a file of it and fails on that file's name.
+func isModelFolder(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s: no such model folder", dir)
+	case err != nil:
+		return err
+	case !fi.IsDir():
+		return fmt.Errorf("%s is a file: a model is a Hugging Face folder (config.json, model.safetensors, tokenizer.json)", dir)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "config.json")); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s is not a Hugging Face model folder: it has no config.json", dir)
+	}
+	return nil
 }
 
 // modelPrompt is how the model in dir expects its prompts, and where that comes from: the folder's
