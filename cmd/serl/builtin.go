@@ -17,19 +17,22 @@ import (
 	"github.com/serl-go/serl/engine/task/arith"
 )
 
-// modelOrBuiltin is the --model folder, or the built-in model's (unpacked on first use) when none is
-// given or it is named as printed (builtin:arith); the second result says which.
-func modelOrBuiltin(dir string, stderr io.Writer) (string, bool, error) {
+// modelOrBuiltin is the model folder given as --flagName, or the built-in model's (unpacked on first use)
+// when none is given or it is named as printed (builtin:arith); the second result says which.
+func modelOrBuiltin(flagName, dir string, stderr io.Writer) (string, bool, error) {
 	if dir != "" && dir != builtin.Name {
-		return dir, false, isModelFolder(dir)
+		if err := isModelFolder(dir); err != nil {
+			return "", false, fmt.Errorf("--%s %w", flagName, err)
+		}
+		return dir, false, nil
 	}
 	d, err := builtin.ModelDir()
 	if err != nil {
 		return "", false, fmt.Errorf("built-in model: %w", err)
 	}
-	how := "no --model"
+	how := "no --" + flagName
 	if dir != "" {
-		how = "--model " + dir
+		how = "--" + flagName + " " + dir
 	}
 	fmt.Fprintf(stderr, "serl: %s: the built-in model (%s, unpacked at %s)\n", how, builtin.Name, d)
 	return d, true, nil

@@ -59,7 +59,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	set := explicit(fs)
 	var isBuiltin bool
 	var err error
-	if *dir, isBuiltin, err = modelOrBuiltin(*dir, stderr); err != nil {
+	if *dir, isBuiltin, err = modelOrBuiltin("model", *dir, stderr); err != nil {
 		return err
 	}
 	pc, source, err := modelPrompt(*dir)

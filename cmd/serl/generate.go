@@ -61,7 +61,7 @@ func runTokenize(args []string, stdout, stderr io.Writer) error {
 		return usagef("give exactly one of --text or --decode")
 	}
 	var err error
-	if *dir, _, err = modelOrBuiltin(*dir, stderr); err != nil {
+	if *dir, _, err = modelOrBuiltin("model", *dir, stderr); err != nil {
 		return err
 	}
 	tok, err := loadTokenizer(*dir)
@@ -135,7 +135,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return usagef("--top-k %d: want ≥ 0 (0: off)", *topK)
 	}
 	var err error
-	if *dir, _, err = modelOrBuiltin(*dir, stderr); err != nil {
+	if *dir, _, err = modelOrBuiltin("model", *dir, stderr); err != nil {
 		return err
 	}
 	set := explicit(fs)

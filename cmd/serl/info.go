@@ -65,7 +65,7 @@ func info(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 	if *dir == "" {
 		return nil
 	}
-	if *dir, _, err = modelOrBuiltin(*dir, stderr); err != nil {
+	if *dir, _, err = modelOrBuiltin("model", *dir, stderr); err != nil {
 		return err
 	}
 	// Only the configuration is read: the plan is printed before anything is allocated.

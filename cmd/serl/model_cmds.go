@@ -58,7 +58,7 @@ func (mi *modelInput) load(stderr io.Writer, training bool) (*model.Model, *mode
 		longest = max(longest, len(s))
 	}
 	budget := max(mi.batchTokens, longest)
-	if mi.dir, _, err = modelOrBuiltin(mi.dir, stderr); err != nil {
+	if mi.dir, _, err = modelOrBuiltin("model", mi.dir, stderr); err != nil {
 		return nil, nil, nil, nil, err
 	}
 	p, err := mi.df.prec()

@@ -140,7 +140,7 @@ func runPretrain(args []string, stdout, stderr io.Writer) error {
 		c.LoRARank, c.LoRAAlpha, c.LoRATargets = lc.Rank, lc.Alpha, lc.Targets
 	}
 	if c.Init == builtin.Name {
-		if c.Init, _, err = modelOrBuiltin(c.Init, stderr); err != nil {
+		if c.Init, _, err = modelOrBuiltin("init", c.Init, stderr); err != nil {
 			return err
 		}
 	}

@@ -245,7 +245,7 @@ func trainRank(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if useBuiltin {
-		if tf.Model, _, err = modelOrBuiltin(modelArg, stderr); err != nil {
+		if tf.Model, _, err = modelOrBuiltin("model", modelArg, stderr); err != nil {
 			return err
 		}
 		if tf.Seeds == "" && cfg.Mode == selfplay.ModeSeRL {
