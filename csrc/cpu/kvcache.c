@@ -103,8 +103,8 @@ static inline int64_t cursor_next(slot_cursor *c) {
 /* How far ahead of use a task's rows are prefetched, in bytes (4 to 64 slots): blocks are scattered over
  * the cache, and the hardware prefetcher stops at every page boundary. A core keeps few misses in
  * flight, so the distance is what bounds its bandwidth from DRAM: 8 KiB (16 slots of the built-in
- * model's f32 rows) read 1.35× faster than 4 slots on one core and 1.15× on two (64 sequences of 512
- * tokens), and equal with 4 KiB rows; 16 KiB was no better. */
+ * model's 512-byte f32 rows) read 1.35× faster than 4 slots on one core and 1.15× on two (64 sequences
+ * of 512 tokens), and as fast as 4 slots with config M's 1 KiB rows; 16 KiB was no better. */
 #define DECODE_PF_BYTES 8192
 
 static inline void prefetch_row(const void *p, int64_t bytes) {
