@@ -38,8 +38,9 @@ func modelOrBuiltin(flagName, dir string, stderr io.Writer) (string, bool, error
 	return d, true, nil
 }
 
-// isModelFolder says plainly when dir cannot be a Hugging Face model folder, before any command reads
-// a file of it and fails on that file's name.
+// isModelFolder says plainly when dir cannot be a model folder, before a command reads a file of it
+// and fails on that file's name. Which files it needs is the command's (tokenize reads only the
+// tokenizer; model.LoadConfig names a missing config.json).
 func isModelFolder(dir string) error {
 	fi, err := os.Stat(dir)
 	switch {
@@ -49,9 +50,6 @@ func isModelFolder(dir string) error {
 		return err
 	case !fi.IsDir():
 		return fmt.Errorf("%s is a file: a model is a Hugging Face folder (config.json, model.safetensors, tokenizer.json)", dir)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "config.json")); errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s is not a Hugging Face model folder: it has no config.json", dir)
 	}
 	return nil
 }

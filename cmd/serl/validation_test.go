@@ -36,7 +36,7 @@ func TestFlagAndInputEdges(t *testing.T) {
 		{"NaN kl", []string{"train", "--kl", "NaN"}, 2, "--kl NaN: want a finite number"},
 		{"no model folder", []string{"eval", "--device", "cpu", "--model", empty + ".d"}, 1, empty + ".d: no such model folder"},
 		{"a file as the model", []string{"generate", "--device", "cpu", "--model", empty, "--prompt", "x"}, 1, empty + " is a file"},
-		{"a folder with no config.json", []string{"info", "--model", filepath.Dir(empty)}, 1, "is not a Hugging Face model folder: it has no config.json"},
+		{"a folder with no config.json", []string{"info", "--model", filepath.Dir(empty)}, 1, "config.json does not exist: " + filepath.Dir(empty) + " is not a Hugging Face model folder"},
 		{"flag as a value", []string{"train", "--resume", "--run", "runs/x"}, 2, "--resume needs a value of its own (--resume VALUE); it took the flag --run"},
 		{"flag=v as a value", []string{"eval", "--model", "--limit=3"}, 2, "--model needs a value of its own"},
 		{"dash value, not a flag", append(gen, "--system", "-be brief-", "--max-new-tokens", "1"), 0, ""},

@@ -6,9 +6,12 @@ package model
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
+	"path/filepath"
 )
 
 // Arch is a supported architecture family.
@@ -80,6 +83,9 @@ type rawConfig struct {
 // LoadConfig reads and validates a config.json.
 func LoadConfig(path string) (Config, error) {
 	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Config{}, fmt.Errorf("%s does not exist: %s is not a Hugging Face model folder", path, filepath.Dir(path))
+	}
 	if err != nil {
 		return Config{}, err
 	}
