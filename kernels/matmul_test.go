@@ -40,6 +40,7 @@ var matmulShapes = [][3]int{
 	{127, 129, 33}, {129, 257, 17}, {257, 300, 31}, {300, 257, 129}, {300, 300, 300}, {1, 1000, 513},
 	{1000, 1, 513}, {3, 7, 1000}, {12, 32, 7}, {13, 31, 300}, {64, 64, 64}, {1, 7, 1}, {300, 1, 65},
 	{33, 65, 800}, {1600, 40, 20}, {20, 4200, 10}, {24, 33, 2}, {20, 4100, 1950},
+	{1076, 8, 256}, {97, 5, 300}, // x·Wᵀ with few W rows and many x rows (a LoRA x·Aᵀ): the skinny GEMV
 }
 
 // storedDims are the dimensions of the stored A (op(A) m×k) or B (op(B) k×n) of a layout.

@@ -39,6 +39,10 @@
  * it is packed). On AVX2 the blocked path is 1.2-1.9× slower at 8 and 16 rows (W 768×768, 2048×768). */
 #define WIDEN_GEMV_MAX_M 16
 #endif
+#ifndef SKINNY_MAX_N
+#define SKINNY_MAX_N 8 /* W rows up to which x·Wᵀ of any height runs on the GEMV (skinny_task) */
+#endif
+#define SKINNY_ROWS 32 /* x rows per skinny task */
 #define XWT_MAX_M 128
 #define XWT_KC 768          /* depth slice of the x·Wᵀ path: a packed W panel slice is 96 KiB (L2) */
 #ifndef XWT_PAR_MIN
@@ -401,6 +405,15 @@ static void gemv_task(void *arg, int64_t t, int worker) {
     if (serl_gemv_rows(g->n, g->parts, t, &lo, &hi)) g->rows(g->m, g->k, g->alpha, g->X, g->ldx, g->W, g->ldw, g->beta, g->C, g->ldc, lo, hi);
 }
 
+/* The GEMV over SKINNY_ROWS rows of x at a time against all of W (few rows, L1 resident): a chunk's x
+ * rows stay in L2 while each block of W rows passes them. */
+static void skinny_task(void *arg, int64_t t, int worker) {
+    (void)worker;
+    gemv_job *g = arg;
+    int64_t lo = t * SKINNY_ROWS, hi = lo + SKINNY_ROWS < g->m ? lo + SKINNY_ROWS : g->m;
+    g->rows(hi - lo, g->k, g->alpha, g->X + lo * g->ldx, g->ldx, g->W, g->ldw, g->beta, g->C + lo * g->ldc, g->ldc, 0, g->n);
+}
+
 /* ------------------------------------------------------------------------- x·Wᵀ, m ≤ XWT_MAX_M */
 
 /* C[mr×nr] = alpha·X[mr×kc]·P + beta·C, X unpacked (row stride ldx), P a W panel packed k-major with
@@ -642,6 +655,10 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
     const serl_gemm_kernel *kern = ctx->simd >= SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
     int small = m * n * k < SMALL_MNK;
     int gemv = !small && m <= (ctx->simd >= SERL_SIMD_AVX512 ? GEMV_MAX_M_AVX512 : GEMV_MAX_M) && a->trans_b && !a->trans_a;
+    /* x·Wᵀ with few W rows (a LoRA adapter's x·Aᵀ: n = rank) and many x rows: the GEMV, split over x's
+     * rows; the blocked kernel would fill 8 or 16 of its 32 (AVX-512) columns */
+    int skinny = !small && !gemv && n <= SKINNY_MAX_N && a->trans_b && !a->trans_a;
+    gemv |= skinny;
     int xwt = !small && !gemv && m <= XWT_MAX_M && a->trans_b && !a->trans_a;
     if (small) {
         batch_job bj = {a, 1};
@@ -677,7 +694,12 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
         if (gemv) {
             gemv_job g = {m, n, k, a->lda, a->ldb, a->ldc, serl_gemv_parts(ctx->threads, n, k), a->alpha, a->beta, A, B, C,
                           ctx->simd >= SERL_SIMD_AVX512 ? serl_gemv_rows_avx512 : gemv_rows_avx2};
-            serl_parallel(ctx, g.parts, gemv_task, &g);
+            if (skinny) {
+                g.parts = ceil_div(m, SKINNY_ROWS);
+                serl_parallel(ctx, g.parts, skinny_task, &g);
+            } else {
+                serl_parallel(ctx, g.parts, gemv_task, &g);
+            }
             continue;
         }
         if (xwt) {
