@@ -78,13 +78,6 @@ static void gemm_avx2(int M, int N, int K, const float *A, ptrdiff_t am, ptrdiff
 }
 
 
-static inline float hmax8(__m256 v) {
-    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
-    x = _mm_max_ss(x, _mm_movehdup_ps(x));
-    return _mm_cvtss_f32(x);
-}
-
 static inline double hsum8d(__m256 v) {
     __m256d a = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
     __m128d b = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
@@ -111,7 +104,7 @@ static double softmax_row(float *x, int n, float m) {
 static float row_max(const float *x, int n) {
     __m256 v = _mm256_set1_ps(-INFINITY);
     for (int j = 0; j < n; j += 8) v = _mm256_max_ps(v, _mm256_loadu_ps(x + j));
-    return hmax8(v);
+    return serl_hmax8(v);
 }
 
 /* ------------------------------------------------------------------------- shared setup */

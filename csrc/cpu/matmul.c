@@ -656,7 +656,7 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
     int small = m * n * k < SMALL_MNK;
     int gemv = !small && m <= (ctx->simd >= SERL_SIMD_AVX512 ? GEMV_MAX_M_AVX512 : GEMV_MAX_M) && a->trans_b && !a->trans_a;
     /* x·Wᵀ with few W rows (a LoRA adapter's x·Aᵀ: n = rank) and many x rows: the GEMV, split over x's
-     * rows; the blocked kernel would fill 8 or 16 of its 32 (AVX-512) columns */
+     * rows; the blocked kernel would fill at most 8 of its 32 (AVX-512) columns */
     int skinny = !small && !gemv && n <= SKINNY_MAX_N && a->trans_b && !a->trans_a;
     gemv |= skinny;
     int xwt = !small && !gemv && m <= XWT_MAX_M && a->trans_b && !a->trans_a;
