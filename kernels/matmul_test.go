@@ -40,7 +40,11 @@ var matmulShapes = [][3]int{
 	{127, 129, 33}, {129, 257, 17}, {257, 300, 31}, {300, 257, 129}, {300, 300, 300}, {1, 1000, 513},
 	{1000, 1, 513}, {3, 7, 1000}, {12, 32, 7}, {13, 31, 300}, {64, 64, 64}, {1, 7, 1}, {300, 1, 65},
 	{33, 65, 800}, {1600, 40, 20}, {20, 4200, 10}, {24, 33, 2}, {20, 4100, 1950},
-	{1076, 8, 256}, {97, 5, 300}, // x·Wᵀ with few W rows and many x rows (a LoRA x·Aᵀ): the skinny GEMV
+	// A LoRA adapter's products: x·Wᵀ with few W rows and many x rows (x·Aᵀ) on the skinny GEMV, as x·W
+	// with few W columns (dy·B); Aᵀ·B with few columns (dyᵀ·u, C transposed) on the thin path, as with
+	// few rows (duᵀ·x: {13, 31, 300}, {1, 1000, 513} above).
+	{1076, 8, 256}, {97, 5, 300},
+	{257, 9, 12}, // below the small-product size with m past the x·Wᵀ path's rows: x·Wᵀ there all the same
 }
 
 // storedDims are the dimensions of the stored A (op(A) m×k) or B (op(B) k×n) of a layout.
@@ -518,6 +522,66 @@ func BenchmarkSGEMMDecode(b *testing.B) {
 			d.Free(Y)
 		}
 		d.Free(W)
+	}
+}
+
+// BenchmarkSGEMMLoRA is a rank-8 LoRA adapter's six products (engine/model/lora.go) on the built-in
+// model's projections (in→out 256→704 and 704→256) and Qwen2.5-0.5B's MLP up (896→4864): the forward's
+// u = x·Aᵀ and y += s·u·Bᵀ for T = 4 and 64 decoding rows and 2048 training tokens, and the backward's
+// dB += s·dyᵀ·u, du = s·dy·B, dA += duᵀ·x and dx += du·A for 2048 tokens. Every one has the rank as one
+// of m, n or k, which a blocked kernel's tiles do not fit.
+func BenchmarkSGEMMLoRA(b *testing.B) {
+	d := cpuDevice(b)
+	const r = 8
+	for _, io := range [][2]int{{256, 704}, {704, 256}, {896, 4864}} {
+		in, out := io[0], io[1]
+		A, B := d.MustAlloc(F32, r, in), d.MustAlloc(F32, out, r)
+		dA, dB := d.MustAlloc(F32, r, in), d.MustAlloc(F32, out, r)
+		fill(A, 5)
+		fill(B, 6)
+		for _, T := range []int{4, 64, 2048} {
+			x, y, u := d.MustAlloc(F32, T, in), d.MustAlloc(F32, T, out), d.MustAlloc(F32, T, r)
+			dx, dy, du := d.MustAlloc(F32, T, in), d.MustAlloc(F32, T, out), d.MustAlloc(F32, T, r)
+			for i, t := range []Tensor{x, y, u, dx, dy, du} {
+				fill(t, uint32(7+i))
+			}
+			products := []struct {
+				name string
+				mm   MatMul
+				mnk  int
+			}{
+				{"x·Aᵀ", MatMul{A: x, B: A, C: u, TransB: true, Alpha: 1}, T * r * in},
+				{"+u·Bᵀ", MatMul{A: u, B: B, C: y, TransB: true, Alpha: 0.5, Beta: 1}, T * out * r},
+			}
+			if T == 2048 {
+				products = append(products, []struct {
+					name string
+					mm   MatMul
+					mnk  int
+				}{
+					{"+dyᵀ·u", MatMul{A: dy, B: u, C: dB, TransA: true, Alpha: 0.5, Beta: 1}, out * r * T},
+					{"dy·B", MatMul{A: dy, B: B, C: du, Alpha: 0.5}, T * r * out},
+					{"+duᵀ·x", MatMul{A: du, B: x, C: dA, TransA: true, Alpha: 1, Beta: 1}, r * in * T},
+					{"+du·A", MatMul{A: du, B: A, C: dx, Alpha: 1, Beta: 1}, T * in * r},
+				}...)
+			}
+			for _, p := range products {
+				b.Run(fmt.Sprintf("%dx%d/T=%d/%s", in, out, T, p.name), func(b *testing.B) {
+					for i := 0; i < b.N; i++ {
+						if err := d.MatMul(p.mm); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.ReportMetric(2*float64(p.mnk)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				})
+			}
+			for _, t := range []Tensor{x, y, u, dx, dy, du} {
+				d.Free(t)
+			}
+		}
+		for _, t := range []Tensor{A, B, dA, dB} {
+			d.Free(t)
+		}
 	}
 }
 

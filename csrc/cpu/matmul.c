@@ -1,12 +1,16 @@
 /* serl_matmul: C[b] = alpha·op(A[b])·op(B[b]) + beta·C[b], row-major, float32.
  *
- * Four paths:
- *  - small products (m·n·k below SMALL_MNK): plain loops, no packing, no thread wake-up;
+ * The paths:
+ *  - small products (m·n·k below SMALL_MNK) other than x·Wᵀ: plain loops, no packing, no thread wake-up;
  *  - m ≤ GEMV_MAX_M (AVX2) or GEMV_MAX_M_AVX512 with B transposed (y = x·Wᵀ, the decode hot path): every
- *    row of W is streamed once for all m rows of x, dot products vectorised along k;
- *  - m ≤ XWT_MAX_M with B transposed (batched decode, y = x·Wᵀ for tens of sequences): only W is packed,
- *    one NR-row panel at a time into the worker's L1/L2, and a register-blocked kernel broadcasts x
- *    straight from its rows against it (no A packing, no shared panels, no fork for small calls);
+ *    row of W is streamed once for all m rows of x, dot products vectorised along k; also x·Wᵀ and x·W
+ *    with at most SKINNY_MAX_N columns of C for any m (a LoRA adapter's x·Aᵀ and dy·B);
+ *  - the other x·Wᵀ with m ≤ XWT_MAX_M (batched decode, y = x·Wᵀ for tens of sequences; few rows against
+ *    W rows of k ≤ THIN_K, a LoRA adapter's u·Bᵀ in decoding) or below SMALL_MNK: only W is packed, one
+ *    NR-row panel at a time into the worker's L1/L2, and a register-blocked kernel broadcasts x straight
+ *    from its rows against it (no A packing, no shared panels, no fork for small calls);
+ *  - Aᵀ·B with at most THIN_R rows or columns (a LoRA adapter's weight gradients): sums over k held in
+ *    registers for a block of C while the other operand streams past once;
  *  - everything else: the blocked product of gemm_driver.c (BLIS/GotoBLAS style: shared A and B panels
  *    packed on demand, C tiles as tasks) with the float32 kernels below; a bf16 operand is widened while
  *    its panels are packed.
@@ -43,6 +47,12 @@
 #define SKINNY_MAX_N 8 /* W rows up to which x·Wᵀ of any height runs on the GEMV (skinny_task) */
 #endif
 #define SKINNY_ROWS 32 /* x rows per skinny task */
+#ifndef THIN_R
+#define THIN_R 16 /* rows or columns up to which Aᵀ·B takes the thin path (thin_product) */
+#endif
+#ifndef THIN_K
+#define THIN_K 16 /* depth up to which x·Wᵀ skips the GEMV (see matmul_f32) */
+#endif
 #define XWT_MAX_M 128
 #define XWT_KC 768          /* depth slice of the x·Wᵀ path: a packed W panel slice is 96 KiB (L2) */
 #ifndef XWT_PAR_MIN
@@ -517,6 +527,100 @@ static void xwt_task(void *arg, int64_t t, int worker) {
     xwt_panels(g, g->pack[worker], lo, hi);
 }
 
+/* ------------------------------------------------------------------------- Aᵀ·B with few rows or columns
+ *
+ * C = alpha·Aᵀ·B + beta·C where m or n is at most THIN_R and k is long: a LoRA adapter's weight gradients
+ * dA += duᵀ·x (m = rank) and dB += dyᵀ·u (n = rank), k the tokens. As out[j, c] = Σ_t h[t, j]·l[t, c]
+ * with h the thin operand: all rows of out for a block of columns stay in registers while the rows of l
+ * stream past once (the blocked kernel packed both operands for a tile a quarter full, 30-50 GFLOP/s).
+ * With n the thin side, out is Cᵀ in scratch, added into C after. Tasks split the columns only, so every
+ * sum runs in t order whatever the thread count. */
+typedef void (*thin_fn)(int64_t T, int64_t r, const float *h, int64_t ldh, const float *l, int64_t ldl, float *out,
+                        int64_t ldo, float alpha, float beta, int64_t c0, int64_t c1);
+void serl_thin_cols_avx512(int64_t T, int64_t r, const float *h, int64_t ldh, const float *l, int64_t ldl, float *out,
+                           int64_t ldo, float alpha, float beta, int64_t c0, int64_t c1);
+
+/* The AVX2 block: R (≤ 8) rows × 8 columns, the columns past cols masked. */
+static inline __attribute__((always_inline)) void thin_block8(const int R, int64_t T, const float *h, int64_t ldh,
+                                                              const float *l, int64_t ldl, float *out, int64_t ldo,
+                                                              float alpha, float beta, int cols) {
+    __m256 acc[8];
+    const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 8
+    for (int j = 0; j < R; j++) acc[j] = _mm256_setzero_ps();
+    for (int64_t t = 0; t < T; t++) {
+        _mm_prefetch((const char *)(l + (t + SERL_THIN_PF) * ldl), _MM_HINT_T0);
+        __m256 x = _mm256_maskload_ps(l + t * ldl, mk);
+#pragma GCC unroll 8
+        for (int j = 0; j < R; j++) acc[j] = _mm256_fmadd_ps(_mm256_broadcast_ss(h + t * ldh + j), x, acc[j]);
+    }
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 8
+    for (int j = 0; j < R; j++) {
+        __m256 y = _mm256_mul_ps(va, acc[j]);
+        if (beta != 0.0f) y = _mm256_fmadd_ps(vb, _mm256_maskload_ps(out + j * ldo, mk), y);
+        _mm256_maskstore_ps(out + j * ldo, mk, y);
+    }
+}
+
+static void thin_cols_avx2(int64_t T, int64_t r, const float *h, int64_t ldh, const float *l, int64_t ldl, float *out,
+                           int64_t ldo, float alpha, float beta, int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; c += 8) {
+        const int cols = (int)(c1 - c < 8 ? c1 - c : 8);
+        for (int64_t j = 0; j < r; j += 8) {
+            const float *hj = h + j, *lc = l + c;
+            float *o = out + j * ldo + c;
+            switch (r - j < 8 ? r - j : 8) {
+            case 1: thin_block8(1, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            case 2: thin_block8(2, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            case 3: thin_block8(3, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            case 4: thin_block8(4, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            case 5: thin_block8(5, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            case 6: thin_block8(6, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            case 7: thin_block8(7, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            default: thin_block8(8, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            }
+        }
+    }
+}
+
+typedef struct {
+    int64_t T, r, L, ldh, ldl, ldo, parts, blk;
+    float alpha, beta;
+    const float *h, *l;
+    float *out;
+    thin_fn fn;
+} thin_job;
+
+static void thin_task(void *arg, int64_t t, int worker) {
+    (void)worker;
+    const thin_job *g = arg;
+    int64_t lo, hi;
+    serl_chunk(ceil_div(g->L, g->blk), g->parts, t, &lo, &hi);
+    if (lo < hi)
+        g->fn(g->T, g->r, g->h, g->ldh, g->l, g->ldl, g->out, g->ldo, g->alpha, g->beta, lo * g->blk,
+              hi * g->blk < g->L ? hi * g->blk : g->L);
+}
+
+/* One Aᵀ·B of the thin path; ct is scratch for m·n floats when n is the thin side. */
+static void thin_product(serl_ctx *ctx, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc, float *ct) {
+    int avx512 = ctx->simd >= SERL_SIMD_AVX512;
+    thin_job g = {.T = k, .blk = avx512 ? 48 : 8, .alpha = alpha, .fn = avx512 ? serl_thin_cols_avx512 : thin_cols_avx2};
+    if (m <= THIN_R) /* out = C: h = A [k, m], l = B [k, n] */
+        g.r = m, g.L = n, g.h = A, g.ldh = lda, g.l = B, g.ldl = ldb, g.out = C, g.ldo = ldc, g.beta = beta;
+    else /* out = Cᵀ [n, m]: h = B [k, n], l = A [k, m] */
+        g.r = n, g.L = m, g.h = B, g.ldh = ldb, g.l = A, g.ldl = lda, g.out = ct, g.ldo = m, g.beta = 0.0f;
+    int64_t blocks = ceil_div(g.L, g.blk);
+    g.parts = 1;
+    if (ctx->threads > 1 && m * n * k >= XWT_PAR_MIN) g.parts = blocks < 4 * ctx->threads ? blocks : 4 * ctx->threads;
+    serl_parallel(ctx, g.parts, thin_task, &g);
+    if (g.out == ct)
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++)
+                C[i * ldc + j] = beta == 0.0f ? ct[j * m + i] : ct[j * m + i] + beta * C[i * ldc + j];
+}
+
 /* ------------------------------------------------------------------------- entry */
 
 typedef struct {
@@ -653,13 +757,23 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
         return SERL_OK;
     }
     const serl_gemm_kernel *kern = ctx->simd >= SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
-    int small = m * n * k < SMALL_MNK;
-    int gemv = !small && m <= (ctx->simd >= SERL_SIMD_AVX512 ? GEMV_MAX_M_AVX512 : GEMV_MAX_M) && a->trans_b && !a->trans_a;
+    int xwt_form = a->trans_b && !a->trans_a, tn_form = a->trans_a && !a->trans_b;
+    int nn_form = !a->trans_a && !a->trans_b;
+    int tiny = m * n * k < SMALL_MNK;
+    /* x·Wᵀ stays on the vector paths below however small, on one thread: the plain loops' dot products
+     * are serial chains (a decode step's LoRA x·Aᵀ, 4×8×256, took 4 µs there) */
+    int small = tiny && !xwt_form;
+    /* W rows shorter than THIN_K (a LoRA adapter's u·Bᵀ: k = rank) go to the x·Wᵀ microkernel, which
+     * broadcasts x against a packed W panel; the GEMV would spend most of its time on horizontal sums */
+    int gemv = xwt_form && k > THIN_K && m <= (ctx->simd >= SERL_SIMD_AVX512 ? GEMV_MAX_M_AVX512 : GEMV_MAX_M);
     /* x·Wᵀ with few W rows (a LoRA adapter's x·Aᵀ: n = rank) and many x rows: the GEMV, split over x's
-     * rows; the blocked kernel would fill at most 8 of its 32 (AVX-512) columns */
-    int skinny = !small && !gemv && n <= SKINNY_MAX_N && a->trans_b && !a->trans_a;
+     * rows; the blocked kernel would fill at most 8 of its 32 (AVX-512) columns. x·W with W [k, n] of as
+     * few columns (du = dy·B) too, W transposed into scratch first (n·k floats). */
+    int skinny_nn = !tiny && nn_form && n <= SKINNY_MAX_N && k > THIN_K;
+    int skinny = (xwt_form && !gemv && k > THIN_K && n <= SKINNY_MAX_N) || skinny_nn;
     gemv |= skinny;
-    int xwt = !small && !gemv && m <= XWT_MAX_M && a->trans_b && !a->trans_a;
+    int xwt = xwt_form && !gemv && (m <= XWT_MAX_M || tiny);
+    int thin = !tiny && tn_form && (m <= THIN_R || n <= THIN_R);
     if (small) {
         batch_job bj = {a, 1};
         if (ctx->threads > 1 && a->batch > 1 && m * n * k * a->batch >= 4 * SMALL_MNK)
@@ -688,13 +802,26 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
             if (!xj.pack[w]) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
         }
     }
+    float *tr = NULL; /* Cᵀ of the thin path, or W transposed for skinny_nn */
+    if (((thin && m > THIN_R) || skinny_nn) && !(tr = serl_scratch(ctx, 0, sizeof(float) * (size_t)((thin ? m : k) * n))))
+        return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for a transposed operand");
     for (int64_t b = 0; b < a->batch; b++) {
         const float *A = (const float *)a->a + b * a->stride_a, *B = (const float *)a->b + b * a->stride_b;
         float *C = (float *)a->c + b * a->stride_c;
+        int64_t ldb = a->ldb;
+        if (skinny_nn) {
+            for (int64_t p = 0; p < k; p++)
+                for (int64_t j = 0; j < n; j++) tr[j * k + p] = B[p * ldb + j];
+            B = tr, ldb = k;
+        }
+        if (thin) {
+            thin_product(ctx, m, n, k, a->alpha, A, a->lda, B, ldb, a->beta, C, a->ldc, tr);
+            continue;
+        }
         if (gemv) {
-            gemv_job g = {m, n, k, a->lda, a->ldb, a->ldc, serl_gemv_parts(ctx->threads, n, k), a->alpha, a->beta, A, B, C,
-                          ctx->simd >= SERL_SIMD_AVX512 ? serl_gemv_rows_avx512 : gemv_rows_avx2};
-            if (skinny) {
+            gemv_job g = {m, n, k, a->lda, ldb, a->ldc, tiny ? 1 : serl_gemv_parts(ctx->threads, n, k), a->alpha, a->beta,
+                          A, B, C, ctx->simd >= SERL_SIMD_AVX512 ? serl_gemv_rows_avx512 : gemv_rows_avx2};
+            if (skinny && !tiny) {
                 g.parts = ceil_div(m, SKINNY_ROWS);
                 serl_parallel(ctx, g.parts, skinny_task, &g);
             } else {

@@ -197,3 +197,69 @@ void serl_bgemv_rows_avx512(int64_t m, int64_t k, float alpha, const float *X, i
                             float *wide) {
     gemv_rows16(1, m, k, alpha, X, ldx, W, ldw, beta, C, c_dtype, ldc, j0, j1, wide);
 }
+
+/* ------------------------------------------------------------------------- sums over a long k for few rows
+ *
+ * out[j, c] = alpha·Σ_t h[t, j]·l[t, c] + beta·out[j, c] for j < R (≤ 8) and 48 columns from c, the last
+ * vectors masked to cols: 24 zmm accumulators held across all T rows, so each row of l is read once and
+ * every sum runs in t order, SERL_THIN_PF rows prefetched ahead. matmul.c's thin_task cuts the product
+ * into these blocks. */
+static inline __attribute__((always_inline)) void thin_block16(const int R, int64_t T, const float *h, int64_t ldh,
+                                                               const float *l, int64_t ldl, float *out, int64_t ldo,
+                                                               float alpha, float beta, int cols) {
+    __m512 acc[8][3];
+    __mmask16 mk[3];
+    for (int v = 0; v < 3; v++) {
+        int left = cols - 16 * v;
+        mk[v] = left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < R; j++)
+        for (int v = 0; v < 3; v++) acc[j][v] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < T; t++) {
+        const float *lt = l + t * ldl, *ht = h + t * ldh;
+        _mm_prefetch((const char *)(lt + SERL_THIN_PF * ldl), _MM_HINT_T0);
+        _mm_prefetch((const char *)(lt + SERL_THIN_PF * ldl + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(lt + SERL_THIN_PF * ldl + 32), _MM_HINT_T0);
+        _mm_prefetch((const char *)(lt + SERL_THIN_PF * ldl + 47), _MM_HINT_T0);
+        __m512 x0 = _mm512_maskz_loadu_ps(mk[0], lt), x1 = _mm512_maskz_loadu_ps(mk[1], lt + 16);
+        __m512 x2 = _mm512_maskz_loadu_ps(mk[2], lt + 32);
+#pragma GCC unroll 8
+        for (int j = 0; j < R; j++) {
+            __m512 s = _mm512_set1_ps(ht[j]);
+            acc[j][0] = _mm512_fmadd_ps(s, x0, acc[j][0]);
+            acc[j][1] = _mm512_fmadd_ps(s, x1, acc[j][1]);
+            acc[j][2] = _mm512_fmadd_ps(s, x2, acc[j][2]);
+        }
+    }
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 8
+    for (int j = 0; j < R; j++)
+        for (int v = 0; v < 3; v++) {
+            float *o = out + j * ldo + 16 * v;
+            __m512 y = _mm512_mul_ps(va, acc[j][v]);
+            if (beta != 0.0f) y = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mk[v], o), y);
+            _mm512_mask_storeu_ps(o, mk[v], y);
+        }
+}
+
+void serl_thin_cols_avx512(int64_t T, int64_t r, const float *h, int64_t ldh, const float *l, int64_t ldl, float *out,
+                           int64_t ldo, float alpha, float beta, int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; c += 48) {
+        const int cols = (int)(c1 - c < 48 ? c1 - c : 48);
+        for (int64_t j = 0; j < r; j += 8) {
+            const float *hj = h + j, *lc = l + c;
+            float *o = out + j * ldo + c;
+            switch (r - j < 8 ? r - j : 8) {
+            case 1: thin_block16(1, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            case 2: thin_block16(2, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            case 3: thin_block16(3, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            case 4: thin_block16(4, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            case 5: thin_block16(5, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            case 6: thin_block16(6, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            case 7: thin_block16(7, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            default: thin_block16(8, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            }
+        }
+    }
+}
