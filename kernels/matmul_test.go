@@ -529,58 +529,66 @@ func BenchmarkSGEMMDecode(b *testing.B) {
 // model's projections (in→out 256→704 and 704→256) and Qwen2.5-0.5B's MLP up (896→4864): the forward's
 // u = x·Aᵀ and y += s·u·Bᵀ for T = 4 and 64 decoding rows and 2048 training tokens, and the backward's
 // dB += s·dyᵀ·u, du = s·dy·B, dA += duᵀ·x and dx += du·A for 2048 tokens. Every one has the rank as one
-// of m, n or k, which a blocked kernel's tiles do not fit.
+// of m, n or k, which a blocked kernel's tiles do not fit. The precision column as --precision: all in
+// f32, or activations and adapter copies in bf16 with the adapter's gradients in f32.
 func BenchmarkSGEMMLoRA(b *testing.B) {
 	d := cpuDevice(b)
 	const r = 8
-	for _, io := range [][2]int{{256, 704}, {704, 256}, {896, 4864}} {
-		in, out := io[0], io[1]
-		A, B := d.MustAlloc(F32, r, in), d.MustAlloc(F32, out, r)
-		dA, dB := d.MustAlloc(F32, r, in), d.MustAlloc(F32, out, r)
-		fill(A, 5)
-		fill(B, 6)
-		for _, T := range []int{4, 64, 2048} {
-			x, y, u := d.MustAlloc(F32, T, in), d.MustAlloc(F32, T, out), d.MustAlloc(F32, T, r)
-			dx, dy, du := d.MustAlloc(F32, T, in), d.MustAlloc(F32, T, out), d.MustAlloc(F32, T, r)
-			for i, t := range []Tensor{x, y, u, dx, dy, du} {
-				fill(t, uint32(7+i))
+	for _, dt := range []DType{F32, BF16} {
+		for _, io := range [][2]int{{256, 704}, {704, 256}, {896, 4864}} {
+			in, out := io[0], io[1]
+			var live []Tensor
+			alloc := func(dt DType, rows, cols int) Tensor {
+				t32 := d.MustAlloc(F32, rows, cols)
+				fill(t32, uint32(len(live)+5))
+				live = append(live, t32)
+				if dt == F32 {
+					return t32
+				}
+				t := d.MustAlloc(dt, rows, cols)
+				require.NoError(b, d.Cast(t, t32))
+				live = append(live, t)
+				return t
 			}
-			products := []struct {
-				name string
-				mm   MatMul
-				mnk  int
-			}{
-				{"x·Aᵀ", MatMul{A: x, B: A, C: u, TransB: true, Alpha: 1}, T * r * in},
-				{"+u·Bᵀ", MatMul{A: u, B: B, C: y, TransB: true, Alpha: 0.5, Beta: 1}, T * out * r},
-			}
-			if T == 2048 {
-				products = append(products, []struct {
+			A, B := alloc(dt, r, in), alloc(dt, out, r)
+			dA, dB := alloc(F32, r, in), alloc(F32, out, r)
+			for _, T := range []int{4, 64, 2048} {
+				x, y, u := alloc(dt, T, in), alloc(dt, T, out), alloc(dt, T, r)
+				dx, dy, du := alloc(dt, T, in), alloc(dt, T, out), alloc(dt, T, r)
+				products := []struct {
 					name string
 					mm   MatMul
 					mnk  int
 				}{
-					{"+dyᵀ·u", MatMul{A: dy, B: u, C: dB, TransA: true, Alpha: 0.5, Beta: 1}, out * r * T},
-					{"dy·B", MatMul{A: dy, B: B, C: du, Alpha: 0.5}, T * r * out},
-					{"+duᵀ·x", MatMul{A: du, B: x, C: dA, TransA: true, Alpha: 1, Beta: 1}, r * in * T},
-					{"+du·A", MatMul{A: du, B: A, C: dx, Alpha: 1, Beta: 1}, T * in * r},
-				}...)
-			}
-			for _, p := range products {
-				b.Run(fmt.Sprintf("%dx%d/T=%d/%s", in, out, T, p.name), func(b *testing.B) {
-					for i := 0; i < b.N; i++ {
-						if err := d.MatMul(p.mm); err != nil {
-							b.Fatal(err)
+					{"x·Aᵀ", MatMul{A: x, B: A, C: u, TransB: true, Alpha: 1}, T * r * in},
+					{"+u·Bᵀ", MatMul{A: u, B: B, C: y, TransB: true, Alpha: 0.5, Beta: 1}, T * out * r},
+				}
+				if T == 2048 {
+					products = append(products, []struct {
+						name string
+						mm   MatMul
+						mnk  int
+					}{
+						{"+dyᵀ·u", MatMul{A: dy, B: u, C: dB, TransA: true, Alpha: 0.5, Beta: 1}, out * r * T},
+						{"dy·B", MatMul{A: dy, B: B, C: du, Alpha: 0.5}, T * r * out},
+						{"+duᵀ·x", MatMul{A: du, B: x, C: dA, TransA: true, Alpha: 1, Beta: 1}, r * in * T},
+						{"+du·A", MatMul{A: du, B: A, C: dx, Alpha: 1, Beta: 1}, T * in * r},
+					}...)
+				}
+				for _, p := range products {
+					b.Run(fmt.Sprintf("%dx%d/T=%d/%s/%s", in, out, T, p.name, dt), func(b *testing.B) {
+						for i := 0; i < b.N; i++ {
+							if err := d.MatMul(p.mm); err != nil {
+								b.Fatal(err)
+							}
 						}
-					}
-					b.ReportMetric(2*float64(p.mnk)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-				})
+						b.ReportMetric(2*float64(p.mnk)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+					})
+				}
 			}
-			for _, t := range []Tensor{x, y, u, dx, dy, du} {
+			for _, t := range live {
 				d.Free(t)
 			}
-		}
-		for _, t := range []Tensor{A, B, dA, dB} {
-			d.Free(t)
 		}
 	}
 }

@@ -43,12 +43,8 @@
  * it is packed). On AVX2 the blocked path is 1.2-1.9× slower at 8 and 16 rows (W 768×768, 2048×768). */
 #define WIDEN_GEMV_MAX_M 16
 #endif
-#ifndef SKINNY_MAX_N
-#define SKINNY_MAX_N 8 /* W rows up to which x·Wᵀ of any height runs on the GEMV (skinny_task) */
-#endif
-#define SKINNY_ROWS 32 /* x rows per skinny task */
 #ifndef THIN_R
-#define THIN_R 16 /* rows or columns up to which Aᵀ·B takes the thin path (thin_product) */
+#define THIN_R 16 /* rows or columns up to which Aᵀ·B takes the thin path (matmul_thin) */
 #endif
 #ifndef THIN_K
 #define THIN_K 16 /* depth up to which x·Wᵀ skips the GEMV (see matmul_f32) */
@@ -415,12 +411,13 @@ static void gemv_task(void *arg, int64_t t, int worker) {
     if (serl_gemv_rows(g->n, g->parts, t, &lo, &hi)) g->rows(g->m, g->k, g->alpha, g->X, g->ldx, g->W, g->ldw, g->beta, g->C, g->ldc, lo, hi);
 }
 
-/* The GEMV over SKINNY_ROWS rows of x at a time against all of W (few rows, L1 resident): a chunk's x
- * rows stay in L2 while each block of W rows passes them. */
+/* The GEMV over a chunk of x's rows (serl_skinny_parts) against all of W (few rows, L1 resident): the
+ * chunk's rows stay in L2 while each block of W rows passes them. */
 static void skinny_task(void *arg, int64_t t, int worker) {
     (void)worker;
     gemv_job *g = arg;
-    int64_t lo = t * SKINNY_ROWS, hi = lo + SKINNY_ROWS < g->m ? lo + SKINNY_ROWS : g->m;
+    int64_t lo, hi;
+    serl_chunk(g->m, g->parts, t, &lo, &hi);
     g->rows(hi - lo, g->k, g->alpha, g->X + lo * g->ldx, g->ldx, g->W, g->ldw, g->beta, g->C + lo * g->ldc, g->ldc, 0, g->n);
 }
 
@@ -534,25 +531,39 @@ static void xwt_task(void *arg, int64_t t, int worker) {
  * with h the thin operand: all rows of out for a block of columns stay in registers while the rows of l
  * stream past once (the blocked kernel packed both operands for a tile a quarter full, 30-50 GFLOP/s).
  * With n the thin side, out is Cᵀ in scratch, added into C after. Tasks split the columns only, so every
- * sum runs in t order whatever the thread count. */
-typedef void (*thin_fn)(int64_t T, int64_t r, const float *h, int64_t ldh, const float *l, int64_t ldl, float *out,
-                        int64_t ldo, float alpha, float beta, int64_t c0, int64_t c1);
-void serl_thin_cols_avx512(int64_t T, int64_t r, const float *h, int64_t ldh, const float *l, int64_t ldl, float *out,
-                           int64_t ldo, float alpha, float beta, int64_t c0, int64_t c1);
+ * sum runs in t order whatever the thread count. bf16 operands are widened in registers as they are
+ * loaded (the bf16 pair kernel's tiles were as empty: 40-50 GFLOP/s). */
+typedef void (*thin_fn)(int hbf, int lbf, int64_t T, int64_t r, const void *h, int64_t ldh, const void *l, int64_t ldl,
+                        float *out, int64_t ldo, float alpha, float beta, int64_t c0, int64_t c1);
+void serl_thin_cols_avx512(int hbf, int lbf, int64_t T, int64_t r, const void *h, int64_t ldh, const void *l,
+                           int64_t ldl, float *out, int64_t ldo, float alpha, float beta, int64_t c0, int64_t c1);
+
+/* 8 elements of a float32 or bf16 (lbf) row, those from cols on zero. */
+static inline __m256 thin_ld8(const void *p, int lbf, int cols, __m256i mk) {
+    if (!lbf) return _mm256_maskload_ps((const float *)p, mk);
+    if (cols >= 8) return serl_bf16x8_to_f32(_mm_loadu_si128((const __m128i *)p));
+    uint16_t t[8] = {0};
+    memcpy(t, p, sizeof(uint16_t) * (size_t)cols);
+    return serl_bf16x8_to_f32(_mm_loadu_si128((const __m128i *)t));
+}
 
 /* The AVX2 block: R (≤ 8) rows × 8 columns, the columns past cols masked. */
-static inline __attribute__((always_inline)) void thin_block8(const int R, int64_t T, const float *h, int64_t ldh,
-                                                              const float *l, int64_t ldl, float *out, int64_t ldo,
-                                                              float alpha, float beta, int cols) {
+static inline __attribute__((always_inline)) void thin_block8(const int R, const int hbf, const int lbf, int64_t T,
+                                                              const void *h, int64_t ldh, const void *l, int64_t ldl,
+                                                              float *out, int64_t ldo, float alpha, float beta, int cols) {
+    const size_t hs = hbf ? 2 : 4, ls = lbf ? 2 : 4;
     __m256 acc[8];
     const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 #pragma GCC unroll 8
     for (int j = 0; j < R; j++) acc[j] = _mm256_setzero_ps();
     for (int64_t t = 0; t < T; t++) {
-        _mm_prefetch((const char *)(l + (t + SERL_THIN_PF) * ldl), _MM_HINT_T0);
-        __m256 x = _mm256_maskload_ps(l + t * ldl, mk);
+        const char *lt = (const char *)l + (size_t)(t * ldl) * ls, *ht = (const char *)h + (size_t)(t * ldh) * hs;
+        _mm_prefetch(lt + (size_t)(SERL_THIN_PF * ldl) * ls, _MM_HINT_T0);
+        __m256 x = thin_ld8(lt, lbf, cols, mk);
 #pragma GCC unroll 8
-        for (int j = 0; j < R; j++) acc[j] = _mm256_fmadd_ps(_mm256_broadcast_ss(h + t * ldh + j), x, acc[j]);
+        for (int j = 0; j < R; j++)
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(hbf ? serl_bf16_to_f32(((const uint16_t *)ht)[j]) : ((const float *)ht)[j]),
+                                     x, acc[j]);
     }
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
 #pragma GCC unroll 8
@@ -563,31 +574,49 @@ static inline __attribute__((always_inline)) void thin_block8(const int R, int64
     }
 }
 
-static void thin_cols_avx2(int64_t T, int64_t r, const float *h, int64_t ldh, const float *l, int64_t ldl, float *out,
-                           int64_t ldo, float alpha, float beta, int64_t c0, int64_t c1) {
+static inline __attribute__((always_inline)) void thin_cols8(const int hbf, const int lbf, int64_t T, int64_t r,
+                                                             const void *h, int64_t ldh, const void *l, int64_t ldl,
+                                                             float *out, int64_t ldo, float alpha, float beta,
+                                                             int64_t c0, int64_t c1) {
+    const size_t hs = hbf ? 2 : 4, ls = lbf ? 2 : 4;
     for (int64_t c = c0; c < c1; c += 8) {
         const int cols = (int)(c1 - c < 8 ? c1 - c : 8);
         for (int64_t j = 0; j < r; j += 8) {
-            const float *hj = h + j, *lc = l + c;
+            const void *hj = (const char *)h + j * hs, *lc = (const char *)l + c * ls;
             float *o = out + j * ldo + c;
+#define BLOCK(R) thin_block8(R, hbf, lbf, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols)
             switch (r - j < 8 ? r - j : 8) {
-            case 1: thin_block8(1, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
-            case 2: thin_block8(2, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
-            case 3: thin_block8(3, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
-            case 4: thin_block8(4, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
-            case 5: thin_block8(5, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
-            case 6: thin_block8(6, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
-            case 7: thin_block8(7, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
-            default: thin_block8(8, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            case 1: BLOCK(1); break;
+            case 2: BLOCK(2); break;
+            case 3: BLOCK(3); break;
+            case 4: BLOCK(4); break;
+            case 5: BLOCK(5); break;
+            case 6: BLOCK(6); break;
+            case 7: BLOCK(7); break;
+            default: BLOCK(8); break;
             }
+#undef BLOCK
         }
     }
+}
+
+static void thin_cols_avx2(int hbf, int lbf, int64_t T, int64_t r, const void *h, int64_t ldh, const void *l,
+                           int64_t ldl, float *out, int64_t ldo, float alpha, float beta, int64_t c0, int64_t c1) {
+    if (hbf && lbf)
+        thin_cols8(1, 1, T, r, h, ldh, l, ldl, out, ldo, alpha, beta, c0, c1);
+    else if (hbf)
+        thin_cols8(1, 0, T, r, h, ldh, l, ldl, out, ldo, alpha, beta, c0, c1);
+    else if (lbf)
+        thin_cols8(0, 1, T, r, h, ldh, l, ldl, out, ldo, alpha, beta, c0, c1);
+    else
+        thin_cols8(0, 0, T, r, h, ldh, l, ldl, out, ldo, alpha, beta, c0, c1);
 }
 
 typedef struct {
     int64_t T, r, L, ldh, ldl, ldo, parts, blk;
     float alpha, beta;
-    const float *h, *l;
+    const void *h, *l;
+    int hbf, lbf;
     float *out;
     thin_fn fn;
 } thin_job;
@@ -598,27 +627,38 @@ static void thin_task(void *arg, int64_t t, int worker) {
     int64_t lo, hi;
     serl_chunk(ceil_div(g->L, g->blk), g->parts, t, &lo, &hi);
     if (lo < hi)
-        g->fn(g->T, g->r, g->h, g->ldh, g->l, g->ldl, g->out, g->ldo, g->alpha, g->beta, lo * g->blk,
+        g->fn(g->hbf, g->lbf, g->T, g->r, g->h, g->ldh, g->l, g->ldl, g->out, g->ldo, g->alpha, g->beta, lo * g->blk,
               hi * g->blk < g->L ? hi * g->blk : g->L);
 }
 
-/* One Aᵀ·B of the thin path; ct is scratch for m·n floats when n is the thin side. */
-static void thin_product(serl_ctx *ctx, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
-                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc, float *ct) {
-    int avx512 = ctx->simd >= SERL_SIMD_AVX512;
-    thin_job g = {.T = k, .blk = avx512 ? 48 : 8, .alpha = alpha, .fn = avx512 ? serl_thin_cols_avx512 : thin_cols_avx2};
-    if (m <= THIN_R) /* out = C: h = A [k, m], l = B [k, n] */
-        g.r = m, g.L = n, g.h = A, g.ldh = lda, g.l = B, g.ldl = ldb, g.out = C, g.ldo = ldc, g.beta = beta;
-    else /* out = Cᵀ [n, m]: h = B [k, n], l = A [k, m] */
-        g.r = n, g.L = m, g.h = B, g.ldh = ldb, g.l = A, g.ldl = lda, g.out = ct, g.ldo = m, g.beta = 0.0f;
-    int64_t blocks = ceil_div(g.L, g.blk);
-    g.parts = 1;
-    if (ctx->threads > 1 && m * n * k >= XWT_PAR_MIN) g.parts = blocks < 4 * ctx->threads ? blocks : 4 * ctx->threads;
-    serl_parallel(ctx, g.parts, thin_task, &g);
-    if (g.out == ct)
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++)
-                C[i * ldc + j] = beta == 0.0f ? ct[j * m + i] : ct[j * m + i] + beta * C[i * ldc + j];
+/* Validated args with trans_a, !trans_b, m or n ≤ THIN_R, float32 or bf16 A and B, a float32 C, k > 0 and
+ * alpha ≠ 0. */
+static int32_t matmul_thin(serl_ctx *ctx, const serl_matmul_args *a) {
+    const int64_t m = a->m, n = a->n, k = a->k;
+    const int avx512 = ctx->simd >= SERL_SIMD_AVX512, abf = a->a_dtype == SERL_DTYPE_BF16, bbf = a->b_dtype == SERL_DTYPE_BF16;
+    float *ct = NULL; /* Cᵀ when n is the thin side */
+    if (m > THIN_R && !(ct = serl_scratch(ctx, 0, sizeof(float) * (size_t)(m * n))))
+        return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for a transposed C");
+    for (int64_t b = 0; b < a->batch; b++) {
+        const void *A = serl_at(a->a, a->a_dtype, b * a->stride_a), *B = serl_at(a->b, a->b_dtype, b * a->stride_b);
+        float *C = (float *)a->c + b * a->stride_c;
+        thin_job g = {.T = k, .blk = avx512 ? 48 : 8, .alpha = a->alpha, .fn = avx512 ? serl_thin_cols_avx512 : thin_cols_avx2};
+        if (!ct) /* out = C: h = A [k, m], l = B [k, n] */
+            g.r = m, g.L = n, g.h = A, g.hbf = abf, g.ldh = a->lda, g.l = B, g.lbf = bbf, g.ldl = a->ldb, g.out = C,
+            g.ldo = a->ldc, g.beta = a->beta;
+        else /* out = Cᵀ [n, m]: h = B [k, n], l = A [k, m] */
+            g.r = n, g.L = m, g.h = B, g.hbf = bbf, g.ldh = a->ldb, g.l = A, g.lbf = abf, g.ldl = a->lda, g.out = ct,
+            g.ldo = m, g.beta = 0.0f;
+        int64_t blocks = ceil_div(g.L, g.blk);
+        g.parts = 1;
+        if (ctx->threads > 1 && m * n * k >= XWT_PAR_MIN) g.parts = blocks < 4 * ctx->threads ? blocks : 4 * ctx->threads;
+        serl_parallel(ctx, g.parts, thin_task, &g);
+        if (ct)
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < n; j++)
+                    C[i * a->ldc + j] = a->beta == 0.0f ? ct[j * m + i] : ct[j * m + i] + a->beta * C[i * a->ldc + j];
+    }
+    return SERL_OK;
 }
 
 /* ------------------------------------------------------------------------- entry */
@@ -732,11 +772,25 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
     SERL_CHECK(serl_check_matmul(ctx, a));
     const int64_t m = a->m, n = a->n, k = a->k;
     int use_ab = k > 0 && a->alpha != 0.0f;
-    /* bf16 weights for few rows (generation): W streamed once (matmul_bf16.c), as pairs with bf16 x on
-     * AVX-512 BF16, widened in registers otherwise. */
-    const int pair = a->a_dtype == SERL_DTYPE_BF16 && a->b_dtype == SERL_DTYPE_BF16 && ctx->simd >= SERL_SIMD_AVX512BF16;
-    if (use_ab && a->b_dtype == SERL_DTYPE_BF16 && a->trans_b && !a->trans_a && m <= (pair ? BF16_GEMV_MAX_M : WIDEN_GEMV_MAX_M) &&
+    /* Aᵀ·B with few rows or columns into a float32 C (a LoRA adapter's weight gradients, from float32 or
+     * bf16 activations) */
+    if (use_ab && a->trans_a && !a->trans_b && (m <= THIN_R || n <= THIN_R) && a->c_dtype == SERL_DTYPE_F32 &&
         m * n * k >= SMALL_MNK)
+        return matmul_thin(ctx, a);
+    const int few_xwt = a->trans_b && !a->trans_a && m <= XWT_MAX_M;
+    /* Few rows against short W rows with a bf16 operand (a LoRA adapter's u·Bᵀ in generation, k = rank):
+     * every operand is small, so widened to float32 copies for the x·Wᵀ kernel; the bf16 kernels' packing
+     * and horizontal sums were most of their time (2.4-3.8× slower at 64 and 4 rows). */
+    if (use_ab && (a->a_dtype != SERL_DTYPE_F32 || a->b_dtype != SERL_DTYPE_F32) && few_xwt && k <= THIN_K)
+        return matmul_mixed(ctx, a, use_ab);
+    /* bf16 weights for few rows (generation), or few bf16 W rows (a LoRA adapter's x·Aᵀ, n = rank): W
+     * streamed once (matmul_bf16.c), as pairs with bf16 x on AVX-512 BF16, widened in registers otherwise.
+     * The pairs also take x·Wᵀ and x·W with few W columns for x of any height (x·Aᵀ and dy·B in
+     * training), split over x's rows: the pair kernel's tiles were a quarter full. */
+    const int pair = a->a_dtype == SERL_DTYPE_BF16 && a->b_dtype == SERL_DTYPE_BF16 && ctx->simd >= SERL_SIMD_AVX512BF16;
+    if (use_ab && a->b_dtype == SERL_DTYPE_BF16 && !a->trans_a && m * n * k >= SMALL_MNK &&
+        ((few_xwt && (m <= (pair ? BF16_GEMV_MAX_M : WIDEN_GEMV_MAX_M) || n <= SKINNY_MAX_N)) ||
+         (pair && n <= SKINNY_MAX_N && k > THIN_K)))
         return serl_matmul_bf16_gemv(ctx, a);
     /* bf16 × bf16 on AVX-512 BF16: the pair kernel (matmul_bf16.c); products too small to pay for its
      * packing, other CPUs and mixed operands: widened to float32 */
@@ -757,7 +811,7 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
         return SERL_OK;
     }
     const serl_gemm_kernel *kern = ctx->simd >= SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
-    int xwt_form = a->trans_b && !a->trans_a, tn_form = a->trans_a && !a->trans_b;
+    int xwt_form = a->trans_b && !a->trans_a;
     int nn_form = !a->trans_a && !a->trans_b;
     int tiny = m * n * k < SMALL_MNK;
     /* x·Wᵀ stays on the vector paths below however small, on one thread: the plain loops' dot products
@@ -773,7 +827,6 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
     int skinny = (xwt_form && !gemv && k > THIN_K && n <= SKINNY_MAX_N) || skinny_nn;
     gemv |= skinny;
     int xwt = xwt_form && !gemv && (m <= XWT_MAX_M || tiny);
-    int thin = !tiny && tn_form && (m <= THIN_R || n <= THIN_R);
     if (small) {
         batch_job bj = {a, 1};
         if (ctx->threads > 1 && a->batch > 1 && m * n * k * a->batch >= 4 * SMALL_MNK)
@@ -802,27 +855,23 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
             if (!xj.pack[w]) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
         }
     }
-    float *tr = NULL; /* Cᵀ of the thin path, or W transposed for skinny_nn */
-    if (((thin && m > THIN_R) || skinny_nn) && !(tr = serl_scratch(ctx, 0, sizeof(float) * (size_t)((thin ? m : k) * n))))
-        return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for a transposed operand");
+    float *wt = NULL; /* W transposed for skinny_nn */
+    if (skinny_nn && !(wt = serl_scratch(ctx, 0, sizeof(float) * (size_t)(k * n))))
+        return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory transposing W");
     for (int64_t b = 0; b < a->batch; b++) {
         const float *A = (const float *)a->a + b * a->stride_a, *B = (const float *)a->b + b * a->stride_b;
         float *C = (float *)a->c + b * a->stride_c;
         int64_t ldb = a->ldb;
         if (skinny_nn) {
             for (int64_t p = 0; p < k; p++)
-                for (int64_t j = 0; j < n; j++) tr[j * k + p] = B[p * ldb + j];
-            B = tr, ldb = k;
-        }
-        if (thin) {
-            thin_product(ctx, m, n, k, a->alpha, A, a->lda, B, ldb, a->beta, C, a->ldc, tr);
-            continue;
+                for (int64_t j = 0; j < n; j++) wt[j * k + p] = B[p * ldb + j];
+            B = wt, ldb = k;
         }
         if (gemv) {
             gemv_job g = {m, n, k, a->lda, ldb, a->ldc, tiny ? 1 : serl_gemv_parts(ctx->threads, n, k), a->alpha, a->beta,
                           A, B, C, ctx->simd >= SERL_SIMD_AVX512 ? serl_gemv_rows_avx512 : gemv_rows_avx2};
-            if (skinny && !tiny) {
-                g.parts = ceil_div(m, SKINNY_ROWS);
+            if (skinny) {
+                g.parts = serl_skinny_parts(ctx->threads, m, n, k);
                 serl_parallel(ctx, g.parts, skinny_task, &g);
             } else {
                 serl_parallel(ctx, g.parts, gemv_task, &g);

@@ -202,11 +202,20 @@ void serl_bgemv_rows_avx512(int64_t m, int64_t k, float alpha, const float *X, i
  *
  * out[j, c] = alpha·Σ_t h[t, j]·l[t, c] + beta·out[j, c] for j < R (≤ 8) and 48 columns from c, the last
  * vectors masked to cols: 24 zmm accumulators held across all T rows, so each row of l is read once and
- * every sum runs in t order, SERL_THIN_PF rows prefetched ahead. matmul.c's thin_task cuts the product
- * into these blocks. */
-static inline __attribute__((always_inline)) void thin_block16(const int R, int64_t T, const float *h, int64_t ldh,
-                                                               const float *l, int64_t ldl, float *out, int64_t ldo,
-                                                               float alpha, float beta, int cols) {
+ * every sum runs in t order, SERL_THIN_PF rows prefetched ahead. h and l are float32 or bf16 (hbf, lbf:
+ * widened in registers), out float32. matmul.c's thin_task cuts the product into these blocks. */
+static inline __m512 thin_ld16(const void *p, int bf, __mmask16 mk) {
+    if (bf)
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, (const uint16_t *)p)), 16));
+    return _mm512_maskz_loadu_ps(mk, (const float *)p);
+}
+
+static inline __attribute__((always_inline)) void thin_block16(const int R, const int hbf, const int lbf, int64_t T,
+                                                               const void *h, int64_t ldh, const void *l, int64_t ldl,
+                                                               float *out, int64_t ldo, float alpha, float beta,
+                                                               int cols) {
+    const size_t hs = hbf ? 2 : 4, ls = lbf ? 2 : 4;
     __m512 acc[8][3];
     __mmask16 mk[3];
     for (int v = 0; v < 3; v++) {
@@ -217,16 +226,17 @@ static inline __attribute__((always_inline)) void thin_block16(const int R, int6
     for (int j = 0; j < R; j++)
         for (int v = 0; v < 3; v++) acc[j][v] = _mm512_setzero_ps();
     for (int64_t t = 0; t < T; t++) {
-        const float *lt = l + t * ldl, *ht = h + t * ldh;
-        _mm_prefetch((const char *)(lt + SERL_THIN_PF * ldl), _MM_HINT_T0);
-        _mm_prefetch((const char *)(lt + SERL_THIN_PF * ldl + 16), _MM_HINT_T0);
-        _mm_prefetch((const char *)(lt + SERL_THIN_PF * ldl + 32), _MM_HINT_T0);
-        _mm_prefetch((const char *)(lt + SERL_THIN_PF * ldl + 47), _MM_HINT_T0);
-        __m512 x0 = _mm512_maskz_loadu_ps(mk[0], lt), x1 = _mm512_maskz_loadu_ps(mk[1], lt + 16);
-        __m512 x2 = _mm512_maskz_loadu_ps(mk[2], lt + 32);
+        const char *lt = (const char *)l + (size_t)(t * ldl) * ls, *ht = (const char *)h + (size_t)(t * ldh) * hs;
+        const char *pf = lt + (size_t)(SERL_THIN_PF * ldl) * ls;
+        _mm_prefetch(pf, _MM_HINT_T0);
+        _mm_prefetch(pf + 16 * ls, _MM_HINT_T0);
+        _mm_prefetch(pf + 32 * ls, _MM_HINT_T0);
+        _mm_prefetch(pf + 47 * ls, _MM_HINT_T0);
+        __m512 x0 = thin_ld16(lt, lbf, mk[0]), x1 = thin_ld16(lt + 16 * ls, lbf, mk[1]);
+        __m512 x2 = thin_ld16(lt + 32 * ls, lbf, mk[2]);
 #pragma GCC unroll 8
         for (int j = 0; j < R; j++) {
-            __m512 s = _mm512_set1_ps(ht[j]);
+            __m512 s = _mm512_set1_ps(hbf ? serl_bf16_to_f32(((const uint16_t *)ht)[j]) : ((const float *)ht)[j]);
             acc[j][0] = _mm512_fmadd_ps(s, x0, acc[j][0]);
             acc[j][1] = _mm512_fmadd_ps(s, x1, acc[j][1]);
             acc[j][2] = _mm512_fmadd_ps(s, x2, acc[j][2]);
@@ -243,23 +253,40 @@ static inline __attribute__((always_inline)) void thin_block16(const int R, int6
         }
 }
 
-void serl_thin_cols_avx512(int64_t T, int64_t r, const float *h, int64_t ldh, const float *l, int64_t ldl, float *out,
-                           int64_t ldo, float alpha, float beta, int64_t c0, int64_t c1) {
+static inline __attribute__((always_inline)) void thin_cols16(const int hbf, const int lbf, int64_t T, int64_t r,
+                                                              const void *h, int64_t ldh, const void *l, int64_t ldl,
+                                                              float *out, int64_t ldo, float alpha, float beta,
+                                                              int64_t c0, int64_t c1) {
+    const size_t hs = hbf ? 2 : 4, ls = lbf ? 2 : 4;
     for (int64_t c = c0; c < c1; c += 48) {
         const int cols = (int)(c1 - c < 48 ? c1 - c : 48);
         for (int64_t j = 0; j < r; j += 8) {
-            const float *hj = h + j, *lc = l + c;
+            const void *hj = (const char *)h + j * hs, *lc = (const char *)l + c * ls;
             float *o = out + j * ldo + c;
+#define BLOCK(R) thin_block16(R, hbf, lbf, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols)
             switch (r - j < 8 ? r - j : 8) {
-            case 1: thin_block16(1, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
-            case 2: thin_block16(2, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
-            case 3: thin_block16(3, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
-            case 4: thin_block16(4, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
-            case 5: thin_block16(5, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
-            case 6: thin_block16(6, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
-            case 7: thin_block16(7, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
-            default: thin_block16(8, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols); break;
+            case 1: BLOCK(1); break;
+            case 2: BLOCK(2); break;
+            case 3: BLOCK(3); break;
+            case 4: BLOCK(4); break;
+            case 5: BLOCK(5); break;
+            case 6: BLOCK(6); break;
+            case 7: BLOCK(7); break;
+            default: BLOCK(8); break;
             }
+#undef BLOCK
         }
     }
+}
+
+void serl_thin_cols_avx512(int hbf, int lbf, int64_t T, int64_t r, const void *h, int64_t ldh, const void *l,
+                           int64_t ldl, float *out, int64_t ldo, float alpha, float beta, int64_t c0, int64_t c1) {
+    if (hbf && lbf)
+        thin_cols16(1, 1, T, r, h, ldh, l, ldl, out, ldo, alpha, beta, c0, c1);
+    else if (hbf)
+        thin_cols16(1, 0, T, r, h, ldh, l, ldl, out, ldo, alpha, beta, c0, c1);
+    else if (lbf)
+        thin_cols16(0, 1, T, r, h, ldh, l, ldl, out, ldo, alpha, beta, c0, c1);
+    else
+        thin_cols16(0, 0, T, r, h, ldh, l, ldl, out, ldo, alpha, beta, c0, c1);
 }

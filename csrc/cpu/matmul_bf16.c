@@ -238,27 +238,49 @@ void serl_dpgemv_rows_avx512bf16(int64_t m, int64_t k, float alpha, const uint16
 
 typedef struct {
     const serl_matmul_args *a;
-    int64_t b, parts; /* the matrix of the batch */
+    int64_t b, parts;  /* the matrix of the batch */
+    const uint16_t *w; /* its W rows: B, or B transposed (x·W) */
+    int64_t ldw;
+    int skinny; /* tasks take SKINNY_ROWS rows of x against all of W, not rows of W against all of x */
 } dpgemv_job;
 
 static void dpgemv_task(void *arg, int64_t t, int worker) {
     (void)worker;
     const dpgemv_job *g = arg;
     const serl_matmul_args *a = g->a;
-    int64_t lo, hi;
-    if (!serl_gemv_rows(a->n, g->parts, t, &lo, &hi)) return;
     const size_t cs = serl_dtype_size(a->c_dtype);
-    serl_dpgemv_rows_avx512bf16(a->m, a->k, a->alpha, (const uint16_t *)a->a + g->b * a->stride_a, a->lda,
-                                (const uint16_t *)a->b + g->b * a->stride_b, a->ldb, a->beta,
-                                (char *)a->c + (size_t)(g->b * a->stride_c) * cs, a->c_dtype, a->ldc, lo, hi);
+    const uint16_t *X = (const uint16_t *)a->a + g->b * a->stride_a;
+    char *C = (char *)a->c + (size_t)(g->b * a->stride_c) * cs;
+    if (g->skinny) {
+        int64_t lo, hi;
+        serl_chunk(a->m, g->parts, t, &lo, &hi);
+        serl_dpgemv_rows_avx512bf16(hi - lo, a->k, a->alpha, X + lo * a->lda, a->lda, g->w, g->ldw, a->beta,
+                                    C + (size_t)(lo * a->ldc) * cs, a->c_dtype, a->ldc, 0, a->n);
+        return;
+    }
+    int64_t lo, hi;
+    if (serl_gemv_rows(a->n, g->parts, t, &lo, &hi))
+        serl_dpgemv_rows_avx512bf16(a->m, a->k, a->alpha, X, a->lda, g->w, g->ldw, a->beta, C, a->c_dtype, a->ldc, lo, hi);
 }
 
-/* Validated args with trans_b, !trans_a, bf16 B, m ≤ 32 (bf16 A on AVX-512 BF16) or 16, k > 0, alpha ≠ 0. */
+/* Validated args with !trans_a, bf16 B, k > 0, alpha ≠ 0, and trans_b with m ≤ 32 (bf16 A on AVX-512 BF16)
+ * or 16, or n ≤ SKINNY_MAX_N and m ≤ 128; on AVX-512 BF16 with bf16 A also n ≤ SKINNY_MAX_N with any m,
+ * B transposed or not. */
 int32_t serl_matmul_bf16_gemv(serl_ctx *ctx, const serl_matmul_args *a) {
     const int64_t m = a->m, n = a->n, k = a->k;
     if (a->a_dtype == SERL_DTYPE_BF16 && ctx->simd >= SERL_SIMD_AVX512BF16) {
+        uint16_t *wt = NULL; /* B [k, n] transposed into W rows */
+        if (!a->trans_b && !(wt = serl_scratch(ctx, 0, sizeof(uint16_t) * (size_t)(n * k))))
+            return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory transposing W");
         for (int64_t b = 0; b < a->batch; b++) {
-            dpgemv_job g = {a, b, serl_gemv_parts(ctx->threads, n, k)};
+            dpgemv_job g = {a, b, serl_gemv_parts(ctx->threads, n, k), (const uint16_t *)a->b + b * a->stride_b, a->ldb,
+                            n <= SKINNY_MAX_N};
+            if (wt) {
+                for (int64_t p = 0; p < k; p++)
+                    for (int64_t j = 0; j < n; j++) wt[j * k + p] = g.w[p * a->ldb + j];
+                g.w = wt, g.ldw = k;
+            }
+            if (g.skinny) g.parts = serl_skinny_parts(ctx->threads, m, n, k);
             serl_parallel(ctx, g.parts, dpgemv_task, &g);
         }
         return SERL_OK;
