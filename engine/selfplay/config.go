@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/serl-go/serl/engine/evaluate"
 	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/rl"
 	"github.com/serl-go/serl/engine/selfinstruct"
@@ -29,9 +30,6 @@ const (
 	PromptRaw  PromptMode = "raw"  // the problem text as is, as official
 	PromptChat PromptMode = "chat" // the chat template with a system prompt asking for \boxed{}
 )
-
-// DefaultSystemPrompt asks for a boxed answer in chat mode.
-const DefaultSystemPrompt = "Please reason step by step, and put your final answer within \\boxed{}."
 
 // Config is every setting of a run; config.json in the run directory records it whole.
 type Config struct {
@@ -92,7 +90,7 @@ func DefaultConfig() Config {
 		Mode: ModeSeRL, Algorithm: rl.ReinforcePP, Seed: 42,
 		Iterations: 3, InstructionsPerIteration: 2000, RolloutBatch: 16, Samples: 16, TrainBatch: 16,
 		LR: 5e-7, WarmupRatio: 0.03, MinLRRatio: 0.1, Beta1: 0.9, Beta2: 0.95, ClipNorm: 1, KLCoef: 1e-3, ClipEps: 0.2,
-		PromptMode: PromptRaw, SystemPrompt: DefaultSystemPrompt, MaxPromptTokens: 1024, MaxNewTokens: 1024,
+		PromptMode: PromptRaw, SystemPrompt: evaluate.SystemPrompt, MaxPromptTokens: 1024, MaxNewTokens: 1024,
 		Temperature: 1, TopP: 1,
 		InstrTemperature: 0.8, InstrTopP: 0.95, InstrPresencePenalty: 2, InstrMaxNewTokens: 1024,
 		FewShot: 8, FewShotFromKeep: 2, GenPrompts: 4, RougeThreshold: selfinstruct.DefaultThreshold,
