@@ -219,8 +219,10 @@ var matmulShapesBF16 = [][3]int{
 	{1, 1000, 513}, {13, 31, 300}, {64, 64, 64}, {300, 1, 65}, {33, 65, 800}, {24, 33, 2}, {1600, 40, 20},
 	{5, 768, 768}, {64, 704, 256}, {100, 257, 1543}, {128, 128, 1000}, {32, 70, 97}, {33, 70, 97},
 	// A LoRA adapter's products: u·Bᵀ (k = rank) and x·Aᵀ (n = rank) in generation; in training x·Aᵀ
-	// and dy·B on many rows, dyᵀ·u (n = rank) and duᵀ·x (m = rank, with {13, 31, 300} above).
+	// and dy·B on many rows, dyᵀ·u (n = rank) and duᵀ·x (m = rank, with {13, 31, 300} above), u·Bᵀ and
+	// du·A (k = rank) into a bf16 C.
 	{64, 704, 8}, {40, 8, 257}, {1100, 8, 300}, {9, 100, 1100},
+	{1100, 300, 8}, {131, 57, 5},
 }
 
 func testMatMulBF16(t *testing.T, h *harness) {

@@ -661,6 +661,53 @@ static int32_t matmul_thin(serl_ctx *ctx, const serl_matmul_args *a) {
     return SERL_OK;
 }
 
+/* ------------------------------------------------------------------------- short rows of W into a bf16 C
+ *
+ * C = alpha·x·op(W) + beta·C with k ≤ THIN_K, many rows of x and a bf16 C (a LoRA adapter's u·Bᵀ and du·A
+ * in bf16 training, k = rank), on AVX-512: W, small, is laid out in float32 scratch as Wt [k, n], then
+ * every row of C is read and rounded once, in registers (serl_shortk_rows_avx512). The pair kernel went
+ * through a float32 copy of C, three times the traffic (10 GB/s of C). */
+void serl_shortk_rows_avx512(int xbf, int64_t i0, int64_t i1, int64_t n, int64_t k, float alpha, const void *X,
+                             int64_t ldx, const float *Wt, float beta, uint16_t *C, int64_t ldc);
+
+typedef struct {
+    const serl_matmul_args *a;
+    int64_t b, parts;
+    const float *wt;
+} shortk_job;
+
+static void shortk_task(void *arg, int64_t t, int worker) {
+    (void)worker;
+    const shortk_job *g = arg;
+    const serl_matmul_args *a = g->a;
+    int64_t lo, hi;
+    serl_chunk(ceil_div(a->m, 4), g->parts, t, &lo, &hi); /* whole blocks of 4 rows */
+    hi = hi * 4 < a->m ? hi * 4 : a->m;
+    if (lo * 4 < hi)
+        serl_shortk_rows_avx512(a->a_dtype == SERL_DTYPE_BF16, lo * 4, hi, a->n, a->k, a->alpha,
+                                serl_at(a->a, a->a_dtype, g->b * a->stride_a), a->lda, g->wt, a->beta,
+                                (uint16_t *)a->c + g->b * a->stride_c, a->ldc);
+}
+
+/* Validated args with !trans_a, k ≤ THIN_K, k > 0, alpha ≠ 0, a bf16 C, on an AVX-512 context. */
+static int32_t matmul_shortk(serl_ctx *ctx, const serl_matmul_args *a) {
+    const int64_t m = a->m, n = a->n, k = a->k;
+    float *wt = serl_scratch(ctx, 0, sizeof(float) * (size_t)(k * n));
+    if (!wt) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory laying out W");
+    for (int64_t b = 0; b < a->batch; b++) {
+        for (int64_t p = 0; p < k; p++)
+            for (int64_t j = 0; j < n; j++)
+                wt[p * n + j] = serl_ld(a->b, a->b_dtype, b * a->stride_b + (a->trans_b ? j * a->ldb + p : p * a->ldb + j));
+        shortk_job g = {a, b, 1, wt};
+        if (ctx->threads > 1 && m * n * k >= XWT_PAR_MIN) {
+            int64_t blocks = ceil_div(m, 4);
+            g.parts = blocks < 4 * ctx->threads ? blocks : 4 * ctx->threads;
+        }
+        serl_parallel(ctx, g.parts, shortk_task, &g);
+    }
+    return SERL_OK;
+}
+
 /* ------------------------------------------------------------------------- entry */
 
 typedef struct {
@@ -777,6 +824,10 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
     if (use_ab && a->trans_a && !a->trans_b && (m <= THIN_R || n <= THIN_R) && a->c_dtype == SERL_DTYPE_F32 &&
         m * n * k >= SMALL_MNK)
         return matmul_thin(ctx, a);
+    /* short rows of W and many rows of x into a bf16 C (a LoRA adapter's u·Bᵀ and du·A in training) */
+    if (use_ab && !a->trans_a && k <= THIN_K && m > XWT_MAX_M && a->c_dtype == SERL_DTYPE_BF16 &&
+        ctx->simd >= SERL_SIMD_AVX512 && m * n * k >= SMALL_MNK)
+        return matmul_shortk(ctx, a);
     const int few_xwt = a->trans_b && !a->trans_a && m <= XWT_MAX_M;
     /* Few rows against short W rows with a bf16 operand (a LoRA adapter's u·Bᵀ in generation, k = rank):
      * every operand is small, so widened to float32 copies for the x·Wᵀ kernel; the bf16 kernels' packing

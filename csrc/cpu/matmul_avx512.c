@@ -290,3 +290,54 @@ void serl_thin_cols_avx512(int hbf, int lbf, int64_t T, int64_t r, const void *h
     else
         thin_cols16(0, 0, T, r, h, ldh, l, ldl, out, ldo, alpha, beta, c0, c1);
 }
+
+/* ------------------------------------------------------------------------- short rows of W, many rows of x
+ *
+ * C[i, :] = alpha·Σ_p x[i, p]·Wt[p, :] + beta·C[i, :] for rows [i0, i1), p < k (≤ 16, a LoRA rank), with
+ * Wt [k, n] float32 (L1/L2 resident), x float32 or bf16 (xbf) and C bf16: C is read once and written
+ * once, rounded in registers (as serl_f32_to_bf16). Four rows of C share each vector of Wt. matmul.c's
+ * matmul_shortk drives it. */
+static inline __attribute__((always_inline)) void shortk_rows16(const int xbf, int64_t i0, int64_t i1, int64_t n,
+                                                                int64_t k, float alpha, const void *X, int64_t ldx,
+                                                                const float *Wt, float beta, uint16_t *C, int64_t ldc) {
+    const size_t xs = xbf ? 2 : 4;
+    for (int64_t i = i0; i < i1; i += 4) {
+        const int ni = (int)(i1 - i < 4 ? i1 - i : 4);
+        float xv[4][16];
+        for (int r = 0; r < 4; r++)
+            for (int64_t p = 0; p < k; p++) {
+                const char *row = (const char *)X + (size_t)((i + (r < ni ? r : 0)) * ldx) * xs;
+                xv[r][p] = xbf ? serl_bf16_to_f32(((const uint16_t *)row)[p]) : ((const float *)row)[p];
+            }
+        for (int64_t c = 0; c < n; c += 16) {
+            const int cols = (int)(n - c < 16 ? n - c : 16);
+            const __mmask16 mk = cols == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1);
+            __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+            for (int64_t p = 0; p < k; p++) {
+                __m512 w = _mm512_maskz_loadu_ps(mk, Wt + p * n + c);
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(xv[r][p]), w, acc[r]);
+            }
+            for (int r = 0; r < ni; r++) {
+                uint16_t *o = C + (i + r) * ldc + c;
+                _mm_prefetch((const char *)(o + 4 * ldc), _MM_HINT_T0); /* the next block's row (1.2-1.8× at 2048 rows) */
+                __m512 y = _mm512_mul_ps(_mm512_set1_ps(alpha), acc[r]);
+                if (beta != 0.0f)
+                    y = _mm512_fmadd_ps(
+                        _mm512_set1_ps(beta),
+                        _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, o)), 16)), y);
+                __m256i h = _mm256_set_m128i(serl_f32x8_to_bf16(_mm512_extractf32x8_ps(y, 1)),
+                                             serl_f32x8_to_bf16(_mm512_castps512_ps256(y)));
+                _mm256_mask_storeu_epi16(o, mk, h);
+            }
+        }
+    }
+}
+
+void serl_shortk_rows_avx512(int xbf, int64_t i0, int64_t i1, int64_t n, int64_t k, float alpha, const void *X,
+                             int64_t ldx, const float *Wt, float beta, uint16_t *C, int64_t ldc) {
+    if (xbf)
+        shortk_rows16(1, i0, i1, n, k, alpha, X, ldx, Wt, beta, C, ldc);
+    else
+        shortk_rows16(0, i0, i1, n, k, alpha, X, ldx, Wt, beta, C, ldc);
+}
