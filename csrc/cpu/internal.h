@@ -79,6 +79,34 @@ void *serl_aligned_alloc(size_t bytes);
  * for p < kc, zero lanes rv..R-1. The bf16 product uses it on k-pairs (two bf16 as one 32-bit word). */
 void serl_pack_t32(float *dst, const float *src, int64_t ld, int R, int rv, int64_t kc);
 
+/* BLOCK(R) with R the compile-time constant equal to n (1..8; 8 for more): the row-count dispatch of a
+ * register block inlined once per row count (matmul.c's and matmul_avx512.c's thin Aᵀ·B). */
+#define SERL_ROWS_1_TO_8(n, BLOCK)                                                                       \
+    switch ((n) < 8 ? (n) : 8) {                                                                         \
+    case 1: BLOCK(1); break;                                                                             \
+    case 2: BLOCK(2); break;                                                                             \
+    case 3: BLOCK(3); break;                                                                             \
+    case 4: BLOCK(4); break;                                                                             \
+    case 5: BLOCK(5); break;                                                                             \
+    case 6: BLOCK(6); break;                                                                             \
+    case 7: BLOCK(7); break;                                                                             \
+    default: BLOCK(8); break;                                                                            \
+    }
+
+/* F(A, B) with compile-time flags equal to the runtime ones a and b (two operands' "is bf16"): one
+ * instance of an inlined kernel per dtype pair. */
+#define SERL_FLAGS2(a, b, F)                                                                             \
+    do {                                                                                                 \
+        if ((a) && (b))                                                                                  \
+            F(1, 1);                                                                                     \
+        else if (a)                                                                                      \
+            F(1, 0);                                                                                     \
+        else if (b)                                                                                      \
+            F(0, 1);                                                                                     \
+        else                                                                                             \
+            F(0, 0);                                                                                     \
+    } while (0)
+
 /* Rows ahead that matmul.c's thin Aᵀ·B (both widths) prefetches of its long operand: its rows are far
  * apart (a gradient's dy, 19 KiB rows for Qwen2.5-0.5B's MLP), and without it a 2048-row sum over 4864
  * columns ran at a third of the speed (52 against 150-210 GFLOP/s at 4 to 16 rows ahead). */

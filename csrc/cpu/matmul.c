@@ -585,16 +585,7 @@ static inline __attribute__((always_inline)) void thin_cols8(const int hbf, cons
             const void *hj = (const char *)h + j * hs, *lc = (const char *)l + c * ls;
             float *o = out + j * ldo + c;
 #define BLOCK(R) thin_block8(R, hbf, lbf, T, hj, ldh, lc, ldl, o, ldo, alpha, beta, cols)
-            switch (r - j < 8 ? r - j : 8) {
-            case 1: BLOCK(1); break;
-            case 2: BLOCK(2); break;
-            case 3: BLOCK(3); break;
-            case 4: BLOCK(4); break;
-            case 5: BLOCK(5); break;
-            case 6: BLOCK(6); break;
-            case 7: BLOCK(7); break;
-            default: BLOCK(8); break;
-            }
+            SERL_ROWS_1_TO_8(r - j, BLOCK)
 #undef BLOCK
         }
     }
@@ -602,14 +593,9 @@ static inline __attribute__((always_inline)) void thin_cols8(const int hbf, cons
 
 static void thin_cols_avx2(int hbf, int lbf, int64_t T, int64_t r, const void *h, int64_t ldh, const void *l,
                            int64_t ldl, float *out, int64_t ldo, float alpha, float beta, int64_t c0, int64_t c1) {
-    if (hbf && lbf)
-        thin_cols8(1, 1, T, r, h, ldh, l, ldl, out, ldo, alpha, beta, c0, c1);
-    else if (hbf)
-        thin_cols8(1, 0, T, r, h, ldh, l, ldl, out, ldo, alpha, beta, c0, c1);
-    else if (lbf)
-        thin_cols8(0, 1, T, r, h, ldh, l, ldl, out, ldo, alpha, beta, c0, c1);
-    else
-        thin_cols8(0, 0, T, r, h, ldh, l, ldl, out, ldo, alpha, beta, c0, c1);
+#define COLS(HBF, LBF) thin_cols8(HBF, LBF, T, r, h, ldh, l, ldl, out, ldo, alpha, beta, c0, c1)
+    SERL_FLAGS2(hbf, lbf, COLS);
+#undef COLS
 }
 
 typedef struct {
