@@ -241,7 +241,7 @@ typedef struct {
     int64_t b, parts;  /* the matrix of the batch */
     const uint16_t *w; /* its W rows: B, or B transposed (x·W) */
     int64_t ldw;
-    int skinny; /* tasks take SKINNY_ROWS rows of x against all of W, not rows of W against all of x */
+    int skinny; /* tasks take chunks of x's rows (serl_skinny_parts) against all of W, not rows of W against all of x */
 } dpgemv_job;
 
 static void dpgemv_task(void *arg, int64_t t, int worker) {
