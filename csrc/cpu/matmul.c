@@ -908,7 +908,7 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
             gemv_job g = {m, n, k, a->lda, ldb, a->ldc, tiny ? 1 : serl_gemv_parts(ctx->threads, n, k), a->alpha, a->beta,
                           A, B, C, ctx->simd >= SERL_SIMD_AVX512 ? serl_gemv_rows_avx512 : gemv_rows_avx2};
             if (skinny) {
-                g.parts = serl_skinny_parts(ctx->threads, m, n, k);
+                g.parts = serl_skinny_parts(tiny ? 1 : ctx->threads, m);
                 serl_parallel(ctx, g.parts, skinny_task, &g);
             } else {
                 serl_parallel(ctx, g.parts, gemv_task, &g);

@@ -280,7 +280,7 @@ int32_t serl_matmul_bf16_gemv(serl_ctx *ctx, const serl_matmul_args *a) {
                     for (int64_t j = 0; j < n; j++) wt[j * k + p] = g.w[p * a->ldb + j];
                 g.w = wt, g.ldw = k;
             }
-            if (g.skinny) g.parts = serl_skinny_parts(ctx->threads, m, n, k);
+            if (g.skinny) g.parts = serl_skinny_parts(ctx->threads, m);
             serl_parallel(ctx, g.parts, dpgemv_task, &g);
         }
         return SERL_OK;
