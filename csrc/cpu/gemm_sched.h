@@ -64,13 +64,18 @@ static inline int64_t serl_gemv_parts(int threads, int64_t n, int64_t k) {
     return parts > ceil_div(n, 64) ? ceil_div(n, 64) : parts;
 }
 
-/* Rows [*lo, *hi) of W that GEMV task t of parts takes: whole blocks of 4 rows, so register blocks stay
- * whole; 0 when the task has none. */
-static inline int serl_gemv_rows(int64_t n, int64_t parts, int64_t t, int64_t *lo, int64_t *hi) {
-    serl_chunk(ceil_div(n, 4), parts, t, lo, hi);
-    *lo *= 4;
-    *hi = *hi * 4 < n ? *hi * 4 : n;
+/* Items [*lo, *hi) of n that task t of parts takes in whole blocks of blk (the last block may be short),
+ * so register blocks stay whole; 0 when the task has none. */
+static inline int serl_chunk_blocks(int64_t n, int64_t blk, int64_t parts, int64_t t, int64_t *lo, int64_t *hi) {
+    serl_chunk(ceil_div(n, blk), parts, t, lo, hi);
+    *lo *= blk;
+    *hi = *hi * blk < n ? *hi * blk : n;
     return *lo < *hi;
+}
+
+/* Rows [*lo, *hi) of W that GEMV task t of parts takes: whole blocks of 4 rows. */
+static inline int serl_gemv_rows(int64_t n, int64_t parts, int64_t t, int64_t *lo, int64_t *hi) {
+    return serl_chunk_blocks(n, 4, parts, t, lo, hi);
 }
 
 /* The tile grid of an M×N block (a_panels × b_panels micro-panels, nc columns): ≤ nc_tile columns a

@@ -611,10 +611,8 @@ static void thin_task(void *arg, int64_t t, int worker) {
     (void)worker;
     const thin_job *g = arg;
     int64_t lo, hi;
-    serl_chunk(ceil_div(g->L, g->blk), g->parts, t, &lo, &hi);
-    if (lo < hi)
-        g->fn(g->hbf, g->lbf, g->T, g->r, g->h, g->ldh, g->l, g->ldl, g->out, g->ldo, g->alpha, g->beta, lo * g->blk,
-              hi * g->blk < g->L ? hi * g->blk : g->L);
+    if (serl_chunk_blocks(g->L, g->blk, g->parts, t, &lo, &hi))
+        g->fn(g->hbf, g->lbf, g->T, g->r, g->h, g->ldh, g->l, g->ldl, g->out, g->ldo, g->alpha, g->beta, lo, hi);
 }
 
 /* Validated args with trans_a, !trans_b, m or n ≤ THIN_R, float32 or bf16 A and B, a float32 C, k > 0 and
@@ -667,10 +665,8 @@ static void shortk_task(void *arg, int64_t t, int worker) {
     const shortk_job *g = arg;
     const serl_matmul_args *a = g->a;
     int64_t lo, hi;
-    serl_chunk(ceil_div(a->m, 4), g->parts, t, &lo, &hi); /* whole blocks of 4 rows */
-    hi = hi * 4 < a->m ? hi * 4 : a->m;
-    if (lo * 4 < hi)
-        serl_shortk_rows_avx512(a->a_dtype == SERL_DTYPE_BF16, lo * 4, hi, a->n, a->k, a->alpha,
+    if (serl_chunk_blocks(a->m, 4, g->parts, t, &lo, &hi)) /* the kernel's blocks of 4 rows */
+        serl_shortk_rows_avx512(a->a_dtype == SERL_DTYPE_BF16, lo, hi, a->n, a->k, a->alpha,
                                 serl_at(a->a, a->a_dtype, g->b * a->stride_a), a->lda, g->wt, a->beta,
                                 (uint16_t *)a->c + g->b * a->stride_c, a->ldc);
 }
