@@ -223,6 +223,8 @@ var matmulShapesBF16 = [][3]int{
 	// du·A (k = rank) into a bf16 C.
 	{64, 704, 8}, {40, 8, 257}, {1100, 8, 300}, {9, 100, 1100},
 	{1100, 300, 8}, {131, 57, 5},
+	// a LoRA group's joined products (3 × rank) and the skinny and thin paths' bounds
+	{1100, 24, 300}, {24, 300, 1100}, {200, 48, 257}, {32, 130, 600}, {33, 130, 600},
 }
 
 func testMatMulBF16(t *testing.T, h *harness) {
@@ -293,7 +295,8 @@ func testMatMulBF16(t *testing.T, h *harness) {
 func testMatMulStridedBF16(t *testing.T, h *harness) {
 	const sentinel = 12288 // 3·2¹², exact in bf16
 	for _, c := range []struct{ batch, m, n, k, pad int }{{1, 7, 9, 11, 3}, {3, 33, 65, 130, 5}, {2, 100, 129, 65, 1},
-		{2, 1, 513, 1000, 7}, {3, 64, 256, 256, 2}} {
+		{2, 1, 513, 1000, 7}, {3, 64, 256, 256, 2},
+		{1, 300, 8, 256, 16}, {1, 300, 256, 8, 16}} { // a LoRA target's slice of its group's u or du
 		for _, ta := range []bool{false, true} {
 			for _, tb := range []bool{false, true} {
 				ar, ac := storedDims(c.m, c.k, ta)

@@ -45,6 +45,9 @@ var matmulShapes = [][3]int{
 	// few rows (duᵀ·x: {13, 31, 300}, {1, 1000, 513} above).
 	{1076, 8, 256}, {97, 5, 300},
 	{257, 9, 12}, // below the small-product size with m past the x·Wᵀ path's rows: x·Wᵀ there all the same
+	// A LoRA group's joined products (3 × rank columns or rows) and the skinny and thin paths' bounds:
+	// n = 48 skinny, 49 not; m = 32 thin, 33 not.
+	{1030, 24, 256}, {700, 48, 130}, {300, 49, 100}, {32, 300, 257}, {33, 300, 257},
 }
 
 // storedDims are the dimensions of the stored A (op(A) m×k) or B (op(B) k×n) of a layout.
@@ -254,7 +257,10 @@ func testMatMulBatched(t *testing.T, h *harness) {
 func testMatMulStrided(t *testing.T, h *harness) {
 	const sentinel = 12345.5
 	for _, c := range []struct{ batch, m, n, k, pad int }{{1, 7, 9, 11, 3}, {3, 33, 65, 130, 5}, {2, 300, 129, 65, 1},
-		{4, 5, 700, 96, 16}, {2, 1, 513, 1000, 7}} {
+		{4, 5, 700, 96, 16}, {2, 1, 513, 1000, 7},
+		// a LoRA target's slice of its group's u or du (row stride 3 × rank) on the skinny, thin and
+		// x·Wᵀ paths
+		{1, 300, 8, 256, 16}, {1, 300, 256, 8, 16}, {2, 8, 300, 1030, 16}} {
 		for _, ta := range []bool{false, true} {
 			for _, tb := range []bool{false, true} {
 				ar, ac := storedDims(c.m, c.k, ta)
