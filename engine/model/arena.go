@@ -39,9 +39,9 @@ type Activations struct {
 	dk, dv           kernels.Tensor // [T, KVH, D]
 	dgate, dup, dact kernels.Tensor // [T, I]
 
-	// LoRA (nil without adapters): u = x·Aᵀ per layer and target [T, R], du scratch [T, R], and the sink
-	// of the frozen RMSNorm weights' gradients [H]
-	lu       [][7]kernels.Tensor
+	// LoRA (nil without adapters): u = x·Aᵀ per layer and target group [T, n·R], du scratch for the
+	// widest group, and the sink of the frozen RMSNorm weights' gradients [H]
+	lu       [][loraNumGroups]kernels.Tensor
 	ldu      kernels.Tensor
 	normSink kernels.Tensor
 	frozen   tensors // the base's gradient tensors under LoRA: only the norms', all at normSink

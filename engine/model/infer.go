@@ -132,7 +132,7 @@ func (m *Model) NewWorkspace(maxTokens, maxSeqs, maxBlocks int) (*Workspace, err
 	var err error
 	slots := m.Config.workspaceSlots(ws, maxTokens, maxSeqs, maxBlocks, m.opts.Precision.Act())
 	if m.lora != nil {
-		slots = append(slots, arenaSlot{&ws.lu, m.opts.Precision.Act(), []int{maxTokens, m.lora.Config.Rank}})
+		slots = append(slots, arenaSlot{&ws.lu, m.opts.Precision.Act(), []int{maxTokens, m.lora.Config.scratchCols()}})
 	}
 	if ws.bufs, err = allocArena(m.dev, slots); err != nil {
 		return nil, fmt.Errorf("model: generation workspace: %w", err)
@@ -260,22 +260,25 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 	if p.err == nil {
 		p.err = m.dev.EmbeddingFwd(x, m.w.embed, ws.ids.MustSlice(0, T))
 	}
-	var u kernels.Tensor
+	var u [loraNumGroups]kernels.Tensor // LoRA's x·Aᵀ per target group, one scratch for all
 	if m.lora != nil {
 		if !ws.lu.Valid() {
 			return fmt.Errorf("model: generation workspace allocated before the adapters were attached")
 		}
-		u = ws.lu.MustSlice(0, T)
+		for g, w := range m.lora.width {
+			u[g] = leading(ws.lu, T, w)
+		}
 	}
 	for l := range m.w.layers {
 		w, cache := &m.w.layers[l], kv.layers[l]
 		p.rmsnorm(ln, kernels.Tensor{}, x, w.ln1, eps)
+		m.loraDown(&p, l, 0, ln, u[0])
 		p.linear(flat2(q), ln, w.wq, w.bq)
-		m.loraLinear(&p, l, 0, flat2(q), ln, u)
+		m.loraUp(&p, l, 0, flat2(q), u[0])
 		p.linear(flat2(k), ln, w.wk, w.bk)
-		m.loraLinear(&p, l, 1, flat2(k), ln, u)
+		m.loraUp(&p, l, 1, flat2(k), u[0])
 		p.linear(flat2(v), ln, w.wv, w.bv)
-		m.loraLinear(&p, l, 2, flat2(v), ln, u)
+		m.loraUp(&p, l, 2, flat2(v), u[0])
 		p.rope(q, q, pos, m.invFreq, c.HeadDim, false)
 		p.rope(k, k, pos, m.invFreq, c.HeadDim, false)
 		if p.err == nil {
@@ -289,17 +292,20 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 				p.err = m.dev.DecodeAttention(attn, q, cache, ws.blockTable.MustSlice(0, S), ws.seqLens.MustSlice(0, S), m.scale)
 			}
 		}
+		m.loraDown(&p, l, 1, flat2(attn), u[1])
 		p.linear(tmp, flat2(attn), w.wo, w.bo)
-		m.loraLinear(&p, l, 3, tmp, flat2(attn), u)
+		m.loraUp(&p, l, 3, tmp, u[1])
 		p.add(x, x, tmp)
 		p.rmsnorm(ln, kernels.Tensor{}, x, w.ln2, eps)
+		m.loraDown(&p, l, 2, ln, u[2])
 		p.linear(gate, ln, w.wg, w.bg)
-		m.loraLinear(&p, l, 4, gate, ln, u)
+		m.loraUp(&p, l, 4, gate, u[2])
 		p.linear(up, ln, w.wu, w.bu)
-		m.loraLinear(&p, l, 5, up, ln, u)
+		m.loraUp(&p, l, 5, up, u[2])
 		p.swiglu(gate, gate, up)
+		m.loraDown(&p, l, 3, gate, u[3])
 		p.linear(tmp, gate, w.wd, w.bd)
-		m.loraLinear(&p, l, 6, tmp, gate, u)
+		m.loraUp(&p, l, 6, tmp, u[3])
 		p.add(x, x, tmp)
 	}
 	last := x

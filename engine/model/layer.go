@@ -26,42 +26,46 @@ func (m *Model) layerForward(a *Activations, l int) error {
 
 	p := pass{d: m.dev}
 	p.rmsnorm(ln1, rows(s.rstd1, T), x, w.ln1, eps)
-	var u [7]kernels.Tensor // LoRA's x·Aᵀ per target, kept for the backward pass
+	var u [loraNumGroups]kernels.Tensor // LoRA's x·Aᵀ per target group, kept for the backward pass
 	if m.lora != nil {
-		for i, t := range a.lu[l] {
+		for g, t := range a.lu[l] {
 			if t.Valid() {
-				u[i] = rows(t, T)
+				u[g] = rows(t, T)
 			}
 		}
 	}
+	m.loraDown(&p, l, 0, ln1, u[0])
 	p.linear(flat2(q), ln1, w.wq, w.bq)
-	m.loraLinear(&p, l, 0, flat2(q), ln1, u[0])
+	m.loraUp(&p, l, 0, flat2(q), u[0])
 	p.linear(flat2(k), ln1, w.wk, w.bk)
-	m.loraLinear(&p, l, 1, flat2(k), ln1, u[1])
+	m.loraUp(&p, l, 1, flat2(k), u[0])
 	p.linear(flat2(v), ln1, w.wv, w.bv)
-	m.loraLinear(&p, l, 2, flat2(v), ln1, u[2])
+	m.loraUp(&p, l, 2, flat2(v), u[0])
 	p.rope(q, q, pos, m.invFreq, c.HeadDim, false)
 	p.rope(k, k, pos, m.invFreq, c.HeadDim, false)
 	p.attention(kernels.Attention{Q: q, K: k, V: v, Out: attn, LSE: rows(s.lse, T),
 		CuSeqlens: a.cu.MustSlice(0, a.seqs+1), MaxLen: a.maxLen, Scale: m.scale})
+	m.loraDown(&p, l, 1, flat2(attn), u[1])
 	p.linear(tmp, flat2(attn), w.wo, w.bo)
-	m.loraLinear(&p, l, 3, tmp, flat2(attn), u[3])
+	m.loraUp(&p, l, 3, tmp, u[1])
 	p.add(xmid, x, tmp)
 	p.rmsnorm(ln2, rows(s.rstd2, T), xmid, w.ln2, eps)
+	m.loraDown(&p, l, 2, ln2, u[2])
 	p.linear(gate, ln2, w.wg, w.bg)
-	m.loraLinear(&p, l, 4, gate, ln2, u[4])
+	m.loraUp(&p, l, 4, gate, u[2])
 	p.linear(up, ln2, w.wu, w.bu)
-	m.loraLinear(&p, l, 5, up, ln2, u[5])
+	m.loraUp(&p, l, 5, up, u[2])
 	p.swiglu(act, gate, up)
+	m.loraDown(&p, l, 3, act, u[3])
 	p.linear(tmp, act, w.wd, w.bd)
-	m.loraLinear(&p, l, 6, tmp, act, u[6])
+	m.loraUp(&p, l, 6, tmp, u[3])
 	p.add(out, xmid, tmp)
 	return p.err
 }
 
 // layerBackward takes a.dx = ∂L/∂out and leaves a.dx = ∂L/∂x, accumulating the layer's weight
 // gradients into g, or with LoRA the adapters' into gl (g then holds no base weight gradients).
-func (m *Model) layerBackward(a *Activations, g tensors, gl [][7]loraPair, l int) error {
+func (m *Model) layerBackward(a *Activations, g tensors, gl []loraLayer, l int) error {
 	c, T := m.Config, a.tokens
 	w, gw, s := &m.w.layers[l], &g.layers[l], &a.layers[l]
 	dx, dln := rows(a.dx, T), rows(a.dln, T)
@@ -71,35 +75,33 @@ func (m *Model) layerBackward(a *Activations, g tensors, gl [][7]loraPair, l int
 	ln1, ln2, pos := rows(s.ln1, T), rows(s.ln2, T), rows(a.pos, T)
 
 	p := pass{d: m.dev}
-	// lora adds target i's adapter terms (a no-op without adapters or for an untargeted projection).
-	lora := func(i int, dx, dy, x kernels.Tensor) {
-		if gl != nil && a.lu[l][i].Valid() {
-			m.loraBackward(&p, gl, l, i, dx, dy, x, rows(a.lu[l][i], T), rows(a.ldu, T))
+	// lora adds target group g's adapter terms, after its projections' backward (a no-op without adapters
+	// or for a group with no adapted target); dys are the group's output gradients.
+	lora := func(g int, dx, x kernels.Tensor, dys ...kernels.Tensor) {
+		if gl != nil && a.lu[l][g].Valid() {
+			m.loraBackward(&p, gl, l, g, dx, x, rows(a.lu[l][g], T), a.ldu, dys...)
 		}
 	}
 	// MLP: out = xmid + act·Wdᵀ; the residual passes dx through unchanged.
 	p.linearBackward(dact, gw.wd, gw.bd, dx, rows(s.act, T), w.wd, false)
-	lora(6, dact, dx, rows(s.act, T))
+	lora(3, dact, rows(s.act, T), dx)
 	p.swigluBackward(dgate, dup, rows(s.gate, T), rows(s.up, T), dact) // writes both: no zeroing first
 	p.linearBackward(dln, gw.wg, gw.bg, dgate, ln2, w.wg, false)
-	lora(4, dln, dgate, ln2)
 	p.linearBackward(dln, gw.wu, gw.bu, dup, ln2, w.wu, true)
-	lora(5, dln, dup, ln2)
+	lora(2, dln, ln2, dgate, dup)
 	p.rmsnormBackward(dx, gw.ln2, rows(s.xmid, T), w.ln2, rows(s.rstd2, T), dln) // dx = ∂L/∂xmid
 	// Attention: xmid = x + attn·Woᵀ.
 	p.linearBackward(flat2(dattn), gw.wo, gw.bo, dx, flat2(attn), w.wo, false)
-	lora(3, flat2(dattn), dx, flat2(attn))
+	lora(1, flat2(dattn), flat2(attn), dx)
 	p.zero(dq, dk, dv)
 	p.attentionBackward(kernels.AttentionGrad{Q: q, K: k, V: v, Out: attn, LSE: rows(s.lse, T), DOut: dattn,
 		DQ: dq, DK: dk, DV: dv, CuSeqlens: a.cu.MustSlice(0, a.seqs+1), MaxLen: a.maxLen, Scale: m.scale})
 	p.rope(dq, dq, pos, m.invFreq, c.HeadDim, true)
 	p.rope(dk, dk, pos, m.invFreq, c.HeadDim, true)
 	p.linearBackward(dln, gw.wq, gw.bq, flat2(dq), ln1, w.wq, false)
-	lora(0, dln, flat2(dq), ln1)
 	p.linearBackward(dln, gw.wk, gw.bk, flat2(dk), ln1, w.wk, true)
-	lora(1, dln, flat2(dk), ln1)
 	p.linearBackward(dln, gw.wv, gw.bv, flat2(dv), ln1, w.wv, true)
-	lora(2, dln, flat2(dv), ln1)
+	lora(0, dln, ln1, flat2(dq), flat2(dk), flat2(dv))
 	p.rmsnormBackward(dx, gw.ln1, rows(a.xs[l], T), w.ln1, rows(s.rstd1, T), dln) // dx = ∂L/∂x
 	return p.err
 }

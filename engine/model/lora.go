@@ -98,6 +98,36 @@ func (lc LoRAConfig) Scale() float64 { return lc.Alpha / float64(lc.Rank) }
 
 func (lc LoRAConfig) targets(i int) bool { return slices.Contains(lc.Targets, LoRATargets[i]) }
 
+// loraGroups are the targets that read one input, by index into LoRATargets: q, k and v read ln1, o the
+// attention's output, gate and up ln2, down the MLP's activation. A group's A blocks lie back to back in
+// the adapter layout, one [n·R, in] matrix for its n adapted targets, so the group's down-projection
+// x·Aᵀ is one product that reads x once, and so are the backward's dA += duᵀ·x and dx += du·A (one
+// pass over dx where there were three for q, k and v).
+var loraGroups = [...][]int{{0, 1, 2}, {3}, {4, 5}, {6}}
+
+const loraNumGroups = len(loraGroups)
+
+// members are group g's adapted targets, in layer order.
+func (lc LoRAConfig) members(g int) []int {
+	var ts []int
+	for _, i := range loraGroups[g] {
+		if lc.targets(i) {
+			ts = append(ts, i)
+		}
+	}
+	return ts
+}
+
+// scratchCols are the columns of a u or du scratch that serves every group: R × the most adapted
+// targets of any group.
+func (lc LoRAConfig) scratchCols() int {
+	w := 0
+	for g := range loraGroups {
+		w = max(w, len(lc.members(g)))
+	}
+	return w * lc.Rank
+}
+
 // loraShape is target i's [out, in] in configuration c.
 func (c Config) loraShape(i int) (out, in int) {
 	h, q, kv, im := c.Hidden, c.Heads*c.HeadDim, c.KVHeads*c.HeadDim, c.Intermediate
@@ -113,17 +143,27 @@ func loraName(l, i int, ab string) string {
 	return fmt.Sprintf("%smodel.layers.%d.%s.lora_%s.weight", loraPrefix, l, loraModule(LoRATargets[i]), ab)
 }
 
-// NewLoRALayout lays out the adapters of c under PEFT's tensor names, layer by layer, A before B.
+// NewLoRALayout lays out the adapters of c under PEFT's tensor names, layer by layer and group by group:
+// the group's A blocks joined (loraGroups), then its B blocks. A blocks keep their order across the
+// layout, so new adapters draw the same initial values whatever the grouping.
 func NewLoRALayout(c Config, lc LoRAConfig) *Layout {
 	l := &Layout{index: map[string]int{}}
 	for layer := 0; layer < c.Layers; layer++ {
-		for i := range LoRATargets {
-			if !lc.targets(i) {
+		for g := range loraGroups {
+			ms := lc.members(g)
+			if len(ms) == 0 {
 				continue
 			}
-			out, in := c.loraShape(i)
-			l.add(loraName(layer, i, "A"), lc.Rank, in)
-			l.add(loraName(layer, i, "B"), out, lc.Rank)
+			names := make([]string, len(ms))
+			for j, i := range ms {
+				names[j] = loraName(layer, i, "A")
+			}
+			_, in := c.loraShape(ms[0]) // a group's targets read one input
+			l.addJoined(names, lc.Rank, in)
+			for _, i := range ms {
+				out, _ := c.loraShape(i)
+				l.add(loraName(layer, i, "B"), out, lc.Rank)
+			}
 		}
 	}
 	return l
@@ -132,17 +172,35 @@ func NewLoRALayout(c Config, lc LoRAConfig) *Layout {
 // loraPair is one target's adapters (zero Tensors where the target is not adapted).
 type loraPair struct{ a, b kernels.Tensor }
 
-// loraViews resolves a blob of the adapter layout into [layer][target] pairs.
-func loraViews(b *Blob, c Config) [][7]loraPair {
-	v := make([][7]loraPair, c.Layers)
+// loraLayer is one layer's adapter views: each target's A and B, and each group's joined A [n·R, in]
+// (zero Tensors where a target, or every target of a group, is not adapted).
+type loraLayer struct {
+	t [7]loraPair
+	a [loraNumGroups]kernels.Tensor
+}
+
+// loraViews resolves a blob of the adapter layout into per-layer views.
+func loraViews(b *Blob, c Config) []loraLayer {
+	v := make([]loraLayer, c.Layers)
 	for l := range v {
-		for i := range LoRATargets {
-			a, ok := b.Get(loraName(l, i, "A"))
-			if !ok {
-				continue
+		for g, group := range loraGroups {
+			first, rows := -1, 0
+			for _, i := range group {
+				ai, ok := b.Layout.Index(loraName(l, i, "A"))
+				if !ok {
+					continue
+				}
+				bi, _ := b.Layout.Index(loraName(l, i, "B"))
+				v[l].t[i] = loraPair{b.View(ai), b.View(bi)}
+				if first < 0 {
+					first = ai
+				}
+				rows += b.View(ai).Dim(0)
 			}
-			bb, _ := b.Get(loraName(l, i, "B"))
-			v[l][i] = loraPair{a, bb}
+			if first >= 0 { // NewLoRALayout joined the group's A blocks from its first on
+				s := b.Layout.Specs[first]
+				v[l].a[g] = b.Data.MustSlice(s.Off, s.Off+rows*s.Shape[1]).MustReshape(rows, s.Shape[1])
+			}
 		}
 	}
 	return v
@@ -157,8 +215,10 @@ type Adapters struct {
 	Weights   *Blob
 	SourceDir string // the adapter folder they were loaded from ("" for new ones)
 
-	w     [][7]loraPair
+	w     []loraLayer
 	scale float32
+	col   [7]int             // target i's first column in its group's u and du
+	width [loraNumGroups]int // a group's columns in u and du: R × its adapted targets
 }
 
 // AttachLoRA gives m new adapters, initialised as PEFT does: A from kaiming_uniform(a=√5), which is
@@ -201,6 +261,12 @@ func (m *Model) newAdapters(lc LoRAConfig) (*Adapters, error) {
 	}
 	l := NewLoRALayout(m.Config, lc)
 	ad := &Adapters{Config: lc, Layout: l, scale: float32(lc.Scale())}
+	for g := range loraGroups {
+		for j, i := range lc.members(g) {
+			ad.col[i] = j * lc.Rank
+			ad.width[g] += lc.Rank
+		}
+	}
 	var err error
 	if ad.Params, err = NewBlob(m.dev, l); err != nil {
 		return nil, fmt.Errorf("model: LoRA adapters (%d floats): %w", l.Total, err)
@@ -252,50 +318,84 @@ func (m *Model) Trainable() (params, weights *Blob) {
 	return m.Params, m.Weights
 }
 
-// loraLinear adds target i's adapter term to y = x·Wᵀ: u = x·Aᵀ, y += scale·u·Bᵀ. u [T, R] is kept for
-// the backward pass (or is scratch in generation).
-func (m *Model) loraLinear(p *pass, l, i int, y, x, u kernels.Tensor) {
-	if m.lora == nil {
+// loraDown computes group g's u = x·Aᵀ [T, n·R], the down-projection of its n adapted targets in one
+// product; u is kept for the backward pass (or is scratch in generation). Nothing without adapters or
+// where the group has none.
+func (m *Model) loraDown(p *pass, l, g int, x, u kernels.Tensor) {
+	if m.lora == nil || !m.lora.w[l].a[g].Valid() {
 		return
 	}
-	w := m.lora.w[l][i]
-	if !w.a.Valid() {
-		return
-	}
-	p.matmul(kernels.MatMul{A: x, B: w.a, C: u, TransB: true, Alpha: 1})
-	p.matmul(kernels.MatMul{A: u, B: w.b, C: y, TransB: true, Alpha: m.lora.scale, Beta: 1})
+	p.matmul(kernels.MatMul{A: x, B: m.lora.w[l].a[g], C: u, TransB: true, Alpha: 1})
 }
 
-// loraBackward accumulates target i's adapter gradients and adds its term of dx: with u = x·Aᵀ kept by
-// the forward, dB += s·dyᵀ·u, du = s·dy·B, dA += duᵀ·x, dx += du·A.
-func (m *Model) loraBackward(p *pass, g [][7]loraPair, l, i int, dx, dy, x, u, du kernels.Tensor) {
-	w := m.lora.w[l][i]
-	if !w.a.Valid() {
+// loraUp adds target i's adapter term to y = x·Wᵀ: y += scale·u_i·B_iᵀ, with u_i target i's R columns of
+// its group's u (loraDown).
+func (m *Model) loraUp(p *pass, l, i int, y, u kernels.Tensor) {
+	if m.lora == nil || !m.lora.w[l].t[i].a.Valid() {
 		return
 	}
-	s := m.lora.scale
-	p.matmul(kernels.MatMul{A: dy, B: u, C: g[l][i].b, TransA: true, Alpha: s, Beta: 1})
-	p.matmul(kernels.MatMul{A: dy, B: w.b, C: du, Alpha: s})
-	p.matmul(kernels.MatMul{A: du, B: x, C: g[l][i].a, TransA: true, Alpha: 1, Beta: 1})
-	p.matmul(kernels.MatMul{A: du, B: w.a, C: dx, Alpha: 1, Beta: 1})
+	ad, b := m.lora, m.lora.w[l].t[i].b
+	p.matmulStrided(kernels.StridedMatMul{A: fromColumn(u, ad.col[i]), B: b, C: y, TransB: true,
+		M: u.Dim(0), N: b.Dim(0), K: ad.Config.Rank, LDA: u.Dim(1), LDB: ad.Config.Rank, LDC: y.Dim(1),
+		Alpha: ad.scale, Beta: 1})
 }
 
-// loraSlots are the training arena's adapter activations: u = x·Aᵀ per layer and target, one du
-// scratch, and a float32 sink for the frozen RMSNorm weights' gradients the norm backward writes.
+// loraBackward adds group g's adapter terms to the backward of its projections, which read x: dys are
+// the output gradients of the group's targets (loraGroups order), u = x·Aᵀ is the forward's (loraDown).
+// Each adapted target i takes dB_i += s·dy_iᵀ·u_i and du_i = s·dy_i·B_i (its columns of du), then the
+// group as a whole dA += duᵀ·x and dx += du·A. du is scratch [T, ≥ width].
+func (m *Model) loraBackward(p *pass, gl []loraLayer, l, g int, dx, x, u, duBuf kernels.Tensor, dys ...kernels.Tensor) {
+	ad := m.lora
+	if !ad.w[l].a[g].Valid() {
+		return
+	}
+	T, R, s := x.Dim(0), ad.Config.Rank, ad.scale
+	du := leading(duBuf, T, ad.width[g])
+	for j, i := range loraGroups[g] {
+		w := ad.w[l].t[i]
+		if !w.a.Valid() {
+			continue
+		}
+		dy, c := dys[j], ad.col[i]
+		p.matmulStrided(kernels.StridedMatMul{A: dy, B: fromColumn(u, c), C: gl[l].t[i].b, TransA: true,
+			M: dy.Dim(1), N: R, K: T, LDA: dy.Dim(1), LDB: u.Dim(1), LDC: R, Alpha: s, Beta: 1})
+		p.matmulStrided(kernels.StridedMatMul{A: dy, B: w.b, C: fromColumn(du, c),
+			M: T, N: R, K: dy.Dim(1), LDA: dy.Dim(1), LDB: R, LDC: du.Dim(1), Alpha: s})
+	}
+	p.matmul(kernels.MatMul{A: du, B: x, C: gl[l].a[g], TransA: true, Alpha: 1, Beta: 1})
+	p.matmul(kernels.MatMul{A: du, B: ad.w[l].a[g], C: dx, Alpha: 1, Beta: 1})
+}
+
+// fromColumn views t [T, W] from column c on, flat: with row stride W, its first columns are t's
+// columns c, c+1, … (a target's slice of its group's u or du, for a strided product).
+func fromColumn(t kernels.Tensor, c int) kernels.Tensor {
+	f := t.MustReshape(t.Len())
+	return f.MustSlice(min(c, f.Len()), f.Len())
+}
+
+// leading views the first T·W elements of buf as [T, W] (a group's u or du in scratch sized for the
+// widest group).
+func leading(buf kernels.Tensor, T, W int) kernels.Tensor {
+	return buf.MustReshape(buf.Len()).MustSlice(0, T*W).MustReshape(T, W)
+}
+
+// loraSlots are the training arena's adapter activations: u = x·Aᵀ per layer and group [T, n·R], one du
+// scratch for the widest group, and a float32 sink for the frozen RMSNorm weights' gradients the norm
+// backward writes.
 func (c Config) loraSlots(a *Activations, lc *LoRAConfig, T int, act kernels.DType) []arenaSlot {
 	if lc == nil {
 		return nil
 	}
 	var slots []arenaSlot
-	a.lu = make([][7]kernels.Tensor, c.Layers)
+	a.lu = make([][loraNumGroups]kernels.Tensor, c.Layers)
 	for l := range a.lu {
-		for i := range LoRATargets {
-			if lc.targets(i) {
-				slots = append(slots, arenaSlot{&a.lu[l][i], act, []int{T, lc.Rank}})
+		for g := range loraGroups {
+			if n := len(lc.members(g)); n > 0 {
+				slots = append(slots, arenaSlot{&a.lu[l][g], act, []int{T, n * lc.Rank}})
 			}
 		}
 	}
-	slots = append(slots, arenaSlot{&a.ldu, act, []int{T, lc.Rank}})
+	slots = append(slots, arenaSlot{&a.ldu, act, []int{T, lc.scratchCols()}})
 	slots = append(slots, arenaSlot{&a.normSink, kernels.F32, []int{c.Hidden}})
 	return slots
 }
@@ -469,7 +569,7 @@ func (m *Model) Merge() error {
 	for l := range pw {
 		lt := base.layers[l]
 		ws := []kernels.Tensor{lt.wq, lt.wk, lt.wv, lt.wo, lt.wg, lt.wu, lt.wd}
-		for i, pr := range pw[l] {
+		for i, pr := range pw[l].t {
 			if !pr.a.Valid() {
 				continue
 			}
@@ -484,7 +584,7 @@ func (m *Model) Merge() error {
 }
 
 // loraGrads resolves a gradient blob of the adapter layout (resolved once per blob).
-func (b *Blob) loraGrads(c Config) [][7]loraPair {
+func (b *Blob) loraGrads(c Config) []loraLayer {
 	if b.loraByName == nil {
 		b.loraByName = loraViews(b, c)
 	}

@@ -3,10 +3,13 @@ package model
 import (
 	"math"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/serl-go/serl/internal/testenv"
 	"github.com/serl-go/serl/kernels"
 )
 
@@ -167,7 +170,7 @@ func TestAttachLoRAInit(t *testing.T) {
 			}
 			require.LessOrEqual(t, float32(math.Abs(float64(x))), bound, s.Name)
 		}
-		if i%2 == 0 {
+		if strings.HasSuffix(s.Name, ".lora_A.weight") {
 			require.Equal(t, s.Len, nonzero, "%s is drawn", s.Name)
 		} else {
 			require.Zero(t, nonzero, "%s starts at zero", s.Name)
@@ -178,4 +181,156 @@ func TestAttachLoRAInit(t *testing.T) {
 	a.Free()
 	_, err = m.AttachLoRA(LoRAConfig{Rank: 0, Alpha: 16, Targets: LoRATargets}, 1)
 	require.Error(t, err)
+}
+
+// A target group's A blocks are one matrix (loraGroups): the joined view holds its adapted targets' A
+// blocks in layer order, back to back, whatever subset is adapted; A blocks keep the order of layers
+// and targets across the layout, so new adapters draw the same values however they are grouped.
+func TestLoRAJoinedGroups(t *testing.T) {
+	m, err := Load(testDevice(t), filepath.Join("testdata", "qwen2_f32"))
+	require.NoError(t, err)
+	defer m.Free()
+	targets := []string{"q_proj", "v_proj", "o_proj", "up_proj", "gate_proj"}
+	ad, err := m.AttachLoRA(LoRAConfig{Rank: 3, Alpha: 6, Targets: targets}, 7)
+	require.NoError(t, err)
+	var order []string // A blocks in (layer, target) order
+	for l := 0; l < m.Config.Layers; l++ {
+		for g, group := range loraGroups {
+			joined := ad.w[l].a[g]
+			var want []float32
+			for _, i := range group {
+				if !slices.Contains(targets, LoRATargets[i]) {
+					require.False(t, ad.w[l].t[i].a.Valid(), "layer %d %s", l, LoRATargets[i])
+					continue
+				}
+				v := make([]float32, ad.w[l].t[i].a.Len())
+				require.NoError(t, kernels.Download(v, ad.w[l].t[i].a))
+				want = append(want, v...)
+			}
+			if want == nil {
+				require.False(t, joined.Valid(), "layer %d group %d has no adapted target", l, g)
+				continue
+			}
+			got := make([]float32, joined.Len())
+			require.NoError(t, kernels.Download(got, joined))
+			require.Equal(t, want, got, "layer %d group %d", l, g)
+			require.Equal(t, []int{len(want) / joined.Dim(1), joined.Dim(1)}, joined.Shape())
+		}
+		for _, name := range LoRATargets {
+			if slices.Contains(targets, name) {
+				order = append(order, loraName(l, slices.Index(LoRATargets, name), "A"))
+			}
+		}
+	}
+	var drawn []string
+	for _, s := range ad.Layout.Specs {
+		if strings.HasSuffix(s.Name, ".lora_A.weight") {
+			drawn = append(drawn, s.Name)
+		}
+	}
+	require.Equal(t, order, drawn, "A blocks in layer and target order")
+}
+
+// Adapting some targets of a group is the same as adapting all with the others' adapters at zero: the
+// fixture's adapters on q, v, o, up and down against all seven with k's and gate's zeroed, in the
+// training forward, its gradients and generation's prefill. The joined groups' columns (q and v in a
+// group of three, up alone in its pair) must line up.
+func TestLoRASubsetOfGroup(t *testing.T) {
+	subset := []string{"q_proj", "v_proj", "o_proj", "up_proj", "down_proj"}
+	full, r, _ := loadLoRAFixture(t, "qwen2", Options{Frozen: true})
+	defer full.Free()
+	part, err := LoadWith(fixtureDevice(t), filepath.Join("testdata", "qwen2_f32"), Options{Frozen: true})
+	require.NoError(t, err)
+	defer part.Free()
+	lc := full.LoRA().Config
+	_, err = part.AttachLoRA(LoRAConfig{Rank: lc.Rank, Alpha: lc.Alpha, Targets: subset}, 1)
+	require.NoError(t, err)
+	get := func(b *Blob, name string) kernels.Tensor {
+		v, ok := b.Get(name)
+		require.True(t, ok, name)
+		return v
+	}
+	for _, s := range full.LoRA().Layout.Specs {
+		v := testenv.Read[float32](t, get(full.LoRA().Params, s.Name))
+		if j, ok := part.LoRA().Layout.Index(s.Name); ok {
+			require.NoError(t, kernels.Upload(part.LoRA().Params.View(j), v))
+		} else {
+			require.NoError(t, kernels.Upload(get(full.LoRA().Params, s.Name), make([]float32, len(v))))
+		}
+	}
+	require.NoError(t, full.LoRA().SyncWeights())
+	require.NoError(t, part.LoRA().SyncWeights())
+
+	ids, lens := packed(r)
+	coef := make([]float32, len(ids))
+	for i := range coef {
+		coef[i] = -1 / float32(len(ids))
+	}
+	logp := func(m *Model) ([]float32, *Blob) {
+		a, err := m.NewActivations(len(ids), len(lens))
+		require.NoError(t, err)
+		defer a.Free()
+		require.NoError(t, m.Forward(a, ids, lens))
+		lp := make([]float32, len(ids))
+		require.NoError(t, a.LogProbs(lp))
+		g, err := m.NewGrads()
+		require.NoError(t, err)
+		require.NoError(t, m.Backward(a, g, coef))
+		return lp, g
+	}
+	want, gFull := logp(full)
+	defer gFull.Free()
+	got, gPart := logp(part)
+	defer gPart.Free()
+	worst := 0.0
+	for i := range got {
+		worst = math.Max(worst, math.Abs(float64(got[i]-want[i])))
+	}
+	worstGrad, worstName := 0.0, ""
+	for i, s := range gPart.Layout.Specs {
+		w := testenv.Read[float32](t, get(gFull, s.Name))
+		g := testenv.Read[float32](t, gPart.View(i))
+		var num, den float64
+		for j := range g {
+			num += (float64(g[j]) - float64(w[j])) * (float64(g[j]) - float64(w[j]))
+			den += float64(w[j]) * float64(w[j])
+		}
+		require.Positive(t, den, s.Name)
+		if e := math.Sqrt(num / den); e > worstGrad {
+			worstGrad, worstName = e, s.Name
+		}
+	}
+
+	prefill := func(m *Model) []float32 {
+		seq := r.Sequences[0].IDs
+		ws, err := m.NewWorkspace(len(seq), 1, 1)
+		require.NoError(t, err)
+		defer ws.Free()
+		kv, err := m.NewKVCache(1, len(seq))
+		require.NoError(t, err)
+		defer kv.Free()
+		slots := make([]int32, len(seq))
+		for i := range slots {
+			slots[i] = int32(i)
+		}
+		require.NoError(t, m.Prefill(ws, kv, seq, []int{len(seq)}, slots))
+		out := make([]float32, m.Config.Vocab)
+		require.NoError(t, kernels.Download(out, ws.Logits(1)))
+		return out
+	}
+	pw, pg := prefill(full), prefill(part)
+	worstLogit := 0.0
+	for i := range pg {
+		worstLogit = math.Max(worstLogit, math.Abs(float64(pg[i]-pw[i])))
+	}
+	t.Logf("subset vs zeroed: log-probs %.2e, gradients %.2e (%s), prefill logits %.2e", worst, worstGrad, worstName, worstLogit)
+	// Exact on the CPU, whose products sum each element in one order whatever the group's width;
+	// cuBLAS may pick another algorithm for another width.
+	tol := [3]float64{1e-6, 1e-6, 1e-5}
+	if part.Device().Backend() == "cpu" {
+		tol = [3]float64{}
+	}
+	require.LessOrEqual(t, worst, tol[0], "log-probs")
+	require.LessOrEqual(t, worstGrad, tol[1], "gradient of %s", worstName)
+	require.LessOrEqual(t, worstLogit, tol[2], "prefill logits")
 }

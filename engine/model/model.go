@@ -333,7 +333,7 @@ func (m *Model) BackwardCoef(a *Activations, g *Blob) error {
 
 // gradTensors checks g against what training updates and returns the views the backward writes: the
 // base's (under LoRA only the RMSNorm weights', into a zeroed sink) and the adapters'.
-func (m *Model) gradTensors(a *Activations, g *Blob) (tensors, [][7]loraPair, error) {
+func (m *Model) gradTensors(a *Activations, g *Blob) (tensors, []loraLayer, error) {
 	if m.lora == nil {
 		if g.Layout != m.Layout {
 			return tensors{}, nil, fmt.Errorf("model: gradient blob of another layout")
@@ -356,7 +356,7 @@ func (m *Model) gradTensors(a *Activations, g *Blob) (tensors, [][7]loraPair, er
 
 // backward runs the backward pass from the head (or what a Grad's forward left of it) to the
 // embedding.
-func (m *Model) backward(a *Activations, gw tensors, gl [][7]loraPair) error {
+func (m *Model) backward(a *Activations, gw tensors, gl []loraLayer) error {
 	if err := m.headBackward(a, gw); err != nil {
 		return err
 	}

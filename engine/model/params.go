@@ -83,8 +83,21 @@ func (l *Layout) add(name string, shape ...int) {
 	}
 	l.index[name] = len(l.Specs)
 	l.Specs = append(l.Specs, ParamSpec{Name: name, Shape: shape, Off: l.Total, Len: n})
-	// Views start on 16-element (64-byte) boundaries so every tensor is aligned for vector loads.
+	// Views start on 16-element (64-byte) boundaries so every tensor is aligned for vector loads (all
+	// but the later members of a joined run, addJoined).
 	l.Total += (n + 15) &^ 15
+}
+
+// addJoined appends tensors of one shape [rows, cols] back to back, padded only after the last, so that
+// together they are one [len(names)·rows, cols] matrix (a LoRA group's A blocks); a member after the
+// first starts where the one before ends, aligned or not.
+func (l *Layout) addJoined(names []string, rows, cols int) {
+	n := rows * cols
+	for j, name := range names {
+		l.index[name] = len(l.Specs)
+		l.Specs = append(l.Specs, ParamSpec{Name: name, Shape: []int{rows, cols}, Off: l.Total + j*n, Len: n})
+	}
+	l.Total += (len(names)*n + 15) &^ 15
 }
 
 // NumParams counts parameters (without alignment padding).
@@ -105,7 +118,7 @@ type Blob struct {
 	Data       kernels.Tensor // [Total] in the blob's dtype (F32, or BF16 for the weights' bf16 copy)
 	views      []kernels.Tensor
 	byName     *tensors // resolved on first use, so a training step does no name lookups
-	loraByName [][7]loraPair
+	loraByName []loraLayer
 }
 
 // NewBlob allocates a float32 blob of layout l on d, zeroed.

@@ -15,6 +15,12 @@ func (p *pass) matmul(mm kernels.MatMul) {
 	}
 }
 
+func (p *pass) matmulStrided(mm kernels.StridedMatMul) {
+	if p.err == nil {
+		p.err = p.d.MatMulStrided(mm)
+	}
+}
+
 // linear computes y = x·Wᵀ (+ b): x [T,in], W [out,in], y [T,out].
 func (p *pass) linear(y, x, w, b kernels.Tensor) {
 	p.matmul(kernels.MatMul{A: x, B: w, C: y, TransB: true, Alpha: 1})

@@ -86,7 +86,7 @@ func (c Config) LoRAOptimizerPlan(lc LoRAConfig) []PlanItem {
 
 // LoRAWorkspacePlan is the adapters' scratch in a generation workspace of maxTokens tokens.
 func (c Config) LoRAWorkspacePlan(name string, lc LoRAConfig, maxTokens int, p Precision) PlanItem {
-	return PlanItem{name + ": LoRA scratch", p.Act(), int64((maxTokens*lc.Rank+15)&^15) * int64(p.Act().Size())}
+	return PlanItem{name + ": LoRA scratch", p.Act(), int64((maxTokens*lc.scratchCols()+15)&^15) * int64(p.Act().Size())}
 }
 
 // ActivationPlan is the training arena for maxTokens tokens in maxSeqs sequences at precision p, one
