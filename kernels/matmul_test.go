@@ -531,15 +531,22 @@ func BenchmarkSGEMMDecode(b *testing.B) {
 	}
 }
 
-// BenchmarkSGEMMLoRA is a rank-8 LoRA adapter's six products (engine/model/lora.go) on the built-in
-// model's projections (in→out 256→704 and 704→256) and Qwen2.5-0.5B's MLP up (896→4864): the forward's
+// BenchmarkSGEMMLoRA is a LoRA adapter's six products (engine/model/lora.go) on the built-in model's
+// projections (in→out 256→704 and 704→256) and Qwen2.5-0.5B's MLP up (896→4864): the forward's
 // u = x·Aᵀ and y += s·u·Bᵀ for T = 4 and 64 decoding rows and 2048 training tokens, and the backward's
 // dB += s·dyᵀ·u, du = s·dy·B, dA += duᵀ·x and dx += du·A for 2048 tokens. Every one has the rank as one
-// of m, n or k, which a blocked kernel's tiles do not fit. The precision column as --precision: all in
-// f32, or activations and adapter copies in bf16 with the adapter's gradients in f32.
+// of m, n or k, which a blocked kernel's tiles do not fit. Rank 8, and 24: a q, k and v group's joined
+// x·Aᵀ, duᵀ·x and du·A at rank 8 (to set against three rank-8 ones), or a rank-24 adapter. The precision
+// column as --precision: all in f32, or activations and adapter copies in bf16 with the adapter's
+// gradients in f32.
 func BenchmarkSGEMMLoRA(b *testing.B) {
 	d := cpuDevice(b)
-	const r = 8
+	for _, r := range []int{8, 24} {
+		benchLoRAProducts(b, d, r)
+	}
+}
+
+func benchLoRAProducts(b *testing.B, d *Device, r int) {
 	for _, dt := range []DType{F32, BF16} {
 		for _, io := range [][2]int{{256, 704}, {704, 256}, {896, 4864}} {
 			in, out := io[0], io[1]
@@ -582,7 +589,7 @@ func BenchmarkSGEMMLoRA(b *testing.B) {
 					}...)
 				}
 				for _, p := range products {
-					b.Run(fmt.Sprintf("%dx%d/T=%d/%s/%s", in, out, T, p.name, dt), func(b *testing.B) {
+					b.Run(fmt.Sprintf("r=%d/%dx%d/T=%d/%s/%s", r, in, out, T, p.name, dt), func(b *testing.B) {
 						for i := 0; i < b.N; i++ {
 							if err := d.MatMul(p.mm); err != nil {
 								b.Fatal(err)
