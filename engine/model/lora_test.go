@@ -88,6 +88,17 @@ func TestLoRAPrefillMatchesForward(t *testing.T) {
 	require.Equal(t, len(ids), a.logits.Dim(0), "the head's one chunk holds the whole batch's logits")
 	want := make([]float32, len(ids)*m.Config.Vocab)
 	require.NoError(t, kernels.Download(want, rows(a.logits, len(ids))))
+	got := prefillLogits(t, m, ids)
+	last := want[(len(ids)-1)*m.Config.Vocab:]
+	worst := 0.0
+	for i := range got {
+		worst = math.Max(worst, math.Abs(float64(got[i]-last[i])))
+	}
+	require.LessOrEqual(t, worst, 1e-4, "prefill logits with adapters")
+}
+
+// prefillLogits prefills one sequence in a fresh workspace and cache and returns its last token's logits.
+func prefillLogits(t *testing.T, m *Model, ids []int32) []float32 {
 	ws, err := m.NewWorkspace(len(ids), 1, 1)
 	require.NoError(t, err)
 	defer ws.Free()
@@ -99,14 +110,9 @@ func TestLoRAPrefillMatchesForward(t *testing.T) {
 		slots[i] = int32(i)
 	}
 	require.NoError(t, m.Prefill(ws, kv, ids, []int{len(ids)}, slots))
-	got := make([]float32, m.Config.Vocab)
-	require.NoError(t, kernels.Download(got, ws.Logits(1)))
-	last := want[(len(ids)-1)*m.Config.Vocab:]
-	worst := 0.0
-	for i := range got {
-		worst = math.Max(worst, math.Abs(float64(got[i]-last[i])))
-	}
-	require.LessOrEqual(t, worst, 1e-4, "prefill logits with adapters")
+	out := make([]float32, m.Config.Vocab)
+	require.NoError(t, kernels.Download(out, ws.Logits(1)))
+	return out
 }
 
 // Saved adapters load back bit for bit; merged weights give the adapted model's log-probs.
@@ -301,24 +307,7 @@ func TestLoRASubsetOfGroup(t *testing.T) {
 		}
 	}
 
-	prefill := func(m *Model) []float32 {
-		seq := r.Sequences[0].IDs
-		ws, err := m.NewWorkspace(len(seq), 1, 1)
-		require.NoError(t, err)
-		defer ws.Free()
-		kv, err := m.NewKVCache(1, len(seq))
-		require.NoError(t, err)
-		defer kv.Free()
-		slots := make([]int32, len(seq))
-		for i := range slots {
-			slots[i] = int32(i)
-		}
-		require.NoError(t, m.Prefill(ws, kv, seq, []int{len(seq)}, slots))
-		out := make([]float32, m.Config.Vocab)
-		require.NoError(t, kernels.Download(out, ws.Logits(1)))
-		return out
-	}
-	pw, pg := prefill(full), prefill(part)
+	pw, pg := prefillLogits(t, full, r.Sequences[0].IDs), prefillLogits(t, part, r.Sequences[0].IDs)
 	worstLogit := 0.0
 	for i := range pg {
 		worstLogit = math.Max(worstLogit, math.Abs(float64(pg[i]-pw[i])))
