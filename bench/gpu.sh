@@ -180,7 +180,7 @@ fi
 if unit fixtures; then
 	log=$OUT/3-fixtures.log
 	wd=engine/model step fixtures 90 "$log" "$g/model.test" -test.v -test.count=1 "${testshort[@]}" \
-		-test.run 'TestFixtures|TestSaveLoadRoundTrip|TestHeadGrad' -test.timeout 85s
+		-test.run 'TestFixtures|TestLoRA|TestSaveLoadRoundTrip|TestHeadGrad' -test.timeout 85s
 	row "fixtures ($DEVICE)" "$status" "$secs" "$(gotest_counts "$log"); worst: $(grep -o 'worst [a-z ]*error [0-9.e+-]*' "$log" | sort -t' ' -k5 -g | tail -1)"
 fi
 
