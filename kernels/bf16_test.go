@@ -24,6 +24,7 @@ func init() {
 	register("bf16_cast", testCastBF16)
 	register("bf16_matmul", testMatMulBF16)
 	register("bf16_matmul_strided", testMatMulStridedBF16)
+	register("bf16_matmul_rounding", testMatMulBF16Rounding)
 	register("bf16_embedding", testEmbeddingBF16)
 	register("bf16_rmsnorm", testRMSNormBF16)
 	register("bf16_rope", testRoPEBF16)
@@ -288,6 +289,50 @@ func testMatMulBF16(t *testing.T, h *harness) {
 		naive := make([]float32, m*n)
 		naiveMatMul32(false, true, m, n, k, 1, a, k, 0, b, k, 0, 0, naive, n, 0, 1, dts[2])
 		requireBF16Rule(t, fmt.Sprintf("matmul %s × %s → %s", dts[0], dts[1], dts[2]), h.getAny(C), want, naive, dts[2])
+	}
+}
+
+// testMatMulBF16Rounding: a product into a bf16 C is rounded as serl_cast rounds (to nearest even,
+// ties included, subnormals kept, NaN kept NaN, overflow to inf) on every path that writes one. With
+// k = 1 and W = 1 every C[i, j] is x[i] exactly in float32 (−0 is left out: whether a product's sum
+// starts from +0 is the library's own), so the bits are checked, not a tolerance, which would let a
+// wrong tie pass. Shapes: the short-k path
+// (m > 128 rows), the few-rows path (m ≤ 128), each with a masked column tail, W in f32 and in bf16.
+func testMatMulBF16Rounding(t *testing.T, h *harness) {
+	special := []float32{1, -1, float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()),
+		math.Float32frombits(0x7FFFFFFF), math.Float32frombits(0xFFFFFFFF), // NaNs a rounding carry would end
+		math.MaxFloat32, math.SmallestNonzeroFloat32, 1e-39, -3e-39, 0,
+		math.Float32frombits(0x3F808000), math.Float32frombits(0x3F818000), math.Float32frombits(0xBF808000), // ties
+		math.Float32frombits(0x3F808001), math.Float32frombits(0x7F7FFFFF)} // above a tie; overflow to inf
+	for _, c := range []struct{ m, n int }{{300, 130}, {20, 37}} {
+		for _, wdt := range []DType{F32, BF16} {
+			x := h.randn(c.m, 3)
+			for i := range x {
+				if i%3 == 0 {
+					x[i] = special[(i/3)%len(special)]
+				}
+			}
+			ones := make([]float32, c.n)
+			for i := range ones {
+				ones[i] = 1
+			}
+			W, _ := h.upload(wdt, ones, c.n, 1)
+			C := h.poisonedAs(BF16, c.m, c.n)
+			require.NoError(t, h.d.MatMul(MatMul{A: h.f32(x, c.m, 1), B: W, C: C, TransB: true, Alpha: 1}))
+			got := h.bits(C)
+			for i, v := range x {
+				want := ref.BF16Bits(v)
+				for j := 0; j < c.n; j++ {
+					g := got[i*c.n+j]
+					what := fmt.Sprintf("%d×%d W %s: C[%d, %d] of x = %g (%#08x)", c.m, c.n, wdt, i, j, v, math.Float32bits(v))
+					if math.IsNaN(float64(v)) {
+						require.True(t, g&0x7F80 == 0x7F80 && g&0x7F != 0, "%s: got %#04x, want NaN", what, g)
+						continue
+					}
+					require.Equal(t, want, g, what)
+				}
+			}
+		}
 	}
 }
 

@@ -312,9 +312,7 @@ static inline __attribute__((always_inline)) void shortk_rows16(const int xbf, i
                     y = _mm512_fmadd_ps(
                         _mm512_set1_ps(beta),
                         _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, o)), 16)), y);
-                __m256i h = _mm256_set_m128i(serl_f32x8_to_bf16(_mm512_extractf32x8_ps(y, 1)),
-                                             serl_f32x8_to_bf16(_mm512_castps512_ps256(y)));
-                _mm256_mask_storeu_epi16(o, mk, h);
+                _mm256_mask_storeu_epi16(o, mk, serl_f32x16_to_bf16(y));
             }
         }
     }
