@@ -682,15 +682,34 @@ static void shortk_task(void *arg, int64_t t, int worker) {
                                 (uint16_t *)a->c + g->b * a->stride_c, a->ldc);
 }
 
+/* Wt [k, n] = op(W[b]) in float32: rows widened as they are when W is stored [k, n] (du·A); stored
+ * [n, k] (trans_b: u·Bᵀ), widened into tmp (n·k floats) where bf16, then transposed in 8×8 blocks by
+ * the packing transpose, rather than element by element with a dtype test each. */
+static void shortk_layout(float *wt, float *tmp, const serl_matmul_args *a, int64_t b) {
+    const int64_t n = a->n, k = a->k, off = b * a->stride_b, ld = a->ldb;
+    if (!a->trans_b) {
+        for (int64_t p = 0; p < k; p++) serl_load_f32(wt + p * n, a->b, a->b_dtype, off + p * ld, n);
+        return;
+    }
+    const float *w = (const float *)a->b + off;
+    int64_t ldw = ld;
+    if (a->b_dtype == SERL_DTYPE_BF16) {
+        if (ld == k)
+            serl_load_f32(tmp, a->b, a->b_dtype, off, n * k);
+        else
+            for (int64_t j = 0; j < n; j++) serl_load_f32(tmp + j * k, a->b, a->b_dtype, off + j * ld, k);
+        w = tmp, ldw = k;
+    }
+    serl_pack_t32(wt, w, ldw, (int)n, (int)n, k);
+}
+
 /* Validated args with !trans_a, k ≤ THIN_K, k > 0, alpha ≠ 0, a bf16 C, on an AVX-512 context. */
 static int32_t matmul_shortk(serl_ctx *ctx, const serl_matmul_args *a) {
     const int64_t m = a->m, n = a->n, k = a->k;
-    float *wt = serl_scratch(ctx, 0, sizeof(float) * (size_t)(k * n));
+    float *wt = serl_scratch(ctx, 0, sizeof(float) * (size_t)(2 * k * n)); /* Wt, then widened W */
     if (!wt) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory laying out W");
     for (int64_t b = 0; b < a->batch; b++) {
-        for (int64_t p = 0; p < k; p++)
-            for (int64_t j = 0; j < n; j++)
-                wt[p * n + j] = serl_ld(a->b, a->b_dtype, b * a->stride_b + (a->trans_b ? j * a->ldb + p : p * a->ldb + j));
+        shortk_layout(wt, wt + k * n, a, b);
         shortk_job g = {a, b, 1, wt};
         if (ctx->threads > 1 && m * n * k >= XWT_PAR_MIN) {
             int64_t blocks = ceil_div(m, 4);
