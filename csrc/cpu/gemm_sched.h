@@ -49,7 +49,7 @@ static inline void serl_panel_reset(_Atomic int *f, int64_t n) {
 #ifndef SKINNY_MAX_N
 /* W rows up to which x·Wᵀ of any height runs on a GEMV split over x (skinny tasks). A LoRA group's
  * joined x·Aᵀ has n = 3 × rank; at n 16-48 the GEMV takes 0.3-0.75× the blocked kernels' time (x rows 64
- * and 2048, in 256, 896 and 4096, f32 and bf16 pairs), with W past L1 from n·k ≈ 12k floats on. */
+ * and 2048, in 256, 896 and 4096, f32 and bf16 pairs), W past L1 (32 KiB) and all. */
 #define SKINNY_MAX_N 48
 #endif
 #define SKINNY_ROWS 32 /* x rows per skinny task: W (few rows) stays in L1 or L2, the chunk of x in L2 */

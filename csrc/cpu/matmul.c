@@ -45,16 +45,15 @@
 #define WIDEN_GEMV_MAX_M 16
 #endif
 #ifndef THIN_R
-/* Rows or columns up to which Aᵀ·B takes the thin path (matmul_thin), in blocks of 8 rows (16 on
- * AVX-512 columns). A LoRA group's joined dA += duᵀ·x has m = 3 × rank: at m 16-32 the thin path takes
- * 0.55-0.9× the blocked kernel's time at 2048 tokens (in 256, 896 and 4096, f32 and bf16); at 48 the
- * bf16 blocked pair kernel is ahead (3.8 against 4.4 ms on 4096). */
+/* Rows or columns up to which Aᵀ·B takes the thin path (matmul_thin), which holds 8 rows of out at a
+ * time. A LoRA group's joined dA += duᵀ·x has m = 3 × rank: at m 16-32 the thin path takes 0.55-0.9× the
+ * blocked kernel's time in f32 at 2048 tokens (in 256, 896 and 4096). */
 #define THIN_R 32
 #endif
 #ifndef THIN_R_PAIR
 /* THIN_R with two bf16 operands on AVX-512 BF16, where the pair kernel's tiles are full enough sooner:
  * dA of 24 rows over 2048 tokens of 896 takes it 310 µs against the thin path's 437 (146 against 137
- * on 256). */
+ * on 256; 3.8 against 4.4 ms at 48 rows of 4096). */
 #define THIN_R_PAIR 16
 #endif
 #ifndef THIN_K
