@@ -272,13 +272,13 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 	for l := range m.w.layers {
 		w, cache := &m.w.layers[l], kv.layers[l]
 		p.rmsnorm(ln, kernels.Tensor{}, x, w.ln1, eps)
-		m.loraDown(&p, l, 0, ln, u[0])
+		m.loraDown(&p, l, qkvGroup, ln, u[qkvGroup])
 		p.linear(flat2(q), ln, w.wq, w.bq)
-		m.loraUp(&p, l, 0, flat2(q), u[0])
+		m.loraUp(&p, l, 0, flat2(q), u[qkvGroup])
 		p.linear(flat2(k), ln, w.wk, w.bk)
-		m.loraUp(&p, l, 1, flat2(k), u[0])
+		m.loraUp(&p, l, 1, flat2(k), u[qkvGroup])
 		p.linear(flat2(v), ln, w.wv, w.bv)
-		m.loraUp(&p, l, 2, flat2(v), u[0])
+		m.loraUp(&p, l, 2, flat2(v), u[qkvGroup])
 		p.rope(q, q, pos, m.invFreq, c.HeadDim, false)
 		p.rope(k, k, pos, m.invFreq, c.HeadDim, false)
 		if p.err == nil {
@@ -292,20 +292,20 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 				p.err = m.dev.DecodeAttention(attn, q, cache, ws.blockTable.MustSlice(0, S), ws.seqLens.MustSlice(0, S), m.scale)
 			}
 		}
-		m.loraDown(&p, l, 1, flat2(attn), u[1])
+		m.loraDown(&p, l, oGroup, flat2(attn), u[oGroup])
 		p.linear(tmp, flat2(attn), w.wo, w.bo)
-		m.loraUp(&p, l, 3, tmp, u[1])
+		m.loraUp(&p, l, 3, tmp, u[oGroup])
 		p.add(x, x, tmp)
 		p.rmsnorm(ln, kernels.Tensor{}, x, w.ln2, eps)
-		m.loraDown(&p, l, 2, ln, u[2])
+		m.loraDown(&p, l, gateUpGroup, ln, u[gateUpGroup])
 		p.linear(gate, ln, w.wg, w.bg)
-		m.loraUp(&p, l, 4, gate, u[2])
+		m.loraUp(&p, l, 4, gate, u[gateUpGroup])
 		p.linear(up, ln, w.wu, w.bu)
-		m.loraUp(&p, l, 5, up, u[2])
+		m.loraUp(&p, l, 5, up, u[gateUpGroup])
 		p.swiglu(gate, gate, up)
-		m.loraDown(&p, l, 3, gate, u[3])
+		m.loraDown(&p, l, downGroup, gate, u[downGroup])
 		p.linear(tmp, gate, w.wd, w.bd)
-		m.loraUp(&p, l, 6, tmp, u[3])
+		m.loraUp(&p, l, 6, tmp, u[downGroup])
 		p.add(x, x, tmp)
 	}
 	last := x

@@ -34,31 +34,31 @@ func (m *Model) layerForward(a *Activations, l int) error {
 			}
 		}
 	}
-	m.loraDown(&p, l, 0, ln1, u[0])
+	m.loraDown(&p, l, qkvGroup, ln1, u[qkvGroup])
 	p.linear(flat2(q), ln1, w.wq, w.bq)
-	m.loraUp(&p, l, 0, flat2(q), u[0])
+	m.loraUp(&p, l, 0, flat2(q), u[qkvGroup])
 	p.linear(flat2(k), ln1, w.wk, w.bk)
-	m.loraUp(&p, l, 1, flat2(k), u[0])
+	m.loraUp(&p, l, 1, flat2(k), u[qkvGroup])
 	p.linear(flat2(v), ln1, w.wv, w.bv)
-	m.loraUp(&p, l, 2, flat2(v), u[0])
+	m.loraUp(&p, l, 2, flat2(v), u[qkvGroup])
 	p.rope(q, q, pos, m.invFreq, c.HeadDim, false)
 	p.rope(k, k, pos, m.invFreq, c.HeadDim, false)
 	p.attention(kernels.Attention{Q: q, K: k, V: v, Out: attn, LSE: rows(s.lse, T),
 		CuSeqlens: a.cu.MustSlice(0, a.seqs+1), MaxLen: a.maxLen, Scale: m.scale})
-	m.loraDown(&p, l, 1, flat2(attn), u[1])
+	m.loraDown(&p, l, oGroup, flat2(attn), u[oGroup])
 	p.linear(tmp, flat2(attn), w.wo, w.bo)
-	m.loraUp(&p, l, 3, tmp, u[1])
+	m.loraUp(&p, l, 3, tmp, u[oGroup])
 	p.add(xmid, x, tmp)
 	p.rmsnorm(ln2, rows(s.rstd2, T), xmid, w.ln2, eps)
-	m.loraDown(&p, l, 2, ln2, u[2])
+	m.loraDown(&p, l, gateUpGroup, ln2, u[gateUpGroup])
 	p.linear(gate, ln2, w.wg, w.bg)
-	m.loraUp(&p, l, 4, gate, u[2])
+	m.loraUp(&p, l, 4, gate, u[gateUpGroup])
 	p.linear(up, ln2, w.wu, w.bu)
-	m.loraUp(&p, l, 5, up, u[2])
+	m.loraUp(&p, l, 5, up, u[gateUpGroup])
 	p.swiglu(act, gate, up)
-	m.loraDown(&p, l, 3, act, u[3])
+	m.loraDown(&p, l, downGroup, act, u[downGroup])
 	p.linear(tmp, act, w.wd, w.bd)
-	m.loraUp(&p, l, 6, tmp, u[3])
+	m.loraUp(&p, l, 6, tmp, u[downGroup])
 	p.add(out, xmid, tmp)
 	return p.err
 }
@@ -84,15 +84,15 @@ func (m *Model) layerBackward(a *Activations, g tensors, gl []loraLayer, l int) 
 	}
 	// MLP: out = xmid + act·Wdᵀ; the residual passes dx through unchanged.
 	p.linearBackward(dact, gw.wd, gw.bd, dx, rows(s.act, T), w.wd, false)
-	lora(3, dact, rows(s.act, T), dx)
+	lora(downGroup, dact, rows(s.act, T), dx)
 	p.swigluBackward(dgate, dup, rows(s.gate, T), rows(s.up, T), dact) // writes both: no zeroing first
 	p.linearBackward(dln, gw.wg, gw.bg, dgate, ln2, w.wg, false)
 	p.linearBackward(dln, gw.wu, gw.bu, dup, ln2, w.wu, true)
-	lora(2, dln, ln2, dgate, dup)
+	lora(gateUpGroup, dln, ln2, dgate, dup)
 	p.rmsnormBackward(dx, gw.ln2, rows(s.xmid, T), w.ln2, rows(s.rstd2, T), dln) // dx = ∂L/∂xmid
 	// Attention: xmid = x + attn·Woᵀ.
 	p.linearBackward(flat2(dattn), gw.wo, gw.bo, dx, flat2(attn), w.wo, false)
-	lora(1, flat2(dattn), flat2(attn), dx)
+	lora(oGroup, flat2(dattn), flat2(attn), dx)
 	p.zero(dq, dk, dv)
 	p.attentionBackward(kernels.AttentionGrad{Q: q, K: k, V: v, Out: attn, LSE: rows(s.lse, T), DOut: dattn,
 		DQ: dq, DK: dk, DV: dv, CuSeqlens: a.cu.MustSlice(0, a.seqs+1), MaxLen: a.maxLen, Scale: m.scale})
@@ -101,7 +101,7 @@ func (m *Model) layerBackward(a *Activations, g tensors, gl []loraLayer, l int) 
 	p.linearBackward(dln, gw.wq, gw.bq, flat2(dq), ln1, w.wq, false)
 	p.linearBackward(dln, gw.wk, gw.bk, flat2(dk), ln1, w.wk, true)
 	p.linearBackward(dln, gw.wv, gw.bv, flat2(dv), ln1, w.wv, true)
-	lora(0, dln, ln1, flat2(dq), flat2(dk), flat2(dv))
+	lora(qkvGroup, dln, ln1, flat2(dq), flat2(dk), flat2(dv))
 	p.rmsnormBackward(dx, gw.ln1, rows(a.xs[l], T), w.ln1, rows(s.rstd1, T), dln) // dx = ∂L/∂x
 	return p.err
 }

@@ -103,9 +103,16 @@ func (lc LoRAConfig) targets(i int) bool { return slices.Contains(lc.Targets, Lo
 // the adapter layout, one [n·R, in] matrix for its n adapted targets, so the group's down-projection
 // x·Aᵀ is one product that reads x once, and so are the backward's dA += duᵀ·x and dx += du·A (one
 // pass over dx where there were three for q, k and v).
-var loraGroups = [...][]int{{0, 1, 2}, {3}, {4, 5}, {6}}
+var loraGroups = [...][]int{qkvGroup: {0, 1, 2}, oGroup: {3}, gateUpGroup: {4, 5}, downGroup: {6}}
 
-const loraNumGroups = len(loraGroups)
+// The target groups, in layer order.
+const (
+	qkvGroup = iota
+	oGroup
+	gateUpGroup
+	downGroup
+	loraNumGroups
+)
 
 // members are group g's adapted targets, in layer order.
 func (lc LoRAConfig) members(g int) []int {
