@@ -74,6 +74,14 @@
 #define XWT_PAR_MIN (1 << 20)
 #endif
 
+/* Tasks for a product of mnk multiply-adds cut into `blocks` independent pieces (W panels, column or row
+ * blocks): one below XWT_PAR_MIN, else up to 4 a thread, so that the caller takes a slow worker's share
+ * instead of waiting for it. */
+static inline int64_t block_parts(const serl_ctx *ctx, int64_t mnk, int64_t blocks) {
+    if (ctx->threads < 2 || mnk < XWT_PAR_MIN) return 1;
+    return blocks < 4 * ctx->threads ? blocks : 4 * ctx->threads;
+}
+
 /* The AVX-512 microkernel (matmul_avx512.c). */
 void serl_sgemm_ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha,
                            float beta, int mr, int nr);
@@ -630,8 +638,8 @@ static void thin_task(void *arg, int64_t t, int worker) {
 static int32_t matmul_thin(serl_ctx *ctx, const serl_matmul_args *a) {
     const int64_t m = a->m, n = a->n, k = a->k;
     const int avx512 = ctx->simd >= SERL_SIMD_AVX512, abf = a->a_dtype == SERL_DTYPE_BF16, bbf = a->b_dtype == SERL_DTYPE_BF16;
-    float *ct = NULL; /* Cᵀ when n is the thin side */
-    if (m > THIN_R && !(ct = serl_scratch(ctx, 0, sizeof(float) * (size_t)(m * n))))
+    float *ct = NULL; /* Cᵀ when n is the thin side (the smaller one) */
+    if (n < m && !(ct = serl_scratch(ctx, 0, sizeof(float) * (size_t)(m * n))))
         return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for a transposed C");
     for (int64_t b = 0; b < a->batch; b++) {
         const void *A = serl_at(a->a, a->a_dtype, b * a->stride_a), *B = serl_at(a->b, a->b_dtype, b * a->stride_b);
@@ -643,9 +651,7 @@ static int32_t matmul_thin(serl_ctx *ctx, const serl_matmul_args *a) {
         else /* out = Cᵀ [n, m]: h = B [k, n], l = A [k, m] */
             g.r = n, g.L = m, g.h = B, g.hbf = bbf, g.ldh = a->ldb, g.l = A, g.lbf = abf, g.ldl = a->lda, g.out = ct,
             g.ldo = m, g.beta = 0.0f;
-        int64_t blocks = ceil_div(g.L, g.blk);
-        g.parts = 1;
-        if (ctx->threads > 1 && m * n * k >= XWT_PAR_MIN) g.parts = blocks < 4 * ctx->threads ? blocks : 4 * ctx->threads;
+        g.parts = block_parts(ctx, m * n * k, ceil_div(g.L, g.blk));
         serl_parallel(ctx, g.parts, thin_task, &g);
         if (ct)
             for (int64_t i = 0; i < m; i++)
@@ -709,11 +715,7 @@ static int32_t matmul_shortk(serl_ctx *ctx, const serl_matmul_args *a) {
     if (!wt) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory laying out W");
     for (int64_t b = 0; b < a->batch; b++) {
         shortk_layout(wt, wt + k * n, a, b);
-        shortk_job g = {a, b, 1, wt};
-        if (ctx->threads > 1 && m * n * k >= XWT_PAR_MIN) {
-            int64_t blocks = ceil_div(m, 4);
-            g.parts = blocks < 4 * ctx->threads ? blocks : 4 * ctx->threads;
-        }
+        shortk_job g = {a, b, block_parts(ctx, m * n * k, ceil_div(m, 4)), wt};
         serl_parallel(ctx, g.parts, shortk_task, &g);
     }
     return SERL_OK;
@@ -906,12 +908,7 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
                        .nr_max = avx512 ? NR_AVX512 : NR_AVX2, .mr_max = avx512 ? MR_AVX512 : MR_AVX2,
                        .fn = avx512 ? serl_xwt_avx512 : xwt_avx2};
         xj.panels = ceil_div(n, xj.nr_max);
-        /* Split by W panels only when the product pays for a wake-up; over-decomposed so that the
-         * caller takes a slow worker's share instead of waiting for it. */
-        if (ctx->threads > 1 && m * n * k >= XWT_PAR_MIN) {
-            xj.parts = 4 * ctx->threads;
-            if (xj.parts > xj.panels) xj.parts = xj.panels;
-        }
+        xj.parts = block_parts(ctx, m * n * k, xj.panels); /* split by W panels */
         int workers = xj.parts > 1 ? ctx->threads : 1;
         for (int w = 0; w < workers; w++) {
             xj.pack[w] = serl_scratch(ctx, w, (size_t)(xj.kc_blk * xj.nr_max) * sizeof(float));
@@ -925,9 +922,8 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
         const float *A = (const float *)a->a + b * a->stride_a, *B = (const float *)a->b + b * a->stride_b;
         float *C = (float *)a->c + b * a->stride_c;
         int64_t ldb = a->ldb;
-        if (skinny_nn) {
-            for (int64_t p = 0; p < k; p++)
-                for (int64_t j = 0; j < n; j++) wt[j * k + p] = B[p * ldb + j];
+        if (skinny_nn) { /* wt[j·k + p] = B[p·ldb + j]: the packing transpose with k lanes of n deep */
+            serl_pack_t32(wt, B, ldb, (int)k, (int)k, n);
             B = wt, ldb = k;
         }
         if (gemv) {
