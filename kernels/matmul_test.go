@@ -606,6 +606,79 @@ func benchLoRAProducts(b *testing.B, d *Device, r int) {
 	}
 }
 
+// BenchmarkSGEMMGrad is a linear layer's weight gradient dW += dyᵀ·x (TransA, Beta 1), k the tokens of
+// a training step: the built-in model's projections (256→256, 256→704, 704→256) at 2048 tokens and
+// Qwen2.5-0.5B's q and MLP up (896→896, 896→4864) at 1024. Its panels pack from columns of dy and x, not
+// rows as the forward's x·Wᵀ does, and C is read back once per K slice. f32 and bf16 operands (the
+// gradient stays f32), OpenBLAS's f32 sgemm on the same operands, and the two f32 products alternating
+// call by call, whose serl/openblas is serl's speed over OpenBLAS's (above 1: serl is faster; on one
+// thread, see below).
+func BenchmarkSGEMMGrad(b *testing.B) {
+	d := cpuDevice(b)
+	blasErr := openBLAS(d.Info().Threads)
+	for _, s := range []gemmShape{{256, 256, 2048}, {704, 256, 2048}, {256, 704, 2048}, {896, 896, 1024},
+		{4864, 896, 1024}} {
+		out, in, T := s.m, s.n, s.k
+		dy, x, dW := d.MustAlloc(F32, T, out), d.MustAlloc(F32, T, in), d.MustAlloc(F32, out, in)
+		fill(dy, 7)
+		fill(x, 8)
+		dy16, x16 := d.MustAlloc(BF16, T, out), d.MustAlloc(BF16, T, in)
+		require.NoError(b, firstErr(d.Cast(dy16, dy), d.Cast(x16, x)))
+		flops := 2 * float64(out) * float64(in) * float64(T)
+		for _, p := range []struct {
+			name  string
+			dy, x Tensor
+		}{{"f32", dy, x}, {"bf16", dy16, x16}} {
+			b.Run(fmt.Sprintf("%dx%dx%d/serl-%s", out, in, T, p.name), func(b *testing.B) {
+				settle()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if err := d.MatMul(MatMul{A: p.dy, B: p.x, C: dW, TransA: true, Alpha: 1, Beta: 1}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+		b.Run(fmt.Sprintf("%dx%dx%d/openblas", out, in, T), func(b *testing.B) {
+			if blasErr != nil {
+				b.Skipf("OpenBLAS is not installed (apt-get install libopenblas0-pthread): %v", blasErr)
+			}
+			settle()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				openblas.sgemm(cblasRowMajor, cblasTrans, cblasNoTrans, int32(out), int32(in), int32(T), 1,
+					dy.addr(), int32(out), x.addr(), int32(in), 1, dW.addr(), int32(in))
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		// serl's f32 and OpenBLAS call by call, so that a busy machine slows both alike: the ratio to read,
+		// with SERL_THREADS=1. With more threads, OpenBLAS's idle workers spin after each of its calls on
+		// the cores serl's next call needs (settle() cannot come between), and the ratio reads low.
+		b.Run(fmt.Sprintf("%dx%dx%d/serl-vs-openblas", out, in, T), func(b *testing.B) {
+			if blasErr != nil {
+				b.Skipf("OpenBLAS is not installed (apt-get install libopenblas0-pthread): %v", blasErr)
+			}
+			settle()
+			var ts, to time.Duration
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				if err := d.MatMul(MatMul{A: dy, B: x, C: dW, TransA: true, Alpha: 1, Beta: 1}); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				openblas.sgemm(cblasRowMajor, cblasTrans, cblasNoTrans, int32(out), int32(in), int32(T), 1,
+					dy.addr(), int32(out), x.addr(), int32(in), 1, dW.addr(), int32(in))
+				ts, to = ts+t1.Sub(t0), to+time.Since(t1)
+			}
+			b.ReportMetric(to.Seconds()/ts.Seconds(), "serl/openblas")
+		})
+		for _, t := range []Tensor{dy, x, dW, dy16, x16} {
+			d.Free(t)
+		}
+	}
+}
+
 // fill writes deterministic values in [-1, 1) into a host-visible tensor.
 func fill(t Tensor, seed uint32) {
 	x := t.F32()

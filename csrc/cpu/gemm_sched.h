@@ -83,8 +83,10 @@ static inline int serl_gemv_rows(int64_t n, int64_t parts, int64_t t, int64_t *l
 
 /* The tile grid of an M×N block (a_panels × b_panels micro-panels, nc columns): ≤ nc_tile columns a
  * tile, then M split until there are about 8 tiles per worker, each M chunk keeping ≥ 4 A panels so
- * that a B slice loaded into L2 serves ≥ 4·MR rows; never fewer tiles than workers where the panels
- * allow. */
+ * that a B slice loaded into L2 serves ≥ 4·MR rows. Where M is too short for that (a weight gradient
+ * of 256 rows: 5 tiles for 2 workers, one idle a sixth of the time), N is cut finer, to ≥ 2 B panels a
+ * tile, until there are 4 tiles a worker: 256×256×2048 dyᵀ·x went from 117-143 to 143-183 GFLOP/s on
+ * 2 cores. Never fewer tiles than workers where the panels allow. */
 static inline void serl_gemm_tiles(int64_t nc, int64_t nc_tile, int64_t a_panels, int64_t b_panels, int64_t threads,
                                    int64_t *mt_out, int64_t *nt_out) {
     int64_t nt = ceil_div(nc, nc_tile);
@@ -92,6 +94,11 @@ static inline void serl_gemm_tiles(int64_t nc, int64_t nc_tile, int64_t a_panels
     int64_t mt = threads > 1 ? ceil_div(8 * threads, nt) : 1;
     if (mt > a_panels / 4) mt = a_panels / 4;
     if (mt < 1) mt = 1;
+    if (threads > 1 && mt * nt < 4 * threads) {
+        int64_t want = ceil_div(4 * threads, mt), most = b_panels / 2;
+        if (want > most) want = most;
+        if (want > nt) nt = want;
+    }
     if (mt * nt < threads) {
         mt = a_panels < threads ? a_panels : threads;
         nt = b_panels < threads ? b_panels : threads;

@@ -52,6 +52,11 @@ static void pack_pairs_interleave(uint32_t *dst, const uint16_t *src, int64_t ld
                 _mm_storeu_si128((__m128i *)(d + j), _mm_unpacklo_epi16(x, y));
                 _mm_storeu_si128((__m128i *)(d + j + 4), _mm_unpackhi_epi16(x, y));
             }
+        if (r1 && j + 4 <= rv) { /* an A panel's last 4 of 12 rows */
+            __m128i x = _mm_loadl_epi64((const __m128i *)(r0 + j)), y = _mm_loadl_epi64((const __m128i *)(r1 + j));
+            _mm_storeu_si128((__m128i *)(d + j), _mm_unpacklo_epi16(x, y));
+            j += 4;
+        }
         for (; j < rv; j++) d[j] = (uint32_t)r0[j] | (r1 ? (uint32_t)r1[j] << 16 : 0);
         for (; j < R; j++) d[j] = 0;
     }
