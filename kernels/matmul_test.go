@@ -508,26 +508,38 @@ func BenchmarkSGEMMDecode(b *testing.B) {
 	}
 	// Batched generation on the S model: up to 64 sequences decode together, so every projection is
 	// x[m,k]·Wᵀ with m rows against W [256,256], [704,256], [256,704] (MLP down) and [2048,256] (LM head).
+	// In bf16 (--precision bf16) too.
 	for _, nk := range [][2]int{{256, 256}, {704, 256}, {256, 704}, {2048, 256}} {
 		n, k := nk[0], nk[1]
 		W := d.MustAlloc(F32, n, k)
 		fill(W, 3)
+		W16 := d.MustAlloc(BF16, n, k)
+		require.NoError(b, d.Cast(W16, W))
 		for _, m := range []int{4, 8, 12, 16, 24, 32, 64} { // a batch drains through the small sizes
 			X, Y := d.MustAlloc(F32, m, k), d.MustAlloc(F32, m, n)
 			fill(X, 4)
-			b.Run(fmt.Sprintf("m=%d/%dx%d", m, n, k), func(b *testing.B) {
-				b.ReportAllocs()
-				for i := 0; i < b.N; i++ {
-					if err := d.MatMul(MatMul{A: X, B: W, C: Y, TransB: true, Alpha: 1}); err != nil {
-						b.Fatal(err)
+			X16, Y16 := d.MustAlloc(BF16, m, k), d.MustAlloc(BF16, m, n)
+			require.NoError(b, d.Cast(X16, X))
+			for _, p := range []struct {
+				name    string
+				x, w, y Tensor
+			}{{"f32", X, W, Y}, {"bf16", X16, W16, Y16}} {
+				b.Run(fmt.Sprintf("m=%d/%dx%d/%s", m, n, k, p.name), func(b *testing.B) {
+					b.ReportAllocs()
+					for i := 0; i < b.N; i++ {
+						if err := d.MatMul(MatMul{A: p.x, B: p.w, C: p.y, TransB: true, Alpha: 1}); err != nil {
+							b.Fatal(err)
+						}
 					}
-				}
-				b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-			})
-			d.Free(X)
-			d.Free(Y)
+					b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				})
+			}
+			for _, t := range []Tensor{X, Y, X16, Y16} {
+				d.Free(t)
+			}
 		}
 		d.Free(W)
+		d.Free(W16)
 	}
 }
 
