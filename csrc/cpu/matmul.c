@@ -535,7 +535,9 @@ static void xwt_avx2(int64_t kc, const float *x, int64_t ldx, int mr, const floa
 typedef struct {
     int64_t m, n, k, ldx, ldw, ldc, parts, panels, kc_blk;
     float alpha, beta;
-    const float *X, *W;
+    const float *X;
+    const void *W; /* float32, or bf16 widened as its panels are packed */
+    int32_t w_dtype;
     float *C;
     int nr_max, mr_max;
     xwt_fn fn;
@@ -553,7 +555,7 @@ static void xwt_panels(const xwt_job *g, float *pack, int64_t q0, int64_t q1) {
         int nr = (int)(g->n - j < NR ? g->n - j : NR);
         for (int64_t pc = 0; pc < g->k; pc += g->kc_blk) {
             int64_t kc = g->k - pc < g->kc_blk ? g->k - pc : g->kc_blk;
-            serl_pack_t32(pack, g->W + j * g->ldw + pc, g->ldw, NR, nr, kc);
+            pack_t_any(pack, g->W, g->w_dtype, j * g->ldw + pc, g->ldw, NR, nr, kc);
             float beta = pc == 0 ? g->beta : 1.0f;
             for (int64_t bi = 0; bi < mb; bi++) {
                 int64_t lo, hi;
@@ -570,6 +572,34 @@ static void xwt_task(void *arg, int64_t t, int worker) {
     int64_t lo, hi;
     serl_chunk(g->panels, g->parts, t, &lo, &hi);
     xwt_panels(g, g->pack[worker], lo, hi);
+}
+
+/* j for x·Wᵀ, m×n×k with float32 x and C and W of w_dtype: blocking, tasks (split by W panels) and the
+ * workers' panel buffers; SERL_OK, or the out-of-memory error. xwt_run then runs it on one matrix. */
+static int32_t xwt_setup(serl_ctx *ctx, xwt_job *j, int64_t m, int64_t n, int64_t k, int64_t ldx, int64_t ldw,
+                         int64_t ldc, float alpha, float beta, int32_t w_dtype) {
+    const int avx512 = ctx->simd >= SERL_SIMD_AVX512;
+    const int64_t slices = ceil_div(k, XWT_KC);
+    *j = (xwt_job){.m = m, .n = n, .k = k, .ldx = ldx, .ldw = ldw, .ldc = ldc, .parts = 1,
+                   .kc_blk = ceil_div(k, slices), .alpha = alpha, .beta = beta, .w_dtype = w_dtype,
+                   .nr_max = avx512 ? NR_AVX512 : NR_AVX2, .mr_max = avx512 ? MR_AVX512 : MR_AVX2,
+                   .fn = avx512 ? serl_xwt_avx512 : xwt_avx2};
+    j->panels = ceil_div(n, j->nr_max);
+    j->parts = block_parts(ctx, m * n * k, j->panels);
+    const int workers = j->parts > 1 ? ctx->threads : 1;
+    for (int w = 0; w < workers; w++) {
+        j->pack[w] = serl_scratch(ctx, w, (size_t)(j->kc_blk * j->nr_max) * sizeof(float));
+        if (!j->pack[w]) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
+    }
+    return SERL_OK;
+}
+
+static void xwt_run(serl_ctx *ctx, xwt_job *j, const float *X, const void *W, float *C) {
+    j->X = X, j->W = W, j->C = C;
+    if (j->parts > 1)
+        serl_parallel(ctx, j->parts, xwt_task, j);
+    else
+        xwt_panels(j, j->pack[0], 0, j->panels);
 }
 
 /* ------------------------------------------------------------------------- Aᵀ·B with few rows or columns
@@ -833,24 +863,46 @@ nomem:
 
 /* Products with a bf16 operand and no kernel of their own (CPUs without AVX-512 BF16, mixed f32 × bf16): the
  * blocked driver with the float32 kernels, their packing widening bf16 panels, so no operand is copied whole; a
- * bf16 C goes through one float32 matrix and is rounded once. */
+ * bf16 C goes through one float32 matrix and is rounded once. x·Wᵀ with few rows of x (a decode step's
+ * products, 17 to XWT_MAX_M sequences) takes the x·Wᵀ path as float32 does, x widened once: the blocked
+ * driver packed x as well, for W panels that serve few rows (0.83-0.87× f32's speed on AVX2 and AVX-512
+ * at 64×704×256, against ~1×). */
 static int32_t matmul_widen_blocked(serl_ctx *ctx, const serl_matmul_args *a) {
     const int64_t m = a->m, n = a->n, k = a->k;
     const serl_gemm_kernel *kern = ctx->simd >= SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
     const int cbf = a->c_dtype == SERL_DTYPE_BF16;
-    float *tmp = NULL;
-    if (cbf && !(tmp = serl_scratch_shared(ctx, sizeof(float) * (size_t)(m * n))))
-        return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for a float32 C");
+    const int xwt = a->trans_b && !a->trans_a && m <= XWT_MAX_M, xbf = xwt && a->a_dtype == SERL_DTYPE_BF16;
+    xwt_job xj;
+    float *tmp = NULL, *xw = NULL; /* a float32 C [m, n] and x [m, k], one shared scratch */
+    if (cbf || xbf) {
+        const size_t cn = cbf ? (size_t)(m * n) : 0, xn = xbf ? (size_t)(m * k) : 0;
+        float *s = serl_scratch_shared(ctx, sizeof(float) * (cn + xn));
+        if (!s) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for float32 copies of x and C");
+        tmp = cbf ? s : NULL;
+        xw = xbf ? s + cn : NULL;
+    }
+    if (xwt) {
+        int32_t st = xwt_setup(ctx, &xj, m, n, k, xbf ? k : a->lda, a->ldb, cbf ? n : a->ldc, a->alpha, a->beta,
+                               a->b_dtype);
+        if (st != SERL_OK) return st;
+    }
     for (int64_t b = 0; b < a->batch; b++) {
         float *C = cbf ? tmp : (float *)a->c + b * a->stride_c;
         int64_t ldc = cbf ? n : a->ldc;
         uint16_t *Ch = cbf ? (uint16_t *)a->c + b * a->stride_c : NULL;
         if (cbf && a->beta != 0.0f)
             for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(tmp + i * n, Ch + i * a->ldc, n);
-        if (serl_gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha,
-                              serl_at(a->a, a->a_dtype, b * a->stride_a), a->a_dtype, a->lda,
-                              serl_at(a->b, a->b_dtype, b * a->stride_b), a->b_dtype, a->ldb, a->beta, C, ldc) != 0)
+        if (xwt) {
+            const void *X = serl_at(a->a, a->a_dtype, b * a->stride_a);
+            if (xbf)
+                for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(xw + i * k, (const uint16_t *)X + i * a->lda, k);
+            xwt_run(ctx, &xj, xbf ? xw : X, serl_at(a->b, a->b_dtype, b * a->stride_b), C);
+        } else if (serl_gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha,
+                                     serl_at(a->a, a->a_dtype, b * a->stride_a), a->a_dtype, a->lda,
+                                     serl_at(a->b, a->b_dtype, b * a->stride_b), a->b_dtype, a->ldb, a->beta, C,
+                                     ldc) != 0) {
             return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
+        }
         if (cbf)
             for (int64_t i = 0; i < m; i++) serl_f32_to_bf16_n(Ch + i * a->ldc, tmp + i * n, n);
     }
@@ -931,19 +983,8 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
     }
     xwt_job xj;
     if (xwt) {
-        int avx512 = ctx->simd >= SERL_SIMD_AVX512;
-        int64_t slices = ceil_div(k, XWT_KC);
-        xj = (xwt_job){.m = m, .n = n, .k = k, .ldx = a->lda, .ldw = a->ldb, .ldc = a->ldc, .parts = 1,
-                       .kc_blk = ceil_div(k, slices), .alpha = a->alpha, .beta = a->beta,
-                       .nr_max = avx512 ? NR_AVX512 : NR_AVX2, .mr_max = avx512 ? MR_AVX512 : MR_AVX2,
-                       .fn = avx512 ? serl_xwt_avx512 : xwt_avx2};
-        xj.panels = ceil_div(n, xj.nr_max);
-        xj.parts = block_parts(ctx, m * n * k, xj.panels); /* split by W panels */
-        int workers = xj.parts > 1 ? ctx->threads : 1;
-        for (int w = 0; w < workers; w++) {
-            xj.pack[w] = serl_scratch(ctx, w, (size_t)(xj.kc_blk * xj.nr_max) * sizeof(float));
-            if (!xj.pack[w]) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
-        }
+        int32_t st = xwt_setup(ctx, &xj, m, n, k, a->lda, a->ldb, a->ldc, a->alpha, a->beta, SERL_DTYPE_F32);
+        if (st != SERL_OK) return st;
     }
     float *wt = NULL; /* W transposed for skinny_nn */
     if (skinny_nn && !(wt = serl_scratch(ctx, 0, sizeof(float) * (size_t)(k * n))))
@@ -968,11 +1009,7 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
             continue;
         }
         if (xwt) {
-            xj.X = A, xj.W = B, xj.C = C;
-            if (xj.parts > 1)
-                serl_parallel(ctx, xj.parts, xwt_task, &xj);
-            else
-                xwt_panels(&xj, xj.pack[0], 0, xj.panels);
+            xwt_run(ctx, &xj, A, B, C);
             continue;
         }
         if (serl_gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, A, SERL_DTYPE_F32, a->lda, B,
