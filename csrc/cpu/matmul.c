@@ -40,9 +40,14 @@
 #define BF16_GEMV_MAX_M 32
 #endif
 #ifndef WIDEN_GEMV_MAX_M
-/* bf16 W otherwise: rows up to which the widening GEMV runs (past them, all of W is widened to float32 as
- * it is packed). On AVX2 the blocked path is 1.2-1.9× slower at 8 and 16 rows (W 768×768, 2048×768). */
+/* bf16 W otherwise: rows up to which the widening GEMV runs; past them the x·Wᵀ path, W widened as its
+ * panels pack (matmul_widen_blocked). With AVX-512 both take the same time at 8 and 16 rows (W 768×768,
+ * 2048×768). On AVX2 the GEMV's 4-row blocks spill its registers: the x·Wᵀ path takes 0.7-0.85× its
+ * time at 8 and 16 rows, and 1.7-1.8× at 4, where the GEMV works in 2-row blocks (one core). */
 #define WIDEN_GEMV_MAX_M 16
+#endif
+#ifndef WIDEN_GEMV_MAX_M_AVX2
+#define WIDEN_GEMV_MAX_M_AVX2 4
 #endif
 #ifndef THIN_R
 /* Rows or columns up to which Aᵀ·B takes the thin path (matmul_thin), which holds 8 rows of out at a
@@ -935,8 +940,11 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
      * streamed once (matmul_bf16.c), as pairs with bf16 x on AVX-512 BF16, widened in registers otherwise.
      * The pairs also take x·Wᵀ and x·W with few W columns for x of any height (x·Aᵀ and dy·B in
      * training), split over x's rows: the pair kernel's tiles were a quarter full. */
+    const int64_t gemv_m = pair                            ? BF16_GEMV_MAX_M
+                           : ctx->simd >= SERL_SIMD_AVX512 ? WIDEN_GEMV_MAX_M
+                                                           : WIDEN_GEMV_MAX_M_AVX2;
     if (use_ab && a->b_dtype == SERL_DTYPE_BF16 && !a->trans_a && m * n * k >= SMALL_MNK &&
-        ((few_xwt && (m <= (pair ? BF16_GEMV_MAX_M : WIDEN_GEMV_MAX_M) || n <= SKINNY_MAX_N)) ||
+        ((few_xwt && (m <= gemv_m || n <= SKINNY_MAX_N)) ||
          (pair && n <= SKINNY_MAX_N && k > THIN_K)))
         return serl_matmul_bf16_gemv(ctx, a);
     /* bf16 × bf16 on AVX-512 BF16: the pair kernel (matmul_bf16.c); products too small to pay for its
