@@ -468,78 +468,53 @@ func BenchmarkSGEMM(b *testing.B) {
 }
 
 // BenchmarkSGEMMDecode is the generation hot path: y = x·Wᵀ for m = 1..16 rows against the M model's
-// projections (W [768,768] and [2048,768]), with x, W and y in f32 and in bf16 (the precision column).
-// It is bound by streaming W; GB/s counts W's bytes.
+// projections (W [768,768] and [2048,768]), and for batched generation on the S model, where up to 64
+// sequences decode together (a batch drains through the small sizes), against W [256,256], [704,256],
+// [256,704] (MLP down) and [2048,256] (LM head). x, W and y in f32 and in bf16 (the precision column, as
+// --precision). Few rows are bound by streaming W; GB/s counts W's bytes.
 func BenchmarkSGEMMDecode(b *testing.B) {
 	d := cpuDevice(b)
-	for _, nk := range [][2]int{{768, 768}, {2048, 768}} {
-		n, k := nk[0], nk[1]
-		W := d.MustAlloc(F32, n, k)
-		fill(W, 3)
-		W16 := d.MustAlloc(BF16, n, k)
-		require.NoError(b, d.Cast(W16, W))
-		for _, m := range []int{1, 2, 4, 8, 16} {
-			X, Y := d.MustAlloc(F32, m, k), d.MustAlloc(F32, m, n)
-			fill(X, 4)
-			X16, Y16 := d.MustAlloc(BF16, m, k), d.MustAlloc(BF16, m, n)
-			require.NoError(b, d.Cast(X16, X))
-			for _, p := range []struct {
-				name    string
-				x, w, y Tensor
-			}{{"f32", X, W, Y}, {"bf16", X16, W16, Y16}} {
-				b.Run(fmt.Sprintf("m=%d/%dx%d/%s", m, n, k, p.name), func(b *testing.B) {
-					b.ReportAllocs()
-					for i := 0; i < b.N; i++ {
-						if err := d.MatMul(MatMul{A: p.x, B: p.w, C: p.y, TransB: true, Alpha: 1}); err != nil {
-							b.Fatal(err)
+	for _, g := range []struct {
+		nk   [][2]int
+		rows []int
+	}{
+		{[][2]int{{768, 768}, {2048, 768}}, []int{1, 2, 4, 8, 16}},
+		{[][2]int{{256, 256}, {704, 256}, {256, 704}, {2048, 256}}, []int{4, 8, 12, 16, 24, 32, 64}},
+	} {
+		for _, nk := range g.nk {
+			n, k := nk[0], nk[1]
+			W := d.MustAlloc(F32, n, k)
+			fill(W, 3)
+			W16 := d.MustAlloc(BF16, n, k)
+			require.NoError(b, d.Cast(W16, W))
+			for _, m := range g.rows {
+				X, Y := d.MustAlloc(F32, m, k), d.MustAlloc(F32, m, n)
+				fill(X, 4)
+				X16, Y16 := d.MustAlloc(BF16, m, k), d.MustAlloc(BF16, m, n)
+				require.NoError(b, d.Cast(X16, X))
+				for _, p := range []struct {
+					name    string
+					x, w, y Tensor
+				}{{"f32", X, W, Y}, {"bf16", X16, W16, Y16}} {
+					b.Run(fmt.Sprintf("m=%d/%dx%d/%s", m, n, k, p.name), func(b *testing.B) {
+						b.ReportAllocs()
+						for i := 0; i < b.N; i++ {
+							if err := d.MatMul(MatMul{A: p.x, B: p.w, C: p.y, TransB: true, Alpha: 1}); err != nil {
+								b.Fatal(err)
+							}
 						}
-					}
-					sec := b.Elapsed().Seconds()
-					b.ReportMetric(2*float64(m*n*k)*float64(b.N)/sec/1e9, "GFLOP/s")
-					b.ReportMetric(float64(p.w.Bytes())*float64(b.N)/sec/1e9, "GB/s")
-				})
+						sec := b.Elapsed().Seconds()
+						b.ReportMetric(2*float64(m*n*k)*float64(b.N)/sec/1e9, "GFLOP/s")
+						b.ReportMetric(float64(p.w.Bytes())*float64(b.N)/sec/1e9, "GB/s")
+					})
+				}
+				for _, t := range []Tensor{X, Y, X16, Y16} {
+					d.Free(t)
+				}
 			}
-			for _, t := range []Tensor{X, Y, X16, Y16} {
-				d.Free(t)
-			}
+			d.Free(W)
+			d.Free(W16)
 		}
-		d.Free(W)
-		d.Free(W16)
-	}
-	// Batched generation on the S model: up to 64 sequences decode together, so every projection is
-	// x[m,k]·Wᵀ with m rows against W [256,256], [704,256], [256,704] (MLP down) and [2048,256] (LM head).
-	// In bf16 (--precision bf16) too.
-	for _, nk := range [][2]int{{256, 256}, {704, 256}, {256, 704}, {2048, 256}} {
-		n, k := nk[0], nk[1]
-		W := d.MustAlloc(F32, n, k)
-		fill(W, 3)
-		W16 := d.MustAlloc(BF16, n, k)
-		require.NoError(b, d.Cast(W16, W))
-		for _, m := range []int{4, 8, 12, 16, 24, 32, 64} { // a batch drains through the small sizes
-			X, Y := d.MustAlloc(F32, m, k), d.MustAlloc(F32, m, n)
-			fill(X, 4)
-			X16, Y16 := d.MustAlloc(BF16, m, k), d.MustAlloc(BF16, m, n)
-			require.NoError(b, d.Cast(X16, X))
-			for _, p := range []struct {
-				name    string
-				x, w, y Tensor
-			}{{"f32", X, W, Y}, {"bf16", X16, W16, Y16}} {
-				b.Run(fmt.Sprintf("m=%d/%dx%d/%s", m, n, k, p.name), func(b *testing.B) {
-					b.ReportAllocs()
-					for i := 0; i < b.N; i++ {
-						if err := d.MatMul(MatMul{A: p.x, B: p.w, C: p.y, TransB: true, Alpha: 1}); err != nil {
-							b.Fatal(err)
-						}
-					}
-					b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-				})
-			}
-			for _, t := range []Tensor{X, Y, X16, Y16} {
-				d.Free(t)
-			}
-		}
-		d.Free(W)
-		d.Free(W16)
 	}
 }
 
