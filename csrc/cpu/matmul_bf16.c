@@ -118,7 +118,8 @@ int32_t serl_matmul_bf16(serl_ctx *ctx, const serl_matmul_args *a) {
  * in registers (8 bf16 → 8 float32) and multiplied with float32 rows of x (widened once per call when x
  * is bf16); with more than 4 rows of x, each block of 4 W rows is widened once into the worker's scratch
  * (L1/L2) and serves every block of x from there, so the conversion is not repeated per x block. Blocks
- * of 4 W rows × ≤ 4 x rows, dot products along k, the k tail with a zero-filled copy. */
+ * of 4 W rows × ≤ 4 x rows (≤ 2 on AVX2 with W widened in registers), dot products along k, the k tail
+ * with a zero-filled copy. */
 
 static inline __m256 ld8w(const uint16_t *w) { return serl_bf16x8_to_f32(_mm_loadu_si128((const __m128i *)w)); }
 
