@@ -376,6 +376,13 @@ func openBLAS(threads int) error {
 	return openblas.err
 }
 
+// skipWithoutOpenBLAS skips a peer sub-benchmark when openBLAS could not load the library.
+func skipWithoutOpenBLAS(b *testing.B, err error) {
+	if err != nil {
+		b.Skipf("OpenBLAS is not installed (apt-get install libopenblas0-pthread): %v", err)
+	}
+}
+
 type gemmShape struct{ m, n, k int }
 
 // BenchmarkSGEMM compares serl with OpenBLAS (same thread count) on NT products C = A·Bᵀ with A [M,K]
@@ -449,9 +456,7 @@ func BenchmarkSGEMM(b *testing.B) {
 			b.ReportMetric(c32.Seconds()/c16.Seconds(), "bf16/f32-cpu")
 		})
 		b.Run(name+"/openblas", func(b *testing.B) {
-			if blasErr != nil {
-				b.Skipf("OpenBLAS is not installed (apt-get install libopenblas0-pthread): %v", blasErr)
-			}
+			skipWithoutOpenBLAS(b, blasErr)
 			settle()
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -612,6 +617,15 @@ func BenchmarkSGEMMGrad(b *testing.B) {
 		dy16, x16 := d.MustAlloc(BF16, T, out), d.MustAlloc(BF16, T, in)
 		require.NoError(b, firstErr(d.Cast(dy16, dy), d.Cast(x16, x)))
 		flops := 2 * float64(out) * float64(in) * float64(T)
+		grad := func(b *testing.B, dy, x Tensor) {
+			if err := d.MatMul(MatMul{A: dy, B: x, C: dW, TransA: true, Alpha: 1, Beta: 1}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		blasGrad := func() {
+			openblas.sgemm(cblasRowMajor, cblasTrans, cblasNoTrans, int32(out), int32(in), int32(T), 1,
+				dy.addr(), int32(out), x.addr(), int32(in), 1, dW.addr(), int32(in))
+		}
 		for _, p := range []struct {
 			name  string
 			dy, x Tensor
@@ -620,22 +634,17 @@ func BenchmarkSGEMMGrad(b *testing.B) {
 				settle()
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					if err := d.MatMul(MatMul{A: p.dy, B: p.x, C: dW, TransA: true, Alpha: 1, Beta: 1}); err != nil {
-						b.Fatal(err)
-					}
+					grad(b, p.dy, p.x)
 				}
 				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			})
 		}
 		b.Run(fmt.Sprintf("%dx%dx%d/openblas", out, in, T), func(b *testing.B) {
-			if blasErr != nil {
-				b.Skipf("OpenBLAS is not installed (apt-get install libopenblas0-pthread): %v", blasErr)
-			}
+			skipWithoutOpenBLAS(b, blasErr)
 			settle()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				openblas.sgemm(cblasRowMajor, cblasTrans, cblasNoTrans, int32(out), int32(in), int32(T), 1,
-					dy.addr(), int32(out), x.addr(), int32(in), 1, dW.addr(), int32(in))
+				blasGrad()
 			}
 			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
@@ -643,19 +652,14 @@ func BenchmarkSGEMMGrad(b *testing.B) {
 		// with SERL_THREADS=1. With more threads, OpenBLAS's idle workers spin after each of its calls on
 		// the cores serl's next call needs (settle() cannot come between), and the ratio reads low.
 		b.Run(fmt.Sprintf("%dx%dx%d/serl-vs-openblas", out, in, T), func(b *testing.B) {
-			if blasErr != nil {
-				b.Skipf("OpenBLAS is not installed (apt-get install libopenblas0-pthread): %v", blasErr)
-			}
+			skipWithoutOpenBLAS(b, blasErr)
 			settle()
 			var ts, to time.Duration
 			for i := 0; i < b.N; i++ {
 				t0 := time.Now()
-				if err := d.MatMul(MatMul{A: dy, B: x, C: dW, TransA: true, Alpha: 1, Beta: 1}); err != nil {
-					b.Fatal(err)
-				}
+				grad(b, dy, x)
 				t1 := time.Now()
-				openblas.sgemm(cblasRowMajor, cblasTrans, cblasNoTrans, int32(out), int32(in), int32(T), 1,
-					dy.addr(), int32(out), x.addr(), int32(in), 1, dW.addr(), int32(in))
+				blasGrad()
 				ts, to = ts+t1.Sub(t0), to+time.Since(t1)
 			}
 			b.ReportMetric(to.Seconds()/ts.Seconds(), "serl/openblas")

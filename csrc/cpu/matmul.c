@@ -877,6 +877,7 @@ static int32_t matmul_widen_blocked(serl_ctx *ctx, const serl_matmul_args *a) {
     const serl_gemm_kernel *kern = ctx->simd >= SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
     const int cbf = a->c_dtype == SERL_DTYPE_BF16;
     const int xwt = a->trans_b && !a->trans_a && m <= XWT_MAX_M, xbf = xwt && a->a_dtype == SERL_DTYPE_BF16;
+    const int64_t ldc = cbf ? n : a->ldc; /* of the float32 C the kernels write */
     xwt_job xj;
     float *tmp = NULL, *xw = NULL; /* a float32 C [m, n] and x [m, k], one shared scratch */
     if (cbf || xbf) {
@@ -887,25 +888,21 @@ static int32_t matmul_widen_blocked(serl_ctx *ctx, const serl_matmul_args *a) {
         xw = xbf ? s + cn : NULL;
     }
     if (xwt) {
-        int32_t st = xwt_setup(ctx, &xj, m, n, k, xbf ? k : a->lda, a->ldb, cbf ? n : a->ldc, a->alpha, a->beta,
-                               a->b_dtype);
+        int32_t st = xwt_setup(ctx, &xj, m, n, k, xbf ? k : a->lda, a->ldb, ldc, a->alpha, a->beta, a->b_dtype);
         if (st != SERL_OK) return st;
     }
     for (int64_t b = 0; b < a->batch; b++) {
         float *C = cbf ? tmp : (float *)a->c + b * a->stride_c;
-        int64_t ldc = cbf ? n : a->ldc;
         uint16_t *Ch = cbf ? (uint16_t *)a->c + b * a->stride_c : NULL;
+        const void *A = serl_at(a->a, a->a_dtype, b * a->stride_a), *B = serl_at(a->b, a->b_dtype, b * a->stride_b);
         if (cbf && a->beta != 0.0f)
             for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(tmp + i * n, Ch + i * a->ldc, n);
         if (xwt) {
-            const void *X = serl_at(a->a, a->a_dtype, b * a->stride_a);
             if (xbf)
-                for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(xw + i * k, (const uint16_t *)X + i * a->lda, k);
-            xwt_run(ctx, &xj, xbf ? xw : X, serl_at(a->b, a->b_dtype, b * a->stride_b), C);
-        } else if (serl_gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha,
-                                     serl_at(a->a, a->a_dtype, b * a->stride_a), a->a_dtype, a->lda,
-                                     serl_at(a->b, a->b_dtype, b * a->stride_b), a->b_dtype, a->ldb, a->beta, C,
-                                     ldc) != 0) {
+                for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(xw + i * k, (const uint16_t *)A + i * a->lda, k);
+            xwt_run(ctx, &xj, xbf ? xw : A, B, C);
+        } else if (serl_gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, A, a->a_dtype, a->lda, B,
+                                     a->b_dtype, a->ldb, a->beta, C, ldc) != 0) {
             return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
         }
         if (cbf)
