@@ -144,9 +144,9 @@ build_cudaemu() {
 	jobs=$(nproc 2>/dev/null || echo 2)
 	# the kernels' memory accesses call race.cpp's checks (g++'s ThreadSanitizer instrumentation, no runtime);
 	# without scalar replacement of aggregates a uint4 or float4 load stays one 16-byte access there, as
-	# it is on the GPU, so its alignment and its shared-memory banks are checked as the hardware sees them
+	# it is on the GPU, so its alignment, shared-memory banks and global sectors are judged as the GPU sees them
 	local race=(-fsanitize=thread --param=tsan-instrument-func-entry-exit=0 -fno-tree-sra)
-	for src in csrc/cuda/*.cu csrc/cudaemu/simt.cpp csrc/cudaemu/runtime.cpp csrc/cudaemu/resources.cpp csrc/cudaemu/race.cpp csrc/cudaemu/banks.cpp; do
+	for src in csrc/cuda/*.cu csrc/cudaemu/simt.cpp csrc/cudaemu/runtime.cpp csrc/cudaemu/resources.cpp csrc/cudaemu/race.cpp csrc/cudaemu/traffic.cpp; do
 		obj=build/cudaemu/obj/$(basename "${src%.*}").o
 		objs+=("$obj")
 		if [[ -f $obj && $obj -nt $src && $obj -nt $newest ]]; then continue; fi
@@ -184,12 +184,12 @@ build_cudaemu() {
 	# the emulator's own checks (selftest.cu), against the same executor and runtime objects
 	local st=build/cudaemu/simt_selftest
 	if [[ ! -f $st || csrc/cudaemu/selftest.cu -nt $st || build/cudaemu/obj/simt.o -nt $st || build/cudaemu/obj/runtime.o -nt $st ||
-		build/cudaemu/obj/resources.o -nt $st || build/cudaemu/obj/race.o -nt $st || build/cudaemu/obj/banks.o -nt $st ]]; then
+		build/cudaemu/obj/resources.o -nt $st || build/cudaemu/obj/race.o -nt $st || build/cudaemu/obj/traffic.o -nt $st ]]; then
 		{ echo '#line 1 "csrc/cudaemu/selftest.cu"'; sed -f csrc/cudaemu/translate.sed csrc/cudaemu/selftest.cu; } \
 			>build/cudaemu/src/selftest.cpp
 		g++ "${flags[@]}" "${race[@]}" -c -o build/cudaemu/obj/selftest.o build/cudaemu/src/selftest.cpp
 		g++ -o $st build/cudaemu/obj/selftest.o build/cudaemu/obj/simt.o build/cudaemu/obj/runtime.o \
-			build/cudaemu/obj/resources.o build/cudaemu/obj/race.o build/cudaemu/obj/banks.o -ldl -lpthread
+			build/cudaemu/obj/resources.o build/cudaemu/obj/race.o build/cudaemu/obj/traffic.o -ldl -lpthread
 	fi
 }
 

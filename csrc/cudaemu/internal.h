@@ -25,7 +25,7 @@ bool resources_ok(const void *fn, unsigned threads, size_t dyn_shared, std::stri
 /* A CUDA thread's load or store of n bytes at address a, which its type says is a multiple of n, is not
  * (race.cpp): the grid stops as a GPU's "misaligned address" would stop it, naming the source line at pc. */
 [[noreturn]] void misaligned(uintptr_t a, size_t n, bool write, uintptr_t pc);
-/* file:line of the instruction at pc, from the library's debug information (banks.cpp). */
+/* file:line of the instruction at pc, from the library's debug information (traffic.cpp). */
 const std::string &source_line(uintptr_t pc);
 /* How many __syncwarp calls warp w of the running block has completed, and whether one completed after
  * the first `since` of them had both lanes in its mask (simt.cpp): only __syncwarp orders memory
@@ -47,15 +47,17 @@ void race_region(void *base, size_t len);
 void race_release(void *p, size_t len);
 void race_grid_begin();
 
-/* The shared-memory bank model (banks.cpp), on when SERL_SIMT_BANKS names a file: a block of `warps` warps
- * starts; lane `lane` of warp `warp` accesses bytes of shared memory at addr from the instruction at pc;
- * a block barrier is released or the block ends (its requests are counted for kernel); a grid ends (the
- * file is rewritten). */
-bool banks_on();
-void banks_block_begin(unsigned warps);
-void banks_access(int warp, int lane, uintptr_t pc, const void *addr, size_t bytes);
-void banks_flush(const char *kernel);
-void banks_grid_end();
+/* The memory-traffic models (traffic.cpp): whether one is on (SERL_SIMT_BANKS or SERL_SIMT_SECTORS names
+ * a file, or traffic_enable said so), or either; a block of `warps` warps starts; lane `lane` of warp
+ * `warp` accesses bytes of shared or device memory at addr from the instruction at pc (ignored while that
+ * model is off); a block barrier is released or the block ends (its requests are counted for kernel); a
+ * grid ends (the files are rewritten). */
+bool traffic_on(Mem mem);
+bool traffic_any();
+void traffic_block_begin(unsigned warps);
+void traffic_access(Mem mem, int warp, int lane, uintptr_t pc, const void *addr, size_t bytes);
+void traffic_flush(const char *kernel);
+void traffic_grid_end();
 
 } // namespace simt
 

@@ -52,7 +52,7 @@ struct Cell {
 };
 
 bool enabled = true; /* SERL_SIMT_RACE=0 turns the check off (read at the first block) */
-bool banks;          /* SERL_SIMT_BANKS=FILE: the instrumentation also feeds the bank model (banks.cpp) */
+bool traffic;        /* SERL_SIMT_BANKS or _SECTORS=FILE: the instrumentation also feeds the traffic models */
 uint32_t epoch = 1;
 uintptr_t dyn_lo, dyn_hi;   /* the block's dynamic shared memory */
 uintptr_t stat_lo, stat_len; /* the object's static shared memory */
@@ -190,7 +190,7 @@ void race_block_begin(void *stat, size_t stat_bytes, void *dyn, size_t bytes) {
         return true;
     }();
     (void)once;
-    banks = banks_on();
+    traffic = traffic_any();
     epoch++;
     gtag = (uint16_t)((g_block.x + (uint64_t)g_gdim.x * (g_block.y + (uint64_t)g_gdim.y * g_block.z)) % 65534 + 1);
     stat_lo = (uintptr_t)stat, stat_len = stat_bytes;
@@ -224,23 +224,25 @@ static inline void on_access(const void *p, size_t n, bool write, bool aligned, 
      * That catches a vector access at an offset the kernel computed. Checked whether or not the race
      * check is on. The emulator's own structures (a launch's parameters) are host memory, not checked. */
     if (aligned && (a & (n - 1)) && simt::g_cur && (shared || a - simt::glo < simt::glen)) simt::misaligned(a, n, write, pc);
-    if (!simt::enabled && !simt::banks) return;
+    if (!simt::enabled && !simt::traffic) return;
     const simt::ThreadState *t = simt::g_cur;
     if (!t || simt::in_atomic) return;
     const int tid = t->tid.x + simt::g_bdim.x * (t->tid.y + simt::g_bdim.y * t->tid.z);
     if (!shared) {
-        if (a - simt::glo < simt::glen && simt::enabled && simt::gshadow) simt::global_access(tid, t->warp, a, n, write);
+        if (a - simt::glo >= simt::glen) return;
+        if (simt::enabled && simt::gshadow) simt::global_access(tid, t->warp, a, n, write);
+        if (simt::traffic) simt::traffic_access(simt::GLOBAL_MEM, t->warp, t->lane, pc, p, n);
         return;
     }
     if (simt::enabled) simt::race_access(tid, t->warp, p, n, write);
-    if (simt::banks) simt::banks_access(t->warp, t->lane, pc, p, n);
+    if (simt::traffic) simt::traffic_access(simt::SHARED_MEM, t->warp, t->lane, pc, p, n);
 }
 
 extern "C" {
 __attribute__((visibility("hidden"))) void __tsan_init() {}
 __attribute__((visibility("hidden"))) void __tsan_func_entry(void *) {}
 __attribute__((visibility("hidden"))) void __tsan_func_exit() {}
-/* the instruction that made the access, for the bank model */
+/* the instruction that made the access, for the traffic models */
 #define SERL_PC() ((uintptr_t)__builtin_return_address(0))
 #define SERL_TSAN_SIZE(n)                                                                                          \
     __attribute__((visibility("hidden"))) void __tsan_read##n(void *p) { on_access(p, n, false, true, SERL_PC()); } \

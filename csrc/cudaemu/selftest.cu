@@ -418,7 +418,7 @@ static void test_rules() {
           "static shared memory read before its block writes it holds 0xFF bytes, not the last block's values");
 }
 
-/* ---------------------------------------------------------------- the bank model */
+/* ---------------------------------------------------------------- the traffic models: banks */
 
 /* one warp: fills 33 rows of 32 floats (33 conflict-free requests), then each lane reads word
  * lane·stride: stride 1 and 33 touch 32 banks once each, stride 32 one bank 32 times */
@@ -432,7 +432,7 @@ __global__ void bank_words(float *out, int stride) {
 /* one warp copies 16 bytes a lane into shared memory with cp.async, at a stride of `stride` 16-byte
  * units: served 8 lanes at a time. (A vector access written in C++, *(float4 *)p, reaches the model as
  * the scalar accesses g++ splits it into; csrc/cuda touches shared memory only with scalars, ldmatrix
- * and cp.async.) */
+ * and cp.async.) Its source is read from global memory by the same instruction. */
 __global__ void bank_cp16(const float *src, float *out, int stride) {
     __shared__ __align__(16) float sh[64 * 4];
     simt::cp_async16(sh + 4 * threadIdx.x * stride, src + 4 * threadIdx.x, 16);
@@ -450,18 +450,23 @@ __global__ void bank_ldsm(uint32_t *out, int pitch) {
     out[threadIdx.x] = r[0] ^ r[1] ^ r[2] ^ r[3];
 }
 
+static void expect_traffic(simt::Mem mem, const char *kernel, unsigned long long requests, unsigned long long cost,
+                           unsigned long long fewest, const char *what) {
+    unsigned long long r = 0, c = 0, f = 0;
+    const bool got = simt::traffic_take(mem, kernel, &r, &c, &f) && cudaGetLastError() == cudaSuccess;
+    char detail[160];
+    snprintf(detail, sizeof detail, "%llu requests, %llu %s, %llu at fewest (want %llu, %llu, %llu)", r, c,
+             mem == simt::SHARED_MEM ? "wavefronts" : "sectors", f, requests, cost, fewest);
+    check(got && r == requests && c == cost && f == fewest, what, detail);
+}
+
 static void expect_banks(const char *kernel, unsigned long long requests, unsigned long long wavefronts,
                          unsigned long long fewest, const char *what) {
-    unsigned long long r = 0, w = 0, f = 0;
-    const bool got = simt::banks_take(kernel, &r, &w, &f) && cudaGetLastError() == cudaSuccess;
-    char detail[160];
-    snprintf(detail, sizeof detail, "%llu requests, %llu wavefronts, %llu at fewest (want %llu, %llu, %llu)", r, w, f,
-             requests, wavefronts, fewest);
-    check(got && r == requests && w == wavefronts && f == fewest, what, detail);
+    expect_traffic(simt::SHARED_MEM, kernel, requests, wavefronts, fewest, what);
 }
 
 static void test_banks() {
-    simt::banks_enable(true);
+    simt::traffic_enable(simt::SHARED_MEM, true);
     Dev<float> out(32);
     Dev<uint32_t> outu(32);
     /* the fill: 33 requests of one wavefront, then the read */
@@ -486,7 +491,57 @@ static void test_banks() {
     expect_banks("bank_ldsm", 65, 64 + 32, 64 + 4, "banks: rows 128 bytes apart put a matrix's 8 rows in 4 banks: 32");
     bank_ldsm<<<1, 32>>>(outu.p, 72);
     expect_banks("bank_ldsm", 65, 64 + 4, 64 + 4, "banks: a row pitch of 144 bytes (padded by 16) is four again");
-    simt::banks_enable(false);
+    simt::traffic_enable(simt::SHARED_MEM, false);
+}
+
+/* ---------------------------------------------------------------- the traffic models: sectors */
+
+/* one warp: each lane reads one T at element lane·stride + offset and writes one float at its lane */
+template <class T> __global__ void sector_read(const T *in, float *out, int stride, int offset) {
+    out[threadIdx.x] = (float)in[threadIdx.x * stride + offset];
+}
+
+/* one warp: each lane reads 16 bytes (one float4) at 16-byte unit lane·stride: one access, as nvcc
+ * emits it */
+__global__ void sector_read16(const float4 *in, float *out, int stride) {
+    const float4 v = in[threadIdx.x * stride];
+    out[threadIdx.x] = v.x + v.y + v.z + v.w;
+}
+
+/* one warp: each lane reads 4 consecutive floats of its own row, one at a time (a thread per row) */
+__global__ void sector_rows(const float *in, float *out) {
+    float s = 0;
+    for (int j = 0; j < 4; j++) s += in[threadIdx.x * 4 + j];
+    out[threadIdx.x] = s;
+}
+
+static void test_sectors() {
+    simt::traffic_enable(simt::GLOBAL_MEM, true);
+    Dev<float> in(32 * 32 + 64), out(32);
+    Dev<float4> in4(64);
+    /* every case also writes 32 consecutive floats: one request of 4 sectors, at fewest 4 */
+    sector_read<float><<<1, 32>>>(in.p, out.p, 1, 0);
+    expect_traffic(simt::GLOBAL_MEM, "sector_read<float>", 2, 4 + 4, 4 + 4, "sectors: 32 consecutive floats are four sectors");
+    sector_read<float><<<1, 32>>>(in.p, out.p, 1, 4);
+    expect_traffic(simt::GLOBAL_MEM, "sector_read<float>", 2, 5 + 4, 4 + 4, "sectors: the same, 16 bytes off a sector's start, five");
+    sector_read<float><<<1, 32>>>(in.p, out.p, 0, 7);
+    expect_traffic(simt::GLOBAL_MEM, "sector_read<float>", 2, 1 + 4, 1 + 4, "sectors: 32 lanes reading one float are one (a broadcast)");
+    sector_read<float><<<1, 32>>>(in.p, out.p, 8, 0);
+    expect_traffic(simt::GLOBAL_MEM, "sector_read<float>", 2, 32 + 4, 4 + 4, "sectors: floats 32 bytes apart are a sector each");
+    sector_read<float><<<1, 32>>>(in.p, out.p, 2, 0);
+    expect_traffic(simt::GLOBAL_MEM, "sector_read<float>", 2, 8 + 4, 4 + 4, "sectors: every other float is twice the fewest");
+    sector_read<uint16_t><<<1, 32>>>((const uint16_t *)in.p, out.p, 1, 0);
+    expect_traffic(simt::GLOBAL_MEM, "sector_read<uint16_t>", 2, 2 + 4, 2 + 4, "sectors: 32 consecutive 2-byte values (bf16) are two sectors");
+    sector_read16<<<1, 32>>>(in4.p, out.p, 1);
+    expect_traffic(simt::GLOBAL_MEM, "sector_read16", 2, 16 + 4, 16 + 4, "sectors: a float4 a lane, consecutive, is one request of 16 sectors");
+    sector_read16<<<1, 32>>>(in4.p, out.p, 2);
+    expect_traffic(simt::GLOBAL_MEM, "sector_read16", 2, 32 + 4, 16 + 4, "sectors: a float4 a lane, 32 bytes apart, is 32");
+    sector_rows<<<1, 32>>>(in.p, out.p);
+    expect_traffic(simt::GLOBAL_MEM, "sector_rows", 5, 4 * 16 + 4, 4 * 4 + 4, "sectors: a thread per row of 4 floats reads 16 sectors a request");
+    /* cp.async reads its source from global memory: 16 bytes a lane (stride 1: 16 sectors) */
+    bank_cp16<<<1, 32>>>(in.p, out.p, 1);
+    expect_traffic(simt::GLOBAL_MEM, "bank_cp16", 2, 16 + 4, 16 + 4, "sectors: cp.async's source, 16 consecutive bytes a lane, is 16 sectors");
+    simt::traffic_enable(simt::GLOBAL_MEM, false);
 }
 
 /* ---------------------------------------------------------------- launch limits */
@@ -655,7 +710,9 @@ static bool write_table() {
               {(const void *)block_both_store, 16, 0},            {(const void *)block_neighbours, 16, 0},
               {(const void *)lanes_trade_global, 16, 0},
               {(const void *)bank_words, 16, 33 * 32 * 4},        {(const void *)bank_cp16, 16, 64 * 4 * 4},
-              {(const void *)bank_ldsm, 16, 32 * 64 * 2}};
+              {(const void *)bank_ldsm, 16, 32 * 64 * 2},
+              {(const void *)sector_read<float>, 16, 0},          {(const void *)sector_read<uint16_t>, 16, 0},
+              {(const void *)sector_read16, 16, 0},               {(const void *)sector_rows, 16, 0}};
     bool ok = true;
     for (const auto &k : ks) {
         const char *sym = simt::kernel_symbol(k.fn);
@@ -705,6 +762,7 @@ int main() {
     test_memory();
     test_resources();
     test_banks();
+    test_sectors();
     printf("simt selftest: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

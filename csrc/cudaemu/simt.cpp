@@ -138,7 +138,7 @@ static struct {
 
 static void release_block() {
     race_barrier();
-    if (banks_on()) banks_flush(kernel);
+    if (traffic_any()) traffic_flush(kernel);
     bar.result = bar.acc;
     bar.acc = 0;
     bar.arrived = 0;
@@ -266,7 +266,7 @@ static void ldsm_complete(Warp &w) {
             if (p % 16) fault("%s: lane %d gives the row address %#lx, not 16-byte aligned", w.what, l, (unsigned long)p);
             if (!in_shared(p, 16)) fault("%s: lane %d gives the row address %#lx, outside shared memory", w.what, l, (unsigned long)p);
             race_access(32 * (int)(&w - warps.data()) + l, (int)(&w - warps.data()), (const void *)p, 16, false);
-            if (banks_on()) banks_access((int)(&w - warps.data()), l, w.in[l].pc, (const void *)p, 16);
+            traffic_access(SHARED_MEM, (int)(&w - warps.data()), l, w.in[l].pc, (const void *)p, 16);
             memcpy(M[m][i], (const void *)p, 16);
         }
     for (int l = 0; l < 32; l++) {
@@ -380,7 +380,9 @@ void cp_async16(void *dst, const void *src, int src_bytes) {
         fault("cp.async: the destination %#lx is not 16 bytes of shared memory, 16-byte aligned", (unsigned long)d);
     if (sp % 16) fault("cp.async: the source %#lx is not 16-byte aligned", (unsigned long)sp);
     if (src_bytes < 0 || src_bytes > 16) fault("cp.async: a source size of %d bytes (0 to 16)", src_bytes);
-    if (banks_on()) banks_access(cur()->warp, cur()->lane, (uintptr_t)__builtin_return_address(0), dst, 16);
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    traffic_access(SHARED_MEM, cur()->warp, cur()->lane, pc, dst, 16);
+    if (src_bytes) traffic_access(GLOBAL_MEM, cur()->warp, cur()->lane, pc, src, (size_t)src_bytes);
     Fiber::Copy c;
     c.dst = dst;
     memset(c.bytes, 0, sizeof c.bytes); /* past src_bytes: zeros */
@@ -507,12 +509,12 @@ void run_grid(dim3 grid, dim3 block, size_t shm, const char *name, const std::fu
         g_block = make_uint3((unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y), (unsigned)(b / ((uint64_t)grid.x * grid.y)));
         if (shm) memset(dyn.data(), 0xFF, shm);
         race_block_begin(__start_simt_shared, (size_t)(__stop_simt_shared - __start_simt_shared), dyn.data(), shm);
-        if (banks_on()) banks_block_begin((unsigned)warps.size());
+        if (traffic_any()) traffic_block_begin((unsigned)warps.size());
         run_block(n);
-        if (banks_on()) banks_flush(kernel);
+        if (traffic_any()) traffic_flush(kernel);
     }
     g_cur = nullptr;
-    if (banks_on()) banks_grid_end();
+    if (traffic_any()) traffic_grid_end();
     if (aborted) launch_fault(fault_msg);
 }
 

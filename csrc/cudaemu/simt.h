@@ -91,11 +91,14 @@ const char *kernel_symbol(const void *fn);
 /* Runs a grid now: body is one thread's call of the kernel. */
 void run_grid(dim3 grid, dim3 block, size_t shm, const char *name, const std::function<void()> &body);
 
-/* The shared-memory bank model (banks.cpp): SERL_SIMT_BANKS=FILE turns it on and writes its counts to
- * FILE after every grid; banks_enable overrides the switch, and banks_take hands over (and drops) a
- * kernel's counts so far: its warp requests, their wavefronts and the fewest they could take. */
-void banks_enable(bool on);
-bool banks_take(const char *kernel, unsigned long long *requests, unsigned long long *wavefronts, unsigned long long *fewest);
+/* The memory-traffic models (traffic.cpp): shared memory's bank model, which SERL_SIMT_BANKS=FILE turns
+ * on, and global memory's sector model, which SERL_SIMT_SECTORS=FILE turns on, each writing its counts to
+ * its FILE after every grid. traffic_enable overrides a switch, and traffic_take hands over (and drops) a
+ * kernel's counts so far: its warp requests, what they took (wavefronts; 32-byte sectors) and the fewest
+ * they could take. */
+enum Mem { SHARED_MEM = 0, GLOBAL_MEM = 1 };
+void traffic_enable(Mem mem, bool on);
+bool traffic_take(Mem mem, const char *kernel, unsigned long long *requests, unsigned long long *cost, unsigned long long *fewest);
 
 /* kernel<<<grid, block, shm, stream>>>(args...) becomes Launch(grid, block, shm, stream)("kernel",
  * kernel, args...) (translate.sed). Arguments are converted to the kernel's parameter types and copied
