@@ -32,9 +32,33 @@ __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32
 #endif
 }
 
-/* two floats → bf16x2 (round to nearest even), lo in the low half */
+/* two floats → bf16x2 (round to nearest even), lo in the low half: one cvt on sm_80+, where the software
+ * rounding of f32_to_bf16 takes about five instructions an element and a branch for NaN (the same bits
+ * for every number; P and dS hold no NaN) */
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+#ifdef SERL_SIMT /* the CPU emulator: the same rounding */
     return (uint32_t)f32_to_bf16(lo) | ((uint32_t)f32_to_bf16(hi) << 16);
+#else
+    uint32_t r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+#endif
+}
+
+/* 2^x on the multi-function unit (ex2.approx.ftz: ~2 ulp, 2^−∞ = 0), with scores taken to base 2 once
+ * by one FFMA (x = s·scale·log2 e − m), as FlashAttention does. expf's accurate range reduction took
+ * about eight instructions an element, and its guard against −∞ a branch: the forward's loop issued
+ * 21 instructions per mma.sync at head_dim 64 (cuobjdump -sass), more than the tensor cores wait. */
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+__device__ __forceinline__ float exp2_fast(float x) {
+#ifdef SERL_SIMT /* the CPU emulator */
+    return exp2f(x);
+#else
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+#endif
 }
 
 /* ldmatrix.x4: four 8×8 bf16 matrices from shared memory in one warp instruction; lane 8·m + i gives
@@ -173,7 +197,8 @@ attn_fwd_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, 
     float o[HD / 8][4];
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0, l1 = 0; /* rows g and g + 8 */
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0, l1 = 0; /* rows g and g + 8; m in base-2 units */
+    const float sl2 = scale * LOG2E;
     const int row0 = i0 + qr + g, row1 = row0 + 8;
     const int warp_last = min(i0 + qr + 15, i_last); /* keys past it are masked for every row of the warp */
 
@@ -193,35 +218,39 @@ attn_fwd_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, 
         /* S = Q·Kᵀ for the warp's 16 rows × 64 keys: 8 blocks of 8 keys */
         float sc[MMA_BK / 8][4];
         mma_abt<HD, MMA_BK / 8>(sc, qa, Ks, RS, lane);
-        /* scale, causal mask, row maxima over the quad (the 4 lanes that share a row) */
-        float mx0 = -INFINITY, mx1 = -INFINITY;
+        /* the causal mask, only where a key of the tile may lie past one of the warp's rows or past the
+         * sequence (warp-uniform: the diagonal tile and the last) */
+        if (j0 + MMA_BK - 1 > i0 + qr || j0 + MMA_BK > s1) {
 #pragma unroll
-        for (int nb = 0; nb < MMA_BK / 8; nb++) {
+            for (int nb = 0; nb < MMA_BK / 8; nb++) {
 #pragma unroll
-            for (int c = 0; c < 2; c++) {
-                const int j = j0 + nb * 8 + 2 * t + c;
-                float a0 = sc[nb][c] * scale, a1 = sc[nb][2 + c] * scale;
-                if (j > row0 || j >= s1) a0 = -INFINITY;
-                if (j > row1 || j >= s1) a1 = -INFINITY;
-                sc[nb][c] = a0, sc[nb][2 + c] = a1;
-                mx0 = fmaxf(mx0, a0), mx1 = fmaxf(mx1, a1);
+                for (int c = 0; c < 2; c++) {
+                    const int j = j0 + nb * 8 + 2 * t + c;
+                    if (j > row0 || j >= s1) sc[nb][c] = -INFINITY;
+                    if (j > row1 || j >= s1) sc[nb][2 + c] = -INFINITY;
+                }
             }
         }
+        /* row maxima of the raw scores over the quad (the 4 lanes that share a row), then in base-2
+         * units: scale·log2 e > 0 keeps the order */
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int nb = 0; nb < MMA_BK / 8; nb++)
+            mx0 = fmaxf(mx0, fmaxf(sc[nb][0], sc[nb][1])), mx1 = fmaxf(mx1, fmaxf(sc[nb][2], sc[nb][3]));
         mx0 = fmaxf(mx0, __shfl_xor_sync(0xFFFFFFFFu, mx0, 1));
         mx0 = fmaxf(mx0, __shfl_xor_sync(0xFFFFFFFFu, mx0, 2));
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xFFFFFFFFu, mx1, 1));
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xFFFFFFFFu, mx1, 2));
-        const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-        /* a row with no visible key yet (n = −inf) contributes nothing */
-        const float al0 = n0 == -INFINITY || m0 == -INFINITY ? 0.0f : expf(m0 - n0);
-        const float al1 = n1 == -INFINITY || m1 == -INFINITY ? 0.0f : expf(m1 - n1);
+        const float n0 = fmaxf(m0, mx0 * sl2), n1 = fmaxf(m1, mx1 * sl2);
+        /* a row with no visible key yet (n = −∞) contributes nothing: its exponents stay −∞ */
+        const float z0 = n0 == -INFINITY ? 0.0f : n0, z1 = n1 == -INFINITY ? 0.0f : n1;
+        const float al0 = exp2_fast(m0 - z0), al1 = exp2_fast(m1 - z1);
         float ps0 = 0, ps1 = 0;
 #pragma unroll
         for (int nb = 0; nb < MMA_BK / 8; nb++) {
 #pragma unroll
             for (int c = 0; c < 2; c++) {
-                const float p0 = sc[nb][c] == -INFINITY ? 0.0f : expf(sc[nb][c] - n0);
-                const float p1 = sc[nb][2 + c] == -INFINITY ? 0.0f : expf(sc[nb][2 + c] - n1);
+                const float p0 = exp2_fast(fmaf(sc[nb][c], sl2, -z0)), p1 = exp2_fast(fmaf(sc[nb][2 + c], sl2, -z1));
                 sc[nb][c] = p0, sc[nb][2 + c] = p1;
                 ps0 += p0, ps1 += p1;
             }
@@ -241,20 +270,12 @@ attn_fwd_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, 
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) {
         const int d = n * 8 + 2 * t;
-        if (row0 < s1) {
-            const int64_t base = ((int64_t)row0 * H + h) * HD + d;
-            st(out, obf, base, o[n][0] * inv0);
-            st(out, obf, base + 1, o[n][1] * inv0);
-        }
-        if (row1 < s1) {
-            const int64_t base = ((int64_t)row1 * H + h) * HD + d;
-            st(out, obf, base, o[n][2] * inv1);
-            st(out, obf, base + 1, o[n][3] * inv1);
-        }
+        if (row0 < s1) st2(out, obf, ((int64_t)row0 * H + h) * HD + d, o[n][0] * inv0, o[n][1] * inv0);
+        if (row1 < s1) st2(out, obf, ((int64_t)row1 * H + h) * HD + d, o[n][2] * inv1, o[n][3] * inv1);
     }
     if (lse && t == 0) {
-        if (row0 < s1) lse[(int64_t)row0 * H + h] = m0 + logf(l0);
-        if (row1 < s1) lse[(int64_t)row1 * H + h] = m1 + logf(l1);
+        if (row0 < s1) lse[(int64_t)row0 * H + h] = m0 * LN2 + logf(l0);
+        if (row1 < s1) lse[(int64_t)row1 * H + h] = m1 * LN2 + logf(l1);
     }
 }
 
@@ -291,13 +312,50 @@ __device__ __forceinline__ void load_query_tile(uint16_t *QG, float *LD, int RS,
     load_rows<HD>(QG + 64 * RS, RS, dout, i0, s1, H, h, vec);
     for (int r = threadIdx.x; r < 64; r += blockDim.x) {
         const int i = i0 + r;
-        LD[r] = i < s1 ? lse[(int64_t)i * H + h] : 0.0f;
+        LD[r] = i < s1 ? lse[(int64_t)i * H + h] * LOG2E : 0.0f; /* in base-2 units, as the forward's maxima */
         LD[64 + r] = i < s1 ? Dv[(int64_t)i * H + h] : 0.0f;
     }
 }
 
-/* registers a thread (ptxas 11.8, no spills; sm_90 and sm_80): 243/242 at HD 64, 254/255 at HD 128; dQ
- * 167/172 and 200/199; the forward 123/135 and 189/188 */
+/* P = exp(S·scale − lse) and dS = P·(dP − D_i) of a dK/dV sub-tile in place (transposed: a thread's
+ * rows are keys key0 and key1, its columns queries), lse in base-2 units (Ls); MASK where a query may
+ * precede a key or lie past the sequence (warp-uniform, decided per sub-tile), else no compare at all. */
+template <bool MASK, int NB>
+__device__ __forceinline__ void dkdv_probs(float sp[NB][4], float dp[NB][4], const float *Ls, const float *Ds, int c0, int t, int i0,
+                                           int key0, int key1, int s1, float sl2) {
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++) {
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const int qi = c0 + nb * 8 + 2 * t + (c & 1), i = i0 + qi;
+            float x = fmaf(sp[nb][c], sl2, -Ls[qi]);
+            if (MASK && (i < (c < 2 ? key0 : key1) || i >= s1)) x = -INFINITY;
+            const float p = exp2_fast(x);
+            sp[nb][c] = p;
+            dp[nb][c] = p * (dp[nb][c] - Ds[qi]);
+        }
+    }
+}
+
+/* dS = P·(dP − D_i) of a dQ sub-tile in place (rows row0 and row1, columns keys from jc), P from S and
+ * the rows' lse in base-2 units (e0, e1); MASK as above: a key past a row, or a row past the sequence. */
+template <bool MASK, int NB>
+__device__ __forceinline__ void dq_probs(const float sp[NB][4], float dp[NB][4], int jc, int t, int row0, int row1, int s1, float e0,
+                                         float e1, float d0, float d1, float sl2) {
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++) {
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const int j = jc + nb * 8 + 2 * t + (c & 1), i = c < 2 ? row0 : row1;
+            float x = fmaf(sp[nb][c], sl2, -(c < 2 ? e0 : e1));
+            if (MASK && (j > i || i >= s1)) x = -INFINITY;
+            dp[nb][c] = exp2_fast(x) * (dp[nb][c] - (c < 2 ? d0 : d1));
+        }
+    }
+}
+
+/* registers a thread (ptxas 11.8, no spills; sm_90 and sm_80): 248/248 at HD 64, 250/251 at HD 128; dQ
+ * 168/178 and 203/205; the forward 126/132 and 169/172 */
 template <int HD>
 __global__ void __launch_bounds__(MMA_WARPS * 32)
 attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
@@ -331,6 +389,7 @@ attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t
         for (int c = 0; c < 4; c++) ak[n][c] = av[n][c] = 0;
     const int key0 = j0 + warp * 16 + g, key1 = key0 + 8; /* this thread's accumulator rows */
     const int warp_first = j0 + warp * 16;                /* queries before it see none of the warp's keys */
+    const float sl2 = scale * LOG2E;
     /* every query tile at or after the keys, of each query head of the group in turn */
     for (int gh = 0, i0 = j0, stage = 0; gh < G; stage ^= 1) {
         int ngh = gh, ni0 = i0 + 64; /* the tile after this one */
@@ -348,17 +407,11 @@ attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t
             float sp[SUB / 8][4], dp[SUB / 8][4];
             mma_abt<HD, SUB / 8>(sp, ka, Qs + c0 * RS, RS, lane); /* Sᵀ: keys × queries */
             mma_abt<HD, SUB / 8>(dp, va, Gs + c0 * RS, RS, lane); /* dPᵀ = V·dOᵀ */
-#pragma unroll
-            for (int nb = 0; nb < SUB / 8; nb++) {
-#pragma unroll
-                for (int c = 0; c < 4; c++) {
-                    const int qi = c0 + nb * 8 + 2 * t + (c & 1), i = i0 + qi, j = c < 2 ? key0 : key1;
-                    const bool ok = i >= j && i < s1 && j < s1;
-                    const float p = ok ? expf(sp[nb][c] * scale - Ls[qi]) : 0.0f;
-                    sp[nb][c] = p;
-                    dp[nb][c] = p * (dp[nb][c] - Ds[qi]);
-                }
-            }
+            /* every query of the sub-tile at or after the warp's last key, and in the sequence: no mask */
+            if (i0 + c0 < warp_first + 15 || i0 + c0 + SUB > s1)
+                dkdv_probs<true, SUB / 8>(sp, dp, Ls, Ds, c0, t, i0, key0, key1, s1, sl2);
+            else
+                dkdv_probs<false, SUB / 8>(sp, dp, Ls, Ds, c0, t, i0, key0, key1, s1, sl2);
             mma_pb<HD, SUB / 8>(av, sp, Gs + c0 * RS, RS, lane); /* dV += Pᵀ·dO */
             mma_pb<HD, SUB / 8>(ak, dp, Qs + c0 * RS, RS, lane); /* dK += dSᵀ·Q (scaled at the end) */
         }
@@ -367,12 +420,13 @@ attn_bwd_dkdv_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) {
 #pragma unroll
-        for (int c = 0; c < 4; c++) {
-            const int j = c < 2 ? key0 : key1, d = n * 8 + 2 * t + (c & 1);
+        for (int c = 0; c < 4; c += 2) { /* the pair (c, c + 1): one key, dims d and d + 1 */
+            const int j = c < 2 ? key0 : key1, d = n * 8 + 2 * t;
             if (j >= s1) continue;
             const int64_t o = ((int64_t)j * KVH + kvh) * HD + d;
-            st(dk, dkbf, o, ld(dk, dkbf, o) + ak[n][c] * scale);
-            st(dv, dvbf, o, ld(dv, dvbf, o) + av[n][c]);
+            const float2 k = ld2(dk, dkbf, o), v = ld2(dv, dvbf, o);
+            st2(dk, dkbf, o, k.x + ak[n][c] * scale, k.y + ak[n][c + 1] * scale);
+            st2(dv, dvbf, o, v.x + av[n][c], v.y + av[n][c + 1]);
         }
     }
 }
@@ -403,7 +457,9 @@ attn_bwd_dq_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *
     frag_rows<HD>(qa, T + 2 * TILE, RS, warp * 16, lane);
     frag_rows<HD>(ga, T + 3 * TILE, RS, warp * 16, lane);
     const int row0 = i0 + warp * 16 + g, row1 = row0 + 8;
-    const float l0 = row0 < s1 ? lse[(int64_t)row0 * H + h] : 0.0f, l1 = row1 < s1 ? lse[(int64_t)row1 * H + h] : 0.0f;
+    /* the rows' lse in base-2 units, as the forward's maxima */
+    const float e0 = row0 < s1 ? lse[(int64_t)row0 * H + h] * LOG2E : 0.0f, e1 = row1 < s1 ? lse[(int64_t)row1 * H + h] * LOG2E : 0.0f;
+    const float sl2 = scale * LOG2E;
     const float d0 = row0 < s1 ? Dv[(int64_t)row0 * H + h] : 0.0f, d1 = row1 < s1 ? Dv[(int64_t)row1 * H + h] : 0.0f;
     float aq[HD / 8][4];
 #pragma unroll
@@ -423,27 +479,23 @@ attn_bwd_dq_mma_kernel(const int32_t *cu, int tiles, int n_tok, const uint16_t *
             float sp[SUB / 8][4], dp[SUB / 8][4];
             mma_abt<HD, SUB / 8>(sp, qa, Ks + c0 * RS, RS, lane); /* S = Q·Kᵀ */
             mma_abt<HD, SUB / 8>(dp, ga, Vs + c0 * RS, RS, lane); /* dP = dO·Vᵀ */
-#pragma unroll
-            for (int nb = 0; nb < SUB / 8; nb++) {
-#pragma unroll
-                for (int c = 0; c < 4; c++) {
-                    const int j = j0 + c0 + nb * 8 + 2 * t + (c & 1), i = c < 2 ? row0 : row1;
-                    const bool ok = j <= i && j < s1 && i < s1;
-                    const float p = ok ? expf(sp[nb][c] * scale - (c < 2 ? l0 : l1)) : 0.0f;
-                    dp[nb][c] = p * (dp[nb][c] - (c < 2 ? d0 : d1));
-                }
-            }
+            /* every key of the sub-tile at or before the warp's first row, every row in the sequence: no mask */
+            if (j0 + c0 + SUB - 1 > i0 + warp * 16 || i0 + warp * 16 + 15 >= s1)
+                dq_probs<true, SUB / 8>(sp, dp, j0 + c0, t, row0, row1, s1, e0, e1, d0, d1, sl2);
+            else
+                dq_probs<false, SUB / 8>(sp, dp, j0 + c0, t, row0, row1, s1, e0, e1, d0, d1, sl2);
             mma_pb<HD, SUB / 8>(aq, dp, Ks + c0 * RS, RS, lane); /* dQ += dS·K */
         }
     }
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) {
 #pragma unroll
-        for (int c = 0; c < 4; c++) {
-            const int i = c < 2 ? row0 : row1, d = n * 8 + 2 * t + (c & 1);
+        for (int c = 0; c < 4; c += 2) { /* the pair (c, c + 1): one row, dims d and d + 1 */
+            const int i = c < 2 ? row0 : row1, d = n * 8 + 2 * t;
             if (i >= s1) continue;
             const int64_t o = ((int64_t)i * H + h) * HD + d;
-            st(dq, dqbf, o, ld(dq, dqbf, o) + aq[n][c] * scale);
+            const float2 q = ld2(dq, dqbf, o);
+            st2(dq, dqbf, o, q.x + aq[n][c] * scale, q.y + aq[n][c + 1] * scale);
         }
     }
 }

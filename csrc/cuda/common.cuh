@@ -195,6 +195,30 @@ __device__ __forceinline__ void st(void *p, int bf, int64_t i, float v) {
         ((float *)p)[i] = v;
 }
 
+/* Elements i and i + 1 of p as one access where their address allows it (a 4-byte bf16 pair, an 8-byte
+ * float2), else as two: an mma fragment's lane holds such pairs, and a warp storing them element by
+ * element issues twice the requests over twice the sectors (SERL_SIMT_SECTORS measures it). */
+__device__ __forceinline__ bool pair_aligned(const void *p, int bf, int64_t i) {
+    return !(((uintptr_t)p + (uintptr_t)i * (bf ? 2 : 4)) & (bf ? 3 : 7));
+}
+__device__ __forceinline__ float2 ld2(const void *p, int bf, int64_t i) {
+    if (!pair_aligned(p, bf, i)) return make_float2(ld(p, bf, i), ld(p, bf, i + 1));
+    if (bf) {
+        const uint32_t w = *(const uint32_t *)((const uint16_t *)p + i);
+        return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xFFFF0000u));
+    }
+    return *(const float2 *)((const float *)p + i);
+}
+__device__ __forceinline__ void st2(void *p, int bf, int64_t i, float a, float b) {
+    if (!pair_aligned(p, bf, i)) {
+        st(p, bf, i, a), st(p, bf, i + 1, b);
+    } else if (bf) {
+        *(uint32_t *)((uint16_t *)p + i) = f32_to_bf16(a) | (uint32_t)f32_to_bf16(b) << 16;
+    } else {
+        *(float2 *)((float *)p + i) = make_float2(a, b);
+    }
+}
+
 /* Deterministic block reductions: a fixed tree over the block, so the result does not depend on
  * scheduling. All threads get the result. sh needs blockDim.x/32 slots. */
 template <typename T> __device__ __forceinline__ T warp_sum(T v) {
