@@ -50,8 +50,8 @@ extern "C" SERL_API int32_t serl_kv_append(void *ctxp, const serl_kv_append_args
 template <bool F64> struct dot_acc;
 template <> struct dot_acc<true> {
     /* the queries as float64 in shared memory, widened once: the key element's widening is shared by
-     * the G heads, the query's would have been two of every three instructions (cuobjdump -sass: 453
-     * F2F in the loop, at 16 a clock an SM on an H100 against 64 DFMA) */
+     * the G heads, but the query's was one F2F per DFMA, where an H100 converts 16 a clock per SM and
+     * fuses 64 (bench/sass_loops.py decode_kernel: 453 F2F in the loop, now 215) */
     typedef double Q;
     double s = 0;
     __device__ __forceinline__ void add(double a, float b) { s = fma(a, (double)b, s); }
