@@ -8,10 +8,18 @@
 #define ROPE_THREADS 128
 #define ROPE_TRIG 1024 /* pairs whose cos/sin a block holds at once */
 
+/* The rotation of one pair (x1, x2) by (c, s), one definition for the element and vector paths. */
+__device__ __forceinline__ void rope_pair(float x1, float x2, float c, float s, float *y1, float *y2) {
+    *y1 = fmaf(x1, c, -__fmul_rn(x2, s)), *y2 = fmaf(x2, c, __fmul_rn(x1, s));
+}
+
+/* vec: x and y bf16, 16-byte aligned, head_dim and rot_dim/2 multiples of 8 (the model's): the pairs go
+ * 8 at a time in 16-byte vectors (each half of a head's rotated part is contiguous), where element by
+ * element a block moves 2 bytes an access and keeps few bytes in flight. */
 __global__ void __launch_bounds__(ROPE_THREADS)
     rope_kernel(const int32_t *pos, const float *inv_freq, const void *x, int xbf, void *y, int ybf, int n_heads,
-                int head_dim, int rot_dim, int bwd, int acc, serl_dev_err *err) {
-    __shared__ float cs[2 * ROPE_TRIG]; /* cos[ROPE_TRIG], then sin (−sin for the transpose) */
+                int head_dim, int rot_dim, int bwd, int acc, int vec, serl_dev_err *err) {
+    __shared__ __align__(16) float cs[2 * ROPE_TRIG]; /* cos[ROPE_TRIG], then sin (−sin for the transpose) */
     const int t = blockIdx.x, half = rot_dim / 2, pass = head_dim - rot_dim;
     const int32_t p = pos[t];
     if (p < 0) { /* reported at the next synchronisation; the token is left unwritten */
@@ -30,14 +38,41 @@ __global__ void __launch_bounds__(ROPE_THREADS)
             cs[ROPE_TRIG + j] = bwd ? -(float)sd : (float)sd;
         }
         __syncthreads();
+        if (vec) {
+            /* (head, 8 pairs) items; nj is a multiple of 8 */
+            const int nv = nj / 8, work = n_heads * nv;
+            for (int i = threadIdx.x; i < work; i += blockDim.x) {
+                const int h = i / nv, j = (i - h * nv) * 8;
+                const int64_t o = tok + (int64_t)h * head_dim + j0 + j;
+                uint4 *y1p = (uint4 *)((uint16_t *)y + o), *y2p = (uint4 *)((uint16_t *)y + o + half);
+                float x1[8], x2[8], y1[8], y2[8], c[8], sn[8];
+                bf16x8_unpack(*(const uint4 *)((const uint16_t *)x + o), x1);
+                bf16x8_unpack(*(const uint4 *)((const uint16_t *)x + o + half), x2);
+                /* the 8 cos and sin as 16-byte reads: 8 lanes a phase, 2 ways in a bank, where 4-byte reads
+                 * 32 bytes apart put 8 lanes in each bank */
+                *(float4 *)c = *(const float4 *)(cs + j), *(float4 *)(c + 4) = *(const float4 *)(cs + j + 4);
+                *(float4 *)sn = *(const float4 *)(cs + ROPE_TRIG + j), *(float4 *)(sn + 4) = *(const float4 *)(cs + ROPE_TRIG + j + 4);
+#pragma unroll
+                for (int k = 0; k < 8; k++) rope_pair(x1[k], x2[k], c[k], sn[k], &y1[k], &y2[k]);
+                if (acc) {
+                    float a1[8], a2[8];
+                    bf16x8_unpack(*y1p, a1);
+                    bf16x8_unpack(*y2p, a2);
+#pragma unroll
+                    for (int k = 0; k < 8; k++) y1[k] += a1[k], y2[k] += a2[k];
+                }
+                *y1p = bf16x8_pack(y1);
+                *y2p = bf16x8_pack(y2);
+            }
+            continue;
+        }
         /* (head, pair) items; a warp covers consecutive pairs of a head (coalesced) */
         const int work = n_heads * nj; /* serl_rope keeps a token's n_heads·head_dim under 2³¹ */
         for (int i = threadIdx.x; i < work; i += blockDim.x) {
             const int h = i / nj, j = i - h * nj;
             const int64_t o = tok + (int64_t)h * head_dim + j0 + j;
-            const float c = cs[j], s = cs[ROPE_TRIG + j];
-            float x1 = ld(x, xbf, o), x2 = ld(x, xbf, o + half);
-            float y1 = fmaf(x1, c, -__fmul_rn(x2, s)), y2 = fmaf(x2, c, __fmul_rn(x1, s));
+            float x1 = ld(x, xbf, o), x2 = ld(x, xbf, o + half), y1, y2;
+            rope_pair(x1, x2, cs[j], cs[ROPE_TRIG + j], &y1, &y2);
             if (acc) y1 += ld(y, ybf, o), y2 += ld(y, ybf, o + half);
             st(y, ybf, o, y1);
             st(y, ybf, o + half, y2);
@@ -69,9 +104,11 @@ extern "C" SERL_API int32_t serl_rope(void *ctxp, const serl_rope_args *a) {
     }
     SERL_REQUIRE((int64_t)a->n_heads * a->head_dim <= INT32_MAX, "rope: n_heads · head_dim = %lld per token (at most %d)",
                  (long long)a->n_heads * a->head_dim, INT32_MAX);
-    rope_kernel<<<(unsigned)a->n_tokens, ROPE_THREADS, 0, ctx->stream>>>(
-        a->pos, a->inv_freq, a->x, a->x_dtype == SERL_DTYPE_BF16, a->y, a->y_dtype == SERL_DTYPE_BF16, a->n_heads,
-        a->head_dim, a->rot_dim, a->bwd, a->accumulate, ctx->derr);
+    const int xbf = a->x_dtype == SERL_DTYPE_BF16, ybf = a->y_dtype == SERL_DTYPE_BF16;
+    const int vec = xbf && ybf && a->head_dim % 8 == 0 && (a->rot_dim / 2) % 8 == 0 && serl_aligned16({a->x, a->y});
+    rope_kernel<<<(unsigned)a->n_tokens, ROPE_THREADS, 0, ctx->stream>>>(a->pos, a->inv_freq, a->x, xbf, a->y, ybf, a->n_heads,
+                                                                        a->head_dim, a->rot_dim, a->bwd, a->accumulate, vec,
+                                                                        ctx->derr);
     LAUNCH_CHECK("rope");
     return SERL_OK;
 }
