@@ -123,7 +123,9 @@ __global__ void __launch_bounds__(VEC_THREADS) rmsnorm_bwd_dx_bf16x8(const uint4
     }
 }
 
-/* partial[chunk][c] = Σ_{rows of chunk} dy·x·r (double) */
+/* partial[chunk][c] = Σ_{rows of chunk} dy·x·r (double), the rows in order */
+__device__ __forceinline__ double rms_dw(float g, float x, float rs) { return (double)__fmul_rn(__fmul_rn(g, x), rs); }
+
 __global__ void rmsnorm_bwd_dw_partial(const void *x, int xbf, const float *rstd, const void *dy, int gbf, double *partial,
                                        int n, int dim, int rows) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
@@ -132,9 +134,30 @@ __global__ void rmsnorm_bwd_dw_partial(const void *x, int xbf, const float *rstd
     double acc = 0;
     for (int r = r0; r < r1; r++) {
         int64_t o = (int64_t)r * dim + c;
-        acc += (double)__fmul_rn(__fmul_rn(ld(dy, gbf, o), ld(x, xbf, o)), rstd[r]);
+        acc += rms_dw(ld(dy, gbf, o), ld(x, xbf, o), rstd[r]);
     }
     partial[(int64_t)blockIdx.y * dim + c] = acc;
+}
+
+/* The same for all-bf16 rows in vectors of 8 (nv a row): a thread sums 8 columns, each over the rows in
+ * the same order, so the partials are the element kernel's bit for bit. */
+__global__ void rmsnorm_bwd_dw_partial_bf16x8(const uint4 *x, const float *rstd, const uint4 *dy, double *partial, int n, int nv,
+                                              int rows) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= nv) return;
+    const int r0 = blockIdx.y * rows, r1 = min(n, r0 + rows);
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int r = r0; r < r1; r++) {
+        float g[8], xv[8];
+        bf16x8_unpack(dy[(int64_t)r * nv + c], g);
+        bf16x8_unpack(x[(int64_t)r * nv + c], xv);
+        const float rs = rstd[r];
+#pragma unroll
+        for (int k = 0; k < 8; k++) acc[k] += rms_dw(g[k], xv[k], rs);
+    }
+    double *p = partial + ((int64_t)blockIdx.y * nv + c) * 8;
+#pragma unroll
+    for (int k = 0; k < 8; k++) p[k] = acc[k];
 }
 
 __global__ void rmsnorm_bwd_dw_sum(const double *partial, int chunks, float *dw, int dim) {
@@ -153,12 +176,17 @@ extern "C" SERL_API int32_t serl_rmsnorm_bwd(void *ctxp, const serl_rmsnorm_bwd_
     if (!partial) return ctx->scratch_status;
     const int xbf = a->x_dtype == SERL_DTYPE_BF16, gbf = a->dy_dtype == SERL_DTYPE_BF16;
     /* dw partials first: dx may alias dy (in-place backward), and the partials read dy */
-    rmsnorm_bwd_dw_partial<<<dim3((a->dim + 127) / 128, chunks), 128, 0, ctx->stream>>>(a->x, xbf, a->rstd, a->dy, gbf,
-                                                                                      partial, a->n, a->dim, rows);
+    const bool vec = xbf && gbf && a->dim % 8 == 0 && serl_aligned16({a->x, a->dy});
+    if (vec)
+        rmsnorm_bwd_dw_partial_bf16x8<<<dim3((a->dim / 8 + 127) / 128, chunks), 128, 0, ctx->stream>>>(
+            (const uint4 *)a->x, a->rstd, (const uint4 *)a->dy, partial, a->n, a->dim / 8, rows);
+    else
+        rmsnorm_bwd_dw_partial<<<dim3((a->dim + 127) / 128, chunks), 128, 0, ctx->stream>>>(a->x, xbf, a->rstd, a->dy, gbf,
+                                                                                          partial, a->n, a->dim, rows);
     LAUNCH_CHECK("rmsnorm_bwd");
     rmsnorm_bwd_dw_sum<<<(a->dim + 127) / 128, 128, 0, ctx->stream>>>(partial, chunks, a->dw, a->dim);
     LAUNCH_CHECK("rmsnorm_bwd");
-    if (xbf && gbf && a->dx_dtype == SERL_DTYPE_BF16 && a->dim % 8 == 0 && serl_aligned16({a->x, a->w, a->dy, a->dx}))
+    if (vec && a->dx_dtype == SERL_DTYPE_BF16 && serl_aligned16({a->w, a->dx}))
         rmsnorm_bwd_dx_bf16x8<<<a->n, VEC_THREADS, 0, ctx->stream>>>((const uint4 *)a->x, (const float4 *)a->w, a->rstd,
                                                                      (const uint4 *)a->dy, (uint4 *)a->dx, a->dim / 8);
     else
