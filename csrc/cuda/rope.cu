@@ -48,8 +48,9 @@ __global__ void __launch_bounds__(ROPE_THREADS)
                 float x1[8], x2[8], y1[8], y2[8], c[8], sn[8];
                 bf16x8_unpack(*(const uint4 *)((const uint16_t *)x + o), x1);
                 bf16x8_unpack(*(const uint4 *)((const uint16_t *)x + o + half), x2);
-                /* the 8 cos and sin as 16-byte reads: 8 lanes a phase, 2 ways in a bank, where 4-byte reads
-                 * 32 bytes apart put 8 lanes in each bank */
+                /* the 8 cos and sin as 16-byte reads: 8 lanes a phase, at most 2 ways in a bank (none at
+                 * head_dim 64, where the lanes of a warp's 4 heads read the same words), where 4-byte
+                 * reads 32 bytes apart put 8 lanes in each bank */
                 *(float4 *)c = *(const float4 *)(cs + j), *(float4 *)(c + 4) = *(const float4 *)(cs + j + 4);
                 *(float4 *)sn = *(const float4 *)(cs + ROPE_TRIG + j), *(float4 *)(sn + 4) = *(const float4 *)(cs + ROPE_TRIG + j + 4);
 #pragma unroll
