@@ -7,9 +7,11 @@
 #define VEC_THREADS 128 /* the bf16x8 kernels: 112 vectors in a row of 896 (Qwen2.5-0.5B) */
 #define DW_ROWS 64 /* rows per weight-gradient partial (more when the chunks would pass grid.y's 65535) */
 
-/* The per-element arithmetic, one definition for the scalar and vector kernels: y = (x·r)·w, and the
- * backward's dx + r·(w·dy − x·coef). */
+/* The per-element arithmetic, one definition for the scalar and vector kernels: y = (x·r)·w, the
+ * backward's (dy·w)·x terms and its dx + r·(w·dy − x·coef). */
 __device__ __forceinline__ float rms_y(float x, float rs, float w) { return __fmul_rn(__fmul_rn(x, rs), w); }
+/* a term of the backward's Σ (dy·w)·x, in double */
+__device__ __forceinline__ double rms_dot(float g, float w, float x) { return (double)__fmul_rn(g, w) * (double)x; }
 __device__ __forceinline__ float rms_dx(float dx, float rs, float w, float g, float x, float coef) {
     return __fadd_rn(dx, __fmul_rn(rs, __fsub_rn(__fmul_rn(w, g), __fmul_rn(x, coef))));
 }
@@ -86,7 +88,7 @@ __global__ void rmsnorm_bwd_dx_kernel(const void *x, int xbf, const float *w, co
     const float rs = rstd[blockIdx.x];
     double s = 0;
     for (int c = threadIdx.x; c < dim; c += blockDim.x)
-        s += (double)__fmul_rn(ld(dy, gbf, base + c), w[c]) * (double)ld(x, xbf, base + c);
+        s += rms_dot(ld(dy, gbf, base + c), w[c], ld(x, xbf, base + c));
     s = block_sum(s, sh);
     const float coef = (float)((double)rs * rs * (s / (double)dim));
     for (int c = threadIdx.x; c < dim; c += blockDim.x)
@@ -107,7 +109,7 @@ __global__ void __launch_bounds__(VEC_THREADS) rmsnorm_bwd_dx_bf16x8(const uint4
         bf16x8_unpack(x[base + c], xv);
         load8f(w, c, wv);
 #pragma unroll
-        for (int k = 0; k < 8; k++) s += (double)__fmul_rn(g[k], wv[k]) * (double)xv[k];
+        for (int k = 0; k < 8; k++) s += rms_dot(g[k], wv[k], xv[k]);
     }
     s = block_sum(s, sh);
     const float coef = (float)((double)rs * rs * (s / (double)(8 * nv)));
