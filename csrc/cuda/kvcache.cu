@@ -34,10 +34,11 @@ extern "C" SERL_API int32_t serl_kv_append(void *ctxp, const serl_kv_append_args
 }
 
 /* Block (sequence, kv head): its G query heads share every key and value read. Keys go in tiles of
- * blockDim.x, one key per thread (scores for all G heads); then a warp per head folds the tile into an
+ * DEC_THREADS, one key per thread (scores for all G heads); then a warp per head folds the tile into an
  * online softmax (max, rescale, double sum), and threads over (dim, head) accumulate p·V. Fixed order
  * throughout: deterministic. Up to DEC_MAX_G heads, a key or value element is loaded once for all. */
-#define DEC_THREADS 128
+#define DEC_THREADS 128 /* the block, and the keys in a tile */
+static_assert(DEC_THREADS % 32 == 0 && DEC_THREADS % 4 == 0, "decode_kernel: whole warps, tiles in int4/float4");
 #define DEC_MAX_G 8 /* query heads per kv head whose scores one pass over a key serves (Qwen2.5: 7 at 0.5B) */
 
 /* A q·k accumulator. e^s turns a score's absolute error into the weight's relative error, and a float
@@ -72,20 +73,77 @@ template <> struct dot_acc<false> {
     }
 };
 
+/* The cache element at byte offset sl·rb of vb: a slot (≥ 0, checked) times a row's bytes in one
+ * 32×32→64-bit multiply-add, where a 64-bit index took seven instructions a key. */
+template <bool BF> __device__ __forceinline__ float ld_slot(const char *vb, int sl, uint32_t rb) {
+    const char *p = vb + (uint64_t)(uint32_t)sl * rb;
+    return BF ? bf16_to_f32(*(const uint16_t *)p) : *(const float *)p;
+}
+
+/* p·V over a tile's nk keys for thread (d, g0)'s heads g0, g0 + step, … (o[k] for head g0 + k·step),
+ * each sum over the keys in order. The values of DEC_PV_BATCH keys are read before any is used: a key at
+ * a time, each warp had one 64-byte read in flight and waited a memory latency for every key (the
+ * compiler unrolled the loop by 2), where an H100 needs ~12 KB in flight per SM for its bandwidth. The
+ * cache's dtype is a template argument, so no branch sits between the reads of a batch. */
+#define DEC_PV_BATCH 16 /* a multiple of 4: slots and weights are read as int4 and float4 */
+template <bool BF>
+__device__ __forceinline__ void pv_tile(float (&o)[DEC_MAX_G], const void *vc, const int *slot, const float *sc,
+                                        int nk, int64_t row, int64_t off, int g0, int step, int G, int TK) {
+    const uint32_t esz = BF ? 2 : 4, rb = (uint32_t)row * esz; /* row: KVH × D elements */
+    const char *vb = (const char *)vc + off * esz;
+    int jj = 0;
+    for (; jj + DEC_PV_BATCH <= nk; jj += DEC_PV_BATCH) {
+        float v[DEC_PV_BATCH];
+#pragma unroll
+        for (int q = 0; q < DEC_PV_BATCH / 4; q++) {
+            const int4 sl = ((const int4 *)(slot + jj))[q]; /* jj and TK are multiples of 4 */
+            v[4 * q] = ld_slot<BF>(vb, sl.x, rb);
+            v[4 * q + 1] = ld_slot<BF>(vb, sl.y, rb);
+            v[4 * q + 2] = ld_slot<BF>(vb, sl.z, rb);
+            v[4 * q + 3] = ld_slot<BF>(vb, sl.w, rb);
+        }
+#pragma unroll
+        for (int k = 0; k < DEC_MAX_G; k++) {
+            const int g = g0 + k * step;
+            if (g < G)
+#pragma unroll
+                for (int q = 0; q < DEC_PV_BATCH / 4; q++) {
+                    const float4 p = ((const float4 *)(sc + g * TK + jj))[q];
+                    o[k] = fmaf(p.x, v[4 * q], o[k]);
+                    o[k] = fmaf(p.y, v[4 * q + 1], o[k]);
+                    o[k] = fmaf(p.z, v[4 * q + 2], o[k]);
+                    o[k] = fmaf(p.w, v[4 * q + 3], o[k]);
+                }
+        }
+    }
+    for (; jj < nk; jj++) {
+        const float v = ld_slot<BF>(vb, slot[jj], rb);
+#pragma unroll
+        for (int k = 0; k < DEC_MAX_G; k++) {
+            const int g = g0 + k * step;
+            if (g < G) o[k] = fmaf(sc[g * TK + jj], v, o[k]);
+        }
+    }
+}
+
 template <bool F64>
 __global__ void decode_kernel(const int32_t *block_table, const int32_t *seq_lens, const void *q, int qbf,
                               const void *kc, const void *vc, int cbf, void *out, int obf, int H, int KVH, int D,
                               int bs, int max_blocks, float scale, int n_blocks, serl_dev_err *err) {
-    extern __shared__ float sm[];
-    const int G = H / KVH, s = blockIdx.x, kvh = blockIdx.y, TK = blockDim.x;
+    /* sc and slot first, 16-byte aligned (as dynamic shared memory starts; TK is a multiple of 4) for the
+     * PV loop's vector reads; then the doubles. Aligned by pointer arithmetic alone, which keeps the
+     * compiler's knowledge that these are shared memory (a pointer made from an integer is generic: a
+     * slower load) */
+    extern __shared__ float4 sm[];
+    const int G = H / KVH, s = blockIdx.x, kvh = blockIdx.y, TK = DEC_THREADS;
     typedef typename dot_acc<F64>::Q QT;
-    QT *qs = (QT *)sm;                 /* [G][D] queries */
-    float *acc = (float *)(qs + G * D); /* [G][D] */
-    float *sc = acc + G * D;           /* [G][TK] scores, then weights */
-    float *mrow = sc + G * TK;         /* [G] */
-    float *alpha = mrow + G;           /* [G] */
-    double *lrow = (double *)(((uintptr_t)(alpha + G) + 7) & ~(uintptr_t)7); /* [G] */
-    int *slot = (int *)(lrow + G);     /* [TK] */
+    float *sc = (float *)sm;              /* [G][TK] scores, then weights */
+    int *slot = (int *)(sc + G * TK);     /* [TK] */
+    double *lrow = (double *)(slot + TK); /* [G] */
+    QT *qs = (QT *)(lrow + G);            /* [G][D] queries */
+    float *acc = (float *)(qs + G * D);   /* [G][D] */
+    float *mrow = acc + G * D;            /* [G] */
+    float *alpha = mrow + G;              /* [G] */
     const int L = seq_lens[s];
     const int64_t row = (int64_t)KVH * D;
     {
@@ -201,14 +259,8 @@ __global__ void decode_kernel(const int32_t *block_table, const int32_t *seq_len
                 const int g = g0 + k * step;
                 if (g < G) o[k] = acc[g * D + d] * alpha[g];
             }
-            for (int jj = 0; jj < nk; jj++) {
-                const float v = ld(vc, cbf, (int64_t)slot[jj] * row + (int64_t)kvh * D + d);
-#pragma unroll
-                for (int k = 0; k < DEC_MAX_G; k++) {
-                    const int g = g0 + k * step;
-                    if (g < G) o[k] = fmaf(sc[g * TK + jj], v, o[k]);
-                }
-            }
+            if (cbf) pv_tile<true>(o, vc, slot, sc, nk, row, (int64_t)kvh * D + d, g0, step, G, TK);
+            else pv_tile<false>(o, vc, slot, sc, nk, row, (int64_t)kvh * D + d, g0, step, G, TK);
 #pragma unroll
             for (int k = 0; k < DEC_MAX_G; k++) {
                 const int g = g0 + k * step;
@@ -235,7 +287,9 @@ extern "C" SERL_API int32_t serl_decode_attention(void *ctxp, const serl_decode_
     SERL_CHECK(serl_check_decode_attention(ctx, a));
     const int G = a->n_heads / a->n_kv_heads, D = a->head_dim, TK = DEC_THREADS;
     const size_t qsz = ctx->fast_fp64 ? sizeof(double) : sizeof(float); /* dot_acc's query element */
-    size_t shm = qsz * (size_t)(G * D) + sizeof(float) * (size_t)(G * D + G * TK + 2 * G + 2) + sizeof(double) * G + sizeof(int) * TK;
+    /* decode_kernel's layout: sc, slot, lrow, qs, acc, mrow, alpha */
+    size_t shm = sizeof(float) * (size_t)(G * TK) + sizeof(int) * TK + sizeof(double) * G + qsz * (size_t)(G * D) +
+                 sizeof(float) * (size_t)(G * D + 2 * G);
     SERL_REQUIRE(shm <= 200 * 1024, "decode_attention: %d query heads per kv head × head_dim %d need %zu bytes of shared memory",
                  G, D, shm);
     const dim3 grid(a->n_seqs, a->n_kv_heads);
