@@ -25,7 +25,8 @@
 #   decode16     decoding, 16 prompts × 16 samples (they share the prompt's KV blocks), as decode256
 #   compile1.5B  torch.compile on the 1.5B shape (the dearest)
 #   ops          the memory-bound ops (log-softmax over the head, SwiGLU, RMSNorm, RoPE, AdamW …) at the
-#                0.5B training shapes, and sampling 256 rows with and without top-p, as GB/s (kernels'
+#                0.5B training shapes, and sampling 256 rows with and without top-p and decode attention
+#                over 256 sequences of 320 cached tokens (decode256's last step), as GB/s (kernels'
 #                BenchmarkCUDAOps; CUDA only)
 #   attention    the attention kernels' forward and backward at the 0.5B and 1.5B training shapes as
 #                TFLOP/s, on tensor cores (the default) and on CUDA cores (SERL_CUDA_ATTN=cores) (kernels'

@@ -309,6 +309,16 @@ func benchDeviceOp(b *testing.B, d *Device, name string, per float64, unit strin
 	})
 }
 
+// benchAlloc: a benchmark's tensors, zeroed, freed when it ends.
+func benchAlloc(b *testing.B, d *Device) func(DType, ...int) Tensor {
+	return func(dt DType, dims ...int) Tensor {
+		x := d.MustAlloc(dt, dims...)
+		b.Cleanup(func() { d.Free(x) })
+		require.NoError(b, d.Zero(x))
+		return x
+	}
+}
+
 // BenchmarkCUDAAttention measures the bf16 attention forward and backward at the training shapes of
 // Qwen2.5-0.5B (16 sequences of 1,024 tokens, 14/2 heads of 64) and 1.5B (8 of 1,024, 12/2 heads of
 // 128), as TFLOP/s of the causal products: the forward's two, 4·pairs·heads·head_dim, and the
@@ -323,12 +333,7 @@ func BenchmarkCUDAAttention(b *testing.B) {
 		seqs, n, h, kvh, dim int
 	}{{"0.5B", 16, 1024, 14, 2, 64}, {"1.5B", 8, 1024, 12, 2, 128}} {
 		T := c.seqs * c.n
-		alloc := func(dt DType, dims ...int) Tensor {
-			x := d.MustAlloc(dt, dims...)
-			b.Cleanup(func() { d.Free(x) })
-			require.NoError(b, d.Zero(x))
-			return x
-		}
+		alloc := benchAlloc(b, d)
 		q, k, v, out, lse := alloc(BF16, T, c.h, c.dim), alloc(BF16, T, c.kvh, c.dim), alloc(BF16, T, c.kvh, c.dim), alloc(BF16, T, c.h, c.dim), alloc(F32, T, c.h)
 		dout, dq, dk, dv := alloc(BF16, T, c.h, c.dim), alloc(BF16, T, c.h, c.dim), alloc(BF16, T, c.kvh, c.dim), alloc(BF16, T, c.kvh, c.dim)
 		cu := alloc(I32, c.seqs+1)
@@ -349,20 +354,39 @@ func BenchmarkCUDAAttention(b *testing.B) {
 	}
 }
 
+// benchDecodeAttention runs decode attention as a decode step of Qwen2.5-0.5B meets it (14/2 heads of
+// 64): seqs sequences of ctx cached tokens in a bf16 cache of 16-token blocks, each sequence's blocks
+// spread over the cache as concurrent generation leaves them. Bytes: the keys and values read.
+func benchDecodeAttention(b *testing.B, d *Device, seqs, ctx int, run func(string, float64, func() error)) {
+	const nh, kvh, dim, bs = 14, 2, 64, 16
+	mb := (ctx + bs - 1) / bs
+	alloc := benchAlloc(b, d)
+	kc, vc := alloc(BF16, seqs*mb, bs, kvh, dim), alloc(BF16, seqs*mb, bs, kvh, dim)
+	q, out := alloc(BF16, seqs, nh, dim), alloc(BF16, seqs, nh, dim)
+	table, lens := alloc(I32, seqs, mb), alloc(I32, seqs)
+	tb, ls := make([]int32, seqs*mb), make([]int32, seqs)
+	for s := range seqs {
+		for j := range mb {
+			tb[s*mb+j] = int32(j*seqs + s)
+		}
+		ls[s] = int32(ctx)
+	}
+	require.NoError(b, Upload(table, tb))
+	require.NoError(b, Upload(lens, ls))
+	run(fmt.Sprintf("decode_attention/%dx%d", seqs, ctx), float64(2*seqs*ctx*kvh*dim*2), func() error {
+		return d.DecodeAttention(out, q, KVCache{K: kc, V: vc}, table, lens, 0.125)
+	})
+}
+
 // BenchmarkCUDAOps measures the memory-bound ops at Qwen2.5-0.5B's training shapes (16 × 1024 tokens,
 // hidden 896, intermediate 4864, 14/2 heads of 64, one 883-token chunk of the 151,936-token head) in
-// bf16, and the sampling of a 256-sequence decode step, as GB/s of the bytes each op must move (the
+// bf16, and the sampling and decode attention of a 256-sequence decode step, as GB/s of the bytes each op must move (the
 // H200 moves ~4.3 TB/s device to device). The inputs are zeros where the ops' time does not depend on
 // the values (the sampler's logits are random). Skipped where no GPU answers.
 func BenchmarkCUDAOps(b *testing.B) {
 	d := cudaDevice(b)
 	const T, H, I, V, C = 16384, 896, 4864, 151936, 883
-	alloc := func(dt DType, dims ...int) Tensor {
-		x := d.MustAlloc(dt, dims...)
-		b.Cleanup(func() { d.Free(x) })
-		require.NoError(b, d.Zero(x))
-		return x
-	}
+	alloc := benchAlloc(b, d)
 	run := func(name string, bytes float64, op func() error) { benchDeviceOp(b, d, name, bytes/1e9, "GB/s", op) }
 	logits, tg, lse, logp, coef := alloc(BF16, C, V), alloc(I32, C), alloc(F32, C), alloc(F32, C), alloc(F32, C)
 	run("logprob_fwd", 2*C*V, func() error { return d.LogProbFwd(logp, Tensor{}, lse, logits, tg, 1, true) })
@@ -426,6 +450,7 @@ func BenchmarkCUDAOps(b *testing.B) {
 			Tokens: alloc(I32, R)}
 		run(c.name, 4*R*V, func() error { return d.Sample(sp) })
 	}
+	benchDecodeAttention(b, d, 256, 320, run)
 	const P = 494_032_768 // Qwen2.5-0.5B's parameters
 	p, g, m, v, pb := alloc(F32, P), alloc(F32, P), alloc(F32, P), alloc(F32, P), alloc(BF16, P)
 	run("adamw", 30*P, func() error {
