@@ -145,12 +145,24 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
         }
     const bool penalise = hist && pen != 0 && hist_len[r] > 0;
     const bool ban = n_ban > 0 && (!ban_rows || ban_rows[r]);
+    const int k = top_k[r];
+    const float p = top_p[r];
+    const bool use_k = k > 0 && k < V, use_p = p < 1.0f;
+    /* A row that samples from the whole distribution as the logits give it (a rollout's) never stores z:
+     * each pass computes it from the logits, the same value, so a pass reads 2 or 4 bytes a token instead
+     * of writing and then reading 4, and the masses below skip the truncation's key test. */
+    const bool direct = !greedy && !penalise && !ban && !use_k && !use_p;
+    auto zof = [=](int j) {
+        const float x = ld(logits, bf, off + j);
+        return greedy || T == 1.0f ? x : __fdiv_rn(x, T);
+    };
 
     /* 1–2. z = (x − penalty·seen) / T, banned → −inf (division, not a reciprocal, as the CPU) */
-    for (int j = threadIdx.x; j < V; j += blockDim.x) {
-        const float x = ld(logits, bf, off + j);
-        z[j] = greedy || T == 1.0f ? x : __fdiv_rn(x, T);
-    }
+    float mx = -INFINITY;
+    if (direct)
+        for (int j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, zof(j));
+    else
+        for (int j = threadIdx.x; j < V; j += blockDim.x) z[j] = zof(j);
     __syncthreads();
     if (penalise) {
         const int32_t *h = hist + (int64_t)r * ld_hist;
@@ -171,8 +183,8 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
         }
         __syncthreads();
     }
-    float mx = -INFINITY;
-    for (int j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, z[j]);
+    if (!direct)
+        for (int j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, z[j]);
     const float m = block_max(mx, S.fred);
     if (!(m > -INFINITY) || isinf(m)) {
         if (threadIdx.x == 0) {
@@ -194,7 +206,7 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
         Ssum = block_sum(Ssum, S.dred);
     } else {
         for (int j = threadIdx.x; j < V; j += blockDim.x) {
-            const float e = serl_expf(__fsub_rn(z[j], m));
+            const float e = serl_expf(__fsub_rn(direct ? zof(j) : z[j], m));
             w[j] = e;
             Ssum += e;
         }
@@ -202,10 +214,7 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
         int lg = 0;
         while ((1ull << lg) < (u64)V) lg++;
         const u64 fxs = 1ull << (62 - lg); /* V · 2^F ≤ 2^62 */
-        const int k = top_k[r];
-        const float p = top_p[r];
-        const bool use_k = k > 0 && k < V, use_p = p < 1.0f;
-        u64 keymin = 0; /* kept ⟺ key ≥ keymin */
+        u64 keymin = 0; /* kept ⟺ key ≥ keymin; every token when 0 (z unread) */
         if (use_k) {
             if (threadIdx.x == 0) S.prefix = 0, S.mask = 0, S.remaining = k;
             for (int shift = 56; shift >= 0; shift -= 8) {
@@ -263,7 +272,7 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
         const int c0 = wid * chunk, c1 = min(V, c0 + chunk);
         u64 mine = 0;
         for (int j = c0 + lane; j < c1; j += 32)
-            if (key_of(z[j], j) >= keymin) mine += __double2ull_rn((double)w[j] * (double)fxs);
+            if (keymin == 0 || key_of(z[j], j) >= keymin) mine += __double2ull_rn((double)w[j] * (double)fxs);
         mine = warp_sum(mine);
         __syncthreads(); /* S.ured was last read by the block sums above */
         if (lane == 0) S.ured[wid] = mine;
@@ -281,7 +290,7 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
             for (int t0 = c0; t0 < c1; t0 += 32) {
                 const int j = t0 + lane;
                 u64 f = 0;
-                if (j < c1 && key_of(z[j], j) >= keymin) f = __double2ull_rn((double)w[j] * (double)fxs);
+                if (j < c1 && (keymin == 0 || key_of(z[j], j) >= keymin)) f = __double2ull_rn((double)w[j] * (double)fxs);
                 u64 incl = f;
                 for (int o = 1; o < 32; o <<= 1) {
                     const u64 y = __shfl_up_sync(0xFFFFFFFFu, incl, o);
@@ -301,14 +310,15 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
             __syncthreads(); /* S.ired is block_max_int's scratch */
             int lastj = -1;
             for (int j = threadIdx.x; j < V; j += blockDim.x)
-                if (key_of(z[j], j) >= keymin && __double2ull_rn((double)w[j] * (double)fxs) > 0) lastj = max(lastj, j);
+                if ((keymin == 0 || key_of(z[j], j) >= keymin) && __double2ull_rn((double)w[j] * (double)fxs) > 0)
+                    lastj = max(lastj, j);
             tok = block_max_int(lastj, S.ired);
             if (tok < 0) tok = 0;
         }
     }
     if (threadIdx.x == 0) {
         tokens[r] = tok;
-        if (logp) logp[r] = (float)((double)z[tok] - (double)m - log(Ssum));
+        if (logp) logp[r] = (float)((double)(direct ? zof(tok) : z[tok]) - (double)m - log(Ssum));
     }
 }
 
