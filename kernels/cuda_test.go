@@ -380,9 +380,9 @@ func benchDecodeAttention(b *testing.B, d *Device, seqs, ctx int, run func(strin
 
 // BenchmarkCUDAOps measures the memory-bound ops at Qwen2.5-0.5B's training shapes (16 × 1024 tokens,
 // hidden 896, intermediate 4864, 14/2 heads of 64, one 883-token chunk of the 151,936-token head) in
-// bf16, and the sampling and decode attention of a 256-sequence decode step, as GB/s of the bytes each op must move (the
-// H200 moves ~4.3 TB/s device to device). The inputs are zeros where the ops' time does not depend on
-// the values (the sampler's logits are random). Skipped where no GPU answers.
+// bf16, and the sampling and decode attention of a 256-sequence decode step, as GB/s of the bytes each
+// op must move (the H200 moves ~4.3 TB/s device to device). The inputs are zeros where the ops' time
+// does not depend on the values (the sampler's logits are random). Skipped where no GPU answers.
 func BenchmarkCUDAOps(b *testing.B) {
 	d := cudaDevice(b)
 	const T, H, I, V, C = 16384, 896, 4864, 151936, 883

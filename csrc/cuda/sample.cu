@@ -157,7 +157,8 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
         return greedy || T == 1.0f ? x : __fdiv_rn(x, T);
     };
 
-    /* 1–2. z = (x − penalty·seen) / T, banned → −inf (division, not a reciprocal, as the CPU) */
+    /* 1–2. z = (x − penalty·seen) / T, banned → −inf (division, not a reciprocal, as the CPU); a direct
+     * row takes its maximum instead */
     float mx = -INFINITY;
     if (direct)
         for (int j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, zof(j));
