@@ -101,6 +101,66 @@ __device__ void radix_hist(sample_shared &S, const float *z, const float *w, int
     __syncthreads();
 }
 
+/* The draw's split of the vocabulary: warp w owns the contiguous chunk [c0, c1), a multiple of 32 long,
+ * and its lane l the tokens c0 + l, c0 + l + 32, … of it. */
+struct warp_chunk {
+    int c0, c1;
+};
+__device__ __forceinline__ warp_chunk chunk_of_warp(int V) {
+    const int nw = blockDim.x >> 5, chunk = ((V + nw - 1) / nw + 31) & ~31, c0 = (threadIdx.x >> 5) * chunk;
+    return {c0, min(V, c0 + chunk)};
+}
+
+/* 4. Inverse CDF over kept tokens in index order: the first j whose cumulative mass (converted to double)
+ * exceeds u·WF, WF the kept mass. Sums are exact integers, so they may run in any order: each warp's
+ * chunk total (mine: this lane's part of it) comes first, the chunks adding up to WF; the first warp
+ * whose running total passes the target then walks its chunk 32 tokens a step with shuffles only, no
+ * block barrier a step. mass(j): token j's fixed-point mass, 0 where not kept. */
+template <class Mass> __device__ int draw(sample_shared &S, int V, u64 mine, double u, Mass mass) {
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const warp_chunk ch = chunk_of_warp(V);
+    mine = warp_sum(mine);
+    __syncthreads(); /* S.ured and S.ired were last read by block sums before */
+    if (lane == 0) S.ured[wid] = mine;
+    if (threadIdx.x == 0) S.ired[0] = INT_MAX;
+    __syncthreads();
+    u64 before = 0, WF = 0;
+    for (int i = 0; i < nw; i++) {
+        if (i == wid) before = WF;
+        WF += S.ured[i];
+    }
+    const double target = u * (double)WF;
+    if ((double)(before + S.ured[wid]) > target && !((double)before > target)) {
+        /* this warp holds the crossing: the totals are non-decreasing, so one warp does (the atomicMin
+         * below would keep the first token even if several searched) */
+        for (int t0 = ch.c0; t0 < ch.c1; t0 += 32) {
+            const int j = t0 + lane;
+            u64 incl = j < ch.c1 ? mass(j) : 0;
+            for (int o = 1; o < 32; o <<= 1) {
+                const u64 y = __shfl_up_sync(0xFFFFFFFFu, incl, o);
+                if (lane >= o) incl += y;
+            }
+            const unsigned hit = __ballot_sync(0xFFFFFFFFu, (double)(before + incl) > target);
+            if (hit) {
+                if (lane == 0) atomicMin(&S.ired[0], t0 + __ffs(hit) - 1);
+                break;
+            }
+            before += __shfl_sync(0xFFFFFFFFu, incl, 31);
+        }
+    }
+    __syncthreads();
+    int tok = S.ired[0];
+    if (tok == INT_MAX) { /* u·WF rounded up to WF: the last kept token with mass */
+        __syncthreads(); /* S.ired is block_max_int's scratch */
+        int lastj = -1;
+        for (int j = threadIdx.x; j < V; j += blockDim.x)
+            if (mass(j) > 0) lastj = max(lastj, j);
+        tok = block_max_int(lastj, S.ired);
+        if (tok < 0) tok = 0;
+    }
+    return tok;
+}
+
 __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *logits, int bf, int64_t ldr, int V, const float *temperature,
                               const int32_t *top_k, const float *top_p, const float *presence_penalty,
                               const int32_t *hist, const int32_t *hist_len, int ld_hist, const int32_t *ban_ids,
@@ -148,9 +208,10 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
     const int k = top_k[r];
     const float p = top_p[r];
     const bool use_k = k > 0 && k < V, use_p = p < 1.0f;
-    /* A row that samples from the whole distribution as the logits give it (a rollout's) never stores z:
-     * each pass computes it from the logits, the same value, so a pass reads 2 or 4 bytes a token instead
-     * of writing and then reading 4, and the masses below skip the truncation's key test. */
+    /* A row that samples from the whole distribution as the logits give it (a rollout's) stores neither z
+     * nor the weights: after the maximum, one pass over the logits takes the weights' sum and the draw's
+     * chunk masses (the same values: the tokens keep their bits), where the other rows write z, read it
+     * for the maximum, write w and read both again. Per row of f32 logits 1.2 MB rather than 4.2. */
     const bool direct = !greedy && !penalise && !ban && !use_k && !use_p;
     auto zof = [=](int j) {
         const float x = ld(logits, bf, off + j);
@@ -206,115 +267,81 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
         tok = block_min_int(first, S.ired);
         Ssum = block_sum(Ssum, S.dred);
     } else {
-        for (int j = threadIdx.x; j < V; j += blockDim.x) {
-            const float e = serl_expf(__fsub_rn(direct ? zof(j) : z[j], m));
-            w[j] = e;
-            Ssum += e;
-        }
-        Ssum = block_sum(Ssum, S.dred); /* its __syncthreads also publishes w */
         int lg = 0;
         while ((1ull << lg) < (u64)V) lg++;
         const u64 fxs = 1ull << (62 - lg); /* V · 2^F ≤ 2^62 */
-        u64 keymin = 0; /* kept ⟺ key ≥ keymin; every token when 0 (z unread) */
-        if (use_k) {
-            if (threadIdx.x == 0) S.prefix = 0, S.mask = 0, S.remaining = k;
-            for (int shift = 56; shift >= 0; shift -= 8) {
-                __syncthreads();
-                radix_hist(S, z, NULL, V, shift, 0, fxs);
-                if (threadIdx.x == 0) {
-                    long long rem = S.remaining;
-                    int d = 255;
-                    for (; d > 0 && S.cnt[d] < rem; d--) rem -= S.cnt[d];
-                    S.remaining = rem;
-                    S.prefix |= (u64)d << shift;
-                    S.mask |= (u64)0xFF << shift;
-                }
+        auto fixed = [fxs](float e) { return __double2ull_rn((double)e * (double)fxs); };
+        const double u = philox_uniform(seeds[r], seq_ids[r], (uint32_t)steps[r]);
+        if (direct) {
+            const warp_chunk ch = chunk_of_warp(V);
+            u64 mine = 0;
+            for (int j = ch.c0 + (threadIdx.x & 31); j < ch.c1; j += 32) {
+                const float e = serl_expf(__fsub_rn(zof(j), m));
+                Ssum += e;
+                mine += fixed(e);
             }
-            __syncthreads();
-            keymin = S.prefix;
-        }
-        if (use_p) {
-            u64 part = 0; /* the mass top-k kept, whose share p top-p keeps */
-            for (int j = threadIdx.x; j < V; j += blockDim.x)
-                if (key_of(z[j], j) >= keymin) part += __double2ull_rn((double)w[j] * (double)fxs);
-            const double target = (double)p * (double)block_sum(part, S.ured);
-            if (threadIdx.x == 0) S.prefix = 0, S.mask = 0, S.base = 0;
-            for (int shift = 56; shift >= 0; shift -= 8) {
-                __syncthreads();
-                radix_hist(S, z, w, V, shift, keymin, fxs);
-                if (threadIdx.x == 0) {
-                    u64 base = S.base;
-                    int d = 255, last = -1;
-                    for (; d >= 0; d--) {
-                        if (!S.cnt[d]) continue;
-                        last = d;
-                        if ((double)(base + S.mass[d]) >= target) break;
-                        base += S.mass[d];
+            Ssum = block_sum(Ssum, S.dred);
+            tok = draw(S, V, mine, u, [&](int j) { return fixed(serl_expf(__fsub_rn(zof(j), m))); });
+        } else {
+            for (int j = threadIdx.x; j < V; j += blockDim.x) {
+                const float e = serl_expf(__fsub_rn(z[j], m));
+                w[j] = e;
+                Ssum += e;
+            }
+            Ssum = block_sum(Ssum, S.dred); /* its __syncthreads also publishes w */
+            u64 keymin = 0; /* kept ⟺ key ≥ keymin */
+            if (use_k) {
+                if (threadIdx.x == 0) S.prefix = 0, S.mask = 0, S.remaining = k;
+                for (int shift = 56; shift >= 0; shift -= 8) {
+                    __syncthreads();
+                    radix_hist(S, z, NULL, V, shift, 0, fxs);
+                    if (threadIdx.x == 0) {
+                        long long rem = S.remaining;
+                        int d = 255;
+                        for (; d > 0 && S.cnt[d] < rem; d--) rem -= S.cnt[d];
+                        S.remaining = rem;
+                        S.prefix |= (u64)d << shift;
+                        S.mask |= (u64)0xFF << shift;
                     }
-                    if (d < 0) { /* rounding kept the group's mass under the target: its lowest digit */
-                        d = last;
-                        base -= S.mass[d];
+                }
+                __syncthreads();
+                keymin = S.prefix;
+            }
+            if (use_p) {
+                u64 part = 0; /* the mass top-k kept, whose share p top-p keeps */
+                for (int j = threadIdx.x; j < V; j += blockDim.x)
+                    if (key_of(z[j], j) >= keymin) part += fixed(w[j]);
+                const double target = (double)p * (double)block_sum(part, S.ured);
+                if (threadIdx.x == 0) S.prefix = 0, S.mask = 0, S.base = 0;
+                for (int shift = 56; shift >= 0; shift -= 8) {
+                    __syncthreads();
+                    radix_hist(S, z, w, V, shift, keymin, fxs);
+                    if (threadIdx.x == 0) {
+                        u64 base = S.base;
+                        int d = 255, last = -1;
+                        for (; d >= 0; d--) {
+                            if (!S.cnt[d]) continue;
+                            last = d;
+                            if ((double)(base + S.mass[d]) >= target) break;
+                            base += S.mass[d];
+                        }
+                        if (d < 0) { /* rounding kept the group's mass under the target: its lowest digit */
+                            d = last;
+                            base -= S.mass[d];
+                        }
+                        S.base = base;
+                        S.prefix |= (u64)d << shift;
+                        S.mask |= (u64)0xFF << shift;
                     }
-                    S.base = base;
-                    S.prefix |= (u64)d << shift;
-                    S.mask |= (u64)0xFF << shift;
                 }
+                __syncthreads();
+                keymin = S.prefix;
             }
-            __syncthreads();
-            keymin = S.prefix;
-        }
-        /* 4. inverse CDF over kept tokens in index order: the first j whose cumulative mass (converted to
-         * double) exceeds u·WF, WF the kept mass. Sums are exact integers, so they may run in any order:
-         * each warp sums its own contiguous chunk of the vocabulary (the chunks add up to WF); the first
-         * warp whose running total passes the target then walks its chunk 32 tokens a step with shuffles
-         * only, no block barrier a step. */
-        const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-        const int chunk = ((V + nw - 1) / nw + 31) & ~31;
-        const int c0 = wid * chunk, c1 = min(V, c0 + chunk);
-        u64 mine = 0;
-        for (int j = c0 + lane; j < c1; j += 32)
-            if (keymin == 0 || key_of(z[j], j) >= keymin) mine += __double2ull_rn((double)w[j] * (double)fxs);
-        mine = warp_sum(mine);
-        __syncthreads(); /* S.ured was last read by the block sums above */
-        if (lane == 0) S.ured[wid] = mine;
-        if (threadIdx.x == 0) S.ired[0] = INT_MAX;
-        __syncthreads();
-        u64 before = 0, WF = 0;
-        for (int i = 0; i < nw; i++) {
-            if (i == wid) before = WF;
-            WF += S.ured[i];
-        }
-        const double target = philox_uniform(seeds[r], seq_ids[r], (uint32_t)steps[r]) * (double)WF;
-        if ((double)(before + S.ured[wid]) > target && !((double)before > target)) {
-            /* this warp holds the crossing: the totals are non-decreasing, so one warp does (the atomicMin
-             * below would keep the first token even if several searched) */
-            for (int t0 = c0; t0 < c1; t0 += 32) {
-                const int j = t0 + lane;
-                u64 f = 0;
-                if (j < c1 && (keymin == 0 || key_of(z[j], j) >= keymin)) f = __double2ull_rn((double)w[j] * (double)fxs);
-                u64 incl = f;
-                for (int o = 1; o < 32; o <<= 1) {
-                    const u64 y = __shfl_up_sync(0xFFFFFFFFu, incl, o);
-                    if (lane >= o) incl += y;
-                }
-                const unsigned hit = __ballot_sync(0xFFFFFFFFu, (double)(before + incl) > target);
-                if (hit) {
-                    if (lane == 0) atomicMin(&S.ired[0], t0 + __ffs(hit) - 1);
-                    break;
-                }
-                before += __shfl_sync(0xFFFFFFFFu, incl, 31);
-            }
-        }
-        __syncthreads();
-        tok = S.ired[0];
-        if (tok == INT_MAX) { /* u·WF rounded up to WF: the last kept token with mass */
-            __syncthreads(); /* S.ired is block_max_int's scratch */
-            int lastj = -1;
-            for (int j = threadIdx.x; j < V; j += blockDim.x)
-                if ((keymin == 0 || key_of(z[j], j) >= keymin) && __double2ull_rn((double)w[j] * (double)fxs) > 0)
-                    lastj = max(lastj, j);
-            tok = block_max_int(lastj, S.ired);
-            if (tok < 0) tok = 0;
+            auto mass = [&](int j) { return keymin == 0 || key_of(z[j], j) >= keymin ? fixed(w[j]) : 0ull; };
+            u64 mine = 0;
+            const warp_chunk ch = chunk_of_warp(V);
+            for (int j = ch.c0 + (threadIdx.x & 31); j < ch.c1; j += 32) mine += mass(j);
+            tok = draw(S, V, mine, u, mass);
         }
     }
     if (threadIdx.x == 0) {
