@@ -208,20 +208,22 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
     const int k = top_k[r];
     const float p = top_p[r];
     const bool use_k = k > 0 && k < V, use_p = p < 1.0f;
-    /* A row that samples from the whole distribution as the logits give it (a rollout's) stores neither z
-     * nor the weights: after the maximum, one pass over the logits takes the weights' sum and the draw's
-     * chunk masses (the same values: the tokens keep their bits), where the other rows write z, read it
-     * for the maximum, write w and read both again. Per row of f32 logits 1.2 MB rather than 4.2. */
-    const bool direct = !greedy && !penalise && !ban && !use_k && !use_p;
+    /* Without a penalty or a ban, z is x/T (x when greedy), computed from the logits wherever it is read,
+     * unless top-k or top-p must select on it. A direct row (a rollout's: sampled from the whole
+     * distribution) stores neither z nor the weights: after the maximum, one pass over the logits takes
+     * the weights' sum and the draw's chunk masses (the same values: the tokens keep their bits), where
+     * the other rows write z, read it for the maximum, write w and read both again: per row of f32 logits
+     * 1.2 MB rather than 4.2. A greedy row reads the logits twice (1.2 MB rather than 2.4). */
+    const bool nostore = !penalise && !ban && (greedy || (!use_k && !use_p)), direct = nostore && !greedy;
     auto zof = [=](int j) {
         const float x = ld(logits, bf, off + j);
         return greedy || T == 1.0f ? x : __fdiv_rn(x, T);
     };
 
-    /* 1–2. z = (x − penalty·seen) / T, banned → −inf (division, not a reciprocal, as the CPU); a direct
-     * row takes its maximum instead */
+    /* 1–2. z = (x − penalty·seen) / T, banned → −inf (division, not a reciprocal, as the CPU); a row that
+     * does not store z takes its maximum instead */
     float mx = -INFINITY;
-    if (direct)
+    if (nostore)
         for (int j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, zof(j));
     else
         for (int j = threadIdx.x; j < V; j += blockDim.x) z[j] = zof(j);
@@ -245,7 +247,7 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
         }
         __syncthreads();
     }
-    if (!direct)
+    if (!nostore)
         for (int j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, z[j]);
     const float m = block_max(mx, S.fred);
     if (!(m > -INFINITY) || isinf(m)) {
@@ -261,8 +263,9 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
     if (greedy) {
         int first = INT_MAX;
         for (int j = threadIdx.x; j < V; j += blockDim.x) {
-            if (z[j] == m) first = min(first, j);
-            Ssum += serl_expf(__fsub_rn(z[j], m));
+            const float zj = nostore ? zof(j) : z[j];
+            if (zj == m) first = min(first, j);
+            Ssum += serl_expf(__fsub_rn(zj, m));
         }
         tok = block_min_int(first, S.ired);
         Ssum = block_sum(Ssum, S.dred);
@@ -346,7 +349,7 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
     }
     if (threadIdx.x == 0) {
         tokens[r] = tok;
-        if (logp) logp[r] = (float)((double)(direct ? zof(tok) : z[tok]) - (double)m - log(Ssum));
+        if (logp) logp[r] = (float)((double)(nostore ? zof(tok) : z[tok]) - (double)m - log(Ssum));
     }
 }
 
