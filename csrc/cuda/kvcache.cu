@@ -38,7 +38,7 @@ extern "C" SERL_API int32_t serl_kv_append(void *ctxp, const serl_kv_append_args
  * online softmax (max, rescale, double sum), and threads over (dim, head) accumulate p·V. Fixed order
  * throughout: deterministic. Up to DEC_MAX_G heads, a key or value element is loaded once for all. */
 #define DEC_THREADS 128 /* the block, and the keys in a tile */
-static_assert(DEC_THREADS % 32 == 0 && DEC_THREADS % 4 == 0, "decode_kernel: whole warps, tiles in int4/float4");
+static_assert(DEC_THREADS % 32 == 0, "decode_kernel: whole warps (and so tiles a multiple of 4, read as int4/float4)");
 #define DEC_MAX_G 8 /* query heads per kv head whose scores one pass over a key serves (Qwen2.5: 7 at 0.5B) */
 
 /* A q·k accumulator. e^s turns a score's absolute error into the weight's relative error, and a float

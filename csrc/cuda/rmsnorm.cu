@@ -32,13 +32,15 @@ __global__ void rmsnorm_fwd_kernel(const void *x, int xbf, const float *w, void 
     for (int c = threadIdx.x; c < dim; c += blockDim.x) st(y, ybf, base + c, rms_y(ld(x, xbf, base + c), rs, w[c]));
 }
 
-/* All-bf16 rows whose width is a multiple of 8, 16-byte aligned (the model's), in 16-byte vectors of 8
- * (nv a row): element by element, a block moves 2 bytes per access and keeps too few bytes in flight
- * for the memory's bandwidth. The same arithmetic per element; Σx² grouped by vector, still in double. */
+/* the weights of vector c (8 floats) */
 __device__ __forceinline__ void load8f(const float4 *w, int c, float *v) {
     const float4 a = w[2 * c], b = w[2 * c + 1];
     v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
 }
+
+/* All-bf16 rows whose width is a multiple of 8, 16-byte aligned (the model's), in 16-byte vectors of 8
+ * (nv a row): element by element, a block moves 2 bytes per access and keeps too few bytes in flight
+ * for the memory's bandwidth. The same arithmetic per element; Σx² grouped by vector, still in double. */
 
 __global__ void __launch_bounds__(VEC_THREADS)
     rmsnorm_fwd_bf16x8(const uint4 *x, const float4 *w, uint4 *y, float *rstd, int nv, float eps) {

@@ -24,6 +24,10 @@
 #define ROWS_MIN 64
 typedef unsigned long long u64;
 
+/* A weight's mass in 64-bit fixed point (2^F = fxs): one conversion for the selection and the draw, so
+ * their integer sums agree exactly. */
+__device__ __forceinline__ u64 to_fixed(float e, u64 fxs) { return __double2ull_rn((double)e * (double)fxs); }
+
 /* Descending order of keys = (z descending, index ascending). −0 and +0 are one value to the CPU's
  * float comparisons (a tie, broken by index), so −0 takes +0's bits. */
 __device__ __forceinline__ u64 key_of(float z, int j) {
@@ -76,7 +80,7 @@ __device__ void radix_hist(sample_shared &S, const float *z, const float *w, int
             const u64 k = key_of(z[j], j);
             if (k >= lo && (k & mask) == prefix) {
                 dgt = (int)((k >> shift) & 0xFF);
-                if (w) m = __double2ull_rn((double)w[j] * (double)fxs);
+                if (w) m = to_fixed(w[j], fxs);
             }
         }
         unsigned left = __ballot_sync(0xFFFFFFFFu, dgt >= 0);
@@ -273,7 +277,6 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
         int lg = 0;
         while ((1ull << lg) < (u64)V) lg++;
         const u64 fxs = 1ull << (62 - lg); /* V · 2^F ≤ 2^62 */
-        auto fixed = [fxs](float e) { return __double2ull_rn((double)e * (double)fxs); };
         const double u = philox_uniform(seeds[r], seq_ids[r], (uint32_t)steps[r]);
         if (direct) {
             const warp_chunk ch = chunk_of_warp(V);
@@ -281,10 +284,10 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
             for (int j = ch.c0 + (threadIdx.x & 31); j < ch.c1; j += 32) {
                 const float e = serl_expf(__fsub_rn(zof(j), m));
                 Ssum += e;
-                mine += fixed(e);
+                mine += to_fixed(e, fxs);
             }
             Ssum = block_sum(Ssum, S.dred);
-            tok = draw(S, V, mine, u, [&](int j) { return fixed(serl_expf(__fsub_rn(zof(j), m))); });
+            tok = draw(S, V, mine, u, [&](int j) { return to_fixed(serl_expf(__fsub_rn(zof(j), m)), fxs); });
         } else {
             for (int j = threadIdx.x; j < V; j += blockDim.x) {
                 const float e = serl_expf(__fsub_rn(z[j], m));
@@ -313,7 +316,7 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
             if (use_p) {
                 u64 part = 0; /* the mass top-k kept, whose share p top-p keeps */
                 for (int j = threadIdx.x; j < V; j += blockDim.x)
-                    if (key_of(z[j], j) >= keymin) part += fixed(w[j]);
+                    if (key_of(z[j], j) >= keymin) part += to_fixed(w[j], fxs);
                 const double target = (double)p * (double)block_sum(part, S.ured);
                 if (threadIdx.x == 0) S.prefix = 0, S.mask = 0, S.base = 0;
                 for (int shift = 56; shift >= 0; shift -= 8) {
@@ -340,7 +343,7 @@ __global__ void __launch_bounds__(THREADS, 1) sample_kernel(int r0, const void *
                 __syncthreads();
                 keymin = S.prefix;
             }
-            auto mass = [&](int j) { return keymin == 0 || key_of(z[j], j) >= keymin ? fixed(w[j]) : 0ull; };
+            auto mass = [&](int j) { return keymin == 0 || key_of(z[j], j) >= keymin ? to_fixed(w[j], fxs) : 0ull; };
             u64 mine = 0;
             const warp_chunk ch = chunk_of_warp(V);
             for (int j = ch.c0 + (threadIdx.x & 31); j < ch.c1; j += 32) mine += mass(j);
