@@ -166,6 +166,24 @@ static inline int32_t serl_check_rmsnorm_fwd(SERL_CTX *ctx, const serl_rmsnorm_f
     if (a->n == 0) return SERL_DONE;
     SERL_REQUIRE(a->x && a->w && a->y, "rmsnorm_fwd: NULL tensor (x %p, w %p, y %p)", (const void *)a->x,
                  (const void *)a->w, (void *)a->y);
+    if (!a->res) return SERL_OK;
+    SERL_REQUIRE_DTYPE("rmsnorm_fwd", "res", a->res_dtype);
+    SERL_REQUIRE_DTYPE("rmsnorm_fwd", "sum", a->sum_dtype);
+    SERL_REQUIRE(a->sum, "rmsnorm_fwd: res without sum (the residual stream x + res is stored)");
+    {
+        /* sum may be x or res itself (in place, one dtype); y is read from sum after the row's Σs², so it
+         * must not overlap any of them */
+        const uintptr_t bytes = (uintptr_t)a->n * (uintptr_t)a->dim;
+        const uintptr_t x0 = (uintptr_t)a->x, r0 = (uintptr_t)a->res, s0 = (uintptr_t)a->sum, y0 = (uintptr_t)a->y;
+        const uintptr_t x1 = x0 + bytes * serl_dtype_size(a->x_dtype), r1 = r0 + bytes * serl_dtype_size(a->res_dtype);
+        const uintptr_t s1 = s0 + bytes * serl_dtype_size(a->sum_dtype), y1 = y0 + bytes * serl_dtype_size(a->y_dtype);
+        SERL_REQUIRE(!(s0 < x1 && x0 < s1) || (s0 == x0 && a->sum_dtype == a->x_dtype),
+                     "rmsnorm_fwd: sum overlaps x (only sum = x with one dtype is allowed)");
+        SERL_REQUIRE(!(s0 < r1 && r0 < s1) || (s0 == r0 && a->sum_dtype == a->res_dtype),
+                     "rmsnorm_fwd: sum overlaps res (only sum = res with one dtype is allowed)");
+        SERL_REQUIRE(!(y0 < x1 && x0 < y1) && !(y0 < r1 && r0 < y1) && !(y0 < s1 && s0 < y1),
+                     "rmsnorm_fwd: y overlaps x, res or sum (with res, y is separate)");
+    }
     return SERL_OK;
 }
 
@@ -190,6 +208,31 @@ static inline int32_t serl_check_rope(SERL_CTX *ctx, const serl_rope_args *a) {
     SERL_REQUIRE(a->accumulate == 0 || a->accumulate == 1, "rope: accumulate = %d, want 0 or 1", a->accumulate);
     SERL_REQUIRE_DTYPE("rope", "x", a->x_dtype);
     SERL_REQUIRE_DTYPE("rope", "y", a->y_dtype);
+    return SERL_OK;
+}
+
+/* rope_append: the checks of the bias adds, rope and kv_append it stands for (those needing pos and
+ * slots' contents run where the op runs). */
+static inline int32_t serl_check_rope_append(SERL_CTX *ctx, const serl_rope_append_args *a) {
+    SERL_REQUIRE(a->n_tokens >= 0 && a->n_heads >= 1 && a->n_kv_heads >= 1 && a->head_dim >= 1,
+                 "rope_append: n_tokens = %d, n_heads = %d, n_kv_heads = %d, head_dim = %d", a->n_tokens, a->n_heads,
+                 a->n_kv_heads, a->head_dim);
+    SERL_REQUIRE(a->rot_dim > 0 && a->rot_dim % 2 == 0 && a->rot_dim <= a->head_dim,
+                 "rope_append: rot_dim = %d must be even and in [2, head_dim = %d]", a->rot_dim, a->head_dim);
+    SERL_REQUIRE(a->block_size >= 1 && a->n_blocks >= 1, "rope_append: block_size = %d, n_blocks = %d", a->block_size,
+                 a->n_blocks);
+    SERL_REQUIRE(((int64_t)a->n_heads + a->n_kv_heads) * a->head_dim <= INT32_MAX,
+                 "rope_append: (n_heads + n_kv_heads) · head_dim = %lld per token (at most %d)",
+                 ((long long)a->n_heads + a->n_kv_heads) * a->head_dim, INT32_MAX);
+    SERL_REQUIRE_DTYPE("rope_append", "q", a->q_dtype);
+    SERL_REQUIRE_DTYPE("rope_append", "k/v", a->kv_dtype);
+    SERL_REQUIRE_DTYPE("rope_append", "cache", a->cache_dtype);
+    SERL_REQUIRE(!a->bq == !a->bk && !a->bk == !a->bv, "rope_append: bq, bk and bv must be given together (bq %p, bk %p, bv %p)",
+                 a->bq, a->bk, a->bv);
+    if (a->bq) SERL_REQUIRE_DTYPE("rope_append", "bias", a->bias_dtype);
+    if (a->n_tokens == 0) return SERL_DONE;
+    SERL_REQUIRE(a->pos && a->inv_freq && a->slots && a->q && a->k && a->v && a->k_cache && a->v_cache,
+                 "rope_append: NULL tensor");
     return SERL_OK;
 }
 

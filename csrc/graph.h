@@ -16,7 +16,7 @@
     X(memset) X(copy) X(matmul) X(embedding_fwd) X(rmsnorm_fwd) X(rmsnorm_bwd) X(rope) X(kv_append)        \
     X(decode_attention) X(swiglu_fwd) X(swiglu_bwd) X(bias_add) X(bias_bwd) X(add) X(scale) X(cast)       \
     X(logprob_fwd) X(logprob_bwd) X(sample) X(group_baseline) X(grad_norm) X(adamw) X(decode_advance)    \
-    X(attention_fwd) X(attention_bwd) X(whiten) X(embedding_bwd)
+    X(attention_fwd) X(attention_bwd) X(whiten) X(embedding_bwd) X(rope_append)
 
 /* Whether args type name T ("serl_matmul_args") names an op of SERL_GRAPH_OPS. */
 static inline int serl_graph_capturable(const char *type) {

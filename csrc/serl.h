@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define SERL_ABI_VERSION 4
+#define SERL_ABI_VERSION 5
 
 #if defined(_WIN32)
 #define SERL_API __declspec(dllexport)
@@ -176,16 +176,22 @@ SERL_API int32_t serl_embedding_bwd(void *ctx, const serl_embedding_bwd_args *a)
 /* ---------------------------------------------------------------- RMSNorm */
 
 /* y[i,:] = x[i,:] · rstd[i] · w, rstd[i] = 1/sqrt(mean(x[i,:]²) + eps). rstd may be NULL (inference).
- * x and y: F32 or BF16; w and rstd: F32. */
+ * With res (a residual add fused in front, as a decoder layer's x + attn·Woᵀ then its norm): the row
+ * normalised is s = x + res, rounded to sum_dtype and stored in sum, and the norm reads the rounded s,
+ * so the result has the bits of serl_add (alpha 1) followed by serl_rmsnorm_fwd of its output.
+ * x, y, res and sum: F32 or BF16; w and rstd: F32. */
 typedef struct {
     uint32_t size;
     int32_t n, dim;
     float eps;
     int32_t x_dtype, y_dtype;
+    int32_t res_dtype, sum_dtype; /* with res */
     const void *x;      /* [n, dim] */
     const float *w;     /* [dim] */
-    void *y;            /* [n, dim]; may alias x (same dtype) */
+    void *y;            /* [n, dim]; may alias x (same dtype) without res, must not overlap x, res or sum with it */
     float *rstd;        /* [n] or NULL */
+    const void *res;    /* [n, dim] or NULL */
+    void *sum;          /* [n, dim] with res; may alias x or res (same dtype) */
 } serl_rmsnorm_fwd_args;
 SERL_API int32_t serl_rmsnorm_fwd(void *ctx, const serl_rmsnorm_fwd_args *a);
 
@@ -287,6 +293,30 @@ typedef struct {
     void *v_cache;
 } serl_kv_append_args;
 SERL_API int32_t serl_kv_append(void *ctx, const serl_kv_append_args *a);
+
+/* The attention inputs of a generation step (prefill or decode) in one op, with the bits of the ops it
+ * replaces in this order: the biases added (serl_bias_add; bq, bk and bv all given or all NULL), q and k
+ * rotated in place (serl_rope forward: pos, inv_freq, rot_dim as there), then k and v appended to the
+ * cache at slots (serl_kv_append: a negative slot skips the token). q, k and v are updated in place
+ * (prefill attends over them). One kernel on a GPU, where the six ops were six launches a layer.
+ * q (q_dtype), k and v (kv_dtype), the biases (bias_dtype) and the cache (cache_dtype): F32 or BF16. */
+typedef struct {
+    uint32_t size;
+    int32_t n_tokens, n_heads, n_kv_heads, head_dim, rot_dim, block_size, n_blocks;
+    int32_t q_dtype, kv_dtype, bias_dtype, cache_dtype;
+    const int32_t *pos;     /* [n_tokens] */
+    const float *inv_freq;  /* [rot_dim/2] */
+    const int32_t *slots;   /* [n_tokens] */
+    void *q;                /* [n_tokens, n_heads, head_dim] */
+    void *k;                /* [n_tokens, n_kv_heads, head_dim] */
+    void *v;
+    const void *bq;         /* [n_heads·head_dim] or NULL */
+    const void *bk;         /* [n_kv_heads·head_dim] or NULL */
+    const void *bv;
+    void *k_cache;          /* [n_blocks, block_size, n_kv_heads, head_dim] */
+    void *v_cache;
+} serl_rope_append_args;
+SERL_API int32_t serl_rope_append(void *ctx, const serl_rope_append_args *a);
 
 /* One query token per sequence against its cached keys/values (the new token's own K/V must already be
  * appended). Sequence s has seq_lens[s] cached tokens, held in blocks block_table[s·max_blocks + j].

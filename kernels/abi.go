@@ -60,12 +60,14 @@ type embeddingBwdArgs struct {
 }
 
 type rmsnormFwdArgs struct {
-	size     uint32  `c:"size"`
-	n, dim   int32   `c:"n,dim"`
-	eps      float32 `c:"eps"`
-	xDT, yDT DType   `c:"x_dtype,y_dtype"`
-	x, w, y  uintptr `c:"x,w,y"`
-	rstd     uintptr `c:"rstd"`
+	size         uint32  `c:"size"`
+	n, dim       int32   `c:"n,dim"`
+	eps          float32 `c:"eps"`
+	xDT, yDT     DType   `c:"x_dtype,y_dtype"`
+	resDT, sumDT DType   `c:"res_dtype,sum_dtype"`
+	x, w, y      uintptr `c:"x,w,y"`
+	rstd         uintptr `c:"rstd"`
+	res, sum     uintptr `c:"res,sum"`
 }
 
 type rmsnormBwdArgs struct {
@@ -110,6 +112,16 @@ type kvAppendArgs struct {
 	nTokens, nKVHeads, headDim, blockSize, nBlocks int32   `c:"n_tokens,n_kv_heads,head_dim,block_size,n_blocks"`
 	kvDT, cacheDT                                  DType   `c:"kv_dtype,cache_dtype"`
 	slots, k, v, kCache, vCache                    uintptr `c:"slots,k,v,k_cache,v_cache"`
+}
+
+type ropeAppendArgs struct {
+	size                                                           uint32  `c:"size"`
+	nTokens, nHeads, nKVHeads, headDim, rotDim, blockSize, nBlocks int32   `c:"n_tokens,n_heads,n_kv_heads,head_dim,rot_dim,block_size,n_blocks"`
+	qDT, kvDT, biasDT, cacheDT                                     DType   `c:"q_dtype,kv_dtype,bias_dtype,cache_dtype"`
+	pos, invFreq, slots                                            uintptr `c:"pos,inv_freq,slots"`
+	q, k, v                                                        uintptr `c:"q,k,v"`
+	bq, bk, bv                                                     uintptr `c:"bq,bk,bv"`
+	kCache, vCache                                                 uintptr `c:"k_cache,v_cache"`
 }
 
 type decodeAttentionArgs struct {
@@ -330,6 +342,7 @@ var abiStructs = map[string]any{
 	"serl_attention_fwd_args":    attentionFwdArgs{},
 	"serl_attention_bwd_args":    attentionBwdArgs{},
 	"serl_kv_append_args":        kvAppendArgs{},
+	"serl_rope_append_args":      ropeAppendArgs{},
 	"serl_decode_attention_args": decodeAttentionArgs{},
 	"serl_swiglu_fwd_args":       swigluFwdArgs{},
 	"serl_swiglu_bwd_args":       swigluBwdArgs{},

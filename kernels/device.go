@@ -59,6 +59,7 @@ const (
 	opKLReturns
 	opPPOCoef
 	opDecodeAdvance
+	opRoPEAppend
 	numOps
 )
 
@@ -68,7 +69,7 @@ var opNames = [numOps]string{
 	"bias_add", "bias_bwd", "add", "scale", "cast", "logprob_fwd", "logprob_bwd", "sample", "whiten",
 	"group_baseline", "grad_norm", "adamw", "nccl_unique_id", "nccl_init", "nccl_all_reduce",
 	"nccl_broadcast", "nccl_poll", "nccl_free",
-	"gather_actions", "kl_returns", "ppo_coef", "decode_advance",
+	"gather_actions", "kl_returns", "ppo_coef", "decode_advance", "rope_append",
 }
 
 func (o opID) String() string { return opNames[o] }

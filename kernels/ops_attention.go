@@ -172,6 +172,72 @@ func (d *Device) KVAppend(c KVCache, k, v, slots Tensor) error {
 	return d.run(opKVAppend, 0, 2*float64((k.dtype.Size()+c.K.dtype.Size())*t*kvh*dim)+4*float64(t))
 }
 
+// RoPEAppend is a generation step's attention inputs in one op: the biases added (all three or none),
+// q and k rotated in place (RoPE forward, as RoPE with rotDim), then k and v appended to the cache at
+// their slots (as KVAppend; a negative slot skips the token). The bits are those of BiasAdd, RoPE and
+// KVAppend in that order; q, k and v hold their results too (prefill attends over them). On a GPU it is
+// one kernel where the six ops were six launches.
+type RoPEAppend struct {
+	Q          Tensor // [T, H, D], F32 or BF16
+	K, V       Tensor // [T, KVH, D], F32 or BF16 (both the same)
+	BQ, BK, BV Tensor // optional [H·D], [KVH·D], [KVH·D], one dtype
+	Pos        Tensor // I32 [T]
+	InvFreq    Tensor // F32 [RotDim/2]
+	RotDim     int
+	Cache      KVCache
+	Slots      Tensor // I32 [T]
+}
+
+// RoPEAppend runs a RoPEAppend; see the type.
+func (d *Device) RoPEAppend(p RoPEAppend) error {
+	const op = "rope_append"
+	nb, bs, kvh, dim, err := cacheDims(op, p.Cache)
+	if err != nil {
+		return err
+	}
+	if p.Q.Rank() != 3 || p.Q.Dim(2) != dim {
+		return opErr(op, "q %s must be [T, H, %d]", p.Q, dim)
+	}
+	t, h := p.Q.Dim(0), p.Q.Dim(1)
+	if p.RotDim <= 0 || p.RotDim%2 != 0 || p.RotDim > dim {
+		return opErr(op, "RotDim = %d must be even and in [2, head_dim = %d]", p.RotDim, dim)
+	}
+	if err := firstErr(d.checkFloat(op, "cache K", p.Cache.K, 1), d.checkFloat(op, "cache V", p.Cache.V, 1),
+		d.checkFloat(op, "k", p.K, t*kvh*dim), d.check(op, "v", p.V, p.K.dtype, t*kvh*dim),
+		d.check(op, "pos", p.Pos, I32, t), d.check(op, "slots", p.Slots, I32, t),
+		d.check(op, "invFreq", p.InvFreq, F32, p.RotDim/2)); err != nil {
+		return err
+	}
+	if (h+kvh)*dim > maxI32 {
+		return opErr(op, "q %s and k %s: (H + KVH)·D exceeds the int32 range", p.Q, p.K)
+	}
+	biased := p.BQ.Valid()
+	if biased != p.BK.Valid() || biased != p.BV.Valid() {
+		return opErr(op, "biases BQ %s, BK %s and BV %s: all three or none", p.BQ, p.BK, p.BV)
+	}
+	if biased {
+		if err := firstErr(d.checkFloat(op, "BQ", p.BQ, h*dim), d.check(op, "BK", p.BK, p.BQ.dtype, kvh*dim),
+			d.check(op, "BV", p.BV, p.BQ.dtype, kvh*dim)); err != nil {
+			return err
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := args[ropeAppendArgs](d)
+	a.nTokens, a.nHeads, a.nKVHeads, a.headDim, a.rotDim = int32(t), int32(h), int32(kvh), int32(dim), int32(p.RotDim)
+	a.blockSize, a.nBlocks = int32(bs), int32(nb)
+	a.qDT, a.kvDT, a.biasDT, a.cacheDT = p.Q.dtype, p.K.dtype, p.BQ.dtype, p.Cache.K.dtype
+	a.pos, a.invFreq, a.slots = p.Pos.addr(), p.InvFreq.addr(), p.Slots.addr()
+	a.q, a.k, a.v, a.bq, a.bk, a.bv = p.Q.addr(), p.K.addr(), p.V.addr(), p.BQ.addr(), p.BK.addr(), p.BV.addr()
+	a.kCache, a.vCache = p.Cache.K.addr(), p.Cache.V.addr()
+	qe, kve := float64(t*h*dim), float64(t*kvh*dim)
+	bytes := 2*float64(p.Q.dtype.Size())*qe + 4*float64(p.K.dtype.Size())*kve + 2*float64(p.Cache.K.dtype.Size())*kve + 8*float64(t)
+	if biased {
+		bytes += float64(p.BQ.dtype.Size()) * float64((h+2*kvh)*dim)
+	}
+	return d.run(opRoPEAppend, 3*(qe+kve)+qe+2*kve, bytes)
+}
+
 // DecodeAttention attends one query token per sequence to its cached tokens (the token's own K/V
 // already appended).
 //

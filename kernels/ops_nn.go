@@ -71,6 +71,26 @@ const maxI32 = 1<<31 - 1
 //
 // y may alias x (with the same dtype).
 func (d *Device) RMSNormFwd(y, rstd, x, w Tensor, eps float32) error {
+	return d.rmsnormFwd(y, rstd, x, Tensor{}, Tensor{}, w, eps)
+}
+
+// AddRMSNormFwd is a residual add and the RMSNorm after it in one op, as a decoder layer has them
+// (x + attn·Woᵀ, then the MLP's norm; a layer's output, then the next layer's norm): sum = x + res,
+// rounded to sum's dtype, and y = RMSNormFwd of that sum — the bits of Add (alpha 1) then RMSNormFwd,
+// with one pass over the rows where they took two.
+//
+//	x, res, sum, y: [N, D] (F32 or BF16 each)   w: F32 [D]   rstd: F32 [N] or the zero Tensor
+//
+// sum may alias x or res (with the same dtype; the residual stream updated in place); y is separate.
+func (d *Device) AddRMSNormFwd(sum, y, rstd, x, res, w Tensor, eps float32) error {
+	const op = "rmsnorm_fwd"
+	if !sum.Valid() || !res.Valid() {
+		return opErr(op, "a residual add needs res %s and sum %s", res, sum)
+	}
+	return d.rmsnormFwd(y, rstd, x, res, sum, w, eps)
+}
+
+func (d *Device) rmsnormFwd(y, rstd, x, res, sum, w Tensor, eps float32) error {
 	const op = "rmsnorm_fwd"
 	rows, dim, err := d.rmsnormShape(op, x, w)
 	if err != nil {
@@ -85,14 +105,32 @@ func (d *Device) RMSNormFwd(y, rstd, x, w Tensor, eps float32) error {
 	if !(eps >= 0) || math.IsInf(float64(eps), 1) {
 		return opErr(op, "eps = %g", eps)
 	}
+	if res.Valid() {
+		n := x.Len()
+		if err := firstErr(d.checkFloat(op, "res", res, n), d.checkFloat(op, "sum", sum, n),
+			checkAlias(op, "sum", sum, "x", x), checkAlias(op, "sum", sum, "res", res)); err != nil {
+			return err
+		}
+		for _, in := range []Tensor{x, res, sum} {
+			if y.addr() == in.addr() {
+				return opErr(op, "y %s aliases an input or sum of the residual add: it must be separate", y)
+			}
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	a := args[rmsnormFwdArgs](d)
 	a.n, a.dim, a.eps = int32(rows), int32(dim), eps
 	a.x, a.w, a.y, a.rstd = x.addr(), w.addr(), y.addr(), rstd.addr()
 	a.xDT, a.yDT = x.dtype, y.dtype
+	a.res, a.sum = res.addr(), sum.addr()
 	n := float64(x.Len())
-	return d.run(opRMSNormFwd, 4*n, float64(x.dtype.Size()+y.dtype.Size())*n+4*float64(dim+rows))
+	flops, bytes := 4*n, float64(x.dtype.Size()+y.dtype.Size())*n+4*float64(dim+rows)
+	if res.Valid() {
+		a.resDT, a.sumDT = res.dtype, sum.dtype
+		flops, bytes = flops+n, bytes+float64(res.dtype.Size()+sum.dtype.Size())*n
+	}
+	return d.run(opRMSNormFwd, flops, bytes)
 }
 
 // RMSNormBwd accumulates dx += ∂L/∂x and dw += ∂L/∂w from dy and the rstd saved by RMSNormFwd.

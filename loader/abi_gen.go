@@ -4,7 +4,7 @@ package loader
 
 // ABIVersion is the version of csrc/serl.h this Go code mirrors; the loader refuses a library of another.
 const (
-	ABIVersion = 4 // SERL_ABI_VERSION
+	ABIVersion = 5 // SERL_ABI_VERSION
 )
 
 // Statuses of serl ops (SERL_OK, SERL_E_*).

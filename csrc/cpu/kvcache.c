@@ -66,6 +66,39 @@ SERL_API int32_t serl_kv_append(void *ctxp, const serl_kv_append_args *a) {
     return SERL_OK;
 }
 
+/* ------------------------------------------------------------------------- rope_append */
+
+/* The ops it stands for, in order, over the same memory: on the CPU a fused loop would save little
+ * (the rows are in cache between the ops), so it is their composition and has their bits by
+ * construction. Every position and slot is checked first, so a bad one writes nothing. */
+SERL_API int32_t serl_rope_append(void *ctxp, const serl_rope_append_args *a) {
+    SERL_ENTER(ctxp, a, serl_rope_append_args);
+    SERL_CHECK(serl_check_rope_append(ctx, a));
+    const int64_t n_slots = (int64_t)a->n_blocks * a->block_size;
+    for (int t = 0; t < a->n_tokens; t++) {
+        SERL_REQUIRE(a->pos[t] >= 0, "rope_append: pos[%d] = %d is negative", t, a->pos[t]);
+        SERL_REQUIRE(a->slots[t] < n_slots, "rope_append: slots[%d] = %d is out of range (cache has %lld slots)", t,
+                     a->slots[t], (long long)n_slots);
+    }
+    const int32_t T = a->n_tokens, H = a->n_heads, KVH = a->n_kv_heads, D = a->head_dim;
+    if (a->bq) {
+        const struct { const void *b; void *y; int32_t heads, dt; } bias[3] = {
+            {a->bq, a->q, H, a->q_dtype}, {a->bk, a->k, KVH, a->kv_dtype}, {a->bv, a->v, KVH, a->kv_dtype}};
+        for (int i = 0; i < 3; i++) {
+            serl_bias_add_args b = {sizeof b, T, bias[i].heads * D, a->bias_dtype, bias[i].dt, 0, bias[i].b, bias[i].y};
+            SERL_CHECK(serl_bias_add(ctx, &b));
+        }
+    }
+    serl_rope_args rq = {sizeof rq, T, H, D, a->rot_dim, 0, 0, a->q_dtype, a->q_dtype, 0, a->pos, a->inv_freq, a->q, a->q};
+    SERL_CHECK(serl_rope(ctx, &rq));
+    serl_rope_args rk = rq;
+    rk.n_heads = KVH, rk.x_dtype = rk.y_dtype = a->kv_dtype, rk.x = rk.y = a->k;
+    SERL_CHECK(serl_rope(ctx, &rk));
+    serl_kv_append_args kv = {sizeof kv, T, KVH, D, a->block_size, a->n_blocks, a->kv_dtype, a->cache_dtype,
+                              a->slots, a->k, a->v, a->k_cache, a->v_cache};
+    return serl_kv_append(ctx, &kv);
+}
+
 /* ------------------------------------------------------------------------- decode attention */
 
 typedef struct {

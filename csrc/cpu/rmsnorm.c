@@ -1,4 +1,5 @@
-/* RMSNorm as in Hugging Face's Llama/Qwen2 (float32): y = (x · rsqrt(mean(x²) + eps)) · w.
+/* RMSNorm as in Hugging Face's Llama/Qwen2 (float32): y = (x · rsqrt(mean(x²) + eps)) · w, optionally of
+ * the residual sum x + res (stored as the add would store it).
  * Row statistics accumulate in double; rows are split over workers. The weight gradient is a reduction
  * over rows: each task sums its rows into its own double partial, and the partials are added in task
  * order afterwards, so the result does not depend on which worker ran which task. */
@@ -67,25 +68,49 @@ static void fwd_row_mixed(const serl_rmsnorm_fwd_args *a, int64_t r) {
     }
 }
 
+static void fwd_row_f32(const serl_rmsnorm_fwd_args *a, int64_t r) {
+    const int64_t d = a->dim;
+    const float *x = (const float *)a->x + r * d;
+    float *y = (float *)a->y + r * d; /* may alias x: each element is read before it is written */
+    float rs = (float)(1.0 / sqrt(dot_f64(x, x, d) / (double)d + (double)a->eps));
+    if (a->rstd) a->rstd[r] = rs;
+    /* HF order: (x · rstd) rounded to float32, then · w. */
+    for (int64_t c = 0; c < d; c++) y[c] = (x[c] * rs) * a->w[c];
+}
+
+/* sum[r,:] = x[r,:] + res[r,:] rounded to sum's dtype: serl_add's arithmetic (alpha 1), so the norm that
+ * then reads sum sees the bits the two ops would. */
+static void add_row(const serl_rmsnorm_fwd_args *a, int64_t r) {
+    const int64_t d = a->dim, base = r * d;
+    float xb[BLK], rb[BLK];
+    for (int64_t c0 = 0; c0 < d; c0 += BLK) {
+        int64_t n = d - c0 < BLK ? d - c0 : BLK;
+        serl_load_f32(xb, a->x, a->x_dtype, base + c0, n);
+        serl_load_f32(rb, a->res, a->res_dtype, base + c0, n);
+        for (int64_t c = 0; c < n; c++) xb[c] += rb[c];
+        serl_store_f32(a->sum, a->sum_dtype, base + c0, xb, n);
+    }
+}
+
 static void fwd_task(void *arg, int64_t i, int w) {
     (void)w;
     fwd_job *j = arg;
-    const serl_rmsnorm_fwd_args *a = j->a;
+    const serl_rmsnorm_fwd_args *a = j->a, *na = a; /* na: the args of the norm itself */
+    serl_rmsnorm_fwd_args sa;
+    if (a->res) { /* the row is added into sum first (still in cache), then sum is normalised */
+        sa = *a;
+        sa.x = a->sum, sa.x_dtype = a->sum_dtype;
+        na = &sa;
+    }
     int64_t lo, hi;
     serl_chunk(a->n, j->parts, i, &lo, &hi);
-    const int64_t d = a->dim;
-    const float *wt = a->w;
-    if (a->x_dtype != SERL_DTYPE_F32 || a->y_dtype != SERL_DTYPE_F32) {
-        for (int64_t r = lo; r < hi; r++) fwd_row_mixed(a, r);
-        return;
-    }
+    const int mixed = na->x_dtype != SERL_DTYPE_F32 || na->y_dtype != SERL_DTYPE_F32;
     for (int64_t r = lo; r < hi; r++) {
-        const float *x = (const float *)a->x + r * d;
-        float *y = (float *)a->y + r * d; /* may alias x: each element is read before it is written */
-        float rs = (float)(1.0 / sqrt(dot_f64(x, x, d) / (double)d + (double)a->eps));
-        if (a->rstd) a->rstd[r] = rs;
-        /* HF order: (x · rstd) rounded to float32, then · w. */
-        for (int64_t c = 0; c < d; c++) y[c] = (x[c] * rs) * wt[c];
+        if (a->res) add_row(a, r);
+        if (mixed)
+            fwd_row_mixed(na, r);
+        else
+            fwd_row_f32(na, r);
     }
 }
 

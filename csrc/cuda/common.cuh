@@ -34,10 +34,10 @@ typedef struct {
 enum {
     SERL_DERR_NONE = 0,
     SERL_DERR_EMBEDDING_ID, /* j: 0 embedding_fwd, 1 embedding_bwd */
-    SERL_DERR_KV_SLOT,
+    SERL_DERR_KV_SLOT, /* j: 0 kv_append, 1 rope_append */
     SERL_DERR_DECODE_LEN,
     SERL_DERR_DECODE_BLOCK,
-    SERL_DERR_ROPE_POS,
+    SERL_DERR_ROPE_POS, /* j: 0 rope, 1 rope_append */
     SERL_DERR_LOGPROB_FWD_TARGET,
     SERL_DERR_LOGPROB_BWD_TARGET,
     SERL_DERR_SAMPLE_BAN,
@@ -194,6 +194,10 @@ __device__ __forceinline__ void st(void *p, int bf, int64_t i, float v) {
     else
         ((float *)p)[i] = v;
 }
+
+/* v as a store into dtype bf (or else f32) and a load back would give it: an op fused with the one
+ * before keeps the intermediate rounding the two ops had. */
+__device__ __forceinline__ float rnd(int bf, float v) { return bf ? bf16_to_f32(f32_to_bf16(v)) : v; }
 
 /* Elements i and i + 1 of p as one access where their address allows it (a 4-byte bf16 pair, an 8-byte
  * float2), else as two: an mma fragment's lane holds such pairs, and a warp storing them element by

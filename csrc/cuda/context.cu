@@ -80,13 +80,15 @@ int32_t serl_sync_stream(serl_cuda_ctx *ctx, const char *what) {
         return serl_fail(ctx, SERL_E_ARG, "%s: ids[%d] = %lld is outside the vocabulary [0, %lld)",
                          j ? "embedding_bwd" : "embedding_fwd", i, v, lim);
     case SERL_DERR_KV_SLOT:
-        return serl_fail(ctx, SERL_E_ARG, "kv_append: slots[%d] = %lld is out of range (cache has %lld slots)", i, v, lim);
+        return serl_fail(ctx, SERL_E_ARG, "%s: slots[%d] = %lld is out of range (cache has %lld slots)",
+                         j ? "rope_append" : "kv_append", i, v, lim);
     case SERL_DERR_DECODE_LEN:
         return serl_fail(ctx, SERL_E_ARG, "decode_attention: seq_lens[%d] = %lld, want 1..%lld (max_blocks · block_size)",
                          i, v, lim);
     case SERL_DERR_DECODE_BLOCK:
         return serl_fail(ctx, SERL_E_ARG, "decode_attention: block_table[%d][%d] = %lld, want 0..%lld", i, j, v, lim);
-    case SERL_DERR_ROPE_POS: return serl_fail(ctx, SERL_E_ARG, "rope: pos[%d] = %lld is negative", i, v);
+    case SERL_DERR_ROPE_POS:
+        return serl_fail(ctx, SERL_E_ARG, "%s: pos[%d] = %lld is negative", j ? "rope_append" : "rope", i, v);
     case SERL_DERR_LOGPROB_FWD_TARGET:
     case SERL_DERR_LOGPROB_BWD_TARGET:
         return serl_fail(ctx, SERL_E_ARG, "%s: targets[%d] = %lld outside [0, %lld)%s",

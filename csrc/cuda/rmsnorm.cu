@@ -1,4 +1,5 @@
-/* RMSNorm as Hugging Face's Llama/Qwen2 (float32 compute): y = (x · rstd) · w, rstd from Σx² in double.
+/* RMSNorm as Hugging Face's Llama/Qwen2 (float32 compute): y = (x · rstd) · w, rstd from Σx² in double;
+ * with a residual add in front (res), of the sum as the add would have stored it.
  * The weight gradient is a reduction over rows: fixed row chunks write double partials, which a second
  * kernel adds in chunk order, so the result never depends on scheduling. */
 #include "common.cuh"
@@ -16,19 +17,29 @@ __device__ __forceinline__ float rms_dx(float dx, float rs, float w, float g, fl
     return __fadd_rn(dx, __fmul_rn(rs, __fsub_rn(__fmul_rn(w, g), __fmul_rn(x, coef))));
 }
 
-__global__ void rmsnorm_fwd_kernel(const void *x, int xbf, const float *w, void *y, int ybf, float *rstd, int dim,
-                                   float eps) {
+/* res (optional): the row normalised is s = x + res (serl_add's arithmetic), rounded as sum's dtype and
+ * stored there; the second pass reads it back (each thread the elements it wrote). */
+__global__ void rmsnorm_fwd_kernel(const void *x, int xbf, const void *res, int rbf, void *sum, int sbf, const float *w,
+                                   void *y, int ybf, float *rstd, int dim, float eps) {
     __shared__ double sh[32];
     const int64_t base = (int64_t)blockIdx.x * dim;
     double ss = 0;
     for (int c = threadIdx.x; c < dim; c += blockDim.x) {
-        double v = ld(x, xbf, base + c);
+        double v;
+        if (res) {
+            const float s = __fadd_rn(ld(x, xbf, base + c), ld(res, rbf, base + c));
+            st(sum, sbf, base + c, s);
+            v = rnd(sbf, s);
+        } else {
+            v = ld(x, xbf, base + c);
+        }
         ss += v * v;
     }
     ss = block_sum(ss, sh);
     float rs = (float)(1.0 / sqrt(ss / (double)dim + (double)eps));
     if (rstd && threadIdx.x == 0) rstd[blockIdx.x] = rs;
     __syncthreads(); /* y may alias x: every read above is done before any write */
+    if (res) x = sum, xbf = sbf;
     for (int c = threadIdx.x; c < dim; c += blockDim.x) st(y, ybf, base + c, rms_y(ld(x, xbf, base + c), rs, w[c]));
 }
 
@@ -43,14 +54,25 @@ __device__ __forceinline__ void load8f(const float4 *w, int c, float *v) {
  * for the memory's bandwidth. The same arithmetic per element; Σx² grouped by vector, still in double. */
 
 __global__ void __launch_bounds__(VEC_THREADS)
-    rmsnorm_fwd_bf16x8(const uint4 *x, const float4 *w, uint4 *y, float *rstd, int nv, float eps) {
+    rmsnorm_fwd_bf16x8(const uint4 *x, const uint4 *res, uint4 *sum, const float4 *w, uint4 *y, float *rstd, int nv,
+                       float eps) {
     __shared__ double sh[32];
-    const uint4 *xr = x + (int64_t)blockIdx.x * nv;
-    uint4 *yr = y + (int64_t)blockIdx.x * nv;
+    const int64_t base = (int64_t)blockIdx.x * nv;
+    const uint4 *xr = x + base;
+    uint4 *yr = y + base;
     double ss = 0;
     for (int c = threadIdx.x; c < nv; c += blockDim.x) {
         float v[8];
         bf16x8_unpack(xr[c], v);
+        if (res) { /* s = x + res as the bf16 add; the norm reads the rounded s */
+            float r[8];
+            bf16x8_unpack(res[base + c], r);
+#pragma unroll
+            for (int k = 0; k < 8; k++) v[k] = __fadd_rn(v[k], r[k]);
+            const uint4 s = bf16x8_pack(v);
+            sum[base + c] = s;
+            bf16x8_unpack(s, v);
+        }
 #pragma unroll
         for (int k = 0; k < 8; k++) ss += (double)v[k] * v[k];
     }
@@ -58,6 +80,7 @@ __global__ void __launch_bounds__(VEC_THREADS)
     const float rs = (float)(1.0 / sqrt(ss / (double)(8 * nv) + (double)eps));
     if (rstd && threadIdx.x == 0) rstd[blockIdx.x] = rs;
     __syncthreads(); /* y may alias x: every read above is done before any write */
+    if (res) xr = sum + base;
     for (int c = threadIdx.x; c < nv; c += blockDim.x) {
         float v[8], wv[8];
         bf16x8_unpack(xr[c], v);
@@ -72,12 +95,16 @@ extern "C" SERL_API int32_t serl_rmsnorm_fwd(void *ctxp, const serl_rmsnorm_fwd_
     SERL_ENTER(ctxp, a, serl_rmsnorm_fwd_args);
     SERL_CHECK(serl_check_rmsnorm_fwd(ctx, a));
     SERL_REQUIRE(a->x != a->y || a->x_dtype == a->y_dtype, "rmsnorm_fwd: y aliases x with another dtype");
-    if (a->x_dtype == SERL_DTYPE_BF16 && a->y_dtype == SERL_DTYPE_BF16 && a->dim % 8 == 0 && serl_aligned16({a->x, a->y, a->w}))
-        rmsnorm_fwd_bf16x8<<<a->n, VEC_THREADS, 0, ctx->stream>>>((const uint4 *)a->x, (const float4 *)a->w, (uint4 *)a->y,
-                                                                  a->rstd, a->dim / 8, a->eps);
+    const int bf = SERL_DTYPE_BF16;
+    const bool res_bf16 = !a->res || (a->res_dtype == bf && a->sum_dtype == bf && serl_aligned16({a->res, a->sum}));
+    if (a->x_dtype == bf && a->y_dtype == bf && res_bf16 && a->dim % 8 == 0 && serl_aligned16({a->x, a->y, a->w}))
+        rmsnorm_fwd_bf16x8<<<a->n, VEC_THREADS, 0, ctx->stream>>>((const uint4 *)a->x, (const uint4 *)a->res, (uint4 *)a->sum,
+                                                                  (const float4 *)a->w, (uint4 *)a->y, a->rstd, a->dim / 8,
+                                                                  a->eps);
     else
-        rmsnorm_fwd_kernel<<<a->n, FWD_THREADS, 0, ctx->stream>>>(a->x, a->x_dtype == SERL_DTYPE_BF16, a->w, a->y,
-                                                                   a->y_dtype == SERL_DTYPE_BF16, a->rstd, a->dim, a->eps);
+        rmsnorm_fwd_kernel<<<a->n, FWD_THREADS, 0, ctx->stream>>>(a->x, a->x_dtype == bf, a->res, a->res_dtype == bf, a->sum,
+                                                                   a->sum_dtype == bf, a->w, a->y, a->y_dtype == bf, a->rstd,
+                                                                   a->dim, a->eps);
     LAUNCH_CHECK("rmsnorm_fwd");
     return SERL_OK;
 }

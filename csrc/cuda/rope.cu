@@ -1,4 +1,5 @@
-/* Rotary position embeddings, Hugging Face half-split layout, forward and transpose. The angle is
+/* Rotary position embeddings, Hugging Face half-split layout, forward and transpose; and rope_append,
+ * a generation step's bias adds, rotation and KV-cache append in one kernel. The angle is
  * pos·inv_freq rounded to float32 (as HF forms it); cos and sin in double, rounded to float32, as the
  * CPU library does. One block per token: its cos/sin pairs are evaluated once into shared memory (in
  * chunks of ROPE_TRIG pairs) and serve every head, as on the CPU (double sincos is the expensive part:
@@ -11,6 +12,18 @@
 /* The rotation of one pair (x1, x2) by (c, s), one definition for the element and vector paths. */
 __device__ __forceinline__ void rope_pair(float x1, float x2, float c, float s, float *y1, float *y2) {
     *y1 = fmaf(x1, c, -__fmul_rn(x2, s)), *y2 = fmaf(x2, c, __fmul_rn(x1, s));
+}
+
+/* cs[j] = cos and cs[ROPE_TRIG + j] = sin (−sin for the transpose) of the angles p·inv_freq[j], j < nj:
+ * the block's threads fill a chunk, the caller waits at a barrier before reading it. */
+__device__ __forceinline__ void rope_trig(float *cs, int32_t p, const float *inv_freq, int nj, int bwd) {
+    for (int j = threadIdx.x; j < nj; j += blockDim.x) {
+        const float ang = __fmul_rn((float)p, inv_freq[j]);
+        double sd, cd;
+        sincos((double)ang, &sd, &cd);
+        cs[j] = (float)cd;
+        cs[ROPE_TRIG + j] = bwd ? -(float)sd : (float)sd;
+    }
 }
 
 /* vec: x and y bf16, 16-byte aligned, head_dim and rot_dim/2 multiples of 8 (the model's): the pairs go
@@ -30,13 +43,7 @@ __global__ void __launch_bounds__(ROPE_THREADS)
     for (int j0 = 0; j0 < half; j0 += ROPE_TRIG) {
         const int nj = min(ROPE_TRIG, half - j0);
         if (j0) __syncthreads(); /* the previous chunk's readers are done */
-        for (int j = threadIdx.x; j < nj; j += blockDim.x) {
-            const float ang = __fmul_rn((float)p, inv_freq[j0 + j]);
-            double sd, cd;
-            sincos((double)ang, &sd, &cd);
-            cs[j] = (float)cd;
-            cs[ROPE_TRIG + j] = bwd ? -(float)sd : (float)sd;
-        }
+        rope_trig(cs, p, inv_freq + j0, nj, bwd);
         __syncthreads();
         if (vec) {
             /* (head, 8 pairs) items; nj is a multiple of 8 */
@@ -111,5 +118,79 @@ extern "C" SERL_API int32_t serl_rope(void *ctxp, const serl_rope_args *a) {
                                                                         a->head_dim, a->rot_dim, a->bwd, a->accumulate, vec,
                                                                         ctx->derr);
     LAUNCH_CHECK("rope");
+    return SERL_OK;
+}
+
+/* rope_append, one block per token as rope_kernel: the biases added with the bias add's rounding (rnd),
+ * q's and k's heads rotated with the token's cos/sin chunk, k's rotated values and v's biased ones
+ * written back and into the cache at the token's slot. Each value goes through the roundings the
+ * separate ops gave it (into q/k/v's dtype, then the cache's), so the bits are theirs. Element by
+ * element: at a decode step the op moves ~1 MB and is bound by its launch, not its accesses. */
+__global__ void __launch_bounds__(ROPE_THREADS)
+    rope_append_kernel(const int32_t *pos, const float *inv_freq, const int32_t *slots, void *q, int qbf, void *k,
+                       void *v, int kvbf, const void *bq, const void *bk, const void *bv, int bbf, void *kc, void *vc,
+                       int cbf, int n_heads, int n_kv_heads, int head_dim, int rot_dim, int64_t n_slots,
+                       serl_dev_err *err) {
+    __shared__ __align__(16) float cs[2 * ROPE_TRIG];
+    const int t = blockIdx.x, half = rot_dim / 2, pass = head_dim - rot_dim, heads = n_heads + n_kv_heads;
+    const int32_t p = pos[t], sl = slots[t];
+    if (p < 0) { /* reported at the next synchronisation; the token is left unwritten */
+        if (threadIdx.x == 0) serl_report(err, SERL_DERR_ROPE_POS, t, 1, p, 0);
+        return;
+    }
+    if (sl >= n_slots && threadIdx.x == 0) serl_report(err, SERL_DERR_KV_SLOT, t, 1, sl, n_slots);
+    const bool cached = sl >= 0 && sl < n_slots; /* a negative slot skips the token's append */
+    const int64_t row = (int64_t)n_kv_heads * head_dim, qt = (int64_t)t * n_heads * head_dim, kt = t * row;
+    const int64_t ct = cached ? sl * row : 0;
+    for (int j0 = 0; j0 < half; j0 += ROPE_TRIG) {
+        const int nj = min(ROPE_TRIG, half - j0);
+        if (j0) __syncthreads(); /* the previous chunk's readers are done */
+        rope_trig(cs, p, inv_freq + j0, nj, 0);
+        __syncthreads();
+        /* (head, pair) items over q's heads, then k's */
+        for (int i = threadIdx.x; i < heads * nj; i += blockDim.x) {
+            const int h = i / nj, j = i - h * nj;
+            const bool isk = h >= n_heads;
+            void *x = isk ? k : q;
+            const int bf = isk ? kvbf : qbf;
+            const int64_t e = (int64_t)(isk ? h - n_heads : h) * head_dim + j0 + j, o = (isk ? kt : qt) + e; /* e: in the token's row */
+            float x1 = ld(x, bf, o), x2 = ld(x, bf, o + half), y1, y2;
+            if (bq) {
+                const void *b = isk ? bk : bq;
+                x1 = rnd(bf, __fadd_rn(x1, ld(b, bbf, e))), x2 = rnd(bf, __fadd_rn(x2, ld(b, bbf, e + half)));
+            }
+            rope_pair(x1, x2, cs[j], cs[ROPE_TRIG + j], &y1, &y2);
+            st(x, bf, o, y1);
+            st(x, bf, o + half, y2);
+            if (isk && cached) st(kc, cbf, ct + e, rnd(kvbf, y1)), st(kc, cbf, ct + e + half, rnd(kvbf, y2));
+        }
+    }
+    /* the dimensions past rot_dim: biased, not rotated */
+    for (int i = threadIdx.x; i < heads * pass; i += blockDim.x) {
+        const int h = i / pass;
+        const bool isk = h >= n_heads;
+        void *x = isk ? k : q;
+        const int bf = isk ? kvbf : qbf;
+        const int64_t e = (int64_t)(isk ? h - n_heads : h) * head_dim + rot_dim + (i - h * pass), o = (isk ? kt : qt) + e;
+        float val = ld(x, bf, o);
+        if (bq) val = rnd(bf, __fadd_rn(val, ld(isk ? bk : bq, bbf, e))), st(x, bf, o, val);
+        if (isk && cached) st(kc, cbf, ct + e, val);
+    }
+    for (int64_t e = threadIdx.x; e < row; e += blockDim.x) {
+        float val = ld(v, kvbf, kt + e);
+        if (bq) val = rnd(kvbf, __fadd_rn(val, ld(bv, bbf, e))), st(v, kvbf, kt + e, val);
+        if (cached) st(vc, cbf, ct + e, val);
+    }
+}
+
+extern "C" SERL_API int32_t serl_rope_append(void *ctxp, const serl_rope_append_args *a) {
+    SERL_ENTER(ctxp, a, serl_rope_append_args);
+    SERL_CHECK(serl_check_rope_append(ctx, a));
+    const int bf = SERL_DTYPE_BF16;
+    rope_append_kernel<<<(unsigned)a->n_tokens, ROPE_THREADS, 0, ctx->stream>>>(
+        a->pos, a->inv_freq, a->slots, a->q, a->q_dtype == bf, a->k, a->v, a->kv_dtype == bf, a->bq, a->bk, a->bv,
+        a->bias_dtype == bf, a->k_cache, a->v_cache, a->cache_dtype == bf, a->n_heads, a->n_kv_heads, a->head_dim,
+        a->rot_dim, (int64_t)a->n_blocks * a->block_size, ctx->derr);
+    LAUNCH_CHECK("rope_append");
     return SERL_OK;
 }
