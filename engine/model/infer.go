@@ -269,20 +269,33 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 			u[g] = leading(ws.lu, T, w)
 		}
 	}
+	// A layer's residual adds are fused into the norms after them (the MLP's into the next layer's, the
+	// last layer's into the final norm), and its q/k/v biases, RoPE and cache append are one op:
+	// 12 launches a layer where there were 19, the same bits.
 	for l := range m.w.layers {
 		w, cache := &m.w.layers[l], kv.layers[l]
-		p.rmsnorm(ln, kernels.Tensor{}, x, w.ln1, eps)
+		if l == 0 {
+			p.rmsnorm(ln, kernels.Tensor{}, x, w.ln1, eps)
+		} else {
+			p.addRMSNorm(x, ln, kernels.Tensor{}, x, tmp, w.ln1, eps) // x += the last layer's MLP output
+		}
+		// With LoRA adapters the products add the biases, before the adapters' terms, in the training
+		// forward's order; otherwise rope_append adds them.
+		bq, bk, bv := w.bq, w.bk, w.bv
+		var pb [3]kernels.Tensor
+		if m.lora != nil {
+			pb, bq, bk, bv = [3]kernels.Tensor{bq, bk, bv}, kernels.Tensor{}, kernels.Tensor{}, kernels.Tensor{}
+		}
 		m.loraDown(&p, l, qkvGroup, ln, u[qkvGroup])
-		p.linear(flat2(q), ln, w.wq, w.bq)
+		p.linear(flat2(q), ln, w.wq, pb[0])
 		m.loraUp(&p, l, 0, flat2(q), u[qkvGroup])
-		p.linear(flat2(k), ln, w.wk, w.bk)
+		p.linear(flat2(k), ln, w.wk, pb[1])
 		m.loraUp(&p, l, 1, flat2(k), u[qkvGroup])
-		p.linear(flat2(v), ln, w.wv, w.bv)
+		p.linear(flat2(v), ln, w.wv, pb[2])
 		m.loraUp(&p, l, 2, flat2(v), u[qkvGroup])
-		p.rope(q, q, pos, m.invFreq, c.HeadDim, false)
-		p.rope(k, k, pos, m.invFreq, c.HeadDim, false)
 		if p.err == nil {
-			p.err = m.dev.KVAppend(cache, k, v, slots)
+			p.err = m.dev.RoPEAppend(kernels.RoPEAppend{Q: q, K: k, V: v, BQ: bq, BK: bk, BV: bv, Pos: pos, InvFreq: m.invFreq,
+				RotDim: c.HeadDim, Cache: cache, Slots: slots})
 		}
 		if p.err == nil {
 			if prefill {
@@ -295,8 +308,7 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 		m.loraDown(&p, l, oGroup, flat2(attn), u[oGroup])
 		p.linear(tmp, flat2(attn), w.wo, w.bo)
 		m.loraUp(&p, l, 3, tmp, u[oGroup])
-		p.add(x, x, tmp)
-		p.rmsnorm(ln, kernels.Tensor{}, x, w.ln2, eps)
+		p.addRMSNorm(x, ln, kernels.Tensor{}, x, tmp, w.ln2, eps)
 		m.loraDown(&p, l, gateUpGroup, ln, u[gateUpGroup])
 		p.linear(gate, ln, w.wg, w.bg)
 		m.loraUp(&p, l, 4, gate, u[gateUpGroup])
@@ -306,18 +318,19 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 		m.loraDown(&p, l, downGroup, gate, u[downGroup])
 		p.linear(tmp, gate, w.wd, w.bd)
 		m.loraUp(&p, l, 6, tmp, u[downGroup])
-		p.add(x, x, tmp)
 	}
-	last := x
+	lnS := ws.ln.MustSlice(0, S)
 	if prefill {
+		p.add(x, x, tmp)
 		// The embedding op is a row gather: pick each prompt's last hidden state.
-		last = ws.last.MustSlice(0, S)
+		last := ws.last.MustSlice(0, S)
 		if p.err == nil {
 			p.err = m.dev.EmbeddingFwd(last, x, ws.lastIdx.MustSlice(0, S))
 		}
+		p.rmsnorm(lnS, kernels.Tensor{}, last, m.w.norm, eps)
+	} else {
+		p.addRMSNorm(x, lnS, kernels.Tensor{}, x, tmp, m.w.norm, eps) // one token a sequence: S rows
 	}
-	lnS := ws.ln.MustSlice(0, S)
-	p.rmsnorm(lnS, kernels.Tensor{}, last, m.w.norm, eps)
 	p.matmul(kernels.MatMul{A: lnS, B: m.w.head, C: ws.logits.MustSlice(0, S), TransB: true, Alpha: 1})
 	return p.err
 }

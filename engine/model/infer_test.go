@@ -76,6 +76,39 @@ func TestGreedyMatchesFullForward(t *testing.T) {
 }
 
 // A decode step allocates nothing on the Go heap.
+// A decode step issues the fused ops: per layer one norm (the residual add fused in), three q/k/v
+// products, rope_append (biases, RoPE, cache append), decode attention, the output product, the MLP's
+// norm with its residual add, two products, SwiGLU and the down product — 12 where there were 19 — then
+// the final norm (the last residual add fused in) and the head. On a GPU each is a launch in the step's
+// graph, and at a decode batch most are bound by their launch, not their work.
+func TestDecodeStepOps(t *testing.T) {
+	d := testDevice(t)
+	m, err := Load(d, filepath.Join("testdata", "qwen2_f32"))
+	require.NoError(t, err)
+	defer m.Free()
+	require.True(t, m.Config.QKVBias)
+	kv, err := m.NewKVCache(8, 16)
+	require.NoError(t, err)
+	defer kv.Free()
+	ws, err := m.NewWorkspace(16, 2, 4)
+	require.NoError(t, err)
+	defer ws.Free()
+	require.NoError(t, m.Prefill(ws, kv, []int32{1, 2, 3, 4, 5, 6}, []int{3, 3}, []int32{0, 1, 2, 16, 17, 18}))
+	d.SetProfiling(true)
+	defer d.SetProfiling(false)
+	require.NoError(t, m.Decode(ws, kv, []int32{7, 8}, []int32{3, 3}, []int32{3, 19}, []int32{0, 2, 3, 4, 1, 5, 6, 7}, []int32{4, 4}))
+	L := int64(m.Config.Layers)
+	want := map[string]int64{"embedding_fwd": 1, "rmsnorm_fwd": 2*L + 1, "matmul": 7*L + 1, "rope_append": L,
+		"decode_attention": L, "swiglu_fwd": L}
+	got := map[string]int64{}
+	for _, s := range d.Profile() {
+		if s.Calls > 0 && s.Op != "copy" { // the copies upload the step's ids, positions, slots and tables
+			got[s.Op] = s.Calls
+		}
+	}
+	require.Equal(t, want, got)
+}
+
 func TestDecodeAllocatesNothing(t *testing.T) {
 	m, err := Load(testDevice(t), filepath.Join("testdata", "qwen2_f32"))
 	require.NoError(t, err)

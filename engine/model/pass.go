@@ -51,6 +51,13 @@ func (p *pass) rmsnorm(y, rstd, x, w kernels.Tensor, eps float32) {
 	}
 }
 
+// addRMSNorm is add then rmsnorm in one op: sum = x + res, y = rmsnorm(sum)·w (same bits).
+func (p *pass) addRMSNorm(sum, y, rstd, x, res, w kernels.Tensor, eps float32) {
+	if p.err == nil {
+		p.err = p.d.AddRMSNormFwd(sum, y, rstd, x, res, w, eps)
+	}
+}
+
 func (p *pass) rmsnormBackward(dx, dw, x, w, rstd, dy kernels.Tensor) {
 	if p.err == nil {
 		p.err = p.d.RMSNormBwd(dx, dw, x, w, rstd, dy)
