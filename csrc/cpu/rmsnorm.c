@@ -82,6 +82,12 @@ static void fwd_row_f32(const serl_rmsnorm_fwd_args *a, int64_t r) {
  * then reads sum sees the bits the two ops would. */
 static void add_row(const serl_rmsnorm_fwd_args *a, int64_t r) {
     const int64_t d = a->dim, base = r * d;
+    if (a->x_dtype == SERL_DTYPE_F32 && a->res_dtype == SERL_DTYPE_F32 && a->sum_dtype == SERL_DTYPE_F32) {
+        const float *x = (const float *)a->x + base, *res = (const float *)a->res + base;
+        float *sum = (float *)a->sum + base; /* may alias x or res: element by element */
+        for (int64_t c = 0; c < d; c++) sum[c] = x[c] + res[c];
+        return;
+    }
     float xb[BLK], rb[BLK];
     for (int64_t c0 = 0; c0 < d; c0 += BLK) {
         int64_t n = d - c0 < BLK ? d - c0 : BLK;

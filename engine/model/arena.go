@@ -251,3 +251,6 @@ func rows(t kernels.Tensor, T int) kernels.Tensor { return t.MustSlice(0, T) }
 func flat2(t kernels.Tensor) kernels.Tensor {
 	return t.MustReshape(t.Dim(0), t.Len()/max(t.Dim(0), 1))
 }
+
+// flatAll views t as one dimension.
+func flatAll(t kernels.Tensor) kernels.Tensor { return t.MustReshape(t.Len()) }

@@ -76,8 +76,10 @@ type Workspace struct {
 
 	x, ln, tmp                kernels.Tensor // [T, H]
 	q, attn                   kernels.Tensor // [T, Hq, D]
-	k, v                      kernels.Tensor // [T, KVH, D]
-	gate, up                  kernels.Tensor // [T, I]
+	kvPair                    kernels.Tensor // [2, T, KVH, D]: k then v, one batched product's output
+	k, v                      kernels.Tensor // [T, KVH, D], kv's halves
+	guPair                    kernels.Tensor // [2, T, I]: gate then up, likewise
+	gate, up                  kernels.Tensor // [T, I], gu's halves
 	last                      kernels.Tensor // [S, H] last hidden state of each sequence
 	logits                    kernels.Tensor // F32 [S, V]
 	ids, pos                  kernels.Tensor // I32 [T]
@@ -106,10 +108,8 @@ func (c Config) workspaceSlots(ws *Workspace, T, S, B int, act kernels.DType) []
 	f(&ws.tmp, T, c.Hidden)
 	f(&ws.q, T, c.Heads, c.HeadDim)
 	f(&ws.attn, T, c.Heads, c.HeadDim)
-	f(&ws.k, T, c.KVHeads, c.HeadDim)
-	f(&ws.v, T, c.KVHeads, c.HeadDim)
-	f(&ws.gate, T, c.Intermediate)
-	f(&ws.up, T, c.Intermediate)
+	f(&ws.kvPair, 2, T, c.KVHeads, c.HeadDim)
+	f(&ws.guPair, 2, T, c.Intermediate)
 	f(&ws.last, S, c.Hidden)
 	slots = append(slots, arenaSlot{&ws.logits, kernels.F32, []int{S, c.Vocab}})
 	i(&ws.ids, T)
@@ -137,6 +137,8 @@ func (m *Model) NewWorkspace(maxTokens, maxSeqs, maxBlocks int) (*Workspace, err
 	if ws.bufs, err = allocArena(m.dev, slots); err != nil {
 		return nil, fmt.Errorf("model: generation workspace: %w", err)
 	}
+	half := func(t kernels.Tensor, i int) kernels.Tensor { return t.MustSlice(i, i+1).MustReshape(t.Shape()[1:]...) }
+	ws.k, ws.v, ws.gate, ws.up = half(ws.kvPair, 0), half(ws.kvPair, 1), half(ws.guPair, 0), half(ws.guPair, 1)
 	ws.hostCu = make([]int32, maxSeqs+1)
 	ws.hostLast = make([]int32, maxSeqs)
 	ws.hostPos = make([]int32, maxTokens)
@@ -256,7 +258,7 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 	q, k, v, attn := ws.q.MustSlice(0, T), ws.k.MustSlice(0, T), ws.v.MustSlice(0, T), ws.attn.MustSlice(0, T)
 	gate, up := ws.gate.MustSlice(0, T), ws.up.MustSlice(0, T)
 	pos, slots := ws.pos.MustSlice(0, T), ws.slots.MustSlice(0, T)
-	eps := float32(c.RMSNormEps)
+	eps, kvw := float32(c.RMSNormEps), c.KVHeads*c.HeadDim
 	if p.err == nil {
 		p.err = m.dev.EmbeddingFwd(x, m.w.embed, ws.ids.MustSlice(0, T))
 	}
@@ -270,8 +272,8 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 		}
 	}
 	// A layer's residual adds are fused into the norms after them (the MLP's into the next layer's, the
-	// last layer's into the final norm), and its q/k/v biases, RoPE and cache append are one op:
-	// 12 launches a layer where there were 19, the same bits.
+	// last layer's into the final norm), its q/k/v biases, RoPE and cache append are one op, and k and v,
+	// gate and up are one batched product each: 10 launches a layer where there were 19, the same bits.
 	for l := range m.w.layers {
 		w, cache := &m.w.layers[l], kv.layers[l]
 		if l == 0 {
@@ -289,9 +291,10 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 		m.loraDown(&p, l, qkvGroup, ln, u[qkvGroup])
 		p.linear(flat2(q), ln, w.wq, pb[0])
 		m.loraUp(&p, l, 0, flat2(q), u[qkvGroup])
-		p.linear(flat2(k), ln, w.wk, pb[1])
+		p.linearPair(flatAll(ws.kvPair), ws.k.Len(), ln, w.kv, kvw)
+		p.biasAdd(flat2(k), pb[1])
 		m.loraUp(&p, l, 1, flat2(k), u[qkvGroup])
-		p.linear(flat2(v), ln, w.wv, pb[2])
+		p.biasAdd(flat2(v), pb[2])
 		m.loraUp(&p, l, 2, flat2(v), u[qkvGroup])
 		if p.err == nil {
 			p.err = m.dev.RoPEAppend(kernels.RoPEAppend{Q: q, K: k, V: v, BQ: bq, BK: bk, BV: bv, Pos: pos, InvFreq: m.invFreq,
@@ -310,9 +313,10 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 		m.loraUp(&p, l, 3, tmp, u[oGroup])
 		p.addRMSNorm(x, ln, kernels.Tensor{}, x, tmp, w.ln2, eps)
 		m.loraDown(&p, l, gateUpGroup, ln, u[gateUpGroup])
-		p.linear(gate, ln, w.wg, w.bg)
+		p.linearPair(flatAll(ws.guPair), ws.gate.Len(), ln, w.gu, c.Intermediate)
+		p.biasAdd(gate, w.bg)
 		m.loraUp(&p, l, 4, gate, u[gateUpGroup])
-		p.linear(up, ln, w.wu, w.bu)
+		p.biasAdd(up, w.bu)
 		m.loraUp(&p, l, 5, up, u[gateUpGroup])
 		p.swiglu(gate, gate, up)
 		m.loraDown(&p, l, downGroup, gate, u[downGroup])

@@ -168,6 +168,15 @@ type layerTensors struct {
 	wq, bq, wk, bk, wv, bv, wo, bo kernels.Tensor
 	wg, bg, wu, bu, wd, bd         kernels.Tensor
 	ln1, ln2                       kernels.Tensor
+	// k and v's weights, and gate and up's, as pairs (see pairOf): B of one batched product each
+	kv, gu weightPair
+}
+
+// weightPair is two weights of one shape [n, in] in a blob as one batched product's B operand: w a flat
+// view from the first's start through the second's end, stride the second's offset from the first.
+type weightPair struct {
+	w      kernels.Tensor
+	stride int
 }
 
 // tensors resolves a blob into the per-layer structure the forward and backward passes walk.
@@ -194,9 +203,17 @@ func (b *Blob) resolve(c Config) tensors {
 	if !c.TieEmbedding {
 		t.head = get("lm_head.weight")
 	}
+	pair := func(first, second string) weightPair {
+		i, _ := b.Layout.Index(first)
+		j, _ := b.Layout.Index(second)
+		a, z := b.Layout.Specs[i], b.Layout.Specs[j]
+		return weightPair{b.Data.MustSlice(a.Off, z.Off+z.Len), z.Off - a.Off}
+	}
 	for i := range t.layers {
 		p := fmt.Sprintf("model.layers.%d.", i)
 		t.layers[i] = layerTensors{
+			kv: pair(p+"self_attn.k_proj.weight", p+"self_attn.v_proj.weight"),
+			gu: pair(p+"mlp.gate_proj.weight", p+"mlp.up_proj.weight"),
 			wq: get(p + "self_attn.q_proj.weight"), bq: get(p + "self_attn.q_proj.bias"),
 			wk: get(p + "self_attn.k_proj.weight"), bk: get(p + "self_attn.k_proj.bias"),
 			wv: get(p + "self_attn.v_proj.weight"), bv: get(p + "self_attn.v_proj.bias"),

@@ -24,6 +24,19 @@ func (p *pass) matmulStrided(mm kernels.StridedMatMul) {
 // linear computes y = x·Wᵀ (+ b): x [T,in], W [out,in], y [T,out].
 func (p *pass) linear(y, x, w, b kernels.Tensor) {
 	p.matmul(kernels.MatMul{A: x, B: w, C: y, TransB: true, Alpha: 1})
+	p.biasAdd(y, b)
+}
+
+// linearPair computes two projections of one input, y0 = x·W0ᵀ and y1 = x·W1ᵀ (k and v, gate and up),
+// as one batched product: one launch where there were two. x [T,in]; w holds W0 and W1 [n,in]; y is a
+// view from y0's start holding y1 [T,n] yStride elements further. Biases are the caller's.
+func (p *pass) linearPair(y kernels.Tensor, yStride int, x kernels.Tensor, w weightPair, n int) {
+	T, in := x.Dim(0), x.Dim(1)
+	p.matmulStrided(kernels.StridedMatMul{A: x, B: w.w, C: y, TransB: true, M: T, N: n, K: in, LDA: in, LDB: in, LDC: n,
+		Batch: 2, StrideB: w.stride, StrideC: yStride, Alpha: 1})
+}
+
+func (p *pass) biasAdd(y, b kernels.Tensor) {
 	if b.Valid() && p.err == nil {
 		p.err = p.d.BiasAdd(y, b)
 	}
