@@ -85,17 +85,21 @@ SERL_API int32_t serl_rope_append(void *ctxp, const serl_rope_append_args *a) {
         const struct { const void *b; void *y; int32_t heads, dt; } bias[3] = {
             {a->bq, a->q, H, a->q_dtype}, {a->bk, a->k, KVH, a->kv_dtype}, {a->bv, a->v, KVH, a->kv_dtype}};
         for (int i = 0; i < 3; i++) {
-            serl_bias_add_args b = {sizeof b, T, bias[i].heads * D, a->bias_dtype, bias[i].dt, 0, bias[i].b, bias[i].y};
+            serl_bias_add_args b = {.size = sizeof b, .n = T, .dim = bias[i].heads * D, .bias_dtype = a->bias_dtype,
+                                    .y_dtype = bias[i].dt, .bias = bias[i].b, .y = bias[i].y};
             SERL_CHECK(serl_bias_add(ctx, &b));
         }
     }
-    serl_rope_args rq = {sizeof rq, T, H, D, a->rot_dim, 0, 0, a->q_dtype, a->q_dtype, 0, a->pos, a->inv_freq, a->q, a->q};
-    SERL_CHECK(serl_rope(ctx, &rq));
-    serl_rope_args rk = rq;
-    rk.n_heads = KVH, rk.x_dtype = rk.y_dtype = a->kv_dtype, rk.x = rk.y = a->k;
-    SERL_CHECK(serl_rope(ctx, &rk));
-    serl_kv_append_args kv = {sizeof kv, T, KVH, D, a->block_size, a->n_blocks, a->kv_dtype, a->cache_dtype,
-                              a->slots, a->k, a->v, a->k_cache, a->v_cache};
+    for (int i = 0; i < 2; i++) { /* q, then k, rotated in place */
+        serl_rope_args r = {.size = sizeof r, .n_tokens = T, .n_heads = i ? KVH : H, .head_dim = D, .rot_dim = a->rot_dim,
+                            .x_dtype = i ? a->kv_dtype : a->q_dtype, .y_dtype = i ? a->kv_dtype : a->q_dtype,
+                            .pos = a->pos, .inv_freq = a->inv_freq, .x = i ? a->k : a->q, .y = i ? a->k : a->q};
+        SERL_CHECK(serl_rope(ctx, &r));
+    }
+    serl_kv_append_args kv = {.size = sizeof kv, .n_tokens = T, .n_kv_heads = KVH, .head_dim = D,
+                              .block_size = a->block_size, .n_blocks = a->n_blocks, .kv_dtype = a->kv_dtype,
+                              .cache_dtype = a->cache_dtype, .slots = a->slots, .k = a->k, .v = a->v,
+                              .k_cache = a->k_cache, .v_cache = a->v_cache};
     return serl_kv_append(ctx, &kv);
 }
 

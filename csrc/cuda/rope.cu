@@ -125,7 +125,8 @@ extern "C" SERL_API int32_t serl_rope(void *ctxp, const serl_rope_args *a) {
  * q's and k's heads rotated with the token's cos/sin chunk, k's rotated values and v's biased ones
  * written back and into the cache at the token's slot. Each value goes through the roundings the
  * separate ops gave it (into q/k/v's dtype, then the cache's), so the bits are theirs. Element by
- * element: at a decode step the op moves ~1 MB and is bound by its launch, not its accesses. */
+ * element: a decode step's call moves ~1 MB and is bound by its launch, not its accesses (a prompt's
+ * prefill, once a sequence, is the larger call). */
 __global__ void __launch_bounds__(ROPE_THREADS)
     rope_append_kernel(const int32_t *pos, const float *inv_freq, const int32_t *slots, void *q, int qbf, void *k,
                        void *v, int kvbf, const void *bq, const void *bk, const void *bv, int bbf, void *kc, void *vc,

@@ -77,9 +77,9 @@ type Workspace struct {
 	x, ln, tmp                kernels.Tensor // [T, H]
 	q, attn                   kernels.Tensor // [T, Hq, D]
 	kvPair                    kernels.Tensor // [2, T, KVH, D]: k then v, one batched product's output
-	k, v                      kernels.Tensor // [T, KVH, D], kv's halves
+	k, v                      kernels.Tensor // [T, KVH, D], kvPair's halves
 	guPair                    kernels.Tensor // [2, T, I]: gate then up, likewise
-	gate, up                  kernels.Tensor // [T, I], gu's halves
+	gate, up                  kernels.Tensor // [T, I], guPair's halves
 	last                      kernels.Tensor // [S, H] last hidden state of each sequence
 	logits                    kernels.Tensor // F32 [S, V]
 	ids, pos                  kernels.Tensor // I32 [T]
@@ -281,8 +281,8 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 		} else {
 			p.addRMSNorm(x, ln, kernels.Tensor{}, x, tmp, w.ln1, eps) // x += the last layer's MLP output
 		}
-		// With LoRA adapters the products add the biases, before the adapters' terms, in the training
-		// forward's order; otherwise rope_append adds them.
+		// With LoRA adapters the biases go on right after the products, before the adapters' terms, in
+		// the training forward's order; otherwise rope_append adds them.
 		bq, bk, bv := w.bq, w.bk, w.bv
 		var pb [3]kernels.Tensor
 		if m.lora != nil {

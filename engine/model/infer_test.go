@@ -75,7 +75,6 @@ func TestGreedyMatchesFullForward(t *testing.T) {
 	}
 }
 
-// A decode step allocates nothing on the Go heap.
 // A decode step issues the fused ops: per layer one norm (the residual add fused in), the q product,
 // k and v as one batched product, rope_append (biases, RoPE, cache append), decode attention, the
 // output product, the MLP's norm with its residual add, gate and up as one batched product, SwiGLU and
@@ -110,6 +109,7 @@ func TestDecodeStepOps(t *testing.T) {
 	require.Equal(t, want, got)
 }
 
+// A decode step allocates nothing on the Go heap.
 func TestDecodeAllocatesNothing(t *testing.T) {
 	m, err := Load(testDevice(t), filepath.Join("testdata", "qwen2_f32"))
 	require.NoError(t, err)

@@ -168,7 +168,7 @@ type layerTensors struct {
 	wq, bq, wk, bk, wv, bv, wo, bo kernels.Tensor
 	wg, bg, wu, bu, wd, bd         kernels.Tensor
 	ln1, ln2                       kernels.Tensor
-	// k and v's weights, and gate and up's, as pairs (see pairOf): B of one batched product each
+	// k and v's weights, and gate and up's, each as one batched product's B operand (generation)
 	kv, gu weightPair
 }
 
@@ -204,8 +204,11 @@ func (b *Blob) resolve(c Config) tensors {
 		t.head = get("lm_head.weight")
 	}
 	pair := func(first, second string) weightPair {
-		i, _ := b.Layout.Index(first)
-		j, _ := b.Layout.Index(second)
+		i, ok := b.Layout.Index(first)
+		j, ok2 := b.Layout.Index(second)
+		if !ok || !ok2 {
+			return weightPair{}
+		}
 		a, z := b.Layout.Specs[i], b.Layout.Specs[j]
 		return weightPair{b.Data.MustSlice(a.Off, z.Off+z.Len), z.Off - a.Off}
 	}
