@@ -75,6 +75,25 @@ func TestGreedyMatchesFullForward(t *testing.T) {
 	}
 }
 
+// prefilledFixture loads the Qwen2 fixture, prefills two prompts of 3 tokens into a cache and returns
+// a decode step of both, the next token each: decode() runs it.
+func prefilledFixture(t *testing.T) (m *Model, decode func() error) {
+	m, err := Load(testDevice(t), filepath.Join("testdata", "qwen2_f32"))
+	require.NoError(t, err)
+	t.Cleanup(m.Free)
+	kv, err := m.NewKVCache(8, 16)
+	require.NoError(t, err)
+	t.Cleanup(kv.Free)
+	ws, err := m.NewWorkspace(16, 2, 4)
+	require.NoError(t, err)
+	t.Cleanup(ws.Free)
+	require.NoError(t, m.Prefill(ws, kv, []int32{1, 2, 3, 4, 5, 6}, []int{3, 3}, []int32{0, 1, 2, 16, 17, 18}))
+	ids, pos, slots := []int32{7, 8}, []int32{3, 3}, []int32{3, 19}
+	table := []int32{0, 2, 3, 4, 1, 5, 6, 7}
+	lens := []int32{4, 4}
+	return m, func() error { return m.Decode(ws, kv, ids, pos, slots, table, lens) }
+}
+
 // A decode step issues the fused ops: per layer one norm (the residual add fused in), the q product,
 // k and v as one batched product, rope_append (biases, RoPE, cache append), decode attention, the
 // output product, the MLP's norm with its residual add, gate and up as one batched product, SwiGLU and
@@ -82,21 +101,12 @@ func TestGreedyMatchesFullForward(t *testing.T) {
 // the head. On a GPU each is a launch in the step's graph, and at a decode batch most are bound by
 // their launch, not their work.
 func TestDecodeStepOps(t *testing.T) {
-	d := testDevice(t)
-	m, err := Load(d, filepath.Join("testdata", "qwen2_f32"))
-	require.NoError(t, err)
-	defer m.Free()
+	m, decode := prefilledFixture(t)
 	require.True(t, m.Config.QKVBias)
-	kv, err := m.NewKVCache(8, 16)
-	require.NoError(t, err)
-	defer kv.Free()
-	ws, err := m.NewWorkspace(16, 2, 4)
-	require.NoError(t, err)
-	defer ws.Free()
-	require.NoError(t, m.Prefill(ws, kv, []int32{1, 2, 3, 4, 5, 6}, []int{3, 3}, []int32{0, 1, 2, 16, 17, 18}))
+	d := m.dev
 	d.SetProfiling(true)
 	defer d.SetProfiling(false)
-	require.NoError(t, m.Decode(ws, kv, []int32{7, 8}, []int32{3, 3}, []int32{3, 19}, []int32{0, 2, 3, 4, 1, 5, 6, 7}, []int32{4, 4}))
+	require.NoError(t, decode())
 	L := int64(m.Config.Layers)
 	want := map[string]int64{"embedding_fwd": 1, "rmsnorm_fwd": 2*L + 1, "matmul": 5*L + 1, "rope_append": L,
 		"decode_attention": L, "swiglu_fwd": L}
@@ -111,21 +121,9 @@ func TestDecodeStepOps(t *testing.T) {
 
 // A decode step allocates nothing on the Go heap.
 func TestDecodeAllocatesNothing(t *testing.T) {
-	m, err := Load(testDevice(t), filepath.Join("testdata", "qwen2_f32"))
-	require.NoError(t, err)
-	defer m.Free()
-	kv, err := m.NewKVCache(8, 16)
-	require.NoError(t, err)
-	defer kv.Free()
-	ws, err := m.NewWorkspace(16, 2, 4)
-	require.NoError(t, err)
-	defer ws.Free()
-	require.NoError(t, m.Prefill(ws, kv, []int32{1, 2, 3, 4, 5, 6}, []int{3, 3}, []int32{0, 1, 2, 16, 17, 18}))
-	ids, pos, slots := []int32{7, 8}, []int32{3, 3}, []int32{3, 19}
-	table := []int32{0, 2, 3, 4, 1, 5, 6, 7}
-	lens := []int32{4, 4}
+	_, decode := prefilledFixture(t)
 	allocs := testenv.AllocsPerRun(t, 10, func() {
-		if err := m.Decode(ws, kv, ids, pos, slots, table, lens); err != nil {
+		if err := decode(); err != nil {
 			t.Fatal(err)
 		}
 	})
