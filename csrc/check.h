@@ -34,17 +34,24 @@ static inline int32_t serl_check_copy(SERL_CTX *ctx, const serl_copy_args *a) {
     return SERL_OK;
 }
 
+/* Whether n elements of dtype at at a and n of bt at b share memory. */
+static inline int serl_overlap(const void *a, int32_t at, const void *b, int32_t bt, int64_t n) {
+    const uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
+    return a0 < b0 + (uintptr_t)n * serl_dtype_size(bt) && b0 < a0 + (uintptr_t)n * serl_dtype_size(at);
+}
+
+/* Whether they share memory other than as one tensor in place (the same address and dtype). */
+static inline int serl_partial_overlap(const void *a, int32_t at, const void *b, int32_t bt, int64_t n) {
+    return serl_overlap(a, at, b, bt, n) && !(a == b && at == bt);
+}
+
 static inline int32_t serl_check_cast(SERL_CTX *ctx, const serl_cast_args *a) {
     SERL_REQUIRE_DTYPE("cast", "src", a->src_dtype);
     SERL_REQUIRE_DTYPE("cast", "dst", a->dst_dtype);
     SERL_REQUIRE(a->n >= 0, "cast: n = %lld", (long long)a->n);
     if (a->n == 0) return SERL_DONE;
     SERL_REQUIRE(a->src && a->dst, "cast: NULL pointer");
-    {
-        uintptr_t s0 = (uintptr_t)a->src, d0 = (uintptr_t)a->dst;
-        uintptr_t s1 = s0 + (uintptr_t)a->n * serl_dtype_size(a->src_dtype), d1 = d0 + (uintptr_t)a->n * serl_dtype_size(a->dst_dtype);
-        SERL_REQUIRE(!(s0 < d1 && d0 < s1) || (s0 == d0 && a->src_dtype == a->dst_dtype), "cast: dst overlaps src");
-    }
+    SERL_REQUIRE(!serl_partial_overlap(a->src, a->src_dtype, a->dst, a->dst_dtype, a->n), "cast: dst overlaps src");
     return SERL_OK;
 }
 
@@ -170,20 +177,16 @@ static inline int32_t serl_check_rmsnorm_fwd(SERL_CTX *ctx, const serl_rmsnorm_f
     SERL_REQUIRE_DTYPE("rmsnorm_fwd", "res", a->res_dtype);
     SERL_REQUIRE_DTYPE("rmsnorm_fwd", "sum", a->sum_dtype);
     SERL_REQUIRE(a->sum, "rmsnorm_fwd: res without sum (the residual stream x + res is stored)");
-    {
-        /* sum may be x or res itself (in place, one dtype); y is read from sum after the row's Σs², so it
-         * must not overlap any of them */
-        const uintptr_t bytes = (uintptr_t)a->n * (uintptr_t)a->dim;
-        const uintptr_t x0 = (uintptr_t)a->x, r0 = (uintptr_t)a->res, s0 = (uintptr_t)a->sum, y0 = (uintptr_t)a->y;
-        const uintptr_t x1 = x0 + bytes * serl_dtype_size(a->x_dtype), r1 = r0 + bytes * serl_dtype_size(a->res_dtype);
-        const uintptr_t s1 = s0 + bytes * serl_dtype_size(a->sum_dtype), y1 = y0 + bytes * serl_dtype_size(a->y_dtype);
-        SERL_REQUIRE(!(s0 < x1 && x0 < s1) || (s0 == x0 && a->sum_dtype == a->x_dtype),
-                     "rmsnorm_fwd: sum overlaps x (only sum = x with one dtype is allowed)");
-        SERL_REQUIRE(!(s0 < r1 && r0 < s1) || (s0 == r0 && a->sum_dtype == a->res_dtype),
-                     "rmsnorm_fwd: sum overlaps res (only sum = res with one dtype is allowed)");
-        SERL_REQUIRE(!(y0 < x1 && x0 < y1) && !(y0 < r1 && r0 < y1) && !(y0 < s1 && s0 < y1),
-                     "rmsnorm_fwd: y overlaps x, res or sum (with res, y is separate)");
-    }
+    /* sum may be x or res itself (in place, one dtype); y is read from sum after the row's Σs², so it
+     * must not overlap any of them */
+    const int64_t n = (int64_t)a->n * a->dim;
+    SERL_REQUIRE(!serl_partial_overlap(a->sum, a->sum_dtype, a->x, a->x_dtype, n),
+                 "rmsnorm_fwd: sum overlaps x (only sum = x with one dtype is allowed)");
+    SERL_REQUIRE(!serl_partial_overlap(a->sum, a->sum_dtype, a->res, a->res_dtype, n),
+                 "rmsnorm_fwd: sum overlaps res (only sum = res with one dtype is allowed)");
+    SERL_REQUIRE(!serl_overlap(a->y, a->y_dtype, a->x, a->x_dtype, n) && !serl_overlap(a->y, a->y_dtype, a->res, a->res_dtype, n) &&
+                     !serl_overlap(a->y, a->y_dtype, a->sum, a->sum_dtype, n),
+                 "rmsnorm_fwd: y overlaps x, res or sum (with res, y is separate)");
     return SERL_OK;
 }
 
@@ -208,6 +211,10 @@ static inline int32_t serl_check_rope(SERL_CTX *ctx, const serl_rope_args *a) {
     SERL_REQUIRE(a->accumulate == 0 || a->accumulate == 1, "rope: accumulate = %d, want 0 or 1", a->accumulate);
     SERL_REQUIRE_DTYPE("rope", "x", a->x_dtype);
     SERL_REQUIRE_DTYPE("rope", "y", a->y_dtype);
+    /* y is x itself (in place, not accumulating) or disjoint from it */
+    SERL_REQUIRE(!serl_overlap(a->x, a->x_dtype, a->y, a->y_dtype, (int64_t)a->n_tokens * a->n_heads * a->head_dim) ||
+                     (a->x == a->y && !a->accumulate && a->x_dtype == a->y_dtype),
+                 "rope: y overlaps x (%s)", a->accumulate ? "accumulate = 1 needs a separate y" : "partial overlap");
     return SERL_OK;
 }
 

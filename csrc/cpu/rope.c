@@ -185,14 +185,6 @@ SERL_API int32_t serl_rope(void *ctxp, const serl_rope_args *a) {
     SERL_REQUIRE(a->pos && a->inv_freq && a->x && a->y, "rope: NULL tensor (pos %p, inv_freq %p, x %p, y %p)",
                  (const void *)a->pos, (const void *)a->inv_freq, (const void *)a->x, (void *)a->y);
     int64_t total = (int64_t)a->n_tokens * a->n_heads * a->head_dim;
-    {
-        /* y must be x itself (in place, not accumulating) or disjoint from it. */
-        uintptr_t x0 = (uintptr_t)a->x, y0 = (uintptr_t)a->y;
-        uintptr_t xb = (uintptr_t)total * serl_dtype_size(a->x_dtype), yb = (uintptr_t)total * serl_dtype_size(a->y_dtype);
-        int overlap = x0 < y0 + yb && y0 < x0 + xb;
-        SERL_REQUIRE(!overlap || (x0 == y0 && !a->accumulate && a->x_dtype == a->y_dtype),
-                     "rope: y overlaps x (%s)", a->accumulate ? "accumulate = 1 needs a separate y" : "partial overlap");
-    }
     int32_t max_pos = 0;
     for (int32_t t = 0; t < a->n_tokens; t++) {
         SERL_REQUIRE(a->pos[t] >= 0, "rope: pos[%d] = %d is negative", t, a->pos[t]);

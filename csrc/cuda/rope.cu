@@ -102,14 +102,6 @@ extern "C" SERL_API int32_t serl_rope(void *ctxp, const serl_rope_args *a) {
     if (a->n_tokens == 0 || a->n_heads == 0) return SERL_OK;
     SERL_REQUIRE(a->pos && a->inv_freq && a->x && a->y, "rope: NULL tensor (pos %p, inv_freq %p, x %p, y %p)",
                  (const void *)a->pos, (const void *)a->inv_freq, a->x, a->y);
-    {
-        int64_t n = (int64_t)a->n_tokens * a->n_heads * a->head_dim;
-        uintptr_t x0 = (uintptr_t)a->x, y0 = (uintptr_t)a->y;
-        uintptr_t x1 = x0 + (uintptr_t)n * serl_dtype_size(a->x_dtype), y1 = y0 + (uintptr_t)n * serl_dtype_size(a->y_dtype);
-        int overlap = x0 < y1 && y0 < x1;
-        SERL_REQUIRE(!overlap || (x0 == y0 && !a->accumulate && a->x_dtype == a->y_dtype),
-                     "rope: y overlaps x (only exact in-place without accumulate and with one dtype is allowed)");
-    }
     SERL_REQUIRE((int64_t)a->n_heads * a->head_dim <= INT32_MAX, "rope: n_heads · head_dim = %lld per token (at most %d)",
                  (long long)a->n_heads * a->head_dim, INT32_MAX);
     const int xbf = a->x_dtype == SERL_DTYPE_BF16, ybf = a->y_dtype == SERL_DTYPE_BF16;
@@ -143,6 +135,24 @@ __global__ void __launch_bounds__(ROPE_THREADS)
     const bool cached = sl >= 0 && sl < n_slots; /* a negative slot skips the token's append */
     const int64_t row = (int64_t)n_kv_heads * head_dim, qt = (int64_t)t * n_heads * head_dim, kt = t * row;
     const int64_t ct = cached ? sl * row : 0;
+    /* dimension d of head h, q's heads then k's: its tensor and dtype, whether it is k's, its offset in
+     * the token's row (e: also its bias's and its cache row's index) and in the tensor (o) */
+    struct elem {
+        void *x;
+        int bf;
+        bool isk;
+        int64_t e, o;
+    };
+    auto at = [&](int h, int d) {
+        const bool isk = h >= n_heads;
+        const int64_t e = (int64_t)(isk ? h - n_heads : h) * head_dim + d;
+        return elem{isk ? k : q, isk ? kvbf : qbf, isk, e, (isk ? kt : qt) + e};
+    };
+    /* the value c elements past r, with its bias added as bias_add rounds it */
+    auto biased = [&](const elem &r, int c) {
+        const float x = ld(r.x, r.bf, r.o + c);
+        return bq ? rnd(r.bf, __fadd_rn(x, ld(r.isk ? bk : bq, bbf, r.e + c))) : x;
+    };
     for (int j0 = 0; j0 < half; j0 += ROPE_TRIG) {
         const int nj = min(ROPE_TRIG, half - j0);
         if (j0) __syncthreads(); /* the previous chunk's readers are done */
@@ -151,31 +161,21 @@ __global__ void __launch_bounds__(ROPE_THREADS)
         /* (head, pair) items over q's heads, then k's */
         for (int i = threadIdx.x; i < heads * nj; i += blockDim.x) {
             const int h = i / nj, j = i - h * nj;
-            const bool isk = h >= n_heads;
-            void *x = isk ? k : q;
-            const int bf = isk ? kvbf : qbf;
-            const int64_t e = (int64_t)(isk ? h - n_heads : h) * head_dim + j0 + j, o = (isk ? kt : qt) + e; /* e: in the token's row */
-            float x1 = ld(x, bf, o), x2 = ld(x, bf, o + half), y1, y2;
-            if (bq) {
-                const void *b = isk ? bk : bq;
-                x1 = rnd(bf, __fadd_rn(x1, ld(b, bbf, e))), x2 = rnd(bf, __fadd_rn(x2, ld(b, bbf, e + half)));
-            }
-            rope_pair(x1, x2, cs[j], cs[ROPE_TRIG + j], &y1, &y2);
-            st(x, bf, o, y1);
-            st(x, bf, o + half, y2);
-            if (isk && cached) st(kc, cbf, ct + e, rnd(kvbf, y1)), st(kc, cbf, ct + e + half, rnd(kvbf, y2));
+            const elem r = at(h, j0 + j);
+            float y1, y2;
+            rope_pair(biased(r, 0), biased(r, half), cs[j], cs[ROPE_TRIG + j], &y1, &y2);
+            st(r.x, r.bf, r.o, y1);
+            st(r.x, r.bf, r.o + half, y2);
+            if (r.isk && cached) st(kc, cbf, ct + r.e, rnd(kvbf, y1)), st(kc, cbf, ct + r.e + half, rnd(kvbf, y2));
         }
     }
     /* the dimensions past rot_dim: biased, not rotated */
     for (int i = threadIdx.x; i < heads * pass; i += blockDim.x) {
         const int h = i / pass;
-        const bool isk = h >= n_heads;
-        void *x = isk ? k : q;
-        const int bf = isk ? kvbf : qbf;
-        const int64_t e = (int64_t)(isk ? h - n_heads : h) * head_dim + rot_dim + (i - h * pass), o = (isk ? kt : qt) + e;
-        float val = ld(x, bf, o);
-        if (bq) val = rnd(bf, __fadd_rn(val, ld(isk ? bk : bq, bbf, e))), st(x, bf, o, val);
-        if (isk && cached) st(kc, cbf, ct + e, val);
+        const elem r = at(h, rot_dim + (i - h * pass));
+        const float val = biased(r, 0);
+        if (bq) st(r.x, r.bf, r.o, val);
+        if (r.isk && cached) st(kc, cbf, ct + r.e, val);
     }
     for (int64_t e = threadIdx.x; e < row; e += blockDim.x) {
         float val = ld(v, kvbf, kt + e);

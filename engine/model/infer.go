@@ -283,10 +283,9 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 		}
 		// With LoRA adapters the biases go on right after the products, before the adapters' terms, in
 		// the training forward's order; otherwise rope_append adds them.
-		bq, bk, bv := w.bq, w.bk, w.bv
-		var pb [3]kernels.Tensor
+		rb, pb := [3]kernels.Tensor{w.bq, w.bk, w.bv}, [3]kernels.Tensor{} // rope_append's biases, the products'
 		if m.lora != nil {
-			pb, bq, bk, bv = [3]kernels.Tensor{bq, bk, bv}, kernels.Tensor{}, kernels.Tensor{}, kernels.Tensor{}
+			rb, pb = pb, rb
 		}
 		m.loraDown(&p, l, qkvGroup, ln, u[qkvGroup])
 		p.linear(flat2(q), ln, w.wq, pb[0])
@@ -297,7 +296,7 @@ func (m *Model) inferPass(ws *Workspace, kv *KVCache, T, S int, prefill bool) er
 		p.biasAdd(flat2(v), pb[2])
 		m.loraUp(&p, l, 2, flat2(v), u[qkvGroup])
 		if p.err == nil {
-			p.err = m.dev.RoPEAppend(kernels.RoPEAppend{Q: q, K: k, V: v, BQ: bq, BK: bk, BV: bv, Pos: pos, InvFreq: m.invFreq,
+			p.err = m.dev.RoPEAppend(kernels.RoPEAppend{Q: q, K: k, V: v, BQ: rb[0], BK: rb[1], BV: rb[2], Pos: pos, InvFreq: m.invFreq,
 				RotDim: c.HeadDim, Cache: cache, Slots: slots})
 		}
 		if p.err == nil {

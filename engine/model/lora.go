@@ -376,7 +376,7 @@ func (m *Model) loraBackward(p *pass, gl []loraLayer, l, g int, dx, x, u, duBuf 
 // fromColumn views t [T, W] from column c on, flat: with row stride W, its first columns are t's
 // columns c, c+1, … (a target's slice of its group's u or du, for a strided product).
 func fromColumn(t kernels.Tensor, c int) kernels.Tensor {
-	f := t.MustReshape(t.Len())
+	f := flatAll(t)
 	return f.MustSlice(min(c, f.Len()), f.Len())
 }
 
