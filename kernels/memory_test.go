@@ -1,7 +1,11 @@
 package kernels
 
 import (
+	"bytes"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 )
@@ -102,4 +106,54 @@ func BenchmarkTransfer(b *testing.B) {
 			}
 		}
 	})
+}
+
+// The CPU library asks for transparent huge pages on allocations of 2 MiB and more (core.c), so that a
+// fresh tensor faults in 2 MiB at a time. The kernel's smaps says whether a mapping may have them
+// (THPeligible); under THP "madvise", Debian's default, only the advice makes it 1, so a lost madvise
+// or a misaligned range fails here. A small allocation is not advised.
+func TestHugePages(t *testing.T) {
+	mode, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	if err != nil || bytes.Contains(mode, []byte("[never]")) {
+		t.Skipf("skipped: transparent huge pages are off here (%q, %v)", mode, err)
+	}
+	d := cpuDevice(t)
+	big, small := d.MustAlloc(F32, 3<<20), d.MustAlloc(F32, 1024) // 12 MiB, 4 KiB
+	defer d.Free(big)
+	defer d.Free(small)
+	if big.addr()%(2<<20) != 0 {
+		t.Fatalf("a 12 MiB tensor at %#x is not 2 MiB-aligned", big.addr())
+	}
+	if got := thpEligible(t, big.addr()); !got {
+		t.Errorf("a 12 MiB tensor's mapping is not eligible for huge pages (THP mode %q)", bytes.TrimSpace(mode))
+	}
+	if bytes.Contains(mode, []byte("[madvise]")) && thpEligible(t, small.addr()) {
+		t.Errorf("a 4 KiB tensor's mapping is eligible for huge pages: it was advised, or shares a mapping that was")
+	}
+}
+
+// thpEligible reads /proc/self/smaps for the mapping that holds addr.
+func thpEligible(t *testing.T, addr uintptr) bool {
+	t.Helper()
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Skipf("skipped: %v", err)
+	}
+	in := false
+	for _, line := range strings.Split(string(smaps), "\n") {
+		// a mapping's header line starts "lo-hi" in hex; its fields follow it
+		if lo, hi, ok := strings.Cut(strings.Fields(line + " ")[0], "-"); ok {
+			if a, err := strconv.ParseUint(lo, 16, 64); err == nil {
+				if b, err := strconv.ParseUint(hi, 16, 64); err == nil {
+					in = uint64(addr) >= a && uint64(addr) < b
+					continue
+				}
+			}
+		}
+		if v, ok := strings.CutPrefix(line, "THPeligible:"); ok && in {
+			return strings.TrimSpace(v) == "1"
+		}
+	}
+	t.Fatalf("no mapping with a THPeligible line holds %#x in /proc/self/smaps", addr)
+	return false
 }

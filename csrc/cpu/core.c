@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -21,10 +22,21 @@ int32_t serl_fail(serl_ctx *ctx, int32_t status, const char *fmt, ...) {
     return status;
 }
 
+/* Allocations of 2 MiB or more are 2 MiB-aligned and asked to be backed by transparent huge pages (the
+ * kernel's "madvise" mode, Debian's default, gives them only to regions that ask). A tensor's first touch
+ * then faults once per 2 MiB instead of once per 4 KiB: the first step of a Qwen2.5-0.5B training bench
+ * (9.5 GiB of tensors) spent 32 s of system time where it now spends 21, and a product's walk over a
+ * weight matrix misses the TLB 512× less often. The advice is only that: where THP is off it is ignored,
+ * and the memory is ordinary. */
+#define HUGE_PAGE ((size_t)2 << 20)
+
 void *serl_aligned_alloc(size_t bytes) {
     void *p = NULL;
     if (bytes == 0) bytes = SERL_ALIGN;
-    if (posix_memalign(&p, SERL_ALIGN, (bytes + SERL_ALIGN - 1) / SERL_ALIGN * SERL_ALIGN) != 0) return NULL;
+    size_t align = bytes >= HUGE_PAGE ? HUGE_PAGE : SERL_ALIGN;
+    bytes = (bytes + align - 1) / align * align;
+    if (posix_memalign(&p, align, bytes) != 0) return NULL;
+    if (align == HUGE_PAGE) (void)madvise(p, bytes, MADV_HUGEPAGE);
     return p;
 }
 
