@@ -11,8 +11,13 @@
 #define MR 12
 #define NR 32
 
-void serl_sgemm_ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha,
-                           float beta, int mr, int nr) {
+/* The first R rows of a 12-row panel (R = 4, 8 or 12, a constant of each instance): an edge panel of
+ * m % 12 rows runs the smallest that covers it, so m = 256 (21 panels and 4 rows) pays for 21⅓ tiles
+ * rather than 22. Each element's sum is the same chain of FMAs whatever R is: the bits do not depend on
+ * which instance ran. */
+static inline __attribute__((always_inline)) void sgemm_tile(const int R, int64_t kc, const float *a, const float *b,
+                                                             float *c, int64_t ldc, float alpha, float beta, int mr,
+                                                             int nr) {
     __m512 c0[MR], c1[MR];
     serl_start_tile_12x32(c, ldc, mr, c0, c1);
 #pragma GCC unroll 2
@@ -21,7 +26,7 @@ void serl_sgemm_ukr_avx512(int64_t kc, const float *a, const float *b, float *c,
         _mm_prefetch((const char *)(b + 8 * NR), _MM_HINT_T0);
         _mm_prefetch((const char *)(b + 8 * NR + 16), _MM_HINT_T0);
 #pragma GCC unroll 12
-        for (int i = 0; i < MR; i++) {
+        for (int i = 0; i < R; i++) {
             __m512 av = _mm512_set1_ps(a[i]);
             c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
             c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
@@ -30,6 +35,16 @@ void serl_sgemm_ukr_avx512(int64_t kc, const float *a, const float *b, float *c,
         b += NR;
     }
     serl_store_tile_12x32(c, ldc, alpha, beta, mr, nr, c0, c1);
+}
+
+void serl_sgemm_ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha,
+                           float beta, int mr, int nr) {
+    if (mr > 8)
+        sgemm_tile(12, kc, a, b, c, ldc, alpha, beta, mr, nr);
+    else if (mr > 4)
+        sgemm_tile(8, kc, a, b, c, ldc, alpha, beta, mr, nr);
+    else
+        sgemm_tile(4, kc, a, b, c, ldc, alpha, beta, mr, nr);
 }
 
 /* ------------------------------------------------------------------------- x·Wᵀ for few rows

@@ -13,8 +13,11 @@
 #define MR 12
 #define NR 32
 
-void serl_bgemm_ukr_avx512bf16(int64_t kp, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, float alpha,
-                               float beta, int mr, int nr) {
+/* The first R rows of a 12-row panel, R = 4, 8 or 12 (as matmul_avx512.c's sgemm_tile: an edge panel
+ * runs the smallest instance that covers it, with the same bits). */
+static inline __attribute__((always_inline)) void bgemm_tile(const int R, int64_t kp, const uint32_t *a,
+                                                             const uint32_t *b, float *c, int64_t ldc, float alpha,
+                                                             float beta, int mr, int nr) {
     __m512 c0[MR], c1[MR];
     serl_start_tile_12x32(c, ldc, mr, c0, c1);
 #pragma GCC unroll 2
@@ -23,7 +26,7 @@ void serl_bgemm_ukr_avx512bf16(int64_t kp, const uint32_t *a, const uint32_t *b,
         _mm_prefetch((const char *)(b + 8 * NR), _MM_HINT_T0);
         _mm_prefetch((const char *)(b + 8 * NR + 16), _MM_HINT_T0);
 #pragma GCC unroll 12
-        for (int i = 0; i < MR; i++) {
+        for (int i = 0; i < R; i++) {
             __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[i]);
             c0[i] = _mm512_dpbf16_ps(c0[i], av, b0);
             c1[i] = _mm512_dpbf16_ps(c1[i], av, b1);
@@ -32,6 +35,16 @@ void serl_bgemm_ukr_avx512bf16(int64_t kp, const uint32_t *a, const uint32_t *b,
         b += NR;
     }
     serl_store_tile_12x32(c, ldc, alpha, beta, mr, nr, c0, c1);
+}
+
+void serl_bgemm_ukr_avx512bf16(int64_t kp, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, float alpha,
+                               float beta, int mr, int nr) {
+    if (mr > 8)
+        bgemm_tile(12, kp, a, b, c, ldc, alpha, beta, mr, nr);
+    else if (mr > 4)
+        bgemm_tile(8, kp, a, b, c, ldc, alpha, beta, mr, nr);
+    else
+        bgemm_tile(4, kp, a, b, c, ldc, alpha, beta, mr, nr);
 }
 
 /* ------------------------------------------------------------------------- GEMV on pairs
