@@ -270,6 +270,25 @@ func testMatMulBF16(t *testing.T, h *harness) {
 		naiveMatMul32(false, true, m, n, k, 1, a, k, 0, b, k, 0, 1, naive, n, 0, 1, F32)
 		requireBF16Rule(t, fmt.Sprintf("matmul bf16 nt m=%d n=%d k=%d accumulate into f32", m, n, k), h.get(C), want, naive, F32)
 	}
+	// A bf16 C past two N blocks and two K groups (the packing budget) of the CPU's blocked driver, beta ≠
+	// 0: the driver sums it in a float32 block, widening C's tiles at their first K slice and rounding them
+	// at their last, which here fall in different parallel calls. bf16 × bf16 (the pair kernel, on
+	// AVX-512 BF16) and f32 × bf16 (the float32 kernels widening B's panels).
+	for _, c := range []struct {
+		m, n, k int
+		adt     DType
+	}{{16, 4100, 4200, BF16}, {20, 4100, 2100, F32}} {
+		A, a := h.upload(c.adt, h.randn(c.m*c.k, 1), c.m, c.k)
+		B, b := h.upload(BF16, h.randn(c.k*c.n, 1), c.k, c.n)
+		C, c0 := h.upload(BF16, h.randn(c.m*c.n, 1), c.m, c.n)
+		require.NoError(t, h.d.MatMul(MatMul{A: A, B: B, C: C, Alpha: 1, Beta: 0.25}))
+		want := f64(c0)
+		ref.MatMul(false, false, c.m, c.n, c.k, 1, f64(a), c.k, 0, f64(b), c.n, 0, 0.25, want, c.n, 0, 1)
+		naive := append([]float32(nil), c0...)
+		naiveMatMul32(false, false, c.m, c.n, c.k, 1, a, c.k, 0, b, c.n, 0, 0.25, naive, c.n, 0, 1, BF16)
+		requireBF16Rule(t, fmt.Sprintf("matmul %s·bf16 nn m=%d n=%d k=%d beta 0.25 into bf16", c.adt, c.m, c.n, c.k),
+			h.getAny(C), want, naive, BF16)
+	}
 	// Mixed storage: f32 activations against bf16 weights, each way round, for many rows and for few
 	// (the generation path: W rows widened once per block of x rows for 7, in registers for 3).
 	for i, dts := range [][3]DType{{F32, BF16, F32}, {BF16, F32, BF16}, {F32, F32, BF16}, {F32, BF16, BF16}, {BF16, BF16, F32}, {F32, BF16, F32}} {

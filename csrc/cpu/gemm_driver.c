@@ -4,7 +4,12 @@
  * and packed on demand, panel by panel, by the first task that needs one (gemm_sched.h). Tasks are C
  * tiles, each a range of A panels × a range of ≤ NC_TILE columns looping over the K slices, so that its B
  * slice (KC×NC_TILE) stays in the worker's L2 while each A micro-panel (MR×KC) stays in L1. Edge tiles
- * are computed in full against zero-padded panels; the microkernel writes back only their valid part. */
+ * are computed in full against zero-padded panels; the microkernel writes back only their valid part.
+ *
+ * A bf16 C is summed in a float32 block [MC, NC] (24 MiB at most) that each tile widens its rows of C
+ * into at its first K slice (when beta ≠ 0) and rounds them back from at its last: the bits of one float32
+ * C rounded at the end, which is what the callers held before, at [m, n] (537 MB for the logits of a
+ * chunk of 883 tokens against Qwen2.5's vocabulary, outside every memory plan). */
 #include <stdatomic.h>
 
 #include "gemm_driver.h"
@@ -24,7 +29,9 @@ typedef struct {
     serl_gemm_operand a, b;
     int64_t k, ldc;
     float alpha, beta;
-    float *C;
+    void *C;
+    float *cblk; /* a bf16 C's float32 block, row stride ldcb; NULL for a float32 C */
+    int64_t ldcb;
     /* the current block: columns [jc, jc+nc), rows [ic, ic+mc), slices s0..s0+ns-1 of depth kc_blk */
     int64_t jc, nc, ic, mc, kc_blk, s0, ns;
     char *apack, *bpack;              /* slice s, panel q at (s·panels + q)·apanel (resp. bpanel) bytes */
@@ -52,6 +59,19 @@ static void ensure_panel(const gemm_job *j, int is_b, int64_t s, int64_t q) {
     }
 }
 
+/* Rows [ir, ir+mr) of the current block, columns [c0, c1) (block-relative), between C and the float32
+ * block of a bf16 C: widened into it (to_block) or rounded back. */
+static void block_rows(const gemm_job *j, int to_block, int64_t ir, int mr, int64_t c0, int64_t c1) {
+    for (int64_t i = ir; i < ir + mr; i++) {
+        uint16_t *c = (uint16_t *)j->C + (j->ic + i) * j->ldc + j->jc + c0;
+        float *b = j->cblk + i * j->ldcb + c0;
+        if (to_block)
+            serl_bf16_to_f32_n(b, c, c1 - c0);
+        else
+            serl_f32_to_bf16_n(c, b, c1 - c0);
+    }
+}
+
 static void tile_task(void *arg, int64_t t, int worker) {
     (void)worker;
     const gemm_job *j = arg;
@@ -65,25 +85,29 @@ static void tile_task(void *arg, int64_t t, int worker) {
         int64_t pc = (j->s0 + s) * j->kc_blk;
         int64_t kc = j->k - pc < j->kc_blk ? j->k - pc : j->kc_blk;
         float beta = pc == 0 ? j->beta : 1.0f;
+        const int64_t c0 = blo * NR, c1 = bhi * NR < j->nc ? bhi * NR : j->nc; /* the tile's columns */
         for (int64_t r = blo; r < bhi; r++) ensure_panel(j, 1, s, r);
         for (int64_t q = alo; q < ahi; q++) {
             ensure_panel(j, 0, s, q);
             int64_t ir = q * MR;
             int mr = (int)(j->mc - ir < MR ? j->mc - ir : MR);
             const char *ap = j->apack + (s * j->a_panels + q) * j->apanel;
-            float *crow = j->C + (j->ic + ir) * j->ldc + j->jc;
+            float *crow = j->cblk ? j->cblk + ir * j->ldcb : (float *)j->C + (j->ic + ir) * j->ldc + j->jc;
+            const int64_t ldc = j->cblk ? j->ldcb : j->ldc;
+            if (j->cblk && pc == 0 && beta != 0.0f) block_rows(j, 1, ir, mr, c0, c1);
             for (int64_t r = blo; r < bhi; r++) {
                 int64_t jr = r * NR;
                 int nr = (int)(j->nc - jr < NR ? j->nc - jr : NR);
-                ukr(kc, ap, j->bpack + (s * j->b_panels + r) * j->bpanel, crow + jr, j->ldc, j->alpha, beta, mr, nr);
+                ukr(kc, ap, j->bpack + (s * j->b_panels + r) * j->bpanel, crow + jr, ldc, j->alpha, beta, mr, nr);
             }
+            if (j->cblk && pc + kc == j->k) block_rows(j, 0, ir, mr, c0, c1);
         }
     }
 }
 
 int serl_gemm_blocked(serl_ctx *ctx, const serl_gemm_kernel *kern, int ta, int tb, int64_t m, int64_t n, int64_t k,
                       float alpha, const void *A, int32_t a_dt, int64_t lda, const void *B, int32_t b_dt, int64_t ldb,
-                      float beta, float *C, int64_t ldc) {
+                      float beta, void *C, int32_t c_dt, int64_t ldc) {
     const int MR = kern->mr, NR = kern->nr;
     const int64_t eb = kern->elt_bytes;
     const int64_t threads = ctx->threads;
@@ -102,14 +126,18 @@ int serl_gemm_blocked(serl_ctx *ctx, const serl_gemm_kernel *kern, int ta, int t
     size_t abytes = (size_t)(group * mcap * kc_blk * eb);
     size_t bbytes = (size_t)(group * ncap * kc_blk * eb);
     size_t fbytes = (size_t)(group * (max_ap + max_bp)) * sizeof(_Atomic int);
+    const int cbf = c_dt == SERL_DTYPE_BF16;
+    size_t cbytes = cbf ? (size_t)(mcap * ncap) * sizeof(float) : 0;
     abytes = (abytes + 63) & ~(size_t)63;
     bbytes = (bbytes + 63) & ~(size_t)63;
-    char *buf = serl_scratch(ctx, 0, abytes + bbytes + fbytes);
+    fbytes = (fbytes + 63) & ~(size_t)63;
+    char *buf = serl_scratch(ctx, 0, abytes + bbytes + fbytes + cbytes);
     if (!buf) return -1;
     gemm_job j = {.kern = kern,
                   .a = {.ptr = A, .ld = lda, .dtype = a_dt, .along_k = !ta},
                   .b = {.ptr = B, .ld = ldb, .dtype = b_dt, .along_k = tb},
-                  .k = k, .ldc = ldc, .alpha = alpha, .beta = beta, .C = C, .kc_blk = kc_blk,
+                  .k = k, .ldc = ldc, .alpha = alpha, .beta = beta, .C = C,
+                  .cblk = cbf ? (float *)(buf + abytes + bbytes + fbytes) : NULL, .ldcb = ncap, .kc_blk = kc_blk,
                   .apanel = MR * kc_blk * eb, .bpanel = NR * kc_blk * eb};
     j.apack = buf;
     j.bpack = buf + abytes;

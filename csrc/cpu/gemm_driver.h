@@ -37,10 +37,12 @@ typedef struct {
     serl_gemm_ukr_fn ukr;
 } serl_gemm_kernel;
 
-/* One product, C row-major with row stride ldc; A is m×k (k×m when ta), B k×n (n×k when tb), of dtypes
- * a_dt and b_dt as kern->pack understands them. Returns 0, or -1 when scratch memory failed. */
+/* One product, k > 0, C row-major with row stride ldc; A is m×k (k×m when ta), B k×n (n×k when tb), of
+ * dtypes a_dt and b_dt as kern->pack understands them. C is float32 or bf16 (c_dt): a bf16 C is summed in
+ * a float32 copy of one M×N block at a time and rounded once, each tile when its last K slice is done.
+ * Returns 0, or -1 when scratch memory failed. */
 int serl_gemm_blocked(serl_ctx *ctx, const serl_gemm_kernel *kern, int ta, int tb, int64_t m, int64_t n, int64_t k,
                       float alpha, const void *A, int32_t a_dt, int64_t lda, const void *B, int32_t b_dt, int64_t ldb,
-                      float beta, float *C, int64_t ldc);
+                      float beta, void *C, int32_t c_dt, int64_t ldc);
 
 #endif

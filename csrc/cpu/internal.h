@@ -64,7 +64,7 @@ static inline void serl_chunk(int64_t n, int64_t parts, int64_t i, int64_t *lo, 
 /* Per-worker scratch of at least `bytes`, 64-byte aligned, kept across calls. NULL when out of memory. */
 void *serl_scratch(serl_ctx *ctx, int worker, size_t bytes);
 
-/* One op's scratch shared by all its workers (the float32 C of a matrix product stored in bf16, the
+/* One op's scratch shared by all its workers (the float32 C of a few-row x·Wᵀ stored in bf16, the
  * keys and values attention stages), kept across calls like serl_scratch (a fresh allocation of that size
  * per call would fault its pages in every time). An op that takes it calls no other op that does. */
 void *serl_scratch_shared(serl_ctx *ctx, size_t bytes);

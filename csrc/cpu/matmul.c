@@ -868,16 +868,19 @@ nomem:
 
 /* Products with a bf16 operand and no kernel of their own (CPUs without AVX-512 BF16, mixed f32 × bf16): the
  * blocked driver with the float32 kernels, their packing widening bf16 panels, so no operand is copied whole; a
- * bf16 C goes through one float32 matrix and is rounded once. x·Wᵀ with few rows of x (a decode step's
+ * bf16 C is rounded once, from the driver's float32 block. x·Wᵀ with few rows of x (a decode step's
  * products, 17 to XWT_MAX_M sequences) takes the x·Wᵀ path as float32 does, x widened once: the blocked
  * driver packed x as well, for W panels that serve few rows (config S decoding 64 prompts in bf16 ran
  * at 0.60-0.83× f32's tokens/s under AVX2, and runs at 0.99-1.32×). */
 static int32_t matmul_widen_blocked(serl_ctx *ctx, const serl_matmul_args *a) {
     const int64_t m = a->m, n = a->n, k = a->k;
     const serl_gemm_kernel *kern = ctx->simd >= SERL_SIMD_AVX512 ? &kern_avx512 : &kern_avx2;
-    const int cbf = a->c_dtype == SERL_DTYPE_BF16;
     const int xwt = a->trans_b && !a->trans_a && m <= XWT_MAX_M, xbf = xwt && a->a_dtype == SERL_DTYPE_BF16;
-    const int64_t ldc = cbf ? n : a->ldc; /* of the float32 C the kernels write */
+    /* the x·Wᵀ path writes a float32 C: a bf16 one goes through a float32 [m, n] (m ≤ XWT_MAX_M); the
+     * blocked driver rounds a bf16 C itself */
+    const int cbf = xwt && a->c_dtype == SERL_DTYPE_BF16;
+    const int64_t ldc = cbf ? n : a->ldc; /* of the float32 C the x·Wᵀ kernels write */
+    const size_t csz = (size_t)serl_dtype_size(a->c_dtype);
     xwt_job xj;
     float *tmp = NULL, *xw = NULL; /* a float32 C [m, n] and x [m, k], one shared scratch */
     if (cbf || xbf) {
@@ -892,21 +895,22 @@ static int32_t matmul_widen_blocked(serl_ctx *ctx, const serl_matmul_args *a) {
         if (st != SERL_OK) return st;
     }
     for (int64_t b = 0; b < a->batch; b++) {
-        float *C = cbf ? tmp : (float *)a->c + b * a->stride_c;
-        uint16_t *Ch = cbf ? (uint16_t *)a->c + b * a->stride_c : NULL;
+        void *Cb = (char *)a->c + (size_t)(b * a->stride_c) * csz;
         const void *A = serl_at(a->a, a->a_dtype, b * a->stride_a), *B = serl_at(a->b, a->b_dtype, b * a->stride_b);
-        if (cbf && a->beta != 0.0f)
-            for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(tmp + i * n, Ch + i * a->ldc, n);
-        if (xwt) {
-            if (xbf)
-                for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(xw + i * k, (const uint16_t *)A + i * a->lda, k);
-            xwt_run(ctx, &xj, xbf ? xw : A, B, C);
-        } else if (serl_gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, A, a->a_dtype, a->lda, B,
-                                     a->b_dtype, a->ldb, a->beta, C, ldc) != 0) {
-            return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
+        if (!xwt) {
+            if (serl_gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, A, a->a_dtype, a->lda, B,
+                                  a->b_dtype, a->ldb, a->beta, Cb, a->c_dtype, a->ldc) != 0)
+                return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
+            continue;
         }
+        float *C = cbf ? tmp : Cb;
+        if (cbf && a->beta != 0.0f)
+            for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(tmp + i * n, (const uint16_t *)Cb + i * a->ldc, n);
+        if (xbf)
+            for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(xw + i * k, (const uint16_t *)A + i * a->lda, k);
+        xwt_run(ctx, &xj, xbf ? xw : A, B, C);
         if (cbf)
-            for (int64_t i = 0; i < m; i++) serl_f32_to_bf16_n(Ch + i * a->ldc, tmp + i * n, n);
+            for (int64_t i = 0; i < m; i++) serl_f32_to_bf16_n((uint16_t *)Cb + i * a->ldc, tmp + i * n, n);
     }
     return SERL_OK;
 }
@@ -1018,7 +1022,7 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
             continue;
         }
         if (serl_gemm_blocked(ctx, kern, a->trans_a, a->trans_b, m, n, k, a->alpha, A, SERL_DTYPE_F32, a->lda, B,
-                              SERL_DTYPE_F32, a->ldb, a->beta, C, a->ldc) != 0)
+                              SERL_DTYPE_F32, a->ldb, a->beta, C, SERL_DTYPE_F32, a->ldc) != 0)
             return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
     }
     return SERL_OK;

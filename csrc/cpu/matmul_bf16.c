@@ -87,26 +87,13 @@ static const serl_gemm_kernel kern_pairs = {.mr = MR, .nr = NR, .elt_bytes = siz
 
 /* Validated args with bf16 A and B, k > 0 and alpha ≠ 0, on an AVX-512 BF16 context. */
 int32_t serl_matmul_bf16(serl_ctx *ctx, const serl_matmul_args *a) {
-    const int64_t m = a->m, n = a->n, k = a->k;
-    const int cbf = a->c_dtype == SERL_DTYPE_BF16;
-    float *tmp = NULL;
-    if (cbf) {
-        /* one matrix of C at a time in float32 (ldc = n), rounded once when the depth is done */
-        tmp = serl_scratch_shared(ctx, sizeof(float) * (size_t)(m * n));
-        if (!tmp) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for a float32 C");
-    }
+    const size_t csz = (size_t)serl_dtype_size(a->c_dtype);
     for (int64_t b = 0; b < a->batch; b++) {
         const uint16_t *A = (const uint16_t *)a->a + b * a->stride_a, *B = (const uint16_t *)a->b + b * a->stride_b;
-        float *C = cbf ? tmp : (float *)a->c + b * a->stride_c;
-        int64_t ldc = cbf ? n : a->ldc;
-        uint16_t *Ch = cbf ? (uint16_t *)a->c + b * a->stride_c : NULL;
-        if (cbf && a->beta != 0.0f)
-            for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(tmp + i * n, Ch + i * a->ldc, n);
-        if (serl_gemm_blocked(ctx, &kern_pairs, a->trans_a, a->trans_b, m, n, k, a->alpha, A, SERL_DTYPE_BF16,
-                              a->lda, B, SERL_DTYPE_BF16, a->ldb, a->beta, C, ldc) != 0)
+        if (serl_gemm_blocked(ctx, &kern_pairs, a->trans_a, a->trans_b, a->m, a->n, a->k, a->alpha, A, SERL_DTYPE_BF16,
+                              a->lda, B, SERL_DTYPE_BF16, a->ldb, a->beta, (char *)a->c + (size_t)(b * a->stride_c) * csz,
+                              a->c_dtype, a->ldc) != 0)
             return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for packing buffers");
-        if (cbf)
-            for (int64_t i = 0; i < m; i++) serl_f32_to_bf16_n(Ch + i * a->ldc, tmp + i * n, n);
     }
     return SERL_OK;
 }
