@@ -28,6 +28,12 @@ func TestRandomInit(t *testing.T) {
 	require.Len(t, pa, a.Layout.Total)
 	require.Equal(t, pa, testenv.Read[float32](t, b.Params.Data), "same seed, same weights")
 	require.NotEqual(t, pa, testenv.Read[float32](t, other.Params.Data), "another seed, other weights")
+	// The draw goes in pieces; pieces that split every weight matrix give the same values.
+	defer func(n int) { initChunk = n }(initChunk)
+	initChunk = 100
+	pieces := newInit(7)
+	defer pieces.Free()
+	require.Equal(t, pa, testenv.Read[float32](t, pieces.Params.Data), "same seed in pieces of 100, same weights")
 	for i, s := range a.Layout.Specs {
 		v := testenv.Read[float32](t, a.Params.View(i))
 		require.Len(t, v, s.Len, s.Name)
