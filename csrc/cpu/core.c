@@ -33,10 +33,12 @@ int32_t serl_fail(serl_ctx *ctx, int32_t status, const char *fmt, ...) {
 void *serl_aligned_alloc(size_t bytes) {
     void *p = NULL;
     if (bytes == 0) bytes = SERL_ALIGN;
-    size_t align = bytes >= HUGE_PAGE ? HUGE_PAGE : SERL_ALIGN;
-    bytes = (bytes + align - 1) / align * align;
-    if (posix_memalign(&p, align, bytes) != 0) return NULL;
-    if (align == HUGE_PAGE) (void)madvise(p, bytes, MADV_HUGEPAGE);
+    bytes = (bytes + SERL_ALIGN - 1) / SERL_ALIGN * SERL_ALIGN;
+    const int huge = bytes >= HUGE_PAGE;
+    if (posix_memalign(&p, huge ? HUGE_PAGE : SERL_ALIGN, bytes) != 0) return NULL;
+    /* whole 4 KiB pages of the tensor only: a tail short of 2 MiB keeps small pages, so no tensor grows
+     * by more than a page */
+    if (huge) (void)madvise(p, bytes / 4096 * 4096, MADV_HUGEPAGE);
     return p;
 }
 
