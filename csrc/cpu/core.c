@@ -24,9 +24,9 @@ int32_t serl_fail(serl_ctx *ctx, int32_t status, const char *fmt, ...) {
 
 /* Allocations of 2 MiB or more are 2 MiB-aligned and asked to be backed by transparent huge pages (the
  * kernel's "madvise" mode, Debian's default, gives them only to regions that ask). A tensor's first touch
- * then faults once per 2 MiB instead of once per 4 KiB: the first step of a Qwen2.5-0.5B training bench
- * (9.5 GiB of tensors) spent 32 s of system time where it now spends 21, and a product's walk over a
- * weight matrix misses the TLB 512× less often. The advice is only that: where THP is off it is ignored,
+ * then faults once per 2 MiB instead of once per 4 KiB: a Qwen2.5-0.5B training bench of two steps (9.5
+ * GiB of tensors) spent 32 s of system time where it now spends 21, and a product's walk over a weight
+ * matrix misses the TLB 512× less often. The advice is only that: where THP is off it is ignored,
  * and the memory is ordinary. */
 #define HUGE_PAGE ((size_t)2 << 20)
 
