@@ -86,7 +86,9 @@ typedef struct {
 } serl_device_info_args;
 SERL_API int32_t serl_device_info(void *ctx, serl_device_info_args *a);
 
-/* Device memory, 64-byte aligned. NULL on failure (then serl_last_error says why). */
+/* Device memory, 64-byte aligned, committed when allocated (the CPU library faults in a tensor of 2 MiB
+ * or more before returning it, as cudaMalloc commits GPU memory). NULL on failure (then serl_last_error
+ * says why). */
 SERL_API void *serl_alloc(void *ctx, int64_t bytes);
 SERL_API void serl_free(void *ctx, void *p);
 

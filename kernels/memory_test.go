@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // growStack grows the calling goroutine's stack by about n KiB, so that the collector will shrink it.
@@ -124,16 +126,32 @@ func TestHugePages(t *testing.T) {
 	if big.addr()%(2<<20) != 0 {
 		t.Fatalf("a 12 MiB tensor at %#x is not 2 MiB-aligned", big.addr())
 	}
-	if got := thpEligible(t, big.addr()); !got {
-		t.Errorf("a 12 MiB tensor's mapping is not eligible for huge pages (THP mode %q)", bytes.TrimSpace(mode))
+	if got := smapsField(t, big.addr(), "THPeligible"); got != "1" {
+		t.Errorf("a 12 MiB tensor's mapping is not eligible for huge pages (THPeligible %s, THP mode %q)", got, bytes.TrimSpace(mode))
 	}
-	if bytes.Contains(mode, []byte("[madvise]")) && thpEligible(t, small.addr()) {
+	if bytes.Contains(mode, []byte("[madvise]")) && smapsField(t, small.addr(), "THPeligible") == "1" {
 		t.Errorf("a 4 KiB tensor's mapping is eligible for huge pages: it was advised, or shares a mapping that was")
 	}
 }
 
-// thpEligible reads /proc/self/smaps for the mapping that holds addr.
-func thpEligible(t *testing.T, addr uintptr) bool {
+// A large CPU tensor is committed when it is allocated, as device memory is on a GPU (core.c): its
+// pages are resident before anything touches them, and a size past the machine's available memory is
+// refused with a message that says so, not left to the OOM killer at a later first touch.
+func TestLargeAllocationsCommitted(t *testing.T) {
+	d := cpuDevice(t)
+	x := d.MustAlloc(F32, 4<<20) // 16 MiB
+	defer d.Free(x)
+	rss, err := strconv.ParseInt(strings.TrimSuffix(smapsField(t, x.addr(), "Rss"), " kB"), 10, 64)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, rss<<10, x.Bytes(), "a fresh 16 MiB tensor's mapping is not resident")
+	total := d.Info().TotalMemory
+	_, err = d.Alloc(F32, int(total/2)) // twice the machine's memory
+	require.ErrorContains(t, err, "more than the machine's available memory")
+}
+
+// smapsField reads a field of /proc/self/smaps ("Rss", "THPeligible") for the mapping that holds addr,
+// its value as smaps prints it.
+func smapsField(t *testing.T, addr uintptr, field string) string {
 	t.Helper()
 	smaps, err := os.ReadFile("/proc/self/smaps")
 	if err != nil {
@@ -150,10 +168,10 @@ func thpEligible(t *testing.T, addr uintptr) bool {
 				}
 			}
 		}
-		if v, ok := strings.CutPrefix(line, "THPeligible:"); ok && in {
-			return strings.TrimSpace(v) == "1"
+		if v, ok := strings.CutPrefix(line, field+":"); ok && in {
+			return strings.TrimSpace(v)
 		}
 	}
-	t.Fatalf("no mapping with a THPeligible line holds %#x in /proc/self/smaps", addr)
-	return false
+	t.Fatalf("no mapping with a %s line holds %#x in /proc/self/smaps", field, addr)
+	return ""
 }
