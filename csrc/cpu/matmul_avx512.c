@@ -11,10 +11,9 @@
 #define MR 12
 #define NR 32
 
-/* The first R rows of a 12-row panel (R = 4, 8 or 12, a constant of each instance): an edge panel of
- * m % 12 rows runs the smallest that covers it, so m = 256 (21 panels and 4 rows) pays for 21⅓ tiles
- * rather than 22. Each element's sum is the same chain of FMAs whatever R is: the bits do not depend on
- * which instance ran. */
+/* The first R rows of a 12-row panel (R = 4, 8 or 12, a constant of each instance; SERL_TILE_BY_ROWS
+ * picks it). Each element's sum is the same chain of FMAs whatever R is: the bits do not depend on which
+ * instance ran. */
 static inline __attribute__((always_inline)) void sgemm_tile(const int R, int64_t kc, const float *a, const float *b,
                                                              float *c, int64_t ldc, float alpha, float beta, int mr,
                                                              int nr) {
@@ -39,12 +38,7 @@ static inline __attribute__((always_inline)) void sgemm_tile(const int R, int64_
 
 void serl_sgemm_ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha,
                            float beta, int mr, int nr) {
-    if (mr > 8)
-        sgemm_tile(12, kc, a, b, c, ldc, alpha, beta, mr, nr);
-    else if (mr > 4)
-        sgemm_tile(8, kc, a, b, c, ldc, alpha, beta, mr, nr);
-    else
-        sgemm_tile(4, kc, a, b, c, ldc, alpha, beta, mr, nr);
+    SERL_TILE_BY_ROWS(mr, sgemm_tile, kc, a, b, c, ldc, alpha, beta, mr, nr);
 }
 
 /* ------------------------------------------------------------------------- x·Wᵀ for few rows

@@ -13,8 +13,8 @@
 #define MR 12
 #define NR 32
 
-/* The first R rows of a 12-row panel, R = 4, 8 or 12 (as matmul_avx512.c's sgemm_tile: an edge panel
- * runs the smallest instance that covers it, with the same bits). */
+/* The first R rows of a 12-row panel, R = 4, 8 or 12 (SERL_TILE_BY_ROWS picks it; the same bits
+ * whichever runs). */
 static inline __attribute__((always_inline)) void bgemm_tile(const int R, int64_t kp, const uint32_t *a,
                                                              const uint32_t *b, float *c, int64_t ldc, float alpha,
                                                              float beta, int mr, int nr) {
@@ -39,12 +39,7 @@ static inline __attribute__((always_inline)) void bgemm_tile(const int R, int64_
 
 void serl_bgemm_ukr_avx512bf16(int64_t kp, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, float alpha,
                                float beta, int mr, int nr) {
-    if (mr > 8)
-        bgemm_tile(12, kp, a, b, c, ldc, alpha, beta, mr, nr);
-    else if (mr > 4)
-        bgemm_tile(8, kp, a, b, c, ldc, alpha, beta, mr, nr);
-    else
-        bgemm_tile(4, kp, a, b, c, ldc, alpha, beta, mr, nr);
+    SERL_TILE_BY_ROWS(mr, bgemm_tile, kp, a, b, c, ldc, alpha, beta, mr, nr);
 }
 
 /* ------------------------------------------------------------------------- GEMV on pairs

@@ -19,6 +19,19 @@ static inline __attribute__((always_inline)) __m256i serl_f32x16_to_bf16(__m512 
     return _mm512_cvtepi32_epi16(r); /* every lane is below 2^16: the truncation is exact */
 }
 
+/* Calls TILE(R, ...) for the smallest R of 4, 8 and 12 that covers mr rows of a 12-row panel: the
+ * microkernels are instantiated for those three row counts, so an edge panel of m % 12 rows pays for the
+ * rows it has, not for 12 (m = 256 is 21 panels and 4 rows). */
+#define SERL_TILE_BY_ROWS(mr, TILE, ...)         \
+    do {                                         \
+        if ((mr) > 8)                            \
+            TILE(12, __VA_ARGS__);               \
+        else if ((mr) > 4)                       \
+            TILE(8, __VA_ARGS__);                \
+        else                                     \
+            TILE(4, __VA_ARGS__);                \
+    } while (0)
+
 /* Zeroes the accumulators and prefetches the mr rows of C the tile will write. */
 static inline __attribute__((always_inline)) void serl_start_tile_12x32(const float *c, int64_t ldc, int mr, __m512 *c0,
                                                                       __m512 *c1) {
