@@ -28,8 +28,8 @@ int32_t serl_fail(serl_ctx *ctx, int32_t status, const char *fmt, ...) {
  * kernel's "madvise" mode, Debian's default, gives them only to regions that ask). A tensor then faults
  * in once per 2 MiB instead of once per 4 KiB: a Qwen2.5-0.5B training bench of two steps (9.5 GiB of
  * tensors) spent 32 s of system time where it now spends 21, and a product's walk over a weight matrix
- * misses the TLB 512× less often. The advice is only that: where THP is off it is ignored,
- * and the memory is ordinary. */
+ * misses the TLB 512× less often. The advice is only that: where THP is off it is ignored, and the
+ * memory is ordinary. */
 #define HUGE_PAGE ((size_t)2 << 20)
 
 void *serl_aligned_alloc(size_t bytes) {
@@ -197,7 +197,6 @@ SERL_API int32_t serl_device_info(void *ctxp, serl_device_info_args *a) {
 typedef struct {
     char *p;
     size_t bytes;
-    int64_t parts;
     _Atomic int failed;
 } commit_job;
 
@@ -217,9 +216,9 @@ static void commit_task(void *arg, int64_t t, int worker) {
 }
 
 static int commit(serl_ctx *ctx, void *p, size_t bytes) {
-    commit_job j = {.p = p, .bytes = bytes, .parts = (int64_t)((bytes + COMMIT_CHUNK - 1) / COMMIT_CHUNK)};
+    commit_job j = {.p = p, .bytes = bytes};
     atomic_init(&j.failed, 0);
-    serl_parallel(ctx, j.parts, commit_task, &j);
+    serl_parallel(ctx, (int64_t)((bytes + COMMIT_CHUNK - 1) / COMMIT_CHUNK), commit_task, &j);
     return atomic_load(&j.failed) ? -1 : 0;
 }
 
