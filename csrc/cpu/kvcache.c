@@ -138,14 +138,17 @@ static inline int64_t cursor_next(slot_cursor *c) {
 }
 
 /* How far ahead of use a task's rows are prefetched, in bytes (4 to 64 slots): blocks are scattered over
- * the cache, and the hardware prefetcher stops at every page boundary. A core keeps few misses in
- * flight, so the distance is what bounds its bandwidth from DRAM: 8 KiB (16 slots of the built-in
- * model's 512-byte f32 rows) read 1.35× faster than 4 slots on one core and 1.15× on two (64 sequences
- * of 512 tokens), and as fast as 4 slots with config M's 1 KiB rows; 16 KiB was no better. */
+ * the cache, and the hardware prefetcher stops at every page boundary. The rows go to L2, not L1
+ * (prefetcht1): a prefetch into L1 holds one of the core's few L1 miss buffers until its line lands,
+ * so the loop stalled on its own prefetches (a fifth of its samples on the instruction after them) and
+ * read DRAM at half the rate of a plain stream. Into L2, 64 sequences of 512 tokens decode 1.7-2.0×
+ * as fast on one core and on two (BenchmarkDecodeAttention S/ctx=512: 10-12 → 20-25 GB/s on one core,
+ * 20-26 → 40-44 on two, the machine's streaming read being 25 and 44). 8 KiB is 16 slots of the
+ * built-in model's 512-byte f32 rows; 16 and 32 KiB were no better. */
 #define DECODE_PF_BYTES 8192
 
 static inline void prefetch_row(const void *p, int64_t bytes) {
-    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T0);
+    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T1);
 }
 
 /* Dot products of the query rows q[n] (n < NH ≤ 4) with the key rows k[n] over D; the four sums. NH is a
