@@ -147,7 +147,7 @@ static inline int64_t cursor_next(slot_cursor *c) {
  * built-in model's 512-byte f32 rows; 16 and 32 KiB were no better. */
 #define DECODE_PF_BYTES 8192
 
-static inline void prefetch_row(const void *p, int64_t bytes) {
+static inline __attribute__((always_inline)) void prefetch_row(const void *p, int64_t bytes) {
     for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T1);
 }
 

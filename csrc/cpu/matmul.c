@@ -377,10 +377,11 @@ static inline void store4(float *c, __m128 s, float alpha, float beta, int nj) {
 }
 
 /* One register block: NI (≤ 4) rows of x against 4 rows of W, dot products along k in ymm lanes, the
- * k tail through masked loads. Inlined with a constant NI, so unused accumulators vanish. */
+ * k tail through masked loads, the next block's rows prefetched (pf: serl_gemv_next, or NULL). Inlined
+ * with a constant NI, so unused accumulators vanish. */
 static inline __attribute__((always_inline)) void gemv_block(int NI, int64_t k, const float *const *x,
                                                              const float *const *w, float alpha, float beta,
-                                                             float *c, int64_t ldc, int nj) {
+                                                             float *c, int64_t ldc, int nj, const char *const *pf) {
     int64_t k8 = k & ~(int64_t)7;
     int tail = (int)(k - k8);
     __m256 acc[4][4];
@@ -390,6 +391,7 @@ static inline __attribute__((always_inline)) void gemv_block(int NI, int64_t k, 
         for (int q = 0; q < 4; q++) acc[i][q] = _mm256_setzero_ps();
     const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
     for (int64_t p = 0; p < k8; p += 8) {
+        serl_gemv_prefetch(pf, p * (int64_t)sizeof(float), 8 * sizeof(float));
         __m256 vw0 = _mm256_loadu_ps(w0 + p), vw1 = _mm256_loadu_ps(w1 + p);
         __m256 vw2 = _mm256_loadu_ps(w2 + p), vw3 = _mm256_loadu_ps(w3 + p);
 #pragma GCC unroll 4
@@ -428,15 +430,18 @@ static void gemv_rows_avx2(int64_t m, int64_t k, float alpha, const float *X, in
         int nj = (int)(j1 - j < 4 ? j1 - j : 4);
         const float *w[4];
         for (int q = 0; q < 4; q++) w[q] = W + (j + (q < nj ? q : nj - 1)) * ldw;
+        const char *next[4];
+        const int more = serl_gemv_next(next, W, ldw, sizeof(float), j, j1);
         for (int64_t i = 0; i < m; i += 4) {
             int ni = (int)(m - i < 4 ? m - i : 4);
             const float *x[4] = {X + i * ldx, X + (i + 1) * ldx, X + (i + 2) * ldx, X + (i + 3) * ldx};
             float *c = C + i * ldc + j;
+            const char *const *pf = more && i == 0 ? next : NULL;
             switch (ni) {
-            case 1: gemv_block(1, k, x, w, alpha, beta, c, ldc, nj); break;
-            case 2: gemv_block(2, k, x, w, alpha, beta, c, ldc, nj); break;
-            case 3: gemv_block(3, k, x, w, alpha, beta, c, ldc, nj); break;
-            default: gemv_block(4, k, x, w, alpha, beta, c, ldc, nj); break;
+            case 1: gemv_block(1, k, x, w, alpha, beta, c, ldc, nj, pf); break;
+            case 2: gemv_block(2, k, x, w, alpha, beta, c, ldc, nj, pf); break;
+            case 3: gemv_block(3, k, x, w, alpha, beta, c, ldc, nj, pf); break;
+            default: gemv_block(4, k, x, w, alpha, beta, c, ldc, nj, pf); break;
             }
         }
     }

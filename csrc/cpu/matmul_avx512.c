@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include "internal.h"
+#include "gemm_sched.h"
 #include "tile_avx512.h"
 
 #define MR 12
@@ -110,11 +111,13 @@ static inline __attribute__((always_inline)) __m512 ldw16_tail(const void *w, in
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* Rows i..i+NI of C at columns j..j+nj (C of dtype c_dtype, float32 sums). */
+/* Rows i..i+NI of C at columns j..j+nj (C of dtype c_dtype, float32 sums); pf: the next block's rows
+ * (serl_gemv_next) of pes-byte elements, or NULL. */
 static inline __attribute__((always_inline)) void gemv_block16(const int NI, const int wbf, int64_t k,
                                                                const float *const *x, const void *const *w, float alpha,
                                                                float beta, void *C, int32_t c_dtype, int64_t ldc,
-                                                               int64_t i, int64_t j, int nj) {
+                                                               int64_t i, int64_t j, int nj, const char *const *pf,
+                                                               int64_t pes) {
     const int64_t k16 = k & ~(int64_t)15;
     const __mmask16 tm = (__mmask16)((1u << (k - k16)) - 1);
     __m512 acc[4][4];
@@ -124,6 +127,7 @@ static inline __attribute__((always_inline)) void gemv_block16(const int NI, con
         for (int q = 0; q < 4; q++) acc[r][q] = _mm512_setzero_ps();
     const void *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
     for (int64_t p = 0; p < k16; p += 16) {
+        serl_gemv_prefetch(pf, p * pes, 16 * pes);
         __m512 vw0 = ldw16(w0, wbf, p), vw1 = ldw16(w1, wbf, p), vw2 = ldw16(w2, wbf, p), vw3 = ldw16(w3, wbf, p);
 #pragma GCC unroll 4
         for (int r = 0; r < NI; r++) {
@@ -172,6 +176,8 @@ static inline __attribute__((always_inline)) void gemv_rows16(const int wbf, int
         const int nj = (int)(j1 - j < 4 ? j1 - j : 4);
         const void *w[4];
         for (int q = 0; q < 4; q++) w[q] = (const char *)W + (size_t)((j + (q < nj ? q : nj - 1)) * ldw) * ws;
+        const char *next[4];
+        const int more = serl_gemv_next(next, W, ldw, ws, j, j1);
         if (wbf && wide)
             for (int q = 0; q < 4; q++) {
                 serl_bf16_to_f32_n(wide + q * k, (const uint16_t *)w[q], k);
@@ -180,11 +186,12 @@ static inline __attribute__((always_inline)) void gemv_rows16(const int wbf, int
         for (int64_t i = 0; i < m; i += 4) {
             const int ni = (int)(m - i < 4 ? m - i : 4);
             const float *x[4] = {X + i * ldx, X + (i + 1) * ldx, X + (i + 2) * ldx, X + (i + 3) * ldx};
+            const char *const *pf = more && i == 0 ? next : NULL;
 #define BLOCK(NI)                                                                                            \
     if (wbf && !wide)                                                                                        \
-        gemv_block16(NI, 1, k, x, w, alpha, beta, C, c_dtype, ldc, i, j, nj);                                \
+        gemv_block16(NI, 1, k, x, w, alpha, beta, C, c_dtype, ldc, i, j, nj, pf, (int64_t)ws);               \
     else                                                                                                     \
-        gemv_block16(NI, 0, k, x, w, alpha, beta, C, c_dtype, ldc, i, j, nj);
+        gemv_block16(NI, 0, k, x, w, alpha, beta, C, c_dtype, ldc, i, j, nj, pf, (int64_t)ws);
             switch (ni) {
             case 1: BLOCK(1) break;
             case 2: BLOCK(2) break;

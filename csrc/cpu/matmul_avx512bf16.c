@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include "internal.h"
+#include "gemm_sched.h"
 #include "tile_avx512.h"
 
 #define MR 12
@@ -51,7 +52,7 @@ void serl_bgemm_ukr_avx512bf16(int64_t kp, const uint32_t *a, const uint32_t *b,
 static inline __attribute__((always_inline)) void dpgemv_block(const int NI, int64_t k, const uint16_t *const *x,
                                                                const uint16_t *const *w, float alpha, float beta,
                                                                void *C, int32_t c_dtype, int64_t off, int64_t ldc,
-                                                               int nj) {
+                                                               int nj, const char *const *pf) {
     const int64_t k32 = k & ~(int64_t)31;
     const __mmask32 tm = (__mmask32)((1ull << (k - k32)) - 1);
     __m512 acc[4][4];
@@ -61,6 +62,7 @@ static inline __attribute__((always_inline)) void dpgemv_block(const int NI, int
         for (int q = 0; q < 4; q++) acc[i][q] = _mm512_setzero_ps();
     const uint16_t *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
     for (int64_t p = 0; p < k32; p += 32) {
+        serl_gemv_prefetch(pf, 2 * p, 64);
         __m512bh vw0 = (__m512bh)_mm512_loadu_si512(w0 + p), vw1 = (__m512bh)_mm512_loadu_si512(w1 + p);
         __m512bh vw2 = (__m512bh)_mm512_loadu_si512(w2 + p), vw3 = (__m512bh)_mm512_loadu_si512(w3 + p);
 #pragma GCC unroll 4
@@ -106,15 +108,18 @@ void serl_dpgemv_rows_avx512bf16(int64_t m, int64_t k, float alpha, const uint16
         const int nj = (int)(j1 - j < 4 ? j1 - j : 4);
         const uint16_t *w[4];
         for (int q = 0; q < 4; q++) w[q] = W + (j + (q < nj ? q : nj - 1)) * ldw;
+        const char *next[4];
+        const int more = serl_gemv_next(next, W, ldw, sizeof(uint16_t), j, j1);
         for (int64_t i = 0; i < m; i += 4) {
             const int ni = (int)(m - i < 4 ? m - i : 4);
             const uint16_t *x[4] = {X + i * ldx, X + (i + 1) * ldx, X + (i + 2) * ldx, X + (i + 3) * ldx};
             const int64_t off = i * ldc + j;
+            const char *const *pf = more && i == 0 ? next : NULL;
             switch (ni) {
-            case 1: dpgemv_block(1, k, x, w, alpha, beta, C, c_dtype, off, ldc, nj); break;
-            case 2: dpgemv_block(2, k, x, w, alpha, beta, C, c_dtype, off, ldc, nj); break;
-            case 3: dpgemv_block(3, k, x, w, alpha, beta, C, c_dtype, off, ldc, nj); break;
-            default: dpgemv_block(4, k, x, w, alpha, beta, C, c_dtype, off, ldc, nj); break;
+            case 1: dpgemv_block(1, k, x, w, alpha, beta, C, c_dtype, off, ldc, nj, pf); break;
+            case 2: dpgemv_block(2, k, x, w, alpha, beta, C, c_dtype, off, ldc, nj, pf); break;
+            case 3: dpgemv_block(3, k, x, w, alpha, beta, C, c_dtype, off, ldc, nj, pf); break;
+            default: dpgemv_block(4, k, x, w, alpha, beta, C, c_dtype, off, ldc, nj, pf); break;
             }
         }
     }

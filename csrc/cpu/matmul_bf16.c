@@ -136,10 +136,10 @@ void serl_bgemv_rows_avx512(int64_t m, int64_t k, float alpha, const float *X, i
                             int64_t ldw, float beta, void *C, int32_t c_dtype, int64_t ldc, int64_t j0, int64_t j1,
                             float *wide);
 
-/* w[q] are bf16 rows, or float32 rows when wide. */
+/* w[q] are bf16 rows, or float32 rows when wide; pf: the next block's bf16 rows (serl_gemv_next) or NULL. */
 static inline __attribute__((always_inline)) void bgemv_block(int NI, int wide, const bgemv_job *g,
                                                               const float *const *x, const void *const *w, int64_t i,
-                                                              int64_t j, int nj) {
+                                                              int64_t j, int nj, const char *const *pf) {
     const int64_t k = g->k, k8 = k & ~(int64_t)7;
     __m256 acc[4][4];
 #pragma GCC unroll 4
@@ -147,6 +147,7 @@ static inline __attribute__((always_inline)) void bgemv_block(int NI, int wide, 
 #pragma GCC unroll 4
         for (int q = 0; q < 4; q++) acc[r][q] = _mm256_setzero_ps();
     for (int64_t p = 0; p < k8; p += 8) {
+        serl_gemv_prefetch(pf, 2 * p, 16);
         __m256 w0 = ld8(w[0], wide, p), w1 = ld8(w[1], wide, p), w2 = ld8(w[2], wide, p), w3 = ld8(w[3], wide, p);
 #pragma GCC unroll 4
         for (int r = 0; r < NI; r++) {
@@ -199,6 +200,8 @@ static void bgemv_task(void *arg, int64_t t, int worker) {
         int nj = (int)(hi - j < 4 ? hi - j : 4);
         const void *w[4];
         for (int q = 0; q < 4; q++) w[q] = g->W + (j + (q < nj ? q : nj - 1)) * g->ldw;
+        const char *next[4];
+        const int more = serl_gemv_next(next, g->W, g->ldw, sizeof(uint16_t), j, hi);
         if (wf) {
             for (int q = 0; q < 4; q++) {
                 serl_bf16_to_f32_n(wf + q * g->k, (const uint16_t *)w[q], g->k);
@@ -213,11 +216,12 @@ static void bgemv_task(void *arg, int64_t t, int worker) {
             int ni = (int)(g->m - i < rows ? g->m - i : rows);
             const float *x[4];
             for (int r = 0; r < 4; r++) x[r] = g->X + (i + (r < ni ? r : 0)) * g->ldx;
+            const char *const *pf = more && i == 0 ? next : NULL;
 #define BLOCK(NI)                                                 \
     if (wf)                                                       \
-        bgemv_block(NI, 1, g, x, w, i, j, nj);                    \
+        bgemv_block(NI, 1, g, x, w, i, j, nj, pf);                \
     else                                                          \
-        bgemv_block(NI, 0, g, x, w, i, j, nj);
+        bgemv_block(NI, 0, g, x, w, i, j, nj, pf);
             switch (ni) {
             case 1: BLOCK(1) break;
             case 2: BLOCK(2) break;
