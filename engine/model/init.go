@@ -23,7 +23,11 @@ func RandomInit(m *Model, seed uint64, std float64) error {
 	// Drawn and uploaded in pieces of at most initChunk elements, in order (the same stream, the same
 	// values): a whole-tensor host buffer was the size of the largest tensor, 544 MB for Qwen2.5-0.5B's
 	// embedding, on top of every device allocation.
-	host := make([]float32, initChunk)
+	largest := 0
+	for _, s := range m.Layout.Specs {
+		largest = max(largest, s.Len)
+	}
+	host := make([]float32, min(initChunk, largest)) // a small model's whole largest tensor
 	for i, s := range m.Layout.Specs {
 		flat := m.Params.View(i).MustReshape(s.Len)
 		for lo := 0; lo < s.Len; lo += initChunk {
