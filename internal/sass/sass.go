@@ -120,8 +120,11 @@ func (k Kernel) HottestLoop() (Loop, bool) {
 			continue
 		}
 		target, err := strconv.ParseInt(m[1], 16, 64)
+		if err != nil || int(target) >= in.Addr { // not a backward branch: no loop
+			continue
+		}
 		start, ok := at[int(target)]
-		if err != nil || !ok || int(target) >= in.Addr {
+		if !ok {
 			continue
 		}
 		l := Loop{Lo: int(target), Hi: in.Addr, Instrs: k.Body[start : i+1]}
