@@ -141,9 +141,9 @@ static inline int64_t cursor_next(slot_cursor *c) {
  * the cache, and the hardware prefetcher stops at every page boundary. The rows go to L2, not L1
  * (prefetcht1): a prefetch into L1 holds one of the core's few L1 miss buffers until its line lands,
  * so the loop stalled on its own prefetches (a fifth of its samples on the instruction after them) and
- * read DRAM at half the rate of a plain stream. Into L2, 64 sequences of 512 tokens decode 1.7-2.0×
- * as fast on one core and on two (BenchmarkDecodeAttention S/ctx=512: 10-12 → 20-25 GB/s on one core,
- * 20-26 → 40-44 on two, the machine's streaming read being 25 and 44). 8 KiB is 16 slots of the
+ * read DRAM at half the rate of a plain stream. Into L2, 64 sequences of 512 tokens decode 2.1-2.3×
+ * as fast (BenchmarkDecodeAttention S/ctx=512: 9-10 → 21-22 GB/s on one core, 19-20 → 41-42 on two,
+ * where the machine streams 25 and 44; config M's 1 KiB rows 1.35-1.45×). 8 KiB is 16 slots of the
  * built-in model's 512-byte f32 rows; 16 and 32 KiB were no better. */
 #define DECODE_PF_BYTES 8192
 
