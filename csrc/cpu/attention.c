@@ -260,7 +260,7 @@ static void fwd_task(void *arg, int64_t t, int w) {
 
     for (int j0 = s0; j0 < i1; j0 += BK) {
         const int nk = i1 - j0 < BK ? i1 - j0 : BK;
-        j->gemm(R, BK, Dp, Qs, Dp, 1, kt + j0, j->st.tp, S, BK, 1);
+        j->gemm(R, pad16(nk), Dp, Qs, Dp, 1, kt + j0, j->st.tp, S, BK, 1); /* columns past nk are masked below */
 
         for (int r = 0; r < R; r++) {
             float *row = S + (size_t)r * BK;
@@ -421,8 +421,10 @@ static void bwd_task(void *arg, int64_t t, int w) {
         /* key blocks up to the block's last token: later keys are masked for every row */
         for (int j0 = s0; j0 < i1; j0 += BK) {
             const int nk = i1 - j0 < BK ? i1 - j0 : BK;
-            j->gemm(R, BK, Dp, Qs, Dp, 1, kt + j0, tp, P, BK, 1);  /* S = scale·q·kᵀ */
-            j->gemm(R, BK, Dp, dO, Dp, 1, vt + j0, tp, dS, BK, 1); /* dP = dout·vᵀ */
+            /* the first nk columns, rounded up to the kernel's 16: P's later ones are masked, and no
+             * product below reads a column of P or dS past nk */
+            j->gemm(R, pad16(nk), Dp, Qs, Dp, 1, kt + j0, tp, P, BK, 1);  /* S = scale·q·kᵀ */
+            j->gemm(R, pad16(nk), Dp, dO, Dp, 1, vt + j0, tp, dS, BK, 1); /* dP = dout·vᵀ */
             for (int r = 0; r < R; r++) {
                 float *p = P + (size_t)r * BK, *ds = dS + (size_t)r * BK;
                 int lim = i0 + r / G - j0 + 1;
