@@ -128,10 +128,10 @@ func TestHugePages(t *testing.T) {
 	if big.addr()%(2<<20) != 0 {
 		t.Fatalf("a 12 MiB tensor at %#x is not 2 MiB-aligned", big.addr())
 	}
-	if got := smapsField(t, big.addr(), "THPeligible"); got != "1" {
+	if got := thpEligible(t, big.addr()); got != "1" {
 		t.Errorf("a 12 MiB tensor's mapping is not eligible for huge pages (THPeligible %s, THP mode %q)", got, bytes.TrimSpace(mode))
 	}
-	if bytes.Contains(mode, []byte("[madvise]")) && smapsField(t, small.addr(), "THPeligible") == "1" {
+	if bytes.Contains(mode, []byte("[madvise]")) && thpEligible(t, small.addr()) == "1" {
 		t.Errorf("a 4 KiB tensor's mapping is eligible for huge pages: it was advised, or shares a mapping that was")
 	}
 }
@@ -159,9 +159,9 @@ func TestLargeAllocationsCommitted(t *testing.T) {
 	require.ErrorContains(t, err, "more than the machine's available memory")
 }
 
-// smapsField reads a field of /proc/self/smaps ("THPeligible") for the mapping that holds addr, its
-// value as smaps prints it.
-func smapsField(t *testing.T, addr uintptr, field string) string {
+// thpEligible reads the THPeligible field of /proc/self/smaps for the mapping that holds addr, as smaps
+// prints it ("1" when eligible).
+func thpEligible(t *testing.T, addr uintptr) string {
 	t.Helper()
 	smaps, err := os.ReadFile("/proc/self/smaps")
 	if err != nil {
@@ -178,10 +178,10 @@ func smapsField(t *testing.T, addr uintptr, field string) string {
 				}
 			}
 		}
-		if v, ok := strings.CutPrefix(line, field+":"); ok && in {
+		if v, ok := strings.CutPrefix(line, "THPeligible:"); ok && in {
 			return strings.TrimSpace(v)
 		}
 	}
-	t.Fatalf("no mapping with a %s line holds %#x in /proc/self/smaps", field, addr)
+	t.Fatalf("no mapping with a THPeligible line holds %#x in /proc/self/smaps", addr)
 	return ""
 }

@@ -233,7 +233,8 @@ SERL_API void *serl_alloc(void *p, int64_t bytes) {
         serl_fail(ctx, SERL_E_STATE, "serl_alloc: cannot allocate while the context captures a graph");
         return NULL;
     }
-    if (bytes >= (int64_t)HUGE_PAGE) {
+    const int large = bytes >= (int64_t)HUGE_PAGE; /* committed when allocated */
+    if (large) {
         const int64_t avail = meminfo_kb("MemAvailable");
         if (avail >= 0 && bytes > avail * 1024) {
             serl_fail(ctx, SERL_E_NOMEM, "serl_alloc: %lld bytes is more than the machine's available memory (%lld bytes)",
@@ -246,7 +247,7 @@ SERL_API void *serl_alloc(void *p, int64_t bytes) {
         serl_fail(ctx, SERL_E_NOMEM, "serl_alloc: out of memory allocating %lld bytes", (long long)bytes);
         return NULL;
     }
-    if (bytes >= (int64_t)HUGE_PAGE && commit(ctx, m, (size_t)bytes) != 0) {
+    if (large && commit(ctx, m, (size_t)bytes) != 0) {
         free(m);
         serl_fail(ctx, SERL_E_NOMEM, "serl_alloc: out of memory committing %lld bytes", (long long)bytes);
         return NULL;
