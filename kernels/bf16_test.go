@@ -226,6 +226,8 @@ var matmulShapesBF16 = [][3]int{
 	{1100, 300, 8}, {131, 57, 5},
 	// a LoRA group's joined products (3 × rank) and the skinny and thin paths' bounds
 	{1100, 24, 300}, {24, 300, 1100}, {200, 48, 257}, {32, 130, 600}, {33, 130, 600},
+	// the pair GEMV's bound for x·Wᵀ with a real model's long rows (k ≥ 768: up to 64 rows)
+	{64, 130, 800}, {65, 130, 800},
 }
 
 func testMatMulBF16(t *testing.T, h *harness) {

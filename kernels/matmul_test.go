@@ -138,15 +138,16 @@ func testMatMulDecode(t *testing.T, h *harness) {
 	}
 }
 
-// testMatMulDecodeBatched covers the x·Wᵀ path for tens of rows (batched generation, m 17..128): m around
-// the row blocks of both kernels, n around their W panels (16 and 32 rows), k around the depth slices, with
+// testMatMulDecodeBatched covers x·Wᵀ for tens of rows (batched generation, m 17..128: on AVX-512 the GEMV
+// up to 32 rows, or 48 with k ≥ 768, the x·Wᵀ path past them): m around the row blocks of both kernels
+// and those bounds, n around their W panels (16 and 32 rows), k around the depth slices, with
 // beta 0 on NaN-poisoned C, beta 1, alpha −0.5, and a C row stride beyond n whose gap must stay untouched.
 func testMatMulDecodeBatched(t *testing.T, h *harness) {
 	const sentinel = 12345.5
 	abs := []alphaBeta{{1, 0, true}, {1, 1, false}, {-0.5, 0.25, false}, {-0.5, 0, true}}
 	nks := [][2]int{{1, 2048}, {7, 257}, {128, 7}, {256, 256}, {257, 128}, {704, 256}, {256, 704}, {2048, 1},
 		{33, 2048}, {257, 1}, {7, 704}, {128, 1543}}
-	for mi, m := range []int{17, 31, 33, 63, 64, 65, 100, 128} {
+	for mi, m := range []int{17, 31, 33, 48, 49, 63, 64, 65, 100, 128} {
 		for ni, nk := range nks {
 			n, k := nk[0], nk[1]
 			ab := abs[(mi+ni)%len(abs)]
@@ -491,7 +492,7 @@ func BenchmarkSGEMMDecode(b *testing.B) {
 		rows []int
 	}{
 		{[][2]int{{768, 768}, {2048, 768}}, []int{1, 2, 4, 8, 16}},
-		{[][2]int{{256, 256}, {704, 256}, {256, 704}, {2048, 256}}, []int{4, 8, 12, 16, 24, 32, 64}},
+		{[][2]int{{256, 256}, {704, 256}, {256, 704}, {2048, 256}}, []int{4, 8, 12, 16, 24, 32, 48, 64}},
 	} {
 		for _, nk := range g.nk {
 			n, k := nk[0], nk[1]
@@ -531,12 +532,15 @@ func BenchmarkSGEMMDecode(b *testing.B) {
 }
 
 // BenchmarkGEMVStream is decoding with weights that do not fit in any cache, as a real model's do on a
-// CPU: y = x·Wᵀ for m = 1, 4 and 16 rows against Qwen2.5-0.5B's MLP up projection, W [4864, 896], cycling
-// through enough copies of W (over 96 MiB) that every call reads its W from memory. GB/s counts W's
-// bytes, so the bound is the machine's read bandwidth. x, W and y in f32; bf16 x, W and y; f32 x against
-// a bf16 W (a bf16 model with f32 activations). OpenBLAS on the f32 copies is the peer (sgemv for one row,
-// which it runs 2× as fast as an sgemm of one row; sgemm for more), and serl-vs-openblas alternates the
-// two call by call (above 1: serl is faster).
+// CPU: y = x·Wᵀ for m = 1, 4, 16, 32 and 64 rows (64: the CPU's default decode batch) against
+// Qwen2.5-0.5B's MLP up projection, W [4864, 896], cycling through enough copies of W (over 96 MiB) that
+// every call reads its W from memory. GB/s counts W's bytes, so the bound for few rows is the machine's
+// read bandwidth; from 32 rows the multiply-adds bound it (GFLOP/s). x, W and y in f32; bf16 x, W and y;
+// f32 x against a bf16 W (a bf16 model with f32 activations). OpenBLAS on the f32 copies is the peer
+// (sgemv for one row, which it runs 2× as fast as an sgemm of one row; sgemm for more), and
+// serl-vs-openblas alternates the two call by call (above 1: serl is faster), a ratio to read with
+// SERL_THREADS=1: with more threads OpenBLAS's idle workers spin after each call on the cores serl's next
+// call needs, and it reads low (0.6-0.8 on 2 cores at 32-64 rows, where the runs apart give serl 1.1-1.5×).
 func BenchmarkGEMVStream(b *testing.B) {
 	d := cpuDevice(b)
 	blasErr := openBLAS(d.Info().Threads)
@@ -558,7 +562,7 @@ func BenchmarkGEMVStream(b *testing.B) {
 			d.Free(w)
 		}
 	}()
-	for _, m := range []int{1, 4, 16} {
+	for _, m := range []int{1, 4, 16, 32, 64} {
 		x, y := d.MustAlloc(F32, m, k), d.MustAlloc(F32, m, n)
 		fill(x, 5)
 		x16, y16 := d.MustAlloc(BF16, m, k), d.MustAlloc(BF16, m, n)
@@ -569,7 +573,9 @@ func BenchmarkGEMVStream(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(ws[0].Bytes())*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			sec := b.Elapsed().Seconds()
+			b.ReportMetric(float64(ws[0].Bytes())*float64(b.N)/sec/1e9, "GB/s")
+			b.ReportMetric(2*float64(m*n*k)*float64(b.N)/sec/1e9, "GFLOP/s")
 		}
 		blas := func(i int) {
 			w := w32[i%len(w32)].addr()
@@ -589,7 +595,9 @@ func BenchmarkGEMVStream(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				blas(i)
 			}
-			b.ReportMetric(float64(w32[0].Bytes())*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			sec := b.Elapsed().Seconds()
+			b.ReportMetric(float64(w32[0].Bytes())*float64(b.N)/sec/1e9, "GB/s")
+			b.ReportMetric(2*float64(m*n*k)*float64(b.N)/sec/1e9, "GFLOP/s")
 		})
 		b.Run(fmt.Sprintf("m=%d/serl-vs-openblas", m), func(b *testing.B) {
 			skipWithoutOpenBLAS(b, blasErr)

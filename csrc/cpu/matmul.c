@@ -2,9 +2,10 @@
  *
  * The paths:
  *  - small products (m·n·k below SMALL_MNK) other than x·Wᵀ: plain loops, no packing, no thread wake-up;
- *  - m ≤ GEMV_MAX_M (AVX2) or GEMV_MAX_M_AVX512 with B transposed (y = x·Wᵀ, the decode hot path): every
- *    row of W is streamed once for all m rows of x, dot products vectorised along k; also x·Wᵀ and x·W
- *    with at most SKINNY_MAX_N columns of C for any m (a LoRA adapter's x·Aᵀ and dy·B);
+ *  - m ≤ GEMV_MAX_M (AVX2) or GEMV_MAX_M_AVX512 (_LONG_K where k ≥ LONG_K) with B transposed (y = x·Wᵀ,
+ *    the decode hot path): every row of W is streamed once for all m rows of x, dot products vectorised
+ *    along k; also x·Wᵀ and x·W with at most SKINNY_MAX_N columns of C for any m (a LoRA adapter's x·Aᵀ
+ *    and dy·B);
  *  - the other x·Wᵀ with m ≤ XWT_MAX_M (batched decode, y = x·Wᵀ for tens of sequences; few rows against
  *    W rows of k ≤ THIN_K, a LoRA adapter's u·Bᵀ in decoding) or below SMALL_MNK: only W is packed, one
  *    NR-row panel at a time into the worker's L1/L2, and a register-blocked kernel broadcasts x straight
@@ -29,15 +30,25 @@
 #define SMALL_MNK (32 * 32 * 32) /* below this, packing and waking workers cost more than they save */
 /* Rows up to which the GEMV path (W streamed once, dot products along k) beats the x·Wᵀ microkernel.
  * On AVX2 the microkernel is on par or faster from 12 rows and mixed at 8. The AVX-512 GEMV has the
- * registers the AVX2 one spills for: at 12 and 16 rows it takes 0.6-0.9× the microkernel's time on the
- * built-in model's shapes and on Qwen2.5-0.5B's (896×4864, 4864×896), at 24-32 rows it is mixed. */
+ * registers the AVX2 one spills for: at 24 and 32 rows it takes 0.8-1.0× the x·Wᵀ path's time on the
+ * built-in model's shapes (W in L2/L3), and mixed from 40. Rows of LONG_K or more are a real model's
+ * (Qwen2.5-0.5B's k is 896 or 4864; the built-in model's 256 and 704), whose weights stream from memory
+ * in decoding, where the x·Wᵀ path's packing waits on them: the GEMV takes 0.8-0.95× its time up to
+ * 48 rows (W cycled through 128 MiB, one core or two), on par at 56-64. Against a W that stays in L3 it
+ * would lose 5-10% there, hence the split by k rather than one higher threshold. */
 #define GEMV_MAX_M 8
-#define GEMV_MAX_M_AVX512 16
+#define GEMV_MAX_M_AVX512 32
+#define GEMV_MAX_M_AVX512_LONG_K 48
+#define LONG_K 768
 #ifndef BF16_GEMV_MAX_M
 /* bf16 x and W on AVX-512 BF16: rows up to which the pair GEMV (W streamed once from its rows) beats the
- * blocked pair kernel: 1.4-3.6× faster at 4-16 rows, 1.1× at 24-32 on the built-in model's and
- * Qwen2.5-0.5B's shapes, slower from 40. */
+ * blocked pair kernel, whose packing of W is the time it loses: 1.4-3.6× faster at 4-16 rows, 1.1× at
+ * 24-32 on the built-in model's and Qwen2.5-0.5B's shapes. From 40 rows it takes 1.6-1.8× the blocked
+ * kernel's time on the built-in model's (k = 256, W in L2/L3: its horizontal sums weigh, and nothing
+ * waits on memory), but 0.7-0.9× on one core and 0.65-0.95× on two with rows of LONG_K or more
+ * streamed from memory (the 0.5B shapes, W cycled through 128 MiB; BenchmarkGEMVStream's m=64). */
 #define BF16_GEMV_MAX_M 32
+#define BF16_GEMV_MAX_M_LONG_K 64
 #endif
 #ifndef WIDEN_GEMV_MAX_M
 /* bf16 W otherwise: rows up to which the widening GEMV runs; past them the x·Wᵀ path, W widened as its
@@ -946,7 +957,7 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
      * streamed once (matmul_bf16.c), as pairs with bf16 x on AVX-512 BF16, widened in registers otherwise.
      * The pairs also take x·Wᵀ and x·W with few W columns for x of any height (x·Aᵀ and dy·B in
      * training), split over x's rows: the pair kernel's tiles were a quarter full. */
-    const int64_t gemv_m = pair                            ? BF16_GEMV_MAX_M
+    const int64_t gemv_m = pair                            ? (k >= LONG_K ? BF16_GEMV_MAX_M_LONG_K : BF16_GEMV_MAX_M)
                            : ctx->simd >= SERL_SIMD_AVX512 ? WIDEN_GEMV_MAX_M
                                                            : WIDEN_GEMV_MAX_M_AVX2;
     if (use_ab && a->b_dtype == SERL_DTYPE_BF16 && !a->trans_a && m * n * k >= SMALL_MNK &&
@@ -980,7 +991,8 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
     int small = tiny && !xwt_form;
     /* W rows shorter than THIN_K (a LoRA adapter's u·Bᵀ: k = rank) go to the x·Wᵀ microkernel, which
      * broadcasts x against a packed W panel; the GEMV would spend most of its time on horizontal sums */
-    int gemv = xwt_form && k > THIN_K && m <= (ctx->simd >= SERL_SIMD_AVX512 ? GEMV_MAX_M_AVX512 : GEMV_MAX_M);
+    const int64_t gemv_m = ctx->simd < SERL_SIMD_AVX512 ? GEMV_MAX_M : k >= LONG_K ? GEMV_MAX_M_AVX512_LONG_K : GEMV_MAX_M_AVX512;
+    int gemv = xwt_form && k > THIN_K && m <= gemv_m;
     /* x·Wᵀ with few W rows (a LoRA adapter's x·Aᵀ: n = rank) and many x rows: the GEMV, split over x's
      * rows; the blocked kernel would fill at most 8 of its 32 (AVX-512) columns. x·W with W [k, n] of as
      * few columns (du = dy·B) too, W transposed into scratch first (n·k floats). */
