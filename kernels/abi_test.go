@@ -177,6 +177,47 @@ func TestProfileTable(t *testing.T) {
 	require.Contains(t, b.String(), "GFLOP/s")
 	require.Contains(t, b.String(), "scale")
 	require.NotContains(t, b.String(), "matmul shape", "no products, no by-shape table")
+	require.NotContains(t, b.String(), "phase", "no phase named, no by-phase table")
+}
+
+// Ops are also accounted by the phase SetProfilePhase names, which the table prints with each op's mean
+// time a call; ops outside every phase are "other".
+func TestProfilePhases(t *testing.T) {
+	d, err := Open("cpu", 1)
+	require.NoError(t, err)
+	defer d.Close()
+	x := d.MustAlloc(F32, 1000)
+	d.SetProfiling(true)
+	require.NoError(t, d.Scale(x, x, 1))
+	require.Equal(t, "", d.SetProfilePhase("decode"))
+	for i := 0; i < 3; i++ {
+		require.NoError(t, d.Scale(x, x, 1))
+	}
+	require.Equal(t, "decode", d.SetProfilePhase("prefill"))
+	require.NoError(t, d.Add(x, x, x, 1))
+	require.NoError(t, d.Scale(x, x, 1))
+	require.Equal(t, "prefill", d.SetProfilePhase(""))
+	calls := map[string]map[string]int64{}
+	for ph, ops := range d.ProfilePhases() {
+		calls[ph] = map[string]int64{}
+		for _, s := range ops {
+			calls[ph][s.Op] = s.Calls
+		}
+	}
+	require.Equal(t, map[string]map[string]int64{"": {"scale": 1}, "decode": {"scale": 3}, "prefill": {"add": 1, "scale": 1}}, calls)
+	var b strings.Builder
+	require.NoError(t, d.WriteProfile(&b))
+	out := b.String()
+	require.Contains(t, out, "mean")
+	for _, ph := range []string{"decode", "prefill", "other"} {
+		require.Regexp(t, `(?m)^\s*`+ph+`\s+all\s`, out)
+	}
+	require.Regexp(t, `(?m)^\s+scale\s+3\s`, out, "decode's scale row: its own calls")
+	d.SetProfiling(true) // a new profile starts empty
+	require.Empty(t, d.ProfilePhases())
+	for i, ms := range map[time.Duration]string{999: "999ns", 12345: "12.3µs", 1234567: "1.23ms", 12345678901: "12.3s"} {
+		require.Equal(t, ms, roundMean(i).String())
+	}
 }
 
 // The profile splits matrix products by shape (transposes, accumulation and dtypes included), and the

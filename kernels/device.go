@@ -104,7 +104,8 @@ type Device struct {
 	argbuf [96]uint64
 	syms   [numOps]uintptr
 	prof   *profile
-	live   int64 // bytes allocated now
+	phase  string // the profile's phase for the ops that follow (SetProfilePhase)
+	live   int64  // bytes allocated now
 	peak   int64
 	xfer   Transfers
 	closed bool
@@ -363,7 +364,7 @@ func (d *Device) run(op opID, flops, bytes float64) error {
 		if !d.hostVisible {
 			d.caller.Call2(d.fnSync, d.ctx, 0)
 		}
-		d.prof.add(op, time.Since(t0), flops, bytes)
+		d.prof.add(op, d.phase, time.Since(t0), flops, bytes)
 	}
 	if st != 0 {
 		return d.statusError(op.String(), st)

@@ -290,12 +290,16 @@ func (e *Engine) GenerateContext(ctx context.Context, reqs []Request, tok Detoke
 	var active []*seq
 	nextReq, startedTotal := 0, 0
 	prefilled := map[int]bool{}
+	// --op-profile's phases: admission (prefills, first tokens, forks of the prompt's blocks) and decoding
+	dev := e.m.Device()
+	defer dev.SetProfilePhase(dev.SetProfilePhase("prefill"))
 	for {
 		if err := ctx.Err(); err != nil {
 			e.abandon(active, states, prefilled)
 			return nil, err
 		}
 		// Admission: prefill waiting prompts that fit, then start samples while slots and blocks last.
+		dev.SetProfilePhase("prefill")
 		admittedBefore, startedBefore := nextReq, startedTotal
 		if err := e.admitPrefills(states, &nextReq, prefilled, len(active)); err != nil {
 			return nil, err
@@ -336,6 +340,7 @@ func (e *Engine) GenerateContext(ctx context.Context, reqs []Request, tok Detoke
 			}
 			continue
 		}
+		dev.SetProfilePhase("decode")
 		if err := e.decodeStep(active, tok, onToken); err != nil {
 			return nil, err
 		}

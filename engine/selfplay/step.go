@@ -105,6 +105,7 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 		at = append(at, len(local))
 	}
 	d := r.in.Policy.Device()
+	defer d.SetProfilePhase(d.SetProfilePhase("score")) // --op-profile's phases: StepMetrics' time_score_s, time_update_s
 	tScore := time.Now()
 	if err := r.rlw.Score(r.in.Policy, r.in.Reference, local); err != nil {
 		return err
@@ -119,6 +120,7 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 	}
 	m := StepMetrics{Step: r.state.Steps + 1, RewardMean: rewardSum / float64(len(samples)), AdvStd: adv.AdvStd,
 		TrainTokens: trainTokens, ScoreSec: scoreSec}
+	d.SetProfilePhase("update")
 	tUpdate := time.Now()
 	var clipTokens, tokens int
 	nOpt := 0
