@@ -292,10 +292,13 @@ func testMatMulBF16(t *testing.T, h *harness) {
 			h.getAny(C), want, naive, BF16)
 	}
 	// Mixed storage: f32 activations against bf16 weights, each way round, for many rows and for few
-	// (the generation path: W rows widened once per block of x rows for 7, in registers for 3).
-	for i, dts := range [][3]DType{{F32, BF16, F32}, {BF16, F32, BF16}, {F32, F32, BF16}, {F32, BF16, BF16}, {BF16, BF16, F32}, {F32, BF16, F32}} {
+	// (the generation path: W rows widened once per block of x rows for 7, and for 24 with a real model's
+	// long rows, in registers for 3).
+	for i, dts := range [][3]DType{{F32, BF16, F32}, {BF16, F32, BF16}, {F32, F32, BF16}, {F32, BF16, BF16}, {BF16, BF16, F32}, {F32, BF16, F32}, {F32, BF16, F32}} {
 		m, n, k := 37, 65, 129
 		switch {
+		case i == 6:
+			m, n, k = 24, 65, 800
 		case i == 5:
 			m, n, k = 3, 300, 257
 		case i >= 3:

@@ -53,9 +53,14 @@
 #ifndef WIDEN_GEMV_MAX_M
 /* bf16 W otherwise: rows up to which the widening GEMV runs; past them the x·Wᵀ path, W widened as its
  * panels pack (matmul_widen_blocked). With AVX-512 both take the same time at 8 and 16 rows (W 768×768,
- * 2048×768). On AVX2 the GEMV's 4-row blocks spill its registers: the x·Wᵀ path takes 0.7-0.85× its
- * time at 8 and 16 rows, and 1.7-1.8× at 4, where the GEMV works in 2-row blocks (one core). */
+ * 2048×768), and from 24 rows the GEMV takes 1.0-1.5× the x·Wᵀ path's time on the built-in model's
+ * shapes (W in L2/L3); with rows of LONG_K or more streamed from memory 0.7-1.0× at 24-32 rows, bf16 or
+ * f32 x (SERL_SIMD=avx512, the 0.5B shapes cycled through 128 MiB, one core or two), mixed past them:
+ * 4 widened rows of 4864 (78 KiB) leave L1 for every block of x rows. On AVX2 the GEMV's 4-row blocks
+ * spill its registers: the x·Wᵀ path takes 0.7-0.85× its time at 8 and 16 rows, and 1.7-1.8× at 4,
+ * where the GEMV works in 2-row blocks (one core). */
 #define WIDEN_GEMV_MAX_M 16
+#define WIDEN_GEMV_MAX_M_LONG_K 32
 #endif
 #ifndef WIDEN_GEMV_MAX_M_AVX2
 #define WIDEN_GEMV_MAX_M_AVX2 4
@@ -958,7 +963,7 @@ SERL_API int32_t serl_matmul(void *ctxp, const serl_matmul_args *a) {
      * The pairs also take x·Wᵀ and x·W with few W columns for x of any height (x·Aᵀ and dy·B in
      * training), split over x's rows: the pair kernel's tiles were a quarter full. */
     const int64_t gemv_m = pair                            ? (k >= LONG_K ? BF16_GEMV_MAX_M_LONG_K : BF16_GEMV_MAX_M)
-                           : ctx->simd >= SERL_SIMD_AVX512 ? WIDEN_GEMV_MAX_M
+                           : ctx->simd >= SERL_SIMD_AVX512 ? (k >= LONG_K ? WIDEN_GEMV_MAX_M_LONG_K : WIDEN_GEMV_MAX_M)
                                                            : WIDEN_GEMV_MAX_M_AVX2;
     if (use_ab && a->b_dtype == SERL_DTYPE_BF16 && !a->trans_a && m * n * k >= SMALL_MNK &&
         ((few_xwt && (m <= gemv_m || n <= SKINNY_MAX_N)) ||
