@@ -215,8 +215,8 @@ func TestProfilePhases(t *testing.T) {
 	require.Regexp(t, `(?m)^\s+scale\s+3\s`, out, "decode's scale row: its own calls")
 	d.SetProfiling(true) // a new profile starts empty
 	require.Empty(t, d.ProfilePhases())
-	for i, ms := range map[time.Duration]string{999: "999ns", 12345: "12.3µs", 1234567: "1.23ms", 12345678901: "12.3s"} {
-		require.Equal(t, ms, roundMean(i).String())
+	for dur, want := range map[time.Duration]string{999: "999ns", 12345: "12.3µs", 1234567: "1.23ms", 12345678901: "12.3s"} {
+		require.Equal(t, want, roundMean(dur).String())
 	}
 }
 

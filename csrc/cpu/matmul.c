@@ -996,7 +996,9 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
     int small = tiny && !xwt_form;
     /* W rows shorter than THIN_K (a LoRA adapter's u·Bᵀ: k = rank) go to the x·Wᵀ microkernel, which
      * broadcasts x against a packed W panel; the GEMV would spend most of its time on horizontal sums */
-    const int64_t gemv_m = ctx->simd < SERL_SIMD_AVX512 ? GEMV_MAX_M : k >= LONG_K ? GEMV_MAX_M_AVX512_LONG_K : GEMV_MAX_M_AVX512;
+    const int64_t gemv_m = ctx->simd < SERL_SIMD_AVX512 ? GEMV_MAX_M
+                           : k >= LONG_K                ? GEMV_MAX_M_AVX512_LONG_K
+                                                        : GEMV_MAX_M_AVX512;
     int gemv = xwt_form && k > THIN_K && m <= gemv_m;
     /* x·Wᵀ with few W rows (a LoRA adapter's x·Aᵀ: n = rank) and many x rows: the GEMV, split over x's
      * rows; the blocked kernel would fill at most 8 of its 32 (AVX-512) columns. x·W with W [k, n] of as
