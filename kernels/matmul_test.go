@@ -567,15 +567,19 @@ func BenchmarkGEMVStream(b *testing.B) {
 		fill(x, 5)
 		x16, y16 := d.MustAlloc(BF16, m, k), d.MustAlloc(BF16, m, n)
 		require.NoError(b, d.Cast(x16, x))
+		// W's bytes read and the multiply-adds done, a second
+		rates := func(b *testing.B, w Tensor) {
+			sec := b.Elapsed().Seconds()
+			b.ReportMetric(float64(w.Bytes())*float64(b.N)/sec/1e9, "GB/s")
+			b.ReportMetric(2*float64(m*n*k)*float64(b.N)/sec/1e9, "GFLOP/s")
+		}
 		run := func(b *testing.B, x Tensor, ws []Tensor, y Tensor) {
 			for i := 0; i < b.N; i++ {
 				if err := d.MatMul(MatMul{A: x, B: ws[i%len(ws)], C: y, TransB: true, Alpha: 1}); err != nil {
 					b.Fatal(err)
 				}
 			}
-			sec := b.Elapsed().Seconds()
-			b.ReportMetric(float64(ws[0].Bytes())*float64(b.N)/sec/1e9, "GB/s")
-			b.ReportMetric(2*float64(m*n*k)*float64(b.N)/sec/1e9, "GFLOP/s")
+			rates(b, ws[0])
 		}
 		blas := func(i int) {
 			w := w32[i%len(w32)].addr()
@@ -595,9 +599,7 @@ func BenchmarkGEMVStream(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				blas(i)
 			}
-			sec := b.Elapsed().Seconds()
-			b.ReportMetric(float64(w32[0].Bytes())*float64(b.N)/sec/1e9, "GB/s")
-			b.ReportMetric(2*float64(m*n*k)*float64(b.N)/sec/1e9, "GFLOP/s")
+			rates(b, w32[0])
 		})
 		b.Run(fmt.Sprintf("m=%d/serl-vs-openblas", m), func(b *testing.B) {
 			skipWithoutOpenBLAS(b, blasErr)
