@@ -81,7 +81,7 @@ typedef struct {
     int64_t total_memory;   /* out: bytes of device memory (CPU: physical RAM) */
     int64_t free_memory;    /* out: bytes available now */
     int32_t simd;           /* out: CPU vector ISA in use: SERL_SIMD_* (0 on GPUs) */
-    int32_t reserved;
+    int32_t simd_cpu;       /* out: the best one the CPU has, which simd may pass over (0 on GPUs) */
     char name[128];         /* out: device name, NUL-terminated */
 } serl_device_info_args;
 SERL_API int32_t serl_device_info(void *ctx, serl_device_info_args *a);

@@ -10,7 +10,7 @@ type deviceInfoArgs struct {
 	totalMemory int64     `c:"total_memory"`
 	freeMemory  int64     `c:"free_memory"`
 	simd        int32     `c:"simd"`
-	reserved    int32     `c:"reserved"`
+	simdCPU     int32     `c:"simd_cpu"`
 	name        [128]byte `c:"name"`
 }
 

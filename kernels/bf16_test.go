@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/serl-go/serl/kernels/ref"
@@ -946,17 +947,48 @@ func testBF16Errors(t *testing.T, h *harness) {
 	requireOpError(t, "f16 logits", h.d.LogProbFwd(h.poisoned(4), Tensor{}, Tensor{}, f16, h.i32([]int32{0, 1, 2, 3}), 1, false))
 }
 
-// TestSIMDEnv: an unknown SERL_SIMD fails context creation with a message naming it (checked in a child
-// process, since the native library reads the C environment, which os.Setenv does not reach without cgo).
+// TestSIMDEnv: the path the CPU library takes by default and under each SERL_SIMD, and an unknown
+// SERL_SIMD failing context creation with a message naming it (each checked in a child process, since
+// the native library reads the C environment, which os.Setenv does not reach without cgo). By default
+// the path is the CPU's best, but for the bf16 pair instruction off AMD (csrc/cpu/core.c); SERL_SIMD
+// picks any path the CPU has, and falls back to its best past that.
 func TestSIMDEnv(t *testing.T) {
-	if os.Getenv("SERL_TEST_SIMD_CHILD") == "1" {
-		_, err := Open("cpu", 1)
-		require.Error(t, err)
-		require.ErrorContains(t, err, "SERL_SIMD=bogus is not a path")
+	if want := os.Getenv("SERL_TEST_SIMD_WANT"); want != "" {
+		d, err := Open("cpu", 1)
+		if want == "error" {
+			require.ErrorContains(t, err, "SERL_SIMD=bogus is not a path")
+			return
+		}
+		require.NoError(t, err)
+		defer d.Close()
+		require.Equal(t, want, d.Info().SIMD)
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSIMDEnv$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "SERL_TEST_SIMD_CHILD=1", "SERL_SIMD=bogus")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "child: %s", out)
+	d := cpuDevice(t)
+	in := d.Info()
+	rank := map[string]int{"avx2": 0, "avx512": 1, "avx512bf16": 2}
+	best, ok := rank[in.SIMDCPU]
+	require.True(t, ok, "SIMDCPU %q", in.SIMDCPU)
+	if os.Getenv("SERL_SIMD") == "" {
+		want := in.SIMDCPU
+		if cpuinfo, err := os.ReadFile("/proc/cpuinfo"); err == nil && want == "avx512bf16" &&
+			!strings.Contains(string(cpuinfo), "AuthenticAMD") {
+			want = "avx512"
+		}
+		require.Equal(t, want, in.SIMD, "the default path on %s", in.Name)
+	}
+	child := func(simd, want string) {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSIMDEnv$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "SERL_TEST_SIMD_WANT="+want, "SERL_SIMD="+simd)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "SERL_SIMD=%s, child: %s", simd, out)
+	}
+	for _, simd := range []string{"avx2", "avx512", "avx512bf16"} {
+		want := simd
+		if rank[simd] > best {
+			want = in.SIMDCPU
+		}
+		child(simd, want)
+	}
+	child("bogus", "error")
 }

@@ -76,11 +76,14 @@ func (o opID) String() string { return opNames[o] }
 
 // Info describes a device.
 type Info struct {
-	Backend     string // "cpu" or "cuda"
-	Name        string // e.g. the CPU model
-	Library     string // path of the loaded native library
-	Threads     int
-	SIMD        string // CPU vector ISA in use: avx512bf16, avx512 or avx2 ("none" on GPUs)
+	Backend string // "cpu" or "cuda"
+	Name    string // e.g. the CPU model
+	Library string // path of the loaded native library
+	Threads int
+	SIMD    string // CPU vector ISA in use: avx512bf16, avx512 or avx2 ("none" on GPUs)
+	// SIMDCPU is the best one the CPU has. It differs from SIMD under SERL_SIMD, and on Intel CPUs with
+	// AVX-512 BF16, whose pair instruction runs at half float32's multiply-add rate (csrc/cpu/core.c).
+	SIMDCPU     string
 	TotalMemory int64
 	FreeMemory  int64
 	// Fallback: opened as "auto", a GPU answered but could not be used (why, in the CUDA library's
@@ -233,7 +236,7 @@ func open(backend string, threads int) (*Device, error) {
 		n++
 	}
 	d.info = Info{Backend: backend, Name: string(a.name[:n]), Library: lib.Path, Threads: int(a.threads),
-		SIMD: simdName(a.simd), TotalMemory: a.totalMemory, FreeMemory: a.freeMemory}
+		SIMD: simdName(a.simd), SIMDCPU: simdName(a.simdCPU), TotalMemory: a.totalMemory, FreeMemory: a.freeMemory}
 	runtime.SetFinalizer(d, (*Device).Close)
 	return d, nil
 }

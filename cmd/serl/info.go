@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 
 	"github.com/serl-go/serl/engine/dist"
 	"github.com/serl-go/serl/engine/model"
 	"github.com/serl-go/serl/engine/selfplay"
+	"github.com/serl-go/serl/kernels"
 )
 
 func init() {
@@ -55,7 +57,7 @@ func info(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	in := d.Info()
 	fmt.Fprintf(stdout, "backend   %s\ndevice    %s\nlibrary   %s\nthreads   %d\nsimd      %s\nmemory    %.1f GiB total, %.1f GiB free\n",
-		in.Backend, in.Name, in.Library, in.Threads, in.SIMD, float64(in.TotalMemory)/(1<<30), float64(in.FreeMemory)/(1<<30))
+		in.Backend, in.Name, in.Library, in.Threads, simdLine(in), float64(in.TotalMemory)/(1<<30), float64(in.FreeMemory)/(1<<30))
 	if comm.Size() == 1 {
 		fmt.Fprintf(stdout, "parallel  %s (one process; mpirun -np N serl … runs N)\n", comm.Backend())
 	} else {
@@ -98,4 +100,19 @@ func info(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "serl train on this device fits its decode batch to free memory unless --max-batch is given: `serl train --plan` with the run's flags prints that plan\n")
 	}
 	return nil
+}
+
+// simdLine is the vector ISA in use, and the CPU's best where that is another: under SERL_SIMD, or on
+// an Intel CPU whose bf16 pair instruction the kernels pass over by default (half float32's rate there).
+func simdLine(in kernels.Info) string {
+	switch {
+	case in.SIMDCPU == "" || in.SIMDCPU == "none" || in.SIMDCPU == in.SIMD:
+		return in.SIMD
+	case os.Getenv("SERL_SIMD") != "":
+		return fmt.Sprintf("%s (SERL_SIMD; the CPU has %s)", in.SIMD, in.SIMDCPU)
+	case in.SIMD == "avx512" && in.SIMDCPU == "avx512bf16":
+		return "avx512 (the CPU has avx512bf16, whose bf16 pair instruction runs at half float32's multiply-add rate here; SERL_SIMD=avx512bf16 takes it)"
+	default:
+		return fmt.Sprintf("%s (the CPU has %s)", in.SIMD, in.SIMDCPU)
+	}
 }

@@ -47,10 +47,8 @@ void *serl_aligned_alloc(size_t bytes) {
 /* Why the last serl_context_create failed; serl_last_error(NULL) returns it. */
 static char create_err[256];
 
-/* The vector ISA: the best the CPU has, capped by $SERL_SIMD (avx512bf16, avx512 or avx2) so that tests
- * can run every code path on one machine. Returns -1 (create_err set) on a CPU without AVX2 and FMA —
- * there is no scalar path — or an unknown SERL_SIMD. */
-static int detect_simd(void) {
+/* The best vector ISA the CPU has (SERL_SIMD_*), or -1 on one without AVX2 and FMA. */
+static int cpu_simd(void) {
     int simd = -1;
 #if defined(__x86_64__)
     __builtin_cpu_init();
@@ -60,26 +58,44 @@ static int detect_simd(void) {
         simd = SERL_SIMD_AVX512;
     if (simd == SERL_SIMD_AVX512 && __builtin_cpu_supports("avx512bf16")) simd = SERL_SIMD_AVX512BF16;
 #endif
-    if (simd < 0) {
+    return simd;
+}
+
+/* The vector ISA the kernels use: the CPU's best, except that the bf16 pair paths (vdpbf16ps: 32 bf16
+ * multiply-adds into 16 float32 sums per instruction) are taken by default only on AMD. Zen 4 issues
+ * vdpbf16ps zmm at the rate of vfmadd231ps zmm, twice float32's multiply-adds; Intel's Sapphire and
+ * Emerald Rapids issue it at a quarter of that rate (1.35 against 5.4 G instructions/s on one core of
+ * a Xeon, model 207), half float32's multiply-adds, so there the pair kernels ran 0.55-0.65× the
+ * widening ones (bf16 operands widened into float32 panels and rows) and a Qwen2.5-0.5B-shaped model
+ * decoded 64 sequences in bf16 at 138 tokens/s against 185-193. $SERL_SIMD (avx512bf16, avx512 or
+ * avx2) picks a path the CPU has instead — avx512bf16 takes the pair paths on Intel too — so that
+ * tests can run every code path on one machine; a path past the CPU's falls back to its best. Returns
+ * -1 (create_err set) on a CPU without AVX2 and FMA — there is no scalar path — or an unknown SERL_SIMD. */
+static int detect_simd(void) {
+    const int best = cpu_simd();
+    if (best < 0) {
         snprintf(create_err, sizeof create_err,
                  "serl cpu: this CPU lacks AVX2 and FMA, which the CPU library requires (x86-64-v3 or newer)");
         return -1;
     }
+    int simd = best;
+#if defined(__x86_64__)
+    if (simd == SERL_SIMD_AVX512BF16 && !__builtin_cpu_is("amd")) simd = SERL_SIMD_AVX512;
+#endif
     const char *cap = getenv("SERL_SIMD");
     if (cap && *cap) {
-        int want;
         if (!strcmp(cap, "avx2"))
-            want = SERL_SIMD_AVX2;
+            simd = SERL_SIMD_AVX2;
         else if (!strcmp(cap, "avx512"))
-            want = SERL_SIMD_AVX512;
+            simd = SERL_SIMD_AVX512;
         else if (!strcmp(cap, "avx512bf16"))
-            want = SERL_SIMD_AVX512BF16;
+            simd = SERL_SIMD_AVX512BF16;
         else {
             snprintf(create_err, sizeof create_err, "serl cpu: SERL_SIMD=%.64s is not a path (want avx512bf16, avx512 or avx2)",
                      cap);
             return -1;
         }
-        if (want < simd) simd = want;
+        if (simd > best) simd = best;
     }
     return simd;
 }
@@ -181,6 +197,7 @@ SERL_API int32_t serl_device_info(void *ctxp, serl_device_info_args *a) {
     SERL_ENTER(ctxp, a, serl_device_info_args);
     a->threads = ctx->threads;
     a->simd = ctx->simd;
+    a->simd_cpu = cpu_simd();
     long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
     a->total_memory = (int64_t)pages * psz;
     int64_t avail = meminfo_kb("MemAvailable");

@@ -28,7 +28,7 @@ typedef struct serl_capture serl_capture; /* graph.c */
 typedef struct serl_ctx {
     serl_pool *pool;
     int threads;
-    int simd; /* SERL_SIMD_* (serl.h) chosen at creation: CPU support, capped by $SERL_SIMD */
+    int simd; /* SERL_SIMD_* (serl.h) chosen at creation (core.c's detect_simd) */
     char err[1024];
     serl_scratch_buf scratch[SERL_MAX_THREADS];
     serl_scratch_buf shared; /* one op's scratch for all its workers (serl_scratch_shared) */

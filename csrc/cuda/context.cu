@@ -302,6 +302,7 @@ extern "C" SERL_API int32_t serl_device_info(void *ctxp, serl_device_info_args *
     CUDA_TRY(cudaMemGetInfo(&freeb, &total));
     a->threads = 1; /* host threads driving the device */
     a->simd = 0;
+    a->simd_cpu = 0;
     a->total_memory = (int64_t)total;
     a->free_memory = (int64_t)(freeb + serl_pool_cached(ctx->pool));
     snprintf(a->name, sizeof a->name, "%.64s (sm_%d%d, %d SMs, %.20s, %s attention)", prop.name, prop.major, prop.minor,
