@@ -3,6 +3,8 @@ package kernels
 import (
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -355,12 +357,19 @@ var openblas struct {
 	err error
 }
 
+// OpenBLAS's kernels for CPUs with AVX2 (openblas_get_corename, lower case). A build older than the CPU
+// falls back to its SSE3 "Prescott" kernels: Debian 12's 0.3.21 does so on a Xeon of model 207
+// (Emerald Rapids), at 64 GFLOP/s on 2 cores where OPENBLAS_CORETYPE=SkylakeX runs 310-320.
+var openblasAVX2Cores = []string{"haswell", "zen", "skylakex", "cooperlake", "sapphirerapids", "excavator"}
+
+// openBLAS loads the peer once. A peer running kernels without AVX2 on this CPU (serl's always have
+// AVX2) is no peer: it is refused, and every openblas sub-benchmark skips saying how to pick its kernels.
 func openBLAS(threads int) error {
 	openblas.once.Do(func() {
 		lib, err := loader.OpenSystem("libopenblas.so.0", "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
 			"libopenblas.so")
 		if err != nil {
-			openblas.err = err
+			openblas.err = fmt.Errorf("OpenBLAS is not installed (apt-get install libopenblas0-pthread): %w", err)
 			return
 		}
 		sym, err := lib.Sym("cblas_sgemm")
@@ -380,6 +389,13 @@ func openBLAS(threads int) error {
 		if set, err := lib.Sym("openblas_set_num_threads"); err == nil {
 			loader.Call(set, uintptr(threads))
 		}
+		if name, err := lib.Sym("openblas_get_corename"); err == nil {
+			core := loader.GoString(loader.Call(name))
+			if !slices.Contains(openblasAVX2Cores, strings.ToLower(core)) {
+				openblas.err = fmt.Errorf("OpenBLAS runs its %q kernels here, without AVX2: it does not know this CPU; "+
+					"for a fair peer set OPENBLAS_CORETYPE=SkylakeX (AVX-512) or Haswell (AVX2)", core)
+			}
+		}
 	})
 	return openblas.err
 }
@@ -387,7 +403,7 @@ func openBLAS(threads int) error {
 // skipWithoutOpenBLAS skips a peer sub-benchmark when openBLAS could not load the library.
 func skipWithoutOpenBLAS(b *testing.B, err error) {
 	if err != nil {
-		b.Skipf("OpenBLAS is not installed (apt-get install libopenblas0-pthread): %v", err)
+		b.Skipf("no OpenBLAS peer: %v", err)
 	}
 }
 
