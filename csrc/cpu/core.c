@@ -63,11 +63,13 @@ static int cpu_simd(void) {
 
 /* The vector ISA the kernels use: the CPU's best, except that the bf16 pair paths (vdpbf16ps: 32 bf16
  * multiply-adds into 16 float32 sums per instruction) are taken by default only on AMD. Zen 4 issues
- * vdpbf16ps zmm at the rate of vfmadd231ps zmm, twice float32's multiply-adds; Intel's Sapphire and
- * Emerald Rapids issue it at a quarter of that rate (1.35 against 5.4 G instructions/s on one core of
- * a Xeon, model 207), half float32's multiply-adds, so there the pair kernels ran 0.55-0.65× the
- * widening ones (bf16 operands widened into float32 panels and rows) and a Qwen2.5-0.5B-shaped model
- * decoded 64 sequences in bf16 at 138 tokens/s against 185-193. $SERL_SIMD (avx512bf16, avx512 or
+ * vdpbf16ps zmm as often as vfmadd231ps zmm, twice float32's multiply-adds (the pair GEMM ran ~2× the
+ * float32 one there); Intel's Sapphire and Emerald Rapids issue it at a quarter of vfmadd231ps's rate
+ * (1.35 against 5.4 G instructions/s on one core of a Xeon, model 207), half float32's multiply-adds.
+ * There the pair kernels ran 0.55-0.65× the widening ones (bf16 operands widened into float32 panels
+ * and rows), a Qwen2.5-0.5B-shaped model decoded 64 sequences in bf16 at 138 tokens/s against 185-193
+ * and trained at 49-50 tokens/s against 79-82; only a one-row GEMV with W in cache lost (0.67-0.89×),
+ * and one-sequence decoding of the built-in model with it (0.86-0.94×). $SERL_SIMD (avx512bf16, avx512 or
  * avx2) picks a path the CPU has instead — avx512bf16 takes the pair paths on Intel too — so that
  * tests can run every code path on one machine; a path past the CPU's falls back to its best. Returns
  * -1 (create_err set) on a CPU without AVX2 and FMA — there is no scalar path — or an unknown SERL_SIMD. */
