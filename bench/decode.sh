@@ -18,6 +18,7 @@
 # = tokens of the decode steps / their time (serl: Stats.DecodeTime + SampleTime).
 #
 # Environment: THREADS (default nproc: SERL_THREADS, torch.set_num_threads, OMP/OpenBLAS threads),
+# OPENBLAS_CORETYPE (set where torch's OpenBLAS does not know the CPU: bench/openblas-core.sh),
 # PYTHON (default /usr/bin/python3 with Debian's python3-torch), REPEAT (1), CONFIGS ("S M"),
 # PRECISIONS (serl's, "f32"; torch runs float32 eager once per round),
 # WORKLOADS ("greedy sampled shared"). OMP_WAIT_POLICY defaults to PASSIVE: Debian's torch runs its
@@ -33,6 +34,7 @@ CONFIGS=${CONFIGS:-S M}
 PRECISIONS=${PRECISIONS:-f32}
 WORKLOADS=${WORKLOADS:-greedy sampled shared}
 export SERL_THREADS=$THREADS OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
+. bench/openblas-core.sh
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 export GOTOOLCHAIN=$(awk '/^toolchain /{print $2}' go.mod) CGO_ENABLED=0
 GOTOOLCHAIN=${GOTOOLCHAIN:-local}

@@ -8,6 +8,7 @@
 #   PRECISIONS="f32 bf16" bench/model.sh  serl in each precision (--precision), one row each
 #
 # Environment: THREADS (default nproc: SERL_THREADS, torch.set_num_threads, OMP/OpenBLAS threads),
+# OPENBLAS_CORETYPE (set where torch's OpenBLAS does not know the CPU: bench/openblas-core.sh),
 # PYTHON (default /usr/bin/python3 with Debian's python3-torch), REPEAT (1), CONFIGS ("S M"),
 # MODES ("train score"), PRECISIONS (serl's, "f32"; torch runs float32 eager), and STEPS_S / WARMUP_S / STEPS_M / WARMUP_M (10 / 3 / 3 / 1).
 # serl allocs/step is the Go heap allocation count over the timed steps divided by their number.
@@ -21,6 +22,7 @@ CONFIGS=${CONFIGS:-S M}
 MODES=${MODES:-train score}
 PRECISIONS=${PRECISIONS:-f32}
 export SERL_THREADS=$THREADS OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
+. bench/openblas-core.sh
 
 if [[ ! -x bin/serl || -n $(find cmd engine kernels csrc loader -newer bin/serl -name '*.[ch]' -o -newer bin/serl -name '*.go' | head -1) ]]; then
 	./build.sh >&2
