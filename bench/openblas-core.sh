@@ -3,7 +3,8 @@
 # know it and falls back to its SSE3 "Prescott" kernels: Debian 12's 0.3.21 on a Xeon of model 207
 # (Emerald Rapids) runs an sgemm at 64 GFLOP/s on 2 cores where its SkylakeX kernels run 310-320, and
 # torch with it would be no peer. Then OPENBLAS_CORETYPE picks the AVX-512 (SkylakeX) or AVX2
-# (Haswell) kernels, and a line says so. A value already set is left as it is.
+# (Haswell) kernels, and a line says so. A value already set is left as it is. The cores with AVX2
+# kernels are kernels/matmul_test.go's list, whose GEMM benchmark refuses such a peer instead.
 if [[ -z ${OPENBLAS_CORETYPE:-} ]]; then
 	openblas_core=$("$PYTHON" - 2>/dev/null <<'PY' || true
 import ctypes

@@ -360,6 +360,7 @@ var openblas struct {
 // OpenBLAS's kernels for CPUs with AVX2 (openblas_get_corename, lower case). A build older than the CPU
 // falls back to its SSE3 "Prescott" kernels: Debian 12's 0.3.21 does so on a Xeon of model 207
 // (Emerald Rapids), at 64 GFLOP/s on 2 cores where OPENBLAS_CORETYPE=SkylakeX runs 310-320.
+// bench/openblas-core.sh holds the same list for the OpenBLAS under torch.
 var openblasAVX2Cores = []string{"haswell", "zen", "skylakex", "cooperlake", "sapphirerapids", "excavator"}
 
 // openBLAS loads the peer once. A peer running kernels without AVX2 on this CPU (serl's always have
@@ -400,7 +401,7 @@ func openBLAS(threads int) error {
 	return openblas.err
 }
 
-// skipWithoutOpenBLAS skips a peer sub-benchmark when openBLAS could not load the library.
+// skipWithoutOpenBLAS skips a peer sub-benchmark when openBLAS could not load the library or refused it.
 func skipWithoutOpenBLAS(b *testing.B, err error) {
 	if err != nil {
 		b.Skipf("no OpenBLAS peer: %v", err)
