@@ -6,8 +6,8 @@
  * stacked as the rows of A (rows = tokens × group), so each key/value block read from memory serves
  * the whole group. head_dim is zero-padded to Dp (a multiple of 16). The keys and values are staged
  * once per call in float32, transposed where a product reads them as B columns (stage()); queries and
- * output gradients go through per-worker scratch. The kernel has an AVX2 body here and an AVX-512 one in
- * attention_avx512.c, chosen per call from ctx->simd.
+ * output gradients go through per-worker scratch. The kernel and the softmax's row passes have AVX2
+ * bodies here and AVX-512 ones in attention_avx512.c, chosen per call from ctx->simd (att_simd).
  *
  * Forward tasks are (seq, kv head, query block), costed by their key count and run longest first, so
  * the causal triangle balances over workers. Backward tasks are (seq, kv head): a task owns its dk/dv
@@ -31,6 +31,8 @@ typedef void (*att_gemm_fn)(int M, int N, int K, const float *A, ptrdiff_t am, p
 
 void serl_att_gemm_avx512(int M, int N, int K, const float *A, ptrdiff_t am, ptrdiff_t ak, const float *B,
                           ptrdiff_t ldb, float *C, ptrdiff_t ldc, int zero);
+double serl_att_softmax_row_avx512(float *x, int n, float m);
+float serl_att_row_max_avx512(const float *x, int n);
 
 
 /* ------------------------------------------------------------------------- AVX2 kernel */
@@ -78,14 +80,8 @@ static void gemm_avx2(int M, int N, int K, const float *A, ptrdiff_t am, ptrdiff
 }
 
 
-static inline double hsum8d(__m256 v) {
-    __m256d a = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
-    __m128d b = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
-    return _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)));
-}
-
 /* x[j] = e^(x[j] − m) in place for j < n (n % 8 == 0; −inf entries become 0); returns Σ in double. */
-static double softmax_row(float *x, int n, float m) {
+static double softmax_row_avx2(float *x, int n, float m) {
     __m256 vm = _mm256_set1_ps(m), acc = _mm256_setzero_ps();
     double sum = 0;
     for (int j = 0; j < n; j += 8) {
@@ -94,18 +90,26 @@ static double softmax_row(float *x, int n, float m) {
         acc = _mm256_add_ps(acc, p);
         /* flush to double every 64 terms: float partial sums of ≤ 8 values each stay exact enough */
         if ((j & 63) == 56) {
-            sum += hsum8d(acc);
+            sum += serl_hsum8d(acc);
             acc = _mm256_setzero_ps();
         }
     }
-    return sum + hsum8d(acc);
+    return sum + serl_hsum8d(acc);
 }
 
-static float row_max(const float *x, int n) {
+static float row_max_avx2(const float *x, int n) {
     __m256 v = _mm256_set1_ps(-INFINITY);
     for (int j = 0; j < n; j += 8) v = _mm256_max_ps(v, _mm256_loadu_ps(x + j));
     return serl_hmax8(v);
 }
+
+/* The vector bodies of a call, from ctx->simd: the product kernel and the row passes of the softmax
+ * (rows of ATT_BK scores; the AVX-512 ones give the AVX2 ones' bits). */
+typedef struct {
+    att_gemm_fn gemm;
+    double (*softmax_row)(float *x, int n, float m);
+    float (*row_max)(const float *x, int n);
+} att_simd;
 
 /* ------------------------------------------------------------------------- shared setup */
 
@@ -128,7 +132,11 @@ static int query_block(int G) {
 
 static int pad16(int d) { return (d + 15) & ~15; }
 
-static att_gemm_fn pick_gemm(serl_ctx *ctx) { return ctx->simd >= SERL_SIMD_AVX512 ? serl_att_gemm_avx512 : gemm_avx2; }
+static att_simd pick_simd(const serl_ctx *ctx) {
+    if (ctx->simd >= SERL_SIMD_AVX512)
+        return (att_simd){serl_att_gemm_avx512, serl_att_softmax_row_avx512, serl_att_row_max_avx512};
+    return (att_simd){gemm_avx2, softmax_row_avx2, row_max_avx2};
+}
 
 /* ------------------------------------------------------------------------- staged keys and values */
 
@@ -219,7 +227,7 @@ static int32_t stage(serl_ctx *ctx, const char *op, const void *k, int32_t k_dty
 
 typedef struct {
     const serl_attention_fwd_args *a;
-    att_gemm_fn gemm;
+    att_simd v;
     const att_task *tasks;
     att_stage st;
     int G, Dp, rmax;
@@ -260,14 +268,14 @@ static void fwd_task(void *arg, int64_t t, int w) {
 
     for (int j0 = s0; j0 < i1; j0 += BK) {
         const int nk = i1 - j0 < BK ? i1 - j0 : BK;
-        j->gemm(R, pad16(nk), Dp, Qs, Dp, 1, kt + j0, j->st.tp, S, BK, 1); /* columns past nk are masked below */
+        j->v.gemm(R, pad16(nk), Dp, Qs, Dp, 1, kt + j0, j->st.tp, S, BK, 1); /* columns past nk are masked below */
 
         for (int r = 0; r < R; r++) {
             float *row = S + (size_t)r * BK;
             int lim = i0 + r / G - j0 + 1; /* keys j ≤ i of this block */
             if (lim > nk) lim = nk;
             for (int jj = lim < 0 ? 0 : lim; jj < BK; jj++) row[jj] = -INFINITY;
-            float mx = row_max(row, BK);
+            float mx = j->v.row_max(row, BK);
             if (mx == -INFINITY) {
                 /* no key of this block is visible to the row: contributes nothing */
                 memset(row, 0, sizeof(float) * BK);
@@ -275,7 +283,7 @@ static void fwd_task(void *arg, int64_t t, int w) {
             }
             float mnew = mx > mrow[r] ? mx : mrow[r];
             float alpha = expf(mrow[r] - mnew);
-            double sum = softmax_row(row, BK, mnew);
+            double sum = j->v.softmax_row(row, BK, mnew);
             lrow[r] = lrow[r] * alpha + sum;
             if (alpha != 1.0f) {
                 float *o = O + (size_t)r * Dp;
@@ -284,7 +292,7 @@ static void fwd_task(void *arg, int64_t t, int w) {
             mrow[r] = mnew;
         }
 
-        j->gemm(R, Dp, nk, S, BK, 1, j->st.vr + ((int64_t)j0 * KVH + kvh) * Dp, ldr, O, Dp, 0);
+        j->v.gemm(R, Dp, nk, S, BK, 1, j->st.vr + ((int64_t)j0 * KVH + kvh) * Dp, ldr, O, Dp, 0);
     }
 
     for (int i = i0; i < i1; i++) {
@@ -321,7 +329,7 @@ SERL_API int32_t serl_attention_fwd(void *ctxp, const serl_attention_fwd_args *a
     if (a->n_tokens == 0) return SERL_OK;
 
     const int G = a->n_heads / a->n_kv_heads, Dp = pad16(a->head_dim), bq = query_block(G);
-    fwd_job j = {.a = a, .gemm = pick_gemm(ctx), .G = G, .Dp = Dp, .rmax = bq * G};
+    fwd_job j = {.a = a, .v = pick_simd(ctx), .G = G, .Dp = Dp, .rmax = bq * G};
     if ((st = stage(ctx, "attention_fwd", a->k, a->k_dtype, a->v, a->v_dtype, a->n_tokens, a->n_kv_heads, a->head_dim, 1, 0,
                     0, 1, &j.st)))
         return st;
@@ -372,7 +380,7 @@ static void add_row(void *dst, int32_t dt, int64_t off, const float *src, float 
  * rounded once, as on the GPU, not once per block. */
 typedef struct {
     const serl_attention_bwd_args *a;
-    att_gemm_fn gemm;
+    att_simd v;
     const att_task *tasks;
     att_stage st;
     int G, Dp, bq, rmax, max_len;
@@ -423,22 +431,22 @@ static void bwd_task(void *arg, int64_t t, int w) {
             const int nk = i1 - j0 < BK ? i1 - j0 : BK;
             /* the first nk columns, rounded up to the kernel's 16: P's later ones are masked, and no
              * product below reads a column of P or dS past nk */
-            j->gemm(R, pad16(nk), Dp, Qs, Dp, 1, kt + j0, tp, P, BK, 1);  /* S = scale·q·kᵀ */
-            j->gemm(R, pad16(nk), Dp, dO, Dp, 1, vt + j0, tp, dS, BK, 1); /* dP = dout·vᵀ */
+            j->v.gemm(R, pad16(nk), Dp, Qs, Dp, 1, kt + j0, tp, P, BK, 1);  /* S = scale·q·kᵀ */
+            j->v.gemm(R, pad16(nk), Dp, dO, Dp, 1, vt + j0, tp, dS, BK, 1); /* dP = dout·vᵀ */
             for (int r = 0; r < R; r++) {
                 float *p = P + (size_t)r * BK, *ds = dS + (size_t)r * BK;
                 int lim = i0 + r / G - j0 + 1;
                 if (lim > nk) lim = nk;
                 if (lim < 0) lim = 0;
                 for (int jj = lim; jj < BK; jj++) p[jj] = -INFINITY;
-                softmax_row(p, BK, lse[r]); /* p = e^(s − lse) */
+                j->v.softmax_row(p, BK, lse[r]); /* p = e^(s − lse) */
                 const float di = Di[r];
                 for (int jj = 0; jj < BK; jj++) ds[jj] = p[jj] * (ds[jj] - di);
             }
             float *dv = dV + (size_t)(j0 - s0) * Dp, *dk = dK + (size_t)(j0 - s0) * Dp;
-            j->gemm(nk, Dp, R, P, 1, BK, dO, Dp, dv, Dp, 0);                                        /* dV += Pᵀ·dout */
-            j->gemm(nk, Dp, R, dS, 1, BK, Qs, Dp, dk, Dp, 0);                                       /* dK += dSᵀ·(scale·q) */
-            j->gemm(R, Dp, nk, dS, BK, 1, j->st.kr + ((int64_t)j0 * KVH + kvh) * Dp, ldr, dQ, Dp, 0); /* dQ += dS·k */
+            j->v.gemm(nk, Dp, R, P, 1, BK, dO, Dp, dv, Dp, 0);                                        /* dV += Pᵀ·dout */
+            j->v.gemm(nk, Dp, R, dS, 1, BK, Qs, Dp, dk, Dp, 0);                                       /* dK += dSᵀ·(scale·q) */
+            j->v.gemm(R, Dp, nk, dS, BK, 1, j->st.kr + ((int64_t)j0 * KVH + kvh) * Dp, ldr, dQ, Dp, 0); /* dQ += dS·k */
         }
 
         for (int i = i0; i < i1; i++)
@@ -464,7 +472,7 @@ SERL_API int32_t serl_attention_bwd(void *ctxp, const serl_attention_bwd_args *a
     if (a->n_tokens == 0) return SERL_OK;
 
     const int G = a->n_heads / a->n_kv_heads, Dp = pad16(a->head_dim), bq = query_block(G);
-    bwd_job j = {.a = a, .gemm = pick_gemm(ctx), .G = G, .Dp = Dp, .bq = bq, .rmax = bq * G, .max_len = max_len};
+    bwd_job j = {.a = a, .v = pick_simd(ctx), .G = G, .Dp = Dp, .bq = bq, .rmax = bq * G, .max_len = max_len};
     if ((st = stage(ctx, "attention_bwd", a->k, a->k_dtype, a->v, a->v_dtype, a->n_tokens, a->n_kv_heads, a->head_dim, 1, 1,
                     1, 0, &j.st)))
         return st;

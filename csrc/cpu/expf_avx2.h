@@ -70,6 +70,13 @@ static inline double serl_hsum4d(__m256d v) {
     return _mm_cvtsd_f64(s);
 }
 
+/* Σ of the 8 lanes of v in double: halves widened and added, then pairwise. */
+static inline double serl_hsum8d(__m256 v) {
+    __m256d a = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    __m128d b = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)));
+}
+
 /* acc += the 8 lanes of v, widened to double. */
 static inline __m256d serl_acc8d(__m256d acc, __m256 v) {
     acc = _mm256_add_pd(acc, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));

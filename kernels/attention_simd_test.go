@@ -1,0 +1,81 @@
+package kernels
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/serl-go/serl/kernels/ref"
+	"github.com/stretchr/testify/require"
+)
+
+// TestAttentionSameBitsOnSIMDPaths: attention's forward and backward give the same bits on every SIMD
+// path the CPU has. Their products are the same FMA chains on 8 or 16 lanes, and the softmax's row passes
+// the same exponentials summed in the same order (csrc/cpu/attention_avx512.c), so a model's attention
+// does not change with the machine's vector width. SERL_SIMD is read from the process environment when a
+// context is made, so each path runs in a child process that writes its results to a file.
+func TestAttentionSameBitsOnSIMDPaths(t *testing.T) {
+	if path := os.Getenv("SERL_TEST_ATTENTION_BITS"); path != "" {
+		writeAttentionBits(t, path)
+		return
+	}
+	rank := map[string]int{"avx2": 0, "avx512": 1, "avx512bf16": 2}
+	best := rank[cpuDevice(t).Info().SIMDCPU]
+	var want []byte
+	for _, simd := range []string{"avx2", "avx512", "avx512bf16"} {
+		if rank[simd] > best {
+			break
+		}
+		out := filepath.Join(t.TempDir(), simd)
+		cmd := exec.Command(os.Args[0], "-test.run=^TestAttentionSameBitsOnSIMDPaths$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "SERL_SIMD="+simd, "SERL_TEST_ATTENTION_BITS="+out)
+		msg, err := cmd.CombinedOutput()
+		require.NoError(t, err, "SERL_SIMD=%s, child: %s", simd, msg)
+		got, err := os.ReadFile(out)
+		require.NoError(t, err)
+		if want == nil {
+			want = got
+			continue
+		}
+		require.True(t, string(got) == string(want), "SERL_SIMD=%s: attention's bits differ from avx2's", simd)
+	}
+	if best == 0 {
+		t.Skip("one SIMD path on this CPU (avx2)")
+	}
+}
+
+// writeAttentionBits runs the forward and backward on packings that cover whole, partial and masked key
+// blocks, at head dims that are and are not a multiple of 16, and writes every output's bits to path.
+func writeAttentionBits(t *testing.T, path string) {
+	d, err := Open("cpu", 0)
+	require.NoError(t, err)
+	defer d.Close()
+	h := newHarness(t, d)
+	var bits []byte
+	put := func(x []float32) {
+		for _, v := range x {
+			bits = binary.LittleEndian.AppendUint32(bits, math.Float32bits(v))
+		}
+	}
+	for _, dim := range []int{17, 64} {
+		lens := []int{150, 2, 37}
+		p := newAttnProblem(h, lens, 4, 2, dim, 2)
+		T := p.t
+		q, k, v := h.f32(p.q, T, 4, dim), h.f32(p.k, T, 2, dim), h.f32(p.v, T, 2, dim)
+		cu := h.i32(p.cu)
+		out, lse := h.poisoned(T, 4, dim), h.poisoned(T, 4)
+		require.NoError(t, d.AttentionFwd(Attention{Q: q, K: k, V: v, Out: out, LSE: lse, CuSeqlens: cu, MaxLen: ref.MaxLen(p.cu),
+			Scale: float32(p.scale)}), fmt.Sprint("D=", dim))
+		dq, dk, dv := h.f32(make([]float32, T*4*dim), T, 4, dim), h.f32(make([]float32, T*2*dim), T, 2, dim), h.f32(make([]float32, T*2*dim), T, 2, dim)
+		require.NoError(t, d.AttentionBwd(AttentionGrad{Q: q, K: k, V: v, Out: out, LSE: lse, DOut: h.f32(p.dout, T, 4, dim),
+			DQ: dq, DK: dk, DV: dv, CuSeqlens: cu, MaxLen: ref.MaxLen(p.cu), Scale: float32(p.scale)}))
+		for _, x := range []Tensor{out, lse, dq, dk, dv} {
+			put(h.get(x))
+		}
+	}
+	require.NoError(t, os.WriteFile(path, bits, 0o644))
+}
