@@ -141,12 +141,19 @@ func (c Config) Validate() error {
 		return bad("kl_coef", "%v (want a finite number ≥ 0)", c.KLCoef)
 	case c.PromptMode != PromptRaw && c.PromptMode != PromptChat:
 		return bad("prompt_mode", "%q (want raw or chat)", c.PromptMode)
-	case c.MaxPromptTokens < 1 || c.MaxNewTokens < 1 || c.InstrMaxNewTokens < 1:
-		return bad("max_prompt_tokens/max_new_tokens", "must be positive")
+	case c.MaxPromptTokens < 1:
+		return bad("max_prompt_tokens", "%d < 1", c.MaxPromptTokens)
+	case c.MaxNewTokens < 1:
+		return bad("max_new_tokens", "%d < 1", c.MaxNewTokens)
+	case c.InstrMaxNewTokens < 1:
+		return bad("instr_max_new_tokens", "%d < 1", c.InstrMaxNewTokens)
 	case !(c.DifficultyLow >= 0) || !(c.DifficultyHigh <= 1) || c.DifficultyLow > c.DifficultyHigh:
-		return bad("difficulty bounds", "[%v, %v]", c.DifficultyLow, c.DifficultyHigh)
-	case c.FewShot < 1 || c.GenPrompts < 1:
-		return bad("few_shot/gen_prompts", "must be positive")
+		return bad("difficulty_low/difficulty_high", "%v and %v: want 0 ≤ low ≤ high ≤ 1 (the kept share of a group's majority answer)",
+			c.DifficultyLow, c.DifficultyHigh)
+	case c.FewShot < 1:
+		return bad("few_shot", "%d < 1", c.FewShot)
+	case c.GenPrompts < 1:
+		return bad("gen_prompts", "%d < 1", c.GenPrompts)
 	case c.MaxBatch < 1:
 		return bad("max_batch", "%d < 1", c.MaxBatch)
 	}

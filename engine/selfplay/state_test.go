@@ -59,7 +59,12 @@ func TestConfigValidate(t *testing.T) {
 		"train_batch":                func(c *Config) { c.TrainBatch = 7 },
 		"samples":                    func(c *Config) { c.Samples = 1 },
 		"prompt_mode":                func(c *Config) { c.PromptMode = "md" },
-		"difficulty":                 func(c *Config) { c.DifficultyLow = 0.9 },
+		"difficulty_low":             func(c *Config) { c.DifficultyLow = 0.9 },
+		"max_prompt_tokens":          func(c *Config) { c.MaxPromptTokens = 0 },
+		"max_new_tokens":             func(c *Config) { c.MaxNewTokens = -1 },
+		"instr_max_new_tokens":       func(c *Config) { c.InstrMaxNewTokens = 0 },
+		"few_shot":                   func(c *Config) { c.FewShot = 0 },
+		"gen_prompts":                func(c *Config) { c.GenPrompts = 0 },
 	} {
 		c := DefaultConfig()
 		mut(&c)
