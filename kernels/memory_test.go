@@ -112,10 +112,14 @@ func BenchmarkTransfer(b *testing.B) {
 	})
 }
 
-// The CPU library asks for transparent huge pages on allocations of 2 MiB and more (core.c), so that a
-// fresh tensor faults in 2 MiB at a time. The kernel's smaps says whether a mapping may have them
-// (THPeligible); under THP "madvise", Debian's default, only the advice makes it 1, so a lost madvise
-// or a misaligned range fails here. A small allocation is not advised.
+// The CPU library asks for transparent huge pages on allocations of 2 MiB and more (csrc/cpu/alloc.c), so
+// that a fresh tensor faults in 2 MiB at a time. The kernel's smaps says whether a mapping may have them
+// (THPeligible); under THP "madvise", Debian's default, only the advice makes it 1, so a lost madvise or a
+// misaligned range fails here. A small allocation is not advised, nor does it land where a freed large
+// one was: large tensors are mappings of their own, unmapped when freed. When they came from malloc, a
+// freed one raised malloc's mmap threshold, the next came from malloc's heap and left its advice there,
+// and small tensors carved from that range later were eligible (this test failed when addresses fell
+// that way; the churn below made it fail every time).
 func TestHugePages(t *testing.T) {
 	mode, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
 	if err != nil || bytes.Contains(mode, []byte("[never]")) {
@@ -131,8 +135,40 @@ func TestHugePages(t *testing.T) {
 	if got := thpEligible(t, big.addr()); got != "1" {
 		t.Errorf("a 12 MiB tensor's mapping is not eligible for huge pages (THPeligible %s, THP mode %q)", got, bytes.TrimSpace(mode))
 	}
-	if bytes.Contains(mode, []byte("[madvise]")) && thpEligible(t, small.addr()) == "1" {
+	madvise := bytes.Contains(mode, []byte("[madvise]"))
+	if madvise && thpEligible(t, small.addr()) == "1" {
 		t.Errorf("a 4 KiB tensor's mapping is eligible for huge pages: it was advised, or shares a mapping that was")
+	}
+
+	// Large tensors freed (a 24 MiB one first, which raised malloc's threshold past the rest), each
+	// followed by a small one so that its range is not the top of a heap; then many small tensors.
+	freed := map[uintptr]bool{}
+	var keep []Tensor
+	for _, n := range []int{6 << 20, 1 << 20, 3 << 19, 1 << 20} { // 24, 4, 6 and 4 MiB
+		x := d.MustAlloc(F32, n)
+		freed[x.addr()] = true
+		keep = append(keep, d.MustAlloc(F32, 16))
+		d.Free(x)
+		if got := thpEligible(t, x.addr()); got != "" {
+			t.Errorf("a freed %d MiB tensor at %#x is still mapped (THPeligible %s)", n>>18, x.addr(), got)
+		}
+	}
+	for range 2000 {
+		keep = append(keep, d.MustAlloc(F32, 1024))
+	}
+	defer func() {
+		for _, x := range keep {
+			d.Free(x)
+		}
+	}()
+	if madvise {
+		maps, eligible := thpMappings(t), 0
+		for _, x := range keep {
+			if maps.eligible(x.addr()) == "1" {
+				eligible++
+			}
+		}
+		require.Zero(t, eligible, "small tensors in mappings eligible for huge pages, after large ones were freed")
 	}
 }
 
@@ -159,29 +195,51 @@ func TestLargeAllocationsCommitted(t *testing.T) {
 	require.ErrorContains(t, err, "more than the machine's available memory")
 }
 
-// thpEligible reads the THPeligible field of /proc/self/smaps for the mapping that holds addr, as smaps
-// prints it ("1" when eligible).
-func thpEligible(t *testing.T, addr uintptr) string {
+// thpEligible is the THPeligible field of the mapping that holds addr in /proc/self/smaps, "" when none
+// does.
+func thpEligible(t *testing.T, addr uintptr) string { return thpMappings(t).eligible(addr) }
+
+type thpMapping struct {
+	lo, hi   uint64
+	eligible string
+}
+
+type thpTable []thpMapping
+
+// thpMappings reads /proc/self/smaps once: each mapping's range and THPeligible field.
+func thpMappings(t *testing.T) thpTable {
 	t.Helper()
 	smaps, err := os.ReadFile("/proc/self/smaps")
 	if err != nil {
 		t.Skipf("skipped: %v", err)
 	}
-	in := false
+	var out thpTable
 	for _, line := range strings.Split(string(smaps), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
 		// a mapping's header line starts "lo-hi" in hex; its fields follow it
-		if lo, hi, ok := strings.Cut(strings.Fields(line + " ")[0], "-"); ok {
+		if lo, hi, ok := strings.Cut(f[0], "-"); ok {
 			if a, err := strconv.ParseUint(lo, 16, 64); err == nil {
 				if b, err := strconv.ParseUint(hi, 16, 64); err == nil {
-					in = uint64(addr) >= a && uint64(addr) < b
+					out = append(out, thpMapping{lo: a, hi: b})
 					continue
 				}
 			}
 		}
-		if v, ok := strings.CutPrefix(line, "THPeligible:"); ok && in {
-			return strings.TrimSpace(v)
+		if v, ok := strings.CutPrefix(line, "THPeligible:"); ok && len(out) > 0 {
+			out[len(out)-1].eligible = strings.TrimSpace(v)
 		}
 	}
-	t.Fatalf("no mapping with a THPeligible line holds %#x in /proc/self/smaps", addr)
+	return out
+}
+
+func (m thpTable) eligible(addr uintptr) string {
+	for _, r := range m {
+		if uint64(addr) >= r.lo && uint64(addr) < r.hi {
+			return r.eligible
+		}
+	}
 	return ""
 }

@@ -24,26 +24,6 @@ int32_t serl_fail(serl_ctx *ctx, int32_t status, const char *fmt, ...) {
     return status;
 }
 
-/* Allocations of 2 MiB or more are 2 MiB-aligned and asked to be backed by transparent huge pages (the
- * kernel's "madvise" mode, Debian's default, gives them only to regions that ask). A tensor then faults
- * in once per 2 MiB instead of once per 4 KiB: a Qwen2.5-0.5B training bench of two steps (9.5 GiB of
- * tensors) spent 32 s of system time where it now spends 21, and a product's walk over a weight matrix
- * misses the TLB 512× less often. The advice is only that: where THP is off it is ignored, and the
- * memory is ordinary. */
-#define HUGE_PAGE ((size_t)2 << 20)
-
-void *serl_aligned_alloc(size_t bytes) {
-    void *p = NULL;
-    if (bytes == 0) bytes = SERL_ALIGN;
-    bytes = (bytes + SERL_ALIGN - 1) / SERL_ALIGN * SERL_ALIGN;
-    const int huge = bytes >= HUGE_PAGE;
-    if (posix_memalign(&p, huge ? HUGE_PAGE : SERL_ALIGN, bytes) != 0) return NULL;
-    /* whole 4 KiB pages of the tensor only: a tail short of 2 MiB keeps small pages, so no tensor grows
-     * by more than a page */
-    if (huge) (void)madvise(p, bytes / 4096 * 4096, MADV_HUGEPAGE);
-    return p;
-}
-
 /* Why the last serl_context_create failed; serl_last_error(NULL) returns it. */
 static char create_err[256];
 
@@ -134,8 +114,8 @@ SERL_API void serl_context_destroy(void *p) {
     if (!ctx) return;
     serl_graph_abandon(ctx);
     serl_pool_destroy(ctx->pool);
-    for (int i = 0; i < SERL_MAX_THREADS; i++) free(ctx->scratch[i].p);
-    free(ctx->shared.p);
+    for (int i = 0; i < SERL_MAX_THREADS; i++) serl_aligned_free(ctx->scratch[i].p);
+    serl_aligned_free(ctx->shared.p);
     free(ctx);
 }
 
@@ -152,7 +132,7 @@ void *serl_scratch_shared(serl_ctx *ctx, size_t bytes) { return scratch_in(&ctx-
 
 static void *scratch_in(serl_scratch_buf *s, size_t bytes) {
     if (s->bytes >= bytes && s->p) return s->p;
-    free(s->p);
+    serl_aligned_free(s->p);
     s->bytes = 0;
     s->p = serl_aligned_alloc(bytes);
     if (s->p) s->bytes = bytes;
@@ -252,7 +232,7 @@ SERL_API void *serl_alloc(void *p, int64_t bytes) {
         serl_fail(ctx, SERL_E_STATE, "serl_alloc: cannot allocate while the context captures a graph");
         return NULL;
     }
-    const int large = bytes >= (int64_t)HUGE_PAGE; /* committed when allocated */
+    const int large = bytes >= (int64_t)SERL_HUGE_PAGE; /* committed when allocated */
     if (large) {
         const int64_t avail = meminfo_kb("MemAvailable");
         if (avail >= 0 && bytes > avail * 1024) {
@@ -267,7 +247,7 @@ SERL_API void *serl_alloc(void *p, int64_t bytes) {
         return NULL;
     }
     if (large && commit(ctx, m, (size_t)bytes) != 0) {
-        free(m);
+        serl_aligned_free(m);
         serl_fail(ctx, SERL_E_NOMEM, "serl_alloc: out of memory committing %lld bytes", (long long)bytes);
         return NULL;
     }
@@ -281,7 +261,7 @@ SERL_API void serl_free(void *ctxp, void *p) {
         serl_fail(ctx, SERL_E_STATE, "serl_free: cannot free while the context captures a graph");
         return;
     }
-    free(p);
+    serl_aligned_free(p);
 }
 
 typedef struct {

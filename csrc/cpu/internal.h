@@ -73,7 +73,12 @@ serl_pool *serl_pool_create(int threads);
 void serl_pool_destroy(serl_pool *p);
 void serl_pool_run(serl_pool *p, int64_t n_tasks, serl_task_fn fn, void *arg);
 
+/* Memory blocks, 64-byte aligned; from SERL_HUGE_PAGE up, 2 MiB-aligned mappings of their own with huge
+ * pages advised (alloc.c), which serl_alloc also commits when it allocates them (core.c). Every block goes
+ * back through serl_aligned_free, never free(). */
+#define SERL_HUGE_PAGE ((size_t)2 << 20)
 void *serl_aligned_alloc(size_t bytes);
+void serl_aligned_free(void *p);
 
 /* matmul.c's transposing pack of 32-bit elements (lane r < rv of the panel is src[r·ld + p]): dst[p·R + r]
  * for p < kc, zero lanes rv..R-1. The bf16 product uses it on k-pairs (two bf16 as one 32-bit word). */

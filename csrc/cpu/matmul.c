@@ -880,10 +880,10 @@ static int32_t matmul_mixed(serl_ctx *ctx, const serl_matmul_args *a, int use_ab
                 int64_t off = b * a->stride_c + i * a->ldc;
                 serl_f32_to_bf16_n((uint16_t *)a->c + off, wc + off, n);
             }
-    for (int i = 0; i < 2; i++) free(tmp[i]);
+    for (int i = 0; i < 2; i++) serl_aligned_free(tmp[i]);
     return st;
 nomem:
-    for (int i = 0; i < 2; i++) free(tmp[i]);
+    for (int i = 0; i < 2; i++) serl_aligned_free(tmp[i]);
     return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory widening bf16 operands");
 }
 
