@@ -142,11 +142,9 @@ func TestHugePages(t *testing.T) {
 
 	// Large tensors freed (a 24 MiB one first, which raised malloc's threshold past the rest), each
 	// followed by a small one so that its range is not the top of a heap; then many small tensors.
-	freed := map[uintptr]bool{}
 	var keep []Tensor
 	for _, n := range []int{6 << 20, 1 << 20, 3 << 19, 1 << 20} { // 24, 4, 6 and 4 MiB
 		x := d.MustAlloc(F32, n)
-		freed[x.addr()] = true
 		keep = append(keep, d.MustAlloc(F32, 16))
 		d.Free(x)
 		if got := thpEligible(t, x.addr()); got != "" {
