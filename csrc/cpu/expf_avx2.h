@@ -5,18 +5,33 @@
 
 #include <immintrin.h>
 
+/* The Cephes expf: n = round(x·log₂e), r = x − n·ln 2 (ln 2 in two parts), e^r by a degree-5 polynomial.
+ * Named once, for the 8-lane code here and the 16-lane code of expf_avx512.h, which must give its bits. */
+#define SERL_EXP_LOG2E 1.44269504088896341f
+#define SERL_EXP_LN2_HI 0.693359375f
+#define SERL_EXP_LN2_LO (-2.12194440e-4f)
+#define SERL_EXP_P0 1.9875691500e-4f
+#define SERL_EXP_P1 1.3981999507e-3f
+#define SERL_EXP_P2 8.3334519073e-3f
+#define SERL_EXP_P3 4.1665795894e-2f
+#define SERL_EXP_P4 1.6666665459e-1f
+#define SERL_EXP_P5 5.0000001201e-1f
+/* serl_exp8_nonpos's clamp: below LO the result is 0; HI keeps 2^n representable */
+#define SERL_EXP_NONPOS_LO (-87.3365f)
+#define SERL_EXP_NONPOS_HI 88.0f
+
 /* e^(x − n·ln 2) for n = round(x·log₂e), by the Cephes polynomial, for x already clamped to the range
  * its caller serves; n is returned for the caller's 2^n. */
 static inline __m256 serl_exp8_core(__m256 x, __m256 *n) {
-    *n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    *n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(SERL_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(SERL_EXP_LN2_HI), x);
+    r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(SERL_EXP_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(SERL_EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SERL_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SERL_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SERL_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SERL_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SERL_EXP_P5));
     return _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
 }
 
@@ -45,10 +60,10 @@ static inline __m256 serl_exp8(__m256 x) {
 /* e^x for x ≤ 0, as softmax takes it (the same polynomial without serl_exp8's overflow split, about 1
  * ulp): x below −87.3, −inf included, gives exactly 0. Attention's and decode attention's. */
 static inline __m256 serl_exp8_nonpos(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-87.3365f);
+    const __m256 lo = _mm256_set1_ps(SERL_EXP_NONPOS_LO);
     __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
     x = _mm256_max_ps(x, lo);
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));
+    x = _mm256_min_ps(x, _mm256_set1_ps(SERL_EXP_NONPOS_HI));
     __m256 fx;
     __m256 y = serl_exp8_core(x, &fx);
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
