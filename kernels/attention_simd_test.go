@@ -13,10 +13,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestAttentionSameBitsOnSIMDPaths: attention's forward and backward give the same bits on every SIMD
-// path the CPU has. Their products are the same FMA chains on 8 or 16 lanes, and the softmax's row passes
-// the same exponentials summed in the same order (csrc/cpu/attention_avx512.c), so a model's attention
-// does not change with the machine's vector width. SERL_SIMD is read from the process environment when a
+// TestAttentionSameBitsOnSIMDPaths: attention's forward and backward, and decode attention, give the
+// same bits on every SIMD path the CPU has. Their products are the same FMA chains on 8 or 16 lanes, the
+// softmax's row passes the same exponentials summed in the same order (csrc/cpu/attention_avx512.c), and
+// a decode score the same two partial sums reduced by the same tree (csrc/cpu/kvcache_avx512.c), so a
+// model's attention, and the tokens it samples, do not change with the machine's vector width. SERL_SIMD is read from the process environment when a
 // context is made, so each path runs in a child process that writes its results to a file.
 func TestAttentionSameBitsOnSIMDPaths(t *testing.T) {
 	if path := os.Getenv("SERL_TEST_ATTENTION_BITS"); path != "" {
@@ -77,5 +78,54 @@ func writeAttentionBits(t *testing.T, path string) {
 			put(h.get(x))
 		}
 	}
+	for _, x := range decodeOutputs(t, h) {
+		put(x)
+	}
 	require.NoError(t, os.WriteFile(path, bits, 0o644))
+}
+
+// decodeOutputs runs decode attention at head dims with every kind of tail (none, a masked rest, a
+// whole 8-column chunk, both), with 1, 2 and 7 query heads per kv head (14 heads: more than one AVX-512
+// value pass holds), over f32 and bf16 caches, for sequences of which two share their first blocks and
+// for a lone sequence (its kv heads split over tasks); f32 queries, as generation's bf16 queries over a
+// bf16 cache take the pair instruction on avx512bf16 and sum in another order there.
+func decodeOutputs(t *testing.T, h *harness) [][]float32 {
+	const bs = 16
+	var outs [][]float32
+	for _, dim := range []int{8, 17, 24, 29, 64, 128} {
+		for _, hc := range [][2]int{{4, 2}, {14, 2}, {3, 3}} {
+			nh, nkv := hc[0], hc[1]
+			for _, cdt := range []DType{F32, BF16} {
+				for _, lens := range [][]int{{1, 5, 40, 100, 90, 37}, {70}} {
+					name := fmt.Sprintf("decode D=%d H=%d KVH=%d cache %s, %d seqs", dim, nh, nkv, cdt, len(lens))
+					S, maxBlocks := len(lens), (100+bs-1)/bs
+					nBlocks := S * maxBlocks
+					table := make([]int32, S*maxBlocks)
+					for i := range table {
+						table[i] = int32((i*7 + 3) % nBlocks)
+					}
+					if S > 4 { // sequences 3 and 4 share their first four blocks, as samples of one prompt do
+						copy(table[4*maxBlocks:4*maxBlocks+4], table[3*maxBlocks:3*maxBlocks+4])
+					}
+					slots := make([]int32, nBlocks*bs)
+					for i := range slots {
+						slots[i] = int32(i)
+					}
+					n := nBlocks * bs * nkv * dim
+					cache := KVCache{K: h.poisonedAs(cdt, nBlocks, bs, nkv, dim), V: h.poisonedAs(cdt, nBlocks, bs, nkv, dim)}
+					require.NoError(t, h.d.KVAppend(cache, h.f32(h.randn(n, 1), nBlocks*bs, nkv, dim), h.f32(h.randn(n, 1), nBlocks*bs, nkv, dim),
+						h.i32(slots)), name)
+					seqLens := make([]int32, S)
+					for i, l := range lens {
+						seqLens[i] = int32(l)
+					}
+					out := h.poisoned(S, nh, dim)
+					require.NoError(t, h.d.DecodeAttention(out, h.f32(h.randn(S*nh*dim, 1), S, nh, dim), cache, h.i32(table, S, maxBlocks),
+						h.i32(seqLens), float32(1/math.Sqrt(float64(dim)))), name)
+					outs = append(outs, h.get(out))
+				}
+			}
+		}
+	}
+	return outs
 }

@@ -437,47 +437,59 @@ func BenchmarkAttentionBwd(b *testing.B) {
 }
 
 // BenchmarkDecodeAttention: 64 sequences, each with ctx cached tokens in blocks of 16 spread over the
-// cache, one query token each; GB/s counts the K and V bytes read.
+// cache, one query token each; GB/s counts the K and V bytes each sequence reads. In the shared cases
+// the sequences come in groups of 16 whose first half of blocks is the same, as the samples of one
+// prompt in SeRL's rollouts: those rows are read again from the core's caches.
 func BenchmarkDecodeAttention(b *testing.B) {
 	d := cpuDevice(b)
 	const seqs, bs = 64, 16
 	for _, c := range attnBenchConfigs {
 		for _, ctxLen := range []int{128, 512} {
-			b.Run(fmt.Sprintf("%s/ctx=%d", c.name, ctxLen), func(b *testing.B) {
-				maxBlocks := ctxLen / bs
-				nBlocks := seqs * maxBlocks
-				kc, vc := d.MustAlloc(F32, nBlocks, bs, c.kvh, c.dim), d.MustAlloc(F32, nBlocks, bs, c.kvh, c.dim)
-				q, out := d.MustAlloc(F32, seqs, c.nh, c.dim), d.MustAlloc(F32, seqs, c.nh, c.dim)
-				table, lens := d.MustAlloc(I32, seqs, maxBlocks), d.MustAlloc(I32, seqs)
-				for _, x := range []Tensor{kc, vc, q, out, table, lens} {
-					defer d.Free(x)
+			for _, shared := range []bool{false, true} {
+				name := fmt.Sprintf("%s/ctx=%d", c.name, ctxLen)
+				if shared {
+					name += "/shared"
 				}
-				for _, x := range []Tensor{kc, vc, q} {
-					f := x.F32()
-					for i := range f {
-						f[i] = float32(math.Sin(float64(i) * 0.37))
+				b.Run(name, func(b *testing.B) {
+					maxBlocks := ctxLen / bs
+					nBlocks := seqs * maxBlocks
+					kc, vc := d.MustAlloc(F32, nBlocks, bs, c.kvh, c.dim), d.MustAlloc(F32, nBlocks, bs, c.kvh, c.dim)
+					q, out := d.MustAlloc(F32, seqs, c.nh, c.dim), d.MustAlloc(F32, seqs, c.nh, c.dim)
+					table, lens := d.MustAlloc(I32, seqs, maxBlocks), d.MustAlloc(I32, seqs)
+					for _, x := range []Tensor{kc, vc, q, out, table, lens} {
+						defer d.Free(x)
 					}
-				}
-				// interleave the sequences' blocks, as a cache filled by concurrent generation would
-				tb := table.I32()
-				for s := 0; s < seqs; s++ {
-					for j := 0; j < maxBlocks; j++ {
-						tb[s*maxBlocks+j] = int32(j*seqs + s)
+					for _, x := range []Tensor{kc, vc, q} {
+						f := x.F32()
+						for i := range f {
+							f[i] = float32(math.Sin(float64(i) * 0.37))
+						}
 					}
-					lens.I32()[s] = int32(ctxLen)
-				}
-				cache := KVCache{K: kc, V: vc}
-				b.ReportAllocs()
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					if err := d.DecodeAttention(out, q, cache, table, lens, 0.125); err != nil {
-						b.Fatal(err)
+					// interleave the sequences' blocks, as a cache filled by concurrent generation would
+					tb := table.I32()
+					for s := 0; s < seqs; s++ {
+						for j := 0; j < maxBlocks; j++ {
+							owner := s
+							if shared && j < maxBlocks/2 {
+								owner = s / 16 * 16
+							}
+							tb[s*maxBlocks+j] = int32(j*seqs + owner)
+						}
+						lens.I32()[s] = int32(ctxLen)
 					}
-				}
-				sec := b.Elapsed().Seconds() / float64(b.N)
-				b.ReportMetric(2*float64(seqs*ctxLen*c.kvh*c.dim*4)/sec/1e9, "GB/s")
-				b.ReportMetric(float64(seqs)/sec, "tokens/s")
-			})
+					cache := KVCache{K: kc, V: vc}
+					b.ReportAllocs()
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						if err := d.DecodeAttention(out, q, cache, table, lens, 0.125); err != nil {
+							b.Fatal(err)
+						}
+					}
+					sec := b.Elapsed().Seconds() / float64(b.N)
+					b.ReportMetric(2*float64(seqs*ctxLen*c.kvh*c.dim*4)/sec/1e9, "GB/s")
+					b.ReportMetric(float64(seqs)/sec, "tokens/s")
+				})
+			}
 		}
 	}
 }

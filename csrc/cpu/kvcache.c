@@ -1,9 +1,11 @@
 /* Paged KV cache: append new tokens' keys/values at their slots, and decode attention (one query token
  * per sequence against its cached tokens, found through the block table).
  *
- * Decode is the generation hot path and is bound by reading the cache, so a task is one sequence (or
- * a range of its kv heads when sequences are few): every cached K/V row is read once and serves all
- * the query heads that share it (GQA), and whole slots are read contiguously.
+ * Decode is the generation hot path. A task is one sequence (or a range of its kv heads when sequences
+ * are few): every cached K/V row is read once and serves all the query heads that share it (GQA), and
+ * whole slots are read contiguously. Rows past the caches are read at the memory's rate; rows in them
+ * (a prompt's blocks, shared by its samples) at the rate of the score and value passes, which run on
+ * 16 lanes where the CPU has AVX-512 (kvcache_avx512.c), with the AVX2 passes' bits.
  * Scores of a task are kept whole (seq_len floats per head), so the softmax is exact two-pass rather
  * than online; head_dim tails are read with masked loads, never past a row. */
 #include <immintrin.h>
@@ -16,6 +18,12 @@
 /* From kvcache_avx512bf16.c: scores of bf16 queries against a bf16 slot on vdpbf16ps. */
 void serl_decode_scores_avx512bf16(int NH, int G, int D, const uint16_t *q, int64_t ldq, const uint16_t *k, float scale,
                                    float *sc);
+/* From kvcache_avx512.c: the score and value passes over a chunk of slots on 16 lanes, with the bits of
+ * scores_avx2 and values_avx2 below. */
+void serl_decode_scores_avx512(int NH, int G, int D, const float *qs, int Dp, const float *const *kr, int nt,
+                               float *sc, int NHp);
+void serl_decode_values_avx512(int NH, int G, int D, float *acc, int Dp, const float *const *vr, const float *sc,
+                               int NHp, int nt);
 
 /* ------------------------------------------------------------------------- kv_append */
 
@@ -105,12 +113,23 @@ SERL_API int32_t serl_rope_append(void *ctxp, const serl_rope_append_args *a) {
 
 /* ------------------------------------------------------------------------- decode attention */
 
+/* A task's score pass (sc[u·NHp + n] = qs[n]·k over the chunk's nt slots, qs scaled, rows Dp apart and
+ * zero from D) and value pass (acc[n] += Σ_u sc[u·NHp + n]·v): AVX2 bodies here, AVX-512 ones with the
+ * same bits in kvcache_avx512.c, chosen per call. A slot row kr[u] / vr[u] is the task's part of the slot
+ * in float32; query head n reads its kv head's D floats at (n/G)·D. */
+typedef void (*decode_scores_fn)(int NH, int G, int D, const float *qs, int Dp, const float *const *kr, int nt,
+                                 float *sc, int NHp);
+typedef void (*decode_values_fn)(int NH, int G, int D, float *acc, int Dp, const float *const *vr, const float *sc,
+                                 int NHp, int nt);
+
 typedef struct {
     const serl_decode_attention_args *a;
     int G, Dp, parts; /* parts: kv-head ranges per sequence (tasks = n_seqs · parts) */
     int pf;           /* slots prefetched ahead (DECODE_PF_BYTES) */
     size_t span_max;  /* floats of the largest part of a slot: a bf16 cache row is widened into it */
     int dp;           /* bf16 q and cache on AVX-512 BF16: scores on vdpbf16ps from the cache rows */
+    decode_scores_fn scores;
+    decode_values_fn values;
     float *scratch[SERL_MAX_THREADS];
 } decode_job;
 
@@ -172,9 +191,30 @@ static inline __attribute__((always_inline)) __m128 dot4(const int NH, const flo
     return hsum4x8(c[0], c[1], c[2], c[3]);
 }
 
-/* Slots whose values one pass of a head's accumulators takes: the chunk's rows (8 KiB for the built-in
- * model, 64 KiB at head_dim 128 over 8 kv heads) stay in L1 or L2 while every head reads its part. */
-#define VCHUNK 16
+/* Four heads at a time, slot after slot; a group short of four writes zeros into sc's padding heads. */
+static void scores_avx2(int NH, int G, int D, const float *qs, int Dp, const float *const *kr, int nt, float *sc,
+                        int NHp) {
+    const int Dv = D & ~7; /* columns done by full vectors; the rest masked */
+    const __m256i tm = tail_mask(D - Dv);
+    for (int n = 0; n < NH; n += 4) {
+        const int nh = NH - n < 4 ? NH - n : 4;
+        const float *q4[4];
+        int64_t ko[4];
+        for (int i = 0; i < nh; i++) q4[i] = qs + (int64_t)(n + i) * Dp, ko[i] = (int64_t)((n + i) / G) * D;
+        for (int u = 0; u < nt; u++) {
+            const float *k4[4];
+            for (int i = 0; i < nh; i++) k4[i] = kr[u] + ko[i];
+            __m128 r;
+            switch (nh) {
+            case 1: r = dot4(1, q4, k4, D, Dv, tm); break;
+            case 2: r = dot4(2, q4, k4, D, Dv, tm); break;
+            case 3: r = dot4(3, q4, k4, D, Dv, tm); break;
+            default: r = dot4(4, q4, k4, D, Dv, tm); break;
+            }
+            _mm_storeu_ps(sc + (int64_t)u * NHp + n, r);
+        }
+    }
+}
 
 /* an[d] += Σ_u p[u·ldp]·v[u][vo + d] for d < D, u < nt, one slot after another: the same multiply-adds
  * in the same order as slot by slot, but 64 columns' accumulators stay in registers across the chunk
@@ -202,6 +242,18 @@ static inline void values_chunk(float *an, const float *const *v, int64_t vo, co
     }
 }
 
+static void values_avx2(int NH, int G, int D, float *acc, int Dp, const float *const *vr, const float *sc, int NHp,
+                        int nt) {
+    const int Dv = D & ~7;
+    const __m256i tm = tail_mask(D - Dv);
+    for (int n = 0; n < NH; n++)
+        values_chunk(acc + (int64_t)n * Dp, vr, (int64_t)(n / G) * D, sc + n, NHp, nt, D, Dv, tm);
+}
+
+/* Slots a chunk of either pass holds: its rows (8 KiB for the built-in model, 64 KiB at head_dim 128 over
+ * 8 kv heads) stay in L1 or L2 while every head reads its part. */
+#define VCHUNK 16
+
 static void decode_task(void *arg, int64_t t, int w) {
     const decode_job *j = arg;
     const serl_decode_attention_args *a = j->a;
@@ -214,8 +266,6 @@ static void decode_task(void *arg, int64_t t, int w) {
     const int64_t row = (int64_t)KVH * D;                /* floats per slot */
     const int64_t lo = k0 * D, span = (k1 - k0) * D;     /* the task's part of a slot */
     const int64_t sb = span * (int64_t)serl_dtype_size(a->cache_dtype); /* its bytes */
-    const int Dv = D & ~7;                               /* columns done by full vectors; the rest masked */
-    const __m256i tm = tail_mask(D - Dv);
     const slot_cursor start = {a->block_table + (int64_t)s * a->max_blocks, a->block_size, 0, 0};
 
     /* scratch: scaled queries [NH, Dp], accumulators [NH, Dp], scores token-major [L, NHp], and per
@@ -227,8 +277,8 @@ static void decode_task(void *arg, int64_t t, int w) {
         for (int d = 0; d < D; d++) qs[n * Dp + d] *= a->scale;
         for (int d = D; d < Dp; d++) qs[n * Dp + d] = 0;
     }
-    /* A bf16 cache: each slot's part is widened into float32 (in L1) and read from there — except the
-     * keys when the pair instruction can take them as they are. */
+    /* A bf16 cache: each chunk's slot parts are widened into float32 (in L1) and read from there — except
+     * the keys when the pair instruction can take them as they are. */
     const int bf = a->cache_dtype == SERL_DTYPE_BF16;
     const int64_t ldqb = (D + 31) & ~31; /* bf16 query rows for the pair kernel, zero-padded */
     uint16_t *qb = (uint16_t *)acc;       /* the accumulators are not needed before the values pass */
@@ -237,74 +287,53 @@ static void decode_task(void *arg, int64_t t, int w) {
             memcpy(qb + n * ldqb, (const uint16_t *)a->q + ((int64_t)s * H + h0 + n) * D, sizeof(uint16_t) * (size_t)D);
             memset(qb + n * ldqb + D, 0, sizeof(uint16_t) * (size_t)(ldqb - D));
         }
-    const float *kc = bf ? NULL : (const float *)a->k_cache, *vc = bf ? NULL : (const float *)a->v_cache;
-    const uint16_t *kh = bf ? (const uint16_t *)a->k_cache : NULL, *vh = bf ? (const uint16_t *)a->v_cache : NULL;
 
-    /* scores, slot by slot in address order (the prefetchers follow it), four heads per reduction;
-     * each kv head's row serves its G query heads from L1 */
-    slot_cursor cur = start, pf = start;
-    for (int jj = 0; jj < j->pf && jj < L; jj++) prefetch_row(serl_at(a->k_cache, a->cache_dtype, cursor_next(&pf) * row + lo), sb);
-    for (int jt = 0; jt < L; jt++) {
-        const int64_t at = cursor_next(&cur) * row + lo;
-        if (jt + j->pf < L) prefetch_row(serl_at(a->k_cache, a->cache_dtype, cursor_next(&pf) * row + lo), sb);
-        if (j->dp) {
-            serl_decode_scores_avx512bf16(NH, G, D, qb, ldqb, kh + at, a->scale, sc + (size_t)jt * NHp);
-            continue;
-        }
-        const float *kr = bf ? wide : kc + at;
-        if (bf) serl_bf16_to_f32_n(wide, kh + at, span);
-        for (int n = 0; n < NH; n += 4) {
-            const int nh = NH - n < 4 ? NH - n : 4;
-            const float *q4[4], *k4[4];
-            for (int u = 0; u < nh; u++) q4[u] = qs + (size_t)(n + u) * Dp, k4[u] = kr + (int64_t)((n + u) / G) * D;
-            __m128 r;
-            switch (nh) {
-            case 1: r = dot4(1, q4, k4, D, Dv, tm); break;
-            case 2: r = dot4(2, q4, k4, D, Dv, tm); break;
-            case 3: r = dot4(3, q4, k4, D, Dv, tm); break;
-            default: r = dot4(4, q4, k4, D, Dv, tm); break;
+    /* Both passes walk the slots in address order (the prefetchers follow it), VCHUNK at a time: the
+     * chunk's rows are found (a bf16 cache widened) and handed to the pass. */
+    for (int pass = 0; pass < 2; pass++) {
+        const void *cache = pass ? a->v_cache : a->k_cache;
+        slot_cursor cur = start, pf = start;
+        for (int jj = 0; jj < j->pf && jj < L; jj++) prefetch_row(serl_at(cache, a->cache_dtype, cursor_next(&pf) * row + lo), sb);
+        if (pass) {
+            /* softmax over tokens, eight heads per vector; sums in double */
+            for (int n = 0; n < NHp; n += 8) {
+                __m256 m = _mm256_set1_ps(-INFINITY);
+                for (int jt = 0; jt < L; jt++) m = _mm256_max_ps(m, _mm256_loadu_ps(sc + (size_t)jt * NHp + n));
+                __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+                for (int jt = 0; jt < L; jt++) {
+                    float *p = sc + (size_t)jt * NHp + n;
+                    __m256 e = serl_exp8_nonpos(_mm256_sub_ps(_mm256_loadu_ps(p), m));
+                    _mm256_storeu_ps(p, e);
+                    s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+                    s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+                }
+                _mm_storeu_ps(inv + n, _mm256_cvtpd_ps(_mm256_div_pd(_mm256_set1_pd(1.0), s0)));
+                _mm_storeu_ps(inv + n + 4, _mm256_cvtpd_ps(_mm256_div_pd(_mm256_set1_pd(1.0), s1)));
             }
-            _mm_storeu_ps(sc + (size_t)jt * NHp + n, r);
+            memset(acc, 0, sizeof(float) * (size_t)NH * Dp);
         }
-    }
-
-    /* softmax over tokens, eight heads per vector; sums in double */
-    for (int n = 0; n < NHp; n += 8) {
-        __m256 m = _mm256_set1_ps(-INFINITY);
-        for (int jt = 0; jt < L; jt++) m = _mm256_max_ps(m, _mm256_loadu_ps(sc + (size_t)jt * NHp + n));
-        __m256d s0 = _mm256_setzero_pd(), s1 = s0;
-        for (int jt = 0; jt < L; jt++) {
-            float *p = sc + (size_t)jt * NHp + n;
-            __m256 e = serl_exp8_nonpos(_mm256_sub_ps(_mm256_loadu_ps(p), m));
-            _mm256_storeu_ps(p, e);
-            s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-            s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
-        }
-        _mm_storeu_ps(inv + n, _mm256_cvtpd_ps(_mm256_div_pd(_mm256_set1_pd(1.0), s0)));
-        _mm_storeu_ps(inv + n + 4, _mm256_cvtpd_ps(_mm256_div_pd(_mm256_set1_pd(1.0), s1)));
-    }
-
-    /* out = Σ p·v in chunks of VCHUNK slots, in address order: the chunk's rows are found (a bf16 cache
-     * widened), then each head's accumulators take the whole chunk (values_chunk) */
-    memset(acc, 0, sizeof(float) * (size_t)NH * Dp);
-    cur = start, pf = start;
-    for (int jj = 0; jj < j->pf && jj < L; jj++) prefetch_row(serl_at(a->v_cache, a->cache_dtype, cursor_next(&pf) * row + lo), sb);
-    for (int t0 = 0; t0 < L; t0 += VCHUNK) {
-        const int nt = L - t0 < VCHUNK ? L - t0 : VCHUNK;
-        const float *vr[VCHUNK];
-        for (int u = 0; u < nt; u++) {
-            const int64_t at = cursor_next(&cur) * row + lo;
-            if (bf) {
-                float *w = wide + (size_t)u * j->span_max;
-                serl_bf16_to_f32_n(w, vh + at, span);
-                vr[u] = w;
-            } else {
-                vr[u] = vc + at;
+        for (int t0 = 0; t0 < L; t0 += VCHUNK) {
+            const int nt = L - t0 < VCHUNK ? L - t0 : VCHUNK;
+            const float *rows[VCHUNK];
+            for (int u = 0; u < nt; u++) {
+                const int64_t at = cursor_next(&cur) * row + lo;
+                if (t0 + u + j->pf < L) prefetch_row(serl_at(cache, a->cache_dtype, cursor_next(&pf) * row + lo), sb);
+                if (!pass && j->dp) {
+                    serl_decode_scores_avx512bf16(NH, G, D, qb, ldqb, (const uint16_t *)a->k_cache + at, a->scale,
+                                                  sc + (size_t)(t0 + u) * NHp);
+                } else if (bf) {
+                    float *wu = wide + (size_t)u * j->span_max;
+                    serl_bf16_to_f32_n(wu, (const uint16_t *)cache + at, span);
+                    rows[u] = wu;
+                } else {
+                    rows[u] = (const float *)cache + at;
+                }
             }
-            if (t0 + u + j->pf < L) prefetch_row(serl_at(a->v_cache, a->cache_dtype, cursor_next(&pf) * row + lo), sb);
+            if (pass)
+                j->values(NH, G, D, acc, Dp, rows, sc + (size_t)t0 * NHp, NHp, nt);
+            else if (!j->dp)
+                j->scores(NH, G, D, qs, Dp, rows, nt, sc + (size_t)t0 * NHp, NHp);
         }
-        for (int n = 0; n < NH; n++)
-            values_chunk(acc + (size_t)n * Dp, vr, (int64_t)(n / G) * D, sc + (size_t)t0 * NHp + n, NHp, nt, D, Dv, tm);
     }
     for (int n = 0; n < NH; n++) {
         float *an = acc + (size_t)n * Dp;
@@ -335,7 +364,9 @@ SERL_API int32_t serl_decode_attention(void *ctxp, const serl_decode_attention_a
     if (parts > a->n_kv_heads) parts = a->n_kv_heads;
     decode_job j = {.a = a, .G = a->n_heads / a->n_kv_heads, .Dp = (a->head_dim + 15) & ~15, .parts = parts,
                     .dp = a->q_dtype == SERL_DTYPE_BF16 && a->cache_dtype == SERL_DTYPE_BF16 &&
-                          ctx->simd >= SERL_SIMD_AVX512BF16};
+                          ctx->simd >= SERL_SIMD_AVX512BF16,
+                    .scores = ctx->simd >= SERL_SIMD_AVX512 ? serl_decode_scores_avx512 : scores_avx2,
+                    .values = ctx->simd >= SERL_SIMD_AVX512 ? serl_decode_values_avx512 : values_avx2};
     const size_t nh = (size_t)(a->n_kv_heads + parts - 1) / parts * j.G; /* most query heads in one task */
     const size_t nhp = (nh + 7) & ~(size_t)7;
     j.span_max = (size_t)(a->n_kv_heads + parts - 1) / parts * (size_t)a->head_dim;
