@@ -17,8 +17,9 @@ import (
 // same bits on every SIMD path the CPU has. Their products are the same FMA chains on 8 or 16 lanes, the
 // softmax's row passes the same exponentials summed in the same order (csrc/cpu/attention_avx512.c), and
 // a decode score the same two partial sums reduced by the same tree (csrc/cpu/kvcache_avx512.c), so a
-// model's attention, and the tokens it samples, do not change with the machine's vector width. SERL_SIMD is read from the process environment when a
-// context is made, so each path runs in a child process that writes its results to a file.
+// model's attention does not change with the machine's vector width. SERL_SIMD is read from the process
+// environment when a context is made, so each path runs in a child process that writes its results to a
+// file.
 func TestAttentionSameBitsOnSIMDPaths(t *testing.T) {
 	if path := os.Getenv("SERL_TEST_ATTENTION_BITS"); path != "" {
 		writeAttentionBits(t, path)

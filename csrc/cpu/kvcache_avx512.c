@@ -4,9 +4,10 @@
  *     halves of one 16-lane accumulator) added, then reduced by the tree of AVX2's horizontal adds,
  *     eight scores at a time;
  *   - an output column is the same chain of multiply-adds over slots on either width.
- * What differs is the work per slot: a query row stays in registers while it meets eight key rows, and a
- * value row is read once per head into 16-lane accumulators — the AVX2 bodies reload both, at half
- * the width. */
+ * What differs is the work per slot: a query row stays in registers while it meets eight key rows (the
+ * AVX2 body reloads it for each), and the value accumulators of up to six heads advance together, 16
+ * lanes wide, so that their chains of multiply-adds do not wait on one another (the AVX2 body runs one
+ * head's at a time). */
 #include <immintrin.h>
 
 #include "internal.h"
