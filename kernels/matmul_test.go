@@ -549,9 +549,9 @@ func BenchmarkSGEMMDecode(b *testing.B) {
 }
 
 // BenchmarkGEMVStream is decoding with weights that do not fit in any cache, as a real model's do on a
-// CPU: y = x·Wᵀ for m = 1, 4, 16, 32 and 64 rows (64: the CPU's default decode batch) against
-// Qwen2.5-0.5B's MLP up projection, W [4864, 896], cycling through enough copies of W (over 96 MiB) that
-// every call reads its W from memory. GB/s counts W's bytes, so the bound for few rows is the machine's
+// CPU: y = x·Wᵀ for m = 1, 4, 16, 32, 64 and 128 rows (64: the CPU's default decode batch; 128: the most
+// the x·Wᵀ path takes) against Qwen2.5-0.5B's MLP up projection, W [4864, 896], cycling through enough
+// copies of W (over 96 MiB) that every call reads its W from memory. GB/s counts W's bytes, so the bound for few rows is the machine's
 // read bandwidth; from 32 rows the multiply-adds bound it (GFLOP/s). x, W and y in f32; bf16 x, W and y;
 // f32 x against a bf16 W (a bf16 model with f32 activations). OpenBLAS on the f32 copies is the peer
 // (sgemv for one row, which it runs 2× as fast as an sgemm of one row; sgemm for more), and
@@ -579,7 +579,7 @@ func BenchmarkGEMVStream(b *testing.B) {
 			d.Free(w)
 		}
 	}()
-	for _, m := range []int{1, 4, 16, 32, 64} {
+	for _, m := range []int{1, 4, 16, 32, 64, 128} {
 		x, y := d.MustAlloc(F32, m, k), d.MustAlloc(F32, m, n)
 		fill(x, 5)
 		x16, y16 := d.MustAlloc(BF16, m, k), d.MustAlloc(BF16, m, n)

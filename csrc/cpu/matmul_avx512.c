@@ -91,6 +91,70 @@ void serl_xwt_avx512(int64_t kc, const float *x, int64_t ldx, int mr, const floa
     }
 }
 
+/* ------------------------------------------------------------------------- x·Wᵀ with W as it lies
+ *
+ * xwt_block's product with the operands' roles swapped (matmul.c's wxt path): R ≤ 12 rows of W are
+ * broadcast from where they lie (row stride ldw) against a panel of x packed k-major (NV vectors of 16 x
+ * rows, zero lanes past nx). The accumulators hold a tile of Cᵀ, written back through L1. Each element of
+ * C is the same chain of FMAs in p order as xwt_block's, alpha and beta applied as there: the same bits.
+ * Each W row is asked for WXT_PF floats ahead into L1, and wn (the next tile's rows, or NULL) into L2 a
+ * line per row every 16 steps, so the next tile arrives while this one works. */
+#define WXT_PF 64
+static inline __attribute__((always_inline)) void wxt_block(const int R, const int NV, int64_t kc, const float *w,
+                                                            const float *wn, int64_t ldw, const float *xp, float *c,
+                                                            int64_t ldc, float alpha, float beta, int nx) {
+    __m512 c0[MR], c1[MR];
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+    for (int64_t p = 0; p < kc; p++) {
+        if ((p & 15) == 0)
+#pragma GCC unroll 12
+            for (int i = 0; i < R; i++) {
+                _mm_prefetch((const char *)(w + i * ldw + p + WXT_PF), _MM_HINT_T0);
+                if (wn) _mm_prefetch((const char *)(wn + i * ldw + p), _MM_HINT_T1);
+            }
+        __m512 b0 = _mm512_load_ps(xp), b1 = NV > 1 ? _mm512_load_ps(xp + 16) : b0;
+#pragma GCC unroll 12
+        for (int i = 0; i < R; i++) {
+            __m512 av = _mm512_set1_ps(w[i * ldw + p]);
+            c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+            if (NV > 1) c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+        }
+        xp += 16 * NV;
+    }
+    /* t[i][r] = C[r][i]; then each row r of C: R lanes gathered from t's column r */
+    float t[MR * NR] __attribute__((aligned(64)));
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++) {
+        _mm512_store_ps(t + i * NR, c0[i]);
+        if (NV > 1) _mm512_store_ps(t + i * NR + 16, c1[i]);
+    }
+    const __m512i col = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0, 0, 0, 0),
+                                           _mm512_set1_epi32(NR));
+    const __mmask16 mk = (__mmask16)((1u << R) - 1);
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int r = 0; r < nx; r++) {
+        float *cr = c + r * ldc;
+        __m512 v = _mm512_mul_ps(va, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, col, t + r, 4));
+        if (beta != 0.0f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mk, cr), v);
+        _mm512_mask_storeu_ps(cr, mk, v);
+    }
+}
+
+void serl_wxt_avx512(int64_t kc, const float *w, const float *wn, int64_t ldw, int nw, const float *xp, int nx,
+                     float *c, int64_t ldc, float alpha, float beta) {
+    const int nv = nx > 16 ? 2 : 1;
+    switch (nw * 2 + nv - 1) {
+#define CASE(R)                                                                      \
+    case 2 * R: wxt_block(R, 1, kc, w, wn, ldw, xp, c, ldc, alpha, beta, nx); break;     \
+    case 2 * R + 1: wxt_block(R, 2, kc, w, wn, ldw, xp, c, ldc, alpha, beta, nx); break;
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10) CASE(11) CASE(12)
+#undef CASE
+    default: break;
+    }
+}
+
 /* ------------------------------------------------------------------------- GEMV for m ≤ GEMV_MAX_M
  *
  * C = alpha·X·Wᵀ + beta·C with W streamed once (matmul.c's gemv path, and matmul_bf16.c's widening GEMV

@@ -13,16 +13,18 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestAttentionSameBitsOnSIMDPaths: attention's forward and backward, and decode attention, give the
-// same bits on every SIMD path the CPU has. Their products are the same FMA chains on 8 or 16 lanes, the
-// softmax's row passes the same exponentials summed in the same order (csrc/cpu/attention_avx512.c), and
-// a decode score the same two partial sums reduced by the same tree (csrc/cpu/kvcache_avx512.c), so a
-// model's attention does not change with the machine's vector width. SERL_SIMD is read from the process
-// environment when a context is made, so each path runs in a child process that writes its results to a
-// file.
-func TestAttentionSameBitsOnSIMDPaths(t *testing.T) {
-	if path := os.Getenv("SERL_TEST_ATTENTION_BITS"); path != "" {
-		writeAttentionBits(t, path)
+// TestSameBitsOnSIMDPaths: attention's forward and backward, decode attention, and float32 x·Wᵀ
+// products of a decode batch's rows give the same bits on every SIMD path the CPU has. Attention's
+// products are the same FMA chains on 8 or 16 lanes, the softmax's row passes the same exponentials summed
+// in the same order (csrc/cpu/attention_avx512.c), and a decode score the same two partial sums reduced
+// by the same tree (csrc/cpu/kvcache_avx512.c), so a model's attention does not change with the machine's
+// vector width; an x·Wᵀ product's element is one FMA chain in depth order whether W is packed (AVX2, and
+// AVX-512 for short rows) or broadcast from where it lies (AVX-512, rows of LONG_K or more). SERL_SIMD is
+// read from the process environment when a context is made, so each path runs in a child process that
+// writes its results to a file.
+func TestSameBitsOnSIMDPaths(t *testing.T) {
+	if path := os.Getenv("SERL_TEST_SIMD_BITS"); path != "" {
+		writeSIMDBits(t, path)
 		return
 	}
 	rank := map[string]int{"avx2": 0, "avx512": 1, "avx512bf16": 2}
@@ -33,8 +35,8 @@ func TestAttentionSameBitsOnSIMDPaths(t *testing.T) {
 			break
 		}
 		out := filepath.Join(t.TempDir(), simd)
-		cmd := exec.Command(os.Args[0], "-test.run=^TestAttentionSameBitsOnSIMDPaths$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "SERL_SIMD="+simd, "SERL_TEST_ATTENTION_BITS="+out)
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSameBitsOnSIMDPaths$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "SERL_SIMD="+simd, "SERL_TEST_SIMD_BITS="+out)
 		msg, err := cmd.CombinedOutput()
 		require.NoError(t, err, "SERL_SIMD=%s, child: %s", simd, msg)
 		got, err := os.ReadFile(out)
@@ -43,16 +45,17 @@ func TestAttentionSameBitsOnSIMDPaths(t *testing.T) {
 			want = got
 			continue
 		}
-		require.True(t, string(got) == string(want), "SERL_SIMD=%s: attention's bits differ from avx2's", simd)
+		require.True(t, string(got) == string(want), "SERL_SIMD=%s: the bits differ from avx2's", simd)
 	}
 	if best == 0 {
 		t.Skip("one SIMD path on this CPU (avx2)")
 	}
 }
 
-// writeAttentionBits runs the forward and backward on packings that cover whole, partial and masked key
-// blocks, at head dims that are and are not a multiple of 16, and writes every output's bits to path.
-func writeAttentionBits(t *testing.T, path string) {
+// writeSIMDBits runs attention's forward and backward on packings that cover whole, partial and masked
+// key blocks, at head dims that are and are not a multiple of 16, then decodeOutputs and xwtOutputs, and
+// writes every output's bits to path.
+func writeSIMDBits(t *testing.T, path string) {
 	d, err := Open("cpu", 0)
 	require.NoError(t, err)
 	defer d.Close()
@@ -80,6 +83,9 @@ func writeAttentionBits(t *testing.T, path string) {
 		}
 	}
 	for _, x := range decodeOutputs(t, h) {
+		put(x)
+	}
+	for _, x := range xwtOutputs(t, h) {
 		put(x)
 	}
 	require.NoError(t, os.WriteFile(path, bits, 0o644))
@@ -127,6 +133,29 @@ func decodeOutputs(t *testing.T, h *harness) [][]float32 {
 				}
 			}
 		}
+	}
+	return outs
+}
+
+// xwtOutputs runs float32 C = alpha·x·Wᵀ + beta·C for the row counts where every SIMD path takes the x·Wᵀ
+// path rather than a GEMV (more than 32 rows, or 48 where rows of W are LONG_K or longer, up to
+// XWT_MAX_M): the built-in model's shapes, and rows of W of 768 or more, one and several depth slices,
+// with tails in every dimension, padded row strides, and beta applied to a C that is there.
+func xwtOutputs(t *testing.T, h *harness) [][]float32 {
+	var outs [][]float32
+	for _, c := range []struct {
+		m, n, k, pad int
+		alpha, beta  float32
+	}{
+		{64, 704, 256, 0, 1, 0}, {40, 256, 704, 3, 1, 1}, {49, 100, 768, 0, 1, 0}, {64, 257, 896, 5, -0.5, 0.25},
+		{100, 64, 1543, 0, 1, 1}, {128, 130, 800, 2, 0.5, 0}, {57, 49, 2048, 1, 1, 0},
+	} {
+		lda, ldb, ldc := c.k+c.pad, c.k+2*c.pad, c.n+c.pad
+		C := h.f32(h.randn(c.m*ldc, 1))
+		name := fmt.Sprintf("x·Wᵀ m=%d n=%d k=%d pad %d", c.m, c.n, c.k, c.pad)
+		require.NoError(t, h.d.MatMulStrided(StridedMatMul{A: h.f32(h.randn(c.m*lda, 1)), B: h.f32(h.randn(c.n*ldb, 1)), C: C,
+			TransB: true, M: c.m, N: c.n, K: c.k, LDA: lda, LDB: ldb, LDC: ldc, Batch: 1, Alpha: c.alpha, Beta: c.beta}), name)
+		outs = append(outs, h.get(C))
 	}
 	return outs
 }
