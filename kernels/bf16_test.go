@@ -227,8 +227,10 @@ var matmulShapesBF16 = [][3]int{
 	{1100, 300, 8}, {131, 57, 5},
 	// a LoRA group's joined products (3 × rank) and the skinny and thin paths' bounds
 	{1100, 24, 300}, {24, 300, 1100}, {200, 48, 257}, {32, 130, 600}, {33, 130, 600},
-	// the pair GEMV's bound for x·Wᵀ with a real model's long rows (k ≥ 768: up to 64 rows)
-	{64, 130, 800}, {65, 130, 800},
+	// the pair GEMV's bound for x·Wᵀ with a real model's long rows (k ≥ 768: up to 64 rows), and past it
+	// with W at least 4× x (AVX-512 without pairs: W's tiles widened as they are read, one and three
+	// depth slices)
+	{64, 130, 800}, {65, 130, 800}, {65, 300, 800}, {100, 410, 1543},
 }
 
 func testMatMulBF16(t *testing.T, h *harness) {
@@ -294,10 +296,12 @@ func testMatMulBF16(t *testing.T, h *harness) {
 	}
 	// Mixed storage: f32 activations against bf16 weights, each way round, for many rows and for few
 	// (the generation path: W rows widened once per block of x rows for 7, and for 24 with a real model's
-	// long rows, in registers for 3).
-	for i, dts := range [][3]DType{{F32, BF16, F32}, {BF16, F32, BF16}, {F32, F32, BF16}, {F32, BF16, BF16}, {BF16, BF16, F32}, {F32, BF16, F32}, {F32, BF16, F32}} {
+	// long rows, in registers for 3; W's tiles widened as they are read for 64 against 300 long rows).
+	for i, dts := range [][3]DType{{F32, BF16, F32}, {BF16, F32, BF16}, {F32, F32, BF16}, {F32, BF16, BF16}, {BF16, BF16, F32}, {F32, BF16, F32}, {F32, BF16, F32}, {F32, BF16, BF16}} {
 		m, n, k := 37, 65, 129
 		switch {
+		case i == 7:
+			m, n, k = 64, 300, 800
 		case i == 6:
 			m, n, k = 24, 65, 800
 		case i == 5:

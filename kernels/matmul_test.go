@@ -141,14 +141,15 @@ func testMatMulDecode(t *testing.T, h *harness) {
 }
 
 // testMatMulDecodeBatched covers x·Wᵀ for tens of rows (batched generation, m 17..128: on AVX-512 the GEMV
-// up to 32 rows, or 48 with k ≥ 768, the x·Wᵀ path past them): m around the row blocks of both kernels
-// and those bounds, n around their W panels (16 and 32 rows), k around the depth slices, with
+// up to 32 rows, or 48 with k ≥ 768, the x·Wᵀ path past them, which reads W as it lies where k ≥ 768 and
+// n ≥ 4m): m around the row blocks of both kernels and those bounds, n around their W panels (16 and 32
+// rows), k around the depth slices, with
 // beta 0 on NaN-poisoned C, beta 1, alpha −0.5, and a C row stride beyond n whose gap must stay untouched.
 func testMatMulDecodeBatched(t *testing.T, h *harness) {
 	const sentinel = 12345.5
 	abs := []alphaBeta{{1, 0, true}, {1, 1, false}, {-0.5, 0.25, false}, {-0.5, 0, true}}
 	nks := [][2]int{{1, 2048}, {7, 257}, {128, 7}, {256, 256}, {257, 128}, {704, 256}, {256, 704}, {2048, 1},
-		{33, 2048}, {257, 1}, {7, 704}, {128, 1543}}
+		{33, 2048}, {257, 1}, {7, 704}, {128, 1543}, {520, 800}}
 	for mi, m := range []int{17, 31, 33, 48, 49, 63, 64, 65, 100, 128} {
 		for ni, nk := range nks {
 			n, k := nk[0], nk[1]

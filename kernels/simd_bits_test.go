@@ -137,24 +137,29 @@ func decodeOutputs(t *testing.T, h *harness) [][]float32 {
 	return outs
 }
 
-// xwtOutputs runs float32 C = alpha·x·Wᵀ + beta·C for the row counts where every SIMD path takes the x·Wᵀ
-// path rather than a GEMV (more than 32 rows, or 48 where rows of W are LONG_K or longer, up to
-// XWT_MAX_M): the built-in model's shapes, and rows of W of 768 or more, one and several depth slices,
-// with tails in every dimension, padded row strides, and beta applied to a C that is there.
+// xwtOutputs runs C = alpha·x·Wᵀ + beta·C, float32 x and C, for the row counts where every SIMD path
+// takes the x·Wᵀ path rather than a GEMV (more than 32 rows, or 48 where rows of W are LONG_K or longer,
+// up to XWT_MAX_M): the built-in model's shapes, and rows of W of 768 or more in float32 and in bf16 (a
+// bf16 W widened as its panels pack, or as its tiles are read), one and several depth slices, with tails
+// in every dimension, padded row strides, and beta applied to a C that is there.
 func xwtOutputs(t *testing.T, h *harness) [][]float32 {
 	var outs [][]float32
 	for _, c := range []struct {
 		m, n, k, pad int
 		alpha, beta  float32
+		w            DType
 	}{
-		{64, 704, 256, 0, 1, 0}, {40, 256, 704, 3, 1, 1}, {49, 100, 768, 0, 1, 0}, {64, 257, 896, 5, -0.5, 0.25},
-		{100, 64, 1543, 0, 1, 1}, {128, 130, 800, 2, 0.5, 0}, {57, 49, 2048, 1, 1, 0},
+		{64, 704, 256, 0, 1, 0, F32}, {40, 256, 704, 3, 1, 1, F32}, {49, 100, 768, 0, 1, 0, F32},
+		{49, 200, 768, 0, 1, 0, F32}, {64, 257, 896, 5, -0.5, 0.25, F32}, {100, 400, 1543, 0, 1, 1, F32},
+		{128, 520, 800, 2, 0.5, 0, F32}, {57, 230, 2048, 1, 1, 0, F32}, {64, 257, 896, 5, -0.5, 0.25, BF16},
+		{128, 530, 1600, 2, 1, 0, BF16}, {50, 201, 777, 0, 1, 1, BF16}, {64, 128, 896, 0, 1, 0, BF16},
 	} {
 		lda, ldb, ldc := c.k+c.pad, c.k+2*c.pad, c.n+c.pad
 		C := h.f32(h.randn(c.m*ldc, 1))
-		name := fmt.Sprintf("x·Wᵀ m=%d n=%d k=%d pad %d", c.m, c.n, c.k, c.pad)
-		require.NoError(t, h.d.MatMulStrided(StridedMatMul{A: h.f32(h.randn(c.m*lda, 1)), B: h.f32(h.randn(c.n*ldb, 1)), C: C,
-			TransB: true, M: c.m, N: c.n, K: c.k, LDA: lda, LDB: ldb, LDC: ldc, Batch: 1, Alpha: c.alpha, Beta: c.beta}), name)
+		W, _ := h.upload(c.w, h.randn(c.n*ldb, 1))
+		name := fmt.Sprintf("x·Wᵀ m=%d n=%d k=%d pad %d, W %s", c.m, c.n, c.k, c.pad, c.w)
+		require.NoError(t, h.d.MatMulStrided(StridedMatMul{A: h.f32(h.randn(c.m*lda, 1)), B: W, C: C, TransB: true,
+			M: c.m, N: c.n, K: c.k, LDA: lda, LDB: ldb, LDC: ldc, Batch: 1, Alpha: c.alpha, Beta: c.beta}), name)
 		outs = append(outs, h.get(C))
 	}
 	return outs

@@ -10,8 +10,8 @@
  *    W rows of k ≤ THIN_K, a LoRA adapter's u·Bᵀ in decoding) or below SMALL_MNK: only W is packed, one
  *    NR-row panel at a time into the worker's L1/L2, and a register-blocked kernel broadcasts x straight
  *    from its rows against it (no A packing, no shared panels, no fork for small calls); on AVX-512 with
- *    rows of W LONG_K or longer the roles swap: x is packed once and W's rows are broadcast from where
- *    they lie (wxt), as W then streams from memory;
+ *    rows of W LONG_K or longer and W at least 4× x the roles swap: x is packed once and W's rows are
+ *    broadcast from where they lie (wxt), as W then streams from memory;
  *  - Aᵀ·B with at most THIN_R rows or columns (THIN_R_PAIR for bf16 pairs; a LoRA adapter's weight
  *    gradients): sums over k held in registers for a block of C while the other operand streams past
  *    once;
@@ -632,35 +632,48 @@ static void xwt_run(serl_ctx *ctx, xwt_job *j, const float *X, const void *W, fl
 
 /* ------------------------------------------------------------------------- x·Wᵀ, W read as it lies (AVX-512)
  *
- * The x·Wᵀ path's product on AVX-512 for a float32 W of rows LONG_K or longer (a real model's weights,
- * streamed from memory in decoding): x is packed once into panels of 32 rows (the last one 16 or 32 lanes
- * wide) and serl_wxt_avx512 broadcasts W's rows from where they lie against them, 12 W rows (12 columns
- * of C) a tile, asking for the next tile's rows while it works. The packed path packs W panel by panel,
- * waiting on memory with nothing to overlap; here x, m×k against W's n×k, is what is packed.
- * Qwen2.5-0.5B's MLP up projection, W [4864, 896] cycled through 128 MiB (BenchmarkGEMVStream, an Emerald
- * Rapids Xeon): 1.1× at 52 rows, 1.1-1.25× at 64, 1.15-1.25× at 128, on par at 100 on one core; 1.2× at
- * 64 and 1.07× at 128 on two (medians); the 0.5B shape's 40-64-row products in a decode bench 1.1-1.17×
- * (f32, 2 cores). Against a W in L2 (the built-in model's shapes, k 256 and 704) the packed path's
- * packing is cheap and this one's wasted lanes in x's last panel weigh: 0.8-0.95× at 40, 56 and 100 rows,
- * hence the depth rule. Depth is sliced as the packed path slices it, so the bits are the same. Tasks
- * split W's rows. */
-void serl_wxt_avx512(int64_t kc, const float *w, const float *wn, int64_t ldw, int nw, const float *xp, int nx,
-                     float *c, int64_t ldc, float alpha, float beta);
+ * The x·Wᵀ path's product on AVX-512 for a W of rows LONG_K or longer (a real model's weights, streamed
+ * from memory in decoding): x is packed once into panels of 32 rows (the last one 16 or 32 lanes wide)
+ * and serl_wxt_avx512 broadcasts W's rows from where they lie against them, 12 W rows (12 columns of C) a
+ * tile, asking for the next tile's rows while it works; a bf16 W's tile is widened row by row into the
+ * worker's L1 first (no transpose). The packed path packs W panel by panel, waiting on memory with
+ * nothing to overlap; here x, m×k against W's n×k, is what is packed. Qwen2.5-0.5B's MLP up projection,
+ * W [4864, 896] cycled through 128 MiB (BenchmarkGEMVStream, one core of an Emerald Rapids Xeon, medians
+ * of 3): 64 rows 1.28× in f32, 1.21× in bf16, 1.17× f32 x against a bf16 W, 128 rows 1.06-1.09×; against
+ * OpenBLAS's SkylakeX sgemm call by call 1.08-1.12× became 1.36-1.39× at 64 rows, 1.07× became 1.17× at 128.
+ * Decoding the 0.5B shape (serl bench --mode decode, 64 sequences, two cores), its products of 40-64
+ * rows: 1.14× (MLP up and gate), 1.10× (down), 1.08× (q, o) in f32, 1.10×, 1.03-1.06×, 1.02-1.05× in
+ * bf16. Against a W in L2 (the built-in model's shapes, k 256 and 704) the packed path's packing is cheap
+ * and this one's wasted lanes in x's last panel weigh: 0.8-0.95× at 40, 56 and 100 rows, hence the depth
+ * rule (wxt_fits). Depth is sliced as the packed path slices it and bf16 widens exactly, so the bits are
+ * the same. Tasks split W's rows. */
+void serl_wxt_avx512(int64_t kc, const float *w, int64_t ldw, const char *wn, int64_t wn_ld, int wn_es, int nw,
+                     const float *xp, int nx, float *c, int64_t ldc, float alpha, float beta);
 #define WXT_MR 12 /* W rows a tile */
 #define WXT_XR 32 /* x rows a panel */
 
 typedef struct {
     int64_t m, n, k, ldw, ldc, kc_blk, parts, blocks;
     float alpha, beta;
-    const float *W, *xp;
+    const float *xp; /* x's panels */
+    const void *W;   /* float32, or bf16 widened a tile at a time into tile[worker] */
+    int wbf;
     float *C;
+    float *tile[SERL_MAX_THREADS]; /* bf16 W: per worker, WXT_MR rows of kc_blk floats */
 } wxt_job;
 
 static inline int wxt_width(int64_t rows) { return rows > 16 ? 32 : 16; }
 
+/* Whether an x·Wᵀ of the x·Wᵀ path's rows reads W as it lies: on AVX-512, rows of W of LONG_K or more,
+ * and W at least 4× x (x is packed by the caller alone: against the 0.5B shape's k and v projections,
+ * 128 rows of W, 40-64 rows of x took 1.25-1.4× the packed path's time in bf16). */
+static inline int wxt_fits(const serl_ctx *ctx, int64_t m, int64_t n, int64_t k) {
+    return ctx->simd >= SERL_SIMD_AVX512 && k >= LONG_K && n >= 4 * m;
+}
+
 static void wxt_task(void *arg, int64_t t, int worker) {
-    (void)worker;
     const wxt_job *g = arg;
+    const int64_t es = g->wbf ? 2 : 4, ldwb = g->ldw * es; /* W's element and row bytes */
     int64_t lo, hi;
     serl_chunk(g->blocks, g->parts, t, &lo, &hi);
     for (int64_t q = lo; q < hi; q++) {
@@ -669,33 +682,53 @@ static void wxt_task(void *arg, int64_t t, int worker) {
         for (int64_t pc = 0; pc < g->k; pc += g->kc_blk) {
             const int64_t kc = g->k - pc < g->kc_blk ? g->k - pc : g->kc_blk;
             const float beta = pc == 0 ? g->beta : 1.0f;
+            const char *wt = (const char *)g->W + (j * g->ldw + pc) * es; /* the tile's first row */
+            const float *w = (const float *)wt;
+            int64_t ldw = g->ldw;
+            if (g->wbf) {
+                float *tl = g->tile[worker];
+                for (int i = 0; i < nw; i++) serl_bf16_to_f32_n(tl + i * kc, (const uint16_t *)(wt + i * ldwb), kc);
+                w = tl, ldw = kc;
+            }
+            /* the next tile's rows (the next slice, or block), asked for by the first x panel */
+            const char *wn = pc + kc < g->k ? wt + kc * es : q + 1 < hi ? (const char *)g->W + (j + WXT_MR) * ldwb : NULL;
             for (int64_t r0 = 0; r0 < g->m; r0 += WXT_XR) {
                 const int64_t nx = g->m - r0 < WXT_XR ? g->m - r0 : WXT_XR;
-                /* the first x panel asks for the next tile's W rows (the next slice, or block) */
-                const float *wn = NULL;
-                if (r0 == 0 && pc + kc < g->k)
-                    wn = g->W + j * g->ldw + pc + kc;
-                else if (r0 == 0 && q + 1 < hi)
-                    wn = g->W + (j + WXT_MR) * g->ldw;
-                serl_wxt_avx512(kc, g->W + j * g->ldw + pc, wn, g->ldw, nw, g->xp + r0 * g->k + pc * wxt_width(nx),
-                                (int)nx, g->C + r0 * g->ldc + j, g->ldc, g->alpha, beta);
+                serl_wxt_avx512(kc, w, ldw, r0 == 0 ? wn : NULL, ldwb, (int)es, nw,
+                                g->xp + r0 * g->k + pc * wxt_width(nx), (int)nx, g->C + r0 * g->ldc + j, g->ldc,
+                                g->alpha, beta);
             }
         }
     }
 }
 
-/* C = alpha·X·Wᵀ + beta·C, X [m, k] (m ≤ XWT_MAX_M), W [n, k], all float32; xp: scratch of m rounded up
- * to 32, times k floats. */
-static void wxt_run(serl_ctx *ctx, float *xp, int64_t m, int64_t n, int64_t k, const float *X, int64_t ldx,
-                    const float *W, int64_t ldw, float *C, int64_t ldc, float alpha, float beta) {
-    for (int64_t r0 = 0; r0 < m; r0 += WXT_XR) {
-        const int64_t nx = m - r0 < WXT_XR ? m - r0 : WXT_XR;
-        serl_pack_t32(xp + r0 * k, X + r0 * ldx, ldx, wxt_width(nx), (int)nx, k);
+/* j for x·Wᵀ, m×n×k (m ≤ XWT_MAX_M) with a W of w_dtype and float32 x and C: blocking, tasks (split by W
+ * tiles), the x panels (worker 0's scratch) and a bf16 W's tile buffers; SERL_OK, or the out-of-memory
+ * error. wxt_run then runs it on one matrix. */
+static int32_t wxt_setup(serl_ctx *ctx, wxt_job *j, int64_t m, int64_t n, int64_t k, int64_t ldw, int64_t ldc,
+                         float alpha, float beta, int32_t w_dtype) {
+    *j = (wxt_job){.m = m, .n = n, .k = k, .ldw = ldw, .ldc = ldc, .kc_blk = ceil_div(k, ceil_div(k, XWT_KC)),
+                   .blocks = ceil_div(n, WXT_MR), .alpha = alpha, .beta = beta, .wbf = w_dtype == SERL_DTYPE_BF16};
+    j->parts = block_parts(ctx, m * n * k, j->blocks);
+    /* the tile first, rounded to 16 floats: the x panels' loads are aligned */
+    const size_t xn = (size_t)(ceil_div(m, WXT_XR) * WXT_XR * k), tn = j->wbf ? (size_t)(WXT_MR * j->kc_blk + 15) & ~(size_t)15 : 0;
+    const int workers = j->parts > 1 ? ctx->threads : 1;
+    for (int w = 0; w < workers; w++) {
+        float *s = serl_scratch(ctx, w, sizeof(float) * (tn + (w == 0 ? xn : 0)));
+        if (!s) return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory for x's panels and W's tiles");
+        j->tile[w] = s;
+        if (w == 0) j->xp = s + tn;
     }
-    wxt_job g = {.m = m, .n = n, .k = k, .ldw = ldw, .ldc = ldc, .kc_blk = ceil_div(k, ceil_div(k, XWT_KC)),
-                 .blocks = ceil_div(n, WXT_MR), .alpha = alpha, .beta = beta, .W = W, .xp = xp, .C = C};
-    g.parts = block_parts(ctx, m * n * k, g.blocks);
-    serl_parallel(ctx, g.parts, wxt_task, &g);
+    return SERL_OK;
+}
+
+static void wxt_run(serl_ctx *ctx, wxt_job *j, const float *X, int64_t ldx, const void *W, float *C) {
+    for (int64_t r0 = 0; r0 < j->m; r0 += WXT_XR) {
+        const int64_t nx = j->m - r0 < WXT_XR ? j->m - r0 : WXT_XR;
+        serl_pack_t32((float *)j->xp + r0 * j->k, X + r0 * ldx, ldx, wxt_width(nx), (int)nx, j->k);
+    }
+    j->W = W, j->C = C;
+    serl_parallel(ctx, j->parts, wxt_task, j);
 }
 
 /* ------------------------------------------------------------------------- Aᵀ·B with few rows or columns
@@ -972,7 +1005,9 @@ static int32_t matmul_widen_blocked(serl_ctx *ctx, const serl_matmul_args *a) {
     const int cbf = xwt && a->c_dtype == SERL_DTYPE_BF16;
     const int64_t ldc = cbf ? n : a->ldc; /* of the float32 C the x·Wᵀ kernels write */
     const size_t csz = (size_t)serl_dtype_size(a->c_dtype);
+    const int wxt = xwt && wxt_fits(ctx, m, n, k); /* W read as it lies */
     xwt_job xj;
+    wxt_job wj;
     float *tmp = NULL, *xw = NULL; /* a float32 C [m, n] and x [m, k], one shared scratch */
     if (cbf || xbf) {
         const size_t cn = cbf ? (size_t)(m * n) : 0, xn = xbf ? (size_t)(m * k) : 0;
@@ -982,7 +1017,8 @@ static int32_t matmul_widen_blocked(serl_ctx *ctx, const serl_matmul_args *a) {
         xw = xbf ? s + cn : NULL;
     }
     if (xwt) {
-        int32_t st = xwt_setup(ctx, &xj, m, n, k, xbf ? k : a->lda, a->ldb, ldc, a->alpha, a->beta, a->b_dtype);
+        int32_t st = wxt ? wxt_setup(ctx, &wj, m, n, k, a->ldb, ldc, a->alpha, a->beta, a->b_dtype)
+                         : xwt_setup(ctx, &xj, m, n, k, xbf ? k : a->lda, a->ldb, ldc, a->alpha, a->beta, a->b_dtype);
         if (st != SERL_OK) return st;
     }
     for (int64_t b = 0; b < a->batch; b++) {
@@ -999,7 +1035,10 @@ static int32_t matmul_widen_blocked(serl_ctx *ctx, const serl_matmul_args *a) {
             for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(tmp + i * n, (const uint16_t *)Cb + i * a->ldc, n);
         if (xbf)
             for (int64_t i = 0; i < m; i++) serl_bf16_to_f32_n(xw + i * k, (const uint16_t *)A + i * a->lda, k);
-        xwt_run(ctx, &xj, xbf ? xw : A, B, C);
+        if (wxt)
+            wxt_run(ctx, &wj, xbf ? xw : A, xbf ? k : a->lda, B, C);
+        else
+            xwt_run(ctx, &xj, xbf ? xw : A, B, C);
         if (cbf)
             for (int64_t i = 0; i < m; i++) serl_f32_to_bf16_n((uint16_t *)Cb + i * a->ldc, tmp + i * n, n);
     }
@@ -1084,13 +1123,12 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
         serl_parallel(ctx, bj.parts, small_batch_task, &bj);
         return SERL_OK;
     }
-    const int wxt = xwt && ctx->simd >= SERL_SIMD_AVX512 && k >= LONG_K; /* W read as it lies */
-    float *xp = NULL; /* x's panels for wxt */
-    if (wxt && !(xp = serl_scratch(ctx, 0, sizeof(float) * (size_t)(ceil_div(m, WXT_XR) * WXT_XR * k))))
-        return serl_fail(ctx, SERL_E_NOMEM, "matmul: out of memory packing x");
+    const int wxt = xwt && wxt_fits(ctx, m, n, k); /* W read as it lies */
     xwt_job xj;
-    if (xwt && !wxt) {
-        int32_t st = xwt_setup(ctx, &xj, m, n, k, a->lda, a->ldb, a->ldc, a->alpha, a->beta, SERL_DTYPE_F32);
+    wxt_job wj;
+    if (xwt) {
+        int32_t st = wxt ? wxt_setup(ctx, &wj, m, n, k, a->ldb, a->ldc, a->alpha, a->beta, SERL_DTYPE_F32)
+                         : xwt_setup(ctx, &xj, m, n, k, a->lda, a->ldb, a->ldc, a->alpha, a->beta, SERL_DTYPE_F32);
         if (st != SERL_OK) return st;
     }
     float *wt = NULL; /* W transposed for skinny_nn */
@@ -1116,7 +1154,7 @@ static int32_t matmul_f32(serl_ctx *ctx, const serl_matmul_args *a, int use_ab) 
             continue;
         }
         if (wxt) {
-            wxt_run(ctx, xp, m, n, k, A, a->lda, B, ldb, C, a->ldc, a->alpha, a->beta);
+            wxt_run(ctx, &wj, A, a->lda, B, C);
             continue;
         }
         if (xwt) {

@@ -97,12 +97,15 @@ void serl_xwt_avx512(int64_t kc, const float *x, int64_t ldx, int mr, const floa
  * broadcast from where they lie (row stride ldw) against a panel of x packed k-major (NV vectors of 16 x
  * rows, zero lanes past nx). The accumulators hold a tile of Cᵀ, written back through L1. Each element of
  * C is the same chain of FMAs in p order as xwt_block's, alpha and beta applied as there: the same bits.
- * Each W row is asked for WXT_PF floats ahead into L1, and wn (the next tile's rows, or NULL) into L2 a
- * line per row every 16 steps, so the next tile arrives while this one works. */
+ * Each W row is asked for WXT_PF floats ahead into L1, and wn (the next tile's rows in W: wn_es-byte
+ * elements, wn_ld bytes apart; or NULL) into L2 a line per row at a time, so the next tile arrives while
+ * this one works. */
 #define WXT_PF 64
 static inline __attribute__((always_inline)) void wxt_block(const int R, const int NV, int64_t kc, const float *w,
-                                                            const float *wn, int64_t ldw, const float *xp, float *c,
-                                                            int64_t ldc, float alpha, float beta, int nx) {
+                                                            int64_t ldw, const char *wn, int64_t wn_ld, int wn_es,
+                                                            const float *xp, float *c, int64_t ldc, float alpha,
+                                                            float beta, int nx) {
+    const int64_t wn_mask = 64 / wn_es - 1; /* steps a line of wn's rows lasts, less one */
     __m512 c0[MR], c1[MR];
 #pragma GCC unroll 12
     for (int i = 0; i < R; i++) c0[i] = c1[i] = _mm512_setzero_ps();
@@ -112,7 +115,7 @@ static inline __attribute__((always_inline)) void wxt_block(const int R, const i
 #pragma GCC unroll 12
             for (int i = 0; i < R; i++) {
                 _mm_prefetch((const char *)(w + i * ldw + p + WXT_PF), _MM_HINT_T0);
-                if (wn) _mm_prefetch((const char *)(wn + i * ldw + p), _MM_HINT_T1);
+                if (wn && !(p & wn_mask)) _mm_prefetch(wn + i * wn_ld + p * wn_es, _MM_HINT_T1);
             }
         __m512 b0 = _mm512_load_ps(xp), b1 = NV > 1 ? _mm512_load_ps(xp + 16) : b0;
 #pragma GCC unroll 12
@@ -142,13 +145,13 @@ static inline __attribute__((always_inline)) void wxt_block(const int R, const i
     }
 }
 
-void serl_wxt_avx512(int64_t kc, const float *w, const float *wn, int64_t ldw, int nw, const float *xp, int nx,
-                     float *c, int64_t ldc, float alpha, float beta) {
+void serl_wxt_avx512(int64_t kc, const float *w, int64_t ldw, const char *wn, int64_t wn_ld, int wn_es, int nw,
+                     const float *xp, int nx, float *c, int64_t ldc, float alpha, float beta) {
     const int nv = nx > 16 ? 2 : 1;
     switch (nw * 2 + nv - 1) {
-#define CASE(R)                                                                      \
-    case 2 * R: wxt_block(R, 1, kc, w, wn, ldw, xp, c, ldc, alpha, beta, nx); break;     \
-    case 2 * R + 1: wxt_block(R, 2, kc, w, wn, ldw, xp, c, ldc, alpha, beta, nx); break;
+#define CASE(R)                                                                                    \
+    case 2 * R: wxt_block(R, 1, kc, w, ldw, wn, wn_ld, wn_es, xp, c, ldc, alpha, beta, nx); break; \
+    case 2 * R + 1: wxt_block(R, 2, kc, w, ldw, wn, wn_ld, wn_es, xp, c, ldc, alpha, beta, nx); break;
         CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10) CASE(11) CASE(12)
 #undef CASE
     default: break;
