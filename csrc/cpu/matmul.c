@@ -655,8 +655,8 @@ void serl_wxt_avx512(int64_t kc, const float *w, int64_t ldw, const char *wn, in
 typedef struct {
     int64_t m, n, k, ldw, ldc, kc_blk, parts, blocks;
     float alpha, beta;
-    const float *xp; /* x's panels */
-    const void *W;   /* float32, or bf16 widened a tile at a time into tile[worker] */
+    float *xp;     /* x's panels */
+    const void *W; /* float32, or bf16 widened a tile at a time into tile[worker] */
     int wbf;
     float *C;
     float *tile[SERL_MAX_THREADS]; /* bf16 W: per worker, WXT_MR rows of kc_blk floats */
@@ -711,7 +711,8 @@ static int32_t wxt_setup(serl_ctx *ctx, wxt_job *j, int64_t m, int64_t n, int64_
                    .blocks = ceil_div(n, WXT_MR), .alpha = alpha, .beta = beta, .wbf = w_dtype == SERL_DTYPE_BF16};
     j->parts = block_parts(ctx, m * n * k, j->blocks);
     /* the tile first, rounded to 16 floats: the x panels' loads are aligned */
-    const size_t xn = (size_t)(ceil_div(m, WXT_XR) * WXT_XR * k), tn = j->wbf ? (size_t)(WXT_MR * j->kc_blk + 15) & ~(size_t)15 : 0;
+    const size_t xn = (size_t)(ceil_div(m, WXT_XR) * WXT_XR * k);
+    const size_t tn = j->wbf ? (size_t)(WXT_MR * j->kc_blk + 15) & ~(size_t)15 : 0;
     const int workers = j->parts > 1 ? ctx->threads : 1;
     for (int w = 0; w < workers; w++) {
         float *s = serl_scratch(ctx, w, sizeof(float) * (tn + (w == 0 ? xn : 0)));
@@ -725,7 +726,7 @@ static int32_t wxt_setup(serl_ctx *ctx, wxt_job *j, int64_t m, int64_t n, int64_
 static void wxt_run(serl_ctx *ctx, wxt_job *j, const float *X, int64_t ldx, const void *W, float *C) {
     for (int64_t r0 = 0; r0 < j->m; r0 += WXT_XR) {
         const int64_t nx = j->m - r0 < WXT_XR ? j->m - r0 : WXT_XR;
-        serl_pack_t32((float *)j->xp + r0 * j->k, X + r0 * ldx, ldx, wxt_width(nx), (int)nx, j->k);
+        serl_pack_t32(j->xp + r0 * j->k, X + r0 * ldx, ldx, wxt_width(nx), (int)nx, j->k);
     }
     j->W = W, j->C = C;
     serl_parallel(ctx, j->parts, wxt_task, j);
