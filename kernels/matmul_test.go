@@ -143,8 +143,8 @@ func testMatMulDecode(t *testing.T, h *harness) {
 // testMatMulDecodeBatched covers x·Wᵀ for tens of rows (batched generation, m 17..128: on AVX-512 the GEMV
 // up to 32 rows, or 48 with k ≥ 768, the x·Wᵀ path past them, which reads W as it lies where k ≥ 768 and
 // n ≥ 4m): m around the row blocks of both kernels and those bounds, n around their W panels (16 and 32
-// rows), k around the depth slices, with
-// beta 0 on NaN-poisoned C, beta 1, alpha −0.5, and a C row stride beyond n whose gap must stay untouched.
+// rows), k around the depth slices, with beta 0 on NaN-poisoned C, beta 1, alpha −0.5, and a C row
+// stride beyond n whose gap must stay untouched.
 func testMatMulDecodeBatched(t *testing.T, h *harness) {
 	const sentinel = 12345.5
 	abs := []alphaBeta{{1, 0, true}, {1, 1, false}, {-0.5, 0.25, false}, {-0.5, 0, true}}
@@ -552,8 +552,8 @@ func BenchmarkSGEMMDecode(b *testing.B) {
 // BenchmarkGEMVStream is decoding with weights that do not fit in any cache, as a real model's do on a
 // CPU: y = x·Wᵀ for m = 1, 4, 16, 32, 64 and 128 rows (64: the CPU's default decode batch; 128: the most
 // the x·Wᵀ path takes) against Qwen2.5-0.5B's MLP up projection, W [4864, 896], cycling through enough
-// copies of W (over 96 MiB) that every call reads its W from memory. GB/s counts W's bytes, so the bound for few rows is the machine's
-// read bandwidth; from 32 rows the multiply-adds bound it (GFLOP/s). x, W and y in f32; bf16 x, W and y;
+// copies of W (over 96 MiB) that every call reads its W from memory. GB/s counts W's bytes, so the bound
+// for few rows is the machine's read bandwidth; from 32 rows the multiply-adds bound it (GFLOP/s). x, W and y in f32; bf16 x, W and y;
 // f32 x against a bf16 W (a bf16 model with f32 activations). OpenBLAS on the f32 copies is the peer
 // (sgemv for one row, which it runs 2× as fast as an sgemm of one row; sgemm for more), and
 // serl-vs-openblas alternates the two call by call (above 1: serl is faster), a ratio to read with

@@ -13,15 +13,15 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestSameBitsOnSIMDPaths: attention's forward and backward, decode attention, and float32 x·Wᵀ
-// products of a decode batch's rows give the same bits on every SIMD path the CPU has. Attention's
-// products are the same FMA chains on 8 or 16 lanes, the softmax's row passes the same exponentials summed
-// in the same order (csrc/cpu/attention_avx512.c), and a decode score the same two partial sums reduced
-// by the same tree (csrc/cpu/kvcache_avx512.c), so a model's attention does not change with the machine's
-// vector width; an x·Wᵀ product's element is one FMA chain in depth order whether W is packed (AVX2, and
-// AVX-512 for short rows) or broadcast from where it lies (AVX-512, rows of LONG_K or more). SERL_SIMD is
-// read from the process environment when a context is made, so each path runs in a child process that
-// writes its results to a file.
+// TestSameBitsOnSIMDPaths: attention's forward and backward, decode attention, and x·Wᵀ products of a
+// decode batch's rows (float32 x, W in float32 or bf16) give the same bits on every SIMD path the CPU
+// has. Attention's products are the same FMA chains on 8 or 16 lanes, the softmax's row passes the same
+// exponentials summed in the same order (csrc/cpu/attention_avx512.c), and a decode score the same two
+// partial sums reduced by the same tree (csrc/cpu/kvcache_avx512.c), so a model's attention does not
+// change with the machine's vector width; an x·Wᵀ product's element is one FMA chain in depth order
+// whether W is packed (AVX2, and AVX-512 otherwise) or broadcast from where it lies (AVX-512, rows of
+// LONG_K or more, W at least 4× x). SERL_SIMD is read from the process environment when a context is
+// made, so each path runs in a child process that writes its results to a file.
 func TestSameBitsOnSIMDPaths(t *testing.T) {
 	if path := os.Getenv("SERL_TEST_SIMD_BITS"); path != "" {
 		writeSIMDBits(t, path)
