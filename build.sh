@@ -266,10 +266,10 @@ test)
 		"${emu[@]}" SERL_SIMT_SM=89 go test -p 1 -count=1 -run 'TestConformance/cuda/(kv_decode|bf16_kv_decode)$|TestCUDADecodeScores' ./kernels/
 		"${emu[@]}" SERL_CUDA_ATTN=cores go test -p 1 -count=1 -run 'TestConformance/cuda/^(attention|bf16_attention|graph)$' ./kernels/
 		"${emu[@]}" SERL_CUDA_ATTN=cores go test -p 1 -count=1 -run 'TestCUDAAttention' ./kernels/
-		# the fixtures (a LoRA group with some targets too), and the fused head's bits (-short: in f32, and
-		# in bf16 with adapters, at one chunk size)
+		# the fixtures (a LoRA group with some targets too), the fused head's bits and the head on an RL
+		# step's rows alone (-short: in f32, and in bf16 with adapters, at one chunk size; 60 s)
 		"${emu[@]}" go test -p 1 -count=1 -run 'Fixture|TestLoRASubsetOfGroup' ./engine/model/
-		"${emu[@]}" go test -p 1 -count=1 -short -run 'TestHeadGradSameBits' ./engine/model/
+		"${emu[@]}" go test -p 1 -count=1 -short -run 'TestHeadGradSameBits|TestHeadFrom' ./engine/model/
 		# the generation engine: continuous batching, captured decode steps and padded batches (46 s)
 		"${emu[@]}" SERL_SIMT_RACE=0 go test -p 1 -count=1 ./engine/generate/
 		# the SeRL loop's resumes, in f32, bf16 and with LoRA (47 s; bench/gpu.sh runs the whole package)

@@ -11,7 +11,8 @@
 #                reference on the GPU of the tensor-core ones that conformance ran (the default); where
 #                those failed and these pass, the steps after it run on CUDA cores, and a row says so
 #   fixtures     the model fixtures (Qwen2 and Llama, f32/bf16/f16 weights) against PyTorch's float64,
-#                and the head's fused gradient (dlogits in the forward) giving the recomputed one's bits
+#                the head's fused gradient (dlogits in the forward) giving the recomputed one's bits, and
+#                the head on an RL step's rows alone (ForwardFrom) giving the whole batch's head's values
 #   generate     engine/generate's tests on the device (log: 3-fixtures.log): continuous batching, the
 #                decode state advanced on the device, captured decode steps against their ops issued one
 #                by one, batches padded to their bucket against exact ones (and padding rows reaching no
@@ -191,7 +192,7 @@ fi
 if unit fixtures; then
 	log=$OUT/3-fixtures.log
 	wd=engine/model step fixtures "$fixtures_secs" "$log" "$g/model.test" -test.v -test.count=1 "${testshort[@]}" \
-		-test.run 'TestFixtures|TestLoRA|TestSaveLoadRoundTrip|TestHeadGrad' -test.timeout "$((fixtures_secs - 5))s"
+		-test.run 'TestFixtures|TestLoRA|TestSaveLoadRoundTrip|TestHeadGrad|TestHeadFrom' -test.timeout "$((fixtures_secs - 5))s"
 	row "fixtures ($DEVICE)" "$status" "$secs" "$(gotest_counts "$log"); worst: $(grep -o 'worst [a-z ]*error [0-9.e+-]*' "$log" | sort -t' ' -k5 -g | tail -1)"
 fi
 

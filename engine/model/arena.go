@@ -48,7 +48,19 @@ type Activations struct {
 
 	// the current batch; maxLen: its longest sequence (attention's launch bound)
 	tokens, seqs, maxLen int
+
+	// The head's rows (head.go): every token of the batch (segs nil, hr = tokens), or after ForwardFrom
+	// or GradFrom only the rows predicting the wanted tokens, hr of them in order: segs says where each
+	// sequence's run of them lies in the batch and in that order. Their xf rows are copied into rows
+	// [0, hr) of tmp, and their ∂L/∂xf written to rows [0, hr) of dx, both free between the layers'
+	// forward and backward.
+	hr       int
+	segs     []headSeg
+	hostSegs []headSeg // segs' backing array, reused
 }
+
+// headSeg is one sequence's run of head rows: n rows from row `from` of the batch, at head row `to`.
+type headSeg struct{ from, to, n int }
 
 // layerActs is what one layer's forward keeps for its backward.
 type layerActs struct {

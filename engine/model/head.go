@@ -31,19 +31,65 @@ func (c Config) headChunk(T int, act kernels.DType) int {
 	return max(1, min(T, headChunkBytes/max(c.Vocab*act.Size(), 1)))
 }
 
-// headForward computes logp for every token, chunk by chunk. With coef (a Grad), each chunk then gets
+// With ForwardFrom's selection the head runs on the rows that predict the wanted tokens only:
+//
+//   xh = xf[rows]                       [R,H]  (R = HeadRows; rows: each sequence's run, copied)
+//   logits = xh·W_headᵀ, logp as above  [R,V]
+//   ∂L/∂xf = scatter(∂L/∂xh), 0 elsewhere
+//
+// An RL step's loss reads only the response's log-probs: for its prompts the head's products (one
+// forward, two backward), log-softmax and their scratch traffic are all spared, and the final norm stays
+// whole (cheap). The rows' values are those the whole batch's head gives them, within the matrix
+// products' blocking.
+
+// headIn is the head's input rows [HeadRows, H]: xf, or the selected rows' copy in tmp.
+func (a *Activations) headIn() kernels.Tensor {
+	if a.segs == nil {
+		return rows(a.xf, a.tokens)
+	}
+	return rows(a.tmp, a.hr)
+}
+
+// headDIn is where the chunks' ∂L/∂(head input) go [HeadRows, H]: dln, or rows of dx that headBackward
+// scatters into dln.
+func (a *Activations) headDIn() kernels.Tensor {
+	if a.segs == nil {
+		return rows(a.dln, a.tokens)
+	}
+	return rows(a.dx, a.hr)
+}
+
+// copySegs copies each selected run of rows: into the head rows (gather) or back (scatter).
+func (p *pass) copySegs(a *Activations, full, head kernels.Tensor, scatter bool) {
+	for _, s := range a.segs {
+		if s.n == 0 || p.err != nil {
+			continue
+		}
+		f, h := full.MustSlice(s.from, s.from+s.n), head.MustSlice(s.to, s.to+s.n)
+		if scatter {
+			p.err = p.d.Copy(f, h)
+		} else {
+			p.err = p.d.Copy(h, f)
+		}
+	}
+}
+
+// headForward computes logp for every head row, chunk by chunk. With coef (a Grad), each chunk then gets
 // its coefficients and its backward at once (headChunkBackward), the chunks taken from the last.
 func (m *Model) headForward(a *Activations, g tensors, coef CoefFunc) error {
-	T, C := a.tokens, a.logits.Dim(0)
+	R, T, C := a.hr, a.tokens, a.logits.Dim(0)
 	xf := rows(a.xf, T)
 	p := pass{d: m.dev}
 	p.rmsnorm(xf, rows(a.rstdf, T), rows(a.xs[len(m.w.layers)], T), m.w.norm, float32(m.Config.RMSNormEps))
+	if a.segs != nil {
+		p.copySegs(a, xf, a.headIn(), false)
+	}
 	t0, step := 0, C
 	if coef != nil {
-		t0, step = (T-1)/C*C, -C
+		t0, step = (R-1)/C*C, -C
 	}
-	for ; t0 >= 0 && t0 < T && p.err == nil; t0 += step {
-		t1 := min(t0+C, T)
+	for ; t0 >= 0 && t0 < R && p.err == nil; t0 += step {
+		t1 := min(t0+C, R)
 		logits := m.headChunkLogits(&p, a, t0, t1)
 		if p.err == nil {
 			p.err = m.dev.LogProbFwd(a.logp.MustSlice(t0, t1), kernels.Tensor{}, a.lseLogits.MustSlice(t0, t1), logits,
@@ -59,37 +105,37 @@ func (m *Model) headForward(a *Activations, g tensors, coef CoefFunc) error {
 	return p.err
 }
 
-// headChunkLogits computes the logits of the chunk [t0, t1) into the buffer, xf[t0:t1]·W_headᵀ, and
-// returns them.
+// headChunkLogits computes the logits of the chunk [t0, t1) of head rows into the buffer, (their rows of
+// headIn)·W_headᵀ, and returns them.
 func (m *Model) headChunkLogits(p *pass, a *Activations, t0, t1 int) kernels.Tensor {
 	logits := rows(a.logits, t1-t0)
-	p.matmul(kernels.MatMul{A: rows(a.xf, a.tokens).MustSlice(t0, t1), B: m.w.head, C: logits, TransB: true, Alpha: 1})
+	p.matmul(kernels.MatMul{A: a.headIn().MustSlice(t0, t1), B: m.w.head, C: logits, TransB: true, Alpha: 1})
 	return logits
 }
 
 // headChunkBackward turns the logits of the chunk [t0, t1) into dlogits in place from a.coef, writes the
-// chunk's rows of a.dln = ∂L/∂xf and accumulates dW_head (beta 1; absent under LoRA, whose head is
-// frozen).
+// chunk's rows of ∂L/∂(head input) (headDIn) and accumulates dW_head (beta 1; absent under LoRA, whose
+// head is frozen).
 func (m *Model) headChunkBackward(p *pass, a *Activations, g tensors, t0, t1 int) {
 	logits := rows(a.logits, t1-t0)
 	if p.err == nil {
 		p.err = m.dev.LogProbBwd(logits, logits, a.targets.MustSlice(t0, t1), a.lseLogits.MustSlice(t0, t1),
 			a.coef.MustSlice(t0, t1), 1, true)
 	}
-	p.linearBackward(rows(a.dln, a.tokens).MustSlice(t0, t1), g.head, kernels.Tensor{}, logits,
-		rows(a.xf, a.tokens).MustSlice(t0, t1), m.w.head, false)
+	p.linearBackward(a.headDIn().MustSlice(t0, t1), g.head, kernels.Tensor{}, logits, a.headIn().MustSlice(t0, t1),
+		m.w.head, false)
 }
 
 // headBackward turns coef = ∂L/∂logp into a.dx = ∂L/∂x_L. After a Grad's forward only the final norm is
 // left; otherwise chunk by chunk from the last (whose logits forward left in the buffer), recomputing
 // each chunk's logits.
 func (m *Model) headBackward(a *Activations, g tensors) error {
-	T, C := a.tokens, a.logits.Dim(0)
+	R, T, C := a.hr, a.tokens, a.logits.Dim(0)
 	p := pass{d: m.dev}
-	if !a.headDone {
+	if !a.headDone && R > 0 {
 		held := a.logitsHeld
-		for t0 := (T - 1) / C * C; t0 >= 0 && p.err == nil; t0 -= C {
-			t1 := min(t0+C, T)
+		for t0 := (R - 1) / C * C; t0 >= 0 && p.err == nil; t0 -= C {
+			t1 := min(t0+C, R)
 			if !held {
 				m.headChunkLogits(&p, a, t0, t1)
 			}
@@ -98,6 +144,10 @@ func (m *Model) headBackward(a *Activations, g tensors) error {
 		}
 	}
 	a.logitsHeld, a.headDone = false, false
+	if a.segs != nil { // ∂L/∂xf: the head rows' into their rows, zero elsewhere
+		p.zero(rows(a.dln, T))
+		p.copySegs(a, rows(a.dln, T), a.headDIn(), true)
+	}
 	dx := rows(a.dx, T)
 	p.zero(dx)
 	p.rmsnormBackward(dx, g.norm, rows(a.xs[len(m.w.layers)], T), m.w.norm, rows(a.rstdf, T), rows(a.dln, T))

@@ -228,3 +228,184 @@ const (
 	headChunkGradTol     = 3e-6
 	headChunkBF16GradTol = 1.3e-2
 )
+
+// headFromFirst are the fixture batch's first predicted tokens for ForwardFrom (sequences of 256, 97,
+// 31, 2 and 1 tokens): a long prompt, none, a whole sequence without rows, one row, the one-token
+// sequence that never has one.
+var headFromFirst = []int{200, 1, 31, 1, 1}
+
+// headFromRun is the head rows' log-probs and the gradients of Σ coef·logp over them (coef from each
+// row's log-prob, as an RL step's are) with the head restricted to first's rows, by ForwardFrom then
+// Backward (fused false) or by GradFrom asking for each chunk's coefficients (fused true).
+func headFromRun(t *testing.T, m *Model, r fixtureRef, chunk int, fused bool, coefOf func(float32) float32) (logp []float32, grads [][]float32) {
+	if chunk > 0 {
+		old := headChunkBytes
+		headChunkBytes = chunk * m.Config.Vocab * m.opts.Precision.Act().Size()
+		defer func() { headChunkBytes = old }()
+	}
+	ids, lens := packed(r)
+	a, err := m.NewActivations(len(ids), len(lens))
+	require.NoError(t, err)
+	defer a.Free()
+	g, err := m.NewGrads()
+	require.NoError(t, err)
+	defer g.Free()
+	if fused {
+		require.NoError(t, m.GradFrom(a, g, ids, lens, headFromFirst, func(t0, t1 int) error {
+			lp := testenv.Read[float32](t, a.LogProbTensor().MustSlice(t0, t1))
+			c := make([]float32, len(lp))
+			for i, v := range lp {
+				c[i] = coefOf(v)
+			}
+			return kernels.Upload(a.Coef().MustSlice(t0, t1), c)
+		}))
+	} else {
+		require.NoError(t, m.ForwardFrom(a, ids, lens, headFromFirst))
+		lp := make([]float32, a.HeadRows())
+		require.NoError(t, a.LogProbs(lp))
+		c := make([]float32, len(lp))
+		for i, v := range lp {
+			c[i] = coefOf(v)
+		}
+		require.NoError(t, m.Backward(a, g, c))
+	}
+	logp = make([]float32, a.HeadRows())
+	require.NoError(t, a.LogProbs(logp))
+	for i := range g.Layout.Specs {
+		grads = append(grads, testenv.Read[float32](t, g.View(i)))
+	}
+	return logp, grads
+}
+
+// ForwardFrom's head, on the rows that predict each sequence's tokens from first[s] on, gives those rows'
+// log-probs and the gradient of a loss over them as the whole batch's head does with that loss's
+// coefficients zero on every other row, within the matrix products' blocking (the head's rows are
+// fewer, and its gradient sums over them alone); and GradFrom gives ForwardFrom then Backward's bits, in
+// one chunk and in several, the last partial.
+func TestHeadFromSelectedRows(t *testing.T) {
+	fromLogp := func(lp float32) float32 { return -float32(math.Exp(float64(lp)+0.5)) / 64 }
+	short, chunks := testing.Short(), []int{0, 5} // -short: as TestHeadGradSameBits's
+	if short {
+		chunks = []int{5}
+	}
+	for _, c := range headCases {
+		name := fmt.Sprintf("%s_%s_lora=%v", c.fam, c.o.Precision, c.lora)
+		if short && name != "qwen2_f32_lora=false" && name != "llama_bf16_lora=true" {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			m, r := headModel(t, c.fam, c.o, c.lora)
+			defer m.Free()
+			ids, lens := packed(r)
+			require.Equal(t, []int{256, 97, 31, 2, 1}, lens)
+			var rowsOf []int // the selected rows' places in the batch
+			off := 0
+			for s, n := range lens {
+				for i := headFromFirst[s] - 1; i < n-1; i++ {
+					rowsOf = append(rowsOf, off+i)
+				}
+				off += n
+			}
+			selected := map[int]bool{}
+			for _, i := range rowsOf {
+				selected[i] = true
+			}
+			// the whole batch's head, coefficients zero off the selected rows
+			wantLP, wantG, _, _ := headRunBy(t, m, r, 0, headUnfused, nil) // log-probs of every row
+			coefAll := func(i int) float32 {
+				if !selected[i] {
+					return 0
+				}
+				return fromLogp(wantLP[i])
+			}
+			a, err := m.NewActivations(len(ids), len(lens))
+			require.NoError(t, err)
+			defer a.Free()
+			g, err := m.NewGrads()
+			require.NoError(t, err)
+			defer g.Free()
+			require.NoError(t, m.Forward(a, ids, lens))
+			coef := make([]float32, len(ids))
+			for i := range coef {
+				coef[i] = coefAll(i)
+			}
+			require.NoError(t, m.Backward(a, g, coef))
+			wantG = wantG[:0]
+			for i := range g.Layout.Specs {
+				wantG = append(wantG, testenv.Read[float32](t, g.View(i)))
+			}
+			for _, chunk := range chunks {
+				gotLP, gotG := headFromRun(t, m, r, chunk, false, fromLogp)
+				require.Len(t, gotLP, len(rowsOf))
+				lpErr := 0.0
+				for i, row := range rowsOf {
+					lpErr = math.Max(lpErr, math.Abs(float64(gotLP[i]-wantLP[row])))
+				}
+				gErr := 0.0
+				for i := range wantG {
+					var num, den float64
+					for j, w := range wantG[i] {
+						d := float64(gotG[i][j] - w)
+						num += d * d
+						den += float64(w) * float64(w)
+					}
+					if den > 0 {
+						gErr = math.Max(gErr, math.Sqrt(num/den))
+					} else {
+						require.Zero(t, num, "gradient %d", i)
+					}
+				}
+				t.Logf("chunks of %d: %d head rows of %d tokens, log-probs within %.3g, gradients %.3g (relative L2)", chunk, len(rowsOf), len(ids), lpErr, gErr)
+				assert.LessOrEqual(t, lpErr, headChunkLogProbTol)
+				tol := headChunkGradTol
+				if m.opts.Precision == PrecisionBF16 {
+					tol = headChunkBF16GradTol
+				}
+				assert.LessOrEqual(t, gErr, tol)
+
+				fusedLP, fusedG := headFromRun(t, m, r, chunk, true, fromLogp)
+				require.Equal(t, bitsOf(gotLP), bitsOf(fusedLP), "chunks of %d: GradFrom's log-probs", chunk)
+				for i := range gotG {
+					require.Equal(t, bitsOf(gotG[i]), bitsOf(fusedG[i]), "chunks of %d: GradFrom's gradient %d", chunk, i)
+				}
+			}
+		})
+	}
+}
+
+// A batch whose sequences all start predicting past their end has no head rows: its forward and
+// backward still run, and the gradient is the final norm's and the layers' of nothing: zero.
+func TestHeadFromNoRows(t *testing.T) {
+	m, r := headModel(t, "qwen2", Options{}, false)
+	defer m.Free()
+	ids, lens := packed(r)
+	a, err := m.NewActivations(len(ids), len(lens))
+	require.NoError(t, err)
+	defer a.Free()
+	g, err := m.NewGrads()
+	require.NoError(t, err)
+	defer g.Free()
+	require.NoError(t, m.ForwardFrom(a, ids, lens, lens))
+	require.Zero(t, a.HeadRows())
+	require.NoError(t, m.Backward(a, g, nil))
+	for i := range g.Layout.Specs {
+		for j, v := range testenv.Read[float32](t, g.View(i)) {
+			require.Zero(t, v, "gradient %d, entry %d", i, j)
+		}
+	}
+	require.NoError(t, m.GradFrom(a, g, ids, lens, lens, func(t0, t1 int) error { return fmt.Errorf("no chunk to ask for") }))
+}
+
+// ForwardFrom refuses a first position list of another length, or one outside 1..the sequence's length,
+// naming it.
+func TestHeadFromErrors(t *testing.T) {
+	m, r := headModel(t, "qwen2", Options{}, false)
+	defer m.Free()
+	ids, lens := packed(r)
+	a, err := m.NewActivations(len(ids), len(lens))
+	require.NoError(t, err)
+	defer a.Free()
+	require.ErrorContains(t, m.ForwardFrom(a, ids, lens, []int{1, 1}), "2 first predicted positions for 5 sequences")
+	require.ErrorContains(t, m.ForwardFrom(a, ids, lens, []int{1, 0, 1, 1, 1}), "first predicted position 0 of sequence 1 of 97 tokens (want 1..97)")
+	require.ErrorContains(t, m.ForwardFrom(a, ids, lens, []int{1, 1, 32, 1, 1}), "first predicted position 32 of sequence 2 of 31 tokens (want 1..31)")
+}

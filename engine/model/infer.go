@@ -241,6 +241,9 @@ type i32Upload struct {
 // uploadI32 stages a step's integer inputs; typed, so a decode step allocates nothing.
 func uploadI32(us ...i32Upload) error {
 	for _, u := range us {
+		if len(u.src) == 0 { // a batch without head rows (ForwardFrom) has no targets
+			continue
+		}
 		flat := u.dst.MustReshape(u.dst.Len())
 		if err := kernels.Upload(flat.MustSlice(0, len(u.src)), u.src); err != nil {
 			return err

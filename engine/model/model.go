@@ -171,7 +171,9 @@ func (m *Model) NewGrads() (*Blob, error) {
 
 // stage validates a packed batch and uploads its ids, next-token targets, positions and sequence
 // offsets. Sequence s is ids[sum(seqLens[:s]) : sum(seqLens[:s+1])]; positions restart at 0 in each.
-func (m *Model) stage(a *Activations, ids []int32, seqLens []int) error {
+// With first (one entry per sequence, 1 ≤ first[s] ≤ its length), the head's rows are only those that
+// predict tokens first[s] onwards of each sequence, and the targets uploaded are theirs, in that order.
+func (m *Model) stage(a *Activations, ids []int32, seqLens []int, first []int) error {
 	T, S := len(ids), len(seqLens)
 	if T == 0 || T > a.MaxTokens {
 		return fmt.Errorf("model: batch of %d tokens (arena holds 1..%d)", T, a.MaxTokens)
@@ -179,8 +181,12 @@ func (m *Model) stage(a *Activations, ids []int32, seqLens []int) error {
 	if S > a.MaxSeqs {
 		return fmt.Errorf("model: batch of %d sequences (arena holds %d)", S, a.MaxSeqs)
 	}
-	t, maxLen := 0, 0
+	if first != nil && len(first) != S {
+		return fmt.Errorf("model: %d first predicted positions for %d sequences", len(first), S)
+	}
+	t, maxLen, hr := 0, 0, 0
 	a.hostCu[0] = 0
+	a.hostSegs = a.hostSegs[:0]
 	for s, n := range seqLens {
 		if n < 1 {
 			return fmt.Errorf("model: sequence %d is empty", s)
@@ -203,6 +209,16 @@ func (m *Model) stage(a *Activations, ids []int32, seqLens []int) error {
 				a.hostTargets[t+i] = ids[t+i+1]
 			}
 		}
+		if first != nil {
+			f := first[s]
+			if f < 1 || f > n {
+				return fmt.Errorf("model: first predicted position %d of sequence %d of %d tokens (want 1..%d)", f, s, n, n)
+			}
+			// rows f−1 .. n−2 predict tokens f .. n−1; the targets move down to their head rows
+			// (hr ≤ t+f−1: they never overtake the ones still to be read)
+			a.hostSegs = append(a.hostSegs, headSeg{from: t + f - 1, to: hr, n: n - f})
+			hr += copy(a.hostTargets[hr:], a.hostTargets[t+f-1:t+n-1])
+		}
 		t += n
 		maxLen = max(maxLen, n)
 		a.hostCu[s+1] = int32(t)
@@ -210,15 +226,28 @@ func (m *Model) stage(a *Activations, ids []int32, seqLens []int) error {
 	if t != T {
 		return fmt.Errorf("model: sequence lengths add up to %d, batch has %d tokens", t, T)
 	}
-	a.tokens, a.seqs, a.maxLen = T, S, maxLen
-	return uploadI32(i32Upload{a.ids, a.hostIDs[:T]}, i32Upload{a.targets, a.hostTargets[:T]},
+	a.tokens, a.seqs, a.maxLen, a.hr, a.segs = T, S, maxLen, T, nil
+	if first != nil {
+		a.hr, a.segs = hr, a.hostSegs
+	}
+	return uploadI32(i32Upload{a.ids, a.hostIDs[:T]}, i32Upload{a.targets, a.hostTargets[:a.hr]},
 		i32Upload{a.pos, a.hostPos[:T]}, i32Upload{a.cu, a.hostCu[:S+1]})
 }
 
 // Forward runs the packed batch through the model: logits, and per token t the log-probability of the
 // next token of its sequence (0 at each sequence's last token). Everything backward needs is kept in a.
 func (m *Model) Forward(a *Activations, ids []int32, seqLens []int) error {
-	if err := m.stage(a, ids, seqLens); err != nil {
+	return m.ForwardFrom(a, ids, seqLens, nil)
+}
+
+// ForwardFrom is Forward whose head computes only what a loss over the later tokens of each sequence
+// needs: the log-probabilities of tokens first[s] onwards of sequence s (first[s] ≥ 1), in order, as
+// the batch's head rows (HeadRows; Grad's chunks, LogProbTensor and Coef count in them). A prompt's
+// rows skip the head's matrix product, its log-softmax and their backward; for a model with a large
+// vocabulary that is a good part of a prompt token's cost (Qwen2.5-0.5B's head is 27% of its weight
+// FLOPs per token). first nil is Forward.
+func (m *Model) ForwardFrom(a *Activations, ids []int32, seqLens []int, first []int) error {
+	if err := m.stage(a, ids, seqLens, first); err != nil {
 		return err
 	}
 	return m.ForwardAgain(a)
@@ -254,10 +283,10 @@ func (m *Model) forward(a *Activations, g tensors, coef CoefFunc) error {
 	return m.headForward(a, g, coef)
 }
 
-// CoefFunc writes the coefficients ∂L/∂logp of the batch's packed tokens [t0, t1) into a.Coef()[t0:t1]
-// on the device, once the forward has computed those tokens' log-probs (a.LogProbTensor()[t0:t1]);
-// entries at positions without a target are ignored. Grad calls it once per chunk of the head, from
-// the last chunk to the first.
+// CoefFunc writes the coefficients ∂L/∂logp of the batch's head rows [t0, t1) (its packed tokens, or
+// the rows ForwardFrom's first selects) into a.Coef()[t0:t1] on the device, once the forward has
+// computed their log-probs (a.LogProbTensor()[t0:t1]); entries at positions without a target are
+// ignored. Grad calls it once per chunk of the head, from the last chunk to the first.
 type CoefFunc func(t0, t1 int) error
 
 // Grad is Forward then BackwardCoef in one pass, for a loss whose ∂L/∂logp of each token is known as
@@ -266,10 +295,16 @@ type CoefFunc func(t0, t1 int) error
 // dlogits while they are in its buffer, so none is recomputed: one head matmul less than Forward and
 // Backward for every chunk but the last, no more memory, and the same bits in g and the log-probs.
 func (m *Model) Grad(a *Activations, g *Blob, ids []int32, seqLens []int, coef CoefFunc) error {
+	return m.GradFrom(a, g, ids, seqLens, nil, coef)
+}
+
+// GradFrom is Grad over the head rows ForwardFrom's first selects: the gradient of Σ coef·logp over
+// the log-probs of tokens first[s] onwards of each sequence s.
+func (m *Model) GradFrom(a *Activations, g *Blob, ids []int32, seqLens []int, first []int, coef CoefFunc) error {
 	if coef == nil {
 		return fmt.Errorf("model: gradient without coefficients")
 	}
-	if err := m.stage(a, ids, seqLens); err != nil {
+	if err := m.stage(a, ids, seqLens, first); err != nil {
 		return err
 	}
 	return m.grad(a, g, coef)
@@ -281,7 +316,7 @@ func (m *Model) GradHost(a *Activations, g *Blob, ids []int32, seqLens []int, co
 	if len(coef) != len(ids) {
 		return fmt.Errorf("model: %d coefficients for %d tokens", len(coef), len(ids))
 	}
-	if err := m.stage(a, ids, seqLens); err != nil {
+	if err := m.stage(a, ids, seqLens, nil); err != nil {
 		return err
 	}
 	if err := kernels.Upload(rows(a.coef, a.tokens), coef); err != nil {
@@ -302,18 +337,19 @@ func (m *Model) grad(a *Activations, g *Blob, coef CoefFunc) error {
 }
 
 // Backward computes the gradient of Σ_t coef[t]·logp[t] into g (accumulating: zero g first for a fresh
-// step) from the state a Forward left. coef has one entry per token of the batch; entries at positions
-// without a target are ignored. The logits buffer is overwritten.
+// step) from the state a Forward left. coef has one entry per head row of the batch (per token after
+// Forward); entries at positions without a target are ignored. The logits buffer is overwritten.
 func (m *Model) Backward(a *Activations, g *Blob, coef []float32) error {
-	T := a.tokens
-	if T == 0 {
+	if a.tokens == 0 {
 		return fmt.Errorf("model: backward without a forward")
 	}
-	if len(coef) != T {
-		return fmt.Errorf("model: %d coefficients for %d tokens", len(coef), T)
+	if len(coef) != a.hr {
+		return fmt.Errorf("model: %d coefficients for %d head rows", len(coef), a.hr)
 	}
-	if err := kernels.Upload(rows(a.coef, T), coef); err != nil {
-		return err
+	if a.hr > 0 {
+		if err := kernels.Upload(rows(a.coef, a.hr), coef); err != nil {
+			return err
+		}
 	}
 	return m.BackwardCoef(a, g)
 }
@@ -371,14 +407,19 @@ func (m *Model) backward(a *Activations, gw tensors, gl []loraLayer) error {
 	return m.dev.EmbeddingBwd(gw.embed, rows(a.dx, a.tokens), rows(a.ids, a.tokens))
 }
 
-// LogProbTensor is the current batch's per-token log-probabilities on the device (F32 [Tokens], see
-// Forward); valid until the next forward of a (Forward, ForwardAgain, Grad): a backward leaves it.
-func (a *Activations) LogProbTensor() kernels.Tensor { return rows(a.logp, a.tokens) }
+// LogProbTensor is the current batch's log-probabilities on the device, one per head row (F32
+// [HeadRows], see Forward and ForwardFrom); valid until the next forward of a (Forward, ForwardAgain,
+// Grad): a backward leaves it.
+func (a *Activations) LogProbTensor() kernels.Tensor { return rows(a.logp, a.hr) }
 
-// Coef is the device buffer BackwardCoef reads its coefficients ∂L/∂logp from (F32 [Tokens]).
-func (a *Activations) Coef() kernels.Tensor { return rows(a.coef, a.tokens) }
+// Coef is the device buffer BackwardCoef reads its coefficients ∂L/∂logp from (F32 [HeadRows]).
+func (a *Activations) Coef() kernels.Tensor { return rows(a.coef, a.hr) }
 
-// LogProbs copies the current batch's per-token log-probabilities (see Forward) into dst[:Tokens].
+// HeadRows is the current batch's head rows: its tokens after Forward or Grad, the selected ones after
+// ForwardFrom or GradFrom.
+func (a *Activations) HeadRows() int { return a.hr }
+
+// LogProbs copies the current batch's log-probabilities (LogProbTensor) into dst[:HeadRows].
 func (a *Activations) LogProbs(dst []float32) error {
-	return kernels.Download(dst[:a.tokens], rows(a.logp, a.tokens))
+	return kernels.Download(dst[:a.hr], rows(a.logp, a.hr))
 }

@@ -14,11 +14,11 @@ import (
 	"github.com/serl-go/serl/kernels"
 )
 
-// batchCopies is what one packed arena batch of T tokens in S sequences moves: the forward pass
-// uploads token ids, targets, positions (4T bytes each) and the S+1 sequence offsets. Nothing per token
-// comes back.
-func batchCopies(T, S int) kernels.Transfers {
-	return kernels.Transfers{Uploads: 4, UploadBytes: int64(12*T + 4*(S+1))}
+// batchCopies is what one packed arena batch of T tokens in S sequences with A actions moves: the
+// forward pass uploads token ids and positions (4T bytes each), the actions' targets (4A: the head runs
+// on their rows alone) and the S+1 sequence offsets. Nothing per token comes back.
+func batchCopies(T, S, A int) kernels.Transfers {
+	return kernels.Transfers{Uploads: 4, UploadBytes: int64(8*T + 4*A + 4*(S+1))}
 }
 
 func addCopies(a, b kernels.Transfers) kernels.Transfers {
@@ -26,19 +26,20 @@ func addCopies(a, b kernels.Transfers) kernels.Transfers {
 		UploadBytes: a.UploadBytes + b.UploadBytes, DownloadBytes: a.DownloadBytes + b.DownloadBytes}
 }
 
-// packedBatches is the (tokens, sequences) of each arena batch the workspace packs samples into.
-func packedBatches(a *model.Activations, samples []*Sample) [][2]int {
-	var out [][2]int
-	T, S := 0, 0
+// packedBatches is the (tokens, sequences, actions) of each arena batch the workspace packs samples
+// into.
+func packedBatches(a *model.Activations, samples []*Sample) [][3]int {
+	var out [][3]int
+	T, S, A := 0, 0, 0
 	for _, s := range samples {
 		n := len(s.IDs)
 		if S > 0 && (T+n > a.MaxTokens || S == a.MaxSeqs) {
-			out = append(out, [2]int{T, S})
-			T, S = 0, 0
+			out = append(out, [3]int{T, S, A})
+			T, S, A = 0, 0, 0
 		}
-		T, S = T+n, S+1
+		T, S, A = T+n, S+1, A+s.Actions()
 	}
-	return append(out, [2]int{T, S})
+	return append(out, [3]int{T, S, A})
 }
 
 // stepCopies is the host↔device copies of one training step of n samples whose arena batches are
@@ -57,15 +58,15 @@ func packedBatches(a *model.Activations, samples []*Sample) [][2]int {
 //   - the optimizer: the gradient norm down (4).
 //
 // Per-token data never crosses: no log-probs, returns, advantages or loss coefficients.
-func stepCopies(alg Algorithm, batches [][2]int, n int) kernels.Transfers {
+func stepCopies(alg Algorithm, batches [][3]int, n int) kernels.Transfers {
 	idx := kernels.Transfers{Uploads: 1}
 	for _, b := range batches {
 		idx.UploadBytes += int64(4 * (2*b[1] + 1))
 	}
 	x := addCopies(idx, idx) // scoring's and the backward's
 	for _, b := range batches {
-		x = addCopies(x, batchCopies(b[0], b[1])) // scoring: the policy, then the reference on the same staging
-		x = addCopies(x, batchCopies(b[0], b[1])) // backward
+		x = addCopies(x, batchCopies(b[0], b[1], b[2])) // scoring: the policy, then the reference on the same staging
+		x = addCopies(x, batchCopies(b[0], b[1], b[2])) // backward
 	}
 	if alg != ReinforcePP {
 		x = addCopies(x, kernels.Transfers{Uploads: 1, UploadBytes: int64(4 * n), Downloads: 1, DownloadBytes: int64(4 * n)})

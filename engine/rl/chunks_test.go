@@ -11,12 +11,14 @@ import (
 	"github.com/serl-go/serl/kernels"
 )
 
-// The RL step takes each head chunk's coefficients in the forward (model.Grad calling kernels.PPOCoef
-// over the chunk's tokens, the sums after). With a vocabulary large enough that the batch spans three
-// chunks of the head, the last partial, its gradient and sums are those of the forward, the whole
-// batch's coefficients and the backward that recomputes the chunks, bit for bit.
+// The RL step takes each head chunk's coefficients in the forward (model.GradFrom calling
+// kernels.PPOCoef over the chunk's action rows, the sums after). With a vocabulary large enough that
+// the batch's actions span three chunks of the head, the last partial, its gradient and sums are those
+// of the forward, the whole batch's coefficients and the backward that recomputes the chunks, bit for
+// bit.
 func TestBackwardAcrossHeadChunks(t *testing.T) {
-	// 256 MiB of float32 logits a chunk: 671 tokens of 100,000; the batch has 6 × 300 = 1,800.
+	// 256 MiB of float32 logits a chunk: 671 tokens of 100,000; the batch has 6 × 300 = 1,800 tokens, 6 ×
+	// 280 = 1,680 of them actions.
 	c, err := model.ParseConfig([]byte(`{"model_type":"qwen2","hidden_size":16,"num_hidden_layers":1,
 		"num_attention_heads":2,"num_key_value_heads":1,"intermediate_size":32,"vocab_size":100000}`), "chunks")
 	require.NoError(t, err)
@@ -56,14 +58,14 @@ func TestBackwardAcrossHeadChunks(t *testing.T) {
 	require.NoError(t, err)
 	defer want.Free()
 	pos, actCu := w.batch(0)
-	require.NoError(t, m.Forward(a, w.ids, w.lens))
+	require.NoError(t, m.ForwardFrom(a, w.ids, w.lens, w.first))
 	sums, err := d.Alloc(kernels.F32, 3*len(samples))
 	require.NoError(t, err)
 	defer d.Free(sums)
 	A := w.Actions()
 	p := kernels.PPO{ClipEps: float32(cfg.ClipEps), KLCoef: float32(cfg.KLCoef), GRPO: true}
 	require.NoError(t, d.PPOCoef(a.Coef(), sums, a.LogProbTensor(), w.dOld.MustSlice(0, A), w.dRef.MustSlice(0, A),
-		w.dAdv.MustSlice(0, A), pos, actCu, len(samples), len(samples), 0, len(w.ids), p))
+		w.dAdv.MustSlice(0, A), pos, actCu, len(samples), len(samples), 0, a.HeadRows(), p))
 	require.NoError(t, m.BackwardCoef(a, want))
 	gw, gg := download(t, want), download(t, got)
 	for i := range gw {

@@ -55,7 +55,8 @@ func (w *Workspace) Backward(c Config, m *model.Model, g *model.Blob, lo, hi int
 // BackwardShare accumulates into g the gradient of the PPO-clip loss (docs/SERL.md §5.4, D15) of the
 // step's samples [lo, hi) as one process's share of a data-parallel optimizer step of nSeqs sequences
 // in all: each sequence's loss is divided by nSeqs, so the gradients summed over the ranks are the whole
-// step's. It runs m.Grad over packed batches of the arena; each batch's coefficients come from
+// step's. It runs m.GradFrom over packed batches of the arena (the head on the actions' rows alone);
+// each batch's coefficients come from
 // kernels.PPOCoef on the device, a head chunk at a time, from the log-probs of its own forward pass
 // (the current policy) and the step's logp_old, logp_ref and advantages (Score, Advantages). Only the
 // token ids and, once, the batches' index arrays go up; the per-sequence loss, clip and KL sums come
@@ -90,7 +91,7 @@ func (w *Workspace) BackwardShare(c Config, m *model.Model, g *model.Blob, lo, h
 			return w.dev.PPOCoef(w.acts.Coef(), kernels.Tensor{}, w.acts.LogProbTensor(), old, ref, adv, pos, actCu,
 				b.hi-b.lo, nSeqs, t0, t1, p)
 		}
-		if err := m.Grad(w.acts, g, w.ids, w.lens, coef); err != nil {
+		if err := m.GradFrom(w.acts, g, w.ids, w.lens, w.first, coef); err != nil {
 			return st, fmt.Errorf("rl: %w", err)
 		}
 		if err := w.dev.PPOCoef(w.acts.Coef(), sums.MustSlice(3*(b.lo-lo), 3*(b.hi-lo)), w.acts.LogProbTensor(), old, ref, adv,

@@ -8,9 +8,10 @@ import (
 
 // Score makes samples the workspace's step and scores their actions under the policy and the
 // reference model into the step's device buffers (logp_old, logp_ref), packing them into batches of
-// the arena in order. Each batch is staged once and run through the policy and then the reference, and
-// each forward's action log-probs are gathered on the device: only the token ids (with their targets,
-// positions and offsets) and, once, the batches' index arrays go up.
+// the arena in order. Each batch is staged once and run through the policy and then the reference, the
+// head on the actions' rows alone (model.ForwardFrom), and each forward's action log-probs are gathered
+// on the device: only the token ids (with the actions' targets, positions and offsets) and, once, the
+// batches' index arrays go up.
 // policy and ref may be the same model.
 func (w *Workspace) Score(policy, ref *model.Model, samples []*Sample) error {
 	if err := w.setStep(samples); err != nil {
@@ -21,7 +22,7 @@ func (w *Workspace) Score(policy, ref *model.Model, samples []*Sample) error {
 	}
 	for k, b := range w.batches {
 		pos, actCu := w.batch(k)
-		if err := policy.Forward(w.acts, w.ids, w.lens); err != nil {
+		if err := policy.ForwardFrom(w.acts, w.ids, w.lens, w.first); err != nil {
 			return err
 		}
 		if err := w.dev.GatherActions(w.dOld, w.acts.LogProbTensor(), pos, actCu, b.hi-b.lo); err != nil {

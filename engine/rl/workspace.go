@@ -23,6 +23,7 @@ type Workspace struct {
 
 	ids     []int32
 	lens    []int
+	first   []int   // each sequence's first action: the head computes log-probs from there on
 	hIdx    []int32 // every batch's pos [S] then actCu [S+1], staged for upload
 	batches []batch // the arena batches of the latest pack
 
@@ -47,7 +48,7 @@ type Workspace struct {
 // NewWorkspace wraps the training arena a of device d (it stays the caller's to free).
 func NewWorkspace(d *kernels.Device, a *model.Activations) *Workspace {
 	return &Workspace{dev: d, acts: a, ids: make([]int32, 0, a.MaxTokens), lens: make([]int, 0, a.MaxSeqs),
-		groupAt: map[int]int{}}
+		first: make([]int, 0, a.MaxSeqs), groupAt: map[int]int{}}
 }
 
 // Activations is the arena the workspace packs batches into.
@@ -112,8 +113,9 @@ type batch struct{ lo, hi, idx int }
 
 // pack splits w.step[lo:end] into arena batches, in order, as many samples per batch as fit (MaxTokens
 // tokens, MaxSeqs sequences; every sample fits alone, see checkFits), and uploads every batch's index
-// arrays for the device's RL ops in one copy: pos (the packed position predicting each sequence's
-// first action) and actCu (its action offsets in the step's buffers).
+// arrays for the device's RL ops in one copy: pos (the head row predicting each sequence's first
+// action: the forward's head runs on the actions' rows alone, model.ForwardFrom, so a batch's head rows
+// are its actions in order) and actCu (its action offsets in the step's buffers).
 func (w *Workspace) pack(lo, end int) error {
 	w.batches, w.hIdx = w.batches[:0], w.hIdx[:0]
 	for b := lo; b < end; {
@@ -126,10 +128,8 @@ func (w *Workspace) pack(lo, end int) error {
 			tokens += n
 		}
 		w.batches = append(w.batches, batch{b, hi, len(w.hIdx)})
-		off := 0
-		for _, s := range w.step[b:hi] {
-			w.hIdx = append(w.hIdx, int32(off+s.PromptLen-1))
-			off += len(s.IDs)
+		for i := b; i < hi; i++ {
+			w.hIdx = append(w.hIdx, w.actCu[i]-w.actCu[b])
 		}
 		w.hIdx = append(w.hIdx, w.actCu[b:hi+1]...)
 		b = hi
@@ -140,13 +140,14 @@ func (w *Workspace) pack(lo, end int) error {
 	return kernels.Upload(w.dIdx.MustSlice(0, len(w.hIdx)), w.hIdx)
 }
 
-// batch packs batch k of the latest pack into w.ids and w.lens and returns its index arrays.
+// batch packs batch k of the latest pack into w.ids, w.lens and w.first and returns its index arrays.
 func (w *Workspace) batch(k int) (pos, actCu kernels.Tensor) {
 	b := w.batches[k]
-	w.ids, w.lens = w.ids[:0], w.lens[:0]
+	w.ids, w.lens, w.first = w.ids[:0], w.lens[:0], w.first[:0]
 	for _, s := range w.step[b.lo:b.hi] {
 		w.ids = append(w.ids, s.IDs...)
 		w.lens = append(w.lens, len(s.IDs))
+		w.first = append(w.first, s.PromptLen)
 	}
 	S := b.hi - b.lo
 	return w.dIdx.MustSlice(b.idx, b.idx+S), w.dIdx.MustSlice(b.idx+S, b.idx+2*S+1)
