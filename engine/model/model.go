@@ -316,11 +316,21 @@ func (m *Model) GradHost(a *Activations, g *Blob, ids []int32, seqLens []int, co
 	if len(coef) != len(ids) {
 		return fmt.Errorf("model: %d coefficients for %d tokens", len(coef), len(ids))
 	}
-	if err := m.stage(a, ids, seqLens, nil); err != nil {
+	return m.GradHostFrom(a, g, ids, seqLens, nil, coef)
+}
+
+// GradHostFrom is GradHost over the head rows ForwardFrom's first selects: one coefficient per row.
+func (m *Model) GradHostFrom(a *Activations, g *Blob, ids []int32, seqLens []int, first []int, coef []float32) error {
+	if err := m.stage(a, ids, seqLens, first); err != nil {
 		return err
 	}
-	if err := kernels.Upload(rows(a.coef, a.tokens), coef); err != nil {
-		return err
+	if len(coef) != a.hr {
+		return fmt.Errorf("model: %d coefficients for %d head rows", len(coef), a.hr)
+	}
+	if a.hr > 0 {
+		if err := kernels.Upload(rows(a.coef, a.hr), coef); err != nil {
+			return err
+		}
 	}
 	return m.grad(a, g, func(int, int) error { return nil })
 }

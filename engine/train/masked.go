@@ -42,10 +42,30 @@ func (t *Trainer) accumulateNLL(ids []int32, seqLens []int, lossFrom []int, weig
 	if T > len(t.coef) || total != T {
 		return 0, 0, fmt.Errorf("train: batch of %d tokens in sequences of %d (arena holds %d)", T, total, len(t.coef))
 	}
-	// Target i+1 of sequence s (at index start+i, weighting log p(token i+1 | ≤ i)) is predicted when it
-	// exists and the mask lets it.
-	target := func(s, i, n int) bool { return i+1 < n && i+1 >= first(s) }
 	c := float32(-weight / float64(predicted))
+	if lossFrom != nil {
+		// The head runs on the targets' rows alone (model.GradHostFrom): a prompt's rows skip it.
+		t.first = t.first[:0]
+		for s, n := range seqLens {
+			t.first = append(t.first, min(first(s), n))
+		}
+		for i := range predicted {
+			t.coef[i] = c
+		}
+		if err := t.Model.GradHostFrom(t.Acts, t.Grads, ids, seqLens, t.first, t.coef[:predicted]); err != nil {
+			return 0, 0, err
+		}
+		if err := t.Acts.LogProbs(t.logp[:predicted]); err != nil {
+			return 0, 0, err
+		}
+		for _, lp := range t.logp[:predicted] {
+			loss -= float64(lp)
+		}
+		return loss / float64(predicted), predicted, nil
+	}
+	// Target i+1 of sequence s (at index start+i, weighting log p(token i+1 | ≤ i)) is predicted when it
+	// exists.
+	target := func(s, i, n int) bool { return i+1 < n && i+1 >= first(s) }
 	start := 0
 	for s, n := range seqLens {
 		for i := 0; i < n; i++ {

@@ -14,8 +14,9 @@ type Trainer struct {
 	Grads *model.Blob
 	Opt   *Optimizer
 
-	coef []float32
-	logp []float32
+	coef  []float32
+	logp  []float32
+	first []int // a masked batch's first target per sequence
 }
 
 // NewTrainer allocates gradients, optimizer state and an activation arena for micro-batches of up to
@@ -36,7 +37,8 @@ func NewTrainer(m *model.Model, c AdamWConfig, maxTokens, maxSeqs int) (*Trainer
 		g.Free()
 		return nil, err
 	}
-	return &Trainer{Model: m, Acts: acts, Grads: g, Opt: opt, coef: make([]float32, maxTokens), logp: make([]float32, maxTokens)}, nil
+	return &Trainer{Model: m, Acts: acts, Grads: g, Opt: opt, coef: make([]float32, maxTokens), logp: make([]float32, maxTokens),
+		first: make([]int, 0, maxSeqs)}, nil
 }
 
 // Free releases the trainer's memory (not the model's).
