@@ -172,7 +172,7 @@ func registerTrainFlags(fs interface {
 	fs.IntVar(&c.Samples, "samples", c.Samples, "responses per problem")
 	fs.IntVar(&c.TrainBatch, "train-batch", c.TrainBatch, "sequences per optimizer step")
 	fs.Float64Var(&c.LR, "lr", c.LR, "peak learning rate (warm-up 3%, cosine to 10%)")
-	fs.Float64Var(&c.KLCoef, "kl", c.KLCoef, "KL coefficient β")
+	fs.Float64Var(&c.KLCoef, "kl", c.KLCoef, "KL coefficient β (0: no KL term, and no reference is scored)")
 	fs.IntVar(&c.MaxPromptTokens, "max-prompt-tokens", c.MaxPromptTokens, "prompt budget (task prompts are cut, few-shot prompts drop examples)")
 	fs.IntVar(&c.MaxNewTokens, "max-new-tokens", c.MaxNewTokens, "tokens per response")
 	fs.IntVar(&c.InstrMaxNewTokens, "instr-max-new-tokens", c.InstrMaxNewTokens, "tokens per self-instruction completion")

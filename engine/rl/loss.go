@@ -109,5 +109,8 @@ func (w *Workspace) BackwardShare(c Config, m *model.Model, g *model.Blob, lo, h
 		st.KL += float64(w.hSeq[3*i+2])
 		st.Tokens += s.Actions()
 	}
+	if w.noRef { // the sums' KL is to logp_old there: the policy's drift within the step, not to a reference
+		st.KL = 0
+	}
 	return st, nil
 }

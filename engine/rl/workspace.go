@@ -27,9 +27,11 @@ type Workspace struct {
 	hIdx    []int32 // every batch's pos [S] then actCu [S+1], staged for upload
 	batches []batch // the arena batches of the latest pack
 
-	// the step: the samples Score scored, and their action offsets (actCu[i]..actCu[i+1])
+	// the step: the samples Score scored, and their action offsets (actCu[i]..actCu[i+1]); noRef: it
+	// scored no reference (logp_ref is logp_old), so the step reports no KL
 	step  []*Sample
 	actCu []int32
+	noRef bool
 
 	// device buffers, each grown to twice its need:
 	//   dOld, dRef, dAdv: action-packed F32 [actions]; dOnes: the whitening mask (all ones)

@@ -232,3 +232,30 @@ func TestInterruptStopsSelfInstruction(t *testing.T) {
 	require.Positive(t, r.engine.Stats().GeneratedTokens)
 	require.LessOrEqual(t, r.engine.Stats().GeneratedTokens, 2*cfg.GenPrompts, "decoding stopped at the interrupt")
 }
+
+// With --kl 0 the step scores no reference (rl.Workspace.Score with none): a run whose reference
+// differs from the policy takes the same steps, bit for bit, as one whose reference is the policy's
+// weights, and reports a KL of 0 (scored, the differing reference's would not be).
+func TestKLZeroScoresNoReference(t *testing.T) {
+	tok := tinyTokenizer(t)
+	cfg := tinyConfig(ModeMaj, rl.GRPO)
+	cfg.KLCoef = 0
+	run := func(ref *model.Model) []StepMetrics {
+		dir := filepath.Join(t.TempDir(), "run")
+		runUntil(t, dir, cfg, Inputs{Policy: loadModel(t, fixture), Reference: ref, Tokenizer: tok, Train: trainSet()}, 0)
+		ms, err := ReadMetrics(dir)
+		require.NoError(t, err)
+		require.Len(t, ms, 4)
+		for i := range ms {
+			ms[i] = ms[i].Deterministic()
+		}
+		return ms
+	}
+	other := loadModel(t, fixture)
+	require.NoError(t, model.RandomInit(other, 9, 0.05))
+	want, got := run(loadModel(t, fixture)), run(other)
+	require.Equal(t, want, got)
+	for _, m := range got {
+		require.Zero(t, m.KL, "step %d", m.Step)
+	}
+}

@@ -29,7 +29,7 @@ type StepMetrics struct {
 	Rejected      map[string]int `json:"problems_rejected"` // by reason
 
 	Loss     float64 `json:"loss"`
-	KL       float64 `json:"kl"`
+	KL       float64 `json:"kl"` // 0 under --kl 0, which scores no reference
 	ClipFrac float64 `json:"clip_frac"`
 	GradNorm float64 `json:"grad_norm"` // mean over the step's optimizer steps, before clipping
 	AdvStd   float64 `json:"adv_std"`
@@ -107,7 +107,11 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 	d := r.in.Policy.Device()
 	defer d.SetProfilePhase(d.SetProfilePhase("score")) // --op-profile's phases: StepMetrics' time_score_s, time_update_s
 	tScore := time.Now()
-	if err := r.rlw.Score(r.in.Policy, r.in.Reference, local); err != nil {
+	ref := r.in.Reference
+	if r.cfg.KLCoef == 0 { // no KL term: the reference's log-probs would be multiplied by 0
+		ref = nil
+	}
+	if err := r.rlw.Score(r.in.Policy, ref, local); err != nil {
 		return err
 	}
 	if err := d.Sync(); err != nil { // a GPU scores asynchronously: its time is the scoring's, not the next phase's
