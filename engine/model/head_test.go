@@ -113,6 +113,16 @@ func headModel(t *testing.T, fam string, o Options, lora bool) (*Model, fixtureR
 	return m, loadRef(t, dir)
 }
 
+// ppoLikeCoef is a coefficient of the log-prob itself, as a PPO coefficient is (−ρ·A/T with ρ =
+// exp(logp − old)).
+func ppoLikeCoef(lp float32) float32 { return -float32(math.Exp(float64(lp)+0.5)) / 64 }
+
+// shortSkips says whether -short (the emulated GPU of ./build.sh test and of bench/gpu.sh's dry run)
+// leaves out the head case of this name: it runs f32, and bf16 with adapters.
+func shortSkips(name string) bool {
+	return testing.Short() && name != "qwen2_f32_lora=false" && name != "llama_bf16_lora=true"
+}
+
 // bitsOf is x's float32 bit patterns, so that require.Equal compares bits (NaNs included).
 func bitsOf(x []float32) []uint32 {
 	b := make([]uint32, len(x))
@@ -146,27 +156,10 @@ func TestHeadChunksMatchWholeBatch(t *testing.T) {
 				for i := range wantLP {
 					lpErr = math.Max(lpErr, math.Abs(float64(gotLP[i]-wantLP[i])))
 				}
-				gErr := 0.0
-				for i := range wantG {
-					var num, den float64
-					for j, w := range wantG[i] {
-						d := float64(gotG[i][j] - w)
-						num += d * d
-						den += float64(w) * float64(w)
-					}
-					if den > 0 {
-						gErr = math.Max(gErr, math.Sqrt(num/den))
-					} else {
-						require.Zero(t, num, "gradient %d", i)
-					}
-				}
+				gErr := gradRelErr(t, wantG, gotG)
 				t.Logf("chunks of %d tokens over %d: log-probs within %.3g, gradients %.3g (relative L2)", chunk, len(ids), lpErr, gErr)
 				assert.LessOrEqual(t, lpErr, headChunkLogProbTol)
-				tol := headChunkGradTol
-				if m.opts.Precision == PrecisionBF16 {
-					tol = headChunkBF16GradTol
-				}
-				assert.LessOrEqual(t, gErr, tol)
+				assert.LessOrEqual(t, gErr, headChunkGradTolOf(m))
 			}
 		})
 	}
@@ -179,14 +172,10 @@ func TestHeadChunksMatchWholeBatch(t *testing.T) {
 // coefficients known before the forward (GradHost) and with each chunk's computed from its log-probs
 // when Grad asks (as the RL step's are), in every precision, with and without adapters.
 func TestHeadGradSameBits(t *testing.T) {
-	// a coefficient of the log-prob itself, as a PPO coefficient is (−ρ·A/T with ρ = exp(logp − old))
-	fromLogp := func(lp float32) float32 { return -float32(math.Exp(float64(lp)+0.5)) / 64 }
-	// -short (the emulated GPU of ./build.sh test and of bench/gpu.sh's dry run): f32, and bf16 with
-	// adapters, at one chunk size: several chunks, the last partial
-	short := testing.Short()
+	short := testing.Short() // at one chunk size: several chunks, the last partial
 	for _, c := range headCases {
 		name := fmt.Sprintf("%s_%s_lora=%v", c.fam, c.o.Precision, c.lora)
-		if short && name != "qwen2_f32_lora=false" && name != "llama_bf16_lora=true" {
+		if shortSkips(name) {
 			continue
 		}
 		t.Run(name, func(t *testing.T) {
@@ -202,7 +191,7 @@ func TestHeadGradSameBits(t *testing.T) {
 				for _, way := range []int{headHost, headGrad} {
 					var coefOf func(float32) float32
 					if way == headGrad {
-						coefOf = fromLogp
+						coefOf = ppoLikeCoef
 					}
 					wantLP, wantG, C, recomputing := headRunBy(t, m, r, chunk, headUnfused, coefOf)
 					gotLP, gotG, _, fused := headRunBy(t, m, r, chunk, way, coefOf)
@@ -217,6 +206,34 @@ func TestHeadGradSameBits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// gradRelErr is the worst relative L2 distance of got's gradients from want's; a gradient that is zero in
+// want must be zero in got.
+func gradRelErr(t *testing.T, want, got [][]float32) float64 {
+	worst := 0.0
+	for i := range want {
+		var num, den float64
+		for j, w := range want[i] {
+			d := float64(got[i][j] - w)
+			num += d * d
+			den += float64(w) * float64(w)
+		}
+		if den > 0 {
+			worst = math.Max(worst, math.Sqrt(num/den))
+		} else {
+			require.Zero(t, num, "gradient %d", i)
+		}
+	}
+	return worst
+}
+
+// headChunkGradTolOf is the head's gradient tolerance for m's precision.
+func headChunkGradTolOf(m *Model) float64 {
+	if m.opts.Precision == PrecisionBF16 {
+		return headChunkBF16GradTol
+	}
+	return headChunkGradTol
 }
 
 // Tolerances ≈ 4× the worst measured. Log-probs: 4.3e-6. Gradients: 7.3e-7 in f32 and in bf16 with
@@ -283,14 +300,13 @@ func headFromRun(t *testing.T, m *Model, r fixtureRef, chunk int, fused bool, co
 // fewer, and its gradient sums over them alone); and GradFrom gives ForwardFrom then Backward's bits, in
 // one chunk and in several, the last partial.
 func TestHeadFromSelectedRows(t *testing.T) {
-	fromLogp := func(lp float32) float32 { return -float32(math.Exp(float64(lp)+0.5)) / 64 }
-	short, chunks := testing.Short(), []int{0, 5} // -short: as TestHeadGradSameBits's
-	if short {
+	chunks := []int{0, 5}
+	if testing.Short() {
 		chunks = []int{5}
 	}
 	for _, c := range headCases {
 		name := fmt.Sprintf("%s_%s_lora=%v", c.fam, c.o.Precision, c.lora)
-		if short && name != "qwen2_f32_lora=false" && name != "llama_bf16_lora=true" {
+		if shortSkips(name) {
 			continue
 		}
 		t.Run(name, func(t *testing.T) {
@@ -316,7 +332,7 @@ func TestHeadFromSelectedRows(t *testing.T) {
 				if !selected[i] {
 					return 0
 				}
-				return fromLogp(wantLP[i])
+				return ppoLikeCoef(wantLP[i])
 			}
 			a, err := m.NewActivations(len(ids), len(lens))
 			require.NoError(t, err)
@@ -335,35 +351,18 @@ func TestHeadFromSelectedRows(t *testing.T) {
 				wantG = append(wantG, testenv.Read[float32](t, g.View(i)))
 			}
 			for _, chunk := range chunks {
-				gotLP, gotG := headFromRun(t, m, r, chunk, false, fromLogp)
+				gotLP, gotG := headFromRun(t, m, r, chunk, false, ppoLikeCoef)
 				require.Len(t, gotLP, len(rowsOf))
 				lpErr := 0.0
 				for i, row := range rowsOf {
 					lpErr = math.Max(lpErr, math.Abs(float64(gotLP[i]-wantLP[row])))
 				}
-				gErr := 0.0
-				for i := range wantG {
-					var num, den float64
-					for j, w := range wantG[i] {
-						d := float64(gotG[i][j] - w)
-						num += d * d
-						den += float64(w) * float64(w)
-					}
-					if den > 0 {
-						gErr = math.Max(gErr, math.Sqrt(num/den))
-					} else {
-						require.Zero(t, num, "gradient %d", i)
-					}
-				}
+				gErr := gradRelErr(t, wantG, gotG)
 				t.Logf("chunks of %d: %d head rows of %d tokens, log-probs within %.3g, gradients %.3g (relative L2)", chunk, len(rowsOf), len(ids), lpErr, gErr)
 				assert.LessOrEqual(t, lpErr, headChunkLogProbTol)
-				tol := headChunkGradTol
-				if m.opts.Precision == PrecisionBF16 {
-					tol = headChunkBF16GradTol
-				}
-				assert.LessOrEqual(t, gErr, tol)
+				assert.LessOrEqual(t, gErr, headChunkGradTolOf(m))
 
-				fusedLP, fusedG := headFromRun(t, m, r, chunk, true, fromLogp)
+				fusedLP, fusedG := headFromRun(t, m, r, chunk, true, ppoLikeCoef)
 				require.Equal(t, bitsOf(gotLP), bitsOf(fusedLP), "chunks of %d: GradFrom's log-probs", chunk)
 				for i := range gotG {
 					require.Equal(t, bitsOf(gotG[i]), bitsOf(fusedG[i]), "chunks of %d: GradFrom's gradient %d", chunk, i)
