@@ -324,15 +324,21 @@ func (m *Model) GradHostFrom(a *Activations, g *Blob, ids []int32, seqLens []int
 	if err := m.stage(a, ids, seqLens, first); err != nil {
 		return err
 	}
+	if err := a.setCoef(coef); err != nil {
+		return err
+	}
+	return m.grad(a, g, func(int, int) error { return nil })
+}
+
+// setCoef uploads one coefficient per head row of the staged batch into Coef().
+func (a *Activations) setCoef(coef []float32) error {
 	if len(coef) != a.hr {
 		return fmt.Errorf("model: %d coefficients for %d head rows", len(coef), a.hr)
 	}
-	if a.hr > 0 {
-		if err := kernels.Upload(rows(a.coef, a.hr), coef); err != nil {
-			return err
-		}
+	if a.hr == 0 {
+		return nil
 	}
-	return m.grad(a, g, func(int, int) error { return nil })
+	return kernels.Upload(rows(a.coef, a.hr), coef)
 }
 
 func (m *Model) grad(a *Activations, g *Blob, coef CoefFunc) error {
@@ -353,13 +359,8 @@ func (m *Model) Backward(a *Activations, g *Blob, coef []float32) error {
 	if a.tokens == 0 {
 		return fmt.Errorf("model: backward without a forward")
 	}
-	if len(coef) != a.hr {
-		return fmt.Errorf("model: %d coefficients for %d head rows", len(coef), a.hr)
-	}
-	if a.hr > 0 {
-		if err := kernels.Upload(rows(a.coef, a.hr), coef); err != nil {
-			return err
-		}
+	if err := a.setCoef(coef); err != nil {
+		return err
 	}
 	return m.BackwardCoef(a, g)
 }

@@ -56,11 +56,10 @@ func (w *Workspace) Backward(c Config, m *model.Model, g *model.Blob, lo, hi int
 // step's samples [lo, hi) as one process's share of a data-parallel optimizer step of nSeqs sequences
 // in all: each sequence's loss is divided by nSeqs, so the gradients summed over the ranks are the whole
 // step's. It runs m.GradFrom over packed batches of the arena (the head on the actions' rows alone);
-// each batch's coefficients come from
-// kernels.PPOCoef on the device, a head chunk at a time, from the log-probs of its own forward pass
-// (the current policy) and the step's logp_old, logp_ref and advantages (Score, Advantages). Only the
-// token ids and, once, the batches' index arrays go up; the per-sequence loss, clip and KL sums come
-// back in one download.
+// each batch's coefficients come from kernels.PPOCoef on the device, a head chunk at a time, from the
+// log-probs of its own forward pass (the current policy) and the step's logp_old, logp_ref and
+// advantages (Score, Advantages). Only the token ids and, once, the batches' index arrays go up; the
+// per-sequence loss, clip and KL sums come back in one download.
 func (w *Workspace) BackwardShare(c Config, m *model.Model, g *model.Blob, lo, hi, nSeqs int) (ShareSums, error) {
 	var st ShareSums
 	if err := c.Validate(); err != nil {
