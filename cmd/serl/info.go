@@ -32,6 +32,7 @@ func info(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.MaxPromptTokens, "max-prompt-tokens", cfg.MaxPromptTokens, "prompt budget")
 	fs.IntVar(&cfg.MaxNewTokens, "max-new-tokens", cfg.MaxNewTokens, "tokens per response")
 	fs.IntVar(&cfg.InstrMaxNewTokens, "instr-max-new-tokens", cfg.InstrMaxNewTokens, "tokens per self-instruction completion")
+	fs.Float64Var(&cfg.KLCoef, "kl", cfg.KLCoef, "KL coefficient β (0: no reference model is held)")
 	var lf loraFlags
 	lf.register(fs)
 	if err := parse(fs, args); err != nil {

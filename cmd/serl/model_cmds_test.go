@@ -128,6 +128,11 @@ func TestInfoModelPlan(t *testing.T) {
 		require.Contains(t, out, s)
 	}
 	require.Regexp(t, `generation: KV cache \(\d+ blocks of 16 tokens\) +bf16`, out)
+	// With no KL term, serl train holds no reference model.
+	code, out, errs = runCLI(t, append([]string{"info", "--device", "cpu", "--model", fixtureDir(t, "qwen2_f32"), "--kl", "0"}, sizes...)...)
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, out, "policy")
+	require.NotContains(t, out, "reference")
 	// The batch fitted to free memory is serl train's to choose (it counts the evaluation set).
 	code, _, errs = runCLI(t, "info", "--device", "cpu", "--model", fixtureDir(t, "qwen2_f32"), "--max-batch", "0")
 	require.Equal(t, 2, code)

@@ -172,7 +172,7 @@ func registerTrainFlags(fs interface {
 	fs.IntVar(&c.Samples, "samples", c.Samples, "responses per problem")
 	fs.IntVar(&c.TrainBatch, "train-batch", c.TrainBatch, "sequences per optimizer step")
 	fs.Float64Var(&c.LR, "lr", c.LR, "peak learning rate (warm-up 3%, cosine to 10%)")
-	fs.Float64Var(&c.KLCoef, "kl", c.KLCoef, "KL coefficient β (0: no KL term, and no reference is scored)")
+	fs.Float64Var(&c.KLCoef, "kl", c.KLCoef, "KL coefficient β (0: no KL term, and no reference model is held or scored)")
 	fs.IntVar(&c.MaxPromptTokens, "max-prompt-tokens", c.MaxPromptTokens, "prompt budget (task prompts are cut, few-shot prompts drop examples)")
 	fs.IntVar(&c.MaxNewTokens, "max-new-tokens", c.MaxNewTokens, "tokens per response")
 	fs.IntVar(&c.InstrMaxNewTokens, "instr-max-new-tokens", c.InstrMaxNewTokens, "tokens per self-instruction completion")
@@ -424,7 +424,7 @@ func checkTrainChoices(c selfplay.Config) error {
 
 // trainInputs reads the tokenizer, chat template and data, prints the run's memory plan and refuses it
 // when it does not fit the device — before anything is allocated — and then loads the policy and
-// reference models.
+// reference models (no reference at --kl 0).
 //
 // With fitBatch (a new run with --max-batch 0, or on a GPU without --max-batch) it sets cfg.MaxBatch to
 // the largest decode batch the device's free memory holds (fitMaxBatch) before the plan is checked.
@@ -607,6 +607,9 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 		return in, err
 	}
 	in.Policy.Files = files
+	if cfg.KLCoef == 0 {
+		return in, nil // no KL term: no reference is held (selfplay.Inputs), nor planned
+	}
 	if in.Reference, err = model.LoadWith(d, refDir, model.Options{Precision: p, Frozen: true}); err != nil {
 		in.Policy.Free()
 		return in, err

@@ -97,6 +97,43 @@ func TestTrainCLIAndResume(t *testing.T) {
 	require.Contains(t, errs, "not empty")
 }
 
+// serl train --kl 0 loads no reference model, neither at the start nor on --resume: its memory plan
+// has none, its estimate counts no reference pass, and its run directory still has reference/ (the
+// initial model, for the tokenizer files and the record).
+func TestTrainKLZeroHoldsNoReference(t *testing.T) {
+	dir := tinyModelDir(t)
+	data := writeProblems(t, 4)
+	train := func(kl string) (run, errs string, live int64) {
+		run = filepath.Join(t.TempDir(), "run")
+		code, _, errs := runCLI(t, "train", "--device", "cpu", "--model", dir, "--mode", "gt", "--data", data, "--kl", kl,
+			"--iterations", "1", "--instructions-per-iteration", "2", "--rollout-batch", "2", "--samples", "2", "--train-batch", "2",
+			"--max-new-tokens", "4", "--max-prompt-tokens", "40", "--run", run)
+		require.Equal(t, 0, code, errs)
+		ms, err := selfplay.ReadMetrics(run)
+		require.NoError(t, err)
+		return run, errs, ms[0].DeviceBytes
+	}
+	_, _, withRef := train("1e-3")
+	run, errs, live := train("0")
+	plan := errs[strings.Index(errs, "memory plan:"):]
+	require.Contains(t, plan, "policy")
+	require.NotContains(t, plan, "reference")
+	require.Contains(t, errs, "trained tokens at 8·params")
+	mc, err := model.LoadConfig(filepath.Join(dir, "config.json"))
+	require.NoError(t, err)
+	var refBytes int64
+	for _, it := range mc.WeightsPlan("reference", model.Options{Frozen: true}) {
+		refBytes += it.Bytes
+	}
+	require.Equal(t, withRef-refBytes, live, "the run holds the policy's weights alone")
+	require.FileExists(t, filepath.Join(run, "reference", "model.safetensors"))
+	require.FileExists(t, filepath.Join(run, "reference", "tokenizer.json"))
+	code, _, errs := runCLI(t, "train", "--device", "cpu", "--resume", run, "--plan")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "memory plan:")
+	require.NotContains(t, errs[strings.Index(errs, "memory plan:"):], "reference")
+}
+
 func TestTrainCLIUsage(t *testing.T) {
 	code, _, errs := runCLI(t, "train", "--algorithm", "ppo")
 	require.Equal(t, 2, code)

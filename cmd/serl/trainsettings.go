@@ -109,7 +109,7 @@ func writeSettings(w io.Writer, fs *flag.FlagSet, cfg selfplay.Config, tf trainF
 
 // runEstimate bounds the time of the steps left and the evaluations by a stated formula at measured
 // rates: 2·params FLOPs per generated token and 10·params per trained token (the old policy's and the
-// reference's forward passes plus forward and backward), with every response at its token budget and
+// reference's forward passes plus forward and backward; 8·params at --kl 0, which has no reference), with every response at its token budget and
 // one self-instruction round per step. Generation runs at the rate of a decode-sized product (the
 // batch's rows) and training at that of a packed batch's (estimateTrainRows), each measured on this
 // device at the model's shapes. Responses end well before their budget (the built-in model's average a
@@ -117,6 +117,7 @@ func writeSettings(w io.Writer, fs *flag.FlagSet, cfg selfplay.Config, tf trainF
 type runEstimate struct {
 	GenTokens, TrainTokens, EvalTokens float64
 	GenRate, TrainRate                 float64 // FLOP/s
+	TrainFLOPs                         float64 // per parameter and trained token
 	Time                               time.Duration
 }
 
@@ -143,8 +144,12 @@ func estimateRun(d *kernels.Device, mc model.Config, cfg selfplay.Config, steps,
 	}
 	e.TrainTokens = float64(steps) * responses * float64(cfg.MaxPromptTokens+cfg.MaxNewTokens)
 	e.EvalTokens = float64(evalResponses * evalMaxNew)
+	e.TrainFLOPs = 10
+	if cfg.KLCoef == 0 {
+		e.TrainFLOPs = 8
+	}
 	params := float64(model.NewLayout(mc).NumParams())
-	sec := 2*params*(e.GenTokens+e.EvalTokens)/e.GenRate + 10*params*e.TrainTokens/e.TrainRate
+	sec := 2*params*(e.GenTokens+e.EvalTokens)/e.GenRate + e.TrainFLOPs*params*e.TrainTokens/e.TrainRate
 	e.Time = time.Duration(sec * float64(time.Second))
 	return e, nil
 }
@@ -215,9 +220,9 @@ const measureMatMulTime = 50 * time.Millisecond
 
 func (e runEstimate) write(w io.Writer) {
 	fmt.Fprintf(w, "serl: estimated time at most ~%s: %.3g generated + %.3g evaluation tokens at 2·params FLOPs and %.1f GFLOP/s, "+
-		"%.3g trained tokens at 10·params and %.1f GFLOP/s (measured matrix products), every response at its token limit; "+
+		"%.3g trained tokens at %g·params and %.1f GFLOP/s (measured matrix products), every response at its token limit; "+
 		"the step lines give the time left as measured\n",
-		e.Time.Round(time.Second), e.GenTokens, e.EvalTokens, e.GenRate/1e9, e.TrainTokens, e.TrainRate/1e9)
+		e.Time.Round(time.Second), e.GenTokens, e.EvalTokens, e.GenRate/1e9, e.TrainTokens, e.TrainFLOPs, e.TrainRate/1e9)
 }
 
 // evalResponses counts the responses of the evaluations a run has left: greedy on every problem at

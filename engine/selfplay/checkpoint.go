@@ -65,7 +65,11 @@ func start(path string, cfg Config, in Inputs) (*Runner, error) {
 				return err
 			}
 		}
-		if err := in.Reference.Save(d.file(referenceDir), safetensors.F32); err != nil {
+		ref := in.Reference
+		if ref == nil { // kl_coef 0 without one: the policy has not trained yet, so it is the initial model
+			ref = in.Policy
+		}
+		if err := ref.Save(d.file(referenceDir), safetensors.F32); err != nil {
 			return err
 		}
 		t0 := time.Now()
@@ -186,9 +190,9 @@ func (s *Stored) Close() {
 }
 
 // Resume continues the run from its checkpoint: in.Policy must be loaded from PolicyDir and
-// in.Reference from ReferenceDir. Every record written after the checkpoint (metrics lines, data
-// files, evaluations, iteration models) is removed first, so the redone work is recorded once. The
-// runner takes over the lock.
+// in.Reference from ReferenceDir (or left nil, as Inputs allows at kl_coef 0). Every record written
+// after the checkpoint (metrics lines, data files, evaluations, iteration models) is removed first, so
+// the redone work is recorded once. The runner takes over the lock.
 //
 // Every rank of a data-parallel run resumes with the same inputs (and s.comm as in.Comm); all fail if
 // one does.

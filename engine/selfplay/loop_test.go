@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -258,4 +259,47 @@ func TestKLZeroScoresNoReference(t *testing.T) {
 	for _, m := range got {
 		require.Zero(t, m.KL, "step %d", m.Step)
 	}
+}
+
+// At --kl 0 a run holds no reference: started with none, it takes the same steps, bit for bit, as one
+// given a reference; its reference folder is saved from the policy's initial weights, with the same
+// bytes; and killed after a step and resumed, again without one, it reproduces the next step exactly.
+func TestKLZeroHoldsNoReference(t *testing.T) {
+	tok := tinyTokenizer(t)
+	cfg := tinyConfig(ModeMaj, rl.GRPO)
+	cfg.KLCoef = 0
+	cfg.Iterations, cfg.InstructionsPerIteration = 1, 6 // 3 steps
+	whole, part := filepath.Join(t.TempDir(), "whole"), filepath.Join(t.TempDir(), "part")
+	runUntil(t, whole, cfg, Inputs{Policy: loadModel(t, fixture), Reference: loadModel(t, fixture), Tokenizer: tok, Train: trainSet()}, 0)
+	runUntil(t, part, cfg, Inputs{Policy: loadModel(t, fixture), Tokenizer: tok, Train: trainSet()}, 2)
+	files, err := os.ReadDir(filepath.Join(whole, "reference"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		a, err := os.ReadFile(filepath.Join(whole, "reference", f.Name()))
+		require.NoError(t, err)
+		b, err := os.ReadFile(filepath.Join(part, "reference", f.Name()))
+		require.NoError(t, err)
+		require.Equal(t, a, b, "reference/%s", f.Name())
+	}
+	st, err := OpenRun(part)
+	require.NoError(t, err)
+	rr, err := st.Resume(Inputs{Policy: loadModel(t, st.PolicyDir), Tokenizer: tok, Train: trainSet()})
+	require.NoError(t, err)
+	defer rr.Free()
+	require.NoError(t, rr.Run(context.Background(), nil))
+	requireSameThirdStep(t, whole, part, "model.safetensors")
+}
+
+// Only a run with no KL term goes without a reference; a LoRA run's is its base, which costs nothing.
+func TestReferenceRequired(t *testing.T) {
+	cfg := tinyConfig(ModeMaj, rl.ReinforcePP)
+	_, err := Start(filepath.Join(t.TempDir(), "run"), cfg, Inputs{Policy: loadModel(t, fixture), Tokenizer: tinyTokenizer(t), Train: trainSet()})
+	require.ErrorContains(t, err, "kl_coef 0.001 needs a reference model")
+	cfg = loraConfig("f32")
+	cfg.KLCoef = 0
+	in := loraInputs(t, testDevice(t), cfg, fixture, "")
+	in.Reference = nil
+	_, err = Start(filepath.Join(t.TempDir(), "run"), cfg, in)
+	require.ErrorContains(t, err, "a LoRA run needs its reference")
 }

@@ -21,7 +21,7 @@ const RLBuffersItem = "RL step buffers (at most)"
 
 // MemoryPlan is everything a run of c allocates on the device for a policy of configuration mc, computed
 // from the settings alone, before anything is allocated: the policy's weights (float32 master and, under
-// bf16, the bf16 copy), the frozen reference, gradients and AdamW moments, the training arena, and the
+// bf16, the bf16 copy), the frozen reference (none at kl_coef 0), gradients and AdamW moments, the training arena, and the
 // generation engine's KV cache, workspace and sampler. Evaluation, which runs its own engine, is the
 // caller's to add.
 func MemoryPlan(c Config, mc model.Config) (model.Plan, error) {
@@ -40,7 +40,9 @@ func MemoryPlan(c Config, mc model.Config) (model.Plan, error) {
 		pl.Add(mc.LoRAPlan(*lc, p)...)
 	} else {
 		pl.Add(mc.WeightsPlan("policy", model.Options{Precision: p})...)
-		pl.Add(mc.WeightsPlan("reference", model.Options{Precision: p, Frozen: true})...)
+		if c.KLCoef != 0 { // with no KL term the run holds no reference (Inputs.Reference)
+			pl.Add(mc.WeightsPlan("reference", model.Options{Precision: p, Frozen: true})...)
+		}
 		pl.Add(mc.OptimizerPlan()...)
 	}
 	pl.Add(mc.LoRAActivationPlan(c.actsTokens(), c.TrainBatch, p, c.LoRA())...)

@@ -3,6 +3,8 @@ package selfplay
 import (
 	"context"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -16,13 +18,24 @@ import (
 // settings alone, it equals the device's live bytes once the models are loaded and the runner built.
 func TestMemoryPlanIsWhatStartAllocates(t *testing.T) {
 	tok := tinyTokenizer(t)
-	for _, prec := range []model.Precision{model.PrecisionF32, model.PrecisionBF16} {
-		t.Run(prec.String(), func(t *testing.T) {
+	for _, c := range []struct {
+		prec  model.Precision
+		noRef bool // kl_coef 0: the run holds no reference
+	}{{model.PrecisionF32, false}, {model.PrecisionBF16, false}, {model.PrecisionBF16, true}} {
+		prec := c.prec
+		name := prec.String()
+		if c.noRef {
+			name += "/kl0"
+		}
+		t.Run(name, func(t *testing.T) {
 			d, err := kernels.Open("cpu", 1) // its own device, so live bytes count this run only
 			require.NoError(t, err)
 			defer d.Close()
 			cfg := tinyConfig(ModeMaj, rl.ReinforcePP)
 			cfg.Precision = prec.String()
+			if c.noRef {
+				cfg.KLCoef = 0
+			}
 			mc, err := model.LoadConfig(filepath.Join(fixture, "config.json"))
 			require.NoError(t, err)
 			plan, err := MemoryPlan(cfg, mc)
@@ -33,9 +46,13 @@ func TestMemoryPlanIsWhatStartAllocates(t *testing.T) {
 			policy, err := model.LoadWith(d, fixture, model.Options{Precision: prec})
 			require.NoError(t, err)
 			defer policy.Free()
-			ref, err := model.LoadWith(d, fixture, model.Options{Precision: prec, Frozen: true})
-			require.NoError(t, err)
-			defer ref.Free()
+			var ref *model.Model
+			if !c.noRef {
+				ref, err = model.LoadWith(d, fixture, model.Options{Precision: prec, Frozen: true})
+				require.NoError(t, err)
+				defer ref.Free()
+			}
+			require.Equal(t, !c.noRef, slices.ContainsFunc(plan.Items, func(it model.PlanItem) bool { return strings.HasPrefix(it.Name, "reference") }))
 			r, err := Start(filepath.Join(t.TempDir(), "run"), cfg, Inputs{Policy: policy, Reference: ref, Tokenizer: tok, Train: trainSet()})
 			require.NoError(t, err)
 			defer r.Free()
@@ -52,7 +69,7 @@ func TestMemoryPlanIsWhatStartAllocates(t *testing.T) {
 			_, peak := d.MemoryInUse()
 			require.LessOrEqual(t, peak, plan.Total(), "training stays inside the plan")
 			require.Greater(t, peak, plan.Total()-lazy, "the RL step buffers were allocated")
-			t.Logf("%s: plan %d bytes, peak %d", prec, plan.Total(), peak)
+			t.Logf("%s: plan %d bytes, peak %d", name, plan.Total(), peak)
 
 			var bf16 int64
 			for _, it := range plan.Items {

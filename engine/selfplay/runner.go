@@ -22,8 +22,11 @@ import (
 
 // Inputs are what a run works with besides its configuration.
 type Inputs struct {
-	Policy    *model.Model // trained in place
-	Reference *model.Model // frozen initial weights, for the KL term
+	Policy *model.Model // trained in place
+	// Reference is the frozen initial weights, for the KL term. A run with no KL term (kl_coef 0)
+	// and no LoRA may leave it nil, holding no second copy of the weights: its run directory's
+	// reference folder is then saved from the policy's weights at the start, which are the same model.
+	Reference *model.Model
 	Tokenizer *tokenizer.Tokenizer
 	Chat      chat.Template // the model's chat template (self-instruction prompts always use it)
 	ChatOpts  chat.Options  // its BOS/EOS tokens and date string
@@ -96,8 +99,12 @@ func newRunner(cfg Config, in Inputs, st State) (*Runner, error) {
 		return nil, err
 	}
 	m := in.Policy
-	if p, _ := model.ParsePrecision(cfg.Precision); m.Precision() != p || in.Reference.Precision() != p {
-		return nil, fmt.Errorf("selfplay: the run is %s but the policy is %s and the reference %s", cfg.Precision, m.Precision(), in.Reference.Precision())
+	p, _ := model.ParsePrecision(cfg.Precision)
+	if m.Precision() != p {
+		return nil, fmt.Errorf("selfplay: the run is %s but the policy is %s", cfg.Precision, m.Precision())
+	}
+	if in.Reference != nil && in.Reference.Precision() != p {
+		return nil, fmt.Errorf("selfplay: the run is %s but the reference is %s", cfg.Precision, in.Reference.Precision())
 	}
 	if (cfg.LoRARank > 0) != (m.LoRA() != nil) {
 		return nil, fmt.Errorf("selfplay: lora_rank %d but the policy has adapters: %v", cfg.LoRARank, m.LoRA() != nil)
@@ -158,8 +165,14 @@ func newRunner(cfg Config, in Inputs, st State) (*Runner, error) {
 // cannot work is refused before its directory exists: the models and data a mode needs, enough seeds
 // for a few-shot prompt, chat templates that render, and a prompt budget that holds the prompts.
 func checkInputs(cfg Config, in Inputs) error {
-	if in.Policy == nil || in.Reference == nil || in.Tokenizer == nil {
-		return errors.New("selfplay: policy, reference and tokenizer are required")
+	if in.Policy == nil || in.Tokenizer == nil {
+		return errors.New("selfplay: policy and tokenizer are required")
+	}
+	switch {
+	case in.Reference == nil && cfg.KLCoef != 0:
+		return fmt.Errorf("selfplay: kl_coef %g needs a reference model (only a run with kl_coef 0 goes without)", cfg.KLCoef)
+	case in.Reference == nil && cfg.LoRARank > 0:
+		return errors.New("selfplay: a LoRA run needs its reference, the policy's frozen base (model.Base)")
 	}
 	if cfg.Mode == ModeSeRL && (len(in.Seeds) == 0 || in.Chat == nil) {
 		return errors.New("selfplay: serl mode needs seed problems and a chat template")
