@@ -28,6 +28,7 @@ func info(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 	// The sizes of `serl train --model DIR` that the plan depends on, with its defaults.
 	cfg := selfplay.DefaultConfig()
 	fs.IntVar(&cfg.TrainBatch, "train-batch", cfg.TrainBatch, "sequences per optimizer step (the training arena holds them)")
+	fs.IntVar(&cfg.MicroBatchTokens, "micro-batch-tokens", cfg.MicroBatchTokens, "tokens the training arena holds (0: a whole optimizer step)")
 	fs.IntVar(&cfg.MaxBatch, "max-batch", cfg.MaxBatch, "sequences decoded together")
 	fs.IntVar(&cfg.MaxPromptTokens, "max-prompt-tokens", cfg.MaxPromptTokens, "prompt budget")
 	fs.IntVar(&cfg.MaxNewTokens, "max-new-tokens", cfg.MaxNewTokens, "tokens per response")
@@ -96,6 +97,13 @@ func info(comm *dist.Comm, args []string, stdout, stderr io.Writer) error {
 	}
 	if err := plan.Check(in.FreeMemory); err != nil {
 		fmt.Fprintf(stdout, "does not fit: %v\n", err)
+		hint, err := microBatchHint(c, cfg, cfg.MaxBatch, cfg.MaxPromptTokens, cfg.MaxNewTokens, in.FreeMemory/10*9)
+		if err != nil {
+			return err
+		}
+		if hint != "" {
+			fmt.Fprintf(stdout, "%s\n", hint)
+		}
 	}
 	if in.Backend == "cuda" && !explicit(fs)["max-batch"] {
 		fmt.Fprintf(stdout, "serl train on this device fits its decode batch to free memory unless --max-batch is given: `serl train --plan` with the run's flags prints that plan\n")

@@ -171,6 +171,7 @@ func registerTrainFlags(fs interface {
 	fs.IntVar(&c.RolloutBatch, "rollout-batch", c.RolloutBatch, "problems per training step")
 	fs.IntVar(&c.Samples, "samples", c.Samples, "responses per problem")
 	fs.IntVar(&c.TrainBatch, "train-batch", c.TrainBatch, "sequences per optimizer step")
+	fs.IntVar(&c.MicroBatchTokens, "micro-batch-tokens", c.MicroBatchTokens, "tokens the training arena holds: each optimizer step's gradients accumulate over micro-batches of at most this many (0: a whole step, --train-batch × (--max-prompt-tokens + --max-new-tokens))")
 	fs.Float64Var(&c.LR, "lr", c.LR, "peak learning rate (warm-up 3%, cosine to 10%)")
 	fs.Float64Var(&c.KLCoef, "kl", c.KLCoef, "KL coefficient β (0: no KL term, and no reference model is held or scored)")
 	fs.IntVar(&c.MaxPromptTokens, "max-prompt-tokens", c.MaxPromptTokens, "prompt budget (task prompts are cut, few-shot prompts drop examples)")
@@ -550,10 +551,12 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 		fmt.Fprintf(stderr, "serl: evaluation responses get at most %d new tokens: the longest evaluation prompt (%d tokens) and the model's context of %d leave no more (--eval-max-new-tokens to choose)\n",
 			evalNew, evalLongest, mc.MaxPositions)
 	}
+	hintBatch := cfg.MaxBatch // the decode batch a smaller training arena is proposed at, should the plan not fit
 	if fitBatch {
 		// The most sequences any phase decodes at once: a step's rollouts, a self-instruction round, an
 		// evaluation with its maj@K samples.
 		most := min(max(cfg.RolloutBatch*cfg.Samples, cfg.GenPrompts, evalProblems*max(1, tf.EvalK)), maxFitBatch)
+		hintBatch = min(most, selfplay.DefaultConfig().MaxBatch)
 		budget := d.Info().FreeMemory / 10 * 9
 		b, err := fitMaxBatch(func(b int) (model.Plan, error) {
 			c := *cfg
@@ -577,8 +580,18 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 	}
 	fmt.Fprintln(stderr, "memory plan:")
 	plan.Write(stderr)
-	if err := plan.Check(d.Info().FreeMemory); err != nil || tf.Plan {
+	if err := plan.Check(d.Info().FreeMemory); err != nil {
+		hint, herr := microBatchHint(mc, *cfg, hintBatch, evalLongest, evalNew, d.Info().FreeMemory/10*9)
+		if herr != nil {
+			return in, herr
+		}
+		if hint != "" {
+			err = fmt.Errorf("%w; %s", err, hint)
+		}
 		return in, err
+	}
+	if tf.Plan {
+		return in, nil
 	}
 	p, _ := model.ParsePrecision(cfg.Precision)
 	// Every model the run saves (its reference, iterations, checkpoints) records the prompt format it is
@@ -625,19 +638,25 @@ const maxFitBatch = 1024
 // fitMaxBatch is the largest decode batch in [1, most] whose memory plan (plan, growing with the batch)
 // fits in budget bytes; 1 when none does (the plan's check then says by how much).
 func fitMaxBatch(plan func(batch int) (model.Plan, error), most int, budget int64) (int, error) {
-	fits := func(b int) (bool, error) {
-		p, err := plan(b)
+	b, _, err := largestFit(1, max(most, 1), plan, budget)
+	return b, err
+}
+
+// largestFit is the largest x in [lo, hi] whose plan (growing with x) fits in budget bytes, by
+// bisection; ok is false, and x lo, when not even lo's does.
+func largestFit(lo, hi int, plan func(x int) (model.Plan, error), budget int64) (x int, ok bool, err error) {
+	fits := func(x int) (bool, error) {
+		p, err := plan(x)
 		return err == nil && p.Total() <= budget, err
 	}
-	lo, hi := 1, max(most, 1)
 	if ok, err := fits(lo); err != nil || !ok {
-		return lo, err
+		return lo, false, err
 	}
 	for lo < hi { // lo fits; the answer is in [lo, hi]
-		mid := (lo + hi + 1) / 2
+		mid := lo + (hi-lo+1)/2
 		ok, err := fits(mid)
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		if ok {
 			lo = mid
@@ -645,7 +664,30 @@ func fitMaxBatch(plan func(batch int) (model.Plan, error), most int, budget int6
 			hi = mid - 1
 		}
 	}
-	return lo, nil
+	return lo, true, nil
+}
+
+// microBatchHint says, for a plan that does not fit, which --micro-batch-tokens would make it fit at
+// decode batch batch (the training arena is often most of a full fine-tuning's memory); "" when a
+// smaller arena would not be enough.
+func microBatchHint(mc model.Config, cfg selfplay.Config, batch, evalLongest, evalNew int, budget int64) (string, error) {
+	longest := cfg.MaxPromptTokens + cfg.MaxNewTokens
+	arena := cfg.MicroBatchTokens
+	if arena == 0 {
+		arena = cfg.TrainBatch * longest
+	}
+	if arena <= longest {
+		return "", nil
+	}
+	t, ok, err := largestFit(longest, arena-1, func(t int) (model.Plan, error) {
+		c := cfg
+		c.MaxBatch, c.MicroBatchTokens = batch, t
+		return trainPlan(mc, c, evalLongest, evalNew)
+	}, budget)
+	if err != nil || !ok {
+		return "", err
+	}
+	return fmt.Sprintf("--micro-batch-tokens %d (training arena %d tokens now) fits it at --max-batch %d, accumulating each optimizer step's gradients over micro-batches", t, arena, batch), nil
 }
 
 // evalMaxNew is the token budget of an evaluation response.

@@ -284,3 +284,40 @@ func TestTrainFitsTheDecodeBatchToFreeMemory(t *testing.T) {
 	require.Equal(t, want, cfg.MaxBatch)
 	require.Contains(t, log.String(), fmt.Sprintf("--max-batch %d: the largest decode batch", want))
 }
+
+// A plan that does not fit names the largest training arena (--micro-batch-tokens) that would fit it,
+// exactly: one token more does not fit. A plan no arena could save gets no such hint.
+func TestMicroBatchHint(t *testing.T) {
+	mc, err := model.LoadConfig(filepath.Join("..", "..", "bench", "qwen2.5-shapes", "qwen2.5-0.5B", "config.json"))
+	require.NoError(t, err)
+	cfg := selfplay.DefaultConfig()
+	cfg.Precision = "bf16"
+	plan := func(tokens int) model.Plan {
+		c := cfg
+		c.MicroBatchTokens = tokens
+		p, err := trainPlan(mc, c, 512, 1024)
+		require.NoError(t, err)
+		return p
+	}
+	whole, one := plan(0).Total(), plan(2048).Total() // 16 sequences of 1024 + 1024 tokens; one of them
+	for _, budget := range []int64{(whole + one) / 2, one} {
+		hint, err := microBatchHint(mc, cfg, cfg.MaxBatch, 512, 1024, budget)
+		require.NoError(t, err)
+		var tokens, arena, batch int
+		_, err = fmt.Sscanf(hint, "--micro-batch-tokens %d (training arena %d tokens now) fits it at --max-batch %d", &tokens, &arena, &batch)
+		require.NoError(t, err, hint)
+		require.Equal(t, 16*2048, arena)
+		require.Equal(t, cfg.MaxBatch, batch)
+		require.LessOrEqual(t, plan(tokens).Total(), budget)
+		if tokens < 16*2048 {
+			require.Greater(t, plan(tokens+1).Total(), budget)
+		}
+	}
+	hint, err := microBatchHint(mc, cfg, cfg.MaxBatch, 512, 1024, one-1)
+	require.NoError(t, err)
+	require.Empty(t, hint, "not even one longest sample's arena fits")
+	cfg.MicroBatchTokens = 2048
+	hint, err = microBatchHint(mc, cfg, cfg.MaxBatch, 512, 1024, one-1)
+	require.NoError(t, err)
+	require.Empty(t, hint, "the arena is already the smallest")
+}

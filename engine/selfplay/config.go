@@ -42,6 +42,11 @@ type Config struct {
 	RolloutBatch             int `json:"rollout_batch"` // problems per training step (16)
 	Samples                  int `json:"samples"`       // responses per problem (16)
 	TrainBatch               int `json:"train_batch"`   // sequences per optimizer step (16)
+	// MicroBatchTokens is the training arena's size in tokens: each optimizer step's sequences are
+	// packed into micro-batches of at most this many tokens, whose gradients accumulate (as the
+	// official scripts' micro_train_batch_size does). 0 is a whole optimizer step's worst case,
+	// TrainBatch · (MaxPromptTokens + MaxNewTokens); a smaller arena holds at least one longest sample.
+	MicroBatchTokens int `json:"micro_batch_tokens,omitempty"`
 
 	LR          float64 `json:"lr"`
 	WarmupRatio float64 `json:"warmup_ratio"`
@@ -156,6 +161,9 @@ func (c Config) Validate() error {
 		return bad("gen_prompts", "%d < 1", c.GenPrompts)
 	case c.MaxBatch < 1:
 		return bad("max_batch", "%d < 1", c.MaxBatch)
+	case c.MicroBatchTokens != 0 && (c.MicroBatchTokens < c.MaxPromptTokens+c.MaxNewTokens || c.MicroBatchTokens > c.stepTokens()):
+		return bad("micro_batch_tokens", "%d: want 0 (a whole optimizer step) or from one longest sample, max_prompt_tokens + max_new_tokens = %d, to train_batch · that = %d",
+			c.MicroBatchTokens, c.MaxPromptTokens+c.MaxNewTokens, c.stepTokens())
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package selfplay
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,11 +22,15 @@ func TestMemoryPlanIsWhatStartAllocates(t *testing.T) {
 	for _, c := range []struct {
 		prec  model.Precision
 		noRef bool // kl_coef 0: the run holds no reference
-	}{{model.PrecisionF32, false}, {model.PrecisionBF16, false}, {model.PrecisionBF16, true}} {
+		micro bool // a training arena of one longest sample (micro_batch_tokens)
+	}{{model.PrecisionF32, false, false}, {model.PrecisionBF16, false, false}, {model.PrecisionBF16, true, false}, {model.PrecisionF32, false, true}} {
 		prec := c.prec
 		name := prec.String()
 		if c.noRef {
 			name += "/kl0"
+		}
+		if c.micro {
+			name += "/micro"
 		}
 		t.Run(name, func(t *testing.T) {
 			d, err := kernels.Open("cpu", 1) // its own device, so live bytes count this run only
@@ -35,6 +40,9 @@ func TestMemoryPlanIsWhatStartAllocates(t *testing.T) {
 			cfg.Precision = prec.String()
 			if c.noRef {
 				cfg.KLCoef = 0
+			}
+			if c.micro {
+				cfg.MicroBatchTokens = cfg.MaxPromptTokens + cfg.MaxNewTokens
 			}
 			mc, err := model.LoadConfig(filepath.Join(fixture, "config.json"))
 			require.NoError(t, err)
@@ -52,6 +60,9 @@ func TestMemoryPlanIsWhatStartAllocates(t *testing.T) {
 				require.NoError(t, err)
 				defer ref.Free()
 			}
+			require.Equal(t, c.micro, slices.ContainsFunc(plan.Items, func(it model.PlanItem) bool {
+				return strings.HasPrefix(it.Name, fmt.Sprintf("activations (%d tokens,", cfg.MaxPromptTokens+cfg.MaxNewTokens))
+			}))
 			require.Equal(t, !c.noRef, slices.ContainsFunc(plan.Items, func(it model.PlanItem) bool { return strings.HasPrefix(it.Name, "reference") }))
 			r, err := Start(filepath.Join(t.TempDir(), "run"), cfg, Inputs{Policy: policy, Reference: ref, Tokenizer: tok, Train: trainSet()})
 			require.NoError(t, err)

@@ -86,8 +86,16 @@ type tickCounters struct {
 	rewardTime             time.Duration
 }
 
-// actsTokens sizes the training arena: a micro-batch of TrainBatch sequences of the longest length.
-func (c Config) actsTokens() int { return c.TrainBatch * (c.MaxPromptTokens + c.MaxNewTokens) }
+// actsTokens sizes the training arena: MicroBatchTokens, or by default a whole optimizer step.
+func (c Config) actsTokens() int {
+	if c.MicroBatchTokens > 0 {
+		return c.MicroBatchTokens
+	}
+	return c.stepTokens()
+}
+
+// stepTokens is an optimizer step's worst case: TrainBatch sequences of the longest length.
+func (c Config) stepTokens() int { return c.TrainBatch * (c.MaxPromptTokens + c.MaxNewTokens) }
 
 // newRunner checks the inputs and builds the engine, optimizer and buffers around a state (fresh or
 // restored). It writes nothing: the run directory is attached afterwards.

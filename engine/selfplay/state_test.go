@@ -72,4 +72,15 @@ func TestConfigValidate(t *testing.T) {
 		require.Error(t, err, name)
 		require.Contains(t, err.Error(), name)
 	}
+	// The training arena: 0 (a whole step), or from one longest sample (1024 + 1024 tokens) to a step's
+	// worst case (16 of them).
+	for tokens, ok := range map[int]bool{0: true, 2048: true, 16 * 2048: true, -1: false, 2047: false, 16*2048 + 1: false} {
+		c := DefaultConfig()
+		c.MicroBatchTokens = tokens
+		if ok {
+			require.NoError(t, c.Validate(), tokens)
+		} else {
+			require.ErrorContains(t, c.Validate(), "micro_batch_tokens", tokens)
+		}
+	}
 }
