@@ -171,7 +171,7 @@ func registerTrainFlags(fs interface {
 	fs.IntVar(&c.RolloutBatch, "rollout-batch", c.RolloutBatch, "problems per training step")
 	fs.IntVar(&c.Samples, "samples", c.Samples, "responses per problem")
 	fs.IntVar(&c.TrainBatch, "train-batch", c.TrainBatch, "sequences per optimizer step")
-	fs.IntVar(&c.MicroBatchTokens, "micro-batch-tokens", c.MicroBatchTokens, "tokens the training arena holds: each optimizer step's gradients accumulate over micro-batches of at most this many (0: a whole step, --train-batch × (--max-prompt-tokens + --max-new-tokens))")
+	fs.IntVar(&c.MicroBatchTokens, "micro-batch-tokens", c.MicroBatchTokens, "tokens the training arena holds: each optimizer step's gradients accumulate over micro-batches of at most this many (0: a whole step, --train-batch × (--max-prompt-tokens + --max-new-tokens), or where the decode batch is fitted to free memory and a whole step leaves no room to decode 64 sequences, the largest arena that does)")
 	fs.Float64Var(&c.LR, "lr", c.LR, "peak learning rate (warm-up 3%, cosine to 10%)")
 	fs.Float64Var(&c.KLCoef, "kl", c.KLCoef, "KL coefficient β (0: no KL term, and no reference model is held or scored)")
 	fs.IntVar(&c.MaxPromptTokens, "max-prompt-tokens", c.MaxPromptTokens, "prompt budget (task prompts are cut, few-shot prompts drop examples)")
@@ -428,7 +428,9 @@ func checkTrainChoices(c selfplay.Config) error {
 // reference models (no reference at --kl 0).
 //
 // With fitBatch (a new run with --max-batch 0, or on a GPU without --max-batch) it sets cfg.MaxBatch to
-// the largest decode batch the device's free memory holds (fitMaxBatch) before the plan is checked.
+// the largest decode batch the device's free memory holds (fitMaxBatch) before the plan is checked;
+// first, without --micro-batch-tokens, when a whole optimizer step's training arena leaves no room to
+// decode 64 sequences, it sets cfg.MicroBatchTokens to the largest arena that does (fitArena).
 // With tf.Plan it stops there, loading no model (in.Policy is nil).
 func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, tf trainFlags, cfg *selfplay.Config, fitBatch bool, stderr io.Writer) (selfplay.Inputs, error) {
 	in := selfplay.Inputs{Comm: comm}
@@ -557,21 +559,14 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 		// evaluation with its maj@K samples.
 		most := min(max(cfg.RolloutBatch*cfg.Samples, cfg.GenPrompts, evalProblems*max(1, tf.EvalK)), maxFitBatch)
 		hintBatch = min(most, selfplay.DefaultConfig().MaxBatch)
-		budget := d.Info().FreeMemory / 10 * 9
-		b, err := fitMaxBatch(func(b int) (model.Plan, error) {
-			c := *cfg
-			c.MaxBatch = b
-			return trainPlan(mc, c, evalLongest, evalNew)
-		}, most, budget)
-		if err != nil {
+		arena := cfg.ArenaTokens()
+		if err := fitToMemory(comm, mc, cfg, most, hintBatch, evalLongest, evalNew, d.Info().FreeMemory/10*9); err != nil {
 			return in, err
 		}
-		// Every rank decodes with the same batch (the same float results as one process): the smallest.
-		all, err := dist.Gather(comm, "decode batch sizes", []int{b})
-		if err != nil {
-			return in, err
+		if cfg.ArenaTokens() < arena {
+			fmt.Fprintf(stderr, "serl: --micro-batch-tokens %d: a whole optimizer step's training arena (%d tokens) leaves no room to decode %d sequences in 90%% of the %s's %.1f GiB free, so each step's gradients accumulate over micro-batches of at most %d tokens\n",
+				cfg.MicroBatchTokens, arena, hintBatch, d.Info().Backend, float64(d.Info().FreeMemory)/(1<<30), cfg.MicroBatchTokens)
 		}
-		cfg.MaxBatch = slices.Min(all)
 		sayFitBatch(stderr, "--max-batch", cfg.MaxBatch, d.Info().Backend, d.Info().FreeMemory, most)
 	}
 	plan, err := trainPlan(mc, *cfg, evalLongest, evalNew)
@@ -635,6 +630,43 @@ func trainInputs(d *kernels.Device, comm *dist.Comm, policyDir, refDir string, t
 // sequences that decoding is compute-bound, and a bigger batch only holds more memory.
 const maxFitBatch = 1024
 
+// fitToMemory sizes a new run to budget bytes: without cfg.MicroBatchTokens, when a whole optimizer
+// step's training arena leaves no room to decode hintBatch sequences, the largest arena that does
+// (fitArena); then the largest decode batch up to most (fitMaxBatch). Every rank of a data-parallel
+// run takes the same, the smallest of the ranks' (the same float results as one process).
+func fitToMemory(comm *dist.Comm, mc model.Config, cfg *selfplay.Config, most, hintBatch, evalLongest, evalNew int, budget int64) error {
+	if cfg.MicroBatchTokens == 0 {
+		t, ok, err := fitArena(mc, *cfg, hintBatch, evalLongest, evalNew, budget)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			t = cfg.ArenaTokens() // nothing fits: the plan's check says by how much
+		}
+		all, err := dist.Gather(comm, "training arena sizes", []int{t})
+		if err != nil {
+			return err
+		}
+		if t = slices.Min(all); t < cfg.ArenaTokens() {
+			cfg.MicroBatchTokens = t
+		}
+	}
+	b, err := fitMaxBatch(func(b int) (model.Plan, error) {
+		c := *cfg
+		c.MaxBatch = b
+		return trainPlan(mc, c, evalLongest, evalNew)
+	}, most, budget)
+	if err != nil {
+		return err
+	}
+	all, err := dist.Gather(comm, "decode batch sizes", []int{b})
+	if err != nil {
+		return err
+	}
+	cfg.MaxBatch = slices.Min(all)
+	return nil
+}
+
 // fitMaxBatch is the largest decode batch in [1, most] whose memory plan (plan, growing with the batch)
 // fits in budget bytes; 1 when none does (the plan's check then says by how much).
 func fitMaxBatch(plan func(batch int) (model.Plan, error), most int, budget int64) (int, error) {
@@ -667,27 +699,27 @@ func largestFit(lo, hi int, plan func(x int) (model.Plan, error), budget int64) 
 	return lo, true, nil
 }
 
-// microBatchHint says, for a plan that does not fit, which --micro-batch-tokens would make it fit at
-// decode batch batch (the training arena is often most of a full fine-tuning's memory); "" when a
-// smaller arena would not be enough.
-func microBatchHint(mc model.Config, cfg selfplay.Config, batch, evalLongest, evalNew int, budget int64) (string, error) {
-	longest := cfg.MaxPromptTokens + cfg.MaxNewTokens
-	arena := cfg.MicroBatchTokens
-	if arena == 0 {
-		arena = cfg.TrainBatch * longest
-	}
-	if arena <= longest {
-		return "", nil
-	}
-	t, ok, err := largestFit(longest, arena-1, func(t int) (model.Plan, error) {
+// fitArena is the largest training arena, in tokens from one longest sample to cfg's own
+// (selfplay.Config.ArenaTokens), whose run plan at decode batch batch fits in budget bytes; ok is false
+// when not even one longest sample's does.
+func fitArena(mc model.Config, cfg selfplay.Config, batch, evalLongest, evalNew int, budget int64) (tokens int, ok bool, err error) {
+	arena := cfg.ArenaTokens()
+	return largestFit(min(cfg.MaxPromptTokens+cfg.MaxNewTokens, arena), arena, func(t int) (model.Plan, error) {
 		c := cfg
 		c.MaxBatch, c.MicroBatchTokens = batch, t
 		return trainPlan(mc, c, evalLongest, evalNew)
 	}, budget)
-	if err != nil || !ok {
+}
+
+// microBatchHint says, for a plan that does not fit, which --micro-batch-tokens would make it fit at
+// decode batch batch (the training arena is often most of a full fine-tuning's memory); "" when a
+// smaller arena would not be enough.
+func microBatchHint(mc model.Config, cfg selfplay.Config, batch, evalLongest, evalNew int, budget int64) (string, error) {
+	t, ok, err := fitArena(mc, cfg, batch, evalLongest, evalNew, budget)
+	if err != nil || !ok || t == cfg.ArenaTokens() {
 		return "", err
 	}
-	return fmt.Sprintf("--micro-batch-tokens %d (training arena %d tokens now) fits it at --max-batch %d, accumulating each optimizer step's gradients over micro-batches", t, arena, batch), nil
+	return fmt.Sprintf("--micro-batch-tokens %d (training arena %d tokens now) fits it at --max-batch %d, accumulating each optimizer step's gradients over micro-batches", t, cfg.ArenaTokens(), batch), nil
 }
 
 // evalMaxNew is the token budget of an evaluation response.

@@ -321,3 +321,54 @@ func TestMicroBatchHint(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, hint, "the arena is already the smallest")
 }
+
+// Fitting a new run to free memory: a whole optimizer step's arena where it leaves room to decode
+// hintBatch sequences; otherwise the largest arena that does, then the largest decode batch; an arena
+// that was set is kept.
+func TestFitToMemoryShrinksTheArena(t *testing.T) {
+	mc, err := model.LoadConfig(filepath.Join("..", "..", "bench", "qwen2.5-shapes", "qwen2.5-0.5B", "config.json"))
+	require.NoError(t, err)
+	base := selfplay.DefaultConfig()
+	base.Precision = "bf16"
+	total := func(c selfplay.Config) int64 {
+		p, err := trainPlan(mc, c, 512, 1024)
+		require.NoError(t, err)
+		return p.Total()
+	}
+	at := func(tokens, batch int) int64 {
+		c := base
+		c.MicroBatchTokens, c.MaxBatch = tokens, batch
+		return total(c)
+	}
+	const most, hint = 256, 64
+	for _, tc := range []struct {
+		name          string
+		budget        int64
+		set, wantArena int // --micro-batch-tokens given; the arena expected (0: the whole step)
+	}{
+		{"roomy", at(0, most), 0, 0},
+		{"whole step at the hint batch", at(0, hint), 0, 0},
+		{"tight", at(0, hint) - 1<<30, 0, -1},
+		{"one sample", at(2048, hint), 0, 2048},
+		{"set", at(0, hint) - 1, 4096, 4096},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := base
+			cfg.MicroBatchTokens, cfg.MaxBatch = tc.set, 1
+			require.NoError(t, fitToMemory(dist.Single(), mc, &cfg, most, hint, 512, 1024, tc.budget))
+			switch tc.wantArena {
+			case -1: // the largest arena short of a whole step: one token more does not fit at the hint batch
+				require.Less(t, cfg.MicroBatchTokens, 16*2048)
+				require.Greater(t, cfg.MicroBatchTokens, 2048)
+				require.Greater(t, at(cfg.MicroBatchTokens+1, hint), tc.budget)
+			default:
+				require.Equal(t, tc.wantArena, cfg.MicroBatchTokens)
+			}
+			require.LessOrEqual(t, total(cfg), tc.budget, "the fitted plan fits")
+			if tc.set == 0 {
+				require.GreaterOrEqual(t, cfg.MaxBatch, hint, "room to decode the hint batch")
+			}
+			t.Logf("budget %.2f GiB: arena %d tokens, decode batch %d", float64(tc.budget)/(1<<30), cfg.ArenaTokens(), cfg.MaxBatch)
+		})
+	}
+}

@@ -317,7 +317,7 @@ func TestMicroBatchesAccumulateTheStep(t *testing.T) {
 		r, err := Start(dir, cfg, Inputs{Policy: loadModel(t, fixture), Reference: loadModel(t, fixture), Tokenizer: tok, Train: trainSet()})
 		require.NoError(t, err)
 		defer r.Free()
-		require.Equal(t, cfg.actsTokens(), r.acts.MaxTokens)
+		require.Equal(t, cfg.ArenaTokens(), r.acts.MaxTokens)
 		require.NoError(t, r.Run(context.Background(), nil))
 		ms, err := ReadMetrics(dir)
 		require.NoError(t, err)
@@ -329,7 +329,9 @@ func TestMicroBatchesAccumulateTheStep(t *testing.T) {
 	micro := first(cfg)
 	require.Equal(t, whole.RewardMean, micro.RewardMean)
 	require.Equal(t, whole.GenTokens, micro.GenTokens)
-	// Measured: 7.89516711 against 7.89516735, 3.0e-8 apart.
+	// Measured: 7.89516711 against 7.89516735, 3.0e-8 apart (CPU).
+	t.Logf("gradient norm: whole steps %.9g, micro-batches %.9g (relative difference %.2g)", whole.GradNorm, micro.GradNorm,
+		math.Abs(whole.GradNorm-micro.GradNorm)/whole.GradNorm)
 	require.InEpsilon(t, whole.GradNorm, micro.GradNorm, 2e-7)
 	require.Greater(t, micro.TrainTokens/2, cfg.MicroBatchTokens, "an optimizer step spans several micro-batches")
 }

@@ -45,7 +45,7 @@ func MemoryPlan(c Config, mc model.Config) (model.Plan, error) {
 		}
 		pl.Add(mc.OptimizerPlan()...)
 	}
-	pl.Add(mc.LoRAActivationPlan(c.actsTokens(), c.TrainBatch, p, c.LoRA())...)
+	pl.Add(mc.LoRAActivationPlan(c.ArenaTokens(), c.TrainBatch, p, c.LoRA())...)
 	pl.Add(gcfg.Plan("generation", mc, p)...)
 	if lc := c.LoRA(); lc != nil {
 		pl.Add(mc.LoRAWorkspacePlan("generation", *lc, max(gcfg.MaxPrefillTokens, gcfg.MaxBatch), p))

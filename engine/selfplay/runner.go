@@ -86,8 +86,8 @@ type tickCounters struct {
 	rewardTime             time.Duration
 }
 
-// actsTokens sizes the training arena: MicroBatchTokens, or by default a whole optimizer step.
-func (c Config) actsTokens() int {
+// ArenaTokens sizes the training arena: MicroBatchTokens, or by default a whole optimizer step.
+func (c Config) ArenaTokens() int {
 	if c.MicroBatchTokens > 0 {
 		return c.MicroBatchTokens
 	}
@@ -135,7 +135,7 @@ func newRunner(cfg Config, in Inputs, st State) (*Runner, error) {
 	if r.grads, err = m.NewGrads(); err != nil {
 		return nil, err
 	}
-	if r.acts, err = m.NewActivations(cfg.actsTokens(), cfg.TrainBatch); err != nil {
+	if r.acts, err = m.NewActivations(cfg.ArenaTokens(), cfg.TrainBatch); err != nil {
 		return nil, err
 	}
 	r.rlw = rl.NewWorkspace(m.Device(), r.acts)
