@@ -342,8 +342,8 @@ func TestFitToMemoryShrinksTheArena(t *testing.T) {
 	}
 	const most, hint = 256, 64
 	for _, tc := range []struct {
-		name          string
-		budget        int64
+		name           string
+		budget         int64
 		set, wantArena int // --micro-batch-tokens given; the arena expected (0: the whole step)
 	}{
 		{"roomy", at(0, most), 0, 0},
