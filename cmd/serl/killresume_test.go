@@ -284,3 +284,31 @@ func lastLine(s string) string {
 	}
 	return last
 }
+
+// With --checkpoint-every 2 (one iteration of 3 steps: checkpoints after steps 2 and 3), a kill in
+// step 2's training loses step 1, which no checkpoint holds: the resumed run starts again from step 0,
+// cuts step 1's records back, and ends equal to an uninterrupted run, byte for byte.
+func TestKillBetweenCheckpoints(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs serl train three times on the built-in model")
+	}
+	args := []string{"train", "--device", "cpu", "--threads", "1", "--iterations", "1", "--instructions-per-iteration", "6",
+		"--rollout-batch", "2", "--samples", "4", "--train-batch", "4", "--eval-limit", "3",
+		"--max-new-tokens", "32", "--instr-max-new-tokens", "64", "--checkpoint-every", "2"}
+	base := t.TempDir()
+	whole, part := filepath.Join(base, "whole"), filepath.Join(base, "part")
+	p := startCLI(t, filepath.Join(base, "trace0"), nil, append(args, "--run", whole)...)
+	require.False(t, p.wait(t))
+	p = startCLI(t, filepath.Join(base, "trace1"), []string{"SERL_CRASH_AT=selfplay.train:2"}, append(args, "--run", part)...)
+	require.True(t, p.wait(t), "serl was to be killed in step 2's training:\n%s", p.stderr.String())
+	ms, err := selfplay.ReadMetrics(part)
+	require.NoError(t, err)
+	require.Len(t, ms, 1, "step 1 was trained")
+	link, err := os.Readlink(filepath.Join(part, checkpoint.Link))
+	require.NoError(t, err)
+	require.Equal(t, "checkpoint-0", link, "and not checkpointed")
+	p = startCLI(t, filepath.Join(base, "trace2"), nil, "train", "--device", "cpu", "--threads", "1", "--resume", part)
+	require.False(t, p.wait(t))
+	require.Contains(t, p.stderr.String(), "resuming "+part+" at step 0")
+	requireSameRun(t, whole, part)
+}

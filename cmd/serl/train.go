@@ -177,6 +177,7 @@ func registerTrainFlags(fs interface {
 	fs.IntVar(&c.MaxPromptTokens, "max-prompt-tokens", c.MaxPromptTokens, "prompt budget (task prompts are cut, few-shot prompts drop examples)")
 	fs.IntVar(&c.MaxNewTokens, "max-new-tokens", c.MaxNewTokens, "tokens per response")
 	fs.IntVar(&c.InstrMaxNewTokens, "instr-max-new-tokens", c.InstrMaxNewTokens, "tokens per self-instruction completion")
+	fs.IntVar(&c.CheckpointEvery, "checkpoint-every", c.CheckpointEvery, "training steps between checkpoints (0 or 1: every step; each iteration's last step always, and Ctrl-C keeps the step it stopped after unless the next one had begun updating)")
 	fs.IntVar(&c.MaxBatch, "max-batch", c.MaxBatch, "sequences decoded together (0: the most the device's free memory holds, the default on a GPU)")
 	fs.Float64Var(&c.DifficultyLow, "difficulty-low", c.DifficultyLow, "keep groups whose majority share is at least this")
 	fs.Float64Var(&c.DifficultyHigh, "difficulty-high", c.DifficultyHigh, "and at most this")

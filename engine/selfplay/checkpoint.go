@@ -268,30 +268,79 @@ func (r *Runner) checkpoint() error {
 	if r.dir.follower {
 		return nil
 	}
+	s, err := r.snapshot()
+	if err != nil {
+		return err
+	}
+	return r.checkpointSnapshot(s)
+}
+
+// checkpointSnapshot is checkpoint for the state s, taken when the weights and moments were as they are.
+func (r *Runner) checkpointSnapshot(s *snapshot) error {
+	if r.dir.follower {
+		return nil
+	}
 	if r.dir.err != nil {
 		return r.dir.err
 	}
 	if err := r.dir.syncRecords(); err != nil {
 		return err
 	}
-	return r.saveCheckpoint(r.dir.path)
+	return r.saveSnapshot(r.dir.path, s)
 }
 
 // saveCheckpoint writes the checkpoint of the current step into dir.
 func (r *Runner) saveCheckpoint(dir string) error {
-	pcg, err := r.loopPCG.MarshalBinary()
+	s, err := r.snapshot()
 	if err != nil {
 		return err
+	}
+	return r.saveSnapshot(dir, s)
+}
+
+// snapshot is the loop state now, with its generators.
+func (r *Runner) snapshot() (*snapshot, error) {
+	pcg, err := r.loopPCG.MarshalBinary()
+	if err != nil {
+		return nil, err
 	}
 	few, err := r.fewShot.MarshalBinary()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r.state.LoopRNG, r.state.FewShotRNG = pcg, few
-	if err := checkpoint.Save(dir, r.state.Steps, r.in.Policy, r.opt, r.state); err != nil {
+	b, err := json.Marshal(r.state)
+	if err != nil {
+		return nil, fmt.Errorf("selfplay: state of step %d: %w", r.state.Steps, err)
+	}
+	return &snapshot{step: r.state.Steps, state: b}, nil
+}
+
+// saveSnapshot writes the checkpoint of s, with the weights and moments as they are, into dir.
+func (r *Runner) saveSnapshot(dir string, s *snapshot) error {
+	if err := checkpoint.Save(dir, s.step, r.in.Policy, r.opt, s.state); err != nil {
 		return fmt.Errorf("selfplay: %w", err)
 	}
 	return nil
+}
+
+// saveUnsaved checkpoints, after an interrupt, the last step that was not (checkpoint_every), when
+// the weights and moments still hold it; every rank of a data-parallel run stops at the same point,
+// so all of them agree on its outcome.
+func (r *Runner) saveUnsaved() error {
+	s := r.unsaved
+	if s == nil {
+		return nil
+	}
+	r.unsaved = nil
+	err := r.checkpointSnapshot(s)
+	if r.comm.Size() > 1 {
+		if serr := r.settleLast(); serr != nil && err == nil {
+			err = serr
+		}
+		err = agree(r.comm, fmt.Sprintf("checkpoint of step %d", s.step), err)
+	}
+	return err
 }
 
 // saveIteration keeps the model at an iteration boundary as a Hugging Face folder (iter<k>/), or a

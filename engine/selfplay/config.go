@@ -79,6 +79,10 @@ type Config struct {
 
 	MaxBatch       int `json:"max_batch"`         // sequences decoded together
 	MaxTicksNoStep int `json:"max_ticks_no_step"` // rollouts or rounds without a training step before giving up
+	// CheckpointEvery is the training steps between checkpoints (0 or 1: every step). The last step of
+	// each iteration is always checkpointed, and an interrupt between a step's end and the next step's
+	// first weight update checkpoints the step it stopped after (Runner.Run).
+	CheckpointEvery int `json:"checkpoint_every,omitempty"`
 
 	// Precision is f32 or bf16 (model.ParsePrecision); runs from before it existed are f32.
 	Precision string `json:"precision"`
@@ -161,11 +165,19 @@ func (c Config) Validate() error {
 		return bad("gen_prompts", "%d < 1", c.GenPrompts)
 	case c.MaxBatch < 1:
 		return bad("max_batch", "%d < 1", c.MaxBatch)
+	case c.CheckpointEvery < 0:
+		return bad("checkpoint_every", "%d < 0", c.CheckpointEvery)
 	case c.MicroBatchTokens != 0 && (c.MicroBatchTokens < c.MaxPromptTokens+c.MaxNewTokens || c.MicroBatchTokens > c.stepTokens()):
 		return bad("micro_batch_tokens", "%d: want 0 (a whole optimizer step) or from one longest sample, max_prompt_tokens + max_new_tokens = %d, to train_batch · that = %d",
 			c.MicroBatchTokens, c.MaxPromptTokens+c.MaxNewTokens, c.stepTokens())
 	}
 	return nil
+}
+
+// checkpointAfter reports whether the state after training step `step` is checkpointed: every
+// CheckpointEvery-th step and the last step of each iteration (whose model and evaluation are kept).
+func (c Config) checkpointAfter(step int) bool {
+	return c.CheckpointEvery <= 1 || step%c.CheckpointEvery == 0 || step%c.StepsPerIteration() == 0
 }
 
 // StepsPerIteration is the training steps (rollout batches trained) of one iteration.

@@ -335,3 +335,77 @@ func TestMicroBatchesAccumulateTheStep(t *testing.T) {
 	require.InEpsilon(t, whole.GradNorm, micro.GradNorm, 2e-7)
 	require.Greater(t, micro.TrainTokens/2, cfg.MicroBatchTokens, "an optimizer step spans several micro-batches")
 }
+
+// With checkpoint_every the steps in between are not checkpointed, yet the run computes the same: an
+// interrupt after such a step (between steps) checkpoints it then, and the resumed run's third step
+// equals the uninterrupted one's; a run that loses its in-between step (as a kill would) resumes
+// from the checkpoint before it, its records cut back, and redoes it exactly.
+func TestCheckpointEvery(t *testing.T) {
+	cfg, in, _ := threeStepRun(t)
+	cfg.CheckpointEvery = 2 // 3 steps to the iteration: checkpoints after steps 2 and 3
+	whole := filepath.Join(t.TempDir(), "whole")
+	runUntil(t, whole, cfg, in(fixture, fixture), 0)
+	step := func(dir string) int {
+		st, err := OpenRun(dir)
+		require.NoError(t, err)
+		defer st.Close()
+		return st.Step
+	}
+	require.Equal(t, 3, step(whole))
+
+	// Interrupted after step 1 (not due for a checkpoint): the interrupt writes it.
+	part := filepath.Join(t.TempDir(), "part")
+	runUntil(t, part, cfg, in(fixture, fixture), 1)
+	require.Equal(t, 1, step(part))
+	st, err := OpenRun(part)
+	require.NoError(t, err)
+	rr, err := st.Resume(in(st.PolicyDir, st.ReferenceDir))
+	require.NoError(t, err)
+	// Interrupted once step 2 is checkpointed, it stops before step 3 with nothing left to save.
+	ctx, cancel := context.WithCancel(context.Background())
+	require.ErrorIs(t, rr.Run(ctx, func(m StepMetrics) {
+		if m.Step == 2 {
+			cancel()
+		}
+	}), context.Canceled)
+	rr.Free()
+	require.Equal(t, 2, step(part))
+	resumeThirdStep(t, cfg, in, whole, part)
+
+	// A run whose step 1 was never saved (interrupted, as a kill is, once step 2 had begun updating
+	// the weights) resumes from step 0 and redoes steps 1 to 3.
+	lost := filepath.Join(t.TempDir(), "lost")
+	r, err := Start(lost, cfg, in(fixture, fixture))
+	require.NoError(t, err)
+	armed := false
+	// Cancelled at the first poll after step 2's first optimizer step: its second's.
+	err = r.Run(&condCtx{Context: context.Background(), cancelled: func() bool { return armed && r.unsaved == nil }},
+		func(m StepMetrics) { armed = m.Step == 1 })
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, 1, r.State().Steps)
+	r.Free()
+	require.Equal(t, 0, step(lost))
+	ms, err := ReadMetrics(lost)
+	require.NoError(t, err)
+	require.Len(t, ms, 1, "step 1's record, cut back on resume")
+	st, err = OpenRun(lost)
+	require.NoError(t, err)
+	rr, err = st.Resume(in(st.PolicyDir, st.ReferenceDir))
+	require.NoError(t, err)
+	defer rr.Free()
+	require.NoError(t, rr.Run(context.Background(), nil))
+	requireSameThirdStep(t, whole, lost, "model.safetensors")
+}
+
+// condCtx is a context that is cancelled while cancelled() holds.
+type condCtx struct {
+	context.Context
+	cancelled func() bool
+}
+
+func (c *condCtx) Err() error {
+	if c.cancelled() {
+		return context.Canceled
+	}
+	return nil
+}

@@ -2,6 +2,7 @@ package selfplay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -72,6 +73,15 @@ type Runner struct {
 	lastCheckpoint time.Duration
 	// unsettled is the last checkpoint while the other ranks have not yet learnt its outcome.
 	unsettled *unsettled
+	// unsaved is the state after the last step when that step was not checkpointed (checkpoint_every),
+	// while the weights and moments still hold it: an interrupt before the next weight update saves it.
+	unsaved *snapshot
+}
+
+// snapshot is the loop state after a training step, with its generators, as a checkpoint records it.
+type snapshot struct {
+	step  int
+	state json.RawMessage
 }
 
 // tickCounters accumulate over the ticks of one training step, for its metrics line.
@@ -262,9 +272,23 @@ func (r *Runner) Free() {
 // State returns the loop state (for tests and embedding programs).
 func (r *Runner) State() State { return r.state }
 
-// Run runs until the last iteration is trained or ctx is cancelled; the state after every training
-// step is checkpointed, so a cancelled or killed run resumes from its last step.
+// Run runs until the last iteration is trained or ctx is cancelled. The state after every training
+// step is checkpointed (every checkpoint_every-th and each iteration's last, with checkpoint_every), so a
+// killed run resumes from its last checkpoint; a cancelled one also keeps the step it stopped after
+// when it stopped before that step's successor updated the weights (saveUnsaved).
 func (r *Runner) Run(ctx context.Context, onStep func(StepMetrics)) error {
+	err := r.run(ctx, onStep)
+	// Every rank stops with context.Canceled where one was interrupted (cancelled), its own context
+	// cancelled or not, so all of them take this branch together.
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		if serr := r.saveUnsaved(); serr != nil {
+			return fmt.Errorf("%w (and %w)", err, serr)
+		}
+	}
+	return err
+}
+
+func (r *Runner) run(ctx context.Context, onStep func(StepMetrics)) error {
 	r.onStep = onStep
 	total := r.cfg.Iterations * r.cfg.StepsPerIteration()
 	if r.dir == nil {
@@ -311,11 +335,16 @@ func (r *Runner) Run(ctx context.Context, onStep func(StepMetrics)) error {
 				return err
 			}
 		}
-		t0 := time.Now()
-		if err := r.checkpointStep(); err != nil {
+		if r.cfg.checkpointAfter(r.state.Steps) {
+			t0 := time.Now()
+			if err := r.checkpointStep(); err != nil {
+				return err
+			}
+			r.lastCheckpoint = time.Since(t0)
+			r.unsaved = nil
+		} else if r.unsaved, err = r.snapshot(); err != nil {
 			return err
 		}
-		r.lastCheckpoint = time.Since(t0)
 		r.stepStart = time.Now()
 	}
 	return r.settleLast()

@@ -52,7 +52,7 @@ type StepMetrics struct {
 	ScoreSec       float64 `json:"time_score_s"`      // log-probs of the policy and the reference
 	UpdateSec      float64 `json:"time_update_s"`     // forward/backward, gradient all-reduce, AdamW
 	StepSec        float64 `json:"time_step_s"`       // since the last checkpoint (or the first evaluation) was done
-	CheckpointSec  float64 `json:"time_checkpoint_s"` // writing the checkpoint the step started from (0: resumed)
+	CheckpointSec  float64 `json:"time_checkpoint_s"` // writing the checkpoint the step started from (0: resumed, or none: checkpoint_every)
 
 	DeviceBytes     int64  `json:"device_bytes"`      // live native allocations
 	DevicePeakBytes int64  `json:"device_peak_bytes"` // their peak so far
@@ -157,6 +157,7 @@ func (r *Runner) trainStep(ctx context.Context, batch []Group) error {
 		}
 		st := sum.Stats()
 		params, _ := r.in.Policy.Trainable()
+		r.unsaved = nil // the weights move past the last step: only a kill's resume redoes it now
 		os, err := r.opt.Step(params, r.grads)
 		if err != nil {
 			return err
