@@ -71,7 +71,10 @@ type layerActs struct {
 	lse          kernels.Tensor // [T, Hq]
 	xmid         kernels.Tensor // residual after attention [T, H]
 	gate, up     kernels.Tensor // [T, I]
-	act          kernels.Tensor // silu(gate)·up [T, I]
+	// Not silu(gate)·up [T, I], the down projection's input: the forward writes it into the shared
+	// dact (free until the backward) and the backward recomputes it, bit for bit, into dgate (free until
+	// swigluBackward), as llm.c recomputes GeLU. One elementwise op per layer spares L−1 of L [T, I]
+	// buffers, a quarter of a layer's activations on Qwen2.5.
 }
 
 // arenaSlot is one tensor of an arena plan.
@@ -107,7 +110,6 @@ func (c Config) arenaSlots(a *Activations, T, S int, act kernels.DType) []arenaS
 		st(&l.rstd2, T)
 		f(&l.gate, T, in)
 		f(&l.up, T, in)
-		f(&l.act, T, in)
 	}
 	f(&a.xf, T, h)
 	st(&a.rstdf, T)

@@ -20,7 +20,7 @@ func (m *Model) layerForward(a *Activations, l int) error {
 	x, out := rows(a.xs[l], T), rows(a.xs[l+1], T)
 	ln1, q, k, v := rows(s.ln1, T), rows(s.q, T), rows(s.k, T), rows(s.v, T)
 	attn, xmid, ln2, tmp := rows(s.attn, T), rows(s.xmid, T), rows(s.ln2, T), rows(a.tmp, T)
-	gate, up, act := rows(s.gate, T), rows(s.up, T), rows(s.act, T)
+	gate, up, act := rows(s.gate, T), rows(s.up, T), rows(a.dact, T) // act: kept for no backward (layerActs)
 	pos := rows(a.pos, T)
 	eps := float32(c.RMSNormEps)
 
@@ -81,9 +81,12 @@ func (m *Model) layerBackward(a *Activations, g tensors, gl []loraLayer, l int) 
 			m.loraBackward(&p, gl, l, g, dx, x, rows(a.lu[l][g], T), a.ldu, dys...)
 		}
 	}
-	// MLP: out = xmid + act·Wdᵀ; the residual passes dx through unchanged.
-	p.linearBackward(dact, gw.wd, gw.bd, dx, rows(s.act, T), w.wd, false)
-	lora(downGroup, dact, rows(s.act, T), dx)
+	// MLP: out = xmid + act·Wdᵀ; the residual passes dx through unchanged. act, which the forward did
+	// not keep, is recomputed into dgate, whose own values swigluBackward writes next.
+	act := dgate
+	p.swiglu(act, rows(s.gate, T), rows(s.up, T))
+	p.linearBackward(dact, gw.wd, gw.bd, dx, act, w.wd, false)
+	lora(downGroup, dact, act, dx)
 	p.swigluBackward(dgate, dup, rows(s.gate, T), rows(s.up, T), dact) // writes both: no zeroing first
 	p.linearBackward(dln, gw.wg, gw.bg, dgate, ln2, w.wg, false)
 	p.linearBackward(dln, gw.wu, gw.bu, dup, ln2, w.wu, true)
