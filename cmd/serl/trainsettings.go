@@ -109,8 +109,8 @@ func writeSettings(w io.Writer, fs *flag.FlagSet, cfg selfplay.Config, tf trainF
 
 // runEstimate bounds the time of the steps left and the evaluations by a stated formula at measured
 // rates: 2·params FLOPs per generated token and 10·params per trained token (the old policy's and the
-// reference's forward passes plus forward and backward; 8·params at --kl 0, which has no reference), with every response at its token budget and
-// one self-instruction round per step. Generation runs at the rate of a decode-sized product (the
+// reference's forward passes plus forward and backward; 8·params at --kl 0, which has no reference),
+// with every response at its token budget and one self-instruction round per step. Generation runs at the rate of a decode-sized product (the
 // batch's rows) and training at that of a packed batch's (estimateTrainRows), each measured on this
 // device at the model's shapes. Responses end well before their budget (the built-in model's average a
 // third of it), so the bound is a ceiling; the step lines give the time left as it is measured.

@@ -21,8 +21,8 @@ const RLBuffersItem = "RL step buffers (at most)"
 
 // MemoryPlan is everything a run of c allocates on the device for a policy of configuration mc, computed
 // from the settings alone, before anything is allocated: the policy's weights (float32 master and, under
-// bf16, the bf16 copy), the frozen reference (none at kl_coef 0), gradients and AdamW moments, the training arena, and the
-// generation engine's KV cache, workspace and sampler. Evaluation, which runs its own engine, is the
+// bf16, the bf16 copy), the frozen reference (none at kl_coef 0), gradients and AdamW moments, the
+// training arena (ArenaTokens), and the generation engine's KV cache, workspace and sampler. Evaluation, which runs its own engine, is the
 // caller's to add.
 func MemoryPlan(c Config, mc model.Config) (model.Plan, error) {
 	var pl model.Plan

@@ -273,9 +273,9 @@ func (r *Runner) Free() {
 func (r *Runner) State() State { return r.state }
 
 // Run runs until the last iteration is trained or ctx is cancelled. The state after every training
-// step is checkpointed (every checkpoint_every-th and each iteration's last, with checkpoint_every), so a
-// killed run resumes from its last checkpoint; a cancelled one also keeps the step it stopped after
-// when it stopped before that step's successor updated the weights (saveUnsaved).
+// step is checkpointed (with checkpoint_every, every such step and each iteration's last), so a killed
+// run resumes from its last checkpoint; a cancelled one also keeps the step it stopped after when it
+// stopped before the next step updated the weights (saveUnsaved).
 func (r *Runner) Run(ctx context.Context, onStep func(StepMetrics)) error {
 	err := r.run(ctx, onStep)
 	// Every rank stops with context.Canceled where one was interrupted (cancelled), its own context
