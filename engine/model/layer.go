@@ -18,9 +18,10 @@ func (m *Model) layerForward(a *Activations, l int) error {
 	c, T := m.Config, a.tokens
 	w, s := &m.w.layers[l], &a.layers[l]
 	x, out := rows(a.xs[l], T), rows(a.xs[l+1], T)
-	ln1, q, k, v := rows(s.ln1, T), rows(s.q, T), rows(s.k, T), rows(s.v, T)
-	attn, xmid, ln2, tmp := rows(s.attn, T), rows(s.xmid, T), rows(s.ln2, T), rows(a.tmp, T)
-	gate, up, act := rows(s.gate, T), rows(s.up, T), rows(a.dact, T) // act: kept for no backward (layerActs)
+	q, k, v := rows(s.q, T), rows(s.k, T), rows(s.v, T)
+	attn, xmid, tmp := rows(s.attn, T), rows(s.xmid, T), rows(a.tmp, T)
+	gate, up := rows(s.gate, T), rows(s.up, T)
+	ln1, ln2, act := rows(a.dln, T), rows(a.dln, T), rows(a.dact, T) // not kept (layerActs): scratch
 	pos := rows(a.pos, T)
 	eps := float32(c.RMSNormEps)
 
@@ -71,7 +72,8 @@ func (m *Model) layerBackward(a *Activations, g tensors, gl []loraLayer, l int) 
 	q, k, v, attn := rows(s.q, T), rows(s.k, T), rows(s.v, T), rows(s.attn, T)
 	dq, dk, dv, dattn := rows(a.dq, T), rows(a.dk, T), rows(a.dv, T), rows(a.dattn, T)
 	dgate, dup, dact := rows(a.dgate, T), rows(a.dup, T), rows(a.dact, T)
-	ln1, ln2, pos := rows(s.ln1, T), rows(s.ln2, T), rows(a.pos, T)
+	pos := rows(a.pos, T)
+	eps := float32(c.RMSNormEps)
 
 	p := pass{d: m.dev}
 	// lora adds target group g's adapter terms, after its projections' backward (a no-op without adapters
@@ -81,13 +83,16 @@ func (m *Model) layerBackward(a *Activations, g tensors, gl []loraLayer, l int) 
 			m.loraBackward(&p, gl, l, g, dx, x, rows(a.lu[l][g], T), a.ldu, dys...)
 		}
 	}
-	// MLP: out = xmid + act·Wdᵀ; the residual passes dx through unchanged. act, which the forward did
-	// not keep, is recomputed into dgate, whose own values swigluBackward writes next.
+	// MLP: out = xmid + act·Wdᵀ; the residual passes dx through unchanged. act and ln2, which the
+	// forward did not keep (layerActs), are recomputed: act into dgate, whose own values swigluBackward
+	// writes next, and ln2 into tmp.
 	act := dgate
 	p.swiglu(act, rows(s.gate, T), rows(s.up, T))
 	p.linearBackward(dact, gw.wd, gw.bd, dx, act, w.wd, false)
 	lora(downGroup, dact, act, dx)
 	p.swigluBackward(dgate, dup, rows(s.gate, T), rows(s.up, T), dact) // writes both: no zeroing first
+	ln2 := rows(a.tmp, T)
+	p.rmsnorm(ln2, rows(s.rstd2, T), rows(s.xmid, T), w.ln2, eps)
 	p.linearBackward(dln, gw.wg, gw.bg, dgate, ln2, w.wg, false)
 	p.linearBackward(dln, gw.wu, gw.bu, dup, ln2, w.wu, true)
 	lora(gateUpGroup, dln, ln2, dgate, dup)
@@ -100,6 +105,8 @@ func (m *Model) layerBackward(a *Activations, g tensors, gl []loraLayer, l int) 
 		DQ: dq, DK: dk, DV: dv, CuSeqlens: a.cu.MustSlice(0, a.seqs+1), MaxLen: a.maxLen, Scale: m.scale})
 	p.rope(dq, dq, pos, m.invFreq, c.HeadDim, true)
 	p.rope(dk, dk, pos, m.invFreq, c.HeadDim, true)
+	ln1 := rows(a.tmp, T) // recomputed, as ln2 was
+	p.rmsnorm(ln1, rows(s.rstd1, T), rows(a.xs[l], T), w.ln1, eps)
 	p.linearBackward(dln, gw.wq, gw.bq, flat2(dq), ln1, w.wq, false)
 	p.linearBackward(dln, gw.wk, gw.bk, flat2(dk), ln1, w.wk, true)
 	p.linearBackward(dln, gw.wv, gw.bv, flat2(dv), ln1, w.wv, true)
